@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI app, its lifespan-owned state, and one module per group of routes."""

@@ -1,0 +1,57 @@
+"""Operational endpoints: liveness, readiness, config status and reload."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.state import AppState
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def config_status(state: AppState) -> dict:
+    snapshot = state.config.current
+    status = state.config.status
+    return {
+        "config": {
+            "source": snapshot.source,
+            "version": snapshot.version,
+            "loaded_at": snapshot.loaded_at,
+            "warnings": list(snapshot.warnings),
+            "reloads_ok": status.ok,
+            "reloads_failed": status.failed,
+            "last_reload_attempt_at": status.last_attempt_at,
+            "last_reload_error": status.last_error or None,
+        },
+        "backends": {
+            name: {"type": b.type, "models": sorted(b.models)} for name, b in snapshot.backends.items()
+        },
+        "routes": sorted(snapshot.routes),
+    }
+
+
+def register(app: FastAPI) -> None:
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def status(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        state.auth.authenticate_admin(request)
+        return _json(config_status(state))
+
+    async def reload(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        state.auth.authenticate_admin(request)
+        swapped = state.config.reload(force=True)
+        body = config_status(state)
+        body["reloaded"] = swapped
+        return _json(body, 200 if swapped else 422)
+
+    app.router.add_route("/health", health, methods=["GET"])
+    app.router.add_route("/admin/status", status, methods=["GET"])
+    app.router.add_route("/admin/reload", reload, methods=["POST"])

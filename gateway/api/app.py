@@ -1,0 +1,84 @@
+"""The FastAPI application: lifespan wiring and route registration, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.requests import Request
+
+from gateway.api import admin, chat, models
+from gateway.api.auth import Authenticator
+from gateway.api.state import AppState
+from gateway.backends.pool import BackendPool
+from gateway.config.reload import ConfigHolder
+from gateway.protocol.errors import GatewayError
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+def build_state(settings: Settings) -> AppState:
+    pool = BackendPool()
+    holder = ConfigHolder(settings.config, on_swap=pool.apply)
+    pool.apply(holder.current)
+    return AppState(
+        settings=settings,
+        config=holder,
+        backends=pool,
+        auth=Authenticator(settings.client_keys(), settings.admin_key),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = build_state(settings)
+        app.state.gateway = state
+        state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
+        _install_sighup(state)
+        log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
+        try:
+            yield
+        finally:
+            for task in state.tasks:
+                task.cancel()
+            for closer in state.closers:
+                try:
+                    await closer()
+                except Exception:  # noqa: BLE001 - shutdown must go on
+                    log.exception("shutdown step failed")
+            await state.backends.aclose()
+
+    app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(404, _not_found)
+    app.add_exception_handler(405, _method_not_allowed)
+    chat.register(app)
+    models.register(app)
+    admin.register(app)
+    return app
+
+
+def _install_sighup(state: AppState) -> None:
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: state.config.reload(force=True))
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # not the main thread (tests) or no signals on this platform
+
+
+async def _gateway_error(request: Request, exc: GatewayError):
+    return exc.to_response()
+
+
+async def _not_found(request: Request, exc: Exception):
+    return GatewayError(404, f"Unknown path {request.url.path}.", code="not_found").to_response()
+
+
+async def _method_not_allowed(request: Request, exc: Exception):
+    return GatewayError(405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed").to_response()

@@ -1,0 +1,182 @@
+"""POST /v1/chat/completions: the hot path.
+
+Read the body once, route, open an answer through the fallback loop, then relay bytes.
+A plain Starlette route (no FastAPI dependency solving) because every microsecond here is
+paid on every call. Accounting happens in the observers, off the response's critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.api.state import AppState
+from gateway.backends.base import UpstreamError
+from gateway.protocol.chat import ChatRequest, parse_chat_request
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.outcome import CallOutcome, price_usd
+from gateway.proxy.usage import Usage
+from gateway.routing.pipeline import decide
+
+log = logging.getLogger("gateway.proxy")
+
+
+def register(app: FastAPI) -> None:
+    app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.router.add_route("/chat/completions", chat_completions, methods=["POST"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"Request body is {declared} bytes; the limit is {limit}.", code="request_too_large")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise GatewayError(400, "The client went away while sending the body.", code="client_disconnected") from None
+    return b"".join(chunks)
+
+
+async def chat_completions(request: Request) -> Response:
+    t0 = time.perf_counter()
+    state: AppState = request.app.state.gateway
+    request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
+    base_headers = {"x-request-id": request_id}
+    try:
+        principal = state.auth.authenticate(request)
+        snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
+        chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
+        decision = decide(chat, request.headers, snapshot, state.stats)
+    except GatewayError as exc:
+        return exc.to_response(base_headers)
+
+    headers = request.headers
+    outcome = CallOutcome(
+        request_id=request_id,
+        requested_model=chat.model,
+        stream=chat.stream,
+        route=decision.route,
+        task=decision.task,
+        app=headers.get("http-referer") or headers.get("referer"),
+        app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
+        api_key_name=principal.key_name,
+    )
+    base_headers["x-gateway-task"] = decision.task
+    if decision.route:
+        base_headers["x-gateway-route"] = decision.route
+    try:
+        opened = await _open_cancellable(request, chat, decision, state, outcome, {"x-request-id": request_id})
+    except GatewayError as exc:
+        outcome.status, outcome.error = exc.status, exc.code or exc.type
+        _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+        if outcome.offer:
+            base_headers["x-gateway-backend"] = outcome.offer.backend
+            base_headers["x-gateway-model"] = outcome.offer.model
+        return exc.to_response(base_headers)
+    except asyncio.CancelledError:
+        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+        _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+        raise
+
+    offer = opened.offer
+    base_headers["x-gateway-backend"] = offer.backend
+    base_headers["x-gateway-model"] = offer.model
+    overhead_s = time.perf_counter() - t0 - opened.upstream_s
+    base_headers["x-gateway-overhead-ms"] = f"{max(overhead_s, 0.0) * 1000:.2f}"
+    if not chat.stream:
+        outcome.usage = opened.usage
+        _finish(state, outcome, chat, t0, overhead_s)
+        return Response(opened.body, status_code=200, media_type="application/json", headers=base_headers)
+    return StreamingResponse(_relay(state, opened, outcome, chat, t0), media_type="text/event-stream", headers=base_headers)
+
+
+def _own_time(t0: float, outcome: CallOutcome) -> float:
+    return time.perf_counter() - t0 - sum(a.duration_s for a in outcome.attempts)
+
+
+async def _open_cancellable(request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers) -> OpenedAnswer:
+    """Run the fallback loop, cancelling upstream work if the client disconnects meanwhile."""
+    task = asyncio.current_task()
+    receive = request.receive
+
+    async def watch() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if task is not None:
+                    task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await open_answer(chat, decision, state.backends, state.observers, outcome, headers)
+    finally:
+        watcher.cancel()
+
+
+async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float) -> AsyncIterator[bytes]:
+    accountant = opened.accountant
+    assert accountant is not None
+    # The gateway's own time: routing and setup before the headers, then per-chunk accounting.
+    overhead_s = time.perf_counter() - t0 - opened.upstream_s
+    last = outcome.attempts[-1]
+    attempt_started = time.perf_counter() - last.duration_s
+    try:
+        if opened.prefix:
+            yield opened.prefix
+        if not opened.ended:
+            async for chunk in opened.response.aiter_bytes():
+                t = time.perf_counter()
+                out = accountant.feed(chunk)
+                overhead_s += time.perf_counter() - t
+                if out:
+                    yield out
+            tail = accountant.flush()
+            if tail:
+                yield tail
+    except UpstreamError as exc:
+        # Bytes already reached the client: no fallback. Tell the SDK the stream broke.
+        outcome.status, outcome.error = 502, exc.reason
+        log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, exc.message)
+        error = {"error": {"message": "The upstream stream broke off.", "type": "upstream_error", "param": None, "code": exc.reason}}
+        yield b"data: " + orjson.dumps(error) + b"\n\n"
+    except (asyncio.CancelledError, GeneratorExit):
+        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+        raise
+    finally:
+        await opened.response.aclose()
+        last.duration_s = time.perf_counter() - attempt_started
+        if outcome.status >= 400:
+            last.error = outcome.error
+        state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+        outcome.usage = accountant.usage
+        if outcome.usage is None:
+            # The upstream sent no usage: estimate and say so.
+            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+        _finish(state, outcome, chat, t0, overhead_s)
+
+
+def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
+    outcome.latency_s = time.perf_counter() - t0
+    outcome.overhead_s = max(overhead_s, 0.0)
+    if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
+        outcome.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
+    if outcome.offer is not None and outcome.usage is not None:
+        outcome.cost_usd = price_usd(outcome.offer, outcome.usage)
+    state.observers.call_finished(outcome)

@@ -1,0 +1,28 @@
+"""Everything a running gateway holds, created in the app's lifespan and handed to routes.
+
+No module-level mutable state: two apps in one process (tests do this) share nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from gateway.api.auth import Authenticator
+from gateway.backends.pool import BackendPool
+from gateway.config.reload import ConfigHolder
+from gateway.proxy.outcome import Observers
+from gateway.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: ConfigHolder
+    backends: BackendPool
+    auth: Authenticator
+    observers: Observers = field(default_factory=Observers)
+    tasks: list[asyncio.Task] = field(default_factory=list)  # background work to cancel at shutdown
+    # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
+    closers: list = field(default_factory=list)
+    stats: object | None = None  # observed backend stats (routing)

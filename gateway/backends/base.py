@@ -1,0 +1,114 @@
+"""The one interface every backend adapter implements, and the errors it raises.
+
+An adapter takes an OpenAI chat payload (model already set to the upstream's id) and
+returns an `UpstreamResponse` whose bytes are OpenAI's wire format, JSON or SSE. Anything
+that stops the call before a 2xx answer raises `UpstreamError`, classified so that the
+fallback policy can decide without reading adapter-specific exceptions.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gateway.config.schema import BackendConfig
+from gateway.config.snapshot import Offer
+
+FailureKind = Literal["connect", "timeout", "status", "protocol", "context_length"]
+
+
+class UpstreamError(Exception):
+    """A backend call that did not produce a usable answer."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another candidate might succeed where this one failed."""
+        if self.kind in ("connect", "timeout", "protocol", "context_length"):
+            return True
+        return self.status is not None and (self.status == 429 or self.status >= 500 or self.status in (404, 408))
+
+    @property
+    def reason(self) -> str:
+        """A bounded label for metrics and logs."""
+        if self.kind == "status":
+            return "rate_limited" if self.status == 429 else f"http_{self.status}"
+        return self.kind
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    offer: Offer
+    payload: dict[str, Any]
+    stream: bool
+    headers: dict[str, str] = field(default_factory=dict)  # per-call extras (request id, attribution)
+
+
+class UpstreamResponse(abc.ABC):
+    """A 2xx answer whose body has not been read yet."""
+
+    status: int = 200
+    media_type: str = "application/json"
+
+    @abc.abstractmethod
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes:
+        parts = [chunk async for chunk in self.aiter_bytes()]
+        return b"".join(parts)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        return None
+
+
+class Backend(abc.ABC):
+    """One configured provider. Created per config snapshot; holds its connection pool."""
+
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        self.name = name
+        self.config = config
+
+    @abc.abstractmethod
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Start the call; return once the upstream answered 2xx (body unread)."""
+
+    async def check_health(self) -> bool:
+        """Active health probe; backends without one are healthy by assumption."""
+        return True
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        return None
+
+
+def looks_like_context_overflow(body: bytes) -> bool:
+    """Upstreams say 'context too long' in many words; all mean: try a longer-context model."""
+    text = body[:4096].lower()
+    return any(
+        marker in text
+        for marker in (
+            b"context_length_exceeded",
+            b"maximum context length",
+            b"context length",
+            b"context window",
+            b"too many tokens",
+            b"prompt is too long",
+            b"input is too long",
+        )
+    )

@@ -1,0 +1,123 @@
+"""Adapter for every OpenAI-compatible upstream: vLLM, OpenRouter, DeepSeek, Moonshot, Zhipu,
+DashScope, MiniMax, Groq, Together, Fireworks, or any `openai`-type server.
+
+Bytes pass through: the payload is serialised once and the answer is relayed as received.
+httpx drives the calls over the aiohttp transport, whose connection pool holds up under
+concurrency where httpx's default transport does not (see the README's performance notes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse, looks_like_context_overflow
+from gateway.backends.registry import VENDORS
+from gateway.config.schema import BackendConfig
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class HttpUpstreamResponse(UpstreamResponse):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.media_type = response.headers.get("content-type", "application/json").split(";")[0].strip()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamError("timeout", f"upstream stalled mid-answer: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError("protocol", f"upstream broke off mid-answer: {type(exc).__name__}") from None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: rare from LLM APIs, ignored rather than mis-parsed
+
+
+class OpenAICompatBackend(Backend):
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        super().__init__(name, config)
+        vendor = VENDORS[config.type]
+        self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
+        headers = {"content-type": "application/json", "accept-encoding": "identity", **vendor.headers, **config.headers}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._first_byte_timeout = config.first_byte_timeout_s or config.timeout_s
+        self._total_timeout = config.timeout_s
+        limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            transport=AiohttpTransport(limits=limits),
+        )
+        root = self.base_url.removesuffix("/v1") if vendor.health_at_root else self.base_url
+        self.health_url = f"{root}{vendor.health_path}" if vendor.health_path else None
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        http_request = self._client.build_request(
+            "POST", "/chat/completions", content=orjson.dumps(request.payload), headers=request.headers or None
+        )
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                response = await self._client.send(http_request, stream=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            # aiohttp reports refused connections as a connect *timeout*; both mean: not reachable.
+            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
+            raise UpstreamError(kind, f"{self.name}: {kind} failure ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError("connect", f"{self.name}: cannot reach upstream ({type(exc).__name__})") from None
+        if response.status_code >= 300:
+            try:
+                body = await self._read_bounded(response)
+            finally:
+                await response.aclose()
+            status = response.status_code
+            kind = "context_length" if status in (400, 413, 422) and looks_like_context_overflow(body) else "status"
+            raise UpstreamError(
+                kind,
+                f"{self.name}: upstream answered {status}",
+                status=status,
+                body=body,
+                retry_after=retry_after_seconds(response.headers.get("retry-after")),
+            )
+        return HttpUpstreamResponse(response)
+
+    async def _read_bounded(self, response: httpx.Response) -> bytes:
+        out = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                out += chunk
+                if len(out) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        return bytes(out[:_MAX_ERROR_BODY])
+
+    async def check_health(self) -> bool:
+        if not self.health_url:
+            return True
+        try:
+            response = await self._client.get(self.health_url, timeout=self.config.health_check.timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

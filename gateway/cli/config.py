@@ -1,0 +1,65 @@
+"""`gateway validate` and `gateway models`: check a routing YAML and show what it serves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("validate", help="check a routing YAML; exit 0 when valid")
+    v.add_argument("file")
+    v.set_defaults(func=validate)
+    m = sub.add_parser("models", help="table of routes, models, backends, prices, context lengths")
+    m.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"))
+    m.set_defaults(func=models)
+
+
+def validate(args: argparse.Namespace) -> int:
+    from gateway.config.loader import ConfigError, load_config
+
+    try:
+        config, warnings = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{args.file}: valid ({len(config.backends)} backends, {len(config.routes)} routes)")
+    return 0
+
+
+def models(args: argparse.Namespace) -> int:
+    from gateway.config.loader import ConfigError, load_config
+    from gateway.config.snapshot import ConfigSnapshot
+
+    try:
+        config, warnings = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    snapshot = ConfigSnapshot.build(config, args.config, warnings)
+    rows = [("MODEL", "BACKEND", "UPSTREAM ID", "CONTEXT", "IN $/1M", "OUT $/1M", "STATUS")]
+    for name, backend in config.backends.items():
+        status = "enabled" if name in snapshot.backends else "disabled"
+        for model_id, offer in backend.models.items():
+            rows.append((model_id, name, offer.upstream_id or model_id, f"{offer.context_length:,}",
+                         f"{offer.input_price:.2f}", f"{offer.output_price:.2f}", status))
+    print(_table(rows))
+    print()
+    route_rows = [("ROUTE", "STRATEGY", "MODELS", "TASKS")]
+    for name, route in config.routes.items():
+        tasks = "; ".join(f"{t}: {', '.join(ms)}" for t, ms in route.tasks.items()) or "-"
+        route_rows.append((name, route.strategy, ", ".join(route.models), tasks))
+    print(_table(route_rows))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -1,0 +1,112 @@
+"""Hot reload: the current config snapshot, swapped atomically when the file changes.
+
+Each worker process watches the file itself (inotify via watchfiles, plus a periodic
+content check that catches ConfigMap symlink swaps), so several workers converge on the
+same file within seconds without talking to each other. SIGHUP and the admin endpoint
+force a re-read. A file that fails validation is rejected whole: the old snapshot keeps
+serving and the problems are kept for the status endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config.loader import ConfigError, parse_config
+from gateway.config.snapshot import ConfigSnapshot
+
+log = logging.getLogger("gateway.config")
+
+
+@dataclass(slots=True)
+class ReloadStatus:
+    ok: int = 0
+    failed: int = 0
+    last_attempt_at: float | None = None
+    last_error: list[str] = field(default_factory=list)  # problems of the last rejected file
+
+
+class ConfigHolder:
+    def __init__(self, path: Path, on_swap: Callable[[ConfigSnapshot], None] | None = None) -> None:
+        self.path = Path(path)
+        self.status = ReloadStatus()
+        self._on_swap = on_swap
+        self._digest = ""
+        self._listeners: list[Callable[[str], None]] = []
+        self.current = self._load_or_raise()
+
+    def on_result(self, listener: Callable[[str], None]) -> None:
+        """Called with 'success' or 'failure' after each reload attempt (metrics hook)."""
+        self._listeners.append(listener)
+
+    def _load_or_raise(self) -> ConfigSnapshot:
+        text = self.path.read_text()
+        config, warnings = parse_config(text, str(self.path))
+        for w in warnings:
+            log.warning("%s", w)
+        self._digest = hashlib.sha256(text.encode()).hexdigest()
+        return ConfigSnapshot.build(config, str(self.path), warnings, text)
+
+    def reload(self, force: bool = False) -> bool:
+        """Re-read the file; swap if valid and changed. Returns whether a new snapshot serves."""
+        self.status.last_attempt_at = time.time()
+        try:
+            text = self.path.read_text()
+        except OSError as exc:
+            return self._failed([f"cannot read {self.path}: {exc.strerror}"])
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if digest == self._digest and not force:
+            return False
+        try:
+            config, warnings = parse_config(text, str(self.path))
+        except ConfigError as exc:
+            self._digest = digest  # do not re-log the same broken file every poll
+            return self._failed([str(p) for p in exc.problems])
+        snapshot = ConfigSnapshot.build(config, str(self.path), warnings, text)
+        for w in warnings:
+            log.warning("%s", w)
+        if self._on_swap:
+            self._on_swap(snapshot)
+        self.current = snapshot  # one reference swap: requests in flight keep their own
+        self._digest = digest
+        self.status.ok += 1
+        self.status.last_error = []
+        log.info("config reloaded from %s (version %s)", self.path, snapshot.version)
+        self._emit("success")
+        return True
+
+    def _failed(self, problems: list[str]) -> bool:
+        self.status.failed += 1
+        self.status.last_error = problems
+        log.error("config reload rejected, still serving version %s:\n  %s", self.current.version, "\n  ".join(problems))
+        self._emit("failure")
+        return False
+
+    def _emit(self, result: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(result)
+            except Exception:  # noqa: BLE001
+                log.exception("reload listener failed")
+
+    async def watch(self, poll_s: float = 2.0) -> None:
+        """Reload on file events, and poll as a backstop (network filesystems, ConfigMaps)."""
+        from watchfiles import awatch
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(poll_s)
+                self.reload()
+
+        poller = asyncio.create_task(poll())
+        try:
+            # Watch the directory: editors and ConfigMaps replace the file rather than write it.
+            async for _ in awatch(self.path.parent, debounce=200, step=50, recursive=False):
+                self.reload()
+        finally:
+            poller.cancel()

@@ -1,0 +1,78 @@
+"""The immutable runtime view of one config: indexes built once at load, read per request.
+
+A request takes the snapshot current when it starts and uses it to the end, so a hot
+reload never changes the rules under a request in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from gateway.backends.registry import VENDORS
+from gateway.config.schema import BackendConfig, GatewayConfig, ModelInfo, ModelOffer, RouteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A canonical model as served by one backend: the unit routing chooses among."""
+
+    model: str  # canonical author/slug
+    backend: str
+    upstream_id: str
+    spec: ModelOffer
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.backend, self.model)
+
+    @property
+    def author(self) -> str:
+        return self.model.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    config: GatewayConfig
+    source: str = "<memory>"
+    warnings: tuple[str, ...] = ()
+    loaded_at: float = field(default_factory=time.time)
+    version: str = ""
+    # Derived indexes.
+    backends: dict[str, BackendConfig] = field(default_factory=dict)  # enabled ones only
+    offers: dict[str, tuple[Offer, ...]] = field(default_factory=dict)  # model -> offers
+
+    @classmethod
+    def build(cls, config: GatewayConfig, source: str = "<memory>", warnings: list[str] | None = None, text: str = "") -> "ConfigSnapshot":
+        enabled = {
+            name: b
+            for name, b in config.backends.items()
+            if b.enabled and (b.api_key or not VENDORS[b.type].key_required)
+        }
+        offers: dict[str, list[Offer]] = {}
+        for name, backend in enabled.items():
+            for model_id, spec in backend.models.items():
+                offers.setdefault(model_id, []).append(Offer(model_id, name, spec.upstream_id or model_id, spec))
+        version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]
+        return cls(
+            config=config,
+            source=source,
+            warnings=tuple(warnings or ()),
+            version=version,
+            backends=enabled,
+            offers={m: tuple(o) for m, o in offers.items()},
+        )
+
+    @property
+    def routes(self) -> dict[str, RouteConfig]:
+        return self.config.routes
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        return self.config.models.get(model)
+
+    def offer(self, backend: str, model: str) -> Offer | None:
+        for o in self.offers.get(model, ()):
+            if o.backend == backend:
+                return o
+        return None

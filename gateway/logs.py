@@ -1,0 +1,12 @@
+"""Logging setup: one line per record, to stderr, level from GATEWAY_LOG_LEVEL."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,1 @@
+"""OpenAI wire protocol: the error shape and the few request facts the gateway reads."""

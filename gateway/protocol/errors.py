@@ -1,0 +1,69 @@
+"""OpenAI-shaped errors.
+
+Every error the gateway returns has the body `{"error": {"message", "type", "param", "code"}}`
+and a status code the OpenAI SDKs map to their exception classes (400 BadRequestError,
+401 AuthenticationError, 404 NotFoundError, 413, 429 RateLimitError, 5xx InternalServerError).
+Code anywhere in the request path raises `GatewayError`; the HTTP layer renders it.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class GatewayError(Exception):
+    """An error to return to the client as-is, in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_response(self, extra_headers: dict[str, str] | None = None) -> Response:
+        headers = dict(self.headers)
+        if extra_headers:
+            headers.update(extra_headers)
+        return Response(orjson.dumps(self.body()), status_code=self.status, media_type="application/json", headers=headers)
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def model_not_found(model: object) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or is not routed by this gateway. GET /v1/models lists what is.",
+        param="model",
+        code="model_not_found",
+    )

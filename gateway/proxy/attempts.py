@@ -1,0 +1,170 @@
+"""The fallback loop: try the decision's candidates in turn until one answers.
+
+A candidate's answer is committed to the client only once it has produced content: a
+non-streamed body read whole, a stream's first content event. Until then any failure
+(connect error, timeout, 429, 5xx, context overflow, an error event in a 200 stream)
+moves on to the next candidate, so the client never sees a backend fail that another
+could serve. After that, no retry: bytes have reached the client.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.pool import BackendPool
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
+from gateway.proxy.relay import SseAccountant, StreamFailedEarly
+from gateway.proxy.usage import Usage, usage_from_json_body
+from gateway.routing.pipeline import RoutingDecision
+
+
+@dataclass(slots=True)
+class OpenedAnswer:
+    """A candidate's answer, committed to: ready to be sent to the client."""
+
+    offer: Offer
+    response: UpstreamResponse
+    upstream_s: float  # time spent waiting on upstreams so far (all attempts)
+    body: bytes = b""  # non-streamed: the whole body
+    usage: Usage | None = None  # non-streamed: its usage
+    prefix: bytes = b""  # streamed: events read before committing
+    accountant: SseAccountant | None = None
+    ended: bool = False  # streamed: upstream finished while pre-reading
+
+
+async def open_answer(
+    chat: ChatRequest,
+    decision: RoutingDecision,
+    pool: BackendPool,
+    observers: Observers,
+    outcome: CallOutcome,
+    headers: dict[str, str],
+) -> OpenedAnswer:
+    last_error: UpstreamError | None = None
+    upstream_s = 0.0
+    deadline = time.perf_counter() + decision.deadline_s
+    for offer in decision.candidates[: decision.max_attempts]:
+        backend = pool.get(offer.backend)
+        if backend is None:
+            continue
+        if time.perf_counter() > deadline:
+            break
+        outcome.offer = offer
+        observers.attempt_started(offer)
+        started = time.perf_counter()
+        request = UpstreamRequest(offer, upstream_payload(chat, offer.upstream_id), chat.stream, headers)
+        try:
+            response = await backend.send(request)
+            opened = await (_pre_read_stream(offer, response, chat) if chat.stream else _read_body(offer, response))
+        except (UpstreamError, StreamFailedEarly) as exc:
+            error = exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
+            elapsed = time.perf_counter() - started
+            upstream_s += elapsed
+            attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed)
+            outcome.attempts.append(attempt)
+            observers.attempt_finished(offer, attempt, None)
+            last_error = error
+            if not (decision.fallback and error.retryable):
+                break
+            continue
+        elapsed = time.perf_counter() - started
+        opened.upstream_s = upstream_s + elapsed
+        ttft = (opened.accountant.first_content_at - started) if opened.accountant and opened.accountant.first_content_at else None
+        outcome.ttft_s = ttft if chat.stream else elapsed
+        attempt = Attempt(offer.backend, offer.model, None, response.status, elapsed)
+        outcome.attempts.append(attempt)
+        if not chat.stream:
+            observers.attempt_finished(offer, attempt, elapsed)
+        return opened
+    raise client_error(last_error, decision)
+
+
+async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
+    if b'"error"' in body[:200] and b'"choices"' not in body:
+        # Some upstreams answer 200 with an error object; treat like the status it names.
+        raise StreamFailedEarly(_error_message(body), 502)
+    return OpenedAnswer(offer, response, 0.0, body=body, usage=usage_from_json_body(body))
+
+
+async def _pre_read_stream(offer: Offer, response: UpstreamResponse, chat: ChatRequest) -> OpenedAnswer:
+    accountant = SseAccountant(strip_usage=not chat.include_usage)
+    parts: list[bytes] = []
+    iterator = response.aiter_bytes()
+    ended = True
+    try:
+        async for chunk in iterator:
+            parts.append(accountant.feed(chunk))
+            if accountant.started:
+                ended = False
+                break
+    except BaseException:
+        await response.aclose()
+        raise
+    if ended:
+        parts.append(accountant.flush())
+        await response.aclose()
+        if not accountant.saw_done and not accountant.content_events:
+            raise UpstreamError("protocol", f"{offer.backend}: stream ended before any content")
+    opened = OpenedAnswer(offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended)
+    opened.response = _Continuation(response, iterator) if not ended else response
+    return opened
+
+
+class _Continuation(UpstreamResponse):
+    """The rest of a stream whose first events were already read."""
+
+    def __init__(self, response: UpstreamResponse, iterator) -> None:
+        self._response = response
+        self._iterator = iterator
+        self.media_type = response.media_type
+
+    async def aiter_bytes(self):
+        async for chunk in self._iterator:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        err = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "upstream error"
+    if isinstance(err, dict):
+        return str(err.get("message") or "upstream error")
+    return str(err or "upstream error")
+
+
+def client_error(error: UpstreamError | None, decision: RoutingDecision) -> GatewayError:
+    """What the client sees when no candidate answered. Never echoes upstream credentials."""
+    tried = ", ".join(f"{o.backend}/{o.model}" for o in decision.candidates[: decision.max_attempts])
+    if error is None:
+        return GatewayError(503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available")
+    if error.kind == "timeout":
+        return GatewayError(504, f"The upstream timed out (tried: {tried}).", code="upstream_timeout")
+    if error.kind == "connect":
+        return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
+    if error.kind == "context_length":
+        return GatewayError(400, _error_message(error.body), code="context_length_exceeded", param="messages")
+    status = error.status or 502
+    if status == 429:
+        headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
+        return GatewayError(429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers)
+    if status in (401, 403):
+        return GatewayError(502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed")
+    if 400 <= status < 500:
+        # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
+        return GatewayError(status, _error_message(error.body), code="upstream_rejected_request")
+    return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")

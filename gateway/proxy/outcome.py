@@ -1,0 +1,118 @@
+"""What happened on one call, as usage and metrics see it.
+
+The proxy path fills a `CallOutcome` as it goes and hands it to the observers once the
+answer has been delivered (for streams: when the stream ends). Observers must not block:
+they queue work, they do not do I/O on the request's time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.config.snapshot import Offer
+from gateway.proxy.usage import Usage
+
+
+@dataclass(slots=True)
+class Attempt:
+    backend: str
+    model: str
+    error: str | None = None  # bounded reason label; None for the attempt that answered
+    status: int | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    request_id: str
+    requested_model: str
+    stream: bool
+    started_at: float = field(default_factory=time.time)  # wall clock, UTC epoch seconds
+    route: str | None = None
+    task: str = "chat"
+    offer: Offer | None = None  # the candidate that answered (or was last tried)
+    app: str | None = None  # HTTP-Referer
+    app_title: str | None = None  # X-OpenRouter-Title / X-Title
+    api_key_name: str | None = None
+    status: int = 200
+    error: str | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    overhead_s: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    client_disconnected: bool = False
+
+    @property
+    def model(self) -> str | None:
+        return self.offer.model if self.offer else None
+
+    @property
+    def backend(self) -> str | None:
+        return self.offer.backend if self.offer else None
+
+    @property
+    def completion_tokens_per_second(self) -> float | None:
+        """Generation speed after the first token, as OpenRouter reports throughput."""
+        if not self.usage or not self.usage.completion_tokens:
+            return None
+        generating = self.latency_s - (self.ttft_s or 0.0)
+        return self.usage.completion_tokens / generating if generating > 1e-3 else None
+
+
+def price_usd(offer: Offer, usage: Usage) -> float:
+    """Cost from the backend's list prices (USD per 1M tokens); cached tokens counted once."""
+    spec = offer.spec
+    cached = usage.cached_tokens if spec.cached_input_price is not None else 0
+    prompt_cost = (usage.prompt_tokens - cached) * spec.input_price + cached * (spec.cached_input_price or 0.0)
+    return (prompt_cost + usage.completion_tokens * spec.output_price) / 1_000_000
+
+
+class CallObserver(Protocol):
+    """Receives every call's lifecycle. Implementations must be cheap and non-blocking."""
+
+    def attempt_started(self, offer: Offer) -> None: ...
+
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None: ...
+
+    def call_finished(self, outcome: CallOutcome) -> None: ...
+
+
+class Observers:
+    """Fans one call's events out to every registered observer; one failing never stops the rest."""
+
+    def __init__(self, observers: list[CallObserver] | None = None) -> None:
+        self._observers: list[CallObserver] = list(observers or [])
+
+    def add(self, observer: CallObserver) -> None:
+        self._observers.append(observer)
+
+    def attempt_started(self, offer: Offer) -> None:
+        for o in self._observers:
+            try:
+                o.attempt_started(offer)
+            except Exception:  # noqa: BLE001 - an observer bug must not fail the call
+                _log_observer_error(o)
+
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+        for o in self._observers:
+            try:
+                o.attempt_finished(offer, attempt, ttft_s)
+            except Exception:  # noqa: BLE001
+                _log_observer_error(o)
+
+    def call_finished(self, outcome: CallOutcome) -> None:
+        for o in self._observers:
+            try:
+                o.call_finished(outcome)
+            except Exception:  # noqa: BLE001
+                _log_observer_error(o)
+
+
+def _log_observer_error(observer: object) -> None:
+    import logging
+
+    logging.getLogger("gateway.observers").exception("observer %s failed", type(observer).__name__)

@@ -1,0 +1,50 @@
+"""Reading `usage` out of upstream answers without re-serialising them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> "Usage | None":
+        if not isinstance(usage, dict):
+            return None
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        details = usage.get("prompt_tokens_details") or {}
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        # DeepSeek reports cache hits at the top level.
+        cached = cached or _int(usage.get("prompt_cache_hit_tokens"))
+        cdetails = usage.get("completion_tokens_details") or {}
+        reasoning = _int(cdetails.get("reasoning_tokens")) if isinstance(cdetails, dict) else 0
+        return cls(prompt, completion, min(cached, prompt), reasoning)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_from_json_body(body: bytes) -> Usage | None:
+    """Usage of a non-streamed chat.completion body, or None if absent or unparsable."""
+    if b'"usage"' not in body:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return Usage.from_openai(data.get("usage")) if isinstance(data, dict) else None

@@ -1,0 +1,38 @@
+"""Process settings from the environment (GATEWAY_*): where things are, not how to route.
+
+Routing policy lives in the YAML file; these are the knobs an operator sets per deployment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    config: Path = Path("policies/default.yaml")
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: str = "info"
+    # Client keys as `name:key,name2:key2`; empty means the gateway is open (no auth).
+    api_keys: str = ""
+    # Key for /admin endpoints; empty means admin endpoints accept the client keys (or are open).
+    admin_key: str = ""
+    # Seconds between checks of the config file for edits (besides inotify events).
+    reload_poll_s: float = 2.0
+    # Seconds in-flight requests get to finish on SIGTERM.
+    shutdown_grace_s: float = 30.0
+
+    def client_keys(self) -> dict[str, str]:
+        """key -> name."""
+        keys: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.api_keys.split(","))):
+            name, sep, key = item.partition(":")
+            keys[key if sep else name] = name if sep else "default"
+        return keys
