@@ -9,6 +9,7 @@ could serve. After that, no retry: bytes have reached the client.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -137,14 +138,17 @@ class _Continuation(UpstreamResponse):
         await self._response.aclose()
 
 
+_SECRET = re.compile(r"\b(sk|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+
 def _error_message(body: bytes) -> str:
+    """The upstream's own error message, with anything shaped like a credential removed."""
     try:
         err = orjson.loads(body).get("error")
     except (orjson.JSONDecodeError, AttributeError):
         return "upstream error"
-    if isinstance(err, dict):
-        return str(err.get("message") or "upstream error")
-    return str(err or "upstream error")
+    message = str((err.get("message") if isinstance(err, dict) else err) or "upstream error")
+    return _SECRET.sub("[redacted]", message)[:2000]
 
 
 def client_error(error: UpstreamError | None, decision: RoutingDecision) -> GatewayError:

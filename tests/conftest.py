@@ -1,0 +1,63 @@
+"""Shared fixtures: fake upstreams, the real gateway process, real redis-server, the openai client."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.services import GatewayProcess, RedisServer
+
+
+@pytest.fixture
+def upstream():
+    server = FakeUpstream("a").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream_b():
+    server = FakeUpstream("b").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_gateway():
+    """Factory: start_gateway(config_yaml, **kwargs) -> running GatewayProcess; stopped after the test."""
+    started: list[GatewayProcess] = []
+
+    def start(config_text: str, **kwargs) -> GatewayProcess:
+        gw = GatewayProcess(textwrap.dedent(config_text), **kwargs).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def openai_client():
+    """Factory: openai_client(gateway) -> openai.OpenAI pointed at its /v1, no retries."""
+    import openai
+
+    clients = []
+
+    def make(gw: GatewayProcess, api_key: str = "sk-test", **kwargs) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=api_key, max_retries=0, timeout=30, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

@@ -1,0 +1,154 @@
+"""A real HTTP server speaking OpenAI's chat-completions wire format, for tests.
+
+Runs uvicorn in a background thread on a free port. Each instance records what it
+received and answers as its `behaviour` says; tests change the behaviour between calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.ports import free_port
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    error_body: dict | None = None  # body for non-2xx answers
+    delay_s: float = 0.0  # before the first byte
+    chunk_delay_s: float = 0.0  # between stream events
+    content: str = "Hello from the fake upstream."
+    prompt_tokens: int = 11
+    completion_tokens: int = 7
+    send_usage: bool = True  # include usage (honouring stream_options for streams)
+    stream_error_before_content: bool = False  # 200 stream whose first event is an error
+    break_after_events: int | None = None  # drop the connection after N stream events
+    tool_call: dict | None = None  # answer with this tool call instead of content
+    headers: dict[str, str] = field(default_factory=dict)
+    cached_tokens: int = 0
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class FakeUpstream:
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+        self.behaviour = Behaviour()
+        self.received: list[Received] = []
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "FakeUpstream":
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/health", self._health, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def reset(self, **kwargs: Any) -> None:
+        self.behaviour = Behaviour(**kwargs)
+        self.received.clear()
+
+    # -- handlers --------------------------------------------------------------------------
+    async def _health(self, request: Request) -> Response:
+        return Response("ok")
+
+    async def _models(self, request: Request) -> Response:
+        return Response(orjson.dumps({"object": "list", "data": []}), media_type="application/json")
+
+    async def _chat(self, request: Request) -> Response:
+        b = self.behaviour
+        body = orjson.loads(await request.body())
+        self.received.append(Received(body, dict(request.headers)))
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.status >= 300:
+            error = b.error_body or {"error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}}
+            return Response(orjson.dumps(error), status_code=b.status, media_type="application/json", headers=b.headers)
+        usage = {
+            "prompt_tokens": b.prompt_tokens,
+            "completion_tokens": b.completion_tokens,
+            "total_tokens": b.prompt_tokens + b.completion_tokens,
+        }
+        if b.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
+        base = {"id": f"chatcmpl-{self.name}", "created": int(time.time()), "model": body.get("model")}
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": b.content}
+            finish = "stop"
+            if b.tool_call:
+                message = {"role": "assistant", "content": None, "tool_calls": [b.tool_call]}
+                finish = "tool_calls"
+            out = {**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+            if b.send_usage:
+                out["usage"] = usage
+            return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
+        return StreamingResponse(self._events(body, base, usage), media_type="text/event-stream", headers=b.headers)
+
+    async def _events(self, body: dict, base: dict, usage: dict):
+        b = self.behaviour
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events: list[bytes] = []
+        if b.stream_error_before_content:
+            events.append(_event({"error": {"message": "overloaded", "type": "server_error", "code": 503}}))
+        else:
+            events.append(_event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}))
+            if b.tool_call:
+                delta = {"tool_calls": [{"index": 0, **b.tool_call}]}
+                events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+                finish = "tool_calls"
+            else:
+                for word in b.content.split(" "):
+                    events.append(_event({**chunk, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}))
+                finish = "stop"
+            events.append(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+            if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+                events.append(_event({**chunk, "choices": [], "usage": usage}))
+            events.append(b"data: [DONE]\n\n")
+        for i, event in enumerate(events):
+            if b.break_after_events is not None and i >= b.break_after_events:
+                raise RuntimeError("fake upstream breaks the stream on purpose")
+            if b.chunk_delay_s and i:
+                await asyncio.sleep(b.chunk_delay_s)
+            yield event
+
+
+def _event(obj: dict) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
