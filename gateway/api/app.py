@@ -39,6 +39,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = build_state(settings)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         app.state.gateway = state
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
         _install_sighup(state)
@@ -54,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 except Exception:  # noqa: BLE001 - shutdown must go on
                     log.exception("shutdown step failed")
             await state.backends.aclose()
+            if state.redis is not None:
+                await state.redis.aclose()
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(GatewayError, _gateway_error)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.api.auth import Authenticator
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.proxy.outcome import Observers
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 @dataclass
@@ -26,3 +30,6 @@ class AppState:
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
     closers: list = field(default_factory=list)
     stats: object | None = None  # observed backend stats (routing)
+    # Shared state for several replicas (usage aggregates, routing stats, rate limits);
+    # None when GATEWAY_REDIS_URL is unset and everything is embedded.
+    redis: "Redis | None" = None
