@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -32,6 +34,11 @@ def config_status(state: AppState) -> dict:
             name: {"type": b.type, "models": sorted(b.models)} for name, b in snapshot.backends.items()
         },
         "routes": sorted(snapshot.routes),
+        "worker_pid": os.getpid(),  # with --workers N, each worker answers for itself
+        "circuits": [
+            {"backend": c.backend, "model": c.model, "state": c.state}
+            for c in (state.stats.circuit_states() if hasattr(state.stats, "circuit_states") else [])
+        ],
     }
 
 

@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, models
+from gateway.api import admin, chat, explain, models
 from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.protocol.errors import GatewayError
+from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -23,7 +24,7 @@ log = logging.getLogger("gateway")
 
 def build_state(settings: Settings) -> AppState:
     pool = BackendPool()
-    holder = ConfigHolder(settings.config, on_swap=pool.apply)
+    holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=settings.data_dir / "last-good-config.yaml")
     pool.apply(holder.current)
     return AppState(
         settings=settings,
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         app.state.gateway = state
+        start_routing(state)
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
         _install_sighup(state)
         log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat.register(app)
     models.register(app)
     admin.register(app)
+    explain.register(app)
     return app
 
 

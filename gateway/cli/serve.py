@@ -38,12 +38,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    uvicorn.run(
-        "gateway.api.app:create_app",
+    options = dict(
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
         http="httptools",
         access_log=False,
@@ -53,4 +51,11 @@ def run(args: argparse.Namespace) -> int:
         date_header=False,
         log_config=None,
     )
+    if settings.workers <= 1:
+        uvicorn.run("gateway.api.app:create_app", **options)
+        return 0
+    from gateway.cli.supervisor import ConfigReloadingMultiprocess
+
+    config = uvicorn.Config("gateway.api.app:create_app", workers=settings.workers, **options)
+    ConfigReloadingMultiprocess(config, sockets=[config.bind_socket()]).run()
     return 0

@@ -146,7 +146,30 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
         for path, model_id in listed:
             if model_id not in served:
                 problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"model `{model_id}` is not served by any backend"))
+        listed_models = set(route.models) | {m for ms in route.tasks.values() for m in ms}
+        for key in route.weights:
+            if not _weight_key_known(key, listed_models, config):
+                path = ("routes", name, "weights", key)
+                problems.append(
+                    Problem(_dotted(path), _nearest_line(lines, path), f"`{key}` is none of this route's models, a backend, or backend/model")
+                )
+    kind = config.gateway.classifier.kind
+    if kind != "heuristic":
+        from gateway.routing.classify import load_classifier
+
+        try:
+            load_classifier(kind)
+        except ValueError as exc:
+            path = ("gateway", "classifier", "kind")
+            problems.append(Problem(_dotted(path), _nearest_line(lines, path), str(exc)))
     return problems
+
+
+def _weight_key_known(key: str, route_models: set[str], config: GatewayConfig) -> bool:
+    if key in route_models or key in config.backends:
+        return True
+    backend, _, model = key.partition("/")
+    return backend in config.backends and model in config.backends[backend].models
 
 
 def _warnings(config: GatewayConfig) -> list[str]:

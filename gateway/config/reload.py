@@ -5,6 +5,10 @@ content check that catches ConfigMap symlink swaps), so several workers converge
 same file within seconds without talking to each other. SIGHUP and the admin endpoint
 force a re-read. A file that fails validation is rejected whole: the old snapshot keeps
 serving and the problems are kept for the status endpoint.
+
+Each valid file is also kept as `last_good` (in the data directory). A worker process that
+starts while the file on disk is broken (uvicorn replacing a crashed worker, say) serves that
+copy instead of failing to start, and reports the file's problems like a rejected reload.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +37,22 @@ class ReloadStatus:
 
 
 class ConfigHolder:
-    def __init__(self, path: Path, on_swap: Callable[[ConfigSnapshot], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_swap: Callable[[ConfigSnapshot], None] | None = None,
+        last_good: Path | None = None,
+    ) -> None:
         self.path = Path(path)
         self.status = ReloadStatus()
         self._on_swap = on_swap
         self._digest = ""
         self._listeners: list[Callable[[str], None]] = []
-        self.current = self._load_or_raise()
+        self._last_good = Path(last_good) if last_good else None
+        try:
+            self.current = self._load_or_raise()
+        except ConfigError as exc:
+            self.current = self._load_last_good(exc)
 
     def on_result(self, listener: Callable[[str], None]) -> None:
         """Called with 'success' or 'failure' after each reload attempt (metrics hook)."""
@@ -50,7 +64,33 @@ class ConfigHolder:
         for w in warnings:
             log.warning("%s", w)
         self._digest = hashlib.sha256(text.encode()).hexdigest()
+        self._keep(text)
         return ConfigSnapshot.build(config, str(self.path), warnings, text)
+
+    def _load_last_good(self, error: ConfigError) -> ConfigSnapshot:
+        if self._last_good is None or not self._last_good.is_file():
+            raise error
+        text = self._last_good.read_text()
+        config, warnings = parse_config(text, str(self.path))  # raises if that copy is broken too
+        self._digest = hashlib.sha256(self.path.read_text().encode()).hexdigest()
+        self.status.failed += 1
+        self.status.last_attempt_at = time.time()
+        self.status.last_error = [str(p) for p in error.problems]
+        log.error(
+            "%s is invalid; serving the last good copy %s:\n  %s", self.path, self._last_good, "\n  ".join(self.status.last_error)
+        )
+        return ConfigSnapshot.build(config, str(self.path), warnings, text)
+
+    def _keep(self, text: str) -> None:
+        if self._last_good is None:
+            return
+        try:
+            self._last_good.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._last_good.with_name(f".{self._last_good.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(self._last_good)
+        except OSError as exc:
+            log.warning("cannot keep a last-good copy of the config at %s: %s", self._last_good, exc.strerror)
 
     def reload(self, force: bool = False) -> bool:
         """Re-read the file; swap if valid and changed. Returns whether a new snapshot serves."""
@@ -70,6 +110,7 @@ class ConfigHolder:
         snapshot = ConfigSnapshot.build(config, str(self.path), warnings, text)
         for w in warnings:
             log.warning("%s", w)
+        self._keep(text)
         if self._on_swap:
             self._on_swap(snapshot)
         self.current = snapshot  # one reference swap: requests in flight keep their own

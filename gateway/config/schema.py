@@ -35,17 +35,33 @@ class ModelOffer(Strict):
     output_price: float = Field(default=0.0, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
     weight: float = Field(default=1.0, ge=0)
+    # What this backend's deployment of the model supports, when it differs from the model's
+    # own `models.<id>.capabilities` (e.g. a vLLM server started without a tool parser).
+    capabilities: list[Capability] | None = None
 
 
 class CircuitConfig(Strict):
+    """Per backend+model breaker: open after consecutive failures, probe again after a cooldown."""
+
     failure_threshold: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
 
 
 class HealthCheckConfig(Strict):
+    """Active probe of the backend (`/health` for vLLM, `/models` for the others)."""
+
     enabled: bool = False
     interval_s: float = Field(default=15.0, gt=0)
     timeout_s: float = Field(default=3.0, gt=0)
+    # Consecutive failed probes before the backend is taken out of routing.
+    unhealthy_threshold: int = Field(default=2, ge=1)
+
+
+class MaxPrice(Strict):
+    """Price ceilings in USD per 1M tokens, as OpenRouter's `provider.max_price`."""
+
+    prompt: float | None = Field(default=None, ge=0)
+    completion: float | None = Field(default=None, ge=0)
 
 
 class BackendConfig(Strict):
@@ -93,15 +109,58 @@ class RouteConfig(Strict):
     strategy: Strategy = "cost"
     models: list[str] = Field(min_length=1)
     tasks: dict[Task, list[str]] = Field(default_factory=dict)
-    weights: dict[str, float] = Field(default_factory=dict)  # model or backend name -> weight
+    # For `weighted`: key is a model id, a backend name, or `backend/author/slug` for one offer.
+    weights: dict[str, float] = Field(default_factory=dict)
+    # When every model of `tasks[task]` is filtered out or fails, go on with `models`.
+    task_fallback: bool = True
     fallback: bool = True
-    max_attempts: int = Field(default=3, ge=1, le=10)
-    deadline_s: float = Field(default=120.0, gt=0)
+    # Unset: `gateway.fallback.max_attempts` / `gateway.fallback.deadline_s`.
+    max_attempts: int | None = Field(default=None, ge=1, le=10)
+    deadline_s: float | None = Field(default=None, gt=0)
+    max_price: MaxPrice | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        for key, weight in weights.items():
+            if weight < 0:
+                raise ValueError(f"weight of `{key}` must be >= 0")
+        return weights
 
 
 class ClassifierConfig(Strict):
-    kind: str = "heuristic"  # "heuristic" or "module:callable" for a pluggable classifier
+    # "heuristic", or "module:callable" for a pluggable classifier called as
+    # callable(chat_request, request_facts) -> task name or None (None: use the heuristic).
+    kind: str = "heuristic"
     long_context_tokens: int = Field(default=24000, gt=0)
+
+
+class FallbackSettings(Strict):
+    """How the gateway moves on from a failing candidate."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    deadline_s: float = Field(default=120.0, gt=0)  # whole request, all attempts
+    # Wait before re-trying a backend that already failed this request (jittered, exponential).
+    backoff_base_s: float = Field(default=0.05, ge=0)
+    backoff_max_s: float = Field(default=1.0, ge=0)
+    # Longest `Retry-After` honoured inside one request; a longer one moves on to other backends.
+    retry_after_max_s: float = Field(default=2.0, ge=0)
+
+
+class RoutingSettings(Strict):
+    """Observed-stats ranking: EWMA smoothing, priors for untried backends, exploration."""
+
+    ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    prior_ttft_s: float = Field(default=1.0, gt=0)
+    prior_tokens_per_second: float = Field(default=50.0, gt=0)
+    # A backend with fewer observations than this is tried before ranked ones (latency/throughput).
+    explore_min_samples: int = Field(default=2, ge=0)
+    # Share of requests that try a random eligible candidate first (latency/throughput).
+    exploration: float = Field(default=0.05, ge=0, le=0.5)
+    # How long an upstream's `Retry-After` keeps that backend+model at the back of the list.
+    retry_after_cap_s: float = Field(default=60.0, ge=0)
+    # Seconds between pushes/pulls of stats and circuit state when Redis is configured.
+    shared_sync_s: float = Field(default=0.5, gt=0)
 
 
 class GatewaySettings(Strict):
@@ -110,6 +169,8 @@ class GatewaySettings(Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     default_completion_tokens: int = Field(default=1024, gt=0)
     classifier: ClassifierConfig = ClassifierConfig()
+    fallback: FallbackSettings = FallbackSettings()
+    routing: RoutingSettings = RoutingSettings()
 
 
 class GatewayConfig(Strict):

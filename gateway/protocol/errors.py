@@ -37,6 +37,7 @@ class GatewayError(Exception):
         param: str | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
+        metadata: dict | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -45,9 +46,14 @@ class GatewayError(Exception):
         self.param = param
         self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         self.headers = headers or {}
+        # Structured detail, as OpenRouter's `error.metadata` (e.g. why each candidate was skipped).
+        self.metadata = metadata
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.metadata is not None:
+            error["metadata"] = self.metadata
+        return {"error": error}
 
     def to_response(self, extra_headers: dict[str, str] | None = None) -> Response:
         headers = dict(self.headers)

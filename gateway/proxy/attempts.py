@@ -5,10 +5,20 @@ non-streamed body read whole, a stream's first content event. Until then any fai
 (connect error, timeout, 429, 5xx, context overflow, an error event in a 200 stream)
 moves on to the next candidate, so the client never sees a backend fail that another
 could serve. After that, no retry: bytes have reached the client.
+
+Bounded: at most `max_attempts` calls and `deadline_s` for all of them. Each candidate is
+called once; a backend that already failed this request (another of its models is next)
+is called again only after a jittered backoff, or after its `Retry-After` when that is
+short enough (`gateway.fallback`). A small explicit loop rather than tenacity: the loop
+moves between candidates and must stop at the first byte, which tenacity's
+retry-the-same-call model does not express. Every attempt is reported to the observers,
+which is how circuit breakers and latency stats learn.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -17,6 +27,7 @@ import orjson
 
 from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.backends.pool import BackendPool
+from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
@@ -51,28 +62,49 @@ async def open_answer(
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
-    for offer in decision.candidates[: decision.max_attempts]:
+    failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
+    attempts = 0
+    for offer in decision.candidates:
+        if attempts >= decision.max_attempts:
+            break
         backend = pool.get(offer.backend)
         if backend is None:
             continue
-        if time.perf_counter() > deadline:
+        earlier = failed_backends.get(offer.backend)
+        if earlier is not None:
+            wait = retry_wait(earlier, attempts, decision.retry)
+            if wait is None or time.perf_counter() + wait >= deadline:
+                continue  # rate limited for longer than we may wait: leave this backend alone
+            if wait > 0:
+                await asyncio.sleep(wait)
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
             break
+        attempts += 1
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
         request = UpstreamRequest(offer, upstream_payload(chat, offer.upstream_id), chat.stream, headers)
+        # Until its first content, an answer may take the backend's first-byte allowance (or
+        # what is left of the request's deadline); past that, another candidate gets a turn.
+        limit = min(remaining, first_content_timeout(backend.config)) if chat.stream else remaining
         try:
-            response = await backend.send(request)
-            opened = await (_pre_read_stream(offer, response, chat) if chat.stream else _read_body(offer, response))
+            try:
+                async with asyncio.timeout(limit):
+                    response = await backend.send(request)
+                    opened = await (_pre_read_stream(offer, response, chat) if chat.stream else _read_body(offer, response))
+            except TimeoutError:
+                raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
         except (UpstreamError, StreamFailedEarly) as exc:
             error = exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
             elapsed = time.perf_counter() - started
             upstream_s += elapsed
-            attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed)
+            attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed, error.retry_after)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
             last_error = error
-            if not (decision.fallback and error.retryable):
+            failed_backends[offer.backend] = error
+            if not (decision.fallback and worth_another_candidate(error)):
                 break
             continue
         elapsed = time.perf_counter() - started
@@ -84,7 +116,31 @@ async def open_answer(
         if not chat.stream:
             observers.attempt_finished(offer, attempt, elapsed)
         return opened
-    raise client_error(last_error, decision)
+    raise client_error(last_error, decision, outcome)
+
+
+def first_content_timeout(config: BackendConfig) -> float:
+    return config.first_byte_timeout_s or config.timeout_s
+
+
+def worth_another_candidate(error: UpstreamError) -> bool:
+    """Another candidate may succeed: the failure was the backend's, not the request's.
+
+    401/403 mean the gateway's own key for that backend is wrong; other backends have theirs.
+    """
+    return error.retryable or error.status in (401, 403)
+
+
+def retry_wait(earlier: UpstreamError, attempts: int, policy: FallbackSettings) -> float | None:
+    """How long to wait before calling a backend that already failed this request.
+
+    A `Retry-After` is honoured up to `retry_after_max_s`; longer ones skip the backend (None).
+    Otherwise a full-jitter exponential backoff, so retries from many requests do not align.
+    """
+    if earlier.retry_after is not None:
+        return earlier.retry_after if earlier.retry_after <= policy.retry_after_max_s else None
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * (2 ** max(attempts - 1, 0)))
+    return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
 
 async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
@@ -151,9 +207,12 @@ def _error_message(body: bytes) -> str:
     return _SECRET.sub("[redacted]", message)[:2000]
 
 
-def client_error(error: UpstreamError | None, decision: RoutingDecision) -> GatewayError:
+def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome: CallOutcome | None = None) -> GatewayError:
     """What the client sees when no candidate answered. Never echoes upstream credentials."""
-    tried = ", ".join(f"{o.backend}/{o.model}" for o in decision.candidates[: decision.max_attempts])
+    if outcome is not None:
+        tried = ", ".join(f"{a.backend}/{a.model} ({a.error})" for a in outcome.attempts)
+    else:
+        tried = ", ".join(f"{o.backend}/{o.model}" for o in decision.candidates[: decision.max_attempts])
     if error is None:
         return GatewayError(503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available")
     if error.kind == "timeout":

@@ -22,6 +22,7 @@ class Attempt:
     error: str | None = None  # bounded reason label; None for the attempt that answered
     status: int | None = None
     duration_s: float = 0.0
+    retry_after_s: float | None = None  # the upstream's Retry-After, when it sent one
 
 
 @dataclass(slots=True)

@@ -1,43 +1,195 @@
-"""The routing decision: which offers to try for this request, in which order.
+"""The routing decision, in one place: which offers to try for this request, in which order,
+and why.
 
-Core version: a route name tries its models in order; a canonical model id tries the
-backends serving it, cheapest first.
+    resolve `model` (+ `models` array)  ->  classify the task  ->  gather candidates
+        ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
+
+`plan()` always returns a full `RoutingDecision` (every candidate with each filter's verdict
+and its score), which `POST /v1/route/explain` and `gateway explain` render; `decide()` is
+what the request path calls: the same, but raising the OpenAI-shaped error when nothing is
+eligible. Pure over its inputs (request, config snapshot, observed state, clock, rng): no I/O.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
+from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.errors import GatewayError, model_not_found
+from gateway.protocol.errors import GatewayError
+from gateway.routing.candidates import Candidate, gather
+from gateway.routing.classify import classify
+from gateway.routing.facts import RequestFacts, request_facts
+from gateway.routing.filters import FilterContext, Verdict, evaluate, price_ceilings, provider_names
+from gateway.routing.live import LiveState
+from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
+from gateway.routing.rank import SORT_STRATEGY, Ranked, Score, rank
+from gateway.routing.resolve import Target, resolve
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class CandidateReport:
+    """One candidate as the decision saw it."""
+
+    offer: Offer
+    tier: int
+    source: str
+    verdicts: tuple[Verdict, ...]
+    score: Score | None = None  # None when filtered out
+    rank: int | None = None  # 1-based position in the try order; None when not tried
+
+    @property
+    def eligible(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def rejections(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+
+@dataclass(slots=True)
 class RoutingDecision:
+    """What `plan()` decided; not changed afterwards (plain slots: built on every request)."""
+
     route: str | None
     task: str
-    candidates: tuple[Offer, ...]
+    candidates: tuple[Offer, ...]  # the try order
     max_attempts: int = 3
     deadline_s: float = 120.0
     fallback: bool = True
+    # For the explanation and the fallback loop.
+    requested: str = ""
+    strategy: str = "ordered"
+    task_reason: str = ""
+    facts: RequestFacts | None = None
+    prefs: ProviderPrefs | None = None
+    reports: tuple[CandidateReport, ...] = ()
+    retry: FallbackSettings = field(default_factory=FallbackSettings)
+    error: GatewayError | None = None  # set when no candidate is eligible
 
 
-def _by_price(offers: tuple[Offer, ...]) -> list[Offer]:
-    return sorted(offers, key=lambda o: (o.spec.input_price + o.spec.output_price, o.backend))
+def _strategy(targets: list[Target], prefs: ProviderPrefs) -> str:
+    if prefs.sort:
+        return SORT_STRATEGY[prefs.sort]
+    first = targets[0]
+    if first.sort:
+        return SORT_STRATEGY[first.sort]
+    if first.route is not None:
+        return first.route.strategy
+    return "cost"  # a canonical model id: cheapest provider first, as OpenRouter does by default
 
 
-def decide(chat: ChatRequest, headers: Mapping[str, str], snapshot: ConfigSnapshot, stats: object = None) -> RoutingDecision:
-    name = chat.model
-    route = snapshot.routes.get(name)
-    if route is not None:
-        candidates = [o for model in route.models for o in _by_price(snapshot.offers.get(model, ()))]
-        decision = RoutingDecision(name, "chat", tuple(candidates), route.max_attempts, route.deadline_s, route.fallback)
-    elif name in snapshot.config.models or any(name in b.models for b in snapshot.config.backends.values()):
-        decision = RoutingDecision(None, "chat", tuple(_by_price(snapshot.offers.get(name, ()))))
-    else:
-        raise model_not_found(name)
-    if not decision.candidates:
-        raise GatewayError(503, f"No enabled backend serves `{name}` (check API keys and `enabled`).", code="no_backend_available")
+def plan(
+    chat: ChatRequest,
+    headers: Mapping[str, str],
+    snapshot: ConfigSnapshot,
+    live: LiveState | None = None,
+    *,
+    now: float | None = None,
+    explore: bool = True,
+) -> RoutingDecision:
+    """The full decision with its explanation. Raises only for a bad request (400/404)."""
+    settings = snapshot.config.gateway
+    names = requested_models(chat.payload, chat.model)
+    targets = [resolve(name, snapshot) for name in names]
+    prefs = provider_prefs(chat.payload)
+    facts = request_facts(chat, settings)
+    guess = classify(chat, headers, facts, settings.classifier)
+    strategy = _strategy(targets, prefs)
+    route = targets[0].route
+    if now is None:
+        now = live.clock() if live is not None else time.time()
+
+    ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
+    ceilings = price_ceilings(ctx)
+    reports: list[CandidateReport] = []
+    eligible: list[tuple[Candidate, object, tuple[str, str]]] = []
+    for candidate in gather(targets, guess.task, snapshot):
+        admission = live.admission(candidate.offer, now) if live is not None else None
+        verdicts = evaluate(candidate, ctx, ceilings, admission)
+        reports.append(CandidateReport(candidate.offer, candidate.tier, candidate.source, verdicts))
+        if all(v.passed for v in verdicts):
+            eligible.append((candidate, admission, provider_names(candidate, snapshot)))
+
+    rng = live.rng if live is not None and explore else None
+    ranked = rank(eligible, strategy, facts, live, settings.routing, route.weights if route else {}, prefs.order, rng)
+    tried = _first_per_model(ranked) if not prefs.allow_fallbacks and not prefs.order else ranked
+    if ranked:
+        by_key = {rep.offer.key: rep for rep in reports}
+        for r in ranked:
+            by_key[r.candidate.offer.key].score = r.score
+        for position, r in enumerate(tried, 1):
+            by_key[r.candidate.offer.key].rank = position
+
+    fallback = settings.fallback
+    decision = RoutingDecision(
+        route=targets[0].route_name,
+        task=guess.task,
+        candidates=tuple(r.candidate.offer for r in tried),
+        max_attempts=(route.max_attempts if route and route.max_attempts else fallback.max_attempts),
+        deadline_s=(route.deadline_s if route and route.deadline_s else fallback.deadline_s),
+        fallback=route.fallback if route else True,
+        requested=chat.model,
+        strategy=strategy,
+        task_reason=guess.reason,
+        facts=facts,
+        prefs=prefs,
+        reports=tuple(reports),
+        retry=fallback,
+    )
+    if not tried:
+        return replace(decision, error=_no_candidate_error(chat.model, reports))
     return decision
+
+
+def decide(
+    chat: ChatRequest,
+    headers: Mapping[str, str],
+    snapshot: ConfigSnapshot,
+    stats: LiveState | None = None,
+) -> RoutingDecision:
+    """The request path's entry point: the try order, or the error that says why there is none."""
+    decision = plan(chat, headers, snapshot, stats)
+    if decision.error is not None:
+        raise decision.error
+    return decision
+
+
+def _first_per_model(ranked: list[Ranked]) -> list[Ranked]:
+    """`allow_fallbacks: false` without `order`: only each model's best provider."""
+    seen: set[str] = set()
+    out = []
+    for r in ranked:
+        if r.candidate.offer.model not in seen:
+            seen.add(r.candidate.offer.model)
+            out.append(r)
+    return out
+
+
+def _no_candidate_error(model: str, reports: list[CandidateReport]) -> GatewayError:
+    """400 when the prompt fits no candidate's context; otherwise 503 naming each reason."""
+    if not reports:
+        return GatewayError(
+            503, f"No enabled backend serves `{model}` (check API keys and `enabled`).", code="no_backend_available"
+        )
+    reasons = []
+    metadata = []
+    for rep in reports:
+        rejected = rep.rejections or [Verdict("provider", False, "dropped: allow_fallbacks is false")]
+        reasons.append(f"{rep.offer.backend}/{rep.offer.model}: " + "; ".join(v.reason for v in rejected))
+        metadata.append({"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}})
+    detail = " | ".join(reasons)
+    if all(any(v.filter == "context_length" for v in rep.rejections) for rep in reports):
+        return GatewayError(
+            400,
+            f"The request does not fit the context window of any candidate for `{model}`: {detail}",
+            code="context_length_exceeded",
+            param="messages",
+            metadata={"candidates": metadata},
+        )
+    return GatewayError(
+        503, f"No backend can take this request for `{model}`: {detail}", code="no_backend_available", metadata={"candidates": metadata}
+    )

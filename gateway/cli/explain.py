@@ -1,0 +1,57 @@
+"""`gateway explain --config FILE request.json`: how a request would be routed, offline.
+
+Uses the config's priors (no observed latency, every circuit closed) and calls no backend;
+the running gateway's `POST /v1/route/explain` answers the same with live observations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="show how a chat-completions request would be routed, without calling a backend")
+    p.add_argument("request", help="JSON body of a chat-completions request ('-' for stdin)")
+    p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"))
+    p.add_argument("--header", action="append", default=[], metavar="NAME: VALUE", help="request header, e.g. 'X-Gateway-Task: code'")
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import orjson
+
+    from gateway.config.loader import ConfigError, load_config
+    from gateway.config.snapshot import ConfigSnapshot
+    from gateway.protocol.chat import parse_chat_request
+    from gateway.protocol.errors import GatewayError
+    from gateway.routing.explain import explanation, render_text
+    from gateway.routing.pipeline import plan
+
+    try:
+        config, warnings = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    snapshot = ConfigSnapshot.build(config, args.config, warnings)
+    try:
+        body = sys.stdin.buffer.read() if args.request == "-" else open(args.request, "rb").read()
+    except OSError as exc:
+        print(f"cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        return 1
+    headers = {}
+    for item in args.header:
+        name, _, value = item.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    try:
+        decision = plan(parse_chat_request(body), headers, snapshot, explore=False)
+    except GatewayError as exc:
+        print(f"error {exc.status} {exc.code or exc.type}: {exc.message}", file=sys.stderr)
+        return 1
+    doc = explanation(decision)
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(doc))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0 if decision.error is None else 2

@@ -1,0 +1,69 @@
+"""The facts about one request that routing reads: its size and what it needs from a model.
+
+Computed once per request, before candidates are looked at, so that every filter and score
+reads the same numbers (and the explanation shows them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.schema import GatewaySettings
+from gateway.protocol.chat import ChatRequest
+from gateway.protocol.tokens import estimate_prompt_tokens
+
+_IMAGE_PARTS = ("image_url", "input_image", "image")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    prompt_tokens: int  # conservative estimate (gateway.protocol.tokens)
+    completion_tokens: int  # max_tokens asked, else the configured completion reserve
+    completion_asked: bool  # whether the client set max_tokens / max_completion_tokens
+    needs: frozenset[str]  # capabilities the request needs: tools, json, json_schema, vision
+    reasoning_asked: bool  # reasoning / reasoning_effort fields present
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def has_images(messages: Any) -> bool:
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
+                    return True
+    return False
+
+
+def wants_tools(payload: dict[str, Any]) -> bool:
+    return bool(payload.get("tools")) and payload.get("tool_choice") != "none"
+
+
+def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
+    payload = chat.payload
+    asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    needs: set[str] = set()
+    if wants_tools(payload):
+        needs.add("tools")
+    response_format = payload.get("response_format")
+    if isinstance(response_format, dict):
+        kind = response_format.get("type")
+        if kind == "json_schema":
+            needs.add("json_schema")
+        elif kind == "json_object":
+            needs.add("json")
+    if has_images(payload.get("messages")):
+        needs.add("vision")
+    return RequestFacts(
+        prompt_tokens=estimate_prompt_tokens(payload),
+        completion_tokens=int(asked) if asked else settings.default_completion_tokens,
+        completion_asked=bool(asked),
+        needs=frozenset(needs),
+        reasoning_asked=any(payload.get(k) for k in ("reasoning", "reasoning_effort", "thinking")),
+    )

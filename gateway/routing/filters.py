@@ -1,0 +1,170 @@
+"""Filters: can this candidate serve this request at all?
+
+Each filter looks at one candidate and returns a `Verdict` (passed or not, and why). All of
+them run for every candidate so that the explanation shows the whole picture; they are a
+few comparisons each. A candidate that fails any filter is not tried.
+
+- `provider`: the request's `provider.only` / `ignore`, and `order` with `allow_fallbacks: false`;
+- `context_length`: estimated prompt tokens + completion budget must fit the model's window,
+  and an explicit `max_tokens` must not exceed the backend's `max_output_tokens`;
+- `capabilities`: tools, json / json_schema response formats, images, when the model (or this
+  backend's deployment of it) declares `capabilities`; undeclared means assumed capable;
+- `max_price`: list prices under the request's `provider.max_price` or the route's `max_price`;
+- `circuit`: circuit breaker not open, backend not failing its health checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.config.schema import MaxPrice
+from gateway.config.snapshot import ConfigSnapshot
+from gateway.routing.candidates import Candidate
+from gateway.routing.facts import RequestFacts
+from gateway.routing.overrides import ProviderPrefs
+
+if TYPE_CHECKING:
+    from gateway.routing.live import Admission
+
+FILTERS = ("provider", "context_length", "capabilities", "max_price", "circuit")
+
+
+class Verdict:
+    """One filter's judgement of one candidate. The reason is formatted only when read
+    (explanations, errors), not on every request."""
+
+    __slots__ = ("filter", "passed", "_text", "_args")
+
+    def __init__(self, filter: str, passed: bool, text: str, *args: object) -> None:
+        self.filter = filter
+        self.passed = passed
+        self._text = text
+        self._args = args
+
+    @property
+    def reason(self) -> str:
+        return self._text.format(*self._args) if self._args else self._text
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.filter!r}, {self.passed}, {self.reason!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class FilterContext:
+    """Everything filters read besides the candidate; built once per request."""
+
+    facts: RequestFacts
+    prefs: ProviderPrefs
+    route_max_price: MaxPrice | None
+    snapshot: ConfigSnapshot
+
+
+def provider_names(candidate: Candidate, snapshot: ConfigSnapshot) -> tuple[str, str]:
+    """The names a client may use for this candidate's provider: backend name and type."""
+    backend = candidate.offer.backend
+    config = snapshot.backends.get(backend)
+    return backend.lower(), (config.type if config else backend).lower()
+
+
+def check_provider(candidate: Candidate, ctx: FilterContext) -> Verdict:
+    prefs = ctx.prefs
+    if prefs.empty:
+        return Verdict("provider", True, "no provider preferences")
+    names = provider_names(candidate, ctx.snapshot)
+    if prefs.only is not None and not any(n in prefs.only for n in names):
+        return Verdict("provider", False, "not in provider.only")
+    if any(n in prefs.ignore for n in names):
+        return Verdict("provider", False, "listed in provider.ignore")
+    if prefs.order and not prefs.allow_fallbacks and not any(n in prefs.order for n in names):
+        return Verdict("provider", False, "not in provider.order and allow_fallbacks is false")
+    return Verdict("provider", True, "allowed by provider preferences")
+
+
+def completion_budget(candidate: Candidate, facts: RequestFacts) -> int:
+    """Tokens to reserve for the answer: what was asked, else the reserve capped by the backend."""
+    limit = candidate.offer.spec.max_output_tokens
+    if facts.completion_asked or limit is None:
+        return facts.completion_tokens
+    return min(facts.completion_tokens, limit)
+
+
+def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
+    spec = candidate.offer.spec
+    facts = ctx.facts
+    if facts.completion_asked and spec.max_output_tokens is not None and facts.completion_tokens > spec.max_output_tokens:
+        return Verdict(
+            "context_length", False, "max_tokens {:,} exceeds this backend's max output {:,}", facts.completion_tokens, spec.max_output_tokens
+        )
+    budget = completion_budget(candidate, facts)
+    need = facts.prompt_tokens + budget
+    if need > spec.context_length:
+        return Verdict(
+            "context_length", False, "~{:,} prompt + {:,} completion tokens exceed the context of {:,}",
+            facts.prompt_tokens, budget, spec.context_length,
+        )
+    return Verdict("context_length", True, "~{:,} of {:,} tokens", need, spec.context_length)
+
+
+def declared_capabilities(candidate: Candidate, snapshot: ConfigSnapshot) -> frozenset[str] | None:
+    declared = candidate.offer.spec.capabilities
+    if declared is None:
+        info = snapshot.model_info(candidate.offer.model)
+        declared = info.capabilities if info else None
+    if declared is None:
+        return None
+    caps = set(declared)
+    if "json_schema" in caps:
+        caps.add("json")  # a model that follows a schema can emit plain JSON
+    return frozenset(caps)
+
+
+def check_capabilities(candidate: Candidate, ctx: FilterContext) -> Verdict:
+    needs = ctx.facts.needs
+    if not needs:
+        return Verdict("capabilities", True, "needs nothing special")
+    declared = declared_capabilities(candidate, ctx.snapshot)
+    if declared is None:
+        return Verdict("capabilities", True, "capabilities not declared: assumed capable")
+    missing = needs - declared
+    if missing:
+        return Verdict("capabilities", False, "does not declare {}", ", ".join(sorted(missing)))
+    return Verdict("capabilities", True, "declares {}", ", ".join(sorted(needs)))
+
+
+def price_ceilings(ctx: FilterContext) -> tuple[float | None, float | None]:
+    """The tighter of the request's and the route's ceilings, per prompt and completion."""
+    prompt, completion = ctx.prefs.max_prompt_price, ctx.prefs.max_completion_price
+    route = ctx.route_max_price
+    if route is not None:
+        prompt = route.prompt if prompt is None else (prompt if route.prompt is None else min(prompt, route.prompt))
+        completion = route.completion if completion is None else (completion if route.completion is None else min(completion, route.completion))
+    return prompt, completion
+
+
+def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None]) -> Verdict:
+    prompt, completion = ceilings
+    if prompt is None and completion is None:
+        return Verdict("max_price", True, "no price ceiling")
+    spec = candidate.offer.spec
+    if prompt is not None and spec.input_price > prompt:
+        return Verdict("max_price", False, "input ${:g}/1M over the ceiling ${:g}", spec.input_price, prompt)
+    if completion is not None and spec.output_price > completion:
+        return Verdict("max_price", False, "output ${:g}/1M over the ceiling ${:g}", spec.output_price, completion)
+    return Verdict("max_price", True, "under the price ceiling")
+
+
+def check_circuit(admission: "Admission | None") -> Verdict:
+    if admission is None:
+        return Verdict("circuit", True, "no observations")
+    return Verdict("circuit", admission.admitted, admission.reason)
+
+
+def evaluate(candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None") -> tuple[Verdict, ...]:
+    return (
+        check_provider(candidate, ctx),
+        check_context(candidate, ctx),
+        check_capabilities(candidate, ctx),
+        check_price(candidate, ctx, ceilings),
+        check_circuit(admission),
+    )

@@ -1,0 +1,135 @@
+"""What the running gateway has observed about its backends, in one object.
+
+`LiveState` is both the call observer that learns (attempt results feed the EWMA stats and
+the circuit breakers) and the read-only view the routing pipeline consults on every request.
+It lives in AppState (`state.stats`), survives config reloads, and holds no I/O: sharing it
+between replicas is `gateway.routing.shared`'s job.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
+from gateway.routing.stats import Key, Observed, StatsBook
+
+if TYPE_CHECKING:
+    from gateway.config.snapshot import ConfigSnapshot, Offer
+    from gateway.proxy.outcome import Attempt, CallOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStatus:
+    """One row for `gateway_backend_circuit_state`: health-check-down backends show as open."""
+
+    backend: str
+    model: str
+    state: str  # closed | half_open | open
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    admitted: bool
+    reason: str
+    state: CircuitState
+    cooling_for_s: float = 0.0  # > 0: an upstream Retry-After still runs; rank it last
+
+
+class LiveState:
+    """Observed stats + circuit state. One event loop owns it (no locks needed)."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], "ConfigSnapshot"],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = StatsBook()
+        self.circuits = CircuitBoard()
+        self.health = HealthBoard()
+        # Observations waiting to be pushed to the shared store; None when nothing shares them.
+        self.outbox: deque[tuple] | None = None
+
+    # -- the pipeline's view -------------------------------------------------------------
+    def observed(self, key: Key) -> Observed | None:
+        return self.stats.get(key)
+
+    def admission(self, offer: "Offer", now: float) -> Admission:
+        config = self._snapshot().backends.get(offer.backend)
+        cooldown = config.circuit.cooldown_s if config else 30.0
+        if self.health.is_down(offer.backend):
+            probe = self.health.get(offer.backend)
+            detail = f": {probe.last_error}" if probe and probe.last_error else ""
+            return Admission(False, f"backend failed its health checks{detail}", CircuitState.OPEN)
+        record = self.circuits.get(offer.key)
+        if record is None:
+            return Admission(True, "closed", CircuitState.CLOSED)
+        admitted, reason = record.admits(now, cooldown)
+        cooling = record.blocked_until - now
+        return Admission(admitted, reason, record.state(now, cooldown), cooling if cooling > 0 else 0.0)
+
+    # -- metrics' view ----------------------------------------------------------------
+    def circuit_states(self) -> list[CircuitStatus]:
+        """Every offer of the current config with its circuit state."""
+        snapshot = self._snapshot()
+        now = self.clock()
+        rows = []
+        for offers in snapshot.offers.values():
+            for offer in offers:
+                rows.append(CircuitStatus(offer.backend, offer.model, self.admission(offer, now).state.value))
+        return sorted(rows, key=lambda r: (r.backend, r.model))
+
+    # -- CallObserver -------------------------------------------------------------------
+    def attempt_started(self, offer: "Offer") -> None:
+        self.circuits.started(offer.key, self.clock())
+
+    def attempt_finished(self, offer: "Offer", attempt: "Attempt", ttft_s: float | None) -> None:
+        now = self.clock()
+        key = offer.key
+        snapshot = self._snapshot()
+        routing = snapshot.config.gateway.routing
+        if attempt.error is None:
+            self.circuits.success(key)
+            self._share("ok", key, now)
+            if ttft_s is not None and ttft_s >= 0:
+                self.stats.record_ttft(key, ttft_s, routing.ewma_alpha, now)
+                self._share("ttft", key, now, ttft_s, routing.ewma_alpha)
+            return
+        retry_after = attempt.retry_after_s
+        if attempt.error == "rate_limited" and retry_after:
+            until = now + min(retry_after, routing.retry_after_cap_s)
+            self.circuits.block(key, until)
+            self._share("block", key, until)
+        if counts_as_failure(attempt.error):
+            config = snapshot.backends.get(offer.backend)
+            threshold = config.circuit.failure_threshold if config else 3
+            self.circuits.failure(key, now, threshold)
+            self._share("fail", key, now, threshold)
+
+    def call_finished(self, outcome: "CallOutcome") -> None:
+        offer, usage = outcome.offer, outcome.usage
+        if offer is None or usage is None or outcome.status >= 400 or not outcome.attempts:
+            return
+        if usage.completion_tokens <= 0:
+            return
+        duration = outcome.attempts[-1].duration_s
+        generating = duration - (outcome.ttft_s or 0.0) if outcome.stream else duration
+        if generating < 0.005:
+            return  # too short to say anything about speed
+        alpha = self._snapshot().config.gateway.routing.ewma_alpha
+        now = self.clock()
+        tokens_per_s = usage.completion_tokens / generating
+        self.stats.record_throughput(offer.key, tokens_per_s, alpha, now)
+        self._share("tps", offer.key, now, tokens_per_s, alpha)
+
+    def _share(self, *op) -> None:
+        if self.outbox is not None:
+            self.outbox.append(op)

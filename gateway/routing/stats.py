@@ -1,0 +1,60 @@
+"""Observed performance per backend+model: EWMA of time to first token and of throughput.
+
+In-memory, updated by the routing observer after each attempt; read by the ranking on every
+request, so reads are a dict lookup. With Redis configured, `gateway.routing.shared` merges
+every replica's observations into the same numbers and copies them back here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Key = tuple[str, str]  # (backend, model)
+
+
+@dataclass(slots=True)
+class Observed:
+    ttft_s: float | None = None  # EWMA of time to first token (whole answer for non-streamed calls)
+    tokens_per_s: float | None = None  # EWMA of completion tokens per second
+    samples: int = 0  # TTFT observations so far
+    tps_samples: int = 0
+    updated_at: float = 0.0
+
+
+def ewma(previous: float | None, value: float, alpha: float) -> float:
+    return value if previous is None else previous + alpha * (value - previous)
+
+
+class StatsBook:
+    """Per backend+model EWMAs. Not thread-safe: one event loop owns it."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, Observed] = {}
+
+    def get(self, key: Key) -> Observed | None:
+        return self._entries.get(key)
+
+    def record_ttft(self, key: Key, ttft_s: float, alpha: float, now: float) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = Observed()
+        entry.ttft_s = ewma(entry.ttft_s, ttft_s, alpha)
+        entry.samples += 1
+        entry.updated_at = now
+
+    def record_throughput(self, key: Key, tokens_per_s: float, alpha: float, now: float) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = Observed()
+        entry.tokens_per_s = ewma(entry.tokens_per_s, tokens_per_s, alpha)
+        entry.tps_samples += 1
+        entry.updated_at = now
+
+    def replace(self, key: Key, observed: Observed) -> None:
+        """Adopt the shared (Redis) view of one key."""
+        self._entries[key] = observed
+
+    def items(self) -> list[tuple[Key, Observed]]:
+        return list(self._entries.items())
