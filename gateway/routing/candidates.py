@@ -15,24 +15,33 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.routing.resolve import Target
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
+    """One offer as this request may use it. Not changed once gathered."""
+
     offer: Offer
     tier: int  # 0 first; a later tier is only tried after every earlier one
     position: int  # order of appearance in the config/request, the last tie-break
     source: str  # where it came from, for the explanation
+    key: tuple[str, str]  # (backend, model), computed once
+    names: tuple[str, str]  # what a client may call its provider: backend name and type, lower-cased
 
 
 def gather(targets: Iterable[Target], task: str, snapshot: ConfigSnapshot) -> list[Candidate]:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
 
+    backends = snapshot.backends
+
     def add(models: Iterable[str], tier: int, source: str) -> None:
         for model in models:
             for offer in snapshot.offers.get(model, ()):
-                if offer.key not in seen:
-                    seen.add(offer.key)
-                    out.append(Candidate(offer, tier, len(out), source))
+                key = (offer.backend, offer.model)
+                if key not in seen:
+                    seen.add(key)
+                    config = backends.get(offer.backend)
+                    names = (offer.backend.lower(), (config.type if config else offer.backend).lower())
+                    out.append(Candidate(offer, tier, len(out), source, key, names))
 
     tier = 0
     for target in targets:

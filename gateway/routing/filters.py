@@ -22,7 +22,7 @@ from gateway.config.schema import MaxPrice
 from gateway.config.snapshot import ConfigSnapshot
 from gateway.routing.candidates import Candidate
 from gateway.routing.facts import RequestFacts
-from gateway.routing.overrides import ProviderPrefs
+from gateway.routing.overrides import NO_PREFS, ProviderPrefs
 
 if TYPE_CHECKING:
     from gateway.routing.live import Admission
@@ -60,18 +60,18 @@ class FilterContext:
     snapshot: ConfigSnapshot
 
 
-def provider_names(candidate: Candidate, snapshot: ConfigSnapshot) -> tuple[str, str]:
-    """The names a client may use for this candidate's provider: backend name and type."""
-    backend = candidate.offer.backend
-    config = snapshot.backends.get(backend)
-    return backend.lower(), (config.type if config else backend).lower()
+# Shared verdicts for the common passes: no object built per candidate for them.
+NO_PREFERENCES = Verdict("provider", True, "no provider preferences")
+NEEDS_NOTHING = Verdict("capabilities", True, "needs nothing special")
+NO_CEILING = Verdict("max_price", True, "no price ceiling")
+NO_OBSERVATIONS = Verdict("circuit", True, "no observations")
 
 
 def check_provider(candidate: Candidate, ctx: FilterContext) -> Verdict:
     prefs = ctx.prefs
-    if prefs.empty:
-        return Verdict("provider", True, "no provider preferences")
-    names = provider_names(candidate, ctx.snapshot)
+    if prefs is NO_PREFS:
+        return NO_PREFERENCES
+    names = candidate.names
     if prefs.only is not None and not any(n in prefs.only for n in names):
         return Verdict("provider", False, "not in provider.only")
     if any(n in prefs.ignore for n in names):
@@ -122,7 +122,7 @@ def declared_capabilities(candidate: Candidate, snapshot: ConfigSnapshot) -> fro
 def check_capabilities(candidate: Candidate, ctx: FilterContext) -> Verdict:
     needs = ctx.facts.needs
     if not needs:
-        return Verdict("capabilities", True, "needs nothing special")
+        return NEEDS_NOTHING
     declared = declared_capabilities(candidate, ctx.snapshot)
     if declared is None:
         return Verdict("capabilities", True, "capabilities not declared: assumed capable")
@@ -145,7 +145,7 @@ def price_ceilings(ctx: FilterContext) -> tuple[float | None, float | None]:
 def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None]) -> Verdict:
     prompt, completion = ceilings
     if prompt is None and completion is None:
-        return Verdict("max_price", True, "no price ceiling")
+        return NO_CEILING
     spec = candidate.offer.spec
     if prompt is not None and spec.input_price > prompt:
         return Verdict("max_price", False, "input ${:g}/1M over the ceiling ${:g}", spec.input_price, prompt)
@@ -156,15 +156,20 @@ def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float 
 
 def check_circuit(admission: "Admission | None") -> Verdict:
     if admission is None:
-        return Verdict("circuit", True, "no observations")
-    return Verdict("circuit", admission.admitted, admission.reason)
+        return NO_OBSERVATIONS
+    return admission.verdict
 
 
-def evaluate(candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None") -> tuple[Verdict, ...]:
-    return (
+def evaluate(candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None") -> tuple[tuple[Verdict, ...], bool]:
+    """Every filter's verdict, and whether the candidate passed them all."""
+    verdicts = (
         check_provider(candidate, ctx),
         check_context(candidate, ctx),
         check_capabilities(candidate, ctx),
         check_price(candidate, ctx, ceilings),
         check_circuit(admission),
     )
+    for verdict in verdicts:
+        if not verdict.passed:
+            return verdicts, False
+    return verdicts, True

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.routing.filters import Verdict
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
 from gateway.routing.stats import Key, Observed, StatsBook
 
@@ -39,6 +40,13 @@ class Admission:
     state: CircuitState
     cooling_for_s: float = 0.0  # > 0: an upstream Retry-After still runs; rank it last
 
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict("circuit", self.admitted, self.reason)
+
+
+CLOSED = Admission(True, "closed", CircuitState.CLOSED)
+
 
 class LiveState:
     """Observed stats + circuit state. One event loop owns it (no locks needed)."""
@@ -62,16 +70,17 @@ class LiveState:
     def observed(self, key: Key) -> Observed | None:
         return self.stats.get(key)
 
-    def admission(self, offer: "Offer", now: float) -> Admission:
-        config = self._snapshot().backends.get(offer.backend)
-        cooldown = config.circuit.cooldown_s if config else 30.0
-        if self.health.is_down(offer.backend):
-            probe = self.health.get(offer.backend)
+    def admission(self, offer: "Offer", now: float, snapshot: "ConfigSnapshot | None" = None) -> Admission:
+        backend = offer.backend
+        if self.health.is_down(backend):
+            probe = self.health.get(backend)
             detail = f": {probe.last_error}" if probe and probe.last_error else ""
             return Admission(False, f"backend failed its health checks{detail}", CircuitState.OPEN)
-        record = self.circuits.get(offer.key)
+        record = self.circuits.get((backend, offer.model))
         if record is None:
-            return Admission(True, "closed", CircuitState.CLOSED)
+            return CLOSED
+        config = (snapshot or self._snapshot()).backends.get(backend)
+        cooldown = config.circuit.cooldown_s if config else 30.0
         admitted, reason = record.admits(now, cooldown)
         cooling = record.blocked_until - now
         return Admission(admitted, reason, record.state(now, cooldown), cooling if cooling > 0 else 0.0)
@@ -84,7 +93,7 @@ class LiveState:
         rows = []
         for offers in snapshot.offers.values():
             for offer in offers:
-                rows.append(CircuitStatus(offer.backend, offer.model, self.admission(offer, now).state.value))
+                rows.append(CircuitStatus(offer.backend, offer.model, self.admission(offer, now, snapshot).state.value))
         return sorted(rows, key=lambda r: (r.backend, r.model))
 
     # -- CallObserver -------------------------------------------------------------------

@@ -28,7 +28,7 @@ class ProviderPrefs:
 
     @property
     def empty(self) -> bool:
-        return self == NO_PREFS
+        return self is NO_PREFS or self == NO_PREFS
 
 
 NO_PREFS = ProviderPrefs()
@@ -59,7 +59,7 @@ def provider_prefs(payload: dict[str, Any]) -> ProviderPrefs:
     if not isinstance(allow, bool):
         raise invalid_request("`provider.allow_fallbacks` must be a boolean.", param="provider.allow_fallbacks", code="invalid_type")
     prompt, completion = _max_price(raw.get("max_price"))
-    return ProviderPrefs(
+    prefs = ProviderPrefs(
         order=_names(raw, "order"),
         only=_names(raw, "only") if only is not None else None,
         ignore=_names(raw, "ignore"),
@@ -68,6 +68,7 @@ def provider_prefs(payload: dict[str, Any]) -> ProviderPrefs:
         max_prompt_price=prompt,
         max_completion_price=completion,
     )
+    return NO_PREFS if prefs == NO_PREFS else prefs  # `provider: {}` costs nothing per candidate
 
 
 def _names(raw: dict[str, Any], field: str) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from gateway.protocol.errors import GatewayError
 from gateway.routing.candidates import Candidate, gather
 from gateway.routing.classify import classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, Verdict, evaluate, price_ceilings, provider_names
+from gateway.routing.filters import FilterContext, Verdict, evaluate, price_ceilings
 from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
 from gateway.routing.rank import SORT_STRATEGY, Ranked, Score, rank
@@ -106,23 +106,23 @@ def plan(
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
     reports: list[CandidateReport] = []
-    eligible: list[tuple[Candidate, object, tuple[str, str]]] = []
+    eligible: list[tuple[Candidate, object]] = []
     for candidate in gather(targets, guess.task, snapshot):
-        admission = live.admission(candidate.offer, now) if live is not None else None
-        verdicts = evaluate(candidate, ctx, ceilings, admission)
+        admission = live.admission(candidate.offer, now, snapshot) if live is not None else None
+        verdicts, passed = evaluate(candidate, ctx, ceilings, admission)
         reports.append(CandidateReport(candidate.offer, candidate.tier, candidate.source, verdicts))
-        if all(v.passed for v in verdicts):
-            eligible.append((candidate, admission, provider_names(candidate, snapshot)))
+        if passed:
+            eligible.append((candidate, admission))
 
     rng = live.rng if live is not None and explore else None
     ranked = rank(eligible, strategy, facts, live, settings.routing, route.weights if route else {}, prefs.order, rng)
     tried = _first_per_model(ranked) if not prefs.allow_fallbacks and not prefs.order else ranked
     if ranked:
-        by_key = {rep.offer.key: rep for rep in reports}
+        by_position = {id(rep.offer): rep for rep in reports}
         for r in ranked:
-            by_key[r.candidate.offer.key].score = r.score
+            by_position[id(r.candidate.offer)].score = r.score
         for position, r in enumerate(tried, 1):
-            by_key[r.candidate.offer.key].rank = position
+            by_position[id(r.candidate.offer)].rank = position
 
     fallback = settings.fallback
     decision = RoutingDecision(

@@ -56,7 +56,7 @@ class Score:
         return f"Score({self.value!r}, {self.detail!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ranked:
     candidate: Candidate
     score: Score
@@ -77,7 +77,7 @@ def weight_of(candidate: Candidate, weights: dict[str, float]) -> float:
 
 
 def _observed(live: "LiveState | None", candidate: Candidate):
-    return live.observed(candidate.offer.key) if live is not None else None
+    return live.observed(candidate.key) if live is not None else None
 
 
 def score(
@@ -95,10 +95,10 @@ def score(
     ttft = seen.ttft_s if seen and seen.ttft_s is not None else None
     ttft_value = ttft if ttft is not None else settings.prior_ttft_s
     if strategy == "cost":
-        cost = estimated_cost(candidate, facts)
         spec = candidate.offer.spec
-        text = "${:.6f} = {:,} in x ${:g} + {:,} out x ${:g} per 1M"
         budget = completion_budget(candidate, facts)
+        cost = (facts.prompt_tokens * spec.input_price + budget * spec.output_price) / 1_000_000
+        text = "${:.6f} = {:,} in x ${:g} + {:,} out x ${:g} per 1M"
         return Score(cost, text, cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price), ttft_value, False
     if strategy == "latency":
         unexplored = samples < settings.explore_min_samples
@@ -125,15 +125,15 @@ def score(
     return Score(float(candidate.position), "position {} in the list", candidate.position + 1), 0.0, False
 
 
-def _pin(candidate: Candidate, order: tuple[str, ...], names: tuple[str, str]) -> int:
+def _pin(candidate: Candidate, order: tuple[str, ...]) -> int:
     for i, name in enumerate(order):
-        if name in names:
+        if name in candidate.names:
             return i
     return len(order)
 
 
 def rank(
-    eligible: list[tuple[Candidate, "Admission | None", tuple[str, str]]],
+    eligible: list[tuple[Candidate, "Admission | None"]],
     strategy: str,
     facts: RequestFacts,
     live: "LiveState | None",
@@ -142,18 +142,23 @@ def rank(
     order: tuple[str, ...],
     rng: random.Random | None,
 ) -> list[Ranked]:
-    """`eligible` items are (candidate, admission, provider names)."""
+    """`eligible` items are (candidate, its circuit admission)."""
     ranked = []
-    for candidate, admission, names in eligible:
+    for candidate, admission in eligible:
         s, secondary, unexplored = score(candidate, strategy, facts, live, settings, weights, rng)
         cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
         explore_key = 0 if unexplored else 1
-        key = (candidate.tier, cooling, _pin(candidate, order, names), explore_key, s.value, secondary, candidate.position)
+        pin = _pin(candidate, order) if order else 0
+        key = (candidate.tier, cooling, pin, explore_key, s.value, secondary, candidate.position)
         ranked.append(Ranked(candidate, s, key))
-    ranked.sort(key=lambda r: r.key)
+    ranked.sort(key=_sort_key)
     if rng is not None and strategy in OBSERVED and len(ranked) > 1 and settings.exploration > 0:
         ranked = _explore(ranked, settings.exploration, rng)
     return ranked
+
+
+def _sort_key(ranked: Ranked) -> tuple:
+    return ranked.key
 
 
 def _explore(ranked: list[Ranked], share: float, rng: random.Random) -> list[Ranked]:

@@ -1,0 +1,143 @@
+"""Hot reload of the routing YAML in a running gateway, with one and with several workers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support.services import REPO
+
+POLICY = """\
+backends:
+  up:
+    type: openai
+    base_url: {base_url}
+    models:
+      m/one: {{}}
+      m/two: {{}}
+routes:
+  auto:
+    strategy: cost
+    models: [{model}]
+"""
+BROKEN_LINE = "    strategy: cheapest\n"
+
+
+def policy(base_url: str, model: str = "m/one", broken: bool = False) -> str:
+    text = POLICY.format(base_url=base_url, model=model)
+    return text.replace("    strategy: cost\n", BROKEN_LINE) if broken else text
+
+
+def ask(gw) -> httpx.Response:
+    return httpx.post(gw.url + "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def until(condition, what: str, timeout: float = 15.0):
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def validate_output(path) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "gateway", "validate", str(path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    return [line.strip() for line in result.stderr.splitlines()[1:] if line.strip()]
+
+
+def test_an_edit_takes_effect_without_restart_and_a_broken_edit_changes_nothing(start_gateway, upstream):
+    gw = start_gateway(policy(upstream.base_url))
+    assert ask(gw).headers["x-gateway-model"] == "m/one"
+    pid = gw.proc.pid
+    gw.write_config(policy(upstream.base_url, "m/two"))
+    until(lambda: ask(gw).headers["x-gateway-model"] == "m/two", "the edited route")
+    version = httpx.get(gw.url + "/admin/status").json()["config"]["version"]
+
+    gw.write_config(policy(upstream.base_url, "m/one", broken=True))
+    status = until(lambda: (s := httpx.get(gw.url + "/admin/status").json())["config"]["last_reload_error"] and s, "the rejection")
+    errors = status["config"]["last_reload_error"]
+    assert errors == ["routes.auto.strategy (line 10): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'"]
+    assert status["config"]["version"] == version and status["config"]["reloads_failed"] == 1
+    assert errors == validate_output(gw.config_path)  # `gateway validate` says exactly the same
+    response = ask(gw)
+    assert response.status_code == 200 and response.headers["x-gateway-model"] == "m/two"  # still the last good file
+    assert "config reload rejected" in gw.log() and "routes.auto.strategy (line 10)" in gw.log()
+
+    gw.write_config(policy(upstream.base_url, "m/one"))
+    until(lambda: ask(gw).headers["x-gateway-model"] == "m/one", "the repaired file")
+    assert httpx.get(gw.url + "/admin/status").json()["config"]["last_reload_error"] is None
+    assert gw.proc.pid == pid and gw.proc.poll() is None
+
+
+def test_admin_reload_answers_with_the_result(start_gateway, upstream):
+    gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_RELOAD_POLL_S": "3600"})
+    gw.config_path.write_text(policy(upstream.base_url, broken=True))  # in place: the watcher may or may not see it first
+    r = httpx.post(gw.url + "/admin/reload")
+    assert r.status_code == 422 and r.json()["reloaded"] is False
+    assert r.json()["config"]["last_reload_error"][0].startswith("routes.auto.strategy (line 10)")
+    gw.config_path.write_text(policy(upstream.base_url, "m/two"))
+    r = httpx.post(gw.url + "/admin/reload")
+    assert r.status_code == 200 and r.json()["reloaded"] is True
+    assert ask(gw).headers["x-gateway-model"] == "m/two"
+
+
+def worker_views(gw, want: int, condition, timeout: float = 20.0) -> dict[int, dict]:
+    """Poll /admin/status over fresh connections until `want` workers each satisfy `condition`."""
+    seen: dict[int, dict] = {}
+    deadline = time.time() + timeout
+    while True:
+        status = httpx.get(gw.url + "/admin/status", headers={"connection": "close"}).json()
+        if condition(status):
+            seen[status["worker_pid"]] = status
+        else:
+            seen.pop(status["worker_pid"], None)
+        if len(seen) >= want:
+            return seen
+        assert time.time() < deadline, f"only {len(seen)} of {want} workers got there"
+        time.sleep(0.02)
+
+
+def test_every_worker_reloads_and_every_worker_rejects_a_broken_file(start_gateway, upstream):
+    gw = start_gateway(policy(upstream.base_url), workers=2)
+    first = worker_views(gw, 2, lambda s: True)
+    pids = set(first)
+    gw.write_config(policy(upstream.base_url, "m/two"))
+    edited = worker_views(gw, 2, lambda s: s["config"]["reloads_ok"] >= 1 and not s["config"]["last_reload_error"])
+    versions = {s["config"]["version"] for s in edited.values()}
+    assert len(versions) == 1 and versions != {s["config"]["version"] for s in first.values()}
+    for _ in range(10):
+        assert ask(gw).headers["x-gateway-model"] == "m/two"
+
+    gw.write_config(policy(upstream.base_url, broken=True))
+    rejected = worker_views(gw, 2, lambda s: bool(s["config"]["last_reload_error"]))
+    for status in rejected.values():
+        assert status["config"]["version"] in versions  # still serving the last good file
+        assert status["config"]["last_reload_error"][0].startswith("routes.auto.strategy (line 10)")
+    for _ in range(10):
+        response = ask(gw)
+        assert response.status_code == 200 and response.headers["x-gateway-model"] == "m/two"
+    assert set(rejected) == pids  # nobody restarted
+
+
+def test_sighup_reloads_every_worker_without_restarting_them(start_gateway, upstream):
+    gw = start_gateway(policy(upstream.base_url), workers=2, env={"GATEWAY_RELOAD_POLL_S": "3600"})
+    before = worker_views(gw, 2, lambda s: True)
+    gw.signal(signal.SIGHUP)
+    after = worker_views(gw, 2, lambda s: s["config"]["reloads_ok"] >= 1)
+    assert set(after) == set(before)  # forwarded as a reload, not a rolling restart
+    assert "asking 2 workers to reload the config" in gw.log()
+
+
+@pytest.mark.parametrize("path", ["policies/default.yaml", "policies/examples/multi-provider.yaml"])
+def test_the_shipped_policies_validate(path):
+    result = subprocess.run([sys.executable, "-m", "gateway", "validate", path], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: valid")

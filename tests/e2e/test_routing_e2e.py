@@ -1,0 +1,330 @@
+"""Routing as apps meet it: the real gateway process, real fake upstreams, the openai client."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+import openai
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.services import GatewayProcess
+
+DECISIONS = """
+backends:
+  cheap:
+    type: openai
+    base_url: {a}
+    timeout_s: 5
+    circuit: {{failure_threshold: 100}}
+    models:
+      gen/small: {{context_length: 2048, input_price: 0.1, output_price: 0.2}}
+      gen/big: {{context_length: 131072, input_price: 1.0, output_price: 2.0}}
+  pricey:
+    type: openai
+    base_url: {b}
+    timeout_s: 5
+    circuit: {{failure_threshold: 100}}
+    models:
+      gen/big: {{context_length: 131072, input_price: 3.0, output_price: 6.0}}
+  coder:
+    type: openai
+    base_url: {c}
+    timeout_s: 5
+    circuit: {{failure_threshold: 100}}
+    models:
+      code/coder: {{context_length: 65536, input_price: 2.0, output_price: 4.0}}
+routes:
+  auto:
+    strategy: cost
+    models: [gen/small, gen/big]
+    tasks:
+      code: [code/coder]
+"""
+
+
+@pytest.fixture(scope="module")
+def trio():
+    servers = [FakeUpstream(name).start() for name in ("a", "b", "c")]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def decisions_gw(trio):
+    a, b, c = trio
+    gw = GatewayProcess(DECISIONS.format(a=a.base_url, b=b.base_url, c=c.base_url)).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def clean(trio):
+    for server in trio:
+        server.reset()
+    return trio
+
+
+def ask(content="What is the capital of Australia?", model="auto", **extra):
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def served_by(raw) -> tuple[str, str]:
+    return raw.headers["x-gateway-backend"], raw.headers["x-gateway-model"]
+
+
+def test_the_cheapest_candidate_wins_under_cost(decisions_gw, clean, openai_client):
+    a, b, _ = clean
+    client = openai_client(decisions_gw)
+    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big"))
+    assert served_by(raw) == ("cheap", "gen/big") and raw.parse().choices[0].message.content
+    raw = client.chat.completions.with_raw_response.create(**ask())
+    assert served_by(raw) == ("cheap", "gen/small")
+    assert raw.headers["x-gateway-route"] == "auto" and raw.headers["x-gateway-task"] == "chat"
+    assert [r.body["model"] for r in a.received] == ["gen/big", "gen/small"] and b.received == []
+
+
+def test_an_over_long_prompt_skips_the_short_context_model(decisions_gw, clean, openai_client):
+    a, _, _ = clean
+    long_prompt = "Please summarise the following notes. " + "lorem ipsum dolor sit amet " * 300  # ~2,800 tokens
+    raw = openai_client(decisions_gw).chat.completions.with_raw_response.create(**ask(long_prompt))
+    assert served_by(raw) == ("cheap", "gen/big")
+    assert a.received[-1].body["model"] == "gen/big"
+
+
+def test_a_code_prompt_goes_to_the_code_model_and_trivia_does_not(decisions_gw, clean, openai_client):
+    _, _, c = clean
+    client = openai_client(decisions_gw)
+    raw = client.chat.completions.with_raw_response.create(**ask("Write a Python function that parses ISO dates and add unit tests."))
+    assert served_by(raw) == ("coder", "code/coder") and raw.headers["x-gateway-task"] == "code"
+    with client.chat.completions.with_streaming_response.create(**ask("Fix this:\n```js\nlet x = y.z;\n```", stream=True)) as stream:
+        assert stream.headers["x-gateway-backend"] == "coder"
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream.parse() if chunk.choices).strip()
+    raw = client.chat.completions.with_raw_response.create(**ask("Who wrote the novel Moby-Dick?"))
+    assert served_by(raw)[1] != "code/coder" and raw.headers["x-gateway-task"] == "chat"
+    raw = client.chat.completions.with_raw_response.create(**ask("Who wrote Moby-Dick?"), extra_headers={"X-Gateway-Task": "code"})
+    assert served_by(raw) == ("coder", "code/coder")
+    assert len(c.received) == 3
+
+
+def test_provider_order_models_array_and_floor(decisions_gw, clean, openai_client):
+    a, b, c = clean
+    client = openai_client(decisions_gw)
+    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big"), extra_body={"provider": {"order": ["pricey"]}})
+    assert served_by(raw) == ("pricey", "gen/big")
+    assert "provider" not in b.received[-1].body  # routing fields are the gateway's, not forwarded
+    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big"), extra_body={"provider": {"sort": "price", "only": ["PRICEY"]}})
+    assert served_by(raw) == ("pricey", "gen/big")
+    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big:floor"))
+    assert served_by(raw) == ("cheap", "gen/big") and a.received[-1].body["model"] == "gen/big"
+    c.reset(status=503)
+    raw = client.chat.completions.with_raw_response.create(**ask(model="code/coder"), extra_body={"models": ["gen/big"]})
+    assert served_by(raw) == ("cheap", "gen/big") and len(c.received) == 1
+    assert "models" not in a.received[-1].body
+
+
+def test_impossible_requests_say_why(decisions_gw, clean, openai_client):
+    client = openai_client(decisions_gw)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(**ask(model="gen/huge"))
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**ask("word " * 120_000))
+    assert e.value.code == "context_length_exceeded"
+    assert "cheap/gen/small: ~" in e.value.message and "pricey/gen/big: ~" in e.value.message
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(**ask(model="gen/big"), extra_body={"provider": {"max_price": {"prompt": 0.5}}})
+    assert e.value.status_code == 503 and e.value.code == "no_backend_available"
+    assert {c["backend"] for c in e.value.body["metadata"]["candidates"]} == {"cheap", "pricey"}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**ask(), extra_body={"provider": {"sort": "vibes"}})
+    assert e.value.param == "provider.sort"
+    assert all(not server.received for server in clean)
+
+
+def test_explain_returns_every_verdict_without_calling_a_backend(decisions_gw, clean):
+    body = ask("Write a Rust function to reverse a string.", max_tokens=100)
+    r = httpx.post(decisions_gw.url + "/v1/route/explain", json=body)
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["route"] == "auto" and doc["task"] == "code" and doc["strategy"] == "cost"
+    assert doc["try_order"][0] == {"backend": "coder", "model": "code/coder"}
+    assert len(doc["candidates"]) == 4
+    for candidate in doc["candidates"]:
+        assert [f["filter"] for f in candidate["filters"]] == ["provider", "context_length", "capabilities", "max_price", "circuit"]
+        assert candidate["eligible"] and candidate["score"] is not None and candidate["rank"]
+    assert all(not server.received for server in clean)
+    r = httpx.post(decisions_gw.url + "/v1/route/explain", json=ask("x " * 250_000))
+    assert r.status_code == 200 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert httpx.post(decisions_gw.url + "/v1/route/explain", json=ask(model="nope/nope")).status_code == 404
+
+
+FALLBACK = """
+backends:
+  first:
+    type: openai
+    base_url: {a}
+    timeout_s: 5
+    first_byte_timeout_s: 0.5
+    circuit: {{failure_threshold: {threshold}, cooldown_s: 60}}
+    models:
+      m/x: {{input_price: 0.1, output_price: 0.1}}
+  second:
+    type: openai
+    base_url: {b}
+    timeout_s: 5
+    models:
+      m/x: {{input_price: 1.0, output_price: 1.0}}
+routes:
+  auto:
+    models: [m/x]
+"""
+
+
+@pytest.fixture
+def pair(upstream, upstream_b):
+    return upstream, upstream_b
+
+
+@pytest.fixture
+def fallback_gw(start_gateway, pair):
+    a, b = pair
+    return start_gateway(FALLBACK.format(a=a.base_url, b=b.base_url, threshold=100))
+
+
+def stream_text(client, **extra) -> tuple[str, str]:
+    with client.chat.completions.with_streaming_response.create(**ask(stream=True, **extra)) as response:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices)
+        return response.headers["x-gateway-backend"], text
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"status": 500},
+        {"status": 503},
+        {"status": 429, "headers": {"retry-after": "1"}},
+        {"delay_s": 3.0},  # hangs past first_byte_timeout_s
+    ],
+    ids=["500", "503", "429", "hang"],
+)
+def test_a_failing_backend_is_skipped_and_the_client_still_gets_200(fallback_gw, pair, openai_client, failure):
+    a, b = pair
+    a.reset(**failure)
+    client = openai_client(fallback_gw)
+    raw = client.chat.completions.with_raw_response.create(**ask())
+    assert raw.status_code == 200 and served_by(raw) == ("second", "m/x")
+    assert raw.parse().choices[0].message.content == "Hello from the fake upstream."
+    backend, text = stream_text(client)
+    assert backend == "second" and text.strip() == "Hello from the fake upstream."
+    # A 429's Retry-After also puts that backend last for the next requests, so it is not asked again meanwhile.
+    assert len(a.received) == (1 if failure.get("status") == 429 else 2) and len(b.received) == 2
+
+
+def test_a_200_stream_whose_first_event_is_an_error_falls_back(fallback_gw, pair, openai_client):
+    a, b = pair
+    a.reset(stream_error_before_content=True)
+    backend, text = stream_text(openai_client(fallback_gw))
+    assert backend == "second" and text.strip() == "Hello from the fake upstream."
+    assert len(a.received) == 1 and len(b.received) == 1
+
+
+def test_a_stream_that_breaks_after_content_is_not_retried(fallback_gw, pair, openai_client):
+    a, b = pair
+    a.reset(break_after_events=3)
+    with pytest.raises(openai.APIError):
+        stream_text(openai_client(fallback_gw))
+    assert len(a.received) == 1 and b.received == []
+
+
+def test_an_unhealthy_backend_trips_its_circuit_and_stops_being_called(start_gateway, pair, openai_client):
+    a, b = pair
+    gw = start_gateway(FALLBACK.format(a=a.base_url, b=b.base_url, threshold=2))
+    a.reset(status=502)
+    client = openai_client(gw)
+    for _ in range(5):
+        assert served_by(client.chat.completions.with_raw_response.create(**ask())) == ("second", "m/x")
+    assert len(a.received) == 2  # open after two consecutive failures: skipped since
+    circuits = {(c["backend"], c["model"]): c["state"] for c in httpx.get(gw.url + "/admin/status").json()["circuits"]}
+    assert circuits == {("first", "m/x"): "open", ("second", "m/x"): "closed"}
+    explained = httpx.post(gw.url + "/v1/route/explain", json=ask()).json()
+    first = next(c for c in explained["candidates"] if c["backend"] == "first")
+    assert not first["eligible"] and "circuit open after 2 consecutive failures" in str(first["filters"])
+
+
+LATENCY = """
+backends:
+  slow:
+    type: openai
+    base_url: {a}
+    models: {{m/x: {{}}}}
+  fast:
+    type: openai
+    base_url: {b}
+    models: {{m/x: {{}}}}
+routes:
+  quick:
+    strategy: latency
+    models: [m/x]
+gateway:
+  routing: {{exploration: 0.05, explore_min_samples: 2}}
+"""
+
+
+def test_after_warm_up_latency_sends_most_traffic_to_the_fast_backend(start_gateway, pair, openai_client):
+    a, b = pair
+    a.reset(delay_s=0.25)
+    gw = start_gateway(LATENCY.format(a=a.base_url, b=b.base_url))
+    client = openai_client(gw)
+    warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(4)]
+    assert Counter(warm_up) == {"slow": 2, "fast": 2}  # every untried backend is measured first
+    after = Counter()
+    for i in range(30):  # streamed and not: both feed the time-to-first-token EWMA
+        if i % 2:
+            after[stream_text(client, model="quick")[0]] += 1
+        else:
+            after[served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0]] += 1
+    assert after["fast"] >= 25, after
+
+
+SHARED = """
+backends:
+  flaky:
+    type: openai
+    base_url: {a}
+    timeout_s: 5
+    circuit: {{failure_threshold: 2, cooldown_s: 60}}
+    models: {{m/x: {{input_price: 0.1}}}}
+  steady:
+    type: openai
+    base_url: {b}
+    models: {{m/x: {{input_price: 1.0}}}}
+routes:
+  auto: {{models: [m/x]}}
+gateway:
+  routing: {{shared_sync_s: 0.1}}
+"""
+
+
+@pytest.mark.redis
+def test_replicas_share_circuit_state_through_redis(start_gateway, pair, redis_server, openai_client):
+    a, b = pair
+    config = SHARED.format(a=a.base_url, b=b.base_url)
+    env = {"GATEWAY_REDIS_URL": redis_server.url}
+    one, two = start_gateway(config, env=env), start_gateway(config, env=env)
+    a.reset(status=500)
+    for _ in range(2):
+        assert served_by(openai_client(one).chat.completions.with_raw_response.create(**ask()))[0] == "steady"
+    deadline = time.time() + 10
+    while True:
+        circuits = {c["backend"]: c["state"] for c in httpx.get(two.url + "/admin/status").json()["circuits"]}
+        if circuits["flaky"] == "open":
+            break
+        assert time.time() < deadline, circuits
+        time.sleep(0.05)
+    calls = len(a.received)
+    assert served_by(openai_client(two).chat.completions.with_raw_response.create(**ask()))[0] == "steady"
+    assert len(a.received) == calls  # the second replica never tried the broken backend

@@ -1,0 +1,80 @@
+from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.usage import Usage
+from gateway.routing.health import CircuitState
+from tests.routing.support import POLICY, Clock, live_for, snapshot_from
+
+SNAP = snapshot_from(POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    circuit: {failure_threshold: 2, cooldown_s: 10}\n"))
+OFFER = SNAP.offer("pricey", "big/long")
+
+
+def failed(error, retry_after=None):
+    return Attempt("pricey", "big/long", error, 500, 0.1, retry_after)
+
+
+def test_success_feeds_ttft_and_failures_open_the_circuit():
+    clock = Clock()
+    live = live_for(SNAP, clock)
+    live.attempt_started(OFFER)
+    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.25)
+    assert live.observed(OFFER.key).ttft_s == 0.25
+    live.attempt_finished(OFFER, failed("http_502"), None)
+    assert live.admission(OFFER, clock()).admitted
+    live.attempt_finished(OFFER, failed("timeout"), None)
+    admission = live.admission(OFFER, clock())
+    assert not admission.admitted and admission.state is CircuitState.OPEN
+    clock.advance(10)
+    assert live.admission(OFFER, clock()).state is CircuitState.HALF_OPEN
+
+
+def test_rate_limit_is_not_a_failure_but_cools_the_candidate():
+    clock = Clock()
+    live = live_for(SNAP, clock)
+    for _ in range(5):
+        live.attempt_finished(OFFER, failed("rate_limited", retry_after=30), None)
+    admission = live.admission(OFFER, clock())
+    assert admission.admitted and admission.cooling_for_s == 30
+    clock.advance(31)
+    assert live.admission(OFFER, clock()).cooling_for_s == 0
+
+
+def test_retry_after_is_capped():
+    live = live_for(SNAP)
+    live.attempt_finished(OFFER, failed("rate_limited", retry_after=86400), None)
+    assert live.admission(OFFER, live.clock()).cooling_for_s == 60  # gateway.routing.retry_after_cap_s
+
+
+def test_throughput_comes_from_finished_calls():
+    live = live_for(SNAP)
+    outcome = CallOutcome("r", "auto", stream=True, offer=OFFER, usage=Usage(10, 100), ttft_s=0.5)
+    outcome.attempts.append(Attempt("pricey", "big/long", None, 200, 2.5))
+    live.call_finished(outcome)
+    assert live.observed(OFFER.key).tokens_per_s == 50.0
+    failed_call = CallOutcome("r", "auto", stream=False, offer=OFFER, usage=Usage(10, 100), status=502)
+    failed_call.attempts.append(Attempt("pricey", "big/long", "http_502", 502, 1.0))
+    live.call_finished(failed_call)
+    assert live.observed(OFFER.key).tps_samples == 1
+
+
+def test_circuit_states_list_every_offer_and_show_health_down_as_open():
+    clock = Clock()
+    live = live_for(SNAP, clock)
+    for _ in range(2):
+        live.attempt_finished(OFFER, failed("http_500"), None)
+    live.health.record("cheap", False, clock(), threshold=1, error="refused")
+    states = {(c.backend, c.model): c.state for c in live.circuit_states()}
+    assert states == {
+        ("cheap", "big/long"): "open", ("cheap", "small/fast"): "open",
+        ("pricey", "big/long"): "open", ("pricey", "code/coder"): "closed",
+    }
+    assert "health checks: refused" in live.admission(SNAP.offer("cheap", "small/fast"), clock()).reason
+
+
+def test_the_shared_outbox_receives_every_observation():
+    from collections import deque
+
+    live = live_for(SNAP)
+    live.outbox = deque()
+    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.2)
+    live.attempt_finished(OFFER, failed("http_500"), None)
+    live.attempt_finished(OFFER, failed("rate_limited", retry_after=5), None)
+    assert [op[0] for op in live.outbox] == ["ok", "ttft", "fail", "block"]

@@ -1,0 +1,20 @@
+from gateway.routing.stats import Observed, StatsBook, ewma
+
+
+def test_ewma_starts_at_the_first_value_and_moves_by_alpha():
+    assert ewma(None, 2.0, 0.3) == 2.0
+    assert abs(ewma(2.0, 1.0, 0.25) - 1.75) < 1e-12
+
+
+def test_book_keeps_ttft_and_throughput_apart_with_their_counts():
+    book = StatsBook()
+    key = ("b", "m/x")
+    assert book.get(key) is None
+    book.record_ttft(key, 1.0, 0.5, now=10)
+    book.record_ttft(key, 0.0, 0.5, now=11)
+    book.record_throughput(key, 100.0, 0.5, now=12)
+    seen = book.get(key)
+    assert seen.ttft_s == 0.5 and seen.samples == 2
+    assert seen.tokens_per_s == 100.0 and seen.tps_samples == 1 and seen.updated_at == 12
+    book.replace(key, Observed(ttft_s=9.0, samples=40))
+    assert book.get(key).ttft_s == 9.0 and book.items() == [(key, book.get(key))]
