@@ -6,7 +6,7 @@ CONFIG ?= policies/default.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install bench lock clean system-deps
+.PHONY: run test install bench bench-routing lock clean system-deps
 
 $(BIN)/gateway: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 
 bench: install
 	./bench/run.sh
+
+# Cost of the routing decision itself (in-process, no network).
+bench-routing: install
+	$(BIN)/python bench/routing_decision.py
 
 lock:
 	$(BIN)/pip install -q pip-tools

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
@@ -141,7 +141,7 @@ def plan(
         retry=fallback,
     )
     if not tried:
-        return replace(decision, error=_no_candidate_error(chat.model, reports))
+        decision.error = _no_candidate_error(chat.model, reports)
     return decision
 
 
@@ -178,7 +178,7 @@ def _no_candidate_error(model: str, reports: list[CandidateReport]) -> GatewayEr
     reasons = []
     metadata = []
     for rep in reports:
-        rejected = rep.rejections or [Verdict("provider", False, "dropped: allow_fallbacks is false")]
+        rejected = rep.rejections
         reasons.append(f"{rep.offer.backend}/{rep.offer.model}: " + "; ".join(v.reason for v in rejected))
         metadata.append({"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}})
     detail = " | ".join(reasons)

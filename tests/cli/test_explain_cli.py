@@ -1,0 +1,69 @@
+"""`gateway explain` and `gateway validate` as an admin runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from gateway.cli import main
+from tests.support.services import REPO
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, input=stdin)
+
+
+def test_explain_prints_the_candidates_with_scores_and_verdicts(tmp_path):
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "auto", "messages": [{"role": "user", "content": "Write a Python function to add two numbers."}]}))
+    result = run("explain", "--config", "policies/default.yaml", str(request))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("model 'auto' -> route auto, task code")
+    assert lines[3].split()[:3] == ["RANK", "MODEL", "BACKEND"]
+    assert lines[4].split()[:3] == ["1", "mock/mock-large", "mock"]
+    assert "passes every filter" in lines[4] and "per 1M" in lines[4]
+
+
+def test_explain_json_from_stdin_with_a_task_header():
+    body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello"}]})
+    result = run("explain", "--config", "policies/default.yaml", "--json", "--header", "X-Gateway-Task: long_context", "-", stdin=body)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["task"] == "long_context" and doc["task_reason"] == "X-Gateway-Task header"
+    assert doc["try_order"][0] == {"backend": "mock", "model": "mock/mock-large"}
+
+
+def test_explain_exits_2_and_says_why_when_nothing_fits(tmp_path, capsys):
+    request = tmp_path / "huge.json"
+    request.write_text(json.dumps({"model": "mock/mock-small", "messages": [{"role": "user", "content": "x" * 30000}]}))
+    assert main(["explain", "--config", "policies/default.yaml", str(request)]) == 2
+    out = capsys.readouterr().out
+    assert "error 400 context_length_exceeded" in out and "exceed the context of 8,192" in out
+
+
+def test_explain_rejects_unknown_models_and_bad_files(tmp_path, capsys):
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"model": "who/knows", "messages": [{"role": "user", "content": "x"}]}))
+    assert main(["explain", "--config", "policies/default.yaml", str(request)]) == 1
+    assert "error 404 model_not_found" in capsys.readouterr().err
+    assert main(["explain", "--config", "policies/default.yaml", str(tmp_path / "missing.json")]) == 1
+
+
+def test_validate_reports_routing_problems_with_lines(tmp_path, capsys):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "backends:\n"
+        "  a: {type: mock, models: {m/x: {}}}\n"
+        "routes:\n"
+        "  r:\n"
+        "    models: [m/x]\n"
+        "    weights: {nobody: 2}\n"
+        "gateway:\n"
+        "  classifier: {kind: 'no_such_module_xyz:f'}\n"
+    )
+    assert main(["validate", str(policy)]) == 1
+    err = capsys.readouterr().err
+    assert "routes.r.weights.nobody (line 6): `nobody` is none of this route's models" in err
+    assert "gateway.classifier.kind (line 8): cannot import classifier module `no_such_module_xyz`" in err
