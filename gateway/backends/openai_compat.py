@@ -51,13 +51,17 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class OpenAICompatBackend(Backend):
-    def __init__(self, name: str, config: BackendConfig) -> None:
+    # Where chat calls go, relative to base_url; adapters for other protocols override it.
+    chat_path = "/chat/completions"
+
+    def __init__(self, name: str, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """`transport` replaces the aiohttp transport: a seam for tests (respx), not for config."""
         super().__init__(name, config)
         vendor = VENDORS[config.type]
         self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
         headers = {"content-type": "application/json", "accept-encoding": "identity", **vendor.headers, **config.headers}
         if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
+            headers.update(self.auth_headers(config.api_key))
         self._first_byte_timeout = config.first_byte_timeout_s or config.timeout_s
         self._total_timeout = config.timeout_s
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
@@ -65,15 +69,20 @@ class OpenAICompatBackend(Backend):
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            transport=AiohttpTransport(limits=limits),
+            transport=transport or AiohttpTransport(limits=limits),
         )
         root = self.base_url.removesuffix("/v1") if vendor.health_at_root else self.base_url
         self.health_url = f"{root}{vendor.health_path}" if vendor.health_path else None
 
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        http_request = self._client.build_request(
-            "POST", "/chat/completions", content=orjson.dumps(request.payload), headers=request.headers or None
-        )
+        return HttpUpstreamResponse(await self.post(orjson.dumps(request.payload), request.headers))
+
+    async def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST to `chat_path`; return the 2xx response unread, or raise a classified UpstreamError."""
+        http_request = self._client.build_request("POST", self.chat_path, content=body, headers=headers or None)
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 response = await self._client.send(http_request, stream=True)
@@ -97,7 +106,7 @@ class OpenAICompatBackend(Backend):
                 body=body,
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
-        return HttpUpstreamResponse(response)
+        return response
 
     async def _read_bounded(self, response: httpx.Response) -> bytes:
         out = bytearray()
