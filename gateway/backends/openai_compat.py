@@ -55,7 +55,6 @@ class OpenAICompatBackend(Backend):
     chat_path = "/chat/completions"
 
     def __init__(self, name: str, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        """`transport` replaces the aiohttp transport: a seam for tests (respx), not for config."""
         super().__init__(name, config)
         vendor = VENDORS[config.type]
         self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
@@ -65,12 +64,16 @@ class OpenAICompatBackend(Backend):
         self._first_byte_timeout = config.first_byte_timeout_s or config.timeout_s
         self._total_timeout = config.timeout_s
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            transport=transport or AiohttpTransport(limits=limits),
-        )
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # `transport` is a seam for tests (respx, httpx.MockTransport).
+        self._transport = transport or AiohttpTransport(limits=limits)
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=self._transport)
+        # The hot path builds requests from these and hands them to the transport directly:
+        # AsyncClient.send's auth, redirect, cookie and URL-merging layers cost more than the
+        # whole relay and do nothing an LLM API call needs.
+        self._url = httpx.URL(f"{self.base_url}{self.chat_path}")
+        self._headers = list(httpx.Headers(headers).raw)
+        self._timeout = {"timeout": timeout.as_dict()}
         root = self.base_url.removesuffix("/v1") if vendor.health_at_root else self.base_url
         self.health_url = f"{root}{vendor.health_path}" if vendor.health_path else None
 
@@ -80,12 +83,15 @@ class OpenAICompatBackend(Backend):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         return HttpUpstreamResponse(await self.post(orjson.dumps(request.payload), request.headers))
 
-    async def post(self, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def post(self, body: bytes, extra_headers: dict[str, str] | None = None) -> httpx.Response:
         """POST to `chat_path`; return the 2xx response unread, or raise a classified UpstreamError."""
-        http_request = self._client.build_request("POST", self.chat_path, content=body, headers=headers or None)
+        headers = self._headers
+        if extra_headers:
+            headers = headers + [(k.encode(), v.encode()) for k, v in extra_headers.items()]
+        http_request = httpx.Request("POST", self._url, headers=headers, content=body, extensions=self._timeout)
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                response = await self._client.send(http_request, stream=True)
+                response = await self._transport.handle_async_request(http_request)
         except (TimeoutError, httpx.TimeoutException) as exc:
             # aiohttp reports refused connections as a connect *timeout*; both mean: not reachable.
             kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
