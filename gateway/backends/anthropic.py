@@ -3,7 +3,7 @@
 Clients speak OpenAI's chat-completions format to the gateway; this adapter translates the
 request to a Messages call (`anthropic_translate`), and the answer back: a Message to a
 `chat.completion`, Messages SSE events to `chat.completion.chunk` events ending in
-`data: [DONE]`. Unlike OpenAI-compatible upstreams the bytes cannot pass through, so every
+`data: [DONE]` (`anthropic_stream`). Unlike OpenAI-compatible upstreams the bytes cannot pass through, so every
 event is parsed here; the HTTP side (pooling, timeouts, error classification) is
 OpenAI-compatible's, reached through its `chat_path` and `auth_headers` seams.
 """
@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from gateway.backends.anthropic_stream import StreamTranslator
 from gateway.backends.anthropic_translate import (
     DEFAULT_MAX_TOKENS,
-    StreamTranslator,
     UnsupportedRequest,
     openai_error,
     to_chat_completion,
