@@ -16,7 +16,6 @@ import orjson
 
 from gateway.backends.anthropic_stream import StreamTranslator
 from gateway.backends.anthropic_translate import (
-    DEFAULT_MAX_TOKENS,
     UnsupportedRequest,
     openai_error,
     to_chat_completion,
@@ -71,9 +70,8 @@ class AnthropicBackend(OpenAICompatBackend):
         return {"x-api-key": api_key}
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        default_max = request.offer.spec.max_output_tokens or DEFAULT_MAX_TOKENS
         try:
-            body = to_messages_request(request.payload, default_max)
+            body = to_messages_request(request.payload, request.offer.spec.max_output_tokens)
         except UnsupportedRequest as exc:
             error = {"message": str(exc), "type": "invalid_request_error", "param": exc.param, "code": "unsupported_by_backend"}
             raise UpstreamError("status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})) from None

@@ -61,13 +61,20 @@ class UnsupportedRequest(ValueError):
 # -- request -------------------------------------------------------------------------------
 
 
-def to_messages_request(payload: dict[str, Any], default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
-    """The Messages API body for an OpenAI chat payload (whose `model` is the upstream id)."""
+def to_messages_request(payload: dict[str, Any], max_output_tokens: int | None = None) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat payload (whose `model` is the upstream id).
+
+    `max_output_tokens` is the model's limit from its offer: Anthropic requires max_tokens,
+    so it is the default when the client sets none, and the cap when the client asks more
+    (OpenAI's max_tokens is a ceiling, and a ceiling above the model's is a 400 upstream).
+    """
     if (payload.get("n") or 1) > 1:
         raise UnsupportedRequest("Anthropic backends produce one choice per request; `n` must be 1.", "n")
     system, messages = _messages(payload["messages"])
-    explicit_max = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    body: dict[str, Any] = {"model": payload["model"], "messages": messages, "max_tokens": explicit_max or default_max_tokens}
+    max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens") or max_output_tokens or DEFAULT_MAX_TOKENS
+    if max_output_tokens:
+        max_tokens = min(max_tokens, max_output_tokens)
+    body: dict[str, Any] = {"model": payload["model"], "messages": messages, "max_tokens": max_tokens}
     if system is not None:
         body["system"] = system
     if payload.get("temperature") is not None:

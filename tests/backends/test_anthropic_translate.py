@@ -20,12 +20,19 @@ def translate(messages=None, **fields):
 
 def test_minimal_request_gets_the_default_max_tokens():
     assert translate() == {"model": "claude-x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 4096}
-    assert to_messages_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, 8192)["max_tokens"] == 8192
+
+
+def test_the_models_output_limit_is_default_and_cap():
+    limited = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert to_messages_request(limited, max_output_tokens=8192)["max_tokens"] == 8192
+    assert to_messages_request({**limited, "max_tokens": 100}, max_output_tokens=8192)["max_tokens"] == 100
+    assert to_messages_request({**limited, "max_tokens": 100_000}, max_output_tokens=8192)["max_tokens"] == 8192
 
 
 def test_max_completion_tokens_wins_over_max_tokens():
     assert translate(max_tokens=10)["max_tokens"] == 10
     assert translate(max_tokens=10, max_completion_tokens=20)["max_tokens"] == 20
+    assert translate(max_tokens=100_000)["max_tokens"] == 100_000  # no known limit: the client's word
 
 
 def test_sampling_fields_and_stop():
