@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# make bench: see bench.py's docstring. Extra arguments pass through, e.g. `--duration 8 --scale`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/../.venv/bin/python" "$here/bench.py" "$@"
+# The routing decision alone, in-process, on the multi-provider example policy.
+exec "$here/../.venv/bin/python" "$here/routing_decision.py"
