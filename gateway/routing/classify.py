@@ -7,8 +7,10 @@ math, translation, reasoning); else chat.
 
 The default classifier is deterministic and cheap: it reads at most a bounded window of the
 text (the head and tail of the last user message, where instructions sit) with precompiled
-patterns, plus a search of the whole message for code fences. About 0.2 ms for a 10k-token
-prompt, 15 us for a short one (`bench/routing_decision.py`). A semantic classifier plugs in through `gateway.classifier.kind:
+patterns, plus a search of the whole message for code fences: about 0.2 ms for a 10k-token
+prompt, under 10 us for a short one (`bench/routing_decision.py`).
+
+A semantic (embedding) classifier plugs in through `gateway.classifier.kind:
 "module:callable"`; it is called as `callable(chat_request, request_facts)` and returns a task
 name, or None to defer to the heuristic.
 """

@@ -65,5 +65,5 @@ def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
         completion_tokens=int(asked) if asked else settings.default_completion_tokens,
         completion_asked=bool(asked),
         needs=frozenset(needs),
-        reasoning_asked=any(payload.get(k) for k in ("reasoning", "reasoning_effort", "thinking")),
+        reasoning_asked=bool(payload.get("reasoning") or payload.get("reasoning_effort") or payload.get("thinking")),
     )

@@ -50,7 +50,7 @@ class Verdict:
         return f"Verdict({self.filter!r}, {self.passed}, {self.reason!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FilterContext:
     """Everything filters read besides the candidate; built once per request."""
 

@@ -208,8 +208,10 @@ def stream_text(client, **extra) -> tuple[str, str]:
         {"status": 503},
         {"status": 429, "headers": {"retry-after": "1"}},
         {"delay_s": 3.0},  # hangs past first_byte_timeout_s
+        {"status": 400, "error_body": {"error": {"message": "This model's maximum context length is 8192 tokens.",
+                                                 "code": "context_length_exceeded"}}},
     ],
-    ids=["500", "503", "429", "hang"],
+    ids=["500", "503", "429", "hang", "context-length"],
 )
 def test_a_failing_backend_is_skipped_and_the_client_still_gets_200(fallback_gw, pair, openai_client, failure):
     a, b = pair
@@ -222,6 +224,15 @@ def test_a_failing_backend_is_skipped_and_the_client_still_gets_200(fallback_gw,
     assert backend == "second" and text.strip() == "Hello from the fake upstream."
     # A 429's Retry-After also puts that backend last for the next requests, so it is not asked again meanwhile.
     assert len(a.received) == (1 if failure.get("status") == 429 else 2) and len(b.received) == 2
+
+
+def test_an_unreachable_backend_is_skipped(start_gateway, upstream_b, openai_client):
+    from tests.support.ports import free_port
+
+    gw = start_gateway(FALLBACK.format(a=f"http://127.0.0.1:{free_port()}/v1", b=upstream_b.base_url, threshold=100))
+    client = openai_client(gw)
+    assert served_by(client.chat.completions.with_raw_response.create(**ask())) == ("second", "m/x")
+    assert stream_text(client)[0] == "second"
 
 
 def test_a_200_stream_whose_first_event_is_an_error_falls_back(fallback_gw, pair, openai_client):
