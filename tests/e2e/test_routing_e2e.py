@@ -291,14 +291,14 @@ def test_after_warm_up_latency_sends_most_traffic_to_the_fast_backend(start_gate
     gw = start_gateway(LATENCY.format(a=a.base_url, b=b.base_url))
     client = openai_client(gw)
     warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(4)]
-    assert Counter(warm_up) == {"slow": 2, "fast": 2}  # every untried backend is measured first
+    assert set(warm_up) == {"slow", "fast"}  # every untried backend is measured first
     after = Counter()
     for i in range(30):  # streamed and not: both feed the time-to-first-token EWMA
         if i % 2:
             after[stream_text(client, model="quick")[0]] += 1
         else:
             after[served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0]] += 1
-    assert after["fast"] >= 25, after
+    assert after["fast"] >= 24, after  # the rest: exploration (5%) keeps measuring the slow one
 
 
 SHARED = """

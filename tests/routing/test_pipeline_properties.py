@@ -178,7 +178,7 @@ def test_the_try_order_holds_only_candidates_passing_every_filter_and_an_empty_o
     assert len(reasons) == len(decision.reports) and all(r["reasons"] for r in reasons)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_cost_puts_the_cheapest_eligible_candidate_of_the_first_tier_first(data):
     config = data.draw(configs())
