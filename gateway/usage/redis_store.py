@@ -22,6 +22,8 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.usage.aggregates import PARTS, DayAggregates, IncrementBatch, event_increments
 from gateway.usage.events import UsageEvent
@@ -132,6 +134,14 @@ class RedisUsageStore(UsageStore):
         await pipe.execute()
 
     async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
+        try:
+            return await self._read_aggregates(spans)
+        except (RedisConnectionError, RedisTimeoutError):
+            # Reads are idempotent: after a Redis restart the first read may hit a pooled
+            # connection the server closed; one more try opens a fresh one.
+            return await self._read_aggregates(spans)
+
+    async def _read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
         pipe = self.redis.pipeline(transaction=False)
         reads: list[tuple[date, str]] = []
         for part, span in spans.items():

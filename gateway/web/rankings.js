@@ -78,7 +78,7 @@ async function load() {
     const colours = colourMap(series);
     drawChart(series, colours);
     drawLeaderboard(rankings, colours);
-    drawAuthors(rankings);
+    drawAuthors(rankings, authorColours(series, rankings));
     drawCategories(rankings);
     drawApps(rankings);
     drawThroughput(rankings);
@@ -93,6 +93,15 @@ async function load() {
 function colourMap(series) {
   const map = new Map();
   series.models.forEach((m, i) => map.set(m.model, PALETTE[i % PALETTE.length]));
+  return map;
+}
+
+// An author takes the colour of its biggest model in the chart, so both views agree.
+function authorColours(series, rankings) {
+  const map = new Map();
+  series.models.forEach((m, i) => { if (!map.has(m.author)) map.set(m.author, PALETTE[i % PALETTE.length]); });
+  let spare = series.models.length;
+  for (const a of rankings.authors) if (!map.has(a.author)) map.set(a.author, PALETTE[spare++ % PALETTE.length]);
   return map;
 }
 
@@ -175,12 +184,12 @@ function drawLeaderboard(r, colours) {
   if (!r.models.length) $("leaderboard").append(el("li", {}, "", el("span", {class: "muted"}, "No usage in this window."), "", ""));
 }
 
-function drawAuthors(r) {
+function drawAuthors(r, colours) {
   const bar = $("share-bar");
-  bar.replaceChildren(...r.authors.map((a, i) =>
-    el("span", {style: `width:${(a.share * 100).toFixed(3)}%;background:${PALETTE[i % PALETTE.length]}`, title: `${a.author} ${pct(a.share)}`})));
-  $("authors").replaceChildren(...r.authors.map((a, i) =>
-    rankedItem(a.rank, a.author, pct(a.share) + " of tokens", a.tokens, changeCell(a), PALETTE[i % PALETTE.length])));
+  bar.replaceChildren(...r.authors.map((a) =>
+    el("span", {style: `width:${(a.share * 100).toFixed(3)}%;background:${colours.get(a.author)}`, title: `${a.author} ${pct(a.share)}`})));
+  $("authors").replaceChildren(...r.authors.map((a) =>
+    rankedItem(a.rank, a.author, pct(a.share) + " of tokens", a.tokens, changeCell(a), colours.get(a.author))));
 }
 
 function drawCategories(r) {
