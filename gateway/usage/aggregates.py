@@ -8,9 +8,9 @@ Parts and their fields (the unit separator joins the names; header-supplied name
 cleaned of control characters before they get here):
 
 - `model`:    model|metric                  tokens, requests, failures, cost per model
-- `category`: category|model|metric         the same per category, for category leaders
-- `app`:      app|metric                    per app, for top and trending apps
-- `offer`:    backend|model|metric          per model as served by one backend
+- `category`: category|model|metric         tokens and requests per category, for its leaders
+- `app`:      app|metric                    tokens and requests per app, for top and trending apps
+- `offer`:    backend|model|metric          everything, per model as served by one backend
 - `hist`:     backend|model|measure|bucket  histograms of speed, latency, TTFT (medians)
 
 Authors and backends are not kept separately: each is a function of the `model`/`offer` keys.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -84,6 +85,11 @@ _METRICS = {
 }
 
 
+# What each part keeps: models and offers everything, categories and apps what they rank by.
+_SLIM = ("prompt", "completion", "requests")
+_PART_METRICS = {"model": None, "offer": None, "category": _SLIM, "app": _SLIM}
+
+
 def _counter_metrics(event: UsageEvent) -> list[tuple[str, int]]:
     values = (
         ("prompt", event.prompt_tokens),
@@ -107,7 +113,8 @@ def event_increments(event: UsageEvent) -> list[tuple[str, str, int]]:
     if event.app:
         prefixes.append(("app", event.app))
     for part, prefix in prefixes:
-        out.extend((part, f"{prefix}{SEP}{metric}", value) for metric, value in metrics)
+        kept = _PART_METRICS[part]
+        out.extend((part, f"{prefix}{SEP}{metric}", value) for metric, value in metrics if kept is None or metric in kept)
     if event.succeeded:
         for measure, value in (("tps", event.tokens_per_second), ("latency_ms", event.latency_ms), ("ttft_ms", event.ttft_ms)):
             if value is not None and value > 0:
@@ -131,41 +138,63 @@ class IncrementBatch:
             self.titles[(day, event.app)] = event.app_title
 
 
+# A stored field name, as the store returns it (Redis: bytes; SQLite: str).
+FieldName = str | bytes
+
+
 @dataclass
-class DayAggregates:
-    """One UTC day's aggregates, parsed from the stored (field -> value) rows of each part."""
+class DayRows:
+    """One UTC day's stored rows as read, unparsed: part -> field -> value, and app titles.
 
-    day: date
-    models: dict[str, Counters] = field(default_factory=dict)
-    categories: dict[tuple[str, str], Counters] = field(default_factory=dict)  # (category, model)
-    apps: dict[str, Counters] = field(default_factory=dict)
-    offers: dict[tuple[str, str], Counters] = field(default_factory=dict)  # (backend, model)
-    hist: dict[tuple[str, str, str], dict[int, int]] = field(default_factory=dict)  # (backend, model, measure)
-    titles: dict[str, str] = field(default_factory=dict)  # app -> title
+    Values may be ints or the bytes of one (Redis answers bytes); rankings merge the rows of
+    a period first and parse only the merged result, which keeps a month's ranking cheap.
+    """
 
-    @classmethod
-    def parse(cls, day: date, parts: dict[str, dict[str, int]], titles: dict[str, str] | None = None) -> "DayAggregates":
-        agg = cls(day, titles=dict(titles or {}))
-        _parse_counters(parts.get("model"), 1, agg.models, lambda k: k[0])
-        _parse_counters(parts.get("category"), 2, agg.categories, tuple)
-        _parse_counters(parts.get("app"), 1, agg.apps, lambda k: k[0])
-        _parse_counters(parts.get("offer"), 2, agg.offers, tuple)
-        for name, value in (parts.get("hist") or {}).items():
-            backend, model, measure, bucket = name.split(SEP)
-            agg.hist.setdefault((backend, model, measure), {})[int(bucket)] = int(value)
-        return agg
+    parts: dict[str, dict] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
 
 
-def _parse_counters(rows: dict[str, int] | None, width: int, into: dict, key_of) -> None:
-    if not rows:
-        return
+def merge_rows(days: Mapping[date, DayRows], dates: Iterable[date], part: str) -> dict[FieldName, int]:
+    """The sum of one part's rows over some days."""
+    total: dict[FieldName, int] = {}
+    for day in dates:
+        rows = days.get(day)
+        source = rows.parts.get(part) if rows is not None else None
+        if not source:
+            continue
+        if not total:
+            total = {name: int(value) for name, value in source.items()}
+            continue
+        get = total.get
+        for name, value in source.items():
+            total[name] = get(name, 0) + int(value)
+    return total
+
+
+def _text(name: FieldName) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
+def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict:
+    """Counters keyed by the field's names (a string for width 1, else a tuple)."""
+    out: dict = {}
     for name, value in rows.items():
-        *names, metric = name.split(SEP)
+        *names, metric = _text(name).split(SEP)
         attribute = _METRICS.get(metric)
         if attribute is None or len(names) != width:
             continue  # a metric from a newer version: ignore rather than fail a ranking
-        key = key_of(names)
-        counters = into.get(key)
+        key = names[0] if width == 1 else tuple(names)
+        counters = out.get(key)
         if counters is None:
-            counters = into[key] = Counters()
-        setattr(counters, attribute, getattr(counters, attribute) + int(value))
+            counters = out[key] = Counters()
+        setattr(counters, attribute, getattr(counters, attribute) + value)
+    return out
+
+
+def parse_histograms(rows: Mapping[FieldName, int]) -> dict[tuple[str, str, str], dict[int, int]]:
+    """(backend, model, measure) -> bucket -> count."""
+    out: dict[tuple[str, str, str], dict[int, int]] = {}
+    for name, value in rows.items():
+        backend, model, measure, bucket = _text(name).split(SEP)
+        out.setdefault((backend, model, measure), {})[int(bucket)] = value
+    return out

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from gateway.usage.aggregates import MEASURES, NANOS_PER_USD, Counters, DayAggregates, bucket_value
+from gateway.usage.aggregates import (
+    MEASURES,
+    NANOS_PER_USD,
+    Counters,
+    DayRows,
+    bucket_value,
+    merge_rows,
+    parse_counters,
+    parse_histograms,
+)
 from gateway.usage.events import author_of
 
 if TYPE_CHECKING:
@@ -154,18 +163,12 @@ class SeriesQuery:
         return {"model": Period(buckets[0].start, buckets[-1].end)}
 
 
-def _sum(days: Mapping[date, DayAggregates], period: Period, pick) -> dict[Any, Counters]:
-    totals: dict[Any, Counters] = {}
-    for day in period.dates():
-        agg = days.get(day)
-        if agg is None:
-            continue
-        for key, counters in pick(agg).items():
-            total = totals.get(key)
-            if total is None:
-                total = totals[key] = Counters()
-            total.add(counters)
-    return totals
+Days = Mapping[date, DayRows]
+
+
+def _counters(days: Days, period: Period, part: str, width: int = 1) -> dict[Any, Counters]:
+    """One part's counters summed over a period: rows merged first, then parsed once."""
+    return parse_counters(merge_rows(days, period.dates(), part), width)
 
 
 def _ordered(totals: Mapping[Any, Counters]) -> list[tuple[Any, Counters]]:
@@ -232,12 +235,12 @@ def _median(histogram: Mapping[int, int]) -> float | None:
     return None  # unreachable
 
 
-def compute_rankings(query: RankingQuery, days: Mapping[date, DayAggregates], prices: Prices | None = None) -> dict[str, Any]:
+def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = None) -> dict[str, Any]:
     period = query.period
     previous_period = period.before(1)
     limit = query.limit
-    models = _sum(days, period, lambda a: a.models)
-    previous_models = _sum(days, previous_period, lambda a: a.models)
+    models = _counters(days, period, "model")
+    previous_models = _counters(days, previous_period, "model")
     total = sum(c.tokens for c in models.values())
     previous_total = sum(c.tokens for c in previous_models.values())
 
@@ -268,9 +271,9 @@ def compute_rankings(query: RankingQuery, days: Mapping[date, DayAggregates], pr
     }
 
 
-def _categories(days: Mapping[date, DayAggregates], period: Period, limit: int) -> dict[str, list[dict[str, Any]]]:
+def _categories(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, Any]]]:
     per_category: dict[str, dict[str, Counters]] = {}
-    for (category, model), counters in _sum(days, period, lambda a: a.categories).items():
+    for (category, model), counters in _counters(days, period, "category", 2).items():
         per_category.setdefault(category, {})[model] = counters
     totals = {category: sum(c.tokens for c in models.values()) for category, models in per_category.items()}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -291,9 +294,9 @@ def _categories(days: Mapping[date, DayAggregates], period: Period, limit: int) 
     return out
 
 
-def _apps(days: Mapping[date, DayAggregates], period: Period, limit: int) -> dict[str, list[dict[str, Any]]]:
-    current = _sum(days, period, lambda a: a.apps)
-    preceding = [_sum(days, period.before(i), lambda a: a.apps) for i in range(1, TRENDING_WINDOWS + 1)]
+def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, Any]]]:
+    current = _counters(days, period, "app")
+    preceding = [_counters(days, period.before(i), "app") for i in range(1, TRENDING_WINDOWS + 1)]
     total = sum(c.tokens for c in current.values())
     titles: dict[str, str] = {}  # the latest title an app sent
     for d in sorted(days):
@@ -319,17 +322,9 @@ def _apps(days: Mapping[date, DayAggregates], period: Period, limit: int) -> dic
     return {"top": rows[:limit], "trending": [{**r, "trending_rank": i} for i, r in enumerate(trending[:limit], 1)]}
 
 
-def _throughput(days: Mapping[date, DayAggregates], period: Period, models: Mapping[str, Counters], prices: Prices, limit: int) -> list[dict[str, Any]]:
-    offers = _sum(days, period, lambda a: a.offers)
-    histograms: dict[tuple[str, str, str], dict[int, int]] = {}
-    for day in period.dates():
-        agg = days.get(day)
-        if agg is None:
-            continue
-        for key, histogram in agg.hist.items():
-            merged = histograms.setdefault(key, {})
-            for bucket, count in histogram.items():
-                merged[bucket] = merged.get(bucket, 0) + count
+def _throughput(days: Days, period: Period, models: Mapping[str, Counters], prices: Prices, limit: int) -> list[dict[str, Any]]:
+    offers = _counters(days, period, "offer", 2)
+    histograms = parse_histograms(merge_rows(days, period.dates(), "hist"))
     model_order = {model: i for i, (model, _) in enumerate(_ordered(models))}
     rows = []
     for (backend, model), c in offers.items():
@@ -355,10 +350,10 @@ def _throughput(days: Mapping[date, DayAggregates], period: Period, models: Mapp
     return rows[:limit]
 
 
-def compute_series(query: SeriesQuery, days: Mapping[date, DayAggregates]) -> dict[str, Any]:
+def compute_series(query: SeriesQuery, days: Days) -> dict[str, Any]:
     """Tokens per model per day or week: the stacked bar chart's data, top `limit` models plus others."""
     buckets = query.buckets()
-    per_bucket = [_sum(days, bucket, lambda a: a.models) for bucket in buckets]
+    per_bucket = [_counters(days, bucket, "model") for bucket in buckets]
     overall: dict[str, Counters] = {}
     for totals in per_bucket:
         for model, counters in totals.items():

@@ -25,7 +25,7 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.usage.aggregates import PARTS, DayAggregates, IncrementBatch, event_increments
+from gateway.usage.aggregates import PARTS, DayRows, IncrementBatch, event_increments
 from gateway.usage.events import UsageEvent
 from gateway.usage.jsonl import event_from_json
 from gateway.usage.rankings import Period, all_days
@@ -133,7 +133,7 @@ class RedisUsageStore(UsageStore):
             pipe.hset(self.key(day, "titles"), app, title)
         await pipe.execute()
 
-    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
+    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         try:
             return await self._read_aggregates(spans)
         except (RedisConnectionError, RedisTimeoutError):
@@ -141,7 +141,7 @@ class RedisUsageStore(UsageStore):
             # connection the server closed; one more try opens a fresh one.
             return await self._read_aggregates(spans)
 
-    async def _read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
+    async def _read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         pipe = self.redis.pipeline(transaction=False)
         reads: list[tuple[date, str]] = []
         for part, span in spans.items():
@@ -151,16 +151,16 @@ class RedisUsageStore(UsageStore):
                     pipe.hgetall(self.key(day, name))
                     reads.append((day, name))
         results = await pipe.execute()
-        parts: dict[date, dict[str, dict[str, int]]] = {}
-        titles: dict[date, dict[str, str]] = {}
+        days: dict[date, DayRows] = {}
         for (day, name), rows in zip(reads, results):
             if not rows:
                 continue
+            into = days.setdefault(day, DayRows())
             if name == "titles":
-                titles[day] = {k.decode(): v.decode() for k, v in rows.items()}
+                into.titles = {k.decode(): v.decode() for k, v in rows.items()}
             else:
-                parts.setdefault(day, {})[name] = {k.decode(): int(v) for k, v in rows.items()}
-        return {d: DayAggregates.parse(d, parts.get(d, {}), titles.get(d)) for d in parts.keys() | titles.keys()}
+                into.parts[name] = rows  # bytes as Redis sent them: merged before anything is decoded
+        return days
 
     async def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:
         for day in all_days([Period(start, end)]):

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.usage.aggregates import DayAggregates, IncrementBatch
+from gateway.usage.aggregates import DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
 from gateway.usage.store import UsageStore
@@ -135,24 +135,23 @@ class SqliteUsageStore(UsageStore):
             raise
         return new
 
-    def _read(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
+    def _read(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         conn = self._connection()
-        parts: dict[date, dict[str, dict[str, int]]] = {}
-        titles: dict[date, dict[str, str]] = {}
+        days: dict[date, DayRows] = {}
         for part, span in spans.items():
             rows = conn.execute(
                 "SELECT day, field, value FROM aggregates WHERE part = ? AND day BETWEEN ? AND ?",
                 (part, span.start.isoformat(), span.end.isoformat()),
             )
             for day, name, value in rows:
-                parts.setdefault(date.fromisoformat(day), {}).setdefault(part, {})[name] = value
+                days.setdefault(date.fromisoformat(day), DayRows()).parts.setdefault(part, {})[name] = value
         if "app" in spans:
             span = spans["app"]
             for day, app, title in conn.execute(
                 "SELECT day, app, title FROM app_titles WHERE day BETWEEN ? AND ?", (span.start.isoformat(), span.end.isoformat())
             ):
-                titles.setdefault(date.fromisoformat(day), {})[app] = title
-        return {d: DayAggregates.parse(d, parts.get(d, {}), titles.get(d)) for d in parts.keys() | titles.keys()}
+                days.setdefault(date.fromisoformat(day), DayRows()).titles[app] = title
+        return days
 
     def _page(self, start: date, end: date, after: tuple[str, str] | None) -> list[UsageEvent]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE day BETWEEN ? AND ?"
@@ -175,7 +174,7 @@ class SqliteUsageStore(UsageStore):
             return 0
         return await self._run(self._record, list(events))
 
-    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
+    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         return await self._run(self._read, dict(spans))
 
     async def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from gateway.usage.aggregates import DayAggregates
+from gateway.usage.aggregates import DayRows
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period, Prices, RankingQuery, SeriesQuery, compute_rankings, compute_series
 
@@ -34,8 +34,8 @@ class UsageStore(abc.ABC):
         """Store the events whose ids were never stored; return how many were new."""
 
     @abc.abstractmethod
-    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayAggregates]:
-        """Per-day aggregates: for each part (model, app, ...) the days of its span."""
+    async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
+        """Per-day aggregate rows: for each part (model, app, ...) the days of its span."""
 
     @abc.abstractmethod
     def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:

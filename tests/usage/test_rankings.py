@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from gateway.usage.aggregates import DayAggregates, IncrementBatch, bucket_of
+from gateway.usage.aggregates import DayRows, IncrementBatch, bucket_of
 from gateway.usage.rankings import (
     Period,
     QueryError,
@@ -20,18 +20,17 @@ from gateway.usage.rankings import (
 from tests.usage.fixtures import EVENTS, EXPECTED, EXPECTED_THROUGHPUT, WEEK_END
 
 
-def aggregates_of(events) -> dict[date, DayAggregates]:
-    """What a store would hold: the events' increments summed per day, parsed back."""
+def aggregates_of(events) -> dict[date, DayRows]:
+    """What a store would hold: the events' increments summed per day."""
     batch = IncrementBatch()
     for event in events:
         batch.add(event)
-    parts: dict[date, dict[str, dict[str, int]]] = {}
+    days: dict[date, DayRows] = {}
     for (day, part, name), value in batch.sums.items():
-        parts.setdefault(day, {}).setdefault(part, {})[name] = value
-    titles: dict[date, dict[str, str]] = {}
+        days.setdefault(day, DayRows()).parts.setdefault(part, {})[name] = value
     for (day, app), title in batch.titles.items():
-        titles.setdefault(day, {})[app] = title
-    return {d: DayAggregates.parse(d, parts.get(d, {}), titles.get(d)) for d in parts}
+        days.setdefault(day, DayRows()).titles[app] = title
+    return days
 
 
 def test_fixture_rankings_match_the_hand_computed_ones():
