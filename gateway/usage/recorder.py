@@ -1,8 +1,9 @@
 """The observer that records every call without slowing it down.
 
-`call_finished` builds the call's `UsageEvent` and appends it to an in-memory buffer: no I/O,
-no awaiting. A background task writes the buffer to the store in batches, when a batch is
-full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
+`call_finished` appends the call's outcome to an in-memory buffer and returns: no I/O, no
+awaiting, not even building the event (for a non-streamed answer it runs before the response
+goes out). A background task turns outcomes into `UsageEvent`s and writes them to the store
+in batches, when a batch is full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
 so an outage loses nothing while the buffer has room: the write is retried with backoff
 (ids make a retry that partly succeeded harmless). Past `max_buffered` events the oldest are
 dropped, counted in `dropped` (exported as a metric) and logged. `close()`, run at shutdown
@@ -51,7 +52,8 @@ class UsageRecorder:
         self.dropped = 0  # events lost because the buffer overflowed or shutdown could not write them
         self.recorded = 0  # events the store accepted (new or already known)
         self.write_failures = 0
-        self._buffer: collections.deque[UsageEvent] = collections.deque()
+        # Oldest first; outcomes become events when the writer first takes them.
+        self._buffer: collections.deque[UsageEvent | CallOutcome] = collections.deque()
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
         self._closing = False
@@ -66,22 +68,42 @@ class UsageRecorder:
         return None
 
     def call_finished(self, outcome: CallOutcome) -> None:
-        event = UsageEvent.from_outcome(outcome)
-        if event is not None:
-            self.add(event)
+        if outcome.offer is not None:  # a call that never reached a backend used nothing
+            self.add(outcome)
 
     # -- buffer ----------------------------------------------------------------------------
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def add(self, event: UsageEvent) -> None:
+    def add(self, item: UsageEvent | CallOutcome) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
             self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
-        self._buffer.append(event)
+        self._buffer.append(item)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
+
+    def _take_batch(self) -> list[UsageEvent]:
+        """The oldest events, up to a batch, building those still outcomes (in place, once:
+        an event keeps its id through retries)."""
+        buffer, batch, i = self._buffer, [], 0
+        while i < len(buffer) and len(batch) < self.batch_size:
+            item = buffer[i]
+            if isinstance(item, CallOutcome):
+                try:
+                    item = UsageEvent.from_outcome(item)
+                except Exception:  # noqa: BLE001 - one malformed outcome must not block the rest
+                    log.exception("could not build a usage event")
+                    item = None
+                if item is None:
+                    del buffer[i]
+                    self._count_dropped(1, "an outcome could not be turned into an event")
+                    continue
+                buffer[i] = item
+            batch.append(item)
+            i += 1
+        return batch
 
     def _count_dropped(self, count: int, why: str) -> None:
         self.dropped += count
@@ -102,7 +124,7 @@ class UsageRecorder:
     async def _write_batch(self) -> None:
         """Write the oldest batch; it leaves the buffer only once the store took it."""
         async with self._writing:
-            batch = [self._buffer[i] for i in range(min(self.batch_size, len(self._buffer)))]
+            batch = self._take_batch()
             if not batch:
                 return
             await self.store.record(batch)

@@ -144,3 +144,22 @@ async def test_events_made_while_redis_is_down_arrive_once_it_is_back(redis_serv
     await recorder.close()
     assert await requests_that_day(store) == 5 and recorder.dropped == 0
     await store.aclose()
+
+
+async def test_an_outcome_that_cannot_become_an_event_is_counted_and_skipped(sqlite, caplog):
+    recorder = UsageRecorder(sqlite)
+    broken = finished_call()
+    broken.started_at = float("nan")  # no datetime for it
+    recorder.call_finished(finished_call())
+    recorder.call_finished(broken)
+    recorder.call_finished(finished_call())
+    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+        await recorder.flush()
+    assert await requests_that_day(sqlite) == 2
+    assert recorder.dropped == 1 and "could not build a usage event" in caplog.text
+
+
+async def test_calls_that_reached_no_backend_are_not_buffered(sqlite):
+    recorder = UsageRecorder(sqlite)
+    recorder.call_finished(CallOutcome(request_id="r", requested_model="nope", stream=False, status=503))
+    assert recorder.buffered == 0
