@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from gateway.api import admin, chat, models, rankings
 from gateway.api.auth import Authenticator
+from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
@@ -34,7 +35,7 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastPathApp:
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     models.register(app)
     admin.register(app)
     rankings.register(app)
-    return app
+    return FastPathApp(app, chat.FAST_ROUTES)
 
 
 def _install_sighup(state: AppState) -> None:
