@@ -72,3 +72,12 @@ def test_chromium_renders_the_rankings(ranked_gateway, tmp_path):
     # Legend swatches are 10x10 px: only drawn bars reach these areas.
     assert found["#6366f1"] > 5000 and found["#f59e0b"] > 2000, found
     assert all(n > 100 for n in found.values()), found
+
+
+def test_a_gateway_with_keys_asks_for_one_instead_of_failing_silently(start_gateway):
+    gw = start_gateway(FIXTURE_CONFIG, env={"GATEWAY_API_KEYS": "ops:sk-ops"})
+    with tempfile.TemporaryDirectory(prefix="gw-chromium-") as profile:
+        dom = chromium(gw.url + "/rankings", Path(profile), "--dump-dom")
+    html = dom.stdout.decode()
+    assert 'data-state="error"' in html, dom.stderr.decode()[-2000:]
+    assert re.search(r'<div id="key-prompt" class="card notice">', html)  # shown: no `hidden`
