@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, models
+from gateway.api import admin, chat, models, rankings
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -18,6 +18,7 @@ from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.protocol.errors import GatewayError
 from gateway.settings import Settings
+from gateway.usage.recorder import install_recorder
 
 log = logging.getLogger("gateway")
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             from redis.asyncio import Redis
 
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        install_recorder(state)
         app.state.gateway = state
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
         _install_sighup(state)
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     chat.register(app)
     models.register(app)
     admin.register(app)
+    rankings.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 
 
