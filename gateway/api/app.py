@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, models
+from gateway.api import admin, chat, explain, models, rankings
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -19,6 +19,7 @@ from gateway.config.reload import ConfigHolder
 from gateway.protocol.errors import GatewayError
 from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
+from gateway.usage.recorder import install_recorder
 
 log = logging.getLogger("gateway")
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             from redis.asyncio import Redis
 
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        install_recorder(state)
         app.state.gateway = state
         start_routing(state)
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     models.register(app)
     admin.register(app)
     explain.register(app)
+    rankings.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 
 
