@@ -39,8 +39,9 @@ if op == 'ttft' or op == 'tps' then
   local count_field = 'samples'
   if op == 'tps' then count_field = 'tps_samples' end
   local prev = redis.call('HGET', h, op)
+  local n = tonumber(redis.call('HGET', h, count_field) or '0')
   local new = value
-  if prev then new = tonumber(prev) + alpha * (value - tonumber(prev)) end
+  if prev then new = tonumber(prev) + math.max(alpha, 1 / (n + 1)) * (value - tonumber(prev)) end
   redis.call('HSET', h, op, string.format('%.6f', new), 'updated_at', ARGV[3])
   redis.call('HINCRBY', h, count_field, 1)
 elseif op == 'ok' then

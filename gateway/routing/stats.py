@@ -21,8 +21,17 @@ class Observed:
     updated_at: float = 0.0
 
 
-def ewma(previous: float | None, value: float, alpha: float) -> float:
-    return value if previous is None else previous + alpha * (value - previous)
+def ewma(previous: float | None, value: float, alpha: float, samples: int = 0) -> float:
+    """Exponentially weighted mean, started as a plain mean.
+
+    With `samples` observations so far the weight of the new one is at least 1/(samples+1):
+    the first few samples are averaged, so one unlucky first call (a cold connection, a
+    GC pause) does not brand a backend slow until exploration happens to retry it.
+    """
+    if previous is None:
+        return value
+    weight = max(alpha, 1.0 / (samples + 1))
+    return previous + weight * (value - previous)
 
 
 class StatsBook:
@@ -40,7 +49,7 @@ class StatsBook:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = Observed()
-        entry.ttft_s = ewma(entry.ttft_s, ttft_s, alpha)
+        entry.ttft_s = ewma(entry.ttft_s, ttft_s, alpha, entry.samples)
         entry.samples += 1
         entry.updated_at = now
 
@@ -48,7 +57,7 @@ class StatsBook:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = Observed()
-        entry.tokens_per_s = ewma(entry.tokens_per_s, tokens_per_s, alpha)
+        entry.tokens_per_s = ewma(entry.tokens_per_s, tokens_per_s, alpha, entry.tps_samples)
         entry.tps_samples += 1
         entry.updated_at = now
 

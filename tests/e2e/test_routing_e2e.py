@@ -281,16 +281,16 @@ routes:
     strategy: latency
     models: [m/x]
 gateway:
-  routing: {{exploration: 0.05, explore_min_samples: 2}}
+  routing: {{exploration: 0.05, explore_min_samples: 3}}
 """
 
 
 def test_after_warm_up_latency_sends_most_traffic_to_the_fast_backend(start_gateway, pair, openai_client):
     a, b = pair
-    a.reset(delay_s=0.25)
+    a.reset(delay_s=0.4)
     gw = start_gateway(LATENCY.format(a=a.base_url, b=b.base_url))
     client = openai_client(gw)
-    warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(4)]
+    warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(6)]
     assert set(warm_up) == {"slow", "fast"}  # every untried backend is measured first
     after = Counter()
     for i in range(30):  # streamed and not: both feed the time-to-first-token EWMA
@@ -298,7 +298,8 @@ def test_after_warm_up_latency_sends_most_traffic_to_the_fast_backend(start_gate
             after[stream_text(client, model="quick")[0]] += 1
         else:
             after[served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0]] += 1
-    assert after["fast"] >= 24, after  # the rest: exploration (5%) keeps measuring the slow one
+    # Exploration (5%) keeps measuring the slow one; "most" leaves room for a loaded CI machine.
+    assert after["fast"] >= 22, after
 
 
 SHARED = """

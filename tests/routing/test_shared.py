@@ -59,7 +59,13 @@ async def test_latency_ewma_merges_every_replicas_samples(replicas):
     assert await sync_b.sync_once() and await sync_a.sync_once()
     for live in (a, b):
         seen = live.observed(OFFER.key)
-        assert seen.samples == 2 and seen.ttft_s == pytest.approx(0.7)  # alpha 0.3 from 1.0 towards 0.0
+        assert seen.samples == 2 and seen.ttft_s == pytest.approx(0.5)  # the first samples are averaged
+    a.attempt_finished(OFFER, ok(), 0.5)
+    b.attempt_finished(OFFER, ok(), 1.5)
+    assert await sync_a.sync_once() and await sync_b.sync_once() and await sync_a.sync_once()
+    for live in (a, b):
+        seen = live.observed(OFFER.key)  # 0.5 -> 0.5 (weight 1/3: the mean) -> 0.8 (alpha 0.3 > 1/4)
+        assert seen.samples == 4 and seen.ttft_s == pytest.approx(0.8)
 
 
 async def test_retry_after_is_shared(replicas):

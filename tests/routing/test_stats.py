@@ -1,9 +1,11 @@
 from gateway.routing.stats import Observed, StatsBook, ewma
 
 
-def test_ewma_starts_at_the_first_value_and_moves_by_alpha():
+def test_ewma_starts_as_a_plain_mean_then_moves_by_alpha():
     assert ewma(None, 2.0, 0.3) == 2.0
-    assert abs(ewma(2.0, 1.0, 0.25) - 1.75) < 1e-12
+    assert ewma(2.0, 1.0, 0.25, samples=1) == 1.5  # two samples: their mean
+    assert abs(ewma(1.5, 0.0, 0.25, samples=2) - 1.0) < 1e-12  # three: still the mean
+    assert abs(ewma(2.0, 1.0, 0.25, samples=10) - 1.75) < 1e-12  # later: alpha
 
 
 def test_book_keeps_ttft_and_throughput_apart_with_their_counts():
