@@ -10,3 +10,5 @@ def configure_logging(level: str = "info") -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # watchfiles logs every batch of file events at INFO; the config watcher sees many.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

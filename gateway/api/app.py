@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, models
+from gateway.api import admin, chat, models, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.protocol.errors import GatewayError
+from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from redis.asyncio import Redis
 
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        _wire_metrics(state)
+        state.limiter = RateLimiter(state.metrics, state.redis)
         app.state.gateway = state
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
         _install_sighup(state)
@@ -61,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.backends.aclose()
             if state.redis is not None:
                 await state.redis.aclose()
+            state.metrics.process_stopping()
+            log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(GatewayError, _gateway_error)
@@ -69,7 +74,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat.register(app)
     models.register(app)
     admin.register(app)
+    scrape.register(app)
     return app
+
+
+def _wire_metrics(state: AppState) -> None:
+    metrics = state.metrics
+    metrics.process_started()
+    metrics.track_offers(state.config.current)
+    state.observers.add(metrics)
+
+    def on_reload(result: str) -> None:
+        metrics.config_reload(result)
+        if result == "success":
+            metrics.track_offers(state.config.current)
+
+    state.config.on_result(on_reload)
 
 
 def _install_sighup(state: AppState) -> None:

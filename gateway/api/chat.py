@@ -58,12 +58,15 @@ async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
     base_headers = {"x-request-id": request_id}
+    decision = None
     try:
         principal = state.auth.authenticate(request)
         snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
         chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
         decision = decide(chat, request.headers, snapshot, state.stats)
+        await state.limiter.admit(principal.key_name, decision.route or chat.model, snapshot.config.rate_limits)
     except GatewayError as exc:
+        state.metrics.request_rejected(exc.status, decision.route if decision else None)
         return exc.to_response(base_headers)
 
     headers = request.headers

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
 
 
@@ -23,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
+    from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
     from gateway.settings import Settings
 
     # Flags become environment so that every worker process builds the same Settings.
@@ -32,12 +35,31 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"GATEWAY_{env}"] = str(value)
     settings = Settings()
+    preset_metrics_dir = os.environ.get(MULTIPROC_ENV)
     configure_logging(settings.log_level)
     try:
         load_config(settings.config)  # fail fast, with every problem listed, before forking workers
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0
+    # then, as process managers expect of a clean stop, instead of dying by the signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    metrics_dir = prepare_multiprocess_dir(settings.workers)
+    owns_metrics_dir = metrics_dir is not None and not preset_metrics_dir
+    try:
+        _serve(uvicorn, settings)
+    finally:
+        if owns_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _serve(uvicorn, settings) -> None:
     uvicorn.run(
         "gateway.api.app:create_app",
         factory=True,
@@ -53,4 +75,3 @@ def run(args: argparse.Namespace) -> int:
         date_header=False,
         log_config=None,
     )
-    return 0

@@ -146,6 +146,10 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
         for path, model_id in listed:
             if model_id not in served:
                 problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"model `{model_id}` is not served by any backend"))
+    for name in config.rate_limits.routes:
+        if name not in config.routes and name not in served:
+            path = ("rate_limits", "routes", name)
+            problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"`{name}` is neither a route nor a served model"))
     return problems
 
 
