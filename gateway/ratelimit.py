@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.ratelimit")
 
 WINDOW_S = 60.0
+_STRICTLY_AFTER = 0.05  # at the exact moment the estimate equals the limit it still refuses
 KEY_PREFIX = "gw:rl:"
 
 # KEYS: per limit, this window's key then the previous window's. ARGV: the previous
@@ -116,9 +117,9 @@ def retry_after(limit: int, previous: float, current: float, elapsed: float) -> 
     """
     if current < limit and previous > 0:
         fraction = 1.0 - (limit - current) / previous
-        return max(fraction - elapsed, 0.0) * WINDOW_S
+        return max(fraction - elapsed, 0.0) * WINDOW_S + _STRICTLY_AFTER
     into_next = max(0.0, 1.0 - limit / current) if current else 0.0
-    return (1.0 - elapsed + into_next) * WINDOW_S
+    return (1.0 - elapsed + into_next) * WINDOW_S + _STRICTLY_AFTER
 
 
 class LocalWindows:
@@ -211,6 +212,6 @@ class RateLimiter:
         if self._metrics is not None:
             self._metrics.rate_limiter_error()
         if not self._store_down_until:
-            log.error("rate-limit store failed (%s: %s): counting locally, letting requests through, retrying in %.0fs",
+            log.error("rate-limit store failed (%s: %s): counting locally, letting requests through, retrying in %gs",
                       type(exc).__name__, exc, self._store_retry_s)
         self._store_down_until = time.monotonic() + self._store_retry_s
