@@ -15,6 +15,7 @@ from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
+from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -36,6 +37,7 @@ def build_state(settings: Settings) -> AppState:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_level)  # worker processes start with no logging set up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -60,7 +60,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def _serve(uvicorn, settings) -> None:
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.api.app:create_app",
         factory=True,
         host=settings.host,
@@ -75,3 +75,20 @@ def _serve(uvicorn, settings) -> None:
         date_header=False,
         log_config=None,
     )
+    if config.workers <= 1:
+        uvicorn.Server(config).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    class DrainingSupervisor(Multiprocess):
+        """uvicorn's worker supervisor, except that on shutdown it first closes its own copy
+        of the listening socket: once the draining workers close theirs, new connections
+        are refused (a load balancer moves on) instead of queueing in a backlog that no
+        process will ever accept from."""
+
+        def terminate_all(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
