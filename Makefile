@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: install
-	./bench/run.sh
+	./bench/run.sh $(BENCH_ARGS)
 
 lock:
 	$(BIN)/pip install -q pip-tools

@@ -10,5 +10,7 @@ def configure_logging(level: str = "info") -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: on the proxy path that is a log line per call.
     # watchfiles logs every batch of file events at INFO; the config watcher sees many.
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from gateway.api import admin, chat, models, scrape
 from gateway.api.auth import Authenticator
+from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
@@ -35,7 +36,7 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastPathApp:
     settings = settings or Settings()
     configure_logging(settings.log_level)  # worker processes start with no logging set up
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     models.register(app)
     admin.register(app)
     scrape.register(app)
-    return app
+    return FastPathApp(app, chat.FAST_ROUTES)
 
 
 def _wire_metrics(state: AppState) -> None:

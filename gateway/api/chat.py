@@ -32,8 +32,8 @@ log = logging.getLogger("gateway.proxy")
 
 
 def register(app: FastAPI) -> None:
-    app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.router.add_route("/chat/completions", chat_completions, methods=["POST"])
+    for path in FAST_ROUTES:
+        app.router.add_route(path, chat_completions, methods=["POST"])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -183,3 +183,8 @@ def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float,
     if outcome.offer is not None and outcome.usage is not None:
         outcome.cost_usd = price_usd(outcome.offer, outcome.usage)
     state.observers.call_finished(outcome)
+
+
+# Served by gateway.api.fastpath ahead of FastAPI's middleware (also registered on the
+# FastAPI router, so the paths are listed and reachable however the app is mounted).
+FAST_ROUTES = {"/v1/chat/completions": chat_completions, "/chat/completions": chat_completions}

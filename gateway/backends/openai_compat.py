@@ -51,32 +51,47 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class OpenAICompatBackend(Backend):
-    def __init__(self, name: str, config: BackendConfig) -> None:
+    # Where chat calls go, relative to base_url; adapters for other protocols override it.
+    chat_path = "/chat/completions"
+
+    def __init__(self, name: str, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(name, config)
         vendor = VENDORS[config.type]
         self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
         headers = {"content-type": "application/json", "accept-encoding": "identity", **vendor.headers, **config.headers}
         if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
+            headers.update(self.auth_headers(config.api_key))
         self._first_byte_timeout = config.first_byte_timeout_s or config.timeout_s
         self._total_timeout = config.timeout_s
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            transport=AiohttpTransport(limits=limits),
-        )
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # `transport` is a seam for tests (respx, httpx.MockTransport).
+        self._transport = transport or AiohttpTransport(limits=limits)
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=self._transport)
+        # The hot path builds requests from these and hands them to the transport directly:
+        # AsyncClient.send's auth, redirect, cookie and URL-merging layers cost more than the
+        # whole relay and do nothing an LLM API call needs.
+        self._url = httpx.URL(f"{self.base_url}{self.chat_path}")
+        self._headers = list(httpx.Headers(headers).raw)
+        self._timeout = {"timeout": timeout.as_dict()}
         root = self.base_url.removesuffix("/v1") if vendor.health_at_root else self.base_url
         self.health_url = f"{root}{vendor.health_path}" if vendor.health_path else None
 
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        http_request = self._client.build_request(
-            "POST", "/chat/completions", content=orjson.dumps(request.payload), headers=request.headers or None
-        )
+        return HttpUpstreamResponse(await self.post(orjson.dumps(request.payload), request.headers))
+
+    async def post(self, body: bytes, extra_headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST to `chat_path`; return the 2xx response unread, or raise a classified UpstreamError."""
+        headers = self._headers
+        if extra_headers:
+            headers = headers + [(k.encode(), v.encode()) for k, v in extra_headers.items()]
+        http_request = httpx.Request("POST", self._url, headers=headers, content=body, extensions=self._timeout)
         try:
             async with asyncio.timeout(self._first_byte_timeout):
-                response = await self._client.send(http_request, stream=True)
+                response = await self._transport.handle_async_request(http_request)
         except (TimeoutError, httpx.TimeoutException) as exc:
             # aiohttp reports refused connections as a connect *timeout*; both mean: not reachable.
             kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
@@ -97,7 +112,7 @@ class OpenAICompatBackend(Backend):
                 body=body,
                 retry_after=retry_after_seconds(response.headers.get("retry-after")),
             )
-        return HttpUpstreamResponse(response)
+        return response
 
     async def _read_bounded(self, response: httpx.Response) -> bytes:
         out = bytearray()

@@ -106,6 +106,12 @@ def _dotted(path: tuple) -> str:
     return out
 
 
+def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, list[str]]:
     """Validate a config text. Returns the config and warnings; raises ConfigError."""
     try:
@@ -127,6 +133,13 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
             # pydantic appends validator names for unions/literals; keep only real keys.
             loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal[")))
             message = err["msg"].removeprefix("Value error, ")
+            if "[key]" in loc:
+                # A name YAML typed for itself: `off:` is False, `404:` an int. Say so.
+                loc = loc[: loc.index("[key]") - 1]
+                message = (
+                    f"the name `{_yaml_scalar(err.get('input'))}` is not a string (YAML reads unquoted "
+                    "yes/no/on/off/true/false, null and numbers as values): put it in quotes"
+                )
             problems.append(Problem(_dotted(loc), _nearest_line(lines, loc), message))
         raise ConfigError(source, problems) from None
     problems = _reference_problems(config, lines)

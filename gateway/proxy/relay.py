@@ -57,8 +57,10 @@ class SseAccountant:
         complete, self._tail = data[: cut + 2], data[cut + 2 :]
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
         if self._started and b'"usage"' not in complete and b'"error"' not in complete:
-            self.content_events += complete.count(b"data: {")
-            if DONE in complete:
+            # Anchored at line starts: content text may itself contain "data: {" or "[DONE]"
+            # (JSON strings cannot hold a raw newline, so "\ndata:" is always a field).
+            self.content_events += complete.count(b"\ndata: {") + complete.startswith(b"data: {")
+            if complete.startswith(DONE) or b"\n" + DONE in complete:
                 self.saw_done = True
             return complete
         out = []

@@ -165,3 +165,39 @@ def test_unknown_upstream_400_is_passed_on(gw, upstream, openai_client):
     with pytest.raises(openai.BadRequestError) as e:
         openai_client(gw).chat.completions.create(**ask(logprobs=True))
     assert "logprobs is not supported" in e.value.message
+
+
+def _poll(predicate, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_client_disconnect_cancels_the_upstream_stream(gw, upstream):
+    upstream.reset(chunk_delay_s=0.5, content="one two three four five six seven eight nine ten")
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=ask(stream=True), timeout=10) as r:
+        for line in r.iter_lines():
+            if '"content":"one' in line:
+                break  # leave after the first word: the context manager closes the connection
+    assert _poll(lambda: upstream.streams_aborted == 1), "the gateway kept reading an abandoned stream"
+    assert upstream.streams_completed == 0
+
+
+def test_mid_stream_upstream_break_reaches_the_client_as_an_error(gw, upstream, openai_client):
+    upstream.reset(break_after_events=3, content="one two three four five")
+    with pytest.raises(openai.APIError):
+        for _ in openai_client(gw).chat.completions.create(**ask(stream=True)):
+            pass
+
+
+def test_several_workers_serve(start_gateway, upstream, openai_client):
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url, timeout=5), workers=2)
+    client = openai_client(gw)
+    for _ in range(6):
+        assert client.chat.completions.create(**ask()).choices[0].message.content
+    assert len(upstream.received) == 6

@@ -50,6 +50,8 @@ class FakeUpstream:
         self.name = name
         self.behaviour = Behaviour()
         self.received: list[Received] = []
+        self.streams_completed = 0
+        self.streams_aborted = 0  # streams whose reader went away before the end
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._server: uvicorn.Server | None = None
@@ -142,12 +144,20 @@ class FakeUpstream:
             if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
                 events.append(_event({**chunk, "choices": [], "usage": usage}))
             events.append(b"data: [DONE]\n\n")
-        for i, event in enumerate(events):
-            if b.break_after_events is not None and i >= b.break_after_events:
-                raise RuntimeError("fake upstream breaks the stream on purpose")
-            if b.chunk_delay_s and i:
-                await asyncio.sleep(b.chunk_delay_s)
-            yield event
+        finished = False
+        try:
+            for i, event in enumerate(events):
+                if b.break_after_events is not None and i >= b.break_after_events:
+                    finished = True
+                    raise RuntimeError("fake upstream breaks the stream on purpose")
+                if b.chunk_delay_s and i:
+                    await asyncio.sleep(b.chunk_delay_s)
+                yield event
+            finished = True
+            self.streams_completed += 1
+        finally:
+            if not finished:
+                self.streams_aborted += 1
 
 
 def _event(obj: dict) -> bytes:

@@ -1,0 +1,185 @@
+"""`make bench`: what the gateway costs, measured against a bare proxy on the same machine.
+
+Starts a near-zero-cost fake upstream (nginx, fixed JSON and SSE answers), a bare
+pass-through proxy (bare_proxy.py: Starlette + httpx over the aiohttp transport, nothing
+else), and the gateway with a routing policy, usage recording and metrics as users run it.
+wrk drives each in turn (rounds interleaved so drift hits all alike). The upstream and wrk
+share core 0; each proxy gets core 1 to itself. Prints req/s, p50, p99 and errors per
+target, the gateway's added p50 over direct and its req/s ratio against the bare proxy.
+
+    python bench/bench.py [--duration 5] [--conc 1 16 64] [--rounds 2] [--no-stream] [--scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BIN = Path(sys.executable).parent
+JSON_PORT, SSE_PORT = 18001, 18002
+BARE_JSON, BARE_SSE, GATEWAY = 18110, 18111, 18300
+
+POLICY = f"""
+backends:
+  bench-json:
+    type: openai
+    base_url: http://127.0.0.1:{JSON_PORT}/v1
+    models:
+      bench/json: {{upstream_id: bench-model, context_length: 32768, input_price: 0.1, output_price: 0.2}}
+  bench-sse:
+    type: openai
+    base_url: http://127.0.0.1:{SSE_PORT}/v1
+    models:
+      bench/sse: {{upstream_id: bench-model, context_length: 32768, input_price: 0.1, output_price: 0.2}}
+routes:
+  bench: {{strategy: cost, models: [bench/json]}}
+  bench-stream: {{strategy: cost, models: [bench/sse]}}
+"""
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], env: dict | None = None, core: int | None = None, log: Path | None = None) -> subprocess.Popen:
+        if core is not None:
+            cmd = ["taskset", "-c", str(core), *cmd]
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def wait_up(url: str, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def wrk(url: str, model: str, stream: bool, conc: int, duration: float) -> dict[str, float]:
+    env = {**os.environ, "BENCH_MODEL": model, "BENCH_STREAM": "1" if stream else "0"}
+    base = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conc}", "--timeout", "10s", "-s", str(HERE / "post.lua"), url + "/v1/chat/completions"]
+    subprocess.run([*base[:5], "-d1s", *base[5:]], env=env, capture_output=True)  # warm-up
+    out = subprocess.run([*base[:5], f"-d{duration:g}s", *base[5:]], env=env, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+    return {"rps": 0, "p50_ms": 0, "p99_ms": 0, "requests": 0, "non2xx": 0, "sockerr": -1}
+
+
+def table(title: str, rows: dict, targets: list[str], concs: list[int]) -> str:
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    lines = [f"\n## {title}", f"{'conc':>4} {'target':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'+p50 ms':>8} {'vs bare':>8}"]
+    for c in concs:
+        direct, bare = rows.get((c, "direct")), rows.get((c, "bare"))
+        for t in targets:
+            xs = rows.get((c, t))
+            if not xs:
+                continue
+            added = med(xs, "p50_ms") - med(direct, "p50_ms") if direct else float("nan")
+            ratio = med(xs, "rps") / med(bare, "rps") if bare and med(bare, "rps") else float("nan")
+            errors = sum(x["non2xx"] + max(x["sockerr"], 0) for x in xs)
+            lines.append(f"{c:>4} {t:<10} {med(xs, 'rps'):>8.0f} {med(xs, 'p50_ms'):>8.2f} {med(xs, 'p99_ms'):>8.2f} {errors:>7.0f} {added:>8.2f} {ratio:>8.3f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--conc", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-stream", action="store_true")
+    ap.add_argument("--scale", action="store_true", help="also compare 1 vs 2 gateway workers, unpinned")
+    ap.add_argument("--gateway-env", nargs="*", default=[], help="extra KEY=VALUE for the gateway (e.g. to compare settings)")
+    args = ap.parse_args()
+    for tool in ("nginx", "wrk", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"needs `{tool}`: run `make system-deps`")
+
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    procs = Procs()
+    try:
+        conf = (HERE / "upstream.conf.tmpl").read_text()
+        conf = conf.replace("__DIR__", str(tmp)).replace("__JSON_PORT__", str(JSON_PORT)).replace("__SSE_PORT__", str(SSE_PORT))
+        (tmp / "nginx.conf").write_text(conf)
+        procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")], core=0)
+        wait_up(f"http://127.0.0.1:{JSON_PORT}/health")
+        uvicorn = [str(BIN / "uvicorn"), "bare_proxy:app", "--app-dir", str(HERE), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        procs.start([*uvicorn, "--port", str(BARE_JSON)], env={"UPSTREAM": f"http://127.0.0.1:{JSON_PORT}"}, core=1)
+        procs.start([*uvicorn, "--port", str(BARE_SSE)], env={"UPSTREAM": f"http://127.0.0.1:{SSE_PORT}"}, core=1)
+        (tmp / "policy.yaml").write_text(POLICY)
+        gw_env = {"GATEWAY_DATA_DIR": str(tmp / "data"), "GATEWAY_LOG_LEVEL": "warning", **dict(kv.split("=", 1) for kv in args.gateway_env)}
+        gw_cmd = [str(BIN / "gateway"), "serve", "--config", str(tmp / "policy.yaml")]
+        gateway = procs.start([*gw_cmd, "--port", str(GATEWAY)], env=gw_env, core=1, log=tmp / "gateway.log")
+        for port in (BARE_JSON, BARE_SSE, GATEWAY):
+            wait_up(f"http://127.0.0.1:{port}/health")
+
+        modes = [(False, "non-streaming")] + ([] if args.no_stream else [(True, "streaming (SSE)")])
+        report = [f"# make bench: {args.duration:g}s per run, medians of {args.rounds} rounds, one process per proxy pinned to core 1"]
+        for stream, title in modes:
+            targets = {
+                "direct": (f"http://127.0.0.1:{SSE_PORT if stream else JSON_PORT}", "bench-model"),
+                "bare": (f"http://127.0.0.1:{BARE_SSE if stream else BARE_JSON}", "bench-model"),
+                "gateway": (f"http://127.0.0.1:{GATEWAY}", "bench-stream" if stream else "bench"),
+            }
+            rows: dict = {}
+            for c in args.conc:
+                for _ in range(args.rounds):
+                    for name, (url, model) in targets.items():
+                        rows.setdefault((c, name), []).append(wrk(url, model, stream, c, args.duration))
+            section = table(title, rows, list(targets), args.conc)
+            print(section, flush=True)
+            report.append(section)
+
+        if args.scale:
+            procs.stop(gateway)
+            rows = {}
+            for workers in (1, 2):
+                port = GATEWAY + workers
+                proc = procs.start([*gw_cmd, "--port", str(port), "--workers", str(workers)], env=gw_env, log=tmp / f"gateway-{workers}.log")
+                wait_up(f"http://127.0.0.1:{port}/health")
+                time.sleep(1)
+                for _ in range(args.rounds):
+                    rows.setdefault((64, f"{workers} worker"), []).append(wrk(f"http://127.0.0.1:{port}", "bench", False, 64, args.duration))
+                procs.stop(proc)
+            section = table("gateway workers, unpinned (wrk and nginx share the 2 cores), non-streaming", rows, ["1 worker", "2 worker"], [64])
+            print(section, flush=True)
+            report.append(section)
+        (REPO / "bench" / "last-run.txt").write_text("\n".join(report) + "\n")
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

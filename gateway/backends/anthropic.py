@@ -1,0 +1,100 @@
+"""Adapter for Anthropic's Messages API (`type: anthropic`).
+
+Clients speak OpenAI's chat-completions format to the gateway; this adapter translates the
+request to a Messages call (`anthropic_translate`), and the answer back: a Message to a
+`chat.completion`, Messages SSE events to `chat.completion.chunk` events ending in
+`data: [DONE]` (`anthropic_stream`). Unlike OpenAI-compatible upstreams the bytes cannot pass through, so every
+event is parsed here; the HTTP side (pooling, timeouts, error classification) is
+OpenAI-compatible's, reached through its `chat_path` and `auth_headers` seams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+
+from gateway.backends.anthropic_stream import StreamTranslator
+from gateway.backends.anthropic_translate import (
+    UnsupportedRequest,
+    openai_error,
+    to_chat_completion,
+    to_messages_request,
+)
+from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.openai_compat import HttpUpstreamResponse, OpenAICompatBackend
+
+# Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
+# context-overflow check does not know.
+_CONTEXT_MARKERS = (b"prompt is too long", b"exceed context limit", b"context window")
+
+
+class AnthropicResponse(UpstreamResponse):
+    """A Messages API answer, read and handed on in OpenAI's wire format."""
+
+    def __init__(self, response: HttpUpstreamResponse, stream: bool, include_usage: bool) -> None:
+        self._response = response
+        self._stream = stream
+        self._include_usage = include_usage
+        self.status = response.status
+        self.media_type = "text/event-stream" if stream else "application/json"
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if not self._stream:
+            body = b"".join([chunk async for chunk in self._response.aiter_bytes()])
+            try:
+                message = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise UpstreamError("protocol", "anthropic upstream answered with a body that is not JSON") from None
+            if not isinstance(message, dict):
+                raise UpstreamError("protocol", "anthropic upstream answered with a body that is not a message")
+            yield orjson.dumps(to_chat_completion(message))
+            return
+        translator = StreamTranslator(self._include_usage)
+        async for chunk in self._response.aiter_bytes():
+            out = translator.feed(chunk)
+            if out:
+                yield out
+        tail = translator.finish()
+        if tail:
+            yield tail
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class AnthropicBackend(OpenAICompatBackend):
+    chat_path = "/messages"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        try:
+            body = to_messages_request(request.payload, request.offer.spec.max_output_tokens)
+        except UnsupportedRequest as exc:
+            error = {"message": str(exc), "type": "invalid_request_error", "param": exc.param, "code": "unsupported_by_backend"}
+            raise UpstreamError("status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})) from None
+        try:
+            response = await self.post(orjson.dumps(body), request.headers)
+        except UpstreamError as exc:
+            raise _in_openai_terms(exc) from None
+        include_usage = bool((request.payload.get("stream_options") or {}).get("include_usage"))
+        return AnthropicResponse(HttpUpstreamResponse(response), request.stream, include_usage)
+
+
+def _in_openai_terms(error: UpstreamError) -> UpstreamError:
+    """The same failure with an OpenAI-shaped body, and context overflow recognised."""
+    if not error.body:
+        return error
+    try:
+        parsed = orjson.loads(error.body)
+    except orjson.JSONDecodeError:
+        return error
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), dict):
+        return error
+    kind = error.kind
+    if kind == "status" and error.status in (400, 413) and any(m in error.body[:4096].lower() for m in _CONTEXT_MARKERS):
+        kind = "context_length"
+    body = orjson.dumps({"error": {**openai_error(parsed["error"]), "code": None}})
+    return UpstreamError(kind, error.message, status=error.status, body=body, retry_after=error.retry_after)

@@ -1,0 +1,135 @@
+"""Translating a Messages API SSE stream into OpenAI `chat.completion.chunk` events.
+
+Anthropic streams typed events (message_start, content_block_start/delta/stop,
+message_delta, message_stop, ping, error); OpenAI streams chunks with a `delta` per choice,
+a finish-reason chunk, an optional usage chunk and `data: [DONE]`. `StreamTranslator`
+maps one onto the other as bytes arrive, whatever the chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.backends.anthropic_translate import FINISH_REASONS, openai_error, openai_usage
+
+
+class StreamTranslator:
+    """Messages API SSE bytes in, OpenAI `chat.completion.chunk` SSE bytes out.
+
+    Feed upstream bytes as they arrive (events may be split anywhere); each call returns
+    the translated events completed so far. The stream ends, as OpenAI's does, with the
+    finish-reason chunk, the usage chunk when asked for, and `data: [DONE]`.
+    """
+
+    def __init__(self, include_usage: bool, created: int | None = None) -> None:
+        self.include_usage = include_usage
+        self.created = created if created is not None else int(time.time())
+        self.id = ""
+        self.model = ""
+        self.usage: dict[str, Any] = {}
+        self.finished = False  # the finish-reason chunk went out
+        self.done = False  # [DONE] went out
+        self._tool_calls: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            self._buffer = buffer
+            return b""
+        complete, self._buffer = buffer[:cut], buffer[cut + 2 :]
+        out = [self._translate(event) for event in complete.split(b"\n\n") if event]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """At the end of the upstream stream: translate a last unterminated event, close properly."""
+        tail, self._buffer = self._buffer, b""
+        out = self._translate(tail) if tail.strip() else b""
+        if self.finished and not self.done:
+            out += self._close()  # message_delta arrived but message_stop did not: still end cleanly
+        return out
+
+    def _translate(self, event: bytes) -> bytes:
+        data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
+        if not data:
+            return b""
+        try:
+            obj = orjson.loads(b"\n".join(data))
+        except orjson.JSONDecodeError:
+            return b""
+        if not isinstance(obj, dict):
+            return b""
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            return self._delta(obj.get("index"), obj.get("delta") or {})
+        if kind == "content_block_start":
+            return self._block_start(obj.get("index"), obj.get("content_block") or {})
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            self.id = message.get("id") or self.id
+            self.model = message.get("model") or self.model
+            self.usage.update(message.get("usage") or {})
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "message_delta":
+            self.usage.update(obj.get("usage") or {})  # cumulative counts
+            stop_reason = (obj.get("delta") or {}).get("stop_reason")
+            if stop_reason and not self.finished:
+                self.finished = True
+                return self._chunk({}, FINISH_REASONS.get(stop_reason, "stop"))
+            return b""
+        if kind == "message_stop":
+            out = b"" if self.finished else self._chunk({}, "stop")
+            self.finished = True
+            return out + self._close()
+        if kind == "error":
+            return _sse({"error": openai_error(obj.get("error"))})
+        return b""  # ping, content_block_stop, and event types added after this was written
+
+    def _block_start(self, index: Any, block: dict[str, Any]) -> bytes:
+        kind = block.get("type")
+        if kind == "tool_use":
+            position = self._tool_calls.setdefault(index, len(self._tool_calls))
+            arguments = orjson.dumps(block["input"]).decode() if block.get("input") else ""
+            call = {"index": position, "id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
+            return self._chunk({"tool_calls": [call]})
+        if kind == "text" and block.get("text"):
+            return self._chunk({"content": block["text"]})
+        if kind == "thinking" and block.get("thinking"):
+            return self._chunk({"reasoning_content": block["thinking"]})
+        return b""
+
+    def _delta(self, index: Any, delta: dict[str, Any]) -> bytes:
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return self._chunk({"content": delta.get("text") or ""})
+        if kind == "input_json_delta":
+            position = self._tool_calls.get(index)
+            partial = delta.get("partial_json")
+            if position is None or not partial:
+                return b""
+            return self._chunk({"tool_calls": [{"index": position, "function": {"arguments": partial}}]})
+        if kind == "thinking_delta":
+            return self._chunk({"reasoning_content": delta.get("thinking") or ""})
+        return b""  # signature_delta, citations_delta: nothing in OpenAI's format carries them
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [choice]})
+
+    def _close(self) -> bytes:
+        self.done = True
+        out = b""
+        if self.include_usage:
+            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": openai_usage(self.usage)}
+            out = _sse(chunk)
+        return out + b"data: [DONE]\n\n"
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"

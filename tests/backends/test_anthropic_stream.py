@@ -1,0 +1,80 @@
+"""Messages API SSE -> OpenAI chunk SSE, event by event and across any chunk boundaries."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.backends.anthropic_stream import StreamTranslator
+from tests.backends.anthropic_samples import anthropic_stream, chunks_of, sse
+
+
+def test_stream_translation():
+    chunks = chunks_of(StreamTranslator(include_usage=True, created=1).feed(anthropic_stream()))
+    assert {(c["id"], c["object"], c["model"], c["created"]) for c in chunks} == {("msg_s", "chat.completion.chunk", "claude-x", 1)}
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        {"reasoning_content": "Hmm."},
+        {"content": "Héllo"},
+        {"content": " there"},
+        {"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "f", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"x":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]},
+        {"tool_calls": [{"index": 1, "id": "toolu_b", "type": "function", "function": {"name": "g", "arguments": ""}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 9 + ["tool_calls"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 24, "completion_tokens": 15, "total_tokens": 39, "prompt_tokens_details": {"cached_tokens": 4}}
+
+
+def test_stream_without_include_usage_ends_without_usage_chunk():
+    chunks = chunks_of(StreamTranslator(include_usage=False).feed(anthropic_stream("end_turn")))
+    assert all("usage" not in c for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30), crlf=st.booleans())
+def test_stream_translation_does_not_depend_on_chunk_boundaries(cuts, crlf):
+    data = anthropic_stream()
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    expected = StreamTranslator(include_usage=True, created=1).feed(anthropic_stream())
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    translator = StreamTranslator(include_usage=True, created=1)
+    output = b"".join(translator.feed(piece) for piece in pieces) + translator.finish()
+    assert output == expected
+
+
+def test_error_event_becomes_an_openai_error_event():
+    start = sse("message_start", {"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 3}}})
+    error = sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    out = StreamTranslator(include_usage=True).feed(start + error)
+    events = [e for e in out.split(b"\n\n") if e]
+    assert orjson.loads(events[-1][6:]) == {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": 529}}
+    assert b"[DONE]" not in out
+
+
+def test_stream_cut_after_message_delta_still_ends_cleanly():
+    data = anthropic_stream("end_turn")
+    truncated = data[: data.index(b"event: message_stop")]
+    translator = StreamTranslator(include_usage=True)
+    out = translator.feed(truncated) + translator.finish()
+    assert out.endswith(b"data: [DONE]\n\n") and chunks_of(out)[-1]["usage"]["completion_tokens"] == 15
+
+
+def test_stream_cut_before_any_finish_is_not_dressed_up_as_complete():
+    data = anthropic_stream()
+    translator = StreamTranslator(include_usage=True)
+    out = translator.feed(data[: data.index(b"event: message_delta")]) + translator.finish()
+    assert b"[DONE]" not in out and b"finish_reason\":\"" not in out
+
+
+def test_unknown_events_and_junk_are_ignored():
+    junk = b": comment\n\nevent: future_event\ndata: {\"type\":\"future_event\"}\n\ndata: not json\n\n"
+    assert StreamTranslator(include_usage=True).feed(junk) == b""

@@ -1,0 +1,209 @@
+"""Reading the routing YAML: interpolation, problems with path and line, key-less vendors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.config.loader import ConfigError, Problem, interpolate, load_config, parse_config
+from gateway.config.snapshot import ConfigSnapshot
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str):
+    return parse_config(textwrap.dedent(text), "policy.yaml")
+
+
+def problems_of(text: str) -> list[Problem]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("${A}", {"A": "x"}, "x"),
+        ("${A}", {}, ""),
+        ("${A:-fallback}", {}, "fallback"),
+        ("${A:-fallback}", {"A": "set"}, "set"),
+        ("${A:-fallback}", {"A": ""}, "fallback"),  # like the shell's :-, empty counts as unset
+        ("${A:-}", {}, ""),
+        ("${A:-http://h:8000/v1}", {}, "http://h:8000/v1"),
+        ("pre-${A}-${B:-b}-post", {"A": "a"}, "pre-a-b-post"),
+        ("$A and ${not-a-name}", {"A": "x"}, "$A and ${not-a-name}"),
+    ],
+)
+def test_interpolate(text, env, expected):
+    assert interpolate(text, env) == expected
+
+
+def test_environment_reaches_nested_values(monkeypatch):
+    monkeypatch.setenv("GW_TEST_KEY", "sk-from-env")
+    monkeypatch.setenv("GW_TEST_URL", "http://10.0.0.5:8000/v1")
+    monkeypatch.delenv("GW_TEST_UNSET", raising=False)
+    config, warnings = parse(
+        """
+        backends:
+          local:
+            type: vllm
+            base_url: ${GW_TEST_URL}
+            api_key: ${GW_TEST_KEY}
+            headers: {X-Team: "${GW_TEST_UNSET:-research}"}
+            models:
+              qwen/qwen3-32b: {}
+        """
+    )
+    backend = config.backends["local"]
+    assert (backend.base_url, backend.api_key, backend.headers) == ("http://10.0.0.5:8000/v1", "sk-from-env", {"X-Team": "research"})
+    assert warnings == []
+
+
+def test_interpolated_numbers_are_validated_as_numbers(monkeypatch):
+    monkeypatch.setenv("GW_TEST_TIMEOUT", "12.5")
+    config, _ = parse("backends:\n  m:\n    type: mock\n    timeout_s: ${GW_TEST_TIMEOUT}\n")
+    assert config.backends["m"].timeout_s == 12.5
+
+
+def test_wrong_type_names_the_field_and_its_line():
+    problems = problems_of(
+        """
+        backends:
+          up:
+            type: openai
+            base_url: http://x/v1
+            timeout_s: soon
+        """
+    )
+    assert [(p.path, p.line) for p in problems] == [("backends.up.timeout_s", 6)]
+    assert "number" in problems[0].message
+    assert str(problems[0]).startswith("backends.up.timeout_s (line 6): ")
+
+
+def test_every_problem_is_reported_at_once():
+    problems = problems_of(
+        """
+        backends:
+          up:
+            type: nonsense
+          other:
+            type: openai
+            base_url: http://x/v1
+            colour: blue
+            models:
+              a/b: {context_length: -1}
+        routes:
+          auto:
+            strategy: fastest
+            models: []
+        """
+    )
+    assert {(p.path, p.line) for p in problems} == {
+        ("backends.up.type", 4),
+        ("backends.other.colour", 8),  # unknown keys are refused, not ignored
+        ("backends.other.models.a/b.context_length", 10),
+        ("routes.auto.strategy", 13),
+        ("routes.auto.models", 14),
+    }
+
+
+def test_model_ids_must_be_canonical():
+    problems = problems_of("backends:\n  m:\n    type: mock\n    models:\n      no-slash: {}\n")
+    assert [(p.path, p.line) for p in problems] == [("backends.m.models", 4)]
+    assert "author/slug" in problems[0].message
+
+
+def test_routes_must_name_served_models():
+    problems = problems_of(
+        """
+        backends:
+          m:
+            type: mock
+            models:
+              mock/small: {}
+        routes:
+          auto:
+            models: [mock/small, mock/missing]
+            tasks:
+              code: [mock/other]
+          bad/name:
+            models: [mock/small]
+        """
+    )
+    assert {(p.path, p.line) for p in problems} == {("routes.auto.models[1]", 9), ("routes.auto.tasks.code[0]", 11), ("routes.bad/name", 12)}
+    assert "mock/missing" in next(p.message for p in problems if p.path == "routes.auto.models[1]")
+
+
+def test_names_yaml_reads_as_booleans_or_numbers_are_explained():
+    problems = problems_of("backends:\n  off:\n    type: mock\n  m:\n    type: mock\n    models:\n      404: {}\n")
+    assert [(p.path, p.line) for p in problems] == [("backends", 1), ("backends.m.models", 6)]
+    assert "`false` is not a string" in problems[0].message and "quotes" in problems[0].message
+    assert "`404` is not a string" in problems[1].message
+
+
+def test_invalid_yaml_points_at_its_line():
+    problems = problems_of("backends:\n  m:\n    type: mock\n   bad: [unclosed\n")
+    assert len(problems) == 1 and problems[0].line is not None and "not valid YAML" in problems[0].message
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n"])
+def test_file_must_be_a_mapping(text):
+    assert "must be a mapping" in problems_of(text)[0].message
+
+
+def test_empty_file_is_an_empty_config():
+    config, warnings = parse("")
+    assert config.backends == {} and warnings == []
+
+
+def test_vendor_without_its_key_is_disabled_with_one_warning(monkeypatch):
+    monkeypatch.delenv("GW_TEST_OPENROUTER_KEY", raising=False)
+    text = """
+        backends:
+          openrouter:
+            type: openrouter
+            api_key: ${GW_TEST_OPENROUTER_KEY}
+            models:
+              deepseek/deepseek-v3.2: {}
+          local:
+            type: vllm
+            models:
+              qwen/qwen3-32b: {}
+          spare:
+            type: deepseek
+            enabled: false
+            models:
+              deepseek/deepseek-v3.2: {}
+        routes:
+          auto:
+            models: [deepseek/deepseek-v3.2, qwen/qwen3-32b]
+        """
+    config, warnings = parse(text)
+    assert warnings == ["backend `openrouter` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"]
+    snapshot = ConfigSnapshot.build(config, warnings=warnings)
+    assert set(snapshot.backends) == {"local"}
+    assert "deepseek/deepseek-v3.2" not in snapshot.offers  # no enabled backend serves it now
+
+    monkeypatch.setenv("GW_TEST_OPENROUTER_KEY", "sk-or-1")
+    config, warnings = parse(text)
+    assert warnings == [] and set(ConfigSnapshot.build(config).backends) == {"openrouter", "local"}
+
+
+def test_base_url_is_required_where_no_vendor_default_exists():
+    problems = problems_of("backends:\n  x:\n    type: openai\n")
+    assert problems[0].path == "backends.x" and "base_url" in problems[0].message
+
+
+def test_load_config_reports_an_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "missing.yaml")
+    assert "cannot read the file" in caught.value.problems[0].message
+    assert str(tmp_path / "missing.yaml") in str(caught.value)
+
+
+def test_shipped_default_policy_is_valid():
+    config, _ = load_config(REPO / "policies" / "default.yaml")
+    assert config.routes and config.backends

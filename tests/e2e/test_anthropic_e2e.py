@@ -1,0 +1,192 @@
+"""An `anthropic` backend as app developers meet it: the real gateway process, a real fake
+Messages API server, and the official `openai` client speaking OpenAI's format."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from tests.support.fake_anthropic import FakeAnthropic
+
+KEY = "sk-ant-test-key-123456"
+
+CONFIG = """
+backends:
+  claude:
+    type: anthropic
+    base_url: {anthropic_url}
+    api_key: {key}
+    timeout_s: 5
+    models:
+      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, max_output_tokens: 8192, input_price: 3.0, output_price: 15.0}}
+  spare:
+    type: openai
+    base_url: {openai_url}
+    models:
+      anthropic/claude-sonnet-4.5: {{upstream_id: spare-model, input_price: 30.0, output_price: 150.0}}
+routes:
+  auto:
+    strategy: ordered
+    models: [anthropic/claude-sonnet-4.5]
+"""
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def claude():
+    server = FakeAnthropic(KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gw(start_gateway, claude, upstream):
+    return start_gateway(CONFIG.format(anthropic_url=claude.base_url, key=KEY, openai_url=upstream.base_url))
+
+
+def ask(**extra):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+    return {"model": "auto", "messages": messages, **extra}
+
+
+def test_non_streaming_is_translated_both_ways(gw, claude, openai_client):
+    claude.reset(cache_read_tokens=100, cache_creation_tokens=20)
+    raw = openai_client(gw).chat.completions.with_raw_response.create(**ask(temperature=0.2, stop=["END"], seed=3))
+    completion = raw.parse()
+    assert raw.headers["x-gateway-backend"] == "claude"
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "Hello from the fake Anthropic."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 13 + 100 + 20
+    assert completion.usage.completion_tokens == 9
+    assert completion.usage.total_tokens == 142
+    assert completion.usage.prompt_tokens_details.cached_tokens == 100
+    sent = claude.received[-1]
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent.headers
+    assert sent.body == {
+        "model": "claude-sonnet-4-5",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}],
+        "max_tokens": 8192,  # the offer's max_output_tokens
+        "temperature": 0.2,
+        "stop_sequences": ["END"],
+    }
+
+
+def test_stream_with_include_usage(gw, claude, openai_client):
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, stream_options={"include_usage": True}, max_tokens=50)))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake Anthropic."
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 13 and chunks[-1].usage.completion_tokens == 9
+    assert all(c.usage is None for c in chunks[:-1])
+    assert len({c.id for c in chunks}) == 1
+    sent = claude.received[-1].body
+    assert sent["stream"] is True and sent["max_tokens"] == 50 and "stream_options" not in sent
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(gw, openai_client):
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True)))
+    assert chunks and all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+def test_tool_call_round_trip(gw, claude, openai_client):
+    client = openai_client(gw)
+    claude.reset(content="Let me check.", tool_use={"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}})
+    first = client.chat.completions.create(**ask(tools=[WEATHER_TOOL], tool_choice="auto"))
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "Let me check."
+    call = choice.message.tool_calls[0]
+    assert (call.id, call.type, call.function.name) == ("toolu_01", "function", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert claude.received[-1].body["tools"] == [
+        {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER_TOOL["function"]["parameters"]}
+    ]
+    assert claude.received[-1].body["tool_choice"] == {"type": "auto"}
+
+    claude.reset(content="It is sunny in Paris.")
+    history = ask()["messages"] + [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 22C"},
+    ]
+    second = client.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL])
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    turns = claude.received[-1].body["messages"]
+    assert turns[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+    }
+    assert turns[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny, 22C"}]}
+
+
+def test_streamed_tool_call(gw, claude, openai_client):
+    claude.reset(content="", tool_use={"id": "toolu_02", "name": "get_weather", "input": {"city": "Oslo"}})
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, tools=[WEATHER_TOOL])))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].id == "toolu_02" and deltas[0].function.name == "get_weather"
+    assert all(d.index == 0 for d in deltas)
+    assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_overloaded_falls_back_to_the_next_backend(gw, claude, upstream, openai_client):
+    claude.reset(status=529, error_type="overloaded_error", error_message="Overloaded")
+    raw = openai_client(gw).chat.completions.with_raw_response.create(**ask())
+    assert raw.headers["x-gateway-backend"] == "spare"
+    assert raw.parse().choices[0].message.content == "Hello from the fake upstream."
+    assert len(claude.received) == 1
+
+
+def test_overloaded_error_event_before_content_falls_back(gw, claude, upstream, openai_client):
+    claude.reset(stream_error_before_content=True)
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True)))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == "Hello from the fake upstream."
+    assert len(claude.received) == 1 and len(upstream.received) == 1
+
+
+@pytest.fixture
+def gw_claude_only(start_gateway, claude):
+    config = CONFIG.split("  spare:")[0] + "routes:\n  auto:\n    models: [anthropic/claude-sonnet-4.5]\n"
+    return start_gateway(config.format(anthropic_url=claude.base_url, key=KEY))
+
+
+def test_rate_limit_reaches_the_client_with_retry_after(gw_claude_only, claude, openai_client):
+    claude.reset(status=429, error_type="rate_limit_error", error_message="slow down", headers={"retry-after": "7"})
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai_client(gw_claude_only).chat.completions.create(**ask())
+    assert caught.value.response.headers["retry-after"] == "7"
+
+
+def test_prompt_too_long_is_a_context_length_error(gw_claude_only, claude, openai_client):
+    claude.reset(status=400, error_type="invalid_request_error", error_message="prompt is too long: 210000 tokens > 200000 maximum")
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(gw_claude_only).chat.completions.create(**ask())
+    assert caught.value.code == "context_length_exceeded"
+    assert "prompt is too long" in caught.value.message
+    assert KEY not in caught.value.response.text
+
+
+def test_request_anthropic_cannot_express_is_a_400_naming_the_field(gw_claude_only, claude, openai_client):
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(gw_claude_only).chat.completions.create(model="auto", messages=[{"role": "user", "content": [audio]}])
+    assert "input_audio" in caught.value.message
+    assert claude.received == []

@@ -1,0 +1,70 @@
+"""The official `openai` npm package as a caller: tests/js/client_check.mjs against the real
+gateway and a fake upstream. Its dependencies come from the committed package-lock.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.support.services import REPO, require_binary
+
+JS_DIR = REPO / "tests" / "js"
+
+CONFIG = """
+backends:
+  up:
+    type: openai
+    base_url: {base_url}
+    models:
+      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B}}
+routes:
+  auto:
+    models: [qwen/qwen3-32b]
+"""
+
+
+def _install_js_deps(npm: str) -> None:
+    """`npm ci` unless node_modules already holds the locked openai version."""
+    locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]["node_modules/openai"]["version"]
+    installed = JS_DIR / "node_modules" / "openai" / "package.json"
+    if installed.exists() and json.loads(installed.read_text())["version"] == locked:
+        return
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+
+
+def test_openai_npm_client_against_the_gateway(start_gateway, upstream):
+    node = require_binary("node")
+    _install_js_deps(require_binary("npm"))
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    env = {**os.environ, "GATEWAY_BASE_URL": gw.url + "/v1", "GATEWAY_MODEL": "auto"}
+    done = subprocess.run([node, "client_check.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"client_check.mjs failed:\n{done.stdout}\n{done.stderr}\n{gw.log()}"
+    report = json.loads(done.stdout)
+
+    plain = report["non_stream"]
+    assert plain["object"] == "chat.completion"
+    assert plain["content"] == "Hello from the fake upstream."
+    assert plain["finish_reason"] == "stop"
+    assert plain["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    assert plain["backend"] == "up" and plain["request_id"]
+    assert upstream.received[0].body["model"] == "Qwen/Qwen3-32B" and upstream.received[0].body["temperature"] == 0.2
+
+    streamed = report["stream_with_usage"]
+    assert streamed["text"].strip() == "Hello from the fake upstream."
+    assert streamed["finish_reasons"] == ["stop"]
+    assert streamed["last_choices"] == 0 and streamed["usage"]["total_tokens"] == 18
+    assert streamed["chunks_with_usage"] == 1
+
+    bare = report["stream_without_usage"]
+    assert bare["text"] == streamed["text"]
+    assert bare["chunks_with_usage"] == 0 and bare["last_choices"] == 1
+
+    unknown = report["unknown_model"]
+    assert unknown["thrown"] and unknown["class"] == "NotFoundError"
+    assert unknown["status"] == 404 and unknown["code"] == "model_not_found"
+
+    missing = report["missing_messages"]
+    assert missing["thrown"] and missing["class"] == "BadRequestError"
+    assert missing["status"] == 400 and missing["param"] == "messages"

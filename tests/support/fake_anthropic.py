@@ -1,0 +1,179 @@
+"""A real HTTP server speaking Anthropic's Messages API (JSON and SSE), for tests.
+
+Like `FakeUpstream`, it runs uvicorn in a background thread on a free port, records what it
+received and answers as its `behaviour` says. It checks requests the way Anthropic does
+where a translation mistake would show: the API key and version headers, `max_tokens`,
+alternating roles, and no fields the Messages API does not know.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.fake_upstream import Received
+from tests.support.ports import free_port
+
+MESSAGES_FIELDS = {
+    "model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
+    "stream", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container", "mcp_servers",
+}
+
+
+@dataclass
+class AnthropicBehaviour:
+    status: int = 200
+    error_type: str = "api_error"
+    error_message: str = "fake anthropic says no"
+    content: str = "Hello from the fake Anthropic."
+    input_tokens: int = 13
+    output_tokens: int = 9
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    tool_use: dict | None = None  # {"id", "name", "input"}: answer with this tool call after the text
+    stop_reason: str = "end_turn"
+    stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeAnthropic:
+    def __init__(self, api_key: str = "sk-ant-test-key-123456") -> None:
+        self.api_key = api_key
+        self.behaviour = AnthropicBehaviour()
+        self.received: list[Received] = []
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "FakeAnthropic":
+        app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"]), Route("/v1/models", self._models, methods=["GET"])])
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.time() + 10
+        while not self._server.started:
+            if time.time() > deadline:
+                raise RuntimeError("fake anthropic did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+            self._server.force_exit = True
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def reset(self, **kwargs: Any) -> None:
+        self.behaviour = AnthropicBehaviour(**kwargs)
+        self.received.clear()
+
+    # -- handlers --------------------------------------------------------------------------
+    async def _models(self, request: Request) -> Response:
+        return _json({"data": [], "has_more": False, "first_id": None, "last_id": None})
+
+    async def _messages(self, request: Request) -> Response:
+        b = self.behaviour
+        body = orjson.loads(await request.body())
+        self.received.append(Received(body, dict(request.headers)))
+        problem = self._problem(request, body)
+        if problem:
+            status, kind, message = problem
+            return _json({"type": "error", "error": {"type": kind, "message": message}}, status)
+        if b.status >= 300:
+            error = {"type": "error", "error": {"type": b.error_type, "message": b.error_message}, "request_id": "req_fake"}
+            return _json(error, b.status, b.headers)
+        message = {
+            "id": "msg_fake01",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": self._content(),
+            "stop_reason": "tool_use" if b.tool_use else b.stop_reason,
+            "stop_sequence": None,
+            "usage": self._usage(b.output_tokens),
+        }
+        if not body.get("stream"):
+            return _json(message, headers=b.headers)
+        return StreamingResponse(self._events(message), media_type="text/event-stream", headers=b.headers)
+
+    def _problem(self, request: Request, body: dict) -> tuple[int, str, str] | None:
+        if request.headers.get("x-api-key") != self.api_key:
+            return 401, "authentication_error", "invalid x-api-key"
+        if not request.headers.get("anthropic-version"):
+            return 400, "invalid_request_error", "anthropic-version: header is required"
+        extra = sorted(set(body) - MESSAGES_FIELDS)
+        if extra:
+            return 400, "invalid_request_error", f"{extra[0]}: Extra inputs are not permitted"
+        if not isinstance(body.get("max_tokens"), int):
+            return 400, "invalid_request_error", "max_tokens: Field required"
+        roles = [m.get("role") for m in body.get("messages") or []]
+        if not roles or any(r not in ("user", "assistant") for r in roles) or any(a == b for a, b in zip(roles, roles[1:])):
+            return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
+        return None
+
+    def _content(self) -> list[dict]:
+        b = self.behaviour
+        blocks: list[dict] = [{"type": "text", "text": b.content}] if b.content else []
+        if b.tool_use:
+            blocks.append({"type": "tool_use", **b.tool_use})
+        return blocks
+
+    def _usage(self, output_tokens: int) -> dict:
+        b = self.behaviour
+        return {
+            "input_tokens": b.input_tokens,
+            "cache_creation_input_tokens": b.cache_creation_tokens,
+            "cache_read_input_tokens": b.cache_read_tokens,
+            "output_tokens": output_tokens,
+        }
+
+    async def _events(self, message: dict):
+        b = self.behaviour
+        start = {**message, "content": [], "stop_reason": None, "usage": self._usage(1)}
+        yield _event("message_start", {"type": "message_start", "message": start})
+        if b.stream_error_before_content:
+            yield _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            return
+        yield _event("ping", {"type": "ping"})
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                for word in _pieces(block["text"]):
+                    delta = {"type": "text_delta", "text": word}
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            else:
+                opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+                arguments = orjson.dumps(block["input"]).decode()
+                for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                    delta = {"type": "input_json_delta", "partial_json": piece}
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+        delta = {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": b.output_tokens}}
+        yield _event("message_delta", delta)
+        yield _event("message_stop", {"type": "message_stop"})
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _event(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _json(obj: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json", headers=headers)
