@@ -21,8 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
     from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
@@ -48,18 +46,20 @@ def run(args: argparse.Namespace) -> int:
     metrics_dir = prepare_multiprocess_dir(settings.workers)
     owns_metrics_dir = metrics_dir is not None and not preset_metrics_dir
     try:
-        _serve(uvicorn, settings)
+        return _serve(settings)
     finally:
         if owns_metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(uvicorn, settings) -> None:
+def _serve(settings) -> int:
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
     config = uvicorn.Config(
         "gateway.api.app:create_app",
         factory=True,
@@ -76,8 +76,9 @@ def _serve(uvicorn, settings) -> None:
         log_config=None,
     )
     if config.workers <= 1:
-        uvicorn.Server(config).run()
-        return
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
     from uvicorn.supervisors import Multiprocess
 
     class DrainingSupervisor(Multiprocess):
@@ -92,3 +93,4 @@ def _serve(uvicorn, settings) -> None:
             super().terminate_all()
 
     DrainingSupervisor(config, sockets=[config.bind_socket()]).run()
+    return 0

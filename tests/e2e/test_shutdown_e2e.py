@@ -3,12 +3,18 @@ up to GATEWAY_SHUTDOWN_GRACE_S, run the shutdown steps (usage flush), exit 0."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import pytest
+
+from tests.support.services import REPO
 
 CONFIG = """
 backends:
@@ -97,3 +103,17 @@ def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exit
     assert not reader.body.rstrip().endswith(b"data: [DONE]")
     assert "timeout graceful shutdown exceeded" in gw.log()
     assert "gateway stopped after" in gw.log()
+
+
+def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):
+    """uvicorn reports a failed start (here: the port is taken) only through the exit code."""
+    config = tmp_path / "policy.yaml"
+    config.write_text((REPO / "policies" / "default.yaml").read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+                                cwd=REPO, env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0, result.stderr
