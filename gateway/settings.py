@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     reload_poll_s: float = 2.0
     # Seconds in-flight requests get to finish on SIGTERM.
     shutdown_grace_s: float = 30.0
+    # Usage ledger: events are written in batches of this size, or every `usage_flush_s`;
+    # at most `usage_buffer_max` wait in memory while the store is unreachable.
+    usage_batch_size: int = 500
+    usage_flush_s: float = 1.0
+    usage_buffer_max: int = 100_000
+    usage_shutdown_flush_s: float = 10.0
 
     def client_keys(self) -> dict[str, str]:
         """key -> name."""

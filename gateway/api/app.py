@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, models, scrape
+from gateway.api import admin, chat, models, rankings, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -20,6 +20,7 @@ from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.usage.recorder import install_recorder
 
 log = logging.getLogger("gateway")
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis)
+        install_recorder(state).on_drop = state.metrics.usage_events_dropped
         app.state.gateway = state
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
         _install_sighup(state)
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     chat.register(app)
     models.register(app)
     admin.register(app)
+    rankings.register(app)
     scrape.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 

@@ -20,6 +20,9 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.usage.recorder import UsageRecorder
+    from gateway.usage.store import UsageStore
+
 
 @dataclass
 class AppState:
@@ -37,3 +40,6 @@ class AppState:
     # Shared state for several replicas (usage aggregates, routing stats, rate limits);
     # None when GATEWAY_REDIS_URL is unset and everything is embedded.
     redis: "Redis | None" = None
+    # The usage ledger (SQLite, or Redis when configured) and the observer writing to it.
+    usage_store: "UsageStore | None" = None
+    usage_recorder: "UsageRecorder | None" = None

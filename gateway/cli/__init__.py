@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["gateway.cli.serve", "gateway.cli.config"]
+COMMANDS = ["gateway.cli.serve", "gateway.cli.config", "gateway.cli.rankings", "gateway.cli.usage"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,10 +56,14 @@ class CallOutcome:
 
     @property
     def completion_tokens_per_second(self) -> float | None:
-        """Generation speed after the first token, as OpenRouter reports throughput."""
+        """Generation speed after the first token, as OpenRouter reports throughput.
+
+        A non-streamed answer has no first token apart from its end (its `ttft_s` is the
+        whole upstream time), so its speed is taken over the whole call.
+        """
         if not self.usage or not self.usage.completion_tokens:
             return None
-        generating = self.latency_s - (self.ttft_s or 0.0)
+        generating = self.latency_s - (self.ttft_s or 0.0) if self.stream else self.latency_s
         return self.usage.completion_tokens / generating if generating > 1e-3 else None
 
 

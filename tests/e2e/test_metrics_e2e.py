@@ -113,3 +113,15 @@ def test_several_workers_report_one_correct_total(start_gateway, upstream, tmp_p
     assert sum(_per_worker_requests(shared).values()) == sent
     for _ in range(6):  # each scrape on a new connection: either worker may answer
         assert scrape(gw.url).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="200") == sent
+
+
+def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
+    """The usage recorder's drop hook is wired to gateway_usage_events_dropped_total."""
+    from tests.support.ports import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # the usage store cannot be reached
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url),
+                       env={"GATEWAY_REDIS_URL": dead_redis, "GATEWAY_USAGE_BUFFER_MAX": "2", "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"})
+    for _ in range(5):
+        assert httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code == 200
+    assert poll(lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3), gw.log()

@@ -1,0 +1,89 @@
+"""GET /v1/rankings (OpenRouter-style rankings of this gateway's traffic), GET /v1/rankings/series
+(tokens per model per day or week, for the chart) and the /rankings web page.
+
+The page is a static HTML file plus a small script under gateway/web/, read once at
+startup: no build step, no CDN, nothing fetched from outside the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.state import AppState
+from gateway.protocol.errors import GatewayError
+from gateway.usage.rankings import QueryError, prices_of, ranking_query, series_query
+
+log = logging.getLogger("gateway.usage")
+
+_PAGE_FILES = {"rankings.html": "text/html; charset=utf-8", "rankings.js": "text/javascript; charset=utf-8",
+               "rankings.css": "text/css; charset=utf-8"}
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json", headers={"cache-control": "no-store"})
+
+
+def _store(state: AppState):
+    if state.usage_store is None:
+        raise GatewayError(503, "The usage ledger is not running.", code="usage_store_unavailable")
+    return state.usage_store
+
+
+def _unavailable(exc: Exception) -> GatewayError:
+    log.warning("usage store read failed: %s: %s", type(exc).__name__, exc)
+    return GatewayError(503, "The usage store could not be read; try again shortly.", code="usage_store_unavailable")
+
+
+def register(app: FastAPI) -> None:
+    async def rankings(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        state.auth.authenticate(request)
+        params = request.query_params
+        try:
+            query = ranking_query(params.get("window"), params.get("end"), params.get("limit"))
+        except QueryError as exc:
+            raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
+        store = _store(state)
+        try:
+            body = await store.rankings(query, prices_of(state.config.current))
+        except Exception as exc:  # noqa: BLE001 - any store failure is a 503, logged
+            raise _unavailable(exc) from None
+        return _json(body)
+
+    async def series(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        state.auth.authenticate(request)
+        params = request.query_params
+        try:
+            query = series_query(params.get("granularity"), params.get("periods"), params.get("end"), params.get("limit"))
+        except QueryError as exc:
+            raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
+        store = _store(state)
+        try:
+            body = await store.series(query)
+        except Exception as exc:  # noqa: BLE001
+            raise _unavailable(exc) from None
+        return _json(body)
+
+    web = resources.files("gateway") / "web"
+    pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}
+
+    def static(name: str):
+        body, media_type = pages[name]
+
+        async def serve(request: Request) -> Response:
+            return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
+
+        return serve
+
+    app.router.add_route("/v1/rankings", rankings, methods=["GET"])
+    app.router.add_route("/v1/rankings/series", series, methods=["GET"])
+    app.router.add_route("/rankings", static("rankings.html"), methods=["GET"])
+    app.router.add_route("/rankings/rankings.js", static("rankings.js"), methods=["GET"])
+    app.router.add_route("/rankings/rankings.css", static("rankings.css"), methods=["GET"])

@@ -1,0 +1,103 @@
+"""`gateway usage import FILE.jsonl` and `gateway usage export --start --end`.
+
+Both work on the configured store, as a gateway would: Redis when GATEWAY_REDIS_URL (or
+--redis-url) is set, else the SQLite file in GATEWAY_DATA_DIR (or --data-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="embedded store directory (default: $GATEWAY_DATA_DIR or ./data)")
+    p.add_argument("--redis-url", help="shared store (default: $GATEWAY_REDIS_URL)")
+
+
+def settings_from(args: argparse.Namespace):
+    from gateway.settings import Settings
+
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "redis_url", None):
+        overrides["redis_url"] = args.redis_url
+    return Settings(**overrides)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("usage", help="import or export usage events (JSON Lines)")
+    usage_sub = p.add_subparsers(dest="usage_command", required=True)
+    i = usage_sub.add_parser("import", help="load events from a JSONL file (idempotent by id)")
+    i.add_argument("file", help="JSONL file, one event per line; - for stdin")
+    add_store_flags(i)
+    i.set_defaults(func=run_import)
+    e = usage_sub.add_parser("export", help="write the events of a range of UTC days as JSONL")
+    e.add_argument("--start", required=True, help="first UTC day, YYYY-MM-DD")
+    e.add_argument("--end", required=True, help="last UTC day (included), YYYY-MM-DD")
+    e.add_argument("--output", "-o", help="file to write (default: stdout)")
+    add_store_flags(e)
+    e.set_defaults(func=run_export)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from gateway.usage.jsonl import import_lines
+    from gateway.usage.store import open_store
+
+    async def main():
+        store = open_store(settings_from(args))
+        try:
+            if args.file == "-":
+                return await import_lines(store, sys.stdin.buffer)
+            with open(args.file, "rb") as f:
+                return await import_lines(store, f)
+        finally:
+            await store.aclose()
+
+    try:
+        report = asyncio.run(main())
+    except OSError as exc:
+        print(f"gateway usage import: {exc}", file=sys.stderr)
+        return 2
+    for bad in report.bad:
+        print(f"{args.file}:{bad.number}: {bad.reason}", file=sys.stderr)
+    print(f"{report.imported} imported, {report.duplicates} already present, {len(report.bad)} bad lines")
+    return 1 if report.bad else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from gateway.usage.jsonl import event_line
+    from gateway.usage.store import open_store
+
+    try:
+        start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    except ValueError as exc:
+        print(f"gateway usage export: --start and --end must be YYYY-MM-DD ({exc})", file=sys.stderr)
+        return 2
+    if end < start:
+        print("gateway usage export: --end is before --start", file=sys.stderr)
+        return 2
+
+    async def main(out) -> int:
+        store = open_store(settings_from(args))
+        count = 0
+        try:
+            async for event in store.export(start, end):
+                out.write(event_line(event))
+                count += 1
+        finally:
+            await store.aclose()
+        return count
+
+    if args.output:
+        with open(args.output, "wb") as out:
+            count = asyncio.run(main(out))
+    else:
+        count = asyncio.run(main(sys.stdout.buffer))
+        sys.stdout.flush()
+    print(f"{count} events exported", file=sys.stderr)
+    return 0

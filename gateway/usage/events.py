@@ -1,0 +1,152 @@
+"""`UsageEvent`: one call as the ledger records it, and how it is built from a `CallOutcome`.
+
+Field names are the ledger's public format (JSONL import/export, the rankings): they change
+only in backward-compatible ways. Attribution follows OpenRouter: `HTTP-Referer` identifies
+the app, `X-OpenRouter-Title`/`X-Title` names it; without either, the API key's name stands in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from gateway.proxy.outcome import CallOutcome
+
+# The gateway's task names mapped to OpenRouter's category names where one fits.
+TASK_CATEGORIES = {"code": "programming"}
+
+_MAX_LABEL = 256  # app names come from client headers: keep them bounded
+
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+# Names become parts of storage keys: printable, no control characters.
+Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def category_of(task: str) -> str:
+    return TASK_CATEGORIES.get(task, task)
+
+
+def author_of(model: str) -> str:
+    return model.split("/", 1)[0]
+
+
+def clean_label(value: str | None) -> str | None:
+    """A header-supplied label, bounded and free of the control characters keys are built with."""
+    if value is None:
+        return None
+    value = "".join(ch for ch in value if ch >= " " and ch != "\x7f").strip()[:_MAX_LABEL]
+    return value or None
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    timestamp: datetime  # when the call started, UTC
+    model: Annotated[str, Field(max_length=_MAX_LABEL, pattern=r"^[^/\s]+/\S+$")]  # canonical author/slug
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
+    backend: Name = "unknown"
+    author: str = ""  # always the part of `model` before `/` (set on creation)
+    route: str | None = None
+    category: Name = "chat"
+    app: str | None = None
+    app_title: str | None = None
+    cached_tokens: NonNegativeInt = 0
+    reasoning_tokens: NonNegativeInt = 0
+    cost: NonNegativeFloat = 0.0  # USD
+    latency_ms: NonNegativeFloat | None = None
+    ttft_ms: NonNegativeFloat | None = None
+    tokens_per_second: NonNegativeFloat | None = None  # completion tokens per second
+    status: Annotated[int, Field(ge=100, le=599)] = 200
+    attempts: Annotated[int, Field(ge=0)] = 1
+    estimated: bool = False  # token counts estimated: the upstream reported none
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timestamp.tzinfo is None:
+            self.timestamp = self.timestamp.replace(tzinfo=timezone.utc)
+        elif self.timestamp.utcoffset():
+            self.timestamp = self.timestamp.astimezone(timezone.utc)
+        self.author = author_of(self.model)
+        self.app = clean_label(self.app)
+        self.app_title = clean_label(self.app_title)
+
+    @property
+    def tokens(self) -> int:
+        """What rankings count: prompt + completion (reasoning is part of completion)."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def day(self) -> date:
+        return self.timestamp.date()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status < 400
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL shape: one flat object, timestamp in ISO 8601 with `Z`."""
+        return {
+            "id": self.id,
+            "timestamp": self.timestamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "route": self.route,
+            "model": self.model,
+            "author": self.author,
+            "backend": self.backend,
+            "category": self.category,
+            "app": self.app,
+            "app_title": self.app_title,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost": self.cost,
+            "latency_ms": self.latency_ms,
+            "ttft_ms": self.ttft_ms,
+            "tokens_per_second": self.tokens_per_second,
+            "status": self.status,
+            "attempts": self.attempts,
+            "estimated": self.estimated,
+            "request_id": self.request_id,
+        }
+
+    @classmethod
+    def from_outcome(cls, outcome: CallOutcome) -> "UsageEvent | None":
+        """The event for a finished call; None when it never reached a backend."""
+        offer = outcome.offer
+        if offer is None:
+            return None
+        usage = outcome.usage
+        # A call that failed before any answer carries no usage: its attempts cost no tokens here.
+        prompt = usage.prompt_tokens if usage else 0
+        completion = usage.completion_tokens if usage else 0
+        tps = outcome.completion_tokens_per_second
+        return cls(
+            id=uuid.uuid4().hex,
+            timestamp=datetime.fromtimestamp(outcome.started_at, timezone.utc),
+            model=offer.model,
+            backend=offer.backend,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            author=offer.author,
+            route=outcome.route,
+            category=category_of(outcome.task),
+            app=outcome.app or outcome.app_title or outcome.api_key_name,
+            app_title=outcome.app_title,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            cost=outcome.cost_usd,
+            latency_ms=round(outcome.latency_s * 1000, 3),
+            ttft_ms=round(outcome.ttft_s * 1000, 3) if outcome.ttft_s is not None else None,
+            tokens_per_second=round(tps, 3) if tps is not None and not (usage and usage.estimated) else None,
+            status=outcome.status,
+            attempts=max(len(outcome.attempts), 1),  # a call cancelled mid-attempt has not logged it yet
+            estimated=bool(usage and usage.estimated),
+            request_id=outcome.request_id,
+        )

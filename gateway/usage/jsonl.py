@@ -1,0 +1,102 @@
+"""Usage events as JSON Lines: one event per line, in `UsageEvent.to_json`'s field names.
+
+Import validates each line on its own: a bad line is reported with its number and reason
+and skipped, the good ones are imported. Ids make import idempotent (the store ignores ids
+it already holds), so a file can be loaded twice without counting anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.usage.events import UsageEvent
+from gateway.usage.store import UsageStore
+
+_EVENT = TypeAdapter(UsageEvent)
+_DERIVED = ("tokens",)  # written on export for readers, recomputed on import
+
+
+@dataclass(slots=True)
+class BadLine:
+    number: int  # 1-based
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    lines: int = 0
+    imported: int = 0  # new events stored
+    duplicates: int = 0  # valid events whose id was already stored
+    bad: list[BadLine] = field(default_factory=list)
+
+
+def event_from_json(obj: Any) -> UsageEvent:
+    """Validate one decoded line; raises ValueError with a readable reason."""
+    if not isinstance(obj, dict):
+        raise ValueError("a line must be a JSON object")
+    data = {k: v for k, v in obj.items() if k not in _DERIVED}
+    try:
+        event = _EVENT.validate_python(data)
+    except ValidationError as exc:
+        raise ValueError(_reason(exc)) from None
+    if "tokens" in obj and obj["tokens"] != event.tokens:
+        raise ValueError(f"tokens is {obj['tokens']!r} but prompt_tokens + completion_tokens is {event.tokens}")
+    return event
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "line"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def event_line(event: UsageEvent) -> bytes:
+    return orjson.dumps(event.to_json()) + b"\n"
+
+
+def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, UsageEvent | BadLine]]:
+    """(line number, event or the reason it is bad); blank lines are skipped."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, event_from_json(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            yield number, BadLine(number, f"not valid JSON: {exc}")
+        except ValueError as exc:
+            yield number, BadLine(number, str(exc))
+
+
+async def import_lines(store: UsageStore, lines: Iterable[bytes | str], batch_size: int = 2000) -> ImportReport:
+    report = ImportReport()
+    batch: list[UsageEvent] = []
+
+    async def flush() -> None:
+        new = await store.import_events(batch)
+        report.imported += new
+        report.duplicates += len(batch) - new
+        batch.clear()
+
+    for number, item in parse_lines(lines):
+        report.lines = number
+        if isinstance(item, BadLine):
+            report.bad.append(item)
+            continue
+        batch.append(item)
+        if len(batch) >= batch_size:
+            await flush()
+    if batch:
+        await flush()
+    return report
+
+
+async def export_lines(events: AsyncIterator[UsageEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event_line(event)

@@ -1,0 +1,219 @@
+"""The observer that records every call without slowing it down.
+
+`call_finished` appends the call's outcome to an in-memory buffer and returns: no I/O, no
+awaiting, not even building the event (for a non-streamed answer it runs before the response
+goes out). A background task turns outcomes into `UsageEvent`s and writes them to the store
+in batches, when a batch is full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
+so an outage loses nothing while the buffer has room: the write is retried with backoff
+(ids make a retry that partly succeeded harmless). Past `max_buffered` events the oldest are
+dropped, counted in `dropped` (exported as a metric) and logged. `close()`, run at shutdown
+after in-flight requests drained, writes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gateway.config.snapshot import Offer
+from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.usage.events import UsageEvent
+from gateway.usage.store import UsageStore
+
+if TYPE_CHECKING:
+    from gateway.api.state import AppState
+
+log = logging.getLogger("gateway.usage")
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        store: UsageStore,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 1.0,
+        max_buffered: int = 100_000,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.max_buffered = max_buffered
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.on_drop = on_drop  # called with the number of events just dropped (metrics hook)
+        self.dropped = 0  # events lost because the buffer overflowed or shutdown could not write them
+        self.recorded = 0  # events the store accepted (new or already known)
+        self.write_failures = 0
+        # Oldest first; outcomes become events when the writer first takes them.
+        self._buffer: collections.deque[UsageEvent | CallOutcome] = collections.deque()
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        self._last_drop_log = 0.0
+
+    # -- CallObserver ----------------------------------------------------------------------
+    def attempt_started(self, offer: Offer) -> None:
+        return None
+
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+        return None
+
+    def call_finished(self, outcome: CallOutcome) -> None:
+        if outcome.offer is not None:  # a call that never reached a backend used nothing
+            self.add(outcome)
+
+    # -- buffer ----------------------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def add(self, item: UsageEvent | CallOutcome) -> None:
+        if len(self._buffer) >= self.max_buffered:
+            self._buffer.popleft()
+            self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
+        self._buffer.append(item)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    def _take_batch(self) -> list[UsageEvent]:
+        """The oldest events, up to a batch, building those still outcomes (in place, once:
+        an event keeps its id through retries)."""
+        buffer, batch, i = self._buffer, [], 0
+        while i < len(buffer) and len(batch) < self.batch_size:
+            item = buffer[i]
+            if isinstance(item, CallOutcome):
+                try:
+                    item = UsageEvent.from_outcome(item)
+                except Exception:  # noqa: BLE001 - one malformed outcome must not block the rest
+                    log.exception("could not build a usage event")
+                    item = None
+                if item is None:
+                    del buffer[i]
+                    self._count_dropped(1, "an outcome could not be turned into an event")
+                    continue
+                buffer[i] = item
+            batch.append(item)
+            i += 1
+        return batch
+
+    def _count_dropped(self, count: int, why: str) -> None:
+        self.dropped += count
+        if self.on_drop is not None:
+            try:
+                self.on_drop(count)
+            except Exception:  # noqa: BLE001 - a metrics hook must not stop recording
+                log.exception("usage drop hook failed")
+        now = time.monotonic()
+        if now - self._last_drop_log > 10 or self._closing:  # one line per 10 s, not per event
+            self._last_drop_log = now
+            log.error("usage events dropped: %s (%d dropped so far)", why, self.dropped)
+
+    # -- writing ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def _write_batch(self) -> None:
+        """Write the oldest batch; it leaves the buffer only once the store took it."""
+        async with self._writing:
+            batch = self._take_batch()
+            if not batch:
+                return
+            await self.store.record(batch)
+            # Overflow may have dropped the oldest of these meanwhile: pop only what is still there.
+            for event in batch:
+                if self._buffer and self._buffer[0] is event:
+                    self._buffer.popleft()
+            self.recorded += len(batch)
+
+    async def _run(self) -> None:
+        delay = self.retry_initial_s
+        while not self._closing:
+            if len(self._buffer) < self.batch_size:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            while self._buffer and not self._closing:
+                try:
+                    await self._write_batch()
+                    delay = self.retry_initial_s
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any store failure is retried
+                    self.write_failures += 1
+                    log.warning("usage store write failed (%s: %s); %d events buffered, retrying in %.1fs",
+                                type(exc).__name__, exc, len(self._buffer), delay)
+                    await self._sleep_unless_closing(delay)
+                    delay = min(delay * 2, self.retry_max_s)
+
+    async def _sleep_unless_closing(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def flush(self) -> None:
+        """Write everything buffered now (tests and shutdown); raises if the store fails."""
+        while self._buffer:
+            await self._write_batch()
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the writer, then write what is left, retrying until `timeout_s`."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task  # lets a write in progress finish
+            except Exception:  # noqa: BLE001
+                log.exception("usage recorder task failed")
+        deadline = time.monotonic() + timeout_s
+        delay = self.retry_initial_s
+        while self._buffer:
+            try:
+                await self._write_batch()
+            except Exception as exc:  # noqa: BLE001
+                if time.monotonic() + delay > deadline:
+                    self._count_dropped(len(self._buffer), f"shutdown could not write them ({type(exc).__name__}: {exc})")
+                    self._buffer.clear()
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+        log.info("usage recorder closed: %d events recorded, %d dropped", self.recorded, self.dropped)
+
+
+def install_recorder(state: "AppState") -> UsageRecorder:
+    """Open the configured store, register the recorder as an observer, flush it at shutdown."""
+    from gateway.usage.store import open_store
+
+    settings = state.settings
+    store = open_store(settings, state.redis)
+    recorder = UsageRecorder(
+        store,
+        batch_size=settings.usage_batch_size,
+        flush_interval_s=settings.usage_flush_s,
+        max_buffered=settings.usage_buffer_max,
+    )
+    state.usage_store = store
+    state.usage_recorder = recorder
+    state.observers.add(recorder)
+    recorder.start()
+
+    async def close() -> None:
+        try:
+            await recorder.close(timeout_s=settings.usage_shutdown_flush_s)
+        finally:
+            await store.aclose()
+
+    state.closers.append(close)
+    log.info("usage ledger: %s store", store.name)
+    return recorder

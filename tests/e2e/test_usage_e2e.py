@@ -1,0 +1,234 @@
+"""The usage ledger as operators meet it: real gateway processes, the openai client, fake
+upstreams, real redis-server, and the `gateway` CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import httpx
+import openai
+import pytest
+
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.usage.rankings import today_utc
+from tests.e2e.usage_helpers import FIXTURE_CONFIG, gateway_cli, poll_rankings, rankings, write_fixture
+from tests.support.services import RedisServer
+from tests.usage.fixtures import EXPECTED, WEEK_END
+
+LIVE_CONFIG = """
+backends:
+  up-a:
+    type: openai
+    base_url: {a}
+    api_key: sk-a-123456
+    timeout_s: 5
+    models:
+      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B, input_price: 1.0, output_price: 2.0}}
+  up-b:
+    type: openai
+    base_url: {b}
+    api_key: sk-b-123456
+    timeout_s: 5
+    models:
+      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B, input_price: 3.0, output_price: 4.0}}
+routes:
+  auto:
+    models: [qwen/qwen3-32b]
+"""
+FAST_FLUSH = {"GATEWAY_USAGE_FLUSH_S": "0.05", "GATEWAY_API_KEYS": "team-a:sk-test"}
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+PER_CALL = 11 + 7  # the fake upstream's usage: 11 prompt + 7 completion tokens
+
+
+def ask(client: openai.OpenAI, **extra):
+    return client.chat.completions.create(model="auto", messages=MESSAGES, **extra)
+
+
+def export_today(data_dir) -> list[dict]:
+    day = today_utc().isoformat()
+    done = gateway_cli("usage", "export", "--start", day, "--end", day, "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstream, upstream_b, openai_client):
+    gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url), env=FAST_FLUSH)
+    client = openai_client(gw)
+    attributed = openai_client(gw, default_headers={"HTTP-Referer": "https://myapp.example", "X-Title": "My App"})
+
+    assert ask(attributed).usage.total_tokens == PER_CALL  # 1: plain call, on up-a (cheapest)
+    upstream.behaviour.chunk_delay_s = 0.01  # a measurable generation time, for tokens/s
+    chunks = list(ask(client, stream=True))  # 2: stream; the gateway asks for usage and strips it again
+    upstream.behaviour.chunk_delay_s = 0.0
+    assert all(c.usage is None for c in chunks)
+    assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
+    last = list(ask(client, stream=True, stream_options={"include_usage": True}))[-1]  # 3: stream, usage asked
+    assert last.usage.total_tokens == PER_CALL
+    upstream.behaviour.send_usage = False  # 4: an upstream that reports no usage: estimated
+    list(ask(client, stream=True))
+    upstream.reset(status=503)  # 5: up-a fails, up-b answers: tokens counted once
+    assert ask(client).usage.total_tokens == PER_CALL
+    upstream_b.reset(status=500)  # 6: both fail: recorded with its status, no tokens
+    with pytest.raises(openai.InternalServerError):
+        ask(client)
+
+    estimated_prompt = estimate_prompt_tokens({"messages": MESSAGES})
+    estimated_completion = 1 + len("Hello from the fake upstream.".split(" ")) + 1  # content events streamed
+    estimated = estimated_prompt + estimated_completion
+    body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 6, window="week")
+    model = body["models"][0]
+    assert model["model"] == "qwen/qwen3-32b" and model["requests"] == 6 and model["failed"] == 1
+    assert model["tokens"] == 4 * PER_CALL + estimated
+    assert model["prompt_tokens"] == 4 * 11 + estimated_prompt
+    expected_cost = 3 * (11 * 1.0 + 7 * 2.0) / 1e6 + (estimated_prompt * 1.0 + estimated_completion * 2.0) / 1e6 \
+        + (11 * 3.0 + 7 * 4.0) / 1e6
+    assert model["cost"] == pytest.approx(expected_cost, abs=1e-9)
+    offers = {t["backend"]: t for t in body["throughput"]}
+    assert offers["up-a"]["requests"] == 4 and offers["up-b"]["requests"] == 2 and offers["up-b"]["failed"] == 1
+    assert offers["up-a"]["input_price"] == 1.0 and offers["up-b"]["output_price"] == 4.0
+    assert offers["up-a"]["median_latency_ms"] > 0
+    apps = {a["app"]: a for a in body["apps"]["top"]}
+    assert apps["https://myapp.example"]["title"] == "My App" and apps["https://myapp.example"]["tokens"] == PER_CALL
+    assert apps["team-a"]["requests"] == 5  # no attribution headers: the API key's name
+
+    events = sorted(export_today(gw.dir / "data"), key=lambda e: e["timestamp"])
+    assert [e["status"] for e in events] == [200, 200, 200, 200, 200, 502]
+    assert [e["estimated"] for e in events] == [False, False, False, True, False, False]
+    assert [e["attempts"] for e in events][-2:] == [2, 2]
+    assert events[4]["backend"] == "up-b" and events[4]["tokens"] == PER_CALL
+    assert events[5]["tokens"] == 0 and events[5]["cost"] == 0.0
+    assert all(e["ttft_ms"] is not None and e["latency_ms"] >= e["ttft_ms"] for e in events[:5])
+    assert 0 < events[1]["tokens_per_second"] < 7 / 0.05  # 7 tokens over at least 6 paced events
+
+
+def test_sigterm_flushes_every_buffered_event(start_gateway, upstream, upstream_b, openai_client):
+    config = LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url)
+    # Events would wait an hour for the next periodic write: only the shutdown flush can save them.
+    gw = start_gateway(config, env={**FAST_FLUSH, "GATEWAY_USAGE_FLUSH_S": "3600"})
+    client = openai_client(gw)
+    for _ in range(3):
+        ask(client)
+    list(ask(client, stream=True))
+    assert rankings(gw.url, window="week")["totals"]["requests"] == 0  # still buffered
+    gw.signal(signal.SIGTERM)
+    gw.proc.wait(20)  # uvicorn shuts down gracefully, then re-raises SIGTERM: the exit status says -15
+    assert "4 events recorded, 0 dropped" in gw.log()
+    assert "Application shutdown complete" in gw.log()
+    again = start_gateway(config, env=FAST_FLUSH, workdir=gw.dir)  # same data dir
+    body = rankings(again.url, window="week")
+    assert body["totals"]["requests"] == 4 and body["totals"]["tokens"] == 4 * PER_CALL
+
+
+@pytest.mark.redis
+def test_a_redis_restart_or_outage_loses_no_event(start_gateway, upstream, upstream_b, openai_client):
+    redis = RedisServer(persist=True).start()
+    try:
+        gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url),
+                           env={**FAST_FLUSH, "GATEWAY_REDIS_URL": redis.url})
+        client = openai_client(gw)
+        for _ in range(3):
+            ask(client)
+        poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 3, window="week")
+        redis.restart()  # persisted events come back
+        assert rankings(gw.url, window="week")["totals"]["requests"] == 3  # a stale pooled connection is retried
+        redis.stop()  # an outage: the proxy keeps answering, the recorder buffers
+        for _ in range(3):
+            ask(client)
+        list(ask(client, stream=True))
+        assert httpx.get(gw.url + "/v1/rankings", headers={"authorization": "Bearer sk-test"}).status_code == 503
+        redis.start()
+        body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 7, window="week")
+        assert body["totals"]["tokens"] == 7 * PER_CALL
+        assert "usage store write failed" in gw.log()
+    finally:
+        redis.cleanup()
+
+
+@pytest.mark.redis
+def test_two_gateways_on_one_redis_agree_on_one_ranking(start_gateway, upstream, upstream_b, redis_server, openai_client):
+    config = LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url)
+    env = {**FAST_FLUSH, "GATEWAY_REDIS_URL": redis_server.url}
+    one, two = start_gateway(config, env=env), start_gateway(config, env=env)
+    for _ in range(4):
+        ask(openai_client(one, default_headers={"X-Title": "first"}))
+    for _ in range(6):
+        list(ask(openai_client(two, default_headers={"X-Title": "second"}), stream=True))
+    first = poll_rankings(one.url, lambda b: b["totals"]["requests"] == 10, window="week")
+    second = poll_rankings(two.url, lambda b: b["totals"]["requests"] == 10, window="week")
+    assert first == second
+    assert first["totals"]["tokens"] == 10 * PER_CALL
+    assert {a["app"]: a["requests"] for a in first["apps"]["top"]} == {"second": 6, "first": 4}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_fixture_matches_in_the_api_and_the_cli(kind, start_gateway, tmp_path, request):
+    store_env: dict[str, str] = {}
+    if kind == "redis":
+        store_env["GATEWAY_REDIS_URL"] = request.getfixturevalue("redis_server").url
+    gw = start_gateway(FIXTURE_CONFIG, env={**store_env, "GATEWAY_API_KEYS": "team-a:sk-test"})
+    cli_env = {**store_env, "GATEWAY_DATA_DIR": str(gw.dir / "data"), "GATEWAY_CONFIG": str(gw.config_path)}
+    done = gateway_cli("usage", "import", str(write_fixture(tmp_path / "fixture.jsonl")), env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert b"14 imported, 0 already present, 0 bad lines" in done.stdout
+
+    api = rankings(gw.url, window="week", end=WEEK_END, limit=3)
+    throughput = api.pop("throughput")
+    assert api == EXPECTED
+    assert [(t["model"], t["backend"], t["input_price"]) for t in throughput] == [
+        ("deepseek/deepseek-v3.2", "deepseek", 0.28), ("qwen/qwen3-32b", "groq", 0.29), ("moonshotai/kimi-k2.5", "openrouter", 0.6)]
+
+    as_json = gateway_cli("rankings", "--window", "week", "--end", WEEK_END, "--limit", "3", "--json", env=cli_env)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {**api, "throughput": throughput}
+
+    table = gateway_cli("rankings", "--window", "week", "--end", WEEK_END, "--limit", "3", env=cli_env)
+    assert table.returncode == 0, table.stderr
+    lines = [" ".join(line.split()) for line in table.stdout.decode().splitlines()]
+    for expected in (
+        "Rankings, week 2025-03-10 .. 2025-03-16 (previous 2025-03-03 .. 2025-03-09)",
+        "1M tokens in 7 requests, $0.3300, growth +25.0%",
+        "1 ▲1 deepseek/deepseek-v3.2 600K 60.0% +100.0%",
+        "2 ▼1 qwen/qwen3-32b 300K 30.0% -25.0%",
+        "3 new moonshotai/kimi-k2.5 45K 4.5% -",
+        "Others (2 models) 55K 5.5%",
+        "3 = z-ai 55K 5.5% -45.0%",
+        "1 deepseek/deepseek-v3.2 600K 93.0%",
+        "1 Cline 645K 68.3% +545.0%",
+        "2 SillyTavern 300K -200K",
+    ):
+        assert expected in lines, f"{expected!r} not in:\n" + "\n".join(lines)
+    assert lines.index("Category: programming") < lines.index("Category: chat")
+
+    again = gateway_cli("usage", "import", str(tmp_path / "fixture.jsonl"), env=cli_env)
+    assert b"0 imported, 14 already present" in again.stdout
+    assert rankings(gw.url, window="week", end=WEEK_END, limit=3)["totals"] == EXPECTED["totals"]
+
+
+def test_import_reports_bad_lines_by_number_and_keeps_the_good_ones(tmp_path):
+    from gateway.usage.jsonl import event_line
+    from tests.usage.fixtures import EVENTS
+
+    lines = [event_line(EVENTS[0]), b"{oops\n", event_line(EVENTS[1]),
+             b'{"id": "x", "timestamp": "2025-03-10", "model": "a/b", "prompt_tokens": "lots", "completion_tokens": 1}\n']
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"".join(lines))
+    env = {"GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    done = gateway_cli("usage", "import", str(path), env=env)
+    assert done.returncode == 1
+    errors = done.stderr.decode().splitlines()
+    assert errors[0].startswith(f"{path}:2: not valid JSON")
+    assert errors[1].startswith(f"{path}:4: prompt_tokens:")
+    assert b"2 imported, 0 already present, 2 bad lines" in done.stdout
+    exported = gateway_cli("usage", "export", "--start", "2025-03-01", "--end", "2025-03-31", env=env)
+    assert sorted(json.loads(line)["id"] for line in exported.stdout.splitlines()) == ["w1", "w2"]
+
+
+def test_rankings_api_rejects_bad_parameters_in_openai_shape(start_gateway):
+    gw = start_gateway(FIXTURE_CONFIG)
+    for params, param in (({"window": "year"}, "window"), ({"end": "03/16/2025"}, "end"), ({"limit": "0"}, "limit")):
+        response = httpx.get(gw.url + "/v1/rankings", params=params)
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == param
+    response = httpx.get(gw.url + "/v1/rankings/series", params={"granularity": "hour"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "granularity"

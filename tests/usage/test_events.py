@@ -1,0 +1,99 @@
+"""UsageEvent: built from a CallOutcome the way OpenRouter attributes and counts a call."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.config.schema import ModelOffer
+from gateway.config.snapshot import Offer
+from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.usage import Usage
+from gateway.usage.events import UsageEvent, category_of
+
+OFFER = Offer("deepseek/deepseek-v3.2", "deepseek", "deepseek-chat", ModelOffer(input_price=0.28, output_price=0.42))
+
+
+def outcome(**kwargs) -> CallOutcome:
+    base = dict(request_id="req-1", requested_model="auto", stream=False, started_at=1741600800.25, route="auto",
+                offer=OFFER, attempts=[Attempt("deepseek", OFFER.model, None, 200, 0.4)], latency_s=0.5, ttft_s=0.4)
+    base.update(kwargs)
+    return CallOutcome(**base)
+
+
+def test_a_successful_call_becomes_an_event_with_tokens_cost_and_timings():
+    usage = Usage(prompt_tokens=1200, completion_tokens=300, cached_tokens=200, reasoning_tokens=100)
+    event = UsageEvent.from_outcome(outcome(usage=usage, cost_usd=0.000462, task="code"))
+    assert event is not None
+    assert event.timestamp == datetime(2025, 3, 10, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    assert (event.model, event.author, event.backend, event.route) == ("deepseek/deepseek-v3.2", "deepseek", "deepseek", "auto")
+    assert event.category == "programming"  # OpenRouter's name for the `code` task
+    assert (event.prompt_tokens, event.completion_tokens, event.tokens) == (1200, 300, 1500)
+    assert (event.cached_tokens, event.reasoning_tokens) == (200, 100)
+    assert event.cost == 0.000462
+    assert (event.latency_ms, event.ttft_ms) == (500.0, 400.0)
+    assert event.tokens_per_second == 600.0  # non-streamed: 300 tokens over the whole 0.5 s
+    assert (event.status, event.attempts, event.estimated) == (200, 1, False)
+    assert event.request_id == "req-1" and event.id != "req-1"  # client-chosen request ids may repeat
+
+
+def test_streamed_speed_counts_from_the_first_token():
+    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(10, 100), latency_s=2.5, ttft_s=0.5))
+    assert event.tokens_per_second == 50.0
+
+
+def test_event_ids_are_unique_per_call():
+    assert UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id != UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id
+
+
+@pytest.mark.parametrize(
+    ("referer", "title", "key", "app", "app_title"),
+    [
+        ("https://cline.bot", "Cline", "team-a", "https://cline.bot", "Cline"),  # the referer identifies the app
+        (None, "Cline", "team-a", "Cline", "Cline"),  # else its title
+        (None, None, "team-a", "team-a", None),  # else the API key's name
+        (None, None, None, None, None),
+    ],
+)
+def test_app_attribution_follows_openrouter(referer, title, key, app, app_title):
+    event = UsageEvent.from_outcome(outcome(usage=Usage(1, 1), app=referer, app_title=title, api_key_name=key))
+    assert (event.app, event.app_title) == (app, app_title)
+
+
+def test_header_supplied_names_are_cleaned_and_bounded():
+    event = UsageEvent.from_outcome(outcome(usage=Usage(1, 1), app="https://x.example/\x1fa\nb" + "z" * 500))
+    assert "\x1f" not in event.app and "\n" not in event.app
+    assert len(event.app) == 256
+
+
+def test_failed_call_is_recorded_with_its_status_and_no_tokens():
+    attempts = [Attempt("a", OFFER.model, "http_503", 503, 0.1), Attempt("deepseek", OFFER.model, "http_500", 500, 0.1)]
+    event = UsageEvent.from_outcome(outcome(status=502, error="upstream_error", attempts=attempts, usage=None))
+    assert (event.status, event.attempts, event.tokens, event.cost) == (502, 2, 0, 0.0)
+    assert not event.succeeded and event.tokens_per_second is None
+
+
+def test_estimated_usage_is_marked_and_not_used_for_speed():
+    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(40, 12, estimated=True), latency_s=1.0, ttft_s=0.1))
+    assert event.estimated and event.tokens == 52
+    assert event.tokens_per_second is None
+
+
+def test_a_call_that_never_reached_a_backend_is_not_an_event():
+    assert UsageEvent.from_outcome(outcome(offer=None, attempts=[], status=503)) is None
+
+
+def test_other_tasks_keep_their_name_as_category():
+    assert category_of("translation") == "translation"
+    assert category_of("chat") == "chat"
+
+
+def test_json_shape_uses_the_ledger_field_names():
+    event = UsageEvent.from_outcome(outcome(usage=Usage(5, 6), cost_usd=1e-6))
+    data = event.to_json()
+    assert data["timestamp"] == "2025-03-10T10:00:00.250000Z"
+    for name in ("id", "model", "backend", "app", "category", "prompt_tokens", "completion_tokens", "cost",
+                 "latency_ms", "ttft_ms", "status"):
+        assert name in data
+    assert data["tokens"] == 11

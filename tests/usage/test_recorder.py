@@ -1,0 +1,165 @@
+"""The recorder: buffers without blocking, writes in batches, survives store outages, counts loss."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.config.schema import ModelOffer
+from gateway.config.snapshot import Offer
+from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.usage import Usage
+from gateway.usage.events import UsageEvent
+from gateway.usage.rankings import ranking_query
+from gateway.usage.recorder import UsageRecorder
+from gateway.usage.sqlite_store import SqliteUsageStore
+from gateway.usage.store import UsageStore
+
+OFFER = Offer("qwen/qwen3-32b", "up", "Qwen/Qwen3-32B", ModelOffer())
+NOON = 1741608000.0  # 2025-03-10T12:00:00Z: a fixed day, so no test straddles midnight
+
+
+class FlakyStore(UsageStore):
+    """A real SQLite store whose writes fail the first `failures` times, like a store in an outage."""
+
+    def __init__(self, inner: UsageStore, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.calls = 0
+
+    async def record(self, events: Sequence[UsageEvent]) -> int:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store unreachable")
+        return await self.inner.record(events)
+
+    async def read_aggregates(self, spans):
+        return await self.inner.read_aggregates(spans)
+
+    def export(self, start, end):
+        return self.inner.export(start, end)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+def finished_call(prompt: int = 10, completion: int = 5) -> CallOutcome:
+    return CallOutcome(request_id="r", requested_model="auto", stream=False, offer=OFFER, started_at=NOON,
+                       attempts=[Attempt("up", OFFER.model, None, 200, 0.1)], usage=Usage(prompt, completion))
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def requests_that_day(store: UsageStore) -> int:
+    return (await store.rankings(ranking_query("day", "2025-03-10", 10)))["totals"]["requests"]
+
+
+@pytest.fixture
+async def sqlite(tmp_path):
+    store = SqliteUsageStore(tmp_path / "usage.sqlite3")
+    yield store
+    await store.aclose()
+
+
+async def test_call_finished_only_buffers(sqlite):
+    recorder = UsageRecorder(sqlite)
+    recorder.call_finished(finished_call())
+    assert recorder.buffered == 1
+    assert await requests_that_day(sqlite) == 0  # nothing written on the request's time
+    await recorder.flush()
+    assert recorder.buffered == 0 and await requests_that_day(sqlite) == 1
+
+
+async def test_writes_in_batches_and_retries_until_the_store_recovers(sqlite):
+    store = FlakyStore(sqlite, failures=3)
+    recorder = UsageRecorder(store, batch_size=4, flush_interval_s=0.02, retry_initial_s=0.01, retry_max_s=0.05)
+    recorder.start()
+    for _ in range(10):
+        recorder.call_finished(finished_call())
+    await wait_for(lambda: recorder.recorded == 10)
+    await recorder.close()
+    assert recorder.write_failures == 3 and recorder.dropped == 0
+    assert await requests_that_day(sqlite) == 10
+    assert store.calls >= 3 + 3  # three failures, then batches of at most 4
+
+
+async def test_a_full_buffer_drops_the_oldest_and_says_so(sqlite, caplog):
+    drops: list[int] = []
+    recorder = UsageRecorder(FlakyStore(sqlite, failures=10**9), max_buffered=5, on_drop=drops.append)
+    events = []
+    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+        for i in range(8):
+            recorder.call_finished(finished_call(prompt=i + 1))
+            events.append(recorder._buffer[-1])
+    assert recorder.dropped == 3 and drops == [1, 1, 1]
+    assert list(recorder._buffer) == events[3:]  # the newest are kept
+    assert "usage events dropped" in caplog.text
+
+
+async def test_close_flushes_everything_buffered(sqlite):
+    recorder = UsageRecorder(sqlite, batch_size=1000, flush_interval_s=3600)
+    recorder.start()
+    for _ in range(7):
+        recorder.call_finished(finished_call())
+    await recorder.close()
+    assert await requests_that_day(sqlite) == 7 and recorder.dropped == 0
+
+
+async def test_close_with_the_store_down_counts_and_logs_the_loss(sqlite, caplog):
+    recorder = UsageRecorder(FlakyStore(sqlite, failures=10**9), retry_initial_s=0.01)
+    for _ in range(4):
+        recorder.call_finished(finished_call())
+    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+        await recorder.close(timeout_s=0.05)
+    assert recorder.dropped == 4 and recorder.buffered == 0
+    assert "shutdown could not write them" in caplog.text
+
+
+@pytest.mark.redis
+async def test_events_made_while_redis_is_down_arrive_once_it_is_back(redis_server):
+    from redis.asyncio import Redis
+
+    from gateway.usage.redis_store import RedisUsageStore
+
+    store = RedisUsageStore(Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1), owns_client=True)
+    recorder = UsageRecorder(store, batch_size=2, flush_interval_s=0.02, retry_initial_s=0.02, retry_max_s=0.2)
+    recorder.start()
+    redis_server.stop()
+    for _ in range(5):
+        recorder.call_finished(finished_call())
+    await wait_for(lambda: recorder.write_failures > 0)
+    redis_server.start()
+    await wait_for(lambda: recorder.recorded == 5)
+    await recorder.close()
+    assert await requests_that_day(store) == 5 and recorder.dropped == 0
+    await store.aclose()
+
+
+async def test_an_outcome_that_cannot_become_an_event_is_counted_and_skipped(sqlite, caplog):
+    recorder = UsageRecorder(sqlite)
+    broken = finished_call()
+    broken.started_at = float("nan")  # no datetime for it
+    recorder.call_finished(finished_call())
+    recorder.call_finished(broken)
+    recorder.call_finished(finished_call())
+    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+        await recorder.flush()
+    assert await requests_that_day(sqlite) == 2
+    assert recorder.dropped == 1 and "could not build a usage event" in caplog.text
+
+
+async def test_calls_that_reached_no_backend_are_not_buffered(sqlite):
+    recorder = UsageRecorder(sqlite)
+    recorder.call_finished(CallOutcome(request_id="r", requested_model="nope", stream=False, status=503))
+    assert recorder.buffered == 0

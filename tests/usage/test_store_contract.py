@@ -1,0 +1,133 @@
+"""The contract every usage store keeps, run against SQLite (temp dir) and a real redis-server."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+
+from gateway.usage.jsonl import event_line, import_lines
+from gateway.usage.rankings import ranking_query, series_query
+from gateway.usage.redis_store import RedisUsageStore
+from gateway.usage.sqlite_store import SqliteUsageStore
+from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = SqliteUsageStore(tmp_path / "usage.sqlite3")
+    else:
+        from redis.asyncio import Redis
+
+        server = request.getfixturevalue("redis_server")
+        s = RedisUsageStore(Redis.from_url(server.url), owns_client=True)
+    yield s
+    await s.aclose()
+
+
+def week(limit=3):
+    return ranking_query("week", WEEK_END, limit)
+
+
+async def test_rankings_match_the_hand_computed_fixture(store):
+    assert await store.record(EVENTS) == len(EVENTS)
+    body = await store.rankings(week())
+    body.pop("throughput")
+    assert body == EXPECTED
+
+
+async def test_recording_is_idempotent_by_id(store):
+    await store.record(EVENTS[:5])
+    assert await store.record(EVENTS) == len(EVENTS) - 5  # a retried batch that partly landed
+    assert await store.record(EVENTS) == 0
+    assert await store.record([EVENTS[0], EVENTS[0]]) == 0
+    body = await store.rankings(week())
+    body.pop("throughput")
+    assert body == EXPECTED
+
+
+async def test_duplicates_within_one_batch_count_once(store):
+    assert await store.record([EVENTS[0], EVENTS[0], EVENTS[1]]) == 2
+    body = await store.rankings(ranking_query("week", WEEK_END, 10))
+    assert body["totals"]["tokens"] == 600_000 and body["totals"]["requests"] == 2
+
+
+async def test_export_returns_each_recorded_event_of_the_range_once(store):
+    await store.record(EVENTS)
+    await store.record(EVENTS)
+    exported = [e async for e in store.export(date(2025, 3, 10), date(2025, 3, 16))]
+    assert sorted(e.id for e in exported) == ["w1", "w2", "w3", "w4", "w5", "w6", "w7"]
+    by_id = {e.id: e for e in EVENTS}
+    for event in exported:
+        assert event.to_json() == by_id[event.id].to_json()  # every field survives the round trip
+    assert [e async for e in store.export(date(2025, 4, 1), date(2025, 4, 30))] == []
+
+
+async def test_import_skips_bad_lines_by_number_and_is_idempotent(store):
+    lines = [event_line(e) for e in EVENTS[:3]]
+    lines.insert(1, b'{"id": "bad-1", "timestamp": "yesterday", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}\n')
+    lines.insert(3, b"not json at all\n")
+    lines.append(b'{"id": "bad-2", "timestamp": "2025-03-10T00:00:00Z", "model": "nomodel", "prompt_tokens": -1, "completion_tokens": 1}\n')
+    report = await import_lines(store, lines)
+    assert report.imported == 3 and report.duplicates == 0
+    assert [b.number for b in report.bad] == [2, 4, 6]
+    assert "timestamp" in report.bad[0].reason
+    assert "JSON" in report.bad[1].reason
+    assert "model" in report.bad[2].reason and "prompt_tokens" in report.bad[2].reason
+    again = await import_lines(store, lines)
+    assert (again.imported, again.duplicates, len(again.bad)) == (0, 3, 3)
+
+
+async def test_series_reads_the_same_aggregates(store):
+    await store.record(EVENTS)
+    body = await store.series(series_query("week", 4, WEEK_END, 2))
+    assert body["totals"] == [1_200_000, 600_000, 800_000, 1_000_000]
+
+
+async def test_both_stores_rank_identically(tmp_path, redis_server):
+    """Same events, same JSON to the last digit, throughput medians included."""
+    from redis.asyncio import Redis
+
+    sqlite = SqliteUsageStore(tmp_path / "u.sqlite3")
+    redis = RedisUsageStore(Redis.from_url(redis_server.url), owns_client=True)
+    try:
+        for s in (sqlite, redis):
+            await s.record(EVENTS)
+        for query in (week(3), ranking_query("month", WEEK_END, 20), ranking_query("day", "2025-03-14", 1)):
+            assert await sqlite.rankings(query) == await redis.rankings(query)
+    finally:
+        await sqlite.aclose()
+        await redis.aclose()
+
+
+async def test_redis_keys_share_one_hash_tag_per_day(redis_server):
+    """Everything one event touches lives in one cluster slot: the day's hash tag."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    store = RedisUsageStore(client)
+    await store.record(EVENTS)
+    keys = sorted(k.decode() for k in await client.keys("*"))
+    assert keys
+    for key in keys:
+        assert re.fullmatch(r"\{usage:\d{4}-\d{2}-\d{2}\}:(model|category|app|offer|hist|titles|events|seen:\w+)", key), key
+    assert 0 < await client.ttl("{usage:2025-03-10}:seen:w1") <= store.dedupe_ttl_s
+    assert 0 < await client.ttl("{usage:2025-03-10}:events") <= store.stream_ttl_s
+    await client.aclose()
+
+
+async def test_sqlite_store_survives_reopening(tmp_path):
+    path = tmp_path / "usage.sqlite3"
+    first = SqliteUsageStore(path)
+    await first.record(EVENTS)
+    await first.aclose()
+    second = SqliteUsageStore(path)
+    assert await second.record(EVENTS) == 0
+    body = await second.rankings(week())
+    await second.aclose()
+    body.pop("throughput")
+    assert body == EXPECTED
