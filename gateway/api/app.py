@@ -47,8 +47,13 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.redis_url:
             from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
 
-            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            # Retry connection errors so the first command after a Redis restart does not
+            # fail on a pooled connection the server already closed.
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=2)
+            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry)
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis)
         install_recorder(state).on_drop = state.metrics.usage_events_dropped
