@@ -11,5 +11,6 @@ def configure_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # httpx logs every request at INFO: on the proxy path that is a log line per call.
-    for noisy in ("httpx", "httpcore"):
+    # watchfiles logs every batch of file events at INFO; the config watcher sees many.
+    for noisy in ("httpx", "httpcore", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -10,13 +10,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, models, rankings
+from gateway.api import admin, chat, explain, models, rankings, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
+from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
+from gateway.ratelimit import RateLimiter
 from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
 from gateway.usage.recorder import install_recorder
@@ -38,6 +40,7 @@ def build_state(settings: Settings) -> AppState:
 
 def create_app(settings: Settings | None = None) -> FastPathApp:
     settings = settings or Settings()
+    configure_logging(settings.log_level)  # worker processes start with no logging set up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -45,9 +48,16 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.redis_url:
             from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
 
-            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        install_recorder(state)
+            # Retry connection errors so the first command after a Redis restart does not
+            # fail on a pooled connection the server already closed.
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=2)
+            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry)
+        _wire_metrics(state)
+        state.limiter = RateLimiter(state.metrics, state.redis)
+        install_recorder(state).on_drop = state.metrics.usage_events_dropped
         app.state.gateway = state
         start_routing(state)
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
@@ -66,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             await state.backends.aclose()
             if state.redis is not None:
                 await state.redis.aclose()
+            state.metrics.process_stopping()
+            log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(GatewayError, _gateway_error)
@@ -76,7 +88,22 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     admin.register(app)
     explain.register(app)
     rankings.register(app)
+    scrape.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
+
+
+def _wire_metrics(state: AppState) -> None:
+    metrics = state.metrics
+    metrics.process_started()
+    metrics.track_offers(state.config.current)
+    state.observers.add(metrics)
+
+    def on_reload(result: str) -> None:
+        metrics.config_reload(result)
+        if result == "success":
+            metrics.track_offers(state.config.current)
+
+    state.config.on_result(on_reload)
 
 
 def _install_sighup(state: AppState) -> None:

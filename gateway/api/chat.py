@@ -58,12 +58,15 @@ async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
     base_headers = {"x-request-id": request_id}
+    decision = None
     try:
         principal = state.auth.authenticate(request)
         snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
         chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
         decision = decide(chat, request.headers, snapshot, state.stats)
+        await state.limiter.admit(principal.key_name, decision.route or chat.model, snapshot.config.rate_limits)
     except GatewayError as exc:
+        state.metrics.request_rejected(exc.status, decision.route if decision else None)
         return exc.to_response(base_headers)
 
     headers = request.headers
@@ -103,7 +106,7 @@ async def chat_completions(request: Request) -> Response:
         outcome.usage = opened.usage
         _finish(state, outcome, chat, t0, overhead_s)
         return Response(opened.body, status_code=200, media_type="application/json", headers=base_headers)
-    return StreamingResponse(_relay(state, opened, outcome, chat, t0), media_type="text/event-stream", headers=base_headers)
+    return _RelayResponse(state, opened, outcome, chat, t0, headers=base_headers)
 
 
 def _own_time(t0: float, outcome: CallOutcome) -> float:
@@ -128,6 +131,33 @@ async def _open_cancellable(request: Request, chat: ChatRequest, decision, state
         return await open_answer(chat, decision, state.backends, state.observers, outcome, headers)
     finally:
         watcher.cancel()
+
+
+class _RelayResponse(StreamingResponse):
+    """The SSE answer. If the client leaves before the relay's first step (Starlette then
+    cancels a generator that never started, so its `finally` never runs), the upstream is
+    still closed and the call still accounted, here."""
+
+    def __init__(self, state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float, headers: dict[str, str]) -> None:
+        self._relay_args = (state, opened, outcome, chat, t0)
+        self._relay_started = False
+        super().__init__(self._body(), media_type="text/event-stream", headers=headers)
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        self._relay_started = True
+        async for part in _relay(*self._relay_args):
+            yield part
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self._relay_started:
+                state, opened, outcome, chat, t0 = self._relay_args
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+                await opened.response.aclose()
+                state.observers.attempt_finished(opened.offer, outcome.attempts[-1], outcome.ttft_s)
+                _finish(state, outcome, chat, t0, time.perf_counter() - t0 - opened.upstream_s)
 
 
 async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float) -> AsyncIterator[bytes]:

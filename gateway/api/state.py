@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from gateway.api.auth import Authenticator
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
+from gateway.metrics import Metrics
 from gateway.proxy.outcome import Observers
+from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ class AppState:
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
     closers: list = field(default_factory=list)
     stats: object | None = None  # observed backend stats (routing)
+    metrics: Metrics = field(default_factory=Metrics)
+    limiter: RateLimiter = field(default_factory=RateLimiter)  # replaced in the lifespan once Redis is known
     # Shared state for several replicas (usage aggregates, routing stats, rate limits);
     # None when GATEWAY_REDIS_URL is unset and everything is embedded.
     redis: "Redis | None" = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
 
 
@@ -19,10 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
+    from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
     from gateway.settings import Settings
 
     # Flags become environment so that every worker process builds the same Settings.
@@ -32,16 +33,39 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"GATEWAY_{env}"] = str(value)
     settings = Settings()
+    preset_metrics_dir = os.environ.get(MULTIPROC_ENV)
     configure_logging(settings.log_level)
     try:
         load_config(settings.config)  # fail fast, with every problem listed, before forking workers
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    options = dict(
+    # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0
+    # then, as process managers expect of a clean stop, instead of dying by the signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    metrics_dir = prepare_multiprocess_dir(settings.workers)
+    owns_metrics_dir = metrics_dir is not None and not preset_metrics_dir
+    try:
+        return _serve(settings)
+    finally:
+        if owns_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _serve(settings) -> int:
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    config = uvicorn.Config(
+        "gateway.api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
         http="httptools",
         access_log=False,
@@ -51,11 +75,11 @@ def run(args: argparse.Namespace) -> int:
         date_header=False,
         log_config=None,
     )
-    if settings.workers <= 1:
-        uvicorn.run("gateway.api.app:create_app", **options)
-        return 0
-    from gateway.cli.supervisor import ConfigReloadingMultiprocess
+    if config.workers <= 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
+    from gateway.cli.supervisor import GatewaySupervisor
 
-    config = uvicorn.Config("gateway.api.app:create_app", workers=settings.workers, **options)
-    ConfigReloadingMultiprocess(config, sockets=[config.bind_socket()]).run()
+    GatewaySupervisor(config, sockets=[config.bind_socket()]).run()
     return 0

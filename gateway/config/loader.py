@@ -175,6 +175,10 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
         except ValueError as exc:
             path = ("gateway", "classifier", "kind")
             problems.append(Problem(_dotted(path), _nearest_line(lines, path), str(exc)))
+    for name in config.rate_limits.routes:
+        if name not in config.routes and name not in served:
+            path = ("rate_limits", "routes", name)
+            problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"`{name}` is neither a route nor a served model"))
     return problems
 
 

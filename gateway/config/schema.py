@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from gateway.backends.registry import VENDORS
 
@@ -173,11 +173,28 @@ class GatewaySettings(Strict):
     routing: RoutingSettings = RoutingSettings()
 
 
+class RateLimitsConfig(Strict):
+    """The gateway's own request limits, per minute; none by default.
+
+    Counted in Redis when the gateway has one (every replica shares the counters), else
+    in each worker process's memory.
+    """
+
+    default_key_rpm: int | None = Field(default=None, gt=0)  # each client key not listed in `keys`
+    keys: dict[str, PositiveInt] = Field(default_factory=dict)  # client key name -> requests per minute
+    routes: dict[str, PositiveInt] = Field(default_factory=dict)  # route or model id -> rpm, all clients together
+
+    @property
+    def active(self) -> bool:
+        return bool(self.default_key_rpm or self.keys or self.routes)
+
+
 class GatewayConfig(Strict):
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     gateway: GatewaySettings = GatewaySettings()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
 
 
 def _check_canonical(model_id: str) -> None:

@@ -107,6 +107,13 @@ async def open_answer(
             if not (decision.fallback and worth_another_candidate(error)):
                 break
             continue
+        except BaseException:
+            # Cancelled (the client left, or shutdown's deadline passed): this attempt ends
+            # too, and observers pairing attempt_started with attempt_finished must hear it.
+            attempt = Attempt(offer.backend, offer.model, "cancelled", None, time.perf_counter() - started)
+            outcome.attempts.append(attempt)
+            observers.attempt_finished(offer, attempt, None)
+            raise
         elapsed = time.perf_counter() - started
         opened.upstream_s = upstream_s + elapsed
         ttft = (opened.accountant.first_content_at - started) if opened.accountant and opened.accountant.first_content_at else None

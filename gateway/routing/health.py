@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.routing")
 
 # Attempt error labels (UpstreamError.reason) that count against a backend.
-_NEUTRAL = frozenset({"context_length", "client_disconnected", "rate_limited"})
+_NEUTRAL = frozenset({"context_length", "client_disconnected", "cancelled", "rate_limited"})
 
 
 def counts_as_failure(error: str | None) -> bool:

@@ -264,6 +264,11 @@ def test_an_unhealthy_backend_trips_its_circuit_and_stops_being_called(start_gat
     explained = httpx.post(gw.url + "/v1/route/explain", json=ask()).json()
     first = next(c for c in explained["candidates"] if c["backend"] == "first")
     assert not first["eligible"] and "circuit open after 2 consecutive failures" in str(first["filters"])
+    deadline = time.time() + 10  # exported to the gauge within a second
+    while 'gateway_backend_circuit_state{backend="first",model="m/x"} 2.0' not in httpx.get(gw.url + "/metrics").text:
+        assert time.time() < deadline, "circuit state not exported"
+        time.sleep(0.05)
+    assert 'gateway_backend_circuit_state{backend="second",model="m/x"} 0.0' in httpx.get(gw.url + "/metrics").text
 
 
 LATENCY = """
@@ -322,7 +327,8 @@ gateway:
 
 
 @pytest.mark.redis
-def test_replicas_share_circuit_state_through_redis(start_gateway, pair, redis_server, openai_client):
+def test_replicas_share_circuit_state_through_redis(redis_server, start_gateway, pair, openai_client):
+    # redis_server first: torn down last, after the gateways have stopped using it.
     a, b = pair
     config = SHARED.format(a=a.base_url, b=b.base_url)
     env = {"GATEWAY_REDIS_URL": redis_server.url}

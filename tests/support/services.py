@@ -51,10 +51,13 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
 class GatewayProcess:
     """`python -m gateway serve` in a subprocess, with its own config file and data dir."""
 
-    def __init__(self, config_text: str, *, workers: int = 1, env: dict[str, str] | None = None, workdir: Path | None = None) -> None:
+    def __init__(self, config_text: str, *, workers: int = 1, env: dict[str, str] | None = None, workdir: Path | None = None,
+                 config_path: Path | None = None) -> None:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gw-test-"))
-        self.config_path = self.dir / "policy.yaml"
-        self.config_path.write_text(config_text)
+        # config_path: serve a file the test laid out itself (e.g. a ConfigMap-style symlink).
+        self.config_path = config_path or self.dir / "policy.yaml"
+        if config_path is None:
+            self.config_path.write_text(config_text)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers

@@ -1,0 +1,332 @@
+"""Prometheus metrics: what the gateway counts, and how `/metrics` renders it.
+
+Metric names and labels are an interface (the Grafana dashboard and the alert rules in
+`deploy/` query them), so they change only additively. Label values come from the config
+(route names, canonical model ids, backend names) or from small fixed sets (status codes,
+failure reasons), never from raw client input: a request for a model the config does not
+know is counted as `model="unknown"`, so cardinality stays bounded whatever clients send.
+
+`Metrics` is a call observer (see `gateway.proxy.outcome`): the proxy path hands it each
+attempt and each finished call. Updating a metric costs a dictionary lookup and a locked
+add: labelled children are cached per label tuple, so prometheus-client's label
+validation runs once per series, not once per call.
+
+Gauges other parts own have one-line hooks: `set_circuit_state` (routing's circuit
+breakers), `usage_events_dropped` (the usage recorder), `config_reload` (wired to
+`ConfigHolder.on_result` in the app's lifespan).
+
+Several worker processes (`gateway serve --workers N`) share one scrape through
+prometheus-client's multiprocess mode: `gateway serve` points PROMETHEUS_MULTIPROC_DIR at
+a fresh directory before the workers start, each worker writes its values there, and
+`/metrics` on any worker merges them all (`render`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from enum import IntEnum
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.proxy.outcome import Attempt, CallOutcome
+
+log = logging.getLogger("gateway.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Whole calls and first tokens of LLMs: tens of milliseconds to minutes.
+DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# The gateway's own time per call: sub-millisecond to tens of milliseconds.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+TOKENS_PER_SECOND_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
+
+UNKNOWN_MODEL = "unknown"  # the model label of calls whose model the config does not know
+_SAFE_REASON = re.compile(r"[a-z0-9_]{1,40}")
+
+
+class CircuitState(IntEnum):
+    """Values of gateway_backend_circuit_state."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+def multiprocess_dir() -> str | None:
+    """The directory workers share their values through, when several serve together."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of their own (two apps in one process share nothing)."""
+
+    def __init__(self) -> None:
+        # `*_created` series would double the series count for a timestamp no panel reads.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = multiprocess_dir()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total", "Chat completion calls, by how they ended.",
+            ["route", "model", "backend", "status"], registry=r)
+        self.tokens = Counter(
+            "gateway_tokens_total", "Tokens processed, as the backends reported them (or estimated).",
+            ["model", "backend", "type"], registry=r)
+        self.cost = Counter(
+            "gateway_cost_usd_total", "Cost in USD at the configured list prices.",
+            ["model", "backend"], registry=r)
+        self.duration = Histogram(
+            "gateway_request_duration_seconds", "Whole call, fallbacks and streaming included.",
+            ["route", "model", "backend"], buckets=DURATION_BUCKETS, registry=r)
+        self.overhead = Histogram(
+            "gateway_overhead_seconds", "The gateway's own time per call, upstream time excluded.",
+            ["route"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "gateway_ttft_seconds", "Time to first content token of streamed answers, from the answering attempt's start.",
+            ["model", "backend"], buckets=TTFT_BUCKETS, registry=r)
+        self.tokens_per_second = Histogram(
+            "gateway_completion_tokens_per_second", "Generation speed of streamed answers after the first token.",
+            ["model", "backend"], buckets=TOKENS_PER_SECOND_BUCKETS, registry=r)
+        self.inflight = Gauge(
+            "gateway_inflight_requests", "Upstream calls in progress.",
+            ["backend"], multiprocess_mode="livesum", registry=r)
+        self.fallbacks = Counter(
+            "gateway_fallbacks_total", "Failed attempts after which the gateway tried another candidate.",
+            ["route", "from_backend", "reason"], registry=r)
+        self.attempts = Counter(
+            "gateway_backend_attempts_total", "Upstream attempts, by result (`ok` or the failure reason).",
+            ["backend", "model", "result"], registry=r)
+        self.circuit_state = Gauge(
+            "gateway_backend_circuit_state", "Circuit breaker per offer: 0 closed, 1 half-open, 2 open.",
+            ["backend", "model"], multiprocess_mode="livemax", registry=r)
+        self.route_decisions = Counter(
+            "gateway_route_decisions_total", "Routing decisions, by the first candidate chosen.",
+            ["route", "task", "model", "backend"], registry=r)
+        self.rate_limited = Counter(
+            "gateway_rate_limited_total", "Requests refused with 429 by the gateway's own rate limits.", registry=r)
+        self.rate_limiter_errors = Counter(
+            "gateway_rate_limiter_errors_total", "Shared rate-limit store failures (requests were let through).", registry=r)
+        self.config_reloads = Counter(
+            "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r)
+        self.usage_dropped = Counter(
+            "gateway_usage_events_dropped_total", "Usage events the recorder could not keep.", registry=r)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
+        self._children: dict[tuple, object] = {}
+        self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
+        self._circuit_offers: set[tuple[str, str]] = set()
+
+    # -- the call observer ---------------------------------------------------------------
+    def attempt_started(self, offer: Offer) -> None:
+        self._child(self.inflight, offer.backend).inc()
+
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+        self._child(self.inflight, offer.backend).dec()
+        result = "ok" if attempt.error is None else _reason(attempt.error)
+        self._child(self.attempts, offer.backend, offer.model, result).inc()
+
+    def call_finished(self, outcome: CallOutcome) -> None:
+        offer = outcome.offer
+        route = outcome.route or ""
+        series = self._series(route, offer.model, offer.backend) if offer else self._series(route, UNKNOWN_MODEL, "")
+        status = outcome.status
+        requests = series.requests.get(status)
+        if requests is None:
+            requests = series.requests[status] = self.requests.labels(series.route, series.model, series.backend, str(status))
+        requests.inc()
+        series.duration.observe(outcome.latency_s)
+        series.overhead.observe(outcome.overhead_s)
+        attempts = outcome.attempts
+        if attempts:
+            first = attempts[0]
+            self._child(self.route_decisions, route, outcome.task, first.model, first.backend).inc()
+            for attempt in attempts[:-1]:
+                if attempt.error is not None:
+                    self._child(self.fallbacks, route, attempt.backend, _reason(attempt.error)).inc()
+        if offer is None:
+            return
+        usage = outcome.usage
+        if usage is not None:
+            if usage.prompt_tokens:
+                series.prompt_tokens.inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                series.completion_tokens.inc(usage.completion_tokens)
+        if outcome.cost_usd > 0:
+            series.cost.inc(outcome.cost_usd)
+        if outcome.stream and status < 400 and outcome.ttft_s is not None:
+            # Non-streamed answers have no first token apart from the whole body: their time
+            # is in the duration histogram, and mixing it in here would blur TTFT.
+            series.ttft.observe(outcome.ttft_s)
+            speed = _completion_speed(outcome)
+            if speed is not None:
+                series.tokens_per_second.observe(speed)
+
+    def _series(self, route: str, model: str, backend: str) -> "_CallSeries":
+        key = (route, model, backend)
+        series = self._call_series.get(key)
+        if series is None:
+            series = self._call_series[key] = _CallSeries(self, route, model, backend)
+        return series
+
+    # -- hooks for other parts -------------------------------------------------------------
+    def request_rejected(self, status: int, route: str | None = None) -> None:
+        """A call refused before any backend was chosen (bad request, auth, unknown model, 429)."""
+        self._child(self.requests, route or "", UNKNOWN_MODEL, "", str(status)).inc()
+
+    def rate_limit_hit(self) -> None:
+        self.rate_limited.inc()
+
+    def rate_limiter_error(self) -> None:
+        self.rate_limiter_errors.inc()
+
+    def set_circuit_state(self, backend: str, model: str, state: CircuitState | int) -> None:
+        """Routing's circuit breakers report each transition here."""
+        self._circuit_offers.add((backend, model))
+        self._child(self.circuit_state, backend, model).set(int(state))
+
+    def usage_events_dropped(self, n: int = 1) -> None:
+        """The usage recorder reports events it had to drop (queue full, store down)."""
+        self.usage_dropped.inc(n)
+
+    def config_reload(self, result: str) -> None:
+        """Wired to `ConfigHolder.on_result`: 'success' or 'failure'."""
+        self._child(self.config_reloads, "success" if result == "success" else "failure").inc()
+
+    def track_offers(self, snapshot: ConfigSnapshot) -> None:
+        """Give every configured offer a circuit-state series (closed until routing says
+        otherwise), and drop the series of offers a reload removed."""
+        current = {o.key for offers in snapshot.offers.values() for o in offers}
+        for key in current - self._circuit_offers:
+            self._child(self.circuit_state, *key).set(CircuitState.CLOSED)
+        if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes
+            for key in self._circuit_offers - current:
+                self.circuit_state.remove(*key)
+                self._children.pop((id(self.circuit_state), *key), None)
+            self._circuit_offers = current
+        else:
+            self._circuit_offers |= current
+
+    # -- exposition ------------------------------------------------------------------------
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition; with several workers, every worker's values merged.
+
+        Reads files in multiprocess mode: call it off the event loop.
+        """
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, self.multiprocess_dir)
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+
+    def process_started(self) -> None:
+        """Forget the live gauges of workers that died without saying so (SIGKILL, OOM), so
+        their in-flight counts do not haunt the sums."""
+        if self.multiprocess_dir is None:
+            return
+        from prometheus_client.multiprocess import mark_process_dead
+
+        for pid in _pids_with_live_gauges(Path(self.multiprocess_dir)):
+            if pid != os.getpid() and not _alive(pid):
+                mark_process_dead(pid, self.multiprocess_dir)
+
+    def process_stopping(self) -> None:
+        """This worker's live gauges leave the sums; its counters stay (totals survive)."""
+        if self.multiprocess_dir is None:
+            return
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    def _child(self, metric, *labels: str):
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class _CallSeries:
+    """The labelled children one (route, model, backend) updates on every call, resolved
+    once: a finished call then costs one dictionary lookup and the increments."""
+
+    __slots__ = ("route", "model", "backend", "requests", "duration", "overhead", "prompt_tokens",
+                 "completion_tokens", "cost", "ttft", "tokens_per_second")
+
+    def __init__(self, metrics: Metrics, route: str, model: str, backend: str) -> None:
+        self.route, self.model, self.backend = route, model, backend
+        self.requests: dict[int, object] = {}  # status -> child
+        self.duration = metrics.duration.labels(route, model, backend)
+        self.overhead = metrics.overhead.labels(route)
+        if not backend:
+            return  # no backend answered: no tokens, cost or speed to count
+        self.prompt_tokens = metrics.tokens.labels(model, backend, "prompt")
+        self.completion_tokens = metrics.tokens.labels(model, backend, "completion")
+        self.cost = metrics.cost.labels(model, backend)
+        self.ttft = metrics.ttft.labels(model, backend)
+        self.tokens_per_second = metrics.tokens_per_second.labels(model, backend)
+
+
+def _reason(value: str) -> str:
+    """Failure reasons are bounded labels already; anything else is folded into `other`."""
+    return value if _SAFE_REASON.fullmatch(value) else "other"
+
+
+def _completion_speed(outcome: CallOutcome) -> float | None:
+    """Completion tokens per second after the first token, over the answering attempt only
+    (earlier failed attempts and the gateway's own time do not count)."""
+    usage = outcome.usage
+    if not usage or not usage.completion_tokens or not outcome.attempts or outcome.ttft_s is None:
+        return None
+    generating = outcome.attempts[-1].duration_s - outcome.ttft_s
+    return usage.completion_tokens / generating if generating > 1e-3 else None
+
+
+def _pids_with_live_gauges(directory: Path) -> set[int]:
+    pids = set()
+    for path in directory.glob("gauge_live*_*.db"):
+        tail = path.stem.rsplit("_", 1)[-1]
+        if tail.isdigit():
+            pids.add(int(tail))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare_multiprocess_dir(workers: int) -> Path | None:
+    """Called by `gateway serve` before workers start: with several workers, give them a
+    clean shared directory (PROMETHEUS_MULTIPROC_DIR if the operator set one, else a fresh
+    temporary one). Values left by an earlier run would otherwise be added to this one's."""
+    if workers <= 1 and not os.environ.get(MULTIPROC_ENV):
+        return None
+    import tempfile
+
+    preset = os.environ.get(MULTIPROC_ENV)
+    directory = Path(preset) if preset else Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory

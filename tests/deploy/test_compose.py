@@ -1,0 +1,143 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: the services
+and their wiring, every file they mount or copy, and the image's health check run for
+real against a gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+from tests.deploy.artifacts import REPO
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+
+
+def _binds(service: str) -> dict[str, str]:
+    """host path -> container path of a service's bind mounts."""
+    out = {}
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            out[source] = target
+    return out
+
+
+def _container_path_to_host(service: str, container_path: str):
+    for source, target in _binds(service).items():
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return REPO / source / container_path[len(target):].lstrip("/")
+    return None
+
+
+def test_the_stack_has_its_services_and_vllm_only_under_the_gpu_profile():
+    assert {"gateway", "redis", "prometheus", "grafana", "vllm"} <= set(SERVICES)
+    assert SERVICES["vllm"]["profiles"] == ["gpu"]
+    assert all("profiles" not in s for name, s in SERVICES.items() if name != "vllm")
+    devices = SERVICES["vllm"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_every_bind_mount_exists_and_every_named_volume_is_declared():
+    declared = set(COMPOSE.get("volumes") or {})
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} uses undeclared volume {source}"
+    build = SERVICES["gateway"]["build"]
+    assert (REPO / (build if isinstance(build, str) else build["context"]) / "Dockerfile").exists()
+
+
+def test_redis_persists_and_the_gateway_shares_it():
+    redis = SERVICES["redis"]
+    assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(v.split(":")[1] == "/data" for v in redis["volumes"])
+    gateway = SERVICES["gateway"]
+    assert re.match(r"redis://redis:6379/", gateway["environment"]["GATEWAY_REDIS_URL"])
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "healthcheck" in redis
+
+
+def test_the_gateway_config_in_compose_is_a_mounted_valid_policy():
+    from gateway.config.loader import load_config
+
+    path = _container_path_to_host("gateway", SERVICES["gateway"]["environment"]["GATEWAY_CONFIG"])
+    assert path is not None and path.exists()
+    config, _ = load_config(path)
+    assert config.routes
+
+
+def test_prometheus_scrapes_the_gateway_service_and_loads_the_rules():
+    prometheus = SERVICES["prometheus"]
+    config_arg = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_path = _container_path_to_host("prometheus", config_arg.split("=", 1)[1])
+    config = yaml.safe_load(config_path.read_text())
+    for rule_file in config["rule_files"]:
+        assert (config_path.parent / rule_file).exists()
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "gateway")
+    sd = job["dns_sd_configs"][0]
+    assert sd["names"] == ["gateway"]
+    assert sd["port"] == int(SERVICES["gateway"]["ports"][0].rsplit(":", 1)[1])
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard():
+    grafana = SERVICES["grafana"]
+    provisioning = _container_path_to_host("grafana", "/etc/grafana/provisioning")
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((provisioning / "dashboards" / "gateway.yml").read_text())["providers"][0]
+    dashboards = _container_path_to_host("grafana", provider["options"]["path"])
+    assert (dashboards / "gateway.json").exists()
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _container_path_to_host("grafana", home).exists()
+
+
+def test_compose_variables_all_have_defaults():
+    """`docker compose up` must work without an .env file."""
+    text = (REPO / "docker-compose.yml").read_text()
+    bare = [m for m in re.findall(r"\$\{([^}]*)\}", text) if ":-" not in m]
+    assert bare == []
+
+
+def test_dockerfile_is_non_root_with_a_health_check_and_installs_from_the_lock():
+    final_stage = DOCKERFILE.split("\nFROM ")[-1]
+    user = re.search(r"^USER\s+(\S+)", final_stage, re.M).group(1)
+    assert user not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*CMD", final_stage, re.M)
+    assert "/health" in final_stage
+    assert re.search(r"pip install --constraint requirements\.lock \.", DOCKERFILE)
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M):
+        for path in source.split():
+            assert (REPO / path).exists(), f"Dockerfile copies missing {path}"
+    exposed = re.search(r"^EXPOSE (\d+)", final_stage, re.M).group(1)
+    assert f"GATEWAY_PORT={exposed}" in final_stage
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
+
+
+def _healthcheck_command() -> list[str]:
+    import json
+
+    match = re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])", DOCKERFILE)
+    command = json.loads(match.group(1))
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+def test_the_image_health_check_command_passes_on_a_serving_gateway_and_fails_otherwise(start_gateway):
+    from tests.support.ports import free_port
+
+    gw = start_gateway((REPO / "policies" / "default.yaml").read_text())
+    command = _healthcheck_command()
+    ok = subprocess.run(command, env={**os.environ, "GATEWAY_PORT": str(gw.port)}, capture_output=True, timeout=20)
+    assert ok.returncode == 0, ok.stderr
+    down = subprocess.run(command, env={**os.environ, "GATEWAY_PORT": str(free_port())}, capture_output=True, timeout=20)
+    assert down.returncode != 0

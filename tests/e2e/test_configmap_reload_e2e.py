@@ -1,0 +1,84 @@
+"""Hot reload of a Kubernetes ConfigMap mount: the kubelet never edits the file, it writes
+a new timestamped directory and flips the `..data` symlink; `policy.yaml` is a symlink
+through `..data`. A running gateway must pick the new config up, and reject a broken one
+while it keeps serving the old."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.scrape import scrape
+from tests.support.services import GatewayProcess
+
+CONFIG = """
+backends:
+  up:
+    type: openai
+    base_url: {base_url}
+    api_key: sk-upstream
+    models:
+      qwen/qwen3-32b: {{}}
+routes:
+  {route}: {{models: [qwen/qwen3-32b]}}
+"""
+
+
+class ConfigMapDir:
+    """The layout and atomic update the kubelet's AtomicWriter produces."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+        self.generation = 0
+
+    def publish(self, text: str) -> None:
+        self.generation += 1
+        version = self.root / f"..2026_01_01_00_00_0{self.generation}.00000000{self.generation}"
+        version.mkdir()
+        (version / "policy.yaml").write_text(text)
+        data = self.root / "..data"
+        old = Path(os.readlink(data)) if data.is_symlink() else None
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(version.name)
+        os.rename(tmp, data)  # the atomic flip
+        if not (self.root / "policy.yaml").is_symlink():
+            (self.root / "policy.yaml").symlink_to("..data/policy.yaml")
+        if old is not None:
+            shutil.rmtree(self.root / old)
+
+
+def routes(gw: GatewayProcess) -> set[str]:
+    return {m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]} - {"qwen/qwen3-32b"}
+
+
+def poll(condition, timeout: float = 15.0) -> bool:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_configmap_symlink_swap_reloads_the_running_gateway(tmp_path, upstream):
+    mount = ConfigMapDir(tmp_path / "etc-gateway")
+    mount.publish(CONFIG.format(base_url=upstream.base_url, route="first"))
+    gw = GatewayProcess("", workdir=tmp_path, config_path=mount.root / "policy.yaml").start()
+    try:
+        assert routes(gw) == {"first"}
+        mount.publish(CONFIG.format(base_url=upstream.base_url, route="second"))
+        assert poll(lambda: routes(gw) == {"second"}), gw.log()
+        assert scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1
+
+        mount.publish("backends: {up: {type: nonsense}}\n")
+        assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1), gw.log()
+        assert routes(gw) == {"second"}  # the broken file changed nothing
+        r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "second", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+    finally:
+        gw.stop()

@@ -1,0 +1,127 @@
+"""/metrics on the real server: what clients' calls leave there, with one worker and several."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from tests.support.scrape import scrape
+
+CONFIG = """
+backends:
+  up:
+    type: openai
+    base_url: {base_url}
+    api_key: sk-upstream
+    timeout_s: 10
+    models:
+      qwen/qwen3-32b: {{input_price: 1.0, output_price: 2.0}}
+routes:
+  auto:
+    models: [qwen/qwen3-32b]
+"""
+
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+def poll(condition, timeout: float = 15.0, interval: float = 0.1):
+    deadline = time.time() + timeout
+    while True:
+        result = condition()
+        if result or time.time() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def test_calls_are_counted_under_config_labels_only(start_gateway, upstream, openai_client):
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    client = openai_client(gw)
+    client.chat.completions.create(**ASK)
+    list(client.chat.completions.create(**ASK, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(**{**ASK, "model": "attacker/{label=\"x\"}-123"})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="auto", messages="not a list")
+
+    m = scrape(gw.url)
+    assert m.value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="200") == 2
+    assert m.value("gateway_requests_total", route="", model="unknown", backend="", status="404") == 1
+    assert m.value("gateway_requests_total", route="", model="unknown", backend="", status="400") == 1
+    assert m.value("gateway_tokens_total", model="qwen/qwen3-32b", backend="up", type="prompt") == 22
+    assert m.value("gateway_tokens_total", model="qwen/qwen3-32b", backend="up", type="completion") == 14
+    assert m.value("gateway_cost_usd_total", model="qwen/qwen3-32b", backend="up") == pytest.approx(2 * (11 * 1.0 + 7 * 2.0) / 1e6)
+    assert m.value("gateway_ttft_seconds_count", model="qwen/qwen3-32b", backend="up") == 1
+    assert m.value("gateway_overhead_seconds_count", route="auto") == 2
+    assert m.value("gateway_inflight_requests", backend="up") == 0
+    assert m.value("gateway_backend_circuit_state", backend="up", model="qwen/qwen3-32b") == 0
+    assert m.label_values("gateway_requests_total", "model") == {"qwen/qwen3-32b", "unknown"}
+    assert "attacker" not in m.text
+
+
+def test_a_client_leaving_mid_call_is_counted_and_leaves_nothing_in_flight(start_gateway, upstream):
+    upstream.reset(delay_s=3)
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json=ASK, timeout=httpx.Timeout(10, read=0.5))
+    m = poll(lambda: (s := scrape(gw.url)).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="499") and s)
+    assert m, scrape(gw.url).text
+    assert m.value("gateway_inflight_requests", backend="up") == 0
+    assert m.value("gateway_backend_attempts_total", backend="up", model="qwen/qwen3-32b", result="cancelled") == 1
+
+
+def test_config_reloads_are_counted(start_gateway, upstream):
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    gw.write_config(CONFIG.format(base_url=upstream.base_url) + "  second:\n    models: [qwen/qwen3-32b]\n")
+    assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1)
+    gw.write_config("routes: [this is not a mapping]\n")
+    assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1)
+
+
+def _per_worker_requests(directory: Path) -> dict[str, float]:
+    """gateway_requests_total as each worker process wrote it into the shared directory."""
+    counts = {}
+    for path in directory.glob("counter_*.db"):
+        families = MultiProcessCollector.merge([str(path)])
+        counts[path.stem] = sum(s.value for f in families for s in f.samples if s.name == "gateway_requests_total")
+    return counts
+
+
+def test_several_workers_report_one_correct_total(start_gateway, upstream, tmp_path):
+    """Whichever worker answers the scrape, it reports every worker's calls."""
+    shared = tmp_path / "metrics"
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(shared)})
+    upstream.reset(delay_s=0.05)
+    sent = 0
+
+    def both_workers_served() -> bool:
+        nonlocal sent
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: httpx.post(gw.url + "/v1/chat/completions", json=ASK,
+                                                          headers={"connection": "close"}, timeout=10).status_code, range(16)))
+        assert statuses == [200] * 16
+        sent += 16
+        return sum(1 for n in _per_worker_requests(shared).values() if n > 0) >= 2
+
+    assert poll(both_workers_served, timeout=30, interval=0), "the kernel never handed a connection to the second worker"
+    assert sum(_per_worker_requests(shared).values()) == sent
+    for _ in range(6):  # each scrape on a new connection: either worker may answer
+        assert scrape(gw.url).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="200") == sent
+
+
+def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
+    """The usage recorder's drop hook is wired to gateway_usage_events_dropped_total."""
+    from tests.support.ports import free_port
+
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # the usage store cannot be reached
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url),
+                       env={"GATEWAY_REDIS_URL": dead_redis, "GATEWAY_USAGE_BUFFER_MAX": "2", "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"})
+    for _ in range(5):
+        assert httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code == 200
+    assert poll(lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3), gw.log()

@@ -1,0 +1,87 @@
+"""A real Prometheus (Debian's `prometheus` binary) on a free port, for tests.
+
+Scrapes the given targets every second and evaluates the given rule files every second,
+with its own temporary TSDB; `query` talks to its HTTP API as Grafana would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.ports import free_port
+from tests.support.services import require_binary
+
+
+class PrometheusServer:
+    def __init__(self, targets: list[str], rule_files: list[Path] = ()) -> None:
+        self.binary = require_binary("prometheus")
+        self.dir = Path(tempfile.mkdtemp(prefix="gw-prom-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = self.dir / "prometheus.yml"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+            "rule_files": [str(p) for p in rule_files],
+            "scrape_configs": [{"job_name": "gateway", "static_configs": [{"targets": targets}]}],
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "PrometheusServer":
+        self._log = open(self.dir / "prometheus.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("prometheus exited:\n" + self.log())
+            try:
+                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("prometheus did not become ready:\n" + self.log())
+
+    def query(self, expr: str) -> dict:
+        """An instant query; returns the API's `data` (raises on a parse or evaluation error)."""
+        r = httpx.get(self.url + "/api/v1/query", params={"query": expr}, timeout=5)
+        body = r.json()
+        if body.get("status") != "success":
+            raise AssertionError(f"query failed: {expr}\n{body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def rules(self) -> list[dict]:
+        body = httpx.get(self.url + "/api/v1/rules", timeout=5).json()
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
+
+    def targets(self) -> list[dict]:
+        return httpx.get(self.url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+
+    def log(self) -> str:
+        try:
+            return (self.dir / "prometheus.log").read_text()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
