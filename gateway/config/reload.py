@@ -144,10 +144,18 @@ class ConfigHolder:
                 await asyncio.sleep(poll_s)
                 self.reload()
 
+        name = self.path.name
+
+        def relevant(change: object, path: str) -> bool:
+            # The file itself, or a ConfigMap's `..data` symlink swap; not logs or other files
+            # that happen to share the directory.
+            base = os.path.basename(path)
+            return base == name or base.startswith("..")
+
         poller = asyncio.create_task(poll())
         try:
             # Watch the directory: editors and ConfigMaps replace the file rather than write it.
-            async for _ in awatch(self.path.parent, debounce=200, step=50, recursive=False):
+            async for _ in awatch(self.path.parent, watch_filter=relevant, debounce=200, step=50, recursive=False):
                 self.reload()
         finally:
             poller.cancel()
