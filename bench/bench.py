@@ -8,6 +8,7 @@ share core 0; each proxy gets core 1 to itself. Prints req/s, p50, p99 and error
 target, the gateway's added p50 over direct and its req/s ratio against the bare proxy.
 
     python bench/bench.py [--duration 5] [--conc 1 16 64] [--rounds 2] [--no-stream] [--scale]
+                          [--recording-ab] [--litellm]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
 JSON_PORT, SSE_PORT = 18001, 18002
-BARE_JSON, BARE_SSE, GATEWAY = 18110, 18111, 18300
+BARE_JSON, BARE_SSE, GATEWAY, GATEWAY_NOREC, LITELLM = 18110, 18111, 18300, 18310, 18200
 
 POLICY = f"""
 backends:
@@ -119,6 +120,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-stream", action="store_true")
     ap.add_argument("--scale", action="store_true", help="also compare 1 vs 2 gateway workers, unpinned")
+    ap.add_argument("--recording-ab", action="store_true", help="also run a gateway with usage recording off")
+    ap.add_argument("--litellm", action="store_true", help="also run the LiteLLM proxy if installed (LITELLM_BIN)")
     ap.add_argument("--gateway-env", nargs="*", default=[], help="extra KEY=VALUE for the gateway (e.g. to compare settings)")
     args = ap.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
@@ -140,8 +143,20 @@ def main() -> int:
         gw_env = {"GATEWAY_DATA_DIR": str(tmp / "data"), "GATEWAY_LOG_LEVEL": "warning", **dict(kv.split("=", 1) for kv in args.gateway_env)}
         gw_cmd = [str(BIN / "gateway"), "serve", "--config", str(tmp / "policy.yaml")]
         gateway = procs.start([*gw_cmd, "--port", str(GATEWAY)], env=gw_env, core=1, log=tmp / "gateway.log")
-        for port in (BARE_JSON, BARE_SSE, GATEWAY):
-            wait_up(f"http://127.0.0.1:{port}/health")
+        ports = [BARE_JSON, BARE_SSE, GATEWAY]
+        if args.recording_ab:
+            # The same gateway with usage recording off: the difference is what recording costs.
+            norec_env = {**gw_env, "GATEWAY_DATA_DIR": str(tmp / "data-norec"), "GATEWAY_USAGE_RECORDING": "false"}
+            procs.start([*gw_cmd, "--port", str(GATEWAY_NOREC)], env=norec_env, core=1, log=tmp / "gateway-norec.log")
+            ports.append(GATEWAY_NOREC)
+        litellm = os.environ.get("LITELLM_BIN", "/tmp/litellm-venv/bin/litellm")
+        use_litellm = args.litellm and Path(litellm).exists()
+        if use_litellm:
+            procs.start([litellm, "--config", str(HERE / "litellm_config.yaml"), "--host", "127.0.0.1", "--port", str(LITELLM), "--num_workers", "1"],
+                        env={"LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOG": "ERROR"}, core=1, log=tmp / "litellm.log")
+            ports.append(LITELLM)
+        for port in ports:
+            wait_up(f"http://127.0.0.1:{port}/health", timeout=120)
 
         modes = [(False, "non-streaming")] + ([] if args.no_stream else [(True, "streaming (SSE)")])
         report = [f"# make bench: {args.duration:g}s per run, medians of {args.rounds} rounds, one process per proxy pinned to core 1"]
@@ -151,6 +166,10 @@ def main() -> int:
                 "bare": (f"http://127.0.0.1:{BARE_SSE if stream else BARE_JSON}", "bench-model"),
                 "gateway": (f"http://127.0.0.1:{GATEWAY}", "bench-stream" if stream else "bench"),
             }
+            if args.recording_ab:
+                targets["gw-norec"] = (f"http://127.0.0.1:{GATEWAY_NOREC}", "bench-stream" if stream else "bench")
+            if use_litellm:
+                targets["litellm"] = (f"http://127.0.0.1:{LITELLM}", "bench-model-stream" if stream else "bench-model")
             rows: dict = {}
             for c in args.conc:
                 for _ in range(args.rounds):

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 30.0
     # Usage ledger: events are written in batches of this size, or every `usage_flush_s`;
     # at most `usage_buffer_max` wait in memory while the store is unreachable.
+    # Off only to measure what recording costs (`make bench`); rankings then see no new calls.
+    usage_recording: bool = True
     usage_batch_size: int = 500
     usage_flush_s: float = 1.0
     usage_buffer_max: int = 100_000

@@ -205,7 +205,10 @@ def install_recorder(state: "AppState") -> UsageRecorder:
     )
     state.usage_store = store
     state.usage_recorder = recorder
-    state.observers.add(recorder)
+    if settings.usage_recording:
+        state.observers.add(recorder)
+    else:
+        log.warning("usage recording is off (GATEWAY_USAGE_RECORDING=false): calls are not recorded")
     recorder.start()
 
     async def close() -> None:
