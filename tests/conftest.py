@@ -25,9 +25,13 @@ def upstream_b():
 
 
 @pytest.fixture
-def start_gateway():
-    """Factory: start_gateway(config_yaml, **kwargs) -> running GatewayProcess; stopped after the test."""
+def start_gateway(request):
+    """Factory: start_gateway(config_yaml, **kwargs) -> running GatewayProcess; stopped after the test.
+
+    A failed test's report shows each gateway's log (their directories are removed).
+    """
     started: list[GatewayProcess] = []
+    request.node.started_gateways = started  # for pytest_runtest_makereport
 
     def start(config_text: str, **kwargs) -> GatewayProcess:
         gw = GatewayProcess(textwrap.dedent(config_text), **kwargs).start()
@@ -35,8 +39,16 @@ def start_gateway():
         return gw
 
     yield start
-    for gw in started:
+    for gw in reversed(started):  # last first: a later gateway may run in an earlier one's directory
         gw.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.failed:
+        for gw in getattr(item, "started_gateways", ()):
+            report.sections.append((f"gateway {gw.url} log ({report.when})", gw.log()[-20_000:]))
 
 
 @pytest.fixture

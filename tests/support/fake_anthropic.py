@@ -9,7 +9,6 @@ alternating roles, and no fields the Messages API does not know.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.fake_upstream import Received
+from tests.support.poll import poll
 from tests.support.ports import free_port
 
 MESSAGES_FIELDS = {
@@ -61,11 +61,7 @@ class FakeAnthropic:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.time() + 10
-        while not self._server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake anthropic did not start")
-            time.sleep(0.01)
+        poll(lambda: self._server.started, what=f"the fake upstream on port {self.port}", interval=0.01)
         return self
 
     def stop(self) -> None:

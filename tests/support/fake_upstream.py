@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.poll import poll
 from tests.support.ports import free_port
 
 
@@ -70,11 +71,7 @@ class FakeUpstream:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.time() + 10
-        while not self._server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
+        poll(lambda: self._server.started, what=f"the fake upstream on port {self.port}", interval=0.01)
         return self
 
     def stop(self) -> None:

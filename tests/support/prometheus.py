@@ -9,12 +9,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
+from tests.support.poll import poll
 from tests.support.ports import free_port
 from tests.support.services import require_binary
 
@@ -41,17 +41,14 @@ class PrometheusServer:
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 20
-        while time.time() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError("prometheus exited:\n" + self.log())
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("prometheus did not become ready:\n" + self.log())
+            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
+
+        poll(ready, what="prometheus to become ready", timeout=30, interval=0.1, ignore=(httpx.HTTPError,), context=self.log)
+        return self
 
     def query(self, expr: str) -> dict:
         """An instant query; returns the API's `data` (raises on a parse or evaluation error)."""

@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.poll import poll
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,25 +34,32 @@ def require_binary(name: str) -> str:
     pytest.skip(message)
 
 
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Return once `url` answers below 500; raise RuntimeError if `proc` exits first or time runs out."""
+
+    def answers() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+        return httpx.get(url, timeout=1.0).status_code < 500
+
+    try:
+        poll(answers, what=f"{url} to answer", timeout=timeout, ignore=(httpx.HTTPError,))
+    except AssertionError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 class GatewayProcess:
-    """`python -m gateway serve` in a subprocess, with its own config file and data dir."""
+    """`python -m gateway serve` in a subprocess, with its own config file and data dir.
+
+    The temporary directory it makes for itself (config, data, log) is removed by `stop`;
+    a `workdir` the caller passed stays theirs. The log's text outlives the directory
+    (`log()` still answers after `stop`), and the start_gateway fixture adds it to the
+    report of a failed test.
+    """
 
     def __init__(self, config_text: str, *, workers: int = 1, env: dict[str, str] | None = None, workdir: Path | None = None,
                  config_path: Path | None = None) -> None:
+        self.owns_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gw-test-"))
         # config_path: serve a file the test laid out itself (e.g. a ConfigMap-style symlink).
         self.config_path = config_path or self.dir / "policy.yaml"
@@ -64,6 +71,8 @@ class GatewayProcess:
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "gateway.log"
+        self._log = None
+        self._final_log: str | None = None  # the log's text once the directory is gone
 
     def start(self) -> "GatewayProcess":
         env = {
@@ -80,9 +89,9 @@ class GatewayProcess:
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             wait_http(self.url + "/health", proc=self.proc)
-        except RuntimeError:
+        except RuntimeError as exc:
             self.stop()
-            raise RuntimeError("gateway did not start:\n" + self.log())
+            raise RuntimeError(f"gateway did not start ({exc}):\n{self.log()}") from None
         return self
 
     def write_config(self, text: str) -> None:
@@ -91,8 +100,10 @@ class GatewayProcess:
         tmp.replace(self.config_path)
 
     def log(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
         try:
-            return self.log_path.read_text()
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
 
@@ -101,16 +112,28 @@ class GatewayProcess:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM (SIGKILL after `timeout`), then remove the directory this instance made."""
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            return self._terminate(timeout)
         finally:
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            if self.owns_dir and self.dir.exists():
+                self._final_log = self.log()
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _terminate(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
 
 
 class RedisServer:
@@ -125,20 +148,18 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RedisServer":
+        import redis
+
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--daemonize", "no",
                 "--logfile", str(self.dir / "redis.log"), "--save", ""]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
-        import redis
-
-        while time.time() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_timeout=0.5).ping()
-                return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        try:
+            poll(client.ping, what=f"redis-server on port {self.port}", timeout=20, ignore=(redis.RedisError,))
+        finally:
+            client.close()
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -147,6 +168,7 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
     def restart(self) -> None:
         self.stop()
