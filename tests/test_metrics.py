@@ -20,6 +20,7 @@ from gateway.proxy.attempts import open_answer
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import decide
+from tests.support.poll import apoll
 from tests.support.services import REPO
 
 CONFIG = """
@@ -154,8 +155,7 @@ async def test_in_flight_returns_to_zero_when_the_call_is_cancelled_mid_attempt(
     decision = decide(chat, {}, snap)
     call = CallOutcome("r", chat.model, False)
     task = asyncio.create_task(open_answer(chat, decision, pool, Observers([m]), call, {}))
-    while value(m, "gateway_inflight_requests", backend="slow") != 1:
-        await asyncio.sleep(0.01)
+    await apoll(lambda: value(m, "gateway_inflight_requests", backend="slow") == 1, what="the attempt to be in flight")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

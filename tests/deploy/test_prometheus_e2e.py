@@ -18,10 +18,12 @@ import pytest
 
 from tests.deploy.artifacts import ALERTS, alert_rules, concrete, dashboard_queries, signal_of
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.poll import poll
 from tests.support.prometheus import PrometheusServer
 from tests.support.services import GatewayProcess
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.xdist_group("prometheus-e2e")]
+# The first test also pays for starting Prometheus and waiting for its first scrapes.
+pytestmark = [pytest.mark.prometheus, pytest.mark.xdist_group("prometheus-e2e"), pytest.mark.timeout(240)]
 
 CONFIG = """
 backends:
@@ -81,7 +83,7 @@ def scraped_gateway():
     gw = GatewayProcess(textwrap.dedent(CONFIG.format(flaky=flaky.base_url, good=good.base_url))).start()
     prometheus = None
     stop = threading.Event()
-    traffic = threading.Thread(target=_traffic, args=(gw.url, stop, time.time() + 120), daemon=True)
+    traffic = threading.Thread(target=_traffic, args=(gw.url, stop, time.time() + 240), daemon=True)
     try:
         prometheus = PrometheusServer([f"127.0.0.1:{gw.port}"], rule_files=[ALERTS]).start()
         traffic.start()
@@ -102,36 +104,35 @@ def test_every_dashboard_query_and_alert_rule_returns_data(scraped_gateway):
     queries = {concrete(expr): title for title, expr in dashboard_queries()}
     signals = {signal_of(rule["expr"]): rule["alert"] for rule in alert_rules()}
     pending = {**queries, **signals}
-    deadline = time.time() + 45
-    while pending and time.time() < deadline:
+
+    def all_answered() -> bool:
         for expr in list(pending):
             if _has_finite_value(prometheus.query(expr)):  # raises if Prometheus cannot parse it
                 del pending[expr]
-        if pending:
-            time.sleep(0.5)
-    assert not pending, "no data for:\n" + "\n".join(f"  {name}: {expr}" for expr, name in pending.items())
+        return not pending
+
+    poll(all_answered, what="data behind every query", timeout=60, interval=0.5,
+         context=lambda: "no data for:\n" + "\n".join(f"  {name}: {expr}" for expr, name in pending.items()))
 
     # Every rule loaded and evaluated without error.
-    deadline = time.time() + 15
-    while True:
+    def evaluated() -> dict | None:
         rules = {rule["name"]: rule for rule in prometheus.rules()}
-        if all(r["health"] == "ok" for r in rules.values()) or time.time() > deadline:
-            break
-        time.sleep(0.5)
+        return rules if rules and all(r["health"] == "ok" for r in rules.values()) else None
+
+    rules = poll(evaluated, what="every rule loaded and evaluated", timeout=30, interval=0.5,
+                 context=lambda: str({r["name"]: (r["health"], r.get("lastError")) for r in prometheus.rules()}))
     assert set(rules) == set(signals.values())
-    assert {name: rule["health"] for name, rule in rules.items() if rule["health"] != "ok"} == {}
 
 
 def test_rate_limited_and_unknown_model_calls_are_counted_with_bounded_labels(scraped_gateway):
     prometheus = scraped_gateway
-    deadline = time.time() + 30
-    while time.time() < deadline:
+
+    def counted() -> list | None:
         limited = prometheus.query("sum(gateway_rate_limited_total)")["result"]
         unknown = prometheus.query('sum by (route, backend) (gateway_requests_total{model="unknown", status="404"})')["result"]
-        if limited and float(limited[0]["value"][1]) > 0 and unknown:
-            break
-        time.sleep(0.5)
-    assert float(limited[0]["value"][1]) > 0
+        return unknown if limited and float(limited[0]["value"][1]) > 0 and unknown else None
+
+    unknown = poll(counted, what="rate-limited and unknown-model calls in Prometheus", timeout=30, interval=0.5)
     # The unknown model the client sent appears nowhere as a label value; the empty route
     # and backend labels are absent in Prometheus' answer.
     assert [s["metric"] for s in unknown] == [{}]

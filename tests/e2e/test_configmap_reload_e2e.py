@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
 from tests.support.scrape import scrape
 from tests.support.services import GatewayProcess
 
-CONFIG = """
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    api_key: sk-upstream
-    models:
-      qwen/qwen3-32b: {{}}
-routes:
-  {route}: {{models: [qwen/qwen3-32b]}}
-"""
+
+
+def policy(base_url: str, route: str) -> str:
+    return one_backend_policy(base_url, routes={route: ["qwen/qwen3-32b"]})
 
 
 class ConfigMapDir:
@@ -56,27 +50,19 @@ def routes(gw: GatewayProcess) -> set[str]:
     return {m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]} - {"qwen/qwen3-32b"}
 
 
-def poll(condition, timeout: float = 15.0) -> bool:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def test_a_configmap_symlink_swap_reloads_the_running_gateway(tmp_path, upstream):
     mount = ConfigMapDir(tmp_path / "etc-gateway")
-    mount.publish(CONFIG.format(base_url=upstream.base_url, route="first"))
+    mount.publish(policy(upstream.base_url, "first"))
     gw = GatewayProcess("", workdir=tmp_path, config_path=mount.root / "policy.yaml").start()
     try:
         assert routes(gw) == {"first"}
-        mount.publish(CONFIG.format(base_url=upstream.base_url, route="second"))
-        assert poll(lambda: routes(gw) == {"second"}), gw.log()
+        mount.publish(policy(upstream.base_url, "second"))
+        poll(lambda: routes(gw) == {"second"}, what="the swapped ConfigMap", context=gw.log)
         assert scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1
 
         mount.publish("backends: {up: {type: nonsense}}\n")
-        assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1), gw.log()
+        poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1,
+             what="the broken ConfigMap to be rejected", context=gw.log)
         assert routes(gw) == {"second"}  # the broken file changed nothing
         r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "second", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200

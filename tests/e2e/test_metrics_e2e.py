@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import time
+import socket
 from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
 from tests.support.scrape import scrape
-
-CONFIG = """
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    api_key: sk-upstream
-    timeout_s: 10
-    models:
-      qwen/qwen3-32b: {{input_price: 1.0, output_price: 2.0}}
-routes:
-  auto:
-    models: [qwen/qwen3-32b]
-"""
 
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
 
 
-def poll(condition, timeout: float = 15.0, interval: float = 0.1):
-    deadline = time.time() + timeout
-    while True:
-        result = condition()
-        if result or time.time() > deadline:
-            return result
-        time.sleep(interval)
+def policy(base_url: str) -> str:
+    return one_backend_policy(base_url, timeout_s=10, models={"qwen/qwen3-32b": {"input_price": 1.0, "output_price": 2.0}})
 
 
 def test_calls_are_counted_under_config_labels_only(start_gateway, upstream, openai_client):
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    gw = start_gateway(policy(upstream.base_url))
     client = openai_client(gw)
     client.chat.completions.create(**ASK)
     list(client.chat.completions.create(**ASK, stream=True))
@@ -64,22 +48,25 @@ def test_calls_are_counted_under_config_labels_only(start_gateway, upstream, ope
 
 
 def test_a_client_leaving_mid_call_is_counted_and_leaves_nothing_in_flight(start_gateway, upstream):
-    upstream.reset(delay_s=3)
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(gw.url + "/v1/chat/completions", json=ASK, timeout=httpx.Timeout(10, read=0.5))
-    m = poll(lambda: (s := scrape(gw.url)).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="499") and s)
-    assert m, scrape(gw.url).text
+    upstream.reset(delay_s=8)  # answers only after the gateway's client has gone
+    gw = start_gateway(policy(upstream.base_url))
+    body = orjson.dumps(ASK)
+    with socket.create_connection(("127.0.0.1", gw.port)) as client:
+        client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+                       b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        poll(lambda: upstream.received, what="the call to reach the upstream")  # then leave, mid-attempt
+    m = poll(lambda: (s := scrape(gw.url)).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="499") and s,
+             what="the abandoned call to be counted as 499", context=lambda: scrape(gw.url).text)
     assert m.value("gateway_inflight_requests", backend="up") == 0
     assert m.value("gateway_backend_attempts_total", backend="up", model="qwen/qwen3-32b", result="cancelled") == 1
 
 
 def test_config_reloads_are_counted(start_gateway, upstream):
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
-    gw.write_config(CONFIG.format(base_url=upstream.base_url) + "  second:\n    models: [qwen/qwen3-32b]\n")
-    assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1)
+    gw = start_gateway(policy(upstream.base_url))
+    gw.write_config(one_backend_policy(upstream.base_url, routes={"auto": ["qwen/qwen3-32b"], "second": ["qwen/qwen3-32b"]}))
+    poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1, what="a counted reload", context=gw.log)
     gw.write_config("routes: [this is not a mapping]\n")
-    assert poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1)
+    poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1, what="a counted rejection", context=gw.log)
 
 
 def _per_worker_requests(directory: Path) -> dict[str, float]:
@@ -94,7 +81,7 @@ def _per_worker_requests(directory: Path) -> dict[str, float]:
 def test_several_workers_report_one_correct_total(start_gateway, upstream, tmp_path):
     """Whichever worker answers the scrape, it reports every worker's calls."""
     shared = tmp_path / "metrics"
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(shared)})
+    gw = start_gateway(policy(upstream.base_url), workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(shared)})
     upstream.reset(delay_s=0.05)
     sent = 0
 
@@ -109,7 +96,7 @@ def test_several_workers_report_one_correct_total(start_gateway, upstream, tmp_p
         sent += 16
         return sum(1 for n in _per_worker_requests(shared).values() if n > 0) >= 2
 
-    assert poll(both_workers_served, timeout=30, interval=0), "the kernel never handed a connection to the second worker"
+    poll(both_workers_served, what="the kernel to hand a connection to the second worker", timeout=60, interval=0)
     assert sum(_per_worker_requests(shared).values()) == sent
     for _ in range(6):  # each scrape on a new connection: either worker may answer
         assert scrape(gw.url).value("gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="up", status="200") == sent
@@ -120,8 +107,8 @@ def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
     from tests.support.ports import free_port
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # the usage store cannot be reached
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url),
+    gw = start_gateway(policy(upstream.base_url),
                        env={"GATEWAY_REDIS_URL": dead_redis, "GATEWAY_USAGE_BUFFER_MAX": "2", "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"})
     for _ in range(5):
         assert httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code == 200
-    assert poll(lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3), gw.log()
+    poll(lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3, what="3 dropped usage events", context=gw.log)

@@ -8,29 +8,16 @@ import openai
 import pytest
 
 from tests.support.clock import clear_of_minute_edge
+from tests.support.policies import one_backend_policy
 from tests.support.scrape import scrape
 
-CONFIG = """
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    api_key: sk-upstream
-    models:
-      qwen/qwen3-32b: {{}}
-routes:
-  auto:
-    models: [qwen/qwen3-32b]
-rate_limits:
-  keys: {{team-a: 3}}
-  routes: {{qwen/qwen3-32b: 100}}
-"""
+LIMITS = {"keys": {"team-a": 3}, "routes": {"qwen/qwen3-32b": 100}}
 KEYS = {"GATEWAY_API_KEYS": "team-a:sk-team-a,team-b:sk-team-b"}
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
 
 
 def test_a_key_over_its_limit_gets_an_openai_shaped_429_with_retry_after(start_gateway, upstream, openai_client):
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), env=KEYS)
+    gw = start_gateway(one_backend_policy(upstream.base_url, rate_limits=LIMITS), env=KEYS)
     clear_of_minute_edge()
     team_a, team_b = openai_client(gw, api_key="sk-team-a"), openai_client(gw, api_key="sk-team-b")
     for _ in range(3):
@@ -56,7 +43,7 @@ def test_limits_count_in_redis_and_a_redis_outage_fails_no_request(start_gateway
 
     # The usage ledger shares this Redis; at shutdown it would wait for it to come back.
     env = {**KEYS, "GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), env=env)
+    gw = start_gateway(one_backend_policy(upstream.base_url, rate_limits=LIMITS), env=env)
     clear_of_minute_edge()
     headers = {"authorization": "Bearer sk-team-b"}
     ask_model = {**ASK, "model": "qwen/qwen3-32b"}  # limited by model id, 100 per minute

@@ -5,46 +5,28 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
+from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
 from tests.support.services import REPO
-
-POLICY = """\
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    models:
-      m/one: {{}}
-      m/two: {{}}
-routes:
-  auto:
-    strategy: cost
-    models: [{model}]
-"""
-BROKEN_LINE = "    strategy: cheapest\n"
 
 
 def policy(base_url: str, model: str = "m/one", broken: bool = False) -> str:
-    text = POLICY.format(base_url=base_url, model=model)
-    return text.replace("    strategy: cost\n", BROKEN_LINE) if broken else text
+    """Route `auto` over one of two models; `broken`: a strategy no gateway knows."""
+    route = {"strategy": "cheapest" if broken else "cost", "models": [model]}
+    return one_backend_policy(base_url, api_key=None, models=["m/one", "m/two"], routes={"auto": route})
+
+
+def broken_strategy_line(base_url: str) -> int:
+    """Where the broken policy names its strategy: the error messages point there."""
+    return policy(base_url, broken=True).splitlines().index("    strategy: cheapest") + 1
 
 
 def ask(gw) -> httpx.Response:
     return httpx.post(gw.url + "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
-
-
-def until(condition, what: str, timeout: float = 15.0):
-    deadline = time.time() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def validate_output(path) -> list[str]:
@@ -58,21 +40,23 @@ def test_an_edit_takes_effect_without_restart_and_a_broken_edit_changes_nothing(
     assert ask(gw).headers["x-gateway-model"] == "m/one"
     pid = gw.proc.pid
     gw.write_config(policy(upstream.base_url, "m/two"))
-    until(lambda: ask(gw).headers["x-gateway-model"] == "m/two", "the edited route")
+    poll(lambda: ask(gw).headers["x-gateway-model"] == "m/two", what="the edited route", context=gw.log)
     version = httpx.get(gw.url + "/admin/status").json()["config"]["version"]
 
     gw.write_config(policy(upstream.base_url, "m/one", broken=True))
-    status = until(lambda: (s := httpx.get(gw.url + "/admin/status").json())["config"]["last_reload_error"] and s, "the rejection")
+    status = poll(lambda: (s := httpx.get(gw.url + "/admin/status").json())["config"]["last_reload_error"] and s,
+                  what="the rejection", context=gw.log)
     errors = status["config"]["last_reload_error"]
-    assert errors == ["routes.auto.strategy (line 10): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'"]
+    line = broken_strategy_line(upstream.base_url)
+    assert errors == [f"routes.auto.strategy (line {line}): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'"]
     assert status["config"]["version"] == version and status["config"]["reloads_failed"] == 1
     assert errors == validate_output(gw.config_path)  # `gateway validate` says exactly the same
     response = ask(gw)
     assert response.status_code == 200 and response.headers["x-gateway-model"] == "m/two"  # still the last good file
-    assert "config reload rejected" in gw.log() and "routes.auto.strategy (line 10)" in gw.log()
+    assert "config reload rejected" in gw.log() and f"routes.auto.strategy (line {line})" in gw.log()
 
     gw.write_config(policy(upstream.base_url, "m/one"))
-    until(lambda: ask(gw).headers["x-gateway-model"] == "m/one", "the repaired file")
+    poll(lambda: ask(gw).headers["x-gateway-model"] == "m/one", what="the repaired file", context=gw.log)
     assert httpx.get(gw.url + "/admin/status").json()["config"]["last_reload_error"] is None
     assert gw.proc.pid == pid and gw.proc.poll() is None
 
@@ -82,27 +66,27 @@ def test_admin_reload_answers_with_the_result(start_gateway, upstream):
     gw.config_path.write_text(policy(upstream.base_url, broken=True))  # in place: the watcher may or may not see it first
     r = httpx.post(gw.url + "/admin/reload")
     assert r.status_code == 422 and r.json()["reloaded"] is False
-    assert r.json()["config"]["last_reload_error"][0].startswith("routes.auto.strategy (line 10)")
+    assert r.json()["config"]["last_reload_error"][0].startswith(f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})")
     gw.config_path.write_text(policy(upstream.base_url, "m/two"))
     r = httpx.post(gw.url + "/admin/reload")
     assert r.status_code == 200 and r.json()["reloaded"] is True
     assert ask(gw).headers["x-gateway-model"] == "m/two"
 
 
-def worker_views(gw, want: int, condition, timeout: float = 20.0) -> dict[int, dict]:
+def worker_views(gw, want: int, condition, timeout: float = 30.0) -> dict[int, dict]:
     """Poll /admin/status over fresh connections until `want` workers each satisfy `condition`."""
     seen: dict[int, dict] = {}
-    deadline = time.time() + timeout
-    while True:
+
+    def enough_workers() -> dict[int, dict] | None:
         status = httpx.get(gw.url + "/admin/status", headers={"connection": "close"}).json()
         if condition(status):
             seen[status["worker_pid"]] = status
         else:
             seen.pop(status["worker_pid"], None)
-        if len(seen) >= want:
-            return seen
-        assert time.time() < deadline, f"only {len(seen)} of {want} workers got there"
-        time.sleep(0.02)
+        return seen if len(seen) >= want else None
+
+    return poll(enough_workers, what=f"{want} workers to get there", timeout=timeout, interval=0.02,
+                context=lambda: f"workers there: {sorted(seen)}\n{gw.log()}")
 
 
 def test_every_worker_reloads_and_every_worker_rejects_a_broken_file(start_gateway, upstream):
@@ -120,7 +104,7 @@ def test_every_worker_reloads_and_every_worker_rejects_a_broken_file(start_gatew
     rejected = worker_views(gw, 2, lambda s: bool(s["config"]["last_reload_error"]))
     for status in rejected.values():
         assert status["config"]["version"] in versions  # still serving the last good file
-        assert status["config"]["last_reload_error"][0].startswith("routes.auto.strategy (line 10)")
+        assert status["config"]["last_reload_error"][0].startswith(f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})")
     for _ in range(10):
         response = ask(gw)
         assert response.status_code == 200 and response.headers["x-gateway-model"] == "m/two"

@@ -9,26 +9,19 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
 
+from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
 from tests.support.services import REPO
 
-CONFIG = """
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    api_key: sk-upstream
-    timeout_s: 60
-    models:
-      qwen/qwen3-32b: {{}}
-routes:
-  auto: {{models: [qwen/qwen3-32b]}}
-"""
-WORDS = "one two three four five six seven eight nine ten"
+WORDS = " ".join(f"word{i}" for i in range(1, 17))
+
+
+def policy(base_url: str) -> str:
+    return one_backend_policy(base_url, timeout_s=60)
 
 
 class StreamReader(threading.Thread):
@@ -47,7 +40,7 @@ class StreamReader(threading.Thread):
             with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=30) as response:
                 for chunk in response.iter_bytes():
                     self.body += chunk
-                    if b"one" in self.body:
+                    if b"word1 " in self.body:
                         self.first.set()
         except httpx.HTTPError as exc:
             self.error = exc
@@ -65,41 +58,42 @@ def refuses_connections(url: str) -> bool:
     return False
 
 
-def poll(condition, timeout: float = 15.0) -> bool:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_in_flight_streams_then_exits_zero(start_gateway, upstream, workers):
-    upstream.reset(content=WORDS, chunk_delay_s=0.25)  # a stream of about three seconds
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), workers=workers, env={"GATEWAY_SHUTDOWN_GRACE_S": "20"})
+    # Sixteen words 0.25 s apart: a four-second stream, well inside the grace period. How
+    # long the gateway takes to stop accepting does not matter: the stream was unfinished
+    # when SIGTERM came (uvicorn found its connection open), and it must arrive whole.
+    upstream.reset(content=WORDS, chunk_delay_s=0.25)
+    gw = start_gateway(policy(upstream.base_url), workers=workers, env={"GATEWAY_SHUTDOWN_GRACE_S": "60"})
     reader = StreamReader(gw.url)
     reader.start()
-    assert reader.first.wait(10) and reader.error is None
+    assert reader.first.wait(30) and reader.error is None
+    before_sigterm = reader.body
     gw.signal(signal.SIGTERM)
-    assert poll(lambda: refuses_connections(gw.url)), "still accepting new connections after SIGTERM"
-    assert reader.is_alive(), "the in-flight stream was cut instead of drained"
-    reader.join(20)
-    assert reader.error is None
-    assert WORDS.split()[-1].encode() in reader.body and reader.body.rstrip().endswith(b"data: [DONE]")
-    assert gw.proc.wait(20) == 0
+    assert b"[DONE]" not in before_sigterm
+    poll(lambda: refuses_connections(gw.url), what="new connections to be refused after SIGTERM", context=gw.log)
+    reader.join(60)
+    assert not reader.is_alive() and reader.error is None, reader.error
+    text = reader.body.decode()
+    assert [w for w in WORDS.split() if f'"{w} "' in text] == WORDS.split(), "the in-flight stream was cut instead of drained"
+    assert reader.body.rstrip().endswith(b"data: [DONE]")
+    poll(lambda: upstream.streams_completed == 1, what="the upstream to finish its stream")
+    assert upstream.streams_aborted == 0
+    assert gw.proc.wait(30) == 0
+    assert "Waiting for connections to close" in gw.log()  # uvicorn's word for "shut down with this stream in flight"
     assert gw.log().count("gateway stopped after") == workers  # each worker ran its shutdown steps
 
 
 def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exits_zero(start_gateway, upstream):
-    upstream.reset(content=" ".join(["word"] * 200), chunk_delay_s=0.2)  # forty seconds
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
+    upstream.reset(content=" ".join(["word"] * 300), chunk_delay_s=0.2)  # a minute
+    gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
     reader = StreamReader(gw.url)
     reader.start()
-    assert poll(lambda: b"word" in reader.body, 10)
+    poll(lambda: b"word" in reader.body, what="the stream's first word")
     gw.signal(signal.SIGTERM)
-    assert gw.proc.wait(20) == 0
-    reader.join(10)
+    assert gw.proc.wait(30) == 0
+    reader.join(30)
+    assert not reader.is_alive()
     assert not reader.body.rstrip().endswith(b"data: [DONE]")
     assert "timeout graceful shutdown exceeded" in gw.log()
     assert "gateway stopped after" in gw.log()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from tests.support.poll import poll
 from tests.support.services import REPO
 from tests.usage.fixtures import EVENTS
 
@@ -46,16 +46,13 @@ def rankings(url: str, **params) -> dict:
     return response.json()
 
 
-def poll_rankings(url: str, predicate, timeout: float = 20.0, **params) -> dict:
-    """The rankings once predicate(body) holds; fails with the last body otherwise."""
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            body = rankings(url, **params)
-            if predicate(body):
-                return body
-        except (httpx.HTTPError, AssertionError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"rankings never satisfied the condition; last: {body.get('totals')}")
+def poll_rankings(url: str, predicate, timeout: float = 30.0, **params) -> dict:
+    """The rankings once predicate(body) holds; fails with the last totals otherwise."""
+    seen: dict = {}
+
+    def satisfied() -> dict | None:
+        seen["body"] = rankings(url, **params)
+        return seen["body"] if predicate(seen["body"]) else None
+
+    return poll(satisfied, what="the rankings to satisfy the condition", timeout=timeout,
+                ignore=(httpx.HTTPError, AssertionError), context=lambda: f"last totals: {seen.get('body', {}).get('totals')}")
