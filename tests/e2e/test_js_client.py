@@ -1,5 +1,6 @@
 """The official `openai` npm package as a caller: tests/js/client_check.mjs against the real
-gateway and a fake upstream. Its dependencies come from the committed package-lock.json."""
+gateway and a fake upstream. Its dependencies come from the committed package-lock.json;
+`make test` installs them beforehand (`make js-deps`), so this test normally finds them."""
 
 from __future__ import annotations
 
@@ -7,37 +8,33 @@ import json
 import os
 import subprocess
 
+import pytest
+
+from tests.support.policies import one_backend_policy
 from tests.support.services import REPO, require_binary
 
 JS_DIR = REPO / "tests" / "js"
-
-CONFIG = """
-backends:
-  up:
-    type: openai
-    base_url: {base_url}
-    models:
-      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B}}
-routes:
-  auto:
-    models: [qwen/qwen3-32b]
-"""
+NPM_CI_TIMEOUT_S = 300
 
 
 def _install_js_deps(npm: str) -> None:
-    """`npm ci` unless node_modules already holds the locked openai version."""
+    """`npm ci` unless node_modules already holds the locked openai version.
+
+    A fallback for running this test on its own: `make test` has run `make js-deps` already.
+    """
     locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]["node_modules/openai"]["version"]
     installed = JS_DIR / "node_modules" / "openai" / "package.json"
     if installed.exists() and json.loads(installed.read_text())["version"] == locked:
         return
-    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=NPM_CI_TIMEOUT_S)
     assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
 
 
+@pytest.mark.timeout(NPM_CI_TIMEOUT_S + 120)  # room for the fallback `npm ci`, then the check itself
 def test_openai_npm_client_against_the_gateway(start_gateway, upstream):
     node = require_binary("node")
     _install_js_deps(require_binary("npm"))
-    gw = start_gateway(CONFIG.format(base_url=upstream.base_url))
+    gw = start_gateway(one_backend_policy(upstream.base_url, api_key=None, models={"qwen/qwen3-32b": {"upstream_id": "Qwen/Qwen3-32B"}}))
     env = {**os.environ, "GATEWAY_BASE_URL": gw.url + "/v1", "GATEWAY_MODEL": "auto"}
     done = subprocess.run([node, "client_check.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"client_check.mjs failed:\n{done.stdout}\n{done.stderr}\n{gw.log()}"
