@@ -24,7 +24,7 @@ SERIES_COLOURS = ["#6366f1", "#f59e0b", "#10b981", "#ef4444", "#3b82f6"]
 
 def chromium(url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess:
     binary = require_binary("chromium")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1280,1400"]
     return subprocess.run([binary, *flags, *mode, url], capture_output=True, timeout=90)
