@@ -1,0 +1,88 @@
+"""`gateway models --config FILE` as an admin runs it: what a policy serves, at what price,
+and which backends are off (no API key), as two aligned tables."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from gateway.cli import main
+from tests.support.services import REPO
+
+CELL = re.compile(r"\S+(?: \S+)*")  # cells are separated by two spaces or more
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """The output's tables (split at blank lines), each a list of rows of cells.
+
+    Checks on the way that every row's cells start under their column's heading.
+    """
+    found = []
+    for block in text.strip().split("\n\n"):
+        lines = block.splitlines()
+        columns = [m.start() for m in CELL.finditer(lines[0])]
+        rows = []
+        for line in lines:
+            cells = list(CELL.finditer(line))
+            assert [m.start() for m in cells] == columns[:len(cells)], f"misaligned row:\n{lines[0]}\n{line}"
+            rows.append([m.group() for m in cells])
+        found.append(rows)
+    return found
+
+
+def test_models_lists_the_default_policy(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gateway", "models", "--config", "policies/default.yaml"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    offers, routes = tables(result.stdout)
+    assert offers == [
+        ["MODEL", "BACKEND", "UPSTREAM ID", "CONTEXT", "IN $/1M", "OUT $/1M", "STATUS"],
+        ["mock/mock-small", "mock", "mock/mock-small", "8,192", "0.05", "0.10", "enabled"],
+        ["mock/mock-large", "mock", "mock/mock-large", "131,072", "0.50", "1.50", "enabled"],
+    ]
+    assert routes == [
+        ["ROUTE", "STRATEGY", "MODELS", "TASKS"],
+        ["auto", "cost", "mock/mock-small, mock/mock-large", "code: mock/mock-large; long_context: mock/mock-large"],
+    ]
+    assert result.stderr == ""
+
+
+def test_backends_without_a_key_are_listed_as_disabled_with_a_warning(tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "backends:\n"
+        "  local:\n"
+        "    type: vllm\n"
+        "    base_url: http://127.0.0.1:9/v1\n"
+        "    models:\n"
+        "      qwen/qwen3-32b: {upstream_id: Qwen/Qwen3-32B, context_length: 32768}\n"
+        "  hosted:\n"
+        "    type: openrouter\n"
+        "    models:\n"
+        "      deepseek/deepseek-v3.2: {context_length: 163840, input_price: 0.27, output_price: 0.4}\n"
+        "routes:\n"
+        "  auto:\n"
+        "    strategy: ordered\n"
+        "    models: [qwen/qwen3-32b, deepseek/deepseek-v3.2]\n"
+        "  cheap: {models: [deepseek/deepseek-v3.2]}\n"
+    )
+    assert main(["models", "--config", str(policy)]) == 0
+    out, err = capsys.readouterr()
+    offers, routes = tables(out)
+    assert offers[1:] == [
+        ["qwen/qwen3-32b", "local", "Qwen/Qwen3-32B", "32,768", "0.00", "0.00", "enabled"],
+        ["deepseek/deepseek-v3.2", "hosted", "deepseek/deepseek-v3.2", "163,840", "0.27", "0.40", "disabled"],
+    ]
+    assert routes[1:] == [["auto", "ordered", "qwen/qwen3-32b, deepseek/deepseek-v3.2", "-"],
+                          ["cheap", "cost", "deepseek/deepseek-v3.2", "-"]]
+    assert err.splitlines() == ["warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"]
+
+
+def test_an_invalid_policy_exits_1_and_says_where(tmp_path, capsys):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("backends:\n  a: {type: mock, models: {m/x: {}}}\nroutes:\n  r: {strategy: fastest, models: [m/x]}\n")
+    assert main(["models", "--config", str(policy)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "routes.r.strategy (line 4)" in err
