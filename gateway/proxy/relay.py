@@ -30,10 +30,15 @@ class StreamFailedEarly(Exception):
 class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
-    __slots__ = ("strip_usage", "usage", "content_events", "first_content_at", "saw_done", "_tail", "_started")
+    __slots__ = ("strip_usage", "hold_done", "done_held", "meta", "usage", "content_events", "first_content_at", "saw_done", "_tail", "_started")
 
-    def __init__(self, strip_usage: bool) -> None:
+    def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:
         self.strip_usage = strip_usage
+        # The client asked for usage: if the upstream ends without any, `[DONE]` is held back
+        # so the relay can send an estimated usage chunk first, as OpenAI always sends one.
+        self.hold_done = hold_done
+        self.done_held = False
+        self.meta: tuple[Any, Any, Any] | None = None  # id, created, model of the stream
         self.usage: Usage | None = None
         self.content_events = 0
         self.first_content_at: float | None = None
@@ -56,7 +61,13 @@ class SseAccountant:
             return b""
         complete, self._tail = data[: cut + 2], data[cut + 2 :]
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
-        if self._started and b'"usage"' not in complete and b'"error"' not in complete:
+        if (
+            self._started
+            and b'"usage":{' not in complete
+            and b'"usage": {' not in complete
+            and b'"error"' not in complete
+            and not (self.hold_done and self.usage is None and DONE in complete)
+        ):
             # Anchored at line starts: content text may itself contain "data: {" or "[DONE]"
             # (JSON strings cannot hold a raw newline, so "\ndata:" is always a field).
             self.content_events += complete.count(b"\ndata: {") + complete.startswith(b"data: {")
@@ -77,6 +88,13 @@ class SseAccountant:
         tail, self._tail = self._tail, b""
         return tail
 
+    def closing_events(self, usage: Usage) -> bytes:
+        """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
+        chunk_id, created, model = self.meta or (None, None, None)
+        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": counts}
+        return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
+
     def _inspect(self, event: bytes) -> bool:
         """Account one event; return False to drop it."""
         payload = _data_of(event)
@@ -84,6 +102,9 @@ class SseAccountant:
             return True  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
             self.saw_done = True
+            if self.hold_done and self.usage is None:
+                self.done_held = True
+                return False
             return True
         try:
             obj: Any = orjson.loads(payload)
@@ -91,6 +112,8 @@ class SseAccountant:
             return True
         if not isinstance(obj, dict):
             return True
+        if self.meta is None:
+            self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
         if "error" in obj and not obj.get("choices"):
             if not self._started:
                 err = obj.get("error") or {}
