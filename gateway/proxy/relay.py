@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.sse import EventCutter, data_of
 from gateway.proxy.usage import Usage
 
 DONE = b"data: [DONE]"
@@ -30,7 +31,7 @@ class StreamFailedEarly(Exception):
 class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
-    __slots__ = ("strip_usage", "hold_done", "done_held", "meta", "usage", "content_events", "first_content_at", "saw_done", "_tail", "_started")
+    __slots__ = ("strip_usage", "hold_done", "done_held", "meta", "usage", "content_events", "first_content_at", "saw_done", "_events", "_started")
 
     def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:
         self.strip_usage = strip_usage
@@ -43,7 +44,7 @@ class SseAccountant:
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False
-        self._tail = b""
+        self._events = EventCutter()
         self._started = False
 
     @property
@@ -52,14 +53,9 @@ class SseAccountant:
         return self._started
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self._tail = data
+        complete = self._events.complete(chunk)
+        if not complete:
             return b""
-        complete, self._tail = data[: cut + 2], data[cut + 2 :]
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
         if (
             self._started
@@ -85,8 +81,7 @@ class SseAccountant:
 
     def flush(self) -> bytes:
         """Whatever the upstream left unterminated at the end of the stream."""
-        tail, self._tail = self._tail, b""
-        return tail
+        return self._events.rest()
 
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
@@ -97,7 +92,7 @@ class SseAccountant:
 
     def _inspect(self, event: bytes) -> bool:
         """Account one event; return False to drop it."""
-        payload = _data_of(event)
+        payload = data_of(event)
         if payload is None:
             return True  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
@@ -133,11 +128,6 @@ class SseAccountant:
         elif usage is not None and self.strip_usage:
             return False
         return True
-
-
-def _data_of(event: bytes) -> bytes | None:
-    lines = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
 
 
 def _has_content(choices: Any) -> bool:
