@@ -38,7 +38,9 @@ log = logging.getLogger("gateway.ratelimit")
 
 WINDOW_S = 60.0
 _STRICTLY_AFTER = 0.05  # at the exact moment the estimate equals the limit it still refuses
-KEY_PREFIX = "gw:rl:"
+# One hash tag for every counter: a script checks several limits (key and route) at once, and
+# on Redis Cluster the keys of one script call must live in one slot.
+KEY_PREFIX = "{gw:rl}:"
 
 # KEYS: per limit, this window's key then the previous window's. ARGV: the previous
 # window's weight, the keys' time to live (ms), then each limit. Checks every limit before

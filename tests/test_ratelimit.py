@@ -128,7 +128,7 @@ async def test_replicas_share_counters_through_redis(redis_server):
         ok += await admitted(a if i % 2 else b, 1)
     assert ok == 5  # one limit of 5 for key `app`, whichever replica counted
     # Counters expire on their own.
-    ttl = await clients[0].pttl(f"gw:rl:key:app:{int(clock.now // WINDOW_S)}")
+    ttl = await clients[0].pttl(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}")
     assert 0 < ttl <= 2 * WINDOW_S * 1000 + 5000
     for c in clients:
         await c.aclose()
@@ -154,5 +154,5 @@ async def test_a_failing_redis_lets_requests_through_counted_locally_then_shares
 
     await asyncio.sleep(0.25)  # past store_retry_s: the next request tries Redis again
     assert await admitted(limiter, 1) == 1
-    assert await client.get(f"gw:rl:key:app:{int(clock.now // WINDOW_S)}") == b"1"  # counted in Redis (restarted empty)
+    assert await client.get(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}") == b"1"  # counted in Redis (restarted empty)
     await client.aclose()

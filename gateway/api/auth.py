@@ -6,6 +6,7 @@ here without touching the routes.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -46,6 +47,6 @@ class Authenticator:
     def authenticate_admin(self, request: Request) -> Principal:
         if not self._admin_key:
             return self.authenticate(request)
-        if self._bearer(request) != self._admin_key:
+        if not hmac.compare_digest((self._bearer(request) or "").encode(), self._admin_key.encode()):
             raise GatewayError(401, "This endpoint needs the admin key.", code="invalid_admin_key")
         return Principal("admin")

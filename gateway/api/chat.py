@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import orjson
@@ -56,7 +55,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def chat_completions(request: Request) -> Response:
     t0 = time.perf_counter()
     state: AppState = request.app.state.gateway
-    request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
+    request_id = request.headers.get("x-request-id") or state.request_ids.next()
     base_headers = {"x-request-id": request_id}
     decision = None
     try:
@@ -91,6 +90,7 @@ async def chat_completions(request: Request) -> Response:
         if outcome.offer:
             base_headers["x-gateway-backend"] = outcome.offer.backend
             base_headers["x-gateway-model"] = outcome.offer.model
+        base_headers["x-gateway-overhead-ms"] = f"{outcome.overhead_s * 1000:.2f}"
         return exc.to_response(base_headers)
     except asyncio.CancelledError:
         outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
@@ -106,6 +106,9 @@ async def chat_completions(request: Request) -> Response:
         outcome.usage = opened.usage
         _finish(state, outcome, chat, t0, overhead_s)
         return Response(opened.body, status_code=200, media_type="application/json", headers=base_headers)
+    # Proxies in front (nginx ingress) must not buffer or cache an event stream.
+    base_headers["cache-control"] = "no-cache"
+    base_headers["x-accel-buffering"] = "no"
     return _RelayResponse(state, opened, outcome, chat, t0, headers=base_headers)
 
 
@@ -180,6 +183,11 @@ async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, ch
             tail = accountant.flush()
             if tail:
                 yield tail
+        if accountant.done_held:
+            # The client asked for usage and the upstream sent none: estimate it, say so in
+            # the ledger, and still end the stream the way OpenAI does.
+            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+            yield accountant.closing_events(outcome.usage)
     except UpstreamError as exc:
         # Bytes already reached the client: no fallback. Tell the SDK the stream broke.
         outcome.status, outcome.error = 502, exc.reason
@@ -195,7 +203,7 @@ async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, ch
         if outcome.status >= 400:
             last.error = outcome.error
         state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-        outcome.usage = accountant.usage
+        outcome.usage = accountant.usage or outcome.usage
         if outcome.usage is None:
             # The upstream sent no usage: estimate and say so.
             outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)

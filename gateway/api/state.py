@@ -13,6 +13,7 @@ from gateway.api.auth import Authenticator
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.metrics import Metrics
+from gateway.ids import RequestIds
 from gateway.proxy.outcome import Observers
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -31,6 +32,7 @@ class AppState:
     backends: BackendPool
     auth: Authenticator
     observers: Observers = field(default_factory=Observers)
+    request_ids: RequestIds = field(default_factory=RequestIds)
     tasks: list[asyncio.Task] = field(default_factory=list)  # background work to cancel at shutdown
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
     closers: list = field(default_factory=list)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway.backends.anthropic_translate import FINISH_REASONS, openai_error, openai_usage
+from gateway.protocol.sse import EventCutter, data_of
 
 
 class StreamTranslator:
@@ -33,34 +34,27 @@ class StreamTranslator:
         self.finished = False  # the finish-reason chunk went out
         self.done = False  # [DONE] went out
         self._tool_calls: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
-        self._buffer = b""
+        self._events = EventCutter()
 
     def feed(self, data: bytes) -> bytes:
-        buffer = self._buffer + data if self._buffer else data
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._buffer = buffer
-            return b""
-        complete, self._buffer = buffer[:cut], buffer[cut + 2 :]
+        complete = self._events.complete(data)
         out = [self._translate(event) for event in complete.split(b"\n\n") if event]
         return b"".join(out)
 
     def finish(self) -> bytes:
         """At the end of the upstream stream: translate a last unterminated event, close properly."""
-        tail, self._buffer = self._buffer, b""
+        tail = self._events.rest()
         out = self._translate(tail) if tail.strip() else b""
         if self.finished and not self.done:
             out += self._close()  # message_delta arrived but message_stop did not: still end cleanly
         return out
 
     def _translate(self, event: bytes) -> bytes:
-        data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-        if not data:
+        data = data_of(event)
+        if data is None:
             return b""
         try:
-            obj = orjson.loads(b"\n".join(data))
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return b""
         if not isinstance(obj, dict):

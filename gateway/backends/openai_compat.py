@@ -8,7 +8,6 @@ concurrency where httpx's default transport does not (see the README's performan
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -61,7 +60,6 @@ class OpenAICompatBackend(Backend):
         headers = {"content-type": "application/json", "accept-encoding": "identity", **vendor.headers, **config.headers}
         if config.api_key:
             headers.update(self.auth_headers(config.api_key))
-        self._first_byte_timeout = config.first_byte_timeout_s or config.timeout_s
         self._total_timeout = config.timeout_s
         limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
@@ -89,10 +87,11 @@ class OpenAICompatBackend(Backend):
         if extra_headers:
             headers = headers + [(k.encode(), v.encode()) for k, v in extra_headers.items()]
         http_request = httpx.Request("POST", self._url, headers=headers, content=body, extensions=self._timeout)
+        # The call's overall deadline (first content for streams, the whole answer otherwise)
+        # is the fallback loop's (gateway.proxy.attempts); httpx enforces connect and read.
         try:
-            async with asyncio.timeout(self._first_byte_timeout):
-                response = await self._transport.handle_async_request(http_request)
-        except (TimeoutError, httpx.TimeoutException) as exc:
+            response = await self._transport.handle_async_request(http_request)
+        except httpx.TimeoutException as exc:
             # aiohttp reports refused connections as a connect *timeout*; both mean: not reachable.
             kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
             raise UpstreamError(kind, f"{self.name}: {kind} failure ({type(exc).__name__})") from None
@@ -123,7 +122,10 @@ class OpenAICompatBackend(Backend):
                     break
         except httpx.HTTPError:
             pass
-        return bytes(out[:_MAX_ERROR_BODY])
+        body = bytes(out[:_MAX_ERROR_BODY])
+        # Upstreams sometimes quote the key they were sent; it must never reach a client.
+        key = self.config.api_key
+        return body.replace(key.encode(), b"[redacted]") if key and len(key) >= 8 else body
 
     async def check_health(self) -> bool:
         if not self.health_url:

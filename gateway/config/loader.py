@@ -121,7 +121,9 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
         line = mark.line + 1 if mark else None
         raise ConfigError(source, [Problem("", line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     if data is None:
-        data = {}
+        # An empty file is far more often a truncated save than a policy: swapping it in
+        # would stop every route, so it is rejected like any other broken edit.
+        raise ConfigError(source, [Problem("", 1, "the file is empty: a policy needs at least one backend with models")])
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with backends, models and routes")])
     lines = _line_map(text)
@@ -151,6 +153,9 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
 def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[Problem]:
     served = {m for b in config.backends.values() for m in b.models}
     problems = []
+    if not served:
+        path = ("backends",)
+        problems.append(Problem("backends", _nearest_line(lines, path), "no backend declares any model: the gateway would serve nothing"))
     for name, route in config.routes.items():
         if "/" in name:
             problems.append(Problem(f"routes.{name}", lines.get(("routes", name)), "route names may not contain `/` (model ids do)"))

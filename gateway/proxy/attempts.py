@@ -85,9 +85,11 @@ async def open_answer(
         observers.attempt_started(offer)
         started = time.perf_counter()
         request = UpstreamRequest(offer, upstream_payload(chat, offer.upstream_id), chat.stream, headers)
-        # Until its first content, an answer may take the backend's first-byte allowance (or
-        # what is left of the request's deadline); past that, another candidate gets a turn.
-        limit = min(remaining, first_content_timeout(backend.config)) if chat.stream else remaining
+        # Until its first content, a stream may take the backend's first-byte allowance; a
+        # non-streamed answer (whose headers come only once it is generated) its whole
+        # `timeout_s`; either within what is left of the request's deadline. Past that,
+        # another candidate gets a turn.
+        limit = min(remaining, first_content_timeout(backend.config) if chat.stream else backend.config.timeout_s)
         try:
             try:
                 async with asyncio.timeout(limit):
@@ -162,7 +164,7 @@ async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
 
 
 async def _pre_read_stream(offer: Offer, response: UpstreamResponse, chat: ChatRequest) -> OpenedAnswer:
-    accountant = SseAccountant(strip_usage=not chat.include_usage)
+    accountant = SseAccountant(strip_usage=not chat.include_usage, hold_done=chat.include_usage)
     parts: list[bytes] = []
     iterator = response.aiter_bytes()
     ended = True
@@ -214,6 +216,13 @@ def _error_message(body: bytes) -> str:
     return _SECRET.sub("[redacted]", message)[:2000]
 
 
+def _upstream_message(error: UpstreamError) -> str:
+    """The upstream's words: from its error body, else from an error event in its stream."""
+    if error.body:
+        return _error_message(error.body)
+    return _SECRET.sub("[redacted]", error.message)[:2000] or "upstream error"
+
+
 def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome: CallOutcome | None = None) -> GatewayError:
     """What the client sees when no candidate answered. Never echoes upstream credentials."""
     if outcome is not None:
@@ -227,7 +236,7 @@ def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome
     if error.kind == "connect":
         return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
     if error.kind == "context_length":
-        return GatewayError(400, _error_message(error.body), code="context_length_exceeded", param="messages")
+        return GatewayError(400, _upstream_message(error), code="context_length_exceeded", param="messages")
     status = error.status or 502
     if status == 429:
         headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
@@ -236,5 +245,5 @@ def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome
         return GatewayError(502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed")
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
-        return GatewayError(status, _error_message(error.body), code="upstream_rejected_request")
+        return GatewayError(status, _upstream_message(error), code="upstream_rejected_request")
     return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")

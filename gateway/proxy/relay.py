@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.sse import EventCutter, data_of
 from gateway.proxy.usage import Usage
 
 DONE = b"data: [DONE]"
@@ -30,15 +31,20 @@ class StreamFailedEarly(Exception):
 class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
-    __slots__ = ("strip_usage", "usage", "content_events", "first_content_at", "saw_done", "_tail", "_started")
+    __slots__ = ("strip_usage", "hold_done", "done_held", "meta", "usage", "content_events", "first_content_at", "saw_done", "_events", "_started")
 
-    def __init__(self, strip_usage: bool) -> None:
+    def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:
         self.strip_usage = strip_usage
+        # The client asked for usage: if the upstream ends without any, `[DONE]` is held back
+        # so the relay can send an estimated usage chunk first, as OpenAI always sends one.
+        self.hold_done = hold_done
+        self.done_held = False
+        self.meta: tuple[Any, Any, Any] | None = None  # id, created, model of the stream
         self.usage: Usage | None = None
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False
-        self._tail = b""
+        self._events = EventCutter()
         self._started = False
 
     @property
@@ -47,16 +53,17 @@ class SseAccountant:
         return self._started
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._tail + chunk if self._tail else chunk
-        if b"\r\n" in data:
-            data = data.replace(b"\r\n", b"\n")
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self._tail = data
+        complete = self._events.complete(chunk)
+        if not complete:
             return b""
-        complete, self._tail = data[: cut + 2], data[cut + 2 :]
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
-        if self._started and b'"usage"' not in complete and b'"error"' not in complete:
+        if (
+            self._started
+            and b'"usage":{' not in complete
+            and b'"usage": {' not in complete
+            and b'"error"' not in complete
+            and not (self.hold_done and self.usage is None and DONE in complete)
+        ):
             # Anchored at line starts: content text may itself contain "data: {" or "[DONE]"
             # (JSON strings cannot hold a raw newline, so "\ndata:" is always a field).
             self.content_events += complete.count(b"\ndata: {") + complete.startswith(b"data: {")
@@ -74,16 +81,25 @@ class SseAccountant:
 
     def flush(self) -> bytes:
         """Whatever the upstream left unterminated at the end of the stream."""
-        tail, self._tail = self._tail, b""
-        return tail
+        return self._events.rest()
+
+    def closing_events(self, usage: Usage) -> bytes:
+        """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
+        chunk_id, created, model = self.meta or (None, None, None)
+        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": counts}
+        return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
 
     def _inspect(self, event: bytes) -> bool:
         """Account one event; return False to drop it."""
-        payload = _data_of(event)
+        payload = data_of(event)
         if payload is None:
             return True  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
             self.saw_done = True
+            if self.hold_done and self.usage is None:
+                self.done_held = True
+                return False
             return True
         try:
             obj: Any = orjson.loads(payload)
@@ -91,6 +107,8 @@ class SseAccountant:
             return True
         if not isinstance(obj, dict):
             return True
+        if self.meta is None:
+            self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
         if "error" in obj and not obj.get("choices"):
             if not self._started:
                 err = obj.get("error") or {}
@@ -110,11 +128,6 @@ class SseAccountant:
         elif usage is not None and self.strip_usage:
             return False
         return True
-
-
-def _data_of(event: bytes) -> bytes | None:
-    lines = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
 
 
 def _has_content(choices: Any) -> bool:

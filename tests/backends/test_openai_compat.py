@@ -144,18 +144,6 @@ async def test_transport_failures_are_classified(router, exc, kind):
     assert caught.value.kind == kind and caught.value.retryable
 
 
-async def test_first_byte_timeout_fails_over(router):
-    async def slow(request):
-        await asyncio.sleep(5)
-        return httpx.Response(200, json=COMPLETION)
-
-    router.post(f"{BASE}/chat/completions").mock(side_effect=slow)
-    backend = backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE, first_byte_timeout_s=0.05)
-    with pytest.raises(UpstreamError) as caught:
-        await call(backend)
-    assert caught.value.kind == "timeout" and caught.value.retryable
-
-
 @pytest.mark.parametrize(("exc", "kind"), [(httpx.ReadTimeout("stalled"), "timeout"), (httpx.ReadError("reset"), "protocol")])
 async def test_failure_mid_answer_is_classified(router, exc, kind):
     router.post(f"{BASE}/chat/completions").respond(200, stream=ChunkedStream([b"data: {}\n\n"], then_raise=exc))

@@ -64,7 +64,7 @@ def test_environment_reaches_nested_values(monkeypatch):
 
 def test_interpolated_numbers_are_validated_as_numbers(monkeypatch):
     monkeypatch.setenv("GW_TEST_TIMEOUT", "12.5")
-    config, _ = parse("backends:\n  m:\n    type: mock\n    timeout_s: ${GW_TEST_TIMEOUT}\n")
+    config, _ = parse("backends:\n  m:\n    type: mock\n    timeout_s: ${GW_TEST_TIMEOUT}\n    models: {m/x: {}}\n")
     assert config.backends["m"].timeout_s == 12.5
 
 
@@ -154,11 +154,6 @@ def test_file_must_be_a_mapping(text):
     assert "must be a mapping" in problems_of(text)[0].message
 
 
-def test_empty_file_is_an_empty_config():
-    config, warnings = parse("")
-    assert config.backends == {} and warnings == []
-
-
 def test_vendor_without_its_key_is_disabled_with_one_warning(monkeypatch):
     monkeypatch.delenv("GW_TEST_OPENROUTER_KEY", raising=False)
     text = """
@@ -207,3 +202,14 @@ def test_load_config_reports_an_unreadable_file(tmp_path):
 def test_shipped_default_policy_is_valid():
     config, _ = load_config(REPO / "policies" / "default.yaml")
     assert config.routes and config.backends
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("", "the file is empty"), ("# only a comment\n", "the file is empty"), ("backends:\n  m: {type: mock}\n", "no backend declares any model")],
+)
+def test_a_policy_that_would_serve_nothing_is_rejected(text, fragment):
+    # A truncated save must not be hot-swapped in and stop every route.
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "policy.yaml")
+    assert fragment in str(caught.value.problems[0])

@@ -201,3 +201,23 @@ def test_several_workers_serve(start_gateway, upstream, openai_client):
     for _ in range(6):
         assert client.chat.completions.create(**ask()).choices[0].message.content
     assert len(upstream.received) == 6
+
+
+def test_include_usage_is_honoured_even_when_the_upstream_sends_none(gw, upstream, openai_client):
+    upstream.reset(send_usage=False, content="one two three")
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, stream_options={"include_usage": True})))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens > 0 and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == "one two three"
+
+
+def test_streams_tell_proxies_not_to_buffer_and_errors_carry_overhead(gw, upstream):
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=ask(stream=True)) as r:
+        r.read()
+    assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
+    upstream.reset(status=500)
+    r = httpx.post(gw.url + "/v1/chat/completions", json=ask())
+    assert r.status_code == 502 and float(r.headers["x-gateway-overhead-ms"]) >= 0

@@ -50,7 +50,7 @@ def test_limits_count_in_redis_and_a_redis_outage_fails_no_request(start_gateway
     for _ in range(2):
         assert httpx.post(gw.url + "/v1/chat/completions", json=ask_model, headers=headers).status_code == 200
     shared = redis.Redis(port=redis_server.port)
-    assert sum(int(shared.get(key)) for key in shared.keys("gw:rl:route:qwen/qwen3-32b:*")) == 2
+    assert sum(int(shared.get(key)) for key in shared.keys("{gw:rl}:route:qwen/qwen3-32b:*")) == 2
     redis_server.stop()
     for _ in range(3):
         r = httpx.post(gw.url + "/v1/chat/completions", json=ask_model, headers=headers)

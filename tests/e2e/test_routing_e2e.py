@@ -167,7 +167,7 @@ backends:
   first:
     type: openai
     base_url: {a}
-    timeout_s: 5
+    timeout_s: 1
     first_byte_timeout_s: 0.5
     circuit: {{failure_threshold: {threshold}, cooldown_s: 60}}
     models:
@@ -207,7 +207,7 @@ def stream_text(client, **extra) -> tuple[str, str]:
         {"status": 500},
         {"status": 503},
         {"status": 429, "headers": {"retry-after": "1"}},
-        {"delay_s": 3.0},  # hangs past first_byte_timeout_s
+        {"delay_s": 3.0},  # hangs past timeout_s (non-streamed) and first_byte_timeout_s (streamed)
         {"status": 400, "error_body": {"error": {"message": "This model's maximum context length is 8192 tokens.",
                                                  "code": "context_length_exceeded"}}},
     ],

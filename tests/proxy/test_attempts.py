@@ -55,6 +55,9 @@ class Scripted(Backend):
             return Bytes([OK_BODY])
         if step == "hang":
             await asyncio.sleep(3600)
+        if step == "slow_ok":  # a non-streamed answer whose headers come only once generated
+            await asyncio.sleep(0.5)
+            return Bytes([OK_BODY])
         if step == "stream_error_first":
             return Bytes(sse({"error": {"message": "overloaded", "code": 503}}), "text/event-stream")
         if step == "context":
@@ -157,6 +160,12 @@ async def test_a_stream_that_hangs_before_content_gives_way_after_the_first_byte
     opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=True)
     assert opened.offer.backend == "b" and outcome.attempts[0].error == "timeout"
     assert b'"content":"hi"' in opened.prefix
+
+
+async def test_a_non_streamed_answer_may_take_longer_than_the_first_byte_allowance():
+    a, b = Scripted("a", ["slow_ok"], first_byte_timeout_s=0.1), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "a" and b.calls == []
 
 
 async def test_a_stream_whose_first_event_is_an_error_falls_back():
