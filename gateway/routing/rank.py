@@ -70,9 +70,10 @@ def estimated_cost(candidate: Candidate, facts: RequestFacts) -> float:
 
 def weight_of(candidate: Candidate, weights: dict[str, float]) -> float:
     offer = candidate.offer
-    for key in (f"{offer.backend}/{offer.model}", offer.model, offer.backend):
-        if key in weights:
-            return weights[key]
+    if weights:
+        for key in (offer.qualified_id, offer.model, offer.backend):
+            if key in weights:
+                return weights[key]
     return offer.spec.weight
 
 
