@@ -13,7 +13,7 @@ target gets that tuple as is; only a `models` array builds a new list, to renumb
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.routing.resolve import Target
@@ -31,6 +31,12 @@ class Candidate:
     names: tuple[str, str]  # what a client may call its provider: backend name and type, lower-cased
     # Declared capabilities (`json_schema` implies `json`); None: undeclared, assumed capable.
     capabilities: frozenset[str] | None = None
+    # The offer's figures every request's filters and cost ranking read, copied from its
+    # spec: a slots attribute is several times cheaper to read than a pydantic field.
+    context_length: int = 0
+    max_output_tokens: int | None = None
+    input_price: float = 0.0
+    output_price: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,7 @@ def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Se
         for c in found.candidates:
             if c.key not in seen:
                 seen.add(c.key)
-                out.append(Candidate(c.offer, tier + c.tier, len(out), c.source, c.key, c.names, c.capabilities))
+                out.append(replace(c, tier=tier + c.tier, position=len(out)))
         tier += found.tiers
     return out
 
@@ -93,7 +99,11 @@ def _build(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandid
 def _candidate(offer: Offer, tier: int, position: int, source: str, snapshot: ConfigSnapshot) -> Candidate:
     config = snapshot.backends.get(offer.backend)
     names = (offer.backend.lower(), (config.type if config else offer.backend).lower())
-    return Candidate(offer, tier, position, source, offer.key, names, _declared(offer, snapshot))
+    spec = offer.spec
+    return Candidate(
+        offer, tier, position, source, offer.key, names, _declared(offer, snapshot),
+        spec.context_length, spec.max_output_tokens, spec.input_price, spec.output_price,
+    )
 
 
 def _declared(offer: Offer, snapshot: ConfigSnapshot) -> frozenset[str] | None:

@@ -166,9 +166,8 @@ def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | Non
             return False
         if prefs.order and not prefs.allow_fallbacks and not any(n in prefs.order for n in names):
             return False
-    spec = candidate.offer.spec
     facts = ctx.facts
-    limit = spec.max_output_tokens
+    limit = candidate.max_output_tokens
     budget = facts.completion_tokens
     if limit is not None:
         if facts.completion_asked:
@@ -176,7 +175,7 @@ def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | Non
                 return False
         elif budget > limit:
             budget = limit
-    if facts.prompt_tokens + budget > spec.context_length:
+    if facts.prompt_tokens + budget > candidate.context_length:
         return False
     needs = facts.needs
     if needs:
@@ -184,9 +183,9 @@ def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | Non
         if declared is not None and not needs <= declared:
             return False
     prompt, completion = ceilings
-    if prompt is not None and spec.input_price > prompt:
+    if prompt is not None and candidate.input_price > prompt:
         return False
-    if completion is not None and spec.output_price > completion:
+    if completion is not None and candidate.output_price > completion:
         return False
     return True
 

@@ -21,7 +21,10 @@ from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, coun
 from gateway.routing.stats import Key, Observed, StatsBook
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gateway.config.snapshot import ConfigSnapshot, Offer
+    from gateway.routing.candidates import Candidate
     from gateway.proxy.outcome import Attempt, CallOutcome
 
 
@@ -90,6 +93,22 @@ class LiveState:
     # -- the pipeline's view -------------------------------------------------------------
     def observed(self, key: Key) -> Observed | None:
         return self.stats.get(key)
+
+    def admissions(self, candidates: "Sequence[Candidate]", now: float, snapshot: "ConfigSnapshot") -> list[Admission]:
+        """`admission()` of each candidate; the common case (no record, or a closed circuit
+        with nothing against it) costs one dictionary lookup."""
+        record_of = self.circuits.lookup()
+        some_backend_down = self.health.any_down()
+        out = []
+        for candidate in candidates:
+            record = record_of(candidate.key)
+            if not some_backend_down and (
+                record is None or (not record.opened_at and not record.failures and record.blocked_until <= now)
+            ):
+                out.append(CLOSED)
+            else:
+                out.append(self.admission(candidate.offer, now, snapshot))
+        return out
 
     def admission(self, offer: "Offer", now: float, snapshot: "ConfigSnapshot | None" = None) -> Admission:
         backend = offer.backend

@@ -29,7 +29,7 @@ from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
 from gateway.routing.live import Admission, LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
-from gateway.routing.rank import SORT_STRATEGY, Ranked, Score, rank
+from gateway.routing.rank import SORT_STRATEGY, Entry, Score, order_candidates, ranked
 from gateway.routing.resolve import Target, resolve
 
 
@@ -65,12 +65,13 @@ class _Workings:
     admissions: list["Admission | None"]
     ctx: FilterContext
     ceilings: tuple[float | None, float | None]
-    ranked: list[Ranked]
-    tried: list[Ranked]
+    entries: list[Entry]  # every eligible candidate, ranked
+    explored: bool  # exploration moved the first entry there
+    tried: list[Entry]
 
     def reports(self) -> tuple[CandidateReport, ...]:
-        scores = {id(r.candidate): r.score for r in self.ranked}
-        ranks = {id(r.candidate): position for position, r in enumerate(self.tried, 1)}
+        scores = {id(r.candidate): r.score for r in ranked(self.entries, self.explored)}
+        ranks = {id(e[7]): position for position, e in enumerate(self.tried, 1)}
         out = []
         for candidate, admission in zip(self.considered, self.admissions):
             verdicts, _ = evaluate(candidate, self.ctx, self.ceilings, admission)
@@ -146,24 +147,21 @@ def plan(
     ceilings = price_ceilings(ctx)
     considered = gather(targets, guess.task, snapshot)
     eligible: list[tuple[Candidate, Admission | None]] = []
-    if live is not None:
-        admission_of = live.admission
-        admissions: list[Admission | None] = [admission_of(c.offer, now, snapshot) for c in considered]
-    else:
-        admissions = [None] * len(considered)
+    admissions: list[Admission] | list[None] = live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
     for candidate, admission in zip(considered, admissions):
         if passes(candidate, ctx, ceilings, admission):
             eligible.append((candidate, admission))
 
     rng = live.rng if live is not None and explore else None
-    ranked = rank(eligible, strategy, facts, live, settings.routing, route.weights if route else {}, prefs.order, rng)
-    tried = _first_per_model(ranked) if not prefs.allow_fallbacks and not prefs.order else ranked
+    weights = route.weights if route else {}
+    entries, explored = order_candidates(eligible, strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    tried = _first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
     fallback = settings.fallback
     decision = RoutingDecision(
         targets[0].route_name,
         guess.task,
-        tuple([r.candidate.offer for r in tried]),
+        tuple([e[7].offer for e in tried]),
         route.max_attempts if route and route.max_attempts else fallback.max_attempts,
         route.deadline_s if route and route.deadline_s else fallback.deadline_s,
         route.fallback if route else True,
@@ -174,7 +172,7 @@ def plan(
         prefs,
         fallback,
         None,
-        _Workings(considered, admissions, ctx, ceilings, ranked, tried),
+        _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
     )
     if not tried:
         decision.error = _no_candidate_error(chat.model, decision.reports)
@@ -194,14 +192,15 @@ def decide(
     return decision
 
 
-def _first_per_model(ranked: list[Ranked]) -> list[Ranked]:
+def _first_per_model(entries: list[Entry]) -> list[Entry]:
     """`allow_fallbacks: false` without `order`: only each model's best provider."""
     seen: set[str] = set()
     out = []
-    for r in ranked:
-        if r.candidate.offer.model not in seen:
-            seen.add(r.candidate.offer.model)
-            out.append(r)
+    for e in entries:
+        model = e[7].offer.model
+        if model not in seen:
+            seen.add(model)
+            out.append(e)
     return out
 
 
