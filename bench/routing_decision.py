@@ -6,8 +6,8 @@ observers (routing's live stats and the Prometheus metrics), timed in-process (n
 Prints microseconds per call: the CPU time of this thread (so other load on the machine,
 which preempts it, does not count), best of several rounds, on the default policy and on the multi-provider example, with live
 stats warmed up as a running gateway would have them; then the observers' cost for one
-successful streamed call, with and without Redis sharing (its local bookkeeping only: the
-sync to Redis runs in the background).
+successful streamed call, with and without Redis sharing, and (when redis-server is
+installed) the CPU the background sync to Redis spends per call.
 """
 
 from __future__ import annotations
@@ -110,6 +110,60 @@ def observers_table() -> None:
         if outbox is not None:
             outbox.clear()
         print(f"  {name:20s} {t:6.2f}")
+        if observer is shared:
+            sync = redis_sync_per_call(snapshot, one_call)
+            if sync is not None:
+                print(f"  {'  + its Redis sync':20s} {sync:6.2f}   (CPU of the background push and pull, per call)")
+
+
+def redis_sync_per_call(snapshot: ConfigSnapshot, one_call, calls: int = 2000) -> float | None:
+    """The CPU the background sync spends per call: `calls` calls on one offer, then one
+    sync round against a private redis-server (skipped when none is installed)."""
+    import asyncio
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    from redis.asyncio import Redis
+
+    from gateway.routing.shared import SharedLiveState
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            async def measure() -> float:
+                client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+                for _ in range(100):
+                    try:
+                        await client.ping()
+                        break
+                    except Exception:  # noqa: BLE001 - not up yet
+                        await asyncio.sleep(0.05)
+                live = LiveState(lambda: snapshot, rng=random.Random(1))
+                sync = SharedLiveState(client, live, interval_s=3600)
+                best = float("inf")
+                for _ in range(ROUNDS):
+                    call = one_call(live)
+                    for _ in range(calls):
+                        call()
+                    started = time.thread_time()
+                    assert await sync.sync_once()
+                    best = min(best, time.thread_time() - started)
+                await client.aclose()
+                return best / calls * 1e6
+
+            return asyncio.run(measure())
+        finally:
+            server.terminate()
+            server.wait(10)
 
 
 def main() -> None:

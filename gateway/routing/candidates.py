@@ -48,6 +48,24 @@ class _TargetCandidates:
 def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Sequence[Candidate]:
     if len(targets) == 1:
         return _for_target(targets[0], task, snapshot).candidates
+    # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
+    # ones, as clients choose these lists.
+    memo_key = ("candidate lists", tuple(t.requested for t in targets), task)
+    found = snapshot.memo.get(memo_key)
+    if found is None:
+        found = _combine(targets, task, snapshot)
+        remembered = snapshot.memo.get(_LISTS, 0)
+        if remembered < MAX_REMEMBERED_LISTS:
+            snapshot.memo[memo_key] = found
+            snapshot.memo[_LISTS] = remembered + 1
+    return found
+
+
+MAX_REMEMBERED_LISTS = 1024
+_LISTS = "candidate lists remembered"
+
+
+def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> tuple[Candidate, ...]:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     tier = 0
@@ -58,7 +76,7 @@ def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Se
                 seen.add(c.key)
                 out.append(replace(c, tier=tier + c.tier, position=len(out)))
         tier += found.tiers
-    return out
+    return tuple(out)
 
 
 def _for_target(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
