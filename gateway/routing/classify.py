@@ -179,11 +179,12 @@ def classify_text(user: str, system: str) -> TaskGuess | None:
             if mark in window:
                 return TaskGuess("math", f"math notation {mark!r}")
     math = sorted(words & _MATH_WORDS) + _phrases(_MATH_PHRASES_GATED, words, lower) if words else []
-    ends = window if len(window) <= 2 * _EXPR_WINDOW else window[:_EXPR_WINDOW] + "\n" + window[-_EXPR_WINDOW:]
-    if _has_arithmetic(ends):
-        math.append("an arithmetic expression")
-    if len(math) >= 2:
-        return TaskGuess("math", "math vocabulary/expressions: " + ", ".join(math[:4]))
+    if math:  # an expression counts only beside math vocabulary: alone it is not enough
+        ends = window if len(window) <= 2 * _EXPR_WINDOW else window[:_EXPR_WINDOW] + "\n" + window[-_EXPR_WINDOW:]
+        if _has_arithmetic(ends):
+            math.append("an arithmetic expression")
+        if len(math) >= 2:
+            return TaskGuess("math", "math vocabulary/expressions: " + ", ".join(math[:4]))
     if words & _TRANSLATE_WORDS or _asks_for_a_language(window, lower):
         return _TRANSLATION
     for first, phrase in _REASONING_PHRASES_GATED:

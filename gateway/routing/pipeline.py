@@ -29,7 +29,7 @@ from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
 from gateway.routing.live import Admission, LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
-from gateway.routing.rank import SORT_STRATEGY, Entry, Score, order_candidates, ranked
+from gateway.routing.rank import SORT_STRATEGY, Entry, Score, first_per_model, order_candidates, ranked, try_order
 from gateway.routing.resolve import Target, resolve
 
 
@@ -71,7 +71,7 @@ class _Workings:
 
     def reports(self) -> tuple[CandidateReport, ...]:
         scores = {id(r.candidate): r.score for r in ranked(self.entries, self.explored)}
-        ranks = {id(e[7]): position for position, e in enumerate(self.tried, 1)}
+        ranks = {id(r.candidate): position for position, r in enumerate(ranked(self.tried, False), 1)}
         out = []
         for candidate, admission in zip(self.considered, self.admissions):
             verdicts, _ = evaluate(candidate, self.ctx, self.ceilings, admission)
@@ -155,23 +155,23 @@ def plan(
     rng = live.rng if live is not None and explore else None
     weights = route.weights if route else {}
     entries, explored = order_candidates(eligible, strategy, facts, live, settings.routing, weights, prefs.order, rng)
-    tried = _first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
+    tried = first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
     fallback = settings.fallback
-    decision = RoutingDecision(
-        targets[0].route_name,
-        guess.task,
-        tuple([e[7].offer for e in tried]),
-        route.max_attempts if route and route.max_attempts else fallback.max_attempts,
-        route.deadline_s if route and route.deadline_s else fallback.deadline_s,
-        route.fallback if route else True,
-        chat.model,
+    decision = RoutingDecision(  # positionally: this runs on every request
+        targets[0].route_name,  # route
+        guess.task,  # task
+        try_order(tried),  # candidates
+        route.max_attempts if route and route.max_attempts else fallback.max_attempts,  # max_attempts
+        route.deadline_s if route and route.deadline_s else fallback.deadline_s,  # deadline_s
+        route.fallback if route else True,  # fallback
+        chat.model,  # requested
         strategy,
-        guess.reason,
+        guess.reason,  # task_reason
         facts,
         prefs,
-        fallback,
-        None,
+        fallback,  # retry
+        None,  # error
         _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
     )
     if not tried:
@@ -190,18 +190,6 @@ def decide(
     if decision.error is not None:
         raise decision.error
     return decision
-
-
-def _first_per_model(entries: list[Entry]) -> list[Entry]:
-    """`allow_fallbacks: false` without `order`: only each model's best provider."""
-    seen: set[str] = set()
-    out = []
-    for e in entries:
-        model = e[7].offer.model
-        if model not in seen:
-            seen.add(model)
-            out.append(e)
-    return out
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:

@@ -29,6 +29,7 @@ from gateway.routing.facts import RequestFacts
 from gateway.routing.filters import completion_budget
 
 if TYPE_CHECKING:
+    from gateway.config.snapshot import Offer
     from gateway.routing.live import Admission, LiveState
     from gateway.routing.stats import Observed
 
@@ -181,6 +182,22 @@ def order_candidates(
     if rng is not None and strategy in OBSERVED and len(entries) > 1 and settings.exploration > 0:
         return _explore(entries, settings.exploration, rng)
     return entries, False
+
+
+def try_order(entries: list[Entry]) -> tuple["Offer", ...]:
+    return tuple([e[_CANDIDATE].offer for e in entries])
+
+
+def first_per_model(entries: list[Entry]) -> list[Entry]:
+    """`allow_fallbacks: false` without `order`: only each model's best provider."""
+    seen: set[str] = set()
+    out = []
+    for e in entries:
+        model = e[_CANDIDATE].offer.model
+        if model not in seen:
+            seen.add(model)
+            out.append(e)
+    return out
 
 
 def ranked(entries: list[Entry], explored: bool) -> list[Ranked]:
