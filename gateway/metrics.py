@@ -7,9 +7,10 @@ failure reasons), never from raw client input: a request for a model the config 
 know is counted as `model="unknown"`, so cardinality stays bounded whatever clients send.
 
 `Metrics` is a call observer (see `gateway.proxy.outcome`): the proxy path hands it each
-attempt and each finished call. Updating a metric costs a dictionary lookup and a locked
-add: labelled children are cached per label tuple, so prometheus-client's label
-validation runs once per series, not once per call.
+attempt and each finished call. Updating a metric costs a dictionary lookup and an add:
+what a call updates is resolved once per series into plain functions that add to the
+values (`gateway.metric_values`), so prometheus-client's label validation and per-call
+checks run once per series, not once per call.
 
 Gauges other parts own have one-line hooks: `set_circuit_state` (routing's circuit
 breakers), `usage_events_dropped` (the usage recorder), `config_reload` (wired to
@@ -40,6 +41,7 @@ from prometheus_client import (
 )
 
 from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.metric_values import Add, adder, observer
 from gateway.proxy.outcome import Attempt, CallOutcome
 
 log = logging.getLogger("gateway.metrics")
@@ -127,16 +129,20 @@ class Metrics:
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
         self._children: dict[tuple, object] = {}
         self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
+        self._offers: dict[tuple[str, str], _OfferSeries] = {}
         self._circuit_offers: set[tuple[str, str]] = set()
 
     # -- the call observer ---------------------------------------------------------------
     def attempt_started(self, offer: Offer) -> None:
-        self._child(self.inflight, offer.backend).inc()
+        self._offer_series(offer).inflight(1)
 
     def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
-        self._child(self.inflight, offer.backend).dec()
-        result = "ok" if attempt.error is None else _reason(attempt.error)
-        self._child(self.attempts, offer.backend, offer.model, result).inc()
+        series = self._offer_series(offer)
+        series.inflight(-1)
+        if attempt.error is None:
+            series.attempts_ok(1)
+        else:
+            self._child(self.attempts, offer.backend, offer.model, _reason(attempt.error)).inc()
 
     def call_finished(self, outcome: CallOutcome) -> None:
         offer = outcome.offer
@@ -145,14 +151,21 @@ class Metrics:
         status = outcome.status
         requests = series.requests.get(status)
         if requests is None:
-            requests = series.requests[status] = self.requests.labels(series.route, series.model, series.backend, str(status))
-        requests.inc()
-        series.duration.observe(outcome.latency_s)
-        series.overhead.observe(outcome.overhead_s)
+            requests = series.requests[status] = adder(self.requests.labels(series.route, series.model, series.backend, str(status)))
+        requests(1)
+        series.duration(outcome.latency_s)
+        series.overhead(outcome.overhead_s)
         attempts = outcome.attempts
         if attempts:
             first = attempts[0]
-            self._child(self.route_decisions, route, outcome.task, first.model, first.backend).inc()
+            task = outcome.task
+            if first.backend == series.backend and first.model == series.model:  # the first candidate answered
+                decided = series.decisions.get(task)
+                if decided is None:
+                    decided = series.decisions[task] = adder(self.route_decisions.labels(route, task, first.model, first.backend))
+                decided(1)
+            else:
+                self._child(self.route_decisions, route, task, first.model, first.backend).inc()
             for attempt in attempts[:-1]:
                 if attempt.error is not None:
                     self._child(self.fallbacks, route, attempt.backend, _reason(attempt.error)).inc()
@@ -161,24 +174,30 @@ class Metrics:
         usage = outcome.usage
         if usage is not None:
             if usage.prompt_tokens:
-                series.prompt_tokens.inc(usage.prompt_tokens)
+                series.prompt_tokens(usage.prompt_tokens)
             if usage.completion_tokens:
-                series.completion_tokens.inc(usage.completion_tokens)
+                series.completion_tokens(usage.completion_tokens)
         if outcome.cost_usd > 0:
-            series.cost.inc(outcome.cost_usd)
+            series.cost(outcome.cost_usd)
         if outcome.stream and status < 400 and outcome.ttft_s is not None:
             # Non-streamed answers have no first token apart from the whole body: their time
             # is in the duration histogram, and mixing it in here would blur TTFT.
-            series.ttft.observe(outcome.ttft_s)
+            series.ttft(outcome.ttft_s)
             speed = _completion_speed(outcome)
             if speed is not None:
-                series.tokens_per_second.observe(speed)
+                series.tokens_per_second(speed)
 
     def _series(self, route: str, model: str, backend: str) -> "_CallSeries":
         key = (route, model, backend)
         series = self._call_series.get(key)
         if series is None:
             series = self._call_series[key] = _CallSeries(self, route, model, backend)
+        return series
+
+    def _offer_series(self, offer: Offer) -> "_OfferSeries":
+        series = self._offers.get(offer.key)
+        if series is None:
+            series = self._offers[offer.key] = _OfferSeries(self, offer.backend, offer.model)
         return series
 
     # -- hooks for other parts -------------------------------------------------------------
@@ -261,24 +280,35 @@ class Metrics:
 
 
 class _CallSeries:
-    """The labelled children one (route, model, backend) updates on every call, resolved
-    once: a finished call then costs one dictionary lookup and the increments."""
+    """What a finished call of one (route, model, backend) adds to, resolved once: a call
+    then costs one dictionary lookup and the additions (see `gateway.metric_values`)."""
 
-    __slots__ = ("route", "model", "backend", "requests", "duration", "overhead", "prompt_tokens",
+    __slots__ = ("route", "model", "backend", "requests", "decisions", "duration", "overhead", "prompt_tokens",
                  "completion_tokens", "cost", "ttft", "tokens_per_second")
 
     def __init__(self, metrics: Metrics, route: str, model: str, backend: str) -> None:
         self.route, self.model, self.backend = route, model, backend
-        self.requests: dict[int, object] = {}  # status -> child
-        self.duration = metrics.duration.labels(route, model, backend)
-        self.overhead = metrics.overhead.labels(route)
+        self.requests: dict[int, Add] = {}  # status -> adder
+        self.decisions: dict[str, Add] = {}  # task -> gateway_route_decisions_total when this offer was first
+        self.duration = observer(metrics.duration.labels(route, model, backend))
+        self.overhead = observer(metrics.overhead.labels(route))
         if not backend:
             return  # no backend answered: no tokens, cost or speed to count
-        self.prompt_tokens = metrics.tokens.labels(model, backend, "prompt")
-        self.completion_tokens = metrics.tokens.labels(model, backend, "completion")
-        self.cost = metrics.cost.labels(model, backend)
-        self.ttft = metrics.ttft.labels(model, backend)
-        self.tokens_per_second = metrics.tokens_per_second.labels(model, backend)
+        self.prompt_tokens = adder(metrics.tokens.labels(model, backend, "prompt"))
+        self.completion_tokens = adder(metrics.tokens.labels(model, backend, "completion"))
+        self.cost = adder(metrics.cost.labels(model, backend))
+        self.ttft = observer(metrics.ttft.labels(model, backend))
+        self.tokens_per_second = observer(metrics.tokens_per_second.labels(model, backend))
+
+
+class _OfferSeries:
+    """What each attempt on one backend+model adds to."""
+
+    __slots__ = ("inflight", "attempts_ok")
+
+    def __init__(self, metrics: Metrics, backend: str, model: str) -> None:
+        self.inflight = adder(metrics.inflight.labels(backend))
+        self.attempts_ok = adder(metrics.attempts.labels(backend, model, "ok"))
 
 
 def _reason(value: str) -> str:

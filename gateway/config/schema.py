@@ -101,6 +101,8 @@ class ModelInfo(Strict):
     """Metadata about a canonical model, whoever serves it."""
 
     name: str | None = None
+    # Informational (documented in policies/README.md): routing reads a route's `tasks` map,
+    # never this, so metadata about a model cannot reorder a route.
     tasks: list[Task] = Field(default_factory=list)
     capabilities: list[Capability] | None = None  # None: unknown, assume capable
 

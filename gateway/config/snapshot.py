@@ -16,20 +16,24 @@ from gateway.config.schema import BackendConfig, GatewayConfig, ModelInfo, Model
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """A canonical model as served by one backend: the unit routing chooses among."""
+    """A canonical model as served by one backend: the unit routing chooses among.
+
+    `key`, `author` and `qualified_id` are derived once here because routing, the stats
+    and the observers read them on every call: as properties they allocated each time.
+    """
 
     model: str  # canonical author/slug
     backend: str
     upstream_id: str
     spec: ModelOffer
+    key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
+    author: str = field(init=False, compare=False, repr=False)
+    qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.backend, self.model)
-
-    @property
-    def author(self) -> str:
-        return self.model.split("/", 1)[0]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.backend, self.model))
+        object.__setattr__(self, "author", self.model.split("/", 1)[0])
+        object.__setattr__(self, "qualified_id", f"{self.backend}/{self.model}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class ConfigSnapshot:
     # Derived indexes.
     backends: dict[str, BackendConfig] = field(default_factory=dict)  # enabled ones only
     offers: dict[str, tuple[Offer, ...]] = field(default_factory=dict)  # model -> offers
+    # Every model id the config names (offers, `models`, disabled backends' lists).
+    known_models: frozenset[str] = frozenset()
+    # What other packages derive from this config and read per request (routing's candidate
+    # lists and resolved names), filled on first use. Safe because the snapshot never
+    # changes: a reload builds a new snapshot, and with it an empty memo.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, config: GatewayConfig, source: str = "<memory>", warnings: list[str] | None = None, text: str = "") -> "ConfigSnapshot":
@@ -54,6 +64,7 @@ class ConfigSnapshot:
         for name, backend in enabled.items():
             for model_id, spec in backend.models.items():
                 offers.setdefault(model_id, []).append(Offer(model_id, name, spec.upstream_id or model_id, spec))
+        known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]
         return cls(
             config=config,
@@ -62,6 +73,7 @@ class ConfigSnapshot:
             version=version,
             backends=enabled,
             offers={m: tuple(o) for m, o in offers.items()},
+            known_models=frozenset(known),
         )
 
     @property

@@ -4,58 +4,134 @@ For a route: its `tasks[task]` list when the task has one (then, as a fallback t
 `models` unless `task_fallback: false`), else its `models`. For a canonical model id: every
 enabled backend serving it. A request's `models` array appends further targets, each a tier
 after the previous one, so its order is kept whatever the strategy.
+
+What one target offers for one task depends on the config alone, so it is worked out once
+per snapshot (kept in `snapshot.memo`) and shared by every request: a request naming one
+target gets that tuple as is; only a `models` array builds a new list, to renumber tiers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.routing.resolve import Target
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
-    """One offer as this request may use it. Not changed once gathered."""
+    """One offer as this request may use it. Shared between requests: never changed."""
 
     offer: Offer
     tier: int  # 0 first; a later tier is only tried after every earlier one
     position: int  # order of appearance in the config/request, the last tie-break
     source: str  # where it came from, for the explanation
-    key: tuple[str, str]  # (backend, model), computed once
+    key: tuple[str, str]  # (backend, model)
     names: tuple[str, str]  # what a client may call its provider: backend name and type, lower-cased
+    # Declared capabilities (`json_schema` implies `json`); None: undeclared, assumed capable.
+    capabilities: frozenset[str] | None = None
+    # The offer's figures every request's filters and cost ranking read, copied from its
+    # spec: a slots attribute is several times cheaper to read than a pydantic field.
+    context_length: int = 0
+    max_output_tokens: int | None = None
+    input_price: float = 0.0
+    output_price: float = 0.0
 
 
-def gather(targets: Iterable[Target], task: str, snapshot: ConfigSnapshot) -> list[Candidate]:
+@dataclass(frozen=True, slots=True)
+class _TargetCandidates:
+    candidates: tuple[Candidate, ...]  # tiers and positions counted from 0
+    tiers: int  # tiers this target takes, empty ones included
+
+
+def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Sequence[Candidate]:
+    if len(targets) == 1:
+        return _for_target(targets[0], task, snapshot).candidates
+    # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
+    # ones, as clients choose these lists.
+    memo_key = ("candidate lists", tuple(t.requested for t in targets), task)
+    found = snapshot.memo.get(memo_key)
+    if found is None:
+        found = _combine(targets, task, snapshot)
+        remembered = snapshot.memo.get(_LISTS, 0)
+        if remembered < MAX_REMEMBERED_LISTS:
+            snapshot.memo[memo_key] = found
+            snapshot.memo[_LISTS] = remembered + 1
+    return found
+
+
+MAX_REMEMBERED_LISTS = 1024
+_LISTS = "candidate lists remembered"
+
+
+def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> tuple[Candidate, ...]:
+    out: list[Candidate] = []
+    seen: set[tuple[str, str]] = set()
+    tier = 0
+    for target in targets:
+        found = _for_target(target, task, snapshot)
+        for c in found.candidates:
+            if c.key not in seen:
+                seen.add(c.key)
+                out.append(replace(c, tier=tier + c.tier, position=len(out)))
+        tier += found.tiers
+    return tuple(out)
+
+
+def _for_target(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
+    route = target.route
+    memo_key = ("candidates", target.route_name, task) if route is not None else ("candidates", target.model)
+    found = snapshot.memo.get(memo_key)
+    if found is None:
+        found = snapshot.memo[memo_key] = _build(target, task, snapshot)
+    return found
+
+
+def _build(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
 
-    backends = snapshot.backends
-
-    def add(models: Iterable[str], tier: int, source: str) -> None:
+    def add(models: Sequence[str], tier: int, source: str) -> None:
         for model in models:
             for offer in snapshot.offers.get(model, ()):
-                key = (offer.backend, offer.model)
-                if key not in seen:
-                    seen.add(key)
-                    config = backends.get(offer.backend)
-                    names = (offer.backend.lower(), (config.type if config else offer.backend).lower())
-                    out.append(Candidate(offer, tier, len(out), source, key, names))
+                if offer.key not in seen:
+                    seen.add(offer.key)
+                    out.append(_candidate(offer, tier, len(out), source, snapshot))
 
+    route = target.route
+    if route is None:
+        add((target.model,), 0, f"model {target.model}")  # type: ignore[arg-type]
+        return _TargetCandidates(tuple(out), 1)
     tier = 0
-    for target in targets:
-        route = target.route
-        if route is None:
-            add((target.model,), tier, f"model {target.model}")
-            tier += 1
-            continue
-        task_models = route.tasks.get(task)  # type: ignore[call-overload]
-        if task_models:
-            add(task_models, tier, f"route {target.route_name} tasks.{task}")
-            tier += 1
-            if not route.task_fallback:
-                continue
-        add(route.models, tier, f"route {target.route_name} models")
+    task_models = route.tasks.get(task)  # type: ignore[call-overload]
+    if task_models:
+        add(task_models, tier, f"route {target.route_name} tasks.{task}")
         tier += 1
-    return out
+        if not route.task_fallback:
+            return _TargetCandidates(tuple(out), tier)
+    add(route.models, tier, f"route {target.route_name} models")
+    return _TargetCandidates(tuple(out), tier + 1)
+
+
+def _candidate(offer: Offer, tier: int, position: int, source: str, snapshot: ConfigSnapshot) -> Candidate:
+    config = snapshot.backends.get(offer.backend)
+    names = (offer.backend.lower(), (config.type if config else offer.backend).lower())
+    spec = offer.spec
+    return Candidate(
+        offer, tier, position, source, offer.key, names, _declared(offer, snapshot),
+        spec.context_length, spec.max_output_tokens, spec.input_price, spec.output_price,
+    )
+
+
+def _declared(offer: Offer, snapshot: ConfigSnapshot) -> frozenset[str] | None:
+    declared = offer.spec.capabilities
+    if declared is None:
+        info = snapshot.model_info(offer.model)
+        declared = info.capabilities if info else None
+    if declared is None:
+        return None
+    caps = set(declared)
+    if "json_schema" in caps:
+        caps.add("json")  # a model that follows a schema can emit plain JSON
+    return frozenset(caps)

@@ -14,10 +14,13 @@ from gateway.protocol.chat import ChatRequest
 from gateway.protocol.tokens import estimate_prompt_tokens
 
 _IMAGE_PARTS = ("image_url", "input_image", "image")
+NEEDS_NOTHING: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFacts:
+    """Not changed once made (plain slots rather than frozen: one is built per request)."""
+
     prompt_tokens: int  # conservative estimate (gateway.protocol.tokens)
     completion_tokens: int  # max_tokens asked, else the configured completion reserve
     completion_asked: bool  # whether the client set max_tokens / max_completion_tokens
@@ -61,9 +64,9 @@ def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
     if has_images(payload.get("messages")):
         needs.add("vision")
     return RequestFacts(
-        prompt_tokens=estimate_prompt_tokens(payload),
-        completion_tokens=int(asked) if asked else settings.default_completion_tokens,
-        completion_asked=bool(asked),
-        needs=frozenset(needs),
-        reasoning_asked=bool(payload.get("reasoning") or payload.get("reasoning_effort") or payload.get("thinking")),
+        estimate_prompt_tokens(payload),
+        int(asked) if asked else settings.default_completion_tokens,
+        bool(asked),
+        frozenset(needs) if needs else NEEDS_NOTHING,
+        bool(payload.get("reasoning") or payload.get("reasoning_effort") or payload.get("thinking")),
     )

@@ -1,8 +1,10 @@
 """Filters: can this candidate serve this request at all?
 
-Each filter looks at one candidate and returns a `Verdict` (passed or not, and why). All of
-them run for every candidate so that the explanation shows the whole picture; they are a
-few comparisons each. A candidate that fails any filter is not tried.
+Each filter looks at one candidate and returns a `Verdict` (passed or not, and why). For an
+explanation (and the error when nothing is eligible) all of them run for every candidate, so
+the whole picture shows. The request path only needs to know whether a candidate passes:
+`passes()` answers that with the same comparisons and builds no verdict. A candidate that
+fails any filter is not tried.
 
 - `provider`: the request's `provider.only` / `ignore`, and `order` with `allow_fallbacks: false`;
 - `context_length`: estimated prompt tokens + completion budget must fit the model's window,
@@ -106,24 +108,11 @@ def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
     return Verdict("context_length", True, "~{:,} of {:,} tokens", need, spec.context_length)
 
 
-def declared_capabilities(candidate: Candidate, snapshot: ConfigSnapshot) -> frozenset[str] | None:
-    declared = candidate.offer.spec.capabilities
-    if declared is None:
-        info = snapshot.model_info(candidate.offer.model)
-        declared = info.capabilities if info else None
-    if declared is None:
-        return None
-    caps = set(declared)
-    if "json_schema" in caps:
-        caps.add("json")  # a model that follows a schema can emit plain JSON
-    return frozenset(caps)
-
-
 def check_capabilities(candidate: Candidate, ctx: FilterContext) -> Verdict:
     needs = ctx.facts.needs
     if not needs:
         return NEEDS_NOTHING
-    declared = declared_capabilities(candidate, ctx.snapshot)
+    declared = candidate.capabilities  # the offer's, else its model's; worked out when gathered
     if declared is None:
         return Verdict("capabilities", True, "capabilities not declared: assumed capable")
     missing = needs - declared
@@ -158,6 +147,47 @@ def check_circuit(admission: "Admission | None") -> Verdict:
     if admission is None:
         return NO_OBSERVATIONS
     return admission.verdict
+
+
+def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: "Admission | None") -> bool:
+    """Whether `evaluate` would pass every filter, without building its verdicts.
+
+    The same comparisons as the `check_*` functions, in line: this runs for every candidate
+    of every request. The property tests hold both to the same oracle.
+    """
+    if admission is not None and not admission.admitted:
+        return False
+    prefs = ctx.prefs
+    if prefs is not NO_PREFS:
+        names = candidate.names
+        if prefs.only is not None and not any(n in prefs.only for n in names):
+            return False
+        if any(n in prefs.ignore for n in names):
+            return False
+        if prefs.order and not prefs.allow_fallbacks and not any(n in prefs.order for n in names):
+            return False
+    facts = ctx.facts
+    limit = candidate.max_output_tokens
+    budget = facts.completion_tokens
+    if limit is not None:
+        if facts.completion_asked:
+            if budget > limit:
+                return False
+        elif budget > limit:
+            budget = limit
+    if facts.prompt_tokens + budget > candidate.context_length:
+        return False
+    needs = facts.needs
+    if needs:
+        declared = candidate.capabilities
+        if declared is not None and not needs <= declared:
+            return False
+    prompt, completion = ceilings
+    if prompt is not None and candidate.input_price > prompt:
+        return False
+    if completion is not None and candidate.output_price > completion:
+        return False
+    return True
 
 
 def evaluate(candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None") -> tuple[tuple[Verdict, ...], bool]:

@@ -87,6 +87,10 @@ class CircuitBoard:
     def get(self, key: Key) -> CircuitRecord | None:
         return self._records.get(key)
 
+    def lookup(self) -> Callable[[Key], CircuitRecord | None]:
+        """`get` without the method call, for loops over every candidate of a request."""
+        return self._records.get
+
     def _record(self, key: Key) -> CircuitRecord:
         record = self._records.get(key)
         if record is None:
@@ -144,6 +148,10 @@ class HealthBoard:
     def is_down(self, backend: str) -> bool:
         record = self._backends.get(backend)
         return record is not None and record.down
+
+    def any_down(self) -> bool:
+        """Whether some backend is out of routing (read per request: usually no probes at all)."""
+        return bool(self._backends) and any(r.down for r in self._backends.values())
 
     def get(self, backend: str) -> ProbeRecord | None:
         return self._backends.get(backend)

@@ -3,24 +3,28 @@
 `LiveState` is both the call observer that learns (attempt results feed the EWMA stats and
 the circuit breakers) and the read-only view the routing pipeline consults on every request.
 It lives in AppState (`state.stats`), survives config reloads, and holds no I/O: sharing it
-between replicas is `gateway.routing.shared`'s job.
+between replicas is `gateway.routing.shared`'s job, which reads what this object folds into
+`pending` (one `PendingShare` per backend+model) once per sync interval.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.routing.deltas import PendingShare
 from gateway.routing.filters import Verdict
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
 from gateway.routing.stats import Key, Observed, StatsBook
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gateway.config.snapshot import ConfigSnapshot, Offer
+    from gateway.routing.candidates import Candidate
     from gateway.proxy.outcome import Attempt, CallOutcome
 
 
@@ -63,12 +67,48 @@ class LiveState:
         self.stats = StatsBook()
         self.circuits = CircuitBoard()
         self.health = HealthBoard()
-        # Observations waiting to be pushed to the shared store; None when nothing shares them.
-        self.outbox: deque[tuple] | None = None
+        # Observations not yet pushed to the shared store, per backend+model; None when
+        # nothing shares them (no Redis).
+        self.pending: dict[Key, PendingShare] | None = None
+
+    def share_with_replicas(self) -> None:
+        """From now on, keep what is observed for `gateway.routing.shared` to push."""
+        if self.pending is None:
+            self.pending = {}
+
+    def take_pending(self) -> dict[Key, PendingShare]:
+        """What was observed since the last call, for one push."""
+        taken = self.pending or {}
+        self.pending = {} if self.pending is not None else None
+        return taken
+
+    def put_back(self, taken: dict[Key, PendingShare]) -> None:
+        """A push failed: keep its observations, before the ones made meanwhile."""
+        if self.pending is None:
+            return
+        for key, older in taken.items():
+            newer = self.pending.get(key)
+            self.pending[key] = older if newer is None else older.followed_by(newer)
 
     # -- the pipeline's view -------------------------------------------------------------
     def observed(self, key: Key) -> Observed | None:
         return self.stats.get(key)
+
+    def admissions(self, candidates: "Sequence[Candidate]", now: float, snapshot: "ConfigSnapshot") -> list[Admission]:
+        """`admission()` of each candidate; the common case (no record, or a closed circuit
+        with nothing against it) costs one dictionary lookup."""
+        record_of = self.circuits.lookup()
+        some_backend_down = self.health.any_down()
+        out = []
+        for candidate in candidates:
+            record = record_of(candidate.key)
+            if not some_backend_down and (
+                record is None or (not record.opened_at and not record.failures and record.blocked_until <= now)
+            ):
+                out.append(CLOSED)
+            else:
+                out.append(self.admission(candidate.offer, now, snapshot))
+        return out
 
     def admission(self, offer: "Offer", now: float, snapshot: "ConfigSnapshot | None" = None) -> Admission:
         backend = offer.backend
@@ -76,9 +116,9 @@ class LiveState:
             probe = self.health.get(backend)
             detail = f": {probe.last_error}" if probe and probe.last_error else ""
             return Admission(False, f"backend failed its health checks{detail}", CircuitState.OPEN)
-        record = self.circuits.get((backend, offer.model))
-        if record is None:
-            return CLOSED
+        record = self.circuits.get(offer.key)
+        if record is None or (not record.opened_at and not record.failures and record.blocked_until <= now):
+            return CLOSED  # the common case, read for every candidate of every request
         config = (snapshot or self._snapshot()).backends.get(backend)
         cooldown = config.circuit.cooldown_s if config else 30.0
         admitted, reason = record.admits(now, cooldown)
@@ -105,23 +145,30 @@ class LiveState:
         key = offer.key
         snapshot = self._snapshot()
         routing = snapshot.config.gateway.routing
+        pending = self._pending(key)
         if attempt.error is None:
-            self.circuits.success(key)
-            self._share("ok", key, now)
+            record = self.circuits.get(key)
+            if record is not None and (record.failures or record.opened_at):
+                self.circuits.success(key)
+                if pending is not None:
+                    pending.success()  # a success after no failure changes nothing shared: not sent
             if ttft_s is not None and ttft_s >= 0:
                 self.stats.record_ttft(key, ttft_s, routing.ewma_alpha, now)
-                self._share("ttft", key, now, ttft_s, routing.ewma_alpha)
+                if pending is not None:
+                    pending.sample_ttft(ttft_s, routing.ewma_alpha, now)
             return
         retry_after = attempt.retry_after_s
         if attempt.error == "rate_limited" and retry_after:
             until = now + min(retry_after, routing.retry_after_cap_s)
             self.circuits.block(key, until)
-            self._share("block", key, until)
+            if pending is not None:
+                pending.block(until)
         if counts_as_failure(attempt.error):
             config = snapshot.backends.get(offer.backend)
             threshold = config.circuit.failure_threshold if config else 3
             self.circuits.failure(key, now, threshold)
-            self._share("fail", key, now, threshold)
+            if pending is not None:
+                pending.failure(now, threshold)
 
     def call_finished(self, outcome: "CallOutcome") -> None:
         offer, usage = outcome.offer, outcome.usage
@@ -137,8 +184,15 @@ class LiveState:
         now = self.clock()
         tokens_per_s = usage.completion_tokens / generating
         self.stats.record_throughput(offer.key, tokens_per_s, alpha, now)
-        self._share("tps", offer.key, now, tokens_per_s, alpha)
+        pending = self._pending(offer.key)
+        if pending is not None:
+            pending.sample_tps(tokens_per_s, alpha, now)
 
-    def _share(self, *op) -> None:
-        if self.outbox is not None:
-            self.outbox.append(op)
+    def _pending(self, key: Key) -> PendingShare | None:
+        pending = self.pending
+        if pending is None:
+            return None
+        share = pending.get(key)
+        if share is None:
+            share = pending[key] = PendingShare()
+        return share

@@ -4,16 +4,19 @@ and why.
     resolve `model` (+ `models` array)  ->  classify the task  ->  gather candidates
         ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
 
-`plan()` always returns a full `RoutingDecision` (every candidate with each filter's verdict
-and its score), which `POST /v1/route/explain` and `gateway explain` render; `decide()` is
-what the request path calls: the same, but raising the OpenAI-shaped error when nothing is
-eligible. Pure over its inputs (request, config snapshot, observed state, clock, rng): no I/O.
+`plan()` returns a `RoutingDecision` whose `reports` (every candidate with each filter's
+verdict, its score and rank) are what `POST /v1/route/explain` and `gateway explain` render;
+`decide()` is what the request path calls: the same, but raising the OpenAI-shaped error when
+nothing is eligible. The request path needs only the try order, so the reports are built
+when first read (the explanation, the no-candidate error), from what the decision kept; the
+per-request work is a pass/fail test and a score per candidate. Pure over its inputs
+(request, config snapshot, observed state, clock, rng): no I/O.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.config.schema import FallbackSettings
@@ -23,10 +26,10 @@ from gateway.protocol.errors import GatewayError
 from gateway.routing.candidates import Candidate, gather
 from gateway.routing.classify import classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, Verdict, evaluate, price_ceilings
-from gateway.routing.live import LiveState
+from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
+from gateway.routing.live import Admission, LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
-from gateway.routing.rank import SORT_STRATEGY, Ranked, Score, rank
+from gateway.routing.rank import SORT_STRATEGY, Entry, Score, first_per_model, order_candidates, ranked, try_order
 from gateway.routing.resolve import Target, resolve
 
 
@@ -51,6 +54,33 @@ class CandidateReport:
 
 
 @dataclass(slots=True)
+class _Workings:
+    """What the decision looked at, kept so the explanation can be built if someone reads it.
+
+    Everything here was fixed when the decision was made (the admissions are the circuit
+    states of that moment), so verdicts computed later are the ones the decision applied.
+    """
+
+    considered: Sequence[Candidate]
+    admissions: list["Admission | None"]
+    ctx: FilterContext
+    ceilings: tuple[float | None, float | None]
+    entries: list[Entry]  # every eligible candidate, ranked
+    explored: bool  # exploration moved the first entry there
+    tried: list[Entry]
+
+    def reports(self) -> tuple[CandidateReport, ...]:
+        scores = {id(r.candidate): r.score for r in ranked(self.entries, self.explored)}
+        ranks = {id(r.candidate): position for position, r in enumerate(ranked(self.tried, False), 1)}
+        out = []
+        for candidate, admission in zip(self.considered, self.admissions):
+            verdicts, _ = evaluate(candidate, self.ctx, self.ceilings, admission)
+            key = id(candidate)
+            out.append(CandidateReport(candidate.offer, candidate.tier, candidate.source, verdicts, scores.get(key), ranks.get(key)))
+        return tuple(out)
+
+
+@dataclass(slots=True)
 class RoutingDecision:
     """What `plan()` decided; not changed afterwards (plain slots: built on every request)."""
 
@@ -66,9 +96,18 @@ class RoutingDecision:
     task_reason: str = ""
     facts: RequestFacts | None = None
     prefs: ProviderPrefs | None = None
-    reports: tuple[CandidateReport, ...] = ()
     retry: FallbackSettings = field(default_factory=FallbackSettings)
     error: GatewayError | None = None  # set when no candidate is eligible
+    workings: _Workings | None = field(default=None, repr=False)
+    _reports: tuple[CandidateReport, ...] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def reports(self) -> tuple[CandidateReport, ...]:
+        """Every candidate with each filter's verdict, its score and rank: built when first
+        read (explanations, the no-candidate error), not on every request."""
+        if self._reports is None:
+            self._reports = self.workings.reports() if self.workings is not None else ()
+        return self._reports
 
 
 def _strategy(targets: list[Target], prefs: ProviderPrefs) -> str:
@@ -91,11 +130,12 @@ def plan(
     now: float | None = None,
     explore: bool = True,
 ) -> RoutingDecision:
-    """The full decision with its explanation. Raises only for a bad request (400/404)."""
+    """The decision, its explanation readable from `reports`. Raises only for a bad request (400/404)."""
     settings = snapshot.config.gateway
-    names = requested_models(chat.payload, chat.model)
+    payload = chat.payload
+    names = requested_models(payload, chat.model)
     targets = [resolve(name, snapshot) for name in names]
-    prefs = provider_prefs(chat.payload)
+    prefs = provider_prefs(payload)
     facts = request_facts(chat, settings)
     guess = classify(chat, headers, facts, settings.classifier)
     strategy = _strategy(targets, prefs)
@@ -105,43 +145,37 @@ def plan(
 
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
-    reports: list[CandidateReport] = []
-    eligible: list[tuple[Candidate, object]] = []
-    for candidate in gather(targets, guess.task, snapshot):
-        admission = live.admission(candidate.offer, now, snapshot) if live is not None else None
-        verdicts, passed = evaluate(candidate, ctx, ceilings, admission)
-        reports.append(CandidateReport(candidate.offer, candidate.tier, candidate.source, verdicts))
-        if passed:
+    considered = gather(targets, guess.task, snapshot)
+    eligible: list[tuple[Candidate, Admission | None]] = []
+    admissions: list[Admission] | list[None] = live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
+    for candidate, admission in zip(considered, admissions):
+        if passes(candidate, ctx, ceilings, admission):
             eligible.append((candidate, admission))
 
     rng = live.rng if live is not None and explore else None
-    ranked = rank(eligible, strategy, facts, live, settings.routing, route.weights if route else {}, prefs.order, rng)
-    tried = _first_per_model(ranked) if not prefs.allow_fallbacks and not prefs.order else ranked
-    if ranked:
-        by_position = {id(rep.offer): rep for rep in reports}
-        for r in ranked:
-            by_position[id(r.candidate.offer)].score = r.score
-        for position, r in enumerate(tried, 1):
-            by_position[id(r.candidate.offer)].rank = position
+    weights = route.weights if route else {}
+    entries, explored = order_candidates(eligible, strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    tried = first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
     fallback = settings.fallback
-    decision = RoutingDecision(
-        route=targets[0].route_name,
-        task=guess.task,
-        candidates=tuple(r.candidate.offer for r in tried),
-        max_attempts=(route.max_attempts if route and route.max_attempts else fallback.max_attempts),
-        deadline_s=(route.deadline_s if route and route.deadline_s else fallback.deadline_s),
-        fallback=route.fallback if route else True,
-        requested=chat.model,
-        strategy=strategy,
-        task_reason=guess.reason,
-        facts=facts,
-        prefs=prefs,
-        reports=tuple(reports),
-        retry=fallback,
+    decision = RoutingDecision(  # positionally: this runs on every request
+        targets[0].route_name,  # route
+        guess.task,  # task
+        try_order(tried),  # candidates
+        route.max_attempts if route and route.max_attempts else fallback.max_attempts,  # max_attempts
+        route.deadline_s if route and route.deadline_s else fallback.deadline_s,  # deadline_s
+        route.fallback if route else True,  # fallback
+        chat.model,  # requested
+        strategy,
+        guess.reason,  # task_reason
+        facts,
+        prefs,
+        fallback,  # retry
+        None,  # error
+        _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
     )
     if not tried:
-        decision.error = _no_candidate_error(chat.model, reports)
+        decision.error = _no_candidate_error(chat.model, decision.reports)
     return decision
 
 
@@ -158,18 +192,7 @@ def decide(
     return decision
 
 
-def _first_per_model(ranked: list[Ranked]) -> list[Ranked]:
-    """`allow_fallbacks: false` without `order`: only each model's best provider."""
-    seen: set[str] = set()
-    out = []
-    for r in ranked:
-        if r.candidate.offer.model not in seen:
-            seen.add(r.candidate.offer.model)
-            out.append(r)
-    return out
-
-
-def _no_candidate_error(model: str, reports: list[CandidateReport]) -> GatewayError:
+def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:
     """400 when the prompt fits no candidate's context; otherwise 503 naming each reason."""
     if not reports:
         return GatewayError(
@@ -179,7 +202,7 @@ def _no_candidate_error(model: str, reports: list[CandidateReport]) -> GatewayEr
     metadata = []
     for rep in reports:
         rejected = rep.rejections
-        reasons.append(f"{rep.offer.backend}/{rep.offer.model}: " + "; ".join(v.reason for v in rejected))
+        reasons.append(f"{rep.offer.qualified_id}: " + "; ".join(v.reason for v in rejected))
         metadata.append({"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}})
     detail = " | ".join(reasons)
     if all(any(v.filter == "context_length" for v in rep.rejections) for rep in reports):

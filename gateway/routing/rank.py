@@ -29,7 +29,9 @@ from gateway.routing.facts import RequestFacts
 from gateway.routing.filters import completion_budget
 
 if TYPE_CHECKING:
+    from gateway.config.snapshot import Offer
     from gateway.routing.live import Admission, LiveState
+    from gateway.routing.stats import Observed
 
 # provider.sort / variant suffix -> strategy
 SORT_STRATEGY = {"price": "cost", "latency": "latency", "throughput": "throughput"}
@@ -70,27 +72,27 @@ def estimated_cost(candidate: Candidate, facts: RequestFacts) -> float:
 
 def weight_of(candidate: Candidate, weights: dict[str, float]) -> float:
     offer = candidate.offer
-    for key in (f"{offer.backend}/{offer.model}", offer.model, offer.backend):
-        if key in weights:
-            return weights[key]
+    if weights:
+        for key in (offer.qualified_id, offer.model, offer.backend):
+            if key in weights:
+                return weights[key]
     return offer.spec.weight
 
 
-def _observed(live: "LiveState | None", candidate: Candidate):
-    return live.observed(candidate.key) if live is not None else None
+COST_DETAIL = "${:.6f} = {:,} in x ${:g} + {:,} out x ${:g} per 1M"
 
 
 def score(
     candidate: Candidate,
     strategy: str,
     facts: RequestFacts,
-    live: "LiveState | None",
+    seen: "Observed | None",
     settings: RoutingSettings,
     weights: dict[str, float],
     rng: random.Random | None,
-) -> tuple[Score, float, bool]:
-    """The candidate's score, a secondary tie-break value, and whether it is still unexplored."""
-    seen = _observed(live, candidate)
+) -> tuple[float, float, bool, str, tuple]:
+    """The candidate's score, a secondary tie-break value, whether it is still unexplored,
+    and the score's explanation as a format string and its arguments (formatted when read)."""
     samples = seen.samples if seen else 0
     ttft = seen.ttft_s if seen and seen.ttft_s is not None else None
     ttft_value = ttft if ttft is not None else settings.prior_ttft_s
@@ -98,14 +100,13 @@ def score(
         spec = candidate.offer.spec
         budget = completion_budget(candidate, facts)
         cost = (facts.prompt_tokens * spec.input_price + budget * spec.output_price) / 1_000_000
-        text = "${:.6f} = {:,} in x ${:g} + {:,} out x ${:g} per 1M"
-        return Score(cost, text, cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price), ttft_value, False
+        return cost, ttft_value, False, COST_DETAIL, (cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price)
     if strategy == "latency":
         unexplored = samples < settings.explore_min_samples
         suffix = ", exploring" if unexplored else ""
         if ttft is None:
-            return Score(ttft_value, "ttft prior {:g}s (untried){}", ttft_value, suffix), 0.0, unexplored
-        return Score(ttft_value, "ttft {:.3f}s (EWMA of {}){}", ttft, samples, suffix), 0.0, unexplored
+            return ttft_value, 0.0, unexplored, "ttft prior {:g}s (untried){}", (ttft_value, suffix)
+        return ttft_value, 0.0, unexplored, "ttft {:.3f}s (EWMA of {}){}", (ttft, samples, suffix)
     if strategy == "throughput":
         tps = seen.tokens_per_s if seen and seen.tokens_per_s is not None else None
         tps_samples = seen.tps_samples if seen else 0
@@ -113,16 +114,16 @@ def score(
         suffix = ", exploring" if unexplored else ""
         if tps is None:
             prior = settings.prior_tokens_per_second
-            return Score(-prior, "{:g} tok/s prior (untried){}", prior, suffix), ttft_value, unexplored
-        return Score(-tps, "{:.1f} tok/s (EWMA of {}){}", tps, tps_samples, suffix), ttft_value, unexplored
+            return -prior, ttft_value, unexplored, "{:g} tok/s prior (untried){}", (prior, suffix)
+        return -tps, ttft_value, unexplored, "{:.1f} tok/s (EWMA of {}){}", (tps, tps_samples, suffix)
     if strategy == "weighted":
         weight = weight_of(candidate, weights)
         if weight <= 0 or rng is None:
-            return Score(0.0 if weight <= 0 else -weight, "weight {:g}", weight), 0.0, False
+            return (0.0 if weight <= 0 else -weight), 0.0, False, "weight {:g}", (weight,)
         # Efraimidis-Spirakis: sorting by u^(1/w) is a weighted draw without replacement.
         draw = rng.random() ** (1.0 / weight)
-        return Score(-draw, "weight {:g}, draw {:.3f}", weight, draw), 0.0, False
-    return Score(float(candidate.position), "position {} in the list", candidate.position + 1), 0.0, False
+        return -draw, 0.0, False, "weight {:g}, draw {:.3f}", (weight, draw)
+    return float(candidate.position), 0.0, False, "position {} in the list", (candidate.position + 1,)
 
 
 def _pin(candidate: Candidate, order: tuple[str, ...]) -> int:
@@ -130,6 +131,81 @@ def _pin(candidate: Candidate, order: tuple[str, ...]) -> int:
         if name in candidate.names:
             return i
     return len(order)
+
+
+# An entry of the try order: the sort key (its first 7 items; the position is unique, so a
+# comparison never reaches the candidate), then the candidate and its score's explanation.
+Entry = tuple  # (tier, cooling, pin, explore, score, secondary, position, candidate, text, args)
+_CANDIDATE, _TEXT, _ARGS = 7, 8, 9
+
+
+def order_candidates(
+    eligible: list[tuple[Candidate, "Admission | None"]],
+    strategy: str,
+    facts: RequestFacts,
+    live: "LiveState | None",
+    settings: RoutingSettings,
+    weights: dict[str, float],
+    order: tuple[str, ...],
+    rng: random.Random | None,
+) -> tuple[list[Entry], bool]:
+    """The try order as plain entries, and whether exploration moved the first one there.
+
+    What the request path runs: a tuple per candidate, no object until someone asks for the
+    `Ranked` view (`ranked()`). `eligible` items are (candidate, its circuit admission).
+    """
+    observed = live.stats.lookup() if live is not None else None
+    entries: list[Entry] = []
+    if strategy == "cost":  # the default: in line
+        prompt, reserve, asked = facts.prompt_tokens, facts.completion_tokens, facts.completion_asked
+        prior = settings.prior_ttft_s
+        for candidate, admission in eligible:
+            limit = candidate.max_output_tokens
+            budget = reserve if asked or limit is None or reserve <= limit else limit
+            input_price, output_price = candidate.input_price, candidate.output_price
+            cost = (prompt * input_price + budget * output_price) / 1_000_000
+            seen = observed(candidate.key) if observed is not None else None
+            ttft = seen.ttft_s if seen is not None and seen.ttft_s is not None else prior
+            cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
+            pin = _pin(candidate, order) if order else 0
+            entries.append((candidate.tier, cooling, pin, 1, cost, ttft, candidate.position, candidate,
+                            COST_DETAIL, (cost, prompt, input_price, budget, output_price)))
+    else:
+        for candidate, admission in eligible:
+            seen = observed(candidate.key) if observed is not None else None
+            value, secondary, unexplored, text, args = score(candidate, strategy, facts, seen, settings, weights, rng)
+            cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
+            pin = _pin(candidate, order) if order else 0
+            entries.append((candidate.tier, cooling, pin, 0 if unexplored else 1, value, secondary, candidate.position,
+                            candidate, text, args))
+    entries.sort()
+    if rng is not None and strategy in OBSERVED and len(entries) > 1 and settings.exploration > 0:
+        return _explore(entries, settings.exploration, rng)
+    return entries, False
+
+
+def try_order(entries: list[Entry]) -> tuple["Offer", ...]:
+    return tuple([e[_CANDIDATE].offer for e in entries])
+
+
+def first_per_model(entries: list[Entry]) -> list[Entry]:
+    """`allow_fallbacks: false` without `order`: only each model's best provider."""
+    seen: set[str] = set()
+    out = []
+    for e in entries:
+        model = e[_CANDIDATE].offer.model
+        if model not in seen:
+            seen.add(model)
+            out.append(e)
+    return out
+
+
+def ranked(entries: list[Entry], explored: bool) -> list[Ranked]:
+    """The `Ranked` view of a try order (explanations, tests)."""
+    return [
+        Ranked(e[_CANDIDATE], Score(e[4], e[_TEXT], *e[_ARGS], explored=explored and i == 0), e[:7])
+        for i, e in enumerate(entries)
+    ]
 
 
 def rank(
@@ -143,32 +219,14 @@ def rank(
     rng: random.Random | None,
 ) -> list[Ranked]:
     """`eligible` items are (candidate, its circuit admission)."""
-    ranked = []
-    for candidate, admission in eligible:
-        s, secondary, unexplored = score(candidate, strategy, facts, live, settings, weights, rng)
-        cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
-        explore_key = 0 if unexplored else 1
-        pin = _pin(candidate, order) if order else 0
-        key = (candidate.tier, cooling, pin, explore_key, s.value, secondary, candidate.position)
-        ranked.append(Ranked(candidate, s, key))
-    ranked.sort(key=_sort_key)
-    if rng is not None and strategy in OBSERVED and len(ranked) > 1 and settings.exploration > 0:
-        ranked = _explore(ranked, settings.exploration, rng)
-    return ranked
+    return ranked(*order_candidates(eligible, strategy, facts, live, settings, weights, order, rng))
 
 
-def _sort_key(ranked: Ranked) -> tuple:
-    return ranked.key
-
-
-def _explore(ranked: list[Ranked], share: float, rng: random.Random) -> list[Ranked]:
+def _explore(entries: list[Entry], share: float, rng: random.Random) -> tuple[list[Entry], bool]:
     """With probability `share`, move a random peer of the leader (same tier, pin) to the front."""
-    head = ranked[0].key[:3]
-    peers = [i for i, r in enumerate(ranked) if i and r.key[:3] == head]
+    head = entries[0][:3]
+    peers = [i for i, e in enumerate(entries) if i and e[:3] == head]
     if not peers or rng.random() >= share:
-        return ranked
+        return entries, False
     pick = peers[rng.randrange(len(peers))]
-    chosen = ranked[pick]
-    score = chosen.score
-    explored = Ranked(chosen.candidate, Score(score.value, score._text, *score._args, explored=True), chosen.key)
-    return [explored] + ranked[:pick] + ranked[pick + 1 :]
+    return [entries[pick]] + entries[:pick] + entries[pick + 1 :], True

@@ -2,6 +2,8 @@
 OpenRouter variant suffix (`:floor` = cheapest provider first, `:nitro` = fastest throughput).
 
 Anything else is a 404 `model_not_found`, the error OpenAI's SDKs expect for an unknown model.
+Resolved names are remembered in the snapshot's memo: only names the config knows get there
+(a 404 is not cached), so the memo stays as small as the config whatever clients send.
 """
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ class Target:
 
 def is_known_model(name: str, snapshot: ConfigSnapshot) -> bool:
     """Named in the config, whether or not an enabled backend serves it right now."""
-    if name in snapshot.offers or name in snapshot.config.models:
-        return True
-    return any(name in b.models for b in snapshot.config.backends.values())
+    return name in snapshot.known_models
 
 
 def resolve(name: str, snapshot: ConfigSnapshot) -> Target:
+    key = ("resolve", name)
+    found = snapshot.memo.get(key)
+    if found is None:
+        found = snapshot.memo[key] = _resolve(name, snapshot)
+    return found
+
+
+def _resolve(name: str, snapshot: ConfigSnapshot) -> Target:
     found = _exact(name, snapshot)
     if found is not None:
         return found

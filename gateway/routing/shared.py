@@ -1,23 +1,26 @@
 """Sharing observed stats and circuit state between replicas through Redis.
 
 The routing decision never waits on Redis: it reads `LiveState`, in memory. This background
-task pushes the observations queued in `LiveState.outbox` (one Lua script call each, so
-EWMAs and failure counts merge atomically whatever the number of replicas) and pulls the
-merged values back, every `gateway.routing.shared_sync_s`. Each replica thus routes by what
-all of them saw, a fraction of a second late. If Redis is unreachable the gateway keeps
-routing on its own observations and retries the push later.
+task pushes what `LiveState` folded into `pending` since the last round (one Lua script
+call per backend+model that saw traffic, so EWMAs and failure counts merge atomically
+whatever the number of replicas) and pulls the merged values back, every
+`gateway.routing.shared_sync_s`. Each replica thus routes by what all of them saw, a
+fraction of a second late, for a few Redis calls a second rather than one or more per
+request. If Redis is unreachable the gateway keeps routing on its own observations and
+pushes them, still folded, once it is back.
 
 Keys: `gw:routing:keys` (set of `backend\\x1fmodel`) and one hash per backend+model,
-`gw:routing:k:<backend>\\x1f<model>`, idle-expired after a day.
+`gw:routing:k:<backend>\\x1f<model>`, idle-expired after a day. The hash fields are the
+ones earlier versions wrote, so replicas of both can share a Redis during a rolling update.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
+from gateway.routing.deltas import PendingShare
 from gateway.routing.live import LiveState
 from gateway.routing.stats import Key, Observed
 
@@ -29,30 +32,42 @@ log = logging.getLogger("gateway.routing")
 PREFIX = "gw:routing:"
 KEYSET = PREFIX + "keys"
 _SEP = "\x1f"
-OUTBOX_LIMIT = 20_000
 
+# ARGV: member, reset (0/1), failures, failed_at, threshold, blocked_until, alpha, updated_at,
+#       ttft kept, ttft observed, tps kept, tps observed, then the kept ttft and tps samples.
 _APPLY = """
-local h, set, op = KEYS[1], KEYS[2], ARGV[1]
-redis.call('SADD', set, ARGV[2])
-if op == 'ttft' or op == 'tps' then
-  local value, alpha = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local count_field = 'samples'
-  if op == 'tps' then count_field = 'tps_samples' end
-  local prev = redis.call('HGET', h, op)
-  local n = tonumber(redis.call('HGET', h, count_field) or '0')
-  local new = value
-  if prev then new = tonumber(prev) + math.max(alpha, 1 / (n + 1)) * (value - tonumber(prev)) end
-  redis.call('HSET', h, op, string.format('%.6f', new), 'updated_at', ARGV[3])
-  redis.call('HINCRBY', h, count_field, 1)
-elseif op == 'ok' then
+local h = KEYS[1]
+redis.call('SADD', KEYS[2], ARGV[1])
+local alpha = tonumber(ARGV[7])
+local function merge(field, count_field, first, kept, observed)
+  if observed == 0 then return end
+  local prev = redis.call('HGET', h, field)  -- false when unset
+  local value = nil
+  if prev then value = tonumber(prev) end
+  -- samples dropped locally (the oldest) still count, as they did in the local EWMA
+  local n = tonumber(redis.call('HGET', h, count_field) or '0') + observed - kept
+  for i = first, first + kept - 1 do
+    local x = tonumber(ARGV[i])
+    if value == nil then value = x else value = value + math.max(alpha, 1 / (n + 1)) * (x - value) end
+    n = n + 1
+  end
+  redis.call('HSET', h, field, string.format('%.6f', value), count_field, n, 'updated_at', ARGV[8])
+end
+local ttft_kept, tps_kept = tonumber(ARGV[9]), tonumber(ARGV[11])
+merge('ttft', 'samples', 13, ttft_kept, tonumber(ARGV[10]))
+merge('tps', 'tps_samples', 13 + ttft_kept, tps_kept, tonumber(ARGV[12]))
+if ARGV[2] == '1' then
   redis.call('HSET', h, 'failures', 0, 'opened_at', 0)
-elseif op == 'fail' then
-  local failures = redis.call('HINCRBY', h, 'failures', 1)
+end
+local failures = tonumber(ARGV[3])
+if failures > 0 then
+  local total = redis.call('HINCRBY', h, 'failures', failures)
   local opened = tonumber(redis.call('HGET', h, 'opened_at') or '0')
-  if opened > 0 or failures >= tonumber(ARGV[4]) then redis.call('HSET', h, 'opened_at', ARGV[3]) end
-elseif op == 'block' then
-  local current = tonumber(redis.call('HGET', h, 'blocked_until') or '0')
-  if tonumber(ARGV[3]) > current then redis.call('HSET', h, 'blocked_until', ARGV[3]) end
+  if opened > 0 or total >= tonumber(ARGV[5]) then redis.call('HSET', h, 'opened_at', ARGV[4]) end
+end
+local blocked = tonumber(ARGV[6])
+if blocked > 0 and blocked > tonumber(redis.call('HGET', h, 'blocked_until') or '0') then
+  redis.call('HSET', h, 'blocked_until', ARGV[6])
 end
 redis.call('EXPIRE', h, 86400)
 return 1
@@ -65,6 +80,16 @@ def member(key: Key) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def script_args(name: str, share: PendingShare) -> list:
+    """The script's ARGV for one backend+model's folded observations."""
+    return [
+        name, 1 if share.reset else 0, share.failures, repr(share.failed_at), share.threshold,
+        repr(share.blocked_until), repr(share.alpha), repr(share.updated_at),
+        len(share.ttft), share.ttft_count, len(share.tps), share.tps_count,
+        *map(repr, share.ttft), *map(repr, share.tps),
+    ]
 
 
 def _float(raw: dict[str, str], field: str) -> float | None:
@@ -80,7 +105,7 @@ class SharedLiveState:
         self.live = live
         self.interval_s = interval_s
         self.sync_failures = 0  # consecutive; for logs and a metric later
-        live.outbox = deque(maxlen=OUTBOX_LIMIT)
+        live.share_with_replicas()
         self._script = redis.register_script(_APPLY)
 
     async def run(self) -> None:
@@ -89,15 +114,12 @@ class SharedLiveState:
             await self.sync_once()
 
     async def sync_once(self) -> bool:
-        outbox = self.live.outbox
-        assert outbox is not None
-        ops = list(outbox)
-        outbox.clear()
+        taken = self.live.take_pending()
         try:
-            await self._push(ops)
+            await self._push(taken)
             await self._pull()
         except Exception as exc:  # noqa: BLE001 - Redis down: route on local observations
-            outbox.extendleft(reversed(ops))  # try again next round (oldest dropped when full)
+            self.live.put_back(taken)  # pushed again next round, folded with what comes meanwhile
             self.sync_failures += 1
             if self.sync_failures == 1:
                 log.warning("cannot share routing stats through Redis (%s); routing on local observations", exc)
@@ -107,14 +129,13 @@ class SharedLiveState:
         self.sync_failures = 0
         return True
 
-    async def _push(self, ops: list[tuple]) -> None:
-        if not ops:
+    async def _push(self, taken: dict[Key, PendingShare]) -> None:
+        if not taken:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for op in ops:
-            kind, key, *args = op
+        for key, share in taken.items():
             name = member(key)
-            await self._script(keys=[PREFIX + "k:" + name, KEYSET], args=[kind, name, *args], client=pipe)
+            await self._script(keys=[PREFIX + "k:" + name, KEYSET], args=script_args(name, share), client=pipe)
         await pipe.execute()
 
     async def _pull(self) -> None:

@@ -7,6 +7,7 @@ every replica's observations into the same numbers and copies them back here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 Key = tuple[str, str]  # (backend, model)
@@ -44,6 +45,10 @@ class StatsBook:
 
     def get(self, key: Key) -> Observed | None:
         return self._entries.get(key)
+
+    def lookup(self) -> Callable[[Key], Observed | None]:
+        """`get` without the method call, for loops over every candidate of a request."""
+        return self._entries.get
 
     def record_ttft(self, key: Key, ttft_s: float, alpha: float, now: float) -> None:
         entry = self._entries.get(key)

@@ -206,7 +206,9 @@ def stream_text(client, **extra) -> tuple[str, str]:
     [
         {"status": 500},
         {"status": 503},
-        {"status": 429, "headers": {"retry-after": "1"}},
+        # Longer than gateway.routing.retry_after_cap_s (60 s): the cooldown is the cap, so it
+        # outlives the test however slow the machine (with 1 s it could end between requests).
+        {"status": 429, "headers": {"retry-after": "3600"}},
         {"delay_s": 3.0},  # hangs past timeout_s (non-streamed) and first_byte_timeout_s (streamed)
         {"status": 400, "error_body": {"error": {"message": "This model's maximum context length is 8192 tokens.",
                                                  "code": "context_length_exceeded"}}},

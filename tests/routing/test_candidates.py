@@ -41,3 +41,19 @@ def test_models_array_entries_are_later_tiers_and_repeats_are_dropped():
 def test_disabled_backends_offer_nothing():
     snap = snapshot_from(POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    enabled: false\n"))
     assert keys(gather([resolve("big/long", snap)], "chat", snap)) == [("cheap", "big/long", 0)]
+
+
+def test_candidates_are_worked_out_once_per_snapshot_and_remembered_lists_stay_bounded(monkeypatch):
+    from gateway.routing import candidates
+
+    snap = snapshot_from(POLICY)
+    first = gather([resolve("auto", snap)], "code", snap)
+    assert gather([resolve("auto", snap)], "code", snap) is first  # shared, not rebuilt
+    monkeypatch.setattr(candidates, "MAX_REMEMBERED_LISTS", 2)
+    arrays = [("code/coder", "auto"), ("small/fast", "auto"), ("big/long", "code/coder")]
+    results = [gather([resolve(n, snap) for n in names], "chat", snap) for names in arrays]
+    assert sum(1 for key in snap.memo if key[0] == "candidate lists") == 2  # clients choose these: capped
+    assert keys(results[2]) == [("cheap", "big/long", 0), ("pricey", "big/long", 0), ("pricey", "code/coder", 1)]
+    assert keys(gather([resolve(n, snap) for n in arrays[2]], "chat", snap)) == keys(results[2])
+    reloaded = snapshot_from(POLICY)
+    assert gather([resolve("auto", reloaded)], "code", reloaded) is not first  # a new config, new lists

@@ -69,12 +69,18 @@ def test_circuit_states_list_every_offer_and_show_health_down_as_open():
     assert "health checks: refused" in live.admission(SNAP.offer("cheap", "small/fast"), clock()).reason
 
 
-def test_the_shared_outbox_receives_every_observation():
-    from collections import deque
-
+def test_observations_for_other_replicas_are_folded_per_offer():
     live = live_for(SNAP)
-    live.outbox = deque()
+    assert live.take_pending() == {}  # nothing shares: nothing kept
+    live.share_with_replicas()
     live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.2)
     live.attempt_finished(OFFER, failed("http_500"), None)
     live.attempt_finished(OFFER, failed("rate_limited", retry_after=5), None)
-    assert [op[0] for op in live.outbox] == ["ok", "ttft", "fail", "block"]
+    share = live.take_pending()[OFFER.key]
+    # The success came after no failure: nothing to reset, so nothing is sent for it.
+    assert not share.reset and share.failures == 1 and share.threshold == 2
+    assert share.ttft == [0.2] and share.ttft_count == 1 and share.blocked_until == live.clock() + 5
+    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.3)
+    share = live.take_pending()[OFFER.key]
+    assert share.reset and share.failures == 0 and share.ttft == [0.3]  # this one closes the shared breaker
+    assert live.take_pending() == {}

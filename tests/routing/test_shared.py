@@ -3,7 +3,8 @@
 import pytest
 from redis.asyncio import Redis
 
-from gateway.proxy.outcome import Attempt
+from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
 from gateway.routing.shared import SharedLiveState
 from tests.routing.support import POLICY, Clock, live_for, snapshot_from
@@ -20,6 +21,12 @@ def ok():
 
 def failed():
     return Attempt("pricey", "big/long", "http_503", 503, 0.1)
+
+
+def streamed_call(tokens: int, seconds: float) -> CallOutcome:
+    outcome = CallOutcome("r", "auto", stream=True, offer=OFFER, usage=Usage(10, tokens), ttft_s=0.0)
+    outcome.attempts.append(Attempt("pricey", "big/long", None, 200, seconds))
+    return outcome
 
 
 @pytest.fixture
@@ -82,8 +89,73 @@ async def test_redis_outage_keeps_local_routing_and_catches_up_later(replicas, r
     a.attempt_finished(OFFER, ok(), 0.5)
     assert a.observed(OFFER.key).ttft_s == 0.5  # routing still learns locally
     assert not await sync_a.sync_once()
-    assert sync_a.sync_failures == 1 and len(a.outbox) == 2  # kept for later
+    assert sync_a.sync_failures == 1 and a.pending[OFFER.key].ttft == [0.5]  # kept for later
     redis_server.start()
-    assert await sync_a.sync_once() and not a.outbox
+    assert await sync_a.sync_once() and not a.pending
     assert await sync_b.sync_once()
     assert b.observed(OFFER.key).ttft_s == pytest.approx(0.5)
+
+
+def shared_record(live):
+    record = live.circuits.get(OFFER.key)
+    return (record.failures, record.opened_at > 0) if record else (0, False)
+
+
+async def test_a_busy_offer_costs_one_script_call_per_sync(replicas, redis_server):
+    (a, sync_a), (b, sync_b) = replicas[0]
+    admin = Redis.from_url(redis_server.url)
+    try:
+        await admin.config_resetstat()
+        for i in range(300):
+            a.attempt_finished(OFFER, ok(), 0.1 + (i % 3) / 10)
+            a.call_finished(streamed_call(tokens=100, seconds=2.0))
+        assert await sync_a.sync_once()
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1 and "cmdstat_eval" not in stats
+    finally:
+        await admin.aclose()
+    assert await sync_b.sync_once()
+    seen = b.observed(OFFER.key)
+    # All 300 count, though only the latest MAX_SAMPLES are replayed into the mean.
+    assert seen.samples == 300 and seen.tps_samples == 300
+    assert seen.ttft_s == pytest.approx(a.observed(OFFER.key).ttft_s, abs=1e-5)
+    assert seen.tokens_per_s == pytest.approx(50.0)
+
+
+async def test_folded_observations_give_the_shared_state_their_sequence_gives(replicas):
+    (a, sync_a), (b, sync_b) = replicas[0]
+    for attempt in (failed(), failed(), ok(), failed()):  # one sync interval
+        a.attempt_finished(OFFER, attempt, 0.2 if attempt.error is None else None)
+    assert await sync_a.sync_once() and await sync_b.sync_once()
+    assert shared_record(b) == (1, False) and b.observed(OFFER.key).ttft_s == pytest.approx(0.2)
+    for _ in range(3):
+        a.attempt_finished(OFFER, failed(), None)
+    assert await sync_a.sync_once() and await sync_b.sync_once()
+    assert shared_record(b) == (4, True)
+
+
+async def test_a_success_resets_the_shared_breaker_only_when_its_replica_knew_of_failures(replicas):
+    (a, sync_a), (b, sync_b) = replicas[0]
+    b.attempt_finished(OFFER, failed(), None)
+    b.attempt_finished(OFFER, failed(), None)
+    assert await sync_b.sync_once()
+    a.attempt_finished(OFFER, ok(), 0.2)  # a has not pulled b's failures yet: nothing to reset
+    assert await sync_a.sync_once() and shared_record(a) == (2, False)
+    a.attempt_finished(OFFER, ok(), 0.2)  # now it knows: this success closes the breaker everywhere
+    assert await sync_a.sync_once() and await sync_b.sync_once()
+    assert shared_record(b) == (0, False)
+
+
+async def test_observations_made_during_an_outage_are_folded_after_the_unsent_ones(replicas, redis_server):
+    (a, sync_a), (b, sync_b) = replicas[0]
+    redis_server.stop()
+    a.attempt_finished(OFFER, failed(), None)
+    a.attempt_finished(OFFER, failed(), None)
+    assert not await sync_a.sync_once()
+    a.attempt_finished(OFFER, ok(), 0.4)  # after the unsent failures: resets them
+    a.attempt_finished(OFFER, failed(), None)
+    a.attempt_finished(OFFER, Attempt("pricey", "big/long", "rate_limited", 429, 0.1, 20.0), None)
+    redis_server.start()
+    assert await sync_a.sync_once() and await sync_b.sync_once()
+    assert shared_record(b) == (1, False) and b.admission(OFFER, replicas[1]()).cooling_for_s == pytest.approx(20.0)
+    assert b.observed(OFFER.key).ttft_s == pytest.approx(0.4)

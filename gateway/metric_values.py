@@ -1,0 +1,92 @@
+"""Adding to prometheus-client series on every call without paying its per-call overhead.
+
+`Counter.inc` checks on every call that the series has its labels and that the amount is not
+negative, then takes a lock; `Histogram.observe` also walks the buckets in Python. For the
+series a call updates (a dozen per call) the gateway resolves, once per series, a plain
+function that adds to the value directly (`adder`, `observer`): the checks are done once, and
+the bucket is found by bisection.
+
+In single-process mode those values only ever change on the event loop, so their lock buys
+nothing: they are swapped for `LoopValue`, the same value without it (a scrape reading from
+another thread still sees whole floats). With several workers (multiprocess mode) the values
+are prometheus-client's own memory-mapped ones, unchanged.
+
+This reads prometheus-client internals (`_value`, `_buckets`, `_sum`, `_upper_bounds`, the
+same since its early releases); if a release changes them, the public methods are used
+instead, and the exposition tests in tests/test_metrics.py check the figures either way.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+
+from prometheus_client import values
+
+Add = Callable[[float], None]
+
+
+class LoopValue:
+    """prometheus-client's `MutexValue` without the lock, for values one thread writes."""
+
+    _multiprocess = False
+    __slots__ = ("_value", "_exemplar")
+
+    def __init__(self, value: float = 0.0) -> None:
+        self._value = value
+        self._exemplar = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self):
+        return self._exemplar
+
+
+def _unlocked(value):
+    """The value to add to: a `LoopValue` in place of a `MutexValue` (single-process mode)."""
+    if type(value) is values.MutexValue:
+        return LoopValue(value.get())
+    return value
+
+
+def adder(child) -> Add:
+    """`child.inc` (a counter's or gauge's labelled child) without the per-call checks.
+
+    Gauges are decremented by adding a negative amount; counters are never given one.
+    """
+    value = getattr(child, "_value", None)
+    if value is None or not callable(getattr(value, "inc", None)):
+        return child.inc
+    child._value = value = _unlocked(value)
+    return value.inc
+
+
+def observer(child) -> Add:
+    """`child.observe` (a histogram's labelled child) without the per-call checks."""
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if not buckets or total is None or not bounds or len(buckets) != len(bounds):
+        return child.observe
+    child._buckets = [_unlocked(b) for b in buckets]
+    child._sum = total = _unlocked(total)
+    add_to_bucket = [b.inc for b in child._buckets]
+    add_to_sum = total.inc
+    bounds = list(bounds)
+
+    def observe(amount: float) -> None:
+        add_to_sum(amount)
+        if amount == amount:  # NaN falls in no bucket, as in Histogram.observe
+            add_to_bucket[bisect_left(bounds, amount)](1)
+
+    return observe
