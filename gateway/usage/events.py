@@ -7,7 +7,8 @@ the app, `X-OpenRouter-Title`/`X-Title` names it; without either, the API key's 
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Annotated, Any
@@ -39,8 +40,15 @@ def clean_label(value: str | None) -> str | None:
     """A header-supplied label, bounded and free of the control characters keys are built with."""
     if value is None:
         return None
-    value = "".join(ch for ch in value if ch >= " " and ch != "\x7f").strip()[:_MAX_LABEL]
-    return value or None
+    if not value.isprintable():  # rare: only then pay for the character-by-character filter
+        value = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+    return value.strip()[:_MAX_LABEL] or None
+
+
+def new_event_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 random bits. Ids made later sort later,
+    so a store's id index grows at its end instead of at random places."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 @dataclass(slots=True)
@@ -86,6 +94,11 @@ class UsageEvent:
         return self.timestamp.date()
 
     @property
+    def timestamp_text(self) -> str:
+        """The timestamp as the ledger writes it: ISO 8601, microseconds, `Z`."""
+        return self.timestamp.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    @property
     def succeeded(self) -> bool:
         return self.status < 400
 
@@ -93,7 +106,7 @@ class UsageEvent:
         """The JSONL shape: one flat object, timestamp in ISO 8601 with `Z`."""
         return {
             "id": self.id,
-            "timestamp": self.timestamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "timestamp": self.timestamp_text,
             "route": self.route,
             "model": self.model,
             "author": self.author,
@@ -128,7 +141,7 @@ class UsageEvent:
         completion = usage.completion_tokens if usage else 0
         tps = outcome.completion_tokens_per_second
         return cls(
-            id=uuid.uuid4().hex,
+            id=new_event_id(),
             timestamp=datetime.fromtimestamp(outcome.started_at, timezone.utc),
             model=offer.model,
             backend=offer.backend,
