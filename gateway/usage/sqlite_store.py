@@ -164,13 +164,27 @@ class SqliteUsageStore(UsageStore):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> sqlite3.Connection:
+        """A connection to the file, WAL and schema in place (on the thread: it may wait)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        return conn
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            try:
+                # Switching a new file to WAL takes an exclusive lock that SQLite does not wait
+                # for (its busy handler is skipped there): two processes opening a new file at
+                # once can see "database is locked". Retry; once in WAL, the file stays so.
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            conn.row_factory = sqlite3.Row
+            return conn
 
     def _connection(self) -> sqlite3.Connection:
         """The thread's connection (reads, checkpoints); opens the file and its schema."""
