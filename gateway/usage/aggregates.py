@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -153,7 +154,7 @@ class IncrementBatch:
     """
 
     def __init__(self) -> None:
-        self._groups: dict[tuple[date, Group], list[int]] = {}
+        self._groups: dict[tuple[date, Group], tuple[int, ...]] = {}
         self._hist: dict[tuple[date, str, str, str, int], int] = defaultdict(int)
         self.titles: dict[tuple[date, str], str] = {}
 
@@ -162,13 +163,10 @@ class IncrementBatch:
         day = event.day if day is None else day
         key = (day, (event.model, event.backend, event.category, event.app))
         values = metric_values(event)
+        if times != 1:
+            values = tuple(value * times for value in values)
         totals = self._groups.get(key)
-        if totals is None:
-            self._groups[key] = [value * times for value in values]
-        else:
-            for i, value in enumerate(values):
-                if value:
-                    totals[i] += value * times
+        self._groups[key] = values if totals is None else tuple(map(operator.add, totals, values))
         for measure, bucket in hist_buckets(event):
             self._hist[(day, event.backend, event.model, measure, bucket)] += times
         if event.app and event.app_title:
