@@ -7,8 +7,8 @@ What it does, step by step:
    would time Python, not the design, so events are drawn from a pool of --shapes distinct
    synthetic events (Zipf-weighted models, authors, backends, apps and categories; log-normal
    tokens, latency, TTFT and speed). Each day's events are a random draw from the pool; every
-   shape's increments (gateway.usage.aggregates.event_increments, the same function live
-   recording uses) are added as many times as it was drawn. The resulting per-day hashes are
+   shape is added to an IncrementBatch (the same sums live recording writes) as many times
+   as it was drawn. The resulting per-day hashes are
    exactly those 10M such events would leave, and are written with
    RedisUsageStore.load_increments (pipelined HINCRBY, the bulk path).
 3. Times the live, idempotent path too (the Lua script with per-event dedupe and the raw
@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.usage.aggregates import IncrementBatch, event_increments  # noqa: E402
+from gateway.usage.aggregates import IncrementBatch  # noqa: E402
 from gateway.usage.events import UsageEvent  # noqa: E402
 from gateway.usage.rankings import ranking_query, series_query  # noqa: E402
 from gateway.usage.redis_store import RedisUsageStore  # noqa: E402
@@ -105,16 +105,13 @@ def event_shapes(count: int, rng: random.Random) -> list[UsageEvent]:
 
 
 def aggregate(shapes: list[UsageEvent], events: int, days: int, rng: random.Random) -> IncrementBatch:
-    increments = [event_increments(s) for s in shapes]
     batch = IncrementBatch()
-    sums = batch.sums
     per_day = events // days
     for d in range(days):
         day = END - timedelta(days=d)
         drawn = Counter(rng.choices(range(len(shapes)), k=per_day + (events % days if d == 0 else 0)))
         for index, times in drawn.items():
-            for part, name, value in increments[index]:
-                sums[(day, part, name)] += value * times
+            batch.add(shapes[index], times=times, day=day)
     return batch
 
 
@@ -145,11 +142,12 @@ async def main() -> None:
         t = time.perf_counter()
         await store.load_increments(batch)
         loaded = time.perf_counter() - t
+        sums = batch.sums
         fields_per_day = defaultdict(int)
-        for (day, _, _) in batch.sums:
+        for (day, _, _) in sums:
             fields_per_day[day] += 1
         print(f"{args.events:,} events over {args.days} days from {args.shapes:,} shapes: aggregates built in {built:.1f} s, "
-              f"written in {loaded:.1f} s ({len(batch.sums):,} hash fields, {statistics.mean(fields_per_day.values()):,.0f} per day)")
+              f"written in {loaded:.1f} s ({len(sums):,} hash fields, {statistics.mean(fields_per_day.values()):,.0f} per day)")
         info = await client.info("memory")
         print(f"redis memory used: {info['used_memory_human']}")
 

@@ -183,7 +183,7 @@ class Metrics:
             # Non-streamed answers have no first token apart from the whole body: their time
             # is in the duration histogram, and mixing it in here would blur TTFT.
             series.ttft(outcome.ttft_s)
-            speed = _completion_speed(outcome)
+            speed = outcome.completion_tokens_per_second
             if speed is not None:
                 series.tokens_per_second(speed)
 
@@ -314,16 +314,6 @@ class _OfferSeries:
 def _reason(value: str) -> str:
     """Failure reasons are bounded labels already; anything else is folded into `other`."""
     return value if _SAFE_REASON.fullmatch(value) else "other"
-
-
-def _completion_speed(outcome: CallOutcome) -> float | None:
-    """Completion tokens per second after the first token, over the answering attempt only
-    (earlier failed attempts and the gateway's own time do not count)."""
-    usage = outcome.usage
-    if not usage or not usage.completion_tokens or not outcome.attempts or outcome.ttft_s is None:
-        return None
-    generating = outcome.attempts[-1].duration_s - outcome.ttft_s
-    return usage.completion_tokens / generating if generating > 1e-3 else None
 
 
 def _pids_with_live_gauges(directory: Path) -> set[int]:

@@ -1,14 +1,23 @@
 """GET /v1/rankings (OpenRouter-style rankings of this gateway's traffic), GET /v1/rankings/series
 (tokens per model per day or week, for the chart) and the /rankings web page.
 
+Rankings are computed on a thread (a month's takes up to a few hundred milliseconds of
+CPU, which on the event loop would stall every proxied call of this worker), and an answer
+is reused while the aggregates it was computed from have not changed (`AnswerMemo`): a
+page polled by many viewers costs one computation per change, and an answer is never stale.
+
 The page is a static HTML file plus a small script under gateway/web/, read once at
 startup: no build step, no CDN, nothing fetched from outside the gateway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -17,7 +26,7 @@ from starlette.responses import Response
 
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
-from gateway.usage.rankings import QueryError, prices_of, ranking_query, series_query
+from gateway.usage.rankings import QueryError, compute_rankings, compute_series, prices_of, ranking_query, series_query
 
 log = logging.getLogger("gateway.usage")
 
@@ -25,8 +34,34 @@ _PAGE_FILES = {"rankings.html": "text/html; charset=utf-8", "rankings.js": "text
                "rankings.css": "text/css; charset=utf-8"}
 
 
-def _json(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json", headers={"cache-control": "no-store"})
+class AnswerMemo:
+    """The last answer (JSON bytes) per query, with the inputs it was computed from.
+
+    The store is read on every request (the read is cheap, and it is what tells whether the
+    answer changed); only the computation is skipped when the inputs compare equal.
+    """
+
+    def __init__(self, size: int = 8) -> None:  # inputs are kept too: a few answers, not a history
+        self.size = size
+        self.computed = 0  # answers computed (not reused): for tests and curiosity
+        self._answers: OrderedDict[Any, tuple[Any, bytes]] = OrderedDict()
+
+    async def answer(self, key: Any, inputs: Any, compute: Callable[[], Any]) -> bytes:
+        cached = self._answers.get(key)
+        if cached is not None and cached[0] == inputs:
+            self._answers.move_to_end(key)
+            return cached[1]
+        body = await asyncio.to_thread(lambda: orjson.dumps(compute()))
+        self.computed += 1
+        self._answers[key] = (inputs, body)
+        self._answers.move_to_end(key)
+        while len(self._answers) > self.size:
+            self._answers.popitem(last=False)
+        return body
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
 def _store(state: AppState):
@@ -41,6 +76,8 @@ def _unavailable(exc: Exception) -> GatewayError:
 
 
 def register(app: FastAPI) -> None:
+    memo = AnswerMemo()
+
     async def rankings(request: Request) -> Response:
         state: AppState = request.app.state.gateway
         state.auth.authenticate(request)
@@ -50,11 +87,12 @@ def register(app: FastAPI) -> None:
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
+        prices = prices_of(state.config.current)
         try:
-            body = await store.rankings(query, prices_of(state.config.current))
+            days = await store.read_aggregates(query.spans())
         except Exception as exc:  # noqa: BLE001 - any store failure is a 503, logged
             raise _unavailable(exc) from None
-        return _json(body)
+        return _json(await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices)))
 
     async def series(request: Request) -> Response:
         state: AppState = request.app.state.gateway
@@ -66,10 +104,10 @@ def register(app: FastAPI) -> None:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
         try:
-            body = await store.series(query)
+            days = await store.read_aggregates(query.spans())
         except Exception as exc:  # noqa: BLE001
             raise _unavailable(exc) from None
-        return _json(body)
+        return _json(await memo.answer(query, days, lambda: compute_series(query, days)))
 
     web = resources.files("gateway") / "web"
     pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}

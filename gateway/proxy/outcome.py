@@ -57,15 +57,19 @@ class CallOutcome:
 
     @property
     def completion_tokens_per_second(self) -> float | None:
-        """Generation speed after the first token, as OpenRouter reports throughput.
+        """Generation speed of the answering attempt, as OpenRouter reports throughput.
 
-        A non-streamed answer has no first token apart from its end (its `ttft_s` is the
-        whole upstream time), so its speed is taken over the whole call.
+        Only the attempt that answered counts (the last one): earlier failed attempts and
+        the gateway's own time are not the model's speed. A streamed answer is timed after
+        its first token (`ttft_s`, from that attempt's start); a non-streamed one has no
+        first token apart from its end, so it is timed over the whole attempt.
         """
-        if not self.usage or not self.usage.completion_tokens:
+        usage = self.usage
+        if not usage or not usage.completion_tokens or not self.attempts:
             return None
-        generating = self.latency_s - (self.ttft_s or 0.0) if self.stream else self.latency_s
-        return self.usage.completion_tokens / generating if generating > 1e-3 else None
+        answering_s = self.attempts[-1].duration_s
+        generating = answering_s - self.ttft_s if self.stream and self.ttft_s is not None else answering_s
+        return usage.completion_tokens / generating if generating > 1e-3 else None
 
 
 def price_usd(offer: Offer, usage: Usage) -> float:

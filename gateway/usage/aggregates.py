@@ -20,7 +20,9 @@ Cost is kept in nano-dollars so that sums are exact integers.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,53 +91,98 @@ _METRICS = {
 _SLIM = ("prompt", "completion", "requests")
 _PART_METRICS = {"model": None, "offer": None, "category": _SLIM, "app": _SLIM}
 
+METRICS = tuple(_METRICS)  # the order of `metric_values`
 
-def _counter_metrics(event: UsageEvent) -> list[tuple[str, int]]:
-    values = (
-        ("prompt", event.prompt_tokens),
-        ("completion", event.completion_tokens),
-        ("reasoning", event.reasoning_tokens),
-        ("cached", event.cached_tokens),
-        ("requests", 1),
-        ("failed", 0 if event.succeeded else 1),
-        ("estimated", 1 if event.estimated else 0),
-        ("cost_nanos", cost_nanos(event.cost)),
+# Events of one group (model, backend, category, app) touch the same fields, only by
+# different amounts: field names are built once per group, not once per event.
+Group = tuple[str, str, str, str | None]
+GroupFields = tuple[tuple[tuple[str, str], ...], ...]  # per metric: the (part, field) pairs it increments
+
+
+def group_of(event: UsageEvent) -> Group:
+    return (event.model, event.backend, event.category, event.app)
+
+
+@functools.lru_cache(maxsize=4096)
+def group_fields(group: Group) -> GroupFields:
+    """For each metric (in METRICS order), the (part, field) pairs an event of `group` adds it to."""
+    model, backend, category, app = group
+    prefixes = [("model", model), ("offer", f"{backend}{SEP}{model}"), ("category", f"{category}{SEP}{model}")]
+    if app:
+        prefixes.append(("app", app))
+    return tuple(
+        tuple((part, f"{prefix}{SEP}{metric}") for part, prefix in prefixes if _PART_METRICS[part] is None or metric in _PART_METRICS[part])
+        for metric in METRICS
     )
-    return [(metric, value) for metric, value in values if value]
+
+
+def metric_values(event: UsageEvent) -> tuple[int, ...]:
+    """The event's counters, in METRICS order."""
+    return (event.prompt_tokens, event.completion_tokens, event.reasoning_tokens, event.cached_tokens, 1,
+            0 if event.succeeded else 1, 1 if event.estimated else 0, cost_nanos(event.cost))
+
+
+def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
+    """(measure, bucket) of each timing a successful call counts in its offer's histograms."""
+    if not event.succeeded:
+        return []
+    return [(measure, bucket_of(value))
+            for measure, value in (("tps", event.tokens_per_second), ("latency_ms", event.latency_ms), ("ttft_ms", event.ttft_ms))
+            if value is not None and value > 0]
+
+
+def hist_field(backend: str, model: str, measure: str, bucket: int) -> str:
+    return f"{backend}{SEP}{model}{SEP}{measure}{SEP}{bucket}"
 
 
 def event_increments(event: UsageEvent) -> list[tuple[str, str, int]]:
-    """(part, field, increment) for one event, all within `event.day`."""
-    metrics = _counter_metrics(event)
+    """(part, field, increment) for one event, all within `event.day`: the definition every
+    write path applies (`IncrementBatch` and the Redis script sum exactly these)."""
     out: list[tuple[str, str, int]] = []
-    prefixes = [("model", event.model), ("offer", f"{event.backend}{SEP}{event.model}"),
-                ("category", f"{event.category}{SEP}{event.model}")]
-    if event.app:
-        prefixes.append(("app", event.app))
-    for part, prefix in prefixes:
-        kept = _PART_METRICS[part]
-        out.extend((part, f"{prefix}{SEP}{metric}", value) for metric, value in metrics if kept is None or metric in kept)
-    if event.succeeded:
-        for measure, value in (("tps", event.tokens_per_second), ("latency_ms", event.latency_ms), ("ttft_ms", event.ttft_ms)):
-            if value is not None and value > 0:
-                out.append(("hist", f"{event.backend}{SEP}{event.model}{SEP}{measure}{SEP}{bucket_of(value)}", 1))
+    for fields, value in zip(group_fields(group_of(event)), metric_values(event)):
+        if value:
+            out.extend((part, name, value) for part, name in fields)
+    out.extend(("hist", hist_field(event.backend, event.model, measure, bucket), 1) for measure, bucket in hist_buckets(event))
     return out
 
 
 class IncrementBatch:
-    """Increments of many events summed per (day, part, field): what a bulk write applies."""
+    """Increments of many events summed per (day, part, field): what a bulk write applies.
+
+    Events are summed per day and group first (a few integer additions per event); field
+    names are spelled out once per group, when `sums` is read.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[tuple[date, str, str], int] = defaultdict(int)
+        self._groups: dict[tuple[date, Group], tuple[int, ...]] = {}
+        self._hist: dict[tuple[date, str, str, str, int], int] = defaultdict(int)
         self.titles: dict[tuple[date, str], str] = {}
 
-    def add(self, event: UsageEvent) -> None:
-        day = event.day
-        sums = self.sums
-        for part, name, value in event_increments(event):
-            sums[(day, part, name)] += value
+    def add(self, event: UsageEvent, times: int = 1, day: date | None = None) -> None:
+        """Count `event` (`times` times, on `day` if given: bulk loads of synthetic history)."""
+        day = event.day if day is None else day
+        key = (day, (event.model, event.backend, event.category, event.app))
+        values = metric_values(event)
+        if times != 1:
+            values = tuple(value * times for value in values)
+        totals = self._groups.get(key)
+        self._groups[key] = values if totals is None else tuple(map(operator.add, totals, values))
+        for measure, bucket in hist_buckets(event):
+            self._hist[(day, event.backend, event.model, measure, bucket)] += times
         if event.app and event.app_title:
             self.titles[(day, event.app)] = event.app_title
+
+    @property
+    def sums(self) -> dict[tuple[date, str, str], int]:
+        sums: dict[tuple[date, str, str], int] = defaultdict(int)
+        for (day, group), totals in self._groups.items():
+            for fields, value in zip(group_fields(group), totals):
+                if value:
+                    for part, name in fields:
+                        sums[(day, part, name)] += value
+        for (day, backend, model, measure, bucket), count in self._hist.items():
+            sums[(day, "hist", hist_field(backend, model, measure, bucket))] += count
+        return dict(sums)
 
 
 # A stored field name, as the store returns it (Redis: bytes; SQLite: str).

@@ -1,8 +1,9 @@
 """The observer that records every call without slowing it down.
 
-`call_finished` appends the call's outcome to an in-memory buffer and returns: no I/O, no
-awaiting, not even building the event (for a non-streamed answer it runs before the response
-goes out). A background task turns outcomes into `UsageEvent`s and writes them to the store
+`call_finished` copies what the ledger needs of the call's outcome into a tuple of plain
+values (`FinishedCall`), appends it to an in-memory buffer and returns: no I/O, no awaiting,
+not even building the event (for a non-streamed answer it runs before the response goes
+out). A background task turns calls into `UsageEvent`s and writes them to the store
 in batches, when a batch is full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
 so an outage loses nothing while the buffer has room: the write is retried with backoff
 (ids make a retry that partly succeeded harmless). Past `max_buffered` events the oldest are
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
-from gateway.usage.events import UsageEvent
+from gateway.usage.events import FinishedCall, UsageEvent, finished_call
 from gateway.usage.store import UsageStore
 
 if TYPE_CHECKING:
@@ -52,8 +53,8 @@ class UsageRecorder:
         self.dropped = 0  # events lost because the buffer overflowed or shutdown could not write them
         self.recorded = 0  # events the store accepted (new or already known)
         self.write_failures = 0
-        # Oldest first; outcomes become events when the writer first takes them.
-        self._buffer: collections.deque[UsageEvent | CallOutcome] = collections.deque()
+        # Oldest first; calls become events when the writer first takes them.
+        self._buffer: collections.deque[UsageEvent | FinishedCall] = collections.deque()
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
         self._closing = False
@@ -68,15 +69,16 @@ class UsageRecorder:
         return None
 
     def call_finished(self, outcome: CallOutcome) -> None:
-        if outcome.offer is not None:  # a call that never reached a backend used nothing
-            self.add(outcome)
+        call = finished_call(outcome)  # plain values: nothing for the garbage collector to keep visiting
+        if call is not None:  # a call that never reached a backend used nothing
+            self.add(call)
 
     # -- buffer ----------------------------------------------------------------------------
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def add(self, item: UsageEvent | CallOutcome) -> None:
+    def add(self, item: UsageEvent | FinishedCall) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
             self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
@@ -85,20 +87,18 @@ class UsageRecorder:
             self._wake.set()
 
     def _take_batch(self) -> list[UsageEvent]:
-        """The oldest events, up to a batch, building those still outcomes (in place, once:
+        """The oldest events, up to a batch, building those still calls (in place, once:
         an event keeps its id through retries)."""
         buffer, batch, i = self._buffer, [], 0
         while i < len(buffer) and len(batch) < self.batch_size:
             item = buffer[i]
-            if isinstance(item, CallOutcome):
+            if not isinstance(item, UsageEvent):
                 try:
-                    item = UsageEvent.from_outcome(item)
-                except Exception:  # noqa: BLE001 - one malformed outcome must not block the rest
+                    item = UsageEvent.from_call(item)
+                except Exception:  # noqa: BLE001 - one malformed call must not block the rest
                     log.exception("could not build a usage event")
-                    item = None
-                if item is None:
                     del buffer[i]
-                    self._count_dropped(1, "an outcome could not be turned into an event")
+                    self._count_dropped(1, "a call could not be turned into an event")
                     continue
                 buffer[i] = item
             batch.append(item)

@@ -25,7 +25,18 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.usage.aggregates import PARTS, DayRows, IncrementBatch, event_increments
+from gateway.usage.aggregates import (
+    METRICS,
+    PARTS,
+    DayRows,
+    Group,
+    IncrementBatch,
+    group_fields,
+    group_of,
+    hist_buckets,
+    hist_field,
+    metric_values,
+)
 from gateway.usage.events import UsageEvent
 from gateway.usage.jsonl import event_from_json
 from gateway.usage.rankings import Period, all_days
@@ -37,31 +48,58 @@ if TYPE_CHECKING:
 _DAY_KEYS = (*PARTS, "titles", "events")  # KEYS order the script relies on
 _PART_INDEX = {part: i + 1 for i, part in enumerate(_DAY_KEYS)}  # Lua's 1-based KEYS index
 _TITLES, _EVENTS = _PART_INDEX["titles"], _PART_INDEX["events"]
+_HIST = _PART_INDEX["hist"]
+_NO_TITLE = 0
 
-# Applies one day's events: for each event whose id is new, its increments, title and raw copy.
+# Applies one day's events in one call. Per event whose id is new: its counters are summed
+# per field in Lua, its app title kept, its raw copy appended to the stream; then one HINCRBY
+# per distinct field. Field names are sent once per batch, not once per event.
 # KEYS: the day's keys in _DAY_KEYS order, then one `seen` key per event.
-# ARGV: seen ttl, stream maxlen, stream ttl, then per event:
-#       raw json, n, n x (key index, field, increment), app, title ('' when none).
+# ARGV: seen ttl, stream maxlen, stream ttl, the batch (JSON, below), then each event's raw JSON.
+# The batch: f = fields, [key index, name] each;
+#            g = groups of events touching the same fields: per metric (METRICS order), the
+#                1-based indexes in f of the fields it adds to;
+#            t = titles, [app, title] each;
+#            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...].
+# Sums are doubles in Lua: a field's sum is written before it would pass 2^53, so it stays exact.
 _RECORD_DAY = f"""
 local fixed = {len(_DAY_KEYS)}
+local metrics = {len(METRICS)}
 local seen_ttl, maxlen, stream_ttl = ARGV[1], ARGV[2], ARGV[3]
-local i = 4
+local batch = cjson.decode(ARGV[4])
+local fields, groups, titles = batch.f, batch.g, batch.t
+local sums, app_titles = {{}}, {{}}
+local exact = 9007199254740992
+local function add(f, v)
+  local sum = (sums[f] or 0) + v
+  if sum >= exact then
+    redis.call('HINCRBY', KEYS[fields[f][1]], fields[f][2], string.format('%.0f', sums[f] or 0))
+    sum = v
+  end
+  sums[f] = sum
+end
 local added = 0
-for e = fixed + 1, #KEYS do
-  local raw = ARGV[i]
-  local n = tonumber(ARGV[i + 1])
-  local first = i + 2
-  i = first + 3 * n + 2
-  if redis.call('SET', KEYS[e], '1', 'NX', 'EX', seen_ttl) then
-    for j = first, first + 3 * (n - 1), 3 do
-      redis.call('HINCRBY', KEYS[tonumber(ARGV[j])], ARGV[j + 1], ARGV[j + 2])
+for i, e in ipairs(batch.e) do
+  if redis.call('SET', KEYS[fixed + i], '1', 'NX', 'EX', seen_ttl) then
+    local group = groups[e[1]]
+    for m = 1, metrics do
+      local v = e[m + 1]
+      if v ~= 0 then
+        for _, f in ipairs(group[m]) do add(f, v) end
+      end
     end
-    if ARGV[i - 1] ~= '' then
-      redis.call('HSET', KEYS[{_TITLES}], ARGV[i - 2], ARGV[i - 1])
-    end
-    redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', raw)
+    local t = e[metrics + 2]
+    if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
+    for h = metrics + 3, #e do add(e[h], 1) end
+    redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[4 + i])
     added = added + 1
   end
+end
+for f, sum in pairs(sums) do
+  redis.call('HINCRBY', KEYS[fields[f][1]], fields[f][2], string.format('%.0f', sum))
+end
+for app, title in pairs(app_titles) do
+  redis.call('HSET', KEYS[{_TITLES}], app, title)
 end
 if added > 0 then
   redis.call('EXPIRE', KEYS[{_EVENTS}], stream_ttl)
@@ -70,6 +108,54 @@ return added
 """
 
 _EXPORT_PAGE = 2000
+
+
+class _DayBatch:
+    """One day's events as the script takes them: field names once, numbers per event."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[int, str]] = []
+        self._field_index: dict[tuple[int, str], int] = {}
+        self.groups: list[list[list[int]]] = []
+        self._group_index: dict[Group, int] = {}
+        self._hist_index: dict[tuple[str, str, str, int], int] = {}
+        self.titles: list[tuple[str, str]] = []
+        self._title_index: dict[tuple[str, str], int] = {}
+        self.events: list[UsageEvent] = []
+        self.rows: list[list[int]] = []
+
+    def _field(self, key_index: int, name: str) -> int:
+        index = self._field_index.get((key_index, name))
+        if index is None:
+            self.fields.append((key_index, name))
+            index = self._field_index[(key_index, name)] = len(self.fields)
+        return index
+
+    def add(self, event: UsageEvent) -> None:
+        group = group_of(event)
+        g = self._group_index.get(group)
+        if g is None:
+            self.groups.append([[self._field(_PART_INDEX[part], name) for part, name in fields] for fields in group_fields(group)])
+            g = self._group_index[group] = len(self.groups)
+        row = [g, *metric_values(event), _NO_TITLE]
+        if event.app and event.app_title:
+            pair = (event.app, event.app_title)
+            t = self._title_index.get(pair)
+            if t is None:
+                self.titles.append(pair)
+                t = self._title_index[pair] = len(self.titles)
+            row[-1] = t
+        for measure, bucket in hist_buckets(event):
+            key = (event.backend, event.model, measure, bucket)
+            h = self._hist_index.get(key)
+            if h is None:
+                h = self._hist_index[key] = self._field(_HIST, hist_field(*key))
+            row.append(h)
+        self.events.append(event)
+        self.rows.append(row)
+
+    def encoded(self) -> bytes:
+        return orjson.dumps({"f": self.fields, "g": self.groups, "t": self.titles, "e": self.rows})
 
 
 class RedisUsageStore(UsageStore):
@@ -97,23 +183,20 @@ class RedisUsageStore(UsageStore):
         return f"{{{self.prefix}:{day.isoformat()}}}:{name}"
 
     async def record(self, events: Sequence[UsageEvent]) -> int:
-        by_day: dict[date, list[UsageEvent]] = {}
+        by_day: dict[date, _DayBatch] = {}
         for event in events:
-            by_day.setdefault(event.day, []).append(event)
+            day = by_day.get(event.day)
+            if day is None:
+                day = by_day[event.day] = _DayBatch()
+            day.add(event)
         if not by_day:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        for day, day_events in by_day.items():
+        for day, batch in by_day.items():
             keys = [self.key(day, name) for name in _DAY_KEYS]
-            keys += [self.key(day, f"seen:{event.id}") for event in day_events]
-            args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, self.stream_ttl_s]
-            for event in day_events:
-                increments = event_increments(event)
-                args.append(orjson.dumps(event.to_json()))
-                args.append(len(increments))
-                for part, name, value in increments:
-                    args += (_PART_INDEX[part], name, value)
-                args += (event.app or "", event.app_title or "")
+            keys += [self.key(day, f"seen:{event.id}") for event in batch.events]
+            args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, self.stream_ttl_s, batch.encoded()]
+            args += [orjson.dumps(event.to_json()) for event in batch.events]
             await self._script(keys=keys, args=args, client=pipe)
         return sum(int(n) for n in await pipe.execute())
 

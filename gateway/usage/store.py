@@ -10,6 +10,7 @@ returns, so every store ranks identically.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -48,11 +49,13 @@ class UsageStore(abc.ABC):
         """Load history (e.g. a JSONL file): the same idempotent path as live recording."""
         return await self.record(events)
 
+    # The computations take tens to hundreds of milliseconds for long windows: on a thread,
+    # so that a ranking never stalls the proxied calls sharing this event loop.
     async def rankings(self, query: RankingQuery, prices: Prices | None = None) -> dict[str, Any]:
-        return compute_rankings(query, await self.read_aggregates(query.spans()), prices)
+        return await asyncio.to_thread(compute_rankings, query, await self.read_aggregates(query.spans()), prices)
 
     async def series(self, query: SeriesQuery) -> dict[str, Any]:
-        return compute_series(query, await self.read_aggregates(query.spans()))
+        return await asyncio.to_thread(compute_series, query, await self.read_aggregates(query.spans()))
 
 
 def open_store(settings: "Settings", redis: "Redis | None" = None) -> UsageStore:

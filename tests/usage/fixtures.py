@@ -14,7 +14,8 @@ Week (1,000,000 tokens):            Previous week (800,000 tokens):
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import random
+from datetime import datetime, timedelta, timezone
 
 from gateway.usage.events import UsageEvent
 
@@ -132,3 +133,22 @@ EXPECTED_THROUGHPUT = [
     ("qwen/qwen3-32b", "groq", 2, 400.0, 500.0, 50.0),
     ("moonshotai/kimi-k2.5", "openrouter", 1, 50.0, 1000.0, 200.0),
 ]
+
+
+def varied_events(count: int, seed: int = 7) -> list[UsageEvent]:
+    """Calls of every kind: failed, estimated, with and without app, title, timings or cost, over three days."""
+    rng = random.Random(seed)
+    start = datetime(2025, 3, 10, tzinfo=timezone.utc)
+    return [
+        UsageEvent(
+            id=f"e{i}", timestamp=start + timedelta(minutes=rng.randrange(3 * 24 * 60)),
+            model=rng.choice(["deepseek/deepseek-v3.2", "qwen/qwen3-32b", "z-ai/glm-5"]), backend=rng.choice(["groq", "zhipu"]),
+            prompt_tokens=rng.choice([0, 1, 1200]), completion_tokens=rng.choice([0, 7, 300]),
+            category=rng.choice(["chat", "programming"]), app=rng.choice([None, "https://cline.bot", "team-a"]),
+            app_title=rng.choice([None, "Cline", "Other"]), cached_tokens=rng.choice([0, 200]), reasoning_tokens=rng.choice([0, 90]),
+            cost=rng.choice([0.0, 1e-9, 0.000462, 1.5]), latency_ms=rng.choice([None, 0.0, 20.0, 1500.5]),
+            ttft_ms=rng.choice([None, 150.0]), tokens_per_second=rng.choice([None, 0.0, 48.3]),
+            status=rng.choice([200, 200, 429, 502]), estimated=rng.random() < 0.2,
+        )
+        for i in range(count)
+    ]

@@ -33,14 +33,23 @@ def test_a_successful_call_becomes_an_event_with_tokens_cost_and_timings():
     assert (event.cached_tokens, event.reasoning_tokens) == (200, 100)
     assert event.cost == 0.000462
     assert (event.latency_ms, event.ttft_ms) == (500.0, 400.0)
-    assert event.tokens_per_second == 600.0  # non-streamed: 300 tokens over the whole 0.5 s
+    assert event.tokens_per_second == 750.0  # non-streamed: 300 tokens over the answering attempt's 0.4 s
     assert (event.status, event.attempts, event.estimated) == (200, 1, False)
     assert event.request_id == "req-1" and event.id != "req-1"  # client-chosen request ids may repeat
 
 
 def test_streamed_speed_counts_from_the_first_token():
-    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(10, 100), latency_s=2.5, ttft_s=0.5))
-    assert event.tokens_per_second == 50.0
+    attempts = [Attempt("deepseek", OFFER.model, None, 200, 2.2)]
+    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(10, 100), attempts=attempts, latency_s=2.5, ttft_s=0.2))
+    assert event.tokens_per_second == 50.0  # 100 tokens over the attempt's 2.2 s less its 0.2 s to the first token
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_speed_ignores_failed_attempts_and_the_gateways_own_time(stream):
+    attempts = [Attempt("groq", OFFER.model, "timeout", None, 3.0), Attempt("deepseek", OFFER.model, None, 200, 1.5)]
+    event = UsageEvent.from_outcome(outcome(stream=stream, usage=Usage(10, 100), attempts=attempts, latency_s=4.6,
+                                            ttft_s=0.5 if stream else 1.5))
+    assert event.tokens_per_second == (100.0 if stream else 66.667)  # over 1.5 - 0.5 s streamed, 1.5 s not
 
 
 def test_event_ids_are_unique_per_call():

@@ -163,3 +163,26 @@ async def test_calls_that_reached_no_backend_are_not_buffered(sqlite):
     recorder = UsageRecorder(sqlite)
     recorder.call_finished(CallOutcome(request_id="r", requested_model="nope", stream=False, status=503))
     assert recorder.buffered == 0
+
+
+class HalfwayStore(FlakyStore):
+    """Writes the first half of a batch, then fails once: a connection lost mid-write."""
+
+    async def record(self, events: Sequence[UsageEvent]) -> int:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            await self.inner.record(events[: len(events) // 2])
+            raise ConnectionError("connection lost mid-write")
+        return await self.inner.record(events)
+
+
+async def test_a_write_that_failed_halfway_is_retried_whole_and_counts_each_event_once(sqlite):
+    recorder = UsageRecorder(HalfwayStore(sqlite, failures=1), batch_size=6, flush_interval_s=0.01, retry_initial_s=0.01)
+    recorder.start()
+    for _ in range(6):
+        recorder.call_finished(finished_call())
+    await wait_for(lambda: recorder.recorded == 6)
+    await recorder.close()
+    assert recorder.write_failures == 1 and recorder.dropped == 0
+    assert await requests_that_day(sqlite) == 6

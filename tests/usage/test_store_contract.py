@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import date
+from datetime import date, datetime, timezone
 
 import pytest
 
+from gateway.usage.events import UsageEvent
 from gateway.usage.jsonl import event_line, import_lines
 from gateway.usage.rankings import ranking_query, series_query
 from gateway.usage.redis_store import RedisUsageStore
 from gateway.usage.sqlite_store import SqliteUsageStore
-from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END
+from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END, varied_events
 
 pytestmark = pytest.mark.redis
 
@@ -31,6 +33,15 @@ async def store(request, tmp_path):
 
 def week(limit=3):
     return ranking_query("week", WEEK_END, limit)
+
+
+def twin_of(store, request):
+    """A second writer on the same store, as another gateway process would open it."""
+    if isinstance(store, SqliteUsageStore):
+        return SqliteUsageStore(store.path)
+    from redis.asyncio import Redis
+
+    return RedisUsageStore(Redis.from_url(request.getfixturevalue("redis_server").url), owns_client=True)
 
 
 async def test_rankings_match_the_hand_computed_fixture(store):
@@ -54,6 +65,38 @@ async def test_duplicates_within_one_batch_count_once(store):
     assert await store.record([EVENTS[0], EVENTS[0], EVENTS[1]]) == 2
     body = await store.rankings(ranking_query("week", WEEK_END, 10))
     assert body["totals"]["tokens"] == 600_000 and body["totals"]["requests"] == 2
+
+
+async def test_batches_larger_than_one_write_count_each_event_once(store):
+    """More events than one SQLite transaction or one Redis script call takes, over several days."""
+    events = varied_events(1000)
+    assert await store.record(events) == 1000
+    assert await store.record(events[::3]) == 0
+    totals = (await store.rankings(ranking_query("week", WEEK_END, 10)))["totals"]
+    assert totals["requests"] == 1000 and totals["tokens"] == sum(e.tokens for e in events)
+    assert totals["failed"] == sum(1 for e in events if e.status >= 400)
+
+
+async def test_two_writers_on_one_store_count_each_event_once(store, request):
+    twin = twin_of(store, request)
+    events = varied_events(600)
+    try:
+        written = await asyncio.gather(store.record(events[:400]), twin.record(events[200:]),
+                                       store.record(events[100:300]), twin.record(events[500:]))
+    finally:
+        await twin.aclose()
+    assert sum(written) == 600
+    totals = (await store.rankings(ranking_query("week", WEEK_END, 10)))["totals"]
+    assert totals["requests"] == 600 and totals["tokens"] == sum(e.tokens for e in events)
+
+
+async def test_counters_stay_exact_beyond_double_precision(store):
+    big = 2**52 + 1  # sums of these need more than a double's 53 bits
+    events = [UsageEvent(id=f"big{i}", timestamp=datetime(2025, 3, 10, tzinfo=timezone.utc), model="qwen/qwen3-32b",
+                         backend="groq", prompt_tokens=big, completion_tokens=i, cost=0.0) for i in range(3)]
+    assert await store.record(events) == 3
+    totals = (await store.rankings(week()))["totals"]
+    assert totals["prompt_tokens"] == 3 * big and totals["tokens"] == 3 * big + 3
 
 
 async def test_export_returns_each_recorded_event_of_the_range_once(store):
@@ -98,6 +141,11 @@ async def test_both_stores_rank_identically(tmp_path, redis_server):
         for s in (sqlite, redis):
             await s.record(EVENTS)
         for query in (week(3), ranking_query("month", WEEK_END, 20), ranking_query("day", "2025-03-14", 1)):
+            assert await sqlite.rankings(query) == await redis.rankings(query)
+        # Calls of every kind, in batches the stores split differently (transactions, days).
+        for s in (sqlite, redis):
+            await s.record(varied_events(1500, seed=3))
+        for query in (week(20), ranking_query("day", "2025-03-11", 20)):
             assert await sqlite.rankings(query) == await redis.rankings(query)
     finally:
         await sqlite.aclose()

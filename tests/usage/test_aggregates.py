@@ -1,0 +1,47 @@
+"""The per-day counters: summed per group of like events, they equal the per-event increments."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from gateway.usage.aggregates import SEP, IncrementBatch, event_increments
+from tests.usage.fixtures import varied_events
+
+
+def increments_one_by_one(events) -> dict:
+    sums: Counter = Counter()
+    for event in events:
+        for part, name, value in event_increments(event):
+            sums[(event.day, part, name)] += value
+    return dict(sums)
+
+
+def test_a_batch_sums_exactly_the_increments_of_its_events():
+    events = varied_events(2000)
+    batch = IncrementBatch()
+    for event in events:
+        batch.add(event)
+    assert batch.sums == increments_one_by_one(events)
+    assert {part for (_, part, _) in batch.sums} == {"model", "offer", "category", "app", "hist"}
+
+
+def test_increments_skip_zeros_and_keep_failures_out_of_the_timings():
+    failed, ok = varied_events(2)
+    failed.status, failed.prompt_tokens, failed.completion_tokens, failed.cost, failed.app = 502, 0, 0, 0.0, None
+    names = {name for _, name, _ in event_increments(failed)}
+    assert f"{failed.model}{SEP}failed" in names and f"{failed.model}{SEP}requests" in names
+    assert not any(name.endswith((f"{SEP}prompt", f"{SEP}cost_nanos")) for name in names)
+    assert all(part != "hist" for part, _, _ in event_increments(failed))
+    ok.status, ok.latency_ms = 200, 1000.0
+    assert ("hist", f"{ok.backend}{SEP}{ok.model}{SEP}latency_ms{SEP}79", 1) in event_increments(ok)  # 2**(79/8) <= 1000 < 2**(80/8)
+
+
+def test_an_event_added_many_times_on_a_day_counts_that_many_times():
+    event = varied_events(1)[0]
+    day = event.day + timedelta(days=3)
+    once_each, at_once = IncrementBatch(), IncrementBatch()
+    for _ in range(5):
+        once_each.add(event, day=day)
+    at_once.add(event, times=5, day=day)
+    assert at_once.sums == once_each.sums and {d for (d, _, _) in at_once.sums} == {day}

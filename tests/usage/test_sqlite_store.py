@@ -1,0 +1,98 @@
+"""The SQLite store's own promises: the event loop never waits on the file, however busy it is."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from gateway.usage.recorder import UsageRecorder
+from gateway.usage.sqlite_store import SqliteUsageStore
+from tests.usage.fixtures import EVENTS, varied_events
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def events_in_file(path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteUsageStore(tmp_path / "usage.sqlite3")
+    await s.record(EVENTS[:1])  # the file and its schema exist
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+def other_writer(store):
+    """Another process's connection, holding the write lock until the test lets go."""
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    yield conn
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    conn.close()
+
+
+async def test_a_write_waits_for_another_writers_lock_without_holding_the_loop(store, other_writer):
+    writing = asyncio.create_task(store.record(EVENTS[1:]))
+    await wait_for(lambda: store.busy_retries >= 3)  # this coroutine ran meanwhile: the loop was free
+    assert not writing.done()
+    assert other_writer.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    other_writer.execute("ROLLBACK")
+    assert await writing == len(EVENTS) - 1
+    assert events_in_file(store.path) == len(EVENTS)
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_the_write_and_the_recorder_retries_it(store, other_writer):
+    store.busy_timeout_s = 0.05
+    recorder = UsageRecorder(store, batch_size=2, flush_interval_s=0.01, retry_initial_s=0.01, retry_max_s=0.05)
+    recorder.start()
+    for event in EVENTS[1:4]:
+        recorder.add(event)
+    await wait_for(lambda: recorder.write_failures > 0)
+    assert recorder.recorded == 0 and recorder.buffered == 3
+    other_writer.execute("COMMIT")
+    await wait_for(lambda: recorder.recorded == 3)
+    await recorder.close()
+    assert recorder.dropped == 0 and events_in_file(store.path) == 4
+
+
+async def test_a_batch_is_written_in_slices_each_its_own_transaction(store):
+    store.slice_events = 7
+    events = varied_events(100)
+    assert await store.record(events + events[:10]) == 100
+    assert events_in_file(store.path) == 101
+
+
+async def test_the_wal_reaches_the_database_file_while_the_store_is_open(tmp_path):
+    """The loop's connection never checkpoints; the store's thread does, so the WAL stays bounded."""
+    path = tmp_path / "usage.sqlite3"
+    store = SqliteUsageStore(path, checkpoint_every_s=0)
+    try:
+        await store.record(varied_events(1000))
+        await wait_for(lambda: path.stat().st_size > 100_000)  # only a checkpoint writes the main file in WAL mode
+    finally:
+        await store.aclose()
+
+
+async def test_two_stores_opening_a_new_file_at_once_both_work(tmp_path):
+    """Like two worker processes starting on an empty data dir."""
+    stores = [SqliteUsageStore(tmp_path / "usage.sqlite3") for _ in range(4)]
+    try:
+        written = await asyncio.gather(*(s.record(EVENTS) for s in stores))
+    finally:
+        for s in stores:
+            await s.aclose()
+    assert sorted(written) == [0, 0, 0, len(EVENTS)]
