@@ -7,20 +7,18 @@ received and answers as its `behaviour` says; tests change the behaviour between
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.poll import poll
 from tests.support.ports import free_port
+from tests.support.threaded_server import ThreadedServer
 
 
 @dataclass
@@ -55,8 +53,7 @@ class FakeUpstream:
         self.streams_aborted = 0  # streams whose reader went away before the end
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "FakeUpstream":
@@ -67,19 +64,12 @@ class FakeUpstream:
                 Route("/health", self._health, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        poll(lambda: self._server.started, what=f"the fake upstream on port {self.port}", interval=0.01)
+        self._server = ThreadedServer(app, self.port, "the fake upstream")
         return self
 
     def stop(self) -> None:
         if self._server:
-            self._server.should_exit = True
-            self._server.force_exit = True
-        if self._thread:
-            self._thread.join(timeout=5)
+            self._server.stop()
 
     def reset(self, **kwargs: Any) -> None:
         self.behaviour = Behaviour(**kwargs)
