@@ -86,20 +86,37 @@ def wait_up(url: str, timeout: float = 20.0) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def wrk(url: str, model: str, stream: bool, conc: int, duration: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def wrk(url: str, model: str, stream: bool, conc: int, duration: float, pid: int | None = None) -> dict[str, float]:
+    """One measured wrk run (after a 1 s warm-up); with `pid`, also that process's CPU
+    microseconds per request over the measured run (`cpu_us`)."""
     env = {**os.environ, "BENCH_MODEL": model, "BENCH_STREAM": "1" if stream else "0"}
     base = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conc}", "--timeout", "10s", "-s", str(HERE / "post.lua"), url + "/v1/chat/completions"]
     subprocess.run([*base[:5], "-d1s", *base[5:]], env=env, capture_output=True)  # warm-up
+    cpu = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run([*base[:5], f"-d{duration:g}s", *base[5:]], env=env, capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pid) - cpu if pid else 0.0
     for line in out.splitlines():
         if line.startswith("RESULT"):
-            return {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+            result = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+            if pid and result["requests"]:
+                result["cpu_us"] = cpu / result["requests"] * 1e6
+            return result
     return {"rps": 0, "p50_ms": 0, "p99_ms": 0, "requests": 0, "non2xx": 0, "sockerr": -1}
 
 
 def table(title: str, rows: dict, targets: list[str], concs: list[int]) -> str:
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
-    lines = [f"\n## {title}", f"{'conc':>4} {'target':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'+p50 ms':>8} {'vs bare':>8}"]
+    lines = [f"\n## {title}", f"{'conc':>4} {'target':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'+p50 ms':>8} {'vs bare':>8} {'cpu us/req':>10}"]
     for c in concs:
         direct, bare = rows.get((c, "direct")), rows.get((c, "bare"))
         for t in targets:
@@ -109,8 +126,22 @@ def table(title: str, rows: dict, targets: list[str], concs: list[int]) -> str:
             added = med(xs, "p50_ms") - med(direct, "p50_ms") if direct else float("nan")
             ratio = med(xs, "rps") / med(bare, "rps") if bare and med(bare, "rps") else float("nan")
             errors = sum(x["non2xx"] + max(x["sockerr"], 0) for x in xs)
-            lines.append(f"{c:>4} {t:<10} {med(xs, 'rps'):>8.0f} {med(xs, 'p50_ms'):>8.2f} {med(xs, 'p99_ms'):>8.2f} {errors:>7.0f} {added:>8.2f} {ratio:>8.3f}")
+            cpu = f"{med(xs, 'cpu_us'):>10.0f}" if all("cpu_us" in x for x in xs) else f"{'':>10}"
+            lines.append(f"{c:>4} {t:<10} {med(xs, 'rps'):>8.0f} {med(xs, 'p50_ms'):>8.2f} {med(xs, 'p99_ms'):>8.2f} {errors:>7.0f} {added:>8.2f} {ratio:>8.3f} {cpu}")
     return "\n".join(lines)
+
+
+def writer_report(pid: int, url: str) -> str:
+    """What the gateway's usage writer process spent per recorded call (its CPU is moved off
+    the proxy's core, not made free), and how many calls the ledger holds."""
+    time.sleep(2.5)  # the recorder flushes every second: let the last batch land
+    writers = children(pid)
+    cpu = sum(cpu_seconds(child) for child in writers)
+    rankings = httpx.get(f"{url}/v1/rankings", params={"window": "day"}, timeout=30).json()
+    recorded = sum(m["requests"] for m in rankings["models"])
+    per_call = f"{cpu / recorded * 1e6:.1f} µs CPU per call" if recorded else "no calls recorded"
+    return (f"\n## usage writer process\n{len(writers)} process(es), {cpu:.2f} s CPU for {recorded} recorded calls "
+            f"(warm-ups included): {per_call}")
 
 
 def main() -> int:
@@ -137,17 +168,21 @@ def main() -> int:
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx-error.log")], core=0)
         wait_up(f"http://127.0.0.1:{JSON_PORT}/health")
         uvicorn = [str(BIN / "uvicorn"), "bare_proxy:app", "--app-dir", str(HERE), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-        procs.start([*uvicorn, "--port", str(BARE_JSON)], env={"UPSTREAM": f"http://127.0.0.1:{JSON_PORT}"}, core=1)
-        procs.start([*uvicorn, "--port", str(BARE_SSE)], env={"UPSTREAM": f"http://127.0.0.1:{SSE_PORT}"}, core=1)
+        bare_json = procs.start([*uvicorn, "--port", str(BARE_JSON)], env={"UPSTREAM": f"http://127.0.0.1:{JSON_PORT}"}, core=1)
+        bare_sse = procs.start([*uvicorn, "--port", str(BARE_SSE)], env={"UPSTREAM": f"http://127.0.0.1:{SSE_PORT}"}, core=1)
         (tmp / "policy.yaml").write_text(POLICY)
-        gw_env = {"GATEWAY_DATA_DIR": str(tmp / "data"), "GATEWAY_LOG_LEVEL": "warning", **dict(kv.split("=", 1) for kv in args.gateway_env)}
+        # The gateway's usage writer process runs on core 0 (beside wrk and nginx, which leave
+        # most of it idle), as in a deployment it runs on whichever core is free: core 1 is the
+        # proxy's. Its CPU time is reported below, so the cost is moved, not hidden.
+        gw_env = {"GATEWAY_DATA_DIR": str(tmp / "data"), "GATEWAY_LOG_LEVEL": "warning", "GATEWAY_USAGE_WRITER_CPUS": "0",
+                  **dict(kv.split("=", 1) for kv in args.gateway_env)}
         gw_cmd = [str(BIN / "gateway"), "serve", "--config", str(tmp / "policy.yaml")]
         gateway = procs.start([*gw_cmd, "--port", str(GATEWAY)], env=gw_env, core=1, log=tmp / "gateway.log")
         ports = [BARE_JSON, BARE_SSE, GATEWAY]
         if args.recording_ab:
             # The same gateway with usage recording off: the difference is what recording costs.
             norec_env = {**gw_env, "GATEWAY_DATA_DIR": str(tmp / "data-norec"), "GATEWAY_USAGE_RECORDING": "false"}
-            procs.start([*gw_cmd, "--port", str(GATEWAY_NOREC)], env=norec_env, core=1, log=tmp / "gateway-norec.log")
+            norec = procs.start([*gw_cmd, "--port", str(GATEWAY_NOREC)], env=norec_env, core=1, log=tmp / "gateway-norec.log")
             ports.append(GATEWAY_NOREC)
         litellm = os.environ.get("LITELLM_BIN", "/tmp/litellm-venv/bin/litellm")
         use_litellm = args.litellm and Path(litellm).exists()
@@ -162,22 +197,26 @@ def main() -> int:
         report = [f"# make bench: {args.duration:g}s per run, medians of {args.rounds} rounds, one process per proxy pinned to core 1"]
         for stream, title in modes:
             targets = {
-                "direct": (f"http://127.0.0.1:{SSE_PORT if stream else JSON_PORT}", "bench-model"),
-                "bare": (f"http://127.0.0.1:{BARE_SSE if stream else BARE_JSON}", "bench-model"),
-                "gateway": (f"http://127.0.0.1:{GATEWAY}", "bench-stream" if stream else "bench"),
+                "direct": (f"http://127.0.0.1:{SSE_PORT if stream else JSON_PORT}", "bench-model", None),
+                "bare": (f"http://127.0.0.1:{BARE_SSE if stream else BARE_JSON}", "bench-model", (bare_sse if stream else bare_json).pid),
+                "gateway": (f"http://127.0.0.1:{GATEWAY}", "bench-stream" if stream else "bench", gateway.pid),
             }
             if args.recording_ab:
-                targets["gw-norec"] = (f"http://127.0.0.1:{GATEWAY_NOREC}", "bench-stream" if stream else "bench")
+                targets["gw-norec"] = (f"http://127.0.0.1:{GATEWAY_NOREC}", "bench-stream" if stream else "bench", norec.pid)
             if use_litellm:
-                targets["litellm"] = (f"http://127.0.0.1:{LITELLM}", "bench-model-stream" if stream else "bench-model")
+                targets["litellm"] = (f"http://127.0.0.1:{LITELLM}", "bench-model-stream" if stream else "bench-model", None)
             rows: dict = {}
             for c in args.conc:
                 for _ in range(args.rounds):
-                    for name, (url, model) in targets.items():
-                        rows.setdefault((c, name), []).append(wrk(url, model, stream, c, args.duration))
+                    for name, (url, model, pid) in targets.items():
+                        rows.setdefault((c, name), []).append(wrk(url, model, stream, c, args.duration, pid))
             section = table(title, rows, list(targets), args.conc)
             print(section, flush=True)
             report.append(section)
+
+        section = writer_report(gateway.pid, f"http://127.0.0.1:{GATEWAY}")
+        print(section, flush=True)
+        report.append(section)
 
         if args.scale:
             procs.stop(gateway)

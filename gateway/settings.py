@@ -5,8 +5,11 @@ Routing policy lives in the YAML file; these are the knobs an operator sets per 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +39,23 @@ class Settings(BaseSettings):
     usage_flush_s: float = 1.0
     usage_buffer_max: int = 100_000
     usage_shutdown_flush_s: float = 10.0
+    # Who writes usage to the store: a child process (`process`: the writes' CPU stays off the
+    # proxy's event loop) or the gateway process itself (`inline`: one process, for a
+    # one-core container where a second process would only compete for the same core).
+    usage_writer: Literal["process", "inline"] = "process"
+    # CPUs the writer process runs on (e.g. `0` or `0,2`), when the gateway is pinned to
+    # others with taskset or a cpuset; empty: the gateway's own (the process inherits them).
+    usage_writer_cpus: str = ""
+
+    @field_validator("usage_writer_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        if not re.fullmatch(r"\s*(\d+\s*(,\s*\d+\s*)*)?", value):
+            raise ValueError("expected CPU numbers separated by commas, e.g. 0 or 0,2")
+        return value
+
+    def writer_cpus(self) -> list[int]:
+        return [int(cpu) for cpu in self.usage_writer_cpus.split(",") if cpu.strip()]
 
     def client_keys(self) -> dict[str, str]:
         """key -> name."""

@@ -145,11 +145,11 @@ class UsageEvent:
 
     @classmethod
     def from_call(cls, call: "FinishedCall") -> "UsageEvent":
-        (started_at, model, backend, route, task, app, app_title, api_key_name, prompt_tokens, completion_tokens,
+        (event_id, started_at, model, backend, route, task, app, app_title, api_key_name, prompt_tokens, completion_tokens,
          cached_tokens, reasoning_tokens, estimated, cost_usd, latency_s, ttft_s, tokens_per_second, status, attempts,
          request_id) = call
         return cls(
-            id=new_event_id(),
+            id=event_id,
             timestamp=datetime.fromtimestamp(started_at, timezone.utc),
             model=model,
             backend=backend,
@@ -173,13 +173,15 @@ class UsageEvent:
 
 
 # What the ledger keeps of a finished call until its event is written: plain values, in
-# the order `finished_call` packs them and `UsageEvent.from_call` unpacks them. The recorder
+# the order `finished_call` packs them and `UsageEvent.from_call` unpacks them, the event's
+# id first (given when the call finishes, so that a batch retried, or handed to a restarted
+# writer process, carries the same ids and is not counted twice). The recorder
 # buffers these rather than `CallOutcome`s: Python's cyclic garbage collector stops tracking
 # a plain tuple of numbers and strings at its first collection (not a named tuple, not an
 # object), while an outcome, with its attempts and usage objects, would be traversed by every
 # collection until its batch is written: at thousands of calls a second, measurably slower.
 FinishedCall = tuple[
-    float, str, str, str | None, str, str | None, str | None, str | None, int, int, int, int, bool, float,
+    str, float, str, str, str | None, str, str | None, str | None, str | None, int, int, int, int, bool, float,
     float, float | None, float | None, int, int, str | None,
 ]
 
@@ -193,7 +195,7 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
     estimated = bool(usage and usage.estimated)
     # A call that failed before any answer carries no usage: its attempts cost no tokens here.
     return (
-        outcome.started_at, offer.model, offer.backend, outcome.route, outcome.task, outcome.app, outcome.app_title,
+        new_event_id(), outcome.started_at, offer.model, offer.backend, outcome.route, outcome.task, outcome.app, outcome.app_title,
         outcome.api_key_name, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
         usage.cached_tokens if usage else 0, usage.reasoning_tokens if usage else 0, estimated, outcome.cost_usd,
         outcome.latency_s, outcome.ttft_s,

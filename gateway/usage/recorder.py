@@ -3,8 +3,10 @@
 `call_finished` copies what the ledger needs of the call's outcome into a tuple of plain
 values (`FinishedCall`), appends it to an in-memory buffer and returns: no I/O, no awaiting,
 not even building the event (for a non-streamed answer it runs before the response goes
-out). A background task turns calls into `UsageEvent`s and writes them to the store
-in batches, when a batch is full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
+out). A background task hands the calls, in batches, to the writer process
+(`gateway.usage.writer`, which builds the events and writes them to the store on another
+core), or, with GATEWAY_USAGE_WRITER=inline, builds and writes them itself; a batch goes
+when it is full or every `flush_interval_s`. A batch leaves the buffer only once the store accepted it,
 so an outage loses nothing while the buffer has room: the write is retried with backoff
 (ids make a retry that partly succeeded harmless). Past `max_buffered` events the oldest are
 dropped, counted in `dropped` (exported as a metric) and logged. `close()`, run at shutdown
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +27,7 @@ from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.usage.events import FinishedCall, UsageEvent, finished_call
 from gateway.usage.store import UsageStore
+from gateway.usage.writer import WriterProcess
 
 if TYPE_CHECKING:
     from gateway.api.state import AppState
@@ -34,7 +38,7 @@ log = logging.getLogger("gateway.usage")
 class UsageRecorder:
     def __init__(
         self,
-        store: UsageStore,
+        store: UsageStore | WriterProcess,
         *,
         batch_size: int = 500,
         flush_interval_s: float = 1.0,
@@ -60,6 +64,10 @@ class UsageRecorder:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._last_drop_log = 0.0
+        # A writer process takes the calls as they are; a store in this process takes events.
+        self._builds_events = not getattr(store, "takes_calls", False)
+        if not self._builds_events:
+            store.on_rejected = lambda n: self._count_dropped(n, "calls could not be turned into events")
 
     # -- CallObserver ----------------------------------------------------------------------
     def attempt_started(self, offer: Offer) -> None:
@@ -86,9 +94,11 @@ class UsageRecorder:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
-    def _take_batch(self) -> list[UsageEvent]:
-        """The oldest events, up to a batch, building those still calls (in place, once:
-        an event keeps its id through retries)."""
+    def _take_batch(self) -> list:
+        """The oldest items, up to a batch: calls as they are for a writer process, else events,
+        building those still calls (in place, once: a retry sends the same objects)."""
+        if not self._builds_events:
+            return list(itertools.islice(self._buffer, self.batch_size))
         buffer, batch, i = self._buffer, [], 0
         while i < len(buffer) and len(batch) < self.batch_size:
             item = buffer[i]
@@ -129,8 +139,8 @@ class UsageRecorder:
                 return
             await self.store.record(batch)
             # Overflow may have dropped the oldest of these meanwhile: pop only what is still there.
-            for event in batch:
-                if self._buffer and self._buffer[0] is event:
+            for item in batch:
+                if self._buffer and self._buffer[0] is item:
                     self._buffer.popleft()
             self.recorded += len(batch)
 
@@ -192,13 +202,18 @@ class UsageRecorder:
 
 
 def install_recorder(state: "AppState") -> UsageRecorder:
-    """Open the configured store, register the recorder as an observer, flush it at shutdown."""
+    """Open the configured store (for reads here; writes go through a writer process unless
+    GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
     from gateway.usage.store import open_store
 
     settings = state.settings
     store = open_store(settings, state.redis)
+    writer: UsageStore | WriterProcess = store
+    if settings.usage_writer == "process":
+        writer = WriterProcess(settings.redis_url, settings.data_dir, log_level=settings.log_level,
+                               cpus=settings.writer_cpus())
     recorder = UsageRecorder(
-        store,
+        writer,
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_s,
         max_buffered=settings.usage_buffer_max,
@@ -215,8 +230,11 @@ def install_recorder(state: "AppState") -> UsageRecorder:
         try:
             await recorder.close(timeout_s=settings.usage_shutdown_flush_s)
         finally:
+            if writer is not store:
+                await writer.aclose()
             await store.aclose()
 
     state.closers.append(close)
-    log.info("usage ledger: %s store", store.name)
+    log.info("usage ledger: %s store, written %s", store.name,
+             "by a writer process" if writer is not store else "in this process")
     return recorder

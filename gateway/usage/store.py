@@ -13,6 +13,7 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.usage.aggregates import DayRows
@@ -60,13 +61,18 @@ class UsageStore(abc.ABC):
 
 def open_store(settings: "Settings", redis: "Redis | None" = None) -> UsageStore:
     """Redis when GATEWAY_REDIS_URL is set (for several replicas), else SQLite in the data dir."""
-    if settings.redis_url:
+    return store_for(settings.redis_url, settings.data_dir, redis)
+
+
+def store_for(redis_url: str | None, data_dir: Path, redis: "Redis | None" = None) -> UsageStore:
+    """The store itself, from the two settings that choose it (the writer process has only these)."""
+    if redis_url:
         from redis.asyncio import Redis
 
         from gateway.usage.redis_store import RedisUsageStore
 
-        client = redis or Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+        client = redis or Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
         return RedisUsageStore(client, owns_client=redis is None)
     from gateway.usage.sqlite_store import SqliteUsageStore
 
-    return SqliteUsageStore(settings.data_dir / "usage.sqlite3")
+    return SqliteUsageStore(Path(data_dir) / "usage.sqlite3")

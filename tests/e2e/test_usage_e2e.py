@@ -4,7 +4,9 @@ upstreams, real redis-server, and the `gateway` CLI."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+from pathlib import Path
 
 import httpx
 import openai
@@ -13,6 +15,7 @@ import pytest
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.usage.rankings import today_utc
 from tests.e2e.usage_helpers import FIXTURE_CONFIG, gateway_cli, poll_rankings, rankings, write_fixture
+from tests.support.poll import poll
 from tests.support.services import RedisServer
 from tests.usage.fixtures import EXPECTED, WEEK_END
 
@@ -118,6 +121,45 @@ def test_sigterm_flushes_every_buffered_event(start_gateway, upstream, upstream_
     again = start_gateway(config, env=FAST_FLUSH, workdir=gw.dir)  # same data dir
     body = rankings(again.url, window="week")
     assert body["totals"]["requests"] == 4 and body["totals"]["tokens"] == 4 * PER_CALL
+
+
+def writer_pids(gw) -> list[int]:
+    """The gateway's child processes: its usage writer."""
+    return [int(pid) for task in Path(f"/proc/{gw.proc.pid}/task").iterdir() for pid in (task / "children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # not a zombie either
+
+
+def test_a_killed_writer_process_is_replaced_and_no_call_is_lost(start_gateway, upstream, upstream_b, openai_client):
+    gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url), env=FAST_FLUSH)
+    client = openai_client(gw)
+    for _ in range(3):
+        ask(client)
+    poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 3, window="week")
+    [writer] = writer_pids(gw)
+    os.kill(writer, signal.SIGKILL)
+    for _ in range(4):
+        list(ask(client, stream=True))
+    body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 7, window="week")
+    assert body["totals"]["tokens"] == 7 * PER_CALL
+    assert writer not in writer_pids(gw) and len(writer_pids(gw)) == 1
+    assert "starting another" in gw.log()
+
+
+def test_the_writer_process_ends_with_the_gateway_even_when_it_is_killed(start_gateway, upstream, upstream_b, openai_client):
+    gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url), env=FAST_FLUSH)
+    ask(openai_client(gw))
+    poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 1, window="week")
+    [writer] = writer_pids(gw)
+    gw.proc.kill()  # no shutdown: the writer sees its pipe close
+    gw.proc.wait(10)
+    poll(lambda: not alive(writer), what="the orphaned writer process to exit", timeout=10)
 
 
 @pytest.mark.redis

@@ -1,0 +1,196 @@
+"""The usage writer process: the store's writes run in a child process, not on the proxy's core.
+
+Recording a call costs the proxy a tuple and an append (`UsageRecorder.call_finished`); the
+rest of it, building events and writing them to SQLite or Redis, is CPU work: about 20 µs a
+call, which in the proxy's process would compete with the proxied requests for the event loop
+(and, in a thread, for the GIL). So each gateway process starts one writer process and hands
+it batches of finished calls; the writer builds the events and writes them with the ordinary
+store (`gateway.usage.store`), on whatever core is free.
+
+Protocol, over the child's stdin and stdout (pipes private to the two processes):
+- parent -> child: a frame per batch, `>II` (sequence number, length) then the calls as a
+  JSON array of `FinishedCall` arrays (orjson: faster than pickle, and data, not code);
+- child -> parent: one JSON line per frame, `{"seq", "new", "bad"}` once the store accepted
+  the batch, or `{"seq", "error"}` when it did not.
+
+The parent's `record` returns only on that acknowledgement, so the recorder's guarantees hold
+unchanged: a batch leaves its buffer once stored, and a failure (the store's, or the writer
+process dying) is retried with backoff against a writer restarted on demand. Ids are given
+when a call finishes, so a batch written just before a writer died and sent again is not
+counted twice. Reads (rankings, export) do not come here: the gateway reads the store itself.
+
+The writer ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches the whole process group): it
+exits when its stdin closes, which the gateway does at shutdown after the last flush, and
+which the kernel does if the gateway is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.usage.events import FinishedCall, UsageEvent
+
+log = logging.getLogger("gateway.usage")
+
+_HEADER = struct.Struct(">II")
+
+
+class UsageWriterError(Exception):
+    """The writer process did not store a batch: the recorder keeps it and retries."""
+
+
+class WriterProcess:
+    """The gateway's side: `record(calls)` returns how many were new once the child stored them.
+
+    Not a `UsageStore`: it only writes, and takes `FinishedCall`s (`takes_calls`), which the
+    recorder then buffers and sends as they are, without building events on the loop."""
+
+    name = "writer process"
+    takes_calls = True
+
+    def __init__(self, redis_url: str | None, data_dir: Path, *, log_level: str = "info",
+                 cpus: Sequence[int] = (), ack_timeout_s: float = 60.0) -> None:
+        self.spec = {"redis_url": redis_url, "data_dir": str(data_dir), "log_level": log_level, "cpus": list(cpus)}
+        self.ack_timeout_s = ack_timeout_s  # longer than the stores' own retries (SQLite: 30 s busy)
+        self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
+        self.starts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._seq = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def _process(self) -> asyncio.subprocess.Process:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        if self._proc is not None:
+            log.warning("usage writer process exited (code %s); starting another", self._proc.returncode)
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.usage.writer", orjson.dumps(self.spec).decode(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        self.starts += 1
+        return self._proc
+
+    async def record(self, calls: Sequence[FinishedCall]) -> int:
+        if not calls:
+            return 0
+        async with self._lock:
+            proc = await self._process()
+            assert proc.stdin is not None and proc.stdout is not None
+            payload = orjson.dumps(calls)
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            try:
+                proc.stdin.write(_HEADER.pack(seq, len(payload)))
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+                line = await asyncio.wait_for(proc.stdout.readline(), self.ack_timeout_s)
+            except (ConnectionError, TimeoutError) as exc:
+                await self._stop(kill=True)
+                raise UsageWriterError(f"the writer process did not answer ({type(exc).__name__})") from exc
+            if not line:
+                code = await proc.wait()
+                raise UsageWriterError(f"the writer process exited (code {code})")
+            reply = orjson.loads(line)
+        if reply.get("seq") != seq:  # cannot happen with one batch in flight; if it does, start afresh
+            await self._stop(kill=True)
+            raise UsageWriterError(f"the writer process answered batch {reply.get('seq')}, not {seq}")
+        if "error" in reply:
+            raise UsageWriterError(reply["error"])
+        if reply.get("bad") and self.on_rejected is not None:
+            self.on_rejected(reply["bad"])
+        return reply["new"]
+
+    async def _stop(self, kill: bool, timeout_s: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            assert proc.stdin is not None
+            proc.stdin.close()  # the writer's signal to finish and exit
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            log.error("usage writer process did not exit in %.0fs; killing it", timeout_s)
+            proc.kill()
+            await proc.wait()
+
+    async def aclose(self) -> None:
+        """Let the writer close its store and exit (after the recorder's last flush)."""
+        async with self._lock:
+            await self._stop(kill=False)
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
+    events, bad = [], 0
+    for call in calls:
+        try:
+            events.append(UsageEvent.from_call(call))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - one malformed call must not block the rest
+            log.exception("could not build a usage event")
+            bad += 1
+    return events, bad
+
+
+async def _serve(spec: dict[str, Any], out: Any) -> None:
+    from gateway.usage.store import store_for
+
+    store = store_for(spec["redis_url"], Path(spec["data_dir"]))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 30)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    log.info("usage writer process %d: %s store", os.getpid(), store.name)
+    try:
+        while True:
+            try:
+                seq, size = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+                payload = await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                return  # the gateway closed the pipe: shutdown, or it is gone
+            events, bad = _events(orjson.loads(payload))
+            try:
+                reply = {"seq": seq, "new": await store.record(events), "bad": bad}
+            except Exception as exc:  # noqa: BLE001 - reported; the gateway retries the batch
+                reply = {"seq": seq, "error": f"{type(exc).__name__}: {exc}"}
+            out.write(orjson.dumps(reply) + b"\n")
+            out.flush()
+    finally:
+        await store.aclose()
+
+
+def main(argv: list[str]) -> None:
+    from gateway.logs import configure_logging
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    # The protocol owns the original stdout; anything else printed goes to stderr, with the logs.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    spec = orjson.loads(argv[1])
+    configure_logging(spec.get("log_level", "info"))
+    if spec.get("cpus"):  # GATEWAY_USAGE_WRITER_CPUS: off the cores the proxy was pinned to
+        try:
+            os.sched_setaffinity(0, spec["cpus"])
+        except OSError as exc:
+            log.warning("usage writer: cannot run on CPUs %s (%s); running on the gateway's", spec["cpus"], exc)
+    asyncio.run(_serve(spec, out))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

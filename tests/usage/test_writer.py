@@ -1,0 +1,132 @@
+"""The usage writer process: a real child process writing a real store, killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from gateway.usage.events import finished_call
+from gateway.usage.rankings import ranking_query
+from gateway.usage.recorder import UsageRecorder
+from gateway.usage.sqlite_store import SqliteUsageStore
+from gateway.usage.writer import UsageWriterError, WriterProcess
+from tests.usage.test_recorder import finished_call as outcome, requests_that_day, wait_for
+
+
+def calls(n: int, prompt: int = 10):
+    return [finished_call(outcome(prompt=prompt)) for _ in range(n)]
+
+
+@pytest.fixture
+async def writer(tmp_path):
+    process = WriterProcess(None, tmp_path)
+    yield process
+    await process.aclose()
+
+
+@pytest.fixture
+async def reader(tmp_path):
+    store = SqliteUsageStore(tmp_path / "usage.sqlite3")  # the file the writer writes
+    yield store
+    await store.aclose()
+
+
+async def test_batches_reach_the_store_and_a_batch_sent_twice_counts_once(writer, reader):
+    batch = calls(5)
+    assert await writer.record(batch) == 5
+    assert await writer.record(batch) == 0  # same ids: what a retry after a lost answer sends
+    assert await writer.record(calls(2)) == 2
+    assert await requests_that_day(reader) == 7
+    body = await reader.rankings(ranking_query("day", "2025-03-10", 10))
+    assert body["totals"]["tokens"] == 7 * 15
+
+
+async def test_a_killed_writer_is_restarted_and_the_recorder_loses_nothing(writer, reader):
+    recorder = UsageRecorder(writer, batch_size=3, flush_interval_s=0.02, retry_initial_s=0.02, retry_max_s=0.1)
+    recorder.start()
+    for call in calls(4):
+        recorder.add(call)
+    await wait_for(lambda: recorder.recorded == 4)
+    first = writer.pid
+    os.kill(first, signal.SIGKILL)
+    for call in calls(5):
+        recorder.add(call)
+    await wait_for(lambda: recorder.recorded == 9)
+    await recorder.close()
+    assert writer.starts == 2 and writer.pid != first
+    assert recorder.write_failures >= 1 and recorder.dropped == 0
+    assert await requests_that_day(reader) == 9
+
+
+async def test_a_call_that_cannot_become_an_event_is_counted_and_the_rest_written(writer, reader, caplog):
+    recorder = UsageRecorder(writer)
+    broken = outcome()
+    broken.started_at = float("nan")  # no timestamp can be made of it
+    recorder.call_finished(outcome())
+    recorder.call_finished(broken)
+    recorder.call_finished(outcome())
+    await recorder.flush()
+    assert await requests_that_day(reader) == 2
+    assert recorder.dropped == 1 and recorder.buffered == 0
+
+
+async def test_terminal_signals_do_not_stop_the_writer_only_a_closed_pipe_does(writer, reader):
+    await writer.record(calls(1))
+    pid = writer.pid
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a Ctrl-C reaches the whole process group
+        os.kill(pid, sig)
+    await asyncio.sleep(0.2)
+    assert await writer.record(calls(1)) == 1 and writer.pid == pid
+    proc = writer._proc
+    await writer.aclose()
+    assert proc.returncode == 0 and writer.pid is None
+    assert await requests_that_day(reader) == 2
+
+
+async def test_a_store_failure_is_reported_with_the_stores_reason(tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the data dir should be")
+    writer = WriterProcess(None, blocked)
+    try:
+        with pytest.raises(UsageWriterError, match="exited|Error"):
+            await writer.record(calls(1))
+    finally:
+        await writer.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_outage_the_writer_reports_it_and_writes_once_redis_is_back(redis_server, tmp_path):
+    from redis.asyncio import Redis
+
+    from gateway.usage.redis_store import RedisUsageStore
+
+    writer = WriterProcess(redis_server.url, tmp_path)
+    recorder = UsageRecorder(writer, batch_size=2, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2)
+    recorder.start()
+    redis_server.stop()
+    for call in calls(5):
+        recorder.add(call)
+    await wait_for(lambda: recorder.write_failures > 0)
+    assert recorder.recorded == 0 and recorder.buffered == 5
+    redis_server.start()
+    await wait_for(lambda: recorder.recorded == 5, timeout=20)
+    await recorder.close()
+    await writer.aclose()
+    store = RedisUsageStore(Redis.from_url(redis_server.url), owns_client=True)
+    try:
+        assert await requests_that_day(store) == 5 and recorder.dropped == 0
+    finally:
+        await store.aclose()
+
+
+async def test_the_writer_runs_on_the_cpus_it_was_given(tmp_path):
+    cpu = min(os.sched_getaffinity(0))
+    writer = WriterProcess(None, tmp_path, cpus=[cpu])
+    try:
+        await writer.record(calls(1))
+        assert os.sched_getaffinity(writer.pid) == {cpu}
+    finally:
+        await writer.aclose()
