@@ -13,7 +13,7 @@ values (`gateway.metric_values`), so prometheus-client's label validation and pe
 checks run once per series, not once per call.
 
 Gauges other parts own have one-line hooks: `set_circuit_state` (routing's circuit
-breakers), `usage_events_dropped` (the usage recorder), `config_reload` (wired to
+breakers), `usage_events_dropped` and `usage_write_failed` (the usage recorder), `config_reload` (wired to
 `ConfigHolder.on_result` in the app's lifespan).
 
 Several worker processes (`gateway serve --workers N`) share one scrape through
@@ -125,6 +125,9 @@ class Metrics:
             "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r)
         self.usage_dropped = Counter(
             "gateway_usage_events_dropped_total", "Usage events the recorder could not keep.", registry=r)
+        self.usage_write_failures = Counter(
+            "gateway_usage_write_failures_total",
+            "Usage batch writes that failed (store down, writer process lost) and were retried.", registry=r)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
         self._children: dict[tuple, object] = {}
@@ -219,6 +222,10 @@ class Metrics:
     def usage_events_dropped(self, n: int = 1) -> None:
         """The usage recorder reports events it had to drop (queue full, store down)."""
         self.usage_dropped.inc(n)
+
+    def usage_write_failed(self) -> None:
+        """The usage recorder reports each failed batch write (it keeps the batch and retries)."""
+        self.usage_write_failures.inc()
 
     def config_reload(self, result: str) -> None:
         """Wired to `ConfigHolder.on_result`: 'success' or 'failure'."""

@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry)
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis)
-        install_recorder(state).on_drop = state.metrics.usage_events_dropped
+        recorder = install_recorder(state)
+        recorder.on_drop = state.metrics.usage_events_dropped
+        recorder.on_write_failure = state.metrics.usage_write_failed
         app.state.gateway = state
         start_routing(state)
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))

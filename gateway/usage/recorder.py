@@ -54,6 +54,7 @@ class UsageRecorder:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.on_drop = on_drop  # called with the number of events just dropped (metrics hook)
+        self.on_write_failure: Callable[[], None] | None = None  # called per failed batch write (metrics hook)
         self.dropped = 0  # events lost because the buffer overflowed or shutdown could not write them
         self.recorded = 0  # events the store accepted (new or already known)
         self.write_failures = 0
@@ -161,6 +162,8 @@ class UsageRecorder:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any store failure is retried
                     self.write_failures += 1
+                    if self.on_write_failure is not None:
+                        self.on_write_failure()
                     log.warning("usage store write failed (%s: %s); %d events buffered, retrying in %.1fs",
                                 type(exc).__name__, exc, len(self._buffer), delay)
                     await self._sleep_unless_closing(delay)

@@ -112,3 +112,4 @@ def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
     for _ in range(5):
         assert httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code == 200
     poll(lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3, what="3 dropped usage events", context=gw.log)
+    poll(lambda: scrape(gw.url).value("gateway_usage_write_failures_total") >= 1, what="a failed usage write", context=gw.log)
