@@ -4,8 +4,11 @@ Starts a near-zero-cost fake upstream (nginx, fixed JSON and SSE answers), a bar
 pass-through proxy (bare_proxy.py: Starlette + httpx over the aiohttp transport, nothing
 else), and the gateway with a routing policy, usage recording and metrics as users run it.
 wrk drives each in turn (rounds interleaved so drift hits all alike). The upstream and wrk
-share core 0; each proxy gets core 1 to itself. Prints req/s, p50, p99 and errors per
-target, the gateway's added p50 over direct and its req/s ratio against the bare proxy.
+share core 0; each proxy gets core 1 to itself (the gateway's usage writer process gets
+core 0: see GATEWAY_USAGE_WRITER_CPUS below). Prints req/s, p50, p99 and errors per target,
+the gateway's added p50 over direct, its req/s ratio against the bare proxy, the proxy
+process's CPU time per request, and the spread of req/s over the rounds (a difference
+smaller than that spread is not a measured one).
 
     python bench/bench.py [--duration 5] [--conc 1 16 64] [--rounds 2] [--no-stream] [--scale]
                           [--recording-ab] [--litellm]
@@ -116,7 +119,7 @@ def wrk(url: str, model: str, stream: bool, conc: int, duration: float, pid: int
 
 def table(title: str, rows: dict, targets: list[str], concs: list[int]) -> str:
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
-    lines = [f"\n## {title}", f"{'conc':>4} {'target':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'+p50 ms':>8} {'vs bare':>8} {'cpu us/req':>10}"]
+    lines = [f"\n## {title}", f"{'conc':>4} {'target':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'+p50 ms':>8} {'vs bare':>8} {'cpu us/req':>10} {'req/s min-max':>14}"]
     for c in concs:
         direct, bare = rows.get((c, "direct")), rows.get((c, "bare"))
         for t in targets:
@@ -127,8 +130,27 @@ def table(title: str, rows: dict, targets: list[str], concs: list[int]) -> str:
             ratio = med(xs, "rps") / med(bare, "rps") if bare and med(bare, "rps") else float("nan")
             errors = sum(x["non2xx"] + max(x["sockerr"], 0) for x in xs)
             cpu = f"{med(xs, 'cpu_us'):>10.0f}" if all("cpu_us" in x for x in xs) else f"{'':>10}"
-            lines.append(f"{c:>4} {t:<10} {med(xs, 'rps'):>8.0f} {med(xs, 'p50_ms'):>8.2f} {med(xs, 'p99_ms'):>8.2f} {errors:>7.0f} {added:>8.2f} {ratio:>8.3f} {cpu}")
+            spread = f"{min(x['rps'] for x in xs):.0f}-{max(x['rps'] for x in xs):.0f}"
+            lines.append(f"{c:>4} {t:<10} {med(xs, 'rps'):>8.0f} {med(xs, 'p50_ms'):>8.2f} {med(xs, 'p99_ms'):>8.2f} {errors:>7.0f} {added:>8.2f} {ratio:>8.3f} {cpu} {spread:>14}")
     return "\n".join(lines)
+
+
+def recording_ab(rows: dict, concs: list[int]) -> str:
+    """Recording on vs off, paired by round (each round runs the two back to back, so drift
+    between rounds cancels): the median of the per-round ratios and differences, with their
+    range. A range that spans 1.0 (or 0) is a difference this machine cannot measure."""
+    lines = []
+    for c in concs:
+        pairs = list(zip(rows.get((c, "gateway"), []), rows.get((c, "gw-norec"), [])))
+        if not pairs:
+            continue
+        rps = sorted(g["rps"] / n["rps"] for g, n in pairs if n["rps"])
+        p50 = sorted(g["p50_ms"] - n["p50_ms"] for g, n in pairs)
+        cpu = sorted(g.get("cpu_us", 0) - n.get("cpu_us", 0) for g, n in pairs)
+        lines.append(f"  c={c}: req/s ratio {statistics.median(rps):.3f} (rounds {rps[0]:.3f}-{rps[-1]:.3f}), "
+                     f"p50 {statistics.median(p50):+.2f} ms ({p50[0]:+.2f} to {p50[-1]:+.2f}), "
+                     f"proxy CPU {statistics.median(cpu):+.0f} µs/req ({cpu[0]:+.0f} to {cpu[-1]:+.0f}), {len(pairs)} rounds")
+    return "recording on/off, paired by round:\n" + "\n".join(lines) if lines else ""
 
 
 def writer_report(pid: int, url: str) -> str:
@@ -211,6 +233,8 @@ def main() -> int:
                     for name, (url, model, pid) in targets.items():
                         rows.setdefault((c, name), []).append(wrk(url, model, stream, c, args.duration, pid))
             section = table(title, rows, list(targets), args.conc)
+            if args.recording_ab:
+                section += "\n" + recording_ab(rows, args.conc)
             print(section, flush=True)
             report.append(section)
 
