@@ -105,10 +105,11 @@ def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstrea
     assert 0 < events[1]["tokens_per_second"] < 7 / 0.05  # 7 tokens over at least 6 paced events
 
 
-def test_sigterm_flushes_every_buffered_event(start_gateway, upstream, upstream_b, openai_client):
+@pytest.mark.parametrize("writer", ["process", "inline"])
+def test_sigterm_flushes_every_buffered_event(writer, start_gateway, upstream, upstream_b, openai_client):
     config = LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url)
     # Events would wait an hour for the next periodic write: only the shutdown flush can save them.
-    gw = start_gateway(config, env={**FAST_FLUSH, "GATEWAY_USAGE_FLUSH_S": "3600"})
+    gw = start_gateway(config, env={**FAST_FLUSH, "GATEWAY_USAGE_FLUSH_S": "3600", "GATEWAY_USAGE_WRITER": writer})
     client = openai_client(gw)
     for _ in range(3):
         ask(client)
@@ -118,6 +119,7 @@ def test_sigterm_flushes_every_buffered_event(start_gateway, upstream, upstream_
     gw.proc.wait(20)  # uvicorn shuts down gracefully, then re-raises SIGTERM: the exit status says -15
     assert "4 events recorded, 0 dropped" in gw.log()
     assert "Application shutdown complete" in gw.log()
+    assert ("written by a writer process" if writer == "process" else "written in this process") in gw.log()
     again = start_gateway(config, env=FAST_FLUSH, workdir=gw.dir)  # same data dir
     body = rankings(again.url, window="week")
     assert body["totals"]["requests"] == 4 and body["totals"]["tokens"] == 4 * PER_CALL
