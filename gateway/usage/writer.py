@@ -104,9 +104,9 @@ class WriterProcess:
                 code = await proc.wait()
                 raise UsageWriterError(f"the writer process exited (code {code})")
             reply = orjson.loads(line)
-        if reply.get("seq") != seq:  # cannot happen with one batch in flight; if it does, start afresh
-            await self._stop(kill=True)
-            raise UsageWriterError(f"the writer process answered batch {reply.get('seq')}, not {seq}")
+            if reply.get("seq") != seq:  # the answer to a batch whose sender was cancelled: start afresh
+                await self._stop(kill=True)
+                raise UsageWriterError(f"the writer process answered batch {reply.get('seq')}, not {seq}")
         if "error" in reply:
             raise UsageWriterError(reply["error"])
         if reply.get("bad") and self.on_rejected is not None:

@@ -130,3 +130,22 @@ async def test_the_writer_runs_on_the_cpus_it_was_given(tmp_path):
         assert os.sched_getaffinity(writer.pid) == {cpu}
     finally:
         await writer.aclose()
+
+
+async def test_a_batch_abandoned_mid_wait_does_not_confuse_the_next(writer, reader):
+    """A record cancelled while waiting for its answer leaves that answer in the pipe; the next
+    batch must not take it for its own (it restarts the writer and is retried whole)."""
+    await writer.record(calls(1))
+    task = asyncio.create_task(writer.record(calls(3)))
+    await asyncio.sleep(0)  # sent, now waiting for the answer
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the abandoned batch's answer arrives and waits, unread
+    batch = calls(2)
+    with pytest.raises(UsageWriterError, match="answered batch"):
+        await writer.record(batch)
+    assert await writer.record(batch) == 2  # the retry, on a new writer process
+    assert writer.starts == 2
+    assert await requests_that_day(reader) == 1 + 3 + 2  # the abandoned batch had been stored: no loss, no double count
