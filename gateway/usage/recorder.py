@@ -68,7 +68,7 @@ class UsageRecorder:
         # A writer process takes the calls as they are; a store in this process takes events.
         self._builds_events = not getattr(store, "takes_calls", False)
         if not self._builds_events:
-            store.on_rejected = lambda n: self._count_dropped(n, "calls could not be turned into events")
+            store.on_rejected = self._rejected
 
     # -- CallObserver ----------------------------------------------------------------------
     def attempt_started(self, offer: Offer) -> None:
@@ -115,6 +115,12 @@ class UsageRecorder:
             batch.append(item)
             i += 1
         return batch
+
+    def _rejected(self, count: int) -> None:
+        """The writer process could not turn `count` calls of the batch in flight into events:
+        they leave the buffer with the batch, counted as dropped rather than recorded."""
+        self.recorded -= count  # the batch's whole length is added once it is acknowledged
+        self._count_dropped(count, "calls could not be turned into events")
 
     def _count_dropped(self, count: int, why: str) -> None:
         self.dropped += count

@@ -70,7 +70,7 @@ async def test_a_call_that_cannot_become_an_event_is_counted_and_the_rest_writte
     recorder.call_finished(outcome())
     await recorder.flush()
     assert await requests_that_day(reader) == 2
-    assert recorder.dropped == 1 and recorder.buffered == 0
+    assert recorder.dropped == 1 and recorder.recorded == 2 and recorder.buffered == 0
 
 
 async def test_terminal_signals_do_not_stop_the_writer_only_a_closed_pipe_does(writer, reader):
