@@ -1,7 +1,7 @@
 """The usage writer process: the store's writes run in a child process, not on the proxy's core.
 
 Recording a call costs the proxy a tuple and an append (`UsageRecorder.call_finished`); the
-rest of it, building events and writing them to SQLite or Redis, is CPU work: about 20 µs a
+rest of it, building events and writing them to SQLite or Redis, is CPU work: 20-30 µs a
 call, which in the proxy's process would compete with the proxied requests for the event loop
 (and, in a thread, for the GIL). So each gateway process starts one writer process and hands
 it batches of finished calls; the writer builds the events and writes them with the ordinary
