@@ -23,10 +23,13 @@ async def chat(request: Request) -> Response:
         _client = httpx.AsyncClient(base_url=UPSTREAM, timeout=60, transport=AiohttpTransport())
     body = await request.body()
     upstream = await _client.send(
-        _client.build_request("POST", "/v1/chat/completions", content=body, headers={"content-type": "application/json"}),
+        _client.build_request(
+            "POST", "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+        ),
         stream=True,
     )
     if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+
         async def relay():
             try:
                 async for chunk in upstream.aiter_raw():

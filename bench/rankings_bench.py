@@ -59,8 +59,23 @@ def start_redis() -> tuple[subprocess.Popen, str, Path]:
         sys.exit("redis-server is not installed (make system-deps)")
     workdir = Path(tempfile.mkdtemp(prefix="rankings-bench-"))
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-                             "--appendonly", "no", "--logfile", str(workdir / "redis.log")])
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(workdir / "redis.log"),
+        ]
+    )
     import redis
 
     deadline = time.time() + 10
@@ -84,9 +99,21 @@ def event_shapes(count: int, rng: random.Random) -> list[UsageEvent]:
     backends = [f"backend{i}" for i in range(12)]
     offers = {m: rng.sample(backends, rng.randint(1, 4)) for m in models}
     apps = [f"https://app{i}.example" for i in range(300)]
-    categories = ["programming", "roleplay", "marketing", "seo", "technology", "science", "translation", "legal",
-                  "finance", "chat"]
-    speed = {(b, m): (rng.uniform(20, 200), rng.uniform(200, 3000), rng.uniform(50, 800)) for m in models for b in offers[m]}
+    categories = [
+        "programming",
+        "roleplay",
+        "marketing",
+        "seo",
+        "technology",
+        "science",
+        "translation",
+        "legal",
+        "finance",
+        "chat",
+    ]
+    speed = {
+        (b, m): (rng.uniform(20, 200), rng.uniform(200, 3000), rng.uniform(50, 800)) for m in models for b in offers[m]
+    }
     shapes = []
     model_w, app_w, cat_w = zipf_weights(len(models)), zipf_weights(len(apps)), zipf_weights(len(categories), 0.8)
     for i in range(count):
@@ -94,13 +121,23 @@ def event_shapes(count: int, rng: random.Random) -> list[UsageEvent]:
         backend = rng.choice(offers[model])
         tps, latency, ttft = speed[(backend, model)]
         prompt, completion = int(rng.lognormvariate(7.5, 1.2)), int(rng.lognormvariate(5.5, 1.0))
-        shapes.append(UsageEvent(
-            id=f"shape-{i}", timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc), model=model, backend=backend,
-            prompt_tokens=prompt, completion_tokens=completion, category=rng.choices(categories, cat_w)[0],
-            app=rng.choices(apps, app_w)[0] if rng.random() < 0.8 else None, cost=(prompt * 0.3 + completion * 1.2) / 1e6,
-            latency_ms=latency * rng.lognormvariate(0, 0.3), ttft_ms=ttft * rng.lognormvariate(0, 0.3),
-            tokens_per_second=tps * rng.lognormvariate(0, 0.2), status=200 if rng.random() < 0.98 else 502,
-        ))
+        shapes.append(
+            UsageEvent(
+                id=f"shape-{i}",
+                timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc),
+                model=model,
+                backend=backend,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                category=rng.choices(categories, cat_w)[0],
+                app=rng.choices(apps, app_w)[0] if rng.random() < 0.8 else None,
+                cost=(prompt * 0.3 + completion * 1.2) / 1e6,
+                latency_ms=latency * rng.lognormvariate(0, 0.3),
+                ttft_ms=ttft * rng.lognormvariate(0, 0.3),
+                tokens_per_second=tps * rng.lognormvariate(0, 0.2),
+                status=200 if rng.random() < 0.98 else 502,
+            )
+        )
     return shapes
 
 
@@ -144,16 +181,20 @@ async def main() -> None:
         loaded = time.perf_counter() - t
         sums = batch.sums
         fields_per_day = defaultdict(int)
-        for (day, _, _) in sums:
+        for day, _, _ in sums:
             fields_per_day[day] += 1
-        print(f"{args.events:,} events over {args.days} days from {args.shapes:,} shapes: aggregates built in {built:.1f} s, "
-              f"written in {loaded:.1f} s ({len(sums):,} hash fields, {statistics.mean(fields_per_day.values()):,.0f} per day)")
+        print(
+            f"{args.events:,} events over {args.days} days from {args.shapes:,} shapes: aggregates built in {built:.1f} s, "
+            f"written in {loaded:.1f} s ({len(sums):,} hash fields, {statistics.mean(fields_per_day.values()):,.0f} per day)"
+        )
         info = await client.info("memory")
         print(f"redis memory used: {info['used_memory_human']}")
 
         # Outside the ranked weeks, so the rankings below read only the 10M events' aggregates.
-        live = [replace(shapes[i % len(shapes)], id=f"live-{i}", timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc))
-                for i in range(args.live_events)]
+        live = [
+            replace(shapes[i % len(shapes)], id=f"live-{i}", timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc))
+            for i in range(args.live_events)
+        ]
         t = time.perf_counter()
         for start in range(0, len(live), 500):
             await store.record(live[start : start + 500])
@@ -173,7 +214,9 @@ async def main() -> None:
                 times.append((time.perf_counter() - t) * 1000)
             times.sort()
             extra = f", {body['totals']['requests']:,} requests ranked" if isinstance(body.get("totals"), dict) else ""
-            print(f"{label}: p50 {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms{extra}")
+            print(
+                f"{label}: p50 {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms{extra}"
+            )
     finally:
         await client.aclose()
         if proc is not None:

@@ -35,8 +35,16 @@ from gateway.routing.facts import request_facts  # noqa: E402
 from gateway.routing.live import LiveState  # noqa: E402
 from gateway.routing.pipeline import decide  # noqa: E402
 
-for var in ("OPENROUTER_API_KEY", "DEEPSEEK_API_KEY", "MOONSHOT_API_KEY", "ZHIPU_API_KEY", "DASHSCOPE_API_KEY",
-            "MINIMAX_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY"):
+for var in (
+    "OPENROUTER_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "MOONSHOT_API_KEY",
+    "ZHIPU_API_KEY",
+    "DASHSCOPE_API_KEY",
+    "MINIMAX_API_KEY",
+    "GROQ_API_KEY",
+    "TOGETHER_API_KEY",
+):
     os.environ.setdefault(var, "sk-bench")  # every backend enabled: the most candidates to weigh
 
 ROUNDS = 7
@@ -73,7 +81,9 @@ def decide_table(policy: str, cases: dict[str, dict]) -> None:
         t_decide = best_us(lambda: decide(chat, {}, snapshot, live), 2000)
         t_classify = best_us(lambda: classify(chat, {}, facts, config.gateway.classifier), 2000)
         tokens = f"~{facts.prompt_tokens:,} tokens"
-        print(f"  {name:18s} {t_decide:8.1f} {t_classify:9.1f}  {len(decision.candidates):10d}  {decision.task}, {tokens}")
+        print(
+            f"  {name:18s} {t_decide:8.1f} {t_classify:9.1f}  {len(decision.candidates):10d}  {decision.task}, {tokens}"
+        )
 
 
 def observers_table() -> None:
@@ -83,8 +93,20 @@ def observers_table() -> None:
     snapshot = ConfigSnapshot.build(config)
     offer = snapshot.offers["mock/mock-small"][0]
     attempt = Attempt(offer.backend, offer.model, None, 200, 0.8)
-    outcome = CallOutcome("req-1", "auto", stream=True, route="auto", task="chat", offer=offer, status=200,
-                          usage=Usage(120, 240), cost_usd=0.00003, latency_s=0.8, ttft_s=0.2, overhead_s=0.0004)
+    outcome = CallOutcome(
+        "req-1",
+        "auto",
+        stream=True,
+        route="auto",
+        task="chat",
+        offer=offer,
+        status=200,
+        usage=Usage(120, 240),
+        cost_usd=0.00003,
+        latency_s=0.8,
+        ttft_s=0.2,
+        overhead_s=0.0004,
+    )
     outcome.attempts.append(attempt)
 
     def one_call(observer):
@@ -92,6 +114,7 @@ def observers_table() -> None:
             observer.attempt_started(offer)
             observer.attempt_finished(offer, attempt, 0.2)
             observer.call_finished(outcome)
+
         return call
 
     metrics = Metrics()
@@ -102,6 +125,7 @@ def observers_table() -> None:
         share_locally()
     else:  # before coalescing: an outbox of one entry per observation
         from collections import deque
+
         shared.outbox = deque(maxlen=20_000)
     print(f"\nobservers, one successful streamed call (us per call, best of {ROUNDS})")
     for name, observer in (("routing live stats", live), ("  + Redis sharing", shared), ("metrics", metrics)):
@@ -136,9 +160,13 @@ def redis_sync_per_call(snapshot: ConfigSnapshot, one_call, calls: int = 2000) -
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
+
             async def measure() -> float:
                 client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
                 for _ in range(100):
@@ -172,20 +200,29 @@ def main() -> None:
     long_text = " ".join(rng.choice(words) for _ in range(7500)) + "\nSummarize the document above."
     short = messages("What is the capital of Australia?")
     code = messages("Write a Python function that merges two sorted lists.", "You are a helpful assistant.")
-    decide_table("policies/default.yaml", {
-        "short chat": {"model": "auto", "messages": short},
-        "code": {"model": "auto", "messages": code},
-        "10k-token prompt": {"model": "auto", "messages": messages(long_text)},
-    })
-    decide_table("policies/examples/multi-provider.yaml", {
-        "short chat": {"model": "auto", "messages": short},
-        "code": {"model": "auto", "messages": code},
-        "10k-token prompt": {"model": "auto", "messages": messages(long_text)},
-        "latency route": {"model": "fast", "messages": messages("hi")},
-        "provider prefs": {"model": "deepseek/deepseek-v3.2", "models": ["moonshotai/kimi-k2.5"],
-                           "provider": {"order": ["deepseek"], "max_price": {"prompt": 1, "completion": 3}},
-                           "messages": messages("hi")},
-    })
+    decide_table(
+        "policies/default.yaml",
+        {
+            "short chat": {"model": "auto", "messages": short},
+            "code": {"model": "auto", "messages": code},
+            "10k-token prompt": {"model": "auto", "messages": messages(long_text)},
+        },
+    )
+    decide_table(
+        "policies/examples/multi-provider.yaml",
+        {
+            "short chat": {"model": "auto", "messages": short},
+            "code": {"model": "auto", "messages": code},
+            "10k-token prompt": {"model": "auto", "messages": messages(long_text)},
+            "latency route": {"model": "fast", "messages": messages("hi")},
+            "provider prefs": {
+                "model": "deepseek/deepseek-v3.2",
+                "models": ["moonshotai/kimi-k2.5"],
+                "provider": {"order": ["deepseek"], "max_price": {"prompt": 1, "completion": 3}},
+                "messages": messages("hi"),
+            },
+        },
+    )
     observers_table()
 
 

@@ -82,52 +82,99 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir()
         r = self.registry
         self.requests = Counter(
-            "gateway_requests_total", "Chat completion calls, by how they ended.",
-            ["route", "model", "backend", "status"], registry=r)
+            "gateway_requests_total",
+            "Chat completion calls, by how they ended.",
+            ["route", "model", "backend", "status"],
+            registry=r,
+        )
         self.tokens = Counter(
-            "gateway_tokens_total", "Tokens processed, as the backends reported them (or estimated).",
-            ["model", "backend", "type"], registry=r)
+            "gateway_tokens_total",
+            "Tokens processed, as the backends reported them (or estimated).",
+            ["model", "backend", "type"],
+            registry=r,
+        )
         self.cost = Counter(
-            "gateway_cost_usd_total", "Cost in USD at the configured list prices.",
-            ["model", "backend"], registry=r)
+            "gateway_cost_usd_total", "Cost in USD at the configured list prices.", ["model", "backend"], registry=r
+        )
         self.duration = Histogram(
-            "gateway_request_duration_seconds", "Whole call, fallbacks and streaming included.",
-            ["route", "model", "backend"], buckets=DURATION_BUCKETS, registry=r)
+            "gateway_request_duration_seconds",
+            "Whole call, fallbacks and streaming included.",
+            ["route", "model", "backend"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.overhead = Histogram(
-            "gateway_overhead_seconds", "The gateway's own time per call, upstream time excluded.",
-            ["route"], buckets=OVERHEAD_BUCKETS, registry=r)
+            "gateway_overhead_seconds",
+            "The gateway's own time per call, upstream time excluded.",
+            ["route"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
         self.ttft = Histogram(
-            "gateway_ttft_seconds", "Time to first content token of streamed answers, from the answering attempt's start.",
-            ["model", "backend"], buckets=TTFT_BUCKETS, registry=r)
+            "gateway_ttft_seconds",
+            "Time to first content token of streamed answers, from the answering attempt's start.",
+            ["model", "backend"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self.tokens_per_second = Histogram(
-            "gateway_completion_tokens_per_second", "Generation speed of streamed answers after the first token.",
-            ["model", "backend"], buckets=TOKENS_PER_SECOND_BUCKETS, registry=r)
+            "gateway_completion_tokens_per_second",
+            "Generation speed of streamed answers after the first token.",
+            ["model", "backend"],
+            buckets=TOKENS_PER_SECOND_BUCKETS,
+            registry=r,
+        )
         self.inflight = Gauge(
-            "gateway_inflight_requests", "Upstream calls in progress.",
-            ["backend"], multiprocess_mode="livesum", registry=r)
+            "gateway_inflight_requests",
+            "Upstream calls in progress.",
+            ["backend"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.fallbacks = Counter(
-            "gateway_fallbacks_total", "Failed attempts after which the gateway tried another candidate.",
-            ["route", "from_backend", "reason"], registry=r)
+            "gateway_fallbacks_total",
+            "Failed attempts after which the gateway tried another candidate.",
+            ["route", "from_backend", "reason"],
+            registry=r,
+        )
         self.attempts = Counter(
-            "gateway_backend_attempts_total", "Upstream attempts, by result (`ok` or the failure reason).",
-            ["backend", "model", "result"], registry=r)
+            "gateway_backend_attempts_total",
+            "Upstream attempts, by result (`ok` or the failure reason).",
+            ["backend", "model", "result"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
-            "gateway_backend_circuit_state", "Circuit breaker per offer: 0 closed, 1 half-open, 2 open.",
-            ["backend", "model"], multiprocess_mode="livemax", registry=r)
+            "gateway_backend_circuit_state",
+            "Circuit breaker per offer: 0 closed, 1 half-open, 2 open.",
+            ["backend", "model"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.route_decisions = Counter(
-            "gateway_route_decisions_total", "Routing decisions, by the first candidate chosen.",
-            ["route", "task", "model", "backend"], registry=r)
+            "gateway_route_decisions_total",
+            "Routing decisions, by the first candidate chosen.",
+            ["route", "task", "model", "backend"],
+            registry=r,
+        )
         self.rate_limited = Counter(
-            "gateway_rate_limited_total", "Requests refused with 429 by the gateway's own rate limits.", registry=r)
+            "gateway_rate_limited_total", "Requests refused with 429 by the gateway's own rate limits.", registry=r
+        )
         self.rate_limiter_errors = Counter(
-            "gateway_rate_limiter_errors_total", "Shared rate-limit store failures (requests were let through).", registry=r)
+            "gateway_rate_limiter_errors_total",
+            "Shared rate-limit store failures (requests were let through).",
+            registry=r,
+        )
         self.config_reloads = Counter(
-            "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r)
+            "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r
+        )
         self.usage_dropped = Counter(
-            "gateway_usage_events_dropped_total", "Usage events the recorder could not keep.", registry=r)
+            "gateway_usage_events_dropped_total", "Usage events the recorder could not keep.", registry=r
+        )
         self.usage_write_failures = Counter(
             "gateway_usage_write_failures_total",
-            "Usage batch writes that failed (store down, writer process lost) and were retried.", registry=r)
+            "Usage batch writes that failed (store down, writer process lost) and were retried.",
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
         self._children: dict[tuple, object] = {}
@@ -154,7 +201,9 @@ class Metrics:
         status = outcome.status
         requests = series.requests.get(status)
         if requests is None:
-            requests = series.requests[status] = adder(self.requests.labels(series.route, series.model, series.backend, str(status)))
+            requests = series.requests[status] = adder(
+                self.requests.labels(series.route, series.model, series.backend, str(status))
+            )
         requests(1)
         series.duration(outcome.latency_s)
         series.overhead(outcome.overhead_s)
@@ -165,7 +214,9 @@ class Metrics:
             if first.backend == series.backend and first.model == series.model:  # the first candidate answered
                 decided = series.decisions.get(task)
                 if decided is None:
-                    decided = series.decisions[task] = adder(self.route_decisions.labels(route, task, first.model, first.backend))
+                    decided = series.decisions[task] = adder(
+                        self.route_decisions.labels(route, task, first.model, first.backend)
+                    )
                 decided(1)
             else:
                 self._child(self.route_decisions, route, task, first.model, first.backend).inc()
@@ -290,8 +341,20 @@ class _CallSeries:
     """What a finished call of one (route, model, backend) adds to, resolved once: a call
     then costs one dictionary lookup and the additions (see `gateway.metric_values`)."""
 
-    __slots__ = ("route", "model", "backend", "requests", "decisions", "duration", "overhead", "prompt_tokens",
-                 "completion_tokens", "cost", "ttft", "tokens_per_second")
+    __slots__ = (
+        "route",
+        "model",
+        "backend",
+        "requests",
+        "decisions",
+        "duration",
+        "overhead",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "ttft",
+        "tokens_per_second",
+    )
 
     def __init__(self, metrics: Metrics, route: str, model: str, backend: str) -> None:
         self.route, self.model, self.backend = route, model, backend

@@ -214,6 +214,10 @@ class RateLimiter:
         if self._metrics is not None:
             self._metrics.rate_limiter_error()
         if not self._store_down_until:
-            log.error("rate-limit store failed (%s: %s): counting locally, letting requests through, retrying in %gs",
-                      type(exc).__name__, exc, self._store_retry_s)
+            log.error(
+                "rate-limit store failed (%s: %s): counting locally, letting requests through, retrying in %gs",
+                type(exc).__name__,
+                exc,
+                self._store_retry_s,
+            )
         self._store_down_until = time.monotonic() + self._store_retry_s

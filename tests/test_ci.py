@@ -20,10 +20,15 @@ def required_binaries() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted((REPO / "tests").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "require_binary":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "require_binary"
+            ):
                 where = f"{path.relative_to(REPO)}:{node.lineno}"
                 arg = node.args[0] if node.args else None
-                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), f"{where}: name the binary literally"
+                assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
+                    f"{where}: name the binary literally"
+                )
                 found.setdefault(arg.value, []).append(where)
     return found
 
@@ -34,7 +39,9 @@ def installed_by_system_deps() -> dict[str, str]:
 
 
 def command_lines(path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_ci_runs_make_test_strictly_after_installing_the_system_deps():

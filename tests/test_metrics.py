@@ -60,9 +60,18 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def outcome(snap: ConfigSnapshot, backend: str = "fast", **kwargs) -> CallOutcome:
     offer = snap.offer(backend, "qwen/qwen3-32b")
-    defaults = dict(request_id="r", requested_model="auto", stream=False, route="auto", offer=offer,
-                    usage=Usage(10, 20), cost_usd=0.25, latency_s=1.5, overhead_s=0.0004,
-                    attempts=[Attempt(backend, "qwen/qwen3-32b", None, 200, 1.4)])
+    defaults = dict(
+        request_id="r",
+        requested_model="auto",
+        stream=False,
+        route="auto",
+        offer=offer,
+        usage=Usage(10, 20),
+        cost_usd=0.25,
+        latency_s=1.5,
+        overhead_s=0.0004,
+        attempts=[Attempt(backend, "qwen/qwen3-32b", None, 200, 1.4)],
+    )
     return CallOutcome(**{**defaults, **kwargs})
 
 
@@ -78,29 +87,47 @@ def test_a_finished_call_counts_request_tokens_cost_and_latency():
     assert value(m, "gateway_request_duration_seconds_bucket", **labels, le="1.0") == 0
     assert value(m, "gateway_request_duration_seconds_bucket", **labels, le="2.5") == 1
     assert value(m, "gateway_overhead_seconds_bucket", route="auto", le="0.0005") == 1
-    assert value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="fast") == 1
+    assert (
+        value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="fast")
+        == 1
+    )
     # A non-streamed answer has no TTFT apart from its whole time.
     assert value(m, "gateway_ttft_seconds_count", model="qwen/qwen3-32b", backend="fast") == 0
 
 
 def test_streams_measure_ttft_and_generation_speed_of_the_answering_attempt():
     m, snap = Metrics(), snapshot()
-    attempts = [Attempt("slow", "qwen/qwen3-32b", "timeout", None, 5.0), Attempt("fast", "qwen/qwen3-32b", None, 200, 2.2)]
+    attempts = [
+        Attempt("slow", "qwen/qwen3-32b", "timeout", None, 5.0),
+        Attempt("fast", "qwen/qwen3-32b", None, 200, 2.2),
+    ]
     m.call_finished(outcome(snap, stream=True, ttft_s=0.2, latency_s=7.3, attempts=attempts, usage=Usage(10, 100)))
     assert value(m, "gateway_ttft_seconds_sum", model="qwen/qwen3-32b", backend="fast") == pytest.approx(0.2)
     # 100 tokens over the 2.0 s after the first token, not over the failed attempt's time too.
-    assert value(m, "gateway_completion_tokens_per_second_sum", model="qwen/qwen3-32b", backend="fast") == pytest.approx(50.0)
+    assert value(
+        m, "gateway_completion_tokens_per_second_sum", model="qwen/qwen3-32b", backend="fast"
+    ) == pytest.approx(50.0)
     assert value(m, "gateway_fallbacks_total", route="auto", from_backend="slow", reason="timeout") == 1
     # The routing decision is the first candidate chosen, not the one that answered.
-    assert value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="slow") == 1
+    assert (
+        value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="slow")
+        == 1
+    )
 
 
 def test_the_last_failed_attempt_is_not_a_fallback_and_reasons_are_bounded():
     m, snap = Metrics(), snapshot()
-    attempts = [Attempt("fast", "qwen/qwen3-32b", "Weird Reason: <html>", 500, 0.1), Attempt("slow", "qwen/qwen3-32b", "http_503", 503, 0.1)]
-    m.call_finished(outcome(snap, backend="slow", status=502, error="upstream_error", attempts=attempts, usage=None, cost_usd=0.0))
+    attempts = [
+        Attempt("fast", "qwen/qwen3-32b", "Weird Reason: <html>", 500, 0.1),
+        Attempt("slow", "qwen/qwen3-32b", "http_503", 503, 0.1),
+    ]
+    m.call_finished(
+        outcome(snap, backend="slow", status=502, error="upstream_error", attempts=attempts, usage=None, cost_usd=0.0)
+    )
     assert value(m, "gateway_fallbacks_total", route="auto", from_backend="fast", reason="other") == 1
-    assert not any(name == "gateway_fallbacks_total" and ("from_backend", "slow") in labels for name, labels in samples(m))
+    assert not any(
+        name == "gateway_fallbacks_total" and ("from_backend", "slow") in labels for name, labels in samples(m)
+    )
     assert value(m, "gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="slow", status="502") == 1
 
 
@@ -108,13 +135,19 @@ def test_calls_without_a_chosen_model_are_unknown_whatever_the_client_sent():
     m, snap = Metrics(), snapshot()
     m.request_rejected(404)
     m.request_rejected(429, route="auto")
-    m.call_finished(outcome(snap, requested_model="evil/\"model\"{}", route=None, offer=None, status=503, attempts=[], usage=None))
+    m.call_finished(
+        outcome(snap, requested_model='evil/"model"{}', route=None, offer=None, status=503, attempts=[], usage=None)
+    )
     assert value(m, "gateway_requests_total", route="", model=UNKNOWN_MODEL, backend="", status="404") == 1
     assert value(m, "gateway_requests_total", route="auto", model=UNKNOWN_MODEL, backend="", status="429") == 1
     assert value(m, "gateway_requests_total", route="", model=UNKNOWN_MODEL, backend="", status="503") == 1
     assert b"evil" not in m.render()[0]
     # No token or cost series for a call no backend answered.
-    assert not any(labels and ("model", UNKNOWN_MODEL) in labels for name, labels in samples(m) if name.startswith("gateway_tokens"))
+    assert not any(
+        labels and ("model", UNKNOWN_MODEL) in labels
+        for name, labels in samples(m)
+        if name.startswith("gateway_tokens")
+    )
 
 
 def test_hooks_for_circuit_state_usage_drops_reloads_and_rate_limits():
@@ -189,7 +222,11 @@ def test_multiprocess_mode_sums_workers_and_forgets_the_live_gauges_of_dead_ones
     env = {**os.environ, "PYTHONPATH": str(REPO), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for how in ("crash", "clean", "crash"):
         subprocess.run([sys.executable, "-c", _WORKER, how], env=env, check=True, timeout=30)
-    text = subprocess.run([sys.executable, "-c", _READER], env=env, check=True, timeout=30, capture_output=True, text=True).stdout
-    found = {(s.name, tuple(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    text = subprocess.run(
+        [sys.executable, "-c", _READER], env=env, check=True, timeout=30, capture_output=True, text=True
+    ).stdout
+    found = {
+        (s.name, tuple(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
     assert found[("gateway_rate_limited_total", ())] == 3  # counters of every worker, dead or alive
     assert found.get(("gateway_inflight_requests", (("backend", "fast"),)), 0) == 0  # no live worker holds one

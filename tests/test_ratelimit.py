@@ -24,7 +24,9 @@ class Clock:
         return self.now
 
 
-async def admitted(limiter: RateLimiter, n: int, key: str | None = "app", target: str | None = "auto", config=LIMITS) -> int:
+async def admitted(
+    limiter: RateLimiter, n: int, key: str | None = "app", target: str | None = "auto", config=LIMITS
+) -> int:
     ok = 0
     for _ in range(n):
         try:
@@ -85,7 +87,9 @@ def test_the_window_slides_over_the_previous_minute():
     assert windows.check_and_count(limit, window=10, elapsed=0.0) is None
 
 
-@pytest.mark.parametrize("previous, current, elapsed", [(0, 10, 0.3), (10, 4, 0.2), (20, 9, 0.9), (0, 30, 0.99), (9, 9, 0.0)])
+@pytest.mark.parametrize(
+    "previous, current, elapsed", [(0, 10, 0.3), (10, 4, 0.2), (20, 9, 0.9), (0, 30, 0.99), (9, 9, 0.0)]
+)
 def test_retry_after_is_when_the_estimate_drops_below_the_limit(previous, current, elapsed):
     limit = 10
     wait = retry_after(limit, previous, current, elapsed)
@@ -113,7 +117,9 @@ def test_rate_limit_config_is_validated_with_lines():
     assert any("rate_limits.keys.app" in p and "greater than 0" in p for p in problems), problems
     with pytest.raises(ConfigError) as unknown:
         parse_config(base + "rate_limits:\n  routes:\n    autoo: 3\n")
-    assert [str(p) for p in unknown.value.problems] == ["rate_limits.routes.autoo (line 8): `autoo` is neither a route nor a served model"]
+    assert [str(p) for p in unknown.value.problems] == [
+        "rate_limits.routes.autoo (line 8): `autoo` is neither a route nor a served model"
+    ]
 
 
 @pytest.mark.redis
@@ -154,5 +160,7 @@ async def test_a_failing_redis_lets_requests_through_counted_locally_then_shares
 
     await asyncio.sleep(0.25)  # past store_retry_s: the next request tries Redis again
     assert await admitted(limiter, 1) == 1
-    assert await client.get(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}") == b"1"  # counted in Redis (restarted empty)
+    assert (
+        await client.get(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}") == b"1"
+    )  # counted in Redis (restarted empty)
     await client.aclose()

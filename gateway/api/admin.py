@@ -30,9 +30,7 @@ def config_status(state: AppState) -> dict:
             "last_reload_attempt_at": status.last_attempt_at,
             "last_reload_error": status.last_error or None,
         },
-        "backends": {
-            name: {"type": b.type, "models": sorted(b.models)} for name, b in snapshot.backends.items()
-        },
+        "backends": {name: {"type": b.type, "models": sorted(b.models)} for name, b in snapshot.backends.items()},
         "routes": sorted(snapshot.routes),
         "worker_pid": os.getpid(),  # with --workers N, each worker answers for itself
         "circuits": [

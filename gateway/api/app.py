@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             # Retry connection errors so the first command after a Redis restart does not
             # fail on a pooled connection the server already closed.
             retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=2)
-            state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry)
+            state.redis = Redis.from_url(
+                settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry
+            )
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis)
         recorder = install_recorder(state)
@@ -124,4 +126,6 @@ async def _not_found(request: Request, exc: Exception):
 
 
 async def _method_not_allowed(request: Request, exc: Exception):
-    return GatewayError(405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed").to_response()
+    return GatewayError(
+        405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
+    ).to_response()

@@ -116,7 +116,9 @@ def _own_time(t0: float, outcome: CallOutcome) -> float:
     return time.perf_counter() - t0 - sum(a.duration_s for a in outcome.attempts)
 
 
-async def _open_cancellable(request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers) -> OpenedAnswer:
+async def _open_cancellable(
+    request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers
+) -> OpenedAnswer:
     """Run the fallback loop, cancelling upstream work if the client disconnects meanwhile."""
     task = asyncio.current_task()
     receive = request.receive
@@ -141,7 +143,15 @@ class _RelayResponse(StreamingResponse):
     cancels a generator that never started, so its `finally` never runs), the upstream is
     still closed and the call still accounted, here."""
 
-    def __init__(self, state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        opened: OpenedAnswer,
+        outcome: CallOutcome,
+        chat: ChatRequest,
+        t0: float,
+        headers: dict[str, str],
+    ) -> None:
         self._relay_args = (state, opened, outcome, chat, t0)
         self._relay_started = False
         super().__init__(self._body(), media_type="text/event-stream", headers=headers)
@@ -163,7 +173,9 @@ class _RelayResponse(StreamingResponse):
                 _finish(state, outcome, chat, t0, time.perf_counter() - t0 - opened.upstream_s)
 
 
-async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float) -> AsyncIterator[bytes]:
+async def _relay(
+    state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float
+) -> AsyncIterator[bytes]:
     accountant = opened.accountant
     assert accountant is not None
     # The gateway's own time: routing and setup before the headers, then per-chunk accounting.
@@ -192,7 +204,14 @@ async def _relay(state: AppState, opened: OpenedAnswer, outcome: CallOutcome, ch
         # Bytes already reached the client: no fallback. Tell the SDK the stream broke.
         outcome.status, outcome.error = 502, exc.reason
         log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, exc.message)
-        error = {"error": {"message": "The upstream stream broke off.", "type": "upstream_error", "param": None, "code": exc.reason}}
+        error = {
+            "error": {
+                "message": "The upstream stream broke off.",
+                "type": "upstream_error",
+                "param": None,
+                "code": exc.reason,
+            }
+        }
         yield b"data: " + orjson.dumps(error) + b"\n\n"
     except (asyncio.CancelledError, GeneratorExit):
         outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True

@@ -30,8 +30,11 @@ from gateway.usage.rankings import QueryError, compute_rankings, compute_series,
 
 log = logging.getLogger("gateway.usage")
 
-_PAGE_FILES = {"rankings.html": "text/html; charset=utf-8", "rankings.js": "text/javascript; charset=utf-8",
-               "rankings.css": "text/css; charset=utf-8"}
+_PAGE_FILES = {
+    "rankings.html": "text/html; charset=utf-8",
+    "rankings.js": "text/javascript; charset=utf-8",
+    "rankings.css": "text/css; charset=utf-8",
+}
 
 
 class AnswerMemo:
@@ -99,7 +102,9 @@ def register(app: FastAPI) -> None:
         state.auth.authenticate(request)
         params = request.query_params
         try:
-            query = series_query(params.get("granularity"), params.get("periods"), params.get("end"), params.get("limit"))
+            query = series_query(
+                params.get("granularity"), params.get("periods"), params.get("end"), params.get("limit")
+            )
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)

@@ -73,8 +73,15 @@ class AnthropicBackend(OpenAICompatBackend):
         try:
             body = to_messages_request(request.payload, request.offer.spec.max_output_tokens)
         except UnsupportedRequest as exc:
-            error = {"message": str(exc), "type": "invalid_request_error", "param": exc.param, "code": "unsupported_by_backend"}
-            raise UpstreamError("status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})) from None
+            error = {
+                "message": str(exc),
+                "type": "invalid_request_error",
+                "param": exc.param,
+                "code": "unsupported_by_backend",
+            }
+            raise UpstreamError(
+                "status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})
+            ) from None
         try:
             response = await self.post(orjson.dumps(body), request.headers)
         except UpstreamError as exc:
@@ -94,7 +101,11 @@ def _in_openai_terms(error: UpstreamError) -> UpstreamError:
     if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), dict):
         return error
     kind = error.kind
-    if kind == "status" and error.status in (400, 413) and any(m in error.body[:4096].lower() for m in _CONTEXT_MARKERS):
+    if (
+        kind == "status"
+        and error.status in (400, 413)
+        and any(m in error.body[:4096].lower() for m in _CONTEXT_MARKERS)
+    ):
         kind = "context_length"
     body = orjson.dumps({"error": {**openai_error(parsed["error"]), "code": None}})
     return UpstreamError(kind, error.message, status=error.status, body=body, retry_after=error.retry_after)

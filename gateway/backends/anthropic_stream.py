@@ -90,7 +90,12 @@ class StreamTranslator:
         if kind == "tool_use":
             position = self._tool_calls.setdefault(index, len(self._tool_calls))
             arguments = orjson.dumps(block["input"]).decode() if block.get("input") else ""
-            call = {"index": position, "id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
+            call = {
+                "index": position,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": arguments},
+            }
             return self._chunk({"tool_calls": [call]})
         if kind == "text" and block.get("text"):
             return self._chunk({"content": block["text"]})
@@ -114,13 +119,28 @@ class StreamTranslator:
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [choice]})
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+            }
+        )
 
     def _close(self) -> bytes:
         self.done = True
         out = b""
         if self.include_usage:
-            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": openai_usage(self.usage)}
+            chunk = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": openai_usage(self.usage),
+            }
             out = _sse(chunk)
         return out + b"data: [DONE]\n\n"
 

@@ -71,7 +71,9 @@ def to_messages_request(payload: dict[str, Any], max_output_tokens: int | None =
     if (payload.get("n") or 1) > 1:
         raise UnsupportedRequest("Anthropic backends produce one choice per request; `n` must be 1.", "n")
     system, messages = _messages(payload["messages"])
-    max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens") or max_output_tokens or DEFAULT_MAX_TOKENS
+    max_tokens = (
+        payload.get("max_completion_tokens") or payload.get("max_tokens") or max_output_tokens or DEFAULT_MAX_TOKENS
+    )
     if max_output_tokens:
         max_tokens = min(max_tokens, max_output_tokens)
     body: dict[str, Any] = {"model": payload["model"], "messages": messages, "max_tokens": max_tokens}
@@ -139,7 +141,9 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str | list[dict[str, Any]
         elif role == "tool":
             anthropic_role, blocks = "user", [_tool_result(message, where)]
         else:
-            raise UnsupportedRequest(f"`{where}.role` `{role}` has no equivalent in Anthropic's Messages API.", f"{where}.role")
+            raise UnsupportedRequest(
+                f"`{where}.role` `{role}` has no equivalent in Anthropic's Messages API.", f"{where}.role"
+            )
         if not blocks:
             continue
         if turns and turns[-1]["role"] == anthropic_role:
@@ -195,7 +199,9 @@ def _content_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind in ("image", "document"):
             blocks.append(part)  # already Anthropic-shaped
         else:
-            raise UnsupportedRequest(f"`{where}[{i}]` of type `{kind}` is not supported by Anthropic backends.", f"{where}[{i}]")
+            raise UnsupportedRequest(
+                f"`{where}[{i}]` of type `{kind}` is not supported by Anthropic backends.", f"{where}[{i}]"
+            )
     return blocks
 
 
@@ -225,7 +231,9 @@ def _document_block(part: dict[str, Any], where: str) -> dict[str, Any]:
     file = part.get("file") if isinstance(part.get("file"), dict) else {}
     data_url = file.get("file_data")
     if not isinstance(data_url, str) or not data_url.startswith("data:"):
-        raise UnsupportedRequest(f"`{where}.file` must carry `file_data` as a base64 data URL for Anthropic backends.", where)
+        raise UnsupportedRequest(
+            f"`{where}.file` must carry `file_data` as a base64 data URL for Anthropic backends.", where
+        )
     media_type, data = _base64_data(data_url, f"{where}.file.file_data")
     block: dict[str, Any] = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if file.get("filename"):
@@ -250,7 +258,9 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
         except orjson.JSONDecodeError:
-            raise UnsupportedRequest(f"`{at}.function.arguments` must be a JSON object.", f"{at}.function.arguments") from None
+            raise UnsupportedRequest(
+                f"`{at}.function.arguments` must be a JSON object.", f"{at}.function.arguments"
+            ) from None
         if not isinstance(arguments, dict):
             raise UnsupportedRequest(f"`{at}.function.arguments` must be a JSON object.", f"{at}.function.arguments")
         blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments})
@@ -278,7 +288,10 @@ def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
     function = tool.get("function") or {}
     if not function.get("name"):
         raise UnsupportedRequest(f"`tools[{i}].function.name` is required.", f"tools[{i}].function.name")
-    out: dict[str, Any] = {"name": function["name"], "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+    out: dict[str, Any] = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
     if function.get("description"):
         out["description"] = function["description"]
     if tool.get("cache_control"):
@@ -350,8 +363,18 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
             thinking.append(block.get("thinking") or "")
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            tool_calls.append({"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}})
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None, "refusal": None}
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not tool_calls else None,
+        "refusal": None,
+    }
     if thinking:
         reply["reasoning_content"] = "".join(thinking)
     if tool_calls:
@@ -361,6 +384,13 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None, "finish_reason": FINISH_REASONS.get(message.get("stop_reason"), "stop")}],
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(message.get("stop_reason"), "stop"),
+            }
+        ],
         "usage": openai_usage(message.get("usage") or {}),
     }

@@ -43,8 +43,16 @@ class MockResponse(UpstreamResponse):
         payload = self._payload
         words = _completion_words(payload, config.completion_tokens)
         prompt_tokens = estimate_prompt_tokens(payload)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
-        base = {"id": f"chatcmpl-mock-{uuid.uuid4().hex[:20]}", "created": int(time.time()), "model": payload.get("model")}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words),
+            "total_tokens": prompt_tokens + len(words),
+        }
+        base = {
+            "id": f"chatcmpl-mock-{uuid.uuid4().hex[:20]}",
+            "created": int(time.time()),
+            "model": payload.get("model"),
+        }
         if config.delay_ms:
             await asyncio.sleep(config.delay_ms / 1000)
         pace = 1.0 / config.tokens_per_second if config.tokens_per_second else 0.0
@@ -62,7 +70,12 @@ class MockResponse(UpstreamResponse):
             if pace:
                 await asyncio.sleep(pace)
             text = word if i == 0 else " " + word
-            yield _event({**chunk, "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]})
+            yield _event(
+                {
+                    **chunk,
+                    "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
+                }
+            )
         yield _event({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
         if (payload.get("stream_options") or {}).get("include_usage"):
             yield _event({**chunk, "choices": [], "usage": usage})

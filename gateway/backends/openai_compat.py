@@ -57,7 +57,12 @@ class OpenAICompatBackend(Backend):
         super().__init__(name, config)
         vendor = VENDORS[config.type]
         self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
-        headers = {"content-type": "application/json", "accept-encoding": "identity", **vendor.headers, **config.headers}
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            **vendor.headers,
+            **config.headers,
+        }
         if config.api_key:
             headers.update(self.auth_headers(config.api_key))
         self._total_timeout = config.timeout_s
@@ -65,7 +70,9 @@ class OpenAICompatBackend(Backend):
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         # `transport` is a seam for tests (respx, httpx.MockTransport).
         self._transport = transport or AiohttpTransport(limits=limits)
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout, transport=self._transport)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=self._transport
+        )
         # The hot path builds requests from these and hands them to the transport directly:
         # AsyncClient.send's auth, redirect, cookie and URL-merging layers cost more than the
         # whole relay and do nothing an LLM API call needs.

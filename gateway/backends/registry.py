@@ -27,7 +27,14 @@ class Vendor:
 
 VENDORS: dict[str, Vendor] = {
     "openai": Vendor("openai_compat", key_required=False),
-    "vllm": Vendor("openai_compat", "http://127.0.0.1:8000/v1", "VLLM_API_KEY", key_required=False, health_path="/health", health_at_root=True),
+    "vllm": Vendor(
+        "openai_compat",
+        "http://127.0.0.1:8000/v1",
+        "VLLM_API_KEY",
+        key_required=False,
+        health_path="/health",
+        health_at_root=True,
+    ),
     "openrouter": Vendor(
         "openai_compat",
         "https://openrouter.ai/api/v1",
@@ -42,6 +49,8 @@ VENDORS: dict[str, Vendor] = {
     "groq": Vendor("openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
     "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
     "fireworks": Vendor("openai_compat", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
-    "anthropic": Vendor("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", headers={"anthropic-version": "2023-06-01"}),
+    "anthropic": Vendor(
+        "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", headers={"anthropic-version": "2023-06-01"}
+    ),
     "mock": Vendor("mock", key_required=False, health_path=""),
 }

@@ -7,7 +7,13 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["gateway.cli.serve", "gateway.cli.config", "gateway.cli.rankings", "gateway.cli.usage", "gateway.cli.explain"]
+COMMANDS = [
+    "gateway.cli.serve",
+    "gateway.cli.config",
+    "gateway.cli.rankings",
+    "gateway.cli.usage",
+    "gateway.cli.explain",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,8 +46,17 @@ def models(args: argparse.Namespace) -> int:
     for name, backend in config.backends.items():
         status = "enabled" if name in snapshot.backends else "disabled"
         for model_id, offer in backend.models.items():
-            rows.append((model_id, name, offer.upstream_id or model_id, f"{offer.context_length:,}",
-                         f"{offer.input_price:.2f}", f"{offer.output_price:.2f}", status))
+            rows.append(
+                (
+                    model_id,
+                    name,
+                    offer.upstream_id or model_id,
+                    f"{offer.context_length:,}",
+                    f"{offer.input_price:.2f}",
+                    f"{offer.output_price:.2f}",
+                    status,
+                )
+            )
     print(_table(rows))
     print()
     route_rows = [("ROUTE", "STRATEGY", "MODELS", "TASKS")]

@@ -15,7 +15,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="show how a chat-completions request would be routed, without calling a backend")
     p.add_argument("request", help="JSON body of a chat-completions request ('-' for stdin)")
     p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"))
-    p.add_argument("--header", action="append", default=[], metavar="NAME: VALUE", help="request header, e.g. 'X-Gateway-Task: code'")
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME: VALUE",
+        help="request header, e.g. 'X-Gateway-Task: code'",
+    )
     p.add_argument("--json", action="store_true", help="print the explanation as JSON")
     p.set_defaults(func=run)
 

@@ -21,8 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", help="last UTC day of the window, YYYY-MM-DD (default: today)")
     p.add_argument("--limit", type=int, default=20, help="rows per table (default: 20)")
     p.add_argument("--json", action="store_true", help="print the JSON that GET /v1/rankings returns")
-    p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"),
-                   help="routing YAML whose prices the throughput table shows")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"),
+        help="routing YAML whose prices the throughput table shows",
+    )
     add_store_flags(p)
     p.set_defaults(func=run)
 
@@ -148,16 +151,41 @@ def render(body: dict[str, Any]) -> str:
     ]
     rows = [("#", "CHANGE", "MODEL", "TOKENS", "SHARE", "GROWTH")]
     for m in body["models"]:
-        rows.append((str(m["rank"]), change(m["rank"], m["previous_rank"]), m["model"], human_tokens(m["tokens"]),
-                     percent(m["share"]), percent(m["growth"], signed=True)))
+        rows.append(
+            (
+                str(m["rank"]),
+                change(m["rank"], m["previous_rank"]),
+                m["model"],
+                human_tokens(m["tokens"]),
+                percent(m["share"]),
+                percent(m["growth"], signed=True),
+            )
+        )
     others = body["others"]
     if others["models"]:
-        rows.append(("", "", f"Others ({others['models']} models)", human_tokens(others["tokens"]), percent(others["share"]), ""))
+        rows.append(
+            (
+                "",
+                "",
+                f"Others ({others['models']} models)",
+                human_tokens(others["tokens"]),
+                percent(others["share"]),
+                "",
+            )
+        )
     out += [table(rows, right={0, 3, 4, 5}), "", "Market share by author"]
     rows = [("#", "CHANGE", "AUTHOR", "TOKENS", "SHARE", "GROWTH")]
     for a in body["authors"]:
-        rows.append((str(a["rank"]), change(a["rank"], a["previous_rank"]), a["author"], human_tokens(a["tokens"]),
-                     percent(a["share"]), percent(a["growth"], signed=True)))
+        rows.append(
+            (
+                str(a["rank"]),
+                change(a["rank"], a["previous_rank"]),
+                a["author"],
+                human_tokens(a["tokens"]),
+                percent(a["share"]),
+                percent(a["growth"], signed=True),
+            )
+        )
     out.append(table(rows, right={0, 3, 4, 5}))
     categories = body["categories"]
     for category in sorted(categories, key=lambda c: c != "programming"):  # programming above all
@@ -170,19 +198,43 @@ def render(body: dict[str, Any]) -> str:
     if apps["top"]:
         out += ["", "Top apps"]
         rows = [("#", "APP", "TOKENS", "SHARE", "GROWTH")]
-        rows += [(str(a["rank"]), a["title"] or a["app"], human_tokens(a["tokens"]), percent(a["share"]),
-                  percent(a["growth"], signed=True)) for a in apps["top"]]
+        rows += [
+            (
+                str(a["rank"]),
+                a["title"] or a["app"],
+                human_tokens(a["tokens"]),
+                percent(a["share"]),
+                percent(a["growth"], signed=True),
+            )
+            for a in apps["top"]
+        ]
         out.append(table(rows, right={0, 2, 3, 4}))
         out += ["", "Trending apps"]
         rows = [("#", "APP", "TOKENS", "TREND")]
-        rows += [(str(a["trending_rank"]), a["title"] or a["app"], human_tokens(a["tokens"]),
-                  ("+" if a["trend"] >= 0 else "") + human_tokens(round(a["trend"]))) for a in apps["trending"]]
+        rows += [
+            (
+                str(a["trending_rank"]),
+                a["title"] or a["app"],
+                human_tokens(a["tokens"]),
+                ("+" if a["trend"] >= 0 else "") + human_tokens(round(a["trend"])),
+            )
+            for a in apps["trending"]
+        ]
         out.append(table(rows, right={0, 2, 3}))
     if body["throughput"]:
         out += ["", "Throughput (medians)"]
         rows = [("MODEL", "BACKEND", "TOK/S", "LATENCY", "TTFT", "IN $/1M", "OUT $/1M")]
-        rows += [(t["model"], t["backend"], _number(t["median_tokens_per_second"]), _number(t["median_latency_ms"], " ms"),
-                  _number(t["median_ttft_ms"], " ms"), _price(t["input_price"]), _price(t["output_price"]))
-                 for t in body["throughput"]]
+        rows += [
+            (
+                t["model"],
+                t["backend"],
+                _number(t["median_tokens_per_second"]),
+                _number(t["median_latency_ms"], " ms"),
+                _number(t["median_ttft_ms"], " ms"),
+                _price(t["input_price"]),
+                _price(t["output_price"]),
+            )
+            for t in body["throughput"]
+        ]
         out.append(table(rows, right={2, 3, 4, 5, 6}))
     return "\n".join(out)

@@ -27,8 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from gateway.settings import Settings
 
     # Flags become environment so that every worker process builds the same Settings.
-    for flag, env in (("config", "CONFIG"), ("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS"),
-                      ("data_dir", "DATA_DIR"), ("redis_url", "REDIS_URL")):
+    for flag, env in (
+        ("config", "CONFIG"),
+        ("host", "HOST"),
+        ("port", "PORT"),
+        ("workers", "WORKERS"),
+        ("data_dir", "DATA_DIR"),
+        ("redis_url", "REDIS_URL"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             os.environ[f"GATEWAY_{env}"] = str(value)

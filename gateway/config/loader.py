@@ -123,7 +123,9 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
     if data is None:
         # An empty file is far more often a truncated save than a policy: swapping it in
         # would stop every route, so it is rejected like any other broken edit.
-        raise ConfigError(source, [Problem("", 1, "the file is empty: a policy needs at least one backend with models")])
+        raise ConfigError(
+            source, [Problem("", 1, "the file is empty: a policy needs at least one backend with models")]
+        )
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with backends, models and routes")])
     lines = _line_map(text)
@@ -155,21 +157,35 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
     problems = []
     if not served:
         path = ("backends",)
-        problems.append(Problem("backends", _nearest_line(lines, path), "no backend declares any model: the gateway would serve nothing"))
+        problems.append(
+            Problem(
+                "backends", _nearest_line(lines, path), "no backend declares any model: the gateway would serve nothing"
+            )
+        )
     for name, route in config.routes.items():
         if "/" in name:
-            problems.append(Problem(f"routes.{name}", lines.get(("routes", name)), "route names may not contain `/` (model ids do)"))
+            problems.append(
+                Problem(f"routes.{name}", lines.get(("routes", name)), "route names may not contain `/` (model ids do)")
+            )
         listed = [(("routes", name, "models", i), m) for i, m in enumerate(route.models)]
         listed += [(("routes", name, "tasks", t, i), m) for t, ms in route.tasks.items() for i, m in enumerate(ms)]
         for path, model_id in listed:
             if model_id not in served:
-                problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"model `{model_id}` is not served by any backend"))
+                problems.append(
+                    Problem(
+                        _dotted(path), _nearest_line(lines, path), f"model `{model_id}` is not served by any backend"
+                    )
+                )
         listed_models = set(route.models) | {m for ms in route.tasks.values() for m in ms}
         for key in route.weights:
             if not _weight_key_known(key, listed_models, config):
                 path = ("routes", name, "weights", key)
                 problems.append(
-                    Problem(_dotted(path), _nearest_line(lines, path), f"`{key}` is none of this route's models, a backend, or backend/model")
+                    Problem(
+                        _dotted(path),
+                        _nearest_line(lines, path),
+                        f"`{key}` is none of this route's models, a backend, or backend/model",
+                    )
                 )
     kind = config.gateway.classifier.kind
     if kind != "heuristic":
@@ -183,7 +199,9 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
     for name in config.rate_limits.routes:
         if name not in config.routes and name not in served:
             path = ("rate_limits", "routes", name)
-            problems.append(Problem(_dotted(path), _nearest_line(lines, path), f"`{name}` is neither a route nor a served model"))
+            problems.append(
+                Problem(_dotted(path), _nearest_line(lines, path), f"`{name}` is neither a route nor a served model")
+            )
     return problems
 
 

@@ -77,7 +77,10 @@ class ConfigHolder:
         self.status.last_attempt_at = time.time()
         self.status.last_error = [str(p) for p in error.problems]
         log.error(
-            "%s is invalid; serving the last good copy %s:\n  %s", self.path, self._last_good, "\n  ".join(self.status.last_error)
+            "%s is invalid; serving the last good copy %s:\n  %s",
+            self.path,
+            self._last_good,
+            "\n  ".join(self.status.last_error),
         )
         return ConfigSnapshot.build(config, str(self.path), warnings, text)
 
@@ -124,7 +127,9 @@ class ConfigHolder:
     def _failed(self, problems: list[str]) -> bool:
         self.status.failed += 1
         self.status.last_error = problems
-        log.error("config reload rejected, still serving version %s:\n  %s", self.current.version, "\n  ".join(problems))
+        log.error(
+            "config reload rejected, still serving version %s:\n  %s", self.current.version, "\n  ".join(problems)
+        )
         self._emit("failure")
         return False
 

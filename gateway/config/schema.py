@@ -13,8 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 from gateway.backends.registry import VENDORS
 
 BackendType = Literal[
-    "vllm", "openai", "openrouter", "deepseek", "moonshot", "zhipu", "dashscope",
-    "minimax", "groq", "together", "fireworks", "mock", "anthropic",
+    "vllm",
+    "openai",
+    "openrouter",
+    "deepseek",
+    "moonshot",
+    "zhipu",
+    "dashscope",
+    "minimax",
+    "groq",
+    "together",
+    "fireworks",
+    "mock",
+    "anthropic",
 ]
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Task = Literal["code", "math", "reasoning", "translation", "long_context", "tool_use", "vision", "chat"]

@@ -54,7 +54,9 @@ class ConfigSnapshot:
     memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def build(cls, config: GatewayConfig, source: str = "<memory>", warnings: list[str] | None = None, text: str = "") -> "ConfigSnapshot":
+    def build(
+        cls, config: GatewayConfig, source: str = "<memory>", warnings: list[str] | None = None, text: str = ""
+    ) -> "ConfigSnapshot":
         enabled = {
             name: b
             for name, b in config.backends.items()

@@ -53,7 +53,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
 
     messages = payload.get("messages")
     if messages is None:
-        raise invalid_request("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+        raise invalid_request(
+            "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
     if not isinstance(messages, list) or not messages:
         raise invalid_request("`messages` must be a non-empty array.", param="messages", code="invalid_type")
     for i, message in enumerate(messages):
@@ -61,7 +63,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
             raise invalid_request(f"`messages[{i}]` must be an object.", param=f"messages[{i}]", code="invalid_type")
         if not isinstance(message.get("role"), str):
             raise invalid_request(
-                f"Missing required parameter: 'messages[{i}].role'.", param=f"messages[{i}].role", code="missing_required_parameter"
+                f"Missing required parameter: 'messages[{i}].role'.",
+                param=f"messages[{i}].role",
+                code="missing_required_parameter",
             )
 
     stream = payload.get("stream", False)
@@ -96,7 +100,9 @@ def _check_number(payload: dict[str, Any], field: str, low: float, high: float) 
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise invalid_request(f"`{field}` must be a number.", param=field, code="invalid_type")
     if not low <= value <= high:
-        raise invalid_request(f"`{field}` must be between {low} and {high}, got {value}.", param=field, code="invalid_value")
+        raise invalid_request(
+            f"`{field}` must be between {low} and {high}, got {value}.", param=field, code="invalid_value"
+        )
 
 
 def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any]:
@@ -112,4 +118,3 @@ def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any
         options["include_usage"] = True
         payload["stream_options"] = options
     return payload
-

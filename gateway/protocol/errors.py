@@ -59,7 +59,9 @@ class GatewayError(Exception):
         headers = dict(self.headers)
         if extra_headers:
             headers.update(extra_headers)
-        return Response(orjson.dumps(self.body()), status_code=self.status, media_type="application/json", headers=headers)
+        return Response(
+            orjson.dumps(self.body()), status_code=self.status, media_type="application/json", headers=headers
+        )
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:

@@ -94,11 +94,15 @@ async def open_answer(
             try:
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
-                    opened = await (_pre_read_stream(offer, response, chat) if chat.stream else _read_body(offer, response))
+                    opened = await (
+                        _pre_read_stream(offer, response, chat) if chat.stream else _read_body(offer, response)
+                    )
             except TimeoutError:
                 raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
         except (UpstreamError, StreamFailedEarly) as exc:
-            error = exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
+            error = (
+                exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
+            )
             elapsed = time.perf_counter() - started
             upstream_s += elapsed
             attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed, error.retry_after)
@@ -118,7 +122,11 @@ async def open_answer(
             raise
         elapsed = time.perf_counter() - started
         opened.upstream_s = upstream_s + elapsed
-        ttft = (opened.accountant.first_content_at - started) if opened.accountant and opened.accountant.first_content_at else None
+        ttft = (
+            (opened.accountant.first_content_at - started)
+            if opened.accountant and opened.accountant.first_content_at
+            else None
+        )
         outcome.ttft_s = ttft if chat.stream else elapsed
         attempt = Attempt(offer.backend, offer.model, None, response.status, elapsed)
         outcome.attempts.append(attempt)
@@ -223,14 +231,18 @@ def _upstream_message(error: UpstreamError) -> str:
     return _SECRET.sub("[redacted]", error.message)[:2000] or "upstream error"
 
 
-def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome: CallOutcome | None = None) -> GatewayError:
+def client_error(
+    error: UpstreamError | None, decision: RoutingDecision, outcome: CallOutcome | None = None
+) -> GatewayError:
     """What the client sees when no candidate answered. Never echoes upstream credentials."""
     if outcome is not None:
         tried = ", ".join(f"{a.backend}/{a.model} ({a.error})" for a in outcome.attempts)
     else:
         tried = ", ".join(f"{o.backend}/{o.model}" for o in decision.candidates[: decision.max_attempts])
     if error is None:
-        return GatewayError(503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available")
+        return GatewayError(
+            503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available"
+        )
     if error.kind == "timeout":
         return GatewayError(504, f"The upstream timed out (tried: {tried}).", code="upstream_timeout")
     if error.kind == "connect":
@@ -240,9 +252,13 @@ def client_error(error: UpstreamError | None, decision: RoutingDecision, outcome
     status = error.status or 502
     if status == 429:
         headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
-        return GatewayError(429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers)
+        return GatewayError(
+            429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers
+        )
     if status in (401, 403):
-        return GatewayError(502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed")
+        return GatewayError(
+            502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed"
+        )
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
         return GatewayError(status, _upstream_message(error), code="upstream_rejected_request")

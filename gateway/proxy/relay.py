@@ -31,7 +31,18 @@ class StreamFailedEarly(Exception):
 class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
-    __slots__ = ("strip_usage", "hold_done", "done_held", "meta", "usage", "content_events", "first_content_at", "saw_done", "_events", "_started")
+    __slots__ = (
+        "strip_usage",
+        "hold_done",
+        "done_held",
+        "meta",
+        "usage",
+        "content_events",
+        "first_content_at",
+        "saw_done",
+        "_events",
+        "_started",
+    )
 
     def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:
         self.strip_usage = strip_usage
@@ -86,8 +97,19 @@ class SseAccountant:
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
         chunk_id, created, model = self.meta or (None, None, None)
-        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
-        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": counts}
+        counts = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+        event = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": counts,
+        }
         return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
 
     def _inspect(self, event: bytes) -> bool:
@@ -137,6 +159,8 @@ def _has_content(choices: Any) -> bool:
         if choice.get("finish_reason"):
             return True
         delta = choice.get("delta") or {}
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content") or delta.get("reasoning")):
+        if isinstance(delta, dict) and (
+            delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content") or delta.get("reasoning")
+        ):
             return True
     return False

@@ -119,8 +119,17 @@ def _candidate(offer: Offer, tier: int, position: int, source: str, snapshot: Co
     names = (offer.backend.lower(), (config.type if config else offer.backend).lower())
     spec = offer.spec
     return Candidate(
-        offer, tier, position, source, offer.key, names, _declared(offer, snapshot),
-        spec.context_length, spec.max_output_tokens, spec.input_price, spec.output_price,
+        offer,
+        tier,
+        position,
+        source,
+        offer.key,
+        names,
+        _declared(offer, snapshot),
+        spec.context_length,
+        spec.max_output_tokens,
+        spec.input_price,
+        spec.output_price,
     )
 
 

@@ -61,7 +61,13 @@ _CHAT = TaskGuess("chat", "general conversation")
 
 
 # Unmistakable signs, found by substring checks.
-_CODE_MARKS = ("Traceback (most recent call last)", "Exception in thread", "panicked at", "Segmentation fault", "#include <")
+_CODE_MARKS = (
+    "Traceback (most recent call last)",
+    "Exception in thread",
+    "panicked at",
+    "Segmentation fault",
+    "#include <",
+)
 # Anchored on a newline (the text is searched with one prepended) rather than on `^` with
 # MULTILINE: the same matches, but the engine jumps from newline to newline.
 _CODE_LINE = re.compile(
@@ -89,19 +95,49 @@ _ARITHMETIC = re.compile(r"\d\s*[-+*/^×÷=<>]\s*\(?-?\d")
 _ASCII_ARITHMETIC = re.compile(r"[0-9]\s*[-+*/^×÷=<>]\s*\(?-?[0-9]")  # the same on ASCII text, twice as fast
 _DIGITS = "0123456789"
 _POWER = re.compile(r"[a-zA-Z)]\s*\^\s*\d")
-_TRANSLATE_WORDS = frozenset("translate translation translating translated traduire traduis traducir traduce übersetze übersetzen".split())
+_TRANSLATE_WORDS = frozenset(
+    "translate translation translating translated traduire traduis traducir traduce übersetze übersetzen".split()
+)
 _TRANSLATE_MARKS = ("翻译", "翻譯", "翻訳", "번역")
 _LANGUAGES = (
-    "english", "french", "spanish", "german", "chinese", "mandarin", "japanese", "korean", "russian", "italian",
-    "portuguese", "arabic", "hindi", "dutch", "turkish", "polish", "vietnamese", "thai", "indonesian", "ukrainian", "swedish",
+    "english",
+    "french",
+    "spanish",
+    "german",
+    "chinese",
+    "mandarin",
+    "japanese",
+    "korean",
+    "russian",
+    "italian",
+    "portuguese",
+    "arabic",
+    "hindi",
+    "dutch",
+    "turkish",
+    "polish",
+    "vietnamese",
+    "thai",
+    "indonesian",
+    "ukrainian",
+    "swedish",
 )
 _TRANSLATE_TAIL = re.compile(r"\b(?:in|into|to) (?:" + "|".join(_LANGUAGES) + r")\W*$")
 # What `\W*$` may leave after the language in ASCII text: the tail is only searched when,
 # stripped of these, it ends with a language name.
 _ASCII_NON_WORD = "".join(c for c in map(chr, range(128)) if not re.match(r"\w", c))
 _REASONING_PHRASES = (
-    "step by step", "step-by-step", "think carefully", "think hard", "think it through", "reason through",
-    "reason about", "logic puzzle", "riddle", "brain teaser", "pros and cons",
+    "step by step",
+    "step-by-step",
+    "think carefully",
+    "think hard",
+    "think it through",
+    "reason through",
+    "reason about",
+    "logic puzzle",
+    "riddle",
+    "brain teaser",
+    "pros and cons",
 )
 _REASONING_WORDS = frozenset(
     "why explain analyze analyse tradeoff tradeoffs trade-offs compare evaluate plan strategy deduce infer justify "
@@ -122,8 +158,16 @@ _MATH_PHRASES_GATED = _gated(_MATH_PHRASES)
 _REASONING_PHRASES_GATED = _gated(_REASONING_PHRASES)
 # Every word a test looks for (vocabularies and the first words of phrases).
 _VOCABULARY = frozenset(
-    _CODE_WORDS | _MATH_WORDS | _TRANSLATE_WORDS | _REASONING_WORDS
-    | {first for gated in (_CODE_PHRASES_GATED, _MATH_PHRASES_GATED, _REASONING_PHRASES_GATED) for first, _ in gated if first}
+    _CODE_WORDS
+    | _MATH_WORDS
+    | _TRANSLATE_WORDS
+    | _REASONING_WORDS
+    | {
+        first
+        for gated in (_CODE_PHRASES_GATED, _MATH_PHRASES_GATED, _REASONING_PHRASES_GATED)
+        for first, _ in gated
+        if first
+    }
 )
 _EXPR_WINDOW = 1000  # math expressions are looked for near the ends only
 
@@ -240,7 +284,7 @@ def load_classifier(kind: str) -> Classifier:
     """Import `module:callable` once; the config loader reports a failure as a problem."""
     module_name, sep, attr = kind.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"classifier kind must be \"heuristic\" or \"module:callable\", got {kind!r}")
+        raise ValueError(f'classifier kind must be "heuristic" or "module:callable", got {kind!r}')
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -259,7 +303,9 @@ def classify(chat: ChatRequest, headers: Mapping[str, str], facts: RequestFacts,
     if forced:
         task = forced.strip().lower()
         if task not in TASKS:
-            raise invalid_request(f"X-Gateway-Task must be one of {', '.join(TASKS)}; got {forced!r}.", param="X-Gateway-Task")
+            raise invalid_request(
+                f"X-Gateway-Task must be one of {', '.join(TASKS)}; got {forced!r}.", param="X-Gateway-Task"
+            )
         return TaskGuess(task, "X-Gateway-Task header")
     if config.kind != "heuristic":
         task = _plugged(chat, facts, config.kind)

@@ -70,7 +70,9 @@ def render_text(doc: dict[str, Any]) -> str:
     for c in doc["candidates"]:
         failed = [f"{f['filter']}: {f['reason']}" for f in c["filters"] if not f["passed"]]
         verdicts = "; ".join(failed) if failed else "passes every filter"
-        rows.append((str(c["rank"] or "-"), c["model"], c["backend"], str(c["tier"]), c["score_detail"] or "-", verdicts))
+        rows.append(
+            (str(c["rank"] or "-"), c["model"], c["backend"], str(c["tier"]), c["score_detail"] or "-", verdicts)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])

@@ -94,16 +94,28 @@ def completion_budget(candidate: Candidate, facts: RequestFacts) -> int:
 def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
     spec = candidate.offer.spec
     facts = ctx.facts
-    if facts.completion_asked and spec.max_output_tokens is not None and facts.completion_tokens > spec.max_output_tokens:
+    if (
+        facts.completion_asked
+        and spec.max_output_tokens is not None
+        and facts.completion_tokens > spec.max_output_tokens
+    ):
         return Verdict(
-            "context_length", False, "max_tokens {:,} exceeds this backend's max output {:,}", facts.completion_tokens, spec.max_output_tokens
+            "context_length",
+            False,
+            "max_tokens {:,} exceeds this backend's max output {:,}",
+            facts.completion_tokens,
+            spec.max_output_tokens,
         )
     budget = completion_budget(candidate, facts)
     need = facts.prompt_tokens + budget
     if need > spec.context_length:
         return Verdict(
-            "context_length", False, "~{:,} prompt + {:,} completion tokens exceed the context of {:,}",
-            facts.prompt_tokens, budget, spec.context_length,
+            "context_length",
+            False,
+            "~{:,} prompt + {:,} completion tokens exceed the context of {:,}",
+            facts.prompt_tokens,
+            budget,
+            spec.context_length,
         )
     return Verdict("context_length", True, "~{:,} of {:,} tokens", need, spec.context_length)
 
@@ -127,7 +139,11 @@ def price_ceilings(ctx: FilterContext) -> tuple[float | None, float | None]:
     route = ctx.route_max_price
     if route is not None:
         prompt = route.prompt if prompt is None else (prompt if route.prompt is None else min(prompt, route.prompt))
-        completion = route.completion if completion is None else (completion if route.completion is None else min(completion, route.completion))
+        completion = (
+            route.completion
+            if completion is None
+            else (completion if route.completion is None else min(completion, route.completion))
+        )
     return prompt, completion
 
 
@@ -149,7 +165,9 @@ def check_circuit(admission: "Admission | None") -> Verdict:
     return admission.verdict
 
 
-def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: "Admission | None") -> bool:
+def passes(
+    candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: "Admission | None"
+) -> bool:
     """Whether `evaluate` would pass every filter, without building its verdicts.
 
     The same comparisons as the `check_*` functions, in line: this runs for every candidate
@@ -190,7 +208,9 @@ def passes(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | Non
     return True
 
 
-def evaluate(candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None") -> tuple[tuple[Verdict, ...], bool]:
+def evaluate(
+    candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None"
+) -> tuple[tuple[Verdict, ...], bool]:
     """Every filter's verdict, and whether the candidate passed them all."""
     verdicts = (
         check_provider(candidate, ctx),

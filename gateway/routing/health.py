@@ -209,7 +209,9 @@ class HealthProber:
             if backend is None:
                 continue
             self._due[name] = now + check.interval_s
-            task = asyncio.get_running_loop().create_task(self._probe(name, backend, check.timeout_s, check.unhealthy_threshold))
+            task = asyncio.get_running_loop().create_task(
+                self._probe(name, backend, check.timeout_s, check.unhealthy_threshold)
+            )
             self._running[name] = task
             task.add_done_callback(lambda _t, n=name: self._running.pop(n, None))
 

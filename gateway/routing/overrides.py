@@ -57,7 +57,9 @@ def provider_prefs(payload: dict[str, Any]) -> ProviderPrefs:
     only = raw.get("only")
     allow = raw.get("allow_fallbacks", True)
     if not isinstance(allow, bool):
-        raise invalid_request("`provider.allow_fallbacks` must be a boolean.", param="provider.allow_fallbacks", code="invalid_type")
+        raise invalid_request(
+            "`provider.allow_fallbacks` must be a boolean.", param="provider.allow_fallbacks", code="invalid_type"
+        )
     prompt, completion = _max_price(raw.get("max_price"))
     prefs = ProviderPrefs(
         order=_names(raw, "order"),
@@ -76,7 +78,9 @@ def _names(raw: dict[str, Any], field: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise invalid_request(f"`provider.{field}` must be an array of provider names.", param=f"provider.{field}", code="invalid_type")
+        raise invalid_request(
+            f"`provider.{field}` must be an array of provider names.", param=f"provider.{field}", code="invalid_type"
+        )
     return tuple(v.lower() for v in value)
 
 
@@ -86,7 +90,9 @@ def _sort(value: Any) -> str | None:
     if value is None:
         return None
     if value not in SORTS:
-        raise invalid_request(f"`provider.sort` must be one of {', '.join(SORTS)}.", param="provider.sort", code="invalid_value")
+        raise invalid_request(
+            f"`provider.sort` must be one of {', '.join(SORTS)}.", param="provider.sort", code="invalid_value"
+        )
     return value
 
 
@@ -94,7 +100,9 @@ def _max_price(value: Any) -> tuple[float | None, float | None]:
     if value is None:
         return None, None
     if not isinstance(value, dict):
-        raise invalid_request("`provider.max_price` must be an object.", param="provider.max_price", code="invalid_type")
+        raise invalid_request(
+            "`provider.max_price` must be an object.", param="provider.max_price", code="invalid_type"
+        )
     return _price(value, "prompt"), _price(value, "completion")
 
 

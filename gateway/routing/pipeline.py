@@ -76,7 +76,11 @@ class _Workings:
         for candidate, admission in zip(self.considered, self.admissions):
             verdicts, _ = evaluate(candidate, self.ctx, self.ceilings, admission)
             key = id(candidate)
-            out.append(CandidateReport(candidate.offer, candidate.tier, candidate.source, verdicts, scores.get(key), ranks.get(key)))
+            out.append(
+                CandidateReport(
+                    candidate.offer, candidate.tier, candidate.source, verdicts, scores.get(key), ranks.get(key)
+                )
+            )
         return tuple(out)
 
 
@@ -147,7 +151,9 @@ def plan(
     ceilings = price_ceilings(ctx)
     considered = gather(targets, guess.task, snapshot)
     eligible: list[tuple[Candidate, Admission | None]] = []
-    admissions: list[Admission] | list[None] = live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
+    admissions: list[Admission] | list[None] = (
+        live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
+    )
     for candidate, admission in zip(considered, admissions):
         if passes(candidate, ctx, ceilings, admission):
             eligible.append((candidate, admission))
@@ -203,7 +209,9 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> Gatew
     for rep in reports:
         rejected = rep.rejections
         reasons.append(f"{rep.offer.qualified_id}: " + "; ".join(v.reason for v in rejected))
-        metadata.append({"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}})
+        metadata.append(
+            {"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}}
+        )
     detail = " | ".join(reasons)
     if all(any(v.filter == "context_length" for v in rep.rejections) for rep in reports):
         return GatewayError(
@@ -214,5 +222,8 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> Gatew
             metadata={"candidates": metadata},
         )
     return GatewayError(
-        503, f"No backend can take this request for `{model}`: {detail}", code="no_backend_available", metadata={"candidates": metadata}
+        503,
+        f"No backend can take this request for `{model}`: {detail}",
+        code="no_backend_available",
+        metadata={"candidates": metadata},
     )

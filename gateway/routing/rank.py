@@ -67,7 +67,9 @@ class Ranked:
 
 def estimated_cost(candidate: Candidate, facts: RequestFacts) -> float:
     spec = candidate.offer.spec
-    return (facts.prompt_tokens * spec.input_price + completion_budget(candidate, facts) * spec.output_price) / 1_000_000
+    return (
+        facts.prompt_tokens * spec.input_price + completion_budget(candidate, facts) * spec.output_price
+    ) / 1_000_000
 
 
 def weight_of(candidate: Candidate, weights: dict[str, float]) -> float:
@@ -100,7 +102,13 @@ def score(
         spec = candidate.offer.spec
         budget = completion_budget(candidate, facts)
         cost = (facts.prompt_tokens * spec.input_price + budget * spec.output_price) / 1_000_000
-        return cost, ttft_value, False, COST_DETAIL, (cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price)
+        return (
+            cost,
+            ttft_value,
+            False,
+            COST_DETAIL,
+            (cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price),
+        )
     if strategy == "latency":
         unexplored = samples < settings.explore_min_samples
         suffix = ", exploring" if unexplored else ""
@@ -168,16 +176,40 @@ def order_candidates(
             ttft = seen.ttft_s if seen is not None and seen.ttft_s is not None else prior
             cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
             pin = _pin(candidate, order) if order else 0
-            entries.append((candidate.tier, cooling, pin, 1, cost, ttft, candidate.position, candidate,
-                            COST_DETAIL, (cost, prompt, input_price, budget, output_price)))
+            entries.append(
+                (
+                    candidate.tier,
+                    cooling,
+                    pin,
+                    1,
+                    cost,
+                    ttft,
+                    candidate.position,
+                    candidate,
+                    COST_DETAIL,
+                    (cost, prompt, input_price, budget, output_price),
+                )
+            )
     else:
         for candidate, admission in eligible:
             seen = observed(candidate.key) if observed is not None else None
             value, secondary, unexplored, text, args = score(candidate, strategy, facts, seen, settings, weights, rng)
             cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
             pin = _pin(candidate, order) if order else 0
-            entries.append((candidate.tier, cooling, pin, 0 if unexplored else 1, value, secondary, candidate.position,
-                            candidate, text, args))
+            entries.append(
+                (
+                    candidate.tier,
+                    cooling,
+                    pin,
+                    0 if unexplored else 1,
+                    value,
+                    secondary,
+                    candidate.position,
+                    candidate,
+                    text,
+                    args,
+                )
+            )
     entries.sort()
     if rng is not None and strategy in OBSERVED and len(entries) > 1 and settings.exploration > 0:
         return _explore(entries, settings.exploration, rng)

@@ -85,10 +85,20 @@ def _text(value: bytes | str) -> str:
 def script_args(name: str, share: PendingShare) -> list:
     """The script's ARGV for one backend+model's folded observations."""
     return [
-        name, 1 if share.reset else 0, share.failures, repr(share.failed_at), share.threshold,
-        repr(share.blocked_until), repr(share.alpha), repr(share.updated_at),
-        len(share.ttft), share.ttft_count, len(share.tps), share.tps_count,
-        *map(repr, share.ttft), *map(repr, share.tps),
+        name,
+        1 if share.reset else 0,
+        share.failures,
+        repr(share.failed_at),
+        share.threshold,
+        repr(share.blocked_until),
+        repr(share.alpha),
+        repr(share.updated_at),
+        len(share.ttft),
+        share.ttft_count,
+        len(share.tps),
+        share.tps_count,
+        *map(repr, share.ttft),
+        *map(repr, share.tps),
     ]
 
 

@@ -34,7 +34,7 @@ SEP = "\x1f"
 PARTS = ("model", "category", "app", "offer", "hist")
 
 # Histogram buckets are powers of 2**(1/8): a median read from them is within about 4.5%.
-_BUCKET_BASE = 2 ** 0.125
+_BUCKET_BASE = 2**0.125
 _LOG_BASE = math.log(_BUCKET_BASE)
 MEASURES = ("tps", "latency_ms", "ttft_ms")
 
@@ -111,24 +111,42 @@ def group_fields(group: Group) -> GroupFields:
     if app:
         prefixes.append(("app", app))
     return tuple(
-        tuple((part, f"{prefix}{SEP}{metric}") for part, prefix in prefixes if _PART_METRICS[part] is None or metric in _PART_METRICS[part])
+        tuple(
+            (part, f"{prefix}{SEP}{metric}")
+            for part, prefix in prefixes
+            if _PART_METRICS[part] is None or metric in _PART_METRICS[part]
+        )
         for metric in METRICS
     )
 
 
 def metric_values(event: UsageEvent) -> tuple[int, ...]:
     """The event's counters, in METRICS order."""
-    return (event.prompt_tokens, event.completion_tokens, event.reasoning_tokens, event.cached_tokens, 1,
-            0 if event.succeeded else 1, 1 if event.estimated else 0, cost_nanos(event.cost))
+    return (
+        event.prompt_tokens,
+        event.completion_tokens,
+        event.reasoning_tokens,
+        event.cached_tokens,
+        1,
+        0 if event.succeeded else 1,
+        1 if event.estimated else 0,
+        cost_nanos(event.cost),
+    )
 
 
 def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
     """(measure, bucket) of each timing a successful call counts in its offer's histograms."""
     if not event.succeeded:
         return []
-    return [(measure, bucket_of(value))
-            for measure, value in (("tps", event.tokens_per_second), ("latency_ms", event.latency_ms), ("ttft_ms", event.ttft_ms))
-            if value is not None and value > 0]
+    return [
+        (measure, bucket_of(value))
+        for measure, value in (
+            ("tps", event.tokens_per_second),
+            ("latency_ms", event.latency_ms),
+            ("ttft_ms", event.ttft_ms),
+        )
+        if value is not None and value > 0
+    ]
 
 
 def hist_field(backend: str, model: str, measure: str, bucket: int) -> str:
@@ -142,7 +160,9 @@ def event_increments(event: UsageEvent) -> list[tuple[str, str, int]]:
     for fields, value in zip(group_fields(group_of(event)), metric_values(event)):
         if value:
             out.extend((part, name, value) for part, name in fields)
-    out.extend(("hist", hist_field(event.backend, event.model, measure, bucket), 1) for measure, bucket in hist_buckets(event))
+    out.extend(
+        ("hist", hist_field(event.backend, event.model, measure, bucket), 1) for measure, bucket in hist_buckets(event)
+    )
     return out
 
 

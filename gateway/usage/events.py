@@ -145,9 +145,29 @@ class UsageEvent:
 
     @classmethod
     def from_call(cls, call: "FinishedCall") -> "UsageEvent":
-        (event_id, started_at, model, backend, route, task, app, app_title, api_key_name, prompt_tokens, completion_tokens,
-         cached_tokens, reasoning_tokens, estimated, cost_usd, latency_s, ttft_s, tokens_per_second, status, attempts,
-         request_id) = call
+        (
+            event_id,
+            started_at,
+            model,
+            backend,
+            route,
+            task,
+            app,
+            app_title,
+            api_key_name,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            reasoning_tokens,
+            estimated,
+            cost_usd,
+            latency_s,
+            ttft_s,
+            tokens_per_second,
+            status,
+            attempts,
+            request_id,
+        ) = call
         return cls(
             id=event_id,
             timestamp=datetime.fromtimestamp(started_at, timezone.utc),
@@ -181,8 +201,27 @@ class UsageEvent:
 # object), while an outcome, with its attempts and usage objects, would be traversed by every
 # collection until its batch is written: at thousands of calls a second, measurably slower.
 FinishedCall = tuple[
-    str, float, str, str, str | None, str, str | None, str | None, str | None, int, int, int, int, bool, float,
-    float, float | None, float | None, int, int, str | None,
+    str,
+    float,
+    str,
+    str,
+    str | None,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    int,
+    int,
+    int,
+    bool,
+    float,
+    float,
+    float | None,
+    float | None,
+    int,
+    int,
+    str | None,
 ]
 
 
@@ -195,10 +234,23 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
     estimated = bool(usage and usage.estimated)
     # A call that failed before any answer carries no usage: its attempts cost no tokens here.
     return (
-        new_event_id(), outcome.started_at, offer.model, offer.backend, outcome.route, outcome.task, outcome.app, outcome.app_title,
-        outcome.api_key_name, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
-        usage.cached_tokens if usage else 0, usage.reasoning_tokens if usage else 0, estimated, outcome.cost_usd,
-        outcome.latency_s, outcome.ttft_s,
+        new_event_id(),
+        outcome.started_at,
+        offer.model,
+        offer.backend,
+        outcome.route,
+        outcome.task,
+        outcome.app,
+        outcome.app_title,
+        outcome.api_key_name,
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+        usage.cached_tokens if usage else 0,
+        usage.reasoning_tokens if usage else 0,
+        estimated,
+        outcome.cost_usd,
+        outcome.latency_s,
+        outcome.ttft_s,
         None if estimated else outcome.completion_tokens_per_second,  # estimated tokens make no speed
         outcome.status,
         max(len(outcome.attempts), 1),  # a call cancelled mid-attempt has not logged it yet

@@ -80,13 +80,19 @@ def ranking_query(window: str | None, end: str | date | None, limit: str | int |
     return RankingQuery(window, _parse_end(end), _parse_int("limit", limit, 20, MAX_LIMIT))
 
 
-def series_query(granularity: str | None, periods: str | int | None, end: str | date | None, limit: str | int | None) -> "SeriesQuery":
+def series_query(
+    granularity: str | None, periods: str | int | None, end: str | date | None, limit: str | int | None
+) -> "SeriesQuery":
     granularity = granularity or "week"
     if granularity not in ("day", "week"):
         raise QueryError("granularity", f"`granularity` must be day or week, got {granularity!r}.")
     default_periods = 8 if granularity == "week" else 28
-    return SeriesQuery(granularity, _parse_int("periods", periods, default_periods, MAX_SERIES_PERIODS),
-                       _parse_end(end), _parse_int("limit", limit, 10, MAX_LIMIT))
+    return SeriesQuery(
+        granularity,
+        _parse_int("periods", periods, default_periods, MAX_SERIES_PERIODS),
+        _parse_end(end),
+        _parse_int("limit", limit, 10, MAX_LIMIT),
+    )
 
 
 def prices_of(snapshot: "ConfigSnapshot") -> dict[tuple[str, str], tuple[float, float]]:
@@ -187,7 +193,9 @@ def _usd(nanos: int) -> float:
     return nanos / NANOS_PER_USD
 
 
-def _entries(current: Mapping[str, Counters], previous: Mapping[str, Counters], key: str, total: int) -> list[dict[str, Any]]:
+def _entries(
+    current: Mapping[str, Counters], previous: Mapping[str, Counters], key: str, total: int
+) -> list[dict[str, Any]]:
     previous_rank = {name: rank for rank, (name, _) in enumerate(_ordered(previous), 1)}
     out = []
     for rank, (name, c) in enumerate(_ordered(current), 1):
@@ -263,7 +271,11 @@ def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = No
             "growth": _growth(total, previous_total),
         },
         "models": shown,
-        "others": {"models": len(model_entries) - len(shown), "tokens": others_tokens, "share": _ratio(others_tokens, total)},
+        "others": {
+            "models": len(model_entries) - len(shown),
+            "tokens": others_tokens,
+            "share": _ratio(others_tokens, total),
+        },
         "authors": author_entries[:limit],
         "categories": _categories(days, period, limit),
         "apps": _apps(days, period, limit),
@@ -322,7 +334,9 @@ def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, An
     return {"top": rows[:limit], "trending": [{**r, "trending_rank": i} for i, r in enumerate(trending[:limit], 1)]}
 
 
-def _throughput(days: Days, period: Period, models: Mapping[str, Counters], prices: Prices, limit: int) -> list[dict[str, Any]]:
+def _throughput(
+    days: Days, period: Period, models: Mapping[str, Counters], prices: Prices, limit: int
+) -> list[dict[str, Any]]:
     offers = _counters(days, period, "offer", 2)
     histograms = parse_histograms(merge_rows(days, period.dates(), "hist"))
     model_order = {model: i for i, (model, _) in enumerate(_ordered(models))}
@@ -346,7 +360,13 @@ def _throughput(days: Days, period: Period, models: Mapping[str, Counters], pric
                 "cost_per_million_tokens": round(c.cost_nanos / c.tokens / 1000, 6) if c.tokens else None,
             }
         )
-    rows.sort(key=lambda r: (model_order.get(r["model"], len(model_order)), -(r["median_tokens_per_second"] or 0.0), r["backend"]))
+    rows.sort(
+        key=lambda r: (
+            model_order.get(r["model"], len(model_order)),
+            -(r["median_tokens_per_second"] or 0.0),
+            r["backend"],
+        )
+    )
     return rows[:limit]
 
 
@@ -361,8 +381,12 @@ def compute_series(query: SeriesQuery, days: Days) -> dict[str, Any]:
     ranked = [model for model, _ in _ordered(overall)]
     top = ranked[: query.limit]
     series = [
-        {"model": model, "author": author_of(model), "tokens": [t[model].tokens if model in t else 0 for t in per_bucket],
-         "total": overall[model].tokens}
+        {
+            "model": model,
+            "author": author_of(model),
+            "tokens": [t[model].tokens if model in t else 0 for t in per_bucket],
+            "total": overall[model].tokens,
+        }
         for model in top
     ]
     others = [sum(c.tokens for m, c in t.items() if m not in top) for t in per_bucket]

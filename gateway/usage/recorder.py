@@ -170,8 +170,13 @@ class UsageRecorder:
                     self.write_failures += 1
                     if self.on_write_failure is not None:
                         self.on_write_failure()
-                    log.warning("usage store write failed (%s: %s); %d events buffered, retrying in %.1fs",
-                                type(exc).__name__, exc, len(self._buffer), delay)
+                    log.warning(
+                        "usage store write failed (%s: %s); %d events buffered, retrying in %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        len(self._buffer),
+                        delay,
+                    )
                     await self._sleep_unless_closing(delay)
                     delay = min(delay * 2, self.retry_max_s)
 
@@ -202,7 +207,9 @@ class UsageRecorder:
                 await self._write_batch()
             except Exception as exc:  # noqa: BLE001
                 if time.monotonic() + delay > deadline:
-                    self._count_dropped(len(self._buffer), f"shutdown could not write them ({type(exc).__name__}: {exc})")
+                    self._count_dropped(
+                        len(self._buffer), f"shutdown could not write them ({type(exc).__name__}: {exc})"
+                    )
                     self._buffer.clear()
                     break
                 await asyncio.sleep(delay)
@@ -219,8 +226,9 @@ def install_recorder(state: "AppState") -> UsageRecorder:
     store = open_store(settings, state.redis)
     writer: UsageStore | WriterProcess = store
     if settings.usage_writer == "process":
-        writer = WriterProcess(settings.redis_url, settings.data_dir, log_level=settings.log_level,
-                               cpus=settings.writer_cpus())
+        writer = WriterProcess(
+            settings.redis_url, settings.data_dir, log_level=settings.log_level, cpus=settings.writer_cpus()
+        )
     recorder = UsageRecorder(
         writer,
         batch_size=settings.usage_batch_size,
@@ -244,6 +252,9 @@ def install_recorder(state: "AppState") -> UsageRecorder:
             await store.aclose()
 
     state.closers.append(close)
-    log.info("usage ledger: %s store, written %s", store.name,
-             "by a writer process" if writer is not store else "in this process")
+    log.info(
+        "usage ledger: %s store, written %s",
+        store.name,
+        "by a writer process" if writer is not store else "in this process",
+    )
     return recorder

@@ -135,7 +135,9 @@ class _DayBatch:
         group = group_of(event)
         g = self._group_index.get(group)
         if g is None:
-            self.groups.append([[self._field(_PART_INDEX[part], name) for part, name in fields] for fields in group_fields(group)])
+            self.groups.append(
+                [[self._field(_PART_INDEX[part], name) for part, name in fields] for fields in group_fields(group)]
+            )
             g = self._group_index[group] = len(self.groups)
         row = [g, *metric_values(event), _NO_TITLE]
         if event.app and event.app_title:

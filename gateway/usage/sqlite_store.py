@@ -42,9 +42,28 @@ log = logging.getLogger("gateway.usage")
 
 # Event columns, in UsageEvent.to_json's names (plus `day`, the UTC date, for range scans).
 _COLUMNS = (
-    "id", "timestamp", "day", "route", "model", "author", "backend", "category", "app", "app_title",
-    "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost", "latency_ms",
-    "ttft_ms", "tokens_per_second", "status", "attempts", "estimated", "request_id",
+    "id",
+    "timestamp",
+    "day",
+    "route",
+    "model",
+    "author",
+    "backend",
+    "category",
+    "app",
+    "app_title",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_per_second",
+    "status",
+    "attempts",
+    "estimated",
+    "request_id",
 )
 
 _SCHEMA = """
@@ -102,10 +121,28 @@ _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 def _row(event: UsageEvent) -> tuple[Any, ...]:
     timestamp = event.timestamp_text
     return (
-        event.id, timestamp, timestamp[:10], event.route, event.model, event.author, event.backend, event.category,
-        event.app, event.app_title, event.prompt_tokens, event.completion_tokens, event.cached_tokens,
-        event.reasoning_tokens, event.cost, event.latency_ms, event.ttft_ms, event.tokens_per_second, event.status,
-        event.attempts, int(event.estimated), event.request_id,
+        event.id,
+        timestamp,
+        timestamp[:10],
+        event.route,
+        event.model,
+        event.author,
+        event.backend,
+        event.category,
+        event.app,
+        event.app_title,
+        event.prompt_tokens,
+        event.completion_tokens,
+        event.cached_tokens,
+        event.reasoning_tokens,
+        event.cost,
+        event.latency_ms,
+        event.ttft_ms,
+        event.tokens_per_second,
+        event.status,
+        event.attempts,
+        int(event.estimated),
+        event.request_id,
     )
 
 
@@ -135,8 +172,10 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
                 new[event.id] = event
         rows = [_row(event) for event in new.values()]
         whole = len(rows) - len(rows) % _ROWS_PER_INSERT
-        conn.executemany(_INSERT_EVENTS, [tuple(chain.from_iterable(rows[i:i + _ROWS_PER_INSERT]))
-                                          for i in range(0, whole, _ROWS_PER_INSERT)])
+        conn.executemany(
+            _INSERT_EVENTS,
+            [tuple(chain.from_iterable(rows[i : i + _ROWS_PER_INSERT])) for i in range(0, whole, _ROWS_PER_INSERT)],
+        )
         conn.executemany(_INSERT_EVENT, rows[whole:])
         batch = IncrementBatch()
         for event in new.values():
@@ -154,7 +193,9 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
 class SqliteUsageStore(UsageStore):
     name = "sqlite"
 
-    def __init__(self, path: Path, busy_timeout_s: float = 30.0, slice_events: int = 200, checkpoint_every_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, busy_timeout_s: float = 30.0, slice_events: int = 200, checkpoint_every_s: float = 1.0
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s  # how long a write keeps retrying while another process holds the lock
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
@@ -176,7 +217,9 @@ class SqliteUsageStore(UsageStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.busy_timeout_s
         while True:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             try:
                 # Switching a new file to WAL takes an exclusive lock that SQLite does not wait
                 # for (its busy handler is skipped there): two processes opening a new file at
@@ -226,7 +269,7 @@ class SqliteUsageStore(UsageStore):
         for start in range(0, len(events), self.slice_events):
             if start:
                 await asyncio.sleep(0)  # let requests run between slices
-            new += await self._write_when_free(conn, events[start:start + self.slice_events])
+            new += await self._write_when_free(conn, events[start : start + self.slice_events])
         self._maybe_checkpoint()
         return new
 
@@ -249,7 +292,9 @@ class SqliteUsageStore(UsageStore):
         """Move the WAL into the database file now and then, on the thread (PASSIVE: it waits
         for no one). The loop's connection never checkpoints, so this is what bounds the WAL."""
         now = time.monotonic()
-        if (self._checkpoint is None or self._checkpoint.done()) and now - self._last_checkpoint >= self.checkpoint_every_s:
+        if (
+            self._checkpoint is None or self._checkpoint.done()
+        ) and now - self._last_checkpoint >= self.checkpoint_every_s:
             self._last_checkpoint = now
             self._checkpoint = asyncio.create_task(self._run(self._checkpoint_wal), name="usage-sqlite-checkpoint")
             self._checkpoint.add_done_callback(_retrieve_exception)
@@ -271,7 +316,8 @@ class SqliteUsageStore(UsageStore):
         if "app" in spans:
             span = spans["app"]
             for day, app, title in conn.execute(
-                "SELECT day, app, title FROM app_titles WHERE day BETWEEN ? AND ?", (span.start.isoformat(), span.end.isoformat())
+                "SELECT day, app, title FROM app_titles WHERE day BETWEEN ? AND ?",
+                (span.start.isoformat(), span.end.isoformat()),
             ):
                 days.setdefault(date.fromisoformat(day), DayRows()).titles[app] = title
         return days

@@ -58,8 +58,15 @@ class WriterProcess:
     name = "writer process"
     takes_calls = True
 
-    def __init__(self, redis_url: str | None, data_dir: Path, *, log_level: str = "info",
-                 cpus: Sequence[int] = (), ack_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        data_dir: Path,
+        *,
+        log_level: str = "info",
+        cpus: Sequence[int] = (),
+        ack_timeout_s: float = 60.0,
+    ) -> None:
         self.spec = {"redis_url": redis_url, "data_dir": str(data_dir), "log_level": log_level, "cpus": list(cpus)}
         self.ack_timeout_s = ack_timeout_s  # longer than the stores' own retries (SQLite: 30 s busy)
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
@@ -78,8 +85,12 @@ class WriterProcess:
         if self._proc is not None:
             log.warning("usage writer process exited (code %s); starting another", self._proc.returncode)
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.usage.writer", orjson.dumps(self.spec).decode(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "gateway.usage.writer",
+            orjson.dumps(self.spec).decode(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         self.starts += 1
         return self._proc
@@ -136,6 +147,7 @@ class WriterProcess:
 
 
 # -- the child ---------------------------------------------------------------------------------
+
 
 def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
     events, bad = [], 0

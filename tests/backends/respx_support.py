@@ -39,8 +39,15 @@ def backend_over(cls: type[Backend], router: respx.Router, name: str = "b", **co
     return cls(name, BackendConfig(**config), transport=RouterTransport(router))
 
 
-def request_for(payload: dict[str, Any], *, stream: bool = False, max_output_tokens: int | None = None, headers=None) -> UpstreamRequest:
-    offer = Offer("author/model", "b", payload["model"], ModelOffer(upstream_id=payload["model"], max_output_tokens=max_output_tokens))
+def request_for(
+    payload: dict[str, Any], *, stream: bool = False, max_output_tokens: int | None = None, headers=None
+) -> UpstreamRequest:
+    offer = Offer(
+        "author/model",
+        "b",
+        payload["model"],
+        ModelOffer(upstream_id=payload["model"], max_output_tokens=max_output_tokens),
+    )
     return UpstreamRequest(offer, payload, stream, headers or {})
 
 

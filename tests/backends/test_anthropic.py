@@ -14,7 +14,10 @@ from tests.backends.respx_support import ChunkedStream, backend_over, request_fo
 from tests.backends.anthropic_samples import anthropic_stream, chunks_of
 
 URL = "https://api.anthropic.com/v1/messages"
-PAYLOAD = {"model": "claude-sonnet-4-5", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+PAYLOAD = {
+    "model": "claude-sonnet-4-5",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+}
 MESSAGE = {
     "id": "msg_1",
     "type": "message",
@@ -60,7 +63,9 @@ async def test_call_carries_key_version_and_translated_body(router):
 
 async def test_custom_base_url_and_beta_header(router):
     route = router.post("http://proxy.test/anthropic/v1/messages").respond(json=MESSAGE)
-    backend = claude(router, base_url="http://proxy.test/anthropic/v1", headers={"anthropic-beta": "prompt-caching-2024-07-31"})
+    backend = claude(
+        router, base_url="http://proxy.test/anthropic/v1", headers={"anthropic-beta": "prompt-caching-2024-07-31"}
+    )
     await (await backend.send(request_for(PAYLOAD))).aread()
     assert route.calls.last.request.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
 
@@ -73,7 +78,12 @@ async def test_non_streamed_answer_is_a_chat_completion(router):
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == "Hello."
     assert body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10, "prompt_tokens_details": {"cached_tokens": 2}}
+    assert body["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
 
 
 async def test_streamed_answer_is_translated_across_arbitrary_chunks(router):
@@ -119,7 +129,13 @@ def anthropic_error(kind: str, message: str) -> dict:
         (401, "authentication_error", "invalid x-api-key", "status", False),
         (400, "invalid_request_error", "temperature: must be <= 1", "status", False),
         (400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", "context_length", True),
-        (400, "invalid_request_error", "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000", "context_length", True),
+        (
+            400,
+            "invalid_request_error",
+            "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000",
+            "context_length",
+            True,
+        ),
         (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", "status", False),
     ],
 )

@@ -12,7 +12,9 @@ from tests.backends.anthropic_samples import anthropic_stream, chunks_of, sse
 
 def test_stream_translation():
     chunks = chunks_of(StreamTranslator(include_usage=True, created=1).feed(anthropic_stream()))
-    assert {(c["id"], c["object"], c["model"], c["created"]) for c in chunks} == {("msg_s", "chat.completion.chunk", "claude-x", 1)}
+    assert {(c["id"], c["object"], c["model"], c["created"]) for c in chunks} == {
+        ("msg_s", "chat.completion.chunk", "claude-x", 1)
+    }
     deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
     assert deltas == [
         {"role": "assistant", "content": ""},
@@ -28,7 +30,12 @@ def test_stream_translation():
     ]
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 9 + ["tool_calls"]
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 24, "completion_tokens": 15, "total_tokens": 39, "prompt_tokens_details": {"cached_tokens": 4}}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 24,
+        "completion_tokens": 15,
+        "total_tokens": 39,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    }
 
 
 def test_stream_without_include_usage_ends_without_usage_chunk():
@@ -52,11 +59,15 @@ def test_stream_translation_does_not_depend_on_chunk_boundaries(cuts, crlf):
 
 
 def test_error_event_becomes_an_openai_error_event():
-    start = sse("message_start", {"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 3}}})
+    start = sse(
+        "message_start", {"type": "message_start", "message": {"id": "m", "model": "c", "usage": {"input_tokens": 3}}}
+    )
     error = sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     out = StreamTranslator(include_usage=True).feed(start + error)
     events = [e for e in out.split(b"\n\n") if e]
-    assert orjson.loads(events[-1][6:]) == {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": 529}}
+    assert orjson.loads(events[-1][6:]) == {
+        "error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": 529}
+    }
     assert b"[DONE]" not in out
 
 
@@ -72,9 +83,9 @@ def test_stream_cut_before_any_finish_is_not_dressed_up_as_complete():
     data = anthropic_stream()
     translator = StreamTranslator(include_usage=True)
     out = translator.feed(data[: data.index(b"event: message_delta")]) + translator.finish()
-    assert b"[DONE]" not in out and b"finish_reason\":\"" not in out
+    assert b"[DONE]" not in out and b'finish_reason":"' not in out
 
 
 def test_unknown_events_and_junk_are_ignored():
-    junk = b": comment\n\nevent: future_event\ndata: {\"type\":\"future_event\"}\n\ndata: not json\n\n"
+    junk = b': comment\n\nevent: future_event\ndata: {"type":"future_event"}\n\ndata: not json\n\n'
     assert StreamTranslator(include_usage=True).feed(junk) == b""

@@ -12,14 +12,20 @@ from gateway.backends.anthropic_translate import (
 
 
 def translate(messages=None, **fields):
-    return to_messages_request({"model": "claude-x", "messages": messages or [{"role": "user", "content": "hi"}], **fields})
+    return to_messages_request(
+        {"model": "claude-x", "messages": messages or [{"role": "user", "content": "hi"}], **fields}
+    )
 
 
 # -- request -------------------------------------------------------------------------------
 
 
 def test_minimal_request_gets_the_default_max_tokens():
-    assert translate() == {"model": "claude-x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 4096}
+    assert translate() == {
+        "model": "claude-x",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        "max_tokens": 4096,
+    }
 
 
 def test_the_models_output_limit_is_default_and_cap():
@@ -44,8 +50,18 @@ def test_sampling_fields_and_stop():
 
 
 def test_openai_only_fields_are_left_out():
-    body = translate(seed=1, logprobs=True, top_logprobs=2, frequency_penalty=0.5, presence_penalty=0.1, logit_bias={"1": 2}, n=1,
-                     response_format={"type": "text"}, store=True, service_tier="auto")
+    body = translate(
+        seed=1,
+        logprobs=True,
+        top_logprobs=2,
+        frequency_penalty=0.5,
+        presence_penalty=0.1,
+        logit_bias={"1": 2},
+        n=1,
+        response_format={"type": "text"},
+        store=True,
+        service_tier="auto",
+    )
     assert set(body) == {"model", "messages", "max_tokens"}
 
 
@@ -96,13 +112,22 @@ def test_images_from_data_urls_and_urls():
 def test_pdf_file_becomes_a_document():
     part = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="}}
     content = translate([{"role": "user", "content": [part]}])["messages"][0]["content"]
-    assert content == [{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}, "title": "a.pdf"}]
+    assert content == [
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+            "title": "a.pdf",
+        }
+    ]
 
 
 @pytest.mark.parametrize(
     ("part", "param"),
     [
-        ({"type": "image_url", "image_url": {"url": "data:image/png,notbase64"}}, "messages[0].content[0].image_url.url"),
+        (
+            {"type": "image_url", "image_url": {"url": "data:image/png,notbase64"}},
+            "messages[0].content[0].image_url.url",
+        ),
         ({"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}, "messages[0].content[0]"),
         ({"type": "file", "file": {"file_id": "file-1"}}, "messages[0].content[0]"),
     ],
@@ -143,7 +168,11 @@ def test_tool_calls_and_results_round_trip():
 
 def test_tool_results_lead_their_turn_even_after_user_text():
     messages = [
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
         {"role": "user", "content": "before"},
         {"role": "tool", "tool_call_id": "t1", "content": "result"},
     ]
@@ -152,7 +181,9 @@ def test_tool_results_lead_their_turn_even_after_user_text():
 
 
 def test_consecutive_user_messages_merge_and_empty_ones_drop():
-    turns = translate([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": ""}])["messages"]
+    turns = translate(
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": ""}]
+    )["messages"]
     assert turns == [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
 
 
@@ -161,8 +192,14 @@ def test_consecutive_user_messages_merge_and_empty_ones_drop():
     [
         ({"role": "tool", "content": "x"}, "messages[0].tool_call_id"),
         ({"role": "function", "name": "f", "content": "x"}, "messages[0].role"),
-        ({"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "[1]"}}]}, "messages[0].tool_calls[0].function.arguments"),
-        ({"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{oops"}}]}, "messages[0].tool_calls[0].function.arguments"),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "[1]"}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{oops"}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
     ],
 )
 def test_malformed_messages_are_refused_by_name(message, param):
@@ -173,13 +210,24 @@ def test_malformed_messages_are_refused_by_name(message, param):
 
 def test_tools_and_tool_choice():
     tools = [
-        {"type": "function", "function": {"name": "f", "description": "does f", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}},
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "description": "does f",
+                "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}},
+            },
+        },
         {"type": "function", "function": {"name": "g"}},
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
     ]
     body = translate(tools=tools, tool_choice={"type": "function", "function": {"name": "f"}})
     assert body["tools"] == [
-        {"name": "f", "description": "does f", "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+        {
+            "name": "f",
+            "description": "does f",
+            "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}}},
+        },
         {"name": "g", "input_schema": {"type": "object", "properties": {}}},
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
     ]
@@ -257,13 +305,24 @@ def test_message_becomes_a_chat_completion():
                     "content": "Checking now.",
                     "refusal": None,
                     "reasoning_content": "Let me think.",
-                    "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}],
+                    "tool_calls": [
+                        {
+                            "id": "toolu_1",
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                        }
+                    ],
                 },
                 "logprobs": None,
                 "finish_reason": "tool_calls",
             }
         ],
-        "usage": {"prompt_tokens": 45, "completion_tokens": 7, "total_tokens": 52, "prompt_tokens_details": {"cached_tokens": 30}},
+        "usage": {
+            "prompt_tokens": 45,
+            "completion_tokens": 7,
+            "total_tokens": 52,
+            "prompt_tokens_details": {"cached_tokens": 30},
+        },
     }
 
 
@@ -274,8 +333,16 @@ def test_tool_only_answer_has_null_content():
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-     ("refusal", "content_filter"), ("pause_turn", "stop"), ("model_context_window_exceeded", "length"), (None, "stop")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+        (None, "stop"),
+    ],
 )
 def test_finish_reasons(stop_reason, finish):
     assert to_chat_completion({**MESSAGE, "stop_reason": stop_reason})["choices"][0]["finish_reason"] == finish

@@ -17,7 +17,12 @@ from tests.backends.respx_support import ChunkedStream, backend_over, request_fo
 
 BASE = "http://upstream.test/v1"
 PAYLOAD = {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}
-COMPLETION = {"id": "c1", "object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+COMPLETION = {
+    "id": "c1",
+    "object": "chat.completion",
+    "choices": [],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+}
 
 
 @pytest.fixture
@@ -70,7 +75,15 @@ async def test_each_vendor_is_called_at_its_default_base_url(router, vendor):
 async def test_body_carries_upstream_id_and_every_client_field(router):
     route = router.post(f"{BASE}/chat/completions").respond(json=COMPLETION)
     chat = parse_chat_request(
-        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "seed": 7, "top_k": 3, "provider": {"x": 1}})
+        orjson.dumps(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": "hi"}],
+                "seed": 7,
+                "top_k": 3,
+                "provider": {"x": 1},
+            }
+        )
     )
     payload = upstream_payload(chat, "Qwen/Qwen3-32B")
     await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE), payload)
@@ -80,7 +93,9 @@ async def test_body_carries_upstream_id_and_every_client_field(router):
 
 async def test_answer_bytes_pass_through_unchanged(router):
     raw = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
-    router.post(f"{BASE}/chat/completions").respond(200, stream=ChunkedStream([raw[:10], raw[10:]]), headers={"content-type": "text/event-stream; charset=utf-8"})
+    router.post(f"{BASE}/chat/completions").respond(
+        200, stream=ChunkedStream([raw[:10], raw[10:]]), headers={"content-type": "text/event-stream; charset=utf-8"}
+    )
     backend = backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE)
     response = await backend.send(request_for(PAYLOAD, stream=True))
     assert response.media_type == "text/event-stream"
@@ -112,9 +127,13 @@ async def test_status_is_classified(router, status, body, kind, retryable):
     assert (error.kind, error.status, error.retryable, error.body) == (kind, status, retryable, body)
 
 
-@pytest.mark.parametrize(("header", "seconds"), [("12", 12.0), ("0.5", 0.5), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("-3", 0.0)])
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("12", 12.0), ("0.5", 0.5), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("-3", 0.0)]
+)
 async def test_rate_limit_carries_retry_after(router, header, seconds):
-    router.post(f"{BASE}/chat/completions").respond(429, json={"error": {"message": "slow"}}, headers={"retry-after": header})
+    router.post(f"{BASE}/chat/completions").respond(
+        429, json={"error": {"message": "slow"}}, headers={"retry-after": header}
+    )
     with pytest.raises(UpstreamError) as caught:
         await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE))
     assert caught.value.status == 429 and caught.value.reason == "rate_limited" and caught.value.retryable
@@ -144,7 +163,9 @@ async def test_transport_failures_are_classified(router, exc, kind):
     assert caught.value.kind == kind and caught.value.retryable
 
 
-@pytest.mark.parametrize(("exc", "kind"), [(httpx.ReadTimeout("stalled"), "timeout"), (httpx.ReadError("reset"), "protocol")])
+@pytest.mark.parametrize(
+    ("exc", "kind"), [(httpx.ReadTimeout("stalled"), "timeout"), (httpx.ReadError("reset"), "protocol")]
+)
 async def test_failure_mid_answer_is_classified(router, exc, kind):
     router.post(f"{BASE}/chat/completions").respond(200, stream=ChunkedStream([b"data: {}\n\n"], then_raise=exc))
     backend = backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE)
@@ -159,7 +180,10 @@ async def test_failure_mid_answer_is_classified(router, exc, kind):
 
 @pytest.mark.parametrize(
     ("vendor", "base_url", "expected"),
-    [("vllm", "http://gpu:8000/v1", "http://gpu:8000/health"), ("openai", "http://x.test/v1", "http://x.test/v1/models")],
+    [
+        ("vllm", "http://gpu:8000/v1", "http://gpu:8000/health"),
+        ("openai", "http://x.test/v1", "http://x.test/v1/models"),
+    ],
 )
 async def test_health_probe_url(router, vendor, base_url, expected):
     route = router.get(expected).respond(200)

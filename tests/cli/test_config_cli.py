@@ -25,15 +25,20 @@ def tables(text: str) -> list[list[list[str]]]:
         rows = []
         for line in lines:
             cells = list(CELL.finditer(line))
-            assert [m.start() for m in cells] == columns[:len(cells)], f"misaligned row:\n{lines[0]}\n{line}"
+            assert [m.start() for m in cells] == columns[: len(cells)], f"misaligned row:\n{lines[0]}\n{line}"
             rows.append([m.group() for m in cells])
         found.append(rows)
     return found
 
 
 def test_models_lists_the_default_policy(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gateway", "models", "--config", "policies/default.yaml"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "models", "--config", "policies/default.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     offers, routes = tables(result.stdout)
     assert offers == [
@@ -74,14 +79,20 @@ def test_backends_without_a_key_are_listed_as_disabled_with_a_warning(tmp_path, 
         ["qwen/qwen3-32b", "local", "Qwen/Qwen3-32B", "32,768", "0.00", "0.00", "enabled"],
         ["deepseek/deepseek-v3.2", "hosted", "deepseek/deepseek-v3.2", "163,840", "0.27", "0.40", "disabled"],
     ]
-    assert routes[1:] == [["auto", "ordered", "qwen/qwen3-32b, deepseek/deepseek-v3.2", "-"],
-                          ["cheap", "cost", "deepseek/deepseek-v3.2", "-"]]
-    assert err.splitlines() == ["warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"]
+    assert routes[1:] == [
+        ["auto", "ordered", "qwen/qwen3-32b, deepseek/deepseek-v3.2", "-"],
+        ["cheap", "cost", "deepseek/deepseek-v3.2", "-"],
+    ]
+    assert err.splitlines() == [
+        "warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"
+    ]
 
 
 def test_an_invalid_policy_exits_1_and_says_where(tmp_path, capsys):
     policy = tmp_path / "policy.yaml"
-    policy.write_text("backends:\n  a: {type: mock, models: {m/x: {}}}\nroutes:\n  r: {strategy: fastest, models: [m/x]}\n")
+    policy.write_text(
+        "backends:\n  a: {type: mock, models: {m/x: {}}}\nroutes:\n  r: {strategy: fastest, models: [m/x]}\n"
+    )
     assert main(["models", "--config", str(policy)]) == 1
     out, err = capsys.readouterr()
     assert out == ""

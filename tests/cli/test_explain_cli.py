@@ -11,12 +11,18 @@ from tests.support.services import REPO
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, input=stdin
+    )
 
 
 def test_explain_prints_the_candidates_with_scores_and_verdicts(tmp_path):
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"model": "auto", "messages": [{"role": "user", "content": "Write a Python function to add two numbers."}]}))
+    request.write_text(
+        json.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": "Write a Python function to add two numbers."}]}
+        )
+    )
     result = run("explain", "--config", "policies/default.yaml", str(request))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -28,7 +34,16 @@ def test_explain_prints_the_candidates_with_scores_and_verdicts(tmp_path):
 
 def test_explain_json_from_stdin_with_a_task_header():
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hello"}]})
-    result = run("explain", "--config", "policies/default.yaml", "--json", "--header", "X-Gateway-Task: long_context", "-", stdin=body)
+    result = run(
+        "explain",
+        "--config",
+        "policies/default.yaml",
+        "--json",
+        "--header",
+        "X-Gateway-Task: long_context",
+        "-",
+        stdin=body,
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["task"] == "long_context" and doc["task_reason"] == "X-Gateway-Task header"

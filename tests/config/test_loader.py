@@ -58,7 +58,11 @@ def test_environment_reaches_nested_values(monkeypatch):
         """
     )
     backend = config.backends["local"]
-    assert (backend.base_url, backend.api_key, backend.headers) == ("http://10.0.0.5:8000/v1", "sk-from-env", {"X-Team": "research"})
+    assert (backend.base_url, backend.api_key, backend.headers) == (
+        "http://10.0.0.5:8000/v1",
+        "sk-from-env",
+        {"X-Team": "research"},
+    )
     assert warnings == []
 
 
@@ -133,7 +137,11 @@ def test_routes_must_name_served_models():
             models: [mock/small]
         """
     )
-    assert {(p.path, p.line) for p in problems} == {("routes.auto.models[1]", 9), ("routes.auto.tasks.code[0]", 11), ("routes.bad/name", 12)}
+    assert {(p.path, p.line) for p in problems} == {
+        ("routes.auto.models[1]", 9),
+        ("routes.auto.tasks.code[0]", 11),
+        ("routes.bad/name", 12),
+    }
     assert "mock/missing" in next(p.message for p in problems if p.path == "routes.auto.models[1]")
 
 
@@ -206,7 +214,11 @@ def test_shipped_default_policy_is_valid():
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [("", "the file is empty"), ("# only a comment\n", "the file is empty"), ("backends:\n  m: {type: mock}\n", "no backend declares any model")],
+    [
+        ("", "the file is empty"),
+        ("# only a comment\n", "the file is empty"),
+        ("backends:\n  m: {type: mock}\n", "no backend declares any model"),
+    ],
 )
 def test_a_policy_that_would_serve_nothing_is_rejected(text, fragment):
     # A truncated save must not be hot-swapped in and stop every route.

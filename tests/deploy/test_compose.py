@@ -31,7 +31,7 @@ def _binds(service: str) -> dict[str, str]:
 def _container_path_to_host(service: str, container_path: str):
     for source, target in _binds(service).items():
         if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
-            return REPO / source / container_path[len(target):].lstrip("/")
+            return REPO / source / container_path[len(target) :].lstrip("/")
     return None
 
 
@@ -139,5 +139,7 @@ def test_the_image_health_check_command_passes_on_a_serving_gateway_and_fails_ot
     command = _healthcheck_command()
     ok = subprocess.run(command, env={**os.environ, "GATEWAY_PORT": str(gw.port)}, capture_output=True, timeout=20)
     assert ok.returncode == 0, ok.stderr
-    down = subprocess.run(command, env={**os.environ, "GATEWAY_PORT": str(free_port())}, capture_output=True, timeout=20)
+    down = subprocess.run(
+        command, env={**os.environ, "GATEWAY_PORT": str(free_port())}, capture_output=True, timeout=20
+    )
     assert down.returncode != 0

@@ -8,7 +8,14 @@ import re
 
 import yaml
 
-from tests.deploy.artifacts import DEPLOY, alert_rules, dashboard, dashboard_queries, defined_series_names, metric_names_in
+from tests.deploy.artifacts import (
+    DEPLOY,
+    alert_rules,
+    dashboard,
+    dashboard_queries,
+    defined_series_names,
+    metric_names_in,
+)
 
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
@@ -74,12 +81,16 @@ def test_dashboard_has_the_panels_operators_need():
     assert has(r"sum by \(backend\) \(rate\(gateway_requests_total")
     assert has(r'sum by \(model, backend\) \(rate\(gateway_requests_total\{[^}]*status=~"5\.\."')
     for quantile in ("0.5", "0.95", "0.99"):
-        assert has(rf"histogram_quantile\({quantile}, sum by \(le, model\) \(rate\(gateway_request_duration_seconds_bucket")
+        assert has(
+            rf"histogram_quantile\({quantile}, sum by \(le, model\) \(rate\(gateway_request_duration_seconds_bucket"
+        )
         assert has(rf"histogram_quantile\({quantile}, sum by \(le, model\) \(rate\(gateway_ttft_seconds_bucket")
     assert has(r"sum by \(model, type\) \(rate\(gateway_tokens_total")
     assert has(r"sum by \(model\) \(rate\(gateway_cost_usd_total.*\* 3600")
     assert has(r"topk\(10, sum by \(model\) \(increase\(gateway_tokens_total")
-    assert has(r"gateway_fallbacks_total") and has(r"gateway_backend_circuit_state") and has(r"gateway_inflight_requests")
+    assert (
+        has(r"gateway_fallbacks_total") and has(r"gateway_backend_circuit_state") and has(r"gateway_inflight_requests")
+    )
     assert has(r"gateway_overhead_seconds_bucket")
 
 

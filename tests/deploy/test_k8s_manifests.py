@@ -103,7 +103,7 @@ def test_policy_comes_from_a_configmap_directory_mount_so_hot_reload_sees_update
     mount = next(m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"].rstrip("/") + "/"))
     assert "subPath" not in mount, "subPath mounts never see ConfigMap updates"
     configmap = _one("ConfigMap", volumes[mount["name"]]["configMap"]["name"])
-    key = config_path[len(mount["mountPath"].rstrip("/")) + 1:]
+    key = config_path[len(mount["mountPath"].rstrip("/")) + 1 :]
     config, _ = parse_config(configmap["data"][key], f"configmap:{key}")  # raises if invalid
     assert config.routes
 

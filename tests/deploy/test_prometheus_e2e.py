@@ -111,16 +111,26 @@ def test_every_dashboard_query_and_alert_rule_returns_data(scraped_gateway):
                 del pending[expr]
         return not pending
 
-    poll(all_answered, what="data behind every query", timeout=60, interval=0.5,
-         context=lambda: "no data for:\n" + "\n".join(f"  {name}: {expr}" for expr, name in pending.items()))
+    poll(
+        all_answered,
+        what="data behind every query",
+        timeout=60,
+        interval=0.5,
+        context=lambda: "no data for:\n" + "\n".join(f"  {name}: {expr}" for expr, name in pending.items()),
+    )
 
     # Every rule loaded and evaluated without error.
     def evaluated() -> dict | None:
         rules = {rule["name"]: rule for rule in prometheus.rules()}
         return rules if rules and all(r["health"] == "ok" for r in rules.values()) else None
 
-    rules = poll(evaluated, what="every rule loaded and evaluated", timeout=30, interval=0.5,
-                 context=lambda: str({r["name"]: (r["health"], r.get("lastError")) for r in prometheus.rules()}))
+    rules = poll(
+        evaluated,
+        what="every rule loaded and evaluated",
+        timeout=30,
+        interval=0.5,
+        context=lambda: str({r["name"]: (r["health"], r.get("lastError")) for r in prometheus.rules()}),
+    )
     assert set(rules) == set(signals.values())
 
 
@@ -129,7 +139,9 @@ def test_rate_limited_and_unknown_model_calls_are_counted_with_bounded_labels(sc
 
     def counted() -> list | None:
         limited = prometheus.query("sum(gateway_rate_limited_total)")["result"]
-        unknown = prometheus.query('sum by (route, backend) (gateway_requests_total{model="unknown", status="404"})')["result"]
+        unknown = prometheus.query('sum by (route, backend) (gateway_requests_total{model="unknown", status="404"})')[
+            "result"
+        ]
         return unknown if limited and float(limited[0]["value"][1]) > 0 and unknown else None
 
     unknown = poll(counted, what="rate-limited and unknown-model calls in Prometheus", timeout=30, interval=0.5)
@@ -141,5 +153,7 @@ def test_rate_limited_and_unknown_model_calls_are_counted_with_bounded_labels(sc
     # 429s come before a model is chosen, under the route the client asked for.
     refused = prometheus.query('sum by (route, model) (gateway_requests_total{status="429"})')["result"]
     assert [s["metric"] for s in refused] == [{"route": "limited", "model": "unknown"}]
-    routes = {s["metric"].get("route", "") for s in prometheus.query("count by (route) (gateway_requests_total)")["result"]}
+    routes = {
+        s["metric"].get("route", "") for s in prometheus.query("count by (route) (gateway_requests_total)")["result"]
+    }
     assert routes == {"auto", "broken", "limited", ""}

@@ -14,10 +14,15 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("promtool"), *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [require_binary("promtool"), *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize("args", [("check", "rules", "alerts.yml"), ("check", "config", "prometheus.yml"), ("test", "rules", "alerts.test.yml")])
+@pytest.mark.parametrize(
+    "args",
+    [("check", "rules", "alerts.yml"), ("check", "config", "prometheus.yml"), ("test", "rules", "alerts.test.yml")],
+)
 def test_promtool_accepts(args):
     result = _promtool(*args)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -26,8 +31,12 @@ def test_promtool_accepts(args):
 def test_every_alert_has_severity_summary_and_a_threshold():
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= {
-        "GatewayDown", "GatewayBackendDown", "GatewayBackendCircuitOpen", "GatewayHighErrorRatio",
-        "GatewayHighLatencyP95", "GatewayUsageEventsDropped",
+        "GatewayDown",
+        "GatewayBackendDown",
+        "GatewayBackendCircuitOpen",
+        "GatewayHighErrorRatio",
+        "GatewayHighLatencyP95",
+        "GatewayUsageEventsDropped",
     }
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical")
@@ -38,7 +47,11 @@ def test_every_alert_has_severity_summary_and_a_threshold():
 def test_every_alert_has_a_unit_test():
     import yaml
 
-    tested = {t["alertname"] for case in yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
-              for t in case["alert_rule_test"] if t["exp_alerts"]}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load((PROMETHEUS_DIR / "alerts.test.yml").read_text())["tests"]
+        for t in case["alert_rule_test"]
+        if t["exp_alerts"]
+    }
     assert tested == {r["alert"] for r in alert_rules()}
     assert ALERTS.exists()

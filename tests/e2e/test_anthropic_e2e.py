@@ -86,7 +86,11 @@ def test_non_streaming_is_translated_both_ways(gw, claude, openai_client):
 
 
 def test_stream_with_include_usage(gw, claude, openai_client):
-    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, stream_options={"include_usage": True}, max_tokens=50)))
+    chunks = list(
+        openai_client(gw).chat.completions.create(
+            **ask(stream=True, stream_options={"include_usage": True}, max_tokens=50)
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the fake Anthropic."
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -106,7 +110,9 @@ def test_stream_without_include_usage_has_no_usage_chunk(gw, openai_client):
 
 def test_tool_call_round_trip(gw, claude, openai_client):
     client = openai_client(gw)
-    claude.reset(content="Let me check.", tool_use={"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}})
+    claude.reset(
+        content="Let me check.", tool_use={"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}
+    )
     first = client.chat.completions.create(**ask(tools=[WEATHER_TOOL], tool_choice="auto"))
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -115,7 +121,11 @@ def test_tool_call_round_trip(gw, claude, openai_client):
     assert (call.id, call.type, call.function.name) == ("toolu_01", "function", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Paris"}
     assert claude.received[-1].body["tools"] == [
-        {"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER_TOOL["function"]["parameters"]}
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": WEATHER_TOOL["function"]["parameters"],
+        }
     ]
     assert claude.received[-1].body["tool_choice"] == {"type": "auto"}
 
@@ -134,7 +144,10 @@ def test_tool_call_round_trip(gw, claude, openai_client):
             {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}},
         ],
     }
-    assert turns[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny, 22C"}]}
+    assert turns[2] == {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny, 22C"}],
+    }
 
 
 def test_streamed_tool_call(gw, claude, openai_client):
@@ -158,7 +171,10 @@ def test_overloaded_falls_back_to_the_next_backend(gw, claude, upstream, openai_
 def test_overloaded_error_event_before_content_falls_back(gw, claude, upstream, openai_client):
     claude.reset(stream_error_before_content=True)
     chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True)))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == "Hello from the fake upstream."
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        == "Hello from the fake upstream."
+    )
     assert len(claude.received) == 1 and len(upstream.received) == 1
 
 
@@ -176,7 +192,11 @@ def test_rate_limit_reaches_the_client_with_retry_after(gw_claude_only, claude, 
 
 
 def test_prompt_too_long_is_a_context_length_error(gw_claude_only, claude, openai_client):
-    claude.reset(status=400, error_type="invalid_request_error", error_message="prompt is too long: 210000 tokens > 200000 maximum")
+    claude.reset(
+        status=400,
+        error_type="invalid_request_error",
+        error_message="prompt is too long: 210000 tokens > 200000 maximum",
+    )
     with pytest.raises(openai.BadRequestError) as caught:
         openai_client(gw_claude_only).chat.completions.create(**ask())
     assert caught.value.code == "context_length_exceeded"
@@ -187,6 +207,8 @@ def test_prompt_too_long_is_a_context_length_error(gw_claude_only, claude, opena
 def test_request_anthropic_cannot_express_is_a_400_naming_the_field(gw_claude_only, claude, openai_client):
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     with pytest.raises(openai.BadRequestError) as caught:
-        openai_client(gw_claude_only).chat.completions.create(model="auto", messages=[{"role": "user", "content": [audio]}])
+        openai_client(gw_claude_only).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": [audio]}]
+        )
     assert "input_audio" in caught.value.message
     assert claude.received == []

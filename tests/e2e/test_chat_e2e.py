@@ -81,8 +81,18 @@ def test_stream_headers_present(gw):
 def test_tools_pass_through_both_ways(gw, upstream, openai_client):
     call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
     upstream.reset(tool_call=call)
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
-    completion = openai_client(gw).chat.completions.create(**ask(tools=tools, tool_choice="auto", response_format={"type": "text"}))
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    completion = openai_client(gw).chat.completions.create(
+        **ask(tools=tools, tool_choice="auto", response_format={"type": "text"})
+    )
     assert completion.choices[0].message.tool_calls[0].function.name == "get_weather"
     assert upstream.received[-1].body["tools"] == tools
     assert upstream.received[-1].body["tool_choice"] == "auto"
@@ -136,7 +146,9 @@ def test_sdk_maps_errors_to_its_exceptions(gw, upstream, openai_client):
         client.chat.completions.create(**ask())
     assert e.value.status_code == 504
 
-    upstream.reset(status=401, error_body={"error": {"message": "Incorrect API key provided: sk-upstream-secret-123456"}})
+    upstream.reset(
+        status=401, error_body={"error": {"message": "Incorrect API key provided: sk-upstream-secret-123456"}}
+    )
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(**ask())
     assert e.value.status_code == 502
@@ -161,7 +173,9 @@ def test_api_keys_are_enforced_when_configured(start_gateway, upstream, openai_c
 
 
 def test_unknown_upstream_400_is_passed_on(gw, upstream, openai_client):
-    upstream.reset(status=400, error_body={"error": {"message": "logprobs is not supported", "type": "invalid_request_error"}})
+    upstream.reset(
+        status=400, error_body={"error": {"message": "logprobs is not supported", "type": "invalid_request_error"}}
+    )
     with pytest.raises(openai.BadRequestError) as e:
         openai_client(gw).chat.completions.create(**ask(logprobs=True))
     assert "logprobs is not supported" in e.value.message
@@ -208,7 +222,10 @@ def test_include_usage_is_honoured_even_when_the_upstream_sends_none(gw, upstrea
     chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, stream_options={"include_usage": True})))
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None
-    assert last.usage.completion_tokens > 0 and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert (
+        last.usage.completion_tokens > 0
+        and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    )
     assert all(c.usage is None for c in chunks[:-1])
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() == "one two three"

@@ -17,7 +17,6 @@ from tests.support.scrape import scrape
 from tests.support.services import GatewayProcess
 
 
-
 def policy(base_url: str, route: str) -> str:
     return one_backend_policy(base_url, routes={route: ["qwen/qwen3-32b"]})
 
@@ -61,10 +60,15 @@ def test_a_configmap_symlink_swap_reloads_the_running_gateway(tmp_path, upstream
         assert scrape(gw.url).value("gateway_config_reloads_total", result="success") == 1
 
         mount.publish("backends: {up: {type: nonsense}}\n")
-        poll(lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1,
-             what="the broken ConfigMap to be rejected", context=gw.log)
+        poll(
+            lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1,
+            what="the broken ConfigMap to be rejected",
+            context=gw.log,
+        )
         assert routes(gw) == {"second"}  # the broken file changed nothing
-        r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "second", "messages": [{"role": "user", "content": "hi"}]})
+        r = httpx.post(
+            gw.url + "/v1/chat/completions", json={"model": "second", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert r.status_code == 200
     finally:
         gw.stop()

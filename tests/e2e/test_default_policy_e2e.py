@@ -119,7 +119,7 @@ def test_tokens_per_second_paces_the_stream_token_by_token(start_gateway, openai
     words = [a for a in arrivals if a is not ANSWERED]
     assert len(words) == COMPLETION_TOKENS and "".join(words).split()[:3] == ["This", "is", "a"]
     assert chunks[-1].usage.completion_tokens == COMPLETION_TOKENS
-    later = arrivals[arrivals.index(ANSWERED) + 1:]
+    later = arrivals[arrivals.index(ANSWERED) + 1 :]
     assert later, "the whole answer had arrived before another call could be answered: it was not paced"
 
 

@@ -26,7 +26,9 @@ def _install_js_deps(npm: str) -> None:
     installed = JS_DIR / "node_modules" / "openai" / "package.json"
     if installed.exists() and json.loads(installed.read_text())["version"] == locked:
         return
-    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=NPM_CI_TIMEOUT_S)
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=NPM_CI_TIMEOUT_S
+    )
     assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
 
 
@@ -34,7 +36,11 @@ def _install_js_deps(npm: str) -> None:
 def test_openai_npm_client_against_the_gateway(start_gateway, upstream):
     node = require_binary("node")
     _install_js_deps(require_binary("npm"))
-    gw = start_gateway(one_backend_policy(upstream.base_url, api_key=None, models={"qwen/qwen3-32b": {"upstream_id": "Qwen/Qwen3-32B"}}))
+    gw = start_gateway(
+        one_backend_policy(
+            upstream.base_url, api_key=None, models={"qwen/qwen3-32b": {"upstream_id": "Qwen/Qwen3-32B"}}
+        )
+    )
     env = {**os.environ, "GATEWAY_BASE_URL": gw.url + "/v1", "GATEWAY_MODEL": "auto"}
     done = subprocess.run([node, "client_check.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"client_check.mjs failed:\n{done.stdout}\n{done.stderr}\n{gw.log()}"

@@ -26,11 +26,15 @@ def broken_strategy_line(base_url: str) -> int:
 
 
 def ask(gw) -> httpx.Response:
-    return httpx.post(gw.url + "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    return httpx.post(
+        gw.url + "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    )
 
 
 def validate_output(path) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "gateway", "validate", str(path)], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "validate", str(path)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 1
     return [line.strip() for line in result.stderr.splitlines()[1:] if line.strip()]
 
@@ -44,11 +48,16 @@ def test_an_edit_takes_effect_without_restart_and_a_broken_edit_changes_nothing(
     version = httpx.get(gw.url + "/admin/status").json()["config"]["version"]
 
     gw.write_config(policy(upstream.base_url, "m/one", broken=True))
-    status = poll(lambda: (s := httpx.get(gw.url + "/admin/status").json())["config"]["last_reload_error"] and s,
-                  what="the rejection", context=gw.log)
+    status = poll(
+        lambda: (s := httpx.get(gw.url + "/admin/status").json())["config"]["last_reload_error"] and s,
+        what="the rejection",
+        context=gw.log,
+    )
     errors = status["config"]["last_reload_error"]
     line = broken_strategy_line(upstream.base_url)
-    assert errors == [f"routes.auto.strategy (line {line}): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'"]
+    assert errors == [
+        f"routes.auto.strategy (line {line}): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'"
+    ]
     assert status["config"]["version"] == version and status["config"]["reloads_failed"] == 1
     assert errors == validate_output(gw.config_path)  # `gateway validate` says exactly the same
     response = ask(gw)
@@ -63,10 +72,14 @@ def test_an_edit_takes_effect_without_restart_and_a_broken_edit_changes_nothing(
 
 def test_admin_reload_answers_with_the_result(start_gateway, upstream):
     gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_RELOAD_POLL_S": "3600"})
-    gw.config_path.write_text(policy(upstream.base_url, broken=True))  # in place: the watcher may or may not see it first
+    gw.config_path.write_text(
+        policy(upstream.base_url, broken=True)
+    )  # in place: the watcher may or may not see it first
     r = httpx.post(gw.url + "/admin/reload")
     assert r.status_code == 422 and r.json()["reloaded"] is False
-    assert r.json()["config"]["last_reload_error"][0].startswith(f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})")
+    assert r.json()["config"]["last_reload_error"][0].startswith(
+        f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})"
+    )
     gw.config_path.write_text(policy(upstream.base_url, "m/two"))
     r = httpx.post(gw.url + "/admin/reload")
     assert r.status_code == 200 and r.json()["reloaded"] is True
@@ -85,8 +98,13 @@ def worker_views(gw, want: int, condition, timeout: float = 30.0) -> dict[int, d
             seen.pop(status["worker_pid"], None)
         return seen if len(seen) >= want else None
 
-    return poll(enough_workers, what=f"{want} workers to get there", timeout=timeout, interval=0.02,
-                context=lambda: f"workers there: {sorted(seen)}\n{gw.log()}")
+    return poll(
+        enough_workers,
+        what=f"{want} workers to get there",
+        timeout=timeout,
+        interval=0.02,
+        context=lambda: f"workers there: {sorted(seen)}\n{gw.log()}",
+    )
 
 
 def test_every_worker_reloads_and_every_worker_rejects_a_broken_file(start_gateway, upstream):
@@ -104,7 +122,9 @@ def test_every_worker_reloads_and_every_worker_rejects_a_broken_file(start_gatew
     rejected = worker_views(gw, 2, lambda s: bool(s["config"]["last_reload_error"]))
     for status in rejected.values():
         assert status["config"]["version"] in versions  # still serving the last good file
-        assert status["config"]["last_reload_error"][0].startswith(f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})")
+        assert status["config"]["last_reload_error"][0].startswith(
+            f"routes.auto.strategy (line {broken_strategy_line(upstream.base_url)})"
+        )
     for _ in range(10):
         response = ask(gw)
         assert response.status_code == 200 and response.headers["x-gateway-model"] == "m/two"
@@ -122,6 +142,8 @@ def test_sighup_reloads_every_worker_without_restarting_them(start_gateway, upst
 
 @pytest.mark.parametrize("path", ["policies/default.yaml", "policies/examples/multi-provider.yaml"])
 def test_the_shipped_policies_validate(path):
-    result = subprocess.run([sys.executable, "-m", "gateway", "validate", path], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "validate", path], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: valid")

@@ -98,14 +98,20 @@ def test_an_over_long_prompt_skips_the_short_context_model(decisions_gw, clean, 
 def test_a_code_prompt_goes_to_the_code_model_and_trivia_does_not(decisions_gw, clean, openai_client):
     _, _, c = clean
     client = openai_client(decisions_gw)
-    raw = client.chat.completions.with_raw_response.create(**ask("Write a Python function that parses ISO dates and add unit tests."))
+    raw = client.chat.completions.with_raw_response.create(
+        **ask("Write a Python function that parses ISO dates and add unit tests.")
+    )
     assert served_by(raw) == ("coder", "code/coder") and raw.headers["x-gateway-task"] == "code"
-    with client.chat.completions.with_streaming_response.create(**ask("Fix this:\n```js\nlet x = y.z;\n```", stream=True)) as stream:
+    with client.chat.completions.with_streaming_response.create(
+        **ask("Fix this:\n```js\nlet x = y.z;\n```", stream=True)
+    ) as stream:
         assert stream.headers["x-gateway-backend"] == "coder"
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream.parse() if chunk.choices).strip()
     raw = client.chat.completions.with_raw_response.create(**ask("Who wrote the novel Moby-Dick?"))
     assert served_by(raw)[1] != "code/coder" and raw.headers["x-gateway-task"] == "chat"
-    raw = client.chat.completions.with_raw_response.create(**ask("Who wrote Moby-Dick?"), extra_headers={"X-Gateway-Task": "code"})
+    raw = client.chat.completions.with_raw_response.create(
+        **ask("Who wrote Moby-Dick?"), extra_headers={"X-Gateway-Task": "code"}
+    )
     assert served_by(raw) == ("coder", "code/coder")
     assert len(c.received) == 3
 
@@ -113,15 +119,21 @@ def test_a_code_prompt_goes_to_the_code_model_and_trivia_does_not(decisions_gw, 
 def test_provider_order_models_array_and_floor(decisions_gw, clean, openai_client):
     a, b, c = clean
     client = openai_client(decisions_gw)
-    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big"), extra_body={"provider": {"order": ["pricey"]}})
+    raw = client.chat.completions.with_raw_response.create(
+        **ask(model="gen/big"), extra_body={"provider": {"order": ["pricey"]}}
+    )
     assert served_by(raw) == ("pricey", "gen/big")
     assert "provider" not in b.received[-1].body  # routing fields are the gateway's, not forwarded
-    raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big"), extra_body={"provider": {"sort": "price", "only": ["PRICEY"]}})
+    raw = client.chat.completions.with_raw_response.create(
+        **ask(model="gen/big"), extra_body={"provider": {"sort": "price", "only": ["PRICEY"]}}
+    )
     assert served_by(raw) == ("pricey", "gen/big")
     raw = client.chat.completions.with_raw_response.create(**ask(model="gen/big:floor"))
     assert served_by(raw) == ("cheap", "gen/big") and a.received[-1].body["model"] == "gen/big"
     c.reset(status=503)
-    raw = client.chat.completions.with_raw_response.create(**ask(model="code/coder"), extra_body={"models": ["gen/big"]})
+    raw = client.chat.completions.with_raw_response.create(
+        **ask(model="code/coder"), extra_body={"models": ["gen/big"]}
+    )
     assert served_by(raw) == ("cheap", "gen/big") and len(c.received) == 1
     assert "models" not in a.received[-1].body
 
@@ -154,7 +166,13 @@ def test_explain_returns_every_verdict_without_calling_a_backend(decisions_gw, c
     assert doc["try_order"][0] == {"backend": "coder", "model": "code/coder"}
     assert len(doc["candidates"]) == 4
     for candidate in doc["candidates"]:
-        assert [f["filter"] for f in candidate["filters"]] == ["provider", "context_length", "capabilities", "max_price", "circuit"]
+        assert [f["filter"] for f in candidate["filters"]] == [
+            "provider",
+            "context_length",
+            "capabilities",
+            "max_price",
+            "circuit",
+        ]
         assert candidate["eligible"] and candidate["score"] is not None and candidate["rank"]
     assert all(not server.received for server in clean)
     r = httpx.post(decisions_gw.url + "/v1/route/explain", json=ask("x " * 250_000))
@@ -210,8 +228,15 @@ def stream_text(client, **extra) -> tuple[str, str]:
         # outlives the test however slow the machine (with 1 s it could end between requests).
         {"status": 429, "headers": {"retry-after": "3600"}},
         {"delay_s": 3.0},  # hangs past timeout_s (non-streamed) and first_byte_timeout_s (streamed)
-        {"status": 400, "error_body": {"error": {"message": "This model's maximum context length is 8192 tokens.",
-                                                 "code": "context_length_exceeded"}}},
+        {
+            "status": 400,
+            "error_body": {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "code": "context_length_exceeded",
+                }
+            },
+        },
     ],
     ids=["500", "503", "429", "hang", "context-length"],
 )

@@ -21,8 +21,12 @@ ASK = {"messages": [{"role": "user", "content": "Say hello."}]}
 
 
 def policy(base_url: str) -> str:
-    return one_backend_policy(base_url, models=[LIMITED, FREE], routes={"auto": [LIMITED], "other": [FREE]},
-                              rate_limits={"routes": {"auto": 6}})
+    return one_backend_policy(
+        base_url,
+        models=[LIMITED, FREE],
+        routes={"auto": [LIMITED], "other": [FREE]},
+        rate_limits={"routes": {"auto": 6}},
+    )
 
 
 def ask(gw, route: str) -> int:
@@ -58,6 +62,8 @@ def test_replicas_share_rate_limits_and_usage_and_survive_each_other(start_gatew
     metrics = scrape(b.url)
     assert metrics.value("gateway_rate_limited_total") == 2 + 1  # B's share of the four refusals, and the last
     assert metrics.value("gateway_requests_total", route="other", model=FREE, backend="up", status="200") == 2
-    body = poll_rankings(b.url, lambda body: requests_for(body, FREE) == 4 and requests_for(body, LIMITED) >= 3, window="week")
+    body = poll_rankings(
+        b.url, lambda body: requests_for(body, FREE) == 4 and requests_for(body, LIMITED) >= 3, window="week"
+    )
     # A's three answered "auto" calls may have died in its buffer with it (SIGKILL): B's are there.
     assert 3 <= requests_for(body, LIMITED) <= 6

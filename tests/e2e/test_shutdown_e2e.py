@@ -75,7 +75,9 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(start_gateway, upstrea
     reader.join(60)
     assert not reader.is_alive() and reader.error is None, reader.error
     text = reader.body.decode()
-    assert [w for w in WORDS.split() if f'"{w} "' in text] == WORDS.split(), "the in-flight stream was cut instead of drained"
+    assert [w for w in WORDS.split() if f'"{w} "' in text] == WORDS.split(), (
+        "the in-flight stream was cut instead of drained"
+    )
     assert reader.body.rstrip().endswith(b"data: [DONE]")
     poll(lambda: upstream.streams_completed == 1, what="the upstream to finish its stream")
     assert upstream.streams_aborted == 0
@@ -107,7 +109,12 @@ def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
-                                cwd=REPO, env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+            cwd=REPO,
+            env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode != 0, result.stderr

@@ -84,8 +84,11 @@ def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstrea
     assert model["model"] == "qwen/qwen3-32b" and model["requests"] == 6 and model["failed"] == 1
     assert model["tokens"] == 4 * PER_CALL + estimated
     assert model["prompt_tokens"] == 4 * 11 + estimated_prompt
-    expected_cost = 3 * (11 * 1.0 + 7 * 2.0) / 1e6 + (estimated_prompt * 1.0 + estimated_completion * 2.0) / 1e6 \
+    expected_cost = (
+        3 * (11 * 1.0 + 7 * 2.0) / 1e6
+        + (estimated_prompt * 1.0 + estimated_completion * 2.0) / 1e6
         + (11 * 3.0 + 7 * 4.0) / 1e6
+    )
     assert model["cost"] == pytest.approx(expected_cost, abs=1e-9)
     offers = {t["backend"]: t for t in body["throughput"]}
     assert offers["up-a"]["requests"] == 4 and offers["up-b"]["requests"] == 2 and offers["up-b"]["failed"] == 1
@@ -127,7 +130,11 @@ def test_sigterm_flushes_every_buffered_event(writer, start_gateway, upstream, u
 
 def writer_pids(gw) -> list[int]:
     """The gateway's child processes: its usage writer."""
-    return [int(pid) for task in Path(f"/proc/{gw.proc.pid}/task").iterdir() for pid in (task / "children").read_text().split()]
+    return [
+        int(pid)
+        for task in Path(f"/proc/{gw.proc.pid}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
 
 
 def alive(pid: int) -> bool:
@@ -154,7 +161,9 @@ def test_a_killed_writer_process_is_replaced_and_no_call_is_lost(start_gateway, 
     assert "starting another" in gw.log()
 
 
-def test_the_writer_process_ends_with_the_gateway_even_when_it_is_killed(start_gateway, upstream, upstream_b, openai_client):
+def test_the_writer_process_ends_with_the_gateway_even_when_it_is_killed(
+    start_gateway, upstream, upstream_b, openai_client
+):
     gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url), env=FAST_FLUSH)
     ask(openai_client(gw))
     poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 1, window="week")
@@ -168,8 +177,10 @@ def test_the_writer_process_ends_with_the_gateway_even_when_it_is_killed(start_g
 def test_a_redis_restart_or_outage_loses_no_event(start_gateway, upstream, upstream_b, openai_client):
     redis = RedisServer(persist=True).start()
     try:
-        gw = start_gateway(LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url),
-                           env={**FAST_FLUSH, "GATEWAY_REDIS_URL": redis.url})
+        gw = start_gateway(
+            LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url),
+            env={**FAST_FLUSH, "GATEWAY_REDIS_URL": redis.url},
+        )
         client = openai_client(gw)
         for _ in range(3):
             ask(client)
@@ -190,7 +201,9 @@ def test_a_redis_restart_or_outage_loses_no_event(start_gateway, upstream, upstr
 
 
 @pytest.mark.redis
-def test_two_gateways_on_one_redis_agree_on_one_ranking(start_gateway, upstream, upstream_b, redis_server, openai_client):
+def test_two_gateways_on_one_redis_agree_on_one_ranking(
+    start_gateway, upstream, upstream_b, redis_server, openai_client
+):
     config = LIVE_CONFIG.format(a=upstream.base_url, b=upstream_b.base_url)
     env = {**FAST_FLUSH, "GATEWAY_REDIS_URL": redis_server.url}
     one, two = start_gateway(config, env=env), start_gateway(config, env=env)
@@ -220,7 +233,10 @@ def test_fixture_matches_in_the_api_and_the_cli(kind, start_gateway, tmp_path, r
     throughput = api.pop("throughput")
     assert api == EXPECTED
     assert [(t["model"], t["backend"], t["input_price"]) for t in throughput] == [
-        ("deepseek/deepseek-v3.2", "deepseek", 0.28), ("qwen/qwen3-32b", "groq", 0.29), ("moonshotai/kimi-k2.5", "openrouter", 0.6)]
+        ("deepseek/deepseek-v3.2", "deepseek", 0.28),
+        ("qwen/qwen3-32b", "groq", 0.29),
+        ("moonshotai/kimi-k2.5", "openrouter", 0.6),
+    ]
 
     as_json = gateway_cli("rankings", "--window", "week", "--end", WEEK_END, "--limit", "3", "--json", env=cli_env)
     assert as_json.returncode == 0, as_json.stderr
@@ -253,8 +269,12 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_good_ones(tmp_path):
     from gateway.usage.jsonl import event_line
     from tests.usage.fixtures import EVENTS
 
-    lines = [event_line(EVENTS[0]), b"{oops\n", event_line(EVENTS[1]),
-             b'{"id": "x", "timestamp": "2025-03-10", "model": "a/b", "prompt_tokens": "lots", "completion_tokens": 1}\n']
+    lines = [
+        event_line(EVENTS[0]),
+        b"{oops\n",
+        event_line(EVENTS[1]),
+        b'{"id": "x", "timestamp": "2025-03-10", "model": "a/b", "prompt_tokens": "lots", "completion_tokens": 1}\n',
+    ]
     path = tmp_path / "history.jsonl"
     path.write_bytes(b"".join(lines))
     env = {"GATEWAY_DATA_DIR": str(tmp_path / "data")}

@@ -25,12 +25,15 @@ backends:
 """
 
 
-def gateway_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+def gateway_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess:
     """`python -m gateway ARGS` as an operator runs it; stdout/stderr captured as text."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") or k == "GATEWAY_TEST_STRICT"}
     full_env = {**inherited, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, env=full_env, input=stdin,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=REPO, env=full_env, input=stdin, capture_output=True, timeout=60
+    )
 
 
 def write_fixture(path: Path) -> Path:
@@ -54,5 +57,10 @@ def poll_rankings(url: str, predicate, timeout: float = 30.0, **params) -> dict:
         seen["body"] = rankings(url, **params)
         return seen["body"] if predicate(seen["body"]) else None
 
-    return poll(satisfied, what="the rankings to satisfy the condition", timeout=timeout,
-                ignore=(httpx.HTTPError, AssertionError), context=lambda: f"last totals: {seen.get('body', {}).get('totals')}")
+    return poll(
+        satisfied,
+        what="the rankings to satisfy the condition",
+        timeout=timeout,
+        ignore=(httpx.HTTPError, AssertionError),
+        context=lambda: f"last totals: {seen.get('body', {}).get('totals')}",
+    )

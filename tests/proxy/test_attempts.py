@@ -17,8 +17,14 @@ from gateway.proxy.attempts import open_answer, retry_wait
 from gateway.proxy.outcome import CallOutcome, Observers
 from gateway.routing.pipeline import RoutingDecision
 
-OK_BODY = orjson.dumps({"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
-                        "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+OK_BODY = orjson.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+    }
+)
 
 
 def sse(*events: dict) -> list[bytes]:
@@ -42,7 +48,9 @@ class Scripted(Backend):
     """Answers each call as the next step of its script says."""
 
     def __init__(self, name: str, steps: list[str], first_byte_timeout_s: float | None = None) -> None:
-        super().__init__(name, BackendConfig(type="openai", base_url="http://unused/v1", first_byte_timeout_s=first_byte_timeout_s))
+        super().__init__(
+            name, BackendConfig(type="openai", base_url="http://unused/v1", first_byte_timeout_s=first_byte_timeout_s)
+        )
         self.steps = list(steps)
         self.calls: list[str] = []
 
@@ -61,7 +69,12 @@ class Scripted(Backend):
         if step == "stream_error_first":
             return Bytes(sse({"error": {"message": "overloaded", "code": 503}}), "text/event-stream")
         if step == "context":
-            raise UpstreamError("context_length", "too long", status=400, body=b'{"error": {"message": "maximum context length exceeded"}}')
+            raise UpstreamError(
+                "context_length",
+                "too long",
+                status=400,
+                body=b'{"error": {"message": "maximum context length exceeded"}}',
+            )
         if step.startswith("429"):
             after = float(step.split(":")[1])
             raise UpstreamError("status", "rate limited", status=429, retry_after=after)
@@ -96,7 +109,9 @@ def offer(backend: str, model: str = "m/x") -> Offer:
     return Offer(model, backend, model, ModelOffer())
 
 
-def decision(*offers: Offer, max_attempts: int = 3, deadline_s: float = 30.0, fallback: bool = True, **retry) -> RoutingDecision:
+def decision(
+    *offers: Offer, max_attempts: int = 3, deadline_s: float = 30.0, fallback: bool = True, **retry
+) -> RoutingDecision:
     policy = FallbackSettings(**{"backoff_base_s": 0.0, **retry})
     return RoutingDecision("auto", "chat", offers, max_attempts, deadline_s, fallback, retry=policy)
 

@@ -44,11 +44,22 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 # Words that look like what the accountant searches for, to tempt its fast path.
-WORDS = st.lists(st.one_of(st.text(max_size=12), st.sampled_from(['"usage"', "usage", '"error"', "data: {", "[DONE]", "\n\n", "\r\n"])), max_size=12)
+WORDS = st.lists(
+    st.one_of(
+        st.text(max_size=12), st.sampled_from(['"usage"', "usage", '"error"', "data: {", "[DONE]", "\n\n", "\r\n"])
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(words=WORDS, cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=40), strip=st.booleans(), crlf=st.booleans(), keepalive=st.booleans())
+@given(
+    words=WORDS,
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=40),
+    strip=st.booleans(),
+    crlf=st.booleans(),
+    keepalive=st.booleans(),
+)
 def test_forwarded_bytes_are_the_input_minus_the_stripped_usage_chunk(words, cuts, strip, crlf, keepalive):
     with_usage, without_usage = openai_stream(words, keepalive)
     sent = with_usage.replace(b"\n", b"\r\n") if crlf else with_usage
@@ -113,7 +124,7 @@ def test_what_counts_as_content(delta, finish, started):
 def test_comments_and_non_json_pass_through_and_tail_is_flushed():
     accountant = SseAccountant(strip_usage=True)
     data = b": ping\n\nretry: 100\n\ndata: not json\n\n"
-    assert accountant.feed(data + b"data: {\"unterminated\"") == data
+    assert accountant.feed(data + b'data: {"unterminated"') == data
     assert accountant.flush() == b'data: {"unterminated"'
     assert accountant.flush() == b""
 

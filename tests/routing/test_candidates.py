@@ -11,13 +11,18 @@ def keys(candidates):
 
 def test_route_without_a_task_list_offers_its_models_in_one_tier():
     assert keys(gather([resolve("auto", SNAP)], "chat", SNAP)) == [
-        ("cheap", "small/fast", 0), ("cheap", "big/long", 0), ("pricey", "big/long", 0)
+        ("cheap", "small/fast", 0),
+        ("cheap", "big/long", 0),
+        ("pricey", "big/long", 0),
     ]
 
 
 def test_task_list_comes_first_and_route_models_follow_as_a_fallback_tier():
     assert keys(gather([resolve("auto", SNAP)], "code", SNAP)) == [
-        ("pricey", "code/coder", 0), ("cheap", "small/fast", 1), ("cheap", "big/long", 1), ("pricey", "big/long", 1)
+        ("pricey", "code/coder", 0),
+        ("cheap", "small/fast", 1),
+        ("cheap", "big/long", 1),
+        ("pricey", "big/long", 1),
     ]
 
 
@@ -27,19 +32,27 @@ def test_task_fallback_false_keeps_only_the_task_list():
 
 
 def test_canonical_id_offers_every_backend_serving_it():
-    assert keys(gather([resolve("big/long", SNAP)], "chat", SNAP)) == [("cheap", "big/long", 0), ("pricey", "big/long", 0)]
+    assert keys(gather([resolve("big/long", SNAP)], "chat", SNAP)) == [
+        ("cheap", "big/long", 0),
+        ("pricey", "big/long", 0),
+    ]
 
 
 def test_models_array_entries_are_later_tiers_and_repeats_are_dropped():
     targets = [resolve(n, SNAP) for n in ("code/coder", "auto")]
     assert keys(gather(targets, "chat", SNAP)) == [
-        ("pricey", "code/coder", 0), ("cheap", "small/fast", 1), ("cheap", "big/long", 1), ("pricey", "big/long", 1)
+        ("pricey", "code/coder", 0),
+        ("cheap", "small/fast", 1),
+        ("cheap", "big/long", 1),
+        ("pricey", "big/long", 1),
     ]
     assert [c.position for c in gather(targets, "chat", SNAP)] == [0, 1, 2, 3]
 
 
 def test_disabled_backends_offer_nothing():
-    snap = snapshot_from(POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    enabled: false\n"))
+    snap = snapshot_from(
+        POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    enabled: false\n")
+    )
     assert keys(gather([resolve("big/long", snap)], "chat", snap)) == [("cheap", "big/long", 0)]
 
 

@@ -44,24 +44,33 @@ def test_heuristic_tasks(prompt, task):
 
 
 def test_system_prompt_counts():
-    request = chat("How should I structure this?", messages=[
-        {"role": "system", "content": "You are a senior Python engineer reviewing code."},
-        {"role": "user", "content": "How should I structure this?"},
-    ])
+    request = chat(
+        "How should I structure this?",
+        messages=[
+            {"role": "system", "content": "You are a senior Python engineer reviewing code."},
+            {"role": "user", "content": "How should I structure this?"},
+        ],
+    )
     assert task_of(request) == "code"
 
 
 def test_only_the_last_user_message_is_read():
-    request = chat("x", messages=[
-        {"role": "user", "content": "Write a Python function to sort a list."},
-        {"role": "assistant", "content": "def f(x): return sorted(x)"},
-        {"role": "user", "content": "Thanks! What's the capital of Peru?"},
-    ])
+    request = chat(
+        "x",
+        messages=[
+            {"role": "user", "content": "Write a Python function to sort a list."},
+            {"role": "assistant", "content": "def f(x): return sorted(x)"},
+            {"role": "user", "content": "Thanks! What's the capital of Peru?"},
+        ],
+    )
     assert task_of(request) == "chat"
 
 
 def test_images_tools_and_size_take_precedence_over_text():
-    image = [{"type": "text", "text": "Write Python code for this"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]
+    image = [
+        {"type": "text", "text": "Write Python code for this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+    ]
     assert task_of(chat("x", messages=[{"role": "user", "content": image}])) == "vision"
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert task_of(chat("Write a Python function", tools=tools)) == "tool_use"
@@ -72,7 +81,14 @@ def test_images_tools_and_size_take_precedence_over_text():
 
 def test_a_code_fence_deep_inside_a_long_message_is_found():
     prose = "The meeting went well and everyone agreed on the plan. " * 200
-    assert task_of(chat(prose + "```\nSELECT 1\n```" + prose, )) == "code"
+    assert (
+        task_of(
+            chat(
+                prose + "```\nSELECT 1\n```" + prose,
+            )
+        )
+        == "code"
+    )
     assert task_of(chat(prose + "the pasted snippet was lost" + prose)) == "chat"
 
 

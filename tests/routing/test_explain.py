@@ -15,7 +15,13 @@ def test_explanation_lists_every_candidate_with_verdicts_and_scores():
     assert (first["rank"], second["rank"], rejected["rank"]) == (1, 2, None)
     assert first["eligible"] and first["score"] < second["score"] and "per 1M" in first["score_detail"]
     assert first["observed"]["ttft_s"] == 0.4
-    assert [f["filter"] for f in first["filters"]] == ["provider", "context_length", "capabilities", "max_price", "circuit"]
+    assert [f["filter"] for f in first["filters"]] == [
+        "provider",
+        "context_length",
+        "capabilities",
+        "max_price",
+        "circuit",
+    ]
     assert not rejected["eligible"] and rejected["score"] is None
     assert any(not f["passed"] and "exceed the context of 4,096" in f["reason"] for f in rejected["filters"])
     assert doc["error"] is None

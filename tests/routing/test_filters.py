@@ -46,7 +46,11 @@ def test_context_fits_counts_prompt_and_completion_budget():
 
 
 def test_max_output_tokens_caps_the_reserve_and_rejects_bigger_asks():
-    snap = snapshot_from(POLICY.replace("small/fast: {context_length: 4096,", "small/fast: {context_length: 4096, max_output_tokens: 256,"))
+    snap = snapshot_from(
+        POLICY.replace(
+            "small/fast: {context_length: 4096,", "small/fast: {context_length: 4096, max_output_tokens: 256,"
+        )
+    )
     small = next(c for c in gather([resolve("small/fast", snap)], "chat", snap))
     facts_ctx = FilterContext(request_facts(chat("x" * 9000), SETTINGS), NO_PREFS, None, snap)
     assert check_context(small, facts_ctx).passed  # ~3,000 + min(1,024, 256) fits

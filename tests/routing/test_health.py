@@ -14,9 +14,19 @@ KEY = ("b", "m/x")
 @pytest.mark.parametrize(
     "error, counts",
     [
-        (None, False), ("context_length", False), ("client_disconnected", False), ("rate_limited", False),
-        ("http_400", False), ("http_404", False), ("http_401", False),
-        ("http_500", True), ("http_503", True), ("http_408", True), ("connect", True), ("timeout", True), ("protocol", True),
+        (None, False),
+        ("context_length", False),
+        ("client_disconnected", False),
+        ("rate_limited", False),
+        ("http_400", False),
+        ("http_404", False),
+        ("http_401", False),
+        ("http_500", True),
+        ("http_503", True),
+        ("http_408", True),
+        ("connect", True),
+        ("timeout", True),
+        ("protocol", True),
     ],
 )
 def test_which_errors_count_against_a_backend(error, counts):

@@ -3,7 +3,12 @@ from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
 from tests.routing.support import POLICY, Clock, live_for, snapshot_from
 
-SNAP = snapshot_from(POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    circuit: {failure_threshold: 2, cooldown_s: 10}\n"))
+SNAP = snapshot_from(
+    POLICY.replace(
+        "  pricey:\n    type: openai\n",
+        "  pricey:\n    type: openai\n    circuit: {failure_threshold: 2, cooldown_s: 10}\n",
+    )
+)
 OFFER = SNAP.offer("pricey", "big/long")
 
 
@@ -63,8 +68,10 @@ def test_circuit_states_list_every_offer_and_show_health_down_as_open():
     live.health.record("cheap", False, clock(), threshold=1, error="refused")
     states = {(c.backend, c.model): c.state for c in live.circuit_states()}
     assert states == {
-        ("cheap", "big/long"): "open", ("cheap", "small/fast"): "open",
-        ("pricey", "big/long"): "open", ("pricey", "code/coder"): "closed",
+        ("cheap", "big/long"): "open",
+        ("cheap", "small/fast"): "open",
+        ("pricey", "big/long"): "open",
+        ("pricey", "code/coder"): "closed",
     }
     assert "health checks: refused" in live.admission(SNAP.offer("cheap", "small/fast"), clock()).reason
 

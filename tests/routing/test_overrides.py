@@ -19,9 +19,18 @@ def test_bad_models_array_is_400(models):
 
 def test_provider_object_is_read_like_openrouter():
     prefs = provider_prefs(
-        {"provider": {"order": ["Groq", "together"], "only": ["groq", "together"], "ignore": ["deepseek"],
-                      "allow_fallbacks": False, "sort": {"by": "latency"}, "max_price": {"prompt": "1.5", "completion": 2},
-                      "data_collection": "deny", "quantizations": ["fp8"]}}
+        {
+            "provider": {
+                "order": ["Groq", "together"],
+                "only": ["groq", "together"],
+                "ignore": ["deepseek"],
+                "allow_fallbacks": False,
+                "sort": {"by": "latency"},
+                "max_price": {"prompt": "1.5", "completion": 2},
+                "data_collection": "deny",
+                "quantizations": ["fp8"],
+            }
+        }
     )
     assert prefs.order == ("groq", "together") and prefs.only == ("groq", "together") and prefs.ignore == ("deepseek",)
     assert prefs.allow_fallbacks is False and prefs.sort == "latency"

@@ -54,7 +54,10 @@ def test_provider_order_and_models_array():
 
 
 def test_attempt_limits_come_from_the_route_or_the_defaults():
-    snap = snapshot_from(POLICY.replace("    strategy: cost\n", "    strategy: cost\n    max_attempts: 5\n    deadline_s: 9\n") + "gateway:\n  fallback: {max_attempts: 2, deadline_s: 30}\n")
+    snap = snapshot_from(
+        POLICY.replace("    strategy: cost\n", "    strategy: cost\n    max_attempts: 5\n    deadline_s: 9\n")
+        + "gateway:\n  fallback: {max_attempts: 2, deadline_s: 30}\n"
+    )
     decision = decide(chat(), {}, snap)
     assert (decision.max_attempts, decision.deadline_s) == (5, 9)
     decision = decide(chat(model="big/long"), {}, snap)
@@ -95,7 +98,9 @@ def test_no_eligible_candidate_for_other_reasons_is_503_naming_each():
 
 
 def test_known_model_without_enabled_backend_is_503():
-    snap = snapshot_from(POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    enabled: false\n"))
+    snap = snapshot_from(
+        POLICY.replace("  pricey:\n    type: openai\n", "  pricey:\n    type: openai\n    enabled: false\n")
+    )
     with pytest.raises(GatewayError) as e:
         decide(chat(model="code/coder"), {}, snap)
     assert e.value.status == 503 and "No enabled backend serves `code/coder`" in e.value.message

@@ -37,7 +37,11 @@ def configs(draw):
     backends = {}
     for i in range(draw(st.integers(1, 3))):
         served = draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=4, unique=True))
-        backends[f"b{i}"] = {"type": "openai", "base_url": f"http://127.0.0.1:{i + 1}/v1", "models": {m: draw(offers()) for m in served}}
+        backends[f"b{i}"] = {
+            "type": "openai",
+            "base_url": f"http://127.0.0.1:{i + 1}/v1",
+            "models": {m: draw(offers()) for m in served},
+        }
     served = sorted({m for b in backends.values() for m in b["models"]})
     route = {
         "strategy": draw(st.sampled_from(["cost", "latency", "throughput", "ordered", "weighted"])),
@@ -47,8 +51,13 @@ def configs(draw):
     if draw(st.booleans()):
         route["tasks"] = {"code": draw(st.lists(st.sampled_from(served), min_size=1, unique=True))}
     if draw(st.booleans()):
-        route["max_price"] = {"prompt": draw(st.sampled_from([0.1, 1.0])), "completion": draw(st.sampled_from([0.5, 6.0]))}
-    models = {m: {"capabilities": draw(st.lists(st.sampled_from(CAPS), unique=True))} for m in served if draw(st.booleans())}
+        route["max_price"] = {
+            "prompt": draw(st.sampled_from([0.1, 1.0])),
+            "completion": draw(st.sampled_from([0.5, 6.0])),
+        }
+    models = {
+        m: {"capabilities": draw(st.lists(st.sampled_from(CAPS), unique=True))} for m in served if draw(st.booleans())
+    }
     return {"backends": backends, "models": models, "routes": {"auto": route}}
 
 
@@ -56,7 +65,12 @@ def configs(draw):
 def requests(draw, served: list[str]):
     body = {
         "model": draw(st.sampled_from(["auto", *served, *(m + ":floor" for m in served)])),
-        "messages": [{"role": "user", "content": draw(st.sampled_from(["hi", "Write a Python function to sort.", "x" * 3000, "y" * 30000]))}],
+        "messages": [
+            {
+                "role": "user",
+                "content": draw(st.sampled_from(["hi", "Write a Python function to sort.", "x" * 3000, "y" * 30000])),
+            }
+        ],
     }
     if draw(st.booleans()):
         body["max_tokens"] = draw(st.sampled_from([16, 1000, 5000]))
@@ -65,7 +79,10 @@ def requests(draw, served: list[str]):
     if draw(st.booleans()):
         body["response_format"] = {"type": draw(st.sampled_from(["json_object", "json_schema", "text"]))}
     if draw(st.booleans()):
-        body["messages"][0]["content"] = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "http://x/i.png"}}]
+        body["messages"][0]["content"] = [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "http://x/i.png"}},
+        ]
     if draw(st.booleans()):
         body["models"] = draw(st.lists(st.sampled_from(served), max_size=2))
     if draw(st.booleans()):
@@ -80,7 +97,10 @@ def requests(draw, served: list[str]):
         if draw(st.booleans()):
             provider["allow_fallbacks"] = False
         if draw(st.booleans()):
-            provider["max_price"] = {"prompt": draw(st.sampled_from([0.05, 0.5, 5])), "completion": draw(st.sampled_from([0.1, 1, 10]))}
+            provider["max_price"] = {
+                "prompt": draw(st.sampled_from([0.05, 0.5, 5])),
+                "completion": draw(st.sampled_from([0.1, 1, 10])),
+            }
         if draw(st.booleans()):
             provider["sort"] = draw(st.sampled_from(["price", "latency", "throughput"]))
         body["provider"] = provider
@@ -129,7 +149,9 @@ def oracle_rejections(offer, body, config, snapshot, open_keys) -> set[str]:
     if body["model"].split(":")[0] == "auto" and config["routes"]["auto"].get("max_price"):
         ceilings.append(config["routes"]["auto"]["max_price"])
     for ceiling in ceilings:
-        if spec["input_price"] > ceiling.get("prompt", float("inf")) or spec["output_price"] > ceiling.get("completion", float("inf")):
+        if spec["input_price"] > ceiling.get("prompt", float("inf")) or spec["output_price"] > ceiling.get(
+            "completion", float("inf")
+        ):
             failed.add("max_price")
     if offer.key in open_keys:
         failed.add("circuit")
@@ -160,14 +182,18 @@ def test_the_try_order_holds_only_candidates_passing_every_filter_and_an_empty_o
         assert offer.key in considered
         assert oracle_rejections(offer, body, config, snapshot, open_keys) == set(), (offer, body)
     for report in decision.reports:
-        assert {v.filter for v in report.rejections} == oracle_rejections(report.offer, body, config, snapshot, open_keys)
+        assert {v.filter for v in report.rejections} == oracle_rejections(
+            report.offer, body, config, snapshot, open_keys
+        )
 
     if decision.candidates:
         assert decision.error is None
         return
     error = decision.error
     assert error is not None and decision.reports
-    everyone_too_long = all("context_length" in oracle_rejections(r.offer, body, config, snapshot, open_keys) for r in decision.reports)
+    everyone_too_long = all(
+        "context_length" in oracle_rejections(r.offer, body, config, snapshot, open_keys) for r in decision.reports
+    )
     if everyone_too_long:
         assert (error.status, error.code) == (400, "context_length_exceeded")
     else:

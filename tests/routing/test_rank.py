@@ -82,7 +82,10 @@ def test_exploration_sometimes_tries_a_peer_and_says_so():
             assert order(ranked)[1] == ("cheap", "big/long")
     assert 60 < firsts["pricey"] < 140  # about 20%
     never = RoutingSettings(exploration=0.0)
-    assert all(order(rank(eligible(("big/long",)), "latency", FACTS, live, never, {}, (), rng))[0][0] == "cheap" for _ in range(50))
+    assert all(
+        order(rank(eligible(("big/long",)), "latency", FACTS, live, never, {}, (), rng))[0][0] == "cheap"
+        for _ in range(50)
+    )
 
 
 def test_throughput_prefers_the_most_tokens_per_second():

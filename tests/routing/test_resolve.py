@@ -17,7 +17,9 @@ def test_canonical_id_resolves_to_the_model():
     assert target.model == "big/long" and target.route is None and target.sort is None
 
 
-@pytest.mark.parametrize("name, sort", [("big/long:floor", "price"), ("big/long:nitro", "throughput"), ("auto:floor", "price")])
+@pytest.mark.parametrize(
+    "name, sort", [("big/long:floor", "price"), ("big/long:nitro", "throughput"), ("auto:floor", "price")]
+)
 def test_variant_suffixes_set_the_provider_sort(name, sort):
     target = resolve(name, SNAP)
     assert target.sort == sort

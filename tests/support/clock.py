@@ -32,4 +32,6 @@ def one_rate_limit_window(margin_s: float = 10.0) -> Iterator[None]:
     clear_of_minute_edge(margin_s)
     window = int(time.time() // WINDOW_S)
     yield
-    assert int(time.time() // WINDOW_S) == window, f"the burst took longer than {margin_s:g}s and crossed a minute's edge"
+    assert int(time.time() // WINDOW_S) == window, (
+        f"the burst took longer than {margin_s:g}s and crossed a minute's edge"
+    )

@@ -22,8 +22,22 @@ from tests.support.ports import free_port
 from tests.support.threaded_server import ThreadedServer
 
 MESSAGES_FIELDS = {
-    "model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
-    "stream", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container", "mcp_servers",
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
 }
 
 
@@ -53,7 +67,12 @@ class FakeAnthropic:
         self._server: ThreadedServer | None = None
 
     def start(self) -> "FakeAnthropic":
-        app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"]), Route("/v1/models", self._models, methods=["GET"])])
+        app = Starlette(
+            routes=[
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
         self._server = ThreadedServer(app, self.port, "the fake upstream")
         return self
 
@@ -78,7 +97,11 @@ class FakeAnthropic:
             status, kind, message = problem
             return _json({"type": "error", "error": {"type": kind, "message": message}}, status)
         if b.status >= 300:
-            error = {"type": "error", "error": {"type": b.error_type, "message": b.error_message}, "request_id": "req_fake"}
+            error = {
+                "type": "error",
+                "error": {"type": b.error_type, "message": b.error_message},
+                "request_id": "req_fake",
+            }
             return _json(error, b.status, b.headers)
         message = {
             "id": "msg_fake01",
@@ -105,7 +128,11 @@ class FakeAnthropic:
         if not isinstance(body.get("max_tokens"), int):
             return 400, "invalid_request_error", "max_tokens: Field required"
         roles = [m.get("role") for m in body.get("messages") or []]
-        if not roles or any(r not in ("user", "assistant") for r in roles) or any(a == b for a, b in zip(roles, roles[1:])):
+        if (
+            not roles
+            or any(r not in ("user", "assistant") for r in roles)
+            or any(a == b for a, b in zip(roles, roles[1:]))
+        ):
             return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
         return None
 
@@ -135,19 +162,28 @@ class FakeAnthropic:
         yield _event("ping", {"type": "ping"})
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
-                yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                yield _event(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
                 for word in _pieces(block["text"]):
                     delta = {"type": "text_delta", "text": word}
                     yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             else:
                 opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-                yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opening})
+                yield _event(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}
+                )
                 arguments = orjson.dumps(block["input"]).decode()
                 for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
                     delta = {"type": "input_json_delta", "partial_json": piece}
                     yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
-        delta = {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None}, "usage": {"output_tokens": b.output_tokens}}
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": b.output_tokens},
+        }
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})
 

@@ -89,7 +89,9 @@ class FakeUpstream:
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
         if b.status >= 300:
-            error = b.error_body or {"error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}}
+            error = b.error_body or {
+                "error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}
+            }
             return Response(orjson.dumps(error), status_code=b.status, media_type="application/json", headers=b.headers)
         usage = {
             "prompt_tokens": b.prompt_tokens,
@@ -105,7 +107,11 @@ class FakeUpstream:
             if b.tool_call:
                 message = {"role": "assistant", "content": None, "tool_calls": [b.tool_call]}
                 finish = "tool_calls"
-            out = {**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+            out = {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            }
             if b.send_usage:
                 out["usage"] = usage
             return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
@@ -118,14 +124,28 @@ class FakeUpstream:
         if b.stream_error_before_content:
             events.append(_event({"error": {"message": "overloaded", "type": "server_error", "code": 503}}))
         else:
-            events.append(_event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}))
+            events.append(
+                _event(
+                    {
+                        **chunk,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
+            )
             if b.tool_call:
                 delta = {"tool_calls": [{"index": 0, **b.tool_call}]}
                 events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
                 finish = "tool_calls"
             else:
                 for word in b.content.split(" "):
-                    events.append(_event({**chunk, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}))
+                    events.append(
+                        _event(
+                            {
+                                **chunk,
+                                "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+                            }
+                        )
+                    )
                 finish = "stop"
             events.append(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
             if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):

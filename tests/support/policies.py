@@ -16,18 +16,28 @@ import yaml
 DEFAULT_MODEL = "qwen/qwen3-32b"
 
 
-def one_backend_policy(base_url: str, *, models: Mapping[str, Mapping[str, Any]] | Sequence[str] = (DEFAULT_MODEL,),
-                       routes: Mapping[str, Mapping[str, Any] | Sequence[str]] | None = None,
-                       backend: str = "up", api_key: str | None = "sk-upstream", timeout_s: float | None = None,
-                       rate_limits: Mapping[str, Any] | None = None, gateway: Mapping[str, Any] | None = None) -> str:
+def one_backend_policy(
+    base_url: str,
+    *,
+    models: Mapping[str, Mapping[str, Any]] | Sequence[str] = (DEFAULT_MODEL,),
+    routes: Mapping[str, Mapping[str, Any] | Sequence[str]] | None = None,
+    backend: str = "up",
+    api_key: str | None = "sk-upstream",
+    timeout_s: float | None = None,
+    rate_limits: Mapping[str, Any] | None = None,
+    gateway: Mapping[str, Any] | None = None,
+) -> str:
     """The routing YAML for one `openai` backend at `base_url`.
 
     models: model ids, or ids mapped to their offer fields (upstream_id, prices...).
     routes: route name -> its settings, or just its model list; by default one route
         `auto` over every model.
     """
-    offers = {model: dict(fields) for model, fields in models.items()} if isinstance(models, Mapping) \
+    offers = (
+        {model: dict(fields) for model, fields in models.items()}
+        if isinstance(models, Mapping)
         else {model: {} for model in models}
+    )
     entry: dict[str, Any] = {"type": "openai", "base_url": base_url}
     if api_key is not None:
         entry["api_key"] = api_key
@@ -38,7 +48,10 @@ def one_backend_policy(base_url: str, *, models: Mapping[str, Mapping[str, Any]]
         routes = {"auto": list(offers)}
     policy: dict[str, Any] = {
         "backends": {backend: entry},
-        "routes": {name: dict(route) if isinstance(route, Mapping) else {"models": list(route)} for name, route in routes.items()},
+        "routes": {
+            name: dict(route) if isinstance(route, Mapping) else {"models": list(route)}
+            for name, route in routes.items()
+        },
     }
     if rate_limits is not None:
         policy["rate_limits"] = dict(rate_limits)

@@ -20,9 +20,15 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_INTERVAL_S = 0.05
 
 
-def poll(condition: Callable[[], T], *, what: str = "the condition", timeout: float = DEFAULT_TIMEOUT_S,
-         interval: float = DEFAULT_INTERVAL_S, ignore: tuple[type[BaseException], ...] = (),
-         context: Callable[[], str] | None = None) -> T:
+def poll(
+    condition: Callable[[], T],
+    *,
+    what: str = "the condition",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    interval: float = DEFAULT_INTERVAL_S,
+    ignore: tuple[type[BaseException], ...] = (),
+    context: Callable[[], str] | None = None,
+) -> T:
     """Call `condition` until it returns something truthy, and return that value.
 
     Exceptions of the types in `ignore` count as "not yet" (a server still starting).
@@ -43,8 +49,13 @@ def poll(condition: Callable[[], T], *, what: str = "the condition", timeout: fl
         time.sleep(interval)
 
 
-async def apoll(condition: Callable[[], T | Awaitable[T]], *, what: str = "the condition",
-                timeout: float = DEFAULT_TIMEOUT_S, interval: float = 0.01) -> T:
+async def apoll(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    what: str = "the condition",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    interval: float = 0.01,
+) -> T:
     """`poll` for tests running in an event loop: yields to it between checks.
 
     `condition` may be a plain function or return an awaitable.

@@ -37,9 +37,15 @@ class PrometheusServer:
     def start(self) -> "PrometheusServer":
         self._log = open(self.dir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
         def ready() -> bool:
@@ -47,7 +53,14 @@ class PrometheusServer:
                 raise RuntimeError("prometheus exited:\n" + self.log())
             return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
 
-        poll(ready, what="prometheus to become ready", timeout=30, interval=0.1, ignore=(httpx.HTTPError,), context=self.log)
+        poll(
+            ready,
+            what="prometheus to become ready",
+            timeout=30,
+            interval=0.1,
+            ignore=(httpx.HTTPError,),
+            context=self.log,
+        )
         return self
 
     def query(self, expr: str) -> dict:

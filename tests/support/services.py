@@ -57,8 +57,15 @@ class GatewayProcess:
     report of a failed test.
     """
 
-    def __init__(self, config_text: str, *, workers: int = 1, env: dict[str, str] | None = None, workdir: Path | None = None,
-                 config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        workdir: Path | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.owns_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="gw-test-"))
         # config_path: serve a file the test laid out itself (e.g. a ConfigMap-style symlink).
@@ -150,8 +157,21 @@ class RedisServer:
     def start(self) -> "RedisServer":
         import redis
 
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--daemonize", "no",
-                "--logfile", str(self.dir / "redis.log"), "--save", ""]
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--save",
+            "",
+        ]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = redis.Redis(port=self.port, socket_timeout=0.5)

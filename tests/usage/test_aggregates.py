@@ -34,7 +34,9 @@ def test_increments_skip_zeros_and_keep_failures_out_of_the_timings():
     assert not any(name.endswith((f"{SEP}prompt", f"{SEP}cost_nanos")) for name in names)
     assert all(part != "hist" for part, _, _ in event_increments(failed))
     ok.status, ok.latency_ms = 200, 1000.0
-    assert ("hist", f"{ok.backend}{SEP}{ok.model}{SEP}latency_ms{SEP}79", 1) in event_increments(ok)  # 2**(79/8) <= 1000 < 2**(80/8)
+    assert ("hist", f"{ok.backend}{SEP}{ok.model}{SEP}latency_ms{SEP}79", 1) in event_increments(
+        ok
+    )  # 2**(79/8) <= 1000 < 2**(80/8)
 
 
 def test_an_event_added_many_times_on_a_day_counts_that_many_times():

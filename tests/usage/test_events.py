@@ -16,8 +16,17 @@ OFFER = Offer("deepseek/deepseek-v3.2", "deepseek", "deepseek-chat", ModelOffer(
 
 
 def outcome(**kwargs) -> CallOutcome:
-    base = dict(request_id="req-1", requested_model="auto", stream=False, started_at=1741600800.25, route="auto",
-                offer=OFFER, attempts=[Attempt("deepseek", OFFER.model, None, 200, 0.4)], latency_s=0.5, ttft_s=0.4)
+    base = dict(
+        request_id="req-1",
+        requested_model="auto",
+        stream=False,
+        started_at=1741600800.25,
+        route="auto",
+        offer=OFFER,
+        attempts=[Attempt("deepseek", OFFER.model, None, 200, 0.4)],
+        latency_s=0.5,
+        ttft_s=0.4,
+    )
     base.update(kwargs)
     return CallOutcome(**base)
 
@@ -27,7 +36,12 @@ def test_a_successful_call_becomes_an_event_with_tokens_cost_and_timings():
     event = UsageEvent.from_outcome(outcome(usage=usage, cost_usd=0.000462, task="code"))
     assert event is not None
     assert event.timestamp == datetime(2025, 3, 10, 10, 0, 0, 250000, tzinfo=timezone.utc)
-    assert (event.model, event.author, event.backend, event.route) == ("deepseek/deepseek-v3.2", "deepseek", "deepseek", "auto")
+    assert (event.model, event.author, event.backend, event.route) == (
+        "deepseek/deepseek-v3.2",
+        "deepseek",
+        "deepseek",
+        "auto",
+    )
     assert event.category == "programming"  # OpenRouter's name for the `code` task
     assert (event.prompt_tokens, event.completion_tokens, event.tokens) == (1200, 300, 1500)
     assert (event.cached_tokens, event.reasoning_tokens) == (200, 100)
@@ -40,20 +54,25 @@ def test_a_successful_call_becomes_an_event_with_tokens_cost_and_timings():
 
 def test_streamed_speed_counts_from_the_first_token():
     attempts = [Attempt("deepseek", OFFER.model, None, 200, 2.2)]
-    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(10, 100), attempts=attempts, latency_s=2.5, ttft_s=0.2))
+    event = UsageEvent.from_outcome(
+        outcome(stream=True, usage=Usage(10, 100), attempts=attempts, latency_s=2.5, ttft_s=0.2)
+    )
     assert event.tokens_per_second == 50.0  # 100 tokens over the attempt's 2.2 s less its 0.2 s to the first token
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_speed_ignores_failed_attempts_and_the_gateways_own_time(stream):
     attempts = [Attempt("groq", OFFER.model, "timeout", None, 3.0), Attempt("deepseek", OFFER.model, None, 200, 1.5)]
-    event = UsageEvent.from_outcome(outcome(stream=stream, usage=Usage(10, 100), attempts=attempts, latency_s=4.6,
-                                            ttft_s=0.5 if stream else 1.5))
+    event = UsageEvent.from_outcome(
+        outcome(stream=stream, usage=Usage(10, 100), attempts=attempts, latency_s=4.6, ttft_s=0.5 if stream else 1.5)
+    )
     assert event.tokens_per_second == (100.0 if stream else 66.667)  # over 1.5 - 0.5 s streamed, 1.5 s not
 
 
 def test_event_ids_are_unique_per_call():
-    assert UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id != UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id
+    assert (
+        UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id != UsageEvent.from_outcome(outcome(usage=Usage(1, 1))).id
+    )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +103,9 @@ def test_failed_call_is_recorded_with_its_status_and_no_tokens():
 
 
 def test_estimated_usage_is_marked_and_not_used_for_speed():
-    event = UsageEvent.from_outcome(outcome(stream=True, usage=Usage(40, 12, estimated=True), latency_s=1.0, ttft_s=0.1))
+    event = UsageEvent.from_outcome(
+        outcome(stream=True, usage=Usage(40, 12, estimated=True), latency_s=1.0, ttft_s=0.1)
+    )
     assert event.estimated and event.tokens == 52
     assert event.tokens_per_second is None
 
@@ -102,7 +123,18 @@ def test_json_shape_uses_the_ledger_field_names():
     event = UsageEvent.from_outcome(outcome(usage=Usage(5, 6), cost_usd=1e-6))
     data = event.to_json()
     assert data["timestamp"] == "2025-03-10T10:00:00.250000Z"
-    for name in ("id", "model", "backend", "app", "category", "prompt_tokens", "completion_tokens", "cost",
-                 "latency_ms", "ttft_ms", "status"):
+    for name in (
+        "id",
+        "model",
+        "backend",
+        "app",
+        "category",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "latency_ms",
+        "ttft_ms",
+        "status",
+    ):
         assert name in data
     assert data["tokens"] == 11

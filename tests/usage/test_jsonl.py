@@ -16,23 +16,43 @@ def test_an_exported_line_imports_back_to_the_same_event():
 
 
 def test_minimal_line_takes_defaults_and_derives_the_author():
-    event = event_from_json({"id": "x", "timestamp": "2025-03-10T12:00:00+01:00", "model": "qwen/qwen3-32b",
-                             "prompt_tokens": 10, "completion_tokens": 5})
+    event = event_from_json(
+        {
+            "id": "x",
+            "timestamp": "2025-03-10T12:00:00+01:00",
+            "model": "qwen/qwen3-32b",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+        }
+    )
     assert event.timestamp == datetime(2025, 3, 10, 11, 0, tzinfo=timezone.utc)
-    assert (event.author, event.backend, event.category, event.status, event.cost) == ("qwen", "unknown", "chat", 200, 0.0)
+    assert (event.author, event.backend, event.category, event.status, event.cost) == (
+        "qwen",
+        "unknown",
+        "chat",
+        200,
+        0.0,
+    )
 
 
 def test_a_timestamp_without_zone_is_utc():
-    event = event_from_json({"id": "x", "timestamp": "2025-03-10T12:00:00", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1})
+    event = event_from_json(
+        {"id": "x", "timestamp": "2025-03-10T12:00:00", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}
+    )
     assert event.timestamp.tzinfo is timezone.utc and event.timestamp.hour == 12
 
 
 def test_parse_lines_numbers_bad_lines_and_skips_blank_ones():
     good = event_line(EVENTS[0])
-    lines = [good, b"\n", b'{"id": "y", "model": "a/b"}\n', b"[1, 2]\n",
-             b'{"id": "z", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 2, "completion_tokens": 1, "tokens": 4}\n',
-             b'{"id": "s", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1, "status": 99}\n',
-             b'{"id": "c", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1, "backend": "a\\u001fb"}\n']
+    lines = [
+        good,
+        b"\n",
+        b'{"id": "y", "model": "a/b"}\n',
+        b"[1, 2]\n",
+        b'{"id": "z", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 2, "completion_tokens": 1, "tokens": 4}\n',
+        b'{"id": "s", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1, "status": 99}\n',
+        b'{"id": "c", "timestamp": "2025-03-10T00:00:00Z", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1, "backend": "a\\u001fb"}\n',
+    ]
     results = dict(parse_lines(lines))
     assert set(results) == {1, 3, 4, 5, 6, 7}
     assert results[1] == EVENTS[0]

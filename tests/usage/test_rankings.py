@@ -70,7 +70,10 @@ def test_month_window_and_previous_window_bounds():
 def test_ties_are_broken_by_name_so_every_replica_agrees():
     from tests.usage.fixtures import _event
 
-    events = [_event("a", "2025-03-10T00:00:00", "b/model", "x", 10, 0), _event("b", "2025-03-10T00:00:00", "a/model", "x", 10, 0)]
+    events = [
+        _event("a", "2025-03-10T00:00:00", "b/model", "x", 10, 0),
+        _event("b", "2025-03-10T00:00:00", "a/model", "x", 10, 0),
+    ]
     body = compute_rankings(ranking_query("day", "2025-03-10", 5), aggregates_of(events))
     assert [m["model"] for m in body["models"]] == ["a/model", "b/model"]
 
@@ -102,8 +105,13 @@ def test_daily_series_has_one_bar_per_day():
 
 @pytest.mark.parametrize(
     ("args", "param"),
-    [(("year", None, None), "window"), (("week", "2025-13-01", None), "end"), (("week", None, "0"), "limit"),
-     (("week", None, "many"), "limit"), (("week", None, "100000"), "limit")],
+    [
+        (("year", None, None), "window"),
+        (("week", "2025-13-01", None), "end"),
+        (("week", None, "0"), "limit"),
+        (("week", None, "many"), "limit"),
+        (("week", None, "100000"), "limit"),
+    ],
 )
 def test_bad_query_parameters_name_the_parameter(args, param):
     with pytest.raises(QueryError) as info:

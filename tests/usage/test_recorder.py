@@ -49,8 +49,15 @@ class FlakyStore(UsageStore):
 
 
 def finished_call(prompt: int = 10, completion: int = 5) -> CallOutcome:
-    return CallOutcome(request_id="r", requested_model="auto", stream=False, offer=OFFER, started_at=NOON,
-                       attempts=[Attempt("up", OFFER.model, None, 200, 0.1)], usage=Usage(prompt, completion))
+    return CallOutcome(
+        request_id="r",
+        requested_model="auto",
+        stream=False,
+        offer=OFFER,
+        started_at=NOON,
+        attempts=[Attempt("up", OFFER.model, None, 200, 0.1)],
+        usage=Usage(prompt, completion),
+    )
 
 
 async def wait_for(condition, timeout: float = 10.0) -> None:
@@ -132,7 +139,9 @@ async def test_events_made_while_redis_is_down_arrive_once_it_is_back(redis_serv
 
     from gateway.usage.redis_store import RedisUsageStore
 
-    store = RedisUsageStore(Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1), owns_client=True)
+    store = RedisUsageStore(
+        Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1), owns_client=True
+    )
     recorder = UsageRecorder(store, batch_size=2, flush_interval_s=0.02, retry_initial_s=0.02, retry_max_s=0.2)
     recorder.start()
     redis_server.stop()
@@ -178,7 +187,9 @@ class HalfwayStore(FlakyStore):
 
 
 async def test_a_write_that_failed_halfway_is_retried_whole_and_counts_each_event_once(sqlite):
-    recorder = UsageRecorder(HalfwayStore(sqlite, failures=1), batch_size=6, flush_interval_s=0.01, retry_initial_s=0.01)
+    recorder = UsageRecorder(
+        HalfwayStore(sqlite, failures=1), batch_size=6, flush_interval_s=0.01, retry_initial_s=0.01
+    )
     recorder.start()
     for _ in range(6):
         recorder.call_finished(finished_call())

@@ -81,8 +81,12 @@ async def test_two_writers_on_one_store_count_each_event_once(store, request):
     twin = twin_of(store, request)
     events = varied_events(600)
     try:
-        written = await asyncio.gather(store.record(events[:400]), twin.record(events[200:]),
-                                       store.record(events[100:300]), twin.record(events[500:]))
+        written = await asyncio.gather(
+            store.record(events[:400]),
+            twin.record(events[200:]),
+            store.record(events[100:300]),
+            twin.record(events[500:]),
+        )
     finally:
         await twin.aclose()
     assert sum(written) == 600
@@ -92,8 +96,18 @@ async def test_two_writers_on_one_store_count_each_event_once(store, request):
 
 async def test_counters_stay_exact_beyond_double_precision(store):
     big = 2**52 + 1  # sums of these need more than a double's 53 bits
-    events = [UsageEvent(id=f"big{i}", timestamp=datetime(2025, 3, 10, tzinfo=timezone.utc), model="qwen/qwen3-32b",
-                         backend="groq", prompt_tokens=big, completion_tokens=i, cost=0.0) for i in range(3)]
+    events = [
+        UsageEvent(
+            id=f"big{i}",
+            timestamp=datetime(2025, 3, 10, tzinfo=timezone.utc),
+            model="qwen/qwen3-32b",
+            backend="groq",
+            prompt_tokens=big,
+            completion_tokens=i,
+            cost=0.0,
+        )
+        for i in range(3)
+    ]
     assert await store.record(events) == 3
     totals = (await store.rankings(week()))["totals"]
     assert totals["prompt_tokens"] == 3 * big and totals["tokens"] == 3 * big + 3
@@ -112,9 +126,13 @@ async def test_export_returns_each_recorded_event_of_the_range_once(store):
 
 async def test_import_skips_bad_lines_by_number_and_is_idempotent(store):
     lines = [event_line(e) for e in EVENTS[:3]]
-    lines.insert(1, b'{"id": "bad-1", "timestamp": "yesterday", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}\n')
+    lines.insert(
+        1, b'{"id": "bad-1", "timestamp": "yesterday", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}\n'
+    )
     lines.insert(3, b"not json at all\n")
-    lines.append(b'{"id": "bad-2", "timestamp": "2025-03-10T00:00:00Z", "model": "nomodel", "prompt_tokens": -1, "completion_tokens": 1}\n')
+    lines.append(
+        b'{"id": "bad-2", "timestamp": "2025-03-10T00:00:00Z", "model": "nomodel", "prompt_tokens": -1, "completion_tokens": 1}\n'
+    )
     report = await import_lines(store, lines)
     assert report.imported == 3 and report.duplicates == 0
     assert [b.number for b in report.bad] == [2, 4, 6]
@@ -162,7 +180,9 @@ async def test_redis_keys_share_one_hash_tag_per_day(redis_server):
     keys = sorted(k.decode() for k in await client.keys("*"))
     assert keys
     for key in keys:
-        assert re.fullmatch(r"\{usage:\d{4}-\d{2}-\d{2}\}:(model|category|app|offer|hist|titles|events|seen:\w+)", key), key
+        assert re.fullmatch(
+            r"\{usage:\d{4}-\d{2}-\d{2}\}:(model|category|app|offer|hist|titles|events|seen:\w+)", key
+        ), key
     assert 0 < await client.ttl("{usage:2025-03-10}:seen:w1") <= store.dedupe_ttl_s
     assert 0 < await client.ttl("{usage:2025-03-10}:events") <= store.stream_ttl_s
     await client.aclose()

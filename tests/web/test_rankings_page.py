@@ -24,17 +24,32 @@ SERIES_COLOURS = ["#6366f1", "#f59e0b", "#10b981", "#ef4444", "#3b82f6"]
 
 def chromium(url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess:
     binary = require_binary("chromium")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1280,1400"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,1400",
+    ]
     return subprocess.run([binary, *flags, *mode, url], capture_output=True, timeout=90)
 
 
 @pytest.fixture
 def ranked_gateway(start_gateway, tmp_path):
     gw = start_gateway(FIXTURE_CONFIG)
-    done = gateway_cli("usage", "import", str(write_fixture(tmp_path / "fixture.jsonl")),
-                       env={"GATEWAY_DATA_DIR": str(gw.dir / "data")})
+    done = gateway_cli(
+        "usage",
+        "import",
+        str(write_fixture(tmp_path / "fixture.jsonl")),
+        env={"GATEWAY_DATA_DIR": str(gw.dir / "data")},
+    )
     assert done.returncode == 0, done.stderr
     return gw
 
@@ -54,8 +69,12 @@ def test_chromium_renders_the_rankings(ranked_gateway, tmp_path):
         dom = chromium(url, Path(profile), "--dump-dom")
     html = dom.stdout.decode()
     assert 'data-state="ready"' in html, dom.stderr.decode()[-2000:]
-    leaderboard = html[html.index('id="leaderboard"'):html.index('id="others"')]
-    assert leaderboard.index("deepseek/deepseek-v3.2") < leaderboard.index("qwen/qwen3-32b") < leaderboard.index("moonshotai/kimi-k2.5")
+    leaderboard = html[html.index('id="leaderboard"') : html.index('id="others"')]
+    assert (
+        leaderboard.index("deepseek/deepseek-v3.2")
+        < leaderboard.index("qwen/qwen3-32b")
+        < leaderboard.index("moonshotai/kimi-k2.5")
+    )
     assert "▲ 100.0%" in leaderboard and "▼ 25.0%" in leaderboard  # week-over-week change
     assert re.search(r'id="category".*<option value="programming">', html)
     assert "https://cline.bot" in html or "Cline" in html
