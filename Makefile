@@ -6,7 +6,7 @@ CONFIG ?= policies/default.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install bench bench-routing lock clean system-deps js-deps
+.PHONY: run test lint format install bench bench-routing lock clean system-deps js-deps
 
 $(BIN)/gateway: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,16 @@ $(JS_DEPS): tests/js/package-lock.json
 
 js-deps: $(JS_DEPS)
 
-test: install js-deps
+# One formatter and linter (ruff, pinned in requirements.lock); `make format` fixes what it can.
+lint: install
+	$(BIN)/ruff format --check gateway tests bench scripts
+	$(BIN)/ruff check gateway tests bench scripts
+
+format: install
+	$(BIN)/ruff format gateway tests bench scripts
+	$(BIN)/ruff check --fix gateway tests bench scripts
+
+test: install js-deps lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: install

@@ -34,15 +34,15 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.usage.aggregates import IncrementBatch  # noqa: E402
-from gateway.usage.events import UsageEvent  # noqa: E402
-from gateway.usage.rankings import ranking_query, series_query  # noqa: E402
-from gateway.usage.redis_store import RedisUsageStore  # noqa: E402
+from gateway.usage.aggregates import IncrementBatch
+from gateway.usage.events import UsageEvent
+from gateway.usage.rankings import ranking_query, series_query
+from gateway.usage.redis_store import RedisUsageStore
 
 END = date(2025, 3, 16)
 
@@ -124,7 +124,7 @@ def event_shapes(count: int, rng: random.Random) -> list[UsageEvent]:
         shapes.append(
             UsageEvent(
                 id=f"shape-{i}",
-                timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc),
+                timestamp=datetime(2025, 1, 1, tzinfo=UTC),
                 model=model,
                 backend=backend,
                 prompt_tokens=prompt,
@@ -192,7 +192,7 @@ async def main() -> None:
 
         # Outside the ranked weeks, so the rankings below read only the 10M events' aggregates.
         live = [
-            replace(shapes[i % len(shapes)], id=f"live-{i}", timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc))
+            replace(shapes[i % len(shapes)], id=f"live-{i}", timestamp=datetime(2025, 1, 1, tzinfo=UTC))
             for i in range(args.live_events)
         ]
         t = time.perf_counter()

@@ -78,8 +78,8 @@ def decide_table(policy: str, cases: dict[str, dict]) -> None:
         chat = parse_chat_request(orjson.dumps(body))
         facts = request_facts(chat, config.gateway)
         decision = decide(chat, {}, snapshot, live)
-        t_decide = best_us(lambda: decide(chat, {}, snapshot, live), 2000)
-        t_classify = best_us(lambda: classify(chat, {}, facts, config.gateway.classifier), 2000)
+        t_decide = best_us(lambda chat=chat: decide(chat, {}, snapshot, live), 2000)
+        t_classify = best_us(lambda chat=chat, facts=facts: classify(chat, {}, facts, config.gateway.classifier), 2000)
         tokens = f"~{facts.prompt_tokens:,} tokens"
         print(
             f"  {name:18s} {t_decide:8.1f} {t_classify:9.1f}  {len(decision.candidates):10d}  {decision.task}, {tokens}"
@@ -173,7 +173,7 @@ def redis_sync_per_call(snapshot: ConfigSnapshot, one_call, calls: int = 2000) -
                     try:
                         await client.ping()
                         break
-                    except Exception:  # noqa: BLE001 - not up yet
+                    except Exception:
                         await asyncio.sleep(0.05)
                 live = LiveState(lambda: snapshot, rng=random.Random(1))
                 sync = SharedLiveState(client, live, interval_s=3600)
@@ -195,7 +195,23 @@ def redis_sync_per_call(snapshot: ConfigSnapshot, one_call, calls: int = 2000) -
 
 
 def main() -> None:
-    words = "the quick brown fox jumps over the lazy dog while the report covers quarterly revenue".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "while",
+        "the",
+        "report",
+        "covers",
+        "quarterly",
+        "revenue",
+    ]
     rng = random.Random(2)
     long_text = " ".join(rng.choice(words) for _ in range(7500)) + "\nSummarize the document above."
     short = messages("What is the capital of Australia?")

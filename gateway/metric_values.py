@@ -30,7 +30,7 @@ class LoopValue:
     """prometheus-client's `MutexValue` without the lock, for values one thread writes."""
 
     _multiprocess = False
-    __slots__ = ("_value", "_exemplar")
+    __slots__ = ("_exemplar", "_value")
 
     def __init__(self, value: float = 0.0) -> None:
         self._value = value

@@ -241,14 +241,14 @@ class Metrics:
             if speed is not None:
                 series.tokens_per_second(speed)
 
-    def _series(self, route: str, model: str, backend: str) -> "_CallSeries":
+    def _series(self, route: str, model: str, backend: str) -> _CallSeries:
         key = (route, model, backend)
         series = self._call_series.get(key)
         if series is None:
             series = self._call_series[key] = _CallSeries(self, route, model, backend)
         return series
 
-    def _offer_series(self, offer: Offer) -> "_OfferSeries":
+    def _offer_series(self, offer: Offer) -> _OfferSeries:
         series = self._offers.get(offer.key)
         if series is None:
             series = self._offers[offer.key] = _OfferSeries(self, offer.backend, offer.model)
@@ -342,18 +342,18 @@ class _CallSeries:
     then costs one dictionary lookup and the additions (see `gateway.metric_values`)."""
 
     __slots__ = (
-        "route",
-        "model",
         "backend",
-        "requests",
-        "decisions",
-        "duration",
-        "overhead",
-        "prompt_tokens",
         "completion_tokens",
         "cost",
-        "ttft",
+        "decisions",
+        "duration",
+        "model",
+        "overhead",
+        "prompt_tokens",
+        "requests",
+        "route",
         "tokens_per_second",
+        "ttft",
     )
 
     def __init__(self, metrics: Metrics, route: str, model: str, backend: str) -> None:
@@ -374,7 +374,7 @@ class _CallSeries:
 class _OfferSeries:
     """What each attempt on one backend+model adds to."""
 
-    __slots__ = ("inflight", "attempts_ok")
+    __slots__ = ("attempts_ok", "inflight")
 
     def __init__(self, metrics: Metrics, backend: str, model: str) -> None:
         self.inflight = adder(metrics.inflight.labels(backend))

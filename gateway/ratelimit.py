@@ -153,8 +153,8 @@ class LocalWindows:
 class RateLimiter:
     def __init__(
         self,
-        metrics: "Metrics | None" = None,
-        redis: "Redis | None" = None,
+        metrics: Metrics | None = None,
+        redis: Redis | None = None,
         *,
         store_timeout_s: float = 0.5,
         store_retry_s: float = 5.0,
@@ -183,7 +183,7 @@ class RateLimiter:
         if self._script is not None and time.monotonic() >= self._store_down_until:
             try:
                 refusal = await self._check_shared(limits, window, elapsed)
-            except Exception as exc:  # noqa: BLE001 - any store failure: fail open, locally
+            except Exception as exc:
                 self._store_failed(exc)
                 refusal = self._local.check_and_count(limits, window, elapsed)
             else:

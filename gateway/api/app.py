@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             for closer in state.closers:
                 try:
                     await closer()
-                except Exception:  # noqa: BLE001 - shutdown must go on
+                except Exception:
                     log.exception("shutdown step failed")
             await state.backends.aclose()
             if state.redis is not None:

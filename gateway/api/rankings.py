@@ -93,7 +93,7 @@ def register(app: FastAPI) -> None:
         prices = prices_of(state.config.current)
         try:
             days = await store.read_aggregates(query.spans())
-        except Exception as exc:  # noqa: BLE001 - any store failure is a 503, logged
+        except Exception as exc:
             raise _unavailable(exc) from None
         return _json(await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices)))
 
@@ -110,7 +110,7 @@ def register(app: FastAPI) -> None:
         store = _store(state)
         try:
             days = await store.read_aggregates(query.spans())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _unavailable(exc) from None
         return _json(await memo.answer(query, days, lambda: compute_series(query, days)))
 

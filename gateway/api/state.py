@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from gateway.api.auth import Authenticator
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
-from gateway.metrics import Metrics
 from gateway.ids import RequestIds
+from gateway.metrics import Metrics
 from gateway.proxy.outcome import Observers
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
@@ -41,7 +41,7 @@ class AppState:
     limiter: RateLimiter = field(default_factory=RateLimiter)  # replaced in the lifespan once Redis is known
     # Shared state for several replicas (usage aggregates, routing stats, rate limits);
     # None when GATEWAY_REDIS_URL is unset and everything is embedded.
-    redis: "Redis | None" = None
+    redis: Redis | None = None
     # The usage ledger (SQLite, or Redis when configured) and the observer writing to it.
-    usage_store: "UsageStore | None" = None
-    usage_recorder: "UsageRecorder | None" = None
+    usage_store: UsageStore | None = None
+    usage_recorder: UsageRecorder | None = None

@@ -74,7 +74,7 @@ class UpstreamResponse(abc.ABC):
         parts = [chunk async for chunk in self.aiter_bytes()]
         return b"".join(parts)
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         return None
 
 
@@ -93,7 +93,7 @@ class Backend(abc.ABC):
         """Active health probe; backends without one are healthy by assumption."""
         return True
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         return None
 
 

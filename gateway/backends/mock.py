@@ -19,10 +19,38 @@ import orjson
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
 from gateway.protocol.tokens import estimate_prompt_tokens
 
-_WORDS = (
-    "This is a synthetic reply from the gateway's mock backend, generated locally so the "
-    "gateway answers without any upstream. Point a real backend at a model to get real text. "
-).split()
+_WORDS = [
+    "This",
+    "is",
+    "a",
+    "synthetic",
+    "reply",
+    "from",
+    "the",
+    "gateway's",
+    "mock",
+    "backend,",
+    "generated",
+    "locally",
+    "so",
+    "the",
+    "gateway",
+    "answers",
+    "without",
+    "any",
+    "upstream.",
+    "Point",
+    "a",
+    "real",
+    "backend",
+    "at",
+    "a",
+    "model",
+    "to",
+    "get",
+    "real",
+    "text.",
+]
 
 
 def _completion_words(payload: dict[str, Any], default: int) -> list[str]:
@@ -32,7 +60,7 @@ def _completion_words(payload: dict[str, Any], default: int) -> list[str]:
 
 
 class MockResponse(UpstreamResponse):
-    def __init__(self, backend: "MockBackend", request: UpstreamRequest) -> None:
+    def __init__(self, backend: MockBackend, request: UpstreamRequest) -> None:
         self._backend = backend
         self._payload = request.payload
         self._stream = request.stream

@@ -137,7 +137,7 @@ class ConfigHolder:
         for listener in self._listeners:
             try:
                 listener(result)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("reload listener failed")
 
     async def watch(self, poll_s: float = 2.0) -> None:

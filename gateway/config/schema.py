@@ -102,7 +102,7 @@ class BackendConfig(Strict):
         return models
 
     @model_validator(mode="after")
-    def _base_url_known(self) -> "BackendConfig":
+    def _base_url_known(self) -> BackendConfig:
         if self.base_url is None and VENDORS[self.type].base_url is None and self.type != "mock":
             raise ValueError(f"backends of type `{self.type}` need a base_url")
         return self

@@ -56,7 +56,7 @@ class ConfigSnapshot:
     @classmethod
     def build(
         cls, config: GatewayConfig, source: str = "<memory>", warnings: list[str] | None = None, text: str = ""
-    ) -> "ConfigSnapshot":
+    ) -> ConfigSnapshot:
         enabled = {
             name: b
             for name, b in config.backends.items()

@@ -103,21 +103,21 @@ class Observers:
         for o in self._observers:
             try:
                 o.attempt_started(offer)
-            except Exception:  # noqa: BLE001 - an observer bug must not fail the call
+            except Exception:
                 _log_observer_error(o)
 
     def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
         for o in self._observers:
             try:
                 o.attempt_finished(offer, attempt, ttft_s)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 _log_observer_error(o)
 
     def call_finished(self, outcome: CallOutcome) -> None:
         for o in self._observers:
             try:
                 o.call_finished(outcome)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 _log_observer_error(o)
 
 

@@ -32,16 +32,16 @@ class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
     __slots__ = (
-        "strip_usage",
-        "hold_done",
-        "done_held",
-        "meta",
-        "usage",
-        "content_events",
-        "first_content_at",
-        "saw_done",
         "_events",
         "_started",
+        "content_events",
+        "done_held",
+        "first_content_at",
+        "hold_done",
+        "meta",
+        "saw_done",
+        "strip_usage",
+        "usage",
     )
 
     def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:

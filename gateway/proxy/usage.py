@@ -21,7 +21,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_openai(cls, usage: Any) -> "Usage | None":
+    def from_openai(cls, usage: Any) -> Usage | None:
         if not isinstance(usage, dict):
             return None
         prompt = _int(usage.get("prompt_tokens"))

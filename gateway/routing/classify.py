@@ -25,10 +25,10 @@ import importlib
 import logging
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, get_args
+from typing import Any, get_args
 
 from gateway.config.schema import ClassifierConfig, Task
 from gateway.protocol.chat import ChatRequest
@@ -77,17 +77,97 @@ _CODE_LINE = re.compile(
 # Vocabulary is matched as a set intersection with the window's words (a regex alternation
 # with IGNORECASE costs ~1 ms on a long prompt; splitting and intersecting costs ~50 us).
 _CODE_WORDS = frozenset(
-    "python javascript typescript java rust golang kotlin swift c++ c# php ruby sql bash regex function functions "
-    "method methods class classes compile compiler compiled debug debugging bug bugs refactor refactoring "
-    "exception api endpoint json yaml dockerfile kubernetes git npm pip variable variables recursion algorithm "
-    "code script syntax segfault repository deploy async".split()
+    [
+        "python",
+        "javascript",
+        "typescript",
+        "java",
+        "rust",
+        "golang",
+        "kotlin",
+        "swift",
+        "c++",
+        "c#",
+        "php",
+        "ruby",
+        "sql",
+        "bash",
+        "regex",
+        "function",
+        "functions",
+        "method",
+        "methods",
+        "class",
+        "classes",
+        "compile",
+        "compiler",
+        "compiled",
+        "debug",
+        "debugging",
+        "bug",
+        "bugs",
+        "refactor",
+        "refactoring",
+        "exception",
+        "api",
+        "endpoint",
+        "json",
+        "yaml",
+        "dockerfile",
+        "kubernetes",
+        "git",
+        "npm",
+        "pip",
+        "variable",
+        "variables",
+        "recursion",
+        "algorithm",
+        "code",
+        "script",
+        "syntax",
+        "segfault",
+        "repository",
+        "deploy",
+        "async",
+    ]
 )
 _CODE_PHRASES = ("unit test", "stack trace", "shell script", "runtime error", "pull request", "null pointer")
 _MATH_MARKS = ("\\frac", "\\int", "\\sum", "\\sqrt", "$$", "\\begin{equation", "\\lim", "\\partial")
 _MATH_WORDS = frozenset(
-    "solve equation equations integral integrate derivative differentiate calculate compute prove proof theorem "
-    "lemma probability matrix matrices eigenvalue eigenvalues eigenvector polynomial factorial primes algebra "
-    "algebraic geometry calculus logarithm sqrt modulo arithmetic quadratic hypotenuse".split()
+    [
+        "solve",
+        "equation",
+        "equations",
+        "integral",
+        "integrate",
+        "derivative",
+        "differentiate",
+        "calculate",
+        "compute",
+        "prove",
+        "proof",
+        "theorem",
+        "lemma",
+        "probability",
+        "matrix",
+        "matrices",
+        "eigenvalue",
+        "eigenvalues",
+        "eigenvector",
+        "polynomial",
+        "factorial",
+        "primes",
+        "algebra",
+        "algebraic",
+        "geometry",
+        "calculus",
+        "logarithm",
+        "sqrt",
+        "modulo",
+        "arithmetic",
+        "quadratic",
+        "hypotenuse",
+    ]
 )
 _MATH_PHRASES = ("prime number", "sum of", "product of", "square root")
 # Leading `\d` lets the regex engine skip ahead to digits; powers like `x^2` are checked apart.
@@ -96,7 +176,18 @@ _ASCII_ARITHMETIC = re.compile(r"[0-9]\s*[-+*/^×÷=<>]\s*\(?-?[0-9]")  # the sa
 _DIGITS = "0123456789"
 _POWER = re.compile(r"[a-zA-Z)]\s*\^\s*\d")
 _TRANSLATE_WORDS = frozenset(
-    "translate translation translating translated traduire traduis traducir traduce übersetze übersetzen".split()
+    [
+        "translate",
+        "translation",
+        "translating",
+        "translated",
+        "traduire",
+        "traduis",
+        "traducir",
+        "traduce",
+        "übersetze",
+        "übersetzen",
+    ]
 )
 _TRANSLATE_MARKS = ("翻译", "翻譯", "翻訳", "번역")
 _LANGUAGES = (
@@ -140,8 +231,25 @@ _REASONING_PHRASES = (
     "pros and cons",
 )
 _REASONING_WORDS = frozenset(
-    "why explain analyze analyse tradeoff tradeoffs trade-offs compare evaluate plan strategy deduce infer justify "
-    "consequences implications argument".split()
+    [
+        "why",
+        "explain",
+        "analyze",
+        "analyse",
+        "tradeoff",
+        "tradeoffs",
+        "trade-offs",
+        "compare",
+        "evaluate",
+        "plan",
+        "strategy",
+        "deduce",
+        "infer",
+        "justify",
+        "consequences",
+        "implications",
+        "argument",
+    ]
 )
 _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "+#-"})
 
@@ -317,7 +425,7 @@ def classify(chat: ChatRequest, headers: Mapping[str, str], facts: RequestFacts,
 def _plugged(chat: ChatRequest, facts: RequestFacts, kind: str) -> str | None:
     try:
         task = load_classifier(kind)(chat, facts)
-    except Exception:  # noqa: BLE001 - a plug-in bug must not fail requests
+    except Exception:
         log.exception("classifier %s failed; using the heuristic", kind)
         return None
     if task is None:

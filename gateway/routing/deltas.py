@@ -59,7 +59,7 @@ class PendingShare:
         self.tps_count += 1
         self.alpha, self.updated_at = alpha, now
 
-    def followed_by(self, newer: "PendingShare") -> "PendingShare":
+    def followed_by(self, newer: PendingShare) -> PendingShare:
         """This share and a later one as one (a failed sync puts its share back before the
         observations made meanwhile)."""
         merged = PendingShare(

@@ -36,7 +36,7 @@ class Verdict:
     """One filter's judgement of one candidate. The reason is formatted only when read
     (explanations, errors), not on every request."""
 
-    __slots__ = ("filter", "passed", "_text", "_args")
+    __slots__ = ("_args", "_text", "filter", "passed")
 
     def __init__(self, filter: str, passed: bool, text: str, *args: object) -> None:
         self.filter = filter
@@ -159,14 +159,14 @@ def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float 
     return Verdict("max_price", True, "under the price ceiling")
 
 
-def check_circuit(admission: "Admission | None") -> Verdict:
+def check_circuit(admission: Admission | None) -> Verdict:
     if admission is None:
         return NO_OBSERVATIONS
     return admission.verdict
 
 
 def passes(
-    candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: "Admission | None"
+    candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: Admission | None
 ) -> bool:
     """Whether `evaluate` would pass every filter, without building its verdicts.
 
@@ -203,13 +203,11 @@ def passes(
     prompt, completion = ceilings
     if prompt is not None and candidate.input_price > prompt:
         return False
-    if completion is not None and candidate.output_price > completion:
-        return False
-    return True
+    return completion is None or candidate.output_price <= completion
 
 
 def evaluate(
-    candidate: Candidate, ctx: FilterContext, ceilings, admission: "Admission | None"
+    candidate: Candidate, ctx: FilterContext, ceilings, admission: Admission | None
 ) -> tuple[tuple[Verdict, ...], bool]:
     """Every filter's verdict, and whether the candidate passed them all."""
     verdicts = (

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gateway.config.snapshot import ConfigSnapshot, Offer
-    from gateway.routing.candidates import Candidate
     from gateway.proxy.outcome import Attempt, CallOutcome
+    from gateway.routing.candidates import Candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class LiveState:
 
     def __init__(
         self,
-        snapshot: Callable[[], "ConfigSnapshot"],
+        snapshot: Callable[[], ConfigSnapshot],
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -94,7 +94,7 @@ class LiveState:
     def observed(self, key: Key) -> Observed | None:
         return self.stats.get(key)
 
-    def admissions(self, candidates: "Sequence[Candidate]", now: float, snapshot: "ConfigSnapshot") -> list[Admission]:
+    def admissions(self, candidates: Sequence[Candidate], now: float, snapshot: ConfigSnapshot) -> list[Admission]:
         """`admission()` of each candidate; the common case (no record, or a closed circuit
         with nothing against it) costs one dictionary lookup."""
         record_of = self.circuits.lookup()
@@ -110,7 +110,7 @@ class LiveState:
                 out.append(self.admission(candidate.offer, now, snapshot))
         return out
 
-    def admission(self, offer: "Offer", now: float, snapshot: "ConfigSnapshot | None" = None) -> Admission:
+    def admission(self, offer: Offer, now: float, snapshot: ConfigSnapshot | None = None) -> Admission:
         backend = offer.backend
         if self.health.is_down(backend):
             probe = self.health.get(backend)
@@ -137,10 +137,10 @@ class LiveState:
         return sorted(rows, key=lambda r: (r.backend, r.model))
 
     # -- CallObserver -------------------------------------------------------------------
-    def attempt_started(self, offer: "Offer") -> None:
+    def attempt_started(self, offer: Offer) -> None:
         self.circuits.started(offer.key, self.clock())
 
-    def attempt_finished(self, offer: "Offer", attempt: "Attempt", ttft_s: float | None) -> None:
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
         now = self.clock()
         key = offer.key
         snapshot = self._snapshot()
@@ -170,7 +170,7 @@ class LiveState:
             if pending is not None:
                 pending.failure(now, threshold)
 
-    def call_finished(self, outcome: "CallOutcome") -> None:
+    def call_finished(self, outcome: CallOutcome) -> None:
         offer, usage = outcome.offer, outcome.usage
         if offer is None or usage is None or outcome.status >= 400 or not outcome.attempts:
             return

@@ -62,7 +62,7 @@ class _Workings:
     """
 
     considered: Sequence[Candidate]
-    admissions: list["Admission | None"]
+    admissions: list[Admission | None]
     ctx: FilterContext
     ceilings: tuple[float | None, float | None]
     entries: list[Entry]  # every eligible candidate, ranked

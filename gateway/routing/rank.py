@@ -41,7 +41,7 @@ OBSERVED = ("latency", "throughput")
 class Score:
     """A candidate's score (lower ranks first) and, formatted only when read, why."""
 
-    __slots__ = ("value", "explored", "_text", "_args")
+    __slots__ = ("_args", "_text", "explored", "value")
 
     def __init__(self, value: float, text: str, *args: object, explored: bool = False) -> None:
         self.value = value
@@ -88,7 +88,7 @@ def score(
     candidate: Candidate,
     strategy: str,
     facts: RequestFacts,
-    seen: "Observed | None",
+    seen: Observed | None,
     settings: RoutingSettings,
     weights: dict[str, float],
     rng: random.Random | None,
@@ -148,10 +148,10 @@ _CANDIDATE, _TEXT, _ARGS = 7, 8, 9
 
 
 def order_candidates(
-    eligible: list[tuple[Candidate, "Admission | None"]],
+    eligible: list[tuple[Candidate, Admission | None]],
     strategy: str,
     facts: RequestFacts,
-    live: "LiveState | None",
+    live: LiveState | None,
     settings: RoutingSettings,
     weights: dict[str, float],
     order: tuple[str, ...],
@@ -216,7 +216,7 @@ def order_candidates(
     return entries, False
 
 
-def try_order(entries: list[Entry]) -> tuple["Offer", ...]:
+def try_order(entries: list[Entry]) -> tuple[Offer, ...]:
     return tuple([e[_CANDIDATE].offer for e in entries])
 
 
@@ -241,10 +241,10 @@ def ranked(entries: list[Entry], explored: bool) -> list[Ranked]:
 
 
 def rank(
-    eligible: list[tuple[Candidate, "Admission | None"]],
+    eligible: list[tuple[Candidate, Admission | None]],
     strategy: str,
     facts: RequestFacts,
-    live: "LiveState | None",
+    live: LiveState | None,
     settings: RoutingSettings,
     weights: dict[str, float],
     order: tuple[str, ...],

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.routing")
 
 
-def start_routing(state: "AppState") -> LiveState:
+def start_routing(state: AppState) -> LiveState:
     """Create the LiveState the pipeline reads, register it as an observer, start its tasks."""
 
     def current():
@@ -46,6 +46,6 @@ async def export_circuit_states(live: LiveState, metrics, interval_s: float = 1.
         try:
             for row in live.circuit_states():
                 metrics.set_circuit_state(row.backend, row.model, codes[row.state])
-        except Exception:  # noqa: BLE001 - a metrics hiccup must not stop the export
+        except Exception:
             log.exception("exporting circuit states failed")
         await asyncio.sleep(interval_s)

@@ -110,7 +110,7 @@ def _float(raw: dict[str, str], field: str) -> float | None:
 class SharedLiveState:
     """Keeps one `LiveState` in step with every other replica's through Redis."""
 
-    def __init__(self, redis: "Redis", live: LiveState, interval_s: float = 0.5) -> None:
+    def __init__(self, redis: Redis, live: LiveState, interval_s: float = 0.5) -> None:
         self.redis = redis
         self.live = live
         self.interval_s = interval_s
@@ -128,7 +128,7 @@ class SharedLiveState:
         try:
             await self._push(taken)
             await self._pull()
-        except Exception as exc:  # noqa: BLE001 - Redis down: route on local observations
+        except Exception as exc:
             self.live.put_back(taken)  # pushed again next round, folded with what comes meanwhile
             self.sync_failures += 1
             if self.sync_failures == 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -85,9 +85,9 @@ class UsageEvent:
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:
-            self.timestamp = self.timestamp.replace(tzinfo=timezone.utc)
+            self.timestamp = self.timestamp.replace(tzinfo=UTC)
         elif self.timestamp.utcoffset():
-            self.timestamp = self.timestamp.astimezone(timezone.utc)
+            self.timestamp = self.timestamp.astimezone(UTC)
         self.author = author_of(self.model)
         self.app = clean_label(self.app)
         self.app_title = clean_label(self.app_title)
@@ -138,13 +138,13 @@ class UsageEvent:
         }
 
     @classmethod
-    def from_outcome(cls, outcome: CallOutcome) -> "UsageEvent | None":
+    def from_outcome(cls, outcome: CallOutcome) -> UsageEvent | None:
         """The event for a finished call; None when it never reached a backend."""
         call = finished_call(outcome)
         return None if call is None else cls.from_call(call)
 
     @classmethod
-    def from_call(cls, call: "FinishedCall") -> "UsageEvent":
+    def from_call(cls, call: FinishedCall) -> UsageEvent:
         (
             event_id,
             started_at,
@@ -170,7 +170,7 @@ class UsageEvent:
         ) = call
         return cls(
             id=event_id,
-            timestamp=datetime.fromtimestamp(started_at, timezone.utc),
+            timestamp=datetime.fromtimestamp(started_at, UTC),
             model=model,
             backend=backend,
             prompt_tokens=prompt_tokens,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from gateway.usage.aggregates import (
@@ -46,7 +46,7 @@ class QueryError(ValueError):
 
 
 def today_utc() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def _parse_end(end: str | date | None) -> date:
@@ -72,7 +72,7 @@ def _parse_int(name: str, value: str | int | None, default: int, high: int) -> i
     return number
 
 
-def ranking_query(window: str | None, end: str | date | None, limit: str | int | None) -> "RankingQuery":
+def ranking_query(window: str | None, end: str | date | None, limit: str | int | None) -> RankingQuery:
     """The query the API and the CLI build from their parameters, validated the same way."""
     window = window or "week"
     if window not in WINDOW_DAYS:
@@ -82,7 +82,7 @@ def ranking_query(window: str | None, end: str | date | None, limit: str | int |
 
 def series_query(
     granularity: str | None, periods: str | int | None, end: str | date | None, limit: str | int | None
-) -> "SeriesQuery":
+) -> SeriesQuery:
     granularity = granularity or "week"
     if granularity not in ("day", "week"):
         raise QueryError("granularity", f"`granularity` must be day or week, got {granularity!r}.")
@@ -95,7 +95,7 @@ def series_query(
     )
 
 
-def prices_of(snapshot: "ConfigSnapshot") -> dict[tuple[str, str], tuple[float, float]]:
+def prices_of(snapshot: ConfigSnapshot) -> dict[tuple[str, str], tuple[float, float]]:
     """List prices of every configured offer, for the throughput table."""
     return {
         (name, model): (offer.input_price, offer.output_price)
@@ -112,7 +112,7 @@ class Period:
     end: date
 
     @classmethod
-    def ending(cls, end: date, days: int) -> "Period":
+    def ending(cls, end: date, days: int) -> Period:
         return cls(end - timedelta(days=days - 1), end)
 
     @property
@@ -122,7 +122,7 @@ class Period:
     def dates(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range(self.days)]
 
-    def before(self, count: int = 1) -> "Period":
+    def before(self, count: int = 1) -> Period:
         """The period of the same length `count` periods earlier."""
         shift = timedelta(days=self.days * count)
         return Period(self.start - shift, self.end - shift)

@@ -106,7 +106,7 @@ class UsageRecorder:
             if not isinstance(item, UsageEvent):
                 try:
                     item = UsageEvent.from_call(item)
-                except Exception:  # noqa: BLE001 - one malformed call must not block the rest
+                except Exception:
                     log.exception("could not build a usage event")
                     del buffer[i]
                     self._count_dropped(1, "a call could not be turned into an event")
@@ -127,7 +127,7 @@ class UsageRecorder:
         if self.on_drop is not None:
             try:
                 self.on_drop(count)
-            except Exception:  # noqa: BLE001 - a metrics hook must not stop recording
+            except Exception:
                 log.exception("usage drop hook failed")
         now = time.monotonic()
         if now - self._last_drop_log > 10 or self._closing:  # one line per 10 s, not per event
@@ -166,7 +166,7 @@ class UsageRecorder:
                     delay = self.retry_initial_s
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any store failure is retried
+                except Exception as exc:
                     self.write_failures += 1
                     if self.on_write_failure is not None:
                         self.on_write_failure()
@@ -198,14 +198,14 @@ class UsageRecorder:
         if self._task is not None:
             try:
                 await self._task  # lets a write in progress finish
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("usage recorder task failed")
         deadline = time.monotonic() + timeout_s
         delay = self.retry_initial_s
         while self._buffer:
             try:
                 await self._write_batch()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     self._count_dropped(
                         len(self._buffer), f"shutdown could not write them ({type(exc).__name__}: {exc})"
@@ -217,7 +217,7 @@ class UsageRecorder:
         log.info("usage recorder closed: %d events recorded, %d dropped", self.recorded, self.dropped)
 
 
-def install_recorder(state: "AppState") -> UsageRecorder:
+def install_recorder(state: AppState) -> UsageRecorder:
     """Open the configured store (for reads here; writes go through a writer process unless
     GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
     from gateway.usage.store import open_store

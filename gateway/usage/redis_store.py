@@ -165,7 +165,7 @@ class RedisUsageStore(UsageStore):
 
     def __init__(
         self,
-        redis: "Redis",
+        redis: Redis,
         *,
         prefix: str = "usage",
         dedupe_ttl_s: int = 7 * 86400,

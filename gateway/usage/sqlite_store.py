@@ -25,9 +25,9 @@ import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 

@@ -43,7 +43,7 @@ class UsageStore(abc.ABC):
     def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:
         """Events of the UTC days from `start` to `end` inclusive, day by day."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         return None
 
     async def import_events(self, events: Sequence[UsageEvent]) -> int:
@@ -59,12 +59,12 @@ class UsageStore(abc.ABC):
         return await asyncio.to_thread(compute_series, query, await self.read_aggregates(query.spans()))
 
 
-def open_store(settings: "Settings", redis: "Redis | None" = None) -> UsageStore:
+def open_store(settings: Settings, redis: Redis | None = None) -> UsageStore:
     """Redis when GATEWAY_REDIS_URL is set (for several replicas), else SQLite in the data dir."""
     return store_for(settings.redis_url, settings.data_dir, redis)
 
 
-def store_for(redis_url: str | None, data_dir: Path, redis: "Redis | None" = None) -> UsageStore:
+def store_for(redis_url: str | None, data_dir: Path, redis: Redis | None = None) -> UsageStore:
     """The store itself, from the two settings that choose it (the writer process has only these)."""
     if redis_url:
         from redis.asyncio import Redis

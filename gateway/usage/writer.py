@@ -154,7 +154,7 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
     for call in calls:
         try:
             events.append(UsageEvent.from_call(call))  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - one malformed call must not block the rest
+        except Exception:
             log.exception("could not build a usage event")
             bad += 1
     return events, bad
@@ -178,7 +178,7 @@ async def _serve(spec: dict[str, Any], out: Any) -> None:
             events, bad = _events(orjson.loads(payload))
             try:
                 reply = {"seq": seq, "new": await store.record(events), "bad": bad}
-            except Exception as exc:  # noqa: BLE001 - reported; the gateway retries the batch
+            except Exception as exc:
                 reply = {"seq": seq, "error": f"{type(exc).__name__}: {exc}"}
             out.write(orjson.dumps(reply) + b"\n")
             out.flush()

@@ -10,8 +10,8 @@ import respx
 from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.base import UpstreamError
 from gateway.backends.pool import create_backend
-from tests.backends.respx_support import ChunkedStream, backend_over, request_for
 from tests.backends.anthropic_samples import anthropic_stream, chunks_of
+from tests.backends.respx_support import ChunkedStream, backend_over, request_for
 
 URL = "https://api.anthropic.com/v1/messages"
 PAYLOAD = {

@@ -77,7 +77,7 @@ def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstrea
         ask(client)
 
     estimated_prompt = estimate_prompt_tokens({"messages": MESSAGES})
-    estimated_completion = 1 + len("Hello from the fake upstream.".split(" ")) + 1  # content events streamed
+    estimated_completion = 1 + len(["Hello", "from", "the", "fake", "upstream."]) + 1  # content events streamed
     estimated = estimated_prompt + estimated_completion
     body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 6, window="week")
     model = body["models"][0]

@@ -1,7 +1,7 @@
 import pytest
 
-from gateway.proxy.outcome import Attempt
 from gateway.protocol.errors import GatewayError
+from gateway.proxy.outcome import Attempt
 from gateway.routing.pipeline import decide, plan
 from tests.routing.support import POLICY, Clock, chat, live_for, snapshot_from
 

@@ -8,6 +8,7 @@ alternating roles, and no fields the Messages API does not know.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,7 @@ class FakeAnthropic:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._server: ThreadedServer | None = None
 
-    def start(self) -> "FakeAnthropic":
+    def start(self) -> FakeAnthropic:
         app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
@@ -131,7 +132,7 @@ class FakeAnthropic:
         if (
             not roles
             or any(r not in ("user", "assistant") for r in roles)
-            or any(a == b for a, b in zip(roles, roles[1:]))
+            or any(a == b for a, b in itertools.pairwise(roles))
         ):
             return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
         return None

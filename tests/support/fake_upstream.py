@@ -56,7 +56,7 @@ class FakeUpstream:
         self._server: ThreadedServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),

@@ -34,7 +34,7 @@ class PrometheusServer:
         self.config_path.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         self._log = open(self.dir / "prometheus.log", "ab")
         self.proc = subprocess.Popen(
             [

@@ -81,7 +81,7 @@ class GatewayProcess:
         self._log = None
         self._final_log: str | None = None  # the log's text once the directory is gone
 
-    def start(self) -> "GatewayProcess":
+    def start(self) -> GatewayProcess:
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -154,7 +154,7 @@ class RedisServer:
         self.persist = persist
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         import redis
 
         args = [

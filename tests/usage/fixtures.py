@@ -15,7 +15,7 @@ Week (1,000,000 tokens):            Previous week (800,000 tokens):
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from gateway.usage.events import UsageEvent
 
@@ -42,7 +42,7 @@ def _event(
 ) -> UsageEvent:
     return UsageEvent(
         id=id,
-        timestamp=datetime.fromisoformat(when).replace(tzinfo=timezone.utc),
+        timestamp=datetime.fromisoformat(when).replace(tzinfo=UTC),
         model=model,
         backend=backend,
         prompt_tokens=prompt,
@@ -331,7 +331,7 @@ EXPECTED_THROUGHPUT = [
 def varied_events(count: int, seed: int = 7) -> list[UsageEvent]:
     """Calls of every kind: failed, estimated, with and without app, title, timings or cost, over three days."""
     rng = random.Random(seed)
-    start = datetime(2025, 3, 10, tzinfo=timezone.utc)
+    start = datetime(2025, 3, 10, tzinfo=UTC)
     return [
         UsageEvent(
             id=f"e{i}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -35,7 +35,7 @@ def test_a_successful_call_becomes_an_event_with_tokens_cost_and_timings():
     usage = Usage(prompt_tokens=1200, completion_tokens=300, cached_tokens=200, reasoning_tokens=100)
     event = UsageEvent.from_outcome(outcome(usage=usage, cost_usd=0.000462, task="code"))
     assert event is not None
-    assert event.timestamp == datetime(2025, 3, 10, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    assert event.timestamp == datetime(2025, 3, 10, 10, 0, 0, 250000, tzinfo=UTC)
     assert (event.model, event.author, event.backend, event.route) == (
         "deepseek/deepseek-v3.2",
         "deepseek",

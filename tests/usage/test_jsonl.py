@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -25,7 +25,7 @@ def test_minimal_line_takes_defaults_and_derives_the_author():
             "completion_tokens": 5,
         }
     )
-    assert event.timestamp == datetime(2025, 3, 10, 11, 0, tzinfo=timezone.utc)
+    assert event.timestamp == datetime(2025, 3, 10, 11, 0, tzinfo=UTC)
     assert (event.author, event.backend, event.category, event.status, event.cost) == (
         "qwen",
         "unknown",
@@ -39,7 +39,7 @@ def test_a_timestamp_without_zone_is_utc():
     event = event_from_json(
         {"id": "x", "timestamp": "2025-03-10T12:00:00", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}
     )
-    assert event.timestamp.tzinfo is timezone.utc and event.timestamp.hour == 12
+    assert event.timestamp.tzinfo is UTC and event.timestamp.hour == 12
 
 
 def test_parse_lines_numbers_bad_lines_and_skips_blank_ones():

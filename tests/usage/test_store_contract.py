@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -99,7 +99,7 @@ async def test_counters_stay_exact_beyond_double_precision(store):
     events = [
         UsageEvent(
             id=f"big{i}",
-            timestamp=datetime(2025, 3, 10, tzinfo=timezone.utc),
+            timestamp=datetime(2025, 3, 10, tzinfo=UTC),
             model="qwen/qwen3-32b",
             backend="groq",
             prompt_tokens=big,

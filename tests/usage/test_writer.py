@@ -13,7 +13,8 @@ from gateway.usage.rankings import ranking_query
 from gateway.usage.recorder import UsageRecorder
 from gateway.usage.sqlite_store import SqliteUsageStore
 from gateway.usage.writer import UsageWriterError, WriterProcess
-from tests.usage.test_recorder import finished_call as outcome, requests_that_day, wait_for
+from tests.usage.test_recorder import finished_call as outcome
+from tests.usage.test_recorder import requests_that_day, wait_for
 
 
 def calls(n: int, prompt: int = 10):
@@ -91,7 +92,7 @@ async def test_a_store_failure_is_reported_with_the_stores_reason(tmp_path):
     blocked.write_text("a file where the data dir should be")
     writer = WriterProcess(None, blocked)
     try:
-        with pytest.raises(UsageWriterError, match="exited|Error"):
+        with pytest.raises(UsageWriterError, match=r"exited|Error"):
             await writer.record(calls(1))
     finally:
         await writer.aclose()

@@ -25,7 +25,7 @@ async def test_an_answer_is_reused_only_while_its_inputs_are_unchanged():
 async def test_only_the_latest_few_answers_are_kept():
     memo = AnswerMemo(size=2)
     for query in ("day", "week", "month"):
-        await memo.answer(query, 0, lambda: query)
+        await memo.answer(query, 0, lambda query=query: query)
     assert await memo.answer("day", 0, lambda: "again") == b'"again"'  # the oldest went first
     assert await memo.answer("month", 0, lambda: "not again") == b'"month"'
 
