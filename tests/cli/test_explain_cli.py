@@ -98,3 +98,17 @@ def test_validate_rejects_a_duplicate_key_instead_of_passing_it(tmp_path, capsys
         f"{policy}: invalid",
         "  routes.r (line 5): `r` is defined twice, on lines 4 and 5: YAML would keep only the second; remove or rename one",
     ]
+
+
+def test_explain_shows_the_default_policy_sending_tools_to_the_model_that_declares_them(tmp_path):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    request = tmp_path / "tools.json"
+    request.write_text(json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": tools}))
+    result = run("explain", "--config", "policies/default.yaml", str(request))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model 'auto' -> route auto, task tool_use (offers tools), strategy cost"
+    assert lines[1].endswith(", needs tools")
+    assert lines[4].split()[:3] == ["1", "mock/mock-large", "mock"] and lines[4].endswith("passes every filter")
+    assert lines[5].split()[:3] == ["-", "mock/mock-small", "mock"]
+    assert lines[5].endswith("  capabilities: does not declare tools")
