@@ -369,3 +369,8 @@ def test_a_models_entry_no_backend_serves_is_warned_about():
         "models.deepseek/deepseek-v3.2 (line 6): no backend serves `deepseek/deepseek-v3.2`, so this entry has no effect",
     ]
     assert set(config.models) == {"mock/mock-smal", "deepseek/deepseek-v3.2"}
+
+
+def test_a_typo_in_a_top_level_section_suggests_the_section():
+    problems = problems_of("backends:\n  m: {type: mock, models: {mock/a: {}}}\nroute:\n  auto: {models: [mock/a]}\n")
+    assert [str(p) for p in problems] == ["route (line 3): unknown field `route`: did you mean `routes`?"]
