@@ -133,6 +133,12 @@ def test_a_redis_store_is_named_and_its_emptiness_checked(tmp_path, redis_server
     env = environment(tmp_path / "xdg", GATEWAY_REDIS_URL=redis_server.url)
     ranked = cli("rankings", cwd=tmp_path, env=env)
     assert ranked.stderr.splitlines() == [f"gateway rankings reads Redis {redis_server.url}{EMPTY}"]
+    from tests.e2e.usage_helpers import write_fixture
+
+    imported = cli("usage", "import", str(write_fixture(tmp_path / "fixture.jsonl")), cwd=tmp_path, env=env)
+    assert imported.stderr.splitlines() == [f"gateway usage import writes to Redis {redis_server.url}{EMPTY}"]
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads Redis {redis_server.url}"]
 
 
 @pytest.mark.parametrize(
