@@ -9,7 +9,6 @@ reported as "0 requests" looks like lost data, when it usually means another sto
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -76,6 +75,8 @@ def store_is_empty(settings: Settings) -> bool | None:
     path = settings.data_dir / SQLITE_FILE
     if not path.is_file():
         return True
+    import sqlite3  # here, not at the top: every `gateway` command imports this module
+
     try:
         with sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) as db:
             return db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
