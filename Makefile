@@ -8,14 +8,21 @@ PORT ?= 8080
 
 .PHONY: run test lint format install bench bench-routing lock clean system-deps js-deps
 
-$(BIN)/gateway: pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
-	touch $(BIN)/gateway
-
-install: $(BIN)/gateway
+# Installs only when pyproject.toml or requirements.lock changed (by content: a checkout that
+# only touches their timestamps reinstalls nothing), quietly: `make run` should end with what
+# the server prints, not pip's output.
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+INSTALLED := $(VENV)/.installed-from
+install:
+	@sum=$$(cat pyproject.toml requirements.lock | cksum); \
+	if [ -x $(BIN)/gateway ] && [ "$$(cat $(INSTALLED) 2>/dev/null)" = "$$sum" ]; then exit 0; fi; \
+	echo "installing into $(VENV) ..."; \
+	{ test -x $(BIN)/python || $(PY) -m venv $(VENV); } && \
+	$(PIP) --upgrade pip && \
+	$(PIP) -r requirements.lock && \
+	$(PIP) --no-deps -e . && \
+	echo "$$sum" > $(INSTALLED) && \
+	echo "installed. The gateway command: . $(VENV)/bin/activate, then gateway --help (or $(BIN)/gateway)"
 
 run: install
 	$(BIN)/gateway serve --config $(CONFIG) --host $(HOST) --port $(PORT)

@@ -5,19 +5,50 @@ Routing policy lives in the YAML file; these are the knobs an operator sets per 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_DIR_NAME = "open-model-gateway"
+# Where the data directory was before it was per user; a store left there is pointed out, not used.
+LEGACY_DATA_DIR = Path("data")
+
+
+def default_data_dir() -> Path:
+    """Per user, not per current directory: `gateway serve` started from the checkout and
+    `gateway rankings` run from anywhere else must open the same store. XDG's data home,
+    as other command-line tools keep their state."""
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / APP_DIR_NAME
+    try:
+        return Path.home() / ".local" / "share" / APP_DIR_NAME
+    except RuntimeError:  # no home directory at all (a bare container user): the old place
+        return LEGACY_DATA_DIR.absolute()
+
+
+def legacy_store_notice(data_dir: Path) -> str | None:
+    """One line when ./data/usage.sqlite3 (where earlier versions kept usage) exists in the
+    current directory but is not the store in use: its history is not lost, just not read."""
+    legacy = LEGACY_DATA_DIR / "usage.sqlite3"
+    if not legacy.is_file() or legacy.resolve() == (data_dir / "usage.sqlite3").resolve():
+        return None
+    return (
+        f"note: {legacy.absolute()} (where earlier versions kept usage) is not used; the store is in "
+        f"{data_dir}. To keep that history, move it there or set GATEWAY_DATA_DIR={LEGACY_DATA_DIR.absolute()}"
+    )
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     config: Path = Path("policies/default.yaml")
-    data_dir: Path = Path("data")
+    # Unset: default_data_dir(), the same for the server and the CLI wherever they run.
+    data_dir: Path = Field(default_factory=default_data_dir)
     redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from gateway.cli.usage import add_store_flags, settings_from
+from gateway.cli.store import add_store_flags, announce_store, settings_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"gateway rankings: {exc}", file=sys.stderr)
         return 2
-    body = asyncio.run(_rankings(args, query))
+    settings = settings_from(args)
+    announce_store(settings, "gateway rankings")
+    body = asyncio.run(_rankings(settings, args.config, query))
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
     else:
@@ -48,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _rankings(args: argparse.Namespace, query) -> dict[str, Any]:
+async def _rankings(settings, config: str, query) -> dict[str, Any]:
     from gateway.usage.store import open_store
 
-    store = open_store(settings_from(args))
+    store = open_store(settings)
     try:
-        return await store.rankings(query, _prices(args.config))
+        return await store.rankings(query, _prices(config))
     finally:
         await store.aclose()
 

@@ -15,7 +15,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default: $GATEWAY_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: $GATEWAY_PORT or 8080)")
     p.add_argument("--workers", type=int, help="worker processes (default: $GATEWAY_WORKERS or 1)")
-    p.add_argument("--data-dir", help="embedded store directory (default: $GATEWAY_DATA_DIR or ./data)")
+    p.add_argument(
+        "--data-dir",
+        help="embedded store directory (default: $GATEWAY_DATA_DIR, else ~/.local/share/open-model-gateway)",
+    )
     p.add_argument("--redis-url", help="shared store for several replicas (default: $GATEWAY_REDIS_URL)")
     p.set_defaults(func=run)
 
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
     from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
-    from gateway.settings import Settings
+    from gateway.settings import Settings, legacy_store_notice
 
     # Flags become environment so that every worker process builds the same Settings.
     for flag, env in (
@@ -42,17 +45,20 @@ def run(args: argparse.Namespace) -> int:
     preset_metrics_dir = os.environ.get(MULTIPROC_ENV)
     configure_logging(settings.log_level)
     try:
-        load_config(settings.config)  # fail fast, with every problem listed, before forking workers
+        config, _ = load_config(settings.config)  # fail fast, with every problem listed, before forking workers
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
+    if notice:
+        print(notice, file=sys.stderr)
     # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0
     # then, as process managers expect of a clean stop, instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     metrics_dir = prepare_multiprocess_dir(settings.workers)
     owns_metrics_dir = metrics_dir is not None and not preset_metrics_dir
     try:
-        return _serve(settings)
+        return _serve(settings, config)
     finally:
         if owns_metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -62,9 +68,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(settings) -> int:
+def _serve(settings, policy) -> int:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
+
+    from gateway.cli.banner import AnnouncingServer, announce_when_healthy, banner, base_url
 
     config = uvicorn.Config(
         "gateway.api.app:create_app",
@@ -82,10 +90,13 @@ def _serve(settings) -> int:
         log_config=None,
     )
     if config.workers <= 1:
-        server = uvicorn.Server(config)
+        server = AnnouncingServer(config, lambda port: banner(settings, policy, port))
         server.run()
         return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
     from gateway.cli.supervisor import GatewaySupervisor
 
-    GatewaySupervisor(config, sockets=[config.bind_socket()]).run()
+    sockets = [config.bind_socket()]
+    port = sockets[0].getsockname()[1]
+    announce_when_healthy(base_url(settings.host, port), banner(settings, policy, port))
+    GatewaySupervisor(config, sockets=sockets).run()
     return 0

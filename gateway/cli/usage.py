@@ -10,21 +10,7 @@ import argparse
 import asyncio
 import sys
 
-
-def add_store_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="embedded store directory (default: $GATEWAY_DATA_DIR or ./data)")
-    p.add_argument("--redis-url", help="shared store (default: $GATEWAY_REDIS_URL)")
-
-
-def settings_from(args: argparse.Namespace):
-    from gateway.settings import Settings
-
-    overrides = {}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = args.data_dir
-    if getattr(args, "redis_url", None):
-        overrides["redis_url"] = args.redis_url
-    return Settings(**overrides)
+from gateway.cli.store import add_store_flags, announce_store, settings_from
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +32,11 @@ def run_import(args: argparse.Namespace) -> int:
     from gateway.usage.jsonl import import_lines
     from gateway.usage.store import open_store
 
+    settings = settings_from(args)
+    announce_store(settings, "gateway usage import", "writes to")
+
     async def main():
-        store = open_store(settings_from(args))
+        store = open_store(settings)
         try:
             if args.file == "-":
                 return await import_lines(store, sys.stdin.buffer)
@@ -82,8 +71,11 @@ def run_export(args: argparse.Namespace) -> int:
         print("gateway usage export: --end is before --start", file=sys.stderr)
         return 2
 
+    settings = settings_from(args)
+    announce_store(settings, "gateway usage export")
+
     async def main(out) -> int:
-        store = open_store(settings_from(args))
+        store = open_store(settings)
         count = 0
         try:
             async for event in store.export(start, end):

@@ -8,18 +8,21 @@ the same way wherever they meet the error.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.backends.registry import VENDORS
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import TASKS, GatewayConfig
 
 log = logging.getLogger("gateway.config")
 
@@ -67,20 +70,37 @@ def _interpolate_tree(node: Any) -> Any:
     return node
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path in the document to its 1-based line, for error messages."""
+def _line_map(text: str) -> tuple[dict[tuple, int], list[Problem]]:
+    """Map each key path in the document to its 1-based line, for error messages; and list
+    the keys a mapping repeats, which YAML itself accepts by keeping only the last one (so a
+    second `auto:` route would silently replace the first)."""
     lines: dict[tuple, int] = {}
+    duplicates: list[Problem] = []
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return lines
+        return lines, duplicates
 
     def walk(node: yaml.Node, path: tuple) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            first_seen: dict[str, int] = {}
             for key, value in node.value:
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in first_seen:
+                        duplicates.append(
+                            Problem(
+                                _dotted(path + (key.value,)),
+                                line,
+                                f"`{key.value}` is defined twice, on lines {first_seen[key.value]} and {line}: "
+                                "YAML would keep only the second; remove or rename one",
+                            )
+                        )
+                    else:
+                        first_seen[key.value] = line
                 child = path + (key.value,)
-                lines[child] = key.start_mark.line + 1
+                lines[child] = line
                 walk(value, child)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -88,7 +108,7 @@ def _line_map(text: str) -> dict[tuple, int]:
 
     if root is not None:
         walk(root, ())
-    return lines
+    return lines, duplicates
 
 
 def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
@@ -128,7 +148,9 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
         )
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem("", 1, "the file must be a mapping with backends, models and routes")])
-    lines = _line_map(text)
+    lines, duplicates = _line_map(text)
+    if duplicates:
+        raise ConfigError(source, duplicates)
     try:
         config = GatewayConfig.model_validate(_interpolate_tree(data))
     except ValidationError as exc:
@@ -138,18 +160,68 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
             loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal[")))
             message = err["msg"].removeprefix("Value error, ")
             if "[key]" in loc:
-                # A name YAML typed for itself: `off:` is False, `404:` an int. Say so.
-                loc = loc[: loc.index("[key]") - 1]
-                message = (
-                    f"the name `{_yaml_scalar(err.get('input'))}` is not a string (YAML reads unquoted "
-                    "yes/no/on/off/true/false, null and numbers as values): put it in quotes"
-                )
+                loc, message = _bad_key(loc, err.get("input"))
+            elif err["type"] == "extra_forbidden":
+                message = _unknown_field(loc)
             problems.append(Problem(_dotted(loc), _nearest_line(lines, loc), message))
         raise ConfigError(source, problems) from None
     problems = _reference_problems(config, lines)
     if problems:
         raise ConfigError(source, problems)
-    return config, _warnings(config)
+    return config, _warnings(config, lines)
+
+
+def _bad_key(loc: tuple, name: Any) -> tuple[tuple, str]:
+    """Where a mapping key was refused, and why. The only keys with a closed set of names are
+    a route's tasks; every other refused key is a name YAML typed for itself (`off:` is
+    False, `404:` an int)."""
+    at = loc.index("[key]")
+    if isinstance(name, str) and loc[at - 2] == "tasks":
+        near = difflib.get_close_matches(name, TASKS, n=1)
+        hint = f" (did you mean `{near[0]}`?)" if near else ""
+        return loc[:at], f"`{name}` is not a task{hint}; the tasks are {', '.join(TASKS)}"
+    return loc[: at - 1], (
+        f"the name `{_yaml_scalar(name)}` is not a string (YAML reads unquoted "
+        "yes/no/on/off/true/false, null and numbers as values): put it in quotes"
+    )
+
+
+def _unknown_field(loc: tuple) -> str:
+    """A typo'd field name, with the field it was probably meant to be."""
+    fields = _fields_at(loc[:-1])
+    name = str(loc[-1])
+    near = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    if near:
+        return f"unknown field `{name}`: did you mean `{near[0]}`?"
+    return f"unknown field `{name}`; the fields here are {', '.join(fields)}" if fields else f"unknown field `{name}`"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names the schema allows at `loc` (a path into GatewayConfig), or [] if unknown."""
+    node: Any = GatewayConfig
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return []
+            node = field.annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list:
+            node = typing.get_args(node)[0]
+        else:
+            return []
+    node = _unwrap(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` -> X: optional sections have the fields of the section."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else annotation
+    return annotation
 
 
 def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[Problem]:
@@ -173,7 +245,9 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
             if model_id not in served:
                 problems.append(
                     Problem(
-                        _dotted(path), _nearest_line(lines, path), f"model `{model_id}` is not served by any backend"
+                        _dotted(path),
+                        _nearest_line(lines, path),
+                        f"model `{model_id}` is not served by any backend{_did_you_mean(model_id, served)}",
                     )
                 )
         listed_models = set(route.models) | {m for ms in route.tasks.values() for m in ms}
@@ -212,8 +286,23 @@ def _weight_key_known(key: str, route_models: set[str], config: GatewayConfig) -
     return backend in config.backends and model in config.backends[backend].models
 
 
-def _warnings(config: GatewayConfig) -> list[str]:
+def _did_you_mean(name: str, known: set[str]) -> str:
+    near = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean `{near[0]}`?)" if near else ""
+
+
+def _warnings(config: GatewayConfig, lines: dict[tuple, int]) -> list[str]:
     out = []
+    # A warning, not a rejection: keeping a model's metadata while its backend is commented
+    # out (as policies/default.yaml shows) is legitimate, and refusing it would make a hot
+    # reload that removes a backend fail. But a typo here silently drops what the entry
+    # declares (undeclared capabilities mean capable), so it must not pass unnoticed.
+    served = {m for b in config.backends.values() for m in b.models}
+    for model_id in config.models:
+        if model_id not in served:
+            path = ("models", model_id)
+            reason = f"no backend serves `{model_id}`, so this entry has no effect{_did_you_mean(model_id, served)}"
+            out.append(str(Problem(_dotted(path), lines.get(path), reason)))
     for name, backend in config.backends.items():
         vendor = VENDORS[backend.type]
         if backend.enabled and vendor.key_required and not backend.api_key:

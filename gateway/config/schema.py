@@ -6,7 +6,7 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
@@ -30,6 +30,7 @@ BackendType = Literal[
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Task = Literal["code", "math", "reasoning", "translation", "long_context", "tool_use", "vision", "chat"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
+TASKS: tuple[str, ...] = get_args(Task)  # for messages that list the task names
 
 
 class Strict(BaseModel):

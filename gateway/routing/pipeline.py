@@ -208,7 +208,8 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> Gatew
     metadata = []
     for rep in reports:
         rejected = rep.rejections
-        reasons.append(f"{rep.offer.qualified_id}: " + "; ".join(v.reason for v in rejected))
+        # `model on backend`: backend/author/slug reads as a doubled prefix (mock/mock/mock-small).
+        reasons.append(f"{rep.offer.model} on {rep.offer.backend}: " + "; ".join(v.reason for v in rejected))
         metadata.append(
             {"backend": rep.offer.backend, "model": rep.offer.model, "reasons": {v.filter: v.reason for v in rejected}}
         )

@@ -181,6 +181,12 @@ def _ordered(totals: Mapping[Any, Counters]) -> list[tuple[Any, Counters]]:
     return sorted(totals.items(), key=lambda item: (-item[1].tokens, -item[1].requests, str(item[0])))
 
 
+def _with_tokens(totals: Mapping[Any, Counters]) -> dict[Any, Counters]:
+    """What a token leaderboard ranks: a model whose calls all failed has no tokens, and
+    ranking it (last, with 0) says nothing about usage. Its failures still count in `totals`."""
+    return {name: c for name, c in totals.items() if c.tokens}
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
@@ -252,10 +258,11 @@ def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = No
     total = sum(c.tokens for c in models.values())
     previous_total = sum(c.tokens for c in previous_models.values())
 
-    model_entries = _entries(models, previous_models, "model", total)
+    ranked, previously_ranked = _with_tokens(models), _with_tokens(previous_models)
+    model_entries = _entries(ranked, previously_ranked, "model", total)
     shown = model_entries[:limit]
     others_tokens = total - sum(e["tokens"] for e in shown)
-    author_entries = _entries(_by_author(models), _by_author(previous_models), "author", total)
+    author_entries = _entries(_by_author(ranked), _by_author(previously_ranked), "author", total)
 
     return {
         "window": {"name": query.window, **period.to_json()},
@@ -285,7 +292,7 @@ def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = No
 
 def _categories(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, Any]]]:
     per_category: dict[str, dict[str, Counters]] = {}
-    for (category, model), counters in _counters(days, period, "category", 2).items():
+    for (category, model), counters in _with_tokens(_counters(days, period, "category", 2)).items():
         per_category.setdefault(category, {})[model] = counters
     totals = {category: sum(c.tokens for c in models.values()) for category, models in per_category.items()}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -378,7 +385,7 @@ def compute_series(query: SeriesQuery, days: Days) -> dict[str, Any]:
     for totals in per_bucket:
         for model, counters in totals.items():
             overall.setdefault(model, Counters()).add(counters)
-    ranked = [model for model, _ in _ordered(overall)]
+    ranked = [model for model, _ in _ordered(_with_tokens(overall))]
     top = ranked[: query.limit]
     series = [
         {

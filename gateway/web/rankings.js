@@ -41,7 +41,13 @@ function svg(tag, attrs, text) {
 }
 
 // -- fetching -------------------------------------------------------------------------------
-function apiKey() { try { return localStorage.getItem("gateway-rankings-key") || ""; } catch (e) { return ""; } }
+// The key lives in sessionStorage: it survives a reload of this tab and is gone when the tab
+// closes, instead of sitting in localStorage for any later script on this origin to read.
+// It only ever travels in the Authorization header, never in a URL.
+const KEY_NAME = "gateway-rankings-key";
+function apiKey() { try { return sessionStorage.getItem(KEY_NAME) || ""; } catch (e) { return ""; } }
+function keepKey(key) { try { sessionStorage.setItem(KEY_NAME, key); } catch (e) { /* storage disabled */ } }
+try { localStorage.removeItem(KEY_NAME); } catch (e) { /* where earlier versions kept it */ }
 
 async function getJSON(path) {
   const headers = {};
@@ -54,13 +60,37 @@ async function getJSON(path) {
   return body;
 }
 
+const LABELS = {window: "window", granularity: "chart", end: "end date"};
+
+// The query string sets the controls; a value a control cannot take (`?window=year`) would
+// leave it blank and the API answering 400, so it falls back to the default, says so, and
+// the address bar is corrected.
 function params() {
   const form = $("controls");
   const q = new URLSearchParams(location.search);
+  const refused = [];
   for (const name of ["window", "granularity", "end"]) {
-    if (q.get(name)) form.elements[name].value = q.get(name);
+    const wanted = q.get(name);
+    if (!wanted) continue;
+    const control = form.elements[name];
+    control.value = wanted;
+    if (control.value !== wanted) {
+      control.value = control.tagName === "SELECT" ? [...control.options].find((o) => o.defaultSelected).value : "";
+      const shown = control.tagName === "SELECT" ? control.selectedOptions[0].textContent.toLowerCase() : "the latest";
+      refused.push(`Unknown ${LABELS[name]} “${wanted}”: showing ${shown} instead.`);
+    }
   }
+  $("notice").textContent = refused.join(" ");
+  $("notice").hidden = !refused.length;
+  if (refused.length) history.replaceState(null, "", "?" + controlQuery().toString());
   return {window: form.elements.window.value, granularity: form.elements.granularity.value, end: form.elements.end.value};
+}
+
+function controlQuery() {
+  const p = new URLSearchParams();
+  const form = $("controls");
+  for (const name of ["window", "granularity", "end"]) if (form.elements[name].value) p.set(name, form.elements[name].value);
+  return p;
 }
 
 async function load() {
@@ -68,6 +98,7 @@ async function load() {
   const end = p.end ? "&end=" + encodeURIComponent(p.end) : "";
   const periods = p.granularity === "day" ? 28 : 8;
   document.body.dataset.state = "loading";
+  $("loading").hidden = false;
   $("error").hidden = true;
   try {
     const [rankings, series] = await Promise.all([
@@ -87,6 +118,8 @@ async function load() {
     if (error.status === 401) $("key-prompt").hidden = false;
     else { $("error").textContent = "Could not load the rankings: " + error.message; $("error").hidden = false; }
     document.body.dataset.state = "error";
+  } finally {
+    $("loading").hidden = true;
   }
 }
 
@@ -228,15 +261,12 @@ function drawThroughput(r) {
 
 // -- wiring ---------------------------------------------------------------------------------
 $("controls").addEventListener("change", () => {
-  const p = new URLSearchParams();
-  const form = $("controls");
-  for (const name of ["window", "granularity", "end"]) if (form.elements[name].value) p.set(name, form.elements[name].value);
-  history.replaceState(null, "", "?" + p.toString());
+  history.replaceState(null, "", "?" + controlQuery().toString());
   load();
 });
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  try { localStorage.setItem("gateway-rankings-key", event.target.elements.key.value); } catch (e) { /* private mode */ }
+  keepKey($("key-input").value);
   load();
 });
 load();

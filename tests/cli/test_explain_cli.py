@@ -54,8 +54,12 @@ def test_explain_exits_2_and_says_why_when_nothing_fits(tmp_path, capsys):
     request = tmp_path / "huge.json"
     request.write_text(json.dumps({"model": "mock/mock-small", "messages": [{"role": "user", "content": "x" * 30000}]}))
     assert main(["explain", "--config", "policies/default.yaml", str(request)]) == 2
-    out = capsys.readouterr().out
-    assert "error 400 context_length_exceeded" in out and "exceed the context of 8,192" in out
+    last = capsys.readouterr().out.splitlines()[-1]
+    # Each candidate named as `model on backend`, not `mock/mock/mock-small`.
+    assert last == (
+        "error 400 context_length_exceeded: The request does not fit the context window of any candidate for "
+        "`mock/mock-small`: mock/mock-small on mock: ~10,007 prompt + 1,024 completion tokens exceed the context of 8,192"
+    )
 
 
 def test_explain_rejects_unknown_models_and_bad_files(tmp_path, capsys):
@@ -82,3 +86,29 @@ def test_validate_reports_routing_problems_with_lines(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "routes.r.weights.nobody (line 6): `nobody` is none of this route's models" in err
     assert "gateway.classifier.kind (line 8): cannot import classifier module `no_such_module_xyz`" in err
+
+
+def test_validate_rejects_a_duplicate_key_instead_of_passing_it(tmp_path, capsys):
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "backends:\n  a: {type: mock, models: {m/x: {}, m/y: {}}}\nroutes:\n  r: {models: [m/x]}\n  r: {models: [m/y]}\n"
+    )
+    assert main(["validate", str(policy)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{policy}: invalid",
+        "  routes.r (line 5): `r` is defined twice, on lines 4 and 5: YAML would keep only the second; remove or rename one",
+    ]
+
+
+def test_explain_shows_the_default_policy_sending_tools_to_the_model_that_declares_them(tmp_path):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    request = tmp_path / "tools.json"
+    request.write_text(json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "tools": tools}))
+    result = run("explain", "--config", "policies/default.yaml", str(request))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "model 'auto' -> route auto, task tool_use (offers tools), strategy cost"
+    assert lines[1].endswith(", needs tools")
+    assert lines[4].split()[:3] == ["1", "mock/mock-large", "mock"] and lines[4].endswith("passes every filter")
+    assert lines[5].split()[:3] == ["-", "mock/mock-small", "mock"]
+    assert lines[5].endswith("  capabilities: does not declare tools")

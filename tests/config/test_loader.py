@@ -225,3 +225,152 @@ def test_a_policy_that_would_serve_nothing_is_rejected(text, fragment):
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "policy.yaml")
     assert fragment in str(caught.value.problems[0])
+
+
+TASK_LIST = "code, math, reasoning, translation, long_context, tool_use, vision, chat"
+
+
+@pytest.mark.parametrize("key", ["coding", '"coding"', "'coding'"])
+def test_an_unknown_task_is_called_that_with_the_tasks_listed(key):
+    # Quoted or not, `coding` is a string: the problem is the name, not YAML's typing.
+    problems = problems_of(
+        f"""
+        backends:
+          m: {{type: mock, models: {{mock/a: {{}}}}}}
+        routes:
+          auto:
+            models: [mock/a]
+            tasks:
+              {key}: [mock/a]
+        """
+    )
+    assert [str(p) for p in problems] == [
+        f"routes.auto.tasks.coding (line 8): `coding` is not a task (did you mean `code`?); the tasks are {TASK_LIST}"
+    ]
+
+
+def test_an_unknown_task_with_no_near_name_lists_the_tasks():
+    problems = problems_of(
+        "backends:\n  m: {type: mock, models: {mock/a: {}}}\n"
+        "routes:\n  auto:\n    models: [mock/a]\n    tasks:\n      poetry: [mock/a]\n"
+    )
+    assert [str(p) for p in problems] == [
+        f"routes.auto.tasks.poetry (line 7): `poetry` is not a task; the tasks are {TASK_LIST}"
+    ]
+
+
+def test_a_task_name_yaml_typed_as_a_boolean_still_says_to_quote_it():
+    problems = problems_of(
+        "backends:\n  m: {type: mock, models: {mock/a: {}}}\n"
+        "routes:\n  auto:\n    models: [mock/a]\n    tasks:\n      on: [mock/a]\n"
+    )
+    assert [str(p) for p in problems] == [
+        "routes.auto.tasks (line 6): the name `true` is not a string (YAML reads unquoted "
+        "yes/no/on/off/true/false, null and numbers as values): put it in quotes"
+    ]
+
+
+def test_duplicate_keys_are_rejected_with_both_lines():
+    # YAML itself keeps the last `auto:` silently: the first route would vanish.
+    problems = problems_of(
+        """
+        backends:
+          m:
+            type: mock
+            models: {mock/a: {}, mock/b: {}}
+            type: mock
+        routes:
+          auto:
+            models: [mock/a]
+          auto:
+            models: [mock/b]
+        """
+    )
+    assert [str(p) for p in problems] == [
+        "backends.m.type (line 6): `type` is defined twice, on lines 4 and 6: YAML would keep only the second; "
+        "remove or rename one",
+        "routes.auto (line 10): `auto` is defined twice, on lines 8 and 10: YAML would keep only the second; "
+        "remove or rename one",
+    ]
+
+
+def test_merge_keys_are_not_duplicates():
+    config, _ = parse(
+        """
+        backends:
+          m:
+            type: mock
+            models: {mock/a: {}}
+        routes:
+          base: &base {strategy: cost, models: [mock/a]}
+          auto:
+            <<: *base
+            strategy: ordered
+        """
+    )
+    assert config.routes["auto"].strategy == "ordered"
+
+
+def test_a_typo_in_a_field_name_suggests_the_nearest_field():
+    problems = problems_of(
+        """
+        backends:
+          m:
+            type: mock
+            timout_s: 3
+            models:
+              mock/a: {input_prize: 1.0}
+        routes:
+          auto: {models: [mock/a], stratgy: cost}
+        gateway:
+          fallback: {max_attempt: 2}
+        """
+    )
+    assert sorted(str(p) for p in problems) == [
+        "backends.m.models.mock/a.input_prize (line 7): unknown field `input_prize`: did you mean `input_price`?",
+        "backends.m.timout_s (line 5): unknown field `timout_s`: did you mean `timeout_s`?",
+        "gateway.fallback.max_attempt (line 11): unknown field `max_attempt`: did you mean `max_attempts`?",
+        "routes.auto.stratgy (line 9): unknown field `stratgy`: did you mean `strategy`?",
+    ]
+
+
+def test_an_unknown_field_with_no_near_name_lists_the_fields():
+    problems = problems_of("backends:\n  m: {type: mock, models: {mock/a: {}}}\nrate_limits: {colour: blue}\n")
+    assert [str(p) for p in problems] == [
+        "rate_limits.colour (line 3): unknown field `colour`; the fields here are default_key_rpm, keys, routes"
+    ]
+
+
+def test_a_route_naming_an_unserved_model_suggests_a_served_one():
+    problems = problems_of(
+        "backends:\n  m: {type: mock, models: {mock/mock-small: {}}}\nroutes:\n  auto: {models: [mock/mock-smal]}\n"
+    )
+    assert [str(p) for p in problems] == [
+        "routes.auto.models[0] (line 4): model `mock/mock-smal` is not served by any backend "
+        "(did you mean `mock/mock-small`?)"
+    ]
+
+
+def test_a_models_entry_no_backend_serves_is_warned_about():
+    # Warned, not rejected: metadata kept for a commented-out backend is legitimate, but a
+    # typo would silently drop the capabilities the entry declares.
+    config, warnings = parse(
+        """
+        backends:
+          m: {type: mock, models: {mock/mock-small: {}}}
+        models:
+          mock/mock-smal: {capabilities: [tools]}
+          deepseek/deepseek-v3.2: {tasks: [code]}
+        """
+    )
+    assert warnings == [
+        "models.mock/mock-smal (line 5): no backend serves `mock/mock-smal`, so this entry has no effect "
+        "(did you mean `mock/mock-small`?)",
+        "models.deepseek/deepseek-v3.2 (line 6): no backend serves `deepseek/deepseek-v3.2`, so this entry has no effect",
+    ]
+    assert set(config.models) == {"mock/mock-smal", "deepseek/deepseek-v3.2"}
+
+
+def test_a_typo_in_a_top_level_section_suggests_the_section():
+    problems = problems_of("backends:\n  m: {type: mock, models: {mock/a: {}}}\nroute:\n  auto: {models: [mock/a]}\n")
+    assert [str(p) for p in problems] == ["route (line 3): unknown field `route`: did you mean `routes`?"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import pytest
 import yaml
 
@@ -62,6 +63,46 @@ def test_a_code_task_goes_to_the_large_model(gw, openai_client):
     raw = openai_client(gw).chat.completions.with_raw_response.create(model="auto", messages=code)
     assert raw.headers["x-gateway-model"] == "mock/mock-large"
     assert raw.parse().choices[0].message.content
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_a_tools_request_goes_to_the_model_that_declares_tools(gw, openai_client):
+    """The small model is cheaper, so it answers plain calls; it does not declare `tools`,
+    so a call with tools passes it over for the large one."""
+    client = openai_client(gw)
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=WEATHER, tools=TOOLS)
+    assert (raw.headers["x-gateway-model"], raw.headers["x-gateway-task"]) == ("mock/mock-large", "tool_use")
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=WEATHER)
+    assert raw.headers["x-gateway-model"] == "mock/mock-small"
+    # Declared is not "nothing": JSON mode is within what the small model declares.
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=WEATHER, response_format={"type": "json_object"}
+    )
+    assert raw.headers["x-gateway-model"] == "mock/mock-small"
+
+
+def test_explain_shows_why_a_tools_request_skips_the_small_model(gw):
+    answer = httpx.post(gw.url + "/v1/route/explain", json={"model": "auto", "messages": WEATHER, "tools": TOOLS})
+    assert answer.status_code == 200, answer.text
+    doc = answer.json()
+    assert doc["needs"] == ["tools"]
+    assert doc["try_order"] == [{"backend": "mock", "model": "mock/mock-large"}]
+    verdicts = {c["model"]: [f for f in c["filters"] if f["filter"] == "capabilities"] for c in doc["candidates"]}
+    assert verdicts == {
+        "mock/mock-large": [{"filter": "capabilities", "passed": True, "reason": "declares tools"}],
+        "mock/mock-small": [{"filter": "capabilities", "passed": False, "reason": "does not declare tools"}],
+    }
 
 
 def test_stream_without_include_usage_carries_no_usage(gw, openai_client):

@@ -280,7 +280,11 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_good_ones(tmp_path):
     env = {"GATEWAY_DATA_DIR": str(tmp_path / "data")}
     done = gateway_cli("usage", "import", str(path), env=env)
     assert done.returncode == 1
-    errors = done.stderr.decode().splitlines()
+    store, *errors = done.stderr.decode().splitlines()
+    assert (
+        store
+        == f"gateway usage import writes to SQLite {tmp_path / 'data' / 'usage.sqlite3'} (empty: nothing recorded there yet)"
+    )
     assert errors[0].startswith(f"{path}:2: not valid JSON")
     assert errors[1].startswith(f"{path}:4: prompt_tokens:")
     assert b"2 imported, 0 already present, 2 bad lines" in done.stdout

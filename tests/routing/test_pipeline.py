@@ -81,7 +81,7 @@ def test_no_eligible_candidate_because_of_context_is_400_with_a_reason_each():
         decide(chat("word " * 200_000), {}, SNAP)
     error = e.value
     assert error.status == 400 and error.code == "context_length_exceeded" and error.param == "messages"
-    for name in ("cheap/small/fast", "cheap/big/long", "pricey/big/long"):
+    for name in ("small/fast on cheap", "big/long on cheap", "big/long on pricey"):
         assert name + ": ~" in error.message
     assert len(error.body()["error"]["metadata"]["candidates"]) == 3
 

@@ -199,7 +199,7 @@ def test_the_try_order_holds_only_candidates_passing_every_filter_and_an_empty_o
     else:
         assert (error.status, error.code) == (503, "no_backend_available")
     for report in decision.reports:
-        assert f"{report.offer.backend}/{report.offer.model}: " in error.message
+        assert f"{report.offer.model} on {report.offer.backend}: " in error.message
     reasons = error.body()["error"]["metadata"]["candidates"]
     assert len(reasons) == len(decision.reports) and all(r["reasons"] for r in reasons)
 

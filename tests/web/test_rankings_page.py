@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.usage_helpers import FIXTURE_CONFIG, gateway_cli, write_fixture
 from tests.support.png import hex_rgb, read_png
+from tests.support.poll import poll
 from tests.support.services import require_binary
 from tests.usage.fixtures import WEEK_END
 
@@ -100,3 +101,153 @@ def test_a_gateway_with_keys_asks_for_one_instead_of_failing_silently(start_gate
     html = dom.stdout.decode()
     assert 'data-state="error"' in html, dom.stderr.decode()[-2000:]
     assert re.search(r'<div id="key-prompt" class="card notice">', html)  # shown: no `hidden`
+
+
+# -- states a page must show, driven over the DevTools protocol -----------------------------
+
+LEADERS = ["deepseek/deepseek-v3.2", "qwen/qwen3-32b", "moonshotai/kimi-k2.5", "z-ai/glm-5", "z-ai/glm-4.6"]
+LEADERBOARD_NAMES = (
+    '[...document.querySelectorAll("#leaderboard li .name")].map((n) => n.firstChild.nodeType === 3 ? '
+    "n.firstChild.textContent : n.childNodes[1].textContent)"
+)
+STATE = "document.body.dataset.state"
+
+
+@pytest.fixture
+def browser():
+    from tests.web.browser import Browser
+
+    chrome = Browser()
+    yield chrome
+    chrome.close()
+
+
+class HeldRankings:
+    """The gateway behind a front that holds every /v1/rankings* request until `release`:
+    the page can be looked at while its data is still on the way."""
+
+    def __init__(self, gateway_url: str) -> None:
+        import asyncio
+        import threading
+
+        from tests.support.ports import free_port
+        from tests.support.threaded_server import ThreadedServer
+
+        self.release = threading.Event()
+        self.held = 0
+
+        async def app(scope, receive, send):
+            if scope["path"].startswith("/v1/rankings"):
+                self.held += 1
+                while not self.release.is_set():
+                    await asyncio.sleep(0.02)
+            query = scope["query_string"].decode()
+            headers = {k.decode(): v.decode() for k, v in scope["headers"] if k.lower() == b"authorization"}
+            async with httpx.AsyncClient() as client:
+                answer = await client.get(f"{gateway_url}{scope['path']}?{query}", headers=headers)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status_code,
+                    "headers": [(b"content-type", answer.headers["content-type"].encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.content})
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = ThreadedServer(app, port, "held rankings")
+
+
+def test_the_page_says_it_is_loading_until_the_rankings_arrive(ranked_gateway, browser):
+    front = HeldRankings(ranked_gateway.url)
+    try:
+        browser.goto(f"{front.url}/rankings?end={WEEK_END}")
+        browser.wait_for(f'{STATE} === "loading"')
+        poll(lambda: front.held == 2, what="both rankings requests to be held")
+        assert browser.evaluate(
+            '[document.getElementById("loading").hidden, document.getElementById("loading").textContent,'
+            ' document.getElementById("leaderboard").children.length]'
+        ) == [False, "Loading the rankings…", 0]
+        front.release.set()
+        browser.wait_for(f'{STATE} === "ready"')
+        assert browser.evaluate('document.getElementById("loading").hidden') is True
+        assert browser.evaluate(LEADERBOARD_NAMES) == LEADERS
+    finally:
+        front.release.set()
+        front.server.stop()
+
+
+def test_an_unknown_window_falls_back_to_the_default_and_says_so(ranked_gateway, browser):
+    browser.goto(f"{ranked_gateway.url}/rankings?end={WEEK_END}&window=year&granularity=hourly")
+    browser.wait_for(f'{STATE} === "ready" || {STATE} === "error"')
+    assert browser.evaluate(STATE) == "ready"
+    form = 'document.getElementById("controls").elements'
+    assert browser.evaluate(f"[{form}.window.value, {form}.granularity.value]") == ["week", "week"]
+    assert browser.evaluate(
+        '[document.getElementById("notice").hidden, document.getElementById("notice").textContent]'
+    ) == [
+        False,
+        "Unknown window “year”: showing week instead. Unknown chart “hourly”: showing weekly instead.",
+    ]
+    assert browser.evaluate("location.search") == f"?window=week&granularity=week&end={WEEK_END}"
+    assert browser.evaluate('document.getElementById("window-caption").textContent') == (
+        "2025-03-10 – 2025-03-16 vs previous 7 days"
+    )
+    assert browser.evaluate(LEADERBOARD_NAMES) == LEADERS
+
+
+def test_models_whose_calls_all_failed_are_left_out_of_the_leaderboard(start_gateway, tmp_path, browser):
+    from gateway.usage.jsonl import event_line
+    from tests.usage.fixtures import _event
+
+    gw = start_gateway(FIXTURE_CONFIG)
+    path = write_fixture(tmp_path / "fixture.jsonl")
+    failed = _event("f1", "2025-03-12T10:00:00", "mistralai/failed-only", "mistral", 0, 0, status=502)
+    path.write_bytes(path.read_bytes() + event_line(failed))
+    done = gateway_cli("usage", "import", str(path), env={"GATEWAY_DATA_DIR": str(gw.dir / "data")})
+    assert done.returncode == 0, done.stderr
+
+    api = httpx.get(gw.url + "/v1/rankings", params={"window": "week", "end": WEEK_END}).json()
+    assert [m["model"] for m in api["models"]] == LEADERS
+    assert api["others"]["models"] == 0
+    assert api["totals"]["failed"] == 2  # the fixture's failed qwen call and this one: counted, not ranked
+    browser.goto(f"{gw.url}/rankings?end={WEEK_END}")
+    browser.wait_for(f'{STATE} === "ready"')
+    assert browser.evaluate(LEADERBOARD_NAMES) == LEADERS
+    for ranked in ("leaderboard", "authors", "category-leaders", "legend"):
+        assert "mistral" not in browser.evaluate(f'document.getElementById("{ranked}").textContent'), ranked
+    # Its failed call still shows where failures belong: the per-provider table, with its request.
+    assert "mistralai/failed-only" in browser.evaluate('document.getElementById("throughput").textContent')
+
+
+def test_the_api_key_is_kept_for_the_tab_only_and_never_in_a_url(start_gateway, browser):
+    gw = start_gateway(FIXTURE_CONFIG, env={"GATEWAY_API_KEYS": "ops:sk-ops"})
+    url = f"{gw.url}/rankings?end={WEEK_END}"
+    browser.goto(url)
+    browser.wait_for(f'{STATE} === "error"')
+    browser.evaluate('localStorage.setItem("gateway-rankings-key", "sk-from-an-earlier-version")')
+    browser.goto(url)  # an earlier version's copy in localStorage is removed
+    browser.wait_for(f'{STATE} === "error"')
+    assert browser.evaluate('localStorage.getItem("gateway-rankings-key")') is None
+    assert browser.evaluate('document.getElementById("key-prompt").hidden') is False
+    # Even submitted without the script, the form has nothing to put in a URL.
+    assert browser.evaluate('[...new FormData(document.getElementById("key-form")).keys()].length') == 0
+
+    browser.evaluate(
+        'document.getElementById("key-input").value = "sk-ops";'
+        'document.getElementById("key-form").requestSubmit(); true'
+    )
+    browser.wait_for(f'{STATE} === "ready"')
+    assert browser.evaluate(
+        '[sessionStorage.getItem("gateway-rankings-key"), localStorage.getItem("gateway-rankings-key")]'
+    ) == ["sk-ops", None]
+    assert "sk-ops" not in browser.evaluate("location.href")
+    assert (
+        browser.evaluate("performance.getEntriesByType('resource').filter((r) => r.name.includes('sk-ops')).length")
+        == 0
+    )
+
+    browser.goto(url)  # a reload in the same tab keeps the key
+    browser.wait_for(f'{STATE} === "ready" || {STATE} === "error"')
+    assert browser.evaluate(STATE) == "ready"

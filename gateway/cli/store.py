@@ -1,0 +1,99 @@
+"""Which usage store a CLI command opens, and the one line saying so.
+
+The commands that read or write usage (`gateway rankings`, `gateway usage import|export`)
+open the store a gateway would (GATEWAY_REDIS_URL, else the SQLite file in the data
+directory) and say which one on stderr, and that it is empty when it is: an empty store
+reported as "0 requests" looks like lost data, when it usually means another store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # imported when used: `gateway --help` should not load pydantic
+    from gateway.settings import Settings
+
+SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.store.store_for gives the SQLite file
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="embedded store directory (default: $GATEWAY_DATA_DIR, else ~/.local/share/open-model-gateway)",
+    )
+    p.add_argument("--redis-url", help="shared store (default: $GATEWAY_REDIS_URL)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    from gateway.settings import Settings
+
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "redis_url", None):
+        overrides["redis_url"] = args.redis_url
+    return Settings(**overrides)
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password (redis://:secret@host/0 -> redis://:***@host/0)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def describe_store(settings: Settings) -> str:
+    """`SQLite /path/usage.sqlite3` or `Redis redis://host:6379/0`, never a password."""
+    if settings.redis_url:
+        return f"Redis {redacted_url(settings.redis_url)}"
+    return f"SQLite {(settings.data_dir / SQLITE_FILE).absolute()}"
+
+
+def store_is_empty(settings: Settings) -> bool | None:
+    """True when the store holds no usage at all; None when that cannot be told (unreachable).
+
+    Checked before the store is opened, since opening the SQLite store creates the file."""
+    if settings.redis_url:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+            try:
+                return next(client.scan_iter(match="{usage:*", count=1000), None) is None
+            finally:
+                client.close()
+        except redis.RedisError:
+            return None
+    path = settings.data_dir / SQLITE_FILE
+    if not path.is_file():
+        return True
+    import sqlite3  # here, not at the top: every `gateway` command imports this module
+
+    try:
+        with sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) as db:
+            return db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+    except sqlite3.Error:
+        return None
+
+
+def announce_store(settings: Settings, command: str, verb: str = "reads") -> None:
+    """One line on stderr: which store `command` uses, and whether it is empty; plus the
+    pointer to a store left in ./data by an earlier version."""
+    from gateway.settings import legacy_store_notice
+
+    line = f"{command} {verb} {describe_store(settings)}"
+    if store_is_empty(settings):
+        line += " (empty: nothing recorded there yet)"
+    print(line, file=sys.stderr)
+    if not settings.redis_url:
+        notice = legacy_store_notice(settings.data_dir)
+        if notice:
+            print(notice, file=sys.stderr)

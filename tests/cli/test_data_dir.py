@@ -1,0 +1,175 @@
+"""One store for the server and the CLI, wherever each is started: the data directory is
+per user (GATEWAY_DATA_DIR, else $XDG_DATA_HOME/open-model-gateway, else
+~/.local/share/open-model-gateway), never ./data of the current directory; and every CLI
+command that opens the store says which one, and that it is empty when it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.poll import poll
+from tests.support.ports import free_port
+from tests.support.services import REPO, wait_http
+
+POLICY = "backends:\n  m: {type: mock, models: {mock/mock-small: {}}}\nroutes:\n  auto: {models: [mock/mock-small]}\n"
+EMPTY = " (empty: nothing recorded there yet)"
+
+
+def environment(xdg: Path, **extra: str) -> dict[str, str]:
+    """The user's environment with no GATEWAY_* setting: the defaults decide."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") or k == "GATEWAY_TEST_STRICT"}
+    return {**inherited, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8", "XDG_DATA_HOME": str(xdg), **extra}
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A `gateway serve` started from the checkout with no GATEWAY_DATA_DIR, as `make run` does."""
+    xdg = tmp_path / "xdg"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    port = free_port()
+    env = environment(xdg, GATEWAY_USAGE_FLUSH_S="0.1")
+    log = open(tmp_path / "gateway.log", "wb")
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(policy), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+        yield f"http://127.0.0.1:{port}", xdg
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def test_the_cli_run_from_another_directory_reads_the_servers_store(served, tmp_path):
+    url, xdg = served
+    answer = httpx.post(
+        url + "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert answer.status_code == 200
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = environment(xdg)
+    store = xdg / "open-model-gateway" / "usage.sqlite3"
+    day = datetime.now(UTC).date().isoformat()
+
+    def exported() -> subprocess.CompletedProcess | None:
+        done = cli("usage", "export", "--start", day, "--end", day, cwd=elsewhere, env=env)
+        return done if done.stdout else None
+
+    done = poll(exported, what="the call to be exported")
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["model"], e["status"]) for e in events] == [("mock/mock-small", 200)]
+    assert done.stderr.splitlines() == [f"gateway usage export reads SQLite {store}", "1 events exported"]
+
+    ranked = cli("rankings", "--window", "day", "--json", cwd=elsewhere, env=env)
+    assert ranked.returncode == 0, ranked.stderr
+    assert json.loads(ranked.stdout)["totals"]["requests"] == 1
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {store}"]
+    assert not (elsewhere / "data").exists()  # nothing made in the current directory either
+
+
+def test_an_empty_store_is_called_empty(tmp_path):
+    env = environment(tmp_path / "xdg")
+    store = tmp_path / "xdg" / "open-model-gateway" / "usage.sqlite3"
+    ranked = cli("rankings", "--window", "day", cwd=tmp_path, env=env)
+    assert ranked.returncode == 0, ranked.stderr
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {store}{EMPTY}"]
+    exported = cli("usage", "export", "--start", "2025-03-01", "--end", "2025-03-02", cwd=tmp_path, env=env)
+    assert exported.stderr.splitlines() == [f"gateway usage export reads SQLite {store}{EMPTY}", "0 events exported"]
+
+
+def test_gateway_data_dir_wins_and_an_explicit_flag_over_it(tmp_path):
+    env = environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(tmp_path / "configured"))
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    assert ranked.stderr.splitlines() == [
+        f"gateway rankings reads SQLite {tmp_path / 'configured' / 'usage.sqlite3'}{EMPTY}"
+    ]
+    flagged = cli("rankings", "--data-dir", str(tmp_path / "flag"), cwd=tmp_path, env=env)
+    assert flagged.stderr.splitlines() == [
+        f"gateway rankings reads SQLite {tmp_path / 'flag' / 'usage.sqlite3'}{EMPTY}"
+    ]
+
+
+def test_without_xdg_the_store_is_under_the_home_directory(tmp_path):
+    env = environment(tmp_path, HOME=str(tmp_path / "home"))
+    del env["XDG_DATA_HOME"]
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    store = tmp_path / "home" / ".local" / "share" / "open-model-gateway" / "usage.sqlite3"
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {store}{EMPTY}"]
+
+
+def test_a_store_left_in_dot_data_is_pointed_out_not_silently_ignored(tmp_path):
+    import sqlite3
+
+    (tmp_path / "data").mkdir()
+    sqlite3.connect(tmp_path / "data" / "usage.sqlite3").close()
+    env = environment(tmp_path / "xdg")
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    store_dir = tmp_path / "xdg" / "open-model-gateway"
+    assert ranked.stderr.splitlines() == [
+        f"gateway rankings reads SQLite {store_dir / 'usage.sqlite3'}{EMPTY}",
+        f"note: {tmp_path / 'data' / 'usage.sqlite3'} (where earlier versions kept usage) is not used; the store is in "
+        f"{store_dir}. To keep that history, move it there or set GATEWAY_DATA_DIR={tmp_path / 'data'}",
+    ]
+
+
+@pytest.mark.redis
+def test_a_redis_store_is_named_and_its_emptiness_checked(tmp_path, redis_server):
+    env = environment(tmp_path / "xdg", GATEWAY_REDIS_URL=redis_server.url)
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads Redis {redis_server.url}{EMPTY}"]
+    from tests.e2e.usage_helpers import write_fixture
+
+    imported = cli("usage", "import", str(write_fixture(tmp_path / "fixture.jsonl")), cwd=tmp_path, env=env)
+    assert imported.stderr.splitlines() == [f"gateway usage import writes to Redis {redis_server.url}{EMPTY}"]
+    ranked = cli("rankings", cwd=tmp_path, env=env)
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads Redis {redis_server.url}"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@cache:6380/1", "Redis redis://:***@cache:6380/1"),
+        ("rediss://app:s3cret@cache/0", "Redis rediss://app:***@cache/0"),
+        ("redis://cache:6379/0", "Redis redis://cache:6379/0"),
+    ],
+)
+def test_a_redis_store_is_named_without_its_password(url, shown):
+    from gateway.cli.store import describe_store
+    from gateway.settings import Settings
+
+    assert describe_store(Settings(redis_url=url)) == shown
+
+
+def test_the_deployments_set_the_data_directory_themselves():
+    """The per-user default is for people at a shell: the image (hence compose) and the k8s
+    manifest name their data directory, on the volume they mount, so they are unaffected."""
+    import re
+
+    import yaml
+
+    image = re.search(r"^\s*GATEWAY_DATA_DIR=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert image and image.group(1) == "/data"
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["gateway"]
+    assert "GATEWAY_DATA_DIR" not in compose["environment"]  # so the image's /data holds
+    assert "gateway-data:/data" in compose["volumes"]
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "k8s" / "deployment.yaml").read_text()))
+    pod = next(d for d in docs if d and d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if any(e["name"] == "GATEWAY_DATA_DIR" for e in c.get("env", [])))
+    data_dir = next(e["value"] for e in container["env"] if e["name"] == "GATEWAY_DATA_DIR")
+    assert any(m["mountPath"] == data_dir for m in container["volumeMounts"])

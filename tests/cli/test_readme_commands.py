@@ -1,0 +1,72 @@
+"""The README's `gateway ...` commands exist, reached the way the README says: through the
+virtualenv `make run` installs into (`. .venv/bin/activate`, then `gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser
+from tests.support.services import REPO
+
+README = (REPO / "README.md").read_text()
+VENV = REPO / ".venv"
+
+
+def _groups() -> dict[str, set[str]]:
+    """Top-level command -> its own subcommands (empty for a plain command)."""
+    top = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    groups = {}
+    for name, parser in top.choices.items():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        groups[name] = set(nested[0].choices) if nested else set()
+    return groups
+
+
+def readme_commands() -> list[tuple[str, ...]]:
+    """Each command the README shows as code (a `gateway ...` span, or a line of a shell block
+    starting with `gateway`): `gateway usage export --start ...` -> ("usage", "export")."""
+    shown = re.findall(r"`gateway ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", README)
+    for block in re.findall(r"```sh\n(.*?)```", README, re.DOTALL):
+        shown += re.findall(r"^gateway ([a-z][a-z-]*(?: [a-z][a-z-]*)?)", block, re.MULTILINE)
+    groups = _groups()
+    found: list[tuple[str, ...]] = []
+    for words in shown:
+        first, *rest = words.split()
+        command = (first, rest[0]) if groups.get(first) and rest else (first,)
+        if command not in found:
+            found.append(command)
+    return found
+
+
+def test_the_readme_shows_every_command():
+    groups = _groups()
+    expected = [(name, sub) for name, subs in groups.items() for sub in sorted(subs)]
+    expected += [(name,) for name, subs in groups.items() if not subs]
+    assert sorted(readme_commands()) == sorted(expected)
+
+
+@pytest.mark.skipif(not (VENV / "bin" / "activate").exists(), reason="no .venv: run `make install`")
+@pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
+def test_each_readme_command_answers_help_after_activating_the_venv(command):
+    assert "\n. .venv/bin/activate " in README  # the line the README tells a new user to run
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # a fresh shell: no venv on the PATH until the README's line
+    env["PYTHONPATH"] = str(REPO)  # this checkout's code behind the venv's script
+    done = subprocess.run(
+        ["bash", "-c", f". .venv/bin/activate && command -v gateway && gateway {' '.join(command)} --help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    where, *usage = done.stdout.splitlines()
+    assert Path(where).resolve() == (VENV / "bin" / "gateway").resolve()  # .venv may be a symlink
+    assert usage[0].startswith(f"usage: gateway {' '.join(command)} ")
