@@ -301,10 +301,14 @@ class Metrics:
 
     def track_offers(self, snapshot: ConfigSnapshot) -> None:
         """Give every configured offer a circuit-state series (closed until routing says
-        otherwise), and drop the series of offers a reload removed."""
+        otherwise) and zero misconfiguration/malformed counts, and drop the circuit series of
+        offers a reload removed."""
         current = {o.key for offers in snapshot.offers.values() for o in offers}
         for key in current - self._circuit_offers:
             self._child(self.circuit_state, *key).set(CircuitState.CLOSED)
+            # Zeros for the counters the alerts compare, so they have data before any failure.
+            self._child(self.misconfigured, *key)
+            self._child(self.malformed_events, key[0])
         if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes
             for key in self._circuit_offers - current:
                 self.circuit_state.remove(*key)
