@@ -128,11 +128,21 @@ class SseAccountant:
             and b'"error"' not in complete
             and not (self.hold_done and self.usage is None and DONE in complete)
         ):
-            # The structural check, by counting: every event is one `data: {...}` line when
-            # each newline is part of a blank line after an event, each event starts with
-            # `data: {` and ends with `}`. Anchored at line starts: content text may itself
-            # contain "data: {" or "[DONE]" (JSON strings cannot hold a raw newline, so
-            # "\ndata:" is always a field). Anything else takes the event-by-event path.
+            # The structural check: every event is one `data: {...}` line. Usually a chunk is
+            # one event, whose only newlines are its last two; several are checked by
+            # counting (each newline part of a blank line after an event, each event
+            # starting `data: {` and ending `}`). Anchored at line starts: content text may
+            # itself contain "data: {" or "[DONE]" (JSON strings cannot hold a raw newline,
+            # so "\ndata:" is always a field). Anything else takes the event-by-event path.
+            last = len(complete) - 2
+            if complete.find(b"\n") == last and complete[last - 1] == 125 and complete.startswith(b"data: {"):  # }
+                self.content_events += 1
+                if self._malformed_run:
+                    self._malformed_run = 0
+                return complete
+            if complete == b"data: [DONE]\n\n":
+                self.saw_done = True
+                return complete
             events = complete.count(b"\n\n")
             data_events = complete.count(b"\ndata: {") + complete.startswith(b"data: {")
             if data_events == events and complete.count(b"\n") == 2 * events and complete.count(b"}\n\n") == events:
@@ -141,6 +151,9 @@ class SseAccountant:
                 return complete
         out = []
         for event in complete.split(b"\n\n"):
+            # Runs of more than one blank line leave newlines at an event's edges: empty
+            # lines, not part of any event (SSE dispatches nothing for them).
+            event = event.strip(b"\n")
             if not event:
                 continue
             kept = self._inspect(event)
@@ -156,7 +169,7 @@ class SseAccountant:
         well-formed event (then terminated); a malformed tail is handled like any event."""
         if self._broken is not None:
             raise self._broken
-        tail = self._events.rest().rstrip(b"\n")
+        tail = self._events.rest().strip(b"\n")
         if not tail:
             return b""
         kept = self._inspect(tail)
@@ -185,7 +198,7 @@ class SseAccountant:
     def _inspect(self, event: bytes) -> bytes | None:
         """Account one event; return what to forward in its place, or None to drop it."""
         payload = data_of(event)
-        if not _fields_only(event):
+        if not (event.startswith(b"data: {") and b"\n" not in event) and not _fields_only(event):
             return self._malformed()
         if payload is None:
             return event  # comments, keep-alives, retry: fields
@@ -264,8 +277,6 @@ class SseAccountant:
 
 def _fields_only(event: bytes) -> bool:
     """Whether every line of the event is an SSE field or comment (no stray text)."""
-    if event.startswith(b"data: {") and b"\n" not in event:
-        return True
     return all(line.startswith(_FIELDS) for line in event.split(b"\n"))
 
 

@@ -323,3 +323,15 @@ def _well_formed(event: bytes) -> bool:
         return isinstance(orjson.loads(payload), dict)
     except orjson.JSONDecodeError:
         return False
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 4, 5])
+def test_extra_blank_lines_between_events_are_not_malformed(cut):
+    """A run of blank lines dispatches nothing in SSE: neither before nor after content
+    is it a malformed event, wherever the chunks are cut."""
+    accountant = SseAccountant(strip_usage=True)
+    role, first, last = delta_event({"role": "assistant"}), delta_event({"content": "a"}), delta_event({}, "stop")
+    data = b"\n\n" + role + b"\n" + first + b"\n\n\n" + last + b"\n" + b"data: [DONE]\n\n"
+    forwarded = accountant.feed(data[: len(role) + cut]) + accountant.feed(data[len(role) + cut :])
+    assert forwarded + accountant.flush() == role + first + last + b"data: [DONE]\n\n"
+    assert accountant.malformed_events == 0 and accountant.saw_done
