@@ -249,8 +249,10 @@ async def _pre_read_stream(
         await response.aclose()
         raise
     if ended:
-        parts.append(accountant.flush())
-        await response.aclose()
+        try:
+            parts.append(accountant.flush())  # may fail the attempt: a malformed tail, an error event
+        finally:
+            await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
             raise UpstreamError("protocol", f"{offer.backend}: stream ended before any content")
     opened = OpenedAnswer(offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended)

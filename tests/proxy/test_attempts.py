@@ -45,6 +45,8 @@ BODIES = {
 }
 STREAMS = {
     "garbage_stream": [b"data: garbage\n\n", b"data: {also garbage\n\n", b"data: [DONE]\n\n"],
+    "garbage_tail": [b"data: {not json, and never terminated"],
+    "error_tail": [b'data: {"error": {"message": "overloaded", "code": 503}}'],
     "garbage_after_role": [
         b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n',
         b"event-stream? no\n\n",
@@ -80,10 +82,14 @@ class Bytes(UpstreamResponse):
     def __init__(self, parts: list[bytes], media_type: str = "application/json") -> None:
         self.parts = parts
         self.media_type = media_type
+        self.closed = False
 
     async def aiter_bytes(self):
         for part in self.parts:
             yield part
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 class Scripted(Backend):
@@ -100,6 +106,7 @@ class Scripted(Backend):
         )
         self.steps = list(steps)
         self.calls: list[str] = []
+        self.responses: list[Bytes] = []
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         self.calls.append(request.offer.model)
@@ -114,9 +121,11 @@ class Scripted(Backend):
             await asyncio.sleep(0.5)
             return Bytes([OK_BODY])
         if step in BODIES:  # a 200 whose body is what the step names
-            return Bytes([BODIES[step]])
+            self.responses.append(Bytes([BODIES[step]]))
+            return self.responses[-1]
         if step in STREAMS:
-            return Bytes(STREAMS[step], "text/event-stream")
+            self.responses.append(Bytes(STREAMS[step], "text/event-stream"))
+            return self.responses[-1]
         if step in REJECTIONS:
             status, body = REJECTIONS[step]
             raise UpstreamError("status", f"answered {status}", status=status, body=body)
@@ -274,7 +283,9 @@ def test_retry_wait_policy():
 
 
 # -- issue 11.6: a 200 that is not a chat completion is a failure of that backend ---------
-@pytest.mark.parametrize("stream, step", [(False, b) for b in BODIES] + [(True, s) for s in STREAMS])
+@pytest.mark.parametrize(
+    "stream, step", [(False, b) for b in BODIES] + [(True, s) for s in STREAMS if s != "error_tail"]
+)
 async def test_a_malformed_answer_falls_back_and_counts_against_the_backend(stream, step):
     a, b = Scripted("a", [step]), Scripted("b", ["ok"])
     opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=stream)
@@ -283,6 +294,14 @@ async def test_a_malformed_answer_falls_back_and_counts_against_the_backend(stre
     assert (opened.body == OK_BODY) if not stream else (b'"content":"hi"' in opened.prefix)
     assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "malformed"), ("b", None)]
     assert ("finished", "a", "malformed", None) in recorder.events
+    assert all(r.closed for r in a.responses)  # the failed answer's connection is given back
+
+
+async def test_a_stream_ending_in_an_unterminated_error_event_falls_back_and_is_closed():
+    a, b = Scripted("a", ["error_tail"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=True)
+    assert opened.offer.backend == "b" and [x.error for x in outcome.attempts] == ["http_503", None]
+    assert a.responses[0].closed
 
 
 @pytest.mark.parametrize("stream, step", [(False, "truncated"), (True, "garbage_stream")])
