@@ -55,7 +55,7 @@ log = logging.getLogger("gateway.proxy")
 # `model_not_found`, `not_found_error`.) Matched against the upstream's error message only.
 _NO_SUCH_MODEL = re.compile(
     r"model_not_found|not a valid model|(?:invalid|unknown|no such) model"
-    r"|model\b[^.\n]{0,120}?\b(?:does not exist|not exist|not found|is not available)",
+    r"|model\b[^\n]{0,120}?\b(?:does not exist|not exist|not found|is not available)",
     re.IGNORECASE,
 )
 
@@ -65,9 +65,8 @@ class BackendMisconfigured(UpstreamError):
     the URL: the gateway's configuration is wrong, not the client's request. Another
     candidate may be configured right; the circuit counts it, as it will not heal alone."""
 
-    def __init__(self, error: UpstreamError, detail: str) -> None:
+    def __init__(self, error: UpstreamError) -> None:
         super().__init__("status", error.message, status=error.status, body=error.body)
-        self.detail = detail  # the upstream's words, redacted: for the operator's log
 
     @property
     def retryable(self) -> bool:
@@ -298,7 +297,7 @@ def _misconfigured(
             error.status,
             detail,
         )
-    return BackendMisconfigured(error, detail)
+    return BackendMisconfigured(error)
 
 
 def _error_text(answer: object) -> str | None:

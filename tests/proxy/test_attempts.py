@@ -70,7 +70,9 @@ REJECTIONS = {
         b'{"error": {"message": "Model Not Exist", "type": "invalid_request_error", "param": null, '
         b'"code": "invalid_request_error"}}',
     ),
+    "dotted_id_400": (400, b'{"error": {"message": "The model `qwen2.5-7b-instruct` does not exist."}}'),
     "bad_temperature_400": (400, b'{"error": {"message": "temperature must be at most 2", "param": "temperature"}}'),
+    "unsupported_input_400": (400, b'{"error": {"message": "This model does not support image input."}}'),
     "key_quoted_400": (
         400,
         b'{"error": {"message": "bad request from token=' + KEY[3:].encode() + b" (" + KEY[5:19].encode() + b')"}}',
@@ -315,7 +317,7 @@ async def test_only_malformed_answers_give_a_502_that_says_so(stream, step):
 
 
 # -- issue 13.14: a wrong upstream_id is the gateway's misconfiguration -------------------
-@pytest.mark.parametrize("step", ["openai_404", "vllm_404", "openrouter_400", "deepseek_400"])
+@pytest.mark.parametrize("step", ["openai_404", "vllm_404", "openrouter_400", "deepseek_400", "dotted_id_400"])
 async def test_a_model_the_upstream_does_not_know_is_a_misconfigured_candidate(step):
     a, b = Scripted("a", [step]), Scripted("b", ["ok"])
     opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
@@ -333,12 +335,19 @@ async def test_only_misconfigured_candidates_give_a_502_not_the_upstreams_400(st
     assert "not exist" not in e.value.message
 
 
-async def test_a_400_about_the_request_itself_is_still_the_clients_and_not_retried():
-    a, b = Scripted("a", ["bad_temperature_400"]), Scripted("b", ["ok"])
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ("bad_temperature_400", "temperature must be at most 2"),
+        ("unsupported_input_400", "This model does not support image input."),
+    ],
+)
+async def test_a_400_about_the_request_itself_is_still_the_clients_and_not_retried(step, message):
+    a, b = Scripted("a", [step]), Scripted("b", ["ok"])
     with pytest.raises(GatewayError) as e:
         await run(Pool(a, b), decision(offer("a"), offer("b")))
     assert e.value.status == 400 and e.value.code == "upstream_rejected_request"
-    assert e.value.message == "temperature must be at most 2" and b.calls == []
+    assert e.value.message == message and b.calls == []
 
 
 def snapshot_with(*names: str) -> ConfigSnapshot:
