@@ -175,6 +175,19 @@ class Metrics:
             "Usage batch writes that failed (store down, writer process lost) and were retried.",
             registry=r,
         )
+        # -- upstream answers that are not what they claim (issue 11.6, 13.14) --
+        self.malformed_events = Counter(
+            "gateway_upstream_malformed_events_total",
+            "Stream events dropped after content had flowed because they were not well-formed SSE.",
+            ["backend"],
+            registry=r,
+        )
+        self.misconfigured = Counter(
+            "gateway_backend_misconfigured_total",
+            "Attempts whose upstream did not know the model (or URL) the gateway asked for.",
+            ["backend", "model"],
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
         self._children: dict[tuple, object] = {}
@@ -193,6 +206,10 @@ class Metrics:
             series.attempts_ok(1)
         else:
             self._child(self.attempts, offer.backend, offer.model, _reason(attempt.error)).inc()
+            if attempt.error == "misconfigured":
+                self._child(self.misconfigured, offer.backend, offer.model).inc()
+        if attempt.malformed_events:
+            self._child(self.malformed_events, offer.backend).inc(attempt.malformed_events)
 
     def call_finished(self, outcome: CallOutcome) -> None:
         offer = outcome.offer
@@ -284,10 +301,14 @@ class Metrics:
 
     def track_offers(self, snapshot: ConfigSnapshot) -> None:
         """Give every configured offer a circuit-state series (closed until routing says
-        otherwise), and drop the series of offers a reload removed."""
+        otherwise) and zero misconfiguration/malformed counts, and drop the circuit series of
+        offers a reload removed."""
         current = {o.key for offers in snapshot.offers.values() for o in offers}
         for key in current - self._circuit_offers:
             self._child(self.circuit_state, *key).set(CircuitState.CLOSED)
+            # Zeros for the counters the alerts compare, so they have data before any failure.
+            self._child(self.misconfigured, *key)
+            self._child(self.malformed_events, key[0])
         if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes
             for key in self._circuit_offers - current:
                 self.circuit_state.remove(*key)

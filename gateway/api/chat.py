@@ -83,7 +83,9 @@ async def chat_completions(request: Request) -> Response:
     if decision.route:
         base_headers["x-gateway-route"] = decision.route
     try:
-        opened = await _open_cancellable(request, chat, decision, state, outcome, {"x-request-id": request_id})
+        opened = await _open_cancellable(
+            request, chat, decision, state, outcome, {"x-request-id": request_id}, snapshot
+        )
     except GatewayError as exc:
         outcome.status, outcome.error = exc.status, exc.code or exc.type
         _finish(state, outcome, chat, t0, _own_time(t0, outcome))
@@ -117,7 +119,7 @@ def _own_time(t0: float, outcome: CallOutcome) -> float:
 
 
 async def _open_cancellable(
-    request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers
+    request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers, snapshot
 ) -> OpenedAnswer:
     """Run the fallback loop, cancelling upstream work if the client disconnects meanwhile."""
     task = asyncio.current_task()
@@ -133,7 +135,7 @@ async def _open_cancellable(
 
     watcher = asyncio.create_task(watch())
     try:
-        return await open_answer(chat, decision, state.backends, state.observers, outcome, headers)
+        return await open_answer(chat, decision, state.backends, state.observers, outcome, headers, snapshot)
     finally:
         watcher.cancel()
 

@@ -23,6 +23,7 @@ class Attempt:
     status: int | None = None
     duration_s: float = 0.0
     retry_after_s: float | None = None  # the upstream's Retry-After, when it sent one
+    malformed_events: int = 0  # stream events dropped as malformed after content (gateway.proxy.relay)
 
 
 @dataclass(slots=True)

@@ -5,6 +5,15 @@ it mentions `usage` or `error`, or while it still waits for the first content: t
 where usage is read, where the usage chunk the gateway asked for is stripped again if the
 client did not ask for it, and where an upstream that fails before producing anything is
 caught early enough to fall back.
+
+Malformed output (an event that is not SSE, or whose data is not a JSON object) before the
+first content fails the attempt (`MalformedAnswer`: another candidate is tried, and the
+circuit counts it). After content has flowed the client must not see it either: every
+event gets a structural check (`data: {...}` on one line, `[DONE]`, comments and the
+other SSE fields; not a JSON parse), a malformed one is dropped and counted, and
+`MAX_MALFORMED_RUN` of them in a row end the stream as broken.
+
+Error events are relayed with their text redacted (`gateway.protocol.redact`).
 """
 
 from __future__ import annotations
@@ -14,10 +23,34 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.base import UpstreamError
+from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of
+from gateway.proxy.outcome import Attempt
 from gateway.proxy.usage import Usage
 
 DONE = b"data: [DONE]"
+# Malformed events in a row after content, past which the stream counts as broken: small,
+# since a healthy upstream sends none, yet more than one so a single corrupt event (a proxy
+# in between mangling one line) costs only that event.
+MAX_MALFORMED_RUN = 5
+_FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
+_NO_REDACTION = Redactor(())
+
+
+class MalformedAnswer(UpstreamError):
+    """The upstream answered 2xx with output that is not OpenAI's wire format.
+
+    A failure of the backend (counted by its circuit, another candidate is tried), labelled
+    `malformed`. Its message is the gateway's own words: upstream bytes are not quoted.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("protocol", message)
+
+    @property
+    def reason(self) -> str:
+        return "malformed"
 
 
 class StreamFailedEarly(Exception):
@@ -32,19 +65,24 @@ class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
     __slots__ = (
+        "_attempt",
+        "_broken",
         "_events",
+        "_malformed_run",
         "_started",
         "content_events",
         "done_held",
         "first_content_at",
         "hold_done",
+        "malformed_events",
         "meta",
+        "redactor",
         "saw_done",
         "strip_usage",
         "usage",
     )
 
-    def __init__(self, strip_usage: bool, hold_done: bool = False) -> None:
+    def __init__(self, strip_usage: bool, hold_done: bool = False, redactor: Redactor | None = None) -> None:
         self.strip_usage = strip_usage
         # The client asked for usage: if the upstream ends without any, `[DONE]` is held back
         # so the relay can send an estimated usage chunk first, as OpenAI always sends one.
@@ -55,6 +93,11 @@ class SseAccountant:
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False
+        self.redactor = redactor or _NO_REDACTION
+        self.malformed_events = 0  # dropped after content had flowed
+        self._malformed_run = 0
+        self._broken: MalformedAnswer | None = None  # raised at the next feed/flush
+        self._attempt: Attempt | None = None
         self._events = EventCutter()
         self._started = False
 
@@ -63,7 +106,17 @@ class SseAccountant:
         """Whether content has been produced (past which no fallback is possible)."""
         return self._started
 
+    def report_to(self, attempt: Attempt) -> None:
+        """Count dropped malformed events on the answering attempt too (the observers read it
+        there when the stream ends)."""
+        attempt.malformed_events = self.malformed_events
+        self._attempt = attempt
+
     def feed(self, chunk: bytes) -> bytes:
+        """Raises `MalformedAnswer` for malformed output before content, or at the call after
+        `MAX_MALFORMED_RUN` malformed events in a row (the events before them are returned)."""
+        if self._broken is not None:
+            raise self._broken
         complete = self._events.complete(chunk)
         if not complete:
             return b""
@@ -75,24 +128,54 @@ class SseAccountant:
             and b'"error"' not in complete
             and not (self.hold_done and self.usage is None and DONE in complete)
         ):
-            # Anchored at line starts: content text may itself contain "data: {" or "[DONE]"
-            # (JSON strings cannot hold a raw newline, so "\ndata:" is always a field).
-            self.content_events += complete.count(b"\ndata: {") + complete.startswith(b"data: {")
-            if complete.startswith(DONE) or b"\n" + DONE in complete:
+            # The structural check: every event is one `data: {...}` line. Usually a chunk is
+            # one event, whose only newlines are its last two; several are checked by
+            # counting (each newline part of a blank line after an event, each event
+            # starting `data: {` and ending `}`). Anchored at line starts: content text may
+            # itself contain "data: {" or "[DONE]" (JSON strings cannot hold a raw newline,
+            # so "\ndata:" is always a field). Anything else takes the event-by-event path.
+            last = len(complete) - 2
+            if complete.find(b"\n") == last and complete[last - 1] == 125 and complete.startswith(b"data: {"):  # }
+                self.content_events += 1
+                if self._malformed_run:
+                    self._malformed_run = 0
+                return complete
+            if complete == b"data: [DONE]\n\n":
                 self.saw_done = True
-            return complete
+                return complete
+            events = complete.count(b"\n\n")
+            data_events = complete.count(b"\ndata: {") + complete.startswith(b"data: {")
+            if data_events == events and complete.count(b"\n") == 2 * events and complete.count(b"}\n\n") == events:
+                self.content_events += events
+                self._malformed_run = 0
+                return complete
         out = []
         for event in complete.split(b"\n\n"):
+            # Runs of more than one blank line leave newlines at an event's edges: empty
+            # lines, not part of any event (SSE dispatches nothing for them).
+            event = event.strip(b"\n")
             if not event:
                 continue
-            if self._inspect(event):
-                out.append(event)
+            kept = self._inspect(event)
+            if kept is not None:
+                out.append(kept)
                 out.append(b"\n\n")
+            if self._broken is not None:
+                break
         return b"".join(out)
 
     def flush(self) -> bytes:
-        """Whatever the upstream left unterminated at the end of the stream."""
-        return self._events.rest()
+        """Whatever the upstream left unterminated at the end of the stream, if it is a
+        well-formed event (then terminated); a malformed tail is handled like any event."""
+        if self._broken is not None:
+            raise self._broken
+        tail = self._events.rest().strip(b"\n")
+        if not tail:
+            return b""
+        kept = self._inspect(tail)
+        if self._broken is not None:
+            raise self._broken
+        return kept + b"\n\n" if kept is not None else b""
 
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
@@ -112,23 +195,27 @@ class SseAccountant:
         }
         return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
 
-    def _inspect(self, event: bytes) -> bool:
-        """Account one event; return False to drop it."""
+    def _inspect(self, event: bytes) -> bytes | None:
+        """Account one event; return what to forward in its place, or None to drop it."""
         payload = data_of(event)
+        if not (event.startswith(b"data: {") and b"\n" not in event) and not _fields_only(event):
+            return self._malformed()
         if payload is None:
-            return True  # comments, keep-alives, retry: fields
+            return event  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
             self.saw_done = True
+            self._malformed_run = 0
             if self.hold_done and self.usage is None:
                 self.done_held = True
-                return False
-            return True
+                return None
+            return event
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return True
+            return self._malformed()
         if not isinstance(obj, dict):
-            return True
+            return self._malformed()
+        self._malformed_run = 0
         if self.meta is None:
             self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
         if "error" in obj and not obj.get("choices"):
@@ -137,19 +224,60 @@ class SseAccountant:
                 message = err.get("message") if isinstance(err, dict) else str(err)
                 status = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
                 raise StreamFailedEarly(str(message or "error event before any content"), status)
-            return True
+            return self._error_event(obj.get("error"))
         choices = obj.get("choices")
         usage = Usage.from_openai(obj.get("usage"))
         if usage is not None:
             self.usage = usage
+            # The usage chunk the gateway asked for on the client's behalf: OpenAI's has no
+            # choices; LiteLLM's proxy sends an empty choice with it. Either way it carries
+            # nothing but usage, which this client did not ask for.
+            if self.strip_usage and not _has_content(choices or ()):
+                return None
         if choices:
             self.content_events += 1
             if not self._started and _has_content(choices):
                 self._started = True
                 self.first_content_at = time.perf_counter()
-        elif usage is not None and self.strip_usage:
-            return False
-        return True
+        return event
+
+    def _malformed(self) -> None:
+        """Before content: fail the attempt. After: drop the event, count it, and after
+        `MAX_MALFORMED_RUN` in a row give up on the stream."""
+        if not self._started:
+            raise MalformedAnswer("the upstream stream is not well-formed SSE with JSON events")
+        self.malformed_events += 1
+        if self._attempt is not None:
+            self._attempt.malformed_events += 1
+        self._malformed_run += 1
+        if self._malformed_run >= MAX_MALFORMED_RUN:
+            self._broken = MalformedAnswer(
+                f"the upstream stream sent {self._malformed_run} malformed events in a row after content"
+            )
+        return None
+
+    def _error_event(self, error: Any) -> bytes:
+        """An error event in OpenAI's shape, rebuilt from the upstream's with its text
+        redacted and bounded (other fields, which may quote anything, are left out)."""
+        if isinstance(error, dict):
+            message, kind, code = error.get("message"), error.get("type"), error.get("code")
+        else:
+            message, kind, code = error, None, None
+        redact = self.redactor.text
+        clean = {
+            "message": redact(str(message or "upstream error")[:4000])[:2000],
+            "type": redact(kind[:100]) if isinstance(kind, str) else "upstream_error",
+            "param": None,
+            "code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        }
+        if isinstance(code, str):
+            clean["code"] = redact(code[:100])
+        return b"data: " + orjson.dumps({"error": clean})
+
+
+def _fields_only(event: bytes) -> bool:
+    """Whether every line of the event is an SSE field or comment (no stray text)."""
+    return all(line.startswith(_FIELDS) for line in event.split(b"\n"))
 
 
 def _has_content(choices: Any) -> bool:
@@ -160,7 +288,11 @@ def _has_content(choices: Any) -> bool:
             return True
         delta = choice.get("delta") or {}
         if isinstance(delta, dict) and (
-            delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content") or delta.get("reasoning")
+            delta.get("content")
+            or delta.get("tool_calls")
+            or delta.get("function_call")
+            or delta.get("reasoning_content")
+            or delta.get("reasoning")
         ):
             return True
     return False

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse
-from gateway.config.schema import BackendConfig, FallbackSettings, ModelOffer
-from gateway.config.snapshot import Offer
+from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
+from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import open_answer, retry_wait
@@ -34,25 +34,81 @@ def sse(*events: dict) -> list[bytes]:
 CONTENT = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
 
 
+KEY = "sk-upstream-0123456789abcdefghij"
+
+# 200 answers that are not chat completions (issue 11.6).
+BODIES = {
+    "truncated": OK_BODY[: len(OK_BODY) // 2],
+    "not_an_object": b'["choices"]',
+    "no_choices": b'{"id": "x", "object": "chat.completion"}',
+    "html": b"<html><body>502 Bad Gateway</body></html>",
+}
+STREAMS = {
+    "garbage_stream": [b"data: garbage\n\n", b"data: {also garbage\n\n", b"data: [DONE]\n\n"],
+    "garbage_tail": [b"data: {not json, and never terminated"],
+    "error_tail": [b'data: {"error": {"message": "overloaded", "code": 503}}'],
+    "garbage_after_role": [
+        b'data: {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}\n\n',
+        b"event-stream? no\n\n",
+    ],
+}
+# How upstreams say the upstream_id is wrong (issue 13.14), and a 400 that is the request's fault.
+REJECTIONS = {
+    "openai_404": (
+        404,
+        b'{"error": {"message": "The model `qwen-x` does not exist or you do not have access to it.", '
+        b'"type": "invalid_request_error", "param": null, "code": "model_not_found"}}',
+    ),
+    "vllm_404": (
+        404,
+        b'{"object": "error", "message": "The model `Qwen/Qwen3-32` does not exist.", '
+        b'"type": "NotFoundError", "param": null, "code": 404}',
+    ),
+    "openrouter_400": (400, b'{"error": {"message": "qwen/qwen-x is not a valid model ID", "code": 400}}'),
+    "deepseek_400": (
+        400,
+        b'{"error": {"message": "Model Not Exist", "type": "invalid_request_error", "param": null, '
+        b'"code": "invalid_request_error"}}',
+    ),
+    "dotted_id_400": (400, b'{"error": {"message": "The model `qwen2.5-7b-instruct` does not exist."}}'),
+    "bad_temperature_400": (400, b'{"error": {"message": "temperature must be at most 2", "param": "temperature"}}'),
+    "unsupported_input_400": (400, b'{"error": {"message": "This model does not support image input."}}'),
+    "key_quoted_400": (
+        400,
+        b'{"error": {"message": "bad request from token=' + KEY[3:].encode() + b" (" + KEY[5:19].encode() + b')"}}',
+    ),
+}
+
+
 class Bytes(UpstreamResponse):
     def __init__(self, parts: list[bytes], media_type: str = "application/json") -> None:
         self.parts = parts
         self.media_type = media_type
+        self.closed = False
 
     async def aiter_bytes(self):
         for part in self.parts:
             yield part
 
+    async def aclose(self) -> None:
+        self.closed = True
+
 
 class Scripted(Backend):
     """Answers each call as the next step of its script says."""
 
-    def __init__(self, name: str, steps: list[str], first_byte_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, name: str, steps: list[str], first_byte_timeout_s: float | None = None, api_key: str | None = None
+    ) -> None:
         super().__init__(
-            name, BackendConfig(type="openai", base_url="http://unused/v1", first_byte_timeout_s=first_byte_timeout_s)
+            name,
+            BackendConfig(
+                type="openai", base_url="http://unused/v1", first_byte_timeout_s=first_byte_timeout_s, api_key=api_key
+            ),
         )
         self.steps = list(steps)
         self.calls: list[str] = []
+        self.responses: list[Bytes] = []
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         self.calls.append(request.offer.model)
@@ -66,6 +122,15 @@ class Scripted(Backend):
         if step == "slow_ok":  # a non-streamed answer whose headers come only once generated
             await asyncio.sleep(0.5)
             return Bytes([OK_BODY])
+        if step in BODIES:  # a 200 whose body is what the step names
+            self.responses.append(Bytes([BODIES[step]]))
+            return self.responses[-1]
+        if step in STREAMS:
+            self.responses.append(Bytes(STREAMS[step], "text/event-stream"))
+            return self.responses[-1]
+        if step in REJECTIONS:
+            status, body = REJECTIONS[step]
+            raise UpstreamError("status", f"answered {status}", status=status, body=body)
         if step == "stream_error_first":
             return Bytes(sse({"error": {"message": "overloaded", "code": 503}}), "text/event-stream")
         if step == "context":
@@ -89,6 +154,9 @@ class Pool:
 
     def get(self, name: str):
         return self.backends.get(name)
+
+    def __iter__(self):
+        return iter(self.backends.values())
 
 
 class Recorder:
@@ -116,12 +184,13 @@ def decision(
     return RoutingDecision("auto", "chat", offers, max_attempts, deadline_s, fallback, retry=policy)
 
 
-async def run(pool: Pool, routing: RoutingDecision, stream: bool = False):
+async def run(pool: Pool, routing: RoutingDecision, stream: bool = False, snapshot: ConfigSnapshot | None = None):
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     chat = parse_chat_request(orjson.dumps(body))
     recorder = Recorder()
     outcome = CallOutcome("req", "auto", stream)
-    opened = await open_answer(chat, routing, pool, Observers([recorder]), outcome, {})
+    extra = {"snapshot": snapshot} if snapshot is not None else {}
+    opened = await open_answer(chat, routing, pool, Observers([recorder]), outcome, {}, **extra)
     return opened, outcome, recorder
 
 
@@ -213,3 +282,101 @@ def test_retry_wait_policy():
     waits = [retry_wait(failed, n, policy) for n in (1, 2, 3, 4) for _ in range(50)]
     assert all(0 <= w <= 0.3 for w in waits) and len(set(waits)) > 10  # jittered, capped
     assert max(retry_wait(failed, 1, policy) for _ in range(50)) <= 0.1
+
+
+# -- issue 11.6: a 200 that is not a chat completion is a failure of that backend ---------
+@pytest.mark.parametrize(
+    "stream, step", [(False, b) for b in BODIES] + [(True, s) for s in STREAMS if s != "error_tail"]
+)
+async def test_a_malformed_answer_falls_back_and_counts_against_the_backend(stream, step):
+    a, b = Scripted("a", [step]), Scripted("b", ["ok"])
+    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=stream)
+    assert a.calls == ["m/x"] and b.calls == ["m/x"]
+    assert opened.offer.backend == "b"
+    assert (opened.body == OK_BODY) if not stream else (b'"content":"hi"' in opened.prefix)
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "malformed"), ("b", None)]
+    assert ("finished", "a", "malformed", None) in recorder.events
+    assert all(r.closed for r in a.responses)  # the failed answer's connection is given back
+
+
+async def test_a_stream_ending_in_an_unterminated_error_event_falls_back_and_is_closed():
+    a, b = Scripted("a", ["error_tail"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=True)
+    assert opened.offer.backend == "b" and [x.error for x in outcome.attempts] == ["http_503", None]
+    assert a.responses[0].closed
+
+
+@pytest.mark.parametrize("stream, step", [(False, "truncated"), (True, "garbage_stream")])
+async def test_only_malformed_answers_give_a_502_that_says_so(stream, step):
+    a, b = Scripted("a", [step]), Scripted("b", [step])
+    with pytest.raises(GatewayError) as e:
+        await run(Pool(a, b), decision(offer("a"), offer("b")), stream=stream)
+    assert e.value.status == 502 and e.value.code == "upstream_malformed_response"
+    assert "a/m/x (malformed), b/m/x (malformed)" in e.value.message
+    assert a.calls == b.calls == ["m/x"]
+
+
+# -- issue 13.14: a wrong upstream_id is the gateway's misconfiguration -------------------
+@pytest.mark.parametrize("step", ["openai_404", "vllm_404", "openrouter_400", "deepseek_400", "dotted_id_400"])
+async def test_a_model_the_upstream_does_not_know_is_a_misconfigured_candidate(step):
+    a, b = Scripted("a", [step]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"] and b.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["misconfigured", None]
+
+
+@pytest.mark.parametrize("step", ["openai_404", "openrouter_400"])
+async def test_only_misconfigured_candidates_give_a_502_not_the_upstreams_400(step):
+    a = Scripted("a", [step])
+    with pytest.raises(GatewayError) as e:
+        await run(Pool(a), decision(offer("a")))
+    assert e.value.status == 502 and e.value.code == "backend_misconfigured"
+    assert "misconfigured" in e.value.message and "valid model" not in e.value.message
+    assert "not exist" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ("bad_temperature_400", "temperature must be at most 2"),
+        ("unsupported_input_400", "This model does not support image input."),
+    ],
+)
+async def test_a_400_about_the_request_itself_is_still_the_clients_and_not_retried(step, message):
+    a, b = Scripted("a", [step]), Scripted("b", ["ok"])
+    with pytest.raises(GatewayError) as e:
+        await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert e.value.status == 400 and e.value.code == "upstream_rejected_request"
+    assert e.value.message == message and b.calls == []
+
+
+def snapshot_with(*names: str) -> ConfigSnapshot:
+    backends = {n: {"type": "openai", "base_url": f"http://{n}/v1", "models": {"m/x": {}}} for n in names}
+    return ConfigSnapshot.build(GatewayConfig.model_validate({"backends": backends}))
+
+
+async def test_a_misconfiguration_is_logged_once_per_backend_and_model_per_snapshot(caplog):
+    a = Scripted("a", ["vllm_404"])
+    snapshot = snapshot_with("a")
+    caplog.set_level("ERROR", logger="gateway.proxy")
+    for _ in range(3):
+        with pytest.raises(GatewayError):
+            await run(Pool(a), decision(offer("a")), snapshot=snapshot)
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"]
+    assert logged == [
+        "backend 'a' is misconfigured for model m/x: asked for upstream_id 'm/x', it answered 404: "
+        "The model `Qwen/Qwen3-32` does not exist."
+    ]
+    with pytest.raises(GatewayError):  # a reload (a new snapshot) may not have fixed it: say so again
+        await run(Pool(a), decision(offer("a")), snapshot=snapshot_with("a"))
+    assert len([r for r in caplog.records if r.name == "gateway.proxy"]) == 2
+    assert a.calls == ["m/x"] * 4
+
+
+# -- issue 11.10: a key quoted without its prefix, or in part ------------------------------
+async def test_an_upstream_400_quoting_the_key_without_its_prefix_is_redacted():
+    a = Scripted("a", ["key_quoted_400"], api_key=KEY)
+    with pytest.raises(GatewayError) as e:
+        await run(Pool(a), decision(offer("a")))
+    assert e.value.status == 400
+    assert e.value.message == "bad request from token=[redacted] ([redacted])"

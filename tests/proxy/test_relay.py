@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.proxy.relay import SseAccountant, StreamFailedEarly
+from gateway.protocol.redact import Redactor
+from gateway.proxy.outcome import Attempt
+from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
 
 BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
@@ -96,11 +98,37 @@ def test_error_with_a_string_code_has_no_status():
     assert caught.value.status is None
 
 
-def test_error_after_content_is_forwarded_to_the_client():
+def test_error_after_content_is_forwarded_to_the_client_in_openai_shape():
     accountant = SseAccountant(strip_usage=True)
     accountant.feed(delta_event({"content": "partial"}))
-    error = event({"error": {"message": "broke", "code": 500}})
-    assert accountant.feed(error) == error
+    error = event({"error": {"message": "broke", "code": 500, "extra": "dropped"}})
+    assert accountant.feed(error) == event(
+        {"error": {"message": "broke", "type": "upstream_error", "param": None, "code": 500}}
+    )
+
+
+KEY = "sk-live-0123456789abcdefghijklmnopqrstuv"
+
+
+def test_an_error_event_after_content_is_redacted():
+    """Issue 11.9: a mid-stream error event quoting the key reached the client whole."""
+    accountant = SseAccountant(strip_usage=True, redactor=Redactor([KEY]))
+    accountant.feed(delta_event({"content": "partial"}))
+    error = event(
+        {"error": {"message": f"auth header was Bearer {KEY}; token={KEY[3:]}", "type": "server_error", "code": "x"}}
+    )
+    forwarded = accountant.feed(error)
+    assert forwarded == event(
+        {
+            "error": {
+                "message": "auth header was Bearer [redacted]; token=[redacted]",
+                "type": "server_error",
+                "param": None,
+                "code": "x",
+            }
+        }
+    )
+    assert b"0123456789ab" not in forwarded
 
 
 @pytest.mark.parametrize(
@@ -121,11 +149,14 @@ def test_what_counts_as_content(delta, finish, started):
     assert (accountant.first_content_at is not None) is started
 
 
-def test_comments_and_non_json_pass_through_and_tail_is_flushed():
+def test_comments_and_fields_pass_through_and_a_well_formed_tail_is_terminated():
     accountant = SseAccountant(strip_usage=True)
-    data = b": ping\n\nretry: 100\n\ndata: not json\n\n"
-    assert accountant.feed(data + b'data: {"unterminated"') == data
-    assert accountant.flush() == b'data: {"unterminated"'
+    data = b": ping\n\nretry: 100\n\nevent: x\nid: 1\n\n"
+    assert accountant.feed(data + delta_event({"content": "a"}) + b"data: [DONE]\n") == data + delta_event(
+        {"content": "a"}
+    )
+    assert accountant.flush() == b"data: [DONE]\n\n"
+    assert accountant.saw_done
     assert accountant.flush() == b""
 
 
@@ -135,3 +166,172 @@ def test_content_that_looks_like_sse_fields_is_not_counted_as_events():
     accountant.feed(delta_event({"content": "\n\ndata: {x}\n\ndata: [DONE]"}))
     assert accountant.content_events == 2
     assert not accountant.saw_done
+
+
+# -- issue 11.8: the usage chunk of an upstream that sends it with an empty choice --------
+LITELLM_USAGE_EVENT = event({**BASE, "choices": [{"index": 0, "delta": {}}], "usage": USAGE})
+
+
+def test_a_usage_chunk_with_an_empty_choice_is_stripped_when_the_client_did_not_ask():
+    accountant = SseAccountant(strip_usage=True)
+    head = delta_event({"content": "hi"}) + delta_event({}, "stop")
+    assert accountant.feed(head + LITELLM_USAGE_EVENT + b"data: [DONE]\n\n") == head + b"data: [DONE]\n\n"
+    assert accountant.usage == Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=3)
+
+
+def test_a_usage_chunk_with_an_empty_choice_is_kept_and_read_when_the_client_asked():
+    accountant = SseAccountant(strip_usage=False, hold_done=True)
+    head = delta_event({"content": "hi"}) + delta_event({}, "stop")
+    assert accountant.feed(head + LITELLM_USAGE_EVENT + b"data: [DONE]\n\n") == (
+        head + LITELLM_USAGE_EVENT + b"data: [DONE]\n\n"
+    )
+    assert accountant.usage.total_tokens == 18 and not accountant.done_held
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"index": 0, "delta": {"content": "last words"}},
+        {"index": 0, "delta": {}, "finish_reason": "stop"},
+        {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}},
+    ],
+)
+def test_a_usage_chunk_that_carries_content_is_kept_even_when_usage_is_not_wanted(choice):
+    accountant = SseAccountant(strip_usage=True)
+    chunk = event({**BASE, "choices": [choice], "usage": USAGE})
+    assert accountant.feed(delta_event({"content": "hi"}) + chunk) == delta_event({"content": "hi"}) + chunk
+
+
+# -- issue 11.6: malformed upstream output ----------------------------------------------
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"data: {not json\n\n",
+        b"data: [1, 2]\n\n",
+        b"this is not sse\n\n",
+        b'data: {"choices": [{"delta": {"content": "cut\n\n',
+        b"<html>502 Bad Gateway</html>\n\n",
+    ],
+)
+def test_malformed_output_before_content_fails_the_attempt(garbage):
+    accountant = SseAccountant(strip_usage=True)
+    assert accountant.feed(delta_event({"role": "assistant", "content": ""})) == delta_event(
+        {"role": "assistant", "content": ""}
+    )
+    with pytest.raises(MalformedAnswer) as caught:
+        accountant.feed(garbage + delta_event({"content": "late"}))
+    assert caught.value.reason == "malformed" and caught.value.retryable
+    assert not accountant.started
+
+
+def test_a_garbage_only_stream_ending_in_done_fails_the_attempt():
+    with pytest.raises(MalformedAnswer):
+        SseAccountant(strip_usage=False).feed(b"data: garbage\n\ndata: more garbage\n\ndata: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"data: {not json\n\n",
+        b'data: {"cut": "of\n\n',
+        b"data: not even braces\n\n",
+        b"stray text\n\n",
+        b"data: 42\n\n",
+        b"data: {}\nstray\n\n",
+    ],
+)
+@pytest.mark.parametrize("together", [True, False])
+def test_a_malformed_event_after_content_is_dropped_and_counted(garbage, together):
+    """Each event reaching the client is a well-formed one; the dropped one is counted on the
+    answering attempt (where the metrics observer reads it)."""
+    accountant = SseAccountant(strip_usage=True)
+    attempt = Attempt("a", "m")
+    first = delta_event({"content": "one"})
+    assert accountant.feed(first) == first
+    accountant.report_to(attempt)
+    rest = delta_event({"content": "two"}) + delta_event({}, "stop") + b"data: [DONE]\n\n"
+    if together:
+        forwarded = accountant.feed(garbage + rest)
+    else:
+        forwarded = accountant.feed(garbage) + accountant.feed(rest)
+    assert forwarded == rest
+    assert accountant.malformed_events == 1 and attempt.malformed_events == 1
+    assert accountant.flush() == b""
+
+
+def test_malformed_events_in_a_row_after_content_break_the_stream():
+    accountant = SseAccountant(strip_usage=True)
+    first = delta_event({"content": "one"})
+    garbage = b"data: {garbage\n\n"
+    # One short of the limit, then a good event: the run starts again.
+    assert accountant.feed(first + garbage * (MAX_MALFORMED_RUN - 1) + first) == first + first
+    # The limit reached: what came before it in the same chunk is still delivered...
+    assert accountant.feed(first + garbage * MAX_MALFORMED_RUN + first) == first
+    assert accountant.malformed_events == 2 * MAX_MALFORMED_RUN - 1
+    # ...and the stream ends at the next read, whatever comes.
+    with pytest.raises(MalformedAnswer) as caught:
+        accountant.feed(first)
+    assert caught.value.reason == "malformed"
+    with pytest.raises(MalformedAnswer):
+        accountant.flush()
+
+
+def test_a_malformed_tail_is_dropped_and_counted():
+    accountant = SseAccountant(strip_usage=True)
+    accountant.feed(delta_event({"content": "one"}))
+    assert accountant.feed(b'data: {"choices": [{"delta": {"content": "cut') == b""
+    assert accountant.flush() == b""
+    assert accountant.malformed_events == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=WORDS,
+    junk=st.lists(st.binary(max_size=30), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=40),
+)
+def test_only_well_formed_events_reach_the_client_after_content(words, junk, cuts):
+    """Whatever junk an upstream mixes in after content (fewer than the limit in a row),
+    the client gets the upstream's well-formed events, each one complete, in order."""
+    _, good = openai_stream(words)
+    head, body = good.split(b"\n\n", 1)
+    head += b"\n\n"
+    accountant = SseAccountant(strip_usage=True)
+    assert accountant.feed(head + delta_event({"content": "first"})) == head + delta_event({"content": "first"})
+    # Junk as whole events: a junk piece that is itself well-formed SSE is allowed through.
+    junk_events = [j.replace(b"\r", b"").replace(b"\n", b" ") + b"\n\n" for j in junk]
+    forwarded = run(accountant, split(b"".join(junk_events) + body, cuts))
+    empty = [j for j in junk_events if j == b"\n\n"]  # no event at all: nothing to forward or drop
+    wellformed = [j for j in junk_events if j != b"\n\n" and _well_formed(j[:-2])]
+    assert forwarded == b"".join(wellformed) + body
+    assert accountant.malformed_events == len(junk_events) - len(wellformed) - len(empty)
+
+
+def _well_formed(event: bytes) -> bool:
+    """The test's own reading of a well-formed event: SSE fields only, and data that is a
+    JSON object or [DONE]."""
+    lines = event.split(b"\n")
+    if not all(line.startswith((b":", b"data:", b"event:", b"id:", b"retry:")) for line in lines):
+        return False
+    data = [line[5:].lstrip() for line in lines if line.startswith(b"data:")]
+    if not data:
+        return True
+    payload = b"\n".join(data)
+    if payload == b"[DONE]":
+        return True
+    try:
+        return isinstance(orjson.loads(payload), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3, 4, 5])
+def test_extra_blank_lines_between_events_are_not_malformed(cut):
+    """A run of blank lines dispatches nothing in SSE: neither before nor after content
+    is it a malformed event, wherever the chunks are cut."""
+    accountant = SseAccountant(strip_usage=True)
+    role, first, last = delta_event({"role": "assistant"}), delta_event({"content": "a"}), delta_event({}, "stop")
+    data = b"\n\n" + role + b"\n" + first + b"\n\n\n" + last + b"\n" + b"data: [DONE]\n\n"
+    forwarded = accountant.feed(data[: len(role) + cut]) + accountant.feed(data[len(role) + cut :])
+    assert forwarded + accountant.flush() == role + first + last + b"data: [DONE]\n\n"
+    assert accountant.malformed_events == 0 and accountant.saw_done

@@ -36,6 +36,12 @@ class Behaviour:
     tool_call: dict | None = None  # answer with this tool call instead of content
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
+    # Answers that are not what they claim (hostile or broken upstreams):
+    truncate_body: bool = False  # a 200 non-streamed body cut off halfway through its JSON
+    raw_stream: list[bytes] | None = None  # a 200 stream of exactly these bytes, whatever was asked
+    # Raw bytes sent before the stream event of that index (0 is the role chunk): junk, error events.
+    inject_before_event: dict[int, bytes] = field(default_factory=dict)
+    usage_with_empty_choice: bool = False  # the usage chunk as LiteLLM's proxy sends it: one empty choice
 
 
 @dataclass
@@ -114,7 +120,10 @@ class FakeUpstream:
             }
             if b.send_usage:
                 out["usage"] = usage
-            return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
+            body_bytes = orjson.dumps(out)
+            if b.truncate_body:
+                body_bytes = body_bytes[: len(body_bytes) // 2]
+            return Response(body_bytes, media_type="application/json", headers=b.headers)
         return StreamingResponse(self._events(body, base, usage), media_type="text/event-stream", headers=b.headers)
 
     async def _events(self, body: dict, base: dict, usage: dict):
@@ -149,8 +158,13 @@ class FakeUpstream:
                 finish = "stop"
             events.append(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
             if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
-                events.append(_event({**chunk, "choices": [], "usage": usage}))
+                choices = [{"index": 0, "delta": {}}] if b.usage_with_empty_choice else []
+                events.append(_event({**chunk, "choices": choices, "usage": usage}))
             events.append(b"data: [DONE]\n\n")
+        if b.raw_stream is not None:
+            events = list(b.raw_stream)
+        for index in sorted(b.inject_before_event, reverse=True):
+            events.insert(index, b.inject_before_event[index])
         finished = False
         try:
             for i, event in enumerate(events):
