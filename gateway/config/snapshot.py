@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gateway.backends.registry import VENDORS
 from gateway.config.schema import BackendConfig, GatewayConfig, ModelInfo, ModelOffer, RouteConfig
+from gateway.protocol.redact import Redactor
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,16 @@ class ConfigSnapshot:
     @property
     def routes(self) -> dict[str, RouteConfig]:
         return self.config.routes
+
+    @property
+    def redactor(self) -> Redactor:
+        """Removes every configured backend key from upstream text; built on first use and
+        kept with the snapshot (a reload builds a new snapshot, and with it a new redactor)."""
+        redactor = self.memo.get("redactor")
+        if redactor is None:
+            keys = [b.api_key for b in self.config.backends.values()]
+            redactor = self.memo["redactor"] = Redactor(keys)
+        return redactor
 
     def model_info(self, model: str) -> ModelInfo | None:
         return self.config.models.get(model)

@@ -2,7 +2,7 @@
 
 Upstreams quote what they were sent: an error body may hold `Bearer sk-...`, or the key
 without its prefix (`token=SECRET-...`), or a fragment of it. A `Redactor` is built once
-per config snapshot from every configured backend key (`redactor_for`) and applied
+per config snapshot from every configured backend key (`ConfigSnapshot.redactor`) and applied
 wherever upstream text is relayed: error messages, stream error events, log lines.
 
 What it removes:
@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gateway.config.snapshot import ConfigSnapshot
 
 WINDOW = 12  # fragments of a key this long or longer are removed
 MIN_KEY = 8  # keys shorter than WINDOW but at least this long are removed whole
@@ -97,13 +93,3 @@ class Redactor:
             at = max(at, end)
         out.append(text[at:])
         return "".join(out)
-
-
-def redactor_for(snapshot: ConfigSnapshot) -> Redactor:
-    """The snapshot's redactor, built on first use and kept with the snapshot (which never
-    changes: a reload builds a new snapshot, and with it a new redactor)."""
-    redactor = snapshot.memo.get("redactor")
-    if redactor is None:
-        keys = [b.api_key for b in snapshot.config.backends.values()]
-        redactor = snapshot.memo["redactor"] = Redactor(keys)
-    return redactor

@@ -40,7 +40,7 @@ from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.redact import Redactor, redactor_for
+from gateway.protocol.redact import Redactor
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
@@ -102,7 +102,7 @@ async def open_answer(
 ) -> OpenedAnswer:
     """`snapshot`, the config the request runs under, gives the redactor of every configured
     key (built once per snapshot); without it (tests) one is built from the pool's keys."""
-    redactor = redactor_for(snapshot) if snapshot is not None else Redactor(b.config.api_key for b in pool)
+    redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in pool)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from gateway.config.schema import GatewayConfig
 from gateway.config.snapshot import ConfigSnapshot
-from gateway.protocol.redact import MASK, WINDOW, Redactor, redactor_for
+from gateway.protocol.redact import MASK, WINDOW, Redactor
 
 KEY = "sk-live-0123456789abcdefghijklmnopqrstuv"
 OTHER = "SECRET-zyxwvutsrqponmlkjihgf"
@@ -85,8 +85,8 @@ def test_the_redactor_is_built_once_per_snapshot():
         }
     )
     snapshot = ConfigSnapshot.build(config)
-    redactor = redactor_for(snapshot)
-    assert redactor_for(snapshot) is redactor
+    redactor = snapshot.redactor
+    assert snapshot.redactor is redactor
     # Every configured key, a disabled backend's too.
     assert redactor.text(f"{KEY} {OTHER}") == "[redacted] [redacted]"
-    assert redactor_for(ConfigSnapshot.build(config)) is not redactor
+    assert ConfigSnapshot.build(config).redactor is not redactor
