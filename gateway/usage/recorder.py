@@ -60,7 +60,10 @@ class UsageRecorder:
         self.write_failures = 0
         # Oldest first; calls become events when the writer first takes them.
         self._buffer: collections.deque[UsageEvent | FinishedCall] = collections.deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch is ready: cut the flush interval short
+        # Shutdown: cut a retry backoff short. Not `_wake`, which traffic sets as soon as a
+        # batch is buffered: a backoff it could end would be no backoff under load.
+        self._stop = asyncio.Event()
         self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -182,7 +185,7 @@ class UsageRecorder:
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._stop.wait(), seconds)
         except TimeoutError:
             pass
 
@@ -195,6 +198,7 @@ class UsageRecorder:
         """Stop the writer, then write what is left, retrying until `timeout_s`."""
         self._closing = True
         self._wake.set()
+        self._stop.set()
         if self._task is not None:
             try:
                 await self._task  # lets a write in progress finish

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -197,3 +198,39 @@ async def test_a_write_that_failed_halfway_is_retried_whole_and_counts_each_even
     await recorder.close()
     assert recorder.write_failures == 1 and recorder.dropped == 0
     assert await requests_that_day(sqlite) == 6
+
+
+class TimedFailingStore(FlakyStore):
+    """Fails every write and notes when each was tried (monotonic seconds)."""
+
+    def __init__(self, inner: UsageStore) -> None:
+        super().__init__(inner, failures=10**9)
+        self.tried_at: list[float] = []
+
+    async def record(self, events: Sequence[UsageEvent]) -> int:
+        self.tried_at.append(time.monotonic())
+        return await super().record(events)
+
+
+async def traffic(recorder: UsageRecorder, seconds: float) -> None:
+    """A call every 5 ms: the buffer always holds a full batch, as under real traffic."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        recorder.call_finished(finished_call())
+        await asyncio.sleep(0.005)
+
+
+async def test_the_retry_backoff_holds_under_traffic(sqlite):
+    # Issue 11 item 13: `add` set the wake-up event once a batch was buffered, and the retry
+    # sleep returned as soon as it was set: tens of thousands of retries in 2 s. With a 0.5 s
+    # backoff doubling (0.5, 1, 2, ...) 2 s of traffic allows tries at about 0, 0.5 and 1.5 s.
+    store = TimedFailingStore(sqlite)
+    recorder = UsageRecorder(store, batch_size=2, flush_interval_s=0.05, retry_initial_s=0.5, retry_max_s=4.0)
+    recorder.start()
+    await traffic(recorder, 2.0)
+    tries = list(store.tried_at)
+    await recorder.close(timeout_s=0)
+    assert 2 <= len(tries) <= 3, len(tries)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    for gap, backoff in zip(gaps, (0.5, 1.0)):
+        assert gap >= backoff * 0.9, gaps  # never sooner than the backoff (no upper bound: machine speed)
