@@ -65,6 +65,11 @@ class UsageRecorder:
         # batch is buffered: a backoff it could end would be no backoff under load.
         self._stop = asyncio.Event()
         self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
+        # The batch in flight is the head of the buffer. An overflow while it is written pushes
+        # its oldest items out: they are not lost unless the write fails, so they are counted
+        # (as recorded or as dropped) only once the write has ended.
+        self._in_flight = 0  # items of the batch in flight still at the head of the buffer
+        self._pushed_out = 0  # items of the batch in flight the overflow pushed out
         self._closing = False
         self._task: asyncio.Task | None = None
         self._last_drop_log = 0.0
@@ -93,7 +98,11 @@ class UsageRecorder:
     def add(self, item: UsageEvent | FinishedCall) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
-            self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
+            if self._in_flight:
+                self._in_flight -= 1
+                self._pushed_out += 1
+            else:
+                self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
         self._buffer.append(item)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -147,11 +156,18 @@ class UsageRecorder:
             batch = self._take_batch()
             if not batch:
                 return
-            await self.store.record(batch)
-            # Overflow may have dropped the oldest of these meanwhile: pop only what is still there.
-            for item in batch:
-                if self._buffer and self._buffer[0] is item:
-                    self._buffer.popleft()
+            self._in_flight, self._pushed_out = len(batch), 0
+            try:
+                await self.store.record(batch)
+            except BaseException:
+                if self._pushed_out:
+                    self._count_dropped(self._pushed_out, "the buffer overflowed while their write failed")
+                raise
+            finally:
+                in_flight, self._in_flight = self._in_flight, 0
+            # Overflow may have pushed the oldest of these out meanwhile: pop only what is still there.
+            for _ in range(in_flight):
+                self._buffer.popleft()
             self.recorded += len(batch)
 
     async def _run(self) -> None:
