@@ -37,6 +37,8 @@ class CallOutcome:
     app: str | None = None  # HTTP-Referer
     app_title: str | None = None  # X-OpenRouter-Title / X-Title
     api_key_name: str | None = None
+    team: str | None = None  # the key's team (tenants: not yet)
+    endpoint: str = "chat"  # the API the client called (`chat`, `messages`, ...), for the ledger
     status: int = 200
     error: str | None = None
     usage: Usage | None = None

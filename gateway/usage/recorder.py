@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
-from gateway.usage.events import FinishedCall, UsageEvent, finished_call
+from gateway.usage.events import FinishedCall, UsageEvent, failed_attempts, finished_call
 from gateway.usage.store import UsageStore
 from gateway.usage.writer import WriterProcess
 
@@ -87,8 +87,12 @@ class UsageRecorder:
 
     def call_finished(self, outcome: CallOutcome) -> None:
         call = finished_call(outcome)  # plain values: nothing for the garbage collector to keep visiting
-        if call is not None:  # a call that never reached a backend used nothing
-            self.add(call)
+        if call is None:  # a call that never reached a backend used nothing
+            return
+        if len(outcome.attempts) > 1:  # it fell back: a row per failed attempt, before the final one
+            for row in failed_attempts(outcome, call):
+                self.add(row)
+        self.add(call)
 
     # -- buffer ----------------------------------------------------------------------------
     @property

@@ -60,7 +60,8 @@ _NO_TITLE = 0
 #            g = groups of events touching the same fields: per metric (METRICS order), the
 #                1-based indexes in f of the fields it adds to;
 #            t = titles, [app, title] each;
-#            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...].
+#            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...],
+#                or [0] for a row that only goes to the stream (a failed attempt before a call's final row).
 # Sums are doubles in Lua: a field's sum is written before it would pass 2^53, so it stays exact.
 _RECORD_DAY = f"""
 local fixed = {len(_DAY_KEYS)}
@@ -81,16 +82,18 @@ end
 local added = 0
 for i, e in ipairs(batch.e) do
   if redis.call('SET', KEYS[fixed + i], '1', 'NX', 'EX', seen_ttl) then
-    local group = groups[e[1]]
-    for m = 1, metrics do
-      local v = e[m + 1]
-      if v ~= 0 then
-        for _, f in ipairs(group[m]) do add(f, v) end
+    if e[1] ~= 0 then
+      local group = groups[e[1]]
+      for m = 1, metrics do
+        local v = e[m + 1]
+        if v ~= 0 then
+          for _, f in ipairs(group[m]) do add(f, v) end
+        end
       end
+      local t = e[metrics + 2]
+      if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
+      for h = metrics + 3, #e do add(e[h], 1) end
     end
-    local t = e[metrics + 2]
-    if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
-    for h = metrics + 3, #e do add(e[h], 1) end
     redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[4 + i])
     added = added + 1
   end
@@ -132,6 +135,10 @@ class _DayBatch:
         return index
 
     def add(self, event: UsageEvent) -> None:
+        if not event.final:  # a failed attempt before the call's final row: raw copy only
+            self.events.append(event)
+            self.rows.append([0])
+            return
         group = group_of(event)
         g = self._group_index.get(group)
         if g is None:

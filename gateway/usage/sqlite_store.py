@@ -14,7 +14,12 @@ of their own: WAL lets them run beside the writer, and beside other processes' w
 
 Tables: `events` (one row per event, queryable with the sqlite3 shell), `aggregates` (the
 per-day counters of `gateway.usage.aggregates`) and `app_titles`. An event's row and its
-increments are written in the same transaction, and only when its id is new.
+increments are written in the same transaction, and only when its id is new; only a call's
+final row has increments (a failed attempt before it is a row of its own, not a request).
+
+The schema's version is SQLite's `PRAGMA user_version`. A file made by an older gateway is
+migrated when opened (`_migrate`: ALTER TABLE ADD COLUMN with the new fields' defaults, in one
+transaction, so two processes opening it at once migrate it once); its rows stay readable.
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ _COLUMNS = (
     "attempts",
     "estimated",
     "request_id",
+    # schema version 1
+    "endpoint",
+    "key",
+    "team",
+    "call_id",
+    "attempt",
+    "final",
+    "error",
+    "cache_write_tokens",
 )
 
 _SCHEMA = """
@@ -89,7 +103,15 @@ CREATE TABLE IF NOT EXISTS events (
     status INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
-    request_id TEXT
+    request_id TEXT,
+    endpoint TEXT NOT NULL DEFAULT 'chat',
+    key TEXT,
+    team TEXT,
+    call_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    final INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_by_day ON events (day, timestamp, id);
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -106,6 +128,22 @@ CREATE TABLE IF NOT EXISTS app_titles (
     PRIMARY KEY (day, app)
 ) WITHOUT ROWID;
 """
+
+# Each version's changes to the one before, in order; `user_version` says how many are applied.
+# A table created by this version's _SCHEMA already has them: only older files run them.
+SCHEMA_VERSION = 1
+_EVENT_COLUMNS_ADDED = {
+    1: (
+        ("endpoint", "TEXT NOT NULL DEFAULT 'chat'"),
+        ("key", "TEXT"),
+        ("team", "TEXT"),
+        ("call_id", "TEXT"),
+        ("attempt", "INTEGER NOT NULL DEFAULT 1"),
+        ("final", "INTEGER NOT NULL DEFAULT 1"),
+        ("error", "TEXT"),
+        ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
 
 _KNOWN_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -143,6 +181,14 @@ def _row(event: UsageEvent) -> tuple[Any, ...]:
         event.attempts,
         int(event.estimated),
         event.request_id,
+        event.endpoint,
+        event.key,
+        event.team,
+        event.call_id,
+        event.attempt,
+        int(event.final),
+        event.error,
+        event.cache_write_tokens,
     )
 
 
@@ -151,7 +197,31 @@ def _event(row: sqlite3.Row) -> UsageEvent:
     data.pop("day")
     data["timestamp"] = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00"))
     data["estimated"] = bool(data["estimated"])
+    data["final"] = bool(data["final"])
     return UsageEvent(**data)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to SCHEMA_VERSION. In one IMMEDIATE
+    transaction: a second process opening the file meanwhile waits, then finds it done."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        present = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for name, declaration in _EVENT_COLUMNS_ADDED[step]:
+                if name not in present:  # a new file's table has them already
+                    conn.execute(f"ALTER TABLE events ADD COLUMN {name} {declaration}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if version < SCHEMA_VERSION:
+        log.info("usage store: schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -179,7 +249,8 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
         conn.executemany(_INSERT_EVENT, rows[whole:])
         batch = IncrementBatch()
         for event in new.values():
-            batch.add(event)
+            if event.final:  # a failed attempt before the final row is not a request of its own
+                batch.add(event)
         conn.executemany(_ADD, [(d.isoformat(), part, name, value) for (d, part, name), value in batch.sums.items()])
         conn.executemany(_TITLE, [(d.isoformat(), app, title) for (d, app), title in batch.titles.items()])
         conn.execute("COMMIT")
@@ -228,6 +299,7 @@ class SqliteUsageStore(UsageStore):
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
             except sqlite3.OperationalError as exc:
                 conn.close()
                 if not _is_busy(exc) or time.monotonic() > deadline:
