@@ -75,10 +75,16 @@ class CallOutcome:
 
 
 def price_usd(offer: Offer, usage: Usage) -> float:
-    """Cost from the backend's list prices (USD per 1M tokens); cached tokens counted once."""
+    """Cost from the backend's list prices (USD per 1M tokens). Prompt tokens read from a
+    cache and written to one are parts of `prompt_tokens`, each priced at its own rate once."""
     spec = offer.spec
     cached = usage.cached_tokens if spec.cached_input_price is not None else 0
-    prompt_cost = (usage.prompt_tokens - cached) * spec.input_price + cached * (spec.cached_input_price or 0.0)
+    written = usage.cache_write_tokens if spec.cache_write_price is not None else 0
+    prompt_cost = (
+        (usage.prompt_tokens - cached - written) * spec.input_price
+        + cached * (spec.cached_input_price or 0.0)
+        + written * (spec.cache_write_price or 0.0)
+    )
     return (prompt_cost + usage.completion_tokens * spec.output_price) / 1_000_000
 
 
