@@ -244,14 +244,19 @@ class UsageRecorder:
 def install_recorder(state: AppState) -> UsageRecorder:
     """Open the configured store (for reads here; writes go through a writer process unless
     GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
-    from gateway.usage.store import open_store
+    from gateway.usage.store import open_store, retention_of
 
     settings = state.settings
     store = open_store(settings, state.redis)
     writer: UsageStore | WriterProcess = store
     if settings.usage_writer == "process":
         writer = WriterProcess(
-            settings.redis_url, settings.data_dir, log_level=settings.log_level, cpus=settings.writer_cpus()
+            settings.redis_url,
+            settings.data_dir,
+            log_level=settings.log_level,
+            cpus=settings.writer_cpus(),
+            retention=retention_of(settings),
+            events_redis_url=settings.redis_events_url,
         )
     recorder = UsageRecorder(
         writer,
