@@ -1,7 +1,8 @@
 """The observer that records every call without slowing it down.
 
 `call_finished` copies what the ledger needs of the call's outcome into a tuple of plain
-values (`FinishedCall`), appends it to an in-memory buffer and returns: no I/O, no awaiting,
+values (`FinishedCall`; one more per failed attempt when the call fell back, as each attempt
+is a ledger row), appends it to an in-memory buffer and returns: no I/O, no awaiting,
 not even building the event (for a non-streamed answer it runs before the response goes
 out). A background task hands the calls, in batches, to the writer process
 (`gateway.usage.writer`, which builds the events and writes them to the store on another
