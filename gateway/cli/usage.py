@@ -47,9 +47,7 @@ def run_import(args: argparse.Namespace) -> int:
     from gateway.usage.store import open_store
 
     async def main():
-        # No retention deletes here (the gateway's writer makes them): history older than the
-        # retention can be imported, and imported again without counting twice, until then.
-        store = open_store(settings_from(args), prunes=False)
+        store = open_store(settings_from(args))
         try:
             if args.file == "-":
                 return await import_lines(store, sys.stdin.buffer)
@@ -85,7 +83,7 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
 
     async def main(out) -> int:
-        store = open_store(settings_from(args), prunes=False)
+        store = open_store(settings_from(args))
         count = 0
         try:
             async for event in store.export(start, end):

@@ -248,9 +248,10 @@ def install_recorder(state: AppState) -> UsageRecorder:
     from gateway.usage.store import open_store, retention_of
 
     settings = state.settings
-    store = open_store(settings, state.redis)
+    inline = settings.usage_writer != "process"
+    store = open_store(settings, state.redis, prunes=inline)  # else the writer process deletes
     writer: UsageStore | WriterProcess = store
-    if settings.usage_writer == "process":
+    if not inline:
         writer = WriterProcess(
             settings.redis_url,
             settings.data_dir,

@@ -83,9 +83,13 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.usage_events_retention_days, settings.usage_aggregates_retention_days)
 
 
-def open_store(settings: Settings, redis: Redis | None = None, *, prunes: bool = True) -> UsageStore:
+def open_store(settings: Settings, redis: Redis | None = None, *, prunes: bool = False) -> UsageStore:
     """Redis when GATEWAY_REDIS_URL is set (for several replicas), else SQLite in the data dir.
-    `prunes=False`: SQLite never deletes for retention (the CLI; the gateway's writer does)."""
+
+    Only the store the gateway writes with makes SQLite's retention deletes (`prunes`; the
+    writer process's, or the gateway's own with GATEWAY_USAGE_WRITER=inline). The CLI's does
+    not: history older than the retention can be imported, and imported again without being
+    counted twice, until the gateway's next hourly delete."""
     return store_for(
         settings.redis_url,
         settings.data_dir,
