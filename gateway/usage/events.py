@@ -29,7 +29,6 @@ from gateway.proxy.outcome import CallOutcome
 TASK_CATEGORIES = {"code": "programming"}
 
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
-ENDPOINTS = ("chat", "messages", "responses", "embeddings", "completions")  # `endpoint` values in use
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -100,13 +99,14 @@ class UsageEvent:
     estimated: bool = False  # token counts estimated: the upstream reported none
     request_id: str | None = None  # the x-request-id (a client may send its own: not unique)
     # Fields added with ledger schema version 1 (all defaulted: older events load unchanged).
-    endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")] = "chat"  # the API the client called
+    # The API the client called: `chat` (later `messages`, `responses`, `embeddings`, `completions`).
+    endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")] = "chat"
     key: str | None = None  # the client API key's name (never the key)
     team: str | None = None  # the key's team
     call_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # shared by a call's attempts
     attempt: Annotated[int, Field(ge=1)] = 1  # 1-based, within the call
     final: bool = True  # the row that ended the call; rankings count only these
-    error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `status`, ...)
+    error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `http_503`, ...)
     cache_write_tokens: NonNegativeInt = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
 
     def __post_init__(self) -> None:
