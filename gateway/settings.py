@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     # proxy's event loop) or the gateway process itself (`inline`: one process, for a
     # one-core container where a second process would only compete for the same core).
     usage_writer: Literal["process", "inline"] = "process"
+    # Usage retention in days (0 keeps them): raw events (SQLite's `events` rows, deleted
+    # hourly in small batches; Redis's per-day event streams, expired by age) and the per-day
+    # aggregates rankings read (kept by default: small, and what every ranking needs).
+    usage_events_retention_days: int = Field(default=35, ge=0)
+    usage_aggregates_retention_days: int = Field(default=0, ge=0)
+    # A second Redis for the raw event streams only: evictable data, for a Redis run with
+    # `allkeys-lru`, so that the state Redis (GATEWAY_REDIS_URL) can run with `noeviction`.
+    redis_events_url: str | None = None
     # CPUs the writer process runs on (e.g. `0` or `0,2`), when the gateway is pinned to
     # others with taskset or a cpuset; empty: the gateway's own (the process inherits them).
     usage_writer_cpus: str = ""

@@ -328,11 +328,14 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     written = _count(usage.get("cache_creation_input_tokens"))
     prompt = _count(usage.get("input_tokens")) + read + written
     completion = _count(usage.get("output_tokens"))
+    details = {"cached_tokens": read}
+    if written:  # OpenRouter's name for them: the ledger prices them at the offer's cache_write_price
+        details["cache_write_tokens"] = written
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens_details": details,
     }
 
 

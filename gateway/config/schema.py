@@ -32,6 +32,9 @@ Task = Literal["code", "math", "reasoning", "translation", "long_context", "tool
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
 TASKS: tuple[str, ...] = get_args(Task)  # for messages that list the task names
 
+# Anthropic bills 5-minute prompt-cache writes at 1.25x the model's input price.
+ANTHROPIC_CACHE_WRITE_FACTOR = 1.25
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +49,10 @@ class ModelOffer(Strict):
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
+    # Prompt tokens written to a prompt cache. Unset: 1.25x `input_price` on `type: anthropic`
+    # backends (Anthropic's 5-minute cache writes; 1-hour writes cost 2x: set it), else
+    # `input_price` (OpenAI-compatible vendors bill writes, where they report them, as input).
+    cache_write_price: float | None = Field(default=None, ge=0)
     weight: float = Field(default=1.0, ge=0)
     # What this backend's deployment of the model supports, when it differs from the model's
     # own `models.<id>.capabilities` (e.g. a vLLM server started without a tool parser).
@@ -101,6 +108,19 @@ class BackendConfig(Strict):
         for model_id in models:
             _check_canonical(model_id)
         return models
+
+    @model_validator(mode="after")
+    def _cache_write_prices(self) -> BackendConfig:
+        """Each offer's `cache_write_price`, defaulted by the backend's type where unset."""
+        factor = ANTHROPIC_CACHE_WRITE_FACTOR if self.type == "anthropic" else 1.0
+        models = {
+            model_id: offer
+            if offer.cache_write_price is not None
+            else offer.model_copy(update={"cache_write_price": offer.input_price * factor})
+            for model_id, offer in self.models.items()
+        }
+        object.__setattr__(self, "models", models)  # frozen: set once, while validating
+        return self
 
     @model_validator(mode="after")
     def _base_url_known(self) -> BackendConfig:

@@ -38,6 +38,8 @@ class CallOutcome:
     app: str | None = None  # HTTP-Referer
     app_title: str | None = None  # X-OpenRouter-Title / X-Title
     api_key_name: str | None = None
+    team: str | None = None  # the key's team (tenants: not yet)
+    endpoint: str = "chat"  # the API the client called (`chat`, `messages`, ...), for the ledger
     status: int = 200
     error: str | None = None
     usage: Usage | None = None
@@ -74,10 +76,16 @@ class CallOutcome:
 
 
 def price_usd(offer: Offer, usage: Usage) -> float:
-    """Cost from the backend's list prices (USD per 1M tokens); cached tokens counted once."""
+    """Cost from the backend's list prices (USD per 1M tokens). Prompt tokens read from a
+    cache and written to one are parts of `prompt_tokens`, each priced at its own rate once."""
     spec = offer.spec
     cached = usage.cached_tokens if spec.cached_input_price is not None else 0
-    prompt_cost = (usage.prompt_tokens - cached) * spec.input_price + cached * (spec.cached_input_price or 0.0)
+    written = usage.cache_write_tokens if spec.cache_write_price is not None else 0
+    prompt_cost = (
+        (usage.prompt_tokens - cached - written) * spec.input_price
+        + cached * (spec.cached_input_price or 0.0)
+        + written * (spec.cache_write_price or 0.0)
+    )
     return (prompt_cost + usage.completion_tokens * spec.output_price) / 1_000_000
 
 

@@ -15,6 +15,9 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    # Prompt tokens written to a prompt cache (Anthropic's `cache_creation_input_tokens`),
+    # part of `prompt_tokens` like `cached_tokens`, and priced at the offer's `cache_write_price`.
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -27,12 +30,17 @@ class Usage:
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
         details = usage.get("prompt_tokens_details") or {}
-        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        if not isinstance(details, dict):
+            details = {}
+        cached = _int(details.get("cached_tokens"))
         # DeepSeek reports cache hits at the top level.
-        cached = cached or _int(usage.get("prompt_cache_hit_tokens"))
+        cached = min(cached or _int(usage.get("prompt_cache_hit_tokens")), prompt)
+        # Cache writes: OpenRouter's `prompt_tokens_details.cache_write_tokens`, which the
+        # Anthropic adapter's translation also fills from `cache_creation_input_tokens`.
+        written = min(_int(details.get("cache_write_tokens")), prompt - cached)
         cdetails = usage.get("completion_tokens_details") or {}
         reasoning = _int(cdetails.get("reasoning_tokens")) if isinstance(cdetails, dict) else 0
-        return cls(prompt, completion, min(cached, prompt), reasoning)
+        return cls(prompt, completion, cached, reasoning, cache_write_tokens=written)
 
 
 def _int(value: Any) -> int:

@@ -2,8 +2,15 @@
 (by way of `FinishedCall`, the plain values the recorder buffers until it writes).
 
 Field names are the ledger's public format (JSONL import/export, the rankings): they change
-only in backward-compatible ways. Attribution follows OpenRouter: `HTTP-Referer` identifies
-the app, `X-OpenRouter-Title`/`X-Title` names it; without either, the API key's name stands in.
+only in backward-compatible ways (a field added later has a default, so older files load).
+Attribution follows OpenRouter: `HTTP-Referer` identifies the app, `X-OpenRouter-Title`/`X-Title`
+names it; without either, the API key's name stands in (the key's name is also kept as `key`).
+
+Every attempt of a call is a row (issue 12): a call that fell back twice before an answer is
+three events sharing `call_id`, attempts 1 and 2 with `final=false` (their status, error,
+backend, model and latency; no tokens, no cost) and attempt 3 with `final=true`, the row that
+ended the call (what a call was before attempts had rows). Rankings and aggregates count only
+final rows. An event's id is `<call_id>-<attempt>`: a batch retried carries the same ids.
 """
 
 from __future__ import annotations
@@ -51,6 +58,15 @@ def _thousandths(value: float) -> float:
     return round(value * 1000) / 1000
 
 
+def new_call_id() -> str:
+    """A call's id in the ledger (see `new_event_id`); its rows' ids are `<call id>-<attempt>`."""
+    return new_event_id()
+
+
+def event_id(call_id: str, attempt: int) -> str:
+    return f"{call_id}-{attempt}"
+
+
 def new_event_id() -> str:
     """32 hex digits: the time in milliseconds, then 80 random bits. Ids made later sort later,
     so a store's id index grows at its end instead of at random places. The bits come from
@@ -81,7 +97,17 @@ class UsageEvent:
     status: Annotated[int, Field(ge=100, le=599)] = 200
     attempts: Annotated[int, Field(ge=0)] = 1
     estimated: bool = False  # token counts estimated: the upstream reported none
-    request_id: str | None = None
+    request_id: str | None = None  # the x-request-id (a client may send its own: not unique)
+    # Fields added with ledger schema version 1 (all defaulted: older events load unchanged).
+    # The API the client called: `chat` (later `messages`, `responses`, `embeddings`, `completions`).
+    endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")] = "chat"
+    key: str | None = None  # the client API key's name (never the key)
+    team: str | None = None  # the key's team
+    call_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # shared by a call's attempts
+    attempt: Annotated[int, Field(ge=1)] = 1  # 1-based, within the call
+    final: bool = True  # the row that ended the call; rankings count only these
+    error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `http_503`, ...)
+    cache_write_tokens: NonNegativeInt = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:
@@ -91,6 +117,9 @@ class UsageEvent:
         self.author = author_of(self.model)
         self.app = clean_label(self.app)
         self.app_title = clean_label(self.app_title)
+        self.key = clean_label(self.key)
+        self.team = clean_label(self.team)
+        self.error = clean_label(self.error)
 
     @property
     def tokens(self) -> int:
@@ -135,6 +164,14 @@ class UsageEvent:
             "attempts": self.attempts,
             "estimated": self.estimated,
             "request_id": self.request_id,
+            "endpoint": self.endpoint,
+            "key": self.key,
+            "team": self.team,
+            "call_id": self.call_id,
+            "attempt": self.attempt,
+            "final": self.final,
+            "error": self.error,
+            "cache_write_tokens": self.cache_write_tokens,
         }
 
     @classmethod
@@ -146,7 +183,9 @@ class UsageEvent:
     @classmethod
     def from_call(cls, call: FinishedCall) -> UsageEvent:
         (
-            event_id,
+            call_id,
+            attempt,
+            final,
             started_at,
             model,
             backend,
@@ -167,9 +206,13 @@ class UsageEvent:
             status,
             attempts,
             request_id,
+            endpoint,
+            team,
+            error,
+            cache_write_tokens,
         ) = call
         return cls(
-            id=event_id,
+            id=event_id(call_id, attempt),
             timestamp=datetime.fromtimestamp(started_at, UTC),
             model=model,
             backend=backend,
@@ -189,19 +232,30 @@ class UsageEvent:
             attempts=attempts,
             estimated=estimated,
             request_id=request_id,
+            endpoint=endpoint,
+            key=api_key_name,
+            team=team,
+            call_id=call_id,
+            attempt=attempt,
+            final=final,
+            error=error,
+            cache_write_tokens=cache_write_tokens,
         )
 
 
-# What the ledger keeps of a finished call until its event is written: plain values, in
-# the order `finished_call` packs them and `UsageEvent.from_call` unpacks them, the event's
-# id first (given when the call finishes, so that a batch retried, or handed to a restarted
-# writer process, carries the same ids and is not counted twice). The recorder
+# What the ledger keeps of a finished call (or of one failed attempt of it) until its event is
+# written: plain values, in the order `finished_call` packs them and `UsageEvent.from_call`
+# unpacks them, the call's id and the attempt's number first (the event's id is made of them;
+# the call's id is given when the call finishes, so that a batch retried, or handed to a
+# restarted writer process, carries the same ids and is not counted twice). The recorder
 # buffers these rather than `CallOutcome`s: Python's cyclic garbage collector stops tracking
 # a plain tuple of numbers and strings at its first collection (not a named tuple, not an
 # object), while an outcome, with its attempts and usage objects, would be traversed by every
 # collection until its batch is written: at thousands of calls a second, measurably slower.
 FinishedCall = tuple[
-    str,
+    str,  # call_id
+    int,  # attempt
+    bool,  # final
     float,
     str,
     str,
@@ -221,7 +275,11 @@ FinishedCall = tuple[
     float | None,
     int,
     int,
-    str | None,
+    str | None,  # request_id
+    str,  # endpoint
+    str | None,  # team
+    str | None,  # error
+    int,  # cache_write_tokens
 ]
 
 
@@ -234,7 +292,9 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
     estimated = bool(usage and usage.estimated)
     # A call that failed before any answer carries no usage: its attempts cost no tokens here.
     return (
-        new_event_id(),
+        new_call_id(),
+        max(len(outcome.attempts), 1),  # the last attempt ended the call
+        True,
         outcome.started_at,
         offer.model,
         offer.backend,
@@ -255,4 +315,52 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
         outcome.status,
         max(len(outcome.attempts), 1),  # a call cancelled mid-attempt has not logged it yet
         outcome.request_id,
+        outcome.endpoint,
+        outcome.team,
+        outcome.error,
+        usage.cache_write_tokens if usage else 0,
     )
+
+
+def failed_attempts(outcome: CallOutcome, final: FinishedCall) -> list[FinishedCall]:
+    """A row per attempt before the one that ended the call (`final`, from `finished_call`):
+    each failed (an attempt that answered ends the call), used no tokens and cost the client
+    nothing. Called only for calls that fell back, so the usual call pays nothing for it."""
+    call_id, started_at = final[0], final[3]
+    rows: list[FinishedCall] = []
+    for number, attempt in enumerate(outcome.attempts[:-1], 1):
+        status = attempt.status if attempt.status is not None and attempt.status >= 400 else None
+        if status is None:  # no HTTP answer (connect error, timeout) or an error in a 200 stream
+            status = 504 if attempt.error == "timeout" else 502
+        rows.append(
+            (
+                call_id,
+                number,
+                False,
+                started_at,
+                attempt.model,
+                attempt.backend,
+                outcome.route,
+                outcome.task,
+                outcome.app,
+                outcome.app_title,
+                outcome.api_key_name,
+                0,
+                0,
+                0,
+                0,
+                False,
+                0.0,
+                attempt.duration_s,
+                None,
+                None,
+                status,
+                number,
+                outcome.request_id,
+                outcome.endpoint,
+                outcome.team,
+                attempt.error,
+                0,
+            )
+        )
+    return rows

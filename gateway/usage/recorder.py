@@ -1,7 +1,8 @@
 """The observer that records every call without slowing it down.
 
 `call_finished` copies what the ledger needs of the call's outcome into a tuple of plain
-values (`FinishedCall`), appends it to an in-memory buffer and returns: no I/O, no awaiting,
+values (`FinishedCall`; one more per failed attempt when the call fell back, as each attempt
+is a ledger row), appends it to an in-memory buffer and returns: no I/O, no awaiting,
 not even building the event (for a non-streamed answer it runs before the response goes
 out). A background task hands the calls, in batches, to the writer process
 (`gateway.usage.writer`, which builds the events and writes them to the store on another
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
-from gateway.usage.events import FinishedCall, UsageEvent, finished_call
+from gateway.usage.events import FinishedCall, UsageEvent, failed_attempts, finished_call
 from gateway.usage.store import UsageStore
 from gateway.usage.writer import WriterProcess
 
@@ -60,8 +61,16 @@ class UsageRecorder:
         self.write_failures = 0
         # Oldest first; calls become events when the writer first takes them.
         self._buffer: collections.deque[UsageEvent | FinishedCall] = collections.deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a batch is ready: cut the flush interval short
+        # Shutdown: cut a retry backoff short. Not `_wake`, which traffic sets as soon as a
+        # batch is buffered: a backoff it could end would be no backoff under load.
+        self._stop = asyncio.Event()
         self._writing = asyncio.Lock()  # one batch in flight: the writer task and flush() take turns
+        # The batch in flight is the head of the buffer. An overflow while it is written pushes
+        # its oldest items out: they are not lost unless the write fails, so they are counted
+        # (as recorded or as dropped) only once the write has ended.
+        self._in_flight = 0  # items of the batch in flight still at the head of the buffer
+        self._pushed_out = 0  # items of the batch in flight the overflow pushed out
         self._closing = False
         self._task: asyncio.Task | None = None
         self._last_drop_log = 0.0
@@ -79,8 +88,12 @@ class UsageRecorder:
 
     def call_finished(self, outcome: CallOutcome) -> None:
         call = finished_call(outcome)  # plain values: nothing for the garbage collector to keep visiting
-        if call is not None:  # a call that never reached a backend used nothing
-            self.add(call)
+        if call is None:  # a call that never reached a backend used nothing
+            return
+        if len(outcome.attempts) > 1:  # it fell back: a row per failed attempt, before the final one
+            for row in failed_attempts(outcome, call):
+                self.add(row)
+        self.add(call)
 
     # -- buffer ----------------------------------------------------------------------------
     @property
@@ -90,7 +103,11 @@ class UsageRecorder:
     def add(self, item: UsageEvent | FinishedCall) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
-            self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
+            if self._in_flight:
+                self._in_flight -= 1
+                self._pushed_out += 1
+            else:
+                self._count_dropped(1, "the buffer is full (the store is failing or too slow)")
         self._buffer.append(item)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
@@ -144,11 +161,18 @@ class UsageRecorder:
             batch = self._take_batch()
             if not batch:
                 return
-            await self.store.record(batch)
-            # Overflow may have dropped the oldest of these meanwhile: pop only what is still there.
-            for item in batch:
-                if self._buffer and self._buffer[0] is item:
-                    self._buffer.popleft()
+            self._in_flight, self._pushed_out = len(batch), 0
+            try:
+                await self.store.record(batch)
+            except BaseException:
+                if self._pushed_out:
+                    self._count_dropped(self._pushed_out, "the buffer overflowed while their write failed")
+                raise
+            finally:
+                in_flight, self._in_flight = self._in_flight, 0
+            # Overflow may have pushed the oldest of these out meanwhile: pop only what is still there.
+            for _ in range(in_flight):
+                self._buffer.popleft()
             self.recorded += len(batch)
 
     async def _run(self) -> None:
@@ -182,7 +206,7 @@ class UsageRecorder:
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            await asyncio.wait_for(self._stop.wait(), seconds)
         except TimeoutError:
             pass
 
@@ -195,6 +219,7 @@ class UsageRecorder:
         """Stop the writer, then write what is left, retrying until `timeout_s`."""
         self._closing = True
         self._wake.set()
+        self._stop.set()
         if self._task is not None:
             try:
                 await self._task  # lets a write in progress finish
@@ -220,14 +245,20 @@ class UsageRecorder:
 def install_recorder(state: AppState) -> UsageRecorder:
     """Open the configured store (for reads here; writes go through a writer process unless
     GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
-    from gateway.usage.store import open_store
+    from gateway.usage.store import open_store, retention_of
 
     settings = state.settings
-    store = open_store(settings, state.redis)
+    inline = settings.usage_writer != "process"
+    store = open_store(settings, state.redis, prunes=inline)  # else the writer process deletes
     writer: UsageStore | WriterProcess = store
-    if settings.usage_writer == "process":
+    if not inline:
         writer = WriterProcess(
-            settings.redis_url, settings.data_dir, log_level=settings.log_level, cpus=settings.writer_cpus()
+            settings.redis_url,
+            settings.data_dir,
+            log_level=settings.log_level,
+            cpus=settings.writer_cpus(),
+            retention=retention_of(settings),
+            events_redis_url=settings.redis_events_url,
         )
     recorder = UsageRecorder(
         writer,

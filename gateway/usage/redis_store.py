@@ -9,16 +9,25 @@ one Redis Cluster slot and one Lua script can update it atomically):
     {usage:2025-01-06}:seen:<event id>                               idempotency marker
 
 A week's ranking reads a few hashes per day in one pipelined round trip, whatever the
-number of calls behind them. The raw stream is bounded twice: trimmed to `stream_maxlen`
-entries per day and expired `stream_ttl_s` after its last write; the aggregates are kept.
+number of calls behind them. Retention is by age, per day (`Retention`): a day's stream
+expires `events_days` after the day ended (EXPIREAT), and is trimmed to `stream_maxlen`
+entries whatever its age; a day's aggregates expire `aggregates_days` after it ended, or are
+kept (0, the default: then they carry no TTL, which a `volatile-*` eviction policy could pick).
 An event id is remembered for `dedupe_ttl_s`: a batch retried, or a file imported again,
 within that time is never counted twice.
+
+What may be evicted and what may not: the raw streams are only for export, so they may live
+in a Redis of their own (`events_redis`, GATEWAY_REDIS_EVENTS_URL) run with `allkeys-lru`;
+its keys are the streams and their own markers (`{usage:<day>}:rawseen:<event id>`). The
+aggregates and markers here are state, for a Redis run with `noeviction`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -40,7 +49,7 @@ from gateway.usage.aggregates import (
 from gateway.usage.events import UsageEvent
 from gateway.usage.jsonl import event_from_json
 from gateway.usage.rankings import Period, all_days
-from gateway.usage.store import UsageStore
+from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -55,18 +64,22 @@ _NO_TITLE = 0
 # per field in Lua, its app title kept, its raw copy appended to the stream; then one HINCRBY
 # per distinct field. Field names are sent once per batch, not once per event.
 # KEYS: the day's keys in _DAY_KEYS order, then one `seen` key per event.
-# ARGV: seen ttl, stream maxlen, stream ttl, the batch (JSON, below), then each event's raw JSON.
+# ARGV: seen ttl, stream maxlen, when the day's stream expires (epoch seconds; 0: never; -1:
+# the stream lives in another Redis, see _RECORD_RAW), when the day's aggregates expire (0:
+# never), the batch (JSON, below), then each event's raw JSON (none when the stream is elsewhere).
 # The batch: f = fields, [key index, name] each;
 #            g = groups of events touching the same fields: per metric (METRICS order), the
 #                1-based indexes in f of the fields it adds to;
 #            t = titles, [app, title] each;
-#            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...].
+#            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...],
+#                or [0] for a row that only goes to the stream (a failed attempt before a call's final row).
 # Sums are doubles in Lua: a field's sum is written before it would pass 2^53, so it stays exact.
 _RECORD_DAY = f"""
 local fixed = {len(_DAY_KEYS)}
 local metrics = {len(METRICS)}
-local seen_ttl, maxlen, stream_ttl = ARGV[1], ARGV[2], ARGV[3]
-local batch = cjson.decode(ARGV[4])
+local seen_ttl, maxlen = ARGV[1], ARGV[2]
+local stream_expires, aggregates_expire = tonumber(ARGV[3]), tonumber(ARGV[4])
+local batch = cjson.decode(ARGV[5])
 local fields, groups, titles = batch.f, batch.g, batch.t
 local sums, app_titles = {{}}, {{}}
 local exact = 9007199254740992
@@ -81,17 +94,21 @@ end
 local added = 0
 for i, e in ipairs(batch.e) do
   if redis.call('SET', KEYS[fixed + i], '1', 'NX', 'EX', seen_ttl) then
-    local group = groups[e[1]]
-    for m = 1, metrics do
-      local v = e[m + 1]
-      if v ~= 0 then
-        for _, f in ipairs(group[m]) do add(f, v) end
+    if e[1] ~= 0 then
+      local group = groups[e[1]]
+      for m = 1, metrics do
+        local v = e[m + 1]
+        if v ~= 0 then
+          for _, f in ipairs(group[m]) do add(f, v) end
+        end
       end
+      local t = e[metrics + 2]
+      if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
+      for h = metrics + 3, #e do add(e[h], 1) end
     end
-    local t = e[metrics + 2]
-    if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
-    for h = metrics + 3, #e do add(e[h], 1) end
-    redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[4 + i])
+    if stream_expires >= 0 then
+      redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[5 + i])
+    end
     added = added + 1
   end
 end
@@ -101,8 +118,30 @@ end
 for app, title in pairs(app_titles) do
   redis.call('HSET', KEYS[{_TITLES}], app, title)
 end
-if added > 0 then
-  redis.call('EXPIRE', KEYS[{_EVENTS}], stream_ttl)
+if added > 0 and stream_expires > 0 then
+  redis.call('EXPIREAT', KEYS[{_EVENTS}], stream_expires)
+end
+if added > 0 and aggregates_expire > 0 then
+  for k = 1, {_TITLES} do redis.call('EXPIREAT', KEYS[k], aggregates_expire) end
+end
+return added
+"""
+
+# The raw copies, when they live in a Redis of their own (GATEWAY_REDIS_EVENTS_URL: evictable,
+# `allkeys-lru`). Idempotent by its own markers, so a batch retried after either Redis failed
+# is written there once, whichever of the two writes had gone through.
+# KEYS: the day's stream, then one `rawseen` marker per event.
+# ARGV: marker ttl, stream maxlen, when the stream expires (0: never), then each event's raw JSON.
+_RECORD_RAW = """
+local added = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 2])
+    added = added + 1
+  end
+end
+if added > 0 and tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIREAT', KEYS[1], ARGV[3])
 end
 return added
 """
@@ -132,6 +171,10 @@ class _DayBatch:
         return index
 
     def add(self, event: UsageEvent) -> None:
+        if not event.final:  # a failed attempt before the call's final row: raw copy only
+            self.events.append(event)
+            self.rows.append([0])
+            return
         group = group_of(event)
         g = self._group_index.get(group)
         if g is None:
@@ -170,16 +213,25 @@ class RedisUsageStore(UsageStore):
         prefix: str = "usage",
         dedupe_ttl_s: int = 7 * 86400,
         stream_maxlen: int = 1_000_000,
-        stream_ttl_s: int = 35 * 86400,
+        retention: Retention = KEEP_EVERYTHING,
+        events_redis: Redis | None = None,
         owns_client: bool = False,
+        owns_events_client: bool = False,
     ) -> None:
-        self.redis = redis
+        self.redis = redis  # state: aggregates and idempotency markers (never evicted)
+        self.events_redis = events_redis  # the raw streams, when they live apart (evictable)
         self.prefix = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
-        self.stream_maxlen = stream_maxlen
-        self.stream_ttl_s = stream_ttl_s
+        self.stream_maxlen = stream_maxlen  # entries per day's stream, whatever the retention
+        self.retention = retention
         self._owns_client = owns_client
+        self._owns_events_client = owns_events_client
         self._script = redis.register_script(_RECORD_DAY)
+        self._raw_script = events_redis.register_script(_RECORD_RAW) if events_redis is not None else None
+
+    @property
+    def stream_redis(self) -> Redis:
+        return self.events_redis if self.events_redis is not None else self.redis
 
     def key(self, day: date, name: str) -> str:
         return f"{{{self.prefix}:{day.isoformat()}}}:{name}"
@@ -193,14 +245,32 @@ class RedisUsageStore(UsageStore):
             day.add(event)
         if not by_day:
             return 0
+        apart = self._raw_script is not None
         pipe = self.redis.pipeline(transaction=False)
+        raw_pipe = self.stream_redis.pipeline(transaction=False) if apart else None
         for day, batch in by_day.items():
+            stream_expires = _expires_at(day, self.retention.events_days)
+            raws = [_raw(event) for event in batch.events]
             keys = [self.key(day, name) for name in _DAY_KEYS]
             keys += [self.key(day, f"seen:{event.id}") for event in batch.events]
-            args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, self.stream_ttl_s, batch.encoded()]
-            args += [orjson.dumps(event.to_json()) for event in batch.events]
-            await self._script(keys=keys, args=args, client=pipe)
-        return sum(int(n) for n in await pipe.execute())
+            args: list[str | int | bytes] = [
+                self.dedupe_ttl_s,
+                self.stream_maxlen,
+                -1 if apart else stream_expires,
+                _expires_at(day, self.retention.aggregates_days),
+                batch.encoded(),
+            ]
+            await self._script(keys=keys, args=args if apart else args + raws, client=pipe)
+            if raw_pipe is not None and self._raw_script is not None:
+                raw_keys = [self.key(day, "events")] + [self.key(day, f"rawseen:{e.id}") for e in batch.events]
+                raw_args = [self.dedupe_ttl_s, self.stream_maxlen, stream_expires, *raws]
+                await self._raw_script(keys=raw_keys, args=raw_args, client=raw_pipe)
+        # State first: if the raw write then fails, the batch is retried whole, and each
+        # side's markers keep it from being counted or copied twice.
+        new = sum(int(n) for n in await pipe.execute())
+        if raw_pipe is not None:
+            await raw_pipe.execute()
+        return new
 
     async def load_increments(self, batch: IncrementBatch) -> None:
         """Bulk path for history known to be unique (benchmarks, migrations): add summed
@@ -252,7 +322,7 @@ class RedisUsageStore(UsageStore):
             key = self.key(day, "events")
             after = "-"
             while True:
-                entries = await self.redis.xrange(key, min=after, max="+", count=_EXPORT_PAGE)
+                entries = await self.stream_redis.xrange(key, min=after, max="+", count=_EXPORT_PAGE)
                 for _, fields in entries:
                     yield event_from_json(orjson.loads(fields[b"e"]))
                 if len(entries) < _EXPORT_PAGE:
@@ -263,3 +333,32 @@ class RedisUsageStore(UsageStore):
     async def aclose(self) -> None:
         if self._owns_client:
             await self.redis.aclose()
+        if self._owns_events_client and self.events_redis is not None:
+            await self.events_redis.aclose()
+
+
+# Left out of a stream entry, which is kept for days: fields derived from others, and fields
+# at their default (None, 0, `chat`, ...). Reading it back (`event_from_json`) restores both.
+# (field, value) pairs to leave out; a value equal to a default but of another type (0 for
+# a float field) cannot occur: `to_json` writes each field with its own type.
+_LEFT_OUT = frozenset(
+    [(f.name, None) for f in dataclasses.fields(UsageEvent)]
+    + [(f.name, f.default) for f in dataclasses.fields(UsageEvent) if f.default is not dataclasses.MISSING]
+)
+
+
+def _raw(event: UsageEvent) -> bytes:
+    """The event's JSON as its stream entry keeps it (measured: 655 B -> 469 B for a typical
+    call, which packs 8 entries instead of 6 in each 4 KB stream node)."""
+    data = event.to_json()
+    del data["author"], data["tokens"]  # derived: recomputed when read
+    left_out = _LEFT_OUT
+    return orjson.dumps({k: v for k, v in data.items() if (k, v) not in left_out})
+
+
+def _expires_at(day: date, days: int) -> int:
+    """When a day's keys expire under a retention of `days` (0: never): `days` whole days after
+    the day ends, as epoch seconds. A time already past makes Redis delete the key at once."""
+    if not days:
+        return 0
+    return int(datetime.combine(day + timedelta(days=1 + days), dt_time(), UTC).timestamp())

@@ -9,12 +9,20 @@ process holds the write lock the slice is retried after a short asynchronous sle
 never checkpoints (the fsyncs of a checkpoint run on the store's thread instead). With WAL
 and `synchronous=NORMAL` a commit is a write to the page cache, not a disk flush.
 
-Reads (rankings, export) and checkpoints run on the store's one thread, with a connection
-of their own: WAL lets them run beside the writer, and beside other processes' writers.
+Reads (rankings, export), checkpoints and retention deletes run on the store's one thread,
+with a connection of their own: WAL lets them run beside the writer, and beside other
+processes' writers. Retention (`Retention`): raw events older than `events_days` are deleted
+(exactly, by timestamp), and the aggregates of days more than `aggregates_days` ago, at most
+once every `prune_every_s` (an hour), in small batches; in a gateway that is the writer process.
 
 Tables: `events` (one row per event, queryable with the sqlite3 shell), `aggregates` (the
 per-day counters of `gateway.usage.aggregates`) and `app_titles`. An event's row and its
-increments are written in the same transaction, and only when its id is new.
+increments are written in the same transaction, and only when its id is new; only a call's
+final row has increments (a failed attempt before it is a row of its own, not a request).
+
+The schema's version is SQLite's `PRAGMA user_version`. A file made by an older gateway is
+migrated when opened (`_migrate`: ALTER TABLE ADD COLUMN with the new fields' defaults, in one
+transaction, so two processes opening it at once migrate it once); its rows stay readable.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -36,7 +44,7 @@ import orjson
 from gateway.usage.aggregates import DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
-from gateway.usage.store import UsageStore
+from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 
 log = logging.getLogger("gateway.usage")
 
@@ -64,6 +72,15 @@ _COLUMNS = (
     "attempts",
     "estimated",
     "request_id",
+    # schema version 1
+    "endpoint",
+    "key",
+    "team",
+    "call_id",
+    "attempt",
+    "final",
+    "error",
+    "cache_write_tokens",
 )
 
 _SCHEMA = """
@@ -89,7 +106,15 @@ CREATE TABLE IF NOT EXISTS events (
     status INTEGER NOT NULL,
     attempts INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
-    request_id TEXT
+    request_id TEXT,
+    endpoint TEXT NOT NULL DEFAULT 'chat',
+    key TEXT,
+    team TEXT,
+    call_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    final INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_by_day ON events (day, timestamp, id);
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -106,6 +131,22 @@ CREATE TABLE IF NOT EXISTS app_titles (
     PRIMARY KEY (day, app)
 ) WITHOUT ROWID;
 """
+
+# Each version's changes to the one before, in order; `user_version` says how many are applied.
+# A table created by this version's _SCHEMA already has them: only older files run them.
+SCHEMA_VERSION = 1
+_EVENT_COLUMNS_ADDED = {
+    1: (
+        ("endpoint", "TEXT NOT NULL DEFAULT 'chat'"),
+        ("key", "TEXT"),
+        ("team", "TEXT"),
+        ("call_id", "TEXT"),
+        ("attempt", "INTEGER NOT NULL DEFAULT 1"),
+        ("final", "INTEGER NOT NULL DEFAULT 1"),
+        ("error", "TEXT"),
+        ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+}
 
 _KNOWN_IDS = "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))"
 _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -143,6 +184,14 @@ def _row(event: UsageEvent) -> tuple[Any, ...]:
         event.attempts,
         int(event.estimated),
         event.request_id,
+        event.endpoint,
+        event.key,
+        event.team,
+        event.call_id,
+        event.attempt,
+        int(event.final),
+        event.error,
+        event.cache_write_tokens,
     )
 
 
@@ -151,7 +200,31 @@ def _event(row: sqlite3.Row) -> UsageEvent:
     data.pop("day")
     data["timestamp"] = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00"))
     data["estimated"] = bool(data["estimated"])
+    data["final"] = bool(data["final"])
     return UsageEvent(**data)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to SCHEMA_VERSION. In one IMMEDIATE
+    transaction: a second process opening the file meanwhile waits, then finds it done."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        present = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for name, declaration in _EVENT_COLUMNS_ADDED[step]:
+                if name not in present:  # a new file's table has them already
+                    conn.execute(f"ALTER TABLE events ADD COLUMN {name} {declaration}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if version < SCHEMA_VERSION:
+        log.info("usage store: schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -179,7 +252,8 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
         conn.executemany(_INSERT_EVENT, rows[whole:])
         batch = IncrementBatch()
         for event in new.values():
-            batch.add(event)
+            if event.final:  # a failed attempt before the final row is not a request of its own
+                batch.add(event)
         conn.executemany(_ADD, [(d.isoformat(), part, name, value) for (d, part, name), value in batch.sums.items()])
         conn.executemany(_TITLE, [(d.isoformat(), app, title) for (d, app), title in batch.titles.items()])
         conn.execute("COMMIT")
@@ -194,9 +268,25 @@ class SqliteUsageStore(UsageStore):
     name = "sqlite"
 
     def __init__(
-        self, path: Path, busy_timeout_s: float = 30.0, slice_events: int = 200, checkpoint_every_s: float = 1.0
+        self,
+        path: Path,
+        busy_timeout_s: float = 30.0,
+        slice_events: int = 200,
+        checkpoint_every_s: float = 1.0,
+        *,
+        retention: Retention = KEEP_EVERYTHING,
+        prune_every_s: float = 3600.0,
+        prune_batch: int = 500,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
+        self.retention = retention
+        self.prune_every_s = prune_every_s  # deletes run at most this often (the first after the first write)
+        self.prune_batch = prune_batch  # rows per DELETE: each a short transaction that holds the lock briefly
+        self.clock = clock  # wall clock, UTC epoch seconds (tests move it)
+        self.pruned = 0  # raw events deleted for retention, in this process
+        self._prune: asyncio.Task | None = None
+        self._last_prune: float | None = None
         self.busy_timeout_s = busy_timeout_s  # how long a write keeps retrying while another process holds the lock
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
         self.checkpoint_every_s = checkpoint_every_s
@@ -228,6 +318,7 @@ class SqliteUsageStore(UsageStore):
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                _migrate(conn)
             except sqlite3.OperationalError as exc:
                 conn.close()
                 if not _is_busy(exc) or time.monotonic() > deadline:
@@ -271,6 +362,7 @@ class SqliteUsageStore(UsageStore):
                 await asyncio.sleep(0)  # let requests run between slices
             new += await self._write_when_free(conn, events[start : start + self.slice_events])
         self._maybe_checkpoint()
+        self._maybe_prune()
         return new
 
     async def _write_when_free(self, conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
@@ -298,6 +390,52 @@ class SqliteUsageStore(UsageStore):
             self._last_checkpoint = now
             self._checkpoint = asyncio.create_task(self._run(self._checkpoint_wal), name="usage-sqlite-checkpoint")
             self._checkpoint.add_done_callback(_retrieve_exception)
+
+    # -- retention (on the thread) ---------------------------------------------------------
+    def _maybe_prune(self) -> None:
+        """Delete what is past retention, on the thread, at most once every `prune_every_s`."""
+        if not self.retention.prunes:
+            return
+        now = time.monotonic()
+        if self._prune is not None and not self._prune.done():
+            return
+        if self._last_prune is not None and now - self._last_prune < self.prune_every_s:
+            return
+        self._last_prune = now
+        self._prune = asyncio.create_task(self._run(self._delete_expired), name="usage-sqlite-retention")
+        self._prune.add_done_callback(_retrieve_prune_exception)
+
+    def _delete_expired(self) -> int:
+        """Raw events older than `events_days` (by timestamp, exactly), then the aggregates of
+        days before `aggregates_days` ago. In batches of `prune_batch` rows (aggregates: one day
+        at a time), each its own short transaction, so a writer waits for the lock briefly."""
+        conn = self._connection()
+        now = self.clock()
+        deleted = 0
+        if self.retention.events_days:
+            cutoff = datetime.fromtimestamp(now - self.retention.events_days * 86400, UTC)
+            text = cutoff.isoformat(timespec="microseconds").replace("+00:00", "Z")
+            while True:
+                gone = conn.execute(
+                    "DELETE FROM events WHERE rowid IN"
+                    " (SELECT rowid FROM events WHERE day <= ? AND timestamp < ? LIMIT ?)",
+                    (text[:10], text, self.prune_batch),
+                ).rowcount
+                deleted += gone
+                if gone < self.prune_batch:
+                    break
+        if self.retention.aggregates_days:
+            first_kept = (datetime.fromtimestamp(now, UTC) - timedelta(days=self.retention.aggregates_days)).date()
+            for table in ("aggregates", "app_titles"):
+                while True:
+                    (day,) = conn.execute(f"SELECT min(day) FROM {table}").fetchone()
+                    if day is None or day >= first_kept.isoformat():
+                        break
+                    conn.execute(f"DELETE FROM {table} WHERE day = ?", (day,))
+        self.pruned += deleted
+        if deleted:
+            log.info("usage store: %d raw events past retention deleted", deleted)
+        return deleted
 
     def _checkpoint_wal(self) -> None:
         self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -354,10 +492,17 @@ class SqliteUsageStore(UsageStore):
             after = (last.timestamp_text, last.id)
 
     async def aclose(self) -> None:
-        if self._checkpoint is not None:
-            await asyncio.wait([self._checkpoint])
+        for task in (self._checkpoint, self._prune):
+            if task is not None:
+                await asyncio.wait([task])
         await self._run(self._close)
         self._executor.shutdown(wait=True)
+
+
+def _retrieve_prune_exception(task: asyncio.Task) -> None:
+    """A failed prune loses nothing: the rows stay until the next one."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("usage store retention delete failed: %s", task.exception())
 
 
 def _retrieve_exception(task: asyncio.Task) -> None:

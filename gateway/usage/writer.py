@@ -5,7 +5,8 @@ rest of it, building events and writing them to SQLite or Redis, is CPU work: 20
 call, which in the proxy's process would compete with the proxied requests for the event loop
 (and, in a thread, for the GIL). So each gateway process starts one writer process and hands
 it batches of finished calls; the writer builds the events and writes them with the ordinary
-store (`gateway.usage.store`), on whatever core is free.
+store (`gateway.usage.store`), on whatever core is free. SQLite's retention deletes run
+there too (hourly, in small batches).
 
 Protocol, over the child's stdin and stdout (pipes private to the two processes):
 - parent -> child: a frame per batch, `>II` (sequence number, length) then the calls as a
@@ -39,6 +40,7 @@ from typing import Any
 import orjson
 
 from gateway.usage.events import FinishedCall, UsageEvent
+from gateway.usage.store import KEEP_EVERYTHING, Retention
 
 log = logging.getLogger("gateway.usage")
 
@@ -66,8 +68,17 @@ class WriterProcess:
         log_level: str = "info",
         cpus: Sequence[int] = (),
         ack_timeout_s: float = 60.0,
+        retention: Retention = KEEP_EVERYTHING,
+        events_redis_url: str | None = None,
     ) -> None:
-        self.spec = {"redis_url": redis_url, "data_dir": str(data_dir), "log_level": log_level, "cpus": list(cpus)}
+        self.spec = {
+            "redis_url": redis_url,
+            "data_dir": str(data_dir),
+            "log_level": log_level,
+            "cpus": list(cpus),
+            "retention": [retention.events_days, retention.aggregates_days],
+            "redis_events_url": events_redis_url,
+        }
         self.ack_timeout_s = ack_timeout_s  # longer than the stores' own retries (SQLite: 30 s busy)
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
         self.starts = 0
@@ -161,9 +172,14 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
 
 
 async def _serve(spec: dict[str, Any], out: Any) -> None:
-    from gateway.usage.store import store_for
+    from gateway.usage.store import Retention, store_for
 
-    store = store_for(spec["redis_url"], Path(spec["data_dir"]))
+    store = store_for(
+        spec["redis_url"],
+        Path(spec["data_dir"]),
+        retention=Retention(*spec.get("retention", (0, 0))),
+        events_redis_url=spec.get("redis_events_url"),
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

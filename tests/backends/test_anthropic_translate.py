@@ -321,7 +321,7 @@ def test_message_becomes_a_chat_completion():
             "prompt_tokens": 45,
             "completion_tokens": 7,
             "total_tokens": 52,
-            "prompt_tokens_details": {"cached_tokens": 30},
+            "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 5},
         },
     }
 

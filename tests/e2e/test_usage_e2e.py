@@ -98,7 +98,16 @@ def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstrea
     assert apps["https://myapp.example"]["title"] == "My App" and apps["https://myapp.example"]["tokens"] == PER_CALL
     assert apps["team-a"]["requests"] == 5  # no attribution headers: the API key's name
 
-    events = sorted(export_today(gw.dir / "data"), key=lambda e: e["timestamp"])
+    rows = sorted(export_today(gw.dir / "data"), key=lambda e: (e["timestamp"], e["attempt"]))
+    # Calls 5 and 6 fell back: their failed first attempts are rows of their own, before the final rows.
+    attempt_rows = [e for e in rows if not e["final"]]
+    assert [(e["backend"], e["status"], e["error"], e["attempt"], e["tokens"]) for e in attempt_rows] == [
+        ("up-a", 503, "http_503", 1, 0),
+        ("up-a", 503, "http_503", 1, 0),
+    ]
+    events = [e for e in rows if e["final"]]
+    assert [e["call_id"] for e in attempt_rows] == [e["call_id"] for e in events[4:]]
+    assert all(e["key"] == "team-a" and e["endpoint"] == "chat" for e in rows)
     assert [e["status"] for e in events] == [200, 200, 200, 200, 200, 502]
     assert [e["estimated"] for e in events] == [False, False, False, True, False, False]
     assert [e["attempts"] for e in events][-2:] == [2, 2]

@@ -138,3 +138,20 @@ def test_json_shape_uses_the_ledger_field_names():
     ):
         assert name in data
     assert data["tokens"] == 11
+
+
+def test_the_final_row_carries_key_team_endpoint_call_and_cache_writes():
+    usage = Usage(prompt_tokens=1000, completion_tokens=10, cached_tokens=200, cache_write_tokens=300)
+    attempts = [Attempt("a", OFFER.model, "timeout", None, 1.0), Attempt("deepseek", OFFER.model, None, 200, 0.4)]
+    event = UsageEvent.from_outcome(
+        outcome(usage=usage, attempts=attempts, api_key_name="alice", team="platform", endpoint="messages")
+    )
+    assert (event.key, event.team, event.endpoint, event.app) == ("alice", "platform", "messages", "alice")
+    assert (event.attempt, event.attempts, event.final, event.error) == (2, 2, True, None)
+    assert event.id == f"{event.call_id}-2" and event.call_id != "req-1"  # x-request-id may come from a client
+    assert (event.cached_tokens, event.cache_write_tokens) == (200, 300)
+
+
+def test_a_failed_call_keeps_its_error_label():
+    event = UsageEvent.from_outcome(outcome(status=504, error="upstream_timeout", usage=None))
+    assert (event.status, event.error, event.final) == (504, "upstream_timeout", True)

@@ -62,3 +62,56 @@ def test_parse_lines_numbers_bad_lines_and_skips_blank_ones():
     assert "tokens is 4" in bad[5]
     assert "status" in bad[6]
     assert "backend" in bad[7]
+
+
+def test_a_line_written_before_the_ledger_had_attempts_imports_with_their_defaults():
+    # A line as `gateway usage export` wrote it before schema version 1 (no endpoint, key,
+    # team, call_id, attempt, final, error, cache_write_tokens).
+    line = (
+        b'{"id":"0195a1b2c3d4","timestamp":"2025-03-10T12:00:00.000000Z","route":"auto","model":"qwen/qwen3-32b",'
+        b'"author":"qwen","backend":"vllm","category":"chat","app":"alice","app_title":null,"prompt_tokens":10,'
+        b'"completion_tokens":5,"tokens":15,"cached_tokens":0,"reasoning_tokens":0,"cost":0.0,"latency_ms":900.0,'
+        b'"ttft_ms":100.0,"tokens_per_second":40.0,"status":200,"attempts":2,"estimated":false,"request_id":"r"}'
+    )
+    event = event_from_json(orjson.loads(line))
+    assert (event.endpoint, event.key, event.team, event.call_id, event.attempt, event.final) == (
+        "chat",
+        None,
+        None,
+        None,
+        1,
+        True,
+    )
+    assert (event.error, event.cache_write_tokens, event.attempts) == (None, 0, 2)
+
+
+def test_the_new_fields_round_trip_and_bad_ones_are_reported():
+    event = event_from_json(
+        {
+            "id": "c-2",
+            "timestamp": "2025-03-10T12:00:00Z",
+            "model": "a/b",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "endpoint": "messages",
+            "key": "alice",
+            "team": "platform",
+            "call_id": "c",
+            "attempt": 2,
+            "final": False,
+            "error": "timeout",
+            "status": 504,
+            "cache_write_tokens": 0,
+        }
+    )
+    assert event_from_json(orjson.loads(event_line(event))) == event
+    assert orjson.loads(event_line(event))["final"] is False
+    [(_, bad)] = list(
+        parse_lines(
+            [
+                b'{"id":"x","timestamp":"2025-03-10T12:00:00Z","model":"a/b","prompt_tokens":1,'
+                b'"completion_tokens":1,"attempt":0,"endpoint":"Chat!"}'
+            ]
+        )
+    )
+    assert isinstance(bad, BadLine) and "attempt" in bad.reason and "endpoint" in bad.reason

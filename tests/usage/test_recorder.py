@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -197,3 +198,90 @@ async def test_a_write_that_failed_halfway_is_retried_whole_and_counts_each_even
     await recorder.close()
     assert recorder.write_failures == 1 and recorder.dropped == 0
     assert await requests_that_day(sqlite) == 6
+
+
+class TimedFailingStore(FlakyStore):
+    """Fails every write and notes when each was tried (monotonic seconds)."""
+
+    def __init__(self, inner: UsageStore) -> None:
+        super().__init__(inner, failures=10**9)
+        self.tried_at: list[float] = []
+
+    async def record(self, events: Sequence[UsageEvent]) -> int:
+        self.tried_at.append(time.monotonic())
+        return await super().record(events)
+
+
+async def traffic(recorder: UsageRecorder, seconds: float) -> None:
+    """A call every 5 ms: the buffer always holds a full batch, as under real traffic."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        recorder.call_finished(finished_call())
+        await asyncio.sleep(0.005)
+
+
+async def test_the_retry_backoff_holds_under_traffic(sqlite):
+    # Issue 11 item 13: `add` set the wake-up event once a batch was buffered, and the retry
+    # sleep returned as soon as it was set: tens of thousands of retries in 2 s. With a 0.5 s
+    # backoff doubling (0.5, 1, 2, ...) 2 s of traffic allows tries at about 0, 0.5 and 1.5 s.
+    store = TimedFailingStore(sqlite)
+    recorder = UsageRecorder(store, batch_size=2, flush_interval_s=0.05, retry_initial_s=0.5, retry_max_s=4.0)
+    recorder.start()
+    await traffic(recorder, 2.0)
+    tries = list(store.tried_at)
+    await recorder.close(timeout_s=0)
+    assert 2 <= len(tries) <= 3, len(tries)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    for gap, backoff in zip(gaps, (0.5, 1.0)):
+        assert gap >= backoff * 0.9, gaps  # never sooner than the backoff (no upper bound: machine speed)
+
+
+class GatedStore(FlakyStore):
+    """Holds each write until `gate` is set, then writes it (or fails it, while `failures` last)."""
+
+    def __init__(self, inner: UsageStore, failures: int = 0) -> None:
+        super().__init__(inner, failures)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def record(self, events: Sequence[UsageEvent]) -> int:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().record(events)
+
+
+async def test_events_pushed_out_while_their_write_is_in_flight_are_recorded_not_dropped(sqlite):
+    # Issue 11 item 18: the overflow dropped the oldest events, which were the batch being
+    # written; the write then succeeded, so they counted as both dropped and recorded.
+    store = GatedStore(sqlite)
+    recorder = UsageRecorder(store, batch_size=5, max_buffered=5)
+    for _ in range(5):
+        recorder.call_finished(finished_call())
+    write = asyncio.create_task(recorder.flush())
+    await store.entered.wait()  # the 5 are in flight
+    for _ in range(5):
+        recorder.call_finished(finished_call())  # each pushes one in-flight event out of the buffer
+    store.gate.set()
+    await write  # flush() goes on to write the 5 newer ones too
+    assert (recorder.recorded, recorder.dropped, recorder.buffered) == (10, 0, 0)
+    assert await requests_that_day(sqlite) == 10
+
+
+async def test_events_pushed_out_while_their_write_fails_are_dropped_once(sqlite):
+    store = GatedStore(sqlite, failures=1)
+    drops: list[int] = []
+    recorder = UsageRecorder(store, batch_size=5, max_buffered=5, on_drop=drops.append)
+    for _ in range(5):
+        recorder.call_finished(finished_call())
+    write = asyncio.create_task(recorder._write_batch())
+    await store.entered.wait()
+    for _ in range(3):
+        recorder.call_finished(finished_call())  # 3 of the in-flight 5 pushed out
+    store.gate.set()
+    with pytest.raises(ConnectionError):
+        await write
+    # The 3 pushed out are lost with the failed write; the 2 still buffered and the 3 new wait.
+    assert (recorder.recorded, recorder.dropped, recorder.buffered, sum(drops)) == (0, 3, 5, 3)
+    await recorder.flush()
+    assert (recorder.recorded, recorder.dropped, recorder.buffered) == (5, 3, 0)
+    assert await requests_that_day(sqlite) == 5

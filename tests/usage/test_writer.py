@@ -150,3 +150,23 @@ async def test_a_batch_abandoned_mid_wait_does_not_confuse_the_next(writer, read
     assert await writer.record(batch) == 2  # the retry, on a new writer process
     assert writer.starts == 2
     assert await requests_that_day(reader) == 1 + 3 + 2  # the abandoned batch had been stored: no loss, no double count
+
+
+async def test_a_writer_that_dies_at_start_is_restarted_only_at_the_backoff_pace(tmp_path):
+    # Issue 11 item 13: under traffic a writer child that died at start was respawned in a
+    # tight loop. The spec below is a JSON list, which the child cannot read: it exits at once.
+    # With a 0.5 s backoff doubling, 2 s of traffic allow starts at about 0, 0.5 and 1.5 s.
+    writer = WriterProcess(None, tmp_path)
+    writer.spec = ["not a spec"]  # type: ignore[assignment]
+    recorder = UsageRecorder(writer, batch_size=2, flush_interval_s=0.05, retry_initial_s=0.5, retry_max_s=4.0)
+    recorder.start()
+    end = asyncio.get_running_loop().time() + 2.0
+    while asyncio.get_running_loop().time() < end:
+        recorder.call_finished(outcome())
+        await asyncio.sleep(0.005)
+    starts, failures = writer.starts, recorder.write_failures
+    await recorder.close(timeout_s=0)
+    await writer.aclose()
+    # Each start is one write attempt; the last may still be under way when the traffic ends.
+    assert 2 <= starts <= 3 and starts - 1 <= failures <= starts, (starts, failures)
+    assert recorder.recorded == 0
