@@ -61,20 +61,27 @@ def policy(a, b, *, threshold: int = 100, upstream_id: str = "First-1", models=(
     )
 
 
-def ledger(gw, count: int) -> list[dict]:
-    """The gateway's usage ledger once it holds `count` events, oldest first."""
+def ledger(gw, count: int, failed: tuple[tuple[str, str], ...] = ()) -> list[dict]:
+    """The final rows of the gateway's usage ledger once it holds `count` calls, oldest first.
+
+    A call that fell back also has a row per failed attempt (`final` false): `failed` is
+    exactly those rows' (backend, error), in order, and nothing else may be in the ledger.
+    """
     day = today_utc().isoformat()
     seen: dict = {}
+    total = count + len(failed)
 
     def export() -> list[dict] | None:
         done = gateway_cli("usage", "export", "--start", day, "--end", day, "--data-dir", str(gw.dir / "data"))
         assert done.returncode == 0, done.stderr
         seen["events"] = [json.loads(line) for line in done.stdout.splitlines()]
-        return seen["events"] if len(seen["events"]) >= count else None
+        return seen["events"] if len(seen["events"]) >= total else None
 
-    events = poll(export, what=f"{count} events in the ledger", timeout=30)
-    assert len(events) == count, events
-    return sorted(events, key=lambda e: e["timestamp"])
+    events = sorted(poll(export, what=f"{total} events in the ledger", timeout=30), key=lambda e: e["timestamp"])
+    assert len(events) == total, events
+    attempts = [e for e in events if not e.get("final", True)]
+    assert [(e["backend"], e["error"]) for e in attempts] == list(failed)
+    return [e for e in events if e.get("final", True)]
 
 
 def raw_stream(gw, **extra) -> tuple[int, bytes]:
@@ -102,7 +109,7 @@ def test_a_truncated_json_body_falls_back_and_opens_the_circuit(start_gateway, u
     assert metrics.value("gateway_backend_attempts_total", backend="a", model="m/first", result="malformed") == 2
     assert metrics.value("gateway_backend_attempts_total", backend="b", model="m/second", result="ok") == 3
     assert metrics.value("gateway_fallbacks_total", route="auto", from_backend="a", reason="malformed") == 2
-    assert [(e["status"], e["backend"], e["attempts"]) for e in ledger(gw, 3)] == [(200, "b", 2)] * 2 + [(200, "b", 1)]
+    assert [(e["status"], e["backend"], e["attempts"]) for e in ledger(gw, 3, failed=(("a", "malformed"),) * 2)] == [(200, "b", 2)] * 2 + [(200, "b", 1)]
     # The gauge is copied from the circuits once a second.
     poll(
         lambda: scrape(gw.url).value("gateway_backend_circuit_state", backend="a", model="m/first") == 2,
@@ -120,7 +127,7 @@ def test_only_malformed_bodies_answer_502_in_openai_shape(start_gateway, upstrea
     assert caught.value.status_code == 502
     assert caught.value.body["code"] == "upstream_malformed_response"
     assert len(upstream.received) == 1 and len(upstream_b.received) == 1
-    assert [(e["status"], e["attempts"]) for e in ledger(gw, 1)] == [(502, 2)]
+    assert [(e["status"], e["attempts"]) for e in ledger(gw, 1, failed=(("a", "malformed"),))] == [(502, 2)]
 
 
 GARBAGE_ONLY = [b"data: {garbage\n\n", b"not sse at all\n\n", b"data: [DONE]\n\n"]
@@ -135,7 +142,7 @@ def test_a_garbage_only_stream_falls_back_before_anything_is_sent(start_gateway,
     assert len(upstream.received) == 1 and len(upstream_b.received) == 1
     metrics = scrape(gw.url)
     assert metrics.value("gateway_backend_attempts_total", backend="a", model="m/first", result="malformed") == 1
-    assert [(e["status"], e["backend"]) for e in ledger(gw, 1)] == [(200, "b")]
+    assert [(e["status"], e["backend"]) for e in ledger(gw, 1, failed=(("a", "malformed"),))] == [(200, "b")]
 
 
 def test_a_malformed_event_after_content_is_dropped_and_counted(start_gateway, upstream, upstream_b, openai_client):

@@ -168,5 +168,7 @@ async def test_a_writer_that_dies_at_start_is_restarted_only_at_the_backoff_pace
     await recorder.close(timeout_s=0)
     await writer.aclose()
     # Each start is one write attempt; the last may still be under way when the traffic ends.
-    assert 2 <= starts <= 3 and starts - 1 <= failures <= starts, (starts, failures)
+    # The bound that matters is the upper one (the tight loop made dozens); how many of the
+    # allowed starts happen depends on how fast a loaded machine starts a Python child.
+    assert 1 <= starts <= 3 and starts - 1 <= failures <= starts, (starts, failures)
     assert recorder.recorded == 0
