@@ -8,8 +8,11 @@ what the gateway stores so that `previous_response_id` can continue a conversati
 any backend. Pure code, no I/O; storing and looking up responses is the route's business.
 
 Mappings chosen where the APIs differ:
-- Only function tools translate; OpenAI's built-in tools (web search, file search, computer
-  use, code interpreter...) run inside OpenAI, so they get a 400 naming the tool.
+- Function tools translate as they are. Custom (freeform) tools, which Codex uses for
+  apply_patch, become function tools taking one string `input` (their grammar, if any, in the
+  description), and calls to them come back as `custom_tool_call` items. OpenAI's built-in
+  tools (web search, file search, computer use, code interpreter...) run inside OpenAI, so
+  they get a 400 naming the tool.
 - `reasoning` items in the input are dropped (chat backends take no reasoning input);
   reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+import orjson
 
 from gateway.protocol.errors import GatewayError, invalid_request
 
@@ -102,13 +107,13 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]]) -
                 messages[-1]["content"] = content
             else:
                 messages.append({"role": role, "content": content})
-        elif kind == "function_call":
+        elif kind in ("function_call", "custom_tool_call"):
             call = _function_call(item, where)
             if messages and _open_assistant(messages[-1]):
                 messages[-1].setdefault("tool_calls", []).append(call)  # parallel calls share a turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
             output = item.get("output")
@@ -171,9 +176,13 @@ def _text_of(value: Any, where: str) -> str:
 
 
 def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
-    for name in ("call_id", "name", "arguments"):
+    custom = item.get("type") == "custom_tool_call"
+    for name in ("call_id", "name", "input" if custom else "arguments"):
         if not isinstance(item.get(name), str):
             raise invalid_request(f"Missing required parameter: '{where}.{name}'.", f"{where}.{name}")
+    if custom:
+        arguments = orjson.dumps({"input": item["input"]}).decode()
+        return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": arguments}}
     return {
         "id": item["call_id"],
         "type": "function",
@@ -183,6 +192,8 @@ def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _tool(tool: Any, where: str) -> dict[str, Any]:
     kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "custom" and isinstance(tool.get("name"), str) and tool["name"]:
+        return _custom_tool(tool)
     if kind != "function":
         raise invalid_request(
             f"The built-in tool '{kind}' is not supported by this gateway: it runs inside OpenAI. "
@@ -195,10 +206,33 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
     return {"type": "function", "function": {k: tool[k] for k in _FUNCTION_FIELDS if tool.get(k) is not None}}
 
 
+def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    description = tool.get("description") if isinstance(tool.get("description"), str) else ""
+    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+    if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        description += f"\n\nThe input must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}"
+    parameters = {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+        "required": ["input"],
+    }
+    function = {"name": tool["name"], "parameters": parameters}
+    if description:
+        function["description"] = description.strip()
+    return {"type": "function", "function": function}
+
+
+def custom_tool_names(request: dict[str, Any]) -> frozenset[str]:
+    """The names of the request's custom tools: calls to them answer as custom_tool_call items."""
+    tools = request.get("tools") if isinstance(request.get("tools"), list) else ()
+    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and "name" in t)
+
+
 def _tool_choice(choice: Any) -> Any:
     if choice in ("auto", "none", "required"):
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+    named = isinstance(choice, dict) and choice.get("type") in ("function", "custom")
+    if named and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
     kind = choice.get("type") if isinstance(choice, dict) else choice
     raise invalid_request(f"tool_choice '{kind}' is not supported by this gateway.", "tool_choice")
@@ -310,7 +344,12 @@ def _message_item(response_id: str, text: str | None, status: str) -> dict[str, 
     }
 
 
-def _call_item(response_id: str, position: int, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+def _call_item(
+    response_id: str, position: int, call_id: str, name: str, arguments: str, status: str, custom: bool = False
+) -> dict[str, Any]:
+    if custom:
+        item_id = f"ctc_{_suffix(response_id)}_{position}"
+        return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": arguments}
     return {
         "type": "function_call",
         "id": f"fc_{_suffix(response_id)}_{position}",
@@ -331,17 +370,15 @@ def chat_to_response(completion: dict[str, Any], request: dict[str, Any], respon
         output.append(_reasoning_item(response_id, reasoning, "completed"))
     if isinstance(reply.get("content"), str) and reply["content"]:
         output.append(_message_item(response_id, reply["content"], "completed"))
+    custom = custom_tool_names(request)
     for position, call in enumerate(reply.get("tool_calls") or ()):
         function = call.get("function") or {}
+        name = function.get("name") or ""
+        arguments = function.get("arguments") or ""
+        if name in custom:
+            arguments = _custom_input(arguments)
         output.append(
-            _call_item(
-                response_id,
-                position,
-                call.get("id") or "",
-                function.get("name") or "",
-                function.get("arguments") or "",
-                "completed",
-            )
+            _call_item(response_id, position, call.get("id") or "", name, arguments, "completed", name in custom)
         )
     status, incomplete = _ending(choice.get("finish_reason"))
     created = completion.get("created") if isinstance(completion.get("created"), int) else int(time.time())
@@ -349,6 +386,17 @@ def chat_to_response(completion: dict[str, Any], request: dict[str, Any], respon
     response["incomplete_details"] = incomplete
     response["usage"] = _usage(completion.get("usage"))
     return response
+
+
+def _custom_input(arguments: str) -> str:
+    """A custom tool's free-text input from the function arguments it was called with."""
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return arguments  # the model wrote the input bare: pass it as it is
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
 
 
 def conversation_items(
@@ -394,6 +442,8 @@ class ResponseStream:
         self._open: dict[str, Any] | None = None  # the item being streamed
         self._text = ""  # its text or arguments so far
         self._calls: set[int] = set()  # chat tool_calls indexes already opened
+        self._open_call: int | None = None  # the open item's chat tool_calls index
+        self._custom = custom_tool_names(request)
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
@@ -485,14 +535,18 @@ class ResponseStream:
         events: list[dict[str, Any]] = []
         if position not in self._calls:
             self._calls.add(position)
+            name = function.get("name") or ""
             item = _call_item(
-                self.response_id, position, call.get("id") or "", function.get("name") or "", "", "in_progress"
+                self.response_id, position, call.get("id") or "", name, "", "in_progress", name in self._custom
             )
             events += self._open_item(item)
-        elif not (self._open and self._open["id"] == f"fc_{_suffix(self.response_id)}_{position}"):
+            self._open_call = position
+        elif position != self._open_call:
             return []  # a fragment for a call already done: its item cannot reopen
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments:
+        if isinstance(arguments, str) and arguments and self._open["type"] == "custom_tool_call":
+            self._text += arguments  # JSON around the input: sent whole when the call is done
+        elif isinstance(arguments, str) and arguments:
             events.append(
                 self._event(
                     "response.function_call_arguments.delta",
@@ -509,7 +563,7 @@ class ResponseStream:
 
     def _open_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         events = self._close_item()
-        self._open, self._text = item, ""
+        self._open, self._text, self._open_call = item, "", None
         return events + [self._event("response.output_item.added", output_index=len(self.output), item=item)]
 
     def _part_event(self, kind: str, part: dict[str, Any]) -> dict[str, Any]:
@@ -533,6 +587,18 @@ class ResponseStream:
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
             done = _reasoning_item(self.response_id, text, "completed")
+        elif item["type"] == "custom_tool_call":
+            text = _custom_input(text)
+            if text:
+                events.append(
+                    self._event(
+                        "response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=text
+                    )
+                )
+            events.append(
+                self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=text)
+            )
+            done = {**item, "input": text}
         else:
             events.append(
                 self._event(
@@ -541,7 +607,7 @@ class ResponseStream:
             )
             done = {**item, "arguments": text, "status": "completed"}
         self.output.append(done)
-        self._open, self._text = None, ""
+        self._open, self._text, self._open_call = None, "", None
         return events + [self._event("response.output_item.done", output_index=index, item=done)]
 
     def _end(self) -> list[dict[str, Any]]:

@@ -818,3 +818,33 @@ RESPONSES_FAILED = {
         "parallel_tool_calls": True,
     },
 }
+
+# Codex's apply_patch as a custom (freeform) tool: openai/codex codex-rs/core/src/tools/handlers/
+# apply_patch_spec.rs (name, description, format), the grammar's first lines from
+# tool_apply_patch.lark beside it (abbreviated).
+CODEX_APPLY_PATCH_TOOL = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files.\nThis is a FREEFORM tool, so do not wrap the patch in JSON.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\nend_patch: "*** End Patch" LF?\n',
+    },
+}
+
+# The custom_tool_call output item and its output item in the next request (openai-python
+# src/openai/types/responses/response_custom_tool_call.py and
+# response_custom_tool_call_output_param.py field names; a patch as Codex's model writes it).
+CUSTOM_TOOL_CALL_ITEM = {
+    "type": "custom_tool_call",
+    "id": "ctc_6890e975e86c819c9338825b3e1994810694874df0bd8f1f",
+    "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+    "name": "apply_patch",
+    "input": "*** Begin Patch\n*** Add File: hello.txt\n+Hello world\n*** End Patch\n",
+}
+CUSTOM_TOOL_CALL_OUTPUT_ITEM = {
+    "type": "custom_tool_call_output",
+    "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+    "output": "Success. Updated the following files:\nA hello.txt\n",
+}

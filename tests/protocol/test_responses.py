@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import orjson
 import pytest
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
@@ -450,3 +451,140 @@ def test_stream_without_usage_chunk_completes_on_finish():
     events, _ = _stream(S.CHAT_STREAM_TEXT[:-1])
     assert events[-1]["type"] == "response.completed" and events[-1]["response"]["usage"] is None
     strict(ResponseStreamEvent, events[-1])
+
+
+# -- custom (freeform) tools, as Codex sends apply_patch ----------------------------------------
+
+CODEX_REQUEST = {"model": "gpt-5-codex", "input": "add hello.txt", "tools": [S.CODEX_APPLY_PATCH_TOOL]}
+PATCH = S.CUSTOM_TOOL_CALL_ITEM["input"]
+
+
+def test_custom_tool_becomes_a_function_taking_its_input_as_a_string():
+    (tool,) = responses_to_chat(CODEX_REQUEST)["tools"]
+    fmt = S.CODEX_APPLY_PATCH_TOOL["format"]
+    assert tool == {
+        "type": "function",
+        "function": {
+            "name": "apply_patch",
+            "description": S.CODEX_APPLY_PATCH_TOOL["description"]
+            + f"\n\nThe input must follow this lark grammar:\n{fmt['definition']}".rstrip(),
+            "parameters": {
+                "type": "object",
+                "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+                "required": ["input"],
+            },
+        },
+    }
+    choice = responses_to_chat({**CODEX_REQUEST, "tool_choice": {"type": "custom", "name": "apply_patch"}})
+    assert choice["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+
+
+def test_custom_tool_call_and_output_items_become_a_tool_turn():
+    body = {**CODEX_REQUEST, "input": [S.CUSTOM_TOOL_CALL_ITEM, S.CUSTOM_TOOL_CALL_OUTPUT_ITEM]}
+    assert responses_to_chat(body)["messages"] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+                    "type": "function",
+                    "function": {"name": "apply_patch", "arguments": orjson.dumps({"input": PATCH}).decode()},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+            "content": S.CUSTOM_TOOL_CALL_OUTPUT_ITEM["output"],
+        },
+    ]
+
+
+def _patch_completion(arguments):
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TOOL_CALLS)
+    call = completion["choices"][0]["message"]["tool_calls"][0]
+    call.update(id="call_aGiFQkRWSWAIsMQ19fKqxUgb", function={"name": "apply_patch", "arguments": arguments})
+    return completion
+
+
+@pytest.mark.parametrize("arguments", [orjson.dumps({"input": PATCH}).decode(), PATCH], ids=["wrapped", "bare"])
+def test_calls_to_a_custom_tool_come_back_as_custom_tool_call_items(arguments):
+    response = chat_to_response(_patch_completion(arguments), CODEX_REQUEST, "resp_6890e975")
+    strict(Response, response)
+    assert response["output"] == [
+        {
+            "type": "custom_tool_call",
+            "id": "ctc_6890e975_0",
+            "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+            "name": "apply_patch",
+            "input": PATCH,
+        }
+    ]
+
+
+def test_custom_tool_call_streams_its_input_whole_when_the_call_is_done():
+    arguments = orjson.dumps({"input": PATCH}).decode()
+    head = {
+        "index": 0,
+        "id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+        "type": "function",
+        "function": {"name": "apply_patch", "arguments": ""},
+    }
+    chunks = [
+        S.CHAT_STREAM_TOOL_CALLS[0],
+        {
+            **S.CHAT_STREAM_TOOL_CALLS[1],
+            "choices": [{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}],
+        },
+        *[
+            {
+                **S.CHAT_STREAM_TOOL_CALLS[2],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": part}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for part in (arguments[:10], arguments[10:])
+        ],
+        S.CHAT_STREAM_TOOL_CALLS[-1],
+    ]
+    events, translator = _stream(chunks, request=CODEX_REQUEST, response_id="resp_6890e975")
+    item = {
+        "type": "custom_tool_call",
+        "id": "ctc_6890e975_0",
+        "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+        "name": "apply_patch",
+    }
+    assert [{k: v for k, v in e.items() if k != "response"} for e in events[2:-1]] == [
+        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0, "item": {**item, "input": ""}},
+        {
+            "type": "response.custom_tool_call_input.delta",
+            "sequence_number": 3,
+            "item_id": "ctc_6890e975_0",
+            "output_index": 0,
+            "delta": PATCH,
+        },
+        {
+            "type": "response.custom_tool_call_input.done",
+            "sequence_number": 4,
+            "item_id": "ctc_6890e975_0",
+            "output_index": 0,
+            "input": PATCH,
+        },
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 5,
+            "output_index": 0,
+            "item": {**item, "input": PATCH},
+        },
+    ]
+    for event in events:
+        strict(ResponseStreamEvent, event)
+    assert events[-1]["response"] == chat_to_response(_patch_completion(arguments), CODEX_REQUEST, "resp_6890e975") | {
+        "created_at": 1741290958,
+        "usage": None,
+    }

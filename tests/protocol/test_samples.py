@@ -5,7 +5,13 @@ from __future__ import annotations
 import anthropic.types as A
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.responses import Response, ResponseCreateParams, ResponseFunctionToolCall, ResponseStreamEvent
+from openai.types.responses import (
+    Response,
+    ResponseCreateParams,
+    ResponseCustomToolCall,
+    ResponseFunctionToolCall,
+    ResponseStreamEvent,
+)
 
 from tests.protocol import samples as S
 from tests.protocol.sdk import request, strict
@@ -57,6 +63,16 @@ def test_responses_requests_are_typed_by_the_openai_sdk():
 def test_response_objects_parse():
     strict(Response, S.RESPONSE_TEXT)
     strict(ResponseFunctionToolCall, S.RESPONSE_FUNCTION_CALL_ITEM)
+    strict(ResponseCustomToolCall, S.CUSTOM_TOOL_CALL_ITEM)
+
+
+def test_codex_custom_tool_items_are_typed_by_the_openai_sdk():
+    body = {
+        "model": "gpt-5-codex",
+        "input": [S.CUSTOM_TOOL_CALL_ITEM, S.CUSTOM_TOOL_CALL_OUTPUT_ITEM],
+        "tools": [S.CODEX_APPLY_PATCH_TOOL],
+    }
+    request(ResponseCreateParams, body)
 
 
 @pytest.mark.parametrize("stream", [S.RESPONSES_STREAM_TEXT, S.RESPONSES_STREAM_FUNCTION_CALL, [S.RESPONSES_FAILED]])
