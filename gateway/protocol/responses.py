@@ -440,7 +440,7 @@ class ResponseStream:
         self._started = False
         self._closed = False
         self._open: dict[str, Any] | None = None  # the item being streamed
-        self._text = ""  # its text or arguments so far
+        self._text: list[str] = []  # its text or arguments so far, joined when it closes
         self._calls: set[int] = set()  # chat tool_calls indexes already opened
         self._open_call: int | None = None  # the open item's chat tool_calls index
         self._custom = custom_tool_names(request)
@@ -517,14 +517,14 @@ class ResponseStream:
                 events += self._open_item(_reasoning_item(self.response_id, "", "in_progress"))
                 events.append(self._part_event("response.content_part.added", {"type": "reasoning_text", "text": ""}))
             events.append(self._text_event("response.reasoning_text.delta", delta=reasoning))
-            self._text += reasoning
+            self._text.append(reasoning)
         if isinstance(delta.get("content"), str) and delta["content"]:
             if not self._is_open("message"):
                 events += self._open_item(_message_item(self.response_id, None, "in_progress"))
                 part = {"type": "output_text", "text": "", "annotations": []}
                 events.append(self._part_event("response.content_part.added", part))
             events.append(self._text_event("response.output_text.delta", delta=delta["content"], logprobs=[]))
-            self._text += delta["content"]
+            self._text.append(delta["content"])
         for call in delta.get("tool_calls") or ():
             events += self._call_delta(call)
         return events
@@ -545,7 +545,7 @@ class ResponseStream:
             return []  # a fragment for a call already done: its item cannot reopen
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments and self._open["type"] == "custom_tool_call":
-            self._text += arguments  # JSON around the input: sent whole when the call is done
+            self._text.append(arguments)  # JSON around the input: sent whole when the call is done
         elif isinstance(arguments, str) and arguments:
             events.append(
                 self._event(
@@ -555,7 +555,7 @@ class ResponseStream:
                     delta=arguments,
                 )
             )
-            self._text += arguments
+            self._text.append(arguments)
         return events
 
     def _is_open(self, kind: str) -> bool:
@@ -563,7 +563,7 @@ class ResponseStream:
 
     def _open_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         events = self._close_item()
-        self._open, self._text, self._open_call = item, "", None
+        self._open, self._text, self._open_call = item, [], None
         return events + [self._event("response.output_item.added", output_index=len(self.output), item=item)]
 
     def _part_event(self, kind: str, part: dict[str, Any]) -> dict[str, Any]:
@@ -573,7 +573,7 @@ class ResponseStream:
         return self._event(kind, item_id=self._open["id"], output_index=len(self.output), content_index=0, **fields)
 
     def _close_item(self) -> list[dict[str, Any]]:
-        item, text = self._open, self._text
+        item, text = self._open, "".join(self._text)
         if item is None:
             return []
         index = len(self.output)
@@ -607,7 +607,7 @@ class ResponseStream:
             )
             done = {**item, "arguments": text, "status": "completed"}
         self.output.append(done)
-        self._open, self._text, self._open_call = None, "", None
+        self._open, self._text, self._open_call = None, [], None
         return events + [self._event("response.output_item.done", output_index=index, item=done)]
 
     def _end(self) -> list[dict[str, Any]]:
