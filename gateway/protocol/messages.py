@@ -124,10 +124,11 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
         chat["user"] = metadata["user_id"]
-    effort = _reasoning_effort(body.get("thinking"), body.get("output_config"))
+    output_config = _object(body.get("output_config"), "output_config")
+    effort = _reasoning_effort(body.get("thinking"), output_config)
     if effort:
         chat["reasoning_effort"] = effort
-    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+    schema = _object(output_config.get("format"), "output_config.format").get("schema")
     if isinstance(schema, dict):
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     tools = body.get("tools")
@@ -142,6 +143,15 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries the usage
     return chat
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional object field: {} when absent, a 400 when it is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_request(f"{where}: must be an object.", where)
+    return value
 
 
 def _system_text(system: Any) -> str:
@@ -180,7 +190,9 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
     for i, block in enumerate(blocks):
         kind = block["type"]
         if kind == "text":
-            texts.append(block.get("text") or "")
+            if not isinstance(block.get("text"), str):
+                raise invalid_request(f"{where}.content.{i}.text: must be a string.", f"{where}.content.{i}.text")
+            texts.append(block["text"])
         elif kind == "tool_use":
             at = f"{where}.content.{i}"
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
@@ -266,8 +278,8 @@ def _source_url(source: Any, where: str) -> str:
     raise invalid_request(f"{where}.source: must be a base64 or url source.", f"{where}.source")
 
 
-def _reasoning_effort(thinking: Any, output_config: Any) -> str | None:
-    effort = output_config.get("effort") if isinstance(output_config, dict) else None
+def _reasoning_effort(thinking: Any, output_config: dict[str, Any]) -> str | None:
+    effort = output_config.get("effort")
     if isinstance(effort, str) and effort in _EFFORTS:
         return _EFFORTS[effort]
     if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
@@ -366,8 +378,16 @@ def _tool_input(call: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def chat_to_message(completion: dict[str, Any], model: str, stop_sequences: list[str] | None = None) -> dict[str, Any]:
-    """The Message for a `chat.completion` (its first choice), named `model` as the client asked."""
+def chat_to_message(completion: Any, model: str, stop_sequences: list[str] | None = None) -> dict[str, Any]:
+    """The Message for a `chat.completion` (its first choice), named `model` as the client asked.
+    A body that is not a chat completion is the backend's fault: a 502 saying so."""
+    try:
+        return _message(completion, model, stop_sequences)
+    except MALFORMED as exc:
+        raise malformed_answer(exc) from None
+
+
+def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] | None) -> dict[str, Any]:
     choices = completion.get("choices") or [{}]
     choice = choices[0]
     reply = choice.get("message") or {}
@@ -397,6 +417,13 @@ def chat_to_message(completion: dict[str, Any], model: str, stop_sequences: list
 
 
 # -- errors -----------------------------------------------------------------------------------
+
+# What reading a malformed backend answer raises (a list where an object belongs, and so on).
+MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+def malformed_answer(exc: Exception) -> GatewayError:
+    return GatewayError(502, f"The backend's answer is not a valid chat completion ({type(exc).__name__}: {exc}).")
 
 
 def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
@@ -449,10 +476,19 @@ class MessageStream:
         self._usage: dict[str, int] | None = None
         self._saw_tool_call = False
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        """The events one chat chunk produces (possibly none)."""
+    def feed(self, chunk: Any) -> list[dict[str, Any]]:
+        """The events one chat chunk produces (possibly none). A chunk that is not a chat
+        chunk ends the stream with an error event: the client learns the answer broke off."""
         if self._closed:
             return []
+        events = self._start(chunk if isinstance(chunk, dict) else {})
+        try:
+            return events + self._feed(chunk)
+        except MALFORMED as exc:
+            self._closed = True
+            return events + [anthropic_error(malformed_answer(exc))[1]]
+
+    def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if "error" in chunk:
             self._closed = True
             return [anthropic_error_from_chat(chunk["error"])]

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.messages import MALFORMED, malformed_answer
 
 _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
 _EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
@@ -64,10 +65,10 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
         chat["user"] = user
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
-    effort = (body.get("reasoning") or {}).get("effort")
-    if effort in _EFFORTS:
+    effort = _object(body.get("reasoning"), "reasoning").get("effort")
+    if isinstance(effort, str) and effort in _EFFORTS:
         chat["reasoning_effort"] = _EFFORTS[effort]
-    response_format = _response_format((body.get("text") or {}).get("format"))
+    response_format = _response_format(_object(body.get("text"), "text").get("format"))
     if response_format:
         chat["response_format"] = response_format
     tools = body.get("tools")
@@ -81,6 +82,15 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
     return chat
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional object field: {} when absent, a 400 when it is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_request(f"Invalid type for '{where}': expected an object.", where)
+    return value
 
 
 def input_items(value: Any) -> list[dict[str, Any]]:
@@ -99,7 +109,7 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]]) -
         where = f"input[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
-            role = _ROLES.get(item.get("role"))
+            role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
             if role is None:
                 raise invalid_request(f"Invalid value for '{where}.role'.", f"{where}.role")
             content = _content(item.get("content"), f"{where}.content", role)
@@ -360,8 +370,16 @@ def _call_item(
     }
 
 
-def chat_to_response(completion: dict[str, Any], request: dict[str, Any], response_id: str) -> dict[str, Any]:
-    """The Response for a `chat.completion` (its first choice) answering `request`."""
+def chat_to_response(completion: Any, request: dict[str, Any], response_id: str) -> dict[str, Any]:
+    """The Response for a `chat.completion` (its first choice) answering `request`.
+    A body that is not a chat completion is the backend's fault: a 502 saying so."""
+    try:
+        return _response(completion, request, response_id)
+    except MALFORMED as exc:
+        raise malformed_answer(exc) from None
+
+
+def _response(completion: dict[str, Any], request: dict[str, Any], response_id: str) -> dict[str, Any]:
     choice = (completion.get("choices") or [{}])[0]
     reply = choice.get("message") or {}
     output: list[dict[str, Any]] = []
@@ -457,14 +475,25 @@ class ResponseStream:
         response["usage"] = self._usage
         return response
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    def feed(self, chunk: Any) -> list[dict[str, Any]]:
+        """The events one chat chunk produces (possibly none). A chunk that is not a chat
+        chunk ends the stream with response.failed."""
         if self._closed:
             return []
         events = self._start()
+        sequence = self._sequence
+        try:
+            return events + self._feed(chunk)
+        except MALFORMED as exc:
+            self._sequence = sequence  # what this chunk began is never sent: keep the numbers gapless
+            return events + self.fail(malformed_answer(exc))
+
+    def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
         if "error" in chunk:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {}
             status = error.get("code") if isinstance(error.get("code"), int) else 502
-            return events + self.fail(GatewayError(status, str(error.get("message") or "The backend failed.")))
+            return self.fail(GatewayError(status, str(error.get("message") or "The backend failed.")))
         if chunk.get("usage"):
             self._usage = _usage(chunk["usage"])
         for choice in chunk.get("choices") or ():

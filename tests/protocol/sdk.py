@@ -7,6 +7,7 @@ invented field, so `strict` walks the parsed object and fails on any extra.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pydantic
@@ -30,9 +31,14 @@ def _extras(value: Any, where: str) -> list[str]:
 UNTYPED_BUT_SENT = {"store"}
 
 
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter:
+    return TypeAdapter(kind)  # building one for the SDKs' big unions takes tens of milliseconds
+
+
 def strict(kind: Any, data: Any) -> Any:
     """`data` parsed as the SDK type `kind` (a model or a union); fails on unknown fields."""
-    parsed = TypeAdapter(kind).validate_python(data)
+    parsed = _adapter(kind).validate_python(data)
     extras = [e for e in _extras(parsed, "$") if e.rsplit(".", 1)[-1] not in UNTYPED_BUT_SENT]
     assert not extras, f"fields the SDK does not know: {extras}"
     return parsed
