@@ -112,21 +112,28 @@ def answer(payload: dict[str, Any], default_tokens: int) -> Answer:
 
 
 def _tool_to_call(payload: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [
-        t.get("function") for t in payload.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"
-    ]
-    tools = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    offered = _list(payload.get("tools"))
+    tools = [_dict(t.get("function")) for t in offered if isinstance(t, dict) and t.get("type") == "function"]
+    tools = [t for t in tools if isinstance(t.get("name"), str)]
     choice = payload.get("tool_choice")
     if not tools or choice == "none":
         return None
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        name = _dict(choice.get("function")).get("name")
         return next((t for t in tools if t["name"] == name), tools[0])
-    messages = payload.get("messages") or [{}]
-    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    messages = _list(payload.get("messages"))
+    last = _dict(messages[-1]) if messages else {}
     if choice == "required" or last.get("role") != "tool":
         return tools[0]
     return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []  # a malformed field counts as absent
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _tool_choice(tool: dict[str, Any]) -> Choice:
@@ -157,7 +164,7 @@ def _text_choice(payload: dict[str, Any], default_tokens: int) -> Choice:
 
 def _stop_at(words: list[str], stop: Any) -> list[str] | None:
     """The words before the first stop sequence, or None if none occurs."""
-    stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+    stops = [stop] if isinstance(stop, str) else [s for s in _list(stop) if isinstance(s, str)]
     text = " ".join(words)
     hits = [text.find(s) for s in stops if s and s in text]
     if not hits:
@@ -169,7 +176,7 @@ def _stop_at(words: list[str], stop: Any) -> list[str] | None:
 def _response_schema(response_format: Any) -> dict[str, Any] | None:
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        schema = _dict(response_format.get("json_schema")).get("schema")
         return schema if isinstance(schema, dict) else {"type": "object"}
     if kind == "json_object":
         return {"type": "object", "properties": {"answer": {"type": "string"}}}
@@ -215,7 +222,8 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
         properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         return {name: value_for_schema(sub, root, depth + 1) for name, sub in properties.items()}
     if kind == "array":
-        count = max(schema.get("minItems") or 0, 1)
+        low = schema.get("minItems")
+        count = max(low if isinstance(low, int) else 0, 1)
         if isinstance(schema.get("maxItems"), int):
             count = min(count, schema["maxItems"])
         return [value_for_schema(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
@@ -258,7 +266,8 @@ def _number(schema: dict[str, Any], kind: str) -> int | float:
 
 
 def _string(schema: dict[str, Any]) -> str:
-    text = _FORMATS.get(schema.get("format"), "mock")
+    fmt = schema.get("format")
+    text = _FORMATS.get(fmt, "mock") if isinstance(fmt, str) else "mock"
     low, high = schema.get("minLength"), schema.get("maxLength")
     if isinstance(low, int) and len(text) < low:
         text += "x" * (low - len(text))

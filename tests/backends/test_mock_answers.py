@@ -21,6 +21,7 @@ from gateway.backends.mock_answers import (
 )
 from gateway.protocol.errors import GatewayError
 from tests.protocol import samples as S
+from tests.protocol.breakage import variants
 
 WEATHER = S.MESSAGES_REQUEST["tools"][0]["input_schema"]
 TOOLS = [
@@ -223,3 +224,26 @@ def test_bad_embeddings_requests_get_a_400_naming_the_field(change, param):
     with pytest.raises(GatewayError) as caught:
         embeddings_response({"model": "m", "input": "x", **change})
     assert (caught.value.status, caught.value.param) == (400, param)
+
+
+def test_malformed_fields_count_as_absent_and_never_crash_the_mock():
+    full = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x", "tool_call_id": "c"}],
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "read_file"}},
+        "max_tokens": 5,
+        "stop": ["x"],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMAS[3]}},
+    }
+    plain = {k: v for k, v in full.items() if k not in ("tools", "tool_choice")}
+    for sample in (full, plain):
+        for path, wrong, broken in variants(sample):
+            assert len(answer(broken, 16).choices) == 1, (path, wrong)  # no exception, one answer
+
+
+@pytest.mark.parametrize("n", ["2", 0, 129, True, [2]])
+def test_a_bad_n_is_a_400(n):
+    with pytest.raises(GatewayError) as caught:
+        answer({"messages": USER, "n": n}, 16)
+    assert (caught.value.status, caught.value.param) == (400, "n")

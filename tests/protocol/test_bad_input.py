@@ -7,8 +7,6 @@ Each sample is taken apart: every field in turn is replaced by each value of the
 
 from __future__ import annotations
 
-import copy
-
 import anthropic.types as A
 import pytest
 from openai.types.responses import ResponseStreamEvent
@@ -17,32 +15,8 @@ from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import MessageStream, chat_to_message, messages_to_chat
 from gateway.protocol.responses import ResponseStream, chat_to_response, responses_to_chat
 from tests.protocol import samples as S
+from tests.protocol.breakage import variants as _variants
 from tests.protocol.sdk import strict
-
-WRONG = ["x", 5, True, None, [], [{}], {}, {"type": 1}]
-
-
-def _paths(value, prefix=()):
-    if prefix:
-        yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _paths(item, (*prefix, i))
-
-
-def _variants(sample):
-    for path in _paths(sample):
-        for wrong in WRONG:
-            broken = copy.deepcopy(sample)
-            node = broken
-            for key in path[:-1]:
-                node = node[key]
-            node[path[-1]] = wrong
-            yield path, wrong, broken
-
 
 MESSAGES_REQUESTS = [
     S.MESSAGES_REQUEST,
