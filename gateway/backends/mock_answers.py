@@ -5,7 +5,9 @@ apps), so its answers follow the request the way a model's would: a tool call wh
 offered and the conversation waits on the model, text once a tool result came back, JSON
 valid for a `response_format` schema, `n` choices, `max_tokens` (finish_reason `length`) and
 stop sequences honoured. Embeddings are deterministic vectors from a hash of the input. Pure
-code: `gateway.backends.mock` turns these answers into wire bytes and paces them.
+code: `gateway.backends.mock` turns these answers into wire bytes and paces them. A chat
+field of the wrong kind counts as absent (`n` outside 1-128 is clamped): the mock answers
+whatever reaches it rather than failing inside the backend.
 
 What counts as "waiting on the model" for a tool call is the last message: a user turn gets
 a tool call, a tool result gets text. `tool_choice` `required` or a named function always
@@ -61,6 +63,7 @@ WORDS = [
 DEFAULT_DIMENSIONS = 1536  # OpenAI text-embedding-3-small's, the size RAG code most often expects
 _MAX_DEPTH = 12  # schema nesting followed before giving up on a branch (recursive $refs)
 _MAX_INPUTS = 2048  # OpenAI's own limit on inputs per embeddings request
+_MAX_CHOICES = 128  # OpenAI's own limit on `n`
 _FORMATS = {
     "date": "2025-01-01",
     "date-time": "2025-01-01T00:00:00Z",
@@ -98,9 +101,8 @@ class Answer:
 
 def answer(payload: dict[str, Any], default_tokens: int) -> Answer:
     """The answer to a chat payload; `default_tokens` is the text length when nothing limits it."""
-    n = 1 if payload.get("n") is None else payload["n"]
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
-        raise invalid_request("`n` must be an integer from 1 to 128.", "n")
+    n = payload.get("n")
+    n = min(n, _MAX_CHOICES) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     tool = _tool_to_call(payload)
     choices = []
     for _ in range(n):

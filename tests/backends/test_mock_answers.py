@@ -82,9 +82,6 @@ def test_n_choices():
     reply = answer({"messages": USER, "n": 3, "max_tokens": 4}, 16)
     assert [c.content for c in reply.choices] == ["This is a synthetic"] * 3
     assert reply.completion_tokens == 12
-    with pytest.raises(GatewayError) as caught:
-        answer({"messages": USER, "n": 0}, 16)
-    assert caught.value.param == "n"
 
 
 @pytest.mark.parametrize(("limit", "words", "finish"), [(5, 5, "length"), (16, 16, "stop"), (40, 16, "stop")])
@@ -242,8 +239,6 @@ def test_malformed_fields_count_as_absent_and_never_crash_the_mock():
             assert len(answer(broken, 16).choices) == 1, (path, wrong)  # no exception, one answer
 
 
-@pytest.mark.parametrize("n", ["2", 0, 129, True, [2]])
-def test_a_bad_n_is_a_400(n):
-    with pytest.raises(GatewayError) as caught:
-        answer({"messages": USER, "n": n}, 16)
-    assert (caught.value.status, caught.value.param) == (400, "n")
+@pytest.mark.parametrize(("n", "choices"), [("2", 1), (0, 1), (-3, 1), (True, 1), ([2], 1), (129, 128)])
+def test_an_n_out_of_range_is_read_leniently(n, choices):
+    assert len(answer({"messages": USER, "n": n}, 16).choices) == choices
