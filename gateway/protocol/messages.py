@@ -255,9 +255,12 @@ def _part(block: Any, where: str) -> dict[str, Any]:
     if kind == "image":
         return {"type": "image_url", "image_url": {"url": _source_url(block.get("source"), where)}}
     if kind == "document":
-        source = block.get("source") or {}
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             return {"type": "text", "text": source["data"]}
+        if source.get("type") != "base64":
+            # chat's file parts carry the file's bytes; nothing here fetches a URL for them
+            raise invalid_request(f"{where}.source: documents must be base64 or text sources.", f"{where}.source")
         file: dict[str, Any] = {"file_data": _source_url(source, where)}
         if isinstance(block.get("title"), str):
             file["filename"] = block["title"]

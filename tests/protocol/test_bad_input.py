@@ -25,6 +25,25 @@ MESSAGES_REQUESTS = [
         "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {}}},
     },
     {**S.MESSAGES_REQUEST_MINIMAL, "system": "s", "tool_choice": {"type": "tool", "name": "t"}},
+    {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [
+                            {"type": "text", "text": "x"},
+                            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                        ],
+                    },
+                ],
+            }
+        ],
+    },
 ]
 RESPONSES_REQUESTS = [
     S.RESPONSES_REQUEST_ITEMS,

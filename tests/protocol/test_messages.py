@@ -248,6 +248,34 @@ def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
     assert words in caught.value.message
 
 
+def test_documents_become_file_or_text_parts():
+    pdf = {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}
+    blocks = [
+        {"type": "document", "source": pdf, "title": "spec.pdf"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain words"}},
+        {"type": "text", "text": "Summarise both."},
+    ]
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": blocks}]})
+    assert chat["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "spec.pdf"}},
+                {"type": "text", "text": "plain words"},
+                {"type": "text", "text": "Summarise both."},
+            ],
+        }
+    ]
+    for source in ({"type": "url", "url": "https://example.com/a.pdf"}, "JVBERi0x"):
+        body = {
+            **S.MESSAGES_REQUEST_MINIMAL,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": source}]}],
+        }
+        with pytest.raises(GatewayError) as caught:
+            messages_to_chat(body)
+        assert (caught.value.status, caught.value.param) == (400, "messages.0.content.0.source")
+
+
 def test_count_tokens_uses_the_routers_estimate():
     counted = count_tokens({"model": "m", "messages": [{"role": "user", "content": "x" * 300}]})
     assert counted == {"input_tokens": 3 + 4 + 100}
