@@ -51,10 +51,11 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
-    items = list(previous or ()) + input_items(body.get("input"))
-    if not items:
+    items = input_items(body.get("input"))
+    if not items and not previous:
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-    _append_items(items, messages)
+    _append_items(previous or [], messages, "previous_response_id")  # stored by us: well-formed
+    _append_items(items, messages, "input")
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     for name in ("temperature", "top_p", "parallel_tool_calls"):
@@ -104,9 +105,9 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str) -> None:
     for i, item in enumerate(items):
-        where = f"input[{i}]"
+        where = f"{field}[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None

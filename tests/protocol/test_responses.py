@@ -164,6 +164,14 @@ def test_previous_items_come_before_the_new_input():
     ]
 
 
+def test_an_error_in_the_new_input_names_its_own_index_after_previous_items():
+    previous = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({"model": "m", "input": [{"role": "user", "content": "ok"}, {"role": "robot"}]}, previous)
+    assert caught.value.param == "input[1].role"
+    assert responses_to_chat({"model": "m"}, previous)["messages"][-1]["role"] == "assistant"  # no new input: continue
+
+
 def test_conversation_items_chain_input_and_output():
     first = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
     assert first == [
