@@ -29,7 +29,11 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError, invalid_request
-from gateway.protocol.messages import MALFORMED, malformed_answer
+from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
+
+# Responses events go on the wire as Anthropic's do: an `event:` line naming the type, then the
+# data; both SDKs read the type from the data, Anthropic's also needs the `event:` line.
+__all__ = ["ResponseStream", "chat_to_response", "conversation_items", "encode_event", "responses_to_chat"]
 
 _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
 _EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
