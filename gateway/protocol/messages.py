@@ -477,6 +477,7 @@ class MessageStream:
         self._open_tool: int | None = None
         self._stop: tuple[str, str | None] | None = None
         self._usage: dict[str, int] | None = None
+        self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
         self._saw_tool_call = False
 
     def feed(self, chunk: Any) -> list[dict[str, Any]]:
@@ -575,6 +576,9 @@ class MessageStream:
         return events
 
     def _block_delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        self._generated_bytes += len(
+            (delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "").encode()
+        )
         return {"type": "content_block_delta", "index": self._index, "delta": delta}
 
     def _close_block(self) -> list[dict[str, Any]]:
@@ -589,7 +593,11 @@ class MessageStream:
         stop_reason, stop_sequence = self._stop or ("end_turn", None)
         if self._saw_tool_call and stop_reason == "end_turn":
             stop_reason = "tool_use"
-        usage = self._usage or {"output_tokens": 0}
+        # Without the backend's count (it ignored stream_options), the router's estimate: bytes/3.
+        usage = self._usage or {
+            "input_tokens": self._input_tokens,
+            "output_tokens": (self._generated_bytes + 2) // 3,
+        }
         return [
             {
                 "type": "message_delta",

@@ -543,7 +543,8 @@ def test_stream_without_usage_chunk_closes_on_finish_and_only_once():
         {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": 0},
+            # no usage chunk: the router's estimate, bytes/3 of "Hello there!" (12 bytes)
+            "usage": {"input_tokens": 0, "output_tokens": 4},
         },
         {"type": "message_stop"},
     ]
