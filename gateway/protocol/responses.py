@@ -31,8 +31,8 @@ import orjson
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
 
-# Responses events go on the wire as Anthropic's do: an `event:` line naming the type, then the
-# data; both SDKs read the type from the data, Anthropic's also needs the `event:` line.
+# Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
+# so one encoder serves both; it is re-exported here for the /v1/responses route.
 __all__ = ["ResponseStream", "chat_to_response", "conversation_items", "encode_event", "responses_to_chat"]
 
 _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
@@ -143,7 +143,8 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], f
 
 
 def _open_assistant(message: dict[str, Any]) -> bool:
-    """Whether tool calls may still join this message: an assistant turn no tool answered yet."""
+    """Whether tool calls may still join this message: an assistant turn that is still the last
+    message (a tool's answer would have followed it)."""
     return message["role"] == "assistant"
 
 
