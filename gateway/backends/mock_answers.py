@@ -205,9 +205,10 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     for key in ("anyOf", "oneOf"):
-        options = [s for s in schema.get(key) or () if isinstance(s, dict) and s.get("type") != "null"]
-        if options:
-            return value_for_schema(options[0], root, depth + 1)
+        options = [s for s in _list(schema.get(key)) if isinstance(s, dict)]
+        if options:  # the first option that is not null, else null itself
+            chosen = next((s for s in options if s.get("type") != "null"), options[0])
+            return value_for_schema(chosen, root, depth + 1)
     if isinstance(schema.get("allOf"), list):
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:

@@ -11,6 +11,8 @@ import struct
 import jsonschema
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.backends.mock_answers import (
     WORDS,
@@ -108,6 +110,7 @@ def test_stop_sequences_end_the_text_before_them(stop, content):
 
 
 SCHEMAS = [
+    {"anyOf": [{"type": "null"}, {"anyOf": [{"type": "null"}, {"type": "null"}]}]},  # found by the property test
     S.RESPONSES_REQUEST_ITEMS["text"]["format"]["schema"],
     WEATHER,
     {
@@ -242,3 +245,35 @@ def test_malformed_fields_count_as_absent_and_never_crash_the_mock():
 @pytest.mark.parametrize(("n", "choices"), [("2", 1), (0, 1), (-3, 1), (True, 1), ([2], 1), (129, 128)])
 def test_an_n_out_of_range_is_read_leniently(n, choices):
     assert len(answer({"messages": USER, "n": n}, 16).choices) == choices
+
+
+def _schemas():
+    """Schemas over the subset tools and structured outputs use, consistent bounds only."""
+    bounded = st.integers(0, 5).flatmap(lambda low: st.tuples(st.just(low), st.integers(low, low + 5)))
+    leaves = st.one_of(
+        st.just({"type": "boolean"}),
+        st.just({"type": "null"}),
+        bounded.map(lambda b: {"type": "string", "minLength": b[0], "maxLength": b[1]}),
+        st.sampled_from(["date", "date-time", "email", "uri", "uuid"]).map(lambda f: {"type": "string", "format": f}),
+        bounded.map(lambda b: {"type": "integer", "minimum": b[0] - 3, "maximum": b[1]}),
+        st.floats(-10, 10).map(lambda low: {"type": "number", "exclusiveMinimum": low}),
+        st.lists(st.text(max_size=5), min_size=1, max_size=4).map(lambda values: {"enum": values}),
+    )
+
+    def extend(children):
+        objects = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=6), children, max_size=4).flatmap(
+            lambda props: st.just({"type": "object", "properties": props, "required": sorted(props)})
+        )
+        arrays = st.tuples(children, bounded).map(
+            lambda c: {"type": "array", "items": c[0], "minItems": c[1][0], "maxItems": c[1][1]}
+        )
+        nullable = children.map(lambda c: {"anyOf": [{"type": "null"}, c]})
+        return st.one_of(objects, arrays, nullable)
+
+    return st.recursive(leaves, extend, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schemas())
+def test_any_schema_in_the_subset_gets_a_valid_value(schema):
+    jsonschema.validate(value_for_schema(schema), schema)
