@@ -17,30 +17,11 @@ from typing import Any
 
 import orjson
 
+# The stop-reason and error tables are shared with the ingress direction (defined there, below
+# this layer); anthropic_stream and the adapter still import them from this module.
+from gateway.protocol.messages import ERROR_STATUS, FINISH_REASONS
+
 DEFAULT_MAX_TOKENS = 4096
-
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
-# Anthropic error types and the HTTP status each comes with (streams carry only the type).
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 
 # Thinking budgets for OpenAI's reasoning_effort; Anthropic's minimum budget is 1024.
 _EFFORT_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}

@@ -1,9 +1,10 @@
 """The built-in `mock` backend: OpenAI-shaped answers synthesised in-process.
 
 It lets a fresh gateway answer out of the box and lets tests and demos run without any
-upstream. Token counts are realistic (prompt estimated like the router does, completion
-as generated); `delay_ms` and `tokens_per_second` simulate a model's time to first token
-and generation speed.
+upstream. What it answers (tool calls, JSON for a schema, n, max_tokens, stop) is decided in
+`mock_answers`; this module turns the answer into wire bytes. Token counts are realistic
+(prompt estimated like the router does, completion as generated); `delay_ms` and
+`tokens_per_second` simulate a model's time to first token and generation speed.
 """
 
 from __future__ import annotations
@@ -17,46 +18,8 @@ from typing import Any
 import orjson
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
+from gateway.backends.mock_answers import Choice, answer
 from gateway.protocol.tokens import estimate_prompt_tokens
-
-_WORDS = [
-    "This",
-    "is",
-    "a",
-    "synthetic",
-    "reply",
-    "from",
-    "the",
-    "gateway's",
-    "mock",
-    "backend,",
-    "generated",
-    "locally",
-    "so",
-    "the",
-    "gateway",
-    "answers",
-    "without",
-    "any",
-    "upstream.",
-    "Point",
-    "a",
-    "real",
-    "backend",
-    "at",
-    "a",
-    "model",
-    "to",
-    "get",
-    "real",
-    "text.",
-]
-
-
-def _completion_words(payload: dict[str, Any], default: int) -> list[str]:
-    limit = payload.get("max_completion_tokens") or payload.get("max_tokens") or default
-    count = max(1, min(int(limit), default))
-    return [_WORDS[i % len(_WORDS)] for i in range(count)]
 
 
 class MockResponse(UpstreamResponse):
@@ -69,12 +32,12 @@ class MockResponse(UpstreamResponse):
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         config = self._backend.config
         payload = self._payload
-        words = _completion_words(payload, config.completion_tokens)
+        reply = answer(payload, config.completion_tokens)  # what to say: see mock_answers
         prompt_tokens = estimate_prompt_tokens(payload)
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(words),
-            "total_tokens": prompt_tokens + len(words),
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": prompt_tokens + reply.completion_tokens,
         }
         base = {
             "id": f"chatcmpl-mock-{uuid.uuid4().hex[:20]}",
@@ -86,28 +49,54 @@ class MockResponse(UpstreamResponse):
         pace = 1.0 / config.tokens_per_second if config.tokens_per_second else 0.0
         if not self._stream:
             if pace:
-                await asyncio.sleep(pace * len(words))
-            message = {"role": "assistant", "content": " ".join(words)}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            yield orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+                await asyncio.sleep(pace * reply.completion_tokens)
+            choices = [_whole(i, choice) for i, choice in enumerate(reply.choices)]
+            yield orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage})
             return
         chunk = {**base, "object": "chat.completion.chunk"}
-        first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-        yield _event({**chunk, "choices": [first]})
-        for i, word in enumerate(words):
-            if pace:
-                await asyncio.sleep(pace)
-            text = word if i == 0 else " " + word
-            yield _event(
-                {
-                    **chunk,
-                    "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
-                }
-            )
-        yield _event({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+        for i, choice in enumerate(reply.choices):
+            first = {"role": "assistant", "content": None if choice.tool_calls else ""}
+            yield _event({**chunk, "choices": [_delta(i, first)]})
+            for piece in _pieces(choice):
+                if pace:
+                    await asyncio.sleep(pace)
+                yield _event({**chunk, "choices": [_delta(i, piece)]})
+            yield _event({**chunk, "choices": [_delta(i, {}, choice.finish_reason)]})
         if (payload.get("stream_options") or {}).get("include_usage"):
             yield _event({**chunk, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
+
+
+def _whole(index: int, choice: Choice) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": choice.content}
+    if choice.tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in choice.tool_calls
+        ]
+    return {"index": index, "message": message, "logprobs": None, "finish_reason": choice.finish_reason}
+
+
+def _pieces(choice: Choice) -> list[dict[str, Any]]:
+    """The deltas a choice streams as: a word at a time, or a tool call's head then its arguments."""
+    if choice.tool_calls:
+        pieces = []
+        for position, call in enumerate(choice.tool_calls):
+            head = {
+                "index": position,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            pieces.append({"tool_calls": [head]})
+            pieces.append({"tool_calls": [{"index": position, "function": {"arguments": call.arguments}}]})
+        return pieces
+    words = (choice.content or "").split(" ")
+    return [{"content": word if i == 0 else " " + word} for i, word in enumerate(words) if word or i == 0]
+
+
+def _delta(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
 def _event(obj: dict[str, Any]) -> bytes:

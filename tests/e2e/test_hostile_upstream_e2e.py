@@ -109,7 +109,9 @@ def test_a_truncated_json_body_falls_back_and_opens_the_circuit(start_gateway, u
     assert metrics.value("gateway_backend_attempts_total", backend="a", model="m/first", result="malformed") == 2
     assert metrics.value("gateway_backend_attempts_total", backend="b", model="m/second", result="ok") == 3
     assert metrics.value("gateway_fallbacks_total", route="auto", from_backend="a", reason="malformed") == 2
-    assert [(e["status"], e["backend"], e["attempts"]) for e in ledger(gw, 3, failed=(("a", "malformed"),) * 2)] == [(200, "b", 2)] * 2 + [(200, "b", 1)]
+    assert [(e["status"], e["backend"], e["attempts"]) for e in ledger(gw, 3, failed=(("a", "malformed"),) * 2)] == [
+        (200, "b", 2)
+    ] * 2 + [(200, "b", 1)]
     # The gauge is copied from the circuits once a second.
     poll(
         lambda: scrape(gw.url).value("gateway_backend_circuit_state", backend="a", model="m/first") == 2,

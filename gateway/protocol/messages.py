@@ -1,0 +1,608 @@
+"""Anthropic's Messages API at the gateway's edge, translated to and from chat completions.
+
+Clients that speak Messages (Claude Code, the `anthropic` SDKs) reach the one chat pipeline
+through this module: `messages_to_chat` turns their request into a chat payload,
+`chat_to_message` and `MessageStream` turn the chat answer (whole or streamed) back into a
+Message and Anthropic's event sequence, and `anthropic_error` renders a gateway error in
+Anthropic's shape. Pure code, no I/O. The opposite direction (the gateway calling an
+Anthropic backend) lives in `gateway.backends.anthropic_translate`, which shares the tables
+defined here.
+
+Mappings chosen where the APIs differ:
+- `thinking.budget_tokens` -> `reasoning_effort`: under 4096 `low`, under 16384 `medium`,
+  from 16384 `high`. These are the egress table's budgets read backwards (low 1024, medium
+  4096, high 16384), so a budget survives a round trip through both directions as its
+  effort. `adaptive` thinking sends no effort (the backend's default); `output_config.effort`
+  is sent as given, `xhigh` and `max` as `high` (chat's highest).
+- `cache_control` is accepted anywhere and dropped: chat backends have no equivalent, and
+  native pass-through to Anthropic backends never comes through here.
+- Earlier `thinking` blocks in the history are dropped: chat backends take no reasoning
+  input, and DeepSeek rejects a request that carries it.
+- Chat usage counts cached prompt tokens inside `prompt_tokens`; Anthropic's
+  `input_tokens` excludes cache reads, which go in `cache_read_input_tokens`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.tokens import estimate_prompt_tokens
+
+# Anthropic stop_reason -> chat finish_reason (read by the egress translation).
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# chat finish_reason -> Anthropic stop_reason (this module's direction).
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+# Anthropic error types and the HTTP status each comes with (streams carry only the type).
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+# A gateway status -> the Anthropic error type whose status the `anthropic` SDKs map to
+# their own exception class. 503 (no backend can take the request now) is Anthropic's
+# "overloaded", which its clients retry; it goes out as 529 so they recognise it. Other
+# statuses keep their code (413 is `invalid_request_error`: the SDK's error union has no
+# `request_too_large`, and picks ContentTooLargeError by the status anyway).
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+# Anthropic's thinking budgets as chat's reasoning_effort: the inverse of the egress table.
+_EFFORT_FLOORS = ((16384, "high"), (4096, "medium"), (0, "low"))
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+# Claude Code's first system block is a per-request billing hash; it defeats prefix caching.
+_BILLING_HEADER = "x-anthropic-billing-header"
+
+
+# -- request ----------------------------------------------------------------------------------
+
+
+def messages_to_chat(body: Any) -> dict[str, Any]:
+    """The chat payload for a Messages request; a 400 naming the field for what is malformed."""
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("model: Field required (a non-empty string).", "model")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise invalid_request("max_tokens: Field required (an integer of at least 1).", "max_tokens")
+    turns = body.get("messages")
+    if not isinstance(turns, list) or not turns:
+        raise invalid_request("messages: Field required (a non-empty array).", "messages")
+
+    messages: list[dict[str, Any]] = []
+    system = _system_text(body.get("system"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, turn in enumerate(turns):
+        messages += _turn(turn, f"messages.{i}")
+
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    stops = body.get("stop_sequences")
+    if stops:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise invalid_request("stop_sequences: must be an array of strings.", "stop_sequences")
+        chat["stop"] = stops
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
+        chat["user"] = metadata["user_id"]
+    output_config = _object(body.get("output_config"), "output_config")
+    effort = _reasoning_effort(body.get("thinking"), output_config)
+    if effort:
+        chat["reasoning_effort"] = effort
+    schema = _object(output_config.get("format"), "output_config.format").get("schema")
+    if isinstance(schema, dict):
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise invalid_request("tools: must be an array.", "tools")
+        chat["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+    choice = body.get("tool_choice")
+    if choice is not None:
+        _tool_choice(choice, chat)
+    if body.get("stream"):
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}  # message_delta carries the usage
+    return chat
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional object field: {} when absent, a 400 when it is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_request(f"{where}: must be an object.", where)
+    return value
+
+
+def _system_text(system: Any) -> str:
+    if system is None or isinstance(system, str):
+        return system or ""
+    if not isinstance(system, list):
+        raise invalid_request("system: must be a string or an array of text blocks.", "system")
+    texts = []
+    for i, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise invalid_request(f"system.{i}: must be a text block.", f"system.{i}")
+        if not block["text"].startswith(_BILLING_HEADER):
+            texts.append(block["text"])
+    return "\n\n".join(texts)
+
+
+def _turn(turn: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
+        raise invalid_request(f"{where}.role: must be `user` or `assistant`.", f"{where}.role")
+    content = turn.get("content")
+    if isinstance(content, str):
+        return [{"role": turn["role"], "content": content}]
+    if not isinstance(content, list):
+        raise invalid_request(f"{where}.content: must be a string or an array of blocks.", f"{where}.content")
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise invalid_request(f"{where}.content.{i}: must be a content block.", f"{where}.content.{i}")
+    if turn["role"] == "assistant":
+        return [_assistant(content, where)]
+    return _user(content, where)
+
+
+def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        kind = block["type"]
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise invalid_request(f"{where}.content.{i}.text: must be a string.", f"{where}.content.{i}.text")
+            texts.append(block["text"])
+        elif kind == "tool_use":
+            at = f"{where}.content.{i}"
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(
+                {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+            )
+        elif kind not in ("thinking", "redacted_thinking"):
+            raise invalid_request(f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    # Tool results become `tool` messages, which must directly follow the assistant's calls;
+    # the rest of the turn (text, images) follows them as one user message.
+    results: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        at = f"{where}.content.{i}"
+        kind = block["type"]
+        if kind == "tool_result":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise invalid_request(f"{at}.tool_use_id: Field required.", f"{at}.tool_use_id")
+            text, images = _tool_result_content(block.get("content"), at)
+            results.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            parts += images
+        else:
+            parts.append(_part(block, at))
+    out = results
+    if parts:
+        only_text = all(part["type"] == "text" for part in parts)
+        content: Any = "".join(part["text"] for part in parts) if only_text and len(parts) == 1 else parts
+        out.append({"role": "user", "content": content})
+    return out
+
+
+def _tool_result_content(content: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    if not isinstance(content, list):
+        raise invalid_request(f"{where}.content: must be a string or an array of blocks.", f"{where}.content")
+    texts, images = [], []
+    for i, block in enumerate(content):
+        part = _part(block, f"{where}.content.{i}")
+        if part["type"] == "text":
+            texts.append(part["text"])
+        else:
+            images.append(part)  # chat's tool messages carry text only: images follow as user content
+    return "\n".join(texts), images
+
+
+def _part(block: Any, where: str) -> dict[str, Any]:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "text" and isinstance(block.get("text"), str):
+        return {"type": "text", "text": block["text"]}
+    if kind == "image":
+        return {"type": "image_url", "image_url": {"url": _source_url(block.get("source"), where)}}
+    if kind == "document":
+        source = block.get("source") if isinstance(block.get("source"), dict) else {}
+        if source.get("type") == "text" and isinstance(source.get("data"), str):
+            return {"type": "text", "text": source["data"]}
+        if source.get("type") != "base64":
+            # chat's file parts carry the file's bytes; nothing here fetches a URL for them
+            raise invalid_request(f"{where}.source: documents must be base64 or text sources.", f"{where}.source")
+        file: dict[str, Any] = {"file_data": _source_url(source, where)}
+        if isinstance(block.get("title"), str):
+            file["filename"] = block["title"]
+        return {"type": "file", "file": file}
+    raise invalid_request(f"{where}: blocks of type `{kind}` are not supported here.", where)
+
+
+def _source_url(source: Any, where: str) -> str:
+    if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+        return source["url"]
+    if (
+        isinstance(source, dict)
+        and source.get("type") == "base64"
+        and isinstance(source.get("media_type"), str)
+        and isinstance(source.get("data"), str)
+    ):
+        return f"data:{source['media_type']};base64,{source['data']}"
+    raise invalid_request(f"{where}.source: must be a base64 or url source.", f"{where}.source")
+
+
+def _reasoning_effort(thinking: Any, output_config: dict[str, Any]) -> str | None:
+    effort = output_config.get("effort")
+    if isinstance(effort, str) and effort in _EFFORTS:
+        return _EFFORTS[effort]
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int):
+        raise invalid_request("thinking.budget_tokens: Field required (an integer).", "thinking.budget_tokens")
+    return next(name for floor, name in _EFFORT_FLOORS if budget >= floor)
+
+
+def _tool(tool: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise invalid_request(f"{where}.name: Field required.", f"{where}.name")
+    if tool.get("type") not in (None, "custom"):
+        # Anthropic's server tools (web search, code execution, computer use...) run at Anthropic.
+        raise invalid_request(
+            f"{where}: the server tool `{tool['type']}` is only available on Anthropic backends; "
+            "declare it as a custom tool with an input_schema instead.",
+            where,
+        )
+    function: dict[str, Any] = {
+        "name": tool["name"],
+        "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+    }
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "auto":
+        chat["tool_choice"] = "auto"
+    elif kind == "any":
+        chat["tool_choice"] = "required"
+    elif kind == "none":
+        chat["tool_choice"] = "none"
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise invalid_request("tool_choice: must be auto, any, none or a named tool.", "tool_choice")
+    if choice.get("disable_parallel_tool_use") and kind != "none":
+        chat["parallel_tool_calls"] = False
+
+
+def count_tokens(body: Any) -> dict[str, int]:
+    """The `/v1/messages/count_tokens` answer: the router's own estimate of the prompt."""
+    body = {**body, "max_tokens": 1} if isinstance(body, dict) and "max_tokens" not in body else body
+    return {"input_tokens": estimate_prompt_tokens(messages_to_chat(body))}
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def message_id(chat_id: Any) -> str:
+    """Anthropic's `msg_` id for a chat completion's id, kept recognisable for tracing."""
+    text = chat_id if isinstance(chat_id, str) and chat_id else "unknown"
+    return text if text.startswith("msg_") else "msg_" + text.removeprefix("chatcmpl-")
+
+
+def anthropic_usage(usage: Any) -> dict[str, int]:
+    """Anthropic's usage for chat's: cache reads come out of the prompt count."""
+    usage = usage if isinstance(usage, dict) else {}
+    prompt = _count(usage.get("prompt_tokens"))
+    cached = _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": _count(usage.get("completion_tokens")),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _stop(choice: dict[str, Any], stop_sequences: list[str] | None) -> tuple[str, str | None]:
+    """Anthropic's stop_reason and stop_sequence for a chat choice."""
+    matched = choice.get("stop_reason")  # vLLM names the stop string that ended the answer
+    if choice.get("finish_reason") == "stop" and isinstance(matched, str) and matched in (stop_sequences or ()):
+        return "stop_sequence", matched
+    return STOP_REASONS.get(choice.get("finish_reason"), "end_turn"), None
+
+
+def _tool_input(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    try:
+        value = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise GatewayError(
+            502, f"The backend returned arguments for `{function.get('name')}` that are not a JSON object."
+        )
+    return value
+
+
+def chat_to_message(completion: Any, model: str, stop_sequences: list[str] | None = None) -> dict[str, Any]:
+    """The Message for a `chat.completion` (its first choice), named `model` as the client asked.
+    A body that is not a chat completion is the backend's fault: a 502 saying so."""
+    try:
+        return _message(completion, model, stop_sequences)
+    except MALFORMED as exc:
+        raise malformed_answer(exc) from None
+
+
+def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] | None) -> dict[str, Any]:
+    choices = completion.get("choices") or [{}]
+    choice = choices[0]
+    reply = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    reasoning = reply.get("reasoning_content") or reply.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    if isinstance(reply.get("content"), str) and reply["content"]:
+        content.append({"type": "text", "text": reply["content"]})
+    calls = reply.get("tool_calls") or []
+    for call in calls:
+        name = (call.get("function") or {}).get("name")
+        content.append({"type": "tool_use", "id": call.get("id"), "name": name, "input": _tool_input(call)})
+    stop_reason, stop_sequence = _stop(choice, stop_sequences)
+    if calls and stop_reason == "end_turn":
+        stop_reason = "tool_use"  # some backends finish a tool call with `stop`
+    return {
+        "id": message_id(completion.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": anthropic_usage(completion.get("usage")),
+    }
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+# What reading a malformed backend answer raises (a list where an object belongs, and so on).
+MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
+def malformed_answer(exc: Exception) -> GatewayError:
+    return GatewayError(502, f"The backend's answer is not a valid chat completion ({type(exc).__name__}: {exc}).")
+
+
+def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The status and body of a gateway error in Anthropic's shape."""
+    kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")
+    status = ERROR_STATUS[kind] if kind == "overloaded_error" else error.status
+    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def anthropic_error_from_chat(error: Any) -> dict[str, Any]:
+    """An OpenAI-shaped error member (from a chat stream or body) as Anthropic's error event."""
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code")
+    status = code if isinstance(code, int) else 502
+    return anthropic_error(GatewayError(status, str(error.get("message") or "The backend failed.")))[1]
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """One Anthropic SSE event: the `event:` line names its type, as Anthropic's streams do."""
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+class MessageStream:
+    """Chat-completion chunks (parsed) in, Anthropic stream events out, in Anthropic's order.
+
+    message_start, then per content block content_block_start / _delta... / _stop (thinking,
+    text, one tool_use block per tool call), a ping after the first block opens as Anthropic
+    sends it, then message_delta with stop_reason and usage and message_stop. The finish
+    reason arrives before the usage chunk, so the closing events wait for the usage chunk or
+    `finish()`. Blocks are sequential, as Anthropic's are: a chunk for a new kind of content
+    closes the open block. Tool calls are expected one after another, as vLLM and OpenAI
+    stream them; a fragment for a tool call already closed is dropped.
+    """
+
+    def __init__(self, model: str, input_tokens: int = 0, stop_sequences: list[str] | None = None) -> None:
+        self.model = model
+        self.stop_sequences = stop_sequences
+        self._input_tokens = input_tokens  # an estimate for message_start; the usage chunk corrects it
+        self._started = False
+        self._pinged = False
+        self._closed = False
+        self._index = -1  # the open block's index, -1 when none is open
+        self._open: str | None = None  # its kind: thinking, text or tool_use
+        self._tool_blocks: dict[int, int] = {}  # chat tool_calls index -> block index
+        self._open_tool: int | None = None
+        self._stop: tuple[str, str | None] | None = None
+        self._usage: dict[str, int] | None = None
+        self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
+        self._saw_tool_call = False
+
+    def feed(self, chunk: Any) -> list[dict[str, Any]]:
+        """The events one chat chunk produces (possibly none). A chunk that is not a chat
+        chunk ends the stream with an error event: the client learns the answer broke off."""
+        if self._closed:
+            return []
+        events = self._start(chunk if isinstance(chunk, dict) else {})
+        try:
+            return events + self._feed(chunk)
+        except MALFORMED as exc:
+            self._closed = True
+            return events + [anthropic_error(malformed_answer(exc))[1]]
+
+    def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if "error" in chunk:
+            self._closed = True
+            return [anthropic_error_from_chat(chunk["error"])]
+        events = self._start(chunk)
+        if chunk.get("usage"):
+            self._usage = anthropic_usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # Messages has one answer; n > 1 is not translated
+            events += self._delta(choice.get("delta") or {})
+            if choice.get("finish_reason"):
+                events += self._close_block()
+                self._stop = _stop(choice, self.stop_sequences)
+        if self._stop and self._usage is not None:
+            events += self._end()
+        return events
+
+    def finish(self) -> list[dict[str, Any]]:
+        """At the end of the chat stream: close whatever is still open."""
+        if self._closed:
+            return []
+        events = self._start({}) + self._close_block()
+        return events + self._end()
+
+    def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._started:
+            return []
+        self._started = True
+        message = {
+            "id": message_id(chunk.get("id")),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
+        }
+        return [{"type": "message_start", "message": message}]
+
+    def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            events.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            events += self._open_block("text", {"type": "text", "text": ""})
+            events.append(self._block_delta({"type": "text_delta", "text": delta["content"]}))
+        for call in delta.get("tool_calls") or ():
+            events += self._tool_delta(call)
+        return events
+
+    def _tool_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        position = call.get("index", 0)
+        function = call.get("function") or {}
+        events: list[dict[str, Any]] = []
+        if position not in self._tool_blocks:
+            self._saw_tool_call = True
+            block = {"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "", "input": {}}
+            events += self._open_block("tool_use", block, force=True)
+            self._tool_blocks[position] = self._index
+            self._open_tool = position
+        elif position != self._open_tool:
+            return []  # a fragment for a call already closed: Anthropic cannot reopen a block
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            events.append(self._block_delta({"type": "input_json_delta", "partial_json": arguments}))
+        return events
+
+    def _open_block(self, kind: str, block: dict[str, Any], force: bool = False) -> list[dict[str, Any]]:
+        if self._open == kind and not force:
+            return []
+        events = self._close_block()
+        self._index += 1
+        self._open = kind
+        events.append({"type": "content_block_start", "index": self._index, "content_block": block})
+        if not self._pinged:
+            self._pinged = True
+            events.append({"type": "ping"})
+        return events
+
+    def _block_delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        self._generated_bytes += len(
+            (delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "").encode()
+        )
+        return {"type": "content_block_delta", "index": self._index, "delta": delta}
+
+    def _close_block(self) -> list[dict[str, Any]]:
+        if self._open is None:
+            return []
+        self._open = None
+        self._open_tool = None
+        return [{"type": "content_block_stop", "index": self._index}]
+
+    def _end(self) -> list[dict[str, Any]]:
+        self._closed = True
+        stop_reason, stop_sequence = self._stop or ("end_turn", None)
+        if self._saw_tool_call and stop_reason == "end_turn":
+            stop_reason = "tool_use"
+        # Without the backend's count (it ignored stream_options), the router's estimate: bytes/3.
+        usage = self._usage or {
+            "input_tokens": self._input_tokens,
+            "output_tokens": (self._generated_bytes + 2) // 3,
+        }
+        return [
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": usage,
+            },
+            {"type": "message_stop"},
+        ]

@@ -1,0 +1,652 @@
+"""OpenAI's Responses API at the gateway's edge, translated to and from chat completions.
+
+Codex and the `openai` SDK's `responses` calls reach the one chat pipeline through this
+module: `responses_to_chat` turns a request (plus the items of the response it continues)
+into a chat payload, `chat_to_response` and `ResponseStream` turn the chat answer, whole or
+streamed, into a Response object or the typed event sequence, and `conversation_items` is
+what the gateway stores so that `previous_response_id` can continue a conversation through
+any backend. Pure code, no I/O; storing and looking up responses is the route's business.
+
+Mappings chosen where the APIs differ:
+- Function tools translate as they are. Custom (freeform) tools, which Codex uses for
+  apply_patch, become function tools taking one string `input` (their grammar, if any, in the
+  description), and calls to them come back as `custom_tool_call` items. OpenAI's built-in
+  tools (web search, file search, computer use, code interpreter...) run inside OpenAI, so
+  they get a 400 naming the tool.
+- `reasoning` items in the input are dropped (chat backends take no reasoning input);
+  reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
+- `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
+  never sent to a backend. `instructions` apply to their own request only, as OpenAI's do.
+- `reasoning.effort` `minimal` is sent as `low` and `xhigh` as `high` (open-model servers
+  take low, medium and high); `none` sends no effort.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
+
+# Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
+# so one encoder serves both; it is re-exported here for the /v1/responses route.
+__all__ = ["ResponseStream", "chat_to_response", "conversation_items", "encode_event", "responses_to_chat"]
+
+_FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
+_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+_TEXT_PARTS = ("input_text", "output_text")
+
+
+# -- request ----------------------------------------------------------------------------------
+
+
+def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The chat payload for a Responses request continuing `previous` (stored items) if any."""
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    items = input_items(body.get("input"))
+    if not items and not previous:
+        raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    _append_items(previous or [], messages, "previous_response_id")  # stored by us: well-formed
+    _append_items(items, messages, "input")
+
+    chat: dict[str, Any] = {"model": model, "messages": messages}
+    for name in ("temperature", "top_p", "parallel_tool_calls"):
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str) and user:
+        chat["user"] = user
+    if body.get("max_output_tokens") is not None:
+        chat["max_tokens"] = body["max_output_tokens"]
+    effort = _object(body.get("reasoning"), "reasoning").get("effort")
+    if isinstance(effort, str) and effort in _EFFORTS:
+        chat["reasoning_effort"] = _EFFORTS[effort]
+    response_format = _response_format(_object(body.get("text"), "text").get("format"))
+    if response_format:
+        chat["response_format"] = response_format
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
+        chat["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    if body.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    if body.get("stream"):
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
+    return chat
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional object field: {} when absent, a 400 when it is something else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_request(f"Invalid type for '{where}': expected an object.", where)
+    return value
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """`input` as a list of items: a string is one user message."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise invalid_request("Invalid type for 'input': expected a string or an array of items.", "input")
+    return value
+
+
+def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str) -> None:
+    for i, item in enumerate(items):
+        where = f"{field}[{i}]"
+        kind = item.get("type") or ("message" if "role" in item else None)
+        if kind == "message":
+            role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
+            if role is None:
+                raise invalid_request(f"Invalid value for '{where}.role'.", f"{where}.role")
+            content = _content(item.get("content"), f"{where}.content", role)
+            if role == "assistant" and messages and _open_assistant(messages[-1]) and not messages[-1]["content"]:
+                messages[-1]["content"] = content
+            else:
+                messages.append({"role": role, "content": content})
+        elif kind in ("function_call", "custom_tool_call"):
+            call = _function_call(item, where)
+            if messages and _open_assistant(messages[-1]):
+                messages[-1].setdefault("tool_calls", []).append(call)  # parallel calls share a turn
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            if not isinstance(item.get("call_id"), str):
+                raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text_of(output, f"{where}.output")
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind != "reasoning":
+            raise invalid_request(
+                f"Input items of type '{kind}' are not supported by this gateway; "
+                "send messages, function_call and function_call_output items.",
+                f"{where}.type",
+            )
+
+
+def _open_assistant(message: dict[str, Any]) -> bool:
+    """Whether tool calls may still join this message: an assistant turn that is still the last
+    message (a tool's answer would have followed it)."""
+    return message["role"] == "assistant"
+
+
+def _content(content: Any, where: str, role: str) -> Any:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise invalid_request(f"Invalid type for '{where}': expected a string or an array.", where)
+    parts = [_part(part, f"{where}[{i}]") for i, part in enumerate(content)]
+    if role != "user" or (len(parts) == 1 and parts[0]["type"] == "text"):
+        # System and assistant turns carry text; a lone text part is the plain string.
+        if not all(part["type"] == "text" for part in parts):
+            raise invalid_request(f"'{where}' may only hold text for the {role} role.", where)
+        return "".join(part["text"] for part in parts)
+    return parts
+
+
+def _part(part: Any, where: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    if kind == "refusal" and isinstance(part.get("refusal"), str):
+        return {"type": "text", "text": part["refusal"]}
+    if kind == "input_image":
+        if not isinstance(part.get("image_url"), str):
+            raise invalid_request(
+                f"'{where}' needs an 'image_url' (a URL or data URL); uploaded file ids are not supported.", where
+            )
+        image: dict[str, Any] = {"url": part["image_url"]}
+        if part.get("detail") in ("low", "high", "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file" and isinstance(part.get("file_data"), str):
+        file = {"file_data": part["file_data"]}
+        if isinstance(part.get("filename"), str):
+            file["filename"] = part["filename"]
+        return {"type": "file", "file": file}
+    raise invalid_request(f"Content parts of type '{kind}' are not supported here.", where)
+
+
+def _text_of(value: Any, where: str) -> str:
+    if not isinstance(value, list):
+        raise invalid_request(f"Invalid type for '{where}': expected a string or an array.", where)
+    return "".join(_part(part, f"{where}[{i}]").get("text", "") for i, part in enumerate(value))
+
+
+def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+    custom = item.get("type") == "custom_tool_call"
+    for name in ("call_id", "name", "input" if custom else "arguments"):
+        if not isinstance(item.get(name), str):
+            raise invalid_request(f"Missing required parameter: '{where}.{name}'.", f"{where}.{name}")
+    if custom:
+        arguments = orjson.dumps({"input": item["input"]}).decode()
+        return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": arguments}}
+    return {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item["arguments"]},
+    }
+
+
+def _tool(tool: Any, where: str) -> dict[str, Any]:
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "custom" and isinstance(tool.get("name"), str) and tool["name"]:
+        return _custom_tool(tool)
+    if kind != "function":
+        raise invalid_request(
+            f"The built-in tool '{kind}' is not supported by this gateway: it runs inside OpenAI. "
+            "Declare your own function tools instead.",
+            f"{where}.type",
+            "unsupported_tool",
+        )
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise invalid_request(f"Missing required parameter: '{where}.name'.", f"{where}.name")
+    return {"type": "function", "function": {k: tool[k] for k in _FUNCTION_FIELDS if tool.get(k) is not None}}
+
+
+def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    description = tool.get("description") if isinstance(tool.get("description"), str) else ""
+    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+    if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        description += f"\n\nThe input must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}"
+    parameters = {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+        "required": ["input"],
+    }
+    function = {"name": tool["name"], "parameters": parameters}
+    if description:
+        function["description"] = description.strip()
+    return {"type": "function", "function": function}
+
+
+def custom_tool_names(request: dict[str, Any]) -> frozenset[str]:
+    """The names of the request's custom tools: calls to them answer as custom_tool_call items."""
+    tools = request.get("tools") if isinstance(request.get("tools"), list) else ()
+    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and "name" in t)
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    named = isinstance(choice, dict) and choice.get("type") in ("function", "custom")
+    if named and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    kind = choice.get("type") if isinstance(choice, dict) else choice
+    raise invalid_request(f"tool_choice '{kind}' is not supported by this gateway.", "tool_choice")
+
+
+def _response_format(fmt: Any) -> dict[str, Any] | None:
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and isinstance(fmt.get("schema"), dict) and isinstance(fmt.get("name"), str):
+        schema = {k: fmt[k] for k in ("name", "description", "schema", "strict") if fmt.get(k) is not None}
+        return {"type": "json_schema", "json_schema": schema}
+    raise invalid_request("text.format must be text, json_object or json_schema with a name and schema.", "text.format")
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def _suffix(response_id: str) -> str:
+    return response_id.removeprefix("resp_")
+
+
+def _usage(usage: Any) -> dict[str, Any] | None:
+    if not isinstance(usage, dict):
+        return None
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")),
+            "cache_write_tokens": 0,
+        },
+        "output_tokens": completion,
+        "output_tokens_details": {
+            "reasoning_tokens": _count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+        },
+        "total_tokens": prompt + completion,
+    }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _ending(finish_reason: Any) -> tuple[str, dict[str, str] | None]:
+    """The Response's status and incomplete_details for a chat finish reason."""
+    if finish_reason == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if finish_reason == "content_filter":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
+def response_object(
+    request: dict[str, Any], response_id: str, created_at: int, status: str, output: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A Response with the request's settings echoed, as OpenAI's carry them."""
+    text = request.get("text") if isinstance(request.get("text"), dict) else {}
+    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": request.get("model"),
+        "output": output,
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": request.get("previous_response_id"),
+        "reasoning": {"effort": reasoning.get("effort"), "summary": None},
+        "store": request.get("store", True),
+        "temperature": request.get("temperature"),
+        "text": {"format": text.get("format") or {"type": "text"}},
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": request.get("tools") or [],
+        "top_p": request.get("top_p"),
+        "truncation": "disabled",
+        "usage": None,
+        "user": request.get("user"),
+        "metadata": request.get("metadata") or {},
+    }
+
+
+def _reasoning_item(response_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if text or status == "completed" else []
+    return {
+        "type": "reasoning",
+        "id": "rs_" + _suffix(response_id),
+        "summary": [],
+        "content": content,
+        "status": status,
+    }
+
+
+def _message_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
+    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {
+        "type": "message",
+        "id": "msg_" + _suffix(response_id),
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def _call_item(
+    response_id: str, position: int, call_id: str, name: str, arguments: str, status: str, custom: bool = False
+) -> dict[str, Any]:
+    if custom:
+        item_id = f"ctc_{_suffix(response_id)}_{position}"
+        return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": arguments}
+    return {
+        "type": "function_call",
+        "id": f"fc_{_suffix(response_id)}_{position}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def chat_to_response(completion: Any, request: dict[str, Any], response_id: str) -> dict[str, Any]:
+    """The Response for a `chat.completion` (its first choice) answering `request`.
+    A body that is not a chat completion is the backend's fault: a 502 saying so."""
+    try:
+        return _response(completion, request, response_id)
+    except MALFORMED as exc:
+        raise malformed_answer(exc) from None
+
+
+def _response(completion: dict[str, Any], request: dict[str, Any], response_id: str) -> dict[str, Any]:
+    choice = (completion.get("choices") or [{}])[0]
+    reply = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    reasoning = reply.get("reasoning_content") or reply.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(_reasoning_item(response_id, reasoning, "completed"))
+    if isinstance(reply.get("content"), str) and reply["content"]:
+        output.append(_message_item(response_id, reply["content"], "completed"))
+    custom = custom_tool_names(request)
+    for position, call in enumerate(reply.get("tool_calls") or ()):
+        function = call.get("function") or {}
+        name = function.get("name") or ""
+        arguments = function.get("arguments") or ""
+        if name in custom:
+            arguments = _custom_input(arguments)
+        output.append(
+            _call_item(response_id, position, call.get("id") or "", name, arguments, "completed", name in custom)
+        )
+    status, incomplete = _ending(choice.get("finish_reason"))
+    created = completion.get("created") if isinstance(completion.get("created"), int) else int(time.time())
+    response = response_object(request, response_id, created, status, output)
+    response["incomplete_details"] = incomplete
+    response["usage"] = _usage(completion.get("usage"))
+    return response
+
+
+def _custom_input(arguments: str) -> str:
+    """A custom tool's free-text input from the function arguments it was called with."""
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return arguments  # the model wrote the input bare: pass it as it is
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return value["input"]
+    return arguments
+
+
+def conversation_items(
+    previous: list[dict[str, Any]] | None, request: dict[str, Any], response: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """What to store with a response: the items a request with `previous_response_id` set to
+    it continues from (earlier items, this request's input, this response's output).
+    `instructions` are not among them: OpenAI does not carry them over either."""
+    return list(previous or ()) + input_items(request.get("input")) + list(response.get("output") or ())
+
+
+def failed_response(request: dict[str, Any], response_id: str, error: GatewayError, created_at: int) -> dict[str, Any]:
+    """The Response a failure leaves, for `response.failed`."""
+    response = response_object(request, response_id, created_at, "failed", [])
+    code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+    response["error"] = {"code": code, "message": error.message}
+    return response
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+class ResponseStream:
+    """Chat-completion chunks (parsed) in, Responses stream events out, in OpenAI's order.
+
+    response.created and response.in_progress first; then per output item
+    output_item.added, its content part's added / deltas / done (output_text, reasoning_text)
+    or function_call_arguments.delta / .done, and output_item.done; then response.completed
+    (response.incomplete when the answer was cut at max_output_tokens) carrying the whole
+    Response and its usage. Every event has the next `sequence_number`. The finish reason
+    arrives before the usage chunk, so the last event waits for it or for `finish()`. An
+    error chunk ends the stream with response.failed.
+    """
+
+    def __init__(self, request: dict[str, Any], response_id: str, created_at: int | None = None) -> None:
+        self.request = request
+        self.response_id = response_id
+        self.created_at = created_at if created_at is not None else int(time.time())
+        self.output: list[dict[str, Any]] = []  # finished items, for the final Response
+        self._sequence = 0
+        self._started = False
+        self._closed = False
+        self._open: dict[str, Any] | None = None  # the item being streamed
+        self._text: list[str] = []  # its text or arguments so far, joined when it closes
+        self._calls: set[int] = set()  # chat tool_calls indexes already opened
+        self._open_call: int | None = None  # the open item's chat tool_calls index
+        self._custom = custom_tool_names(request)
+        self._finish: Any = None
+        self._usage: dict[str, Any] | None = None
+        self._finished = False
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The final Response as the stream left it (what the gateway stores)."""
+        status, incomplete = _ending(self._finish)
+        response = response_object(self.request, self.response_id, self.created_at, status, list(self.output))
+        response["incomplete_details"] = incomplete
+        response["usage"] = self._usage
+        return response
+
+    def feed(self, chunk: Any) -> list[dict[str, Any]]:
+        """The events one chat chunk produces (possibly none). A chunk that is not a chat
+        chunk ends the stream with response.failed."""
+        if self._closed:
+            return []
+        events = self._start()
+        sequence = self._sequence
+        try:
+            return events + self._feed(chunk)
+        except MALFORMED as exc:
+            self._sequence = sequence  # what this chunk began is never sent: keep the numbers gapless
+            return events + self.fail(malformed_answer(exc))
+
+    def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if "error" in chunk:
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {}
+            status = error.get("code") if isinstance(error.get("code"), int) else 502
+            return self.fail(GatewayError(status, str(error.get("message") or "The backend failed.")))
+        if chunk.get("usage"):
+            self._usage = _usage(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # a Response has one answer
+            events += self._delta(choice.get("delta") or {})
+            if choice.get("finish_reason"):
+                events += self._close_item()
+                self._finish = choice["finish_reason"]
+                self._finished = True
+        if self._finished and self._usage is not None:
+            events += self._end()
+        return events
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self._closed:
+            return []
+        return self._start() + self._close_item() + self._end()
+
+    def fail(self, error: GatewayError) -> list[dict[str, Any]]:
+        """response.failed for an error before the stream could complete."""
+        if self._closed:
+            return []
+        events = self._start()
+        self._closed = True
+        response = failed_response(self.request, self.response_id, error, self.created_at)
+        response["output"] = list(self.output)
+        return events + [self._event("response.failed", response=response)]
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return event
+
+    def _start(self) -> list[dict[str, Any]]:
+        if self._started:
+            return []
+        self._started = True
+        response = response_object(self.request, self.response_id, self.created_at, "in_progress", [])
+        return [
+            self._event("response.created", response=response),
+            self._event("response.in_progress", response=response),
+        ]
+
+    def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            if not self._is_open("reasoning"):
+                events += self._open_item(_reasoning_item(self.response_id, "", "in_progress"))
+                events.append(self._part_event("response.content_part.added", {"type": "reasoning_text", "text": ""}))
+            events.append(self._text_event("response.reasoning_text.delta", delta=reasoning))
+            self._text.append(reasoning)
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            if not self._is_open("message"):
+                events += self._open_item(_message_item(self.response_id, None, "in_progress"))
+                part = {"type": "output_text", "text": "", "annotations": []}
+                events.append(self._part_event("response.content_part.added", part))
+            events.append(self._text_event("response.output_text.delta", delta=delta["content"], logprobs=[]))
+            self._text.append(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            events += self._call_delta(call)
+        return events
+
+    def _call_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        position = call.get("index", 0)
+        function = call.get("function") or {}
+        events: list[dict[str, Any]] = []
+        if position not in self._calls:
+            self._calls.add(position)
+            name = function.get("name") or ""
+            item = _call_item(
+                self.response_id, position, call.get("id") or "", name, "", "in_progress", name in self._custom
+            )
+            events += self._open_item(item)
+            self._open_call = position
+        elif position != self._open_call:
+            return []  # a fragment for a call already done: its item cannot reopen
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments and self._open["type"] == "custom_tool_call":
+            self._text.append(arguments)  # JSON around the input: sent whole when the call is done
+        elif isinstance(arguments, str) and arguments:
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=self._open["id"],
+                    output_index=len(self.output),
+                    delta=arguments,
+                )
+            )
+            self._text.append(arguments)
+        return events
+
+    def _is_open(self, kind: str) -> bool:
+        return self._open is not None and self._open["type"] == kind
+
+    def _open_item(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        events = self._close_item()
+        self._open, self._text, self._open_call = item, [], None
+        return events + [self._event("response.output_item.added", output_index=len(self.output), item=item)]
+
+    def _part_event(self, kind: str, part: dict[str, Any]) -> dict[str, Any]:
+        return self._event(kind, item_id=self._open["id"], output_index=len(self.output), content_index=0, part=part)
+
+    def _text_event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return self._event(kind, item_id=self._open["id"], output_index=len(self.output), content_index=0, **fields)
+
+    def _close_item(self) -> list[dict[str, Any]]:
+        item, text = self._open, "".join(self._text)
+        if item is None:
+            return []
+        index = len(self.output)
+        events: list[dict[str, Any]] = []
+        if item["type"] == "message":
+            events.append(self._text_event("response.output_text.done", text=text, logprobs=[]))
+            part = {"type": "output_text", "text": text, "annotations": []}
+            events.append(self._part_event("response.content_part.done", part))
+            done = _message_item(self.response_id, text, "completed")
+        elif item["type"] == "reasoning":
+            events.append(self._text_event("response.reasoning_text.done", text=text))
+            events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
+            done = _reasoning_item(self.response_id, text, "completed")
+        elif item["type"] == "custom_tool_call":
+            text = _custom_input(text)
+            if text:
+                events.append(
+                    self._event(
+                        "response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=text
+                    )
+                )
+            events.append(
+                self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=text)
+            )
+            done = {**item, "input": text}
+        else:
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=text
+                )
+            )
+            done = {**item, "arguments": text, "status": "completed"}
+        self.output.append(done)
+        self._open, self._text, self._open_call = None, [], None
+        return events + [self._event("response.output_item.done", output_index=index, item=done)]
+
+    def _end(self) -> list[dict[str, Any]]:
+        self._closed = True
+        response = self.response
+        kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        return [self._event(kind, response=response)]

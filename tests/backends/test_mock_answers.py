@@ -1,0 +1,279 @@
+"""The mock backend's answers: tool calls valid for their schema, then text; JSON for a schema;
+n, max_tokens and stop honoured; deterministic embeddings. Schemas are checked with the
+`jsonschema` validator, not by reading our own output back."""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+
+import jsonschema
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.backends.mock_answers import (
+    WORDS,
+    answer,
+    embed,
+    embeddings_response,
+    value_for_schema,
+)
+from gateway.protocol.errors import GatewayError
+from tests.protocol import samples as S
+from tests.protocol.breakage import variants
+
+WEATHER = S.MESSAGES_REQUEST["tools"][0]["input_schema"]
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        },
+    },
+]
+USER = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+def test_tools_and_a_user_turn_get_one_call_valid_for_the_first_tools_schema():
+    reply = answer({"messages": USER, "tools": TOOLS}, 16)
+    (choice,) = reply.choices
+    assert (choice.content, choice.finish_reason) == (None, "tool_calls")
+    (call,) = choice.tool_calls
+    assert call.name == "get_weather" and call.id.startswith("call_") and len(call.id) == 29
+    jsonschema.validate(orjson.loads(call.arguments), WEATHER)
+    assert reply.completion_tokens == choice.tokens == (len(call.arguments) + 3) // 4
+
+
+def test_a_tool_result_gets_text():
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "15 degrees"},
+    ]
+    (choice,) = answer({"messages": messages, "tools": TOOLS}, 16).choices
+    assert choice.tool_calls == () and choice.finish_reason == "stop"
+    assert choice.content == " ".join(WORDS[:16])
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "last_role", "called"),
+    [
+        ("none", "user", None),
+        ("required", "tool", "get_weather"),
+        ({"type": "function", "function": {"name": "read_file"}}, "tool", "read_file"),
+        ("auto", "user", "get_weather"),
+        ("auto", "tool", None),
+    ],
+)
+def test_tool_choice_is_honoured(tool_choice, last_role, called):
+    messages = [*USER, {"role": last_role, "content": "x", "tool_call_id": "c"}] if last_role == "tool" else USER
+    (choice,) = answer({"messages": messages, "tools": TOOLS, "tool_choice": tool_choice}, 4).choices
+    assert (choice.tool_calls[0].name if choice.tool_calls else None) == called
+
+
+def test_n_choices():
+    reply = answer({"messages": USER, "n": 3, "max_tokens": 4}, 16)
+    assert [c.content for c in reply.choices] == ["This is a synthetic"] * 3
+    assert reply.completion_tokens == 12
+
+
+@pytest.mark.parametrize(("limit", "words", "finish"), [(5, 5, "length"), (16, 16, "stop"), (40, 16, "stop")])
+def test_max_tokens_cuts_with_finish_reason_length(limit, words, finish):
+    (choice,) = answer({"messages": USER, "max_tokens": limit}, 16).choices
+    assert (len(choice.content.split()), choice.tokens, choice.finish_reason) == (words, words, finish)
+    (choice,) = answer({"messages": USER, "max_completion_tokens": limit}, 16).choices
+    assert choice.finish_reason == finish
+
+
+@pytest.mark.parametrize(
+    ("stop", "content"),
+    [
+        ("mock", "This is a synthetic reply from the gateway's"),
+        (["zzz", "reply"], "This is a synthetic"),
+        (["synthetic reply", " is"], "This"),  # the earliest match wins
+        ("is", "Th"),  # a stop sequence is any substring, as a model's are
+        ("nowhere", " ".join(WORDS[:16])),
+    ],
+)
+def test_stop_sequences_end_the_text_before_them(stop, content):
+    (choice,) = answer({"messages": USER, "stop": stop}, 16).choices
+    assert (choice.content, choice.finish_reason, choice.tokens) == (content, "stop", len(content.split()))
+
+
+SCHEMAS = [
+    {"anyOf": [{"type": "null"}, {"anyOf": [{"type": "null"}, {"type": "null"}]}]},  # found by the property test
+    S.RESPONSES_REQUEST_ITEMS["text"]["format"]["schema"],
+    WEATHER,
+    {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 3, "maximum": 9},
+            "x": {"type": "number", "exclusiveMinimum": 0.5},
+        },
+        "required": ["n", "x"],
+    },
+    {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string", "minLength": 6}, "minItems": 2}},
+    },
+    {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "mail": {"type": "string", "format": "email", "maxLength": 30},
+        },
+    },
+    {"type": ["null", "boolean"]},
+    {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"a": {"const": 7}}, "required": ["a"]}]},
+    {
+        "allOf": [{"$ref": "#/$defs/base"}, {"properties": {"b": {"type": "boolean"}}, "required": ["b"]}],
+        "$defs": {"base": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
+    },
+    {
+        "type": "object",
+        "properties": {"node": {"$ref": "#/$defs/node"}},
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"value": {"type": "integer", "exclusiveMaximum": 0}},
+                "required": ["value"],
+            }
+        },
+    },
+    {
+        "type": "object",
+        "properties": {"unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["unit"],
+        "additionalProperties": False,
+    },
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_values_are_valid_for_their_schema(schema):
+    jsonschema.validate(value_for_schema(schema), schema)
+
+
+def test_response_format_json_schema_gets_valid_json():
+    schema = S.RESPONSES_REQUEST_ITEMS["text"]["format"]["schema"]
+    fmt = {"type": "json_schema", "json_schema": {"name": "calendar_event", "schema": schema, "strict": True}}
+    (choice,) = answer({"messages": USER, "response_format": fmt}, 16).choices
+    jsonschema.validate(orjson.loads(choice.content), schema)
+    assert choice.finish_reason == "stop"
+    (cut,) = answer({"messages": USER, "response_format": fmt, "max_tokens": 2}, 16).choices
+    assert (cut.finish_reason, cut.tokens) == ("length", 2)
+    (plain,) = answer({"messages": USER, "response_format": {"type": "json_object"}}, 16).choices
+    assert isinstance(orjson.loads(plain.content), dict)
+
+
+# -- embeddings -------------------------------------------------------------------------------
+
+
+def test_embeddings_are_deterministic_unit_vectors_of_the_asked_dimension():
+    first, again, other = embed("hello", 64), embed("hello", 64), embed("hello!", 64)
+    assert first == again and first != other and len(first) == 64
+    assert math.isclose(sum(v * v for v in first), 1.0, rel_tol=1e-9)
+    assert embed("hello", 3000)[:64] != first  # normalised over its own length
+    assert embed([1, 2, 3], 8) == embed([1, 2, 3], 8) != embed([1, 2, 4], 8)  # token arrays too
+
+
+def test_embeddings_response_shape_and_usage():
+    body = embeddings_response({"model": "mock/embed", "input": ["a cat", "a dog"], "dimensions": 8})
+    assert body["object"] == "list" and body["model"] == "mock/embed"
+    assert [(d["object"], d["index"], len(d["embedding"])) for d in body["data"]] == [
+        ("embedding", 0, 8),
+        ("embedding", 1, 8),
+    ]
+    assert body["data"][0]["embedding"] == embed("a cat", 8)
+    assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    tokens = embeddings_response({"model": "m", "input": [[1, 2, 3], [4]], "dimensions": 4})
+    assert tokens["usage"]["prompt_tokens"] == 4 and len(tokens["data"]) == 2
+    assert (
+        len(embeddings_response({"model": "m", "input": [5, 6, 7]}, default_dimensions=12)["data"][0]["embedding"])
+        == 12
+    )
+
+
+def test_base64_encoding_is_little_endian_float32_of_the_same_vector():
+    body = embeddings_response({"model": "m", "input": "x", "dimensions": 5, "encoding_format": "base64"})
+    decoded = struct.unpack("<5f", base64.b64decode(body["data"][0]["embedding"]))
+    assert [round(v, 6) for v in decoded] == [round(v, 6) for v in embed("x", 5)]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"input": []}, "input"),
+        ({"input": [1.5]}, "input"),
+        ({"input": ["ok", 3]}, "input"),
+        ({"input": ["x"] * 2049}, "input"),
+        ({"dimensions": 0}, "dimensions"),
+        ({"encoding_format": "int8"}, "encoding_format"),
+    ],
+)
+def test_bad_embeddings_requests_get_a_400_naming_the_field(change, param):
+    with pytest.raises(GatewayError) as caught:
+        embeddings_response({"model": "m", "input": "x", **change})
+    assert (caught.value.status, caught.value.param) == (400, param)
+
+
+def test_malformed_fields_count_as_absent_and_never_crash_the_mock():
+    full = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x", "tool_call_id": "c"}],
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "read_file"}},
+        "max_tokens": 5,
+        "stop": ["x"],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": SCHEMAS[3]}},
+    }
+    plain = {k: v for k, v in full.items() if k not in ("tools", "tool_choice")}
+    for sample in (full, plain):
+        for path, wrong, broken in variants(sample):
+            assert len(answer(broken, 16).choices) == 1, (path, wrong)  # no exception, one answer
+
+
+@pytest.mark.parametrize(("n", "choices"), [("2", 1), (0, 1), (-3, 1), (True, 1), ([2], 1), (129, 128)])
+def test_an_n_out_of_range_is_read_leniently(n, choices):
+    assert len(answer({"messages": USER, "n": n}, 16).choices) == choices
+
+
+def _schemas():
+    """Schemas over the subset tools and structured outputs use, consistent bounds only."""
+    bounded = st.integers(0, 5).flatmap(lambda low: st.tuples(st.just(low), st.integers(low, low + 5)))
+    leaves = st.one_of(
+        st.just({"type": "boolean"}),
+        st.just({"type": "null"}),
+        bounded.map(lambda b: {"type": "string", "minLength": b[0], "maxLength": b[1]}),
+        st.sampled_from(["date", "date-time", "email", "uri", "uuid"]).map(lambda f: {"type": "string", "format": f}),
+        bounded.map(lambda b: {"type": "integer", "minimum": b[0] - 3, "maximum": b[1]}),
+        st.floats(-10, 10).map(lambda low: {"type": "number", "exclusiveMinimum": low}),
+        st.lists(st.text(max_size=5), min_size=1, max_size=4).map(lambda values: {"enum": values}),
+    )
+
+    def extend(children):
+        objects = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=6), children, max_size=4).flatmap(
+            lambda props: st.just({"type": "object", "properties": props, "required": sorted(props)})
+        )
+        arrays = st.tuples(children, bounded).map(
+            lambda c: {"type": "array", "items": c[0], "minItems": c[1][0], "maxItems": c[1][1]}
+        )
+        nullable = children.map(lambda c: {"anyOf": [{"type": "null"}, c]})
+        return st.one_of(objects, arrays, nullable)
+
+    return st.recursive(leaves, extend, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schemas())
+def test_any_schema_in_the_subset_gets_a_valid_value(schema):
+    jsonschema.validate(value_for_schema(schema), schema)

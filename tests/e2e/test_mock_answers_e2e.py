@@ -1,0 +1,82 @@
+"""The shipped `make run` setup (policies/default.yaml, the built-in mock backend) answering
+what agents and structured-output callers send, through a real gateway process and the
+official `openai` client: a tool call first, text after the tool result, JSON valid for the
+schema, n choices, max_tokens and stop sequences."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.protocol import samples as S
+from tests.support.services import REPO, GatewayProcess
+
+WEATHER = S.MESSAGES_REQUEST["tools"][0]["input_schema"]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": WEATHER}}]
+USER = [{"role": "user", "content": "What's the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def gw():
+    gateway = GatewayProcess((REPO / "policies" / "default.yaml").read_text()).start()
+    yield gateway
+    gateway.stop()
+
+
+def test_agent_turns_tool_call_then_text(gw, openai_client):
+    client = openai_client(gw)
+    first = client.chat.completions.create(model="auto", messages=USER, tools=TOOLS)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER)
+    assert first.usage.completion_tokens == (len(call.function.arguments) + 3) // 4
+
+    history = [
+        *USER,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "15 degrees"},
+    ]
+    second = client.chat.completions.create(model="auto", messages=history, tools=TOOLS)
+    assert second.choices[0].finish_reason == "stop" and second.choices[0].message.tool_calls is None
+    assert second.choices[0].message.content.startswith("This is a synthetic reply")
+
+
+def test_streamed_tool_call_arrives_head_then_arguments(gw, openai_client):
+    chunks = list(
+        openai_client(gw).chat.completions.create(
+            model="auto", messages=USER, tools=TOOLS, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    calls = [d.tool_calls[0] for d in deltas if d.tool_calls]
+    assert len(calls) == 2 and calls[0].id.startswith("call_") and calls[0].function.name == "get_weather"
+    assert calls[0].function.arguments == "" and calls[1].id is None
+    jsonschema.validate(json.loads(calls[1].function.arguments), WEATHER)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].usage.completion_tokens == (len(calls[1].function.arguments) + 3) // 4
+
+
+def test_json_schema_answer_is_valid_json(gw, openai_client):
+    fmt = S.RESPONSES_REQUEST_ITEMS["text"]["format"]
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": fmt["name"], "schema": fmt["schema"], "strict": True},
+    }
+    completion = openai_client(gw).chat.completions.create(model="auto", messages=USER, response_format=response_format)
+    jsonschema.validate(json.loads(completion.choices[0].message.content), fmt["schema"])
+
+
+def test_n_max_tokens_and_stop(gw, openai_client):
+    client = openai_client(gw)
+    two = client.chat.completions.create(model="auto", messages=USER, n=2, max_tokens=3)
+    assert [(c.index, c.message.content, c.finish_reason) for c in two.choices] == [
+        (0, "This is a", "length"),
+        (1, "This is a", "length"),
+    ]
+    assert two.usage.completion_tokens == 6
+    stopped = client.chat.completions.create(model="auto", messages=USER, stop=["reply"])
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("This is a synthetic", "stop")

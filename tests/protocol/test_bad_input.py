@@ -1,0 +1,136 @@
+"""Whatever a client or a backend sends, the translations answer in the API's own shape: a
+malformed request is a 400 naming the field, a malformed backend answer a 502, and a
+malformed chunk ends a stream with the API's error event. No other exception escapes.
+
+Each sample is taken apart: every field in turn is replaced by each value of the wrong kind.
+"""
+
+from __future__ import annotations
+
+import anthropic.types as A
+import pytest
+from openai.types.responses import ResponseStreamEvent
+
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.messages import MessageStream, chat_to_message, messages_to_chat
+from gateway.protocol.responses import ResponseStream, chat_to_response, responses_to_chat
+from tests.protocol import samples as S
+from tests.protocol.breakage import variants as _variants
+from tests.protocol.sdk import strict
+
+MESSAGES_REQUESTS = [
+    S.MESSAGES_REQUEST,
+    {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {}}},
+    },
+    {**S.MESSAGES_REQUEST_MINIMAL, "system": "s", "tool_choice": {"type": "tool", "name": "t"}},
+    {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [
+                            {"type": "text", "text": "x"},
+                            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                        ],
+                    },
+                ],
+            }
+        ],
+    },
+]
+RESPONSES_REQUESTS = [
+    S.RESPONSES_REQUEST_ITEMS,
+    {
+        "model": "m",
+        "input": [S.CUSTOM_TOOL_CALL_ITEM, S.CUSTOM_TOOL_CALL_OUTPUT_ITEM],
+        "tools": [S.CODEX_APPLY_PATCH_TOOL],
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("translate", "samples"),
+    [(messages_to_chat, MESSAGES_REQUESTS), (responses_to_chat, RESPONSES_REQUESTS)],
+    ids=["messages", "responses"],
+)
+def test_malformed_requests_are_400s(translate, samples):
+    outcomes = {"translated": 0, "refused": 0}
+    for sample in samples:
+        for path, wrong, broken in _variants(sample):
+            try:
+                translate(broken)
+            except GatewayError as error:
+                assert (error.status, error.type) == (400, "invalid_request_error"), (path, wrong)
+                assert error.param, (path, wrong)
+                outcomes["refused"] += 1
+            else:
+                outcomes["translated"] += 1
+    assert outcomes["refused"] > 0 and outcomes["translated"] > 0  # the loop saw both kinds of case
+
+
+ANSWERS = [S.CHAT_COMPLETION_TEXT, S.CHAT_COMPLETION_TOOL_CALLS, S.CHAT_COMPLETION_REASONING]
+
+
+@pytest.mark.parametrize(
+    "translate",
+    [
+        lambda completion: chat_to_message(completion, "m"),
+        lambda completion: chat_to_response(completion, S.RESPONSES_REQUEST_ITEMS, "resp_x"),
+    ],
+    ids=["message", "response"],
+)
+def test_malformed_backend_answers_are_502s(translate):
+    refused = 0
+    for sample in ANSWERS:
+        for path, wrong, broken in _variants(sample):
+            try:
+                translate(broken)
+            except GatewayError as error:
+                assert error.status == 502, (path, wrong)
+                assert "not a valid chat completion" in error.message or "arguments" in error.message
+                refused += 1
+    with pytest.raises(GatewayError, match="not a valid chat completion"):
+        translate(["not", "an", "object"])
+    assert refused > 0
+
+
+CHUNKS = [S.CHAT_STREAM_TEXT[1], S.CHAT_STREAM_TOOL_CALLS[1], S.CHAT_STREAM_REASONING[1], S.CHAT_STREAM_TEXT[-1]]
+
+
+def test_a_malformed_chunk_ends_a_messages_stream_with_an_error_event():
+    ended = 0
+    for sample in CHUNKS:
+        for path, wrong, broken in _variants(sample):
+            translator = MessageStream("m")
+            events = translator.feed(S.CHAT_STREAM_TEXT[0]) + translator.feed(broken) + translator.finish()
+            if events[-1]["type"] == "error":
+                assert events[-1]["error"]["type"] == "api_error", (path, wrong)
+                strict(A.ErrorResponse, events[-1])
+                assert translator.feed(S.CHAT_STREAM_TEXT[1]) == []
+                ended += 1
+            else:
+                assert events[-1]["type"] == "message_stop", (path, wrong)
+    assert ended > 0
+
+
+def test_a_malformed_chunk_ends_a_responses_stream_with_response_failed():
+    ended = 0
+    for sample in CHUNKS:
+        for path, wrong, broken in _variants(sample):
+            translator = ResponseStream({"model": "m"}, "resp_x", created_at=1)
+            events = translator.feed(S.CHAT_STREAM_TEXT[0]) + translator.feed(broken) + translator.finish()
+            assert [e["sequence_number"] for e in events] == list(range(len(events))), (path, wrong)
+            if events[-1]["type"] == "response.failed":
+                assert events[-1]["response"]["error"]["code"] == "server_error"
+                strict(ResponseStreamEvent, events[-1])
+                ended += 1
+            else:
+                assert events[-1]["type"] == "response.completed", (path, wrong)
+    assert ended > 0

@@ -1,0 +1,573 @@
+"""Anthropic Messages <-> chat completions at the ingress, against the recorded samples.
+
+Outputs are parsed with the `anthropic` SDK's own types (strictly: no field it does not
+know), and streams are compared event by event with Anthropic's recorded streams.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import anthropic.types as A
+import pytest
+from anthropic._error_classes import ERROR_CLASSES
+from anthropic.lib.streaming._messages import accumulate_event
+from pydantic import TypeAdapter
+
+from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.messages import (
+    MessageStream,
+    anthropic_error,
+    chat_to_message,
+    count_tokens,
+    encode_event,
+    messages_to_chat,
+)
+from tests.protocol import samples as S
+from tests.protocol.sdk import strict
+
+# -- request ----------------------------------------------------------------------------------
+
+
+def test_agent_request_translates_field_by_field():
+    chat = messages_to_chat(copy.deepcopy(S.MESSAGES_REQUEST))
+    assert chat == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "messages": [
+            {
+                "role": "system",
+                "content": "You are an AI assistant tasked with analyzing literary works."
+                "\n\nHere is the full text of a complex literary work: ...",
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg=="}},
+                    {
+                        "type": "image_url",
+                        "image_url": {
+                            "url": "https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg"
+                        },
+                    },
+                    {"type": "text", "text": "What's the weather like in San Francisco?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": "I'll check the current weather in San Francisco for you.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_01A09q90qw90lq917835lq9",
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": '{"location":"San Francisco, CA","unit":"celsius"}',
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees"},
+        ],
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stop": ["\n\nHuman:"],
+        "user": "13803d75-b4b5-4c3e-b2a2-6f21399b021b",
+        "reasoning_effort": "medium",  # budget_tokens 10000
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Get the current weather in a given location",
+                    "parameters": S.MESSAGES_REQUEST["tools"][0]["input_schema"],
+                },
+            }
+        ],
+        "tool_choice": "auto",
+    }
+
+
+def test_minimal_request_and_streaming_asks_for_usage():
+    assert messages_to_chat(S.MESSAGES_REQUEST_MINIMAL) == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Hello, world"}],
+    }
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "stream": True})
+    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+
+
+def test_system_string_and_claude_codes_billing_block():
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "system": "Be brief."})
+    assert chat["messages"][0] == {"role": "system", "content": "Be brief."}
+    blocks = [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1; cch=93a1f;"},
+        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+    ]
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "system": blocks})
+    assert chat["messages"][0] == {"role": "system", "content": "You are Claude Code."}
+
+
+def test_tool_results_lead_the_user_turn_and_their_images_follow():
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": "look"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "need both", "signature": "sig"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a.png"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "read", "input": {"path": "b.txt"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [
+                            {"type": "text", "text": "an image"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
+                        ],
+                    },
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "hello", "is_error": False},
+                    {"type": "text", "text": "and now?", "cache_control": {"type": "ephemeral"}},
+                ],
+            },
+        ],
+    }
+    assert messages_to_chat(body)["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,  # the earlier thinking block is not sent back
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": '{"path":"a.png"}'}},
+                {"id": "toolu_2", "type": "function", "function": {"name": "read", "arguments": '{"path":"b.txt"}'}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "an image"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "hello"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+                {"type": "text", "text": "and now?"},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        (
+            {"type": "tool", "name": "get_weather"},
+            {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        ),
+        ({"type": "any", "disable_parallel_tool_use": True}, {"tool_choice": "required", "parallel_tool_calls": False}),
+    ],
+)
+def test_tool_choice(choice, expected):
+    chat = messages_to_chat({**S.MESSAGES_REQUEST, "tool_choice": choice})
+    assert {k: chat[k] for k in ("tool_choice", "parallel_tool_calls") if k in chat} == expected
+
+
+@pytest.mark.parametrize(
+    ("budget", "effort"),
+    [
+        (1024, "low"),
+        (4095, "low"),
+        (4096, "medium"),
+        (10000, "medium"),
+        (16383, "medium"),
+        (16384, "high"),
+        (64000, "high"),
+    ],
+)
+def test_thinking_budget_maps_to_reasoning_effort(budget, effort):
+    body = {**S.MESSAGES_REQUEST_MINIMAL, "thinking": {"type": "enabled", "budget_tokens": budget}}
+    assert messages_to_chat(body)["reasoning_effort"] == effort
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high"])
+def test_effort_survives_egress_then_ingress(effort):
+    egress = to_messages_request(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort, "max_tokens": 32000}
+    )
+    assert messages_to_chat(egress)["reasoning_effort"] == effort
+
+
+def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
+    for thinking in ({"type": "disabled"}, {"type": "adaptive"}):
+        assert "reasoning_effort" not in messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "thinking": thinking})
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "max", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+    }
+    chat = messages_to_chat(body)
+    assert chat["reasoning_effort"] == "high"
+    assert chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": {"type": "object"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "words"),
+    [
+        ({"max_tokens": None}, "max_tokens", "max_tokens"),
+        ({"model": ""}, "model", "model"),
+        ({"messages": []}, "messages", "messages"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role", "user"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0", "web_search_20250305"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}
+                ]
+            },
+            "messages.0.content.0.source",
+            "base64 or url",
+        ),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice", "auto, any, none"),
+    ],
+)
+def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
+    with pytest.raises(GatewayError) as caught:
+        messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, **change})
+    assert (caught.value.status, caught.value.param) == (400, param)
+    assert words in caught.value.message
+
+
+def test_documents_become_file_or_text_parts():
+    pdf = {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}
+    blocks = [
+        {"type": "document", "source": pdf, "title": "spec.pdf"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain words"}},
+        {"type": "text", "text": "Summarise both."},
+    ]
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": blocks}]})
+    assert chat["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "spec.pdf"}},
+                {"type": "text", "text": "plain words"},
+                {"type": "text", "text": "Summarise both."},
+            ],
+        }
+    ]
+    for source in ({"type": "url", "url": "https://example.com/a.pdf"}, "JVBERi0x"):
+        body = {
+            **S.MESSAGES_REQUEST_MINIMAL,
+            "messages": [{"role": "user", "content": [{"type": "document", "source": source}]}],
+        }
+        with pytest.raises(GatewayError) as caught:
+            messages_to_chat(body)
+        assert (caught.value.status, caught.value.param) == (400, "messages.0.content.0.source")
+
+
+def test_count_tokens_uses_the_routers_estimate():
+    counted = count_tokens({"model": "m", "messages": [{"role": "user", "content": "x" * 300}]})
+    assert counted == {"input_tokens": 3 + 4 + 100}
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def test_text_completion_becomes_a_message():
+    message = chat_to_message(S.CHAT_COMPLETION_TEXT, "claude-sonnet-4-5")
+    assert message == {
+        "id": "msg_B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": S.CHAT_COMPLETION_TEXT["choices"][0]["message"]["content"]}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 1117,
+            "output_tokens": 46,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+    }
+    strict(A.Message, message)
+
+
+def test_tool_calls_become_tool_use_blocks_with_parsed_input():
+    message = chat_to_message(S.CHAT_COMPLETION_TOOL_CALLS, "m")
+    assert message["content"] == [
+        {"type": "tool_use", "id": "call_abc123", "name": "get_current_weather", "input": {"location": "Boston, MA"}}
+    ]
+    assert message["stop_reason"] == "tool_use"
+    strict(A.Message, message)
+
+
+def test_reasoning_becomes_a_thinking_block_and_cache_reads_leave_input_tokens():
+    message = chat_to_message(S.CHAT_COMPLETION_REASONING, "m")
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "9.11 and 9.8: compare the tenths, 1 < 8.", "signature": ""},
+        {"type": "text", "text": "9.8 is greater than 9.11."},
+    ]
+    assert message["usage"] == {
+        "input_tokens": 4,
+        "output_tokens": 30,
+        "cache_read_input_tokens": 16,
+        "cache_creation_input_tokens": 0,
+    }
+    strict(A.Message, message)
+
+
+@pytest.mark.parametrize(
+    ("finish", "vllm_stop", "expected"),
+    [
+        ("stop", None, ("end_turn", None)),
+        ("stop", "\n\nHuman:", ("stop_sequence", "\n\nHuman:")),
+        ("stop", 151645, ("end_turn", None)),  # vLLM names a stop token id: not a stop sequence
+        ("length", None, ("max_tokens", None)),
+        ("tool_calls", None, ("tool_use", None)),
+        ("content_filter", None, ("refusal", None)),
+        (None, None, ("end_turn", None)),  # a backend that names no reason
+    ],
+)
+def test_stop_reasons(finish, vllm_stop, expected):
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TEXT)
+    completion["choices"][0].update(finish_reason=finish, stop_reason=vllm_stop)
+    message = chat_to_message(completion, "m", stop_sequences=["\n\nHuman:"])
+    assert (message["stop_reason"], message["stop_sequence"]) == expected
+
+
+def test_tool_call_finished_with_stop_is_still_tool_use():
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TOOL_CALLS)
+    completion["choices"][0]["finish_reason"] = "stop"
+    assert chat_to_message(completion, "m")["stop_reason"] == "tool_use"
+
+
+def test_tool_arguments_that_are_not_an_object_are_a_502():
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TOOL_CALLS)
+    completion["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = '{"location": "Bos'
+    with pytest.raises(GatewayError) as caught:
+        chat_to_message(completion, "m")
+    assert caught.value.status == 502 and "get_current_weather" in caught.value.message
+
+
+def test_round_trip_through_egress_keeps_ids_text_and_stop_reason():
+    # Anthropic's Message -> chat completion (the egress adapter) -> Message (this module).
+    for original in (S.MESSAGE_TEXT, S.MESSAGE_TOOL_USE):
+        back = chat_to_message(to_chat_completion(original), original["model"])
+        assert back["id"] == original["id"]
+        assert back["content"] == original["content"]
+        assert (back["stop_reason"], back["stop_sequence"]) == (original["stop_reason"], original["stop_sequence"])
+        assert (back["usage"]["input_tokens"], back["usage"]["output_tokens"]) == (
+            original["usage"]["input_tokens"],
+            original["usage"]["output_tokens"],
+        )
+
+
+def test_request_round_trip_keeps_tool_ids_and_turns():
+    # Messages request -> chat (here) -> Messages request (egress): the conversation is intact.
+    chat = messages_to_chat(copy.deepcopy(S.MESSAGES_REQUEST))
+    again = to_messages_request(chat)
+    assert again["messages"][1:] == S.MESSAGES_REQUEST["messages"][1:]
+    assert again["tools"] == S.MESSAGES_REQUEST["tools"]
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "sent", "kind", "sdk_class"),
+    [
+        (400, 400, "invalid_request_error", "BadRequestError"),
+        (401, 401, "authentication_error", "AuthenticationError"),
+        (403, 403, "permission_error", "PermissionDeniedError"),
+        (404, 404, "not_found_error", "NotFoundError"),
+        (413, 413, "invalid_request_error", "ContentTooLargeError"),
+        (429, 429, "rate_limit_error", "RateLimitError"),
+        (500, 500, "api_error", None),
+        (502, 502, "api_error", None),
+        (503, 529, "overloaded_error", "OverloadedError"),
+        (504, 504, "timeout_error", "GatewayTimeoutError"),
+    ],
+)
+def test_gateway_errors_in_anthropics_shape(status, sent, kind, sdk_class):
+    out_status, body = anthropic_error(GatewayError(status, "why it failed"))
+    assert (out_status, body) == (sent, {"type": "error", "error": {"type": kind, "message": "why it failed"}})
+    strict(A.ErrorResponse, body)
+    if sdk_class:  # the SDK picks its exception class by status (InternalServerError for other 5xx)
+        assert ERROR_CLASSES[(sent, None)].__name__ == sdk_class
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def _stream(chunks, **kwargs):
+    translator = MessageStream("claude-sonnet-4-5", **kwargs)
+    events = [event for chunk in chunks for event in translator.feed(chunk)]
+    return events + translator.finish()
+
+
+def _without_ids(events):
+    """Events with what only the upstream decides (ids, model, token counts) blanked."""
+    out = copy.deepcopy(events)
+    for event in out:
+        if event["type"] == "message_start":
+            event["message"].update(id="", model="", usage={})
+        if event["type"] == "message_delta":
+            event["usage"] = {}
+        if event["type"] == "content_block_start" and event["content_block"]["type"] == "tool_use":
+            event["content_block"]["id"] = ""
+    return out
+
+
+def test_text_stream_is_anthropics_recorded_sequence():
+    events = _stream(S.CHAT_STREAM_TEXT, input_tokens=11)
+    assert _without_ids(events) == _without_ids(S.ANTHROPIC_STREAM_TEXT)
+    assert events[0]["message"]["usage"] == {"input_tokens": 11, "output_tokens": 0}
+    assert events[-2]["usage"] == {
+        "input_tokens": 11,
+        "output_tokens": 6,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def test_tool_call_stream_event_by_event():
+    events = _stream(S.CHAT_STREAM_TOOL_CALLS + [{**S.CHAT_STREAM_TEXT[-1]}])
+    fragments = ['{"', "location", '":"', "Paris", ", France", '"}']
+    assert events[1:] == [
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {
+                "type": "tool_use",
+                "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+                "name": "get_weather",
+                "input": {},
+            },
+        },
+        {"type": "ping"},
+        *[
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": f}}
+            for f in fragments
+        ],
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {
+                "input_tokens": 11,
+                "output_tokens": 6,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+            },
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def test_text_then_tool_calls_follow_the_recorded_tool_stream():
+    # Anthropic's recorded tool stream: a text block, then a tool_use block, in that order.
+    chunks = [S.CHAT_STREAM_TEXT[0], *S.CHAT_STREAM_TEXT[1:4], *S.CHAT_STREAM_TOOL_CALLS[1:]]
+    kinds = [(e["type"], e.get("content_block", e.get("delta", {})).get("type")) for e in _stream(chunks)]
+    recorded = [
+        (e["type"], e.get("content_block", e.get("delta", {})).get("type"))
+        for e in S.ANTHROPIC_STREAM_TOOL_USE
+        if e.get("delta", {}).get("partial_json") != ""  # we send no empty fragment
+    ]
+
+    # The recording has 2 text deltas and 4 argument fragments; ours 3 and 6.
+    def squeeze(seq):
+        out = []
+        for item in seq:
+            if not out or item != out[-1] or item[0] != "content_block_delta":
+                out.append(item)
+        return out
+
+    assert squeeze(kinds) == squeeze(recorded)
+
+
+def test_reasoning_stream_opens_a_thinking_block_then_text():
+    events = _stream(S.CHAT_STREAM_REASONING)
+    recorded = [e for e in S.ANTHROPIC_STREAM_THINKING if e.get("delta", {}).get("type") != "signature_delta"]
+    ours = [e for e in events if e["type"] != "ping"]
+    assert [e["type"] for e in ours] == [e["type"] for e in recorded]
+    assert ours[1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert [e["delta"] for e in ours if e["type"] == "content_block_delta"] == [
+        {"type": "thinking_delta", "thinking": "Let me solve this step by step:"},
+        {"type": "thinking_delta", "thinking": " 27 * 453 = 12,231"},
+        {"type": "text_delta", "text": "27 * 453 = 12,231"},
+    ]
+    assert events[-2]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+
+
+@pytest.mark.parametrize("chunks", [S.CHAT_STREAM_TEXT, S.CHAT_STREAM_TOOL_CALLS, S.CHAT_STREAM_REASONING])
+def test_sdk_accumulates_our_stream_into_a_valid_message(chunks):
+    events = _stream(chunks)
+    snapshot, buffers = None, {}
+    parse = TypeAdapter(A.RawMessageStreamEvent)
+    for event in events:
+        if event["type"] == "ping":
+            continue
+        strict(A.RawMessageStreamEvent, event)
+        snapshot = accumulate_event(event=parse.validate_python(event), current_snapshot=snapshot, json_bufs=buffers)
+    final = snapshot.to_dict()
+    assert final["content"] and final["stop_reason"] in ("end_turn", "tool_use")
+    if chunks is S.CHAT_STREAM_TOOL_CALLS:
+        assert final["content"][0]["input"] == {"location": "Paris, France"}
+
+
+def test_stop_sequence_in_a_stream():
+    chunks = copy.deepcopy(S.CHAT_STREAM_TEXT)
+    chunks[-2]["choices"][0]["stop_reason"] = "\n\nHuman:"
+    events = _stream(chunks, stop_sequences=["\n\nHuman:"])
+    assert events[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "\n\nHuman:"}
+
+
+def test_stream_without_usage_chunk_closes_on_finish_and_only_once():
+    translator = MessageStream("m")
+    events = [e for c in S.CHAT_STREAM_TEXT[:-1] for e in translator.feed(c)]
+    assert events[-1] == {"type": "content_block_stop", "index": 0}  # waiting for the usage chunk
+    closing = translator.finish()
+    assert closing == [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            # no usage chunk: the router's estimate, bytes/3 of "Hello there!" (12 bytes)
+            "usage": {"input_tokens": 0, "output_tokens": 4},
+        },
+        {"type": "message_stop"},
+    ]
+    assert translator.finish() == [] and translator.feed(S.CHAT_STREAM_TEXT[-1]) == []
+
+
+def test_error_mid_stream_is_an_anthropic_error_event_and_ends_the_stream():
+    translator = MessageStream("m")
+    events = translator.feed(S.CHAT_STREAM_TEXT[1])
+    error = translator.feed({"error": {"message": "no capacity", "type": "service_unavailable", "code": 503}})
+    assert error == [{"type": "error", "error": {"type": "overloaded_error", "message": "no capacity"}}]
+    strict(A.ErrorResponse, error[0])
+    assert translator.finish() == [] and [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+    ]
+
+
+def test_empty_stream_still_makes_a_whole_message():
+    assert [e["type"] for e in _stream([])] == ["message_start", "message_delta", "message_stop"]
+
+
+def test_events_are_encoded_with_their_event_name():
+    assert encode_event({"type": "message_stop"}) == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'

@@ -1,0 +1,598 @@
+"""OpenAI Responses <-> chat completions at the ingress, against the recorded samples.
+
+Outputs are parsed with the `openai` SDK's own types (strictly), streams are compared event
+by event with the reference's event sequence and replayed through the SDK's own stream
+accumulator.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+import pytest
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.responses import (
+    ResponseStream,
+    chat_to_response,
+    conversation_items,
+    responses_to_chat,
+)
+from tests.protocol import samples as S
+from tests.protocol.sdk import strict
+
+# -- request ----------------------------------------------------------------------------------
+
+
+def test_string_input_is_one_user_message():
+    assert responses_to_chat(S.RESPONSES_REQUEST_STRING) == {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": "Tell me a three sentence bedtime story about a unicorn."}],
+    }
+
+
+def test_item_request_translates_field_by_field():
+    body = S.RESPONSES_REQUEST_ITEMS
+    assert responses_to_chat(copy.deepcopy(body)) == {
+        "model": "gpt-5",
+        "messages": [
+            {"role": "system", "content": "You are a coding agent. Use the tools to answer."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what's in this image?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": body["input"][0]["content"][1]["image_url"], "detail": "auto"},
+                    },
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg==", "detail": "low"},
+                    },
+                ],
+            },
+            {"role": "assistant", "content": "A boardwalk."},
+            {"role": "user", "content": "What is the weather like in Paris today?"},
+            # the reasoning item is dropped; the function call keeps its call_id as the tool call id
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_12345xyz",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location":"Paris, France"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_12345xyz", "content": "15 degrees"},
+        ],
+        "temperature": 0.2,
+        "top_p": 1.0,
+        "parallel_tool_calls": False,
+        "user": "user-1234",
+        "max_tokens": 2048,
+        "reasoning_effort": "low",
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "calendar_event",
+                "schema": body["text"]["format"]["schema"],
+                "strict": True,
+            },
+        },
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Get current temperature for a given location.",
+                    "parameters": body["tools"][0]["parameters"],
+                    "strict": True,
+                },
+            }
+        ],
+        "tool_choice": "auto",
+    }
+
+
+def test_parallel_function_calls_share_one_assistant_turn_after_its_text():
+    items = [
+        {"role": "user", "content": "two files"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Reading both."}]},
+        {"type": "function_call", "call_id": "c1", "name": "read", "arguments": '{"p":"a"}'},
+        {"type": "function_call", "call_id": "c2", "name": "read", "arguments": '{"p":"b"}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "B"}]},
+    ]
+    messages = responses_to_chat({"model": "m", "input": items})["messages"]
+    assert messages[1:] == [
+        {
+            "role": "assistant",
+            "content": "Reading both.",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "read", "arguments": '{"p":"a"}'}},
+                {"id": "c2", "type": "function", "function": {"name": "read", "arguments": '{"p":"b"}'}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "A"},
+        {"role": "tool", "tool_call_id": "c2", "content": "B"},
+    ]
+
+
+def test_developer_role_is_a_system_message_and_streaming_asks_for_usage():
+    body = {"model": "m", "input": [{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}]}
+    chat = responses_to_chat({**body, "stream": True})
+    assert chat["messages"] == [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]
+    assert chat["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("effort", "expected"), [("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"), ("none", None)]
+)
+def test_reasoning_effort(effort, expected):
+    chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "reasoning": {"effort": effort}})
+    assert chat.get("reasoning_effort") == expected
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", "auto"),
+        ("required", "required"),
+        ("none", "none"),
+        ({"type": "function", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
+def test_tool_choice(choice, expected):
+    assert responses_to_chat({**S.RESPONSES_REQUEST_ITEMS, "tool_choice": choice})["tool_choice"] == expected
+
+
+def test_previous_items_come_before_the_new_input():
+    previous = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
+    chat = responses_to_chat({"model": "m", "instructions": "Now be brief.", "input": "And then?"}, previous)
+    assert chat["messages"] == [
+        {"role": "system", "content": "Now be brief."},
+        {"role": "user", "content": "Tell me a three sentence bedtime story about a unicorn."},
+        {"role": "assistant", "content": "Hello! How can I assist you today?"},
+        {"role": "user", "content": "And then?"},
+    ]
+
+
+def test_an_error_in_the_new_input_names_its_own_index_after_previous_items():
+    previous = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({"model": "m", "input": [{"role": "user", "content": "ok"}, {"role": "robot"}]}, previous)
+    assert caught.value.param == "input[1].role"
+    assert responses_to_chat({"model": "m"}, previous)["messages"][-1]["role"] == "assistant"  # no new input: continue
+
+
+def test_conversation_items_chain_input_and_output():
+    first = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
+    assert first == [
+        {"type": "message", "role": "user", "content": S.RESPONSES_REQUEST_STRING["input"]},
+        S.RESPONSE_TEXT["output"][0],
+    ]
+    second_request = {"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}
+    second = conversation_items(first, second_request, {"output": [S.RESPONSE_FUNCTION_CALL_ITEM]})
+    assert second == first + second_request["input"] + [S.RESPONSE_FUNCTION_CALL_ITEM]
+
+
+@pytest.mark.parametrize(
+    "tool", ["web_search", "web_search_preview", "file_search", "computer_use_preview", "code_interpreter"]
+)
+def test_built_in_tools_get_a_400_naming_the_tool(tool):
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({**S.RESPONSES_REQUEST_STRING, "tools": [{"type": tool}]})
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "tools[0].type", "unsupported_tool")
+    assert f"'{tool}'" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"model": None}, "model"),
+        ({"input": None}, "input"),
+        ({"input": 5}, "input"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+        ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, "input[0].call_id"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
+            "input[0].content[0]",
+        ),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
+        ({"text": {"format": {"type": "json_schema"}}}, "text.format"),
+        ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+    ],
+)
+def test_malformed_requests_get_a_400_naming_the_field(change, param):
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({**S.RESPONSES_REQUEST_STRING, **change})
+    assert (caught.value.status, caught.value.param) == (400, param)
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def test_text_completion_becomes_the_recorded_response_shape():
+    request = {"model": "gpt-4o-mini-2024-07-18", "input": "hi"}
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TEXT)
+    completion["choices"][0]["message"]["content"] = "Hello! How can I assist you today?"
+    completion["usage"] = {"prompt_tokens": 9, "completion_tokens": 10, "total_tokens": 19}
+    response = chat_to_response(completion, request, S.RESPONSE_TEXT["id"])
+    strict(Response, response)
+    recorded = S.RESPONSE_TEXT
+    assert response["output"] == [{**recorded["output"][0], "id": "msg_" + recorded["id"].removeprefix("resp_")}]
+    assert response["usage"] == recorded["usage"]
+    for field in ("object", "status", "error", "incomplete_details", "instructions", "max_output_tokens", "model"):
+        assert response[field] == recorded[field], field
+    for field in (
+        "parallel_tool_calls",
+        "previous_response_id",
+        "store",
+        "tool_choice",
+        "tools",
+        "truncation",
+        "metadata",
+    ):
+        assert response[field] == recorded[field], field
+    assert response["text"] == {"format": {"type": "text"}}
+
+
+def test_tool_calls_become_function_call_items_and_settings_are_echoed():
+    response = chat_to_response(S.CHAT_COMPLETION_TOOL_CALLS, S.RESPONSES_REQUEST_ITEMS, "resp_abc")
+    strict(Response, response)
+    assert response["output"] == [
+        {
+            "type": "function_call",
+            "id": "fc_abc_0",
+            "call_id": "call_abc123",
+            "name": "get_current_weather",
+            "arguments": '{\n"location": "Boston, MA"\n}',
+            "status": "completed",
+        }
+    ]
+    request = S.RESPONSES_REQUEST_ITEMS
+    assert response["instructions"] == request["instructions"]
+    assert response["text"] == request["text"] and response["tools"] == request["tools"]
+    assert (response["metadata"], response["max_output_tokens"]) == ({"session": "abc"}, 2048)
+    assert (response["parallel_tool_calls"], response["reasoning"]) == (False, {"effort": "low", "summary": None})
+
+
+def test_reasoning_comes_back_as_a_reasoning_item_first():
+    response = chat_to_response(S.CHAT_COMPLETION_REASONING, S.RESPONSES_REQUEST_STRING, "resp_r")
+    strict(Response, response)
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message"]
+    assert response["output"][0]["content"] == [
+        {"type": "reasoning_text", "text": "9.11 and 9.8: compare the tenths, 1 < 8."}
+    ]
+    assert response["usage"]["input_tokens_details"]["cached_tokens"] == 16
+
+
+@pytest.mark.parametrize(
+    ("finish", "status", "details"),
+    [
+        ("stop", "completed", None),
+        ("tool_calls", "completed", None),
+        ("length", "incomplete", {"reason": "max_output_tokens"}),
+        ("content_filter", "incomplete", {"reason": "content_filter"}),
+    ],
+)
+def test_status_follows_the_finish_reason(finish, status, details):
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TEXT)
+    completion["choices"][0]["finish_reason"] = finish
+    response = chat_to_response(completion, S.RESPONSES_REQUEST_STRING, "resp_s")
+    assert (response["status"], response["incomplete_details"]) == (status, details)
+    strict(Response, response)
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+_EVENTS = TypeAdapter(ResponseStreamEvent)
+
+
+def _stream(chunks, request=None, response_id="resp_s"):
+    translator = ResponseStream(request or S.RESPONSES_REQUEST_STRING, response_id, created_at=1741290958)
+    events = [event for chunk in chunks for event in translator.feed(chunk)]
+    return events + translator.finish(), translator
+
+
+def _shape(events):
+    """Events without what only a particular upstream decides: ids, the Response payloads,
+    and per-part logprobs (the reference's examples show them on some events only)."""
+    out = copy.deepcopy(events)
+    for event in out:
+        event.pop("response", None)
+        event.pop("item_id", None)
+        item = event.get("item")
+        if item:
+            item["id"] = ""
+            for part in item.get("content") or ():
+                part.pop("logprobs", None)
+    return out
+
+
+def test_text_stream_is_the_references_event_sequence():
+    chunks = [
+        S.CHAT_STREAM_TEXT[0],
+        {**S.CHAT_STREAM_TEXT[1], "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {**S.CHAT_STREAM_TEXT[1], "choices": [{"index": 0, "delta": {"content": " there!"}, "finish_reason": None}]},
+        S.CHAT_STREAM_TEXT[4],
+        {**S.CHAT_STREAM_TEXT[5], "usage": {"prompt_tokens": 37, "completion_tokens": 11, "total_tokens": 48}},
+    ]
+    events, _ = _stream(chunks)
+    assert _shape(events) == _shape(S.RESPONSES_STREAM_TEXT)
+    assert events[-1]["response"]["usage"] == S.RESPONSES_STREAM_TEXT[-1]["response"]["usage"]
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "Hi there!"
+
+
+def test_function_call_stream_is_the_references_event_sequence():
+    chunks = [
+        S.CHAT_STREAM_TOOL_CALLS[0],
+        {
+            **S.CHAT_STREAM_TOOL_CALLS[1],
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_12345xyz",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        },
+        *[
+            {
+                **S.CHAT_STREAM_TOOL_CALLS[2],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": a}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for a in ('{"location":', '"Paris, France"}')
+        ],
+        S.CHAT_STREAM_TOOL_CALLS[-1],
+        {**S.CHAT_STREAM_TEXT[5], "usage": {"prompt_tokens": 60, "completion_tokens": 18, "total_tokens": 78}},
+    ]
+    events, _ = _stream(chunks)
+    assert _shape(events) == _shape(S.RESPONSES_STREAM_FUNCTION_CALL)
+    assert events[-1]["response"]["output"][0]["call_id"] == "call_12345xyz"
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [S.CHAT_STREAM_TEXT, S.CHAT_STREAM_TOOL_CALLS, S.CHAT_STREAM_REASONING],
+    ids=["text", "tools", "reasoning"],
+)
+def test_every_event_parses_and_the_sdk_accumulates_the_same_response(chunks):
+    events, translator = _stream(chunks)
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    for number, event in enumerate(events):
+        assert event["sequence_number"] == number
+        strict(ResponseStreamEvent, event)
+        state.handle_event(_EVENTS.validate_python(event))
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed"
+    assert final == translator.response
+    # The SDK's own accumulator, fed our deltas, arrives at the same output.
+    accumulated = state._completed_response.model_dump(mode="json", exclude_none=True)
+    assert accumulated["output"] == strict(Response, final).model_dump(mode="json", exclude_none=True)["output"]
+
+
+def test_streamed_and_whole_answers_agree():
+    events, _ = _stream(S.CHAT_STREAM_TOOL_CALLS + [S.CHAT_STREAM_TEXT[-1]], response_id="resp_same")
+    whole = {
+        "id": "chatcmpl-123",
+        "created": 1741290958,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"location":"Paris, France"}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": S.CHAT_STREAM_TEXT[-1]["usage"],
+    }
+    assert events[-1]["response"] == chat_to_response(whole, S.RESPONSES_REQUEST_STRING, "resp_same")
+
+
+def test_length_cut_ends_with_response_incomplete():
+    chunks = copy.deepcopy(S.CHAT_STREAM_TEXT)
+    chunks[-2]["choices"][0]["finish_reason"] = "length"
+    events, _ = _stream(chunks)
+    assert events[-1]["type"] == "response.incomplete"
+    assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    strict(ResponseStreamEvent, events[-1])
+
+
+def test_error_chunk_ends_the_stream_with_response_failed():
+    translator = ResponseStream(S.RESPONSES_REQUEST_STRING, "resp_f", created_at=1)
+    events = translator.feed(S.CHAT_STREAM_TEXT[0]) + translator.feed(S.CHAT_STREAM_TEXT[1])
+    failed = translator.feed({"error": {"message": "upstream fell over", "type": "upstream_error", "code": 502}})
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+    ]
+    assert len(failed) == 1 and failed[0]["type"] == "response.failed" and failed[0]["sequence_number"] == 5
+    assert failed[0]["response"]["status"] == "failed"
+    assert failed[0]["response"]["error"] == {"code": "server_error", "message": "upstream fell over"}
+    strict(ResponseStreamEvent, failed[0])
+    assert translator.feed(S.CHAT_STREAM_TEXT[2]) == [] and translator.finish() == []
+
+
+def test_failure_before_any_chunk_still_announces_the_response():
+    translator = ResponseStream(S.RESPONSES_REQUEST_STRING, "resp_f", created_at=1)
+    events = translator.fail(GatewayError(429, "slow down"))
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_stream_without_usage_chunk_completes_on_finish():
+    events, _ = _stream(S.CHAT_STREAM_TEXT[:-1])
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["usage"] is None
+    strict(ResponseStreamEvent, events[-1])
+
+
+# -- custom (freeform) tools, as Codex sends apply_patch ----------------------------------------
+
+CODEX_REQUEST = {"model": "gpt-5-codex", "input": "add hello.txt", "tools": [S.CODEX_APPLY_PATCH_TOOL]}
+PATCH = S.CUSTOM_TOOL_CALL_ITEM["input"]
+
+
+def test_custom_tool_becomes_a_function_taking_its_input_as_a_string():
+    (tool,) = responses_to_chat(CODEX_REQUEST)["tools"]
+    fmt = S.CODEX_APPLY_PATCH_TOOL["format"]
+    assert tool == {
+        "type": "function",
+        "function": {
+            "name": "apply_patch",
+            "description": S.CODEX_APPLY_PATCH_TOOL["description"]
+            + f"\n\nThe input must follow this lark grammar:\n{fmt['definition']}".rstrip(),
+            "parameters": {
+                "type": "object",
+                "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+                "required": ["input"],
+            },
+        },
+    }
+    choice = responses_to_chat({**CODEX_REQUEST, "tool_choice": {"type": "custom", "name": "apply_patch"}})
+    assert choice["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+
+
+def test_custom_tool_call_and_output_items_become_a_tool_turn():
+    body = {**CODEX_REQUEST, "input": [S.CUSTOM_TOOL_CALL_ITEM, S.CUSTOM_TOOL_CALL_OUTPUT_ITEM]}
+    assert responses_to_chat(body)["messages"] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+                    "type": "function",
+                    "function": {"name": "apply_patch", "arguments": orjson.dumps({"input": PATCH}).decode()},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+            "content": S.CUSTOM_TOOL_CALL_OUTPUT_ITEM["output"],
+        },
+    ]
+
+
+def _patch_completion(arguments):
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TOOL_CALLS)
+    call = completion["choices"][0]["message"]["tool_calls"][0]
+    call.update(id="call_aGiFQkRWSWAIsMQ19fKqxUgb", function={"name": "apply_patch", "arguments": arguments})
+    return completion
+
+
+@pytest.mark.parametrize("arguments", [orjson.dumps({"input": PATCH}).decode(), PATCH], ids=["wrapped", "bare"])
+def test_calls_to_a_custom_tool_come_back_as_custom_tool_call_items(arguments):
+    response = chat_to_response(_patch_completion(arguments), CODEX_REQUEST, "resp_6890e975")
+    strict(Response, response)
+    assert response["output"] == [
+        {
+            "type": "custom_tool_call",
+            "id": "ctc_6890e975_0",
+            "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+            "name": "apply_patch",
+            "input": PATCH,
+        }
+    ]
+
+
+def test_custom_tool_call_streams_its_input_whole_when_the_call_is_done():
+    arguments = orjson.dumps({"input": PATCH}).decode()
+    head = {
+        "index": 0,
+        "id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+        "type": "function",
+        "function": {"name": "apply_patch", "arguments": ""},
+    }
+    chunks = [
+        S.CHAT_STREAM_TOOL_CALLS[0],
+        {
+            **S.CHAT_STREAM_TOOL_CALLS[1],
+            "choices": [{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}],
+        },
+        *[
+            {
+                **S.CHAT_STREAM_TOOL_CALLS[2],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": part}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for part in (arguments[:10], arguments[10:])
+        ],
+        S.CHAT_STREAM_TOOL_CALLS[-1],
+    ]
+    events, translator = _stream(chunks, request=CODEX_REQUEST, response_id="resp_6890e975")
+    item = {
+        "type": "custom_tool_call",
+        "id": "ctc_6890e975_0",
+        "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
+        "name": "apply_patch",
+    }
+    assert [{k: v for k, v in e.items() if k != "response"} for e in events[2:-1]] == [
+        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0, "item": {**item, "input": ""}},
+        {
+            "type": "response.custom_tool_call_input.delta",
+            "sequence_number": 3,
+            "item_id": "ctc_6890e975_0",
+            "output_index": 0,
+            "delta": PATCH,
+        },
+        {
+            "type": "response.custom_tool_call_input.done",
+            "sequence_number": 4,
+            "item_id": "ctc_6890e975_0",
+            "output_index": 0,
+            "input": PATCH,
+        },
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 5,
+            "output_index": 0,
+            "item": {**item, "input": PATCH},
+        },
+    ]
+    for event in events:
+        strict(ResponseStreamEvent, event)
+    assert events[-1]["response"] == chat_to_response(_patch_completion(arguments), CODEX_REQUEST, "resp_6890e975") | {
+        "created_at": 1741290958,
+        "usage": None,
+    }
