@@ -185,7 +185,13 @@ class AuditEntry:
     detail: dict[str, Any]
 
     def public(self) -> dict[str, Any]:
-        return {"at": _iso(self.at), "actor": self.actor, "action": self.action, "target": self.target, **self.detail}
+        return {
+            "at": _iso(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        }
 
 
 def issue(name: str, now: float) -> tuple[str, Credential]:
