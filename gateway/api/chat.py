@@ -63,7 +63,9 @@ async def chat_completions(request: Request) -> Response:
         snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
         chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
         decision = decide(chat, request.headers, snapshot, state.stats)
-        await state.limiter.admit(principal.key_name, decision.route or chat.model, snapshot.config.rate_limits)
+        ticket = await state.limiter.admit(
+            principal, chat, decision, snapshot
+        )  # 403 / 429; limits what routing resolved
     except GatewayError as exc:
         state.metrics.request_rejected(exc.status, decision.route if decision else None)
         return exc.to_response(base_headers)
@@ -79,6 +81,9 @@ async def chat_completions(request: Request) -> Response:
         app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
         api_key_name=principal.key_name,
     )
+    state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
+    if ticket is not None:
+        base_headers.update(ticket.headers)  # x-ratelimit-*
     base_headers["x-gateway-task"] = decision.task
     if decision.route:
         base_headers["x-gateway-route"] = decision.route
