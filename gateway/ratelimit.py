@@ -44,6 +44,7 @@ from gateway.tenants.limits import (
     Scope,
     Window,
     estimate,
+    needs_settling,
     to_nano,
 )
 from gateway.tenants.principal import Principal
@@ -202,7 +203,12 @@ class RateLimiter:
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid()}.{os.urandom(3).hex()}."
         self._open: dict[int, Ticket] = {}  # id(outcome) -> its ticket, until call_finished
+        self._last_clock: Clock | None = None
+        # key name -> (principal, limits config, names, scopes): the scopes of the last request
+        # of each key, reused while the same principal object (same key version) and config come.
+        self._scopes: dict[str | None, tuple[Principal, RateLimitsConfig, tuple[str, ...], tuple[Scope, ...]]] = {}
         self._settling: set[asyncio.Task] = set()
+        self._flush_scheduled = False
 
     async def admit(
         self, principal: Principal, chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot
@@ -213,11 +219,18 @@ class RateLimiter:
             return None
         check_models(principal, chat, snapshot)
         names = resolved_names(chat, decision, snapshot) if config.routes else ()
-        scopes = scopes_for(principal, names, config)
+        cached = self._scopes.get(principal.key_name)
+        if cached is not None and cached[0] is principal and cached[1] is config and cached[2] == names:
+            scopes = cached[3]
+        else:
+            scopes = scopes_for(principal, names, config)
+            if len(self._scopes) >= 10_000:
+                self._scopes.clear()
+            self._scopes[principal.key_name] = (principal, config, names, scopes)
         if not scopes:
             return None
         now = self._clock()
-        clock = Clock.at(now)
+        clock = self._last_clock = Clock.at(now, self._last_clock)
         tokens = nano = 0
         if any(s.tpm is not None or s.track_spend for s in scopes):
             payload = chat.payload
@@ -279,31 +292,40 @@ class RateLimiter:
 
     def call_finished(self, outcome: CallOutcome) -> None:
         ticket = self._open.pop(id(outcome), None)
-        if ticket is None:
+        if ticket is None or not needs_settling(ticket.scopes):
             return
         usage = outcome.usage
         tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
         nano = to_nano(outcome.cost_usd) if outcome.cost_usd else 0
-        clock = Clock.at(self._clock())
-        if not ticket.shared:
+        clock = self._last_clock = Clock.at(self._clock(), self._last_clock)
+        if not ticket.shared or self._shared is None:
             self._local.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
             return
-        task = asyncio.get_running_loop().create_task(self._settle_shared(ticket, tokens, nano, clock))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
 
-    async def _settle_shared(self, ticket: Ticket, tokens: int, nano: int, clock: Clock) -> None:
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._shared is not None and self._shared.pending:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _flush(self) -> None:
         assert self._shared is not None
         try:
             async with asyncio.timeout(self._store_timeout_s * 4):
-                await self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+                await self._shared.flush()
         except Exception as exc:
-            # The reservation stays until its ticket's deadline sweeps it; spend is lost to the counters
-            # (the usage ledger still has it).
+            # Kept for the next call (bounded); past their deadline the tickets free their reservations.
             self._store_failed(exc)
 
     async def drain(self) -> None:
-        """Wait for settlements in flight (shutdown)."""
+        """Send and wait for the settlements still queued or in flight (shutdown)."""
+        if self._shared is not None and self._shared.pending:
+            await self._flush()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
 

@@ -35,10 +35,10 @@ class Counters:
             self.admitted.append(ask)
         return result
 
-    async def settle(self, scopes, ask, tokens, nano, now=T0) -> None:
-        done = self.impl.settle(tuple(scopes), ask, Clock.at(now).window, tokens, nano, Clock.at(now))
-        if done is not None:
-            await done
+    async def settle(self, scopes, ask, tokens, nano, now=T0, flush=True) -> None:
+        self.impl.settle(tuple(scopes), ask, Clock.at(now).window, tokens, nano, Clock.at(now))
+        if flush and isinstance(self.impl, RedisCounters):
+            await self.impl.flush()
 
     async def spent(self, scope_id, now=T0):
         got = self.impl.spent(scope_id, Clock.at(now))
@@ -161,3 +161,19 @@ def test_rate_limit_config_is_validated_with_lines():
         parse_config(base + "rate_limits:\n  routes:\n    autoo: 3\n  keys: {app: 0}\n")
     problems = [str(p) for p in bad.value.problems]
     assert any("rate_limits.keys.app" in p and "greater than 0" in p for p in problems), problems
+
+
+@pytest.mark.redis
+async def test_with_redis_a_settlement_rides_with_the_next_admission_and_counts_before_it(redis_server):
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    counters = Counters(RedisCounters(client))
+    key = Scope("key", "app", max_concurrent=1, track_spend=True)
+    assert await admitted(counters, [key], 2) == 1
+    await counters.settle([key], counters.admitted[0], tokens=5, nano=777, flush=False)
+    assert counters.impl.pending  # queued, not sent
+    assert await admitted(counters, [key], 1) == 1  # the slot freed by the settlement sent along
+    assert not counters.impl.pending
+    assert await counters.spent("key:app") == (777, 777)
+    await client.aclose()

@@ -26,8 +26,7 @@ for GET /v1/key.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -55,14 +54,13 @@ class Scope:
     budget_usd: float | None = None
     budget_period: str = "month"
     track_spend: bool = False  # count spend per day and month (virtual keys, teams)
+    # Derived once: admission reads them on every request.
+    id: str = field(init=False, compare=False, repr=False)
+    holds_tickets: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def id(self) -> str:
-        return f"{self.kind}:{self.name}"
-
-    @property
-    def holds_tickets(self) -> bool:
-        return self.max_concurrent is not None or self.budget_usd is not None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.kind}:{self.name}")
+        object.__setattr__(self, "holds_tickets", self.max_concurrent is not None or self.budget_usd is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +74,15 @@ class Clock:
     month: str
 
     @classmethod
-    def at(cls, now: float) -> Clock:
+    def at(cls, now: float, previous: Clock | None = None) -> Clock:
+        """The clock at `now`; the day and month strings are reused from `previous` when it
+        is of the same minute (they only change on a minute boundary)."""
+        window = int(now // WINDOW_S)
+        elapsed = (now % WINDOW_S) / WINDOW_S
+        if previous is not None and previous.window == window:
+            return cls(now, window, elapsed, previous.day, previous.month)
         t = datetime.fromtimestamp(now, UTC)
-        return cls(now, int(now // WINDOW_S), (now % WINDOW_S) / WINDOW_S, t.strftime("d%Y%m%d"), t.strftime("m%Y%m"))
+        return cls(now, window, elapsed, t.strftime("d%Y%m%d"), t.strftime("m%Y%m"))
 
     def period(self, period: str) -> str:
         return self.day if period == "day" else self.month
@@ -130,6 +134,7 @@ class LocalCounters:
         self._tickets: dict[str, dict[str, tuple[float, int]]] = {}  # scope -> ticket -> (deadline, nano)
         self._reserved: dict[str, int] = {}  # scope -> nano reserved by its tickets
         self._spent: dict[str, int] = {}  # "scope:period" -> nano
+        self._swept: dict[str, float] = {}  # scope -> when its tickets were last swept
 
     def _rolled(self, name: str, window: int) -> list[int]:
         entry = self._minute.get(name)
@@ -142,7 +147,12 @@ class LocalCounters:
         return entry
 
     def _sweep(self, scope: str, now: float) -> dict[str, tuple[float, int]]:
+        """The scope's live tickets; those past their deadline are dropped (at most once a
+        second: a sweep walks every ticket in flight)."""
         tickets = self._tickets.setdefault(scope, {})
+        if now - self._swept.get(scope, 0.0) < 1.0:
+            return tickets
+        self._swept[scope] = now
         expired = [t for t, (deadline, _) in tickets.items() if deadline <= now]
         for t in expired:
             self._reserved[scope] = self._reserved.get(scope, 0) - tickets.pop(t)[1]
@@ -203,51 +213,92 @@ class LocalCounters:
         return self._spent.get(f"{scope_id}:{clock.day}", 0), self._spent.get(f"{scope_id}:{clock.month}", 0)
 
 
-# ARGV: prefix, window, elapsed, now_ms, ticket, tokens, nano, deadline_ms, ttl_ms, then per scope
-# 7 fields: id, rpm, tpm, max_concurrent, budget_nano, budget period id, (unused here) ("" = none).
-# Checks every scope before counting in any. Returns {0, rq_cur, rq_prev, tk_cur, tk_prev} for
-# the first scope when admitted, else {scope index, kind index, current, previous}.
-_ADMIT = """
-local p, w, f, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local ticket, tokens, nano, deadline, ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
-local n = (#ARGV - 9) / 7
-local function num(k) return tonumber(redis.call('GET', k) or '0') end
-local function sweep(id)
-  local fl, rs = p .. 'fl:' .. id, p .. 'rs:' .. id
-  local gone = redis.call('ZRANGEBYSCORE', fl, '-inf', now)
-  for _, t in ipairs(gone) do
-    local held = redis.call('HGET', rs, t)
-    if held then
-      redis.call('HDEL', rs, t)
-      redis.call('DECRBY', p .. 'rst:' .. id, held)
-    end
-    redis.call('ZREM', fl, t)
+# One script for both steps, so that settlements can ride along with the next admission
+# (one round trip per request under load) or go alone in batches (when no admission comes).
+# ARGV[1]: how many settlements follow. Each: ticket, window, token delta, nano, day, month,
+# scope count, then per scope: id, has tpm, holds tickets, tracks spend ("1" / "").
+# Then, if an admission follows: window, elapsed, now_ms, ticket, tokens, nano, deadline_ms,
+# ttl_ms, then per scope 6 fields: id, rpm, tpm, max_concurrent, budget (nano), budget period
+# ("" = no such limit). Checks every scope before counting in any. Returns {0, rq_cur, rq_prev,
+# tk_cur, tk_prev} for the first scope when admitted, else {scope index, kind index, current,
+# previous}; {} for settlements alone.
+_SCRIPT = """
+local p = '{gw:rl}:'
+-- The arguments come as one string, fields separated by \\31 (unit separator): redis-py
+-- spends its CPU per argument, and this is the request path.
+local ARGV = (function(s)
+  local out, pos = {}, 1
+  while true do
+    local e = string.find(s, '\\31', pos, true)
+    if not e then out[#out + 1] = string.sub(s, pos); return out end
+    out[#out + 1] = string.sub(s, pos, e - 1)
+    pos = e + 1
   end
-  return redis.call('ZCARD', fl)
+end)(ARGV[1])
+local function num(k) return tonumber(redis.call('GET', k) or '0') end
+local function release(id, ticket)
+  redis.call('ZREM', p .. 'fl:' .. id, ticket)
+  local held = redis.call('HGET', p .. 'rs:' .. id, ticket)
+  if held then
+    redis.call('HDEL', p .. 'rs:' .. id, ticket)
+    redis.call('DECRBY', p .. 'rst:' .. id, held)
+  end
 end
-for i = 1, n do
-  local b = 9 + (i - 1) * 7
-  local id, rpm, tpm, maxc, budget, period = ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], ARGV[b+5], ARGV[b+6]
+local i = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local ticket, w, delta, nano = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
+  local day, month, n = ARGV[i+4], ARGV[i+5], tonumber(ARGV[i+6])
+  i = i + 7
+  for _ = 1, n do
+    local id = ARGV[i]
+    if ARGV[i+1] ~= '' and delta ~= 0 then
+      local k = p .. 'tk:' .. id .. ':' .. w
+      if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
+    end
+    if ARGV[i+2] ~= '' then release(id, ticket) end
+    if ARGV[i+3] ~= '' and nano > 0 then
+      local d, m = p .. 'sp:' .. id .. ':' .. day, p .. 'sp:' .. id .. ':' .. month
+      redis.call('INCRBY', d, nano)
+      redis.call('PEXPIRE', d, 259200000)
+      redis.call('INCRBY', m, nano)
+      redis.call('PEXPIRE', m, 5443200000)
+    end
+    i = i + 4
+  end
+end
+if i > #ARGV then return {} end
+local w, f, now = tonumber(ARGV[i]), tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
+local ticket, tokens, nano, deadline, ttl = ARGV[i+3], tonumber(ARGV[i+4]), tonumber(ARGV[i+5]), ARGV[i+6], ARGV[i+7]
+local first = i + 8
+local n = (#ARGV - first + 1) / 6
+local function sweep(id)
+  local gone = redis.call('ZRANGEBYSCORE', p .. 'fl:' .. id, '-inf', now)
+  for _, t in ipairs(gone) do release(id, t) end
+  return redis.call('ZCARD', p .. 'fl:' .. id)
+end
+for s = 1, n do
+  local b = first + (s - 1) * 6
+  local id, rpm, tpm, maxc, budget, period = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], ARGV[b+5]
   if rpm ~= '' then
     local cur, prev = num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1))
-    if prev * (1 - f) + cur + 1 > tonumber(rpm) then return {i, 1, cur, prev} end
+    if prev * (1 - f) + cur + 1 > tonumber(rpm) then return {s, 1, cur, prev} end
   end
   if tpm ~= '' then
     local cur, prev = num(p .. 'tk:' .. id .. ':' .. w), num(p .. 'tk:' .. id .. ':' .. (w - 1))
-    if prev * (1 - f) + cur + tokens > tonumber(tpm) then return {i, 2, cur, prev} end
+    if prev * (1 - f) + cur + tokens > tonumber(tpm) then return {s, 2, cur, prev} end
   end
   if maxc ~= '' or budget ~= '' then
     local inflight = sweep(id)
-    if maxc ~= '' and inflight >= tonumber(maxc) then return {i, 3, inflight, 0} end
+    if maxc ~= '' and inflight >= tonumber(maxc) then return {s, 3, inflight, 0} end
     if budget ~= '' then
       local spent = num(p .. 'sp:' .. id .. ':' .. period)
-      if spent + num(p .. 'rst:' .. id) + nano > tonumber(budget) then return {i, 4, spent, 0} end
+      if spent + num(p .. 'rst:' .. id) + nano > tonumber(budget) then return {s, 4, spent, 0} end
     end
   end
 end
-for i = 1, n do
-  local b = 9 + (i - 1) * 7
-  local id, rpm, tpm, maxc, budget = ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4], ARGV[b+5]
+for s = 1, n do
+  local b = first + (s - 1) * 6
+  local id, rpm, tpm, maxc, budget = ARGV[b], ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4]
   if rpm ~= '' then
     local k = p .. id .. ':' .. w
     if redis.call('INCR', k) == 1 then redis.call('PEXPIRE', k, ttl) end
@@ -265,91 +316,110 @@ for i = 1, n do
     end
   end
 end
-local id = ARGV[10]
+local id = ARGV[first]
 return {0, num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1)),
         num(p .. 'tk:' .. id .. ':' .. w), num(p .. 'tk:' .. id .. ':' .. (w - 1))}
 """
 
-# ARGV: prefix, ticket, window, token delta, nano, day, month, then per scope 4 fields:
-# id, has tpm, holds tickets, tracks spend ("1" / "").
-_SETTLE = """
-local p, ticket, w, delta, nano = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = (#ARGV - 7) / 4
-for i = 1, n do
-  local b = 7 + (i - 1) * 4
-  local id = ARGV[b+1]
-  if ARGV[b+2] ~= '' and delta ~= 0 then
-    local k = p .. 'tk:' .. id .. ':' .. w
-    if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
-  end
-  if ARGV[b+3] ~= '' then
-    redis.call('ZREM', p .. 'fl:' .. id, ticket)
-    local held = redis.call('HGET', p .. 'rs:' .. id, ticket)
-    if held then
-      redis.call('HDEL', p .. 'rs:' .. id, ticket)
-      redis.call('DECRBY', p .. 'rst:' .. id, held)
-    end
-  end
-  if ARGV[b+4] ~= '' and nano > 0 then
-    local d, m = p .. 'sp:' .. id .. ':' .. ARGV[6], p .. 'sp:' .. id .. ':' .. ARGV[7]
-    redis.call('INCRBY', d, nano)
-    redis.call('PEXPIRE', d, 259200000)
-    redis.call('INCRBY', m, nano)
-    redis.call('PEXPIRE', m, 5443200000)
-  end
-end
-return 1
-"""
-
 _KIND_INDEX = {1: "rpm", 2: "tpm", 3: "max_concurrent", 4: "budget"}
+_TTL_MS = int(2 * WINDOW_S * 1000) + 5000
 
 
 def _opt(value: float | int | None) -> str | int:
     return "" if value is None else value
 
 
+def _pack(args: list) -> str:
+    return "\x1f".join(map(str, args))
+
+
+def needs_settling(scopes: tuple[Scope, ...]) -> bool:
+    return any(s.tpm is not None or s.holds_tickets or s.track_spend for s in scopes)
+
+
 class RedisCounters:
-    """The same counts in Redis, shared by every replica: one script call per admission and
-    one per settlement."""
+    """The same counts in Redis, shared by every replica.
+
+    Settlements wait in `_pending` and go with the next admission's script call, or, if none
+    comes before the event loop's next turn, together in one call of their own: one round
+    trip per request under load, never a settlement held back longer than one loop turn.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._admit = redis.register_script(_ADMIT)
-        self._settle = redis.register_script(_SETTLE)
+        self._script = redis.register_script(_SCRIPT)
+        self._pending: list[list] = []  # settlement argument groups
+        self._flush_scheduled = False
+
+    def _take_pending(self) -> list:
+        if not self._pending:
+            return [0]
+        groups, self._pending = self._pending, []
+        out: list = [len(groups)]
+        for g in groups:
+            out += g
+        return out
 
     async def admit(self, scopes: tuple[Scope, ...], ask: Ask, clock: Clock) -> Refused | Window:
-        ttl = int(2 * WINDOW_S * 1000) + 5000
-        args: list = [
-            KEY_PREFIX, clock.window, clock.elapsed, int(clock.now * 1000), ask.ticket,
-            ask.tokens, ask.nano, int(ask.deadline * 1000), ttl,
+        args = self._take_pending()
+        args += [
+            clock.window, clock.elapsed, int(clock.now * 1000), ask.ticket,
+            ask.tokens, ask.nano, int(ask.deadline * 1000), _TTL_MS,
         ]  # fmt: skip
         for s in scopes:
             budget = "" if s.budget_usd is None else to_nano(s.budget_usd)
-            args += [s.id, _opt(s.rpm), _opt(s.tpm), _opt(s.max_concurrent), budget, clock.period(s.budget_period), ""]
-        result = await self._admit(keys=[], args=args)
+            period = clock.period(s.budget_period) if s.budget_usd is not None else ""
+            args += [s.id, _opt(s.rpm), _opt(s.tpm), _opt(s.max_concurrent), budget, period]
+        try:
+            result = await self._script(keys=[], args=[_pack(args)])
+        except BaseException:
+            self._restore(args)
+            raise
         if result[0]:
             return Refused(scopes[int(result[0]) - 1], _KIND_INDEX[int(result[1])], float(result[2]), float(result[3]))
         return Window((float(result[1]), float(result[2])), (float(result[3]), float(result[4])))
 
-    async def settle(
-        self, scopes: tuple[Scope, ...], ask: Ask, window: int, tokens: int, nano: int, clock: Clock
-    ) -> None:
-        args: list = [KEY_PREFIX, ask.ticket, window, tokens - ask.tokens, nano, clock.day, clock.month]
+    def settle(self, scopes: tuple[Scope, ...], ask: Ask, window: int, tokens: int, nano: int, clock: Clock) -> None:
+        """Queue the settlement; it reaches Redis with the next call (see the class docstring)."""
+        group: list = [ask.ticket, window, tokens - ask.tokens, nano, clock.day, clock.month, len(scopes)]
         for s in scopes:
-            args += [
+            group += [
                 s.id,
                 "1" if s.tpm is not None else "",
                 "1" if s.holds_tickets else "",
                 "1" if s.track_spend else "",
             ]
-        await self._settle(keys=[], args=args)
+        self._pending.append(group)
+
+    async def flush(self) -> None:
+        """Send the settlements no admission took along."""
+        self._flush_scheduled = False
+        args = self._take_pending()
+        if args[0]:
+            try:
+                await self._script(keys=[], args=[_pack(args)])
+            except BaseException:
+                self._restore(args)
+                raise
+
+    def _restore(self, args: list) -> None:
+        """A call that failed carried settlements: keep them for the next try, if there is room
+        (a Redis down for long loses them: the tickets' deadlines free their reservations)."""
+        if args[0] and len(self._pending) < 10_000:
+            # Rebuild the groups from the flat list.
+            i = 1
+            for _ in range(int(args[0])):
+                n = int(args[i + 6])
+                end = i + 7 + 4 * n
+                self._pending.append(args[i:end])
+                i = end
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
 
     async def spent(self, scope_id: str, clock: Clock) -> tuple[int, int]:
         day, month = await self._redis.mget(
             f"{KEY_PREFIX}sp:{scope_id}:{clock.day}", f"{KEY_PREFIX}sp:{scope_id}:{clock.month}"
         )
         return int(day or 0), int(month or 0)
-
-
-def now() -> float:
-    return time.time()
