@@ -188,7 +188,6 @@ class RateLimiter:
         store_timeout_s: float = 0.5,
         store_retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
-        default_completion_tokens: int = 1024,
         inflight_ttl_s: float = 600.0,
     ) -> None:
         self._metrics = metrics
@@ -197,7 +196,6 @@ class RateLimiter:
         self._store_timeout_s = store_timeout_s
         self._store_retry_s = store_retry_s
         self._clock = clock
-        self._default_completion = default_completion_tokens
         self._inflight_ttl_s = inflight_ttl_s
         self._store_down_until = 0.0  # monotonic; while in the future, count locally
         self._ids = itertools.count()
@@ -233,9 +231,14 @@ class RateLimiter:
         clock = self._last_clock = Clock.at(now, self._last_clock)
         tokens = nano = 0
         if any(s.tpm is not None or s.track_spend for s in scopes):
-            payload = chat.payload
-            completion = payload.get("max_tokens") or payload.get("max_completion_tokens") or self._default_completion
-            prompt = estimate_prompt_tokens(payload)
+            # Routing already estimated the prompt and took max_tokens, else the YAML's
+            # gateway.default_completion_tokens.
+            facts = decision.facts
+            if facts is not None:
+                prompt, completion = facts.prompt_tokens, facts.completion_tokens
+            else:
+                prompt = estimate_prompt_tokens(chat.payload)
+                completion = snapshot.config.gateway.default_completion_tokens
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)

@@ -55,8 +55,6 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = 30
     # Addresses / networks whose X-Forwarded-For is believed (`10.0.0.1,10.1.0.0/16`).
     trusted_proxies: str = ""
-    # Completion tokens a request without max_tokens reserves against tpm and budgets.
-    limits_default_completion_tokens: int = 1024
     # Seconds after which a call that never settled (its replica died) frees its slot.
     limits_inflight_ttl_s: float = 600.0
 

@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         state.limiter = RateLimiter(
             state.metrics,
             state.redis,
-            default_completion_tokens=settings.limits_default_completion_tokens,
             inflight_ttl_s=settings.limits_inflight_ttl_s,
         )
         state.observers.add(state.limiter)  # settles each call's reservations when it ends

@@ -9,7 +9,7 @@ exactly L through, whichever replica they reach.
 - rpm: requests per sliding minute (this minute's count + last minute's, weighted by the
   share of it still inside the last 60 s; see gateway.ratelimit.retry_after).
 - tpm: tokens per sliding minute, prompt + completion. Admission reserves an estimate (the
-  prompt estimate + `max_tokens`, else GATEWAY_LIMITS_DEFAULT_COMPLETION_TOKENS) in the
+  prompt estimate + `max_tokens`, else the YAML's `gateway.default_completion_tokens`) in the
   minute it was admitted; settlement adds the difference to the real usage to that minute.
 - max_concurrent: calls in flight (a sorted set of tickets with a deadline, so a replica
   that dies holding slots frees them after GATEWAY_LIMITS_INFLIGHT_TTL_S).

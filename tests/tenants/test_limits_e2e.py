@@ -183,3 +183,9 @@ def test_a_model_limit_cannot_be_dodged_with_a_suffix_a_route_or_a_fallback_list
     got = [httpx.post(gw.url + "/v1/chat/completions", json=body).status_code for body in bodies]
     assert got == [200] * 4 + [429] * 8
     assert len(upstream.received) == 4
+
+
+def test_workers_without_redis_say_loudly_that_limits_are_per_worker(start_gateway, upstream):
+    gw = start_gateway(one_backend_policy(upstream.base_url), workers=2)
+    poll(lambda: gw.log().count("counted per worker") == 2, what="each worker's warning", context=gw.log)
+    assert "together they allow up to 2 times each limit" in gw.log()
