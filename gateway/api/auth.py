@@ -80,6 +80,10 @@ class Authenticator:
         if name is not None:
             return Principal(name)
         if directory is not None:
+            if not directory.loaded:  # not "incorrect": this process cannot tell yet
+                raise GatewayError(
+                    503, "The key store is not reachable yet; retry shortly.", code="key_store_unavailable"
+                )
             found = directory.lookup(key)
             if isinstance(found, Principal):
                 return found

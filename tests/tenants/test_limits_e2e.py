@@ -189,3 +189,19 @@ def test_workers_without_redis_say_loudly_that_limits_are_per_worker(start_gatew
     gw = start_gateway(one_backend_policy(upstream.base_url), workers=2)
     poll(lambda: gw.log().count("counted per worker") == 2, what="each worker's warning", context=gw.log)
     assert "together they allow up to 2 times each limit" in gw.log()
+
+
+def test_a_streamed_call_settles_its_real_usage_when_the_stream_ends(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    key = create_key("streamer", "--tpm", "10000", data_dir=data)
+    gw = start_gateway(one_backend_policy(upstream.base_url, models=POLICY_MODELS), env={"GATEWAY_DATA_DIR": str(data)})
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=5)  # the stream uses 5 of its 50 reserved
+    clear_of_minute_edge()
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json={**ASK, "stream": True}, headers=bearer(key)) as r:
+        assert r.status_code == 200
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(10000 - TOKENS)  # reserved at admission
+        body = r.read()
+    assert body.endswith(b"data: [DONE]\n\n")
+    exact_usage(upstream)
+    after = httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key))
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(10000 - (PROMPT + 5) - TOKENS)
