@@ -58,11 +58,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
                 settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry
             )
         _wire_metrics(state)
-        state.limiter = RateLimiter(
-            state.metrics,
-            state.redis,
-            inflight_ttl_s=settings.limits_inflight_ttl_s,
-        )
+        state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
         await keys.start_tenants(state)
         recorder = install_recorder(state)

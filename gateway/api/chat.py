@@ -63,9 +63,8 @@ async def chat_completions(request: Request) -> Response:
         snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
         chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
         decision = decide(chat, request.headers, snapshot, state.stats)
-        ticket = await state.limiter.admit(
-            principal, chat, decision, snapshot
-        )  # 403 / 429; limits what routing resolved
+        # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
+        ticket = await state.limiter.admit(principal, chat, decision, snapshot)
     except GatewayError as exc:
         state.metrics.request_rejected(exc.status, decision.route if decision else None)
         return exc.to_response(base_headers)

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u = ks.add_parser("update", help="change a key's limits, models, team or expiry (0 removes a limit)")
     u.add_argument("name")
     _limit_flags(u)
-    _key_flags(u)
+    _key_flags(u, update=True)
     u.set_defaults(func=run_key_update)
     ls = ks.add_parser("list", help="every key, its limits and status (never the key itself)")
     ls.set_defaults(func=run_key_list)
@@ -72,10 +72,14 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-period", choices=("day", "month"), help="UTC day or month (default month)")
 
 
-def _key_flags(p: argparse.ArgumentParser) -> None:
+def _key_flags(p: argparse.ArgumentParser, update: bool = False) -> None:
     p.add_argument("--models", help="comma-separated globs of routes and model ids, e.g. 'qwen/*,auto'")
-    p.add_argument("--team", help="team whose limits and budget also apply")
-    p.add_argument("--expires", help="UTC date or datetime after which the key is refused, e.g. 2027-01-01")
+    p.add_argument("--team", help="team whose limits and budget also apply" + ("; '' removes it" if update else ""))
+    p.add_argument(
+        "--expires",
+        help="UTC date or datetime after which the key is refused, e.g. 2027-01-01"
+        + ("; 0 removes it" if update else ""),
+    )
 
 
 def _actor() -> str:
