@@ -177,3 +177,16 @@ async def test_with_redis_a_settlement_rides_with_the_next_admission_and_counts_
     assert not counters.impl.pending
     assert await counters.spent("key:app") == (777, 777)
     await client.aclose()
+
+
+async def test_local_spend_of_past_days_is_forgotten_not_kept_forever():
+    counters = LocalCounters()
+    day = 86_400.0
+    for d in range(400):  # more than a year of days, 4 keys a day
+        for k in range(4):
+            scope = (Scope("key", f"k{k}", track_spend=True),)
+            ask = Ask(f"t{d}.{k}", 0, 0, T0 + d * day + 600)
+            counters.settle(scope, ask, 0, 0, 5, Clock.at(T0 + d * day))
+    assert len(counters._spent) <= 1000 + 8
+    last = Clock.at(T0 + 399 * day)
+    assert counters.spent("key:k0", last)[0] == 5  # today's spend is still there

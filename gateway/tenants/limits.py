@@ -21,6 +21,10 @@ exactly L through, whichever replica they reach.
   `max_tokens` set and a prompt estimate that does not undercount (bytes/3), not at all.
 Every virtual key's and team's spend is also counted per UTC day and month, budget or not,
 for GET /v1/key.
+
+The script names its keys itself (from the scope ids) rather than through KEYS: they all
+share one hash tag, so they live in one slot, which Redis Cluster needs for a script, but a
+cluster proxy that checks declared keys would refuse it.
 """
 
 from __future__ import annotations
@@ -207,7 +211,14 @@ class LocalCounters:
             if s.track_spend and nano:
                 for period in (clock.day, clock.month):
                     key = f"{s.id}:{period}"
+                    if key not in self._spent and len(self._spent) >= 4 * len(self._tickets) + 1000:
+                        self._forget_old_periods(clock)
                     self._spent[key] = self._spent.get(key, 0) + nano
+
+    def _forget_old_periods(self, clock: Clock) -> None:
+        """Spend of past days and months is no longer read: keep memory to the current ones."""
+        current = (f":{clock.day}", f":{clock.month}")
+        self._spent = {k: v for k, v in self._spent.items() if k.endswith(current)}
 
     def spent(self, scope_id: str, clock: Clock) -> tuple[int, int]:
         return self._spent.get(f"{scope_id}:{clock.day}", 0), self._spent.get(f"{scope_id}:{clock.month}", 0)
