@@ -79,7 +79,7 @@ class TenantAdmin:
         now = self._clock()
         check_name(name)
         self._check_team(team)
-        plain, credential = issue(name, now)
+        plain, credential = issue(now)
         key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)
         self.store.insert_key(key, self._entry(now, actor, "key.create", name, key.public()))
         return Issued(key, plain)

@@ -194,14 +194,14 @@ class AuditEntry:
         }
 
 
-def issue(name: str, now: float) -> tuple[str, Credential]:
+def issue(now: float) -> tuple[str, Credential]:
     plain = new_plain_key()
     return plain, Credential(hash_key(plain), plain[:SHOWN_PREFIX_CHARS], now)
 
 
 def rotated(key: VirtualKey, now: float, overlap_s: float) -> tuple[str, VirtualKey]:
     """A new secret for `key`; the old ones stay valid for `overlap_s` more (0: not at all)."""
-    plain, credential = issue(key.name, now)
+    plain, credential = issue(now)
     until = now + overlap_s
     old = tuple(
         c if c.valid_until is not None and c.valid_until <= until else replace(c, valid_until=until)

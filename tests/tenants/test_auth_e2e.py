@@ -157,12 +157,18 @@ def test_key_management_over_http_needs_the_admin_key(start_gateway, upstream, t
     revoked = httpx.post(gw.url + "/admin/keys/minted/revoke", headers=bearer("sk-admin"))
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     assert chat(gw, rotated.json()["key"]).status_code == 401
+    team = httpx.post(gw.url + "/admin/teams", json={"name": "ops", "rpm": 3}, headers=bearer("sk-admin"))
+    assert team.status_code == 201 and team.json()["rpm"] == 3
+    team = httpx.patch(gw.url + "/admin/teams/ops", json={"budget_usd": 2.5}, headers=bearer("sk-admin"))
+    assert (team.json()["rpm"], team.json()["budget_usd"], team.json()["budget_period"]) == (3, 2.5, "month")
+    assert httpx.get(gw.url + "/admin/teams", headers=bearer(tenant)).status_code == 401
+    assert [t["name"] for t in httpx.get(gw.url + "/admin/teams", headers=bearer("sk-admin")).json()["data"]] == ["ops"]
     listing = httpx.get(gw.url + "/admin/keys", headers=bearer("sk-admin")).json()["data"]
     assert [(k["name"], k["status"]) for k in listing] == [("minted", "revoked"), ("tenant", "active")]
     audit = httpx.get(gw.url + "/admin/audit", headers=bearer("sk-admin")).json()["data"]
     assert [(e["action"], e["actor"].split(":")[0]) for e in audit] == [
         ("key.create", "cli"), ("key.create", "http"), ("key.update", "http"), ("key.rotate", "http"),
-        ("key.revoke", "http"),
+        ("key.revoke", "http"), ("team.create", "http"), ("team.update", "http"),
     ]  # fmt: skip
     assert minted not in str(audit) and rotated.json()["key"] not in str(audit)
 
