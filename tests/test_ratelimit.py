@@ -190,3 +190,26 @@ async def test_local_spend_of_past_days_is_forgotten_not_kept_forever():
     assert len(counters._spent) <= 1000 + 8
     last = Clock.at(T0 + 399 * day)
     assert counters.spent("key:k0", last)[0] == 5  # today's spend is still there
+
+
+@pytest.mark.redis
+async def test_settlements_that_cannot_reach_redis_are_kept_and_sent_once_it_answers(redis_server):
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    client = Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
+    counters = Counters(RedisCounters(client))
+    key = Scope("key", "app", track_spend=True)
+    assert isinstance(await counters.admit([key]), Window)
+    await counters.settle([key], counters.admitted[0], tokens=1, nano=500, flush=False)
+    redis_server.stop()
+    with pytest.raises(RedisConnectionError):
+        await counters.impl.flush()
+    assert counters.impl.pending
+    redis_server.start()  # restarted empty
+    await counters.impl.flush()
+    assert not counters.impl.pending
+    assert await counters.spent("key:app") == (500, 500)
+    await counters.impl.flush()  # nothing left to send twice
+    assert await counters.spent("key:app") == (500, 500)
+    await client.aclose()

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -383,7 +385,7 @@ class RedisCounters:
             args += [s.id, _opt(s.rpm), _opt(s.tpm), _opt(s.max_concurrent), budget, period]
         try:
             result = await self._script(keys=[], args=[_pack(args)])
-        except BaseException:
+        except RedisConnectionError:
             self._restore(args)
             raise
         if result[0]:
@@ -409,13 +411,15 @@ class RedisCounters:
         if args[0]:
             try:
                 await self._script(keys=[], args=[_pack(args)])
-            except BaseException:
+            except RedisConnectionError:
                 self._restore(args)
                 raise
 
     def _restore(self, args: list) -> None:
-        """A call that failed carried settlements: keep them for the next try, if there is room
-        (a Redis down for long loses them: the tickets' deadlines free their reservations)."""
+        """A call that could not reach Redis carried settlements: keep them for the next try,
+        if there is room (a Redis down for long loses them: the tickets' deadlines free their
+        reservations). Only on connection errors: after a timeout the script may have run,
+        and settling twice would count spend twice."""
         if args[0] and len(self._pending) < 10_000:
             # Rebuild the groups from the flat list.
             i = 1
