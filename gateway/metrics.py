@@ -191,6 +191,8 @@ class Metrics:
             ["limit", "scope"],
             registry=r,
         )
+        for result in ("invalid", "throttled"):
+            self.auth_failures.labels(result)  # zeros: an open gateway still has a series to show
         # -- end tenants ---------------------------------------------------------------------
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
