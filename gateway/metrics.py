@@ -188,6 +188,25 @@ class Metrics:
             ["backend", "model"],
             registry=r,
         )
+        # -- tenants: authentication, key store, limits (gateway/tenants) ----------------------
+        self.auth_failures = Counter(
+            "gateway_auth_failures_total",
+            "Failed authentications, by result (invalid: 401; throttled: 429 for the address).",
+            ["result"],
+            registry=r,
+        )
+        self.key_store_errors = Counter(
+            "gateway_key_store_errors_total", "Key store reads that failed (the last keys loaded stay).", registry=r
+        )
+        self.limit_refusals = Counter(
+            "gateway_limit_refusals_total",
+            "Requests refused by a key, team or model limit, by limit (rpm, tpm, max_concurrent, budget) and scope.",
+            ["limit", "scope"],
+            registry=r,
+        )
+        for result in ("invalid", "throttled"):
+            self.auth_failures.labels(result)  # zeros: an open gateway still has a series to show
+        # -- end tenants ---------------------------------------------------------------------
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
         self._children: dict[tuple, object] = {}
@@ -281,6 +300,15 @@ class Metrics:
 
     def rate_limiter_error(self) -> None:
         self.rate_limiter_errors.inc()
+
+    def auth_failed(self, result: str) -> None:
+        self._child(self.auth_failures, result).inc()
+
+    def key_store_error(self) -> None:
+        self.key_store_errors.inc()
+
+    def limit_refused(self, limit: str, scope: str) -> None:
+        self._child(self.limit_refusals, limit, scope).inc()
 
     def set_circuit_state(self, backend: str, model: str, state: CircuitState | int) -> None:
         """Routing's circuit breakers report each transition here."""

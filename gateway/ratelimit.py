@@ -1,26 +1,28 @@
-"""The gateway's own rate limits: requests per minute per client key and per route.
+"""The gateway's own limits at admission: which apply to a request, and the 429 when one is hit.
 
-The `rate_limits:` section of the routing YAML sets them (none by default). A window
-slides, approximated from two fixed one-minute windows: this minute's count plus last
-minute's weighted by how much of it still lies within the last 60 s. That is O(1) memory
-per counter and, unlike plain fixed windows, lets no burst of twice the limit through
-across a window boundary.
+What applies: a virtual key's own limits (rpm, tpm, max_concurrent, budget) and its team's;
+a static key's rpm from the routing YAML's `rate_limits.keys` / `default_key_rpm` (which
+also give a virtual key without its own rpm one); and `rate_limits.routes` for the route
+or model the request resolves to. Limits count what routing resolved, not the string sent:
+each name in `model` and `models[]` resolved to its route or canonical model (an OpenRouter
+suffix like `:floor` is stripped), plus the canonical model of the first candidate, so a
+suffix or a fallback list cannot dodge a model's limit.
 
-With Redis (GATEWAY_REDIS_URL) every replica counts in the same keys, checked and
-incremented together by one Lua script in one round trip; without Redis each worker
-process counts in its own memory. A Redis that fails or is slow never fails a request:
-the limiter counts the error, logs it once per outage, and counts locally until Redis
-answers again (fail open).
-
-Key limits apply to authenticated client keys (GATEWAY_API_KEYS names); an open gateway
-has no key to count by, so only its route limits apply.
+The counting itself (exact, reserve-then-settle) is gateway.tenants.limits; this module
+builds the scopes, estimates the call, turns a refusal into OpenAI's 429 with Retry-After,
+and settles when the call ends as a call observer (`call_finished`), so the chat route has
+no accounting code at its end. A Redis that fails or is slow never fails a request: the
+limiter counts the error, logs it once per outage, and counts locally until Redis answers
+again (fail open).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,90 +30,41 @@ from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
 from gateway.protocol.errors import GatewayError
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.routing.overrides import requested_models
+from gateway.routing.resolve import resolve
+from gateway.tenants.keys import Limits
+from gateway.tenants.limits import (
+    WINDOW_S,
+    Ask,
+    Clock,
+    LocalCounters,
+    RedisCounters,
+    Refused,
+    Scope,
+    Window,
+    estimate,
+    needs_settling,
+    to_nano,
+)
+from gateway.tenants.principal import Principal
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.config.snapshot import ConfigSnapshot, Offer
     from gateway.metrics import Metrics
+    from gateway.protocol.chat import ChatRequest
+    from gateway.proxy.outcome import Attempt, CallOutcome
+    from gateway.routing.pipeline import RoutingDecision
 
 log = logging.getLogger("gateway.ratelimit")
 
-WINDOW_S = 60.0
 _STRICTLY_AFTER = 0.05  # at the exact moment the estimate equals the limit it still refuses
-# One hash tag for every counter: a script checks several limits (key and route) at once, and
-# on Redis Cluster the keys of one script call must live in one slot.
-KEY_PREFIX = "{gw:rl}:"
-
-# KEYS: per limit, this window's key then the previous window's. ARGV: the previous
-# window's weight, the keys' time to live (ms), then each limit. Checks every limit before
-# counting any, so a request refused by one limit uses up none of the others.
-# Returns {0, 0, 0} when admitted, else {index of the refusing limit, current, previous}.
-_CHECK_AND_COUNT = """
-local weight = tonumber(ARGV[1])
-local n = #KEYS / 2
-for i = 1, n do
-  local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-  if previous * weight + current >= tonumber(ARGV[2 + i]) then
-    return {i, current, previous}
-  end
-end
-for i = 1, n do
-  if redis.call('INCR', KEYS[2 * i - 1]) == 1 then
-    redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[2])
-  end
-end
-return {0, 0, 0}
-"""
+_NO_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    scope: str  # "key" or "route"
-    name: str  # client key name, or route / model id
-    per_minute: int
-
-    @property
-    def counter(self) -> str:
-        return f"{self.scope}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    limit: Limit
-    retry_after_s: float
-
-    def error(self) -> GatewayError:
-        seconds = max(1, math.ceil(self.retry_after_s))
-        what = "client key" if self.limit.scope == "key" else "model"
-        return GatewayError(
-            429,
-            f"Rate limit reached for {what} `{self.limit.name}`: {self.limit.per_minute} requests per minute. "
-            f"Retry after {seconds}s.",
-            code="rate_limit_exceeded",
-            headers={
-                "retry-after": str(seconds),
-                "x-ratelimit-limit-requests": str(self.limit.per_minute),
-                "x-ratelimit-remaining-requests": "0",
-            },
-        )
-
-
-def applicable_limits(config: RateLimitsConfig, key_name: str | None, target: str | None) -> tuple[Limit, ...]:
-    """The limits one request counts against: its key's, and its route's (or model's)."""
-    limits = []
-    if key_name is not None:
-        rpm = config.keys.get(key_name, config.default_key_rpm)
-        if rpm:
-            limits.append(Limit("key", key_name, rpm))
-    if target is not None:
-        rpm = config.routes.get(target)
-        if rpm:
-            limits.append(Limit("route", target, rpm))
-    return tuple(limits)
-
-
-def retry_after(limit: int, previous: float, current: float, elapsed: float) -> float:
+def retry_after(limit: float, previous: float, current: float, elapsed: float) -> float:
     """Seconds until the sliding estimate drops below `limit` if no request comes meanwhile.
 
     `elapsed` is the fraction of the current window gone by. Within this window the
@@ -124,30 +77,106 @@ def retry_after(limit: int, previous: float, current: float, elapsed: float) -> 
     return (1.0 - elapsed + into_next) * WINDOW_S + _STRICTLY_AFTER
 
 
-class LocalWindows:
-    """Per-process counters: this window's and last window's count per limit."""
+def format_reset(seconds: float) -> str:
+    """OpenAI's x-ratelimit-reset-* format: `12ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(round(seconds, 3), 60)
+    rest = round(rest, 3)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
 
-    def __init__(self) -> None:
-        self._counts: dict[str, list[int]] = {}  # counter -> [window, current, previous]
 
-    def _rolled(self, counter: str, window: int) -> list[int]:
-        entry = self._counts.get(counter)
-        if entry is None:
-            entry = self._counts[counter] = [window, 0, 0]
-        elif entry[0] != window:
-            entry[2] = entry[1] if entry[0] == window - 1 else 0
-            entry[1] = 0
-            entry[0] = window
-        return entry
+def _until_clear(current: float, previous: float, elapsed: float) -> float:
+    """Seconds until the sliding window holds nothing, if nothing more comes."""
+    if current:
+        return (2.0 - elapsed) * WINDOW_S
+    return (1.0 - elapsed) * WINDOW_S if previous else 0.0
 
-    def check_and_count(self, limits: tuple[Limit, ...], window: int, elapsed: float) -> Refusal | None:
-        entries = [self._rolled(limit.counter, window) for limit in limits]
-        for limit, (_, current, previous) in zip(limits, entries):
-            if previous * (1.0 - elapsed) + current >= limit.per_minute:
-                return Refusal(limit, retry_after(limit.per_minute, previous, current, elapsed))
-        for entry in entries:
-            entry[1] += 1
-        return None
+
+def scopes_for(principal: Principal, names: tuple[str, ...], config: RateLimitsConfig) -> tuple[Scope, ...]:
+    out = []
+    name = principal.key_name
+    key = principal.key
+    if key is not None:
+        lim = key.limits
+        rpm = lim.rpm if lim.rpm is not None else config.keys.get(key.name, config.default_key_rpm)
+        out.append(Scope("key", key.name, rpm, lim.tpm, lim.max_concurrent, lim.budget_usd, lim.budget_period, True))
+        if principal.team is not None:
+            t = principal.team_limits or _NO_LIMITS
+            out.append(
+                Scope("team", principal.team, t.rpm, t.tpm, t.max_concurrent, t.budget_usd, t.budget_period, True)
+            )
+    elif name is not None:
+        rpm = config.keys.get(name, config.default_key_rpm)
+        if rpm:
+            out.append(Scope("key", name, rpm))
+    for target in names:
+        rpm = config.routes.get(target)
+        if rpm:
+            out.append(Scope("route", target, rpm))
+    return tuple(out)
+
+
+def resolved_names(chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot) -> tuple[str, ...]:
+    """Every route / canonical model the request may reach, as routing resolved them."""
+    names: list[str] = []
+    for requested in requested_models(chat.payload, chat.model):
+        target = resolve(requested, snapshot)  # memoized in the snapshot; unknown names raised already
+        name = target.route_name or target.model or requested
+        if name not in names:
+            names.append(name)
+    if decision.candidates and decision.candidates[0].model not in names:
+        names.append(decision.candidates[0].model)
+    return tuple(names)
+
+
+def check_models(principal: Principal, chat: ChatRequest, snapshot: ConfigSnapshot) -> None:
+    """403 unless every name in `model` and `models[]` matches one of the key's globs (as sent
+    or as resolved; a listed route allows every candidate it routes to)."""
+    key = principal.key
+    if key is None or not key.models:
+        return
+    for requested in requested_models(chat.payload, chat.model):
+        if key.allows(requested):
+            continue
+        target = resolve(requested, snapshot)
+        if key.allows(target.route_name or target.model or requested):
+            continue
+        raise GatewayError(
+            403,
+            f"This key may not use `{requested}`. It may use: {', '.join(key.models)}.",
+            code="model_not_allowed",
+            param="model",
+        )
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request's claim, settled when its call ends."""
+
+    scopes: tuple[Scope, ...]
+    ask: Ask
+    clock: Clock
+    shared: bool  # counted in Redis (settle there) or locally
+    window: Window
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* for the first scope's (the key's) rpm and tpm."""
+        first = self.scopes[0]
+        f = self.clock.elapsed
+        out = {}
+        if first.rpm is not None:
+            cur, prev = self.window.requests
+            out["x-ratelimit-limit-requests"] = str(first.rpm)
+            out["x-ratelimit-remaining-requests"] = str(max(0, math.floor(first.rpm - estimate(prev, cur, f))))
+            out["x-ratelimit-reset-requests"] = format_reset(_until_clear(cur, prev, f))
+        if first.tpm is not None:
+            cur, prev = self.window.tokens
+            out["x-ratelimit-limit-tokens"] = str(first.tpm)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(first.tpm - estimate(prev, cur, f))))
+            out["x-ratelimit-reset-tokens"] = format_reset(_until_clear(cur, prev, f))
+        return out
 
 
 class RateLimiter:
@@ -159,56 +188,149 @@ class RateLimiter:
         store_timeout_s: float = 0.5,
         store_retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        inflight_ttl_s: float = 600.0,
     ) -> None:
         self._metrics = metrics
-        self._redis = redis
-        self._script = redis.register_script(_CHECK_AND_COUNT) if redis is not None else None
-        self._local = LocalWindows()
+        self._shared = RedisCounters(redis) if redis is not None else None
+        self._local = LocalCounters()
         self._store_timeout_s = store_timeout_s
         self._store_retry_s = store_retry_s
         self._clock = clock
+        self._inflight_ttl_s = inflight_ttl_s
         self._store_down_until = 0.0  # monotonic; while in the future, count locally
+        self._ids = itertools.count()
+        self._id_prefix = f"{os.getpid()}.{os.urandom(3).hex()}."
+        self._open: dict[int, Ticket] = {}  # id(outcome) -> its ticket, until call_finished
+        self._last_clock: Clock | None = None
+        # key name -> (principal, limits config, names, scopes): the scopes of the last request
+        # of each key, reused while the same principal object (same key version) and config come.
+        self._scopes: dict[str | None, tuple[Principal, RateLimitsConfig, tuple[str, ...], tuple[Scope, ...]]] = {}
+        self._settling: set[asyncio.Task] = set()
+        self._flush_scheduled = False
 
-    async def admit(self, key_name: str | None, target: str | None, config: RateLimitsConfig) -> None:
-        """Return if the request may go on; raise a 429 GatewayError if a limit is reached."""
-        if not config.active:
-            return
-        limits = applicable_limits(config, key_name, target)
-        if not limits:
-            return
+    async def admit(
+        self, principal: Principal, chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot
+    ) -> Ticket | None:
+        """None when no limit applies; the ticket to settle when admitted; raises 403 / 429."""
+        config = snapshot.config.rate_limits
+        if principal.key is None and not config.active:
+            return None
+        check_models(principal, chat, snapshot)
+        names = resolved_names(chat, decision, snapshot) if config.routes else ()
+        cached = self._scopes.get(principal.key_name)
+        if cached is not None and cached[0] is principal and cached[1] is config and cached[2] == names:
+            scopes = cached[3]
+        else:
+            scopes = scopes_for(principal, names, config)
+            if len(self._scopes) >= 10_000:
+                self._scopes.clear()
+            self._scopes[principal.key_name] = (principal, config, names, scopes)
+        if not scopes:
+            return None
         now = self._clock()
-        window = int(now // WINDOW_S)
-        elapsed = (now % WINDOW_S) / WINDOW_S
-        refusal = None
-        if self._script is not None and time.monotonic() >= self._store_down_until:
+        clock = self._last_clock = Clock.at(now, self._last_clock)
+        tokens = nano = 0
+        if any(s.tpm is not None or s.track_spend for s in scopes):
+            # Routing already estimated the prompt and took max_tokens, else the YAML's
+            # gateway.default_completion_tokens.
+            facts = decision.facts
+            if facts is not None:
+                prompt, completion = facts.prompt_tokens, facts.completion_tokens
+            else:
+                prompt = estimate_prompt_tokens(chat.payload)
+                completion = snapshot.config.gateway.default_completion_tokens
+            tokens = prompt + completion
+            if any(s.budget_usd is not None for s in scopes):
+                nano = _estimate_nano(decision.candidates, prompt, completion)
+        ask = Ask(self._id_prefix + str(next(self._ids)), tokens, nano, now + self._inflight_ttl_s)
+        shared = self._shared is not None and time.monotonic() >= self._store_down_until
+        result: Refused | Window
+        if shared:
             try:
-                refusal = await self._check_shared(limits, window, elapsed)
+                async with asyncio.timeout(self._store_timeout_s):
+                    result = await self._shared.admit(scopes, ask, clock)  # type: ignore[union-attr]
             except Exception as exc:
                 self._store_failed(exc)
-                refusal = self._local.check_and_count(limits, window, elapsed)
+                shared = False
+                result = self._local.admit(scopes, ask, clock)
             else:
                 if self._store_down_until:
                     log.warning("rate-limit store answers again: limits are shared across replicas")
                     self._store_down_until = 0.0
         else:
-            refusal = self._local.check_and_count(limits, window, elapsed)
-        if refusal is not None:
+            result = self._local.admit(scopes, ask, clock)
+        if isinstance(result, Refused):
             if self._metrics is not None:
                 self._metrics.rate_limit_hit()
-            raise refusal.error()
+                self._metrics.limit_refused(result.kind, result.scope.kind)
+            raise _refusal(result, ask, clock)
+        return Ticket(scopes, ask, clock, shared, result)
 
-    async def _check_shared(self, limits: tuple[Limit, ...], window: int, elapsed: float) -> Refusal | None:
-        keys = []
-        for limit in limits:
-            keys += [f"{KEY_PREFIX}{limit.counter}:{window}", f"{KEY_PREFIX}{limit.counter}:{window - 1}"]
-        args = [1.0 - elapsed, int(2 * WINDOW_S * 1000) + 5000, *(limit.per_minute for limit in limits)]
-        assert self._script is not None
-        async with asyncio.timeout(self._store_timeout_s):
-            index, current, previous = await self._script(keys=keys, args=args)
-        if not index:
-            return None
-        limit = limits[int(index) - 1]
-        return Refusal(limit, retry_after(limit.per_minute, int(previous), int(current), elapsed))
+    def track(self, outcome: CallOutcome, ticket: Ticket | None) -> None:
+        """Settle `ticket` when `outcome`'s call ends (call_finished)."""
+        if ticket is not None:
+            if len(self._open) > 100_000:  # calls that never finished (a bug elsewhere): forget the oldest
+                self._open.pop(next(iter(self._open)))
+            self._open[id(outcome)] = ticket
+
+    async def spent(self, scope_id: str) -> tuple[float, float]:
+        """USD spent today and this month (UTC) by a scope ("key:NAME", "team:NAME")."""
+        clock = Clock.at(self._clock())
+        if self._shared is not None and time.monotonic() >= self._store_down_until:
+            try:
+                async with asyncio.timeout(self._store_timeout_s):
+                    day, month = await self._shared.spent(scope_id, clock)
+                return day / 1e9, month / 1e9
+            except Exception as exc:
+                self._store_failed(exc)
+        day, month = self._local.spent(scope_id, clock)
+        return day / 1e9, month / 1e9
+
+    # -- the call observer ------------------------------------------------------------------
+    def attempt_started(self, offer: Offer) -> None:
+        pass
+
+    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+        pass
+
+    def call_finished(self, outcome: CallOutcome) -> None:
+        ticket = self._open.pop(id(outcome), None)
+        if ticket is None or not needs_settling(ticket.scopes):
+            return
+        usage = outcome.usage
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+        nano = to_nano(outcome.cost_usd) if outcome.cost_usd else 0
+        clock = self._last_clock = Clock.at(self._clock(), self._last_clock)
+        if not ticket.shared or self._shared is None:
+            self._local.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+            return
+        self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._shared is not None and self._shared.pending:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _flush(self) -> None:
+        assert self._shared is not None
+        try:
+            async with asyncio.timeout(self._store_timeout_s * 4):
+                await self._shared.flush()
+        except Exception as exc:
+            # Kept for the next call (bounded); past their deadline the tickets free their reservations.
+            self._store_failed(exc)
+
+    async def drain(self) -> None:
+        """Send and wait for the settlements still queued or in flight (shutdown)."""
+        if self._shared is not None and self._shared.pending:
+            await self._flush()
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     def _store_failed(self, exc: BaseException) -> None:
         if self._metrics is not None:
@@ -221,3 +343,46 @@ class RateLimiter:
                 self._store_retry_s,
             )
         self._store_down_until = time.monotonic() + self._store_retry_s
+
+
+def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) -> int:
+    """The call's cost at the dearest candidate's list prices: the side that never under-reserves."""
+    top_in = max((o.spec.input_price for o in candidates), default=0.0)
+    top_out = max((o.spec.output_price for o in candidates), default=0.0)
+    return to_nano((prompt * top_in + completion * top_out) / 1_000_000)
+
+
+_UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
+_WHO = {"key": "key", "team": "team", "route": "model"}
+
+
+def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
+    scope, kind = refused.scope, refused.kind
+    headers = {}
+    if kind == "rpm":
+        assert scope.rpm is not None
+        wait = retry_after(scope.rpm, refused.previous, refused.current, clock.elapsed)
+        limit = f"{scope.rpm} {_UNITS[kind]}"
+        headers = {"x-ratelimit-limit-requests": str(scope.rpm), "x-ratelimit-remaining-requests": "0"}
+    elif kind == "tpm":
+        assert scope.tpm is not None
+        room = scope.tpm - ask.tokens
+        wait = retry_after(room, refused.previous, refused.current, clock.elapsed) if room > 0 else 2 * WINDOW_S
+        limit = f"{scope.tpm} {_UNITS[kind]}, this request reserves {ask.tokens}"
+        headers = {"x-ratelimit-limit-tokens": str(scope.tpm), "x-ratelimit-remaining-tokens": "0"}
+    elif kind == "max_concurrent":
+        wait = 1.0
+        limit = f"{scope.max_concurrent} {_UNITS[kind]}"
+    else:
+        assert scope.budget_usd is not None
+        spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
+        wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
+        limit = f"${scope.budget_usd:g} per {scope.budget_period}, ${refused.current / 1e9:.6g} spent"
+    seconds = max(1, math.ceil(wait))
+    return GatewayError(
+        429,
+        f"Rate limit reached for {_WHO[scope.kind]} `{scope.name}`: {kind} ({limit}). Retry after {seconds}s.",
+        code="budget_exceeded" if kind == "budget" else "rate_limit_exceeded",
+        headers={"retry-after": str(seconds), **headers},
+        metadata={"limit": kind, "scope": scope.kind, "name": scope.name},
+    )

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Client keys as `name:key,name2:key2`; empty means the gateway is open (no auth).
     api_keys: str = ""
-    # Key for /admin endpoints; empty means admin endpoints accept the client keys (or are open).
+    # Key for /admin endpoints. Empty: key management over HTTP is off, and /admin/status and
+    # /admin/reload accept the static client keys (or anyone, when the gateway is open).
     admin_key: str = ""
     # Seconds between checks of the config file for edits (besides inotify events).
     reload_poll_s: float = 2.0
@@ -85,6 +86,28 @@ class Settings(BaseSettings):
     # CPUs the writer process runs on (e.g. `0` or `0,2`), when the gateway is pinned to
     # others with taskset or a cpuset; empty: the gateway's own (the process inherits them).
     usage_writer_cpus: str = ""
+
+    # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
+    # Seconds between checks of the key store for new, changed or revoked keys.
+    keys_refresh_s: float = 2.0
+    # Failed authentications per client address per minute before they get 429s.
+    auth_failures_per_minute: int = 30
+    # Addresses / networks whose X-Forwarded-For is believed (`10.0.0.1,10.1.0.0/16`).
+    trusted_proxies: str = ""
+    # Seconds after which a call that never settled (its replica died) frees its slot.
+    limits_inflight_ttl_s: float = 600.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
     @field_validator("usage_writer_cpus")
     @classmethod

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"routing"},
     {"proxy"},
-    {"usage", "metrics", "ratelimit", "supervise"},
+    {"usage", "metrics", "ratelimit", "supervise", "tenants"},
     {"api"},
     {"cli", "__main__"},
 ]

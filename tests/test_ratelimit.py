@@ -1,5 +1,5 @@
-"""gateway/ratelimit.py: the sliding window, Retry-After, shared counting in a real Redis,
-and failing open when Redis fails."""
+"""gateway/tenants/limits.py (the counters) and gateway/ratelimit.py (Retry-After, headers):
+exact admission in memory and in a real Redis, reserve-then-settle, sweeping of dead calls."""
 
 from __future__ import annotations
 
@@ -9,82 +9,124 @@ import pytest
 
 from gateway.config.loader import ConfigError, parse_config
 from gateway.config.schema import RateLimitsConfig
-from gateway.metrics import Metrics
-from gateway.protocol.errors import GatewayError
-from gateway.ratelimit import WINDOW_S, Limit, LocalWindows, RateLimiter, applicable_limits, retry_after
+from gateway.ratelimit import format_reset, retry_after, scopes_for
+from gateway.tenants.keys import Credential, Limits, VirtualKey
+from gateway.tenants.limits import NANO, WINDOW_S, Ask, Clock, LocalCounters, RedisCounters, Refused, Scope, Window
+from gateway.tenants.principal import Principal
 
-LIMITS = RateLimitsConfig(default_key_rpm=5, keys={"vip": 50}, routes={"auto": 8})
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_020.0) -> None:  # 20 s into a window
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+T0 = 1_800_000_020.0  # 20 s into a window
 
 
-async def admitted(
-    limiter: RateLimiter, n: int, key: str | None = "app", target: str | None = "auto", config=LIMITS
-) -> int:
+class Counters:
+    """Local or Redis counters behind one synchronous-looking face for the tests."""
+
+    def __init__(self, impl) -> None:
+        self.impl = impl
+        self.n = 0
+        self.admitted: list[Ask] = []  # the asks admitted, in order
+
+    async def admit(self, scopes, tokens=0, nano=0, now=T0, deadline=None) -> Refused | Window:
+        self.n += 1
+        ask = Ask(f"t{self.n}", tokens, nano, deadline or now + 600)
+        result = self.impl.admit(tuple(scopes), ask, Clock.at(now))
+        if not isinstance(result, (Refused, Window)):
+            result = await result
+        if isinstance(result, Window):
+            self.admitted.append(ask)
+        return result
+
+    async def settle(self, scopes, ask, tokens, nano, now=T0, flush=True) -> None:
+        self.impl.settle(tuple(scopes), ask, Clock.at(now).window, tokens, nano, Clock.at(now))
+        if flush and isinstance(self.impl, RedisCounters):
+            await self.impl.flush()
+
+    async def spent(self, scope_id, now=T0):
+        got = self.impl.spent(scope_id, Clock.at(now))
+        return got if isinstance(got, tuple) else await got
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+async def counters(request):
+    if request.param == "local":
+        yield Counters(LocalCounters())
+        return
+    from redis.asyncio import Redis
+
+    server = request.getfixturevalue("redis_server")
+    client = Redis.from_url(server.url)
+    yield Counters(RedisCounters(client))
+    await client.aclose()
+
+
+async def admitted(counters, scopes, n, **kw) -> int:
     ok = 0
     for _ in range(n):
-        try:
-            await limiter.admit(key, target, config)
-            ok += 1
-        except GatewayError as exc:
-            assert exc.status == 429
+        ok += isinstance(await counters.admit(scopes, **kw), Window)
     return ok
 
 
-def test_which_limits_apply():
-    assert applicable_limits(LIMITS, "app", "auto") == (Limit("key", "app", 5), Limit("route", "auto", 8))
-    assert applicable_limits(LIMITS, "vip", "other") == (Limit("key", "vip", 50),)
-    assert applicable_limits(LIMITS, None, "auto") == (Limit("route", "auto", 8),)  # open gateway: no key
-    assert applicable_limits(RateLimitsConfig(), "app", "auto") == ()
+async def test_rpm_admits_exactly_the_limit_and_a_refusal_counts_nowhere(counters):
+    key, route = Scope("key", "app", rpm=5), Scope("route", "auto", rpm=8)
+    assert await admitted(counters, [key, route], 7) == 5
+    refused = await counters.admit([key, route])
+    assert isinstance(refused, Refused) and (refused.scope, refused.kind, refused.current) == (key, "rpm", 5)
+    # The route counted 5, not 8: refused requests used up none of it.
+    assert await admitted(counters, [Scope("key", "other", rpm=50), route], 10) == 3
 
 
-async def test_a_key_gets_its_limit_per_minute_then_429_with_retry_after():
-    clock = Clock()
-    metrics = Metrics()
-    limiter = RateLimiter(metrics, clock=clock)
-    assert await admitted(limiter, 5) == 5
-    with pytest.raises(GatewayError) as refused:
-        await limiter.admit("app", "auto", LIMITS)
-    error = refused.value
-    assert error.status == 429 and error.type == "rate_limit_error" and error.code == "rate_limit_exceeded"
-    assert "`app`" in error.message and "5 requests per minute" in error.message
-    assert error.headers["x-ratelimit-limit-requests"] == "5"
-    wait = int(error.headers["retry-after"])
-    assert 1 <= wait <= 2 * WINDOW_S
-    # Waiting as told is enough (one request comes back), and not waiting is not.
-    clock.now += wait - 2
-    assert await admitted(limiter, 1) == 0
-    clock.now += 2
-    assert await admitted(limiter, 1) == 1
-    assert metrics.rate_limited._value.get() == 2
+async def test_tokens_are_reserved_then_settled_to_the_real_usage(counters):
+    key = Scope("key", "app", tpm=1000)
+    assert await admitted(counters, [key], 5, tokens=300) == 3  # 900 reserved, the 4th would make 1200
+    await counters.settle([key], counters.admitted[0], tokens=0, nano=0)  # a failed call gives its 300 back
+    assert await admitted(counters, [key], 2, tokens=300) == 1
+    await counters.settle([key], counters.admitted[-1], tokens=100, nano=0)  # used 100 of its 300
+    assert await admitted(counters, [key], 3, tokens=200) == 1
 
 
-async def test_a_refusal_by_one_limit_uses_up_none_of_the_others():
-    limiter = RateLimiter(clock=Clock())
-    assert await admitted(limiter, 8, key="vip") == 8  # the route's limit
-    assert await admitted(limiter, 3, key="vip") == 0
-    assert await admitted(limiter, 5, key="other", target="elsewhere") == 5  # other keys have their own
-    # vip spent 8 of its 50, not 11: the refused ones counted nowhere.
-    assert await admitted(limiter, 50, key="vip", target=None) == 42
+async def test_concurrency_slots_free_when_a_call_ends_or_its_deadline_passes(counters):
+    key = Scope("key", "app", max_concurrent=2)
+    assert await admitted(counters, [key], 3, deadline=T0 + 5) == 2
+    await counters.settle([key], counters.admitted[1], 0, 0)
+    assert await admitted(counters, [key], 2) == 1
+    # A replica died holding the first slot: past its deadline the slot is swept.
+    assert await admitted(counters, [key], 1, now=T0 + 6) == 1
 
 
-def test_the_window_slides_over_the_previous_minute():
-    windows = LocalWindows()
-    limit = (Limit("route", "auto", 10),)
-    for _ in range(10):
-        assert windows.check_and_count(limit, window=7, elapsed=0.9) is None
-    assert windows.check_and_count(limit, window=7, elapsed=0.95) is not None
-    # A quarter into the next minute, three quarters of the last one still count: 7.5.
-    assert [windows.check_and_count(limit, window=8, elapsed=0.25) for _ in range(3)] == [None, None, None]
-    assert windows.check_and_count(limit, window=8, elapsed=0.25) is not None
-    # Two windows later, nothing is left.
-    assert windows.check_and_count(limit, window=10, elapsed=0.0) is None
+async def test_a_budget_is_reserved_at_the_estimate_and_settled_at_the_real_cost(counters):
+    key = Scope("key", "app", budget_usd=1.0, budget_period="day", track_spend=True)
+    team = Scope("team", "t", budget_usd=10.0, track_spend=True)
+    assert await admitted(counters, [key, team], 5, nano=NANO // 4) == 4  # 4 x $0.25 reserved
+    refused = await counters.admit([key, team], nano=NANO // 4)
+    assert isinstance(refused, Refused) and refused.kind == "budget" and refused.current == 0
+    await counters.settle([key, team], counters.admitted[-1], tokens=0, nano=NANO // 10)  # really cost $0.10
+    assert await counters.spent("key:app") == (NANO // 10, NANO // 10)
+    assert await counters.spent("team:t") == (NANO // 10, NANO // 10)
+    assert await admitted(counters, [key, team], 2, nano=NANO // 10) == 1  # 0.75 + 0.10 + 0.10 <= 1
+    # A new UTC day starts a new daily budget; the team's monthly spend carries on.
+    tomorrow = T0 + 86_400
+    assert await counters.spent("key:app", now=tomorrow) == (0, NANO // 10)
+
+
+async def test_spend_is_counted_for_keys_without_a_budget(counters):
+    key = Scope("key", "free", track_spend=True)
+    assert isinstance(await counters.admit([key]), Window)
+    await counters.settle([key], counters.admitted[-1], tokens=10, nano=1234)
+    assert await counters.spent("key:free") == (1234, 1234)
+
+
+def test_which_scopes_apply():
+    config = RateLimitsConfig(default_key_rpm=5, keys={"vip": 50}, routes={"auto": 8, "qwen/qwen3-32b": 3})
+    assert scopes_for(Principal("app"), ("auto",), config) == (Scope("key", "app", 5), Scope("route", "auto", 8))
+    assert scopes_for(Principal(None), ("auto", "qwen/qwen3-32b", "x"), config) == (
+        Scope("route", "auto", 8),
+        Scope("route", "qwen/qwen3-32b", 3),
+    )
+    key = VirtualKey("v", (Credential("h", "p", 0.0),), Limits(tpm=100, budget_usd=2.0, budget_period="day"))
+    team = Limits(rpm=9)
+    assert scopes_for(Principal("v", "t", key, team), (), config) == (
+        Scope("key", "v", 5, 100, None, 2.0, "day", True),  # the YAML's default rpm fills in
+        Scope("team", "t", 9, None, None, None, "month", True),
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,6 +144,10 @@ def test_retry_after_is_when_the_estimate_drops_below_the_limit(previous, curren
     assert wait == 0 or estimate(max(wait - 0.5, 0)) >= limit - 0.5 * max(previous, current) / WINDOW_S
 
 
+def test_reset_times_are_formatted_as_openai_does():
+    assert [format_reset(s) for s in (0.012, 1.0, 17.5, 360.0, 100.25)] == ["12ms", "1s", "17.5s", "6m0s", "1m40.25s"]
+
+
 def test_rate_limit_config_is_validated_with_lines():
     base = textwrap.dedent("""
         backends:
@@ -115,52 +161,55 @@ def test_rate_limit_config_is_validated_with_lines():
         parse_config(base + "rate_limits:\n  routes:\n    autoo: 3\n  keys: {app: 0}\n")
     problems = [str(p) for p in bad.value.problems]
     assert any("rate_limits.keys.app" in p and "greater than 0" in p for p in problems), problems
-    with pytest.raises(ConfigError) as unknown:
-        parse_config(base + "rate_limits:\n  routes:\n    autoo: 3\n")
-    assert [str(p) for p in unknown.value.problems] == [
-        "rate_limits.routes.autoo (line 8): `autoo` is neither a route nor a served model"
-    ]
 
 
 @pytest.mark.redis
-async def test_replicas_share_counters_through_redis(redis_server):
+async def test_with_redis_a_settlement_rides_with_the_next_admission_and_counts_before_it(redis_server):
     from redis.asyncio import Redis
 
-    clock = Clock()
-    clients = [Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)]
-    a, b = (RateLimiter(redis=c, clock=clock) for c in clients)
-    ok = 0
-    for i in range(8):
-        ok += await admitted(a if i % 2 else b, 1)
-    assert ok == 5  # one limit of 5 for key `app`, whichever replica counted
-    # Counters expire on their own.
-    ttl = await clients[0].pttl(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}")
-    assert 0 < ttl <= 2 * WINDOW_S * 1000 + 5000
-    for c in clients:
-        await c.aclose()
+    client = Redis.from_url(redis_server.url)
+    counters = Counters(RedisCounters(client))
+    key = Scope("key", "app", max_concurrent=1, track_spend=True)
+    assert await admitted(counters, [key], 2) == 1
+    await counters.settle([key], counters.admitted[0], tokens=5, nano=777, flush=False)
+    assert counters.impl.pending  # queued, not sent
+    assert await admitted(counters, [key], 1) == 1  # the slot freed by the settlement sent along
+    assert not counters.impl.pending
+    assert await counters.spent("key:app") == (777, 777)
+    await client.aclose()
+
+
+async def test_local_spend_of_past_days_is_forgotten_not_kept_forever():
+    counters = LocalCounters()
+    day = 86_400.0
+    for d in range(400):  # more than a year of days, 4 keys a day
+        for k in range(4):
+            scope = (Scope("key", f"k{k}", track_spend=True),)
+            ask = Ask(f"t{d}.{k}", 0, 0, T0 + d * day + 600)
+            counters.settle(scope, ask, 0, 0, 5, Clock.at(T0 + d * day))
+    assert len(counters._spent) <= 1000 + 8
+    last = Clock.at(T0 + 399 * day)
+    assert counters.spent("key:k0", last)[0] == 5  # today's spend is still there
 
 
 @pytest.mark.redis
-async def test_a_failing_redis_lets_requests_through_counted_locally_then_shares_again(redis_server, caplog):
+async def test_settlements_that_cannot_reach_redis_are_kept_and_sent_once_it_answers(redis_server):
     from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
-    clock = Clock()
-    metrics = Metrics()
-    client = Redis.from_url(redis_server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    limiter = RateLimiter(metrics, client, store_retry_s=0.2, clock=clock)
-    assert await admitted(limiter, 2) == 2
+    client = Redis.from_url(redis_server.url, socket_connect_timeout=0.5)
+    counters = Counters(RedisCounters(client))
+    key = Scope("key", "app", track_spend=True)
+    assert isinstance(await counters.admit([key]), Window)
+    await counters.settle([key], counters.admitted[0], tokens=1, nano=500, flush=False)
     redis_server.stop()
-    # Redis is down: no request fails because of it; the limit still holds, per process.
-    assert await admitted(limiter, 2) == 2
-    assert metrics.rate_limiter_errors._value.get() == 1  # then local counting, no retry storm
-    assert "rate-limit store failed" in caplog.text
-    assert await admitted(limiter, 5) == 3
-    redis_server.start()
-    import asyncio
-
-    await asyncio.sleep(0.25)  # past store_retry_s: the next request tries Redis again
-    assert await admitted(limiter, 1) == 1
-    assert (
-        await client.get(f"{{gw:rl}}:key:app:{int(clock.now // WINDOW_S)}") == b"1"
-    )  # counted in Redis (restarted empty)
+    with pytest.raises(RedisConnectionError):
+        await counters.impl.flush()
+    assert counters.impl.pending
+    redis_server.start()  # restarted empty
+    await counters.impl.flush()
+    assert not counters.impl.pending
+    assert await counters.spent("key:app") == (500, 500)
+    await counters.impl.flush()  # nothing left to send twice
+    assert await counters.spent("key:app") == (500, 500)
     await client.aclose()

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, models, rankings, scrape
+from gateway.api import admin, chat, explain, keys, models, rankings, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
                 settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, retry=retry
             )
         _wire_metrics(state)
-        state.limiter = RateLimiter(state.metrics, state.redis)
+        state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
+        state.observers.add(state.limiter)  # settles each call's reservations when it ends
+        await keys.start_tenants(state)
         recorder = install_recorder(state)
         recorder.on_drop = state.metrics.usage_events_dropped
         recorder.on_write_failure = state.metrics.usage_write_failed
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     explain.register(app)
     rankings.register(app)
     scrape.register(app)
+    keys.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 
 

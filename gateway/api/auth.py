@@ -1,31 +1,63 @@
 """The one authentication seam every route passes through.
 
-Open when no keys are configured. Key management (per-key budgets, rate limits) plugs in
-here without touching the routes.
+Client keys come from two places: static keys (GATEWAY_API_KEYS, for simple setups) and
+virtual keys (the tenant store, read through gateway.tenants.directory, with limits, a
+team and allowed models). With neither the gateway is open. Failures are throttled per
+client address (gateway.tenants.throttle).
+
+Admin access: GATEWAY_ADMIN_KEY. Key management (/admin/keys, /admin/teams) needs it and is
+off without it, since falling back to client keys would let any tenant mint keys. Without
+it, /admin/status and /admin/reload accept the operator's static keys (or anyone, on an
+open gateway) but never a virtual key: tenants are not operators.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
 
 from starlette.requests import Request
 
 from gateway.protocol.errors import GatewayError
+from gateway.tenants.directory import KeyDirectory
+from gateway.tenants.principal import OPEN, Principal
+from gateway.tenants.throttle import FailedAuthThrottle, Network, client_address
 
+__all__ = ["OPEN", "Authenticator", "Principal"]
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_name: str | None  # None when the gateway is open
-
-
-OPEN = Principal(None)
+ADMIN = Principal("admin")
+_WHY = {
+    "revoked": "This API key has been revoked.",
+    "expired": "This API key has expired.",
+}
 
 
 class Authenticator:
-    def __init__(self, keys: dict[str, str], admin_key: str = "") -> None:
+    def __init__(
+        self,
+        keys: dict[str, str],
+        admin_key: str = "",
+        *,
+        directory: KeyDirectory | None = None,
+        throttle: FailedAuthThrottle | None = None,
+        trusted_proxies: tuple[Network, ...] = (),
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self._keys = keys  # key -> name
         self._admin_key = admin_key
+        self.directory = directory
+        self._throttle = throttle or FailedAuthThrottle()
+        self._trusted = trusted_proxies
+        self._on_failure = on_failure  # metrics: "invalid" or "throttled"
+
+    @property
+    def is_open(self) -> bool:
+        return not self._keys and (self.directory is None or (self.directory.loaded and self.directory.empty))
+
+    @property
+    def admin_key_set(self) -> bool:
+        return bool(self._admin_key)
 
     def _bearer(self, request: Request) -> str | None:
         header = request.headers.get("authorization")
@@ -34,19 +66,70 @@ class Authenticator:
         return request.headers.get("x-api-key")
 
     def authenticate(self, request: Request) -> Principal:
-        if not self._keys:
+        directory = self.directory
+        if not self._keys and (directory is None or directory.empty):
+            if directory is not None and not directory.loaded:
+                raise GatewayError(
+                    503, "The key store is not reachable yet; retry shortly.", code="key_store_unavailable"
+                )
             return OPEN
         key = self._bearer(request)
         if key is None:
-            raise GatewayError(401, "Missing API key: send `Authorization: Bearer <key>`.", code="missing_api_key")
+            raise self._failed(request, "Missing API key: send `Authorization: Bearer <key>`.", "missing_api_key")
         name = self._keys.get(key)
-        if name is None:
-            raise GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
-        return Principal(name)
+        if name is not None:
+            return Principal(name)
+        if directory is not None:
+            if not directory.loaded:  # not "incorrect": this process cannot tell yet
+                raise GatewayError(
+                    503, "The key store is not reachable yet; retry shortly.", code="key_store_unavailable"
+                )
+            found = directory.lookup(key)
+            if isinstance(found, Principal):
+                return found
+            if found is not None:
+                raise self._failed(request, _WHY[found], "invalid_api_key")
+        raise self._failed(request, "Incorrect API key provided.", "invalid_api_key")
 
     def authenticate_admin(self, request: Request) -> Principal:
+        """For /admin/status and /admin/reload (see the module docstring)."""
         if not self._admin_key:
-            return self.authenticate(request)
+            if not self._keys:
+                if self.is_open:
+                    return OPEN
+                raise GatewayError(403, "Virtual keys have no admin access; set GATEWAY_ADMIN_KEY.", code="admin_only")
+            principal = self.authenticate(request)
+            if principal.virtual:
+                raise GatewayError(403, "Virtual keys have no admin access; use the admin key.", code="admin_only")
+            return principal
+        return self.authenticate_key_admin(request)
+
+    def authenticate_key_admin(self, request: Request) -> Principal:
+        """For key and team management: the admin key, and nothing else."""
+        if not self._admin_key:
+            raise GatewayError(
+                403,
+                "Key management over HTTP is off: set GATEWAY_ADMIN_KEY (the `gateway keys` CLI works without it).",
+                code="admin_key_not_set",
+            )
         if not hmac.compare_digest((self._bearer(request) or "").encode(), self._admin_key.encode()):
-            raise GatewayError(401, "This endpoint needs the admin key.", code="invalid_admin_key")
-        return Principal("admin")
+            raise self._failed(request, "This endpoint needs the admin key.", "invalid_admin_key")
+        return ADMIN
+
+    def _failed(self, request: Request, message: str, code: str) -> GatewayError:
+        peer = request.client.host if request.client else None
+        address = client_address(peer, request.headers.get("x-forwarded-for"), self._trusted)
+        wait = self._throttle.failed(address)
+        if wait is not None:
+            if self._on_failure is not None:
+                self._on_failure("throttled")
+            seconds = max(1, math.ceil(wait))
+            return GatewayError(
+                429,
+                f"Too many failed authentication attempts from your address; retry after {seconds}s.",
+                code="auth_throttled",
+                headers={"retry-after": str(seconds)},
+            )
+        if self._on_failure is not None:
+            self._on_failure("invalid")
+        return GatewayError(401, message, code=code)

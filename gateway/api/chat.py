@@ -63,7 +63,8 @@ async def chat_completions(request: Request) -> Response:
         snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
         chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
         decision = decide(chat, request.headers, snapshot, state.stats)
-        await state.limiter.admit(principal.key_name, decision.route or chat.model, snapshot.config.rate_limits)
+        # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
+        ticket = await state.limiter.admit(principal, chat, decision, snapshot)
     except GatewayError as exc:
         state.metrics.request_rejected(exc.status, decision.route if decision else None)
         return exc.to_response(base_headers)
@@ -79,6 +80,9 @@ async def chat_completions(request: Request) -> Response:
         app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
         api_key_name=principal.key_name,
     )
+    state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
+    if ticket is not None:
+        base_headers.update(ticket.headers)  # x-ratelimit-*
     base_headers["x-gateway-task"] = decision.task
     if decision.route:
         base_headers["x-gateway-route"] = decision.route

@@ -21,6 +21,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.tenants.admin import TenantAdmin
     from gateway.usage.recorder import UsageRecorder
     from gateway.usage.store import UsageStore
 
@@ -45,3 +46,5 @@ class AppState:
     # The usage ledger (SQLite, or Redis when configured) and the observer writing to it.
     usage_store: UsageStore | None = None
     usage_recorder: UsageRecorder | None = None
+    # Virtual keys and teams (gateway/tenants): the admin actions over the key store.
+    tenant_admin: TenantAdmin | None = None

@@ -13,6 +13,7 @@ COMMANDS = [
     "gateway.cli.rankings",
     "gateway.cli.usage",
     "gateway.cli.explain",
+    "gateway.cli.keys",
 ]
 
 

@@ -146,10 +146,17 @@ def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # the usage store cannot be reached
     gw = start_gateway(
         policy(upstream.base_url),
-        env={"GATEWAY_REDIS_URL": dead_redis, "GATEWAY_USAGE_BUFFER_MAX": "2", "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"},
+        env={
+            "GATEWAY_REDIS_URL": dead_redis,
+            "GATEWAY_USAGE_BUFFER_MAX": "2",
+            "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5",
+            # A static key: with the key store (this Redis) unreachable, keyless requests get 503.
+            "GATEWAY_API_KEYS": "t:sk-t",
+        },
     )
     for _ in range(5):
-        assert httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code == 200
+        r = httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers={"authorization": "Bearer sk-t"})
+        assert r.status_code == 200
     poll(
         lambda: scrape(gw.url).value("gateway_usage_events_dropped_total") >= 3,
         what="3 dropped usage events",

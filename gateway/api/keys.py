@@ -1,0 +1,248 @@
+"""Tenant endpoints: key and team management under /admin (admin key only), and GET /v1/key
+(the calling key's own state, in OpenRouter's shape). Also `start_tenants`, the lifespan
+step that opens the key store and keeps this process's view of it fresh.
+
+Store calls run in a thread: they are file or Redis I/O, rare, and off the proxy path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.auth import Authenticator
+from gateway.api.state import AppState
+from gateway.protocol.errors import GatewayError
+from gateway.tenants.admin import TenantAdmin, limits_from
+from gateway.tenants.directory import KeyDirectory
+from gateway.tenants.keys import Limits, TenantError, parse_duration, parse_when
+from gateway.tenants.store import open_tenant_store
+from gateway.tenants.throttle import FailedAuthThrottle, parse_networks
+
+log = logging.getLogger("gateway.tenants")
+MAX_ADMIN_BODY = 64 * 1024
+
+
+async def start_tenants(state: AppState) -> None:
+    """Open the key store, load it once before serving, refresh it in the background."""
+    settings = state.settings
+    store = open_tenant_store(settings)
+    directory = KeyDirectory(store, refresh_s=settings.keys_refresh_s, on_error=state.metrics.key_store_error)
+    state.tenant_admin = TenantAdmin(store)
+    state.auth = Authenticator(
+        settings.client_keys(),
+        settings.admin_key,
+        directory=directory,
+        throttle=FailedAuthThrottle(settings.auth_failures_per_minute),
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        on_failure=state.metrics.auth_failed,
+    )
+    await directory.refresh()
+    state.tasks.append(asyncio.create_task(directory.run()))
+
+    async def close() -> None:
+        await state.limiter.drain()
+        await asyncio.to_thread(store.close)
+
+    state.closers.append(close)
+    if state.auth.is_open:
+        log.warning("no client keys (GATEWAY_API_KEYS empty, no virtual keys): the gateway is open to anyone")
+    if not settings.admin_key:
+        log.info("GATEWAY_ADMIN_KEY is not set: key management over HTTP is off (the `gateway keys` CLI works)")
+    if settings.workers > 1 and not settings.redis_url:
+        log.warning(
+            "%d workers without GATEWAY_REDIS_URL: rate limits, concurrency and budgets are counted per worker, "
+            "so together they allow up to %d times each limit",
+            settings.workers,
+            settings.workers,
+        )
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_ADMIN_BODY:
+        raise GatewayError(413, f"Request body exceeds {MAX_ADMIN_BODY} bytes.", code="request_too_large")
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.")
+    return body
+
+
+_LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period")
+_KEY_FIELDS = {"name", "models", "team", "expires", *_LIMIT_FIELDS}
+_TEAM_FIELDS = {"name", *_LIMIT_FIELDS}
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise GatewayError(400, f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.")
+
+
+def _actor(request: Request) -> str:
+    return f"http:{request.client.host if request.client else 'unknown'}"
+
+
+async def _admin_call(request: Request, action, status: int = 200) -> Response:
+    state: AppState = request.app.state.gateway
+    state.auth.authenticate_key_admin(request)
+    admin = state.tenant_admin
+    if admin is None:
+        raise GatewayError(503, "The key store is not open yet.", code="key_store_unavailable")
+    try:
+        body = await _body(request) if request.method in ("POST", "PATCH") else {}
+        result = await asyncio.to_thread(action, admin, body, _actor(request))
+    except TenantError as exc:
+        raise GatewayError(exc.status, str(exc), code=exc.code) from None
+    if state.auth.directory is not None and request.method != "GET":
+        await state.auth.directory.refresh()  # this replica sees the change at once
+    return _json(result, status)
+
+
+def _limits(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body.get(k) for k in _LIMIT_FIELDS}
+
+
+def register(app: FastAPI) -> None:
+    async def list_keys(request: Request) -> Response:
+        return await _admin_call(
+            request, lambda admin, body, actor: {"data": [k.public() for k in admin.store.all_keys()]}
+        )
+
+    async def create_key(request: Request) -> Response:
+        def act(admin: TenantAdmin, body: dict, actor: str):
+            _check_fields(body, _KEY_FIELDS)
+            if not isinstance(body.get("name"), str):
+                raise TenantError("`name` is required")
+            issued = admin.create_key(
+                body["name"],
+                actor=actor,
+                limits=limits_from(_limits(body), Limits()),
+                models=body.get("models"),
+                team=body.get("team"),
+                expires_at=parse_when(body.get("expires")),
+            )
+            return issued.public()
+
+        return await _admin_call(request, act, 201)
+
+    async def update_key(request: Request) -> Response:
+        name = request.path_params["name"]
+
+        def act(admin: TenantAdmin, body: dict, actor: str):
+            _check_fields(body, _KEY_FIELDS - {"name"})
+            expires = body.get("expires")
+            expires_at = None if expires is None else (parse_when(expires) if expires else 0)
+            key = admin.update_key(
+                name,
+                actor=actor,
+                models=body.get("models"),
+                team=body.get("team"),
+                expires_at=expires_at,
+                **_limits(body),
+            )
+            return key.public()
+
+        return await _admin_call(request, act)
+
+    async def revoke_key(request: Request) -> Response:
+        name = request.path_params["name"]
+        return await _admin_call(request, lambda admin, body, actor: admin.revoke_key(name, actor=actor).public())
+
+    async def rotate_key(request: Request) -> Response:
+        name = request.path_params["name"]
+
+        def act(admin: TenantAdmin, body: dict, actor: str):
+            _check_fields(body, {"overlap"})
+            overlap = parse_duration(str(body.get("overlap", "0")))
+            return admin.rotate_key(name, actor=actor, overlap_s=overlap).public()
+
+        return await _admin_call(request, act)
+
+    async def list_teams(request: Request) -> Response:
+        return await _admin_call(
+            request, lambda admin, body, actor: {"data": [t.public() for t in admin.store.all_teams()]}
+        )
+
+    async def create_team(request: Request) -> Response:
+        def act(admin: TenantAdmin, body: dict, actor: str):
+            _check_fields(body, _TEAM_FIELDS)
+            if not isinstance(body.get("name"), str):
+                raise TenantError("`name` is required")
+            return admin.create_team(body["name"], actor=actor, limits=limits_from(_limits(body), Limits())).public()
+
+        return await _admin_call(request, act, 201)
+
+    async def update_team(request: Request) -> Response:
+        name = request.path_params["name"]
+
+        def act(admin: TenantAdmin, body: dict, actor: str):
+            _check_fields(body, _TEAM_FIELDS - {"name"})
+            return admin.update_team(name, actor=actor, **_limits(body)).public()
+
+        return await _admin_call(request, act)
+
+    async def audit(request: Request) -> Response:
+        return await _admin_call(
+            request, lambda admin, body, actor: {"data": [e.public() for e in admin.store.audit(1000)]}
+        )
+
+    async def current_key(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        key = principal.key
+        if key is None:
+            raise GatewayError(
+                404, "This endpoint describes virtual keys; this request used none.", code="not_a_virtual_key"
+            )
+        day, month = await state.limiter.spent(f"key:{key.name}")
+        limits = key.limits
+        budget = limits.budget_usd
+        used = day if limits.budget_period == "day" else month
+        data = {
+            "label": key.name,
+            "limit": budget,
+            "limit_reset": None if budget is None else ("daily" if limits.budget_period == "day" else "monthly"),
+            "limit_remaining": None if budget is None else round(max(0.0, budget - used), 9),
+            "usage": round(month, 9),
+            "usage_daily": round(day, 9),
+            "usage_monthly": round(month, 9),
+            "is_free_tier": False,
+            "expires_at": key.public()["expires_at"],
+            "team": principal.team,
+            "models": list(key.models),
+            "rate_limit": {
+                "requests": limits.rpm,
+                "interval": "1m",
+                "tokens": limits.tpm,
+                "max_concurrent": limits.max_concurrent,
+            },
+        }
+        return _json({"data": data})
+
+    router = app.router
+    router.add_route("/admin/keys", list_keys, methods=["GET"])
+    router.add_route("/admin/keys", create_key, methods=["POST"])
+    router.add_route("/admin/keys/{name}", update_key, methods=["PATCH"])
+    router.add_route("/admin/keys/{name}/revoke", revoke_key, methods=["POST"])
+    router.add_route("/admin/keys/{name}/rotate", rotate_key, methods=["POST"])
+    router.add_route("/admin/teams", list_teams, methods=["GET"])
+    router.add_route("/admin/teams", create_team, methods=["POST"])
+    router.add_route("/admin/teams/{name}", update_team, methods=["PATCH"])
+    router.add_route("/admin/audit", audit, methods=["GET"])
+    router.add_route("/v1/key", current_key, methods=["GET"])

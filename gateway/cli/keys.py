@@ -1,0 +1,213 @@
+"""`gateway keys ...` and `gateway teams ...`: manage virtual keys and teams.
+
+They work on the store a gateway reads (Redis when GATEWAY_REDIS_URL or --redis-url is
+set, else keys.sqlite3 in GATEWAY_DATA_DIR or --data-dir), whether or not a gateway runs;
+running gateways pick changes up within GATEWAY_KEYS_REFRESH_S. `create` and `rotate`
+print the plain key once: it is not stored and cannot be shown again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import sys
+from typing import Any
+
+from gateway.cli.usage import add_store_flags, settings_from
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    keys = sub.add_parser("keys", help="virtual keys: create, list, update, revoke, rotate, audit")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    c = ks.add_parser("create", help="create a key and print it once")
+    c.add_argument("--name", required=True)
+    _limit_flags(c)
+    _key_flags(c)
+    c.set_defaults(func=run_key_create)
+    u = ks.add_parser("update", help="change a key's limits, models, team or expiry (0 removes a limit)")
+    u.add_argument("name")
+    _limit_flags(u)
+    _key_flags(u, update=True)
+    u.set_defaults(func=run_key_update)
+    ls = ks.add_parser("list", help="every key, its limits and status (never the key itself)")
+    ls.set_defaults(func=run_key_list)
+    r = ks.add_parser("revoke", help="revoke a key (every replica refuses it within seconds)")
+    r.add_argument("name")
+    r.set_defaults(func=run_key_revoke)
+    ro = ks.add_parser("rotate", help="issue a new key; the old one stays valid for --overlap")
+    ro.add_argument("name")
+    ro.add_argument("--overlap", default="0", help="how long the old key keeps working: 0 (default), 30m, 24h, 7d")
+    ro.set_defaults(func=run_key_rotate)
+    a = ks.add_parser("audit", help="the admin actions on keys and teams, newest last")
+    a.add_argument("--limit", type=int, default=100)
+    a.set_defaults(func=run_audit)
+    for p in (c, u, ls, r, ro, a):
+        add_store_flags(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    teams = sub.add_parser("teams", help="teams: limits and budgets shared by their keys")
+    ts = teams.add_subparsers(dest="teams_command", required=True)
+    tc = ts.add_parser("create", help="create a team")
+    tc.add_argument("name")
+    _limit_flags(tc)
+    tc.set_defaults(func=run_team_create)
+    tu = ts.add_parser("update", help="change a team's limits (0 removes a limit)")
+    tu.add_argument("name")
+    _limit_flags(tu)
+    tu.set_defaults(func=run_team_update)
+    tl = ts.add_parser("list", help="every team and its limits")
+    tl.set_defaults(func=run_team_list)
+    for p in (tc, tu, tl):
+        add_store_flags(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpm", type=int, help="requests per minute")
+    p.add_argument("--tpm", type=int, help="tokens per minute (prompt + completion)")
+    p.add_argument("--max-concurrent", type=int, help="requests in flight at once")
+    p.add_argument("--budget-usd", type=float, help="spend limit per budget period, USD")
+    p.add_argument("--budget-period", choices=("day", "month"), help="UTC day or month (default month)")
+
+
+def _key_flags(p: argparse.ArgumentParser, update: bool = False) -> None:
+    p.add_argument("--models", help="comma-separated globs of routes and model ids, e.g. 'qwen/*,auto'")
+    p.add_argument("--team", help="team whose limits and budget also apply" + ("; '' removes it" if update else ""))
+    p.add_argument(
+        "--expires",
+        help="UTC date or datetime after which the key is refused, e.g. 2027-01-01"
+        + ("; 0 removes it" if update else ""),
+    )
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period")}
+
+
+def _run(args: argparse.Namespace, action) -> int:
+    from gateway.tenants.admin import TenantAdmin
+    from gateway.tenants.keys import TenantError
+    from gateway.tenants.store import open_tenant_store
+
+    store = open_tenant_store(settings_from(args))
+    try:
+        result = action(TenantAdmin(store), args)
+    except TenantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    _print(result, args.json)
+    return 0
+
+
+def _print(result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    rows = result if isinstance(result, list) else [result]
+    if not rows:
+        print("(none)")
+        return
+    columns = [c for c in rows[0] if c not in ("created_at",)]
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":")) if value else "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "*"
+    return str(value)
+
+
+def run_key_create(args: argparse.Namespace) -> int:
+    from gateway.tenants.admin import limits_from
+    from gateway.tenants.keys import parse_when
+
+    def act(admin, args):
+        issued = admin.create_key(
+            args.name,
+            actor=_actor(),
+            limits=limits_from(_limits(args)),
+            models=args.models,
+            team=args.team,
+            expires_at=parse_when(args.expires),
+        )
+        if not args.json:
+            print(f"key: {issued.plain}\n(shown once: it is not stored and cannot be shown again)\n")
+            return issued.key.public()
+        return issued.public()
+
+    return _run(args, act)
+
+
+def run_key_update(args: argparse.Namespace) -> int:
+    from gateway.tenants.keys import parse_when
+
+    def act(admin, args):
+        expires = None if args.expires is None else (parse_when(args.expires) if args.expires != "0" else 0)
+        key = admin.update_key(
+            args.name, actor=_actor(), models=args.models, team=args.team, expires_at=expires, **_limits(args)
+        )
+        return key.public()
+
+    return _run(args, act)
+
+
+def run_key_list(args: argparse.Namespace) -> int:
+    return _run(args, lambda admin, args: [k.public() for k in admin.store.all_keys()])
+
+
+def run_key_revoke(args: argparse.Namespace) -> int:
+    return _run(args, lambda admin, args: admin.revoke_key(args.name, actor=_actor()).public())
+
+
+def run_key_rotate(args: argparse.Namespace) -> int:
+    from gateway.tenants.keys import parse_duration
+
+    def act(admin, args):
+        issued = admin.rotate_key(args.name, actor=_actor(), overlap_s=parse_duration(args.overlap))
+        if not args.json:
+            print(f"new key: {issued.plain}\n(shown once; the old key works for {args.overlap} more)\n")
+            return issued.key.public()
+        return issued.public()
+
+    return _run(args, act)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    return _run(args, lambda admin, args: [e.public() for e in admin.store.audit(max(1, args.limit))])
+
+
+def run_team_create(args: argparse.Namespace) -> int:
+    from gateway.tenants.admin import limits_from
+
+    return _run(
+        args,
+        lambda admin, args: admin.create_team(args.name, actor=_actor(), limits=limits_from(_limits(args))).public(),
+    )
+
+
+def run_team_update(args: argparse.Namespace) -> int:
+    return _run(args, lambda admin, args: admin.update_team(args.name, actor=_actor(), **_limits(args)).public())
+
+
+def run_team_list(args: argparse.Namespace) -> int:
+    return _run(args, lambda admin, args: [t.public() for t in admin.store.all_teams()])

@@ -1,0 +1,157 @@
+"""Admin actions on keys and teams, shared by the CLI and the /admin/keys endpoints.
+
+Every action validates, writes the record and appends its audit entry in one store write.
+The plain key leaves here once (create, rotate) and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from gateway.tenants.keys import (
+    AuditEntry,
+    Limits,
+    Team,
+    TenantError,
+    VirtualKey,
+    check_name,
+    issue,
+    parse_models,
+    rotated,
+)
+from gateway.tenants.store import TenantStore
+
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period")
+CLEARED = 0  # in an update, a limit of 0 removes the limit
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A key as created or rotated: the only moment its plain secret exists."""
+
+    key: VirtualKey
+    plain: str
+
+    def public(self) -> dict[str, Any]:
+        return {"key": self.plain, **self.key.public()}
+
+
+def limits_from(values: dict[str, Any], base: Limits = NO_LIMITS) -> Limits:
+    """`base` with the limits in `values` applied (None: unchanged; 0: no limit)."""
+    changes = {}
+    for name in LIMIT_FIELDS:
+        value = values.get(name)
+        if value is None:
+            continue
+        changes[name] = None if value == CLEARED and name != "budget_period" else value
+    try:
+        return replace(base, **changes)
+    except TypeError as exc:
+        raise TenantError(str(exc)) from None
+
+
+class TenantAdmin:
+    def __init__(self, store: TenantStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+
+    # -- keys -----------------------------------------------------------------------------
+    def key(self, name: str) -> VirtualKey:
+        for key in self.store.all_keys():
+            if key.name == name:
+                return key
+        raise TenantError(f"No key named `{name}`.", status=404, code="not_found")
+
+    def create_key(
+        self,
+        name: str,
+        *,
+        actor: str,
+        limits: Limits = NO_LIMITS,
+        models: str | list[str] | None = None,
+        team: str | None = None,
+        expires_at: float | None = None,
+    ) -> Issued:
+        now = self._clock()
+        check_name(name)
+        self._check_team(team)
+        plain, credential = issue(now)
+        key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)
+        self.store.insert_key(key, self._entry(now, actor, "key.create", name, key.public()))
+        return Issued(key, plain)
+
+    def update_key(self, name: str, *, actor: str, **changes: Any) -> VirtualKey:
+        now = self._clock()
+        key = self.key(name)
+        if key.revoked_at is not None:
+            raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+        updated = replace(key, limits=limits_from(changes, key.limits))
+        if changes.get("models") is not None:
+            updated = replace(updated, models=parse_models(changes["models"]))
+        if changes.get("team") is not None:
+            self._check_team(changes["team"] or None)
+            updated = replace(updated, team=changes["team"] or None)
+        if "expires_at" in changes and changes["expires_at"] is not None:
+            updated = replace(updated, expires_at=changes["expires_at"] or None)
+        self.store.replace_key(updated, self._entry(now, actor, "key.update", name, _diff(key, updated)))
+        return updated
+
+    def revoke_key(self, name: str, *, actor: str) -> VirtualKey:
+        now = self._clock()
+        key = self.key(name)
+        if key.revoked_at is not None:
+            return key
+        revoked = replace(key, revoked_at=now)
+        self.store.replace_key(revoked, self._entry(now, actor, "key.revoke", name, {}))
+        return revoked
+
+    def rotate_key(self, name: str, *, actor: str, overlap_s: float = 0.0) -> Issued:
+        now = self._clock()
+        key = self.key(name)
+        if key.revoked_at is not None:
+            raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+        if overlap_s < 0:
+            raise TenantError("`overlap` must not be negative")
+        plain, new = rotated(key, now, overlap_s)
+        detail = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}
+        self.store.replace_key(new, self._entry(now, actor, "key.rotate", name, detail))
+        return Issued(new, plain)
+
+    # -- teams ----------------------------------------------------------------------------
+    def team(self, name: str) -> Team:
+        for team in self.store.all_teams():
+            if team.name == name:
+                return team
+        raise TenantError(f"No team named `{name}`.", status=404, code="not_found")
+
+    def create_team(self, name: str, *, actor: str, limits: Limits = NO_LIMITS) -> Team:
+        now = self._clock()
+        team = Team(check_name(name, "team"), limits, created_at=now)
+        self.store.insert_team(team, self._entry(now, actor, "team.create", name, team.public()))
+        return team
+
+    def update_team(self, name: str, *, actor: str, **changes: Any) -> Team:
+        now = self._clock()
+        team = self.team(name)
+        updated = replace(team, limits=limits_from(changes, team.limits))
+        detail = {k: v for k, v in asdict(updated.limits).items() if asdict(team.limits)[k] != v}
+        self.store.replace_team(updated, self._entry(now, actor, "team.update", name, detail))
+        return updated
+
+    # -- helpers --------------------------------------------------------------------------
+    def _check_team(self, team: str | None) -> None:
+        if team:
+            self.team(team)
+
+    @staticmethod
+    def _entry(now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(now, actor, action, target, detail)
+
+
+def _diff(old: VirtualKey, new: VirtualKey) -> dict[str, Any]:
+    before, after = old.public(), new.public()
+    return {k: v for k, v in after.items() if before.get(k) != v and k != "status"}

@@ -1,0 +1,133 @@
+"""The in-process view of the key store that authentication reads on every request.
+
+A request costs one SHA-256 of the presented key and one dict lookup (plus a clock read
+when the credential has an end). The view is rebuilt from the store when the store's
+version number moves, checked every GATEWAY_KEYS_REFRESH_S (2 s) from a background task
+with the store call in a thread: a key created, rotated or revoked anywhere (CLI, another
+replica) reaches this process within that interval, with no restart. A store that fails
+keeps the last good view (counted and logged once per outage); a gateway that has never
+loaded the store refuses virtual keys with 503 rather than guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.tenants.keys import Team, VirtualKey, hash_key
+from gateway.tenants.principal import Principal
+from gateway.tenants.store import TenantStore
+
+log = logging.getLogger("gateway.tenants")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    principal: Principal
+    until: float | None  # the credential stops working at this epoch time (expiry, rotation)
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    version: int
+    by_hash: dict[str, _Entry]
+    refused: dict[str, str]  # hash of a revoked or expired credential -> why, for the 401
+    keys: dict[str, VirtualKey]
+    teams: dict[str, Team]
+
+
+_EMPTY = _View(-1, {}, {}, {}, {})
+
+
+class KeyDirectory:
+    def __init__(
+        self,
+        store: TenantStore,
+        *,
+        refresh_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._on_error = on_error
+        self._view = _EMPTY
+        self._failing = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._view is not _EMPTY
+
+    @property
+    def empty(self) -> bool:
+        """No virtual key at all (revoked ones count: their holders must still be refused)."""
+        return not self._view.keys
+
+    def lookup(self, plain: str) -> Principal | str | None:
+        """The principal for `plain`; or why it is refused ("revoked", "expired"); or None if unknown."""
+        digest = hash_key(plain)
+        view = self._view
+        entry = view.by_hash.get(digest)
+        if entry is not None:
+            if entry.until is None or self._clock() < entry.until:
+                return entry.principal
+            return "expired"
+        return view.refused.get(digest)
+
+    def key(self, name: str) -> VirtualKey | None:
+        return self._view.keys.get(name)
+
+    def team(self, name: str) -> Team | None:
+        return self._view.teams.get(name)
+
+    async def refresh(self) -> bool:
+        """Reload from the store if it changed; True when the view was rebuilt."""
+        try:
+            view = await asyncio.to_thread(self._load, self._view.version)
+        except Exception as exc:
+            if self._on_error is not None:
+                self._on_error()
+            if not self._failing:
+                log.error("key store failed (%s: %s): keeping the keys last loaded", type(exc).__name__, exc)
+                self._failing = True
+            return False
+        if self._failing:
+            log.warning("key store answers again")
+            self._failing = False
+        if view is None:
+            return False
+        self._view = view
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            await self.refresh()
+
+    def _load(self, known: int) -> _View | None:
+        version = self._store.version()
+        if version == known:
+            return None
+        keys = {k.name: k for k in self._store.all_keys()}
+        teams = {t.name: t for t in self._store.all_teams()}
+        return build_view(version, keys, teams, self._clock())
+
+
+def build_view(version: int, keys: dict[str, VirtualKey], teams: dict[str, Team], now: float) -> _View:
+    by_hash: dict[str, _Entry] = {}
+    refused: dict[str, str] = {}
+    for key in keys.values():
+        team = teams.get(key.team) if key.team else None
+        principal = Principal(key.name, key.team, key, team.limits if team is not None else None)
+        valid = key.valid_hashes(now)
+        for digest, until in valid:
+            by_hash[digest] = _Entry(principal, until)
+        reason = "revoked" if key.revoked_at is not None else "expired"
+        for credential in key.credentials:
+            if credential.hash not in by_hash:
+                refused[credential.hash] = reason
+    return _View(version, by_hash, refused, keys, teams)

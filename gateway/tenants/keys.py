@@ -1,0 +1,255 @@
+"""Virtual keys and teams as stored, and how a plain key becomes what the store keeps.
+
+A plain key is shown once, when it is created or rotated, and never stored: the store
+keeps its SHA-256 (what authentication looks up) and a short prefix (so an admin can tell
+keys apart in a listing). Keys are long random strings, so an unsalted fast hash is enough:
+there is no dictionary to attack, and the lookup stays one dict access per request.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+KEY_PREFIX = "sk-gw-"
+SHOWN_PREFIX_CHARS = 12  # "sk-gw-" and six random characters: enough to tell keys apart
+Period = Literal["day", "month"]
+PERIODS = ("day", "month")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+
+
+class TenantError(ValueError):
+    """A bad admin request (unknown name, duplicate, invalid value): shown to the admin as is."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def new_plain_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(plain: str) -> str:
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def check_name(name: str, what: str = "key") -> str:
+    if not NAME.match(name):
+        raise TenantError(
+            f"A {what} name is 1-64 letters, digits or `_.:@-`, starting with a letter or digit: {name!r}"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a key or a team may use; None means no limit of that kind."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_usd: float | None = None
+    budget_period: Period = "month"
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise TenantError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.budget_usd is not None and (not isinstance(self.budget_usd, (int, float)) or self.budget_usd <= 0):
+            raise TenantError(f"`budget_usd` must be a positive number, got {self.budget_usd!r}")
+        if self.budget_period not in PERIODS:
+            raise TenantError(f"`budget_period` must be `day` or `month`, got {self.budget_period!r}")
+
+    @property
+    def empty(self) -> bool:
+        return self.rpm is None and self.tpm is None and self.max_concurrent is None and self.budget_usd is None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One accepted secret of a key: its hash, its shown prefix, and until when it is valid
+    (None: until the key is rotated or revoked). Rotation adds one and dates the old ones."""
+
+    hash: str
+    prefix: str
+    created_at: float
+    valid_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKey:
+    name: str
+    credentials: tuple[Credential, ...]
+    limits: Limits = Limits()
+    models: tuple[str, ...] = ()  # globs over route names and model ids; empty: every model
+    team: str | None = None
+    expires_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+    revoked_at: float | None = None
+
+    def allows(self, name: str) -> bool:
+        return not self.models or any(fnmatch.fnmatchcase(name, glob) for glob in self.models)
+
+    def valid_hashes(self, now: float) -> list[tuple[str, float | None]]:
+        """(hash, until) of each credential that authenticates at `now`; `until` bounds it."""
+        if self.revoked_at is not None or (self.expires_at is not None and now >= self.expires_at):
+            return []
+        out = []
+        for c in self.credentials:
+            if c.valid_until is None or now < c.valid_until:
+                ends = [t for t in (c.valid_until, self.expires_at) if t is not None]
+                out.append((c.hash, min(ends) if ends else None))
+        return out
+
+    def public(self) -> dict[str, Any]:
+        """What listings show: everything but the hashes."""
+        return {
+            "name": self.name,
+            "prefixes": [c.prefix for c in self.credentials],
+            "team": self.team,
+            "models": list(self.models),
+            **asdict(self.limits),
+            "expires_at": _iso(self.expires_at),
+            "created_at": _iso(self.created_at),
+            "revoked_at": _iso(self.revoked_at),
+            "status": self.status(time.time()),
+        }
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "credentials": [asdict(c) for c in self.credentials],
+            "limits": asdict(self.limits),
+            "models": list(self.models),
+            "team": self.team,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VirtualKey:
+        return cls(
+            name=data["name"],
+            credentials=tuple(Credential(**c) for c in data["credentials"]),
+            limits=Limits(**data["limits"]),
+            models=tuple(data["models"]),
+            team=data.get("team"),
+            expires_at=data.get("expires_at"),
+            created_at=data["created_at"],
+            revoked_at=data.get("revoked_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    name: str
+    limits: Limits = Limits()
+    created_at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.limits), "created_at": _iso(self.created_at)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "limits": asdict(self.limits), "created_at": self.created_at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Team:
+        return cls(name=data["name"], limits=Limits(**data["limits"]), created_at=data["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin action: who did what to which key or team, when. Never a plain key."""
+
+    at: float
+    actor: str
+    action: str  # key.create, key.update, key.rotate, key.revoke, team.create, team.update
+    target: str
+    detail: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "at": _iso(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        }
+
+
+def issue(now: float) -> tuple[str, Credential]:
+    plain = new_plain_key()
+    return plain, Credential(hash_key(plain), plain[:SHOWN_PREFIX_CHARS], now)
+
+
+def rotated(key: VirtualKey, now: float, overlap_s: float) -> tuple[str, VirtualKey]:
+    """A new secret for `key`; the old ones stay valid for `overlap_s` more (0: not at all)."""
+    plain, credential = issue(now)
+    until = now + overlap_s
+    old = tuple(
+        c if c.valid_until is not None and c.valid_until <= until else replace(c, valid_until=until)
+        for c in key.credentials
+        if c.valid_until is None or c.valid_until > now
+    )
+    return plain, replace(key, credentials=(*old, credential))
+
+
+def parse_models(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TenantError(f"`models` entries must be strings, got {item!r}")
+        item = item.strip()
+        if item and item not in out:
+            out.append(item)
+    if len(out) > 100:
+        raise TenantError("at most 100 `models` globs per key")
+    return tuple(out)
+
+
+def parse_when(text: str | None) -> float | None:
+    """An ISO date or datetime (UTC unless it says otherwise) -> epoch seconds."""
+    if text is None or text == "":
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise TenantError(f"expected an ISO date like 2027-01-01 or 2027-01-01T12:00:00Z, got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `24h`, `7d` -> seconds."""
+    found = _DURATION.match(text.strip())
+    if not found:
+        raise TenantError(f"expected a duration like 30m, 24h or 7d, got {text!r}")
+    return float(found[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,205 @@
+"""Where keys, teams and the audit log live: one interface, SQLite and Redis behind it.
+
+SQLite (`keys.sqlite3` in the data dir) for one host; Redis when GATEWAY_REDIS_URL is set,
+so every replica reads the same keys. Both are synchronous: the CLI calls them directly
+(no gateway needs to run), the gateway calls them from a thread (admin endpoints, the
+directory's refresh), never on the request path. Each change writes the record, its audit
+entry and a bumped version number together (one transaction, one MULTI), so a reader that
+sees the new version sees the change, and no change goes unaudited.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.tenants.keys import AuditEntry, Team, TenantError, VirtualKey
+
+if TYPE_CHECKING:
+    import redis
+
+    from gateway.settings import Settings
+
+SQLITE_FILE = "keys.sqlite3"
+REDIS_PREFIX = "gw:tenants:"
+
+
+class TenantStore(Protocol):
+    def version(self) -> int: ...
+
+    def all_keys(self) -> list[VirtualKey]: ...
+
+    def all_teams(self) -> list[Team]: ...
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest `limit` entries, oldest first."""
+        ...
+
+    def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:
+        """Raises TenantError (409) if a key of that name exists."""
+        ...
+
+    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None: ...
+
+    def insert_team(self, team: Team, entry: AuditEntry) -> None: ...
+
+    def replace_team(self, team: Team, entry: AuditEntry) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_tenant_store(settings: Settings) -> TenantStore:
+    if settings.redis_url:
+        return RedisTenantStore.from_url(settings.redis_url)
+    return SqliteTenantStore(Path(settings.data_dir) / SQLITE_FILE)
+
+
+def _exists(kind: str, name: str) -> TenantError:
+    return TenantError(f"A {kind} named `{name}` already exists.", status=409, code="already_exists")
+
+
+def _entry_json(entry: AuditEntry) -> str:
+    return json.dumps(
+        {"at": entry.at, "actor": entry.actor, "action": entry.action, "target": entry.target, "detail": entry.detail}
+    )
+
+
+def _entry(text: str | bytes) -> AuditEntry:
+    return AuditEntry(**json.loads(text))
+
+
+class SqliteTenantStore:
+    _SCHEMA = """
+    CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT OR IGNORE INTO meta VALUES ('version', 0);
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # One connection used from whichever thread calls (the gateway's to_thread workers),
+        # one at a time; WAL so the CLI and several gateway processes can share the file.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(self._SCHEMA)
+
+    def version(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()[0]
+
+    def all_keys(self) -> list[VirtualKey]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM keys ORDER BY name").fetchall()
+        return [VirtualKey.from_json(json.loads(r[0])) for r in rows]
+
+    def all_teams(self) -> list[Team]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM teams ORDER BY name").fetchall()
+        return [Team.from_json(json.loads(r[0])) for r in rows]
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        with self._lock:
+            rows = self._db.execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [_entry(r[0]) for r in reversed(rows)]
+
+    def _write(self, sql: str, name: str, record: dict, entry: AuditEntry, kind: str) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(sql, (name, json.dumps(record)))
+                self._db.execute("INSERT INTO audit (entry) VALUES (?)", (_entry_json(entry),))
+                self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'version'")
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                raise _exists(kind, name) from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:
+        self._write("INSERT INTO keys VALUES (?, ?)", key.name, key.to_json(), entry, "key")
+
+    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None:
+        self._write("INSERT OR REPLACE INTO keys VALUES (?, ?)", key.name, key.to_json(), entry, "key")
+
+    def insert_team(self, team: Team, entry: AuditEntry) -> None:
+        self._write("INSERT INTO teams VALUES (?, ?)", team.name, team.to_json(), entry, "team")
+
+    def replace_team(self, team: Team, entry: AuditEntry) -> None:
+        self._write("INSERT OR REPLACE INTO teams VALUES (?, ?)", team.name, team.to_json(), entry, "team")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# KEYS: the records hash, the audit list, the version counter. ARGV: name, record, entry,
+# and 1 to refuse an existing name. One script, so record, audit and version change together.
+_WRITE = """
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
+
+class RedisTenantStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._write_script = client.register_script(_WRITE)
+        self._keys = REDIS_PREFIX + "keys"
+        self._teams = REDIS_PREFIX + "teams"
+        self._audit = REDIS_PREFIX + "audit"
+        self._version = REDIS_PREFIX + "version"
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisTenantStore:
+        import redis
+
+        return cls(redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0))
+
+    def version(self) -> int:
+        return int(self._redis.get(self._version) or 0)
+
+    def all_keys(self) -> list[VirtualKey]:
+        records = self._redis.hgetall(self._keys)
+        return sorted((VirtualKey.from_json(json.loads(v)) for v in records.values()), key=lambda k: k.name)
+
+    def all_teams(self) -> list[Team]:
+        records = self._redis.hgetall(self._teams)
+        return sorted((Team.from_json(json.loads(v)) for v in records.values()), key=lambda t: t.name)
+
+    def audit(self, limit: int = 100) -> list[AuditEntry]:
+        return [_entry(e) for e in self._redis.lrange(self._audit, -limit, -1)]
+
+    def _write(self, where: str, name: str, record: dict, entry: AuditEntry, refuse_existing: bool, kind: str) -> None:
+        args = [name, json.dumps(record), _entry_json(entry), "1" if refuse_existing else "0"]
+        if not self._write_script(keys=[where, self._audit, self._version], args=args):
+            raise _exists(kind, name)
+
+    def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:
+        self._write(self._keys, key.name, key.to_json(), entry, True, "key")
+
+    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None:
+        self._write(self._keys, key.name, key.to_json(), entry, False, "key")
+
+    def insert_team(self, team: Team, entry: AuditEntry) -> None:
+        self._write(self._teams, team.name, team.to_json(), entry, True, "team")
+
+    def replace_team(self, team: Team, entry: AuditEntry) -> None:
+        self._write(self._teams, team.name, team.to_json(), entry, False, "team")
+
+    def close(self) -> None:
+        self._redis.close()

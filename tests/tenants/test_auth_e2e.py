@@ -1,0 +1,212 @@
+"""Virtual keys as a running gateway meets them: created, revoked and expiring while it runs,
+restricted to some models, managed over HTTP only with the admin key, and failed
+authentication throttled per address."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import httpx
+import openai
+import pytest
+
+from tests.support.clock import clear_of_minute_edge
+from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
+from tests.tenants.support import bearer, cli, create_key
+
+ASK = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
+FAST_REFRESH = {"GATEWAY_KEYS_REFRESH_S": "0.2"}
+
+
+def chat(gw, key: str | None, body=ASK, headers=None) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/chat/completions", json=body, headers={**(bearer(key) if key else {}), **(headers or {})}
+    )
+
+
+def test_a_key_made_while_the_gateway_runs_works_and_revocation_reaches_it(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    first = create_key("app1", data_dir=data)  # made before the gateway starts, with none running
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data), "GATEWAY_API_KEYS": "ops:sk-static"},
+    )
+    assert chat(gw, first).status_code == 200
+    assert chat(gw, "sk-static").status_code == 200  # static keys keep working beside virtual ones
+    second = create_key("app2", data_dir=data)  # made while it runs: no restart
+    poll(lambda: chat(gw, second).status_code == 200, what="the new key to be accepted", timeout=15)
+
+    revoked = cli("keys", "revoke", "app1", data_dir=data)
+    assert revoked.returncode == 0, revoked.stderr
+    refused = poll(lambda: (r := chat(gw, first)).status_code == 401 and r, what="the revoked key refused", timeout=15)
+    assert refused.json()["error"] == {
+        "message": "This API key has been revoked.", "type": "authentication_error", "param": None,
+        "code": "invalid_api_key",
+    }  # fmt: skip
+    before = len(upstream.received)
+    assert chat(gw, first).status_code == 401 and chat(gw, "sk-gw-nonsense").status_code == 401
+    assert chat(gw, second).status_code == 200
+    assert len(upstream.received) == before + 1  # only the valid key's call reached the upstream
+
+
+def test_an_expiring_key_is_refused_once_it_expires(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    gw = start_gateway(one_backend_policy(upstream.base_url), env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data)})
+    expires = datetime.fromtimestamp(time.time() + 8, UTC).isoformat()
+    key = create_key("brief", "--expires", expires, data_dir=data)  # made while it runs
+    poll(lambda: chat(gw, key).status_code == 200, what="the key accepted", timeout=6)
+    refused = poll(lambda: (r := chat(gw, key)).status_code == 401 and r, what="the expired key refused", timeout=15)
+    assert refused.json()["error"]["message"] == "This API key has expired."
+    assert time.time() >= datetime.fromisoformat(expires).timestamp()  # not a moment before
+
+
+def test_rotation_with_overlap_keeps_both_keys_working(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    old = create_key("app1", data_dir=data)
+    gw = start_gateway(one_backend_policy(upstream.base_url), env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data)})
+    rotated = cli("keys", "rotate", "app1", "--overlap", "1h", "--json", data_dir=data)
+    new = json.loads(rotated.stdout)["key"]
+    poll(lambda: chat(gw, new).status_code == 200, what="the rotated key accepted", timeout=15)
+    assert chat(gw, old).status_code == 200
+    cli("keys", "rotate", "app1", data_dir=data)  # no overlap: both earlier keys end now
+    poll(lambda: chat(gw, new).status_code == 401, what="the superseded key refused", timeout=15)
+    assert chat(gw, old).status_code == 401
+
+
+def test_a_key_limited_to_some_models_gets_403_for_the_others(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    key = create_key("narrow", "--models", "auto,qwen/qwen3-*", data_dir=data)
+    policy = one_backend_policy(
+        upstream.base_url,
+        models=["qwen/qwen3-32b", "meta/llama-3-8b"],
+        routes={"auto": ["meta/llama-3-8b"], "big": ["meta/llama-3-8b"]},
+    )
+    gw = start_gateway(policy, env={"GATEWAY_DATA_DIR": str(data)})
+    allowed = [
+        {**ASK, "model": "auto"},  # a listed route: all its candidates, whatever their model
+        {**ASK, "model": "qwen/qwen3-32b"},
+        {**ASK, "model": "qwen/qwen3-32b:floor"},
+        {**ASK, "model": "auto", "models": ["qwen/qwen3-32b"]},
+    ]
+    for body in allowed:
+        assert chat(gw, key, body).status_code == 200, body
+    refused = [
+        {**ASK, "model": "meta/llama-3-8b"},
+        {**ASK, "model": "meta/llama-3-8b:nitro"},
+        {**ASK, "model": "big"},
+        {**ASK, "model": "auto", "models": ["meta/llama-3-8b"]},  # a fallback list cannot smuggle a model in
+    ]
+    for body in refused:
+        r = chat(gw, key, body)
+        assert r.status_code == 403, (body, r.text)
+        assert r.json()["error"]["code"] == "model_not_allowed" and r.json()["error"]["type"] == "permission_error"
+    assert len(upstream.received) == len(allowed)
+
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(model="meta/llama-3-8b", messages=ASK["messages"])
+    assert "may not use `meta/llama-3-8b`" in denied.value.message
+    client.close()
+
+
+def test_key_management_over_http_needs_the_admin_key(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    tenant = create_key("tenant", data_dir=data)
+    no_admin = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_DATA_DIR": str(data), "GATEWAY_API_KEYS": "ops:sk-static"},
+    )
+    for key in (tenant, "sk-static", None):
+        r = httpx.post(no_admin.url + "/admin/keys", json={"name": "minted"}, headers=bearer(key) if key else {})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_key_not_set", r.text
+    # /admin/status: the operator's static key yes, a tenant's virtual key no.
+    assert httpx.get(no_admin.url + "/admin/status", headers=bearer("sk-static")).status_code == 200
+    denied = httpx.get(no_admin.url + "/admin/status", headers=bearer(tenant))
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_only"
+    assert [
+        k["name"] for k in httpx.get(no_admin.url + "/admin/keys", headers=bearer(tenant)).json().get("data", [])
+    ] == []
+    no_admin.stop()
+
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data), "GATEWAY_ADMIN_KEY": "sk-admin"},
+    )
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "minted"}, headers=bearer(tenant)).status_code == 401
+    made = httpx.post(
+        gw.url + "/admin/keys",
+        json={"name": "minted", "rpm": 5, "models": ["auto"], "expires": "2099-01-01"},
+        headers=bearer("sk-admin"),
+    )
+    assert made.status_code == 201, made.text
+    minted = made.json()["key"]
+    assert made.json()["rpm"] == 5 and made.json()["models"] == ["auto"]
+    assert chat(gw, minted).status_code == 200  # the replica that made it knows it at once
+    bad = httpx.post(gw.url + "/admin/keys", json={"name": "x", "rpm": "lots"}, headers=bearer("sk-admin"))
+    assert bad.status_code == 400 and "rpm" in bad.json()["error"]["message"]
+    dup = httpx.post(gw.url + "/admin/keys", json={"name": "minted"}, headers=bearer("sk-admin"))
+    assert dup.status_code == 409
+    patched = httpx.patch(gw.url + "/admin/keys/minted", json={"rpm": 7}, headers=bearer("sk-admin"))
+    assert patched.status_code == 200 and patched.json()["rpm"] == 7
+    rotated = httpx.post(gw.url + "/admin/keys/minted/rotate", json={"overlap": "0"}, headers=bearer("sk-admin"))
+    assert rotated.status_code == 200 and chat(gw, rotated.json()["key"]).status_code == 200
+    assert chat(gw, minted).status_code == 401
+    revoked = httpx.post(gw.url + "/admin/keys/minted/revoke", headers=bearer("sk-admin"))
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    assert chat(gw, rotated.json()["key"]).status_code == 401
+    team = httpx.post(gw.url + "/admin/teams", json={"name": "ops", "rpm": 3}, headers=bearer("sk-admin"))
+    assert team.status_code == 201 and team.json()["rpm"] == 3
+    team = httpx.patch(gw.url + "/admin/teams/ops", json={"budget_usd": 2.5}, headers=bearer("sk-admin"))
+    assert (team.json()["rpm"], team.json()["budget_usd"], team.json()["budget_period"]) == (3, 2.5, "month")
+    assert httpx.get(gw.url + "/admin/teams", headers=bearer(tenant)).status_code == 401
+    assert [t["name"] for t in httpx.get(gw.url + "/admin/teams", headers=bearer("sk-admin")).json()["data"]] == ["ops"]
+    listing = httpx.get(gw.url + "/admin/keys", headers=bearer("sk-admin")).json()["data"]
+    assert [(k["name"], k["status"]) for k in listing] == [("minted", "revoked"), ("tenant", "active")]
+    audit = httpx.get(gw.url + "/admin/audit", headers=bearer("sk-admin")).json()["data"]
+    assert [(e["action"], e["actor"].split(":")[0]) for e in audit] == [
+        ("key.create", "cli"), ("key.create", "http"), ("key.update", "http"), ("key.rotate", "http"),
+        ("key.revoke", "http"), ("team.create", "http"), ("team.update", "http"),
+    ]  # fmt: skip
+    assert minted not in str(audit) and rotated.json()["key"] not in str(audit)
+
+
+def test_failed_authentication_is_throttled_per_address_and_never_a_valid_key(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    key = create_key("good", data_dir=data)
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={
+            "GATEWAY_DATA_DIR": str(data),
+            "GATEWAY_AUTH_FAILURES_PER_MINUTE": "10",
+            "GATEWAY_TRUSTED_PROXIES": "127.0.0.1",
+        },
+    )
+    clear_of_minute_edge()
+    with httpx.Client() as client:
+        statuses = [
+            client.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(f"sk-wrong-{i}")).status_code
+            for i in range(15)
+        ]
+        assert statuses == [401] * 10 + [429] * 5
+        throttled = client.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer("sk-wrong"))
+        assert (
+            throttled.json()["error"]["code"] == "auth_throttled" and 1 <= int(throttled.headers["retry-after"]) <= 60
+        )
+        # The valid key from the same address is never refused for its neighbours' failures.
+        assert [
+            client.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key)).status_code for _ in range(3)
+        ] == [200] * 3
+        # Behind the trusted proxy (127.0.0.1), each forwarded client has its own count.
+        other = {"x-forwarded-for": "203.0.113.7"}
+        assert chat(gw, "sk-wrong", headers=other).status_code == 401
+    assert len(upstream.received) == 3
+
+
+def test_an_open_gateway_says_so_once_at_start(start_gateway, upstream, tmp_path):
+    gw = start_gateway(one_backend_policy(upstream.base_url), env={"GATEWAY_DATA_DIR": str(tmp_path / "data")})
+    for _ in range(3):
+        assert chat(gw, None).status_code == 200
+    assert gw.log().count("the gateway is open to anyone") == 1

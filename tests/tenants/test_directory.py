@@ -1,0 +1,94 @@
+"""gateway/tenants/directory.py: the view authentication reads, rebuilt when the store
+changes, kept when the store fails, and exact about expiry and rotation."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.tenants.admin import TenantAdmin
+from gateway.tenants.directory import KeyDirectory
+from gateway.tenants.keys import Limits
+from gateway.tenants.principal import Principal
+from gateway.tenants.store import SqliteTenantStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyStore:
+    """A store whose reads fail while `down` is set."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = False
+        self.version_reads = 0
+
+    def version(self) -> int:
+        self.version_reads += 1
+        if self.down:
+            raise ConnectionError("store down")
+        return self.inner.version()
+
+    def all_keys(self):
+        return self.inner.all_keys()
+
+    def all_teams(self):
+        return self.inner.all_teams()
+
+
+async def test_the_view_follows_the_store_and_survives_its_failures(tmp_path, caplog):
+    clock = Clock()
+    inner = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    admin = TenantAdmin(inner, clock)
+    store = FlakyStore(inner)
+    errors = []
+    directory = KeyDirectory(store, clock=clock, on_error=lambda: errors.append(1))
+    assert not directory.loaded
+    assert await directory.refresh() and directory.loaded and directory.empty
+
+    admin.create_team("platform", actor="t", limits=Limits(rpm=9))
+    plain = admin.create_key("app", actor="t", team="platform", expires_at=clock.now + 60).plain
+    assert directory.lookup(plain) is None  # not yet refreshed
+    assert await directory.refresh()
+    found = directory.lookup(plain)
+    assert isinstance(found, Principal) and (found.key_name, found.team, found.team_limits) == (
+        "app",
+        "platform",
+        Limits(rpm=9),
+    )
+    assert not await directory.refresh()  # same version: nothing reloaded
+
+    store.down = True
+    admin.revoke_key("app", actor="t")
+    assert not await directory.refresh()
+    assert not await directory.refresh()
+    assert directory.lookup(plain) is found  # the last good view stays in force
+    assert len(errors) == 2 and caplog.text.count("key store failed") == 1  # counted each time, logged once
+    store.down = False
+    with caplog.at_level(logging.WARNING):
+        assert await directory.refresh()
+    assert directory.lookup(plain) == "revoked" and "key store answers again" in caplog.text
+    inner.close()
+
+
+async def test_expiry_and_the_end_of_a_rotation_overlap_need_no_refresh(tmp_path):
+    clock = Clock()
+    store = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    admin = TenantAdmin(store, clock)
+    expiring = admin.create_key("brief", actor="t", expires_at=clock.now + 10).plain
+    old = admin.create_key("app", actor="t").plain
+    new = admin.rotate_key("app", actor="t", overlap_s=5).plain
+    directory = KeyDirectory(store, clock=clock)
+    await directory.refresh()
+    assert all(isinstance(directory.lookup(k), Principal) for k in (expiring, old, new))
+    clock.now += 5
+    assert directory.lookup(old) == "expired" and isinstance(directory.lookup(new), Principal)
+    clock.now += 5
+    assert directory.lookup(expiring) == "expired"
+    assert directory.lookup("sk-gw-unknown") is None
+    store.close()

@@ -1,0 +1,97 @@
+"""`gateway keys` and `gateway teams` as an admin runs them: no gateway running, the real
+command in a subprocess, on the store a gateway would read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway.tenants.keys import hash_key
+from gateway.tenants.store import SqliteTenantStore
+from tests.support.services import REPO
+
+
+def gateway(*args: str, data_dir, redis_url: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_DATA_DIR": str(data_dir)}
+    env.pop("GATEWAY_REDIS_URL", None)
+    if redis_url:
+        env["GATEWAY_REDIS_URL"] = redis_url
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_create_prints_the_key_once_and_the_store_keeps_its_hash(tmp_path):
+    team = gateway("teams", "create", "platform", "--budget-usd", "20", "--budget-period", "day", data_dir=tmp_path)
+    assert team.returncode == 0, team.stderr
+    assert team.stdout.splitlines()[1].split() == ["platform", "-", "-", "-", "20.0", "day"]
+    made = gateway(
+        "keys", "create", "--name", "app1", "--rpm", "60", "--tpm", "100000", "--budget-usd", "50",
+        "--budget-period", "month", "--models", "qwen/*,auto", "--expires", "2027-01-01", "--team", "platform",
+        "--max-concurrent", "4", "--json", data_dir=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    body = json.loads(made.stdout)
+    plain = body["key"]
+    assert plain.startswith("sk-gw-") and body["prefixes"] == [plain[:12]]
+    assert {k: body[k] for k in ("name", "team", "models", "rpm", "tpm", "max_concurrent", "budget_usd")} == {
+        "name": "app1", "team": "platform", "models": ["qwen/*", "auto"], "rpm": 60, "tpm": 100000,
+        "max_concurrent": 4, "budget_usd": 50.0,
+    }  # fmt: skip
+    assert body["expires_at"] == "2027-01-01T00:00:00Z" and body["status"] == "active"
+
+    listed = gateway("keys", "list", data_dir=tmp_path)
+    assert listed.returncode == 0 and plain not in listed.stdout and plain[:12] in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:3] == ["name", "prefixes", "team"] and row.split()[:4] == [
+        "app1", plain[:12], "platform", "qwen/*,auto",
+    ]  # fmt: skip
+    store = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    [key] = store.all_keys()
+    assert key.credentials[0].hash == hash_key(plain)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.sqlite3*"))
+    assert hash_key(plain).encode() in raw and plain.encode() not in raw
+
+    table = gateway("keys", "create", "--name", "app2", data_dir=tmp_path)
+    first_line = table.stdout.splitlines()[0]
+    assert first_line.startswith("key: sk-gw-") and table.stdout.count(first_line[5:]) == 1  # printed once
+
+
+def test_update_rotate_revoke_and_the_audit_trail(tmp_path):
+    made = json.loads(gateway("keys", "create", "--name", "app1", "--rpm", "10", "--json", data_dir=tmp_path).stdout)
+    updated = json.loads(
+        gateway("keys", "update", "app1", "--rpm", "0", "--tpm", "500", "--json", data_dir=tmp_path).stdout
+    )
+    assert (updated["rpm"], updated["tpm"]) == (None, 500)
+    rotated = json.loads(gateway("keys", "rotate", "app1", "--overlap", "24h", "--json", data_dir=tmp_path).stdout)
+    assert rotated["key"] != made["key"] and rotated["prefixes"] == [made["key"][:12], rotated["key"][:12]]
+    revoked = gateway("keys", "revoke", "app1", "--json", data_dir=tmp_path)
+    assert json.loads(revoked.stdout)["status"] == "revoked"
+    audit = json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)
+    assert [e["action"] for e in audit] == ["key.create", "key.update", "key.rotate", "key.revoke"]
+    assert all(e["actor"].startswith("cli:") and e["target"] == "app1" for e in audit)
+    assert audit[1]["detail"] == {"rpm": None, "tpm": 500}
+    text = json.dumps(audit)
+    assert made["key"] not in text and rotated["key"] not in text
+
+    missing = gateway("keys", "revoke", "ghost", data_dir=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip() == "error: No key named `ghost`." and not missing.stdout
+    bad = gateway("keys", "create", "--name", "x", "--rpm", "-1", data_dir=tmp_path)
+    assert bad.returncode == 1 and "`rpm` must be a positive integer" in bad.stderr
+    assert len(json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)) == 4
+
+
+@pytest.mark.redis
+def test_with_redis_the_cli_writes_where_replicas_read(tmp_path, redis_server):
+    made = gateway("keys", "create", "--name", "shared", "--json", data_dir=tmp_path, redis_url=redis_server.url)
+    assert made.returncode == 0, made.stderr
+    assert not (tmp_path / "keys.sqlite3").exists()
+    teams = gateway("teams", "list", "--json", data_dir=tmp_path, redis_url=redis_server.url)
+    assert json.loads(teams.stdout) == []
+    listed = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path, redis_url=redis_server.url).stdout)
+    assert [k["name"] for k in listed] == ["shared"]

@@ -1,0 +1,41 @@
+"""gateway/tenants/throttle.py: failures per address, bounded memory, trusted proxies only."""
+
+from __future__ import annotations
+
+from gateway.tenants.throttle import FailedAuthThrottle, client_address, parse_networks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 6000.0 + 30  # half a minute in
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_address_over_its_failures_waits_for_the_next_minute_others_do_not():
+    clock = Clock()
+    throttle = FailedAuthThrottle(3, clock=clock)
+    assert [throttle.failed("10.0.0.1") for _ in range(3)] == [None, None, None]
+    assert throttle.failed("10.0.0.1") == 30.0
+    assert throttle.failed("10.0.0.2") is None
+    clock.now += 30
+    assert throttle.failed("10.0.0.1") is None
+
+
+def test_memory_is_bounded_by_forgetting_the_least_recent_address():
+    throttle = FailedAuthThrottle(1, max_addresses=100, clock=Clock())
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle._failures) == 100
+    assert throttle.failed("10.0.3.231") is not None  # the last one is still remembered (its second failure)
+
+
+def test_x_forwarded_for_is_read_only_from_a_trusted_peer():
+    trusted = parse_networks("10.1.0.0/16, 127.0.0.1")
+    assert client_address("203.0.113.9", "1.2.3.4", trusted) == "203.0.113.9"  # untrusted peer: header ignored
+    assert client_address("10.1.2.3", "1.2.3.4", trusted) == "1.2.3.4"
+    # A client cannot pick its address by prepending one: the right-most untrusted hop counts.
+    assert client_address("10.1.2.3", "6.6.6.6, 1.2.3.4, 10.1.9.9", trusted) == "1.2.3.4"
+    assert client_address("10.1.2.3", None, trusted) == "10.1.2.3"
+    assert client_address("10.1.2.3", "1.2.3.4", ()) == "10.1.2.3"  # no trusted proxies configured
