@@ -79,6 +79,7 @@ async def chat_completions(request: Request) -> Response:
         app=headers.get("http-referer") or headers.get("referer"),
         app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
         api_key_name=principal.key_name,
+        team=principal.team,
     )
     state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
     if ticket is not None:

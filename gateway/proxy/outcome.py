@@ -38,7 +38,7 @@ class CallOutcome:
     app: str | None = None  # HTTP-Referer
     app_title: str | None = None  # X-OpenRouter-Title / X-Title
     api_key_name: str | None = None
-    team: str | None = None  # the key's team (tenants: not yet)
+    team: str | None = None  # the key's team, when it has one
     endpoint: str = "chat"  # the API the client called (`chat`, `messages`, ...), for the ledger
     status: int = 200
     error: str | None = None

@@ -210,3 +210,24 @@ def test_an_open_gateway_says_so_once_at_start(start_gateway, upstream, tmp_path
     for _ in range(3):
         assert chat(gw, None).status_code == 200
     assert gw.log().count("the gateway is open to anyone") == 1
+
+
+def test_the_ledger_names_the_key_and_its_team(start_gateway, upstream, tmp_path):
+    """Every usage event carries the key's name and its team, for spend per key and team."""
+    data = tmp_path / "data"
+    assert cli("teams", "create", "platform", data_dir=data).returncode == 0
+    teamed = create_key("app1", "--team", "platform", data_dir=data)
+    solo = create_key("app2", data_dir=data)
+    gw = start_gateway(one_backend_policy(upstream.base_url), env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data)})
+    assert chat(gw, teamed).status_code == 200
+    assert chat(gw, solo).status_code == 200
+    day = datetime.now(UTC).date().isoformat()
+
+    def exported() -> list[dict] | None:
+        done = cli("usage", "export", "--start", day, "--end", day, data_dir=data)
+        assert done.returncode == 0, done.stderr
+        rows = [json.loads(line) for line in done.stdout.splitlines()]
+        return rows if len(rows) >= 2 else None
+
+    rows = poll(exported, what="two events in the ledger", timeout=30)
+    assert sorted((r["key"], r["team"]) for r in rows) == [("app1", "platform"), ("app2", None)]
