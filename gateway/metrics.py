@@ -14,7 +14,7 @@ checks run once per series, not once per call.
 
 Gauges other parts own have one-line hooks: `set_circuit_state` (routing's circuit
 breakers), `usage_events_dropped` and `usage_write_failed` (the usage recorder), `config_reload` (wired to
-`ConfigHolder.on_result` in the app's lifespan).
+`ConfigHolder.on_result` in the app's lifespan), `background_task_restarted` (`gateway.supervise`).
 
 Several worker processes (`gateway serve --workers N`) share one scrape through
 prometheus-client's multiprocess mode: `gateway serve` points PROMETHEUS_MULTIPROC_DIR at
@@ -177,6 +177,14 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
+        # -- front door and background tasks (gateway.supervise, gateway.api.wire) ---------------
+        self.background_task_restarts = Counter(
+            "gateway_background_task_restarts_total",
+            "Background tasks (config watcher, health prober, shared-state sync, usage recorder) "
+            "restarted after an unexpected error.",
+            ["task"],
+            registry=r,
+        )
         self._children: dict[tuple, object] = {}
         self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
         self._offers: dict[tuple[str, str], _OfferSeries] = {}
@@ -277,6 +285,10 @@ class Metrics:
     def usage_write_failed(self) -> None:
         """The usage recorder reports each failed batch write (it keeps the batch and retries)."""
         self.usage_write_failures.inc()
+
+    def background_task_restarted(self, task: str) -> None:
+        """`gateway.supervise` reports a background task it restarts (task names are fixed in code)."""
+        self._child(self.background_task_restarts, task).inc()
 
     def config_reload(self, result: str) -> None:
         """Wired to `ConfigHolder.on_result`: 'success' or 'failure'."""
