@@ -79,6 +79,9 @@ def _serve(settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
         date_header=False,
+        # On every answer (uvicorn adds it as it writes the head; no per-request work here):
+        # browsers must not guess a type other than the one sent.
+        headers=[("X-Content-Type-Options", "nosniff")],
         log_config=None,
     )
     if config.workers <= 1:
