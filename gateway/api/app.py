@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         _install_sighup(state)
         log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
         try:
-            yield
+            yield {"gateway_metrics": state.metrics}  # lifespan state: the HTTP protocol counts what it refuses
         finally:
             for task in state.tasks:
                 task.cancel()

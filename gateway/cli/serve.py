@@ -1,12 +1,19 @@
-"""`gateway serve`: run the gateway under uvicorn (uvloop + httptools), one or more workers."""
+"""`gateway serve`: run the gateway under uvicorn (uvloop + httptools), one or more workers.
+
+The HTTP protocol is uvicorn's httptools one with the gateway's limits (gateway/api/wire.py);
+the open-file limit is raised to the hard limit first, so connections are not refused at 1024.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
 import sys
+
+log = logging.getLogger("gateway")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,18 +69,45 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(settings) -> int:
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit (allowed without privileges).
 
-    config = uvicorn.Config(
+    Each client connection is a descriptor; distributions often default the soft limit to
+    1024 while allowing far more. Returns the (soft, hard) limits now in force.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft, hard
+
+
+def server_config(settings):
+    """uvicorn's configuration for these settings: the gateway's HTTP protocol and its limits."""
+    from gateway.api.wire import GatewayHttpProtocol, ServeConfig, WireLimits
+
+    return ServeConfig(
         "gateway.api.app:create_app",
+        wire=WireLimits(
+            max_headers=settings.max_headers,
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+        ),
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,  # httptools, with header limits, read timeouts and JSON errors
+        timeout_keep_alive=settings.keepalive_timeout_s,
+        limit_concurrency=settings.max_connections or None,
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
@@ -84,6 +118,15 @@ def _serve(settings) -> int:
         headers=[("X-Content-Type-Options", "nosniff")],
         log_config=None,
     )
+
+
+def _serve(settings) -> int:
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    soft, _ = raise_fd_limit()
+    log.info("open-file limit: %d", soft)
+    config = server_config(settings)
     if config.workers <= 1:
         server = uvicorn.Server(config)
         server.run()
