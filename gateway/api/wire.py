@@ -42,7 +42,12 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger("gateway.api")
 
-_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in reading a request
+_IDLE, _HEAD, _BODY, _LINGER = 0, 1, 2, 3  # where a connection is in reading a request
+# After an error answer the gateway stops writing but reads (and drops) what the client is
+# still sending, for up to this long or this much: closing a socket with unread input sends
+# a TCP reset, which can destroy the answer before the client reads it.
+LINGER_S = 2.0
+LINGER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # uvicorn's, with the head's bytes counted and JSON error answers.
         self._unset_keepalive_if_required()
+        if self.phase == _LINGER:  # answered already: drop the rest
+            self._head_wire += len(data)
+            if self._head_wire > LINGER_BYTES:
+                self.transport.close()
+            return
         self._chunk = len(data)
         try:
             self.parser.feed_data(data)
@@ -147,11 +157,21 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._reject(400, msg, "invalid_http_request")
 
     def _reject(self, status: int, message: str, code: str, *, reason: str = "invalid_request") -> None:
-        self.phase = _IDLE
         self._count(reason)
-        if not self.transport.is_closing():
-            self.transport.write(error_response(status, message, code))
-            self.transport.close()
+        transport = self.transport
+        if transport.is_closing():
+            self.phase = _IDLE
+            return
+        transport.write(error_response(status, message, code))
+        if not transport.can_write_eof():
+            self.phase = _IDLE
+            transport.close()
+            return
+        transport.write_eof()  # the answer goes out, then a FIN; the sweep closes after LINGER_S
+        self.phase = _LINGER
+        self.phase_since = self.loop.time()
+        self._head_wire = 0
+        self.flow.resume_reading()
 
     def _count(self, reason: str) -> None:
         metrics = self.app_state.get("gateway_metrics")  # put there by the app's lifespan
@@ -224,6 +244,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def expire_if_late(self, now: float) -> None:
         phase = self.phase
         if phase == _IDLE or self.transport.is_closing():
+            return
+        if phase == _LINGER:
+            if now - self.phase_since >= LINGER_S:
+                self.transport.close()
             return
         if self.flow.read_paused:  # the gateway stopped reading (app busy, pipelining): not the client's delay
             self.phase_since = now
