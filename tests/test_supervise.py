@@ -101,3 +101,59 @@ async def test_the_usage_recorder_is_restarted_and_still_writes(tmp_path):
         assert await requests_that_day(store) == 1 and recorder.dropped == 0
     finally:
         await store.aclose()
+
+
+POLICY = """\
+backends:
+  mock:
+    type: mock
+    health_check: {enabled: true, interval_s: 0.05}
+    models:
+      mock/a: {}
+      mock/b: {}
+routes:
+  auto:
+    models: [mock/a]
+"""
+
+
+async def test_the_apps_config_watcher_and_health_prober_are_restarted_and_counted(tmp_path, monkeypatch):
+    """The app's own wiring: each loop that dies is restarted and counted under its name."""
+    from gateway.api.app import create_app
+    from gateway.config.reload import ConfigHolder
+    from gateway.routing.health import HealthProber
+    from gateway.settings import Settings
+
+    runs = {"watch": 0, "probe": 0}
+    real_watch, real_run = ConfigHolder.watch, HealthProber.run
+
+    async def watch(self, poll_s: float = 2.0) -> None:
+        runs["watch"] += 1
+        if runs["watch"] == 1:
+            raise RuntimeError("watcher bug")
+        await real_watch(self, poll_s)
+
+    async def run(self) -> None:
+        runs["probe"] += 1
+        if runs["probe"] == 1:
+            raise RuntimeError("prober bug")
+        await real_run(self)
+
+    monkeypatch.setattr(ConfigHolder, "watch", watch)
+    monkeypatch.setattr(HealthProber, "run", run)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_writer="inline", reload_poll_s=0.1))
+    async with app.app.router.lifespan_context(app.app) as lifespan_state:
+        metrics = lifespan_state["gateway_metrics"]
+        state = app.state.gateway
+        await apoll(lambda: runs == {"watch": 2, "probe": 2}, what="both tasks to be restarted once")
+        restarts = {
+            task: value(metrics, "gateway_background_task_restarts_total", task=task)
+            for task in ("config_watcher", "health_prober", "circuit_state_export", "usage_recorder")
+        }
+        assert restarts == {"config_watcher": 1, "health_prober": 1, "circuit_state_export": 0, "usage_recorder": 0}
+        policy.write_text(POLICY.replace("models: [mock/a]", "models: [mock/b]"))  # the restarted watcher works
+        await apoll(lambda: state.config.current.routes["auto"].models == ["mock/b"], what="the edit to apply")
+        assert all(not task.done() for task in state.tasks)
+    assert runs == {"watch": 2, "probe": 2}
