@@ -29,8 +29,8 @@ log = logging.getLogger("gateway")
 
 def build_state(settings: Settings) -> AppState:
     pool = BackendPool()
+    # Applies the first snapshot to the pool itself, before keeping it as the last good copy.
     holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=settings.data_dir / "last-good-config.yaml")
-    pool.apply(holder.current)
     return AppState(
         settings=settings,
         config=holder,

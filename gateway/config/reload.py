@@ -55,23 +55,38 @@ class ConfigHolder:
         self._digest = ""
         self._listeners: list[Callable[[str], None]] = []
         self._last_good = Path(last_good) if last_good else None
+        # The first snapshot is applied here too (on_swap), and kept only once applied.
         try:
-            self.current = self._load_or_raise()
+            self.current, text = self._load_or_raise()
         except ConfigError as exc:
             self.current = self._load_last_good(exc)
+            self._apply_at_start(self.current)  # raises if the last good copy cannot serve either
+        else:
+            self._keep(text)
 
     def on_result(self, listener: Callable[[str], None]) -> None:
         """Called with 'success' or 'failure' after each reload attempt (metrics hook)."""
         self._listeners.append(listener)
 
-    def _load_or_raise(self) -> ConfigSnapshot:
+    def _load_or_raise(self) -> tuple[ConfigSnapshot, str]:
         text = self._read()
         config, warnings = parse_config(text, str(self.path))
         for w in warnings:
             log.warning("%s", w)
         self._digest = hashlib.sha256(text.encode()).hexdigest()
-        self._keep(text)
-        return ConfigSnapshot.build(config, str(self.path), warnings, text)
+        snapshot = ConfigSnapshot.build(config, str(self.path), warnings, text)
+        self._apply_at_start(snapshot)
+        return snapshot, text
+
+    def _apply_at_start(self, snapshot: ConfigSnapshot) -> None:
+        if self._on_swap is None:
+            return
+        try:
+            self._on_swap(snapshot)
+        except Exception as exc:
+            log.exception("applying the config from %s failed", self.path)
+            problem = Problem("", None, f"cannot apply the config: {type(exc).__name__}: {exc}")
+            raise ConfigError(str(self.path), [problem]) from None
 
     def _load_last_good(self, error: ConfigError) -> ConfigSnapshot:
         if self._last_good is None or not self._last_good.is_file():

@@ -35,10 +35,11 @@ def test_a_valid_edit_swaps_and_a_broken_one_changes_nothing(policy, tmp_path):
     holder = ConfigHolder(policy, on_swap=swapped.append, last_good=tmp_path / "data" / "last-good.yaml")
     holder.on_result(results.append)
     first = holder.current
+    assert swapped == [first]  # the first snapshot is applied at construction
     assert holder.reload() is False and results == []  # unchanged file: nothing to do
     policy.write_text(EDITED)
     assert holder.reload() is True
-    assert holder.current.routes["auto"].models == ["mock/b"] and swapped == [holder.current]
+    assert holder.current.routes["auto"].models == ["mock/b"] and swapped == [first, holder.current]
     assert first.routes["auto"].models == ["mock/a"]  # requests holding the old snapshot keep it
     edited = holder.current
     policy.write_text(BROKEN)
@@ -146,13 +147,39 @@ def test_a_snapshot_the_pool_cannot_apply_is_rejected_and_not_kept(policy, tmp_p
     first = holder.current
     policy.write_text(EDITED)
     assert holder.reload() is False
-    assert holder.current is first and applied == [] and results == ["failure"]
+    assert holder.current is first and applied == [first] and results == ["failure"]
     assert holder.status.ok == 0 and holder.status.failed == 1
     assert holder.status.last_error == ["cannot apply the new config: ValueError: cannot build the adapter"]
     assert keep.read_text() == GOOD
     assert holder.reload() is False and holder.status.failed == 1  # the same file is not retried every poll
     policy.write_text(GOOD + "\n")
-    assert holder.reload() is True and applied == [holder.current] and keep.read_text() == GOOD + "\n"
+    assert holder.reload() is True and applied == [first, holder.current] and keep.read_text() == GOOD + "\n"
+
+
+def test_at_start_a_file_the_pool_cannot_apply_is_not_kept_and_the_last_good_copy_serves(policy, tmp_path):
+    keep = tmp_path / "data" / "last-good.yaml"
+    ConfigHolder(policy, last_good=keep)
+    assert keep.read_text() == GOOD
+    policy.write_text(EDITED)
+    applied = []
+
+    def apply(snapshot):
+        if snapshot.routes["auto"].models == ["mock/b"]:
+            raise ValueError("cannot build the adapter")
+        applied.append(snapshot)
+
+    holder = ConfigHolder(policy, on_swap=apply, last_good=keep)  # a worker starting on that file
+    assert holder.current.routes["auto"].models == ["mock/a"] and applied == [holder.current]
+    assert keep.read_text() == GOOD
+    assert holder.status.failed == 1
+    assert holder.status.last_error == ["<file>: cannot apply the config: ValueError: cannot build the adapter"]
+    keep.unlink()
+    with pytest.raises(ConfigError) as caught:  # and without a copy to fall back on, it fails to start
+        ConfigHolder(policy, on_swap=apply, last_good=keep)
+    assert [str(p) for p in caught.value.problems] == [
+        "<file>: cannot apply the config: ValueError: cannot build the adapter"
+    ]
+    assert not keep.exists()
 
 
 async def test_the_watcher_survives_a_bad_file_and_applies_the_next_edit(policy):
