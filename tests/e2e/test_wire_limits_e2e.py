@@ -164,7 +164,7 @@ def test_a_stalled_body_gets_a_408_and_nothing_is_forwarded(start_gateway, upstr
 def test_past_the_connection_cap_requests_get_a_json_503_health_answers_and_it_recovers(start_gateway, upstream):
     gw = start_gateway(
         one_backend_policy(upstream.base_url),
-        env={"GATEWAY_MAX_CONNECTIONS": "10", "GATEWAY_HEADER_TIMEOUT_S": "2"},
+        env={"GATEWAY_MAX_CONNECTIONS": "10", "GATEWAY_HEADER_TIMEOUT_S": "3"},
     )
     statuses = []
 
