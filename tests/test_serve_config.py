@@ -45,3 +45,24 @@ def test_the_config_pickles_for_worker_processes():
     config = server_config(Settings(workers=2))
     copy = pickle.loads(pickle.dumps(config))
     assert copy.wire == config.wire and copy.http is GatewayHttpProtocol and copy.workers == 2
+
+
+def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.services import REPO
+
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"backends: {}\n# caf\xe9\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"{path}: not UTF-8 text (byte 0xe9 at offset 18)"
+    assert "Traceback" not in done.stderr

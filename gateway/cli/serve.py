@@ -53,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:  # the loader reads text; say so rather than die with a traceback
+        print(
+            f"{settings.config}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            file=sys.stderr,
+        )
+        return 2
     # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0
     # then, as process managers expect of a clean stop, instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
