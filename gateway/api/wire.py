@@ -8,7 +8,8 @@ broken clients could hold sockets forever and grow buffers without bound. This s
 
 - header limits: more than `max_headers` headers, or a request head (request line and
   headers) over `max_header_bytes`, gets a 431 and the connection is closed. Bytes are
-  counted as they arrive, so a 10 MB header is refused after its first 64 KiB, not parsed;
+  counted per socket read, so a 10 MB header is refused once 64 KiB of it (plus at most one
+  read) has arrived, not parsed whole;
 - a head timeout: a connection must deliver a whole request head within `header_timeout_s`
   of opening (or of the first byte of a keep-alive request), else it gets a 408 (or is just
   closed if it sent nothing);
