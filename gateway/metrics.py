@@ -14,7 +14,7 @@ checks run once per series, not once per call.
 
 Gauges other parts own have one-line hooks: `set_circuit_state` (routing's circuit
 breakers), `usage_events_dropped` and `usage_write_failed` (the usage recorder), `config_reload` (wired to
-`ConfigHolder.on_result` in the app's lifespan).
+`ConfigHolder.on_result` in the app's lifespan), `background_task_restarted` (`gateway.supervise`), `http_rejection` (`gateway.api.wire`).
 
 Several worker processes (`gateway serve --workers N`) share one scrape through
 prometheus-client's multiprocess mode: `gateway serve` points PROMETHEUS_MULTIPROC_DIR at
@@ -55,6 +55,17 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 TOKENS_PER_SECOND_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 
+# The supervised background tasks (gateway.supervise), by the names they are started with.
+BACKGROUND_TASKS = ("config_watcher", "health_prober", "shared_state_sync", "circuit_state_export", "usage_recorder")
+# Why the HTTP front door (gateway.api.wire) refused a request: a fixed set, so a bounded label.
+HTTP_REJECTION_REASONS = (
+    "headers_too_large",
+    "head_timeout",
+    "idle_connection",
+    "body_timeout",
+    "invalid_request",
+    "too_many_connections",
+)
 UNKNOWN_MODEL = "unknown"  # the model label of calls whose model the config does not know
 _SAFE_REASON = re.compile(r"[a-z0-9_]{1,40}")
 
@@ -209,6 +220,24 @@ class Metrics:
         # -- end tenants ---------------------------------------------------------------------
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
+        # -- front door and background tasks (gateway.supervise, gateway.api.wire) ---------------
+        self.background_task_restarts = Counter(
+            "gateway_background_task_restarts_total",
+            "Background tasks (config watcher, health prober, shared-state sync, usage recorder) "
+            "restarted after an unexpected error.",
+            ["task"],
+            registry=r,
+        )
+        for task in BACKGROUND_TASKS:
+            self.background_task_restarts.labels(task)  # zeros, so a panel or alert has a series
+        self.http_rejected = Counter(
+            "gateway_http_rejected_total",
+            "Connections answered or closed by the HTTP front door before reaching a route, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in HTTP_REJECTION_REASONS:
+            self.http_rejected.labels(reason)  # zeros, so a rate() has a series from the start
         self._children: dict[tuple, object] = {}
         self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
         self._offers: dict[tuple[str, str], _OfferSeries] = {}
@@ -322,6 +351,14 @@ class Metrics:
     def usage_write_failed(self) -> None:
         """The usage recorder reports each failed batch write (it keeps the batch and retries)."""
         self.usage_write_failures.inc()
+
+    def background_task_restarted(self, task: str) -> None:
+        """`gateway.supervise` reports a background task it restarts (task names are fixed in code)."""
+        self._child(self.background_task_restarts, task if task in BACKGROUND_TASKS else "other").inc()
+
+    def http_rejection(self, reason: str) -> None:
+        """The HTTP front door (gateway.api.wire) refused a request or closed a connection."""
+        self._child(self.http_rejected, reason if reason in HTTP_REJECTION_REASONS else "other").inc()
 
     def config_reload(self, result: str) -> None:
         """Wired to `ConfigHolder.on_result`: 'success' or 'failure'."""

@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     # CPUs the writer process runs on (e.g. `0` or `0,2`), when the gateway is pinned to
     # others with taskset or a cpuset; empty: the gateway's own (the process inherits them).
     usage_writer_cpus: str = ""
+    # The HTTP front door (gateway/api/wire.py): what one client may hold or send.
+    # Request heads over these limits get a 431.
+    max_headers: int = Field(default=100, ge=1)
+    max_header_bytes: int = Field(default=65536, ge=1024)
+    # A request head must arrive within this of the connection opening (or of its first byte
+    # on a kept-alive connection); a body may pause at most this long. Else 408 and close.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    # Idle seconds a kept-alive connection is held between requests.
+    keepalive_timeout_s: float = Field(default=5.0, gt=0)
+    # Open connections plus requests in progress, per worker process; past it requests get a
+    # 503 (except /health). 0: no cap.
+    max_connections: int = Field(default=1000, ge=0)
 
     # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
     # Seconds between checks of the key store for new, changed or revoked keys.

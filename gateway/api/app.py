@@ -21,6 +21,7 @@ from gateway.protocol.errors import GatewayError
 from gateway.ratelimit import RateLimiter
 from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
+from gateway.supervise import start_supervised
 from gateway.usage.recorder import install_recorder
 
 log = logging.getLogger("gateway")
@@ -28,8 +29,8 @@ log = logging.getLogger("gateway")
 
 def build_state(settings: Settings) -> AppState:
     pool = BackendPool()
+    # Applies the first snapshot to the pool itself, before keeping it as the last good copy.
     holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=settings.data_dir / "last-good-config.yaml")
-    pool.apply(holder.current)
     return AppState(
         settings=settings,
         config=holder,
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = build_state(settings)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: last-good config, ledger
         if settings.redis_url:
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
@@ -66,11 +67,17 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         recorder.on_write_failure = state.metrics.usage_write_failed
         app.state.gateway = state
         start_routing(state)
-        state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))
+        state.tasks.append(
+            start_supervised(
+                "config_watcher",
+                lambda: state.config.watch(settings.reload_poll_s),
+                state.metrics.background_task_restarted,
+            )
+        )
         _install_sighup(state)
         log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
         try:
-            yield
+            yield {"gateway_metrics": state.metrics}  # lifespan state: the HTTP protocol counts what it refuses
         finally:
             for task in state.tasks:
                 task.cancel()

@@ -7,7 +7,9 @@ is reused while the aggregates it was computed from have not changed (`AnswerMem
 page polled by many viewers costs one computation per change, and an answer is never stale.
 
 The page is a static HTML file plus a small script under gateway/web/, read once at
-startup: no build step, no CDN, nothing fetched from outside the gateway.
+startup: no build step, no CDN, nothing fetched from outside the gateway. So its files are
+served with a CSP that allows nothing else (no inline script or style, no framing): a
+script injected through what apps put in their headers would not run.
 """
 
 from __future__ import annotations
@@ -26,9 +28,31 @@ from starlette.responses import Response
 
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
-from gateway.usage.rankings import QueryError, compute_rankings, compute_series, prices_of, ranking_query, series_query
+from gateway.usage.rankings import (
+    Period,
+    QueryError,
+    RankingQuery,
+    SeriesQuery,
+    compute_rankings,
+    compute_series,
+    prices_of,
+    ranking_query,
+    series_query,
+)
 
 log = logging.getLogger("gateway.usage")
+
+# The page holds an API key the viewer typed in: no framing (clickjacking), no inline or
+# foreign script, nothing sent to other origins.
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
 
 _PAGE_FILES = {
     "rankings.html": "text/html; charset=utf-8",
@@ -78,6 +102,18 @@ def _unavailable(exc: Exception) -> GatewayError:
     return GatewayError(503, "The usage store could not be read; try again shortly.", code="usage_store_unavailable")
 
 
+def _spans(query: RankingQuery | SeriesQuery) -> dict[str, Period]:
+    """The days a query reads; a QueryError naming `end` when they would start before year 1
+    (date arithmetic overflows there: a bad parameter, not a store failure)."""
+    try:
+        return query.spans()
+    except OverflowError:
+        raise QueryError(
+            "end",
+            f"`end` {query.end.isoformat()} is too early: the days this query reads would start before 0001-01-01.",
+        ) from None
+
+
 def register(app: FastAPI) -> None:
     memo = AnswerMemo()
 
@@ -87,12 +123,13 @@ def register(app: FastAPI) -> None:
         params = request.query_params
         try:
             query = ranking_query(params.get("window"), params.get("end"), params.get("limit"))
+            spans = _spans(query)
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
         prices = prices_of(state.config.current)
         try:
-            days = await store.read_aggregates(query.spans())
+            days = await store.read_aggregates(spans)
         except Exception as exc:
             raise _unavailable(exc) from None
         return _json(await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices)))
@@ -105,11 +142,12 @@ def register(app: FastAPI) -> None:
             query = series_query(
                 params.get("granularity"), params.get("periods"), params.get("end"), params.get("limit")
             )
+            spans = _spans(query)
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
         try:
-            days = await store.read_aggregates(query.spans())
+            days = await store.read_aggregates(spans)
         except Exception as exc:
             raise _unavailable(exc) from None
         return _json(await memo.answer(query, days, lambda: compute_series(query, days)))
@@ -121,7 +159,7 @@ def register(app: FastAPI) -> None:
         body, media_type = pages[name]
 
         async def serve(request: Request) -> Response:
-            return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
+            return Response(body, media_type=media_type, headers=PAGE_HEADERS)
 
         return serve
 

@@ -1,12 +1,19 @@
-"""`gateway serve`: run the gateway under uvicorn (uvloop + httptools), one or more workers."""
+"""`gateway serve`: run the gateway under uvicorn (uvloop + httptools), one or more workers.
+
+The HTTP protocol is uvicorn's httptools one with the gateway's limits (gateway/api/wire.py);
+the open-file limit is raised to the hard limit first, so connections are not refused at 1024.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
 import sys
+
+log = logging.getLogger("gateway")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:  # the loader reads text; say so rather than die with a traceback
+        print(
+            f"{settings.config}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            file=sys.stderr,
+        )
+        return 2
     notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
     if notice:
         print(notice, file=sys.stderr)
@@ -68,27 +81,65 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _serve(settings, policy) -> int:
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft limit on open files to the hard limit (allowed without privileges).
 
-    from gateway.cli.banner import AnnouncingServer, announce_when_healthy, banner, base_url
+    Each client connection is a descriptor; distributions often default the soft limit to
+    1024 while allowing far more. Returns the (soft, hard) limits now in force.
+    """
+    import resource
 
-    config = uvicorn.Config(
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft, hard
+
+
+def server_config(settings):
+    """uvicorn's configuration for these settings: the gateway's HTTP protocol and its limits."""
+    from gateway.api.wire import GatewayHttpProtocol, ServeConfig, WireLimits
+
+    return ServeConfig(
         "gateway.api.app:create_app",
+        wire=WireLimits(
+            max_headers=settings.max_headers,
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+        ),
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,  # httptools, with header limits, read timeouts and JSON errors
+        timeout_keep_alive=settings.keepalive_timeout_s,
+        limit_concurrency=settings.max_connections or None,
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
         date_header=False,
+        # On every answer (uvicorn adds it as it writes the head; no per-request work here):
+        # browsers must not guess a type other than the one sent.
+        headers=[("X-Content-Type-Options", "nosniff")],
         log_config=None,
     )
+
+
+def _serve(settings, policy) -> int:
+    from uvicorn.config import STARTUP_FAILURE
+
+    from gateway.cli.banner import AnnouncingServer, announce_when_healthy, banner, base_url
+
+    soft, _ = raise_fd_limit()
+    log.info("open-file limit: %d", soft)
+    config = server_config(settings)
     if config.workers <= 1:
         server = AnnouncingServer(config, lambda port: banner(settings, policy, port))
         server.run()

@@ -6,9 +6,15 @@ same file within seconds without talking to each other. SIGHUP and the admin end
 force a re-read. A file that fails validation is rejected whole: the old snapshot keeps
 serving and the problems are kept for the status endpoint.
 
-Each valid file is also kept as `last_good` (in the data directory). A worker process that
-starts while the file on disk is broken (uvicorn replacing a crashed worker, say) serves that
-copy instead of failing to start, and reports the file's problems like a rejected reload.
+Each valid file is also kept as `last_good` (in the data directory), once it has been applied
+(a file the backend pool cannot use is rejected like an invalid one, and never kept). A worker
+process that starts while the file on disk is broken (uvicorn replacing a crashed worker, say)
+serves that copy instead of failing to start, and reports the file's problems like a rejected
+reload. The copy may hold literal upstream keys, so it is written 0600 (atomically: a private
+temporary file renamed over it), in a directory created 0700.
+
+The watcher never dies of a bad file: whatever a reload raises is logged and counted as a
+failed reload, and watching goes on (the app also runs it under `gateway.supervise`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config.loader import ConfigError, parse_config
+from gateway.config.loader import ConfigError, Problem, parse_config
 from gateway.config.snapshot import ConfigSnapshot
 
 log = logging.getLogger("gateway.config")
@@ -49,30 +55,48 @@ class ConfigHolder:
         self._digest = ""
         self._listeners: list[Callable[[str], None]] = []
         self._last_good = Path(last_good) if last_good else None
+        # The first snapshot is applied here too (on_swap), and kept only once applied.
         try:
-            self.current = self._load_or_raise()
+            self.current, text = self._load_or_raise()
         except ConfigError as exc:
             self.current = self._load_last_good(exc)
+            self._apply_at_start(self.current)  # raises if the last good copy cannot serve either
+        else:
+            self._keep(text)
 
     def on_result(self, listener: Callable[[str], None]) -> None:
         """Called with 'success' or 'failure' after each reload attempt (metrics hook)."""
         self._listeners.append(listener)
 
-    def _load_or_raise(self) -> ConfigSnapshot:
-        text = self.path.read_text()
+    def _load_or_raise(self) -> tuple[ConfigSnapshot, str]:
+        text = self._read()
         config, warnings = parse_config(text, str(self.path))
         for w in warnings:
             log.warning("%s", w)
         self._digest = hashlib.sha256(text.encode()).hexdigest()
-        self._keep(text)
-        return ConfigSnapshot.build(config, str(self.path), warnings, text)
+        snapshot = ConfigSnapshot.build(config, str(self.path), warnings, text)
+        self._apply_at_start(snapshot)
+        return snapshot, text
+
+    def _apply_at_start(self, snapshot: ConfigSnapshot) -> None:
+        if self._on_swap is None:
+            return
+        try:
+            self._on_swap(snapshot)
+        except Exception as exc:
+            log.exception("applying the config from %s failed", self.path)
+            problem = Problem("", None, f"cannot apply the config: {type(exc).__name__}: {exc}")
+            raise ConfigError(str(self.path), [problem]) from None
 
     def _load_last_good(self, error: ConfigError) -> ConfigSnapshot:
         if self._last_good is None or not self._last_good.is_file():
             raise error
         text = self._last_good.read_text()
         config, warnings = parse_config(text, str(self.path))  # raises if that copy is broken too
-        self._digest = hashlib.sha256(self.path.read_text().encode()).hexdigest()
+        try:
+            self._digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            self._digest = ""
         self.status.failed += 1
         self.status.last_attempt_at = time.time()
         self.status.last_error = [str(p) for p in error.problems]
@@ -84,45 +108,72 @@ class ConfigHolder:
         )
         return ConfigSnapshot.build(config, str(self.path), warnings, text)
 
+    def _read(self) -> str:
+        """The file's text, for startup; ConfigError when it cannot be read or is not UTF-8."""
+        try:
+            raw = self.path.read_bytes()
+            return raw.decode("utf-8")
+        except OSError as exc:
+            reason = f"cannot read the file: {exc.strerror}"
+        except UnicodeDecodeError as exc:
+            reason = f"cannot read the file: {_not_utf8(exc)}"
+        raise ConfigError(str(self.path), [Problem("", None, reason)])
+
     def _keep(self, text: str) -> None:
         if self._last_good is None:
             return
+        tmp = self._last_good.with_name(f".{self._last_good.name}.{os.getpid()}.tmp")
         try:
-            self._last_good.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._last_good.with_name(f".{self._last_good.name}.{os.getpid()}.tmp")
-            tmp.write_text(text)
+            self._last_good.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(tmp, text)
             tmp.replace(self._last_good)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)
             log.warning("cannot keep a last-good copy of the config at %s: %s", self._last_good, exc.strerror)
 
     def reload(self, force: bool = False) -> bool:
-        """Re-read the file; swap if valid and changed. Returns whether a new snapshot serves."""
+        """Re-read the file; swap if valid, applicable and changed. Returns whether a new snapshot serves."""
         self.status.last_attempt_at = time.time()
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except OSError as exc:
             return self._failed([f"cannot read {self.path}: {exc.strerror}"])
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest and not force:
             return False
+        self._digest = digest  # whatever comes of it, do not re-log the same file every poll
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return self._failed([f"cannot read {self.path}: {_not_utf8(exc)}"])
         try:
             config, warnings = parse_config(text, str(self.path))
         except ConfigError as exc:
-            self._digest = digest  # do not re-log the same broken file every poll
             return self._failed([str(p) for p in exc.problems])
         snapshot = ConfigSnapshot.build(config, str(self.path), warnings, text)
         for w in warnings:
             log.warning("%s", w)
-        self._keep(text)
         if self._on_swap:
-            self._on_swap(snapshot)
+            try:
+                self._on_swap(snapshot)
+            except Exception as exc:
+                log.exception("applying the config from %s failed", self.path)
+                return self._failed([f"cannot apply the new config: {type(exc).__name__}: {exc}"])
         self.current = snapshot  # one reference swap: requests in flight keep their own
-        self._digest = digest
+        self._keep(text)  # only once applied: a copy that cannot serve is no fallback
         self.status.ok += 1
         self.status.last_error = []
         log.info("config reloaded from %s (version %s)", self.path, snapshot.version)
         self._emit("success")
         return True
+
+    def reload_safely(self) -> None:
+        """`reload`, for the watcher: an unexpected error is logged and counted, never raised."""
+        try:
+            self.reload()
+        except Exception as exc:
+            log.exception("config reload of %s failed unexpectedly", self.path)
+            self._failed([f"reload failed: {type(exc).__name__}: {exc}"])
 
     def _failed(self, problems: list[str]) -> bool:
         self.status.failed += 1
@@ -147,7 +198,7 @@ class ConfigHolder:
         async def poll() -> None:
             while True:
                 await asyncio.sleep(poll_s)
-                self.reload()
+                self.reload_safely()
 
         name = self.path.name
 
@@ -161,6 +212,23 @@ class ConfigHolder:
         try:
             # Watch the directory: editors and ConfigMaps replace the file rather than write it.
             async for _ in awatch(self.path.parent, watch_filter=relevant, debounce=200, step=50, recursive=False):
-                self.reload()
+                self.reload_safely()
         finally:
             poller.cancel()
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a new file only its owner can read (0600 whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT; make sure
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            fd = -1
+            out.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)

@@ -6,8 +6,11 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from gateway.backends.registry import VENDORS
@@ -108,6 +111,12 @@ class BackendConfig(Strict):
         for model_id in models:
             _check_canonical(model_id)
         return models
+
+    @field_validator("base_url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        # Empty (e.g. `${VAR}` with VAR unset) means unset, as the adapters always read it.
+        return _check_base_url(url) if url else None
 
     @model_validator(mode="after")
     def _cache_write_prices(self) -> BackendConfig:
@@ -235,3 +244,32 @@ def _check_canonical(model_id: str) -> None:
     author, sep, slug = model_id.partition("/")
     if not sep or not author or not slug:
         raise ValueError(f"model id `{model_id}` must look like author/slug (e.g. deepseek/deepseek-v3.2)")
+
+
+_HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+")  # a DNS name or IPv4, or an IPv6 literal (brackets removed)
+
+
+def _check_base_url(url: str) -> str:
+    """A base_url the adapters can call: parsed as httpx parses it, http(s), a host, a real port.
+
+    Checked here so that `gateway validate` and a hot reload reject it with the field named,
+    instead of the backend pool raising when it builds the adapter.
+    """
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"base_url is not a valid URL ({exc})") from None
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"base_url must start with http:// or https://, got `{url}`")
+    if not parsed.host:
+        raise ValueError(f"base_url has no host: `{url}`")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"base_url port must be between 1 and 65535, got {port}")
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError as exc:
+        raise ValueError(f"base_url is not a valid URL ({exc})") from None
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"base_url host `{host}` is not a valid host name or IP address")
+    return url

@@ -1,5 +1,8 @@
 """Wiring routing's live parts into a running app: the observed state, its Redis sharing,
-the active health prober, and the circuit-state gauge. Called once from the app's lifespan."""
+the active health prober, and the circuit-state gauge. Called once from the app's lifespan.
+
+Each loop runs under `gateway.supervise`: one that dies of an unexpected error is logged,
+counted and restarted instead of silently leaving routing without probes or sharing."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.routing.health import HealthProber
 from gateway.routing.live import LiveState
 from gateway.routing.shared import SharedLiveState
+from gateway.supervise import start_supervised
 
 if TYPE_CHECKING:
     from gateway.api.state import AppState
@@ -26,12 +30,16 @@ def start_routing(state: AppState) -> LiveState:
     live = LiveState(current)
     state.stats = live
     state.observers.add(live)
+    restarted = state.metrics.background_task_restarted
     prober = HealthProber(live.health, current, state.backends)
-    state.tasks.append(asyncio.create_task(prober.run()))
+    state.tasks.append(start_supervised("health_prober", prober.run, restarted))
     if state.redis is not None:
         interval = current().config.gateway.routing.shared_sync_s
-        state.tasks.append(asyncio.create_task(SharedLiveState(state.redis, live, interval).run()))
-    state.tasks.append(asyncio.create_task(export_circuit_states(live, state.metrics)))
+        shared = SharedLiveState(state.redis, live, interval)
+        state.tasks.append(start_supervised("shared_state_sync", shared.run, restarted))
+    state.tasks.append(
+        start_supervised("circuit_state_export", lambda: export_circuit_states(live, state.metrics), restarted)
+    )
     return live
 
 

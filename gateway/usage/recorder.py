@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.supervise import start_supervised
 from gateway.usage.events import FinishedCall, UsageEvent, failed_attempts, finished_call
 from gateway.usage.store import UsageStore
 from gateway.usage.writer import WriterProcess
@@ -152,8 +153,8 @@ class UsageRecorder:
             log.error("usage events dropped: %s (%d dropped so far)", why, self.dropped)
 
     # -- writing ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+    def start(self, on_restart: Callable[[str], None] | None = None) -> None:
+        self._task = start_supervised("usage_recorder", self._run, on_restart)  # restarted if it dies
 
     async def _write_batch(self) -> None:
         """Write the oldest batch; it leaves the buffer only once the store took it."""
@@ -272,7 +273,7 @@ def install_recorder(state: AppState) -> UsageRecorder:
         state.observers.add(recorder)
     else:
         log.warning("usage recording is off (GATEWAY_USAGE_RECORDING=false): calls are not recorded")
-    recorder.start()
+    recorder.start(state.metrics.background_task_restarted)
 
     async def close() -> None:
         try:

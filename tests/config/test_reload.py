@@ -1,7 +1,9 @@
 import asyncio
+import stat
 
 import pytest
 
+from gateway.config import reload as reload_module
 from gateway.config.loader import ConfigError
 from gateway.config.reload import ConfigHolder
 from tests.support.poll import apoll
@@ -33,10 +35,11 @@ def test_a_valid_edit_swaps_and_a_broken_one_changes_nothing(policy, tmp_path):
     holder = ConfigHolder(policy, on_swap=swapped.append, last_good=tmp_path / "data" / "last-good.yaml")
     holder.on_result(results.append)
     first = holder.current
+    assert swapped == [first]  # the first snapshot is applied at construction
     assert holder.reload() is False and results == []  # unchanged file: nothing to do
     policy.write_text(EDITED)
     assert holder.reload() is True
-    assert holder.current.routes["auto"].models == ["mock/b"] and swapped == [holder.current]
+    assert holder.current.routes["auto"].models == ["mock/b"] and swapped == [first, holder.current]
     assert first.routes["auto"].models == ["mock/a"]  # requests holding the old snapshot keep it
     edited = holder.current
     policy.write_text(BROKEN)
@@ -92,5 +95,134 @@ async def test_watch_picks_up_an_edit_by_itself(policy):
         tmp.write_text(EDITED)
         tmp.replace(policy)  # editors and ConfigMaps replace the file
         await apoll(lambda: holder.current.routes["auto"].models == ["mock/b"], what="the edit to be picked up")
+    finally:
+        task.cancel()
+
+
+def test_last_good_copy_is_private_and_its_directory_too(policy, tmp_path):
+    """The copy may hold literal upstream keys: readable by the gateway's user only."""
+    policy.chmod(0o600)
+    data = tmp_path / "fresh" / "data"
+    keep = data / "last-good.yaml"
+    ConfigHolder(policy, last_good=keep)
+    assert keep.read_text() == GOOD
+    assert stat.S_IMODE(keep.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    policy.write_text(EDITED)
+    holder = ConfigHolder(policy, last_good=keep)
+    policy.write_text(GOOD)
+    assert holder.reload() is True
+    assert keep.read_text() == GOOD and stat.S_IMODE(keep.stat().st_mode) == 0o600
+    assert sorted(p.name for p in data.iterdir()) == ["last-good.yaml"]  # no temp file left behind
+
+
+def test_a_file_that_is_not_utf8_is_rejected_and_the_next_edit_applies(policy, tmp_path):
+    results = []
+    keep = tmp_path / "data" / "last-good.yaml"
+    holder = ConfigHolder(policy, last_good=keep)
+    holder.on_result(results.append)
+    policy.write_bytes(GOOD.encode() + b"# caf\xe9\n")
+    assert holder.reload() is False
+    assert results == ["failure"] and holder.status.failed == 1
+    assert holder.status.last_error == [f"cannot read {policy}: not UTF-8 text (byte 0xe9 at offset {len(GOOD) + 5})"]
+    assert holder.current.routes["auto"].models == ["mock/a"] and keep.read_text() == GOOD
+    policy.write_text(EDITED)
+    assert holder.reload() is True and results == ["failure", "success"]
+    assert holder.current.routes["auto"].models == ["mock/b"] and keep.read_text() == EDITED
+
+
+def test_a_snapshot_the_pool_cannot_apply_is_rejected_and_not_kept(policy, tmp_path):
+    """on_swap raising: the reload fails, the old snapshot serves, the last-good copy stays."""
+    keep = tmp_path / "data" / "last-good.yaml"
+    applied = []
+
+    def apply(snapshot):
+        if snapshot.routes["auto"].models == ["mock/b"]:
+            raise ValueError("cannot build the adapter")
+        applied.append(snapshot)
+
+    results = []
+    holder = ConfigHolder(policy, on_swap=apply, last_good=keep)
+    holder.on_result(results.append)
+    first = holder.current
+    policy.write_text(EDITED)
+    assert holder.reload() is False
+    assert holder.current is first and applied == [first] and results == ["failure"]
+    assert holder.status.ok == 0 and holder.status.failed == 1
+    assert holder.status.last_error == ["cannot apply the new config: ValueError: cannot build the adapter"]
+    assert keep.read_text() == GOOD
+    assert holder.reload() is False and holder.status.failed == 1  # the same file is not retried every poll
+    policy.write_text(GOOD + "\n")
+    assert holder.reload() is True and applied == [first, holder.current] and keep.read_text() == GOOD + "\n"
+
+
+def test_at_start_a_file_the_pool_cannot_apply_is_not_kept_and_the_last_good_copy_serves(policy, tmp_path):
+    keep = tmp_path / "data" / "last-good.yaml"
+    ConfigHolder(policy, last_good=keep)
+    assert keep.read_text() == GOOD
+    policy.write_text(EDITED)
+    applied = []
+
+    def apply(snapshot):
+        if snapshot.routes["auto"].models == ["mock/b"]:
+            raise ValueError("cannot build the adapter")
+        applied.append(snapshot)
+
+    holder = ConfigHolder(policy, on_swap=apply, last_good=keep)  # a worker starting on that file
+    assert holder.current.routes["auto"].models == ["mock/a"] and applied == [holder.current]
+    assert keep.read_text() == GOOD
+    assert holder.status.failed == 1
+    assert holder.status.last_error == ["<file>: cannot apply the config: ValueError: cannot build the adapter"]
+    keep.unlink()
+    with pytest.raises(ConfigError) as caught:  # and without a copy to fall back on, it fails to start
+        ConfigHolder(policy, on_swap=apply, last_good=keep)
+    assert [str(p) for p in caught.value.problems] == [
+        "<file>: cannot apply the config: ValueError: cannot build the adapter"
+    ]
+    assert not keep.exists()
+
+
+async def test_the_watcher_survives_a_bad_file_and_applies_the_next_edit(policy):
+    holder = ConfigHolder(policy)
+    task = asyncio.create_task(holder.watch(poll_s=0.1))
+    try:
+        tmp = policy.with_suffix(".tmp")
+        tmp.write_bytes(b"\xff\xfe not yaml, not utf-8")
+        tmp.replace(policy)
+        await apoll(lambda: holder.status.failed == 1, what="the bad file to be rejected")
+        tmp.write_text(EDITED)
+        tmp.replace(policy)
+        await apoll(lambda: holder.current.routes["auto"].models == ["mock/b"], what="the valid edit to be applied")
+        assert not task.done()
+        assert holder.status.failed == 1 and holder.status.ok == 1
+    finally:
+        task.cancel()
+
+
+async def test_the_watcher_counts_and_survives_an_unexpected_error(policy, monkeypatch):
+    """Whatever a reload raises, the watcher logs it, counts a failure and keeps watching."""
+    results = []
+    holder = ConfigHolder(policy)
+    holder.on_result(results.append)
+    calls = []
+    real_parse = reload_module.parse_config
+
+    def parse_once_broken(text, source):
+        calls.append(source)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the loader")
+        return real_parse(text, source)
+
+    monkeypatch.setattr(reload_module, "parse_config", parse_once_broken)
+    task = asyncio.create_task(holder.watch(poll_s=0.1))
+    try:
+        policy.write_text(EDITED)
+        await apoll(lambda: results == ["failure"], what="the failed reload to be counted")
+        assert holder.status.last_error == ["reload failed: RuntimeError: a bug in the loader"]
+        policy.write_text(EDITED + "\n")  # the same file is not retried every poll; an edit is
+        await apoll(lambda: holder.current.routes["auto"].models == ["mock/b"], what="the edit to be applied")
+        assert not task.done()
+        assert results == ["failure", "success"] and holder.status.failed == 1 and holder.status.ok == 1
+        assert len(calls) == 2
     finally:
         task.cancel()

@@ -1,0 +1,68 @@
+"""gateway/cli/serve.py: the settings reach uvicorn and the HTTP protocol (gateway/api/wire.py)."""
+
+from __future__ import annotations
+
+import pickle
+
+from gateway.api.wire import GatewayHttpProtocol, WireLimits
+from gateway.cli.serve import server_config
+from gateway.settings import Settings
+
+
+def test_defaults(monkeypatch):
+    for name in ("MAX_HEADERS", "MAX_HEADER_BYTES", "HEADER_TIMEOUT_S", "BODY_TIMEOUT_S", "KEEPALIVE_TIMEOUT_S"):
+        monkeypatch.delenv(f"GATEWAY_{name}", raising=False)
+    monkeypatch.delenv("GATEWAY_MAX_CONNECTIONS", raising=False)
+    config = server_config(Settings())
+    assert config.wire == WireLimits(
+        max_headers=100, max_header_bytes=65536, header_timeout_s=10.0, body_timeout_s=30.0
+    )
+    assert (config.timeout_keep_alive, config.limit_concurrency) == (5.0, 1000)
+    assert config.http is GatewayHttpProtocol
+    assert config.headers == [("X-Content-Type-Options", "nosniff")]
+
+
+def test_every_setting_comes_from_the_environment(monkeypatch):
+    env = {
+        "GATEWAY_MAX_HEADERS": "20",
+        "GATEWAY_MAX_HEADER_BYTES": "4096",
+        "GATEWAY_HEADER_TIMEOUT_S": "2.5",
+        "GATEWAY_BODY_TIMEOUT_S": "7",
+        "GATEWAY_KEEPALIVE_TIMEOUT_S": "3",
+        "GATEWAY_MAX_CONNECTIONS": "0",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = server_config(Settings())
+    assert config.wire == WireLimits(max_headers=20, max_header_bytes=4096, header_timeout_s=2.5, body_timeout_s=7.0)
+    assert config.timeout_keep_alive == 3.0
+    assert config.limit_concurrency is None  # 0: no cap
+    assert config.wire.sweep_interval_s == 0.625  # a quarter of the shortest timeout
+
+
+def test_the_config_pickles_for_worker_processes():
+    """`--workers N` spawns workers and hands them the config by pickling it."""
+    config = server_config(Settings(workers=2))
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy.wire == config.wire and copy.http is GatewayHttpProtocol and copy.workers == 2
+
+
+def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.services import REPO
+
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(b"backends: {}\n# caf\xe9\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"{path}: not UTF-8 text (byte 0xe9 at offset 18)"
+    assert "Traceback" not in done.stderr
