@@ -156,4 +156,7 @@ async def test_the_apps_config_watcher_and_health_prober_are_restarted_and_count
         policy.write_text(POLICY.replace("models: [mock/a]", "models: [mock/b]"))  # the restarted watcher works
         await apoll(lambda: state.config.current.routes["auto"].models == ["mock/b"], what="the edit to apply")
         assert all(not task.done() for task in state.tasks)
+        # Every background task the app keeps runs supervised (start_supervised names it).
+        assert [t.get_name() for t in state.tasks if t.get_name().startswith("Task-")] == []
+        assert "key_refresh" in {t.get_name() for t in state.tasks}
     assert runs == {"watch": 2, "probe": 2}

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
+from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, limits_from
 from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.keys import Limits, TenantError, parse_duration, parse_when
@@ -44,7 +45,7 @@ async def start_tenants(state: AppState) -> None:
         on_failure=state.metrics.auth_failed,
     )
     await directory.refresh()
-    state.tasks.append(asyncio.create_task(directory.run()))
+    state.tasks.append(start_supervised("key_refresh", directory.run, state.metrics.background_task_restarted))
 
     async def close() -> None:
         await state.limiter.drain()
