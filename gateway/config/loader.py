@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.backends.registry import VENDORS
 from gateway.config.schema import TASKS, GatewayConfig
+from gateway.config.vendors import VENDORS
 
 log = logging.getLogger("gateway.config")
 

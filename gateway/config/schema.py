@@ -6,27 +6,19 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from gateway.backends.registry import VENDORS
+from gateway.config.vendors import VENDORS
 
-BackendType = Literal[
-    "vllm",
-    "openai",
-    "openrouter",
-    "deepseek",
-    "moonshot",
-    "zhipu",
-    "dashscope",
-    "minimax",
-    "groq",
-    "together",
-    "fireworks",
-    "mock",
-    "anthropic",
-]
+# A backend type is valid iff it is a key of the vendor registry: one source of truth, and a
+# refused type's error lists them all. Type checkers see a plain str (the set is data).
+if TYPE_CHECKING:
+    BackendType = str
+else:
+    BackendType = Literal[tuple(VENDORS)]
+
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Task = Literal["code", "math", "reasoning", "translation", "long_context", "tool_use", "vision", "chat"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
