@@ -30,7 +30,6 @@ LAYERS: list[set[str]] = [
 
 # Upward imports still to be removed (codebase-health issue, item 5).
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("config", "routing"),  # the loader checks task names against the classifier's
     ("routing", "api"),  # routing.runtime takes the whole AppState
     ("routing", "proxy"),  # observers and attempts are defined in proxy.outcome
     ("usage", "api"),  # usage.recorder takes the whole AppState
