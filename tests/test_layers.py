@@ -39,7 +39,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
 KNOWN_CYCLES: list[list[str]] = [
     ["gateway.api.state", "gateway.usage.recorder"],
     ["gateway.routing.filters", "gateway.routing.live"],
-    ["gateway.usage.jsonl", "gateway.usage.redis_store", "gateway.usage.sqlite_store", "gateway.usage.store"],
 ]
 
 

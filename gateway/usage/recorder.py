@@ -245,7 +245,7 @@ class UsageRecorder:
 def install_recorder(state: AppState) -> UsageRecorder:
     """Open the configured store (for reads here; writes go through a writer process unless
     GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
-    from gateway.usage.store import open_store, retention_of
+    from gateway.usage.stores import open_store, retention_of
 
     settings = state.settings
     inline = settings.usage_writer != "process"

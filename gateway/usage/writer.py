@@ -5,7 +5,7 @@ rest of it, building events and writing them to SQLite or Redis, is CPU work: 20
 call, which in the proxy's process would compete with the proxied requests for the event loop
 (and, in a thread, for the GIL). So each gateway process starts one writer process and hands
 it batches of finished calls; the writer builds the events and writes them with the ordinary
-store (`gateway.usage.store`), on whatever core is free. SQLite's retention deletes run
+store (`gateway.usage.stores`), on whatever core is free. SQLite's retention deletes run
 there too (hourly, in small batches).
 
 Protocol, over the child's stdin and stdout (pipes private to the two processes):
@@ -172,7 +172,7 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
 
 
 async def _serve(spec: dict[str, Any], out: Any) -> None:
-    from gateway.usage.store import Retention, store_for
+    from gateway.usage.stores import store_for
 
     store = store_for(
         spec["redis_url"],

@@ -14,7 +14,8 @@ from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import ranking_query
 from gateway.usage.redis_store import RedisUsageStore
 from gateway.usage.sqlite_store import SqliteUsageStore
-from gateway.usage.store import Retention, store_for
+from gateway.usage.store import Retention
+from gateway.usage.stores import store_for
 from gateway.usage.writer import WriterProcess
 from tests.support.poll import poll
 from tests.support.services import RedisServer
