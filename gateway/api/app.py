@@ -59,9 +59,14 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             )
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis)
-        recorder = install_recorder(state)
-        recorder.on_drop = state.metrics.usage_events_dropped
-        recorder.on_write_failure = state.metrics.usage_write_failed
+        state.usage_store, state.usage_recorder = install_recorder(
+            settings,
+            state.redis,
+            state.observers,
+            state.closers,
+            on_drop=state.metrics.usage_events_dropped,
+            on_write_failure=state.metrics.usage_write_failed,
+        )
         app.state.gateway = state
         start_routing(state)
         state.tasks.append(asyncio.create_task(state.config.watch(settings.reload_poll_s)))

@@ -21,17 +21,19 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.config.snapshot import Offer
-from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.usage.events import FinishedCall, UsageEvent, failed_attempts, finished_call
 from gateway.usage.store import UsageStore
 from gateway.usage.writer import WriterProcess
 
 if TYPE_CHECKING:
-    from gateway.api.state import AppState
+    from redis.asyncio import Redis
+
+    from gateway.settings import Settings
 
 log = logging.getLogger("gateway.usage")
 
@@ -242,14 +244,31 @@ class UsageRecorder:
         log.info("usage recorder closed: %d events recorded, %d dropped", self.recorded, self.dropped)
 
 
-def install_recorder(state: AppState) -> UsageRecorder:
+class UsageLedger(NamedTuple):
+    """What `install_recorder` opened: the store the API reads, the recorder writing to it."""
+
+    store: UsageStore
+    recorder: UsageRecorder
+
+
+def install_recorder(
+    settings: Settings,
+    redis: Redis | None,
+    observers: Observers,
+    closers: list[Callable[[], Awaitable[None]]],
+    *,
+    on_drop: Callable[[int], None] | None = None,
+    on_write_failure: Callable[[], None] | None = None,
+) -> UsageLedger:
     """Open the configured store (for reads here; writes go through a writer process unless
-    GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
+    GATEWAY_USAGE_WRITER=inline), register the recorder with `observers`, and append its
+    flush to `closers` (run at shutdown). `on_drop` and `on_write_failure` are the metrics
+    hooks. Given these few things rather than the app's state, the ledger depends on nothing
+    above it and can be installed without an app."""
     from gateway.usage.stores import open_store, retention_of
 
-    settings = state.settings
     inline = settings.usage_writer != "process"
-    store = open_store(settings, state.redis, prunes=inline)  # else the writer process deletes
+    store = open_store(settings, redis, prunes=inline)  # else the writer process deletes
     writer: UsageStore | WriterProcess = store
     if not inline:
         writer = WriterProcess(
@@ -265,11 +284,11 @@ def install_recorder(state: AppState) -> UsageRecorder:
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_s,
         max_buffered=settings.usage_buffer_max,
+        on_drop=on_drop,
     )
-    state.usage_store = store
-    state.usage_recorder = recorder
+    recorder.on_write_failure = on_write_failure
     if settings.usage_recording:
-        state.observers.add(recorder)
+        observers.add(recorder)
     else:
         log.warning("usage recording is off (GATEWAY_USAGE_RECORDING=false): calls are not recorded")
     recorder.start()
@@ -282,10 +301,10 @@ def install_recorder(state: AppState) -> UsageRecorder:
                 await writer.aclose()
             await store.aclose()
 
-    state.closers.append(close)
+    closers.append(close)
     log.info(
         "usage ledger: %s store, written %s",
         store.name,
         "by a writer process" if writer is not store else "in this process",
     )
-    return recorder
+    return UsageLedger(store, recorder)
