@@ -102,6 +102,10 @@ class UsageRecorder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def pending(self) -> tuple[UsageEvent | FinishedCall, ...]:
+        """What the buffer holds, oldest first (a copy: for inspection, not for writing)."""
+        return tuple(self._buffer)
+
     def add(self, item: UsageEvent | FinishedCall) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
@@ -114,9 +118,10 @@ class UsageRecorder:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
-    def _take_batch(self) -> list:
-        """The oldest items, up to a batch: calls as they are for a writer process, else events,
-        building those still calls (in place, once: a retry sends the same objects)."""
+    def next_batch(self) -> list:
+        """The oldest items, up to a batch, as the store will be given them; they stay buffered
+        until a write takes them. Calls as they are for a writer process, else events, building
+        those still calls (in place, once: a retry sends the same objects)."""
         if not self._builds_events:
             return list(itertools.islice(self._buffer, self.batch_size))
         buffer, batch, i = self._buffer, [], 0
@@ -157,10 +162,11 @@ class UsageRecorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
 
-    async def _write_batch(self) -> None:
-        """Write the oldest batch; it leaves the buffer only once the store took it."""
+    async def write_batch(self) -> None:
+        """Write the oldest batch once; it leaves the buffer only once the store took it, and a
+        store failure is raised (the background task retries with backoff, `flush` does not)."""
         async with self._writing:
-            batch = self._take_batch()
+            batch = self.next_batch()
             if not batch:
                 return
             self._in_flight, self._pushed_out = len(batch), 0
@@ -188,7 +194,7 @@ class UsageRecorder:
             self._wake.clear()
             while self._buffer and not self._closing:
                 try:
-                    await self._write_batch()
+                    await self.write_batch()
                     delay = self.retry_initial_s
                 except asyncio.CancelledError:
                     raise
@@ -215,7 +221,7 @@ class UsageRecorder:
     async def flush(self) -> None:
         """Write everything buffered now (tests and shutdown); raises if the store fails."""
         while self._buffer:
-            await self._write_batch()
+            await self.write_batch()
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop the writer, then write what is left, retrying until `timeout_s`."""
@@ -231,7 +237,7 @@ class UsageRecorder:
         delay = self.retry_initial_s
         while self._buffer:
             try:
-                await self._write_batch()
+                await self.write_batch()
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     self._count_dropped(

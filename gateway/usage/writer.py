@@ -83,12 +83,19 @@ class WriterProcess:
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._exit_code: int | None = None
         self._seq = 0
         self._lock = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last writer process this object stopped exited (0: it closed its store and
+        exited on its own); None until one has been stopped."""
+        return self._exit_code
 
     async def _process(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -137,7 +144,10 @@ class WriterProcess:
 
     async def _stop(self, kill: bool, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            return
+        if proc.returncode is not None:
+            self._exit_code = proc.returncode
             return
         if kill:
             proc.kill()
@@ -150,6 +160,7 @@ class WriterProcess:
             log.error("usage writer process did not exit in %.0fs; killing it", timeout_s)
             proc.kill()
             await proc.wait()
+        self._exit_code = proc.returncode
 
     async def aclose(self) -> None:
         """Let the writer close its store and exit (after the recorder's last flush)."""

@@ -110,9 +110,9 @@ async def test_a_full_buffer_drops_the_oldest_and_says_so(sqlite, caplog):
     with caplog.at_level(logging.ERROR, logger="gateway.usage"):
         for i in range(8):
             recorder.call_finished(finished_call(prompt=i + 1))
-            events.append(recorder._buffer[-1])
+            events.append(recorder.pending()[-1])
     assert recorder.dropped == 3 and drops == [1, 1, 1]
-    assert list(recorder._buffer) == events[3:]  # the newest are kept
+    assert list(recorder.pending()) == events[3:]  # the newest are kept
     assert "usage events dropped" in caplog.text
 
 
@@ -274,7 +274,7 @@ async def test_events_pushed_out_while_their_write_fails_are_dropped_once(sqlite
     recorder = UsageRecorder(store, batch_size=5, max_buffered=5, on_drop=drops.append)
     for _ in range(5):
         recorder.call_finished(finished_call())
-    write = asyncio.create_task(recorder._write_batch())
+    write = asyncio.create_task(recorder.write_batch())
     await store.entered.wait()
     for _ in range(3):
         recorder.call_finished(finished_call())  # 3 of the in-flight 5 pushed out
