@@ -187,7 +187,7 @@ async def test_local_spend_of_past_days_is_forgotten_not_kept_forever():
             scope = (Scope("key", f"k{k}", track_spend=True),)
             ask = Ask(f"t{d}.{k}", 0, 0, T0 + d * day + 600)
             counters.settle(scope, ask, 0, 0, 5, Clock.at(T0 + d * day))
-    assert len(counters._spent) <= 1000 + 8
+    assert counters.spend_periods <= 1000 + 8
     last = Clock.at(T0 + 399 * day)
     assert counters.spent("key:k0", last)[0] == 5  # today's spend is still there
 

@@ -62,9 +62,15 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
         await keys.start_tenants(state)
-        recorder = install_recorder(state)
-        recorder.on_drop = state.metrics.usage_events_dropped
-        recorder.on_write_failure = state.metrics.usage_write_failed
+        state.usage_store, state.usage_recorder = install_recorder(
+            settings,
+            state.redis,
+            state.observers,
+            state.closers,
+            on_drop=state.metrics.usage_events_dropped,
+            on_write_failure=state.metrics.usage_write_failed,
+            on_task_restart=state.metrics.background_task_restarted,
+        )
         app.state.gateway = state
         start_routing(state)
         state.tasks.append(

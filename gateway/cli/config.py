@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from gateway.cli.policy import add_config_flag, load_snapshot, print_warnings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("file")
     v.set_defaults(func=validate)
     m = sub.add_parser("models", help="table of routes, models, backends, prices, context lengths")
-    m.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"))
+    add_config_flag(m)
     m.set_defaults(func=models)
 
 
@@ -26,22 +27,16 @@ def validate(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    print_warnings(warnings)
     print(f"{args.file}: valid ({len(config.backends)} backends, {len(config.routes)} routes)")
     return 0
 
 
 def models(args: argparse.Namespace) -> int:
-    from gateway.config.loader import ConfigError, load_config
-    from gateway.config.snapshot import ConfigSnapshot
-
-    try:
-        config, warnings = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    snapshot = load_snapshot(args.config)
+    if snapshot is None:
         return 1
-    snapshot = ConfigSnapshot.build(config, args.config, warnings)
+    config = snapshot.config
     rows = [("MODEL", "BACKEND", "UPSTREAM ID", "CONTEXT", "IN $/1M", "OUT $/1M", "STATUS")]
     for name, backend in config.backends.items():
         status = "enabled" if name in snapshot.backends else "disabled"
@@ -64,8 +59,7 @@ def models(args: argparse.Namespace) -> int:
         tasks = "; ".join(f"{t}: {', '.join(ms)}" for t, ms in route.tasks.items()) or "-"
         route_rows.append((name, route.strategy, ", ".join(route.models), tasks))
     print(_table(route_rows))
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    print_warnings(snapshot.warnings)
     return 0
 
 

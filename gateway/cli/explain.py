@@ -7,14 +7,15 @@ the running gateway's `POST /v1/route/explain` answers the same with live observ
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from gateway.cli.policy import add_config_flag, load_snapshot, print_warnings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="show how a chat-completions request would be routed, without calling a backend")
     p.add_argument("request", help="JSON body of a chat-completions request ('-' for stdin)")
-    p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"))
+    add_config_flag(p)
     p.add_argument(
         "--header",
         action="append",
@@ -29,19 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from gateway.config.loader import ConfigError, load_config
-    from gateway.config.snapshot import ConfigSnapshot
     from gateway.protocol.chat import parse_chat_request
     from gateway.protocol.errors import GatewayError
     from gateway.routing.explain import explanation, render_text
     from gateway.routing.pipeline import plan
 
-    try:
-        config, warnings = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    snapshot = load_snapshot(args.config)
+    if snapshot is None:
         return 1
-    snapshot = ConfigSnapshot.build(config, args.config, warnings)
     try:
         body = sys.stdin.buffer.read() if args.request == "-" else open(args.request, "rb").read()
     except OSError as exc:
@@ -58,6 +54,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     doc = explanation(decision)
     print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(doc))
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    print_warnings(snapshot.warnings)
     return 0 if decision.error is None else 2

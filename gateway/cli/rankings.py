@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _rankings(settings, config: str, query) -> dict[str, Any]:
-    from gateway.usage.store import open_store
+    from gateway.usage.stores import open_store
 
     store = open_store(settings)
     try:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:  # imported when used: `gateway --help` should not load pydantic
     from gateway.settings import Settings
 
-SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.store.store_for gives the SQLite file
+SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.stores.store_for gives the SQLite file
 
 
 def add_store_flags(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_import(args: argparse.Namespace) -> int:
     from gateway.usage.jsonl import import_lines
-    from gateway.usage.store import open_store
+    from gateway.usage.stores import open_store
 
     settings = settings_from(args)
     announce_store(settings, "gateway usage import", "writes to")
@@ -60,7 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
     from datetime import date
 
     from gateway.usage.jsonl import event_line
-    from gateway.usage.store import open_store
+    from gateway.usage.stores import open_store
 
     try:
         start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.backends.registry import VENDORS
-from gateway.config.schema import TASKS, GatewayConfig
+from gateway.config.schema import GatewayConfig
+from gateway.config.tasks import TASKS, load_classifier
+from gateway.config.vendors import VENDORS
 
 log = logging.getLogger("gateway.config")
 
@@ -263,8 +264,6 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
                 )
     kind = config.gateway.classifier.kind
     if kind != "heuristic":
-        from gateway.routing.classify import load_classifier
-
         try:
             load_classifier(kind)
         except ValueError as exc:

@@ -7,33 +7,24 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from gateway.backends.registry import VENDORS
+from gateway.config.tasks import Task
+from gateway.config.vendors import VENDORS
 
-BackendType = Literal[
-    "vllm",
-    "openai",
-    "openrouter",
-    "deepseek",
-    "moonshot",
-    "zhipu",
-    "dashscope",
-    "minimax",
-    "groq",
-    "together",
-    "fireworks",
-    "mock",
-    "anthropic",
-]
+# A backend type is valid iff it is a key of the vendor registry: one source of truth, and a
+# refused type's error lists them all. Type checkers see a plain str (the set is data).
+if TYPE_CHECKING:
+    BackendType = str
+else:
+    BackendType = Literal[tuple(VENDORS)]
+
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
-Task = Literal["code", "math", "reasoning", "translation", "long_context", "tool_use", "vision", "chat"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
-TASKS: tuple[str, ...] = get_args(Task)  # for messages that list the task names
 
 # Anthropic bills 5-minute prompt-cache writes at 1.25x the model's input price.
 ANTHROPIC_CACHE_WRITE_FACTOR = 1.25

@@ -10,8 +10,8 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from gateway.backends.registry import VENDORS
 from gateway.config.schema import BackendConfig, GatewayConfig, ModelInfo, ModelOffer, RouteConfig
+from gateway.config.vendors import VENDORS
 from gateway.protocol.redact import Redactor
 
 

@@ -21,23 +21,21 @@ name, or None to defer to the heuristic.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, get_args
+from typing import Any
 
-from gateway.config.schema import ClassifierConfig, Task
+from gateway.config.schema import ClassifierConfig
+from gateway.config.tasks import TASKS, load_classifier
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import invalid_request
 from gateway.routing.facts import RequestFacts
 
 log = logging.getLogger("gateway.routing")
 
-TASKS: tuple[str, ...] = get_args(Task)
 TASK_HEADER = "x-gateway-task"
 _WINDOW = 2000  # characters read from each end of a message by the patterns
 
@@ -385,25 +383,6 @@ def heuristic(chat: ChatRequest, facts: RequestFacts, config: ClassifierConfig) 
     if facts.reasoning_asked:
         return _REASONING_EFFORT
     return _CHAT
-
-
-@lru_cache(maxsize=16)
-def load_classifier(kind: str) -> Classifier:
-    """Import `module:callable` once; the config loader reports a failure as a problem."""
-    module_name, sep, attr = kind.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f'classifier kind must be "heuristic" or "module:callable", got {kind!r}')
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import classifier module `{module_name}`: {exc}") from None
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ValueError(f"`{module_name}` has no attribute `{attr}`")
-    if not callable(target):
-        raise ValueError(f"`{kind}` is not callable")
-    return target
 
 
 def classify(chat: ChatRequest, headers: Mapping[str, str], facts: RequestFacts, config: ClassifierConfig) -> TaskGuess:

@@ -142,6 +142,11 @@ class LocalCounters:
         self._spent: dict[str, int] = {}  # "scope:period" -> nano
         self._swept: dict[str, float] = {}  # scope -> when its tickets were last swept
 
+    @property
+    def spend_periods(self) -> int:
+        """How many (scope, period) spend totals are kept: bounded, old periods are forgotten."""
+        return len(self._spent)
+
     def _rolled(self, name: str, window: int) -> list[int]:
         entry = self._minute.get(name)
         if entry is None:

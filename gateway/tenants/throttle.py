@@ -64,6 +64,11 @@ class FailedAuthThrottle:
         self._clock = clock
         self._failures: OrderedDict[str, list[int]] = OrderedDict()  # address -> [window, count]
 
+    @property
+    def tracked(self) -> int:
+        """How many addresses are remembered (at most `max_addresses`)."""
+        return len(self._failures)
+
     def failed(self, address: str) -> float | None:
         """Count one failure from `address`; seconds to wait if it is over the limit, else None."""
         now = self._clock()

@@ -21,18 +21,20 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.config.snapshot import Offer
-from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.supervise import start_supervised
 from gateway.usage.events import FinishedCall, UsageEvent, failed_attempts, finished_call
 from gateway.usage.store import UsageStore
 from gateway.usage.writer import WriterProcess
 
 if TYPE_CHECKING:
-    from gateway.api.state import AppState
+    from redis.asyncio import Redis
+
+    from gateway.settings import Settings
 
 log = logging.getLogger("gateway.usage")
 
@@ -101,6 +103,10 @@ class UsageRecorder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def pending(self) -> tuple[UsageEvent | FinishedCall, ...]:
+        """What the buffer holds, oldest first (a copy: for inspection, not for writing)."""
+        return tuple(self._buffer)
+
     def add(self, item: UsageEvent | FinishedCall) -> None:
         if len(self._buffer) >= self.max_buffered:
             self._buffer.popleft()
@@ -113,9 +119,10 @@ class UsageRecorder:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
-    def _take_batch(self) -> list:
-        """The oldest items, up to a batch: calls as they are for a writer process, else events,
-        building those still calls (in place, once: a retry sends the same objects)."""
+    def next_batch(self) -> list:
+        """The oldest items, up to a batch, as the store will be given them; they stay buffered
+        until a write takes them. Calls as they are for a writer process, else events, building
+        those still calls (in place, once: a retry sends the same objects)."""
         if not self._builds_events:
             return list(itertools.islice(self._buffer, self.batch_size))
         buffer, batch, i = self._buffer, [], 0
@@ -156,10 +163,11 @@ class UsageRecorder:
     def start(self, on_restart: Callable[[str], None] | None = None) -> None:
         self._task = start_supervised("usage_recorder", self._run, on_restart)  # restarted if it dies
 
-    async def _write_batch(self) -> None:
-        """Write the oldest batch; it leaves the buffer only once the store took it."""
+    async def write_batch(self) -> None:
+        """Write the oldest batch once; it leaves the buffer only once the store took it, and a
+        store failure is raised (the background task retries with backoff, `flush` does not)."""
         async with self._writing:
-            batch = self._take_batch()
+            batch = self.next_batch()
             if not batch:
                 return
             self._in_flight, self._pushed_out = len(batch), 0
@@ -187,7 +195,7 @@ class UsageRecorder:
             self._wake.clear()
             while self._buffer and not self._closing:
                 try:
-                    await self._write_batch()
+                    await self.write_batch()
                     delay = self.retry_initial_s
                 except asyncio.CancelledError:
                     raise
@@ -214,7 +222,7 @@ class UsageRecorder:
     async def flush(self) -> None:
         """Write everything buffered now (tests and shutdown); raises if the store fails."""
         while self._buffer:
-            await self._write_batch()
+            await self.write_batch()
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop the writer, then write what is left, retrying until `timeout_s`."""
@@ -230,7 +238,7 @@ class UsageRecorder:
         delay = self.retry_initial_s
         while self._buffer:
             try:
-                await self._write_batch()
+                await self.write_batch()
             except Exception as exc:
                 if time.monotonic() + delay > deadline:
                     self._count_dropped(
@@ -243,14 +251,32 @@ class UsageRecorder:
         log.info("usage recorder closed: %d events recorded, %d dropped", self.recorded, self.dropped)
 
 
-def install_recorder(state: AppState) -> UsageRecorder:
-    """Open the configured store (for reads here; writes go through a writer process unless
-    GATEWAY_USAGE_WRITER=inline), register the recorder as an observer, flush it at shutdown."""
-    from gateway.usage.store import open_store, retention_of
+class UsageLedger(NamedTuple):
+    """What `install_recorder` opened: the store the API reads, the recorder writing to it."""
 
-    settings = state.settings
+    store: UsageStore
+    recorder: UsageRecorder
+
+
+def install_recorder(
+    settings: Settings,
+    redis: Redis | None,
+    observers: Observers,
+    closers: list[Callable[[], Awaitable[None]]],
+    *,
+    on_drop: Callable[[int], None] | None = None,
+    on_write_failure: Callable[[], None] | None = None,
+    on_task_restart: Callable[[str], None] | None = None,
+) -> UsageLedger:
+    """Open the configured store (for reads here; writes go through a writer process unless
+    GATEWAY_USAGE_WRITER=inline), register the recorder with `observers`, and append its
+    flush to `closers` (run at shutdown). `on_drop`, `on_write_failure` and `on_task_restart`
+    are the metrics hooks. Given these few things rather than the app's state, the ledger depends on nothing
+    above it and can be installed without an app."""
+    from gateway.usage.stores import open_store, retention_of
+
     inline = settings.usage_writer != "process"
-    store = open_store(settings, state.redis, prunes=inline)  # else the writer process deletes
+    store = open_store(settings, redis, prunes=inline)  # else the writer process deletes
     writer: UsageStore | WriterProcess = store
     if not inline:
         writer = WriterProcess(
@@ -266,14 +292,14 @@ def install_recorder(state: AppState) -> UsageRecorder:
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_s,
         max_buffered=settings.usage_buffer_max,
+        on_drop=on_drop,
     )
-    state.usage_store = store
-    state.usage_recorder = recorder
+    recorder.on_write_failure = on_write_failure
     if settings.usage_recording:
-        state.observers.add(recorder)
+        observers.add(recorder)
     else:
         log.warning("usage recording is off (GATEWAY_USAGE_RECORDING=false): calls are not recorded")
-    recorder.start(state.metrics.background_task_restarted)
+    recorder.start(on_task_restart)
 
     async def close() -> None:
         try:
@@ -283,10 +309,10 @@ def install_recorder(state: AppState) -> UsageRecorder:
                 await writer.aclose()
             await store.aclose()
 
-    state.closers.append(close)
+    closers.append(close)
     log.info(
         "usage ledger: %s store, written %s",
         store.name,
         "by a writer process" if writer is not store else "in this process",
     )
-    return recorder
+    return UsageLedger(store, recorder)

@@ -392,6 +392,16 @@ class SqliteUsageStore(UsageStore):
             self._checkpoint.add_done_callback(_retrieve_exception)
 
     # -- retention (on the thread) ---------------------------------------------------------
+    @property
+    def pruning(self) -> bool:
+        """A retention delete is running (a write starts one, at most every `prune_every_s`)."""
+        return self._prune is not None and not self._prune.done()
+
+    async def wait_pruned(self) -> None:
+        """Wait until the retention delete in progress, if any, has ended."""
+        if self._prune is not None:
+            await asyncio.wait([self._prune])
+
     def _maybe_prune(self) -> None:
         """Delete what is past retention, on the thread, at most once every `prune_every_s`."""
         if not self.retention.prunes:

@@ -5,7 +5,7 @@ rest of it, building events and writing them to SQLite or Redis, is CPU work: 20
 call, which in the proxy's process would compete with the proxied requests for the event loop
 (and, in a thread, for the GIL). So each gateway process starts one writer process and hands
 it batches of finished calls; the writer builds the events and writes them with the ordinary
-store (`gateway.usage.store`), on whatever core is free. SQLite's retention deletes run
+store (`gateway.usage.stores`), on whatever core is free. SQLite's retention deletes run
 there too (hourly, in small batches).
 
 Protocol, over the child's stdin and stdout (pipes private to the two processes):
@@ -83,12 +83,19 @@ class WriterProcess:
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._exit_code: int | None = None
         self._seq = 0
         self._lock = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the last writer process this object stopped exited (0: it closed its store and
+        exited on its own); None until one has been stopped."""
+        return self._exit_code
 
     async def _process(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -137,7 +144,10 @@ class WriterProcess:
 
     async def _stop(self, kill: bool, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            return
+        if proc.returncode is not None:
+            self._exit_code = proc.returncode
             return
         if kill:
             proc.kill()
@@ -150,6 +160,7 @@ class WriterProcess:
             log.error("usage writer process did not exit in %.0fs; killing it", timeout_s)
             proc.kill()
             await proc.wait()
+        self._exit_code = proc.returncode
 
     async def aclose(self) -> None:
         """Let the writer close its store and exit (after the recorder's last flush)."""
@@ -172,7 +183,7 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
 
 
 async def _serve(spec: dict[str, Any], out: Any) -> None:
-    from gateway.usage.store import Retention, store_for
+    from gateway.usage.stores import store_for
 
     store = store_for(
         spec["redis_url"],

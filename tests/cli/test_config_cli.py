@@ -97,3 +97,40 @@ def test_an_invalid_policy_exits_1_and_says_where(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert "routes.r.strategy (line 4)" in err
+
+
+def test_models_and_explain_report_a_policy_the_same_way(tmp_path, capsys, monkeypatch):
+    """Both read the policy through one function: a broken one gets the same problems on
+    stderr and exit 1 from each, a keyless backend the same warning after the output."""
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    request = tmp_path / "request.json"
+    request.write_text('{"model": "m/x", "messages": [{"role": "user", "content": "hi"}]}')
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "backends:\n  a: {type: mock, models: {m/x: {}}}\nroutes:\n  r: {strategy: fastest, models: [m/x]}\n"
+    )
+    keyless = tmp_path / "keyless.yaml"
+    keyless.write_text(
+        "backends:\n  a: {type: mock, models: {m/x: {}}}\n  hosted: {type: openrouter, models: {m/y: {}}}\n"
+    )
+    runs = {
+        "models": lambda policy: ["models", "--config", str(policy)],
+        "explain": lambda policy: ["explain", "--config", str(policy), str(request)],
+    }
+    errors = {}
+    for command, argv in runs.items():
+        assert main(argv(broken)) == 1
+        out, errors[command] = capsys.readouterr()
+        assert out == ""
+    assert errors["models"] == errors["explain"]
+    assert errors["models"].splitlines() == [
+        f"{broken}: 1 problem(s)",
+        "  - routes.r.strategy (line 4): Input should be 'cost', 'latency', 'throughput', 'ordered' or 'weighted'",
+    ]
+    for command, argv in runs.items():
+        assert main(argv(keyless)) == 0
+        out, err = capsys.readouterr()
+        assert out.strip()
+        assert err.splitlines() == [
+            "warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"
+        ], command

@@ -1,8 +1,9 @@
 import pytest
 
 from gateway.config.schema import ClassifierConfig, GatewaySettings
+from gateway.config.tasks import load_classifier
 from gateway.protocol.errors import GatewayError
-from gateway.routing.classify import classify, load_classifier
+from gateway.routing.classify import classify
 from gateway.routing.facts import request_facts
 from tests.routing.support import chat
 

@@ -27,7 +27,7 @@ def test_memory_is_bounded_by_forgetting_the_least_recent_address():
     throttle = FailedAuthThrottle(1, max_addresses=100, clock=Clock())
     for i in range(1000):
         throttle.failed(f"10.0.{i // 256}.{i % 256}")
-    assert len(throttle._failures) == 100
+    assert throttle.tracked == 100
     assert throttle.failed("10.0.3.231") is not None  # the last one is still remembered (its second failure)
 
 

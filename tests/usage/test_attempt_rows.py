@@ -117,7 +117,7 @@ async def test_attempt_rows_recorded_again_are_not_counted_again(make_store):
     store = make_store("again")
     recorder = UsageRecorder(store)
     recorder.call_finished(fell_back_twice())
-    batch = recorder._take_batch()
+    batch = recorder.next_batch()
     assert await store.record(batch) == 3
     assert await store.record(batch) == 0  # a retried batch: same ids, nothing new
     assert len([e async for e in store.export(DAY, DAY)]) == 3

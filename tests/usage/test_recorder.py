@@ -12,11 +12,12 @@ import pytest
 
 from gateway.config.schema import ModelOffer
 from gateway.config.snapshot import Offer
-from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.usage import Usage
+from gateway.settings import Settings
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import ranking_query
-from gateway.usage.recorder import UsageRecorder
+from gateway.usage.recorder import UsageRecorder, install_recorder
 from gateway.usage.sqlite_store import SqliteUsageStore
 from gateway.usage.store import UsageStore
 
@@ -109,9 +110,9 @@ async def test_a_full_buffer_drops_the_oldest_and_says_so(sqlite, caplog):
     with caplog.at_level(logging.ERROR, logger="gateway.usage"):
         for i in range(8):
             recorder.call_finished(finished_call(prompt=i + 1))
-            events.append(recorder._buffer[-1])
+            events.append(recorder.pending()[-1])
     assert recorder.dropped == 3 and drops == [1, 1, 1]
-    assert list(recorder._buffer) == events[3:]  # the newest are kept
+    assert list(recorder.pending()) == events[3:]  # the newest are kept
     assert "usage events dropped" in caplog.text
 
 
@@ -273,7 +274,7 @@ async def test_events_pushed_out_while_their_write_fails_are_dropped_once(sqlite
     recorder = UsageRecorder(store, batch_size=5, max_buffered=5, on_drop=drops.append)
     for _ in range(5):
         recorder.call_finished(finished_call())
-    write = asyncio.create_task(recorder._write_batch())
+    write = asyncio.create_task(recorder.write_batch())
     await store.entered.wait()
     for _ in range(3):
         recorder.call_finished(finished_call())  # 3 of the in-flight 5 pushed out
@@ -285,3 +286,37 @@ async def test_events_pushed_out_while_their_write_fails_are_dropped_once(sqlite
     await recorder.flush()
     assert (recorder.recorded, recorder.dropped, recorder.buffered) == (5, 3, 0)
     assert await requests_that_day(sqlite) == 5
+
+
+async def test_install_recorder_wires_the_ledger_from_what_it_is_given(tmp_path):
+    """No app state: the settings, the observer fan-out, the shutdown hooks and the metric
+    hooks are all the ledger needs; the recorder observes calls, reports drops through
+    `on_drop`, and its closer flushes into the store the ledger opened."""
+    settings = Settings(
+        data_dir=tmp_path, usage_writer="inline", usage_buffer_max=2, usage_flush_s=3600, usage_batch_size=1000
+    )
+    observers = Observers()
+    closers: list = []
+    drops: list[int] = []
+    ledger = install_recorder(settings, None, observers, closers, on_drop=drops.append)
+    assert ledger.store.name == "sqlite" and ledger.recorder.store is ledger.store  # inline: no writer process
+    for _ in range(3):
+        observers.call_finished(finished_call())
+    assert drops == [1] and ledger.recorder.buffered == 2
+    assert len(closers) == 1
+    await closers[0]()
+    reopened = SqliteUsageStore(tmp_path / "usage.sqlite3")
+    try:
+        assert await requests_that_day(reopened) == 2
+    finally:
+        await reopened.aclose()
+
+
+async def test_install_recorder_with_recording_off_observes_nothing(tmp_path):
+    settings = Settings(data_dir=tmp_path, usage_writer="inline", usage_recording=False)
+    observers = Observers()
+    closers: list = []
+    ledger = install_recorder(settings, None, observers, closers)
+    observers.call_finished(finished_call())
+    assert ledger.recorder.buffered == 0
+    await closers[0]()

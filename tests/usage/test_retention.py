@@ -4,7 +4,6 @@ expired by age, a second Redis for the evictable raw streams), with real stores.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
@@ -14,7 +13,8 @@ from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import ranking_query
 from gateway.usage.redis_store import RedisUsageStore
 from gateway.usage.sqlite_store import SqliteUsageStore
-from gateway.usage.store import Retention, store_for
+from gateway.usage.store import Retention
+from gateway.usage.stores import store_for
 from gateway.usage.writer import WriterProcess
 from tests.support.poll import poll
 from tests.support.services import RedisServer
@@ -73,10 +73,10 @@ async def test_sqlite_deletes_at_most_once_every_prune_interval(tmp_path):
     path = tmp_path / "usage.sqlite3"
     store = SqliteUsageStore(path, retention=Retention(events_days=2), clock=NOW.timestamp)  # hourly
     await store.record([event("old1", NOW - timedelta(days=3))])
-    await asyncio.wait([store._prune])
+    await store.wait_pruned()
     assert ids_in(path) == set()
     await store.record([event("old2", NOW - timedelta(days=3))])  # within the hour: no second delete
-    assert store._prune.done() and ids_in(path) == {"old2"}
+    assert not store.pruning and ids_in(path) == {"old2"}
     await store.aclose()
     assert ids_in(path) == {"old2"} and store.pruned == 1
 

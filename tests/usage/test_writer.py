@@ -81,9 +81,8 @@ async def test_terminal_signals_do_not_stop_the_writer_only_a_closed_pipe_does(w
         os.kill(pid, sig)
     await asyncio.sleep(0.2)
     assert await writer.record(calls(1)) == 1 and writer.pid == pid
-    proc = writer._proc
     await writer.aclose()
-    assert proc.returncode == 0 and writer.pid is None
+    assert writer.exit_code == 0 and writer.pid is None
     assert await requests_that_day(reader) == 2
 
 

@@ -1,0 +1,76 @@
+"""Vendor defaults, as data: where each provider type lives, how it wants to be called, and
+which adapter speaks its protocol.
+
+The keys of `VENDORS` are the backend types the routing YAML accepts (`schema.BackendType`
+is built from them), so adding an OpenAI-compatible vendor is one entry here. A provider
+with a different wire protocol also gets its own adapter module in `gateway.backends` and
+a line in `ADAPTERS`.
+
+This lives in `config`, below `backends`, because the schema reads it; adapters are named
+here by their import path (a string), never imported, so the arrow still points down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Protocol families: the adapter module in gateway.backends and its class, as `module:Class`.
+# `backends.pool` imports the one a backend's vendor names.
+ADAPTERS: dict[str, str] = {
+    "openai_compat": "gateway.backends.openai_compat:OpenAICompatBackend",
+    "mock": "gateway.backends.mock:MockBackend",
+    "anthropic": "gateway.backends.anthropic:AnthropicBackend",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Vendor:
+    adapter: str  # protocol family, a key of ADAPTERS: "openai_compat", "mock", "anthropic"
+    base_url: str | None = None
+    key_env: str | None = None  # conventional environment variable, named in warnings
+    key_required: bool = True
+    # Extra request headers every call carries (attribution, API versions).
+    headers: dict[str, str] = field(default_factory=dict)
+    # Whether the upstream honours stream_options.include_usage (else usage is estimated).
+    stream_usage: bool = True
+    # Liveness endpoint for active health checks: relative to base_url, or to the server root
+    # (base_url without its trailing /v1) when health_at_root is set, as vLLM serves /health.
+    health_path: str = "/models"
+    health_at_root: bool = False
+
+    @property
+    def adapter_class(self) -> str:
+        """The adapter's import path, `module:Class`, for whoever builds backends."""
+        return ADAPTERS[self.adapter]
+
+
+# In the order the schema's error lists them when a backend's `type` is none of these.
+VENDORS: dict[str, Vendor] = {
+    "vllm": Vendor(
+        "openai_compat",
+        "http://127.0.0.1:8000/v1",
+        "VLLM_API_KEY",
+        key_required=False,
+        health_path="/health",
+        health_at_root=True,
+    ),
+    "openai": Vendor("openai_compat", key_required=False),
+    "openrouter": Vendor(
+        "openai_compat",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+        headers={"HTTP-Referer": "https://github.com/open-model-gateway", "X-Title": "open-model-gateway"},
+    ),
+    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
+    "zhipu": Vendor("openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY"),
+    "dashscope": Vendor("openai_compat", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY"),
+    "minimax": Vendor("openai_compat", "https://api.minimax.io/v1", "MINIMAX_API_KEY"),
+    "groq": Vendor("openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    "fireworks": Vendor("openai_compat", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
+    "mock": Vendor("mock", key_required=False, health_path=""),
+    "anthropic": Vendor(
+        "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", headers={"anthropic-version": "2023-06-01"}
+    ),
+}
