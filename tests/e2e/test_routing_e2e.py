@@ -146,7 +146,7 @@ def test_impossible_requests_say_why(decisions_gw, clean, openai_client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(**ask("word " * 120_000))
     assert e.value.code == "context_length_exceeded"
-    assert "cheap/gen/small: ~" in e.value.message and "pricey/gen/big: ~" in e.value.message
+    assert "gen/small on cheap: ~" in e.value.message and "gen/big on pricey: ~" in e.value.message
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(**ask(model="gen/big"), extra_body={"provider": {"max_price": {"prompt": 0.5}}})
     assert e.value.status_code == 503 and e.value.code == "no_backend_available"
