@@ -244,12 +244,17 @@ class FaultUpstream:
             return await _send(writer, 200, orjson.dumps(self._completion(payload, step)))
         return await self._stream(payload, step, writer)
 
-    def _content(self, step: Step) -> list[str]:
-        count = step.at if step.kind == "content_filter" else self.tokens
-        return [f"t{i} " for i in range(count)]
+    def _content(self, step: Step, payload: dict) -> list[str]:
+        """The answer's tokens. A request ending in an assistant message (a prefill, as a
+        continuation sends) is continued from the token after the ones it holds."""
+        messages = payload.get("messages") or [{}]
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        start = len(str(last.get("content") or "").split()) if last.get("role") == "assistant" else 0
+        end = step.at if step.kind == "content_filter" else self.tokens
+        return [f"t{i} " for i in range(start, end)]
 
-    def _usage(self, step: Step) -> dict:
-        completion = len(self._content(step))
+    def _usage(self, step: Step, payload: dict) -> dict:
+        completion = len(self._content(step, payload))
         return {
             "prompt_tokens": PROMPT_TOKENS,
             "completion_tokens": completion,
@@ -257,14 +262,14 @@ class FaultUpstream:
         }
 
     def _completion(self, payload: dict, step: Step) -> dict:
-        message = {"role": "assistant", "content": "".join(self._content(step))}
+        message = {"role": "assistant", "content": "".join(self._content(step, payload))}
         return {
             "id": f"chatcmpl-{self.name}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": payload.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": step.finish_reason}],
-            "usage": self._usage(step),
+            "usage": self._usage(step, payload),
         }
 
     async def _stream(self, payload: dict, step: Step, writer) -> bool:
@@ -281,7 +286,7 @@ class FaultUpstream:
             await _chunk(writer, b"")
             return True
         await _chunk(writer, event({"role": "assistant", "content": ""}))
-        for i, token in enumerate(self._content(step)):
+        for i, token in enumerate(self._content(step, payload)):
             if step.at == i:
                 if step.kind == "cut":
                     await writer.drain()
@@ -295,7 +300,7 @@ class FaultUpstream:
             await _chunk(writer, event({"content": token}))
         await _chunk(writer, event({}, step.finish_reason))
         if (payload.get("stream_options") or {}).get("include_usage"):
-            await _chunk(writer, _sse({**base, "choices": [], "usage": self._usage(step)}))
+            await _chunk(writer, _sse({**base, "choices": [], "usage": self._usage(step, payload)}))
         if step.kind != "no_done":
             await _chunk(writer, b"data: [DONE]\n\n")
         await _chunk(writer, b"")
