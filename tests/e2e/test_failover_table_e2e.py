@@ -11,6 +11,7 @@ failures the day it holds, so whoever builds it flips them.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import openai
@@ -249,3 +250,47 @@ def test_stream_ending_without_done_still_ends_cleanly(gateway, primary, fallbac
     assert len(primary.seen) == 1 and fallback.seen == []
     rows = ledger(gw, 1)
     assert (rows[0]["backend"], rows[0]["status"], rows[0]["completion_tokens"]) == ("flaky", 200, fault.TOKENS)
+
+
+# -- recovery: back on the preferred candidate soon after it recovers ----------------------
+
+
+def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway, primary, fallback, openai_client):
+    gw = gateway(circuit="")  # the gateway's own circuit settings
+    client = openai_client(gw)
+    # Calls every 0.5 s; the recovery falls between two of them.
+    interval, outage, after = 0.5, 8.25, 7.0
+    recovered = primary.down_for(outage)  # 503 to every call until then, healthy after
+    answers, sent = [], []
+    start = time.monotonic()
+    while time.monotonic() < recovered + after:
+        slot = start + len(sent) * interval
+        time.sleep(max(0.0, slot - time.monotonic()))
+        sent.append(time.monotonic())
+        answers.append(ask(client, stream=len(sent) % 2 == 0))
+
+    # Every call was answered whole, by one backend or the other.
+    assert all(text == FULL_ANSWER and finish == "stop" for _, text, _, finish in answers)
+    backends = [a[0] for a in answers]
+    back = backends.index("flaky")  # fails the test if the primary never got traffic back
+    assert backends[back:] == ["flaky"] * (len(backends) - back)  # and kept it
+    assert backends[:back] == ["steady"] * back
+
+    # From the primary's own log: the first call it answered after its recovery arrived
+    # within 5 s (plus the pace of the calls) of that moment.
+    failed = [s.at for s in primary.seen if s.step == "status"]
+    answered = [s.at for s in primary.seen if s.step == "ok"]
+    assert len(answered) == len(backends) - back
+    assert all(at < recovered for at in failed) and answered[0] >= recovered
+    assert answered[0] - recovered <= 5.0 + interval
+    # Conduct while it was down: three calls opened the circuit; after that only one probe
+    # per cooldown (2 s, then 4 s: each gap at least that long), never a burst.
+    assert len(failed) >= 3
+    probes = failed[3:]
+    gaps = [b - a for a, b in zip(failed[2:], probes)]
+    assert all(gap >= cooldown for gap, cooldown in zip(gaps, [2.0] + [4.0] * len(gaps))), gaps
+    assert len(fallback.seen) == back
+
+    rows = ledger(gw, len(answers))
+    assert [r["backend"] for r in rows] == backends
+    assert [r["status"] for r in rows] == [200] * len(answers)
