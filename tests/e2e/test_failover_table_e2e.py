@@ -227,6 +227,7 @@ def test_content_filter_is_passed_on_as_the_answer(gateway, primary, fallback, o
     strict=True,
     reason="issue 12 lists this row as handled, but the gateway relays the broken event verbatim "
     "(the relay's fast path does not parse content events) and the openai SDK raises JSONDecodeError on it",
+    raises=ValueError,  # json.JSONDecodeError
 )
 def test_malformed_chunk_mid_stream_does_not_break_the_client(gateway, primary, fallback, openai_client):
     gw = gateway()
@@ -294,3 +295,132 @@ def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway
     rows = ledger(gw, len(answers))
     assert [r["backend"] for r in rows] == backends
     assert [r["status"] for r in rows] == [200] * len(answers)
+
+
+# -- rows whose "should" changes behaviour: not built yet (issue 12) -----------------------
+# Each asserts the issue's "should"; each fails today on its first assertion about the
+# answer, as noted. strict=True: once the behaviour is built, the xfail itself fails.
+
+
+def _completion_tokens_recorded(gw) -> int:
+    path = Path(gw.dir) / "data" / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM events").fetchone()[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12: a short Retry-After should be waited out on the same candidate",
+    raises=AssertionError,
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
+    stream, gateway, primary, fallback, openai_client
+):
+    gw = gateway()
+    primary.script(fault.status(429, retry_after=2))
+    backend, text, usage, _ = ask(openai_client(gw), stream)
+
+    # Today: answered by `steady`; the primary is never asked again.
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status", "ok"]
+    assert primary.seen[1].at - primary.seen[0].at >= 2.0  # the advertised wait, at least
+    assert fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 12: a 500 once should be retried once on the same candidate", raises=AssertionError
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_500_once_is_retried_once_on_the_same_candidate(stream, gateway, primary, fallback, openai_client):
+    gw = gateway()
+    primary.script(fault.status(500))
+    backend, text, usage, _ = ask(openai_client(gw), stream)
+
+    # Today: answered by `steady` after one attempt on the primary.
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status", "ok"]
+    assert fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 12: a stream cut mid-answer should be continued on the fallback", raises=openai.APIError
+)
+def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fallback, openai_client):
+    gw = gateway()
+    primary.script(fault.cut(after=40))
+    backend, text, usage, finish = ask(openai_client(gw), True)
+
+    # Today: the client gets t0..t39, then an error event (the SDK raises APIError).
+    assert (text, finish) == (FULL_ANSWER, "stop")
+    assert usage.completion_tokens == fault.TOKENS  # 40 from the primary, 20 from the fallback
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    prefill = fallback.seen[0].body["messages"][-1]
+    assert prefill == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
+    # Each attempt is billed for the tokens it delivered: 40 + 20.
+    poll(lambda: _completion_tokens_recorded(gw) == fault.TOKENS, what="60 completion tokens in the ledger")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12: a stalled stream should hit stream_idle_timeout_s (10 s), then be continued",
+    raises=openai.APIError,
+)
+def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client):
+    # timeout_s 12: today the per-read limit ends the stall after 12 s with an error event;
+    # the issue's default idle limit (10 s) comes first and continues the answer elsewhere.
+    gw = gateway(timeout_s=12)
+    primary.script(fault.stall(after=40))
+    backend, text, usage, finish = ask(openai_client(gw), True)
+
+    assert (text, finish) == (FULL_ANSWER, "stop")  # today: openai.APIError, "stream broke off"
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1]["role"] == "assistant"
+
+
+PREFILL_CONFIG = """
+backends:
+  flaky:
+    type: openai
+    base_url: {primary}
+    api_key: sk-flaky-123456
+    models: {{test/small: {{}}}}
+  steady:
+    type: openai
+    base_url: {fallback}
+    api_key: sk-steady-123456
+    models: {{test/large: {{}}}}
+  local:
+    type: vllm
+    base_url: {local}
+    models: {{test/local: {{}}}}
+routes:
+  auto:
+    strategy: ordered
+    models: [test/small, test/large, test/local]
+"""
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 12: continuation should go to a candidate that accepts a prefill", raises=openai.APIError
+)
+def test_a_continuation_skips_candidates_without_prefill_support(start_gateway, primary, fallback, openai_client):
+    local = FaultUpstream("local").start()
+    try:
+        gw = start_gateway(
+            PREFILL_CONFIG.format(primary=primary.base_url, fallback=fallback.base_url, local=local.base_url), env=ENV
+        )
+        primary.script(fault.cut(after=40))
+        fallback.always(fault.rejects_prefill())
+        _, text, usage, finish = ask(openai_client(gw), True)
+
+        # Today: the client gets t0..t39 and an error event; nobody is asked to continue.
+        assert (text, finish) == (FULL_ANSWER, "stop")
+        assert fallback.seen == []  # `openai`-type offers take no prefill by default
+        assert len(local.seen) == 1 and local.seen[0].body["messages"][-1]["role"] == "assistant"
+    finally:
+        local.stop()

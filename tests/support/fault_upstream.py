@@ -14,7 +14,8 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
-`stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`.
+`stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
+`rejects_prefill()`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def no_done() -> Step:
 def truncated_json() -> Step:
     """A 200 `application/json` answer whose body stops mid-object (non-streamed)."""
     return Step("truncated_json")
+
+
+def rejects_prefill() -> Step:
+    """Healthy, except that a request ending in an assistant message (a prefill) gets the
+    400 a provider without prefill support answers."""
+    error = {"message": "the last message must be from the user", "type": "invalid_request_error", "code": None}
+    return Step("rejects_prefill", 400, error={"error": error})
 
 
 def garbage_sse() -> Step:
@@ -235,7 +243,7 @@ class FaultUpstream:
         if kind == "hang":
             await self._stopping.wait()
             return False
-        if kind == "status":
+        if kind == "status" or (kind == "rejects_prefill" and _ends_in_prefill(payload)):
             return await _send(writer, step.status, orjson.dumps(step.error), step.headers)
         if kind == "truncated_json":
             whole = orjson.dumps(self._completion(payload, step))
@@ -247,9 +255,8 @@ class FaultUpstream:
     def _content(self, step: Step, payload: dict) -> list[str]:
         """The answer's tokens. A request ending in an assistant message (a prefill, as a
         continuation sends) is continued from the token after the ones it holds."""
-        messages = payload.get("messages") or [{}]
-        last = messages[-1] if isinstance(messages[-1], dict) else {}
-        start = len(str(last.get("content") or "").split()) if last.get("role") == "assistant" else 0
+        prefill = _ends_in_prefill(payload)
+        start = len(str(prefill.get("content") or "").split()) if prefill else 0
         end = step.at if step.kind == "content_filter" else self.tokens
         return [f"t{i} " for i in range(start, end)]
 
@@ -305,6 +312,13 @@ class FaultUpstream:
             await _chunk(writer, b"data: [DONE]\n\n")
         await _chunk(writer, b"")
         return True
+
+
+def _ends_in_prefill(payload: dict) -> dict | None:
+    """The request's last message when it is the assistant's (a prefill to continue)."""
+    messages = payload.get("messages") or [None]
+    last = messages[-1]
+    return last if isinstance(last, dict) and last.get("role") == "assistant" else None
 
 
 def _sse(obj: dict) -> bytes:
