@@ -115,7 +115,7 @@ def rejects_prefill() -> Step:
 
 
 def garbage_sse() -> Step:
-    """A 200 `text/event-stream` of lines that are neither SSE fields nor JSON."""
+    """A 200 `text/event-stream` of lines that are neither SSE fields nor JSON, then `[DONE]`."""
     return Step("garbage_sse")
 
 
@@ -290,6 +290,7 @@ class FaultUpstream:
         await _start_chunked(writer)
         if step.kind == "garbage_sse":
             await _chunk(writer, b"this is not an event stream\n\n<html>502 Bad Gateway</html>\n\n")
+            await _chunk(writer, b"data: [DONE]\n\n")
             await _chunk(writer, b"")
             return True
         await _chunk(writer, event({"role": "assistant", "content": ""}))
