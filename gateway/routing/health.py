@@ -63,8 +63,10 @@ def cooldown_for(policy: CircuitConfig, trips: int) -> float:
     """The cooldown after a circuit's `trips`-th consecutive opening (the first is the
     threshold's, each later one a failed probe's): `cooldown_s`, doubled per failed probe,
     at most `cooldown_max_s` (and never below `cooldown_s`)."""
-    cap = max(policy.cooldown_s, policy.cooldown_max_s)
-    return min(cap, policy.cooldown_s * 2.0 ** min(max(trips - 1, 0), 32))
+    start = policy.cooldown_s
+    if trips <= 1:
+        return start
+    return min(max(start, policy.cooldown_max_s), start * 2.0 ** min(trips - 1, 32))
 
 
 @dataclass(slots=True)
@@ -83,21 +85,27 @@ class CircuitRecord:
         return at
 
     def state(self, now: float, policy: CircuitConfig) -> CircuitState:
-        if not self.opened_at:
-            return CircuitState.CLOSED
-        return CircuitState.OPEN if now < self.half_open_at(policy) else CircuitState.HALF_OPEN
+        return self.check(now, policy)[0]
 
     def admits(self, now: float, policy: CircuitConfig) -> tuple[bool, str]:
+        _, admitted, reason = self.check(now, policy)
+        return admitted, reason
+
+    def check(self, now: float, policy: CircuitConfig) -> tuple[CircuitState, bool, str]:
+        """State, whether a request may go to it now, and why (one pass for routing)."""
         if not self.opened_at:
-            return True, f"closed ({self.failures} recent failures)" if self.failures else "closed"
-        half_open_since = self.half_open_at(policy)
+            return CircuitState.CLOSED, True, f"closed ({self.failures} recent failures)" if self.failures else "closed"
+        cooldown = cooldown_for(policy, self.trips)
+        half_open_since = self.opened_at + cooldown
+        if self.health_passed_at > self.opened_at and self.health_passed_at < half_open_since:
+            half_open_since = self.health_passed_at
         if now < half_open_since:
             wait = half_open_since - now
-            return False, f"circuit open after {self.failures} consecutive failures; half-open in {wait:.1f}s"
-        cooldown = cooldown_for(policy, self.trips)
+            reason = f"circuit open after {self.failures} consecutive failures; half-open in {wait:.1f}s"
+            return CircuitState.OPEN, False, reason
         if self.probe_started >= half_open_since and now < self.probe_started + cooldown:
-            return False, "circuit half-open and a probe request is in flight"
-        return True, "half-open: this request probes the backend"
+            return CircuitState.HALF_OPEN, False, "circuit half-open and a probe request is in flight"
+        return CircuitState.HALF_OPEN, True, "half-open: this request probes the backend"
 
 
 class CircuitBoard:

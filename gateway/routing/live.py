@@ -123,9 +123,9 @@ class LiveState:
             return CLOSED  # the common case, read for every candidate of every request
         config = (snapshot or self._snapshot()).backends.get(backend)
         policy = config.circuit if config else DEFAULT_CIRCUIT
-        admitted, reason = record.admits(now, policy)
+        state, admitted, reason = record.check(now, policy)
         cooling = record.blocked_until - now
-        return Admission(admitted, reason, record.state(now, policy), cooling if cooling > 0 else 0.0)
+        return Admission(admitted, reason, state, cooling if cooling > 0 else 0.0)
 
     # -- metrics' view ----------------------------------------------------------------
     def circuit_states(self) -> list[CircuitStatus]:
