@@ -192,12 +192,17 @@ class ProbeRecord:
 
 
 class HealthBoard:
-    """Results of active probes, per backend."""
+    """Results of active probes, per backend.
 
-    __slots__ = ("_backends",)
+    `on_pass(backend, now)` hears every passing probe (LiveState ends the cooldown of that
+    backend's open circuits with it).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_backends", "_on_pass")
+
+    def __init__(self, on_pass: Callable[[str, float], None] | None = None) -> None:
         self._backends: dict[str, ProbeRecord] = {}
+        self._on_pass = on_pass
 
     def is_down(self, backend: str) -> bool:
         record = self._backends.get(backend)
@@ -217,6 +222,8 @@ class HealthBoard:
             if record.down:
                 log.info("backend %s passed its health check again", backend)
             record.failures, record.down, record.last_error = 0, False, None
+            if self._on_pass is not None:
+                self._on_pass(backend, now)
             return
         record.failures += 1
         record.last_error = error
@@ -226,10 +233,7 @@ class HealthBoard:
 
 
 class HealthProber:
-    """Background task: probe each backend with `health_check.enabled` at its interval.
-
-    With `circuits`, a passing probe also ends the cooldown of that backend's open circuits.
-    """
+    """Background task: probe each backend with `health_check.enabled` at its interval."""
 
     def __init__(
         self,
@@ -238,10 +242,8 @@ class HealthProber:
         pool: BackendPool,
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.25,
-        circuits: CircuitBoard | None = None,
     ) -> None:
         self.board = board
-        self._circuits = circuits
         self._snapshot = snapshot
         self._pool = pool
         self._clock = clock
@@ -285,7 +287,4 @@ class HealthProber:
             ok, error = False, f"no answer within {timeout_s}s"
         except Exception as exc:
             ok, error = False, type(exc).__name__
-        now = self._clock()
-        self.board.record(name, ok, now, threshold, error)
-        if ok and self._circuits is not None:
-            self._circuits.health_passed(name, now)
+        self.board.record(name, ok, self._clock(), threshold, error)

@@ -68,7 +68,7 @@ class LiveState:
         self.rng = rng or random.Random()
         self.stats = StatsBook()
         self.circuits = CircuitBoard()
-        self.health = HealthBoard()
+        self.health = HealthBoard(on_pass=self.circuits.health_passed)
         # Observations not yet pushed to the shared store, per backend+model; None when
         # nothing shares them (no Redis).
         self.pending: dict[Key, PendingShare] | None = None

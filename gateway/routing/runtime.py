@@ -26,7 +26,7 @@ def start_routing(state: AppState) -> LiveState:
     live = LiveState(current)
     state.stats = live
     state.observers.add(live)
-    prober = HealthProber(live.health, current, state.backends, circuits=live.circuits)
+    prober = HealthProber(live.health, current, state.backends)
     state.tasks.append(asyncio.create_task(prober.run()))
     if state.redis is not None:
         interval = current().config.gateway.routing.shared_sync_s

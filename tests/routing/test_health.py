@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from gateway.backends.pool import BackendPool
 from gateway.config.schema import CircuitConfig
+from gateway.proxy.outcome import Attempt
 from gateway.routing.health import (
     CircuitBoard,
     CircuitState,
@@ -14,7 +15,7 @@ from gateway.routing.health import (
     cooldown_for,
     counts_as_failure,
 )
-from tests.routing.support import snapshot_from
+from tests.routing.support import POLICY, Clock, live_for, snapshot_from
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.fault_upstream import FaultUpstream
 
@@ -267,9 +268,10 @@ async def test_prober_ends_the_cooldown_of_open_circuits_once_the_backend_passes
     policy = snapshot.backends["local"].circuit
     pool = BackendPool()
     pool.apply(snapshot)
-    health, circuits = HealthBoard(), CircuitBoard()
+    circuits = CircuitBoard()
+    health = HealthBoard(on_pass=circuits.health_passed)  # as LiveState wires them
     circuits.failure(("local", "m/x"), time.time(), policy)  # opened by failed calls: 10 minutes
-    prober = HealthProber(health, lambda: snapshot, pool, tick_s=0.02, circuits=circuits)
+    prober = HealthProber(health, lambda: snapshot, pool, tick_s=0.02)
     task = asyncio.create_task(prober.run())
     record = circuits.get(("local", "m/x"))
     try:
@@ -292,3 +294,42 @@ async def _until_value(condition, timeout: float = 10.0):
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
     return value
+
+
+def test_live_state_doubles_the_cooldown_of_a_failing_backend_and_a_health_pass_ends_it():
+    # Through LiveState as the proxy drives it (attempt_started / attempt_finished), with the
+    # default circuit settings and a clock moved by hand.
+    snapshot = snapshot_from(POLICY)
+    offer = snapshot.offer("pricey", "big/long")
+    clock = Clock()
+    live = live_for(snapshot, clock)
+    failed = Attempt("pricey", "big/long", "http_503", 503, 0.1)
+
+    def fail_once() -> None:
+        live.attempt_started(offer)
+        live.attempt_finished(offer, failed, None)
+
+    for _ in range(3):
+        fail_once()
+    waits = []
+    for _ in range(4):
+        admission = live.admission(offer, clock())
+        assert admission.state is CircuitState.OPEN and not admission.admitted
+        opened = clock()
+        while not live.admission(offer, clock()).admitted:
+            clock.advance(0.5)
+        waits.append(clock() - opened)
+        assert live.admission(offer, clock()).state is CircuitState.HALF_OPEN
+        fail_once()  # the probe fails
+    assert waits == [2.0, 4.0, 4.0, 4.0]
+
+    clock.advance(0.5)
+    assert not live.admission(offer, clock()).admitted  # 3.5 s of its cooldown to go
+    live.health.record("pricey", True, clock(), threshold=2)  # an active check passes
+    assert live.admission(offer, clock()).reason == "half-open: this request probes the backend"
+    live.attempt_started(offer)
+    live.attempt_finished(offer, Attempt("pricey", "big/long", None, 200, 0.1), 0.05)
+    assert live.admission(offer, clock()).state is CircuitState.CLOSED
+    for _ in range(3):
+        fail_once()
+    assert live.circuits.get(offer.key).half_open_at(CircuitConfig()) == clock() + 2.0  # started over
