@@ -262,19 +262,23 @@ def test_stream_ending_without_done_still_ends_cleanly(gateway, primary, fallbac
 # -- recovery: back on the preferred candidate soon after it recovers ----------------------
 
 
+def steady_run(client: openai.OpenAI, interval: float, until: float) -> list[tuple]:
+    """Calls at a steady pace (every `interval` s, streamed and not in turn) until `until`."""
+    answers: list[tuple] = []
+    start = time.monotonic()
+    while time.monotonic() < until:
+        time.sleep(max(0.0, start + len(answers) * interval - time.monotonic()))
+        answers.append(ask(client, stream=len(answers) % 2 == 1))
+    return answers
+
+
 def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway, primary, fallback, openai_client):
     gw = gateway(circuit="")  # the gateway's own circuit settings
     client = openai_client(gw)
     # Calls every 0.5 s; the recovery falls between two of them.
     interval, outage, after = 0.5, 8.25, 7.0
     recovered = primary.down_for(outage)  # 503 to every call until then, healthy after
-    answers, sent = [], []
-    start = time.monotonic()
-    while time.monotonic() < recovered + after:
-        slot = start + len(sent) * interval
-        time.sleep(max(0.0, slot - time.monotonic()))
-        sent.append(time.monotonic())
-        answers.append(ask(client, stream=len(sent) % 2 == 0))
+    answers = steady_run(client, interval, until=recovered + after)
 
     # Every call was answered whole, by one backend or the other.
     assert all(text == FULL_ANSWER and finish == "stop" for _, text, _, finish in answers)
@@ -463,3 +467,26 @@ def test_garbage_only_stream_fails_over(gateway, primary, fallback, openai_clien
     # Today: the garbage and its `[DONE]` reach the client as an empty 200 stream.
     assert (backend, text) == ("steady", FULL_ANSWER)
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
+
+
+def test_a_passing_health_check_brings_the_primary_back_before_its_cooldown_ends(
+    gateway, primary, fallback, openai_client
+):
+    # A 30 s cooldown: only the health check (every 0.5 s) can end it within the run.
+    checked = "circuit: {failure_threshold: 1, cooldown_s: 30}\n    health_check: {enabled: true, interval_s: 0.5}"
+    gw = gateway(circuit=checked)
+    client = openai_client(gw)
+    interval = 0.5
+    recovered = primary.down_for(4.0)  # chat calls and health checks fail until then
+    answers = steady_run(client, interval, until=recovered + 6.0)
+
+    assert all(text == FULL_ANSWER for _, text, _, _ in answers)
+    backends = [a[0] for a in answers]
+    back = backends.index("flaky")
+    assert backends == ["steady"] * back + ["flaky"] * (len(backends) - back)
+    failed = [s.at for s in primary.seen if s.step == "status"]
+    answered = [s.at for s in primary.seen if s.step == "ok"]
+    # One failed call opened the circuit; the cooldown kept every other call away from it.
+    assert len(failed) == 1 and all(at >= recovered for at in answered)
+    assert answered[0] - recovered <= 5.0 + interval
+    assert primary.health_checks >= 2
