@@ -54,10 +54,27 @@ class ModelOffer(Strict):
 
 
 class CircuitConfig(Strict):
-    """Per backend+model breaker: open after consecutive failures, probe again after a cooldown."""
+    """Per backend+model breaker: open after consecutive failures, probe again after a cooldown.
+
+    The cooldown starts short, so a backend that was down briefly gets traffic back within
+    seconds, and doubles with each failed probe, so one that stays down is probed less and
+    less often, up to `cooldown_max_s`. The default cap keeps a recovered backend's return
+    within 5 s; a larger one trades that for fewer probe requests to a long-dead backend.
+    """
 
     failure_threshold: int = Field(default=3, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
+    cooldown_s: float = Field(default=2.0, gt=0)
+    # Never below `cooldown_s`: a policy written when the cooldown was fixed (`cooldown_s: 30`
+    # alone) keeps its fixed cooldown.
+    cooldown_max_s: float = Field(default=4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cap_not_below_start(self) -> CircuitConfig:
+        if "cooldown_max_s" in self.model_fields_set and self.cooldown_max_s < self.cooldown_s:
+            raise ValueError(
+                f"cooldown_max_s ({self.cooldown_max_s:g}) must be at least cooldown_s ({self.cooldown_s:g})"
+            )
+        return self
 
 
 class HealthCheckConfig(Strict):

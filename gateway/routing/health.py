@@ -2,8 +2,11 @@
 optional active health probes.
 
 Circuit per backend+model: *closed* until `failure_threshold` consecutive failures, then
-*open* (skipped) for `cooldown_s`, then *half-open*: the next request that reaches it is a
-probe (only one at a time); its success closes the circuit, its failure re-opens it.
+*open* (skipped) for a cooldown, then *half-open*: the next request that reaches it is a
+probe (only one at a time); its success closes the circuit, its failure re-opens it. The
+cooldown starts at `cooldown_s` and doubles with each failed probe, up to `cooldown_max_s`
+(`cooldown_for`): a backend down for a moment is back within seconds, one that stays down
+is not asked by a client request more than once per cap. A close resets it.
 
 Only failures that say something about the backend count (connect errors, timeouts, 5xx,
 broken streams). A 429 does not open the circuit: its `Retry-After` keeps the candidate at
@@ -11,7 +14,11 @@ the back of the list for that long instead. Requests the upstream judged invalid
 context too long) and client disconnects are neutral.
 
 Active probes (`health_check.enabled`) run in the background and take a whole backend out
-of routing after `unhealthy_threshold` failed probes, until one succeeds.
+of routing after `unhealthy_threshold` failed probes, until one succeeds. A passing probe
+also ends the cooldown of that backend's open circuits: they turn half-open at once, so the
+next request confirms the recovery (a health endpoint can pass while chat calls still
+fail, so it does not close them outright: that would let `failure_threshold` requests fail
+again at every probe interval).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from gateway.routing.stats import Key
 
 if TYPE_CHECKING:
     from gateway.backends.pool import BackendPool
+    from gateway.config.schema import CircuitConfig
     from gateway.config.snapshot import ConfigSnapshot
 
 log = logging.getLogger("gateway.routing")
@@ -51,29 +59,53 @@ class CircuitState(str, Enum):
     OPEN = "open"
 
 
+def cooldown_for(policy: CircuitConfig, trips: int) -> float:
+    """The cooldown after a circuit's `trips`-th consecutive opening (the first is the
+    threshold's, each later one a failed probe's): `cooldown_s`, doubled per failed probe,
+    at most `cooldown_max_s` (and never below `cooldown_s`)."""
+    start = policy.cooldown_s
+    if trips <= 1:
+        return start
+    return min(max(start, policy.cooldown_max_s), start * 2.0 ** min(trips - 1, 32))
+
+
 @dataclass(slots=True)
 class CircuitRecord:
     failures: int = 0  # consecutive
     opened_at: float = 0.0  # 0: closed
     blocked_until: float = 0.0  # upstream Retry-After
     probe_started: float = 0.0  # last attempt while open/half-open
+    trips: int = 0  # consecutive openings without a close; the cooldown doubles with each
+    health_passed_at: float = 0.0  # last passed active health check while open
 
-    def state(self, now: float, cooldown_s: float) -> CircuitState:
+    def half_open_at(self, policy: CircuitConfig) -> float:
+        at = self.opened_at + cooldown_for(policy, self.trips)
+        if self.health_passed_at > self.opened_at:
+            return min(at, self.health_passed_at)
+        return at
+
+    def state(self, now: float, policy: CircuitConfig) -> CircuitState:
+        return self.check(now, policy)[0]
+
+    def admits(self, now: float, policy: CircuitConfig) -> tuple[bool, str]:
+        _, admitted, reason = self.check(now, policy)
+        return admitted, reason
+
+    def check(self, now: float, policy: CircuitConfig) -> tuple[CircuitState, bool, str]:
+        """State, whether a request may go to it now, and why (one pass for routing)."""
         if not self.opened_at:
-            return CircuitState.CLOSED
-        return CircuitState.OPEN if now < self.opened_at + cooldown_s else CircuitState.HALF_OPEN
-
-    def admits(self, now: float, cooldown_s: float) -> tuple[bool, str]:
-        state = self.state(now, cooldown_s)
-        if state is CircuitState.CLOSED:
-            return True, f"closed ({self.failures} recent failures)" if self.failures else "closed"
-        if state is CircuitState.OPEN:
-            wait = self.opened_at + cooldown_s - now
-            return False, f"circuit open after {self.failures} consecutive failures; half-open in {wait:.1f}s"
-        half_open_since = self.opened_at + cooldown_s
-        if self.probe_started >= half_open_since and now < self.probe_started + cooldown_s:
-            return False, "circuit half-open and a probe request is in flight"
-        return True, "half-open: this request probes the backend"
+            return CircuitState.CLOSED, True, f"closed ({self.failures} recent failures)" if self.failures else "closed"
+        cooldown = cooldown_for(policy, self.trips)
+        half_open_since = self.opened_at + cooldown
+        if self.health_passed_at > self.opened_at and self.health_passed_at < half_open_since:
+            half_open_since = self.health_passed_at
+        if now < half_open_since:
+            wait = half_open_since - now
+            reason = f"circuit open after {self.failures} consecutive failures; half-open in {wait:.1f}s"
+            return CircuitState.OPEN, False, reason
+        if self.probe_started >= half_open_since and now < self.probe_started + cooldown:
+            return CircuitState.HALF_OPEN, False, "circuit half-open and a probe request is in flight"
+        return CircuitState.HALF_OPEN, True, "half-open: this request probes the backend"
 
 
 class CircuitBoard:
@@ -108,22 +140,44 @@ class CircuitBoard:
             record.failures = 0
             record.opened_at = 0.0
             record.probe_started = 0.0
+            record.trips = 0
+            record.health_passed_at = 0.0
 
-    def failure(self, key: Key, now: float, threshold: int) -> None:
+    def failure(self, key: Key, now: float, policy: CircuitConfig) -> None:
         record = self._record(key)
         record.failures += 1
-        # A failed half-open probe re-opens at once; a closed circuit opens at the threshold.
-        if record.opened_at or record.failures >= threshold:
+        if record.opened_at:
+            # A failed half-open probe re-opens at once, for twice as long; a failure while
+            # open (a call that started before it opened) only restarts the cooldown.
+            if record.probe_started >= record.half_open_at(policy):
+                record.trips += 1
             record.opened_at = now
+        elif record.failures >= policy.failure_threshold:
+            record.opened_at = now
+            record.trips = 1
+
+    def health_passed(self, backend: str, now: float) -> None:
+        """An active health check of `backend` passed: its open circuits may probe now."""
+        for (name, _model), record in self._records.items():
+            if name == backend and record.opened_at:
+                record.health_passed_at = now
 
     def block(self, key: Key, until: float) -> None:
         record = self._record(key)
         record.blocked_until = max(record.blocked_until, until)
 
     def replace(self, key: Key, failures: int, opened_at: float, blocked_until: float) -> None:
-        """Adopt the shared view of one key, keeping the local probe marker."""
+        """Adopt the shared view of one key, keeping the local probe marker.
+
+        The doubling count stays this replica's own (replicas share when a circuit opened,
+        not how often): it restarts when the shared circuit is closed.
+        """
         record = self._record(key)
         record.failures, record.opened_at, record.blocked_until = failures, opened_at, blocked_until
+        if not opened_at:
+            record.trips = 0
+        elif not record.trips:
+            record.trips = 1
 
     def items(self) -> list[tuple[Key, CircuitRecord]]:
         return list(self._records.items())
@@ -138,12 +192,17 @@ class ProbeRecord:
 
 
 class HealthBoard:
-    """Results of active probes, per backend."""
+    """Results of active probes, per backend.
 
-    __slots__ = ("_backends",)
+    `on_pass(backend, now)` hears every passing probe (LiveState ends the cooldown of that
+    backend's open circuits with it).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_backends", "_on_pass")
+
+    def __init__(self, on_pass: Callable[[str, float], None] | None = None) -> None:
         self._backends: dict[str, ProbeRecord] = {}
+        self._on_pass = on_pass
 
     def is_down(self, backend: str) -> bool:
         record = self._backends.get(backend)
@@ -163,6 +222,8 @@ class HealthBoard:
             if record.down:
                 log.info("backend %s passed its health check again", backend)
             record.failures, record.down, record.last_error = 0, False, None
+            if self._on_pass is not None:
+                self._on_pass(backend, now)
             return
         record.failures += 1
         record.last_error = error

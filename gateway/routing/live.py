@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.config.schema import CircuitConfig
 from gateway.routing.deltas import PendingShare
 from gateway.routing.filters import Verdict
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
@@ -50,6 +51,7 @@ class Admission:
 
 
 CLOSED = Admission(True, "closed", CircuitState.CLOSED)
+DEFAULT_CIRCUIT = CircuitConfig()  # for an offer whose backend left the config meanwhile
 
 
 class LiveState:
@@ -66,7 +68,7 @@ class LiveState:
         self.rng = rng or random.Random()
         self.stats = StatsBook()
         self.circuits = CircuitBoard()
-        self.health = HealthBoard()
+        self.health = HealthBoard(on_pass=self.circuits.health_passed)
         # Observations not yet pushed to the shared store, per backend+model; None when
         # nothing shares them (no Redis).
         self.pending: dict[Key, PendingShare] | None = None
@@ -120,10 +122,10 @@ class LiveState:
         if record is None or (not record.opened_at and not record.failures and record.blocked_until <= now):
             return CLOSED  # the common case, read for every candidate of every request
         config = (snapshot or self._snapshot()).backends.get(backend)
-        cooldown = config.circuit.cooldown_s if config else 30.0
-        admitted, reason = record.admits(now, cooldown)
+        policy = config.circuit if config else DEFAULT_CIRCUIT
+        state, admitted, reason = record.check(now, policy)
         cooling = record.blocked_until - now
-        return Admission(admitted, reason, record.state(now, cooldown), cooling if cooling > 0 else 0.0)
+        return Admission(admitted, reason, state, cooling if cooling > 0 else 0.0)
 
     # -- metrics' view ----------------------------------------------------------------
     def circuit_states(self) -> list[CircuitStatus]:
@@ -165,10 +167,10 @@ class LiveState:
                 pending.block(until)
         if counts_as_failure(attempt.error):
             config = snapshot.backends.get(offer.backend)
-            threshold = config.circuit.failure_threshold if config else 3
-            self.circuits.failure(key, now, threshold)
+            policy = config.circuit if config else DEFAULT_CIRCUIT
+            self.circuits.failure(key, now, policy)
             if pending is not None:
-                pending.failure(now, threshold)
+                pending.failure(now, policy.failure_threshold)
 
     def call_finished(self, outcome: CallOutcome) -> None:
         offer, usage = outcome.offer, outcome.usage
