@@ -18,6 +18,7 @@ which is how circuit breakers and latency stats learn.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -25,8 +26,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
-from gateway.backends.pool import BackendPool
+from gateway.backends.base import (
+    CHAT_COMPLETIONS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
@@ -35,6 +42,8 @@ from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.relay import SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage, usage_from_json_body
 from gateway.routing.pipeline import RoutingDecision
+
+log = logging.getLogger("gateway.proxy")
 
 
 @dataclass(slots=True)
@@ -54,11 +63,16 @@ class OpenedAnswer:
 async def open_answer(
     chat: ChatRequest,
     decision: RoutingDecision,
-    pool: BackendPool,
+    backends: BackendSet,
     observers: Observers,
     outcome: CallOutcome,
     headers: dict[str, str],
+    *,
+    path: str = CHAT_COMPLETIONS,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> OpenedAnswer:
+    """`backends`: the adapters of the config snapshot the request was routed with (leased
+    by the caller), so a reload meanwhile changes nothing under this request."""
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -67,7 +81,7 @@ async def open_answer(
     for offer in decision.candidates:
         if attempts >= decision.max_attempts:
             break
-        backend = pool.get(offer.backend)
+        backend = backends.get(offer.backend)
         if backend is None:
             continue
         earlier = failed_backends.get(offer.backend)
@@ -84,7 +98,8 @@ async def open_answer(
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        request = UpstreamRequest(offer, upstream_payload(chat, offer.upstream_id), chat.stream, headers)
+        payload = upstream_payload(chat, offer.upstream_id)
+        request = UpstreamRequest(offer, payload, chat.stream, headers, path, max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -99,10 +114,8 @@ async def open_answer(
                     )
             except TimeoutError:
                 raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
-        except (UpstreamError, StreamFailedEarly) as exc:
-            error = (
-                exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
-            )
+        except Exception as exc:
+            error = _as_upstream_error(exc, offer)
             elapsed = time.perf_counter() - started
             upstream_s += elapsed
             attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed, error.retry_after)
@@ -134,6 +147,18 @@ async def open_answer(
             observers.attempt_finished(offer, attempt, elapsed)
         return opened
     raise client_error(last_error, decision, outcome)
+
+
+def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:
+    """Any failure of an attempt is the backend's: counted against it, and the next candidate tried."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, StreamFailedEarly):
+        return UpstreamError("status", str(exc), status=exc.status or 502)
+    # Adapters classify their own failures; anything else escaping one (an HTTP client's
+    # exception it did not map, a bug) still fails only this attempt.
+    log.warning("%s: attempt failed with %s: %s", offer.backend, type(exc).__name__, exc)
+    return UpstreamError("protocol", f"{offer.backend}: {type(exc).__name__}")
 
 
 def first_content_timeout(config: BackendConfig) -> float:
