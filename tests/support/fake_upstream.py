@@ -36,6 +36,9 @@ class Behaviour:
     tool_call: dict | None = None  # answer with this tool call instead of content
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
+    content_bytes: int = 0  # non-streamed: pad the answer's content to this many bytes
+    chunked: bool = False  # non-streamed: send the body in 1 MB pieces, with no content-length
+    cut_body_after: int | None = None  # non-streamed: declare the whole length, send N bytes, drop
 
 
 @dataclass
@@ -114,8 +117,24 @@ class FakeUpstream:
             }
             if b.send_usage:
                 out["usage"] = usage
-            return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
+            if b.content_bytes:
+                message["content"] = "x" * b.content_bytes
+            data = orjson.dumps(out)
+            if b.chunked or b.cut_body_after is not None:
+                headers = dict(b.headers)
+                if b.cut_body_after is not None:
+                    headers["content-length"] = str(len(data))
+                return StreamingResponse(self._pieces(data), media_type="application/json", headers=headers)
+            return Response(data, media_type="application/json", headers=b.headers)
         return StreamingResponse(self._events(body, base, usage), media_type="text/event-stream", headers=b.headers)
+
+    async def _pieces(self, data: bytes):
+        cut = self.behaviour.cut_body_after
+        if cut is not None:
+            yield data[:cut]
+            raise RuntimeError("fake upstream cuts the body short on purpose")
+        for i in range(0, len(data), 1 << 20):
+            yield data[i : i + (1 << 20)]
 
     async def _events(self, body: dict, base: dict, usage: dict):
         b = self.behaviour
