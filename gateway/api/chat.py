@@ -54,6 +54,15 @@ def client_request_id(value: str | None) -> str | None:
     return None
 
 
+class _HeadersOnly:
+    """What authentication reads of a request: its headers."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
 class ChatEndpoint:
     """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
 
@@ -116,15 +125,17 @@ class _DisconnectWatch:
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     t0 = time.perf_counter()
     state: AppState = scope["app"].state.gateway
-    request = Request(scope, receive)  # a view of the headers, for auth and routing
-    headers = request.headers
+    # Decoded once into a plain dict (ASGI names are lower-case already): auth, routing and
+    # accounting each read a few headers, and a framework Headers object scans the raw list
+    # on every lookup.
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     request_id = client_request_id(headers.get("x-request-id")) or state.request_ids.next()
     out_headers = [(b"x-request-id", request_id.encode())]
     decision = None
     backends: BackendSet | None = None
     try:
         try:
-            principal = state.auth.authenticate(request)
+            principal = state.auth.authenticate(_HeadersOnly(headers))
             snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
             backends = state.backends.acquire()  # and its adapters, taken in the same step
             body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)
