@@ -13,12 +13,14 @@ proxy process's CPU time per request, and the spread of req/s over the rounds (a
 smaller than that spread is not a measured one). The machine is shared and noisy: compare
 ratios within one run only.
 
-`--long-stream`: hundreds of concurrent streams whose events come 20 ms apart, as a model
-generates them (paced_upstream.py), relayed by the floor and by the gateway: CPU per relayed
-event. `--redis`: also the gateway with a Redis store (shared stats, usage), no target.
+Long streams (on by default, `--no-long-stream` skips them): 200 concurrent streams whose
+events come 20 ms apart, as a model generates them (paced_upstream.py), relayed by the floor
+and by the gateway: CPU per relayed event. With redis-server installed (`--no-redis` skips
+it), the gateway with a Redis store (shared stats, rate limits, usage) is measured beside
+the others, without a target.
 
     python bench/bench.py [--duration 5] [--conc 1 16 64] [--rounds 2] [--no-stream] [--scale]
-                          [--recording-ab] [--litellm] [--long-stream] [--redis] [--port-offset N]
+                          [--recording-ab] [--litellm] [--no-long-stream] [--no-redis] [--port-offset N]
 """
 
 from __future__ import annotations
@@ -245,9 +247,16 @@ def main() -> int:
     ap.add_argument("--scale", action="store_true", help="also compare 1 vs 2 gateway workers, unpinned")
     ap.add_argument("--recording-ab", action="store_true", help="also run a gateway with usage recording off")
     ap.add_argument("--litellm", action="store_true", help="also run the LiteLLM proxy if installed (LITELLM_BIN)")
-    ap.add_argument("--long-stream", action="store_true", help="also relay paced streams: CPU per relayed event")
+    ap.add_argument(
+        "--long-stream", action=argparse.BooleanOptionalAction, default=True, help="relay paced streams (CPU per event)"
+    )
     ap.add_argument("--long-stream-conc", type=int, default=200)
-    ap.add_argument("--redis", action="store_true", help="also a gateway with a Redis store (redis-server)")
+    ap.add_argument(
+        "--redis",
+        action=argparse.BooleanOptionalAction,
+        default=bool(shutil.which("redis-server")),
+        help="also a gateway with a Redis store (default: when redis-server is installed)",
+    )
     ap.add_argument("--port-offset", type=int, default=0, help="shift every port (two runs on one machine)")
     ap.add_argument(
         "--gateway-env", nargs="*", default=[], help="extra KEY=VALUE for the gateway (e.g. to compare settings)"

@@ -78,11 +78,26 @@ class AiohttpUpstreamResponse(UpstreamResponse):
             raise transport_failure(exc, self._backend, answering=True) from None
 
     async def aread(self) -> bytes:
+        """The whole body, read straight from aiohttp's stream (no generator per chunk)."""
         response = self._response
+        limit = self.max_bytes
         declared = response.content_length
-        if declared is not None and declared > self.max_bytes:
-            raise response_too_large(self.max_bytes)  # refused unread: aclose() drops the connection
-        return await super().aread()
+        if declared is not None and declared > limit:
+            raise response_too_large(limit)  # refused unread: aclose() drops the connection
+        content = response.content
+        parts = []
+        size = 0
+        try:
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise response_too_large(limit)
+                parts.append(chunk)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise transport_failure(exc, self._backend, answering=True) from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:
         response = self._response
