@@ -1,24 +1,31 @@
-"""POST /v1/chat/completions: the hot path.
+"""POST /v1/chat/completions: the hot path, as a raw ASGI handler.
 
-Read the body once, route, open an answer through the fallback loop, then relay bytes.
-A plain Starlette route (no FastAPI dependency solving) because every microsecond here is
-paid on every call. Accounting happens in the observers, off the response's critical path.
+Read the body once, route, open an answer through the fallback loop, then write it to the
+ASGI `send` directly: one `http.response.start`, then the body (streams: each relayed chunk
+as it arrives). No framework request/response objects on the way out: Starlette's response
+classes iterate and watch for disconnects per chunk, which cost more than the relay itself
+(issue 14). A client leaving is noticed by one `receive()` watcher task per request, which
+cancels the request's work (the upstream call included); nothing is checked per chunk.
+Accounting happens in the observers, off the response's critical path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.datastructures import Address
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.state import AppState
 from gateway.backends.base import UpstreamError
+from gateway.backends.pool import BackendSet
+from gateway.config.snapshot import ConfigSnapshot
 from gateway.protocol.chat import ChatRequest, parse_chat_request
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens
@@ -29,200 +36,277 @@ from gateway.routing.pipeline import decide
 
 log = logging.getLogger("gateway.proxy")
 
+# A client's own x-request-id is kept only if it is short and plain: it is echoed, sent
+# upstream and stored in the ledger, so anything else is replaced by a fresh id.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    # Proxies in front (nginx ingress) must not buffer or cache an event stream.
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def client_request_id(value: str | None) -> str | None:
+    """The client's x-request-id if it is at most 128 characters of [A-Za-z0-9._:-], else None."""
+    if value and len(value) <= 128 and _CLIENT_REQUEST_ID.fullmatch(value):
+        return value
+    return None
+
+
+class _HeadersOnly:
+    """What authentication reads of a request: its headers, and the peer's address (failed
+    authentications are throttled per client address)."""
+
+    __slots__ = ("client", "headers")
+
+    def __init__(self, headers: dict[str, str], client: tuple[str, int] | None) -> None:
+        self.headers = headers
+        self.client = Address(*client) if client else None
+
+
+class ChatEndpoint:
+    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await chat_completions(scope, receive, send)
+
 
 def register(app: FastAPI) -> None:
+    endpoint = ChatEndpoint()
     for path in FAST_ROUTES:
-        app.router.add_route(path, chat_completions, methods=["POST"])
+        app.router.add_route(path, endpoint, methods=["POST"])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    """The body of a request other routes read the same way (explain)."""
+    return await receive_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise GatewayError(413, f"Request body is {declared} bytes; the limit is {limit}.", code="request_too_large")
     chunks = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise GatewayError(400, "The client went away while sending the body.", code="client_disconnected") from None
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(400, "The client went away while sending the body.", code="client_disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def chat_completions(request: Request) -> Response:
+class _DisconnectWatch:
+    """One task per request, waiting on `receive()`: when the client leaves, it cancels the
+    request's task (and with it the upstream call). Stopped before the last body message,
+    after which uvicorn's `receive()` reports a disconnect that is no client leaving."""
+
+    __slots__ = ("_task", "left")
+
+    def __init__(self, receive: Receive) -> None:
+        self.left = False
+        owner = asyncio.current_task()
+        self._task = asyncio.get_running_loop().create_task(self._watch(receive, owner))
+
+    async def _watch(self, receive: Receive, owner: asyncio.Task | None) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.left = True
+        if owner is not None:
+            owner.cancel()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     t0 = time.perf_counter()
-    state: AppState = request.app.state.gateway
-    request_id = request.headers.get("x-request-id") or state.request_ids.next()
-    base_headers = {"x-request-id": request_id}
+    state: AppState = scope["app"].state.gateway
+    # Decoded once into a plain dict (ASGI names are lower-case already): auth, routing and
+    # accounting each read a few headers, and a framework Headers object scans the raw list
+    # on every lookup.
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    request_id = client_request_id(headers.get("x-request-id")) or state.request_ids.next()
+    out_headers = [(b"x-request-id", request_id.encode())]
     decision = None
+    backends: BackendSet | None = None
     try:
-        principal = state.auth.authenticate(request)
-        snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
-        chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
-        decision = decide(chat, request.headers, snapshot, state.stats)
-        # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
-        ticket = await state.limiter.admit(principal, chat, decision, snapshot)
-    except GatewayError as exc:
-        state.metrics.request_rejected(exc.status, decision.route if decision else None)
-        return exc.to_response(base_headers)
-
-    headers = request.headers
-    outcome = CallOutcome(
-        request_id=request_id,
-        requested_model=chat.model,
-        stream=chat.stream,
-        route=decision.route,
-        task=decision.task,
-        app=headers.get("http-referer") or headers.get("referer"),
-        app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
-        api_key_name=principal.key_name,
-        team=principal.team,
-    )
-    state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
-    if ticket is not None:
-        base_headers.update(ticket.headers)  # x-ratelimit-*
-    base_headers["x-gateway-task"] = decision.task
-    if decision.route:
-        base_headers["x-gateway-route"] = decision.route
-    try:
-        opened = await _open_cancellable(
-            request, chat, decision, state, outcome, {"x-request-id": request_id}, snapshot
+        try:
+            principal = state.auth.authenticate(_HeadersOnly(headers, scope.get("client")))
+            snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
+            backends = state.backends.acquire()  # and its adapters, taken in the same step
+            body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)
+            chat = parse_chat_request(body)
+            decision = decide(chat, headers, snapshot, state.stats)
+            # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
+            ticket = await state.limiter.admit(principal, chat, decision, snapshot)
+        except GatewayError as exc:
+            state.metrics.request_rejected(exc.status, decision.route if decision else None)
+            await send_error(send, exc, out_headers)
+            return
+        outcome = CallOutcome(
+            request_id=request_id,
+            requested_model=chat.model,
+            stream=chat.stream,
+            route=decision.route,
+            task=decision.task,
+            app=headers.get("http-referer") or headers.get("referer"),
+            app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
+            api_key_name=principal.key_name,
+            team=principal.team,
         )
-    except GatewayError as exc:
-        outcome.status, outcome.error = exc.status, exc.code or exc.type
-        _finish(state, outcome, chat, t0, _own_time(t0, outcome))
-        if outcome.offer:
-            base_headers["x-gateway-backend"] = outcome.offer.backend
-            base_headers["x-gateway-model"] = outcome.offer.model
-        base_headers["x-gateway-overhead-ms"] = f"{outcome.overhead_s * 1000:.2f}"
-        return exc.to_response(base_headers)
-    except asyncio.CancelledError:
-        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-        _finish(state, outcome, chat, t0, _own_time(t0, outcome))
-        raise
+        state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
+        if ticket is not None:
+            out_headers.extend((k.encode(), v.encode()) for k, v in ticket.headers.items())  # x-ratelimit-*
+        out_headers.append((b"x-gateway-task", decision.task.encode()))
+        if decision.route:
+            out_headers.append((b"x-gateway-route", decision.route.encode()))
+        limit = snapshot.config.gateway.max_response_bytes
+        await _answer(state, send, receive, chat, decision, backends, outcome, out_headers, t0, limit, snapshot)
+    finally:
+        if backends is not None:
+            backends.release()
 
-    offer = opened.offer
-    base_headers["x-gateway-backend"] = offer.backend
-    base_headers["x-gateway-model"] = offer.model
-    overhead_s = time.perf_counter() - t0 - opened.upstream_s
-    base_headers["x-gateway-overhead-ms"] = f"{max(overhead_s, 0.0) * 1000:.2f}"
-    if not chat.stream:
-        outcome.usage = opened.usage
-        _finish(state, outcome, chat, t0, overhead_s)
-        return Response(opened.body, status_code=200, media_type="application/json", headers=base_headers)
-    # Proxies in front (nginx ingress) must not buffer or cache an event stream.
-    base_headers["cache-control"] = "no-cache"
-    base_headers["x-accel-buffering"] = "no"
-    return _RelayResponse(state, opened, outcome, chat, t0, headers=base_headers)
+
+async def _answer(
+    state: AppState,
+    send: Send,
+    receive: Receive,
+    chat: ChatRequest,
+    decision,
+    backends: BackendSet,
+    outcome: CallOutcome,
+    out_headers: list[tuple[bytes, bytes]],
+    t0: float,
+    max_response_bytes: int,
+    snapshot: ConfigSnapshot,
+) -> None:
+    watch = _DisconnectWatch(receive)
+    try:
+        try:
+            opened = await open_answer(
+                chat,
+                decision,
+                backends,
+                state.observers,
+                outcome,
+                {"x-request-id": outcome.request_id},
+                snapshot,
+                max_response_bytes=max_response_bytes,
+            )
+        except GatewayError as exc:
+            watch.stop()
+            outcome.status, outcome.error = exc.status, exc.code or exc.type
+            _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+            if outcome.offer:
+                out_headers.append((b"x-gateway-backend", outcome.offer.backend.encode()))
+                out_headers.append((b"x-gateway-model", outcome.offer.model.encode()))
+            out_headers.append((b"x-gateway-overhead-ms", f"{outcome.overhead_s * 1000:.2f}".encode()))
+            await send_error(send, exc, out_headers)
+            return
+        offer = opened.offer
+        out_headers.append((b"x-gateway-backend", offer.backend.encode()))
+        out_headers.append((b"x-gateway-model", offer.model.encode()))
+        overhead_s = time.perf_counter() - t0 - opened.upstream_s
+        out_headers.append((b"x-gateway-overhead-ms", f"{max(overhead_s, 0.0) * 1000:.2f}".encode()))
+        if not chat.stream:
+            watch.stop()
+            outcome.usage = opened.usage
+            _finish(state, outcome, chat, t0, overhead_s)
+            body = opened.body
+            out_headers.append(_JSON)
+            out_headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        out_headers.extend(_SSE_HEADERS)
+        await _relay(state, send, watch, opened, outcome, chat, t0, out_headers)
+    except asyncio.CancelledError:
+        if not watch.left:
+            raise  # shutdown, not the client: let it propagate
+        # The client left: normal, not an error. Accounted as 499 (by the relay for streams
+        # that had started), logged without a traceback, and not re-raised to the server.
+        asyncio.current_task().uncancel()
+        if not outcome.latency_s:  # not accounted yet (_finish sets the latency)
+            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+        log.debug("client left before the answer was complete (request %s)", outcome.request_id)
+    finally:
+        watch.stop()
 
 
 def _own_time(t0: float, outcome: CallOutcome) -> float:
     return time.perf_counter() - t0 - sum(a.duration_s for a in outcome.attempts)
 
 
-async def _open_cancellable(
-    request: Request, chat: ChatRequest, decision, state: AppState, outcome: CallOutcome, headers, snapshot
-) -> OpenedAnswer:
-    """Run the fallback loop, cancelling upstream work if the client disconnects meanwhile."""
-    task = asyncio.current_task()
-    receive = request.receive
-
-    async def watch() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                if task is not None:
-                    task.cancel()
-                return
-
-    watcher = asyncio.create_task(watch())
-    try:
-        return await open_answer(chat, decision, state.backends, state.observers, outcome, headers, snapshot)
-    finally:
-        watcher.cancel()
-
-
-class _RelayResponse(StreamingResponse):
-    """The SSE answer. If the client leaves before the relay's first step (Starlette then
-    cancels a generator that never started, so its `finally` never runs), the upstream is
-    still closed and the call still accounted, here."""
-
-    def __init__(
-        self,
-        state: AppState,
-        opened: OpenedAnswer,
-        outcome: CallOutcome,
-        chat: ChatRequest,
-        t0: float,
-        headers: dict[str, str],
-    ) -> None:
-        self._relay_args = (state, opened, outcome, chat, t0)
-        self._relay_started = False
-        super().__init__(self._body(), media_type="text/event-stream", headers=headers)
-
-    async def _body(self) -> AsyncIterator[bytes]:
-        self._relay_started = True
-        async for part in _relay(*self._relay_args):
-            yield part
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if not self._relay_started:
-                state, opened, outcome, chat, t0 = self._relay_args
-                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-                await opened.response.aclose()
-                state.observers.attempt_finished(opened.offer, outcome.attempts[-1], outcome.ttft_s)
-                _finish(state, outcome, chat, t0, time.perf_counter() - t0 - opened.upstream_s)
+async def send_error(send: Send, exc: GatewayError, out_headers: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps(exc.body())
+    headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    headers += out_headers
+    headers += [_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _relay(
-    state: AppState, opened: OpenedAnswer, outcome: CallOutcome, chat: ChatRequest, t0: float
-) -> AsyncIterator[bytes]:
+    state: AppState,
+    send: Send,
+    watch: _DisconnectWatch,
+    opened: OpenedAnswer,
+    outcome: CallOutcome,
+    chat: ChatRequest,
+    t0: float,
+    out_headers: list[tuple[bytes, bytes]],
+) -> None:
     accountant = opened.accountant
     assert accountant is not None
     # The gateway's own time: routing and setup before the headers, then per-chunk accounting.
     overhead_s = time.perf_counter() - t0 - opened.upstream_s
     last = outcome.attempts[-1]
     attempt_started = time.perf_counter() - last.duration_s
+    tail = b""
     try:
+        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
         if opened.prefix:
-            yield opened.prefix
+            await send({"type": "http.response.body", "body": opened.prefix, "more_body": True})
         if not opened.ended:
             async for chunk in opened.response.aiter_bytes():
                 t = time.perf_counter()
                 out = accountant.feed(chunk)
                 overhead_s += time.perf_counter() - t
                 if out:
-                    yield out
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = accountant.flush()
-            if tail:
-                yield tail
         if accountant.done_held:
             # The client asked for usage and the upstream sent none: estimate it, say so in
             # the ledger, and still end the stream the way OpenAI does.
             outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
-            yield accountant.closing_events(outcome.usage)
-    except UpstreamError as exc:
-        # Bytes already reached the client: no fallback. Tell the SDK the stream broke.
-        outcome.status, outcome.error = 502, exc.reason
-        log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, exc.message)
-        error = {
+            tail += accountant.closing_events(outcome.usage)
+    except asyncio.CancelledError:
+        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+        raise
+    except Exception as exc:
+        # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
+        # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
+        error = exc if isinstance(exc, UpstreamError) else UpstreamError("protocol", type(exc).__name__)
+        outcome.status, outcome.error = 502, error.reason
+        log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
+        event = {
             "error": {
                 "message": "The upstream stream broke off.",
                 "type": "upstream_error",
                 "param": None,
-                "code": exc.reason,
+                "code": error.reason,
             }
         }
-        yield b"data: " + orjson.dumps(error) + b"\n\n"
-    except (asyncio.CancelledError, GeneratorExit):
-        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-        raise
+        tail += b"data: " + orjson.dumps(event) + b"\n\n"
     finally:
         await opened.response.aclose()
         last.duration_s = time.perf_counter() - attempt_started
@@ -234,6 +318,8 @@ async def _relay(
             # The upstream sent no usage: estimate and say so.
             outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
+    watch.stop()  # before the last message: past it, receive() reports a disconnect
+    await send({"type": "http.response.body", "body": tail})
 
 
 def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:

@@ -3,26 +3,29 @@
 FastAPI wraps every request in several middleware layers (error, exception, telemetry,
 body limit, exit stack, router). The chat route needs none of them, and on the proxy path
 they cost a measurable share of each call (see `make bench`), so POST /v1/chat/completions
-skips them; every other path, and the lifespan, goes through FastAPI as usual.
+goes to its raw ASGI handler (`gateway.api.chat`); every other path, and the lifespan, goes
+through FastAPI as usual.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.protocol.errors import GatewayError
 
 log = logging.getLogger("gateway.api")
 
+AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 class FastPathApp:
-    def __init__(self, app: FastAPI, routes: dict[str, object]) -> None:
+    def __init__(self, app: FastAPI, routes: dict[str, AsgiHandler]) -> None:
         self.app = app  # the FastAPI app: state, lifespan, every other route
-        self._routes = routes  # path -> async handler(Request) -> Response, POST only
+        self._routes = routes  # path -> ASGI handler, POST only; it sends its own response
 
     @property
     def state(self):
@@ -33,14 +36,16 @@ class FastPathApp:
             handler = self._routes.get(scope["path"])
             if handler is not None:
                 scope["app"] = self.app
-                request = Request(scope, receive)
                 try:
-                    response = await handler(request)
-                except GatewayError as exc:
-                    response = exc.to_response()
+                    await handler(scope, receive, send)
                 except Exception:
+                    # A bug, not a client's or upstream's fault (those are answered by the
+                    # handler). Answer 500 if nothing was sent yet; the server ends it otherwise.
                     log.exception("unhandled error on %s", scope["path"])
                     response = GatewayError(500, "Internal gateway error.", code="internal_error").to_response()
-                await response(scope, receive, send)
+                    try:
+                        await response(scope, receive, send)
+                    except Exception:
+                        pass
                 return
         await self.app(scope, receive, send)

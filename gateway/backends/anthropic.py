@@ -5,7 +5,7 @@ request to a Messages call (`anthropic_translate`), and the answer back: a Messa
 `chat.completion`, Messages SSE events to `chat.completion.chunk` events ending in
 `data: [DONE]` (`anthropic_stream`). Unlike OpenAI-compatible upstreams the bytes cannot pass through, so every
 event is parsed here; the HTTP side (pooling, timeouts, error classification) is
-OpenAI-compatible's, reached through its `chat_path` and `auth_headers` seams.
+OpenAI-compatible's, reached through its `upstream_path` and `auth_headers` seams.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from gateway.backends.anthropic_translate import (
     to_chat_completion,
     to_messages_request,
 )
-from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
-from gateway.backends.openai_compat import HttpUpstreamResponse, OpenAICompatBackend
+from gateway.backends.base import CHAT_COMPLETIONS, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.openai_compat import AiohttpUpstreamResponse, OpenAICompatBackend
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
 # context-overflow check does not know.
@@ -32,23 +32,22 @@ _CONTEXT_MARKERS = (b"prompt is too long", b"exceed context limit", b"context wi
 class AnthropicResponse(UpstreamResponse):
     """A Messages API answer, read and handed on in OpenAI's wire format."""
 
-    def __init__(self, response: HttpUpstreamResponse, stream: bool, include_usage: bool) -> None:
+    def __init__(self, response: AiohttpUpstreamResponse, stream: bool, include_usage: bool) -> None:
         self._response = response
         self._stream = stream
         self._include_usage = include_usage
         self.status = response.status
         self.media_type = "text/event-stream" if stream else "application/json"
+        self.max_bytes = response.max_bytes
+
+    async def aread(self) -> bytes:
+        if self._stream:
+            return await super().aread()
+        return self._translate(await self._response.aread())  # the size cap applies to Anthropic's bytes
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         if not self._stream:
-            body = b"".join([chunk async for chunk in self._response.aiter_bytes()])
-            try:
-                message = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise UpstreamError("protocol", "anthropic upstream answered with a body that is not JSON") from None
-            if not isinstance(message, dict):
-                raise UpstreamError("protocol", "anthropic upstream answered with a body that is not a message")
-            yield orjson.dumps(to_chat_completion(message))
+            yield self._translate(await self._response.aread())
             return
         translator = StreamTranslator(self._include_usage)
         async for chunk in self._response.aiter_bytes():
@@ -59,17 +58,35 @@ class AnthropicResponse(UpstreamResponse):
         if tail:
             yield tail
 
+    @staticmethod
+    def _translate(body: bytes) -> bytes:
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError("protocol", "anthropic upstream answered with a body that is not JSON") from None
+        if not isinstance(message, dict):
+            raise UpstreamError("protocol", "anthropic upstream answered with a body that is not a message")
+        return orjson.dumps(to_chat_completion(message))
+
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
 class AnthropicBackend(OpenAICompatBackend):
-    chat_path = "/messages"
+    def upstream_path(self, path: str) -> str:
+        return "/messages"  # every endpoint this adapter serves is translated to a Messages call
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key}
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.path != CHAT_COMPLETIONS:
+            raise UpstreamError(
+                "status",
+                f"{self.name}: {request.path} has no Anthropic translation",
+                status=404,
+                body=orjson.dumps({"error": {"message": f"{request.path} is not served by this backend"}}),
+            )
         try:
             body = to_messages_request(request.payload, request.offer.spec.max_output_tokens)
         except UnsupportedRequest as exc:
@@ -83,11 +100,12 @@ class AnthropicBackend(OpenAICompatBackend):
                 "status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})
             ) from None
         try:
-            response = await self.post(orjson.dumps(body), request.headers)
+            response = await self.post(orjson.dumps(body), request.headers, request.path)
         except UpstreamError as exc:
             raise _in_openai_terms(exc) from None
         include_usage = bool((request.payload.get("stream_options") or {}).get("include_usage"))
-        return AnthropicResponse(HttpUpstreamResponse(response), request.stream, include_usage)
+        raw = AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
+        return AnthropicResponse(raw, request.stream, include_usage)
 
 
 def _in_openai_terms(error: UpstreamError) -> UpstreamError:

@@ -1,9 +1,11 @@
 """The one interface every backend adapter implements, and the errors it raises.
 
-An adapter takes an OpenAI chat payload (model already set to the upstream's id) and
-returns an `UpstreamResponse` whose bytes are OpenAI's wire format, JSON or SSE. Anything
-that stops the call before a 2xx answer raises `UpstreamError`, classified so that the
-fallback policy can decide without reading adapter-specific exceptions.
+An adapter takes an OpenAI payload for one endpoint (`UpstreamRequest.path`, e.g.
+`/chat/completions`; model already set to the upstream's id) and returns an
+`UpstreamResponse` whose bytes are OpenAI's wire format, JSON or SSE. Anything that stops
+the call, before a 2xx answer or while its body is read, raises `UpstreamError`, classified
+so that the fallback policy and the relay decide without reading adapter-specific (or
+HTTP-client-specific) exceptions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from typing import Any, Literal
 from gateway.config.schema import BackendConfig
 from gateway.config.snapshot import Offer
 
-FailureKind = Literal["connect", "timeout", "status", "protocol", "context_length"]
+FailureKind = Literal["connect", "timeout", "status", "protocol", "context_length", "too_large"]
+
+# Where an OpenAI-compatible call goes, relative to the backend's base_url.
+CHAT_COMPLETIONS = "/chat/completions"
+# A non-streamed answer larger than this fails the attempt (`gateway.max_response_bytes`).
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -41,7 +48,7 @@ class UpstreamError(Exception):
     @property
     def retryable(self) -> bool:
         """Whether another candidate might succeed where this one failed."""
-        if self.kind in ("connect", "timeout", "protocol", "context_length"):
+        if self.kind in ("connect", "timeout", "protocol", "context_length", "too_large"):
             return True
         return self.status is not None and (self.status == 429 or self.status >= 500 or self.status in (404, 408))
 
@@ -50,7 +57,7 @@ class UpstreamError(Exception):
         """A bounded label for metrics and logs."""
         if self.kind == "status":
             return "rate_limited" if self.status == 429 else f"http_{self.status}"
-        return self.kind
+        return "response_too_large" if self.kind == "too_large" else self.kind
 
 
 @dataclass(slots=True)
@@ -59,6 +66,10 @@ class UpstreamRequest:
     payload: dict[str, Any]
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)  # per-call extras (request id, attribution)
+    # The OpenAI endpoint called, relative to base_url: the same client layer serves every
+    # ingress API (chat, embeddings, completions...), each adapter mapping it to its own.
+    path: str = CHAT_COMPLETIONS
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # non-streamed bodies only
 
 
 class UpstreamResponse(abc.ABC):
@@ -66,12 +77,20 @@ class UpstreamResponse(abc.ABC):
 
     status: int = 200
     media_type: str = "application/json"
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # what `aread` accepts before failing the call
 
     @abc.abstractmethod
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
     async def aread(self) -> bytes:
-        parts = [chunk async for chunk in self.aiter_bytes()]
+        """The whole body, failing (`too_large`) once it passes `max_bytes` rather than holding it."""
+        parts = []
+        size = 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise response_too_large(self.max_bytes)
+            parts.append(chunk)
         return b"".join(parts)
 
     async def aclose(self) -> None:
@@ -95,6 +114,10 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:
         return None
+
+
+def response_too_large(limit: int) -> UpstreamError:
+    return UpstreamError("too_large", f"the upstream's answer is larger than {limit} bytes")
 
 
 def looks_like_context_overflow(body: bytes) -> bool:

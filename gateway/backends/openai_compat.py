@@ -2,42 +2,109 @@
 DashScope, MiniMax, Groq, Together, Fireworks, or any `openai`-type server.
 
 Bytes pass through: the payload is serialised once and the answer is relayed as received.
-httpx drives the calls over the aiohttp transport, whose connection pool holds up under
-concurrency where httpx's default transport does not (see the README's performance notes).
+Calls go through one pooled `aiohttp.ClientSession` per backend, driven directly: URLs are
+built once per endpoint, headers are plain strings, and the answer is read from aiohttp's
+stream without a request/response model in between. Profiled under wrk, httpx's models
+(even over its aiohttp transport) were most of the gateway's cost per call (see `make
+bench` and issue 14). httpx remains for what is not per call: the health probe.
+
+Every exception the HTTP client can raise, at any point of the call, leaves this module as
+an `UpstreamError` with a reason (`connect`, `timeout`, `protocol`: `transport_failure`), so
+the fallback loop and the relay never see aiohttp's exception tree.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
-from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse, looks_like_context_overflow
-from gateway.backends.registry import VENDORS
+from gateway.backends.base import (
+    CHAT_COMPLETIONS,
+    Backend,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+    looks_like_context_overflow,
+    response_too_large,
+)
 from gateway.config.schema import BackendConfig
+from gateway.config.vendors import VENDORS
 
 _MAX_ERROR_BODY = 64 * 1024
 
 
-class HttpUpstreamResponse(UpstreamResponse):
-    def __init__(self, response: httpx.Response) -> None:
+def transport_failure(exc: BaseException, backend: str, answering: bool) -> UpstreamError:
+    """What an HTTP client exception means for the call, as a classified `UpstreamError`.
+
+    `answering`: the upstream had already begun its 2xx answer (a failure mid-body).
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return UpstreamError("connect", f"{backend}: cannot reach upstream ({name})")
+    if isinstance(exc, TimeoutError):  # aiohttp's per-read timeout (ServerTimeoutError)
+        where = "stalled mid-answer" if answering else "sent no answer in time"
+        return UpstreamError("timeout", f"{backend}: upstream {where} ({name})")
+    if answering:
+        return UpstreamError("protocol", f"{backend}: upstream broke off mid-answer ({name})")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return UpstreamError("protocol", f"{backend}: upstream answered badly ({name})")
+    return UpstreamError("connect", f"{backend}: cannot reach upstream ({name})")
+
+
+class AiohttpUpstreamResponse(UpstreamResponse):
+    """A 2xx answer as aiohttp delivers it: bytes as they arrive, nothing parsed."""
+
+    def __init__(self, response: aiohttp.ClientResponse, backend: str, max_bytes: int) -> None:
         self._response = response
-        self.status = response.status_code
-        self.media_type = response.headers.get("content-type", "application/json").split(";")[0].strip()
+        self._backend = backend
+        self.status = response.status
+        self.media_type = response.headers.get("content-type", "application/json").partition(";")[0].strip()
+        self.max_bytes = max_bytes
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         try:
-            async for chunk in self._response.aiter_raw():
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    return
                 yield chunk
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout", f"upstream stalled mid-answer: {exc}") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError("protocol", f"upstream broke off mid-answer: {type(exc).__name__}") from None
+        except Exception as exc:
+            raise transport_failure(exc, self._backend, answering=True) from None
+
+    async def aread(self) -> bytes:
+        """The whole body, read straight from aiohttp's stream (no generator per chunk)."""
+        response = self._response
+        limit = self.max_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise response_too_large(limit)  # refused unread: aclose() drops the connection
+        content = response.content
+        parts = []
+        size = 0
+        try:
+            while chunk := await content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise response_too_large(limit)
+                parts.append(chunk)
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise transport_failure(exc, self._backend, answering=True) from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        response = self._response
+        if response.content.at_eof():
+            response.release()  # read whole: the connection goes back to the pool
+        else:
+            response.close()  # abandoned mid-body (client left, cap passed): the upstream sees it end
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -50,10 +117,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class OpenAICompatBackend(Backend):
-    # Where chat calls go, relative to base_url; adapters for other protocols override it.
-    chat_path = "/chat/completions"
-
-    def __init__(self, name: str, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, name: str, config: BackendConfig) -> None:
         super().__init__(name, config)
         vendor = VENDORS[config.type]
         self.base_url = (config.base_url or vendor.base_url or "").rstrip("/")
@@ -65,51 +129,67 @@ class OpenAICompatBackend(Backend):
         }
         if config.api_key:
             headers.update(self.auth_headers(config.api_key))
-        self._total_timeout = config.timeout_s
-        limits = httpx.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        # `transport` is a seam for tests (respx, httpx.MockTransport).
-        self._transport = transport or AiohttpTransport(limits=limits)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=self._transport
+        self._headers = headers
+        # connect: reaching the upstream; sock_read: the longest silence while it answers.
+        # The call's overall deadline is the fallback loop's (gateway.proxy.attempts).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.connect_timeout_s, sock_read=config.timeout_s
         )
-        # The hot path builds requests from these and hands them to the transport directly:
-        # AsyncClient.send's auth, redirect, cookie and URL-merging layers cost more than the
-        # whole relay and do nothing an LLM API call needs.
-        self._url = httpx.URL(f"{self.base_url}{self.chat_path}")
-        self._headers = list(httpx.Headers(headers).raw)
-        self._timeout = {"timeout": timeout.as_dict()}
+        self._session: aiohttp.ClientSession | None = None  # made on first use, inside the loop
+        self._urls: dict[str, URL] = {}  # endpoint path -> parsed URL (paths come from code: bounded)
+        self._health_client: httpx.AsyncClient | None = None
         root = self.base_url.removesuffix("/v1") if vendor.health_at_root else self.base_url
         self.health_url = f"{root}{vendor.health_path}" if vendor.health_path else None
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"authorization": f"Bearer {api_key}"}
 
-    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        return HttpUpstreamResponse(await self.post(orjson.dumps(request.payload), request.headers))
+    def upstream_path(self, path: str) -> str:
+        """Where an OpenAI endpoint lives on this upstream (the same path for OpenAI's protocol)."""
+        return path
 
-    async def post(self, body: bytes, extra_headers: dict[str, str] | None = None) -> httpx.Response:
-        """POST to `chat_path`; return the 2xx response unread, or raise a classified UpstreamError."""
-        headers = self._headers
-        if extra_headers:
-            headers = headers + [(k.encode(), v.encode()) for k, v in extra_headers.items()]
-        http_request = httpx.Request("POST", self._url, headers=headers, content=body, extensions=self._timeout)
-        # The call's overall deadline (first content for streams, the whole answer otherwise)
-        # is the fallback loop's (gateway.proxy.attempts); httpx enforces connect and read.
+    def _session_for_calls(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0)
+            session = self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # nothing to keep between calls: skip the jar
+                trust_env=False,
+            )
+        return session
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(f"{self.base_url}{self.upstream_path(path)}")
+        return url
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        response = await self.post(orjson.dumps(request.payload), request.headers, request.path)
+        return AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
+
+    async def post(
+        self, body: bytes, extra_headers: dict[str, str] | None = None, path: str = CHAT_COMPLETIONS
+    ) -> aiohttp.ClientResponse:
+        """POST to the endpoint; return the 2xx response unread, or raise a classified UpstreamError."""
         try:
-            response = await self._transport.handle_async_request(http_request)
-        except httpx.TimeoutException as exc:
-            # aiohttp reports refused connections as a connect *timeout*; both mean: not reachable.
-            kind = "connect" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-            raise UpstreamError(kind, f"{self.name}: {kind} failure ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError("connect", f"{self.name}: cannot reach upstream ({type(exc).__name__})") from None
-        if response.status_code >= 300:
+            response = await self._session_for_calls().request(
+                "POST", self._url(path), data=body, headers=extra_headers or None
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise transport_failure(exc, self.name, answering=False) from None
+        if response.status >= 300:
             try:
                 body = await self._read_bounded(response)
             finally:
-                await response.aclose()
-            status = response.status_code
+                response.close()
+            status = response.status
             kind = "context_length" if status in (400, 413, 422) and looks_like_context_overflow(body) else "status"
             raise UpstreamError(
                 kind,
@@ -120,15 +200,16 @@ class OpenAICompatBackend(Backend):
             )
         return response
 
-    async def _read_bounded(self, response: httpx.Response) -> bytes:
+    async def _read_bounded(self, response: aiohttp.ClientResponse) -> bytes:
         out = bytearray()
         try:
-            async for chunk in response.aiter_raw():
-                out += chunk
-                if len(out) > _MAX_ERROR_BODY:
+            while len(out) <= _MAX_ERROR_BODY:
+                chunk = await response.content.readany()
+                if not chunk:
                     break
-        except httpx.HTTPError:
-            pass
+                out += chunk
+        except Exception:
+            pass  # a broken error body is still the status it came with
         body = bytes(out[:_MAX_ERROR_BODY])
         # Upstreams sometimes quote the key they were sent; it must never reach a client.
         key = self.config.api_key
@@ -137,11 +218,16 @@ class OpenAICompatBackend(Backend):
     async def check_health(self) -> bool:
         if not self.health_url:
             return True
+        if self._health_client is None:
+            self._health_client = httpx.AsyncClient(headers=self._headers)
         try:
-            response = await self._client.get(self.health_url, timeout=self.config.health_check.timeout_s)
+            response = await self._health_client.get(self.health_url, timeout=self.config.health_check.timeout_s)
         except httpx.HTTPError:
             return False
         return response.status_code < 500
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+        if self._health_client is not None:
+            await self._health_client.aclose()

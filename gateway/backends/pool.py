@@ -1,8 +1,12 @@
 """Building adapters from a config snapshot, and keeping their connection pools across reloads.
 
-A hot reload that leaves a backend's settings unchanged keeps its adapter (and its warm
-connections); a changed or removed backend's adapter is closed once requests still using
-it have had time to finish.
+Each config snapshot gets a `BackendSet`: its adapters by name. A request leases the
+current set when it starts (`BackendPool.acquire`, in the same step as it takes the config
+snapshot) and releases it when it ends, so every attempt of that request, fallbacks
+included, uses the adapters of the config it was routed with, whatever reloads happen
+meanwhile. A reload that leaves a backend's settings unchanged keeps its adapter (and its
+warm connections) in the new set; an adapter no set uses any more (changed or removed,
+and the last request holding an older set finished) is closed at once.
 """
 
 from __future__ import annotations
@@ -10,73 +14,107 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Iterator
 
 from gateway.backends.base import Backend
-from gateway.backends.registry import VENDORS
 from gateway.config.schema import BackendConfig
 from gateway.config.snapshot import ConfigSnapshot
+from gateway.config.vendors import VENDORS
 
 log = logging.getLogger("gateway.backends")
 
-_ADAPTERS = {
-    "openai_compat": ("gateway.backends.openai_compat", "OpenAICompatBackend"),
-    "mock": ("gateway.backends.mock", "MockBackend"),
-    "anthropic": ("gateway.backends.anthropic", "AnthropicBackend"),
-}
-
-# How long a replaced adapter stays open for requests that started before a reload.
-DRAIN_SECONDS = 300.0
-
 
 def create_backend(name: str, config: BackendConfig) -> Backend:
-    module_name, class_name = _ADAPTERS[VENDORS[config.type].adapter]
+    module_name, _, class_name = VENDORS[config.type].adapter_class.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(name, config)
 
 
-class BackendPool:
-    def __init__(self) -> None:
-        self._backends: dict[str, Backend] = {}
-        self._retiring: dict[asyncio.Task, Backend] = {}
+class BackendSet:
+    """The adapters of one config snapshot, leased by the requests routed with it."""
+
+    __slots__ = ("_backends", "_pool", "retired", "users")
+
+    def __init__(self, backends: dict[str, Backend], pool: BackendPool | None) -> None:
+        self._backends = backends
+        self._pool = pool
+        self.users = 0  # requests holding this set
+        self.retired = False  # a newer snapshot replaced it
 
     def get(self, name: str) -> Backend | None:
         return self._backends.get(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Backend]:
         return iter(self._backends.values())
 
+    def release(self) -> None:
+        """The request that acquired this set is done with it (call exactly once per acquire)."""
+        self.users -= 1
+        if self.users == 0 and self.retired and self._pool is not None:
+            self._pool._drop(self)
+
+
+class BackendPool:
+    def __init__(self) -> None:
+        self._current = BackendSet({}, self)
+        self._holders: dict[Backend, int] = {}  # adapter -> live sets (current or leased) holding it
+        self._closing: set[asyncio.Task] = set()
+
+    def acquire(self) -> BackendSet:
+        """The current set, leased until `release()`: take it with the config snapshot, in one step."""
+        current = self._current
+        current.users += 1
+        return current
+
+    def get(self, name: str) -> Backend | None:
+        return self._current.get(name)
+
+    def __iter__(self) -> Iterator[Backend]:
+        return iter(self._current)
+
     def apply(self, snapshot: ConfigSnapshot) -> None:
-        """Make the pool match the snapshot's enabled backends."""
-        current = dict(self._backends)
+        """Make the current set match the snapshot's enabled backends."""
+        old = self._current
         fresh: dict[str, Backend] = {}
         for name, config in snapshot.backends.items():
-            old = current.pop(name, None)
-            if old is not None and old.config == config:
-                fresh[name] = old
-            else:
-                fresh[name] = create_backend(name, config)
-                if old is not None:
-                    current[name] = old
-        self._backends = fresh
-        for old in current.values():
-            self._retire(old)
+            kept = old.get(name)
+            fresh[name] = kept if kept is not None and kept.config == config else create_backend(name, config)
+        for backend in fresh.values():
+            self._holders[backend] = self._holders.get(backend, 0) + 1
+        self._current = BackendSet(fresh, self)
+        old.retired = True
+        if old.users == 0:
+            self._drop(old)
 
-    def _retire(self, backend: Backend) -> None:
-        async def later() -> None:
-            await asyncio.sleep(DRAIN_SECONDS)
-            await backend.aclose()
+    def _drop(self, retired: BackendSet) -> None:
+        retired._pool = None  # dropped once
+        for backend in retired:
+            left = self._holders[backend] - 1
+            if left:
+                self._holders[backend] = left
+                continue
+            del self._holders[backend]
+            self._close(backend)
 
+    def _close(self, backend: Backend) -> None:
         try:
-            task = asyncio.get_running_loop().create_task(later())
+            task = asyncio.get_running_loop().create_task(backend.aclose())
         except RuntimeError:
-            return
-        self._retiring[task] = backend
-        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+            return  # no loop (a reload outside the server, e.g. in tests): nothing was opened
+        self._closing.add(task)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task) -> None:
+        self._closing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("closing a replaced backend failed: %r", task.exception())
 
     async def aclose(self) -> None:
-        retiring = list(self._retiring.items())
-        for task, _ in retiring:
-            task.cancel()
-        for backend in [*self._backends.values(), *(b for _, b in retiring)]:
+        """Shutdown: close every adapter still held, and wait for closes under way."""
+        backends = list(self._holders)
+        self._holders.clear()
+        self._current = BackendSet({}, None)
+        for backend in backends:
             await backend.aclose()
-        self._backends = {}
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -218,6 +218,9 @@ class GatewaySettings(Strict):
     """Knobs of the gateway itself that belong with the policy."""
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # A non-streamed chat answer larger than this fails the attempt (the next candidate is
+    # tried); other endpoints (embeddings) get their own cap.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     default_completion_tokens: int = Field(default=1024, gt=0)
     classifier: ClassifierConfig = ClassifierConfig()
     fallback: FallbackSettings = FallbackSettings()

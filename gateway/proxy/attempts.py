@@ -34,8 +34,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway.backends.base import UpstreamError, UpstreamRequest, UpstreamResponse
-from gateway.backends.pool import BackendPool
+from gateway.backends.base import (
+    CHAT_COMPLETIONS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    UpstreamError,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
@@ -94,15 +100,20 @@ class OpenedAnswer:
 async def open_answer(
     chat: ChatRequest,
     decision: RoutingDecision,
-    pool: BackendPool,
+    backends: BackendSet,
     observers: Observers,
     outcome: CallOutcome,
     headers: dict[str, str],
     snapshot: ConfigSnapshot | None = None,
+    *,
+    path: str = CHAT_COMPLETIONS,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> OpenedAnswer:
-    """`snapshot`, the config the request runs under, gives the redactor of every configured
-    key (built once per snapshot); without it (tests) one is built from the pool's keys."""
-    redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in pool)
+    """`backends`: the adapters of the config snapshot the request was routed with (leased
+    by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
+    config, gives the redactor of every configured key (built once per snapshot); without it
+    (tests) one is built from the adapters' keys."""
+    redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -111,7 +122,7 @@ async def open_answer(
     for offer in decision.candidates:
         if attempts >= decision.max_attempts:
             break
-        backend = pool.get(offer.backend)
+        backend = backends.get(offer.backend)
         if backend is None:
             continue
         earlier = failed_backends.get(offer.backend)
@@ -128,7 +139,8 @@ async def open_answer(
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        request = UpstreamRequest(offer, upstream_payload(chat, offer.upstream_id), chat.stream, headers)
+        payload = upstream_payload(chat, offer.upstream_id)
+        request = UpstreamRequest(offer, payload, chat.stream, headers, path, max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -145,10 +157,8 @@ async def open_answer(
                     )
             except TimeoutError:
                 raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
-        except (UpstreamError, StreamFailedEarly) as exc:
-            error = (
-                exc if isinstance(exc, UpstreamError) else UpstreamError("status", str(exc), status=exc.status or 502)
-            )
+        except Exception as exc:
+            error = _as_upstream_error(exc, offer)
             error = _misconfigured(error, offer, redactor, snapshot) or error
             elapsed = time.perf_counter() - started
             upstream_s += elapsed
@@ -183,6 +193,18 @@ async def open_answer(
             observers.attempt_finished(offer, attempt, elapsed)
         return opened
     raise client_error(last_error, decision, outcome, redactor)
+
+
+def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:
+    """Any failure of an attempt is the backend's: counted against it, and the next candidate tried."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, StreamFailedEarly):
+        return UpstreamError("status", str(exc), status=exc.status or 502)
+    # Adapters classify their own failures; anything else escaping one (an HTTP client's
+    # exception it did not map, a bug) still fails only this attempt.
+    log.warning("%s: attempt failed with %s: %s", offer.backend, type(exc).__name__, exc)
+    return UpstreamError("protocol", f"{offer.backend}: {type(exc).__name__}")
 
 
 def first_content_timeout(config: BackendConfig) -> float:
@@ -267,9 +289,8 @@ class _Continuation(UpstreamResponse):
         self._iterator = iterator
         self.media_type = response.media_type
 
-    async def aiter_bytes(self):
-        async for chunk in self._iterator:
-            yield chunk
+    def aiter_bytes(self):
+        return self._iterator  # the same iterator, not a generator around it: one layer less per chunk
 
     async def aclose(self) -> None:
         await self._response.aclose()

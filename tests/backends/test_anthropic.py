@@ -1,19 +1,17 @@
-"""The Anthropic adapter against respx: headers, translated calls and answers, errors."""
+"""The Anthropic adapter against a real local upstream: headers, translated calls and answers, errors."""
 
 from __future__ import annotations
 
-import httpx
 import orjson
 import pytest
-import respx
 
 from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.base import UpstreamError
 from gateway.backends.pool import create_backend
 from tests.backends.anthropic_samples import anthropic_stream, chunks_of
-from tests.backends.respx_support import ChunkedStream, backend_over, request_for
+from tests.backends.wire import backend_at, request_for
+from tests.support.ports import free_port
 
-URL = "https://api.anthropic.com/v1/messages"
 PAYLOAD = {
     "model": "claude-sonnet-4-5",
     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
@@ -30,12 +28,19 @@ MESSAGE = {
 
 
 @pytest.fixture
-def router():
-    return respx.Router(assert_all_called=False)
+def claude(wire, closing):
+    def make(base_url: str | None = None, **config):
+        url = base_url or wire.url + "/v1"
+        return closing(backend_at(AnthropicBackend, url, type="anthropic", api_key="sk-ant-secret", **config))
+
+    return make
 
 
-def claude(router, **config):
-    return backend_over(AnthropicBackend, router, type="anthropic", api_key="sk-ant-secret", **config)
+def test_default_base_url_is_anthropics():
+    from gateway.config.schema import BackendConfig
+
+    backend = AnthropicBackend("c", BackendConfig(type="anthropic", api_key="k"))
+    assert str(backend._url("/chat/completions")) == "https://api.anthropic.com/v1/messages"
 
 
 def test_pool_builds_the_anthropic_adapter():
@@ -44,16 +49,17 @@ def test_pool_builds_the_anthropic_adapter():
     assert isinstance(create_backend("c", BackendConfig(type="anthropic", api_key="k")), AnthropicBackend)
 
 
-async def test_call_carries_key_version_and_translated_body(router):
-    route = router.post(URL).respond(json=MESSAGE)
-    response = await claude(router).send(request_for(PAYLOAD, max_output_tokens=2048, headers={"x-request-id": "r1"}))
+async def test_call_carries_key_version_and_translated_body(wire, claude):
+    wire.respond(json=MESSAGE)
+    response = await claude().send(request_for(PAYLOAD, max_output_tokens=2048, headers={"x-request-id": "r1"}))
     await response.aread()
-    sent = route.calls.last.request
+    sent = wire.calls[-1]
+    assert sent.path == "/v1/messages"
     assert sent.headers["x-api-key"] == "sk-ant-secret"
     assert sent.headers["anthropic-version"] == "2023-06-01"
     assert sent.headers["x-request-id"] == "r1"
     assert "authorization" not in sent.headers
-    assert orjson.loads(sent.content) == {
+    assert sent.json() == {
         "model": "claude-sonnet-4-5",
         "system": "Be brief.",
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
@@ -61,18 +67,17 @@ async def test_call_carries_key_version_and_translated_body(router):
     }
 
 
-async def test_custom_base_url_and_beta_header(router):
-    route = router.post("http://proxy.test/anthropic/v1/messages").respond(json=MESSAGE)
-    backend = claude(
-        router, base_url="http://proxy.test/anthropic/v1", headers={"anthropic-beta": "prompt-caching-2024-07-31"}
-    )
+async def test_custom_base_url_and_beta_header(wire, claude):
+    wire.respond(json=MESSAGE)
+    backend = claude(wire.url + "/anthropic/v1", headers={"anthropic-beta": "prompt-caching-2024-07-31"})
     await (await backend.send(request_for(PAYLOAD))).aread()
-    assert route.calls.last.request.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert wire.calls[-1].path == "/anthropic/v1/messages"
+    assert wire.calls[-1].headers["anthropic-beta"] == "prompt-caching-2024-07-31"
 
 
-async def test_non_streamed_answer_is_a_chat_completion(router):
-    router.post(URL).respond(json=MESSAGE)
-    response = await claude(router).send(request_for(PAYLOAD))
+async def test_non_streamed_answer_is_a_chat_completion(wire, claude):
+    wire.respond(json=MESSAGE)
+    response = await claude().send(request_for(PAYLOAD))
     assert response.media_type == "application/json"
     body = orjson.loads(await response.aread())
     assert body["object"] == "chat.completion"
@@ -86,32 +91,32 @@ async def test_non_streamed_answer_is_a_chat_completion(router):
     }
 
 
-async def test_streamed_answer_is_translated_across_arbitrary_chunks(router):
+async def test_streamed_answer_is_translated_across_arbitrary_chunks(wire, claude):
     data = anthropic_stream()
     pieces = [data[i : i + 37] for i in range(0, len(data), 37)]
-    route = router.post(URL).respond(200, stream=ChunkedStream(pieces), headers={"content-type": "text/event-stream"})
+    wire.respond(pieces=pieces, headers={"content-type": "text/event-stream"})
     payload = {**PAYLOAD, "stream": True, "stream_options": {"include_usage": True}}
-    response = await claude(router).send(request_for(payload, stream=True))
+    response = await claude().send(request_for(payload, stream=True))
     assert response.media_type == "text/event-stream"
     chunks = chunks_of(await response.aread())
     assert chunks[-1]["usage"]["completion_tokens"] == 15
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Héllo there"
-    sent = orjson.loads(route.calls.last.request.content)
+    sent = wire.calls[-1].json()
     assert sent["stream"] is True and "stream_options" not in sent
 
 
-async def test_stream_broken_mid_answer_is_a_classified_failure(router):
+async def test_stream_broken_mid_answer_is_a_classified_failure(wire, claude):
     data = anthropic_stream()
-    router.post(URL).respond(200, stream=ChunkedStream([data[:400]], then_raise=httpx.ReadError("reset")))
-    response = await claude(router).send(request_for({**PAYLOAD, "stream": True}, stream=True))
+    wire.respond(pieces=[data[:400]], then="cut", headers={"content-type": "text/event-stream"})
+    response = await claude().send(request_for({**PAYLOAD, "stream": True}, stream=True))
     with pytest.raises(UpstreamError) as caught:
         await response.aread()
     assert caught.value.kind == "protocol"
 
 
-async def test_non_json_answer_is_a_protocol_failure(router):
-    router.post(URL).respond(200, content=b"<html>gateway</html>")
-    response = await claude(router).send(request_for(PAYLOAD))
+async def test_non_json_answer_is_a_protocol_failure(wire, claude):
+    wire.respond(200, body=b"<html>gateway</html>")
+    response = await claude().send(request_for(PAYLOAD))
     with pytest.raises(UpstreamError) as caught:
         await response.aread()
     assert caught.value.kind == "protocol"
@@ -139,33 +144,49 @@ def anthropic_error(kind: str, message: str) -> dict:
         (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", "status", False),
     ],
 )
-async def test_errors_are_classified_and_reshaped(router, status, kind, message, failure, retryable):
-    router.post(URL).respond(status, json=anthropic_error(kind, message))
+async def test_errors_are_classified_and_reshaped(wire, claude, status, kind, message, failure, retryable):
+    wire.respond(status, json=anthropic_error(kind, message))
     with pytest.raises(UpstreamError) as caught:
-        await claude(router).send(request_for(PAYLOAD))
+        await claude().send(request_for(PAYLOAD))
     error = caught.value
     assert (error.kind, error.status, error.retryable) == (failure, status, retryable)
     assert orjson.loads(error.body) == {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-async def test_rate_limit_keeps_retry_after(router):
-    router.post(URL).respond(429, json=anthropic_error("rate_limit_error", "slow down"), headers={"retry-after": "17"})
+async def test_rate_limit_keeps_retry_after(wire, claude):
+    wire.respond(429, json=anthropic_error("rate_limit_error", "slow down"), headers={"retry-after": "17"})
     with pytest.raises(UpstreamError) as caught:
-        await claude(router).send(request_for(PAYLOAD))
+        await claude().send(request_for(PAYLOAD))
     assert caught.value.reason == "rate_limited" and caught.value.retry_after == 17.0 and caught.value.retryable
 
 
-async def test_unreachable_upstream_is_a_connect_failure(router):
-    router.post(URL).mock(side_effect=httpx.ConnectError("refused"))
+async def test_unreachable_upstream_is_a_connect_failure(claude):
     with pytest.raises(UpstreamError) as caught:
-        await claude(router).send(request_for(PAYLOAD))
+        await claude(f"http://127.0.0.1:{free_port()}/v1").send(request_for(PAYLOAD))
     assert caught.value.kind == "connect"
 
 
-async def test_untranslatable_request_is_refused_without_calling_upstream(router):
-    route = router.post(URL).respond(json=MESSAGE)
+async def test_untranslatable_request_is_refused_without_calling_upstream(wire, claude):
+    wire.respond(json=MESSAGE)
     with pytest.raises(UpstreamError) as caught:
-        await claude(router).send(request_for({**PAYLOAD, "n": 3}))
+        await claude().send(request_for({**PAYLOAD, "n": 3}))
     assert caught.value.status == 400 and not caught.value.retryable
     assert orjson.loads(caught.value.body)["error"]["param"] == "n"
-    assert not route.called
+    assert wire.calls == []
+
+
+async def test_an_endpoint_without_translation_is_refused_without_calling_upstream(wire, claude):
+    wire.respond(json=MESSAGE)
+    with pytest.raises(UpstreamError) as caught:
+        await claude().send(request_for({"model": "claude-sonnet-4-5", "input": "hi"}, path="/embeddings"))
+    assert caught.value.status == 404 and caught.value.retryable  # another backend may serve it
+    assert wire.calls == []
+
+
+async def test_translated_answer_over_the_cap_fails(wire, claude):
+    wire.respond(json={**MESSAGE, "content": [{"type": "text", "text": "x" * 5000}]})
+    response = await claude().send(request_for(PAYLOAD, max_response_bytes=1000))
+    with pytest.raises(UpstreamError) as caught:
+        await response.aread()
+    await response.aclose()
+    assert caught.value.kind == "too_large"

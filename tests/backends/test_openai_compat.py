@@ -1,19 +1,22 @@
-"""The OpenAI-compatible adapter against respx: what it sends, and how it classifies failures."""
+"""The OpenAI-compatible adapter against real local upstreams: what it sends on the wire, and
+how it classifies every way a call can fail (status, connection, timeout, broken answers)."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+
+import aiohttp
 import orjson
 import pytest
-import respx
 
 from gateway.backends.base import UpstreamError
 from gateway.backends.openai_compat import OpenAICompatBackend
-from gateway.backends.registry import VENDORS
+from gateway.config.schema import BackendConfig
+from gateway.config.vendors import VENDORS
 from gateway.protocol.chat import parse_chat_request, upstream_payload
-from tests.backends.respx_support import ChunkedStream, backend_over, request_for
+from tests.backends.wire import RawUpstream, backend_at, request_for
+from tests.support.ports import free_port
 
-BASE = "http://upstream.test/v1"
 PAYLOAD = {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {
     "id": "c1",
@@ -24,8 +27,12 @@ COMPLETION = {
 
 
 @pytest.fixture
-def router():
-    return respx.Router(assert_all_called=False)
+def openai_at(wire, closing):
+    def make(**config):
+        config.setdefault("type", "openai")
+        return closing(backend_at(OpenAICompatBackend, wire.url + "/v1", **config))
+
+    return make
 
 
 async def call(backend: OpenAICompatBackend, payload=PAYLOAD, **kwargs):
@@ -36,42 +43,49 @@ async def call(backend: OpenAICompatBackend, payload=PAYLOAD, **kwargs):
         await response.aclose()
 
 
-async def test_openrouter_gets_attribution_auth_and_identity_encoding(router):
-    route = router.post("https://openrouter.ai/api/v1/chat/completions").respond(json=COMPLETION)
-    backend = backend_over(OpenAICompatBackend, router, type="openrouter", api_key="sk-or-secret")
-    await call(backend, headers={"x-request-id": "req-1"})
-    sent = route.calls.last.request.headers
-    assert sent["authorization"] == "Bearer sk-or-secret"
-    assert sent["http-referer"] == VENDORS["openrouter"].headers["HTTP-Referer"]
-    assert sent["x-title"] == VENDORS["openrouter"].headers["X-Title"]
-    assert sent["accept-encoding"] == "identity"  # bytes pass through: no compression to undo
-    assert sent["content-type"] == "application/json"
-    assert sent["x-request-id"] == "req-1"
-    await backend.aclose()
+async def test_openrouter_gets_attribution_auth_and_identity_encoding(wire, openai_at):
+    wire.respond(json=COMPLETION)
+    await call(openai_at(type="openrouter", api_key="sk-or-secret"), headers={"x-request-id": "req-1"})
+    sent = wire.calls[-1]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer sk-or-secret"
+    assert sent.headers["http-referer"] == VENDORS["openrouter"].headers["HTTP-Referer"]
+    assert sent.headers["x-title"] == VENDORS["openrouter"].headers["X-Title"]
+    assert sent.headers["accept-encoding"] == "identity"  # bytes pass through: no compression to undo
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["x-request-id"] == "req-1"
+    assert "cookie" not in sent.headers
 
 
-async def test_config_headers_override_vendor_defaults(router):
-    route = router.post("https://openrouter.ai/api/v1/chat/completions").respond(json=COMPLETION)
-    backend = backend_over(OpenAICompatBackend, router, type="openrouter", api_key="k", headers={"X-Title": "my-app"})
-    await call(backend)
-    assert route.calls.last.request.headers["x-title"] == "my-app"
+async def test_config_headers_override_vendor_defaults(wire, openai_at):
+    wire.respond(json=COMPLETION)
+    await call(openai_at(type="openrouter", api_key="k", headers={"X-Title": "my-app"}))
+    assert wire.calls[-1].headers["x-title"] == "my-app"
 
 
-async def test_keyless_vllm_sends_no_authorization(router):
-    route = router.post("http://127.0.0.1:8000/v1/chat/completions").respond(json=COMPLETION)
-    await call(backend_over(OpenAICompatBackend, router, type="vllm"))
-    assert "authorization" not in route.calls.last.request.headers
+async def test_keyless_vllm_sends_no_authorization(wire, openai_at):
+    wire.respond(json=COMPLETION)
+    await call(openai_at(type="vllm"))
+    assert "authorization" not in wire.calls[-1].headers
 
 
 @pytest.mark.parametrize("vendor", sorted(n for n, v in VENDORS.items() if v.adapter == "openai_compat" and v.base_url))
-async def test_each_vendor_is_called_at_its_default_base_url(router, vendor):
-    route = router.post(f"{VENDORS[vendor].base_url}/chat/completions").respond(json=COMPLETION)
-    await call(backend_over(OpenAICompatBackend, router, type=vendor, api_key="k"))
-    assert route.called
+def test_each_vendor_is_called_at_its_default_base_url(vendor):
+    backend = OpenAICompatBackend("b", BackendConfig(type=vendor, api_key="k"))
+    assert str(backend._url("/chat/completions")) == f"{VENDORS[vendor].base_url}/chat/completions"
 
 
-async def test_body_carries_upstream_id_and_every_client_field(router):
-    route = router.post(f"{BASE}/chat/completions").respond(json=COMPLETION)
+async def test_the_request_carries_its_endpoint_path(wire, openai_at):
+    """The client layer serves every OpenAI endpoint: the path comes with the request."""
+    wire.respond(json={"object": "list", "data": []})
+    backend = openai_at()
+    await call(backend, {"model": "e5", "input": "hi"}, path="/embeddings")
+    await call(backend)
+    assert [c.path for c in wire.calls] == ["/v1/embeddings", "/v1/chat/completions"]
+
+
+async def test_body_carries_upstream_id_and_every_client_field(wire, openai_at):
+    wire.respond(json=COMPLETION)
     chat = parse_chat_request(
         orjson.dumps(
             {
@@ -83,21 +97,31 @@ async def test_body_carries_upstream_id_and_every_client_field(router):
             }
         )
     )
-    payload = upstream_payload(chat, "Qwen/Qwen3-32B")
-    await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE), payload)
-    sent = orjson.loads(route.calls.last.request.content)
-    assert sent == {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}], "seed": 7, "top_k": 3}
+    await call(openai_at(), upstream_payload(chat, "Qwen/Qwen3-32B"))
+    assert wire.calls[-1].json() == {
+        "model": "Qwen/Qwen3-32B",
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 7,
+        "top_k": 3,
+    }
 
 
-async def test_answer_bytes_pass_through_unchanged(router):
+async def test_answer_bytes_pass_through_unchanged(wire, openai_at):
     raw = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\ndata: [DONE]\n\n'
-    router.post(f"{BASE}/chat/completions").respond(
-        200, stream=ChunkedStream([raw[:10], raw[10:]]), headers={"content-type": "text/event-stream; charset=utf-8"}
-    )
-    backend = backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE)
-    response = await backend.send(request_for(PAYLOAD, stream=True))
+    wire.respond(pieces=[raw[:10], raw[10:]], headers={"content-type": "text/event-stream; charset=utf-8"})
+    response = await openai_at().send(request_for(PAYLOAD, stream=True))
     assert response.media_type == "text/event-stream"
     assert await response.aread() == raw
+    await response.aclose()
+
+
+async def test_connections_are_pooled_across_calls(wire, openai_at):
+    wire.respond(json=COMPLETION)
+    backend = openai_at()
+    for _ in range(3):
+        await call(backend)
+    assert len(wire.calls) == 3
+    assert len(backend._session.connector._conns) == 1  # one keep-alive connection, reused
 
 
 @pytest.mark.parametrize(
@@ -117,78 +141,119 @@ async def test_answer_bytes_pass_through_unchanged(router):
         (500, b'{"error":{"message":"maximum context length"}}', "status", True),  # a 5xx is not the client's prompt
     ],
 )
-async def test_status_is_classified(router, status, body, kind, retryable):
-    router.post(f"{BASE}/chat/completions").respond(status, content=body)
+async def test_status_is_classified(wire, openai_at, status, body, kind, retryable):
+    wire.respond(status, body=body)
     with pytest.raises(UpstreamError) as caught:
-        await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE))
+        await call(openai_at())
     error = caught.value
     assert (error.kind, error.status, error.retryable, error.body) == (kind, status, retryable, body)
+
+
+async def test_error_body_quoting_the_key_is_redacted(wire, openai_at):
+    wire.respond(401, json={"error": {"message": "Incorrect API key provided: sk-upstream-secret-123"}})
+    with pytest.raises(UpstreamError) as caught:
+        await call(openai_at(api_key="sk-upstream-secret-123"))
+    assert b"sk-upstream-secret" not in caught.value.body and b"[redacted]" in caught.value.body
 
 
 @pytest.mark.parametrize(
     ("header", "seconds"), [("12", 12.0), ("0.5", 0.5), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("-3", 0.0)]
 )
-async def test_rate_limit_carries_retry_after(router, header, seconds):
-    router.post(f"{BASE}/chat/completions").respond(
-        429, json={"error": {"message": "slow"}}, headers={"retry-after": header}
-    )
+async def test_rate_limit_carries_retry_after(wire, openai_at, header, seconds):
+    wire.respond(429, json={"error": {"message": "slow"}}, headers={"retry-after": header})
     with pytest.raises(UpstreamError) as caught:
-        await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE))
+        await call(openai_at())
     assert caught.value.status == 429 and caught.value.reason == "rate_limited" and caught.value.retryable
     assert caught.value.retry_after == seconds
 
 
-async def test_error_body_is_bounded(router):
-    router.post(f"{BASE}/chat/completions").respond(500, content=b"x" * 200_000)
+async def test_error_body_is_bounded(wire, openai_at):
+    wire.respond(500, body=b"x" * 200_000)
     with pytest.raises(UpstreamError) as caught:
-        await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE))
+        await call(openai_at())
     assert len(caught.value.body) == 64 * 1024
 
 
+async def test_unreachable_upstream_is_a_connect_failure(closing):
+    backend = closing(backend_at(OpenAICompatBackend, f"http://127.0.0.1:{free_port()}/v1", type="openai"))
+    with pytest.raises(UpstreamError) as caught:
+        await call(backend)
+    assert caught.value.kind == "connect" and caught.value.retryable
+
+
+async def test_no_answer_within_timeout_s_is_a_timeout(wire, openai_at):
+    wire.respond(json=COMPLETION, delay_s=2.0)
+    with pytest.raises(UpstreamError) as caught:
+        await call(openai_at(timeout_s=0.2))
+    assert caught.value.kind == "timeout" and caught.value.retryable
+
+
 @pytest.mark.parametrize(
-    ("exc", "kind"),
+    "reply",
     [
-        (httpx.ConnectTimeout("refused"), "connect"),
-        (httpx.ConnectError("refused"), "connect"),
-        (httpx.ReadTimeout("slow"), "timeout"),
-        (httpx.RemoteProtocolError("garbage"), "connect"),
+        b"this is not HTTP at all\r\n\r\n",  # garbage status line: aiohttp.ClientResponseError
+        b"",  # closed without a word: aiohttp.ServerDisconnectedError
+        b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"id"',  # cut short: aiohttp.ClientPayloadError
     ],
 )
-async def test_transport_failures_are_classified(router, exc, kind):
-    router.post(f"{BASE}/chat/completions").mock(side_effect=exc)
-    with pytest.raises(UpstreamError) as caught:
-        await call(backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE))
-    assert caught.value.kind == kind and caught.value.retryable
+async def test_every_transport_exception_is_an_upstream_failure(closing, reply):
+    """Issue 11, item 16: nothing of aiohttp's exception tree escapes the adapter, before or
+    after the status line; each is a retryable failure with a reason."""
+    server = await RawUpstream(reply).start()
+    try:
+        backend = closing(backend_at(OpenAICompatBackend, server.url + "/v1", type="openai"))
+        with pytest.raises(UpstreamError) as caught:
+            await call(backend)
+    finally:
+        await server.stop()
+    assert caught.value.kind in ("protocol", "connect") and caught.value.retryable
+    assert caught.value.reason == caught.value.kind
+    assert not isinstance(caught.value.__cause__, aiohttp.ClientError)
 
 
-@pytest.mark.parametrize(
-    ("exc", "kind"), [(httpx.ReadTimeout("stalled"), "timeout"), (httpx.ReadError("reset"), "protocol")]
-)
-async def test_failure_mid_answer_is_classified(router, exc, kind):
-    router.post(f"{BASE}/chat/completions").respond(200, stream=ChunkedStream([b"data: {}\n\n"], then_raise=exc))
-    backend = backend_over(OpenAICompatBackend, router, type="openai", base_url=BASE)
-    response = await backend.send(request_for(PAYLOAD, stream=True))
+@pytest.mark.parametrize(("then", "kind"), [("stall", "timeout"), ("cut", "protocol")])
+async def test_failure_mid_answer_is_classified(wire, openai_at, then, kind):
+    wire.respond(pieces=[b"data: {}\n\n"], then=then, headers={"content-type": "text/event-stream"})
+    response = await openai_at(timeout_s=0.3).send(request_for(PAYLOAD, stream=True))
     received = []
     with pytest.raises(UpstreamError) as caught:
         async for chunk in response.aiter_bytes():
             received.append(chunk)
+    await response.aclose()
     assert received == [b"data: {}\n\n"]
     assert caught.value.kind == kind
 
 
+async def test_answer_over_the_cap_fails_unread_when_its_length_is_declared(wire, openai_at):
+    wire.respond(body=b"x" * 300_000)
+    with pytest.raises(UpstreamError) as caught:
+        await call(openai_at(), max_response_bytes=100_000)
+    assert (caught.value.kind, caught.value.reason, caught.value.retryable) == ("too_large", "response_too_large", True)
+
+
+async def test_chunked_answer_over_the_cap_fails_once_past_it(wire, openai_at):
+    wire.respond(pieces=[b"x" * 50_000] * 6, then="stall")  # never ends: the cap, not the end, stops the read
+    with pytest.raises(UpstreamError) as caught:
+        await asyncio.wait_for(call(openai_at(), max_response_bytes=100_000), 10)
+    assert caught.value.kind == "too_large"
+
+
+async def test_answer_under_the_cap_is_read_whole(wire, openai_at):
+    wire.respond(body=b"y" * 99_999)
+    assert await call(openai_at(), max_response_bytes=100_000) == b"y" * 99_999
+
+
 @pytest.mark.parametrize(
-    ("vendor", "base_url", "expected"),
-    [
-        ("vllm", "http://gpu:8000/v1", "http://gpu:8000/health"),
-        ("openai", "http://x.test/v1", "http://x.test/v1/models"),
-    ],
+    ("vendor", "path", "expected"),
+    [("vllm", "/v1", "/health"), ("openai", "/v1", "/v1/models")],
 )
-async def test_health_probe_url(router, vendor, base_url, expected):
-    route = router.get(expected).respond(200)
-    backend = backend_over(OpenAICompatBackend, router, type=vendor, base_url=base_url)
+async def test_health_probe_url(wire, closing, vendor, path, expected):
+    backend = closing(backend_at(OpenAICompatBackend, wire.url + path, type=vendor))
+    assert backend.health_url == wire.url + expected
+    wire.respond(200, body=b"ok")
     assert await backend.check_health() is True
-    assert route.called
-    route.respond(503)
+    assert wire.calls[-1].path == expected
+    wire.respond(503, body=b"")
     assert await backend.check_health() is False
-    route.mock(side_effect=httpx.ConnectError("down"))
-    assert await backend.check_health() is False
+    down = closing(backend_at(OpenAICompatBackend, f"http://127.0.0.1:{free_port()}/v1", type=vendor))
+    assert await down.check_health() is False

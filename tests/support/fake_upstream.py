@@ -42,6 +42,9 @@ class Behaviour:
     # Raw bytes sent before the stream event of that index (0 is the role chunk): junk, error events.
     inject_before_event: dict[int, bytes] = field(default_factory=dict)
     usage_with_empty_choice: bool = False  # the usage chunk as LiteLLM's proxy sends it: one empty choice
+    content_bytes: int = 0  # non-streamed: pad the answer's content to this many bytes
+    chunked: bool = False  # non-streamed: send the body in 1 MB pieces, with no content-length
+    cut_body_after: int | None = None  # non-streamed: declare the whole length, send N bytes, drop
 
 
 @dataclass
@@ -120,11 +123,26 @@ class FakeUpstream:
             }
             if b.send_usage:
                 out["usage"] = usage
-            body_bytes = orjson.dumps(out)
+            if b.content_bytes:
+                message["content"] = "x" * b.content_bytes
+            data = orjson.dumps(out)
             if b.truncate_body:
-                body_bytes = body_bytes[: len(body_bytes) // 2]
-            return Response(body_bytes, media_type="application/json", headers=b.headers)
+                data = data[: len(data) // 2]
+            if b.chunked or b.cut_body_after is not None:
+                headers = dict(b.headers)
+                if b.cut_body_after is not None:
+                    headers["content-length"] = str(len(data))
+                return StreamingResponse(self._pieces(data), media_type="application/json", headers=headers)
+            return Response(data, media_type="application/json", headers=b.headers)
         return StreamingResponse(self._events(body, base, usage), media_type="text/event-stream", headers=b.headers)
+
+    async def _pieces(self, data: bytes):
+        cut = self.behaviour.cut_body_after
+        if cut is not None:
+            yield data[:cut]
+            raise RuntimeError("fake upstream cuts the body short on purpose")
+        for i in range(0, len(data), 1 << 20):
+            yield data[i : i + (1 << 20)]
 
     async def _events(self, body: dict, base: dict, usage: dict):
         b = self.behaviour
