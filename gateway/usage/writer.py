@@ -140,7 +140,8 @@ class WriterProcess:
             raise UsageWriterError(reply["error"])
         if reply.get("bad") and self.on_rejected is not None:
             self.on_rejected(reply["bad"])
-        return reply["new"]
+        new: int = reply["new"]  # the child's answer to a stored batch (see `_serve`)
+        return new
 
     async def _stop(self, kill: bool, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -175,6 +176,8 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
     events, bad = [], 0
     for call in calls:
         try:
+            # JSON brings each FinishedCall tuple back as a list; from_call only unpacks it, and
+            # copying every call into a tuple would cost the writer for nothing.
             events.append(UsageEvent.from_call(call))  # type: ignore[arg-type]
         except Exception:
             log.exception("could not build a usage event")
