@@ -54,11 +54,10 @@ class UsageWriterError(Exception):
 class WriterProcess:
     """The gateway's side: `record(calls)` returns how many were new once the child stored them.
 
-    Not a `UsageStore`: it only writes, and takes `FinishedCall`s (`takes_calls`), which the
-    recorder then buffers and sends as they are, without building events on the loop."""
+    Not a `UsageStore`: it only writes, and takes `FinishedCall`s, which the recorder then
+    buffers and sends as they are, without building events on the loop."""
 
     name = "writer process"
-    takes_calls = True
 
     def __init__(
         self,
