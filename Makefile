@@ -6,7 +6,7 @@ CONFIG ?= policies/default.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint format install bench bench-routing lock clean system-deps js-deps
+.PHONY: run test lint typecheck format install bench bench-routing lock clean system-deps js-deps
 
 # Installs only when pyproject.toml or requirements.lock changed (by content: a checkout that
 # only touches their timestamps reinstalls nothing), quietly: `make run` should end with what
@@ -48,11 +48,15 @@ lint: install
 	$(BIN)/ruff format --check gateway tests bench scripts
 	$(BIN)/ruff check gateway tests bench scripts
 
+# mypy --strict on what [tool.mypy] `files` lists in pyproject.toml (pinned in requirements.lock).
+typecheck: install
+	$(BIN)/mypy
+
 format: install
 	$(BIN)/ruff format gateway tests bench scripts
 	$(BIN)/ruff check --fix gateway tests bench scripts
 
-test: install js-deps lint
+test: install js-deps lint typecheck
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: install

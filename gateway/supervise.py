@@ -62,6 +62,6 @@ def start_supervised(
     factory: Callable[[], Awaitable[None]],
     on_restart: Callable[[str], None] | None = None,
     **backoff: float,
-) -> asyncio.Task:
+) -> asyncio.Task[None]:
     """`supervise` as a task named `name`, for the app to cancel at shutdown."""
     return asyncio.create_task(supervise(name, factory, on_restart=on_restart, **backoff), name=name)

@@ -12,7 +12,7 @@ import sys
 from gateway.cli.policy import add_config_flag, load_snapshot, print_warnings
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="show how a chat-completions request would be routed, without calling a backend")
     p.add_argument("request", help="JSON body of a chat-completions request ('-' for stdin)")
     add_config_flag(p)

@@ -13,12 +13,20 @@ import getpass
 import json
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from gateway.cli.usage import add_store_flags, settings_from
+from gateway.cli.store import add_store_flags, settings_from
+
+if TYPE_CHECKING:
+    from gateway.tenants.admin import TenantAdmin
+
+# What a command prints: one record or a list of them, as the admin API returns them.
+Shown = dict[str, Any] | list[dict[str, Any]]
+Action = Callable[["TenantAdmin", argparse.Namespace], Shown]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser("keys", help="virtual keys: create, list, update, revoke, rotate, audit")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     c = ks.add_parser("create", help="create a key and print it once")
@@ -94,7 +102,7 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period")}
 
 
-def _run(args: argparse.Namespace, action) -> int:
+def _run(args: argparse.Namespace, action: Action) -> int:
     from gateway.tenants.admin import TenantAdmin
     from gateway.tenants.keys import TenantError
     from gateway.tenants.store import open_tenant_store
@@ -111,7 +119,7 @@ def _run(args: argparse.Namespace, action) -> int:
     return 0
 
 
-def _print(result: Any, as_json: bool) -> None:
+def _print(result: Shown, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -141,7 +149,7 @@ def run_key_create(args: argparse.Namespace) -> int:
     from gateway.tenants.admin import limits_from
     from gateway.tenants.keys import parse_when
 
-    def act(admin, args):
+    def act(admin: TenantAdmin, args: argparse.Namespace) -> Shown:
         issued = admin.create_key(
             args.name,
             actor=_actor(),
@@ -161,7 +169,7 @@ def run_key_create(args: argparse.Namespace) -> int:
 def run_key_update(args: argparse.Namespace) -> int:
     from gateway.tenants.keys import parse_when
 
-    def act(admin, args):
+    def act(admin: TenantAdmin, args: argparse.Namespace) -> Shown:
         expires = None if args.expires is None else (parse_when(args.expires) if args.expires != "0" else 0)
         key = admin.update_key(
             args.name, actor=_actor(), models=args.models, team=args.team, expires_at=expires, **_limits(args)
@@ -182,7 +190,7 @@ def run_key_revoke(args: argparse.Namespace) -> int:
 def run_key_rotate(args: argparse.Namespace) -> int:
     from gateway.tenants.keys import parse_duration
 
-    def act(admin, args):
+    def act(admin: TenantAdmin, args: argparse.Namespace) -> Shown:
         issued = admin.rotate_key(args.name, actor=_actor(), overlap_s=parse_duration(args.overlap))
         if not args.json:
             print(f"new key: {issued.plain}\n(shown once; the old key works for {args.overlap} more)\n")

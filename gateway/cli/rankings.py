@@ -10,12 +10,17 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence, Set
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.store import add_store_flags, announce_store, settings_from
 
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+    from gateway.usage.rankings import Prices, RankingQuery
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rankings", help="OpenRouter-style rankings of this gateway's traffic")
     p.add_argument("--window", default="week", help="day | week | month (default: week)")
     p.add_argument("--end", help="last UTC day of the window, YYYY-MM-DD (default: today)")
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _rankings(settings, config: str, query) -> dict[str, Any]:
+async def _rankings(settings: Settings, config: str, query: RankingQuery) -> dict[str, Any]:
     from gateway.usage.stores import open_store
 
     store = open_store(settings)
@@ -60,7 +65,7 @@ async def _rankings(settings, config: str, query) -> dict[str, Any]:
         await store.aclose()
 
 
-def _prices(path: str) -> dict:
+def _prices(path: str) -> Prices:
     from gateway.config.loader import ConfigError, load_config
     from gateway.config.snapshot import ConfigSnapshot
     from gateway.usage.rankings import prices_of
@@ -132,7 +137,7 @@ def _price(value: float | None) -> str:
     return "-" if value is None else f"${value:.2f}"
 
 
-def table(rows: list[tuple[str, ...]], right: set[int] = frozenset()) -> str:
+def table(rows: Sequence[Sequence[str]], right: Set[int] = frozenset()) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -151,7 +156,7 @@ def render(body: dict[str, Any]) -> str:
         "",
         "Top models",
     ]
-    rows = [("#", "CHANGE", "MODEL", "TOKENS", "SHARE", "GROWTH")]
+    rows: list[tuple[str, ...]] = [("#", "CHANGE", "MODEL", "TOKENS", "SHARE", "GROWTH")]
     for m in body["models"]:
         rows.append(
             (

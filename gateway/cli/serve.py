@@ -12,11 +12,17 @@ import os
 import shutil
 import signal
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.api.wire import ServeConfig
+    from gateway.config.schema import GatewayConfig
+    from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve the gateway")
     p.add_argument("--config", help="routing YAML (default: $GATEWAY_CONFIG or policies/default.yaml)")
     p.add_argument("--host", help="bind address (default: $GATEWAY_HOST or 127.0.0.1)")
@@ -69,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
     # then, as process managers expect of a clean stop, instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     metrics_dir = prepare_multiprocess_dir(settings.workers)
-    owns_metrics_dir = metrics_dir is not None and not preset_metrics_dir
+    owned_metrics_dir = None if preset_metrics_dir else metrics_dir  # made here: removed here
     try:
         return _serve(settings, config)
     finally:
-        if owns_metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if owned_metrics_dir is not None:
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -100,7 +106,7 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, hard
 
 
-def server_config(settings):
+def server_config(settings: Settings) -> ServeConfig:
     """uvicorn's configuration for these settings: the gateway's HTTP protocol and its limits."""
     from gateway.api.wire import GatewayHttpProtocol, ServeConfig, WireLimits
 
@@ -132,7 +138,7 @@ def server_config(settings):
     )
 
 
-def _serve(settings, policy) -> int:
+def _serve(settings: Settings, policy: GatewayConfig) -> int:
     from uvicorn.config import STARTUP_FAILURE
 
     from gateway.cli.banner import AnnouncingServer, announce_when_healthy, banner, base_url

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING, BinaryIO
 
 from gateway.cli.store import add_store_flags, announce_store, settings_from
 
+if TYPE_CHECKING:
+    from gateway.usage.jsonl import ImportReport
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("usage", help="import or export usage events (JSON Lines)")
     usage_sub = p.add_subparsers(dest="usage_command", required=True)
     i = usage_sub.add_parser("import", help="load events from a JSONL file (idempotent by id)")
@@ -35,7 +39,7 @@ def run_import(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     announce_store(settings, "gateway usage import", "writes to")
 
-    async def main():
+    async def main() -> ImportReport:
         store = open_store(settings)
         try:
             if args.file == "-":
@@ -74,7 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     announce_store(settings, "gateway usage export")
 
-    async def main(out) -> int:
+    async def main(out: BinaryIO) -> int:
         store = open_store(settings)
         count = 0
         try:

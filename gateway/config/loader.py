@@ -14,6 +14,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ from gateway.config.tasks import TASKS, load_classifier
 from gateway.config.vendors import VENDORS
 
 log = logging.getLogger("gateway.config")
+
+# Where a value sits in the document: mapping keys and sequence indices, as pydantic's `loc`.
+KeyPath = tuple[str | int, ...]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -48,7 +52,7 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def interpolate(value: str, env: dict[str, str] | os._Environ = os.environ) -> str:
+def interpolate(value: str, env: Mapping[str, str] = os.environ) -> str:
     """Replace `${VAR}` and `${VAR:-default}`; an unset variable without default becomes ''."""
 
     def sub(match: re.Match[str]) -> str:
@@ -71,18 +75,18 @@ def _interpolate_tree(node: Any) -> Any:
     return node
 
 
-def _line_map(text: str) -> tuple[dict[tuple, int], list[Problem]]:
+def _line_map(text: str) -> tuple[dict[KeyPath, int], list[Problem]]:
     """Map each key path in the document to its 1-based line, for error messages; and list
     the keys a mapping repeats, which YAML itself accepts by keeping only the last one (so a
     second `auto:` route would silently replace the first)."""
-    lines: dict[tuple, int] = {}
+    lines: dict[KeyPath, int] = {}
     duplicates: list[Problem] = []
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return lines, duplicates
 
-    def walk(node: yaml.Node, path: tuple) -> None:
+    def walk(node: yaml.Node, path: KeyPath) -> None:
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             first_seen: dict[str, int] = {}
@@ -112,7 +116,7 @@ def _line_map(text: str) -> tuple[dict[tuple, int], list[Problem]]:
     return lines, duplicates
 
 
-def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
+def _nearest_line(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
     while path:
         if path in lines:
             return lines[path]
@@ -120,7 +124,7 @@ def _nearest_line(lines: dict[tuple, int], path: tuple) -> int | None:
     return lines.get(())
 
 
-def _dotted(path: tuple) -> str:
+def _dotted(path: KeyPath) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -158,7 +162,9 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
         problems = []
         for err in exc.errors():
             # pydantic appends validator names for unions/literals; keep only real keys.
-            loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal[")))
+            loc: KeyPath = tuple(
+                p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal["))
+            )
             message = err["msg"].removeprefix("Value error, ")
             if "[key]" in loc:
                 loc, message = _bad_key(loc, err.get("input"))
@@ -172,7 +178,7 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
     return config, _warnings(config, lines)
 
 
-def _bad_key(loc: tuple, name: Any) -> tuple[tuple, str]:
+def _bad_key(loc: KeyPath, name: Any) -> tuple[KeyPath, str]:
     """Where a mapping key was refused, and why. The only keys with a closed set of names are
     a route's tasks; every other refused key is a name YAML typed for itself (`off:` is
     False, `404:` an int)."""
@@ -187,7 +193,7 @@ def _bad_key(loc: tuple, name: Any) -> tuple[tuple, str]:
     )
 
 
-def _unknown_field(loc: tuple) -> str:
+def _unknown_field(loc: KeyPath) -> str:
     """A typo'd field name, with the field it was probably meant to be."""
     fields = _fields_at(loc[:-1])
     name = str(loc[-1])
@@ -197,7 +203,7 @@ def _unknown_field(loc: tuple) -> str:
     return f"unknown field `{name}`; the fields here are {', '.join(fields)}" if fields else f"unknown field `{name}`"
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: KeyPath) -> list[str]:
     """The field names the schema allows at `loc` (a path into GatewayConfig), or [] if unknown."""
     node: Any = GatewayConfig
     for part in loc:
@@ -225,9 +231,10 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[Problem]:
+def _reference_problems(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[Problem]:
     served = {m for b in config.backends.values() for m in b.models}
-    problems = []
+    problems: list[Problem] = []
+    path: KeyPath
     if not served:
         path = ("backends",)
         problems.append(
@@ -240,7 +247,7 @@ def _reference_problems(config: GatewayConfig, lines: dict[tuple, int]) -> list[
             problems.append(
                 Problem(f"routes.{name}", lines.get(("routes", name)), "route names may not contain `/` (model ids do)")
             )
-        listed = [(("routes", name, "models", i), m) for i, m in enumerate(route.models)]
+        listed: list[tuple[KeyPath, str]] = [(("routes", name, "models", i), m) for i, m in enumerate(route.models)]
         listed += [(("routes", name, "tasks", t, i), m) for t, ms in route.tasks.items() for i, m in enumerate(ms)]
         for path, model_id in listed:
             if model_id not in served:
@@ -290,7 +297,7 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     return f" (did you mean `{near[0]}`?)" if near else ""
 
 
-def _warnings(config: GatewayConfig, lines: dict[tuple, int]) -> list[str]:
+def _warnings(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[str]:
     out = []
     # A warning, not a rejection: keeping a model's metadata while its backend is commented
     # out (as policies/default.yaml shows) is legitimate, and refusing it would make a hot

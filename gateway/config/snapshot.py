@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config.schema import BackendConfig, GatewayConfig, ModelInfo, ModelOffer, RouteConfig
 from gateway.config.vendors import VENDORS
@@ -51,8 +53,9 @@ class ConfigSnapshot:
     known_models: frozenset[str] = frozenset()
     # What other packages derive from this config and read per request (routing's candidate
     # lists and resolved names), filled on first use. Safe because the snapshot never
-    # changes: a reload builds a new snapshot, and with it an empty memo.
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
+    # changes: a reload builds a new snapshot, and with it an empty memo. Values are of many
+    # kinds: each package owns the keys it writes and reads its own values back as their type.
+    memo: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -87,7 +90,7 @@ class ConfigSnapshot:
     def redactor(self) -> Redactor:
         """Removes every configured backend key from upstream text; built on first use and
         kept with the snapshot (a reload builds a new snapshot, and with it a new redactor)."""
-        redactor = self.memo.get("redactor")
+        redactor: Redactor | None = self.memo.get("redactor")
         if redactor is None:
             keys = [b.api_key for b in self.config.backends.values()]
             redactor = self.memo["redactor"] = Redactor(keys)

@@ -30,7 +30,8 @@ class ChatRequest:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return self.payload["messages"]
+        messages: list[dict[str, Any]] = self.payload["messages"]  # parse_chat_request checked its shape
+        return messages
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:

@@ -37,7 +37,7 @@ class GatewayError(Exception):
         param: str | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
-        metadata: dict | None = None,
+        metadata: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -49,8 +49,8 @@ class GatewayError(Exception):
         # Structured detail, as OpenRouter's `error.metadata` (e.g. why each candidate was skipped).
         self.metadata = metadata
 
-    def body(self) -> dict:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+    def body(self) -> dict[str, dict[str, object]]:
+        error: dict[str, object] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         if self.metadata is not None:
             error["metadata"] = self.metadata
         return {"error": error}

@@ -269,8 +269,10 @@ def _part(block: Any, where: str) -> dict[str, Any]:
 
 
 def _source_url(source: Any, where: str) -> str:
-    if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-        return source["url"]
+    if isinstance(source, dict) and source.get("type") == "url":
+        url = source.get("url")
+        if isinstance(url, str):
+            return url
     if (
         isinstance(source, dict)
         and source.get("type") == "base64"
@@ -365,7 +367,10 @@ def _stop(choice: dict[str, Any], stop_sequences: list[str] | None) -> tuple[str
     matched = choice.get("stop_reason")  # vLLM names the stop string that ended the answer
     if choice.get("finish_reason") == "stop" and isinstance(matched, str) and matched in (stop_sequences or ()):
         return "stop_sequence", matched
-    return STOP_REASONS.get(choice.get("finish_reason"), "end_turn"), None
+    finish = choice.get("finish_reason")
+    if finish is None:  # a backend that names no reason
+        return "end_turn", None
+    return STOP_REASONS.get(finish, "end_turn"), None
 
 
 def _tool_input(call: dict[str, Any]) -> dict[str, Any]:
@@ -449,7 +454,8 @@ def anthropic_error_from_chat(error: Any) -> dict[str, Any]:
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """One Anthropic SSE event: the `event:` line names its type, as Anthropic's streams do."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    kind: str = event["type"]  # every event this module builds names its type
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 class MessageStream:
@@ -521,7 +527,7 @@ class MessageStream:
         if self._started:
             return []
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": message_id(chunk.get("id")),
             "type": "message",
             "role": "assistant",
@@ -552,7 +558,12 @@ class MessageStream:
         events: list[dict[str, Any]] = []
         if position not in self._tool_blocks:
             self._saw_tool_call = True
-            block = {"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "", "input": {}}
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": {},
+            }
             events += self._open_block("tool_use", block, force=True)
             self._tool_blocks[position] = self._index
             self._open_tool = position

@@ -85,7 +85,8 @@ class Redactor:
         if not spans:
             return text
         spans.sort()
-        out, at = [], 0
+        out: list[str] = []
+        at = 0
         for start, end in spans:
             if start > at or not out:
                 out.append(text[at:start])

@@ -142,7 +142,7 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], f
             )
 
 
-def _open_assistant(message: dict[str, Any]) -> bool:
+def _open_assistant(message: dict[str, object]) -> bool:
     """Whether tool calls may still join this message: an assistant turn that is still the last
     message (a tool's answer would have followed it)."""
     return message["role"] == "assistant"
@@ -223,8 +223,12 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
 
 
 def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    description = tool.get("description") if isinstance(tool.get("description"), str) else ""
-    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+    description = tool.get("description")
+    if not isinstance(description, str):
+        description = ""
+    fmt = tool.get("format")
+    if not isinstance(fmt, dict):
+        fmt = {}
     if fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
         description += f"\n\nThe input must follow this {fmt.get('syntax', '')} grammar:\n{fmt['definition']}"
     parameters = {
@@ -232,7 +236,7 @@ def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
         "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
         "required": ["input"],
     }
-    function = {"name": tool["name"], "parameters": parameters}
+    function: dict[str, Any] = {"name": tool["name"], "parameters": parameters}
     if description:
         function["description"] = description.strip()
     return {"type": "function", "function": function}
@@ -240,7 +244,9 @@ def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 def custom_tool_names(request: dict[str, Any]) -> frozenset[str]:
     """The names of the request's custom tools: calls to them answer as custom_tool_call items."""
-    tools = request.get("tools") if isinstance(request.get("tools"), list) else ()
+    tools = request.get("tools")
+    if not isinstance(tools, list):
+        return frozenset()
     return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and "name" in t)
 
 
@@ -309,8 +315,12 @@ def response_object(
     request: dict[str, Any], response_id: str, created_at: int, status: str, output: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A Response with the request's settings echoed, as OpenAI's carry them."""
-    text = request.get("text") if isinstance(request.get("text"), dict) else {}
-    reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+    text = request.get("text")
+    if not isinstance(text, dict):
+        text = {}
+    reasoning = request.get("reasoning")
+    if not isinstance(reasoning, dict):
+        reasoning = {}
     return {
         "id": response_id,
         "object": "response",
@@ -405,7 +415,9 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
             _call_item(response_id, position, call.get("id") or "", name, arguments, "completed", name in custom)
         )
     status, incomplete = _ending(choice.get("finish_reason"))
-    created = completion.get("created") if isinstance(completion.get("created"), int) else int(time.time())
+    created = completion.get("created")
+    if not isinstance(created, int):
+        created = int(time.time())
     response = response_object(request, response_id, created, status, output)
     response["incomplete_details"] = incomplete
     response["usage"] = _usage(completion.get("usage"))
@@ -418,9 +430,8 @@ def _custom_input(arguments: str) -> str:
         value = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
         return arguments  # the model wrote the input bare: pass it as it is
-    if isinstance(value, dict) and isinstance(value.get("input"), str):
-        return value["input"]
-    return arguments
+    text = value.get("input") if isinstance(value, dict) else None
+    return text if isinstance(text, str) else arguments
 
 
 def conversation_items(
@@ -498,7 +509,9 @@ class ResponseStream:
         events: list[dict[str, Any]] = []
         if "error" in chunk:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-            status = error.get("code") if isinstance(error.get("code"), int) else 502
+            status = error.get("code")
+            if not isinstance(status, int):
+                status = 502
             return self.fail(GatewayError(status, str(error.get("message") or "The backend failed.")))
         if chunk.get("usage"):
             self._usage = _usage(chunk["usage"])
@@ -579,19 +592,27 @@ class ResponseStream:
         elif position != self._open_call:
             return []  # a fragment for a call already done: its item cannot reopen
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments and self._open["type"] == "custom_tool_call":
+        if isinstance(arguments, str) and arguments and self._current()["type"] == "custom_tool_call":
             self._text.append(arguments)  # JSON around the input: sent whole when the call is done
         elif isinstance(arguments, str) and arguments:
             events.append(
                 self._event(
                     "response.function_call_arguments.delta",
-                    item_id=self._open["id"],
+                    item_id=self._current()["id"],
                     output_index=len(self.output),
                     delta=arguments,
                 )
             )
             self._text.append(arguments)
         return events
+
+    def _current(self) -> dict[str, Any]:
+        """The item being streamed, for the events that write to it. A fragment that arrives
+        with none open (a tool call without an `index`, after its item was closed) is a
+        malformed stream: `feed` answers it with the 502 it gives every malformed chunk."""
+        if self._open is None:
+            raise ValueError("a fragment arrived with no output item open")
+        return self._open
 
     def _is_open(self, kind: str) -> bool:
         return self._open is not None and self._open["type"] == kind
@@ -602,10 +623,14 @@ class ResponseStream:
         return events + [self._event("response.output_item.added", output_index=len(self.output), item=item)]
 
     def _part_event(self, kind: str, part: dict[str, Any]) -> dict[str, Any]:
-        return self._event(kind, item_id=self._open["id"], output_index=len(self.output), content_index=0, part=part)
+        return self._event(
+            kind, item_id=self._current()["id"], output_index=len(self.output), content_index=0, part=part
+        )
 
     def _text_event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return self._event(kind, item_id=self._open["id"], output_index=len(self.output), content_index=0, **fields)
+        return self._event(
+            kind, item_id=self._current()["id"], output_index=len(self.output), content_index=0, **fields
+        )
 
     def _close_item(self) -> list[dict[str, Any]]:
         item, text = self._open, "".join(self._text)

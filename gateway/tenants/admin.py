@@ -42,7 +42,8 @@ class Issued:
 
 def limits_from(values: dict[str, Any], base: Limits = NO_LIMITS) -> Limits:
     """`base` with the limits in `values` applied (None: unchanged; 0: no limit)."""
-    changes = {}
+    # Values as the client sent them (JSON, CLI flags): Limits.__post_init__ checks each one.
+    changes: dict[str, Any] = {}
     for name in LIMIT_FIELDS:
         value = values.get(name)
         if value is None:

@@ -340,14 +340,16 @@ return {0, num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1)),
 """
 
 _KIND_INDEX = {1: "rpm", 2: "tpm", 3: "max_concurrent", 4: "budget"}
+# One argument of the script, before `_pack` joins them: "" stands for "no limit" (Lua's nil).
+ScriptArg = str | int | float
 _TTL_MS = int(2 * WINDOW_S * 1000) + 5000
 
 
-def _opt(value: float | int | None) -> str | int:
+def _opt(value: float | int | None) -> ScriptArg:
     return "" if value is None else value
 
 
-def _pack(args: list) -> str:
+def _pack(args: list[ScriptArg]) -> str:
     return "\x1f".join(map(str, args))
 
 
@@ -366,14 +368,14 @@ class RedisCounters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(_SCRIPT)
-        self._pending: list[list] = []  # settlement argument groups
+        self._pending: list[list[ScriptArg]] = []  # settlement argument groups
         self._flush_scheduled = False
 
-    def _take_pending(self) -> list:
+    def _take_pending(self) -> list[ScriptArg]:
         if not self._pending:
             return [0]
         groups, self._pending = self._pending, []
-        out: list = [len(groups)]
+        out: list[ScriptArg] = [len(groups)]
         for g in groups:
             out += g
         return out
@@ -399,7 +401,7 @@ class RedisCounters:
 
     def settle(self, scopes: tuple[Scope, ...], ask: Ask, window: int, tokens: int, nano: int, clock: Clock) -> None:
         """Queue the settlement; it reaches Redis with the next call (see the class docstring)."""
-        group: list = [ask.ticket, window, tokens - ask.tokens, nano, clock.day, clock.month, len(scopes)]
+        group: list[ScriptArg] = [ask.ticket, window, tokens - ask.tokens, nano, clock.day, clock.month, len(scopes)]
         for s in scopes:
             group += [
                 s.id,
@@ -420,7 +422,7 @@ class RedisCounters:
                 self._restore(args)
                 raise
 
-    def _restore(self, args: list) -> None:
+    def _restore(self, args: list[ScriptArg]) -> None:
         """A call that could not reach Redis carried settlements: keep them for the next try,
         if there is room (a Redis down for long loses them: the tickets' deadlines free their
         reservations). Only on connection errors: after a timeout the script may have run,

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.tenants.keys import AuditEntry, Team, TenantError, VirtualKey
 
@@ -93,7 +93,9 @@ class SqliteTenantStore:
 
     def version(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()[0]
+            # The schema inserts the row and nothing deletes it: there is always one.
+            row: tuple[int] = self._db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        return row[0]
 
     def all_keys(self) -> list[VirtualKey]:
         with self._lock:
@@ -110,7 +112,7 @@ class SqliteTenantStore:
             rows = self._db.execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_entry(r[0]) for r in reversed(rows)]
 
-    def _write(self, sql: str, name: str, record: dict, entry: AuditEntry, kind: str) -> None:
+    def _write(self, sql: str, name: str, record: dict[str, Any], entry: AuditEntry, kind: str) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -184,7 +186,9 @@ class RedisTenantStore:
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         return [_entry(e) for e in self._redis.lrange(self._audit, -limit, -1)]
 
-    def _write(self, where: str, name: str, record: dict, entry: AuditEntry, refuse_existing: bool, kind: str) -> None:
+    def _write(
+        self, where: str, name: str, record: dict[str, Any], entry: AuditEntry, refuse_existing: bool, kind: str
+    ) -> None:
         args = [name, json.dumps(record), _entry_json(entry), "1" if refuse_existing else "0"]
         if not self._write_script(keys=[where, self._audit, self._version], args=args):
             raise _exists(kind, name)

@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, cast
 
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 log = logging.getLogger("gateway.usage")
+
+_Item = TypeVar("_Item", UsageEvent, FinishedCall)
 
 
 class UsageRecorder:
@@ -75,11 +77,10 @@ class UsageRecorder:
         self._in_flight = 0  # items of the batch in flight still at the head of the buffer
         self._pushed_out = 0  # items of the batch in flight the overflow pushed out
         self._closing = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
         # A writer process takes the calls as they are; a store in this process takes events.
-        self._builds_events = not getattr(store, "takes_calls", False)
-        if not self._builds_events:
+        if isinstance(store, WriterProcess):
             store.on_rejected = self._rejected
 
     # -- CallObserver ----------------------------------------------------------------------
@@ -119,13 +120,19 @@ class UsageRecorder:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
-    def next_batch(self) -> list:
+    def next_batch(self) -> list[UsageEvent] | list[FinishedCall]:
         """The oldest items, up to a batch, as the store will be given them; they stay buffered
         until a write takes them. Calls as they are for a writer process, else events, building
         those still calls (in place, once: a retry sends the same objects)."""
-        if not self._builds_events:
-            return list(itertools.islice(self._buffer, self.batch_size))
-        buffer, batch, i = self._buffer, [], 0
+        return self._call_batch() if isinstance(self.store, WriterProcess) else self._event_batch()
+
+    def _call_batch(self) -> list[FinishedCall]:
+        # Over a writer process the buffer holds calls only: call_finished buffers nothing else.
+        return cast("list[FinishedCall]", list(itertools.islice(self._buffer, self.batch_size)))
+
+    def _event_batch(self) -> list[UsageEvent]:
+        buffer, i = self._buffer, 0
+        batch: list[UsageEvent] = []
         while i < len(buffer) and len(batch) < self.batch_size:
             item = buffer[i]
             if not isinstance(item, UsageEvent):
@@ -167,22 +174,28 @@ class UsageRecorder:
         """Write the oldest batch once; it leaves the buffer only once the store took it, and a
         store failure is raised (the background task retries with backoff, `flush` does not)."""
         async with self._writing:
-            batch = self.next_batch()
-            if not batch:
-                return
-            self._in_flight, self._pushed_out = len(batch), 0
-            try:
-                await self.store.record(batch)
-            except BaseException:
-                if self._pushed_out:
-                    self._count_dropped(self._pushed_out, "the buffer overflowed while their write failed")
-                raise
-            finally:
-                in_flight, self._in_flight = self._in_flight, 0
-            # Overflow may have pushed the oldest of these out meanwhile: pop only what is still there.
-            for _ in range(in_flight):
-                self._buffer.popleft()
-            self.recorded += len(batch)
+            if isinstance(self.store, WriterProcess):
+                await self._write(self._call_batch(), self.store.record)
+            else:
+                await self._write(self._event_batch(), self.store.record)
+
+    async def _write(self, batch: list[_Item], record: Callable[[list[_Item]], Awaitable[int]]) -> None:
+        """One batch to its store, the buffer and the counts kept (under `_writing`)."""
+        if not batch:
+            return
+        self._in_flight, self._pushed_out = len(batch), 0
+        try:
+            await record(batch)
+        except BaseException:
+            if self._pushed_out:
+                self._count_dropped(self._pushed_out, "the buffer overflowed while their write failed")
+            raise
+        finally:
+            in_flight, self._in_flight = self._in_flight, 0
+        # Overflow may have pushed the oldest of these out meanwhile: pop only what is still there.
+        for _ in range(in_flight):
+            self._buffer.popleft()
+        self.recorded += len(batch)
 
     async def _run(self) -> None:
         delay = self.retry_initial_s

@@ -28,7 +28,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -239,10 +239,10 @@ class RedisUsageStore(UsageStore):
     async def record(self, events: Sequence[UsageEvent]) -> int:
         by_day: dict[date, _DayBatch] = {}
         for event in events:
-            day = by_day.get(event.day)
-            if day is None:
-                day = by_day[event.day] = _DayBatch()
-            day.add(event)
+            found = by_day.get(event.day)
+            if found is None:
+                found = by_day[event.day] = _DayBatch()
+            found.add(event)
         if not by_day:
             return 0
         apart = self._raw_script is not None
@@ -260,10 +260,10 @@ class RedisUsageStore(UsageStore):
                 _expires_at(day, self.retention.aggregates_days),
                 batch.encoded(),
             ]
-            await self._script(keys=keys, args=args if apart else args + raws, client=pipe)
+            await self._script(keys=keys, args=args if apart else [*args, *raws], client=pipe)
             if raw_pipe is not None and self._raw_script is not None:
                 raw_keys = [self.key(day, "events")] + [self.key(day, f"rawseen:{e.id}") for e in batch.events]
-                raw_args = [self.dedupe_ttl_s, self.stream_maxlen, stream_expires, *raws]
+                raw_args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, stream_expires, *raws]
                 await self._raw_script(keys=raw_keys, args=raw_args, client=raw_pipe)
         # State first: if the raw write then fails, the batch is retried whole, and each
         # side's markers keep it from being counted or copied twice.
@@ -322,7 +322,11 @@ class RedisUsageStore(UsageStore):
             key = self.key(day, "events")
             after = "-"
             while True:
-                entries = await self.stream_redis.xrange(key, min=after, max="+", count=_EXPORT_PAGE)
+                # XRANGE answers a list of (id, fields), never nil: redis-py's reply type also
+                # covers XREADGROUP, whose deleted entries come back as nil fields.
+                entries = cast(
+                    _StreamEntries, await self.stream_redis.xrange(key, min=after, max="+", count=_EXPORT_PAGE)
+                )
                 for _, fields in entries:
                     yield event_from_json(orjson.loads(fields[b"e"]))
                 if len(entries) < _EXPORT_PAGE:
@@ -345,6 +349,10 @@ _LEFT_OUT = frozenset(
     [(f.name, None) for f in dataclasses.fields(UsageEvent)]
     + [(f.name, f.default) for f in dataclasses.fields(UsageEvent) if f.default is not dataclasses.MISSING]
 )
+
+
+# One page of XRANGE's reply: entry ids and field maps, bytes or str as the client decodes.
+_StreamEntries = list[tuple[bytes | str, dict[bytes | str, bytes | str]]]
 
 
 def _raw(event: UsageEvent) -> bytes:

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 
@@ -45,6 +45,9 @@ from gateway.usage.aggregates import DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 log = logging.getLogger("gateway.usage")
 
@@ -285,7 +288,7 @@ class SqliteUsageStore(UsageStore):
         self.prune_batch = prune_batch  # rows per DELETE: each a short transaction that holds the lock briefly
         self.clock = clock  # wall clock, UTC epoch seconds (tests move it)
         self.pruned = 0  # raw events deleted for retention, in this process
-        self._prune: asyncio.Task | None = None
+        self._prune: asyncio.Task[int] | None = None
         self._last_prune: float | None = None
         self.busy_timeout_s = busy_timeout_s  # how long a write keeps retrying while another process holds the lock
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
@@ -295,11 +298,11 @@ class SqliteUsageStore(UsageStore):
         self._reader: sqlite3.Connection | None = None  # the thread's
         self._writer: sqlite3.Connection | None = None  # the loop's
         self._opening: asyncio.Lock | None = None
-        self._checkpoint: asyncio.Task | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
 
     # -- connections -----------------------------------------------------------------------
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[[*_Args], _T], *args: *_Args) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _open(self) -> sqlite3.Connection:
@@ -509,13 +512,13 @@ class SqliteUsageStore(UsageStore):
         self._executor.shutdown(wait=True)
 
 
-def _retrieve_prune_exception(task: asyncio.Task) -> None:
+def _retrieve_prune_exception(task: asyncio.Task[int]) -> None:
     """A failed prune loses nothing: the rows stay until the next one."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("usage store retention delete failed: %s", task.exception())
 
 
-def _retrieve_exception(task: asyncio.Task) -> None:
+def _retrieve_exception(task: asyncio.Task[None]) -> None:
     """A failed checkpoint loses nothing (the WAL holds the commits; the next one catches up)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("usage store checkpoint failed: %s", task.exception())

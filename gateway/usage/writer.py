@@ -54,11 +54,10 @@ class UsageWriterError(Exception):
 class WriterProcess:
     """The gateway's side: `record(calls)` returns how many were new once the child stored them.
 
-    Not a `UsageStore`: it only writes, and takes `FinishedCall`s (`takes_calls`), which the
-    recorder then buffers and sends as they are, without building events on the loop."""
+    Not a `UsageStore`: it only writes, and takes `FinishedCall`s, which the recorder then
+    buffers and sends as they are, without building events on the loop."""
 
     name = "writer process"
-    takes_calls = True
 
     def __init__(
         self,
@@ -140,7 +139,8 @@ class WriterProcess:
             raise UsageWriterError(reply["error"])
         if reply.get("bad") and self.on_rejected is not None:
             self.on_rejected(reply["bad"])
-        return reply["new"]
+        new: int = reply["new"]  # the child's answer to a stored batch (see `_serve`)
+        return new
 
     async def _stop(self, kill: bool, timeout_s: float = 10.0) -> None:
         proc, self._proc = self._proc, None
@@ -175,6 +175,8 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
     events, bad = [], 0
     for call in calls:
         try:
+            # JSON brings each FinishedCall tuple back as a list; from_call only unpacks it, and
+            # copying every call into a tuple would cost the writer for nothing.
             events.append(UsageEvent.from_call(call))  # type: ignore[arg-type]
         except Exception:
             log.exception("could not build a usage event")

@@ -1,0 +1,38 @@
+"""`make test` type-checks before it runs the tests, strictly, so a type error fails CI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.support.services import REPO
+
+MYPY = Path(sys.executable).with_name("mypy")
+
+
+def test_make_test_runs_mypy_after_ruff_and_before_pytest():
+    result = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    lines = result.stdout.splitlines()
+    ruff = max(i for i, line in enumerate(lines) if "/ruff " in line)
+    mypy = [i for i, line in enumerate(lines) if line.endswith("/mypy")]
+    pytest = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert len(mypy) == 1 and ruff < mypy[0] < pytest, result.stdout
+
+
+def test_the_mypy_config_is_strict_and_fails_on_an_untyped_function(tmp_path):
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True
+    module = tmp_path / "untyped.py"
+    module.write_text("def double(x):\n    return x * 2\n")
+    result = subprocess.run(
+        [str(MYPY), "--config-file", str(REPO / "pyproject.toml"), "--cache-dir", str(tmp_path / "cache"), str(module)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "untyped.py:1: error: Function is missing a type annotation  [no-untyped-def]" in result.stdout
+    assert "Found 1 error in 1 file" in result.stdout
