@@ -1,13 +1,22 @@
 """Stats and circuits shared between replicas through a real redis-server."""
 
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
-from gateway.routing.shared import SharedLiveState
+from gateway.routing.shared import KEYSET, PREFIX, SharedLiveState, member
 from tests.routing.support import POLICY, Clock, live_for, snapshot_from
+from tests.support.poll import apoll, poll
+from tests.support.ports import free_port
+from tests.support.services import require_binary
 
 pytestmark = pytest.mark.redis
 
@@ -111,7 +120,10 @@ async def test_a_busy_offer_costs_one_script_call_per_sync(replicas, redis_serve
             a.call_finished(streamed_call(tokens=100, seconds=2.0))
         assert await sync_a.sync_once()
         stats = await admin.info("commandstats")
-        assert stats["cmdstat_evalsha"]["calls"] == 1 and "cmdstat_eval" not in stats
+        # One script call for the push, one for the pull (which reads every hash at once);
+        # the first pull on a fresh server also meets NOSCRIPT once, then loads the script.
+        evalsha = stats["cmdstat_evalsha"]
+        assert evalsha["calls"] - evalsha["failed_calls"] == 2 and "cmdstat_eval" not in stats
     finally:
         await admin.aclose()
     assert await sync_b.sync_once()
@@ -159,3 +171,100 @@ async def test_observations_made_during_an_outage_are_folded_after_the_unsent_on
     assert await sync_a.sync_once() and await sync_b.sync_once()
     assert shared_record(b) == (1, False) and b.admission(OFFER, replicas[1]()).cooling_for_s == pytest.approx(20.0)
     assert b.observed(OFFER.key).ttft_s == pytest.approx(0.4)
+
+
+def shared_failures_in(raw: dict) -> int:
+    return int(raw.get(b"failures", 0))
+
+
+async def test_a_push_is_not_repeated_when_only_the_pull_failed(redis_server):
+    """The push succeeded, the pull did not: the failure is in Redis once and stays once."""
+    admin = Redis.from_url(redis_server.url)
+    # A user that may run the push (the script) but not the pull's first read.
+    await admin.execute_command("ACL", "SETUSER", "pusher", "on", ">pw", "~*", "+@all", "-smembers")
+    client = Redis.from_url(f"redis://pusher:pw@127.0.0.1:{redis_server.port}/0", socket_timeout=1.0)
+    live = live_for(SNAP, Clock())
+    sync = SharedLiveState(client, live, interval_s=0.05)
+    shared = PREFIX + "k:" + member(OFFER.key)
+    try:
+        live.attempt_finished(OFFER, failed(), None)
+        assert not await sync.sync_once()  # pushed, then the pull was refused
+        assert shared_failures_in(await admin.hgetall(shared)) == 1
+        assert not await sync.sync_once()  # nothing new to push: the one failure is not sent again
+        assert shared_failures_in(await admin.hgetall(shared)) == 1 and sync.sync_failures == 2
+        await admin.execute_command("ACL", "SETUSER", "pusher", "+smembers")
+        assert await sync.sync_once() and sync.sync_failures == 0
+        assert shared_failures_in(await admin.hgetall(shared)) == 1
+        assert shared_record(live) == (1, False)  # one failure of a threshold of 3: still closed
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+OTHER = SNAP.offer("cheap", "small/fast")
+
+
+async def test_a_key_no_replica_refreshes_expires_and_leaves_the_key_set(redis_server):
+    admin = Redis.from_url(redis_server.url)
+    clients = [Redis.from_url(redis_server.url, socket_timeout=1.0) for _ in range(2)]
+    a, b = live_for(SNAP, Clock()), live_for(SNAP, Clock())
+    short = SharedLiveState(clients[0], a, ttl_s=1)  # a replica whose keys live one second
+    normal = SharedLiveState(clients[1], b)
+    stale = PREFIX + "k:" + member(OFFER.key)
+    try:
+        a.attempt_finished(OFFER, failed(), None)
+        assert await short.sync_once()
+        b.attempt_finished(OTHER, failed(), None)
+        assert await normal.sync_once()
+        assert await admin.smembers(KEYSET) == {member(OFFER.key).encode(), member(OTHER.key).encode()}
+        assert await admin.ttl(stale) == 1 and 86000 < await admin.ttl(KEYSET) <= 86400
+
+        async def expired() -> bool:
+            return await admin.exists(stale) == 0
+
+        await apoll(expired, what="the unrefreshed hash to expire", timeout=10)
+        assert await normal.sync_once()
+        assert await admin.smembers(KEYSET) == {member(OTHER.key).encode()}
+        assert b.circuits.get(OTHER.key).failures == 1  # the refreshed key is still shared
+    finally:
+        for client in (*clients, admin):
+            await client.aclose()
+
+
+@pytest.fixture
+def cluster_node():
+    """A one-node Redis Cluster holding every slot: it refuses a script whose keys span slots
+    (CROSSSLOT), as a real cluster does."""
+    binary = require_binary("redis-server")
+    workdir = Path(tempfile.mkdtemp(prefix="gw-redis-cluster-"))
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", ""]
+    args += ["--appendonly", "no", "--cluster-enabled", "yes", "--logfile", str(workdir / "redis.log")]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    try:
+        poll(client.ping, what="the cluster node", timeout=20, ignore=(redis.RedisError,))
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        poll(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), what="cluster_state:ok")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_replicas_share_through_a_redis_cluster_node(cluster_node):
+    clients = [Redis.from_url(cluster_node, socket_timeout=1.0) for _ in range(2)]
+    a, b = live_for(SNAP, Clock()), live_for(SNAP, Clock())
+    sync_a, sync_b = SharedLiveState(clients[0], a), SharedLiveState(clients[1], b)
+    try:
+        for _ in range(3):
+            a.attempt_finished(OFFER, failed(), None)
+        assert await sync_a.sync_once() and sync_a.sync_failures == 0
+        assert await sync_b.sync_once() and sync_b.sync_failures == 0
+        assert shared_record(b) == (3, True)
+        assert all(key.startswith(b"{gw:routing}:") for key in await clients[0].keys("*"))
+    finally:
+        for client in clients:
+            await client.aclose()
