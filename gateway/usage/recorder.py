@@ -227,7 +227,11 @@ def install_recorder(state: AppState) -> UsageRecorder:
     writer: UsageStore | WriterProcess = store
     if settings.usage_writer == "process":
         writer = WriterProcess(
-            settings.redis_url, settings.data_dir, log_level=settings.log_level, cpus=settings.writer_cpus()
+            settings.redis_url,
+            settings.data_dir,
+            log_level=settings.log_level,
+            cpus=settings.writer_cpus(),
+            max_apps_per_day=settings.usage_max_apps_per_day,
         )
     recorder = UsageRecorder(
         writer,

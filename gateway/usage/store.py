@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.usage.aggregates import DayRows
+from gateway.usage.aggregates import MAX_APPS_PER_DAY, DayRows
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period, Prices, RankingQuery, SeriesQuery, compute_rankings, compute_series
 
@@ -61,18 +61,20 @@ class UsageStore(abc.ABC):
 
 def open_store(settings: Settings, redis: Redis | None = None) -> UsageStore:
     """Redis when GATEWAY_REDIS_URL is set (for several replicas), else SQLite in the data dir."""
-    return store_for(settings.redis_url, settings.data_dir, redis)
+    return store_for(settings.redis_url, settings.data_dir, redis, settings.usage_max_apps_per_day)
 
 
-def store_for(redis_url: str | None, data_dir: Path, redis: Redis | None = None) -> UsageStore:
-    """The store itself, from the two settings that choose it (the writer process has only these)."""
+def store_for(
+    redis_url: str | None, data_dir: Path, redis: Redis | None = None, max_apps_per_day: int = MAX_APPS_PER_DAY
+) -> UsageStore:
+    """The store itself, from the settings that shape it (the writer process has only these)."""
     if redis_url:
         from redis.asyncio import Redis
 
         from gateway.usage.redis_store import RedisUsageStore
 
         client = redis or Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        return RedisUsageStore(client, owns_client=redis is None)
+        return RedisUsageStore(client, owns_client=redis is None, max_apps_per_day=max_apps_per_day)
     from gateway.usage.sqlite_store import SqliteUsageStore
 
-    return SqliteUsageStore(Path(data_dir) / "usage.sqlite3")
+    return SqliteUsageStore(Path(data_dir) / "usage.sqlite3", max_apps_per_day=max_apps_per_day)

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from gateway.usage.aggregates import MAX_APPS_PER_DAY
 from gateway.usage.events import FinishedCall, UsageEvent
 
 log = logging.getLogger("gateway.usage")
@@ -66,8 +67,10 @@ class WriterProcess:
         log_level: str = "info",
         cpus: Sequence[int] = (),
         ack_timeout_s: float = 60.0,
+        max_apps_per_day: int = MAX_APPS_PER_DAY,
     ) -> None:
         self.spec = {"redis_url": redis_url, "data_dir": str(data_dir), "log_level": log_level, "cpus": list(cpus)}
+        self.spec["max_apps_per_day"] = max_apps_per_day
         self.ack_timeout_s = ack_timeout_s  # longer than the stores' own retries (SQLite: 30 s busy)
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
         self.starts = 0
@@ -163,7 +166,7 @@ def _events(calls: list[list[Any]]) -> tuple[list[UsageEvent], int]:
 async def _serve(spec: dict[str, Any], out: Any) -> None:
     from gateway.usage.store import store_for
 
-    store = store_for(spec["redis_url"], Path(spec["data_dir"]))
+    store = store_for(spec["redis_url"], Path(spec["data_dir"]), max_apps_per_day=spec["max_apps_per_day"])
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
