@@ -8,10 +8,12 @@ What it does:
    and waits until the ledger holds them all.
 3. Runs rounds of wrk (non-streaming chat, --conc connections, --duration seconds) against the
    gateway, alternating: chat alone, then chat while --pollers clients each poll
-   GET /v1/rankings (the page's default query) back to back. Prints p50/p99 of each run and
-   the medians per mode, and how many rankings answers the pollers got.
+   GET /v1/rankings (the page's default query), back to back or every --poll-interval
+   seconds. Prints p50/p99 of each run and the medians per mode, and how many rankings
+   answers the pollers got.
 
     python bench/rankings_poll.py [--code DIR] [--apps 10000] [--rounds 3] [--duration 10]
+                                  [--poll-interval 0]
 
 --code runs another checkout's gateway (e.g. an unpacked older commit) with this driver.
 Not part of the test suite; the figures depend on the machine and what else runs on it.
@@ -67,12 +69,13 @@ def recorded(url: str) -> int:
     return rankings["totals"]["requests"]
 
 
-def poll_rankings(url: str, stop: threading.Event, answers: list[float]) -> None:
+def poll_rankings(url: str, stop: threading.Event, answers: list[float], interval: float) -> None:
     with httpx.Client(timeout=60) as client:
         while not stop.is_set():
             t = time.perf_counter()
             client.get(url + "/v1/rankings").raise_for_status()
             answers.append(time.perf_counter() - t)
+            stop.wait(interval)
 
 
 def main() -> int:
@@ -83,6 +86,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--conc", type=int, default=8)
     ap.add_argument("--pollers", type=int, default=2)
+    ap.add_argument("--poll-interval", type=float, default=0.0, help="seconds between one poller's requests")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gw-rankings-poll-"))
     procs = Procs()
@@ -124,7 +128,7 @@ def main() -> int:
                 stop = threading.Event()
                 answers: list[float] = []
                 pollers = [
-                    threading.Thread(target=poll_rankings, args=(url, stop, answers))
+                    threading.Thread(target=poll_rankings, args=(url, stop, answers, args.poll_interval))
                     for _ in range(args.pollers if mode == "polled" else 0)
                 ]
                 for p in pollers:

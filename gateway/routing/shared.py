@@ -42,7 +42,8 @@ TTL_S = 86400
 _SEP = "\x1f"
 
 # ARGV: member, reset (0/1), failures, failed_at, threshold, blocked_until, alpha, updated_at,
-#       ttft kept, ttft observed, tps kept, tps observed, ttl, then the kept ttft and tps samples.
+#       ttft kept, ttft observed, tps kept, tps observed, ttl, latency kept, latency observed,
+#       then the kept ttft, tps and latency samples.
 # KEYS: the backend+model's hash, the key set.
 _APPLY = """
 local h = KEYS[1]
@@ -64,9 +65,10 @@ local function merge(field, count_field, first, kept, observed)
   end
   redis.call('HSET', h, field, string.format('%.6f', value), count_field, n, 'updated_at', ARGV[8])
 end
-local ttft_kept, tps_kept = tonumber(ARGV[9]), tonumber(ARGV[11])
-merge('ttft', 'samples', 14, ttft_kept, tonumber(ARGV[10]))
-merge('tps', 'tps_samples', 14 + ttft_kept, tps_kept, tonumber(ARGV[12]))
+local ttft_kept, tps_kept, latency_kept = tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[14])
+merge('ttft', 'samples', 16, ttft_kept, tonumber(ARGV[10]))
+merge('tps', 'tps_samples', 16 + ttft_kept, tps_kept, tonumber(ARGV[12]))
+merge('latency', 'latency_samples', 16 + ttft_kept + tps_kept, latency_kept, tonumber(ARGV[15]))
 if ARGV[2] == '1' then
   redis.call('HSET', h, 'failures', 0, 'opened_at', 0)
 end
@@ -125,8 +127,11 @@ def script_args(name: str, share: PendingShare, ttl_s: int = TTL_S) -> list:
         len(share.tps),
         share.tps_count,
         ttl_s,
+        len(share.latency),
+        share.latency_count,
         *map(repr, share.ttft),
         *map(repr, share.tps),
+        *map(repr, share.latency),
     ]
 
 
@@ -216,8 +221,10 @@ class SharedLiveState:
                 samples=int(raw.get("samples", 0)),
                 tps_samples=int(raw.get("tps_samples", 0)),
                 updated_at=_float(raw, "updated_at") or 0.0,
+                latency_s=_float(raw, "latency"),
+                latency_samples=int(raw.get("latency_samples", 0)),
             )
-            if observed.samples or observed.tps_samples:
+            if observed.samples or observed.tps_samples or observed.latency_samples:
                 self.live.stats.replace(key, observed)
             self.live.circuits.replace(
                 key,

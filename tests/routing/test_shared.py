@@ -13,7 +13,7 @@ from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
 from gateway.routing.shared import KEYSET, PREFIX, SharedLiveState, member
-from tests.routing.support import POLICY, Clock, live_for, snapshot_from
+from tests.routing.support import POLICY, Clock, answer, live_for, snapshot_from
 from tests.support.poll import apoll, poll
 from tests.support.ports import free_port
 from tests.support.services import require_binary
@@ -32,8 +32,8 @@ def failed():
     return Attempt("pricey", "big/long", "http_503", 503, 0.1)
 
 
-def streamed_call(tokens: int, seconds: float) -> CallOutcome:
-    outcome = CallOutcome("r", "auto", stream=True, offer=OFFER, usage=Usage(10, tokens), ttft_s=0.0)
+def streamed_call(tokens: int, seconds: float, ttft_s: float = 0.0) -> CallOutcome:
+    outcome = CallOutcome("r", "auto", stream=True, offer=OFFER, usage=Usage(10, tokens), ttft_s=ttft_s)
     outcome.attempts.append(Attempt("pricey", "big/long", None, 200, seconds))
     return outcome
 
@@ -62,26 +62,39 @@ async def test_failures_seen_by_two_replicas_open_the_circuit_for_both(replicas)
     for live in (a, b):
         admission = live.admission(OFFER, clock())
         assert not admission.admitted and admission.state is CircuitState.OPEN
-    b.attempt_finished(OFFER, ok(), 0.2)  # a success anywhere closes it everywhere
+    answer(b, OFFER, 0.2)  # a success anywhere closes it everywhere
     assert await sync_b.sync_once() and await sync_a.sync_once()
     assert a.admission(OFFER, clock()).state is CircuitState.CLOSED
 
 
 async def test_latency_ewma_merges_every_replicas_samples(replicas):
     (a, sync_a), (b, sync_b) = replicas[0]
-    a.attempt_finished(OFFER, ok(), 1.0)
+    answer(a, OFFER, 1.0)
     assert await sync_a.sync_once()
-    b.attempt_finished(OFFER, ok(), 0.0)
+    answer(b, OFFER, 0.0)
     assert await sync_b.sync_once() and await sync_a.sync_once()
     for live in (a, b):
         seen = live.observed(OFFER.key)
         assert seen.samples == 2 and seen.ttft_s == pytest.approx(0.5)  # the first samples are averaged
-    a.attempt_finished(OFFER, ok(), 0.5)
-    b.attempt_finished(OFFER, ok(), 1.5)
+    answer(a, OFFER, 0.5)
+    answer(b, OFFER, 1.5)
     assert await sync_a.sync_once() and await sync_b.sync_once() and await sync_a.sync_once()
     for live in (a, b):
         seen = live.observed(OFFER.key)  # 0.5 -> 0.5 (weight 1/3: the mean) -> 0.8 (alpha 0.3 > 1/4)
         assert seen.samples == 4 and seen.ttft_s == pytest.approx(0.8)
+
+
+async def test_ttft_and_whole_answer_latency_are_shared_apart(replicas):
+    (a, sync_a), (b, sync_b) = replicas[0]
+    answer(a, OFFER, 0.2)
+    answer(a, OFFER, stream=False, seconds=3.0)
+    assert await sync_a.sync_once()
+    answer(b, OFFER, stream=False, seconds=5.0)
+    assert await sync_b.sync_once() and await sync_a.sync_once()
+    for live in (a, b):
+        seen = live.observed(OFFER.key)
+        assert (seen.ttft_s, seen.samples) == (pytest.approx(0.2), 1)
+        assert (seen.latency_s, seen.latency_samples) == (pytest.approx(4.0), 2)
 
 
 async def test_retry_after_is_shared(replicas):
@@ -95,7 +108,7 @@ async def test_retry_after_is_shared(replicas):
 async def test_redis_outage_keeps_local_routing_and_catches_up_later(replicas, redis_server):
     (a, sync_a), (b, sync_b) = replicas[0]
     redis_server.stop()
-    a.attempt_finished(OFFER, ok(), 0.5)
+    answer(a, OFFER, 0.5)
     assert a.observed(OFFER.key).ttft_s == 0.5  # routing still learns locally
     assert not await sync_a.sync_once()
     assert sync_a.sync_failures == 1 and a.pending[OFFER.key].ttft == [0.5]  # kept for later
@@ -116,8 +129,8 @@ async def test_a_busy_offer_costs_one_script_call_per_sync(replicas, redis_serve
     try:
         await admin.config_resetstat()
         for i in range(300):
-            a.attempt_finished(OFFER, ok(), 0.1 + (i % 3) / 10)
-            a.call_finished(streamed_call(tokens=100, seconds=2.0))
+            ttft = 0.1 + (i % 3) / 10
+            a.call_finished(streamed_call(tokens=100, seconds=2.0 + ttft, ttft_s=ttft))  # 2 s generating
         assert await sync_a.sync_once()
         stats = await admin.info("commandstats")
         # One script call for the push, one for the pull (which reads every hash at once);
@@ -137,7 +150,7 @@ async def test_a_busy_offer_costs_one_script_call_per_sync(replicas, redis_serve
 async def test_folded_observations_give_the_shared_state_their_sequence_gives(replicas):
     (a, sync_a), (b, sync_b) = replicas[0]
     for attempt in (failed(), failed(), ok(), failed()):  # one sync interval
-        a.attempt_finished(OFFER, attempt, 0.2 if attempt.error is None else None)
+        answer(a, OFFER, 0.2) if attempt.error is None else a.attempt_finished(OFFER, attempt, None)
     assert await sync_a.sync_once() and await sync_b.sync_once()
     assert shared_record(b) == (1, False) and b.observed(OFFER.key).ttft_s == pytest.approx(0.2)
     for _ in range(3):
@@ -151,9 +164,9 @@ async def test_a_success_resets_the_shared_breaker_only_when_its_replica_knew_of
     b.attempt_finished(OFFER, failed(), None)
     b.attempt_finished(OFFER, failed(), None)
     assert await sync_b.sync_once()
-    a.attempt_finished(OFFER, ok(), 0.2)  # a has not pulled b's failures yet: nothing to reset
+    answer(a, OFFER, 0.2)  # a has not pulled b's failures yet: nothing to reset
     assert await sync_a.sync_once() and shared_record(a) == (2, False)
-    a.attempt_finished(OFFER, ok(), 0.2)  # now it knows: this success closes the breaker everywhere
+    answer(a, OFFER, 0.2)  # now it knows: this success closes the breaker everywhere
     assert await sync_a.sync_once() and await sync_b.sync_once()
     assert shared_record(b) == (0, False)
 
@@ -164,7 +177,7 @@ async def test_observations_made_during_an_outage_are_folded_after_the_unsent_on
     a.attempt_finished(OFFER, failed(), None)
     a.attempt_finished(OFFER, failed(), None)
     assert not await sync_a.sync_once()
-    a.attempt_finished(OFFER, ok(), 0.4)  # after the unsent failures: resets them
+    answer(a, OFFER, 0.4)  # after the unsent failures: resets them
     a.attempt_finished(OFFER, failed(), None)
     a.attempt_finished(OFFER, Attempt("pricey", "big/long", "rate_limited", 429, 0.1, 20.0), None)
     redis_server.start()
