@@ -7,7 +7,9 @@ whatever the number of replicas) and pulls the merged values back, every
 `gateway.routing.shared_sync_s`. Each replica thus routes by what all of them saw, a
 fraction of a second late, for a few Redis calls a second rather than one or more per
 request. If Redis is unreachable the gateway keeps routing on its own observations and
-pushes them, still folded, once it is back.
+pushes them, still folded, once it is back. Push and pull fail apart: observations a push
+applied are never sent again (a failure sent twice would count twice), even if the pull
+after it fails; only those a push did not apply are folded into the next round.
 
 Keys, all under one hash tag so that every script's keys live in one Redis Cluster slot:
 `{gw:routing}:keys` (set of `backend\\x1fmodel`) and one hash per backend+model,
