@@ -11,6 +11,9 @@ What it does:
    GET /v1/rankings (the page's default query), back to back or every --poll-interval
    seconds. Prints p50/p99 of each run and the medians per mode, and how many rankings
    answers the pollers got.
+4. With --cpu-phase S: for S seconds, a trickle of chat calls (20/s, so the aggregates change
+   every flush) while the pollers poll back to back; prints the gateway process's CPU time
+   per rankings answer. CPU time is less disturbed than latency by what else runs.
 
     python bench/rankings_poll.py [--code DIR] [--apps 10000] [--rounds 3] [--duration 10]
                                   [--poll-interval 0]
@@ -25,6 +28,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -78,6 +82,32 @@ def poll_rankings(url: str, stop: threading.Event, answers: list[float], interva
             stop.wait(interval)
 
 
+def cpu_phase(url: str, pid: int, seconds: float, pollers: int) -> None:
+    stop = threading.Event()
+    answers: list[float] = []
+    threads = [threading.Thread(target=poll_rankings, args=(url, stop, answers, 0.0)) for _ in range(pollers)]
+
+    def trickle() -> None:
+        body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        with httpx.Client(timeout=30) as client:
+            while not stop.wait(0.05):
+                client.post(url + "/v1/chat/completions", json=body).raise_for_status()
+
+    threads.append(threading.Thread(target=trickle))
+    cpu = cpu_seconds(pid)
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    used = cpu_seconds(pid) - cpu
+    print(
+        f"cpu phase: {seconds:g}s, {len(answers)} rankings answers, gateway CPU {used:.2f}s, "
+        f"{used / max(len(answers), 1) * 1000:.2f} ms CPU per answer"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--code", type=Path, default=REPO, help="the checkout whose gateway runs")
@@ -87,6 +117,7 @@ def main() -> int:
     ap.add_argument("--conc", type=int, default=8)
     ap.add_argument("--pollers", type=int, default=2)
     ap.add_argument("--poll-interval", type=float, default=0.0, help="seconds between one poller's requests")
+    ap.add_argument("--cpu-phase", type=float, default=0.0, help="seconds of trickle chat + pollers, for CPU/answer")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gw-rankings-poll-"))
     procs = Procs()
@@ -110,7 +141,12 @@ def main() -> int:
         }
         python = os.environ.get("BENCH_PYTHON", str(REPO / ".venv/bin/python"))
         cmd = [python, "-m", "gateway", "serve", "--config", str(tmp / "policy.yaml"), "--port", str(GATEWAY)]
-        gateway = procs.start(cmd, env=env, core=1, log=tmp / "gateway.log")
+        # Run from the checkout itself: `python -m` puts the working directory first on sys.path.
+        with open(tmp / "gateway.log", "ab") as log:
+            gateway = subprocess.Popen(
+                ["taskset", "-c", "1", *cmd], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=code
+            )
+        procs.procs.append(gateway)
         url = f"http://127.0.0.1:{GATEWAY}"
         wait_up(url + "/health", timeout=60)
         t = time.perf_counter()
@@ -119,8 +155,10 @@ def main() -> int:
             time.sleep(0.5)
         print(f"# {args.apps} distinct apps recorded in {time.perf_counter() - t:.1f}s; code: {code}")
         t = time.perf_counter()
-        httpx.get(url + "/v1/rankings", timeout=60).raise_for_status()
-        print(f"# one /v1/rankings (default query) after seeding: {(time.perf_counter() - t) * 1000:.1f} ms")
+        first = httpx.get(url + "/v1/rankings", params={"limit": 100}, timeout=60).json()
+        print(f"# one /v1/rankings (limit=100) after seeding: {(time.perf_counter() - t) * 1000:.1f} ms")
+        top = first["apps"]["top"]
+        print(f"#   apps shown: {len(top)}, first: {[(a['app'], a['requests']) for a in top[:3]]}")
         runs: dict[str, list[dict]] = {"alone": [], "polled": []}
         polls: list[float] = []
         for _ in range(args.rounds):
@@ -148,12 +186,16 @@ def main() -> int:
                     f"rankings answers {len(answers)}  gateway CPU {result['gateway_cpu_s']:.1f}s"
                 )
         for mode, results in runs.items():
+            if not results:
+                continue
             p50 = statistics.median(r["p50_ms"] for r in results)
             p99 = statistics.median(r["p99_ms"] for r in results)
             rps = statistics.median(r["rps"] for r in results)
             print(f"median {mode:7} p50 {p50:.2f} ms  p99 {p99:.2f} ms  {rps:.1f} req/s")
         if polls:
             print(f"rankings answers: {len(polls)}, median {statistics.median(polls) * 1000:.1f} ms")
+        if args.cpu_phase:
+            cpu_phase(url, gateway.pid, args.cpu_phase, args.pollers)
         return 0
     finally:
         procs.stop_all()
