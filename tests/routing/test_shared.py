@@ -253,6 +253,8 @@ def cluster_node():
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", ""]
     args += ["--appendonly", "no", "--cluster-enabled", "yes", "--logfile", str(workdir / "redis.log")]
+    # The cluster bus defaults to port + 10000, which may be taken or past 65535: pick one too.
+    args += ["--cluster-port", str(free_port())]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     client = redis.Redis(port=port, socket_timeout=0.5)
     try:
