@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     usage_flush_s: float = 1.0
     usage_buffer_max: int = 100_000
     usage_shutdown_flush_s: float = 10.0
+    # Apps (HTTP-Referer) with a row of their own in a day's aggregates; later ones count as `others`.
+    usage_max_apps_per_day: int = Field(default=1000, ge=1)
+    # Seconds a /v1/rankings answer is served from memory before a background refresh; 0: none kept.
+    rankings_refresh_s: float = Field(default=5.0, ge=0)
     # Who writes usage to the store: a child process (`process`: the writes' CPU stays off the
     # proxy's event loop) or the gateway process itself (`inline`: one process, for a
     # one-core container where a second process would only compete for the same core).

@@ -1,10 +1,11 @@
 """GET /v1/rankings (OpenRouter-style rankings of this gateway's traffic), GET /v1/rankings/series
 (tokens per model per day or week, for the chart) and the /rankings web page.
 
-Rankings are computed on a thread (a month's takes up to a few hundred milliseconds of
-CPU, which on the event loop would stall every proxied call of this worker), and an answer
-is reused while the aggregates it was computed from have not changed (`AnswerMemo`): a
-page polled by many viewers costs one computation per change, and an answer is never stale.
+Rankings are computed on a thread (a month's takes tens of milliseconds of CPU, which on
+the event loop would stall every proxied call of this worker), kept and served from memory
+for `GATEWAY_RANKINGS_REFRESH_S`, then refreshed in the background (`RefreshedAnswers`): a
+page polled by many viewers costs at most one computation per query per interval. A refresh
+is skipped while the aggregates it reads have not changed (`AnswerMemo`).
 
 The page is a static HTML file plus a small script under gateway/web/, read once at
 startup: no build step, no CDN, nothing fetched from outside the gateway. So its files are
@@ -26,6 +27,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.answers import RefreshedAnswers
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
 from gateway.usage.rankings import (
@@ -116,6 +118,7 @@ def _spans(query: RankingQuery | SeriesQuery) -> dict[str, Period]:
 
 def register(app: FastAPI) -> None:
     memo = AnswerMemo()
+    answers = RefreshedAnswers()
 
     async def rankings(request: Request) -> Response:
         state: AppState = request.app.state.gateway
@@ -127,12 +130,16 @@ def register(app: FastAPI) -> None:
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
-        prices = prices_of(state.config.current)
-        try:
-            days = await store.read_aggregates(spans)
-        except Exception as exc:
-            raise _unavailable(exc) from None
-        return _json(await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices)))
+
+        async def produce() -> bytes:
+            prices = prices_of(state.config.current)
+            try:
+                days = await store.read_aggregates(spans)
+            except Exception as exc:
+                raise _unavailable(exc) from None
+            return await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices))
+
+        return _json(await answers.answer(query, produce, state.settings.rankings_refresh_s))
 
     async def series(request: Request) -> Response:
         state: AppState = request.app.state.gateway
@@ -146,11 +153,15 @@ def register(app: FastAPI) -> None:
         except QueryError as exc:
             raise GatewayError(400, str(exc), param=exc.param, code="invalid_value") from None
         store = _store(state)
-        try:
-            days = await store.read_aggregates(spans)
-        except Exception as exc:
-            raise _unavailable(exc) from None
-        return _json(await memo.answer(query, days, lambda: compute_series(query, days)))
+
+        async def produce() -> bytes:
+            try:
+                days = await store.read_aggregates(spans)
+            except Exception as exc:
+                raise _unavailable(exc) from None
+            return await memo.answer(query, days, lambda: compute_series(query, days))
+
+        return _json(await answers.answer(query, produce, state.settings.rankings_refresh_s))
 
     web = resources.files("gateway") / "web"
     pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}

@@ -9,7 +9,7 @@ Folding keeps the shared result what applying each observation in order would gi
 - circuit: a success only matters when the breaker had failures (`reset`); failures after
   the last reset are counted (`failures`) with the time and threshold of the last one;
 - Retry-After: only the latest end counts (`blocked_until`);
-- latency and throughput samples stay a list, replayed in order into the shared EWMA,
+- TTFT, latency and throughput samples stay a list, replayed in order into the shared EWMA,
   as its early samples are weighted by count. At most `MAX_SAMPLES` are kept per interval
   (the oldest go first, but still count): with the default `ewma_alpha` of 0.3 a sample
   that old weighs less than 1e-30 in the mean.
@@ -33,6 +33,8 @@ class PendingShare:
     ttft_count: int = 0  # samples observed, kept or not
     tps: list[float] = field(default_factory=list)
     tps_count: int = 0
+    latency: list[float] = field(default_factory=list)  # whole non-streamed answers
+    latency_count: int = 0
     alpha: float = 0.3
     updated_at: float = 0.0
 
@@ -54,6 +56,11 @@ class PendingShare:
         self.ttft_count += 1
         self.alpha, self.updated_at = alpha, now
 
+    def sample_latency(self, value: float, alpha: float, now: float) -> None:
+        _append(self.latency, value)
+        self.latency_count += 1
+        self.alpha, self.updated_at = alpha, now
+
     def sample_tps(self, value: float, alpha: float, now: float) -> None:
         _append(self.tps, value)
         self.tps_count += 1
@@ -72,7 +79,9 @@ class PendingShare:
             ttft_count=self.ttft_count + newer.ttft_count,
             tps=(self.tps + newer.tps)[-MAX_SAMPLES:],
             tps_count=self.tps_count + newer.tps_count,
-            alpha=newer.alpha if newer.ttft_count or newer.tps_count else self.alpha,
+            latency=(self.latency + newer.latency)[-MAX_SAMPLES:],
+            latency_count=self.latency_count + newer.latency_count,
+            alpha=newer.alpha if newer.ttft_count or newer.tps_count or newer.latency_count else self.alpha,
             updated_at=max(self.updated_at, newer.updated_at),
         )
         return merged

@@ -36,6 +36,8 @@ def explanation(decision: RoutingDecision, live: LiveState | None = None) -> dic
                 "tokens_per_s": seen.tokens_per_s,
                 "samples": seen.samples,
                 "tokens_per_s_samples": seen.tps_samples,
+                "latency_s": seen.latency_s,
+                "latency_samples": seen.latency_samples,
             }
         candidates.append(entry)
     return {

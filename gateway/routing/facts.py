@@ -26,6 +26,7 @@ class RequestFacts:
     completion_asked: bool  # whether the client set max_tokens / max_completion_tokens
     needs: frozenset[str]  # capabilities the request needs: tools, json, json_schema, vision
     reasoning_asked: bool  # reasoning / reasoning_effort fields present
+    stream: bool = False  # streamed: ranked by time to first token, else by whole latency
 
     @property
     def total_tokens(self) -> int:
@@ -69,4 +70,5 @@ def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
         bool(asked),
         frozenset(needs) if needs else NEEDS_NOTHING,
         bool(payload.get("reasoning") or payload.get("reasoning_effort") or payload.get("thinking")),
+        chat.stream,
     )

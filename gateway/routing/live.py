@@ -1,7 +1,10 @@
 """What the running gateway has observed about its backends, in one object.
 
-`LiveState` is both the call observer that learns (attempt results feed the EWMA stats and
-the circuit breakers) and the read-only view the routing pipeline consults on every request.
+`LiveState` is both the call observer that learns (attempt results feed the circuit breakers,
+answered calls the EWMA stats) and the read-only view the routing pipeline consults on every
+request. Timings are learnt from `call_finished`, the one event that says whether the call
+streamed: a stream's time to first token and a non-streamed call's whole latency go to
+separate statistics.
 It lives in AppState (`state.stats`), survives config reloads, and holds no I/O: sharing it
 between replicas is `gateway.routing.shared`'s job, which reads what this object folds into
 `pending` (one `PendingShare` per backend+model) once per sync interval.
@@ -154,10 +157,6 @@ class LiveState:
                 self.circuits.success(key)
                 if pending is not None:
                     pending.success()  # a success after no failure changes nothing shared: not sent
-            if ttft_s is not None and ttft_s >= 0:
-                self.stats.record_ttft(key, ttft_s, routing.ewma_alpha, now)
-                if pending is not None:
-                    pending.sample_ttft(ttft_s, routing.ewma_alpha, now)
             return
         retry_after = attempt.retry_after_s
         if attempt.error == "rate_limited" and retry_after:
@@ -174,19 +173,29 @@ class LiveState:
 
     def call_finished(self, outcome: CallOutcome) -> None:
         offer, usage = outcome.offer, outcome.usage
-        if offer is None or usage is None or outcome.status >= 400 or not outcome.attempts:
+        if offer is None or outcome.status >= 400 or not outcome.attempts or outcome.attempts[-1].error is not None:
             return
-        if usage.completion_tokens <= 0:
+        alpha = self._snapshot().config.gateway.routing.ewma_alpha
+        now = self.clock()
+        key = offer.key
+        pending = self._pending(key)
+        duration = outcome.attempts[-1].duration_s  # the attempt that answered, not the earlier ones
+        if outcome.stream:
+            if outcome.ttft_s is not None and outcome.ttft_s >= 0:
+                self.stats.record_ttft(key, outcome.ttft_s, alpha, now)
+                if pending is not None:
+                    pending.sample_ttft(outcome.ttft_s, alpha, now)
+        elif duration >= 0:
+            self.stats.record_latency(key, duration, alpha, now)
+            if pending is not None:
+                pending.sample_latency(duration, alpha, now)
+        if usage is None or usage.completion_tokens <= 0:
             return
-        duration = outcome.attempts[-1].duration_s
         generating = duration - (outcome.ttft_s or 0.0) if outcome.stream else duration
         if generating < 0.005:
             return  # too short to say anything about speed
-        alpha = self._snapshot().config.gateway.routing.ewma_alpha
-        now = self.clock()
         tokens_per_s = usage.completion_tokens / generating
-        self.stats.record_throughput(offer.key, tokens_per_s, alpha, now)
-        pending = self._pending(offer.key)
+        self.stats.record_throughput(key, tokens_per_s, alpha, now)
         if pending is not None:
             pending.sample_tps(tokens_per_s, alpha, now)
 

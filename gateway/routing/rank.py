@@ -3,7 +3,10 @@
 Strategies (lower score first):
 - `cost`: this request's price, estimated prompt tokens x input price + completion budget x
   output price (ties: the faster backend first);
-- `latency`: observed time to first token (EWMA per backend+model);
+- `latency`: the observed wait that matches the request (EWMA per backend+model): time to
+  first token for a stream, the whole answer's latency for a non-streamed call. While a
+  candidate has no sample of that one, the other stands in (TTFT, a lower bound of the
+  whole latency; or latency, an upper bound of TTFT), then the prior `prior_ttft_s`;
 - `throughput`: observed completion tokens per second, highest first;
 - `ordered`: the order written in the config or the request;
 - `weighted`: a weighted random order (weights from the route, else each offer's `weight`),
@@ -84,6 +87,29 @@ def weight_of(candidate: Candidate, weights: dict[str, float]) -> float:
 COST_DETAIL = "${:.6f} = {:,} in x ${:g} + {:,} out x ${:g} per 1M"
 
 
+_WAIT_TEXT = {
+    (True, True): "ttft {:.3f}s (EWMA of {}){}",
+    (True, False): "ttft unknown, latency {:.3f}s stands in (EWMA of {}){}",
+    (False, True): "latency {:.3f}s (EWMA of {}){}",
+    (False, False): "latency unknown, ttft {:.3f}s stands in (EWMA of {}){}",
+}
+
+
+def observed_wait(seen: Observed | None, stream: bool) -> tuple[float | None, int, int, bool]:
+    """(EWMA, its samples, samples of the matching statistic, whether it is the matching one)
+    of the wait a request sees: a stream's time to first token, a non-streamed call's whole
+    latency; the other statistic when the matching one has no samples; None when neither has."""
+    if seen is None:
+        return None, 0, 0, True
+    if stream:
+        if seen.ttft_s is not None:
+            return seen.ttft_s, seen.samples, seen.samples, True
+        return seen.latency_s, seen.latency_samples, 0, False
+    if seen.latency_s is not None:
+        return seen.latency_s, seen.latency_samples, seen.latency_samples, True
+    return seen.ttft_s, seen.samples, 0, False
+
+
 def score(
     candidate: Candidate,
     strategy: str,
@@ -95,9 +121,8 @@ def score(
 ) -> tuple[float, float, bool, str, tuple]:
     """The candidate's score, a secondary tie-break value, whether it is still unexplored,
     and the score's explanation as a format string and its arguments (formatted when read)."""
-    samples = seen.samples if seen else 0
-    ttft = seen.ttft_s if seen and seen.ttft_s is not None else None
-    ttft_value = ttft if ttft is not None else settings.prior_ttft_s
+    wait, samples, matching_samples, matching = observed_wait(seen, facts.stream)
+    ttft_value = wait if wait is not None else settings.prior_ttft_s
     if strategy == "cost":
         spec = candidate.offer.spec
         budget = completion_budget(candidate, facts)
@@ -110,11 +135,12 @@ def score(
             (cost, facts.prompt_tokens, spec.input_price, budget, spec.output_price),
         )
     if strategy == "latency":
-        unexplored = samples < settings.explore_min_samples
+        unexplored = matching_samples < settings.explore_min_samples
         suffix = ", exploring" if unexplored else ""
-        if ttft is None:
-            return ttft_value, 0.0, unexplored, "ttft prior {:g}s (untried){}", (ttft_value, suffix)
-        return ttft_value, 0.0, unexplored, "ttft {:.3f}s (EWMA of {}){}", (ttft, samples, suffix)
+        if wait is None:
+            kind = "ttft" if facts.stream else "latency"
+            return ttft_value, 0.0, unexplored, kind + " prior {:g}s (untried){}", (ttft_value, suffix)
+        return ttft_value, 0.0, unexplored, _WAIT_TEXT[(facts.stream, matching)], (wait, samples, suffix)
     if strategy == "throughput":
         tps = seen.tokens_per_s if seen and seen.tokens_per_s is not None else None
         tps_samples = seen.tps_samples if seen else 0
@@ -166,14 +192,16 @@ def order_candidates(
     entries: list[Entry] = []
     if strategy == "cost":  # the default: in line
         prompt, reserve, asked = facts.prompt_tokens, facts.completion_tokens, facts.completion_asked
-        prior = settings.prior_ttft_s
+        prior, stream = settings.prior_ttft_s, facts.stream
         for candidate, admission in eligible:
             limit = candidate.max_output_tokens
             budget = reserve if asked or limit is None or reserve <= limit else limit
             input_price, output_price = candidate.input_price, candidate.output_price
             cost = (prompt * input_price + budget * output_price) / 1_000_000
             seen = observed(candidate.key) if observed is not None else None
-            ttft = seen.ttft_s if seen is not None and seen.ttft_s is not None else prior
+            ttft = observed_wait(seen, stream)[0] if seen is not None else None
+            if ttft is None:
+                ttft = prior
             cooling = 1 if admission is not None and admission.cooling_for_s > 0 else 0
             pin = _pin(candidate, order) if order else 0
             entries.append(

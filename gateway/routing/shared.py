@@ -7,11 +7,20 @@ whatever the number of replicas) and pulls the merged values back, every
 `gateway.routing.shared_sync_s`. Each replica thus routes by what all of them saw, a
 fraction of a second late, for a few Redis calls a second rather than one or more per
 request. If Redis is unreachable the gateway keeps routing on its own observations and
-pushes them, still folded, once it is back.
+pushes them, still folded, once it is back. Push and pull fail apart: observations a push
+applied are never sent again (a failure sent twice would count twice), even if the pull
+after it fails; only those a push did not apply are folded into the next round.
 
-Keys: `gw:routing:keys` (set of `backend\\x1fmodel`) and one hash per backend+model,
-`gw:routing:k:<backend>\\x1f<model>`, idle-expired after a day. The hash fields are the
-ones earlier versions wrote, so replicas of both can share a Redis during a rolling update.
+Keys, all under one hash tag so that every script's keys live in one Redis Cluster slot:
+`{gw:routing}:keys` (set of `backend\\x1fmodel`) and one hash per backend+model,
+`{gw:routing}:k:<backend>\\x1f<model>`. Both expire `ttl_s` (a day) after the last push
+that touched them, and a pull removes from the set the members whose hash has expired, so
+a backend+model no replica serves any more leaves Redis within a day. Every key a script
+touches is passed in its KEYS.
+
+Earlier versions used untagged keys (`gw:routing:...`): during a rolling upgrade old and
+new replicas do not see each other's observations (each group shares within itself), and
+the old keys expire a day after the last old replica stops.
 """
 
 from __future__ import annotations
@@ -29,15 +38,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.routing")
 
-PREFIX = "gw:routing:"
+PREFIX = "{gw:routing}:"
 KEYSET = PREFIX + "keys"
+TTL_S = 86400
 _SEP = "\x1f"
 
 # ARGV: member, reset (0/1), failures, failed_at, threshold, blocked_until, alpha, updated_at,
-#       ttft kept, ttft observed, tps kept, tps observed, then the kept ttft and tps samples.
+#       ttft kept, ttft observed, tps kept, tps observed, ttl, latency kept, latency observed,
+#       then the kept ttft, tps and latency samples.
+# KEYS: the backend+model's hash, the key set.
 _APPLY = """
 local h = KEYS[1]
+local ttl = ARGV[13]
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ttl)
 local alpha = tonumber(ARGV[7])
 local function merge(field, count_field, first, kept, observed)
   if observed == 0 then return end
@@ -53,9 +67,10 @@ local function merge(field, count_field, first, kept, observed)
   end
   redis.call('HSET', h, field, string.format('%.6f', value), count_field, n, 'updated_at', ARGV[8])
 end
-local ttft_kept, tps_kept = tonumber(ARGV[9]), tonumber(ARGV[11])
-merge('ttft', 'samples', 13, ttft_kept, tonumber(ARGV[10]))
-merge('tps', 'tps_samples', 13 + ttft_kept, tps_kept, tonumber(ARGV[12]))
+local ttft_kept, tps_kept, latency_kept = tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[14])
+merge('ttft', 'samples', 16, ttft_kept, tonumber(ARGV[10]))
+merge('tps', 'tps_samples', 16 + ttft_kept, tps_kept, tonumber(ARGV[12]))
+merge('latency', 'latency_samples', 16 + ttft_kept + tps_kept, latency_kept, tonumber(ARGV[15]))
 if ARGV[2] == '1' then
   redis.call('HSET', h, 'failures', 0, 'opened_at', 0)
 end
@@ -69,8 +84,20 @@ local blocked = tonumber(ARGV[6])
 if blocked > 0 and blocked > tonumber(redis.call('HGET', h, 'blocked_until') or '0') then
   redis.call('HSET', h, 'blocked_until', ARGV[6])
 end
-redis.call('EXPIRE', h, 86400)
+redis.call('EXPIRE', h, ttl)
 return 1
+"""
+
+# Reads every listed backend+model's hash; drops from the key set those that expired.
+# KEYS: the key set, then the hashes; ARGV: the members the hashes belong to, in that order.
+_READ = """
+local rows = {}
+for i = 2, #KEYS do
+  local row = redis.call('HGETALL', KEYS[i])
+  if #row == 0 then redis.call('SREM', KEYS[1], ARGV[i - 1]) end
+  rows[i - 1] = row
+end
+return rows
 """
 
 
@@ -82,7 +109,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def script_args(name: str, share: PendingShare) -> list:
+def hash_key(name: str) -> str:
+    return PREFIX + "k:" + name
+
+
+def script_args(name: str, share: PendingShare, ttl_s: int = TTL_S) -> list:
     """The script's ARGV for one backend+model's folded observations."""
     return [
         name,
@@ -97,8 +128,12 @@ def script_args(name: str, share: PendingShare) -> list:
         share.ttft_count,
         len(share.tps),
         share.tps_count,
+        ttl_s,
+        len(share.latency),
+        share.latency_count,
         *map(repr, share.ttft),
         *map(repr, share.tps),
+        *map(repr, share.latency),
     ]
 
 
@@ -110,13 +145,15 @@ def _float(raw: dict[str, str], field: str) -> float | None:
 class SharedLiveState:
     """Keeps one `LiveState` in step with every other replica's through Redis."""
 
-    def __init__(self, redis: Redis, live: LiveState, interval_s: float = 0.5) -> None:
+    def __init__(self, redis: Redis, live: LiveState, interval_s: float = 0.5, ttl_s: int = TTL_S) -> None:
         self.redis = redis
         self.live = live
         self.interval_s = interval_s
+        self.ttl_s = ttl_s
         self.sync_failures = 0  # consecutive; for logs and a metric later
         live.share_with_replicas()
         self._script = redis.register_script(_APPLY)
+        self._read = redis.register_script(_READ)
 
     async def run(self) -> None:
         while True:
@@ -127,40 +164,57 @@ class SharedLiveState:
         taken = self.live.take_pending()
         try:
             await self._push(taken)
+        except Exception as exc:
+            return self._failed(exc)
+        # Pushed: whatever happens to the pull, these observations are in Redis now and must
+        # not be sent again (a failure pushed twice would open the shared circuit early).
+        try:
             await self._pull()
         except Exception as exc:
-            self.live.put_back(taken)  # pushed again next round, folded with what comes meanwhile
-            self.sync_failures += 1
-            if self.sync_failures == 1:
-                log.warning("cannot share routing stats through Redis (%s); routing on local observations", exc)
-            return False
+            return self._failed(exc)
         if self.sync_failures:
             log.info("routing stats shared through Redis again after %d failed syncs", self.sync_failures)
         self.sync_failures = 0
         return True
 
+    def _failed(self, exc: Exception) -> bool:
+        self.sync_failures += 1
+        if self.sync_failures == 1:
+            log.warning("cannot share routing stats through Redis (%s); routing on local observations", exc)
+        return False
+
     async def _push(self, taken: dict[Key, PendingShare]) -> None:
+        """Apply `taken`; what was not applied is put back, to be pushed again next round,
+        folded with what comes meanwhile. If the connection fails, every share is put back:
+        a script whose answer was lost may then apply twice, the rarer and lesser error."""
         if not taken:
             return
         pipe = self.redis.pipeline(transaction=False)
         for key, share in taken.items():
             name = member(key)
-            await self._script(keys=[PREFIX + "k:" + name, KEYSET], args=script_args(name, share), client=pipe)
-        await pipe.execute()
+            await self._script(keys=[hash_key(name), KEYSET], args=script_args(name, share, self.ttl_s), client=pipe)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self.live.put_back(taken)
+            raise
+        errors = [result for result in results if isinstance(result, Exception)]
+        if errors:
+            self.live.put_back(
+                {key: share for (key, share), result in zip(taken.items(), results) if isinstance(result, Exception)}
+            )
+            raise errors[0]
 
     async def _pull(self) -> None:
         members = await self.redis.smembers(KEYSET)
         if not members:
             return
         names = sorted(_text(m) for m in members)
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hgetall(PREFIX + "k:" + name)
-        rows = await pipe.execute()
+        rows = await self._read(keys=[KEYSET, *map(hash_key, names)], args=names)
         for name, row in zip(names, rows):
             if not row or _SEP not in name:
                 continue
-            raw = {_text(k): _text(v) for k, v in row.items()}
+            raw = {_text(k): _text(v) for k, v in zip(row[::2], row[1::2])}
             backend, model = name.split(_SEP, 1)
             key = (backend, model)
             observed = Observed(
@@ -169,8 +223,10 @@ class SharedLiveState:
                 samples=int(raw.get("samples", 0)),
                 tps_samples=int(raw.get("tps_samples", 0)),
                 updated_at=_float(raw, "updated_at") or 0.0,
+                latency_s=_float(raw, "latency"),
+                latency_samples=int(raw.get("latency_samples", 0)),
             )
-            if observed.samples or observed.tps_samples:
+            if observed.samples or observed.tps_samples or observed.latency_samples:
                 self.live.stats.replace(key, observed)
             self.live.circuits.replace(
                 key,

@@ -1,4 +1,8 @@
-"""Observed performance per backend+model: EWMA of time to first token and of throughput.
+"""Observed performance per backend+model: EWMAs of time to first token, latency and throughput.
+
+Time to first token comes from streamed answers only, latency (the whole answer) from
+non-streamed ones: they measure different waits, and one average of both made a backend
+that streams quickly look slow (or one that answers short requests whole look fast).
 
 In-memory, updated by the routing observer after each attempt; read by the ranking on every
 request, so reads are a dict lookup. With Redis configured, `gateway.routing.shared` merges
@@ -15,11 +19,13 @@ Key = tuple[str, str]  # (backend, model)
 
 @dataclass(slots=True)
 class Observed:
-    ttft_s: float | None = None  # EWMA of time to first token (whole answer for non-streamed calls)
+    ttft_s: float | None = None  # EWMA of time to first token of streamed answers
     tokens_per_s: float | None = None  # EWMA of completion tokens per second
     samples: int = 0  # TTFT observations so far
     tps_samples: int = 0
     updated_at: float = 0.0
+    latency_s: float | None = None  # EWMA of the whole answer's time, non-streamed answers
+    latency_samples: int = 0
 
 
 def ewma(previous: float | None, value: float, alpha: float, samples: int = 0) -> float:
@@ -56,6 +62,14 @@ class StatsBook:
             entry = self._entries[key] = Observed()
         entry.ttft_s = ewma(entry.ttft_s, ttft_s, alpha, entry.samples)
         entry.samples += 1
+        entry.updated_at = now
+
+    def record_latency(self, key: Key, latency_s: float, alpha: float, now: float) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = Observed()
+        entry.latency_s = ewma(entry.latency_s, latency_s, alpha, entry.latency_samples)
+        entry.latency_samples += 1
         entry.updated_at = now
 
     def record_throughput(self, key: Key, tokens_per_s: float, alpha: float, now: float) -> None:

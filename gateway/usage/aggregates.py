@@ -15,6 +15,11 @@ cleaned of control characters before they get here):
 
 Authors and backends are not kept separately: each is a function of the `model`/`offer` keys.
 App titles are not counters; they travel beside the increments (`titles`).
+
+Apps are named by clients (HTTP-Referer), so a day's app table is bounded: the first
+`max_apps` apps of a UTC day (in the order the store writes their events) keep a row of
+their own; calls of any later app count in one `OTHER_APPS` row, so totals stay exact and
+a client inventing names grows nothing (`DayApps`, applied by both stores as they write).
 Cost is kept in nano-dollars so that sums are exact integers.
 """
 
@@ -24,7 +29,7 @@ import functools
 import math
 import operator
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -39,6 +44,11 @@ _LOG_BASE = math.log(_BUCKET_BASE)
 MEASURES = ("tps", "latency_ms", "ttft_ms")
 
 NANOS_PER_USD = 1_000_000_000
+
+# The app row of the calls of apps past a day's limit. A control character keeps it apart
+# from every client-supplied name (`clean_label` removes them).
+OTHER_APPS = "\x1eothers"
+MAX_APPS_PER_DAY = 1_000
 
 
 def bucket_of(value: float) -> int:
@@ -166,22 +176,57 @@ def event_increments(event: UsageEvent) -> list[tuple[str, str, int]]:
     return out
 
 
+class DayApps:
+    """The apps one day's table holds, and which row a call of an app goes to.
+
+    An app already there keeps its row; a new one gets a row while fewer than `limit` apps
+    have one, else it counts in `OTHER_APPS` (whose row is not one of the `limit`).
+    """
+
+    __slots__ = ("known", "limit")
+
+    def __init__(self, known: Iterable[str], limit: int) -> None:
+        self.known = set(known)
+        self.known.discard(OTHER_APPS)
+        self.limit = limit
+
+    def row_of(self, app: str) -> str:
+        known = self.known
+        if app in known:
+            return app
+        if len(known) < self.limit:
+            known.add(app)
+            return app
+        return OTHER_APPS
+
+
 class IncrementBatch:
     """Increments of many events summed per (day, part, field): what a bulk write applies.
 
     Events are summed per day and group first (a few integer additions per event); field
-    names are spelled out once per group, when `sums` is read.
+    names are spelled out once per group, when `sums` is read. With `apps` (the day's
+    `DayApps`, built by the store from what it holds), an app past the day's limit counts
+    in `OTHER_APPS`, and its title is not kept; without it apps are not bounded (bulk loads
+    of known history).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, apps: Callable[[date], DayApps] | None = None) -> None:
         self._groups: dict[tuple[date, Group], tuple[int, ...]] = {}
         self._hist: dict[tuple[date, str, str, str, int], int] = defaultdict(int)
         self.titles: dict[tuple[date, str], str] = {}
+        self._apps = apps
+        self._day_apps: dict[date, DayApps] = {}
 
     def add(self, event: UsageEvent, times: int = 1, day: date | None = None) -> None:
         """Count `event` (`times` times, on `day` if given: bulk loads of synthetic history)."""
         day = event.day if day is None else day
-        key = (day, (event.model, event.backend, event.category, event.app))
+        app = event.app
+        if app and self._apps is not None:
+            apps = self._day_apps.get(day)
+            if apps is None:
+                apps = self._day_apps[day] = self._apps(day)
+            app = apps.row_of(app)
+        key = (day, (event.model, event.backend, event.category, app))
         values = metric_values(event)
         if times != 1:
             values = tuple(value * times for value in values)
@@ -189,8 +234,8 @@ class IncrementBatch:
         self._groups[key] = values if totals is None else tuple(map(operator.add, totals, values))
         for measure, bucket in hist_buckets(event):
             self._hist[(day, event.backend, event.model, measure, bucket)] += times
-        if event.app and event.app_title:
-            self.titles[(day, event.app)] = event.app_title
+        if app and app == event.app and event.app_title:
+            self.titles[(day, app)] = event.app_title
 
     @property
     def sums(self) -> dict[tuple[date, str, str], int]:

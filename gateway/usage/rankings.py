@@ -5,7 +5,9 @@ inclusive (day 1, week 7, month 30); the previous window is the N days just befo
 tokens = prompt + completion; share = fraction of the window's tokens; growth =
 tokens / previous_tokens - 1 (None without previous tokens). An app's trend is its window
 tokens minus the mean of its tokens in the three preceding windows. Ties are broken by name
-so that every store and every replica produce the same order.
+so that every store and every replica produce the same order. The calls of apps past a
+day's app limit (`gateway.usage.aggregates.OTHER_APPS`) rank among the top apps as one row,
+`"app": "others"` titled "Others"; it is not an app, so it never trends.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.usage.aggregates import (
     MEASURES,
     NANOS_PER_USD,
+    OTHER_APPS,
     Counters,
     DayRows,
     bucket_value,
@@ -321,14 +324,16 @@ def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, An
     for d in sorted(days):
         if d <= period.end:
             titles.update(days[d].titles)
+    ordered = _ordered(current)
     rows = []
-    for rank, (app, c) in enumerate(_ordered(current), 1):
+    for rank, (app, c) in enumerate(ordered, 1):
         history = [p[app].tokens if app in p else 0 for p in preceding]
+        others = app == OTHER_APPS
         rows.append(
             {
                 "rank": rank,
-                "app": app,
-                "title": titles.get(app),
+                "app": "others" if others else app,
+                "title": "Others" if others else titles.get(app),
                 "tokens": c.tokens,
                 "requests": c.requests,
                 "share": _ratio(c.tokens, total),
@@ -337,7 +342,8 @@ def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, An
                 "trend": round(c.tokens - sum(history) / len(history), 3),
             }
         )
-    trending = sorted(rows, key=lambda r: (-r["trend"], r["app"]))
+    apps = (row for (app, _), row in zip(ordered, rows) if app != OTHER_APPS)  # "others" never trends
+    trending = sorted(apps, key=lambda r: (-r["trend"], r["app"]))
     return {"top": rows[:limit], "trending": [{**r, "trending_rank": i} for i, r in enumerate(trending[:limit], 1)]}
 
 

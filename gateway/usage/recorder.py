@@ -299,6 +299,7 @@ def install_recorder(
             cpus=settings.writer_cpus(),
             retention=retention_of(settings),
             events_redis_url=settings.redis_events_url,
+            max_apps_per_day=settings.usage_max_apps_per_day,
         )
     recorder = UsageRecorder(
         writer,

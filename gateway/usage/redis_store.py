@@ -5,6 +5,7 @@ one Redis Cluster slot and one Lua script can update it atomically):
 
     {usage:2025-01-06}:model | :category | :app | :offer | :hist   hashes of counters
     {usage:2025-01-06}:titles                                        app -> title
+    {usage:2025-01-06}:apps                                          apps with a row (set, 2 days)
     {usage:2025-01-06}:events                                        raw events (stream), for export
     {usage:2025-01-06}:seen:<event id>                               idempotency marker
 
@@ -35,7 +36,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.usage.aggregates import (
+    MAX_APPS_PER_DAY,
     METRICS,
+    OTHER_APPS,
     PARTS,
     DayRows,
     Group,
@@ -54,11 +57,16 @@ from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-_DAY_KEYS = (*PARTS, "titles", "events")  # KEYS order the script relies on
+_DAY_KEYS = (*PARTS, "titles", "events", "apps")  # KEYS order the script relies on
 _PART_INDEX = {part: i + 1 for i, part in enumerate(_DAY_KEYS)}  # Lua's 1-based KEYS index
-_TITLES, _EVENTS = _PART_INDEX["titles"], _PART_INDEX["events"]
+_TITLES, _EVENTS, _APPS = _PART_INDEX["titles"], _PART_INDEX["events"], _PART_INDEX["apps"]
 _HIST = _PART_INDEX["hist"]
 _NO_TITLE = 0
+
+
+def _lua_string(text: str) -> str:
+    return "'" + "".join(f"\\{ord(ch)}" for ch in text) + "'"
+
 
 # Applies one day's events in one call. Per event whose id is new: its counters are summed
 # per field in Lua, its app title kept, its raw copy appended to the stream; then one HINCRBY
@@ -72,7 +80,11 @@ _NO_TITLE = 0
 #                1-based indexes in f of the fields it adds to;
 #            t = titles, [app, title] each;
 #            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...],
-#                or [0] for a row that only goes to the stream (a failed attempt before a call's final row).
+#                or [0] for a row that only goes to the stream (a failed attempt before a call's final row);
+#            a = per group, its app ('' for none); o = per group with an app, the same group
+#                with OTHER_APPS (where its events count if the app gets no row); n = max apps.
+# An app gets a row of the day while the `apps` set (rebuilt from the app hash if it expired)
+# holds fewer than n apps; the set lives two days past its day's last write.
 # Sums are doubles in Lua: a field's sum is written before it would pass 2^53, so it stays exact.
 _RECORD_DAY = f"""
 local fixed = {len(_DAY_KEYS)}
@@ -81,6 +93,29 @@ local seen_ttl, maxlen = ARGV[1], ARGV[2]
 local stream_expires, aggregates_expire = tonumber(ARGV[3]), tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
 local fields, groups, titles = batch.f, batch.g, batch.t
+local group_apps, others, max_apps = batch.a, batch.o, batch.n
+local apps_key, app_count, admitted = KEYS[{_APPS}], nil, {{}}
+local function admit(app)
+  local own = admitted[app]
+  if own ~= nil then return own end
+  if app_count == nil then
+    if redis.call('EXISTS', apps_key) == 0 then
+      for _, f in ipairs(redis.call('HKEYS', KEYS[{_PART_INDEX["app"]}])) do
+        local name = string.match(f, '^(.*)\\31')
+        if name ~= {_lua_string(OTHER_APPS)} then redis.call('SADD', apps_key, name) end
+      end
+    end
+    app_count = redis.call('SCARD', apps_key)
+  end
+  own = redis.call('SISMEMBER', apps_key, app) == 1
+  if not own and app_count < max_apps then
+    redis.call('SADD', apps_key, app)
+    app_count = app_count + 1
+    own = true
+  end
+  admitted[app] = own
+  return own
+end
 local sums, app_titles = {{}}, {{}}
 local exact = 9007199254740992
 local function add(f, v)
@@ -95,7 +130,12 @@ local added = 0
 for i, e in ipairs(batch.e) do
   if redis.call('SET', KEYS[fixed + i], '1', 'NX', 'EX', seen_ttl) then
     if e[1] ~= 0 then
-      local group = groups[e[1]]
+      local g, own = e[1], true
+      if group_apps[g] ~= '' then
+        own = admit(group_apps[g])
+        if not own then g = others[g] end
+      end
+      local group = groups[g]
       for m = 1, metrics do
         local v = e[m + 1]
         if v ~= 0 then
@@ -103,7 +143,7 @@ for i, e in ipairs(batch.e) do
         end
       end
       local t = e[metrics + 2]
-      if t ~= {_NO_TITLE} then app_titles[titles[t][1]] = titles[t][2] end
+      if t ~= {_NO_TITLE} and own then app_titles[titles[t][1]] = titles[t][2] end
       for h = metrics + 3, #e do add(e[h], 1) end
     end
     if stream_expires >= 0 then
@@ -123,6 +163,9 @@ if added > 0 and stream_expires > 0 then
 end
 if added > 0 and aggregates_expire > 0 then
   for k = 1, {_TITLES} do redis.call('EXPIREAT', KEYS[k], aggregates_expire) end
+end
+if app_count ~= nil then
+  redis.call('EXPIRE', apps_key, 172800)
 end
 return added
 """
@@ -152,11 +195,14 @@ _EXPORT_PAGE = 2000
 class _DayBatch:
     """One day's events as the script takes them: field names once, numbers per event."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_apps: int) -> None:
         self.fields: list[tuple[int, str]] = []
         self._field_index: dict[tuple[int, str], int] = {}
         self.groups: list[list[list[int]]] = []
+        self.group_apps: list[str] = []  # per group: its app, '' for none (or OTHER_APPS)
+        self.others: list[int] = []  # per group: its OTHER_APPS twin, 0 for none
         self._group_index: dict[Group, int] = {}
+        self.max_apps = max_apps
         self._hist_index: dict[tuple[str, str, str, int], int] = {}
         self.titles: list[tuple[str, str]] = []
         self._title_index: dict[tuple[str, str], int] = {}
@@ -170,18 +216,27 @@ class _DayBatch:
             index = self._field_index[(key_index, name)] = len(self.fields)
         return index
 
-    def add(self, event: UsageEvent) -> None:
-        if not event.final:  # a failed attempt before the call's final row: raw copy only
-            self.events.append(event)
-            self.rows.append([0])
-            return
-        group = group_of(event)
+    def _group(self, group: Group) -> int:
         g = self._group_index.get(group)
         if g is None:
             self.groups.append(
                 [[self._field(_PART_INDEX[part], name) for part, name in fields] for fields in group_fields(group)]
             )
+            self.group_apps.append("")
+            self.others.append(0)
             g = self._group_index[group] = len(self.groups)
+            model, backend, category, app = group
+            if app and app != OTHER_APPS:
+                other = self._group((model, backend, category, OTHER_APPS))
+                self.group_apps[g - 1], self.others[g - 1] = app, other
+        return g
+
+    def add(self, event: UsageEvent) -> None:
+        if not event.final:  # a failed attempt before the call's final row: raw copy only
+            self.events.append(event)
+            self.rows.append([0])
+            return
+        g = self._group(group_of(event))
         row = [g, *metric_values(event), _NO_TITLE]
         if event.app and event.app_title:
             pair = (event.app, event.app_title)
@@ -200,7 +255,17 @@ class _DayBatch:
         self.rows.append(row)
 
     def encoded(self) -> bytes:
-        return orjson.dumps({"f": self.fields, "g": self.groups, "t": self.titles, "e": self.rows})
+        return orjson.dumps(
+            {
+                "f": self.fields,
+                "g": self.groups,
+                "t": self.titles,
+                "e": self.rows,
+                "a": self.group_apps,
+                "o": self.others,
+                "n": self.max_apps,
+            }
+        )
 
 
 class RedisUsageStore(UsageStore):
@@ -217,7 +282,9 @@ class RedisUsageStore(UsageStore):
         events_redis: Redis | None = None,
         owns_client: bool = False,
         owns_events_client: bool = False,
+        max_apps_per_day: int = MAX_APPS_PER_DAY,
     ) -> None:
+        self.max_apps_per_day = max_apps_per_day  # apps with a row of their own per day
         self.redis = redis  # state: aggregates and idempotency markers (never evicted)
         self.events_redis = events_redis  # the raw streams, when they live apart (evictable)
         self.prefix = prefix
@@ -241,7 +308,7 @@ class RedisUsageStore(UsageStore):
         for event in events:
             found = by_day.get(event.day)
             if found is None:
-                found = by_day[event.day] = _DayBatch()
+                found = by_day[event.day] = _DayBatch(self.max_apps_per_day)
             found.add(event)
         if not by_day:
             return 0

@@ -41,7 +41,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 
-from gateway.usage.aggregates import DayRows, IncrementBatch
+from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, DayApps, DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
@@ -236,7 +236,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return (code & 0xFF) in _BUSY if code is not None else "locked" in str(exc)
 
 
-def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
+def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent], max_apps: int = MAX_APPS_PER_DAY) -> int:
     """One transaction: the events whose ids are new, and their increments. Runs on the loop
     and never waits: with no busy timeout, a lock held elsewhere fails BEGIN at once."""
     conn.execute("BEGIN IMMEDIATE")
@@ -253,7 +253,7 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
             [tuple(chain.from_iterable(rows[i : i + _ROWS_PER_INSERT])) for i in range(0, whole, _ROWS_PER_INSERT)],
         )
         conn.executemany(_INSERT_EVENT, rows[whole:])
-        batch = IncrementBatch()
+        batch = IncrementBatch(lambda day: DayApps(_stored_apps(conn, day), max_apps))
         for event in new.values():
             if event.final:  # a failed attempt before the final row is not a request of its own
                 batch.add(event)
@@ -265,6 +265,11 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> int:
             conn.execute("ROLLBACK")
         raise
     return len(new)
+
+
+def _stored_apps(conn: sqlite3.Connection, day: date) -> set[str]:
+    rows = conn.execute("SELECT field FROM aggregates WHERE day = ? AND part = 'app'", (day.isoformat(),))
+    return {field.rsplit(SEP, 1)[0] for (field,) in rows}
 
 
 class SqliteUsageStore(UsageStore):
@@ -281,7 +286,9 @@ class SqliteUsageStore(UsageStore):
         prune_every_s: float = 3600.0,
         prune_batch: int = 500,
         clock: Callable[[], float] = time.time,
+        max_apps_per_day: int = MAX_APPS_PER_DAY,
     ) -> None:
+        self.max_apps_per_day = max_apps_per_day  # apps with a row of their own per day (aggregates)
         self.path = Path(path)
         self.retention = retention
         self.prune_every_s = prune_every_s  # deletes run at most this often (the first after the first write)
@@ -375,7 +382,7 @@ class SqliteUsageStore(UsageStore):
         delay = 0.002
         while True:
             try:
-                return _write_slice(conn, events)
+                return _write_slice(conn, events, self.max_apps_per_day)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() + delay > deadline:
                     raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.usage.aggregates import MAX_APPS_PER_DAY
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def open_store(settings: Settings, redis: Redis | None = None, *, prunes: bool =
         retention=retention_of(settings),
         events_redis_url=settings.redis_events_url,
         prunes=prunes,
+        max_apps_per_day=settings.usage_max_apps_per_day,
     )
 
 
@@ -47,6 +49,7 @@ def store_for(
     retention: Retention = KEEP_EVERYTHING,
     events_redis_url: str | None = None,
     prunes: bool = True,
+    max_apps_per_day: int = MAX_APPS_PER_DAY,
 ) -> UsageStore:
     """The store itself, from the settings that choose it (what the writer process is given)."""
     if redis_url:
@@ -61,8 +64,17 @@ def store_for(
         # A second URL for the raw streams; the same URL again is the one Redis.
         events = connect(events_redis_url) if events_redis_url and events_redis_url != redis_url else None
         return RedisUsageStore(
-            client, owns_client=redis is None, retention=retention, events_redis=events, owns_events_client=True
+            client,
+            owns_client=redis is None,
+            retention=retention,
+            events_redis=events,
+            owns_events_client=True,
+            max_apps_per_day=max_apps_per_day,
         )
     from gateway.usage.sqlite_store import SqliteUsageStore
 
-    return SqliteUsageStore(Path(data_dir) / "usage.sqlite3", retention=retention if prunes else KEEP_EVERYTHING)
+    return SqliteUsageStore(
+        Path(data_dir) / "usage.sqlite3",
+        retention=retention if prunes else KEEP_EVERYTHING,
+        max_apps_per_day=max_apps_per_day,
+    )

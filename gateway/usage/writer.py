@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from gateway.usage.aggregates import MAX_APPS_PER_DAY
 from gateway.usage.events import FinishedCall, UsageEvent
 from gateway.usage.store import KEEP_EVERYTHING, Retention
 
@@ -69,6 +70,7 @@ class WriterProcess:
         ack_timeout_s: float = 60.0,
         retention: Retention = KEEP_EVERYTHING,
         events_redis_url: str | None = None,
+        max_apps_per_day: int = MAX_APPS_PER_DAY,
     ) -> None:
         self.spec = {
             "redis_url": redis_url,
@@ -77,6 +79,7 @@ class WriterProcess:
             "cpus": list(cpus),
             "retention": [retention.events_days, retention.aggregates_days],
             "redis_events_url": events_redis_url,
+            "max_apps_per_day": max_apps_per_day,
         }
         self.ack_timeout_s = ack_timeout_s  # longer than the stores' own retries (SQLite: 30 s busy)
         self.on_rejected: Callable[[int], None] | None = None  # calls the writer could not turn into events
@@ -192,6 +195,7 @@ async def _serve(spec: dict[str, Any], out: Any) -> None:
         Path(spec["data_dir"]),
         retention=Retention(*spec.get("retention", (0, 0))),
         events_redis_url=spec.get("redis_events_url"),
+        max_apps_per_day=spec.get("max_apps_per_day", MAX_APPS_PER_DAY),
     )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)

@@ -325,7 +325,7 @@ def test_after_warm_up_latency_sends_most_traffic_to_the_fast_backend(start_gate
     warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(6)]
     assert set(warm_up) == {"slow", "fast"}  # every untried backend is measured first
     after = Counter()
-    for i in range(30):  # streamed and not: both feed the time-to-first-token EWMA
+    for i in range(30):  # streamed (ranked by TTFT) and not (by whole latency): fast wins both
         if i % 2:
             after[stream_text(client, model="quick")[0]] += 1
         else:

@@ -19,6 +19,18 @@ def snapshot_from(yaml_text: str) -> ConfigSnapshot:
     return ConfigSnapshot.build(config, "<test>", warnings, text)
 
 
+def answer(live: LiveState, offer, ttft_s: float | None = None, *, stream: bool = True, seconds: float = 0.4) -> None:
+    """One answered call, reported as the proxy reports it: its attempt, then the call.
+    Streamed: `ttft_s` is its time to first token; not streamed: `seconds` is the whole answer."""
+    from gateway.proxy.outcome import Attempt, CallOutcome
+
+    attempt = Attempt(offer.backend, offer.model, None, 200, seconds)
+    live.attempt_finished(offer, attempt, ttft_s if stream else seconds)
+    outcome = CallOutcome("r", "auto", stream=stream, offer=offer, ttft_s=ttft_s if stream else seconds)
+    outcome.attempts.append(attempt)
+    live.call_finished(outcome)
+
+
 def chat(content: str = "Hello there.", model: str = "auto", **fields: Any) -> ChatRequest:
     body = {"model": model, "messages": [{"role": "user", "content": content}], **fields}
     return parse_chat_request(orjson.dumps(body))

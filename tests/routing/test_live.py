@@ -1,7 +1,7 @@
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
-from tests.routing.support import POLICY, Clock, live_for, snapshot_from
+from tests.routing.support import POLICY, Clock, answer, live_for, snapshot_from
 
 SNAP = snapshot_from(
     POLICY.replace(
@@ -20,7 +20,7 @@ def test_success_feeds_ttft_and_failures_open_the_circuit():
     clock = Clock()
     live = live_for(SNAP, clock)
     live.attempt_started(OFFER)
-    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.25)
+    answer(live, OFFER, 0.25)
     assert live.observed(OFFER.key).ttft_s == 0.25
     live.attempt_finished(OFFER, failed("http_502"), None)
     assert live.admission(OFFER, clock()).admitted
@@ -80,14 +80,35 @@ def test_observations_for_other_replicas_are_folded_per_offer():
     live = live_for(SNAP)
     assert live.take_pending() == {}  # nothing shares: nothing kept
     live.share_with_replicas()
-    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.2)
+    answer(live, OFFER, 0.2)
     live.attempt_finished(OFFER, failed("http_500"), None)
     live.attempt_finished(OFFER, failed("rate_limited", retry_after=5), None)
     share = live.take_pending()[OFFER.key]
     # The success came after no failure: nothing to reset, so nothing is sent for it.
     assert not share.reset and share.failures == 1 and share.threshold == 2
     assert share.ttft == [0.2] and share.ttft_count == 1 and share.blocked_until == live.clock() + 5
-    live.attempt_finished(OFFER, Attempt("pricey", "big/long", None, 200, 0.4), 0.3)
+    answer(live, OFFER, 0.3)
     share = live.take_pending()[OFFER.key]
     assert share.reset and share.failures == 0 and share.ttft == [0.3]  # this one closes the shared breaker
     assert live.take_pending() == {}
+
+
+def test_streams_feed_ttft_and_non_streamed_calls_feed_latency_apart():
+    live = live_for(SNAP)
+    live.share_with_replicas()
+    answer(live, OFFER, 0.2)  # a stream: first token after 0.2 s
+    answer(live, OFFER, stream=False, seconds=3.0)  # a whole answer after 3 s
+    answer(live, OFFER, stream=False, seconds=5.0)
+    seen = live.observed(OFFER.key)
+    assert (seen.ttft_s, seen.samples) == (0.2, 1)  # not averaged with the whole answers
+    assert (seen.latency_s, seen.latency_samples) == (4.0, 2)
+    share = live.take_pending()[OFFER.key]
+    assert share.ttft == [0.2] and share.latency == [3.0, 5.0] and share.latency_count == 2
+
+
+def test_a_failed_call_feeds_no_timing():
+    live = live_for(SNAP)
+    outcome = CallOutcome("r", "auto", stream=False, offer=OFFER, status=502)
+    outcome.attempts.append(failed("http_502"))
+    live.call_finished(outcome)
+    assert live.observed(OFFER.key) is None

@@ -8,10 +8,11 @@ from gateway.routing.health import CircuitState
 from gateway.routing.live import Admission
 from gateway.routing.rank import estimated_cost, rank, weight_of
 from gateway.routing.resolve import resolve
-from tests.routing.support import POLICY, chat, live_for, snapshot_from
+from tests.routing.support import POLICY, answer, chat, live_for, snapshot_from
 
 SNAP = snapshot_from(POLICY)
 FACTS = request_facts(chat("hello"), GatewaySettings())
+STREAMED = request_facts(chat("hello", stream=True), GatewaySettings())
 QUIET = RoutingSettings(exploration=0.0)
 
 
@@ -49,20 +50,20 @@ def test_cost_ties_go_to_the_faster_backend():
 def test_latency_explores_untried_first_then_prefers_the_fastest():
     live = live_for(SNAP)
     settings = RoutingSettings(exploration=0.0, explore_min_samples=2)
-    ranked = rank(eligible(("big/long",)), "latency", FACTS, live, settings, {}, (), None)
+    ranked = rank(eligible(("big/long",)), "latency", STREAMED, live, settings, {}, (), None)
     assert order(ranked) == [("cheap", "big/long"), ("pricey", "big/long")]  # both untried: list order
     assert "untried" in ranked[0].score.detail
     for _ in range(2):
         live.stats.record_ttft(("cheap", "big/long"), 0.8, 0.3, 0)
-    ranked = rank(eligible(("big/long",)), "latency", FACTS, live, settings, {}, (), None)
+    ranked = rank(eligible(("big/long",)), "latency", STREAMED, live, settings, {}, (), None)
     assert order(ranked)[0] == ("pricey", "big/long")  # still untried: measured next
     for _ in range(2):
         live.stats.record_ttft(("pricey", "big/long"), 0.2, 0.3, 0)
-    ranked = rank(eligible(("big/long",)), "latency", FACTS, live, settings, {}, (), None)
+    ranked = rank(eligible(("big/long",)), "latency", STREAMED, live, settings, {}, (), None)
     assert order(ranked)[0] == ("pricey", "big/long") and ranked[0].score.value == 0.2
     for _ in range(10):
         live.stats.record_ttft(("pricey", "big/long"), 2.0, 0.5, 0)
-    ranked = rank(eligible(("big/long",)), "latency", FACTS, live, settings, {}, (), None)
+    ranked = rank(eligible(("big/long",)), "latency", STREAMED, live, settings, {}, (), None)
     assert order(ranked)[0] == ("cheap", "big/long")  # it got slow: the other wins
 
 
@@ -124,3 +125,39 @@ def test_tiers_then_retry_after_then_provider_order_come_before_the_strategy():
     cooling = {("pricey", "big/long")}
     ranked = rank(eligible(("big/long",), cooling=cooling), "cost", FACTS, None, QUIET, {}, ("pricey",), None)
     assert order(ranked) == [("cheap", "big/long"), ("pricey", "big/long")]
+
+
+def test_latency_ranks_streams_by_ttft_and_whole_answers_by_latency():
+    """cheap streams its first token fast but finishes slowly; pricey starts late, ends sooner."""
+    live = live_for(SNAP)
+    cheap, pricey = SNAP.offer("cheap", "big/long"), SNAP.offer("pricey", "big/long")
+    for _ in range(3):
+        answer(live, cheap, 0.1)
+        answer(live, cheap, stream=False, seconds=6.0)
+        answer(live, pricey, 0.9)
+        answer(live, pricey, stream=False, seconds=2.0)
+    streamed = rank(eligible(("big/long",)), "latency", STREAMED, live, QUIET, {}, (), None)
+    assert order(streamed) == [("cheap", "big/long"), ("pricey", "big/long")]
+    assert [r.score.value for r in streamed] == [0.1, 0.9]
+    assert streamed[0].score.detail == "ttft 0.100s (EWMA of 3)"
+    whole = rank(eligible(("big/long",)), "latency", FACTS, live, QUIET, {}, (), None)
+    assert order(whole) == [("pricey", "big/long"), ("cheap", "big/long")]
+    assert [r.score.value for r in whole] == [2.0, 6.0]
+    assert whole[0].score.detail == "latency 2.000s (EWMA of 3)"
+
+
+def test_latency_falls_back_to_the_other_statistic_and_explores_the_matching_one():
+    live = live_for(SNAP)
+    cheap, pricey = SNAP.offer("cheap", "big/long"), SNAP.offer("pricey", "big/long")
+    for _ in range(3):
+        answer(live, cheap, 0.5)  # streams only: no whole-answer latency yet
+        answer(live, pricey, stream=False, seconds=2.0)
+        answer(live, pricey, 0.3)
+    whole = rank(eligible(("big/long",)), "latency", FACTS, live, QUIET, {}, (), None)
+    # cheap has no latency sample: its TTFT stands in, and it is explored first to get one.
+    assert order(whole) == [("cheap", "big/long"), ("pricey", "big/long")]
+    assert whole[0].score.value == 0.5
+    assert whole[0].score.detail == "latency unknown, ttft 0.500s stands in (EWMA of 3), exploring"
+    streamed = rank(eligible(("big/long",)), "latency", STREAMED, live, QUIET, {}, (), None)
+    assert order(streamed) == [("pricey", "big/long"), ("cheap", "big/long")]
+    assert [r.score.value for r in streamed] == [0.3, 0.5]

@@ -181,12 +181,13 @@ async def test_redis_keys_share_one_hash_tag_per_day(redis_server):
     assert keys
     for key in keys:
         assert re.fullmatch(
-            r"\{usage:\d{4}-\d{2}-\d{2}\}:(model|category|app|offer|hist|titles|events|seen:\w+)", key
+            r"\{usage:\d{4}-\d{2}-\d{2}\}:(model|category|app|offer|hist|titles|events|apps|seen:\w+)", key
         ), key
     assert 0 < await client.ttl("{usage:2025-03-10}:seen:w1") <= store.dedupe_ttl_s
     # Without a retention, streams and aggregates are kept: no TTL (see test_retention.py).
     assert await client.ttl("{usage:2025-03-10}:events") == -1
     assert await client.ttl("{usage:2025-03-10}:model") == -1
+    assert 0 < await client.ttl("{usage:2025-03-10}:apps") <= 2 * 86400
     await client.aclose()
 
 
