@@ -290,7 +290,10 @@ async def _relay(
             outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
             tail += accountant.closing_events(outcome.usage)
     except asyncio.CancelledError:
-        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+        # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
+        # got the whole answer, even if the upstream had not closed its end yet.
+        if not (accountant.saw_done and not accountant.done_held):
+            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
         raise
     except Exception as exc:
         # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and

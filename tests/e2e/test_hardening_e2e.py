@@ -260,3 +260,26 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_is_recorded_as_fai
             return [r[0] for r in db.execute("SELECT status FROM events")] or None
 
     assert poll(statuses, what="the ledger row", ignore=(sqlite3.OperationalError,)) == [502]
+
+
+# -- a stream the client read to its end ------------------------------------------------------
+
+
+@pytest.mark.parametrize("include_usage", [False, True], ids=["plain", "usage-asked"])
+def test_a_client_closing_after_done_is_a_complete_call_not_499(gw, upstream, openai_client, include_usage):
+    """The openai SDK closes the connection as soon as it reads `[DONE]`. An upstream that keeps
+    its connection open a moment longer must not turn that finished call into a client leaving."""
+    upstream.reset(linger_after_stream_s=1.0)
+    extra = {"stream_options": {"include_usage": True}} if include_usage else {}
+    chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, **extra)))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+    def ledger_rows():
+        with sqlite3.connect(gw.dir / "data" / "usage.sqlite3") as db:
+            rows = db.execute("SELECT status, completion_tokens, estimated FROM events").fetchall()
+        return rows or None
+
+    assert poll(ledger_rows, what="the call in the ledger", ignore=(sqlite3.OperationalError,)) == [(200, 7, 0)]
+    metrics = scrape(gw.url)
+    assert metrics.total("gateway_requests_total", status="200") == 1
+    assert metrics.total("gateway_requests_total", status="499") == 0

@@ -27,6 +27,7 @@ class Behaviour:
     error_body: dict | None = None  # body for non-2xx answers
     delay_s: float = 0.0  # before the first byte
     chunk_delay_s: float = 0.0  # between stream events
+    linger_after_stream_s: float = 0.0  # hold the connection open after the last event
     content: str = "Hello from the fake upstream."
     prompt_tokens: int = 11
     completion_tokens: int = 7
@@ -192,6 +193,8 @@ class FakeUpstream:
                 if b.chunk_delay_s and i:
                     await asyncio.sleep(b.chunk_delay_s)
                 yield event
+            if b.linger_after_stream_s:
+                await asyncio.sleep(b.linger_after_stream_s)
             finished = True
             self.streams_completed += 1
         finally:
