@@ -162,7 +162,8 @@ class OpenAICompatBackend(Backend):
             )
         return session
 
-    def _url(self, path: str) -> URL:
+    def url_for(self, path: str) -> URL:
+        """The upstream URL an endpoint's calls go to (parsed once per path)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(f"{self.base_url}{self.upstream_path(path)}")
@@ -178,7 +179,7 @@ class OpenAICompatBackend(Backend):
         """POST to the endpoint; return the 2xx response unread, or raise a classified UpstreamError."""
         try:
             response = await self._session_for_calls().request(
-                "POST", self._url(path), data=body, headers=extra_headers or None
+                "POST", self.url_for(path), data=body, headers=extra_headers or None
             )
         except asyncio.CancelledError:
             raise

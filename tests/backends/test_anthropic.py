@@ -40,7 +40,7 @@ def test_default_base_url_is_anthropics():
     from gateway.config.schema import BackendConfig
 
     backend = AnthropicBackend("c", BackendConfig(type="anthropic", api_key="k"))
-    assert str(backend._url("/chat/completions")) == "https://api.anthropic.com/v1/messages"
+    assert str(backend.url_for("/chat/completions")) == "https://api.anthropic.com/v1/messages"
 
 
 def test_pool_builds_the_anthropic_adapter():

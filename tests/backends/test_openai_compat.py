@@ -72,7 +72,7 @@ async def test_keyless_vllm_sends_no_authorization(wire, openai_at):
 @pytest.mark.parametrize("vendor", sorted(n for n, v in VENDORS.items() if v.adapter == "openai_compat" and v.base_url))
 def test_each_vendor_is_called_at_its_default_base_url(vendor):
     backend = OpenAICompatBackend("b", BackendConfig(type=vendor, api_key="k"))
-    assert str(backend._url("/chat/completions")) == f"{VENDORS[vendor].base_url}/chat/completions"
+    assert str(backend.url_for("/chat/completions")) == f"{VENDORS[vendor].base_url}/chat/completions"
 
 
 async def test_the_request_carries_its_endpoint_path(wire, openai_at):
@@ -121,7 +121,7 @@ async def test_connections_are_pooled_across_calls(wire, openai_at):
     for _ in range(3):
         await call(backend)
     assert len(wire.calls) == 3
-    assert len(backend._session.connector._conns) == 1  # one keep-alive connection, reused
+    assert len({c.peer for c in wire.calls}) == 1  # one keep-alive connection, reused
 
 
 @pytest.mark.parametrize(

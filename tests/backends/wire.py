@@ -25,6 +25,7 @@ class Call:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: bytes
+    peer: Any = None  # the client's (host, port): calls on one kept-alive connection share it
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -67,7 +68,9 @@ class WireUpstream:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append(Call(request.path, {k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.calls.append(Call(request.path, headers, await request.read(), peer))
         a = self.answer
         if a.delay_s:
             await asyncio.sleep(a.delay_s)

@@ -74,15 +74,19 @@ async def test_an_event_costs_no_more_than_the_sizing_assumes(redis_server):
 
     client = Redis.from_url(redis_server.url)
     store = RedisUsageStore(client)
-    events = realistic(8000)
+    events = realistic(8500)
+    # The first batch pays what does not grow with the events (the script, the day's keys and
+    # its set of apps): 8,000 events are too few to spread that thin, so it is left out.
+    await store.record(events[:500])
+    measured = events[500:]
     before = (await client.info("memory"))["used_memory"]
-    for i in range(0, len(events), 500):
-        await store.record(events[i : i + 500])
+    for i in range(0, len(measured), 500):
+        await store.record(measured[i : i + 500])
     grown = (await client.info("memory"))["used_memory"] - before
     stream = await client.memory_usage(store.key(events[0].day, "events"), samples=0)
     await client.aclose()
     assert stream / len(events) <= STREAM_BYTES_PER_EVENT * 1.02
-    assert grown / len(events) <= (STREAM_BYTES_PER_EVENT + MARKER_BYTES_PER_EVENT) * 1.05
+    assert grown / len(measured) <= (STREAM_BYTES_PER_EVENT + MARKER_BYTES_PER_EVENT) * 1.05
 
 
 @pytest.mark.redis
