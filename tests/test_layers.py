@@ -30,7 +30,6 @@ LAYERS: list[set[str]] = [
 
 # Upward imports still to be removed (codebase-health issue, item 5).
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("routing", "api"),  # routing.runtime takes the whole AppState
     ("routing", "proxy"),  # observers and attempts are defined in proxy.outcome
 }
 

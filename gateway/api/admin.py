@@ -35,7 +35,7 @@ def config_status(state: AppState) -> dict:
         "worker_pid": os.getpid(),  # with --workers N, each worker answers for itself
         "circuits": [
             {"backend": c.backend, "model": c.model, "state": c.state}
-            for c in (state.stats.circuit_states() if hasattr(state.stats, "circuit_states") else [])
+            for c in (state.stats.circuit_states() if state.stats is not None else [])
         ],
     }
 

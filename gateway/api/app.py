@@ -73,7 +73,16 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             on_task_restart=state.metrics.background_task_restarted,
         )
         app.state.gateway = state
-        start_routing(state)
+        live, routing_tasks = start_routing(
+            lambda: state.config.current,
+            state.backends,
+            state.redis,
+            on_restart=state.metrics.background_task_restarted,
+            set_circuit_state=state.metrics.set_circuit_state,
+        )
+        state.stats = live
+        state.observers.add(live)
+        state.tasks.extend(routing_tasks)
         state.tasks.append(
             start_supervised(
                 "config_watcher",

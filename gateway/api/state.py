@@ -16,6 +16,7 @@ from gateway.ids import RequestIds
 from gateway.metrics import Metrics
 from gateway.proxy.outcome import Observers
 from gateway.ratelimit import RateLimiter
+from gateway.routing.live import LiveState
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class AppState:
     tasks: list[asyncio.Task] = field(default_factory=list)  # background work to cancel at shutdown
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
     closers: list = field(default_factory=list)
-    stats: object | None = None  # observed backend stats (routing)
+    stats: LiveState | None = None  # observed backend stats and circuits (routing), set in the lifespan
     metrics: Metrics = field(default_factory=Metrics)
     limiter: RateLimiter = field(default_factory=RateLimiter)  # replaced in the lifespan once Redis is known
     # Shared state for several replicas (usage aggregates, routing stats, rate limits);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.routing.health import HealthProber
@@ -16,34 +17,42 @@ from gateway.routing.shared import SharedLiveState
 from gateway.supervise import start_supervised
 
 if TYPE_CHECKING:
-    from gateway.api.state import AppState
+    from redis.asyncio import Redis
+
+    from gateway.backends.pool import BackendPool
+    from gateway.config.snapshot import ConfigSnapshot
 
 log = logging.getLogger("gateway.routing")
 
 
-def start_routing(state: AppState) -> LiveState:
-    """Create the LiveState the pipeline reads, register it as an observer, start its tasks."""
-
-    def current():
-        return state.config.current
-
+def start_routing(
+    current: Callable[[], ConfigSnapshot],
+    backends: BackendPool,
+    redis: Redis | None,
+    *,
+    on_restart: Callable[[str], None],
+    set_circuit_state: Callable[[str, str, int], None],
+) -> tuple[LiveState, list[asyncio.Task[None]]]:
+    """The LiveState the pipeline reads (the caller registers it as an observer) and the tasks
+    that keep it: health probes, Redis sharing, the circuit-state gauge. Given the few things
+    it needs (the current snapshot, the adapters, Redis, two metrics hooks) rather than the
+    app's state, so routing depends on nothing above it."""
     live = LiveState(current)
-    state.stats = live
-    state.observers.add(live)
-    restarted = state.metrics.background_task_restarted
-    prober = HealthProber(live.health, current, state.backends)
-    state.tasks.append(start_supervised("health_prober", prober.run, restarted))
-    if state.redis is not None:
+    prober = HealthProber(live.health, current, backends)
+    tasks = [start_supervised("health_prober", prober.run, on_restart)]
+    if redis is not None:
         interval = current().config.gateway.routing.shared_sync_s
-        shared = SharedLiveState(state.redis, live, interval)
-        state.tasks.append(start_supervised("shared_state_sync", shared.run, restarted))
-    state.tasks.append(
-        start_supervised("circuit_state_export", lambda: export_circuit_states(live, state.metrics), restarted)
+        shared = SharedLiveState(redis, live, interval)
+        tasks.append(start_supervised("shared_state_sync", shared.run, on_restart))
+    tasks.append(
+        start_supervised("circuit_state_export", lambda: export_circuit_states(live, set_circuit_state), on_restart)
     )
-    return live
+    return live, tasks
 
 
-async def export_circuit_states(live: LiveState, metrics, interval_s: float = 1.0) -> None:
+async def export_circuit_states(
+    live: LiveState, set_circuit_state: Callable[[str, str, int], None], interval_s: float = 1.0
+) -> None:
     """Copy circuit states into `gateway_backend_circuit_state` (0 closed, 1 half-open, 2 open).
 
     Polled rather than pushed on transitions because open -> half-open happens by the clock,
@@ -53,7 +62,7 @@ async def export_circuit_states(live: LiveState, metrics, interval_s: float = 1.
     while True:
         try:
             for row in live.circuit_states():
-                metrics.set_circuit_state(row.backend, row.model, codes[row.state])
+                set_circuit_state(row.backend, row.model, codes[row.state])
         except Exception:
             log.exception("exporting circuit states failed")
         await asyncio.sleep(interval_s)
