@@ -12,26 +12,11 @@ import pytest
 from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, merge_rows, parse_counters
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period, ranking_query
-from gateway.usage.redis_store import RedisUsageStore
-from gateway.usage.sqlite_store import SqliteUsageStore
 
 pytestmark = pytest.mark.redis
 
 DAY = date(2025, 3, 16)
 APPS = 10_000
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteUsageStore(tmp_path / "usage.sqlite3")
-    else:
-        from redis.asyncio import Redis
-
-        server = request.getfixturevalue("redis_server")
-        s = RedisUsageStore(Redis.from_url(server.url), owns_client=True)
-    yield s
-    await s.aclose()
 
 
 def call(i: int, app: str, day: date = DAY, prompt: int | None = None) -> UsageEvent:

@@ -18,19 +18,6 @@ from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END, varied_events
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = SqliteUsageStore(tmp_path / "usage.sqlite3")
-    else:
-        from redis.asyncio import Redis
-
-        server = request.getfixturevalue("redis_server")
-        s = RedisUsageStore(Redis.from_url(server.url), owns_client=True)
-    yield s
-    await s.aclose()
-
-
 def week(limit=3):
     return ranking_query("week", WEEK_END, limit)
 
