@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 
 @dataclass(slots=True)
 class Usage:
@@ -45,14 +43,3 @@ class Usage:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def usage_from_json_body(body: bytes) -> Usage | None:
-    """Usage of a non-streamed chat.completion body, or None if absent or unparsable."""
-    if b'"usage"' not in body:
-        return None
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return Usage.from_openai(data.get("usage")) if isinstance(data, dict) else None
