@@ -3,7 +3,10 @@
 For a route: its `tasks[task]` list when the task has one (then, as a fallback tier, its
 `models` unless `task_fallback: false`), else its `models`. For a canonical model id: every
 enabled backend serving it. A request's `models` array appends further targets, each a tier
-after the previous one, so its order is kept whatever the strategy.
+after the previous one, so its order is kept whatever the strategy. Only offers of the
+endpoint's kind are gathered (`kind: embedding` offers for `/v1/embeddings`, chat offers for
+every other endpoint): an offer of the other kind cannot answer at all, so it is not a
+candidate rather than one a filter rejects.
 
 What one target offers for one task depends on the config alone, so it is worked out once
 per snapshot (kept in `snapshot.memo`) and shared by every request: a request naming one
@@ -15,8 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from gateway.config.schema import ModelKind
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.routing.resolve import Target
+
+# The kind of model each endpoint needs: embeddings from embedding models, the rest from chat.
+EMBEDDINGS_ENDPOINT = "embeddings"
+
+
+def kind_for(endpoint: str) -> ModelKind:
+    return "embedding" if endpoint == EMBEDDINGS_ENDPOINT else "chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +56,17 @@ class _TargetCandidates:
     tiers: int  # tiers this target takes, empty ones included
 
 
-def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Sequence[Candidate]:
+def gather(
+    targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, kind: ModelKind = "chat"
+) -> Sequence[Candidate]:
     if len(targets) == 1:
-        return _for_target(targets[0], task, snapshot).candidates
+        return _for_target(targets[0], task, snapshot, kind).candidates
     # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
     # ones, as clients choose these lists.
-    memo_key = ("candidate lists", tuple(t.requested for t in targets), task)
+    memo_key = ("candidate lists", tuple(t.requested for t in targets), task, kind)
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = _combine(targets, task, snapshot)
+        found = _combine(targets, task, snapshot, kind)
         remembered = snapshot.memo.get(_LISTS, 0)
         if remembered < MAX_REMEMBERED_LISTS:
             snapshot.memo[memo_key] = found
@@ -65,12 +78,12 @@ MAX_REMEMBERED_LISTS = 1024
 _LISTS = "candidate lists remembered"
 
 
-def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> tuple[Candidate, ...]:
+def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> tuple[Candidate, ...]:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     tier = 0
     for target in targets:
-        found = _for_target(target, task, snapshot)
+        found = _for_target(target, task, snapshot, kind)
         for c in found.candidates:
             if c.key not in seen:
                 seen.add(c.key)
@@ -79,23 +92,25 @@ def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> 
     return tuple(out)
 
 
-def _for_target(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
+def _for_target(target: Target, task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> _TargetCandidates:
     route = target.route
-    memo_key = ("candidates", target.route_name, task) if route is not None else ("candidates", target.model)
+    memo_key = (
+        ("candidates", target.route_name, task, kind) if route is not None else ("candidates", target.model, kind)
+    )
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = snapshot.memo[memo_key] = _build(target, task, snapshot)
+        found = snapshot.memo[memo_key] = _build(target, task, snapshot, kind)
     return found
 
 
-def _build(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
+def _build(target: Target, task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> _TargetCandidates:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
 
     def add(models: Sequence[str], tier: int, source: str) -> None:
         for model in models:
             for offer in snapshot.offers.get(model, ()):
-                if offer.key not in seen:
+                if offer.spec.kind == kind and offer.key not in seen:
                     seen.add(offer.key)
                     out.append(_candidate(offer, tier, len(out), source, snapshot))
 

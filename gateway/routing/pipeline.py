@@ -1,8 +1,8 @@
 """The routing decision, in one place: which offers to try for this request, in which order,
 and why.
 
-    resolve `model` (+ `models` array)  ->  classify the task  ->  gather candidates
-        ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
+    resolve `model` (+ `models` array, `aliases:`)  ->  classify the task
+        ->  gather candidates of the endpoint's kind  ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
 
 `plan()` returns a `RoutingDecision` whose `reports` (every candidate with each filter's
 verdict, its score and rank) are what `POST /v1/route/explain` and `gateway explain` render;
@@ -23,8 +23,8 @@ from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
-from gateway.routing.candidates import Candidate, gather
-from gateway.routing.classify import classify
+from gateway.routing.candidates import Candidate, gather, kind_for
+from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
 from gateway.routing.live import Admission, LiveState
@@ -103,6 +103,8 @@ class RoutingDecision:
     retry: FallbackSettings = field(default_factory=FallbackSettings)
     error: GatewayError | None = None  # set when no candidate is eligible
     workings: _Workings | None = field(default=None, repr=False)
+    alias: str | None = None  # the `aliases:` pattern that mapped the requested name, if one did
+    endpoint: str = "chat"  # the API asked: chat, messages, responses, completions, embeddings
     _reports: tuple[CandidateReport, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,6 +135,7 @@ def plan(
     *,
     now: float | None = None,
     explore: bool = True,
+    endpoint: str = "chat",
 ) -> RoutingDecision:
     """The decision, its explanation readable from `reports`. Raises only for a bad request (400/404)."""
     settings = snapshot.config.gateway
@@ -141,7 +144,9 @@ def plan(
     targets = [resolve(name, snapshot) for name in names]
     prefs = provider_prefs(payload)
     facts = request_facts(chat, settings)
-    guess = classify(chat, headers, facts, settings.classifier)
+    kind = kind_for(endpoint)
+    # Embeddings are their own category (text to embed says nothing about a chat task).
+    guess: TaskGuess = EMBEDDINGS if kind == "embedding" else classify(chat, headers, facts, settings.classifier)
     strategy = _strategy(targets, prefs)
     route = targets[0].route
     if now is None:
@@ -149,7 +154,7 @@ def plan(
 
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
-    considered = gather(targets, guess.task, snapshot)
+    considered = gather(targets, guess.task, snapshot, kind)
     eligible: list[tuple[Candidate, Admission | None]] = []
     admissions: list[Admission] | list[None] = (
         live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
@@ -179,9 +184,15 @@ def plan(
         fallback,  # retry
         None,  # error
         _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
+        targets[0].alias,  # alias
+        endpoint,
     )
     if not tried:
-        decision.error = _no_candidate_error(chat.model, decision.reports)
+        decision.error = (
+            _no_candidate_error(chat.model, decision.reports)
+            if considered or not gather(targets, guess.task, snapshot, "chat" if kind == "embedding" else "embedding")
+            else _wrong_kind_error(chat.model, endpoint, kind)
+        )
     return decision
 
 
@@ -190,12 +201,22 @@ def decide(
     headers: Mapping[str, str],
     snapshot: ConfigSnapshot,
     stats: LiveState | None = None,
+    endpoint: str = "chat",
 ) -> RoutingDecision:
     """The request path's entry point: the try order, or the error that says why there is none."""
-    decision = plan(chat, headers, snapshot, stats)
+    decision = plan(chat, headers, snapshot, stats, endpoint=endpoint)
     if decision.error is not None:
         raise decision.error
     return decision
+
+
+def _wrong_kind_error(model: str, endpoint: str, kind: str) -> GatewayError:
+    """The model exists but serves the other kind: the client called the wrong endpoint."""
+    if kind == "embedding":
+        message = f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+    else:
+        message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+    return GatewayError(400, message, code="model_not_supported", param="model")
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:

@@ -43,10 +43,18 @@ def schema(**properties: str) -> dict[str, Any]:
 
 
 CLAUDE_CODE_TOOLS = [
-    {"name": "Task", "description": "Launch a new agent", "input_schema": schema(description="string", prompt="string")},
+    {
+        "name": "Task",
+        "description": "Launch a new agent",
+        "input_schema": schema(description="string", prompt="string"),
+    },
     {"name": "Bash", "description": "Executes a given bash command", "input_schema": schema(command="string")},
     {"name": "Glob", "description": "Fast file pattern matching", "input_schema": schema(pattern="string")},
-    {"name": "Grep", "description": "A powerful search tool built on ripgrep", "input_schema": schema(pattern="string")},
+    {
+        "name": "Grep",
+        "description": "A powerful search tool built on ripgrep",
+        "input_schema": schema(pattern="string"),
+    },
     {"name": "Read", "description": "Reads a file", "input_schema": schema(file_path="string")},
     {
         "name": "Edit",
@@ -94,7 +102,9 @@ def test_claude_code_after_a_tool_result_is_still_programming():
         },
         {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "# Gateway\nRoutes open models."}],
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "# Gateway\nRoutes open models."}
+            ],
         },
     )
     assert guess(request)[0] == "code"
@@ -123,7 +133,10 @@ def test_codex_cli_is_programming():
                 "strict": False,
                 "parameters": {
                     "type": "object",
-                    "properties": {"command": {"type": "array", "items": {"type": "string"}}, "workdir": {"type": "string"}},
+                    "properties": {
+                        "command": {"type": "array", "items": {"type": "string"}},
+                        "workdir": {"type": "string"},
+                    },
                     "required": ["command"],
                     "additionalProperties": False,
                 },
