@@ -27,6 +27,10 @@ from gateway.proxy.outcome import CallOutcome
 
 # The gateway's task names mapped to OpenRouter's category names where one fits.
 TASK_CATEGORIES = {"code": "programming"}
+# Embedding calls are their own category whatever task they carry: their tokens are prompt
+# tokens at a fraction of chat prices, and counted among chat categories they would distort
+# every chat leaderboard (a RAG indexer embeds millions of tokens an hour).
+EMBEDDINGS_CATEGORY = "embeddings"
 
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
@@ -36,7 +40,9 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-def category_of(task: str) -> str:
+def category_of(task: str, endpoint: str = "chat") -> str:
+    if endpoint == "embeddings":
+        return EMBEDDINGS_CATEGORY
     return TASK_CATEGORIES.get(task, task)
 
 
@@ -219,7 +225,7 @@ class UsageEvent:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             route=route,
-            category=category_of(task),
+            category=category_of(task, endpoint),
             app=app or app_title or api_key_name,
             app_title=app_title,
             cached_tokens=cached_tokens,

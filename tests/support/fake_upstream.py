@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support import fake_endpoints
 from tests.support.ports import free_port
 from tests.support.threaded_server import ThreadedServer
 
@@ -71,6 +73,8 @@ class FakeUpstream:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/embeddings", partial(fake_endpoints.embeddings, self), methods=["POST"]),
+                Route("/v1/completions", partial(fake_endpoints.completions, self), methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
             ]
         )
