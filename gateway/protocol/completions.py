@@ -32,6 +32,11 @@ class CompletionsRequest:
     include_usage: bool  # the client asked for the final usage chunk
     chat: ChatRequest  # the view routing and limits read
 
+    @property
+    def native(self) -> dict[str, Any]:
+        """The client's body (what the ingress passes through)."""
+        return self.payload
+
 
 def _prompt_texts(prompt: Any) -> list[str | list[int]]:
     if isinstance(prompt, str):

@@ -34,6 +34,11 @@ class EmbeddingsRequest:
     chat: ChatRequest  # the view routing and limits read
 
     @property
+    def native(self) -> dict[str, Any]:
+        """The client's body (what the ingress passes through)."""
+        return self.payload
+
+    @property
     def encoding_format(self) -> str:
         encoding: str = self.payload.get("encoding_format") or "float"
         return encoding
