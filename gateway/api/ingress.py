@@ -229,7 +229,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             if ingress._prepares:
                 request = await ingress.prepare(request, principal, state)
             chat = request.chat
-            decision = decide(chat, headers, snapshot, state.stats)
+            decision = decide(chat, headers, snapshot, state.stats, ingress.endpoint)
             # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
             ticket = await state.limiter.admit(principal, chat, decision, snapshot)
         except GatewayError as exc:

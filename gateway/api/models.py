@@ -15,7 +15,7 @@ Two shapes, as the two SDK families expect them:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,21 +34,15 @@ CHAT_ENDPOINTS = ("chat", "messages", "responses")
 ANTHROPIC_PAGE = 20
 ANTHROPIC_PAGE_MAX = 1000
 
-# backend name -> the native APIs it serves (resolved from `apis:` and the vendor registry).
-NativeApis = Callable[[str], Iterable[str]]
 
-
-def _all_apis(backend: str) -> Iterable[str]:
-    return ("chat", "completions", "embeddings")
-
-
-def endpoints_of(offers: Iterable[Offer], native: NativeApis = _all_apis) -> list[str]:
-    """The endpoints a model (or a route, through its models' offers) can be called on."""
+def endpoints_of(offers: Iterable[Offer]) -> list[str]:
+    """The endpoints a model (or a route, through its models' offers) can be called on:
+    embeddings and completions only where a backend serves them natively (no translation)."""
     offers = list(offers)
     if any(o.spec.kind == "embedding" for o in offers):
-        return ["embeddings"]
+        return ["embeddings"] if any("embeddings" in o.apis for o in offers) else []
     out = list(CHAT_ENDPOINTS)
-    if any("completions" in native(o.backend) for o in offers):
+    if any("completions" in o.apis for o in offers):
         out.append("completions")
     return out
 
@@ -59,7 +53,7 @@ def _route_offers(snapshot: ConfigSnapshot, name: str) -> list[Offer]:
     return [o for m in models for o in snapshot.offers.get(m, ())]
 
 
-def model_entries(snapshot: ConfigSnapshot, native: NativeApis = _all_apis) -> list[dict[str, Any]]:
+def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
     created = int(snapshot.loaded_at)
     entries: list[dict[str, Any]] = []
     for name in snapshot.routes:
@@ -71,7 +65,7 @@ def model_entries(snapshot: ConfigSnapshot, native: NativeApis = _all_apis) -> l
                 "created": created,
                 "owned_by": "gateway",
                 "kind": offers[0].spec.kind if offers else "chat",
-                "endpoints": endpoints_of(offers, native) if offers else [],
+                "endpoints": endpoints_of(offers),
             }
         )
     for model_id, offers in sorted(snapshot.offers.items()):
@@ -85,7 +79,7 @@ def model_entries(snapshot: ConfigSnapshot, native: NativeApis = _all_apis) -> l
                 "context_length": best,
                 "providers": sorted(o.backend for o in offers),
                 "kind": offers[0].spec.kind,
-                "endpoints": endpoints_of(offers, native),
+                "endpoints": endpoints_of(offers),
             }
         )
     return entries
@@ -134,10 +128,6 @@ def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict
     }
 
 
-def _native_apis(state: AppState) -> NativeApis:
-    return _all_apis
-
-
 def register(app: FastAPI) -> None:
     def anthropic_response(error: GatewayError) -> Response:
         status, body = anthropic_error(error)
@@ -150,16 +140,14 @@ def register(app: FastAPI) -> None:
             try:
                 state.auth.authenticate(request)
                 entries = [
-                    anthropic_entry(e, snapshot)
-                    for e in model_entries(snapshot, _native_apis(state))
-                    if "messages" in e["endpoints"]
+                    anthropic_entry(e, snapshot) for e in model_entries(snapshot) if "messages" in e["endpoints"]
                 ]
                 body = anthropic_page(entries, dict(request.query_params))
             except GatewayError as exc:
                 return anthropic_response(exc)
             return Response(orjson.dumps(body), media_type="application/json")
         state.auth.authenticate(request)
-        listed = {"object": "list", "data": model_entries(snapshot, _native_apis(state))}
+        listed = {"object": "list", "data": model_entries(snapshot)}
         return Response(orjson.dumps(listed), media_type="application/json")
 
     async def get_model(request: Request) -> Response:
@@ -169,7 +157,7 @@ def register(app: FastAPI) -> None:
         anthropic = "anthropic-version" in request.headers
         try:
             state.auth.authenticate(request)
-            for entry in model_entries(snapshot, _native_apis(state)):
+            for entry in model_entries(snapshot):
                 if entry["id"] == wanted:
                     found = anthropic_entry(entry, snapshot) if anthropic else entry
                     return Response(orjson.dumps(found), media_type="application/json")

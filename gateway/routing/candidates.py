@@ -3,10 +3,12 @@
 For a route: its `tasks[task]` list when the task has one (then, as a fallback tier, its
 `models` unless `task_fallback: false`), else its `models`. For a canonical model id: every
 enabled backend serving it. A request's `models` array appends further targets, each a tier
-after the previous one, so its order is kept whatever the strategy. Only offers of the
-endpoint's kind are gathered (`kind: embedding` offers for `/v1/embeddings`, chat offers for
-every other endpoint): an offer of the other kind cannot answer at all, so it is not a
-candidate rather than one a filter rejects.
+after the previous one, so its order is kept whatever the strategy. Only offers that can
+answer the endpoint at all are gathered: of its kind (`kind: embedding` offers for
+`/v1/embeddings`, chat offers for every other endpoint), and for the endpoints that have no
+translation through chat (embeddings, legacy completions) only offers whose backend serves
+the endpoint natively (`apis:`). Another offer is not a candidate rather than one a filter
+rejects; `target_offers` tells the error path what the target would have had.
 
 What one target offers for one task depends on the config alone, so it is worked out once
 per snapshot (kept in `snapshot.memo`) and shared by every request: a request naming one
@@ -26,8 +28,18 @@ from gateway.routing.resolve import Target
 EMBEDDINGS_ENDPOINT = "embeddings"
 
 
+# Endpoints with no translation through chat: only a backend serving them natively can answer.
+NATIVE_ONLY = frozenset({"completions", "embeddings"})
+
+
 def kind_for(endpoint: str) -> ModelKind:
     return "embedding" if endpoint == EMBEDDINGS_ENDPOINT else "chat"
+
+
+def can_answer(offer: Offer, endpoint: str) -> bool:
+    if offer.spec.kind != kind_for(endpoint):
+        return False
+    return endpoint not in NATIVE_ONLY or endpoint in offer.apis
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,16 +69,16 @@ class _TargetCandidates:
 
 
 def gather(
-    targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, kind: ModelKind = "chat"
+    targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, endpoint: str = "chat"
 ) -> Sequence[Candidate]:
     if len(targets) == 1:
-        return _for_target(targets[0], task, snapshot, kind).candidates
+        return _for_target(targets[0], task, snapshot, endpoint).candidates
     # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
     # ones, as clients choose these lists.
-    memo_key = ("candidate lists", tuple(t.requested for t in targets), task, kind)
+    memo_key = ("candidate lists", tuple(t.requested for t in targets), task, endpoint)
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = _combine(targets, task, snapshot, kind)
+        found = _combine(targets, task, snapshot, endpoint)
         remembered = snapshot.memo.get(_LISTS, 0)
         if remembered < MAX_REMEMBERED_LISTS:
             snapshot.memo[memo_key] = found
@@ -78,12 +90,12 @@ MAX_REMEMBERED_LISTS = 1024
 _LISTS = "candidate lists remembered"
 
 
-def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> tuple[Candidate, ...]:
+def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, endpoint: str) -> tuple[Candidate, ...]:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     tier = 0
     for target in targets:
-        found = _for_target(target, task, snapshot, kind)
+        found = _for_target(target, task, snapshot, endpoint)
         for c in found.candidates:
             if c.key not in seen:
                 seen.add(c.key)
@@ -92,25 +104,34 @@ def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, kin
     return tuple(out)
 
 
-def _for_target(target: Target, task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> _TargetCandidates:
+def _for_target(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: str) -> _TargetCandidates:
     route = target.route
     memo_key = (
-        ("candidates", target.route_name, task, kind) if route is not None else ("candidates", target.model, kind)
+        ("candidates", target.route_name, task, endpoint)
+        if route is not None
+        else ("candidates", target.model, endpoint)
     )
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = snapshot.memo[memo_key] = _build(target, task, snapshot, kind)
+        found = snapshot.memo[memo_key] = _build(target, task, snapshot, endpoint)
     return found
 
 
-def _build(target: Target, task: str, snapshot: ConfigSnapshot, kind: ModelKind) -> _TargetCandidates:
+def target_offers(target: Target, snapshot: ConfigSnapshot) -> list[Offer]:
+    """Every enabled offer of the target's models, whatever the endpoint (for errors)."""
+    route = target.route
+    models = [target.model] if route is None else [*route.models, *(m for ms in route.tasks.values() for m in ms)]
+    return [o for m in dict.fromkeys(models) if m is not None for o in snapshot.offers.get(m, ())]
+
+
+def _build(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: str) -> _TargetCandidates:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
 
     def add(models: Sequence[str], tier: int, source: str) -> None:
         for model in models:
             for offer in snapshot.offers.get(model, ()):
-                if offer.spec.kind == kind and offer.key not in seen:
+                if offer.key not in seen and can_answer(offer, endpoint):
                     seen.add(offer.key)
                     out.append(_candidate(offer, tier, len(out), source, snapshot))
 

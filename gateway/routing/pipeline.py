@@ -23,7 +23,7 @@ from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
-from gateway.routing.candidates import Candidate, gather, kind_for
+from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
 from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
@@ -154,7 +154,7 @@ def plan(
 
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
-    considered = gather(targets, guess.task, snapshot, kind)
+    considered = gather(targets, guess.task, snapshot, endpoint)
     eligible: list[tuple[Candidate, Admission | None]] = []
     admissions: list[Admission] | list[None] = (
         live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
@@ -190,8 +190,8 @@ def plan(
     if not tried:
         decision.error = (
             _no_candidate_error(chat.model, decision.reports)
-            if considered or not gather(targets, guess.task, snapshot, "chat" if kind == "embedding" else "embedding")
-            else _wrong_kind_error(chat.model, endpoint, kind)
+            if considered
+            else _cannot_answer_error(chat.model, endpoint, kind, targets, snapshot)
         )
     return decision
 
@@ -210,13 +210,32 @@ def decide(
     return decision
 
 
-def _wrong_kind_error(model: str, endpoint: str, kind: str) -> GatewayError:
-    """The model exists but serves the other kind: the client called the wrong endpoint."""
-    if kind == "embedding":
-        message = f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
-    else:
-        message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
-    return GatewayError(400, message, code="model_not_supported", param="model")
+def _cannot_answer_error(
+    model: str, endpoint: str, kind: str, targets: Sequence[Target], snapshot: ConfigSnapshot
+) -> GatewayError:
+    """No offer of the request's targets can answer this endpoint: why, for the client.
+
+    Offers of the right kind whose backends lack the endpoint's native API (completions and
+    embeddings have no translation): a 400 naming the API. Offers of the other kind only: the
+    client called the wrong endpoint. None at all: no enabled backend (503)."""
+    offers = [o for t in targets for o in target_offers(t, snapshot)]
+    if endpoint in NATIVE_ONLY and any(o.spec.kind == kind for o in offers):
+        return GatewayError(
+            400,
+            f"No backend of `{model}` serves POST /v1/{endpoint}: it has no translation through chat, so it "
+            f"needs a backend whose `apis` include `{endpoint}` (vLLM and OpenAI-compatible servers do by default).",
+            code="endpoint_not_supported",
+            param="model",
+        )
+    if offers and all(o.spec.kind != kind for o in offers):
+        if kind == "embedding":
+            message = (
+                f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+            )
+        else:
+            message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+        return GatewayError(400, message, code="model_not_supported", param="model")
+    return _no_candidate_error(model, ())
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:
