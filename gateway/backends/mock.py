@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import COMPLETIONS, EMBEDDINGS, Backend, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.backends.mock_answers import (
     DEFAULT_DIMENSIONS,
     Answer,
@@ -30,10 +30,6 @@ from gateway.backends.mock_answers import (
 )
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens, estimate_text_tokens
-
-# The OpenAI endpoints the mock answers besides chat, relative to its (imaginary) base_url.
-EMBEDDINGS_PATH = "/embeddings"
-COMPLETIONS_PATH = "/completions"
 
 
 class MockResponse(UpstreamResponse):
@@ -190,7 +186,7 @@ def _prompt_tokens(prompt: Any) -> int:
 
 class MockBackend(Backend):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        if request.path == EMBEDDINGS_PATH:
+        if request.path == EMBEDDINGS:
             dimensions = request.offer.spec.dimensions or DEFAULT_DIMENSIONS
             try:
                 body = orjson.dumps(embeddings_response(request.payload, dimensions))
@@ -199,6 +195,6 @@ class MockBackend(Backend):
             if self.config.delay_ms:
                 await asyncio.sleep(self.config.delay_ms / 1000)
             return MockEmbeddings(body)
-        if request.path == COMPLETIONS_PATH:
+        if request.path == COMPLETIONS:
             return MockCompletions(self, request)
         return MockResponse(self, request)

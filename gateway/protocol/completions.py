@@ -94,13 +94,17 @@ def parse_completions_request(body: bytes) -> CompletionsRequest:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise invalid_request(f"`{name}` must be a non-negative integer.", name, "invalid_type")
     include_usage = bool(stream and options and options.get("include_usage"))
-    return CompletionsRequest(
-        payload, model, stream, include_usage, _routing_view(payload, model, prompts, suffix, stream)
-    )
+    view = _routing_view(payload, model, prompts, suffix, stream, include_usage)
+    return CompletionsRequest(payload, model, stream, include_usage, view)
 
 
 def _routing_view(
-    payload: dict[str, Any], model: str, prompts: list[str | list[int]], suffix: str | None, stream: bool
+    payload: dict[str, Any],
+    model: str,
+    prompts: list[str | list[int]],
+    suffix: str | None,
+    stream: bool,
+    include_usage: bool,
 ) -> ChatRequest:
     longest = max(prompts, key=len)
     text = longest if isinstance(longest, str) else "xxx" * len(longest)  # a token: three bytes in the estimate
@@ -115,7 +119,7 @@ def _routing_view(
     for name in GATEWAY_OWNED_FIELDS:
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, stream, False)
+    return ChatRequest(view, model, stream, include_usage)  # the relay reads both
 
 
 def upstream_completions_payload(request: CompletionsRequest, upstream_model: str) -> dict[str, Any]:

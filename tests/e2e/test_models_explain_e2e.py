@@ -158,3 +158,11 @@ def test_explain_refuses_an_unknown_endpoint_and_a_wrong_kind(gw):
     assert (doc["error_status"], doc["error"]["code"]) == (400, "model_not_supported")
     bad = explain(gw, "embeddings", {"model": "embed", "input": []})
     assert (bad.status_code, bad.json()["error"]["param"]) == (400, "input")
+
+
+def test_an_agents_own_model_name_is_served_through_its_alias(gw, openai_client):
+    raw = openai_client(gw).chat.completions.with_raw_response.create(
+        model="gpt-5-codex", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-model"]) == ("auto", "mock/small")
+    assert raw.parse().choices[0].message.content.startswith("This is a synthetic reply")
