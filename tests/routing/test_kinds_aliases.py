@@ -131,3 +131,47 @@ def test_aliased_names_remembered_are_bounded():
     for i in range(MAX_REMEMBERED_ALIASED + 500):
         assert resolve(f"client-name-{i}", snap).route_name == "auto"
     assert len(snap.memo) <= MAX_REMEMBERED_ALIASED + 5
+
+
+NATIVE = snapshot_from(
+    """
+    backends:
+      vllm: {type: vllm, models: {qwen/qwen3-coder: {input_price: 0.5}}}
+      deepseek:
+        type: deepseek
+        api_key: sk-d
+        models:
+          deepseek/deepseek-v3.2: {input_price: 0.2}
+          qwen/qwen3-coder: {input_price: 0.1}
+      bare:
+        type: openai
+        base_url: http://127.0.0.1:9/v1
+        apis: [chat]
+        models: {baai/bge-m3: {kind: embedding}}
+    routes:
+      coder: {models: [qwen/qwen3-coder]}
+      chatty: {models: [deepseek/deepseek-v3.2]}
+    """
+)
+
+
+def test_completions_go_only_to_backends_that_serve_them_natively():
+    # deepseek is cheaper but serves chat only (its registry default): vLLM answers completions.
+    assert tried(decide(chat(model="coder"), {}, NATIVE, endpoint="completions")) == [("vllm", "qwen/qwen3-coder")]
+    assert tried(decide(chat(model="coder"), {}, NATIVE)) == [
+        ("deepseek", "qwen/qwen3-coder"),
+        ("vllm", "qwen/qwen3-coder"),
+    ]
+    # Messages and Responses are translated through chat: every chat offer can answer.
+    assert len(decide(chat(model="coder"), {}, NATIVE, endpoint="messages").candidates) == 2
+
+
+@pytest.mark.parametrize(("model", "endpoint"), [("chatty", "completions"), ("baai/bge-m3", "embeddings")])
+def test_a_target_without_the_native_api_is_a_400_naming_it(model, endpoint):
+    with pytest.raises(GatewayError) as caught:
+        decide(chat(model=model), {}, NATIVE, endpoint=endpoint)
+    error = caught.value
+    assert (error.status, error.code, error.param) == (400, "endpoint_not_supported", "model")
+    assert error.message.startswith(f"No backend of `{model}` serves POST /v1/{endpoint}: it has no translation")
+    doc = explanation(plan(chat(model=model), {}, NATIVE, explore=False, endpoint=endpoint))
+    assert (doc["error_status"], doc["error"]["code"], doc["candidates"]) == (400, "endpoint_not_supported", [])
