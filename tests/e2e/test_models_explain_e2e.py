@@ -166,3 +166,21 @@ def test_an_agents_own_model_name_is_served_through_its_alias(gw, openai_client)
     )
     assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-model"]) == ("auto", "mock/small")
     assert raw.parse().choices[0].message.content.startswith("This is a synthetic reply")
+
+
+def test_anthropic_clients_authenticate_with_x_api_key_and_get_anthropic_errors(start_gateway):
+    keyed = start_gateway(POLICY, env={"GATEWAY_API_KEYS": "team-a:sk-good"})
+    good = anthropic.Anthropic(base_url=keyed.url, api_key="sk-good", max_retries=0, timeout=30)
+    bad = anthropic.Anthropic(base_url=keyed.url, api_key="sk-wrong", max_retries=0, timeout=30)
+    try:
+        assert [m.id for m in good.models.list()] == ["auto", "mock/large", "mock/small"]
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            bad.models.list()
+        assert caught.value.body["type"] == "error"
+        assert caught.value.body["error"]["type"] == "authentication_error"
+    finally:
+        good.close()
+        bad.close()
+    # Without anthropic-version the same key gets OpenAI's shape.
+    denied = httpx.get(keyed.url + "/v1/models", headers={"authorization": "Bearer sk-wrong"})
+    assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
