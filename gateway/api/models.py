@@ -28,6 +28,7 @@ from gateway.api.state import AppState
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.errors import GatewayError, invalid_request, model_not_found
 from gateway.protocol.messages import anthropic_error
+from gateway.routing.resolve import resolve
 
 # What every chat offer answers, natively or translated through chat completions.
 CHAT_ENDPOINTS = ("chat", "messages", "responses")
@@ -83,6 +84,21 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
             }
         )
     return entries
+
+
+def model_entry(snapshot: ConfigSnapshot, name: str) -> dict[str, Any]:
+    """One listed entry; a name an alias maps (or a `:floor`/`:nitro` variant) answers as
+    what it resolves to, under the name asked for, so a client that checks its configured
+    model before using it (agents with their built-in names) finds it."""
+    entries = {e["id"]: e for e in model_entries(snapshot)}
+    found = entries.get(name)
+    if found is not None:
+        return found
+    target = resolve(name, snapshot)  # 404 model_not_found when nothing maps it
+    resolved = entries.get(target.route_name or target.model or "")
+    if resolved is None:
+        raise model_not_found(name)
+    return {**resolved, "id": name, "alias": target.alias, "resolves_to": resolved["id"]}
 
 
 def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
@@ -157,11 +173,9 @@ def register(app: FastAPI) -> None:
         anthropic = "anthropic-version" in request.headers
         try:
             state.auth.authenticate(request)
-            for entry in model_entries(snapshot):
-                if entry["id"] == wanted:
-                    found = anthropic_entry(entry, snapshot) if anthropic else entry
-                    return Response(orjson.dumps(found), media_type="application/json")
-            raise model_not_found(wanted)
+            entry = model_entry(snapshot, wanted)
+            found = anthropic_entry(entry, snapshot) if anthropic else entry
+            return Response(orjson.dumps(found), media_type="application/json")
         except GatewayError as exc:
             if anthropic:
                 return anthropic_response(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 POLICY = """
@@ -57,6 +58,11 @@ def test_openai_list_names_each_models_kind_and_endpoints(gw, openai_client):
     }
     one = openai_client(gw).models.retrieve("mock/embed")
     assert (one.id, one.owned_by, one.kind) == ("mock/embed", "mock", "embedding")
+    # A name an alias maps answers as what it resolves to, under the name asked for.
+    aliased = openai_client(gw).models.retrieve("gpt-5-codex")
+    assert (aliased.id, aliased.alias, aliased.resolves_to, aliased.kind) == ("gpt-5-codex", "gpt-5*", "auto", "chat")
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw).models.retrieve("llama-3")
 
 
 def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claude):
@@ -69,6 +75,8 @@ def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claud
     raw = httpx.get(gw.url + "/v1/models", headers={"anthropic-version": "2023-06-01"}).json()
     assert (raw["has_more"], raw["first_id"], raw["last_id"]) == (False, "auto", "mock/small")
     assert claude.models.retrieve("mock/small").display_name == "mock/small"
+    # Claude Code's own names, through the `claude-*` alias.
+    assert claude.models.retrieve("claude-opus-4-1").id == "claude-opus-4-1"
 
 
 def test_anthropic_list_pages_by_limit_and_cursors(gw, claude):
