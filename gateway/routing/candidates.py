@@ -26,8 +26,6 @@ from gateway.routing.resolve import Target
 
 # The kind of model each endpoint needs: embeddings from embedding models, the rest from chat.
 EMBEDDINGS_ENDPOINT = "embeddings"
-
-
 # Endpoints with no translation through chat: only a backend serving them natively can answer.
 NATIVE_ONLY = frozenset({"completions", "embeddings"})
 
@@ -37,6 +35,7 @@ def kind_for(endpoint: str) -> ModelKind:
 
 
 def can_answer(offer: Offer, endpoint: str) -> bool:
+    """Whether the offer can answer the endpoint at all (worked out once per snapshot)."""
     if offer.spec.kind != kind_for(endpoint):
         return False
     return endpoint not in NATIVE_ONLY or endpoint in offer.apis

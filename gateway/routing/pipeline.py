@@ -2,7 +2,8 @@
 and why.
 
     resolve `model` (+ `models` array, `aliases:`)  ->  classify the task
-        ->  gather candidates of the endpoint's kind  ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
+        ->  gather the candidates that can answer the endpoint
+        ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
 
 `plan()` returns a `RoutingDecision` whose `reports` (every candidate with each filter's
 verdict, its score and rank) are what `POST /v1/route/explain` and `gateway explain` render;
