@@ -163,6 +163,11 @@ def test_completions_pass_through_streamed_and_not_with_fim_fallback_and_ledger(
     assert "".join(c.choices[0].text for c in raw.parse() if c.choices) == "Hello from the fake upstream. "
     assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
 
+    # /v1/models says so beforehand: `chatty`'s only backend (deepseek) serves chat completions only.
+    endpoints = {m.id: m.endpoints for m in client.models.list()}
+    assert endpoints["chatty"] == ["chat", "messages", "responses"]
+    assert endpoints["coder"] == ["chat", "messages", "responses", "completions"]
+    assert endpoints["embed"] == ["embeddings"]
     with pytest.raises(openai.BadRequestError) as caught:  # no backend of `chatty` serves /completions
         client.completions.create(model="chatty", prompt="x")
     assert "/v1/completions" in caught.value.message and caught.value.code == "endpoint_not_supported"
