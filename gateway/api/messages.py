@@ -4,8 +4,8 @@ What Claude Code and the `anthropic` SDKs call. A request is routed like any cha
 (its chat translation, `protocol.messages.messages_to_chat`, is what routing, limits and the
 classifier read); each candidate is then asked natively when its backend serves `messages`
 (`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
-client's body with the upstream's model id, and its `anthropic-beta` header), or the chat
-translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
+client's body with the upstream's model id, and its `anthropic-version`/`anthropic-beta`
+headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
 chat (`chat_to_message`, `MessageStream`: Anthropic's exact event sequence). Candidates of
 both kinds mix freely in one fallback list. Errors on this route are Anthropic-shaped
 (`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
@@ -49,8 +49,10 @@ from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 
 _JSON = (b"content-type", b"application/json")
-# Request headers of the Messages API a native pass-through forwards to the backend.
-_FORWARDED = ("anthropic-beta",)
+# Request headers of the Messages API a native pass-through forwards to the backend: the
+# version the client's body is written for, and the betas it uses (Claude Code's
+# `context_management` field is refused without its beta).
+_FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
 @dataclass(slots=True)

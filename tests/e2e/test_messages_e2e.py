@@ -290,7 +290,9 @@ def test_create_is_passed_through_natively_to_an_anthropic_backend(gw, client, c
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (13, 100, 20)
     [sent] = claude.received
     assert sent.body == {**body, "model": "claude-sonnet-4-5"}  # the client's body, the upstream's model id
-    assert sent.headers["x-api-key"] == KEY and sent.headers["anthropic-version"] == "2023-06-01"
+    # The client's API version and betas, which its body is written for (not the vendor default).
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == raw.http_request.headers["anthropic-version"] != "2023-06-01"
     assert sent.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     assert "authorization" not in sent.headers and upstream.received == []
     [row] = ledger(gw, 1)
@@ -450,3 +452,46 @@ def test_a_failing_backend_is_an_api_error(gw, client, upstream):
         client.messages.create(model="open", max_tokens=10, messages=HELLO)
     assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"
     assert len(upstream.received) == 1
+
+
+def test_an_openai_compatible_server_that_serves_messages_gets_them_natively(start_gateway, upstream):
+    """vLLM declares `messages` by default: the Messages body goes to its /v1/messages with its
+    Bearer key; the same model on a backend whose `apis` leave it out gets the chat translation."""
+    vllm = FakeAnthropic("sk-vllm-123456", accept_bearer=True).start()
+    try:
+        config = f"""
+backends:
+  vllm:
+    type: vllm
+    base_url: {vllm.base_url}
+    api_key: sk-vllm-123456
+    timeout_s: 5
+    models:
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder}}
+  plain:
+    type: vllm
+    apis: [chat, completions, embeddings]
+    base_url: {upstream.base_url}
+    timeout_s: 5
+    models:
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder}}
+routes:
+  code: {{strategy: ordered, models: [qwen/qwen3-coder]}}
+"""
+        gw = start_gateway(config, env=ENV)
+        client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0)
+        raw = client.messages.with_raw_response.create(model="code", max_tokens=20, messages=HELLO)
+        assert raw.parse().id == "msg_fake01" and raw.headers["x-gateway-backend"] == "vllm"
+        [sent] = vllm.received
+        assert sent.body == {"model": "Qwen/Qwen3-Coder", "max_tokens": 20, "messages": HELLO}
+        assert sent.headers["authorization"] == "Bearer sk-vllm-123456" and "x-api-key" not in sent.headers
+        assert sent.headers["anthropic-version"] == raw.http_request.headers["anthropic-version"]
+        assert upstream.received == []
+
+        vllm.reset(status=503, error_type="overloaded_error")
+        message = client.messages.create(model="code", max_tokens=20, messages=HELLO)
+        assert message.content[0].text == "Hello from the fake upstream."
+        assert len(vllm.received) == 1 and len(upstream.received) == 1
+        assert upstream.received[0].body["messages"] == [{"role": "user", "content": "Say hello."}]
+    finally:
+        vllm.stop()

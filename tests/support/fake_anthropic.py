@@ -60,8 +60,11 @@ class AnthropicBehaviour:
 
 
 class FakeAnthropic:
-    def __init__(self, api_key: str = "sk-ant-test-key-123456") -> None:
+    def __init__(self, api_key: str = "sk-ant-test-key-123456", accept_bearer: bool = False) -> None:
         self.api_key = api_key
+        # Servers that speak Messages beside OpenAI's API (vLLM, OpenRouter) take the key as
+        # `Authorization: Bearer` too; Anthropic itself only as x-api-key.
+        self.accept_bearer = accept_bearer
         self.behaviour = AnthropicBehaviour()
         self.received: list[Received] = []
         self.port = free_port()
@@ -120,7 +123,8 @@ class FakeAnthropic:
         return StreamingResponse(self._events(message), media_type="text/event-stream", headers=b.headers)
 
     def _problem(self, request: Request, body: dict) -> tuple[int, str, str] | None:
-        if request.headers.get("x-api-key") != self.api_key:
+        bearer = self.accept_bearer and request.headers.get("authorization") == f"Bearer {self.api_key}"
+        if request.headers.get("x-api-key") != self.api_key and not bearer:
             return 401, "authentication_error", "invalid x-api-key"
         if not request.headers.get("anthropic-version"):
             return 400, "invalid_request_error", "anthropic-version: header is required"
