@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, scrape
+from gateway.api import admin, chat, explain, keys, models, rankings, scrape, stored_responses
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
         await keys.start_tenants(state)
+        stored_responses.start(state)
         state.usage_store, state.usage_recorder = install_recorder(
             settings,
             state.redis,
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     rankings.register(app)
     scrape.register(app)
     keys.register(app)
+    stored_responses.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 
 
