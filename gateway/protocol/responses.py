@@ -57,7 +57,7 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     items = input_items(body.get("input"))
-    if not items and not previous:
+    if not items and previous is None:  # continuing a conversation may add no input
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     _append_items(previous or [], messages, "previous_response_id")  # stored by us: well-formed
     _append_items(items, messages, "input")
