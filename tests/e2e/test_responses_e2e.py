@@ -334,3 +334,16 @@ def test_previous_response_id_works_across_two_gateways_sharing_redis(
     assert openai_client(one, api_key="sk-alice").responses.retrieve(second.id).id == second.id
     with pytest.raises(openai.NotFoundError):
         openai_client(two, api_key="sk-bob").responses.retrieve(first.id)
+
+
+def test_a_response_over_the_record_limit_is_delivered_but_not_stored(start_gateway, upstream, openai_client):
+    env = {**KEYS, "GATEWAY_RESPONSES_MAX_RECORD_BYTES": "2048"}
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=env)
+    client = openai_client(gw, api_key="sk-alice")
+    small = client.responses.create(model="auto", input="Say hello.")
+    large = client.responses.create(model="auto", input="x" * 4096)
+    assert large.output_text == "Hello from the fake upstream."  # delivered all the same
+    assert client.responses.retrieve(small.id).id == small.id
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(large.id)
+    assert f"response {large.id} not stored: over the record limit of 2048 bytes" in gw.log()
