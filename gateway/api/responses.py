@@ -129,7 +129,7 @@ def native_payload(request: ResponsesRequest, upstream_model: str) -> dict[str, 
     return payload
 
 
-class _TranslatedStream:
+class TranslatedStream:
     """Chat chunk events (already checked by the relay's accountant) in, Responses events out."""
 
     passthrough = False
@@ -160,7 +160,7 @@ class _TranslatedStream:
         return b"".join(map(encode_event, self._stream.fail(failure)))
 
 
-class _NativeStream:
+class NativeStream:
     """A Responses stream from a backend that speaks it: forwarded untouched."""
 
     passthrough = True
@@ -224,8 +224,8 @@ class ResponsesIngress(Ingress):
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
         if opened.format is RESPONSES_FORMAT:
-            return _NativeStream(request, opened)
-        return _TranslatedStream(request)
+            return NativeStream(request, opened)
+        return TranslatedStream(request)
 
     async def completed(self, request: IngressRequest, state: AppState) -> None:
         """Store the Response the client got (with `store` true), before its last bytes go."""

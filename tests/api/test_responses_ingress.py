@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from gateway.api.responses import (
     INGRESS,
     ResponsesRequest,
-    _TranslatedStream,
+    TranslatedStream,
     continue_from,
     native_payload,
     parse_request,
@@ -108,7 +108,7 @@ def _sse(chunks: list[dict]) -> bytes:
 @pytest.mark.parametrize("size", [5, 10_000])
 def test_a_translated_stream_is_responses_events_and_remembers_the_response(size):
     request = _parse(stream=True)
-    stream = _TranslatedStream(request)
+    stream = TranslatedStream(request)
     raw = _sse(S.CHAT_STREAM_TEXT)
     out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size)) + stream.finish()
     events = [orjson.loads(e.split(b"data: ", 1)[1]) for e in out.split(b"\n\n") if e]
@@ -122,7 +122,7 @@ def test_a_translated_stream_is_responses_events_and_remembers_the_response(size
 
 def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing():
     request = _parse(stream=True)
-    stream = _TranslatedStream(request)
+    stream = TranslatedStream(request)
     stream.feed(_sse(S.CHAT_STREAM_TEXT[:2])[: -len(b"data: [DONE]\n\n")])
     tail = stream.broken(UpstreamError("protocol", "reset"))
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
