@@ -48,6 +48,7 @@ routes:
   auto:
     models: [qwen/qwen3-32b]
 """
+STREAMED = "Hello from the fake upstream. "  # the fake chat upstream streams word + " " per chunk
 KEYS = {"GATEWAY_API_KEYS": "alice:sk-alice,bob:sk-bob", "GATEWAY_USAGE_FLUSH_S": "0.05"}
 WEATHER_TOOL = {
     "type": "function",
@@ -124,10 +125,10 @@ def test_stream_is_the_typed_event_sequence(gw, upstream, openai_client):
         "response.output_item.done",
         "response.completed",
     ]
-    assert final.output_text == "Hello from the fake upstream."
+    assert final.output_text == STREAMED
     assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 7)
     assert upstream.received[0].body["stream_options"] == {"include_usage": True}
-    assert client.responses.retrieve(final.id).output_text == "Hello from the fake upstream."  # stored as sent
+    assert client.responses.retrieve(final.id).output_text == STREAMED  # stored as sent
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -159,7 +160,8 @@ def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_cli
         previous_response_id=first.id,
         input=[{"type": "function_call_output", "call_id": "call_w1", "output": '{"sky":"clear"}'}],
     )
-    assert second.output_text == "Sunny in Paris." and second.previous_response_id == first.id
+    assert second.output_text == ("Sunny in Paris. " if stream else "Sunny in Paris.")
+    assert second.previous_response_id == first.id
     messages = upstream.received[0].body["messages"]
     assert messages == [
         {"role": "user", "content": "Weather in Paris?"},
@@ -267,13 +269,11 @@ def test_a_backend_serving_responses_gets_the_request_natively(gw_native, native
     assert client.responses.retrieve(second.id).output_text == second.output_text  # stored: what the client got
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("how", ["failed", "error"])
+# A non-streamed body has no error event: a Response with status `failed` is its failure.
+@pytest.mark.parametrize(("stream", "how"), [(False, "failed"), (True, "failed"), (True, "error")])
 def test_a_native_failure_before_content_falls_back_to_the_next_candidate(
     gw_native, native, upstream, openai_client, stream, how
 ):
-    if how == "error" and not stream:
-        pytest.skip("a non-streamed body has no error event; `failed` covers it")
     native.reset(fail_before_content=how)
     client = openai_client(gw_native, api_key="sk-alice")
     if stream:
@@ -283,7 +283,7 @@ def test_a_native_failure_before_content_falls_back_to_the_next_candidate(
         assert "response.failed" not in kinds and "error" not in kinds  # the client never saw the failure
     else:
         response = client.responses.create(model="auto", input="Say hello.")
-    assert response.output_text == "Hello from the fake upstream."  # the chat candidate, translated
+    assert response.output_text == (STREAMED if stream else "Hello from the fake upstream.")  # chat, translated
     assert len(native.received) == 1 and len(upstream.received) == 1
     rows = ledger(gw_native, 1)
     assert [(e["backend"], e["final"], e["attempt"]) for e in rows] == [("native", False, 1), ("chat-up", True, 2)]
