@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, scrape, stored_responses
+from gateway.api import admin, chat, explain, keys, models, rankings, responses, scrape, stored_responses
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -126,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     scrape.register(app)
     keys.register(app)
     stored_responses.register(app)
-    return FastPathApp(app, chat.FAST_ROUTES)
+    responses.register(app)
+    return FastPathApp(app, {**chat.FAST_ROUTES, **responses.FAST_ROUTES})
 
 
 def _wire_metrics(state: AppState) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,8 @@ from gateway.protocol.responses import (
 )
 from gateway.protocol.sse import EventCutter, data_of
 from gateway.proxy.attempts import OpenedAnswer
-from gateway.proxy.formats import CHAT, RESPONSES_FORMAT, UpstreamCall
+from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.tenants.principal import Principal
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
@@ -72,6 +74,7 @@ class ResponsesRequest:
     owner: str = ""
     previous: list[dict[str, Any]] = field(default_factory=list)  # items previous_response_id continues
     response: dict[str, Any] | None = None  # the Response the client got, once complete
+    state: AppState | None = None  # the app's, set by `prepare`: its response store
 
 
 def parse_request(body: bytes) -> ResponsesRequest:
@@ -161,22 +164,15 @@ class TranslatedStream:
 
 
 class NativeStream:
-    """A Responses stream from a backend that speaks it: forwarded untouched."""
+    """A Responses stream from a backend that speaks it: forwarded untouched (the relay's
+    accountant keeps its final Response, which is what gets stored)."""
 
     passthrough = True
-
-    def __init__(self, request: ResponsesRequest, opened: OpenedAnswer) -> None:
-        self._request = request
-        self._opened = opened
-        self._sequence = 0
 
     def feed(self, data: bytes) -> bytes:
         return data
 
     def finish(self) -> bytes:
-        response = getattr(self._opened.accountant, "response", None)
-        if isinstance(response, dict) and response.get("status") in ("completed", "incomplete"):
-            self._request.response = response
         return b""
 
     def broken(self, error: UpstreamError) -> bytes:
@@ -190,6 +186,9 @@ class NativeStream:
         return encode_event(event)
 
 
+_NATIVE_STREAM = NativeStream()  # stateless: one for every request
+
+
 class ResponsesIngress(Ingress):
     endpoint = "responses"
 
@@ -199,6 +198,7 @@ class ResponsesIngress(Ingress):
     async def prepare(self, request: IngressRequest, principal: Principal, state: AppState) -> IngressRequest:
         assert isinstance(request, ResponsesRequest)
         request.owner = owner_of(principal)
+        request.state = state  # where `completed` stores the answer
         previous_id = request.native.get("previous_response_id")
         if previous_id:
             record = await load(state, request.owner, previous_id, "previous_response_id")
@@ -224,22 +224,32 @@ class ResponsesIngress(Ingress):
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
         if opened.format is RESPONSES_FORMAT:
-            return NativeStream(request, opened)
+            return _NATIVE_STREAM
         return TranslatedStream(request)
 
-    async def completed(self, request: IngressRequest, state: AppState) -> None:
+    async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
         """Store the Response the client got (with `store` true), before its last bytes go."""
         assert isinstance(request, ResponsesRequest)
+        if not request.store or request.state is None:
+            return
         response = request.response
-        if request.store and response is not None:
+        if opened.format is RESPONSES_FORMAT:
+            final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
+            if opened.accountant is not None:
+                response = final if isinstance(final, dict) and final.get("status") != "failed" else None
+        if response is not None:
             items = conversation_items(request.previous, request.native, response)
-            await save(state, request.owner, StoredResponse(response, items))
+            await save(request.state, request.owner, StoredResponse(response, items))
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())
 
 
 INGRESS = ResponsesIngress()
+
+
+def responses(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    return handle(scope, receive, send, INGRESS)
 
 
 class ResponsesEndpoint:
@@ -249,5 +259,9 @@ class ResponsesEndpoint:
         await handle(scope, receive, send, INGRESS)
 
 
+# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat completions are.
+FAST_ROUTES = {"/v1/responses": responses}
+
+
 def register(app: FastAPI) -> None:
-    app.router.add_route("/v1/responses", ResponsesEndpoint(), methods=["POST"])
+    app.router.add_route("/v1/responses", ResponsesEndpoint(), methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is

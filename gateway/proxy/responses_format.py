@@ -28,6 +28,7 @@ import orjson
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of
+from gateway.proxy.formats import AnswerFormat, StreamAccountant
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
 from gateway.proxy.usage import Usage
@@ -252,3 +253,18 @@ class ResponsesAccountant:
                 f"the upstream stream sent {self._malformed_run} malformed events in a row after content"
             )
         return None
+
+
+class ResponsesFormat(AnswerFormat):
+    """OpenAI Responses: a Response object, or its typed SSE events."""
+
+    name = "responses"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        return check_response_body(offer, body)[1]
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        return ResponsesAccountant(redactor)  # a Response's terminal event always carries usage
+
+
+RESPONSES: AnswerFormat = ResponsesFormat()
