@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.test_usage_e2e import export_today
 from tests.support.fake_responses import FakeResponses
 from tests.support.poll import poll
+from tests.support.scrape import scrape
 
 TRANSLATED = """
 backends:
@@ -347,3 +348,19 @@ def test_a_response_over_the_record_limit_is_delivered_but_not_stored(start_gate
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(large.id)
     assert f"response {large.id} not stored: over the record limit of 2048 bytes" in gw.log()
+
+
+def test_a_store_that_is_down_costs_the_storing_not_the_answer(start_gateway, upstream, redis_server, openai_client):
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env={**KEYS, "GATEWAY_REDIS_URL": redis_server.url})
+    client = openai_client(gw, api_key="sk-alice")
+    redis_server.stop()
+    response = client.responses.create(model="auto", input="Say hello.")
+    assert response.output_text == "Hello from the fake upstream."  # delivered, though not stored
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.create(model="auto", input="Go on.", previous_response_id=response.id)
+    assert caught.value.status_code == 503 and caught.value.body["code"] == "response_store_unavailable"
+    assert len(upstream.received) == 1  # the continuation never reached a backend
+    m = scrape(gw.url)
+    assert m.value("gateway_response_store_errors_total", op="put") == 1
+    assert m.value("gateway_response_store_errors_total", op="get") == 1
+    assert "response store put failed" in gw.log()
