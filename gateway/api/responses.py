@@ -45,7 +45,7 @@ from gateway.protocol.responses import (
     input_items,
     responses_to_chat,
 )
-from gateway.protocol.sse import EventCutter, data_of
+from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
@@ -139,24 +139,23 @@ class TranslatedStream:
 
     def __init__(self, request: ResponsesRequest) -> None:
         self._request = request
-        self._events = EventCutter()
         self._stream = ResponseStream(request.native, request.response_id, request.created_at)
 
     def feed(self, data: bytes) -> bytes:
+        """`data` is whole events (the accountant cuts the stream), each one `data:` line."""
         out: list[dict[str, Any]] = []
-        for event in self._events.complete(data).split(b"\n\n"):
-            payload = data_of(event) if event else None
-            if payload is None or payload == b"[DONE]":
+        for event in data.split(b"\n\n"):
+            payload = event[6:] if event.startswith(b"data: ") and b"\n" not in event else data_of(event)
+            if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))
         return b"".join(map(encode_event, out))
 
     def finish(self) -> bytes:
-        tail = self.feed(self._events.rest() + b"\n\n")
         events = self._stream.finish()
         if not any(e["type"] == "response.failed" for e in events):
             self._request.response = self._stream.response
-        return tail + b"".join(map(encode_event, events))
+        return b"".join(map(encode_event, events))
 
     def broken(self, error: UpstreamError) -> bytes:
         failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
