@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -15,6 +16,7 @@ from tests.e2e.test_usage_e2e import export_today
 from tests.support.fake_responses import FakeResponses
 from tests.support.poll import poll
 from tests.support.scrape import scrape
+from tests.support.services import REPO, GatewayProcess
 
 TRANSLATED = """
 backends:
@@ -364,3 +366,36 @@ def test_a_store_that_is_down_costs_the_storing_not_the_answer(start_gateway, up
     assert m.value("gateway_response_store_errors_total", op="put") == 1
     assert m.value("gateway_response_store_errors_total", op="get") == 1
     assert "response store put failed" in gw.log()
+
+
+# -- the shipped `make run` setup --------------------------------------------------------------
+
+
+def test_the_mock_backend_drives_an_agent_turn_through_responses(openai_client):
+    """policies/default.yaml's mock backend: a tool call first, text once it has the result,
+    and a json_schema answer valid for its schema, through the Responses API."""
+    gw = GatewayProcess((REPO / "policies" / "default.yaml").read_text()).start()
+    try:
+        client = openai_client(gw)
+        first = client.responses.create(model="auto", input="Weather in Paris?", tools=[WEATHER_TOOL])
+        (call,) = first.output
+        assert call.type == "function_call" and call.name == "get_weather"
+        jsonschema.validate(json.loads(call.arguments), WEATHER_TOOL["parameters"])
+        with client.responses.stream(
+            model="auto",
+            tools=[WEATHER_TOOL],
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        ) as stream:
+            list(stream)
+            second = stream.get_final_response()
+        assert second.output[0].type == "message" and second.output_text
+        schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        structured = client.responses.create(
+            model="auto",
+            input="Name a city.",
+            text={"format": {"type": "json_schema", "name": "city", "schema": schema}},
+        )
+        jsonschema.validate(json.loads(structured.output_text), schema)
+    finally:
+        gw.stop()
