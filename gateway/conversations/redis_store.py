@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -30,7 +30,7 @@ return 0
 class RedisResponseStore(ResponseStore):
     name = "redis"
 
-    def __init__(self, redis: Redis, limits: StoreLimits = StoreLimits(), *, owns_client: bool = False) -> None:
+    def __init__(self, redis: Redis, limits: StoreLimits = DEFAULT_LIMITS, *, owns_client: bool = False) -> None:
         super().__init__(limits)
         self.redis = redis
         self._owns_client = owns_client

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
@@ -46,7 +46,7 @@ class SqliteResponseStore(ResponseStore):
     def __init__(
         self,
         path: Path,
-        limits: StoreLimits = StoreLimits(),
+        limits: StoreLimits = DEFAULT_LIMITS,
         *,
         prune_every_s: float = 3600.0,
         clock: Callable[[], float] = time.time,

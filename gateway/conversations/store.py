@@ -38,6 +38,9 @@ class StoreLimits:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
+DEFAULT_LIMITS = StoreLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A Response the gateway produced, and the items its continuation starts from."""

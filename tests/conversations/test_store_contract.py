@@ -9,7 +9,7 @@ import pytest
 
 from gateway.conversations.redis_store import RedisResponseStore
 from gateway.conversations.sqlite_store import SqliteResponseStore
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 
 def _record(response_id: str = "resp_abc", text: str = "hi") -> StoredResponse:
@@ -23,7 +23,7 @@ def make_store(request, tmp_path):
     """Factory: make_store(limits) -> a store of each kind in turn."""
     made: list[ResponseStore] = []
 
-    def make(limits: StoreLimits = StoreLimits()) -> ResponseStore:
+    def make(limits: StoreLimits = DEFAULT_LIMITS) -> ResponseStore:
         if request.param == "sqlite":
             store: ResponseStore = SqliteResponseStore(tmp_path / f"responses{len(made)}.sqlite3", limits)
         else:
