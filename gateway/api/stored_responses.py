@@ -72,17 +72,19 @@ async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
     if store is None:
         return False
     try:
-        stored = await store.put(owner, record)
+        result = await store.put(owner, record)
     except StoreUnavailable as exc:
         _unavailable(state, "put", exc)
         return False
-    if not stored:
+    if result == "too_large":
         log.warning(
             "response %s not stored: over the record limit of %d bytes (GATEWAY_RESPONSES_MAX_RECORD_BYTES)",
             record.id,
             store.limits.max_record_bytes,
         )
-    return stored
+    elif result == "id_taken":
+        log.warning("response %s not stored: another key's stored response has that id (from the backend)", record.id)
+    return result == "stored"
 
 
 def register(app: FastAPI) -> None:
