@@ -300,6 +300,18 @@ def test_a_native_backend_error_status_falls_back(gw_native, native, upstream, o
     assert (len(native.received), len(upstream.received)) == (1, 1)
 
 
+def test_a_backend_reusing_an_id_never_hands_one_keys_response_to_another(gw_native, native, openai_client):
+    alice, bob = openai_client(gw_native, api_key="sk-alice"), openai_client(gw_native, api_key="sk-bob")
+    native.reset(response_id="resp_reused", content="For Alice only.")
+    assert alice.responses.create(model="auto", input="hi").id == "resp_reused"
+    native.reset(response_id="resp_reused", content="For Bob.")
+    assert bob.responses.create(model="auto", input="hi").output_text == "For Bob."  # delivered
+    assert alice.responses.retrieve("resp_reused").output_text == "For Alice only."
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve("resp_reused")
+    assert "response resp_reused not stored: another key's stored response has that id" in gw_native.log()
+
+
 def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
     native.reset(input_tokens=40, output_tokens=9, cached_tokens=8)
     with openai_client(gw_native, api_key="sk-alice").responses.stream(model="auto", input="hi") as stream:
