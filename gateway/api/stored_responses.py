@@ -39,7 +39,9 @@ def owner_of(principal: Principal) -> str:
 
 
 def not_found(response_id: str, param: str | None = None) -> GatewayError:
-    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
+    """OpenAI's 404, in its words: for a `previous_response_id`, "Previous response ..."."""
+    which = "Previous response" if param == "previous_response_id" else "Response"
+    return GatewayError(404, f"{which} with id '{response_id}' not found.", param=param)
 
 
 def _store(state: AppState) -> ResponseStore:

@@ -182,6 +182,7 @@ def test_store_false_keeps_nothing(gw, upstream, openai_client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model="auto", input="Again.", previous_response_id=response.id)
     assert caught.value.body["param"] == "previous_response_id"
+    assert caught.value.body["message"] == f"Previous response with id '{response.id}' not found."
     assert len(upstream.received) == 1  # the unknown previous response was refused before routing
 
 
