@@ -412,3 +412,19 @@ def test_the_mock_backend_drives_an_agent_turn_through_responses(openai_client):
         jsonschema.validate(json.loads(structured.output_text), schema)
     finally:
         gw.stop()
+
+
+def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not_stored(gw, upstream, openai_client):
+    upstream.reset(break_after_events=3)  # the role chunk and two words, then the connection drops
+    client = openai_client(gw, api_key="sk-alice")
+    events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds and kinds.count("response.output_text.delta") == 2
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.message == "The upstream stream broke off."
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(events[0].response.id)
+    (row,) = [e for e in ledger(gw, 1) if e["final"]]
+    assert (row["endpoint"], row["status"], row["attempts"]) == ("responses", 502, 1)
+    assert len(upstream.received) == 1  # content had reached the client: no second attempt
