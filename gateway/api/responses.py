@@ -35,7 +35,7 @@ from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
-from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
     ResponseStream,
@@ -52,7 +52,7 @@ from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.tenants.principal import Principal
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
-_GATEWAY_FIELDS = ("previous_response_id", "store")
+_GATEWAY_FIELDS = ("previous_response_id", "store", *GATEWAY_OWNED_FIELDS)
 
 
 def new_response_id() -> str:
@@ -117,6 +117,9 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
     payload = responses_to_chat(native, previous)
+    for name in GATEWAY_OWNED_FIELDS:  # OpenRouter-style `models` / `provider` / `route`: routing reads them
+        if name in native:
+            payload[name] = native[name]
     stream = bool(payload.get("stream"))
     # Streams ask the chat backend for usage: response.completed carries it.
     return ChatRequest(payload=payload, model=payload["model"], stream=stream, include_usage=stream)

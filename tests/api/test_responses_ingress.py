@@ -131,3 +131,12 @@ def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
     assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
     assert request.response is None
+
+
+def test_openrouter_routing_overrides_reach_routing_and_no_backend():
+    overrides = {"models": ["a/b", "c/d"], "provider": {"order": ["x"]}}
+    request = _parse(**overrides)
+    assert request.chat.payload["models"] == ["a/b", "c/d"] and request.chat.payload["provider"] == {"order": ["x"]}
+    native = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u"), None).payload
+    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u"), None).payload
+    assert not {"models", "provider"} & (set(native) | set(chat))

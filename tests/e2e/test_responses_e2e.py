@@ -313,6 +313,14 @@ def test_a_backend_reusing_an_id_never_hands_one_keys_response_to_another(gw_nat
     assert "response resp_reused not stored: another key's stored response has that id" in gw_native.log()
 
 
+def test_openrouter_provider_overrides_route_a_responses_request(gw_native, native, upstream, openai_client):
+    client = openai_client(gw_native, api_key="sk-alice")
+    response = client.responses.create(model="auto", input="hi", extra_body={"provider": {"only": ["chat-up"]}})
+    assert response.output_text == "Hello from the fake upstream."  # the chat backend, though native is cheaper
+    assert (len(native.received), len(upstream.received)) == (0, 1)
+    assert "provider" not in upstream.received[0].body
+
+
 def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
     native.reset(input_tokens=40, output_tokens=9, cached_tokens=8)
     with openai_client(gw_native, api_key="sk-alice").responses.stream(model="auto", input="hi") as stream:
