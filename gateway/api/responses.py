@@ -241,7 +241,7 @@ class ResponsesIngress(Ingress):
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None
         if response is not None:
             items = conversation_items(request.previous, request.native, response)
-            await save(request.state, request.owner, StoredResponse(response, items))
+            await save(request.state, request.owner, StoredResponse(response, items, len(request.previous)))
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())

@@ -50,18 +50,27 @@ class StoredResponse:
 
     response: dict[str, Any]
     items: list[dict[str, Any]]
+    # Where the request's own input starts in `items` (after the conversation it continued);
+    # it ends where the response's output begins.
+    input_from: int = 0
 
     @property
     def id(self) -> str:
         return str(self.response["id"])
 
+    @property
+    def input(self) -> list[dict[str, Any]]:
+        """The input items of the request this response answered."""
+        end = len(self.items) - len(self.response.get("output") or ())
+        return self.items[self.input_from : max(end, self.input_from)]
+
     def encode(self) -> bytes:
-        return orjson.dumps({"response": self.response, "items": self.items})
+        return orjson.dumps({"response": self.response, "items": self.items, "input_from": self.input_from})
 
     @classmethod
     def decode(cls, data: bytes | str) -> StoredResponse:
         value = orjson.loads(data)
-        return cls(value["response"], value["items"])
+        return cls(value["response"], value["items"], value.get("input_from", 0))
 
 
 class ResponseStore(abc.ABC):

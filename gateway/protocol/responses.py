@@ -759,3 +759,26 @@ class ResponseStream:
         response = self.response
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         return [self._event(kind, response=response)]
+
+
+# -- stored input, as GET /v1/responses/{id}/input_items lists it --------------------------------
+
+
+def listed_input_items(items: list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
+    """A request's input items in the shapes the input-items list returns (`ResponseItem`):
+    every item with an `id` (the client's, else one derived from the response's id and its
+    place) and a status; message content as parts, never a bare string."""
+    listed = []
+    for i, item in enumerate(items):
+        kind = item.get("type") or ("message" if "role" in item else "item")
+        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
+        entry = {**item, "type": kind, "id": item.get("id") or f"{prefix}_{_suffix(response_id)}_in{i}"}
+        entry.setdefault("status", "completed")
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            text: dict[str, Any] = {"type": part, "text": item["content"]}
+            if part == "output_text":
+                text["annotations"] = []
+            entry["content"] = [text]
+        listed.append(entry)
+    return listed

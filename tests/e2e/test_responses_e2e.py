@@ -173,6 +173,32 @@ def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_cli
     ]
 
 
+def test_input_items_list_the_requests_own_input(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    first = client.responses.create(model="auto", input="My name is Ada.")
+    second = client.responses.create(
+        model="auto",
+        previous_response_id=first.id,
+        input=[
+            {"type": "message", "role": "user", "content": "What is my name?"},
+            {"role": "user", "content": [{"type": "input_text", "text": "Answer briefly."}]},
+        ],
+    )
+    page = client.responses.input_items.list(second.id, order="asc")
+    assert [item.content[0].text for item in page.data] == ["What is my name?", "Answer briefly."]
+    assert all(item.type == "message" and item.role == "user" and item.id for item in page.data)
+    assert page.has_more is False and page.first_id == page.data[0].id and page.last_id == page.data[1].id
+    newest = client.responses.input_items.list(second.id, limit=1)  # desc by default
+    assert [i.content[0].text for i in newest.data] == ["Answer briefly."] and newest.has_more is True
+    older = client.responses.input_items.list(second.id, limit=1, after=newest.last_id)
+    assert [i.content[0].text for i in older.data] == ["What is my name?"] and older.has_more is False
+    assert [i.content[0].text for i in client.responses.input_items.list(first.id).data] == ["My name is Ada."]
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw, api_key="sk-bob").responses.input_items.list(second.id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_items.list(second.id, limit=0)
+
+
 def test_store_false_keeps_nothing(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     response = client.responses.create(model="auto", input="Say hello.", store=False)
