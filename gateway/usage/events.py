@@ -105,7 +105,7 @@ class UsageEvent:
     estimated: bool = False  # token counts estimated: the upstream reported none
     request_id: str | None = None  # the x-request-id (a client may send its own: not unique)
     # Fields added with ledger schema version 1 (all defaulted: older events load unchanged).
-    # The API the client called: `chat` (later `messages`, `responses`, `embeddings`, `completions`).
+    # The API the client called: `chat`, `messages`, `responses`, `embeddings`, `completions`.
     endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")] = "chat"
     key: str | None = None  # the client API key's name (never the key)
     team: str | None = None  # the key's team
