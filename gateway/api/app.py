@@ -11,7 +11,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, scrape
+from gateway.api import (
+    admin,
+    chat,
+    completions,
+    embeddings,
+    explain,
+    keys,
+    messages,
+    models,
+    rankings,
+    responses,
+    scrape,
+    stored_responses,
+)
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -63,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
         await keys.start_tenants(state)
+        stored_responses.start(state)
         state.usage_store, state.usage_recorder = install_recorder(
             settings,
             state.redis,
@@ -118,13 +132,25 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
     chat.register(app)
+    messages.register(app)
+    embeddings.register(app)
+    completions.register(app)
     models.register(app)
     admin.register(app)
     explain.register(app)
     rankings.register(app)
     scrape.register(app)
     keys.register(app)
-    return FastPathApp(app, chat.FAST_ROUTES)
+    stored_responses.register(app)
+    responses.register(app)
+    fast_routes = {
+        **chat.FAST_ROUTES,
+        **messages.FAST_ROUTES,
+        **responses.FAST_ROUTES,
+        **embeddings.FAST_ROUTES,
+        **completions.FAST_ROUTES,
+    }
+    return FastPathApp(app, fast_routes)
 
 
 def _wire_metrics(state: AppState) -> None:

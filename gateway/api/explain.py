@@ -1,5 +1,11 @@
-"""POST /v1/route/explain: the routing decision for a chat-completions body, without calling
-any backend. Same body, same auth, same 400/404 errors as /v1/chat/completions."""
+"""POST /v1/route/explain: the routing decision for a request, without calling any backend.
+
+`?endpoint=chat|messages|responses|completions|embeddings` (default chat) says which API's
+request shape the body has; it is read into the chat request routing reads (see
+`protocol.views`) and decided exactly as that endpoint would. Same auth, same 400/404 errors
+as the endpoint itself (in OpenAI's shape: this is the gateway's own API); an unknown
+endpoint is a 400.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.chat import read_body
+from gateway.api.ingress import read_body
 from gateway.api.state import AppState
-from gateway.protocol.chat import parse_chat_request
+from gateway.protocol.views import routing_view
 from gateway.routing.explain import explanation
 from gateway.routing.pipeline import plan
 
@@ -20,9 +26,10 @@ def register(app: FastAPI) -> None:
         state: AppState = request.app.state.gateway
         state.auth.authenticate(request)
         snapshot = state.config.current
-        chat = parse_chat_request(await read_body(request, snapshot.config.gateway.max_body_bytes))
+        endpoint = request.query_params.get("endpoint") or "chat"
+        chat = routing_view(endpoint, await read_body(request, snapshot.config.gateway.max_body_bytes))
         # No exploration draw: the explanation shows the order the strategy itself gives.
-        decision = plan(chat, request.headers, snapshot, state.stats, explore=False)
+        decision = plan(chat, request.headers, snapshot, state.stats, explore=False, endpoint=endpoint)
         body = explanation(decision, state.stats)
         body["config_version"] = snapshot.version
         return Response(orjson.dumps(body), media_type="application/json")

@@ -1,6 +1,23 @@
-"""GET /v1/models: the names clients may send as `model` (routes and canonical model ids)."""
+"""GET /v1/models: the names clients may send as `model` (routes and canonical model ids), and
+what each serves.
+
+Two shapes, as the two SDK families expect them:
+- OpenAI's list (`object: "list"`, entries `id`, `object: "model"`, `created`, `owned_by`),
+  each entry with the gateway's own fields beside: `kind` (`chat` or `embedding`) and
+  `endpoints` (the APIs that can be called with it: chat models answer chat, messages and
+  responses, translated through chat where a backend lacks the API, and completions where one
+  of its backends serves `/completions` natively; embedding models answer embeddings only);
+- with an `anthropic-version` header (Anthropic's SDKs always send one), Anthropic's list:
+  `data` of `{type: "model", id, display_name, created_at}`, `has_more`, `first_id`,
+  `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`. It lists what
+  `/v1/messages` can serve (no embedding models), and its errors are Anthropic-shaped.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -8,13 +25,50 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.state import AppState
-from gateway.config.snapshot import ConfigSnapshot
-from gateway.protocol.errors import model_not_found
+from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.protocol.errors import GatewayError, invalid_request, model_not_found
+from gateway.protocol.messages import anthropic_error
+from gateway.routing.resolve import resolve
+
+# What every chat offer answers, natively or translated through chat completions.
+CHAT_ENDPOINTS = ("chat", "messages", "responses")
+ANTHROPIC_PAGE = 20
+ANTHROPIC_PAGE_MAX = 1000
 
 
-def model_entries(snapshot: ConfigSnapshot) -> list[dict]:
+def endpoints_of(offers: Iterable[Offer]) -> list[str]:
+    """The endpoints a model (or a route, through its models' offers) can be called on:
+    embeddings and completions only where a backend serves them natively (no translation)."""
+    offers = list(offers)
+    if any(o.spec.kind == "embedding" for o in offers):
+        return ["embeddings"] if any("embeddings" in o.apis for o in offers) else []
+    out = list(CHAT_ENDPOINTS)
+    if any("completions" in o.apis for o in offers):
+        out.append("completions")
+    return out
+
+
+def _route_offers(snapshot: ConfigSnapshot, name: str) -> list[Offer]:
+    route = snapshot.routes[name]
+    models = dict.fromkeys([*route.models, *(m for ms in route.tasks.values() for m in ms)])
+    return [o for m in models for o in snapshot.offers.get(m, ())]
+
+
+def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
     created = int(snapshot.loaded_at)
-    entries = [{"id": name, "object": "model", "created": created, "owned_by": "gateway"} for name in snapshot.routes]
+    entries: list[dict[str, Any]] = []
+    for name in snapshot.routes:
+        offers = _route_offers(snapshot, name)
+        entries.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "gateway",
+                "kind": offers[0].spec.kind if offers else "chat",
+                "endpoints": endpoints_of(offers),
+            }
+        )
     for model_id, offers in sorted(snapshot.offers.items()):
         best = max(o.spec.context_length for o in offers)
         entries.append(
@@ -25,26 +79,107 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict]:
                 "owned_by": model_id.split("/", 1)[0],
                 "context_length": best,
                 "providers": sorted(o.backend for o in offers),
+                "kind": offers[0].spec.kind,
+                "endpoints": endpoints_of(offers),
             }
         )
     return entries
 
 
+def model_entry(snapshot: ConfigSnapshot, name: str) -> dict[str, Any]:
+    """One listed entry; a name an alias maps (or a `:floor`/`:nitro` variant) answers as
+    what it resolves to, under the name asked for, so a client that checks its configured
+    model before using it (agents with their built-in names) finds it."""
+    entries = {e["id"]: e for e in model_entries(snapshot)}
+    found = entries.get(name)
+    if found is not None:
+        return found
+    target = resolve(name, snapshot)  # 404 model_not_found when nothing maps it
+    resolved = entries.get(target.route_name or target.model or "")
+    if resolved is None:
+        raise model_not_found(name)
+    return {**resolved, "id": name, "alias": target.alias, "resolves_to": resolved["id"]}
+
+
+def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
+    info = snapshot.model_info(entry["id"])
+    name = info.name if info is not None and info.name else entry["id"]
+    out = {
+        "type": "model",
+        "id": entry["id"],
+        "display_name": name,
+        "created_at": datetime.fromtimestamp(entry["created"], UTC).isoformat().replace("+00:00", "Z"),
+    }
+    if "context_length" in entry:
+        out["max_input_tokens"] = entry["context_length"]
+    return out
+
+
+def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """One page of Anthropic's model list: `limit` entries after `after_id` or before `before_id`."""
+    raw = query.get("limit")
+    limit = ANTHROPIC_PAGE
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= ANTHROPIC_PAGE_MAX:
+            raise invalid_request(f"limit: must be an integer from 1 to {ANTHROPIC_PAGE_MAX}.", "limit")
+        limit = int(raw)
+    ids = [e["id"] for e in entries]
+    after, before = query.get("after_id"), query.get("before_id")
+    for cursor, name in ((after, "after_id"), (before, "before_id")):
+        if cursor is not None and cursor not in ids:
+            raise invalid_request(f"{name}: `{cursor}` is not a listed model.", name)
+    if before is not None:
+        end = ids.index(before)
+        page = entries[max(0, end - limit) : end]
+        has_more = end - limit > 0
+    else:
+        start = ids.index(after) + 1 if after is not None else 0
+        page = entries[start : start + limit]
+        has_more = start + limit < len(entries)
+    return {
+        "data": page,
+        "has_more": has_more,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+    }
+
+
 def register(app: FastAPI) -> None:
+    def anthropic_response(error: GatewayError) -> Response:
+        status, body = anthropic_error(error)
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
     async def list_models(request: Request) -> Response:
         state: AppState = request.app.state.gateway
+        snapshot = state.config.current
+        if "anthropic-version" in request.headers:
+            try:
+                state.auth.authenticate(request)
+                entries = [
+                    anthropic_entry(e, snapshot) for e in model_entries(snapshot) if "messages" in e["endpoints"]
+                ]
+                body = anthropic_page(entries, dict(request.query_params))
+            except GatewayError as exc:
+                return anthropic_response(exc)
+            return Response(orjson.dumps(body), media_type="application/json")
         state.auth.authenticate(request)
-        body = {"object": "list", "data": model_entries(state.config.current)}
-        return Response(orjson.dumps(body), media_type="application/json")
+        listed = {"object": "list", "data": model_entries(snapshot)}
+        return Response(orjson.dumps(listed), media_type="application/json")
 
     async def get_model(request: Request) -> Response:
         state: AppState = request.app.state.gateway
-        state.auth.authenticate(request)
+        snapshot = state.config.current
         wanted = request.path_params["model_id"]
-        for entry in model_entries(state.config.current):
-            if entry["id"] == wanted:
-                return Response(orjson.dumps(entry), media_type="application/json")
-        raise model_not_found(wanted)
+        anthropic = "anthropic-version" in request.headers
+        try:
+            state.auth.authenticate(request)
+            entry = model_entry(snapshot, wanted)
+            found = anthropic_entry(entry, snapshot) if anthropic else entry
+            return Response(orjson.dumps(found), media_type="application/json")
+        except GatewayError as exc:
+            if anthropic:
+                return anthropic_response(exc)
+            raise
 
     app.router.add_route("/v1/models", list_models, methods=["GET"])
     app.router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])

@@ -1,8 +1,10 @@
 """The built-in `mock` backend: OpenAI-shaped answers synthesised in-process.
 
 It lets a fresh gateway answer out of the box and lets tests and demos run without any
-upstream. What it answers (tool calls, JSON for a schema, n, max_tokens, stop) is decided in
-`mock_answers`; this module turns the answer into wire bytes. Token counts are realistic
+upstream. It serves `/chat/completions`, legacy `/completions` (streamed or not) and
+`/embeddings` (vectors of the offer's `dimensions`, default 1536, or the request's). What it
+answers (tool calls, JSON for a schema, n, max_tokens, stop) is decided in `mock_answers`;
+this module turns the answer into wire bytes. Token counts are realistic
 (prompt estimated like the router does, completion as generated); `delay_ms` and
 `tokens_per_second` simulate a model's time to first token and generation speed.
 """
@@ -17,9 +19,17 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
-from gateway.backends.mock_answers import Choice, answer
-from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.backends.base import COMPLETIONS, EMBEDDINGS, Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.mock_answers import (
+    DEFAULT_DIMENSIONS,
+    Answer,
+    Choice,
+    answer,
+    embeddings_response,
+    text_completion,
+)
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.tokens import estimate_prompt_tokens, estimate_text_tokens
 
 
 class MockResponse(UpstreamResponse):
@@ -103,6 +113,88 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+class MockEmbeddings(UpstreamResponse):
+    """An embeddings answer, computed when the call is made (a bad request fails it with a
+    400, as a real upstream's would)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+
+class MockCompletions(UpstreamResponse):
+    """A legacy text completion: `text_completion` objects, one JSON body or SSE chunks."""
+
+    def __init__(self, backend: MockBackend, request: UpstreamRequest) -> None:
+        self._backend = backend
+        self._payload = request.payload
+        self._stream = request.stream
+        self.media_type = "text/event-stream" if request.stream else "application/json"
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        config = self._backend.config
+        payload = self._payload
+        reply: Answer = text_completion(payload, config.completion_tokens)
+        prompt = payload.get("prompt")
+        prompt_tokens = sum(_prompt_tokens(p) for p in (prompt if _is_batch(prompt) else [prompt]))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": prompt_tokens + reply.completion_tokens,
+        }
+        base = {
+            "id": f"cmpl-mock-{uuid.uuid4().hex[:20]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": payload.get("model"),
+        }
+        if config.delay_ms:
+            await asyncio.sleep(config.delay_ms / 1000)
+        pace = 1.0 / config.tokens_per_second if config.tokens_per_second else 0.0
+        if not self._stream:
+            if pace:
+                await asyncio.sleep(pace * reply.completion_tokens)
+            choices = [_text(i, choice.content or "", choice.finish_reason) for i, choice in enumerate(reply.choices)]
+            yield orjson.dumps({**base, "choices": choices, "usage": usage})
+            return
+        for i, choice in enumerate(reply.choices):
+            for piece in _pieces(choice):
+                if pace:
+                    await asyncio.sleep(pace)
+                yield _event({**base, "choices": [_text(i, piece["content"], None)]})
+            yield _event({**base, "choices": [_text(i, "", choice.finish_reason)]})
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            yield _event({**base, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+
+
+def _text(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _is_batch(prompt: Any) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+
+
+def _prompt_tokens(prompt: Any) -> int:
+    if isinstance(prompt, list):
+        return len(prompt)
+    return estimate_text_tokens(prompt) if isinstance(prompt, str) else 0
+
+
 class MockBackend(Backend):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.path == EMBEDDINGS:
+            dimensions = request.offer.spec.dimensions or DEFAULT_DIMENSIONS
+            try:
+                body = orjson.dumps(embeddings_response(request.payload, dimensions))
+            except GatewayError as exc:
+                raise UpstreamError("status", exc.message, status=exc.status, body=orjson.dumps(exc.body())) from None
+            if self.config.delay_ms:
+                await asyncio.sleep(self.config.delay_ms / 1000)
+            return MockEmbeddings(body)
+        if request.path == COMPLETIONS:
+            return MockCompletions(self, request)
         return MockResponse(self, request)

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.embeddings import embedding_inputs
 from gateway.protocol.errors import invalid_request
 
 WORDS = [
@@ -62,7 +63,6 @@ WORDS = [
 ]
 DEFAULT_DIMENSIONS = 1536  # OpenAI text-embedding-3-small's, the size RAG code most often expects
 _MAX_DEPTH = 12  # schema nesting followed before giving up on a branch (recursive $refs)
-_MAX_INPUTS = 2048  # OpenAI's own limit on inputs per embeddings request
 _MAX_CHOICES = 128  # OpenAI's own limit on `n`
 _FORMATS = {
     "date": "2025-01-01",
@@ -97,6 +97,17 @@ class Answer:
     @property
     def completion_tokens(self) -> int:
         return sum(choice.tokens for choice in self.choices)
+
+
+def text_completion(payload: dict[str, Any], default_tokens: int) -> Answer:
+    """The answer to a legacy `/completions` payload: `n` texts continuing the prompt, honouring
+    `max_tokens` (16 when unset, OpenAI's default for this endpoint) and `stop`."""
+    n = payload.get("n")
+    n = min(n, _MAX_CHOICES) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    limit = payload.get("max_tokens")
+    asked = {"max_tokens": limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 16}
+    text = {**asked, "stop": payload.get("stop")}
+    return Answer(tuple(_text_choice(text, default_tokens) for _ in range(n)))
 
 
 def answer(payload: dict[str, Any], default_tokens: int) -> Answer:
@@ -280,28 +291,6 @@ def _string(schema: dict[str, Any]) -> str:
 
 
 # -- embeddings -------------------------------------------------------------------------------
-
-
-def embedding_inputs(value: Any) -> list[str | list[int]]:
-    """The embeddings request's `input` as a list of texts or token arrays; a 400 otherwise."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and value and all(_is_token(v) for v in value):
-        return [value]  # one token array
-    if (
-        isinstance(value, list)
-        and value
-        and len(value) <= _MAX_INPUTS
-        and all(isinstance(v, str) or (isinstance(v, list) and v and all(_is_token(t) for t in v)) for v in value)
-    ):
-        return value
-    raise invalid_request(
-        f"`input` must be a string, an array of strings, or token arrays (at most {_MAX_INPUTS} inputs).", "input"
-    )
-
-
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def embed(item: str | list[int], dimensions: int) -> list[float]:

@@ -13,9 +13,15 @@ from gateway.cli.policy import add_config_flag, load_snapshot, print_warnings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("explain", help="show how a chat-completions request would be routed, without calling a backend")
-    p.add_argument("request", help="JSON body of a chat-completions request ('-' for stdin)")
+    p = sub.add_parser("explain", help="show how a request would be routed, without calling a backend")
+    p.add_argument("request", help="JSON body of a request to the endpoint ('-' for stdin)")
     add_config_flag(p)
+    p.add_argument(
+        "--endpoint",
+        default="chat",
+        choices=("chat", "messages", "responses", "completions", "embeddings"),
+        help="the API the request is for (its body's shape): default chat",
+    )
     p.add_argument(
         "--header",
         action="append",
@@ -30,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import orjson
 
-    from gateway.protocol.chat import parse_chat_request
     from gateway.protocol.errors import GatewayError
+    from gateway.protocol.views import routing_view
     from gateway.routing.explain import explanation, render_text
     from gateway.routing.pipeline import plan
 
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         name, _, value = item.partition(":")
         headers[name.strip().lower()] = value.strip()
     try:
-        decision = plan(parse_chat_request(body), headers, snapshot, explore=False)
+        decision = plan(routing_view(args.endpoint, body), headers, snapshot, explore=False, endpoint=args.endpoint)
     except GatewayError as exc:
         print(f"error {exc.status} {exc.code or exc.type}: {exc.message}", file=sys.stderr)
         return 1

@@ -269,6 +269,8 @@ def _reference_problems(config: GatewayConfig, lines: dict[KeyPath, int]) -> lis
                         f"`{key}` is none of this route's models, a backend, or backend/model",
                     )
                 )
+    problems += _kind_problems(config, lines)
+    problems += _alias_problems(config, served, lines)
     kind = config.gateway.classifier.kind
     if kind != "heuristic":
         try:
@@ -281,6 +283,71 @@ def _reference_problems(config: GatewayConfig, lines: dict[KeyPath, int]) -> lis
             path = ("rate_limits", "routes", name)
             problems.append(
                 Problem(_dotted(path), _nearest_line(lines, path), f"`{name}` is neither a route nor a served model")
+            )
+    return problems
+
+
+def _model_kinds(config: GatewayConfig) -> dict[str, dict[str, str]]:
+    """model -> {backend: kind} over every backend that lists the model."""
+    kinds: dict[str, dict[str, str]] = {}
+    for backend_name, backend in config.backends.items():
+        for model_id, offer in backend.models.items():
+            kinds.setdefault(model_id, {})[backend_name] = offer.kind
+    return kinds
+
+
+def _kind_problems(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[Problem]:
+    """A model is one kind wherever it is served, and a route lists models of one kind: an
+    embeddings request must never be sent to a chat model, nor a chat request to an
+    embedding model, and a route's fallback tiers must all answer the same endpoint."""
+    problems: list[Problem] = []
+    kinds = _model_kinds(config)
+    path: KeyPath
+    for model_id, by_backend in kinds.items():
+        if len(set(by_backend.values())) > 1:
+            chat = [b for b, k in by_backend.items() if k == "chat"]
+            embedding = [b for b, k in by_backend.items() if k == "embedding"]
+            path = ("backends", embedding[0], "models", model_id, "kind")
+            problems.append(
+                Problem(
+                    _dotted(path),
+                    _nearest_line(lines, path),
+                    f"`{model_id}` is `kind: embedding` on {', '.join(embedding)} but a chat model on "
+                    f"{', '.join(chat)}: a model is one kind wherever it is served",
+                )
+            )
+    for name, route in config.routes.items():
+        listed = list(route.models) + [m for ms in route.tasks.values() for m in ms]
+        by_kind: dict[str, list[str]] = {}
+        for model_id in dict.fromkeys(listed):
+            for kind in set(kinds.get(model_id, {}).values()):
+                by_kind.setdefault(kind, []).append(model_id)
+        if len(by_kind) > 1:
+            path = ("routes", name)
+            problems.append(
+                Problem(
+                    _dotted(path),
+                    _nearest_line(lines, path),
+                    f"route `{name}` mixes chat models ({', '.join(by_kind['chat'])}) and embedding models "
+                    f"({', '.join(by_kind['embedding'])}): a route serves one kind, so split it into two routes",
+                )
+            )
+    return problems
+
+
+def _alias_problems(config: GatewayConfig, served: set[str], lines: dict[KeyPath, int]) -> list[Problem]:
+    problems: list[Problem] = []
+    known = set(config.routes) | served | set(config.models)
+    for pattern, target in config.aliases.items():
+        if target not in known:
+            path = ("aliases", pattern)
+            problems.append(
+                Problem(
+                    _dotted(path),
+                    _nearest_line(lines, path),
+                    f"alias `{pattern}` points at `{target}`, which is neither a route nor a model"
+                    f"{_did_you_mean(target, known)}",
+                )
             )
     return problems
 

@@ -25,6 +25,11 @@ else:
 
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
+# The ingress APIs, by the name the ledger's `endpoint` field and a backend's `apis` use.
+ApiName = Literal["chat", "messages", "responses", "completions", "embeddings"]
+# What a model offer answers: chat models serve chat, messages, responses and completions;
+# embedding models serve only `/v1/embeddings`.
+ModelKind = Literal["chat", "embedding"]
 
 # Anthropic bills 5-minute prompt-cache writes at 1.25x the model's input price.
 ANTHROPIC_CACHE_WRITE_FACTOR = 1.25
@@ -51,6 +56,17 @@ class ModelOffer(Strict):
     # What this backend's deployment of the model supports, when it differs from the model's
     # own `models.<id>.capabilities` (e.g. a vLLM server started without a tool parser).
     capabilities: list[Capability] | None = None
+    # `embedding`: this offer answers only `/v1/embeddings`, and chat endpoints never route to it.
+    kind: ModelKind = "chat"
+    # Embedding offers: the vector length the model returns when a request sets no
+    # `dimensions` (the `mock` backend synthesises vectors of this size; default 1536).
+    dimensions: int | None = Field(default=None, gt=0, le=65536)
+
+    @model_validator(mode="after")
+    def _dimensions_for_embeddings(self) -> ModelOffer:
+        if self.dimensions is not None and self.kind != "embedding":
+            raise ValueError("`dimensions` is for `kind: embedding` offers only")
+        return self
 
 
 class CircuitConfig(Strict):
@@ -105,6 +121,10 @@ class BackendConfig(Strict):
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=512, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    # The APIs this backend serves natively (passed through as is; the others are translated
+    # through chat completions). Unset: the vendor registry's default for `type`; read the
+    # resolved set as `served_apis` (or `Offer.apis`), never this field.
+    apis: list[ApiName] | None = None
     models: dict[str, ModelOffer] = Field(default_factory=dict)
     circuit: CircuitConfig = CircuitConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
@@ -138,6 +158,11 @@ class BackendConfig(Strict):
         }
         object.__setattr__(self, "models", models)  # frozen: set once, while validating
         return self
+
+    @property
+    def served_apis(self) -> frozenset[str]:
+        """`apis`, or the vendor's default when unset."""
+        return frozenset(self.apis) if self.apis is not None else VENDORS[self.type].apis
 
     @model_validator(mode="after")
     def _base_url_known(self) -> BackendConfig:
@@ -247,6 +272,11 @@ class GatewayConfig(Strict):
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     models: dict[str, ModelInfo] = Field(default_factory=dict)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    # Requested model name (a glob: `*`, `?`, `[...]`) -> a route or canonical model id, for
+    # names clients send that the config does not know (Claude Code's `claude-*`, Codex's
+    # `gpt-5*`). A name that is itself a route or model is never aliased; otherwise the first
+    # pattern that matches, in the order written, wins.
+    aliases: dict[str, str] = Field(default_factory=dict)
     gateway: GatewaySettings = GatewaySettings()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
 

@@ -3,7 +3,12 @@
 For a route: its `tasks[task]` list when the task has one (then, as a fallback tier, its
 `models` unless `task_fallback: false`), else its `models`. For a canonical model id: every
 enabled backend serving it. A request's `models` array appends further targets, each a tier
-after the previous one, so its order is kept whatever the strategy.
+after the previous one, so its order is kept whatever the strategy. Only offers that can
+answer the endpoint at all are gathered: of its kind (`kind: embedding` offers for
+`/v1/embeddings`, chat offers for every other endpoint), and for the endpoints that have no
+translation through chat (embeddings, legacy completions) only offers whose backend serves
+the endpoint natively (`apis:`). Another offer is not a candidate rather than one a filter
+rejects; `target_offers` tells the error path what the target would have had.
 
 What one target offers for one task depends on the config alone, so it is worked out once
 per snapshot (kept in `snapshot.memo`) and shared by every request: a request naming one
@@ -15,8 +20,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from gateway.config.schema import ModelKind
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.routing.resolve import Target
+
+# The kind of model each endpoint needs: embeddings from embedding models, the rest from chat.
+EMBEDDINGS_ENDPOINT = "embeddings"
+# Endpoints with no translation through chat: only a backend serving them natively can answer.
+NATIVE_ONLY = frozenset({"completions", "embeddings"})
+
+
+def kind_for(endpoint: str) -> ModelKind:
+    return "embedding" if endpoint == EMBEDDINGS_ENDPOINT else "chat"
+
+
+def can_answer(offer: Offer, endpoint: str) -> bool:
+    """Whether the offer can answer the endpoint at all (worked out once per snapshot)."""
+    if offer.spec.kind != kind_for(endpoint):
+        return False
+    return endpoint not in NATIVE_ONLY or endpoint in offer.apis
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +67,17 @@ class _TargetCandidates:
     tiers: int  # tiers this target takes, empty ones included
 
 
-def gather(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> Sequence[Candidate]:
+def gather(
+    targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, endpoint: str = "chat"
+) -> Sequence[Candidate]:
     if len(targets) == 1:
-        return _for_target(targets[0], task, snapshot).candidates
+        return _for_target(targets[0], task, snapshot, endpoint).candidates
     # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
     # ones, as clients choose these lists.
-    memo_key = ("candidate lists", tuple(t.requested for t in targets), task)
+    memo_key = ("candidate lists", tuple(t.requested for t in targets), task, endpoint)
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = _combine(targets, task, snapshot)
+        found = _combine(targets, task, snapshot, endpoint)
         remembered = snapshot.memo.get(_LISTS, 0)
         if remembered < MAX_REMEMBERED_LISTS:
             snapshot.memo[memo_key] = found
@@ -65,12 +89,12 @@ MAX_REMEMBERED_LISTS = 1024
 _LISTS = "candidate lists remembered"
 
 
-def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> tuple[Candidate, ...]:
+def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot, endpoint: str) -> tuple[Candidate, ...]:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
     tier = 0
     for target in targets:
-        found = _for_target(target, task, snapshot)
+        found = _for_target(target, task, snapshot, endpoint)
         for c in found.candidates:
             if c.key not in seen:
                 seen.add(c.key)
@@ -79,23 +103,34 @@ def _combine(targets: Sequence[Target], task: str, snapshot: ConfigSnapshot) -> 
     return tuple(out)
 
 
-def _for_target(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
+def _for_target(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: str) -> _TargetCandidates:
     route = target.route
-    memo_key = ("candidates", target.route_name, task) if route is not None else ("candidates", target.model)
+    memo_key = (
+        ("candidates", target.route_name, task, endpoint)
+        if route is not None
+        else ("candidates", target.model, endpoint)
+    )
     found = snapshot.memo.get(memo_key)
     if found is None:
-        found = snapshot.memo[memo_key] = _build(target, task, snapshot)
+        found = snapshot.memo[memo_key] = _build(target, task, snapshot, endpoint)
     return found
 
 
-def _build(target: Target, task: str, snapshot: ConfigSnapshot) -> _TargetCandidates:
+def target_offers(target: Target, snapshot: ConfigSnapshot) -> list[Offer]:
+    """Every enabled offer of the target's models, whatever the endpoint (for errors)."""
+    route = target.route
+    models = [target.model] if route is None else [*route.models, *(m for ms in route.tasks.values() for m in ms)]
+    return [o for m in dict.fromkeys(models) if m is not None for o in snapshot.offers.get(m, ())]
+
+
+def _build(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: str) -> _TargetCandidates:
     out: list[Candidate] = []
     seen: set[tuple[str, str]] = set()
 
     def add(models: Sequence[str], tier: int, source: str) -> None:
         for model in models:
             for offer in snapshot.offers.get(model, ()):
-                if offer.key not in seen:
+                if offer.key not in seen and can_answer(offer, endpoint):
                     seen.add(offer.key)
                     out.append(_candidate(offer, tier, len(out), source, snapshot))
 

@@ -1,9 +1,16 @@
 """Task detection: what kind of work a request is, so a route can send it to the right model.
 
 Tasks: code, math, reasoning, translation, long_context, tool_use, vision, chat (general).
-Order of precedence: the `X-Gateway-Task` header; images (vision); tools (tool_use); prompt
-size (long_context); then the text of the system prompt and the last user message (code,
-math, translation, reasoning); else chat.
+Order of precedence: the `X-Gateway-Task` header; a coding agent's tool set or system prompt
+(code: see `routing.agents`); images (vision); prompt size (long_context); then the text of
+the system prompt and the last user message (code, math, translation, reasoning); then
+offered tools (tool_use); else chat.
+
+Tool use is a capability, not a category: a request with tools is routed to models that
+declare `tools` by the capability filter whatever its task, so the task says what the work
+is. Coding agents send tools on every turn, and a classifier that answered `tool_use` for
+any request with tools would never count their traffic as programming; a request with tools
+whose text says nothing more specific is still `tool_use`.
 
 The default classifier is deterministic and cheap: it reads at most a bounded window of the
 text (the head and tail of the last user message, where instructions sit), plus a search of
@@ -32,6 +39,7 @@ from gateway.config.schema import ClassifierConfig
 from gateway.config.tasks import TASKS, load_classifier
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import invalid_request
+from gateway.routing.agents import coding_agent
 from gateway.routing.facts import RequestFacts
 
 log = logging.getLogger("gateway.routing")
@@ -56,6 +64,8 @@ _VISION = TaskGuess("vision", "has image parts")
 _TOOLS = TaskGuess("tool_use", "offers tools")
 _REASONING_EFFORT = TaskGuess("reasoning", "asks for reasoning effort")
 _CHAT = TaskGuess("chat", "general conversation")
+# Not a task a route can name: what routing records for `/v1/embeddings` (never classified).
+EMBEDDINGS = TaskGuess("embeddings", "embeddings endpoint")
 
 
 # Unmistakable signs, found by substring checks.
@@ -370,16 +380,23 @@ def _asks_for_a_language(window: str, lower: str) -> bool:
 
 
 def heuristic(chat: ChatRequest, facts: RequestFacts, config: ClassifierConfig) -> TaskGuess:
+    tools = chat.payload.get("tools")
+    text: tuple[str, str] | None = None
+    if tools:
+        text = _instruction_text(chat.messages)
+        agent = coding_agent(tools, text[1])
+        if agent is not None:
+            return TaskGuess("code", agent)
     if "vision" in facts.needs:
         return _VISION
-    if "tools" in facts.needs:
-        return _TOOLS
     if facts.prompt_tokens >= config.long_context_tokens:
         return TaskGuess("long_context", f"~{facts.prompt_tokens:,} prompt tokens >= {config.long_context_tokens:,}")
-    user, system = _instruction_text(chat.messages)
+    user, system = text or _instruction_text(chat.messages)
     guess = classify_text(user, system)
     if guess is not None:
         return guess
+    if "tools" in facts.needs:
+        return _TOOLS
     if facts.reasoning_asked:
         return _REASONING_EFFORT
     return _CHAT

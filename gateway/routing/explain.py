@@ -42,7 +42,9 @@ def explanation(decision: RoutingDecision, live: LiveState | None = None) -> dic
         candidates.append(entry)
     return {
         "object": "route.explanation",
+        "endpoint": decision.endpoint,
         "requested": decision.requested,
+        "alias": decision.alias,
         "route": decision.route,
         "task": decision.task,
         "task_reason": decision.task_reason,
@@ -62,8 +64,9 @@ def explanation(decision: RoutingDecision, live: LiveState | None = None) -> dic
 
 def render_text(doc: dict[str, Any]) -> str:
     """The explanation as a terminal table, for `gateway explain`."""
+    via = f" (alias {doc['alias']!r})" if doc.get("alias") else ""
     lines = [
-        f"model {doc['requested']!r} -> route {doc['route'] or '-'}, task {doc['task']} ({doc['task_reason']}), strategy {doc['strategy']}",
+        f"model {doc['requested']!r}{via} -> route {doc['route'] or '-'}, task {doc['task']} ({doc['task_reason']}), strategy {doc['strategy']}",
         f"~{doc['prompt_tokens_estimate']:,} prompt tokens, {doc['completion_tokens_budget']:,} completion budget"
         + (f", needs {', '.join(doc['needs'])}" if doc["needs"] else ""),
         "",

@@ -1,7 +1,8 @@
 """The routing decision, in one place: which offers to try for this request, in which order,
 and why.
 
-    resolve `model` (+ `models` array)  ->  classify the task  ->  gather candidates
+    resolve `model` (+ `models` array, `aliases:`)  ->  classify the task
+        ->  gather the candidates that can answer the endpoint
         ->  filter (provider prefs, context, capabilities, price, circuit)  ->  rank by strategy
 
 `plan()` returns a `RoutingDecision` whose `reports` (every candidate with each filter's
@@ -23,8 +24,8 @@ from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
-from gateway.routing.candidates import Candidate, gather
-from gateway.routing.classify import classify
+from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
+from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
 from gateway.routing.live import Admission, LiveState
@@ -103,6 +104,8 @@ class RoutingDecision:
     retry: FallbackSettings = field(default_factory=FallbackSettings)
     error: GatewayError | None = None  # set when no candidate is eligible
     workings: _Workings | None = field(default=None, repr=False)
+    alias: str | None = None  # the `aliases:` pattern that mapped the requested name, if one did
+    endpoint: str = "chat"  # the API asked: chat, messages, responses, completions, embeddings
     _reports: tuple[CandidateReport, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -133,6 +136,7 @@ def plan(
     *,
     now: float | None = None,
     explore: bool = True,
+    endpoint: str = "chat",
 ) -> RoutingDecision:
     """The decision, its explanation readable from `reports`. Raises only for a bad request (400/404)."""
     settings = snapshot.config.gateway
@@ -141,7 +145,9 @@ def plan(
     targets = [resolve(name, snapshot) for name in names]
     prefs = provider_prefs(payload)
     facts = request_facts(chat, settings)
-    guess = classify(chat, headers, facts, settings.classifier)
+    kind = kind_for(endpoint)
+    # Embeddings are their own category (text to embed says nothing about a chat task).
+    guess: TaskGuess = EMBEDDINGS if kind == "embedding" else classify(chat, headers, facts, settings.classifier)
     strategy = _strategy(targets, prefs)
     route = targets[0].route
     if now is None:
@@ -149,7 +155,7 @@ def plan(
 
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
-    considered = gather(targets, guess.task, snapshot)
+    considered = gather(targets, guess.task, snapshot, endpoint)
     eligible: list[tuple[Candidate, Admission | None]] = []
     admissions: list[Admission] | list[None] = (
         live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
@@ -179,9 +185,15 @@ def plan(
         fallback,  # retry
         None,  # error
         _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
+        targets[0].alias,  # alias
+        endpoint,
     )
     if not tried:
-        decision.error = _no_candidate_error(chat.model, decision.reports)
+        decision.error = (
+            _no_candidate_error(chat.model, decision.reports)
+            if considered
+            else _cannot_answer_error(chat.model, endpoint, kind, targets, snapshot)
+        )
     return decision
 
 
@@ -190,12 +202,41 @@ def decide(
     headers: Mapping[str, str],
     snapshot: ConfigSnapshot,
     stats: LiveState | None = None,
+    endpoint: str = "chat",
 ) -> RoutingDecision:
     """The request path's entry point: the try order, or the error that says why there is none."""
-    decision = plan(chat, headers, snapshot, stats)
+    decision = plan(chat, headers, snapshot, stats, endpoint=endpoint)
     if decision.error is not None:
         raise decision.error
     return decision
+
+
+def _cannot_answer_error(
+    model: str, endpoint: str, kind: str, targets: Sequence[Target], snapshot: ConfigSnapshot
+) -> GatewayError:
+    """No offer of the request's targets can answer this endpoint: why, for the client.
+
+    Offers of the right kind whose backends lack the endpoint's native API (completions and
+    embeddings have no translation): a 400 naming the API. Offers of the other kind only: the
+    client called the wrong endpoint. None at all: no enabled backend (503)."""
+    offers = [o for t in targets for o in target_offers(t, snapshot)]
+    if endpoint in NATIVE_ONLY and any(o.spec.kind == kind for o in offers):
+        return GatewayError(
+            400,
+            f"No backend of `{model}` serves POST /v1/{endpoint}: it has no translation through chat, so it "
+            f"needs a backend whose `apis` include `{endpoint}` (vLLM and OpenAI-compatible servers do by default).",
+            code="endpoint_not_supported",
+            param="model",
+        )
+    if offers and all(o.spec.kind != kind for o in offers):
+        if kind == "embedding":
+            message = (
+                f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+            )
+        else:
+            message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+        return GatewayError(400, message, code="model_not_supported", param="model")
+    return _no_candidate_error(model, ())
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:

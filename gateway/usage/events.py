@@ -27,6 +27,10 @@ from gateway.proxy.outcome import CallOutcome
 
 # The gateway's task names mapped to OpenRouter's category names where one fits.
 TASK_CATEGORIES = {"code": "programming"}
+# Embedding calls are their own category whatever task they carry: their tokens are prompt
+# tokens at a fraction of chat prices, and counted among chat categories they would distort
+# every chat leaderboard (a RAG indexer embeds millions of tokens an hour).
+EMBEDDINGS_CATEGORY = "embeddings"
 
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
@@ -36,7 +40,9 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-def category_of(task: str) -> str:
+def category_of(task: str, endpoint: str = "chat") -> str:
+    if endpoint == "embeddings":
+        return EMBEDDINGS_CATEGORY
     return TASK_CATEGORIES.get(task, task)
 
 
@@ -99,7 +105,7 @@ class UsageEvent:
     estimated: bool = False  # token counts estimated: the upstream reported none
     request_id: str | None = None  # the x-request-id (a client may send its own: not unique)
     # Fields added with ledger schema version 1 (all defaulted: older events load unchanged).
-    # The API the client called: `chat` (later `messages`, `responses`, `embeddings`, `completions`).
+    # The API the client called: `chat`, `messages`, `responses`, `embeddings`, `completions`.
     endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,31}$")] = "chat"
     key: str | None = None  # the client API key's name (never the key)
     team: str | None = None  # the key's team
@@ -219,7 +225,7 @@ class UsageEvent:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             route=route,
-            category=category_of(task),
+            category=category_of(task, endpoint),
             app=app or app_title or api_key_name,
             app_title=app_title,
             cached_tokens=cached_tokens,

@@ -45,10 +45,12 @@ def test_models_lists_the_default_policy(tmp_path):
         ["MODEL", "BACKEND", "UPSTREAM ID", "CONTEXT", "IN $/1M", "OUT $/1M", "STATUS"],
         ["mock/mock-small", "mock", "mock/mock-small", "8,192", "0.05", "0.10", "enabled"],
         ["mock/mock-large", "mock", "mock/mock-large", "131,072", "0.50", "1.50", "enabled"],
+        ["mock/mock-embed", "mock", "mock/mock-embed", "8,192", "0.02", "0.00", "enabled"],
     ]
     assert routes == [
         ["ROUTE", "STRATEGY", "MODELS", "TASKS"],
         ["auto", "cost", "mock/mock-small, mock/mock-large", "code: mock/mock-large; long_context: mock/mock-large"],
+        ["embed", "cost", "mock/mock-embed", "-"],
     ]
     assert result.stderr == ""
 

@@ -112,3 +112,25 @@ def test_explain_shows_the_default_policy_sending_tools_to_the_model_that_declar
     assert lines[4].split()[:3] == ["1", "mock/mock-large", "mock"] and lines[4].endswith("passes every filter")
     assert lines[5].split()[:3] == ["-", "mock/mock-small", "mock"]
     assert lines[5].endswith("  capabilities: does not declare tools")
+
+
+def test_explain_takes_another_endpoints_request_and_shows_the_alias(tmp_path):
+    request = tmp_path / "embed.json"
+    request.write_text(json.dumps({"model": "text-embedding-3-small", "input": ["a cat", "a dog"]}))
+    result = run("explain", "--config", "policies/default.yaml", "--endpoint", "embeddings", str(request))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "model 'text-embedding-3-small' (alias 'text-embedding-*') -> route embed, task embeddings "
+        "(embeddings endpoint), strategy cost"
+    )
+    assert lines[4].split()[:3] == ["1", "mock/mock-embed", "mock"]
+    messages = tmp_path / "messages.json"
+    messages.write_text(
+        json.dumps({"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]})
+    )
+    result = run("explain", "--config", "policies/default.yaml", "--endpoint", "messages", str(messages))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(
+        "model 'claude-haiku-4-5' (alias 'claude-*') -> route auto, task chat"
+    )

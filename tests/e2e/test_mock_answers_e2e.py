@@ -80,3 +80,28 @@ def test_n_max_tokens_and_stop(gw, openai_client):
     assert two.usage.completion_tokens == 6
     stopped = client.chat.completions.create(model="auto", messages=USER, stop=["reply"])
     assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("This is a synthetic", "stop")
+
+
+def test_embeddings_from_the_shipped_policy_are_deterministic_vectors_of_the_configured_size(gw, openai_client):
+    client = openai_client(gw)
+    # `text-embedding-3-small` is what RAG code sends: the policy's alias takes it to `embed`.
+    first = client.embeddings.create(model="text-embedding-3-small", input=["a cat", "a dog"])  # SDK default: base64
+    again = client.embeddings.create(model="embed", input="a cat", encoding_format="float")
+    assert [len(d.embedding) for d in first.data] == [1536, 1536]
+    assert first.data[0].embedding == pytest.approx(again.data[0].embedding, abs=1e-6)  # float32 on the wire
+    assert first.data[0].embedding != first.data[1].embedding
+    assert sum(v * v for v in again.data[0].embedding) == pytest.approx(1.0)
+    assert len(client.embeddings.create(model="embed", input="x", dimensions=256).data[0].embedding) == 256
+
+
+def test_legacy_completions_from_the_shipped_policy_streamed_and_not(gw, openai_client):
+    client = openai_client(gw)
+    answer = client.completions.create(model="auto", prompt="def add(a, b):", suffix="\n", max_tokens=4)
+    assert (answer.choices[0].text, answer.choices[0].finish_reason, answer.usage.completion_tokens) == (
+        "This is a synthetic",
+        "length",
+        4,
+    )
+    chunks = list(client.completions.create(model="auto", prompt="Once upon a time", stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices).startswith("This is a synthetic reply")
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"  # OpenAI's default: 16 tokens

@@ -67,16 +67,15 @@ def test_only_the_last_user_message_is_read():
     assert task_of(request) == "chat"
 
 
-def test_images_tools_and_size_take_precedence_over_text():
+def test_images_and_size_take_precedence_over_text():
     image = [
         {"type": "text", "text": "Write Python code for this"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
     ]
     assert task_of(chat("x", messages=[{"role": "user", "content": image}])) == "vision"
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    assert task_of(chat("Write a Python function", tools=tools)) == "tool_use"
-    assert task_of(chat("Write a Python function", tools=tools, tool_choice="none")) == "code"
     assert task_of(chat("word " * 40000)) == "long_context"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert task_of(chat("word " * 40000, tools=tools)) == "long_context"
     assert task_of(chat("word " * 400), config=ClassifierConfig(long_context_tokens=100)) == "long_context"
 
 

@@ -119,6 +119,14 @@ def test_other_tasks_keep_their_name_as_category():
     assert category_of("chat") == "chat"
 
 
+def test_embedding_calls_are_their_own_category_whatever_their_task():
+    """So an indexer's millions of embedded tokens never reorder the chat leaderboards."""
+    event = UsageEvent.from_outcome(outcome(usage=Usage(900, 0), task="code", endpoint="embeddings"))
+    assert (event.category, event.endpoint, event.prompt_tokens) == ("embeddings", "embeddings", 900)
+    coded = UsageEvent.from_outcome(outcome(usage=Usage(900, 10), task="code", endpoint="completions"))
+    assert (coded.category, coded.endpoint) == ("programming", "completions")
+
+
 def test_json_shape_uses_the_ledger_field_names():
     event = UsageEvent.from_outcome(outcome(usage=Usage(5, 6), cost_usd=1e-6))
     data = event.to_json()

@@ -1,0 +1,97 @@
+"""POST /v1/completions: OpenAI's legacy text completions as an `Ingress`.
+
+Code-completion plugins call it (with `suffix` for fill-in-the-middle). There is no faithful
+translation to chat, so it is passed through only: routing gathers the chat offers whose
+backend serves `completions` natively (`apis:`, defaulted per vendor type), and a route or
+model none of whose backends does is a 400 that says so. Each candidate gets the client's
+body with its own model id (`suffix`, `echo`, `logprobs`... untouched; a stream asks for
+usage, stripped again unless the client asked); the answer, JSON or SSE, is relayed as it
+came. Fallback, limits and the ledger (`endpoint: completions`) are chat's.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
+from gateway.backends.base import COMPLETIONS, Backend, UpstreamError
+from gateway.config.snapshot import Offer
+from gateway.protocol.completions import CompletionsRequest, parse_completions_request, upstream_completions_payload
+from gateway.protocol.errors import GatewayError
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.formats import UpstreamCall
+from gateway.proxy.openai_formats import COMPLETIONS as COMPLETIONS_FORMAT
+
+
+class _PassThrough:
+    """The upstream's `text_completion` chunks, forwarded untouched."""
+
+    passthrough = True
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def broken(self, error: UpstreamError) -> bytes:
+        """OpenAI's error event: the SDK raises on it instead of taking the stream as complete."""
+        event = {
+            "error": {
+                "message": "The upstream stream broke off.",
+                "type": "upstream_error",
+                "param": None,
+                "code": error.reason,
+            }
+        }
+        return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+_STREAM = _PassThrough()
+
+
+class CompletionsIngress(Ingress):
+    endpoint = "completions"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        return parse_completions_request(body)
+
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        if "completions" not in offer.apis or not isinstance(request, CompletionsRequest):
+            return None
+        return UpstreamCall(COMPLETIONS, upstream_completions_payload(request, offer.upstream_id), COMPLETIONS_FORMAT)
+
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        return opened.body
+
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        return _STREAM
+
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        return exc.status, exc.headers, orjson.dumps(exc.body())
+
+
+COMPLETIONS_INGRESS = CompletionsIngress()
+
+
+async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle(scope, receive, send, COMPLETIONS_INGRESS)
+
+
+class _Endpoint:
+    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle(scope, receive, send, COMPLETIONS_INGRESS)
+
+
+def register(app: FastAPI) -> None:
+    endpoint = _Endpoint()
+    for path in FAST_ROUTES:
+        app.router.add_route(path, endpoint, methods=["POST"])
+
+
+# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
+FAST_ROUTES = {"/v1/completions": completions, "/completions": completions}

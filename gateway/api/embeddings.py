@@ -1,0 +1,69 @@
+"""POST /v1/embeddings: OpenAI's embeddings API as an `Ingress`.
+
+Passed through: each candidate (an offer of `kind: embedding` whose backend serves
+`embeddings` natively; routing gathers no other) gets the client's body with its own model
+id, and the client gets the upstream's answer as it came (`encoding_format: base64` vectors
+untouched). Routed, limited, retried and accounted like chat (`endpoint: embeddings` in the
+ledger, prompt tokens priced at the offer's `input_price`, rankings category `embeddings`).
+Never streamed; errors in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
+from gateway.backends.base import EMBEDDINGS, Backend
+from gateway.config.snapshot import Offer
+from gateway.protocol.embeddings import EmbeddingsRequest, parse_embeddings_request, upstream_embeddings_payload
+from gateway.protocol.errors import GatewayError
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.formats import UpstreamCall
+from gateway.proxy.openai_formats import EMBEDDINGS as EMBEDDINGS_FORMAT
+
+
+class EmbeddingsIngress(Ingress):
+    endpoint = "embeddings"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        return parse_embeddings_request(body)
+
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        if "embeddings" not in offer.apis or not isinstance(request, EmbeddingsRequest):
+            return None  # no translation exists: only a backend serving /embeddings can answer
+        return UpstreamCall(EMBEDDINGS, upstream_embeddings_payload(request, offer.upstream_id), EMBEDDINGS_FORMAT)
+
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        return opened.body
+
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        raise TypeError("embeddings are never streamed")  # the routing view never asks for a stream
+
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        return exc.status, exc.headers, orjson.dumps(exc.body())
+
+
+EMBEDDINGS_INGRESS = EmbeddingsIngress()
+
+
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle(scope, receive, send, EMBEDDINGS_INGRESS)
+
+
+class _Endpoint:
+    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle(scope, receive, send, EMBEDDINGS_INGRESS)
+
+
+def register(app: FastAPI) -> None:
+    endpoint = _Endpoint()
+    for path in FAST_ROUTES:
+        app.router.add_route(path, endpoint, methods=["POST"])
+
+
+# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
+FAST_ROUTES = {"/v1/embeddings": embeddings, "/embeddings": embeddings}

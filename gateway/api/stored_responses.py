@@ -1,0 +1,155 @@
+"""GET and DELETE /v1/responses/{id} (and GET .../input_items): the responses the gateway
+stored, for their owner only.
+
+The owner of a stored response is the name of the client key that created it; a gateway
+without keys has one owner for everyone. Another key asking for the id gets the same 404 as
+for an id that never existed (OpenAI's shape), so ids do not leak across keys. A store that
+fails is a 503, counted (`gateway_response_store_errors_total`) and logged.
+
+Also here: opening the store in the lifespan (`start`), and the helpers `POST /v1/responses`
+uses to read and write it with the same rules (`owner_of`, `load`, `save`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.state import AppState
+from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
+from gateway.conversations.stores import open_response_store
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.responses import listed_input_items
+from gateway.tenants.principal import Principal
+
+log = logging.getLogger("gateway.responses")
+
+
+def start(state: AppState) -> None:
+    """Open the store the settings name (Redis when configured, else SQLite in the data dir)."""
+    store = open_response_store(state.settings, state.redis)
+    state.response_store = store
+    state.closers.append(store.aclose)
+
+
+def owner_of(principal: Principal) -> str:
+    return principal.key_name or ""
+
+
+def not_found(response_id: str, param: str | None = None) -> GatewayError:
+    """OpenAI's 404, in its words: for a `previous_response_id`, "Previous response ..."."""
+    which = "Previous response" if param == "previous_response_id" else "Response"
+    return GatewayError(404, f"{which} with id '{response_id}' not found.", param=param)
+
+
+def _store(state: AppState) -> ResponseStore:
+    if state.response_store is None:
+        raise GatewayError(503, "The response store is not open yet.", code="response_store_unavailable")
+    return state.response_store
+
+
+def _unavailable(state: AppState, op: str, exc: StoreUnavailable) -> GatewayError:
+    state.metrics.response_store_error(op)
+    log.warning("response store %s failed: %s", op, exc)
+    return GatewayError(503, "The response store is unavailable; try again shortly.", code="response_store_unavailable")
+
+
+async def load(state: AppState, owner: str, response_id: str, param: str | None = None) -> StoredResponse:
+    """The owner's stored response, or the 404 (or 503) the client gets."""
+    try:
+        record = await _store(state).get(owner, response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(state, "get", exc) from None
+    if record is None:
+        raise not_found(response_id, param)
+    return record
+
+
+async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
+    """Store a response the client already has; a failure is logged and counted, not raised
+    (the answer is delivered either way; only continuing from it will 404)."""
+    store = state.response_store
+    if store is None:
+        return False
+    try:
+        result = await store.put(owner, record)
+    except StoreUnavailable as exc:
+        _unavailable(state, "put", exc)
+        return False
+    if result == "too_large":
+        log.warning(
+            "response %s not stored: over the record limit of %d bytes (GATEWAY_RESPONSES_MAX_RECORD_BYTES)",
+            record.id,
+            store.limits.max_record_bytes,
+        )
+    elif result == "id_taken":
+        log.warning("response %s not stored: another key's stored response has that id (from the backend)", record.id)
+    return result == "stored"
+
+
+def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a response's input items, as OpenAI pages lists: `order` (`desc`, the
+    default, or `asc`), `limit` (1-100, default 20), `after` (an item id: start past it)."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise GatewayError(400, "order must be 'asc' or 'desc'.", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise GatewayError(400, "limit must be an integer from 1 to 100.", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise GatewayError(400, f"No input item with id '{after}' in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }
+
+
+def register(app: FastAPI) -> None:
+    async def retrieve(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        record = await load(state, owner_of(principal), request.path_params["response_id"])
+        return Response(orjson.dumps(record.response), media_type="application/json")
+
+    async def delete(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        response_id = request.path_params["response_id"]
+        try:
+            deleted = await _store(state).delete(owner_of(principal), response_id)
+        except StoreUnavailable as exc:
+            raise _unavailable(state, "delete", exc) from None
+        if not deleted:
+            raise not_found(response_id)
+        body = {"id": response_id, "object": "response", "deleted": True}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def input_items(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        response_id = request.path_params["response_id"]
+        record = await load(state, owner_of(principal), response_id)
+        page = input_items_page(listed_input_items(record.input, response_id), request.query_params)
+        return Response(orjson.dumps(page), media_type="application/json")
+
+    app.router.add_route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"])
+    app.router.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"])
+    app.router.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"])

@@ -1,0 +1,121 @@
+"""OpenAI's embeddings request (`POST /v1/embeddings`), read just enough to route and account it.
+
+The body is passed to the backend as the client sent it (only `model` replaced and the
+gateway's own routing fields removed): `input`, `dimensions`, `encoding_format` (`float` or
+`base64`, whose answer is relayed untouched), `user` and vendor extras. What is checked here
+is what the gateway relies on, with OpenAI's parameter names in the 400s.
+
+Routing reads a chat-shaped view of the request (`EmbeddingsRequest.chat`): one user message
+as long as the longest input, so the context filter checks what each input must fit (an
+embedding model's window bounds each input, not the batch), and a completion budget of one
+token (an embedding answer has no completion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
+from gateway.protocol.errors import invalid_request
+
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
+MAX_DIMENSIONS = 65536
+ENCODINGS = ("float", "base64")
+
+
+@dataclass(slots=True)
+class EmbeddingsRequest:
+    payload: dict[str, Any]  # the client's body
+    model: str
+    inputs: list[str | list[int]]  # `input` as a list, one entry per vector asked for
+    chat: ChatRequest  # the view routing and limits read
+
+    @property
+    def native(self) -> dict[str, Any]:
+        """The client's body (what the ingress passes through)."""
+        return self.payload
+
+    @property
+    def encoding_format(self) -> str:
+        encoding: str = self.payload.get("encoding_format") or "float"
+        return encoding
+
+
+def embedding_inputs(value: Any) -> list[str | list[int]]:
+    """`input` as a list of texts or token arrays; a 400 naming `input` otherwise."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(_is_token(v) for v in value):
+        return [value]  # one token array
+    if (
+        isinstance(value, list)
+        and value
+        and len(value) <= MAX_INPUTS
+        and all(isinstance(v, str) or (isinstance(v, list) and v and all(_is_token(t) for t in v)) for v in value)
+    ):
+        return value
+    raise invalid_request(
+        f"`input` must be a string, an array of strings, an array of tokens or an array of token arrays "
+        f"(at most {MAX_INPUTS} inputs, none empty).",
+        "input",
+        "invalid_type",
+    )
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_embeddings_request(body: bytes) -> EmbeddingsRequest:
+    if not body:
+        raise invalid_request("The request body is empty; send a JSON object with `model` and `input`.")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    model = payload.get("model")
+    if model is None:
+        raise invalid_request("you must provide a model parameter", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("`model` must be a non-empty string.", "model", "invalid_type")
+    if "input" not in payload:
+        raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    inputs = embedding_inputs(payload["input"])
+    dimensions = payload.get("dimensions")
+    if dimensions is not None and (
+        not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= MAX_DIMENSIONS
+    ):
+        raise invalid_request(
+            f"`dimensions` must be an integer from 1 to {MAX_DIMENSIONS}.", "dimensions", "invalid_value"
+        )
+    encoding = payload.get("encoding_format")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise invalid_request(
+            f"`encoding_format` must be one of {', '.join(ENCODINGS)}; got {encoding!r}.",
+            "encoding_format",
+            "invalid_value",
+        )
+    return EmbeddingsRequest(payload, model, inputs, _routing_view(payload, model, inputs))
+
+
+def _routing_view(payload: dict[str, Any], model: str, inputs: list[str | list[int]]) -> ChatRequest:
+    longest = max(inputs, key=len)
+    # A token array stands for as many tokens: three bytes each in the estimate's measure.
+    text = longest if isinstance(longest, str) else "xxx" * len(longest)
+    view: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 1}
+    for name in GATEWAY_OWNED_FIELDS:  # `models` and `provider` overrides apply here too
+        if name in payload:
+            view[name] = payload[name]
+    return ChatRequest(view, model, False, False)
+
+
+def upstream_embeddings_payload(request: EmbeddingsRequest, upstream_model: str) -> dict[str, Any]:
+    """The body one backend gets: the client's fields, the backend's model id."""
+    payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS}
+    payload["model"] = upstream_model
+    return payload

@@ -1,0 +1,63 @@
+"""Any ingress API's request as the chat request routing reads (its "routing view").
+
+Routing decides on a chat-completions request whatever API the client called: Messages and
+Responses bodies are translated to chat (`messages_to_chat`, `responses_to_chat`), embeddings
+and legacy completions have their own views (`protocol.embeddings`, `protocol.completions`).
+`POST /v1/route/explain?endpoint=...` and `gateway explain --endpoint` use this to show the
+decision the endpoint itself would make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.protocol.chat import ChatRequest, parse_chat_request
+from gateway.protocol.completions import parse_completions_request
+from gateway.protocol.embeddings import parse_embeddings_request
+from gateway.protocol.errors import invalid_request
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.responses import responses_to_chat
+
+ENDPOINTS = ("chat", "messages", "responses", "completions", "embeddings")
+
+
+def _json(body: bytes) -> Any:
+    if not body:
+        raise invalid_request("The request body is empty.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+
+
+def _translated(translate: Callable[[Any], dict[str, Any]]) -> Callable[[bytes], ChatRequest]:
+    def view(body: bytes) -> ChatRequest:
+        payload = _json(body)
+        chat = translate(payload)
+        if isinstance(payload, dict):  # OpenRouter-style routing fields apply on every ingress
+            for name in ("models", "provider"):
+                if name in payload:
+                    chat[name] = payload[name]
+        return parse_chat_request(orjson.dumps(chat))
+
+    return view
+
+
+_VIEWS: dict[str, Callable[[bytes], ChatRequest]] = {
+    "chat": parse_chat_request,
+    "messages": _translated(messages_to_chat),
+    "responses": _translated(responses_to_chat),
+    "completions": lambda body: parse_completions_request(body).chat,
+    "embeddings": lambda body: parse_embeddings_request(body).chat,
+}
+
+
+def routing_view(endpoint: str, body: bytes) -> ChatRequest:
+    """The chat request routing reads for `body` sent to `endpoint`; a 400 for an unknown endpoint."""
+    view = _VIEWS.get(endpoint)
+    if view is None:
+        raise invalid_request(f"`endpoint` must be one of {', '.join(ENDPOINTS)}; got {endpoint!r}.", "endpoint")
+    return view(body)

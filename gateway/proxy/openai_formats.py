@@ -1,0 +1,117 @@
+"""The answer formats of OpenAI's embeddings and legacy completions endpoints, as the fallback
+loop and the relay read them (beside `formats.CHAT`).
+
+- `EMBEDDINGS`: a JSON object with a `data` list; usage is `prompt_tokens` (and
+  `total_tokens`), no completion. Never streamed.
+- `COMPLETIONS`: a `text_completion` object with a `choices` list, or its SSE chunks, whose
+  content is `choices[].text` (chat's is `choices[].delta`); the usage chunk, the `[DONE]`
+  and the error events are chat's, so the stream is read by chat's accountant with only the
+  first-content test and the estimated closing chunk changed.
+
+Both are passed through: the client gets the upstream's bytes (the relay's structural check
+and usage stripping aside), `encoding_format: base64` vectors included.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.protocol.sse import data_of
+from gateway.proxy.formats import AnswerFormat, StreamAccountant, error_text, json_object
+from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
+from gateway.proxy.usage import Usage
+
+
+class EmbeddingsFormat(AnswerFormat):
+    name = "embeddings"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        answer = json_object(offer, body)
+        data = answer.get("data")
+        if "error" in answer and not data:
+            raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
+        if not isinstance(data, list):
+            raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not an embeddings list (no `data`)")
+        return embeddings_usage(answer.get("usage"))
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        raise TypeError("embeddings are never streamed")
+
+
+def embeddings_usage(usage: Any) -> Usage | None:
+    """OpenAI's embeddings usage: `prompt_tokens` (some servers send only `total_tokens`)."""
+    if not isinstance(usage, dict):
+        return None
+    tokens = usage.get("prompt_tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        tokens = usage.get("total_tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+        return None
+    return Usage(tokens, 0)
+
+
+class CompletionsFormat(AnswerFormat):
+    name = "completions"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        answer = json_object(offer, body)
+        choices = answer.get("choices")
+        if "error" in answer and not choices:
+            raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
+        if not isinstance(choices, list):
+            raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a text completion (no `choices`)")
+        return Usage.from_openai(answer.get("usage"))
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        return CompletionsAccountant(strip_usage=not include_usage, hold_done=include_usage, redactor=redactor)
+
+
+class CompletionsAccountant(SseAccountant):
+    """Chat's accountant, for `text_completion` chunks: content is a choice's `text`.
+
+    Only the events before the first content are looked at again (chat's test reads
+    `delta`); once content flows, chat's per-chunk path runs unchanged."""
+
+    __slots__ = ()
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        kept = super()._inspect(event)
+        if not self._started and kept is not None and b'"text"' in event:
+            payload = data_of(event)
+            try:
+                obj = orjson.loads(payload) if payload else None
+            except orjson.JSONDecodeError:
+                return kept
+            choices = obj.get("choices") if isinstance(obj, dict) else None
+            if isinstance(choices, list) and any(
+                isinstance(c, dict) and (c.get("text") or c.get("finish_reason")) for c in choices
+            ):
+                self._started = True
+                self.first_content_at = time.perf_counter()
+        return kept
+
+    def closing_events(self, usage: Usage) -> bytes:
+        """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
+        chunk_id, created, model = self.meta or (None, None, None)
+        event = {
+            "id": chunk_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+        return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
+
+
+EMBEDDINGS: AnswerFormat = EmbeddingsFormat()
+COMPLETIONS: AnswerFormat = CompletionsFormat()

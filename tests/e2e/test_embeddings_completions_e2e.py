@@ -1,0 +1,194 @@
+"""POST /v1/embeddings and POST /v1/completions through real gateway processes, with the
+official `openai` SDK as the client and fake OpenAI upstreams over HTTP: bodies passed through
+untouched, fallback with exact attempt counts, the ledger's rows and the rankings' category."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+import openai
+import pytest
+
+from gateway.usage.rankings import today_utc
+from tests.e2e.usage_helpers import gateway_cli, poll_rankings
+from tests.support.fake_endpoints import vector
+
+CONFIG = """
+backends:
+  up-a:
+    type: openai
+    base_url: {a}
+    api_key: sk-a-123456
+    timeout_s: 5
+    models:
+      acme/embed: {{upstream_id: acme-embed-v1, kind: embedding, input_price: 0.1}}
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, input_price: 1.0, output_price: 2.0}}
+  up-b:
+    type: openai
+    base_url: {b}
+    api_key: sk-b-123456
+    timeout_s: 5
+    models:
+      acme/embed: {{upstream_id: acme-embed-v1, kind: embedding, input_price: 0.3}}
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, input_price: 3.0, output_price: 4.0}}
+  chat-only:
+    type: deepseek                   # serves chat completions only (the vendor registry's default)
+    base_url: {a}
+    api_key: sk-d-123456
+    models:
+      deepseek/deepseek-v3.2: {{input_price: 0.2}}
+routes:
+  embed: {{models: [acme/embed]}}
+  coder: {{models: [qwen/qwen3-coder]}}
+  chatty: {{models: [deepseek/deepseek-v3.2]}}
+aliases:
+  "text-embedding-*": embed
+"""
+ENV = {"GATEWAY_USAGE_FLUSH_S": "0.05", "GATEWAY_API_KEYS": "team-a:sk-test"}
+FIM_PROMPT = "def add(a, b):\n    "
+FIM_SUFFIX = "\n\nprint(add(1, 2))\n"
+
+
+@pytest.fixture
+def gw(start_gateway, upstream, upstream_b):
+    return start_gateway(CONFIG.format(a=upstream.base_url, b=upstream_b.base_url), env=ENV)
+
+
+def export_today(gw) -> list[dict]:
+    day = today_utc().isoformat()
+    done = gateway_cli("usage", "export", "--start", day, "--end", day, "--data-dir", str(gw.dir / "data"))
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_embeddings_pass_through_float_and_base64_with_fallback_ledger_and_category(
+    gw, upstream, upstream_b, openai_client
+):
+    client = openai_client(gw)
+    floats = client.embeddings.create(model="text-embedding-3-small", input=["a cat", "a dog"], encoding_format="float")
+    assert [d.embedding for d in floats.data] == [vector(0, 3), vector(1, 3)]
+    assert (floats.model, floats.usage.prompt_tokens) == ("acme-embed-v1", 11)
+    # The cheaper backend, asked with its own model id and the client's fields untouched.
+    assert upstream.received[-1].body == {
+        "model": "acme-embed-v1",
+        "input": ["a cat", "a dog"],
+        "encoding_format": "float",
+    }
+
+    # The SDK asks for base64 by default and decodes it: the upstream's bytes reached it as sent.
+    raw = client.embeddings.with_raw_response.create(model="embed", input="a cat", dimensions=5)
+    assert upstream.received[-1].body == {
+        "model": "acme-embed-v1",
+        "input": "a cat",
+        "dimensions": 5,
+        "encoding_format": "base64",
+    }
+    sent = raw.http_response.json()["data"][0]["embedding"]
+    assert sent == base64.b64encode(struct.pack("<5f", *vector(0, 5))).decode()
+    assert raw.parse().data[0].embedding == vector(0, 5)
+    assert (raw.headers["x-gateway-backend"], raw.headers["x-gateway-task"]) == ("up-a", "embeddings")
+
+    tokens = client.embeddings.create(model="embed", input=[[1, 2, 3], [4, 5]], encoding_format="float")
+    assert len(tokens.data) == 2 and upstream.received[-1].body["input"] == [[1, 2, 3], [4, 5]]
+    assert len(upstream.received) == 3 and upstream_b.received == []
+
+    upstream.reset(status=503)  # the cheaper backend fails: exactly one attempt there, one on up-b
+    raw = client.embeddings.with_raw_response.create(model="embed", input="a fish", encoding_format="float")
+    assert raw.headers["x-gateway-backend"] == "up-b" and raw.parse().data[0].embedding == vector(0, 3)
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+
+    with pytest.raises(openai.BadRequestError) as caught:  # a chat route on the embeddings endpoint
+        client.embeddings.create(model="coder", input="x")
+    assert caught.value.code == "model_not_supported"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="embed", input=[])
+    assert caught.value.param == "input"
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)  # neither reached a backend
+
+    client.chat.completions.create(
+        model="coder", messages=[{"role": "user", "content": "What is the capital of Peru?"}]
+    )
+    body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 5, window="week")
+    categories = body["categories"]
+    assert [(e["model"], e["requests"], e["tokens"]) for e in categories["embeddings"]] == [("acme/embed", 4, 44)]
+    assert [e["model"] for e in categories["chat"]] == ["qwen/qwen3-coder"]  # the chat board holds chat only
+
+    rows = sorted(export_today(gw), key=lambda e: (e["timestamp"], e["attempt"]))
+    embedded = [e for e in rows if e["endpoint"] == "embeddings"]
+    assert [(e["backend"], e["status"], e["final"], e["attempt"]) for e in embedded] == [
+        ("up-a", 200, True, 1),
+        ("up-a", 200, True, 1),
+        ("up-a", 200, True, 1),
+        ("up-a", 503, False, 1),
+        ("up-b", 200, True, 2),
+    ]
+    finals = [e for e in embedded if e["final"]]
+    assert {(e["category"], e["prompt_tokens"], e["completion_tokens"], e["key"]) for e in finals} == {
+        ("embeddings", 11, 0, "team-a")
+    }
+    assert [e["cost"] for e in finals] == pytest.approx([11 * 0.1 / 1e6] * 3 + [11 * 0.3 / 1e6], abs=1e-12)
+
+
+def test_completions_pass_through_streamed_and_not_with_fim_fallback_and_ledger(
+    gw, upstream, upstream_b, openai_client
+):
+    client = openai_client(gw)
+    answer = client.completions.create(model="coder", prompt=FIM_PROMPT, suffix=FIM_SUFFIX, max_tokens=32)
+    assert (answer.object, answer.choices[0].text, answer.usage.total_tokens) == (
+        "text_completion",
+        "Hello from the fake upstream.",
+        18,
+    )
+    assert upstream.received[-1].body == {
+        "model": "Qwen/Qwen3-Coder",
+        "prompt": FIM_PROMPT,
+        "suffix": FIM_SUFFIX,
+        "max_tokens": 32,
+    }
+
+    chunks = list(client.completions.create(model="coder", prompt=FIM_PROMPT, suffix=FIM_SUFFIX, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello from the fake upstream. "
+    assert all(c.usage is None for c in chunks)  # asked for upstream, stripped for this client
+    assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
+    last = list(
+        client.completions.create(model="coder", prompt="x", stream=True, stream_options={"include_usage": True})
+    )[-1]
+    assert last.usage.total_tokens == 18 and last.choices == []
+
+    upstream.reset(stream_error_before_content=True)  # fails before any content: the next backend answers
+    raw = client.completions.with_raw_response.create(model="coder", prompt=FIM_PROMPT, stream=True)
+    assert raw.headers["x-gateway-backend"] == "up-b"
+    assert "".join(c.choices[0].text for c in raw.parse() if c.choices) == "Hello from the fake upstream. "
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+
+    # /v1/models says so beforehand: `chatty`'s only backend (deepseek) serves chat completions only.
+    endpoints = {m.id: m.endpoints for m in client.models.list()}
+    assert endpoints["chatty"] == ["chat", "messages", "responses"]
+    assert endpoints["coder"] == ["chat", "messages", "responses", "completions"]
+    assert endpoints["embed"] == ["embeddings"]
+    with pytest.raises(openai.BadRequestError) as caught:  # no backend of `chatty` serves /completions
+        client.completions.create(model="chatty", prompt="x")
+    assert "/v1/completions" in caught.value.message and caught.value.code == "endpoint_not_supported"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="embed", prompt="x")
+    assert caught.value.code == "model_not_supported"
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+
+    poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 4, window="week")
+    rows = [e for e in export_today(gw) if e["final"]]
+    assert {e["endpoint"] for e in rows} == {"completions"}
+    # The prompts are code: a code-completion plugin's traffic counts as programming.
+    assert [e["category"] for e in sorted(rows, key=lambda e: e["timestamp"])] == [
+        "programming",
+        "programming",
+        "chat",
+        "programming",
+    ]
+    assert sorted((e["backend"], e["prompt_tokens"], e["completion_tokens"]) for e in rows) == [
+        ("up-a", 11, 7),
+        ("up-a", 11, 7),
+        ("up-a", 11, 7),
+        ("up-b", 11, 7),
+    ]

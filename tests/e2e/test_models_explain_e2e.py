@@ -1,0 +1,194 @@
+"""GET /v1/models in OpenAI's and Anthropic's shapes, read by the real SDKs, and
+POST /v1/route/explain for every endpoint's request shape, against a real gateway process."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+POLICY = """
+backends:
+  mock:
+    type: mock
+    models:
+      mock/small: {context_length: 8192, input_price: 0.05}
+      mock/large: {context_length: 131072, input_price: 0.5, capabilities: [tools]}
+      mock/embed: {kind: embedding, dimensions: 8, input_price: 0.01}
+models:
+  mock/large: {name: Mock Large}
+routes:
+  auto: {models: [mock/small, mock/large], tasks: {code: [mock/large]}}
+  embed: {models: [mock/embed]}
+aliases:
+  "claude-*": auto
+  "gpt-5*": auto
+  "text-embedding-*": embed
+"""
+
+
+@pytest.fixture(scope="module")
+def gw():
+    from tests.support.services import GatewayProcess
+
+    gateway = GatewayProcess(POLICY).start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def claude(gw):
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    yield client
+    client.close()
+
+
+def test_openai_list_names_each_models_kind_and_endpoints(gw, openai_client):
+    models = {m.id: m for m in openai_client(gw).models.list()}
+    assert list(models) == ["auto", "embed", "mock/embed", "mock/large", "mock/small"]
+    assert {m.object for m in models.values()} == {"model"}
+    chat = ["chat", "messages", "responses", "completions"]  # the mock serves /completions natively
+    assert {name: (m.kind, m.endpoints) for name, m in models.items()} == {
+        "auto": ("chat", chat),
+        "embed": ("embedding", ["embeddings"]),
+        "mock/embed": ("embedding", ["embeddings"]),
+        "mock/large": ("chat", chat),
+        "mock/small": ("chat", chat),
+    }
+    one = openai_client(gw).models.retrieve("mock/embed")
+    assert (one.id, one.owned_by, one.kind) == ("mock/embed", "mock", "embedding")
+    # A name an alias maps answers as what it resolves to, under the name asked for.
+    aliased = openai_client(gw).models.retrieve("gpt-5-codex")
+    assert (aliased.id, aliased.alias, aliased.resolves_to, aliased.kind) == ("gpt-5-codex", "gpt-5*", "auto", "chat")
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw).models.retrieve("llama-3")
+
+
+def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claude):
+    page = claude.models.list()
+    assert [m.id for m in page.data] == ["auto", "mock/large", "mock/small"]  # no embedding models
+    assert {m.type for m in page.data} == {"model"}
+    large = next(m for m in page.data if m.id == "mock/large")
+    assert large.display_name == "Mock Large" and large.max_input_tokens == 131072
+    assert large.created_at.tzinfo is not None
+    raw = httpx.get(gw.url + "/v1/models", headers={"anthropic-version": "2023-06-01"}).json()
+    assert (raw["has_more"], raw["first_id"], raw["last_id"]) == (False, "auto", "mock/small")
+    assert claude.models.retrieve("mock/small").display_name == "mock/small"
+    # Claude Code's own names, through the `claude-*` alias.
+    assert claude.models.retrieve("claude-opus-4-1").id == "claude-opus-4-1"
+
+
+def test_anthropic_list_pages_by_limit_and_cursors(gw, claude):
+    first = claude.models.list(limit=2)
+    assert [m.id for m in first.data] == ["auto", "mock/large"] and first.has_more
+    rest = claude.models.list(limit=2, after_id=first.last_id)
+    assert [m.id for m in rest.data] == ["mock/small"] and not rest.has_more
+    before = claude.models.list(limit=1, before_id="mock/small")
+    assert [m.id for m in before.data] == ["mock/large"] and before.has_more
+    # The SDK pages through the whole list itself.
+    assert [m.id for m in claude.models.list(limit=1)] == ["auto", "mock/large", "mock/small"]
+
+
+def test_anthropic_errors_are_anthropic_shaped(gw, claude):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.models.list(limit=0)
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "limit: must be an integer from 1 to 1000."},
+    }
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.models.retrieve("nobody/nothing")
+    assert missing.value.body["error"]["type"] == "not_found_error"
+
+
+def explain(gw, endpoint: str | None, body: dict) -> httpx.Response:
+    params = {"endpoint": endpoint} if endpoint else None
+    return httpx.post(gw.url + "/v1/route/explain", params=params, json=body, timeout=10)
+
+
+def test_explain_takes_each_endpoints_request_shape(gw):
+    tools = [{"name": "Bash", "input_schema": {"type": "object"}}, {"name": "Edit", "input_schema": {"type": "object"}}]
+    messages = {
+        "model": "claude-haiku-4-5-20251001",
+        "max_tokens": 512,
+        "system": "You are Claude Code, Anthropic's official CLI for Claude.",
+        "messages": [{"role": "user", "content": "say hi"}],
+        "tools": tools,
+    }
+    doc = explain(gw, "messages", messages).json()
+    assert (doc["endpoint"], doc["requested"], doc["alias"], doc["route"]) == (
+        "messages",
+        "claude-haiku-4-5-20251001",
+        "claude-*",
+        "auto",
+    )
+    assert (doc["task"], doc["task_reason"]) == ("code", "coding agent tools: bash, edit")
+    assert doc["try_order"] == [{"backend": "mock", "model": "mock/large"}, {"backend": "mock", "model": "mock/small"}]
+
+    responses = {"model": "gpt-5-codex", "instructions": "Be brief.", "input": "What is the capital of Peru?"}
+    doc = explain(gw, "responses", responses).json()
+    assert (doc["endpoint"], doc["alias"], doc["task"], doc["try_order"][0]["model"]) == (
+        "responses",
+        "gpt-5*",
+        "chat",
+        "mock/small",
+    )
+
+    doc = explain(gw, "embeddings", {"model": "text-embedding-3-small", "input": ["a", "b"]}).json()
+    assert (doc["route"], doc["task"], doc["try_order"]) == (
+        "embed",
+        "embeddings",
+        [{"backend": "mock", "model": "mock/embed"}],
+    )
+
+    doc = explain(
+        gw, "completions", {"model": "auto", "prompt": "def fib(n):", "suffix": "\n", "max_tokens": 64}
+    ).json()
+    # The prompt is code: a code-completion plugin's traffic goes to the route's code models.
+    assert (doc["endpoint"], doc["completion_tokens_budget"], doc["task"], doc["try_order"][0]["model"]) == (
+        "completions",
+        64,
+        "code",
+        "mock/large",
+    )
+
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    assert explain(gw, None, chat).json()["endpoint"] == "chat"
+
+
+def test_explain_refuses_an_unknown_endpoint_and_a_wrong_kind(gw):
+    response = explain(gw, "images", {"model": "auto"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "endpoint"
+    assert "chat, messages, responses, completions, embeddings" in response.json()["error"]["message"]
+    doc = explain(gw, "chat", {"model": "embed", "messages": [{"role": "user", "content": "hi"}]}).json()
+    assert (doc["error_status"], doc["error"]["code"]) == (400, "model_not_supported")
+    bad = explain(gw, "embeddings", {"model": "embed", "input": []})
+    assert (bad.status_code, bad.json()["error"]["param"]) == (400, "input")
+
+
+def test_an_agents_own_model_name_is_served_through_its_alias(gw, openai_client):
+    raw = openai_client(gw).chat.completions.with_raw_response.create(
+        model="gpt-5-codex", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-model"]) == ("auto", "mock/small")
+    assert raw.parse().choices[0].message.content.startswith("This is a synthetic reply")
+
+
+def test_anthropic_clients_authenticate_with_x_api_key_and_get_anthropic_errors(start_gateway):
+    keyed = start_gateway(POLICY, env={"GATEWAY_API_KEYS": "team-a:sk-good"})
+    good = anthropic.Anthropic(base_url=keyed.url, api_key="sk-good", max_retries=0, timeout=30)
+    bad = anthropic.Anthropic(base_url=keyed.url, api_key="sk-wrong", max_retries=0, timeout=30)
+    try:
+        assert [m.id for m in good.models.list()] == ["auto", "mock/large", "mock/small"]
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            bad.models.list()
+        assert caught.value.body["type"] == "error"
+        assert caught.value.body["error"]["type"] == "authentication_error"
+    finally:
+        good.close()
+        bad.close()
+    # Without anthropic-version the same key gets OpenAI's shape.
+    denied = httpx.get(keyed.url + "/v1/models", headers={"authorization": "Bearer sk-wrong"})
+    assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"

@@ -1,0 +1,108 @@
+"""The embeddings and legacy completions answer formats: what the fallback loop accepts as
+an answer, the usage it reads, and how a text_completion stream is accounted."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.config.schema import ModelOffer
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.proxy.openai_formats import COMPLETIONS, EMBEDDINGS
+from gateway.proxy.relay import MalformedAnswer, StreamFailedEarly
+from gateway.proxy.usage import Usage
+
+OFFER = Offer("acme/m", "up", "m", ModelOffer())
+
+
+def event(obj) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def test_an_embeddings_body_is_a_data_list_with_prompt_usage():
+    body = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAA"}], "model": "m"}
+    assert EMBEDDINGS.check_body(
+        OFFER, orjson.dumps({**body, "usage": {"prompt_tokens": 8, "total_tokens": 8}})
+    ) == Usage(8, 0)
+    assert EMBEDDINGS.check_body(OFFER, orjson.dumps({**body, "usage": {"total_tokens": 5}})) == Usage(5, 0)
+    assert EMBEDDINGS.check_body(OFFER, orjson.dumps(body)) is None  # none reported: the edge estimates
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"not json", MalformedAnswer),
+        (b'{"object": "chat.completion", "choices": []}', MalformedAnswer),
+        (b'{"error": {"message": "overloaded"}}', StreamFailedEarly),
+    ],
+)
+def test_a_body_that_is_not_embeddings_fails_the_attempt(body, error):
+    with pytest.raises(error):
+        EMBEDDINGS.check_body(OFFER, body)
+
+
+def test_a_completions_body_needs_choices():
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    body = {
+        "object": "text_completion",
+        "choices": [{"text": "x", "index": 0, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    assert COMPLETIONS.check_body(OFFER, orjson.dumps(body)) == Usage(3, 4)
+    with pytest.raises(MalformedAnswer):
+        COMPLETIONS.check_body(OFFER, b'{"object": "list", "data": []}')
+
+
+def chunk(text: str, finish=None) -> bytes:
+    return event(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        }
+    )
+
+
+def test_a_text_completion_stream_starts_at_its_first_text_and_strips_the_usage_asked_for_it():
+    accountant = COMPLETIONS.accountant(include_usage=False, redactor=Redactor(()))
+    assert accountant.feed(chunk("")) == chunk("") and not accountant.started  # no text yet: fallback still possible
+    assert accountant.feed(chunk("def")) == chunk("def") and accountant.started
+    assert accountant.first_content_at is not None
+    usage = event(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "choices": [],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 5},
+        }
+    )
+    assert (
+        accountant.feed(chunk(" f", "length") + usage + b"data: [DONE]\n\n")
+        == chunk(" f", "length") + b"data: [DONE]\n\n"
+    )
+    assert accountant.usage == Usage(2, 5) and accountant.saw_done and accountant.content_events == 3
+
+
+def test_an_error_before_the_first_text_fails_the_attempt():
+    accountant = COMPLETIONS.accountant(include_usage=False, redactor=Redactor(()))
+    with pytest.raises(StreamFailedEarly):
+        accountant.feed(event({"error": {"message": "overloaded", "code": 503}}))
+
+
+def test_an_upstream_without_usage_gets_an_estimated_text_completion_usage_chunk():
+    accountant = COMPLETIONS.accountant(include_usage=True, redactor=Redactor(()))
+    assert accountant.feed(chunk("x", "stop") + b"data: [DONE]\n\n") == chunk("x", "stop")
+    assert accountant.done_held
+    closing = accountant.closing_events(Usage(4, 1, estimated=True)).split(b"\n\n")
+    assert orjson.loads(closing[0].removeprefix(b"data: ")) == {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5},
+    }
+    assert closing[1] == b"data: [DONE]"

@@ -1,0 +1,131 @@
+"""The fake upstream's `/v1/embeddings` and legacy `/v1/completions`, as OpenAI shapes them.
+
+Kept apart from `fake_upstream` (which routes to them) so chat's handler stays as it is. They
+follow the same `Behaviour` (status and error body, delay, token counts, `send_usage`,
+`stream_error_before_content`, `break_after_events`) and record what they received.
+
+Shapes, from OpenAI's API reference:
+- embeddings: `{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
+  "model", "usage": {"prompt_tokens", "total_tokens"}}`; `embedding` is a list of floats, or
+  with `encoding_format: "base64"` the base64 of little-endian float32s;
+- completions: `{"id": "cmpl-...", "object": "text_completion", "created", "model",
+  "choices": [{"text", "index", "logprobs", "finish_reason"}], "usage"}`; streamed, the same
+  object per chunk (`finish_reason` null until the last), then with
+  `stream_options.include_usage` a chunk with `"choices": []` and the usage, then `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from typing import Any, Protocol
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+DEFAULT_DIMENSIONS = 3
+
+
+class _Upstream(Protocol):
+    name: str
+    behaviour: Any
+    received: list[Any]
+
+
+def vector(index: int, dimensions: int) -> list[float]:
+    """The fake's vector for input `index`: exact in float32, so base64 round-trips to it."""
+    return [index + (d + 1) / 8 for d in range(dimensions)]
+
+
+async def _received(upstream: _Upstream, request: Request) -> dict[str, Any] | Response:
+    from tests.support.fake_upstream import Received
+
+    b = upstream.behaviour
+    body = orjson.loads(await request.body())
+    upstream.received.append(Received(body, dict(request.headers)))
+    if b.delay_s:
+        await asyncio.sleep(b.delay_s)
+    if b.status >= 300:
+        error = b.error_body or {
+            "error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}
+        }
+        return Response(orjson.dumps(error), status_code=b.status, media_type="application/json", headers=b.headers)
+    return body
+
+
+async def embeddings(upstream: _Upstream, request: Request) -> Response:
+    body = await _received(upstream, request)
+    if isinstance(body, Response):
+        return body
+    b = upstream.behaviour
+    inputs = body["input"]
+    count = 1 if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)) else len(inputs)
+    dimensions = body.get("dimensions") or DEFAULT_DIMENSIONS
+    data = []
+    for index in range(count):
+        values = vector(index, dimensions)
+        value: Any = values
+        if body.get("encoding_format") == "base64":
+            value = base64.b64encode(struct.pack(f"<{dimensions}f", *values)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    out: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+    if b.send_usage:
+        out["usage"] = {"prompt_tokens": b.prompt_tokens, "total_tokens": b.prompt_tokens}
+    return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
+
+
+async def completions(upstream: _Upstream, request: Request) -> Response:
+    body = await _received(upstream, request)
+    if isinstance(body, Response):
+        return body
+    b = upstream.behaviour
+    usage = {
+        "prompt_tokens": b.prompt_tokens,
+        "completion_tokens": b.completion_tokens,
+        "total_tokens": b.prompt_tokens + b.completion_tokens,
+    }
+    base = {
+        "id": f"cmpl-{upstream.name}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+    }
+    if not body.get("stream"):
+        out: dict[str, Any] = {
+            **base,
+            "choices": [{"text": b.content, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+        }
+        if b.send_usage:
+            out["usage"] = usage
+        return Response(orjson.dumps(out), media_type="application/json", headers=b.headers)
+    return StreamingResponse(_stream(b, body, base, usage), media_type="text/event-stream", headers=b.headers)
+
+
+async def _stream(b: Any, body: dict[str, Any], base: dict[str, Any], usage: dict[str, Any]):
+    events: list[bytes] = []
+    if b.stream_error_before_content:
+        events.append(_event({"error": {"message": "overloaded", "type": "server_error", "code": 503}}))
+    else:
+        for word in b.content.split(" "):
+            events.append(_event({**base, "choices": [_choice(word + " ", None)]}))
+        events.append(_event({**base, "choices": [_choice("", "stop")]}))
+        if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+            events.append(_event({**base, "choices": [], "usage": usage}))
+        events.append(b"data: [DONE]\n\n")
+    for i, event in enumerate(events):
+        if b.break_after_events is not None and i >= b.break_after_events:
+            raise RuntimeError("fake upstream breaks the stream on purpose")
+        if b.chunk_delay_s and i:
+            await asyncio.sleep(b.chunk_delay_s)
+        yield event
+
+
+def _choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
