@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.state import AppState
-from gateway.backends.base import UpstreamError
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot
 from gateway.protocol.chat import ChatRequest, parse_chat_request
@@ -298,8 +298,9 @@ async def _relay(
     except Exception as exc:
         # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
         # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
-        error = exc if isinstance(exc, UpstreamError) else UpstreamError("protocol", type(exc).__name__)
+        error = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
         outcome.status, outcome.error = 502, error.reason
+        last.backend_fault = error.backend_fault
         log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
         event = {
             "error": {

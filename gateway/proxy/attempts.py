@@ -37,9 +37,22 @@ import orjson
 from gateway.backends.base import (
     CHAT_COMPLETIONS,
     DEFAULT_MAX_RESPONSE_BYTES,
-    UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
+)
+from gateway.backends.errors import (
+    AuthRejected,
+    BackendMisconfigured,
+    ContextTooLong,
+    FirstByteTimeout,
+    MalformedAnswer,
+    RateLimited,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    status_error,
 )
 from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
@@ -48,7 +61,7 @@ from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
-from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
+from gateway.proxy.relay import SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -64,23 +77,6 @@ _NO_SUCH_MODEL = re.compile(
     r"|model\b[^\n]{0,120}?\b(?:does not exist|not exist|not found|is not available)",
     re.IGNORECASE,
 )
-
-
-class BackendMisconfigured(UpstreamError):
-    """The upstream does not know the model the gateway asked for (its `upstream_id`), or
-    the URL: the gateway's configuration is wrong, not the client's request. Another
-    candidate may be configured right; the circuit counts it, as it will not heal alone."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__("status", error.message, status=error.status, body=error.body)
-
-    @property
-    def retryable(self) -> bool:
-        return True
-
-    @property
-    def reason(self) -> str:
-        return "misconfigured"
 
 
 @dataclass(slots=True)
@@ -156,13 +152,13 @@ async def open_answer(
                         else _read_body(offer, response)
                     )
             except TimeoutError:
-                raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
+                raise FirstByteTimeout(f"{offer.backend}: no answer within {limit:.1f}s") from None
         except Exception as exc:
             error = _as_upstream_error(exc, offer)
             error = _misconfigured(error, offer, redactor, snapshot) or error
             elapsed = time.perf_counter() - started
             upstream_s += elapsed
-            attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed, error.retry_after)
+            attempt = Attempt.failed(offer, error, elapsed)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
             last_error = error
@@ -200,11 +196,11 @@ def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, StreamFailedEarly):
-        return UpstreamError("status", str(exc), status=exc.status or 502)
+        return status_error(str(exc), exc.status or 502)
     # Adapters classify their own failures; anything else escaping one (an HTTP client's
     # exception it did not map, a bug) still fails only this attempt.
     log.warning("%s: attempt failed with %s: %s", offer.backend, type(exc).__name__, exc)
-    return UpstreamError("protocol", f"{offer.backend}: {type(exc).__name__}")
+    return UpstreamProtocolError(f"{offer.backend}: {type(exc).__name__}")
 
 
 def first_content_timeout(config: BackendConfig) -> float:
@@ -212,11 +208,9 @@ def first_content_timeout(config: BackendConfig) -> float:
 
 
 def worth_another_candidate(error: UpstreamError) -> bool:
-    """Another candidate may succeed: the failure was the backend's, not the request's.
-
-    401/403 mean the gateway's own key for that backend is wrong; other backends have theirs.
-    """
-    return error.retryable or error.status in (401, 403)
+    """Another candidate may succeed: the failure was the backend's, not the request's
+    (the error's class says so: `gateway.backends.errors`)."""
+    return error.retryable
 
 
 def retry_wait(earlier: UpstreamError, attempts: int, policy: FallbackSettings) -> float | None:
@@ -275,7 +269,7 @@ async def _pre_read_stream(
         finally:
             await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
-            raise UpstreamError("protocol", f"{offer.backend}: stream ended before any content")
+            raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
     opened = OpenedAnswer(offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended)
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened
@@ -301,7 +295,9 @@ def _misconfigured(
 ) -> BackendMisconfigured | None:
     """The failure as a misconfiguration of the gateway, if the upstream says so; logged
     (with the upstream's words, redacted) once per backend and model per config snapshot."""
-    if error.kind != "status" or error.status not in (400, 404, 422):
+    if not isinstance(error, UpstreamStatusError) or error.status not in (400, 404, 422):
+        return None
+    if isinstance(error, ContextTooLong | BackendMisconfigured):
         return None
     detail = _upstream_message(error, redactor)
     if error.status != 404 and not _NO_SUCH_MODEL.search(detail):
@@ -318,7 +314,7 @@ def _misconfigured(
             error.status,
             detail,
         )
-    return BackendMisconfigured(error)
+    return BackendMisconfigured.of(error)
 
 
 def _error_text(answer: object) -> str | None:
@@ -365,11 +361,11 @@ def client_error(
         return GatewayError(
             503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available"
         )
-    if error.kind == "timeout":
+    if isinstance(error, UpstreamTimeout):
         return GatewayError(504, f"The upstream timed out (tried: {tried}).", code="upstream_timeout")
-    if error.kind == "connect":
+    if isinstance(error, UpstreamUnreachable):
         return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
-    if error.kind == "context_length":
+    if isinstance(error, ContextTooLong):
         return GatewayError(400, _upstream_message(error, redactor), code="context_length_exceeded", param="messages")
     if isinstance(error, BackendMisconfigured):
         # Not the client's mistake: the upstream does not know what the gateway asked it for.
@@ -386,12 +382,12 @@ def client_error(
             code="upstream_malformed_response",
         )
     status = error.status or 502
-    if status == 429:
+    if isinstance(error, RateLimited):
         headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
         return GatewayError(
             429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers
         )
-    if status in (401, 403):
+    if isinstance(error, AuthRejected):
         return GatewayError(
             502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed"
         )

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import UpstreamError
+from gateway.backends.errors import MalformedAnswer as MalformedAnswer  # raised here; re-exported
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of
 from gateway.proxy.outcome import Attempt
@@ -36,21 +36,6 @@ DONE = b"data: [DONE]"
 MAX_MALFORMED_RUN = 5
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
-
-
-class MalformedAnswer(UpstreamError):
-    """The upstream answered 2xx with output that is not OpenAI's wire format.
-
-    A failure of the backend (counted by its circuit, another candidate is tried), labelled
-    `malformed`. Its message is the gateway's own words: upstream bytes are not quoted.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__("protocol", message)
-
-    @property
-    def reason(self) -> str:
-        return "malformed"
 
 
 class StreamFailedEarly(Exception):

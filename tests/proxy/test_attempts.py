@@ -8,7 +8,8 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
+from gateway.backends.errors import ContextTooLong, RateLimited, ServerError, UpstreamUnreachable, status_error
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
@@ -130,22 +131,17 @@ class Scripted(Backend):
             return self.responses[-1]
         if step in REJECTIONS:
             status, body = REJECTIONS[step]
-            raise UpstreamError("status", f"answered {status}", status=status, body=body)
+            raise status_error(f"answered {status}", status, body)
         if step == "stream_error_first":
             return Bytes(sse({"error": {"message": "overloaded", "code": 503}}), "text/event-stream")
         if step == "context":
-            raise UpstreamError(
-                "context_length",
-                "too long",
-                status=400,
-                body=b'{"error": {"message": "maximum context length exceeded"}}',
-            )
+            raise ContextTooLong("too long", 400, b'{"error": {"message": "maximum context length exceeded"}}')
         if step.startswith("429"):
             after = float(step.split(":")[1])
-            raise UpstreamError("status", "rate limited", status=429, retry_after=after)
+            raise RateLimited("rate limited", 429, retry_after=after)
         if step == "connect":
-            raise UpstreamError("connect", "refused")
-        raise UpstreamError("status", f"answered {step}", status=int(step), body=b'{"error": {"message": "nope"}}')
+            raise UpstreamUnreachable("refused")
+        raise status_error(f"answered {step}", int(step), b'{"error": {"message": "nope"}}')
 
 
 class Pool:
@@ -275,10 +271,10 @@ async def test_a_long_retry_after_skips_that_backend_and_is_passed_on():
 
 def test_retry_wait_policy():
     policy = FallbackSettings(backoff_base_s=0.1, backoff_max_s=0.3, retry_after_max_s=2.0)
-    limited = UpstreamError("status", "x", status=429, retry_after=1.5)
+    limited = RateLimited("x", 429, retry_after=1.5)
     assert retry_wait(limited, 1, policy) == 1.5
-    assert retry_wait(UpstreamError("status", "x", status=429, retry_after=5), 1, policy) is None
-    failed = UpstreamError("status", "x", status=500)
+    assert retry_wait(RateLimited("x", 429, retry_after=5), 1, policy) is None
+    failed = ServerError("x", 500)
     waits = [retry_wait(failed, n, policy) for n in (1, 2, 3, 4) for _ in range(50)]
     assert all(0 <= w <= 0.3 for w in waits) and len(set(waits)) > 10  # jittered, capped
     assert max(retry_wait(failed, 1, policy) for _ in range(50)) <= 0.1
