@@ -76,6 +76,9 @@ class AnthropicResponse(UpstreamResponse):
             raise MalformedAnswer("anthropic upstream answered with a body that is not a message")
         return orjson.dumps(to_chat_completion(message))
 
+    def stream_started(self, idle_s: float) -> None:
+        self._response.stream_started(idle_s)
+
     async def aclose(self) -> None:
         await self._response.aclose()
 

@@ -59,6 +59,11 @@ class UpstreamResponse(abc.ABC):
             parts.append(chunk)
         return b"".join(parts)
 
+    def stream_started(self, idle_s: float) -> None:
+        """The stream produced content: from now on, a silence longer than `idle_s` between
+        reads fails it (`StreamIdleTimeout`). Set once per stream, so reads cost nothing more."""
+        return None
+
     async def aclose(self) -> None:
         return None
 

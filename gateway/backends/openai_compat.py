@@ -109,6 +109,14 @@ class AiohttpUpstreamResponse(UpstreamResponse):
             raise transport_failure(exc, self._backend, answering=True) from None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def stream_started(self, idle_s: float) -> None:
+        # aiohttp re-arms its read timer on every packet anyway (`sock_read`); changing the
+        # limit it re-arms with, and re-arming now, makes the idle limit free per chunk.
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = idle_s
+            connection.protocol.start_timeout()
+
     async def aclose(self) -> None:
         response = self._response
         if response.content.at_eof():

@@ -103,6 +103,10 @@ class BackendConfig(Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     # Time allowed for the first byte of the answer; past it the call fails over.
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    # Once a stream has produced content: the longest silence between its reads before it
+    # counts as stalled (a `StreamIdleTimeout`, continued elsewhere when it can be). Separate
+    # from `timeout_s`, which bounds non-streamed answers and a stream's wait for its start.
+    stream_idle_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     models: dict[str, ModelOffer] = Field(default_factory=dict)

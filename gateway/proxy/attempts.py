@@ -147,7 +147,7 @@ async def open_answer(
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
                     opened = await (
-                        _pre_read_stream(offer, response, chat, redactor)
+                        _pre_read_stream(offer, response, chat, redactor, backend.config.stream_idle_timeout_s)
                         if chat.stream
                         else _read_body(offer, response)
                     )
@@ -248,7 +248,7 @@ async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
 
 
 async def _pre_read_stream(
-    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor
+    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor, idle_s: float
 ) -> OpenedAnswer:
     accountant = SseAccountant(strip_usage=not chat.include_usage, hold_done=chat.include_usage, redactor=redactor)
     parts: list[bytes] = []
@@ -259,6 +259,7 @@ async def _pre_read_stream(
             parts.append(accountant.feed(chunk))
             if accountant.started:
                 ended = False
+                response.stream_started(idle_s)
                 break
     except BaseException:
         await response.aclose()
@@ -285,6 +286,9 @@ class _Continuation(UpstreamResponse):
 
     def aiter_bytes(self):
         return self._iterator  # the same iterator, not a generator around it: one layer less per chunk
+
+    def stream_started(self, idle_s: float) -> None:
+        self._response.stream_started(idle_s)
 
     async def aclose(self) -> None:
         await self._response.aclose()

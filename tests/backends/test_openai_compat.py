@@ -4,6 +4,7 @@ how it classifies every way a call can fail (status, connection, timeout, broken
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import orjson
@@ -298,3 +299,18 @@ async def test_health_probe_url(wire, closing, vendor, path, expected):
     assert await backend.check_health() is False
     down = closing(backend_at(OpenAICompatBackend, f"http://127.0.0.1:{free_port()}/v1", type=vendor))
     assert await down.check_health() is False
+
+
+async def test_a_started_stream_is_held_to_its_idle_limit_not_timeout_s(wire, openai_at):
+    # Issue 12: a stall once content flowed is caught after `stream_idle_timeout_s`, not after
+    # the (long) per-read `timeout_s` that bounds non-streamed answers.
+    wire.respond(pieces=[b"data: {}\n\n"], then="stall", headers={"content-type": "text/event-stream"})
+    response = await openai_at(timeout_s=30).send(request_for(PAYLOAD, stream=True))
+    chunks = response.aiter_bytes()
+    assert await anext(chunks) == b"data: {}\n\n"
+    response.stream_started(0.3)
+    started = time.perf_counter()
+    with pytest.raises(StreamIdleTimeout):
+        await asyncio.wait_for(anext(chunks), 10)
+    await response.aclose()
+    assert 0.25 <= time.perf_counter() - started < 2.0
