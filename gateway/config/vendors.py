@@ -13,6 +13,18 @@ here by their import path (a string), never imported, so the arrow still points 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+# How an upstream is asked to continue a partial assistant answer (a prefill), for stream
+# continuation (`gateway.proxy.continuation`):
+# - `continue_final_message`: vLLM's extra parameters `continue_final_message: true,
+#   add_generation_prompt: false`, the last message the assistant's partial answer;
+# - `prefix`: DeepSeek's chat prefix completion, `prefix: true` on that message (a beta
+#   feature: the backend's base_url must be https://api.deepseek.com/beta);
+# - `partial`: Moonshot's partial mode, `partial: true` on that message;
+# - `assistant`: a plain trailing assistant message (Anthropic's prefill, sent without
+#   trailing whitespace, which its API refuses; Claude 4.6+ refuses prefills: `prefill: false`).
+PrefillMode = Literal["continue_final_message", "prefix", "partial", "assistant"]
 
 # Protocol families: the adapter module in gateway.backends and its class, as `module:Class`.
 # `backends.pool` imports the one a backend's vendor names.
@@ -37,6 +49,9 @@ class Vendor:
     # (base_url without its trailing /v1) when health_at_root is set, as vLLM serves /health.
     health_path: str = "/models"
     health_at_root: bool = False
+    # Whether (and how) its offers continue a partial answer by default; an offer's own
+    # `prefill` in YAML overrides it. None: no continuation sent there.
+    prefill: PrefillMode | None = None
 
     @property
     def adapter_class(self) -> str:
@@ -53,6 +68,7 @@ VENDORS: dict[str, Vendor] = {
         key_required=False,
         health_path="/health",
         health_at_root=True,
+        prefill="continue_final_message",
     ),
     "openai": Vendor("openai_compat", key_required=False),
     "openrouter": Vendor(
@@ -61,8 +77,8 @@ VENDORS: dict[str, Vendor] = {
         "OPENROUTER_API_KEY",
         headers={"HTTP-Referer": "https://github.com/open-model-gateway", "X-Title": "open-model-gateway"},
     ),
-    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
+    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", prefill="prefix"),
+    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY", prefill="partial"),
     "zhipu": Vendor("openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY"),
     "dashscope": Vendor("openai_compat", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY"),
     "minimax": Vendor("openai_compat", "https://api.minimax.io/v1", "MINIMAX_API_KEY"),
@@ -71,6 +87,10 @@ VENDORS: dict[str, Vendor] = {
     "fireworks": Vendor("openai_compat", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
     "mock": Vendor("mock", key_required=False, health_path=""),
     "anthropic": Vendor(
-        "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", headers={"anthropic-version": "2023-06-01"}
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_API_KEY",
+        headers={"anthropic-version": "2023-06-01"},
+        prefill="assistant",
     ),
 }
