@@ -6,10 +6,13 @@ non-streamed body read whole, a stream's first content event. Until then any fai
 moves on to the next candidate, so the client never sees a backend fail that another
 could serve. After that, no retry: bytes have reached the client.
 
-Bounded: at most `max_attempts` calls and `deadline_s` for all of them. Each candidate is
-called once; a backend that already failed this request (another of its models is next)
-is called again only after a jittered backoff, or after its `Retry-After` when that is
-short enough (`gateway.fallback`). A small explicit loop rather than tenacity: the loop
+Bounded: at most `max_attempts` calls and `deadline_s` for all of them. A candidate whose
+failure is transient by its class (`same_candidate_retry`: a 500/502/504, a 429 or 503
+with a `Retry-After`) is asked again up to `fallback.retries_per_candidate` times before the
+loop moves on; never after a timeout. A backend that already failed this request (the same
+candidate again, or another of its models next) is called again only after a jittered
+backoff, or after its `Retry-After` when that is at most `fallback.retry_after_max_s`
+(longer: it is skipped). A small explicit loop rather than tenacity: the loop
 moves between candidates and must stop at the first byte, which tenacity's
 retry-the-same-call model does not express. Every attempt is reported to the observers,
 which is how circuit breakers and latency stats learn.
@@ -30,6 +33,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import orjson
@@ -115,7 +119,10 @@ async def open_answer(
     deadline = time.perf_counter() + decision.deadline_s
     failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
     attempts = 0
-    for offer in decision.candidates:
+    pending = deque(decision.candidates)
+    retried: dict[tuple[str, str], int] = {}  # offer key -> times asked again in this request
+    while pending:
+        offer = pending.popleft()
         if attempts >= decision.max_attempts:
             break
         backend = backends.get(offer.backend)
@@ -163,6 +170,12 @@ async def open_answer(
             observers.attempt_finished(offer, attempt, None)
             last_error = error
             failed_backends[offer.backend] = error
+            if error.same_candidate_retry and retried.get(offer.key, 0) < decision.retry.retries_per_candidate:
+                # Transient by its class: the same candidate first, after the wait the loop's
+                # top works out (its Retry-After if short enough, else a jittered backoff).
+                retried[offer.key] = retried.get(offer.key, 0) + 1
+                pending.appendleft(offer)
+                continue
             if not (decision.fallback and worth_another_candidate(error)):
                 break
             continue

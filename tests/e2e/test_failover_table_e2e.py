@@ -306,17 +306,21 @@ def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway
 # answer, as noted. strict=True: once the behaviour is built, the xfail itself fails.
 
 
+def all_rows(gw) -> list[tuple]:
+    """Every ledger row of the (one) call, attempts in order: backend, status, error, final,
+    completion tokens."""
+    path = Path(gw.dir) / "data" / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        query = "SELECT backend, status, error, final, completion_tokens FROM events ORDER BY attempt"
+        return [(b, s, e, bool(f), t) for b, s, e, f, t in db.execute(query)]
+
+
 def _completion_tokens_recorded(gw) -> int:
     path = Path(gw.dir) / "data" / "usage.sqlite3"
     with sqlite3.connect(path) as db:
         return db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM events").fetchone()[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a short Retry-After should be waited out on the same candidate",
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
     stream, gateway, primary, fallback, openai_client
@@ -325,30 +329,51 @@ def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
     primary.script(fault.status(429, retry_after=2))
     backend, text, usage, _ = ask(openai_client(gw), stream)
 
-    # Today: answered by `steady`; the primary is never asked again.
+    # Waited out on the same candidate (2 s <= fallback.retry_after_max_s), never the fallback.
     assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert usage.completion_tokens == fault.TOKENS
     assert [s.step for s in primary.seen] == ["status", "ok"]
-    assert primary.seen[1].at - primary.seen[0].at >= 2.0  # the advertised wait, at least
+    assert 2.0 <= primary.seen[1].at - primary.seen[0].at < 3.0  # the advertised wait, not much more
     assert fallback.seen == []
     rows = ledger(gw, 1)
-    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
+    assert all_rows(gw) == [("flaky", 429, "rate_limited", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: a 500 once should be retried once on the same candidate", raises=AssertionError
-)
+def test_429_with_a_retry_after_longer_than_allowed_moves_on(gateway, primary, fallback, openai_client):
+    gw = gateway()
+    primary.script(fault.status(429, retry_after=5))  # past retry_after_max_s (2 s)
+    backend, text, _, _ = ask(openai_client(gw), True)
+
+    assert (backend, text) == ("steady", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status"] and len(fallback.seen) == 1
+    assert fallback.seen[0].at - primary.seen[0].at < 1.0  # no waiting for it
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_500_once_is_retried_once_on_the_same_candidate(stream, gateway, primary, fallback, openai_client):
     gw = gateway()
     primary.script(fault.status(500))
     backend, text, usage, _ = ask(openai_client(gw), stream)
 
-    # Today: answered by `steady` after one attempt on the primary.
     assert (backend, text) == ("flaky", FULL_ANSWER)
     assert [s.step for s in primary.seen] == ["status", "ok"]
+    assert primary.seen[1].at - primary.seen[0].at < 1.0  # a jittered backoff of at most 50 ms, plus the call
     assert fallback.seen == []
     rows = ledger(gw, 1)
-    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
+    assert all_rows(gw) == [("flaky", 500, "http_500", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
+
+
+def test_500_twice_moves_on_to_the_fallback(gateway, primary, fallback, openai_client):
+    gw = gateway()
+    primary.script(fault.status(500), fault.status(500))
+    backend, text, _, _ = ask(openai_client(gw), True)
+
+    assert (backend, text) == ("steady", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status", "status"] and len(fallback.seen) == 1
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["attempts"]) == ("steady", 3)
 
 
 @pytest.mark.xfail(

@@ -193,7 +193,7 @@ async def run(pool: Pool, routing: RoutingDecision, stream: bool = False, snapsh
 @pytest.mark.parametrize("failure", ["500", "503", "connect", "context", "401", "404"])
 async def test_a_failing_candidate_is_skipped(failure):
     a, b = Scripted("a", [failure]), Scripted("b", ["ok"])
-    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b"), retries_per_candidate=0))
     assert opened.offer.backend == "b" and opened.body == OK_BODY
     assert [x.backend for x in outcome.attempts] == ["a", "b"] and outcome.attempts[0].error
     assert recorder.events[0] == ("started", "a", "m/x") and recorder.events[1][:2] == ("finished", "a")
@@ -218,8 +218,9 @@ async def test_attempts_are_bounded():
     backends = [Scripted(n, ["500"]) for n in "abcd"]
     with pytest.raises(GatewayError) as e:
         await run(Pool(*backends), decision(*(offer(n) for n in "abcd"), max_attempts=2))
-    assert [len(b.calls) for b in backends] == [1, 1, 0, 0]
-    assert e.value.code == "upstream_error" and "a/m/x (http_500), b/m/x (http_500)" in e.value.message
+    # The 500 is retried once on the same candidate, and that retry counts toward max_attempts.
+    assert [len(b.calls) for b in backends] == [2, 0, 0, 0]
+    assert e.value.code == "upstream_error" and "a/m/x (http_500), a/m/x (http_500)" in e.value.message
 
 
 async def test_candidates_without_an_adapter_do_not_use_up_attempts():
@@ -255,8 +256,10 @@ async def test_a_stream_whose_first_event_is_an_error_falls_back():
 
 
 async def test_a_short_retry_after_is_honoured_before_calling_that_backend_again():
+    # Another model of the same backend (same-candidate retries off, which would ask m/x again).
     a = Scripted("a", ["429:0.05", "ok"])
-    opened, outcome, recorder = await run(Pool(a), decision(offer("a", "m/x"), offer("a", "m/y")))
+    routing = decision(offer("a", "m/x"), offer("a", "m/y"), retries_per_candidate=0)
+    opened, outcome, recorder = await run(Pool(a), routing)
     assert a.calls == ["m/x", "m/y"] and opened.offer.model == "m/y"
     assert recorder.events[1] == ("finished", "a", "rate_limited", 0.05)
 
@@ -376,3 +379,54 @@ async def test_an_upstream_400_quoting_the_key_without_its_prefix_is_redacted():
         await run(Pool(a), decision(offer("a")))
     assert e.value.status == 400
     assert e.value.message == "bad request from token=[redacted] ([redacted])"
+
+
+# -- issue 12: the same candidate again, when its failure's class says it is transient ------
+async def test_a_500_once_is_retried_on_the_same_candidate():
+    a, b = Scripted("a", ["500", "ok"]), Scripted("b", ["ok"])
+    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "a" and a.calls == ["m/x", "m/x"] and b.calls == []
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "http_500"), ("a", None)]
+    assert [e[0] for e in recorder.events] == ["started", "finished", "started", "finished"]
+
+
+async def test_a_second_failure_moves_on():
+    a, b = Scripted("a", ["502", "500", "ok"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "b" and a.calls == ["m/x", "m/x"] and b.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["http_502", "http_500", None]
+
+
+@pytest.mark.parametrize("failure", ["503", "connect", "429:30", "context", "404"])
+async def test_failures_that_are_not_transient_move_on_at_once(failure):
+    a, b = Scripted("a", [failure, "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+async def test_a_first_byte_timeout_is_never_retried_on_the_same_candidate():
+    a, b = Scripted("a", ["hang", "ok"], first_byte_timeout_s=0.1), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=True)
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["timeout", None]
+
+
+async def test_a_429_with_a_short_retry_after_is_waited_out_on_the_same_candidate():
+    a, b = Scripted("a", ["429:0.2", "ok"]), Scripted("b", ["ok"])
+    started = asyncio.get_running_loop().time()
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retry_after_max_s=1.0))
+    assert opened.offer.backend == "a" and a.calls == ["m/x", "m/x"] and b.calls == []
+    assert asyncio.get_running_loop().time() - started >= 0.2  # the advertised wait, at least
+    assert [x.error for x in outcome.attempts] == ["rate_limited", None]
+
+
+async def test_a_retry_after_longer_than_allowed_moves_on():
+    a, b = Scripted("a", ["429:0.5", "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retry_after_max_s=0.2))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+async def test_retries_per_candidate_zero_turns_same_candidate_retries_off():
+    a, b = Scripted("a", ["500", "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retries_per_candidate=0))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
