@@ -41,6 +41,7 @@ import orjson
 from gateway.backends.base import (
     CHAT_COMPLETIONS,
     DEFAULT_MAX_RESPONSE_BYTES,
+    Backend,
     UpstreamRequest,
     UpstreamResponse,
 )
@@ -64,6 +65,7 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
+from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.relay import SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
@@ -95,6 +97,8 @@ class OpenedAnswer:
     prefix: bytes = b""  # streamed: events read before committing
     accountant: SseAccountant | None = None
     ended: bool = False  # streamed: upstream finished while pre-reading
+    attempt: Attempt | None = None  # the attempt that answered
+    ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
 
 
 async def open_answer(
@@ -114,6 +118,7 @@ async def open_answer(
     config, gives the redactor of every configured key (built once per snapshot); without it
     (tests) one is built from the adapters' keys."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, path, max_response_bytes)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -121,6 +126,7 @@ async def open_answer(
     attempts = 0
     pending = deque(decision.candidates)
     retried: dict[tuple[str, str], int] = {}  # offer key -> times asked again in this request
+    hedge_after_s = _hedge_after(decision, snapshot)
     while pending:
         offer = pending.popleft()
         if attempts >= decision.max_attempts:
@@ -139,11 +145,118 @@ async def open_answer(
         if remaining <= 0:
             break
         attempts += 1
+        hedge = None
+        if hedge_after_s is not None and attempts == 1 and attempts < decision.max_attempts:
+            hedge = _next_candidate(pending, backends)
+        try:
+            if hedge is None:
+                opened = call.committed(await call.attempt(offer, backend, remaining))
+            else:
+                opened, hedged = await _hedged(call, offer, backend, hedge, remaining, hedge_after_s or 0.0)
+                if hedged:
+                    attempts += 1
+                    pending.remove(hedge[0])
+        except _Failed as failed:
+            upstream_s += failed.elapsed
+            for error, failed_offer in failed.errors:
+                last_error = error
+                failed_backends[failed_offer.backend] = error
+            if failed.hedged and hedge is not None:
+                attempts += 1
+                pending.remove(hedge[0])
+            error, offer = failed.errors[-1]
+            retry = len(failed.errors) == 1 and error.same_candidate_retry
+            if retry and retried.get(offer.key, 0) < decision.retry.retries_per_candidate:
+                # Transient by its class: the same candidate first, after the wait the loop's
+                # top works out (its Retry-After if short enough, else a jittered backoff).
+                retried[offer.key] = retried.get(offer.key, 0) + 1
+                pending.appendleft(offer)
+                continue
+            if not (decision.fallback and all(worth_another_candidate(e) for e, _ in failed.errors)):
+                break
+            continue
+        opened.upstream_s += upstream_s
+        return opened
+    raise client_error(last_error, decision, outcome, redactor)
+
+
+class _Failed(Exception):
+    """Every attempt of one turn of the loop failed (one, or two when hedged): each error with
+    its offer, already recorded and reported."""
+
+    def __init__(self, errors: list[tuple[UpstreamError, Offer]], elapsed: float, hedged: bool = False) -> None:
+        super().__init__(errors[-1][0].message)
+        self.errors = errors
+        self.elapsed = elapsed
+        self.hedged = hedged
+
+
+def _hedge_after(decision: RoutingDecision, snapshot: ConfigSnapshot | None) -> float | None:
+    """The route's `hedge.after_ms`, in seconds, when it hedges."""
+    if decision.route is None or snapshot is None or len(decision.candidates) < 2:
+        return None
+    route = snapshot.config.routes.get(decision.route)
+    return route.hedge.after_ms / 1000 if route is not None and route.hedge is not None else None
+
+
+def _next_candidate(pending: deque[Offer], backends: BackendSet) -> tuple[Offer, Backend] | None:
+    """The next candidate that has an adapter (left in `pending`: taken only if started)."""
+    for offer in pending:
+        backend = backends.get(offer.backend)
+        if backend is not None:
+            return offer, backend
+    return None
+
+
+async def _hedged(
+    call: _Call, offer: Offer, backend: Backend, hedge: tuple[Offer, Backend], remaining: float, after_s: float
+) -> tuple[OpenedAnswer, bool]:
+    """The first attempt, and past `after_s` without content the hedge too: the answer of the
+    one that produced content first (and whether the hedge was started)."""
+    started = time.perf_counter()
+    result = await race(
+        call.attempt(offer, backend, remaining),
+        lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started)),
+        after_s,
+        _discard,
+    )
+    if result.winner is not None:
+        return call.committed(result.winner), result.hedged
+    errors = [pair for failed in result.errors if isinstance(failed, _Failed) for pair in failed.errors]
+    unexpected = [e for e in result.errors if not isinstance(e, _Failed)]
+    if unexpected:
+        raise unexpected[0]
+    raise _Failed(errors, time.perf_counter() - started, hedged=result.hedged)
+
+
+async def _discard(opened: OpenedAnswer) -> None:
+    """An answer that succeeded in the same instant as the one taken: closed unread."""
+    await opened.response.aclose()
+
+
+@dataclass(slots=True)
+class _Call:
+    """What every attempt of one call shares."""
+
+    chat: ChatRequest
+    observers: Observers
+    outcome: CallOutcome
+    headers: dict[str, str]
+    snapshot: ConfigSnapshot | None
+    redactor: Redactor
+    path: str
+    max_response_bytes: int
+
+    async def attempt(self, offer: Offer, backend: Backend, remaining: float) -> OpenedAnswer:
+        """One attempt, recorded on the outcome and reported to the observers; its failure
+        raised as `_Failed`. A cancelled attempt is recorded as `cancelled` (or the label of
+        a `_Cancel` reason) and the cancellation propagates."""
+        chat, outcome, observers = self.chat, self.outcome, self.observers
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
         payload = upstream_payload(chat, offer.upstream_id)
-        request = UpstreamRequest(offer, payload, chat.stream, headers, path, max_response_bytes)
+        request = UpstreamRequest(offer, payload, chat.stream, self.headers, self.path, self.max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -154,7 +267,7 @@ async def open_answer(
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
                     opened = await (
-                        _pre_read_stream(offer, response, chat, redactor, backend.config.stream_idle_timeout_s)
+                        _pre_read_stream(offer, response, chat, self.redactor, backend.config.stream_idle_timeout_s)
                         if chat.stream
                         else _read_body(offer, response)
                     )
@@ -162,46 +275,45 @@ async def open_answer(
                 raise FirstByteTimeout(f"{offer.backend}: no answer within {limit:.1f}s") from None
         except Exception as exc:
             error = _as_upstream_error(exc, offer)
-            error = _misconfigured(error, offer, redactor, snapshot) or error
+            error = _misconfigured(error, offer, self.redactor, self.snapshot) or error
             elapsed = time.perf_counter() - started
-            upstream_s += elapsed
             attempt = Attempt.failed(offer, error, elapsed)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
-            last_error = error
-            failed_backends[offer.backend] = error
-            if error.same_candidate_retry and retried.get(offer.key, 0) < decision.retry.retries_per_candidate:
-                # Transient by its class: the same candidate first, after the wait the loop's
-                # top works out (its Retry-After if short enough, else a jittered backoff).
-                retried[offer.key] = retried.get(offer.key, 0) + 1
-                pending.appendleft(offer)
-                continue
-            if not (decision.fallback and worth_another_candidate(error)):
-                break
-            continue
-        except BaseException:
-            # Cancelled (the client left, or shutdown's deadline passed): this attempt ends
-            # too, and observers pairing attempt_started with attempt_finished must hear it.
-            attempt = Attempt(offer.backend, offer.model, "cancelled", None, time.perf_counter() - started)
+            raise _Failed([(error, offer)], elapsed) from None
+        except BaseException as exc:
+            # Cancelled (the client left, shutdown's deadline passed, a hedge won): this
+            # attempt ends too, and observers pairing attempt_started with attempt_finished
+            # must hear it.
+            label = HEDGE_LOST if isinstance(exc, asyncio.CancelledError) and exc.args == (HEDGE_LOST,) else "cancelled"
+            attempt = Attempt(offer.backend, offer.model, label, None, time.perf_counter() - started)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
             raise
         elapsed = time.perf_counter() - started
-        opened.upstream_s = upstream_s + elapsed
+        opened.upstream_s = elapsed
         ttft = (
             (opened.accountant.first_content_at - started)
             if opened.accountant and opened.accountant.first_content_at
             else None
         )
-        outcome.ttft_s = ttft if chat.stream else elapsed
         attempt = Attempt(offer.backend, offer.model, None, response.status, elapsed)
-        outcome.attempts.append(attempt)
+        opened.attempt = attempt
+        opened.ttft_s = ttft if chat.stream else elapsed
         if opened.accountant is not None:
             opened.accountant.report_to(attempt)
-        if not chat.stream:
-            observers.attempt_finished(offer, attempt, elapsed)
         return opened
-    raise client_error(last_error, decision, outcome, redactor)
+
+    def committed(self, opened: OpenedAnswer) -> OpenedAnswer:
+        """The answer the client gets: its attempt recorded last (the ledger's final row)."""
+        outcome = self.outcome
+        outcome.offer = opened.offer
+        outcome.ttft_s = opened.ttft_s
+        assert opened.attempt is not None
+        outcome.attempts.append(opened.attempt)
+        if not self.chat.stream:
+            self.observers.attempt_finished(opened.offer, opened.attempt, opened.attempt.duration_s)
+        return opened
 
 
 def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:

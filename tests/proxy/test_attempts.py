@@ -120,6 +120,13 @@ class Scripted(Backend):
             return Bytes([OK_BODY])
         if step == "hang":
             await asyncio.sleep(3600)
+        if step.startswith("after:"):  # an answer after that many seconds (a slow first token)
+            await asyncio.sleep(float(step.split(":")[1]))
+            self.responses.append(Bytes(sse(CONTENT), "text/event-stream") if request.stream else Bytes([OK_BODY]))
+            return self.responses[-1]
+        if step.startswith("fail_after:"):
+            await asyncio.sleep(float(step.split(":")[1]))
+            raise status_error("answered 503", 503, b'{"error": {"message": "down"}}')
         if step == "slow_ok":  # a non-streamed answer whose headers come only once generated
             await asyncio.sleep(0.5)
             return Bytes([OK_BODY])
@@ -430,3 +437,57 @@ async def test_retries_per_candidate_zero_turns_same_candidate_retries_off():
     a, b = Scripted("a", ["500", "ok"]), Scripted("b", ["ok"])
     opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retries_per_candidate=0))
     assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+# -- issue 12: hedged requests --------------------------------------------------------------
+def hedged_snapshot(after_ms: float) -> ConfigSnapshot:
+    backends = {n: {"type": "openai", "base_url": f"http://{n}/v1", "models": {"m/x": {}}} for n in "ab"}
+    route = {"strategy": "ordered", "models": ["m/x"], "hedge": {"after_ms": after_ms}}
+    return ConfigSnapshot.build(GatewayConfig.model_validate({"backends": backends, "routes": {"auto": route}}))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_slow_first_candidate_is_hedged_and_the_first_to_answer_wins(stream):
+    a, b = Scripted("a", ["after:2"]), Scripted("b", ["after:0.1"])
+    started = asyncio.get_running_loop().time()
+    opened, outcome, recorder = await run(
+        Pool(a, b), decision(offer("a"), offer("b")), stream=stream, snapshot=hedged_snapshot(200)
+    )
+    took = asyncio.get_running_loop().time() - started
+    assert opened.offer.backend == "b" and 0.3 <= took < 1.0  # hedge at 0.2 s, answered 0.1 s later
+    assert a.calls == b.calls == ["m/x"]
+    # Both attempts recorded, the loser first (the ledger's final row is the winner's).
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "hedge_lost"), ("b", None)]
+    assert outcome.offer.backend == "b"
+    # A stream's answering attempt is reported by the relay when the stream ends.
+    answered = [] if stream else [("finished", "b", None, None)]
+    assert [e for e in recorder.events if e[0] == "finished"] == [("finished", "a", "hedge_lost", None), *answered]
+
+
+async def test_a_first_candidate_answering_in_time_is_not_hedged():
+    a, b = Scripted("a", ["after:0.05"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    assert opened.offer.backend == "a" and b.calls == []
+    assert [x.error for x in outcome.attempts] == [None]
+
+
+async def test_a_hedge_that_fails_leaves_the_first_to_answer():
+    a, b = Scripted("a", ["after:0.4"]), Scripted("b", ["503"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(100))
+    assert opened.offer.backend == "a" and b.calls == ["m/x"]
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", None)]
+
+
+async def test_when_both_hedged_attempts_fail_the_loop_goes_on_without_asking_them_again():
+    a, b, c = Scripted("a", ["fail_after:0.3"]), Scripted("b", ["503"]), Scripted("c", ["ok"])
+    routing = decision(offer("a"), offer("b"), offer("c"))
+    opened, outcome, _ = await run(Pool(a, b, c), routing, snapshot=hedged_snapshot(100))
+    assert opened.offer.backend == "c" and a.calls == b.calls == c.calls == ["m/x"]
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", "http_503"), ("c", None)]
+
+
+async def test_a_first_candidate_failing_before_the_hedge_time_falls_back_as_usual():
+    a, b = Scripted("a", ["503"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    assert opened.offer.backend == "b" and a.calls == b.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["http_503", None]
