@@ -30,6 +30,7 @@ from gateway.protocol.chat import ChatRequest, parse_chat_request
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.continuation import RescueContext, StreamRescue, broken_stream_event
 from gateway.proxy.outcome import CallOutcome, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import decide
@@ -227,7 +228,18 @@ async def _answer(
             await send({"type": "http.response.body", "body": body})
             return
         out_headers.extend(_SSE_HEADERS)
-        await _relay(state, send, watch, opened, outcome, chat, t0, out_headers)
+        context = RescueContext(
+            chat,
+            decision,
+            backends,
+            state.observers,
+            outcome,
+            {"x-request-id": outcome.request_id},
+            snapshot,
+            max_response_bytes,
+        )
+        rescue = StreamRescue.for_stream(context, opened)
+        await _relay(state, send, watch, opened, outcome, chat, t0, out_headers, rescue)
     except asyncio.CancelledError:
         if not watch.left:
             raise  # shutdown, not the client: let it propagate
@@ -264,6 +276,7 @@ async def _relay(
     chat: ChatRequest,
     t0: float,
     out_headers: list[tuple[bytes, bytes]],
+    rescue: StreamRescue | None = None,
 ) -> None:
     accountant = opened.accountant
     assert accountant is not None
@@ -276,12 +289,16 @@ async def _relay(
         await send({"type": "http.response.start", "status": 200, "headers": out_headers})
         if opened.prefix:
             await send({"type": "http.response.body", "body": opened.prefix, "more_body": True})
+            if rescue is not None:
+                rescue.keep(opened.prefix)
         if not opened.ended:
             async for chunk in opened.response.aiter_bytes():
                 t = time.perf_counter()
                 out = accountant.feed(chunk)
                 overhead_s += time.perf_counter() - t
                 if out:
+                    if rescue is not None:
+                        rescue.keep(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = accountant.flush()
         if accountant.done_held:
@@ -302,28 +319,31 @@ async def _relay(
         outcome.status, outcome.error = 502, error.reason
         last.backend_fault = error.backend_fault
         log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
-        event = {
-            "error": {
-                "message": "The upstream stream broke off.",
-                "type": "upstream_error",
-                "param": None,
-                "code": error.reason,
-            }
-        }
-        tail += b"data: " + orjson.dumps(event) + b"\n\n"
+        # Continued on another candidate when one takes a prefill (gateway.proxy.continuation).
+        resumed = await rescue.resume(error, _forward(send)) if rescue is not None else None
+        tail += resumed if resumed is not None else broken_stream_event(error)
     finally:
         await opened.response.aclose()
-        last.duration_s = time.perf_counter() - attempt_started
-        if outcome.status >= 400:
-            last.error = outcome.error
-        state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-        outcome.usage = accountant.usage or outcome.usage
-        if outcome.usage is None:
-            # The upstream sent no usage: estimate and say so.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+        if rescue is None or not rescue.took_over:
+            last.duration_s = time.perf_counter() - attempt_started
+            if outcome.status >= 400:
+                last.error = outcome.error
+            state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+            outcome.usage = accountant.usage or outcome.usage
+            if outcome.usage is None:
+                # The upstream sent no usage: estimate and say so.
+                outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
     watch.stop()  # before the last message: past it, receive() reports a disconnect
     await send({"type": "http.response.body", "body": tail})
+
+
+def _forward(send: Send):
+    async def forward(body: bytes) -> None:
+        if body:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    return forward
 
 
 def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:

@@ -34,7 +34,9 @@ import random
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -85,6 +87,10 @@ _NO_SUCH_MODEL = re.compile(
 )
 
 
+# What one candidate is sent, when the caller decides (None: that candidate is skipped).
+PayloadFor = Callable[[Offer, Backend], "dict[str, Any] | None"]
+
+
 @dataclass(slots=True)
 class OpenedAnswer:
     """A candidate's answer, committed to: ready to be sent to the client."""
@@ -112,13 +118,16 @@ async def open_answer(
     *,
     path: str = CHAT_COMPLETIONS,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    payload_for: PayloadFor | None = None,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
     config, gives the redactor of every configured key (built once per snapshot); without it
-    (tests) one is built from the adapters' keys."""
+    (tests) one is built from the adapters' keys. `payload_for(offer, backend)`: what that
+    candidate is sent (default: the request with its model id); None skips it, not an attempt
+    (a continuation asks only candidates that take a prefill)."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
-    call = _Call(chat, observers, outcome, headers, snapshot, redactor, path, max_response_bytes)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, path, max_response_bytes, payload_for)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -144,9 +153,11 @@ async def open_answer(
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
+        if payload_for is not None and payload_for(offer, backend) is None:
+            continue
         attempts += 1
         hedge = None
-        if hedge_after_s is not None and attempts == 1 and attempts < decision.max_attempts:
+        if hedge_after_s is not None and payload_for is None and attempts == 1 and attempts < decision.max_attempts:
             hedge = _next_candidate(pending, backends)
         try:
             if hedge is None:
@@ -246,6 +257,7 @@ class _Call:
     redactor: Redactor
     path: str
     max_response_bytes: int
+    payload_for: PayloadFor | None = None
 
     async def attempt(self, offer: Offer, backend: Backend, remaining: float) -> OpenedAnswer:
         """One attempt, recorded on the outcome and reported to the observers; its failure
@@ -255,7 +267,9 @@ class _Call:
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        payload = upstream_payload(chat, offer.upstream_id)
+        payload = self.payload_for(offer, backend) if self.payload_for is not None else None
+        if payload is None:
+            payload = upstream_payload(chat, offer.upstream_id)
         request = UpstreamRequest(offer, payload, chat.stream, self.headers, self.path, self.max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole

@@ -20,16 +20,31 @@ after a break.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from gateway.backends.base import Backend
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
+from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig
-from gateway.config.snapshot import Offer
+from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.config.vendors import VENDORS, PrefillMode
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError
 from gateway.protocol.sse import data_of
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.outcome import CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
+from gateway.routing.pipeline import RoutingDecision
+
+log = logging.getLogger("gateway.proxy")
 
 # Relayed chunks kept for a possible continuation, at most: past it (a very long answer) the
 # stream is no longer continuable and the record is dropped, so the memory stays bounded.
@@ -201,3 +216,172 @@ class Splice:
         """What the client is told: the first prompt, every completion token it received."""
         prompt = self._prompt_tokens if self._prompt_tokens is not None else own.prompt_tokens
         return Usage(prompt, self._delivered + own.completion_tokens, estimated=own.estimated)
+
+
+@dataclass(slots=True)
+class RescueContext:
+    """What a continuation needs of the call it rescues (from the edge that relays it)."""
+
+    chat: ChatRequest
+    decision: RoutingDecision
+    backends: BackendSet
+    observers: Observers
+    outcome: CallOutcome
+    headers: dict[str, str]
+    snapshot: ConfigSnapshot | None
+    max_response_bytes: int
+
+
+class StreamRescue:
+    """One relayed stream's way out of a break: the relay keeps what it sends (`keep`) and,
+    when the stream breaks after content, asks `resume` to continue it elsewhere."""
+
+    __slots__ = ("_context", "_opened", "_started", "record", "took_over")
+
+    def __init__(self, context: RescueContext, opened: OpenedAnswer) -> None:
+        self._context = context
+        self._opened = opened
+        self._started = time.perf_counter() - (opened.attempt.duration_s if opened.attempt else 0.0)
+        self.record = PartialRecord()
+        self.took_over = False  # the broken attempt's accounting was done here, not by the relay
+
+    @classmethod
+    def for_stream(cls, context: RescueContext, opened: OpenedAnswer) -> StreamRescue | None:
+        """A rescue when some other candidate could continue this stream, else None (the
+        relay then keeps nothing: no cost on the healthy path)."""
+        return cls(context, opened) if _continuers(context, opened.offer) else None
+
+    def keep(self, out: bytes) -> None:
+        self.record.keep(out)
+
+    async def resume(self, error: UpstreamError, forward: Callable[[bytes], Awaitable[None]]) -> bytes | None:
+        """Continue the broken stream on a candidate that takes a prefill, relaying its events
+        through `forward`; returns the bytes to end the client's stream with. None when it
+        cannot be continued (a tool call had started, nothing to continue, no candidate took
+        it): the relay ends the stream with its error event, naming `error`."""
+        context, broken = self._context, self._opened
+        partial = self.record.partial()
+        if partial is None or partial.tool_call or not partial.text:
+            return None
+        outcome, chat = context.outcome, context.chat
+        self._account_broken(error, partial)
+        await broken.response.aclose()
+        first_ttft = outcome.ttft_s
+        remaining = context.decision.max_attempts - len(outcome.attempts)
+        continuers = _continuers(context, broken.offer)
+        if remaining <= 0 or not continuers:
+            return None
+        decision = replace(context.decision, route=None, candidates=continuers, max_attempts=remaining)
+        log.warning(
+            "stream from %s broke after %d tokens (%s): continuing it elsewhere",
+            broken.offer.backend,
+            partial.tokens,
+            error.reason,
+        )
+
+        def payload_for(offer: Offer, backend: Backend) -> dict[str, Any] | None:
+            mode = prefill_mode(offer, backend.config)
+            if mode is None:
+                return None
+            return continuation_payload(upstream_payload(chat, offer.upstream_id), partial, mode)
+
+        try:
+            opened = await open_answer(
+                chat,
+                decision,
+                context.backends,
+                context.observers,
+                outcome,
+                context.headers,
+                context.snapshot,
+                max_response_bytes=context.max_response_bytes,
+                payload_for=payload_for,
+            )
+        except asyncio.CancelledError:
+            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            raise
+        except GatewayError:
+            log.warning("no candidate continued the stream broken on %s", broken.offer.backend)
+            outcome.offer = broken.offer  # the call ended where it broke
+            return None
+        outcome.ttft_s = first_ttft  # the client's first token came from the first attempt
+        outcome.status, outcome.error = 200, None
+        return await self._relay(opened, partial, forward)
+
+    def _account_broken(self, error: UpstreamError, partial: Partial) -> None:
+        """The broken attempt's row: its failure, and the tokens it delivered, billed."""
+        context, broken = self._context, self._opened
+        attempt = broken.attempt or context.outcome.attempts[-1]
+        attempt.duration_s = time.perf_counter() - self._started
+        attempt.error, attempt.backend_fault = error.reason, error.backend_fault
+        attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
+        attempt.cost_usd = price_usd(broken.offer, attempt.usage)
+        context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
+        self.took_over = True
+
+    async def _relay(
+        self, opened: OpenedAnswer, partial: Partial, forward: Callable[[bytes], Awaitable[None]]
+    ) -> bytes:
+        """The continuing stream into the client's; its attempt accounted when it ends."""
+        context, outcome = self._context, self._context.outcome
+        accountant = opened.accountant
+        assert accountant is not None and opened.attempt is not None
+        attempt, started = opened.attempt, time.perf_counter() - opened.attempt.duration_s
+        splice = Splice(partial, None)
+        tail = b""
+        try:
+            if opened.prefix:
+                await forward(splice.events(opened.prefix))
+            if not opened.ended:
+                async for chunk in opened.response.aiter_bytes():
+                    out = accountant.feed(chunk)
+                    if out:
+                        await forward(splice.events(out))
+                tail = splice.events(accountant.flush())
+            if accountant.done_held:
+                own = Usage(estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True)
+                tail += splice.events(accountant.closing_events(own))
+        except asyncio.CancelledError:
+            if not accountant.saw_done:
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
+            outcome.status, outcome.error = 502, failure.reason
+            attempt.backend_fault = failure.backend_fault
+            tail += broken_stream_event(failure)
+        finally:
+            await opened.response.aclose()
+            attempt.duration_s = time.perf_counter() - started
+            if outcome.status >= 400:
+                attempt.error = outcome.error
+            context.observers.attempt_finished(opened.offer, attempt, None)
+            outcome.usage = accountant.usage or Usage(
+                estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True
+            )
+        return tail
+
+
+def broken_stream_event(error: UpstreamError) -> bytes:
+    """The OpenAI-shaped error event that ends a stream broken mid-answer, naming why."""
+    event = {
+        "error": {
+            "message": "The upstream stream broke off.",
+            "type": "upstream_error",
+            "param": None,
+            "code": error.reason,
+        }
+    }
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+def _continuers(context: RescueContext, broken: Offer) -> tuple[Offer, ...]:
+    """The candidates other than the broken one that take a prefill, in the decision's order."""
+    out = []
+    for offer in context.decision.candidates:
+        if offer.key == broken.key:
+            continue
+        backend = context.backends.get(offer.backend)
+        if backend is not None and prefill_mode(offer, backend.config) is not None:
+            out.append(offer)
+    return tuple(out)

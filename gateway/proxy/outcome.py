@@ -31,6 +31,7 @@ class Attempt:
     # Tokens this attempt delivered to the client though it failed (a stream broken mid-answer
     # and continued elsewhere): billed on its own ledger row. None: it delivered nothing.
     usage: Usage | None = None
+    cost_usd: float = 0.0  # of `usage`, at the attempt's offer's prices
 
     @classmethod
     def failed(cls, offer: Offer, error: UpstreamError, duration_s: float) -> Attempt:

@@ -42,7 +42,7 @@ backends:
     api_key: sk-steady-123456
     timeout_s: 10
     models:
-      test/large: {{context_length: 131072, input_price: 3.0, output_price: 4.0}}
+      test/large: {{context_length: 131072, input_price: 3.0, output_price: 4.0, {prefill}}}
 routes:
   auto:
     strategy: ordered
@@ -68,9 +68,9 @@ def fallback():
 
 @pytest.fixture
 def gateway(start_gateway, primary, fallback):
-    def start(timeout_s: float = 10, circuit: str = PINNED_CIRCUIT):
+    def start(timeout_s: float = 10, circuit: str = PINNED_CIRCUIT, prefill: str = ""):
         config = CONFIG.format(
-            primary=primary.base_url, fallback=fallback.base_url, timeout_s=timeout_s, circuit=circuit
+            primary=primary.base_url, fallback=fallback.base_url, timeout_s=timeout_s, circuit=circuit, prefill=prefill
         )
         return start_gateway(config, env=ENV)
 
@@ -376,39 +376,67 @@ def test_500_twice_moves_on_to_the_fallback(gateway, primary, fallback, openai_c
     assert (rows[0]["backend"], rows[0]["attempts"]) == ("steady", 3)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: a stream cut mid-answer should be continued on the fallback", raises=openai.APIError
-)
+def chunks_of(client: openai.OpenAI) -> list:
+    """One streamed call's chunks as the SDK parsed them."""
+    stream = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Count."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return list(stream)
+
+
 def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fallback, openai_client):
-    gw = gateway()
+    gw = gateway(prefill="prefill: continue_final_message")
     primary.script(fault.cut(after=40))
-    backend, text, usage, finish = ask(openai_client(gw), True)
+    chunks = chunks_of(openai_client(gw))
 
-    # Today: the client gets t0..t39, then an error event (the SDK raises APIError).
-    assert (text, finish) == (FULL_ANSWER, "stop")
-    assert usage.completion_tokens == fault.TOKENS  # 40 from the primary, 20 from the fallback
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == FULL_ANSWER and [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    # One stream as the client sees it: the first attempt's id and model throughout, one role
+    # delta, one usage total (40 tokens from the primary, 20 from the fallback).
+    assert {c.id for c in chunks} == {"chatcmpl-flaky"} and {c.model for c in chunks} == {"test/small"}
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0].completion_tokens == fault.TOKENS
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
-    prefill = fallback.seen[0].body["messages"][-1]
+    sent = fallback.seen[0].body
+    prefill = sent["messages"][-1]
     assert prefill == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
-    # Each attempt is billed for the tokens it delivered: 40 + 20.
-    poll(lambda: _completion_tokens_recorded(gw) == fault.TOKENS, what="60 completion tokens in the ledger")
+    assert (sent["continue_final_message"], sent["add_generation_prompt"]) == (True, False)
+    # Each attempt its own row, each billed for the tokens it delivered: 40 + 20.
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]
+    assert _completion_tokens_recorded(gw) == fault.TOKENS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a stalled stream should hit stream_idle_timeout_s (10 s), then be continued",
-    raises=openai.APIError,
-)
 def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client):
-    # timeout_s 12: today the per-read limit ends the stall after 12 s with an error event;
-    # the issue's default idle limit (10 s) comes first and continues the answer elsewhere.
-    gw = gateway(timeout_s=12)
+    # timeout_s 30: the per-read limit would end the stall after 30 s; the stream's own idle
+    # limit (stream_idle_timeout_s, default 10 s) comes first and continues the answer elsewhere.
+    gw = gateway(timeout_s=30, prefill="prefill: continue_final_message")
     primary.script(fault.stall(after=40))
+    started = time.monotonic()
     backend, text, usage, finish = ask(openai_client(gw), True)
 
-    assert (text, finish) == (FULL_ANSWER, "stop")  # today: openai.APIError, "stream broke off"
+    assert (text, finish) == (FULL_ANSWER, "stop")
+    assert 10.0 <= time.monotonic() - started < 20.0
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].at - primary.seen[0].at >= 10.0  # after the idle limit, not before
     assert fallback.seen[0].body["messages"][-1]["role"] == "assistant"
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, 20)]
+
+
+def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway, primary, fallback, openai_client):
+    gw = gateway()  # `openai`-type backends take no prefill by default
+    primary.script(fault.cut(after=40))
+    with pytest.raises(openai.APIError) as caught:
+        ask(openai_client(gw), True)
+    assert "broke off" in str(caught.value)
+    assert len(primary.seen) == 1 and fallback.seen == []
 
 
 PREFILL_CONFIG = """
@@ -434,9 +462,6 @@ routes:
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: continuation should go to a candidate that accepts a prefill", raises=openai.APIError
-)
 def test_a_continuation_skips_candidates_without_prefill_support(start_gateway, primary, fallback, openai_client):
     local = FaultUpstream("local").start()
     try:
@@ -447,8 +472,7 @@ def test_a_continuation_skips_candidates_without_prefill_support(start_gateway, 
         fallback.always(fault.rejects_prefill())
         _, text, usage, finish = ask(openai_client(gw), True)
 
-        # Today: the client gets t0..t39 and an error event; nobody is asked to continue.
-        assert (text, finish) == (FULL_ANSWER, "stop")
+        assert (text, finish) == (FULL_ANSWER, "stop") and usage.completion_tokens == fault.TOKENS
         assert fallback.seen == []  # `openai`-type offers take no prefill by default
         assert len(local.seen) == 1 and local.seen[0].body["messages"][-1]["role"] == "assistant"
     finally:
