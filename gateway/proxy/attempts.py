@@ -17,9 +17,13 @@ moves between candidates and must stop at the first byte, which tenacity's
 retry-the-same-call model does not express. Every attempt is reported to the observers,
 which is how circuit breakers and latency stats learn.
 
-A 2xx answer is checked as far as the relay reads it anyway: a non-streamed body must be a
-JSON object with a `choices` list, a stream's events before its first content must parse
-(`gateway.proxy.relay`); anything else is a `malformed` failure of that backend. An
+What each candidate is asked is the caller's `plan` (an `UpstreamCall`: path, payload, and
+the wire format of the answer; default: the chat request as chat completions), so every
+ingress API shares this loop; a candidate the plan cannot serve is skipped, using no attempt.
+A 2xx answer is checked by its format as far as the relay reads it anyway (a chat body must
+be a JSON object with a `choices` list, a stream's events before its first content must
+parse: `gateway.proxy.formats`, `gateway.proxy.relay`); anything else is a `malformed`
+failure of that backend. An
 upstream that says the model does not exist (404, or a 400 in those words) is answering
 for the gateway's own configuration, not the client's request: a `misconfigured` failure,
 logged once per backend and model for the operator, and the next candidate is tried.
@@ -36,7 +40,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -67,9 +70,10 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
+from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
-from gateway.proxy.relay import SseAccountant, StreamFailedEarly
+from gateway.proxy.relay import StreamFailedEarly
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -87,8 +91,9 @@ _NO_SUCH_MODEL = re.compile(
 )
 
 
-# What one candidate is sent, when the caller decides (None: that candidate is skipped).
-PayloadFor = Callable[[Offer, Backend], "dict[str, Any] | None"]
+# Asked per candidate: the call that candidate gets, or None when the offer cannot serve the
+# request (skipped: not an attempt). The ingress's own (`gateway.api.ingress`).
+Plan = Callable[[Offer, Backend], UpstreamCall | None]
 
 
 @dataclass(slots=True)
@@ -101,8 +106,11 @@ class OpenedAnswer:
     body: bytes = b""  # non-streamed: the whole body
     usage: Usage | None = None  # non-streamed: its usage
     prefix: bytes = b""  # streamed: events read before committing
-    accountant: SseAccountant | None = None
+    accountant: StreamAccountant | None = None
     ended: bool = False  # streamed: upstream finished while pre-reading
+    # The wire format the answer is in (the call's): the edge sends it as is when that is
+    # its own API's, and translates it otherwise.
+    format: AnswerFormat = CHAT
     attempt: Attempt | None = None  # the attempt that answered
     ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
 
@@ -116,18 +124,17 @@ async def open_answer(
     headers: dict[str, str],
     snapshot: ConfigSnapshot | None = None,
     *,
-    path: str = CHAT_COMPLETIONS,
+    plan: Plan | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    payload_for: PayloadFor | None = None,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
     config, gives the redactor of every configured key (built once per snapshot); without it
-    (tests) one is built from the adapters' keys. `payload_for(offer, backend)`: what that
-    candidate is sent (default: the request with its model id); None skips it, not an attempt
-    (a continuation asks only candidates that take a prefill)."""
+    (tests) one is built from the adapters' keys. `plan` says what each candidate is asked
+    (default: `chat` as chat completions); a candidate it returns None for is skipped (a
+    continuation's plan asks only candidates that take a prefill)."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
-    call = _Call(chat, observers, outcome, headers, snapshot, redactor, path, max_response_bytes, payload_for)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, plan)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -143,6 +150,9 @@ async def open_answer(
         backend = backends.get(offer.backend)
         if backend is None:
             continue
+        upstream_call = call.plan_for(offer, backend)
+        if upstream_call is None:
+            continue  # this offer cannot serve this request: not an attempt
         earlier = failed_backends.get(offer.backend)
         if earlier is not None:
             wait = retry_wait(earlier, attempts, decision.retry)
@@ -153,17 +163,16 @@ async def open_answer(
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
-        if payload_for is not None and payload_for(offer, backend) is None:
-            continue
         attempts += 1
         hedge = None
-        if hedge_after_s is not None and payload_for is None and attempts == 1 and attempts < decision.max_attempts:
-            hedge = _next_candidate(pending, backends)
+        if hedge_after_s is not None and attempts == 1 and attempts < decision.max_attempts:
+            hedge = _next_candidate(pending, backends, call)
         try:
             if hedge is None:
-                opened = call.committed(await call.attempt(offer, backend, remaining))
+                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining))
             else:
-                opened, hedged = await _hedged(call, offer, backend, hedge, remaining, hedge_after_s or 0.0)
+                first = (offer, backend, upstream_call)
+                opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0)
                 if hedged:
                     attempts += 1
                     pending.remove(hedge[0])
@@ -210,23 +219,30 @@ def _hedge_after(decision: RoutingDecision, snapshot: ConfigSnapshot | None) -> 
     return route.hedge.after_ms / 1000 if route is not None and route.hedge is not None else None
 
 
-def _next_candidate(pending: deque[Offer], backends: BackendSet) -> tuple[Offer, Backend] | None:
-    """The next candidate that has an adapter (left in `pending`: taken only if started)."""
+_Candidate = tuple[Offer, Backend, UpstreamCall]
+
+
+def _next_candidate(pending: deque[Offer], backends: BackendSet, call: _Call) -> _Candidate | None:
+    """The next candidate that has an adapter and a plan (left in `pending`: taken only if
+    the hedge starts)."""
     for offer in pending:
         backend = backends.get(offer.backend)
-        if backend is not None:
-            return offer, backend
+        if backend is None:
+            continue
+        upstream_call = call.plan_for(offer, backend)
+        if upstream_call is not None:
+            return offer, backend, upstream_call
     return None
 
 
 async def _hedged(
-    call: _Call, offer: Offer, backend: Backend, hedge: tuple[Offer, Backend], remaining: float, after_s: float
+    call: _Call, first: _Candidate, hedge: _Candidate, remaining: float, after_s: float
 ) -> tuple[OpenedAnswer, bool]:
     """The first attempt, and past `after_s` without content the hedge too: the answer of the
     one that produced content first (and whether the hedge was started)."""
     started = time.perf_counter()
     result = await race(
-        call.attempt(offer, backend, remaining),
+        call.attempt(*first, remaining),
         lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started)),
         after_s,
         _discard,
@@ -255,11 +271,15 @@ class _Call:
     headers: dict[str, str]
     snapshot: ConfigSnapshot | None
     redactor: Redactor
-    path: str
     max_response_bytes: int
-    payload_for: PayloadFor | None = None
+    plan: Plan | None = None
 
-    async def attempt(self, offer: Offer, backend: Backend, remaining: float) -> OpenedAnswer:
+    def plan_for(self, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        if self.plan is None:
+            return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(self.chat, offer.upstream_id), CHAT)
+        return self.plan(offer, backend)
+
+    async def attempt(self, offer: Offer, backend: Backend, call: UpstreamCall, remaining: float) -> OpenedAnswer:
         """One attempt, recorded on the outcome and reported to the observers; its failure
         raised as `_Failed`. A cancelled attempt is recorded as `cancelled` (or the label of
         a `_Cancel` reason) and the cancellation propagates."""
@@ -267,10 +287,7 @@ class _Call:
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        payload = self.payload_for(offer, backend) if self.payload_for is not None else None
-        if payload is None:
-            payload = upstream_payload(chat, offer.upstream_id)
-        request = UpstreamRequest(offer, payload, chat.stream, self.headers, self.path, self.max_response_bytes)
+        request = UpstreamRequest(offer, call.payload, chat.stream, self.headers, call.path, self.max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -281,9 +298,11 @@ class _Call:
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
                     opened = await (
-                        _pre_read_stream(offer, response, chat, self.redactor, backend.config.stream_idle_timeout_s)
+                        _pre_read_stream(
+                            offer, response, chat, self.redactor, call.format, backend.config.stream_idle_timeout_s
+                        )
                         if chat.stream
-                        else _read_body(offer, response)
+                        else _read_body(offer, response, call.format)
                     )
             except TimeoutError:
                 raise FirstByteTimeout(f"{offer.backend}: no answer within {limit:.1f}s") from None
@@ -364,32 +383,24 @@ def retry_wait(earlier: UpstreamError, attempts: int, policy: FallbackSettings) 
     return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
 
-async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
-    """The whole body, once it is known to be a chat completion: parsed once, for its usage
-    and its shape together (orjson: about 1 µs for a 1 KB body, 30 µs for 100 KB)."""
+async def _read_body(offer: Offer, response: UpstreamResponse, format: AnswerFormat) -> OpenedAnswer:
+    """The whole body, once `format` has checked it is an answer (and read its usage)."""
     try:
         body = await response.aread()
     finally:
         await response.aclose()
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not JSON") from None
-    if not isinstance(answer, dict):
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a JSON object")
-    choices = answer.get("choices")
-    if "error" in answer and not choices:
-        # Some upstreams answer 200 with an error object; treat like the status it names.
-        raise StreamFailedEarly(_error_text(answer) or "upstream error", 502)
-    if not isinstance(choices, list):
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a chat completion (no `choices` list)")
-    return OpenedAnswer(offer, response, 0.0, body=body, usage=Usage.from_openai(answer.get("usage")))
+    return OpenedAnswer(offer, response, 0.0, body=body, usage=format.check_body(offer, body), format=format)
 
 
 async def _pre_read_stream(
-    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor, idle_s: float
+    offer: Offer,
+    response: UpstreamResponse,
+    chat: ChatRequest,
+    redactor: Redactor,
+    format: AnswerFormat,
+    idle_s: float,
 ) -> OpenedAnswer:
-    accountant = SseAccountant(strip_usage=not chat.include_usage, hold_done=chat.include_usage, redactor=redactor)
+    accountant = format.accountant(include_usage=chat.include_usage, redactor=redactor)
     parts: list[bytes] = []
     iterator = response.aiter_bytes()
     ended = True
@@ -410,7 +421,9 @@ async def _pre_read_stream(
             await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
             raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
-    opened = OpenedAnswer(offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended)
+    opened = OpenedAnswer(
+        offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended, format=format
+    )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened
 
@@ -460,22 +473,10 @@ def _misconfigured(
     return BackendMisconfigured.of(error)
 
 
-def _error_text(answer: object) -> str | None:
-    """The message of an upstream error body: `{"error": {"message"}}`, `{"error": "..."}`,
-    or vLLM's older `{"object": "error", "message": ...}`."""
-    if not isinstance(answer, dict):
-        return None
-    err = answer.get("error")
-    message = err.get("message") if isinstance(err, dict) else err
-    if message is None:
-        message = answer.get("message")
-    return str(message) if message else None
-
-
 def _error_message(body: bytes, redactor: Redactor) -> str:
     """The upstream's own error message, with every credential removed."""
     try:
-        message = _error_text(orjson.loads(body))
+        message = error_text(orjson.loads(body))
     except orjson.JSONDecodeError:
         return "upstream error"
     return redactor.text((message or "upstream error")[:4000])[:2000]

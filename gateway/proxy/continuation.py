@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import Backend
+from gateway.backends.base import CHAT_COMPLETIONS, Backend
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig
@@ -40,6 +40,7 @@ from gateway.protocol.errors import GatewayError
 from gateway.protocol.sse import data_of
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
@@ -258,7 +259,8 @@ class StreamRescue:
         """Continue the broken stream on a candidate that takes a prefill, relaying its events
         through `forward`; returns the bytes to end the client's stream with. None when it
         cannot be continued (a tool call had started, nothing to continue, no candidate took
-        it): the relay ends the stream with its error event, naming `error`."""
+        it): the relay ends the stream with its error event, naming `error`. Raises
+        `ContinuationBroke` when the continuing stream breaks too."""
         context, broken = self._context, self._opened
         partial = self.record.partial()
         if partial is None or partial.tool_call or not partial.text:
@@ -279,11 +281,12 @@ class StreamRescue:
             error.reason,
         )
 
-        def payload_for(offer: Offer, backend: Backend) -> dict[str, Any] | None:
+        def plan(offer: Offer, backend: Backend) -> UpstreamCall | None:
             mode = prefill_mode(offer, backend.config)
             if mode is None:
                 return None
-            return continuation_payload(upstream_payload(chat, offer.upstream_id), partial, mode)
+            payload = continuation_payload(upstream_payload(chat, offer.upstream_id), partial, mode)
+            return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
         try:
             opened = await open_answer(
@@ -294,8 +297,8 @@ class StreamRescue:
                 outcome,
                 context.headers,
                 context.snapshot,
+                plan=plan,
                 max_response_bytes=context.max_response_bytes,
-                payload_for=payload_for,
             )
         except asyncio.CancelledError:
             outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
@@ -349,7 +352,7 @@ class StreamRescue:
             failure = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
             outcome.status, outcome.error = 502, failure.reason
             attempt.backend_fault = failure.backend_fault
-            tail += broken_stream_event(failure)
+            raise ContinuationBroke(failure) from None
         finally:
             await opened.response.aclose()
             attempt.duration_s = time.perf_counter() - started
@@ -362,17 +365,13 @@ class StreamRescue:
         return tail
 
 
-def broken_stream_event(error: UpstreamError) -> bytes:
-    """The OpenAI-shaped error event that ends a stream broken mid-answer, naming why."""
-    event = {
-        "error": {
-            "message": "The upstream stream broke off.",
-            "type": "upstream_error",
-            "param": None,
-            "code": error.reason,
-        }
-    }
-    return b"data: " + orjson.dumps(event) + b"\n\n"
+class ContinuationBroke(Exception):
+    """The continuing stream broke too: the relay ends the client's stream naming `error`
+    (both attempts are already accounted)."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _continuers(context: RescueContext, broken: Offer) -> tuple[Offer, ...]:
