@@ -98,7 +98,7 @@ async def test_the_planned_path_and_payload_reach_the_adapter_per_candidate():
     assert [(r.path, r.payload) for r in b.requests] == [("/messages", {"model": "m/b", "max_tokens": 5})]
     # Read in the format it was asked in: checked by it, its usage, and recorded on the answer.
     assert opened.format is native and opened.body == NATIVE and opened.usage == Usage(0, 2)
-    assert [x.error for x in outcome.attempts] == ["http_500", None]
+    assert [x.error for x in outcome.attempts] == ["http_503", None]
 
 
 async def test_an_answer_its_format_rejects_fails_over_as_malformed():
