@@ -523,3 +523,45 @@ def test_a_passing_health_check_brings_the_primary_back_before_its_cooldown_ends
     assert len(failed) == 1 and all(at >= recovered for at in answered)
     assert answered[0] - recovered <= 5.0 + interval
     assert primary.health_checks >= 2
+
+
+# -- hedged requests (issue 12): opt-in per route ---------------------------------------------
+HEDGED_CONFIG = CONFIG.replace(
+    "    models: [test/small, test/large]", "    models: [test/small, test/large]\n    hedge: {{after_ms: 300}}"
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(
+    stream, start_gateway, primary, fallback, openai_client
+):
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    primary.script(fault.slow(3.0))
+    started = time.monotonic()
+    backend, text, usage, finish = ask(openai_client(gw), stream)
+    took = time.monotonic() - started
+
+    assert (backend, text, finish) == ("steady", FULL_ANSWER, "stop") and took < 2.0
+    # The hedge started 300 ms into the primary's attempt, not before; each upstream asked once.
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    # (the upstream logs arrivals, a few ms after the gateway's attempt started its clock)
+    assert 0.25 <= fallback.seen[0].at - primary.seen[0].at < 1.0
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    # The loser has its row, with no tokens: never billed to the key.
+    assert rows == [("flaky", 502, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
+
+
+def test_a_first_candidate_answering_before_the_hedge_time_is_not_hedged(
+    start_gateway, primary, fallback, openai_client
+):
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    backend, text, _, _ = ask(openai_client(gw), True)
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert len(primary.seen) == 1 and fallback.seen == []

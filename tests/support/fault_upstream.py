@@ -15,7 +15,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`.
+`rejects_prefill()`, `slow(2.0)`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Step:
     error: dict | None = None  # the error body of a non-2xx answer
     at: int | None = None  # stream faults: after this many content events
     finish_reason: str = "stop"
+    delay_s: float = 0.0  # `slow`: how long before the answer starts
 
 
 def ok() -> Step:
@@ -80,6 +81,12 @@ def reset() -> Step:
 
 def hang() -> Step:
     return Step("hang")
+
+
+def slow(seconds: float) -> Step:
+    """A healthy answer that starts only `seconds` after the request (a long queue, a slow
+    first token): nothing at all is sent before then, headers included."""
+    return Step("slow", delay_s=seconds)
 
 
 def cut(after: int) -> Step:
@@ -243,6 +250,14 @@ class FaultUpstream:
         if kind == "hang":
             await self._stopping.wait()
             return False
+        if kind == "slow":
+            try:
+                await asyncio.wait_for(self._stopping.wait(), step.delay_s)
+                return False  # stopping
+            except TimeoutError:
+                pass
+            if writer.transport.is_closing():
+                return False  # the client gave up meanwhile (a hedge that lost)
         if kind == "status" or (kind == "rejects_prefill" and _ends_in_prefill(payload)):
             return await _send(writer, step.status, orjson.dumps(step.error), step.headers)
         if kind == "truncated_json":
