@@ -98,8 +98,9 @@ class SseAccountant:
         self._attempt = attempt
 
     def feed(self, chunk: bytes) -> bytes:
-        """Raises `MalformedAnswer` for malformed output before content, or at the call after
-        `MAX_MALFORMED_RUN` malformed events in a row (the events before them are returned)."""
+        """Raises `MalformedAnswer` for malformed output before content, or once
+        `MAX_MALFORMED_RUN` malformed events in a row were seen (at this call when it has
+        nothing else to return, else at the next: the events before them are returned first)."""
         if self._broken is not None:
             raise self._broken
         complete = self._events.complete(chunk)
@@ -147,6 +148,8 @@ class SseAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
+        if self._broken is not None and not out:
+            raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         return b"".join(out)
 
     def flush(self) -> bytes:

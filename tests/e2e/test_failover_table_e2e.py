@@ -430,6 +430,19 @@ def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, f
     assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, 20)]
 
 
+def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fallback, openai_client):
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.malformed_run(at=40))
+    backend, text, usage, finish = ask(openai_client(gw), True)
+
+    assert (text, finish) == (FULL_ANSWER, "stop") and usage.completion_tokens == fault.TOKENS
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1]["content"] == "".join(f"t{i} " for i in range(40))
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "malformed", False, 40), ("steady", 200, None, True, 20)]
+
+
 def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway, primary, fallback, openai_client):
     gw = gateway()  # `openai`-type backends take no prefill by default
     primary.script(fault.cut(after=40))

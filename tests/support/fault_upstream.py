@@ -15,7 +15,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`, `slow(2.0)`.
+`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ def stall(after: int) -> Step:
 def malformed(at: int) -> Step:
     """Stream: an event whose JSON is broken after `at` content events, then the rest."""
     return Step("malformed", at=at)
+
+
+def malformed_run(at: int) -> Step:
+    """Stream: after `at` content events, nothing but malformed events, one every 50 ms until
+    the client goes away: a run long enough that the stream counts as broken."""
+    return Step("malformed_run", at=at)
 
 
 def no_done() -> Step:
@@ -320,6 +326,11 @@ class FaultUpstream:
                     return False
                 if step.kind == "malformed":
                     await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": \n\n')
+                if step.kind == "malformed_run":
+                    while not self._stopping.is_set() and not writer.transport.is_closing():
+                        await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
+                        await asyncio.sleep(0.05)
+                    return False
             await _chunk(writer, event({"content": token}))
         await _chunk(writer, event({}, step.finish_reason))
         if (payload.get("stream_options") or {}).get("include_usage"):
