@@ -578,3 +578,26 @@ def test_a_first_candidate_answering_before_the_hedge_time_is_not_hedged(
     backend, text, _, _ = ask(openai_client(gw), True)
     assert (backend, text) == ("flaky", FULL_ANSWER)
     assert len(primary.seen) == 1 and fallback.seen == []
+
+
+def test_a_messages_stream_cut_mid_answer_is_continued_below_its_translation(gateway, primary, fallback):
+    """Issue 12 through `/v1/messages` with the `anthropic` SDK: the Messages stream is the
+    translation of chat chunks, so the chat stream's continuation reaches it whole."""
+    import anthropic
+
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    with client.messages.stream(model="auto", max_tokens=500, messages=[{"role": "user", "content": "Count."}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+
+    assert text == FULL_ANSWER and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == fault.TOKENS  # 40 + 20, one total
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    sent = fallback.seen[0].body
+    assert sent["messages"][-1] == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
+    assert sent["max_tokens"] == 500 - 40  # what was left of the client's budget
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]
