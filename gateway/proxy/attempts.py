@@ -126,13 +126,16 @@ async def open_answer(
     *,
     plan: Plan | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    past_rejections: bool = False,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
     config, gives the redactor of every configured key (built once per snapshot); without it
     (tests) one is built from the adapters' keys. `plan` says what each candidate is asked
     (default: `chat` as chat completions); a candidate it returns None for is skipped (a
-    continuation's plan asks only candidates that take a prefill)."""
+    continuation's plan asks only candidates that take a prefill). `past_rejections`: a
+    request a candidate judged invalid moves on too (a continuation's prefill that one
+    candidate refuses, another may take)."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
     call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, plan)
     last_error: UpstreamError | None = None
@@ -192,7 +195,8 @@ async def open_answer(
                 retried[offer.key] = retried.get(offer.key, 0) + 1
                 pending.appendleft(offer)
                 continue
-            if not (decision.fallback and all(worth_another_candidate(e) for e, _ in failed.errors)):
+            moves_on = all(worth_another_candidate(e) or past_rejections for e, _ in failed.errors)
+            if not (decision.fallback and moves_on):
                 break
             continue
         opened.upstream_s += upstream_s

@@ -299,6 +299,7 @@ class StreamRescue:
                 context.snapshot,
                 plan=plan,
                 max_response_bytes=context.max_response_bytes,
+                past_rejections=True,  # a candidate refusing the prefill (a 400) is not the end
             )
         except asyncio.CancelledError:
             outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True

@@ -6,18 +6,25 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway.backends.errors import StreamBroken
 from gateway.config.schema import BackendConfig, ModelOffer
 from gateway.config.snapshot import Offer
+from gateway.protocol.chat import parse_chat_request
+from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import (
     MAX_KEPT_CHUNKS,
     Partial,
     PartialRecord,
+    RescueContext,
     Splice,
+    StreamRescue,
     continuation_payload,
     prefill_mode,
     read_partial,
 )
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.usage import Usage
+from tests.proxy.test_attempts import Bytes, Pool, Recorder, Scripted, decision
 
 
 def chunk(delta: dict, finish: str | None = None, *, id: str = "chatcmpl-a", model: str = "m/a", **extra) -> bytes:
@@ -116,3 +123,77 @@ def test_the_continuation_is_spliced_into_the_clients_stream():
     assert all((e["id"], e["created"], e["model"]) == ("chatcmpl-a", 7, "m/a") for e in out[:-1])
     assert out[2]["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
     assert splice.usage == Usage(15, 1)  # the continuing attempt's own, for its ledger row
+
+
+# -- StreamRescue against in-process candidates ---------------------------------------------
+async def rescue_run(candidates: list[Offer], pool, relayed: list[bytes], error=None):
+    """A stream from candidates[0] that relayed `relayed` and broke with `error`: what the
+    rescue forwarded and returned, and the call's outcome."""
+    chat = parse_chat_request(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    )
+    outcome = CallOutcome("req", "auto", True)
+    broken = candidates[0]
+    attempt = Attempt(broken.backend, broken.model, None, 200, 0.1)
+    outcome.attempts.append(attempt)
+    outcome.offer = broken
+    opened = OpenedAnswer(broken, Bytes([]), 0.0, attempt=attempt)
+    recorder = Recorder()
+    context = RescueContext(chat, decision(*candidates), pool, Observers([recorder]), outcome, {}, None, 1 << 20)
+    rescue = StreamRescue.for_stream(context, opened)
+    assert rescue is not None
+    for chunk in relayed:
+        rescue.keep(chunk)
+    forwarded: list[bytes] = []
+
+    async def forward(body: bytes) -> None:
+        forwarded.append(body)
+
+    tail = await rescue.resume(error or StreamBroken("cut"), forward)
+    return tail, b"".join(forwarded), outcome, recorder
+
+
+def prefilled(backend: str, mode="continue_final_message") -> Offer:
+    return Offer("m/x", backend, "m/x", ModelOffer(prefill=mode))
+
+
+RELAYED = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"})]
+
+
+async def test_a_rescue_continues_on_the_next_candidate_that_takes_a_prefill():
+    a, b = Scripted("a", ["ok"]), Scripted("b", ["ok"])
+    tail, forwarded, outcome, recorder = await rescue_run([prefilled("a"), prefilled("b")], Pool(a, b), RELAYED)
+    assert a.calls == [] and b.calls == ["m/x"]
+    out = events(forwarded + tail)
+    assert [e["choices"][0]["delta"] for e in out if e != "[DONE]" and e["choices"]] == [{"content": "hi"}]
+    assert all(e["id"] == "chatcmpl-a" for e in out if e != "[DONE]") and out[-1] == "[DONE]"
+    broken, answered = outcome.attempts
+    assert (broken.error, broken.backend_fault, broken.usage.completion_tokens) == ("protocol", True, 2)
+    assert (answered.backend, answered.error, outcome.offer.backend, outcome.status) == ("b", None, "b", 200)
+    assert [e[:3] for e in recorder.events] == [
+        ("finished", "a", "protocol"),
+        ("started", "b", "m/x"),
+        ("finished", "b", None),
+    ]
+
+
+async def test_a_started_tool_call_is_not_continued():
+    call = {"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{"}}]}
+    b = Scripted("b", ["ok"])
+    tail, forwarded, outcome, _ = await rescue_run([prefilled("a"), prefilled("b")], Pool(b), [*RELAYED, chunk(call)])
+    assert tail is None and forwarded == b"" and b.calls == []
+
+
+async def test_a_candidate_refusing_the_prefill_is_passed_over_and_never_named():
+    b, c = Scripted("b", ["400"]), Scripted("c", ["ok"])
+    routing = [prefilled("a"), prefilled("b", "assistant"), prefilled("c")]
+    tail, forwarded, outcome, _ = await rescue_run(routing, Pool(b, c), RELAYED)
+    assert b.calls == c.calls == ["m/x"] and tail is not None
+    assert [x.error for x in outcome.attempts] == ["protocol", "http_400", None]
+
+
+async def test_when_every_prefill_is_refused_the_stream_ends_with_the_real_failure():
+    b = Scripted("b", ["400"])
+    tail, forwarded, outcome, _ = await rescue_run([prefilled("a"), prefilled("b")], Pool(b), RELAYED)
+    assert tail is None and forwarded == b""  # the relay then sends its error event for the cut
+    assert outcome.offer.backend == "a"
