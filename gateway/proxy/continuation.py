@@ -266,13 +266,13 @@ class StreamRescue:
         if partial is None or partial.tool_call or not partial.text:
             return None
         outcome, chat = context.outcome, context.chat
-        self._account_broken(error, partial)
-        await broken.response.aclose()
-        first_ttft = outcome.ttft_s
         remaining = context.decision.max_attempts - len(outcome.attempts)
         continuers = _continuers(context, broken.offer)
         if remaining <= 0 or not continuers:
-            return None
+            return None  # the relay accounts the broken attempt as the call's end
+        self._account_broken(error, partial)
+        await broken.response.aclose()
+        first_ttft = outcome.ttft_s
         decision = replace(context.decision, route=None, candidates=continuers, max_attempts=remaining)
         log.warning(
             "stream from %s broke after %d tokens (%s): continuing it elsewhere",

@@ -197,3 +197,26 @@ async def test_when_every_prefill_is_refused_the_stream_ends_with_the_real_failu
     tail, forwarded, outcome, _ = await rescue_run([prefilled("a"), prefilled("b")], Pool(b), RELAYED)
     assert tail is None and forwarded == b""  # the relay then sends its error event for the cut
     assert outcome.offer.backend == "a"
+
+
+async def test_no_attempt_left_leaves_the_broken_attempt_to_the_relay():
+    b = Scripted("b", ["ok"])
+    candidates = [prefilled("a"), prefilled("b")]
+    chat = parse_chat_request(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    )
+    outcome = CallOutcome("req", "auto", True)
+    attempt = Attempt("a", "m/x", None, 200, 0.1)
+    outcome.attempts.append(attempt)
+    context = RescueContext(
+        chat, decision(*candidates, max_attempts=1), Pool(b), Observers([]), outcome, {}, None, 1024
+    )
+    rescue = StreamRescue.for_stream(context, OpenedAnswer(candidates[0], Bytes([]), 0.0, attempt=attempt))
+    for c in RELAYED:
+        rescue.keep(c)
+
+    async def forward(body: bytes) -> None:
+        raise AssertionError("nothing to forward")
+
+    assert await rescue.resume(StreamBroken("cut"), forward) is None
+    assert not rescue.took_over and attempt.error is None and b.calls == []  # the relay's to account
