@@ -3,9 +3,9 @@ model as fallback, the real gateway process, the `openai` client as the caller.
 
 Each test asserts the conduct, not only the outcome: how many attempts each upstream saw
 (from the fault upstream's own log) and how far apart, what the client got, and what the
-usage ledger (the gateway's SQLite store) holds. Rows whose behaviour issue 12 changes and
-that are not built yet are strict xfails: they assert the issue's "should" and turn into
-failures the day it holds, so whoever builds it flips them.
+usage ledger (the gateway's SQLite store) holds, every attempt's row included. Besides the
+table's rows: retries on the same candidate, stream continuation (through chat and through
+`/v1/messages` with the `anthropic` SDK) and hedged requests.
 """
 
 from __future__ import annotations
@@ -301,9 +301,7 @@ def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway
     assert [r["status"] for r in rows] == [200] * len(answers)
 
 
-# -- rows whose "should" changes behaviour: not built yet (issue 12) -----------------------
-# Each asserts the issue's "should"; each fails today on its first assertion about the
-# answer, as noted. strict=True: once the behaviour is built, the xfail itself fails.
+# -- rows whose "should" changed the behaviour (issue 12): retries, idle limit, continuation --
 
 
 def all_rows(gw) -> list[tuple]:
