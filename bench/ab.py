@@ -50,7 +50,7 @@ def main() -> int:
         (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(SSE_PORT)))
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")], core=0)
         wait_up(f"http://127.0.0.1:{JSON_PORT}/health")
-        (tmp / "policy.yaml").write_text(POLICY)
+        (tmp / "policy.yaml").write_text(POLICY.format(json=JSON_PORT, sse=SSE_PORT, paced=JSON_PORT))
         gateways = {}
         for name, source in (("tree", REPO), ("base", tmp / "base")):
             port = free_port()

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,14 +32,16 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.state import AppState
-from gateway.backends.base import Backend, UpstreamError
+from gateway.backends.base import Backend
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
-from gateway.proxy.formats import UpstreamCall
+from gateway.proxy.continuation import ContinuationBroke, RescueContext, StreamRescue
+from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import CallOutcome, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision, decide
@@ -331,7 +334,14 @@ async def _answer(
             await send({"type": "http.response.body", "body": body})
             return
         out_headers.extend(_SSE_HEADERS)
-        await _relay(state, send, watch, ingress, request, opened, outcome, t0, out_headers)
+        rescue = None
+        if opened.format is CHAT:  # chat chunks (translated ingresses read them too): continuable
+            headers = {"x-request-id": outcome.request_id}
+            context = RescueContext(
+                chat, decision, backends, state.observers, outcome, headers, snapshot, max_response_bytes
+            )
+            rescue = StreamRescue.for_stream(context, opened)
+        await _relay(state, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)
     except asyncio.CancelledError:
         if not watch.left:
             raise  # shutdown, not the client: let it propagate
@@ -380,6 +390,7 @@ async def _relay(
     outcome: CallOutcome,
     t0: float,
     out_headers: list[tuple[bytes, bytes]],
+    rescue: StreamRescue | None = None,
 ) -> None:
     chat = request.chat
     translator = ingress.stream(request, opened)
@@ -393,6 +404,8 @@ async def _relay(
     tail = b""
     try:
         await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+        if rescue is not None:
+            rescue.keep(opened.prefix)
         prefix = opened.prefix if translate is None else translate(opened.prefix)
         if prefix:
             await send({"type": "http.response.body", "body": prefix, "more_body": True})
@@ -400,6 +413,8 @@ async def _relay(
             async for chunk in opened.response.aiter_bytes():
                 t = time.perf_counter()
                 out = accountant.feed(chunk)
+                if rescue is not None and out:
+                    rescue.keep(out)  # what the client got, should the stream break (a list append)
                 if translate is not None and out:
                     out = translate(out)
                 overhead_s += time.perf_counter() - t
@@ -422,25 +437,50 @@ async def _relay(
     except Exception as exc:
         # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
         # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
-        error = exc if isinstance(exc, UpstreamError) else UpstreamError("protocol", type(exc).__name__)
+        error = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
         outcome.status, outcome.error = 502, error.reason
+        last.backend_fault = error.backend_fault
         log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
-        tail += translator.broken(error)
+        # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
+        resumed = None
+        if rescue is not None:
+            try:
+                resumed = await rescue.resume(error, _forward(send, translate))
+            except ContinuationBroke as broke:
+                error = broke.error
+        if resumed is None:
+            tail += translator.broken(error)
+        elif translate is not None:
+            tail += (translate(resumed) if resumed else b"") + translator.finish()
+        else:
+            tail += resumed
     finally:
         await opened.response.aclose()
-        last.duration_s = time.perf_counter() - attempt_started
-        if outcome.status >= 400:
-            last.error = outcome.error
-        state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-        outcome.usage = accountant.usage or outcome.usage
-        if outcome.usage is None:
-            # The upstream sent no usage: estimate and say so.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+        if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
+            last.duration_s = time.perf_counter() - attempt_started
+            if outcome.status >= 400:
+                last.error = outcome.error
+            state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+            outcome.usage = accountant.usage or outcome.usage
+            if outcome.usage is None:
+                # The upstream sent no usage: estimate and say so.
+                outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
     watch.stop()  # before the last message: past it, receive() reports a disconnect
     if ingress._completes and outcome.status < 400:
         await _completed(ingress, request, opened)
     await send({"type": "http.response.body", "body": tail})
+
+
+def _forward(send: Send, translate: Callable[[bytes], bytes] | None) -> Callable[[bytes], Awaitable[None]]:
+    """How a continuation's chat chunks reach the client: through the ingress's translation."""
+
+    async def forward(body: bytes) -> None:
+        out = translate(body) if translate is not None and body else body
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    return forward
 
 
 def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:

@@ -22,7 +22,15 @@ from gateway.backends.anthropic_translate import (
     to_chat_completion,
     to_messages_request,
 )
-from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, UpstreamRequest, UpstreamResponse
+from gateway.backends.errors import (
+    ClientRejected,
+    ContextTooLong,
+    MalformedAnswer,
+    UpstreamError,
+    UpstreamStatusError,
+    status_error,
+)
 from gateway.backends.openai_compat import AiohttpUpstreamResponse, OpenAICompatBackend
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
@@ -64,10 +72,13 @@ class AnthropicResponse(UpstreamResponse):
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise UpstreamError("protocol", "anthropic upstream answered with a body that is not JSON") from None
+            raise MalformedAnswer("anthropic upstream answered with a body that is not JSON") from None
         if not isinstance(message, dict):
-            raise UpstreamError("protocol", "anthropic upstream answered with a body that is not a message")
+            raise MalformedAnswer("anthropic upstream answered with a body that is not a message")
         return orjson.dumps(to_chat_completion(message))
+
+    def stream_started(self, idle_s: float) -> None:
+        self._response.stream_started(idle_s)
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -90,11 +101,10 @@ class AnthropicBackend(OpenAICompatBackend):
                 raise _in_openai_terms(exc) from None
             return AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
         if request.path != CHAT_COMPLETIONS:
-            raise UpstreamError(
-                "status",
+            raise ClientRejected(
                 f"{self.name}: {request.path} has no Anthropic translation",
-                status=404,
-                body=orjson.dumps({"error": {"message": f"{request.path} is not served by this backend"}}),
+                404,
+                orjson.dumps({"error": {"message": f"{request.path} is not served by this backend"}}),
             )
         try:
             body = to_messages_request(request.payload, request.offer.spec.max_output_tokens)
@@ -105,9 +115,7 @@ class AnthropicBackend(OpenAICompatBackend):
                 "param": exc.param,
                 "code": "unsupported_by_backend",
             }
-            raise UpstreamError(
-                "status", f"{self.name}: {exc}", status=400, body=orjson.dumps({"error": error})
-            ) from None
+            raise ClientRejected(f"{self.name}: {exc}", 400, orjson.dumps({"error": error})) from None
         try:
             response = await self.post(orjson.dumps(body), request.headers, request.path)
         except UpstreamError as exc:
@@ -127,12 +135,10 @@ def _in_openai_terms(error: UpstreamError) -> UpstreamError:
         return error
     if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), dict):
         return error
-    kind = error.kind
-    if (
-        kind == "status"
-        and error.status in (400, 413)
-        and any(m in error.body[:4096].lower() for m in _CONTEXT_MARKERS)
-    ):
-        kind = "context_length"
+    if not isinstance(error, UpstreamStatusError) or error.status is None:
+        return error
+    overflow = isinstance(error, ContextTooLong) or (
+        error.status in (400, 413) and any(m in error.body[:4096].lower() for m in _CONTEXT_MARKERS)
+    )
     body = orjson.dumps({"error": {**openai_error(parsed["error"]), "code": None}})
-    return UpstreamError(kind, error.message, status=error.status, body=body, retry_after=error.retry_after)
+    return status_error(error.message, error.status, body, error.retry_after, context_overflow=overflow)

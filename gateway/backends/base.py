@@ -3,9 +3,9 @@
 An adapter takes an OpenAI payload for one endpoint (`UpstreamRequest.path`, e.g.
 `/chat/completions`; model already set to the upstream's id) and returns an
 `UpstreamResponse` whose bytes are OpenAI's wire format, JSON or SSE. Anything that stops
-the call, before a 2xx answer or while its body is read, raises `UpstreamError`, classified
-so that the fallback policy and the relay decide without reading adapter-specific (or
-HTTP-client-specific) exceptions.
+the call, before a 2xx answer or while its body is read, raises an `UpstreamError` of the
+class that says what it means (`gateway.backends.errors`), so that the fallback policy and
+the relay decide without reading adapter-specific (or HTTP-client-specific) exceptions.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from gateway.backends.errors import ResponseTooLarge
+from gateway.backends.errors import UpstreamError as UpstreamError  # re-exported: the adapters' interface
 from gateway.config.schema import BackendConfig
 from gateway.config.snapshot import Offer
-
-FailureKind = Literal["connect", "timeout", "status", "protocol", "context_length", "too_large"]
 
 # Where a call of each API goes, relative to the backend's base_url.
 CHAT_COMPLETIONS = "/chat/completions"
@@ -36,40 +36,6 @@ API_PATHS: dict[str, str] = {
 }
 # A non-streamed answer larger than this fails the attempt (`gateway.max_response_bytes`).
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-
-
-class UpstreamError(Exception):
-    """A backend call that did not produce a usable answer."""
-
-    def __init__(
-        self,
-        kind: FailureKind,
-        message: str,
-        *,
-        status: int | None = None,
-        body: bytes = b"",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """Whether another candidate might succeed where this one failed."""
-        if self.kind in ("connect", "timeout", "protocol", "context_length", "too_large"):
-            return True
-        return self.status is not None and (self.status == 429 or self.status >= 500 or self.status in (404, 408))
-
-    @property
-    def reason(self) -> str:
-        """A bounded label for metrics and logs."""
-        if self.kind == "status":
-            return "rate_limited" if self.status == 429 else f"http_{self.status}"
-        return "response_too_large" if self.kind == "too_large" else self.kind
 
 
 @dataclass(slots=True)
@@ -95,7 +61,7 @@ class UpstreamResponse(abc.ABC):
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
     async def aread(self) -> bytes:
-        """The whole body, failing (`too_large`) once it passes `max_bytes` rather than holding it."""
+        """The whole body, failing (`ResponseTooLarge`) once it passes `max_bytes` rather than holding it."""
         parts = []
         size = 0
         async for chunk in self.aiter_bytes():
@@ -104,6 +70,11 @@ class UpstreamResponse(abc.ABC):
                 raise response_too_large(self.max_bytes)
             parts.append(chunk)
         return b"".join(parts)
+
+    def stream_started(self, idle_s: float) -> None:
+        """The stream produced content: from now on, a silence longer than `idle_s` between
+        reads fails it (`StreamIdleTimeout`). Set once per stream, so reads cost nothing more."""
+        return None
 
     async def aclose(self) -> None:
         return None
@@ -128,8 +99,8 @@ class Backend(abc.ABC):
         return None
 
 
-def response_too_large(limit: int) -> UpstreamError:
-    return UpstreamError("too_large", f"the upstream's answer is larger than {limit} bytes")
+def response_too_large(limit: int) -> ResponseTooLarge:
+    return ResponseTooLarge(f"the upstream's answer is larger than {limit} bytes")
 
 
 def looks_like_context_overflow(body: bytes) -> bool:

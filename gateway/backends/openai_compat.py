@@ -9,8 +9,9 @@ stream without a request/response model in between. Profiled under wrk, httpx's 
 bench` and issue 14). httpx remains for what is not per call: the health probe.
 
 Every exception the HTTP client can raise, at any point of the call, leaves this module as
-an `UpstreamError` with a reason (`connect`, `timeout`, `protocol`: `transport_failure`), so
-the fallback loop and the relay never see aiohttp's exception tree.
+an `UpstreamError` subclass (`gateway.backends.errors`: unreachable, first-byte or idle
+timeout, protocol error, broken stream: `transport_failure`; a non-2xx status:
+`status_error`), so the fallback loop and the relay never see aiohttp's exception tree.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from yarl import URL
 from gateway.backends.base import (
     CHAT_COMPLETIONS,
     Backend,
-    UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
     looks_like_context_overflow,
     response_too_large,
+)
+from gateway.backends.errors import (
+    FirstByteTimeout,
+    StreamBroken,
+    StreamIdleTimeout,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamUnreachable,
+    status_error,
 )
 from gateway.config.schema import BackendConfig
 from gateway.config.vendors import VENDORS
@@ -39,21 +48,22 @@ _MAX_ERROR_BODY = 64 * 1024
 
 
 def transport_failure(exc: BaseException, backend: str, answering: bool) -> UpstreamError:
-    """What an HTTP client exception means for the call, as a classified `UpstreamError`.
+    """What an HTTP client exception means for the call, as an `UpstreamError` subclass.
 
     `answering`: the upstream had already begun its 2xx answer (a failure mid-body).
     """
     name = type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
-        return UpstreamError("connect", f"{backend}: cannot reach upstream ({name})")
+        return UpstreamUnreachable(f"{backend}: cannot reach upstream ({name})")
     if isinstance(exc, TimeoutError):  # aiohttp's per-read timeout (ServerTimeoutError)
-        where = "stalled mid-answer" if answering else "sent no answer in time"
-        return UpstreamError("timeout", f"{backend}: upstream {where} ({name})")
+        if answering:
+            return StreamIdleTimeout(f"{backend}: upstream stalled mid-answer ({name})")
+        return FirstByteTimeout(f"{backend}: upstream sent no answer in time ({name})")
     if answering:
-        return UpstreamError("protocol", f"{backend}: upstream broke off mid-answer ({name})")
+        return StreamBroken(f"{backend}: upstream broke off mid-answer ({name})")
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return UpstreamError("protocol", f"{backend}: upstream answered badly ({name})")
-    return UpstreamError("connect", f"{backend}: cannot reach upstream ({name})")
+        return UpstreamProtocolError(f"{backend}: upstream answered badly ({name})")
+    return UpstreamUnreachable(f"{backend}: cannot reach upstream ({name})")
 
 
 class AiohttpUpstreamResponse(UpstreamResponse):
@@ -98,6 +108,14 @@ class AiohttpUpstreamResponse(UpstreamResponse):
         except Exception as exc:
             raise transport_failure(exc, self._backend, answering=True) from None
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def stream_started(self, idle_s: float) -> None:
+        # aiohttp re-arms its read timer on every packet anyway (`sock_read`); changing the
+        # limit it re-arms with, and re-arming now, makes the idle limit free per chunk.
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            connection.protocol.read_timeout = idle_s
+            connection.protocol.start_timeout()
 
     async def aclose(self) -> None:
         response = self._response
@@ -191,13 +209,12 @@ class OpenAICompatBackend(Backend):
             finally:
                 response.close()
             status = response.status
-            kind = "context_length" if status in (400, 413, 422) and looks_like_context_overflow(body) else "status"
-            raise UpstreamError(
-                kind,
+            raise status_error(
                 f"{self.name}: upstream answered {status}",
-                status=status,
-                body=body,
-                retry_after=retry_after_seconds(response.headers.get("retry-after")),
+                status,
+                body,
+                retry_after_seconds(response.headers.get("retry-after")),
+                context_overflow=looks_like_context_overflow(body),
             )
         return response
 

@@ -14,7 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from gateway.config.tasks import Task
-from gateway.config.vendors import VENDORS
+from gateway.config.vendors import VENDORS, PrefillMode
 
 # A backend type is valid iff it is a key of the vendor registry: one source of truth, and a
 # refused type's error lists them all. Type checkers see a plain str (the set is data).
@@ -56,6 +56,9 @@ class ModelOffer(Strict):
     # What this backend's deployment of the model supports, when it differs from the model's
     # own `models.<id>.capabilities` (e.g. a vLLM server started without a tool parser).
     capabilities: list[Capability] | None = None
+    # Whether this offer may continue a stream that broke on another candidate, and how
+    # (`gateway.config.vendors.PrefillMode`); false: never. Unset: the backend type's default.
+    prefill: PrefillMode | Literal[False] | None = None
     # `embedding`: this offer answers only `/v1/embeddings`, and chat endpoints never route to it.
     kind: ModelKind = "chat"
     # Embedding offers: the vector length the model returns when a request sets no
@@ -119,6 +122,10 @@ class BackendConfig(Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     # Time allowed for the first byte of the answer; past it the call fails over.
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    # Once a stream has produced content: the longest silence between its reads before it
+    # counts as stalled (a `StreamIdleTimeout`, continued elsewhere when it can be). Separate
+    # from `timeout_s`, which bounds non-streamed answers and a stream's wait for its start.
+    stream_idle_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     # The APIs this backend serves natively (passed through as is; the others are translated
@@ -181,6 +188,14 @@ class ModelInfo(Strict):
     capabilities: list[Capability] | None = None  # None: unknown, assume capable
 
 
+class HedgeConfig(Strict):
+    """A hedged request: if the first candidate has produced no content `after_ms` into its
+    attempt, the next candidate is started as well; the first to produce content answers
+    and the other is cancelled (recorded in the ledger, never billed to the key)."""
+
+    after_ms: float = Field(gt=0, le=600_000)
+
+
 class RouteConfig(Strict):
     strategy: Strategy = "cost"
     models: list[str] = Field(min_length=1)
@@ -194,6 +209,8 @@ class RouteConfig(Strict):
     max_attempts: int | None = Field(default=None, ge=1, le=10)
     deadline_s: float | None = Field(default=None, gt=0)
     max_price: MaxPrice | None = None
+    # Opt-in hedging: start the next candidate too when the first has no content by then.
+    hedge: HedgeConfig | None = None
 
     @field_validator("weights")
     @classmethod
@@ -221,6 +238,9 @@ class FallbackSettings(Strict):
     backoff_max_s: float = Field(default=1.0, ge=0)
     # Longest `Retry-After` honoured inside one request; a longer one moves on to other backends.
     retry_after_max_s: float = Field(default=2.0, ge=0)
+    # Times a candidate is asked again after a failure its class calls transient (a 500 once,
+    # a 429/503 with a short Retry-After), before moving on; each counts toward max_attempts.
+    retries_per_candidate: int = Field(default=1, ge=0, le=5)
 
 
 class RoutingSettings(Strict):

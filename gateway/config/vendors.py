@@ -13,6 +13,18 @@ here by their import path (a string), never imported, so the arrow still points 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+# How an upstream is asked to continue a partial assistant answer (a prefill), for stream
+# continuation (`gateway.proxy.continuation`):
+# - `continue_final_message`: vLLM's extra parameters `continue_final_message: true,
+#   add_generation_prompt: false`, the last message the assistant's partial answer;
+# - `prefix`: DeepSeek's chat prefix completion, `prefix: true` on that message (a beta
+#   feature: the backend's base_url must be https://api.deepseek.com/beta);
+# - `partial`: Moonshot's partial mode, `partial: true` on that message;
+# - `assistant`: a plain trailing assistant message (Anthropic's prefill, sent without
+#   trailing whitespace, which its API refuses; Claude 4.6+ refuses prefills: `prefill: false`).
+PrefillMode = Literal["continue_final_message", "prefix", "partial", "assistant"]
 
 # The ingress APIs a backend may serve natively (`BackendConfig.apis`), spelled as the
 # schema's `ApiName`; each maps to its upstream path in `gateway.backends.base`.
@@ -45,6 +57,9 @@ class Vendor:
     # a request to one of them is passed through as is, any other is translated through
     # chat completions. Checked against each vendor's documentation (README, "Native APIs").
     apis: frozenset[str] = OPENAI_COMPATIBLE
+    # Whether (and how) its offers continue a partial answer by default; an offer's own
+    # `prefill` in YAML overrides it. None: no continuation sent there.
+    prefill: PrefillMode | None = None
 
     @property
     def adapter_class(self) -> str:
@@ -64,6 +79,7 @@ VENDORS: dict[str, Vendor] = {
         # docs.vllm.ai "Online Serving": /v1/completions, /v1/chat/completions, /v1/responses,
         # /v1/embeddings, and Anthropic's /v1/messages (+ /count_tokens).
         apis=OPENAI_COMPATIBLE | {"responses", "messages"},
+        prefill="continue_final_message",
     ),
     # Any OpenAI-compatible server: the three endpoints every such server has.
     "openai": Vendor("openai_compat", key_required=False),
@@ -80,8 +96,12 @@ VENDORS: dict[str, Vendor] = {
     # DeepSeek, Moonshot and MiniMax serve their Anthropic-compatible APIs (and DeepSeek its
     # FIM completions) under other base URLs (`/anthropic`, `/beta`), not under this one:
     # configure a second backend for those. Here: chat only.
-    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", apis=frozenset({"chat"})),
-    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY", apis=frozenset({"chat"})),
+    "deepseek": Vendor(
+        "openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", apis=frozenset({"chat"}), prefill="prefix"
+    ),
+    "moonshot": Vendor(
+        "openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY", apis=frozenset({"chat"}), prefill="partial"
+    ),
     "zhipu": Vendor(
         "openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY", apis=frozenset({"chat", "embeddings"})
     ),
@@ -112,5 +132,6 @@ VENDORS: dict[str, Vendor] = {
         "ANTHROPIC_API_KEY",
         headers={"anthropic-version": "2023-06-01"},
         apis=frozenset({"messages"}),
+        prefill="assistant",
     ),
 }

@@ -6,10 +6,13 @@ non-streamed body read whole, a stream's first content event. Until then any fai
 moves on to the next candidate, so the client never sees a backend fail that another
 could serve. After that, no retry: bytes have reached the client.
 
-Bounded: at most `max_attempts` calls and `deadline_s` for all of them. Each candidate is
-called once; a backend that already failed this request (another of its models is next)
-is called again only after a jittered backoff, or after its `Retry-After` when that is
-short enough (`gateway.fallback`). A small explicit loop rather than tenacity: the loop
+Bounded: at most `max_attempts` calls and `deadline_s` for all of them. A candidate whose
+failure is transient by its class (`same_candidate_retry`: a 500/502/504, a 429 or 503
+with a `Retry-After`) is asked again up to `fallback.retries_per_candidate` times before the
+loop moves on; never after a timeout. A backend that already failed this request (the same
+candidate again, or another of its models next) is called again only after a jittered
+backoff, or after its `Retry-After` when that is at most `fallback.retry_after_max_s`
+(longer: it is skipped). A small explicit loop rather than tenacity: the loop
 moves between candidates and must stop at the first byte, which tenacity's
 retry-the-same-call model does not express. Every attempt is reported to the observers,
 which is how circuit breakers and latency stats learn.
@@ -34,6 +37,7 @@ import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,9 +47,22 @@ from gateway.backends.base import (
     CHAT_COMPLETIONS,
     DEFAULT_MAX_RESPONSE_BYTES,
     Backend,
-    UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
+)
+from gateway.backends.errors import (
+    AuthRejected,
+    BackendMisconfigured,
+    ContextTooLong,
+    FirstByteTimeout,
+    MalformedAnswer,
+    RateLimited,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    status_error,
 )
 from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
@@ -54,8 +71,9 @@ from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
+from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
-from gateway.proxy.relay import MalformedAnswer, StreamFailedEarly
+from gateway.proxy.relay import StreamFailedEarly
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -71,23 +89,6 @@ _NO_SUCH_MODEL = re.compile(
     r"|model\b[^\n]{0,120}?\b(?:does not exist|not exist|not found|is not available)",
     re.IGNORECASE,
 )
-
-
-class BackendMisconfigured(UpstreamError):
-    """The upstream does not know the model the gateway asked for (its `upstream_id`), or
-    the URL: the gateway's configuration is wrong, not the client's request. Another
-    candidate may be configured right; the circuit counts it, as it will not heal alone."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__("status", error.message, status=error.status, body=error.body)
-
-    @property
-    def retryable(self) -> bool:
-        return True
-
-    @property
-    def reason(self) -> str:
-        return "misconfigured"
 
 
 # Asked per candidate: the call that candidate gets, or None when the offer cannot serve the
@@ -110,6 +111,8 @@ class OpenedAnswer:
     # The wire format the answer is in (the call's): the edge sends it as is when that is
     # its own API's, and translates it otherwise.
     format: AnswerFormat = CHAT
+    attempt: Attempt | None = None  # the attempt that answered
+    ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
 
 
 async def open_answer(
@@ -123,31 +126,36 @@ async def open_answer(
     *,
     plan: Plan | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    past_rejections: bool = False,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
     config, gives the redactor of every configured key (built once per snapshot); without it
     (tests) one is built from the adapters' keys. `plan` says what each candidate is asked
-    (default: `chat` as chat completions); a candidate it returns None for is skipped."""
+    (default: `chat` as chat completions); a candidate it returns None for is skipped (a
+    continuation's plan asks only candidates that take a prefill). `past_rejections`: a
+    request a candidate judged invalid moves on too (a continuation's prefill that one
+    candidate refuses, another may take)."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, plan)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
     failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
     attempts = 0
-    for offer in decision.candidates:
+    pending = deque(decision.candidates)
+    retried: dict[tuple[str, str], int] = {}  # offer key -> times asked again in this request
+    hedge_after_s = _hedge_after(decision, snapshot)
+    while pending:
+        offer = pending.popleft()
         if attempts >= decision.max_attempts:
             break
         backend = backends.get(offer.backend)
         if backend is None:
             continue
-        if plan is None:
-            call = UpstreamCall(CHAT_COMPLETIONS, upstream_payload(chat, offer.upstream_id), CHAT)
-        else:
-            planned = plan(offer, backend)
-            if planned is None:
-                continue  # this offer cannot serve this request: not an attempt
-            call = planned
+        upstream_call = call.plan_for(offer, backend)
+        if upstream_call is None:
+            continue  # this offer cannot serve this request: not an attempt
         earlier = failed_backends.get(offer.backend)
         if earlier is not None:
             wait = retry_wait(earlier, attempts, decision.retry)
@@ -159,11 +167,132 @@ async def open_answer(
         if remaining <= 0:
             break
         attempts += 1
+        hedge = None
+        if hedge_after_s is not None and attempts == 1 and attempts < decision.max_attempts:
+            hedge = _next_candidate(pending, backends, call)
+        try:
+            if hedge is None:
+                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining))
+            else:
+                first = (offer, backend, upstream_call)
+                opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0)
+                if hedged:
+                    attempts += 1
+                    pending.remove(hedge[0])
+        except _Failed as failed:
+            upstream_s += failed.elapsed
+            for error, failed_offer in failed.errors:
+                last_error = error
+                failed_backends[failed_offer.backend] = error
+            if failed.hedged and hedge is not None:
+                attempts += 1
+                pending.remove(hedge[0])
+            error, offer = failed.errors[-1]
+            retry = len(failed.errors) == 1 and error.same_candidate_retry
+            if retry and retried.get(offer.key, 0) < decision.retry.retries_per_candidate:
+                # Transient by its class: the same candidate first, after the wait the loop's
+                # top works out (its Retry-After if short enough, else a jittered backoff).
+                retried[offer.key] = retried.get(offer.key, 0) + 1
+                pending.appendleft(offer)
+                continue
+            moves_on = all(worth_another_candidate(e) or past_rejections for e, _ in failed.errors)
+            if not (decision.fallback and moves_on):
+                break
+            continue
+        opened.upstream_s += upstream_s
+        return opened
+    raise client_error(last_error, decision, outcome, redactor)
+
+
+class _Failed(Exception):
+    """Every attempt of one turn of the loop failed (one, or two when hedged): each error with
+    its offer, already recorded and reported."""
+
+    def __init__(self, errors: list[tuple[UpstreamError, Offer]], elapsed: float, hedged: bool = False) -> None:
+        super().__init__(errors[-1][0].message)
+        self.errors = errors
+        self.elapsed = elapsed
+        self.hedged = hedged
+
+
+def _hedge_after(decision: RoutingDecision, snapshot: ConfigSnapshot | None) -> float | None:
+    """The route's `hedge.after_ms`, in seconds, when it hedges."""
+    if decision.route is None or snapshot is None or len(decision.candidates) < 2:
+        return None
+    route = snapshot.config.routes.get(decision.route)
+    return route.hedge.after_ms / 1000 if route is not None and route.hedge is not None else None
+
+
+_Candidate = tuple[Offer, Backend, UpstreamCall]
+
+
+def _next_candidate(pending: deque[Offer], backends: BackendSet, call: _Call) -> _Candidate | None:
+    """The next candidate that has an adapter and a plan (left in `pending`: taken only if
+    the hedge starts)."""
+    for offer in pending:
+        backend = backends.get(offer.backend)
+        if backend is None:
+            continue
+        upstream_call = call.plan_for(offer, backend)
+        if upstream_call is not None:
+            return offer, backend, upstream_call
+    return None
+
+
+async def _hedged(
+    call: _Call, first: _Candidate, hedge: _Candidate, remaining: float, after_s: float
+) -> tuple[OpenedAnswer, bool]:
+    """The first attempt, and past `after_s` without content the hedge too: the answer of the
+    one that produced content first (and whether the hedge was started)."""
+    started = time.perf_counter()
+    result = await race(
+        call.attempt(*first, remaining),
+        lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started)),
+        after_s,
+        _discard,
+    )
+    if result.winner is not None:
+        return call.committed(result.winner), result.hedged
+    errors = [pair for failed in result.errors if isinstance(failed, _Failed) for pair in failed.errors]
+    unexpected = [e for e in result.errors if not isinstance(e, _Failed)]
+    if unexpected:
+        raise unexpected[0]
+    raise _Failed(errors, time.perf_counter() - started, hedged=result.hedged)
+
+
+async def _discard(opened: OpenedAnswer) -> None:
+    """An answer that succeeded in the same instant as the one taken: closed unread."""
+    await opened.response.aclose()
+
+
+@dataclass(slots=True)
+class _Call:
+    """What every attempt of one call shares."""
+
+    chat: ChatRequest
+    observers: Observers
+    outcome: CallOutcome
+    headers: dict[str, str]
+    snapshot: ConfigSnapshot | None
+    redactor: Redactor
+    max_response_bytes: int
+    plan: Plan | None = None
+
+    def plan_for(self, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        if self.plan is None:
+            return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(self.chat, offer.upstream_id), CHAT)
+        return self.plan(offer, backend)
+
+    async def attempt(self, offer: Offer, backend: Backend, call: UpstreamCall, remaining: float) -> OpenedAnswer:
+        """One attempt, recorded on the outcome and reported to the observers; its failure
+        raised as `_Failed`. A cancelled attempt is recorded as `cancelled` (or the label of
+        a `_Cancel` reason) and the cancellation propagates."""
+        chat, outcome, observers = self.chat, self.outcome, self.observers
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        call_headers = headers if call.headers is None else {**headers, **call.headers}
-        request = UpstreamRequest(offer, call.payload, chat.stream, call_headers, call.path, max_response_bytes)
+        call_headers = self.headers if call.headers is None else {**self.headers, **call.headers}
+        request = UpstreamRequest(offer, call.payload, chat.stream, call_headers, call.path, self.max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -174,48 +303,55 @@ async def open_answer(
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
                     opened = await (
-                        _pre_read_stream(offer, response, chat, redactor, call.format)
+                        _pre_read_stream(
+                            offer, response, chat, self.redactor, call.format, backend.config.stream_idle_timeout_s
+                        )
                         if chat.stream
                         else _read_body(offer, response, call.format)
                     )
             except TimeoutError:
-                raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
+                raise FirstByteTimeout(f"{offer.backend}: no answer within {limit:.1f}s") from None
         except Exception as exc:
             error = _as_upstream_error(exc, offer)
-            error = _misconfigured(error, offer, redactor, snapshot) or error
+            error = _misconfigured(error, offer, self.redactor, self.snapshot) or error
             elapsed = time.perf_counter() - started
-            upstream_s += elapsed
-            attempt = Attempt(offer.backend, offer.model, error.reason, error.status, elapsed, error.retry_after)
+            attempt = Attempt.failed(offer, error, elapsed)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
-            last_error = error
-            failed_backends[offer.backend] = error
-            if not (decision.fallback and worth_another_candidate(error)):
-                break
-            continue
-        except BaseException:
-            # Cancelled (the client left, or shutdown's deadline passed): this attempt ends
-            # too, and observers pairing attempt_started with attempt_finished must hear it.
-            attempt = Attempt(offer.backend, offer.model, "cancelled", None, time.perf_counter() - started)
+            raise _Failed([(error, offer)], elapsed) from None
+        except BaseException as exc:
+            # Cancelled (the client left, shutdown's deadline passed, a hedge won): this
+            # attempt ends too, and observers pairing attempt_started with attempt_finished
+            # must hear it.
+            label = HEDGE_LOST if isinstance(exc, asyncio.CancelledError) and exc.args == (HEDGE_LOST,) else "cancelled"
+            attempt = Attempt(offer.backend, offer.model, label, None, time.perf_counter() - started)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
             raise
         elapsed = time.perf_counter() - started
-        opened.upstream_s = upstream_s + elapsed
+        opened.upstream_s = elapsed
         ttft = (
             (opened.accountant.first_content_at - started)
             if opened.accountant and opened.accountant.first_content_at
             else None
         )
-        outcome.ttft_s = ttft if chat.stream else elapsed
         attempt = Attempt(offer.backend, offer.model, None, response.status, elapsed)
-        outcome.attempts.append(attempt)
+        opened.attempt = attempt
+        opened.ttft_s = ttft if chat.stream else elapsed
         if opened.accountant is not None:
             opened.accountant.report_to(attempt)
-        if not chat.stream:
-            observers.attempt_finished(offer, attempt, elapsed)
         return opened
-    raise client_error(last_error, decision, outcome, redactor)
+
+    def committed(self, opened: OpenedAnswer) -> OpenedAnswer:
+        """The answer the client gets: its attempt recorded last (the ledger's final row)."""
+        outcome = self.outcome
+        outcome.offer = opened.offer
+        outcome.ttft_s = opened.ttft_s
+        assert opened.attempt is not None
+        outcome.attempts.append(opened.attempt)
+        if not self.chat.stream:
+            self.observers.attempt_finished(opened.offer, opened.attempt, opened.attempt.duration_s)
+        return opened
 
 
 def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:
@@ -223,11 +359,11 @@ def _as_upstream_error(exc: Exception, offer: Offer) -> UpstreamError:
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, StreamFailedEarly):
-        return UpstreamError("status", str(exc), status=exc.status or 502)
+        return status_error(str(exc), exc.status or 502)
     # Adapters classify their own failures; anything else escaping one (an HTTP client's
     # exception it did not map, a bug) still fails only this attempt.
     log.warning("%s: attempt failed with %s: %s", offer.backend, type(exc).__name__, exc)
-    return UpstreamError("protocol", f"{offer.backend}: {type(exc).__name__}")
+    return UpstreamProtocolError(f"{offer.backend}: {type(exc).__name__}")
 
 
 def first_content_timeout(config: BackendConfig) -> float:
@@ -235,11 +371,9 @@ def first_content_timeout(config: BackendConfig) -> float:
 
 
 def worth_another_candidate(error: UpstreamError) -> bool:
-    """Another candidate may succeed: the failure was the backend's, not the request's.
-
-    401/403 mean the gateway's own key for that backend is wrong; other backends have theirs.
-    """
-    return error.retryable or error.status in (401, 403)
+    """Another candidate may succeed: the failure was the backend's, not the request's
+    (the error's class says so: `gateway.backends.errors`)."""
+    return error.retryable
 
 
 def retry_wait(earlier: UpstreamError, attempts: int, policy: FallbackSettings) -> float | None:
@@ -264,7 +398,12 @@ async def _read_body(offer: Offer, response: UpstreamResponse, format: AnswerFor
 
 
 async def _pre_read_stream(
-    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor, format: AnswerFormat
+    offer: Offer,
+    response: UpstreamResponse,
+    chat: ChatRequest,
+    redactor: Redactor,
+    format: AnswerFormat,
+    idle_s: float,
 ) -> OpenedAnswer:
     accountant = format.accountant(include_usage=chat.include_usage, redactor=redactor)
     parts: list[bytes] = []
@@ -275,6 +414,7 @@ async def _pre_read_stream(
             parts.append(accountant.feed(chunk))
             if accountant.started:
                 ended = False
+                response.stream_started(idle_s)
                 break
     except BaseException:
         await response.aclose()
@@ -285,7 +425,7 @@ async def _pre_read_stream(
         finally:
             await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
-            raise UpstreamError("protocol", f"{offer.backend}: stream ended before any content")
+            raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
     opened = OpenedAnswer(
         offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended, format=format
     )
@@ -304,6 +444,9 @@ class _Continuation(UpstreamResponse):
     def aiter_bytes(self):
         return self._iterator  # the same iterator, not a generator around it: one layer less per chunk
 
+    def stream_started(self, idle_s: float) -> None:
+        self._response.stream_started(idle_s)
+
     async def aclose(self) -> None:
         await self._response.aclose()
 
@@ -313,7 +456,9 @@ def _misconfigured(
 ) -> BackendMisconfigured | None:
     """The failure as a misconfiguration of the gateway, if the upstream says so; logged
     (with the upstream's words, redacted) once per backend and model per config snapshot."""
-    if error.kind != "status" or error.status not in (400, 404, 422):
+    if not isinstance(error, UpstreamStatusError) or error.status not in (400, 404, 422):
+        return None
+    if isinstance(error, ContextTooLong | BackendMisconfigured):
         return None
     detail = _upstream_message(error, redactor)
     if error.status != 404 and not _NO_SUCH_MODEL.search(detail):
@@ -330,7 +475,7 @@ def _misconfigured(
             error.status,
             detail,
         )
-    return BackendMisconfigured(error)
+    return BackendMisconfigured.of(error)
 
 
 def _error_message(body: bytes, redactor: Redactor) -> str:
@@ -365,11 +510,11 @@ def client_error(
         return GatewayError(
             503, f"No backend could take the request (tried: {tried or 'none'}).", code="no_backend_available"
         )
-    if error.kind == "timeout":
+    if isinstance(error, UpstreamTimeout):
         return GatewayError(504, f"The upstream timed out (tried: {tried}).", code="upstream_timeout")
-    if error.kind == "connect":
+    if isinstance(error, UpstreamUnreachable):
         return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
-    if error.kind == "context_length":
+    if isinstance(error, ContextTooLong):
         return GatewayError(400, _upstream_message(error, redactor), code="context_length_exceeded", param="messages")
     if isinstance(error, BackendMisconfigured):
         # Not the client's mistake: the upstream does not know what the gateway asked it for.
@@ -386,12 +531,12 @@ def client_error(
             code="upstream_malformed_response",
         )
     status = error.status or 502
-    if status == 429:
+    if isinstance(error, RateLimited):
         headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
         return GatewayError(
             429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers
         )
-    if status in (401, 403):
+    if isinstance(error, AuthRejected):
         return GatewayError(
             502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed"
         )

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.backends.errors import UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.proxy.usage import Usage
 
@@ -24,6 +25,26 @@ class Attempt:
     duration_s: float = 0.0
     retry_after_s: float | None = None  # the upstream's Retry-After, when it sent one
     malformed_events: int = 0  # stream events dropped as malformed after content (gateway.proxy.relay)
+    # The failure says the backend is unwell (its circuit counts it): the error class's
+    # `backend_fault` (gateway.backends.errors), read by routing without parsing `error`.
+    backend_fault: bool = False
+    # Tokens this attempt delivered to the client though it failed (a stream broken mid-answer
+    # and continued elsewhere): billed on its own ledger row. None: it delivered nothing.
+    usage: Usage | None = None
+    cost_usd: float = 0.0  # of `usage`, at the attempt's offer's prices
+
+    @classmethod
+    def failed(cls, offer: Offer, error: UpstreamError, duration_s: float) -> Attempt:
+        """The record of an attempt that ended in `error`."""
+        return cls(
+            offer.backend,
+            offer.model,
+            error.reason,
+            error.status,
+            duration_s,
+            error.retry_after,
+            backend_fault=error.backend_fault,
+        )
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import UpstreamError
+from gateway.backends.errors import MalformedAnswer as MalformedAnswer  # raised here; re-exported
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of
 from gateway.proxy.outcome import Attempt
@@ -36,21 +36,6 @@ DONE = b"data: [DONE]"
 MAX_MALFORMED_RUN = 5
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
-
-
-class MalformedAnswer(UpstreamError):
-    """The upstream answered 2xx with output that is not OpenAI's wire format.
-
-    A failure of the backend (counted by its circuit, another candidate is tried), labelled
-    `malformed`. Its message is the gateway's own words: upstream bytes are not quoted.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__("protocol", message)
-
-    @property
-    def reason(self) -> str:
-        return "malformed"
 
 
 class StreamFailedEarly(Exception):
@@ -113,8 +98,9 @@ class SseAccountant:
         self._attempt = attempt
 
     def feed(self, chunk: bytes) -> bytes:
-        """Raises `MalformedAnswer` for malformed output before content, or at the call after
-        `MAX_MALFORMED_RUN` malformed events in a row (the events before them are returned)."""
+        """Raises `MalformedAnswer` for malformed output before content, or once
+        `MAX_MALFORMED_RUN` malformed events in a row were seen (at this call when it has
+        nothing else to return, else at the next: the events before them are returned first)."""
         if self._broken is not None:
             raise self._broken
         complete = self._events.complete(chunk)
@@ -162,6 +148,8 @@ class SseAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
+        if self._broken is not None and not out:
+            raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         return b"".join(out)
 
     def flush(self) -> bytes:

@@ -37,20 +37,15 @@ if TYPE_CHECKING:
     from gateway.backends.pool import BackendPool
     from gateway.config.schema import CircuitConfig
     from gateway.config.snapshot import ConfigSnapshot
+    from gateway.proxy.outcome import Attempt
 
 log = logging.getLogger("gateway.routing")
 
-# Attempt error labels (UpstreamError.reason) that count against a backend.
-_NEUTRAL = frozenset({"context_length", "client_disconnected", "cancelled", "rate_limited"})
 
-
-def counts_as_failure(error: str | None) -> bool:
-    if error is None or error in _NEUTRAL:
-        return False
-    if error.startswith("http_"):
-        status = error[5:]
-        return status.isdigit() and (int(status) >= 500 or int(status) == 408)
-    return True  # connect, timeout, protocol, upstream_error...
+def counts_as_failure(attempt: Attempt) -> bool:
+    """Whether an attempt counts against its backend's circuit: its error's class said so
+    (`UpstreamError.backend_fault`, carried on the attempt), nothing parsed from its label."""
+    return attempt.error is not None and attempt.backend_fault
 
 
 class CircuitState(str, Enum):

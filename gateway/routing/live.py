@@ -164,7 +164,7 @@ class LiveState:
             self.circuits.block(key, until)
             if pending is not None:
                 pending.block(until)
-        if counts_as_failure(attempt.error):
+        if counts_as_failure(attempt):
             config = snapshot.backends.get(offer.backend)
             policy = config.circuit if config else DEFAULT_CIRCUIT
             self.circuits.failure(key, now, policy)

@@ -330,11 +330,12 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
 
 def failed_attempts(outcome: CallOutcome, final: FinishedCall) -> list[FinishedCall]:
     """A row per attempt before the one that ended the call (`final`, from `finished_call`):
-    each failed (an attempt that answered ends the call), used no tokens and cost the client
-    nothing. Called only for calls that fell back, so the usual call pays nothing for it."""
+    each failed (an attempt that answered ends the call) and cost the client nothing, unless
+    it delivered tokens before it broke (a stream continued elsewhere: billed for those). Called only for calls that fell back, so the usual call pays nothing for it."""
     call_id, started_at = final[0], final[3]
     rows: list[FinishedCall] = []
     for number, attempt in enumerate(outcome.attempts[:-1], 1):
+        usage = attempt.usage  # tokens it delivered before failing (a stream continued elsewhere)
         status = attempt.status if attempt.status is not None and attempt.status >= 400 else None
         if status is None:  # no HTTP answer (connect error, timeout) or an error in a 200 stream
             status = 504 if attempt.error == "timeout" else 502
@@ -351,12 +352,12 @@ def failed_attempts(outcome: CallOutcome, final: FinishedCall) -> list[FinishedC
                 outcome.app,
                 outcome.app_title,
                 outcome.api_key_name,
-                0,
-                0,
-                0,
-                0,
-                False,
-                0.0,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+                usage.cached_tokens if usage else 0,
+                usage.reasoning_tokens if usage else 0,
+                bool(usage and usage.estimated),
+                attempt.cost_usd,
                 attempt.duration_s,
                 None,
                 None,
@@ -366,7 +367,7 @@ def failed_attempts(outcome: CallOutcome, final: FinishedCall) -> list[FinishedC
                 outcome.endpoint,
                 outcome.team,
                 attempt.error,
-                0,
+                usage.cache_write_tokens if usage else 0,
             )
         )
     return rows

@@ -7,6 +7,16 @@ import pytest
 
 from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.base import UpstreamError
+from gateway.backends.errors import (
+    AuthRejected,
+    ClientRejected,
+    ContextTooLong,
+    MalformedAnswer,
+    ResponseTooLarge,
+    ServerError,
+    StreamBroken,
+    UpstreamUnreachable,
+)
 from gateway.backends.pool import create_backend
 from tests.backends.anthropic_samples import anthropic_stream, chunks_of
 from tests.backends.wire import backend_at, request_for
@@ -111,7 +121,7 @@ async def test_stream_broken_mid_answer_is_a_classified_failure(wire, claude):
     response = await claude().send(request_for({**PAYLOAD, "stream": True}, stream=True))
     with pytest.raises(UpstreamError) as caught:
         await response.aread()
-    assert caught.value.kind == "protocol"
+    assert isinstance(caught.value, StreamBroken) and caught.value.reason == "protocol"
 
 
 async def test_non_json_answer_is_a_protocol_failure(wire, claude):
@@ -119,7 +129,7 @@ async def test_non_json_answer_is_a_protocol_failure(wire, claude):
     response = await claude().send(request_for(PAYLOAD))
     with pytest.raises(UpstreamError) as caught:
         await response.aread()
-    assert caught.value.kind == "protocol"
+    assert isinstance(caught.value, MalformedAnswer) and caught.value.reason == "malformed"
 
 
 def anthropic_error(kind: str, message: str) -> dict:
@@ -129,19 +139,19 @@ def anthropic_error(kind: str, message: str) -> dict:
 @pytest.mark.parametrize(
     ("status", "kind", "message", "failure", "retryable"),
     [
-        (529, "overloaded_error", "Overloaded", "status", True),
-        (500, "api_error", "Internal server error", "status", True),
-        (401, "authentication_error", "invalid x-api-key", "status", False),
-        (400, "invalid_request_error", "temperature: must be <= 1", "status", False),
-        (400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", "context_length", True),
+        (529, "overloaded_error", "Overloaded", ServerError, True),
+        (500, "api_error", "Internal server error", ServerError, True),
+        (401, "authentication_error", "invalid x-api-key", AuthRejected, True),  # another backend has its key
+        (400, "invalid_request_error", "temperature: must be <= 1", ClientRejected, False),
+        (400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", ContextTooLong, True),
         (
             400,
             "invalid_request_error",
             "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000",
-            "context_length",
+            ContextTooLong,
             True,
         ),
-        (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", "status", False),
+        (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", ClientRejected, False),
     ],
 )
 async def test_errors_are_classified_and_reshaped(wire, claude, status, kind, message, failure, retryable):
@@ -149,7 +159,7 @@ async def test_errors_are_classified_and_reshaped(wire, claude, status, kind, me
     with pytest.raises(UpstreamError) as caught:
         await claude().send(request_for(PAYLOAD))
     error = caught.value
-    assert (error.kind, error.status, error.retryable) == (failure, status, retryable)
+    assert (type(error), error.status, error.retryable) == (failure, status, retryable)
     assert orjson.loads(error.body) == {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
@@ -163,7 +173,7 @@ async def test_rate_limit_keeps_retry_after(wire, claude):
 async def test_unreachable_upstream_is_a_connect_failure(claude):
     with pytest.raises(UpstreamError) as caught:
         await claude(f"http://127.0.0.1:{free_port()}/v1").send(request_for(PAYLOAD))
-    assert caught.value.kind == "connect"
+    assert isinstance(caught.value, UpstreamUnreachable)
 
 
 async def test_untranslatable_request_is_refused_without_calling_upstream(wire, claude):
@@ -189,4 +199,4 @@ async def test_translated_answer_over_the_cap_fails(wire, claude):
     with pytest.raises(UpstreamError) as caught:
         await response.aread()
     await response.aclose()
-    assert caught.value.kind == "too_large"
+    assert isinstance(caught.value, ResponseTooLarge)

@@ -4,12 +4,26 @@ how it classifies every way a call can fail (status, connection, timeout, broken
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import orjson
 import pytest
 
 from gateway.backends.base import UpstreamError
+from gateway.backends.errors import (
+    AuthRejected,
+    ClientRejected,
+    ContextTooLong,
+    FirstByteTimeout,
+    RateLimited,
+    ResponseTooLarge,
+    ServerError,
+    StreamBroken,
+    StreamIdleTimeout,
+    UpstreamProtocolError,
+    UpstreamUnreachable,
+)
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.config.schema import BackendConfig
 from gateway.config.vendors import VENDORS
@@ -125,28 +139,51 @@ async def test_connections_are_pooled_across_calls(wire, openai_at):
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "kind", "retryable"),
+    ("status", "body", "kind", "retryable", "same", "fault"),
     [
-        (500, b'{"error":{"message":"boom"}}', "status", True),
-        (503, b"", "status", True),
-        (529, b"", "status", True),
-        (404, b'{"error":{"message":"no such model"}}', "status", True),
-        (408, b"", "status", True),
-        (400, b'{"error":{"message":"bad temperature"}}', "status", False),
-        (401, b'{"error":{"message":"bad key"}}', "status", False),
-        (403, b"", "status", False),
-        (400, b'{"error":{"message":"This model\'s maximum context length is 8192 tokens"}}', "context_length", True),
-        (413, b'{"error":{"code":"context_length_exceeded"}}', "context_length", True),
-        (422, b'{"detail":"prompt is too long"}', "context_length", True),
-        (500, b'{"error":{"message":"maximum context length"}}', "status", True),  # a 5xx is not the client's prompt
+        (500, b'{"error":{"message":"boom"}}', ServerError, True, True, True),
+        (502, b"", ServerError, True, True, True),
+        (503, b"", ServerError, True, False, True),  # unavailable: move on, unless Retry-After is short
+        (529, b"", ServerError, True, False, True),
+        (404, b'{"error":{"message":"no such model"}}', ClientRejected, True, False, False),
+        (408, b"", ServerError, True, False, True),
+        (400, b'{"error":{"message":"bad temperature"}}', ClientRejected, False, False, False),
+        (401, b'{"error":{"message":"bad key"}}', AuthRejected, True, False, False),  # other backends have their keys
+        (403, b"", AuthRejected, True, False, False),
+        (429, b"", RateLimited, True, False, False),  # no Retry-After: not worth waiting for
+        (
+            400,
+            b'{"error":{"message":"This model\'s maximum context length is 8192 tokens"}}',
+            ContextTooLong,
+            True,
+            False,
+            False,
+        ),
+        (413, b'{"error":{"code":"context_length_exceeded"}}', ContextTooLong, True, False, False),
+        (422, b'{"detail":"prompt is too long"}', ContextTooLong, True, False, False),
+        (
+            500,
+            b'{"error":{"message":"maximum context length"}}',
+            ServerError,
+            True,
+            True,
+            True,
+        ),  # a 5xx is not the prompt
     ],
 )
-async def test_status_is_classified(wire, openai_at, status, body, kind, retryable):
+async def test_status_is_classified(wire, openai_at, status, body, kind, retryable, same, fault):
     wire.respond(status, body=body)
     with pytest.raises(UpstreamError) as caught:
         await call(openai_at())
     error = caught.value
-    assert (error.kind, error.status, error.retryable, error.body) == (kind, status, retryable, body)
+    assert type(error) is kind
+    assert (error.status, error.retryable, error.same_candidate_retry, error.backend_fault, error.body) == (
+        status,
+        retryable,
+        same,
+        fault,
+        body,
+    )
 
 
 async def test_error_body_quoting_the_key_is_redacted(wire, openai_at):
@@ -165,6 +202,8 @@ async def test_rate_limit_carries_retry_after(wire, openai_at, header, seconds):
         await call(openai_at())
     assert caught.value.status == 429 and caught.value.reason == "rate_limited" and caught.value.retryable
     assert caught.value.retry_after == seconds
+    # A wait the upstream advertised makes asking it again worth it (the loop bounds the wait).
+    assert isinstance(caught.value, RateLimited) and caught.value.same_candidate_retry is (seconds is not None)
 
 
 async def test_error_body_is_bounded(wire, openai_at):
@@ -178,14 +217,16 @@ async def test_unreachable_upstream_is_a_connect_failure(closing):
     backend = closing(backend_at(OpenAICompatBackend, f"http://127.0.0.1:{free_port()}/v1", type="openai"))
     with pytest.raises(UpstreamError) as caught:
         await call(backend)
-    assert caught.value.kind == "connect" and caught.value.retryable
+    assert isinstance(caught.value, UpstreamUnreachable) and caught.value.retryable
+    assert caught.value.reason == "connect" and not caught.value.same_candidate_retry
 
 
 async def test_no_answer_within_timeout_s_is_a_timeout(wire, openai_at):
     wire.respond(json=COMPLETION, delay_s=2.0)
     with pytest.raises(UpstreamError) as caught:
         await call(openai_at(timeout_s=0.2))
-    assert caught.value.kind == "timeout" and caught.value.retryable
+    assert isinstance(caught.value, FirstByteTimeout) and caught.value.retryable
+    assert caught.value.reason == "timeout" and not caught.value.same_candidate_retry
 
 
 @pytest.mark.parametrize(
@@ -206,12 +247,12 @@ async def test_every_transport_exception_is_an_upstream_failure(closing, reply):
             await call(backend)
     finally:
         await server.stop()
-    assert caught.value.kind in ("protocol", "connect") and caught.value.retryable
-    assert caught.value.reason == caught.value.kind
+    assert isinstance(caught.value, UpstreamProtocolError | UpstreamUnreachable) and caught.value.retryable
+    assert caught.value.reason in ("protocol", "connect")
     assert not isinstance(caught.value.__cause__, aiohttp.ClientError)
 
 
-@pytest.mark.parametrize(("then", "kind"), [("stall", "timeout"), ("cut", "protocol")])
+@pytest.mark.parametrize(("then", "kind"), [("stall", StreamIdleTimeout), ("cut", StreamBroken)])
 async def test_failure_mid_answer_is_classified(wire, openai_at, then, kind):
     wire.respond(pieces=[b"data: {}\n\n"], then=then, headers={"content-type": "text/event-stream"})
     response = await openai_at(timeout_s=0.3).send(request_for(PAYLOAD, stream=True))
@@ -221,21 +262,22 @@ async def test_failure_mid_answer_is_classified(wire, openai_at, then, kind):
             received.append(chunk)
     await response.aclose()
     assert received == [b"data: {}\n\n"]
-    assert caught.value.kind == kind
+    assert type(caught.value) is kind
 
 
 async def test_answer_over_the_cap_fails_unread_when_its_length_is_declared(wire, openai_at):
     wire.respond(body=b"x" * 300_000)
     with pytest.raises(UpstreamError) as caught:
         await call(openai_at(), max_response_bytes=100_000)
-    assert (caught.value.kind, caught.value.reason, caught.value.retryable) == ("too_large", "response_too_large", True)
+    assert isinstance(caught.value, ResponseTooLarge)
+    assert (caught.value.reason, caught.value.retryable) == ("response_too_large", True)
 
 
 async def test_chunked_answer_over_the_cap_fails_once_past_it(wire, openai_at):
     wire.respond(pieces=[b"x" * 50_000] * 6, then="stall")  # never ends: the cap, not the end, stops the read
     with pytest.raises(UpstreamError) as caught:
         await asyncio.wait_for(call(openai_at(), max_response_bytes=100_000), 10)
-    assert caught.value.kind == "too_large"
+    assert isinstance(caught.value, ResponseTooLarge)
 
 
 async def test_answer_under_the_cap_is_read_whole(wire, openai_at):
@@ -257,3 +299,18 @@ async def test_health_probe_url(wire, closing, vendor, path, expected):
     assert await backend.check_health() is False
     down = closing(backend_at(OpenAICompatBackend, f"http://127.0.0.1:{free_port()}/v1", type=vendor))
     assert await down.check_health() is False
+
+
+async def test_a_started_stream_is_held_to_its_idle_limit_not_timeout_s(wire, openai_at):
+    # Issue 12: a stall once content flowed is caught after `stream_idle_timeout_s`, not after
+    # the (long) per-read `timeout_s` that bounds non-streamed answers.
+    wire.respond(pieces=[b"data: {}\n\n"], then="stall", headers={"content-type": "text/event-stream"})
+    response = await openai_at(timeout_s=30).send(request_for(PAYLOAD, stream=True))
+    chunks = response.aiter_bytes()
+    assert await anext(chunks) == b"data: {}\n\n"
+    response.stream_started(0.3)
+    started = time.perf_counter()
+    with pytest.raises(StreamIdleTimeout):
+        await asyncio.wait_for(anext(chunks), 10)
+    await response.aclose()
+    assert 0.25 <= time.perf_counter() - started < 2.0

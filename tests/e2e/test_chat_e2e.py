@@ -136,6 +136,16 @@ def test_sdk_maps_errors_to_its_exceptions(gw, upstream, openai_client):
         client.chat.completions.create(**ask())
     assert e.value.response.headers["retry-after"] == "7"
 
+    upstream.reset(
+        status=401, error_body={"error": {"message": "Incorrect API key provided: sk-upstream-secret-123456"}}
+    )
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(**ask())
+    assert e.value.status_code == 502
+    assert "sk-upstream-secret" not in e.value.response.text
+
+    # Last: a 500 is asked twice (retried once on the same candidate) and a timeout once,
+    # three failures that open the circuit for whatever comes next.
     upstream.reset(status=500)
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(**ask())
@@ -145,14 +155,6 @@ def test_sdk_maps_errors_to_its_exceptions(gw, upstream, openai_client):
     with pytest.raises(openai.InternalServerError) as e:
         client.chat.completions.create(**ask())
     assert e.value.status_code == 504
-
-    upstream.reset(
-        status=401, error_body={"error": {"message": "Incorrect API key provided: sk-upstream-secret-123456"}}
-    )
-    with pytest.raises(openai.InternalServerError) as e:
-        client.chat.completions.create(**ask())
-    assert e.value.status_code == 502
-    assert "sk-upstream-secret" not in e.value.response.text
 
 
 def test_unreachable_upstream_is_502(start_gateway, openai_client):

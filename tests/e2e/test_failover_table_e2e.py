@@ -3,9 +3,9 @@ model as fallback, the real gateway process, the `openai` client as the caller.
 
 Each test asserts the conduct, not only the outcome: how many attempts each upstream saw
 (from the fault upstream's own log) and how far apart, what the client got, and what the
-usage ledger (the gateway's SQLite store) holds. Rows whose behaviour issue 12 changes and
-that are not built yet are strict xfails: they assert the issue's "should" and turn into
-failures the day it holds, so whoever builds it flips them.
+usage ledger (the gateway's SQLite store) holds, every attempt's row included. Besides the
+table's rows: retries on the same candidate, stream continuation (through chat and through
+`/v1/messages` with the `anthropic` SDK) and hedged requests.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ backends:
     api_key: sk-steady-123456
     timeout_s: 10
     models:
-      test/large: {{context_length: 131072, input_price: 3.0, output_price: 4.0}}
+      test/large: {{context_length: 131072, input_price: 3.0, output_price: 4.0, {prefill}}}
 routes:
   auto:
     strategy: ordered
@@ -68,9 +68,9 @@ def fallback():
 
 @pytest.fixture
 def gateway(start_gateway, primary, fallback):
-    def start(timeout_s: float = 10, circuit: str = PINNED_CIRCUIT):
+    def start(timeout_s: float = 10, circuit: str = PINNED_CIRCUIT, prefill: str = ""):
         config = CONFIG.format(
-            primary=primary.base_url, fallback=fallback.base_url, timeout_s=timeout_s, circuit=circuit
+            primary=primary.base_url, fallback=fallback.base_url, timeout_s=timeout_s, circuit=circuit, prefill=prefill
         )
         return start_gateway(config, env=ENV)
 
@@ -301,9 +301,16 @@ def test_primary_down_then_healthy_gets_traffic_back_within_five_seconds(gateway
     assert [r["status"] for r in rows] == [200] * len(answers)
 
 
-# -- rows whose "should" changes behaviour: not built yet (issue 12) -----------------------
-# Each asserts the issue's "should"; each fails today on its first assertion about the
-# answer, as noted. strict=True: once the behaviour is built, the xfail itself fails.
+# -- rows whose "should" changed the behaviour (issue 12): retries, idle limit, continuation --
+
+
+def all_rows(gw) -> list[tuple]:
+    """Every ledger row of the (one) call, attempts in order: backend, status, error, final,
+    completion tokens."""
+    path = Path(gw.dir) / "data" / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        query = "SELECT backend, status, error, final, completion_tokens FROM events ORDER BY attempt"
+        return [(b, s, e, bool(f), t) for b, s, e, f, t in db.execute(query)]
 
 
 def _completion_tokens_recorded(gw) -> int:
@@ -312,11 +319,6 @@ def _completion_tokens_recorded(gw) -> int:
         return db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM events").fetchone()[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a short Retry-After should be waited out on the same candidate",
-    raises=AssertionError,
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
     stream, gateway, primary, fallback, openai_client
@@ -325,65 +327,127 @@ def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
     primary.script(fault.status(429, retry_after=2))
     backend, text, usage, _ = ask(openai_client(gw), stream)
 
-    # Today: answered by `steady`; the primary is never asked again.
+    # Waited out on the same candidate (2 s <= fallback.retry_after_max_s), never the fallback.
     assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert usage.completion_tokens == fault.TOKENS
     assert [s.step for s in primary.seen] == ["status", "ok"]
-    assert primary.seen[1].at - primary.seen[0].at >= 2.0  # the advertised wait, at least
+    assert 2.0 <= primary.seen[1].at - primary.seen[0].at < 3.0  # the advertised wait, not much more
     assert fallback.seen == []
     rows = ledger(gw, 1)
-    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
+    assert all_rows(gw) == [("flaky", 429, "rate_limited", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: a 500 once should be retried once on the same candidate", raises=AssertionError
-)
+def test_429_with_a_retry_after_longer_than_allowed_moves_on(gateway, primary, fallback, openai_client):
+    gw = gateway()
+    primary.script(fault.status(429, retry_after=5))  # past retry_after_max_s (2 s)
+    backend, text, _, _ = ask(openai_client(gw), True)
+
+    assert (backend, text) == ("steady", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status"] and len(fallback.seen) == 1
+    assert fallback.seen[0].at - primary.seen[0].at < 1.0  # no waiting for it
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_500_once_is_retried_once_on_the_same_candidate(stream, gateway, primary, fallback, openai_client):
     gw = gateway()
     primary.script(fault.status(500))
     backend, text, usage, _ = ask(openai_client(gw), stream)
 
-    # Today: answered by `steady` after one attempt on the primary.
     assert (backend, text) == ("flaky", FULL_ANSWER)
     assert [s.step for s in primary.seen] == ["status", "ok"]
+    assert primary.seen[1].at - primary.seen[0].at < 1.0  # a jittered backoff of at most 50 ms, plus the call
     assert fallback.seen == []
     rows = ledger(gw, 1)
-    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
+    assert all_rows(gw) == [("flaky", 500, "http_500", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: a stream cut mid-answer should be continued on the fallback", raises=openai.APIError
-)
-def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fallback, openai_client):
+def test_500_twice_moves_on_to_the_fallback(gateway, primary, fallback, openai_client):
     gw = gateway()
+    primary.script(fault.status(500), fault.status(500))
+    backend, text, _, _ = ask(openai_client(gw), True)
+
+    assert (backend, text) == ("steady", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status", "status"] and len(fallback.seen) == 1
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["attempts"]) == ("steady", 3)
+
+
+def chunks_of(client: openai.OpenAI) -> list:
+    """One streamed call's chunks as the SDK parsed them."""
+    stream = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Count."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return list(stream)
+
+
+def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fallback, openai_client):
+    gw = gateway(prefill="prefill: continue_final_message")
     primary.script(fault.cut(after=40))
-    backend, text, usage, finish = ask(openai_client(gw), True)
+    chunks = chunks_of(openai_client(gw))
 
-    # Today: the client gets t0..t39, then an error event (the SDK raises APIError).
-    assert (text, finish) == (FULL_ANSWER, "stop")
-    assert usage.completion_tokens == fault.TOKENS  # 40 from the primary, 20 from the fallback
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == FULL_ANSWER and [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    # One stream as the client sees it: the first attempt's id and model throughout, one role
+    # delta, one usage total (40 tokens from the primary, 20 from the fallback).
+    assert {c.id for c in chunks} == {"chatcmpl-flaky"} and {c.model for c in chunks} == {"test/small"}
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0].completion_tokens == fault.TOKENS
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
-    prefill = fallback.seen[0].body["messages"][-1]
+    sent = fallback.seen[0].body
+    prefill = sent["messages"][-1]
     assert prefill == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
-    # Each attempt is billed for the tokens it delivered: 40 + 20.
-    poll(lambda: _completion_tokens_recorded(gw) == fault.TOKENS, what="60 completion tokens in the ledger")
+    assert (sent["continue_final_message"], sent["add_generation_prompt"]) == (True, False)
+    # Each attempt its own row, each billed for the tokens it delivered: 40 + 20.
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]
+    assert _completion_tokens_recorded(gw) == fault.TOKENS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a stalled stream should hit stream_idle_timeout_s (10 s), then be continued",
-    raises=openai.APIError,
-)
 def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client):
-    # timeout_s 12: today the per-read limit ends the stall after 12 s with an error event;
-    # the issue's default idle limit (10 s) comes first and continues the answer elsewhere.
-    gw = gateway(timeout_s=12)
+    # timeout_s 30: the per-read limit would end the stall after 30 s; the stream's own idle
+    # limit (stream_idle_timeout_s, default 10 s) comes first and continues the answer elsewhere.
+    gw = gateway(timeout_s=30, prefill="prefill: continue_final_message")
     primary.script(fault.stall(after=40))
+    started = time.monotonic()
     backend, text, usage, finish = ask(openai_client(gw), True)
 
-    assert (text, finish) == (FULL_ANSWER, "stop")  # today: openai.APIError, "stream broke off"
+    assert (text, finish) == (FULL_ANSWER, "stop")
+    assert 10.0 <= time.monotonic() - started < 20.0
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].at - primary.seen[0].at >= 10.0  # after the idle limit, not before
     assert fallback.seen[0].body["messages"][-1]["role"] == "assistant"
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, 20)]
+
+
+def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fallback, openai_client):
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.malformed_run(at=40))
+    backend, text, usage, finish = ask(openai_client(gw), True)
+
+    assert (text, finish) == (FULL_ANSWER, "stop") and usage.completion_tokens == fault.TOKENS
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1]["content"] == "".join(f"t{i} " for i in range(40))
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "malformed", False, 40), ("steady", 200, None, True, 20)]
+
+
+def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway, primary, fallback, openai_client):
+    gw = gateway()  # `openai`-type backends take no prefill by default
+    primary.script(fault.cut(after=40))
+    with pytest.raises(openai.APIError) as caught:
+        ask(openai_client(gw), True)
+    assert "broke off" in str(caught.value)
+    assert len(primary.seen) == 1 and fallback.seen == []
 
 
 PREFILL_CONFIG = """
@@ -409,9 +473,6 @@ routes:
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 12: continuation should go to a candidate that accepts a prefill", raises=openai.APIError
-)
 def test_a_continuation_skips_candidates_without_prefill_support(start_gateway, primary, fallback, openai_client):
     local = FaultUpstream("local").start()
     try:
@@ -422,8 +483,7 @@ def test_a_continuation_skips_candidates_without_prefill_support(start_gateway, 
         fallback.always(fault.rejects_prefill())
         _, text, usage, finish = ask(openai_client(gw), True)
 
-        # Today: the client gets t0..t39 and an error event; nobody is asked to continue.
-        assert (text, finish) == (FULL_ANSWER, "stop")
+        assert (text, finish) == (FULL_ANSWER, "stop") and usage.completion_tokens == fault.TOKENS
         assert fallback.seen == []  # `openai`-type offers take no prefill by default
         assert len(local.seen) == 1 and local.seen[0].body["messages"][-1]["role"] == "assistant"
     finally:
@@ -474,3 +534,68 @@ def test_a_passing_health_check_brings_the_primary_back_before_its_cooldown_ends
     assert len(failed) == 1 and all(at >= recovered for at in answered)
     assert answered[0] - recovered <= 5.0 + interval
     assert primary.health_checks >= 2
+
+
+# -- hedged requests (issue 12): opt-in per route ---------------------------------------------
+HEDGED_CONFIG = CONFIG.replace(
+    "    models: [test/small, test/large]", "    models: [test/small, test/large]\n    hedge: {{after_ms: 300}}"
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(
+    stream, start_gateway, primary, fallback, openai_client
+):
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    primary.script(fault.slow(3.0))
+    started = time.monotonic()
+    backend, text, usage, finish = ask(openai_client(gw), stream)
+    took = time.monotonic() - started
+
+    assert (backend, text, finish) == ("steady", FULL_ANSWER, "stop") and took < 2.0
+    # The hedge started 300 ms into the primary's attempt, not before; each upstream asked once.
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    # (the upstream logs arrivals, a few ms after the gateway's attempt started its clock)
+    assert 0.25 <= fallback.seen[0].at - primary.seen[0].at < 1.0
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    # The loser has its row, with no tokens: never billed to the key.
+    assert rows == [("flaky", 502, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
+
+
+def test_a_first_candidate_answering_before_the_hedge_time_is_not_hedged(
+    start_gateway, primary, fallback, openai_client
+):
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    backend, text, _, _ = ask(openai_client(gw), True)
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert len(primary.seen) == 1 and fallback.seen == []
+
+
+def test_a_messages_stream_cut_mid_answer_is_continued_below_its_translation(gateway, primary, fallback):
+    """Issue 12 through `/v1/messages` with the `anthropic` SDK: the Messages stream is the
+    translation of chat chunks, so the chat stream's continuation reaches it whole."""
+    import anthropic
+
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    with client.messages.stream(model="auto", max_tokens=500, messages=[{"role": "user", "content": "Count."}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+
+    assert text == FULL_ANSWER and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == fault.TOKENS  # 40 + 20, one total
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    sent = fallback.seen[0].body
+    assert sent["messages"][-1] == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
+    assert sent["max_tokens"] == 500 - 40  # what was left of the client's budget
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]

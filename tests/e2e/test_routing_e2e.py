@@ -249,8 +249,10 @@ def test_a_failing_backend_is_skipped_and_the_client_still_gets_200(fallback_gw,
     assert raw.parse().choices[0].message.content == "Hello from the fake upstream."
     backend, text = stream_text(client)
     assert backend == "second" and text.strip() == "Hello from the fake upstream."
-    # A 429's Retry-After also puts that backend last for the next requests, so it is not asked again meanwhile.
-    assert len(a.received) == (1 if failure.get("status") == 429 else 2) and len(b.received) == 2
+    # A 429's Retry-After also puts that backend last for the next requests, so it is not asked again meanwhile;
+    # a 500 is asked once more on the same candidate (issue 12) before the next one answers.
+    expected = {429: 1, 500: 4}.get(failure.get("status"), 2)
+    assert len(a.received) == expected and len(b.received) == 2
 
 
 def test_an_unreachable_backend_is_skipped(start_gateway, upstream_b, openai_client):

@@ -72,7 +72,7 @@ def test_live_calls_are_ranked_with_their_tokens_and_cost(start_gateway, upstrea
     list(ask(client, stream=True))
     upstream.reset(status=503)  # 5: up-a fails, up-b answers: tokens counted once
     assert ask(client).usage.total_tokens == PER_CALL
-    upstream_b.reset(status=500)  # 6: both fail: recorded with its status, no tokens
+    upstream_b.reset(status=503)  # 6: both fail: recorded with its status, no tokens (a 503: not asked twice)
     with pytest.raises(openai.InternalServerError):
         ask(client)
 

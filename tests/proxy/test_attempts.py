@@ -8,7 +8,8 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
+from gateway.backends.errors import ContextTooLong, RateLimited, ServerError, UpstreamUnreachable, status_error
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
@@ -119,6 +120,13 @@ class Scripted(Backend):
             return Bytes([OK_BODY])
         if step == "hang":
             await asyncio.sleep(3600)
+        if step.startswith("after:"):  # an answer after that many seconds (a slow first token)
+            await asyncio.sleep(float(step.split(":")[1]))
+            self.responses.append(Bytes(sse(CONTENT), "text/event-stream") if request.stream else Bytes([OK_BODY]))
+            return self.responses[-1]
+        if step.startswith("fail_after:"):
+            await asyncio.sleep(float(step.split(":")[1]))
+            raise status_error("answered 503", 503, b'{"error": {"message": "down"}}')
         if step == "slow_ok":  # a non-streamed answer whose headers come only once generated
             await asyncio.sleep(0.5)
             return Bytes([OK_BODY])
@@ -130,22 +138,17 @@ class Scripted(Backend):
             return self.responses[-1]
         if step in REJECTIONS:
             status, body = REJECTIONS[step]
-            raise UpstreamError("status", f"answered {status}", status=status, body=body)
+            raise status_error(f"answered {status}", status, body)
         if step == "stream_error_first":
             return Bytes(sse({"error": {"message": "overloaded", "code": 503}}), "text/event-stream")
         if step == "context":
-            raise UpstreamError(
-                "context_length",
-                "too long",
-                status=400,
-                body=b'{"error": {"message": "maximum context length exceeded"}}',
-            )
+            raise ContextTooLong("too long", 400, b'{"error": {"message": "maximum context length exceeded"}}')
         if step.startswith("429"):
             after = float(step.split(":")[1])
-            raise UpstreamError("status", "rate limited", status=429, retry_after=after)
+            raise RateLimited("rate limited", 429, retry_after=after)
         if step == "connect":
-            raise UpstreamError("connect", "refused")
-        raise UpstreamError("status", f"answered {step}", status=int(step), body=b'{"error": {"message": "nope"}}')
+            raise UpstreamUnreachable("refused")
+        raise status_error(f"answered {step}", int(step), b'{"error": {"message": "nope"}}')
 
 
 class Pool:
@@ -197,7 +200,7 @@ async def run(pool: Pool, routing: RoutingDecision, stream: bool = False, snapsh
 @pytest.mark.parametrize("failure", ["500", "503", "connect", "context", "401", "404"])
 async def test_a_failing_candidate_is_skipped(failure):
     a, b = Scripted("a", [failure]), Scripted("b", ["ok"])
-    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b"), retries_per_candidate=0))
     assert opened.offer.backend == "b" and opened.body == OK_BODY
     assert [x.backend for x in outcome.attempts] == ["a", "b"] and outcome.attempts[0].error
     assert recorder.events[0] == ("started", "a", "m/x") and recorder.events[1][:2] == ("finished", "a")
@@ -222,8 +225,9 @@ async def test_attempts_are_bounded():
     backends = [Scripted(n, ["500"]) for n in "abcd"]
     with pytest.raises(GatewayError) as e:
         await run(Pool(*backends), decision(*(offer(n) for n in "abcd"), max_attempts=2))
-    assert [len(b.calls) for b in backends] == [1, 1, 0, 0]
-    assert e.value.code == "upstream_error" and "a/m/x (http_500), b/m/x (http_500)" in e.value.message
+    # The 500 is retried once on the same candidate, and that retry counts toward max_attempts.
+    assert [len(b.calls) for b in backends] == [2, 0, 0, 0]
+    assert e.value.code == "upstream_error" and "a/m/x (http_500), a/m/x (http_500)" in e.value.message
 
 
 async def test_candidates_without_an_adapter_do_not_use_up_attempts():
@@ -259,8 +263,10 @@ async def test_a_stream_whose_first_event_is_an_error_falls_back():
 
 
 async def test_a_short_retry_after_is_honoured_before_calling_that_backend_again():
+    # Another model of the same backend (same-candidate retries off, which would ask m/x again).
     a = Scripted("a", ["429:0.05", "ok"])
-    opened, outcome, recorder = await run(Pool(a), decision(offer("a", "m/x"), offer("a", "m/y")))
+    routing = decision(offer("a", "m/x"), offer("a", "m/y"), retries_per_candidate=0)
+    opened, outcome, recorder = await run(Pool(a), routing)
     assert a.calls == ["m/x", "m/y"] and opened.offer.model == "m/y"
     assert recorder.events[1] == ("finished", "a", "rate_limited", 0.05)
 
@@ -275,10 +281,10 @@ async def test_a_long_retry_after_skips_that_backend_and_is_passed_on():
 
 def test_retry_wait_policy():
     policy = FallbackSettings(backoff_base_s=0.1, backoff_max_s=0.3, retry_after_max_s=2.0)
-    limited = UpstreamError("status", "x", status=429, retry_after=1.5)
+    limited = RateLimited("x", 429, retry_after=1.5)
     assert retry_wait(limited, 1, policy) == 1.5
-    assert retry_wait(UpstreamError("status", "x", status=429, retry_after=5), 1, policy) is None
-    failed = UpstreamError("status", "x", status=500)
+    assert retry_wait(RateLimited("x", 429, retry_after=5), 1, policy) is None
+    failed = ServerError("x", 500)
     waits = [retry_wait(failed, n, policy) for n in (1, 2, 3, 4) for _ in range(50)]
     assert all(0 <= w <= 0.3 for w in waits) and len(set(waits)) > 10  # jittered, capped
     assert max(retry_wait(failed, 1, policy) for _ in range(50)) <= 0.1
@@ -380,3 +386,108 @@ async def test_an_upstream_400_quoting_the_key_without_its_prefix_is_redacted():
         await run(Pool(a), decision(offer("a")))
     assert e.value.status == 400
     assert e.value.message == "bad request from token=[redacted] ([redacted])"
+
+
+# -- issue 12: the same candidate again, when its failure's class says it is transient ------
+async def test_a_500_once_is_retried_on_the_same_candidate():
+    a, b = Scripted("a", ["500", "ok"]), Scripted("b", ["ok"])
+    opened, outcome, recorder = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "a" and a.calls == ["m/x", "m/x"] and b.calls == []
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "http_500"), ("a", None)]
+    assert [e[0] for e in recorder.events] == ["started", "finished", "started", "finished"]
+
+
+async def test_a_second_failure_moves_on():
+    a, b = Scripted("a", ["502", "500", "ok"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "b" and a.calls == ["m/x", "m/x"] and b.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["http_502", "http_500", None]
+
+
+@pytest.mark.parametrize("failure", ["503", "connect", "429:30", "context", "404"])
+async def test_failures_that_are_not_transient_move_on_at_once(failure):
+    a, b = Scripted("a", [failure, "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b")))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+async def test_a_first_byte_timeout_is_never_retried_on_the_same_candidate():
+    a, b = Scripted("a", ["hang", "ok"], first_byte_timeout_s=0.1), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), stream=True)
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["timeout", None]
+
+
+async def test_a_429_with_a_short_retry_after_is_waited_out_on_the_same_candidate():
+    a, b = Scripted("a", ["429:0.2", "ok"]), Scripted("b", ["ok"])
+    started = asyncio.get_running_loop().time()
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retry_after_max_s=1.0))
+    assert opened.offer.backend == "a" and a.calls == ["m/x", "m/x"] and b.calls == []
+    assert asyncio.get_running_loop().time() - started >= 0.2  # the advertised wait, at least
+    assert [x.error for x in outcome.attempts] == ["rate_limited", None]
+
+
+async def test_a_retry_after_longer_than_allowed_moves_on():
+    a, b = Scripted("a", ["429:0.5", "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retry_after_max_s=0.2))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+async def test_retries_per_candidate_zero_turns_same_candidate_retries_off():
+    a, b = Scripted("a", ["500", "ok"]), Scripted("b", ["ok"])
+    opened, _, _ = await run(Pool(a, b), decision(offer("a"), offer("b"), retries_per_candidate=0))
+    assert opened.offer.backend == "b" and a.calls == ["m/x"]
+
+
+# -- issue 12: hedged requests --------------------------------------------------------------
+def hedged_snapshot(after_ms: float) -> ConfigSnapshot:
+    backends = {n: {"type": "openai", "base_url": f"http://{n}/v1", "models": {"m/x": {}}} for n in "ab"}
+    route = {"strategy": "ordered", "models": ["m/x"], "hedge": {"after_ms": after_ms}}
+    return ConfigSnapshot.build(GatewayConfig.model_validate({"backends": backends, "routes": {"auto": route}}))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_slow_first_candidate_is_hedged_and_the_first_to_answer_wins(stream):
+    a, b = Scripted("a", ["after:2"]), Scripted("b", ["after:0.1"])
+    started = asyncio.get_running_loop().time()
+    opened, outcome, recorder = await run(
+        Pool(a, b), decision(offer("a"), offer("b")), stream=stream, snapshot=hedged_snapshot(200)
+    )
+    took = asyncio.get_running_loop().time() - started
+    assert opened.offer.backend == "b" and 0.3 <= took < 1.0  # hedge at 0.2 s, answered 0.1 s later
+    assert a.calls == b.calls == ["m/x"]
+    # Both attempts recorded, the loser first (the ledger's final row is the winner's).
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "hedge_lost"), ("b", None)]
+    assert outcome.offer.backend == "b"
+    # A stream's answering attempt is reported by the relay when the stream ends.
+    answered = [] if stream else [("finished", "b", None, None)]
+    assert [e for e in recorder.events if e[0] == "finished"] == [("finished", "a", "hedge_lost", None), *answered]
+
+
+async def test_a_first_candidate_answering_in_time_is_not_hedged():
+    a, b = Scripted("a", ["after:0.05"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    assert opened.offer.backend == "a" and b.calls == []
+    assert [x.error for x in outcome.attempts] == [None]
+
+
+async def test_a_hedge_that_fails_leaves_the_first_to_answer():
+    a, b = Scripted("a", ["after:0.4"]), Scripted("b", ["503"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(100))
+    assert opened.offer.backend == "a" and b.calls == ["m/x"]
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", None)]
+
+
+async def test_when_both_hedged_attempts_fail_the_loop_goes_on_without_asking_them_again():
+    a, b, c = Scripted("a", ["fail_after:0.3"]), Scripted("b", ["503"]), Scripted("c", ["ok"])
+    routing = decision(offer("a"), offer("b"), offer("c"))
+    opened, outcome, _ = await run(Pool(a, b, c), routing, snapshot=hedged_snapshot(100))
+    assert opened.offer.backend == "c" and a.calls == b.calls == c.calls == ["m/x"]
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", "http_503"), ("c", None)]
+
+
+async def test_a_first_candidate_failing_before_the_hedge_time_falls_back_as_usual():
+    a, b = Scripted("a", ["503"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    assert opened.offer.backend == "b" and a.calls == b.calls == ["m/x"]
+    assert [x.error for x in outcome.attempts] == ["http_503", None]

@@ -85,7 +85,7 @@ async def test_when_the_plan_skips_every_candidate_the_client_hears_no_backend_c
 
 
 async def test_the_planned_path_and_payload_reach_the_adapter_per_candidate():
-    a, b = Recording("a", ["500"]), Recording("b", ["native"])
+    a, b = Recording("a", ["503"]), Recording("b", ["native"])  # a 503: not asked again
     native = Native()
 
     def plan(o, backend):
@@ -98,7 +98,7 @@ async def test_the_planned_path_and_payload_reach_the_adapter_per_candidate():
     assert [(r.path, r.payload) for r in b.requests] == [("/messages", {"model": "m/b", "max_tokens": 5})]
     # Read in the format it was asked in: checked by it, its usage, and recorded on the answer.
     assert opened.format is native and opened.body == NATIVE and opened.usage == Usage(0, 2)
-    assert [x.error for x in outcome.attempts] == ["http_500", None]
+    assert [x.error for x in outcome.attempts] == ["http_503", None]
 
 
 async def test_an_answer_its_format_rejects_fails_over_as_malformed():

@@ -4,6 +4,19 @@ import time
 import pytest
 from pydantic import ValidationError
 
+from gateway.backends.errors import (
+    AuthRejected,
+    BackendMisconfigured,
+    ClientRejected,
+    ContextTooLong,
+    FirstByteTimeout,
+    MalformedAnswer,
+    RateLimited,
+    ServerError,
+    StreamIdleTimeout,
+    UpstreamProtocolError,
+    UpstreamUnreachable,
+)
 from gateway.backends.pool import BackendPool
 from gateway.config.schema import CircuitConfig
 from gateway.proxy.outcome import Attempt
@@ -26,22 +39,40 @@ KEY = ("b", "m/x")
     "error, counts",
     [
         (None, False),
-        ("context_length", False),
-        ("client_disconnected", False),
-        ("rate_limited", False),
-        ("http_400", False),
-        ("http_404", False),
-        ("http_401", False),
-        ("http_500", True),
-        ("http_503", True),
-        ("http_408", True),
-        ("connect", True),
-        ("timeout", True),
-        ("protocol", True),
+        (ContextTooLong("too long", 400), False),
+        (RateLimited("slow", 429, retry_after=2), False),
+        (ClientRejected("bad", 400), False),
+        (ClientRejected("no such endpoint", 404), False),
+        (AuthRejected("bad key", 401), False),
+        (ServerError("boom", 500), True),
+        (ServerError("down", 503), True),
+        (ServerError("timeout", 408), True),
+        (BackendMisconfigured("no such model", 404), True),
+        (UpstreamUnreachable("refused"), True),
+        (FirstByteTimeout("silent"), True),
+        (StreamIdleTimeout("stalled"), True),
+        (UpstreamProtocolError("reset"), True),
+        (MalformedAnswer("garbage"), True),
     ],
+    ids=lambda e: type(e).__name__ if e is not None else "answered",
 )
 def test_which_errors_count_against_a_backend(error, counts):
-    assert counts_as_failure(error) is counts
+    # Read from the error class's `backend_fault`, as the fallback loop records it on the attempt.
+    offer = snapshot_from(POLICY).offer("pricey", "big/long")
+    attempt = Attempt.failed(offer, error, 0.1) if error is not None else Attempt("pricey", "big/long", None, 200)
+    assert counts_as_failure(attempt) is counts
+    # The labels metrics and the ledger show are unchanged by the classes.
+    if error is not None:
+        assert attempt.error == {
+            ContextTooLong: "context_length",
+            RateLimited: "rate_limited",
+            BackendMisconfigured: "misconfigured",
+            UpstreamUnreachable: "connect",
+            FirstByteTimeout: "timeout",
+            StreamIdleTimeout: "timeout",
+            UpstreamProtocolError: "protocol",
+            MalformedAnswer: "malformed",
+        }.get(type(error), f"http_{error.status}")
 
 
 FIXED_30 = CircuitConfig(failure_threshold=3, cooldown_s=30, cooldown_max_s=30)
@@ -303,7 +334,7 @@ def test_live_state_doubles_the_cooldown_of_a_failing_backend_and_a_health_pass_
     offer = snapshot.offer("pricey", "big/long")
     clock = Clock()
     live = live_for(snapshot, clock)
-    failed = Attempt("pricey", "big/long", "http_503", 503, 0.1)
+    failed = Attempt("pricey", "big/long", "http_503", 503, 0.1, backend_fault=True)
 
     def fail_once() -> None:
         live.attempt_started(offer)

@@ -1,3 +1,4 @@
+from gateway.backends.errors import FirstByteTimeout, RateLimited, ServerError, UpstreamError
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
@@ -13,7 +14,14 @@ OFFER = SNAP.offer("pricey", "big/long")
 
 
 def failed(error, retry_after=None):
-    return Attempt("pricey", "big/long", error, 500, 0.1, retry_after)
+    """An attempt that failed with the error class that `error` labels."""
+    if error == "rate_limited":
+        exc: UpstreamError = RateLimited("slow down", 429, retry_after=retry_after)
+    elif error == "timeout":
+        exc = FirstByteTimeout("no answer")
+    else:
+        exc = ServerError("failed", int(error.removeprefix("http_")))
+    return Attempt.failed(OFFER, exc, 0.1)
 
 
 def test_success_feeds_ttft_and_failures_open_the_circuit():
@@ -55,7 +63,7 @@ def test_throughput_comes_from_finished_calls():
     live.call_finished(outcome)
     assert live.observed(OFFER.key).tokens_per_s == 50.0
     failed_call = CallOutcome("r", "auto", stream=False, offer=OFFER, usage=Usage(10, 100), status=502)
-    failed_call.attempts.append(Attempt("pricey", "big/long", "http_502", 502, 1.0))
+    failed_call.attempts.append(Attempt("pricey", "big/long", "http_502", 502, 1.0, backend_fault=True))
     live.call_finished(failed_call)
     assert live.observed(OFFER.key).tps_samples == 1
 

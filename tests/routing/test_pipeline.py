@@ -69,7 +69,7 @@ def test_open_circuit_is_skipped_and_named():
     live = live_for(SNAP, clock)
     offer = SNAP.offer("cheap", "big/long")
     for _ in range(3):
-        live.attempt_finished(offer, Attempt("cheap", "big/long", "http_500", 500, 0.1), None)
+        live.attempt_finished(offer, Attempt("cheap", "big/long", "http_500", 500, 0.1, backend_fault=True), None)
     decision = decide(chat(model="big/long"), {}, SNAP, live)
     assert tried(decision) == [("pricey", "big/long")]
     report = next(r for r in decision.reports if r.offer.backend == "cheap")

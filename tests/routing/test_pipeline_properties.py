@@ -171,7 +171,9 @@ def test_the_try_order_holds_only_candidates_passing_every_filter_and_an_empty_o
     broken = data.draw(st.lists(st.sampled_from(all_offers), unique_by=lambda o: o.key, max_size=len(all_offers)))
     for offer in broken:
         for _ in range(3):  # default failure_threshold
-            live.attempt_finished(offer, Attempt(offer.backend, offer.model, "http_500", 500, 0.1), None)
+            live.attempt_finished(
+                offer, Attempt(offer.backend, offer.model, "http_500", 500, 0.1, backend_fault=True), None
+            )
     open_keys = {o.key for o in broken}
 
     decision = plan(parse_chat_request(orjson.dumps(body)), {}, snapshot, live)

@@ -29,7 +29,7 @@ def ok():
 
 
 def failed():
-    return Attempt("pricey", "big/long", "http_503", 503, 0.1)
+    return Attempt("pricey", "big/long", "http_503", 503, 0.1, backend_fault=True)
 
 
 def streamed_call(tokens: int, seconds: float, ttft_s: float = 0.0) -> CallOutcome:

@@ -15,7 +15,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`.
+`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Step:
     error: dict | None = None  # the error body of a non-2xx answer
     at: int | None = None  # stream faults: after this many content events
     finish_reason: str = "stop"
+    delay_s: float = 0.0  # `slow`: how long before the answer starts
 
 
 def ok() -> Step:
@@ -82,6 +83,12 @@ def hang() -> Step:
     return Step("hang")
 
 
+def slow(seconds: float) -> Step:
+    """A healthy answer that starts only `seconds` after the request (a long queue, a slow
+    first token): nothing at all is sent before then, headers included."""
+    return Step("slow", delay_s=seconds)
+
+
 def cut(after: int) -> Step:
     """Stream: drop the connection after `after` content events (no chunked terminator)."""
     return Step("cut", at=after)
@@ -95,6 +102,12 @@ def stall(after: int) -> Step:
 def malformed(at: int) -> Step:
     """Stream: an event whose JSON is broken after `at` content events, then the rest."""
     return Step("malformed", at=at)
+
+
+def malformed_run(at: int) -> Step:
+    """Stream: after `at` content events, nothing but malformed events, one every 50 ms until
+    the client goes away: a run long enough that the stream counts as broken."""
+    return Step("malformed_run", at=at)
 
 
 def no_done() -> Step:
@@ -243,6 +256,14 @@ class FaultUpstream:
         if kind == "hang":
             await self._stopping.wait()
             return False
+        if kind == "slow":
+            try:
+                await asyncio.wait_for(self._stopping.wait(), step.delay_s)
+                return False  # stopping
+            except TimeoutError:
+                pass
+            if writer.transport.is_closing():
+                return False  # the client gave up meanwhile (a hedge that lost)
         if kind == "status" or (kind == "rejects_prefill" and _ends_in_prefill(payload)):
             return await _send(writer, step.status, orjson.dumps(step.error), step.headers)
         if kind == "truncated_json":
@@ -305,6 +326,11 @@ class FaultUpstream:
                     return False
                 if step.kind == "malformed":
                     await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": \n\n')
+                if step.kind == "malformed_run":
+                    while not self._stopping.is_set() and not writer.transport.is_closing():
+                        await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
+                        await asyncio.sleep(0.05)
+                    return False
             await _chunk(writer, event({"content": token}))
         await _chunk(writer, event({}, step.finish_reason))
         if (payload.get("stream_options") or {}).get("include_usage"):

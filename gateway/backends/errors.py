@@ -1,0 +1,195 @@
+"""Why an upstream call failed, as classes that carry their own failover policy.
+
+As httpx expresses retry policy through its exception tree, each class here says what the
+fallback loop and the circuit breakers do about it, so neither parses labels back into
+numbers nor knows which HTTP client raised what:
+
+    UpstreamError                   retryable / same_candidate_retry / backend_fault / reason
+    ├── UpstreamUnreachable         cannot connect                                  "connect"
+    ├── UpstreamTimeout             no answer in time                               "timeout"
+    │   ├── FirstByteTimeout        nothing (or no first content) within the allowance
+    │   └── StreamIdleTimeout       a started stream went silent (`stream_idle_timeout_s`)
+    ├── UpstreamProtocolError       answered badly (reset, garbage)                 "protocol"
+    │   └── StreamBroken            the connection broke mid-answer
+    ├── MalformedAnswer             2xx whose body is not the wire format           "malformed"
+    ├── ResponseTooLarge            over `max_response_bytes`                       "response_too_large"
+    └── UpstreamStatusError         a non-2xx answer (`status`, `body`, `retry_after`)  "http_<status>"
+        ├── RateLimited             429                                             "rate_limited"
+        ├── ServerError             5xx, 408
+        └── ClientRejected          other 4xx: the upstream judged the request
+            ├── AuthRejected        401/403: the gateway's own key for that backend
+            ├── ContextTooLong      the prompt does not fit this model              "context_length"
+            └── BackendMisconfigured  the upstream does not know the model asked for "misconfigured"
+
+The three policy attributes:
+- `retryable`: another candidate may succeed where this one failed (the loop moves on);
+- `same_candidate_retry`: this candidate may succeed if asked again shortly (a 500 once, a
+  429 or 503 with a short `Retry-After`); never after a timeout or a refused connection;
+- `backend_fault`: the failure says the backend is unwell, so its circuit counts it (a 429,
+  a request the upstream judged invalid, a context overflow do not).
+
+`reason` is the bounded label metrics, logs and the ledger show; the labels are the ones
+the dashboards already read.
+"""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """A backend call that did not produce a usable answer. The policy attributes are class
+    defaults; a status error sets them per instance from its status and `Retry-After`."""
+
+    retryable: bool = True
+    same_candidate_retry: bool = False
+    backend_fault: bool = True
+    reason: str = "upstream_error"
+    status: int | None = None
+    body: bytes = b""
+    retry_after: float | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UpstreamUnreachable(UpstreamError):
+    reason = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    reason = "timeout"
+
+
+class FirstByteTimeout(UpstreamTimeout):
+    """No answer (or, streamed, no first content) within the allowance: asking the same
+    candidate again would likely wait as long again."""
+
+
+class StreamIdleTimeout(UpstreamTimeout):
+    """A stream that had started sent nothing for `stream_idle_timeout_s`."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    reason = "protocol"
+
+
+class StreamBroken(UpstreamProtocolError):
+    """The connection ended mid-answer."""
+
+
+class MalformedAnswer(UpstreamError):
+    """A 2xx answer that is not the wire format (a failure of the backend). Its message is the
+    gateway's own words: upstream bytes are not quoted."""
+
+    reason = "malformed"
+
+
+class ResponseTooLarge(UpstreamError):
+    reason = "response_too_large"
+
+
+# A 500, 502 or 504 is often one bad moment (a worker restarting, a proxy hiccup): asked once
+# more. A 503 says the service is unavailable: moved on from, unless its Retry-After is short.
+_TRANSIENT = frozenset({500, 502, 504})
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-2xx answer. `body` is the upstream's error body (bounded, key redacted)."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.reason = self._label(status)
+        self.same_candidate_retry = self._same_candidate(status, retry_after)
+
+    def _label(self, status: int) -> str:
+        return f"http_{status}"
+
+    def _same_candidate(self, status: int, retry_after: float | None) -> bool:
+        return False
+
+
+class RateLimited(UpstreamStatusError):
+    """429: not the backend failing (no circuit), but busy for us now. Asked again on the
+    same candidate only when it said how soon (`Retry-After`, up to `retry_after_max_s`)."""
+
+    backend_fault = False
+
+    def _label(self, status: int) -> str:
+        return "rate_limited"
+
+    def _same_candidate(self, status: int, retry_after: float | None) -> bool:
+        return retry_after is not None
+
+
+class ServerError(UpstreamStatusError):
+    """5xx (and 408): the backend failing."""
+
+    def _same_candidate(self, status: int, retry_after: float | None) -> bool:
+        return status in _TRANSIENT or retry_after is not None
+
+
+class ClientRejected(UpstreamStatusError):
+    """The upstream judged the request invalid: no other candidate will think otherwise,
+    except that a 404 may be this backend not serving the endpoint or model."""
+
+    backend_fault = False
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, status, body, retry_after)
+        self.retryable = status == 404
+
+
+class AuthRejected(ClientRejected):
+    """401/403: the gateway's own key for this backend is wrong; other backends have theirs."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, status, body, retry_after)
+        self.retryable = True
+
+
+class ContextTooLong(ClientRejected):
+    """Too long for this model: a longer-context candidate may take it."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, status, body, retry_after)
+        self.retryable = True
+
+    def _label(self, status: int) -> str:
+        return "context_length"
+
+
+class BackendMisconfigured(ClientRejected):
+    """The upstream does not know the model the gateway asked for (its `upstream_id`), or
+    the URL: the gateway's configuration is wrong, not the client's request. Another
+    candidate may be configured right; the circuit counts it, as it will not heal alone."""
+
+    backend_fault = True
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, status, body, retry_after)
+        self.retryable = True
+
+    def _label(self, status: int) -> str:
+        return "misconfigured"
+
+    @classmethod
+    def of(cls, error: UpstreamError) -> BackendMisconfigured:
+        return cls(error.message, error.status or 404, error.body)
+
+
+def status_error(
+    message: str, status: int, body: bytes = b"", retry_after: float | None = None, *, context_overflow: bool = False
+) -> UpstreamStatusError:
+    """The class a non-2xx status is (`context_overflow`: the body says the prompt is too long)."""
+    if context_overflow and status in (400, 413, 422):
+        return ContextTooLong(message, status, body, retry_after)
+    if status == 429:
+        return RateLimited(message, status, body, retry_after)
+    if status in (401, 403):
+        return AuthRejected(message, status, body, retry_after)
+    if status >= 500 or status == 408:
+        return ServerError(message, status, body, retry_after)
+    return ClientRejected(message, status, body, retry_after)

@@ -1,0 +1,387 @@
+"""Continuing a stream that broke mid-answer on another candidate (issue 12).
+
+A stream that breaks after content reached the client (cut, idle past
+`stream_idle_timeout_s`, a run of malformed events) cannot fall back the usual way: the
+client has read part of an answer. Instead the original request plus the partial answer, as
+an assistant prefill, goes to the next candidate that accepts one (`prefill`, defaulted per
+backend type in `gateway.config.vendors`, settable per offer), and its continuation is
+spliced into the same client stream: the chunk `id`/`created`/`model` the client already
+saw, no second role delta, one usage total (the first attempt's prompt plus every
+completion token delivered), one `[DONE]`.
+
+What is not continued: an answer that had started a tool call (a prefill cannot hold a
+half-written call), and a stream broken when no candidate takes a prefill. Those end with
+an error event naming the real failure, never a prefill's 400.
+
+The healthy path pays for this only with what `PartialRecord.keep` costs per relayed chunk
+(a list append, when some other candidate could continue); everything else here runs
+after a break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from gateway.backends.base import CHAT_COMPLETIONS, Backend
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
+from gateway.backends.pool import BackendSet
+from gateway.config.schema import BackendConfig
+from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.config.vendors import VENDORS, PrefillMode
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.sse import data_of
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.outcome import CallOutcome, Observers, price_usd
+from gateway.proxy.usage import Usage
+from gateway.routing.pipeline import RoutingDecision
+
+log = logging.getLogger("gateway.proxy")
+
+# Relayed chunks kept for a possible continuation, at most: past it (a very long answer) the
+# stream is no longer continuable and the record is dropped, so the memory stays bounded.
+MAX_KEPT_CHUNKS = 20_000
+
+
+def prefill_mode(offer: Offer, backend: BackendConfig) -> PrefillMode | None:
+    """How `offer` continues a partial answer: its own `prefill`, else its backend type's."""
+    own = offer.spec.prefill
+    if own is False:
+        return None
+    if own is not None:
+        return own
+    vendor = VENDORS.get(backend.type)
+    return vendor.prefill if vendor is not None else None
+
+
+@dataclass(slots=True)
+class Partial:
+    """What the client received of a broken stream, read back from the relayed bytes."""
+
+    text: str  # the answer's content so far
+    tokens: int  # content deltas delivered (the broken attempt's completion tokens)
+    tool_call: bool  # a tool call had started: not continuable
+    meta: tuple[Any, Any, Any]  # id, created, model of the chunks the client saw
+
+
+class PartialRecord:
+    """The chunks relayed to the client, kept while a continuation is possible."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] | None = []
+
+    def keep(self, out: bytes) -> None:
+        chunks = self.chunks
+        if chunks is not None:
+            chunks.append(out)
+            if len(chunks) > MAX_KEPT_CHUNKS:
+                self.chunks = None
+
+    def partial(self) -> Partial | None:
+        """The partial answer, or None when too much was relayed to keep it."""
+        if self.chunks is None:
+            return None
+        return read_partial(b"".join(self.chunks))
+
+
+def read_partial(relayed: bytes) -> Partial:
+    text: list[str] = []
+    tokens = 0
+    tool_call = False
+    meta: tuple[Any, Any, Any] | None = None
+    for event in relayed.split(b"\n\n"):
+        payload = data_of(event.strip(b"\n"))
+        if payload is None or payload == b"[DONE]":
+            continue
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if meta is None and "id" in obj:
+            meta = (obj.get("id"), obj.get("created"), obj.get("model"))
+        for choice in obj.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            if delta.get("tool_calls") or delta.get("function_call"):
+                tool_call = True
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                text.append(content)
+                tokens += 1
+    return Partial("".join(text), tokens, tool_call, meta or (None, None, None))
+
+
+def continuation_payload(payload: dict[str, Any], partial: Partial, mode: PrefillMode) -> dict[str, Any]:
+    """The request for the continuing candidate: `payload` (the original request as sent
+    upstream, with that candidate's model id) plus the partial answer as a prefill."""
+    out = dict(payload)
+    message: dict[str, Any] = {"role": "assistant", "content": partial.text}
+    if mode == "continue_final_message":
+        out["continue_final_message"] = True
+        out["add_generation_prompt"] = False
+    elif mode == "prefix":
+        message["prefix"] = True
+    elif mode == "partial":
+        message["partial"] = True
+    else:  # "assistant": Anthropic refuses a prefill ending in whitespace
+        message["content"] = partial.text.rstrip()
+    out["messages"] = [*payload.get("messages", ()), message]
+    # What is left of the client's output budget.
+    for field in ("max_tokens", "max_completion_tokens"):
+        limit = out.get(field)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            out[field] = max(1, limit - partial.tokens)
+    return out
+
+
+class Splice:
+    """Rewrites the continuing stream's events into the client's stream."""
+
+    __slots__ = ("_delivered", "_meta", "_prompt_tokens", "usage")
+
+    def __init__(self, partial: Partial, prompt_tokens: int | None) -> None:
+        self._meta = partial.meta
+        self._delivered = partial.tokens
+        self._prompt_tokens = prompt_tokens  # the first attempt's prompt, when known
+        self.usage: Usage | None = None  # the continuing attempt's own, as it reported it
+
+    def events(self, relayed: bytes) -> bytes:
+        """Events as the continuing candidate's accountant relayed them, made the client's."""
+        out: list[bytes] = []
+        for event in relayed.split(b"\n\n"):
+            event = event.strip(b"\n")
+            if not event:
+                continue
+            payload = data_of(event)
+            if payload is None or payload == b"[DONE]":
+                out.append(event + b"\n\n")
+                continue
+            rewritten = self._event(payload)
+            if rewritten is not None:
+                out.append(b"data: " + rewritten + b"\n\n")
+        return b"".join(out)
+
+    def _event(self, payload: bytes) -> bytes | None:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        if "error" in obj and not obj.get("choices"):
+            return payload  # already redacted and shaped by the accountant
+        chunk_id, created, model = self._meta
+        obj["id"], obj["created"], obj["model"] = chunk_id, created, model
+        choices = []
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and "role" in delta:
+                delta = {k: v for k, v in delta.items() if k != "role"}  # the client saw the role once
+                choice = {**choice, "delta": delta}
+                if not any(delta.values()) and not choice.get("finish_reason"):
+                    continue
+            choices.append(choice)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            own = Usage.from_openai(usage)
+            if own is not None:
+                self.usage = own
+                total = self.total(own)
+                obj["usage"] = {
+                    "prompt_tokens": total.prompt_tokens,
+                    "completion_tokens": total.completion_tokens,
+                    "total_tokens": total.total_tokens,
+                }
+        elif not choices and obj.get("choices"):
+            return None  # only a role delta: nothing for the client
+        obj["choices"] = choices
+        return orjson.dumps(obj)
+
+    def total(self, own: Usage) -> Usage:
+        """What the client is told: the first prompt, every completion token it received."""
+        prompt = self._prompt_tokens if self._prompt_tokens is not None else own.prompt_tokens
+        return Usage(prompt, self._delivered + own.completion_tokens, estimated=own.estimated)
+
+
+@dataclass(slots=True)
+class RescueContext:
+    """What a continuation needs of the call it rescues (from the edge that relays it)."""
+
+    chat: ChatRequest
+    decision: RoutingDecision
+    backends: BackendSet
+    observers: Observers
+    outcome: CallOutcome
+    headers: dict[str, str]
+    snapshot: ConfigSnapshot | None
+    max_response_bytes: int
+
+
+class StreamRescue:
+    """One relayed stream's way out of a break: the relay keeps what it sends (`keep`) and,
+    when the stream breaks after content, asks `resume` to continue it elsewhere."""
+
+    __slots__ = ("_context", "_opened", "_started", "record", "took_over")
+
+    def __init__(self, context: RescueContext, opened: OpenedAnswer) -> None:
+        self._context = context
+        self._opened = opened
+        self._started = time.perf_counter() - (opened.attempt.duration_s if opened.attempt else 0.0)
+        self.record = PartialRecord()
+        self.took_over = False  # the broken attempt's accounting was done here, not by the relay
+
+    @classmethod
+    def for_stream(cls, context: RescueContext, opened: OpenedAnswer) -> StreamRescue | None:
+        """A rescue when some other candidate could continue this stream, else None (the
+        relay then keeps nothing: no cost on the healthy path)."""
+        return cls(context, opened) if _continuers(context, opened.offer) else None
+
+    def keep(self, out: bytes) -> None:
+        self.record.keep(out)
+
+    async def resume(self, error: UpstreamError, forward: Callable[[bytes], Awaitable[None]]) -> bytes | None:
+        """Continue the broken stream on a candidate that takes a prefill, relaying its events
+        through `forward`; returns the bytes to end the client's stream with. None when it
+        cannot be continued (a tool call had started, nothing to continue, no candidate took
+        it): the relay ends the stream with its error event, naming `error`. Raises
+        `ContinuationBroke` when the continuing stream breaks too."""
+        context, broken = self._context, self._opened
+        partial = self.record.partial()
+        if partial is None or partial.tool_call or not partial.text:
+            return None
+        outcome, chat = context.outcome, context.chat
+        remaining = context.decision.max_attempts - len(outcome.attempts)
+        continuers = _continuers(context, broken.offer)
+        if remaining <= 0 or not continuers:
+            return None  # the relay accounts the broken attempt as the call's end
+        self._account_broken(error, partial)
+        await broken.response.aclose()
+        first_ttft = outcome.ttft_s
+        decision = replace(context.decision, route=None, candidates=continuers, max_attempts=remaining)
+        log.warning(
+            "stream from %s broke after %d tokens (%s): continuing it elsewhere",
+            broken.offer.backend,
+            partial.tokens,
+            error.reason,
+        )
+
+        def plan(offer: Offer, backend: Backend) -> UpstreamCall | None:
+            mode = prefill_mode(offer, backend.config)
+            if mode is None:
+                return None
+            payload = continuation_payload(upstream_payload(chat, offer.upstream_id), partial, mode)
+            return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
+
+        try:
+            opened = await open_answer(
+                chat,
+                decision,
+                context.backends,
+                context.observers,
+                outcome,
+                context.headers,
+                context.snapshot,
+                plan=plan,
+                max_response_bytes=context.max_response_bytes,
+                past_rejections=True,  # a candidate refusing the prefill (a 400) is not the end
+            )
+        except asyncio.CancelledError:
+            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            raise
+        except GatewayError:
+            log.warning("no candidate continued the stream broken on %s", broken.offer.backend)
+            outcome.offer = broken.offer  # the call ended where it broke
+            return None
+        outcome.ttft_s = first_ttft  # the client's first token came from the first attempt
+        outcome.status, outcome.error = 200, None
+        return await self._relay(opened, partial, forward)
+
+    def _account_broken(self, error: UpstreamError, partial: Partial) -> None:
+        """The broken attempt's row: its failure, and the tokens it delivered, billed."""
+        context, broken = self._context, self._opened
+        attempt = broken.attempt or context.outcome.attempts[-1]
+        attempt.duration_s = time.perf_counter() - self._started
+        attempt.error, attempt.backend_fault = error.reason, error.backend_fault
+        attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
+        attempt.cost_usd = price_usd(broken.offer, attempt.usage)
+        context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
+        self.took_over = True
+
+    async def _relay(
+        self, opened: OpenedAnswer, partial: Partial, forward: Callable[[bytes], Awaitable[None]]
+    ) -> bytes:
+        """The continuing stream into the client's; its attempt accounted when it ends."""
+        context, outcome = self._context, self._context.outcome
+        accountant = opened.accountant
+        assert accountant is not None and opened.attempt is not None
+        attempt, started = opened.attempt, time.perf_counter() - opened.attempt.duration_s
+        splice = Splice(partial, None)
+        tail = b""
+        try:
+            if opened.prefix:
+                await forward(splice.events(opened.prefix))
+            if not opened.ended:
+                async for chunk in opened.response.aiter_bytes():
+                    out = accountant.feed(chunk)
+                    if out:
+                        await forward(splice.events(out))
+                tail = splice.events(accountant.flush())
+            if accountant.done_held:
+                own = Usage(estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True)
+                tail += splice.events(accountant.closing_events(own))
+        except asyncio.CancelledError:
+            if not accountant.saw_done:
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
+            outcome.status, outcome.error = 502, failure.reason
+            attempt.backend_fault = failure.backend_fault
+            raise ContinuationBroke(failure) from None
+        finally:
+            await opened.response.aclose()
+            attempt.duration_s = time.perf_counter() - started
+            if outcome.status >= 400:
+                attempt.error = outcome.error
+            context.observers.attempt_finished(opened.offer, attempt, None)
+            outcome.usage = accountant.usage or Usage(
+                estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True
+            )
+        return tail
+
+
+class ContinuationBroke(Exception):
+    """The continuing stream broke too: the relay ends the client's stream naming `error`
+    (both attempts are already accounted)."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _continuers(context: RescueContext, broken: Offer) -> tuple[Offer, ...]:
+    """The candidates other than the broken one that take a prefill, in the decision's order."""
+    out = []
+    for offer in context.decision.candidates:
+        if offer.key == broken.key:
+            continue
+        backend = context.backends.get(offer.backend)
+        if backend is not None and prefill_mode(offer, backend.config) is not None:
+            out.append(offer)
+    return tuple(out)

@@ -1,0 +1,85 @@
+"""Hedged attempts: when the first candidate is slow to produce content, start the next too.
+
+Opt-in per route (`hedge: {after_ms: N}`). Open-model providers vary most in their time to
+first token, and a request stuck in one provider's queue is often answered sooner by
+another: past `after_ms` without content from the first attempt, the second starts, the
+first to produce content is taken, and the other is cancelled with `HEDGE_LOST` as the
+reason (its attempt is recorded under that label: in the ledger, never billed to the key).
+
+`race` is generic over what an attempt returns: the fallback loop (`gateway.proxy.attempts`)
+gives it two attempt coroutines and gets back the winner, or every failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# The cancellation message of the attempt that lost a race; also its attempt's error label.
+HEDGE_LOST = "hedge_lost"
+
+
+@dataclass(slots=True)
+class RaceResult(Generic[T]):
+    winner: T | None = None
+    errors: list[Exception] = field(default_factory=list)  # failed attempts, in the order they ended
+    hedged: bool = False  # whether the second attempt was started
+
+
+async def race(
+    first: Awaitable[T],
+    second: Callable[[], Awaitable[T]],
+    after_s: float,
+    discard: Callable[[T], Awaitable[None]],
+) -> RaceResult[T]:
+    """Run `first`; if it has not finished `after_s` later, start `second()` too. The first to
+    succeed wins and the other is cancelled (and awaited: its attempt is recorded before the
+    winner's); one that succeeded in the same instant is handed to `discard`. A failure
+    leaves the other running. If the caller is cancelled, both are."""
+    loop = asyncio.get_running_loop()
+    result: RaceResult[T] = RaceResult()
+    tasks: set[asyncio.Task[T]] = {loop.create_task(_awaited(first))}
+    try:
+        done, tasks = await asyncio.wait(tasks, timeout=after_s)
+        if not done:
+            result.hedged = True
+            tasks.add(loop.create_task(_awaited(second())))
+        while True:
+            for task in done:
+                error = task.exception()
+                if error is None:
+                    if result.winner is None:
+                        result.winner = task.result()
+                    else:
+                        await discard(task.result())
+                    continue
+                if not isinstance(error, Exception):
+                    raise error
+                result.errors.append(error)
+            if result.winner is not None:
+                await _cancel(tasks, HEDGE_LOST)
+                return result
+            if not tasks:
+                return result
+            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        await _cancel(tasks, None)
+        raise
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+async def _cancel(tasks: set[asyncio.Task[T]], reason: str | None) -> None:
+    for task in tasks:
+        task.cancel(reason)
+    if tasks:
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: a loser that failed as it was cancelled is not "never retrieved"

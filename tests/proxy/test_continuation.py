@@ -1,0 +1,222 @@
+"""The pure parts of stream continuation: what the client got, the prefill request per
+vendor mode, and the splice of the continuing stream into the client's."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.backends.errors import StreamBroken
+from gateway.config.schema import BackendConfig, ModelOffer
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import parse_chat_request
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.continuation import (
+    MAX_KEPT_CHUNKS,
+    Partial,
+    PartialRecord,
+    RescueContext,
+    Splice,
+    StreamRescue,
+    continuation_payload,
+    prefill_mode,
+    read_partial,
+)
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers
+from gateway.proxy.usage import Usage
+from tests.proxy.test_attempts import Bytes, Pool, Recorder, Scripted, decision
+
+
+def chunk(delta: dict, finish: str | None = None, *, id: str = "chatcmpl-a", model: str = "m/a", **extra) -> bytes:
+    obj = {"id": id, "object": "chat.completion.chunk", "created": 7, "model": model, **extra}
+    obj["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def events(relayed: bytes) -> list:
+    return [orjson.loads(e[6:]) if e != b"data: [DONE]" else "[DONE]" for e in relayed.split(b"\n\n") if e]
+
+
+@pytest.mark.parametrize(
+    "backend_type, own, expected",
+    [
+        ("vllm", None, "continue_final_message"),
+        ("deepseek", None, "prefix"),
+        ("moonshot", None, "partial"),
+        ("anthropic", None, "assistant"),
+        ("openai", None, None),
+        ("openrouter", None, None),
+        ("openai", "continue_final_message", "continue_final_message"),  # an offer says it can
+        ("vllm", False, None),  # or that it cannot
+    ],
+)
+def test_prefill_capability_is_the_offers_own_else_its_backend_types(backend_type, own, expected):
+    offer = Offer("m/x", "b", "x", ModelOffer(prefill=own))
+    assert prefill_mode(offer, BackendConfig(type=backend_type, base_url="http://127.0.0.1:9/v1")) == expected
+
+
+def test_the_partial_answer_is_read_back_from_what_the_client_got():
+    record = PartialRecord()
+    record.keep(chunk({"role": "assistant", "content": ""}))
+    record.keep(chunk({"content": "Hel"}) + chunk({"content": "lo"}))
+    record.keep(b": keep-alive\n\n" + chunk({"content": " world"}))
+    partial = record.partial()
+    assert partial == Partial("Hello world", 3, False, ("chatcmpl-a", 7, "m/a"))
+
+
+def test_a_started_tool_call_is_noted():
+    call = {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": '{"a'}}]}
+    assert read_partial(chunk({"content": "Let me look."}) + chunk(call)).tool_call
+
+
+def test_the_record_is_bounded():
+    record = PartialRecord()
+    for _ in range(MAX_KEPT_CHUNKS + 1):
+        record.keep(b"data: {}\n\n")
+    assert record.chunks is None and record.partial() is None
+
+
+PAYLOAD = {"model": "up-b", "messages": [{"role": "user", "content": "Count."}], "stream": True, "max_tokens": 100}
+PARTIAL = Partial("t0 t1 ", 2, False, ("chatcmpl-a", 7, "m/a"))
+
+
+@pytest.mark.parametrize(
+    "mode, last, extra",
+    [
+        (
+            "continue_final_message",
+            {"role": "assistant", "content": "t0 t1 "},
+            {"continue_final_message": True, "add_generation_prompt": False},
+        ),
+        ("prefix", {"role": "assistant", "content": "t0 t1 ", "prefix": True}, {}),
+        ("partial", {"role": "assistant", "content": "t0 t1 ", "partial": True}, {}),
+        ("assistant", {"role": "assistant", "content": "t0 t1"}, {}),  # no trailing whitespace
+    ],
+)
+def test_the_prefill_request_per_mode(mode, last, extra):
+    sent = continuation_payload(PAYLOAD, PARTIAL, mode)
+    assert sent["messages"] == [PAYLOAD["messages"][0], last]
+    assert {k: sent[k] for k in extra} == extra
+    assert sent["max_tokens"] == 98  # what is left of the client's budget
+    assert PAYLOAD["messages"] == [{"role": "user", "content": "Count."}]  # the original is untouched
+
+
+def test_the_continuation_is_spliced_into_the_clients_stream():
+    splice = Splice(PARTIAL, prompt_tokens=11)
+    theirs = dict(id="chatcmpl-b", model="up-b")
+    relayed = (
+        chunk({"role": "assistant", "content": ""}, **theirs)
+        + chunk({"content": "t2 "}, **theirs)
+        + chunk({}, "stop", **theirs)
+        + b"data: "
+        + orjson.dumps({"id": "chatcmpl-b", "choices": [], "usage": {"prompt_tokens": 15, "completion_tokens": 1}})
+        + b"\n\ndata: [DONE]\n\n"
+    )
+    out = events(splice.events(relayed))
+    # No second role delta; the client's id, created and model throughout; one usage total.
+    assert [e if e == "[DONE]" else e["choices"] for e in out] == [
+        [{"index": 0, "delta": {"content": "t2 "}, "finish_reason": None}],
+        [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        [],
+        "[DONE]",
+    ]
+    assert all((e["id"], e["created"], e["model"]) == ("chatcmpl-a", 7, "m/a") for e in out[:-1])
+    assert out[2]["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert splice.usage == Usage(15, 1)  # the continuing attempt's own, for its ledger row
+
+
+# -- StreamRescue against in-process candidates ---------------------------------------------
+async def rescue_run(candidates: list[Offer], pool, relayed: list[bytes], error=None):
+    """A stream from candidates[0] that relayed `relayed` and broke with `error`: what the
+    rescue forwarded and returned, and the call's outcome."""
+    chat = parse_chat_request(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    )
+    outcome = CallOutcome("req", "auto", True)
+    broken = candidates[0]
+    attempt = Attempt(broken.backend, broken.model, None, 200, 0.1)
+    outcome.attempts.append(attempt)
+    outcome.offer = broken
+    opened = OpenedAnswer(broken, Bytes([]), 0.0, attempt=attempt)
+    recorder = Recorder()
+    context = RescueContext(chat, decision(*candidates), pool, Observers([recorder]), outcome, {}, None, 1 << 20)
+    rescue = StreamRescue.for_stream(context, opened)
+    assert rescue is not None
+    for chunk in relayed:
+        rescue.keep(chunk)
+    forwarded: list[bytes] = []
+
+    async def forward(body: bytes) -> None:
+        forwarded.append(body)
+
+    tail = await rescue.resume(error or StreamBroken("cut"), forward)
+    return tail, b"".join(forwarded), outcome, recorder
+
+
+def prefilled(backend: str, mode="continue_final_message") -> Offer:
+    return Offer("m/x", backend, "m/x", ModelOffer(prefill=mode))
+
+
+RELAYED = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"})]
+
+
+async def test_a_rescue_continues_on_the_next_candidate_that_takes_a_prefill():
+    a, b = Scripted("a", ["ok"]), Scripted("b", ["ok"])
+    tail, forwarded, outcome, recorder = await rescue_run([prefilled("a"), prefilled("b")], Pool(a, b), RELAYED)
+    assert a.calls == [] and b.calls == ["m/x"]
+    out = events(forwarded + tail)
+    assert [e["choices"][0]["delta"] for e in out if e != "[DONE]" and e["choices"]] == [{"content": "hi"}]
+    assert all(e["id"] == "chatcmpl-a" for e in out if e != "[DONE]") and out[-1] == "[DONE]"
+    broken, answered = outcome.attempts
+    assert (broken.error, broken.backend_fault, broken.usage.completion_tokens) == ("protocol", True, 2)
+    assert (answered.backend, answered.error, outcome.offer.backend, outcome.status) == ("b", None, "b", 200)
+    assert [e[:3] for e in recorder.events] == [
+        ("finished", "a", "protocol"),
+        ("started", "b", "m/x"),
+        ("finished", "b", None),
+    ]
+
+
+async def test_a_started_tool_call_is_not_continued():
+    call = {"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{"}}]}
+    b = Scripted("b", ["ok"])
+    tail, forwarded, outcome, _ = await rescue_run([prefilled("a"), prefilled("b")], Pool(b), [*RELAYED, chunk(call)])
+    assert tail is None and forwarded == b"" and b.calls == []
+
+
+async def test_a_candidate_refusing_the_prefill_is_passed_over_and_never_named():
+    b, c = Scripted("b", ["400"]), Scripted("c", ["ok"])
+    routing = [prefilled("a"), prefilled("b", "assistant"), prefilled("c")]
+    tail, forwarded, outcome, _ = await rescue_run(routing, Pool(b, c), RELAYED)
+    assert b.calls == c.calls == ["m/x"] and tail is not None
+    assert [x.error for x in outcome.attempts] == ["protocol", "http_400", None]
+
+
+async def test_when_every_prefill_is_refused_the_stream_ends_with_the_real_failure():
+    b = Scripted("b", ["400"])
+    tail, forwarded, outcome, _ = await rescue_run([prefilled("a"), prefilled("b")], Pool(b), RELAYED)
+    assert tail is None and forwarded == b""  # the relay then sends its error event for the cut
+    assert outcome.offer.backend == "a"
+
+
+async def test_no_attempt_left_leaves_the_broken_attempt_to_the_relay():
+    b = Scripted("b", ["ok"])
+    candidates = [prefilled("a"), prefilled("b")]
+    chat = parse_chat_request(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    )
+    outcome = CallOutcome("req", "auto", True)
+    attempt = Attempt("a", "m/x", None, 200, 0.1)
+    outcome.attempts.append(attempt)
+    context = RescueContext(
+        chat, decision(*candidates, max_attempts=1), Pool(b), Observers([]), outcome, {}, None, 1024
+    )
+    rescue = StreamRescue.for_stream(context, OpenedAnswer(candidates[0], Bytes([]), 0.0, attempt=attempt))
+    for c in RELAYED:
+        rescue.keep(c)
+
+    async def forward(body: bytes) -> None:
+        raise AssertionError("nothing to forward")
+
+    assert await rescue.resume(StreamBroken("cut"), forward) is None
+    assert not rescue.took_over and attempt.error is None and b.calls == []  # the relay's to account
