@@ -104,6 +104,9 @@ class BackendConfig(Strict):
     # Time allowed for the first byte of the answer; past it the call fails over.
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=512, ge=1)
+    # Upstream calls in flight at once; past it the backend is skipped like one answering
+    # 429 (gateway/backends/inflight.py). None: max_connections.
+    max_inflight: int | None = Field(default=None, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     models: dict[str, ModelOffer] = Field(default_factory=dict)
     circuit: CircuitConfig = CircuitConfig()

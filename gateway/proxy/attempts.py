@@ -41,6 +41,7 @@ from gateway.backends.base import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from gateway.backends.inflight import Skipped, skipped_error
 from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
@@ -119,6 +120,7 @@ async def open_answer(
     deadline = time.perf_counter() + decision.deadline_s
     failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
     attempts = 0
+    skipped: list[Skipped] = []  # candidates passed over uncalled: backend full, model at its limit
     for offer in decision.candidates:
         if attempts >= decision.max_attempts:
             break
@@ -135,6 +137,10 @@ async def open_answer(
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
+        slot = await backends.gate.enter(offer, backend)  # backpressure and per-model limits
+        if isinstance(slot, Skipped):
+            skipped.append(slot)
+            continue
         attempts += 1
         outcome.offer = offer
         observers.attempt_started(offer)
@@ -149,7 +155,7 @@ async def open_answer(
         try:
             try:
                 async with asyncio.timeout(limit):
-                    response = await backend.send(request)
+                    response = slot.hold(await backend.send(request))  # its slot is freed when it closes
                     opened = await (
                         _pre_read_stream(offer, response, chat, redactor)
                         if chat.stream
@@ -158,6 +164,7 @@ async def open_answer(
             except TimeoutError:
                 raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
         except Exception as exc:
+            slot.release()
             error = _as_upstream_error(exc, offer)
             error = _misconfigured(error, offer, redactor, snapshot) or error
             elapsed = time.perf_counter() - started
@@ -171,6 +178,7 @@ async def open_answer(
                 break
             continue
         except BaseException:
+            slot.release()
             # Cancelled (the client left, or shutdown's deadline passed): this attempt ends
             # too, and observers pairing attempt_started with attempt_finished must hear it.
             attempt = Attempt(offer.backend, offer.model, "cancelled", None, time.perf_counter() - started)
@@ -192,6 +200,8 @@ async def open_answer(
         if not chat.stream:
             observers.attempt_finished(offer, attempt, elapsed)
         return opened
+    if last_error is None and skipped:
+        raise skipped_error(skipped)
     raise client_error(last_error, decision, outcome, redactor)
 
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from gateway.backends.base import Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.inflight import CandidateGate
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
@@ -151,6 +152,7 @@ class Scripted(Backend):
 class Pool:
     def __init__(self, *backends: Backend) -> None:
         self.backends = {b.name: b for b in backends}
+        self.gate = CandidateGate()  # no limits configured: every candidate gets its call
 
     def get(self, name: str):
         return self.backends.get(name)
