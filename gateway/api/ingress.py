@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.state import AppState
+from gateway.api.usage_cost import usd_text
 from gateway.backends.base import Backend, UpstreamError
 from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
@@ -300,6 +301,7 @@ async def _answer(
                 await send_error(send, ingress, exc, out_headers)
                 return
             _finish(state, outcome, chat, t0, overhead_s)
+            out_headers.append((b"x-gateway-cost-usd", usd_text(outcome.cost_usd).encode()))
             out_headers.append(_JSON)
             out_headers.append((b"content-length", str(len(body)).encode()))
             await send({"type": "http.response.start", "status": 200, "headers": out_headers})
