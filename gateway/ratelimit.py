@@ -191,9 +191,10 @@ class RateLimiter:
         store_retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         inflight_ttl_s: float = 600.0,
+        lean_redis: bool = True,  # the script's own connection (False: through redis-py; the bench compares)
     ) -> None:
         self._metrics = metrics
-        self._shared = RedisCounters(redis) if redis is not None else None
+        self._shared = RedisCounters(redis, lean=lean_redis) if redis is not None else None
         self._local = LocalCounters()
         self._store_timeout_s = store_timeout_s
         self._store_retry_s = store_retry_s
@@ -355,6 +356,12 @@ class RateLimiter:
             await self._flush()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Shutdown: drain, then close the shared counters' own connection."""
+        await self.drain()
+        if self._shared is not None:
+            await self._shared.aclose()
 
     def _store_failed(self, exc: BaseException) -> None:
         if self._metrics is not None:

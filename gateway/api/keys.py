@@ -48,7 +48,7 @@ async def start_tenants(state: AppState) -> None:
     state.tasks.append(start_supervised("key_refresh", directory.run, state.metrics.background_task_restarted))
 
     async def close() -> None:
-        await state.limiter.drain()
+        await state.limiter.aclose()
         await asyncio.to_thread(store.close)
 
     state.closers.append(close)
