@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, scrape
+from gateway.api import admin, chat, explain, keys, models, openapi, rankings, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     rankings.register(app)
     scrape.register(app)
     keys.register(app)
+    openapi.register(app)
     return FastPathApp(app, chat.FAST_ROUTES)
 
 
