@@ -158,8 +158,9 @@ def _scoped(body: bytes, scope: Scope, everything: bool) -> bytes:
 
 
 def register(app: FastAPI) -> None:
-    memo = AnswerMemo()
-    answers = RefreshedAnswers()
+    # Kept per query and scope: each tenant viewing its own page is a scope (two queries each).
+    memo = AnswerMemo(32)
+    answers = RefreshedAnswers(64)
 
     async def rankings(request: Request) -> Response:
         state: AppState = request.app.state.gateway

@@ -72,3 +72,13 @@ def test_a_static_key_beside_an_admin_key_is_a_client_too(start_gateway, upstrea
     assert answer.status_code == 200
     assert answer.json()["totals"]["requests"] == 0 and answer.json()["scope"]["all_visible"] is False
     assert "alice" not in answer.text
+
+
+def test_kept_answers_are_kept_per_viewer_and_never_shared_across_tenants(start_gateway, upstream, tmp_path):
+    t = two_tenants(start_gateway, upstream, tmp_path / "data", env={"GATEWAY_RANKINGS_REFRESH_S": "3600"})
+    for _ in range(2):  # the second round is served from what the first kept
+        assert t.get("/v1/rankings", t.bob, window="day").json()["totals"]["requests"] == BOB_CALLS
+        assert t.get("/v1/rankings", t.alice, window="day").json()["totals"]["requests"] == ALICE_CALLS
+        assert t.get("/v1/rankings", ADMIN, window="day").json()["totals"]["requests"] == ALICE_CALLS + BOB_CALLS
+        series = t.get("/v1/rankings/series", t.bob, granularity="day", periods=1).json()
+        assert series["totals"] == [BOB_CALLS * PER_CALL] and series["scope"]["key"] == "bob"
