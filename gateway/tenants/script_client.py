@@ -12,7 +12,9 @@ exactly those of `RedisCounters`: only the transport changes, so counts stay exa
 What it does not do, and what then happens: TLS (`rediss://`), Unix sockets, Cluster and
 Sentinel clients are left to redis-py (`ScriptClient.for_client` answers None). A lost
 connection fails every call waiting on it with redis-py's `ConnectionError` (the limiter
-counts locally meanwhile) and the next call connects again. A Redis that lost the script
+counts locally meanwhile) and the next call connects again; so does one whose oldest call
+has waited `stuck_after_s` without an answer (a hung server, a half-open socket), checked
+when the next call starts. A Redis that lost the script
 (restart, SCRIPT FLUSH) answers NOSCRIPT: the call loads it again and is retried once.
 """
 
@@ -89,6 +91,7 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, lost: Any) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: deque[asyncio.Future[Reply]] = deque()
+        self.sent_at: deque[float] = deque()  # when each waiting call was written (loop time)
         self._buffer = bytearray()
         self._lost = lost
 
@@ -106,6 +109,7 @@ class _Protocol(asyncio.Protocol):
                     break
                 value, position = got
                 future = self.waiting.popleft()
+                self.sent_at.popleft()
                 if future.done():  # its caller gave up (timeout): the reply is read and dropped
                     continue
                 if isinstance(value, Exception):
@@ -122,6 +126,7 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         error = RedisConnectionError(f"connection to Redis lost: {exc}" if exc else "connection to Redis closed")
+        self.sent_at.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
@@ -142,12 +147,14 @@ class ScriptClient:
         username: str | None = None,
         password: str | None = None,
         connect_timeout_s: float = 2.0,
+        stuck_after_s: float = 5.0,
     ) -> None:
         self._script = script.encode()
         self.sha = hashlib.sha1(self._script).hexdigest().encode()
         self._host, self._port, self._db = host, port, db
         self._username, self._password = username, password
         self._connect_timeout_s = connect_timeout_s
+        self._stuck_after_s = stuck_after_s  # an unanswered call this old means the connection is dead
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self.connections = 0  # connections made: for tests and curiosity
@@ -217,8 +224,10 @@ class ScriptClient:
         transport = protocol.transport
         if transport is None:
             raise RedisConnectionError("connection to Redis closed")
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         protocol.waiting.append(future)
+        protocol.sent_at.append(loop.time())
         transport.write(data)
         return future
 
@@ -226,6 +235,13 @@ class ScriptClient:
         """The script's reply to `arg` (its only ARGV; no KEYS)."""
         payload = arg.encode()
         protocol = await self._connection()
+        if protocol.sent_at and asyncio.get_running_loop().time() - protocol.sent_at[0] > self._stuck_after_s:
+            # The oldest call has had no answer for that long: a hung server or a half-open
+            # socket. Callers gave up on it (timeouts); drop the connection, dial again.
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            protocol.connection_lost(None)
+            protocol = await self._connection()
         try:
             return await self._send(protocol, command(b"EVALSHA", self.sha, b"0", payload))
         except _NoScript:

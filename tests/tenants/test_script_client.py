@@ -106,3 +106,36 @@ async def test_a_password_and_a_database_from_the_url_are_used(redis_server):
         await redis.config_set("requirepass", "")
         await redis.aclose()
         await admin.aclose()
+
+
+async def test_a_connection_whose_oldest_call_never_answers_is_dropped_and_redialled():
+    """A server that takes the script, then goes silent (hung, or a half-open socket): once
+    the oldest call has waited `stuck_after_s`, the next call dials again."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        silent = connections == 1
+        while data := await reader.read(65536):
+            for _ in range(data.count(b"*")):  # one reply per command (no '*' inside these arguments)
+                if b"SCRIPT" in data and b"LOAD" in data:
+                    writer.write(b"$40\r\n" + b"0" * 40 + b"\r\n")
+                    data = data.replace(b"SCRIPT", b"", 1)
+                elif not silent:
+                    writer.write(b":7\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = ScriptClient("return 7", "127.0.0.1", port, stuck_after_s=0.2)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.run("x"), 0.1)  # the caller gives up; the call stays unanswered
+        await asyncio.sleep(0.3)
+        assert await asyncio.wait_for(client.run("y"), 2) == 7
+        assert client.connections == 2 and connections == 2
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
