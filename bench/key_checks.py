@@ -9,7 +9,10 @@ with its own budget; the figure is the difference, per request, in this thread's
 (other load on the machine does not count). Median over ROUNDS paired rounds. Then, when
 redis-server is installed, the same with the counters in a private Redis: the client CPU
 this process spends per request (one admission script call and one settlement call),
-measured with process_time so the redis-py event-loop work counts, not Redis's own.
+measured with process_time so the client's event-loop work counts, not Redis's own: once
+through the limiter's own pipelined connection (gateway/tenants/script_client.py, what the
+gateway uses) and once through redis-py (what it used before), for comparison. `make bench`
+runs this after the HTTP benchmark.
 """
 
 from __future__ import annotations
@@ -145,12 +148,19 @@ async def main() -> None:
             from redis.asyncio import Redis
 
             client = Redis.from_url(url)
-            shared = await paired(
-                auth_open, auth_keys, plain, lambda: RateLimiter(redis=client), snapshot, time.process_time
-            )
+            for label, lean in (("key checks with Redis", True), ("  the same through redis-py", False)):
+                limiters: list[RateLimiter] = []
+
+                def make(lean: bool = lean, made: list[RateLimiter] = limiters) -> RateLimiter:
+                    made.append(RateLimiter(redis=client, lean_redis=lean))
+                    return made[-1]
+
+                shared = await paired(auth_open, auth_keys, plain, make, snapshot, time.process_time)
+                for limiter in limiters:
+                    await limiter.aclose()
+                print(f"{label}: {statistics.median(shared):.1f} us client CPU per request")
+                print(f"  (median of {ROUNDS} paired rounds; rounds: {', '.join(f'{d:.1f}' for d in shared)})")
             await client.aclose()
-            print(f"key checks with Redis: {statistics.median(shared):.1f} us client CPU per request")
-            print(f"  (median of {ROUNDS} paired rounds; rounds: {', '.join(f'{d:.1f}' for d in shared)})")
         finally:
             proc.terminate()
             proc.wait()

@@ -221,6 +221,13 @@ class Metrics:
             ["limit", "scope"],
             registry=r,
         )
+        self.candidates_skipped = Counter(
+            "gateway_candidates_skipped_total",
+            "Candidates passed over without a call: `full` (the backend's or the process's bound on "
+            "calls in flight) or `model_limit` (the model's own rpm, all clients together).",
+            ["backend", "reason"],
+            registry=r,
+        )
         for result in ("invalid", "throttled"):
             self.auth_failures.labels(result)  # zeros: an open gateway still has a series to show
         # -- end tenants ---------------------------------------------------------------------
@@ -344,6 +351,9 @@ class Metrics:
 
     def limit_refused(self, limit: str, scope: str) -> None:
         self._child(self.limit_refusals, limit, scope).inc()
+
+    def candidate_skipped(self, backend: str, reason: str) -> None:
+        self._child(self.candidates_skipped, backend, reason).inc()
 
     def set_circuit_state(self, backend: str, model: str, state: CircuitState | int) -> None:
         """Routing's circuit breakers report each transition here."""

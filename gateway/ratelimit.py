@@ -3,10 +3,14 @@
 What applies: a virtual key's own limits (rpm, tpm, max_concurrent, budget) and its team's;
 a static key's rpm from the routing YAML's `rate_limits.keys` / `default_key_rpm` (which
 also give a virtual key without its own rpm one); and `rate_limits.routes` for the route
-or model the request resolves to. Limits count what routing resolved, not the string sent:
-each name in `model` and `models[]` resolved to its route or canonical model (an OpenRouter
-suffix like `:floor` is stripped), plus the canonical model of the first candidate, so a
-suffix or a fallback list cannot dodge a model's limit.
+the request resolves to. Limits count what routing resolved, not the string sent: each name
+in `model` and `models[]` resolved to its route (an OpenRouter suffix like `:floor` is
+stripped). A limit naming a *model* (all clients together) acts like a provider's own rate
+limit instead: it is checked per candidate by the fallback loop (`model_limit`, asked through
+gateway.backends.inflight.CandidateGate), each attempt at the model counting once, so a
+model at its limit is skipped for the next candidate, and the client gets 429 only when
+every candidate is limited. A suffix or a fallback list cannot dodge it: it counts the
+canonical model of the candidate actually called.
 
 The counting itself (exact, reserve-then-settle) is gateway.tenants.limits; this module
 builds the scopes, estimates the call, turns a refusal into OpenAI's 429 with Retry-After,
@@ -118,15 +122,13 @@ def scopes_for(principal: Principal, names: tuple[str, ...], config: RateLimitsC
 
 
 def resolved_names(chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot) -> tuple[str, ...]:
-    """Every route / canonical model the request may reach, as routing resolved them."""
+    """Every route the request names (in `model` or `models[]`), as routing resolved them."""
     names: list[str] = []
     for requested in requested_models(chat.payload, chat.model):
         target = resolve(requested, snapshot)  # memoized in the snapshot; unknown names raised already
-        name = target.route_name or target.model or requested
-        if name not in names:
+        name = target.route_name  # a model's own limit is counted per candidate (model_limit)
+        if name is not None and name not in names:
             names.append(name)
-    if decision.candidates and decision.candidates[0].model not in names:
-        names.append(decision.candidates[0].model)
     return tuple(names)
 
 
@@ -189,9 +191,10 @@ class RateLimiter:
         store_retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         inflight_ttl_s: float = 600.0,
+        lean_redis: bool = True,  # the script's own connection (False: through redis-py; the bench compares)
     ) -> None:
         self._metrics = metrics
-        self._shared = RedisCounters(redis) if redis is not None else None
+        self._shared = RedisCounters(redis, lean=lean_redis) if redis is not None else None
         self._local = LocalCounters()
         self._store_timeout_s = store_timeout_s
         self._store_retry_s = store_retry_s
@@ -205,6 +208,7 @@ class RateLimiter:
         # key name -> (principal, limits config, names, scopes): the scopes of the last request
         # of each key, reused while the same principal object (same key version) and config come.
         self._scopes: dict[str | None, tuple[Principal, RateLimitsConfig, tuple[str, ...], tuple[Scope, ...]]] = {}
+        self._model_scopes: dict[tuple[str, int], Scope] = {}  # (model, rpm) -> its scope, built once
         self._settling: set[asyncio.Task] = set()
         self._flush_scheduled = False
 
@@ -243,28 +247,49 @@ class RateLimiter:
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)
         ask = Ask(self._id_prefix + str(next(self._ids)), tokens, nano, now + self._inflight_ttl_s)
-        shared = self._shared is not None and time.monotonic() >= self._store_down_until
-        result: Refused | Window
-        if shared:
-            try:
-                async with asyncio.timeout(self._store_timeout_s):
-                    result = await self._shared.admit(scopes, ask, clock)  # type: ignore[union-attr]
-            except Exception as exc:
-                self._store_failed(exc)
-                shared = False
-                result = self._local.admit(scopes, ask, clock)
-            else:
-                if self._store_down_until:
-                    log.warning("rate-limit store answers again: limits are shared across replicas")
-                    self._store_down_until = 0.0
-        else:
-            result = self._local.admit(scopes, ask, clock)
+        result, shared = await self._count(scopes, ask, clock)
         if isinstance(result, Refused):
             if self._metrics is not None:
                 self._metrics.rate_limit_hit()
                 self._metrics.limit_refused(result.kind, result.scope.kind)
             raise _refusal(result, ask, clock)
         return Ticket(scopes, ask, clock, shared, result)
+
+    async def model_limit(self, model: str, rpm: int) -> float | None:
+        """One call to `model` counted against its limit (all clients together): None when
+        admitted, else the seconds until it has room (the candidate is skipped). Shared in Redis
+        like every limit, with the same fail-open fallback to local counts."""
+        scope = self._model_scopes.get((model, rpm))
+        if scope is None:
+            if len(self._model_scopes) >= 10_000:
+                self._model_scopes.clear()
+            scope = self._model_scopes[(model, rpm)] = Scope("route", model, rpm)
+        now = self._clock()
+        clock = self._last_clock = Clock.at(now, self._last_clock)
+        ask = Ask(self._id_prefix + str(next(self._ids)), 0, 0, now + self._inflight_ttl_s)
+        result, _ = await self._count((scope,), ask, clock)
+        if not isinstance(result, Refused):
+            return None
+        if self._metrics is not None:
+            self._metrics.limit_refused("rpm", "model")
+        return retry_after(rpm, result.previous, result.current, clock.elapsed)
+
+    async def _count(self, scopes: tuple[Scope, ...], ask: Ask, clock: Clock) -> tuple[Refused | Window, bool]:
+        """Admission's one step, in Redis (falling back to local counts when it fails) or locally;
+        and whether it was counted in Redis."""
+        shared = self._shared is not None and time.monotonic() >= self._store_down_until
+        if shared:
+            try:
+                async with asyncio.timeout(self._store_timeout_s):
+                    result = await self._shared.admit(scopes, ask, clock)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._store_failed(exc)
+                return self._local.admit(scopes, ask, clock), False
+            if self._store_down_until:
+                log.warning("rate-limit store answers again: limits are shared across replicas")
+                self._store_down_until = 0.0
+            return result, True
+        return self._local.admit(scopes, ask, clock), False
 
     def track(self, outcome: CallOutcome, ticket: Ticket | None) -> None:
         """Settle `ticket` when `outcome`'s call ends (call_finished)."""
@@ -331,6 +356,12 @@ class RateLimiter:
             await self._flush()
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Shutdown: drain, then close the shared counters' own connection."""
+        await self.drain()
+        if self._shared is not None:
+            await self._shared.aclose()
 
     def _store_failed(self, exc: BaseException) -> None:
         if self._metrics is not None:

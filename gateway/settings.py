@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # Open connections plus requests in progress, per worker process; past it requests get a
     # 503 (except /health). 0: no cap.
     max_connections: int = Field(default=1000, ge=0)
+    # Upstream calls in flight per worker process, all backends together; past it every
+    # backend is full (gateway/backends/inflight.py). 0: max_connections (0 there: no cap).
+    max_upstream_inflight: int = Field(default=0, ge=0)
 
     # -- stored responses (POST /v1/responses, previous_response_id): gateway/conversations --
     # Days a stored response is kept (then it expires: its id answers 404), and the largest

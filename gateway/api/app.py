@@ -20,6 +20,7 @@ from gateway.api import (
     keys,
     messages,
     models,
+    openapi,
     rankings,
     responses,
     scrape,
@@ -28,6 +29,7 @@ from gateway.api import (
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
+from gateway.backends.inflight import CandidateGate, InFlight
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.logs import configure_logging
@@ -42,7 +44,7 @@ log = logging.getLogger("gateway")
 
 
 def build_state(settings: Settings) -> AppState:
-    pool = BackendPool()
+    pool = BackendPool(CandidateGate(InFlight(settings.max_upstream_inflight or settings.max_connections)))
     # Applies the first snapshot to the pool itself, before keeping it as the last good copy.
     holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=settings.data_dir / "last-good-config.yaml")
     return AppState(
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         _wire_metrics(state)
         state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
+        state.backends.gate.model_limit = state.limiter.model_limit  # per-model limits, per candidate
         await keys.start_tenants(state)
         stored_responses.start(state)
         state.usage_store, state.usage_recorder = install_recorder(
@@ -143,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     keys.register(app)
     stored_responses.register(app)
     responses.register(app)
+    openapi.register(app)
     fast_routes = {
         **chat.FAST_ROUTES,
         **messages.FAST_ROUTES,
@@ -158,6 +162,7 @@ def _wire_metrics(state: AppState) -> None:
     metrics.process_started()
     metrics.track_offers(state.config.current)
     state.observers.add(metrics)
+    state.backends.gate.on_skip = metrics.candidate_skipped
 
     def on_reload(result: str) -> None:
         metrics.config_reload(result)

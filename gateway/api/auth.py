@@ -104,6 +104,19 @@ class Authenticator:
             return principal
         return self.authenticate_key_admin(request)
 
+    def authenticate_viewer(self, request: Request) -> tuple[Principal, bool]:
+        """For the usage views (rankings, spend): who is asking, and whether they may see every
+        tenant's traffic. The admin key may; so may anyone on an open gateway, and, while no
+        admin key is set, the operator's static keys (the rule of `authenticate_admin`). A
+        virtual key, or a static key once an admin key exists, sees only its own calls."""
+        admin_key = self._admin_key
+        if admin_key and hmac.compare_digest((self._bearer(request) or "").encode(), admin_key.encode()):
+            return ADMIN, True
+        principal = self.authenticate(request)
+        if principal.key_name is None:
+            return principal, True
+        return principal, not admin_key and not principal.virtual
+
     def authenticate_key_admin(self, request: Request) -> Principal:
         """For key and team management: the admin key, and nothing else."""
         if not self._admin_key:

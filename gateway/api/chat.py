@@ -15,6 +15,7 @@ from gateway.api.ingress import Ingress, IngressRequest, Parsed, StreamTranslato
 from gateway.api.ingress import client_request_id as client_request_id
 from gateway.api.ingress import read_body as read_body
 from gateway.api.ingress import receive_body as receive_body
+from gateway.api.usage_cost import CostStream, ask_for_usage, body_with_cost, wants_cost
 from gateway.backends.base import CHAT_COMPLETIONS, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import parse_chat_request, upstream_payload
@@ -48,6 +49,7 @@ class _ChatStream:
 
 
 _STREAM = _ChatStream()  # stateless: one for every request
+_COST = object()  # `Parsed.native` of a request that asked for `usage.cost` (gateway.api.usage_cost)
 
 
 class ChatIngress(Ingress):
@@ -55,16 +57,26 @@ class ChatIngress(Ingress):
 
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
         chat = parse_chat_request(body)
+        if "usage" in chat.payload and wants_cost(chat.payload):  # OpenRouter's usage accounting
+            ask_for_usage(chat)
+            return Parsed(chat, _COST)
         return Parsed(chat, chat)
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         # Every adapter answers chat completions (the Anthropic one by translating).
-        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+        payload = upstream_payload(request.chat, offer.upstream_id)
+        if request.native is _COST:
+            del payload["usage"]  # the gateway's to answer, not the upstream's
+        return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        if request.native is _COST:
+            return body_with_cost(opened.body, opened.offer)
         return opened.body
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        if request.native is _COST:
+            return CostStream(opened.offer, _STREAM.broken)
         return _STREAM
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:

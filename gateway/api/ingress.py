@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.state import AppState
+from gateway.api.usage_cost import usd_text
 from gateway.backends.base import Backend
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
@@ -326,6 +327,7 @@ async def _answer(
                 await send_error(send, ingress, exc, out_headers)
                 return
             _finish(state, outcome, chat, t0, overhead_s)
+            out_headers.append((b"x-gateway-cost-usd", usd_text(outcome.cost_usd).encode()))
             if ingress._completes:
                 await _completed(ingress, request, opened)
             out_headers.append(_JSON)

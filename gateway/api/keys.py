@@ -48,7 +48,7 @@ async def start_tenants(state: AppState) -> None:
     state.tasks.append(start_supervised("key_refresh", directory.run, state.metrics.background_task_restarted))
 
     async def close() -> None:
-        await state.limiter.drain()
+        await state.limiter.aclose()
         await asyncio.to_thread(store.close)
 
     state.closers.append(close)
@@ -89,10 +89,37 @@ _KEY_FIELDS = {"name", "models", "team", "expires", *_LIMIT_FIELDS}
 _TEAM_FIELDS = {"name", *_LIMIT_FIELDS}
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Each field's JSON type, checked before anything reads it: a wrong type is the client's 400,
+# never a crash in the code that trusted it (schemathesis found `"expires": {}` answering 500).
+_FIELD_TYPES: dict[str, tuple[str, Any]] = {
+    "name": ("a string", lambda v: isinstance(v, str)),
+    "team": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "expires": ("an ISO date string or null", lambda v: v is None or isinstance(v, str)),
+    "overlap": ("a duration string like 24h", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)),
+    "models": (
+        "an array of strings or null",
+        lambda v: v is None or (isinstance(v, list) and all(isinstance(m, str) for m in v)),
+    ),
+    "rpm": ("an integer or null", lambda v: v is None or _is_int(v)),
+    "tpm": ("an integer or null", lambda v: v is None or _is_int(v)),
+    "max_concurrent": ("an integer or null", lambda v: v is None or _is_int(v)),
+    "budget_usd": ("a number or null", lambda v: v is None or _is_int(v) or isinstance(v, float)),
+    "budget_period": ("day, month or null", lambda v: v is None or v in ("day", "month")),
+}
+
+
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise GatewayError(400, f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.")
+    for name, value in body.items():
+        expected, valid = _FIELD_TYPES[name]
+        if not valid(value):
+            raise GatewayError(400, f"`{name}` must be {expected}.", param=name, code="invalid_type")
 
 
 def _actor(request: Request) -> str:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import date
 from importlib import resources
 from typing import Any
 
@@ -30,6 +31,7 @@ from starlette.responses import Response
 from gateway.api.answers import RefreshedAnswers
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
+from gateway.usage.aggregates import DayRows
 from gateway.usage.rankings import (
     Period,
     QueryError,
@@ -41,6 +43,8 @@ from gateway.usage.rankings import (
     ranking_query,
     series_query,
 )
+from gateway.usage.scoped import Scope, scoped_aggregates
+from gateway.usage.store import UsageStore
 
 log = logging.getLogger("gateway.usage")
 
@@ -104,6 +108,16 @@ def _unavailable(exc: Exception) -> GatewayError:
     return GatewayError(503, "The usage store could not be read; try again shortly.", code="usage_store_unavailable")
 
 
+async def _read(state: AppState, store: UsageStore, spans: dict[str, Period], scope: Scope) -> dict[date, DayRows]:
+    """The stored aggregates for everything; one tenant's rebuilt from the ledger's events."""
+    try:
+        if scope.everything:
+            return await store.read_aggregates(spans)
+        return await scoped_aggregates(store, spans, scope, state.settings.usage_max_apps_per_day)
+    except Exception as exc:
+        raise _unavailable(exc) from None
+
+
 def _spans(query: RankingQuery | SeriesQuery) -> dict[str, Period]:
     """The days a query reads; a QueryError naming `end` when they would start before year 1
     (date arithmetic overflows there: a bad parameter, not a store failure)."""
@@ -116,13 +130,41 @@ def _spans(query: RankingQuery | SeriesQuery) -> dict[str, Period]:
         ) from None
 
 
+def viewer_scope(state: AppState, request: Request) -> tuple[Scope, bool]:
+    """Whose traffic this request may see (see README, "Who sees what"): a client key its own
+    calls only; the admin key (or anyone on an open gateway) everything, narrowed by `?key=`
+    and `?team=`. A client key naming another key or a team is refused, not silently narrowed.
+    The flag says whether the viewer may see everything (the page offers filters then)."""
+    principal, everything = state.auth.authenticate_viewer(request)
+    params = request.query_params
+    key, team = params.get("key") or None, params.get("team") or None
+    if everything:
+        return Scope(key, team), True
+    if (key is not None and key != principal.key_name) or team is not None:
+        raise GatewayError(
+            403,
+            "A client key sees only its own usage; `key` and `team` filters need the admin key.",
+            param="team" if team is not None else "key",
+            code="admin_only",
+        )
+    return Scope(key=principal.key_name), False
+
+
+def _scoped(body: bytes, scope: Scope, everything: bool) -> bytes:
+    """The answer with whose traffic it counts (`scope`) and whether this viewer may see all
+    (the page shows the one and offers filters for the other); the kept answer is shared by
+    every viewer of one scope, so this is added per request."""
+    return body[:-1] + b',"scope":' + orjson.dumps({**scope.to_json(), "all_visible": everything}) + b"}"
+
+
 def register(app: FastAPI) -> None:
-    memo = AnswerMemo()
-    answers = RefreshedAnswers()
+    # Kept per query and scope: each tenant viewing its own page is a scope (two queries each).
+    memo = AnswerMemo(32)
+    answers = RefreshedAnswers(64)
 
     async def rankings(request: Request) -> Response:
         state: AppState = request.app.state.gateway
-        state.auth.authenticate(request)
+        scope, everything = viewer_scope(state, request)
         params = request.query_params
         try:
             query = ranking_query(params.get("window"), params.get("end"), params.get("limit"))
@@ -133,17 +175,15 @@ def register(app: FastAPI) -> None:
 
         async def produce() -> bytes:
             prices = prices_of(state.config.current)
-            try:
-                days = await store.read_aggregates(spans)
-            except Exception as exc:
-                raise _unavailable(exc) from None
-            return await memo.answer(query, (days, prices), lambda: compute_rankings(query, days, prices))
+            days = await _read(state, store, spans, scope)
+            return await memo.answer((query, scope), (days, prices), lambda: compute_rankings(query, days, prices))
 
-        return _json(await answers.answer(query, produce, state.settings.rankings_refresh_s))
+        body = await answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
+        return _json(_scoped(body, scope, everything))
 
     async def series(request: Request) -> Response:
         state: AppState = request.app.state.gateway
-        state.auth.authenticate(request)
+        scope, everything = viewer_scope(state, request)
         params = request.query_params
         try:
             query = series_query(
@@ -155,13 +195,11 @@ def register(app: FastAPI) -> None:
         store = _store(state)
 
         async def produce() -> bytes:
-            try:
-                days = await store.read_aggregates(spans)
-            except Exception as exc:
-                raise _unavailable(exc) from None
-            return await memo.answer(query, days, lambda: compute_series(query, days))
+            days = await _read(state, store, spans, scope)
+            return await memo.answer((query, scope), days, lambda: compute_series(query, days))
 
-        return _json(await answers.answer(query, produce, state.settings.rankings_refresh_s))
+        body = await answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
+        return _json(_scoped(body, scope, everything))
 
     web = resources.files("gateway") / "web"
     pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}

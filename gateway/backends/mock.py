@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.base import COMPLETIONS, EMBEDDINGS, Backend, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import COMPLETIONS, EMBEDDINGS, Backend, UpstreamRequest, UpstreamResponse
+from gateway.backends.errors import status_error
 from gateway.backends.mock_answers import (
     DEFAULT_DIMENSIONS,
     Answer,
@@ -191,7 +192,7 @@ class MockBackend(Backend):
             try:
                 body = orjson.dumps(embeddings_response(request.payload, dimensions))
             except GatewayError as exc:
-                raise UpstreamError("status", exc.message, status=exc.status, body=orjson.dumps(exc.body())) from None
+                raise status_error(exc.message, exc.status, orjson.dumps(exc.body())) from None
             if self.config.delay_ms:
                 await asyncio.sleep(self.config.delay_ms / 1000)
             return MockEmbeddings(body)

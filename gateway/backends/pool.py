@@ -7,6 +7,10 @@ included, uses the adapters of the config it was routed with, whatever reloads h
 meanwhile. A reload that leaves a backend's settings unchanged keeps its adapter (and its
 warm connections) in the new set; an adapter no set uses any more (changed or removed,
 and the last request holding an older set finished) is closed at once.
+
+The pool also holds the process's `CandidateGate` (gateway/backends/inflight.py: calls in
+flight per backend and in total, and per-model limits); every set hands out the same one,
+so counts carry across reloads.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 from collections.abc import Iterator
 
 from gateway.backends.base import Backend
+from gateway.backends.inflight import CandidateGate
 from gateway.config.schema import BackendConfig
 from gateway.config.snapshot import ConfigSnapshot
 from gateway.config.vendors import VENDORS
@@ -33,11 +38,14 @@ def create_backend(name: str, config: BackendConfig) -> Backend:
 class BackendSet:
     """The adapters of one config snapshot, leased by the requests routed with it."""
 
-    __slots__ = ("_backends", "_pool", "retired", "users")
+    __slots__ = ("_backends", "_pool", "gate", "retired", "users")
 
-    def __init__(self, backends: dict[str, Backend], pool: BackendPool | None) -> None:
+    def __init__(
+        self, backends: dict[str, Backend], pool: BackendPool | None, gate: CandidateGate | None = None
+    ) -> None:
         self._backends = backends
         self._pool = pool
+        self.gate = gate or CandidateGate()  # what the fallback loop asks before each call
         self.users = 0  # requests holding this set
         self.retired = False  # a newer snapshot replaced it
 
@@ -55,8 +63,9 @@ class BackendSet:
 
 
 class BackendPool:
-    def __init__(self) -> None:
-        self._current = BackendSet({}, self)
+    def __init__(self, gate: CandidateGate | None = None) -> None:
+        self.gate = gate or CandidateGate()
+        self._current = BackendSet({}, self, self.gate)
         self._holders: dict[Backend, int] = {}  # adapter -> live sets (current or leased) holding it
         self._closing: set[asyncio.Task] = set()
 
@@ -74,6 +83,7 @@ class BackendPool:
 
     def apply(self, snapshot: ConfigSnapshot) -> None:
         """Make the current set match the snapshot's enabled backends."""
+        self.gate.configure(snapshot)
         old = self._current
         fresh: dict[str, Backend] = {}
         for name, config in snapshot.backends.items():
@@ -81,7 +91,7 @@ class BackendPool:
             fresh[name] = kept if kept is not None and kept.config == config else create_backend(name, config)
         for backend in fresh.values():
             self._holders[backend] = self._holders.get(backend, 0) + 1
-        self._current = BackendSet(fresh, self)
+        self._current = BackendSet(fresh, self, self.gate)
         old.retired = True
         if old.users == 0:
             self._drop(old)
@@ -113,7 +123,7 @@ class BackendPool:
         """Shutdown: close every adapter still held, and wait for closes under way."""
         backends = list(self._holders)
         self._holders.clear()
-        self._current = BackendSet({}, None)
+        self._current = BackendSet({}, None, self.gate)
         for backend in backends:
             await backend.aclose()
         if self._closing:

@@ -1,4 +1,5 @@
-"""`gateway usage import FILE.jsonl` and `gateway usage export --start --end`.
+"""`gateway usage import FILE.jsonl`, `gateway usage export --start --end` and `gateway usage
+report` (spend per key, team or model: gateway.cli.usage_report).
 
 Both work on the configured store, as a gateway would: Redis when GATEWAY_REDIS_URL (or
 --redis-url) is set, else the SQLite file in GATEWAY_DATA_DIR (or --data-dir).
@@ -11,6 +12,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, BinaryIO
 
+from gateway.cli import usage_report
 from gateway.cli.store import add_store_flags, announce_store, settings_from
 
 if TYPE_CHECKING:
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("usage", help="import or export usage events (JSON Lines)")
+    p = sub.add_parser("usage", help="import or export usage events (JSON Lines), spend reports")
     usage_sub = p.add_subparsers(dest="usage_command", required=True)
     i = usage_sub.add_parser("import", help="load events from a JSONL file (idempotent by id)")
     i.add_argument("file", help="JSONL file, one event per line; - for stdin")
@@ -30,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     e.add_argument("--output", "-o", help="file to write (default: stdout)")
     add_store_flags(e)
     e.set_defaults(func=run_export)
+    usage_report.add_parser(usage_sub)
 
 
 def run_import(args: argparse.Namespace) -> int:

@@ -127,6 +127,9 @@ class BackendConfig(Strict):
     # from `timeout_s`, which bounds non-streamed answers and a stream's wait for its start.
     stream_idle_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
+    # Upstream calls in flight at once; past it the backend is skipped like one answering
+    # 429 (gateway/backends/inflight.py). None: max_connections.
+    max_inflight: int | None = Field(default=None, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     # The APIs this backend serves natively (passed through as is; the others are translated
     # through chat completions). Unset: the vendor registry's default for `type`; read the

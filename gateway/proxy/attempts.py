@@ -64,6 +64,7 @@ from gateway.backends.errors import (
     UpstreamUnreachable,
     status_error,
 )
+from gateway.backends.inflight import Skipped, Slot, skipped_error
 from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
@@ -137,12 +138,13 @@ async def open_answer(
     request a candidate judged invalid moves on too (a continuation's prefill that one
     candidate refuses, another may take)."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
-    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, plan)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, backends, plan)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
     failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
     attempts = 0
+    skipped: list[Skipped] = []  # candidates passed over uncalled: backend full, model at its limit
     pending = deque(decision.candidates)
     retried: dict[tuple[str, str], int] = {}  # offer key -> times asked again in this request
     hedge_after_s = _hedge_after(decision, snapshot)
@@ -166,16 +168,20 @@ async def open_answer(
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
+        slot = await backends.gate.enter(offer, backend)  # backpressure and per-model limits
+        if isinstance(slot, Skipped):
+            skipped.append(slot)
+            continue
         attempts += 1
         hedge = None
         if hedge_after_s is not None and attempts == 1 and attempts < decision.max_attempts:
             hedge = _next_candidate(pending, backends, call)
         try:
             if hedge is None:
-                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining))
+                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining, slot))
             else:
                 first = (offer, backend, upstream_call)
-                opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0)
+                opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0, slot)
                 if hedged:
                     attempts += 1
                     pending.remove(hedge[0])
@@ -201,6 +207,8 @@ async def open_answer(
             continue
         opened.upstream_s += upstream_s
         return opened
+    if last_error is None and skipped:
+        raise skipped_error(skipped)
     raise client_error(last_error, decision, outcome, redactor)
 
 
@@ -209,7 +217,7 @@ class _Failed(Exception):
     its offer, already recorded and reported."""
 
     def __init__(self, errors: list[tuple[UpstreamError, Offer]], elapsed: float, hedged: bool = False) -> None:
-        super().__init__(errors[-1][0].message)
+        super().__init__(errors[-1][0].message if errors else "skipped uncalled")
         self.errors = errors
         self.elapsed = elapsed
         self.hedged = hedged
@@ -240,14 +248,15 @@ def _next_candidate(pending: deque[Offer], backends: BackendSet, call: _Call) ->
 
 
 async def _hedged(
-    call: _Call, first: _Candidate, hedge: _Candidate, remaining: float, after_s: float
+    call: _Call, first: _Candidate, hedge: _Candidate, remaining: float, after_s: float, slot: Slot
 ) -> tuple[OpenedAnswer, bool]:
     """The first attempt, and past `after_s` without content the hedge too: the answer of the
     one that produced content first (and whether the hedge was started)."""
     started = time.perf_counter()
     result = await race(
-        call.attempt(*first, remaining),
-        lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started)),
+        call.attempt(*first, remaining, slot),
+        # The hedge takes its own slot when it starts (None: the attempt asks the gate).
+        lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started), None),
         after_s,
         _discard,
     )
@@ -276,6 +285,7 @@ class _Call:
     snapshot: ConfigSnapshot | None
     redactor: Redactor
     max_response_bytes: int
+    backends: BackendSet
     plan: Plan | None = None
 
     def plan_for(self, offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -283,10 +293,19 @@ class _Call:
             return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(self.chat, offer.upstream_id), CHAT)
         return self.plan(offer, backend)
 
-    async def attempt(self, offer: Offer, backend: Backend, call: UpstreamCall, remaining: float) -> OpenedAnswer:
+    async def attempt(
+        self, offer: Offer, backend: Backend, call: UpstreamCall, remaining: float, slot: Slot | None
+    ) -> OpenedAnswer:
         """One attempt, recorded on the outcome and reported to the observers; its failure
         raised as `_Failed`. A cancelled attempt is recorded as `cancelled` (or the label of
-        a `_Cancel` reason) and the cancellation propagates."""
+        a `_Cancel` reason) and the cancellation propagates. `slot`: its place in the
+        backend's calls in flight, taken by the loop; None (a hedge): taken here, and a
+        candidate that is full or at its model limit fails the hedge uncalled."""
+        if slot is None:
+            entered = await self.backends.gate.enter(offer, backend)
+            if isinstance(entered, Skipped):
+                raise _Failed([], 0.0)
+            slot = entered
         chat, outcome, observers = self.chat, self.outcome, self.observers
         outcome.offer = offer
         observers.attempt_started(offer)
@@ -301,7 +320,7 @@ class _Call:
         try:
             try:
                 async with asyncio.timeout(limit):
-                    response = await backend.send(request)
+                    response = slot.hold(await backend.send(request))  # its slot is freed when it closes
                     opened = await (
                         _pre_read_stream(
                             offer, response, chat, self.redactor, call.format, backend.config.stream_idle_timeout_s
@@ -312,6 +331,7 @@ class _Call:
             except TimeoutError:
                 raise FirstByteTimeout(f"{offer.backend}: no answer within {limit:.1f}s") from None
         except Exception as exc:
+            slot.release()
             error = _as_upstream_error(exc, offer)
             error = _misconfigured(error, offer, self.redactor, self.snapshot) or error
             elapsed = time.perf_counter() - started
@@ -320,6 +340,7 @@ class _Call:
             observers.attempt_finished(offer, attempt, None)
             raise _Failed([(error, offer)], elapsed) from None
         except BaseException as exc:
+            slot.release()
             # Cancelled (the client left, shutdown's deadline passed, a hedge won): this
             # attempt ends too, and observers pairing attempt_started with attempt_finished
             # must hear it.

@@ -32,9 +32,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.tenants.script_client import ScriptClient
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -365,9 +367,12 @@ class RedisCounters:
     trip per request under load, never a settlement held back longer than one loop turn.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, lean: bool = True) -> None:
         self._redis = redis
         self._script = redis.register_script(_SCRIPT)
+        # The script's own pipelined connection (gateway.tenants.script_client): a third of
+        # redis-py's client CPU per call; None (redis-py) for TLS, sockets, clusters.
+        self._lean = ScriptClient.for_client(redis, _SCRIPT) if lean else None
         self._pending: list[list[ScriptArg]] = []  # settlement argument groups
         self._flush_scheduled = False
 
@@ -391,13 +396,22 @@ class RedisCounters:
             period = clock.period(s.budget_period) if s.budget_usd is not None else ""
             args += [s.id, _opt(s.rpm), _opt(s.tpm), _opt(s.max_concurrent), budget, period]
         try:
-            result = await self._script(keys=[], args=[_pack(args)])
+            result = await self._run(_pack(args))
         except RedisConnectionError:
             self._restore(args)
             raise
         if result[0]:
             return Refused(scopes[int(result[0]) - 1], _KIND_INDEX[int(result[1])], float(result[2]), float(result[3]))
         return Window((float(result[1]), float(result[2])), (float(result[3]), float(result[4])))
+
+    async def _run(self, packed: str) -> Any:
+        if self._lean is not None:
+            return await self._lean.run(packed)
+        return await self._script(keys=[], args=[packed])
+
+    async def aclose(self) -> None:
+        if self._lean is not None:
+            await self._lean.aclose()
 
     def settle(self, scopes: tuple[Scope, ...], ask: Ask, window: int, tokens: int, nano: int, clock: Clock) -> None:
         """Queue the settlement; it reaches Redis with the next call (see the class docstring)."""
@@ -417,7 +431,7 @@ class RedisCounters:
         args = self._take_pending()
         if args[0]:
             try:
-                await self._script(keys=[], args=[_pack(args)])
+                await self._run(_pack(args))
             except RedisConnectionError:
                 self._restore(args)
                 raise

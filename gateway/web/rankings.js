@@ -61,6 +61,7 @@ async function getJSON(path) {
 }
 
 const LABELS = {window: "window", granularity: "chart", end: "end date"};
+const CONTROLS = ["window", "granularity", "end", "key", "team"];
 
 // The query string sets the controls; a value a control cannot take (`?window=year`) would
 // leave it blank and the API answering 400, so it falls back to the default, says so, and
@@ -69,7 +70,7 @@ function params() {
   const form = $("controls");
   const q = new URLSearchParams(location.search);
   const refused = [];
-  for (const name of ["window", "granularity", "end"]) {
+  for (const name of CONTROLS) {
     const wanted = q.get(name);
     if (!wanted) continue;
     const control = form.elements[name];
@@ -83,19 +84,22 @@ function params() {
   $("notice").textContent = refused.join(" ");
   $("notice").hidden = !refused.length;
   if (refused.length) history.replaceState(null, "", "?" + controlQuery().toString());
-  return {window: form.elements.window.value, granularity: form.elements.granularity.value, end: form.elements.end.value};
+  const value = (name) => form.elements[name].value.trim();
+  return {window: value("window"), granularity: value("granularity"), end: value("end"), key: value("key"), team: value("team")};
 }
 
 function controlQuery() {
   const p = new URLSearchParams();
   const form = $("controls");
-  for (const name of ["window", "granularity", "end"]) if (form.elements[name].value) p.set(name, form.elements[name].value);
+  for (const name of CONTROLS) if (form.elements[name].value.trim()) p.set(name, form.elements[name].value.trim());
   return p;
 }
 
 async function load() {
   const p = params();
-  const end = p.end ? "&end=" + encodeURIComponent(p.end) : "";
+  let end = p.end ? "&end=" + encodeURIComponent(p.end) : "";
+  // Whose traffic: the admin's filters (a client key's own traffic needs none).
+  for (const name of ["key", "team"]) if (p[name]) end += `&${name}=` + encodeURIComponent(p[name]);
   const periods = p.granularity === "day" ? 28 : 8;
   document.body.dataset.state = "loading";
   $("loading").hidden = false;
@@ -106,6 +110,7 @@ async function load() {
       getJSON(`/v1/rankings/series?granularity=${p.granularity}&periods=${periods}&limit=10${end}`),
     ]);
     $("key-prompt").hidden = true;
+    drawScope(rankings.scope);
     const colours = colourMap(series);
     drawChart(series, colours);
     drawLeaderboard(rankings, colours);
@@ -121,6 +126,17 @@ async function load() {
   } finally {
     $("loading").hidden = true;
   }
+}
+
+// Says whose traffic is shown; the key and team filters are there only for a viewer who may
+// see every tenant (a client key sees its own calls, and the API refuses it other filters).
+function drawScope(scope) {
+  $("admin-filters").hidden = !scope.all_visible;
+  const parts = [];
+  if (scope.key) parts.push(`key ${scope.key}`);
+  if (scope.team) parts.push(`team ${scope.team}`);
+  if (!scope.all_visible) $("scope").textContent = `Your key's own traffic (${scope.key}).`;
+  else $("scope").textContent = parts.length ? `Traffic of ${parts.join(", ")}.` : "All traffic on this gateway.";
 }
 
 function colourMap(series) {

@@ -19,7 +19,8 @@ from gateway.api.responses import (
     native_payload,
     parse_request,
 )
-from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, UpstreamError
+from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES
+from gateway.backends.errors import UpstreamProtocolError
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.relay import SseAccountant
 from tests.protocol import samples as S
@@ -127,7 +128,7 @@ def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing
     request = _parse(stream=True)
     stream = TranslatedStream(request)
     stream.feed(_sse(S.CHAT_STREAM_TEXT[:2])[: -len(b"data: [DONE]\n\n")])
-    tail = stream.broken(UpstreamError("protocol", "reset"))
+    tail = stream.broken(UpstreamProtocolError("reset"))
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
     assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
     assert request.response is None

@@ -49,7 +49,7 @@ async def test_base64_embeddings_are_float32_of_the_same_vector():
 async def test_a_bad_embeddings_request_fails_the_call_with_a_400_as_an_upstream_would():
     with pytest.raises(UpstreamError) as caught:
         await call(EMBEDDER, "/embeddings", {"model": "m", "input": []})
-    assert (caught.value.kind, caught.value.status, caught.value.retryable) == ("status", 400, False)
+    assert (type(caught.value).__name__, caught.value.status, caught.value.retryable) == ("ClientRejected", 400, False)
     assert orjson.loads(caught.value.body)["error"]["param"] == "input"
 
 

@@ -241,6 +241,8 @@ def test_fixture_matches_in_the_api_and_the_cli(kind, start_gateway, tmp_path, r
 
     api = rankings(gw.url, window="week", end=WEEK_END, limit=3)
     throughput = api.pop("throughput")
+    # The operator's static key (no admin key set) sees every tenant's traffic: said in `scope`.
+    assert api.pop("scope") == {"key": None, "team": None, "all_visible": True}
     assert api == EXPECTED
     assert [(t["model"], t["backend"], t["input_price"]) for t in throughput] == [
         ("deepseek/deepseek-v3.2", "deepseek", 0.28),

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import ContextTooLong, RateLimited, ServerError, UpstreamUnreachable, status_error
+from gateway.backends.inflight import CandidateGate
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
@@ -154,6 +155,7 @@ class Scripted(Backend):
 class Pool:
     def __init__(self, *backends: Backend) -> None:
         self.backends = {b.name: b for b in backends}
+        self.gate = CandidateGate()  # no limits configured: every candidate gets its call
 
     def get(self, name: str):
         return self.backends.get(name)

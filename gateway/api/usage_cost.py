@@ -1,0 +1,87 @@
+"""OpenRouter's usage accounting on the chat API: `usage: {"include": true}` in a request adds
+`cost` (USD) to the answer's `usage` object, in the final usage chunk for streams.
+
+The cost is the gateway's own, at the serving backend's list prices (`price_usd`, the same
+function the ledger and budgets use), so what a client reads is what its key was charged.
+Only requests that ask pay for it: their answer is parsed and written again (a non-streamed
+body once; a stream's events only when one carries `usage`); every other chat request takes
+the untouched path. The `usage` field itself is the gateway's: it is not sent upstream (OpenAI
+refuses unknown fields). Non-streamed answers carry `x-gateway-cost-usd` whatever was asked
+(`gateway.api.ingress`): a stream's headers leave before its cost is known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import ChatRequest
+from gateway.proxy.outcome import price_usd
+from gateway.proxy.usage import Usage
+
+
+def wants_cost(payload: dict[str, Any]) -> bool:
+    usage = payload.get("usage")
+    return isinstance(usage, dict) and usage.get("include") is True
+
+
+def usd_text(cost: float) -> str:
+    """A cost for a header: plain decimal, no exponent, no trailing zeros (`0.00042`)."""
+    text = f"{cost:.12f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _with_cost(usage: Any, offer: Offer) -> bool:
+    """Add `cost` to an OpenAI usage object in place; False when it is not one."""
+    parsed = Usage.from_openai(usage)
+    if parsed is None:
+        return False
+    usage["cost"] = round(price_usd(offer, parsed), 12)
+    return True
+
+
+def body_with_cost(body: bytes, offer: Offer) -> bytes:
+    """A non-streamed chat completion with `usage.cost`; as it was when it has no usage."""
+    answer = orjson.loads(body)  # the fallback loop already checked it is a JSON object
+    if isinstance(answer, dict) and _with_cost(answer.get("usage"), offer):
+        return orjson.dumps(answer)
+    return body
+
+
+class CostStream:
+    """Chat chunks forwarded as they are, except that an event carrying `usage` gains `cost`.
+
+    Fed whole events (the relay's accountant cuts the stream at event boundaries); events
+    without `"usage"` in their bytes are not parsed."""
+
+    passthrough = False
+
+    def __init__(self, offer: Offer, broken: Any) -> None:
+        self._offer = offer
+        self.broken = broken  # the chat stream's own error event
+
+    def feed(self, data: bytes) -> bytes:
+        if b'"usage"' not in data:
+            return data
+        events = data.split(b"\n\n")
+        for i, event in enumerate(events):
+            if b'"usage"' in event and event.startswith(b"data: {"):
+                try:
+                    chunk = orjson.loads(event[6:])
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(chunk, dict) and _with_cost(chunk.get("usage"), self._offer):
+                    events[i] = b"data: " + orjson.dumps(chunk)
+        return b"\n\n".join(events)
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def ask_for_usage(chat: ChatRequest) -> None:
+    """A stream whose client asked for usage accounting gets the usage chunk, as with
+    `stream_options.include_usage` (OpenRouter sends it for `usage.include` alone)."""
+    if chat.stream:
+        chat.include_usage = True

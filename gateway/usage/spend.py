@@ -1,0 +1,100 @@
+"""Spend reports: what each key, team or model spent over a UTC day, ISO week or calendar
+month, summed from the ledger's events. Pure functions; `gateway usage report` prints them.
+
+Windows follow the budgets (gateway.tenants.limits counts spend per UTC day and calendar
+month), so a key's monthly line here is what its monthly budget is measured against; a week
+is the ISO week (Monday to Sunday). Requests and failures count the row that ended each call
+(`final`); tokens and cost add every row, failed attempts included, since an upstream that
+failed mid-answer may still have billed. Cost is summed in nano-dollars, so the total is
+exactly the sum of the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from gateway.usage.aggregates import NANOS_PER_USD, cost_nanos
+from gateway.usage.events import UsageEvent
+
+GROUPINGS = ("key", "team", "model")
+WINDOWS = ("day", "week", "month")
+NO_KEY, NO_TEAM = "(no key)", "(no team)"
+
+
+def window_of(name: str, end: date) -> tuple[date, date]:
+    """The first and last UTC day of the `name` window that holds `end`."""
+    if name == "day":
+        return end, end
+    if name == "week":
+        start = end - timedelta(days=end.weekday())
+        return start, start + timedelta(days=6)
+    if name == "month":
+        start = end.replace(day=1)
+        following = (start + timedelta(days=32)).replace(day=1)
+        return start, following - timedelta(days=1)
+    raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {name!r}")
+
+
+@dataclass(slots=True)
+class SpendLine:
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_nanos: int = 0
+
+    def add(self, event: UsageEvent) -> None:
+        if event.final:
+            self.requests += 1
+            self.failed += 0 if event.succeeded else 1
+        self.prompt_tokens += event.prompt_tokens
+        self.completion_tokens += event.completion_tokens
+        self.cost_nanos += cost_nanos(event.cost)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost_nanos / NANOS_PER_USD,
+        }
+
+
+def _name(event: UsageEvent, by: str) -> str:
+    if by == "key":
+        return event.key or NO_KEY
+    if by == "team":
+        return event.team or NO_TEAM
+    return event.model
+
+
+def spend_report(events: Iterable[UsageEvent], by: str, window: str, start: date, end: date) -> dict[str, Any]:
+    """Spend per `by` (key, team or model), most expensive first (then most tokens, then name)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+    lines: dict[str, SpendLine] = {}
+    total = SpendLine()
+    for event in events:
+        if not start <= event.day <= end:
+            continue
+        name = _name(event, by)
+        line = lines.get(name)
+        if line is None:
+            line = lines[name] = SpendLine()
+        line.add(event)
+        total.add(event)
+    ordered = sorted(
+        lines.items(),
+        key=lambda item: (-item[1].cost_nanos, -(item[1].prompt_tokens + item[1].completion_tokens), item[0]),
+    )
+    return {
+        "by": by,
+        "window": {"name": window, "start": start.isoformat(), "end": end.isoformat()},
+        "rows": [{by: name, **line.to_json()} for name, line in ordered],
+        "totals": total.to_json(),
+    }

@@ -1,0 +1,129 @@
+"""`gateway usage report`: spend per key, team or model, read from the store by the real CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pytest
+
+from gateway.usage.events import UsageEvent
+from gateway.usage.jsonl import event_line
+from gateway.usage.spend import spend_report, window_of
+from tests.e2e.usage_helpers import gateway_cli
+
+
+def _event(id, day, key, team, model, prompt, completion, cost, *, status=200, final=True):
+    return UsageEvent(
+        id=id,
+        timestamp=datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=UTC),
+        model=model,
+        backend="up",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost=cost,
+        status=status,
+        key=key,
+        team=team,
+        final=final,
+    )
+
+
+# March 2025: alice (red) 3 calls, bob (blue) 2 (one failed after a failed attempt), an open call.
+EVENTS = [
+    _event("a1", "2025-03-03", "alice", "red", "qwen/qwen3-32b", 100, 50, 0.25),
+    _event("a2", "2025-03-10", "alice", "red", "deepseek/deepseek-v3.2", 1000, 500, 1.5),
+    _event("a3", "2025-03-12", "alice", "red", "qwen/qwen3-32b", 10, 5, 0.125),
+    _event("b0", "2025-03-12", "bob", "blue", "qwen/qwen3-32b", 0, 0, 0.0, status=502, final=False),
+    _event("b1", "2025-03-12", "bob", "blue", "qwen/qwen3-32b", 200, 100, 0.5),
+    _event("b2", "2025-03-16", "bob", "blue", "qwen/qwen3-32b", 0, 0, 0.0, status=429),
+    _event("o1", "2025-03-31", None, None, "deepseek/deepseek-v3.2", 40, 20, 0.0625),
+    _event("x1", "2025-04-01", "alice", "red", "qwen/qwen3-32b", 9999, 9999, 99.0),  # next month
+    _event("x2", "2025-02-28", "bob", "blue", "qwen/qwen3-32b", 9999, 9999, 99.0),  # month before
+]
+
+
+def test_windows_are_the_budgets_calendar_ones():
+    assert window_of("day", date(2025, 3, 12)) == (date(2025, 3, 12), date(2025, 3, 12))
+    assert window_of("week", date(2025, 3, 12)) == (date(2025, 3, 10), date(2025, 3, 16))  # ISO week, Mon-Sun
+    assert window_of("month", date(2025, 3, 12)) == (date(2025, 3, 1), date(2025, 3, 31))
+    assert window_of("month", date(2024, 12, 31)) == (date(2024, 12, 1), date(2024, 12, 31))
+    assert window_of("month", date(2024, 2, 10)) == (date(2024, 2, 1), date(2024, 2, 29))
+    with pytest.raises(ValueError):
+        window_of("year", date(2025, 3, 12))
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event_line(e) for e in EVENTS))
+    data = tmp_path / "data"
+    done = gateway_cli("usage", "import", str(path), "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return data
+
+
+def report(data, *args: str) -> dict:
+    done = gateway_cli("usage", "report", *args, "--json", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_spend_by_key_for_a_month(data_dir):
+    body = report(data_dir, "--by", "key", "--window", "month", "--end", "2025-03-12")
+    assert body["window"] == {"name": "month", "start": "2025-03-01", "end": "2025-03-31"}
+    rows = {row["key"]: row for row in body["rows"]}
+    assert [row["key"] for row in body["rows"]] == ["alice", "bob", "(no key)"]  # most spent first
+    assert rows["alice"] == {
+        "key": "alice", "requests": 3, "failed": 0, "prompt_tokens": 1110, "completion_tokens": 555,
+        "tokens": 1665, "cost_usd": 1.875,
+    }  # fmt: skip
+    # bob: the failed attempt before b1 is not a request; b2 (429) is one, and failed.
+    assert (rows["bob"]["requests"], rows["bob"]["failed"], rows["bob"]["cost_usd"]) == (2, 1, 0.5)
+    assert rows["(no key)"]["cost_usd"] == 0.0625
+    assert body["totals"]["requests"] == 6 and body["totals"]["cost_usd"] == 1.875 + 0.5 + 0.0625
+
+
+def test_spend_by_team_and_model_for_a_week_and_a_day(data_dir):
+    week = report(data_dir, "--by", "team", "--window", "week", "--end", "2025-03-14")
+    assert week["window"]["start"] == "2025-03-10" and week["window"]["end"] == "2025-03-16"
+    assert [(r["team"], r["requests"], r["cost_usd"]) for r in week["rows"]] == [("red", 2, 1.625), ("blue", 2, 0.5)]
+    day = report(data_dir, "--by", "model", "--window", "day", "--end", "2025-03-12")
+    assert [(r["model"], r["requests"], r["tokens"]) for r in day["rows"]] == [("qwen/qwen3-32b", 2, 315)]
+
+
+def test_the_table_shows_every_row_and_the_total(data_dir):
+    done = gateway_cli(
+        "usage", "report", "--by", "team", "--window", "month", "--end", "2025-03-01", "--data-dir", str(data_dir)
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.decode().splitlines()
+    assert lines[0] == "Spend by team, month 2025-03-01 – 2025-03-31 (UTC)"
+    assert lines[1].split() == ["Team", "Requests", "Failed", "Prompt", "Completion", "Tokens", "Cost", "(USD)"]
+    assert lines[2].split() == ["red", "3", "0", "1.11K", "555", "1.67K", "1.875000"]
+    assert lines[3].split() == ["blue", "2", "1", "200", "100", "300", "0.500000"]
+    assert lines[4].split() == ["(no", "team)", "1", "0", "40", "20", "60", "0.062500"]
+    assert lines[5].split() == ["Total", "6", "1", "1.35K", "675", "2.02K", "2.437500"]
+    assert "gateway usage report reads SQLite" in done.stderr.decode()
+
+
+def test_an_empty_window_and_bad_arguments(data_dir):
+    empty = gateway_cli("usage", "report", "--window", "day", "--end", "2030-01-01", "--data-dir", str(data_dir))
+    assert empty.returncode == 0 and "No usage recorded in this window." in empty.stdout.decode()
+    bad = gateway_cli("usage", "report", "--end", "March", "--data-dir", str(data_dir))
+    assert bad.returncode == 2 and "--end must be YYYY-MM-DD" in bad.stderr.decode()
+    assert gateway_cli("usage", "report", "--by", "app", "--data-dir", str(data_dir)).returncode == 2
+
+
+def test_the_report_reads_redis_when_configured(tmp_path, redis_server):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event_line(e) for e in EVENTS))
+    # Kept past the default 35 days of raw events, which would expire 2025's streams at once.
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_EVENTS_RETENTION_DAYS": "0"}
+    assert gateway_cli("usage", "import", str(path), env=env).returncode == 0
+    done = gateway_cli("usage", "report", "--by", "key", "--window", "month", "--end", "2025-03-05", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert [(r["key"], r["cost_usd"]) for r in json.loads(done.stdout)["rows"]] == [
+        ("alice", 1.875), ("bob", 0.5), ("(no key)", 0.0625),
+    ]  # fmt: skip
+    assert spend_report(EVENTS, "key", "month", date(2025, 3, 1), date(2025, 3, 31)) == json.loads(done.stdout)
