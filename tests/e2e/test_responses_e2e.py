@@ -462,3 +462,18 @@ def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not
     (row,) = [e for e in ledger(gw, 1) if e["final"]]
     assert (row["endpoint"], row["status"], row["attempts"]) == ("responses", 502, 1)
     assert len(upstream.received) == 1  # content had reached the client: no second attempt
+
+
+def test_two_workers_share_the_embedded_store(start_gateway, upstream):
+    """`--workers 2` without Redis: both workers read and write the one SQLite file, so a
+    conversation continues whichever worker takes each request."""
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=KEYS, workers=2)
+    ids = []
+    for i in range(6):  # a new connection each time: either worker may answer
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-alice", max_retries=0) as client:
+            previous = {"previous_response_id": ids[-1]} if ids else {}
+            ids.append(client.responses.create(model="auto", input=f"Turn {i}.", **previous).id)
+    assert len(upstream.received[-1].body["messages"]) == 2 * 6 - 1  # five earlier turns and answers, then this one
+    for response_id in ids:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-alice", max_retries=0) as client:
+            assert client.responses.retrieve(response_id).id == response_id
