@@ -495,3 +495,31 @@ routes:
         assert upstream.received[0].body["messages"] == [{"role": "user", "content": "Say hello."}]
     finally:
         vllm.stop()
+
+
+def test_a_translated_stream_without_upstream_usage_ends_with_an_estimate(gw, client, upstream):
+    upstream.reset(send_usage=False)
+    with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    [row] = ledger(gw, 1)
+    assert row["estimated"] is True and row["endpoint"] == "messages" and row["status"] == 200
+
+
+def test_a_native_stream_that_breaks_mid_answer_ends_with_an_error_event(gw, claude):
+    claude.reset(break_after_events=4)  # message_start, ping, content_block_start, one delta
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body, headers=headers) as response:
+        text = response.read().decode()
+    blocks = [b for b in text.split("\n\n") if b]
+    assert [b.split("\n")[0] for b in blocks] == [
+        "event: message_start",
+        "event: ping",
+        "event: content_block_start",
+        "event: content_block_delta",
+        "event: error",
+    ]
+    assert json.loads(blocks[-1].split("data: ", 1)[1])["error"]["type"] == "api_error"
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["endpoint"], row["backend"]) == (502, "messages", "claude")
