@@ -122,15 +122,23 @@ class _FromChat:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
+        stream = self._stream
         for event in data.split(b"\n\n"):
-            payload = data_of(event) if event else None
+            # The relay forwards chat events as `data: {...}` lines; anything else it passed
+            # (comments, other fields) goes through the general reader.
+            payload = event[6:] if event.startswith(b"data: {") else data_of(event) if event else None
             if payload is None or payload == b"[DONE]":
                 continue
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 continue  # the relay forwards only well-formed events; nothing to translate
-            out.extend(encode_event(e) for e in self._stream.feed(chunk))
+            if type(chunk) is dict:
+                fast = stream.text_delta(chunk)
+                if fast is not None:
+                    out.append(fast)
+                    continue
+            out.extend(encode_event(e) for e in stream.feed(chunk))
         return b"".join(out)
 
     def finish(self) -> bytes:
