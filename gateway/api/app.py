@@ -11,7 +11,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, responses, scrape, stored_responses
+from gateway.api import (
+    admin,
+    chat,
+    explain,
+    keys,
+    messages,
+    models,
+    rankings,
+    responses,
+    scrape,
+    stored_responses,
+)
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -119,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
     chat.register(app)
+    messages.register(app)
     models.register(app)
     admin.register(app)
     explain.register(app)
@@ -127,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     keys.register(app)
     stored_responses.register(app)
     responses.register(app)
-    return FastPathApp(app, {**chat.FAST_ROUTES, **responses.FAST_ROUTES})
+    return FastPathApp(app, {**chat.FAST_ROUTES, **messages.FAST_ROUTES, **responses.FAST_ROUTES})
 
 
 def _wire_metrics(state: AppState) -> None:

@@ -151,7 +151,7 @@ def client_request_id(value: str | None) -> str | None:
     return None
 
 
-class _HeadersOnly:
+class HeadersOnly:
     """What authentication reads of a request: its headers, and the peer's address (failed
     authentications are throttled per client address)."""
 
@@ -221,7 +221,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
     backends: BackendSet | None = None
     try:
         try:
-            principal = state.auth.authenticate(_HeadersOnly(headers, scope.get("client")))
+            principal = state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
             snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
             backends = state.backends.acquire()  # and its adapters, taken in the same step
             body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)

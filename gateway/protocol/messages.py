@@ -18,6 +18,8 @@ Mappings chosen where the APIs differ:
   native pass-through to Anthropic backends never comes through here.
 - Earlier `thinking` blocks in the history are dropped: chat backends take no reasoning
   input, and DeepSeek rejects a request that carries it.
+- A `system` message inside `messages` (Anthropic's mid-conversation system messages) becomes
+  a chat system message at the same position.
 - Chat usage counts cached prompt tokens inside `prompt_tokens`; Anthropic's
   `input_tokens` excludes cache reads, which go in `cache_read_input_tokens`.
 """
@@ -110,7 +112,7 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     if system:
         messages.append({"role": "system", "content": system})
     for i, turn in enumerate(turns):
-        messages += _turn(turn, f"messages.{i}")
+        messages += _turn(turn, f"messages.{i}", first=i == 0)
 
     chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
     for name in ("temperature", "top_p", "top_k"):
@@ -154,24 +156,31 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _system_text(system: Any) -> str:
+def _system_text(system: Any, where: str = "system") -> str:
     if system is None or isinstance(system, str):
         return system or ""
     if not isinstance(system, list):
-        raise invalid_request("system: must be a string or an array of text blocks.", "system")
+        raise invalid_request(f"{where}: must be a string or an array of text blocks.", where)
     texts = []
     for i, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise invalid_request(f"system.{i}: must be a text block.", f"system.{i}")
+            raise invalid_request(f"{where}.{i}: must be a text block.", f"{where}.{i}")
         if not block["text"].startswith(_BILLING_HEADER):
             texts.append(block["text"])
     return "\n\n".join(texts)
 
 
-def _turn(turn: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
-        raise invalid_request(f"{where}.role: must be `user` or `assistant`.", f"{where}.role")
+def _turn(turn: Any, where: str, first: bool = False) -> list[dict[str, Any]]:
+    # Anthropic accepts a `system` turn after the conversation's first (user) turn: its
+    # mid-conversation system messages. Claude Code sends one to newer models; it becomes
+    # chat's system message at the same position.
+    roles = ("user", "assistant") if first else ("user", "assistant", "system")
+    if not isinstance(turn, dict) or turn.get("role") not in roles:
+        allowed = "`user` or `assistant`" if first else "`user`, `assistant` or `system`"
+        raise invalid_request(f"{where}.role: must be {allowed}.", f"{where}.role")
     content = turn.get("content")
+    if turn["role"] == "system":
+        return [{"role": "system", "content": _system_text(content, f"{where}.content")}]
     if isinstance(content, str):
         return [{"role": turn["role"], "content": content}]
     if not isinstance(content, list):
@@ -515,6 +524,32 @@ class MessageStream:
         if self._stop and self._usage is not None:
             events += self._end()
         return events
+
+    def text_delta(self, chunk: dict[str, Any]) -> bytes | None:
+        """The encoded event for a chunk that only continues the open text block (the bulk of
+        a stream), built without the general path's intermediate objects; None for any other
+        chunk, which then goes through `feed`. The bytes are exactly `encode_event` of what
+        `feed` returns for it."""
+        if self._open != "text" or self._closed or chunk.get("usage") or "error" in chunk:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is not dict or choice.get("finish_reason") or choice.get("index", 0) != 0:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text or len(delta) > 2 or (len(delta) == 2 and "role" not in delta):
+            return None
+        self._generated_bytes += len(text.encode())
+        return (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(self._index).encode()
+            + b',"delta":{"type":"text_delta","text":'
+            + orjson.dumps(text)
+            + b"}}\n\n"
+        )
 
     def finish(self) -> list[dict[str, Any]]:
         """At the end of the chat stream: close whatever is still open."""
