@@ -26,14 +26,15 @@ backends:
     api_key: {key}
     timeout_s: 5
     models:
-      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, input_price: 3.0, output_price: 15.0}}
+      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, max_output_tokens: 64000, input_price: 3.0, output_price: 15.0}}
   compat:
     type: openai
     base_url: {openai_url}
     api_key: {compat_key}
     timeout_s: 5
     models:
-      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, input_price: 1.0, output_price: 2.0}}
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, context_length: 262144, max_output_tokens: 65536, input_price: 1.0, output_price: 2.0}}
+      qwen/qwen3-small: {{upstream_id: Qwen/Qwen3-0.6B, context_length: 2000}}
   dormant:
     type: openai
     base_url: {openai_url}
@@ -46,6 +47,7 @@ routes:
   native-first: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5, qwen/qwen3-coder]}}
   chat-first: {{strategy: ordered, models: [qwen/qwen3-coder, anthropic/claude-sonnet-4.5]}}
   offline: {{models: [acme/offline]}}
+  small: {{models: [qwen/qwen3-small]}}
 rate_limits:
   keys: {{limited: 1}}
 """
@@ -495,3 +497,46 @@ routes:
         assert upstream.received[0].body["messages"] == [{"role": "user", "content": "Say hello."}]
     finally:
         vllm.stop()
+
+
+def test_a_translated_stream_without_upstream_usage_ends_with_an_estimate(gw, client, upstream):
+    upstream.reset(send_usage=False)
+    with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    [row] = ledger(gw, 1)
+    assert row["estimated"] is True and row["endpoint"] == "messages" and row["status"] == 200
+
+
+def test_a_native_stream_that_breaks_mid_answer_ends_with_an_error_event(gw, claude):
+    claude.reset(break_after_events=4)  # message_start, ping, content_block_start, one delta
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body, headers=headers) as response:
+        text = response.read().decode()
+    blocks = [b for b in text.split("\n\n") if b]
+    assert [b.split("\n")[0] for b in blocks] == [
+        "event: message_start",
+        "event: ping",
+        "event: content_block_start",
+        "event: content_block_delta",
+        "event: error",
+    ]
+    assert json.loads(blocks[-1].split("data: ", 1)[1])["error"]["type"] == "api_error"
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["endpoint"], row["backend"]) == (502, "messages", "claude")
+
+
+def test_max_tokens_is_a_ceiling_capped_to_what_each_candidate_can_produce(gw, client, claude, upstream):
+    """Claude Code asks 32000-128000 whatever the model: never a reason to refuse a backend."""
+    client.messages.create(model="open", max_tokens=128000, messages=HELLO)
+    assert upstream.received[-1].body["max_tokens"] == 65536  # the offer's max_output_tokens
+    client.messages.create(model="claude", max_tokens=128000, messages=HELLO)
+    assert claude.received[-1].body["max_tokens"] == 64000  # natively too
+    client.messages.create(model="open", max_tokens=300, messages=HELLO)
+    assert upstream.received[-1].body["max_tokens"] == 300  # below every cap: as asked
+    # A small context: what is left of it after the prompt's estimate.
+    body = {"model": "small", "max_tokens": 5000, "messages": HELLO}
+    client.messages.create(**body)
+    prompt = estimate_prompt_tokens(messages_to_chat(body))
+    assert upstream.received[-1].body["max_tokens"] == 2000 - prompt

@@ -56,6 +56,7 @@ class AnthropicBehaviour:
     thinking: str | None = None  # a thinking block (with a signature) before the text
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
+    break_after_events: int | None = None  # drop the connection after N stream events
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -120,7 +121,7 @@ class FakeAnthropic:
         }
         if not body.get("stream"):
             return _json(message, headers=b.headers)
-        return StreamingResponse(self._events(message), media_type="text/event-stream", headers=b.headers)
+        return StreamingResponse(self._stream(message), media_type="text/event-stream", headers=b.headers)
 
     def _problem(self, request: Request, body: dict) -> tuple[int, str, str] | None:
         bearer = self.accept_bearer and request.headers.get("authorization") == f"Bearer {self.api_key}"
@@ -161,6 +162,15 @@ class FakeAnthropic:
             "cache_read_input_tokens": b.cache_read_tokens,
             "output_tokens": output_tokens,
         }
+
+    async def _stream(self, message: dict):
+        limit = self.behaviour.break_after_events
+        sent = 0
+        async for event in self._events(message):
+            if limit is not None and sent >= limit:
+                raise RuntimeError("fake anthropic breaks the stream on purpose")
+            sent += 1
+            yield event
 
     async def _events(self, message: dict):
         b = self.behaviour
