@@ -18,38 +18,18 @@ fails any filter is not tried.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gateway.config.schema import MaxPrice
 from gateway.config.snapshot import ConfigSnapshot
+from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate
 from gateway.routing.facts import RequestFacts
 from gateway.routing.overrides import NO_PREFS, ProviderPrefs
+from gateway.routing.reasons import Verdict
 
-if TYPE_CHECKING:
-    from gateway.routing.live import Admission
+__all__ = ["FILTERS", "FilterContext", "Verdict", "completion_budget", "evaluate", "passes", "price_ceilings"]
 
 FILTERS = ("provider", "context_length", "capabilities", "max_price", "circuit")
-
-
-class Verdict:
-    """One filter's judgement of one candidate. The reason is formatted only when read
-    (explanations, errors), not on every request."""
-
-    __slots__ = ("_args", "_text", "filter", "passed")
-
-    def __init__(self, filter: str, passed: bool, text: str, *args: object) -> None:
-        self.filter = filter
-        self.passed = passed
-        self._text = text
-        self._args = args
-
-    @property
-    def reason(self) -> str:
-        return self._text.format(*self._args) if self._args else self._text
-
-    def __repr__(self) -> str:
-        return f"Verdict({self.filter!r}, {self.passed}, {self.reason!r})"
 
 
 @dataclass(slots=True)
@@ -84,11 +64,13 @@ def check_provider(candidate: Candidate, ctx: FilterContext) -> Verdict:
 
 
 def completion_budget(candidate: Candidate, facts: RequestFacts) -> int:
-    """Tokens to reserve for the answer: what was asked, else the reserve capped by the backend."""
-    limit = candidate.offer.spec.max_output_tokens
-    if facts.completion_asked or limit is None:
-        return facts.completion_tokens
-    return min(facts.completion_tokens, limit)
+    """Tokens to reserve for the answer: what was asked, else the reserve capped by the backend.
+    The context filter and the cost strategy both read it (`passes` repeats it in line)."""
+    limit = candidate.max_output_tokens
+    reserve = facts.completion_tokens
+    if facts.completion_asked or limit is None or reserve <= limit:
+        return reserve
+    return limit
 
 
 def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
@@ -207,7 +189,7 @@ def passes(
 
 
 def evaluate(
-    candidate: Candidate, ctx: FilterContext, ceilings, admission: Admission | None
+    candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: Admission | None
 ) -> tuple[tuple[Verdict, ...], bool]:
     """Every filter's verdict, and whether the candidate passed them all."""
     verdicts = (

@@ -16,11 +16,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.config.schema import CircuitConfig
+from gateway.routing.admission import CLOSED, Admission
 from gateway.routing.deltas import PendingShare
-from gateway.routing.filters import Verdict
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
 from gateway.routing.stats import Key, Observed, StatsBook
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gateway.config.snapshot import ConfigSnapshot, Offer
-    from gateway.proxy.outcome import Attempt, CallOutcome
     from gateway.routing.candidates import Candidate
 
 
@@ -41,19 +40,40 @@ class CircuitStatus:
     state: str  # closed | half_open | open
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    reason: str
-    state: CircuitState
-    cooling_for_s: float = 0.0  # > 0: an upstream Retry-After still runs; rank it last
+class AttemptResult(Protocol):
+    """What the circuits read of one attempt (`gateway.proxy.outcome.Attempt` is one): routing
+    sits below the proxy, so it names the fields it reads instead of importing the class."""
 
     @property
-    def verdict(self) -> Verdict:
-        return Verdict("circuit", self.admitted, self.reason)
+    def error(self) -> str | None: ...
+    @property
+    def retry_after_s(self) -> float | None: ...
+    @property
+    def duration_s(self) -> float: ...
 
 
-CLOSED = Admission(True, "closed", CircuitState.CLOSED)
+class TokenCount(Protocol):
+    @property
+    def completion_tokens(self) -> int: ...
+
+
+class FinishedCall(Protocol):
+    """What the stats read of a finished call (`gateway.proxy.outcome.CallOutcome` is one)."""
+
+    @property
+    def offer(self) -> Offer | None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def ttft_s(self) -> float | None: ...
+    @property
+    def usage(self) -> TokenCount | None: ...
+    @property
+    def attempts(self) -> Sequence[AttemptResult]: ...
+
+
 DEFAULT_CIRCUIT = CircuitConfig()  # for an offer whose backend left the config meanwhile
 
 
@@ -145,7 +165,7 @@ class LiveState:
     def attempt_started(self, offer: Offer) -> None:
         self.circuits.started(offer.key, self.clock())
 
-    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+    def attempt_finished(self, offer: Offer, attempt: AttemptResult, ttft_s: float | None) -> None:
         now = self.clock()
         key = offer.key
         snapshot = self._snapshot()
@@ -171,7 +191,7 @@ class LiveState:
             if pending is not None:
                 pending.failure(now, policy.failure_threshold)
 
-    def call_finished(self, outcome: CallOutcome) -> None:
+    def call_finished(self, outcome: FinishedCall) -> None:
         offer, usage = outcome.offer, outcome.usage
         if offer is None or outcome.status >= 400 or not outcome.attempts or outcome.attempts[-1].error is not None:
             return

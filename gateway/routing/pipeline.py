@@ -23,14 +23,17 @@ from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
+from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate, gather
 from gateway.routing.classify import classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
-from gateway.routing.live import Admission, LiveState
+from gateway.routing.filters import FilterContext, evaluate, passes, price_ceilings
+from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
-from gateway.routing.rank import SORT_STRATEGY, Entry, Score, first_per_model, order_candidates, ranked, try_order
+from gateway.routing.rank import Entry, first_per_model, order_candidates, ranked, try_order
+from gateway.routing.reasons import Score, Verdict
 from gateway.routing.resolve import Target, resolve
+from gateway.routing.strategies import SORT_STRATEGY, Ranking
 
 
 @dataclass(slots=True)
@@ -160,7 +163,9 @@ def plan(
 
     rng = live.rng if live is not None and explore else None
     weights = route.weights if route else {}
-    entries, explored = order_candidates(eligible, strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    entries, explored = order_candidates(
+        eligible, Ranking(strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    )
     tried = first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
     fallback = settings.fallback

@@ -1,0 +1,64 @@
+"""The strategy registry is the one list: the YAML schema, `provider.sort`, the docs and the
+ranking all agree with it, and a strategy added to it ranks without touching anything else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import get_args
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config.schema import GatewaySettings, RouteConfig, RoutingSettings, Strategy
+from gateway.routing import strategies
+from gateway.routing.admission import CLOSED
+from gateway.routing.candidates import gather
+from gateway.routing.facts import request_facts
+from gateway.routing.overrides import SORTS
+from gateway.routing.rank import rank
+from gateway.routing.resolve import resolve
+from gateway.routing.strategies import SORT_STRATEGY, STRATEGIES, Ranking, Scored
+from tests.routing.support import POLICY, chat, snapshot_from
+
+README = Path(__file__).resolve().parents[2] / "policies" / "README.md"
+
+
+def test_the_schema_accepts_exactly_the_registered_strategies():
+    assert set(get_args(Strategy)) == set(STRATEGIES)
+    for name in STRATEGIES:
+        assert RouteConfig(strategy=name, models=["m"]).strategy == name
+    with pytest.raises(ValidationError) as caught:
+        RouteConfig(strategy="fastest", models=["m"])
+    assert all(f"'{name}'" in str(caught.value) for name in STRATEGIES)
+
+
+def test_provider_sort_values_each_select_a_registered_strategy():
+    assert set(SORT_STRATEGY) == set(SORTS)
+    assert set(SORT_STRATEGY.values()) <= set(STRATEGIES)
+
+
+def test_the_docs_table_lists_exactly_the_registered_strategies():
+    text = README.read_text()
+    table = text.split("Strategies order the candidates", 1)[1].split("\n\n", 2)[1]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert documented == list(STRATEGIES)
+
+
+def test_a_strategy_added_to_the_registry_ranks_with_nothing_else_changed(monkeypatch):
+    """The worked example of policies/README.md: one function and one entry."""
+
+    def alphabetical(candidate, seen, how) -> Scored:
+        return 0.0 if candidate.offer.backend == "pricey" else 1.0, 0.0, False, "backend {}", (candidate.offer.backend,)
+
+    monkeypatch.setitem(STRATEGIES, "pricey_first", strategies.Strategy(alphabetical))
+    snap = snapshot_from(POLICY)
+    eligible = [(c, CLOSED) for c in gather([resolve("big/long", snap)], "chat", snap)]
+    facts = request_facts(chat("hello"), GatewaySettings())
+    ranked = rank(eligible, Ranking("pricey_first", facts, None, RoutingSettings(exploration=0.0)))
+    assert [r.candidate.offer.backend for r in ranked] == ["pricey", "cheap"]
+    assert ranked[0].score.detail == "backend pricey"
+    assert [r.candidate.offer.backend for r in rank(eligible, Ranking("cost", facts, None, RoutingSettings()))] == [
+        "cheap",
+        "pricey",
+    ]
