@@ -27,7 +27,8 @@ from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate, gather
 from gateway.routing.classify import classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, evaluate, passes, price_ceilings
+from gateway.routing.filters import FilterContext, evaluate, price_ceilings
+from gateway.routing.filters import eligible as filter_eligible
 from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
 from gateway.routing.rank import Entry, first_per_model, order_candidates, ranked, try_order
@@ -65,7 +66,7 @@ class _Workings:
     """
 
     considered: Sequence[Candidate]
-    admissions: list[Admission | None]
+    admissions: Sequence[Admission | None]
     ctx: FilterContext
     ceilings: tuple[float | None, float | None]
     entries: list[Entry]  # every eligible candidate, ranked
@@ -153,13 +154,10 @@ def plan(
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
     considered = gather(targets, guess.task, snapshot)
-    eligible: list[tuple[Candidate, Admission | None]] = []
-    admissions: list[Admission] | list[None] = (
+    admissions: Sequence[Admission | None] = (
         live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
     )
-    for candidate, admission in zip(considered, admissions):
-        if passes(candidate, ctx, ceilings, admission):
-            eligible.append((candidate, admission))
+    eligible = filter_eligible(considered, admissions, ctx, ceilings)
 
     rng = live.rng if live is not None and explore else None
     weights = route.weights if route else {}
