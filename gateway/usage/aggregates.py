@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
+from gateway.proxy.usage import TokenCounts
 from gateway.usage.events import UsageEvent
 
 SEP = "\x1f"
@@ -65,11 +66,9 @@ def cost_nanos(cost_usd: float) -> int:
 
 
 @dataclass(slots=True)
-class Counters:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
+class Counters(TokenCounts):
+    """Sums over calls: the token fields of `Usage`, and how many calls, failures, estimates."""
+
     requests: int = 0
     failed: int = 0
     estimated: int = 0
@@ -77,11 +76,17 @@ class Counters:
 
     @property
     def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.total_tokens
 
     def add(self, other: Counters) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.requests += other.requests
+        self.failed += other.failed
+        self.estimated += other.estimated
+        self.cost_nanos += other.cost_nanos
 
 
 # metric name in storage -> Counters attribute

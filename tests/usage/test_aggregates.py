@@ -47,3 +47,23 @@ def test_an_event_added_many_times_on_a_day_counts_that_many_times():
         once_each.add(event, day=day)
     at_once.add(event, times=5, day=day)
     assert at_once.sums == once_each.sums and {d for (d, _, _) in at_once.sums} == {day}
+
+
+def test_counters_and_usage_share_the_token_fields_and_add_sums_every_field():
+    """One definition of the token fields (`TokenCounts`); `Counters.add` is written out for
+    speed, so this checks it misses no field, inherited or its own."""
+    from dataclasses import fields
+
+    from gateway.proxy.usage import TokenCounts, Usage
+    from gateway.usage.aggregates import Counters
+
+    tokens = [f.name for f in fields(TokenCounts)]
+    assert [f.name for f in fields(Usage)][: len(tokens)] == tokens
+    assert [f.name for f in fields(Counters)][: len(tokens)] == tokens
+    names = [f.name for f in fields(Counters)]
+    a = Counters(*range(1, len(names) + 1))
+    b = Counters(*(10 * i for i in range(1, len(names) + 1)))
+    a.add(b)
+    assert [getattr(a, n) for n in names] == [11 * i for i in range(1, len(names) + 1)]
+    assert a.tokens == a.total_tokens == 11 + 22
+    assert not hasattr(a, "__dict__") and not hasattr(Usage(), "__dict__")  # slots kept
