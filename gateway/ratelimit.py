@@ -205,7 +205,7 @@ class RateLimiter:
         # key name -> (principal, limits config, names, scopes): the scopes of the last request
         # of each key, reused while the same principal object (same key version) and config come.
         self._scopes: dict[str | None, tuple[Principal, RateLimitsConfig, tuple[str, ...], tuple[Scope, ...]]] = {}
-        self._settling: set[asyncio.Task] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
 
     async def admit(
@@ -243,12 +243,13 @@ class RateLimiter:
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)
         ask = Ask(self._id_prefix + str(next(self._ids)), tokens, nano, now + self._inflight_ttl_s)
-        shared = self._shared is not None and time.monotonic() >= self._store_down_until
+        store = self._shared if time.monotonic() >= self._store_down_until else None
+        shared = store is not None
         result: Refused | Window
-        if shared:
+        if store is not None:
             try:
                 async with asyncio.timeout(self._store_timeout_s):
-                    result = await self._shared.admit(scopes, ask, clock)  # type: ignore[union-attr]
+                    result = await store.admit(scopes, ask, clock)
             except Exception as exc:
                 self._store_failed(exc)
                 shared = False

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from gateway.proxy.usage import TokenCounts
 from gateway.usage.events import UsageEvent
@@ -40,7 +41,7 @@ SEP = "\x1f"
 PARTS = ("model", "category", "app", "offer", "hist")
 
 # Histogram buckets are powers of 2**(1/8): a median read from them is within about 4.5%.
-_BUCKET_BASE = 2**0.125
+_BUCKET_BASE: float = 2**0.125
 _LOG_BASE = math.log(_BUCKET_BASE)
 MEASURES = ("tps", "latency_ms", "ttft_ms")
 
@@ -58,7 +59,7 @@ def bucket_of(value: float) -> int:
 
 def bucket_value(bucket: int, fraction: float = 0.5) -> float:
     """A value `fraction` of the way through a bucket in log space (0.5: its geometric middle)."""
-    return _BUCKET_BASE ** (bucket + fraction)
+    return float(_BUCKET_BASE ** (bucket + fraction))
 
 
 def cost_nanos(cost_usd: float) -> int:
@@ -129,7 +130,7 @@ def group_fields(group: Group) -> GroupFields:
         tuple(
             (part, f"{prefix}{SEP}{metric}")
             for part, prefix in prefixes
-            if _PART_METRICS[part] is None or metric in _PART_METRICS[part]
+            if (kept := _PART_METRICS[part]) is None or metric in kept
         )
         for metric in METRICS
     )
@@ -267,7 +268,7 @@ class DayRows:
     a period first and parse only the merged result, which keeps a month's ranking cheap.
     """
 
-    parts: dict[str, dict] = field(default_factory=dict)
+    parts: dict[str, dict[FieldName, int | bytes]] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
 
 
@@ -292,9 +293,9 @@ def _text(name: FieldName) -> str:
     return name.decode() if isinstance(name, bytes) else name
 
 
-def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict:
-    """Counters keyed by the field's names (a string for width 1, else a tuple)."""
-    out: dict = {}
+def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict[Any, Counters]:
+    """Counters keyed by the field's names (a string for width 1, else a tuple: hence Any)."""
+    out: dict[Any, Counters] = {}
     for name, value in rows.items():
         *names, metric = _text(name).split(SEP)
         attribute = _METRICS.get(metric)

@@ -325,7 +325,7 @@ def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, An
         if d <= period.end:
             titles.update(days[d].titles)
     ordered = _ordered(current)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rank, (app, c) in enumerate(ordered, 1):
         history = [p[app].tokens if app in p else 0 for p in preceding]
         others = app == OTHER_APPS
