@@ -32,7 +32,10 @@ def test_increments_skip_zeros_and_keep_failures_out_of_the_timings():
     names = {name for _, name, _ in event_increments(failed)}
     assert f"{failed.model}{SEP}failed" in names and f"{failed.model}{SEP}requests" in names
     assert not any(name.endswith((f"{SEP}prompt", f"{SEP}cost_nanos")) for name in names)
-    assert all(part != "hist" for part, _, _ in event_increments(failed))
+    # Its only histogram entry is its provider's failed attempt (uptime), no timing.
+    assert [(p, n, v) for p, n, v in event_increments(failed) if p == "hist"] == [
+        ("hist", f"{failed.backend}{SEP}{failed.model}{SEP}attempts{SEP}0", 1)
+    ]
     ok.status, ok.latency_ms = 200, 1000.0
     assert ("hist", f"{ok.backend}{SEP}{ok.model}{SEP}latency_ms{SEP}79", 1) in event_increments(
         ok
