@@ -45,20 +45,26 @@ def test_the_docs_table_lists_exactly_the_registered_strategies():
     assert documented == list(STRATEGIES)
 
 
-def test_a_strategy_added_to_the_registry_ranks_with_nothing_else_changed(monkeypatch):
-    """The worked example of policies/README.md: one function and one entry."""
+def test_the_worked_example_of_the_docs_ranks_once_registered(monkeypatch):
+    """policies/README.md's "Adding a strategy": its function, run as written, plus its entry."""
+    text = README.read_text()
+    block = text.split("### Adding a strategy", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    function = block.split("STRATEGIES: dict", 1)[0]
+    namespace = dict(vars(strategies))
+    exec(compile(function, "policies/README.md", "exec"), namespace)
+    monkeypatch.setitem(STRATEGIES, "roomiest", strategies.Strategy(namespace["roomiest"]))
+    assert '"roomiest": Strategy(roomiest),' in block
 
-    def alphabetical(candidate, seen, how) -> Scored:
-        return 0.0 if candidate.offer.backend == "pricey" else 1.0, 0.0, False, "backend {}", (candidate.offer.backend,)
-
-    monkeypatch.setitem(STRATEGIES, "pricey_first", strategies.Strategy(alphabetical))
     snap = snapshot_from(POLICY)
-    eligible = [(c, CLOSED) for c in gather([resolve("big/long", snap)], "chat", snap)]
+    eligible = [(c, CLOSED) for c in gather([resolve("auto", snap)], "chat", snap)]
     facts = request_facts(chat("hello"), GatewaySettings())
-    ranked = rank(eligible, Ranking("pricey_first", facts, None, RoutingSettings(exploration=0.0)))
-    assert [r.candidate.offer.backend for r in ranked] == ["pricey", "cheap"]
-    assert ranked[0].score.detail == "backend pricey"
-    assert [r.candidate.offer.backend for r in rank(eligible, Ranking("cost", facts, None, RoutingSettings()))] == [
-        "cheap",
-        "pricey",
+    ranked = rank(eligible, Ranking("roomiest", facts, None, RoutingSettings(exploration=0.0)))
+    # big/long has 131072 tokens on both backends (cheap's output price is lower), small/fast 4096
+    assert [(r.candidate.offer.backend, r.candidate.offer.model) for r in ranked] == [
+        ("cheap", "big/long"),
+        ("pricey", "big/long"),
+        ("cheap", "small/fast"),
     ]
+    assert ranked[0].score.detail == "context 131,072 tokens"
+    cost = rank(eligible, Ranking("cost", facts, None, RoutingSettings()))
+    assert [(r.candidate.offer.backend, r.candidate.offer.model) for r in cost][0] == ("cheap", "small/fast")
