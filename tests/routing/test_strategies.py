@@ -18,7 +18,7 @@ from gateway.routing.facts import request_facts
 from gateway.routing.overrides import SORTS
 from gateway.routing.rank import rank
 from gateway.routing.resolve import resolve
-from gateway.routing.strategies import SORT_STRATEGY, STRATEGIES, Ranking, Scored
+from gateway.routing.strategies import SORT_STRATEGY, STRATEGIES, Ranking
 from tests.routing.support import POLICY, chat, snapshot_from
 
 README = Path(__file__).resolve().parents[2] / "policies" / "README.md"
@@ -67,4 +67,4 @@ def test_the_worked_example_of_the_docs_ranks_once_registered(monkeypatch):
     ]
     assert ranked[0].score.detail == "context 131,072 tokens"
     cost = rank(eligible, Ranking("cost", facts, None, RoutingSettings()))
-    assert [(r.candidate.offer.backend, r.candidate.offer.model) for r in cost][0] == ("cheap", "small/fast")
+    assert (cost[0].candidate.offer.backend, cost[0].candidate.offer.model) == ("cheap", "small/fast")
