@@ -8,7 +8,10 @@ over data (the request's facts, the config snapshot, observed stats). No I/O in 
     classify    task detection (header, heuristic, or a plugged-in classifier)
     candidates  the offers a route/model/`models` array allows, in tiers
     filters     provider prefs, context length, capabilities, price ceiling, circuit
-    rank        cost / latency / throughput / ordered / weighted, with exploration
+    rank        the try order: tiers, Retry-After, provider.order, then the strategy's score
+    strategies  the registry: cost / latency / throughput / ordered / weighted (one function each)
+    reasons     why a filter passed or a score is what it is, formatted only when read
+    admission   a candidate's circuit admission, read by the filters and the ranking
     explain     the decision as a document (POST /v1/route/explain, `gateway explain`)
 
 Observed state, outside the decision: `stats` (EWMA per backend+model), `health` (circuit
