@@ -17,5 +17,6 @@ over data (the request's facts, the config snapshot, observed stats). No I/O in 
 Observed state, outside the decision: `stats` (EWMA per backend+model), `health` (circuit
 breakers, Retry-After, active probes), `live` (the observer that learns and the view the
 pipeline reads), `shared` (merging it across replicas through Redis), `runtime` (wiring
-into the app's lifespan).
+into the app's lifespan), `outcomes` (the fields of an attempt and a finished call that
+routing reads, as protocols: the proxy that defines them sits above).
 """

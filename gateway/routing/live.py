@@ -16,12 +16,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from gateway.config.schema import CircuitConfig
 from gateway.routing.admission import CLOSED, Admission
 from gateway.routing.deltas import PendingShare
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
+from gateway.routing.outcomes import AttemptResult, FinishedCall
 from gateway.routing.stats import Key, Observed, StatsBook
 
 if TYPE_CHECKING:
@@ -38,40 +39,6 @@ class CircuitStatus:
     backend: str
     model: str
     state: str  # closed | half_open | open
-
-
-class AttemptResult(Protocol):
-    """What the circuits read of one attempt (`gateway.proxy.outcome.Attempt` is one): routing
-    sits below the proxy, so it names the fields it reads instead of importing the class."""
-
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def retry_after_s(self) -> float | None: ...
-    @property
-    def duration_s(self) -> float: ...
-
-
-class TokenCount(Protocol):
-    @property
-    def completion_tokens(self) -> int: ...
-
-
-class FinishedCall(Protocol):
-    """What the stats read of a finished call (`gateway.proxy.outcome.CallOutcome` is one)."""
-
-    @property
-    def offer(self) -> Offer | None: ...
-    @property
-    def status(self) -> int: ...
-    @property
-    def stream(self) -> bool: ...
-    @property
-    def ttft_s(self) -> float | None: ...
-    @property
-    def usage(self) -> TokenCount | None: ...
-    @property
-    def attempts(self) -> Sequence[AttemptResult]: ...
 
 
 DEFAULT_CIRCUIT = CircuitConfig()  # for an offer whose backend left the config meanwhile
