@@ -70,3 +70,30 @@ def test_counters_and_usage_share_the_token_fields_and_add_sums_every_field():
     assert [getattr(a, n) for n in names] == [11 * i for i in range(1, len(names) + 1)]
     assert a.tokens == a.total_tokens == 11 + 22
     assert not hasattr(a, "__dict__") and not hasattr(Usage(), "__dict__")  # slots kept
+
+
+def test_an_attempt_counts_for_or_against_its_provider_unless_the_request_decided_it():
+    from dataclasses import replace
+
+    from gateway.usage.aggregates import ANSWERED, FAILED, attempt_outcome
+
+    row = varied_events(1)[0]
+    cases = {
+        (200, None): ANSWERED,
+        (502, "upstream_error"): FAILED,
+        (502, "upstream_auth_failed"): FAILED,  # the gateway's key for that backend is wrong
+        (503, "http_503"): FAILED,
+        (504, "timeout"): FAILED,
+        (429, "rate_limited"): FAILED,
+        (408, "http_408"): FAILED,
+        (404, "misconfigured"): FAILED,  # a wrong upstream_id: the backend entry's fault
+        (499, "client_disconnected"): None,
+        (400, "context_length_exceeded"): None,
+        (400, "context_length"): None,
+        (400, "upstream_rejected_request"): None,  # the upstream refused the request itself
+        (422, "http_422"): None,
+    }
+    for final in (True, False):
+        for (status, error), expected in cases.items():
+            event = replace(row, status=status, error=error, final=final)
+            assert attempt_outcome(event) == expected, (status, error, final)
