@@ -96,7 +96,12 @@ def cost(candidate: Candidate, seen: Observed | None, how: Ranking) -> Scored:
         budget = limit  # `completion_budget`, in line
     input_price, output_price = candidate.input_price, candidate.output_price
     usd = (prompt * input_price + budget * output_price) / 1_000_000
-    wait = observed_wait(seen, facts.stream)[0] if seen is not None else None
+    wait = None
+    if seen is not None:  # `observed_wait(seen, facts.stream)[0]`, in line
+        if facts.stream:
+            wait = seen.ttft_s if seen.ttft_s is not None else seen.latency_s
+        else:
+            wait = seen.latency_s if seen.latency_s is not None else seen.ttft_s
     if wait is None:
         wait = how.settings.prior_ttft_s
     return usd, wait, False, COST_DETAIL, (usd, prompt, input_price, budget, output_price)

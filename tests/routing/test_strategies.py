@@ -68,3 +68,23 @@ def test_the_worked_example_of_the_docs_ranks_once_registered(monkeypatch):
     assert ranked[0].score.detail == "context 131,072 tokens"
     cost = rank(eligible, Ranking("cost", facts, None, RoutingSettings()))
     assert (cost[0].candidate.offer.backend, cost[0].candidate.offer.model) == ("cheap", "small/fast")
+
+
+def test_the_cost_tie_break_is_the_observed_wait_it_writes_out_in_line():
+    """`cost` repeats `observed_wait` in line (it runs for every candidate of most requests):
+    both pick the same wait for every combination of samples."""
+    from gateway.routing.stats import Observed
+    from gateway.routing.strategies import cost, observed_wait
+
+    snap = snapshot_from(POLICY)
+    candidate = gather([resolve("big/long", snap)], "chat", snap)[0]
+    settings = RoutingSettings(prior_ttft_s=7.0)
+    for stream in (True, False):
+        facts = request_facts(chat("hello", stream=stream), GatewaySettings())
+        how = Ranking("cost", facts, None, settings)
+        for ttft in (None, 0.2):
+            for latency in (None, 0.9):
+                seen = Observed(ttft_s=ttft, latency_s=latency)
+                expected = observed_wait(seen, stream)[0]
+                assert cost(candidate, seen, how)[1] == (7.0 if expected is None else expected)
+        assert cost(candidate, None, how)[1] == 7.0
