@@ -14,16 +14,34 @@ are prometheus-client's own memory-mapped ones, unchanged.
 This reads prometheus-client internals (`_value`, `_buckets`, `_sum`, `_upper_bounds`, the
 same since its early releases); if a release changes them, the public methods are used
 instead, and the exposition tests in tests/test_metrics.py check the figures either way.
+
+Does it still pay? Yes, measured 2026-11-29 on the 2-core VM (prometheus-client 0.23):
+- in process, `.venv/bin/python bench/metrics_fast_path.py`: the metrics observer costs
+  1.83 µs of CPU per streamed call with these adders, 6.40 µs with prometheus-client's own
+  `inc`/`observe`;
+- the whole gateway, `bench/ab.py --base HEAD --rounds 7 --conc 16` (make bench's setup,
+  paired rounds) with `adder`/`observer` returning `child.inc`/`child.observe` in the working
+  tree: 1.067x the gateway's CPU per request without this module, non-streaming (every round
+  1.03-1.16x), 1.041x streaming (0.94-1.14x). Keep it while that stays above ~1.02x.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from prometheus_client import values
 
 Add = Callable[[float], None]
+
+
+class _Value(Protocol):
+    """What a series' value is to us: prometheus-client's `MutexValue`, its multiprocess
+    value, or `LoopValue`."""
+
+    def inc(self, amount: float) -> None: ...
+    def get(self) -> float: ...
 
 
 class LoopValue:
@@ -42,45 +60,50 @@ class LoopValue:
     def set(self, value: float, timestamp: float | None = None) -> None:
         self._value = value
 
-    def set_exemplar(self, exemplar) -> None:
+    def set_exemplar(self, exemplar: Any) -> None:
         self._exemplar = exemplar
 
     def get(self) -> float:
         return self._value
 
-    def get_exemplar(self):
+    def get_exemplar(self) -> Any:
         return self._exemplar
 
 
-def _unlocked(value):
+def _unlocked(value: _Value) -> _Value:
     """The value to add to: a `LoopValue` in place of a `MutexValue` (single-process mode)."""
     if type(value) is values.MutexValue:
         return LoopValue(value.get())
     return value
 
 
-def adder(child) -> Add:
+# The children are prometheus-client's labelled metrics, read through private attributes
+# (the module docstring says which and why): typed Any, as they are untyped there.
+def adder(child: Any) -> Add:
     """`child.inc` (a counter's or gauge's labelled child) without the per-call checks.
 
     Gauges are decremented by adding a negative amount; counters are never given one.
     """
     value = getattr(child, "_value", None)
     if value is None or not callable(getattr(value, "inc", None)):
-        return child.inc
+        inc: Add = child.inc
+        return inc
     child._value = value = _unlocked(value)
     return value.inc
 
 
-def observer(child) -> Add:
+def observer(child: Any) -> Add:
     """`child.observe` (a histogram's labelled child) without the per-call checks."""
     buckets = getattr(child, "_buckets", None)
     total = getattr(child, "_sum", None)
     bounds = getattr(child, "_upper_bounds", None)
     if not buckets or total is None or not bounds or len(buckets) != len(bounds):
-        return child.observe
-    child._buckets = [_unlocked(b) for b in buckets]
+        observe_checked: Add = child.observe
+        return observe_checked
+    unlocked = [_unlocked(b) for b in buckets]
+    child._buckets = unlocked
     child._sum = total = _unlocked(total)
-    add_to_bucket = [b.inc for b in child._buckets]
+    add_to_bucket = [b.inc for b in unlocked]
     add_to_sum = total.inc
     bounds = list(bounds)
 

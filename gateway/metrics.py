@@ -29,6 +29,7 @@ import os
 import re
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,10 +40,13 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.metric_values import Add, adder, observer
 from gateway.proxy.outcome import Attempt, CallOutcome
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 log = logging.getLogger("gateway.metrics")
 
@@ -251,7 +255,7 @@ class Metrics:
         )
         for reason in HTTP_REJECTION_REASONS:
             self.http_rejected.labels(reason)  # zeros, so a rate() has a series from the start
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple[int | str, ...], MetricWrapperBase] = {}
         self._call_series: dict[tuple[str, str, str], _CallSeries] = {}
         self._offers: dict[tuple[str, str], _OfferSeries] = {}
         self._circuit_offers: set[tuple[str, str]] = set()
@@ -435,12 +439,13 @@ class Metrics:
 
         mark_process_dead(os.getpid(), self.multiprocess_dir)
 
-    def _child(self, metric, *labels: str):
-        key = (id(metric), *labels)
+    def _child(self, metric: _Metric, *labels: str) -> _Metric:
+        """`metric.labels(*labels)`, remembered: the per-call label validation paid once."""
+        key: tuple[int | str, ...] = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
-        return child
+        return cast(_Metric, child)  # keyed by the metric's id: a child of that metric
 
 
 class _CallSeries:

@@ -209,7 +209,7 @@ class RateLimiter:
         # of each key, reused while the same principal object (same key version) and config come.
         self._scopes: dict[str | None, tuple[Principal, RateLimitsConfig, tuple[str, ...], tuple[Scope, ...]]] = {}
         self._model_scopes: dict[tuple[str, int], Scope] = {}  # (model, rpm) -> its scope, built once
-        self._settling: set[asyncio.Task] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
 
     async def admit(
@@ -277,11 +277,11 @@ class RateLimiter:
     async def _count(self, scopes: tuple[Scope, ...], ask: Ask, clock: Clock) -> tuple[Refused | Window, bool]:
         """Admission's one step, in Redis (falling back to local counts when it fails) or locally;
         and whether it was counted in Redis."""
-        shared = self._shared is not None and time.monotonic() >= self._store_down_until
-        if shared:
+        store = self._shared if time.monotonic() >= self._store_down_until else None
+        if store is not None:
             try:
                 async with asyncio.timeout(self._store_timeout_s):
-                    result = await self._shared.admit(scopes, ask, clock)  # type: ignore[union-attr]
+                    result = await store.admit(scopes, ask, clock)
             except Exception as exc:
                 self._store_failed(exc)
                 return self._local.admit(scopes, ask, clock), False

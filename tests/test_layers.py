@@ -29,14 +29,10 @@ LAYERS: list[set[str]] = [
 ]
 
 # Upward imports still to be removed (codebase-health issue, item 5).
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("routing", "proxy"),  # observers and attempts are defined in proxy.outcome
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 # Module cycles still to be broken.
-KNOWN_CYCLES: list[list[str]] = [
-    ["gateway.routing.filters", "gateway.routing.live"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def _modules() -> dict[str, Path]:

@@ -115,6 +115,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._rejection: tuple[int, str, str] | None = None
 
     # -- connection ------------------------------------------------------------------------
+    # uvicorn declares it so too (asyncio.Protocol takes a BaseTransport): the same override.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.phase = _HEAD  # a new connection owes a request head within the timeout

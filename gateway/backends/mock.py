@@ -138,8 +138,9 @@ class MockCompletions(UpstreamResponse):
         config = self._backend.config
         payload = self._payload
         reply: Answer = text_completion(payload, config.completion_tokens)
-        prompt = payload.get("prompt")
-        prompt_tokens = sum(_prompt_tokens(p) for p in (prompt if _is_batch(prompt) else [prompt]))
+        prompt: Any = payload.get("prompt")
+        prompts: list[Any] = prompt if _is_batch(prompt) else [prompt]
+        prompt_tokens = sum(_prompt_tokens(p) for p in prompts)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": reply.completion_tokens,

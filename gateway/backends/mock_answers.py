@@ -233,7 +233,8 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if kind is None:
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     if kind == "object":
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        found = schema.get("properties")
+        properties = found if isinstance(found, dict) else {}
         return {name: value_for_schema(sub, root, depth + 1) for name, sub in properties.items()}
     if kind == "array":
         low = schema.get("minItems")

@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.backends")
 
 def create_backend(name: str, config: BackendConfig) -> Backend:
     module_name, _, class_name = VENDORS[config.type].adapter_class.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return cls(name, config)
 
 
@@ -67,7 +67,7 @@ class BackendPool:
         self.gate = gate or CandidateGate()
         self._current = BackendSet({}, self, self.gate)
         self._holders: dict[Backend, int] = {}  # adapter -> live sets (current or leased) holding it
-        self._closing: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def acquire(self) -> BackendSet:
         """The current set, leased until `release()`: take it with the config snapshot, in one step."""
@@ -114,7 +114,7 @@ class BackendPool:
         self._closing.add(task)
         task.add_done_callback(self._closed)
 
-    def _closed(self, task: asyncio.Task) -> None:
+    def _closed(self, task: asyncio.Task[None]) -> None:
         self._closing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("closing a replaced backend failed: %r", task.exception())

@@ -230,7 +230,7 @@ def render(body: dict[str, Any]) -> str:
         out.append(table(rows, right={0, 2, 3}))
     if body["throughput"]:
         out += ["", "Throughput (medians)"]
-        rows = [("MODEL", "BACKEND", "TOK/S", "LATENCY", "TTFT", "IN $/1M", "OUT $/1M")]
+        rows = [("MODEL", "BACKEND", "TOK/S", "LATENCY", "TTFT", "IN $/1M", "OUT $/1M", "UPTIME")]
         rows += [
             (
                 t["model"],
@@ -240,8 +240,9 @@ def render(body: dict[str, Any]) -> str:
                 _number(t["median_ttft_ms"], " ms"),
                 _price(t["input_price"]),
                 _price(t["output_price"]),
+                percent(t.get("uptime")),  # share of its attempts that answered
             )
             for t in body["throughput"]
         ]
-        out.append(table(rows, right={2, 3, 4, 5, 6}))
+        out.append(table(rows, right={2, 3, 4, 5, 6, 7}))
     return "\n".join(out)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 else:
     BackendType = Literal[tuple(VENDORS)]
 
+# The names of `gateway.routing.strategies.STRATEGIES`, the registry that scores them. Config
+# sits below routing and cannot read it, so the names are written here too and
+# tests/routing/test_strategies.py fails when the two differ.
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
 # The ingress APIs, by the name the ledger's `endpoint` field and a backend's `apis` use.

@@ -7,19 +7,28 @@ from typing import Any
 
 
 @dataclass(slots=True)
-class Usage:
+class TokenCounts:
+    """The token fields of one call (`Usage`) and of a sum of calls (the ledger's rollups,
+    `gateway.usage.aggregates.Counters`): one definition, so the two cannot drift apart."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    estimated: bool = False
-    # Prompt tokens written to a prompt cache (Anthropic's `cache_creation_input_tokens`),
-    # part of `prompt_tokens` like `cached_tokens`, and priced at the offer's `cache_write_price`.
-    cache_write_tokens: int = 0
+    cached_tokens: int = 0  # part of prompt_tokens, read from a prompt cache
+    reasoning_tokens: int = 0  # part of completion_tokens
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Usage(TokenCounts):
+    """One call's usage as the upstream reported it (or as estimated)."""
+
+    estimated: bool = False
+    # Prompt tokens written to a prompt cache (Anthropic's `cache_creation_input_tokens`),
+    # part of `prompt_tokens` like `cached_tokens`, and priced at the offer's `cache_write_price`.
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:

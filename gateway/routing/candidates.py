@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 from gateway.config.schema import ModelKind
 from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.config.tasks import Task
 from gateway.routing.resolve import Target
 
 # The kind of model each endpoint needs: embeddings from embedding models, the rest from chat.
@@ -136,10 +138,13 @@ def _build(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: str) -
 
     route = target.route
     if route is None:
-        add((target.model,), 0, f"model {target.model}")  # type: ignore[arg-type]
+        model = target.model
+        assert model is not None  # a Target names exactly one of route / model
+        add((model,), 0, f"model {model}")
         return _TargetCandidates(tuple(out), 1)
     tier = 0
-    task_models = route.tasks.get(task)  # type: ignore[call-overload]
+    # The YAML's keys are Task names; a name from a plugged classifier that is none finds nothing.
+    task_models = route.tasks.get(cast(Task, task))
     if task_models:
         add(task_models, tier, f"route {target.route_name} tasks.{task}")
         tier += 1

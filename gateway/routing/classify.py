@@ -356,7 +356,7 @@ def classify_text(user: str, system: str) -> TaskGuess | None:
     return None
 
 
-def _phrases(gated: tuple[tuple[str | None, str], ...], words: set[str], lower: str) -> list[str]:
+def _phrases(gated: tuple[tuple[str | None, str], ...], words: frozenset[str], lower: str) -> list[str]:
     return [phrase for first, phrase in gated if (first is None or first in words) and phrase in lower]
 
 
@@ -412,9 +412,9 @@ def classify(chat: ChatRequest, headers: Mapping[str, str], facts: RequestFacts,
             )
         return TaskGuess(task, "X-Gateway-Task header")
     if config.kind != "heuristic":
-        task = _plugged(chat, facts, config.kind)
-        if task is not None:
-            return TaskGuess(task, f"classifier {config.kind}")
+        plugged = _plugged(chat, facts, config.kind)
+        if plugged is not None:
+            return TaskGuess(plugged, f"classifier {config.kind}")
     return heuristic(chat, facts, config)
 
 

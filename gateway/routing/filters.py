@@ -3,7 +3,7 @@
 Each filter looks at one candidate and returns a `Verdict` (passed or not, and why). For an
 explanation (and the error when nothing is eligible) all of them run for every candidate, so
 the whole picture shows. The request path only needs to know whether a candidate passes:
-`passes()` answers that with the same comparisons and builds no verdict. A candidate that
+`eligible()` answers that with the same comparisons and builds no verdict. A candidate that
 fails any filter is not tried.
 
 - `provider`: the request's `provider.only` / `ignore`, and `order` with `allow_fallbacks: false`;
@@ -17,39 +17,29 @@ fails any filter is not tried.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from gateway.config.schema import MaxPrice
 from gateway.config.snapshot import ConfigSnapshot
+from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate
 from gateway.routing.facts import RequestFacts
 from gateway.routing.overrides import NO_PREFS, ProviderPrefs
+from gateway.routing.reasons import Verdict
 
-if TYPE_CHECKING:
-    from gateway.routing.live import Admission
+__all__ = [
+    "FILTERS",
+    "FilterContext",
+    "Verdict",
+    "completion_budget",
+    "eligible",
+    "evaluate",
+    "passes",
+    "price_ceilings",
+]
 
 FILTERS = ("provider", "context_length", "capabilities", "max_price", "circuit")
-
-
-class Verdict:
-    """One filter's judgement of one candidate. The reason is formatted only when read
-    (explanations, errors), not on every request."""
-
-    __slots__ = ("_args", "_text", "filter", "passed")
-
-    def __init__(self, filter: str, passed: bool, text: str, *args: object) -> None:
-        self.filter = filter
-        self.passed = passed
-        self._text = text
-        self._args = args
-
-    @property
-    def reason(self) -> str:
-        return self._text.format(*self._args) if self._args else self._text
-
-    def __repr__(self) -> str:
-        return f"Verdict({self.filter!r}, {self.passed}, {self.reason!r})"
 
 
 @dataclass(slots=True)
@@ -84,11 +74,13 @@ def check_provider(candidate: Candidate, ctx: FilterContext) -> Verdict:
 
 
 def completion_budget(candidate: Candidate, facts: RequestFacts) -> int:
-    """Tokens to reserve for the answer: what was asked, else the reserve capped by the backend."""
-    limit = candidate.offer.spec.max_output_tokens
-    if facts.completion_asked or limit is None:
-        return facts.completion_tokens
-    return min(facts.completion_tokens, limit)
+    """Tokens to reserve for the answer: what was asked, else the reserve capped by the backend.
+    The context filter and the cost strategy both read it (`eligible` repeats it in line)."""
+    limit = candidate.max_output_tokens
+    reserve = facts.completion_tokens
+    if facts.completion_asked or limit is None or reserve <= limit:
+        return reserve
+    return limit
 
 
 def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
@@ -168,46 +160,66 @@ def check_circuit(admission: Admission | None) -> Verdict:
 def passes(
     candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: Admission | None
 ) -> bool:
-    """Whether `evaluate` would pass every filter, without building its verdicts.
+    """Whether `evaluate` would pass every filter, without building its verdicts."""
+    return bool(eligible((candidate,), (admission,), ctx, ceilings))
 
-    The same comparisons as the `check_*` functions, in line: this runs for every candidate
-    of every request. The property tests hold both to the same oracle.
+
+def eligible(
+    candidates: Sequence[Candidate],
+    admissions: Sequence[Admission | None],
+    ctx: FilterContext,
+    ceilings: tuple[float | None, float | None],
+) -> list[tuple[Candidate, Admission | None]]:
+    """The candidates `evaluate` would pass, each with its admission, without building verdicts.
+
+    The same comparisons as the `check_*` functions, in line and with what is the same for
+    every candidate read once: this runs for every candidate of every request. The property
+    tests hold both to the same oracle.
     """
-    if admission is not None and not admission.admitted:
-        return False
     prefs = ctx.prefs
-    if prefs is not NO_PREFS:
-        names = candidate.names
-        if prefs.only is not None and not any(n in prefs.only for n in names):
-            return False
-        if any(n in prefs.ignore for n in names):
-            return False
-        if prefs.order and not prefs.allow_fallbacks and not any(n in prefs.order for n in names):
-            return False
+    any_prefs = prefs is not NO_PREFS
     facts = ctx.facts
-    limit = candidate.max_output_tokens
-    budget = facts.completion_tokens
-    if limit is not None:
-        if facts.completion_asked:
-            if budget > limit:
-                return False
-        elif budget > limit:
+    reserve, asked, prompt_tokens, needs = (
+        facts.completion_tokens,
+        facts.completion_asked,
+        facts.prompt_tokens,
+        facts.needs,
+    )
+    max_prompt, max_completion = ceilings
+    out: list[tuple[Candidate, Admission | None]] = []
+    for candidate, admission in zip(candidates, admissions):
+        if admission is not None and not admission.admitted:
+            continue
+        if any_prefs:
+            names = candidate.names
+            if prefs.only is not None and not any(n in prefs.only for n in names):
+                continue
+            if any(n in prefs.ignore for n in names):
+                continue
+            if prefs.order and not prefs.allow_fallbacks and not any(n in prefs.order for n in names):
+                continue
+        limit = candidate.max_output_tokens
+        budget = reserve
+        if limit is not None and budget > limit:
+            if asked:
+                continue
             budget = limit
-    if facts.prompt_tokens + budget > candidate.context_length:
-        return False
-    needs = facts.needs
-    if needs:
-        declared = candidate.capabilities
-        if declared is not None and not needs <= declared:
-            return False
-    prompt, completion = ceilings
-    if prompt is not None and candidate.input_price > prompt:
-        return False
-    return completion is None or candidate.output_price <= completion
+        if prompt_tokens + budget > candidate.context_length:
+            continue
+        if needs:
+            declared = candidate.capabilities
+            if declared is not None and not needs <= declared:
+                continue
+        if max_prompt is not None and candidate.input_price > max_prompt:
+            continue
+        if max_completion is not None and candidate.output_price > max_completion:
+            continue
+        out.append((candidate, admission))
+    return out
 
 
 def evaluate(
-    candidate: Candidate, ctx: FilterContext, ceilings, admission: Admission | None
+    candidate: Candidate, ctx: FilterContext, ceilings: tuple[float | None, float | None], admission: Admission | None
 ) -> tuple[tuple[Verdict, ...], bool]:
     """Every filter's verdict, and whether the candidate passed them all."""
     verdicts = (

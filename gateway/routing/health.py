@@ -24,6 +24,7 @@ again at every probe interval).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -31,18 +32,19 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from gateway.routing.outcomes import AttemptResult
 from gateway.routing.stats import Key
 
 if TYPE_CHECKING:
+    from gateway.backends.base import Backend
     from gateway.backends.pool import BackendPool
     from gateway.config.schema import CircuitConfig
     from gateway.config.snapshot import ConfigSnapshot
-    from gateway.proxy.outcome import Attempt
 
 log = logging.getLogger("gateway.routing")
 
 
-def counts_as_failure(attempt: Attempt) -> bool:
+def counts_as_failure(attempt: AttemptResult) -> bool:
     """Whether an attempt counts against its backend's circuit: its error's class said so
     (`UpstreamError.backend_fault`, carried on the attempt), nothing parsed from its label."""
     return attempt.error is not None and attempt.backend_fault
@@ -244,7 +246,7 @@ class HealthProber:
         self._clock = clock
         self._tick_s = tick_s
         self._due: dict[str, float] = {}
-        self._running: dict[str, asyncio.Task] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         try:
@@ -269,9 +271,12 @@ class HealthProber:
                 self._probe(name, backend, check.timeout_s, check.unhealthy_threshold)
             )
             self._running[name] = task
-            task.add_done_callback(lambda _t, n=name: self._running.pop(n, None))
+            task.add_done_callback(functools.partial(self._probe_done, name))
 
-    async def _probe(self, name: str, backend, timeout_s: float, threshold: int) -> None:
+    def _probe_done(self, name: str, _task: asyncio.Task[None]) -> None:
+        self._running.pop(name, None)
+
+    async def _probe(self, name: str, backend: Backend, timeout_s: float, threshold: int) -> None:
         error = None
         try:
             async with asyncio.timeout(timeout_s):

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.config.schema import CircuitConfig
+from gateway.routing.admission import CLOSED, Admission
 from gateway.routing.deltas import PendingShare
-from gateway.routing.filters import Verdict
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
+from gateway.routing.outcomes import AttemptResult, FinishedCall
 from gateway.routing.stats import Key, Observed, StatsBook
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gateway.config.snapshot import ConfigSnapshot, Offer
-    from gateway.proxy.outcome import Attempt, CallOutcome
     from gateway.routing.candidates import Candidate
 
 
@@ -41,19 +41,6 @@ class CircuitStatus:
     state: str  # closed | half_open | open
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    reason: str
-    state: CircuitState
-    cooling_for_s: float = 0.0  # > 0: an upstream Retry-After still runs; rank it last
-
-    @property
-    def verdict(self) -> Verdict:
-        return Verdict("circuit", self.admitted, self.reason)
-
-
-CLOSED = Admission(True, "closed", CircuitState.CLOSED)
 DEFAULT_CIRCUIT = CircuitConfig()  # for an offer whose backend left the config meanwhile
 
 
@@ -145,7 +132,7 @@ class LiveState:
     def attempt_started(self, offer: Offer) -> None:
         self.circuits.started(offer.key, self.clock())
 
-    def attempt_finished(self, offer: Offer, attempt: Attempt, ttft_s: float | None) -> None:
+    def attempt_finished(self, offer: Offer, attempt: AttemptResult, ttft_s: float | None) -> None:
         now = self.clock()
         key = offer.key
         snapshot = self._snapshot()
@@ -171,7 +158,7 @@ class LiveState:
             if pending is not None:
                 pending.failure(now, policy.failure_threshold)
 
-    def call_finished(self, outcome: CallOutcome) -> None:
+    def call_finished(self, outcome: FinishedCall) -> None:
         offer, usage = outcome.offer, outcome.usage
         if offer is None or outcome.status >= 400 or not outcome.attempts or outcome.attempts[-1].error is not None:
             return

@@ -89,7 +89,7 @@ def _sort(value: Any) -> str | None:
         value = value.get("by")
     if value is None:
         return None
-    if value not in SORTS:
+    if not isinstance(value, str) or value not in SORTS:
         raise invalid_request(
             f"`provider.sort` must be one of {', '.join(SORTS)}.", param="provider.sort", code="invalid_value"
         )

@@ -24,14 +24,18 @@ from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
+from gateway.routing.admission import Admission
 from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
 from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, Verdict, evaluate, passes, price_ceilings
-from gateway.routing.live import Admission, LiveState
+from gateway.routing.filters import FilterContext, evaluate, price_ceilings
+from gateway.routing.filters import eligible as filter_eligible
+from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
-from gateway.routing.rank import SORT_STRATEGY, Entry, Score, first_per_model, order_candidates, ranked, try_order
+from gateway.routing.rank import Entry, first_per_model, order_candidates, ranked, try_order
+from gateway.routing.reasons import Score, Verdict
 from gateway.routing.resolve import Target, resolve
+from gateway.routing.strategies import SORT_STRATEGY, Ranking
 
 
 @dataclass(slots=True)
@@ -63,7 +67,7 @@ class _Workings:
     """
 
     considered: Sequence[Candidate]
-    admissions: list[Admission | None]
+    admissions: Sequence[Admission | None]
     ctx: FilterContext
     ceilings: tuple[float | None, float | None]
     entries: list[Entry]  # every eligible candidate, ranked
@@ -156,17 +160,16 @@ def plan(
     ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
     ceilings = price_ceilings(ctx)
     considered = gather(targets, guess.task, snapshot, endpoint)
-    eligible: list[tuple[Candidate, Admission | None]] = []
-    admissions: list[Admission] | list[None] = (
+    admissions: Sequence[Admission | None] = (
         live.admissions(considered, now, snapshot) if live is not None else [None] * len(considered)
     )
-    for candidate, admission in zip(considered, admissions):
-        if passes(candidate, ctx, ceilings, admission):
-            eligible.append((candidate, admission))
+    eligible = filter_eligible(considered, admissions, ctx, ceilings)
 
     rng = live.rng if live is not None and explore else None
     weights = route.weights if route else {}
-    entries, explored = order_candidates(eligible, strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    entries, explored = order_candidates(
+        eligible, Ranking(strategy, facts, live, settings.routing, weights, prefs.order, rng)
+    )
     tried = first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
     fallback = settings.fallback

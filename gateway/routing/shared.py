@@ -113,7 +113,7 @@ def hash_key(name: str) -> str:
     return PREFIX + "k:" + name
 
 
-def script_args(name: str, share: PendingShare, ttl_s: int = TTL_S) -> list:
+def script_args(name: str, share: PendingShare, ttl_s: int = TTL_S) -> list[str | int | float]:
     """The script's ARGV for one backend+model's folded observations."""
     return [
         name,

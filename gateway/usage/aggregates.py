@@ -11,7 +11,12 @@ cleaned of control characters before they get here):
 - `category`: category|model|metric         tokens and requests per category, for its leaders
 - `app`:      app|metric                    tokens and requests per app, for top and trending apps
 - `offer`:    backend|model|metric          everything, per model as served by one backend
-- `hist`:     backend|model|measure|bucket  histograms of speed, latency, TTFT (medians)
+- `hist`:     backend|model|measure|bucket  histograms of speed, latency, TTFT (medians), and
+              the attempts' outcomes (`attempts`: bucket 1 answered, 0 failed by the provider)
+
+Only a call's final row is a request (`model`, `category`, `app`, `offer`, the timings); every
+row, the failed attempts before a call's final row included, counts in its offer's
+`attempts` outcomes, from which the rankings' provider uptime is read (`attempt_outcome`).
 
 Authors and backends are not kept separately: each is a function of the `model`/`offer` keys.
 App titles are not counters; they travel beside the increments (`titles`).
@@ -32,14 +37,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
+from gateway.proxy.usage import TokenCounts
 from gateway.usage.events import UsageEvent
 
 SEP = "\x1f"
 PARTS = ("model", "category", "app", "offer", "hist")
 
 # Histogram buckets are powers of 2**(1/8): a median read from them is within about 4.5%.
-_BUCKET_BASE = 2**0.125
+_BUCKET_BASE: float = 2**0.125
 _LOG_BASE = math.log(_BUCKET_BASE)
 MEASURES = ("tps", "latency_ms", "ttft_ms")
 
@@ -57,7 +64,7 @@ def bucket_of(value: float) -> int:
 
 def bucket_value(bucket: int, fraction: float = 0.5) -> float:
     """A value `fraction` of the way through a bucket in log space (0.5: its geometric middle)."""
-    return _BUCKET_BASE ** (bucket + fraction)
+    return float(_BUCKET_BASE ** (bucket + fraction))
 
 
 def cost_nanos(cost_usd: float) -> int:
@@ -65,11 +72,9 @@ def cost_nanos(cost_usd: float) -> int:
 
 
 @dataclass(slots=True)
-class Counters:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
+class Counters(TokenCounts):
+    """Sums over calls: the token fields of `Usage`, and how many calls, failures, estimates."""
+
     requests: int = 0
     failed: int = 0
     estimated: int = 0
@@ -77,11 +82,17 @@ class Counters:
 
     @property
     def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.total_tokens
 
     def add(self, other: Counters) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.requests += other.requests
+        self.failed += other.failed
+        self.estimated += other.estimated
+        self.cost_nanos += other.cost_nanos
 
 
 # metric name in storage -> Counters attribute
@@ -124,7 +135,7 @@ def group_fields(group: Group) -> GroupFields:
         tuple(
             (part, f"{prefix}{SEP}{metric}")
             for part, prefix in prefixes
-            if _PART_METRICS[part] is None or metric in _PART_METRICS[part]
+            if (kept := _PART_METRICS[part]) is None or metric in kept
         )
         for metric in METRICS
     )
@@ -144,11 +155,37 @@ def metric_values(event: UsageEvent) -> tuple[int, ...]:
     )
 
 
+ATTEMPTS = "attempts"  # the `hist` measure of attempt outcomes: bucket 1 answered, 0 failed
+ANSWERED, FAILED = 1, 0
+
+# Error labels of attempts that failed because of the request, not the provider.
+_CLIENT_CAUSED = frozenset({"context_length", "context_length_exceeded", "client_disconnected", "cancelled"})
+
+
+def attempt_outcome(event: UsageEvent) -> int | None:
+    """Whether this attempt counts for its provider's uptime (ANSWERED) or against it (FAILED);
+    None when the request, not the provider, decided it: the client left (499), the prompt did
+    not fit, or the upstream refused the request itself (a 4xx other than 408 and 429). A 4xx
+    that says the gateway's backend is misconfigured (a wrong `upstream_id`) is the provider
+    entry's failure."""
+    if event.status < 400:
+        return ANSWERED
+    error = event.error
+    if event.status == 499 or error in _CLIENT_CAUSED:
+        return None
+    if event.status < 500 and event.status not in (408, 429) and error not in ("misconfigured", "rate_limited"):
+        return None
+    return FAILED
+
+
 def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
-    """(measure, bucket) of each timing a successful call counts in its offer's histograms."""
-    if not event.succeeded:
-        return []
-    return [
+    """(measure, bucket) of what an event counts in its offer's histograms: each timing of a
+    successful final row, and every row's attempt outcome."""
+    outcome = attempt_outcome(event)
+    out = [] if outcome is None else [(ATTEMPTS, outcome)]
+    if not event.final or not event.succeeded:
+        return out
+    out.extend(
         (measure, bucket_of(value))
         for measure, value in (
             ("tps", event.tokens_per_second),
@@ -156,7 +193,8 @@ def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
             ("ttft_ms", event.ttft_ms),
         )
         if value is not None and value > 0
-    ]
+    )
+    return out
 
 
 def hist_field(backend: str, model: str, measure: str, bucket: int) -> str:
@@ -165,11 +203,13 @@ def hist_field(backend: str, model: str, measure: str, bucket: int) -> str:
 
 def event_increments(event: UsageEvent) -> list[tuple[str, str, int]]:
     """(part, field, increment) for one event, all within `event.day`: the definition every
-    write path applies (`IncrementBatch` and the Redis script sum exactly these)."""
+    write path applies (`IncrementBatch` and the Redis script sum exactly these). A failed
+    attempt before a call's final row only counts its attempt outcome."""
     out: list[tuple[str, str, int]] = []
-    for fields, value in zip(group_fields(group_of(event)), metric_values(event)):
-        if value:
-            out.extend((part, name, value) for part, name in fields)
+    if event.final:
+        for fields, value in zip(group_fields(group_of(event)), metric_values(event)):
+            if value:
+                out.extend((part, name, value) for part, name in fields)
     out.extend(
         ("hist", hist_field(event.backend, event.model, measure, bucket), 1) for measure, bucket in hist_buckets(event)
     )
@@ -220,6 +260,10 @@ class IncrementBatch:
     def add(self, event: UsageEvent, times: int = 1, day: date | None = None) -> None:
         """Count `event` (`times` times, on `day` if given: bulk loads of synthetic history)."""
         day = event.day if day is None else day
+        if not event.final:  # a failed attempt before the call's final row: its outcome only
+            for measure, bucket in hist_buckets(event):
+                self._hist[(day, event.backend, event.model, measure, bucket)] += times
+            return
         app = event.app
         if app and self._apps is not None:
             apps = self._day_apps.get(day)
@@ -262,7 +306,7 @@ class DayRows:
     a period first and parse only the merged result, which keeps a month's ranking cheap.
     """
 
-    parts: dict[str, dict] = field(default_factory=dict)
+    parts: dict[str, dict[FieldName, int | bytes]] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
 
 
@@ -287,9 +331,9 @@ def _text(name: FieldName) -> str:
     return name.decode() if isinstance(name, bytes) else name
 
 
-def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict:
-    """Counters keyed by the field's names (a string for width 1, else a tuple)."""
-    out: dict = {}
+def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict[Any, Counters]:
+    """Counters keyed by the field's names (a string for width 1, else a tuple: hence Any)."""
+    out: dict[Any, Counters] = {}
     for name, value in rows.items():
         *names, metric = _text(name).split(SEP)
         attribute = _METRICS.get(metric)

@@ -8,6 +8,11 @@ tokens minus the mean of its tokens in the three preceding windows. Ties are bro
 so that every store and every replica produce the same order. The calls of apps past a
 day's app limit (`gateway.usage.aggregates.OTHER_APPS`) rank among the top apps as one row,
 `"app": "others"` titled "Others"; it is not an app, so it never trends.
+
+Only a call's final row ranks (a model whose calls all failed has no tokens and stays off the
+leaderboard). Failures show per provider instead: each throughput row (one model on one
+backend) has its `uptime`, the share of its attempts in the window that answered, counting
+the attempts that failed before another candidate answered (`uptime_fields`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from gateway.usage.aggregates import (
+    ANSWERED,
+    ATTEMPTS,
+    FAILED,
     MEASURES,
     NANOS_PER_USD,
     OTHER_APPS,
@@ -325,7 +333,7 @@ def _apps(days: Days, period: Period, limit: int) -> dict[str, list[dict[str, An
         if d <= period.end:
             titles.update(days[d].titles)
     ordered = _ordered(current)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rank, (app, c) in enumerate(ordered, 1):
         history = [p[app].tokens if app in p else 0 for p in preceding]
         others = app == OTHER_APPS
@@ -352,10 +360,17 @@ def _throughput(
 ) -> list[dict[str, Any]]:
     offers = _counters(days, period, "offer", 2)
     histograms = parse_histograms(merge_rows(days, period.dates(), "hist"))
+    # Offers whose every attempt failed before another candidate answered ended no call: they
+    # have no counters, only attempt outcomes, and belong in the table for their uptime.
+    for backend, model, measure in histograms:
+        if measure == ATTEMPTS and (backend, model) not in offers:
+            offers[(backend, model)] = Counters()
     model_order = {model: i for i, (model, _) in enumerate(_ordered(models))}
     rows = []
     for (backend, model), c in offers.items():
         medians = {measure: _median(histograms.get((backend, model, measure), {})) for measure in MEASURES}
+        outcomes = histograms.get((backend, model, ATTEMPTS), {})
+        answered, failed = outcomes.get(ANSWERED, 0), outcomes.get(FAILED, 0)
         price = prices.get((backend, model))
         rows.append(
             {
@@ -371,6 +386,7 @@ def _throughput(
                 "input_price": price[0] if price else None,
                 "output_price": price[1] if price else None,
                 "cost_per_million_tokens": round(c.cost_nanos / c.tokens / 1000, 6) if c.tokens else None,
+                **uptime_fields(answered, failed),
             }
         )
     rows.sort(
@@ -381,6 +397,18 @@ def _throughput(
         )
     )
     return rows[:limit]
+
+
+def uptime_fields(answered: int, failed: int) -> dict[str, Any]:
+    """A provider's uptime for one model over the window, as OpenRouter shows it: the share of
+    its attempts that answered, every attempt counted (fallbacks included), except those the
+    request itself decided (`gateway.usage.aggregates.attempt_outcome`); None without any."""
+    attempts = answered + failed
+    return {
+        "attempts": attempts,
+        "attempts_failed": failed,
+        "uptime": round(answered / attempts, 4) if attempts else None,
+    }
 
 
 def compute_series(query: SeriesQuery, days: Days) -> dict[str, Any]:

@@ -80,7 +80,8 @@ def _lua_string(text: str) -> str:
 #                1-based indexes in f of the fields it adds to;
 #            t = titles, [app, title] each;
 #            e = events, [group, the METRICS values..., title (1-based in t; 0: none), hist field...],
-#                or [0] for a row that only goes to the stream (a failed attempt before a call's final row);
+#                or [0, hist field...] for a failed attempt before a call's final row (its raw
+#                copy and its attempt outcome);
 #            a = per group, its app ('' for none); o = per group with an app, the same group
 #                with OTHER_APPS (where its events count if the app gets no row); n = max apps.
 # An app gets a row of the day while the `apps` set (rebuilt from the app hash if it expired)
@@ -145,6 +146,8 @@ for i, e in ipairs(batch.e) do
       local t = e[metrics + 2]
       if t ~= {_NO_TITLE} and own then app_titles[titles[t][1]] = titles[t][2] end
       for h = metrics + 3, #e do add(e[h], 1) end
+    else
+      for h = 2, #e do add(e[h], 1) end
     end
     if stream_expires >= 0 then
       redis.call('XADD', KEYS[{_EVENTS}], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[5 + i])
@@ -232,9 +235,11 @@ class _DayBatch:
         return g
 
     def add(self, event: UsageEvent) -> None:
-        if not event.final:  # a failed attempt before the call's final row: raw copy only
+        if not event.final:  # a failed attempt before the call's final row: raw copy and outcome
             self.events.append(event)
-            self.rows.append([0])
+            self.rows.append(
+                [0, *(self._hist_field(event, measure, bucket) for measure, bucket in hist_buckets(event))]
+            )
             return
         g = self._group(group_of(event))
         row = [g, *metric_values(event), _NO_TITLE]
@@ -246,13 +251,16 @@ class _DayBatch:
                 t = self._title_index[pair] = len(self.titles)
             row[-1] = t
         for measure, bucket in hist_buckets(event):
-            key = (event.backend, event.model, measure, bucket)
-            h = self._hist_index.get(key)
-            if h is None:
-                h = self._hist_index[key] = self._field(_HIST, hist_field(*key))
-            row.append(h)
+            row.append(self._hist_field(event, measure, bucket))
         self.events.append(event)
         self.rows.append(row)
+
+    def _hist_field(self, event: UsageEvent, measure: str, bucket: int) -> int:
+        key = (event.backend, event.model, measure, bucket)
+        h = self._hist_index.get(key)
+        if h is None:
+            h = self._hist_index[key] = self._field(_HIST, hist_field(*key))
+        return h
 
     def encoded(self) -> bytes:
         return orjson.dumps(

@@ -18,7 +18,8 @@ once every `prune_every_s` (an hour), in small batches; in a gateway that is the
 Tables: `events` (one row per event, queryable with the sqlite3 shell), `aggregates` (the
 per-day counters of `gateway.usage.aggregates`) and `app_titles`. An event's row and its
 increments are written in the same transaction, and only when its id is new; only a call's
-final row has increments (a failed attempt before it is a row of its own, not a request).
+final row counts as a request (a failed attempt before it is a row of its own whose only
+increment is its provider's attempt outcome, for uptime).
 
 The schema's version is SQLite's `PRAGMA user_version`. A file made by an older gateway is
 migrated when opened (`_migrate`: ALTER TABLE ADD COLUMN with the new fields' defaults, in one
@@ -255,8 +256,7 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent], max_app
         conn.executemany(_INSERT_EVENT, rows[whole:])
         batch = IncrementBatch(lambda day: DayApps(_stored_apps(conn, day), max_apps))
         for event in new.values():
-            if event.final:  # a failed attempt before the final row is not a request of its own
-                batch.add(event)
+            batch.add(event)  # a failed attempt before the final row counts only its outcome
         conn.executemany(_ADD, [(d.isoformat(), part, name, value) for (d, part, name), value in batch.sums.items()])
         conn.executemany(_TITLE, [(d.isoformat(), app, title) for (d, app), title in batch.titles.items()])
         conn.execute("COMMIT")

@@ -24,6 +24,9 @@ const pct = (x) => (x * 100).toFixed(1) + "%";
 const signedPct = (x) => (x >= 0 ? "+" : "") + (x * 100).toFixed(1) + "%";
 const num = (x, unit) => (x === null || x === undefined ? "–" : x.toLocaleString(undefined, {maximumFractionDigits: 1}) + (unit || ""));
 const price = (x) => (x === null || x === undefined ? "–" : "$" + x.toFixed(2));
+// A provider's uptime: the share of its attempts that answered, with the counts on hover.
+const uptimeCell = (t) => el("td", {class: "num", title: `${t.attempts - t.attempts_failed} of ${t.attempts} attempts answered`},
+  t.uptime === null || t.uptime === undefined ? "–" : (t.uptime * 100).toFixed(1) + "%");
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -272,7 +275,8 @@ function drawThroughput(r) {
     el("td", {}, t.model), el("td", {}, t.backend),
     el("td", {class: "num"}, num(t.median_tokens_per_second)), el("td", {class: "num"}, num(t.median_latency_ms, " ms")),
     el("td", {class: "num"}, num(t.median_ttft_ms, " ms")), el("td", {class: "num"}, price(t.input_price)),
-    el("td", {class: "num"}, price(t.output_price)), el("td", {class: "num"}, t.requests.toLocaleString()))));
+    el("td", {class: "num"}, price(t.output_price)), el("td", {class: "num"}, t.requests.toLocaleString()),
+    uptimeCell(t))));
 }
 
 // -- wiring ---------------------------------------------------------------------------------

@@ -54,3 +54,23 @@ def test_render_shows_every_table_without_throughput_when_there_is_none():
     for heading in ("Top models", "Market share by author", "Category: programming", "Top apps", "Trending apps"):
         assert heading in text
     assert "Throughput" not in text
+
+
+def test_render_shows_each_providers_uptime_in_the_throughput_table():
+    row = {
+        "model": "qwen/qwen3-32b",
+        "backend": "groq",
+        "median_tokens_per_second": 400.0,
+        "median_latency_ms": 500.0,
+        "median_ttft_ms": 50.0,
+        "input_price": 0.29,
+        "output_price": 0.59,
+        "attempts": 2,
+        "attempts_failed": 1,
+        "uptime": 0.5,
+    }
+    never_tried = {**row, "backend": "idle", "attempts": 0, "attempts_failed": 0, "uptime": None}
+    lines = render({**EXPECTED, "throughput": [row, never_tried]}).splitlines()
+    header = lines.index("Throughput (medians)") + 1
+    assert lines[header].split()[-1] == "UPTIME"
+    assert lines[header + 1].split()[-1] == "50.0%" and lines[header + 2].split()[-1] == "-"

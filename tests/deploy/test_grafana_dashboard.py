@@ -98,3 +98,53 @@ def test_dashboard_provider_loads_the_dashboards_directory():
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "gateway.yml").read_text())["providers"][0]
     assert provider["type"] == "file"
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_provider_uptime_panel_is_the_share_of_counted_attempts_that_answered():
+    """The same ratio as /v1/rankings' `uptime`: ok attempts over attempts, per backend and
+    model, leaving out the results the request decided; a backend with no ok attempt shows 0
+    rather than no line (the `or ... * 0`)."""
+    (expr,) = [e for title, e in dashboard_queries() if title == "Provider uptime by backend and model"]
+    ok, fallback, counted = re.findall(r"rate\((gateway_backend_attempts_total\{[^}]*\})", expr)
+    assert 'result="ok"' in ok and fallback == counted
+    excluded = re.search(r'result!~"([^"]+)"', counted).group(1)
+    pattern = re.compile(f"^(?:{excluded})$")
+    for result in ("context_length", "client_disconnected", "cancelled", "http_400", "http_404", "http_499"):
+        assert pattern.match(result), result
+    for result in ("ok", "http_408", "rate_limited", "http_500", "http_503", "timeout", "connect", "misconfigured"):
+        assert not pattern.match(result), result
+    assert expr.startswith("(sum by (backend, model) (rate(") and ") * 0) / sum by (backend, model) (rate(" in expr
+
+
+def test_the_panel_and_the_ledger_leave_out_the_same_attempts():
+    """Grafana reads the attempt metric's `result` label, the rankings the ledger row's status
+    and error (`attempt_outcome`): for each result the gateway records, both agree on whether
+    the attempt counts."""
+    from dataclasses import replace
+
+    from gateway.usage.aggregates import attempt_outcome
+    from tests.usage.fixtures import _event
+
+    (expr,) = [e for title, e in dashboard_queries() if title == "Provider uptime by backend and model"]
+    excluded = re.search(r'result!~"([^"]+)"', expr).group(1)
+    left_out = re.compile(f"^(?:{excluded})$")
+    row = _event("a-1", "2025-03-10T10:00:00", "qwen/qwen3-32b", "groq", 0, 0)
+    # metric result label -> the ledger row of that attempt (status, error), as events.py writes it
+    rows = {
+        "ok": (200, None),
+        "context_length": (400, "context_length"),
+        "client_disconnected": (499, "client_disconnected"),
+        "http_400": (400, "http_400"),
+        "http_404": (404, "http_404"),
+        "http_408": (408, "http_408"),
+        "rate_limited": (429, "rate_limited"),
+        "http_500": (500, "http_500"),
+        "http_503": (503, "http_503"),
+        "timeout": (504, "timeout"),
+        "connect": (502, "connect"),
+        "protocol": (502, "protocol"),
+        "misconfigured": (404, "misconfigured"),
+    }
+    for result, (status, error) in rows.items():
+        event = replace(row, status=status, error=error, final=False, attempt=1)
+        assert (attempt_outcome(event) is None) == bool(left_out.match(result)), result

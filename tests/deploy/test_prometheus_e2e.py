@@ -157,3 +157,20 @@ def test_rate_limited_and_unknown_model_calls_are_counted_with_bounded_labels(sc
         s["metric"].get("route", "") for s in prometheus.query("count by (route) (gateway_requests_total)")["result"]
     }
     assert routes == {"auto", "broken", "limited", ""}
+
+
+def test_provider_uptime_is_zero_for_the_failing_backend_and_one_for_the_one_that_answers(scraped_gateway):
+    """The uptime panel on real traffic: every `flaky` attempt fails (500) and falls back to
+    `good`, which answers every attempt it gets."""
+    prometheus = scraped_gateway
+    (expr,) = [e for title, e in dashboard_queries() if title == "Provider uptime by backend and model"]
+
+    def measured() -> dict | None:
+        result = prometheus.query(concrete(expr))["result"]
+        found = {(s["metric"]["backend"], s["metric"]["model"]): float(s["value"][1]) for s in result}
+        wanted = {("flaky", "qwen/qwen3-32b"), ("good", "qwen/qwen3-32b"), ("flaky", "z-ai/glm-5")}
+        return found if wanted <= set(found) else None
+
+    found = poll(measured, what="uptime of both backends", timeout=60, interval=0.5)
+    assert found[("flaky", "qwen/qwen3-32b")] == 0.0 and found[("flaky", "z-ai/glm-5")] == 0.0
+    assert found[("good", "qwen/qwen3-32b")] == 1.0

@@ -1,6 +1,7 @@
 import pytest
 
 from gateway.config.schema import GatewaySettings, MaxPrice
+from gateway.routing.admission import Admission
 from gateway.routing.candidates import gather
 from gateway.routing.facts import request_facts
 from gateway.routing.filters import (
@@ -13,7 +14,6 @@ from gateway.routing.filters import (
     price_ceilings,
 )
 from gateway.routing.health import CircuitState
-from gateway.routing.live import Admission
 from gateway.routing.overrides import NO_PREFS, provider_prefs
 from gateway.routing.resolve import resolve
 from tests.routing.support import POLICY, chat, snapshot_from

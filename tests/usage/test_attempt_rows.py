@@ -105,10 +105,20 @@ async def test_two_failed_attempts_and_the_answer_are_three_rows_and_rank_as_one
         assert await fell_back.redis.xlen(fell_back.key(DAY, "events")) == 3  # the raw stream itself
 
     query = ranking_query("day", DAY.isoformat(), 10)
-    ranked = await fell_back.rankings(query)
-    assert ranked == await direct.rankings(query)  # the failed attempts change no ranking
+    ranked, once = await fell_back.rankings(query), await direct.rankings(query)
+    providers = ranked.pop("throughput")
+    once.pop("throughput")
+    assert ranked == once  # the failed attempts change no ranking
     assert ranked["totals"]["requests"] == 1 and ranked["totals"]["failed"] == 0
     assert ranked["totals"]["tokens"] == 120
+    # They count in their providers' uptime: each attempt once, the answering one included.
+    uptime = {(r["backend"], r["model"]): (r["attempts"], r["attempts_failed"], r["uptime"]) for r in providers}
+    assert uptime == {
+        ("vllm", "qwen/qwen3-32b"): (1, 0, 1.0),
+        ("slow", "deepseek/deepseek-v3.2"): (1, 1, 0.0),
+        ("busy", "z-ai/glm-5"): (1, 1, 0.0),
+    }
+    assert [r["requests"] for r in providers] == [1, 0, 0]  # the table's first row: the model that ranks
     for store in (fell_back, direct):
         await store.aclose()
 

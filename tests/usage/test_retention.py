@@ -144,7 +144,7 @@ async def test_redis_raw_streams_expire_by_age_and_aggregates_are_kept_without_t
     # State: every aggregate key, old or new, has no TTL that a volatile-* policy could pick.
     keys = [k async for k in client.scan_iter("*") if b":seen:" not in k and not k.endswith(b":events")]
     state = [k for k in keys if not k.endswith(b":apps")]
-    assert len(state) == 3 * 5  # model, category, app, offer, titles per day
+    assert len(state) == 3 * 6  # model, category, app, offer, hist (attempt outcomes), titles per day
     assert [await client.ttl(k) for k in state] == [-1] * len(state)
     # The day's set of apps with rows is a cache of the app hash (rebuilt from it when gone),
     # so its two-day TTL loses nothing if it expires or is evicted.

@@ -251,3 +251,41 @@ def test_the_api_key_is_kept_for_the_tab_only_and_never_in_a_url(start_gateway, 
     browser.goto(url)  # a reload in the same tab keeps the key
     browser.wait_for(f'{STATE} === "ready" || {STATE} === "error"')
     assert browser.evaluate(STATE) == "ready"
+
+
+def test_the_throughput_table_shows_each_providers_uptime_fallbacks_included(start_gateway, tmp_path, browser):
+    """Uptime counts every attempt: a provider that failed before another answered (a row of
+    its own in the ledger, not a request) shows in the table with its failures."""
+    from dataclasses import replace
+
+    from gateway.usage.jsonl import event_line
+    from tests.usage.fixtures import _event
+
+    gw = start_gateway(FIXTURE_CONFIG)
+    path = write_fixture(tmp_path / "fixture.jsonl")
+    answered = _event("c1-2", "2025-03-13T09:00:00", "deepseek/deepseek-v3.2", "deepseek", 0, 0)
+    answered = replace(answered, call_id="c1", attempt=2, attempts=2)
+    failed = replace(answered, id="c1-1", backend="flaky", attempt=1, final=False, status=503, error="http_503")
+    path.write_bytes(path.read_bytes() + event_line(failed) + event_line(answered))
+    done = gateway_cli("usage", "import", str(path), env={"GATEWAY_DATA_DIR": str(gw.dir / "data")})
+    assert done.returncode == 0, done.stderr
+
+    api = httpx.get(gw.url + "/v1/rankings", params={"window": "week", "end": WEEK_END}).json()
+    assert [m["model"] for m in api["models"]] == LEADERS  # the failed attempt ranks nothing
+    uptime = {(t["backend"], t["model"]): (t["attempts"], t["attempts_failed"], t["uptime"]) for t in api["throughput"]}
+    assert uptime[("deepseek", "deepseek/deepseek-v3.2")] == (3, 0, 1.0)  # w1, w2 and the fallback's answer
+    assert uptime[("flaky", "deepseek/deepseek-v3.2")] == (1, 1, 0.0)
+    assert uptime[("groq", "qwen/qwen3-32b")] == (2, 1, 0.5)  # the fixture's 502 counts against groq
+
+    browser.goto(f"{gw.url}/rankings?end={WEEK_END}")
+    browser.wait_for(f'{STATE} === "ready"')
+    table = 'document.getElementById("throughput")'
+    assert browser.evaluate(f"[...{table}.tHead.rows[0].cells].map((c) => c.textContent).at(-1)") == "Uptime"
+    shown = browser.evaluate(
+        f"Object.fromEntries([...{table}.tBodies[0].rows].map((r) => "
+        "[r.cells[0].textContent + ' on ' + r.cells[1].textContent, [r.cells[r.cells.length - 1].textContent, "
+        "r.cells[r.cells.length - 1].title]]))"
+    )
+    assert shown["deepseek/deepseek-v3.2 on deepseek"] == ["100.0%", "3 of 3 attempts answered"]
+    assert shown["deepseek/deepseek-v3.2 on flaky"] == ["0.0%", "0 of 1 attempts answered"]
+    assert shown["qwen/qwen3-32b on groq"] == ["50.0%", "1 of 2 attempts answered"]
