@@ -41,6 +41,8 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from gateway.api.leave import WATCH_SCOPE_KEY, ClientWatch
+
 log = logging.getLogger("gateway.api")
 
 _IDLE, _HEAD, _BODY, _LINGER = 0, 1, 2, 3  # where a connection is in reading a request
@@ -113,6 +115,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_wire = 0  # bytes received while the head was still incomplete
         self._chunk = 0  # size of the chunk being parsed
         self._rejection: tuple[int, str, str] | None = None
+        self._client_watch: ClientWatch | None = None  # armed by the request being answered
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -123,6 +126,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if sweeper is None:
             sweeper = self.server_state.gateway_sweeper = _Sweeper(self.loop, self.connections, self.limits)
         sweeper.ensure_running()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        watch = self._client_watch
+        if watch is not None:  # a handler is still working on an answer: the client left
+            self._client_watch = None
+            watch.client_left()
+
+    def watch_client(self) -> ClientWatch:
+        """A watch for the calling task (the request's handler), told when this connection is
+        lost (gateway.api.leave): instead of a task per request waiting on `receive()`."""
+        watch = self._client_watch = ClientWatch(asyncio.current_task())
+        return watch
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, with the head's bytes counted and JSON error answers.
@@ -191,6 +207,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # -- parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[WATCH_SCOPE_KEY] = self.watch_client  # type: ignore[literal-required]
         if self.phase != _HEAD:  # a keep-alive request: its head's time starts now
             self.phase = _HEAD
             self.phase_since = self.loop.time()
