@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.leave import Watch, watch_client
 from gateway.api.state import AppState
+from gateway.api.wire import send_head_and_body
 from gateway.backends.base import Backend, UpstreamError
 from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
@@ -281,11 +282,11 @@ async def _answer(
             _finish(state, outcome, chat, t0, overhead_s)
             out_headers.append(_JSON)
             out_headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_head_and_body(scope, send, 200, out_headers, body)
             return
         out_headers.extend(_SSE_HEADERS)
-        await _relay(state, send, watch, ingress.stream(request, opened), opened, outcome, chat, t0, out_headers)
+        translator = ingress.stream(request, opened)
+        await _relay(state, scope, send, watch, translator, opened, outcome, chat, t0, out_headers)
     except asyncio.CancelledError:
         if not watch.left:
             raise  # shutdown, not the client: let it propagate
@@ -317,6 +318,7 @@ async def send_error(send: Send, ingress: Ingress, exc: GatewayError, out_header
 
 async def _relay(
     state: AppState,
+    scope: Scope,
     send: Send,
     watch: Watch,
     translator: StreamTranslator,
@@ -335,10 +337,13 @@ async def _relay(
     attempt_started = time.perf_counter() - last.duration_s
     tail = b""
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-        prefix = opened.prefix if translate is None else translate(opened.prefix)
-        if prefix:
-            await send({"type": "http.response.body", "body": prefix, "more_body": True})
+        if translate is None and opened.prefix:  # the head and the events read so far, in one write
+            await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+            prefix = opened.prefix if translate is None else translate(opened.prefix)
+            if prefix:
+                await send({"type": "http.response.body", "body": prefix, "more_body": True})
         if not opened.ended:
             async for chunk in opened.response.aiter_bytes():
                 t = time.perf_counter()

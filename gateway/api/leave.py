@@ -10,9 +10,9 @@ leaving (a 499) from a shutdown (re-raised).
 Two ways to notice, one surface (`left`, `stop()`):
 
 - `ClientWatch`: armed on the connection itself. The gateway's HTTP protocol
-  (`gateway.api.wire.GatewayHttpProtocol`) offers it through the request's scope and calls
-  it from `connection_lost`: no task, no `receive()` call, nothing per request beyond one
-  small object. Under `make bench` the task below cost about a tenth of the gateway's CPU
+  (`gateway.api.wire.GatewayHttpProtocol`) puts itself in the request's scope
+  (`CONNECTION_SCOPE_KEY`), arms a watch on `watch_client()` and tells it from
+  `connection_lost`: no task, no `receive()` call, one small object per request. Under `make bench` the task below cost about a tenth of the gateway's CPU
   per request (creating, scheduling and cancelling a task per call).
 - `TaskWatch`: where the server is not the gateway's protocol (another ASGI server, an
   in-process test transport), one task per request waits on `receive()` for
@@ -26,9 +26,9 @@ from typing import Protocol
 
 from starlette.types import Receive, Scope
 
-# The scope key under which the gateway's HTTP protocol offers `ClientWatch`es: a callable
-# that arms one for the calling task.
-WATCH_SCOPE_KEY = "gateway.watch_client"
+# The scope key under which the gateway's HTTP protocol offers itself to the request's
+# handler: its `watch_client()` arms a `ClientWatch` for the calling task.
+CONNECTION_SCOPE_KEY = "gateway.connection"
 
 
 class Watch(Protocol):
@@ -82,8 +82,8 @@ class TaskWatch:
 
 def watch_client(scope: Scope, receive: Receive) -> Watch:
     """A watch for the calling task: on the connection when the server offers one, else a task."""
-    arm = scope.get(WATCH_SCOPE_KEY)
-    if arm is not None:
-        watch: Watch = arm()
+    connection = scope.get(CONNECTION_SCOPE_KEY)
+    if connection is not None:
+        watch: Watch = connection.watch_client()
         return watch
     return TaskWatch(receive)
