@@ -44,6 +44,7 @@ from gateway.proxy.formats import UpstreamCall
 from gateway.proxy.outcome import CallOutcome, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision, decide
+from gateway.tenants.principal import Principal
 
 log = logging.getLogger("gateway.proxy")
 
@@ -102,10 +103,30 @@ class Ingress(abc.ABC):
     request of its route, per-request state lives in the `IngressRequest` and translators."""
 
     endpoint: str = "chat"  # the ledger's `endpoint` (`CallOutcome.endpoint`)
+    # Whether a subclass overrides `prepare` / `completed` (set per class below): the
+    # handler awaits them only then, so an ingress without them (chat) pays nothing.
+    _prepares: bool = False
+    _completes: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._prepares = cls.prepare is not Ingress.prepare
+        cls._completes = cls.completed is not Ingress.completed
 
     @abc.abstractmethod
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
         """The request, or a `GatewayError` (400) naming what is wrong."""
+
+    async def prepare(self, request: IngressRequest, principal: Principal, state: AppState) -> IngressRequest:
+        """Async work between parsing and routing (loading stored state the request refers
+        to, which routing must see: e.g. `previous_response_id`). May raise `GatewayError`."""
+        return request
+
+    async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
+        """Called once the client's whole answer is ready, before its last bytes are sent
+        (non-streamed: after `body`; streamed: after the translator's `finish`, not for a
+        stream that broke), so a follow-up request the client makes next can rely on it."""
+        return None
 
     @abc.abstractmethod
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -132,7 +153,7 @@ def client_request_id(value: str | None) -> str | None:
     return None
 
 
-class _HeadersOnly:
+class HeadersOnly:
     """What authentication reads of a request: its headers, and the peer's address (failed
     authentications are throttled per client address)."""
 
@@ -179,11 +200,13 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
     backends: BackendSet | None = None
     try:
         try:
-            principal = state.auth.authenticate(_HeadersOnly(headers, scope.get("client")))
+            principal = state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
             snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
             backends = state.backends.acquire()  # and its adapters, taken in the same step
             body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)
             request = ingress.parse(body, headers)
+            if ingress._prepares:
+                request = await ingress.prepare(request, principal, state)
             chat = request.chat
             decision = decide(chat, headers, snapshot, state.stats)
             # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
@@ -280,13 +303,14 @@ async def _answer(
                 await send_error(send, ingress, exc, out_headers)
                 return
             _finish(state, outcome, chat, t0, overhead_s)
+            if ingress._completes:
+                await _completed(ingress, request, opened)
             out_headers.append(_JSON)
             out_headers.append((b"content-length", str(len(body)).encode()))
             await send_head_and_body(scope, send, 200, out_headers, body)
             return
         out_headers.extend(_SSE_HEADERS)
-        translator = ingress.stream(request, opened)
-        await _relay(state, scope, send, watch, translator, opened, outcome, chat, t0, out_headers)
+        await _relay(state, scope, send, watch, ingress, request, opened, outcome, t0, out_headers)
     except asyncio.CancelledError:
         if not watch.left:
             raise  # shutdown, not the client: let it propagate
@@ -301,6 +325,15 @@ async def _answer(
         log.debug("client left before the answer was complete (request %s)", outcome.request_id)
     finally:
         watch.stop()
+
+
+async def _completed(ingress: Ingress, request: IngressRequest, opened: OpenedAnswer) -> None:
+    """The ingress's `completed` hook; its failure is logged, and the client still gets the
+    answer it was about to (the hook's work, e.g. storing it, is what is lost)."""
+    try:
+        await ingress.completed(request, opened)
+    except Exception:
+        log.exception("%s: the completed hook failed", ingress.endpoint)
 
 
 def _own_time(t0: float, outcome: CallOutcome) -> float:
@@ -321,13 +354,15 @@ async def _relay(
     scope: Scope,
     send: Send,
     watch: Watch,
-    translator: StreamTranslator,
+    ingress: Ingress,
+    request: IngressRequest,
     opened: OpenedAnswer,
     outcome: CallOutcome,
-    chat: ChatRequest,
     t0: float,
     out_headers: list[tuple[bytes, bytes]],
 ) -> None:
+    chat = request.chat
+    translator = ingress.stream(request, opened)
     accountant = opened.accountant
     assert accountant is not None
     translate = None if translator.passthrough else translator.feed
@@ -386,6 +421,8 @@ async def _relay(
             outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
     watch.stop()  # before the last message: past it, receive() reports a disconnect
+    if ingress._completes and outcome.status < 400:
+        await _completed(ingress, request, opened)
     await send({"type": "http.response.body", "body": tail})
 
 

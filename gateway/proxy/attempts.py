@@ -162,7 +162,8 @@ async def open_answer(
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        request = UpstreamRequest(offer, call.payload, chat.stream, headers, call.path, max_response_bytes)
+        call_headers = headers if call.headers is None else {**headers, **call.headers}
+        request = UpstreamRequest(offer, call.payload, chat.stream, call_headers, call.path, max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,

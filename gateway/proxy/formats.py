@@ -122,8 +122,10 @@ CHAT: AnswerFormat = ChatFormat()
 @dataclass(frozen=True, slots=True)
 class UpstreamCall:
     """What one candidate is asked: `payload` (its model already the upstream's id) posted to
-    `path` under its base_url, answered in `format`."""
+    `path` under its base_url, answered in `format`; `headers`: extra request headers for this
+    call (a native pass-through forwards the client's API headers, e.g. `anthropic-beta`)."""
 
     path: str
     payload: dict[str, Any]
     format: AnswerFormat = CHAT
+    headers: dict[str, str] | None = None
