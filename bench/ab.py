@@ -52,7 +52,9 @@ def main() -> int:
         (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(sse_port)))
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")], core=0)
         wait_up(f"http://127.0.0.1:{json_port}/health")
-        (tmp / "policy.yaml").write_text(POLICY.format(json=json_port, sse=sse_port, paced=PACED_PORT + args.port_offset))
+        (tmp / "policy.yaml").write_text(
+            POLICY.format(json=json_port, sse=sse_port, paced=PACED_PORT + args.port_offset)
+        )
         gateways = {}
         for name, source in (("tree", REPO), ("base", tmp / "base")):
             port = free_port()
