@@ -56,6 +56,7 @@ from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.relay import MalformedAnswer, StreamFailedEarly
+from gateway.proxy.time_limit import time_limit
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -171,7 +172,7 @@ async def open_answer(
         limit = min(remaining, first_content_timeout(backend.config) if chat.stream else backend.config.timeout_s)
         try:
             try:
-                async with asyncio.timeout(limit):
+                async with time_limit(limit):
                     response = await backend.send(request)
                     opened = await (
                         _pre_read_stream(offer, response, chat, redactor, call.format)
