@@ -6,7 +6,7 @@ CONFIG ?= policies/default.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck format install bench bench-routing lock clean system-deps js-deps
+.PHONY: run test lint typecheck format install bench bench-agent bench-profile bench-routing lock clean system-deps js-deps
 
 # Installs only when pyproject.toml or requirements.lock changed (by content: a checkout that
 # only touches their timestamps reinstalls nothing), quietly: `make run` should end with what
@@ -61,6 +61,15 @@ test: install js-deps lint typecheck
 
 bench: install
 	./bench/run.sh $(BENCH_ARGS)
+
+# What each ingress API (chat, Messages, Responses; translated and pass-through) costs per
+# request on a realistic agent turn (issue 9).
+bench-agent: install
+	$(BIN)/python bench/agent_bench.py $(BENCH_ARGS)
+
+# Where the gateway's CPU goes under wrk, by py-spy (PY_SPY=path/to/py-spy; a dev tool, not a dependency).
+bench-profile: install
+	$(BIN)/python bench/profile_gateway.py $(BENCH_ARGS)
 
 # Cost of the routing decision itself (in-process, no network).
 bench-routing: install

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench import JSON_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up, wrk  # noqa: E402  (bench/bench.py)
+from bench import JSON_PORT, PACED_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up, wrk  # noqa: E402  (bench/bench.py)
 from tests.support.ports import free_port  # noqa: E402
 
 
@@ -39,18 +39,22 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=4)
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--no-stream", action="store_true")
+    ap.add_argument("--port-offset", type=int, default=0, help="shift the upstream's ports (two runs on one machine)")
     args = ap.parse_args()
+    json_port, sse_port = JSON_PORT + args.port_offset, SSE_PORT + args.port_offset
     tmp = Path(tempfile.mkdtemp(prefix="gw-ab-"))
     procs = Procs()
     try:
         (tmp / "base").mkdir()
         export(args.base, tmp / "base")
         conf = (HERE / "upstream.conf.tmpl").read_text()
-        conf = conf.replace("__DIR__", str(tmp)).replace("__JSON_PORT__", str(JSON_PORT))
-        (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(SSE_PORT)))
+        conf = conf.replace("__DIR__", str(tmp)).replace("__JSON_PORT__", str(json_port))
+        (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(sse_port)))
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")], core=0)
-        wait_up(f"http://127.0.0.1:{JSON_PORT}/health")
-        (tmp / "policy.yaml").write_text(POLICY.format(json=JSON_PORT, sse=SSE_PORT, paced=JSON_PORT))
+        wait_up(f"http://127.0.0.1:{json_port}/health")
+        (tmp / "policy.yaml").write_text(
+            POLICY.format(json=json_port, sse=sse_port, paced=PACED_PORT + args.port_offset)
+        )
         gateways = {}
         for name, source in (("tree", REPO), ("base", tmp / "base")):
             port = free_port()

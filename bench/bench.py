@@ -315,6 +315,9 @@ def main() -> int:
         # most of it idle), as in a deployment it runs on whichever core is free: core 1 is the
         # proxy's. Its CPU time is reported below, so the cost is moved, not hidden.
         gw_env = {
+            # The gateway of this tree: the `gateway` script imports the package the venv has
+            # installed (an editable install of another checkout, when the venv is shared).
+            "PYTHONPATH": str(REPO),
             "GATEWAY_DATA_DIR": str(tmp / "data"),
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_USAGE_WRITER_CPUS": "0",

@@ -11,9 +11,9 @@ Responses, embeddings and completions are translations at this edge into the sam
 
 No framework request/response objects on the way out: Starlette's response classes iterate
 and watch for disconnects per chunk, which cost more than the relay itself (issue 14). A
-client leaving is noticed by one `receive()` watcher task per request, which cancels the
-request's work (the upstream call included); nothing is checked per chunk. Accounting
-happens in the observers, off the response's critical path.
+client leaving cancels the request's work (the upstream call included): its connection
+tells the handler (`gateway.api.leave`), with no task per request, and nothing is checked
+per chunk. Accounting happens in the observers, off the response's critical path.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from starlette.datastructures import Address
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from gateway.api.leave import Watch, watch_client
 from gateway.api.state import AppState
 from gateway.api.usage_cost import usd_text
+from gateway.api.wire import send_head_and_body
 from gateway.backends.base import Backend
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
@@ -189,29 +191,6 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class _DisconnectWatch:
-    """One task per request, waiting on `receive()`: when the client leaves, it cancels the
-    request's task (and with it the upstream call). Stopped before the last body message,
-    after which uvicorn's `receive()` reports a disconnect that is no client leaving."""
-
-    __slots__ = ("_task", "left")
-
-    def __init__(self, receive: Receive) -> None:
-        self.left = False
-        owner = asyncio.current_task()
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive, owner))
-
-    async def _watch(self, receive: Receive, owner: asyncio.Task[Any] | None) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.left = True
-        if owner is not None:
-            owner.cancel()
-
-    def stop(self) -> None:
-        self._task.cancel()
-
-
 async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -> None:
     t0 = time.perf_counter()
     state: AppState = scope["app"].state.gateway
@@ -260,7 +239,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             out_headers.append((b"x-gateway-route", decision.route.encode()))
         limit = snapshot.config.gateway.max_response_bytes
         await _answer(
-            state, send, receive, ingress, request, decision, backends, outcome, out_headers, t0, limit, snapshot
+            state, scope, send, receive, ingress, request, decision, backends, outcome, out_headers, t0, limit, snapshot
         )
     finally:
         if backends is not None:
@@ -269,6 +248,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
 
 async def _answer(
     state: AppState,
+    scope: Scope,
     send: Send,
     receive: Receive,
     ingress: Ingress,
@@ -282,7 +262,7 @@ async def _answer(
     snapshot: ConfigSnapshot,
 ) -> None:
     chat = request.chat
-    watch = _DisconnectWatch(receive)
+    watch = watch_client(scope, receive)
     plan = ingress.plan
 
     def plan_for(offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -332,8 +312,7 @@ async def _answer(
                 await _completed(ingress, request, opened)
             out_headers.append(_JSON)
             out_headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            await send({"type": "http.response.body", "body": body})
+            await send_head_and_body(scope, send, 200, out_headers, body)
             return
         out_headers.extend(_SSE_HEADERS)
         rescue = None
@@ -343,7 +322,7 @@ async def _answer(
                 chat, decision, backends, state.observers, outcome, headers, snapshot, max_response_bytes
             )
             rescue = StreamRescue.for_stream(context, opened)
-        await _relay(state, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)
+        await _relay(state, scope, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)
     except asyncio.CancelledError:
         if not watch.left:
             raise  # shutdown, not the client: let it propagate
@@ -384,8 +363,9 @@ async def send_error(send: Send, ingress: Ingress, exc: GatewayError, out_header
 
 async def _relay(
     state: AppState,
+    scope: Scope,
     send: Send,
-    watch: _DisconnectWatch,
+    watch: Watch,
     ingress: Ingress,
     request: IngressRequest,
     opened: OpenedAnswer,
@@ -405,12 +385,15 @@ async def _relay(
     attempt_started = time.perf_counter() - last.duration_s
     tail = b""
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
         if rescue is not None:
             rescue.keep(opened.prefix)
-        prefix = opened.prefix if translate is None else translate(opened.prefix)
-        if prefix:
-            await send({"type": "http.response.body", "body": prefix, "more_body": True})
+        if translate is None and opened.prefix:  # the head and the events read so far, in one write
+            await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+            prefix = opened.prefix if translate is None else translate(opened.prefix)
+            if prefix:
+                await send({"type": "http.response.body", "body": prefix, "more_body": True})
         if not opened.ended:
             async for chunk in opened.response.aiter_bytes():
                 t = time.perf_counter()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 _PER_MESSAGE = 4
 
 
@@ -32,6 +34,17 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def _json_tokens(value: Any) -> int:
+    """Tokens of a JSON value as the upstream receives it: its JSON bytes / 3.
+
+    orjson rather than `str()`: an agent's 20 tool schemas took `str()` about 90 µs (a
+    fifth of the gateway's CPU for such a request under wrk), orjson a tenth of that."""
+    try:
+        return (len(orjson.dumps(value)) + 2) // 3
+    except TypeError:  # not JSON (a payload built in code, not parsed): its text
+        return estimate_text_tokens(str(value))
+
+
 def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     total = 3
     for message in payload.get("messages") or ():
@@ -39,8 +52,8 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
             total += _PER_MESSAGE + estimate_text_tokens(_content_text(message.get("content")))
             calls = message.get("tool_calls")
             if calls:
-                total += estimate_text_tokens(str(calls))
+                total += _json_tokens(calls)
     tools = payload.get("tools")
     if tools:
-        total += estimate_text_tokens(str(tools))
+        total += _json_tokens(tools)
     return total

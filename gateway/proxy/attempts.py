@@ -75,6 +75,7 @@ from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, Upstream
 from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
 from gateway.proxy.relay import StreamFailedEarly
+from gateway.proxy.time_limit import time_limit
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -319,7 +320,7 @@ class _Call:
         limit = min(remaining, first_content_timeout(backend.config) if chat.stream else backend.config.timeout_s)
         try:
             try:
-                async with asyncio.timeout(limit):
+                async with time_limit(limit):
                     response = slot.hold(await backend.send(request))  # its slot is freed when it closes
                     opened = await (
                         _pre_read_stream(

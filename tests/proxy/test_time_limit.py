@@ -1,0 +1,68 @@
+"""gateway/proxy/time_limit.py: the fallback loop's per-attempt limit keeps asyncio.timeout's
+contract (TimeoutError on expiry; an outside cancellation stays a cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.proxy.time_limit import time_limit
+
+LIMITS = [asyncio.timeout, time_limit]
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_a_block_that_runs_past_the_limit_raises_timeout_error(limit):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        async with limit(0.05):
+            await asyncio.sleep(5)
+    assert 0.04 <= loop.time() - started < 1
+    assert asyncio.current_task().cancelling() == 0  # the task is left as it was: nothing pending
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_a_block_within_the_limit_is_untouched_and_no_timer_fires_later(limit):
+    async with limit(0.05):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)  # past the limit: had the timer not been cancelled, this would be cancelled
+    assert asyncio.current_task().cancelling() == 0
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_a_cancellation_from_outside_stays_a_cancellation(limit):
+    entered = asyncio.Event()
+
+    async def attempt():
+        async with limit(5):
+            entered.set()
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(attempt())
+    await entered.wait()
+    task.cancel()  # the client left
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_a_cancellation_from_outside_while_expiring_is_not_swallowed(limit):
+    async def attempt():
+        async with limit(0.01):
+            try:
+                await asyncio.sleep(5)
+            finally:
+                asyncio.current_task().cancel()  # cancelled from outside as the limit fires
+                await asyncio.sleep(0)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(attempt())
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_errors_inside_pass_through(limit):
+    with pytest.raises(KeyError):
+        async with limit(5):
+            raise KeyError("x")
