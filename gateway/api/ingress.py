@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.datastructures import Address
@@ -39,7 +40,7 @@ from gateway.backends.base import Backend
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
-from gateway.protocol.chat import ChatRequest
+from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
@@ -131,6 +132,11 @@ class Ingress(abc.ABC):
         (non-streamed: after `body`; streamed: after the translator's `finish`, not for a
         stream that broke), so a follow-up request the client makes next can rely on it."""
         return None
+
+    def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
+        """The chat completions payload this candidate is asked when the request goes to it
+        translated (and what a continuation of a broken stream starts from)."""
+        return upstream_payload(request.chat, offer.upstream_id)
 
     @abc.abstractmethod
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -319,7 +325,15 @@ async def _answer(
         if opened.format is CHAT:  # chat chunks (translated ingresses read them too): continuable
             headers = {"x-request-id": outcome.request_id}
             context = RescueContext(
-                chat, decision, backends, state.observers, outcome, headers, snapshot, max_response_bytes
+                chat,
+                decision,
+                backends,
+                state.observers,
+                outcome,
+                headers,
+                snapshot,
+                max_response_bytes,
+                partial(ingress.chat_payload, request),
             )
             rescue = StreamRescue.for_stream(context, opened)
         await _relay(state, scope, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)

@@ -183,15 +183,18 @@ class MessagesIngress(Ingress):
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         assert isinstance(request, MessagesRequest)
-        max_tokens = request.capped_max_tokens(offer)
         if "messages" in offer.apis:
             payload = dict(request.native)
             payload["model"] = offer.upstream_id
-            payload["max_tokens"] = max_tokens
+            payload["max_tokens"] = request.capped_max_tokens(offer)
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
+        return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), CHAT)
+
+    def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
+        assert isinstance(request, MessagesRequest)
         payload = upstream_payload(request.chat, offer.upstream_id)
-        payload["max_tokens"] = max_tokens
-        return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
+        payload["max_tokens"] = request.capped_max_tokens(offer)
+        return payload
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         if opened.format is MESSAGES_FORMAT:

@@ -80,6 +80,9 @@ class _Held(UpstreamResponse):
     async def aread(self) -> bytes:
         return await self._response.aread()
 
+    def stream_started(self, idle_s: float) -> None:
+        self._response.stream_started(idle_s)  # the idle limit is the adapter's to arm
+
     async def aclose(self) -> None:
         try:
             await self._response.aclose()

@@ -231,6 +231,9 @@ class RescueContext:
     headers: dict[str, str]
     snapshot: ConfigSnapshot | None
     max_response_bytes: int
+    # The chat payload a candidate is asked, before the prefill is added: the ingress's own
+    # (a Messages request caps its `max_tokens` per candidate); None: the chat request as is.
+    payload_for: Callable[[Offer], dict[str, Any]] | None = None
 
 
 class StreamRescue:
@@ -285,7 +288,8 @@ class StreamRescue:
             mode = prefill_mode(offer, backend.config)
             if mode is None:
                 return None
-            payload = continuation_payload(upstream_payload(chat, offer.upstream_id), partial, mode)
+            base = context.payload_for(offer) if context.payload_for else upstream_payload(chat, offer.upstream_id)
+            payload = continuation_payload(base, partial, mode)
             return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
         try:

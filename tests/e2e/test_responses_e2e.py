@@ -356,10 +356,16 @@ def test_a_native_failure_before_content_falls_back_to_the_next_candidate(
     else:
         response = client.responses.create(model="auto", input="Say hello.")
     assert response.output_text == (STREAMED if stream else "Hello from the fake upstream.")  # chat, translated
-    assert len(native.received) == 1 and len(upstream.received) == 1
+    # A failure before content is the backend's (a 5xx-class one): asked once more after a
+    # jittered backoff (`fallback.retries_per_candidate`: 1), then the next candidate.
+    assert len(native.received) == 2 and len(upstream.received) == 1
     rows = ledger(gw_native, 1)
-    assert [(e["backend"], e["final"], e["attempt"]) for e in rows] == [("native", False, 1), ("chat-up", True, 2)]
-    assert rows[-1]["attempts"] == 2 and rows[-1]["endpoint"] == "responses"
+    assert [(e["backend"], e["final"], e["attempt"]) for e in rows] == [
+        ("native", False, 1),
+        ("native", False, 2),
+        ("chat-up", True, 3),
+    ]
+    assert rows[-1]["attempts"] == 3 and rows[-1]["endpoint"] == "responses"
 
 
 def test_a_native_backend_error_status_falls_back(gw_native, native, upstream, openai_client):

@@ -81,7 +81,7 @@ def test_slots_come_back_when_answers_end_streamed_or_not(start_gateway, upstrea
     for stream in (False, True) * 4:  # one slot each: a leaked slot would fail the next call
         answer = httpx.post(gw.url + "/v1/chat/completions", json={**ASK, "stream": stream}, timeout=30)
         assert answer.status_code == 200 and answer.headers["x-gateway-backend"] == "up-a"
-    upstream.reset(status=500)  # failed attempts give their slot back too
+    upstream.reset(status=503)  # failed attempts give their slot back too (503: moved on at once, no retry)
     for _ in range(3):
         assert httpx.post(gw.url + "/v1/chat/completions", json=ASK, timeout=30).headers["x-gateway-backend"] == "up-b"
     assert len(upstream.received) == 3 and len(upstream_b.received) == 3
