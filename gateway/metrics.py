@@ -234,6 +234,8 @@ class Metrics:
         )
         for result in ("invalid", "throttled"):
             self.auth_failures.labels(result)  # zeros: an open gateway still has a series to show
+        for op in ("put", "get", "delete"):
+            self.response_store_errors.labels(op)  # zeros, as for auth failures
         # -- end tenants ---------------------------------------------------------------------
         for result in ("success", "failure"):
             self.config_reloads.labels(result)  # export zeros, so alerts and panels have a series
@@ -398,6 +400,8 @@ class Metrics:
             # Zeros for the counters the alerts compare, so they have data before any failure.
             self._child(self.misconfigured, *key)
             self._child(self.malformed_events, key[0])
+            for reason in ("full", "model_limit"):
+                self._child(self.candidates_skipped, key[0], reason)
         if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes
             for key in self._circuit_offers - current:
                 self.circuit_state.remove(*key)
