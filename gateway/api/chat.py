@@ -11,44 +11,19 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import Ingress, IngressRequest, Parsed, StreamTranslator, handle
+from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, Parsed, StreamTranslator, handle
 from gateway.api.ingress import client_request_id as client_request_id
 from gateway.api.ingress import read_body as read_body
 from gateway.api.ingress import receive_body as receive_body
 from gateway.api.usage_cost import CostStream, ask_for_usage, body_with_cost, wants_cost
-from gateway.backends.base import CHAT_COMPLETIONS, Backend, UpstreamError
+from gateway.backends.base import CHAT_COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import parse_chat_request, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
 
-
-class _ChatStream:
-    """Chat answers stream as chat chunks: forwarded untouched."""
-
-    passthrough = True
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-    def broken(self, error: UpstreamError) -> bytes:
-        """The SDK's error event: it raises on it instead of taking the stream as complete."""
-        event = {
-            "error": {
-                "message": "The upstream stream broke off.",
-                "type": "upstream_error",
-                "param": None,
-                "code": error.reason,
-            }
-        }
-        return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-_STREAM = _ChatStream()  # stateless: one for every request
+_STREAM = OPENAI_PASSTHROUGH  # chat answers stream as chat chunks: forwarded untouched
 _COST = object()  # `Parsed.native` of a request that asked for `usage.cost` (gateway.api.usage_cost)
 
 

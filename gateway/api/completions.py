@@ -15,8 +15,8 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
-from gateway.backends.base import COMPLETIONS, Backend, UpstreamError
+from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, StreamTranslator, handle
+from gateway.backends.base import COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.completions import CompletionsRequest, parse_completions_request, upstream_completions_payload
 from gateway.protocol.errors import GatewayError
@@ -24,32 +24,7 @@ from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import UpstreamCall
 from gateway.proxy.openai_formats import COMPLETIONS as COMPLETIONS_FORMAT
 
-
-class _PassThrough:
-    """The upstream's `text_completion` chunks, forwarded untouched."""
-
-    passthrough = True
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-    def broken(self, error: UpstreamError) -> bytes:
-        """OpenAI's error event: the SDK raises on it instead of taking the stream as complete."""
-        event = {
-            "error": {
-                "message": "The upstream stream broke off.",
-                "type": "upstream_error",
-                "param": None,
-                "code": error.reason,
-            }
-        }
-        return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-_STREAM = _PassThrough()
+_STREAM = OPENAI_PASSTHROUGH  # the upstream's `text_completion` chunks, forwarded untouched
 
 
 class CompletionsIngress(Ingress):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
+import orjson
 from starlette.datastructures import Address
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -101,6 +102,40 @@ class StreamTranslator(Protocol):
     def finish(self) -> bytes: ...
 
     def broken(self, error: UpstreamError) -> bytes: ...
+
+
+class PassThrough:
+    """A stream already in the client's wire format, forwarded untouched (chat to chat,
+    native pass-through). Only how the format says the stream broke off differs per API, so
+    the client's SDK raises instead of taking a cut answer as whole: `broken`, given."""
+
+    passthrough = True
+    __slots__ = ("broken",)
+
+    def __init__(self, broken: Callable[[UpstreamError], bytes]) -> None:
+        self.broken = broken
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def openai_broken(error: UpstreamError) -> bytes:
+    """OpenAI's error event for a chat or completions stream that broke off."""
+    event = {
+        "error": {
+            "message": "The upstream stream broke off.",
+            "type": "upstream_error",
+            "param": None,
+            "code": error.reason,
+        }
+    }
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+OPENAI_PASSTHROUGH = PassThrough(openai_broken)  # stateless: one for every request
 
 
 class Ingress(abc.ABC):

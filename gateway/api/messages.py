@@ -29,7 +29,16 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import HeadersOnly, Ingress, IngressRequest, StreamTranslator, handle, receive_body, send_error
+from gateway.api.ingress import (
+    HeadersOnly,
+    Ingress,
+    IngressRequest,
+    PassThrough,
+    StreamTranslator,
+    handle,
+    receive_body,
+    send_error,
+)
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
@@ -120,22 +129,11 @@ def _error_event(kind: str, message: str) -> bytes:
     return encode_event({"type": "error", "error": {"type": kind, "message": message}})
 
 
-class _Native:
-    """A native Messages stream: already the client's events, forwarded untouched."""
-
-    passthrough = True
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-    def broken(self, error: UpstreamError) -> bytes:
-        return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+def _native_broken(error: UpstreamError) -> bytes:
+    return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
 
 
-_NATIVE = _Native()
+_NATIVE = PassThrough(_native_broken)  # a native Messages stream: already the client's events
 
 
 class _FromChat:

@@ -29,7 +29,7 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
+from gateway.api.ingress import Ingress, IngressRequest, PassThrough, StreamTranslator, handle
 from gateway.api.state import AppState
 from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
@@ -165,30 +165,20 @@ class TranslatedStream:
         return b"".join(map(encode_event, self._stream.fail(failure)))
 
 
-class NativeStream:
-    """A Responses stream from a backend that speaks it: forwarded untouched (the relay's
-    accountant keeps its final Response, which is what gets stored)."""
-
-    passthrough = True
-
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-    def broken(self, error: UpstreamError) -> bytes:
-        event = {
-            "type": "error",
-            "sequence_number": 0,
-            "code": error.reason,
-            "message": "The upstream stream broke off.",
-            "param": None,
-        }
-        return encode_event(event)
+def _native_broken(error: UpstreamError) -> bytes:
+    event = {
+        "type": "error",
+        "sequence_number": 0,
+        "code": error.reason,
+        "message": "The upstream stream broke off.",
+        "param": None,
+    }
+    return encode_event(event)
 
 
-_NATIVE_STREAM = NativeStream()  # stateless: one for every request
+# A Responses stream from a backend that speaks it: forwarded untouched (the relay's
+# accountant keeps its final Response, which is what gets stored).
+_NATIVE_STREAM = PassThrough(_native_broken)
 
 
 class ResponsesIngress(Ingress):
