@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def config_status(state: AppState) -> dict:
+def config_status(state: AppState) -> dict[str, Any]:
     snapshot = state.config.current
     status = state.config.status
     return {

@@ -6,10 +6,13 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gateway.api import (
     admin,
@@ -60,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     configure_logging(settings.log_level)  # worker processes start with no logging set up
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         state = build_state(settings)
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: last-good config, ledger
         if settings.redis_url:
@@ -131,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_exception_handler(GatewayError, _gateway_error)
+    # Starlette calls it only for GatewayError, the class it is registered for.
+    app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
     chat.register(app)
@@ -179,15 +183,15 @@ def _install_sighup(state: AppState) -> None:
         pass  # not the main thread (tests) or no signals on this platform
 
 
-async def _gateway_error(request: Request, exc: GatewayError):
+async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     return exc.to_response()
 
 
-async def _not_found(request: Request, exc: Exception):
+async def _not_found(request: Request, exc: Exception) -> Response:
     return GatewayError(404, f"Unknown path {request.url.path}.", code="not_found").to_response()
 
 
-async def _method_not_allowed(request: Request, exc: Exception):
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return GatewayError(
         405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
     ).to_response()

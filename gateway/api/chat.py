@@ -100,7 +100,7 @@ class ChatEndpoint:
 def register(app: FastAPI) -> None:
     endpoint = ChatEndpoint()
     for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
+        app.router.add_route(path, endpoint, methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is
 
 
 # Served by gateway.api.fastpath ahead of FastAPI's middleware (also registered on the

@@ -62,7 +62,7 @@ class _Endpoint:
 def register(app: FastAPI) -> None:
     endpoint = _Endpoint()
     for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
+        app.router.add_route(path, endpoint, methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is
 
 
 # Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.

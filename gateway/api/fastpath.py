@@ -10,9 +10,10 @@ through FastAPI as usual.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
+from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from gateway.protocol.errors import GatewayError
@@ -23,12 +24,12 @@ AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class FastPathApp:
-    def __init__(self, app: FastAPI, routes: dict[str, AsgiHandler]) -> None:
+    def __init__(self, app: FastAPI, routes: Mapping[str, AsgiHandler]) -> None:
         self.app = app  # the FastAPI app: state, lifespan, every other route
         self._routes = routes  # path -> ASGI handler, POST only; it sends its own response
 
     @property
-    def state(self):
+    def state(self) -> State:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

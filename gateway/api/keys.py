@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -122,11 +123,15 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
             raise GatewayError(400, f"`{name}` must be {expected}.", param=name, code="invalid_type")
 
 
+# One key or team operation: (the admin, the request's JSON body, who asks) -> the answer's body.
+AdminAction = Callable[[TenantAdmin, dict[str, Any], str], object]
+
+
 def _actor(request: Request) -> str:
     return f"http:{request.client.host if request.client else 'unknown'}"
 
 
-async def _admin_call(request: Request, action, status: int = 200) -> Response:
+async def _admin_call(request: Request, action: AdminAction, status: int = 200) -> Response:
     state: AppState = request.app.state.gateway
     state.auth.authenticate_key_admin(request)
     admin = state.tenant_admin
@@ -153,7 +158,7 @@ def register(app: FastAPI) -> None:
         )
 
     async def create_key(request: Request) -> Response:
-        def act(admin: TenantAdmin, body: dict, actor: str):
+        def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
             _check_fields(body, _KEY_FIELDS)
             if not isinstance(body.get("name"), str):
                 raise TenantError("`name` is required")
@@ -172,7 +177,7 @@ def register(app: FastAPI) -> None:
     async def update_key(request: Request) -> Response:
         name = request.path_params["name"]
 
-        def act(admin: TenantAdmin, body: dict, actor: str):
+        def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
             _check_fields(body, _KEY_FIELDS - {"name"})
             expires = body.get("expires")
             expires_at = None if expires is None else (parse_when(expires) if expires else 0)
@@ -195,7 +200,7 @@ def register(app: FastAPI) -> None:
     async def rotate_key(request: Request) -> Response:
         name = request.path_params["name"]
 
-        def act(admin: TenantAdmin, body: dict, actor: str):
+        def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
             _check_fields(body, {"overlap"})
             overlap = parse_duration(str(body.get("overlap", "0")))
             return admin.rotate_key(name, actor=actor, overlap_s=overlap).public()
@@ -208,7 +213,7 @@ def register(app: FastAPI) -> None:
         )
 
     async def create_team(request: Request) -> Response:
-        def act(admin: TenantAdmin, body: dict, actor: str):
+        def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
             _check_fields(body, _TEAM_FIELDS)
             if not isinstance(body.get("name"), str):
                 raise TenantError("`name` is required")
@@ -219,7 +224,7 @@ def register(app: FastAPI) -> None:
     async def update_team(request: Request) -> Response:
         name = request.path_params["name"]
 
-        def act(admin: TenantAdmin, body: dict, actor: str):
+        def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
             _check_fields(body, _TEAM_FIELDS - {"name"})
             return admin.update_team(name, actor=actor, **_limits(body)).public()
 

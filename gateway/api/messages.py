@@ -254,7 +254,7 @@ class _Endpoint:
 
 def register(app: FastAPI) -> None:
     for path, handler in FAST_ROUTES.items():
-        app.router.add_route(path, _Endpoint(handler), methods=["POST"])
+        app.router.add_route(path, _Endpoint(handler), methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is
 
 
 # Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.

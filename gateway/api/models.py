@@ -69,8 +69,8 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
                 "endpoints": endpoints_of(offers),
             }
         )
-    for model_id, offers in sorted(snapshot.offers.items()):
-        best = max(o.spec.context_length for o in offers)
+    for model_id, served in sorted(snapshot.offers.items()):
+        best = max(o.spec.context_length for o in served)
         entries.append(
             {
                 "id": model_id,
@@ -78,9 +78,9 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
                 "created": created,
                 "owned_by": model_id.split("/", 1)[0],
                 "context_length": best,
-                "providers": sorted(o.backend for o in offers),
-                "kind": offers[0].spec.kind,
-                "endpoints": endpoints_of(offers),
+                "providers": sorted(o.backend for o in served),
+                "kind": served[0].spec.kind,
+                "endpoints": endpoints_of(served),
             }
         )
     return entries

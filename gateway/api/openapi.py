@@ -49,7 +49,7 @@ _ERROR_MEANINGS = {
     504: "The upstream timed out",
 }
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _STREAM_OR_JSON = {
     JSON: {"schema": {"type": "object"}},
     "text/event-stream": {"schema": {"type": "string"}},

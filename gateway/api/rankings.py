@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from importlib import resources
 from typing import Any
@@ -97,7 +97,7 @@ def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
-def _store(state: AppState):
+def _store(state: AppState) -> UsageStore:
     if state.usage_store is None:
         raise GatewayError(503, "The usage ledger is not running.", code="usage_store_unavailable")
     return state.usage_store
@@ -204,7 +204,7 @@ def register(app: FastAPI) -> None:
     web = resources.files("gateway") / "web"
     pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}
 
-    def static(name: str):
+    def static(name: str) -> Callable[[Request], Awaitable[Response]]:
         body, media_type = pages[name]
 
         async def serve(request: Request) -> Response:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,13 @@ class _HeadTooLarge(Exception):
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any], _loop=None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits: WireLimits = getattr(config, "wire", None) or WireLimits()
         self.phase = _IDLE
@@ -125,7 +132,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.phase_since = self.loop.time()
         sweeper = getattr(self.server_state, "gateway_sweeper", None)
         if sweeper is None:
-            sweeper = self.server_state.gateway_sweeper = _Sweeper(self.loop, self.connections, self.limits)
+            sweeper = _Sweeper(self.loop, self.connections, self.limits)
+            # uvicorn's ServerState is shared by all of a server's connections: one sweeper rides on it.
+            self.server_state.gateway_sweeper = sweeper  # type: ignore[attr-defined]
         sweeper.ensure_running()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -160,7 +169,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         ):
             return False
         transport = cycle.transport
-        held = cycle.transport = _HeldWrites(transport)
+        # A stand-in with the three methods the cycle calls (write, close, is_closing).
+        held = cycle.transport = _HeldWrites(transport)  # type: ignore[assignment]
         try:
             # Neither awaits anything here: writes are not paused and the client is connected.
             await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
@@ -370,7 +380,7 @@ async def send_head_and_body(
 class _Sweeper:
     """One periodic check of every open connection of a server, instead of a timer per request."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set, limits: WireLimits) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: AbstractSet[object], limits: WireLimits) -> None:
         self._loop = loop
         self._connections = connections
         self._interval = limits.sweep_interval_s
