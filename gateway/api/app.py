@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,23 +14,10 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api import (
-    admin,
-    chat,
-    completions,
-    embeddings,
-    explain,
-    keys,
-    messages,
-    models,
-    openapi,
-    rankings,
-    responses,
-    scrape,
-    stored_responses,
-)
+from gateway.api import keys, stored_responses
 from gateway.api.auth import Authenticator
-from gateway.api.fastpath import FastPathApp
+from gateway.api.fastpath import FastPathApp, Middleware, imported_middleware, with_middleware
+from gateway.api.routes import fast_routes, route_table, starlette_routes
 from gateway.api.state import AppState
 from gateway.backends.inflight import CandidateGate, InFlight
 from gateway.backends.pool import BackendPool
@@ -58,7 +45,9 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastPathApp:
+def create_app(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> FastPathApp:
+    """The gateway as an ASGI app. `middleware` (then `GATEWAY_MIDDLEWARE`'s, outermost first)
+    wraps every route, the fast ones too, and the lifespan (see gateway.api.fastpath)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)  # worker processes start with no logging set up
 
@@ -138,27 +127,10 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
-    chat.register(app)
-    messages.register(app)
-    embeddings.register(app)
-    completions.register(app)
-    models.register(app)
-    admin.register(app)
-    explain.register(app)
-    rankings.register(app)
-    scrape.register(app)
-    keys.register(app)
-    stored_responses.register(app)
-    responses.register(app)
-    openapi.register(app)
-    fast_routes = {
-        **chat.FAST_ROUTES,
-        **messages.FAST_ROUTES,
-        **responses.FAST_ROUTES,
-        **embeddings.FAST_ROUTES,
-        **completions.FAST_ROUTES,
-    }
-    return FastPathApp(app, fast_routes)
+    table = route_table()
+    app.router.routes.extend(starlette_routes(table))
+    front = FastPathApp(app, fast_routes(table))
+    return with_middleware(front, [*middleware, *imported_middleware(settings.middleware)])
 
 
 def _wire_metrics(state: AppState) -> None:

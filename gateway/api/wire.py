@@ -151,18 +151,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         return watch
 
     async def send_head_and_body(
-        self, scope: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool
+        self, scope: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool
     ) -> bool:
         """`http.response.start` and a first `http.response.body` as uvicorn sends them, but
         written to the socket in one call instead of two (one system call less per answer).
 
-        False (nothing sent) when the request is not this connection's current one, or the
-        answer cannot be written at once (started, disconnected, writes paused): the caller
-        then sends the two messages as usual."""
+        False (nothing sent) when the request is not this connection's current one, `send` is
+        not the server's own (an operator's middleware wraps it, to add CORS headers or trace:
+        it must see both messages), or the answer cannot be written at once (started,
+        disconnected, writes paused): the caller then sends the two messages as usual."""
         cycle = self.cycle
         if (
             cycle is None
             or cycle.scope is not scope
+            or send != cycle.send
             or cycle.response_started
             or cycle.disconnected
             or self.flow.write_paused
@@ -372,7 +374,7 @@ async def send_head_and_body(
     """Start an answer and send its first body: in one socket write under the gateway's
     protocol, as two ASGI messages under any other server."""
     connection = scope.get(CONNECTION_SCOPE_KEY)
-    if connection is None or not await connection.send_head_and_body(scope, status, headers, body, more_body):
+    if connection is None or not await connection.send_head_and_body(scope, send, status, headers, body, more_body):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
