@@ -48,7 +48,7 @@ lint: install
 	$(BIN)/ruff format --check gateway tests bench scripts
 	$(BIN)/ruff check gateway tests bench scripts
 
-# mypy --strict on what [tool.mypy] `files` lists in pyproject.toml (pinned in requirements.lock).
+# mypy --strict on all of gateway/ (`files` in [tool.mypy], pyproject.toml; pinned in requirements.lock).
 typecheck: install
 	$(BIN)/mypy
 

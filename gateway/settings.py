@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # Key for /admin endpoints. Empty: key management over HTTP is off, and /admin/status and
     # /admin/reload accept the static client keys (or anyone, when the gateway is open).
     admin_key: str = ""
+    # Operator ASGI middleware (CORS, tracing), comma-separated `module:attribute` import paths,
+    # outermost first; each wraps every route, the fast ones too (gateway.api.fastpath).
+    middleware: str = ""
     # Seconds between checks of the config file for edits (besides inotify events).
     reload_poll_s: float = 2.0
     # Seconds in-flight requests get to finish on SIGTERM.

@@ -57,17 +57,11 @@ def test_every_type_ignore_names_its_error_and_says_why():
     assert unexplained == []
 
 
-def test_the_checked_modules_include_routing_metrics_limits_and_the_backend_pool():
-    files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
-    for module in (
-        "gateway/routing",
-        "gateway/metrics.py",
-        "gateway/metric_values.py",
-        "gateway/ratelimit.py",
-        "gateway/usage",
-        "gateway/backends/pool.py",
-        "gateway/backends/mock.py",
-        "gateway/backends/mock_answers.py",
-    ):
-        assert module in files
-    assert "exclude" not in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+def test_the_whole_package_is_checked_with_no_module_let_off():
+    """Every module of gateway/ is checked: no list of packages that leaves new ones out, no
+    override that silences a module's errors or skips following its imports."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["files"] == ["gateway"]
+    assert "exclude" not in config
+    for override in config.get("overrides", []):
+        assert not {"ignore_errors", "follow_imports", "ignore_missing_imports"} & set(override), override

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,7 +16,7 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def config_status(state: AppState) -> dict:
+def config_status(state: AppState) -> dict[str, Any]:
     snapshot = state.config.current
     status = state.config.status
     return {
@@ -40,23 +40,20 @@ def config_status(state: AppState) -> dict:
     }
 
 
-def register(app: FastAPI) -> None:
-    async def health(request: Request) -> Response:
-        return _json({"status": "ok"})
+async def health(request: Request) -> Response:
+    return _json({"status": "ok"})
 
-    async def status(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        state.auth.authenticate_admin(request)
-        return _json(config_status(state))
 
-    async def reload(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        state.auth.authenticate_admin(request)
-        swapped = state.config.reload(force=True)
-        body = config_status(state)
-        body["reloaded"] = swapped
-        return _json(body, 200 if swapped else 422)
+async def status(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    state.auth.authenticate_admin(request)
+    return _json(config_status(state))
 
-    app.router.add_route("/health", health, methods=["GET"])
-    app.router.add_route("/admin/status", status, methods=["GET"])
-    app.router.add_route("/admin/reload", reload, methods=["POST"])
+
+async def reload(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    state.auth.authenticate_admin(request)
+    swapped = state.config.reload(force=True)
+    body = config_status(state)
+    body["reloaded"] = swapped
+    return _json(body, 200 if swapped else 422)

@@ -6,28 +6,18 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 
-from gateway.api import (
-    admin,
-    chat,
-    completions,
-    embeddings,
-    explain,
-    keys,
-    messages,
-    models,
-    openapi,
-    rankings,
-    responses,
-    scrape,
-    stored_responses,
-)
+from gateway.api import keys, stored_responses
 from gateway.api.auth import Authenticator
-from gateway.api.fastpath import FastPathApp
+from gateway.api.fastpath import FastPathApp, Middleware, imported_middleware, with_middleware
+from gateway.api.routes import fast_routes, route_table, starlette_routes
 from gateway.api.state import AppState
 from gateway.backends.inflight import CandidateGate, InFlight
 from gateway.backends.pool import BackendPool
@@ -55,12 +45,14 @@ def build_state(settings: Settings) -> AppState:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastPathApp:
+def create_app(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> FastPathApp:
+    """The gateway as an ASGI app. `middleware` (then `GATEWAY_MIDDLEWARE`'s, outermost first)
+    wraps every route, the fast ones too, and the lifespan (see gateway.api.fastpath)."""
     settings = settings or Settings()
     configure_logging(settings.log_level)  # worker processes start with no logging set up
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         state = build_state(settings)
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: last-good config, ledger
         if settings.redis_url:
@@ -131,30 +123,14 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
             log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_exception_handler(GatewayError, _gateway_error)
+    # Starlette calls it only for GatewayError, the class it is registered for.
+    app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
-    chat.register(app)
-    messages.register(app)
-    embeddings.register(app)
-    completions.register(app)
-    models.register(app)
-    admin.register(app)
-    explain.register(app)
-    rankings.register(app)
-    scrape.register(app)
-    keys.register(app)
-    stored_responses.register(app)
-    responses.register(app)
-    openapi.register(app)
-    fast_routes = {
-        **chat.FAST_ROUTES,
-        **messages.FAST_ROUTES,
-        **responses.FAST_ROUTES,
-        **embeddings.FAST_ROUTES,
-        **completions.FAST_ROUTES,
-    }
-    return FastPathApp(app, fast_routes)
+    table = route_table()
+    app.router.routes.extend(starlette_routes(table))
+    front = FastPathApp(app, fast_routes(table))
+    return with_middleware(front, [*middleware, *imported_middleware(settings.middleware)])
 
 
 def _wire_metrics(state: AppState) -> None:
@@ -179,15 +155,15 @@ def _install_sighup(state: AppState) -> None:
         pass  # not the main thread (tests) or no signals on this platform
 
 
-async def _gateway_error(request: Request, exc: GatewayError):
+async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     return exc.to_response()
 
 
-async def _not_found(request: Request, exc: Exception):
+async def _not_found(request: Request, exc: Exception) -> Response:
     return GatewayError(404, f"Unknown path {request.url.path}.", code="not_found").to_response()
 
 
-async def _method_not_allowed(request: Request, exc: Exception):
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return GatewayError(
         405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
     ).to_response()

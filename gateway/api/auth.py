@@ -15,16 +15,29 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from starlette.requests import Request
+from starlette.datastructures import Address
 
 from gateway.protocol.errors import GatewayError
 from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.principal import OPEN, Principal
 from gateway.tenants.throttle import FailedAuthThrottle, Network, client_address
 
-__all__ = ["OPEN", "Authenticator", "Principal"]
+__all__ = ["OPEN", "Authenticator", "Caller", "Principal"]
+
+
+class Caller(Protocol):
+    """What authentication reads of a request: its headers and the peer's address. A
+    Starlette `Request` is one; so is the fast routes' `HeadersOnly` (no Request built)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def client(self) -> Address | None: ...
+
 
 ADMIN = Principal("admin")
 _WHY = {
@@ -59,13 +72,13 @@ class Authenticator:
     def admin_key_set(self) -> bool:
         return bool(self._admin_key)
 
-    def _bearer(self, request: Request) -> str | None:
+    def _bearer(self, request: Caller) -> str | None:
         header = request.headers.get("authorization")
         if header and header[:7].lower() == "bearer ":
             return header[7:].strip()
         return request.headers.get("x-api-key")
 
-    def authenticate(self, request: Request) -> Principal:
+    def authenticate(self, request: Caller) -> Principal:
         directory = self.directory
         if not self._keys and (directory is None or directory.empty):
             if directory is not None and not directory.loaded:
@@ -91,7 +104,7 @@ class Authenticator:
                 raise self._failed(request, _WHY[found], "invalid_api_key")
         raise self._failed(request, "Incorrect API key provided.", "invalid_api_key")
 
-    def authenticate_admin(self, request: Request) -> Principal:
+    def authenticate_admin(self, request: Caller) -> Principal:
         """For /admin/status and /admin/reload (see the module docstring)."""
         if not self._admin_key:
             if not self._keys:
@@ -104,7 +117,7 @@ class Authenticator:
             return principal
         return self.authenticate_key_admin(request)
 
-    def authenticate_viewer(self, request: Request) -> tuple[Principal, bool]:
+    def authenticate_viewer(self, request: Caller) -> tuple[Principal, bool]:
         """For the usage views (rankings, spend): who is asking, and whether they may see every
         tenant's traffic. The admin key may; so may anyone on an open gateway, and, while no
         admin key is set, the operator's static keys (the rule of `authenticate_admin`). A
@@ -117,7 +130,7 @@ class Authenticator:
             return principal, True
         return principal, not admin_key and not principal.virtual
 
-    def authenticate_key_admin(self, request: Request) -> Principal:
+    def authenticate_key_admin(self, request: Caller) -> Principal:
         """For key and team management: the admin key, and nothing else."""
         if not self._admin_key:
             raise GatewayError(
@@ -129,7 +142,7 @@ class Authenticator:
             raise self._failed(request, "This endpoint needs the admin key.", "invalid_admin_key")
         return ADMIN
 
-    def _failed(self, request: Request, message: str, code: str) -> GatewayError:
+    def _failed(self, request: Caller, message: str, code: str) -> GatewayError:
         peer = request.client.host if request.client else None
         address = client_address(peer, request.headers.get("x-forwarded-for"), self._trusted)
         wait = self._throttle.failed(address)

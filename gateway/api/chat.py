@@ -8,7 +8,6 @@ Everything else, the path every ingress shares, is `gateway.api.ingress.handle`.
 from __future__ import annotations
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, Parsed, StreamTranslator, handle
@@ -63,21 +62,3 @@ CHAT_INGRESS = ChatIngress()
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     await handle(scope, receive, send, CHAT_INGRESS)
-
-
-class ChatEndpoint:
-    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await handle(scope, receive, send, CHAT_INGRESS)
-
-
-def register(app: FastAPI) -> None:
-    endpoint = ChatEndpoint()
-    for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
-
-
-# Served by gateway.api.fastpath ahead of FastAPI's middleware (also registered on the
-# FastAPI router, so the paths are listed and reachable however the app is mounted).
-FAST_ROUTES = {"/v1/chat/completions": chat_completions, "/chat/completions": chat_completions}

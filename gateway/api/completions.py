@@ -12,7 +12,6 @@ came. Fallback, limits and the ledger (`endpoint: completions`) are chat's.
 from __future__ import annotations
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, StreamTranslator, handle
@@ -53,20 +52,3 @@ COMPLETIONS_INGRESS = CompletionsIngress()
 
 async def completions(scope: Scope, receive: Receive, send: Send) -> None:
     await handle(scope, receive, send, COMPLETIONS_INGRESS)
-
-
-class _Endpoint:
-    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await handle(scope, receive, send, COMPLETIONS_INGRESS)
-
-
-def register(app: FastAPI) -> None:
-    endpoint = _Endpoint()
-    for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
-
-
-# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
-FAST_ROUTES = {"/v1/completions": completions, "/completions": completions}

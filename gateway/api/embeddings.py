@@ -11,7 +11,6 @@ Never streamed; errors in OpenAI's shape.
 from __future__ import annotations
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
@@ -50,20 +49,3 @@ EMBEDDINGS_INGRESS = EmbeddingsIngress()
 
 async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
     await handle(scope, receive, send, EMBEDDINGS_INGRESS)
-
-
-class _Endpoint:
-    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await handle(scope, receive, send, EMBEDDINGS_INGRESS)
-
-
-def register(app: FastAPI) -> None:
-    endpoint = _Endpoint()
-    for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
-
-
-# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
-FAST_ROUTES = {"/v1/embeddings": embeddings, "/embeddings": embeddings}

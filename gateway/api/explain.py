@@ -10,7 +10,6 @@ endpoint is a 400.
 from __future__ import annotations
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,17 +20,14 @@ from gateway.routing.explain import explanation
 from gateway.routing.pipeline import plan
 
 
-def register(app: FastAPI) -> None:
-    async def explain(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        state.auth.authenticate(request)
-        snapshot = state.config.current
-        endpoint = request.query_params.get("endpoint") or "chat"
-        chat = routing_view(endpoint, await read_body(request, snapshot.config.gateway.max_body_bytes))
-        # No exploration draw: the explanation shows the order the strategy itself gives.
-        decision = plan(chat, request.headers, snapshot, state.stats, explore=False, endpoint=endpoint)
-        body = explanation(decision, state.stats)
-        body["config_version"] = snapshot.version
-        return Response(orjson.dumps(body), media_type="application/json")
-
-    app.router.add_route("/v1/route/explain", explain, methods=["POST"])
+async def explain(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    state.auth.authenticate(request)
+    snapshot = state.config.current
+    endpoint = request.query_params.get("endpoint") or "chat"
+    chat = routing_view(endpoint, await read_body(request, snapshot.config.gateway.max_body_bytes))
+    # No exploration draw: the explanation shows the order the strategy itself gives.
+    decision = plan(chat, request.headers, snapshot, state.stats, explore=False, endpoint=endpoint)
+    body = explanation(decision, state.stats)
+    body["config_version"] = snapshot.version
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -4,31 +4,45 @@ FastAPI wraps every request in several middleware layers (error, exception, tele
 body limit, exit stack, router). The chat route needs none of them, and on the proxy path
 they cost a measurable share of each call (see `make bench`), so POST /v1/chat/completions
 goes to its raw ASGI handler (`gateway.api.chat`); every other path, and the lifespan, goes
-through FastAPI as usual.
+through FastAPI as usual. Which paths are fast is said by the route table (gateway.api.routes).
+
+Operator middleware (CORS, tracing) is not added to FastAPI, where the fast routes would skip
+it, but wrapped around this front door (`with_middleware`): it sees every request, fast or not,
+and the lifespan. Without any, nothing is wrapped and the hot path pays nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.protocol.errors import GatewayError
 
 log = logging.getLogger("gateway.api")
 
 AsgiHandler = Callable[[Scope, Receive, Send], Awaitable[None]]
+# An operator's middleware: given the app it wraps, the ASGI app to serve instead; a middleware
+# class is one (`functools.partial(CORSMiddleware, allow_origins=[...])`).
+Middleware = Callable[[ASGIApp], ASGIApp]
 
 
 class FastPathApp:
-    def __init__(self, app: FastAPI, routes: dict[str, AsgiHandler]) -> None:
+    def __init__(self, app: FastAPI, routes: Mapping[str, AsgiHandler]) -> None:
         self.app = app  # the FastAPI app: state, lifespan, every other route
         self._routes = routes  # path -> ASGI handler, POST only; it sends its own response
 
     @property
-    def state(self):
+    def routes(self) -> Mapping[str, AsgiHandler]:
+        """Path -> handler of the POST routes served here, ahead of FastAPI."""
+        return self._routes
+
+    @property
+    def state(self) -> State:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,3 +63,38 @@ class FastPathApp:
                         pass
                 return
         await self.app(scope, receive, send)
+
+
+class _Wrapped(FastPathApp):
+    """The front door behind the operator's middleware, outermost first."""
+
+    def __init__(self, front: FastPathApp, middleware: Sequence[Middleware]) -> None:
+        super().__init__(front.app, front.routes)
+        stack: ASGIApp = front
+        for wrap in reversed(middleware):
+            stack = wrap(stack)
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._stack(scope, receive, send)
+
+
+def with_middleware(front: FastPathApp, middleware: Sequence[Middleware]) -> FastPathApp:
+    """`front` with the operator's middleware around it (the first listed is outermost);
+    `front` itself when there is none."""
+    return _Wrapped(front, middleware) if middleware else front
+
+
+def imported_middleware(paths: str) -> list[Middleware]:
+    """The middleware named by `GATEWAY_MIDDLEWARE`: comma-separated `module:attribute` import
+    paths, each a callable taking the app it wraps (a middleware class, or a factory)."""
+    out: list[Middleware] = []
+    for path in filter(None, (p.strip() for p in paths.split(","))):
+        module_name, _, attribute = path.partition(":")
+        if not module_name or not attribute:
+            raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r} is not `module:attribute`")
+        found = getattr(importlib.import_module(module_name), attribute)
+        if not callable(found):
+            raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r} is not callable")
+        out.append(found)
+    return out

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -122,11 +122,15 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
             raise GatewayError(400, f"`{name}` must be {expected}.", param=name, code="invalid_type")
 
 
+# One key or team operation: (the admin, the request's JSON body, who asks) -> the answer's body.
+AdminAction = Callable[[TenantAdmin, dict[str, Any], str], object]
+
+
 def _actor(request: Request) -> str:
     return f"http:{request.client.host if request.client else 'unknown'}"
 
 
-async def _admin_call(request: Request, action, status: int = 200) -> Response:
+async def _admin_call(request: Request, action: AdminAction, status: int = 200) -> Response:
     state: AppState = request.app.state.gateway
     state.auth.authenticate_key_admin(request)
     admin = state.tenant_admin
@@ -146,131 +150,125 @@ def _limits(body: dict[str, Any]) -> dict[str, Any]:
     return {k: body.get(k) for k in _LIMIT_FIELDS}
 
 
-def register(app: FastAPI) -> None:
-    async def list_keys(request: Request) -> Response:
-        return await _admin_call(
-            request, lambda admin, body, actor: {"data": [k.public() for k in admin.store.all_keys()]}
+async def list_keys(request: Request) -> Response:
+    return await _admin_call(request, lambda admin, body, actor: {"data": [k.public() for k in admin.store.all_keys()]})
+
+
+async def create_key(request: Request) -> Response:
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        _check_fields(body, _KEY_FIELDS)
+        if not isinstance(body.get("name"), str):
+            raise TenantError("`name` is required")
+        issued = admin.create_key(
+            body["name"],
+            actor=actor,
+            limits=limits_from(_limits(body), Limits()),
+            models=body.get("models"),
+            team=body.get("team"),
+            expires_at=parse_when(body.get("expires")),
         )
+        return issued.public()
 
-    async def create_key(request: Request) -> Response:
-        def act(admin: TenantAdmin, body: dict, actor: str):
-            _check_fields(body, _KEY_FIELDS)
-            if not isinstance(body.get("name"), str):
-                raise TenantError("`name` is required")
-            issued = admin.create_key(
-                body["name"],
-                actor=actor,
-                limits=limits_from(_limits(body), Limits()),
-                models=body.get("models"),
-                team=body.get("team"),
-                expires_at=parse_when(body.get("expires")),
-            )
-            return issued.public()
+    return await _admin_call(request, act, 201)
 
-        return await _admin_call(request, act, 201)
 
-    async def update_key(request: Request) -> Response:
-        name = request.path_params["name"]
+async def update_key(request: Request) -> Response:
+    name = request.path_params["name"]
 
-        def act(admin: TenantAdmin, body: dict, actor: str):
-            _check_fields(body, _KEY_FIELDS - {"name"})
-            expires = body.get("expires")
-            expires_at = None if expires is None else (parse_when(expires) if expires else 0)
-            key = admin.update_key(
-                name,
-                actor=actor,
-                models=body.get("models"),
-                team=body.get("team"),
-                expires_at=expires_at,
-                **_limits(body),
-            )
-            return key.public()
-
-        return await _admin_call(request, act)
-
-    async def revoke_key(request: Request) -> Response:
-        name = request.path_params["name"]
-        return await _admin_call(request, lambda admin, body, actor: admin.revoke_key(name, actor=actor).public())
-
-    async def rotate_key(request: Request) -> Response:
-        name = request.path_params["name"]
-
-        def act(admin: TenantAdmin, body: dict, actor: str):
-            _check_fields(body, {"overlap"})
-            overlap = parse_duration(str(body.get("overlap", "0")))
-            return admin.rotate_key(name, actor=actor, overlap_s=overlap).public()
-
-        return await _admin_call(request, act)
-
-    async def list_teams(request: Request) -> Response:
-        return await _admin_call(
-            request, lambda admin, body, actor: {"data": [t.public() for t in admin.store.all_teams()]}
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        _check_fields(body, _KEY_FIELDS - {"name"})
+        expires = body.get("expires")
+        expires_at = None if expires is None else (parse_when(expires) if expires else 0)
+        key = admin.update_key(
+            name,
+            actor=actor,
+            models=body.get("models"),
+            team=body.get("team"),
+            expires_at=expires_at,
+            **_limits(body),
         )
+        return key.public()
 
-    async def create_team(request: Request) -> Response:
-        def act(admin: TenantAdmin, body: dict, actor: str):
-            _check_fields(body, _TEAM_FIELDS)
-            if not isinstance(body.get("name"), str):
-                raise TenantError("`name` is required")
-            return admin.create_team(body["name"], actor=actor, limits=limits_from(_limits(body), Limits())).public()
+    return await _admin_call(request, act)
 
-        return await _admin_call(request, act, 201)
 
-    async def update_team(request: Request) -> Response:
-        name = request.path_params["name"]
+async def revoke_key(request: Request) -> Response:
+    name = request.path_params["name"]
+    return await _admin_call(request, lambda admin, body, actor: admin.revoke_key(name, actor=actor).public())
 
-        def act(admin: TenantAdmin, body: dict, actor: str):
-            _check_fields(body, _TEAM_FIELDS - {"name"})
-            return admin.update_team(name, actor=actor, **_limits(body)).public()
 
-        return await _admin_call(request, act)
+async def rotate_key(request: Request) -> Response:
+    name = request.path_params["name"]
 
-    async def audit(request: Request) -> Response:
-        return await _admin_call(
-            request, lambda admin, body, actor: {"data": [e.public() for e in admin.store.audit(1000)]}
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        _check_fields(body, {"overlap"})
+        overlap = parse_duration(str(body.get("overlap", "0")))
+        return admin.rotate_key(name, actor=actor, overlap_s=overlap).public()
+
+    return await _admin_call(request, act)
+
+
+async def list_teams(request: Request) -> Response:
+    return await _admin_call(
+        request, lambda admin, body, actor: {"data": [t.public() for t in admin.store.all_teams()]}
+    )
+
+
+async def create_team(request: Request) -> Response:
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        _check_fields(body, _TEAM_FIELDS)
+        if not isinstance(body.get("name"), str):
+            raise TenantError("`name` is required")
+        return admin.create_team(body["name"], actor=actor, limits=limits_from(_limits(body), Limits())).public()
+
+    return await _admin_call(request, act, 201)
+
+
+async def update_team(request: Request) -> Response:
+    name = request.path_params["name"]
+
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        _check_fields(body, _TEAM_FIELDS - {"name"})
+        return admin.update_team(name, actor=actor, **_limits(body)).public()
+
+    return await _admin_call(request, act)
+
+
+async def audit(request: Request) -> Response:
+    return await _admin_call(
+        request, lambda admin, body, actor: {"data": [e.public() for e in admin.store.audit(1000)]}
+    )
+
+
+async def current_key(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    principal = state.auth.authenticate(request)
+    key = principal.key
+    if key is None:
+        raise GatewayError(
+            404, "This endpoint describes virtual keys; this request used none.", code="not_a_virtual_key"
         )
-
-    async def current_key(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        principal = state.auth.authenticate(request)
-        key = principal.key
-        if key is None:
-            raise GatewayError(
-                404, "This endpoint describes virtual keys; this request used none.", code="not_a_virtual_key"
-            )
-        day, month = await state.limiter.spent(f"key:{key.name}")
-        limits = key.limits
-        budget = limits.budget_usd
-        used = day if limits.budget_period == "day" else month
-        data = {
-            "label": key.name,
-            "limit": budget,
-            "limit_reset": None if budget is None else ("daily" if limits.budget_period == "day" else "monthly"),
-            "limit_remaining": None if budget is None else round(max(0.0, budget - used), 9),
-            "usage": round(month, 9),
-            "usage_daily": round(day, 9),
-            "usage_monthly": round(month, 9),
-            "is_free_tier": False,
-            "expires_at": key.public()["expires_at"],
-            "team": principal.team,
-            "models": list(key.models),
-            "rate_limit": {
-                "requests": limits.rpm,
-                "interval": "1m",
-                "tokens": limits.tpm,
-                "max_concurrent": limits.max_concurrent,
-            },
-        }
-        return _json({"data": data})
-
-    router = app.router
-    router.add_route("/admin/keys", list_keys, methods=["GET"])
-    router.add_route("/admin/keys", create_key, methods=["POST"])
-    router.add_route("/admin/keys/{name}", update_key, methods=["PATCH"])
-    router.add_route("/admin/keys/{name}/revoke", revoke_key, methods=["POST"])
-    router.add_route("/admin/keys/{name}/rotate", rotate_key, methods=["POST"])
-    router.add_route("/admin/teams", list_teams, methods=["GET"])
-    router.add_route("/admin/teams", create_team, methods=["POST"])
-    router.add_route("/admin/teams/{name}", update_team, methods=["PATCH"])
-    router.add_route("/admin/audit", audit, methods=["GET"])
-    router.add_route("/v1/key", current_key, methods=["GET"])
+    day, month = await state.limiter.spent(f"key:{key.name}")
+    limits = key.limits
+    budget = limits.budget_usd
+    used = day if limits.budget_period == "day" else month
+    data = {
+        "label": key.name,
+        "limit": budget,
+        "limit_reset": None if budget is None else ("daily" if limits.budget_period == "day" else "monthly"),
+        "limit_remaining": None if budget is None else round(max(0.0, budget - used), 9),
+        "usage": round(month, 9),
+        "usage_daily": round(day, 9),
+        "usage_monthly": round(month, 9),
+        "is_free_tier": False,
+        "expires_at": key.public()["expires_at"],
+        "team": principal.team,
+        "models": list(key.models),
+        "rate_limit": {
+            "requests": limits.rpm,
+            "interval": "1m",
+            "tokens": limits.tpm,
+            "max_concurrent": limits.max_concurrent,
+        },
+    }
+    return _json({"data": data})

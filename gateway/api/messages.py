@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.ingress import (
@@ -238,27 +237,3 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
     out_headers += [_JSON, (b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": out_headers})
     await send({"type": "http.response.body", "body": answer})
-
-
-class _Endpoint:
-    """A route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    def __init__(self, handler: Any) -> None:
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.handler(scope, receive, send)
-
-
-def register(app: FastAPI) -> None:
-    for path, handler in FAST_ROUTES.items():
-        app.router.add_route(path, _Endpoint(handler), methods=["POST"])
-
-
-# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
-FAST_ROUTES = {
-    "/v1/messages": messages,
-    "/messages": messages,
-    "/v1/messages/count_tokens": messages_count_tokens,
-    "/messages/count_tokens": messages_count_tokens,
-}

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -69,8 +68,8 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
                 "endpoints": endpoints_of(offers),
             }
         )
-    for model_id, offers in sorted(snapshot.offers.items()):
-        best = max(o.spec.context_length for o in offers)
+    for model_id, served in sorted(snapshot.offers.items()):
+        best = max(o.spec.context_length for o in served)
         entries.append(
             {
                 "id": model_id,
@@ -78,9 +77,9 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
                 "created": created,
                 "owned_by": model_id.split("/", 1)[0],
                 "context_length": best,
-                "providers": sorted(o.backend for o in offers),
-                "kind": offers[0].spec.kind,
-                "endpoints": endpoints_of(offers),
+                "providers": sorted(o.backend for o in served),
+                "kind": served[0].spec.kind,
+                "endpoints": endpoints_of(served),
             }
         )
     return entries
@@ -144,42 +143,38 @@ def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict
     }
 
 
-def register(app: FastAPI) -> None:
-    def anthropic_response(error: GatewayError) -> Response:
-        status, body = anthropic_error(error)
-        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def anthropic_response(error: GatewayError) -> Response:
+    status, body = anthropic_error(error)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
-    async def list_models(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        snapshot = state.config.current
-        if "anthropic-version" in request.headers:
-            try:
-                state.auth.authenticate(request)
-                entries = [
-                    anthropic_entry(e, snapshot) for e in model_entries(snapshot) if "messages" in e["endpoints"]
-                ]
-                body = anthropic_page(entries, dict(request.query_params))
-            except GatewayError as exc:
-                return anthropic_response(exc)
-            return Response(orjson.dumps(body), media_type="application/json")
-        state.auth.authenticate(request)
-        listed = {"object": "list", "data": model_entries(snapshot)}
-        return Response(orjson.dumps(listed), media_type="application/json")
 
-    async def get_model(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        snapshot = state.config.current
-        wanted = request.path_params["model_id"]
-        anthropic = "anthropic-version" in request.headers
+async def list_models(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    snapshot = state.config.current
+    if "anthropic-version" in request.headers:
         try:
             state.auth.authenticate(request)
-            entry = model_entry(snapshot, wanted)
-            found = anthropic_entry(entry, snapshot) if anthropic else entry
-            return Response(orjson.dumps(found), media_type="application/json")
+            entries = [anthropic_entry(e, snapshot) for e in model_entries(snapshot) if "messages" in e["endpoints"]]
+            body = anthropic_page(entries, dict(request.query_params))
         except GatewayError as exc:
-            if anthropic:
-                return anthropic_response(exc)
-            raise
+            return anthropic_response(exc)
+        return Response(orjson.dumps(body), media_type="application/json")
+    state.auth.authenticate(request)
+    listed = {"object": "list", "data": model_entries(snapshot)}
+    return Response(orjson.dumps(listed), media_type="application/json")
 
-    app.router.add_route("/v1/models", list_models, methods=["GET"])
-    app.router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
+
+async def get_model(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    snapshot = state.config.current
+    wanted = request.path_params["model_id"]
+    anthropic = "anthropic-version" in request.headers
+    try:
+        state.auth.authenticate(request)
+        entry = model_entry(snapshot, wanted)
+        found = anthropic_entry(entry, snapshot) if anthropic else entry
+        return Response(orjson.dumps(found), media_type="application/json")
+    except GatewayError as exc:
+        if anthropic:
+            return anthropic_response(exc)
+        raise

@@ -12,10 +12,10 @@ The document is built once, at import, and served as bytes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -49,7 +49,7 @@ _ERROR_MEANINGS = {
     504: "The upstream timed out",
 }
 
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _STREAM_OR_JSON = {
     JSON: {"schema": {"type": "object"}},
     "text/event-stream": {"schema": {"type": "string"}},
@@ -528,10 +528,10 @@ def document() -> dict[str, Any]:
     }
 
 
-def register(app: FastAPI) -> None:
-    body = orjson.dumps(document())
+@functools.cache
+def _document_bytes() -> bytes:
+    return orjson.dumps(document())
 
-    async def openapi(request: Request) -> Response:
-        return Response(body, media_type=JSON)
 
-    app.router.add_route("/openapi.json", openapi, methods=["GET"])
+async def openapi(request: Request) -> Response:
+    return Response(_document_bytes(), media_type=JSON)

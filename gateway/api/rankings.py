@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from importlib import resources
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -97,7 +96,7 @@ def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
 
 
-def _store(state: AppState):
+def _store(state: AppState) -> UsageStore:
     if state.usage_store is None:
         raise GatewayError(503, "The usage ledger is not running.", code="usage_store_unavailable")
     return state.usage_store
@@ -157,12 +156,15 @@ def _scoped(body: bytes, scope: Scope, everything: bool) -> bytes:
     return body[:-1] + b',"scope":' + orjson.dumps({**scope.to_json(), "all_visible": everything}) + b"}"
 
 
-def register(app: FastAPI) -> None:
-    # Kept per query and scope: each tenant viewing its own page is a scope (two queries each).
-    memo = AnswerMemo(32)
-    answers = RefreshedAnswers(64)
+class RankingViews:
+    """The two usage views of one app, with the answers they keep: per query and scope (each
+    tenant viewing its own page is a scope, two queries each)."""
 
-    async def rankings(request: Request) -> Response:
+    def __init__(self) -> None:
+        self._memo = AnswerMemo(32)
+        self._answers = RefreshedAnswers(64)
+
+    async def rankings(self, request: Request) -> Response:
         state: AppState = request.app.state.gateway
         scope, everything = viewer_scope(state, request)
         params = request.query_params
@@ -176,12 +178,14 @@ def register(app: FastAPI) -> None:
         async def produce() -> bytes:
             prices = prices_of(state.config.current)
             days = await _read(state, store, spans, scope)
-            return await memo.answer((query, scope), (days, prices), lambda: compute_rankings(query, days, prices))
+            return await self._memo.answer(
+                (query, scope), (days, prices), lambda: compute_rankings(query, days, prices)
+            )
 
-        body = await answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
+        body = await self._answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
         return _json(_scoped(body, scope, everything))
 
-    async def series(request: Request) -> Response:
+    async def series(self, request: Request) -> Response:
         state: AppState = request.app.state.gateway
         scope, everything = viewer_scope(state, request)
         params = request.query_params
@@ -196,24 +200,18 @@ def register(app: FastAPI) -> None:
 
         async def produce() -> bytes:
             days = await _read(state, store, spans, scope)
-            return await memo.answer((query, scope), days, lambda: compute_series(query, days))
+            return await self._memo.answer((query, scope), days, lambda: compute_series(query, days))
 
-        body = await answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
+        body = await self._answers.answer((query, scope), produce, state.settings.rankings_refresh_s)
         return _json(_scoped(body, scope, everything))
 
-    web = resources.files("gateway") / "web"
-    pages = {name: (web.joinpath(name).read_bytes(), media_type) for name, media_type in _PAGE_FILES.items()}
 
-    def static(name: str):
-        body, media_type = pages[name]
+def page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """The handler serving one of the rankings page's files, read once, here."""
+    body = (resources.files("gateway") / "web").joinpath(name).read_bytes()
+    media_type = _PAGE_FILES[name]
 
-        async def serve(request: Request) -> Response:
-            return Response(body, media_type=media_type, headers=PAGE_HEADERS)
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=media_type, headers=PAGE_HEADERS)
 
-        return serve
-
-    app.router.add_route("/v1/rankings", rankings, methods=["GET"])
-    app.router.add_route("/v1/rankings/series", series, methods=["GET"])
-    app.router.add_route("/rankings", static("rankings.html"), methods=["GET"])
-    app.router.add_route("/rankings/rankings.js", static("rankings.js"), methods=["GET"])
-    app.router.add_route("/rankings/rankings.css", static("rankings.css"), methods=["GET"])
+    return serve

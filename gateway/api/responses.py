@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.ingress import Ingress, IngressRequest, PassThrough, StreamTranslator, handle
@@ -242,18 +241,3 @@ INGRESS = ResponsesIngress()
 
 def responses(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
     return handle(scope, receive, send, INGRESS)
-
-
-class ResponsesEndpoint:
-    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await handle(scope, receive, send, INGRESS)
-
-
-# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat completions are.
-FAST_ROUTES = {"/v1/responses": responses}
-
-
-def register(app: FastAPI) -> None:
-    app.router.add_route("/v1/responses", ResponsesEndpoint(), methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.state import AppState
 
 
-def register(app: FastAPI) -> None:
-    async def metrics(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        if state.metrics.multiprocess_dir is None:
-            body, content_type = state.metrics.render()
-        else:
-            body, content_type = await asyncio.to_thread(state.metrics.render)
-        return Response(body, media_type=content_type)
-
-    app.router.add_route("/metrics", metrics, methods=["GET"])
+async def metrics(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    if state.metrics.multiprocess_dir is None:
+        body, content_type = state.metrics.render()
+    else:
+        body, content_type = await asyncio.to_thread(state.metrics.render)
+    return Response(body, media_type=content_type)

@@ -6,6 +6,7 @@ No module-level mutable state: two apps in one process (tests do this) share not
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,9 +37,9 @@ class AppState:
     auth: Authenticator
     observers: Observers = field(default_factory=Observers)
     request_ids: RequestIds = field(default_factory=RequestIds)
-    tasks: list[asyncio.Task] = field(default_factory=list)  # background work to cancel at shutdown
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # background work to cancel at shutdown
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
-    closers: list = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     stats: LiveState | None = None  # observed backend stats and circuits (routing), set in the lifespan
     metrics: Metrics = field(default_factory=Metrics)
     limiter: RateLimiter = field(default_factory=RateLimiter)  # replaced in the lifespan once Redis is known

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -122,34 +121,31 @@ def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> d
     }
 
 
-def register(app: FastAPI) -> None:
-    async def retrieve(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        principal = state.auth.authenticate(request)
-        record = await load(state, owner_of(principal), request.path_params["response_id"])
-        return Response(orjson.dumps(record.response), media_type="application/json")
+async def retrieve(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    principal = state.auth.authenticate(request)
+    record = await load(state, owner_of(principal), request.path_params["response_id"])
+    return Response(orjson.dumps(record.response), media_type="application/json")
 
-    async def delete(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        principal = state.auth.authenticate(request)
-        response_id = request.path_params["response_id"]
-        try:
-            deleted = await _store(state).delete(owner_of(principal), response_id)
-        except StoreUnavailable as exc:
-            raise _unavailable(state, "delete", exc) from None
-        if not deleted:
-            raise not_found(response_id)
-        body = {"id": response_id, "object": "response", "deleted": True}
-        return Response(orjson.dumps(body), media_type="application/json")
 
-    async def input_items(request: Request) -> Response:
-        state: AppState = request.app.state.gateway
-        principal = state.auth.authenticate(request)
-        response_id = request.path_params["response_id"]
-        record = await load(state, owner_of(principal), response_id)
-        page = input_items_page(listed_input_items(record.input, response_id), request.query_params)
-        return Response(orjson.dumps(page), media_type="application/json")
+async def delete(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    principal = state.auth.authenticate(request)
+    response_id = request.path_params["response_id"]
+    try:
+        deleted = await _store(state).delete(owner_of(principal), response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(state, "delete", exc) from None
+    if not deleted:
+        raise not_found(response_id)
+    body = {"id": response_id, "object": "response", "deleted": True}
+    return Response(orjson.dumps(body), media_type="application/json")
 
-    app.router.add_route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"])
-    app.router.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"])
-    app.router.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"])
+
+async def input_items(request: Request) -> Response:
+    state: AppState = request.app.state.gateway
+    principal = state.auth.authenticate(request)
+    response_id = request.path_params["response_id"]
+    record = await load(state, owner_of(principal), response_id)
+    page = input_items_page(listed_input_items(record.input, response_id), request.query_params)
+    return Response(orjson.dumps(page), media_type="application/json")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +108,13 @@ class _HeadTooLarge(Exception):
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any], _loop=None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits: WireLimits = getattr(config, "wire", None) or WireLimits()
         self.phase = _IDLE
@@ -125,7 +132,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.phase_since = self.loop.time()
         sweeper = getattr(self.server_state, "gateway_sweeper", None)
         if sweeper is None:
-            sweeper = self.server_state.gateway_sweeper = _Sweeper(self.loop, self.connections, self.limits)
+            sweeper = _Sweeper(self.loop, self.connections, self.limits)
+            # uvicorn's ServerState is shared by all of a server's connections: one sweeper rides on it.
+            self.server_state.gateway_sweeper = sweeper  # type: ignore[attr-defined]
         sweeper.ensure_running()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -142,25 +151,28 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         return watch
 
     async def send_head_and_body(
-        self, scope: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool
+        self, scope: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more_body: bool
     ) -> bool:
         """`http.response.start` and a first `http.response.body` as uvicorn sends them, but
         written to the socket in one call instead of two (one system call less per answer).
 
-        False (nothing sent) when the request is not this connection's current one, or the
-        answer cannot be written at once (started, disconnected, writes paused): the caller
-        then sends the two messages as usual."""
+        False (nothing sent) when the request is not this connection's current one, `send` is
+        not the server's own (an operator's middleware wraps it, to add CORS headers or trace:
+        it must see both messages), or the answer cannot be written at once (started,
+        disconnected, writes paused): the caller then sends the two messages as usual."""
         cycle = self.cycle
         if (
             cycle is None
             or cycle.scope is not scope
+            or send != cycle.send
             or cycle.response_started
             or cycle.disconnected
             or self.flow.write_paused
         ):
             return False
         transport = cycle.transport
-        held = cycle.transport = _HeldWrites(transport)
+        # A stand-in with the three methods the cycle calls (write, close, is_closing).
+        held = cycle.transport = _HeldWrites(transport)  # type: ignore[assignment]
         try:
             # Neither awaits anything here: writes are not paused and the client is connected.
             await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
@@ -362,7 +374,7 @@ async def send_head_and_body(
     """Start an answer and send its first body: in one socket write under the gateway's
     protocol, as two ASGI messages under any other server."""
     connection = scope.get(CONNECTION_SCOPE_KEY)
-    if connection is None or not await connection.send_head_and_body(scope, status, headers, body, more_body):
+    if connection is None or not await connection.send_head_and_body(scope, send, status, headers, body, more_body):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
@@ -370,7 +382,7 @@ async def send_head_and_body(
 class _Sweeper:
     """One periodic check of every open connection of a server, instead of a timer per request."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set, limits: WireLimits) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: AbstractSet[object], limits: WireLimits) -> None:
         self._loop = loop
         self._connections = connections
         self._interval = limits.sweep_interval_s

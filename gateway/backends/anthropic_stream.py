@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.anthropic_translate import FINISH_REASONS, openai_error, openai_usage
+from gateway.backends.anthropic_translate import openai_error, openai_usage
+from gateway.protocol.messages import FINISH_REASONS
 from gateway.protocol.sse import EventCutter, data_of
 
 

@@ -95,7 +95,8 @@ def to_messages_request(payload: dict[str, Any], max_output_tokens: int | None =
 
 def _thinking_budget(payload: dict[str, Any], max_tokens: int) -> int:
     """Anthropic's thinking budget for OpenAI's `reasoning_effort` or OpenRouter's `reasoning`."""
-    reasoning = payload.get("reasoning") if isinstance(payload.get("reasoning"), dict) else {}
+    given = payload.get("reasoning")
+    reasoning: dict[str, Any] = given if isinstance(given, dict) else {}
     effort = reasoning.get("effort") or payload.get("reasoning_effort")
     budget = reasoning.get("max_tokens") or (_EFFORT_BUDGETS.get(effort, 0) if isinstance(effort, str) else 0)
     if not isinstance(budget, int) or budget <= 0:
@@ -209,7 +210,8 @@ def _image_block(part: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _document_block(part: dict[str, Any], where: str) -> dict[str, Any]:
-    file = part.get("file") if isinstance(part.get("file"), dict) else {}
+    given = part.get("file")
+    file: dict[str, Any] = given if isinstance(given, dict) else {}
     data_url = file.get("file_data")
     if not isinstance(data_url, str) or not data_url.startswith("data:"):
         raise UnsupportedRequest(
@@ -281,6 +283,7 @@ def _tool(tool: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
     if choice is None:
         out = None
     elif choice == "auto":
@@ -373,8 +376,13 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason"), "stop"),
+                "finish_reason": _finish_reason(message.get("stop_reason")),
             }
         ],
         "usage": openai_usage(message.get("usage") or {}),
     }
+
+
+def _finish_reason(stop_reason: object) -> str:
+    """OpenAI's finish_reason for Anthropic's stop_reason; "stop" for one it does not name."""
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"

@@ -38,7 +38,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -458,12 +458,12 @@ async def _pre_read_stream(
 class _Continuation(UpstreamResponse):
     """The rest of a stream whose first events were already read."""
 
-    def __init__(self, response: UpstreamResponse, iterator) -> None:
+    def __init__(self, response: UpstreamResponse, iterator: AsyncIterator[bytes]) -> None:
         self._response = response
         self._iterator = iterator
         self.media_type = response.media_type
 
-    def aiter_bytes(self):
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
         return self._iterator  # the same iterator, not a generator around it: one layer less per chunk
 
     def stream_started(self, idle_s: float) -> None:
@@ -485,7 +485,9 @@ def _misconfigured(
     detail = _upstream_message(error, redactor)
     if error.status != 404 and not _NO_SUCH_MODEL.search(detail):
         return None
-    logged: set | None = snapshot.memo.setdefault("misconfigured_logged", set()) if snapshot is not None else None
+    logged: set[tuple[str, str]] | None = (
+        snapshot.memo.setdefault("misconfigured_logged", set()) if snapshot is not None else None
+    )
     if logged is None or offer.key not in logged:
         if logged is not None:
             logged.add(offer.key)

@@ -118,8 +118,11 @@ class MessagesAccountant:
         return b""  # nothing is ever held back
 
     def feed(self, chunk: bytes) -> bytes:
-        if self._broken is not None:
-            raise self._broken
+        # Read through a local: narrowing `self._broken` here would hide from the type checker
+        # that the events inspected below may set it.
+        broken = self._broken
+        if broken is not None:
+            raise broken
         complete = self._events.complete(chunk)
         if not complete:
             return b""
@@ -185,18 +188,22 @@ class MessagesAccountant:
                 self.content_events += 1
                 self._malformed_run = 0
                 return event
-            return self._malformed()
+            self._malformed()
+            return None
         if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
-            return self._malformed()
+            self._malformed()
+            return None
         payload = data_of(event)
         if payload is None:
             return event  # comments, keep-alives
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return self._malformed()
+            self._malformed()
+            return None
         if not isinstance(obj, dict):
-            return self._malformed()
+            self._malformed()
+            return None
         self._malformed_run = 0
         kind = obj.get("type")
         if kind == "error":
@@ -205,9 +212,9 @@ class MessagesAccountant:
                 raise StreamFailedEarly(message, status)
             return self._error_event(obj)
         if kind == "message_start":
-            message = obj.get("message")
-            if isinstance(message, dict):
-                self.usage = usage_from_anthropic(message.get("usage"), self.usage)
+            start = obj.get("message")
+            if isinstance(start, dict):
+                self.usage = usage_from_anthropic(start.get("usage"), self.usage)
         elif kind == "message_delta":
             self.usage = usage_from_anthropic(obj.get("usage"), self.usage)
         elif kind == "message_stop":
@@ -234,8 +241,10 @@ class MessagesAccountant:
 
     def _error_event(self, obj: dict[str, Any]) -> bytes:
         """The upstream's error event, rebuilt with its text redacted and bounded."""
-        error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
-        kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
+        given = obj.get("error")
+        error: dict[str, Any] = given if isinstance(given, dict) else {}
+        given_kind = error.get("type")
+        kind = given_kind if isinstance(given_kind, str) else "api_error"
         message = self.redactor.text(str(error.get("message") or "upstream error")[:4000])[:2000]
         clean = {"type": "error", "error": {"type": self.redactor.text(kind[:100]), "message": message}}
         return b"event: error\ndata: " + orjson.dumps(clean)

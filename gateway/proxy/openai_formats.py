@@ -98,7 +98,7 @@ class CompletionsAccountant(SseAccountant):
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
         chunk_id, created, model = self.meta or (None, None, None)
-        event = {
+        event: dict[str, Any] = {
             "id": chunk_id,
             "object": "text_completion",
             "created": created,

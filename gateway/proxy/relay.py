@@ -101,8 +101,11 @@ class SseAccountant:
         """Raises `MalformedAnswer` for malformed output before content, or once
         `MAX_MALFORMED_RUN` malformed events in a row were seen (at this call when it has
         nothing else to return, else at the next: the events before them are returned first)."""
-        if self._broken is not None:
-            raise self._broken
+        # Read through a local: narrowing `self._broken` here would hide from the type checker
+        # that the events inspected below may set it.
+        broken = self._broken
+        if broken is not None:
+            raise broken
         complete = self._events.complete(chunk)
         if not complete:
             return b""
@@ -173,7 +176,7 @@ class SseAccountant:
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
         }
-        event = {
+        event: dict[str, Any] = {
             "id": chunk_id,
             "object": "chat.completion.chunk",
             "created": created,
@@ -187,7 +190,8 @@ class SseAccountant:
         """Account one event; return what to forward in its place, or None to drop it."""
         payload = data_of(event)
         if not (event.startswith(b"data: {") and b"\n" not in event) and not _fields_only(event):
-            return self._malformed()
+            self._malformed()
+            return None
         if payload is None:
             return event  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
@@ -200,9 +204,11 @@ class SseAccountant:
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return self._malformed()
+            self._malformed()
+            return None
         if not isinstance(obj, dict):
-            return self._malformed()
+            self._malformed()
+            return None
         self._malformed_run = 0
         if self.meta is None:
             self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
