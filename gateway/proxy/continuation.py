@@ -317,13 +317,15 @@ class StreamRescue:
         return await self._relay(opened, partial, forward)
 
     def _account_broken(self, error: UpstreamError, partial: Partial) -> None:
-        """The broken attempt's row: its failure, and the tokens it delivered, billed."""
+        """The broken attempt's row: its failure, and the tokens it delivered (its prompt
+        and the content the client read), billed to the key with the call's final row."""
         context, broken = self._context, self._opened
         attempt = broken.attempt or context.outcome.attempts[-1]
         attempt.duration_s = time.perf_counter() - self._started
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
         attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
+        context.outcome.carry(attempt.usage, attempt.cost_usd)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
         self.took_over = True
 
@@ -335,7 +337,9 @@ class StreamRescue:
         accountant = opened.accountant
         assert accountant is not None and opened.attempt is not None
         attempt, started = opened.attempt, time.perf_counter() - opened.attempt.duration_s
-        splice = Splice(partial, None)
+        carried = context.outcome.carried
+        # The client's usage total is what it is billed: the first prompt, every token it read.
+        splice = Splice(partial, carried.prompt_tokens if carried is not None else None)
         tail = b""
         try:
             if opened.prefix:

@@ -28,8 +28,10 @@ class Attempt:
     # The failure says the backend is unwell (its circuit counts it): the error class's
     # `backend_fault` (gateway.backends.errors), read by routing without parsing `error`.
     backend_fault: bool = False
-    # Tokens this attempt delivered to the client though it failed (a stream broken mid-answer
-    # and continued elsewhere): billed on its own ledger row. None: it delivered nothing.
+    # What this failed attempt cost upstream, for the operator (its ledger row, never billed
+    # there): the tokens it delivered before breaking (a stream continued elsewhere; those the
+    # key pays for through the call's final row, `CallOutcome.carry`), or the prompt of a hedge
+    # that lost the race. None: it used nothing an upstream bills (an error status, no answer).
     usage: Usage | None = None
     cost_usd: float = 0.0  # of `usage`, at the attempt's offer's prices
 
@@ -70,6 +72,60 @@ class CallOutcome:
     overhead_s: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     client_disconnected: bool = False
+    # What earlier attempts delivered to the client before they broke (a continued stream),
+    # and its cost at their prices: billed with the call (`billed_usage`, `bill`). None on
+    # every call that was not continued.
+    carried: Usage | None = None
+    carried_cost_usd: float = 0.0
+
+    def carry(self, delivered: Usage, cost_usd: float) -> None:
+        """An attempt that broke after delivering `delivered` (its prompt and the completion
+        tokens the client read), at `cost_usd`: the client pays for it with the call."""
+        earlier = self.carried
+        if earlier is not None:  # a prompt is paid once: the first attempt's
+            delivered = Usage(
+                earlier.prompt_tokens,
+                earlier.completion_tokens + delivered.completion_tokens,
+                earlier.cached_tokens,
+                earlier.reasoning_tokens + delivered.reasoning_tokens,
+                estimated=earlier.estimated or delivered.estimated,
+                cache_write_tokens=earlier.cache_write_tokens,
+            )
+            cost_usd += self.carried_cost_usd
+        self.carried, self.carried_cost_usd = delivered, cost_usd
+
+    @property
+    def billed_usage(self) -> Usage | None:
+        """The tokens the client received and pays for: `usage`, or for a continued call the
+        first attempt's prompt and every completion token delivered, by whichever attempt
+        (the continuing attempt's own prompt, the original plus the prefill, is the
+        operator's cost, not the client's)."""
+        carried, own = self.carried, self.usage
+        if carried is None:
+            return own
+        if own is None:
+            return carried
+        return Usage(
+            carried.prompt_tokens,
+            carried.completion_tokens + own.completion_tokens,
+            carried.cached_tokens,
+            carried.reasoning_tokens + own.reasoning_tokens,
+            estimated=carried.estimated or own.estimated,
+            cache_write_tokens=carried.cache_write_tokens,
+        )
+
+    def bill(self) -> None:
+        """Set `cost_usd`, what the client's key is billed: `billed_usage` at the prices of
+        the attempts that delivered it, each token once."""
+        offer, own = self.offer, self.usage
+        if self.carried is None:
+            if offer is not None and own is not None:
+                self.cost_usd = price_usd(offer, own)
+            return
+        cost = self.carried_cost_usd
+        if offer is not None and own is not None:  # the continuation's completion, at its price
+            cost += price_usd(offer, Usage(0, own.completion_tokens, 0, own.reasoning_tokens))
+        self.cost_usd = cost
 
     @property
     def model(self) -> str | None:
