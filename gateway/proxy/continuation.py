@@ -325,7 +325,7 @@ class StreamRescue:
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
         attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
-        context.outcome.carry(attempt.usage, attempt.cost_usd)  # the client read them: billed with the call
+        context.outcome.carry(attempt.usage, broken.offer)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
         self.took_over = True
 

@@ -78,21 +78,16 @@ class CallOutcome:
     carried: Usage | None = None
     carried_cost_usd: float = 0.0
 
-    def carry(self, delivered: Usage, cost_usd: float) -> None:
-        """An attempt that broke after delivering `delivered` (its prompt and the completion
-        tokens the client read), at `cost_usd`: the client pays for it with the call."""
+    def carry(self, delivered: Usage, offer: Offer) -> None:
+        """An attempt on `offer` broke after delivering `delivered` (its prompt and the
+        completion tokens the client read): the client pays for them with the call, at that
+        offer's prices; the prompt once, the first attempt's."""
         earlier = self.carried
-        if earlier is not None:  # a prompt is paid once: the first attempt's
-            delivered = Usage(
-                earlier.prompt_tokens,
-                earlier.completion_tokens + delivered.completion_tokens,
-                earlier.cached_tokens,
-                earlier.reasoning_tokens + delivered.reasoning_tokens,
-                estimated=earlier.estimated or delivered.estimated,
-                cache_write_tokens=earlier.cache_write_tokens,
-            )
-            cost_usd += self.carried_cost_usd
-        self.carried, self.carried_cost_usd = delivered, cost_usd
+        if earlier is None:
+            self.carried, self.carried_cost_usd = delivered, price_usd(offer, delivered)
+            return
+        self.carried = _continued(earlier, delivered)
+        self.carried_cost_usd += price_usd(offer, _completion_of(delivered))
 
     @property
     def billed_usage(self) -> Usage | None:
@@ -105,14 +100,7 @@ class CallOutcome:
             return own
         if own is None:
             return carried
-        return Usage(
-            carried.prompt_tokens,
-            carried.completion_tokens + own.completion_tokens,
-            carried.cached_tokens,
-            carried.reasoning_tokens + own.reasoning_tokens,
-            estimated=carried.estimated or own.estimated,
-            cache_write_tokens=carried.cache_write_tokens,
-        )
+        return _continued(carried, own)
 
     def bill(self) -> None:
         """Set `cost_usd`, what the client's key is billed: `billed_usage` at the prices of
@@ -124,7 +112,7 @@ class CallOutcome:
             return
         cost = self.carried_cost_usd
         if offer is not None and own is not None:  # the continuation's completion, at its price
-            cost += price_usd(offer, Usage(0, own.completion_tokens, 0, own.reasoning_tokens))
+            cost += price_usd(offer, _completion_of(own))
         self.cost_usd = cost
 
     @property
@@ -150,6 +138,25 @@ class CallOutcome:
         answering_s = self.attempts[-1].duration_s
         generating = answering_s - self.ttft_s if self.stream and self.ttft_s is not None else answering_s
         return usage.completion_tokens / generating if generating > 1e-3 else None
+
+
+def _continued(first: Usage, then: Usage) -> Usage:
+    """What the client received of `first`, then of the attempt that continued it: `first`'s
+    prompt (the continuing attempt's own prompt repeats it, plus the prefill) and both
+    completions."""
+    return Usage(
+        first.prompt_tokens,
+        first.completion_tokens + then.completion_tokens,
+        first.cached_tokens,
+        first.reasoning_tokens + then.reasoning_tokens,
+        estimated=first.estimated or then.estimated,
+        cache_write_tokens=first.cache_write_tokens,
+    )
+
+
+def _completion_of(usage: Usage) -> Usage:
+    """`usage` without its prompt: what a continuing attempt delivered."""
+    return Usage(0, usage.completion_tokens, 0, usage.reasoning_tokens)
 
 
 def price_usd(offer: Offer, usage: Usage) -> float:

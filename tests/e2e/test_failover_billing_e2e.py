@@ -98,7 +98,9 @@ def _rankings(gw, key: str) -> dict:
     """The day's /v1/rankings once they count the one call."""
 
     def counted() -> dict | None:
-        response = httpx.get(gw.url + "/v1/rankings", params={"window": "day"}, headers={"authorization": f"Bearer {key}"})
+        response = httpx.get(
+            gw.url + "/v1/rankings", params={"window": "day"}, headers={"authorization": f"Bearer {key}"}
+        )
         assert response.status_code == 200, response.text
         body: dict = response.json()
         return body if body["totals"]["requests"] == 1 else None
@@ -106,9 +108,7 @@ def _rankings(gw, key: str) -> dict:
     return poll(counted, what="the call in the rankings")
 
 
-def test_a_continued_stream_bills_every_token_the_client_received_once(
-    start_gateway, primary, fallback, openai_client
-):
+def test_a_continued_stream_bills_every_token_the_client_received_once(start_gateway, primary, fallback, openai_client):
     gw, key = _start(start_gateway, primary, fallback)
     primary.script(fault.cut(after=40))
     chunks = chunks_of(openai_client(gw, api_key=key))
