@@ -166,12 +166,14 @@ def test_a_continuation_that_nobody_takes_still_bills_what_was_delivered(
     assert "".join(text) == "".join(f"t{i} " for i in range(40))
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
 
-    broken, final = _rows(gw, 2)
-    assert (broken["final"], broken["completion_tokens"]) == (0, 40)
-    prompt = broken["prompt_tokens"]
+    # Each attempt one row: the fallback's refusal (no tokens, no cost), then the broken
+    # attempt, where the call ended: the final row, billing what it delivered.
+    refused, final = _rows(gw, 2)
+    assert (refused["backend"], refused["status"], refused["final"], refused["cost"]) == ("steady", 503, 0, 0.0)
+    assert (final["backend"], final["error"], final["completion_tokens"]) == ("flaky", "protocol", 40)
+    prompt = final["prompt_tokens"]
     billed = _usd(prompt, 40, FLAKY_IN, FLAKY_OUT)
-    assert final["final"] == 1 and final["status"] >= 500
-    assert (final["prompt_tokens"], final["completion_tokens"]) == (prompt, 40)
+    assert (final["final"], final["status"], final["estimated"]) == (1, 502, 1) and prompt > 0
     assert final["cost"] == pytest.approx(billed, abs=1e-12)
     spend = _key_spend(gw, key)
     assert spend["usage_daily"] == pytest.approx(billed, abs=1e-9)
