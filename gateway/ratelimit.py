@@ -322,7 +322,7 @@ class RateLimiter:
         ticket = self._open.pop(id(outcome), None)
         if ticket is None or not needs_settling(ticket.scopes):
             return
-        usage = outcome.usage
+        usage = outcome.billed_usage  # every token the client received, once (a continued call: all attempts')
         tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
         nano = to_nano(outcome.cost_usd) if outcome.cost_usd else 0
         clock = self._last_clock = Clock.at(self._clock(), self._last_clock)

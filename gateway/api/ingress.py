@@ -47,7 +47,7 @@ from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.continuation import ContinuationBroke, RescueContext, StreamRescue
 from gateway.proxy.formats import CHAT, UpstreamCall
-from gateway.proxy.outcome import CallOutcome, price_usd
+from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision, decide
 from gateway.tenants.principal import Principal
@@ -522,6 +522,5 @@ def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float,
     outcome.overhead_s = max(overhead_s, 0.0)
     if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
         outcome.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
-    if outcome.offer is not None and outcome.usage is not None:
-        outcome.cost_usd = price_usd(outcome.offer, outcome.usage)
+    outcome.bill()
     state.observers.call_finished(outcome)

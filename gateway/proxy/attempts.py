@@ -71,9 +71,10 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
+from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import HEDGE_LOST, race
-from gateway.proxy.outcome import Attempt, CallOutcome, Observers
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.relay import StreamFailedEarly
 from gateway.proxy.time_limit import time_limit
 from gateway.proxy.usage import Usage
@@ -347,6 +348,11 @@ class _Call:
             # must hear it.
             label = HEDGE_LOST if isinstance(exc, asyncio.CancelledError) and exc.args == (HEDGE_LOST,) else "cancelled"
             attempt = Attempt(offer.backend, offer.model, label, None, time.perf_counter() - started)
+            if label == HEDGE_LOST:
+                # The upstream read the prompt (and perhaps began): its cost is the operator's,
+                # estimated for its ledger row, which is never billed to the key.
+                attempt.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
+                attempt.cost_usd = price_usd(offer, attempt.usage)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
             raise

@@ -41,7 +41,7 @@ from gateway.protocol.sse import data_of
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
-from gateway.proxy.outcome import CallOutcome, Observers, price_usd
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -273,7 +273,7 @@ class StreamRescue:
         continuers = _continuers(context, broken.offer)
         if remaining <= 0 or not continuers:
             return None  # the relay accounts the broken attempt as the call's end
-        self._account_broken(error, partial)
+        broken_attempt = self._account_broken(error, partial)
         await broken.response.aclose()
         first_ttft = outcome.ttft_s
         decision = replace(context.decision, route=None, candidates=continuers, max_attempts=remaining)
@@ -311,21 +311,27 @@ class StreamRescue:
         except GatewayError:
             log.warning("no candidate continued the stream broken on %s", broken.offer.backend)
             outcome.offer = broken.offer  # the call ended where it broke
+            # ...so its attempt is the call's final row (the bill: what it delivered), after the
+            # candidates that failed to continue it, each a row of its own.
+            outcome.attempts[:] = [a for a in outcome.attempts if a is not broken_attempt] + [broken_attempt]
             return None
         outcome.ttft_s = first_ttft  # the client's first token came from the first attempt
         outcome.status, outcome.error = 200, None
         return await self._relay(opened, partial, forward)
 
-    def _account_broken(self, error: UpstreamError, partial: Partial) -> None:
-        """The broken attempt's row: its failure, and the tokens it delivered, billed."""
+    def _account_broken(self, error: UpstreamError, partial: Partial) -> Attempt:
+        """The broken attempt's row: its failure, and the tokens it delivered (its prompt
+        and the content the client read), billed to the key with the call's final row."""
         context, broken = self._context, self._opened
         attempt = broken.attempt or context.outcome.attempts[-1]
         attempt.duration_s = time.perf_counter() - self._started
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
         attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
+        context.outcome.carry(attempt.usage, broken.offer)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
         self.took_over = True
+        return attempt
 
     async def _relay(
         self, opened: OpenedAnswer, partial: Partial, forward: Callable[[bytes], Awaitable[None]]
@@ -335,7 +341,9 @@ class StreamRescue:
         accountant = opened.accountant
         assert accountant is not None and opened.attempt is not None
         attempt, started = opened.attempt, time.perf_counter() - opened.attempt.duration_s
-        splice = Splice(partial, None)
+        carried = context.outcome.carried
+        # The client's usage total is what it is billed: the first prompt, every token it read.
+        splice = Splice(partial, carried.prompt_tokens if carried is not None else None)
         tail = b""
         try:
             if opened.prefix:

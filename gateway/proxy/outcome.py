@@ -28,8 +28,10 @@ class Attempt:
     # The failure says the backend is unwell (its circuit counts it): the error class's
     # `backend_fault` (gateway.backends.errors), read by routing without parsing `error`.
     backend_fault: bool = False
-    # Tokens this attempt delivered to the client though it failed (a stream broken mid-answer
-    # and continued elsewhere): billed on its own ledger row. None: it delivered nothing.
+    # What this failed attempt cost upstream, for the operator (its ledger row, never billed
+    # there): the tokens it delivered before breaking (a stream continued elsewhere; those the
+    # key pays for through the call's final row, `CallOutcome.carry`), or the prompt of a hedge
+    # that lost the race. None: it used nothing an upstream bills (an error status, no answer).
     usage: Usage | None = None
     cost_usd: float = 0.0  # of `usage`, at the attempt's offer's prices
 
@@ -70,6 +72,48 @@ class CallOutcome:
     overhead_s: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     client_disconnected: bool = False
+    # What earlier attempts delivered to the client before they broke (a continued stream),
+    # and its cost at their prices: billed with the call (`billed_usage`, `bill`). None on
+    # every call that was not continued.
+    carried: Usage | None = None
+    carried_cost_usd: float = 0.0
+
+    def carry(self, delivered: Usage, offer: Offer) -> None:
+        """An attempt on `offer` broke after delivering `delivered` (its prompt and the
+        completion tokens the client read): the client pays for them with the call, at that
+        offer's prices; the prompt once, the first attempt's."""
+        earlier = self.carried
+        if earlier is None:
+            self.carried, self.carried_cost_usd = delivered, price_usd(offer, delivered)
+            return
+        self.carried = _continued(earlier, delivered)
+        self.carried_cost_usd += price_usd(offer, _completion_of(delivered))
+
+    @property
+    def billed_usage(self) -> Usage | None:
+        """The tokens the client received and pays for: `usage`, or for a continued call the
+        first attempt's prompt and every completion token delivered, by whichever attempt
+        (the continuing attempt's own prompt, the original plus the prefill, is the
+        operator's cost, not the client's)."""
+        carried, own = self.carried, self.usage
+        if carried is None:
+            return own
+        if own is None:
+            return carried
+        return _continued(carried, own)
+
+    def bill(self) -> None:
+        """Set `cost_usd`, what the client's key is billed: `billed_usage` at the prices of
+        the attempts that delivered it, each token once."""
+        offer, own = self.offer, self.usage
+        if self.carried is None:
+            if offer is not None and own is not None:
+                self.cost_usd = price_usd(offer, own)
+            return
+        cost = self.carried_cost_usd
+        if offer is not None and own is not None:  # the continuation's completion, at its price
+            cost += price_usd(offer, _completion_of(own))
+        self.cost_usd = cost
 
     @property
     def model(self) -> str | None:
@@ -94,6 +138,25 @@ class CallOutcome:
         answering_s = self.attempts[-1].duration_s
         generating = answering_s - self.ttft_s if self.stream and self.ttft_s is not None else answering_s
         return usage.completion_tokens / generating if generating > 1e-3 else None
+
+
+def _continued(first: Usage, then: Usage) -> Usage:
+    """What the client received of `first`, then of the attempt that continued it: `first`'s
+    prompt (the continuing attempt's own prompt repeats it, plus the prefill) and both
+    completions."""
+    return Usage(
+        first.prompt_tokens,
+        first.completion_tokens + then.completion_tokens,
+        first.cached_tokens,
+        first.reasoning_tokens + then.reasoning_tokens,
+        estimated=first.estimated or then.estimated,
+        cache_write_tokens=first.cache_write_tokens,
+    )
+
+
+def _completion_of(usage: Usage) -> Usage:
+    """`usage` without its prompt: what a continuing attempt delivered."""
+    return Usage(0, usage.completion_tokens, 0, usage.reasoning_tokens)
 
 
 def price_usd(offer: Offer, usage: Usage) -> float:

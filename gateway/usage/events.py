@@ -8,9 +8,15 @@ names it; without either, the API key's name stands in (the key's name is also k
 
 Every attempt of a call is a row (issue 12): a call that fell back twice before an answer is
 three events sharing `call_id`, attempts 1 and 2 with `final=false` (their status, error,
-backend, model and latency; no tokens, no cost) and attempt 3 with `final=true`, the row that
-ended the call (what a call was before attempts had rows). Rankings and aggregates count only
-final rows. An event's id is `<call_id>-<attempt>`: a batch retried carries the same ids.
+backend, model and latency) and attempt 3 with `final=true`, the row that ended the call
+(what a call was before attempts had rows). Rankings and aggregates count only final rows.
+
+Billing: the final row's tokens and cost are what the client's key is billed, each token it
+received once (a stream continued elsewhere: the first prompt, every completion token
+delivered by either attempt, each at its attempt's prices). A `final=false` row is never
+billed: its tokens and cost are the operator's upstream cost (the tokens a broken stream
+delivered, repeated there for the operator; the losing hedge's prompt, estimated); an attempt
+that got an error status costs nothing. An event's id is `<call_id>-<attempt>`: a batch retried carries the same ids.
 """
 
 from __future__ import annotations
@@ -294,9 +300,10 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
     offer = outcome.offer
     if offer is None:
         return None
-    usage = outcome.usage
+    # What the client received and is billed for (a continued call: every attempt's delivered
+    # tokens, each once); a call that failed before any answer carries none.
+    usage = outcome.billed_usage
     estimated = bool(usage and usage.estimated)
-    # A call that failed before any answer carries no usage: its attempts cost no tokens here.
     return (
         new_call_id(),
         max(len(outcome.attempts), 1),  # the last attempt ended the call
@@ -328,17 +335,27 @@ def finished_call(outcome: CallOutcome) -> FinishedCall | None:
     )
 
 
+# The status of an attempt's row when no upstream status says what happened: a timeout is a
+# 504, an attempt the gateway itself called off (the losing hedge, a client that left) a 499
+# (not the provider's failure: `gateway.usage.aggregates.attempt_outcome` leaves it out of
+# uptime), anything else (a refused or cut connection, an error in a 200 stream) a 502.
+_NO_STATUS = {"timeout": 504, "hedge_lost": 499, "cancelled": 499}
+
+
 def failed_attempts(outcome: CallOutcome, final: FinishedCall) -> list[FinishedCall]:
     """A row per attempt before the one that ended the call (`final`, from `finished_call`):
-    each failed (an attempt that answered ends the call) and cost the client nothing, unless
-    it delivered tokens before it broke (a stream continued elsewhere: billed for those). Called only for calls that fell back, so the usual call pays nothing for it."""
+    each failed (an attempt that answered ends the call). These rows are never billed to the
+    key: their tokens and cost are the operator's upstream cost (a broken stream's delivered
+    tokens, the losing hedge's prompt), while what the client received is billed once, on the
+    final row (`CallOutcome.billed_usage`). Called only for calls that fell back, so the usual
+    call pays nothing for it."""
     call_id, started_at = final[0], final[3]
     rows: list[FinishedCall] = []
     for number, attempt in enumerate(outcome.attempts[:-1], 1):
         usage = attempt.usage  # tokens it delivered before failing (a stream continued elsewhere)
         status = attempt.status if attempt.status is not None and attempt.status >= 400 else None
         if status is None:  # no HTTP answer (connect error, timeout) or an error in a 200 stream
-            status = 504 if attempt.error == "timeout" else 502
+            status = _NO_STATUS.get(attempt.error or "", 502)
         rows.append(
             (
                 call_id,

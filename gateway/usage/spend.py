@@ -3,10 +3,11 @@ month, summed from the ledger's events. Pure functions; `gateway usage report` p
 
 Windows follow the budgets (gateway.tenants.limits counts spend per UTC day and calendar
 month), so a key's monthly line here is what its monthly budget is measured against; a week
-is the ISO week (Monday to Sunday). Requests and failures count the row that ended each call
-(`final`); tokens and cost add every row, failed attempts included, since an upstream that
-failed mid-answer may still have billed. Cost is summed in nano-dollars, so the total is
-exactly the sum of the rows.
+is the ISO week (Monday to Sunday). Everything counts the row that ended each call (`final`),
+which holds what the key was billed for the whole call (a stream continued elsewhere: every
+token the client received, once); the rows of failed attempts before it are the operator's
+upstream cost, never the key's (`gateway.usage.events`). Cost is summed in nano-dollars, so
+the total is exactly the sum of the rows.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ class SpendLine:
     cost_nanos: int = 0
 
     def add(self, event: UsageEvent) -> None:
-        if event.final:
-            self.requests += 1
-            self.failed += 0 if event.succeeded else 1
+        if not event.final:
+            return  # a failed attempt's row: the operator's cost, not billed to the key
+        self.requests += 1
+        self.failed += 0 if event.succeeded else 1
         self.prompt_tokens += event.prompt_tokens
         self.completion_tokens += event.completion_tokens
         self.cost_nanos += cost_nanos(event.cost)

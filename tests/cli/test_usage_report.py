@@ -127,3 +127,14 @@ def test_the_report_reads_redis_when_configured(tmp_path, redis_server):
         ("alice", 1.875), ("bob", 0.5), ("(no key)", 0.0625),
     ]  # fmt: skip
     assert spend_report(EVENTS, "key", "month", date(2025, 3, 1), date(2025, 3, 31)) == json.loads(done.stdout)
+
+
+def test_a_continued_call_is_billed_once_by_its_final_row():
+    # A stream cut after 40 tokens on one backend and continued on another: the broken
+    # attempt's row repeats its 40 delivered tokens for the operator; the final row holds the
+    # whole bill (gateway.usage.events). The key's spend is the final row, once.
+    broken = _event("c1-1", "2025-03-12", "carol", "red", "qwen/qwen3-32b", 9, 40, 0.25, status=502, final=False)
+    final = _event("c1-2", "2025-03-12", "carol", "red", "z-ai/glm-5", 9, 60, 0.375)
+    line = spend_report([broken, final], "key", "day", date(2025, 3, 12), date(2025, 3, 12))["rows"][0]
+    assert (line["key"], line["requests"], line["failed"]) == ("carol", 1, 0)
+    assert (line["prompt_tokens"], line["completion_tokens"], line["cost_usd"]) == (9, 60, 0.375)

@@ -313,10 +313,11 @@ def all_rows(gw) -> list[tuple]:
         return [(b, s, e, bool(f), t) for b, s, e, f, t in db.execute(query)]
 
 
-def _completion_tokens_recorded(gw) -> int:
+def _completion_tokens_billed(gw) -> int:
+    """Completion tokens on the rows that bill the key: the calls' final rows."""
     path = Path(gw.dir) / "data" / "usage.sqlite3"
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM events").fetchone()[0]
+        return db.execute("SELECT COALESCE(SUM(completion_tokens), 0) FROM events WHERE final = 1").fetchone()[0]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
@@ -403,11 +404,12 @@ def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fa
     prefill = sent["messages"][-1]
     assert prefill == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40))}
     assert (sent["continue_final_message"], sent["add_generation_prompt"]) == (True, False)
-    # Each attempt its own row, each billed for the tokens it delivered: 40 + 20.
+    # Each attempt its own row: the broken one's 40 delivered tokens for the operator, the
+    # final row billing all 60 the client read, once (tests/e2e/test_failover_billing_e2e.py).
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
-    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]
-    assert _completion_tokens_recorded(gw) == fault.TOKENS
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, fault.TOKENS)]
+    assert _completion_tokens_billed(gw) == fault.TOKENS
 
 
 def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client):
@@ -425,7 +427,7 @@ def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, f
     assert fallback.seen[0].body["messages"][-1]["role"] == "assistant"
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
-    assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, 20)]
+    assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, fault.TOKENS)]
 
 
 def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fallback, openai_client):
@@ -438,7 +440,7 @@ def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fal
     assert fallback.seen[0].body["messages"][-1]["content"] == "".join(f"t{i} " for i in range(40))
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
-    assert rows == [("flaky", 502, "malformed", False, 40), ("steady", 200, None, True, 20)]
+    assert rows == [("flaky", 502, "malformed", False, 40), ("steady", 200, None, True, fault.TOKENS)]
 
 
 def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway, primary, fallback, openai_client):
@@ -562,8 +564,8 @@ def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(
     assert 0.25 <= fallback.seen[0].at - primary.seen[0].at < 1.0
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
-    # The loser has its row, with no tokens: never billed to the key.
-    assert rows == [("flaky", 502, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
+    # The loser has its row, called off by the gateway (499), no completion: never billed.
+    assert rows == [("flaky", 499, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
 
 
 def test_a_first_candidate_answering_before_the_hedge_time_is_not_hedged(
@@ -598,4 +600,4 @@ def test_a_messages_stream_cut_mid_answer_is_continued_below_its_translation(gat
     assert sent["max_tokens"] == 500 - 40  # what was left of the client's budget
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
-    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, 20)]
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, fault.TOKENS)]

@@ -146,3 +146,53 @@ async def test_the_writer_process_writes_every_attempt_row(tmp_path):
     assert [(e.attempt, e.final) for e in rows] == [(1, False), (2, False), (3, True)]
     assert (await store.rankings(ranking_query("day", DAY.isoformat(), 10)))["totals"]["requests"] == 1
     await store.aclose()
+
+
+GLM = Offer("z-ai/glm-5", "zhipu", "glm-5", ModelOffer(input_price=3.0, output_price=4.0))
+
+
+def continued_after_a_lost_hedge() -> CallOutcome:
+    """A hedge lost on `slow` (its prompt estimated), a stream on `vllm` broken after 40
+    tokens, continued by `zhipu` with the last 20: billed as the client received it."""
+    delivered = Usage(10, 40, estimated=True)
+    broken = Attempt("vllm", QWEN.model, "protocol", None, 1.0, usage=delivered, cost_usd=9e-5)
+    lost = Attempt("slow", "deepseek/deepseek-v3.2", "hedge_lost", None, 0.3, usage=Usage(10, 0, estimated=True))
+    lost.cost_usd = 4e-6
+    outcome = CallOutcome(
+        request_id="req-2",
+        requested_model="auto",
+        stream=True,
+        offer=GLM,
+        started_at=NOON,
+        route="auto",
+        api_key_name="alice",
+        attempts=[lost, broken, Attempt("zhipu", GLM.model, None, 200, 0.5)],
+        usage=Usage(52, 20),  # the continuation's own: its prompt held the 40-token prefill
+        latency_s=1.9,
+        ttft_s=0.2,
+    )
+    outcome.carry(delivered, QWEN)
+    outcome.bill()
+    return outcome
+
+
+async def test_a_continued_call_ranks_once_with_what_the_client_received(make_store):
+    store = make_store("continued")
+    await record(store, continued_after_a_lost_hedge())
+    rows = [e async for e in store.export(DAY, DAY)]
+    billed = (10 * 1.0 + 40 * 2.0 + 20 * 4.0) / 1e6
+    assert [(e.final, e.backend, e.status, e.error, e.prompt_tokens, e.completion_tokens) for e in rows] == [
+        (False, "slow", 499, "hedge_lost", 10, 0),  # the operator's cost, not an upstream 502
+        (False, "vllm", 502, "protocol", 10, 40),
+        (True, "zhipu", 200, None, 10, 60),
+    ]
+    assert [e.cost for e in rows] == [4e-6, 9e-5, pytest.approx(billed)]
+    ranked = await store.rankings(ranking_query("day", DAY.isoformat(), 10))
+    assert ranked["totals"]["requests"] == 1 and ranked["totals"]["tokens"] == 70
+    assert ranked["totals"]["cost"] == pytest.approx(billed)
+    assert [(m["model"], m["tokens"]) for m in ranked["models"]] == [("z-ai/glm-5", 70)]
+    # The lost hedge is not its provider's failure; the broken stream is.
+    uptime = {(r["backend"], r["model"]): (r["attempts"], r["attempts_failed"]) for r in ranked["throughput"]}
+    assert ("slow", "deepseek/deepseek-v3.2") not in uptime or uptime[("slow", "deepseek/deepseek-v3.2")] == (0, 0)
+    assert uptime[("vllm", "qwen/qwen3-32b")] == (1, 1)
+    await store.aclose()
