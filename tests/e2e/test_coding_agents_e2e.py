@@ -33,7 +33,14 @@ import pytest
 import yaml
 
 from tests.e2e.usage_helpers import gateway_cli
-from tests.support.agent_upstream import COMPLETION_TOKENS, FINAL_PREFIX, PROMPT_TOKENS, TOOL_OUTPUT, AgentUpstream
+from tests.support.agent_upstream import (
+    COMPLETION_TOKENS,
+    FINAL_PREFIX,
+    PLAIN_ANSWER,
+    PROMPT_TOKENS,
+    TOOL_OUTPUT,
+    AgentUpstream,
+)
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.ports import free_port
@@ -274,3 +281,73 @@ base_url = "{base_url}"
 wire_api = "responses"
 env_key = "GATEWAY_API_KEY"
 """
+
+
+# -- the scripted model itself, through the openai SDK (runs without the agents installed) ----
+
+BASH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "Bash",
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}},
+            "required": ["command"],
+        },
+    },
+}
+SHELL_ARGV_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "shell",
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "array", "items": {"type": "string"}}, "workdir": {"type": "string"}},
+            "required": ["command", "workdir"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_the_scripted_model_calls_the_shell_tool_then_quotes_its_result(agent_model, stream):
+    import openai
+
+    client = openai.OpenAI(base_url=agent_model.base_url, api_key="unused", max_retries=0, timeout=10)
+
+    def ask(messages: list, tools: list | None = None):
+        extra = {"tools": tools} if tools else {}
+        if not stream:
+            return client.chat.completions.create(model="m", messages=messages, **extra).choices[0].message
+        with client.chat.completions.stream(model="m", messages=messages, **extra) as events:
+            return events.get_final_completion().choices[0].message
+
+    question = [{"role": "user", "content": "list the files"}]
+    first = ask(question, [BASH_TOOL])
+    (call,) = first.tool_calls
+    assert call.function.name == "Bash" and json.loads(call.function.arguments) == {
+        "command": "echo tool-says-$((6*7))"
+    }
+    shell = subprocess.run(
+        ["bash", "-c", json.loads(call.function.arguments)["command"]], capture_output=True, text=True
+    )
+    assert shell.stdout.strip() == TOOL_OUTPUT  # the output exists only once a shell ran the command
+
+    turn = [
+        *question,
+        first.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": shell.stdout},
+    ]
+    final = ask(turn, [BASH_TOOL])
+    assert final.tool_calls is None and final.content == f"{FINAL_PREFIX} {TOOL_OUTPUT}"
+    assert agent_model.tool_results == {call.id: shell.stdout}
+
+    argv = ask(question, [SHELL_ARGV_TOOL]).tool_calls[0]
+    assert json.loads(argv.function.arguments) == {
+        "command": ["bash", "-lc", "echo tool-says-$((6*7))"],
+        "workdir": "Print a greeting (workdir)",
+    }
+    assert ask([{"role": "user", "content": "a title for this chat"}]).content == PLAIN_ANSWER
+    assert len(agent_model.received) == 4 and all(
+        seen.body.get("stream", False) == stream for seen in agent_model.received
+    )
