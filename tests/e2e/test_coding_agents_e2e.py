@@ -269,9 +269,6 @@ check_for_update_on_startup = false
 [analytics]
 enabled = false
 
-[feedback]
-enabled = false
-
 [features]
 plugins = false
 
