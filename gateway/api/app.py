@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, models, rankings, scrape
+from gateway.api import admin, chat, explain, keys, messages, models, rankings, scrape
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -118,13 +118,14 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
     chat.register(app)
+    messages.register(app)
     models.register(app)
     admin.register(app)
     explain.register(app)
     rankings.register(app)
     scrape.register(app)
     keys.register(app)
-    return FastPathApp(app, chat.FAST_ROUTES)
+    return FastPathApp(app, {**chat.FAST_ROUTES, **messages.FAST_ROUTES})
 
 
 def _wire_metrics(state: AppState) -> None:

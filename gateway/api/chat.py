@@ -1,306 +1,41 @@
-"""POST /v1/chat/completions: the hot path, as a raw ASGI handler.
+"""POST /v1/chat/completions: the hot path, the identity `Ingress`.
 
-Read the body once, route, open an answer through the fallback loop, then write it to the
-ASGI `send` directly: one `http.response.start`, then the body (streams: each relayed chunk
-as it arrives). No framework request/response objects on the way out: Starlette's response
-classes iterate and watch for disconnects per chunk, which cost more than the relay itself
-(issue 14). A client leaving is noticed by one `receive()` watcher task per request, which
-cancels the request's work (the upstream call included); nothing is checked per chunk.
-Accounting happens in the observers, off the response's critical path.
+The request is already what routing reads, the answer already what the client gets: no
+translation, the stream relayed byte for byte (`passthrough`), errors in OpenAI's shape.
+Everything else, the path every ingress shares, is `gateway.api.ingress.handle`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import re
-import time
-
 import orjson
 from fastapi import FastAPI
-from starlette.datastructures import Address
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.state import AppState
-from gateway.backends.base import UpstreamError
-from gateway.backends.pool import BackendSet
-from gateway.config.snapshot import ConfigSnapshot
-from gateway.protocol.chat import ChatRequest, parse_chat_request
+from gateway.api.ingress import Ingress, IngressRequest, Parsed, StreamTranslator, handle
+from gateway.api.ingress import client_request_id as client_request_id
+from gateway.api.ingress import read_body as read_body
+from gateway.api.ingress import receive_body as receive_body
+from gateway.backends.base import CHAT_COMPLETIONS, Backend, UpstreamError
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import parse_chat_request, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.tokens import estimate_prompt_tokens
-from gateway.proxy.attempts import OpenedAnswer, open_answer
-from gateway.proxy.outcome import CallOutcome, price_usd
-from gateway.proxy.usage import Usage
-from gateway.routing.pipeline import decide
-
-log = logging.getLogger("gateway.proxy")
-
-# A client's own x-request-id is kept only if it is short and plain: it is echoed, sent
-# upstream and stored in the ledger, so anything else is replaced by a fresh id.
-_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-_JSON = (b"content-type", b"application/json")
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    # Proxies in front (nginx ingress) must not buffer or cache an event stream.
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.formats import CHAT, UpstreamCall
 
 
-def client_request_id(value: str | None) -> str | None:
-    """The client's x-request-id if it is at most 128 characters of [A-Za-z0-9._:-], else None."""
-    if value and len(value) <= 128 and _CLIENT_REQUEST_ID.fullmatch(value):
-        return value
-    return None
+class _ChatStream:
+    """Chat answers stream as chat chunks: forwarded untouched."""
 
+    passthrough = True
 
-class _HeadersOnly:
-    """What authentication reads of a request: its headers, and the peer's address (failed
-    authentications are throttled per client address)."""
+    def feed(self, data: bytes) -> bytes:
+        return data
 
-    __slots__ = ("client", "headers")
+    def finish(self) -> bytes:
+        return b""
 
-    def __init__(self, headers: dict[str, str], client: tuple[str, int] | None) -> None:
-        self.headers = headers
-        self.client = Address(*client) if client else None
-
-
-class ChatEndpoint:
-    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await chat_completions(scope, receive, send)
-
-
-def register(app: FastAPI) -> None:
-    endpoint = ChatEndpoint()
-    for path in FAST_ROUTES:
-        app.router.add_route(path, endpoint, methods=["POST"])
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body of a request other routes read the same way (explain)."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit)
-
-
-async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"Request body is {declared} bytes; the limit is {limit}.", code="request_too_large")
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(400, "The client went away while sending the body.", code="client_disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class _DisconnectWatch:
-    """One task per request, waiting on `receive()`: when the client leaves, it cancels the
-    request's task (and with it the upstream call). Stopped before the last body message,
-    after which uvicorn's `receive()` reports a disconnect that is no client leaving."""
-
-    __slots__ = ("_task", "left")
-
-    def __init__(self, receive: Receive) -> None:
-        self.left = False
-        owner = asyncio.current_task()
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive, owner))
-
-    async def _watch(self, receive: Receive, owner: asyncio.Task | None) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self.left = True
-        if owner is not None:
-            owner.cancel()
-
-    def stop(self) -> None:
-        self._task.cancel()
-
-
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    t0 = time.perf_counter()
-    state: AppState = scope["app"].state.gateway
-    # Decoded once into a plain dict (ASGI names are lower-case already): auth, routing and
-    # accounting each read a few headers, and a framework Headers object scans the raw list
-    # on every lookup.
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    request_id = client_request_id(headers.get("x-request-id")) or state.request_ids.next()
-    out_headers = [(b"x-request-id", request_id.encode())]
-    decision = None
-    backends: BackendSet | None = None
-    try:
-        try:
-            principal = state.auth.authenticate(_HeadersOnly(headers, scope.get("client")))
-            snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
-            backends = state.backends.acquire()  # and its adapters, taken in the same step
-            body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)
-            chat = parse_chat_request(body)
-            decision = decide(chat, headers, snapshot, state.stats)
-            # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
-            ticket = await state.limiter.admit(principal, chat, decision, snapshot)
-        except GatewayError as exc:
-            state.metrics.request_rejected(exc.status, decision.route if decision else None)
-            await send_error(send, exc, out_headers)
-            return
-        outcome = CallOutcome(
-            request_id=request_id,
-            requested_model=chat.model,
-            stream=chat.stream,
-            route=decision.route,
-            task=decision.task,
-            app=headers.get("http-referer") or headers.get("referer"),
-            app_title=headers.get("x-openrouter-title") or headers.get("x-title"),
-            api_key_name=principal.key_name,
-            team=principal.team,
-        )
-        state.limiter.track(outcome, ticket)  # settled by the limiter's call_finished
-        if ticket is not None:
-            out_headers.extend((k.encode(), v.encode()) for k, v in ticket.headers.items())  # x-ratelimit-*
-        out_headers.append((b"x-gateway-task", decision.task.encode()))
-        if decision.route:
-            out_headers.append((b"x-gateway-route", decision.route.encode()))
-        limit = snapshot.config.gateway.max_response_bytes
-        await _answer(state, send, receive, chat, decision, backends, outcome, out_headers, t0, limit, snapshot)
-    finally:
-        if backends is not None:
-            backends.release()
-
-
-async def _answer(
-    state: AppState,
-    send: Send,
-    receive: Receive,
-    chat: ChatRequest,
-    decision,
-    backends: BackendSet,
-    outcome: CallOutcome,
-    out_headers: list[tuple[bytes, bytes]],
-    t0: float,
-    max_response_bytes: int,
-    snapshot: ConfigSnapshot,
-) -> None:
-    watch = _DisconnectWatch(receive)
-    try:
-        try:
-            opened = await open_answer(
-                chat,
-                decision,
-                backends,
-                state.observers,
-                outcome,
-                {"x-request-id": outcome.request_id},
-                snapshot,
-                max_response_bytes=max_response_bytes,
-            )
-        except GatewayError as exc:
-            watch.stop()
-            outcome.status, outcome.error = exc.status, exc.code or exc.type
-            _finish(state, outcome, chat, t0, _own_time(t0, outcome))
-            if outcome.offer:
-                out_headers.append((b"x-gateway-backend", outcome.offer.backend.encode()))
-                out_headers.append((b"x-gateway-model", outcome.offer.model.encode()))
-            out_headers.append((b"x-gateway-overhead-ms", f"{outcome.overhead_s * 1000:.2f}".encode()))
-            await send_error(send, exc, out_headers)
-            return
-        offer = opened.offer
-        out_headers.append((b"x-gateway-backend", offer.backend.encode()))
-        out_headers.append((b"x-gateway-model", offer.model.encode()))
-        overhead_s = time.perf_counter() - t0 - opened.upstream_s
-        out_headers.append((b"x-gateway-overhead-ms", f"{max(overhead_s, 0.0) * 1000:.2f}".encode()))
-        if not chat.stream:
-            watch.stop()
-            outcome.usage = opened.usage
-            _finish(state, outcome, chat, t0, overhead_s)
-            body = opened.body
-            out_headers.append(_JSON)
-            out_headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        out_headers.extend(_SSE_HEADERS)
-        await _relay(state, send, watch, opened, outcome, chat, t0, out_headers)
-    except asyncio.CancelledError:
-        if not watch.left:
-            raise  # shutdown, not the client: let it propagate
-        # The client left: normal, not an error. Accounted as 499 (by the relay for streams
-        # that had started), logged without a traceback, and not re-raised to the server.
-        asyncio.current_task().uncancel()
-        if not outcome.latency_s:  # not accounted yet (_finish sets the latency)
-            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-            _finish(state, outcome, chat, t0, _own_time(t0, outcome))
-        log.debug("client left before the answer was complete (request %s)", outcome.request_id)
-    finally:
-        watch.stop()
-
-
-def _own_time(t0: float, outcome: CallOutcome) -> float:
-    return time.perf_counter() - t0 - sum(a.duration_s for a in outcome.attempts)
-
-
-async def send_error(send: Send, exc: GatewayError, out_headers: list[tuple[bytes, bytes]]) -> None:
-    body = orjson.dumps(exc.body())
-    headers = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    headers += out_headers
-    headers += [_JSON, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _relay(
-    state: AppState,
-    send: Send,
-    watch: _DisconnectWatch,
-    opened: OpenedAnswer,
-    outcome: CallOutcome,
-    chat: ChatRequest,
-    t0: float,
-    out_headers: list[tuple[bytes, bytes]],
-) -> None:
-    accountant = opened.accountant
-    assert accountant is not None
-    # The gateway's own time: routing and setup before the headers, then per-chunk accounting.
-    overhead_s = time.perf_counter() - t0 - opened.upstream_s
-    last = outcome.attempts[-1]
-    attempt_started = time.perf_counter() - last.duration_s
-    tail = b""
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-        if opened.prefix:
-            await send({"type": "http.response.body", "body": opened.prefix, "more_body": True})
-        if not opened.ended:
-            async for chunk in opened.response.aiter_bytes():
-                t = time.perf_counter()
-                out = accountant.feed(chunk)
-                overhead_s += time.perf_counter() - t
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            tail = accountant.flush()
-        if accountant.done_held:
-            # The client asked for usage and the upstream sent none: estimate it, say so in
-            # the ledger, and still end the stream the way OpenAI does.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
-            tail += accountant.closing_events(outcome.usage)
-    except asyncio.CancelledError:
-        # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
-        # got the whole answer, even if the upstream had not closed its end yet.
-        if not (accountant.saw_done and not accountant.done_held):
-            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-        raise
-    except Exception as exc:
-        # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
-        # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
-        error = exc if isinstance(exc, UpstreamError) else UpstreamError("protocol", type(exc).__name__)
-        outcome.status, outcome.error = 502, error.reason
-        log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
+    def broken(self, error: UpstreamError) -> bytes:
+        """The SDK's error event: it raises on it instead of taking the stream as complete."""
         event = {
             "error": {
                 "message": "The upstream stream broke off.",
@@ -309,30 +44,51 @@ async def _relay(
                 "code": error.reason,
             }
         }
-        tail += b"data: " + orjson.dumps(event) + b"\n\n"
-    finally:
-        await opened.response.aclose()
-        last.duration_s = time.perf_counter() - attempt_started
-        if outcome.status >= 400:
-            last.error = outcome.error
-        state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-        outcome.usage = accountant.usage or outcome.usage
-        if outcome.usage is None:
-            # The upstream sent no usage: estimate and say so.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
-        _finish(state, outcome, chat, t0, overhead_s)
-    watch.stop()  # before the last message: past it, receive() reports a disconnect
-    await send({"type": "http.response.body", "body": tail})
+        return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
-    outcome.latency_s = time.perf_counter() - t0
-    outcome.overhead_s = max(overhead_s, 0.0)
-    if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
-        outcome.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
-    if outcome.offer is not None and outcome.usage is not None:
-        outcome.cost_usd = price_usd(outcome.offer, outcome.usage)
-    state.observers.call_finished(outcome)
+_STREAM = _ChatStream()  # stateless: one for every request
+
+
+class ChatIngress(Ingress):
+    endpoint = "chat"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        chat = parse_chat_request(body)
+        return Parsed(chat, chat)
+
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        # Every adapter answers chat completions (the Anthropic one by translating).
+        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        return opened.body
+
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        return _STREAM
+
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        return exc.status, exc.headers, orjson.dumps(exc.body())
+
+
+CHAT_INGRESS = ChatIngress()
+
+
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle(scope, receive, send, CHAT_INGRESS)
+
+
+class ChatEndpoint:
+    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle(scope, receive, send, CHAT_INGRESS)
+
+
+def register(app: FastAPI) -> None:
+    endpoint = ChatEndpoint()
+    for path in FAST_ROUTES:
+        app.router.add_route(path, endpoint, methods=["POST"])
 
 
 # Served by gateway.api.fastpath ahead of FastAPI's middleware (also registered on the

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.chat import read_body
+from gateway.api.ingress import read_body
 from gateway.api.state import AppState
 from gateway.protocol.chat import parse_chat_request
 from gateway.routing.explain import explanation

@@ -1,6 +1,7 @@
 """Adapter for Anthropic's Messages API (`type: anthropic`).
 
-Clients speak OpenAI's chat-completions format to the gateway; this adapter translates the
+A Messages request from a Messages client (`UpstreamRequest.path` `/messages`) is posted
+as is and its answer relayed untouched. Chat-completions requests are translated: the
 request to a Messages call (`anthropic_translate`), and the answer back: a Message to a
 `chat.completion`, Messages SSE events to `chat.completion.chunk` events ending in
 `data: [DONE]` (`anthropic_stream`). Unlike OpenAI-compatible upstreams the bytes cannot pass through, so every
@@ -21,7 +22,7 @@ from gateway.backends.anthropic_translate import (
     to_chat_completion,
     to_messages_request,
 )
-from gateway.backends.base import CHAT_COMPLETIONS, UpstreamError, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, UpstreamError, UpstreamRequest, UpstreamResponse
 from gateway.backends.openai_compat import AiohttpUpstreamResponse, OpenAICompatBackend
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
@@ -80,6 +81,14 @@ class AnthropicBackend(OpenAICompatBackend):
         return {"x-api-key": api_key}
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        if request.path == MESSAGES:
+            # Native: a Messages body from a Messages client, posted as is, answered in
+            # Anthropic's own bytes (read by `gateway.proxy.messages_format`).
+            try:
+                response = await self.post(orjson.dumps(request.payload), request.headers, MESSAGES)
+            except UpstreamError as exc:
+                raise _in_openai_terms(exc) from None
+            return AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
         if request.path != CHAT_COMPLETIONS:
             raise UpstreamError(
                 "status",

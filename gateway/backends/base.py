@@ -20,8 +20,20 @@ from gateway.config.snapshot import Offer
 
 FailureKind = Literal["connect", "timeout", "status", "protocol", "context_length", "too_large"]
 
-# Where an OpenAI-compatible call goes, relative to the backend's base_url.
+# Where a call of each API goes, relative to the backend's base_url.
 CHAT_COMPLETIONS = "/chat/completions"
+MESSAGES = "/messages"
+RESPONSES = "/responses"
+COMPLETIONS = "/completions"
+EMBEDDINGS = "/embeddings"
+# The upstream path of each ingress API (`config.schema.ApiName`).
+API_PATHS: dict[str, str] = {
+    "chat": CHAT_COMPLETIONS,
+    "messages": MESSAGES,
+    "responses": RESPONSES,
+    "completions": COMPLETIONS,
+    "embeddings": EMBEDDINGS,
+}
 # A non-streamed answer larger than this fails the attempt (`gateway.max_response_bytes`).
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 

@@ -25,6 +25,8 @@ else:
 
 Strategy = Literal["cost", "latency", "throughput", "ordered", "weighted"]
 Capability = Literal["tools", "json", "json_schema", "vision", "reasoning"]
+# The ingress APIs, by the name the ledger's `endpoint` field and a backend's `apis` use.
+ApiName = Literal["chat", "messages", "responses", "completions", "embeddings"]
 
 # Anthropic bills 5-minute prompt-cache writes at 1.25x the model's input price.
 ANTHROPIC_CACHE_WRITE_FACTOR = 1.25
@@ -105,6 +107,10 @@ class BackendConfig(Strict):
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
     max_connections: int = Field(default=512, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
+    # The APIs this backend serves natively (passed through as is; the others are translated
+    # through chat completions). Unset: the vendor registry's default for `type`; read the
+    # resolved set as `served_apis` (or `Offer.apis`), never this field.
+    apis: list[ApiName] | None = None
     models: dict[str, ModelOffer] = Field(default_factory=dict)
     circuit: CircuitConfig = CircuitConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
@@ -138,6 +144,11 @@ class BackendConfig(Strict):
         }
         object.__setattr__(self, "models", models)  # frozen: set once, while validating
         return self
+
+    @property
+    def served_apis(self) -> frozenset[str]:
+        """`apis`, or the vendor's default when unset."""
+        return frozenset(self.apis) if self.apis is not None else VENDORS[self.type].apis
 
     @model_validator(mode="after")
     def _base_url_known(self) -> BackendConfig:

@@ -29,6 +29,8 @@ class Offer:
     backend: str
     upstream_id: str
     spec: ModelOffer
+    # The APIs the offer's backend serves natively (its `apis`, resolved at load).
+    apis: frozenset[str] = field(default=frozenset({"chat"}), compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
@@ -68,8 +70,9 @@ class ConfigSnapshot:
         }
         offers: dict[str, list[Offer]] = {}
         for name, backend in enabled.items():
+            apis = backend.served_apis
             for model_id, spec in backend.models.items():
-                offers.setdefault(model_id, []).append(Offer(model_id, name, spec.upstream_id or model_id, spec))
+                offers.setdefault(model_id, []).append(Offer(model_id, name, spec.upstream_id or model_id, spec, apis))
         known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]
         return cls(
@@ -95,6 +98,11 @@ class ConfigSnapshot:
             keys = [b.api_key for b in self.config.backends.values()]
             redactor = self.memo["redactor"] = Redactor(keys)
         return redactor
+
+    def apis(self, backend: str) -> frozenset[str]:
+        """The APIs an enabled backend serves natively (empty for an unknown one)."""
+        config = self.backends.get(backend)
+        return config.served_apis if config is not None else frozenset()
 
     def model_info(self, model: str) -> ModelInfo | None:
         return self.config.models.get(model)

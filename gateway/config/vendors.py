@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The ingress APIs a backend may serve natively (`BackendConfig.apis`), spelled as the
+# schema's `ApiName`; each maps to its upstream path in `gateway.backends.base`.
+OPENAI_COMPATIBLE = frozenset({"chat", "completions", "embeddings"})
+
 # Protocol families: the adapter module in gateway.backends and its class, as `module:Class`.
 # `backends.pool` imports the one a backend's vendor names.
 ADAPTERS: dict[str, str] = {
@@ -37,6 +41,10 @@ class Vendor:
     # (base_url without its trailing /v1) when health_at_root is set, as vLLM serves /health.
     health_path: str = "/models"
     health_at_root: bool = False
+    # The APIs the vendor serves natively under `base_url` (`apis:` in YAML overrides it):
+    # a request to one of them is passed through as is, any other is translated through
+    # chat completions. Checked against each vendor's documentation (README, "Native APIs").
+    apis: frozenset[str] = OPENAI_COMPATIBLE
 
     @property
     def adapter_class(self) -> str:
@@ -53,24 +61,56 @@ VENDORS: dict[str, Vendor] = {
         key_required=False,
         health_path="/health",
         health_at_root=True,
+        # docs.vllm.ai "Online Serving": /v1/completions, /v1/chat/completions, /v1/responses,
+        # /v1/embeddings, and Anthropic's /v1/messages (+ /count_tokens).
+        apis=OPENAI_COMPATIBLE | {"responses", "messages"},
     ),
+    # Any OpenAI-compatible server: the three endpoints every such server has.
     "openai": Vendor("openai_compat", key_required=False),
     "openrouter": Vendor(
         "openai_compat",
         "https://openrouter.ai/api/v1",
         "OPENROUTER_API_KEY",
         headers={"HTTP-Referer": "https://github.com/open-model-gateway", "X-Title": "open-model-gateway"},
+        # chat/completions, completions, embeddings, responses under /api/v1; its
+        # Anthropic-compatible base (`https://openrouter.ai/api`, for ANTHROPIC_BASE_URL)
+        # serves /api/v1/messages, i.e. `messages` under this same base_url.
+        apis=OPENAI_COMPATIBLE | {"responses", "messages"},
     ),
-    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
-    "zhipu": Vendor("openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY"),
-    "dashscope": Vendor("openai_compat", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY"),
-    "minimax": Vendor("openai_compat", "https://api.minimax.io/v1", "MINIMAX_API_KEY"),
-    "groq": Vendor("openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    # DeepSeek, Moonshot and MiniMax serve their Anthropic-compatible APIs (and DeepSeek its
+    # FIM completions) under other base URLs (`/anthropic`, `/beta`), not under this one:
+    # configure a second backend for those. Here: chat only.
+    "deepseek": Vendor("openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", apis=frozenset({"chat"})),
+    "moonshot": Vendor("openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY", apis=frozenset({"chat"})),
+    "zhipu": Vendor(
+        "openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY", apis=frozenset({"chat", "embeddings"})
+    ),
+    "dashscope": Vendor(
+        "openai_compat",
+        "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        "DASHSCOPE_API_KEY",
+        apis=frozenset({"chat", "embeddings"}),
+    ),
+    "minimax": Vendor("openai_compat", "https://api.minimax.io/v1", "MINIMAX_API_KEY", apis=frozenset({"chat"})),
+    # Groq: chat completions and the Responses API (no completions, no embedding models).
+    "groq": Vendor(
+        "openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY", apis=frozenset({"chat", "responses"})
+    ),
     "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
-    "fireworks": Vendor("openai_compat", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
+    # Fireworks: chat, completions, embeddings and the Responses API under /inference/v1.
+    "fireworks": Vendor(
+        "openai_compat",
+        "https://api.fireworks.ai/inference/v1",
+        "FIREWORKS_API_KEY",
+        apis=OPENAI_COMPATIBLE | {"responses"},
+    ),
     "mock": Vendor("mock", key_required=False, health_path=""),
+    # Anthropic serves the Messages API only; the adapter also translates chat calls to it.
     "anthropic": Vendor(
-        "anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", headers={"anthropic-version": "2023-06-01"}
+        "anthropic",
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_API_KEY",
+        headers={"anthropic-version": "2023-06-01"},
+        apis=frozenset({"messages"}),
     ),
 }

@@ -18,6 +18,8 @@ Mappings chosen where the APIs differ:
   native pass-through to Anthropic backends never comes through here.
 - Earlier `thinking` blocks in the history are dropped: chat backends take no reasoning
   input, and DeepSeek rejects a request that carries it.
+- A `system` message inside `messages` (Anthropic's mid-conversation system messages) becomes
+  a chat system message at the same position.
 - Chat usage counts cached prompt tokens inside `prompt_tokens`; Anthropic's
   `input_tokens` excludes cache reads, which go in `cache_read_input_tokens`.
 """
@@ -110,7 +112,7 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     if system:
         messages.append({"role": "system", "content": system})
     for i, turn in enumerate(turns):
-        messages += _turn(turn, f"messages.{i}")
+        messages += _turn(turn, f"messages.{i}", first=i == 0)
 
     chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
     for name in ("temperature", "top_p", "top_k"):
@@ -154,24 +156,31 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _system_text(system: Any) -> str:
+def _system_text(system: Any, where: str = "system") -> str:
     if system is None or isinstance(system, str):
         return system or ""
     if not isinstance(system, list):
-        raise invalid_request("system: must be a string or an array of text blocks.", "system")
+        raise invalid_request(f"{where}: must be a string or an array of text blocks.", where)
     texts = []
     for i, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise invalid_request(f"system.{i}: must be a text block.", f"system.{i}")
+            raise invalid_request(f"{where}.{i}: must be a text block.", f"{where}.{i}")
         if not block["text"].startswith(_BILLING_HEADER):
             texts.append(block["text"])
     return "\n\n".join(texts)
 
 
-def _turn(turn: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
-        raise invalid_request(f"{where}.role: must be `user` or `assistant`.", f"{where}.role")
+def _turn(turn: Any, where: str, first: bool = False) -> list[dict[str, Any]]:
+    # Anthropic accepts a `system` turn after the conversation's first (user) turn: its
+    # mid-conversation system messages. Claude Code sends one to newer models; it becomes
+    # chat's system message at the same position.
+    roles = ("user", "assistant") if first else ("user", "assistant", "system")
+    if not isinstance(turn, dict) or turn.get("role") not in roles:
+        allowed = "`user` or `assistant`" if first else "`user`, `assistant` or `system`"
+        raise invalid_request(f"{where}.role: must be {allowed}.", f"{where}.role")
     content = turn.get("content")
+    if turn["role"] == "system":
+        return [{"role": "system", "content": _system_text(content, f"{where}.content")}]
     if isinstance(content, str):
         return [{"role": turn["role"], "content": content}]
     if not isinstance(content, list):

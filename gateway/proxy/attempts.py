@@ -14,9 +14,13 @@ moves between candidates and must stop at the first byte, which tenacity's
 retry-the-same-call model does not express. Every attempt is reported to the observers,
 which is how circuit breakers and latency stats learn.
 
-A 2xx answer is checked as far as the relay reads it anyway: a non-streamed body must be a
-JSON object with a `choices` list, a stream's events before its first content must parse
-(`gateway.proxy.relay`); anything else is a `malformed` failure of that backend. An
+What each candidate is asked is the caller's `plan` (an `UpstreamCall`: path, payload, and
+the wire format of the answer; default: the chat request as chat completions), so every
+ingress API shares this loop; a candidate the plan cannot serve is skipped, using no attempt.
+A 2xx answer is checked by its format as far as the relay reads it anyway (a chat body must
+be a JSON object with a `choices` list, a stream's events before its first content must
+parse: `gateway.proxy.formats`, `gateway.proxy.relay`); anything else is a `malformed`
+failure of that backend. An
 upstream that says the model does not exist (404, or a 400 in those words) is answering
 for the gateway's own configuration, not the client's request: a `misconfigured` failure,
 logged once per backend and model for the operator, and the next candidate is tried.
@@ -30,6 +34,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -37,6 +42,7 @@ import orjson
 from gateway.backends.base import (
     CHAT_COMPLETIONS,
     DEFAULT_MAX_RESPONSE_BYTES,
+    Backend,
     UpstreamError,
     UpstreamRequest,
     UpstreamResponse,
@@ -47,8 +53,9 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
+from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers
-from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
+from gateway.proxy.relay import MalformedAnswer, StreamFailedEarly
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -83,6 +90,11 @@ class BackendMisconfigured(UpstreamError):
         return "misconfigured"
 
 
+# Asked per candidate: the call that candidate gets, or None when the offer cannot serve the
+# request (skipped: not an attempt). The ingress's own (`gateway.api.ingress`).
+Plan = Callable[[Offer, Backend], UpstreamCall | None]
+
+
 @dataclass(slots=True)
 class OpenedAnswer:
     """A candidate's answer, committed to: ready to be sent to the client."""
@@ -93,8 +105,11 @@ class OpenedAnswer:
     body: bytes = b""  # non-streamed: the whole body
     usage: Usage | None = None  # non-streamed: its usage
     prefix: bytes = b""  # streamed: events read before committing
-    accountant: SseAccountant | None = None
+    accountant: StreamAccountant | None = None
     ended: bool = False  # streamed: upstream finished while pre-reading
+    # The wire format the answer is in (the call's): the edge sends it as is when that is
+    # its own API's, and translates it otherwise.
+    format: AnswerFormat = CHAT
 
 
 async def open_answer(
@@ -106,13 +121,14 @@ async def open_answer(
     headers: dict[str, str],
     snapshot: ConfigSnapshot | None = None,
     *,
-    path: str = CHAT_COMPLETIONS,
+    plan: Plan | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
     config, gives the redactor of every configured key (built once per snapshot); without it
-    (tests) one is built from the adapters' keys."""
+    (tests) one is built from the adapters' keys. `plan` says what each candidate is asked
+    (default: `chat` as chat completions); a candidate it returns None for is skipped."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
@@ -125,6 +141,13 @@ async def open_answer(
         backend = backends.get(offer.backend)
         if backend is None:
             continue
+        if plan is None:
+            call = UpstreamCall(CHAT_COMPLETIONS, upstream_payload(chat, offer.upstream_id), CHAT)
+        else:
+            planned = plan(offer, backend)
+            if planned is None:
+                continue  # this offer cannot serve this request: not an attempt
+            call = planned
         earlier = failed_backends.get(offer.backend)
         if earlier is not None:
             wait = retry_wait(earlier, attempts, decision.retry)
@@ -139,8 +162,8 @@ async def open_answer(
         outcome.offer = offer
         observers.attempt_started(offer)
         started = time.perf_counter()
-        payload = upstream_payload(chat, offer.upstream_id)
-        request = UpstreamRequest(offer, payload, chat.stream, headers, path, max_response_bytes)
+        call_headers = headers if call.headers is None else {**headers, **call.headers}
+        request = UpstreamRequest(offer, call.payload, chat.stream, call_headers, call.path, max_response_bytes)
         # Until its first content, a stream may take the backend's first-byte allowance; a
         # non-streamed answer (whose headers come only once it is generated) its whole
         # `timeout_s`; either within what is left of the request's deadline. Past that,
@@ -151,9 +174,9 @@ async def open_answer(
                 async with asyncio.timeout(limit):
                     response = await backend.send(request)
                     opened = await (
-                        _pre_read_stream(offer, response, chat, redactor)
+                        _pre_read_stream(offer, response, chat, redactor, call.format)
                         if chat.stream
-                        else _read_body(offer, response)
+                        else _read_body(offer, response, call.format)
                     )
             except TimeoutError:
                 raise UpstreamError("timeout", f"{offer.backend}: no answer within {limit:.1f}s") from None
@@ -231,32 +254,19 @@ def retry_wait(earlier: UpstreamError, attempts: int, policy: FallbackSettings) 
     return random.uniform(0, ceiling) if ceiling > 0 else 0.0
 
 
-async def _read_body(offer: Offer, response: UpstreamResponse) -> OpenedAnswer:
-    """The whole body, once it is known to be a chat completion: parsed once, for its usage
-    and its shape together (orjson: about 1 µs for a 1 KB body, 30 µs for 100 KB)."""
+async def _read_body(offer: Offer, response: UpstreamResponse, format: AnswerFormat) -> OpenedAnswer:
+    """The whole body, once `format` has checked it is an answer (and read its usage)."""
     try:
         body = await response.aread()
     finally:
         await response.aclose()
-    try:
-        answer = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not JSON") from None
-    if not isinstance(answer, dict):
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a JSON object")
-    choices = answer.get("choices")
-    if "error" in answer and not choices:
-        # Some upstreams answer 200 with an error object; treat like the status it names.
-        raise StreamFailedEarly(_error_text(answer) or "upstream error", 502)
-    if not isinstance(choices, list):
-        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a chat completion (no `choices` list)")
-    return OpenedAnswer(offer, response, 0.0, body=body, usage=Usage.from_openai(answer.get("usage")))
+    return OpenedAnswer(offer, response, 0.0, body=body, usage=format.check_body(offer, body), format=format)
 
 
 async def _pre_read_stream(
-    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor
+    offer: Offer, response: UpstreamResponse, chat: ChatRequest, redactor: Redactor, format: AnswerFormat
 ) -> OpenedAnswer:
-    accountant = SseAccountant(strip_usage=not chat.include_usage, hold_done=chat.include_usage, redactor=redactor)
+    accountant = format.accountant(include_usage=chat.include_usage, redactor=redactor)
     parts: list[bytes] = []
     iterator = response.aiter_bytes()
     ended = True
@@ -276,7 +286,9 @@ async def _pre_read_stream(
             await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
             raise UpstreamError("protocol", f"{offer.backend}: stream ended before any content")
-    opened = OpenedAnswer(offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended)
+    opened = OpenedAnswer(
+        offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended, format=format
+    )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened
 
@@ -321,22 +333,10 @@ def _misconfigured(
     return BackendMisconfigured(error)
 
 
-def _error_text(answer: object) -> str | None:
-    """The message of an upstream error body: `{"error": {"message"}}`, `{"error": "..."}`,
-    or vLLM's older `{"object": "error", "message": ...}`."""
-    if not isinstance(answer, dict):
-        return None
-    err = answer.get("error")
-    message = err.get("message") if isinstance(err, dict) else err
-    if message is None:
-        message = answer.get("message")
-    return str(message) if message else None
-
-
 def _error_message(body: bytes, redactor: Redactor) -> str:
     """The upstream's own error message, with every credential removed."""
     try:
-        message = _error_text(orjson.loads(body))
+        message = error_text(orjson.loads(body))
     except orjson.JSONDecodeError:
         return "upstream error"
     return redactor.text((message or "upstream error")[:4000])[:2000]

@@ -571,3 +571,26 @@ def test_empty_stream_still_makes_a_whole_message():
 
 def test_events_are_encoded_with_their_event_name():
     assert encode_event({"type": "message_stop"}) == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
+def test_a_system_turn_after_the_first_becomes_a_chat_system_message_in_place():
+    """Anthropic's mid-conversation system messages (Claude Code sends them to newer models)."""
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Rule one."}, {"type": "text", "text": "Two."}]},
+            {"role": "user", "content": "Go on."},
+        ],
+    }
+    chat = messages_to_chat(body)
+    assert chat["messages"] == [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "Rule one.\n\nTwo."},
+        {"role": "user", "content": "Go on."},
+    ]
+    with pytest.raises(GatewayError) as caught:
+        messages_to_chat(
+            {**body, "messages": [body["messages"][0], {"role": "system", "content": [{"type": "image"}]}]}
+        )
+    assert caught.value.param == "messages.1.content.0"

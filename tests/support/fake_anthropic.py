@@ -53,6 +53,7 @@ class AnthropicBehaviour:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     tool_use: dict | None = None  # {"id", "name", "input"}: answer with this tool call after the text
+    thinking: str | None = None  # a thinking block (with a signature) before the text
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     headers: dict[str, str] = field(default_factory=dict)
@@ -139,7 +140,11 @@ class FakeAnthropic:
 
     def _content(self) -> list[dict]:
         b = self.behaviour
-        blocks: list[dict] = [{"type": "text", "text": b.content}] if b.content else []
+        blocks: list[dict] = []
+        if b.thinking:
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": "sig-fake-01"})
+        if b.content:
+            blocks.append({"type": "text", "text": b.content})
         if b.tool_use:
             blocks.append({"type": "tool_use", **b.tool_use})
         return blocks
@@ -162,7 +167,17 @@ class FakeAnthropic:
             return
         yield _event("ping", {"type": "ping"})
         for index, block in enumerate(message["content"]):
-            if block["type"] == "text":
+            if block["type"] == "thinking":
+                opening = {"type": "thinking", "thinking": "", "signature": ""}
+                yield _event(
+                    "content_block_start", {"type": "content_block_start", "index": index, "content_block": opening}
+                )
+                for delta in (
+                    {"type": "thinking_delta", "thinking": block["thinking"]},
+                    {"type": "signature_delta", "signature": block["signature"]},
+                ):
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            elif block["type"] == "text":
                 yield _event(
                     "content_block_start",
                     {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},

@@ -35,6 +35,7 @@ class Behaviour:
     stream_error_before_content: bool = False  # 200 stream whose first event is an error
     break_after_events: int | None = None  # drop the connection after N stream events
     tool_call: dict | None = None  # answer with this tool call instead of content
+    reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
     # Answers that are not what they claim (hostile or broken upstreams):
@@ -114,6 +115,8 @@ class FakeUpstream:
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": b.content}
             finish = "stop"
+            if b.reasoning:
+                message["reasoning_content"] = b.reasoning
             if b.tool_call:
                 message = {"role": "assistant", "content": None, "tool_calls": [b.tool_call]}
                 finish = "tool_calls"
@@ -160,6 +163,9 @@ class FakeUpstream:
                     }
                 )
             )
+            if b.reasoning:
+                delta = {"reasoning_content": b.reasoning}
+                events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             if b.tool_call:
                 delta = {"tool_calls": [{"index": 0, **b.tool_call}]}
                 events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))

@@ -1,0 +1,222 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API at the edge.
+
+What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request
+(its chat translation, `protocol.messages.messages_to_chat`, is what routing, limits and the
+classifier read); each candidate is then asked natively when its backend serves `messages`
+(`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
+client's body with the upstream's model id, and its `anthropic-beta` header), or the chat
+translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
+chat (`chat_to_message`, `MessageStream`: Anthropic's exact event sequence). Candidates of
+both kinds mix freely in one fallback list. Errors on this route are Anthropic-shaped
+(`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
+retry-after, 400, and 529 `overloaded_error` when no backend can take the request.
+
+Clients authenticate with `x-api-key` or `Authorization: Bearer` (both read by
+`api.auth`); `anthropic-version` is accepted and not required. count_tokens answers the
+gateway's own estimate of the prompt (the tokenizer of whichever backend would serve it is
+not known before routing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.ingress import HeadersOnly, Ingress, IngressRequest, StreamTranslator, handle, receive_body, send_error
+from gateway.api.state import AppState
+from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.messages import (
+    MALFORMED,
+    MessageStream,
+    anthropic_error,
+    chat_to_message,
+    count_tokens,
+    encode_event,
+    malformed_answer,
+    messages_to_chat,
+)
+from gateway.protocol.sse import data_of
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
+
+_JSON = (b"content-type", b"application/json")
+# Request headers of the Messages API a native pass-through forwards to the backend.
+_FORWARDED = ("anthropic-beta",)
+
+
+@dataclass(slots=True)
+class MessagesRequest:
+    chat: ChatRequest  # the translation: what routing reads, and what chat backends are sent
+    native: dict[str, Any]  # the client's Messages body, for backends that serve it natively
+    forward: dict[str, str] | None  # the client's headers a native call carries
+    stop_sequences: list[str] | None
+
+
+def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequest:
+    native = _json_object(body)
+    chat = messages_to_chat(native)
+    stream = bool(chat.get("stream"))
+    stops = native.get("stop_sequences")
+    forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
+    return MessagesRequest(
+        ChatRequest(payload=chat, model=chat["model"], stream=stream, include_usage=stream),
+        native,
+        forward,
+        stops if isinstance(stops, list) else None,
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise invalid_request("The request body is empty; send a JSON object with `model`, `max_tokens`, `messages`.")
+    try:
+        native = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(native, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return native
+
+
+def _error_event(kind: str, message: str) -> bytes:
+    return encode_event({"type": "error", "error": {"type": kind, "message": message}})
+
+
+class _Native:
+    """A native Messages stream: already the client's events, forwarded untouched."""
+
+    passthrough = True
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def broken(self, error: UpstreamError) -> bytes:
+        return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+
+
+_NATIVE = _Native()
+
+
+class _FromChat:
+    """Chat chunk events (as the relay forwards them) in, Anthropic's events out."""
+
+    passthrough = False
+
+    def __init__(self, request: MessagesRequest) -> None:
+        chat = request.chat
+        self._stream = MessageStream(chat.model, estimate_prompt_tokens(chat.payload), request.stop_sequences)
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for event in data.split(b"\n\n"):
+            payload = data_of(event) if event else None
+            if payload is None or payload == b"[DONE]":
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue  # the relay forwards only well-formed events; nothing to translate
+            out.extend(encode_event(e) for e in self._stream.feed(chunk))
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        return b"".join(encode_event(e) for e in self._stream.finish())
+
+    def broken(self, error: UpstreamError) -> bytes:
+        return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+
+
+class MessagesIngress(Ingress):
+    endpoint = "messages"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        return parse_messages_request(body, headers)
+
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        assert isinstance(request, MessagesRequest)
+        if "messages" in offer.apis:
+            payload = dict(request.native)
+            payload["model"] = offer.upstream_id
+            return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
+        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        if opened.format is MESSAGES_FORMAT:
+            return opened.body
+        assert isinstance(request, MessagesRequest)
+        try:
+            completion = orjson.loads(opened.body)  # checked as a chat completion by the loop
+        except MALFORMED as exc:
+            raise malformed_answer(exc) from None
+        return orjson.dumps(chat_to_message(completion, request.chat.model, request.stop_sequences))
+
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        if opened.format is MESSAGES_FORMAT:
+            return _NATIVE
+        assert isinstance(request, MessagesRequest)
+        return _FromChat(request)
+
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        status, body = anthropic_error(exc)
+        return status, exc.headers, orjson.dumps(body)
+
+
+MESSAGES_INGRESS = MessagesIngress()
+
+
+async def messages(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle(scope, receive, send, MESSAGES_INGRESS)
+
+
+async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
+    """The prompt's token count as the gateway estimates it: `{"input_tokens": n}`."""
+    state: AppState = scope["app"].state.gateway
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    out_headers = [(b"x-request-id", state.request_ids.next().encode())]
+    try:
+        state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
+        limit = state.config.current.config.gateway.max_body_bytes
+        body = await receive_body(receive, headers.get("content-length"), limit)
+        answer = orjson.dumps(count_tokens(_json_object(body)))
+    except GatewayError as exc:
+        await send_error(send, MESSAGES_INGRESS, exc, out_headers)
+        return
+    out_headers += [_JSON, (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+class _Endpoint:
+    """A route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+def register(app: FastAPI) -> None:
+    for path, handler in FAST_ROUTES.items():
+        app.router.add_route(path, _Endpoint(handler), methods=["POST"])
+
+
+# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat is.
+FAST_ROUTES = {
+    "/v1/messages": messages,
+    "/messages": messages,
+    "/v1/messages/count_tokens": messages_count_tokens,
+    "/messages/count_tokens": messages_count_tokens,
+}

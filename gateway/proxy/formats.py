@@ -1,0 +1,131 @@
+"""Wire formats of upstream answers, as the fallback loop and the relay read them.
+
+One candidate is asked one `UpstreamCall`: a path under its base_url, a payload, and the
+`AnswerFormat` its answer comes back in. The format says how much of that answer to read
+before committing to it: `check_body` validates a non-streamed 2xx body (and reads its
+usage) once; `accountant` builds the per-stream reader that forwards a stream's bytes,
+accounts its usage and content, and fails the attempt on an error or malformed output before
+the first content (`gateway.proxy.relay`). Chat completions (`CHAT`) is the format every
+adapter can answer in; other formats are added beside it (Anthropic Messages, Responses,
+completions, embeddings) by the ingress that passes them through natively.
+
+What is not here: translation between formats (`gateway.protocol`), and the HTTP edge that
+decides which call each candidate gets (`gateway.api.ingress`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.proxy.outcome import Attempt
+from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
+from gateway.proxy.usage import Usage
+
+
+class StreamAccountant(Protocol):
+    """What the fallback loop and the relay read of a stream (`SseAccountant`'s surface)."""
+
+    usage: Usage | None
+    content_events: int
+    first_content_at: float | None
+    saw_done: bool
+    done_held: bool
+    malformed_events: int
+
+    @property
+    def started(self) -> bool: ...
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+    def report_to(self, attempt: Attempt) -> None: ...
+
+    def closing_events(self, usage: Usage) -> bytes: ...
+
+
+class AnswerFormat(abc.ABC):
+    """How answers of one wire format are checked and accounted."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        """The usage of a non-streamed 2xx body, once it is known to be an answer of this
+        format. Raises `MalformedAnswer` (not this format) or `StreamFailedEarly` (an error
+        object in a 2xx body): either fails the attempt, and the next candidate is tried."""
+
+    @abc.abstractmethod
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        """A reader for one stream of this format. `include_usage`: the client asked for
+        the stream's usage (formats that always carry it ignore this)."""
+
+    def __repr__(self) -> str:
+        return f"<AnswerFormat {self.name}>"
+
+
+class ChatFormat(AnswerFormat):
+    """OpenAI chat completions: a JSON object with a `choices` list, or `data:` chunk events."""
+
+    name = "chat"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        # Parsed once, for its usage and its shape together (orjson: about 1 µs for a 1 KB
+        # body, 30 µs for 100 KB).
+        answer = json_object(offer, body)
+        choices = answer.get("choices")
+        if "error" in answer and not choices:
+            # Some upstreams answer 200 with an error object; treat like the status it names.
+            raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
+        if not isinstance(choices, list):
+            raise MalformedAnswer(
+                f"{offer.backend}: the upstream's 200 body is not a chat completion (no `choices` list)"
+            )
+        return Usage.from_openai(answer.get("usage"))
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        return SseAccountant(strip_usage=not include_usage, hold_done=include_usage, redactor=redactor)
+
+
+def json_object(offer: Offer, body: bytes) -> dict[str, Any]:
+    """A 2xx body parsed as the JSON object every format's answer is, or `MalformedAnswer`."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not JSON") from None
+    if not isinstance(answer, dict):
+        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a JSON object")
+    return answer
+
+
+def error_text(answer: object) -> str | None:
+    """The message of an upstream error body: `{"error": {"message"}}`, `{"error": "..."}`,
+    or vLLM's older `{"object": "error", "message": ...}`."""
+    if not isinstance(answer, dict):
+        return None
+    err = answer.get("error")
+    message = err.get("message") if isinstance(err, dict) else err
+    if message is None:
+        message = answer.get("message")
+    return str(message) if message else None
+
+
+CHAT: AnswerFormat = ChatFormat()
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """What one candidate is asked: `payload` (its model already the upstream's id) posted to
+    `path` under its base_url, answered in `format`; `headers`: extra request headers for this
+    call (a native pass-through forwards the client's API headers, e.g. `anthropic-beta`)."""
+
+    path: str
+    payload: dict[str, Any]
+    format: AnswerFormat = CHAT
+    headers: dict[str, str] | None = None

@@ -1,0 +1,233 @@
+"""Anthropic Messages answers, as the fallback loop and the relay read them (`MESSAGES`).
+
+Used when a Messages request is passed through natively (`type: anthropic` backends, and
+servers that declare `messages` in their `apis`): the answer goes back to the client byte
+for byte, and is read only for what the gateway needs. A non-streamed body must be a
+`message` object (an `error` object in a 2xx body fails the attempt); its usage is read once.
+A stream is cut into events by their `event:` line: before the first content block, every
+event is parsed (an `event: error` there fails the attempt, and the next candidate is
+tried); after it, only `message_delta` (the output count) and `error` events (relayed with
+their text redacted) are parsed, and the rest is checked structurally and forwarded.
+
+Usage in Anthropic's terms, in the ledger's: `input_tokens` excludes cache reads and writes,
+so the prompt count is `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`,
+with the reads as `cached_tokens` and the writes as `cache_write_tokens`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.protocol.sse import EventCutter, data_of
+from gateway.proxy.formats import AnswerFormat, StreamAccountant, json_object
+from gateway.proxy.outcome import Attempt
+from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.usage import Usage
+
+# Anthropic's error types -> the status the failure counts as (for retry decisions).
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+_FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
+_NO_REDACTION = Redactor(())
+
+
+def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | None:
+    """The ledger's usage for an Anthropic `usage` object; counts it lacks (a message_delta
+    carries only `output_tokens` in older API versions) are kept from `previous`."""
+    if not isinstance(usage, dict):
+        return previous
+    base = previous or Usage()
+    read = _int(usage.get("cache_read_input_tokens"), base.cached_tokens)
+    written = _int(usage.get("cache_creation_input_tokens"), base.cache_write_tokens)
+    if "input_tokens" in usage:
+        fresh = _int(usage.get("input_tokens"), 0)
+    else:
+        fresh = base.prompt_tokens - base.cached_tokens - base.cache_write_tokens
+    output = _int(usage.get("output_tokens"), base.completion_tokens)
+    return Usage(fresh + read + written, output, read, cache_write_tokens=written)
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def _error_of(obj: dict[str, Any]) -> tuple[str, int]:
+    error = obj.get("error")
+    if isinstance(error, dict):
+        kind = error.get("type")
+        status = _ERROR_STATUS.get(kind, 502) if isinstance(kind, str) else 502
+        return str(error.get("message") or kind or "upstream error"), status
+    return str(error or "upstream error"), 502
+
+
+class MessagesAccountant:
+    """Feeds Anthropic SSE bytes through; returns what to forward (`SseAccountant`'s surface)."""
+
+    __slots__ = (
+        "_attempt",
+        "_broken",
+        "_events",
+        "_malformed_run",
+        "_started",
+        "content_events",
+        "done_held",
+        "first_content_at",
+        "malformed_events",
+        "redactor",
+        "saw_done",
+        "usage",
+    )
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.usage: Usage | None = None
+        self.content_events = 0
+        self.first_content_at: float | None = None
+        self.saw_done = False  # message_stop
+        self.done_held = False  # never: Anthropic always sends its usage
+        self.malformed_events = 0
+        self.redactor = redactor or _NO_REDACTION
+        self._malformed_run = 0
+        self._broken: MalformedAnswer | None = None
+        self._attempt: Attempt | None = None
+        self._events = EventCutter()
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def report_to(self, attempt: Attempt) -> None:
+        attempt.malformed_events = self.malformed_events
+        self._attempt = attempt
+
+    def closing_events(self, usage: Usage) -> bytes:
+        return b""  # nothing is ever held back
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._broken is not None:
+            raise self._broken
+        complete = self._events.complete(chunk)
+        if not complete:
+            return b""
+        out = []
+        for event in complete.split(b"\n\n"):
+            event = event.strip(b"\n")
+            if not event:
+                continue
+            kept = self._inspect(event)
+            if kept is not None:
+                out.append(kept)
+                out.append(b"\n\n")
+            if self._broken is not None:
+                break
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        if self._broken is not None:
+            raise self._broken
+        tail = self._events.rest().strip(b"\n")
+        if not tail:
+            return b""
+        kept = self._inspect(tail)
+        if self._broken is not None:
+            raise self._broken
+        return kept + b"\n\n" if kept is not None else b""
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        name = b""
+        if event.startswith(b"event: "):
+            end = event.find(b"\n")
+            name = event[7:end] if end > 0 else b""
+        # The common case once content flows: a delta, forwarded after a structural check.
+        if self._started and name == b"content_block_delta":
+            if event.count(b"\n") == 1 and event.endswith(b"}") and b"\ndata: {" in event:
+                self.content_events += 1
+                self._malformed_run = 0
+                return event
+            return self._malformed()
+        if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+            return self._malformed()
+        payload = data_of(event)
+        if payload is None:
+            return event  # comments, keep-alives
+        try:
+            obj: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return self._malformed()
+        if not isinstance(obj, dict):
+            return self._malformed()
+        self._malformed_run = 0
+        kind = obj.get("type")
+        if kind == "error":
+            message, status = _error_of(obj)
+            if not self._started:
+                raise StreamFailedEarly(message, status)
+            return self._error_event(obj)
+        if kind == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                self.usage = usage_from_anthropic(message.get("usage"), self.usage)
+        elif kind == "message_delta":
+            self.usage = usage_from_anthropic(obj.get("usage"), self.usage)
+        elif kind == "message_stop":
+            self.saw_done = True
+        elif kind in ("content_block_start", "content_block_delta"):
+            self.content_events += 1
+            if not self._started:
+                self._started = True
+                self.first_content_at = time.perf_counter()
+        return event
+
+    def _malformed(self) -> None:
+        if not self._started:
+            raise MalformedAnswer("the upstream stream is not well-formed Anthropic SSE")
+        self.malformed_events += 1
+        if self._attempt is not None:
+            self._attempt.malformed_events += 1
+        self._malformed_run += 1
+        if self._malformed_run >= MAX_MALFORMED_RUN:
+            self._broken = MalformedAnswer(
+                f"the upstream stream sent {self._malformed_run} malformed events in a row after content"
+            )
+        return None
+
+    def _error_event(self, obj: dict[str, Any]) -> bytes:
+        """The upstream's error event, rebuilt with its text redacted and bounded."""
+        error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
+        message = self.redactor.text(str(error.get("message") or "upstream error")[:4000])[:2000]
+        clean = {"type": "error", "error": {"type": self.redactor.text(kind[:100]), "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(clean)
+
+
+class MessagesFormat(AnswerFormat):
+    name = "messages"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        answer = json_object(offer, body)
+        if answer.get("type") == "error" or ("error" in answer and "content" not in answer):
+            message, status = _error_of(answer)
+            raise StreamFailedEarly(message, status)
+        if answer.get("type") != "message" or not isinstance(answer.get("content"), list):
+            raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a Message (no `content` list)")
+        return usage_from_anthropic(answer.get("usage"))
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        return MessagesAccountant(redactor)
+
+
+MESSAGES: AnswerFormat = MessagesFormat()

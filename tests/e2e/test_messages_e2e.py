@@ -1,0 +1,452 @@
+"""POST /v1/messages as Claude Code and the `anthropic` SDK meet it: the real gateway process,
+the official `anthropic` client, a fake OpenAI-compatible upstream (the request translated
+through chat completions) and a fake Anthropic upstream (the request passed through natively)."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import pytest
+
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.tokens import estimate_prompt_tokens
+from tests.e2e.test_usage_e2e import export_today
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.poll import poll
+
+KEY = "sk-ant-test-key-123456"
+COMPAT_KEY = "sk-compat-123456"
+CONFIG = """
+backends:
+  claude:
+    type: anthropic
+    base_url: {anthropic_url}
+    api_key: {key}
+    timeout_s: 5
+    models:
+      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, input_price: 3.0, output_price: 15.0}}
+  compat:
+    type: openai
+    base_url: {openai_url}
+    api_key: {compat_key}
+    timeout_s: 5
+    models:
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, input_price: 1.0, output_price: 2.0}}
+  dormant:
+    type: openai
+    base_url: {openai_url}
+    enabled: false
+    models:
+      acme/offline: {{}}
+routes:
+  claude: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5]}}
+  open: {{strategy: ordered, models: [qwen/qwen3-coder]}}
+  native-first: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5, qwen/qwen3-coder]}}
+  chat-first: {{strategy: ordered, models: [qwen/qwen3-coder, anthropic/claude-sonnet-4.5]}}
+  offline: {{models: [acme/offline]}}
+rate_limits:
+  keys: {{limited: 1}}
+"""
+ENV = {"GATEWAY_API_KEYS": "team-a:sk-test,limited:sk-limited", "GATEWAY_USAGE_FLUSH_S": "0.05"}
+HELLO = [{"role": "user", "content": "Say hello."}]
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+@pytest.fixture
+def claude():
+    server = FakeAnthropic(KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gw(start_gateway, claude, upstream):
+    config = CONFIG.format(anthropic_url=claude.base_url, key=KEY, openai_url=upstream.base_url, compat_key=COMPAT_KEY)
+    return start_gateway(config, env=ENV)
+
+
+@pytest.fixture
+def client(gw):
+    made = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    yield made
+    made.close()
+
+
+def raw_events(gw, body: dict) -> list[tuple[str, dict]]:
+    """The (event name, data) pairs of a streamed answer, exactly as the gateway sent them."""
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", gw.url + "/v1/messages", json={**body, "stream": True}, headers=headers) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "text/event-stream"
+        text = response.read().decode()
+    events = []
+    for block in filter(None, text.split("\n\n")):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        events.append((lines["event"], json.loads(lines["data"])))
+        assert events[-1][0] == events[-1][1]["type"]  # the event line names the data's type
+    return events
+
+
+def ledger(gw, count: int) -> list[dict]:
+    """The ledger's rows once `count` have been written, oldest first."""
+    rows = poll(lambda: (r := export_today(gw.dir / "data")) and len(r) >= count and r, timeout=15)
+    return sorted(rows, key=lambda e: (e["timestamp"], e["attempt"]))
+
+
+# -- translated through chat completions ------------------------------------------------------------
+
+
+def test_create_is_translated_through_chat_for_an_openai_compatible_backend(gw, client, upstream, claude):
+    raw = client.messages.with_raw_response.create(
+        model="open",
+        max_tokens=300,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=HELLO,
+        stop_sequences=["END"],
+        metadata={"user_id": "u-42"},
+        extra_body={"temperature": 0.5},  # the SDK no longer types it; clients still send it
+    )
+    message = raw.parse()
+    assert raw.headers["x-gateway-backend"] == "compat"
+    assert message.type == "message" and message.role == "assistant" and message.model == "open"
+    assert [(b.type, b.text) for b in message.content] == [("text", "Hello from the fake upstream.")]
+    assert message.stop_reason == "end_turn" and message.id.startswith("msg_")
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (11, 7)
+    [sent] = upstream.received
+    assert sent.body == {
+        "model": "Qwen/Qwen3-Coder",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}],
+        "max_tokens": 300,
+        "temperature": 0.5,
+        "stop": ["END"],
+        "user": "u-42",
+    }
+    assert sent.headers["authorization"] == f"Bearer {COMPAT_KEY}" and "x-api-key" not in sent.headers
+    assert claude.received == []
+    [row] = ledger(gw, 1)
+    assert (row["endpoint"], row["backend"], row["model"], row["key"]) == (
+        "messages",
+        "compat",
+        "qwen/qwen3-coder",
+        "team-a",
+    )
+    assert (row["prompt_tokens"], row["completion_tokens"], row["status"], row["estimated"]) == (11, 7, 200, False)
+
+
+def test_stream_is_anthropics_exact_event_sequence_from_a_chat_stream(gw, client, upstream):
+    events = raw_events(gw, {"model": "open", "max_tokens": 50, "messages": HELLO})
+    names = [name for name, _ in events]
+    words = ["Hello", "from", "the", "fake", "upstream."]
+    assert names == (
+        ["message_start", "content_block_start", "ping"]
+        + ["content_block_delta"] * len(words)
+        + ["content_block_stop", "message_delta", "message_stop"]
+    )
+    assert events[0][1]["message"]["model"] == "open" and events[0][1]["message"]["content"] == []
+    assert events[1][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    assert (
+        "".join(e["delta"]["text"] for n, e in events if n == "content_block_delta") == "Hello from the fake upstream. "
+    )
+    assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert events[-2][1]["usage"]["output_tokens"] == 7
+    # The gateway asked the chat upstream for usage on the client's behalf.
+    assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
+
+    with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from the fake upstream. " and final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 7)
+    rows = ledger(gw, 2)
+    assert [(r["endpoint"], r["prompt_tokens"], r["completion_tokens"], r["estimated"]) for r in rows] == [
+        ("messages", 11, 7, False)
+    ] * 2
+
+
+def test_tools_round_trip_with_ids_intact_through_chat(gw, client, upstream):
+    upstream.reset(tool_call=CALL)
+    first = client.messages.create(
+        model="open",
+        max_tokens=200,
+        tools=[WEATHER],
+        tool_choice={"type": "auto"},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    assert first.stop_reason == "tool_use"
+    [use] = first.content
+    assert (use.type, use.id, use.name, use.input) == ("tool_use", "call_w1", "get_weather", {"city": "Paris"})
+    assert upstream.received[-1].body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": WEATHER["input_schema"],
+                "description": "Weather for a city",
+            },
+        }
+    ]
+    assert upstream.received[-1].body["tool_choice"] == "auto"
+
+    upstream.reset(content="It is sunny in Paris.")
+    second = client.messages.create(
+        model="open",
+        max_tokens=200,
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny, 21C"}]},
+        ],
+    )
+    assert second.content[0].text == "It is sunny in Paris." and second.stop_reason == "end_turn"
+    sent = upstream.received[-1].body["messages"]
+    assert sent[1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        ],
+    }
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_w1", "content": "sunny, 21C"}
+
+
+def test_a_streamed_tool_call_arrives_as_input_json_deltas(gw, client, upstream):
+    upstream.reset(tool_call=CALL)
+    with client.messages.stream(model="open", max_tokens=200, tools=[WEATHER], messages=HELLO) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert [e.type for e in events if e.type == "content_block_start"] == ["content_block_start"]
+    assert any(e.type == "content_block_delta" and e.delta.type == "input_json_delta" for e in events)
+    [use] = [b for b in final.content if b.type == "tool_use"]
+    assert (use.id, use.name, use.input) == ("call_w1", "get_weather", {"city": "Paris"})
+    assert final.stop_reason == "tool_use"
+
+
+def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(gw, client, upstream):
+    upstream.reset(reasoning="Paris is in France.", content="Bonjour.")
+    message = client.messages.create(
+        model="open", max_tokens=4000, thinking={"type": "enabled", "budget_tokens": 2048}, messages=HELLO
+    )
+    assert upstream.received[-1].body["reasoning_effort"] == "low"
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Paris is in France." and message.content[1].text == "Bonjour."
+
+    events = raw_events(
+        gw,
+        {
+            "model": "open",
+            "max_tokens": 20000,
+            "thinking": {"type": "enabled", "budget_tokens": 16384},
+            "messages": HELLO,
+        },
+    )
+    assert upstream.received[-1].body["reasoning_effort"] == "high"
+    deltas = [e["delta"]["type"] for n, e in events if n == "content_block_delta"]
+    assert deltas[0] == "thinking_delta" and set(deltas[1:]) == {"text_delta"}
+    starts = [e["content_block"]["type"] for n, e in events if n == "content_block_start"]
+    assert starts == ["thinking", "text"]
+
+
+def test_a_mid_conversation_system_message_is_a_chat_system_message_in_place(gw, client, upstream):
+    """Claude Code sends one after the first user turn to newer models."""
+    client.messages.create(
+        model="open",
+        max_tokens=50,
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "Mind the repo rules."}]},
+            {"role": "user", "content": "Go on."},
+        ],
+    )
+    assert [m["role"] for m in upstream.received[-1].body["messages"]] == ["user", "system", "user"]
+    assert upstream.received[-1].body["messages"][1]["content"] == "Mind the repo rules."
+
+
+# -- passed through natively ------------------------------------------------------------------------
+
+
+def test_create_is_passed_through_natively_to_an_anthropic_backend(gw, client, claude, upstream):
+    claude.reset(cache_read_tokens=100, cache_creation_tokens=20)
+    body = {
+        "model": "claude",
+        "max_tokens": 300,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": HELLO,
+        "metadata": {"user_id": "u-42"},
+    }
+    raw = client.messages.with_raw_response.create(
+        **body, extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    )
+    message = raw.parse()
+    assert raw.headers["x-gateway-backend"] == "claude"
+    assert message.id == "msg_fake01" and message.content[0].text == "Hello from the fake Anthropic."
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (13, 100, 20)
+    [sent] = claude.received
+    assert sent.body == {**body, "model": "claude-sonnet-4-5"}  # the client's body, the upstream's model id
+    assert sent.headers["x-api-key"] == KEY and sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert "authorization" not in sent.headers and upstream.received == []
+    [row] = ledger(gw, 1)
+    assert (row["endpoint"], row["backend"], row["model"]) == ("messages", "claude", "anthropic/claude-sonnet-4.5")
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (13 + 100 + 20, 100, 20)
+    assert row["completion_tokens"] == 9 and row["estimated"] is False
+    # 13 fresh at 3.0, 100 cache reads at input price (no cached price set), 20 writes at 1.25x, 9 out at 15.0.
+    assert row["cost"] == pytest.approx((13 * 3.0 + 100 * 3.0 + 20 * 3.75 + 9 * 15.0) / 1e6)
+
+
+def test_a_native_stream_is_relayed_byte_for_byte(gw, client, claude):
+    claude.reset(
+        thinking="Let me think.", tool_use={"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}
+    )
+    events = raw_events(gw, {"model": "claude", "max_tokens": 2000, "tools": [WEATHER], "messages": HELLO})
+    assert [n for n, _ in events] == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        *["content_block_delta"] * 5,
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert [e["delta"]["type"] for n, e in events if n == "content_block_delta"][:2] == [
+        "thinking_delta",
+        "signature_delta",
+    ]
+    assert claude.received[-1].body["stream"] is True and claude.received[-1].body["model"] == "claude-sonnet-4-5"
+
+    with client.messages.stream(model="claude", max_tokens=2000, tools=[WEATHER], messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
+    assert final.content[0].signature == "sig-fake-01"
+    assert (final.content[2].id, final.content[2].input) == ("toolu_01", {"city": "Paris"})
+    rows = ledger(gw, 2)
+    assert [(r["endpoint"], r["prompt_tokens"], r["completion_tokens"], r["estimated"]) for r in rows] == [
+        ("messages", 13, 9, False)
+    ] * 2
+
+
+# -- fallback across both kinds of backend ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_overloaded_native_backend_falls_back_to_a_translated_one(gw, client, claude, upstream, stream):
+    claude.reset(status=529, error_type="overloaded_error", error_message="Overloaded")
+    if stream:
+        with client.messages.stream(model="native-first", max_tokens=50, messages=HELLO) as s:
+            message = s.get_final_message()
+    else:
+        message = client.messages.create(model="native-first", max_tokens=50, messages=HELLO)
+    assert message.content[0].text.strip() == "Hello from the fake upstream."
+    assert len(claude.received) == 1 and len(upstream.received) == 1
+    assert claude.received[0].body["messages"] == HELLO  # native
+    assert upstream.received[0].body["messages"] == [{"role": "user", "content": "Say hello."}]  # chat
+    rows = ledger(gw, 2)
+    assert [(r["backend"], r["status"], r["error"], r["final"], r["endpoint"]) for r in rows] == [
+        ("claude", 529, "http_529", False, "messages"),
+        ("compat", 200, None, True, "messages"),
+    ]
+
+
+def test_a_native_stream_failing_before_content_falls_back_too(gw, client, claude, upstream):
+    claude.reset(stream_error_before_content=True)
+    with client.messages.stream(model="native-first", max_tokens=50, messages=HELLO) as s:
+        text = "".join(s.text_stream)
+    assert text == "Hello from the fake upstream. "
+    assert len(claude.received) == 1 and len(upstream.received) == 1
+
+
+def test_a_failing_chat_backend_falls_back_to_the_native_one(gw, client, claude, upstream):
+    upstream.reset(status=503)
+    message = client.messages.create(model="chat-first", max_tokens=50, messages=HELLO)
+    assert message.id == "msg_fake01" and message.content[0].text == "Hello from the fake Anthropic."
+    assert len(upstream.received) == 1 and len(claude.received) == 1
+    assert claude.received[0].body == {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": HELLO}
+
+
+# -- count_tokens -----------------------------------------------------------------------------------
+
+
+def test_count_tokens_is_the_gateways_estimate(gw, client, upstream, claude):
+    body = {"model": "open", "system": "Be brief.", "messages": HELLO, "tools": [WEATHER]}
+    counted = client.messages.count_tokens(**body)
+    assert counted.input_tokens == estimate_prompt_tokens(messages_to_chat({**body, "max_tokens": 1}))
+    assert counted.input_tokens > 0 and upstream.received == [] and claude.received == []
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gw.url, api_key="sk-wrong", max_retries=0).messages.count_tokens(**body)
+
+
+# -- errors in Anthropic's shape ----------------------------------------------------------------------
+
+
+def test_a_wrong_key_is_an_authentication_error_and_a_bearer_token_works(gw, upstream):
+    wrong = anthropic.Anthropic(base_url=gw.url, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        wrong.messages.create(model="open", max_tokens=10, messages=HELLO)
+    assert caught.value.status_code == 401
+    assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "authentication_error"
+    assert upstream.received == []
+    bearer = anthropic.Anthropic(base_url=gw.url, auth_token="sk-test", max_retries=0)
+    assert bearer.messages.create(model="open", max_tokens=10, messages=HELLO).content[0].text
+
+
+def test_the_gateways_own_rate_limit_is_a_rate_limit_error_with_retry_after(gw, upstream):
+    limited = anthropic.Anthropic(base_url=gw.url, api_key="sk-limited", max_retries=0)
+    limited.messages.create(model="open", max_tokens=10, messages=HELLO)
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        limited.messages.create(model="open", max_tokens=10, messages=HELLO)
+    assert caught.value.status_code == 429 and caught.value.body["error"]["type"] == "rate_limit_error"
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert len(upstream.received) == 1
+
+
+def test_every_backend_rate_limited_is_a_rate_limit_error(gw, client, upstream):
+    upstream.reset(status=429, headers={"retry-after": "30"})
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="open", max_tokens=10, messages=HELLO)
+    assert caught.value.response.headers["retry-after"] == "30" and len(upstream.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "open", "max_tokens": None, "messages": HELLO}, "max_tokens"),
+        ({"model": "open", "max_tokens": 10, "messages": []}, "messages"),
+        ({"model": "open", "max_tokens": 10, "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+    ],
+)
+def test_bad_input_is_an_invalid_request_error_and_reaches_no_backend(gw, client, upstream, claude, body, param):
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        # Sent as given (the SDK would refuse some of these bodies before sending them).
+        client.messages.create(model="x", max_tokens=1, messages=HELLO, extra_body=body)
+    assert caught.value.status_code == 400 and caught.value.body["error"]["type"] == "invalid_request_error"
+    assert caught.value.body["error"]["message"].startswith(param)
+    assert upstream.received == [] and claude.received == []
+
+
+def test_no_backend_available_is_overloaded_529(gw, client):
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="offline", max_tokens=10, messages=HELLO)
+    assert caught.value.status_code == 529 and caught.value.body["error"]["type"] == "overloaded_error"
+
+
+def test_a_failing_backend_is_an_api_error(gw, client, upstream):
+    upstream.reset(status=500)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="open", max_tokens=10, messages=HELLO)
+    assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"
+    assert len(upstream.received) == 1

@@ -1,0 +1,120 @@
+"""Reading Anthropic Messages answers passed through natively (`gateway.proxy.messages_format`),
+against recorded streams and bodies from Anthropic's references (`tests/protocol/samples.py`)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.config.schema import ModelOffer
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.proxy.messages_format import MESSAGES, MessagesAccountant, usage_from_anthropic
+from gateway.proxy.outcome import Attempt
+from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.usage import Usage
+from tests.protocol import samples as S
+
+OFFER = Offer("anthropic/claude-sonnet-4.5", "claude", "claude-sonnet-4-5", ModelOffer())
+SECRET = "sk-ant-secret-0123456789abcdef"
+
+
+def wire(events: list[dict]) -> bytes:
+    """A stream as Anthropic sends it: each event named on its `event:` line."""
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+
+
+def relay(data: bytes, step: int = 7, accountant: MessagesAccountant | None = None) -> tuple[bytes, MessagesAccountant]:
+    accountant = accountant or MessagesAccountant()
+    out = [accountant.feed(data[i : i + step]) for i in range(0, len(data), step)]
+    return b"".join(out) + accountant.flush(), accountant
+
+
+@pytest.mark.parametrize(
+    ("sample", "usage"),
+    [
+        (S.ANTHROPIC_STREAM_TEXT, Usage(11, 6)),
+        (S.ANTHROPIC_STREAM_TOOL_USE, Usage(377, 65)),
+        (S.ANTHROPIC_STREAM_THINKING, Usage(30, 40)),
+    ],
+)
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_a_recorded_stream_passes_through_unchanged_with_its_usage_read(sample, usage, step):
+    data = wire(sample)
+    out, accountant = relay(data, step)
+    assert out == data
+    assert accountant.usage == usage and accountant.saw_done and accountant.started
+    blocks = sum(e["type"] in ("content_block_start", "content_block_delta") for e in sample)
+    assert accountant.content_events == blocks and accountant.malformed_events == 0
+    assert accountant.first_content_at is not None and not accountant.done_held
+
+
+def test_usage_counts_cache_reads_and_writes_in_the_prompt():
+    start = {**S.ANTHROPIC_STREAM_TEXT[0]}
+    start["message"] = {
+        **start["message"],
+        "usage": {
+            "input_tokens": 5,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 20,
+            "output_tokens": 1,
+        },
+    }
+    _, accountant = relay(wire([start, *S.ANTHROPIC_STREAM_TEXT[1:]]))
+    assert accountant.usage == Usage(125, 6, cached_tokens=100, cache_write_tokens=20)
+    # A message_delta carrying the input counts too (newer API versions) replaces them.
+    later = usage_from_anthropic({"input_tokens": 7, "output_tokens": 9}, accountant.usage)
+    assert later == Usage(127, 9, cached_tokens=100, cache_write_tokens=20)
+
+
+def test_an_error_before_content_fails_the_attempt_with_its_status():
+    data = wire([S.ANTHROPIC_STREAM_TEXT[0], S.ANTHROPIC_STREAM_ERROR])
+    with pytest.raises(StreamFailedEarly) as caught:
+        relay(data)
+    assert caught.value.status == 529 and "Overloaded" in str(caught.value)
+
+
+def test_an_error_after_content_is_relayed_with_its_text_redacted():
+    error = {"type": "error", "error": {"type": "api_error", "message": f"boom with {SECRET}"}}
+    data = wire([*S.ANTHROPIC_STREAM_TEXT[:4], error])
+    out, accountant = relay(data, 4096, MessagesAccountant(Redactor([SECRET])))
+    assert SECRET.encode() not in out
+    last = out.strip().split(b"\n\n")[-1]
+    assert last.startswith(b"event: error\ndata: ")
+    assert orjson.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+
+
+def test_malformed_output_before_content_is_a_malformed_answer():
+    with pytest.raises(MalformedAnswer):
+        relay(wire(S.ANTHROPIC_STREAM_TEXT[:1]) + b"<html>502 Bad Gateway</html>\n\n")
+
+
+def test_malformed_events_after_content_are_dropped_and_counted_until_too_many():
+    head = wire(S.ANTHROPIC_STREAM_TEXT[:4])
+    junk = b"event: content_block_delta\ndata: {not json\n\n"
+    out, accountant = relay(head + junk + wire(S.ANTHROPIC_STREAM_TEXT[4:]), 4096)
+    assert out == head + wire(S.ANTHROPIC_STREAM_TEXT[4:]) and accountant.malformed_events == 1
+    attempt = Attempt("claude", "m")
+    accountant = MessagesAccountant()
+    accountant.feed(head)
+    accountant.report_to(attempt)
+    with pytest.raises(MalformedAnswer):
+        for _ in range(MAX_MALFORMED_RUN + 1):
+            accountant.feed(junk)
+    assert attempt.malformed_events == MAX_MALFORMED_RUN
+
+
+def test_a_message_body_is_checked_and_its_usage_read():
+    assert MESSAGES.check_body(OFFER, orjson.dumps(S.MESSAGE_TEXT)) == Usage(2095, 503)
+
+
+def test_an_error_object_in_a_2xx_body_fails_the_attempt():
+    with pytest.raises(StreamFailedEarly) as caught:
+        MESSAGES.check_body(OFFER, orjson.dumps(S.ANTHROPIC_ERROR))
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("body", [orjson.dumps(S.CHAT_COMPLETION_TEXT), b"[]", b"<html>"])
+def test_a_body_that_is_not_a_message_is_malformed(body):
+    with pytest.raises(MalformedAnswer):
+        MESSAGES.check_body(OFFER, body)
