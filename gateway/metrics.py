@@ -186,6 +186,12 @@ class Metrics:
             "Usage batch writes that failed (store down, writer process lost) and were retried.",
             registry=r,
         )
+        self.response_store_errors = Counter(
+            "gateway_response_store_errors_total",
+            "Stored-responses operations (put, get, delete) that failed because the store did (issue 9).",
+            ["op"],
+            registry=r,
+        )
         # -- upstream answers that are not what they claim (issue 11.6, 13.14) --
         self.malformed_events = Counter(
             "gateway_upstream_malformed_events_total",
@@ -351,6 +357,10 @@ class Metrics:
     def usage_write_failed(self) -> None:
         """The usage recorder reports each failed batch write (it keeps the batch and retries)."""
         self.usage_write_failures.inc()
+
+    def response_store_error(self, op: str) -> None:
+        """The stored-responses store failed an operation (`put`, `get` or `delete`)."""
+        self._child(self.response_store_errors, op if op in ("put", "get", "delete") else "other").inc()
 
     def background_task_restarted(self, task: str) -> None:
         """`gateway.supervise` reports a background task it restarts (task names are fixed in code)."""

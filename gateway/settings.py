@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # 503 (except /health). 0: no cap.
     max_connections: int = Field(default=1000, ge=0)
 
+    # -- stored responses (POST /v1/responses, previous_response_id): gateway/conversations --
+    # Days a stored response is kept (then it expires: its id answers 404), and the largest
+    # record kept (the response plus the conversation it continues; larger ones are not stored).
+    responses_retention_days: float = Field(default=30, gt=0)
+    responses_max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
     # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
     # Seconds between checks of the key store for new, changed or revoked keys.
     keys_refresh_s: float = 2.0

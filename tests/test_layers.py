@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"backends"},
     {"routing"},
     {"proxy"},
-    {"usage", "metrics", "ratelimit", "tenants"},
+    {"usage", "metrics", "ratelimit", "tenants", "conversations"},
     {"api"},
     {"cli", "__main__"},
 ]

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, messages, models, rankings, scrape
+from gateway.api import admin, chat, explain, keys, messages, models, rankings, responses, scrape, stored_responses
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
         state.limiter = RateLimiter(state.metrics, state.redis, inflight_ttl_s=settings.limits_inflight_ttl_s)
         state.observers.add(state.limiter)  # settles each call's reservations when it ends
         await keys.start_tenants(state)
+        stored_responses.start(state)
         state.usage_store, state.usage_recorder = install_recorder(
             settings,
             state.redis,
@@ -125,7 +126,9 @@ def create_app(settings: Settings | None = None) -> FastPathApp:
     rankings.register(app)
     scrape.register(app)
     keys.register(app)
-    return FastPathApp(app, {**chat.FAST_ROUTES, **messages.FAST_ROUTES})
+    stored_responses.register(app)
+    responses.register(app)
+    return FastPathApp(app, {**chat.FAST_ROUTES, **messages.FAST_ROUTES, **responses.FAST_ROUTES})
 
 
 def _wire_metrics(state: AppState) -> None:

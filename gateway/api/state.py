@@ -22,6 +22,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.conversations.store import ResponseStore
     from gateway.tenants.admin import TenantAdmin
     from gateway.usage.recorder import UsageRecorder
     from gateway.usage.store import UsageStore
@@ -47,5 +48,7 @@ class AppState:
     # The usage ledger (SQLite, or Redis when configured) and the observer writing to it.
     usage_store: UsageStore | None = None
     usage_recorder: UsageRecorder | None = None
+    # Responses the gateway produced, for previous_response_id and GET/DELETE /v1/responses/{id}.
+    response_store: ResponseStore | None = None
     # Virtual keys and teams (gateway/tenants): the admin actions over the key store.
     tenant_admin: TenantAdmin | None = None

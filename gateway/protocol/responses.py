@@ -12,7 +12,8 @@ Mappings chosen where the APIs differ:
   apply_patch, become function tools taking one string `input` (their grammar, if any, in the
   description), and calls to them come back as `custom_tool_call` items. OpenAI's built-in
   tools (web search, file search, computer use, code interpreter...) run inside OpenAI, so
-  they get a 400 naming the tool.
+  they get a 400 naming the tool. A `namespace` tool (Codex's sub-agent functions) is the
+  function tools inside it; calls to them come back with the `namespace` set.
 - `reasoning` items in the input are dropped (chat backends take no reasoning input);
   reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
@@ -56,7 +57,7 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
     items = input_items(body.get("input"))
-    if not items and not previous:
+    if not items and previous is None:  # continuing a conversation may add no input
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     _append_items(previous or [], messages, "previous_response_id")  # stored by us: well-formed
     _append_items(items, messages, "input")
@@ -80,7 +81,9 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     if tools:
         if not isinstance(tools, list):
             raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
-        chat["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+        chat["tools"] = [
+            _tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")
+        ]
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     if body.get("stream"):
@@ -220,6 +223,29 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
     if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise invalid_request(f"Missing required parameter: '{where}.name'.", f"{where}.name")
     return {"type": "function", "function": {k: tool[k] for k in _FUNCTION_FIELDS if tool.get(k) is not None}}
+
+
+def _flattened(tool: Any, where: str) -> list[tuple[Any, str]]:
+    """A `namespace` tool (Codex groups its sub-agent functions in one) as the tools inside it,
+    each with where it was; any other tool as itself. Calls to them come back with the namespace."""
+    if not (isinstance(tool, dict) and tool.get("type") == "namespace"):
+        return [(tool, where)]
+    inner = tool.get("tools")
+    if not isinstance(inner, list):
+        raise invalid_request(f"Invalid type for '{where}.tools': expected an array.", f"{where}.tools")
+    return [(t, f"{where}.tools[{j}]") for j, t in enumerate(inner)]
+
+
+def tool_namespaces(request: dict[str, Any]) -> dict[str, str]:
+    """Function name -> the namespace tool it was declared in, for the calls that come back."""
+    tools = request.get("tools")
+    found: dict[str, str] = {}
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            for inner in tool.get("tools") or ():
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    found[inner["name"]] = tool["name"]
+    return found
 
 
 def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -371,12 +397,19 @@ def _message_item(response_id: str, text: str | None, status: str) -> dict[str, 
 
 
 def _call_item(
-    response_id: str, position: int, call_id: str, name: str, arguments: str, status: str, custom: bool = False
+    response_id: str,
+    position: int,
+    call_id: str,
+    name: str,
+    arguments: str,
+    status: str,
+    custom: bool = False,
+    namespace: str | None = None,
 ) -> dict[str, Any]:
     if custom:
         item_id = f"ctc_{_suffix(response_id)}_{position}"
         return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": arguments}
-    return {
+    item = {
         "type": "function_call",
         "id": f"fc_{_suffix(response_id)}_{position}",
         "call_id": call_id,
@@ -384,6 +417,9 @@ def _call_item(
         "arguments": arguments,
         "status": status,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def chat_to_response(completion: Any, request: dict[str, Any], response_id: str) -> dict[str, Any]:
@@ -405,6 +441,7 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
     if isinstance(reply.get("content"), str) and reply["content"]:
         output.append(_message_item(response_id, reply["content"], "completed"))
     custom = custom_tool_names(request)
+    namespaces = tool_namespaces(request)
     for position, call in enumerate(reply.get("tool_calls") or ()):
         function = call.get("function") or {}
         name = function.get("name") or ""
@@ -412,7 +449,16 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
         if name in custom:
             arguments = _custom_input(arguments)
         output.append(
-            _call_item(response_id, position, call.get("id") or "", name, arguments, "completed", name in custom)
+            _call_item(
+                response_id,
+                position,
+                call.get("id") or "",
+                name,
+                arguments,
+                "completed",
+                name in custom,
+                namespaces.get(name),
+            )
         )
     status, incomplete = _ending(choice.get("finish_reason"))
     created = completion.get("created")
@@ -479,6 +525,7 @@ class ResponseStream:
         self._calls: set[int] = set()  # chat tool_calls indexes already opened
         self._open_call: int | None = None  # the open item's chat tool_calls index
         self._custom = custom_tool_names(request)
+        self._namespaces = tool_namespaces(request)
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
@@ -585,7 +632,14 @@ class ResponseStream:
             self._calls.add(position)
             name = function.get("name") or ""
             item = _call_item(
-                self.response_id, position, call.get("id") or "", name, "", "in_progress", name in self._custom
+                self.response_id,
+                position,
+                call.get("id") or "",
+                name,
+                "",
+                "in_progress",
+                name in self._custom,
+                self._namespaces.get(name),
             )
             events += self._open_item(item)
             self._open_call = position

@@ -596,3 +596,42 @@ def test_custom_tool_call_streams_its_input_whole_when_the_call_is_done():
         "created_at": 1741290958,
         "usage": None,
     }
+
+
+CODEX_NAMESPACE = {
+    "type": "namespace",
+    "name": "multi_agent_v1",
+    "description": "Sub-agents.",
+    "tools": [
+        {"type": "function", "name": "close_agent", "parameters": {"type": "object", "properties": {}}},
+        {"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {}}},
+    ],
+}
+
+
+def test_namespace_tools_are_flattened_into_their_functions():
+    """Codex sends its sub-agent functions inside a `namespace` tool on every request."""
+    function = {"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {}}}
+    chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "tools": [function, CODEX_NAMESPACE]})
+    assert [t["function"]["name"] for t in chat["tools"]] == ["shell", "close_agent", "spawn_agent"]
+
+
+def test_a_bad_tool_inside_a_namespace_is_named_by_its_place():
+    namespace = {**CODEX_NAMESPACE, "tools": [{"type": "web_search"}]}
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({**S.RESPONSES_REQUEST_STRING, "tools": [namespace]})
+    assert caught.value.param == "tools[0].tools[0].type"
+
+
+def test_calls_to_a_namespaced_function_carry_the_namespace_whole_and_streamed():
+    request = {**S.RESPONSES_REQUEST_STRING, "tools": [CODEX_NAMESPACE]}
+    call = {"id": "call_1", "type": "function", "function": {"name": "close_agent", "arguments": "{}"}}
+    completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                               "finish_reason": "tool_calls"}], "usage": None}  # fmt: skip
+    item = chat_to_response(completion, request, "resp_1")["output"][0]
+    assert (item["type"], item["name"], item["namespace"]) == ("function_call", "close_agent", "multi_agent_v1")
+    stream = ResponseStream(request, "resp_2")
+    chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}, "finish_reason": "tool_calls"}]}
+    events = stream.feed(chunk) + stream.finish()
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert done[0]["item"]["namespace"] == "multi_agent_v1"

@@ -1,0 +1,267 @@
+"""POST /v1/responses: OpenAI's Responses API as an `Ingress` of the one pipeline.
+
+A request is read into its chat translation (`gateway.protocol.responses.responses_to_chat`),
+which is what routing, limits and the classifier see. Each candidate is then asked natively
+when its backend serves `/v1/responses` (its `apis` include `responses`: vLLM, OpenRouter),
+the answer going to the client as the backend wrote it (`RESPONSES` format), or else in chat
+completions, the answer translated back (`chat_to_response`, `ResponseStream`).
+
+The gateway, not the backend, keeps conversations: `previous_response_id` is looked up in the
+gateway's store (`gateway.conversations`, owner = the client key's name) before routing, and
+the conversation it continues is sent whole to whichever backend answers, natively with
+`store: false` and no `previous_response_id`. So a conversation continues through any backend
+and, with Redis, on any replica. With `store` true (the default) the Response the client got
+is stored once the answer is complete and before its last bytes are sent, so a follow-up
+that arrives right after finds it. `store: false` keeps nothing.
+
+Not here: GET/DELETE of stored responses and the store's lifecycle (`stored_responses`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
+from gateway.api.state import AppState
+from gateway.api.stored_responses import load, owner_of, save
+from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
+from gateway.config.snapshot import Offer
+from gateway.conversations.store import StoredResponse
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.responses import (
+    ResponseStream,
+    chat_to_response,
+    conversation_items,
+    encode_event,
+    input_items,
+    responses_to_chat,
+)
+from gateway.protocol.sse import EventCutter, data_of
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
+from gateway.tenants.principal import Principal
+
+# Fields of a Responses request that are the gateway's own: never sent to a backend natively.
+_GATEWAY_FIELDS = ("previous_response_id", "store")
+
+
+def new_response_id() -> str:
+    """`resp_` and 48 hex digits, as OpenAI's look; unguessable, since on a gateway without
+    keys the id is all that stands between a stored response and anyone else."""
+    return "resp_" + secrets.token_hex(24)
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """One Responses request on its way: the client's body, its chat translation (what
+    routing reads), and what storing the answer needs."""
+
+    native: dict[str, Any]
+    chat: ChatRequest
+    response_id: str
+    created_at: int
+    store: bool
+    owner: str = ""
+    previous: list[dict[str, Any]] = field(default_factory=list)  # items previous_response_id continues
+    response: dict[str, Any] | None = None  # the Response the client got, once complete
+    state: AppState | None = None  # the app's, set by `prepare`: its response store
+
+
+def parse_request(body: bytes) -> ResponsesRequest:
+    """The request, translated without its previous conversation (`continue_from` adds it)."""
+    if not body:
+        raise invalid_request("The request body is empty; send a JSON object with `model` and `input`.")
+    try:
+        native = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(native, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    for name in ("stream", "store", "parallel_tool_calls"):
+        if native.get(name) is not None and not isinstance(native[name], bool):
+            raise invalid_request(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
+    previous = native.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise invalid_request("Invalid type for 'previous_response_id': expected a string.", "previous_response_id")
+    limit = native.get("max_output_tokens")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise invalid_request("'max_output_tokens' must be a positive integer.", "max_output_tokens", "invalid_type")
+    metadata = native.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise invalid_request("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
+    request = ResponsesRequest(
+        native,
+        _chat(native, [] if previous else None),  # the stored conversation joins in `continue_from`
+        new_response_id(),
+        int(time.time()),
+        native.get("store") is not False,
+    )
+    return request
+
+
+def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> None:
+    """Put the stored conversation `items` before the request's own input."""
+    request.previous = items
+    request.chat = _chat(request.native, items)
+
+
+def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
+    payload = responses_to_chat(native, previous)
+    stream = bool(payload.get("stream"))
+    # Streams ask the chat backend for usage: response.completed carries it.
+    return ChatRequest(payload=payload, model=payload["model"], stream=stream, include_usage=stream)
+
+
+def native_payload(request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
+    """The body for a backend serving /v1/responses: the client's, with the whole
+    conversation as `input`, the backend's model id, and nothing kept upstream."""
+    payload = {k: v for k, v in request.native.items() if k not in _GATEWAY_FIELDS}
+    payload["model"] = upstream_model
+    payload["input"] = request.previous + input_items(request.native.get("input"))
+    payload["store"] = False
+    return payload
+
+
+class TranslatedStream:
+    """Chat chunk events (already checked by the relay's accountant) in, Responses events out."""
+
+    passthrough = False
+
+    def __init__(self, request: ResponsesRequest) -> None:
+        self._request = request
+        self._events = EventCutter()
+        self._stream = ResponseStream(request.native, request.response_id, request.created_at)
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[dict[str, Any]] = []
+        for event in self._events.complete(data).split(b"\n\n"):
+            payload = data_of(event) if event else None
+            if payload is None or payload == b"[DONE]":
+                continue
+            out += self._stream.feed(orjson.loads(payload))
+        return b"".join(map(encode_event, out))
+
+    def finish(self) -> bytes:
+        tail = self.feed(self._events.rest() + b"\n\n")
+        events = self._stream.finish()
+        if not any(e["type"] == "response.failed" for e in events):
+            self._request.response = self._stream.response
+        return tail + b"".join(map(encode_event, events))
+
+    def broken(self, error: UpstreamError) -> bytes:
+        failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
+        return b"".join(map(encode_event, self._stream.fail(failure)))
+
+
+class NativeStream:
+    """A Responses stream from a backend that speaks it: forwarded untouched (the relay's
+    accountant keeps its final Response, which is what gets stored)."""
+
+    passthrough = True
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+    def broken(self, error: UpstreamError) -> bytes:
+        event = {
+            "type": "error",
+            "sequence_number": 0,
+            "code": error.reason,
+            "message": "The upstream stream broke off.",
+            "param": None,
+        }
+        return encode_event(event)
+
+
+_NATIVE_STREAM = NativeStream()  # stateless: one for every request
+
+
+class ResponsesIngress(Ingress):
+    endpoint = "responses"
+
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        return parse_request(body)
+
+    async def prepare(self, request: IngressRequest, principal: Principal, state: AppState) -> IngressRequest:
+        assert isinstance(request, ResponsesRequest)
+        request.owner = owner_of(principal)
+        request.state = state  # where `completed` stores the answer
+        previous_id = request.native.get("previous_response_id")
+        if previous_id:
+            record = await load(state, request.owner, previous_id, "previous_response_id")
+            continue_from(request, record.items)
+        return request
+
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        assert isinstance(request, ResponsesRequest)
+        if "responses" in offer.apis:
+            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), RESPONSES_FORMAT)
+        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        assert isinstance(request, ResponsesRequest)
+        if opened.format is RESPONSES_FORMAT:
+            if request.store:
+                request.response = orjson.loads(opened.body)
+            return opened.body
+        response = chat_to_response(orjson.loads(opened.body), request.native, request.response_id)
+        request.response = response
+        return orjson.dumps(response)
+
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        assert isinstance(request, ResponsesRequest)
+        if opened.format is RESPONSES_FORMAT:
+            return _NATIVE_STREAM
+        return TranslatedStream(request)
+
+    async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
+        """Store the Response the client got (with `store` true), before its last bytes go."""
+        assert isinstance(request, ResponsesRequest)
+        if not request.store or request.state is None:
+            return
+        response = request.response
+        if opened.format is RESPONSES_FORMAT:
+            final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
+            if opened.accountant is not None:
+                response = final if isinstance(final, dict) and final.get("status") != "failed" else None
+        if response is not None:
+            items = conversation_items(request.previous, request.native, response)
+            await save(request.state, request.owner, StoredResponse(response, items))
+
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        return exc.status, exc.headers, orjson.dumps(exc.body())
+
+
+INGRESS = ResponsesIngress()
+
+
+def responses(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    return handle(scope, receive, send, INGRESS)
+
+
+class ResponsesEndpoint:
+    """The route as an ASGI app (Starlette mounts a non-function endpoint as ASGI as-is)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle(scope, receive, send, INGRESS)
+
+
+# Served by gateway.api.fastpath ahead of FastAPI's middleware, as chat completions are.
+FAST_ROUTES = {"/v1/responses": responses}
+
+
+def register(app: FastAPI) -> None:
+    app.router.add_route("/v1/responses", ResponsesEndpoint(), methods=["POST"])  # type: ignore[arg-type]  # ASGI app, mounted as is

@@ -1,0 +1,109 @@
+"""GET and DELETE /v1/responses/{id}: the responses the gateway stored, for their owner only.
+
+The owner of a stored response is the name of the client key that created it; a gateway
+without keys has one owner for everyone. Another key asking for the id gets the same 404 as
+for an id that never existed (OpenAI's shape), so ids do not leak across keys. A store that
+fails is a 503, counted (`gateway_response_store_errors_total`) and logged.
+
+Also here: opening the store in the lifespan (`start`), and the helpers `POST /v1/responses`
+uses to read and write it with the same rules (`owner_of`, `load`, `save`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.api.state import AppState
+from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
+from gateway.conversations.stores import open_response_store
+from gateway.protocol.errors import GatewayError
+from gateway.tenants.principal import Principal
+
+log = logging.getLogger("gateway.responses")
+
+
+def start(state: AppState) -> None:
+    """Open the store the settings name (Redis when configured, else SQLite in the data dir)."""
+    store = open_response_store(state.settings, state.redis)
+    state.response_store = store
+    state.closers.append(store.aclose)
+
+
+def owner_of(principal: Principal) -> str:
+    return principal.key_name or ""
+
+
+def not_found(response_id: str, param: str | None = None) -> GatewayError:
+    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
+
+
+def _store(state: AppState) -> ResponseStore:
+    if state.response_store is None:
+        raise GatewayError(503, "The response store is not open yet.", code="response_store_unavailable")
+    return state.response_store
+
+
+def _unavailable(state: AppState, op: str, exc: StoreUnavailable) -> GatewayError:
+    state.metrics.response_store_error(op)
+    log.warning("response store %s failed: %s", op, exc)
+    return GatewayError(503, "The response store is unavailable; try again shortly.", code="response_store_unavailable")
+
+
+async def load(state: AppState, owner: str, response_id: str, param: str | None = None) -> StoredResponse:
+    """The owner's stored response, or the 404 (or 503) the client gets."""
+    try:
+        record = await _store(state).get(owner, response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(state, "get", exc) from None
+    if record is None:
+        raise not_found(response_id, param)
+    return record
+
+
+async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
+    """Store a response the client already has; a failure is logged and counted, not raised
+    (the answer is delivered either way; only continuing from it will 404)."""
+    store = state.response_store
+    if store is None:
+        return False
+    try:
+        stored = await store.put(owner, record)
+    except StoreUnavailable as exc:
+        _unavailable(state, "put", exc)
+        return False
+    if not stored:
+        log.warning(
+            "response %s not stored: over the record limit of %d bytes (GATEWAY_RESPONSES_MAX_RECORD_BYTES)",
+            record.id,
+            store.limits.max_record_bytes,
+        )
+    return stored
+
+
+def register(app: FastAPI) -> None:
+    async def retrieve(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        record = await load(state, owner_of(principal), request.path_params["response_id"])
+        return Response(orjson.dumps(record.response), media_type="application/json")
+
+    async def delete(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        response_id = request.path_params["response_id"]
+        try:
+            deleted = await _store(state).delete(owner_of(principal), response_id)
+        except StoreUnavailable as exc:
+            raise _unavailable(state, "delete", exc) from None
+        if not deleted:
+            raise not_found(response_id)
+        body = {"id": response_id, "object": "response", "deleted": True}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    app.router.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"])
+    app.router.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"])

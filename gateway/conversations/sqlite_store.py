@@ -1,0 +1,124 @@
+"""Stored responses in one SQLite file in the data directory: no other service needed.
+
+Every statement runs on the store's one thread with its own connection (WAL, so several
+gateway worker processes share the file), never on the event loop. A read checks the
+expiry itself, so an expired record is never served; the rows behind it are deleted at most
+once every `prune_every_s`, in small batches, by the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple
+
+from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
+
+log = logging.getLogger("gateway.conversations")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
+"""
+_PUT = "INSERT OR REPLACE INTO responses (id, owner, expires_at, data) VALUES (?, ?, ?, ?)"
+_GET = "SELECT data FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
+_DELETE = "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
+_PRUNE = "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses WHERE expires_at <= ? LIMIT ?)"
+_PRUNE_BATCH = 500
+
+
+class SqliteResponseStore(ResponseStore):
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        limits: StoreLimits = StoreLimits(),
+        *,
+        prune_every_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(limits)
+        self.path = Path(path)
+        self._clock = clock
+        self._prune_every_s = prune_every_s
+        self._next_prune = 0.0
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="responses-sqlite")
+
+    async def _run(self, fn: Callable[[*_Args], _T], *args: *_Args) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except (sqlite3.Error, OSError) as exc:  # OSError: the data directory cannot be made
+            raise StoreUnavailable(f"the response store {self.path.name} failed: {exc}") from None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _put(self, owner: str, response_id: str, data: bytes) -> None:
+        await self._run(self._write, owner, response_id, data)
+
+    def _write(self, owner: str, response_id: str, data: bytes) -> None:
+        db = self._connection()
+        now = self._clock()
+        db.execute(_PUT, (response_id, owner, now + self.limits.ttl_s, data))
+        if now >= self._next_prune:
+            self._next_prune = now + self._prune_every_s
+            deleted = self._prune(db, now)
+            if deleted:
+                log.info("deleted %d stored response(s) past their retention", deleted)
+
+    def _prune(self, db: sqlite3.Connection, now: float) -> int:
+        deleted = 0
+        while True:
+            count = db.execute(_PRUNE, (now, _PRUNE_BATCH)).rowcount
+            deleted += count
+            if count < _PRUNE_BATCH:
+                return deleted
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse | None:
+        data = await self._run(self._read, owner, response_id)
+        return StoredResponse.decode(data) if data is not None else None
+
+    def _read(self, owner: str, response_id: str) -> bytes | None:
+        row = self._connection().execute(_GET, (response_id, owner, self._clock())).fetchone()
+        return bytes(row[0]) if row else None
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        return await self._run(self._delete, owner, response_id)
+
+    def _delete(self, owner: str, response_id: str) -> bool:
+        return self._connection().execute(_DELETE, (response_id, owner, self._clock())).rowcount > 0
+
+    async def count(self) -> int:
+        """Rows in the file, expired ones not yet pruned included (for tests and operators)."""
+        return await self._run(lambda: int(self._connection().execute("SELECT count(*) FROM responses").fetchone()[0]))
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)

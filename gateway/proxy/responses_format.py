@@ -1,0 +1,270 @@
+"""Reading answers in OpenAI's Responses wire format, for native pass-through.
+
+A backend that serves `/v1/responses` itself (vLLM, OpenRouter) is asked in that format and
+its answer goes to the client as it came. The fallback loop and the relay still need to know
+what they read, as `SseAccountant` tells them for chat: whether a non-streamed body is a
+Response (`check_body`: a JSON object with `"object": "response"` and an `output` list; one
+whose status is `failed` is the backend failing), and, for a stream, where content begins
+(no fallback past it), where usage is (`response.completed` / `response.incomplete`, and
+`response.failed`), and whether the upstream failed before any content (`response.failed` or
+an `error` event then: `StreamFailedEarly`, so the next candidate is tried).
+
+Content is the first delta of output text, refusal, reasoning or function/custom-tool
+arguments, or an output item that is a call (some servers send a call's arguments whole in
+`output_item.done`), or a terminal event. After content, each event gets a structural check
+(`event:` / `data: {...}` lines, as the chat relay's); malformed ones are dropped and counted,
+`MAX_MALFORMED_RUN` in a row break the stream. Error events after content are relayed with
+their message redacted. The final Response of a stream is kept (`response`) because the
+gateway stores what the client got.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.config.snapshot import Offer
+from gateway.protocol.redact import Redactor
+from gateway.protocol.sse import EventCutter, data_of
+from gateway.proxy.formats import AnswerFormat, StreamAccountant
+from gateway.proxy.outcome import Attempt
+from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.usage import Usage
+
+_FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
+_NO_REDACTION = Redactor(())
+# Events that are content: past the first of them the answer is committed to.
+_CONTENT_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+    }
+)
+_CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Markers of the events the fast path must not pass unread: usage, errors and the end.
+_LOOK_INSIDE = (b'"usage"', b'"error"', b"response.completed", b"response.incomplete", b"response.failed")
+
+
+def usage_of_response(usage: Any) -> Usage | None:
+    """A Response's `usage` (input/output tokens and their details) as the ledger's Usage."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("input_tokens"))
+    details = usage.get("input_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    cached = min(_int(details.get("cached_tokens")), prompt)
+    written = min(_int(details.get("cache_write_tokens")), prompt - cached)
+    out_details = usage.get("output_tokens_details")
+    reasoning = _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(prompt, _int(usage.get("output_tokens")), cached, reasoning, cache_write_tokens=written)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def error_message(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "upstream error")
+    return str(error or "upstream error")
+
+
+def check_response_body(offer: Offer, body: bytes) -> tuple[dict[str, Any], Usage | None]:
+    """A non-streamed 2xx body as a Response and its usage; raises `MalformedAnswer` when it
+    is not a Response, `StreamFailedEarly` when it is a failed one (or an error object)."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not JSON") from None
+    if not isinstance(answer, dict):
+        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a JSON object")
+    if answer.get("status") == "failed" or (answer.get("error") and not answer.get("output")):
+        raise StreamFailedEarly(error_message(answer.get("error")), 502)
+    if answer.get("object") != "response" or not isinstance(answer.get("output"), list):
+        raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a Response (no `output` list)")
+    return answer, usage_of_response(answer.get("usage"))
+
+
+class ResponsesAccountant:
+    """Feeds upstream Responses SSE bytes through; returns what to forward to the client.
+    The surface of `SseAccountant`, so the fallback loop and the relay drive it the same way."""
+
+    __slots__ = (
+        "_attempt",
+        "_broken",
+        "_events",
+        "_malformed_run",
+        "_started",
+        "content_events",
+        "done_held",
+        "first_content_at",
+        "malformed_events",
+        "redactor",
+        "response",
+        "saw_done",
+        "usage",
+    )
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self.redactor = redactor or _NO_REDACTION
+        self.usage: Usage | None = None
+        self.response: dict[str, Any] | None = None  # the Response of the terminal event
+        self.content_events = 0
+        self.first_content_at: float | None = None
+        self.saw_done = False  # a terminal event (completed, incomplete, failed) was read
+        self.done_held = False  # never: the upstream's terminal event always carries usage
+        self.malformed_events = 0
+        self._malformed_run = 0
+        self._broken: MalformedAnswer | None = None
+        self._attempt: Attempt | None = None
+        self._events = EventCutter()
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def report_to(self, attempt: Attempt) -> None:
+        attempt.malformed_events = self.malformed_events
+        self._attempt = attempt
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._raise_if_broken()
+        complete = self._events.complete(chunk)
+        if not complete:
+            return b""
+        if self._started and not any(marker in complete for marker in _LOOK_INSIDE):
+            # Deltas in flight: every event a `data: {...}` line, perhaps after an `event:` line.
+            events = complete.count(b"\n\n")
+            if (
+                complete.count(b"data: {") == events
+                and complete.count(b"}\n\n") == events
+                and complete.count(b"\n") == 2 * events + complete.count(b"event: ")
+            ):
+                self.content_events += events
+                self._malformed_run = 0
+                return complete
+        out = []
+        for event in complete.split(b"\n\n"):
+            event = event.strip(b"\n")
+            if not event:
+                continue
+            kept = self._inspect(event)
+            if kept is not None:
+                out.append(kept)
+                out.append(b"\n\n")
+            if self._broken is not None:
+                break
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        self._raise_if_broken()
+        tail = self._events.rest().strip(b"\n")
+        if not tail:
+            return b""
+        kept = self._inspect(tail)
+        self._raise_if_broken()
+        return kept + b"\n\n" if kept is not None else b""
+
+    def _raise_if_broken(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def closing_events(self, usage: Usage) -> bytes:
+        return b""  # nothing is ever held back (done_held stays False)
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+            return self._malformed()
+        payload = data_of(event)
+        if payload is None:
+            return event  # comments, keep-alives
+        try:
+            obj: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return self._malformed()
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            return self._malformed()
+        self._malformed_run = 0
+        kind = obj["type"]
+        if kind == "error" or kind == "response.failed":
+            response = obj.get("response")
+            error = response.get("error") if isinstance(response, dict) else obj
+            if isinstance(response, dict):
+                self._end(response)
+            if not self._started:
+                raise StreamFailedEarly(error_message(error), 502)
+            return self._redacted(event, obj, kind)
+        if kind in _TERMINAL:
+            response = obj.get("response")
+            if isinstance(response, dict):
+                self._end(response)
+            self.saw_done = True
+            self._start()
+        elif kind in _CONTENT_DELTAS or (
+            kind == "response.output_item.done"
+            and isinstance(obj.get("item"), dict)
+            and obj["item"].get("type") in _CALL_ITEMS
+        ):
+            self._start()
+        if self._started:
+            self.content_events += 1  # events from the first content on (an estimate's basis)
+        return event
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.first_content_at = time.perf_counter()
+
+    def _end(self, response: dict[str, Any]) -> None:
+        self.response = response
+        self.usage = usage_of_response(response.get("usage")) or self.usage
+
+    def _redacted(self, event: bytes, obj: dict[str, Any], kind: str) -> bytes:
+        """An error after content, relayed with its message redacted."""
+        self.saw_done = kind == "response.failed"
+        redact = self.redactor.text
+        if kind == "error":
+            obj["message"] = redact(str(obj.get("message") or "upstream error")[:2000])
+        else:
+            error = obj["response"].get("error") if isinstance(obj.get("response"), dict) else None
+            if isinstance(error, dict):
+                error["message"] = redact(str(error.get("message") or "upstream error")[:2000])
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(obj)
+
+    def _malformed(self) -> bytes | None:
+        if not self._started:
+            raise MalformedAnswer("the upstream stream is not well-formed SSE with JSON Responses events")
+        self.malformed_events += 1
+        if self._attempt is not None:
+            self._attempt.malformed_events += 1
+        self._malformed_run += 1
+        if self._malformed_run >= MAX_MALFORMED_RUN:
+            self._broken = MalformedAnswer(
+                f"the upstream stream sent {self._malformed_run} malformed events in a row after content"
+            )
+        return None
+
+
+class ResponsesFormat(AnswerFormat):
+    """OpenAI Responses: a Response object, or its typed SSE events."""
+
+    name = "responses"
+
+    def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        return check_response_body(offer, body)[1]
+
+    def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
+        return ResponsesAccountant(redactor)  # a Response's terminal event always carries usage
+
+
+RESPONSES: AnswerFormat = ResponsesFormat()

@@ -1,0 +1,130 @@
+"""The Responses ingress's own parts, without HTTP: what a request parses to, what a
+native candidate is sent, and how a translated stream turns into Responses events (the
+end-to-end behaviour is tests/e2e/test_responses_e2e.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from openai.types.responses import ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from gateway.api.responses import (
+    INGRESS,
+    ResponsesRequest,
+    TranslatedStream,
+    continue_from,
+    native_payload,
+    parse_request,
+)
+from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, UpstreamError
+from gateway.protocol.errors import GatewayError
+from tests.protocol import samples as S
+
+_EVENT = TypeAdapter(ResponseStreamEvent)
+
+
+def _parse(**body) -> ResponsesRequest:
+    return parse_request(orjson.dumps({"model": "auto", "input": "hi", **body}))
+
+
+def test_a_request_is_stored_unless_it_says_not():
+    assert _parse().store is True
+    assert _parse(store=True).store is True
+    assert _parse(store=False).store is False
+
+
+def test_each_request_gets_its_own_unguessable_id():
+    ids = {_parse().response_id for _ in range(50)}
+    assert len(ids) == 50 and all(i.startswith("resp_") and len(i) == 5 + 48 for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"", None),
+        (b"[1]", None),
+        (b"{nope", None),
+        (b'{"model": "auto", "input": "hi", "store": "no"}', "store"),
+        (b'{"model": "auto", "input": "hi", "stream": 1}', "stream"),
+        (b'{"model": "auto", "input": "hi", "previous_response_id": 5}', "previous_response_id"),
+        (b'{"model": "auto", "input": "hi", "max_output_tokens": -1}', "max_output_tokens"),
+        (b'{"model": "auto", "input": "hi", "metadata": []}', "metadata"),
+        (b'{"model": "auto", "input": "hi", "tools": [{"type": "web_search"}]}', "tools[0].type"),
+    ],
+)
+def test_bad_requests_are_400s_naming_the_field(body, param):
+    with pytest.raises(GatewayError) as caught:
+        parse_request(body)
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_continuing_puts_the_stored_conversation_first():
+    request = _parse(previous_response_id="resp_1", input="And then?")
+    assert request.chat.messages == [{"role": "user", "content": "And then?"}]
+    continue_from(request, [{"type": "message", "role": "user", "content": "Once"}, S.RESPONSE_FUNCTION_CALL_ITEM])
+    assert [m["role"] for m in request.chat.messages] == ["user", "assistant", "user"]
+
+
+def test_a_continuation_may_bring_no_input_of_its_own():
+    request = parse_request(orjson.dumps({"model": "auto", "previous_response_id": "resp_1"}))
+    continue_from(request, [{"type": "message", "role": "user", "content": "Once"}])
+    assert request.chat.messages == [{"role": "user", "content": "Once"}]
+
+
+def test_a_native_candidate_gets_the_whole_conversation_and_keeps_nothing():
+    request = _parse(previous_response_id="resp_1", input="And then?", metadata={"k": "v"}, temperature=0.2)
+    earlier = [{"type": "message", "role": "user", "content": "Once"}]
+    continue_from(request, earlier)
+    payload = native_payload(request, "qwen3-upstream")
+    assert payload == {
+        "model": "qwen3-upstream",
+        "input": earlier + [{"type": "message", "role": "user", "content": "And then?"}],
+        "metadata": {"k": "v"},
+        "temperature": 0.2,
+        "store": False,
+    }
+    assert request.native["previous_response_id"] == "resp_1"  # the client's body is left as it was
+
+
+def test_plan_is_native_where_the_backend_serves_responses_else_chat():
+    request = _parse(stream=True)
+    native = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat", "responses"}), upstream_id="u"), None)
+    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u"), None)
+    assert (
+        native.path == RESPONSES and native.format.name == "responses" and native.payload["input"][0]["content"] == "hi"
+    )
+    assert chat.path == CHAT_COMPLETIONS and chat.format.name == "chat"
+    assert chat.payload["messages"] == [{"role": "user", "content": "hi"}]
+    assert chat.payload["stream_options"] == {"include_usage": True}
+
+
+def _sse(chunks: list[dict]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("size", [5, 10_000])
+def test_a_translated_stream_is_responses_events_and_remembers_the_response(size):
+    request = _parse(stream=True)
+    stream = TranslatedStream(request)
+    raw = _sse(S.CHAT_STREAM_TEXT)
+    out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size)) + stream.finish()
+    events = [orjson.loads(e.split(b"data: ", 1)[1]) for e in out.split(b"\n\n") if e]
+    for event in events:
+        _EVENT.validate_python(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["id"] == request.response_id
+    assert request.response == events[-1]["response"]
+    assert request.response["output"][0]["content"][0]["text"] == "Hello there!"
+
+
+def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing():
+    request = _parse(stream=True)
+    stream = TranslatedStream(request)
+    stream.feed(_sse(S.CHAT_STREAM_TEXT[:2])[: -len(b"data: [DONE]\n\n")])
+    tail = stream.broken(UpstreamError("protocol", "reset"))
+    (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
+    assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
+    assert request.response is None

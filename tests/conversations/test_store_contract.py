@@ -1,0 +1,187 @@
+"""Both stored-responses stores keep the same promises: round trip, ownership, deletion,
+the size limit and the TTL. The Redis one runs on a private redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.conversations.redis_store import RedisResponseStore
+from gateway.conversations.sqlite_store import SqliteResponseStore
+from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+
+
+def _record(response_id: str = "resp_abc", text: str = "hi") -> StoredResponse:
+    response = {"id": response_id, "object": "response", "output": [{"type": "message", "content": text}]}
+    items = [{"type": "message", "role": "user", "content": "hello"}, *response["output"]]
+    return StoredResponse(response, items)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request, tmp_path):
+    """Factory: make_store(limits) -> a store of each kind in turn."""
+    made: list[ResponseStore] = []
+
+    def make(limits: StoreLimits = StoreLimits()) -> ResponseStore:
+        if request.param == "sqlite":
+            store: ResponseStore = SqliteResponseStore(tmp_path / f"responses{len(made)}.sqlite3", limits)
+        else:
+            from redis.asyncio import Redis
+
+            server = request.getfixturevalue("redis_server")
+            store = RedisResponseStore(Redis.from_url(server.url), limits, owns_client=True)
+        made.append(store)
+        return store
+
+    return make  # each test closes its store in its own event loop
+
+
+async def test_a_record_round_trips_for_its_owner(make_store):
+    store = make_store()
+    try:
+        record = _record()
+        assert await store.put("alice", record) is True
+        got = await store.get("alice", "resp_abc")
+        assert got == record
+        assert got is not None and got.id == "resp_abc"
+    finally:
+        await store.aclose()
+
+
+async def test_another_owner_sees_nothing_and_cannot_delete(make_store):
+    store = make_store()
+    try:
+        await store.put("alice", _record())
+        assert await store.get("bob", "resp_abc") is None
+        assert await store.delete("bob", "resp_abc") is False
+        assert await store.get("alice", "resp_abc") == _record()  # bob's delete removed nothing
+    finally:
+        await store.aclose()
+
+
+async def test_unknown_ids_are_none(make_store):
+    store = make_store()
+    try:
+        assert await store.get("alice", "resp_missing") is None
+        assert await store.delete("alice", "resp_missing") is False
+    finally:
+        await store.aclose()
+
+
+async def test_delete_removes_the_record_once(make_store):
+    store = make_store()
+    try:
+        await store.put("alice", _record())
+        assert await store.delete("alice", "resp_abc") is True
+        assert await store.get("alice", "resp_abc") is None
+        assert await store.delete("alice", "resp_abc") is False
+    finally:
+        await store.aclose()
+
+
+async def test_a_record_over_the_size_limit_is_not_stored(make_store):
+    store = make_store(StoreLimits(max_record_bytes=2048))
+    try:
+        small, large = _record("resp_small"), _record("resp_large", "x" * 4096)
+        assert len(small.encode()) <= 2048 < len(large.encode())
+        assert await store.put("alice", small) is True
+        assert await store.put("alice", large) is False
+        assert await store.get("alice", "resp_large") is None
+        assert await store.get("alice", "resp_small") == small
+    finally:
+        await store.aclose()
+
+
+async def test_records_expire_after_the_ttl(make_store):
+    store = make_store(StoreLimits(ttl_s=0.4))
+    try:
+        await store.put("alice", _record())
+        assert await store.get("alice", "resp_abc") is not None
+        await asyncio.sleep(0.6)
+        assert await store.get("alice", "resp_abc") is None
+        assert await store.delete("alice", "resp_abc") is False
+    finally:
+        await store.aclose()
+
+
+async def test_writing_the_same_id_again_replaces_it(make_store):
+    store = make_store()
+    try:
+        await store.put("alice", _record(text="first"))
+        await store.put("alice", _record(text="second"))
+        assert await store.get("alice", "resp_abc") == _record(text="second")
+    finally:
+        await store.aclose()
+
+
+async def test_many_owners_many_records(make_store):
+    store = make_store()
+    try:
+        for i in range(20):
+            await store.put(f"key{i % 3}", _record(f"resp_{i}", f"text {i}"))
+        for i in range(20):
+            assert await store.get(f"key{i % 3}", f"resp_{i}") == _record(f"resp_{i}", f"text {i}")
+            assert await store.get(f"key{(i + 1) % 3}", f"resp_{i}") is None
+    finally:
+        await store.aclose()
+
+
+async def test_a_redis_that_is_gone_is_store_unavailable(redis_server):
+    from redis.asyncio import Redis
+
+    store = RedisResponseStore(Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1))
+    await store.put("alice", _record())
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get("alice", "resp_abc")
+        with pytest.raises(StoreUnavailable):
+            await store.put("alice", _record())
+        with pytest.raises(StoreUnavailable):
+            await store.delete("alice", "resp_abc")
+    finally:
+        await store.redis.aclose()
+
+
+async def test_an_unopenable_sqlite_file_is_store_unavailable(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store's directory should be")
+    store = SqliteResponseStore(blocker / "responses.sqlite3")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get("alice", "resp_abc")
+    finally:
+        await store.aclose()
+
+
+async def test_sqlite_prunes_expired_rows_on_a_later_write(tmp_path):
+    now = [1000.0]
+    store = SqliteResponseStore(tmp_path / "r.sqlite3", StoreLimits(ttl_s=10), prune_every_s=60, clock=lambda: now[0])
+    try:
+        for i in range(3):
+            await store.put("alice", _record(f"resp_{i}"))
+        assert await store.count() == 3
+        now[0] += 11  # all three expired, but the last prune was at the first write
+        assert await store.get("alice", "resp_0") is None
+        await store.put("alice", _record("resp_new"))  # 11 s after the last prune: not yet
+        assert await store.count() == 4
+        now[0] += 60
+        await store.put("alice", _record("resp_newer"))  # past prune_every_s: expired rows go
+        assert await store.count() == 1
+        assert await store.get("alice", "resp_newer") is not None
+    finally:
+        await store.aclose()
+
+
+async def test_two_sqlite_stores_share_one_file(tmp_path):
+    """Two gateway workers open the same file: one's record is the other's to read."""
+    a, b = SqliteResponseStore(tmp_path / "r.sqlite3"), SqliteResponseStore(tmp_path / "r.sqlite3")
+    try:
+        await a.put("alice", _record())
+        assert await b.get("alice", "resp_abc") == _record()
+        assert await b.delete("alice", "resp_abc") is True
+        assert await a.get("alice", "resp_abc") is None
+    finally:
+        await a.aclose()
+        await b.aclose()

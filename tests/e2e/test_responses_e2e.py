@@ -1,0 +1,349 @@
+"""POST /v1/responses through real gateway processes, with the `openai` SDK as the client:
+translated to chat completions for an OpenAI-compatible upstream, passed through to a
+backend that serves the Responses API itself, conversations continued from the gateway's
+own store (across two gateway processes on one redis-server), the ledger's rows."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.test_usage_e2e import export_today
+from tests.support.fake_responses import FakeResponses
+from tests.support.poll import poll
+
+TRANSLATED = """
+backends:
+  chat-up:
+    type: openai
+    base_url: {chat}
+    api_key: sk-upstream-secret-123456
+    models:
+      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B, context_length: 32768, input_price: 1.0, output_price: 2.0}}
+routes:
+  auto:
+    models: [qwen/qwen3-32b]
+"""
+
+# Two candidates: a backend serving /v1/responses natively (cheaper: tried first), then a chat one.
+NATIVE_FIRST = """
+backends:
+  native:
+    type: openai
+    base_url: {native}
+    api_key: sk-fake-responses-123456
+    apis: [chat, responses]
+    models:
+      qwen/qwen3-32b: {{upstream_id: qwen3-native, context_length: 32768, input_price: 0.5, output_price: 1.0}}
+  chat-up:
+    type: openai
+    base_url: {chat}
+    api_key: sk-upstream-secret-123456
+    models:
+      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B, context_length: 32768, input_price: 1.0, output_price: 2.0}}
+routes:
+  auto:
+    models: [qwen/qwen3-32b]
+"""
+STREAMED = "Hello from the fake upstream. "  # the fake chat upstream streams word + " " per chunk
+KEYS = {"GATEWAY_API_KEYS": "alice:sk-alice,bob:sk-bob", "GATEWAY_USAGE_FLUSH_S": "0.05"}
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture
+def native():
+    server = FakeResponses().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gw(start_gateway, upstream):
+    return start_gateway(TRANSLATED.format(chat=upstream.base_url), env=KEYS)
+
+
+def ledger(gw, count: int) -> list[dict]:
+    """The gateway's usage rows once `count` final rows are written, oldest first."""
+    rows = poll(
+        lambda: (r := export_today(gw.dir / "data")) and sum(e["final"] for e in r) >= count and r,
+        what=f"{count} final usage rows",
+        timeout=20,
+    )
+    return sorted(rows, key=lambda e: (e["timestamp"], e["attempt"]))
+
+
+# -- translated through chat completions -------------------------------------------------------
+
+
+def test_create_translates_to_chat_and_back(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    response = client.responses.create(
+        model="auto",
+        instructions="Be friendly.",
+        input="Say hello.",
+        max_output_tokens=50,
+        metadata={"trace": "t1"},
+        reasoning={"effort": "low"},
+    )
+    assert response.output_text == "Hello from the fake upstream."
+    assert response.id.startswith("resp_") and response.status == "completed"
+    assert response.metadata == {"trace": "t1"}
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (11, 7)
+    assert len(upstream.received) == 1
+    sent = upstream.received[0].body
+    assert sent["model"] == "Qwen/Qwen3-32B" and sent["max_tokens"] == 50 and sent["reasoning_effort"] == "low"
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be friendly."},
+        {"role": "user", "content": "Say hello."},
+    ]
+    assert "metadata" not in sent and "store" not in sent
+
+
+def test_stream_is_the_typed_event_sequence(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    with client.responses.stream(model="auto", input="Say hello.") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert "response.output_text.delta" in kinds
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert final.output_text == STREAMED
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 7)
+    assert upstream.received[0].body["stream_options"] == {"include_usage": True}
+    assert client.responses.retrieve(final.id).output_text == STREAMED  # stored as sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_client, stream):
+    client = openai_client(gw, api_key="sk-alice")
+    call = {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    upstream.reset(tool_call=call)
+
+    def create(**kwargs):
+        if not stream:
+            return client.responses.create(model="auto", tools=[WEATHER_TOOL], **kwargs)
+        with client.responses.stream(model="auto", tools=[WEATHER_TOOL], **kwargs) as events:
+            list(events)
+            return events.get_final_response()
+
+    first = create(input="Weather in Paris?", tool_choice="auto", parallel_tool_calls=False)
+    item = first.output[0]
+    assert (item.type, item.call_id, item.name, item.arguments) == (
+        "function_call",
+        "call_w1",
+        "get_weather",
+        '{"city":"Paris"}',
+    )
+    sent = upstream.received[0].body
+    assert sent["tools"][0]["function"]["name"] == "get_weather" and sent["parallel_tool_calls"] is False
+
+    upstream.reset(content="Sunny in Paris.")
+    second = create(
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": "call_w1", "output": '{"sky":"clear"}'}],
+    )
+    assert second.output_text == ("Sunny in Paris. " if stream else "Sunny in Paris.")
+    assert second.previous_response_id == first.id
+    messages = upstream.received[0].body["messages"]
+    assert messages == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_w1", "content": '{"sky":"clear"}'},
+    ]
+
+
+def test_store_false_keeps_nothing(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    response = client.responses.create(model="auto", input="Say hello.", store=False)
+    assert response.output_text == "Hello from the fake upstream." and response.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.create(model="auto", input="Again.", previous_response_id=response.id)
+    assert caught.value.body["param"] == "previous_response_id"
+    assert len(upstream.received) == 1  # the unknown previous response was refused before routing
+
+
+def test_stored_responses_belong_to_their_key(gw, openai_client):
+    alice, bob = openai_client(gw, api_key="sk-alice"), openai_client(gw, api_key="sk-bob")
+    response = alice.responses.create(model="auto", input="Say hello.")
+    assert alice.responses.retrieve(response.id).output_text == "Hello from the fake upstream."
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.create(model="auto", input="Go on.", previous_response_id=response.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.delete(response.id)
+    deleted = httpx.delete(f"{gw.url}/v1/responses/{response.id}", headers={"authorization": "Bearer sk-alice"})
+    assert deleted.json() == {"id": response.id, "object": "response", "deleted": True}
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.retrieve(response.id)
+
+
+@pytest.mark.parametrize("tool", ["web_search", "file_search", "computer_use_preview", "code_interpreter"])
+def test_built_in_tools_are_a_400_naming_the_tool(gw, upstream, openai_client, tool):
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client(gw, api_key="sk-alice").responses.create(model="auto", input="hi", tools=[{"type": tool}])
+    assert f"'{tool}'" in caught.value.body["message"]
+    assert caught.value.body["param"] == "tools[0].type" and caught.value.body["code"] == "unsupported_tool"
+    assert upstream.received == []
+
+
+def test_bad_requests_are_400s_in_openais_shape(gw, upstream):
+    headers = {"authorization": "Bearer sk-alice"}
+    for body, param in [
+        ({"input": "hi"}, "model"),
+        ({"model": "auto"}, "input"),
+        ({"model": "auto", "input": "hi", "stream": "yes"}, "stream"),
+        ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"model": "auto", "input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role"),
+    ]:
+        answer = httpx.post(gw.url + "/v1/responses", json=body, headers=headers)
+        assert answer.status_code == 400, body
+        assert answer.json()["error"]["param"] == param
+        assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert upstream.received == []
+
+
+def test_the_ledger_records_responses_calls(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    client.responses.create(model="auto", input="Say hello.")
+    with client.responses.stream(model="auto", input="Say hello.") as stream:
+        list(stream)
+    rows = [e for e in ledger(gw, 2) if e["final"]]
+    assert [(e["endpoint"], e["key"], e["status"], e["backend"]) for e in rows] == [
+        ("responses", "alice", 200, "chat-up"),
+        ("responses", "alice", 200, "chat-up"),
+    ]
+    assert [(e["prompt_tokens"], e["completion_tokens"], e["estimated"]) for e in rows] == [(11, 7, False)] * 2
+    assert rows[0]["cost"] == pytest.approx((11 * 1.0 + 7 * 2.0) / 1e6)
+
+
+# -- native pass-through and fallback ---------------------------------------------------------
+
+
+@pytest.fixture
+def gw_native(start_gateway, upstream, native):
+    return start_gateway(NATIVE_FIRST.format(native=native.base_url, chat=upstream.base_url), env=KEYS)
+
+
+def test_a_backend_serving_responses_gets_the_request_natively(gw_native, native, upstream, openai_client):
+    client = openai_client(gw_native, api_key="sk-alice")
+    native.reset(cached_tokens=3)
+    first = client.responses.create(model="auto", input="Say hello.", metadata={"a": "b"})
+    assert first.id.startswith("resp_fake") and first.output_text == "Hello from the fake Responses upstream."
+    assert len(native.received) == 1 and upstream.received == []
+    sent = native.received[0].body
+    assert sent["model"] == "qwen3-native" and sent["store"] is False and "previous_response_id" not in sent
+    assert sent["input"] == [{"type": "message", "role": "user", "content": "Say hello."}]
+
+    with client.responses.stream(model="auto", previous_response_id=first.id, input="And again.") as stream:
+        kinds = [e.type for e in stream]
+        second = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert second.output_text == "Hello from the fake Responses upstream."
+    # The gateway sent the whole conversation: the first input, the first output, the new input.
+    assert native.received[1].body["input"] == [
+        {"type": "message", "role": "user", "content": "Say hello."},
+        json.loads(first.output[0].model_dump_json(exclude_none=True)),
+        {"type": "message", "role": "user", "content": "And again."},
+    ]
+    assert client.responses.retrieve(second.id).output_text == second.output_text  # stored: what the client got
+
+
+# A non-streamed body has no error event: a Response with status `failed` is its failure.
+@pytest.mark.parametrize(("stream", "how"), [(False, "failed"), (True, "failed"), (True, "error")])
+def test_a_native_failure_before_content_falls_back_to_the_next_candidate(
+    gw_native, native, upstream, openai_client, stream, how
+):
+    native.reset(fail_before_content=how)
+    client = openai_client(gw_native, api_key="sk-alice")
+    if stream:
+        with client.responses.stream(model="auto", input="Say hello.") as events:
+            kinds = [e.type for e in events]
+            response = events.get_final_response()
+        assert "response.failed" not in kinds and "error" not in kinds  # the client never saw the failure
+    else:
+        response = client.responses.create(model="auto", input="Say hello.")
+    assert response.output_text == (STREAMED if stream else "Hello from the fake upstream.")  # chat, translated
+    assert len(native.received) == 1 and len(upstream.received) == 1
+    rows = ledger(gw_native, 1)
+    assert [(e["backend"], e["final"], e["attempt"]) for e in rows] == [("native", False, 1), ("chat-up", True, 2)]
+    assert rows[-1]["attempts"] == 2 and rows[-1]["endpoint"] == "responses"
+
+
+def test_a_native_backend_error_status_falls_back(gw_native, native, upstream, openai_client):
+    native.reset(status=503)
+    response = openai_client(gw_native, api_key="sk-alice").responses.create(model="auto", input="Say hello.")
+    assert response.output_text == "Hello from the fake upstream."
+    assert (len(native.received), len(upstream.received)) == (1, 1)
+
+
+def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
+    native.reset(input_tokens=40, output_tokens=9, cached_tokens=8)
+    with openai_client(gw_native, api_key="sk-alice").responses.stream(model="auto", input="hi") as stream:
+        list(stream)
+    (row,) = [e for e in ledger(gw_native, 1) if e["final"]]
+    assert (row["backend"], row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]) == (
+        "native",
+        40,
+        9,
+        8,
+    )
+    assert row["endpoint"] == "responses" and row["estimated"] is False
+
+
+# -- across replicas ----------------------------------------------------------------------------
+
+
+def test_previous_response_id_works_across_two_gateways_sharing_redis(
+    start_gateway, upstream, redis_server, openai_client
+):
+    env = {**KEYS, "GATEWAY_REDIS_URL": redis_server.url}
+    one = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=env)
+    two = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=env)
+    first = openai_client(one, api_key="sk-alice").responses.create(model="auto", input="My name is Ada.")
+    upstream.reset(content="Your name is Ada.")
+    second = openai_client(two, api_key="sk-alice").responses.create(
+        model="auto", input="What is my name?", previous_response_id=first.id
+    )
+    assert second.output_text == "Your name is Ada."
+    assert upstream.received[0].body["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello from the fake upstream."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert openai_client(one, api_key="sk-alice").responses.retrieve(second.id).id == second.id
+    with pytest.raises(openai.NotFoundError):
+        openai_client(two, api_key="sk-bob").responses.retrieve(first.id)
+
+
+def test_a_response_over_the_record_limit_is_delivered_but_not_stored(start_gateway, upstream, openai_client):
+    env = {**KEYS, "GATEWAY_RESPONSES_MAX_RECORD_BYTES": "2048"}
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=env)
+    client = openai_client(gw, api_key="sk-alice")
+    small = client.responses.create(model="auto", input="Say hello.")
+    large = client.responses.create(model="auto", input="x" * 4096)
+    assert large.output_text == "Hello from the fake upstream."  # delivered all the same
+    assert client.responses.retrieve(small.id).id == small.id
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(large.id)
+    assert f"response {large.id} not stored: over the record limit of 2048 bytes" in gw.log()

@@ -1,0 +1,224 @@
+"""Reading native Responses answers: the fake upstream's wire format is what the `openai` SDK
+parses, and the accountant passes it through byte for byte while finding content, usage,
+the final Response and failures before content (which the fallback loop turns into a try
+of the next candidate)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from gateway.protocol.redact import Redactor
+from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.responses_format import ResponsesAccountant, check_response_body, usage_of_response
+from gateway.proxy.usage import Usage
+from tests.support.fake_responses import FakeResponses
+
+OFFER = SimpleNamespace(backend="vllm-a")
+KEY = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    server = FakeResponses().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sdk(fake):
+    fake.reset()
+    with openai.OpenAI(base_url=fake.base_url, api_key=fake.api_key, max_retries=0) as client:
+        yield client
+
+
+def _raw(fake: FakeResponses, stream: bool = True, **body) -> bytes:
+    payload = {"model": "m", "input": "hi", "store": False, "stream": stream, **body}
+    headers = {"authorization": f"Bearer {fake.api_key}"}
+    return httpx.post(fake.base_url + "/responses", json=payload, headers=headers, timeout=10).content
+
+
+# -- the fake speaks what the SDK parses ------------------------------------------------------
+
+
+def test_the_sdk_parses_the_fakes_answer(sdk, fake):
+    fake.behaviour.cached_tokens = 3
+    response = sdk.responses.create(model="m", input="hi", store=False)
+    assert response.output_text == "Hello from the fake Responses upstream."
+    assert response.status == "completed"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (17, 5)
+    assert response.usage.input_tokens_details.cached_tokens == 3
+
+
+def test_the_sdk_parses_the_fakes_stream_in_openais_order(sdk):
+    with sdk.responses.stream(model="m", input="hi", store=False) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds.count("response.output_text.delta") == 6  # one per word
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert final.output_text == "Hello from the fake Responses upstream."
+
+
+def test_the_sdk_parses_the_fakes_function_call_stream(sdk, fake):
+    fake.behaviour.function_call = {"call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}
+    with sdk.responses.stream(model="m", input="weather?", store=False) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds.count("response.function_call_arguments.delta") == 2
+    assert "response.function_call_arguments.done" in kinds
+    call = final.output[0]
+    assert (call.type, call.call_id, call.name, call.arguments) == (
+        "function_call",
+        "call_1",
+        "get_weather",
+        '{"city":"Paris"}',
+    )
+
+
+def test_the_fake_rejects_what_a_pass_through_must_not_send(fake):
+    fake.reset()
+    headers = {"authorization": f"Bearer {fake.api_key}"}
+    for body in (
+        {"model": "m", "input": "hi"},
+        {"model": "m", "input": "hi", "store": False, "previous_response_id": "r"},
+    ):
+        assert httpx.post(fake.base_url + "/responses", json=body, headers=headers).status_code == 400
+
+
+# -- the accountant ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+def test_a_stream_passes_through_unchanged_whatever_the_chunking(fake, size):
+    fake.reset(cached_tokens=4, reasoning_tokens=2)
+    raw = _raw(fake)
+    accountant = ResponsesAccountant()
+    out = b"".join(accountant.feed(raw[i : i + size]) for i in range(0, len(raw), size)) + accountant.flush()
+    assert out == raw
+    assert accountant.started and accountant.saw_done and not accountant.done_held
+    assert accountant.usage == Usage(17, 5, 4, 2)
+    assert accountant.response is not None and accountant.response["status"] == "completed"
+    assert accountant.response["output"][0]["content"][0]["text"] == "Hello from the fake Responses upstream."
+    assert accountant.content_events == raw.count(b"\n\n") - 4  # from the first delta on
+    assert accountant.malformed_events == 0
+
+
+def test_content_starts_at_the_first_delta_not_before(fake):
+    fake.reset()
+    events = [e + b"\n\n" for e in _raw(fake).split(b"\n\n") if e]
+    accountant = ResponsesAccountant()
+    for event in events[:4]:  # created, in_progress, output_item.added, content_part.added
+        accountant.feed(event)
+    assert not accountant.started and accountant.first_content_at is None
+    accountant.feed(events[4])  # the first output_text.delta
+    assert accountant.started and accountant.first_content_at is not None
+
+
+def test_a_function_call_is_content(fake):
+    fake.reset(function_call={"call_id": "c", "name": "f", "arguments": '{"a":1}'})
+    accountant = ResponsesAccountant()
+    for event in _raw(fake).split(b"\n\n")[:3]:  # created, in_progress, output_item.added
+        accountant.feed(event + b"\n\n")
+    assert not accountant.started
+    accountant.feed(_raw(fake).split(b"\n\n")[3] + b"\n\n")  # the first arguments delta
+    assert accountant.started
+
+
+@pytest.mark.parametrize("how", ["failed", "error"])
+def test_a_failure_before_content_fails_the_attempt(fake, how):
+    fake.reset(fail_before_content=how, error_message="overloaded, try later")
+    with pytest.raises(StreamFailedEarly, match="overloaded, try later"):
+        ResponsesAccountant().feed(_raw(fake))
+
+
+def test_malformed_output_before_content_fails_the_attempt():
+    accountant = ResponsesAccountant()
+    with pytest.raises(MalformedAnswer):
+        accountant.feed(b"event: response.created\ndata: {not json\n\n")
+    with pytest.raises(MalformedAnswer):
+        ResponsesAccountant().feed(b"<html>bad gateway</html>\n\n")
+    with pytest.raises(MalformedAnswer):
+        ResponsesAccountant().feed(b'data: {"no_type": 1}\n\n')
+
+
+def _delta(text: str) -> bytes:
+    event = {"type": "response.output_text.delta", "sequence_number": 3, "item_id": "m", "output_index": 0,
+             "content_index": 0, "delta": text, "logprobs": []}  # fmt: skip
+    return b"event: response.output_text.delta\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def test_malformed_events_after_content_are_dropped_counted_and_break_the_stream_in_a_run():
+    accountant = ResponsesAccountant()
+    assert accountant.feed(_delta("a")) == _delta("a")
+    assert accountant.feed(b"data: {oops\n\n") == b""
+    assert accountant.feed(_delta("b")) == _delta("b")
+    assert accountant.malformed_events == 1
+    for _ in range(MAX_MALFORMED_RUN):
+        accountant.feed(b"garbage\n\n")
+    with pytest.raises(MalformedAnswer):
+        accountant.feed(_delta("c"))
+    assert accountant.malformed_events == 1 + MAX_MALFORMED_RUN
+
+
+def test_an_error_after_content_is_relayed_redacted():
+    accountant = ResponsesAccountant(Redactor([KEY]))
+    accountant.feed(_delta("a"))
+    error = {"type": "error", "sequence_number": 4, "code": "server_error", "message": f"bad key {KEY}", "param": None}
+    out = accountant.feed(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+    assert KEY.encode() not in out
+    relayed = orjson.loads(out.split(b"data: ", 1)[1])
+    assert relayed["type"] == "error" and relayed["code"] == "server_error" and "bad key" in relayed["message"]
+
+
+def test_an_unterminated_last_event_is_flushed(fake):
+    fake.reset()
+    raw = _raw(fake)
+    accountant = ResponsesAccountant()
+    out = accountant.feed(raw[:-2]) + accountant.flush()
+    assert out == raw and accountant.saw_done and accountant.usage == Usage(17, 5)
+
+
+# -- non-streamed bodies ----------------------------------------------------------------------
+
+
+def test_a_response_body_is_checked_and_its_usage_read(fake):
+    fake.reset(cached_tokens=9)
+    answer, usage = check_response_body(OFFER, _raw(fake, stream=False))
+    assert answer["object"] == "response" and usage == Usage(17, 5, 9)
+
+
+def test_a_failed_response_body_fails_the_attempt(fake):
+    fake.reset(fail_before_content="failed", error_message="model crashed")
+    with pytest.raises(StreamFailedEarly, match="model crashed"):
+        check_response_body(OFFER, _raw(fake, stream=False))
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[1, 2]", b'{"object": "chat.completion", "choices": []}', b'{"object": "response"}']
+)
+def test_a_body_that_is_not_a_response_is_malformed(body):
+    with pytest.raises(MalformedAnswer, match="vllm-a"):
+        check_response_body(OFFER, body)
+
+
+def test_usage_of_a_response_bounds_the_details():
+    usage = {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 50, "cache_write_tokens": 4},
+             "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}}  # fmt: skip
+    assert usage_of_response(usage) == Usage(10, 3, 10, 2, cache_write_tokens=0)
+    assert usage_of_response(None) is None
+    assert usage_of_response({"input_tokens": True, "output_tokens": -1}) == Usage(0, 0)
