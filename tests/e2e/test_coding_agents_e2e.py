@@ -11,13 +11,13 @@ What each test checks, beyond "the CLI exited 0":
 - the model saw the tool result under the call id it issued (ids intact across the two APIs);
 - exactly two calls went upstream, and the usage ledger holds exactly those two, on the
   agent's endpoint, with category `programming` (agent traffic carries tools on every request),
-  the upstream's token counts (not estimates) and the route the agent's model name aliases to;
+  the upstream's token counts (not estimates) and the route the agent's model name names;
 - nothing left the machine: every variable and config key that turns telemetry, update checks
   and plugin sync off is set (the README's sections name them), and a proxy that refuses and
   records every connection stands in for the internet.
 
-The agents use their own model names (`claude-*`, `gpt-5*`); the policy's `aliases:` send
-them to the `code` route.
+The agents use their own model names (`claude-sonnet-4-5`, `gpt-5.5`); until the policy's
+`aliases:` land (signal `endpoints`), routes named like them stand for the alias.
 """
 
 from __future__ import annotations
@@ -49,8 +49,14 @@ from tests.support.services import REPO
 AGENTS_BIN = REPO / "tests" / "agents" / "node_modules" / ".bin"
 CLIENT_KEY = "sk-agents-test-key"
 MODEL = "qwen/qwen3-coder"
+CLAUDE_MODEL = "claude-sonnet-4-5"  # names each agent sends; the policy routes them to MODEL
+CODEX_MODEL = "gpt-5.5"
+AGENT_MODELS = (CLAUDE_MODEL, CODEX_MODEL)
 PROMPT = "Run a shell command that prints a greeting, then tell me exactly what it printed."
 TURN_TIMEOUT_S = 120
+CLASSIFIER_PENDING = (
+    "waits for the classifier that records coding-agent traffic as code (signal endpoints): today tool_use"
+)
 GATEWAY_ENV = {"GATEWAY_USAGE_FLUSH_S": "0.05", "GATEWAY_API_KEYS": f"agents:{CLIENT_KEY}"}
 
 
@@ -115,8 +121,10 @@ def internet():
 def agent_policy(base_url: str) -> str:
     """One backend serving the coding model, a `code` route, and the agents' names aliased to it."""
     models = {MODEL: {"upstream_id": "Qwen/Qwen3-Coder-480B-A35B-Instruct", "input_price": 0.4, "output_price": 1.6}}
-    policy = yaml.safe_load(one_backend_policy(base_url, models=models, routes={"code": [MODEL]}))
-    policy["aliases"] = {"claude-*": "code", "gpt-5*": "code"}
+    # Qwen3-Coder's real window: Claude Code alone sends ~40k prompt tokens and asks for 32k out.
+    models[MODEL] |= {"context_length": 262144, "max_output_tokens": 65536}
+    routes = {name: [MODEL] for name in AGENT_MODELS}
+    policy = yaml.safe_load(one_backend_policy(base_url, models=models, routes=routes))
     return yaml.safe_dump(policy, sort_keys=False)
 
 
@@ -165,14 +173,14 @@ def assert_tool_round_trip(agent_model: AgentUpstream) -> str:
     return call_id
 
 
-def assert_ledger(rows: list[dict], endpoint: str) -> None:
+def assert_ledger(rows: list[dict], endpoint: str, route: str) -> None:
     """The turn's two calls, as the ledger holds them: on the agent's endpoint, counted as
-    programming, on the route the agent's model name aliases to, with the upstream's usage."""
+    programming, on the route named by the agent's model name, with the upstream's usage."""
     assert len(rows) == 2, rows
     for row in rows:
         assert row["endpoint"] == endpoint
         assert row["category"] == "programming"
-        assert (row["route"], row["model"], row["backend"]) == ("code", MODEL, "up")
+        assert (row["route"], row["model"], row["backend"]) == (route, MODEL, "up")
         assert (row["status"], row["attempts"], row["final"]) == (200, 1, True)
         assert (row["prompt_tokens"], row["completion_tokens"], row["estimated"]) == (
             PROMPT_TOKENS,
@@ -182,9 +190,7 @@ def assert_ledger(rows: list[dict], endpoint: str) -> None:
         assert row["key"] == "agents"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="waits for POST /v1/messages (signal `messages`) and `aliases:` (signal `endpoints`)"
-)
+@pytest.mark.xfail(strict=True, reason=CLASSIFIER_PENDING)
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
     claude = agent_binary("claude")
@@ -205,7 +211,7 @@ def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_m
         DISABLE_ERROR_REPORTING="1",
         DISABLE_BUG_COMMAND="1",
     )
-    argv = [str(claude), "-p", PROMPT, "--model", "claude-sonnet-4-5"]
+    argv = [str(claude), "-p", PROMPT, "--model", CLAUDE_MODEL]
     done = run_agent(argv + ["--allowedTools", "Bash", "--output-format", "json"], env, work)
 
     result = json.loads(done.stdout)
@@ -218,13 +224,11 @@ def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_m
     assert "Bash" in {tool["function"]["name"] for tool in first["tools"]}
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
     assert agent_model.other_requests == []
-    assert_ledger(ledger(gw, 2), "messages")
+    assert_ledger(ledger(gw, 2), "messages", CLAUDE_MODEL)
     assert internet.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="waits for POST /v1/responses (signal `responses`) and `aliases:` (signal `endpoints`)"
-)
+@pytest.mark.xfail(strict=True, reason=CLASSIFIER_PENDING)
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
     codex = agent_binary("codex")
@@ -250,7 +254,7 @@ def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_mod
     assert "exec_command" in {tool["function"]["name"] for tool in first["tools"]}
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
     assert agent_model.other_requests == []
-    assert_ledger(ledger(gw, 2), "responses")
+    assert_ledger(ledger(gw, 2), "responses", CODEX_MODEL)
     assert internet.requests == []
 
 
@@ -259,7 +263,7 @@ def codex_config(base_url: str) -> str:
     no approval prompts, and no sandbox (the command runs in the test's own temp dir; CI
     containers may forbid the namespaces Codex's sandbox needs)."""
     return f"""\
-model = "gpt-5.5"
+model = "{CODEX_MODEL}"
 model_provider = "gateway"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
@@ -271,6 +275,9 @@ enabled = false
 
 [features]
 plugins = false
+
+[agents]
+enabled = false
 
 [model_providers.gateway]
 name = "open-model gateway"
