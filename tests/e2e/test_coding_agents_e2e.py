@@ -190,7 +190,7 @@ def assert_ledger(rows: list[dict], endpoint: str, route: str) -> None:
         assert row["key"] == "agents"
 
 
-@pytest.mark.xfail(strict=True, reason=CLASSIFIER_PENDING)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLASSIFIER_PENDING)
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
     claude = agent_binary("claude")
@@ -228,7 +228,7 @@ def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_m
     assert internet.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason=CLASSIFIER_PENDING)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLASSIFIER_PENDING)
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
     codex = agent_binary("codex")
