@@ -4,10 +4,13 @@ What Claude Code and the `anthropic` SDKs call. A request is routed like any cha
 (its chat translation, `protocol.messages.messages_to_chat`, is what routing, limits and the
 classifier read); each candidate is then asked natively when its backend serves `messages`
 (`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
-client's body with the upstream's model id, and its `anthropic-beta` header), or the chat
-translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
+client's body with the upstream's model id, and its `anthropic-version`/`anthropic-beta`
+headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
 chat (`chat_to_message`, `MessageStream`: Anthropic's exact event sequence). Candidates of
-both kinds mix freely in one fallback list. Errors on this route are Anthropic-shaped
+both kinds mix freely in one fallback list. `max_tokens` is taken as the ceiling Anthropic
+defines it to be: routing reserves its usual completion budget (key TPM reservations too),
+and each candidate is asked for at most what it can produce (its `max_output_tokens`, and
+its context minus the prompt's estimate). Errors on this route are Anthropic-shaped
 (`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
 retry-after, 400, and 529 `overloaded_error` when no backend can take the request.
 
@@ -49,21 +52,45 @@ from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 
 _JSON = (b"content-type", b"application/json")
-# Request headers of the Messages API a native pass-through forwards to the backend.
-_FORWARDED = ("anthropic-beta",)
+# Request headers of the Messages API a native pass-through forwards to the backend: the
+# version the client's body is written for, and the betas it uses (Claude Code's
+# `context_management` field is refused without its beta).
+_FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
 @dataclass(slots=True)
 class MessagesRequest:
-    chat: ChatRequest  # the translation: what routing reads, and what chat backends are sent
+    chat: ChatRequest  # the translation (without max_tokens): what routing reads and chat backends get
     native: dict[str, Any]  # the client's Messages body, for backends that serve it natively
     forward: dict[str, str] | None  # the client's headers a native call carries
     stop_sequences: list[str] | None
+    max_tokens: int  # as the client asked: a ceiling, capped per candidate (`capped_max_tokens`)
+    body_bytes: int = 0  # the request body's size: bounds the prompt without estimating it
+    prompt_tokens: int | None = None  # the prompt's estimate, made once when a cap needs it
+
+    def capped_max_tokens(self, offer: Offer) -> int:
+        """`max_tokens` within what this offer can produce: its `max_output_tokens`, and its
+        context minus the prompt's estimate."""
+        spec = offer.spec
+        cap = self.max_tokens
+        if spec.max_output_tokens is not None and cap > spec.max_output_tokens:
+            cap = spec.max_output_tokens
+        # The estimate (tens of µs on an agent's request) only when the prompt could matter:
+        # it is about a third of the body's bytes, never half (images by URL aside).
+        if cap + self.body_bytes // 2 >= spec.context_length:
+            if self.prompt_tokens is None:
+                self.prompt_tokens = estimate_prompt_tokens(self.chat.payload)
+            cap = max(min(cap, spec.context_length - self.prompt_tokens), 1)
+        return cap
 
 
 def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequest:
     native = _json_object(body)
     chat = messages_to_chat(native)
+    # Anthropic's max_tokens is a required ceiling (Claude Code asks 32000-128000 whatever the
+    # model), not a demand: routing reserves its usual completion budget, and each candidate
+    # gets max_tokens capped to what it can produce, as the `anthropic` adapter caps it.
+    max_tokens: int = chat.pop("max_tokens")
     stream = bool(chat.get("stream"))
     stops = native.get("stop_sequences")
     forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
@@ -72,6 +99,8 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
         native,
         forward,
         stops if isinstance(stops, list) else None,
+        max_tokens,
+        len(body),
     )
 
 
@@ -120,15 +149,23 @@ class _FromChat:
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
+        stream = self._stream
         for event in data.split(b"\n\n"):
-            payload = data_of(event) if event else None
+            # The relay forwards chat events as `data: {...}` lines; anything else it passed
+            # (comments, other fields) goes through the general reader.
+            payload = event[6:] if event.startswith(b"data: {") else data_of(event) if event else None
             if payload is None or payload == b"[DONE]":
                 continue
             try:
                 chunk = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 continue  # the relay forwards only well-formed events; nothing to translate
-            out.extend(encode_event(e) for e in self._stream.feed(chunk))
+            if type(chunk) is dict:
+                fast = stream.text_delta(chunk)
+                if fast is not None:
+                    out.append(fast)
+                    continue
+            out.extend(encode_event(e) for e in stream.feed(chunk))
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -146,11 +183,15 @@ class MessagesIngress(Ingress):
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         assert isinstance(request, MessagesRequest)
+        max_tokens = request.capped_max_tokens(offer)
         if "messages" in offer.apis:
             payload = dict(request.native)
             payload["model"] = offer.upstream_id
+            payload["max_tokens"] = max_tokens
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
-        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+        payload = upstream_payload(request.chat, offer.upstream_id)
+        payload["max_tokens"] = max_tokens
+        return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         if opened.format is MESSAGES_FORMAT:

@@ -525,6 +525,32 @@ class MessageStream:
             events += self._end()
         return events
 
+    def text_delta(self, chunk: dict[str, Any]) -> bytes | None:
+        """The encoded event for a chunk that only continues the open text block (the bulk of
+        a stream), built without the general path's intermediate objects; None for any other
+        chunk, which then goes through `feed`. The bytes are exactly `encode_event` of what
+        `feed` returns for it."""
+        if self._open != "text" or self._closed or chunk.get("usage") or "error" in chunk:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is not dict or choice.get("finish_reason") or choice.get("index", 0) != 0:
+            return None
+        text = delta.get("content")
+        if type(text) is not str or not text or len(delta) > 2 or (len(delta) == 2 and "role" not in delta):
+            return None
+        self._generated_bytes += len(text.encode())
+        return (
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+            + str(self._index).encode()
+            + b',"delta":{"type":"text_delta","text":'
+            + orjson.dumps(text)
+            + b"}}\n\n"
+        )
+
     def finish(self) -> list[dict[str, Any]]:
         """At the end of the chat stream: close whatever is still open."""
         if self._closed:

@@ -123,6 +123,33 @@ class MessagesAccountant:
         complete = self._events.complete(chunk)
         if not complete:
             return b""
+        # Fast path once content flows: events that carry nothing to read (deltas, block
+        # starts and stops, pings), checked structurally by counting: each is exactly
+        # `event: NAME\ndata: {...}\n\n`. JSON strings hold no raw newline, so a line start is
+        # always a field. Anything else (usage, errors, the end) takes the event-by-event path.
+        if (
+            self._started
+            and complete.startswith(b"event: content_block_delta\ndata: {")
+            and complete.count(b"\n") == 3
+            and complete.endswith(b"}\n\n")
+        ):
+            self.content_events += 1  # the usual chunk: one delta
+            self._malformed_run = 0
+            return complete
+        if self._started and b"event: message_" not in complete and b"event: error" not in complete:
+            events = complete.count(b"\n\n")
+            if (
+                complete.startswith(b"event: ")
+                and complete.count(b"\nevent: ") == events - 1
+                and complete.count(b"\ndata: {") == events
+                and complete.count(b"}\n\n") == events
+                and complete.count(b"\n") == 3 * events
+            ):
+                self.content_events += complete.count(b"event: content_block_delta") + complete.count(
+                    b"event: content_block_start"
+                )
+                self._malformed_run = 0
+                return complete
         out = []
         for event in complete.split(b"\n\n"):
             event = event.strip(b"\n")

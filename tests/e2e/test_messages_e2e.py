@@ -26,14 +26,15 @@ backends:
     api_key: {key}
     timeout_s: 5
     models:
-      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, input_price: 3.0, output_price: 15.0}}
+      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000, max_output_tokens: 64000, input_price: 3.0, output_price: 15.0}}
   compat:
     type: openai
     base_url: {openai_url}
     api_key: {compat_key}
     timeout_s: 5
     models:
-      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, input_price: 1.0, output_price: 2.0}}
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder, context_length: 262144, max_output_tokens: 65536, input_price: 1.0, output_price: 2.0}}
+      qwen/qwen3-small: {{upstream_id: Qwen/Qwen3-0.6B, context_length: 2000}}
   dormant:
     type: openai
     base_url: {openai_url}
@@ -46,6 +47,7 @@ routes:
   native-first: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5, qwen/qwen3-coder]}}
   chat-first: {{strategy: ordered, models: [qwen/qwen3-coder, anthropic/claude-sonnet-4.5]}}
   offline: {{models: [acme/offline]}}
+  small: {{models: [qwen/qwen3-small]}}
 rate_limits:
   keys: {{limited: 1}}
 """
@@ -290,7 +292,9 @@ def test_create_is_passed_through_natively_to_an_anthropic_backend(gw, client, c
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (13, 100, 20)
     [sent] = claude.received
     assert sent.body == {**body, "model": "claude-sonnet-4-5"}  # the client's body, the upstream's model id
-    assert sent.headers["x-api-key"] == KEY and sent.headers["anthropic-version"] == "2023-06-01"
+    # The client's API version and betas, which its body is written for (not the vendor default).
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == raw.http_request.headers["anthropic-version"] != "2023-06-01"
     assert sent.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
     assert "authorization" not in sent.headers and upstream.received == []
     [row] = ledger(gw, 1)
@@ -450,3 +454,89 @@ def test_a_failing_backend_is_an_api_error(gw, client, upstream):
         client.messages.create(model="open", max_tokens=10, messages=HELLO)
     assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"
     assert len(upstream.received) == 1
+
+
+def test_an_openai_compatible_server_that_serves_messages_gets_them_natively(start_gateway, upstream):
+    """vLLM declares `messages` by default: the Messages body goes to its /v1/messages with its
+    Bearer key; the same model on a backend whose `apis` leave it out gets the chat translation."""
+    vllm = FakeAnthropic("sk-vllm-123456", accept_bearer=True).start()
+    try:
+        config = f"""
+backends:
+  vllm:
+    type: vllm
+    base_url: {vllm.base_url}
+    api_key: sk-vllm-123456
+    timeout_s: 5
+    models:
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder}}
+  plain:
+    type: vllm
+    apis: [chat, completions, embeddings]
+    base_url: {upstream.base_url}
+    timeout_s: 5
+    models:
+      qwen/qwen3-coder: {{upstream_id: Qwen/Qwen3-Coder}}
+routes:
+  code: {{strategy: ordered, models: [qwen/qwen3-coder]}}
+"""
+        gw = start_gateway(config, env=ENV)
+        client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0)
+        raw = client.messages.with_raw_response.create(model="code", max_tokens=20, messages=HELLO)
+        assert raw.parse().id == "msg_fake01" and raw.headers["x-gateway-backend"] == "vllm"
+        [sent] = vllm.received
+        assert sent.body == {"model": "Qwen/Qwen3-Coder", "max_tokens": 20, "messages": HELLO}
+        assert sent.headers["authorization"] == "Bearer sk-vllm-123456" and "x-api-key" not in sent.headers
+        assert sent.headers["anthropic-version"] == raw.http_request.headers["anthropic-version"]
+        assert upstream.received == []
+
+        vllm.reset(status=503, error_type="overloaded_error")
+        message = client.messages.create(model="code", max_tokens=20, messages=HELLO)
+        assert message.content[0].text == "Hello from the fake upstream."
+        assert len(vllm.received) == 1 and len(upstream.received) == 1
+        assert upstream.received[0].body["messages"] == [{"role": "user", "content": "Say hello."}]
+    finally:
+        vllm.stop()
+
+
+def test_a_translated_stream_without_upstream_usage_ends_with_an_estimate(gw, client, upstream):
+    upstream.reset(send_usage=False)
+    with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    [row] = ledger(gw, 1)
+    assert row["estimated"] is True and row["endpoint"] == "messages" and row["status"] == 200
+
+
+def test_a_native_stream_that_breaks_mid_answer_ends_with_an_error_event(gw, claude):
+    claude.reset(break_after_events=4)  # message_start, ping, content_block_start, one delta
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body, headers=headers) as response:
+        text = response.read().decode()
+    blocks = [b for b in text.split("\n\n") if b]
+    assert [b.split("\n")[0] for b in blocks] == [
+        "event: message_start",
+        "event: ping",
+        "event: content_block_start",
+        "event: content_block_delta",
+        "event: error",
+    ]
+    assert json.loads(blocks[-1].split("data: ", 1)[1])["error"]["type"] == "api_error"
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["endpoint"], row["backend"]) == (502, "messages", "claude")
+
+
+def test_max_tokens_is_a_ceiling_capped_to_what_each_candidate_can_produce(gw, client, claude, upstream):
+    """Claude Code asks 32000-128000 whatever the model: never a reason to refuse a backend."""
+    client.messages.create(model="open", max_tokens=128000, messages=HELLO)
+    assert upstream.received[-1].body["max_tokens"] == 65536  # the offer's max_output_tokens
+    client.messages.create(model="claude", max_tokens=128000, messages=HELLO)
+    assert claude.received[-1].body["max_tokens"] == 64000  # natively too
+    client.messages.create(model="open", max_tokens=300, messages=HELLO)
+    assert upstream.received[-1].body["max_tokens"] == 300  # below every cap: as asked
+    # A small context: what is left of it after the prompt's estimate.
+    body = {"model": "small", "max_tokens": 5000, "messages": HELLO}
+    client.messages.create(**body)
+    prompt = estimate_prompt_tokens(messages_to_chat(body))
+    assert upstream.received[-1].body["max_tokens"] == 2000 - prompt

@@ -594,3 +594,24 @@ def test_a_system_turn_after_the_first_becomes_a_chat_system_message_in_place():
             {**body, "messages": [body["messages"][0], {"role": "system", "content": [{"type": "image"}]}]}
         )
     assert caught.value.param == "messages.1.content.0"
+
+
+@pytest.mark.parametrize("sample", [S.CHAT_STREAM_TEXT, S.CHAT_STREAM_REASONING, S.CHAT_STREAM_TOOL_CALLS])
+def test_the_text_delta_shortcut_writes_exactly_what_the_general_path_does(sample):
+    base = S.CHAT_STREAM_TEXT[1]
+    extra = [
+        {**base, "choices": [{**base["choices"][0], "delta": {"role": "assistant", "content": " again"}}]},
+        {**base, "choices": [{**base["choices"][0], "delta": {"content": '\u00e9\n"q"'}}]},
+    ]
+    chunks = [*sample[:-2], *extra, *sample[-2:]] if sample is S.CHAT_STREAM_TEXT else sample
+    general, shortcut = MessageStream("m"), MessageStream("m")
+    expected = b"".join(encode_event(e) for c in chunks for e in general.feed(copy.deepcopy(c)))
+    expected += b"".join(encode_event(e) for e in general.finish())
+    out, taken = [], 0
+    for chunk in chunks:
+        fast = shortcut.text_delta(chunk)
+        taken += fast is not None
+        out.append(fast if fast is not None else b"".join(encode_event(e) for e in shortcut.feed(chunk)))
+    out.append(b"".join(encode_event(e) for e in shortcut.finish()))
+    assert b"".join(out) == expected
+    assert taken == (4 if sample is S.CHAT_STREAM_TEXT else 0)

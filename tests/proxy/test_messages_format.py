@@ -118,3 +118,28 @@ def test_an_error_object_in_a_2xx_body_fails_the_attempt():
 def test_a_body_that_is_not_a_message_is_malformed(body):
     with pytest.raises(MalformedAnswer):
         MESSAGES.check_body(OFFER, body)
+
+
+@pytest.mark.parametrize("sample", [S.ANTHROPIC_STREAM_TEXT, S.ANTHROPIC_STREAM_TOOL_USE, S.ANTHROPIC_STREAM_THINKING])
+def test_event_by_event_and_batched_chunks_read_the_same(sample):
+    """Chunks of whole events after the first content take the counting fast path: the same
+    bytes out, the same usage and end as when every event is parsed."""
+    one_by_one = MessagesAccountant()
+    out = b"".join(one_by_one.feed(wire([e])) for e in sample)
+    batched = MessagesAccountant()
+    head, rest = wire(sample[:2]), wire(sample[2:])
+    cut = rest.rfind(b"event: message_delta")
+    out_batched = batched.feed(head) + batched.feed(rest[:cut]) + batched.feed(rest[cut:]) + batched.flush()
+    assert out == out_batched == wire(sample)
+    assert one_by_one.usage == batched.usage and one_by_one.saw_done and batched.saw_done
+    assert one_by_one.content_events == batched.content_events > 0
+
+
+def test_a_malformed_event_inside_a_batch_after_content_is_still_dropped():
+    head = wire(S.ANTHROPIC_STREAM_TEXT[:4])
+    junk = b"event: content_block_delta\ndata: not json\n\n"
+    accountant = MessagesAccountant()
+    accountant.feed(head)
+    body = wire(S.ANTHROPIC_STREAM_TEXT[4:5])
+    assert accountant.feed(body + junk + body) == body + body
+    assert accountant.malformed_events == 1

@@ -56,12 +56,16 @@ class AnthropicBehaviour:
     thinking: str | None = None  # a thinking block (with a signature) before the text
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
+    break_after_events: int | None = None  # drop the connection after N stream events
     headers: dict[str, str] = field(default_factory=dict)
 
 
 class FakeAnthropic:
-    def __init__(self, api_key: str = "sk-ant-test-key-123456") -> None:
+    def __init__(self, api_key: str = "sk-ant-test-key-123456", accept_bearer: bool = False) -> None:
         self.api_key = api_key
+        # Servers that speak Messages beside OpenAI's API (vLLM, OpenRouter) take the key as
+        # `Authorization: Bearer` too; Anthropic itself only as x-api-key.
+        self.accept_bearer = accept_bearer
         self.behaviour = AnthropicBehaviour()
         self.received: list[Received] = []
         self.port = free_port()
@@ -117,10 +121,11 @@ class FakeAnthropic:
         }
         if not body.get("stream"):
             return _json(message, headers=b.headers)
-        return StreamingResponse(self._events(message), media_type="text/event-stream", headers=b.headers)
+        return StreamingResponse(self._stream(message), media_type="text/event-stream", headers=b.headers)
 
     def _problem(self, request: Request, body: dict) -> tuple[int, str, str] | None:
-        if request.headers.get("x-api-key") != self.api_key:
+        bearer = self.accept_bearer and request.headers.get("authorization") == f"Bearer {self.api_key}"
+        if request.headers.get("x-api-key") != self.api_key and not bearer:
             return 401, "authentication_error", "invalid x-api-key"
         if not request.headers.get("anthropic-version"):
             return 400, "invalid_request_error", "anthropic-version: header is required"
@@ -157,6 +162,15 @@ class FakeAnthropic:
             "cache_read_input_tokens": b.cache_read_tokens,
             "output_tokens": output_tokens,
         }
+
+    async def _stream(self, message: dict):
+        limit = self.behaviour.break_after_events
+        sent = 0
+        async for event in self._events(message):
+            if limit is not None and sent >= limit:
+                raise RuntimeError("fake anthropic breaks the stream on purpose")
+            sent += 1
+            yield event
 
     async def _events(self, message: dict):
         b = self.behaviour
