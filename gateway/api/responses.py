@@ -35,7 +35,7 @@ from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
-from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
     ResponseStream,
@@ -45,14 +45,14 @@ from gateway.protocol.responses import (
     input_items,
     responses_to_chat,
 )
-from gateway.protocol.sse import EventCutter, data_of
+from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.tenants.principal import Principal
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
-_GATEWAY_FIELDS = ("previous_response_id", "store")
+_GATEWAY_FIELDS = ("previous_response_id", "store", *GATEWAY_OWNED_FIELDS)
 
 
 def new_response_id() -> str:
@@ -117,6 +117,9 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
     payload = responses_to_chat(native, previous)
+    for name in GATEWAY_OWNED_FIELDS:  # OpenRouter-style `models` / `provider` / `route`: routing reads them
+        if name in native:
+            payload[name] = native[name]
     stream = bool(payload.get("stream"))
     # Streams ask the chat backend for usage: response.completed carries it.
     return ChatRequest(payload=payload, model=payload["model"], stream=stream, include_usage=stream)
@@ -139,24 +142,23 @@ class TranslatedStream:
 
     def __init__(self, request: ResponsesRequest) -> None:
         self._request = request
-        self._events = EventCutter()
         self._stream = ResponseStream(request.native, request.response_id, request.created_at)
 
     def feed(self, data: bytes) -> bytes:
+        """`data` is whole events (the accountant cuts the stream), each one `data:` line."""
         out: list[dict[str, Any]] = []
-        for event in self._events.complete(data).split(b"\n\n"):
-            payload = data_of(event) if event else None
-            if payload is None or payload == b"[DONE]":
+        for event in data.split(b"\n\n"):
+            payload = event[6:] if event.startswith(b"data: ") and b"\n" not in event else data_of(event)
+            if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))
         return b"".join(map(encode_event, out))
 
     def finish(self) -> bytes:
-        tail = self.feed(self._events.rest() + b"\n\n")
         events = self._stream.finish()
         if not any(e["type"] == "response.failed" for e in events):
             self._request.response = self._stream.response
-        return tail + b"".join(map(encode_event, events))
+        return b"".join(map(encode_event, events))
 
     def broken(self, error: UpstreamError) -> bytes:
         failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
@@ -239,7 +241,7 @@ class ResponsesIngress(Ingress):
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None
         if response is not None:
             items = conversation_items(request.previous, request.native, response)
-            await save(request.state, request.owner, StoredResponse(response, items))
+            await save(request.state, request.owner, StoredResponse(response, items, len(request.previous)))
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())

@@ -1,4 +1,5 @@
-"""GET and DELETE /v1/responses/{id}: the responses the gateway stored, for their owner only.
+"""GET and DELETE /v1/responses/{id} (and GET .../input_items): the responses the gateway
+stored, for their owner only.
 
 The owner of a stored response is the name of the client key that created it; a gateway
 without keys has one owner for everyone. Another key asking for the id gets the same 404 as
@@ -12,6 +13,8 @@ uses to read and write it with the same rules (`owner_of`, `load`, `save`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from fastapi import FastAPI
@@ -22,6 +25,7 @@ from gateway.api.state import AppState
 from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.conversations.stores import open_response_store
 from gateway.protocol.errors import GatewayError
+from gateway.protocol.responses import listed_input_items
 from gateway.tenants.principal import Principal
 
 log = logging.getLogger("gateway.responses")
@@ -39,7 +43,9 @@ def owner_of(principal: Principal) -> str:
 
 
 def not_found(response_id: str, param: str | None = None) -> GatewayError:
-    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
+    """OpenAI's 404, in its words: for a `previous_response_id`, "Previous response ..."."""
+    which = "Previous response" if param == "previous_response_id" else "Response"
+    return GatewayError(404, f"{which} with id '{response_id}' not found.", param=param)
 
 
 def _store(state: AppState) -> ResponseStore:
@@ -72,17 +78,48 @@ async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
     if store is None:
         return False
     try:
-        stored = await store.put(owner, record)
+        result = await store.put(owner, record)
     except StoreUnavailable as exc:
         _unavailable(state, "put", exc)
         return False
-    if not stored:
+    if result == "too_large":
         log.warning(
             "response %s not stored: over the record limit of %d bytes (GATEWAY_RESPONSES_MAX_RECORD_BYTES)",
             record.id,
             store.limits.max_record_bytes,
         )
-    return stored
+    elif result == "id_taken":
+        log.warning("response %s not stored: another key's stored response has that id (from the backend)", record.id)
+    return result == "stored"
+
+
+def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a response's input items, as OpenAI pages lists: `order` (`desc`, the
+    default, or `asc`), `limit` (1-100, default 20), `after` (an item id: start past it)."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise GatewayError(400, "order must be 'asc' or 'desc'.", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise GatewayError(400, "limit must be an integer from 1 to 100.", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise GatewayError(400, f"No input item with id '{after}' in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    data = ordered[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": len(ordered) > limit,
+    }
 
 
 def register(app: FastAPI) -> None:
@@ -105,5 +142,14 @@ def register(app: FastAPI) -> None:
         body = {"id": response_id, "object": "response", "deleted": True}
         return Response(orjson.dumps(body), media_type="application/json")
 
+    async def input_items(request: Request) -> Response:
+        state: AppState = request.app.state.gateway
+        principal = state.auth.authenticate(request)
+        response_id = request.path_params["response_id"]
+        record = await load(state, owner_of(principal), response_id)
+        page = input_items_page(listed_input_items(record.input, response_id), request.query_params)
+        return Response(orjson.dumps(page), media_type="application/json")
+
+    app.router.add_route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"])
     app.router.add_route("/v1/responses/{response_id}", retrieve, methods=["GET"])
     app.router.add_route("/v1/responses/{response_id}", delete, methods=["DELETE"])

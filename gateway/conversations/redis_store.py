@@ -1,9 +1,9 @@
 """Stored responses in Redis, shared by every replica: a conversation continues on any of them.
 
-One hash per record, `gwresp:<id>` with fields `owner` and `data`, written with its TTL in
-one transaction, so Redis itself expires it (no sweeper). Reads fetch both fields and
-compare the owner here; a delete compares it in a Lua script, so it never removes another
-owner's record. A Redis that fails or times out is `StoreUnavailable`.
+One hash per record, `gwresp:<id>` with fields `owner` and `data`, written with its TTL by
+one Lua script (which leaves another owner's record alone), so Redis itself expires it (no
+sweeper). Reads fetch both fields and compare the owner here; a delete compares it in a Lua
+script, so it never removes another owner's record. A Redis that fails or times out is `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,25 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 PREFIX = "gwresp:"
+
+# Write a record unless another owner's (live: Redis drops expired keys) holds the id.
+# KEYS: the record. ARGV: owner, data, TTL in ms.
+_PUT_OWNED = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then
+    return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'data', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
 
 _DELETE_OWNED = """
 if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
@@ -30,20 +43,17 @@ return 0
 class RedisResponseStore(ResponseStore):
     name = "redis"
 
-    def __init__(self, redis: Redis, limits: StoreLimits = StoreLimits(), *, owns_client: bool = False) -> None:
+    def __init__(self, redis: Redis, limits: StoreLimits = DEFAULT_LIMITS, *, owns_client: bool = False) -> None:
         super().__init__(limits)
         self.redis = redis
         self._owns_client = owns_client
         self._delete_owned = redis.register_script(_DELETE_OWNED)
+        self._put_owned = redis.register_script(_PUT_OWNED)
 
-    async def _put(self, owner: str, response_id: str, data: bytes) -> None:
-        key = PREFIX + response_id
+    async def _put(self, owner: str, response_id: str, data: bytes) -> bool:
+        ttl_ms = max(int(self.limits.ttl_s * 1000), 1)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping={"owner": owner, "data": data})
-                pipe.pexpire(key, max(int(self.limits.ttl_s * 1000), 1))
-                await pipe.execute()
+            return bool(await self._put_owned(keys=[PREFIX + response_id], args=[owner, data, ttl_ms]))
         except RedisError as exc:
             raise StoreUnavailable(f"the response store (Redis) failed: {type(exc).__name__}") from None
 

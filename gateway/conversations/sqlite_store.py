@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 """
-_PUT = "INSERT OR REPLACE INTO responses (id, owner, expires_at, data) VALUES (?, ?, ?, ?)"
+# A record with the same id is replaced only if it is the same owner's, or expired.
+_PUT = (
+    "INSERT INTO responses (id, owner, expires_at, data) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, data = excluded.data "
+    "WHERE responses.owner = excluded.owner OR responses.expires_at <= ?"
+)
 _GET = "SELECT data FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
 _DELETE = "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
 _PRUNE = "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses WHERE expires_at <= ? LIMIT ?)"
@@ -46,7 +51,7 @@ class SqliteResponseStore(ResponseStore):
     def __init__(
         self,
         path: Path,
-        limits: StoreLimits = StoreLimits(),
+        limits: StoreLimits = DEFAULT_LIMITS,
         *,
         prune_every_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
@@ -75,18 +80,19 @@ class SqliteResponseStore(ResponseStore):
             self._db = db
         return self._db
 
-    async def _put(self, owner: str, response_id: str, data: bytes) -> None:
-        await self._run(self._write, owner, response_id, data)
+    async def _put(self, owner: str, response_id: str, data: bytes) -> bool:
+        return await self._run(self._write, owner, response_id, data)
 
-    def _write(self, owner: str, response_id: str, data: bytes) -> None:
+    def _write(self, owner: str, response_id: str, data: bytes) -> bool:
         db = self._connection()
         now = self._clock()
-        db.execute(_PUT, (response_id, owner, now + self.limits.ttl_s, data))
+        written = db.execute(_PUT, (response_id, owner, now + self.limits.ttl_s, data, now)).rowcount > 0
         if now >= self._next_prune:
             self._next_prune = now + self._prune_every_s
             deleted = self._prune(db, now)
             if deleted:
                 log.info("deleted %d stored response(s) past their retention", deleted)
+        return written
 
     def _prune(self, db: sqlite3.Connection, now: float) -> int:
         deleted = 0

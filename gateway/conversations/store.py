@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 DAY_S = 86_400.0
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+PutResult = Literal["stored", "too_large", "id_taken"]
 
 
 class StoreUnavailable(Exception):
@@ -38,24 +41,36 @@ class StoreLimits:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
+DEFAULT_LIMITS = StoreLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A Response the gateway produced, and the items its continuation starts from."""
 
     response: dict[str, Any]
     items: list[dict[str, Any]]
+    # Where the request's own input starts in `items` (after the conversation it continued);
+    # it ends where the response's output begins.
+    input_from: int = 0
 
     @property
     def id(self) -> str:
         return str(self.response["id"])
 
+    @property
+    def input(self) -> list[dict[str, Any]]:
+        """The input items of the request this response answered."""
+        end = len(self.items) - len(self.response.get("output") or ())
+        return self.items[self.input_from : max(end, self.input_from)]
+
     def encode(self) -> bytes:
-        return orjson.dumps({"response": self.response, "items": self.items})
+        return orjson.dumps({"response": self.response, "items": self.items, "input_from": self.input_from})
 
     @classmethod
     def decode(cls, data: bytes | str) -> StoredResponse:
         value = orjson.loads(data)
-        return cls(value["response"], value["items"])
+        return cls(value["response"], value["items"], value.get("input_from", 0))
 
 
 class ResponseStore(abc.ABC):
@@ -66,17 +81,19 @@ class ResponseStore(abc.ABC):
     def __init__(self, limits: StoreLimits) -> None:
         self.limits = limits
 
-    async def put(self, owner: str, record: StoredResponse) -> bool:
-        """Store `record` for `owner`; False (nothing stored) when it is over the size limit."""
+    async def put(self, owner: str, record: StoredResponse) -> PutResult:
+        """Store `record` for `owner`: `stored`, or why not: `too_large` (over the size
+        limit) or `id_taken` (a live record of another owner has this id: a backend answering
+        natively chose the id, and one owner's record must never replace another's)."""
         data = record.encode()
         if len(data) > self.limits.max_record_bytes:
-            return False
-        await self._put(owner, record.id, data)
-        return True
+            return "too_large"
+        return "stored" if await self._put(owner, record.id, data) else "id_taken"
 
     @abc.abstractmethod
-    async def _put(self, owner: str, response_id: str, data: bytes) -> None:
-        """Write the encoded record, replacing one with the same id, to expire after the TTL."""
+    async def _put(self, owner: str, response_id: str, data: bytes) -> bool:
+        """Write the encoded record to expire after the TTL, replacing one with the same id
+        only if it is the same owner's or expired; False if another owner's live one is there."""
 
     @abc.abstractmethod
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:

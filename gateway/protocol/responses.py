@@ -40,6 +40,8 @@ _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
 _EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text")
+# Delta fields a plain text continuation may carry with a value (others only as nulls).
+_CONTENT_ONLY = frozenset({"content", "role"})
 
 
 # -- request ----------------------------------------------------------------------------------
@@ -544,6 +546,11 @@ class ResponseStream:
         chunk ends the stream with response.failed."""
         if self._closed:
             return []
+        text = self._text_only(chunk) if self._started else None
+        if text is not None:
+            # Most chunks of a long answer: one more piece of the message being written.
+            self._text.append(text)
+            return [self._text_event("response.output_text.delta", delta=text, logprobs=[])]
         events = self._start()
         sequence = self._sequence
         try:
@@ -551,6 +558,29 @@ class ResponseStream:
         except MALFORMED as exc:
             self._sequence = sequence  # what this chunk began is never sent: keep the numbers gapless
             return events + self.fail(malformed_answer(exc))
+
+    def _text_only(self, chunk: Any) -> str | None:
+        """The text of a chunk that only continues the open message (one choice, a content
+        delta, no finish, no usage, no error), else None: the general path handles it."""
+        open_item = self._open
+        if open_item is None or open_item["type"] != "message" or not isinstance(chunk, dict):
+            return None
+        choices = chunk.get("choices")
+        if not (isinstance(choices, list) and len(choices) == 1) or chunk.get("usage") or "error" in chunk:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or choice.get("finish_reason") or choice.get("index", 0) != 0:
+            return None
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        content = delta.get("content")
+        if not isinstance(content, str) or not content:
+            return None
+        for key, value in delta.items():
+            if value and key not in _CONTENT_ONLY:
+                return None  # reasoning or a tool call besides the text: the general path
+        return content
 
     def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -729,3 +759,26 @@ class ResponseStream:
         response = self.response
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         return [self._event(kind, response=response)]
+
+
+# -- stored input, as GET /v1/responses/{id}/input_items lists it --------------------------------
+
+
+def listed_input_items(items: list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
+    """A request's input items in the shapes the input-items list returns (`ResponseItem`):
+    every item with an `id` (the client's, else one derived from the response's id and its
+    place) and a status; message content as parts, never a bare string."""
+    listed = []
+    for i, item in enumerate(items):
+        kind = item.get("type") or ("message" if "role" in item else "item")
+        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
+        entry = {**item, "type": kind, "id": item.get("id") or f"{prefix}_{_suffix(response_id)}_in{i}"}
+        entry.setdefault("status", "completed")
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            text: dict[str, Any] = {"type": part, "text": item["content"]}
+            if part == "output_text":
+                text["annotations"] = []
+            entry["content"] = [text]
+        listed.append(entry)
+    return listed

@@ -21,6 +21,7 @@ from gateway.api.responses import (
 )
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, UpstreamError
 from gateway.protocol.errors import GatewayError
+from gateway.proxy.relay import SseAccountant
 from tests.protocol import samples as S
 
 _EVENT = TypeAdapter(ResponseStreamEvent)
@@ -109,8 +110,10 @@ def _sse(chunks: list[dict]) -> bytes:
 def test_a_translated_stream_is_responses_events_and_remembers_the_response(size):
     request = _parse(stream=True)
     stream = TranslatedStream(request)
+    accountant = SseAccountant(strip_usage=False, hold_done=True)  # as the relay puts it in front
     raw = _sse(S.CHAT_STREAM_TEXT)
-    out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size)) + stream.finish()
+    out = b"".join(stream.feed(accountant.feed(raw[i : i + size])) for i in range(0, len(raw), size))
+    out += stream.feed(accountant.flush()) + stream.finish()
     events = [orjson.loads(e.split(b"data: ", 1)[1]) for e in out.split(b"\n\n") if e]
     for event in events:
         _EVENT.validate_python(event)
@@ -128,3 +131,12 @@ def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
     assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
     assert request.response is None
+
+
+def test_openrouter_routing_overrides_reach_routing_and_no_backend():
+    overrides = {"models": ["a/b", "c/d"], "provider": {"order": ["x"]}}
+    request = _parse(**overrides)
+    assert request.chat.payload["models"] == ["a/b", "c/d"] and request.chat.payload["provider"] == {"order": ["x"]}
+    native = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u"), None).payload
+    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u"), None).payload
+    assert not {"models", "provider"} & (set(native) | set(chat))

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.conversations.redis_store import RedisResponseStore
 from gateway.conversations.sqlite_store import SqliteResponseStore
-from gateway.conversations.store import ResponseStore, StoreLimits, StoredResponse, StoreUnavailable
+from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
 
 
 def _record(response_id: str = "resp_abc", text: str = "hi") -> StoredResponse:
@@ -23,7 +23,7 @@ def make_store(request, tmp_path):
     """Factory: make_store(limits) -> a store of each kind in turn."""
     made: list[ResponseStore] = []
 
-    def make(limits: StoreLimits = StoreLimits()) -> ResponseStore:
+    def make(limits: StoreLimits = DEFAULT_LIMITS) -> ResponseStore:
         if request.param == "sqlite":
             store: ResponseStore = SqliteResponseStore(tmp_path / f"responses{len(made)}.sqlite3", limits)
         else:
@@ -41,7 +41,7 @@ async def test_a_record_round_trips_for_its_owner(make_store):
     store = make_store()
     try:
         record = _record()
-        assert await store.put("alice", record) is True
+        assert await store.put("alice", record) == "stored"
         got = await store.get("alice", "resp_abc")
         assert got == record
         assert got is not None and got.id == "resp_abc"
@@ -85,8 +85,8 @@ async def test_a_record_over_the_size_limit_is_not_stored(make_store):
     try:
         small, large = _record("resp_small"), _record("resp_large", "x" * 4096)
         assert len(small.encode()) <= 2048 < len(large.encode())
-        assert await store.put("alice", small) is True
-        assert await store.put("alice", large) is False
+        assert await store.put("alice", small) == "stored"
+        assert await store.put("alice", large) == "too_large"
         assert await store.get("alice", "resp_large") is None
         assert await store.get("alice", "resp_small") == small
     finally:
@@ -111,6 +111,31 @@ async def test_writing_the_same_id_again_replaces_it(make_store):
         await store.put("alice", _record(text="first"))
         await store.put("alice", _record(text="second"))
         assert await store.get("alice", "resp_abc") == _record(text="second")
+    finally:
+        await store.aclose()
+
+
+async def test_one_owner_never_replaces_anothers_record(make_store):
+    """Ids of natively answered responses are the backend's: a reused one must not let a key
+    overwrite (and so read back) another key's response."""
+    store = make_store()
+    try:
+        assert await store.put("alice", _record(text="alice's")) == "stored"
+        assert await store.put("bob", _record(text="bob's")) == "id_taken"
+        assert await store.get("alice", "resp_abc") == _record(text="alice's")
+        assert await store.get("bob", "resp_abc") is None
+    finally:
+        await store.aclose()
+
+
+async def test_an_expired_record_of_another_owner_gives_its_id_up(make_store):
+    store = make_store(StoreLimits(ttl_s=0.3))
+    try:
+        await store.put("alice", _record(text="alice's"))
+        await asyncio.sleep(0.5)
+        assert await store.put("bob", _record(text="bob's")) == "stored"
+        assert await store.get("bob", "resp_abc") == _record(text="bob's")
+        assert await store.get("alice", "resp_abc") is None
     finally:
         await store.aclose()
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
 from tests.e2e.test_usage_e2e import export_today
 from tests.support.fake_responses import FakeResponses
 from tests.support.poll import poll
+from tests.support.scrape import scrape
+from tests.support.services import REPO, GatewayProcess
 
 TRANSLATED = """
 backends:
@@ -170,6 +173,32 @@ def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_cli
     ]
 
 
+def test_input_items_list_the_requests_own_input(gw, upstream, openai_client):
+    client = openai_client(gw, api_key="sk-alice")
+    first = client.responses.create(model="auto", input="My name is Ada.")
+    second = client.responses.create(
+        model="auto",
+        previous_response_id=first.id,
+        input=[
+            {"type": "message", "role": "user", "content": "What is my name?"},
+            {"role": "user", "content": [{"type": "input_text", "text": "Answer briefly."}]},
+        ],
+    )
+    page = client.responses.input_items.list(second.id, order="asc")
+    assert [item.content[0].text for item in page.data] == ["What is my name?", "Answer briefly."]
+    assert all(item.type == "message" and item.role == "user" and item.id for item in page.data)
+    assert page.has_more is False and page.first_id == page.data[0].id and page.last_id == page.data[1].id
+    newest = client.responses.input_items.list(second.id, limit=1)  # desc by default
+    assert [i.content[0].text for i in newest.data] == ["Answer briefly."] and newest.has_more is True
+    older = client.responses.input_items.list(second.id, limit=1, after=newest.last_id)
+    assert [i.content[0].text for i in older.data] == ["What is my name?"] and older.has_more is False
+    assert [i.content[0].text for i in client.responses.input_items.list(first.id).data] == ["My name is Ada."]
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw, api_key="sk-bob").responses.input_items.list(second.id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_items.list(second.id, limit=0)
+
+
 def test_store_false_keeps_nothing(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     response = client.responses.create(model="auto", input="Say hello.", store=False)
@@ -179,6 +208,7 @@ def test_store_false_keeps_nothing(gw, upstream, openai_client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.responses.create(model="auto", input="Again.", previous_response_id=response.id)
     assert caught.value.body["param"] == "previous_response_id"
+    assert caught.value.body["message"] == f"Previous response with id '{response.id}' not found."
     assert len(upstream.received) == 1  # the unknown previous response was refused before routing
 
 
@@ -297,6 +327,26 @@ def test_a_native_backend_error_status_falls_back(gw_native, native, upstream, o
     assert (len(native.received), len(upstream.received)) == (1, 1)
 
 
+def test_a_backend_reusing_an_id_never_hands_one_keys_response_to_another(gw_native, native, openai_client):
+    alice, bob = openai_client(gw_native, api_key="sk-alice"), openai_client(gw_native, api_key="sk-bob")
+    native.reset(response_id="resp_reused", content="For Alice only.")
+    assert alice.responses.create(model="auto", input="hi").id == "resp_reused"
+    native.reset(response_id="resp_reused", content="For Bob.")
+    assert bob.responses.create(model="auto", input="hi").output_text == "For Bob."  # delivered
+    assert alice.responses.retrieve("resp_reused").output_text == "For Alice only."
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve("resp_reused")
+    assert "response resp_reused not stored: another key's stored response has that id" in gw_native.log()
+
+
+def test_openrouter_provider_overrides_route_a_responses_request(gw_native, native, upstream, openai_client):
+    client = openai_client(gw_native, api_key="sk-alice")
+    response = client.responses.create(model="auto", input="hi", extra_body={"provider": {"only": ["chat-up"]}})
+    assert response.output_text == "Hello from the fake upstream."  # the chat backend, though native is cheaper
+    assert (len(native.received), len(upstream.received)) == (0, 1)
+    assert "provider" not in upstream.received[0].body
+
+
 def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
     native.reset(input_tokens=40, output_tokens=9, cached_tokens=8)
     with openai_client(gw_native, api_key="sk-alice").responses.stream(model="auto", input="hi") as stream:
@@ -347,3 +397,68 @@ def test_a_response_over_the_record_limit_is_delivered_but_not_stored(start_gate
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(large.id)
     assert f"response {large.id} not stored: over the record limit of 2048 bytes" in gw.log()
+
+
+def test_a_store_that_is_down_costs_the_storing_not_the_answer(start_gateway, upstream, redis_server, openai_client):
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env={**KEYS, "GATEWAY_REDIS_URL": redis_server.url})
+    client = openai_client(gw, api_key="sk-alice")
+    redis_server.stop()
+    response = client.responses.create(model="auto", input="Say hello.")
+    assert response.output_text == "Hello from the fake upstream."  # delivered, though not stored
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.create(model="auto", input="Go on.", previous_response_id=response.id)
+    assert caught.value.status_code == 503 and caught.value.body["code"] == "response_store_unavailable"
+    assert len(upstream.received) == 1  # the continuation never reached a backend
+    m = scrape(gw.url)
+    assert m.value("gateway_response_store_errors_total", op="put") == 1
+    assert m.value("gateway_response_store_errors_total", op="get") == 1
+    assert "response store put failed" in gw.log()
+
+
+# -- the shipped `make run` setup --------------------------------------------------------------
+
+
+def test_the_mock_backend_drives_an_agent_turn_through_responses(openai_client):
+    """policies/default.yaml's mock backend: a tool call first, text once it has the result,
+    and a json_schema answer valid for its schema, through the Responses API."""
+    gw = GatewayProcess((REPO / "policies" / "default.yaml").read_text()).start()
+    try:
+        client = openai_client(gw)
+        first = client.responses.create(model="auto", input="Weather in Paris?", tools=[WEATHER_TOOL])
+        (call,) = first.output
+        assert call.type == "function_call" and call.name == "get_weather"
+        jsonschema.validate(json.loads(call.arguments), WEATHER_TOOL["parameters"])
+        with client.responses.stream(
+            model="auto",
+            tools=[WEATHER_TOOL],
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        ) as stream:
+            list(stream)
+            second = stream.get_final_response()
+        assert second.output[0].type == "message" and second.output_text
+        schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        structured = client.responses.create(
+            model="auto",
+            input="Name a city.",
+            text={"format": {"type": "json_schema", "name": "city", "schema": schema}},
+        )
+        jsonschema.validate(json.loads(structured.output_text), schema)
+    finally:
+        gw.stop()
+
+
+def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not_stored(gw, upstream, openai_client):
+    upstream.reset(break_after_events=3)  # the role chunk and two words, then the connection drops
+    client = openai_client(gw, api_key="sk-alice")
+    events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds and kinds.count("response.output_text.delta") == 2
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error.message == "The upstream stream broke off."
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(events[0].response.id)
+    (row,) = [e for e in ledger(gw, 1) if e["final"]]
+    assert (row["endpoint"], row["status"], row["attempts"]) == ("responses", 502, 1)
+    assert len(upstream.received) == 1  # content had reached the client: no second attempt

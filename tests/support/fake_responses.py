@@ -70,6 +70,7 @@ class ResponsesBehaviour:
     fail_before_content: str | None = None
     break_after_events: int | None = None  # drop the connection after N stream events
     delay_s: float = 0.0
+    response_id: str | None = None  # answer with this id (a backend reusing ids), else a fresh one
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -116,7 +117,7 @@ class FakeResponses:
             return _error(problem[0], problem[1], "invalid_request_error")
         if b.status >= 300:
             return _error(b.status, b.error_message, "server_error" if b.status >= 500 else "invalid_request_error")
-        response_id = f"resp_fake{next(self._ids):04d}"
+        response_id = b.response_id or f"resp_fake{next(self._ids):04d}"
         if body.get("stream"):
             return StreamingResponse(self._events(body, response_id), media_type="text/event-stream", headers=b.headers)
         if b.fail_before_content:
