@@ -13,7 +13,10 @@ Mappings chosen where the APIs differ:
   description), and calls to them come back as `custom_tool_call` items. OpenAI's built-in
   tools (web search, file search, computer use, code interpreter...) run inside OpenAI, so
   they get a 400 naming the tool. A `namespace` tool (Codex's sub-agent functions) is the
-  function tools inside it; calls to them come back with the `namespace` set.
+  function tools inside it; calls to them come back with the `namespace` set. A `tool_search`
+  the client runs itself (`execution: "client"`, Codex's tool discovery) is a function tool
+  named `tool_search`; calls to it come back as `tool_search_call` items, and the tools a
+  `tool_search_output` item brings are offered from then on. A hosted tool search is a 400.
 - `reasoning` items in the input are dropped (chat backends take no reasoning input);
   reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
@@ -40,6 +43,8 @@ _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
 _EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text")
+TOOL_SEARCH = "tool_search"  # the function a client-side tool search is offered as
+_SEARCH_PARAMETERS = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 # Delta fields a plain text continuation may carry with a value (others only as nulls).
 _CONTENT_ONLY = frozenset({"content", "role"})
 
@@ -61,8 +66,9 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     items = input_items(body.get("input"))
     if not items and previous is None:  # continuing a conversation may add no input
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-    _append_items(previous or [], messages, "previous_response_id")  # stored by us: well-formed
-    _append_items(items, messages, "input")
+    discovered: list[dict[str, Any]] = []  # tools a client-side tool search brought in
+    _append_items(previous or [], messages, "previous_response_id", discovered)  # stored by us: well-formed
+    _append_items(items, messages, "input", discovered)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     for name in ("temperature", "top_p", "parallel_tool_calls"):
@@ -86,6 +92,9 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
         chat["tools"] = [
             _tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")
         ]
+    if discovered:
+        known = {t["function"]["name"] for t in chat.get("tools", ())}
+        chat["tools"] = chat.get("tools", []) + [t for t in discovered if t["function"]["name"] not in known]
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     if body.get("stream"):
@@ -114,7 +123,9 @@ def input_items(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str) -> None:
+def _append_items(
+    items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str, discovered: list[dict[str, Any]]
+) -> None:
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
@@ -127,8 +138,8 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], f
                 messages[-1]["content"] = content
             else:
                 messages.append({"role": role, "content": content})
-        elif kind in ("function_call", "custom_tool_call"):
-            call = _function_call(item, where)
+        elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
+            call = _search_call(item, where) if kind == "tool_search_call" else _function_call(item, where)
             if messages and _open_assistant(messages[-1]):
                 messages[-1].setdefault("tool_calls", []).append(call)  # parallel calls share a turn
             else:
@@ -139,6 +150,13 @@ def _append_items(items: list[dict[str, Any]], messages: list[dict[str, Any]], f
             output = item.get("output")
             text = output if isinstance(output, str) else _text_of(output, f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind == "tool_search_output":
+            found = _discovered_tools(item.get("tools"))
+            discovered += found
+            if isinstance(item.get("call_id"), str):
+                names = [t["function"]["name"] for t in found]
+                text = "Tools now available: " + (", ".join(names) if names else "none found") + "."
+                messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind != "reasoning":
             raise invalid_request(
                 f"Input items of type '{kind}' are not supported by this gateway; "
@@ -211,10 +229,46 @@ def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
+def _search_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """A client-side tool search the model made: a call of the `tool_search` function."""
+    if not isinstance(item.get("call_id"), str):
+        raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
+    arguments = item.get("arguments")
+    text = arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
+    return {"id": item["call_id"], "type": "function", "function": {"name": TOOL_SEARCH, "arguments": text}}
+
+
+def _discovered_tools(tools: Any) -> list[dict[str, Any]]:
+    """The function tools a client-side tool search returned (namespaces flattened); others,
+    which this gateway could not offer anyway, are left out."""
+    found = []
+    for tool in tools if isinstance(tools, list) else ():
+        for inner, _ in _flattened(tool, "tools") if isinstance(tool, dict) else ():
+            if isinstance(inner, dict) and inner.get("type") in ("function", "custom") and inner.get("name"):
+                found.append(_tool(inner, "tools"))
+    return found
+
+
+def client_tool_search(request: dict[str, Any]) -> bool:
+    """Whether the request offers a tool search its client runs: calls to it come back as
+    `tool_search_call` items."""
+    tools = request.get("tools")
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == "tool_search" and t.get("execution") == "client" for t in tools
+    )
+
+
 def _tool(tool: Any, where: str) -> dict[str, Any]:
     kind = tool.get("type") if isinstance(tool, dict) else None
     if kind == "custom" and isinstance(tool.get("name"), str) and tool["name"]:
         return _custom_tool(tool)
+    if kind == "tool_search" and tool.get("execution") == "client":
+        # Codex searches its own (deferred) tools: to the model, a function like any other.
+        parameters = tool.get("parameters") if isinstance(tool.get("parameters"), dict) else _SEARCH_PARAMETERS
+        function = {"name": TOOL_SEARCH, "parameters": parameters}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        return {"type": "function", "function": function}
     if kind != "function":
         raise invalid_request(
             f"The built-in tool '{kind}' is not supported by this gateway: it runs inside OpenAI. "
@@ -407,7 +461,18 @@ def _call_item(
     status: str,
     custom: bool = False,
     namespace: str | None = None,
+    search: bool = False,
 ) -> dict[str, Any]:
+    if search:
+        item_id = f"tsc_{_suffix(response_id)}_{position}"
+        return {
+            "type": "tool_search_call",
+            "id": item_id,
+            "call_id": call_id,
+            "arguments": _search_arguments(arguments),
+            "execution": "client",
+            "status": status,
+        }
     if custom:
         item_id = f"ctc_{_suffix(response_id)}_{position}"
         return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": arguments}
@@ -444,6 +509,7 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
         output.append(_message_item(response_id, reply["content"], "completed"))
     custom = custom_tool_names(request)
     namespaces = tool_namespaces(request)
+    search = client_tool_search(request)
     for position, call in enumerate(reply.get("tool_calls") or ()):
         function = call.get("function") or {}
         name = function.get("name") or ""
@@ -460,6 +526,7 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
                 "completed",
                 name in custom,
                 namespaces.get(name),
+                search and name == TOOL_SEARCH,
             )
         )
     status, incomplete = _ending(choice.get("finish_reason"))
@@ -470,6 +537,15 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
     response["incomplete_details"] = incomplete
     response["usage"] = _usage(completion.get("usage"))
     return response
+
+
+def _search_arguments(arguments: str) -> Any:
+    """A tool search's arguments, an object in the item (not a JSON string as for functions)."""
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {"query": arguments}
+    return value if isinstance(value, dict) else {"query": arguments}
 
 
 def _custom_input(arguments: str) -> str:
@@ -528,6 +604,7 @@ class ResponseStream:
         self._open_call: int | None = None  # the open item's chat tool_calls index
         self._custom = custom_tool_names(request)
         self._namespaces = tool_namespaces(request)
+        self._search = client_tool_search(request)
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
@@ -670,14 +747,15 @@ class ResponseStream:
                 "in_progress",
                 name in self._custom,
                 self._namespaces.get(name),
+                self._search and name == TOOL_SEARCH,
             )
             events += self._open_item(item)
             self._open_call = position
         elif position != self._open_call:
             return []  # a fragment for a call already done: its item cannot reopen
         arguments = function.get("arguments")
-        if isinstance(arguments, str) and arguments and self._current()["type"] == "custom_tool_call":
-            self._text.append(arguments)  # JSON around the input: sent whole when the call is done
+        if isinstance(arguments, str) and arguments and self._current()["type"] != "function_call":
+            self._text.append(arguments)  # custom input, search arguments: sent whole when the call is done
         elif isinstance(arguments, str) and arguments:
             events.append(
                 self._event(
@@ -743,6 +821,8 @@ class ResponseStream:
                 self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=text)
             )
             done = {**item, "input": text}
+        elif item["type"] == "tool_search_call":
+            done = {**item, "arguments": _search_arguments(text), "status": "completed"}
         else:
             events.append(
                 self._event(

@@ -199,6 +199,48 @@ def test_input_items_list_the_requests_own_input(gw, upstream, openai_client):
         client.responses.input_items.list(second.id, limit=0)
 
 
+def test_a_codex_style_client_tool_search_turn(gw, upstream, openai_client):
+    """Codex offers a `tool_search` it runs itself; the model's search comes back as a
+    tool_search_call, and the tools the client found are callable on the next turn."""
+    search = {
+        "type": "tool_search",
+        "execution": "client",
+        "description": "Find tools.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    }
+    call = {"id": "call_s1", "type": "function", "function": {"name": "tool_search", "arguments": '{"query":"git"}'}}
+    upstream.reset(tool_call=call)
+    headers = {"authorization": "Bearer sk-alice"}
+    body = {"model": "auto", "input": "What changed?", "tools": [search], "store": False}
+    first = httpx.post(gw.url + "/v1/responses", json=body, headers=headers).json()
+    assert first["output"] == [
+        {
+            "type": "tool_search_call",
+            "id": first["output"][0]["id"],
+            "call_id": "call_s1",
+            "arguments": {"query": "git"},
+            "execution": "client",
+            "status": "completed",
+        }
+    ]
+    found = {"type": "function", "name": "git_log", "parameters": {"type": "object", "properties": {}}}
+    upstream.reset()
+    body["input"] = [
+        {"type": "message", "role": "user", "content": "What changed?"},
+        first["output"][0],
+        {"type": "tool_search_output", "call_id": "call_s1", "execution": "client", "tools": [found]},
+    ]
+    second = httpx.post(gw.url + "/v1/responses", json=body, headers=headers)
+    assert second.status_code == 200 and second.json()["output"][0]["type"] == "message"
+    sent = upstream.received[0].body
+    assert [t["function"]["name"] for t in sent["tools"]] == ["tool_search", "git_log"]
+    assert sent["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_s1",
+        "content": "Tools now available: git_log.",
+    }
+
+
 def test_store_false_keeps_nothing(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     response = client.responses.create(model="auto", input="Say hello.", store=False)
@@ -462,3 +504,18 @@ def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not
     (row,) = [e for e in ledger(gw, 1) if e["final"]]
     assert (row["endpoint"], row["status"], row["attempts"]) == ("responses", 502, 1)
     assert len(upstream.received) == 1  # content had reached the client: no second attempt
+
+
+def test_two_workers_share_the_embedded_store(start_gateway, upstream):
+    """`--workers 2` without Redis: both workers read and write the one SQLite file, so a
+    conversation continues whichever worker takes each request."""
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=KEYS, workers=2)
+    ids = []
+    for i in range(6):  # a new connection each time: either worker may answer
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-alice", max_retries=0) as client:
+            previous = {"previous_response_id": ids[-1]} if ids else {}
+            ids.append(client.responses.create(model="auto", input=f"Turn {i}.", **previous).id)
+    assert len(upstream.received[-1].body["messages"]) == 2 * 6 - 1  # five earlier turns and answers, then this one
+    for response_id in ids:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-alice", max_retries=0) as client:
+            assert client.responses.retrieve(response_id).id == response_id

@@ -635,3 +635,98 @@ def test_calls_to_a_namespaced_function_carry_the_namespace_whole_and_streamed()
     events = stream.feed(chunk) + stream.finish()
     done = [e for e in events if e["type"] == "response.output_item.done"]
     assert done[0]["item"]["namespace"] == "multi_agent_v1"
+
+
+# Codex with `[agents]` on: a tool search its client runs (Responses reference: `tool_search`
+# tool with `execution: "client"`, `tool_search_call` / `tool_search_output` items).
+TOOL_SEARCH_TOOL = {
+    "type": "tool_search",
+    "execution": "client",
+    "description": "# Tool discovery\nSearch for more tools.",
+    "parameters": {
+        "type": "object",
+        "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["query"],
+    },
+}
+
+
+def test_a_client_tool_search_is_offered_as_a_function_and_a_hosted_one_is_a_400():
+    chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "tools": [TOOL_SEARCH_TOOL]})
+    function = chat["tools"][0]["function"]
+    assert (function["name"], function["parameters"]) == ("tool_search", TOOL_SEARCH_TOOL["parameters"])
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({**S.RESPONSES_REQUEST_STRING, "tools": [{**TOOL_SEARCH_TOOL, "execution": "server"}]})
+    assert caught.value.code == "unsupported_tool" and "'tool_search'" in caught.value.message
+
+
+def test_a_tool_search_call_comes_back_as_its_own_item_whole_and_streamed():
+    request = {**S.RESPONSES_REQUEST_STRING, "tools": [TOOL_SEARCH_TOOL]}
+    call = {"id": "call_s", "type": "function", "function": {"name": "tool_search", "arguments": '{"query":"git"}'}}
+    completion = {"created": 1, "choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+                  "tool_calls": [call]}, "finish_reason": "tool_calls"}], "usage": None}  # fmt: skip
+    response = chat_to_response(completion, request, "resp_1")
+    strict(Response, response)
+    item = response["output"][0]
+    assert (item["type"], item["call_id"], item["arguments"], item["execution"]) == (
+        "tool_search_call",
+        "call_s",
+        {"query": "git"},
+        "client",
+    )
+    pieces = ['{"que', 'ry":"git"}']
+    chunks = [
+        S.CHAT_STREAM_TOOL_CALLS[0],
+        {
+            **S.CHAT_STREAM_TOOL_CALLS[1],
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [{"index": 0, **call, "function": {"name": "tool_search", "arguments": ""}}]
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        },
+        *(
+            {
+                **S.CHAT_STREAM_TOOL_CALLS[2],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": p}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            for p in pieces
+        ),
+        S.CHAT_STREAM_TOOL_CALLS[-1],
+    ]
+    events, _ = _stream(chunks, request)
+    for event in events:
+        strict(ResponseStreamEvent, event)
+    assert "response.function_call_arguments.delta" not in [e["type"] for e in events]
+    done = [e for e in events if e["type"] == "response.output_item.done"]
+    assert done[0]["item"]["type"] == "tool_search_call" and done[0]["item"]["arguments"] == {"query": "git"}
+
+
+def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
+    found = {"type": "function", "name": "git_log", "description": "Shows history.", "parameters": {"type": "object"}}
+    body = {
+        **S.RESPONSES_REQUEST_STRING,
+        "tools": [TOOL_SEARCH_TOOL],
+        "input": [
+            {"type": "message", "role": "user", "content": "What changed?"},
+            {"type": "tool_search_call", "call_id": "call_s", "arguments": {"query": "git"}, "execution": "client"},
+            {"type": "tool_search_output", "call_id": "call_s", "execution": "client", "tools": [found]},
+        ],
+    }
+    chat = responses_to_chat(body)
+    assert chat["messages"][1:] == [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_s", "type": "function", "function": {"name": "tool_search", "arguments": '{"query":"git"}'}}]},
+        {"role": "tool", "tool_call_id": "call_s", "content": "Tools now available: git_log."},
+    ]  # fmt: skip
+    assert [t["function"]["name"] for t in chat["tools"]] == ["tool_search", "git_log"]
