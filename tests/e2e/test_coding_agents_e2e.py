@@ -276,9 +276,6 @@ enabled = false
 [features]
 plugins = false
 
-[agents]
-enabled = false
-
 [model_providers.gateway]
 name = "open-model gateway"
 base_url = "{base_url}"
