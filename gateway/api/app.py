@@ -11,7 +11,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.requests import Request
 
-from gateway.api import admin, chat, explain, keys, messages, models, rankings, responses, scrape, stored_responses
+from gateway.api import (
+    admin,
+    chat,
+    explain,
+    keys,
+    messages,
+    models,
+    rankings,
+    responses,
+    scrape,
+    stored_responses,
+)
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp
 from gateway.api.state import AppState
