@@ -6,7 +6,7 @@ CONFIG ?= policies/default.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint typecheck format install bench bench-agent bench-profile bench-routing lock clean system-deps js-deps
+.PHONY: run test lint typecheck format install bench bench-agent bench-profile bench-routing lock clean system-deps js-deps agent-deps
 
 # Installs only when pyproject.toml or requirements.lock changed (by content: a checkout that
 # only touches their timestamps reinstalls nothing), quietly: `make run` should end with what
@@ -42,6 +42,17 @@ $(JS_DEPS): tests/js/package-lock.json
 	fi
 
 js-deps: $(JS_DEPS)
+
+# Claude Code and Codex CLI, which tests/e2e/test_coding_agents_e2e.py runs headless against the
+# gateway, from tests/agents/package-lock.json. About 800 MB of native binaries, so not part of
+# `make test` (a developer who has not run this gets a skip); .ci/run runs it before `make test`,
+# where GATEWAY_TEST_STRICT turns the skip into a failure. Reinstalls only when the lock changed;
+# a failed `npm ci` fails this target (the test never installs them itself).
+AGENT_DEPS := tests/agents/node_modules/.package-lock.json
+$(AGENT_DEPS): tests/agents/package-lock.json
+	npm ci --prefix tests/agents --no-audit --no-fund
+
+agent-deps: $(AGENT_DEPS)
 
 # One formatter and linter (ruff, pinned in requirements.lock); `make format` fixes what it can.
 lint: install

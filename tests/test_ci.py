@@ -53,6 +53,17 @@ def test_ci_runs_make_test_strictly_after_installing_the_system_deps():
     assert install < make_test and strict < make_test
 
 
+def test_ci_installs_the_coding_agents_before_make_test():
+    """tests/e2e/test_coding_agents_e2e.py never installs Claude Code and Codex CLI itself (too
+    large for a test's time); under GATEWAY_TEST_STRICT it fails without them, so CI installs them."""
+    lines = command_lines(CI_RUN)
+    make_test = next(i for i, line in enumerate(lines) if re.fullmatch(r"make test( .*)?", line))
+    assert lines.index("make agent-deps") < make_test
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^agent-deps: \$\(AGENT_DEPS\)$", makefile, re.M)
+    assert "npm ci --prefix tests/agents" in makefile
+
+
 def test_every_binary_a_test_requires_is_installed_by_the_system_deps_script():
     required = required_binaries()
     assert {"redis-server", "chromium", "prometheus"} <= set(required)  # the finder finds what it should
