@@ -43,6 +43,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavai
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.api.leave import CONNECTION_SCOPE_KEY, ClientWatch
+from gateway.protocol.errors import GatewayError
 
 log = logging.getLogger("gateway.api")
 
@@ -76,7 +77,7 @@ class ServeConfig(uvicorn.Config):
 
 def error_response(status: int, message: str, code: str, type_: str = "invalid_request_error") -> bytes:
     """A whole HTTP/1.1 answer in OpenAI's error shape, closing the connection."""
-    body = orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+    body = orjson.dumps(GatewayError(status, message, code=code, type=type_).body())
     return b"".join(
         [
             STATUS_LINE[status],
@@ -88,16 +89,13 @@ def error_response(status: int, message: str, code: str, type_: str = "invalid_r
 
 
 async def _json_service_unavailable(scope: Any, receive: Any, send: Any) -> None:
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": "The gateway is at its connection limit; retry shortly.",
-                "type": "service_unavailable",
-                "param": None,
-                "code": "too_many_connections",
-            }
-        }
+    error = GatewayError(
+        503,
+        "The gateway is at its connection limit; retry shortly.",
+        code="too_many_connections",
+        type="service_unavailable",
     )
+    body = orjson.dumps(error.body())
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body, "more_body": False})
