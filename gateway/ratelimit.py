@@ -243,6 +243,9 @@ class RateLimiter:
             else:
                 prompt = estimate_prompt_tokens(chat.payload)
                 completion = snapshot.config.gateway.default_completion_tokens
+            ceiling = chat.completion_ceiling  # Anthropic's max_tokens: the answer cannot be longer
+            if ceiling is not None and ceiling < completion:
+                completion = ceiling
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)
