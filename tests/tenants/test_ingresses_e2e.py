@@ -1,7 +1,8 @@
 """Keys on every ingress, as each API's own SDK meets them: a key restricted to some models
 sees only those in `GET /v1/models` (OpenAI's and Anthropic's lists); 403 and 429 with
 retry-after on /v1/messages, /v1/responses, /v1/embeddings and /v1/completions in each
-API's own error shape; Anthropic's max_tokens bounds the tokens a Messages call reserves."""
+API's own error shape; Anthropic's max_tokens bounds the tokens a Messages call reserves, and
+its answer carries x-gateway-cost-usd."""
 
 from __future__ import annotations
 
@@ -132,3 +133,7 @@ def test_a_messages_call_reserves_no_more_tokens_than_its_max_tokens(start_gatew
     assert r.status_code == 200, r.text
     assert int(r.headers["x-ratelimit-remaining-tokens"]) == 1000 - (prompt + 100)
     assert len(upstream.received) == 1 and upstream.received[0].body["max_tokens"] == 100
+    usage = r.json()["usage"]  # priced at coder's 1.0 / 2.0 USD per 1M tokens
+    assert float(r.headers["x-gateway-cost-usd"]) == pytest.approx(
+        (usage["input_tokens"] * 1.0 + usage["output_tokens"] * 2.0) / 1e6
+    )
