@@ -137,3 +137,28 @@ def test_a_messages_call_reserves_no_more_tokens_than_its_max_tokens(start_gatew
     assert float(r.headers["x-gateway-cost-usd"]) == pytest.approx(
         (usage["input_tokens"] * 1.0 + usage["output_tokens"] * 2.0) / 1e6
     )
+
+
+def test_failed_authentication_on_messages_is_throttled_in_anthropics_shape(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    key = create_key("good", data_dir=data)
+    gw = start_gateway(
+        CONFIG.format(a=upstream.base_url),
+        env={"GATEWAY_DATA_DIR": str(data), "GATEWAY_AUTH_FAILURES_PER_MINUTE": "3"},
+    )
+    clear_of_minute_edge()
+    body = {"model": "coder", "max_tokens": 20, "messages": HI}
+    with httpx.Client() as client:
+        answers = [
+            client.post(gw.url + "/v1/messages", json=body, headers={"x-api-key": f"sk-wrong-{i}"}) for i in range(5)
+        ]
+        assert [r.status_code for r in answers] == [401] * 3 + [429] * 2
+        assert answers[0].json()["error"]["type"] == "authentication_error"
+        throttled = answers[-1]
+        assert throttled.json()["type"] == "error" and throttled.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        good = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
+        assert (
+            good.messages.create(model="coder", max_tokens=20, messages=HI).type == "message"
+        )  # same address, never refused
+    assert len(upstream.received) == 1
