@@ -246,6 +246,9 @@ class RateLimiter:
             ceiling = chat.completion_ceiling  # Anthropic's max_tokens: the answer cannot be longer
             if ceiling is not None and ceiling < completion:
                 completion = ceiling
+            copies = chat.payload.get("n")  # n answers (completions: best_of too), each up to max_tokens
+            if type(copies) is int and copies > 1:
+                completion *= copies
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)
