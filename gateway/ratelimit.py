@@ -249,6 +249,9 @@ class RateLimiter:
             copies = chat.payload.get("n")  # n answers (completions: best_of too), each up to max_tokens
             if type(copies) is int and copies > 1:
                 completion *= copies
+            if chat.batch > 1:  # a completions batch: each prompt and its answers
+                prompt *= chat.batch
+                completion *= chat.batch
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)

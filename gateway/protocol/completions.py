@@ -124,7 +124,7 @@ def _routing_view(
     for name in GATEWAY_OWNED_FIELDS:
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, stream, include_usage)  # the relay reads both
+    return ChatRequest(view, model, stream, include_usage, batch=len(prompts))  # the relay reads both
 
 
 def upstream_completions_payload(request: CompletionsRequest, upstream_model: str) -> dict[str, Any]:

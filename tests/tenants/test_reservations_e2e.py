@@ -1,6 +1,7 @@
 """What a call reserves of its key's tokens per minute: every answer it can produce. A chat
 request with `n` answers, or a completions request with `n` / `best_of`, may use max_tokens
-for each, so the reservation counts each (else a tpm or budget is overrun by a factor of n)."""
+for each, and a completions batch of prompts answers each prompt, so the reservation counts
+each (else a tpm or budget is overrun by that factor)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def reserved(gw, key: str, path: str, body: dict) -> int:
 
 def test_each_answer_a_call_asks_for_is_reserved(start_gateway, upstream, tmp_path):
     data = tmp_path / "data"
-    keys = [create_key(f"k{i}", "--tpm", str(TPM), data_dir=data) for i in range(6)]
+    keys = [create_key(f"k{i}", "--tpm", str(TPM), data_dir=data) for i in range(8)]
     gw = start_gateway(CONFIG.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
     chat = {"model": "coder", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 50}
     text = {"model": "coder", "prompt": "def add(a, b):", "max_tokens": 20}
@@ -43,7 +44,11 @@ def test_each_answer_a_call_asks_for_is_reserved(start_gateway, upstream, tmp_pa
     assert reserved(gw, keys[3], "/v1/completions", {**text, "n": 2}) == single + 20
     assert reserved(gw, keys[4], "/v1/completions", {**text, "n": 2, "best_of": 4}) == single + 3 * 20
     assert reserved(gw, keys[5], "/v1/completions", {**text, "max_tokens": 60}) == single + 40  # max_tokens counts
-    assert len(upstream.received) == 6
+    # A batch of prompts: each prompt (the longest's estimate, as routing reads it) and its answers.
+    batch = {**text, "prompt": ["def add(a, b):", "def sub(a, b):", "def mul(a, b):"]}
+    assert reserved(gw, keys[6], "/v1/completions", batch) == 3 * single
+    assert reserved(gw, keys[7], "/v1/completions", {**batch, "n": 2}) == 3 * (single + 20)
+    assert len(upstream.received) == 8
 
 
 def test_a_call_whose_answers_cannot_fit_the_tpm_is_refused(start_gateway, upstream, tmp_path):
