@@ -30,7 +30,7 @@ class ChatRequest:
     # A ceiling on the completion set outside the payload (Anthropic's required max_tokens,
     # which routing does not read as a demand): token and spend reservations never exceed it.
     completion_ceiling: int | None = None
-    # Prompts in one call (a /v1/completions batch; routing reads the longest): the limiter
+    # Prompts in one call (a completions or embeddings batch; routing reads the longest): the limiter
     # reserves the prompt and its answers once per prompt.
     batch: int = 1
 

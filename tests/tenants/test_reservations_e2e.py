@@ -1,6 +1,6 @@
 """What a call reserves of its key's tokens per minute: every answer it can produce. A chat
 request with `n` answers, or a completions request with `n` / `best_of`, may use max_tokens
-for each, and a completions batch of prompts answers each prompt, so the reservation counts
+for each, and a completions or embeddings batch answers each prompt or input, so the reservation counts
 each (else a tpm or budget is overrun by that factor)."""
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ backends:
     type: openai
     base_url: {a}
     api_key: sk-a-123456
-    apis: [chat, completions]
+    apis: [chat, completions, embeddings]
     models:
+      acme/embed: {{kind: embedding, input_price: 0.1}}
       qwen/qwen3-coder: {{input_price: 1.0, output_price: 2.0}}
 routes:
   coder: {{models: [qwen/qwen3-coder]}}
+  embed: {{models: [acme/embed]}}
 """
 TPM = 100_000
 
@@ -33,7 +35,7 @@ def reserved(gw, key: str, path: str, body: dict) -> int:
 
 def test_each_answer_a_call_asks_for_is_reserved(start_gateway, upstream, tmp_path):
     data = tmp_path / "data"
-    keys = [create_key(f"k{i}", "--tpm", str(TPM), data_dir=data) for i in range(8)]
+    keys = [create_key(f"k{i}", "--tpm", str(TPM), data_dir=data) for i in range(10)]
     gw = start_gateway(CONFIG.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
     chat = {"model": "coder", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 50}
     text = {"model": "coder", "prompt": "def add(a, b):", "max_tokens": 20}
@@ -48,7 +50,11 @@ def test_each_answer_a_call_asks_for_is_reserved(start_gateway, upstream, tmp_pa
     batch = {**text, "prompt": ["def add(a, b):", "def sub(a, b):", "def mul(a, b):"]}
     assert reserved(gw, keys[6], "/v1/completions", batch) == 3 * single
     assert reserved(gw, keys[7], "/v1/completions", {**batch, "n": 2}) == 3 * (single + 20)
-    assert len(upstream.received) == 8
+    embed = {"model": "embed", "input": "a cat"}
+    assert reserved(gw, keys[9], "/v1/embeddings", {**embed, "input": ["a cat", "a dog", "a cow"]}) == 3 * reserved(
+        gw, keys[8], "/v1/embeddings", embed
+    )
+    assert len(upstream.received) == 10
 
 
 def test_a_call_whose_answers_cannot_fit_the_tpm_is_refused(start_gateway, upstream, tmp_path):
