@@ -47,7 +47,7 @@ def setup(start_gateway, upstream, tmp_path):
     return gw, narrow, wide
 
 
-def test_a_key_restricted_to_some_models_lists_only_those(setup):
+def test_a_key_restricted_to_some_models_lists_and_explains_only_those(setup):
     gw, narrow, wide = setup
     oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0)
     assert {m.id for m in oa.models.list()} == {"coder", "embed", "qwen/qwen3-coder"}
@@ -56,6 +56,17 @@ def test_a_key_restricted_to_some_models_lists_only_those(setup):
     for hidden in ("other", "meta/llama", "big-embed"):
         with pytest.raises(openai.NotFoundError):
             oa.models.retrieve(hidden)
+    # Nor does it get the routing explanation (backends, prices, live stats) of the others.
+    explain = gw.url + "/v1/route/explain"
+    assert httpx.post(explain, json={"model": "coder", "messages": HI}, headers=bearer(narrow)).status_code == 200
+    for model in ("other", "meta/llama"):
+        refused = httpx.post(explain, json={"model": model, "messages": HI}, headers=bearer(narrow))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed", refused.text
+    refused = httpx.post(
+        explain + "?endpoint=embeddings", json={"model": "big-embed", "input": "hi"}, headers=bearer(narrow)
+    )
+    assert refused.status_code == 403
+    assert httpx.post(explain, json={"model": "other", "messages": HI}, headers=bearer(wide)).status_code == 200
     an = anthropic.Anthropic(base_url=gw.url, api_key=narrow, max_retries=0)
     assert [m.id for m in an.models.list()] == ["coder", "qwen/qwen3-coder"]  # no embedding models
     with pytest.raises(anthropic.NotFoundError):
