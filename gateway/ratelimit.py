@@ -243,6 +243,15 @@ class RateLimiter:
             else:
                 prompt = estimate_prompt_tokens(chat.payload)
                 completion = snapshot.config.gateway.default_completion_tokens
+            ceiling = chat.completion_ceiling  # Anthropic's max_tokens: the answer cannot be longer
+            if ceiling is not None and ceiling < completion:
+                completion = ceiling
+            copies = chat.payload.get("n")  # n answers (completions: best_of too), each up to max_tokens
+            if type(copies) is int and copies > 1:
+                completion *= copies
+            if chat.batch > 1:  # a completions batch: each prompt and its answers
+                prompt *= chat.batch
+                completion *= chat.batch
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
                 nano = _estimate_nano(decision.candidates, prompt, completion)

@@ -8,9 +8,10 @@ client's body with the upstream's model id, and its `anthropic-version`/`anthrop
 headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
 chat (`chat_to_message`, `MessageStream`: Anthropic's exact event sequence). Candidates of
 both kinds mix freely in one fallback list. `max_tokens` is taken as the ceiling Anthropic
-defines it to be: routing reserves its usual completion budget (key TPM reservations too),
-and each candidate is asked for at most what it can produce (its `max_output_tokens`, and
-its context minus the prompt's estimate). Errors on this route are Anthropic-shaped
+defines it to be: routing reserves its usual completion budget (key TPM and budget
+reservations too, but never more than max_tokens: `ChatRequest.completion_ceiling`), and
+each candidate is asked for at most what it can produce (its `max_output_tokens`, and its
+context minus the prompt's estimate). Errors on this route are Anthropic-shaped
 (`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
 retry-after, 400, and 529 `overloaded_error` when no backend can take the request.
 
@@ -103,7 +104,9 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
     stops = native.get("stop_sequences")
     forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
     return MessagesRequest(
-        ChatRequest(payload=chat, model=chat["model"], stream=stream, include_usage=stream),
+        ChatRequest(
+            payload=chat, model=chat["model"], stream=stream, include_usage=stream, completion_ceiling=max_tokens
+        ),
         native,
         forward,
         stops if isinstance(stops, list) else None,

@@ -11,6 +11,11 @@ Two shapes, as the two SDK families expect them:
   `data` of `{type: "model", id, display_name, created_at}`, `has_more`, `first_id`,
   `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`. It lists what
   `/v1/messages` can serve (no embedding models), and its errors are Anthropic-shaped.
+
+A virtual key restricted to some models (`--models`) sees only what it may call: the names
+its globs match, as `check_models` admits them (a model reachable only through an allowed
+route is called through the route, so only the route is listed); `GET /v1/models/{id}`
+answers 404 for the others, as OpenAI does for a model an organisation cannot use.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.errors import GatewayError, invalid_request, model_not_found
 from gateway.protocol.messages import anthropic_error
 from gateway.routing.resolve import resolve
+from gateway.tenants.principal import Principal
 
 # What every chat offer answers, natively or translated through chat completions.
 CHAT_ENDPOINTS = ("chat", "messages", "responses")
@@ -85,17 +91,28 @@ def model_entries(snapshot: ConfigSnapshot) -> list[dict[str, Any]]:
     return entries
 
 
-def model_entry(snapshot: ConfigSnapshot, name: str) -> dict[str, Any]:
+def visible_to(principal: Principal, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries this caller may call: all of them unless its key lists models."""
+    key = principal.key
+    if key is None or not key.models:
+        return entries
+    return [e for e in entries if key.allows(e["id"])]
+
+
+def model_entry(snapshot: ConfigSnapshot, name: str, principal: Principal | None = None) -> dict[str, Any]:
     """One listed entry; a name an alias maps (or a `:floor`/`:nitro` variant) answers as
     what it resolves to, under the name asked for, so a client that checks its configured
     model before using it (agents with their built-in names) finds it."""
     entries = {e["id"]: e for e in model_entries(snapshot)}
     found = entries.get(name)
+    key = principal.key if principal is not None else None
     if found is not None:
+        if key is not None and not key.allows(name):
+            raise model_not_found(name)
         return found
     target = resolve(name, snapshot)  # 404 model_not_found when nothing maps it
     resolved = entries.get(target.route_name or target.model or "")
-    if resolved is None:
+    if resolved is None or (key is not None and not key.allows(name) and not key.allows(resolved["id"])):
         raise model_not_found(name)
     return {**resolved, "id": name, "alias": target.alias, "resolves_to": resolved["id"]}
 
@@ -153,14 +170,18 @@ async def list_models(request: Request) -> Response:
     snapshot = state.config.current
     if "anthropic-version" in request.headers:
         try:
-            state.auth.authenticate(request)
-            entries = [anthropic_entry(e, snapshot) for e in model_entries(snapshot) if "messages" in e["endpoints"]]
+            principal = state.auth.authenticate(request)
+            entries = [
+                anthropic_entry(e, snapshot)
+                for e in visible_to(principal, model_entries(snapshot))
+                if "messages" in e["endpoints"]
+            ]
             body = anthropic_page(entries, dict(request.query_params))
         except GatewayError as exc:
             return anthropic_response(exc)
         return Response(orjson.dumps(body), media_type="application/json")
-    state.auth.authenticate(request)
-    listed = {"object": "list", "data": model_entries(snapshot)}
+    principal = state.auth.authenticate(request)
+    listed = {"object": "list", "data": visible_to(principal, model_entries(snapshot))}
     return Response(orjson.dumps(listed), media_type="application/json")
 
 
@@ -170,8 +191,8 @@ async def get_model(request: Request) -> Response:
     wanted = request.path_params["model_id"]
     anthropic = "anthropic-version" in request.headers
     try:
-        state.auth.authenticate(request)
-        entry = model_entry(snapshot, wanted)
+        principal = state.auth.authenticate(request)
+        entry = model_entry(snapshot, wanted, principal)
         found = anthropic_entry(entry, snapshot) if anthropic else entry
         return Response(orjson.dumps(found), media_type="application/json")
     except GatewayError as exc:

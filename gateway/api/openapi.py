@@ -240,7 +240,7 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {JSON: {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
             },
-            "responses": {"200": _json(_OBJECT, "The decision, explained"), **_errors(400, 401, 404, 413, 429)},
+            "responses": {"200": _json(_OBJECT, "The decision, explained"), **_errors(400, 401, 403, 404, 413, 429)},
         }
     },
     "/v1/rankings": {

@@ -27,6 +27,12 @@ class ChatRequest:
     model: str
     stream: bool
     include_usage: bool  # the client asked for the final usage chunk
+    # A ceiling on the completion set outside the payload (Anthropic's required max_tokens,
+    # which routing does not read as a demand): token and spend reservations never exceed it.
+    completion_ceiling: int | None = None
+    # Prompts in one call (a completions or embeddings batch; routing reads the longest): the limiter
+    # reserves the prompt and its answers once per prompt.
+    batch: int = 1
 
     @property
     def messages(self) -> list[dict[str, Any]]:

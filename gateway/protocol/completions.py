@@ -116,10 +116,15 @@ def _routing_view(
         "messages": [{"role": "user", "content": text}],
         "max_tokens": max_tokens if max_tokens else DEFAULT_MAX_TOKENS,
     }
+    # Answers generated per call (best_of are generated and billed, n returned): what the
+    # limiter's token and spend reservations multiply max_tokens by, as chat's `n`.
+    answers = max(payload.get("n") or 1, payload.get("best_of") or 1)
+    if answers > 1:
+        view["n"] = answers
     for name in GATEWAY_OWNED_FIELDS:
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, stream, include_usage)  # the relay reads both
+    return ChatRequest(view, model, stream, include_usage, batch=len(prompts))  # the relay reads both
 
 
 def upstream_completions_payload(request: CompletionsRequest, upstream_model: str) -> dict[str, Any]:

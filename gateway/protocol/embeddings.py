@@ -111,7 +111,7 @@ def _routing_view(payload: dict[str, Any], model: str, inputs: list[str | list[i
     for name in GATEWAY_OWNED_FIELDS:  # `models` and `provider` overrides apply here too
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, False, False)
+    return ChatRequest(view, model, False, False, batch=len(inputs))  # the limiter reserves for each input
 
 
 def upstream_embeddings_payload(request: EmbeddingsRequest, upstream_model: str) -> dict[str, Any]:

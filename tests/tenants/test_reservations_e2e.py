@@ -1,0 +1,69 @@
+"""What a call reserves of its key's tokens per minute: every answer it can produce. A chat
+request with `n` answers, or a completions request with `n` / `best_of`, may use max_tokens
+for each, and a completions or embeddings batch answers each prompt or input, so the reservation counts
+each (else a tpm or budget is overrun by that factor)."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.clock import clear_of_minute_edge
+from tests.tenants.support import bearer, create_key
+
+CONFIG = """
+backends:
+  up:
+    type: openai
+    base_url: {a}
+    api_key: sk-a-123456
+    apis: [chat, completions, embeddings]
+    models:
+      acme/embed: {{kind: embedding, input_price: 0.1}}
+      qwen/qwen3-coder: {{input_price: 1.0, output_price: 2.0}}
+routes:
+  coder: {{models: [qwen/qwen3-coder]}}
+  embed: {{models: [acme/embed]}}
+"""
+TPM = 100_000
+
+
+def reserved(gw, key: str, path: str, body: dict) -> int:
+    r = httpx.post(gw.url + path, json=body, headers=bearer(key), timeout=30)
+    assert r.status_code == 200, r.text
+    return TPM - int(r.headers["x-ratelimit-remaining-tokens"])  # a fresh key: only this call counted
+
+
+def test_each_answer_a_call_asks_for_is_reserved(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    keys = [create_key(f"k{i}", "--tpm", str(TPM), data_dir=data) for i in range(10)]
+    gw = start_gateway(CONFIG.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    chat = {"model": "coder", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 50}
+    text = {"model": "coder", "prompt": "def add(a, b):", "max_tokens": 20}
+    clear_of_minute_edge()
+    one = reserved(gw, keys[0], "/v1/chat/completions", chat)
+    assert reserved(gw, keys[1], "/v1/chat/completions", {**chat, "n": 3}) == one + 2 * 50
+    single = reserved(gw, keys[2], "/v1/completions", text)
+    assert reserved(gw, keys[3], "/v1/completions", {**text, "n": 2}) == single + 20
+    assert reserved(gw, keys[4], "/v1/completions", {**text, "n": 2, "best_of": 4}) == single + 3 * 20
+    assert reserved(gw, keys[5], "/v1/completions", {**text, "max_tokens": 60}) == single + 40  # max_tokens counts
+    # A batch of prompts: each prompt (the longest's estimate, as routing reads it) and its answers.
+    batch = {**text, "prompt": ["def add(a, b):", "def sub(a, b):", "def mul(a, b):"]}
+    assert reserved(gw, keys[6], "/v1/completions", batch) == 3 * single
+    assert reserved(gw, keys[7], "/v1/completions", {**batch, "n": 2}) == 3 * (single + 20)
+    embed = {"model": "embed", "input": "a cat"}
+    assert reserved(gw, keys[9], "/v1/embeddings", {**embed, "input": ["a cat", "a dog", "a cow"]}) == 3 * reserved(
+        gw, keys[8], "/v1/embeddings", embed
+    )
+    assert len(upstream.received) == 10
+
+
+def test_a_call_whose_answers_cannot_fit_the_tpm_is_refused(start_gateway, upstream, tmp_path):
+    data = tmp_path / "data"
+    key = create_key("small", "--tpm", "300", data_dir=data)
+    gw = start_gateway(CONFIG.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    ask = {"model": "coder", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 100, "n": 4}
+    clear_of_minute_edge()
+    r = httpx.post(gw.url + "/v1/chat/completions", json=ask, headers=bearer(key))
+    assert r.status_code == 429 and r.json()["error"]["metadata"]["limit"] == "tpm", r.text
+    assert httpx.post(gw.url + "/v1/chat/completions", json={**ask, "n": 2}, headers=bearer(key)).status_code == 200
+    assert len(upstream.received) == 1
