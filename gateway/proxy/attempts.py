@@ -149,7 +149,9 @@ async def open_answer(
     skipped: list[Skipped] = []  # candidates passed over uncalled: backend full, model at its limit
     pending = deque(decision.candidates)
     retried: dict[tuple[str, str], int] = {}  # offer key -> times asked again in this request
-    hedge_after_s = _hedge_after(decision, snapshot)
+    # Streams only: a non-streamed answer's "first content" is the whole answer, so nearly
+    # every call would pay for a second full generation.
+    hedge_after_s = _hedge_after(decision, snapshot) if chat.stream else None
     while pending:
         offer = pending.popleft()
         if attempts >= decision.max_attempts:
@@ -260,7 +262,7 @@ async def _hedged(
         # The hedge takes its own slot when it starts (None: the attempt asks the gate).
         lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started), None),
         after_s,
-        _discard,
+        call.discarded,
     )
     if result.winner is not None:
         return call.committed(result.winner), result.hedged
@@ -269,11 +271,6 @@ async def _hedged(
     if unexpected:
         raise unexpected[0]
     raise _Failed(errors, time.perf_counter() - started, hedged=result.hedged)
-
-
-async def _discard(opened: OpenedAnswer) -> None:
-    """An answer that succeeded in the same instant as the one taken: closed unread."""
-    await opened.response.aclose()
 
 
 @dataclass(slots=True)
@@ -369,6 +366,22 @@ class _Call:
         if opened.accountant is not None:
             opened.accountant.report_to(attempt)
         return opened
+
+    async def discarded(self, opened: OpenedAnswer) -> None:
+        """An answer of a hedged race that is not the client's (it succeeded in the same
+        instant as the winner, or as it was being cancelled, or the client left): closed
+        unread, and recorded as the losing hedge, so the observers pairing attempt_started
+        with attempt_finished hear it and its upstream cost is the operator's."""
+        try:
+            await opened.response.aclose()
+        finally:
+            attempt = opened.attempt
+            if attempt is not None:
+                attempt.error, attempt.status = HEDGE_LOST, None
+                attempt.usage = Usage(estimate_prompt_tokens(self.chat.payload), 0, estimated=True)
+                attempt.cost_usd = price_usd(opened.offer, attempt.usage)
+                self.outcome.attempts.append(attempt)
+                self.observers.attempt_finished(opened.offer, attempt, None)
 
     def committed(self, opened: OpenedAnswer) -> OpenedAnswer:
         """The answer the client gets: its attempt recorded last (the ledger's final row)."""

@@ -61,13 +61,22 @@ async def race(
                     raise error
                 result.errors.append(error)
             if result.winner is not None:
-                await _cancel(tasks, HEDGE_LOST)
+                for answer in await _cancel(tasks, HEDGE_LOST):
+                    await discard(answer)  # succeeded as it was being cancelled
                 return result
             if not tasks:
                 return result
             done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
-        await _cancel(tasks, None)
+        # Cancelled (the client left, shutdown) or failed: nothing is returned, so every
+        # answer already won or won meanwhile is closed here (each holds an upstream
+        # connection and a slot of its backend's calls in flight).
+        late: list[T] = []
+        try:
+            late = await _cancel(tasks, None)
+        finally:
+            for answer in ([result.winner] if result.winner is not None else []) + late:
+                await asyncio.shield(discard(answer))
         raise
 
 
@@ -75,11 +84,17 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-async def _cancel(tasks: set[asyncio.Task[T]], reason: str | None) -> None:
+async def _cancel(tasks: set[asyncio.Task[T]], reason: str | None) -> list[T]:
+    """Cancel and await `tasks`; the results of those that succeeded before the cancellation
+    reached them (the caller closes them)."""
     for task in tasks:
         task.cancel(reason)
     if tasks:
         await asyncio.wait(tasks)
+    succeeded = []
     for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: a loser that failed as it was cancelled is not "never retrieved"
+        if task.cancelled():
+            continue
+        if task.exception() is None:  # retrieved: a loser that failed as it was cancelled is not "never retrieved"
+            succeeded.append(task.result())
+    return succeeded

@@ -185,8 +185,10 @@ def test_the_losing_hedge_is_recorded_for_the_operator_and_never_billed(
     gw, key = _start(start_gateway, primary, fallback, config=HEDGED_CONFIG, prefill="")
     primary.script(fault.slow(3.0))
     client = openai_client(gw, api_key=key)
-    answer = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Count."}])
-    assert answer.choices[0].message.content == FULL_ANSWER
+    chunks = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Count."}], stream=True
+    )  # hedging is for streams
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == FULL_ANSWER
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
 
     loser, winner = _rows(gw, 2)

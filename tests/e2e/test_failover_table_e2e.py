@@ -544,10 +544,8 @@ HEDGED_CONFIG = CONFIG.replace(
 )
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(
-    stream, start_gateway, primary, fallback, openai_client
-):
+def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(start_gateway, primary, fallback, openai_client):
+    stream = True  # streams only: a non-streamed call is never hedged (next test)
     config = HEDGED_CONFIG.format(
         primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
     )
@@ -566,6 +564,18 @@ def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
     # The loser has its row, called off by the gateway (499), no completion: never billed.
     assert rows == [("flaky", 499, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
+
+
+def test_a_non_streamed_call_is_not_hedged(start_gateway, primary, fallback, openai_client):
+    # Its first content is its whole answer: hedging it would pay for a second generation.
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    primary.script(fault.slow(1.0))
+    backend, text, _, _ = ask(openai_client(gw), False)
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert len(primary.seen) == 1 and fallback.seen == []
 
 
 def test_a_first_candidate_answering_before_the_hedge_time_is_not_hedged(

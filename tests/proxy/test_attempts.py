@@ -448,12 +448,11 @@ def hedged_snapshot(after_ms: float) -> ConfigSnapshot:
     return ConfigSnapshot.build(GatewayConfig.model_validate({"backends": backends, "routes": {"auto": route}}))
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_slow_first_candidate_is_hedged_and_the_first_to_answer_wins(stream):
+async def test_a_slow_first_candidate_is_hedged_and_the_first_to_answer_wins():
     a, b = Scripted("a", ["after:2"]), Scripted("b", ["after:0.1"])
     started = asyncio.get_running_loop().time()
     opened, outcome, recorder = await run(
-        Pool(a, b), decision(offer("a"), offer("b")), stream=stream, snapshot=hedged_snapshot(200)
+        Pool(a, b), decision(offer("a"), offer("b")), stream=True, snapshot=hedged_snapshot(200)
     )
     took = asyncio.get_running_loop().time() - started
     assert opened.offer.backend == "b" and 0.3 <= took < 1.0  # hedge at 0.2 s, answered 0.1 s later
@@ -462,20 +461,31 @@ async def test_a_slow_first_candidate_is_hedged_and_the_first_to_answer_wins(str
     assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "hedge_lost"), ("b", None)]
     assert outcome.offer.backend == "b"
     # A stream's answering attempt is reported by the relay when the stream ends.
-    answered = [] if stream else [("finished", "b", None, None)]
-    assert [e for e in recorder.events if e[0] == "finished"] == [("finished", "a", "hedge_lost", None), *answered]
+    assert [e for e in recorder.events if e[0] == "finished"] == [("finished", "a", "hedge_lost", None)]
+
+
+async def test_a_non_streamed_call_is_never_hedged():
+    # Its first content is its whole answer: hedging would pay for a second generation.
+    a, b = Scripted("a", ["after:0.4"]), Scripted("b", ["ok"])
+    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(100))
+    assert opened.offer.backend == "a" and b.calls == []
+    assert [x.error for x in outcome.attempts] == [None]
 
 
 async def test_a_first_candidate_answering_in_time_is_not_hedged():
     a, b = Scripted("a", ["after:0.05"]), Scripted("b", ["ok"])
-    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    opened, outcome, _ = await run(
+        Pool(a, b), decision(offer("a"), offer("b")), stream=True, snapshot=hedged_snapshot(500)
+    )
     assert opened.offer.backend == "a" and b.calls == []
     assert [x.error for x in outcome.attempts] == [None]
 
 
 async def test_a_hedge_that_fails_leaves_the_first_to_answer():
     a, b = Scripted("a", ["after:0.4"]), Scripted("b", ["503"])
-    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(100))
+    opened, outcome, _ = await run(
+        Pool(a, b), decision(offer("a"), offer("b")), stream=True, snapshot=hedged_snapshot(100)
+    )
     assert opened.offer.backend == "a" and b.calls == ["m/x"]
     assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", None)]
 
@@ -483,13 +493,15 @@ async def test_a_hedge_that_fails_leaves_the_first_to_answer():
 async def test_when_both_hedged_attempts_fail_the_loop_goes_on_without_asking_them_again():
     a, b, c = Scripted("a", ["fail_after:0.3"]), Scripted("b", ["503"]), Scripted("c", ["ok"])
     routing = decision(offer("a"), offer("b"), offer("c"))
-    opened, outcome, _ = await run(Pool(a, b, c), routing, snapshot=hedged_snapshot(100))
+    opened, outcome, _ = await run(Pool(a, b, c), routing, stream=True, snapshot=hedged_snapshot(100))
     assert opened.offer.backend == "c" and a.calls == b.calls == c.calls == ["m/x"]
     assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", "http_503"), ("c", None)]
 
 
 async def test_a_first_candidate_failing_before_the_hedge_time_falls_back_as_usual():
     a, b = Scripted("a", ["503"]), Scripted("b", ["ok"])
-    opened, outcome, _ = await run(Pool(a, b), decision(offer("a"), offer("b")), snapshot=hedged_snapshot(500))
+    opened, outcome, _ = await run(
+        Pool(a, b), decision(offer("a"), offer("b")), stream=True, snapshot=hedged_snapshot(500)
+    )
     assert opened.offer.backend == "b" and a.calls == b.calls == ["m/x"]
     assert [x.error for x in outcome.attempts] == ["http_503", None]

@@ -65,3 +65,37 @@ async def test_a_cancelled_caller_cancels_both():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert set(runs.cancelled) == {"a", "b"}
+
+
+async def _slow_to_stop(name: str, runs: Attempts, outcome: str | None) -> str:
+    """An attempt that takes 0.3 s to wind down once cancelled (an answer being closed), then
+    either ends cancelled (outcome None) or returns `outcome` (it succeeded meanwhile)."""
+    runs.started.append(name)
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError as exc:
+        runs.cancelled[name] = exc.args
+        await asyncio.sleep(0.3)
+        if outcome is None:
+            raise
+        return outcome
+    return name
+
+
+async def test_a_caller_cancelled_while_the_loser_stops_still_closes_the_winner():
+    # The winner is chosen, the loser takes a while to stop, and the client leaves meanwhile:
+    # nothing is returned, so the winner's answer must be closed (its connection and slot).
+    runs = Attempts()
+    task = asyncio.create_task(race(_slow_to_stop("a", runs, None), lambda: runs.run("b", 0.05), 0.05, runs.discard))
+    await asyncio.sleep(0.2)  # b has won; a is winding down
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert runs.cancelled["a"] == (HEDGE_LOST,)
+    assert runs.discarded == ["b"]
+
+
+async def test_a_loser_that_succeeds_as_it_is_cancelled_is_discarded():
+    runs = Attempts()
+    result = await race(_slow_to_stop("a", runs, "a-late"), lambda: runs.run("b", 0.05), 0.05, runs.discard)
+    assert (result.winner, runs.discarded) == ("b", ["a-late"])
