@@ -198,6 +198,8 @@ class ScriptClient:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        protocol: _Protocol | None = None
+        replies: list[asyncio.Future[Reply]] = []
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, protocol = await loop.create_connection(lambda: _Protocol(self._forget), self._host, self._port)
@@ -210,11 +212,25 @@ class ScriptClient:
                 setup.append(command(b"SCRIPT", b"LOAD", self._script))
                 replies = [self._send(protocol, part) for part in setup]
                 for reply in replies:
-                    await reply
-        except OSError as exc:
-            raise RedisConnectionError(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
-        except TimeoutError:
-            raise RedisConnectionError(f"connecting to Redis at {self._host}:{self._port} timed out") from None
+                    await reply  # an error reply (WRONGPASS, NOAUTH, a bad db) raises ResponseError
+        except BaseException as exc:
+            # No half-set-up connection stays open (one per retry would pile up) and no setup
+            # reply is left unretrieved. A setup that failed is a connection failure: the
+            # script never ran, so the caller keeps the settlements it carried.
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.close()
+            for reply in replies:
+                if reply.done() and not reply.cancelled():
+                    reply.exception()
+                else:
+                    reply.cancel()
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
+            if isinstance(exc, TimeoutError):
+                raise RedisConnectionError(f"connecting to Redis at {self._host}:{self._port} timed out") from None
+            if isinstance(exc, ResponseError):
+                raise RedisConnectionError(f"Redis at {self._host}:{self._port} refused the setup: {exc}") from exc
+            raise
         self.connections += 1
         self._protocol = protocol
         return protocol

@@ -139,3 +139,27 @@ async def test_a_connection_whose_oldest_call_never_answers_is_dropped_and_redia
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_refused_setup_is_a_connection_error_and_leaves_no_connection_open(redis_server):
+    """A wrong password (WRONGPASS on AUTH): each try fails as a connection failure (so the
+    limiter keeps the settlements it carried and falls back) and closes its socket, rather
+    than leaving one open per retry."""
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(redis_server.url)
+    await admin.config_set("requirepass", "right")
+    client = ScriptClient(ECHO, "127.0.0.1", redis_server.port, password="wrong")
+    try:
+        for _ in range(3):
+            with pytest.raises(RedisConnectionError, match="refused the setup"):
+                await client.run("1")
+        await asyncio.sleep(0.2)  # the server sees the closes
+        authed = Redis.from_url(f"redis://:right@127.0.0.1:{redis_server.port}/0")
+        clients = await authed.client_list()
+        assert len(clients) == 2  # this check's own connection and `admin`'s: none left by the client
+        await authed.config_set("requirepass", "")
+        await authed.aclose()
+    finally:
+        await client.aclose()
+        await admin.aclose()
