@@ -47,9 +47,10 @@ from gateway.routing.pipeline import RoutingDecision
 
 log = logging.getLogger("gateway.proxy")
 
-# Relayed chunks kept for a possible continuation, at most: past it (a very long answer) the
-# stream is no longer continuable and the record is dropped, so the memory stays bounded.
-MAX_KEPT_CHUNKS = 20_000
+# Relayed bytes kept for a possible continuation, at most: past it (a very long answer, some
+# 4,000 tokens of SSE chunks) the stream is no longer continuable and the record is dropped,
+# so what hundreds of concurrent streams hold stays bounded (and so does the parse at a break).
+MAX_KEPT_BYTES = 1024 * 1024
 
 
 def prefill_mode(offer: Offer, backend: BackendConfig) -> PrefillMode | None:
@@ -76,16 +77,18 @@ class Partial:
 class PartialRecord:
     """The chunks relayed to the client, kept while a continuation is possible."""
 
-    __slots__ = ("chunks",)
+    __slots__ = ("chunks", "size")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] | None = []
+        self.size = 0
 
     def keep(self, out: bytes) -> None:
         chunks = self.chunks
         if chunks is not None:
             chunks.append(out)
-            if len(chunks) > MAX_KEPT_CHUNKS:
+            self.size += len(out)
+            if self.size > MAX_KEPT_BYTES:
                 self.chunks = None
 
     def partial(self) -> Partial | None:
@@ -307,6 +310,10 @@ class StreamRescue:
             )
         except asyncio.CancelledError:
             outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            # The client left while candidates were asked: the call ended where it broke (each
+            # attempt set outcome.offer as it started), and its broken attempt is the final row.
+            outcome.offer = broken.offer
+            outcome.attempts[:] = [a for a in outcome.attempts if a is not broken_attempt] + [broken_attempt]
             raise
         except GatewayError:
             log.warning("no candidate continued the stream broken on %s", broken.offer.backend)

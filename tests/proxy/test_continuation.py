@@ -3,6 +3,8 @@ vendor mode, and the splice of the continuing stream into the client's."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -12,7 +14,7 @@ from gateway.config.snapshot import Offer
 from gateway.protocol.chat import parse_chat_request
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import (
-    MAX_KEPT_CHUNKS,
+    MAX_KEPT_BYTES,
     Partial,
     PartialRecord,
     RescueContext,
@@ -69,10 +71,14 @@ def test_a_started_tool_call_is_noted():
     assert read_partial(chunk({"content": "Let me look."}) + chunk(call)).tool_call
 
 
-def test_the_record_is_bounded():
+def test_the_record_is_bounded_by_bytes():
+    # A few large chunks pass the byte bound long before any count of chunks would.
     record = PartialRecord()
-    for _ in range(MAX_KEPT_CHUNKS + 1):
-        record.keep(b"data: {}\n\n")
+    big = b"data: " + b"x" * (MAX_KEPT_BYTES // 4) + b"\n\n"
+    for _ in range(3):
+        record.keep(big)
+    assert record.partial() is not None
+    record.keep(big)
     assert record.chunks is None and record.partial() is None
 
 
@@ -126,13 +132,13 @@ def test_the_continuation_is_spliced_into_the_clients_stream():
 
 
 # -- StreamRescue against in-process candidates ---------------------------------------------
-async def rescue_run(candidates: list[Offer], pool, relayed: list[bytes], error=None):
+async def rescue_run(candidates: list[Offer], pool, relayed: list[bytes], error=None, outcome=None):
     """A stream from candidates[0] that relayed `relayed` and broke with `error`: what the
-    rescue forwarded and returned, and the call's outcome."""
+    rescue forwarded and returned, and the call's outcome (`outcome`, when given)."""
     chat = parse_chat_request(
         orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True})
     )
-    outcome = CallOutcome("req", "auto", True)
+    outcome = outcome if outcome is not None else CallOutcome("req", "auto", True)
     broken = candidates[0]
     attempt = Attempt(broken.backend, broken.model, None, 200, 0.1)
     outcome.attempts.append(attempt)
@@ -220,3 +226,19 @@ async def test_no_attempt_left_leaves_the_broken_attempt_to_the_relay():
 
     assert await rescue.resume(StreamBroken("cut"), forward) is None
     assert not rescue.took_over and attempt.error is None and b.calls == []  # the relay's to account
+
+
+async def test_a_client_leaving_while_a_continuer_is_asked_ends_the_call_where_it_broke():
+    # The continuing candidate is slow to answer and the client leaves meanwhile: the call's
+    # final row is the broken attempt (what the client got), not the candidate that had just
+    # been asked and delivered nothing.
+    b = Scripted("b", ["after:5"])
+    outcome = CallOutcome("req", "auto", True)
+    task = asyncio.ensure_future(rescue_run([prefilled("a"), prefilled("b")], Pool(b), RELAYED, outcome=outcome))
+    await asyncio.sleep(0.2)
+    assert b.calls == ["m/x"] and outcome.offer.backend == "b"  # asked: the attempt is under way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (outcome.offer.backend, outcome.status) == ("a", 499)
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "cancelled"), ("a", "protocol")]
