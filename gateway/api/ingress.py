@@ -374,7 +374,13 @@ async def _answer(
         await _relay(state, scope, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)
     except asyncio.CancelledError:
         if not watch.left:
-            raise  # shutdown, not the client: let it propagate
+            # Shutdown's grace period ran out, not the client: still accounted (a ledger row,
+            # the key's concurrency ticket settled at once rather than at its deadline), then
+            # propagated.
+            if not outcome.latency_s:
+                outcome.status, outcome.error = 503, "shutdown"
+                _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+            raise
         # The client left: normal, not an error. Accounted as 499 (by the relay for streams
         # that had started), logged without a traceback, and not re-raised to the server.
         task = asyncio.current_task()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -118,3 +120,30 @@ def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):
             timeout=30,
         )
     assert result.returncode != 0, result.stderr
+
+
+def test_a_call_cut_by_shutdown_before_its_answer_is_still_in_the_ledger(start_gateway, upstream):
+    # A non-streamed call whose upstream takes longer than the grace period: the server
+    # cancels it at shutdown. It must still be accounted (a row, and the key's concurrency
+    # ticket settled) rather than vanish.
+    upstream.reset(delay_s=30)
+    gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}]}
+    caller = threading.Thread(
+        target=lambda: _ignore_errors(lambda: httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30)),
+        daemon=True,
+    )
+    caller.start()
+    poll(lambda: len(upstream.received) == 1, what="the call to reach the upstream")
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(30) == 0
+    with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
+        rows = db.execute("SELECT status, error, final FROM events").fetchall()
+    assert rows == [(503, "shutdown", 1)]
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except httpx.HTTPError:
+        pass
