@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,23 @@ def test_each_readme_command_answers_help_after_activating_the_venv(command):
     where, *usage = done.stdout.splitlines()
     assert Path(where).resolve() == (VENV / "bin" / "gateway").resolve()  # .venv may be a symlink
     assert usage[0].startswith(f"usage: gateway {' '.join(command)} ")
+
+
+def test_serve_outside_the_checkout_says_where_it_looked_for_the_default_policy(tmp_path):
+    """`gateway serve` with no --config reads GATEWAY_CONFIG's default `policies/default.yaml`,
+    relative to the current directory: from elsewhere it said only "policies/default.yaml:
+    cannot read the file", leaving a new user to guess relative to what."""
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"}
+    env["PYTHONPATH"] = str(REPO)
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"cannot read the file: No such file or directory (looked for {tmp_path.resolve()}/policies/default.yaml;" in done.stderr
+    assert "--config" in done.stderr  # what to do about it
