@@ -91,3 +91,19 @@ def test_serve_outside_the_checkout_says_where_it_looked_for_the_default_policy(
     assert done.returncode != 0
     assert f"cannot read the file: No such file or directory (looked for {tmp_path.resolve()}/policies/default.yaml;" in done.stderr
     assert "--config" in done.stderr  # what to do about it
+
+
+def test_the_readme_says_how_make_run_takes_another_port_and_the_makefile_obeys():
+    """8080 is often taken; the README's `make run` line shows the variables that change it."""
+    shown = re.search(r"^make run .*\((make run [^)]*)\)$", README, re.MULTILINE)
+    assert shown, "the README's `make run` line names no PORT/HOST/CONFIG"
+    done = subprocess.run(
+        ["make", "-n", *shown.group(1).split()[2:], "run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    serve = [line for line in done.stdout.splitlines() if " serve " in line]
+    assert serve == [".venv/bin/gateway serve --config my.yaml --host 0.0.0.0 --port 8081"]
