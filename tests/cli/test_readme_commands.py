@@ -89,7 +89,10 @@ def test_serve_outside_the_checkout_says_where_it_looked_for_the_default_policy(
         timeout=60,
     )
     assert done.returncode != 0
-    assert f"cannot read the file: No such file or directory (looked for {tmp_path.resolve()}/policies/default.yaml;" in done.stderr
+    assert (
+        f"cannot read the file: No such file or directory (looked for {tmp_path.resolve()}/policies/default.yaml;"
+        in done.stderr
+    )
     assert "--config" in done.stderr  # what to do about it
 
 
