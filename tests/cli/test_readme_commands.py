@@ -4,6 +4,7 @@ virtualenv `make run` installs into (`. .venv/bin/activate`, then `gateway`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -110,3 +111,12 @@ def test_the_readme_says_how_make_run_takes_another_port_and_the_makefile_obeys(
     assert done.returncode == 0, done.stderr
     serve = [line for line in done.stdout.splitlines() if " serve " in line]
     assert serve == [".venv/bin/gateway serve --config my.yaml --host 0.0.0.0 --port 8081"]
+
+
+@pytest.mark.parametrize(("command", "package"), [("claude", "@anthropic-ai/claude-code"), ("codex", "@openai/codex")])
+def test_the_readme_says_where_make_agent_deps_puts_each_agents_command(command, package):
+    """The README's agent sections run `claude` and `codex`; a new user has neither on the PATH,
+    and `make agent-deps` installs them only under tests/agents: the README names that path."""
+    assert f"`make agent-deps` installs the pinned version as\n`tests/agents/node_modules/.bin/{command}`" in README
+    lock = json.loads((REPO / "tests" / "agents" / "package-lock.json").read_text())
+    assert command in lock["packages"][f"node_modules/{package}"]["bin"]  # the lock installs that command
