@@ -160,7 +160,11 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return GatewayError(404, f"Unknown path {request.url.path}.", code="not_found").to_response()
+    message = f"Unknown path {request.url.path}."
+    if request.url.path.startswith("/v1/v1/"):  # a base URL ending in /v1 given to a client that appends /v1
+        root = str(request.base_url).rstrip("/")
+        message += f" The client adds /v1 itself: set its base URL to the gateway's root, without /v1 ({root})."
+    return GatewayError(404, message, code="not_found").to_response()
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:

@@ -128,11 +128,19 @@ def _print(result: Shown, as_json: bool) -> None:
         print("(none)")
         return
     columns = [c for c in rows[0] if c not in ("created_at",)]
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(_shown(row, c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def _shown(row: Any, column: str) -> Any:
+    """A row's value as the table shows it: a budget period without a budget limits nothing,
+    so it reads `-` like every other unset limit (`--json` keeps the stored record)."""
+    if column == "budget_period" and row.get("budget_usd") is None:
+        return None
+    return row.get(column)
 
 
 def _cell(value: Any) -> str:

@@ -389,5 +389,8 @@ def load_config(path: str | Path) -> tuple[GatewayConfig, list[str]]:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(str(path), [Problem("", None, f"cannot read the file: {exc.strerror}")]) from None
+        reason = f"cannot read the file: {exc.strerror}"
+        if not path.is_absolute():  # e.g. GATEWAY_CONFIG's default, run from outside the checkout
+            reason += f" (looked for {path.absolute()}; a relative path is read from the current directory)"
+        raise ConfigError(str(path), [Problem("", None, reason)]) from None
     return parse_config(text, str(path))

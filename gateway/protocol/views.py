@@ -33,7 +33,11 @@ def _json(body: bytes) -> Any:
         raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
 
 
-def _translated(translate: Callable[[Any], dict[str, Any]]) -> Callable[[bytes], ChatRequest]:
+def _translated(translate: Callable[[Any], dict[str, Any]], ceiling: bool = False) -> Callable[[bytes], ChatRequest]:
+    """`ceiling`: the translated `max_tokens` is Anthropic's ceiling, not a demand, and routing
+    takes it as `api/messages.py` does (else Claude Code's 32000 filters out every model with
+    a smaller context, which the endpoint itself would use)."""
+
     def view(body: bytes) -> ChatRequest:
         payload = _json(body)
         chat = translate(payload)
@@ -41,14 +45,18 @@ def _translated(translate: Callable[[Any], dict[str, Any]]) -> Callable[[bytes],
             for name in ("models", "provider"):
                 if name in payload:
                     chat[name] = payload[name]
-        return parse_chat_request(orjson.dumps(chat))
+        limit = chat.pop("max_tokens", None) if ceiling else None
+        request = parse_chat_request(orjson.dumps(chat))
+        if limit is not None:
+            request.completion_ceiling = limit
+        return request
 
     return view
 
 
 _VIEWS: dict[str, Callable[[bytes], ChatRequest]] = {
     "chat": parse_chat_request,
-    "messages": _translated(messages_to_chat),
+    "messages": _translated(messages_to_chat, ceiling=True),
     "responses": _translated(responses_to_chat),
     "completions": lambda body: parse_completions_request(body).chat,
     "embeddings": lambda body: parse_embeddings_request(body).chat,

@@ -4,9 +4,11 @@ virtualenv `make run` installs into (`. .venv/bin/activate`, then `gateway`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,51 @@ def test_each_readme_command_answers_help_after_activating_the_venv(command):
     where, *usage = done.stdout.splitlines()
     assert Path(where).resolve() == (VENV / "bin" / "gateway").resolve()  # .venv may be a symlink
     assert usage[0].startswith(f"usage: gateway {' '.join(command)} ")
+
+
+def test_serve_outside_the_checkout_says_where_it_looked_for_the_default_policy(tmp_path):
+    """`gateway serve` with no --config reads GATEWAY_CONFIG's default `policies/default.yaml`,
+    relative to the current directory: from elsewhere it said only "policies/default.yaml:
+    cannot read the file", leaving a new user to guess relative to what."""
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_CONFIG"}
+    env["PYTHONPATH"] = str(REPO)
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--port", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert (
+        f"cannot read the file: No such file or directory (looked for {tmp_path.resolve()}/policies/default.yaml;"
+        in done.stderr
+    )
+    assert "--config" in done.stderr  # what to do about it
+
+
+def test_the_readme_says_how_make_run_takes_another_port_and_the_makefile_obeys():
+    """8080 is often taken; the README's `make run` line shows the variables that change it."""
+    shown = re.search(r"^make run .*\((make run [^)]*)\)$", README, re.MULTILINE)
+    assert shown, "the README's `make run` line names no PORT/HOST/CONFIG"
+    done = subprocess.run(
+        ["make", "-n", *shown.group(1).split()[2:], "run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    serve = [line for line in done.stdout.splitlines() if " serve " in line]
+    assert serve == [".venv/bin/gateway serve --config my.yaml --host 0.0.0.0 --port 8081"]
+
+
+@pytest.mark.parametrize(("command", "package"), [("claude", "@anthropic-ai/claude-code"), ("codex", "@openai/codex")])
+def test_the_readme_says_where_make_agent_deps_puts_each_agents_command(command, package):
+    """The README's agent sections run `claude` and `codex`; a new user has neither on the PATH,
+    and `make agent-deps` installs them only under tests/agents: the README names that path."""
+    assert f"`make agent-deps` installs the pinned version as\n`tests/agents/node_modules/.bin/{command}`" in README
+    lock = json.loads((REPO / "tests" / "agents" / "package-lock.json").read_text())
+    assert command in lock["packages"][f"node_modules/{package}"]["bin"]  # the lock installs that command

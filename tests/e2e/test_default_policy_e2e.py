@@ -52,6 +52,14 @@ def test_a_plain_call_is_answered_by_the_mock_with_realistic_usage(gw, openai_cl
     assert completion.usage.total_tokens == PROMPT_TOKENS + COMPLETION_TOKENS
 
 
+def test_the_default_answer_is_the_mocks_whole_message_not_cut_mid_sentence(gw, openai_client):
+    """A new user's first `make run` answer tells them what to do next: cut at `completion_tokens`
+    it ended "Point a real backend at" with finish_reason `stop`, which reads like a bug."""
+    choice = openai_client(gw).chat.completions.create(**ask()).choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.content.endswith("Point a real backend at a model to get real text.")
+
+
 def test_max_tokens_bounds_the_answer_and_its_usage(gw, openai_client):
     completion = openai_client(gw).chat.completions.create(**ask(max_tokens=5))
     assert len(completion.choices[0].message.content.split()) == 5
@@ -127,7 +135,7 @@ def test_stream_with_include_usage_ends_with_the_usage_chunk(gw, openai_client):
 
 
 def test_tokens_per_second_paces_the_stream_token_by_token(start_gateway, openai_client):
-    """At 20 tokens/s the 24-word answer is generated over about a second, a word at a time.
+    """At 20 tokens/s the 30-word answer is generated over about 1.5 seconds, a word at a time.
 
     Shown by order, not by duration: a call made once the first word has arrived is
     answered before the last word arrives. Generated at once, the whole answer would be

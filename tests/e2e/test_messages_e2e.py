@@ -408,6 +408,20 @@ def test_a_wrong_key_is_an_authentication_error_and_a_bearer_token_works(gw, ups
     assert bearer.messages.create(model="open", max_tokens=10, messages=HELLO).content[0].text
 
 
+def test_a_base_url_ending_in_v1_gets_a_404_that_says_to_drop_it(gw, upstream):
+    """The SDK (and Claude Code) append /v1/messages themselves; a base URL copied from the
+    OpenAI snippet, ending in /v1, reached /v1/v1/messages and got only "Unknown path"."""
+    doubled = anthropic.Anthropic(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        doubled.messages.create(model="open", max_tokens=10, messages=HELLO)
+    message = caught.value.body["error"]["message"]
+    assert message == (
+        "Unknown path /v1/v1/messages. The client adds /v1 itself: "
+        f"set its base URL to the gateway's root, without /v1 ({gw.url})."
+    )
+    assert upstream.received == []
+
+
 def test_the_gateways_own_rate_limit_is_a_rate_limit_error_with_retry_after(gw, upstream):
     limited = anthropic.Anthropic(base_url=gw.url, api_key="sk-limited", max_retries=0)
     limited.messages.create(model="open", max_tokens=10, messages=HELLO)

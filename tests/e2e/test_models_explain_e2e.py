@@ -157,6 +157,17 @@ def test_explain_takes_each_endpoints_request_shape(gw):
     assert explain(gw, None, chat).json()["endpoint"] == "chat"
 
 
+def test_explain_for_messages_routes_claude_codes_max_tokens_as_the_endpoint_does(gw, claude):
+    """Claude Code asks max_tokens 32000 of every model; /v1/messages takes it as a ceiling, not
+    a demand, so mock/small (8,192 context) serves it. The explanation for the same body filtered
+    mock/small out ("~8 prompt + 32,000 completion tokens exceed the context") and named mock/large."""
+    body = {"model": "claude-code-model", "max_tokens": 32000, "messages": [{"role": "user", "content": "hi"}]}
+    served = claude.messages.with_raw_response.create(**body)
+    doc = explain(gw, "messages", body).json()
+    assert doc["try_order"][0]["model"] == served.headers["x-gateway-model"] == "mock/small"
+    assert [c["eligible"] for c in doc["candidates"]] == [True, True]
+
+
 def test_explain_refuses_an_unknown_endpoint_and_a_wrong_kind(gw):
     response = explain(gw, "images", {"model": "auto"})
     assert response.status_code == 400

@@ -60,6 +60,9 @@ def test_create_prints_the_key_once_and_the_store_keeps_its_hash(tmp_path):
     table = gateway("keys", "create", "--name", "app2", data_dir=tmp_path)
     first_line = table.stdout.splitlines()[0]
     assert first_line.startswith("key: sk-gw-") and table.stdout.count(first_line[5:]) == 1  # printed once
+    header, row = table.stdout.splitlines()[-2:]
+    shown = dict(zip(header.split(), row.split()))
+    assert (shown["budget_usd"], shown["budget_period"]) == ("-", "-")  # no budget: no period to show
 
 
 def test_update_rotate_revoke_and_the_audit_trail(tmp_path):
