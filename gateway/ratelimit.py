@@ -139,10 +139,14 @@ def check_models(principal: Principal, chat: ChatRequest, snapshot: ConfigSnapsh
     if key is None or not key.models:
         return
     for requested in requested_models(chat.payload, chat.model):
-        if key.allows(requested):
-            continue
         target = resolve(requested, snapshot)
-        if key.allows(target.route_name or target.model or requested):
+        resolved = target.route_name or target.model or requested
+        if target.alias is not None:
+            # An alias maps the name elsewhere: what the key may use is where it goes (a glob
+            # matching the name as sent must not open a route the key was not given).
+            if key.allows(resolved):
+                continue
+        elif key.allows(requested) or key.allows(resolved):
             continue
         raise GatewayError(
             403,
