@@ -45,7 +45,7 @@ from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
-from gateway.proxy.continuation import ContinuationBroke, RescueContext, StreamRescue
+from gateway.proxy.continuation import ContinuationBroke, NativeResume, RescueContext, StreamRescue
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
@@ -172,6 +172,12 @@ class Ingress(abc.ABC):
         """The chat completions payload this candidate is asked when the request goes to it
         translated (and what a continuation of a broken stream starts from)."""
         return upstream_payload(request.chat, offer.upstream_id)
+
+    def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
+        """How this answer's stream is continued should it break, when it is passed through
+        in a format other than chat (chat streams are continued as they are); None: not
+        continued (the stream ends with its error event)."""
+        return None
 
     @abc.abstractmethod
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -357,7 +363,10 @@ async def _answer(
             return
         out_headers.extend(_SSE_HEADERS)
         rescue = None
-        if opened.format is CHAT:  # chat chunks (translated ingresses read them too): continuable
+        # Chat chunks (translated ingresses read them too) are continuable; a native stream
+        # when its ingress knows how to continue it in its own events.
+        native = None if opened.format is CHAT else ingress.native_resume(request, opened)
+        if opened.format is CHAT or native is not None:
             headers = {"x-request-id": outcome.request_id}
             context = RescueContext(
                 chat,
@@ -370,7 +379,7 @@ async def _answer(
                 max_response_bytes,
                 partial(ingress.chat_payload, request),
             )
-            rescue = StreamRescue.for_stream(context, opened)
+            rescue = StreamRescue.for_stream(context, opened, native)
         await _relay(state, scope, send, watch, ingress, request, opened, outcome, t0, out_headers, rescue)
     except asyncio.CancelledError:
         if not watch.left:
@@ -483,13 +492,16 @@ async def _relay(
         log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
         # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
         resumed = None
+        native = rescue.native if rescue is not None else None
         if rescue is not None:
             try:
-                resumed = await rescue.resume(error, _forward(send, translate))
+                resumed = await rescue.resume(error, _forward(send, native.feed if native is not None else translate))
             except ContinuationBroke as broke:
                 error = broke.error
         if resumed is None:
             tail += translator.broken(error)
+        elif native is not None:  # the continuation's chat chunks, as the native stream's events
+            tail += (native.feed(resumed) if resumed else b"") + native.finish()
         elif translate is not None:
             tail += (translate(resumed) if resumed else b"") + translator.finish()
         else:

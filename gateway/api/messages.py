@@ -57,6 +57,7 @@ from gateway.protocol.messages import (
 from gateway.protocol.sse import data_of
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 
@@ -168,11 +169,79 @@ class _FromChat:
             out.extend(encode_event(e) for e in stream.feed(chunk))
         return b"".join(out)
 
+    def resume_at(self, last_index: int, text_open: bool, delivered_bytes: int) -> None:
+        """Continue a message the client already has (`MessageStream.resume_at`)."""
+        self._stream.resume_at(last_index, text_open, delivered_bytes)
+
     def finish(self) -> bytes:
         return b"".join(encode_event(e) for e in self._stream.finish())
 
     def broken(self, error: UpstreamError) -> bytes:
         return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+
+
+class _NativeResume:
+    """A native Messages stream continued after a break (`gateway.proxy.continuation`): the
+    events the client got are read back (its text so far, and where the break came), and the
+    continuation's chat chunks become events of the SAME message: no second message_start,
+    text appended to the open text block or in a new block after the last, then the closing
+    content_block_stop, message_delta (stop_reason, usage counting every output token the
+    client got) and message_stop. A break inside a tool_use or thinking block, or after one
+    tool_use block, is not continued (a prefill cannot hold a tool call or half a thought)."""
+
+    __slots__ = ("_request", "_translator")
+
+    def __init__(self, request: MessagesRequest) -> None:
+        self._request = request
+        self._translator: _FromChat | None = None  # made on a break only
+
+    def read(self, relayed: bytes) -> Partial | None:
+        text: list[str] = []
+        tokens = delivered = 0
+        last_index, open_kind, tool_use = -1, None, False
+        for event in relayed.split(b"\n\n"):
+            payload = data_of(event.strip(b"\n"))
+            if payload is None:
+                continue
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if type(obj) is not dict:
+                continue
+            kind = obj.get("type")
+            if kind == "content_block_start":
+                block = obj.get("content_block")
+                index = obj.get("index")
+                open_kind = block.get("type") if isinstance(block, dict) else None
+                last_index = index if isinstance(index, int) and index > last_index else last_index + 1
+                tool_use = tool_use or open_kind not in ("text", "thinking", "redacted_thinking")
+            elif kind == "content_block_delta":
+                delta = obj.get("delta")
+                piece = delta.get("text") if isinstance(delta, dict) and delta.get("type") == "text_delta" else None
+                if isinstance(piece, str) and piece:
+                    text.append(piece)
+                    tokens += 1
+                    delivered += len(piece.encode())
+            elif kind == "content_block_stop":
+                open_kind = None
+            elif kind in ("message_delta", "message_stop", "error"):
+                return None  # the message had ended, or the upstream said why it stopped
+        translator = _FromChat(self._request)
+        translator.resume_at(last_index, open_kind == "text", delivered)
+        self._translator = translator
+        # Not continuable (the relay then ends with the error event): a tool call had
+        # started, or the break came inside a block other than text.
+        blocked = tool_use or open_kind not in (None, "text")
+        return Partial("".join(text), tokens, blocked, (None, None, None))
+
+    def feed(self, data: bytes) -> bytes:
+        assert self._translator is not None, "read() comes first"
+        return self._translator.feed(data)
+
+    def finish(self) -> bytes:
+        assert self._translator is not None, "read() comes first"
+        return self._translator.finish()
 
 
 class MessagesIngress(Ingress):
@@ -211,6 +280,12 @@ class MessagesIngress(Ingress):
             return _NATIVE
         assert isinstance(request, MessagesRequest)
         return _FromChat(request)
+
+    def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
+        if opened.format is not MESSAGES_FORMAT:
+            return None
+        assert isinstance(request, MessagesRequest)
+        return _NativeResume(request)
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
         status, body = anthropic_error(exc)

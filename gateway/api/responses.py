@@ -46,6 +46,7 @@ from gateway.protocol.responses import (
 )
 from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.tenants.principal import Principal
@@ -153,6 +154,18 @@ class TranslatedStream:
             out += self._stream.feed(orjson.loads(payload))
         return b"".join(map(encode_event, out))
 
+    def resume_at(
+        self,
+        response_id: str,
+        created_at: int,
+        sequence: int,
+        output: list[dict[str, Any]],
+        open_message: dict[str, Any] | None,
+        text: str,
+    ) -> None:
+        """Continue a Response the client already has (`ResponseStream.resume_at`)."""
+        self._stream.resume_at(response_id, created_at, sequence, output, open_message, text)
+
     def finish(self) -> bytes:
         events = self._stream.finish()
         if not any(e["type"] == "response.failed" for e in events):
@@ -162,6 +175,78 @@ class TranslatedStream:
     def broken(self, error: UpstreamError) -> bytes:
         failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
         return b"".join(map(encode_event, self._stream.fail(failure)))
+
+
+class _NativeResume:
+    """A native Responses stream continued after a break (`gateway.proxy.continuation`): the
+    events the client got are read back (the Response's id, the items done, the message
+    being written and its text, the last sequence number), and the continuation's chat
+    chunks become events of the SAME Response: no second response.created, the text goes on
+    in the open message item (or a new item), numbering stays gapless, and it ends with
+    response.completed carrying the whole output and a usage counting every output token
+    the client got. A break inside any other item (reasoning, a function call), or after a
+    function call, is not continued."""
+
+    __slots__ = ("_request", "_translator")
+
+    def __init__(self, request: ResponsesRequest) -> None:
+        self._request = request
+        self._translator: TranslatedStream | None = None  # made on a break only
+
+    def read(self, relayed: bytes) -> Partial | None:
+        response_id, created_at, sequence = self._request.response_id, self._request.created_at, 0
+        output: list[dict[str, Any]] = []
+        open_item: dict[str, Any] | None = None
+        text: list[str] = []  # the open message's
+        all_text: list[str] = []
+        tokens, blocked = 0, False
+        for event in relayed.split(b"\n\n"):
+            payload = data_of(event.strip(b"\n"))
+            if payload is None:
+                continue
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if type(obj) is not dict:
+                continue
+            kind = obj.get("type")
+            number = obj.get("sequence_number")
+            if isinstance(number, int):
+                sequence = max(sequence, number + 1)
+            if kind == "response.created" and isinstance(obj.get("response"), dict):
+                started = obj["response"]
+                response_id = started.get("id") or response_id
+                created_at = started.get("created_at") or created_at
+            elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
+                open_item, text = obj["item"], []
+                blocked = blocked or open_item.get("type") != "message"
+            elif kind == "response.output_item.done" and isinstance(obj.get("item"), dict):
+                output.append(obj["item"])
+                open_item = None
+            elif kind == "response.output_text.delta":
+                piece = obj.get("delta")
+                if isinstance(piece, str) and piece:
+                    text.append(piece)
+                    all_text.append(piece)
+                    tokens += 1
+            elif kind in ("response.content_part.done", "response.output_text.done"):
+                blocked = True  # a part closed inside the item: not one the chat path can go on with
+            elif kind in ("response.completed", "response.incomplete", "response.failed", "error"):
+                return None  # the Response had ended, or the upstream said why it stopped
+        translator = TranslatedStream(self._request)
+        translator.resume_at(response_id, created_at, sequence, output, open_item, "".join(text))
+        self._translator = translator
+        blocked = blocked or (open_item is not None and open_item.get("type") != "message")
+        return Partial("".join(all_text), tokens, blocked, (None, None, None))
+
+    def feed(self, data: bytes) -> bytes:
+        assert self._translator is not None, "read() comes first"
+        return self._translator.feed(data)
+
+    def finish(self) -> bytes:
+        assert self._translator is not None, "read() comes first"
+        return self._translator.finish()  # keeps the final Response, for storing
 
 
 def _native_broken(error: UpstreamError) -> bytes:
@@ -218,6 +303,12 @@ class ResponsesIngress(Ingress):
             return _NATIVE_STREAM
         return TranslatedStream(request)
 
+    def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
+        if opened.format is not RESPONSES_FORMAT:
+            return None
+        assert isinstance(request, ResponsesRequest)
+        return _NativeResume(request)
+
     async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
         """Store the Response the client got (with `store` true), before its last bytes go."""
         assert isinstance(request, ResponsesRequest)
@@ -228,6 +319,8 @@ class ResponsesIngress(Ingress):
             final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
             if opened.accountant is not None:
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None
+                # A native stream that broke and was continued: the Response the continuation ended.
+                response = response if response is not None or final is not None else request.response
         if response is not None:
             items = conversation_items(request.previous, request.native, response)
             await save(request.state, request.owner, StoredResponse(response, items, len(request.previous)))

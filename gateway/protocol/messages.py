@@ -495,6 +495,16 @@ class MessageStream:
         self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
         self._saw_tool_call = False
 
+    def resume_at(self, last_index: int, text_open: bool, delivered_bytes: int) -> None:
+        """Continue a message the client already has (a native stream that broke, continued
+        from chat chunks): no second message_start or ping; text goes on in the open text
+        block `last_index` when `text_open`, else into a new block after it. The delivered
+        bytes count toward the output estimate used when no usage chunk comes."""
+        self._started = self._pinged = True
+        self._index = last_index
+        self._open = "text" if text_open else None
+        self._generated_bytes = delivered_bytes
+
     def feed(self, chunk: Any) -> list[dict[str, Any]]:
         """The events one chat chunk produces (possibly none). A chunk that is not a chat
         chunk ends the stream with an error event: the client learns the answer broke off."""

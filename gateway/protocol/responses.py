@@ -618,6 +618,25 @@ class ResponseStream:
         response["usage"] = self._usage
         return response
 
+    def resume_at(
+        self,
+        response_id: str,
+        created_at: int,
+        sequence: int,
+        output: list[dict[str, Any]],
+        open_message: dict[str, Any] | None,
+        text: str,
+    ) -> None:
+        """Continue a Response the client already has (a native stream that broke, continued
+        from chat chunks): no second response.created; numbering goes on from `sequence`,
+        `output` holds the items already done, and text goes on in `open_message` (the
+        message item being written, whose text so far is `text`) or in a new item."""
+        self.response_id, self.created_at, self._sequence = response_id, created_at, sequence
+        self.output = list(output)
+        self._started = True
+        self._open = open_message
+        self._text = [text] if open_message is not None and text else []
+
     def feed(self, chunk: Any) -> list[dict[str, Any]]:
         """The events one chat chunk produces (possibly none). A chunk that is not a chat
         chunk ends the stream with response.failed."""
@@ -804,7 +823,7 @@ class ResponseStream:
             events.append(self._text_event("response.output_text.done", text=text, logprobs=[]))
             part = {"type": "output_text", "text": text, "annotations": []}
             events.append(self._part_event("response.content_part.done", part))
-            done = _message_item(self.response_id, text, "completed")
+            done = {**_message_item(self.response_id, text, "completed"), "id": item["id"]}
         elif item["type"] == "reasoning":
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))

@@ -9,6 +9,10 @@ spliced into the same client stream: the chunk `id`/`created`/`model` the client
 saw, no second role delta, one usage total (the first attempt's prompt plus every
 completion token delivered), one `[DONE]`.
 
+A stream passed through in its ingress's own format (a native Messages stream) is continued
+the same way through a `NativeResume` its ingress gives: it reads the relayed events back as
+a `Partial`, and turns the continuation's (spliced) chat chunks into that format's events.
+
 What is not continued: an answer that had started a tool call (a prefill cannot hold a
 half-written call), and a stream broken when no candidate takes a prefill. Those end with
 an error event naming the real failure, never a prefill's 400.
@@ -25,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -91,11 +95,25 @@ class PartialRecord:
             if self.size > MAX_KEPT_BYTES:
                 self.chunks = None
 
-    def partial(self) -> Partial | None:
-        """The partial answer, or None when too much was relayed to keep it."""
+    def partial(self, reader: Callable[[bytes], Partial | None] | None = None) -> Partial | None:
+        """The partial answer (read by `reader`, chat chunks by default), or None when too
+        much was relayed to keep it."""
         if self.chunks is None:
             return None
-        return read_partial(b"".join(self.chunks))
+        return (reader or read_partial)(b"".join(self.chunks))
+
+
+class NativeResume(Protocol):
+    """How a stream passed through in its ingress's own format (not chat) is continued: the
+    relayed events read back as a `Partial` (None, or `tool_call`, when the break came where
+    a prefill cannot continue), then the continuation's chat chunks (as `Splice` makes them)
+    turned into events that continue the same answer, and its closing events."""
+
+    def read(self, relayed: bytes) -> Partial | None: ...
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
 
 
 def read_partial(relayed: bytes) -> Partial:
@@ -243,20 +261,23 @@ class StreamRescue:
     """One relayed stream's way out of a break: the relay keeps what it sends (`keep`) and,
     when the stream breaks after content, asks `resume` to continue it elsewhere."""
 
-    __slots__ = ("_context", "_opened", "_started", "record", "took_over")
+    __slots__ = ("_context", "_opened", "_started", "native", "record", "took_over")
 
-    def __init__(self, context: RescueContext, opened: OpenedAnswer) -> None:
+    def __init__(self, context: RescueContext, opened: OpenedAnswer, native: NativeResume | None = None) -> None:
         self._context = context
         self._opened = opened
+        self.native = native  # set when the relayed stream is not chat (a native pass-through)
         self._started = time.perf_counter() - (opened.attempt.duration_s if opened.attempt else 0.0)
         self.record = PartialRecord()
         self.took_over = False  # the broken attempt's accounting was done here, not by the relay
 
     @classmethod
-    def for_stream(cls, context: RescueContext, opened: OpenedAnswer) -> StreamRescue | None:
+    def for_stream(
+        cls, context: RescueContext, opened: OpenedAnswer, native: NativeResume | None = None
+    ) -> StreamRescue | None:
         """A rescue when some other candidate could continue this stream, else None (the
         relay then keeps nothing: no cost on the healthy path)."""
-        return cls(context, opened) if _continuers(context, opened.offer) else None
+        return cls(context, opened, native) if _continuers(context, opened.offer) else None
 
     def keep(self, out: bytes) -> None:
         self.record.keep(out)
@@ -268,7 +289,7 @@ class StreamRescue:
         it): the relay ends the stream with its error event, naming `error`. Raises
         `ContinuationBroke` when the continuing stream breaks too."""
         context, broken = self._context, self._opened
-        partial = self.record.partial()
+        partial = self.record.partial(self.native.read if self.native is not None else None)
         if partial is None or partial.tool_call or not partial.text:
             return None
         outcome, chat = context.outcome, context.chat

@@ -57,6 +57,7 @@ class AnthropicBehaviour:
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     break_after_events: int | None = None  # drop the connection after N stream events
+    text_pieces: list[str] | None = None  # the text block's deltas when streamed (default: word by word)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -196,7 +197,7 @@ class FakeAnthropic:
                     "content_block_start",
                     {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
                 )
-                for word in _pieces(block["text"]):
+                for word in b.text_pieces or _pieces(block["text"]):
                     delta = {"type": "text_delta", "text": word}
                     yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             else:

@@ -69,6 +69,7 @@ class ResponsesBehaviour:
     # "error": an `error` event) before any content; non-streamed, a Response with status failed.
     fail_before_content: str | None = None
     break_after_events: int | None = None  # drop the connection after N stream events
+    text_pieces: list[str] | None = None  # the message's text deltas when streamed (default: word by word)
     delay_s: float = 0.0
     response_id: str | None = None  # answer with this id (a backend reusing ids), else a fresh one
     headers: dict[str, str] = field(default_factory=dict)
@@ -260,8 +261,8 @@ class FakeResponses:
             ),
             event("response.content_part.added", part=empty, **where),
             *(
-                event("response.output_text.delta", delta=w if i == 0 else " " + w, logprobs=[], **where)
-                for i, w in enumerate(words)
+                event("response.output_text.delta", delta=piece, logprobs=[], **where)
+                for piece in self.behaviour.text_pieces or [w if i == 0 else " " + w for i, w in enumerate(words)]
             ),
             event("response.output_text.done", text=text, logprobs=[], **where),
             event("response.content_part.done", part=item["content"][0], **where),
