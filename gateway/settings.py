@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     # record kept (the response plus the conversation it continues; larger ones are not stored).
     responses_retention_days: float = Field(default=30, gt=0)
     responses_max_record_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # One key's stored responses together (its oldest are evicted past it).
+    responses_max_bytes_per_key: int = Field(default=256 * 1024 * 1024, ge=1024)
 
     # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
     # Seconds between checks of the key store for new, changed or revoked keys.

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS responses (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
+CREATE INDEX IF NOT EXISTS responses_by_owner ON responses (owner, expires_at);
 """
 # A record with the same id is replaced only if it is the same owner's, or expired.
 _PUT = (
@@ -43,6 +44,10 @@ _GET = "SELECT data FROM responses WHERE id = ? AND owner = ? AND expires_at > ?
 _DELETE = "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
 _PRUNE = "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses WHERE expires_at <= ? LIMIT ?)"
 _PRUNE_BATCH = 500
+# An owner's live records, newest first, with their sizes: what eviction walks.
+_OWNED = "SELECT id, length(data) FROM responses WHERE owner = ? AND expires_at > ? ORDER BY expires_at DESC"
+_OWNED_BYTES = "SELECT COALESCE(SUM(length(data)), 0) FROM responses WHERE owner = ? AND expires_at > ?"
+_EVICT = "DELETE FROM responses WHERE id = ? AND owner = ?"
 
 
 class SqliteResponseStore(ResponseStore):
@@ -87,12 +92,25 @@ class SqliteResponseStore(ResponseStore):
         db = self._connection()
         now = self._clock()
         written = db.execute(_PUT, (response_id, owner, now + self.limits.ttl_s, data, now)).rowcount > 0
+        if written and db.execute(_OWNED_BYTES, (owner, now)).fetchone()[0] > self.limits.max_owner_bytes:
+            self._evict(db, owner, response_id, now)
         if now >= self._next_prune:
             self._next_prune = now + self._prune_every_s
             deleted = self._prune(db, now)
             if deleted:
                 log.info("deleted %d stored response(s) past their retention", deleted)
         return written
+
+    def _evict(self, db: sqlite3.Connection, owner: str, kept: str, now: float) -> None:
+        """Delete the owner's oldest records past its byte budget (never `kept`, just written)."""
+        total = 0
+        evicted = 0
+        for response_id, size in db.execute(_OWNED, (owner, now)).fetchall():
+            total += size
+            if total > self.limits.max_owner_bytes and response_id != kept:
+                db.execute(_EVICT, (response_id, owner))
+                evicted += 1
+        log.info("evicted %d stored response(s) of one key past its %d bytes", evicted, self.limits.max_owner_bytes)
 
     def _prune(self, db: sqlite3.Connection, now: float) -> int:
         deleted = 0

@@ -7,9 +7,11 @@ one owner for everyone on a gateway without keys): every read and delete names t
 and a record of another owner is as absent as one that never existed, so nothing tells a
 key that an id exists under someone else.
 
-Bounded twice: a record whose serialised form exceeds `max_record_bytes` is not stored
-(`put` says so; the client's answer is unaffected), and every record expires `ttl_s` after
-it was written (the retention). A store that fails (Redis unreachable, SQLite locked for
+Bounded three ways: a record whose serialised form exceeds `max_record_bytes` is not stored
+(`put` says so; the client's answer is unaffected), every record expires `ttl_s` after it
+was written (the retention), and one owner's live records together hold at most
+`max_owner_bytes`: a write past it evicts that owner's oldest records first (a key that
+keeps storing cannot fill the disk, or the Redis its rate limits live in). A store that fails (Redis unreachable, SQLite locked for
 too long) raises `StoreUnavailable`; the caller decides what that means for its request.
 """
 
@@ -24,6 +26,7 @@ import orjson
 DAY_S = 86_400.0
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_OWNER_BYTES = 256 * 1024 * 1024
 
 
 PutResult = Literal["stored", "too_large", "id_taken"]
@@ -39,6 +42,7 @@ class StoreLimits:
 
     ttl_s: float = DEFAULT_RETENTION_DAYS * DAY_S
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_owner_bytes: int = DEFAULT_MAX_OWNER_BYTES  # one owner's live records together
 
 
 DEFAULT_LIMITS = StoreLimits()
@@ -93,7 +97,9 @@ class ResponseStore(abc.ABC):
     @abc.abstractmethod
     async def _put(self, owner: str, response_id: str, data: bytes) -> bool:
         """Write the encoded record to expire after the TTL, replacing one with the same id
-        only if it is the same owner's or expired; False if another owner's live one is there."""
+        only if it is the same owner's or expired; False if another owner's live one is there.
+        Then evict the owner's oldest records while their sizes add up past `max_owner_bytes`
+        (never the one just written)."""
 
     @abc.abstractmethod
     async def get(self, owner: str, response_id: str) -> StoredResponse | None:

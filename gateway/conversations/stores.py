@@ -17,7 +17,11 @@ FILE_NAME = "responses.sqlite3"
 
 
 def limits_of(settings: Settings) -> StoreLimits:
-    return StoreLimits(settings.responses_retention_days * DAY_S, settings.responses_max_record_bytes)
+    return StoreLimits(
+        settings.responses_retention_days * DAY_S,
+        settings.responses_max_record_bytes,
+        settings.responses_max_bytes_per_key,
+    )
 
 
 def open_response_store(settings: Settings, redis: Redis | None) -> ResponseStore:

@@ -210,3 +210,29 @@ async def test_two_sqlite_stores_share_one_file(tmp_path):
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_one_owners_records_stay_within_its_byte_budget_oldest_evicted_first(make_store):
+    # Each record is about 1.2 KB; the budget holds three. A fourth evicts the oldest, a
+    # replaced record is counted once, a deleted one gives its bytes back, and another
+    # owner's records are never touched.
+    store = make_store(StoreLimits(max_owner_bytes=4000))
+    owner = f"carol-{id(store)}"  # the Redis server may be shared: an owner of this test's own
+    try:
+        records = [_record(f"resp_{i}", "x" * 500) for i in range(5)]
+        assert 1000 < len(records[0].encode()) < 1333
+        await store.put("dave", _record("resp_dave", "y" * 500))
+        for record in records[:3]:
+            assert await store.put(owner, record) == "stored"
+            await asyncio.sleep(0.01)  # distinct write times
+        assert [await store.get(owner, r.id) is not None for r in records[:3]] == [True] * 3
+        await store.put(owner, records[2])  # the same id again: counted once
+        assert await store.get(owner, "resp_0") is not None
+        await store.put(owner, records[3])
+        assert [await store.get(owner, r.id) is not None for r in records[:4]] == [False, True, True, True]
+        assert await store.delete(owner, "resp_1") is True
+        await store.put(owner, records[4])  # fits in what the delete gave back
+        assert [await store.get(owner, r.id) is not None for r in records[2:5]] == [True, True, True]
+        assert await store.get("dave", "resp_dave") is not None
+    finally:
+        await store.aclose()
