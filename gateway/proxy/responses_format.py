@@ -50,8 +50,24 @@ _CONTENT_DELTAS = frozenset(
 )
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Events that announce the Response before any output: read by their first bytes, never parsed.
+_ANNOUNCEMENTS = (b'{"type":"response.created",', b'{"type":"response.in_progress",')
 # Markers of the events the fast path must not pass unread: usage, errors and the end.
 _LOOK_INSIDE = (b'"usage"', b'"error"', b"response.completed", b"response.incomplete", b"response.failed")
+
+
+def _single_data(event: bytes) -> bytes | None:
+    """The payload of an event that is one `data: {` line, perhaps after one `event:` line,
+    without splitting it into lines (a Response-carrying event is tens of kilobytes); None
+    for any other shape, which the caller checks line by line."""
+    start = 0
+    if event.startswith(b"event: "):
+        start = event.find(b"\n") + 1
+        if start == 0:
+            return None
+    if not event.startswith(b"data: {", start) or event.find(b"\n", start) >= 0:
+        return None
+    return event[start + 6 :]
 
 
 def usage_of_response(usage: Any) -> Usage | None:
@@ -183,11 +199,22 @@ class ResponsesAccountant:
         return b""  # nothing is ever held back (done_held stays False)
 
     def _inspect(self, event: bytes) -> bytes | None:
-        if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
-            return self._malformed()
-        payload = data_of(event)
+        payload = _single_data(event)
+        if payload is None:
+            # Not the usual `event: NAME\ndata: {...}` shape: every line checked, data joined.
+            if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+                return self._malformed()
+            payload = data_of(event)
         if payload is None:
             return event  # comments, keep-alives
+        if payload.startswith(_ANNOUNCEMENTS) and payload.endswith(b"}"):
+            # response.created / response.in_progress: the whole Response echoed (instructions,
+            # tools: tens of kilobytes, the dearest parse of the stream), carrying no content,
+            # usage or error. Checked by their shape, as deltas are once content flows.
+            self._malformed_run = 0
+            if self._started:
+                self.content_events += 1
+            return event
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -262,6 +289,10 @@ class ResponsesFormat(AnswerFormat):
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         return check_response_body(offer, body)[1]
+
+    def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
+        answer, usage = check_response_body(offer, body)
+        return usage, answer  # the Response, which the edge stores: parsed once
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         return ResponsesAccountant(redactor)  # a Response's terminal event always carries usage
