@@ -212,7 +212,34 @@ def test_only_events_that_can_carry_content_usage_or_errors_are_parsed(fake, mon
     assert accountant.feed(raw) + accountant.flush() == raw
     assert accountant.saw_done and accountant.usage == Usage(17, 5)
     assert not any(b'"response.created"' in p or b'"response.in_progress"' in p for p in parsed)
-    assert len(parsed) == len(events) - 2  # one at a time, until content, and the terminal event
+    assert len(parsed) == len(events) - 2  # one at a time, until content, and the terminal event's end
+    assert not any(b'"output"' in p for p in parsed)  # no Response parsed: usage read from the end
+    terminal = real_loads(events[-1].split(b"data: ", 1)[1])
+    assert accountant.response == terminal["response"]  # parsed when asked for (to be stored)
+    assert len(parsed) == len(events) - 1
+
+
+def _completed(response: dict) -> bytes:
+    return b"event: response.completed\ndata: " + orjson.dumps({"type": "response.completed", "response": response})
+
+
+@pytest.mark.parametrize(
+    ("response", "usage"),
+    [
+        # usage null, a tool's schema has a property `usage`: not the Response's, not read
+        ({"id": "r", "tools": [{"parameters": {"properties": {"usage": {"type": "object"}}}}], "usage": None}, None),
+        ({"id": "r", "usage": None, "metadata": {"usage": {"input_tokens": 9}}}, None),
+        ({"id": "r", "usage": {"input_tokens": 4, "output_tokens": 2}, "user": None, "metadata": {}}, Usage(4, 2)),
+        ({"usage": {"input_tokens": 4, "output_tokens": 2}}, Usage(4, 2)),
+    ],
+)
+def test_a_terminal_events_usage_is_the_responses_own(response, usage):
+    accountant = ResponsesAccountant()
+    accountant.feed(_delta("a"))
+    event = _completed(response)
+    assert accountant.feed(event + b"\n\n") == event + b"\n\n"
+    assert accountant.usage == usage and accountant.saw_done
+    assert accountant.response == response
 
 
 def test_events_in_other_shapes_are_read_line_by_line():
