@@ -16,6 +16,12 @@ arguments, or an output item that is a call (some servers send a call's argument
 `MAX_MALFORMED_RUN` in a row break the stream. Error events after content are relayed with
 their message redacted. The final Response of a stream is kept (`response`) because the
 gateway stores what the client got.
+
+Events that echo the whole Response (tens of kilobytes: instructions, tools, output) are
+the stream's dear parses, so they are read by their bytes where that is enough:
+`response.created` / `response.in_progress` carry nothing the gateway reads and are checked
+by their shape; once content came, a terminal event's usage is read from its end and its
+Response parsed only if asked for (`store` true). Errors and failures are always parsed.
 """
 
 from __future__ import annotations
