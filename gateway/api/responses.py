@@ -291,7 +291,8 @@ class ResponsesIngress(Ingress):
         assert isinstance(request, ResponsesRequest)
         if opened.format is RESPONSES_FORMAT:
             if request.store:
-                request.response = orjson.loads(opened.body)
+                parsed = opened.answer  # parsed once, by the format's check
+                request.response = parsed if isinstance(parsed, dict) else orjson.loads(opened.body)
             return opened.body
         response = chat_to_response(orjson.loads(opened.body), request.native, request.response_id)
         request.response = response

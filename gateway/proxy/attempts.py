@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -108,6 +109,7 @@ class OpenedAnswer:
     upstream_s: float  # time spent waiting on upstreams so far (all attempts)
     body: bytes = b""  # non-streamed: the whole body
     usage: Usage | None = None  # non-streamed: its usage
+    answer: Any = None  # non-streamed: the body parsed, when its format's check parsed it (`read_body`)
     prefix: bytes = b""  # streamed: events read before committing
     accountant: StreamAccountant | None = None
     ended: bool = False  # streamed: upstream finished while pre-reading
@@ -435,7 +437,8 @@ async def _read_body(offer: Offer, response: UpstreamResponse, format: AnswerFor
         body = await response.aread()
     finally:
         await response.aclose()
-    return OpenedAnswer(offer, response, 0.0, body=body, usage=format.check_body(offer, body), format=format)
+    usage, answer = format.read_body(offer, body)
+    return OpenedAnswer(offer, response, 0.0, body=body, usage=usage, format=format, answer=answer)
 
 
 async def _pre_read_stream(

@@ -61,6 +61,12 @@ class AnswerFormat(abc.ABC):
         format. Raises `MalformedAnswer` (not this format) or `StreamFailedEarly` (an error
         object in a 2xx body): either fails the attempt, and the next candidate is tried."""
 
+    def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
+        """`check_body`'s usage, and the parsed answer when the format's check parses it
+        whole anyway (None otherwise): an edge that needs the answer as an object reads it
+        from `OpenedAnswer.answer` instead of parsing the body a second time."""
+        return self.check_body(offer, body), None
+
     @abc.abstractmethod
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         """A reader for one stream of this format. `include_usage`: the client asked for

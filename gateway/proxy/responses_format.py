@@ -16,6 +16,12 @@ arguments, or an output item that is a call (some servers send a call's argument
 `MAX_MALFORMED_RUN` in a row break the stream. Error events after content are relayed with
 their message redacted. The final Response of a stream is kept (`response`) because the
 gateway stores what the client got.
+
+Events that echo the whole Response (tens of kilobytes: instructions, tools, output) are
+the stream's dear parses, so they are read by their bytes where that is enough:
+`response.created` / `response.in_progress` carry nothing the gateway reads and are checked
+by their shape; once content came, a terminal event's usage is read from its end and its
+Response parsed only if asked for (`store` true). Errors and failures are always parsed.
 """
 
 from __future__ import annotations
@@ -50,8 +56,46 @@ _CONTENT_DELTAS = frozenset(
 )
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call"})
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Events that announce the Response before any output: read by their first bytes, never parsed.
+_ANNOUNCEMENTS = (b'{"type":"response.created",', b'{"type":"response.in_progress",')
+# Terminal events whose usage is read from their end when content came before them.
+_ENDINGS = (b'{"type":"response.completed",', b'{"type":"response.incomplete",')
+_USAGE_KEY = b'"usage":{'
+_MAX_TAIL = 4096  # the Response's members from `usage` on: its usage, user and metadata
 # Markers of the events the fast path must not pass unread: usage, errors and the end.
 _LOOK_INSIDE = (b'"usage"', b'"error"', b"response.completed", b"response.incomplete", b"response.failed")
+
+
+def _single_data(event: bytes) -> bytes | None:
+    """The payload of an event that is one `data: {` line, perhaps after one `event:` line,
+    without splitting it into lines (a Response-carrying event is tens of kilobytes); None
+    for any other shape, which the caller checks line by line."""
+    start = 0
+    if event.startswith(b"event: "):
+        start = event.find(b"\n") + 1
+        if start == 0:
+            return None
+    if not event.startswith(b"data: {", start) or event.find(b"\n", start) >= 0:
+        return None
+    return event[start + 6 :]
+
+
+def _usage_at_the_end(payload: bytes) -> dict[str, Any] | None:
+    """The `usage` of a terminal event's Response, read from the event's end without parsing
+    the Response (tens of kilobytes: instructions, tools and output echoed); None when it is
+    not there (the caller parses the whole event). `usage` is among the Response's last
+    members (OpenAI's and vLLM's order): `{` + the payload from the last `"usage":{` to before
+    its final `}` is a JSON object only when that key is a member of the object closed by the
+    second-to-last brace, the Response, never a deeper one (a tool schema's property)."""
+    at = payload.rfind(_USAGE_KEY)
+    if at < 1 or len(payload) - at > _MAX_TAIL or payload[at - 1] not in b",{" or not payload.endswith(b"}}"):
+        return None
+    try:
+        members = orjson.loads(b"{" + payload[at:-1])
+    except orjson.JSONDecodeError:
+        return None
+    usage = members.get("usage") if isinstance(members, dict) else None
+    return usage if isinstance(usage, dict) else None
 
 
 def usage_of_response(usage: Any) -> Usage | None:
@@ -103,13 +147,14 @@ class ResponsesAccountant:
         "_broken",
         "_events",
         "_malformed_run",
+        "_response",
         "_started",
+        "_terminal",
         "content_events",
         "done_held",
         "first_content_at",
         "malformed_events",
         "redactor",
-        "response",
         "saw_done",
         "usage",
     )
@@ -117,7 +162,8 @@ class ResponsesAccountant:
     def __init__(self, redactor: Redactor | None = None) -> None:
         self.redactor = redactor or _NO_REDACTION
         self.usage: Usage | None = None
-        self.response: dict[str, Any] | None = None  # the Response of the terminal event
+        self._response: dict[str, Any] | None = None  # the Response of the terminal event
+        self._terminal: bytes | None = None  # its payload, until `response` is asked for
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False  # a terminal event (completed, incomplete, failed) was read
@@ -132,6 +178,20 @@ class ResponsesAccountant:
     @property
     def started(self) -> bool:
         return self._started
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The Response of the terminal event (what the gateway stores), parsed when first
+        asked for: a stream nobody stores never parses it."""
+        if self._terminal is not None:
+            payload, self._terminal = self._terminal, None
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                obj = None
+            response = obj.get("response") if isinstance(obj, dict) else None
+            self._response = response if isinstance(response, dict) else None
+        return self._response
 
     def report_to(self, attempt: Attempt) -> None:
         attempt.malformed_events = self.malformed_events
@@ -183,11 +243,31 @@ class ResponsesAccountant:
         return b""  # nothing is ever held back (done_held stays False)
 
     def _inspect(self, event: bytes) -> bytes | None:
-        if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
-            return self._malformed()
-        payload = data_of(event)
+        payload = _single_data(event)
+        if payload is None:
+            # Not the usual `event: NAME\ndata: {...}` shape: every line checked, data joined.
+            if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+                return self._malformed()
+            payload = data_of(event)
         if payload is None:
             return event  # comments, keep-alives
+        if payload.startswith(_ANNOUNCEMENTS) and payload.endswith(b"}"):
+            # response.created / response.in_progress: the whole Response echoed (instructions,
+            # tools: tens of kilobytes, the dearest parse of the stream), carrying no content,
+            # usage or error. Checked by their shape, as deltas are once content flows.
+            self._malformed_run = 0
+            if self._started:
+                self.content_events += 1
+            return event
+        if self._started and payload.startswith(_ENDINGS):
+            usage = _usage_at_the_end(payload)
+            if usage is not None:  # the end of an answer: its usage read, its Response kept unparsed
+                self._malformed_run = 0
+                self._terminal, self._response = payload, None
+                self.usage = usage_of_response(usage) or self.usage
+                self.saw_done = True
+                self.content_events += 1
+                return event
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -226,7 +306,7 @@ class ResponsesAccountant:
             self.first_content_at = time.perf_counter()
 
     def _end(self, response: dict[str, Any]) -> None:
-        self.response = response
+        self._response, self._terminal = response, None
         self.usage = usage_of_response(response.get("usage")) or self.usage
 
     def _redacted(self, event: bytes, obj: dict[str, Any], kind: str) -> bytes:
@@ -262,6 +342,10 @@ class ResponsesFormat(AnswerFormat):
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         return check_response_body(offer, body)[1]
+
+    def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
+        answer, usage = check_response_body(offer, body)
+        return usage, answer  # the Response, which the edge stores: parsed once
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         return ResponsesAccountant(redactor)  # a Response's terminal event always carries usage

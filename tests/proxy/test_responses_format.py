@@ -14,7 +14,7 @@ import pytest
 
 from gateway.protocol.redact import Redactor
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.responses_format import ResponsesAccountant, check_response_body, usage_of_response
+from gateway.proxy.responses_format import RESPONSES, ResponsesAccountant, check_response_body, usage_of_response
 from gateway.proxy.usage import Usage
 from tests.support.fake_responses import FakeResponses
 
@@ -193,6 +193,72 @@ def test_an_unterminated_last_event_is_flushed(fake):
     assert out == raw and accountant.saw_done and accountant.usage == Usage(17, 5)
 
 
+def test_only_events_that_can_carry_content_usage_or_errors_are_parsed(fake, monkeypatch):
+    """response.created and response.in_progress echo the whole Response (the dearest parse
+    of a stream) and carry nothing the gateway reads: forwarded by their shape, unparsed."""
+    fake.reset()
+    raw = _raw(fake)
+    events = [e for e in raw.split(b"\n\n") if e]
+    assert events[0].startswith(b"event: response.created\n") and events[1].startswith(b"event: response.in_progress")
+    parsed: list[bytes] = []
+    real_loads = orjson.loads
+
+    def counting_loads(data):
+        parsed.append(bytes(data))
+        return real_loads(data)
+
+    monkeypatch.setattr(orjson, "loads", counting_loads)
+    accountant = ResponsesAccountant()
+    assert accountant.feed(raw) + accountant.flush() == raw
+    assert accountant.saw_done and accountant.usage == Usage(17, 5)
+    assert not any(b'"response.created"' in p or b'"response.in_progress"' in p for p in parsed)
+    assert len(parsed) == len(events) - 2  # one at a time, until content, and the terminal event's end
+    assert not any(b'"output"' in p for p in parsed)  # no Response parsed: usage read from the end
+    terminal = real_loads(events[-1].split(b"data: ", 1)[1])
+    assert accountant.response == terminal["response"]  # parsed when asked for (to be stored)
+    assert len(parsed) == len(events) - 1
+
+
+def _completed(response: dict) -> bytes:
+    return b"event: response.completed\ndata: " + orjson.dumps({"type": "response.completed", "response": response})
+
+
+@pytest.mark.parametrize(
+    ("response", "usage"),
+    [
+        # usage null, a tool's schema has a property `usage`: not the Response's, not read
+        ({"id": "r", "tools": [{"parameters": {"properties": {"usage": {"type": "object"}}}}], "usage": None}, None),
+        ({"id": "r", "usage": None, "metadata": {"usage": {"input_tokens": 9}}}, None),
+        ({"id": "r", "usage": {"input_tokens": 4, "output_tokens": 2}, "user": None, "metadata": {}}, Usage(4, 2)),
+        ({"usage": {"input_tokens": 4, "output_tokens": 2}}, Usage(4, 2)),
+    ],
+)
+def test_a_terminal_events_usage_is_the_responses_own(response, usage):
+    accountant = ResponsesAccountant()
+    accountant.feed(_delta("a"))
+    event = _completed(response)
+    assert accountant.feed(event + b"\n\n") == event + b"\n\n"
+    assert accountant.usage == usage and accountant.saw_done
+    assert accountant.response == response
+
+
+def test_events_in_other_shapes_are_read_line_by_line():
+    """Multi-line data, an `id:` field, no `event:` line: still read (and checked) whole."""
+    delta = {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "output_index": 0,
+             "content_index": 0, "delta": "hi", "logprobs": []}  # fmt: skip
+    text = orjson.dumps(delta)
+    split = text.index(b",")
+    event = b"id: 1\nevent: response.output_text.delta\ndata: " + text[:split] + b"\ndata: " + text[split:] + b"\n\n"
+    accountant = ResponsesAccountant()
+    assert accountant.feed(event) == event and accountant.started
+    bare = ResponsesAccountant()
+    assert bare.feed(b"data: " + text + b"\n\n") == b"data: " + text + b"\n\n" and bare.started
+    with pytest.raises(MalformedAnswer):
+        ResponsesAccountant().feed(b"event: response.created\ndata: " + text + b"\nbogus line\n\n")
+    with pytest.raises(MalformedAnswer):  # an announcement's shape, cut short
+        ResponsesAccountant().feed(b'event: response.created\ndata: {"type":"response.created","response":{\n\n')
+
+
 # -- non-streamed bodies ----------------------------------------------------------------------
 
 
@@ -200,6 +266,14 @@ def test_a_response_body_is_checked_and_its_usage_read(fake):
     fake.reset(cached_tokens=9)
     answer, usage = check_response_body(OFFER, _raw(fake, stream=False))
     assert answer["object"] == "response" and usage == Usage(17, 5, 9)
+
+
+def test_a_response_body_is_parsed_once_for_the_edge(fake):
+    """`read_body` hands the edge the Response its check parsed (stored without a second parse)."""
+    fake.reset(cached_tokens=9)
+    body = _raw(fake, stream=False)
+    usage, answer = RESPONSES.read_body(OFFER, body)
+    assert answer == orjson.loads(body) and usage == Usage(17, 5, 9) == RESPONSES.check_body(OFFER, body)
 
 
 def test_a_failed_response_body_fails_the_attempt(fake):
