@@ -42,8 +42,9 @@ from gateway.api.ingress import (
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
+from gateway.protocol.body import json_object
 from gateway.protocol.chat import ChatRequest, upstream_payload
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
     MALFORMED,
     MessageStream,
@@ -117,15 +118,7 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise invalid_request("The request body is empty; send a JSON object with `model`, `max_tokens`, `messages`.")
-    try:
-        native = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(native, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    return native
+    return json_object(body, "`model`, `max_tokens`, `messages`")
 
 
 def _error_event(kind: str, message: str) -> bytes:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from gateway.protocol.body import json_object
 from gateway.protocol.errors import invalid_request
 
 # Fields the gateway consumes itself and never forwards (OpenRouter-style routing overrides).
@@ -41,14 +40,7 @@ class ChatRequest:
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
-    if not body:
-        raise invalid_request("The request body is empty; send a JSON object with `model` and `messages`.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    payload = json_object(body, "`model` and `messages`")
 
     model = payload.get("model")
     if model is None and not payload.get("models"):

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from gateway.protocol.body import is_token, json_object, required_model
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
 from gateway.protocol.errors import invalid_request
 
@@ -42,9 +41,9 @@ def _prompt_texts(prompt: Any) -> list[str | list[int]]:
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, list) and prompt:
-        if all(_is_token(t) for t in prompt):
+        if all(is_token(t) for t in prompt):
             return [prompt]
-        if all(isinstance(p, str) or (isinstance(p, list) and p and all(_is_token(t) for t in p)) for p in prompt):
+        if all(isinstance(p, str) or (isinstance(p, list) and p and all(is_token(t) for t in p)) for p in prompt):
             return prompt
     raise invalid_request(
         "`prompt` must be a string, an array of strings, an array of tokens or an array of token arrays.",
@@ -53,24 +52,9 @@ def _prompt_texts(prompt: Any) -> list[str | list[int]]:
     )
 
 
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def parse_completions_request(body: bytes) -> CompletionsRequest:
-    if not body:
-        raise invalid_request("The request body is empty; send a JSON object with `model` and `prompt`.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    model = payload.get("model")
-    if model is None:
-        raise invalid_request("you must provide a model parameter", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise invalid_request("`model` must be a non-empty string.", "model", "invalid_type")
+    payload = json_object(body, "`model` and `prompt`")
+    model = required_model(payload)
     if payload.get("prompt") is None:
         raise invalid_request("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
     prompts = _prompt_texts(payload["prompt"])

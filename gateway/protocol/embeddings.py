@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from gateway.protocol.body import is_token, json_object, required_model
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
 from gateway.protocol.errors import invalid_request
 
@@ -48,13 +47,13 @@ def embedding_inputs(value: Any) -> list[str | list[int]]:
     """`input` as a list of texts or token arrays; a 400 naming `input` otherwise."""
     if isinstance(value, str):
         return [value]
-    if isinstance(value, list) and value and all(_is_token(v) for v in value):
+    if isinstance(value, list) and value and all(is_token(v) for v in value):
         return [value]  # one token array
     if (
         isinstance(value, list)
         and value
         and len(value) <= MAX_INPUTS
-        and all(isinstance(v, str) or (isinstance(v, list) and v and all(_is_token(t) for t in v)) for v in value)
+        and all(isinstance(v, str) or (isinstance(v, list) and v and all(is_token(t) for t in v)) for v in value)
     ):
         return value
     raise invalid_request(
@@ -65,24 +64,9 @@ def embedding_inputs(value: Any) -> list[str | list[int]]:
     )
 
 
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def parse_embeddings_request(body: bytes) -> EmbeddingsRequest:
-    if not body:
-        raise invalid_request("The request body is empty; send a JSON object with `model` and `input`.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    model = payload.get("model")
-    if model is None:
-        raise invalid_request("you must provide a model parameter", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model:
-        raise invalid_request("`model` must be a non-empty string.", "model", "invalid_type")
+    payload = json_object(body, "`model` and `input`")
+    model = required_model(payload)
     if "input" not in payload:
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     inputs = embedding_inputs(payload["input"])

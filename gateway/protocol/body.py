@@ -1,0 +1,39 @@
+"""What every OpenAI-style request body is checked for first, in the same words on every
+ingress: JSON, an object, a model; and what counts as a token id in a prompt or input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.protocol.errors import invalid_request
+
+
+def json_object(body: bytes, expects: str) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 saying what is wrong (`expects`: the fields the
+    API requires, named in the message for an empty body)."""
+    if not body:
+        raise invalid_request(f"The request body is empty; send a JSON object with {expects}.")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return payload
+
+
+def required_model(payload: dict[str, Any]) -> str:
+    """`model`, required and a non-empty string (OpenAI's words when it is missing)."""
+    model = payload.get("model")
+    if model is None:
+        raise invalid_request("you must provide a model parameter", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("`model` must be a non-empty string.", "model", "invalid_type")
+    return model
+
+
+def is_token(value: Any) -> bool:
+    """A token id: a non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
