@@ -6,7 +6,7 @@ share of the gateway's samples per function two ways: each sample charged to the
 frame in `gateway/` (with what it was calling: the gateway's own costs, library calls
 included), and to the innermost frame (self time). Idle worker threads are left out.
 
-    python bench/profile_gateway.py [--conc 16] [--stream] [--agent] [--duration 10] [--out FILE.raw]
+    python bench/profile_gateway.py [--conc 16] [--stream] [--agent] [--duration 10] [--out FILE.raw] [--port-offset N]
 
 `--agent`: issue 9's agent turn (bench/agent_request.py) as the request instead of a
 one-line chat. py-spy is a development tool, not a dependency: `pip install py-spy`
@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", type=Path, help="keep py-spy's raw output here")
+    ap.add_argument("--port-offset", type=int, default=0, help="shift every port (two runs on one machine)")
     ap.add_argument("--py-spy", default=os.environ.get("PY_SPY") or shutil.which("py-spy"))
     args = ap.parse_args()
     if not args.py_spy or not Path(args.py_spy).exists():
@@ -95,7 +96,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-profile-"))
     procs = Procs()
     try:
-        json_port, sse_port, port = JSON_PORT + OFFSET, SSE_PORT + OFFSET, GATEWAY + OFFSET
+        offset = OFFSET + args.port_offset
+        json_port, sse_port, port = JSON_PORT + offset, SSE_PORT + offset, GATEWAY + offset
         conf = (HERE / "upstream.conf.tmpl").read_text().replace("__DIR__", str(tmp))
         conf = conf.replace("__JSON_PORT__", str(json_port)).replace("__SSE_PORT__", str(sse_port))
         (tmp / "nginx.conf").write_text(conf)
