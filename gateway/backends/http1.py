@@ -116,8 +116,8 @@ class Http1Response(UpstreamResponse):
         "retry_after",
     )
 
-    def __init__(self, conn: _Connection, backend: str, max_bytes: int) -> None:
-        self._conn: _Connection | None = conn
+    def __init__(self, conn: Connection, backend: str, max_bytes: int) -> None:
+        self._conn: Connection | None = conn
         self._backend = backend
         self._loop = conn.loop
         self._chunks: list[bytes] = []
@@ -231,6 +231,11 @@ class Http1Response(UpstreamResponse):
                 await self._wait()
         return bytes(out[:limit])
 
+    @property
+    def connection(self) -> Connection | None:
+        """The connection still carrying this answer (None once received whole, or failed)."""
+        return self._conn
+
     def stream_started(self, idle_s: float) -> None:
         conn = self._conn
         if conn is not None:
@@ -248,7 +253,7 @@ class Http1Response(UpstreamResponse):
         self._abandon()
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive connection to a backend, carrying one exchange at a time."""
 
     def __init__(self, client: Http1Client) -> None:
@@ -586,9 +591,9 @@ class Http1Client:
         static.pop("content-length", None)
         self._static = static
         self._heads: dict[str, bytes] = {}  # path -> request line + static headers (paths come from code)
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._open = 0  # connections open or opening: at most max_connections
-        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
         self.attempts = 0  # connections opened, for tests and curiosity
         self._closing = False
 
@@ -631,15 +636,17 @@ class Http1Client:
     ) -> Http1Response:
         """POST; return the response once its head is read (any status), body unread."""
         data, large = self.request_bytes(path, body, extra)
-        conn = await self._acquire(fresh=False)
+        conn = await self.acquire(fresh=False)
         try:
             return await conn.exchange(data, large, max_bytes)
         except _StaleError:
             pass  # the request never reached a live server: once more, on a new connection
-        conn = await self._acquire(fresh=True)
+        conn = await self.acquire(fresh=True)
         return await conn.exchange(data, large, max_bytes)
 
-    async def _acquire(self, fresh: bool) -> _Connection:
+    async def acquire(self, fresh: bool = False) -> Connection:
+        """A connection for one exchange: an idle one (unless `fresh`), a new one while under
+        max_connections, else the next one released (FIFO). Give it back with `release`."""
         if self._closing:
             raise UpstreamUnreachable(f"{self.name}: backend closed")
         idle = self._idle
@@ -654,7 +661,7 @@ class Http1Client:
                     return conn
                 conn.close()
         while self._open >= self.max_connections:
-            waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+            waiter: asyncio.Future[Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
             try:
                 handed = await waiter
@@ -683,8 +690,8 @@ class Http1Client:
             self._wake_one()
             raise
 
-    async def _connect(self) -> _Connection:
-        conn = _Connection(self)
+    async def _connect(self) -> Connection:
+        conn = Connection(self)
         target = self.target
         self.attempts += 1
         try:
@@ -703,7 +710,7 @@ class Http1Client:
         conn.counted = True
         return conn
 
-    def release(self, conn: _Connection) -> None:
+    def release(self, conn: Connection) -> None:
         """A connection whose answer was received whole: to the first waiter, else idle."""
         conn.reused = True
         conn.idle_since = self.loop.time()
@@ -721,7 +728,7 @@ class Http1Client:
         self._idle.append(conn)
         conn._arm(conn.idle_since + KEEPALIVE_S)
 
-    def discard(self, conn: _Connection) -> None:
+    def discard(self, conn: Connection) -> None:
         """A connection closed (by either side): its slot is free."""
         self._open -= 1
         try:
@@ -739,8 +746,18 @@ class Http1Client:
                 return
 
     @property
+    def idle(self) -> tuple[Connection, ...]:
+        """The idle connections, the next one to be reused last."""
+        return tuple(self._idle)
+
+    @property
     def idle_count(self) -> int:
         return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a connection."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
 
     @property
     def open_count(self) -> int:

@@ -193,7 +193,7 @@ async def test_request_is_one_write_of_line_host_static_and_extra_headers(upstre
     server = await upstreams(answering(OK))
     client = clients(server.url + "/api/paas/v4/", headers={"content-type": "application/json", "X-Title": "a"})
     await fetch(client, b'{"a":1}')
-    conn = client._idle[-1]
+    conn = client.idle[-1]
     writes: list[int] = []
     transport = conn.transport
     original_write, original_writelines = transport.write, transport.writelines
@@ -255,18 +255,18 @@ async def test_large_body_waits_for_a_slow_reader_and_arrives_whole(upstreams, c
     server = await upstreams(answering(OK), read_delay_s=0.3)
     client = clients(server.url)
     paused: list[bool] = []
-    original = http1._Connection.pause_writing
+    original = http1.Connection.pause_writing
 
     def spy(self):
         paused.append(True)
         original(self)
 
-    http1._Connection.pause_writing = spy  # type: ignore[method-assign]
+    http1.Connection.pause_writing = spy  # type: ignore[method-assign]
     try:
         body = b"x" * (8 * 1024 * 1024)
         assert await fetch(client, body) == b"{}"
     finally:
-        http1._Connection.pause_writing = original  # type: ignore[method-assign]
+        http1.Connection.pause_writing = original  # type: ignore[method-assign]
     assert server.requests[0].body == body
     assert paused  # the transport's buffer filled: the exchange waited for it to drain
 
@@ -393,11 +393,11 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_handed_connection_is_pa
     left.cancel()  # cancelled while queued
     with pytest.raises(asyncio.CancelledError):
         await left
-    assert len(client._waiters) == 0
+    assert client.waiting == 0
     gate.set()
     assert await holder == b"{}"
     # A waiter handed the connection just as it is cancelled passes it to the next one.
-    conn = await client._acquire(fresh=False)
+    conn = await client.acquire()
     handed = asyncio.create_task(fetch(client, b"handed"))
     after = asyncio.create_task(fetch(client, b"after"))
     await asyncio.sleep(0.01)
@@ -531,7 +531,7 @@ async def test_reading_pauses_while_the_reader_is_behind_and_its_silence_is_not_
     server = await upstreams(answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body))
     client = clients(server.url, read_timeout_s=0.3)
     response = await client.post("/chat/completions", b"{}", None, 1 << 25)
-    conn = response._conn  # the connection still carrying this answer
+    conn = response.connection  # the connection still carrying this answer
     assert conn is not None
     await until(lambda: conn.reading_paused)
     assert response.buffered <= http1.READ_HIGH_WATER + 256 * 1024  # one read past the bound at most
