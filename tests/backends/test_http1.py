@@ -588,6 +588,15 @@ async def test_connect_refused_or_timed_out_is_unreachable(clients):
                 await asyncio.wait_for(fetch(client), 5)
             assert "connect timeout" in caught.value.message
             assert client.open_count == 0
+            # a caller cancelled while connecting gives its slot back
+            patient = clients(f"http://127.0.0.1:{port}", connect_timeout_s=30, max_connections=1)
+            task = asyncio.create_task(fetch(patient))
+            await asyncio.sleep(0.1)
+            assert patient.open_count == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (patient.open_count, patient.waiting) == (0, 0)
         finally:
             for filler in fillers:
                 filler.close()
