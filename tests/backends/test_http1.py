@@ -541,17 +541,17 @@ async def test_reading_pauses_while_the_reader_is_behind_and_its_silence_is_not_
 
 
 async def test_silences_shorter_than_the_limit_never_time_out(upstreams, clients):
-    async def trickle(writer: asyncio.StreamWriter) -> None:  # 1 s of chunks, 0.1 s apart
-        for _ in range(10):
+    async def trickle(writer: asyncio.StreamWriter) -> None:  # 1.5 s of chunks, 0.1 s apart
+        for _ in range(15):
             await asyncio.sleep(0.1)
             writer.write(b"1\r\nz\r\n")
         writer.write(b"0\r\n\r\n")
 
     server = await upstreams(answering((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", trickle)))
-    client = clients(server.url, read_timeout_s=0.3)
+    client = clients(server.url, read_timeout_s=0.6)  # well over each silence, well under the whole
     response = await client.post("/chat/completions", b"{}", None, 1 << 20)
     got = [chunk async for chunk in response.aiter_bytes()]
-    assert b"".join(got) == b"z" * 10
+    assert b"".join(got) == b"z" * 15
     assert client.idle_count == 1 and len(server.requests) == 1
 
 
