@@ -31,7 +31,8 @@ from gateway.backends.errors import (
     UpstreamStatusError,
     status_error,
 )
-from gateway.backends.openai_compat import AiohttpUpstreamResponse, OpenAICompatBackend
+from gateway.backends.http1 import Http1Response
+from gateway.backends.openai_compat import OpenAICompatBackend
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
 # context-overflow check does not know.
@@ -41,7 +42,7 @@ _CONTEXT_MARKERS = (b"prompt is too long", b"exceed context limit", b"context wi
 class AnthropicResponse(UpstreamResponse):
     """A Messages API answer, read and handed on in OpenAI's wire format."""
 
-    def __init__(self, response: AiohttpUpstreamResponse, stream: bool, include_usage: bool) -> None:
+    def __init__(self, response: Http1Response, stream: bool, include_usage: bool) -> None:
         self._response = response
         self._stream = stream
         self._include_usage = include_usage
@@ -96,10 +97,11 @@ class AnthropicBackend(OpenAICompatBackend):
             # Native: a Messages body from a Messages client, posted as is, answered in
             # Anthropic's own bytes (read by `gateway.proxy.messages_format`).
             try:
-                response = await self.post(orjson.dumps(request.payload), request.headers, MESSAGES)
+                return await self.post(
+                    orjson.dumps(request.payload), request.headers, MESSAGES, request.max_response_bytes
+                )
             except UpstreamError as exc:
                 raise _in_openai_terms(exc) from None
-            return AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
         if request.path != CHAT_COMPLETIONS:
             raise ClientRejected(
                 f"{self.name}: {request.path} has no Anthropic translation",
@@ -117,12 +119,11 @@ class AnthropicBackend(OpenAICompatBackend):
             }
             raise ClientRejected(f"{self.name}: {exc}", 400, orjson.dumps({"error": error})) from None
         try:
-            response = await self.post(orjson.dumps(body), request.headers, request.path)
+            response = await self.post(orjson.dumps(body), request.headers, request.path, request.max_response_bytes)
         except UpstreamError as exc:
             raise _in_openai_terms(exc) from None
         include_usage = bool((request.payload.get("stream_options") or {}).get("include_usage"))
-        raw = AiohttpUpstreamResponse(response, self.name, request.max_response_bytes)
-        return AnthropicResponse(raw, request.stream, include_usage)
+        return AnthropicResponse(response, request.stream, include_usage)
 
 
 def _in_openai_terms(error: UpstreamError) -> UpstreamError:

@@ -1,6 +1,6 @@
 """A real HTTP upstream in the test's own event loop, scripted per test, for adapter tests.
 
-The adapters talk to upstreams through aiohttp on a real socket; these servers answer on a
+The adapters talk to upstreams through their HTTP client on a real socket; these servers answer on a
 free local port as a test says (status, headers, body in pieces, a stall, a cut
 connection, bytes that are not HTTP), and record what each call carried.
 """
