@@ -43,7 +43,6 @@ from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.continuation import ContinuationBroke, NativeResume, RescueContext, StreamRescue
 from gateway.proxy.formats import CHAT, UpstreamCall
@@ -473,7 +472,7 @@ async def _relay(
         if accountant.done_held:
             # The client asked for usage and the upstream sent none: estimate it, say so in
             # the ledger, and still end the stream the way OpenAI does.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+            outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
             tail += accountant.closing_events(outcome.usage)
         if translate is not None:
             tail = (translate(tail) if tail else b"") + translator.finish()
@@ -516,7 +515,7 @@ async def _relay(
             outcome.usage = accountant.usage or outcome.usage
             if outcome.usage is None:
                 # The upstream sent no usage: estimate and say so.
-                outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+                outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
     watch.stop()  # before the last message: past it, receive() reports a disconnect
     if ingress._completes and outcome.status < 400:
@@ -539,6 +538,6 @@ def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float,
     outcome.latency_s = time.perf_counter() - t0
     outcome.overhead_s = max(overhead_s, 0.0)
     if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
-        outcome.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
+        outcome.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
     outcome.bill()
     state.observers.call_finished(outcome)
