@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from gateway.protocol.responses import (
     input_items,
     responses_to_chat,
 )
+from gateway.protocol.responses_view import responses_view
 from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
@@ -116,13 +118,29 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 
 
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
+    # OpenRouter-style `models` / `provider` / `route`: routing reads them.
+    owned = {name: native[name] for name in GATEWAY_OWNED_FIELDS if name in native}
+    view = responses_view(native, previous)
+    if view is None:  # an unusual request: translated now (a 400 here names what is wrong)
+        payload = responses_to_chat(native, previous)
+        payload.update(owned)
+        stream = bool(payload.get("stream"))
+        # Streams ask the chat backend for usage: response.completed carries it.
+        return ChatRequest(payload, payload["model"], stream, stream)
+    # Routed on its view: the translation is built only if a candidate is asked in chat.
+    fields, prompt = view
+    fields.update(owned)
+    stream = bool(fields.get("stream"))
+    build = partial(_translation, native, previous, owned)
+    return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, prompt=prompt)
+
+
+def _translation(
+    native: dict[str, Any], previous: list[dict[str, Any]] | None, owned: dict[str, Any]
+) -> dict[str, Any]:
     payload = responses_to_chat(native, previous)
-    for name in GATEWAY_OWNED_FIELDS:  # OpenRouter-style `models` / `provider` / `route`: routing reads them
-        if name in native:
-            payload[name] = native[name]
-    stream = bool(payload.get("stream"))
-    # Streams ask the chat backend for usage: response.completed carries it.
-    return ChatRequest(payload=payload, model=payload["model"], stream=stream, include_usage=stream)
+    payload.update(owned)
+    return payload
 
 
 def native_payload(request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
