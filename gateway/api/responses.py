@@ -170,7 +170,7 @@ class TranslatedStream:
             if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))
-        return b"".join(map(encode_event, out))
+        return b"".join(map(self._stream.encode, out))
 
     def resume_at(
         self,
@@ -188,7 +188,7 @@ class TranslatedStream:
         events = self._stream.finish()
         if not any(e["type"] == "response.failed" for e in events):
             self._request.response = self._stream.response
-        return b"".join(map(encode_event, events))
+        return b"".join(map(self._stream.encode, events))
 
     def broken(self, error: UpstreamError) -> bytes:
         failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)

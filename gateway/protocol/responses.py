@@ -607,6 +607,7 @@ class ResponseStream:
 
     def __init__(self, request: dict[str, Any], response_id: str, created_at: int | None = None) -> None:
         self.request = request
+        self._echo: dict[str, orjson.Fragment] | None = None  # the request's bulk, encoded once
         self.response_id = response_id
         self.created_at = created_at if created_at is not None else int(time.time())
         self.output: list[dict[str, Any]] = []  # finished items, for the final Response
@@ -651,6 +652,24 @@ class ResponseStream:
         self._started = True
         self._open = open_message
         self._text = [text] if open_message is not None and text else []
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        """`encode_event`, with the request's tools and instructions (an agent's are about
+        15 KB) encoded once per stream rather than in each of the three events that carry the
+        whole Response (created, in_progress, completed): the same bytes, as JSON fragments."""
+        response = event.get("response")
+        if response is None or response.get("tools") is not self.request.get("tools"):
+            return encode_event(event)
+        echo = self._echo
+        if echo is None:
+            echo = self._echo = {}
+            for name in ("tools", "instructions"):
+                value = self.request.get(name)
+                if value:
+                    echo[name] = orjson.Fragment(orjson.dumps(value))
+        if not echo:
+            return encode_event(event)
+        return encode_event({**event, "response": {**response, **echo}})
 
     def feed(self, chunk: Any) -> list[dict[str, Any]]:
         """The events one chat chunk produces (possibly none). A chunk that is not a chat
