@@ -70,13 +70,21 @@ class ResponsesRequest:
 
     native: dict[str, Any]
     chat: ChatRequest
-    response_id: str
     created_at: int
     store: bool
     owner: str = ""
     previous: list[dict[str, Any]] = field(default_factory=list)  # items previous_response_id continues
     response: dict[str, Any] | None = None  # the Response the client got, once complete
     state: AppState | None = None  # the app's, set by `prepare`: its response store
+    _response_id: str = ""
+
+    @property
+    def response_id(self) -> str:
+        """The id of the Response the gateway writes (a translated answer, a continued native
+        stream), made when first asked: a native answer carries its backend's own."""
+        if not self._response_id:
+            self._response_id = new_response_id()
+        return self._response_id
 
 
 def parse_request(body: bytes) -> ResponsesRequest:
@@ -104,7 +112,6 @@ def parse_request(body: bytes) -> ResponsesRequest:
     request = ResponsesRequest(
         native,
         _chat(native, [] if previous else None),  # the stored conversation joins in `continue_from`
-        new_response_id(),
         int(time.time()),
         native.get("store") is not False,
     )
