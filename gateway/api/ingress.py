@@ -48,6 +48,7 @@ from gateway.proxy.continuation import ContinuationBroke, NativeResume, RescueCo
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
+from gateway.routing.candidates import may_answer_natively
 from gateway.routing.pipeline import RoutingDecision, decide
 from gateway.tenants.principal import Principal
 
@@ -258,6 +259,10 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             if ingress._prepares:
                 request = await ingress.prepare(request, principal, state)
             chat = request.chat
+            if not chat.translated and not may_answer_natively(chat.fields, chat.model, snapshot, ingress.endpoint):
+                # Every candidate will be asked in chat: translate now, and route on that
+                # rather than on a view of the body (which would cost its count as well).
+                chat.translate()
             decision = decide(chat, headers, snapshot, state.stats, ingress.endpoint)
             # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
             ticket = await state.limiter.admit(principal, chat, decision, snapshot)

@@ -56,7 +56,7 @@ from gateway.protocol.messages import (
     malformed_answer,
     messages_to_chat,
 )
-from gateway.protocol.messages_view import messages_view
+from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
@@ -98,14 +98,13 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
     # Anthropic's max_tokens is a required ceiling (Claude Code asks 32000-128000 whatever the
     # model), not a demand: routing reserves its usual completion budget, and each candidate
     # gets max_tokens capped to what it can produce, as the `anthropic` adapter caps it.
-    view = messages_view(native)
-    if view is None:  # an unusual body: translated now (a 400 here names what is wrong)
+    fields = messages_fields(native)
+    if fields is None:  # a malformed field: the translation's 400 names it
         chat = messages_to_chat(native)
         max_tokens: int = chat.pop("max_tokens")
         request = ChatRequest(chat, native["model"], bool(chat.get("stream")))
     else:
         # Routed on its view: the translation is built only if a candidate is asked in chat.
-        fields, prompt = view
         max_tokens = fields.pop("max_tokens")
         request = ChatRequest(
             None,
@@ -113,7 +112,7 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
             bool(fields.get("stream")),
             build=partial(_translation, native),
             fields=fields,
-            prompt=prompt,
+            view=partial(messages_prompt, native),
         )
     request.include_usage = request.stream
     request.completion_ceiling = max_tokens

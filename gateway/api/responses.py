@@ -45,7 +45,7 @@ from gateway.protocol.responses import (
     input_items,
     responses_to_chat,
 )
-from gateway.protocol.responses_view import responses_view
+from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
@@ -127,19 +127,19 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
     # OpenRouter-style `models` / `provider` / `route`: routing reads them.
     owned = {name: native[name] for name in GATEWAY_OWNED_FIELDS if name in native}
-    view = responses_view(native, previous)
-    if view is None:  # an unusual request: translated now (a 400 here names what is wrong)
+    fields = responses_fields(native)
+    if fields is None:  # a malformed field: the translation's 400 names it
         payload = responses_to_chat(native, previous)
         payload.update(owned)
         stream = bool(payload.get("stream"))
         # Streams ask the chat backend for usage: response.completed carries it.
         return ChatRequest(payload, payload["model"], stream, stream)
     # Routed on its view: the translation is built only if a candidate is asked in chat.
-    fields, prompt = view
     fields.update(owned)
     stream = bool(fields.get("stream"))
     build = partial(_translation, native, previous, owned)
-    return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, prompt=prompt)
+    view = partial(responses_prompt, native, previous)
+    return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, view=view)
 
 
 def _translation(

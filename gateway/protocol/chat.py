@@ -53,21 +53,23 @@ class ChatRequest:
 
     `fields` is what routing reads of the top level (model, models, provider, tools,
     tool_choice, response_format, reasoning, n, ...): the payload itself for chat. A request
-    in another API's shape passed through natively need not be translated to route it: its
-    view gives `fields` (the translation's top-level fields, `tools` as the client sent them)
-    and `prompt` (the messages' facts), and `build` makes the whole translation only when
-    `payload` is read (a candidate asked in chat, a plugged classifier, a continuation)."""
+    in another API's shape that may be passed through natively need not be translated to be
+    routed: its view gives `fields` (the translation's top-level fields, `tools` as the
+    client sent them) and, when first read, `prompt` (the messages' facts, counted on the
+    client's body), and `build` makes the whole translation only when `payload` is read (a
+    candidate asked in chat, a plugged classifier, a continuation)."""
 
     __slots__ = (
         "_build",
         "_payload",
+        "_prompt",
         "_tokens",
+        "_view",
         "batch",
         "completion_ceiling",
         "fields",
         "include_usage",
         "model",
-        "prompt",
         "stream",
     )
 
@@ -86,23 +88,25 @@ class ChatRequest:
         *,
         build: Callable[[], dict[str, Any]] | None = None,
         fields: dict[str, Any] | None = None,
-        prompt: PromptFacts | None = None,
+        view: Callable[[], PromptFacts | None] | None = None,
     ) -> None:
-        if payload is None and (build is None or fields is None or prompt is None):
-            raise TypeError("a ChatRequest needs its payload, or a view's build, fields and prompt")
+        if fields is None:
+            if payload is None:
+                raise TypeError("a ChatRequest needs its payload, or a view's build and fields")
+            fields = payload
+        elif payload is None and build is None:
+            raise TypeError("a ChatRequest routed on a view needs the build of its translation")
         self._payload = payload
         self._build = build
-        if fields is None:
-            assert payload is not None
-            fields = payload
+        self._view = view
+        self._prompt: PromptFacts | None = None
+        self._tokens: int | None = None
         self.fields = fields
         self.model = model
         self.stream = stream
         self.include_usage = include_usage
         self.completion_ceiling = completion_ceiling
         self.batch = batch
-        self.prompt = prompt
-        self._tokens = prompt.tokens if prompt is not None else None
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -120,6 +124,25 @@ class ChatRequest:
         return self._payload is not None
 
     @property
+    def prompt(self) -> PromptFacts | None:
+        """The prompt's facts as the view counts them on the client's body, made when first
+        read; None when routing reads the chat payload instead (a chat request, a view's
+        request already translated, or a body outside the view's shape: translated then,
+        which raises its 400 if it is malformed)."""
+        prompt = self._prompt
+        if prompt is None and self._view is not None:
+            view, self._view = self._view, None
+            if self._payload is None:
+                prompt = self._prompt = view()
+                if prompt is None:
+                    self.translate()
+        return prompt
+
+    def translate(self) -> dict[str, Any]:
+        """The chat payload, built now if it was not: routing then reads it, not the view."""
+        return self.payload
+
+    @property
     def messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = self.payload["messages"]  # parse_chat_request checked its shape
         return messages
@@ -129,7 +152,9 @@ class ChatRequest:
         estimates and translations all read it)."""
         tokens = self._tokens
         if tokens is None:
-            tokens = self._tokens = estimate_prompt_tokens(self.payload)
+            prompt = self.prompt
+            tokens = prompt.tokens if prompt is not None else estimate_prompt_tokens(self.payload)
+            self._tokens = tokens
         return tokens
 
     def images(self) -> bool:

@@ -5,7 +5,10 @@ translation, yet routing, limits and the classifier read the chat request: its t
 fields, its prompt's token estimate, whether it carries images, its system text and last
 user text. `messages_view` computes exactly those from the Messages body, and the ingress
 builds the whole translation (`messages_to_chat`) only when something reads it: a candidate
-asked in chat, a plugged classifier, a broken stream's continuation.
+asked in chat, a plugged classifier, a broken stream's continuation. `messages_fields` is
+made at parse time; `messages_prompt`, the dearer part, when routing first reads the prompt
+(`ChatRequest.prompt`), and not at all when no candidate could take the request natively
+(the ingress translates it up front then).
 
 Each fact equals what the translation gives (tests compare both on every sample): the
 fields are made by the translation's own code (`_head`, `_options`, `_tail`); the estimate
@@ -48,28 +51,39 @@ _USUAL_DELTA = (
 )
 
 
-def messages_view(body: Any) -> tuple[dict[str, Any], PromptFacts] | None:
-    """The chat translation's fields without `messages` (`tools` as the client sent them) and
-    its prompt's facts; None when the body is not of the usual shape (translate it whole)."""
+def messages_fields(body: Any) -> dict[str, Any] | None:
+    """The chat translation's top-level fields (`tools` as the client sent them, no
+    `messages`); None when a field is malformed (the translation names it in its 400)."""
     try:
-        model, max_tokens, turns = _head(body)
-        system = _system_text(body.get("system"))
-        prompt = _prompt(turns, system)
-        if prompt is None:
-            return None
+        model, max_tokens, _ = _head(body)
         fields: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
         _options(body, fields)
+        tools = body.get("tools")
+        if tools:
+            fields["tools"] = tools
+        _tail(body, fields)
+    except GatewayError:
+        return None
+    return fields
+
+
+def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the body (after `messages_fields`); None
+    when the body is not of the usual shape (translate it whole)."""
+    try:
+        system = _system_text(body.get("system"))
+        prompt = _prompt(body["messages"], system)
+        if prompt is None:
+            return None
         tools = body.get("tools")
         if tools:
             delta = _tools_delta(tools)
             if delta is None:
                 return None
-            fields["tools"] = tools
             prompt.tokens += (_json_length(tools) + delta + 2) // 3
-        _tail(body, fields)
     except GatewayError:
         return None  # the translation raises it again, in its own order
-    return fields, prompt
+    return prompt
 
 
 def _prompt(turns: list[Any], system: str) -> PromptFacts | None:

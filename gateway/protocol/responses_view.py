@@ -59,13 +59,25 @@ class _Message:
         self.images = images
 
 
-def responses_view(
-    body: Any, previous: list[dict[str, Any]] | None = None
-) -> tuple[dict[str, Any], PromptFacts] | None:
-    """The chat translation's fields without `messages` (`tools` as the client sent them) and
-    its prompt's facts; None when the request is not of the usual shape (translate it whole)."""
+def responses_fields(body: Any) -> dict[str, Any] | None:
+    """The chat translation's top-level fields (`tools` as the client sent them, no
+    `messages`); None when a field is malformed (the translation names it in its 400)."""
     try:
-        model = _model(body)
+        fields: dict[str, Any] = {"model": _model(body)}
+        _options(body, fields)
+        tools = body.get("tools")
+        if tools:
+            fields["tools"] = tools
+        _tail(body, fields)
+    except GatewayError:
+        return None
+    return fields
+
+
+def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the input items (after `responses_fields`);
+    None when the request is not of the usual shape (translate it whole)."""
+    try:
         instructions = body.get("instructions")
         messages: list[_Message] = []
         if isinstance(instructions, str) and instructions:
@@ -77,8 +89,6 @@ def responses_view(
             return None
         if not _read_items(items, messages):
             return None
-        fields: dict[str, Any] = {"model": model}
-        _options(body, fields)
         tokens = 3
         images = False
         for message in messages:
@@ -91,14 +101,12 @@ def responses_view(
             delta = _tools_delta(tools)
             if delta is None:
                 return None
-            fields["tools"] = tools
             tokens += (_json_length(tools) + delta + 2) // 3
-        _tail(body, fields)
     except GatewayError:
         return None  # the translation raises it again, in its own order
     last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
     system = messages[0].text if messages and messages[0].role == "system" else ""
-    return fields, PromptFacts(tokens, images, last_user, system)
+    return PromptFacts(tokens, images, last_user, system)
 
 
 def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:

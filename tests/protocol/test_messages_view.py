@@ -16,13 +16,22 @@ import pytest
 
 from gateway.api.messages import parse_messages_request
 from gateway.protocol.chat import ChatRequest, has_images
+from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import messages_to_chat
-from gateway.protocol.messages_view import messages_view
+from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.routing.candidates import may_answer_natively
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
 from tests.protocol import samples as S
 from tests.routing.support import snapshot_from
+
+
+def messages_view(body: Any) -> tuple[dict[str, Any], Any] | None:
+    """Both halves of the view, as the ingress makes them (fields, then the prompt's facts)."""
+    fields = messages_fields(body)
+    prompt = messages_prompt(body) if fields is not None else None
+    return None if fields is None or prompt is None else (fields, prompt)
 
 
 def _schema(extra: str = "") -> dict[str, Any]:
@@ -155,7 +164,7 @@ def test_the_view_gives_every_fact_its_translation_gives(name):
     )
     assert prompt.tokens == estimate_prompt_tokens(chat)
     assert prompt.images == has_images(chat["messages"])
-    request = ChatRequest(None, body["model"], build=lambda: chat, fields=fields, prompt=prompt)
+    request = ChatRequest(None, body["model"], build=lambda: chat, fields=fields, view=lambda: prompt)
     assert _request_text(request) == _instruction_text(chat["messages"])
     assert not request.translated  # none of the above built the translation
     assert body == USUAL[name]  # the client's body is untouched (it is sent as it is)
@@ -167,12 +176,18 @@ def test_a_body_outside_the_usual_shape_has_no_view(name):
 
 
 def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_gets_its_400():
-    unusual = parse_messages_request(orjson.dumps(UNUSUAL["a mid-conversation system turn"]), {})
-    assert unusual.chat.translated and unusual.chat.prompt is None
-    assert [m["role"] for m in unusual.chat.payload["messages"]][-1] == "system"
-    with pytest.raises(Exception) as raised:
-        parse_messages_request(orjson.dumps(UNUSUAL["a server tool"]), {})
-    assert raised.value.status == 400 and "web_search" in raised.value.message  # type: ignore[attr-defined]
+    unusual = parse_messages_request(orjson.dumps(UNUSUAL["a mid-conversation system turn"]), {}).chat
+    assert not unusual.translated
+    assert unusual.prompt is None and unusual.translated  # the view gave up: routing reads the translation
+    assert [m["role"] for m in unusual.payload["messages"]][-1] == "system"
+    assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
+    with pytest.raises(GatewayError) as raised:  # a bad field: at once
+        parse_messages_request(orjson.dumps(_agent_turn(stop_sequences=[1])), {})
+    assert raised.value.status == 400 and raised.value.param == "stop_sequences"
+    server_tool = parse_messages_request(orjson.dumps(UNUSUAL["a server tool"]), {}).chat
+    with pytest.raises(GatewayError) as raised:  # a bad turn or tool: when routing reads the prompt
+        server_tool.prompt_tokens()
+    assert raised.value.status == 400 and "web_search" in raised.value.message
 
 
 def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
@@ -219,6 +234,7 @@ routes:
 
 @pytest.mark.parametrize("name", USUAL)
 def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
+    """Images, tools, json schema and context length filter a view as its translation."""
     snapshot = snapshot_from(POLICY)
     body = {**copy.deepcopy(USUAL[name]), "model": "claude-sonnet-4-5"}
     viewed = parse_messages_request(orjson.dumps(body), {}).chat
@@ -243,3 +259,15 @@ FILTERED = {
     "image by url and base64": ["native/all"],  # images and tools
     "api reference, minimal": ["plain/small", "plain/tools", "plain/vision", "native/all", "native/schema"],
 }
+
+
+def test_requests_no_candidate_could_take_natively_are_translated_up_front():
+    snapshot = snapshot_from(POLICY + "  chat-only-route: {strategy: cost, models: [plain/tools, plain/vision]}\n")
+    assert may_answer_natively({}, "claude-sonnet-4-5", snapshot, "messages")  # native/all is in the route
+    assert may_answer_natively({}, "native/schema", snapshot, "messages")
+    assert not may_answer_natively({}, "chat-only-route", snapshot, "messages")
+    assert not may_answer_natively({}, "plain/small", snapshot, "messages")
+    assert may_answer_natively({"models": ["plain/small"]}, "plain/small", snapshot, "messages")  # unsure
+    assert may_answer_natively({}, "no/such-model", snapshot, "messages")  # routing's 404 to give
+    assert snapshot.memo[("natively", "chat-only-route", "messages")] is False
+    assert ("natively", "no/such-model", "messages") not in snapshot.memo  # unknown names: not kept

@@ -17,12 +17,19 @@ import pytest
 from gateway.api.responses import continue_from, parse_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.responses import conversation_items, responses_to_chat
-from gateway.protocol.responses_view import responses_view
+from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
 from tests.protocol import samples as S
 from tests.routing.support import snapshot_from
+
+
+def responses_view(body: Any, previous: Any = None) -> tuple[dict[str, Any], Any] | None:
+    """Both halves of the view, as the ingress makes them (fields, then the prompt's facts)."""
+    fields = responses_fields(body)
+    prompt = responses_prompt(body, previous) if fields is not None else None
+    return None if fields is None or prompt is None else (fields, prompt)
 
 
 def _tool(name: str, **extra: Any) -> dict[str, Any]:
@@ -135,7 +142,7 @@ def test_the_view_gives_every_fact_its_translation_gives(name):
     )
     assert prompt.tokens == estimate_prompt_tokens(chat)
     assert prompt.images == has_images(chat["messages"])
-    request = ChatRequest(None, chat["model"], build=lambda: chat, fields=fields, prompt=prompt)
+    request = ChatRequest(None, chat["model"], build=lambda: chat, fields=fields, view=lambda: prompt)
     assert _request_text(request) == _instruction_text(chat["messages"])
     assert not request.translated
     assert (body, previous) == USUAL[name]  # the client's body and the stored items are untouched
@@ -154,8 +161,9 @@ def test_the_ingress_builds_the_translation_only_when_it_is_read_even_when_conti
     assert not chat.translated
     assert chat.payload == responses_to_chat({"model": "m", "input": "And then?"}, _PREVIOUS)
     assert chat.prompt_tokens() == estimate_prompt_tokens(chat.payload)
-    unusual = parse_request(orjson.dumps(UNUSUAL["a namespace tool"] | {"models": ["a", "b"]}))
-    assert unusual.chat.translated and unusual.chat.payload["models"] == ["a", "b"]
+    unusual = parse_request(orjson.dumps(UNUSUAL["a namespace tool"] | {"models": ["a", "b"]})).chat
+    assert unusual.prompt is None and unusual.translated and unusual.payload["models"] == ["a", "b"]
+    assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
 
 
 POLICY = """
