@@ -69,7 +69,8 @@ _SSE_HEADERS = [
 
 class IngressRequest(Protocol):
     """A parsed request: `chat` is what routing, limits and the classifier read (messages,
-    tools, model, stream; for a translated API, the translation); `native` the client's
+    tools, model, stream; for a translated API, the translation or a view of the body that
+    builds it when read: `ChatRequest.fields`/`prompt`); `native` the client's
     body as its API defines it."""
 
     @property

@@ -1,8 +1,10 @@
 """POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API at the edge.
 
-What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request
-(its chat translation, `protocol.messages.messages_to_chat`, is what routing, limits and the
-classifier read); each candidate is then asked natively when its backend serves `messages`
+What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request,
+on what its chat translation (`protocol.messages.messages_to_chat`) would give routing,
+limits and the classifier: read from the body itself (`protocol.messages_view`) when a
+candidate could take it natively, so a pass-through is never translated, else from the
+translation made up front. Each candidate is then asked natively when its backend serves `messages`
 (`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
 client's body with the upstream's model id, and its `anthropic-version`/`anthropic-beta`
 headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from

@@ -1,7 +1,9 @@
 """POST /v1/responses: OpenAI's Responses API as an `Ingress` of the one pipeline.
 
-A request is read into its chat translation (`gateway.protocol.responses.responses_to_chat`),
-which is what routing, limits and the classifier see. Each candidate is then asked natively
+Routing, limits and the classifier see what the request's chat translation
+(`gateway.protocol.responses.responses_to_chat`) would give them: read from the body itself
+(`protocol.responses_view`) when a candidate could take it natively, so a pass-through is
+never translated, else from the translation made up front. Each candidate is then asked natively
 when its backend serves `/v1/responses` (its `apis` include `responses`: vLLM, OpenRouter),
 the answer going to the client as the backend wrote it (`RESPONSES` format), or else in chat
 completions, the answer translated back (`chat_to_response`, `ResponseStream`).
@@ -51,6 +53,7 @@ from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
+from gateway.proxy.responses_format import RESPONSES_UNKEPT
 from gateway.tenants.principal import Principal
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
@@ -285,6 +288,8 @@ def _native_broken(error: UpstreamError) -> bytes:
     return encode_event(event)
 
 
+_NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
+
 # A Responses stream from a backend that speaks it: forwarded untouched (the relay's
 # accountant keeps its final Response, which is what gets stored).
 _NATIVE_STREAM = PassThrough(_native_broken)
@@ -309,12 +314,13 @@ class ResponsesIngress(Ingress):
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         assert isinstance(request, ResponsesRequest)
         if "responses" in offer.apis:
-            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), RESPONSES_FORMAT)
+            answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
+            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
         return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         assert isinstance(request, ResponsesRequest)
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             if request.store:
                 parsed = opened.answer  # parsed once, by the format's check
                 request.response = parsed if isinstance(parsed, dict) else orjson.loads(opened.body)
@@ -325,12 +331,12 @@ class ResponsesIngress(Ingress):
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             return _NATIVE_STREAM
         return TranslatedStream(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
-        if opened.format is not RESPONSES_FORMAT:
+        if opened.format not in _NATIVE:
             return None
         assert isinstance(request, ResponsesRequest)
         return _NativeResume(request)
@@ -341,7 +347,7 @@ class ResponsesIngress(Ingress):
         if not request.store or request.state is None:
             return
         response = request.response
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
             if opened.accountant is not None:
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None
