@@ -2,7 +2,7 @@
 
 `agent_bench.py` measures whole requests through a running gateway, where this shared
 machine's noise (±0.15x from run to run) hides differences of a few per cent. This times,
-in one process with `time.process_time` (best of 7 x N), the work an ingress adds around
+in one process with `time.process_time` (best of rounds x 7 x N), the work an ingress adds around
 the upstream call for issue 9's agent turn (bench/agent_request.py), non-streamed: parsing
 the request, the routing decision (as `api/ingress.py` `handle` takes it: a request no
 candidate could take natively is translated first), the first candidate's call and its
@@ -35,10 +35,7 @@ def measure(requests: int) -> dict[str, float]:
     """µs of CPU per request for each case, with whichever gateway package is importable."""
     import orjson
 
-    sys.path.insert(0, str(HERE))
-    import agent_bench
-    import agent_request
-
+    # The gateway first, from PYTHONPATH: agent_bench puts this tree first on sys.path.
     from gateway.api.chat import ChatIngress
     from gateway.api.messages import MESSAGES_INGRESS
     from gateway.api.responses import INGRESS as RESPONSES_INGRESS
@@ -51,6 +48,10 @@ def measure(requests: int) -> dict[str, float]:
         from gateway.routing.candidates import may_answer_natively
     except ImportError:  # a gateway from before routing views
         may_answer_natively = None
+
+    sys.path.insert(0, str(HERE))
+    import agent_bench
+    import agent_request
 
     text = textwrap.dedent(agent_bench.POLICY.format(json=1, sse=2))
     config, warnings = parse_config(text)
@@ -101,7 +102,11 @@ def main() -> int:
     if args.json:
         import orjson
 
-        sys.stdout.write(orjson.dumps(measure(args.requests)).decode())
+        import gateway
+
+        figures = measure(args.requests)
+        assert gateway.__file__ is not None
+        sys.stdout.write(orjson.dumps({"from": gateway.__file__, **figures}).decode())
         return 0
     runs = {"this tree": str(HERE.parent)}
     tmp = None
@@ -122,11 +127,15 @@ def main() -> int:
                 env = {**os.environ, "PYTHONPATH": runs[name]}
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--json", "--requests", str(args.requests)]
                 got = orjson.loads(subprocess.run(cmd, env=env, capture_output=True, check=True).stdout)
+                source = got.pop("from")
+                if not source.startswith(runs[name]):
+                    raise SystemExit(f"{name}: measured the gateway at {source}, not {runs[name]}")
                 best = figures.setdefault(name, got)
                 for case, value in got.items():
                     best[case] = min(best[case], value)
         print(
-            f"# in-process edge cost of the agent turn, non-streamed: µs of CPU per request (best of 7 x {args.requests})"
+            f"# in-process edge cost of the agent turn, non-streamed: µs of CPU per request "
+            f"(best of {args.rounds} x 7 x {args.requests})"
         )
         print(f"{'case':<22}" + "".join(f"{name:>24}" for name in figures))
         for case in CASES:
