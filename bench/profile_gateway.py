@@ -6,10 +6,13 @@ share of the gateway's samples per function two ways: each sample charged to the
 frame in `gateway/` (with what it was calling: the gateway's own costs, library calls
 included), and to the innermost frame (self time). Idle worker threads are left out.
 
-    python bench/profile_gateway.py [--conc 16] [--stream] [--agent] [--duration 10] [--out FILE.raw] [--port-offset N]
+    python bench/profile_gateway.py [--conc 16] [--stream] [--agent] [--api chat|messages|responses]
+        [--native] [--duration 10] [--out FILE.raw] [--port-offset N]
 
 `--agent`: issue 9's agent turn (bench/agent_request.py) as the request instead of a
-one-line chat. py-spy is a development tool, not a dependency: `pip install py-spy`
+one-line chat. `--api messages|responses` (implies `--agent`): that turn sent to that
+ingress, with agent_bench.py's upstream (answers in every wire format) and backends:
+translated to chat, or with `--native` passed through to a backend serving the API. py-spy is a development tool, not a dependency: `pip install py-spy`
 somewhere and point `--py-spy` (or $PY_SPY) at it.
 """
 
@@ -30,6 +33,7 @@ import orjson
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import agent_bench  # noqa: E402  (bench/agent_bench.py)
 import agent_request  # noqa: E402  (bench/agent_request.py)
 
 from bench import BIN, GATEWAY, JSON_PORT, POLICY, REPO, SSE_PORT, Procs, cpu_seconds, wait_up  # noqa: E402
@@ -85,6 +89,8 @@ def main() -> int:
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--stream", action="store_true")
     ap.add_argument("--agent", action="store_true", help="the agent turn of bench/agent_request.py as the request")
+    ap.add_argument("--api", choices=("chat", "messages", "responses"), default="chat")
+    ap.add_argument("--native", action="store_true", help="with --api: a backend serving it natively (pass-through)")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", type=Path, help="keep py-spy's raw output here")
@@ -98,12 +104,21 @@ def main() -> int:
     try:
         offset = OFFSET + args.port_offset
         json_port, sse_port, port = JSON_PORT + offset, SSE_PORT + offset, GATEWAY + offset
-        conf = (HERE / "upstream.conf.tmpl").read_text().replace("__DIR__", str(tmp))
-        conf = conf.replace("__JSON_PORT__", str(json_port)).replace("__SSE_PORT__", str(sse_port))
+        ingress = args.api != "chat" or args.native
+        if ingress:  # every wire format's answers, and agent_bench's backends (translated, native)
+            tmp.chmod(0o755)  # nginx's worker reads the answers
+            conf = agent_bench.nginx_conf(tmp, json_port, sse_port)
+        else:
+            conf = (HERE / "upstream.conf.tmpl").read_text().replace("__DIR__", str(tmp))
+            conf = conf.replace("__JSON_PORT__", str(json_port)).replace("__SSE_PORT__", str(sse_port))
         (tmp / "nginx.conf").write_text(conf)
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")], core=0)
         wait_up(f"http://127.0.0.1:{json_port}/health")
-        (tmp / "policy.yaml").write_text(POLICY.format(json=json_port, sse=sse_port, paced=1))
+        if ingress:
+            policy = agent_bench.POLICY.format(json=json_port, sse=sse_port)
+        else:
+            policy = POLICY.format(json=json_port, sse=sse_port, paced=1)
+        (tmp / "policy.yaml").write_text(policy)
         env = {
             "PYTHONPATH": str(REPO),
             "GATEWAY_DATA_DIR": str(tmp / "data"),
@@ -114,14 +129,18 @@ def main() -> int:
         gateway = procs.start(cmd, env=env, core=1, log=tmp / "gateway.log")
         wait_up(f"http://127.0.0.1:{port}/health", timeout=120)
         model = "bench-stream" if args.stream else "bench"
-        if args.agent:
+        path = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}[args.api]
+        if ingress:
+            model = ("agent/native" if args.native else "agent/chat") + ("-sse" if args.stream else "")
+            body = getattr(agent_request, args.api)(model, args.stream)
+        elif args.agent:
             body = agent_request.chat(model, args.stream)
         else:
             body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
             if args.stream:
                 body.update(stream=True, stream_options={"include_usage": True})
         (tmp / "body.json").write_bytes(orjson.dumps(body))
-        wrk_env = {**os.environ, "BENCH_BODY": str(tmp / "body.json"), "BENCH_PATH": "/v1/chat/completions"}
+        wrk_env = {**os.environ, "BENCH_BODY": str(tmp / "body.json"), "BENCH_PATH": path}
         wrk = ["taskset", "-c", "0", "wrk", "-t1", f"-c{args.conc}", "--timeout", "10s", "-s", str(HERE / "agent.lua")]
         url = f"http://127.0.0.1:{port}"
         subprocess.run([*wrk, "-d2s", url], env=wrk_env, capture_output=True)  # warm-up
@@ -141,7 +160,8 @@ def main() -> int:
         requests = dict(kv.split("=") for kv in result.split()[1:]).get("requests")
         per_request = f", {cpu / float(requests) * 1e6:.0f} µs CPU per request (py-spy running)" if requests else ""
         print(
-            f"# c={args.conc} {'SSE' if args.stream else 'JSON'}{' agent turn' if args.agent else ''}: {result}{per_request}"
+            f"# c={args.conc} {'SSE' if args.stream else 'JSON'}{' agent turn' if args.agent or ingress else ''}"
+            f"{f' {args.api}' + (' native' if args.native else ' translated') if ingress else ''}: {result}{per_request}"
         )
         print(summarise(raw, args.top))
     finally:

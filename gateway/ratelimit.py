@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
 from gateway.tenants.keys import Limits
@@ -124,7 +123,7 @@ def scopes_for(principal: Principal, names: tuple[str, ...], config: RateLimitsC
 def resolved_names(chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot) -> tuple[str, ...]:
     """Every route the request names (in `model` or `models[]`), as routing resolved them."""
     names: list[str] = []
-    for requested in requested_models(chat.payload, chat.model):
+    for requested in requested_models(chat.fields, chat.model):
         target = resolve(requested, snapshot)  # memoized in the snapshot; unknown names raised already
         name = target.route_name  # a model's own limit is counted per candidate (model_limit)
         if name is not None and name not in names:
@@ -138,7 +137,7 @@ def check_models(principal: Principal, chat: ChatRequest, snapshot: ConfigSnapsh
     key = principal.key
     if key is None or not key.models:
         return
-    for requested in requested_models(chat.payload, chat.model):
+    for requested in requested_models(chat.fields, chat.model):
         target = resolve(requested, snapshot)
         resolved = target.route_name or target.model or requested
         if target.alias is not None:
@@ -245,12 +244,12 @@ class RateLimiter:
             if facts is not None:
                 prompt, completion = facts.prompt_tokens, facts.completion_tokens
             else:
-                prompt = estimate_prompt_tokens(chat.payload)
+                prompt = chat.prompt_tokens()
                 completion = snapshot.config.gateway.default_completion_tokens
             ceiling = chat.completion_ceiling  # Anthropic's max_tokens: the answer cannot be longer
             if ceiling is not None and ceiling < completion:
                 completion = ceiling
-            copies = chat.payload.get("n")  # n answers (completions: best_of too), each up to max_tokens
+            copies = chat.fields.get("n")  # n answers (completions: best_of too), each up to max_tokens
             if type(copies) is int and copies > 1:
                 completion *= copies
             if chat.batch > 1:  # a completions batch: each prompt and its answers

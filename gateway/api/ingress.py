@@ -43,12 +43,12 @@ from gateway.backends.pool import BackendSet
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.continuation import ContinuationBroke, NativeResume, RescueContext, StreamRescue
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
+from gateway.routing.candidates import may_answer_natively
 from gateway.routing.pipeline import RoutingDecision, decide
 from gateway.tenants.principal import Principal
 
@@ -69,7 +69,8 @@ _SSE_HEADERS = [
 
 class IngressRequest(Protocol):
     """A parsed request: `chat` is what routing, limits and the classifier read (messages,
-    tools, model, stream; for a translated API, the translation); `native` the client's
+    tools, model, stream; for a translated API, the translation or a view of the body that
+    builds it when read: `ChatRequest.fields`/`prompt`); `native` the client's
     body as its API defines it."""
 
     @property
@@ -259,6 +260,10 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             if ingress._prepares:
                 request = await ingress.prepare(request, principal, state)
             chat = request.chat
+            if not chat.translated and not may_answer_natively(chat.fields, chat.model, snapshot, ingress.endpoint):
+                # Every candidate will be asked in chat: translate now, and route on that
+                # rather than on a view of the body (which would cost its count as well).
+                chat.translate()
             decision = decide(chat, headers, snapshot, state.stats, ingress.endpoint)
             # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
             ticket = await state.limiter.admit(principal, chat, decision, snapshot)
@@ -473,7 +478,7 @@ async def _relay(
         if accountant.done_held:
             # The client asked for usage and the upstream sent none: estimate it, say so in
             # the ledger, and still end the stream the way OpenAI does.
-            outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+            outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
             tail += accountant.closing_events(outcome.usage)
         if translate is not None:
             tail = (translate(tail) if tail else b"") + translator.finish()
@@ -516,7 +521,7 @@ async def _relay(
             outcome.usage = accountant.usage or outcome.usage
             if outcome.usage is None:
                 # The upstream sent no usage: estimate and say so.
-                outcome.usage = Usage(estimate_prompt_tokens(chat.payload), accountant.content_events, estimated=True)
+                outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
         _finish(state, outcome, chat, t0, overhead_s)
     watch.stop()  # before the last message: past it, receive() reports a disconnect
     if ingress._completes and outcome.status < 400:
@@ -539,6 +544,6 @@ def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float,
     outcome.latency_s = time.perf_counter() - t0
     outcome.overhead_s = max(overhead_s, 0.0)
     if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
-        outcome.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
+        outcome.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
     outcome.bill()
     state.observers.call_finished(outcome)

@@ -1,8 +1,10 @@
 """POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API at the edge.
 
-What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request
-(its chat translation, `protocol.messages.messages_to_chat`, is what routing, limits and the
-classifier read); each candidate is then asked natively when its backend serves `messages`
+What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request,
+on what its chat translation (`protocol.messages.messages_to_chat`) would give routing,
+limits and the classifier: read from the body itself (`protocol.messages_view`) when a
+candidate could take it natively, so a pass-through is never translated, else from the
+translation made up front. Each candidate is then asked natively when its backend serves `messages`
 (`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
 client's body with the upstream's model id, and its `anthropic-version`/`anthropic-beta`
 headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
@@ -24,6 +26,7 @@ not known before routing).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -55,8 +58,8 @@ from gateway.protocol.messages import (
     malformed_answer,
     messages_to_chat,
 )
+from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.sse import data_of
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
@@ -71,13 +74,12 @@ _FORWARDED = ("anthropic-version", "anthropic-beta")
 
 @dataclass(slots=True)
 class MessagesRequest:
-    chat: ChatRequest  # the translation (without max_tokens): what routing reads and chat backends get
+    chat: ChatRequest  # what routing reads and chat backends get: the translation, built when first read
     native: dict[str, Any]  # the client's Messages body, for backends that serve it natively
     forward: dict[str, str] | None  # the client's headers a native call carries
     stop_sequences: list[str] | None
     max_tokens: int  # as the client asked: a ceiling, capped per candidate (`capped_max_tokens`)
     body_bytes: int = 0  # the request body's size: bounds the prompt without estimating it
-    prompt_tokens: int | None = None  # the prompt's estimate, made once when a cap needs it
 
     def capped_max_tokens(self, offer: Offer) -> int:
         """`max_tokens` within what this offer can produce: its `max_output_tokens`, and its
@@ -86,35 +88,46 @@ class MessagesRequest:
         cap = self.max_tokens
         if spec.max_output_tokens is not None and cap > spec.max_output_tokens:
             cap = spec.max_output_tokens
-        # The estimate (tens of µs on an agent's request) only when the prompt could matter:
-        # it is about a third of the body's bytes, never half (images by URL aside).
+        # The estimate only when the prompt could matter: it is about a third of the body's
+        # bytes, never half (images by URL aside).
         if cap + self.body_bytes // 2 >= spec.context_length:
-            if self.prompt_tokens is None:
-                self.prompt_tokens = estimate_prompt_tokens(self.chat.payload)
-            cap = max(min(cap, spec.context_length - self.prompt_tokens), 1)
+            cap = max(min(cap, spec.context_length - self.chat.prompt_tokens()), 1)
         return cap
 
 
 def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequest:
     native = _json_object(body)
-    chat = messages_to_chat(native)
     # Anthropic's max_tokens is a required ceiling (Claude Code asks 32000-128000 whatever the
     # model), not a demand: routing reserves its usual completion budget, and each candidate
     # gets max_tokens capped to what it can produce, as the `anthropic` adapter caps it.
-    max_tokens: int = chat.pop("max_tokens")
-    stream = bool(chat.get("stream"))
+    fields = messages_fields(native)
+    if fields is None:  # a malformed field: the translation's 400 names it
+        chat = messages_to_chat(native)
+        max_tokens: int = chat.pop("max_tokens")
+        request = ChatRequest(chat, native["model"], bool(chat.get("stream")))
+    else:
+        # Routed on its view: the translation is built only if a candidate is asked in chat.
+        max_tokens = fields.pop("max_tokens")
+        request = ChatRequest(
+            None,
+            fields["model"],
+            bool(fields.get("stream")),
+            build=partial(_translation, native),
+            fields=fields,
+            view=partial(messages_prompt, native),
+        )
+    request.include_usage = request.stream
+    request.completion_ceiling = max_tokens
     stops = native.get("stop_sequences")
     forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
-    return MessagesRequest(
-        ChatRequest(
-            payload=chat, model=chat["model"], stream=stream, include_usage=stream, completion_ceiling=max_tokens
-        ),
-        native,
-        forward,
-        stops if isinstance(stops, list) else None,
-        max_tokens,
-        len(body),
-    )
+    return MessagesRequest(request, native, forward, stops if isinstance(stops, list) else None, max_tokens, len(body))
+
+
+def _translation(native: dict[str, Any]) -> dict[str, Any]:
+    """The chat payload of a Messages body, without max_tokens (capped per candidate)."""
+    chat = messages_to_chat(native)
+    del chat["max_tokens"]
+    return chat
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -139,7 +152,7 @@ class _FromChat:
 
     def __init__(self, request: MessagesRequest) -> None:
         chat = request.chat
-        self._stream = MessageStream(chat.model, estimate_prompt_tokens(chat.payload), request.stop_sequences)
+        self._stream = MessageStream(chat.model, chat.prompt_tokens(), request.stop_sequences)
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []

@@ -1,7 +1,9 @@
 """POST /v1/responses: OpenAI's Responses API as an `Ingress` of the one pipeline.
 
-A request is read into its chat translation (`gateway.protocol.responses.responses_to_chat`),
-which is what routing, limits and the classifier see. Each candidate is then asked natively
+Routing, limits and the classifier see what the request's chat translation
+(`gateway.protocol.responses.responses_to_chat`) would give them: read from the body itself
+(`protocol.responses_view`) when a candidate could take it natively, so a pass-through is
+never translated, else from the translation made up front. Each candidate is then asked natively
 when its backend serves `/v1/responses` (its `apis` include `responses`: vLLM, OpenRouter),
 the answer going to the client as the backend wrote it (`RESPONSES` format), or else in chat
 completions, the answer translated back (`chat_to_response`, `ResponseStream`).
@@ -23,6 +25,7 @@ import secrets
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -44,11 +47,13 @@ from gateway.protocol.responses import (
     input_items,
     responses_to_chat,
 )
+from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
+from gateway.proxy.responses_format import RESPONSES_UNKEPT
 from gateway.tenants.principal import Principal
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
@@ -68,13 +73,21 @@ class ResponsesRequest:
 
     native: dict[str, Any]
     chat: ChatRequest
-    response_id: str
     created_at: int
     store: bool
     owner: str = ""
     previous: list[dict[str, Any]] = field(default_factory=list)  # items previous_response_id continues
     response: dict[str, Any] | None = None  # the Response the client got, once complete
     state: AppState | None = None  # the app's, set by `prepare`: its response store
+    _response_id: str = ""
+
+    @property
+    def response_id(self) -> str:
+        """The id of the Response the gateway writes (a translated answer, a continued native
+        stream), made when first asked: a native answer carries its backend's own."""
+        if not self._response_id:
+            self._response_id = new_response_id()
+        return self._response_id
 
 
 def parse_request(body: bytes) -> ResponsesRequest:
@@ -102,7 +115,6 @@ def parse_request(body: bytes) -> ResponsesRequest:
     request = ResponsesRequest(
         native,
         _chat(native, [] if previous else None),  # the stored conversation joins in `continue_from`
-        new_response_id(),
         int(time.time()),
         native.get("store") is not False,
     )
@@ -116,13 +128,29 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 
 
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
+    # OpenRouter-style `models` / `provider` / `route`: routing reads them.
+    owned = {name: native[name] for name in GATEWAY_OWNED_FIELDS if name in native}
+    fields = responses_fields(native)
+    if fields is None:  # a malformed field: the translation's 400 names it
+        payload = responses_to_chat(native, previous)
+        payload.update(owned)
+        stream = bool(payload.get("stream"))
+        # Streams ask the chat backend for usage: response.completed carries it.
+        return ChatRequest(payload, payload["model"], stream, stream)
+    # Routed on its view: the translation is built only if a candidate is asked in chat.
+    fields.update(owned)
+    stream = bool(fields.get("stream"))
+    build = partial(_translation, native, previous, owned)
+    view = partial(responses_prompt, native, previous)
+    return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, view=view)
+
+
+def _translation(
+    native: dict[str, Any], previous: list[dict[str, Any]] | None, owned: dict[str, Any]
+) -> dict[str, Any]:
     payload = responses_to_chat(native, previous)
-    for name in GATEWAY_OWNED_FIELDS:  # OpenRouter-style `models` / `provider` / `route`: routing reads them
-        if name in native:
-            payload[name] = native[name]
-    stream = bool(payload.get("stream"))
-    # Streams ask the chat backend for usage: response.completed carries it.
-    return ChatRequest(payload=payload, model=payload["model"], stream=stream, include_usage=stream)
+    payload.update(owned)
+    return payload
 
 
 def native_payload(request: ResponsesRequest, upstream_model: str) -> dict[str, Any]:
@@ -152,7 +180,7 @@ class TranslatedStream:
             if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))
-        return b"".join(map(encode_event, out))
+        return b"".join(map(self._stream.encode, out))
 
     def resume_at(
         self,
@@ -170,7 +198,7 @@ class TranslatedStream:
         events = self._stream.finish()
         if not any(e["type"] == "response.failed" for e in events):
             self._request.response = self._stream.response
-        return b"".join(map(encode_event, events))
+        return b"".join(map(self._stream.encode, events))
 
     def broken(self, error: UpstreamError) -> bytes:
         failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
@@ -260,6 +288,8 @@ def _native_broken(error: UpstreamError) -> bytes:
     return encode_event(event)
 
 
+_NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
+
 # A Responses stream from a backend that speaks it: forwarded untouched (the relay's
 # accountant keeps its final Response, which is what gets stored).
 _NATIVE_STREAM = PassThrough(_native_broken)
@@ -284,12 +314,13 @@ class ResponsesIngress(Ingress):
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         assert isinstance(request, ResponsesRequest)
         if "responses" in offer.apis:
-            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), RESPONSES_FORMAT)
+            answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
+            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
         return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         assert isinstance(request, ResponsesRequest)
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             if request.store:
                 parsed = opened.answer  # parsed once, by the format's check
                 request.response = parsed if isinstance(parsed, dict) else orjson.loads(opened.body)
@@ -300,12 +331,12 @@ class ResponsesIngress(Ingress):
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             return _NATIVE_STREAM
         return TranslatedStream(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
-        if opened.format is not RESPONSES_FORMAT:
+        if opened.format not in _NATIVE:
             return None
         assert isinstance(request, ResponsesRequest)
         return _NativeResume(request)
@@ -316,7 +347,7 @@ class ResponsesIngress(Ingress):
         if not request.store or request.state is None:
             return
         response = request.response
-        if opened.format is RESPONSES_FORMAT:
+        if opened.format in _NATIVE:
             final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
             if opened.accountant is not None:
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None

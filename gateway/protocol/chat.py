@@ -8,35 +8,161 @@ OpenAI's own 400s do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.protocol.body import json_object
 from gateway.protocol.errors import invalid_request
+from gateway.protocol.tokens import estimate_prompt_tokens
 
 # Fields the gateway consumes itself and never forwards (OpenRouter-style routing overrides).
 GATEWAY_OWNED_FIELDS = ("models", "provider", "route")
 
 
-@dataclass(slots=True)
-class ChatRequest:
-    """A parsed request: the raw payload plus the facts routing and usage read."""
+_IMAGE_PARTS = ("image_url", "input_image", "image")
 
-    payload: dict[str, Any]
-    model: str
-    stream: bool
-    include_usage: bool  # the client asked for the final usage chunk
-    # A ceiling on the completion set outside the payload (Anthropic's required max_tokens,
-    # which routing does not read as a demand): token and spend reservations never exceed it.
-    completion_ceiling: int | None = None
-    # Prompts in one call (a completions or embeddings batch; routing reads the longest): the limiter
-    # reserves the prompt and its answers once per prompt.
-    batch: int = 1
+
+def has_images(messages: Any) -> bool:
+    """Whether any message carries an image part (routing then needs a vision model)."""
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
+                    return True
+    return False
+
+
+@dataclass(slots=True)
+class PromptFacts:
+    """What routing reads of a prompt's messages, as an ingress's routing view computes it
+    from its own API's body without building the chat translation (`messages_view`): each
+    equal to what the translation would give (tests compare them on every sample)."""
+
+    tokens: int  # estimate_prompt_tokens of the translation
+    images: bool  # has_images of the translation's messages
+    last_user: Any  # content of the translation's last user message, read as text (None: none)
+    system: str  # the translation's leading system message ("" when it has none)
+
+
+class ChatRequest:
+    """A parsed request: the payload plus the facts routing and usage read.
+
+    `fields` is what routing reads of the top level (model, models, provider, tools,
+    tool_choice, response_format, reasoning, n, ...): the payload itself for chat. A request
+    in another API's shape that may be passed through natively need not be translated to be
+    routed: its view gives `fields` (the translation's top-level fields, `tools` as the
+    client sent them) and, when first read, `prompt` (the messages' facts, counted on the
+    client's body), and `build` makes the whole translation only when `payload` is read (a
+    candidate asked in chat, a plugged classifier, a continuation)."""
+
+    __slots__ = (
+        "_build",
+        "_payload",
+        "_prompt",
+        "_tokens",
+        "_view",
+        "batch",
+        "completion_ceiling",
+        "fields",
+        "include_usage",
+        "model",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        payload: dict[str, Any] | None = None,
+        model: str = "",
+        stream: bool = False,
+        include_usage: bool = False,  # the client asked for the final usage chunk
+        # A ceiling on the completion set outside the payload (Anthropic's required max_tokens,
+        # which routing does not read as a demand): token and spend reservations never exceed it.
+        completion_ceiling: int | None = None,
+        # Prompts in one call (a completions or embeddings batch; routing reads the longest): the
+        # limiter reserves the prompt and its answers once per prompt.
+        batch: int = 1,
+        *,
+        build: Callable[[], dict[str, Any]] | None = None,
+        fields: dict[str, Any] | None = None,
+        view: Callable[[], PromptFacts | None] | None = None,
+    ) -> None:
+        if fields is None:
+            if payload is None:
+                raise TypeError("a ChatRequest needs its payload, or a view's build and fields")
+            fields = payload
+        elif payload is None and build is None:
+            raise TypeError("a ChatRequest routed on a view needs the build of its translation")
+        self._payload = payload
+        self._build = build
+        self._view = view
+        self._prompt: PromptFacts | None = None
+        self._tokens: int | None = None
+        self.fields = fields
+        self.model = model
+        self.stream = stream
+        self.include_usage = include_usage
+        self.completion_ceiling = completion_ceiling
+        self.batch = batch
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The chat payload (a view's translation, built on first read)."""
+        payload = self._payload
+        if payload is None:
+            assert self._build is not None
+            payload = self._payload = self._build()
+            self._build = None
+        return payload
+
+    @property
+    def translated(self) -> bool:
+        """Whether the chat payload exists yet (a view builds it only when read)."""
+        return self._payload is not None
+
+    @property
+    def prompt(self) -> PromptFacts | None:
+        """The prompt's facts as the view counts them on the client's body, made when first
+        read; None when routing reads the chat payload instead (a chat request, a view's
+        request already translated, or a body outside the view's shape: translated then,
+        which raises its 400 if it is malformed)."""
+        prompt = self._prompt
+        if prompt is None and self._view is not None:
+            view, self._view = self._view, None
+            if self._payload is None:
+                prompt = self._prompt = view()
+                if prompt is None:
+                    self.translate()
+        return prompt
+
+    def translate(self) -> dict[str, Any]:
+        """The chat payload, built now if it was not: routing then reads it, not the view."""
+        return self.payload
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = self.payload["messages"]  # parse_chat_request checked its shape
         return messages
+
+    def prompt_tokens(self) -> int:
+        """`estimate_prompt_tokens` of the payload, made once (routing, limits, the ledger's
+        estimates and translations all read it)."""
+        tokens = self._tokens
+        if tokens is None:
+            prompt = self.prompt
+            tokens = prompt.tokens if prompt is not None else estimate_prompt_tokens(self.payload)
+            self._tokens = tokens
+        return tokens
+
+    def images(self) -> bool:
+        prompt = self.prompt
+        return prompt.images if prompt is not None else has_images(self.payload.get("messages"))
+
+    def __repr__(self) -> str:
+        return f"ChatRequest(model={self.model!r}, stream={self.stream}, translated={self.translated})"
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:

@@ -95,6 +95,27 @@ _BILLING_HEADER = "x-anthropic-billing-header"
 
 def messages_to_chat(body: Any) -> dict[str, Any]:
     """The chat payload for a Messages request; a 400 naming the field for what is malformed."""
+    model, max_tokens, turns = _head(body)
+    messages: list[dict[str, Any]] = []
+    system = _system_text(body.get("system"))
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, turn in enumerate(turns):
+        messages += _turn(turn, f"messages.{i}", first=i == 0)
+
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    _options(body, chat)
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise invalid_request("tools: must be an array.", "tools")
+        chat["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+    _tail(body, chat)
+    return chat
+
+
+def _head(body: Any) -> tuple[str, int, list[Any]]:
+    """The required fields: model, max_tokens, messages (checked in this order)."""
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     model = body.get("model")
@@ -106,15 +127,11 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     turns = body.get("messages")
     if not isinstance(turns, list) or not turns:
         raise invalid_request("messages: Field required (a non-empty array).", "messages")
+    return model, max_tokens, turns
 
-    messages: list[dict[str, Any]] = []
-    system = _system_text(body.get("system"))
-    if system:
-        messages.append({"role": "system", "content": system})
-    for i, turn in enumerate(turns):
-        messages += _turn(turn, f"messages.{i}", first=i == 0)
 
-    chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
+def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    """The sampling, stop, user, reasoning and output-format fields, as chat spells them."""
     for name in ("temperature", "top_p", "top_k"):
         if body.get(name) is not None:
             chat[name] = body[name]
@@ -133,18 +150,16 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     schema = _object(output_config.get("format"), "output_config.format").get("schema")
     if isinstance(schema, dict):
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-    tools = body.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise invalid_request("tools: must be an array.", "tools")
-        chat["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+
+
+def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    """tool_choice and stream, which follow the tools."""
     choice = body.get("tool_choice")
     if choice is not None:
         _tool_choice(choice, chat)
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries the usage
-    return chat
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -206,16 +221,19 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
             at = f"{where}.content.{i}"
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append(
-                {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
-            )
+            calls.append(_tool_call(block))
         elif kind not in ("thinking", "redacted_thinking"):
             raise invalid_request(f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where)
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    """A checked tool_use block as chat's tool call (its input as the arguments' JSON text)."""
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
 
 
 def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:

@@ -54,11 +54,7 @@ _CONTENT_ONLY = frozenset({"content", "role"})
 
 def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The chat payload for a Responses request continuing `previous` (stored items) if any."""
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    model = _model(body)
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -71,6 +67,32 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     _append_items(items, messages, "input", discovered)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
+    _options(body, chat)
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
+        chat["tools"] = [
+            _tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")
+        ]
+    if discovered:
+        known = {t["function"]["name"] for t in chat.get("tools", ())}
+        chat["tools"] = chat.get("tools", []) + [t for t in discovered if t["function"]["name"] not in known]
+    _tail(body, chat)
+    return chat
+
+
+def _model(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    return model
+
+
+def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    """Sampling, user, max_output_tokens, reasoning and text.format, as chat spells them."""
     for name in ("temperature", "top_p", "parallel_tool_calls"):
         if body.get(name) is not None:
             chat[name] = body[name]
@@ -85,22 +107,15 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     response_format = _response_format(_object(body.get("text"), "text").get("format"))
     if response_format:
         chat["response_format"] = response_format
-    tools = body.get("tools")
-    if tools:
-        if not isinstance(tools, list):
-            raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
-        chat["tools"] = [
-            _tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")
-        ]
-    if discovered:
-        known = {t["function"]["name"] for t in chat.get("tools", ())}
-        chat["tools"] = chat.get("tools", []) + [t for t in discovered if t["function"]["name"] not in known]
+
+
+def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    """tool_choice and stream, which follow the tools."""
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
-    return chat
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -592,6 +607,7 @@ class ResponseStream:
 
     def __init__(self, request: dict[str, Any], response_id: str, created_at: int | None = None) -> None:
         self.request = request
+        self._echo: dict[str, orjson.Fragment] | None = None  # the request's bulk, encoded once
         self.response_id = response_id
         self.created_at = created_at if created_at is not None else int(time.time())
         self.output: list[dict[str, Any]] = []  # finished items, for the final Response
@@ -636,6 +652,24 @@ class ResponseStream:
         self._started = True
         self._open = open_message
         self._text = [text] if open_message is not None and text else []
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        """`encode_event`, with the request's tools and instructions (an agent's are about
+        15 KB) encoded once per stream rather than in each of the three events that carry the
+        whole Response (created, in_progress, completed): the same bytes, as JSON fragments."""
+        response = event.get("response")
+        if response is None or response.get("tools") is not self.request.get("tools"):
+            return encode_event(event)
+        echo = self._echo
+        if echo is None:
+            echo = self._echo = {}
+            for name in ("tools", "instructions"):
+                value = self.request.get(name)
+                if value:
+                    echo[name] = orjson.Fragment(orjson.dumps(value))
+        if not echo:
+            return encode_event(event)
+        return encode_event({**event, "response": {**response, **echo}})
 
     def feed(self, chunk: Any) -> list[dict[str, Any]]:
         """The events one chat chunk produces (possibly none). A chunk that is not a chat

@@ -12,11 +12,17 @@ from typing import Any
 
 import orjson
 
-_PER_MESSAGE = 4
+PER_MESSAGE = 4
+IMAGE_BYTES = 3 * 765  # what an image part counts as in the text it is estimated with
 
 
 def estimate_text_tokens(text: str) -> int:
-    return (len(text.encode("utf-8", "ignore")) + 2) // 3
+    return ((len(text) if text.isascii() else len(text.encode("utf-8", "ignore"))) + 2) // 3  # utf8_length, inline
+
+
+def utf8_length(text: str) -> int:
+    """The text's UTF-8 bytes, as the estimates count them (lone surrogates dropped)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "ignore"))
 
 
 def _content_text(content: Any) -> str:
@@ -29,12 +35,12 @@ def _content_text(content: Any) -> str:
                 if isinstance(part.get("text"), str):
                     parts.append(part["text"])
                 elif part.get("type") in ("image_url", "input_image"):
-                    parts.append("x" * 3 * 765)  # an image costs roughly 765 tokens at high detail
+                    parts.append("x" * IMAGE_BYTES)  # an image costs roughly 765 tokens at high detail
         return " ".join(parts)
     return ""
 
 
-def _json_tokens(value: Any) -> int:
+def json_tokens(value: Any) -> int:
     """Tokens of a JSON value as the upstream receives it: its JSON bytes / 3.
 
     orjson rather than `str()`: an agent's 20 tool schemas took `str()` about 90 µs (a
@@ -49,11 +55,11 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     total = 3
     for message in payload.get("messages") or ():
         if isinstance(message, dict):
-            total += _PER_MESSAGE + estimate_text_tokens(_content_text(message.get("content")))
+            total += PER_MESSAGE + estimate_text_tokens(_content_text(message.get("content")))
             calls = message.get("tool_calls")
             if calls:
-                total += _json_tokens(calls)
+                total += json_tokens(calls)
     tools = payload.get("tools")
     if tools:
-        total += _json_tokens(tools)
+        total += json_tokens(tools)
     return total

@@ -4,7 +4,9 @@ Routing decides on a chat-completions request whatever API the client called: Me
 Responses bodies are translated to chat (`messages_to_chat`, `responses_to_chat`), embeddings
 and legacy completions have their own views (`protocol.embeddings`, `protocol.completions`).
 `POST /v1/route/explain?endpoint=...` and `gateway explain --endpoint` use this to show the
-decision the endpoint itself would make.
+decision the endpoint itself would make. (The endpoints route a request that may be passed
+through on a view of its body, `messages_view` / `responses_view`, which gives routing the
+same facts without translating it: tests compare the two on every sample.)
 """
 
 from __future__ import annotations

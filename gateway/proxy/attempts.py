@@ -72,7 +72,6 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
@@ -350,7 +349,7 @@ class _Call:
             if label == HEDGE_LOST:
                 # The upstream read the prompt (and perhaps began): its cost is the operator's,
                 # estimated for its ledger row, which is never billed to the key.
-                attempt.usage = Usage(estimate_prompt_tokens(chat.payload), 0, estimated=True)
+                attempt.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
                 attempt.cost_usd = price_usd(offer, attempt.usage)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
@@ -380,7 +379,7 @@ class _Call:
             attempt = opened.attempt
             if attempt is not None:
                 attempt.error, attempt.status = HEDGE_LOST, None
-                attempt.usage = Usage(estimate_prompt_tokens(self.chat.payload), 0, estimated=True)
+                attempt.usage = Usage(self.chat.prompt_tokens(), 0, estimated=True)
                 attempt.cost_usd = price_usd(opened.offer, attempt.usage)
                 self.outcome.attempts.append(attempt)
                 self.observers.attempt_finished(opened.offer, attempt, None)

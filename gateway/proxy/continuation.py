@@ -42,7 +42,6 @@ from gateway.config.vendors import VENDORS, PrefillMode
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.sse import data_of
-from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
@@ -354,7 +353,7 @@ class StreamRescue:
         attempt = broken.attempt or context.outcome.attempts[-1]
         attempt.duration_s = time.perf_counter() - self._started
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
-        attempt.usage = Usage(estimate_prompt_tokens(context.chat.payload), partial.tokens, estimated=True)
+        attempt.usage = Usage(context.chat.prompt_tokens(), partial.tokens, estimated=True)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
         context.outcome.carry(attempt.usage, broken.offer)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
@@ -383,7 +382,7 @@ class StreamRescue:
                         await forward(splice.events(out))
                 tail = splice.events(accountant.flush())
             if accountant.done_held:
-                own = Usage(estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True)
+                own = Usage(context.chat.prompt_tokens(), accountant.content_events, estimated=True)
                 tail += splice.events(accountant.closing_events(own))
         except asyncio.CancelledError:
             if not accountant.saw_done:
@@ -401,7 +400,7 @@ class StreamRescue:
                 attempt.error = outcome.error
             context.observers.attempt_finished(opened.offer, attempt, None)
             outcome.usage = accountant.usage or Usage(
-                estimate_prompt_tokens(context.chat.payload), accountant.content_events, estimated=True
+                context.chat.prompt_tokens(), accountant.content_events, estimated=True
             )
         return tail
 

@@ -61,6 +61,7 @@ _ANNOUNCEMENTS = (b'{"type":"response.created",', b'{"type":"response.in_progres
 # Terminal events whose usage is read from their end when content came before them.
 _ENDINGS = (b'{"type":"response.completed",', b'{"type":"response.incomplete",')
 _USAGE_KEY = b'"usage":{'
+_ERROR_KEY = b'"error":'
 _MAX_TAIL = 4096  # the Response's members from `usage` on: its usage, user and metadata
 # Markers of the events the fast path must not pass unread: usage, errors and the end.
 _LOOK_INSIDE = (b'"usage"', b'"error"', b"response.completed", b"response.incomplete", b"response.failed")
@@ -335,15 +336,55 @@ class ResponsesAccountant:
         return None
 
 
+def unparsed_usage(body: bytes) -> Usage | None:
+    """The usage of a non-streamed 2xx Response read without parsing it whole (it echoes the
+    request's instructions and tools: about 15 KB for an agent's turn, 40 µs to parse), when
+    the gateway does not keep it (`store` false). None unless the body is plainly a Response
+    that did not fail: a JSON object with `"object":"response"` and an `output` list, no
+    `"status":"failed"` and no error object or text anywhere (none is possible inside a JSON
+    string: its quotes are escaped), and its `usage` a member of the top-level object, read
+    from the end as a stream's terminal event's is (`_usage_at_the_end`). The caller then
+    parses it whole (`check_response_body`), which says what is wrong if anything is."""
+    if not (body.startswith(b"{") and body.endswith(b"}")):
+        return None
+    if b'"object":"response"' not in body or b'"output":[' not in body:
+        return None
+    if b'"status":"failed"' in body:
+        return None
+    at = body.find(_ERROR_KEY)  # one pass for every `"error":` member: each must be null
+    while at >= 0:
+        if not body.startswith(b"null", at + len(_ERROR_KEY)):
+            return None
+        at = body.find(_ERROR_KEY, at + len(_ERROR_KEY))
+    at = body.rfind(_USAGE_KEY)
+    if at < 1 or len(body) - at > _MAX_TAIL or body[at - 1] not in b",{":
+        return None
+    try:
+        members = orjson.loads(b"{" + body[at:])
+    except orjson.JSONDecodeError:
+        return None  # `usage` is not the Response's own member
+    usage = members.get("usage") if isinstance(members, dict) else None
+    return usage_of_response(usage) if isinstance(usage, dict) else None
+
+
 class ResponsesFormat(AnswerFormat):
-    """OpenAI Responses: a Response object, or its typed SSE events."""
+    """OpenAI Responses: a Response object, or its typed SSE events. `kept`: the edge keeps
+    the Response (`store` true), so a body is parsed whole, once, and handed over; else its
+    usage is read from its end when that is plainly enough (`unparsed_usage`)."""
 
     name = "responses"
 
+    def __init__(self, kept: bool = True) -> None:
+        self.kept = kept
+
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
-        return check_response_body(offer, body)[1]
+        return self.read_body(offer, body)[0]
 
     def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
+        if not self.kept:
+            usage = unparsed_usage(body)
+            if usage is not None:
+                return usage, None
         answer, usage = check_response_body(offer, body)
         return usage, answer  # the Response, which the edge stores: parsed once
 
@@ -352,3 +393,4 @@ class ResponsesFormat(AnswerFormat):
 
 
 RESPONSES: AnswerFormat = ResponsesFormat()
+RESPONSES_UNKEPT: AnswerFormat = ResponsesFormat(kept=False)  # `store: false`: nothing parsed that is not read

@@ -17,14 +17,15 @@ target gets that tuple as is; only a `models` array builds a new list, to renumb
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 from gateway.config.schema import ModelKind
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.config.tasks import Task
-from gateway.routing.resolve import Target
+from gateway.protocol.errors import GatewayError
+from gateway.routing.resolve import Target, resolve
 
 # The kind of model each endpoint needs: embeddings from embedding models, the rest from chat.
 EMBEDDINGS_ENDPOINT = "embeddings"
@@ -115,6 +116,26 @@ def _for_target(target: Target, task: str, snapshot: ConfigSnapshot, endpoint: s
     found = snapshot.memo.get(memo_key)
     if found is None:
         found = snapshot.memo[memo_key] = _build(target, task, snapshot, endpoint)
+    return found
+
+
+def may_answer_natively(fields: Mapping[str, Any], model: str, snapshot: ConfigSnapshot, endpoint: str) -> bool:
+    """Whether an offer the request names could serve `endpoint` natively (its `apis`): if
+    none can, an ingress translates the request up front rather than routing it on a view of
+    its body and translating it afterwards. True when unsure (a `models` list, a name routing
+    will refuse). Remembered per snapshot for the names `resolve` remembers."""
+    if fields.get("models") is not None:
+        return True
+    key = ("natively", model, endpoint)
+    found: bool | None = snapshot.memo.get(key)
+    if found is None:
+        try:
+            target = resolve(model, snapshot)
+        except GatewayError:
+            return True  # routing says why
+        found = any(endpoint in offer.apis for offer in target_offers(target, snapshot))
+        if ("resolve", model) in snapshot.memo:  # bounded as resolve's memo is
+            snapshot.memo[key] = found
     return found
 
 

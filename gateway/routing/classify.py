@@ -379,11 +379,20 @@ def _asks_for_a_language(window: str, lower: str) -> bool:
     return tail.rstrip(_ASCII_NON_WORD).endswith(_LANGUAGES) and _TRANSLATE_TAIL.search(tail) is not None
 
 
+def _request_text(chat: ChatRequest) -> tuple[str, str]:
+    """`_instruction_text` of the request's messages; from a pass-through's view when it has
+    one (its last user content and system text, as its translation would hold them)."""
+    prompt = chat.prompt
+    if prompt is None:
+        return _instruction_text(chat.messages)
+    return _text(prompt.last_user), prompt.system[:_WINDOW]
+
+
 def heuristic(chat: ChatRequest, facts: RequestFacts, config: ClassifierConfig) -> TaskGuess:
-    tools = chat.payload.get("tools")
+    tools = chat.fields.get("tools")
     text: tuple[str, str] | None = None
     if tools:
-        text = _instruction_text(chat.messages)
+        text = _request_text(chat)
         agent = coding_agent(tools, text[1])
         if agent is not None:
             return TaskGuess("code", agent)
@@ -391,7 +400,7 @@ def heuristic(chat: ChatRequest, facts: RequestFacts, config: ClassifierConfig) 
         return _VISION
     if facts.prompt_tokens >= config.long_context_tokens:
         return TaskGuess("long_context", f"~{facts.prompt_tokens:,} prompt tokens >= {config.long_context_tokens:,}")
-    user, system = text or _instruction_text(chat.messages)
+    user, system = text or _request_text(chat)
     guess = classify_text(user, system)
     if guess is not None:
         return guess

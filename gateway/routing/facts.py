@@ -11,9 +11,7 @@ from typing import Any
 
 from gateway.config.schema import GatewaySettings
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.tokens import estimate_prompt_tokens
 
-_IMAGE_PARTS = ("image_url", "input_image", "image")
 NEEDS_NOTHING: frozenset[str] = frozenset()
 
 
@@ -33,24 +31,12 @@ class RequestFacts:
         return self.prompt_tokens + self.completion_tokens
 
 
-def has_images(messages: Any) -> bool:
-    if not isinstance(messages, list):
-        return False
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
-                    return True
-    return False
-
-
 def wants_tools(payload: dict[str, Any]) -> bool:
     return bool(payload.get("tools")) and payload.get("tool_choice") != "none"
 
 
 def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
-    payload = chat.payload
+    payload = chat.fields  # a pass-through's view: the translation's fields, its messages never built
     asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
     needs: set[str] = set()
     if wants_tools(payload):
@@ -62,10 +48,10 @@ def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
             needs.add("json_schema")
         elif kind == "json_object":
             needs.add("json")
-    if has_images(payload.get("messages")):
+    if chat.images():
         needs.add("vision")
     return RequestFacts(
-        estimate_prompt_tokens(payload),
+        chat.prompt_tokens(),
         int(asked) if asked else settings.default_completion_tokens,
         bool(asked),
         frozenset(needs) if needs else NEEDS_NOTHING,

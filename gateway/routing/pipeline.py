@@ -144,7 +144,7 @@ def plan(
 ) -> RoutingDecision:
     """The decision, its explanation readable from `reports`. Raises only for a bad request (400/404)."""
     settings = snapshot.config.gateway
-    payload = chat.payload
+    payload = chat.fields
     names = requested_models(payload, chat.model)
     targets = [resolve(name, snapshot) for name in names]
     prefs = provider_prefs(payload)

@@ -59,7 +59,9 @@ def test_each_request_gets_its_own_unguessable_id():
 )
 def test_bad_requests_are_400s_naming_the_field(body, param):
     with pytest.raises(GatewayError) as caught:
-        parse_request(body)
+        # Items and tools are checked when routing first reads the prompt (a request routed
+        # on its view is never translated), the other fields at once: both before routing decides.
+        parse_request(body).chat.prompt_tokens()
     assert caught.value.status == 400 and caught.value.param == param
 
 

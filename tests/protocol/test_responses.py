@@ -21,6 +21,7 @@ from gateway.protocol.responses import (
     ResponseStream,
     chat_to_response,
     conversation_items,
+    encode_event,
     responses_to_chat,
 )
 from tests.protocol import samples as S
@@ -730,3 +731,34 @@ def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
         {"role": "tool", "tool_call_id": "call_s", "content": "Tools now available: git_log."},
     ]  # fmt: skip
     assert [t["function"]["name"] for t in chat["tools"]] == ["tool_search", "git_log"]
+
+
+def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_with_the_same_bytes(monkeypatch):
+    import gateway.protocol.messages as messages_module
+    import gateway.protocol.responses as responses_module
+
+    request = copy.deepcopy(S.RESPONSES_REQUEST_ITEMS)
+    stream = ResponseStream(request, "resp_e", created_at=1)
+    events = [e for chunk in S.CHAT_STREAM_TOOL_CALLS for e in stream.feed(copy.deepcopy(chunk))] + stream.finish()
+    whole = [e for e in events if "response" in e]
+    assert [e["type"] for e in whole] == ["response.created", "response.in_progress", "response.completed"]
+    expected = [encode_event(e) for e in events]
+
+    dumped: list[object] = []
+
+    class Counting:
+        Fragment = orjson.Fragment
+
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            dumped.append(value)
+            return orjson.dumps(value)
+
+    monkeypatch.setattr(responses_module, "orjson", Counting)
+    monkeypatch.setattr(messages_module, "orjson", Counting)
+    assert [stream.encode(e) for e in events] == expected  # the same bytes on the wire
+    assert [v is request["tools"] for v in dumped].count(True) == 1  # the tools, once for the three
+    assert [v == request["instructions"] for v in dumped].count(True) == 1
+    carried = [v["response"]["tools"] for v in dumped if isinstance(v, dict) and "response" in v]
+    assert len(carried) == 3 and all(isinstance(t, orjson.Fragment) for t in carried)  # never re-encoded
+    assert all(e["response"]["tools"] is request["tools"] for e in whole)  # the events themselves untouched

@@ -296,3 +296,60 @@ def test_usage_of_a_response_bounds_the_details():
     assert usage_of_response(usage) == Usage(10, 3, 10, 2, cache_write_tokens=0)
     assert usage_of_response(None) is None
     assert usage_of_response({"input_tokens": True, "output_tokens": -1}) == Usage(0, 0)
+
+
+# -- a Response the gateway does not keep: usage read from its end --------------------------
+
+
+def _bodies() -> dict[str, bytes]:
+    from tests.protocol import samples as S
+
+    agent = dict(S.RESPONSE_TEXT, tools=[{"type": "function", "name": "f", "parameters": {"properties": {}}}] * 20)
+    return {"recorded": orjson.dumps(S.RESPONSE_TEXT), "with tools echoed": orjson.dumps(agent)}
+
+
+@pytest.mark.parametrize("name", ["recorded", "with tools echoed"])
+def test_an_unkept_response_has_its_usage_read_without_parsing_it(name):
+    from gateway.proxy.responses_format import RESPONSES_UNKEPT, unparsed_usage
+
+    body = _bodies()[name]
+    whole, usage = check_response_body(OFFER, body)
+    assert unparsed_usage(body) == usage and usage is not None and usage.prompt_tokens > 0
+    assert RESPONSES_UNKEPT.read_body(OFFER, body) == (usage, None)  # nothing parsed to hand over
+    assert RESPONSES.read_body(OFFER, body) == (usage, whole)  # kept: parsed once, whole
+
+
+def _response(**members) -> dict:
+    from tests.protocol import samples as S
+
+    return {**S.RESPONSE_TEXT, **members}
+
+
+@pytest.mark.parametrize(
+    ("body", "raises"),
+    [
+        (orjson.dumps(_response(status="failed", error={"code": "server_error", "message": "x"})), StreamFailedEarly),
+        (orjson.dumps({"error": {"message": "overloaded"}}), StreamFailedEarly),
+        (orjson.dumps(_response(error="boom", output=[])), StreamFailedEarly),
+        (orjson.dumps(_response(status="failed")), StreamFailedEarly),  # failed, and no error object
+        (orjson.dumps(_response(object="chat.completion")), MalformedAnswer),
+        (orjson.dumps(_response(output=None)), MalformedAnswer),
+        (orjson.dumps(_response())[:-40], MalformedAnswer),  # cut short
+        # usage in the metadata only: not the Response's own (the tail is not its members)
+        (
+            orjson.dumps({k: v for k, v in _response(metadata={"usage": {"input_tokens": 9}}).items() if k != "usage"}),
+            None,
+        ),
+        (orjson.dumps(_response(), option=orjson.OPT_INDENT_2), None),  # spaced: parsed whole, fine
+    ],
+)
+def test_an_unkept_response_in_any_doubt_is_parsed_whole_and_judged_so(body, raises):
+    from gateway.proxy.responses_format import RESPONSES_UNKEPT, unparsed_usage
+
+    assert unparsed_usage(body) is None
+    if raises is None:
+        usage, answer = RESPONSES_UNKEPT.read_body(OFFER, body)
+        assert answer == orjson.loads(body) and usage == check_response_body(OFFER, body)[1]
+    else:
+        with pytest.raises(raises):
+            RESPONSES_UNKEPT.read_body(OFFER, body)

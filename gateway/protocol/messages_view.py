@@ -1,0 +1,211 @@
+"""A Messages request as routing reads it, without translating it to chat (its routing view).
+
+A request passed through natively to a backend that serves Messages never needs its chat
+translation, yet routing, limits and the classifier read the chat request: its top-level
+fields, its prompt's token estimate, whether it carries images, its system text and last
+user text. `messages_view` computes exactly those from the Messages body, and the ingress
+builds the whole translation (`messages_to_chat`) only when something reads it: a candidate
+asked in chat, a plugged classifier, a broken stream's continuation. `messages_fields` is
+made at parse time; `messages_prompt`, the dearer part, when routing first reads the prompt
+(`ChatRequest.prompt`), and not at all when no candidate could take the request natively
+(the ingress translates it up front then).
+
+Each fact equals what the translation gives (tests compare both on every sample): the
+fields are made by the translation's own code (`_head`, `_options`, `_tail`); the estimate
+counts, message by message, the bytes `estimate_prompt_tokens` would count in the chat
+messages the turns become, and the tools' JSON by its length as Anthropic's tools plus the
+difference each tool's chat spelling makes (their schemas, most of the bytes, are the same
+in both). A body outside the usual shape (a mid-conversation system turn, documents, images
+inside tool results, a malformed turn or tool) has no view: the caller translates it whole,
+which also names what is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.protocol.chat import PromptFacts
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.messages import _head, _options, _source_url, _system_text, _tail, _tool_call
+from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
+
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def _json_length(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+# The JSON bytes a chat tool adds around the values it shares with the Anthropic tool it
+# comes from (name, input_schema as parameters, description): measured, not written out.
+_CHAT_TOOL = _json_length({"type": "function", "function": {"name": "", "parameters": {}}}) - 4
+_CHAT_DESCRIPTION = _json_length({"type": "function", "function": {"name": "", "parameters": {}, "description": ""}})
+_CHAT_DESCRIPTION -= _CHAT_TOOL + 6
+_DEFAULT_PARAMETERS = _json_length({"type": "object", "properties": {}})
+_KEYS = {key: _json_length(key) + 1 for key in ("name", "description", "input_schema", "cache_control", "type")}
+# The usual tool (name, description, input_schema): braces, two commas, three keys and colons.
+_USUAL_DELTA = (
+    _CHAT_TOOL + _CHAT_DESCRIPTION - (2 + 2 + sum(_KEYS[key] for key in ("name", "description", "input_schema")))
+)
+
+
+def messages_fields(body: Any) -> dict[str, Any] | None:
+    """The chat translation's top-level fields (`tools` as the client sent them, no
+    `messages`); None when a field is malformed (the translation names it in its 400)."""
+    try:
+        model, max_tokens, _ = _head(body)
+        fields: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
+        _options(body, fields)
+        tools = body.get("tools")
+        if tools:
+            fields["tools"] = tools
+        _tail(body, fields)
+    except GatewayError:
+        return None
+    return fields
+
+
+def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the body (after `messages_fields`); None
+    when the body is not of the usual shape (translate it whole)."""
+    try:
+        system = _system_text(body.get("system"))
+        prompt = _prompt(body["messages"], system)
+        if prompt is None:
+            return None
+        tools = body.get("tools")
+        if tools:
+            delta = _tools_delta(tools)
+            if delta is None:
+                return None
+            prompt.tokens += (_json_length(tools) + delta + 2) // 3
+    except GatewayError:
+        return None  # the translation raises it again, in its own order
+    return prompt
+
+
+def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
+    """`estimate_prompt_tokens` of the translated messages, counted on the turns."""
+    tokens = 3
+    images = False
+    last_user = None
+    if system:
+        tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
+    for turn in turns:
+        if type(turn) is not dict:
+            return None
+        role = turn.get("role")
+        content = turn.get("content")
+        if role != "user" and role != "assistant":
+            return None  # a system turn (or a malformed one): the translation's
+        if type(content) is str:
+            tokens += PER_MESSAGE + (utf8_length(content) + 2) // 3
+            if role == "user":
+                last_user = content
+            continue
+        if type(content) is not list:
+            return None
+        if role == "assistant":
+            size, calls = 0, []
+            for block in content:
+                kind = block.get("type") if type(block) is dict else None
+                if kind == "text":
+                    text = block.get("text")
+                    if type(text) is not str:
+                        return None
+                    size += utf8_length(text)
+                elif kind == "tool_use":
+                    if type(block.get("id")) is not str or type(block.get("name")) is not str:
+                        return None
+                    calls.append(_tool_call(block))
+                elif kind not in _THINKING:
+                    return None
+            tokens += PER_MESSAGE + (size + 2) // 3
+            if calls:
+                tokens += json_tokens(calls)
+            continue
+        # A user turn: each tool_result a tool message, then the rest as one user message.
+        size, parts, texts = 0, 0, []
+        for block in content:
+            kind = block.get("type") if type(block) is dict else None
+            if kind == "tool_result":
+                result = _result_length(block)
+                if result is None:
+                    return None
+                tokens += PER_MESSAGE + (result + 2) // 3
+            elif kind == "text":
+                text = block.get("text")
+                if type(text) is not str:
+                    return None
+                size += utf8_length(text)
+                parts += 1
+                texts.append(text)
+            elif kind == "image":
+                _source_url(block.get("source"), "")  # a 400 for a bad source: no view
+                size += IMAGE_BYTES
+                parts += 1
+                images = True
+            else:
+                return None  # documents, and blocks the translation refuses
+        if parts:
+            # The parts' text joined by spaces (`_content_text`); the classifier's by lines.
+            tokens += PER_MESSAGE + (size + parts - 1 + 2) // 3
+            last_user = "\n".join(texts)
+    return PromptFacts(tokens, images, last_user, system)
+
+
+def _result_length(block: dict[str, Any]) -> int | None:
+    """The bytes of a tool_result's text as its tool message holds it; None for images."""
+    if type(block.get("tool_use_id")) is not str:
+        return None
+    content = block.get("content")
+    if content is None or type(content) is str:
+        return utf8_length(content) if content else 0
+    if type(content) is not list:
+        return None
+    size = 0
+    for part in content:
+        if type(part) is not dict or part.get("type") != "text" or type(part.get("text")) is not str:
+            return None
+        size += utf8_length(part["text"])
+    return size + len(content) - 1 if content else 0
+
+
+def _tools_delta(tools: Any) -> int | None:
+    """How many more JSON bytes the tools take as chat's function tools than as sent; None
+    for a tool the translation refuses."""
+    if type(tools) is not list:
+        return None
+    delta = 0
+    for tool in tools:
+        if type(tool) is not dict:
+            return None
+        name = tool.get("name")
+        description = tool.get("description")
+        # The usual tool: exactly these three members, all carried over.
+        if len(tool) == 3 and type(name) is str and name and type(description) is str and tool.get("input_schema"):
+            delta += _USUAL_DELTA
+            continue
+        if type(name) is not str or not name or tool.get("type") not in (None, "custom"):
+            return None
+        chat = _CHAT_TOOL
+        # Anthropic's tool: braces, commas between its members, each key and colon, and the
+        # values chat does not carry over (name, a schema and a string description it does).
+        native = 2 + len(tool) - 1
+        for key, value in tool.items():
+            native += _KEYS.get(key) or _json_length(key) + 1
+            if key == "name":
+                continue
+            if key == "input_schema" and value:
+                continue
+            if key == "description" and type(value) is str:
+                continue
+            native += _json_length(value)
+        if type(description) is str:
+            chat += _CHAT_DESCRIPTION
+        if not tool.get("input_schema"):
+            chat += _DEFAULT_PARAMETERS
+        delta += chat - native
+    return delta

@@ -1,0 +1,210 @@
+"""A Responses request as routing reads it, without translating it to chat (its routing view).
+
+The Responses twin of `gateway.protocol.messages_view` (read its docstring for why): the
+fields routing reads are made by the translation's own code (`_model`, `_options`, `_tail`),
+and the prompt's facts (token estimate, images, system text, last user text) are counted on
+the input items as the chat messages they become: an assistant message takes the function
+calls that follow it, and its text when it had none, exactly as `_append_items` merges them.
+Tools are counted as their JSON as sent plus what chat's `{"type": "function", "function":
+{...}}` spelling adds. Outside the usual shape (namespace, custom or tool-search tools, tool
+search items, anything malformed) there is no view: the caller translates the request whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.protocol.chat import PromptFacts
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.responses import (
+    _FUNCTION_FIELDS,
+    _ROLES,
+    _TEXT_PARTS,
+    _function_call,
+    _model,
+    _options,
+    _tail,
+    _text_of,
+    input_items,
+)
+from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
+
+
+def _json_length(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+# What chat's spelling of a function tool adds to the Responses one: the members it keeps are
+# the same bytes, `"type":"function",` becomes `"type":"function","function":{` ... `}`.
+_CHAT_TOOL_DELTA = _json_length({"type": "function", "function": {"name": ""}}) - _json_length(
+    {"type": "function", "name": ""}
+)
+_KEPT = frozenset(_FUNCTION_FIELDS)
+
+
+class _Message:
+    """One chat message the items become, reduced to what the estimate and classifier read."""
+
+    __slots__ = ("calls", "images", "role", "size", "text")
+
+    def __init__(
+        self, role: str, size: int, text: str, calls: list[dict[str, Any]] | None = None, images: bool = False
+    ) -> None:
+        self.role = role
+        self.size = size  # UTF-8 bytes of its content's text as `estimate_prompt_tokens` reads it
+        self.text = text  # its content's text as the classifier reads it
+        self.calls = calls
+        self.images = images
+
+
+def responses_fields(body: Any) -> dict[str, Any] | None:
+    """The chat translation's top-level fields (`tools` as the client sent them, no
+    `messages`); None when a field is malformed (the translation names it in its 400)."""
+    try:
+        fields: dict[str, Any] = {"model": _model(body)}
+        _options(body, fields)
+        tools = body.get("tools")
+        if tools:
+            fields["tools"] = tools
+        _tail(body, fields)
+    except GatewayError:
+        return None
+    return fields
+
+
+def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the input items (after `responses_fields`);
+    None when the request is not of the usual shape (translate it whole)."""
+    try:
+        instructions = body.get("instructions")
+        messages: list[_Message] = []
+        if isinstance(instructions, str) and instructions:
+            messages.append(_Message("system", utf8_length(instructions), instructions))
+        items = input_items(body.get("input"))
+        if not items and previous is None:
+            return None
+        if previous and not _read_items(previous, messages):
+            return None
+        if not _read_items(items, messages):
+            return None
+        tokens = 3
+        images = False
+        for message in messages:
+            images = images or message.images
+            tokens += PER_MESSAGE + (message.size + 2) // 3
+            if message.calls:
+                tokens += json_tokens(message.calls)
+        tools = body.get("tools")
+        if tools:
+            delta = _tools_delta(tools)
+            if delta is None:
+                return None
+            tokens += (_json_length(tools) + delta + 2) // 3
+    except GatewayError:
+        return None  # the translation raises it again, in its own order
+    last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
+    system = messages[0].text if messages and messages[0].role == "system" else ""
+    return PromptFacts(tokens, images, last_user, system)
+
+
+def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
+    """Append the chat messages `items` become (as `_append_items` does); False when an item
+    is not of the usual kinds."""
+    for item in items:
+        kind = item.get("type") or ("message" if "role" in item else None)
+        if kind == "message":
+            role = item.get("role")
+            role = _ROLES.get(role) if type(role) is str else None
+            if role is None:
+                return False
+            read = _content(item.get("content"), role)
+            if read is None:
+                return False
+            size, text, images = read
+            last = messages[-1] if messages else None
+            if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
+                last.size, last.text = size, text  # the text of the turn whose calls came first
+            else:
+                messages.append(_Message(role, size, text, None, images))
+        elif kind == "function_call" or kind == "custom_tool_call":
+            call = _function_call(item, "")  # a 400 for a malformed call: no view
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                if last.calls is None:
+                    last.calls = []
+                last.calls.append(call)  # parallel calls share a turn
+            else:
+                messages.append(_Message("assistant", 0, "", [call]))
+        elif kind == "function_call_output" or kind == "custom_tool_call_output":
+            if type(item.get("call_id")) is not str:
+                return False
+            output = item.get("output")
+            text = output if type(output) is str else _text_of(output, "")
+            messages.append(_Message("tool", utf8_length(text), text))
+        elif kind != "reasoning":
+            return False  # tool search items, and kinds the translation refuses
+    return True
+
+
+def _content(content: Any, role: str) -> tuple[int, str, bool] | None:
+    """(size, text, whether it has images) of a message's content as its chat message holds
+    it; None for parts the translation refuses."""
+    if type(content) is str:
+        return utf8_length(content), content, False
+    if type(content) is not list:
+        return None
+    texts: list[str] = []
+    size = pieces = 0
+    images = False
+    for part in content:
+        kind = part.get("type") if type(part) is dict else None
+        if kind in _TEXT_PARTS:
+            text = part.get("text")
+        elif kind == "refusal":
+            text = part.get("refusal")
+        elif kind == "input_image" and type(part.get("image_url")) is str and role == "user":
+            size += IMAGE_BYTES
+            pieces += 1
+            images = True
+            continue
+        elif kind == "input_file" and type(part.get("file_data")) is str and role == "user":
+            continue  # a file part: no text, not an image
+        else:
+            return None
+        if type(text) is not str:
+            return None
+        texts.append(text)
+        size += utf8_length(text)
+        pieces += 1
+    if role != "user" or (len(content) == 1 and texts):
+        # One string: the texts joined with nothing (a user's lone text part is that string).
+        return size, "".join(texts), False
+    # Parts: `estimate_prompt_tokens` joins their texts with spaces, the classifier with lines.
+    size += pieces - 1 if pieces else 0
+    return size, "\n".join(texts), images
+
+
+def _tools_delta(tools: Any) -> int | None:
+    """How many more JSON bytes the tools take as chat's function tools than as sent; None
+    for a tool that is not a plain function tool."""
+    if type(tools) is not list:
+        return None
+    delta = 0
+    for tool in tools:
+        if type(tool) is not dict or tool.get("type") != "function":
+            return None
+        name = tool.get("name")
+        if type(name) is not str or not name:
+            return None
+        delta += _CHAT_TOOL_DELTA
+        # The usual tool: type, name and the other kept members, none of them null.
+        kept = 2 + (tool.get("description") is not None) + (tool.get("parameters") is not None)
+        if len(tool) == kept + (tool.get("strict") is not None):
+            continue
+        for key, value in tool.items():
+            if key == "type" or (key in _KEPT and value is not None):
+                continue
+            delta -= _json_length(key) + 2 + _json_length(value)  # a member chat drops, and its comma
+    return delta

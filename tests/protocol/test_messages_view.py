@@ -1,0 +1,273 @@
+"""A Messages request's routing view (`messages_view`) against its chat translation.
+
+Routing reads a pass-through request through its view and never translates it; every fact
+the view gives must be the one the translation gives, or the same request would be routed
+differently depending on which path read it. Each sample below is compared fact by fact, and
+the routing decision made on the view is compared with the one made on the translation.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.api.messages import parse_messages_request
+from gateway.protocol.chat import ChatRequest, has_images
+from gateway.protocol.errors import GatewayError
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.messages_view import messages_fields, messages_prompt
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.routing.candidates import may_answer_natively
+from gateway.routing.classify import _instruction_text, _request_text
+from gateway.routing.pipeline import decide
+from tests.protocol import samples as S
+from tests.routing.support import snapshot_from
+
+
+def messages_view(body: Any) -> tuple[dict[str, Any], Any] | None:
+    """Both halves of the view, as the ingress makes them (fields, then the prompt's facts)."""
+    fields = messages_fields(body)
+    prompt = messages_prompt(body) if fields is not None else None
+    return None if fields is None or prompt is None else (fields, prompt)
+
+
+def _schema(extra: str = "") -> dict[str, Any]:
+    return {"type": "object", "properties": {"path": {"type": "string", "description": "Path" + extra}}}
+
+
+def _agent_turn(**overrides: Any) -> dict[str, Any]:
+    """A coding agent's turn: tools, tool calls and results, text with quotes and escapes."""
+    body: dict[str, Any] = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32000,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=1"},
+            {"type": "text", "text": "You are Claude Code. Read files before you edit them.", "cache_control": {}},
+        ],
+        "tools": [
+            {"name": "Bash", "description": "Run a shell command.", "input_schema": _schema()},
+            {"name": "Read", "description": 'Read a "file".\n', "input_schema": _schema("é")},
+            {"name": "Edit", "input_schema": _schema()},  # no description
+            {"name": "Glob", "description": "Find files.", "input_schema": {}},  # empty schema: the default
+            {"name": "Grep", "description": None, "input_schema": _schema()},  # a description chat drops
+            {"name": "Write", "type": "custom", "description": "Write.", "input_schema": _schema()},
+            {
+                "name": "Task",
+                "description": "Start a sub-agent.",
+                "input_schema": _schema(),
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "messages": [
+            {"role": "user", "content": "Fix the failing test in calc.py, please."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "Read it first.", "signature": "sig"},
+                    {"type": "text", "text": "Reading it — “first”."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": 'calc "x".py\\'}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "Grep", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "def add(a, b):\n    return a - b\n"},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_2",
+                        "content": [{"type": "text", "text": "calc.py:2"}, {"type": "text", "text": "日本語"}],
+                    },
+                    {"type": "text", "text": "Also look at the README 👀"},
+                ],
+            },
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_3", "name": "Bash", "input": None}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_3", "is_error": True}]},
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": []},
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+_IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+USUAL = {
+    "api reference, full": S.MESSAGES_REQUEST,
+    "api reference, minimal": S.MESSAGES_REQUEST_MINIMAL,
+    "agent turn": _agent_turn(),
+    "agent turn, streamed, tool_choice any": _agent_turn(stream=True, tool_choice={"type": "any"}),
+    "tools off": _agent_turn(tool_choice={"type": "none"}),
+    "named tool, no parallel calls": _agent_turn(
+        tool_choice={"type": "tool", "name": "Read", "disable_parallel_tool_use": True}
+    ),
+    "json schema output": _agent_turn(tools=[], output_config={"format": {"type": "json_schema", "schema": _schema()}}),
+    "image by url and base64": _agent_turn(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    _IMAGE,
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "text", "text": "And why?"},
+                ],
+            }
+        ]
+    ),
+    "image alone": {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": [_IMAGE]}]},
+    "assistant first, string system": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "system": "Be brief.",
+        "messages": [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Hello"}],
+    },
+    "no user message": {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "assistant", "content": "Hi."}]},
+    "thinking budget, metadata, sampling": _agent_turn(
+        thinking={"type": "enabled", "budget_tokens": 2048}, metadata={"user_id": "u1"}, temperature=0.2, top_k=5
+    ),
+}
+
+UNUSUAL = {
+    "a mid-conversation system turn": _agent_turn(
+        messages=[{"role": "user", "content": "a"}, {"role": "system", "content": "Be terse."}]
+    ),
+    "a document": _agent_turn(
+        messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "doc"}}]}]
+    ),
+    "an image inside a tool result": _agent_turn(
+        messages=[
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [_IMAGE]}]},
+        ]
+    ),
+    "a server tool": _agent_turn(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+    "a malformed turn": _agent_turn(messages=[{"role": "user", "content": [{"type": "text", "text": 3}]}]),
+    "a bad image source": _agent_turn(messages=[{"role": "user", "content": [{"type": "image", "source": {}}]}]),
+    "no messages": {"model": "m", "max_tokens": 5, "messages": []},
+}
+
+
+@pytest.mark.parametrize("name", USUAL)
+def test_the_view_gives_every_fact_its_translation_gives(name):
+    body = copy.deepcopy(USUAL[name])
+    view = messages_view(body)
+    assert view is not None, name
+    fields, prompt = view
+    chat = messages_to_chat(copy.deepcopy(body))
+    # Every top-level field routing reads, made by the same code; tools as the client sent them.
+    assert fields == {k: v for k, v in chat.items() if k not in ("messages", "tools")} | (
+        {"tools": body["tools"]} if chat.get("tools") else {}
+    )
+    assert prompt.tokens == estimate_prompt_tokens(chat)
+    assert prompt.images == has_images(chat["messages"])
+    request = ChatRequest(None, body["model"], build=lambda: chat, fields=fields, view=lambda: prompt)
+    assert _request_text(request) == _instruction_text(chat["messages"])
+    assert not request.translated  # none of the above built the translation
+    assert body == USUAL[name]  # the client's body is untouched (it is sent as it is)
+
+
+@pytest.mark.parametrize("name", UNUSUAL)
+def test_a_body_outside_the_usual_shape_has_no_view(name):
+    assert messages_view(copy.deepcopy(UNUSUAL[name])) is None
+
+
+def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_gets_its_400():
+    unusual = parse_messages_request(orjson.dumps(UNUSUAL["a mid-conversation system turn"]), {}).chat
+    assert not unusual.translated
+    assert unusual.prompt is None and unusual.translated  # the view gave up: routing reads the translation
+    assert [m["role"] for m in unusual.payload["messages"]][-1] == "system"
+    assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
+    with pytest.raises(GatewayError) as raised:  # a bad field: at once
+        parse_messages_request(orjson.dumps(_agent_turn(stop_sequences=[1])), {})
+    assert raised.value.status == 400 and raised.value.param == "stop_sequences"
+    server_tool = parse_messages_request(orjson.dumps(UNUSUAL["a server tool"]), {}).chat
+    with pytest.raises(GatewayError) as raised:  # a bad turn or tool: when routing reads the prompt
+        server_tool.prompt_tokens()
+    assert raised.value.status == 400 and "web_search" in raised.value.message
+
+
+def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
+    request = parse_messages_request(orjson.dumps(_agent_turn(stream=True)), {})
+    chat = request.chat
+    assert not chat.translated
+    assert (chat.model, chat.stream, chat.include_usage, chat.completion_ceiling) == (
+        "claude-sonnet-4-5",
+        True,
+        True,
+        32000,
+    )
+    assert "max_tokens" not in chat.fields
+    expected = messages_to_chat(_agent_turn(stream=True))
+    del expected["max_tokens"]
+    assert chat.payload == expected
+    assert chat.translated
+    assert chat.prompt_tokens() == estimate_prompt_tokens(expected)
+
+
+# Offers that differ in what they can do: routing must drop the same ones for a view as for
+# its translation (vision, tools, json schema, context length).
+POLICY = """
+backends:
+  chat-only:
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+    models:
+      plain/small: {context_length: 1200, input_price: 0.1, output_price: 0.1}
+      plain/tools: {context_length: 131072, input_price: 0.2, output_price: 0.2, capabilities: [tools]}
+      plain/vision: {context_length: 131072, input_price: 0.3, output_price: 0.3, capabilities: [vision]}
+  native:
+    type: vllm
+    base_url: http://127.0.0.1:10/v1
+    models:
+      native/all: {context_length: 131072, input_price: 0.4, output_price: 0.4, capabilities: [tools, vision, json_schema]}
+      native/schema: {context_length: 131072, input_price: 0.5, output_price: 0.5, capabilities: [json_schema]}
+routes:
+  claude-sonnet-4-5:
+    strategy: cost
+    models: [plain/small, plain/tools, plain/vision, native/all, native/schema]
+"""
+
+
+@pytest.mark.parametrize("name", USUAL)
+def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
+    """Images, tools, json schema and context length filter a view as its translation."""
+    snapshot = snapshot_from(POLICY)
+    body = {**copy.deepcopy(USUAL[name]), "model": "claude-sonnet-4-5"}
+    viewed = parse_messages_request(orjson.dumps(body), {}).chat
+    chat = messages_to_chat(copy.deepcopy(body))
+    ceiling = chat.pop("max_tokens")
+    translated = ChatRequest(chat, chat["model"], bool(chat.get("stream")), completion_ceiling=ceiling)
+    got = [decide(r, {}, snapshot, endpoint="messages") for r in (viewed, translated)]
+    assert [c.model for c in got[0].candidates] == [c.model for c in got[1].candidates]
+    assert got[0].facts == got[1].facts
+    assert (got[0].task, got[0].task_reason) == (got[1].task, got[1].task_reason)
+    verdicts = [[(v.filter, v.passed, v.reason) for r in d.reports for v in r.verdicts] for d in got]
+    assert verdicts[0] == verdicts[1]
+    assert not viewed.translated
+    if name in FILTERED:  # the samples do exercise the filters
+        assert [c.model for c in got[0].candidates] == FILTERED[name]
+
+
+FILTERED = {
+    "agent turn": ["plain/tools", "native/all"],  # tools; too long for plain/small
+    "tools off": ["plain/tools", "plain/vision", "native/all", "native/schema"],  # tool_choice none
+    "json schema output": ["native/all", "native/schema"],
+    "image by url and base64": ["native/all"],  # images and tools
+    "api reference, minimal": ["plain/small", "plain/tools", "plain/vision", "native/all", "native/schema"],
+}
+
+
+def test_requests_no_candidate_could_take_natively_are_translated_up_front():
+    snapshot = snapshot_from(POLICY + "  chat-only-route: {strategy: cost, models: [plain/tools, plain/vision]}\n")
+    assert may_answer_natively({}, "claude-sonnet-4-5", snapshot, "messages")  # native/all is in the route
+    assert may_answer_natively({}, "native/schema", snapshot, "messages")
+    assert not may_answer_natively({}, "chat-only-route", snapshot, "messages")
+    assert not may_answer_natively({}, "plain/small", snapshot, "messages")
+    assert may_answer_natively({"models": ["plain/small"]}, "plain/small", snapshot, "messages")  # unsure
+    assert may_answer_natively({}, "no/such-model", snapshot, "messages")  # routing's 404 to give
+    assert snapshot.memo[("natively", "chat-only-route", "messages")] is False
+    assert ("natively", "no/such-model", "messages") not in snapshot.memo  # unknown names: not kept

@@ -1,0 +1,218 @@
+"""A Responses request's routing view (`responses_view`) against its chat translation.
+
+The twin of test_messages_view.py: every fact the view gives (the top-level fields, the
+prompt's estimate, images, the classifier's text) must be the translation's, on every sample
+and on a conversation continued from stored items; the routing decision made on the view
+must be the one made on the translation; unusual requests have no view.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.api.responses import continue_from, parse_request
+from gateway.protocol.chat import ChatRequest, has_images
+from gateway.protocol.responses import conversation_items, responses_to_chat
+from gateway.protocol.responses_view import responses_fields, responses_prompt
+from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.routing.classify import _instruction_text, _request_text
+from gateway.routing.pipeline import decide
+from tests.protocol import samples as S
+from tests.routing.support import snapshot_from
+
+
+def responses_view(body: Any, previous: Any = None) -> tuple[dict[str, Any], Any] | None:
+    """Both halves of the view, as the ingress makes them (fields, then the prompt's facts)."""
+    fields = responses_fields(body)
+    prompt = responses_prompt(body, previous) if fields is not None else None
+    return None if fields is None or prompt is None else (fields, prompt)
+
+
+def _tool(name: str, **extra: Any) -> dict[str, Any]:
+    parameters = {"type": "object", "properties": {"path": {"type": "string", "description": 'a "path" é'}}}
+    return {
+        "type": "function",
+        "name": name,
+        "description": f"{name} in the workspace.",
+        "parameters": parameters,
+    } | extra
+
+
+def _call(call_id: str, name: str = "read_file") -> dict[str, Any]:
+    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": '{"path": "a\\"b.py"}'}
+
+
+def _agent_turn(**overrides: Any) -> dict[str, Any]:
+    """A Codex-like turn: instructions, function tools, calls (parallel ones too), outputs."""
+    body: dict[str, Any] = {
+        "model": "gpt-5-codex",
+        "instructions": "You are Codex, a coding agent. Edit files with apply_patch.",
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Sandbox: on."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Fix calc.py 👀"}]},
+            {"type": "reasoning", "summary": []},
+            _call("c1"),
+            _call("c2", "run_command"),  # parallel: joins the same assistant turn
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Reading."}]},
+            {"type": "function_call_output", "call_id": "c1", "output": "def add(a, b):\n    return a - b\n"},
+            {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "ok"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Patching."}]},
+            _call("c3"),  # follows the assistant's text: joins that turn
+            {"type": "custom_tool_call", "call_id": "c4", "name": "apply_patch", "input": "*** Begin Patch"},
+            {"type": "custom_tool_call_output", "call_id": "c4", "output": "Done!"},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+            {"role": "user", "content": "日本語で"},
+        ],
+        "tools": [
+            _tool("read_file"),
+            _tool("run_command", strict=False),
+            _tool("list_dir", strict=None, description=None),  # nulls chat drops
+            _tool("grep", defer_loading=True),  # a member chat drops
+            {"type": "function", "name": "bare"},
+        ],
+        "parallel_tool_calls": True,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "store": False,
+    }
+    body.update(overrides)
+    return body
+
+
+_IMAGE = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+_PREVIOUS = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
+
+USUAL = {
+    "api reference, string": (S.RESPONSES_REQUEST_STRING, None),
+    "api reference, items": (S.RESPONSES_REQUEST_ITEMS, None),
+    "agent turn": (_agent_turn(), None),
+    "agent turn, streamed, tools required": (_agent_turn(stream=True, tool_choice="required"), None),
+    "tools off": (_agent_turn(tool_choice="none"), None),
+    "json object": (_agent_turn(tools=[], text={"format": {"type": "json_object"}}), None),
+    "user parts: images, a file, two texts": (
+        _agent_turn(
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        _IMAGE,
+                        {"type": "input_file", "file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"},
+                        {"type": "input_text", "text": "What is this?"},
+                        {"type": "input_text", "text": "And why?"},
+                    ],
+                }
+            ]
+        ),
+        None,
+    ),
+    "an image alone": ({"model": "m", "input": [{"role": "user", "content": [_IMAGE]}]}, None),
+    "empty contents": (
+        {"model": "m", "input": [{"role": "user", "content": []}, {"role": "assistant", "content": []}, _call("x")]},
+        None,
+    ),
+    "continued from stored items": ({"model": "m", "instructions": "Now be brief.", "input": "And then?"}, _PREVIOUS),
+    "continued, no new input": ({"model": "m"}, _PREVIOUS),
+}
+
+UNUSUAL = {
+    "a namespace tool": _agent_turn(tools=[{"type": "namespace", "name": "agents", "tools": [_tool("spawn")]}]),
+    "a custom tool": _agent_turn(tools=[{"type": "custom", "name": "apply_patch"}]),
+    "a client tool search": _agent_turn(tools=[{"type": "tool_search", "execution": "client"}]),
+    "a built-in tool": _agent_turn(tools=[{"type": "web_search"}]),
+    "a tool search output": _agent_turn(input=[{"type": "tool_search_output", "call_id": "s", "tools": []}]),
+    "an image from the assistant": _agent_turn(input=[{"role": "assistant", "content": [_IMAGE]}]),
+    "a bad role": _agent_turn(input=[{"role": "robot", "content": "hi"}]),
+    "a call without arguments": _agent_turn(input=[{"type": "function_call", "call_id": "c", "name": "f"}]),
+    "no input": {"model": "m"},
+}
+
+
+@pytest.mark.parametrize("name", USUAL)
+def test_the_view_gives_every_fact_its_translation_gives(name):
+    body, previous = copy.deepcopy(USUAL[name])
+    view = responses_view(body, previous)
+    assert view is not None, name
+    fields, prompt = view
+    chat = responses_to_chat(copy.deepcopy(body), copy.deepcopy(previous))
+    assert fields == {k: v for k, v in chat.items() if k not in ("messages", "tools")} | (
+        {"tools": body["tools"]} if chat.get("tools") else {}
+    )
+    assert prompt.tokens == estimate_prompt_tokens(chat)
+    assert prompt.images == has_images(chat["messages"])
+    request = ChatRequest(None, chat["model"], build=lambda: chat, fields=fields, view=lambda: prompt)
+    assert _request_text(request) == _instruction_text(chat["messages"])
+    assert not request.translated
+    assert (body, previous) == USUAL[name]  # the client's body and the stored items are untouched
+
+
+@pytest.mark.parametrize("name", UNUSUAL)
+def test_a_request_outside_the_usual_shape_has_no_view(name):
+    assert responses_view(copy.deepcopy(UNUSUAL[name])) is None
+
+
+def test_the_ingress_builds_the_translation_only_when_it_is_read_even_when_continued():
+    request = parse_request(orjson.dumps({"model": "m", "input": "And then?", "previous_response_id": "resp_1"}))
+    assert not request.chat.translated
+    continue_from(request, _PREVIOUS)
+    chat = request.chat
+    assert not chat.translated
+    assert chat.payload == responses_to_chat({"model": "m", "input": "And then?"}, _PREVIOUS)
+    assert chat.prompt_tokens() == estimate_prompt_tokens(chat.payload)
+    unusual = parse_request(orjson.dumps(UNUSUAL["a namespace tool"] | {"models": ["a", "b"]})).chat
+    assert unusual.prompt is None and unusual.translated and unusual.payload["models"] == ["a", "b"]
+    assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
+
+
+POLICY = """
+backends:
+  chat-only:
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+    models:
+      plain/small: {context_length: 1200, input_price: 0.1, output_price: 0.1}
+      plain/tools: {context_length: 131072, input_price: 0.2, output_price: 0.2, capabilities: [tools]}
+      plain/vision: {context_length: 131072, input_price: 0.3, output_price: 0.3, capabilities: [vision, json]}
+  native:
+    type: vllm
+    base_url: http://127.0.0.1:10/v1
+    models:
+      native/all: {context_length: 131072, input_price: 0.4, output_price: 0.4, capabilities: [tools, vision, json_schema]}
+      native/schema: {context_length: 131072, input_price: 0.5, output_price: 0.5, capabilities: [json_schema, json]}
+routes:
+  gpt-5:
+    strategy: cost
+    models: [plain/small, plain/tools, plain/vision, native/all, native/schema]
+"""
+
+FILTERED = {
+    "agent turn": ["plain/tools", "native/all"],  # tools; too long for plain/small
+    "tools off": ["plain/tools", "plain/vision", "native/all", "native/schema"],
+    "json object": ["plain/vision", "native/all", "native/schema"],  # json (json_schema implies it)
+    "api reference, items": ["native/all"],  # images, tools and a json schema
+    "user parts: images, a file, two texts": ["native/all"],  # images and tools
+}
+
+
+@pytest.mark.parametrize("name", USUAL)
+def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
+    snapshot = snapshot_from(POLICY)
+    body, previous = copy.deepcopy(USUAL[name])
+    body["model"] = "gpt-5"
+    request = parse_request(orjson.dumps(body | {"previous_response_id": "r"} if previous else body))
+    if previous:
+        continue_from(request, previous)
+    viewed = request.chat
+    chat = responses_to_chat(copy.deepcopy(body), copy.deepcopy(previous))
+    translated = ChatRequest(chat, chat["model"], bool(chat.get("stream")))
+    got = [decide(r, {}, snapshot, endpoint="responses") for r in (viewed, translated)]
+    assert [c.model for c in got[0].candidates] == [c.model for c in got[1].candidates]
+    assert got[0].facts == got[1].facts
+    assert (got[0].task, got[0].task_reason) == (got[1].task, got[1].task_reason)
+    verdicts = [[(v.filter, v.passed, v.reason) for r in d.reports for v in r.verdicts] for d in got]
+    assert verdicts[0] == verdicts[1]
+    assert not viewed.translated
+    if name in FILTERED:  # the samples do exercise the filters
+        assert [c.model for c in got[0].candidates] == FILTERED[name]
