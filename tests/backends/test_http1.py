@@ -510,10 +510,10 @@ async def test_a_slot_freed_by_a_closed_connection_goes_to_the_first_waiter(upst
     late = asyncio.create_task(newcomer())
     holder = asyncio.create_task(fetch(client, b"H"))
     await until(lambda: len(server.requests) == 1)
-    queued = []
-    for body in (b"W1", b"W2"):
-        queued.append(asyncio.create_task(fetch(client, body)))
-        await until(lambda n=len(queued): client.waiting == n)
+    queued = [asyncio.create_task(fetch(client, b"W1"))]
+    await until(lambda: client.waiting == 1)
+    queued.append(asyncio.create_task(fetch(client, b"W2")))
+    await until(lambda: client.waiting == 2)
     original = http1.Connection.data_received
 
     def data_received(self: http1.Connection, data: bytes) -> None:
