@@ -27,21 +27,36 @@ sock_read=timeout_s)`, `TCPConnector(limit=max_connections)`, `trust_env=False`)
 - a connect timeout (`UpstreamUnreachable`), a first-byte timeout (no response head within
   the read limit: `FirstByteTimeout`) and a per-read idle limit (`StreamIdleTimeout`), which
   `stream_started(idle_s)` changes for a stream; a reader that is behind (reading paused) is
-  not the upstream's silence;
-- at most `max_connections` per backend: callers queue (FIFO) when all are busy, and a
-  cancelled waiter gives back what it was handed; idle keep-alive connections are reused
-  last-in first-out and closed after `KEEPALIVE_S` unused;
+  not the upstream's silence, but one that takes nothing for `PAUSED_MAX_S` has left without
+  `aclose()` and its answer is dropped (its connection would hold a slot forever);
+- at most `max_connections` per backend: callers queue (FIFO) when all are busy; a released
+  connection, or the slot of a closed one, is handed to the first waiter (still counted, so a
+  newcomer cannot take it first), and a cancelled waiter passes on what it was handed; the
+  slot belongs to the `Connection` from before it connects, so it is given back once however
+  the connection ends; idle keep-alive connections are reused last-in first-out and closed
+  after `KEEPALIVE_S` unused;
 - a connection is dropped, not reused, when its answer said `connection: close`, was
   HTTP/1.0 or read until close, was abandoned mid-body (the upstream sees the connection
-  end: that is how it learns the client left), or failed; a caller cancelled at any await
-  closes its connection;
-- a reused connection that the upstream had closed (lost before any byte of the answer) is
-  retried once on a fresh connection: the request never reached a live server;
+  end: that is how it learns the client left), or failed, or answered before the request's
+  body was all sent (a 401 to a large body: the connection is aborted, not pooled mid-write);
+  a caller cancelled at any await closes its connection while the exchange still owns it (an
+  answer received whole has already handed it back, maybe to the next caller);
+- a request is never sent twice: only a connection known closed before a byte of the
+  request is written (the pool's `is_closing()` check, or `exchange`'s) is replaced by a new
+  one. A connection lost after the write, even a reused one with no byte of answer, is an
+  `UpstreamProtocolError`: the upstream may have read and acted on the request (billed it),
+  and the fallback loop decides, as it did with aiohttp, which never resent a POST;
 - response heads are bounded (`MAX_HEADERS`, `MAX_HEAD_BYTES`: past them the answer is an
   `UpstreamProtocolError`); unread body past `READ_HIGH_WATER` pauses reading; a large
   request body waits for the transport to drain.
-- https through `ssl.create_default_context()` (made once per backend) with SNI; no proxy
-  support (`HTTP(S)_PROXY` are not read, as aiohttp ran with `trust_env=False`).
+- https through `ssl.create_default_context()` (made once per backend, or the context given)
+  with SNI; http URLs stay plain; no proxy support (`HTTP(S)_PROXY` are not read, as aiohttp
+  ran with `trust_env=False`);
+- redirects are not followed (aiohttp followed them, re-POSTing on 307/308): for an API
+  upstream a 3xx is a misconfigured base_url, so the caller gets it with its `location`
+  (bounded by `MAX_LOCATION`) and `openai_compat` raises `Redirected` naming it. The base_url
+  is used as written (no credentials, ASCII, path already percent-encoded: config rejects the
+  rest, `gateway.config.schema._check_base_url`).
 
 Everything that goes wrong leaves as a `gateway.backends.errors` class; the caller
 (`openai_compat`) classifies non-2xx statuses.
@@ -87,6 +102,8 @@ class Target:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
+        if parts.username is not None or not (parts.hostname + parts.path).isascii():
+            raise ValueError(f"credentials or non-ASCII in the URL (config rejects these): {base_url!r}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname  # without the brackets of an IPv6 literal
         default = 443 if self.tls else 80
