@@ -659,15 +659,20 @@ async def test_a_kept_connection_found_closing_before_the_write_is_replaced(upst
     monkeypatch.setattr(conn.transport, "is_closing", lambda: True)
     assert await fetch(client, b"2") == b"{}"
     assert conn.closed and client.attempts == 2
-    # The same, found by the exchange itself: refused before the write, the slot freed at once.
-    conn = await client.acquire()
-    assert conn.reused
-    monkeypatch.setattr(conn.transport, "is_closing", lambda: True)
-    data, _ = client.request_bytes("/chat/completions", b"3", None)
-    with pytest.raises(http1._StaleError):  # the one error post() sends again, on a new connection
-        await conn.exchange(data, None, 100)
-    assert conn.closed and client.open_count == 0
-    assert [(r.conn, r.body) for r in server.requests] == [(1, b"1"), (2, b"2")]
+    # The same, found by the exchange itself (after the pool's check): refused before the
+    # write, its slot freed at once, and post() sends the request on a new connection.
+    acquire = client.acquire
+
+    async def closing_after_acquire(fresh: bool = False) -> http1.Connection:
+        conn = await acquire(fresh)
+        if not fresh:
+            monkeypatch.setattr(conn.transport, "is_closing", lambda: True)
+        return conn
+
+    monkeypatch.setattr(client, "acquire", closing_after_acquire)
+    assert await fetch(client, b"3") == b"{}"
+    assert [(r.conn, r.body) for r in server.requests] == [(1, b"1"), (2, b"2"), (3, b"3")]
+    assert (client.attempts, client.open_count) == (3, 1)
 
 
 async def test_a_new_connection_closed_unanswered_is_not_retried(upstreams, clients):
