@@ -131,6 +131,12 @@ class ServerError(UpstreamStatusError):
         return status in _TRANSIENT or retry_after is not None
 
 
+class Redirected(UpstreamStatusError):
+    """3xx: redirects are not followed (an API upstream that redirects is misconfigured, most
+    often a base_url missing its path or its https); the message names the Location. Another
+    candidate may serve, and the backend is at fault (its breaker counts it)."""
+
+
 class ClientRejected(UpstreamStatusError):
     """The upstream judged the request invalid: no other candidate will think otherwise,
     except that a 404 may be this backend not serving the endpoint or model."""
@@ -192,4 +198,6 @@ def status_error(
         return AuthRejected(message, status, body, retry_after)
     if status >= 500 or status == 408:
         return ServerError(message, status, body, retry_after)
+    if 300 <= status < 400:
+        return Redirected(message, status, body, retry_after)
     return ClientRejected(message, status, body, retry_after)

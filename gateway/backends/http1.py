@@ -27,21 +27,36 @@ sock_read=timeout_s)`, `TCPConnector(limit=max_connections)`, `trust_env=False`)
 - a connect timeout (`UpstreamUnreachable`), a first-byte timeout (no response head within
   the read limit: `FirstByteTimeout`) and a per-read idle limit (`StreamIdleTimeout`), which
   `stream_started(idle_s)` changes for a stream; a reader that is behind (reading paused) is
-  not the upstream's silence;
-- at most `max_connections` per backend: callers queue (FIFO) when all are busy, and a
-  cancelled waiter gives back what it was handed; idle keep-alive connections are reused
-  last-in first-out and closed after `KEEPALIVE_S` unused;
+  not the upstream's silence, but one that takes nothing for `PAUSED_MAX_S` has left without
+  `aclose()` and its answer is dropped (its connection would hold a slot forever);
+- at most `max_connections` per backend: callers queue (FIFO) when all are busy; a released
+  connection, or the slot of a closed one, is handed to the first waiter (still counted, so a
+  newcomer cannot take it first), and a cancelled waiter passes on what it was handed; the
+  slot belongs to the `Connection` from before it connects, so it is given back once however
+  the connection ends; idle keep-alive connections are reused last-in first-out and closed
+  after `KEEPALIVE_S` unused;
 - a connection is dropped, not reused, when its answer said `connection: close`, was
   HTTP/1.0 or read until close, was abandoned mid-body (the upstream sees the connection
-  end: that is how it learns the client left), or failed; a caller cancelled at any await
-  closes its connection;
-- a reused connection that the upstream had closed (lost before any byte of the answer) is
-  retried once on a fresh connection: the request never reached a live server;
+  end: that is how it learns the client left), or failed, or answered before the request's
+  body was all sent (a 401 to a large body: the connection is aborted, not pooled mid-write);
+  a caller cancelled at any await closes its connection while the exchange still owns it (an
+  answer received whole has already handed it back, maybe to the next caller);
+- a request is never sent twice: only a connection known closed before a byte of the
+  request is written (the pool's `is_closing()` check, or `exchange`'s) is replaced by a new
+  one. A connection lost after the write, even a reused one with no byte of answer, is an
+  `UpstreamProtocolError`: the upstream may have read and acted on the request (billed it),
+  and the fallback loop decides, as it did with aiohttp, which never resent a POST;
 - response heads are bounded (`MAX_HEADERS`, `MAX_HEAD_BYTES`: past them the answer is an
   `UpstreamProtocolError`); unread body past `READ_HIGH_WATER` pauses reading; a large
   request body waits for the transport to drain.
-- https through `ssl.create_default_context()` (made once per backend) with SNI; no proxy
-  support (`HTTP(S)_PROXY` are not read, as aiohttp ran with `trust_env=False`).
+- https through `ssl.create_default_context()` (made once per backend, or the context given)
+  with SNI; http URLs stay plain; no proxy support (`HTTP(S)_PROXY` are not read, as aiohttp
+  ran with `trust_env=False`);
+- redirects are not followed (aiohttp followed them, re-POSTing on 307/308): for an API
+  upstream a 3xx is a misconfigured base_url, so the caller gets it with its `location`
+  (bounded by `MAX_LOCATION`) and `openai_compat` raises `Redirected` naming it. The base_url
+  is used as written (no credentials, ASCII, path already percent-encoded: config rejects the
+  rest, `gateway.config.schema._check_base_url`).
 
 Everything that goes wrong leaves as a `gateway.backends.errors` class; the caller
 (`openai_compat`) classifies non-2xx statuses.
@@ -72,6 +87,8 @@ MAX_HEADERS = 100  # response header lines
 MAX_HEAD_BYTES = 64 * 1024  # a response head (all its header names and values)
 READ_HIGH_WATER = 256 * 1024  # unread body bytes past which the socket is not read (until the reader takes them)
 KEEPALIVE_S = 15.0  # an idle connection unused this long is closed (aiohttp's default)
+PAUSED_MAX_S = 120.0  # an answer whose reader has taken nothing for this long (reading paused) is dropped
+MAX_LOCATION = 256  # characters of a redirect's Location kept for the error that names it
 _JOIN_BELOW = 64 * 1024  # request bodies up to this are joined with the head into one write
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -85,6 +102,8 @@ class Target:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
+        if parts.username is not None or not (parts.hostname + parts.path).isascii():
+            raise ValueError(f"credentials or non-ASCII in the URL (config rejects these): {base_url!r}")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname  # without the brackets of an IPv6 literal
         default = 443 if self.tls else 80
@@ -113,6 +132,7 @@ class Http1Response(UpstreamResponse):
         "buffered",
         "content_length",
         "head_done",
+        "location",
         "retry_after",
     )
 
@@ -130,6 +150,7 @@ class Http1Response(UpstreamResponse):
         self.media_type = "application/json"
         self.content_length: int | None = None
         self.retry_after: str | None = None
+        self.location: str | None = None  # of a 3xx (not followed: see Http1Client)
         self.max_bytes = max_bytes
 
     # -- fed by the connection --
@@ -282,6 +303,8 @@ class Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._big = False  # this exchange's body was written apart (it may still be going out)
+        self._paused_at = 0.0  # loop time reading was last paused
 
     # -- asyncio.Protocol --
 
@@ -315,15 +338,16 @@ class Connection(asyncio.Protocol):
             self._message_done = False
             self.response = None
             response._finish()
-            if self._keep_alive and not self.closed:
+            if self._keep_alive and not self.closed and not self._sending():
                 self.client.release(self)
-            else:
+            else:  # an answer before the request was sent whole (a 401 to a large body) included
                 self.close()
         else:
             if response._waiter is not None:  # a reader waits for these bytes: once per read, not per chunk
                 response._wake()
             if response.buffered > READ_HIGH_WATER and not self.reading_paused and self.transport is not None:
                 self.reading_paused = True
+                self._paused_at = self._last
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
@@ -331,20 +355,17 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed()
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)  # the exchange's own wait sees the failure below
         response = self.response
         if response is None:
             return
         self.response = None
         if response.head_done and self._until_close and exc is None:
             response._finish()  # the body was everything until the end
-        elif not self._got_bytes and self.reused:
-            response._fail(_StaleError(self.client.name))
         elif response.head_done:
             response._fail(StreamBroken(f"{self.client.name}: upstream broke off mid-answer"))
         else:
+            # Lost after the request was written, even on a reused connection: the upstream may
+            # have read and acted on it, so it is not sent again (the fallback loop decides).
             response._fail(
                 UpstreamProtocolError(f"{self.client.name}: upstream closed the connection without answering")
             )
@@ -381,6 +402,8 @@ class Connection(asyncio.Protocol):
                 raise _Refused("content-length is not a number") from None
         elif key == b"retry-after":
             response.retry_after = value.decode("latin-1")
+        elif key == b"location":
+            response.location = value[:MAX_LOCATION].decode("latin-1")
         elif key == b"transfer-encoding":
             self._chunked = b"chunked" in value.lower()
 
@@ -430,7 +453,8 @@ class Connection(asyncio.Protocol):
         """Send one request; return its response once the head (status, headers) is read."""
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
-            raise (
+            self.close()  # its slot is free now, for the retry
+            raise (  # known dead before a byte of the request was written: safe to send elsewhere
                 _StaleError(self.client.name)
                 if self.reused
                 else UpstreamProtocolError(f"{self.client.name}: connection closed before the request")
@@ -448,24 +472,26 @@ class Connection(asyncio.Protocol):
         now = self._last = self.loop.time()
         self._arm(now + self._limit)
         if body is None:
+            self._big = False
             transport.write(data)
         else:
+            self._big = True
             transport.writelines((data, body))
         try:
             if self._write_paused:
-                self._drain = self.loop.create_future()
+                drain = self._drain = self.loop.create_future()
                 try:
-                    await self._drain
+                    await drain  # resolved by resume_writing, or by the connection's end
                 finally:
-                    self._drain = None
+                    if self._drain is drain:
+                        self._drain = None
             await response.wait_head()
-        except asyncio.CancelledError:
-            self.close()  # the caller left before the answer: the upstream sees the connection end
-            raise
-        except _StaleError:
-            raise
-        except UpstreamError:
-            self.close()
+        except (asyncio.CancelledError, UpstreamError):
+            # The caller left, or the answer failed: the upstream sees the connection end. Only
+            # while this exchange still owns it: an answer received whole has already handed
+            # the connection back to the pool, maybe to another caller.
+            if self.response is response:
+                self.close()
             raise
         return response
 
@@ -482,8 +508,12 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                transport.abort()  # a request body still going out: not flushed first
+            else:
+                transport.close()
         self._closed()
         response = self.response
         if response is not None:  # an exchange under way: it ends here
@@ -499,9 +529,17 @@ class Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)  # the exchange's own wait sees the failure
         if self.counted:
             self.counted = False
             self.client.discard(self)
+
+    def _sending(self) -> bool:
+        """The request is still going out (its body written apart, not yet all sent)."""
+        transport = self.transport
+        return self._big and (self._write_paused or (transport is not None and transport.get_write_buffer_size() > 0))
 
     def _arm(self, when: float) -> None:
         timer = self._timer
@@ -525,14 +563,21 @@ class Connection(asyncio.Protocol):
             else:
                 self._arm(expires)
             return
-        if self.reading_paused:
-            self._arm(now + self._limit)  # our reader is behind, not the upstream silent
+        name = self.client.name
+        if self.reading_paused:  # our reader is behind, not the upstream silent...
+            stop = self._paused_at + PAUSED_MAX_S
+            if now < stop:
+                self._arm(min(now + self._limit, stop))
+                return
+            # ...but a reader that takes nothing for this long has left without aclose()
+            self.response = None
+            response._fail(StreamBroken(f"{name}: answer unread for {PAUSED_MAX_S:g} s"))
+            self.close()
             return
         deadline = self._last + self._limit
         if now < deadline:
             self._arm(deadline)
             return
-        name = self.client.name
         self.response = None
         if response.head_done:
             response._fail(StreamIdleTimeout(f"{name}: upstream stalled mid-answer ({self._limit:g} s)"))
@@ -555,10 +600,10 @@ class Connection(asyncio.Protocol):
 
 
 class _StaleError(UpstreamProtocolError):
-    """The request went out on a kept-alive connection the upstream had closed meanwhile."""
+    """A kept-alive connection found closed before the request was written to it."""
 
     def __init__(self, backend: str) -> None:
-        super().__init__(f"{backend}: upstream closed the connection before answering")
+        super().__init__(f"{backend}: upstream closed the connection before the request")
 
 
 class Http1Client:
@@ -581,7 +626,7 @@ class Http1Client:
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._ssl = ssl_context if ssl_context is not None or not self.target.tls else ssl.create_default_context()
+        self._ssl = (ssl_context or ssl.create_default_context()) if self.target.tls else None
         # Static headers by lower-cased name (a later spelling replaces an earlier one).
         static: dict[str, tuple[str, str]] = {}
         for key, value in headers.items():
@@ -646,7 +691,8 @@ class Http1Client:
 
     async def acquire(self, fresh: bool = False) -> Connection:
         """A connection for one exchange: an idle one (unless `fresh`), a new one while under
-        max_connections, else the next one released (FIFO). Give it back with `release`."""
+        max_connections, else the next one released or the next slot freed, first come first
+        served. Give it back with `release`."""
         if self._closing:
             raise UpstreamUnreachable(f"{self.name}: backend closed")
         idle = self._idle
@@ -657,41 +703,54 @@ class Http1Client:
             now = self.loop.time()
             while idle:
                 conn = idle.pop()
-                if now - conn.idle_since < KEEPALIVE_S and not conn.closed:
+                transport = conn.transport
+                alive = not conn.closed and transport is not None and not transport.is_closing()
+                if alive and now - conn.idle_since < KEEPALIVE_S:
                     return conn
                 conn.close()
-        while self._open >= self.max_connections:
+        reserved = False  # a slot handed over by a closed connection, counted in _open already
+        while not reserved and self._open >= self.max_connections:
             waiter: asyncio.Future[Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
             try:
                 handed = await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     given = waiter.result()  # handed over just as the caller left: pass it on
                     if given is not None:
                         self.release(given)
                     else:
-                        self._wake_one()
+                        self._pass_slot()
                 else:
                     try:
                         self._waiters.remove(waiter)
                     except ValueError:
                         pass
                 raise
-            if handed is not None and not handed.closed:
+            if handed is None:
+                reserved = True  # the slot is this caller's: no newcomer took it meanwhile
+            elif handed.closed:
+                continue  # lost before this caller ran; its slot went to the next in line
+            elif not fresh:
                 return handed
-            if handed is None and self._closing:
-                raise UpstreamUnreachable(f"{self.name}: backend closed")
-        self._open += 1
-        try:
-            return await self._connect()
-        except BaseException:
-            self._open -= 1
-            self._wake_one()
-            raise
-
-    async def _connect(self) -> Connection:
+            else:  # a reused connection for a caller that needs a new one: take its slot instead
+                handed.counted = False
+                handed.close()
+                reserved = True
+        if not reserved:
+            self._open += 1
         conn = Connection(self)
+        conn.counted = True  # holds the slot from now on: closing it, even mid-connect, gives it back once
+        try:
+            await self._connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if conn.closed:
+            raise UpstreamUnreachable(f"{self.name}: upstream closed the connection as it opened")
+        return conn
+
+    async def _connect(self, conn: Connection) -> None:
         target = self.target
         self.attempts += 1
         try:
@@ -707,8 +766,6 @@ class Http1Client:
             raise UpstreamUnreachable(f"{self.name}: cannot reach upstream (connect timeout)") from None
         except OSError as exc:  # refused, unresolvable, TLS handshake (ssl.SSLError is an OSError)
             raise UpstreamUnreachable(f"{self.name}: cannot reach upstream ({type(exc).__name__})") from None
-        conn.counted = True
-        return conn
 
     def release(self, conn: Connection) -> None:
         """A connection whose answer was received whole: to the first waiter, else idle."""
@@ -730,20 +787,22 @@ class Http1Client:
 
     def discard(self, conn: Connection) -> None:
         """A connection closed (by either side): its slot is free."""
-        self._open -= 1
         try:
             self._idle.remove(conn)
         except ValueError:
             pass
-        self._wake_one()
+        self._pass_slot()
 
-    def _wake_one(self) -> None:
+    def _pass_slot(self) -> None:
+        """A slot is free: handed to the first waiter (still counted, so no newcomer takes it
+        first), else given back."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # a slot is free: open a connection
+                waiter.set_result(None)
                 return
+        self._open -= 1
 
     @property
     def idle(self) -> tuple[Connection, ...]:
@@ -770,7 +829,7 @@ class Http1Client:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(UpstreamUnreachable(f"{self.name}: backend closed"))
 
 
 def _check_header(key: str, value: str) -> None:

@@ -79,10 +79,6 @@ class OpenAICompatBackend(Backend):
         """Where an OpenAI endpoint lives on this upstream (the same path for OpenAI's protocol)."""
         return path
 
-    def url_for(self, path: str) -> str:
-        """The upstream URL an endpoint's calls go to."""
-        return f"{self.base_url}{self.upstream_path(path)}"
-
     def client(self) -> Http1Client:
         """The backend's connection pool. connect_timeout_s: reaching the upstream; timeout_s:
         the longest silence while it answers (its head included). The call's overall deadline
@@ -116,16 +112,23 @@ class OpenAICompatBackend(Backend):
         response = await client.post(self.upstream_path(path), body, extra_headers, max_bytes)
         status = response.status
         if status >= 300:
+            # Upstreams sometimes quote the key they were sent; it must never reach a client,
+            # not even its head cut at the bound: read past the bound by the key's length,
+            # redact, then cut.
+            key = self.config.api_key
+            secret = key.encode() if key and len(key) >= 8 else b""
             try:
-                error_body = await response.read_bounded(_MAX_ERROR_BODY)
+                error_body = await response.read_bounded(_MAX_ERROR_BODY + len(secret))
             finally:
                 await response.aclose()
-            # Upstreams sometimes quote the key they were sent; it must never reach a client.
-            key = self.config.api_key
-            if key and len(key) >= 8:
-                error_body = error_body.replace(key.encode(), b"[redacted]")
+            if secret:
+                error_body = error_body.replace(secret, b"[redacted]")
+            error_body = error_body[:_MAX_ERROR_BODY]
+            message = f"{self.name}: upstream answered {status}"
+            if status < 400:  # not followed: see gateway.backends.errors.Redirected
+                message += f", redirecting to {response.location!r}: check the backend's base_url"
             raise status_error(
-                f"{self.name}: upstream answered {status}",
+                message,
                 status,
                 error_body,
                 retry_after_seconds(response.retry_after),

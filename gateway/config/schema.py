@@ -313,6 +313,7 @@ def _check_canonical(model_id: str) -> None:
         raise ValueError(f"model id `{model_id}` must look like author/slug (e.g. deepseek/deepseek-v3.2)")
 
 
+_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")  # RFC 3986 path characters
 _HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+")  # a DNS name or IPv4, or an IPv6 literal (brackets removed)
 
 
@@ -337,6 +338,15 @@ def _check_base_url(url: str) -> str:
         host = urlsplit(url).hostname or ""
     except ValueError as exc:
         raise ValueError(f"base_url is not a valid URL ({exc})") from None
-    if not _HOST.fullmatch(host):
+    if not _HOST.fullmatch(host):  # ASCII only: an internationalised name goes in its xn-- form
         raise ValueError(f"base_url host `{host}` is not a valid host name or IP address")
+    # The upstream client writes the base_url's parts as they are (gateway.backends.http1.Target):
+    # it sends no credentials from the URL, and its path prefix goes into the request line unescaped.
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("base_url must not carry credentials (user:password@): set api_key or headers")
+    if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise ValueError(f"base_url must not have a query or fragment: `{url}`")
+    if not _PATH.fullmatch(parts.path):
+        raise ValueError(f"base_url path `{parts.path}` has characters to percent-encode (write them %XX)")
     return url

@@ -46,11 +46,18 @@ def claude(wire, closing):
     return make
 
 
-def test_default_base_url_is_anthropics():
+async def test_default_base_url_is_anthropics(wire, closing):
     from gateway.config.schema import BackendConfig
 
-    backend = AnthropicBackend("c", BackendConfig(type="anthropic", api_key="k"))
-    assert str(backend.url_for("/chat/completions")) == "https://api.anthropic.com/v1/messages"
+    wire.respond(json=MESSAGE)
+    backend = closing(AnthropicBackend("c", BackendConfig(type="anthropic", api_key="k")))
+    target = backend.client().target  # its own request line and Host, delivered to the local server
+    target.host, target.port = "127.0.0.1", wire.port
+    backend.client()._ssl = None
+    response = await backend.send(request_for(PAYLOAD))
+    await response.aread()
+    assert wire.calls[-1].path == "/v1/messages"
+    assert wire.calls[-1].headers["host"] == "api.anthropic.com"
 
 
 def test_pool_builds_the_anthropic_adapter():

@@ -410,6 +410,165 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_handed_connection_is_pa
     assert (server.connections, client.open_count, client.idle_count) == (1, 1, 1)
 
 
+async def test_a_caller_cancelled_after_its_answer_arrived_leaves_the_next_callers_connection_alone(
+    upstreams, clients, monkeypatch
+):
+    async def script(request: Req) -> tuple[bytes, str]:
+        await asyncio.sleep(0.05)
+        return OK, "keep"
+
+    server = await upstreams(script)
+    client = clients(server.url)
+    go = asyncio.Event()
+
+    async def next_caller() -> bytes:
+        await go.wait()
+        return await fetch(client, b"C")
+
+    other = asyncio.create_task(next_caller())
+    first = asyncio.create_task(client.post("/chat/completions", b"A", None, 100))
+    original = http1.Connection.data_received
+
+    def data_received(self: http1.Connection, data: bytes) -> None:
+        if go.is_set():
+            return original(self, data)
+        go.set()  # the next caller's wake-up is queued ahead of the first caller's
+        original(self, data)  # the first answer arrives whole: the connection back to the pool
+        first.cancel()  # and its caller leaves in the same loop pass (client gone, deadline)
+
+    monkeypatch.setattr(http1.Connection, "data_received", data_received)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await other == b"{}"  # on the connection the first caller gave back, untouched
+    assert [(r.conn, r.body) for r in server.requests] == [(1, b"A"), (1, b"C")]
+    assert (client.attempts, client.open_count, client.idle_count) == (1, 1, 1)
+
+
+async def test_an_answer_before_a_large_body_is_sent_drops_the_connection_and_ends_the_wait(upstreams, clients):
+    """A 401 to a large body, from its head (the server reads the body later, as RFC 9112 9.3
+    allows): the connection is not the pool's while the body still goes out, and the caller
+    waiting for the body to drain gets its answer."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(v for v in head.split(b"\r\n") if v.lower().startswith(b"content-length")).split(b":")[1]
+                )
+                if length > 1_000_000:
+                    seen.append(b"large")
+                    writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}")
+                    await writer.drain()
+                    await asyncio.sleep(0.3)
+                    await reader.readexactly(length)
+                    continue
+                seen.append(await reader.readexactly(length))
+                writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        client = clients(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", max_connections=1)
+
+        async def call(body: bytes) -> tuple[int, bytes]:
+            response = await client.post("/chat/completions", body, None, 100)
+            try:
+                return response.status, await response.aread()
+            finally:
+                await response.aclose()
+
+        large = asyncio.create_task(call(b"x" * (32 << 20)))  # more than the socket buffers take
+        await until(lambda: seen == [b"large"])
+        small = asyncio.create_task(call(b"{}"))
+        async with asyncio.timeout(20):  # generous: it hung forever before
+            assert await large == (401, b"{}")
+            assert await small == (200, b"{}")
+        assert seen == [b"large", b"{}"] and client.attempts == 2  # the first connection was not reused
+    finally:
+        server.close()
+
+
+async def test_a_slot_freed_by_a_closed_connection_goes_to_the_first_waiter(upstreams, clients, monkeypatch):
+    async def script(request: Req) -> tuple[bytes, str]:
+        await asyncio.sleep(0.05)
+        return b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}", "close"
+
+    server = await upstreams(script)
+    client = clients(server.url, max_connections=1)
+    go = asyncio.Event()
+
+    async def newcomer() -> bytes:
+        await go.wait()
+        return await fetch(client, b"N")
+
+    late = asyncio.create_task(newcomer())
+    holder = asyncio.create_task(fetch(client, b"H"))
+    await until(lambda: len(server.requests) == 1)
+    queued = [asyncio.create_task(fetch(client, b"W1"))]
+    await until(lambda: client.waiting == 1)
+    queued.append(asyncio.create_task(fetch(client, b"W2")))
+    await until(lambda: client.waiting == 2)
+    original = http1.Connection.data_received
+
+    def data_received(self: http1.Connection, data: bytes) -> None:
+        go.set()  # a call arriving in the same loop pass as the answer that closes the connection
+        original(self, data)
+
+    monkeypatch.setattr(http1.Connection, "data_received", data_received)
+    assert await asyncio.gather(holder, *queued, late) == [b"{}"] * 4
+    assert [r.body for r in server.requests] == [b"H", b"W1", b"W2", b"N"]  # in the order they came
+    assert server.connections == 4 and client.open_count == 0
+
+
+async def test_a_caller_needing_a_new_connection_is_not_handed_a_reused_one(upstreams, clients):
+    server = await upstreams(answering(OK))
+    client = clients(server.url, max_connections=1)
+    assert await fetch(client) == b"{}"
+    held = await client.acquire()
+    fresh = asyncio.create_task(client.acquire(fresh=True))
+    await until(lambda: client.waiting == 1)
+    client.release(held)
+    got = await fresh
+    assert got is not held and not got.reused and held.closed  # the slot passed, the old one closed
+    assert (client.attempts, client.open_count) == (2, 1)
+    await until(lambda: server.ended == [1])
+    client.release(got)
+
+
+async def test_a_connection_lost_while_it_opens_gives_its_slot_back(upstreams, clients, monkeypatch):
+    server = await upstreams(answering(OK))
+    client = clients(server.url, max_connections=1)
+    loop = asyncio.get_running_loop()
+    real = loop.create_connection
+
+    async def dies_as_it_opens(factory: Any, *args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await real(factory, *args, **kwargs)
+        transport.abort()
+        await until(lambda: protocol.closed)  # connection_lost ran before create_connection returned
+        return transport, protocol
+
+    monkeypatch.setattr(loop, "create_connection", dies_as_it_opens)
+    with pytest.raises(UpstreamError):
+        await fetch(client)
+    assert client.open_count == 0
+    monkeypatch.setattr(loop, "create_connection", real)
+    assert await fetch(client) == b"{}"  # the one slot is still there
+    assert len(server.requests) == 1
+
+
+async def test_a_context_given_for_tls_leaves_an_http_url_plain(upstreams, clients):
+    server = await upstreams(answering(OK))
+    client = clients(server.url, ssl_context=ssl.create_default_context())
+    assert await fetch(client) == b"{}"
+    assert server.requests[0].line == b"POST /chat/completions HTTP/1.1"
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -470,31 +629,50 @@ async def test_garbage_after_a_whole_answer_drops_the_connection_not_the_answer(
     assert [r.conn for r in server.requests] == [1, 2]
 
 
-async def test_a_kept_connection_the_server_closed_is_retried_once_on_a_new_one(upstreams, clients):
+async def test_a_request_lost_after_its_write_on_a_kept_connection_is_not_sent_again(upstreams, clients):
+    """The upstream may have read it and acted on it (billed the tokens) before the connection
+    died: the failure goes to the fallback loop, the request is not resent here."""
+
     async def script(request: Req) -> tuple[bytes, str]:
         if len([r for r in server.requests if r.conn == request.conn]) == 2:
-            return b"", "close"  # the second request on a connection: closed unanswered
+            return b"", "close"  # the second request on a connection: read, then the connection dies
         return OK, "keep"
 
     server = await upstreams(script)
     client = clients(server.url)
     assert await fetch(client, b"1") == b"{}"
-    assert await fetch(client, b"2") == b"{}"  # sent on connection 1, lost, sent again on 2
-    assert [(r.conn, r.body) for r in server.requests] == [(1, b"1"), (1, b"2"), (2, b"2")]
-    assert client.attempts == 2
-
-
-async def test_the_retry_is_once_only(upstreams, clients):
-    async def script(request: Req) -> tuple[bytes, str]:
-        return (OK, "keep") if request.body == b"first" else (b"", "close")
-
-    server = await upstreams(script)
-    client = clients(server.url)
-    assert await fetch(client, b"first") == b"{}"
     with pytest.raises(UpstreamProtocolError) as caught:
-        await fetch(client, b"again")
+        await fetch(client, b"2")
     assert caught.value.reason == "protocol"
-    assert [(r.conn, r.body) for r in server.requests] == [(1, b"first"), (1, b"again"), (2, b"again")]
+    assert [(r.conn, r.body) for r in server.requests] == [(1, b"1"), (1, b"2")]  # exactly once
+    assert client.attempts == 1
+    await until(lambda: client.open_count == 0)
+
+
+async def test_a_kept_connection_found_closing_before_the_write_is_replaced(upstreams, clients, monkeypatch):
+    server = await upstreams(answering(OK))
+    client = clients(server.url)
+    assert await fetch(client, b"1") == b"{}"
+    # The upstream's end arrived in the same loop pass as the call: the transport is closing,
+    # its connection_lost not yet run. Nothing is written to it; the call goes to a new one.
+    conn = client.idle[-1]
+    monkeypatch.setattr(conn.transport, "is_closing", lambda: True)
+    assert await fetch(client, b"2") == b"{}"
+    assert conn.closed and client.attempts == 2
+    # The same, found by the exchange itself (after the pool's check): refused before the
+    # write, its slot freed at once, and post() sends the request on a new connection.
+    acquire = client.acquire
+
+    async def closing_after_acquire(fresh: bool = False) -> http1.Connection:
+        conn = await acquire(fresh)
+        if not fresh:
+            monkeypatch.setattr(conn.transport, "is_closing", lambda: True)
+        return conn
+
+    monkeypatch.setattr(client, "acquire", closing_after_acquire)
+    assert await fetch(client, b"3") == b"{}"
+    assert [(r.conn, r.body) for r in server.requests] == [(1, b"1"), (2, b"2"), (3, b"3")]
+    assert (client.attempts, client.open_count) == (3, 1)
 
 
 async def test_a_new_connection_closed_unanswered_is_not_retried(upstreams, clients):
@@ -541,18 +719,34 @@ async def test_reading_pauses_while_the_reader_is_behind_and_its_silence_is_not_
 
 
 async def test_silences_shorter_than_the_limit_never_time_out(upstreams, clients):
-    async def trickle(writer: asyncio.StreamWriter) -> None:  # 1.5 s of chunks, 0.1 s apart
-        for _ in range(15):
-            await asyncio.sleep(0.1)
+    # 200 chunks at least 5 ms apart: the whole takes at least 1 s, twice the limit, while each
+    # silence is a hundredth of it (a loaded machine stretches a 5 ms sleep, not to 0.5 s).
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.005)
             writer.write(b"1\r\nz\r\n")
         writer.write(b"0\r\n\r\n")
 
     server = await upstreams(answering((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", trickle)))
-    client = clients(server.url, read_timeout_s=0.6)  # well over each silence, well under the whole
+    client = clients(server.url, read_timeout_s=0.5)
     response = await client.post("/chat/completions", b"{}", None, 1 << 20)
     got = [chunk async for chunk in response.aiter_bytes()]
-    assert b"".join(got) == b"z" * 15
+    assert b"".join(got) == b"z" * 200
     assert client.idle_count == 1 and len(server.requests) == 1
+
+
+async def test_an_answer_never_read_nor_closed_is_dropped_after_a_bound(upstreams, clients, monkeypatch):
+    monkeypatch.setattr(http1, "PAUSED_MAX_S", 0.5)
+    piece = b"y" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(40)) + b"0\r\n\r\n"  # 2.5 MiB
+    server = await upstreams(answering((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, "watch")))
+    client = clients(server.url, read_timeout_s=2.0, max_connections=1)
+    response = await client.post("/chat/completions", b"{}", None, 1 << 25)  # then neither read nor closed
+    await until(lambda: server.ended == [1], timeout_s=20)  # its slot is not held forever
+    assert client.open_count == 0
+    with pytest.raises(StreamBroken) as caught:
+        await response.aread()  # what was buffered, then the reason
+    assert "unread" in caught.value.message
 
 
 async def test_a_partial_head_then_silence_is_a_first_byte_timeout(upstreams, clients):
@@ -632,7 +826,7 @@ def certificate(tmp_path_factory) -> tuple[Path, Path]:
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
             "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext", "subjectAltName=DNS:localhost",
         ],
         check=True,
         capture_output=True,
@@ -644,6 +838,8 @@ async def test_https_upstream_with_a_trusted_certificate(upstreams, closing, cer
     cert, key = certificate
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda _sock, name, _ctx: names.append(name)  # type: ignore[func-returns-value]
     server = await Upstream(answering(OK)).start(tls=server_tls)
     try:
         port = server.url.rsplit(":", 1)[1]
@@ -654,6 +850,13 @@ async def test_https_upstream_with_a_trusted_certificate(upstreams, closing, cer
         await response.aclose()
         assert server.requests[0].line == b"POST /v1/chat/completions HTTP/1.1"
         assert server.requests[0].header("host") == f"localhost:{port}"
+        assert names == ["localhost"]  # SNI: the name the certificate is checked against
+        # the certificate is trusted but names localhost only: reached as 127.0.0.1, it is refused
+        elsewhere = closing(backend_at(OpenAICompatBackend, f"https://127.0.0.1:{port}/v1", type="openai"))
+        elsewhere.ssl_context = trusting.ssl_context
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await elsewhere.send(request_for({"model": "m"}))
+        assert "SSLCertVerificationError" in caught.value.message
         # the system's CAs do not know this certificate: the upstream is unreachable, not garbage
         untrusting = closing(backend_at(OpenAICompatBackend, f"https://localhost:{port}/v1", type="openai"))
         with pytest.raises(UpstreamUnreachable):

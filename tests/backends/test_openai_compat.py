@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 
+from gateway.backends import http1, openai_compat
 from gateway.backends.base import UpstreamError
 from gateway.backends.errors import (
     AuthRejected,
@@ -16,6 +18,7 @@ from gateway.backends.errors import (
     ContextTooLong,
     FirstByteTimeout,
     RateLimited,
+    Redirected,
     ResponseTooLarge,
     ServerError,
     StreamBroken,
@@ -82,10 +85,33 @@ async def test_keyless_vllm_sends_no_authorization(wire, openai_at):
     assert "authorization" not in wire.calls[-1].headers
 
 
+def aimed_at(backend: OpenAICompatBackend, wire) -> OpenAICompatBackend:
+    """The backend's own request (line, Host) delivered to the local wire server instead."""
+    target = backend.client().target
+    target.host, target.port = "127.0.0.1", wire.port
+    backend.client()._ssl = None
+    return backend
+
+
 @pytest.mark.parametrize("vendor", sorted(n for n, v in VENDORS.items() if v.adapter == "openai_compat" and v.base_url))
-def test_each_vendor_is_called_at_its_default_base_url(vendor):
-    backend = OpenAICompatBackend("b", BackendConfig(type=vendor, api_key="k"))
-    assert str(backend.url_for("/chat/completions")) == f"{VENDORS[vendor].base_url}/chat/completions"
+async def test_each_vendor_is_called_at_its_default_base_url(vendor, wire, closing):
+    wire.respond(json=COMPLETION)
+    backend = aimed_at(closing(OpenAICompatBackend("b", BackendConfig(type=vendor, api_key="k"))), wire)
+    await call(backend)
+    default = urlsplit(VENDORS[vendor].base_url)
+    assert wire.calls[-1].path == f"{default.path.rstrip('/')}/chat/completions"
+    assert wire.calls[-1].headers["host"] == default.netloc
+
+
+async def test_a_redirect_is_not_followed_and_names_where_it_points(wire, openai_at):
+    location = "https://elsewhere.example/v1/chat/completions" + "x" * 1000
+    wire.respond(307, body=b"", headers={"location": location})
+    with pytest.raises(Redirected) as caught:
+        await call(openai_at())
+    assert len(wire.calls) == 1  # the request was not sent again anywhere
+    assert caught.value.status == 307 and caught.value.backend_fault and caught.value.retryable
+    assert repr(location[: http1.MAX_LOCATION]) in caught.value.message and "base_url" in caught.value.message
+    assert "x" * 300 not in caught.value.message  # the Location is bounded
 
 
 async def test_the_request_carries_its_endpoint_path(wire, openai_at):
@@ -190,6 +216,17 @@ async def test_error_body_quoting_the_key_is_redacted(wire, openai_at):
     with pytest.raises(UpstreamError) as caught:
         await call(openai_at(api_key="sk-upstream-secret-123"))
     assert b"sk-upstream-secret" not in caught.value.body and b"[redacted]" in caught.value.body
+
+
+@pytest.mark.parametrize("offset", [1, 5, 22])
+async def test_a_key_quoted_across_the_error_body_bound_is_redacted(wire, openai_at, offset):
+    key = "sk-upstream-secret-123"  # 22 characters: placed to start `offset` before the 64 KiB cut
+    bound = openai_compat._MAX_ERROR_BODY
+    wire.respond(401, body=b"e" * (bound - offset) + key.encode() + b"e" * 100)
+    with pytest.raises(UpstreamError) as caught:
+        await call(openai_at(api_key=key))
+    body = caught.value.body
+    assert body == b"e" * (bound - offset) + (b"[redacted]" + b"e" * 100)[:offset]  # no head of the key
 
 
 @pytest.mark.parametrize(

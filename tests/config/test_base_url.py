@@ -39,6 +39,11 @@ def policy(base_url: str) -> str:
         ("localhost:8000/v1", "must start with http:// or https://, got `localhost:8000/v1`"),
         ("http:///v1", "has no host: `http:///v1`"),
         ("http://exa mple.com/v1", "host `exa mple.com` is not a valid host name or IP address"),
+        ("http://bücher.example/v1", "host `bücher.example` is not a valid host name or IP address"),
+        ("https://user:pw@api.example.com/v1", "must not carry credentials (user:password@): set api_key or headers"),
+        ("https://api.example.com/v1?key=k", "must not have a query or fragment: `https://api.example.com/v1?key=k`"),
+        ("https://api.example.com/my api/v1", "path `/my api/v1` has characters to percent-encode (write them %XX)"),
+        ("https://api.example.com/é/v1", "path `/é/v1` has characters to percent-encode (write them %XX)"),
     ],
 )
 def test_a_base_url_adapters_cannot_use_is_rejected_naming_the_field(url, reason):
@@ -50,7 +55,14 @@ def test_a_base_url_adapters_cannot_use_is_rejected_naming_the_field(url, reason
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8000/v1", "https://api.example.com/v1", "http://[::1]:8000/v1", "http://vllm/v1"]
+    "url",
+    [
+        "http://127.0.0.1:8000/v1",
+        "https://api.example.com/v1",
+        "http://[::1]:8000/v1",
+        "http://vllm/v1",
+        "https://api.example.com/my%20api/v1",
+    ],
 )
 def test_usable_base_urls_pass_and_build_an_adapter(url):
     config, _ = parse_config(policy(url), "policy.yaml")
