@@ -141,7 +141,7 @@ def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> Chat
     fields.update(owned)
     stream = bool(fields.get("stream"))
     build = partial(_translation, native, previous, owned)
-    view = partial(responses_prompt, native, previous)
+    view = partial(responses_prompt, native, previous, fields.get("tools"))
     return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, view=view)
 
 

@@ -5,9 +5,13 @@ fields routing reads are made by the translation's own code (`_model`, `_options
 and the prompt's facts (token estimate, images, system text, last user text) are counted on
 the input items as the chat messages they become: an assistant message takes the function
 calls that follow it, and its text when it had none, exactly as `_append_items` merges them.
-Tools are counted as their JSON as sent plus what chat's `{"type": "function", "function":
-{...}}` spelling adds. Outside the usual shape (namespace, custom or tool-search tools, tool
-search items, anything malformed) there is no view: the caller translates the request whole.
+Plain function tools are counted as their JSON as sent plus what chat's `{"type":
+"function", "function": {...}}` spelling adds. Any other tool the translation takes (Codex's
+`custom` apply_patch, `namespace` groups of functions, a client-run `tool_search`) is made into
+its chat tools by the translation's own `_tool` (a few small dicts; nothing else of the request
+is translated), and those are what routing reads: their names for the classifier, their JSON
+for the estimate. Outside the usual shape (tool search items, built-in tools, anything
+malformed) there is no view: the caller translates the request whole.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from gateway.protocol.responses import (
     _FUNCTION_FIELDS,
     _ROLES,
     _TEXT_PARTS,
+    _flattened,
     _function_call,
     _model,
     _options,
     _tail,
     _text_of,
+    _tool,
     input_items,
 )
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
@@ -60,23 +66,40 @@ class _Message:
 
 
 def responses_fields(body: Any) -> dict[str, Any] | None:
-    """The chat translation's top-level fields (`tools` as the client sent them, no
-    `messages`); None when a field is malformed (the translation names it in its 400)."""
+    """The chat translation's top-level fields (no `messages`; `tools` as the client sent
+    them when they are all plain function tools, else as the translation makes them); None
+    when a field is malformed (the translation names it in its 400)."""
     try:
         fields: dict[str, Any] = {"model": _model(body)}
         _options(body, fields)
         tools = body.get("tools")
         if tools:
-            fields["tools"] = tools
+            fields["tools"] = tools if _plain(tools) else chat_tools(tools)
         _tail(body, fields)
     except GatewayError:
         return None
     return fields
 
 
-def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> PromptFacts | None:
-    """The translation's prompt facts, counted on the input items (after `responses_fields`);
-    None when the request is not of the usual shape (translate it whole)."""
+def _plain(tools: Any) -> bool:
+    """Whether every tool is a function tool (the usual case: read as sent)."""
+    return type(tools) is list and all(type(t) is dict and t.get("type") == "function" for t in tools)
+
+
+def chat_tools(tools: Any) -> list[dict[str, Any]]:
+    """The chat tools the translation makes of `tools` (namespaces flattened, custom and
+    client tool-search tools as functions); its 400 for a tool it refuses."""
+    if type(tools) is not list:
+        return tools  # type: ignore[no-any-return]  # not tools: the prompt has no view
+    return [_tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")]
+
+
+def responses_prompt(
+    body: dict[str, Any], previous: list[dict[str, Any]] | None = None, tools: Any = None
+) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the input items (after `responses_fields`,
+    whose `tools` are passed here: made into chat tools when they were not plain); None when
+    the request is not of the usual shape (translate it whole)."""
     try:
         instructions = body.get("instructions")
         messages: list[_Message] = []
@@ -96,12 +119,17 @@ def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None
             tokens += PER_MESSAGE + (message.size + 2) // 3
             if message.calls:
                 tokens += json_tokens(message.calls)
-        tools = body.get("tools")
-        if tools:
-            delta = _tools_delta(tools)
-            if delta is None:
+        sent = body.get("tools")
+        if sent:
+            if tools is None or tools is sent:
+                delta = _tools_delta(sent)
+                if delta is None:
+                    return None
+                tokens += (_json_length(sent) + delta + 2) // 3
+            elif type(tools) is not list:
                 return None
-            tokens += (_json_length(tools) + delta + 2) // 3
+            elif tools:  # already chat's tools: their own JSON (none, for an empty namespace)
+                tokens += (_json_length(tools) + 2) // 3
     except GatewayError:
         return None  # the translation raises it again, in its own order
     last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
