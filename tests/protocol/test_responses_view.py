@@ -157,6 +157,9 @@ UNUSUAL = {
     ),
     "a namespace without its tools": _agent_turn(tools=[{"type": "namespace", "name": "n"}]),
     "a custom tool without a name": _agent_turn(tools=[{"type": "custom"}]),
+    "a chat-shaped function beside a custom tool": _agent_turn(
+        tools=[{"type": "function", "function": {"name": "f"}}, {"type": "custom", "name": "apply_patch"}]
+    ),
     "a hosted tool search": _agent_turn(tools=[{"type": "tool_search"}]),
     "a tool search output": _agent_turn(input=[{"type": "tool_search_output", "call_id": "s", "tools": []}]),
     "an image from the assistant": _agent_turn(input=[{"role": "assistant", "content": [_IMAGE]}]),
@@ -173,11 +176,14 @@ def test_the_view_gives_every_fact_its_translation_gives(name):
     assert view is not None, name
     fields, prompt = view
     chat = responses_to_chat(copy.deepcopy(body), copy.deepcopy(previous))
+    assert {k: v for k, v in fields.items() if k != "tools"} == {
+        k: v for k, v in chat.items() if k not in ("messages", "tools")
+    }
+    # Function tools are read as sent (the client's list itself when all are), any other kind
+    # as the translation makes it: the same names, in the same order.
     plain = all(tool["type"] == "function" for tool in body.get("tools") or ())
-    # Plain function tools are read as sent; any other kind as the translation makes them.
-    assert fields == {k: v for k, v in chat.items() if k not in ("messages", "tools")} | (
-        {"tools": body["tools"] if plain else chat["tools"]} if body.get("tools") else {}
-    )
+    assert ("tools" in fields) == bool(body.get("tools"))
+    assert fields.get("tools") is (body.get("tools") or None) or not plain
     assert tool_names(fields.get("tools")) == tool_names(chat.get("tools"))
     assert prompt.tokens == estimate_prompt_tokens(chat)
     assert prompt.images == has_images(chat["messages"])
