@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = ("chat", "messages/translated", "messages/native", "responses/translated", "responses/native")
+CASES = (
+    "chat",
+    "messages/translated",
+    "messages/native",
+    "responses/translated",
+    "responses/native",
+    "codex/native",  # the Responses turn with Codex's custom, namespace and tool-search tools
+)
 
 
 def measure(requests: int) -> dict[str, float]:
@@ -58,6 +65,7 @@ def measure(requests: int) -> dict[str, float]:
     snapshot = ConfigSnapshot.build(config, "<bench>", warnings, text)
     answers = agent_request.answers()
     ingresses = {"chat": ChatIngress(), "messages": MESSAGES_INGRESS, "responses": RESPONSES_INGRESS}
+    ingresses["codex"] = RESPONSES_INGRESS
 
     def one(ingress, body: bytes, answer: bytes) -> None:
         request = ingress.parse(body, {})
@@ -79,7 +87,8 @@ def measure(requests: int) -> dict[str, float]:
         api, _, kind = case.partition("/")
         backend = "native" if kind == "native" else "chat"
         body = orjson.dumps(getattr(agent_request, api)(f"agent/{backend}", False))
-        answer = answers[(api if kind == "native" else "chat", False)].encode()
+        wire = "responses" if api == "codex" else api
+        answer = answers[(wire if kind == "native" else "chat", False)].encode()
         ingress = ingresses[api]
         one(ingress, body, answer)
         best = float("inf")

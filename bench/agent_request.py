@@ -132,6 +132,48 @@ def messages(model: str, stream: bool) -> dict[str, Any]:
     }
 
 
+# Codex CLI's tools beside its functions: apply_patch as a custom (freeform) tool with a Lark
+# grammar, sub-agent functions grouped in a namespace, a tool search it runs itself.
+_PATCH_GRAMMAR = (
+    'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\nend_patch: "*** End Patch" LF?\n'
+    'hunk: add_hunk | delete_hunk | update_hunk\nadd_hunk: "*** Add File: " filename LF add_line+\n'
+    'delete_hunk: "*** Delete File: " filename LF\nupdate_hunk: "*** Update File: " filename LF change_move? change?\n'
+    'filename: /(.+)/\nadd_line: "+" /(.*)/ LF -> line\n%import common.LF\n'
+)
+_CODEX_EXTRA = [
+    {
+        "type": "custom",
+        "name": "apply_patch",
+        "description": "Use the `apply_patch` tool to edit files. This is a FREEFORM tool, so do not wrap the patch in JSON.",
+        "format": {"type": "grammar", "syntax": "lark", "definition": _PATCH_GRAMMAR},
+    },
+    {
+        "type": "namespace",
+        "name": "agents",
+        "description": "Sub-agents working beside you.",
+        "tools": [
+            {
+                "type": "function",
+                "name": n,
+                "description": f"{n} a sub-agent.",
+                "parameters": _schema(i),
+                "strict": False,
+            }
+            for i, n in enumerate(("spawn_agent", "send_input", "wait_agent"))
+        ],
+    },
+    {"type": "tool_search", "execution": "client", "description": "Find tools not offered yet."},
+]
+
+
+def codex(model: str, stream: bool) -> dict[str, Any]:
+    """The Responses turn with Codex's tool kinds: 16 of the function tools, then apply_patch,
+    a namespace of three functions and a client tool search (`responses()` otherwise)."""
+    body = responses(model, stream)
+    body["tools"] = body["tools"][:16] + _CODEX_EXTRA
+    return body
+
+
 def responses(model: str, stream: bool) -> dict[str, Any]:
     items: list[dict[str, Any]] = [{"role": "user", "content": _QUESTION}]
     for n, (name, arguments, result) in enumerate(_STEPS):

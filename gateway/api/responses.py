@@ -141,7 +141,7 @@ def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> Chat
     fields.update(owned)
     stream = bool(fields.get("stream"))
     build = partial(_translation, native, previous, owned)
-    view = partial(responses_prompt, native, previous)
+    view = partial(responses_prompt, native, previous, fields.get("tools"))
     return ChatRequest(None, fields["model"], stream, stream, build=build, fields=fields, view=view)
 
 
@@ -196,7 +196,8 @@ class TranslatedStream:
 
     def finish(self) -> bytes:
         events = self._stream.finish()
-        if not any(e["type"] == "response.failed" for e in events):
+        # What `completed` stores: made only when it is kept (a Response rebuilt, about 5 µs).
+        if self._request.store and not any(e["type"] == "response.failed" for e in events):
             self._request.response = self._stream.response
         return b"".join(map(self._stream.encode, events))
 

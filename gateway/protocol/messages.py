@@ -109,7 +109,7 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     if tools:
         if not isinstance(tools, list):
             raise invalid_request("tools: must be an array.", "tools")
-        chat["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
+        chat["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
     _tail(body, chat)
     return chat
 
@@ -322,22 +322,26 @@ def _reasoning_effort(thinking: Any, output_config: dict[str, Any]) -> str | Non
     return next(name for floor, name in _EFFORT_FLOORS if budget >= floor)
 
 
-def _tool(tool: Any, where: str) -> dict[str, Any]:
-    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
-        raise invalid_request(f"{where}.name: Field required.", f"{where}.name")
+def _tool(tool: Any, index: int) -> dict[str, Any]:
+    """The chat tool for `tools[index]` (its place named only in a 400: 20 f-strings were a
+    quarter of this for an agent's tools)."""
+    name = tool.get("name") if type(tool) is dict else None
+    if type(name) is not str or not name:
+        raise invalid_request(f"tools.{index}.name: Field required.", f"tools.{index}.name")
     if tool.get("type") not in (None, "custom"):
         # Anthropic's server tools (web search, code execution, computer use...) run at Anthropic.
         raise invalid_request(
-            f"{where}: the server tool `{tool['type']}` is only available on Anthropic backends; "
+            f"tools.{index}: the server tool `{tool['type']}` is only available on Anthropic backends; "
             "declare it as a custom tool with an input_schema instead.",
-            where,
+            f"tools.{index}",
         )
     function: dict[str, Any] = {
-        "name": tool["name"],
+        "name": name,
         "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
     }
-    if isinstance(tool.get("description"), str):
-        function["description"] = tool["description"]
+    description = tool.get("description")
+    if type(description) is str:
+        function["description"] = description
     return {"type": "function", "function": function}
 
 

@@ -47,6 +47,7 @@ TOOL_SEARCH = "tool_search"  # the function a client-side tool search is offered
 _SEARCH_PARAMETERS = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 # Delta fields a plain text continuation may carry with a value (others only as nulls).
 _CONTENT_ONLY = frozenset({"content", "role"})
+_NO_KINDS: tuple[frozenset[str], dict[str, str], bool] = (frozenset(), {}, False)
 
 
 # -- request ----------------------------------------------------------------------------------
@@ -72,9 +73,7 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     if tools:
         if not isinstance(tools, list):
             raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
-        chat["tools"] = [
-            _tool(inner, where) for i, tool in enumerate(tools) for inner, where in _flattened(tool, f"tools[{i}]")
-        ]
+        chat["tools"] = _tools(tools)
     if discovered:
         known = {t["function"]["name"] for t in chat.get("tools", ())}
         chat["tools"] = chat.get("tools", []) + [t for t in discovered if t["function"]["name"] not in known]
@@ -264,13 +263,24 @@ def _discovered_tools(tools: Any) -> list[dict[str, Any]]:
     return found
 
 
-def client_tool_search(request: dict[str, Any]) -> bool:
-    """Whether the request offers a tool search its client runs: calls to it come back as
-    `tool_search_call` items."""
-    tools = request.get("tools")
-    return isinstance(tools, list) and any(
-        isinstance(t, dict) and t.get("type") == "tool_search" and t.get("execution") == "client" for t in tools
-    )
+def _tools(tools: list[Any]) -> list[dict[str, Any]]:
+    """The chat tools for the request's `tools` (namespaces flattened). A named function tool,
+    nearly every tool an agent sends, is spelled here without `_tool`'s checks (a fifth of
+    the translation's time for 20 tools); the same dict either way."""
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        if type(tool) is dict and tool.get("type") == "function":
+            name = tool.get("name")
+            if type(name) is str and name:
+                function = {"name": name}
+                for key in ("description", "parameters", "strict"):  # _FUNCTION_FIELDS after the name
+                    value = tool.get(key)
+                    if value is not None:
+                        function[key] = value
+                out.append({"type": "function", "function": function})
+                continue
+        out += [_tool(inner, where) for inner, where in _flattened(tool, f"tools[{i}]")]
+    return out
 
 
 def _tool(tool: Any, where: str) -> dict[str, Any]:
@@ -307,18 +317,6 @@ def _flattened(tool: Any, where: str) -> list[tuple[Any, str]]:
     return [(t, f"{where}.tools[{j}]") for j, t in enumerate(inner)]
 
 
-def tool_namespaces(request: dict[str, Any]) -> dict[str, str]:
-    """Function name -> the namespace tool it was declared in, for the calls that come back."""
-    tools = request.get("tools")
-    found: dict[str, str] = {}
-    for tool in tools if isinstance(tools, list) else ():
-        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
-            for inner in tool.get("tools") or ():
-                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
-                    found[inner["name"]] = tool["name"]
-    return found
-
-
 def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
     description = tool.get("description")
     if not isinstance(description, str):
@@ -339,12 +337,33 @@ def _custom_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def custom_tool_names(request: dict[str, Any]) -> frozenset[str]:
-    """The names of the request's custom tools: calls to them answer as custom_tool_call items."""
+CallKinds = tuple[frozenset[str], dict[str, str], bool]
+
+
+def call_kinds(request: dict[str, Any]) -> CallKinds:
+    """What the calls coming back are, by the request's tools, read in one pass and only once
+    the answer has a call: the custom tools' names (they answer as custom_tool_call items),
+    function name -> the namespace it was declared in, and whether a tool search is the
+    client's (its calls answer as tool_search_call items)."""
+    custom: set[str] = set()
+    namespaces: dict[str, str] = {}
+    search = False
     tools = request.get("tools")
-    if not isinstance(tools, list):
-        return frozenset()
-    return frozenset(t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "custom" and "name" in t)
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict):
+            continue
+        kind = tool.get("type")
+        if kind == "function":
+            continue
+        if kind == "custom" and "name" in tool:
+            custom.add(tool["name"])
+        elif kind == "namespace" and isinstance(tool.get("name"), str):
+            for inner in tool.get("tools") or ():
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    namespaces[inner["name"]] = tool["name"]
+        elif kind == "tool_search" and tool.get("execution") == "client":
+            search = True
+    return frozenset(custom), namespaces, search
 
 
 def _tool_choice(choice: Any) -> Any:
@@ -522,10 +541,9 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
         output.append(_reasoning_item(response_id, reasoning, "completed"))
     if isinstance(reply.get("content"), str) and reply["content"]:
         output.append(_message_item(response_id, reply["content"], "completed"))
-    custom = custom_tool_names(request)
-    namespaces = tool_namespaces(request)
-    search = client_tool_search(request)
-    for position, call in enumerate(reply.get("tool_calls") or ()):
+    calls = reply.get("tool_calls") or ()
+    custom, namespaces, search = call_kinds(request) if calls else _NO_KINDS
+    for position, call in enumerate(calls):
         function = call.get("function") or {}
         name = function.get("name") or ""
         arguments = function.get("arguments") or ""
@@ -618,9 +636,7 @@ class ResponseStream:
         self._text: list[str] = []  # its text or arguments so far, joined when it closes
         self._calls: set[int] = set()  # chat tool_calls indexes already opened
         self._open_call: int | None = None  # the open item's chat tool_calls index
-        self._custom = custom_tool_names(request)
-        self._namespaces = tool_namespaces(request)
-        self._search = client_tool_search(request)
+        self._kinds: CallKinds | None = None  # read at the first call
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
@@ -791,6 +807,9 @@ class ResponseStream:
         if position not in self._calls:
             self._calls.add(position)
             name = function.get("name") or ""
+            if self._kinds is None:
+                self._kinds = call_kinds(self.request)
+            custom, namespaces, search = self._kinds
             item = _call_item(
                 self.response_id,
                 position,
@@ -798,9 +817,9 @@ class ResponseStream:
                 name,
                 "",
                 "in_progress",
-                name in self._custom,
-                self._namespaces.get(name),
-                self._search and name == TOOL_SEARCH,
+                name in custom,
+                namespaces.get(name),
+                search and name == TOOL_SEARCH,
             )
             events += self._open_item(item)
             self._open_call = position

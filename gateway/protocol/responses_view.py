@@ -5,9 +5,13 @@ fields routing reads are made by the translation's own code (`_model`, `_options
 and the prompt's facts (token estimate, images, system text, last user text) are counted on
 the input items as the chat messages they become: an assistant message takes the function
 calls that follow it, and its text when it had none, exactly as `_append_items` merges them.
-Tools are counted as their JSON as sent plus what chat's `{"type": "function", "function":
-{...}}` spelling adds. Outside the usual shape (namespace, custom or tool-search tools, tool
-search items, anything malformed) there is no view: the caller translates the request whole.
+Function tools are counted as their JSON as sent plus what chat's `{"type": "function",
+"function": {...}}` spelling adds. Any other tool the translation takes (Codex's `custom`
+apply_patch, a `namespace` of functions, a client-run `tool_search`) is made into its chat
+tool by the translation's own `_tool`, namespaces flattened (`view_tools`): routing reads
+their names for the classifier and their JSON for the estimate. Outside the usual shape (tool
+search items, built-in tools, anything malformed) there is no view: the caller translates
+the request whole.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ from typing import Any
 import orjson
 
 from gateway.protocol.chat import PromptFacts
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
     _FUNCTION_FIELDS,
     _ROLES,
     _TEXT_PARTS,
+    _flattened,
     _function_call,
     _model,
     _options,
     _tail,
     _text_of,
+    _tool,
     input_items,
 )
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
@@ -60,23 +66,65 @@ class _Message:
 
 
 def responses_fields(body: Any) -> dict[str, Any] | None:
-    """The chat translation's top-level fields (`tools` as the client sent them, no
-    `messages`); None when a field is malformed (the translation names it in its 400)."""
+    """The chat translation's top-level fields (no `messages`; `tools` as `view_tools` gives
+    them); None when a field is malformed (the translation names it in its 400)."""
     try:
         fields: dict[str, Any] = {"model": _model(body)}
         _options(body, fields)
         tools = body.get("tools")
         if tools:
-            fields["tools"] = tools
+            fields["tools"] = view_tools(tools)
         _tail(body, fields)
     except GatewayError:
         return None
     return fields
 
 
-def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> PromptFacts | None:
-    """The translation's prompt facts, counted on the input items (after `responses_fields`);
-    None when the request is not of the usual shape (translate it whole)."""
+def view_tools(tools: Any) -> Any:
+    """The tools as routing reads them: the client's list itself when every tool is a function
+    tool (the usual case), else its function tools as sent (inside a namespace too) and each
+    other tool as the chat tool the translation's `_tool` makes of it (a custom tool, a
+    client tool search), so the classifier reads the names the translation gives. A 400 for
+    a tool the translation refuses (or a function without a name, which the estimate could
+    not tell from a made one)."""
+    if type(tools) is not list:
+        return tools  # the prompt has no view: the translation refuses it
+    for tool in tools:
+        if type(tool) is not dict or tool.get("type") != "function":
+            break
+    else:
+        return tools
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        if type(tool) is dict and tool.get("type") == "function":
+            _named(tool, i, None)
+            out.append(tool)
+        elif type(tool) is dict and tool.get("type") == "namespace":
+            for inner, where in _flattened(tool, f"tools[{i}]"):
+                if type(inner) is dict and inner.get("type") == "function":
+                    _named(inner, i, where)
+                    out.append(inner)
+                else:
+                    out.append(_tool(inner, where))
+        else:
+            out.append(_tool(tool, f"tools[{i}]"))
+    return out
+
+
+def _named(tool: dict[str, Any], i: int, where: str | None) -> None:
+    """The translation's 400 for a function tool without a name."""
+    name = tool.get("name")
+    if type(name) is not str or not name:
+        where = where or f"tools[{i}]"
+        raise invalid_request(f"Missing required parameter: '{where}.name'.", f"{where}.name")
+
+
+def responses_prompt(
+    body: dict[str, Any], previous: list[dict[str, Any]] | None = None, tools: Any = None
+) -> PromptFacts | None:
+    """The translation's prompt facts, counted on the input items (after `responses_fields`,
+    whose `tools` are passed here); None when the request is not of the usual shape
+    (translate it whole)."""
     try:
         instructions = body.get("instructions")
         messages: list[_Message] = []
@@ -96,12 +144,15 @@ def responses_prompt(body: dict[str, Any], previous: list[dict[str, Any]] | None
             tokens += PER_MESSAGE + (message.size + 2) // 3
             if message.calls:
                 tokens += json_tokens(message.calls)
-        tools = body.get("tools")
-        if tools:
-            delta = _tools_delta(tools)
+        sent = body.get("tools")
+        if sent:
+            if tools is None:
+                tools = sent
+            delta = _tools_delta(tools, tools is not sent)
             if delta is None:
                 return None
-            tokens += (_json_length(tools) + delta + 2) // 3
+            if tools:  # none, for an empty namespace
+                tokens += (_json_length(tools) + delta + 2) // 3
     except GatewayError:
         return None  # the translation raises it again, in its own order
     last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
@@ -186,15 +237,18 @@ def _content(content: Any, role: str) -> tuple[int, str, bool] | None:
     return size, "\n".join(texts), images
 
 
-def _tools_delta(tools: Any) -> int | None:
+def _tools_delta(tools: Any, made: bool = False) -> int | None:
     """How many more JSON bytes the tools take as chat's function tools than as sent; None
-    for a tool that is not a plain function tool."""
+    for a tool that is not a plain function tool. `made`: the list is `view_tools`' own,
+    whose tools without a `name` are the chat tools it made (counted as they are)."""
     if type(tools) is not list:
         return None
     delta = 0
     for tool in tools:
         if type(tool) is not dict or tool.get("type") != "function":
             return None
+        if made and "name" not in tool:
+            continue
         name = tool.get("name")
         if type(name) is not str or not name:
             return None

@@ -229,6 +229,9 @@ def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
         ({"messages": []}, "messages", "messages"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role", "user"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0", "web_search_20250305"),
+        ({"tools": [{"name": "a"}, {"description": "no name"}]}, "tools.1.name", "tools.1.name"),
+        ({"tools": [{"name": "a"}, {"name": 5}]}, "tools.1.name", "Field required"),
+        ({"tools": [{"name": "a"}, "a tool"]}, "tools.1.name", "Field required"),
         (
             {
                 "messages": [

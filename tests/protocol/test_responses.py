@@ -762,3 +762,26 @@ def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_wi
     carried = [v["response"]["tools"] for v in dumped if isinstance(v, dict) and "response" in v]
     assert len(carried) == 3 and all(isinstance(t, orjson.Fragment) for t in carried)  # never re-encoded
     assert all(e["response"]["tools"] is request["tools"] for e in whole)  # the events themselves untouched
+
+
+def test_function_tools_translate_as_the_general_path_spells_them():
+    """`_tools` spells a named function tool itself (the fast path): the same dicts, in the
+    same key order, as `_tool` gives, and the general path's 400 for a nameless one."""
+    from gateway.protocol.responses import _tool, _tools
+
+    functions = [
+        {"type": "function", "name": "a", "description": "d", "parameters": {"type": "object"}, "strict": True},
+        {"strict": False, "parameters": {}, "name": "b", "type": "function", "defer_loading": True},
+        {"type": "function", "name": "c", "description": None, "strict": None},
+        {"type": "function", "name": "d"},
+    ]
+    tools = [*functions, CODEX_NAMESPACE, {"type": "custom", "name": "apply_patch"}]
+    got = _tools(tools)
+    expected = [_tool(t, "x") for t in functions] + [_tool(t, "x") for t in CODEX_NAMESPACE["tools"]]
+    assert got[:-1] == expected
+    assert [list(t["function"]) for t in got[:-1]] == [list(t["function"]) for t in expected]
+    assert got[-1]["function"]["name"] == "apply_patch"
+    for nameless in ({"type": "function", "name": ""}, {"type": "function", "name": 5}, {"type": "function"}):
+        with pytest.raises(GatewayError) as caught:
+            _tools([functions[0], nameless])
+        assert caught.value.param == "tools[1].name"

@@ -19,6 +19,7 @@ from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.responses import conversation_items, responses_to_chat
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.routing.agents import tool_names
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
 from tests.protocol import samples as S
@@ -28,7 +29,7 @@ from tests.routing.support import snapshot_from
 def responses_view(body: Any, previous: Any = None) -> tuple[dict[str, Any], Any] | None:
     """Both halves of the view, as the ingress makes them (fields, then the prompt's facts)."""
     fields = responses_fields(body)
-    prompt = responses_prompt(body, previous) if fields is not None else None
+    prompt = responses_prompt(body, previous, fields.get("tools")) if fields is not None else None
     return None if fields is None or prompt is None else (fields, prompt)
 
 
@@ -83,6 +84,26 @@ def _agent_turn(**overrides: Any) -> dict[str, Any]:
 
 
 _IMAGE = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+# What Codex CLI offers beside its function tools: apply_patch as a custom (freeform) tool with
+# a Lark grammar, sub-agent functions grouped in a namespace, its own tool search.
+_APPLY_PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Use the `apply_patch` tool to edit files. This is a FREEFORM tool.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\n',
+    },
+}
+_AGENTS = {
+    "type": "namespace",
+    "name": "agents",
+    "description": "Sub-agents.",
+    "tools": [_tool("spawn_agent"), _tool("wait_agent", strict=False)],
+}
+_SEARCH = {"type": "tool_search", "execution": "client", "description": "Find more tools."}
+_CODEX_TOOLS = [_tool("exec_command"), _APPLY_PATCH, _AGENTS, _tool("update_plan"), _SEARCH]
 _PREVIOUS = conversation_items(None, S.RESPONSES_REQUEST_STRING, S.RESPONSE_TEXT)
 
 USUAL = {
@@ -115,13 +136,31 @@ USUAL = {
     ),
     "continued from stored items": ({"model": "m", "instructions": "Now be brief.", "input": "And then?"}, _PREVIOUS),
     "continued, no new input": ({"model": "m"}, _PREVIOUS),
+    "codex tools: custom, namespace, client tool search": (_agent_turn(tools=_CODEX_TOOLS), None),
+    "a custom tool chosen": (
+        _agent_turn(tools=[_APPLY_PATCH], tool_choice={"type": "custom", "name": "apply_patch"}),
+        None,
+    ),
+    "a custom tool without a format": (_agent_turn(tools=[{"type": "custom", "name": "apply_patch"}]), None),
+    "a namespace tool": (_agent_turn(tools=[{"type": "namespace", "name": "agents", "tools": [_tool("spawn")]}]), None),
+    "an empty namespace": (_agent_turn(tools=[{"type": "namespace", "name": "agents", "tools": []}]), None),
+    "a client tool search, default parameters": (
+        _agent_turn(tools=[{"type": "tool_search", "execution": "client"}]),
+        None,
+    ),
 }
 
 UNUSUAL = {
-    "a namespace tool": _agent_turn(tools=[{"type": "namespace", "name": "agents", "tools": [_tool("spawn")]}]),
-    "a custom tool": _agent_turn(tools=[{"type": "custom", "name": "apply_patch"}]),
-    "a client tool search": _agent_turn(tools=[{"type": "tool_search", "execution": "client"}]),
     "a built-in tool": _agent_turn(tools=[{"type": "web_search"}]),
+    "a built-in tool in a namespace": _agent_turn(
+        tools=[{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]
+    ),
+    "a namespace without its tools": _agent_turn(tools=[{"type": "namespace", "name": "n"}]),
+    "a custom tool without a name": _agent_turn(tools=[{"type": "custom"}]),
+    "a chat-shaped function beside a custom tool": _agent_turn(
+        tools=[{"type": "function", "function": {"name": "f"}}, {"type": "custom", "name": "apply_patch"}]
+    ),
+    "a hosted tool search": _agent_turn(tools=[{"type": "tool_search"}]),
     "a tool search output": _agent_turn(input=[{"type": "tool_search_output", "call_id": "s", "tools": []}]),
     "an image from the assistant": _agent_turn(input=[{"role": "assistant", "content": [_IMAGE]}]),
     "a bad role": _agent_turn(input=[{"role": "robot", "content": "hi"}]),
@@ -137,9 +176,15 @@ def test_the_view_gives_every_fact_its_translation_gives(name):
     assert view is not None, name
     fields, prompt = view
     chat = responses_to_chat(copy.deepcopy(body), copy.deepcopy(previous))
-    assert fields == {k: v for k, v in chat.items() if k not in ("messages", "tools")} | (
-        {"tools": body["tools"]} if chat.get("tools") else {}
-    )
+    assert {k: v for k, v in fields.items() if k != "tools"} == {
+        k: v for k, v in chat.items() if k not in ("messages", "tools")
+    }
+    # Function tools are read as sent (the client's list itself when all are), any other kind
+    # as the translation makes it: the same names, in the same order.
+    plain = all(tool["type"] == "function" for tool in body.get("tools") or ())
+    assert ("tools" in fields) == bool(body.get("tools"))
+    assert fields.get("tools") is (body.get("tools") or None) or not plain
+    assert tool_names(fields.get("tools")) == tool_names(chat.get("tools"))
     assert prompt.tokens == estimate_prompt_tokens(chat)
     assert prompt.images == has_images(chat["messages"])
     request = ChatRequest(None, chat["model"], build=lambda: chat, fields=fields, view=lambda: prompt)
@@ -161,7 +206,7 @@ def test_the_ingress_builds_the_translation_only_when_it_is_read_even_when_conti
     assert not chat.translated
     assert chat.payload == responses_to_chat({"model": "m", "input": "And then?"}, _PREVIOUS)
     assert chat.prompt_tokens() == estimate_prompt_tokens(chat.payload)
-    unusual = parse_request(orjson.dumps(UNUSUAL["a namespace tool"] | {"models": ["a", "b"]})).chat
+    unusual = parse_request(orjson.dumps(UNUSUAL["a tool search output"] | {"models": ["a", "b"]})).chat
     assert unusual.prompt is None and unusual.translated and unusual.payload["models"] == ["a", "b"]
     assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
 
@@ -216,3 +261,22 @@ def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
     assert not viewed.translated
     if name in FILTERED:  # the samples do exercise the filters
         assert [c.model for c in got[0].candidates] == FILTERED[name]
+
+
+def test_a_codex_turn_is_routed_on_its_view_and_counts_as_code():
+    """Codex's custom apply_patch, its namespace and its tool search used to leave the view
+    (the turn was translated to be routed): the classifier now reads their names from it."""
+    body = _agent_turn(model="gpt-5", tools=_CODEX_TOOLS)
+    request = parse_request(orjson.dumps(body)).chat
+    decision = decide(request, {}, snapshot_from(POLICY), endpoint="responses")
+    assert not request.translated
+    assert (decision.task, decision.task_reason) == ("code", "coding agent tools: exec_command, apply_patch")
+    assert tool_names(request.fields["tools"]) == [
+        "exec_command",
+        "apply_patch",
+        "spawn_agent",
+        "wait_agent",
+        "update_plan",
+        "tool_search",
+    ]
+    assert [c.model for c in decision.candidates] == ["plain/tools", "native/all"]
