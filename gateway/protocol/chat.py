@@ -139,8 +139,11 @@ class ChatRequest:
         return prompt
 
     def translate(self) -> dict[str, Any]:
-        """The chat payload, built now if it was not: routing then reads it, not the view."""
-        return self.payload
+        """The chat payload, built now if it was not: routing then reads it, not the view,
+        its top-level fields included (a translation can add tools the view's fields lack:
+        those a Responses tool search's output offers)."""
+        payload = self.fields = self.payload
+        return payload
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -83,6 +83,8 @@ def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
             prompt.tokens += (_json_length(tools) + delta + 2) // 3
     except GatewayError:
         return None  # the translation raises it again, in its own order
+    except orjson.JSONEncodeError:
+        return None  # nested deeper than orjson writes (it reads deeper): the estimate falls back on str()
     return prompt
 
 

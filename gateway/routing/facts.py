@@ -36,6 +36,10 @@ def wants_tools(payload: dict[str, Any]) -> bool:
 
 
 def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
+    # The prompt first: a view that gives up translates the request, and its fields are then
+    # the translation's.
+    prompt_tokens = chat.prompt_tokens()
+    images = chat.images()
     payload = chat.fields  # a pass-through's view: the translation's fields, its messages never built
     asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
     needs: set[str] = set()
@@ -48,10 +52,10 @@ def request_facts(chat: ChatRequest, settings: GatewaySettings) -> RequestFacts:
             needs.add("json_schema")
         elif kind == "json_object":
             needs.add("json")
-    if chat.images():
+    if images:
         needs.add("vision")
     return RequestFacts(
-        chat.prompt_tokens(),
+        prompt_tokens,
         int(asked) if asked else settings.default_completion_tokens,
         bool(asked),
         frozenset(needs) if needs else NEEDS_NOTHING,

@@ -143,6 +143,10 @@ def plan(
     endpoint: str = "chat",
 ) -> RoutingDecision:
     """The decision, its explanation readable from `reports`. Raises only for a bad request (400/404)."""
+    # A pass-through's prompt is read first (its view, or the translation when the view gives
+    # up): a malformed body gets its 400 before routing's own errors (an unknown model's 404),
+    # and a translation made now is what every field below is read from.
+    chat.prompt  # noqa: B018  (a property read for its effect)
     settings = snapshot.config.gateway
     payload = chat.fields
     names = requested_models(payload, chat.model)

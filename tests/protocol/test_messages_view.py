@@ -271,3 +271,24 @@ def test_requests_no_candidate_could_take_natively_are_translated_up_front():
     assert may_answer_natively({}, "no/such-model", snapshot, "messages")  # routing's 404 to give
     assert snapshot.memo[("natively", "chat-only-route", "messages")] is False
     assert ("natively", "no/such-model", "messages") not in snapshot.memo  # unknown names: not kept
+
+
+def test_a_tool_schema_nested_deeper_than_json_encoding_allows_is_routed_on_its_translation():
+    deep = '{"a":' * 300 + "{}" + "}" * 300  # orjson reads ~1024 levels but writes ~254
+    raw = b'{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"tools":[%s]}' % (
+        b'{"name":"t","description":"d","input_schema":%s}' % deep.encode()
+    )
+    chat = parse_messages_request(raw, {}).chat
+    assert chat.prompt_tokens() == estimate_prompt_tokens(messages_to_chat(orjson.loads(raw)))
+
+
+def test_a_malformed_turn_gets_its_400_before_routing_looks_the_model_up():
+    body = {
+        "model": "no/such-model",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": [{"type": "tool_result"}]}],
+    }
+    chat = parse_messages_request(orjson.dumps(body), {}).chat
+    with pytest.raises(GatewayError) as raised:
+        decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
+    assert raised.value.status == 400 and "tool_use_id" in raised.value.message

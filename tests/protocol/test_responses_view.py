@@ -280,3 +280,41 @@ def test_a_codex_turn_is_routed_on_its_view_and_counts_as_code():
         "tool_search",
     ]
     assert [c.model for c in decision.candidates] == ["plain/tools", "native/all"]
+
+
+def test_tools_only_the_translation_brings_are_seen_by_routing_when_the_view_gives_up():
+    # A tool search's output offers tools from then on (the translation's `discovered` tools):
+    # the view gives up on such a body, and routing must then read the translation's tools
+    # (the tools filter, the classifier), not the view's fields, which have none.
+    body = {
+        "model": "gpt-5",
+        "input": [
+            {"role": "user", "content": "Show me the log."},
+            {"type": "tool_search_call", "call_id": "s", "arguments": {"query": "git"}, "execution": "client"},
+            {
+                "type": "tool_search_output",
+                "call_id": "s",
+                "execution": "client",
+                "tools": [{"type": "function", "name": "git_log", "parameters": {"type": "object", "properties": {}}}],
+            },
+        ],
+    }
+    snapshot = snapshot_from(POLICY)
+    viewed = parse_request(orjson.dumps(body)).chat
+    chat = responses_to_chat(copy.deepcopy(body))
+    assert chat["tools"]  # the translation offers git_log
+    got = [
+        decide(r, {}, snapshot, endpoint="responses")
+        for r in (viewed, ChatRequest(chat, chat["model"], bool(chat.get("stream"))))
+    ]
+    assert got[0].facts == got[1].facts and "tools" in got[0].facts.needs
+    # Those declaring capabilities without tools are left out (plain/small declares none: assumed capable).
+    expected = ["plain/small", "plain/tools", "native/all"]
+    assert [c.model for c in got[0].candidates] == [c.model for c in got[1].candidates] == expected
+
+
+def test_a_tool_schema_nested_deeper_than_json_encoding_allows_is_routed_on_its_translation():
+    deep = '{"a":' * 300 + "{}" + "}" * 300  # orjson reads ~1024 levels but writes ~254
+    raw = b'{"model":"m","input":"hi","tools":[{"type":"function","name":"t","parameters":%s}]}' % deep.encode()
+    chat = parse_request(raw).chat
+    assert chat.prompt_tokens() == estimate_prompt_tokens(responses_to_chat(orjson.loads(raw)))
