@@ -240,6 +240,9 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
 
 async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -> None:
     t0 = time.perf_counter()
+    # This request's task, looked up once: the client watch and each attempt's time limit
+    # cancel it (`asyncio.current_task` is a Python function on 3.11).
+    task = asyncio.current_task()
     state: AppState = scope["app"].state.gateway
     # Decoded once into a plain dict (ASGI names are lower-case already): auth, routing and
     # accounting each read a few headers, and a framework Headers object scans the raw list
@@ -286,7 +289,20 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             out_headers.append((b"x-gateway-route", decision.route.encode()))
         limit = snapshot.config.gateway.max_response_bytes
         await _answer(
-            state, scope, send, receive, ingress, request, decision, backends, outcome, out_headers, t0, limit, snapshot
+            state,
+            scope,
+            send,
+            receive,
+            ingress,
+            request,
+            decision,
+            backends,
+            outcome,
+            out_headers,
+            t0,
+            limit,
+            snapshot,
+            task,
         )
     finally:
         if backends is not None:
@@ -307,9 +323,10 @@ async def _answer(
     t0: float,
     max_response_bytes: int,
     snapshot: ConfigSnapshot,
+    task: asyncio.Task[Any] | None,
 ) -> None:
     chat = request.chat
-    watch = watch_client(scope, receive)
+    watch = watch_client(scope, receive, task)
     plan = ingress.plan
 
     def plan_for(offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -327,6 +344,7 @@ async def _answer(
                 snapshot,
                 plan=plan_for,
                 max_response_bytes=max_response_bytes,
+                task=task,
             )
         except GatewayError as exc:
             watch.stop()
@@ -392,7 +410,6 @@ async def _answer(
             raise
         # The client left: normal, not an error. Accounted as 499 (by the relay for streams
         # that had started), logged without a traceback, and not re-raised to the server.
-        task = asyncio.current_task()
         if task is not None:
             task.uncancel()
         if not outcome.latency_s:  # not accounted yet (_finish sets the latency)

@@ -149,10 +149,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._client_watch = None
             watch.client_left()
 
-    def watch_client(self) -> ClientWatch:
-        """A watch for the calling task (the request's handler), told when this connection is
-        lost (gateway.api.leave): instead of a task per request waiting on `receive()`."""
-        watch = self._client_watch = ClientWatch(asyncio.current_task())
+    def watch_client(self, owner: asyncio.Task[Any] | None = None) -> ClientWatch:
+        """A watch for the request's handler (`owner`, else the calling task), told when this
+        connection is lost (gateway.api.leave): instead of a task per request waiting on `receive()`."""
+        watch = self._client_watch = ClientWatch(owner if owner is not None else asyncio.current_task())
         return watch
 
     def write_head_and_body(

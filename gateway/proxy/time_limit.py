@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Any
 
 
 class TimeLimit:
     __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, task: asyncio.Task[Any] | None = None) -> None:
         self._delay = delay
         self._expired = False
         self._cancelling = 0
-        self._task: asyncio.Task[object] | None = None
+        self._task: asyncio.Task[Any] | None = task
         self._handle: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> TimeLimit:
-        task = asyncio.current_task()
+        task = self._task if self._task is not None else asyncio.current_task()
         if task is None:
             raise RuntimeError("time_limit() must be used inside a task")
         self._task = task
@@ -53,6 +54,10 @@ class TimeLimit:
         self._task.cancel()
 
 
-def time_limit(delay: float) -> TimeLimit:
-    """An async context manager that raises `TimeoutError` if its block runs past `delay` seconds."""
-    return TimeLimit(delay)
+def time_limit(delay: float, task: asyncio.Task[Any] | None = None) -> TimeLimit:
+    """An async context manager that raises `TimeoutError` if its block runs past `delay` seconds.
+
+    `task`: the task running the block, when the caller has it already (looking it up,
+    `asyncio.current_task()`, is a Python function on 3.11, and every attempt would call it);
+    else it is looked up on entry."""
+    return TimeLimit(delay, task)

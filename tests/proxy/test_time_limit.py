@@ -9,7 +9,13 @@ import pytest
 
 from gateway.proxy.time_limit import time_limit
 
-LIMITS = [asyncio.timeout, time_limit]
+
+def given_task(delay: float):
+    """`time_limit` told its task, as the fallback loop tells it the request's handler."""
+    return time_limit(delay, asyncio.current_task())
+
+
+LIMITS = [asyncio.timeout, time_limit, given_task]
 
 
 @pytest.mark.parametrize("limit", LIMITS)
