@@ -388,9 +388,13 @@ async def _answer(
         out_headers.extend(_SSE_HEADERS)
         rescue = None
         # Chat chunks (translated ingresses read them too) are continuable; a native stream
-        # when its ingress knows how to continue it in its own events.
-        native = None if opened.format is CHAT else ingress.native_resume(request, opened)
-        if opened.format is CHAT or native is not None:
+        # when its ingress knows how to continue it in its own events. Only on another of the
+        # decision's candidates: with one (a route of one model, a pinned offer) nothing is
+        # built for it.
+        native = None
+        if len(decision.candidates) > 1 and (
+            opened.format is CHAT or (native := ingress.native_resume(request, opened)) is not None
+        ):
             headers = {"x-request-id": outcome.request_id}
             context = RescueContext(
                 chat,
