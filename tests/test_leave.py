@@ -29,7 +29,8 @@ def _recording_app(seen: dict):
     async def app(scope, receive, send):
         message = await receive()
         assert message["type"] == "http.request" and not message.get("more_body")
-        watch = seen["watch"] = watch_client(scope, receive)
+        # Told its owner as the ingress tells it (the handler's task, looked up once per request).
+        watch = seen["watch"] = watch_client(scope, receive, asyncio.current_task())
         seen["armed"].set()
         try:
             await asyncio.sleep(30)

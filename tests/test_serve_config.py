@@ -66,3 +66,16 @@ def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"{path}: not UTF-8 text (byte 0xe9 at offset 18)"
     assert "Traceback" not in done.stderr
+
+
+def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(monkeypatch):
+    """uvicorn rewrites the scope's client and scheme from X-Forwarded-* only for
+    GATEWAY_TRUSTED_PROXIES (as the failed-auth throttle reads them); with none, its
+    middleware is not installed (its own default would believe any local client)."""
+    monkeypatch.delenv("GATEWAY_TRUSTED_PROXIES", raising=False)
+    config = server_config(Settings())
+    assert config.proxy_headers is False
+    monkeypatch.setenv("GATEWAY_TRUSTED_PROXIES", "10.0.0.1, 10.1.2.3/16,::1")
+    config = server_config(Settings())
+    assert config.proxy_headers is True
+    assert config.forwarded_allow_ips == "10.0.0.1/32,10.1.0.0/16,::1/128"

@@ -7,6 +7,9 @@ Everything else, the path every ingress shares, is `gateway.api.ingress.handle`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+
 import orjson
 from starlette.types import Receive, Scope, Send
 
@@ -60,5 +63,6 @@ class ChatIngress(Ingress):
 CHAT_INGRESS = ChatIngress()
 
 
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    await handle(scope, receive, send, CHAT_INGRESS)
+# The route's ASGI handler: `handle` itself, not a coroutine awaiting it (one frame less
+# per request on the hot path).
+chat_completions: Callable[[Scope, Receive, Send], Awaitable[None]] = partial(handle, ingress=CHAT_INGRESS)

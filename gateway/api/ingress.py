@@ -209,11 +209,17 @@ class HeadersOnly:
     """What authentication reads of a request: its headers, and the peer's address (failed
     authentications are throttled per client address)."""
 
-    __slots__ = ("client", "headers")
+    __slots__ = ("_peer", "headers")
 
     def __init__(self, headers: dict[str, str], client: tuple[str, int] | None) -> None:
         self.headers = headers
-        self.client = Address(*client) if client else None
+        self._peer = client
+
+    @property
+    def client(self) -> Address | None:
+        """Built when read: only a failed authentication reads it (about 0.5 us a request)."""
+        peer = self._peer
+        return Address(*peer) if peer else None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -241,6 +247,9 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> by
 
 async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -> None:
     t0 = time.perf_counter()
+    # This request's task, looked up once: the client watch and each attempt's time limit
+    # cancel it (`asyncio.current_task` is a Python function on 3.11).
+    task = asyncio.current_task()
     state: AppState = scope["app"].state.gateway
     # Decoded once into a plain dict (ASGI names are lower-case already): auth, routing and
     # accounting each read a few headers, and a framework Headers object scans the raw list
@@ -291,7 +300,20 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             out_headers.append((b"x-gateway-route", decision.route.encode()))
         limit = snapshot.config.gateway.max_response_bytes
         await _answer(
-            state, scope, send, receive, ingress, request, decision, backends, outcome, out_headers, t0, limit, snapshot
+            state,
+            scope,
+            send,
+            receive,
+            ingress,
+            request,
+            decision,
+            backends,
+            outcome,
+            out_headers,
+            t0,
+            limit,
+            snapshot,
+            task,
         )
     finally:
         if backends is not None:
@@ -312,9 +334,10 @@ async def _answer(
     t0: float,
     max_response_bytes: int,
     snapshot: ConfigSnapshot,
+    task: asyncio.Task[Any] | None,
 ) -> None:
     chat = request.chat
-    watch = watch_client(scope, receive)
+    watch = watch_client(scope, receive, task)
     plan = ingress.plan
 
     def plan_for(offer: Offer, backend: Backend) -> UpstreamCall | None:
@@ -332,6 +355,7 @@ async def _answer(
                 snapshot,
                 plan=plan_for,
                 max_response_bytes=max_response_bytes,
+                task=task,
             )
         except GatewayError as exc:
             watch.stop()
@@ -369,9 +393,13 @@ async def _answer(
         out_headers.extend(_SSE_HEADERS)
         rescue = None
         # Chat chunks (translated ingresses read them too) are continuable; a native stream
-        # when its ingress knows how to continue it in its own events.
-        native = None if opened.format is CHAT else ingress.native_resume(request, opened)
-        if opened.format is CHAT or native is not None:
+        # when its ingress knows how to continue it in its own events. Only on another of the
+        # decision's candidates: with one (a route of one model, a pinned offer) nothing is
+        # built for it.
+        native = None
+        if len(decision.candidates) > 1 and (
+            opened.format is CHAT or (native := ingress.native_resume(request, opened)) is not None
+        ):
             headers = {"x-request-id": outcome.request_id}
             context = RescueContext(
                 chat,
@@ -397,7 +425,6 @@ async def _answer(
             raise
         # The client left: normal, not an error. Accounted as 499 (by the relay for streams
         # that had started), logged without a traceback, and not re-raised to the server.
-        task = asyncio.current_task()
         if task is not None:
             task.uncancel()
         if not outcome.latency_s:  # not accounted yet (_finish sets the latency)

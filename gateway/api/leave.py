@@ -22,7 +22,7 @@ Two ways to notice, one surface (`left`, `stop()`):
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope
 
@@ -64,9 +64,10 @@ class TaskWatch:
 
     __slots__ = ("_task", "left")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, owner: asyncio.Task[Any] | None = None) -> None:
         self.left = False
-        owner = asyncio.current_task()
+        if owner is None:
+            owner = asyncio.current_task()
         self._task = asyncio.get_running_loop().create_task(self._watch(receive, owner))
 
     async def _watch(self, receive: Receive, owner: asyncio.Task[object] | None) -> None:
@@ -80,10 +81,11 @@ class TaskWatch:
         self._task.cancel()
 
 
-def watch_client(scope: Scope, receive: Receive) -> Watch:
-    """A watch for the calling task: on the connection when the server offers one, else a task."""
+def watch_client(scope: Scope, receive: Receive, owner: asyncio.Task[Any] | None = None) -> Watch:
+    """A watch for the calling task (`owner`, when the caller has it at hand: looking it up
+    is a Python function on 3.11): on the connection when the server offers one, else a task."""
     connection = scope.get(CONNECTION_SCOPE_KEY)
     if connection is not None:
-        watch: Watch = connection.watch_client()
+        watch: Watch = connection.watch_client(owner)
         return watch
-    return TaskWatch(receive)
+    return TaskWatch(receive, owner)

@@ -18,6 +18,7 @@ from gateway.protocol.tokens import estimate_prompt_tokens
 
 # Fields the gateway consumes itself and never forwards (OpenRouter-style routing overrides).
 GATEWAY_OWNED_FIELDS = ("models", "provider", "route")
+_OWNED = frozenset(GATEWAY_OWNED_FIELDS)
 
 
 _IMAGE_PARTS = ("image_url", "input_image", "image")
@@ -239,7 +240,11 @@ def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any
     Streams always ask the upstream for usage so that every call can be accounted;
     the relay strips that chunk again when the client did not ask for it.
     """
-    payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS}
+    client = request.payload
+    if _OWNED.isdisjoint(client):  # the common case: a copy in C (the comprehension costs 3x)
+        payload = dict(client)
+    else:
+        payload = {k: v for k, v in client.items() if k not in GATEWAY_OWNED_FIELDS}
     payload["model"] = upstream_model
     if request.stream:
         options = dict(payload.get("stream_options") or {})

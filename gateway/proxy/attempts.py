@@ -131,6 +131,7 @@ async def open_answer(
     plan: Plan | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     past_rejections: bool = False,
+    task: asyncio.Task[Any] | None = None,
 ) -> OpenedAnswer:
     """`backends`: the adapters of the config snapshot the request was routed with (leased
     by the caller), so a reload meanwhile changes nothing under this request. `snapshot`, that
@@ -139,9 +140,10 @@ async def open_answer(
     (default: `chat` as chat completions); a candidate it returns None for is skipped (a
     continuation's plan asks only candidates that take a prefill). `past_rejections`: a
     request a candidate judged invalid moves on too (a continuation's prefill that one
-    candidate refuses, another may take)."""
+    candidate refuses, another may take). `task`: the one awaiting this (the request's
+    handler), when the caller has it at hand: each attempt's time limit cancels it."""
     redactor = snapshot.redactor if snapshot is not None else Redactor(b.config.api_key for b in backends)
-    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, backends, plan)
+    call = _Call(chat, observers, outcome, headers, snapshot, redactor, max_response_bytes, backends, plan, task)
     last_error: UpstreamError | None = None
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
@@ -183,7 +185,7 @@ async def open_answer(
             hedge = _next_candidate(pending, backends, call)
         try:
             if hedge is None:
-                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining, slot))
+                opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining, slot, call.task))
             else:
                 first = (offer, backend, upstream_call)
                 opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0, slot)
@@ -287,6 +289,7 @@ class _Call:
     max_response_bytes: int
     backends: BackendSet
     plan: Plan | None = None
+    task: asyncio.Task[Any] | None = None  # the caller's (None: looked up per attempt)
 
     def plan_for(self, offer: Offer, backend: Backend) -> UpstreamCall | None:
         if self.plan is None:
@@ -294,13 +297,20 @@ class _Call:
         return self.plan(offer, backend)
 
     async def attempt(
-        self, offer: Offer, backend: Backend, call: UpstreamCall, remaining: float, slot: Slot | None
+        self,
+        offer: Offer,
+        backend: Backend,
+        call: UpstreamCall,
+        remaining: float,
+        slot: Slot | None,
+        task: asyncio.Task[Any] | None = None,
     ) -> OpenedAnswer:
         """One attempt, recorded on the outcome and reported to the observers; its failure
         raised as `_Failed`. A cancelled attempt is recorded as `cancelled` (or the label of
         a `_Cancel` reason) and the cancellation propagates. `slot`: its place in the
         backend's calls in flight, taken by the loop; None (a hedge): taken here, and a
-        candidate that is full or at its model limit fails the hedge uncalled."""
+        candidate that is full or at its model limit fails the hedge uncalled. `task`: the one
+        running this attempt, if known (a hedge's attempts run in tasks of their own)."""
         if slot is None:
             entered = await self.backends.gate.enter(offer, backend)
             if isinstance(entered, Skipped):
@@ -319,7 +329,7 @@ class _Call:
         limit = min(remaining, first_content_timeout(backend.config) if chat.stream else backend.config.timeout_s)
         try:
             try:
-                async with time_limit(limit):
+                async with time_limit(limit, task):
                     response = slot.hold(await backend.send(request))  # its slot is freed when it closes
                     opened = await (
                         _pre_read_stream(

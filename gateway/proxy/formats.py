@@ -125,11 +125,14 @@ def error_text(answer: object) -> str | None:
 CHAT: AnswerFormat = ChatFormat()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamCall:
     """What one candidate is asked: `payload` (its model already the upstream's id) posted to
     `path` under its base_url, answered in `format`; `headers`: extra request headers for this
-    call (a native pass-through forwards the client's API headers, e.g. `anthropic-beta`)."""
+    call (a native pass-through forwards the client's API headers, e.g. `anthropic-beta`).
+
+    Not changed once made; plain slots rather than frozen, as one is built per attempt (a
+    frozen dataclass's __init__ sets each field through object.__setattr__: 1.1 us, not 0.3)."""
 
     path: str
     payload: dict[str, Any]

@@ -145,6 +145,14 @@ class SseAccountant:
             event = event.strip(b"\n")
             if not event:
                 continue
+            if self._started and _plain_content(event):
+                # The fast path's structural check, per event: a chunk that began before the
+                # first content (a whole short answer often comes as one) is not parsed past it.
+                self.content_events += 1
+                self._malformed_run = 0
+                out.append(event)
+                out.append(b"\n\n")
+                continue
             kept = self._inspect(event)
             if kept is not None:
                 out.append(kept)
@@ -188,8 +196,11 @@ class SseAccountant:
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Account one event; return what to forward in its place, or None to drop it."""
-        payload = data_of(event)
-        if not (event.startswith(b"data: {") and b"\n" not in event) and not _fields_only(event):
+        if event.startswith(b"data: {") and b"\n" not in event:
+            payload: bytes | None = event[6:]  # the usual event, one data line: `data_of`'s answer
+        elif _fields_only(event):
+            payload = data_of(event)
+        else:
             self._malformed()
             return None
         if payload is None:
@@ -267,6 +278,19 @@ class SseAccountant:
         if isinstance(code, str):
             clean["code"] = redact(code[:100])
         return b"data: " + orjson.dumps({"error": clean})
+
+
+def _plain_content(event: bytes) -> bool:
+    """One `data: {...}` line that mentions neither usage nor an error: what the relay passes
+    on after the first content without parsing it (`SseAccountant.feed`'s fast path)."""
+    return (
+        event.startswith(b"data: {")
+        and event.endswith(b"}")
+        and b"\n" not in event
+        and b'"usage":{' not in event
+        and b'"usage": {' not in event
+        and b'"error"' not in event
+    )
 
 
 def _fields_only(event: bytes) -> bool:

@@ -36,18 +36,27 @@ class Usage(TokenCounts):
             return None
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        details = usage.get("prompt_tokens_details") or {}
-        if not isinstance(details, dict):
-            details = {}
-        cached = _int(details.get("cached_tokens"))
-        # DeepSeek reports cache hits at the top level.
-        cached = min(cached or _int(usage.get("prompt_cache_hit_tokens")), prompt)
-        # Cache writes: OpenRouter's `prompt_tokens_details.cache_write_tokens`, which the
-        # Anthropic adapter's translation also fills from `cache_creation_input_tokens`.
-        written = min(_int(details.get("cache_write_tokens")), prompt - cached)
-        cdetails = usage.get("completion_tokens_details") or {}
-        reasoning = _int(cdetails.get("reasoning_tokens")) if isinstance(cdetails, dict) else 0
-        return cls(prompt, completion, cached, reasoning, cache_write_tokens=written)
+        # The details objects are absent from most answers: each read only when present
+        # (this runs on every call; the same result as reading empty ones).
+        details = usage.get("prompt_tokens_details")
+        cached = written = reasoning = 0
+        if details and isinstance(details, dict):
+            cached = _int(details.get("cached_tokens"))
+            # Cache writes: OpenRouter's `prompt_tokens_details.cache_write_tokens`, which the
+            # Anthropic adapter's translation also fills from `cache_creation_input_tokens`.
+            written = _int(details.get("cache_write_tokens"))
+        if not cached:
+            hits = usage.get("prompt_cache_hit_tokens")  # DeepSeek reports cache hits at the top level
+            if hits:
+                cached = _int(hits)
+        if cached > prompt:
+            cached = prompt
+        if written > prompt - cached:
+            written = prompt - cached
+        cdetails = usage.get("completion_tokens_details")
+        if cdetails and isinstance(cdetails, dict):
+            reasoning = _int(cdetails.get("reasoning_tokens"))
+        return cls(prompt, completion, cached, reasoning, False, written)
 
 
 def _int(value: Any) -> int:

@@ -259,7 +259,9 @@ _REASONING_WORDS = frozenset(
         "argument",
     ]
 )
-_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "+#-"})
+# Punctuation that separates words; `+`, `#` and `-` do not ("c++", "c#", "trade-offs").
+_PUNCTUATION_CHARS = tuple(c for c in string.punctuation if c not in "+#-")
+_PUNCTUATION = str.maketrans({c: " " for c in _PUNCTUATION_CHARS})
 
 
 def _gated(phrases: tuple[str, ...]) -> tuple[tuple[str | None, str], ...]:
@@ -285,6 +287,17 @@ _VOCABULARY = frozenset(
         if first
     }
 )
+# The first words of the gated reasoning phrases: when the text has none of them, only the
+# ungated phrases can match (a short chat message then costs two substring checks, not eleven).
+_REASONING_FIRSTS = frozenset(first for first, _ in _REASONING_PHRASES_GATED if first)
+_REASONING_UNGATED = tuple(pair for pair in _REASONING_PHRASES_GATED if pair[0] is None)
+# ASCII text (most prompts) is split into words as bytes: `bytes.translate` with a table
+# costs a fraction of `str.translate` with a mapping, which looks each character up in a
+# dict (about 0.4 us less on a one-line message, 3 us on a 4 KB window). \x1c-\x1f are
+# whitespace to `str.split` but not to `bytes.split`: spaces too, so both split alike.
+_ASCII_SEPARATORS = "".join(_PUNCTUATION_CHARS) + "\x1c\x1d\x1e\x1f"
+_ASCII_PUNCTUATION = bytes.maketrans(_ASCII_SEPARATORS.encode(), b" " * len(_ASCII_SEPARATORS))
+_ASCII_VOCABULARY = frozenset(w.encode() for w in _VOCABULARY if w.isascii())
 _EXPR_WINDOW = 1000  # math expressions are looked for near the ends only
 
 
@@ -329,8 +342,7 @@ def classify_text(user: str, system: str) -> TaskGuess | None:
     if _CODE_LINE.search("\n" + window):
         return _SOURCE_LINE
     lower = window.lower()
-    # Only the words some test looks for: most texts share none or few with the vocabulary.
-    words = _VOCABULARY.intersection(lower.translate(_PUNCTUATION).split())
+    words = _words(lower)
     code = sorted(words & _CODE_WORDS) + _phrases(_CODE_PHRASES_GATED, words, lower) if words else []
     if len(code) >= 2:
         return TaskGuess("code", "programming vocabulary: " + ", ".join(code[:4]))
@@ -347,13 +359,25 @@ def classify_text(user: str, system: str) -> TaskGuess | None:
             return TaskGuess("math", "math vocabulary/expressions: " + ", ".join(math[:4]))
     if words & _TRANSLATE_WORDS or _asks_for_a_language(window, lower):
         return _TRANSLATION
-    for first, phrase in _REASONING_PHRASES_GATED:
+    for first, phrase in _REASONING_PHRASES_GATED if not words.isdisjoint(_REASONING_FIRSTS) else _REASONING_UNGATED:
         if (first is None or first in words) and phrase in lower:
             return TaskGuess("reasoning", f"asks to reason: {phrase!r}")
-    reasoning = sorted(words & _REASONING_WORDS)
+    reasoning = sorted(words & _REASONING_WORDS) if words else []
     if len(reasoning) >= 2:
         return TaskGuess("reasoning", "reasoning vocabulary: " + ", ".join(reasoning[:4]))
     return None
+
+
+def _words(lower: str) -> frozenset[str]:
+    """The words of `lower` that some test looks for: most texts share none or few with the
+    vocabulary, so only those are kept."""
+    if lower.isascii():
+        found = _ASCII_VOCABULARY.intersection(lower.encode().translate(_ASCII_PUNCTUATION).split())
+        return frozenset([w.decode() for w in found]) if found else _NO_WORDS
+    return _VOCABULARY.intersection(lower.translate(_PUNCTUATION).split())
+
+
+_NO_WORDS: frozenset[str] = frozenset()
 
 
 def _phrases(gated: tuple[tuple[str | None, str], ...], words: frozenset[str], lower: str) -> list[str]:

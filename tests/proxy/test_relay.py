@@ -259,6 +259,33 @@ def test_a_malformed_event_after_content_is_dropped_and_counted(garbage, togethe
     assert accountant.flush() == b""
 
 
+@pytest.mark.parametrize("strip", [True, False])
+def test_after_the_first_content_each_event_gets_the_same_check_however_the_stream_is_cut(strip):
+    """A short answer often arrives as one chunk, starting before its first content: past
+    that content its events get the structural check, as when they arrive one by one (a
+    `data: {...}` line passes unparsed; usage and errors are still read)."""
+    unparsable = b"data: {this is not json}\n\n"  # well-formed SSE: only a parse would refuse it
+    events = [
+        delta_event({"role": "assistant", "content": ""}),
+        delta_event({"content": "Hello"}),
+        unparsable,
+        delta_event({"content": " there"}),
+        delta_event({}, "stop"),
+        USAGE_EVENT,
+        b"data: [DONE]\n\n",
+    ]
+    results = []
+    for pieces in ([b"".join(events)], events):
+        accountant = SseAccountant(strip_usage=strip)
+        forwarded = run(accountant, pieces)
+        results.append((forwarded, accountant.content_events, accountant.malformed_events, accountant.usage))
+    assert results[0] == results[1]
+    forwarded, content_events, malformed, usage = results[0]
+    assert forwarded == b"".join(e for e in events if not (strip and e is USAGE_EVENT))
+    assert (content_events, malformed) == (5, 0)  # role, two words and the unparsed line, finish
+    assert usage == Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=3)
+
+
 def test_malformed_events_in_a_row_after_content_break_the_stream():
     accountant = SseAccountant(strip_usage=True)
     first = delta_event({"content": "one"})

@@ -9,7 +9,13 @@ import pytest
 
 from gateway.proxy.time_limit import time_limit
 
-LIMITS = [asyncio.timeout, time_limit]
+
+def given_task(delay: float):
+    """`time_limit` told its task, as the fallback loop tells it the request's handler."""
+    return time_limit(delay, asyncio.current_task())
+
+
+LIMITS = [asyncio.timeout, time_limit, given_task]
 
 
 @pytest.mark.parametrize("limit", LIMITS)
@@ -66,3 +72,35 @@ async def test_errors_inside_pass_through(limit):
     with pytest.raises(KeyError):
         async with limit(5):
             raise KeyError("x")
+
+
+async def test_limits_ending_in_the_same_slot_share_one_timer_and_each_fires_for_its_own_task():
+    """Many attempts at once (one timer per slot, not per attempt): each expired one gets its
+    TimeoutError, one that left its block in time is untouched, and nothing fires later."""
+    loop = asyncio.get_running_loop()
+    timers = []
+    call_at = loop.call_at
+
+    def counting_call_at(when, callback, *args, **kwargs):
+        if getattr(callback, "__name__", "") == "_fire":  # the limits' timers, not asyncio.sleep's
+            timers.append(when)
+        return call_at(when, callback, *args, **kwargs)
+
+    loop.call_at = counting_call_at
+    try:
+
+        async def attempt(sleep: float) -> str:
+            try:
+                async with time_limit(0.1):
+                    await asyncio.sleep(sleep)
+            except TimeoutError:
+                return "timeout"
+            return "done"
+
+        results = await asyncio.gather(*[attempt(5 if i % 2 else 0) for i in range(20)])
+    finally:
+        del loop.call_at
+    assert results == ["done", "timeout"] * 10
+    assert 1 <= len(timers) <= 2  # 20 limits, ending within a slot (or across one boundary)
+    await asyncio.sleep(0.15)  # past every slot: the finished attempts' limits fire at nobody
+    assert asyncio.current_task().cancelling() == 0

@@ -43,6 +43,44 @@ def test_reported_cache_writes_never_exceed_the_uncached_prompt():
     assert (usage.cached_tokens, usage.cache_write_tokens) == (8, 2)
 
 
+@pytest.mark.parametrize(
+    "reported, read",
+    [
+        # (prompt, completion, cached, reasoning, cache writes)
+        ({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}, (9, 4, 0, 0, 0)),
+        ({"prompt_tokens": 9, "completion_tokens": 4, "prompt_cache_hit_tokens": 6}, (9, 4, 6, 0, 0)),  # DeepSeek
+        ({"prompt_tokens": 9, "prompt_cache_hit_tokens": 20}, (9, 0, 9, 0, 0)),  # capped at the prompt
+        (
+            {"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 5}, "prompt_cache_hit_tokens": 7},
+            (9, 0, 5, 0, 0),  # the details win over the top-level count
+        ),
+        (
+            {"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 0}, "prompt_cache_hit_tokens": 7},
+            (9, 0, 7, 0, 0),
+        ),
+        (
+            {"prompt_tokens": 9, "completion_tokens": 4, "completion_tokens_details": {"reasoning_tokens": 3}},
+            (9, 4, 0, 3, 0),
+        ),
+        (
+            {
+                "prompt_tokens": True,
+                "completion_tokens": -2,
+                "prompt_tokens_details": "x",
+                "completion_tokens_details": [],
+                "prompt_cache_hit_tokens": 1.5,
+            },
+            (0, 0, 0, 0, 0),  # what is not a positive integer counts as none
+        ),
+    ],
+)
+def test_usage_is_read_from_what_each_upstream_reports(reported, read):
+    usage = Usage.from_openai(reported)
+    fields = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
+    assert (*fields, usage.cache_write_tokens) == read and usage.estimated is False
+    assert Usage.from_openai(None) is None and Usage.from_openai([]) is None
+
+
 def offer_of(backend_type: str, **prices) -> Offer:
     config = BackendConfig(
         type=backend_type, base_url="http://x", models={"anthropic/claude-sonnet-4.5": ModelOffer(**prices)}

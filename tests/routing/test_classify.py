@@ -3,7 +3,7 @@ import pytest
 from gateway.config.schema import ClassifierConfig, GatewaySettings
 from gateway.config.tasks import load_classifier
 from gateway.protocol.errors import GatewayError
-from gateway.routing.classify import classify
+from gateway.routing.classify import _PUNCTUATION, _VOCABULARY, _words, classify, classify_text
 from gateway.routing.facts import request_facts
 from tests.routing.support import chat
 
@@ -139,3 +139,34 @@ def test_load_classifier_explains_what_is_wrong(kind, message):
 def test_classification_is_deterministic():
     request = chat("Explain why this algorithm is slow and compare it with quicksort.")
     assert len({task_of(request) for _ in range(20)}) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "say hello.",
+        "fix the bug in my python function, then refactor the class",
+        "c++ and c# trade-offs: why?",
+        "debug\x1cpython\x1fcode",  # separators only `str.split` knows as whitespace
+        "übersetze das: python, code",  # not ASCII: the other path
+        "",
+    ],
+)
+def test_ascii_text_is_split_into_the_same_words_as_any_other(text):
+    """ASCII text is split as bytes (cheaper); what it finds must be what the str split finds."""
+    assert _words(text) == _VOCABULARY.intersection(text.translate(_PUNCTUATION).split())
+
+
+@pytest.mark.parametrize(
+    "prompt, reason",
+    [
+        ("Hello there", None),
+        ("Here is a riddle for you", "asks to reason: 'riddle'"),
+        ("Solve it step-by-step", "asks to reason: 'step-by-step'"),
+        ("Give me the pros and cons, step by step, riddle", "asks to reason: 'step by step'"),
+        ("Explain the tradeoffs", "reasoning vocabulary: explain, tradeoffs"),
+    ],
+)
+def test_reasoning_phrases_are_found_in_their_order_with_or_without_gated_words(prompt, reason):
+    guess = classify_text(prompt, "")
+    assert (guess.reason if guess else None) == reason

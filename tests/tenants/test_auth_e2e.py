@@ -205,6 +205,21 @@ def test_failed_authentication_is_throttled_per_address_and_never_a_valid_key(st
     assert len(upstream.received) == 3
 
 
+def test_without_trusted_proxies_a_forwarded_for_header_does_not_escape_the_throttle(start_gateway, upstream, tmp_path):
+    """A client naming a new address in X-Forwarded-For on every try is still one address
+    when no proxy is trusted (uvicorn's own default once believed any local peer's header)."""
+    data = tmp_path / "data"
+    create_key("good", data_dir=data)
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_DATA_DIR": str(data), "GATEWAY_AUTH_FAILURES_PER_MINUTE": "3", "GATEWAY_TRUSTED_PROXIES": ""},
+    )
+    clear_of_minute_edge()
+    statuses = [chat(gw, f"sk-wrong-{i}", headers={"x-forwarded-for": f"203.0.113.{i}"}).status_code for i in range(5)]
+    assert statuses == [401] * 3 + [429] * 2
+    assert upstream.received == []
+
+
 def test_an_open_gateway_says_so_once_at_start(start_gateway, upstream, tmp_path):
     gw = start_gateway(one_backend_policy(upstream.base_url), env={"GATEWAY_DATA_DIR": str(tmp_path / "data")})
     for _ in range(3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from gateway.config.schema import ModelOffer
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
-from gateway.usage.events import UsageEvent, category_of
+from gateway.usage.events import UsageEvent, category_of, new_event_id
 
 OFFER = Offer("deepseek/deepseek-v3.2", "deepseek", "deepseek-chat", ModelOffer(input_price=0.28, output_price=0.42))
 
@@ -163,3 +164,13 @@ def test_the_final_row_carries_key_team_endpoint_call_and_cache_writes():
 def test_a_failed_call_keeps_its_error_label():
     event = UsageEvent.from_outcome(outcome(status=504, error="upstream_timeout", usage=None))
     assert (event.status, event.error, event.final) == (504, "upstream_timeout", True)
+
+
+def test_event_ids_are_the_time_in_ms_then_80_random_bits_in_32_hex_digits():
+    before = time.time_ns() // 1_000_000
+    ids = [new_event_id() for _ in range(200)]
+    after = time.time_ns() // 1_000_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert len(set(ids)) == 200 and len({i[12:] for i in ids}) == 200  # the random part differs
+    assert ids == sorted(ids, key=lambda i: i[:12])  # ids made later sort later (by their time)
