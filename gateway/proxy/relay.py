@@ -112,8 +112,7 @@ class SseAccountant:
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
         if (
             self._started
-            and b'"usage":{' not in complete
-            and b'"usage": {' not in complete
+            and b'"usage"' not in complete  # any spacing around its colon (JSON allows it)
             and b'"error"' not in complete
             and not (self.hold_done and self.usage is None and DONE in complete)
         ):
@@ -287,8 +286,7 @@ def _plain_content(event: bytes) -> bool:
         event.startswith(b"data: {")
         and event.endswith(b"}")
         and b"\n" not in event
-        and b'"usage":{' not in event
-        and b'"usage": {' not in event
+        and b'"usage"' not in event
         and b'"error"' not in event
     )
 

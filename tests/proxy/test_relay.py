@@ -362,3 +362,17 @@ def test_extra_blank_lines_between_events_are_not_malformed(cut):
     forwarded = accountant.feed(data[: len(role) + cut]) + accountant.feed(data[len(role) + cut :])
     assert forwarded + accountant.flush() == role + first + last + b"data: [DONE]\n\n"
     assert accountant.malformed_events == 0 and accountant.saw_done
+
+
+@pytest.mark.parametrize("spacing", [b'"usage" : ', b'"usage"\t:', b'"usage":  '])
+@pytest.mark.parametrize("together", [True, False])
+def test_usage_is_read_and_stripped_however_its_member_is_spaced(spacing, together):
+    # JSON allows whitespace around the colon; an upstream that writes it so must still be
+    # billed by its own count, and its usage chunk kept from a client that did not ask.
+    first = delta_event({"role": "assistant", "content": "Hi"})
+    spaced = orjson.dumps({**BASE, "choices": [], "usage": USAGE}).replace(b'"usage":', spacing)
+    usage_event = b"data: " + spaced + b"\n\n"
+    pieces = [first + usage_event + b"data: [DONE]\n\n"] if together else [first, usage_event, b"data: [DONE]\n\n"]
+    accountant = SseAccountant(strip_usage=True)
+    assert run(accountant, pieces) == first + b"data: [DONE]\n\n"
+    assert accountant.usage == Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=3)
