@@ -29,20 +29,21 @@ class _Deadlines:
     """The limits of one event loop, by the slot in which each ends; a slot's timer fires
     them all (those still inside their block: one that left is no longer in the set). A
     slot's set stays, empty, until its timer has fired: under steady traffic a slot keeps
-    getting new limits, and no timer is cancelled and made again."""
+    getting new limits, and no timer is cancelled and made again. It holds no reference to
+    its loop (it is the value of a weak mapping keyed by the loop: one would keep the loop,
+    and every loop a test suite runs, alive)."""
 
-    __slots__ = ("_loop", "_slots")
+    __slots__ = ("_slots",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._slots: dict[int, set[TimeLimit]] = {}
 
-    def add(self, limit: TimeLimit, delay: float) -> int:
-        slot = int((self._loop.time() + delay) / SLOT_S) + 1  # its end, rounded up
+    def add(self, limit: TimeLimit, delay: float, loop: asyncio.AbstractEventLoop) -> int:
+        slot = int((loop.time() + delay) / SLOT_S) + 1  # its end, rounded up
         limits = self._slots.get(slot)
         if limits is None:
             limits = self._slots[slot] = set()
-            self._loop.call_at(slot * SLOT_S, self._fire, slot)
+            loop.call_at(slot * SLOT_S, self._fire, slot)
         limits.add(limit)
         return slot
 
@@ -62,7 +63,7 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = wea
 def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
     deadlines = _by_loop.get(loop)
     if deadlines is None:
-        deadlines = _by_loop[loop] = _Deadlines(loop)
+        deadlines = _by_loop[loop] = _Deadlines()
     return deadlines
 
 
@@ -83,8 +84,9 @@ class TimeLimit:
             raise RuntimeError("time_limit() must be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        deadlines = self._deadlines = _deadlines(task.get_loop())
-        self._slot = deadlines.add(self, self._delay)
+        loop = task.get_loop()
+        deadlines = self._deadlines = _deadlines(loop)
+        self._slot = deadlines.add(self, self._delay, loop)
         return self
 
     async def __aexit__(
