@@ -21,6 +21,8 @@ def _app(sent: list[str]):
             pass
         if scope["path"] in _ODD:  # what the direct write leaves to uvicorn: the same answer or error
             await send_head_and_body(scope, send, 200, _ODD[scope["path"]], BODY)
+        elif scope["path"] == "/once":  # no content-length, all of it in the first body: one chunk and the end
+            await send_head_and_body(scope, send, 200, [(b"content-type", b"application/json")], BODY)
         elif scope["path"] == "/stream":
             await send_head_and_body(scope, send, 200, [(b"content-type", b"text/event-stream")], b"data: 1\n\n", True)
             await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
@@ -181,3 +183,36 @@ async def test_under_another_server_it_is_the_two_asgi_messages():
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]},
         {"type": "http.response.body", "body": b"{}", "more_body": False},
     ]
+
+
+async def test_chunked_answers_are_the_bytes_uvicorn_writes_even_on_a_closing_connection(monkeypatch):
+    # The same requests answered twice: by the protocol's direct write, then by uvicorn's own
+    # two sends (the direct write turned off). Every byte must match, header order included.
+    requests = [
+        b"POST /once HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+        b"POST /once HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        b"POST /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        b"POST /stream HTTP/1.0\r\ncontent-length: 0\r\n\r\n",
+    ]
+    answers: dict[bool, list[bytes]] = {}
+    for direct in (True, False):
+        if not direct:
+            monkeypatch.setattr(GatewayHttpProtocol, "write_head_and_body", lambda self, *args: False)
+        port = free_port()
+        server, task = await _serve(_app([]), port)
+        try:
+            answers[direct] = []
+            for request in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request)
+                answer = b""
+                while not answer.endswith(b"0\r\n\r\n"):
+                    answer += await asyncio.wait_for(reader.read(65536), 5)
+                answers[direct].append(answer)
+                writer.close()
+        finally:
+            server.should_exit = True
+            await task
+    assert answers[True] == answers[False]
+    assert answers[True][0].endswith(b"\r\n\r\nb\r\n" + BODY + b"\r\n0\r\n\r\n")
+    assert b"connection: close\r\ntransfer-encoding: chunked\r\n\r\n" in answers[True][1]

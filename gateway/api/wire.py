@@ -202,6 +202,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if b"\nconnection: " in head or b"\ntransfer-encoding: " in head:
             return False
         at = head.find(b"\ncontent-length: ")  # uvicorn reads the first one
+        if not cycle.keep_alive:
+            head += b"connection: close\r\n"  # before transfer-encoding, where uvicorn writes it
         if at < 0:
             chunked = True
             head += b"transfer-encoding: chunked\r\n"
@@ -219,8 +221,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if remaining < 0 or (remaining and not more_body):
                 return False  # uvicorn raises: let it
             framed = [body]
-        if not cycle.keep_alive:
-            head += b"connection: close\r\n"
         cycle.response_started = True
         cycle.waiting_for_100_continue = False
         cycle.chunked_encoding = chunked
