@@ -24,6 +24,7 @@ from gateway.routing.candidates import may_answer_natively
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
 from tests.protocol import samples as S
+from tests.protocol.views import decided_alike
 from tests.routing.support import snapshot_from
 
 
@@ -241,15 +242,9 @@ def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
     chat = messages_to_chat(copy.deepcopy(body))
     ceiling = chat.pop("max_tokens")
     translated = ChatRequest(chat, chat["model"], bool(chat.get("stream")), completion_ceiling=ceiling)
-    got = [decide(r, {}, snapshot, endpoint="messages") for r in (viewed, translated)]
-    assert [c.model for c in got[0].candidates] == [c.model for c in got[1].candidates]
-    assert got[0].facts == got[1].facts
-    assert (got[0].task, got[0].task_reason) == (got[1].task, got[1].task_reason)
-    verdicts = [[(v.filter, v.passed, v.reason) for r in d.reports for v in r.verdicts] for d in got]
-    assert verdicts[0] == verdicts[1]
-    assert not viewed.translated
+    decision = decided_alike(viewed, translated, snapshot, "messages")
     if name in FILTERED:  # the samples do exercise the filters
-        assert [c.model for c in got[0].candidates] == FILTERED[name]
+        assert [c.model for c in decision.candidates] == FILTERED[name]
 
 
 FILTERED = {
