@@ -626,7 +626,9 @@ class Http1Client:
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._ssl = (ssl_context or ssl.create_default_context()) if self.target.tls else None
+        # The TLS context of an https upstream (None: plain http); tests aim a client at a local
+        # server by replacing it.
+        self.ssl_context = (ssl_context or ssl.create_default_context()) if self.target.tls else None
         # Static headers by lower-cased name (a later spelling replaces an earlier one).
         static: dict[str, tuple[str, str]] = {}
         for key, value in headers.items():
@@ -759,8 +761,8 @@ class Http1Client:
                     lambda: conn,
                     target.host,
                     target.port,
-                    ssl=self._ssl,
-                    server_hostname=target.host if self._ssl is not None else None,
+                    ssl=self.ssl_context,
+                    server_hostname=target.host if self.ssl_context is not None else None,
                 )
         except TimeoutError:
             raise UpstreamUnreachable(f"{self.name}: cannot reach upstream (connect timeout)") from None

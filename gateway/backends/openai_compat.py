@@ -35,7 +35,7 @@ from gateway.backends.http1 import Http1Client, Http1Response
 from gateway.config.schema import BackendConfig
 from gateway.config.vendors import VENDORS
 
-_MAX_ERROR_BODY = 64 * 1024
+MAX_ERROR_BODY = 64 * 1024
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -118,12 +118,12 @@ class OpenAICompatBackend(Backend):
             key = self.config.api_key
             secret = key.encode() if key and len(key) >= 8 else b""
             try:
-                error_body = await response.read_bounded(_MAX_ERROR_BODY + len(secret))
+                error_body = await response.read_bounded(MAX_ERROR_BODY + len(secret))
             finally:
                 await response.aclose()
             if secret:
                 error_body = error_body.replace(secret, b"[redacted]")
-            error_body = error_body[:_MAX_ERROR_BODY]
+            error_body = error_body[:MAX_ERROR_BODY]
             message = f"{self.name}: upstream answered {status}"
             if status < 400:  # not followed: see gateway.backends.errors.Redirected
                 message += f", redirecting to {response.location!r}: check the backend's base_url"

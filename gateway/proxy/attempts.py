@@ -76,7 +76,7 @@ from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, Upstream
 from gateway.proxy.hedge import HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.relay import StreamFailedEarly
-from gateway.proxy.time_limit import time_limit
+from gateway.proxy.time_limit import sleep_at_least, time_limit
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import RoutingDecision
 
@@ -171,7 +171,7 @@ async def open_answer(
             if wait is None or time.perf_counter() + wait >= deadline:
                 continue  # rate limited for longer than we may wait: leave this backend alone
             if wait > 0:
-                await asyncio.sleep(wait)
+                await sleep_at_least(wait)  # a Retry-After is a floor: not a millisecond less
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break

@@ -18,6 +18,7 @@ exit, and a limit fires at most `SLOT_S` late (attempts' limits are seconds long
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from types import TracebackType
 from typing import Any
@@ -120,3 +121,13 @@ def time_limit(delay: float, task: asyncio.Task[Any] | None = None) -> TimeLimit
     `asyncio.current_task()`, is a Python function on 3.11, and every attempt would call it);
     else it is looked up on entry."""
     return TimeLimit(delay, task)
+
+
+async def sleep_at_least(seconds: float) -> None:
+    """`asyncio.sleep`, never short. Under uvloop a sleep can end up to a millisecond early
+    (its clock counts whole milliseconds, read at the start of a loop turn); where the wait
+    is a floor someone else set (an upstream's `Retry-After`), the rest is slept too."""
+    until = time.perf_counter() + seconds
+    await asyncio.sleep(seconds)
+    while (left := until - time.perf_counter()) > 0:
+        await asyncio.sleep(left)

@@ -53,7 +53,7 @@ async def test_default_base_url_is_anthropics(wire, closing):
     backend = closing(AnthropicBackend("c", BackendConfig(type="anthropic", api_key="k")))
     target = backend.client().target  # its own request line and Host, delivered to the local server
     target.host, target.port = "127.0.0.1", wire.port
-    backend.client()._ssl = None
+    backend.client().ssl_context = None
     response = await backend.send(request_for(PAYLOAD))
     await response.aread()
     assert wire.calls[-1].path == "/v1/messages"

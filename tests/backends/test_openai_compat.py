@@ -89,7 +89,7 @@ def aimed_at(backend: OpenAICompatBackend, wire) -> OpenAICompatBackend:
     """The backend's own request (line, Host) delivered to the local wire server instead."""
     target = backend.client().target
     target.host, target.port = "127.0.0.1", wire.port
-    backend.client()._ssl = None
+    backend.client().ssl_context = None
     return backend
 
 
@@ -221,7 +221,7 @@ async def test_error_body_quoting_the_key_is_redacted(wire, openai_at):
 @pytest.mark.parametrize("offset", [1, 5, 22])
 async def test_a_key_quoted_across_the_error_body_bound_is_redacted(wire, openai_at, offset):
     key = "sk-upstream-secret-123"  # 22 characters: placed to start `offset` before the 64 KiB cut
-    bound = openai_compat._MAX_ERROR_BODY
+    bound = openai_compat.MAX_ERROR_BODY
     wire.respond(401, body=b"e" * (bound - offset) + key.encode() + b"e" * 100)
     with pytest.raises(UpstreamError) as caught:
         await call(openai_at(api_key=key))

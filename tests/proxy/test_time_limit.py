@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.proxy.time_limit import time_limit
+from gateway.proxy.time_limit import sleep_at_least, time_limit
 
 
 def given_task(delay: float):
@@ -108,14 +108,36 @@ async def test_limits_ending_in_the_same_slot_share_one_timer_and_each_fires_for
 
 def test_a_finished_event_loop_is_not_kept_alive_by_its_limits():
     import gc
-
-    from gateway.proxy import time_limit as module
+    import weakref
 
     async def limited() -> None:
         async with time_limit(30):
             await asyncio.sleep(0)
 
-    before = len(module._by_loop)
-    asyncio.run(limited())
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(limited())
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop
     gc.collect()
-    assert len(module._by_loop) == before  # its _Deadlines went with the loop
+    assert gone() is None  # nothing of the time limits' holds it
+
+
+@pytest.mark.parametrize("seconds", [0.0051, 0.0103, 0.0207])
+def test_sleep_at_least_never_ends_early_under_uvloop(seconds):
+    import time
+
+    import uvloop
+
+    async def main() -> float:
+        worst = 1.0
+        for _ in range(20):
+            spin = time.perf_counter()
+            while time.perf_counter() - spin < 0.0007:  # the loop's cached clock goes stale meanwhile
+                pass
+            start = time.perf_counter()
+            await sleep_at_least(seconds)
+            worst = min(worst, time.perf_counter() - start - seconds)
+        return worst
+
+    assert uvloop.run(main()) >= 0  # plain asyncio.sleep ends up to ~1 ms early here
