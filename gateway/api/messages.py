@@ -59,7 +59,7 @@ from gateway.protocol.messages import (
     messages_to_chat,
 )
 from gateway.protocol.messages_view import messages_fields, messages_prompt
-from gateway.protocol.sse import data_of
+from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
@@ -205,16 +205,7 @@ class _NativeResume:
         text: list[str] = []
         tokens = delivered = 0
         last_index, open_kind, tool_use = -1, None, False
-        for event in relayed.split(b"\n\n"):
-            payload = data_of(event.strip(b"\n"))
-            if payload is None:
-                continue
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if type(obj) is not dict:
-                continue
+        for obj in json_objects(relayed):
             kind = obj.get("type")
             if kind == "content_block_start":
                 block = obj.get("content_block")

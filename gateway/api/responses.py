@@ -48,7 +48,7 @@ from gateway.protocol.responses import (
     responses_to_chat,
 )
 from gateway.protocol.responses_view import responses_fields, responses_prompt
-from gateway.protocol.sse import data_of
+from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
@@ -229,16 +229,7 @@ class _NativeResume:
         text: list[str] = []  # the open message's
         all_text: list[str] = []
         tokens, blocked = 0, False
-        for event in relayed.split(b"\n\n"):
-            payload = data_of(event.strip(b"\n"))
-            if payload is None:
-                continue
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if type(obj) is not dict:
-                continue
+        for obj in json_objects(relayed):
             kind = obj.get("type")
             number = obj.get("sequence_number")
             if isinstance(number, int):

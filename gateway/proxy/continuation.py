@@ -41,7 +41,7 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.config.vendors import VENDORS, PrefillMode
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.sse import data_of
+from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
@@ -120,16 +120,7 @@ def read_partial(relayed: bytes) -> Partial:
     tokens = 0
     tool_call = False
     meta: tuple[Any, Any, Any] | None = None
-    for event in relayed.split(b"\n\n"):
-        payload = data_of(event.strip(b"\n"))
-        if payload is None or payload == b"[DONE]":
-            continue
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict):
-            continue
+    for obj in json_objects(relayed):
         if meta is None and "id" in obj:
             meta = (obj.get("id"), obj.get("created"), obj.get("model"))
         for choice in obj.get("choices") or ():
