@@ -382,13 +382,19 @@ async def _answer(
                 _finish(state, outcome, chat, t0, overhead_s)
                 await send_error(send, ingress, exc, out_headers)
                 return
-            _finish(state, outcome, chat, t0, overhead_s)
+            _settle(outcome, chat, t0, overhead_s)
             out_headers.append((b"x-gateway-cost-usd", usd_text(outcome.cost_usd).encode()))
-            if ingress._completes:
-                await _completed(ingress, request, opened)
-            out_headers.append(_JSON)
-            out_headers.append((b"content-length", str(len(body)).encode()))
-            await send_head_and_body(scope, send, 200, out_headers, body)
+            try:
+                if ingress._completes:
+                    await _completed(ingress, request, opened)
+                out_headers.append(_JSON)
+                out_headers.append((b"content-length", str(len(body)).encode()))
+                await send_head_and_body(scope, send, 200, out_headers, body)
+            finally:
+                # Accounted once the answer is on its way, not before: the observers' work
+                # (metrics, live stats, the limiter, the ledger's buffer) is off the client's
+                # wait. Nothing awaits in between, so no other request runs before it.
+                state.observers.call_finished(outcome)
             return
         out_headers.extend(_SSE_HEADERS)
         rescue = None
@@ -481,79 +487,86 @@ async def _relay(
     attempt_started = time.perf_counter() - last.duration_s
     tail = b""
     try:
-        if rescue is not None:
-            rescue.keep(opened.prefix)
-        if translate is None and opened.prefix:  # the head and the events read so far, in one write
-            await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
-        else:
-            await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            prefix = opened.prefix if translate is None else translate(opened.prefix)
-            if prefix:
-                await send({"type": "http.response.body", "body": prefix, "more_body": True})
-        if not opened.ended:
-            async for chunk in opened.response.aiter_bytes():
-                t = time.perf_counter()
-                out = accountant.feed(chunk)
-                if rescue is not None and out:
-                    rescue.keep(out)  # what the client got, should the stream break (a list append)
-                if translate is not None and out:
-                    out = translate(out)
-                overhead_s += time.perf_counter() - t
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            tail = accountant.flush()
-        if accountant.done_held:
-            # The client asked for usage and the upstream sent none: estimate it, say so in
-            # the ledger, and still end the stream the way OpenAI does.
-            outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
-            tail += accountant.closing_events(outcome.usage)
-        if translate is not None:
-            tail = (translate(tail) if tail else b"") + translator.finish()
-    except asyncio.CancelledError:
-        # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
-        # got the whole answer, even if the upstream had not closed its end yet.
-        if not (accountant.saw_done and not accountant.done_held):
-            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-        raise
-    except Exception as exc:
-        # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
-        # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
-        error = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
-        outcome.status, outcome.error = 502, error.reason
-        last.backend_fault = error.backend_fault
-        log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
-        # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
-        resumed = None
-        native = rescue.native if rescue is not None else None
-        if rescue is not None:
-            try:
-                resumed = await rescue.resume(error, _forward(send, native.feed if native is not None else translate))
-            except ContinuationBroke as broke:
-                error = broke.error
-        if resumed is None:
-            tail += translator.broken(error)
-        elif native is not None:  # the continuation's chat chunks, as the native stream's events
-            tail += (native.feed(resumed) if resumed else b"") + native.finish()
-        elif translate is not None:
-            tail += (translate(resumed) if resumed else b"") + translator.finish()
-        else:
-            tail += resumed
-    finally:
-        await opened.response.aclose()
-        if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
-            last.duration_s = time.perf_counter() - attempt_started
-            if outcome.status >= 400:
-                last.error = outcome.error
-            state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-            outcome.usage = accountant.usage or outcome.usage
-            if outcome.usage is None:
-                # The upstream sent no usage: estimate and say so.
+        try:
+            if rescue is not None:
+                rescue.keep(opened.prefix)
+            if translate is None and opened.prefix:  # the head and the events read so far, in one write
+                await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
+            else:
+                await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+                prefix = opened.prefix if translate is None else translate(opened.prefix)
+                if prefix:
+                    await send({"type": "http.response.body", "body": prefix, "more_body": True})
+            if not opened.ended:
+                async for chunk in opened.response.aiter_bytes():
+                    t = time.perf_counter()
+                    out = accountant.feed(chunk)
+                    if rescue is not None and out:
+                        rescue.keep(out)  # what the client got, should the stream break (a list append)
+                    if translate is not None and out:
+                        out = translate(out)
+                    overhead_s += time.perf_counter() - t
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                tail = accountant.flush()
+            if accountant.done_held:
+                # The client asked for usage and the upstream sent none: estimate it, say so in
+                # the ledger, and still end the stream the way OpenAI does.
                 outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
-        _finish(state, outcome, chat, t0, overhead_s)
-    watch.stop()  # before the last message: past it, receive() reports a disconnect
-    if ingress._completes and outcome.status < 400:
-        await _completed(ingress, request, opened)
-    await send({"type": "http.response.body", "body": tail})
+                tail += accountant.closing_events(outcome.usage)
+            if translate is not None:
+                tail = (translate(tail) if tail else b"") + translator.finish()
+        except asyncio.CancelledError:
+            # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
+            # got the whole answer, even if the upstream had not closed its end yet.
+            if not (accountant.saw_done and not accountant.done_held):
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            raise
+        except Exception as exc:
+            # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
+            # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
+            error = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
+            outcome.status, outcome.error = 502, error.reason
+            last.backend_fault = error.backend_fault
+            log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
+            # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
+            resumed = None
+            native = rescue.native if rescue is not None else None
+            if rescue is not None:
+                try:
+                    resumed = await rescue.resume(
+                        error, _forward(send, native.feed if native is not None else translate)
+                    )
+                except ContinuationBroke as broke:
+                    error = broke.error
+            if resumed is None:
+                tail += translator.broken(error)
+            elif native is not None:  # the continuation's chat chunks, as the native stream's events
+                tail += (native.feed(resumed) if resumed else b"") + native.finish()
+            elif translate is not None:
+                tail += (translate(resumed) if resumed else b"") + translator.finish()
+            else:
+                tail += resumed
+        finally:
+            await opened.response.aclose()
+            if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
+                last.duration_s = time.perf_counter() - attempt_started
+                if outcome.status >= 400:
+                    last.error = outcome.error
+                state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+                outcome.usage = accountant.usage or outcome.usage
+                if outcome.usage is None:
+                    # The upstream sent no usage: estimate and say so.
+                    outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+            _settle(outcome, chat, t0, overhead_s)
+        watch.stop()  # before the last message: past it, receive() reports a disconnect
+        if ingress._completes and outcome.status < 400:
+            await _completed(ingress, request, opened)
+        await send({"type": "http.response.body", "body": tail})
+    finally:
+        # Accounted once the stream's end is on its way (as in `_answer`), and whichever way
+        # it ended (a client that left, a cancellation).
+        state.observers.call_finished(outcome)
 
 
 def _forward(send: Send, translate: Callable[[bytes], bytes] | None) -> Callable[[bytes], Awaitable[None]]:
@@ -568,9 +581,15 @@ def _forward(send: Send, translate: Callable[[bytes], bytes] | None) -> Callable
 
 
 def _finish(state: AppState, outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
+    _settle(outcome, chat, t0, overhead_s)
+    state.observers.call_finished(outcome)
+
+
+def _settle(outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
+    """The call's latency, usage and price, fixed: what the answer's headers report and the
+    observers (`Observers.call_finished`, called next) record."""
     outcome.latency_s = time.perf_counter() - t0
     outcome.overhead_s = max(overhead_s, 0.0)
     if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
         outcome.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
     outcome.bill()
-    state.observers.call_finished(outcome)

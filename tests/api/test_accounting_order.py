@@ -1,0 +1,164 @@
+"""When a call is accounted relative to its answer: once the answer is on its way, not
+before (the observers' work, metrics, live stats, the limiter and the ledger's buffer, is
+off the client's wait), exactly once, and whichever way the call ended. Driven in-process
+through the real app and its lifespan, with the built-in mock backend, and a recording
+observer beside the gateway's own."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import orjson
+import pytest
+
+from gateway.api.app import create_app
+from gateway.settings import Settings
+
+POLICY = """
+backends:
+  mock:
+    type: mock
+    models:
+      mock/mock-small: {context_length: 8192}
+routes:
+  auto: {models: [mock/mock-small]}
+"""
+
+
+class Recorder:
+    """An observer noting, at each finished call, what the client had been sent by then."""
+
+    def __init__(self, sent: list[dict]) -> None:
+        self.sent = sent
+        self.finished: list[tuple[int, list[tuple[str, bool]]]] = []
+
+    def attempt_started(self, offer) -> None:
+        pass
+
+    def attempt_finished(self, offer, attempt, ttft_s) -> None:
+        pass
+
+    def call_finished(self, outcome) -> None:
+        seen = [(m["type"], bool(m.get("more_body"))) for m in self.sent if m["type"].startswith("http.")]
+        self.finished.append((outcome.status, seen))
+
+
+@asynccontextmanager
+async def running(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False))
+    queue: asyncio.Queue = asyncio.Queue()
+    lifespan_sent: list[dict] = []
+    await queue.put({"type": "lifespan.startup"})
+
+    async def lifespan_send(message):
+        lifespan_sent.append(message)
+
+    scope_state: dict = {}
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": scope_state}, queue.get, lifespan_send)
+    )
+    while not any(m["type"].startswith("lifespan.startup.") for m in lifespan_sent):
+        await asyncio.sleep(0.01)
+    assert lifespan_sent[-1]["type"] == "lifespan.startup.complete", lifespan_sent
+    try:
+        yield app, scope_state
+    finally:
+        await queue.put({"type": "lifespan.shutdown"})
+        await asyncio.wait_for(lifespan, 10)
+
+
+def _scope(app, scope_state: dict, body: bytes) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+        "state": dict(scope_state),
+    }
+
+
+def _gateway(app):
+    """The app's state, as the lifespan built it (the fast routes read it the same way)."""
+    inner = app
+    while not hasattr(inner, "state"):
+        inner = inner.app
+    return inner.state.gateway
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_is_accounted_once_its_whole_answer_was_sent(tmp_path, stream):
+    async with running(tmp_path) as (app, scope_state):
+        sent: list[dict] = []
+        recorder = Recorder(sent)
+        _gateway(app).observers.add(recorder)
+        body = orjson.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}], "stream": stream}
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(30)  # the client stays until the answer is complete
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(_scope(app, scope_state, body), receive, send)
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body")
+    # Accounted exactly once, and by then the client had been sent everything, its end included.
+    assert len(recorder.finished) == 1
+    status, seen_then = recorder.finished[0]
+    assert status == 200
+    assert seen_then == [(m["type"], bool(m.get("more_body"))) for m in sent]
+
+
+async def test_a_stream_the_client_leaves_is_accounted_once_as_499(tmp_path):
+    async with running(tmp_path) as (app, scope_state):
+        sent: list[dict] = []
+        recorder = Recorder(sent)
+        _gateway(app).observers.add(recorder)
+        # A long answer from the mock (one event per word), left after its first events.
+        words = " ".join(["word"] * 400)
+        body = orjson.dumps(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": f"Repeat after me: {words}"}],
+                "stream": True,
+                "max_tokens": 2000,
+            }
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        left = asyncio.Event()
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            bodies = [m for m in sent if m["type"] == "http.response.body"]
+            if len(bodies) == 2:
+                left.set()  # the client goes away mid-stream
+            await asyncio.sleep(0)
+
+        await app(_scope(app, scope_state, body), receive, send)
+
+    assert [status for status, _ in recorder.finished] == [499]
+    assert all(more for kind, more in recorder.finished[0][1] if kind == "http.response.body")  # no end was sent
