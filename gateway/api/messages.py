@@ -6,8 +6,9 @@ limits and the classifier: read from the body itself (`protocol.messages_view`) 
 candidate could take it natively, so a pass-through is never translated, else from the
 translation made up front. Each candidate is then asked natively when its backend serves `messages`
 (`type: anthropic`, vLLM, OpenRouter, or any backend with `messages` in its `apis`: the
-client's body with the upstream's model id, and its `anthropic-version`/`anthropic-beta`
-headers), or the chat translation otherwise. The answer goes back as Anthropic's bytes (native) or translated from
+client's body with the upstream's model id, less the gateway's own routing fields, and its
+`anthropic-version`/`anthropic-beta` headers), or the chat translation otherwise (OpenRouter's
+`models` / `provider` steer routing on either path, as on chat completions). The answer goes back as Anthropic's bytes (native) or translated from
 chat (`chat_to_message`, `MessageStream`: Anthropic's exact event sequence). Candidates of
 both kinds mix freely in one fallback list. `max_tokens` is taken as the ceiling Anthropic
 defines it to be: routing reserves its usual completion budget (key TPM and budget
@@ -46,7 +47,7 @@ from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.protocol.body import json_object
-from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
     MALFORMED,
@@ -80,6 +81,7 @@ class MessagesRequest:
     stop_sequences: list[str] | None
     max_tokens: int  # as the client asked: a ceiling, capped per candidate (`capped_max_tokens`)
     body_bytes: int = 0  # the request body's size: bounds the prompt without estimating it
+    owned: bool = False  # `native` has the gateway's own fields (models, provider, route): never passed through
 
     def capped_max_tokens(self, offer: Offer) -> int:
         """`max_tokens` within what this offer can produce: its `max_output_tokens`, and its
@@ -100,19 +102,26 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
     # Anthropic's max_tokens is a required ceiling (Claude Code asks 32000-128000 whatever the
     # model), not a demand: routing reserves its usual completion budget, and each candidate
     # gets max_tokens capped to what it can produce, as the `anthropic` adapter caps it.
+    # OpenRouter-style `models` / `provider` (and `route`): routing reads them on either path,
+    # as on chat completions and as explain shows; `plan` keeps them from a native backend.
+    owned = owned_fields(native)
     fields = messages_fields(native)
     if fields is None:  # a malformed field: the translation's 400 names it
         chat = messages_to_chat(native)
         max_tokens: int = chat.pop("max_tokens")
+        if owned is not None:
+            chat.update(owned)
         request = ChatRequest(chat, native["model"], bool(chat.get("stream")))
     else:
         # Routed on its view: the translation is built only if a candidate is asked in chat.
         max_tokens = fields.pop("max_tokens")
+        if owned is not None:
+            fields.update(owned)
         request = ChatRequest(
             None,
             fields["model"],
             bool(fields.get("stream")),
-            build=partial(_translation, native),
+            build=partial(_translation, native, owned),
             fields=fields,
             view=partial(messages_prompt, native),
         )
@@ -120,13 +129,17 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
     request.completion_ceiling = max_tokens
     stops = native.get("stop_sequences")
     forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
-    return MessagesRequest(request, native, forward, stops if isinstance(stops, list) else None, max_tokens, len(body))
+    stops = stops if isinstance(stops, list) else None
+    return MessagesRequest(request, native, forward, stops, max_tokens, len(body), owned is not None)
 
 
-def _translation(native: dict[str, Any]) -> dict[str, Any]:
-    """The chat payload of a Messages body, without max_tokens (capped per candidate)."""
+def _translation(native: dict[str, Any], owned: dict[str, Any] | None) -> dict[str, Any]:
+    """The chat payload of a Messages body, without max_tokens (capped per candidate), with
+    the gateway's own fields (routing reads a translation's; `upstream_payload` drops them)."""
     chat = messages_to_chat(native)
     del chat["max_tokens"]
+    if owned is not None:
+        chat.update(owned)
     return chat
 
 
@@ -251,6 +264,9 @@ class MessagesIngress(Ingress):
         assert isinstance(request, MessagesRequest)
         if "messages" in offer.apis:
             payload = dict(request.native)
+            if request.owned:  # Anthropic refuses a top-level field it does not know
+                for name in GATEWAY_OWNED_FIELDS:
+                    payload.pop(name, None)
             payload["model"] = offer.upstream_id
             payload["max_tokens"] = request.capped_max_tokens(offer)
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)

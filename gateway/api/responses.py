@@ -37,7 +37,7 @@ from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
-from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, upstream_payload
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
     ResponseStream,
@@ -129,16 +129,18 @@ def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> Non
 
 def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> ChatRequest:
     # OpenRouter-style `models` / `provider` / `route`: routing reads them.
-    owned = {name: native[name] for name in GATEWAY_OWNED_FIELDS if name in native}
+    owned = owned_fields(native)  # None for the usual body: nothing copied
     fields = responses_fields(native)
     if fields is None:  # a malformed field: the translation's 400 names it
         payload = responses_to_chat(native, previous)
-        payload.update(owned)
+        if owned is not None:
+            payload.update(owned)
         stream = bool(payload.get("stream"))
         # Streams ask the chat backend for usage: response.completed carries it.
         return ChatRequest(payload, payload["model"], stream, stream)
     # Routed on its view: the translation is built only if a candidate is asked in chat.
-    fields.update(owned)
+    if owned is not None:
+        fields.update(owned)
     stream = bool(fields.get("stream"))
     build = partial(_translation, native, previous, owned)
     view = partial(responses_prompt, native, previous, fields.get("tools"))
@@ -146,10 +148,11 @@ def _chat(native: dict[str, Any], previous: list[dict[str, Any]] | None) -> Chat
 
 
 def _translation(
-    native: dict[str, Any], previous: list[dict[str, Any]] | None, owned: dict[str, Any]
+    native: dict[str, Any], previous: list[dict[str, Any]] | None, owned: dict[str, Any] | None
 ) -> dict[str, Any]:
     payload = responses_to_chat(native, previous)
-    payload.update(owned)
+    if owned is not None:
+        payload.update(owned)
     return payload
 
 

@@ -21,6 +21,15 @@ GATEWAY_OWNED_FIELDS = ("models", "provider", "route")
 _OWNED = frozenset(GATEWAY_OWNED_FIELDS)
 
 
+def owned_fields(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The gateway's own fields of a client's body in another API's shape (Messages,
+    Responses), which its chat translation and routing view carry and no backend gets;
+    None for the usual body, which has none (three lookups, no copy)."""
+    if "provider" not in body and "models" not in body and "route" not in body:
+        return None
+    return {name: body[name] for name in GATEWAY_OWNED_FIELDS if name in body}
+
+
 _IMAGE_PARTS = ("image_url", "input_image", "image")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol.chat import ChatRequest, parse_chat_request
+from gateway.protocol.chat import ChatRequest, owned_fields, parse_chat_request
 from gateway.protocol.completions import parse_completions_request
 from gateway.protocol.embeddings import parse_embeddings_request
 from gateway.protocol.errors import invalid_request
@@ -43,10 +43,11 @@ def _translated(translate: Callable[[Any], dict[str, Any]], ceiling: bool = Fals
     def view(body: bytes) -> ChatRequest:
         payload = _json(body)
         chat = translate(payload)
-        if isinstance(payload, dict):  # OpenRouter-style routing fields apply on every ingress
-            for name in ("models", "provider"):
-                if name in payload:
-                    chat[name] = payload[name]
+        # OpenRouter-style routing fields apply on every ingress (as `api.messages` and
+        # `api.responses` carry them into what they route on).
+        owned = owned_fields(payload) if isinstance(payload, dict) else None
+        if owned is not None:
+            chat.update(owned)
         limit = chat.pop("max_tokens", None) if ceiling else None
         request = parse_chat_request(orjson.dumps(chat))
         if limit is not None:

@@ -9,17 +9,19 @@ the routing decision made on the view is compared with the one made on the trans
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway.api.messages import parse_messages_request
+from gateway.api.messages import MESSAGES_INGRESS, parse_messages_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import messages_to_chat
 from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.protocol.views import routing_view
 from gateway.routing.candidates import may_answer_natively
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
@@ -287,3 +289,54 @@ def test_a_malformed_turn_gets_its_400_before_routing_looks_the_model_up():
     with pytest.raises(GatewayError) as raised:
         decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
     assert raised.value.status == 400 and "tool_use_id" in raised.value.message
+
+
+# OpenRouter-style routing fields in the body: a route to fall back on in `models`, and a
+# provider order that puts the route's dearer backend first.
+OVERRIDES = {"models": ["claude-sonnet-4-5"], "provider": {"order": ["native"]}, "route": "fallback"}
+
+
+def test_openrouter_routing_fields_steer_the_view_the_translation_and_explain_alike():
+    snapshot = snapshot_from(POLICY)
+    body = {"model": "plain/small", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **OVERRIDES}
+    viewed = parse_messages_request(orjson.dumps(body), {}).chat
+    translated = parse_messages_request(orjson.dumps(body), {}).chat
+    translated.translate()  # what routing reads once the translation is made (`ChatRequest.translate`)
+    decision = decided_alike(viewed, translated, snapshot, "messages")
+    assert [(c.backend, c.model) for c in decision.candidates] == [
+        ("chat-only", "plain/small"),
+        ("native", "native/all"),
+        ("native", "native/schema"),
+        ("chat-only", "plain/tools"),
+        ("chat-only", "plain/vision"),
+    ]
+    explained = decide(routing_view("messages", orjson.dumps(body)), {}, snapshot, endpoint="messages")
+    assert explained.candidates == decision.candidates and explained.prefs == decision.prefs
+
+
+def test_openrouter_routing_fields_reach_no_backend():
+    snapshot = snapshot_from(POLICY)
+    body = {"model": "plain/tools", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], **OVERRIDES}
+    request = parse_messages_request(orjson.dumps(body), {})
+    native = replace(snapshot.offers["native/all"][0], apis=frozenset({"messages"}))
+    passed = MESSAGES_INGRESS.plan(request, native, None)
+    chat = MESSAGES_INGRESS.plan(request, snapshot.offers["plain/tools"][0], None)
+    assert passed is not None and chat is not None
+    assert set(passed.payload) == {"model", "max_tokens", "messages"}  # the client's body, less the gateway's
+    assert not {"models", "provider", "route"} & set(chat.payload)
+    assert request.native == body  # the client's body itself is left as it was
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [("provider", "native", "provider"), ("provider", {"only": "native"}, "provider.only"), ("models", "a", "models")],
+)
+def test_a_malformed_routing_field_is_a_400_naming_it_on_either_path(field, value, param):
+    body = {"model": "plain/tools", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}], field: value}
+    for translate in (False, True):
+        chat = parse_messages_request(orjson.dumps(body), {}).chat
+        if translate:
+            chat.translate()
+        with pytest.raises(GatewayError) as raised:
+            decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
+        assert (raised.value.status, raised.value.param) == (400, param)

@@ -16,9 +16,11 @@ import pytest
 
 from gateway.api.responses import continue_from, parse_request
 from gateway.protocol.chat import ChatRequest, has_images
+from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import conversation_items, responses_to_chat
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.protocol.views import routing_view
 from gateway.routing.agents import tool_names
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
@@ -313,3 +315,31 @@ def test_a_tool_schema_nested_deeper_than_json_encoding_allows_is_routed_on_its_
     raw = b'{"model":"m","input":"hi","tools":[{"type":"function","name":"t","parameters":%s}]}' % deep.encode()
     chat = parse_request(raw).chat
     assert chat.prompt_tokens() == estimate_prompt_tokens(responses_to_chat(orjson.loads(raw)))
+
+
+def test_openrouter_routing_fields_steer_the_view_the_translation_and_explain_alike():
+    """As for Messages (test_messages_view.py): a route in `models`, a provider order."""
+    snapshot = snapshot_from(POLICY)
+    body = {"model": "plain/small", "input": "hi", "models": ["gpt-5"], "provider": {"order": ["native"]}}
+    viewed = parse_request(orjson.dumps(body)).chat
+    translated = parse_request(orjson.dumps(body)).chat
+    translated.translate()
+    decision = decided_alike(viewed, translated, snapshot, "responses")
+    assert [(c.backend, c.model) for c in decision.candidates][:3] == [
+        ("chat-only", "plain/small"),
+        ("native", "native/all"),
+        ("native", "native/schema"),
+    ]
+    explained = decide(routing_view("responses", orjson.dumps(body)), {}, snapshot, endpoint="responses")
+    assert explained.candidates == decision.candidates and explained.prefs == decision.prefs
+
+
+@pytest.mark.parametrize(("field", "value", "param"), [("provider", "native", "provider"), ("models", "a", "models")])
+def test_a_malformed_routing_field_is_a_400_naming_it_on_either_path(field, value, param):
+    for translate in (False, True):
+        chat = parse_request(orjson.dumps({"model": "plain/small", "input": "hi", field: value})).chat
+        if translate:
+            chat.translate()
+        with pytest.raises(GatewayError) as raised:
+            decide(chat, {}, snapshot_from(POLICY), endpoint="responses")
+        assert (raised.value.status, raised.value.param) == (400, param)
