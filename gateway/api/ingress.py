@@ -343,6 +343,7 @@ async def _answer(
     def plan_for(offer: Offer, backend: Backend) -> UpstreamCall | None:
         return plan(request, offer, backend)
 
+    opened: OpenedAnswer | None = None
     try:
         try:
             opened = await open_answer(
@@ -437,6 +438,17 @@ async def _answer(
             outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
             _finish(state, outcome, chat, t0, _own_time(t0, outcome))
         log.debug("client left before the answer was complete (request %s)", outcome.request_id)
+    except Exception:
+        # A fault of the gateway's own past the opening of the answer (an ingress's translation,
+        # the stream's setup): the upstream answer is closed and the call accounted as a 500
+        # (else its key's concurrency ticket would wait for its deadline), then raised on; the
+        # front door logs it and answers 500 if nothing was sent yet.
+        if opened is not None:
+            await opened.response.aclose()
+        if not outcome.latency_s:
+            outcome.status, outcome.error = 500, "internal_error"
+            _finish(state, outcome, chat, t0, _own_time(t0, outcome))
+        raise
     finally:
         watch.stop()
 
@@ -519,8 +531,12 @@ async def _relay(
         except asyncio.CancelledError:
             # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
             # got the whole answer, even if the upstream had not closed its end yet.
-            if not (accountant.saw_done and not accountant.done_held):
+            if accountant.saw_done and not accountant.done_held:
+                pass
+            elif watch.left:
                 outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            else:  # not the client: shutdown's grace period ran out mid-stream
+                outcome.status, outcome.error = 503, "shutdown"
             raise
         except Exception as exc:
             # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
@@ -548,17 +564,21 @@ async def _relay(
             else:
                 tail += resumed
         finally:
-            await opened.response.aclose()
-            if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
-                last.duration_s = time.perf_counter() - attempt_started
-                if outcome.status >= 400:
-                    last.error = outcome.error
-                state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
-                outcome.usage = accountant.usage or outcome.usage
-                if outcome.usage is None:
-                    # The upstream sent no usage: estimate and say so.
-                    outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
-            _settle(outcome, chat, t0, overhead_s)
+            try:
+                await opened.response.aclose()
+            finally:
+                # Settled even when a second cancellation lands while the close awaits: an
+                # unsettled outcome would be accounted twice (here, and by `_answer`).
+                if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
+                    last.duration_s = time.perf_counter() - attempt_started
+                    if outcome.status >= 400:
+                        last.error = outcome.error
+                    state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+                    outcome.usage = accountant.usage or outcome.usage
+                    if outcome.usage is None:
+                        # The upstream sent no usage: estimate and say so.
+                        outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+                _settle(outcome, chat, t0, overhead_s)
         watch.stop()  # before the last message: past it, receive() reports a disconnect
         if ingress._completes and outcome.status < 400:
             await _completed(ingress, request, opened)

@@ -13,6 +13,9 @@ import orjson
 import pytest
 
 from gateway.api.app import create_app
+from gateway.api.chat import ChatIngress
+from gateway.api.fastpath import FastPathApp
+from gateway.api.ingress import handle
 from gateway.settings import Settings
 
 POLICY = """
@@ -88,12 +91,17 @@ def _scope(app, scope_state: dict, body: bytes) -> dict:
     }
 
 
-def _gateway(app):
-    """The app's state, as the lifespan built it (the fast routes read it the same way)."""
+def _gateway_app(app):
+    """The framework app behind the front door, whose state the lifespan fills."""
     inner = app
     while not hasattr(inner, "state"):
         inner = inner.app
-    return inner.state.gateway
+    return inner
+
+
+def _gateway(app):
+    """The app's state, as the lifespan built it (the fast routes read it the same way)."""
+    return _gateway_app(app).state.gateway
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -162,3 +170,97 @@ async def test_a_stream_the_client_leaves_is_accounted_once_as_499(tmp_path):
 
     assert [status for status, _ in recorder.finished] == [499]
     assert all(more for kind, more in recorder.finished[0][1] if kind == "http.response.body")  # no end was sent
+
+
+async def test_a_stream_cancelled_again_while_its_upstream_closes_is_accounted_once(tmp_path, monkeypatch):
+    """Shutdown's grace period runs out mid-stream, and a second cancellation lands while the
+    upstream answer is being closed (an adapter whose close awaits): still one account."""
+    from gateway.backends import mock
+
+    closing = asyncio.Event()
+
+    async def slow_close(self) -> None:
+        closing.set()
+        await asyncio.sleep(0.05)
+
+    monkeypatch.setattr(mock.MockResponse, "aclose", slow_close)
+    async with running(tmp_path) as (app, scope_state):
+        sent: list[dict] = []
+        recorder = Recorder(sent)
+        _gateway(app).observers.add(recorder)
+        words = " ".join(["word"] * 400)
+        body = orjson.dumps(
+            {
+                "model": "auto",
+                "messages": [{"role": "user", "content": f"Repeat after me: {words}"}],
+                "stream": True,
+                "max_tokens": 2000,
+            }
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(30)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+            await asyncio.sleep(0)
+
+        task = asyncio.create_task(app(_scope(app, scope_state, body), receive, send))
+        while sum(m["type"] == "http.response.body" for m in sent) < 3:
+            await asyncio.sleep(0)
+        task.cancel()  # shutdown's grace period ran out
+        await asyncio.wait_for(closing.wait(), 5)
+        task.cancel()  # and again, while the upstream answer closes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    assert [status for status, _ in recorder.finished] == [503]
+
+
+class Faulty(ChatIngress):
+    """Chat, with a fault of the gateway's own once the answer is open: its translation of a
+    non-streamed answer, or the setup of a streamed one, raises."""
+
+    def body(self, request, opened):
+        raise RuntimeError("a bug in the answer's translation")
+
+    def stream(self, request, opened):
+        raise RuntimeError("a bug in the stream's setup")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fault_past_the_answers_opening_is_accounted_once_as_500(tmp_path, stream):
+    async with running(tmp_path) as (app, scope_state):
+        sent: list[dict] = []
+        recorder = Recorder(sent)
+        _gateway(app).observers.add(recorder)
+        ingress = Faulty()
+
+        async def route(scope, receive, send):
+            await handle(scope, receive, send, ingress)
+
+        front = FastPathApp(_gateway_app(app), {"/v1/faulty": route})
+        body = orjson.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}], "stream": stream}
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(30)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = _scope(app, scope_state, body)
+        scope["path"], scope["raw_path"] = "/v1/faulty", b"/v1/faulty"
+        await front(scope, receive, send)
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 500  # the front door's answer
+    assert [status for status, _ in recorder.finished] == [500]

@@ -101,6 +101,10 @@ def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exit
     assert not reader.body.rstrip().endswith(b"data: [DONE]")
     assert "timeout graceful shutdown exceeded" in gw.log()
     assert "gateway stopped after" in gw.log()
+    # In the ledger as cut by the shutdown, not as a client that left (it had not).
+    with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
+        rows = db.execute("SELECT status, error, final FROM events").fetchall()
+    assert rows == [(503, "shutdown", 1)]
 
 
 def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):
