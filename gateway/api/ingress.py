@@ -198,6 +198,16 @@ class Ingress(abc.ABC):
         """Status, headers and JSON body of an error in this API's own shape."""
 
 
+class ClientSendFailed(Exception):
+    """Relaying a stream, the answer could not be handed on: the server's `send` (or an
+    operator's middleware wrapping it) raised. A fault on the gateway's side of the stream:
+    the call is a 500, the backend is not blamed, and nothing is continued elsewhere."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def client_request_id(value: str | None) -> str | None:
     """The client's x-request-id if it is at most 128 characters of [A-Za-z0-9._:-], else None."""
     if value and len(value) <= 128 and _CLIENT_REQUEST_ID.fullmatch(value):
@@ -502,13 +512,19 @@ async def _relay(
         try:
             if rescue is not None:
                 rescue.keep(opened.prefix)
-            if translate is None and opened.prefix:  # the head and the events read so far, in one write
-                await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
-            else:
-                await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-                prefix = opened.prefix if translate is None else translate(opened.prefix)
-                if prefix:
+            try:
+                if translate is None and opened.prefix:  # the head and the events read so far, in one write
+                    await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
+                else:
+                    await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+            except Exception as exc:
+                raise ClientSendFailed(exc) from exc
+            prefix = translate(opened.prefix) if translate is not None else b""
+            if prefix:
+                try:
                     await send({"type": "http.response.body", "body": prefix, "more_body": True})
+                except Exception as exc:
+                    raise ClientSendFailed(exc) from exc
             if not opened.ended:
                 async for chunk in opened.response.aiter_bytes():
                     t = time.perf_counter()
@@ -519,7 +535,10 @@ async def _relay(
                         out = translate(out)
                     overhead_s += time.perf_counter() - t
                     if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        try:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                        except Exception as exc:
+                            raise ClientSendFailed(exc) from exc
                 tail = accountant.flush()
             if accountant.done_held:
                 # The client asked for usage and the upstream sent none: estimate it, say so in
@@ -538,6 +557,10 @@ async def _relay(
             else:  # not the client: shutdown's grace period ran out mid-stream
                 outcome.status, outcome.error = 503, "shutdown"
             raise
+        except ClientSendFailed as failed:
+            # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.
+            outcome.status, outcome.error = 500, "internal_error"
+            raise failed.error from None
         except Exception as exc:
             # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
             # account the call as failed. Adapters raise UpstreamError; anything else is mapped.

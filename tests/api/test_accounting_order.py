@@ -35,23 +35,26 @@ class Recorder:
     def __init__(self, sent: list[dict]) -> None:
         self.sent = sent
         self.finished: list[tuple[int, list[tuple[str, bool]]]] = []
+        self.attempts: list = []
+        self.outcomes: list = []
 
     def attempt_started(self, offer) -> None:
         pass
 
     def attempt_finished(self, offer, attempt, ttft_s) -> None:
-        pass
+        self.attempts.append(attempt)
 
     def call_finished(self, outcome) -> None:
         seen = [(m["type"], bool(m.get("more_body"))) for m in self.sent if m["type"].startswith("http.")]
         self.finished.append((outcome.status, seen))
+        self.outcomes.append(outcome)
 
 
 @asynccontextmanager
-async def running(tmp_path):
+async def running(tmp_path, text: str = POLICY, middleware=()):
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False))
+    policy.write_text(text)
+    app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False), middleware)
     queue: asyncio.Queue = asyncio.Queue()
     lifespan_sent: list[dict] = []
     await queue.put({"type": "lifespan.startup"})
@@ -264,3 +267,63 @@ async def test_a_fault_past_the_answers_opening_is_accounted_once_as_500(tmp_pat
 
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 500  # the front door's answer
     assert [status for status, _ in recorder.finished] == [500]
+
+
+TWO_CANDIDATES = """
+backends:
+  mock:
+    type: mock
+    models:
+      mock/mock-small: {context_length: 8192}
+      mock/mock-large: {context_length: 8192}
+routes:
+  auto: {models: [mock/mock-small, mock/mock-large]}
+"""
+
+
+class FailingSend:
+    """An operator's middleware whose `send` breaks on the answer's third body message."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        bodies = 0
+
+        async def failing(message) -> None:
+            nonlocal bodies
+            if message["type"] == "http.response.body":
+                bodies += 1
+                if bodies == 3:
+                    raise RuntimeError("the middleware broke")
+            await send(message)
+
+        await self.app(scope, receive, failing if scope["type"] == "http" else send)
+
+
+async def test_a_stream_the_gateway_cannot_hand_on_is_its_own_500_not_the_backends_fault(tmp_path):
+    async with running(tmp_path, TWO_CANDIDATES, [FailingSend]) as (app, scope_state):
+        sent: list[dict] = []
+        recorder = Recorder(sent)
+        _gateway(app).observers.add(recorder)
+        words = " ".join(["word"] * 50)
+        body = orjson.dumps(
+            {"model": "auto", "messages": [{"role": "user", "content": f"Repeat after me: {words}"}], "stream": True}
+        )
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(30)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(_scope(app, scope_state, body), receive, send)
+
+    assert [status for status, _ in recorder.finished] == [500]
+    assert recorder.outcomes[0].error == "internal_error"
+    # One attempt (no continuation on the other candidate), not counted against its backend.
+    assert [(a.backend, a.status, a.backend_fault) for a in recorder.attempts] == [("mock", 200, False)]
