@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_responses import FakeResponses
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.services import GatewayProcess, RedisServer
 
@@ -20,6 +22,22 @@ def upstream():
 @pytest.fixture
 def upstream_b():
     server = FakeUpstream("b").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def claude():
+    """A fake Anthropic upstream, taking its default key (sk-ant-test-key-123456)."""
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def native():
+    """A fake upstream serving OpenAI's Responses API natively (key sk-fake-responses-123456)."""
+    server = FakeResponses().start()
     yield server
     server.stop()
 

@@ -4,7 +4,6 @@ ingress (a chat ingress with hooks) mounted on its own path."""
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
@@ -17,16 +16,9 @@ from gateway.api.fastpath import FastPathApp
 from gateway.api.ingress import handle
 from gateway.protocol.errors import GatewayError
 from gateway.settings import Settings
+from tests.support.inprocess import MOCK_POLICY, lifespan
 
-POLICY = """
-backends:
-  mock:
-    type: mock
-    models:
-      mock/mock-small: {context_length: 8192}
-routes:
-  auto: {models: [mock/mock-small]}
-"""
+POLICY = MOCK_POLICY
 
 
 class Hooked(ChatIngress):
@@ -59,23 +51,9 @@ async def running(tmp_path, ingress: Hooked):
         await handle(scope, receive, send, ingress)
 
     app = FastPathApp(outer.app, {"/v1/hooked": route})
-    queue: asyncio.Queue = asyncio.Queue()
-    sent: list[dict] = []
-    await queue.put({"type": "lifespan.startup"})
-
-    async def send(message):
-        sent.append(message)
-
-    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send))
-    while not any(m["type"].startswith("lifespan.startup.") for m in sent):
-        await asyncio.sleep(0.01)
-    assert sent[-1]["type"] == "lifespan.startup.complete", sent
-    try:
+    async with lifespan(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             yield client
-    finally:
-        await queue.put({"type": "lifespan.shutdown"})
-        await asyncio.wait_for(lifespan, 10)
 
 
 def ask(content: str, stream: bool = False) -> bytes:

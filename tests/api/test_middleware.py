@@ -4,7 +4,6 @@ operator's CORS or tracing middleware as every other route does."""
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
@@ -16,17 +15,10 @@ from gateway.api.app import create_app
 from gateway.api.fastpath import FastPathApp, imported_middleware
 from gateway.api.routes import route_table
 from gateway.settings import Settings
+from tests.support.inprocess import MOCK_POLICY, lifespan
 from tests.support.operator_middleware import ORIGIN, Traced
 
-POLICY = """
-backends:
-  mock:
-    type: mock
-    models:
-      mock/mock-small: {context_length: 8192}
-routes:
-  auto: {models: [mock/mock-small]}
-"""
+POLICY = MOCK_POLICY
 
 UPSTREAM_POLICY = """
 backends:
@@ -45,23 +37,9 @@ routes:
 @asynccontextmanager
 async def running(app: FastPathApp):
     """The app in-process with its lifespan (through the middleware, as a server runs it)."""
-    queue: asyncio.Queue = asyncio.Queue()
-    sent: list[dict] = []
-    await queue.put({"type": "lifespan.startup"})
-
-    async def send(message):
-        sent.append(message)
-
-    lifespan = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send))
-    while not any(m["type"].startswith("lifespan.startup.") for m in sent):
-        await asyncio.sleep(0.01)
-    assert sent[-1]["type"] == "lifespan.startup.complete", sent
-    try:
+    async with lifespan(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             yield client
-    finally:
-        await queue.put({"type": "lifespan.shutdown"})
-        await asyncio.wait_for(lifespan, 10)
 
 
 async def test_a_middleware_sees_the_fast_chat_route_and_the_others(tmp_path):

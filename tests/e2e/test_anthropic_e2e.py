@@ -8,8 +8,6 @@ import json
 import openai
 import pytest
 
-from tests.support.fake_anthropic import FakeAnthropic
-
 KEY = "sk-ant-test-key-123456"
 
 CONFIG = """
@@ -40,13 +38,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-@pytest.fixture
-def claude():
-    server = FakeAnthropic(KEY).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

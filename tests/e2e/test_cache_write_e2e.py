@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.test_usage_e2e import FAST_FLUSH, export_today
-from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.poll import poll
 
 KEY = "sk-ant-test-key-123456"
@@ -23,13 +22,6 @@ routes:
   auto:
     models: [anthropic/claude-sonnet-4.5]
 """
-
-
-@pytest.fixture
-def claude():
-    server = FakeAnthropic(KEY).start()
-    yield server
-    server.stop()
 
 
 def test_cache_writes_are_recorded_and_priced_at_the_cache_write_rate(start_gateway, claude, openai_client):

@@ -62,13 +62,6 @@ CALL = {"id": "call_w1", "type": "function", "function": {"name": "get_weather",
 
 
 @pytest.fixture
-def claude():
-    server = FakeAnthropic(KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def gw(start_gateway, claude, upstream):
     config = CONFIG.format(anthropic_url=claude.base_url, key=KEY, openai_url=upstream.base_url, compat_key=COMPAT_KEY)
     return start_gateway(config, env=ENV)

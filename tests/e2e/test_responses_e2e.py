@@ -13,7 +13,6 @@ import openai
 import pytest
 
 from tests.e2e.test_usage_e2e import export_today
-from tests.support.fake_responses import FakeResponses
 from tests.support.poll import poll
 from tests.support.scrape import scrape
 from tests.support.services import REPO, GatewayProcess
@@ -59,13 +58,6 @@ WEATHER_TOOL = {
     "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-@pytest.fixture
-def native():
-    server = FakeResponses().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,9 +10,6 @@ import httpx
 import openai
 import pytest
 
-from tests.support.fake_anthropic import FakeAnthropic
-from tests.support.fake_responses import FakeResponses
-
 KEY = "sk-ant-test-key-123456"
 # `m/shared` on two backends, `m/chat` on two that do not serve Messages; by cost the first
 # tried is not the one the tests name in `provider.order`. `m/down`'s upstream answers 503
@@ -66,20 +63,6 @@ backends:
 """
 HELLO = [{"role": "user", "content": "Say hello."}]
 OWNED = {"models", "provider", "route"}
-
-
-@pytest.fixture
-def claude():
-    server = FakeAnthropic(KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def native():
-    server = FakeResponses().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
