@@ -195,8 +195,10 @@ class SseAccountant:
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Account one event; return what to forward in its place, or None to drop it."""
-        if event.startswith(b"data: {") and b"\n" not in event:
-            payload: bytes | None = event[6:]  # the usual event, one data line: `data_of`'s answer
+        if event == DONE:  # every stream's last event, spelled as OpenAI does: `data_of`'s answer
+            payload: bytes | None = b"[DONE]"
+        elif event.startswith(b"data: {") and b"\n" not in event:
+            payload = event[6:]  # the usual event, one data line: `data_of`'s answer
         elif _fields_only(event):
             payload = data_of(event)
         else:
