@@ -8,11 +8,13 @@ GATEWAY_TEST_STRICT=1 (set by .ci/run) it fails instead, so CI cannot pass by sk
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,9 @@ def require_binary(name: str) -> str:
     if os.environ.get("GATEWAY_TEST_STRICT") == "1":
         pytest.fail(message + "; GATEWAY_TEST_STRICT=1 forbids skipping")
     pytest.skip(message)
+
+
+PORT_ATTEMPTS = 3  # a server (gateway, redis-server) whose port was taken before it bound it starts again on another
 
 
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
@@ -89,17 +94,60 @@ class GatewayProcess:
             "GATEWAY_RELOAD_POLL_S": "0.5",
             **self.env,
         }
-        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path), "--port", str(self.port)]
-        if self.workers > 1:
-            cmd += ["--workers", str(self.workers)]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:  # another process took the port between `free_port` and the bind
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            cmd = [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+            ]
+            if self.workers > 1:
+                cmd += ["--workers", str(self.workers)]
+            logged = self.log_path.stat().st_size
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            try:
+                self._wait_serving(logged)
+                return self
+            except RuntimeError as exc:
+                taken = "address already in use" in self._log_since(logged).lower()
+                if taken and attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                self.stop()
+                raise RuntimeError(f"gateway did not start ({exc}):\n{self.log()}") from None
+        raise AssertionError("unreachable")
+
+    def _wait_serving(self, logged: int) -> None:
+        """Until this process says it listens on its port (uvicorn's line, written once the bind
+        succeeded) and answers there. Another process holding the port for a moment (a port
+        handed out again between `free_port` and the bind) could answer /health first: its
+        answer alone proves nothing."""
+        assert self.proc is not None
+        proc = self.proc
+        # uvicorn's "Uvicorn running on http://HOST:PORT (Press CTRL+C ...)" (logged at info) or
+        # the gateway's banner "... is serving on http://HOST:PORT" (printed at any log level).
+        bound = re.compile(rf"(?:running|serving) on https?://\S+:{self.port}\b")
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before it listened on {self.port}")
+            return bound.search(self._log_since(logged)) is not None
+
         try:
-            wait_http(self.url + "/health", proc=self.proc)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"gateway did not start ({exc}):\n{self.log()}") from None
-        return self
+            poll(listening, what=f"the gateway to listen on port {self.port}", timeout=30)
+        except AssertionError as exc:
+            raise RuntimeError(str(exc)) from None
+        wait_http(self.url + "/health", proc=proc)
+
+    def _log_since(self, offset: int) -> str:
+        return _log_since(self.log_path, offset)
 
     def write_config(self, text: str) -> None:
         tmp = self.config_path.with_suffix(".tmp")
@@ -143,6 +191,21 @@ class GatewayProcess:
         return self.proc.returncode
 
 
+def _log_since(log: Path, offset: int) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _redis_ready(proc: subprocess.Popen, log: Path, offset: int) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"redis-server exited with {proc.returncode}")
+    return "Ready to accept connections" in _log_since(log, offset)
+
+
 class RedisServer:
     """A private redis-server on a free port with its own dir (persistence optional)."""
 
@@ -173,7 +236,25 @@ class RedisServer:
             "",
         ]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        log = self.dir / "redis.log"
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:  # another process took the port between `free_port` and the bind
+                self.port = free_port()
+                self.url = f"redis://127.0.0.1:{self.port}/0"
+                args[args.index("--port") + 1] = str(self.port)
+            offset = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            try:
+                # Its own word that it listens (another redis-server answering PING on the
+                # port, for a moment, would prove nothing).
+                ready = partial(_redis_ready, self.proc, log, offset)
+                poll(ready, what=f"redis-server on port {self.port}", timeout=20)
+            except RuntimeError:
+                text = _log_since(log, offset)
+                if "Address already in use" in text and attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                raise RuntimeError(f"redis-server did not start:\n{text}") from None
+            break
         client = redis.Redis(port=self.port, socket_timeout=0.5)
         try:
             poll(client.ping, what=f"redis-server on port {self.port}", timeout=20, ignore=(redis.RedisError,))
