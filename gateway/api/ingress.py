@@ -550,12 +550,11 @@ async def _relay(
         except asyncio.CancelledError:
             # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
             # got the whole answer, even if the upstream had not closed its end yet.
-            if accountant.saw_done and not accountant.done_held:
-                pass
-            elif watch.left:
-                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-            else:  # not the client: shutdown's grace period ran out mid-stream
-                outcome.status, outcome.error = 503, "shutdown"
+            if not (accountant.saw_done and not accountant.done_held):
+                if watch.left:
+                    outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+                else:  # not the client: shutdown's grace period ran out mid-stream
+                    outcome.status, outcome.error = 503, "shutdown"
             raise
         except ClientSendFailed as failed:
             # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.

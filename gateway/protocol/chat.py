@@ -24,8 +24,8 @@ _OWNED = frozenset(GATEWAY_OWNED_FIELDS)
 def owned_fields(body: dict[str, Any]) -> dict[str, Any] | None:
     """The gateway's own fields of a client's body in another API's shape (Messages,
     Responses), which its chat translation and routing view carry and no backend gets;
-    None for the usual body, which has none (three lookups, no copy)."""
-    if "provider" not in body and "models" not in body and "route" not in body:
+    None for the usual body, which has none (nothing copied)."""
+    if _OWNED.isdisjoint(body):
         return None
     return {name: body[name] for name in GATEWAY_OWNED_FIELDS if name in body}
 
