@@ -41,7 +41,7 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.config.vendors import VENDORS, PrefillMode
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.sse import data_of, json_objects
+from gateway.protocol.sse import data_of, json_objects, whole_events
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
@@ -173,10 +173,7 @@ class Splice:
     def events(self, relayed: bytes) -> bytes:
         """Events as the continuing candidate's accountant relayed them, made the client's."""
         out: list[bytes] = []
-        for event in relayed.split(b"\n\n"):
-            event = event.strip(b"\n")
-            if not event:
-                continue
+        for event in whole_events(relayed):
             payload = data_of(event)
             if payload is None or payload == b"[DONE]":
                 out.append(event + b"\n\n")

@@ -25,7 +25,7 @@ import orjson
 
 from gateway.backends.errors import MalformedAnswer as MalformedAnswer  # raised here; re-exported
 from gateway.protocol.redact import Redactor
-from gateway.protocol.sse import EventCutter, data_of
+from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.usage import Usage
 
@@ -138,12 +138,9 @@ class SseAccountant:
                 self._malformed_run = 0
                 return complete
         out = []
-        for event in complete.split(b"\n\n"):
-            # Runs of more than one blank line leave newlines at an event's edges: empty
-            # lines, not part of any event (SSE dispatches nothing for them).
-            event = event.strip(b"\n")
-            if not event:
-                continue
+        # Runs of more than one blank line are empty lines, not part of any event (SSE
+        # dispatches nothing for them): `whole_events` leaves them out.
+        for event in whole_events(complete):
             if self._started and _plain_content(event):
                 # The fast path's structural check, per event: a chunk that began before the
                 # first content (a whole short answer often comes as one) is not parsed past it.

@@ -33,7 +33,7 @@ import orjson
 
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
-from gateway.protocol.sse import EventCutter, data_of
+from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
@@ -215,10 +215,7 @@ class ResponsesAccountant:
                 self._malformed_run = 0
                 return complete
         out = []
-        for event in complete.split(b"\n\n"):
-            event = event.strip(b"\n")
-            if not event:
-                continue
+        for event in whole_events(complete):
             kept = self._inspect(event)
             if kept is not None:
                 out.append(kept)
