@@ -512,19 +512,21 @@ async def _relay(
         try:
             if rescue is not None:
                 rescue.keep(opened.prefix)
+            prefix, fault = opened.prefix, None
+            if translate is not None and prefix:
+                try:
+                    prefix = translate(prefix)
+                except Exception as exc:  # raised below, once the head is out, as a stream that broke
+                    prefix, fault = b"", exc
             try:
-                if translate is None and opened.prefix:  # the head and the events read so far, in one write
-                    await send_head_and_body(scope, send, 200, out_headers, opened.prefix, more_body=True)
+                if prefix:  # the head and the events read so far (as the client gets them), in one write
+                    await send_head_and_body(scope, send, 200, out_headers, prefix, more_body=True)
                 else:
                     await send({"type": "http.response.start", "status": 200, "headers": out_headers})
             except Exception as exc:
                 raise ClientSendFailed(exc) from exc
-            prefix = translate(opened.prefix) if translate is not None else b""
-            if prefix:
-                try:
-                    await send({"type": "http.response.body", "body": prefix, "more_body": True})
-                except Exception as exc:
-                    raise ClientSendFailed(exc) from exc
+            if fault is not None:
+                raise fault
             if not opened.ended:
                 async for chunk in opened.response.aiter_bytes():
                     t = time.perf_counter()
