@@ -1,5 +1,5 @@
-"""The test harness's own conduct where a flaw would make other tests lie: a gateway started
-for a test is the one the test talks to, even when its port was taken meanwhile."""
+"""The test harness's own conduct where a flaw would make other tests lie: a server started
+for a test (gateway, redis-server, Prometheus) is the one the test talks to, even when its port was taken meanwhile."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 import httpx
 
 from tests.support.policies import one_backend_policy
+from tests.support.prometheus import PrometheusServer
 from tests.support.services import GatewayProcess, RedisServer
 
 
@@ -58,4 +59,20 @@ def test_a_redis_server_whose_port_was_taken_starts_on_another():
         client.close()
     finally:
         server.cleanup()
+        impostor.server_close()
+
+
+def test_a_prometheus_whose_port_was_taken_starts_on_another_and_is_the_one_queried():
+    impostor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    taken = impostor.server_address[1]
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    prometheus = PrometheusServer(["127.0.0.1:9"])
+    prometheus.port, prometheus.url = taken, f"http://127.0.0.1:{taken}"  # as if handed out to both
+    try:
+        prometheus.start()
+        assert prometheus.port != taken
+        assert prometheus.query("vector(7)")["result"][0]["value"][1] == "7"  # a Prometheus, and ours
+    finally:
+        prometheus.stop()
+        impostor.shutdown()
         impostor.server_close()

@@ -16,7 +16,7 @@ import yaml
 
 from tests.support.poll import poll
 from tests.support.ports import free_port
-from tests.support.services import require_binary
+from tests.support.services import PORT_ATTEMPTS, require_binary
 
 
 class PrometheusServer:
@@ -36,32 +36,47 @@ class PrometheusServer:
 
     def start(self) -> PrometheusServer:
         self._log = open(self.dir / "prometheus.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:  # another process took the port between `free_port` and the bind
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+            offset = self._log.seek(0, 2)  # its log from here on is this attempt's
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={self.dir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                poll(
+                    self._ready,
+                    what="prometheus to become ready",
+                    timeout=30,
+                    interval=0.1,
+                    ignore=(httpx.HTTPError,),
+                    context=self.log,
+                )
+            except RuntimeError:
+                text = (self.dir / "prometheus.log").read_bytes()[offset:].decode(errors="replace")
+                if "address already in use" in text.lower() and attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                raise
+            return self
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError("prometheus exited:\n" + self.log())
-            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
-
-        poll(
-            ready,
-            what="prometheus to become ready",
-            timeout=30,
-            interval=0.1,
-            ignore=(httpx.HTTPError,),
-            context=self.log,
-        )
-        return self
+    def _ready(self) -> bool:
+        """Prometheus's own answer on its port: its process alive and its readiness text (a
+        200 from another server that took the port would prove nothing)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError("prometheus exited:\n" + self.log())
+        r = httpx.get(self.url + "/-/ready", timeout=1)
+        return r.status_code == 200 and "Prometheus" in r.text
 
     def query(self, expr: str) -> dict:
         """An instant query; returns the API's `data` (raises on a parse or evaluation error)."""
