@@ -198,10 +198,11 @@ class Ingress(abc.ABC):
         """Status, headers and JSON body of an error in this API's own shape."""
 
 
-class ClientSendFailed(Exception):
-    """Relaying a stream, the answer could not be handed on: the server's `send` (or an
-    operator's middleware wrapping it) raised. A fault on the gateway's side of the stream:
-    the call is a 500, the backend is not blamed, and nothing is continued elsewhere."""
+class OwnFault(Exception):
+    """Relaying a stream, a fault on the gateway's side of it: the answer could not be handed
+    on (the server's `send`, or an operator's middleware wrapping it, raised) or the ingress's
+    translation of the upstream's events raised. Not the backend's doing: the call is a 500,
+    the backend is not blamed, and nothing is continued elsewhere."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
@@ -516,15 +517,15 @@ async def _relay(
             if translate is not None and prefix:
                 try:
                     prefix = translate(prefix)
-                except Exception as exc:  # raised below, once the head is out, as a stream that broke
-                    prefix, fault = b"", exc
+                except Exception as exc:  # raised below, once the head is out
+                    prefix, fault = b"", OwnFault(exc)
             try:
                 if prefix:  # the head and the events read so far (as the client gets them), in one write
                     await send_head_and_body(scope, send, 200, out_headers, prefix, more_body=True)
                 else:
                     await send({"type": "http.response.start", "status": 200, "headers": out_headers})
             except Exception as exc:
-                raise ClientSendFailed(exc) from exc
+                raise OwnFault(exc) from exc
             if fault is not None:
                 raise fault
             if not opened.ended:
@@ -534,13 +535,16 @@ async def _relay(
                     if rescue is not None and out:
                         rescue.keep(out)  # what the client got, should the stream break (a list append)
                     if translate is not None and out:
-                        out = translate(out)
+                        try:
+                            out = translate(out)
+                        except Exception as exc:
+                            raise OwnFault(exc) from exc
                     overhead_s += time.perf_counter() - t
                     if out:
                         try:
                             await send({"type": "http.response.body", "body": out, "more_body": True})
                         except Exception as exc:
-                            raise ClientSendFailed(exc) from exc
+                            raise OwnFault(exc) from exc
                 tail = accountant.flush()
             if accountant.done_held:
                 # The client asked for usage and the upstream sent none: estimate it, say so in
@@ -548,7 +552,10 @@ async def _relay(
                 outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
                 tail += accountant.closing_events(outcome.usage)
             if translate is not None:
-                tail = (translate(tail) if tail else b"") + translator.finish()
+                try:
+                    tail = (translate(tail) if tail else b"") + translator.finish()
+                except Exception as exc:
+                    raise OwnFault(exc) from exc
         except asyncio.CancelledError:
             # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
             # got the whole answer, even if the upstream had not closed its end yet.
@@ -558,8 +565,9 @@ async def _relay(
                 else:  # not the client: shutdown's grace period ran out mid-stream
                     outcome.status, outcome.error = 503, "shutdown"
             raise
-        except ClientSendFailed as failed:
+        except OwnFault as failed:
             # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.
+            # Raised on: the front door logs it, and the server ends the answer it started.
             outcome.status, outcome.error = 500, "internal_error"
             raise failed.error from None
         except Exception as exc:

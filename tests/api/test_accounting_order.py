@@ -200,3 +200,45 @@ async def test_a_stream_the_gateway_cannot_hand_on_is_its_own_500_not_the_backen
     assert [(o.status, o.error) for o in recorder.outcomes] == [(500, "internal_error")]
     # One attempt (no continuation on the other candidate), not counted against its backend.
     assert [(a.backend, a.status, a.backend_fault) for a in recorder.attempts] == [("mock", 200, False)]
+
+
+class FaultyTranslation(ChatIngress):
+    """Chat, translated by a stream translator with a bug: it raises on its third chunk."""
+
+    def stream(self, request, opened):
+        class Translator:
+            passthrough = False
+            fed = 0
+
+            def feed(self, data: bytes) -> bytes:
+                self.fed += 1
+                if self.fed == 3:
+                    raise RuntimeError("a bug in the stream's translation")
+                return data
+
+            def finish(self) -> bytes:
+                return b""
+
+            def broken(self, error) -> bytes:
+                return b""
+
+        return Translator()
+
+
+async def test_a_stream_the_gateway_fails_to_translate_is_its_own_500_not_the_backends_fault(tmp_path):
+    async with running(tmp_path, TWO_CANDIDATES) as (app, state, recorder):
+        ingress = FaultyTranslation()
+
+        async def route(scope, receive, send):
+            await handle(scope, receive, send, ingress)
+
+        front = FastPathApp(_framework_app(app), {"/v1/faulty": route})
+        words = " ".join(["word"] * 50)
+        sent = await post(
+            front, state, _chat(f"Repeat after me: {words}", True), path="/v1/faulty", on_send=recorder.track
+        )
+
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200  # the stream had begun
+    assert [(o.status, o.error) for o in recorder.outcomes] == [(500, "internal_error")]
+    # One attempt (no continuation on the other candidate), not counted against its backend.
+    assert [(a.backend, a.status, a.backend_fault) for a in recorder.attempts] == [("mock", 200, False)]
