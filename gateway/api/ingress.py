@@ -519,13 +519,13 @@ async def _relay(
                     prefix = translate(prefix)
                 except Exception as exc:  # raised below, once the head is out
                     prefix, fault = b"", OwnFault(exc)
-            try:
-                if prefix:  # the head and the events read so far (as the client gets them), in one write
-                    await send_head_and_body(scope, send, 200, out_headers, prefix, more_body=True)
-                else:
-                    await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-            except Exception as exc:
-                raise OwnFault(exc) from exc
+            # What the client has not been sent yet, the head with it: the upstream's answer came
+            # whole (a short answer, a fast upstream), so the client's goes out in one write at
+            # the end. Else the head and the events read so far go now, in one write.
+            pending: bytes | None = prefix
+            if fault is not None or not opened.whole:
+                await _open_stream(scope, send, out_headers, prefix)
+                pending = None
             if fault is not None:
                 raise fault
             if not opened.ended:
@@ -541,6 +541,10 @@ async def _relay(
                             raise OwnFault(exc) from exc
                     overhead_s += time.perf_counter() - t
                     if out:
+                        if pending is not None:  # more after all: the head goes first
+                            await _open_stream(scope, send, out_headers, pending + out)
+                            pending = None
+                            continue
                         try:
                             await send({"type": "http.response.body", "body": out, "more_body": True})
                         except Exception as exc:
@@ -577,6 +581,9 @@ async def _relay(
             outcome.status, outcome.error = 502, error.reason
             last.backend_fault = error.backend_fault
             log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
+            if pending is not None:  # the events read so far, before what ends or continues them
+                await _open_stream(scope, send, out_headers, pending)
+                pending = None
             # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
             resumed = None
             native = rescue.native if rescue is not None else None
@@ -614,11 +621,26 @@ async def _relay(
         watch.stop()  # before the last message: past it, receive() reports a disconnect
         if ingress._completes and outcome.status < 400:
             await _completed(ingress, request, opened)
-        await send({"type": "http.response.body", "body": tail})
+        if pending is None:
+            await send({"type": "http.response.body", "body": tail})
+        else:  # the whole answer, head to end, in one write
+            await send_head_and_body(scope, send, 200, out_headers, pending + tail if tail else pending)
     finally:
         # Accounted once the stream's end is on its way (as in `_answer`), and whichever way
         # it ended (a client that left, a cancellation).
         state.observers.call_finished(outcome)
+
+
+async def _open_stream(scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], events: bytes) -> None:
+    """Start the client's stream: the head and the events so far, in one write when there
+    are any. A failure to send is the gateway's side (`OwnFault`), not the upstream's."""
+    try:
+        if events:
+            await send_head_and_body(scope, send, 200, headers, events, more_body=True)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+    except Exception as exc:
+        raise OwnFault(exc) from exc
 
 
 def _forward(send: Send, translate: Callable[[bytes], bytes] | None) -> Callable[[bytes], Awaitable[None]]:

@@ -71,6 +71,12 @@ class UpstreamResponse(abc.ABC):
             parts.append(chunk)
         return b"".join(parts)
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether every byte of the body has been handed out and none is to come (the answer
+        arrived whole): a reader can finish it without waiting. False when not known."""
+        return False
+
     def stream_started(self, idle_s: float) -> None:
         """The stream produced content: from now on, a silence longer than `idle_s` between
         reads fails it (`StreamIdleTimeout`). Set once per stream, so reads cost nothing more."""

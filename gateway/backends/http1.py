@@ -197,6 +197,10 @@ class Http1Response(UpstreamResponse):
             conn.resume()
         return chunk
 
+    @property
+    def exhausted(self) -> bool:
+        return self._complete and not self._chunks
+
     async def wait_head(self) -> None:
         while not self.head_done:
             if self._error is not None:

@@ -80,6 +80,10 @@ class _Held(UpstreamResponse):
     async def aread(self) -> bytes:
         return await self._response.aread()
 
+    @property
+    def exhausted(self) -> bool:
+        return self._response.exhausted
+
     def stream_started(self, idle_s: float) -> None:
         self._response.stream_started(idle_s)  # the idle limit is the adapter's to arm
 

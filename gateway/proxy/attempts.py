@@ -112,6 +112,9 @@ class OpenedAnswer:
     prefix: bytes = b""  # streamed: events read before committing
     accountant: StreamAccountant | None = None
     ended: bool = False  # streamed: upstream finished while pre-reading
+    # Streamed: nothing more will arrive (ended, or the answer came whole in the reads so far),
+    # so the client's answer can be written at once when it is complete.
+    whole: bool = False
     # The wire format the answer is in (the call's): the edge sends it as is when that is
     # its own API's, and translates it otherwise.
     format: AnswerFormat = CHAT
@@ -480,7 +483,14 @@ async def _pre_read_stream(
         if not accountant.saw_done and not accountant.content_events:
             raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
     opened = OpenedAnswer(
-        offer, response, 0.0, prefix=b"".join(parts), accountant=accountant, ended=ended, format=format
+        offer,
+        response,
+        0.0,
+        prefix=b"".join(parts),
+        accountant=accountant,
+        ended=ended,
+        whole=ended or response.exhausted,
+        format=format,
     )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened
@@ -496,6 +506,10 @@ class _Continuation(UpstreamResponse):
 
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         return self._iterator  # the same iterator, not a generator around it: one layer less per chunk
+
+    @property
+    def exhausted(self) -> bool:
+        return self._response.exhausted
 
     def stream_started(self, idle_s: float) -> None:
         self._response.stream_started(idle_s)

@@ -15,7 +15,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`.
+`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Step:
     at: int | None = None  # stream faults: after this many content events
     finish_reason: str = "stop"
     delay_s: float = 0.0  # `slow`: how long before the answer starts
+    raw: tuple[bytes, ...] = ()  # `at_once`: these events instead of the usual answer
 
 
 def ok() -> Step:
@@ -108,6 +109,13 @@ def malformed_run(at: int) -> Step:
     """Stream: after `at` content events, nothing but malformed events, one every 50 ms until
     the client goes away: a run long enough that the stream counts as broken."""
     return Step("malformed_run", at=at)
+
+
+def at_once(*raw: bytes) -> Step:
+    """Stream: the whole answer (head, every event, the chunked terminator) in one write, as
+    a fast upstream's short answer arrives: the client reads it all at once. `raw`: these
+    events (bytes as sent) instead of the usual answer."""
+    return Step("at_once", raw=raw)
 
 
 def no_done() -> Step:
@@ -271,6 +279,17 @@ class FaultUpstream:
             return await _send(writer, 200, whole[: len(whole) // 2])
         if not payload.get("stream"):
             return await _send(writer, 200, orjson.dumps(self._completion(payload, step)))
+        if kind == "at_once":
+            collected = _Collected()
+            if step.raw:
+                await _start_chunked(collected)
+                for event in [*step.raw, b""]:
+                    await _chunk(collected, event)
+            else:
+                await self._stream(payload, ok(), collected)
+            writer.write(b"".join(collected.parts))
+            await writer.drain()
+            return True
         return await self._stream(payload, step, writer)
 
     def _content(self, step: Step, payload: dict) -> list[str]:
@@ -396,6 +415,19 @@ async def _chunk(writer, data: bytes) -> None:
     """One HTTP chunk (the empty one ends the body), flushed so the client sees it now."""
     writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     await writer.drain()
+
+
+class _Collected:
+    """A writer that keeps what is written, for an answer sent in one write."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    async def drain(self) -> None:
+        pass
 
 
 def _reset(writer) -> None:

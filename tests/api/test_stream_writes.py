@@ -1,0 +1,114 @@
+"""How a relayed stream is written to the client: an upstream answer that arrived whole (a
+short answer from a fast upstream) goes out as one answer, head to end, in one write; one
+that trickles in goes out as it comes. The same bytes and the same accounting either way.
+In-process through the real app and its lifespan, to a real HTTP upstream (the gateway's
+own HTTP/1 client reads it), each ASGI message the app sent recorded."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.api.test_accounting_order import running
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.fault_upstream import TOKENS, FaultUpstream, at_once
+from tests.support.inprocess import post
+
+POLICY = """
+backends:
+  up:
+    type: openai
+    base_url: {url}
+    models:
+      up/model: {{context_length: 8192}}
+routes:
+  auto: {{models: [up/model]}}
+"""
+
+
+def _chat(stream_options: bool = False) -> bytes:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}], "stream": True}
+    if stream_options:
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def _events(body: bytes) -> list[bytes]:
+    return [event for event in body.split(b"\n\n") if event]
+
+
+@pytest.fixture
+def whole_upstream():
+    upstream = FaultUpstream().start()
+    upstream.always(at_once())
+    yield upstream
+    upstream.stop()
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_an_answer_that_came_whole_goes_out_in_one_write(tmp_path, whole_upstream, include_usage):
+    async with running(tmp_path, POLICY.format(url=whole_upstream.base_url)) as (app, state, recorder):
+        sent = await post(app, state, _chat(include_usage), on_send=recorder.track)
+
+    # Two ASGI messages (the server writes them as one: `send_head_and_body`): the head, then
+    # the whole body with nothing to follow.
+    assert [(m["type"], bool(m.get("more_body"))) for m in sent] == [
+        ("http.response.start", False),
+        ("http.response.body", False),
+    ]
+    assert sent[0]["status"] == 200
+    events = _events(sent[1]["body"])
+    assert events[-1] == b"data: [DONE]"
+    chunks = [orjson.loads(event[6:]) for event in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "".join(f"t{i} " for i in range(TOKENS))
+    assert any("usage" in c for c in chunks) is include_usage  # the usage chunk the gateway asked for, stripped
+    assert len(whole_upstream.seen) == 1
+    # Accounted once, after the whole answer was sent, with the upstream's usage.
+    assert len(recorder.outcomes) == 1
+    outcome = recorder.outcomes[0]
+    assert outcome.status == 200
+    assert (outcome.usage.completion_tokens, outcome.usage.estimated) == (TOKENS, False)
+    assert recorder.finished[0][1] == [("http.response.start", False), ("http.response.body", False)]
+
+
+async def test_an_answer_that_trickles_in_goes_out_as_it_comes(tmp_path):
+    upstream = FakeUpstream().start()
+    upstream.reset(content="one two three four", chunk_delay_s=0.02)
+    try:
+        async with running(tmp_path, POLICY.format(url=upstream.base_url)) as (app, state, recorder):
+            sent = await post(app, state, _chat(), on_send=recorder.track)
+    finally:
+        upstream.stop()
+
+    kinds = [(m["type"], bool(m.get("more_body"))) for m in sent]
+    assert kinds[0] == ("http.response.start", False)
+    assert kinds[-1] == ("http.response.body", False)
+    assert kinds[1:-1] == [("http.response.body", True)] * (len(kinds) - 2)
+    assert len(kinds) >= 4  # the events came apart, and so went out apart
+    body = b"".join(m.get("body", b"") for m in sent)
+    assert _events(body)[-1] == b"data: [DONE]"
+    assert [o.status for o in recorder.outcomes] == [200]
+
+
+async def test_an_answer_that_came_whole_and_broken_gets_its_head_before_the_break(tmp_path):
+    role = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    content = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+    junk = b"data: {not json\n\n"
+    upstream = FaultUpstream().start()
+    upstream.always(at_once(role, content, *[junk] * 6))
+    try:
+        async with running(tmp_path, POLICY.format(url=upstream.base_url)) as (app, state, recorder):
+            sent = await post(app, state, _chat(), on_send=recorder.track)
+    finally:
+        upstream.stop()
+
+    assert [(m["type"], bool(m.get("more_body"))) for m in sent] == [
+        ("http.response.start", False),
+        ("http.response.body", True),  # what the client may have: the role and the content
+        ("http.response.body", False),  # then how the stream broke
+    ]
+    assert sent[1]["body"] == role + content
+    assert orjson.loads(_events(sent[2]["body"])[0][6:])["error"]["code"] == "malformed"
+    assert len(upstream.seen) == 1
+    assert [(o.status, o.error) for o in recorder.outcomes] == [(502, "malformed")]
