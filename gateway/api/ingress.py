@@ -509,25 +509,25 @@ async def _relay(
     last = outcome.attempts[-1]
     attempt_started = time.perf_counter() - last.duration_s
     tail = b""
+    # What the client has not been sent yet, the head with it (None once the head is out).
+    pending: bytes | None = b""
     try:
         try:
             if rescue is not None:
                 rescue.keep(opened.prefix)
-            prefix, fault = opened.prefix, None
+            prefix = opened.prefix
             if translate is not None and prefix:
                 try:
                     prefix = translate(prefix)
-                except Exception as exc:  # raised below, once the head is out
-                    prefix, fault = b"", OwnFault(exc)
-            # What the client has not been sent yet, the head with it: the upstream's answer came
-            # whole (a short answer, a fast upstream), so the client's goes out in one write at
-            # the end. Else the head and the events read so far go now, in one write.
-            pending: bytes | None = prefix
-            if fault is not None or not opened.whole:
+                except Exception as exc:  # nothing sent yet: the front door answers a plain 500
+                    raise OwnFault(exc) from exc
+            # The upstream's answer came whole (a short answer, a fast upstream): the client's
+            # goes out in one write at the end. Else the head and the events read so far go
+            # now, in one write.
+            pending = prefix
+            if not opened.whole:
                 await _open_stream(scope, send, out_headers, prefix)
                 pending = None
-            if fault is not None:
-                raise fault
             if not opened.ended:
                 async for chunk in opened.response.aiter_bytes():
                     t = time.perf_counter()
@@ -563,7 +563,7 @@ async def _relay(
         except asyncio.CancelledError:
             # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
             # got the whole answer, even if the upstream had not closed its end yet.
-            if not (accountant.saw_done and not accountant.done_held):
+            if pending is not None or not (accountant.saw_done and not accountant.done_held):
                 if watch.left:
                     outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
                 else:  # not the client: shutdown's grace period ran out mid-stream
@@ -620,6 +620,9 @@ async def _relay(
                 _settle(outcome, chat, t0, overhead_s)
         watch.stop()  # before the last message: past it, receive() reports a disconnect
         if ingress._completes and outcome.status < 400:
+            if pending is not None:  # the client has its answer before the hook's work; only its end waits
+                await send_head_and_body(scope, send, 200, out_headers, pending + tail, more_body=True)
+                pending, tail = None, b""
             await _completed(ingress, request, opened)
         if pending is None:
             await send({"type": "http.response.body", "body": tail})

@@ -203,16 +203,22 @@ async def test_a_stream_the_gateway_cannot_hand_on_is_its_own_500_not_the_backen
 
 
 class FaultyTranslation(ChatIngress):
-    """Chat, translated by a stream translator with a bug: it raises on its third chunk."""
+    """Chat, translated by a stream translator with a bug: it raises on its `fails_at`th
+    chunk (the first is the events read before the answer was committed to)."""
+
+    def __init__(self, fails_at: int) -> None:
+        self.fails_at = fails_at
 
     def stream(self, request, opened):
+        fails_at = self.fails_at
+
         class Translator:
             passthrough = False
             fed = 0
 
             def feed(self, data: bytes) -> bytes:
                 self.fed += 1
-                if self.fed == 3:
+                if self.fed == fails_at:
                     raise RuntimeError("a bug in the stream's translation")
                 return data
 
@@ -225,9 +231,10 @@ class FaultyTranslation(ChatIngress):
         return Translator()
 
 
-async def test_a_stream_the_gateway_fails_to_translate_is_its_own_500_not_the_backends_fault(tmp_path):
+@pytest.mark.parametrize("fails_at", [1, 3])
+async def test_a_stream_the_gateway_fails_to_translate_is_its_own_500_not_the_backends_fault(tmp_path, fails_at):
     async with running(tmp_path, TWO_CANDIDATES) as (app, state, recorder):
-        ingress = FaultyTranslation()
+        ingress = FaultyTranslation(fails_at)
 
         async def route(scope, receive, send):
             await handle(scope, receive, send, ingress)
@@ -238,7 +245,9 @@ async def test_a_stream_the_gateway_fails_to_translate_is_its_own_500_not_the_ba
             front, state, _chat(f"Repeat after me: {words}", True), path="/v1/faulty", on_send=recorder.track
         )
 
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200  # the stream had begun
+    # Failing on what was read before the commitment, nothing had been sent: the front door's
+    # plain 500. Later, the stream had begun (and ends there).
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == (500 if fails_at == 1 else 200)
     assert [(o.status, o.error) for o in recorder.outcomes] == [(500, "internal_error")]
     # One attempt (no continuation on the other candidate), not counted against its backend.
     assert [(a.backend, a.status, a.backend_fault) for a in recorder.attempts] == [("mock", 200, False)]

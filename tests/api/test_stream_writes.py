@@ -112,3 +112,22 @@ async def test_an_answer_that_came_whole_and_broken_gets_its_head_before_the_bre
     assert orjson.loads(_events(sent[2]["body"])[0][6:])["error"]["code"] == "malformed"
     assert len(upstream.seen) == 1
     assert [(o.status, o.error) for o in recorder.outcomes] == [(502, "malformed")]
+
+
+async def test_an_answer_that_came_whole_reaches_the_client_before_it_is_stored(tmp_path, whole_upstream):
+    """A Responses stream kept by the gateway (`store` true): the client gets every event
+    before the store's write, and only the stream's end waits for it (a follow-up sent once
+    the stream ended finds the response)."""
+    body = orjson.dumps({"model": "auto", "input": "Count.", "stream": True})
+    async with running(tmp_path, POLICY.format(url=whole_upstream.base_url)) as (app, state, recorder):
+        sent = await post(app, state, body, path="/v1/responses", on_send=recorder.track)
+
+    assert [(m["type"], bool(m.get("more_body"))) for m in sent] == [
+        ("http.response.start", False),
+        ("http.response.body", True),  # every event, response.completed included
+        ("http.response.body", False),  # the end, once stored
+    ]
+    events = _events(sent[1]["body"])
+    assert events[-1].startswith(b"event: response.completed\n")
+    assert sent[2]["body"] == b""
+    assert [o.status for o in recorder.outcomes] == [200]
