@@ -34,7 +34,7 @@ sock_read=timeout_s)`, `TCPConnector(limit=max_connections)`, `trust_env=False`)
   newcomer cannot take it first), and a cancelled waiter passes on what it was handed; the
   slot belongs to the `Connection` from before it connects, so it is given back once however
   the connection ends; idle keep-alive connections are reused last-in first-out and closed
-  after `KEEPALIVE_S` unused;
+  after `KEEPALIVE_S` unused (`KEEPALIVE_PLAIN_S` for plain http: before local servers close them);
 - a connection is dropped, not reused, when its answer said `connection: close`, was
   HTTP/1.0 or read until close, was abandoned mid-body (the upstream sees the connection
   end: that is how it learns the client left), or failed, or answered before the request's
@@ -86,7 +86,13 @@ from gateway.backends.errors import (
 MAX_HEADERS = 100  # response header lines
 MAX_HEAD_BYTES = 64 * 1024  # a response head (all its header names and values)
 READ_HIGH_WATER = 256 * 1024  # unread body bytes past which the socket is not read (until the reader takes them)
-KEEPALIVE_S = 15.0  # an idle connection unused this long is closed (aiohttp's default)
+KEEPALIVE_S = 15.0  # an idle connection to an https upstream unused this long is closed (aiohttp's default)
+# ... to a plain-http one: below the 5 s after which uvicorn (vLLM, SGLang, this gateway),
+# llama.cpp's server and Node close an idle connection themselves. Past that, a request
+# written as the server closes is lost, never resent (see above), and a route of one local
+# model answers 502. Reconnecting there costs no TLS handshake; hosted https APIs keep idle
+# connections a minute or more.
+KEEPALIVE_PLAIN_S = 4.0
 PAUSED_MAX_S = 120.0  # an answer whose reader has taken nothing for this long (reading paused) is dropped
 MAX_LOCATION = 256  # characters of a redirect's Location kept for the error that names it
 _JOIN_BELOW = 64 * 1024  # request bodies up to this are joined with the head into one write
@@ -561,7 +567,7 @@ class Connection(asyncio.Protocol):
         now = self.loop.time()
         response = self.response
         if response is None:  # idle in the pool
-            expires = self.idle_since + KEEPALIVE_S
+            expires = self.idle_since + self.client.keepalive_s
             if now >= expires:
                 self.close()
             else:
@@ -633,6 +639,7 @@ class Http1Client:
         # The TLS context of an https upstream (None: plain http); tests aim a client at a local
         # server by replacing it.
         self.ssl_context = (ssl_context or ssl.create_default_context()) if self.target.tls else None
+        self.keepalive_s = KEEPALIVE_S if self.target.tls else KEEPALIVE_PLAIN_S
         # Static headers by lower-cased name (a later spelling replaces an earlier one).
         static: dict[str, tuple[str, str]] = {}
         for key, value in headers.items():
@@ -711,7 +718,7 @@ class Http1Client:
                 conn = idle.pop()
                 transport = conn.transport
                 alive = not conn.closed and transport is not None and not transport.is_closing()
-                if alive and now - conn.idle_since < KEEPALIVE_S:
+                if alive and now - conn.idle_since < self.keepalive_s:
                     return conn
                 conn.close()
         reserved = False  # a slot handed over by a closed connection, counted in _open already
@@ -789,7 +796,7 @@ class Http1Client:
                 waiter.set_result(conn)
                 return
         self._idle.append(conn)
-        conn._arm(conn.idle_since + KEEPALIVE_S)
+        conn._arm(conn.idle_since + self.keepalive_s)
 
     def discard(self, conn: Connection) -> None:
         """A connection closed (by either side): its slot is free."""

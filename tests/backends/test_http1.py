@@ -692,12 +692,39 @@ async def test_an_idle_connection_the_server_closes_leaves_the_pool(upstreams, c
 
 
 async def test_an_idle_connection_is_closed_after_the_keepalive(upstreams, clients, monkeypatch):
-    monkeypatch.setattr(http1, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(http1, "KEEPALIVE_PLAIN_S", 0.2)  # the server is plain http
     server = await upstreams(answering(OK))
     client = clients(server.url)
     assert await fetch(client) == b"{}"
     await until(lambda: server.ended == [1])
     assert client.open_count == 0
+
+
+async def test_an_idle_connection_is_reused_within_the_keepalive_and_not_after(upstreams, clients, monkeypatch):
+    monkeypatch.setattr(http1, "KEEPALIVE_PLAIN_S", 0.3)
+    server = await upstreams(answering(OK, OK))
+    client = clients(server.url)
+    assert await fetch(client) == b"{}"
+    await asyncio.sleep(0.1)
+    assert await fetch(client) == b"{}"  # within the keep-alive: the same connection
+    await until(lambda: server.ended == [1])  # closed by the client 0.3 s after its last use
+    assert await fetch(client) == b"{}"
+    assert [r.conn for r in server.requests] == [1, 1, 2]
+
+
+def test_plain_http_connections_are_let_go_before_local_servers_close_them():
+    """A local server (vLLM and SGLang on uvicorn, this gateway) closes a connection idle for
+    its keep-alive timeout; a request written on it as it closes is lost (never resent).
+    So the client lets plain-http connections go first; https ones (hosted APIs, which keep
+    idle connections far longer, and cost a TLS handshake to reopen) it keeps longer."""
+    import uvicorn
+
+    from gateway.settings import Settings
+
+    uvicorn_default = uvicorn.Config(app=None).timeout_keep_alive  # 5 s
+    gateway_default = Settings.model_fields["keepalive_timeout_s"].default  # a gateway behind a gateway
+    assert min(uvicorn_default, gateway_default) > http1.KEEPALIVE_PLAIN_S
+    assert http1.KEEPALIVE_S > http1.KEEPALIVE_PLAIN_S
 
 
 # -- flow control and timeouts --
