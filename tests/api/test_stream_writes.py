@@ -131,3 +131,48 @@ async def test_an_answer_that_came_whole_reaches_the_client_before_it_is_stored(
     assert events[-1].startswith(b"event: response.completed\n")
     assert sent[2]["body"] == b""
     assert [o.status for o in recorder.outcomes] == [200]
+
+
+TWO_BACKENDS = """
+backends:
+  first:
+    type: vllm
+    base_url: {first}
+    models:
+      up/first: {{context_length: 8192}}
+  second:
+    type: vllm
+    base_url: {second}
+    models:
+      up/second: {{context_length: 8192}}
+routes:
+  auto: {{strategy: ordered, models: [up/first, up/second]}}
+"""
+
+
+async def test_an_answer_that_came_whole_and_broken_is_continued_after_its_events(tmp_path):
+    role = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    content = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"t0 "},"finish_reason":null}]}\n\n'
+    junk = b"data: {not json\n\n"
+    first, second = FaultUpstream("first").start(), FaultUpstream("second").start()
+    first.always(at_once(role, content, *[junk] * 6))
+    policy = TWO_BACKENDS.format(first=first.base_url, second=second.base_url)
+    try:
+        async with running(tmp_path, policy) as (app, state, recorder):
+            sent = await post(app, state, _chat(), on_send=recorder.track)
+    finally:
+        first.stop()
+        second.stop()
+
+    kinds = [(m["type"], bool(m.get("more_body"))) for m in sent]
+    assert kinds[0] == ("http.response.start", False) and kinds[-1] == ("http.response.body", False)
+    assert sent[1]["body"] == role + content  # the events read, before the continuation's
+    events = _events(b"".join(m.get("body", b"") for m in sent))
+    assert events[-1] == b"data: [DONE]"
+    chunks = [orjson.loads(event[6:]) for event in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "".join(f"t{i} " for i in range(TOKENS))  # the first's "t0 ", then the second's rest
+    # Each upstream asked once; the second with the client's text so far as a prefill.
+    assert (len(first.seen), len(second.seen)) == (1, 1)
+    assert second.seen[0].body["messages"][-1] == {"role": "assistant", "content": "t0 "}
+    assert [o.status for o in recorder.outcomes] == [200]
