@@ -21,7 +21,8 @@ retry-after, 400, and 529 `overloaded_error` when no backend can take the reques
 Clients authenticate with `x-api-key` or `Authorization: Bearer` (both read by
 `api.auth`); `anthropic-version` is accepted and not required. count_tokens answers the
 gateway's own estimate of the prompt (the tokenizer of whichever backend would serve it is
-not known before routing).
+not known before routing), for a model /v1/messages would take: an unknown one is a 404,
+an embedding model a 400, as there.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from gateway.api.ingress import (
 )
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
-from gateway.config.snapshot import Offer
+from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.body import json_object
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
 from gateway.protocol.errors import GatewayError
@@ -65,6 +66,8 @@ from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
+from gateway.routing.candidates import target_offers
+from gateway.routing.resolve import resolve
 
 _JSON = (b"content-type", b"application/json")
 # Request headers of the Messages API a native pass-through forwards to the backend: the
@@ -312,6 +315,19 @@ async def messages(scope: Scope, receive: Receive, send: Send) -> None:
     await handle(scope, receive, send, MESSAGES_INGRESS)
 
 
+def _check_model(model: str, snapshot: ConfigSnapshot) -> None:
+    """What /v1/messages would say of the model before routing: a 404 for a name nothing maps
+    (`resolve`), a 400 for an embedding model."""
+    offers = target_offers(resolve(model, snapshot), snapshot)
+    if offers and all(offer.spec.kind == "embedding" for offer in offers):
+        raise GatewayError(
+            400,
+            f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the messages endpoint.",
+            code="model_not_supported",
+            param="model",
+        )
+
+
 async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
     """The prompt's token count as the gateway estimates it: `{"input_tokens": n}`."""
     state: AppState = scope["app"].state.gateway
@@ -321,7 +337,9 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
         state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes
         body = await receive_body(receive, headers.get("content-length"), limit)
-        answer = orjson.dumps(count_tokens(_json_object(body)))
+        native = _json_object(body)
+        answer = orjson.dumps(count_tokens(native))
+        _check_model(native["model"], state.config.current)
     except GatewayError as exc:
         await send_error(send, MESSAGES_INGRESS, exc, out_headers)
         return

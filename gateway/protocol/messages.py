@@ -76,6 +76,7 @@ _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -120,21 +121,33 @@ def _head(body: Any) -> tuple[str, int, list[Any]]:
         raise invalid_request("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise invalid_request("model: Field required (a non-empty string).", "model")
+        raise _invalid("model", model, "a valid string", "Field required (a non-empty string)")
     max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise invalid_request("max_tokens: Field required (an integer of at least 1).", "max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
+        raise _invalid("max_tokens", max_tokens, "a valid integer")
+    if max_tokens < 1:
+        raise invalid_request("max_tokens: Input should be greater than or equal to 1.", "max_tokens")
     turns = body.get("messages")
     if not isinstance(turns, list) or not turns:
         raise invalid_request("messages: Field required (a non-empty array).", "messages")
     return model, max_tokens, turns
 
 
+def _invalid(name: str, value: Any, expected: str, missing: str = "Field required") -> GatewayError:
+    """Anthropic's 400 for a required or typed field, in its words: absent, or of the wrong type."""
+    if value is None:
+        return invalid_request(f"{name}: {missing}.", name)
+    return invalid_request(f"{name}: Input should be {expected}.", name)
+
+
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     """The sampling, stop, user, reasoning and output-format fields, as chat spells them."""
     for name in ("temperature", "top_p", "top_k"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
+        value = body.get(name)
+        if value is not None:
+            if type(value) is not int and (name == "top_k" or type(value) is not float):
+                raise _invalid(name, value, "a valid integer" if name == "top_k" else "a valid number")
+            chat[name] = value
     stops = body.get("stop_sequences")
     if stops:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -157,7 +170,10 @@ def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
     choice = body.get("tool_choice")
     if choice is not None:
         _tool_choice(choice, chat)
-    if body.get("stream"):
+    stream = body.get("stream")
+    if stream is not None and type(stream) is not bool:  # "false" is not false, nor a reason to stream
+        raise _invalid("stream", stream, "a valid boolean")
+    if stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries the usage
 

@@ -85,7 +85,9 @@ def _model(body: Any) -> str:
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is not None and not isinstance(model, str):
+        raise invalid_request("Invalid type for 'model': expected a string.", "model", "invalid_type")
+    if not model:
         raise invalid_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
     return model
 
@@ -93,8 +95,11 @@ def _model(body: Any) -> str:
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     """Sampling, user, max_output_tokens, reasoning and text.format, as chat spells them."""
     for name in ("temperature", "top_p", "parallel_tool_calls"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
+        value = body.get(name)
+        if value is not None:
+            if name != "parallel_tool_calls" and type(value) is not int and type(value) is not float:
+                raise invalid_request(f"Invalid type for '{name}': expected a number.", name, "invalid_type")
+            chat[name] = value
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         chat["user"] = user

@@ -387,6 +387,16 @@ def test_count_tokens_is_the_gateways_estimate(gw, client, upstream, claude):
         anthropic.Anthropic(base_url=gw.url, api_key="sk-wrong", max_retries=0).messages.count_tokens(**body)
 
 
+def test_count_tokens_refuses_a_model_messages_would_refuse(gw, client, upstream, claude):
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.count_tokens(model="nope", messages=HELLO)
+    assert caught.value.body["error"]["type"] == "not_found_error"
+    assert "nope" in caught.value.body["error"]["message"]
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="nope", max_tokens=10, messages=HELLO)  # as here
+    assert upstream.received == [] and claude.received == []
+
+
 # -- errors in Anthropic's shape ----------------------------------------------------------------------
 
 
@@ -435,9 +445,25 @@ def test_every_backend_rate_limited_is_a_rate_limit_error(gw, client, upstream):
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"model": "open", "max_tokens": None, "messages": HELLO}, "max_tokens"),
+        ({"model": "open", "max_tokens": None, "messages": HELLO}, "max_tokens: Field required"),
+        ({"model": "open", "max_tokens": "10", "messages": HELLO}, "max_tokens: Input should be a valid integer"),
+        ({"model": "open", "max_tokens": 0, "messages": HELLO}, "max_tokens: Input should be greater than or equal"),
+        ({"model": 7, "max_tokens": 10, "messages": HELLO}, "model: Input should be a valid string"),
         ({"model": "open", "max_tokens": 10, "messages": []}, "messages"),
         ({"model": "open", "max_tokens": 10, "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        # "false" is not false: streaming on a truthy string would answer SSE to a client that asked JSON.
+        (
+            {"model": "open", "max_tokens": 10, "messages": HELLO, "stream": "false"},
+            "stream: Input should be a valid boolean",
+        ),
+        (
+            {"model": "open", "max_tokens": 10, "messages": HELLO, "temperature": "hot"},
+            "temperature: Input should be a valid number",
+        ),
+        (
+            {"model": "open", "max_tokens": 10, "messages": HELLO, "top_k": 1.5},
+            "top_k: Input should be a valid integer",
+        ),
     ],
 )
 def test_bad_input_is_an_invalid_request_error_and_reaches_no_backend(gw, client, upstream, claude, body, param):
@@ -447,6 +473,14 @@ def test_bad_input_is_an_invalid_request_error_and_reaches_no_backend(gw, client
     assert caught.value.status_code == 400 and caught.value.body["error"]["type"] == "invalid_request_error"
     assert caught.value.body["error"]["message"].startswith(param)
     assert upstream.received == [] and claude.received == []
+
+
+def test_a_body_past_the_limit_is_anthropics_request_too_large(gw, upstream):
+    big = {"model": "open", "max_tokens": 10, "messages": [{"role": "user", "content": "x" * (9 << 20)}]}
+    answer = httpx.post(gw.url + "/v1/messages", json=big, headers={"x-api-key": "sk-test"}, timeout=30)
+    assert answer.status_code == 413
+    assert answer.json()["type"] == "error" and answer.json()["error"]["type"] == "request_too_large"
+    assert upstream.received == []
 
 
 def test_no_backend_available_is_overloaded_529(gw, client):

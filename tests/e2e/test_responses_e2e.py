@@ -273,17 +273,24 @@ def test_built_in_tools_are_a_400_naming_the_tool(gw, upstream, openai_client, t
 
 def test_bad_requests_are_400s_in_openais_shape(gw, upstream):
     headers = {"authorization": "Bearer sk-alice"}
-    for body, param in [
-        ({"input": "hi"}, "model"),
-        ({"model": "auto"}, "input"),
-        ({"model": "auto", "input": "hi", "stream": "yes"}, "stream"),
-        ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
-        ({"model": "auto", "input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role"),
+    for body, param, message in [
+        ({"input": "hi"}, "model", "Missing required parameter: 'model'."),
+        ({"model": 123, "input": "hi"}, "model", "Invalid type for 'model': expected a string."),
+        ({"model": "auto"}, "input", None),
+        ({"model": "auto", "input": "hi", "stream": "yes"}, "stream", None),
+        (
+            {"model": "auto", "input": "hi", "temperature": "hot"},
+            "temperature",
+            "Invalid type for 'temperature': expected a number.",
+        ),
+        ({"model": "auto", "input": "hi", "max_output_tokens": 0}, "max_output_tokens", None),
+        ({"model": "auto", "input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role", None),
     ]:
         answer = httpx.post(gw.url + "/v1/responses", json=body, headers=headers)
         assert answer.status_code == 400, body
         assert answer.json()["error"]["param"] == param
         assert answer.json()["error"]["type"] == "invalid_request_error"
+        assert message is None or answer.json()["error"]["message"] == message
     assert upstream.received == []
 
 

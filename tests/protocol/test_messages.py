@@ -395,7 +395,7 @@ def test_request_round_trip_keeps_tool_ids_and_turns():
         (401, 401, "authentication_error", "AuthenticationError"),
         (403, 403, "permission_error", "PermissionDeniedError"),
         (404, 404, "not_found_error", "NotFoundError"),
-        (413, 413, "invalid_request_error", "ContentTooLargeError"),
+        (413, 413, "request_too_large", "ContentTooLargeError"),
         (429, 429, "rate_limit_error", "RateLimitError"),
         (500, 500, "api_error", None),
         (502, 502, "api_error", None),
@@ -406,7 +406,8 @@ def test_request_round_trip_keeps_tool_ids_and_turns():
 def test_gateway_errors_in_anthropics_shape(status, sent, kind, sdk_class):
     out_status, body = anthropic_error(GatewayError(status, "why it failed"))
     assert (out_status, body) == (sent, {"type": "error", "error": {"type": kind, "message": "why it failed"}})
-    strict(A.ErrorResponse, body)
+    if kind != "request_too_large":  # Anthropic's errors page lists it for 413; the SDK's union of types lacks it
+        strict(A.ErrorResponse, body)
     if sdk_class:  # the SDK picks its exception class by status (InternalServerError for other 5xx)
         assert ERROR_CLASSES[(sent, None)].__name__ == sdk_class
 
