@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +25,7 @@ from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
 from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
+from gateway.protocol.messages import anthropic_error
 from gateway.ratelimit import RateLimiter
 from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
@@ -164,10 +166,22 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith("/v1/v1/"):  # a base URL ending in /v1 given to a client that appends /v1
         root = str(request.base_url).rstrip("/")
         message += f" The client adds /v1 itself: set its base URL to the gateway's root, without /v1 ({root})."
-    return GatewayError(404, message, code="not_found").to_response()
+    return _refusal(request, GatewayError(404, message, code="not_found"))
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return GatewayError(
-        405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
-    ).to_response()
+    error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed")
+    return _refusal(request, error)
+
+
+_ANTHROPIC_PATHS = ("/v1/messages", "/messages", "/v1/v1/messages")
+
+
+def _refusal(request: Request, error: GatewayError) -> Response:
+    """A path or method the gateway does not serve, refused in the shape of the API the client
+    speaks there: Anthropic's under Messages paths (its SDKs raise their own classes), else OpenAI's."""
+    path = request.url.path
+    if not any(path == prefix or path.startswith(prefix + "/") for prefix in _ANTHROPIC_PATHS):
+        return error.to_response()
+    status, body = anthropic_error(error)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=error.headers)

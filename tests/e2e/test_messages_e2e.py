@@ -422,6 +422,24 @@ def test_a_base_url_ending_in_v1_gets_a_404_that_says_to_drop_it(gw, upstream):
         "Unknown path /v1/v1/messages. The client adds /v1 itself: "
         f"set its base URL to the gateway's root, without /v1 ({gw.url})."
     )
+    assert caught.value.body["type"] == "error" and caught.value.body["error"]["type"] == "not_found_error"
+    assert upstream.received == []
+
+
+def test_a_wrong_path_or_method_under_messages_is_refused_in_anthropics_shape(gw, upstream):
+    headers = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}
+    wrong_path = httpx.post(gw.url + "/v1/messages/nope", json={}, headers=headers)
+    wrong_method = httpx.get(gw.url + "/v1/messages", headers=headers)
+    elsewhere = httpx.post(gw.url + "/v1/nope", json={}, headers=headers)
+    assert (wrong_path.status_code, wrong_path.json()) == (
+        404,
+        {"type": "error", "error": {"type": "not_found_error", "message": "Unknown path /v1/messages/nope."}},
+    )
+    assert (wrong_method.status_code, wrong_method.json()) == (
+        405,
+        {"type": "error", "error": {"type": "invalid_request_error", "message": "GET is not allowed on /v1/messages."}},
+    )
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
     assert upstream.received == []
 
 
