@@ -337,7 +337,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
         state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes
         body = await receive_body(receive, headers.get("content-length"), limit)
-        native = _json_object(body)
+        native = json_object(body, "`model` and `messages`")  # no max_tokens: nothing is generated
         answer = orjson.dumps(count_tokens(native))
         _check_model(native["model"], state.config.current)
     except GatewayError as exc:

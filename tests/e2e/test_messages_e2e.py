@@ -394,6 +394,11 @@ def test_count_tokens_refuses_a_model_messages_would_refuse(gw, client, upstream
     assert "nope" in caught.value.body["error"]["message"]
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="nope", max_tokens=10, messages=HELLO)  # as here
+    empty = httpx.post(gw.url + "/v1/messages/count_tokens", content=b"", headers={"x-api-key": "sk-test"})
+    assert (empty.status_code, empty.json()["error"]["message"]) == (
+        400,
+        "The request body is empty; send a JSON object with `model` and `messages`.",
+    )
     assert upstream.received == [] and claude.received == []
 
 
