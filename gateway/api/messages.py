@@ -67,6 +67,7 @@ from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 from gateway.routing.candidates import target_offers
+from gateway.routing.pipeline import wrong_kind_error
 from gateway.routing.resolve import resolve
 
 _JSON = (b"content-type", b"application/json")
@@ -317,15 +318,10 @@ async def messages(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _check_model(model: str, snapshot: ConfigSnapshot) -> None:
     """What /v1/messages would say of the model before routing: a 404 for a name nothing maps
-    (`resolve`), a 400 for an embedding model."""
-    offers = target_offers(resolve(model, snapshot), snapshot)
-    if offers and all(offer.spec.kind == "embedding" for offer in offers):
-        raise GatewayError(
-            400,
-            f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the messages endpoint.",
-            code="model_not_supported",
-            param="model",
-        )
+    (`resolve`), a 400 for an embedding model (`wrong_kind_error`)."""
+    error = wrong_kind_error(model, "messages", "chat", target_offers(resolve(model, snapshot), snapshot))
+    if error is not None:
+        raise error
 
 
 async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> None:

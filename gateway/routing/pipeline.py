@@ -235,15 +235,19 @@ def _cannot_answer_error(
             code="endpoint_not_supported",
             param="model",
         )
-    if offers and all(o.spec.kind != kind for o in offers):
-        if kind == "embedding":
-            message = (
-                f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
-            )
-        else:
-            message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
-        return GatewayError(400, message, code="model_not_supported", param="model")
-    return _no_candidate_error(model, ())
+    return wrong_kind_error(model, endpoint, kind, offers) or _no_candidate_error(model, ())
+
+
+def wrong_kind_error(model: str, endpoint: str, kind: str, offers: Sequence[Offer]) -> GatewayError | None:
+    """The 400 for a model whose offers are all of the other kind (an embedding model asked to
+    chat, a chat model asked to embed): the client called the wrong endpoint. None otherwise."""
+    if not offers or any(o.spec.kind == kind for o in offers):
+        return None
+    if kind == "embedding":
+        message = f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+    else:
+        message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+    return GatewayError(400, message, code="model_not_supported", param="model")
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:

@@ -387,6 +387,26 @@ def test_count_tokens_is_the_gateways_estimate(gw, client, upstream, claude):
         anthropic.Anthropic(base_url=gw.url, api_key="sk-wrong", max_retries=0).messages.count_tokens(**body)
 
 
+def test_count_tokens_refuses_an_embedding_model_as_messages_does(start_gateway, upstream):
+    config = f"""
+backends:
+  compat:
+    type: openai
+    base_url: {upstream.base_url}
+    models:
+      baai/bge-m3: {{kind: embedding, dimensions: 8}}
+"""
+    gw = start_gateway(config)
+    client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as counted:
+        client.messages.count_tokens(model="baai/bge-m3", messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError) as created:
+        client.messages.create(model="baai/bge-m3", max_tokens=10, messages=HELLO)
+    assert counted.value.body == created.value.body  # the same refusal, in the same words
+    assert "is an embedding model" in counted.value.body["error"]["message"]
+    assert upstream.received == []
+
+
 def test_count_tokens_refuses_a_model_messages_would_refuse(gw, client, upstream, claude):
     with pytest.raises(anthropic.NotFoundError) as caught:
         client.messages.count_tokens(model="nope", messages=HELLO)
