@@ -33,6 +33,16 @@ def _chat(stream_options: bool = False) -> bytes:
     return orjson.dumps(body)
 
 
+def _delta(delta: dict) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+ROLE = _delta({"role": "assistant", "content": ""})
+JUNK = b"data: {not json\n\n"  # a malformed event: six in a row break a stream
+
+
 def _events(body: bytes) -> list[bytes]:
     return [event for event in body.split(b"\n\n") if event]
 
@@ -92,11 +102,9 @@ async def test_an_answer_that_trickles_in_goes_out_as_it_comes(tmp_path):
 
 
 async def test_an_answer_that_came_whole_and_broken_gets_its_head_before_the_break(tmp_path):
-    role = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
-    content = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
-    junk = b"data: {not json\n\n"
+    content = _delta({"content": "Hi"})
     upstream = FaultUpstream().start()
-    upstream.always(at_once(role, content, *[junk] * 6))
+    upstream.always(at_once(ROLE, content, *[JUNK] * 6))
     try:
         async with running(tmp_path, POLICY.format(url=upstream.base_url)) as (app, state, recorder):
             sent = await post(app, state, _chat(), on_send=recorder.track)
@@ -108,7 +116,7 @@ async def test_an_answer_that_came_whole_and_broken_gets_its_head_before_the_bre
         ("http.response.body", True),  # what the client may have: the role and the content
         ("http.response.body", False),  # then how the stream broke
     ]
-    assert sent[1]["body"] == role + content
+    assert sent[1]["body"] == ROLE + content
     assert orjson.loads(_events(sent[2]["body"])[0][6:])["error"]["code"] == "malformed"
     assert len(upstream.seen) == 1
     assert [(o.status, o.error) for o in recorder.outcomes] == [(502, "malformed")]
@@ -151,11 +159,9 @@ routes:
 
 
 async def test_an_answer_that_came_whole_and_broken_is_continued_after_its_events(tmp_path):
-    role = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
-    content = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"t0 "},"finish_reason":null}]}\n\n'
-    junk = b"data: {not json\n\n"
+    content = _delta({"content": "t0 "})
     first, second = FaultUpstream("first").start(), FaultUpstream("second").start()
-    first.always(at_once(role, content, *[junk] * 6))
+    first.always(at_once(ROLE, content, *[JUNK] * 6))
     policy = TWO_BACKENDS.format(first=first.base_url, second=second.base_url)
     try:
         async with running(tmp_path, policy) as (app, state, recorder):
@@ -166,7 +172,7 @@ async def test_an_answer_that_came_whole_and_broken_is_continued_after_its_event
 
     kinds = [(m["type"], bool(m.get("more_body"))) for m in sent]
     assert kinds[0] == ("http.response.start", False) and kinds[-1] == ("http.response.body", False)
-    assert sent[1]["body"] == role + content  # the events read, before the continuation's
+    assert sent[1]["body"] == ROLE + content  # the events read, before the continuation's
     events = _events(b"".join(m.get("body", b"") for m in sent))
     assert events[-1] == b"data: [DONE]"
     chunks = [orjson.loads(event[6:]) for event in events[:-1]]
