@@ -8,6 +8,10 @@ per-round ratios, with their range. A range that spans 1.0 is a difference this 
 cannot resolve.
 
     python bench/ab.py --base main [--rounds 7] [--duration 4] [--conc 16] [--no-stream]
+        [--agent chat|messages/translated|messages/native|responses/translated|responses/native]
+
+`--agent CASE`: issue 9's agent turn (agent_bench.py's upstream, backends and case) as the
+traffic instead of bench.py's one-line chat.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+import agent_bench  # noqa: E402  (bench/agent_bench.py)
+import orjson  # noqa: E402
 
 from bench import JSON_PORT, PACED_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up, wrk  # noqa: E402  (bench/bench.py)
 from tests.support.ports import free_port  # noqa: E402
@@ -39,6 +46,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=4)
     ap.add_argument("--conc", type=int, default=16)
     ap.add_argument("--no-stream", action="store_true")
+    ap.add_argument("--agent", choices=list(agent_bench.CASES), help="the agent turn, sent as this case")
     ap.add_argument("--port-offset", type=int, default=0, help="shift the upstream's ports (two runs on one machine)")
     args = ap.parse_args()
     json_port, sse_port = JSON_PORT + args.port_offset, SSE_PORT + args.port_offset
@@ -47,14 +55,18 @@ def main() -> int:
     try:
         (tmp / "base").mkdir()
         export(args.base, tmp / "base")
-        conf = (HERE / "upstream.conf.tmpl").read_text()
-        conf = conf.replace("__DIR__", str(tmp)).replace("__JSON_PORT__", str(json_port))
-        (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(sse_port)))
+        if args.agent:
+            tmp.chmod(0o755)  # nginx's worker reads the answers (agent_bench.py)
+            (tmp / "nginx.conf").write_text(agent_bench.nginx_conf(tmp, json_port, sse_port))
+            policy = agent_bench.POLICY.format(json=json_port, sse=sse_port)
+        else:
+            conf = (HERE / "upstream.conf.tmpl").read_text()
+            conf = conf.replace("__DIR__", str(tmp)).replace("__JSON_PORT__", str(json_port))
+            (tmp / "nginx.conf").write_text(conf.replace("__SSE_PORT__", str(sse_port)))
+            policy = POLICY.format(json=json_port, sse=sse_port, paced=PACED_PORT + args.port_offset)
         procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")], core=0)
         wait_up(f"http://127.0.0.1:{json_port}/health")
-        (tmp / "policy.yaml").write_text(
-            POLICY.format(json=json_port, sse=sse_port, paced=PACED_PORT + args.port_offset)
-        )
+        (tmp / "policy.yaml").write_text(policy)
         gateways = {}
         for name, source in (("tree", REPO), ("base", tmp / "base")):
             port = free_port()
@@ -77,14 +89,22 @@ def main() -> int:
                 result = {}
                 for name in ("tree", "base") if r % 2 == 0 else ("base", "tree"):
                     port, proc = gateways[name]
-                    model = "bench-stream" if stream else "bench"
-                    result[name] = wrk(f"http://127.0.0.1:{port}", model, stream, args.conc, args.duration, proc.pid)
+                    url = f"http://127.0.0.1:{port}"
+                    if args.agent:
+                        path, build, backend = agent_bench.CASES[args.agent]
+                        body = tmp / f"agent-{int(stream)}.json"
+                        model = f"agent/{backend}" + ("-sse" if stream else "")
+                        body.write_bytes(orjson.dumps(build(model, stream)))
+                        result[name] = agent_bench.wrk(url, path, body, args.conc, args.duration, proc.pid)
+                    else:
+                        model = "bench-stream" if stream else "bench"
+                        result[name] = wrk(url, model, stream, args.conc, args.duration, proc.pid)
                 rounds.append(result)
             cpu = sorted(x["tree"]["cpu_us"] / x["base"]["cpu_us"] for x in rounds)
             rps = sorted(x["tree"]["rps"] / x["base"]["rps"] for x in rounds)
             errors = sum(x[n]["non2xx"] + x[n]["sockerr"] for x in rounds for n in x)
             print(
-                f"{'streaming' if stream else 'non-streaming'} c={args.conc}, tree/{args.base}, {args.rounds} paired "
+                f"{'streaming' if stream else 'non-streaming'} {args.agent or ''} c={args.conc}, tree/{args.base}, {args.rounds} paired "
                 f"rounds: gateway CPU per request {statistics.median(cpu):.3f} ({cpu[0]:.3f}-{cpu[-1]:.3f}), "
                 f"req/s {statistics.median(rps):.3f} ({rps[0]:.3f}-{rps[-1]:.3f}), errors {errors:.0f}",
                 flush=True,
