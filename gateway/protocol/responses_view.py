@@ -35,7 +35,7 @@ from gateway.protocol.responses import (
     _tool,
     input_items,
 )
-from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
+from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, utf8_length
 
 
 def _json_length(value: Any) -> int:
@@ -48,6 +48,11 @@ _CHAT_TOOL_DELTA = _json_length({"type": "function", "function": {"name": ""}}) 
     {"type": "function", "name": ""}
 )
 _KEPT = frozenset(_FUNCTION_FIELDS)
+# A chat tool call's JSON, less its three strings (id, name, arguments), which one dump of
+# the three as an array measures (less its brackets and commas): what `_function_call` would
+# build and `json_tokens` dump, without building it.
+_CALL_FRAME = _json_length({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+_CALL_FRAME -= _json_length(("", "", ""))
 
 
 class _Message:
@@ -55,13 +60,11 @@ class _Message:
 
     __slots__ = ("calls", "images", "role", "size", "text")
 
-    def __init__(
-        self, role: str, size: int, text: str, calls: list[dict[str, Any]] | None = None, images: bool = False
-    ) -> None:
+    def __init__(self, role: str, size: int, text: str, calls: int = 0, images: bool = False) -> None:
         self.role = role
         self.size = size  # UTF-8 bytes of its content's text as `estimate_prompt_tokens` reads it
         self.text = text  # its content's text as the classifier reads it
-        self.calls = calls
+        self.calls = calls  # JSON bytes of its `tool_calls` list (0: none)
         self.images = images
 
 
@@ -143,7 +146,7 @@ def responses_prompt(
             images = images or message.images
             tokens += PER_MESSAGE + (message.size + 2) // 3
             if message.calls:
-                tokens += json_tokens(message.calls)
+                tokens += (message.calls + 2) // 3  # json_tokens of its tool calls
         sent = body.get("tools")
         if sent:
             if tools is None:
@@ -180,16 +183,24 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text = size, text  # the text of the turn whose calls came first
             else:
-                messages.append(_Message(role, size, text, None, images))
+                messages.append(_Message(role, size, text, 0, images))
         elif kind == "function_call" or kind == "custom_tool_call":
-            call = _function_call(item, "")  # a 400 for a malformed call: no view
+            call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+            if (
+                kind != "function_call"
+                or type(call_id) is not str
+                or type(name) is not str
+                or type(arguments) is not str
+            ):
+                made = _function_call(item, "")  # a 400 for a malformed call (no view), or a custom call's
+                call_id, name, arguments = made["id"], made["function"]["name"], made["function"]["arguments"]
+            size = _CALL_FRAME + _json_length((call_id, name, arguments))
             last = messages[-1] if messages else None
             if last is not None and last.role == "assistant":
-                if last.calls is None:
-                    last.calls = []
-                last.calls.append(call)  # parallel calls share a turn
+                # Parallel calls share a turn: `[call]`, then `,call` for each one more.
+                last.calls = last.calls + 1 + size if last.calls else 2 + size
             else:
-                messages.append(_Message("assistant", 0, "", [call]))
+                messages.append(_Message("assistant", 0, "", 2 + size))
         elif kind == "function_call_output" or kind == "custom_tool_call_output":
             if type(item.get("call_id")) is not str:
                 return False
