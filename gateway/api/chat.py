@@ -13,8 +13,9 @@ from functools import partial
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, Parsed, StreamTranslator, handle
+from gateway.api.edge import OPENAI_PASSTHROUGH, Ingress, IngressRequest, Parsed, StreamTranslator
 from gateway.api.ingress import client_request_id as client_request_id
+from gateway.api.ingress import handle
 from gateway.api.ingress import read_body as read_body
 from gateway.api.ingress import receive_body as receive_body
 from gateway.api.usage_cost import CostStream, ask_for_usage, body_with_cost, wants_cost

@@ -14,7 +14,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import OPENAI_PASSTHROUGH, Ingress, IngressRequest, StreamTranslator, handle
+from gateway.api.edge import OPENAI_PASSTHROUGH, Ingress, IngressRequest, StreamTranslator
+from gateway.api.ingress import handle
 from gateway.backends.base import COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.completions import CompletionsRequest, parse_completions_request, upstream_completions_payload

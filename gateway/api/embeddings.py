@@ -13,7 +13,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import Ingress, IngressRequest, StreamTranslator, handle
+from gateway.api.edge import Ingress, IngressRequest, StreamTranslator
+from gateway.api.ingress import handle
 from gateway.backends.base import EMBEDDINGS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.embeddings import EmbeddingsRequest, parse_embeddings_request, upstream_embeddings_payload

@@ -34,16 +34,8 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import (
-    HeadersOnly,
-    Ingress,
-    IngressRequest,
-    PassThrough,
-    StreamTranslator,
-    handle,
-    receive_body,
-    send_error,
-)
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator
+from gateway.api.ingress import HeadersOnly, handle, receive_body, send_error
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import ConfigSnapshot, Offer

@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.ingress import Ingress, IngressRequest, PassThrough, StreamTranslator, handle
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator
+from gateway.api.ingress import handle
 from gateway.api.state import AppState
 from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError

@@ -95,7 +95,7 @@ _NO_SUCH_MODEL = re.compile(
 
 
 # Asked per candidate: the call that candidate gets, or None when the offer cannot serve the
-# request (skipped: not an attempt). The ingress's own (`gateway.api.ingress`).
+# request (skipped: not an attempt). The ingress's own (`Ingress.plan`, `gateway.api.edge`).
 Plan = Callable[[Offer, Backend], UpstreamCall | None]
 
 

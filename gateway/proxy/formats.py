@@ -10,7 +10,7 @@ adapter can answer in; other formats are added beside it (Anthropic Messages, Re
 completions, embeddings) by the ingress that passes them through natively.
 
 What is not here: translation between formats (`gateway.protocol`), and the HTTP edge that
-decides which call each candidate gets (`gateway.api.ingress`).
+decides which call each candidate gets (`Ingress.plan`, `gateway.api.edge`).
 """
 
 from __future__ import annotations

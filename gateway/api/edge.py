@@ -1,0 +1,171 @@
+"""What an ingress API is to the request path every API shares (`gateway.api.ingress`).
+
+An `Ingress` says what differs per API: how its body is parsed, what each candidate is asked
+(native pass-through or the chat translation), how an answer becomes its own shape, and how
+its errors look. Its parsed request is an `IngressRequest` (the chat request routing reads,
+and the client's own body); a streamed answer goes through a `StreamTranslator`, or a
+`PassThrough` when it already is the client's format. `OwnFault` is the gateway's own fault
+while relaying: neither the backend's nor a reason to continue elsewhere.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.api.state import AppState
+from gateway.backends.base import Backend
+from gateway.backends.errors import UpstreamError
+from gateway.config.snapshot import Offer
+from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.errors import GatewayError
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.continuation import NativeResume
+from gateway.proxy.formats import UpstreamCall
+from gateway.tenants.principal import Principal
+
+
+class IngressRequest(Protocol):
+    """A parsed request: `chat` is what routing, limits and the classifier read (messages,
+    tools, model, stream; for a translated API, the translation or a view of the body that
+    builds it when read: `ChatRequest.fields`/`prompt`); `native` the client's
+    body as its API defines it."""
+
+    @property
+    def chat(self) -> ChatRequest: ...
+
+    @property
+    def native(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class Parsed:
+    """The plain `IngressRequest`."""
+
+    chat: ChatRequest
+    native: Any = None
+
+
+class StreamTranslator(Protocol):
+    """Turns the answer's stream (in `opened.format`) into the client's API's events.
+
+    `passthrough`: the stream is already the client's format; the handler then forwards
+    the bytes untouched and never calls `feed`/`finish` (no per-chunk call on the chat path).
+    `broken` is the last event when the upstream stream breaks after bytes reached the
+    client, whatever `passthrough` says."""
+
+    passthrough: bool
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def broken(self, error: UpstreamError) -> bytes: ...
+
+
+class PassThrough:
+    """A stream already in the client's wire format, forwarded untouched (chat to chat,
+    native pass-through). Only how the format says the stream broke off differs per API, so
+    the client's SDK raises instead of taking a cut answer as whole: `broken`, given."""
+
+    passthrough = True
+    __slots__ = ("broken",)
+
+    def __init__(self, broken: Callable[[UpstreamError], bytes]) -> None:
+        self.broken = broken
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def openai_broken(error: UpstreamError) -> bytes:
+    """OpenAI's error event for a chat or completions stream that broke off."""
+    event = {
+        "error": {
+            "message": "The upstream stream broke off.",
+            "type": "upstream_error",
+            "param": None,
+            "code": error.reason,
+        }
+    }
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+OPENAI_PASSTHROUGH = PassThrough(openai_broken)  # stateless: one for every request
+
+
+class Ingress(abc.ABC):
+    """One API at the edge (see the module docstring). Stateless: one instance serves every
+    request of its route, per-request state lives in the `IngressRequest` and translators."""
+
+    endpoint: str = "chat"  # the ledger's `endpoint` (`CallOutcome.endpoint`)
+    # Whether a subclass overrides `prepare` / `completed` (set per class below): the
+    # handler awaits them only then, so an ingress without them (chat) pays nothing.
+    prepares: bool = False
+    completes: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.prepares = cls.prepare is not Ingress.prepare
+        cls.completes = cls.completed is not Ingress.completed
+
+    @abc.abstractmethod
+    def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
+        """The request, or a `GatewayError` (400) naming what is wrong."""
+
+    async def prepare(self, request: IngressRequest, principal: Principal, state: AppState) -> IngressRequest:
+        """Async work between parsing and routing (loading stored state the request refers
+        to, which routing must see: e.g. `previous_response_id`). May raise `GatewayError`."""
+        return request
+
+    async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
+        """Called once the client's whole answer is ready, before its last bytes are sent
+        (non-streamed: after `body`; streamed: after the translator's `finish`, not for a
+        stream that broke), so a follow-up request the client makes next can rely on it."""
+        return None
+
+    def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
+        """The chat completions payload this candidate is asked when the request goes to it
+        translated (and what a continuation of a broken stream starts from)."""
+        return upstream_payload(request.chat, offer.upstream_id)
+
+    def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
+        """How this answer's stream is continued should it break, when it is passed through
+        in a format other than chat (chat streams are continued as they are); None: not
+        continued (the stream ends with its error event)."""
+        return None
+
+    @abc.abstractmethod
+    def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
+        """What this candidate is asked: native pass-through when its backend serves the
+        API, else the chat translation; None if it can serve neither (skipped)."""
+
+    @abc.abstractmethod
+    def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        """The non-streamed answer for the client, from `opened.body` (in `opened.format`)."""
+
+    @abc.abstractmethod
+    def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        """The translator for this streamed answer."""
+
+    @abc.abstractmethod
+    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and JSON body of an error in this API's own shape."""
+
+
+class OwnFault(Exception):
+    """Relaying a stream, a fault on the gateway's side of it: the answer could not be handed
+    on (the server's `send`, or an operator's middleware wrapping it, raised) or the ingress's
+    translation of the upstream's events raised. Not the backend's doing: the call is a 500,
+    the backend is not blamed, and nothing is continued elsewhere."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,223 @@
+"""A streamed answer relayed to the client, and the two ends every answer shares.
+
+`relay_stream`: the upstream's events, through the stream's accountant (and the ingress's
+translation), written to the ASGI `send` as they come: the head with the events read so
+far in one write, or the whole answer in one write when it came whole; a stream that breaks
+after bytes reached the client is continued elsewhere when it can be
+(`gateway.proxy.continuation`), else ended with the API's own error event. `settle` fixes a
+call's latency, usage and price before the observers record it; `run_completed` calls the
+ingress's `completed` hook (storing a Response) without letting it cost the client its
+answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from starlette.types import Scope, Send
+
+from gateway.api.edge import Ingress, IngressRequest, OwnFault
+from gateway.api.leave import Watch
+from gateway.api.state import AppState
+from gateway.api.wire import send_head_and_body
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
+from gateway.protocol.chat import ChatRequest
+from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.continuation import ContinuationBroke, StreamRescue
+from gateway.proxy.outcome import CallOutcome
+from gateway.proxy.usage import Usage
+
+log = logging.getLogger("gateway.proxy")
+
+
+async def relay_stream(
+    state: AppState,
+    scope: Scope,
+    send: Send,
+    watch: Watch,
+    ingress: Ingress,
+    request: IngressRequest,
+    opened: OpenedAnswer,
+    outcome: CallOutcome,
+    t0: float,
+    out_headers: list[tuple[bytes, bytes]],
+    rescue: StreamRescue | None = None,
+) -> None:
+    chat = request.chat
+    translator = ingress.stream(request, opened)
+    accountant = opened.accountant
+    assert accountant is not None
+    translate = None if translator.passthrough else translator.feed
+    # The gateway's own time: routing and setup before the headers, then per-chunk accounting.
+    overhead_s = time.perf_counter() - t0 - opened.upstream_s
+    last = outcome.attempts[-1]
+    attempt_started = time.perf_counter() - last.duration_s
+    tail = b""
+    # What the client has not been sent yet, the head with it (None once the head is out).
+    pending: bytes | None = b""
+    try:
+        try:
+            if rescue is not None:
+                rescue.keep(opened.prefix)
+            prefix = opened.prefix
+            if translate is not None and prefix:
+                try:
+                    prefix = translate(prefix)
+                except Exception as exc:  # nothing sent yet: the front door answers a plain 500
+                    raise OwnFault(exc) from exc
+            # The upstream's answer came whole (a short answer, a fast upstream): the client's
+            # goes out in one write at the end. Else the head and the events read so far go
+            # now, in one write.
+            pending = prefix
+            if not opened.whole:
+                await _open_stream(scope, send, out_headers, prefix)
+                pending = None
+            if not opened.ended:
+                async for chunk in opened.response.aiter_bytes():
+                    t = time.perf_counter()
+                    out = accountant.feed(chunk)
+                    if rescue is not None and out:
+                        rescue.keep(out)  # what the client got, should the stream break (a list append)
+                    if translate is not None and out:
+                        try:
+                            out = translate(out)
+                        except Exception as exc:
+                            raise OwnFault(exc) from exc
+                    overhead_s += time.perf_counter() - t
+                    if out:
+                        if pending is not None:  # more after all: the head goes first
+                            await _open_stream(scope, send, out_headers, pending + out)
+                            pending = None
+                            continue
+                        try:
+                            await send({"type": "http.response.body", "body": out, "more_body": True})
+                        except Exception as exc:
+                            raise OwnFault(exc) from exc
+                tail = accountant.flush()
+            if accountant.done_held:
+                # The client asked for usage and the upstream sent none: estimate it, say so in
+                # the ledger, and still end the stream the way OpenAI does.
+                outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+                tail += accountant.closing_events(outcome.usage)
+            if translate is not None:
+                try:
+                    tail = (translate(tail) if tail else b"") + translator.finish()
+                except Exception as exc:
+                    raise OwnFault(exc) from exc
+        except asyncio.CancelledError:
+            # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
+            # got the whole answer, even if the upstream had not closed its end yet.
+            if pending is not None or not (accountant.saw_done and not accountant.done_held):
+                if watch.left:
+                    outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+                else:  # not the client: shutdown's grace period ran out mid-stream
+                    outcome.status, outcome.error = 503, "shutdown"
+            raise
+        except OwnFault as failed:
+            # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.
+            # Raised on: the front door logs it, and the server ends the answer it started.
+            outcome.status, outcome.error = 500, "internal_error"
+            raise failed.error from None
+        except Exception as exc:
+            # Bytes already reached the client: no fallback. Tell the SDK the stream broke, and
+            # account the call as failed. Adapters raise UpstreamError; anything else is mapped.
+            error = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
+            outcome.status, outcome.error = 502, error.reason
+            last.backend_fault = error.backend_fault
+            log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
+            if pending is not None:  # the events read so far, before what ends or continues them
+                await _open_stream(scope, send, out_headers, pending)
+                pending = None
+            # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
+            resumed = None
+            native = rescue.native if rescue is not None else None
+            if rescue is not None:
+                try:
+                    resumed = await rescue.resume(
+                        error, _forward(send, native.feed if native is not None else translate)
+                    )
+                except ContinuationBroke as broke:
+                    error = broke.error
+            if resumed is None:
+                tail += translator.broken(error)
+            elif native is not None:  # the continuation's chat chunks, as the native stream's events
+                tail += (native.feed(resumed) if resumed else b"") + native.finish()
+            elif translate is not None:
+                tail += (translate(resumed) if resumed else b"") + translator.finish()
+            else:
+                tail += resumed
+        finally:
+            try:
+                await opened.response.aclose()
+            finally:
+                # Settled even when a second cancellation lands while the close awaits: an
+                # unsettled outcome would be accounted twice (here, and by `_answer`).
+                if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts
+                    last.duration_s = time.perf_counter() - attempt_started
+                    if outcome.status >= 400:
+                        last.error = outcome.error
+                    state.observers.attempt_finished(opened.offer, last, outcome.ttft_s)
+                    outcome.usage = accountant.usage or outcome.usage
+                    if outcome.usage is None:
+                        # The upstream sent no usage: estimate and say so.
+                        outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+                settle(outcome, chat, t0, overhead_s)
+        watch.stop()  # before the last message: past it, receive() reports a disconnect
+        if ingress.completes and outcome.status < 400:
+            if pending is not None:  # the client has its answer before the hook's work; only its end waits
+                await send_head_and_body(scope, send, 200, out_headers, pending + tail, more_body=True)
+                pending, tail = None, b""
+            await run_completed(ingress, request, opened)
+        if pending is None:
+            await send({"type": "http.response.body", "body": tail})
+        else:  # the whole answer, head to end, in one write
+            await send_head_and_body(scope, send, 200, out_headers, pending + tail if tail else pending)
+    finally:
+        # Accounted once the stream's end is on its way (as in `_answer`), and whichever way
+        # it ended (a client that left, a cancellation).
+        state.observers.call_finished(outcome)
+
+
+async def _open_stream(scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], events: bytes) -> None:
+    """Start the client's stream: the head and the events so far, in one write when there
+    are any. A failure to send is the gateway's side (`OwnFault`), not the upstream's."""
+    try:
+        if events:
+            await send_head_and_body(scope, send, 200, headers, events, more_body=True)
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+    except Exception as exc:
+        raise OwnFault(exc) from exc
+
+
+def _forward(send: Send, translate: Callable[[bytes], bytes] | None) -> Callable[[bytes], Awaitable[None]]:
+    """How a continuation's chat chunks reach the client: through the ingress's translation."""
+
+    async def forward(body: bytes) -> None:
+        out = translate(body) if translate is not None and body else body
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    return forward
+
+
+async def run_completed(ingress: Ingress, request: IngressRequest, opened: OpenedAnswer) -> None:
+    """The ingress's `completed` hook; its failure is logged, and the client still gets the
+    answer it was about to (the hook's work, e.g. storing it, is what is lost)."""
+    try:
+        await ingress.completed(request, opened)
+    except Exception:
+        log.exception("%s: the completed hook failed", ingress.endpoint)
+
+
+def settle(outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
+    """The call's latency, usage and price, fixed: what the answer's headers report and the
+    observers (`Observers.call_finished`, called next) record."""
+    outcome.latency_s = time.perf_counter() - t0
+    outcome.overhead_s = max(overhead_s, 0.0)
+    if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
+        outcome.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
+    outcome.bill()
