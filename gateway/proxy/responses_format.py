@@ -61,7 +61,7 @@ _ANNOUNCEMENTS = (b'{"type":"response.created",', b'{"type":"response.in_progres
 # Terminal events whose usage is read from their end when content came before them.
 _ENDINGS = (b'{"type":"response.completed",', b'{"type":"response.incomplete",')
 _USAGE_KEY = b'"usage":{'
-_OUTPUT_KEY = b'"output":['
+_ERROR_KEY = b'"error":'
 _MAX_TAIL = 4096  # the Response's members from `usage` on: its usage, user and metadata
 # Markers of the events the fast path must not pass unread: usage, errors and the end.
 _LOOK_INSIDE = (b'"usage"', b'"error"', b"response.completed", b"response.incomplete", b"response.failed")
@@ -337,13 +337,11 @@ def unparsed_usage(body: bytes) -> Usage | None:
     """The usage of a non-streamed 2xx Response read without parsing it whole (it echoes the
     request's instructions and tools: about 15 KB for an agent's turn, 40 µs to parse), when
     the gateway does not keep it (`store` false). None unless the body is plainly a Response
-    that `check_response_body` would take: a JSON object with `"object":"response"`, an
-    `output` list that is not empty, and no `"status":"failed"` anywhere (none is possible
-    inside a JSON string: its quotes are escaped); its `usage` a member of the top-level
-    object, read from the end as a stream's terminal event's is (`_usage_at_the_end`). The
-    caller then parses it whole, which says what is wrong if anything is. An error member
-    does not matter beside output (the whole parse takes it too, and relays it): one scan
-    of the body fewer, 10 µs on an agent's turn.
+    that did not fail: a JSON object with `"object":"response"` and an `output` list, no
+    `"status":"failed"` and no error object or text anywhere (none is possible inside a JSON
+    string: its quotes are escaped), and its `usage` a member of the top-level object, read
+    from the end as a stream's terminal event's is (`_usage_at_the_end`). The caller then
+    parses it whole (`check_response_body`), which says what is wrong if anything is.
 
     What is not checked: that the middle is JSON. A 200 with its start, end, `object`,
     `output` and trailing `usage` intact but garbage between goes to the client as it came
@@ -352,13 +350,15 @@ def unparsed_usage(body: bytes) -> Usage | None:
     40 µs on every agent turn was judged worth more than failing over on one."""
     if not (body.startswith(b"{") and body.endswith(b"}")):
         return None
-    if b'"object":"response"' not in body:
-        return None
-    at = body.find(_OUTPUT_KEY)  # the Response's own: nothing before it holds a list so named
-    if at < 0 or body[at + len(_OUTPUT_KEY)] == 93:  # ]: no output, where an error fails it
+    if b'"object":"response"' not in body or b'"output":[' not in body:
         return None
     if b'"status":"failed"' in body:
         return None
+    at = body.find(_ERROR_KEY)  # one pass for every `"error":` member: each must be null
+    while at >= 0:
+        if not body.startswith(b"null", at + len(_ERROR_KEY)):
+            return None
+        at = body.find(_ERROR_KEY, at + len(_ERROR_KEY))
     at = body.rfind(_USAGE_KEY)
     if at < 1 or len(body) - at > _MAX_TAIL or body[at - 1] not in b",{":
         return None

@@ -305,16 +305,10 @@ def _bodies() -> dict[str, bytes]:
     from tests.protocol import samples as S
 
     agent = dict(S.RESPONSE_TEXT, tools=[{"type": "function", "name": "f", "parameters": {"properties": {}}}] * 20)
-    # An error member beside output: the whole parse takes it as it is, so reading the end does.
-    erring = dict(S.RESPONSE_TEXT, error={"code": "server_error", "message": "a tool failed"})
-    return {
-        "recorded": orjson.dumps(S.RESPONSE_TEXT),
-        "with tools echoed": orjson.dumps(agent),
-        "with an error beside output": orjson.dumps(erring),
-    }
+    return {"recorded": orjson.dumps(S.RESPONSE_TEXT), "with tools echoed": orjson.dumps(agent)}
 
 
-@pytest.mark.parametrize("name", ["recorded", "with tools echoed", "with an error beside output"])
+@pytest.mark.parametrize("name", ["recorded", "with tools echoed"])
 def test_an_unkept_response_has_its_usage_read_without_parsing_it(name):
     from gateway.proxy.responses_format import RESPONSES_UNKEPT, unparsed_usage
 
