@@ -319,6 +319,13 @@ def test_an_unkept_response_has_its_usage_read_without_parsing_it(name):
     assert RESPONSES.read_body(OFFER, body) == (usage, whole)  # kept: parsed once, whole
 
 
+_ERROR = {"code": "server_error", "message": "upstream broke"}
+_INSTRUCTION_ITEMS = [
+    {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "hi"}]}
+]
+_EXAMPLE_TOOLS = [{"type": "function", "name": "f", "parameters": {"type": "object", "examples": [{"output": ["x"]}]}}]
+
+
 def _response(**members) -> dict:
     from tests.protocol import samples as S
 
@@ -341,6 +348,14 @@ def _response(**members) -> dict:
             None,
         ),
         (orjson.dumps(_response(), option=orjson.OPT_INDENT_2), None),  # spaced: parsed whole, fine
+        # An error and no output, behind members that hold an `output` list of their own
+        # (instructions as input items; a tool schema's examples, when tools come first).
+        (orjson.dumps(_response(instructions=_INSTRUCTION_ITEMS, error=_ERROR, output=[])), StreamFailedEarly),
+        (orjson.dumps({"tools": _EXAMPLE_TOOLS, **_response(error=_ERROR, output=[])}), StreamFailedEarly),
+        (
+            orjson.dumps({k: v for k, v in _response(error=_ERROR, tools=_EXAMPLE_TOOLS).items() if k != "output"}),
+            StreamFailedEarly,
+        ),
     ],
 )
 def test_an_unkept_response_in_any_doubt_is_parsed_whole_and_judged_so(body, raises):
