@@ -112,18 +112,20 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
         gc.freeze()
         # A parsed agent request is a thousand or more containers (20 tool schemas, 10 turns)
         # alive until its answer is sent. At CPython's default young threshold (700) that set
-        # off a collection every third such request, each traversing what was in flight:
-        # 35 µs per call on average (8% of its CPU under wrk), and 13 µs per one-line chat
-        # at 64 concurrent calls (counted with gc.callbacks). Past the objects in flight,
-        # they die by reference count before any collection looks at them; what waits longer
-        # is cyclic garbage, which the proxy path hardly makes (a few hundred objects per ten
-        # thousand calls), so the higher bound costs a few MB at most.
+        # off a collection every third such request, each traversing what was in flight: 35
+        # µs per call on average at 16 concurrent calls, 60 at 64 (8-13% of its CPU under
+        # wrk), and 13 µs per one-line chat at 64 (counted with gc.callbacks; 10,000 still
+        # cost 39 µs per agent call at 64). Past the objects in flight, they die by reference
+        # count before any collection looks at them. What waits longer is cyclic garbage: the
+        # proxy path makes little (a few hundred objects per ten thousand calls), and none that
+        # holds a request, however the call ends (tests/api/test_reference_cycles.py).
         collector_thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *collector_thresholds[1:])
         log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
         try:
             yield {"gateway_metrics": state.metrics}  # lifespan state: the HTTP protocol counts what it refuses
         finally:
+            gc.set_threshold(*collector_thresholds)
             for task in state.tasks:
                 task.cancel()
             for closer in state.closers:
@@ -135,7 +137,6 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
             if state.redis is not None:
                 await state.redis.aclose()
             state.metrics.process_stopping()
-            gc.set_threshold(*collector_thresholds)
             log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -71,8 +71,14 @@ class TaskWatch:
         self._task = asyncio.get_running_loop().create_task(self._watch(receive, owner))
 
     async def _watch(self, receive: Receive, owner: asyncio.Task[object] | None) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except asyncio.CancelledError:
+            # Stopped: ends as a task that returned. A cancelled task keeps its CancelledError,
+            # whose traceback holds this frame, which holds this watch and so the task: a
+            # reference cycle, and `receive` (the request) with it, until a collection.
+            return
         self.left = True
         if owner is not None:
             owner.cancel()

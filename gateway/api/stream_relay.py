@@ -149,6 +149,9 @@ async def relay_stream(
                 tail += (translate(resumed) if resumed else b"") + translator.finish()
             else:
                 tail += resumed
+            # Its traceback holds this frame: not held back by it, else a reference cycle
+            # keeps the request's frames for the collector (see `routing.pipeline.decide`).
+            del error
         finally:
             try:
                 await opened.response.aclose()

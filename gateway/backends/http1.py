@@ -282,6 +282,11 @@ class Http1Response(UpstreamResponse):
 
     async def aclose(self) -> None:
         self._abandon()
+        if self._error is not None:
+            # Closed, read no more. The error raised to the reader has a traceback holding
+            # the reader's frames, which hold this answer: kept here, a reference cycle that
+            # holds the request until a collection. A fresh one stands in its place.
+            self._error = StreamBroken(f"{self._backend}: answer closed")
 
 
 class Connection(asyncio.Protocol):

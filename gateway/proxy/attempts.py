@@ -351,7 +351,12 @@ class _Call:
             attempt = Attempt.failed(offer, error, elapsed)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
-            raise _Failed([(error, offer)], elapsed) from None
+            try:
+                raise _Failed([(error, offer)], elapsed) from None
+            finally:
+                # The error's traceback holds this frame: it must not hold the error back
+                # (a reference cycle through the request's frames; see `routing.pipeline.decide`).
+                del error
         except BaseException as exc:
             slot.release()
             # Cancelled (the client left, shutdown's deadline passed, a hedge won): this

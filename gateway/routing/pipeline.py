@@ -213,8 +213,16 @@ def decide(
 ) -> RoutingDecision:
     """The request path's entry point: the try order, or the error that says why there is none."""
     decision = plan(chat, headers, snapshot, stats, endpoint=endpoint)
-    if decision.error is not None:
-        raise decision.error
+    error = decision.error
+    if error is not None:
+        # The error's traceback holds this frame: were the frame to hold the error still
+        # (through `decision` or `error`), the request's frames, its body among them, would
+        # wait in a reference cycle for the collector instead of going when the 4xx/5xx is sent.
+        del decision
+        try:
+            raise error
+        finally:
+            del error
     return decision
 
 
