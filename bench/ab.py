@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import agent_bench  # noqa: E402  (bench/agent_bench.py)
+import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from bench import JSON_PORT, PACED_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up, wrk  # noqa: E402  (bench/bench.py)
@@ -84,6 +85,14 @@ def main() -> int:
         for port, _ in gateways.values():
             wait_up(f"http://127.0.0.1:{port}/health", timeout=120)
         for stream in [False] + ([] if args.no_stream else [True]):
+            if args.agent:  # the agent turn, written once; each gateway answers it 200 before it is timed
+                path, build, backend = agent_bench.CASES[args.agent]
+                body = tmp / f"agent-{int(stream)}.json"
+                body.write_bytes(orjson.dumps(build(f"agent/{backend}" + ("-sse" if stream else ""), stream)))
+                for port, _ in gateways.values():
+                    answer = httpx.post(f"http://127.0.0.1:{port}{path}", content=body.read_bytes(), timeout=30)
+                    if answer.status_code != 200:
+                        raise SystemExit(f"{args.agent}: a gateway answered {answer.status_code}: {answer.text[:300]}")
             rounds = []
             for r in range(args.rounds):
                 result = {}
@@ -91,20 +100,18 @@ def main() -> int:
                     port, proc = gateways[name]
                     url = f"http://127.0.0.1:{port}"
                     if args.agent:
-                        path, build, backend = agent_bench.CASES[args.agent]
-                        body = tmp / f"agent-{int(stream)}.json"
-                        model = f"agent/{backend}" + ("-sse" if stream else "")
-                        body.write_bytes(orjson.dumps(build(model, stream)))
                         result[name] = agent_bench.wrk(url, path, body, args.conc, args.duration, proc.pid)
                     else:
                         model = "bench-stream" if stream else "bench"
                         result[name] = wrk(url, model, stream, args.conc, args.duration, proc.pid)
+                if not all(x["requests"] for x in result.values()):
+                    raise SystemExit(f"round {r}: a wrk run failed: {result}")
                 rounds.append(result)
             cpu = sorted(x["tree"]["cpu_us"] / x["base"]["cpu_us"] for x in rounds)
             rps = sorted(x["tree"]["rps"] / x["base"]["rps"] for x in rounds)
-            errors = sum(x[n]["non2xx"] + x[n]["sockerr"] for x in rounds for n in x)
+            errors = sum(x[n]["non2xx"] + max(x[n]["sockerr"], 0) for x in rounds for n in x)
             print(
-                f"{'streaming' if stream else 'non-streaming'} {args.agent or ''} c={args.conc}, tree/{args.base}, {args.rounds} paired "
+                f"{'streaming' if stream else 'non-streaming'}{' ' + args.agent if args.agent else ''} c={args.conc}, tree/{args.base}, {args.rounds} paired "
                 f"rounds: gateway CPU per request {statistics.median(cpu):.3f} ({cpu[0]:.3f}-{cpu[-1]:.3f}), "
                 f"req/s {statistics.median(rps):.3f} ({rps[0]:.3f}-{rps[-1]:.3f}), errors {errors:.0f}",
                 flush=True,

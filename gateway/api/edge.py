@@ -4,8 +4,7 @@ An `Ingress` says what differs per API: how its body is parsed, what each candid
 (native pass-through or the chat translation), how an answer becomes its own shape, and how
 its errors look. Its parsed request is an `IngressRequest` (the chat request routing reads,
 and the client's own body); a streamed answer goes through a `StreamTranslator`, or a
-`PassThrough` when it already is the client's format. `OwnFault` is the gateway's own fault
-while relaying: neither the backend's nor a reason to continue elsewhere.
+`PassThrough` when it already is the client's format.
 """
 
 from __future__ import annotations
@@ -158,14 +157,3 @@ class Ingress(abc.ABC):
     @abc.abstractmethod
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and JSON body of an error in this API's own shape."""
-
-
-class OwnFault(Exception):
-    """Relaying a stream, a fault on the gateway's side of it: the answer could not be handed
-    on (the server's `send`, or an operator's middleware wrapping it, raised) or the ingress's
-    translation of the upstream's events raised. Not the backend's doing: the call is a 500,
-    the backend is not blamed, and nothing is continued elsewhere."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, OwnFault
+from gateway.api.edge import Ingress, IngressRequest
 from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
@@ -31,6 +31,17 @@ from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
 
 log = logging.getLogger("gateway.proxy")
+
+
+class OwnFault(Exception):
+    """Relaying a stream, a fault on the gateway's side of it: the answer could not be handed
+    on (the server's `send`, or an operator's middleware wrapping it, raised) or the ingress's
+    translation of the upstream's events raised. Not the backend's doing: the call is a 500,
+    the backend is not blamed, and nothing is continued elsewhere."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def relay_stream(
