@@ -12,17 +12,7 @@ import orjson
 
 from gateway.api.app import YOUNG_COLLECTION_THRESHOLD, create_app
 from gateway.settings import Settings
-from tests.support.inprocess import lifespan
-
-POLICY = """
-backends:
-  mock:
-    type: mock
-    models:
-      mock/mock-large: {context_length: 131072}
-routes:
-  auto: {models: [mock/mock-large]}
-"""
+from tests.support.inprocess import MOCK_POLICY, lifespan
 
 
 def _tool(i: int) -> dict:
@@ -52,7 +42,7 @@ def _agent_turn() -> dict:
 
 async def test_agent_requests_in_flight_set_off_no_young_collection(tmp_path):
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(MOCK_POLICY)
     before = gc.get_threshold()
     app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False))
     body = orjson.dumps(_agent_turn())
