@@ -16,8 +16,9 @@ from typing import Any
 
 from gateway.protocol.messages import MessageStream, chat_to_message
 from gateway.protocol.messages import encode_event as encode_message_event
-from gateway.protocol.responses import ResponseStream, chat_to_response
+from gateway.protocol.responses import chat_to_response
 from gateway.protocol.responses import encode_event as encode_response_event
+from gateway.protocol.responses_stream import ResponseStream
 
 SYSTEM = (
     "You are a coding agent working in the user's repository. You can read and edit files, run "

@@ -41,13 +41,13 @@ from gateway.conversations.store import StoredResponse
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
-    ResponseStream,
     chat_to_response,
     conversation_items,
     encode_event,
     input_items,
     responses_to_chat,
 )
+from gateway.protocol.responses_stream import ResponseStream
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer

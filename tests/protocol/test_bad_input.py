@@ -13,7 +13,8 @@ from openai.types.responses import ResponseStreamEvent
 
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import MessageStream, chat_to_message, messages_to_chat
-from gateway.protocol.responses import ResponseStream, chat_to_response, responses_to_chat
+from gateway.protocol.responses import chat_to_response, responses_to_chat
+from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
 from tests.protocol.breakage import variants as _variants
 from tests.protocol.sdk import strict

@@ -18,12 +18,12 @@ from pydantic import TypeAdapter
 
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import (
-    ResponseStream,
     chat_to_response,
     conversation_items,
     encode_event,
     responses_to_chat,
 )
+from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
 
@@ -735,7 +735,7 @@ def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
 
 def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_with_the_same_bytes(monkeypatch):
     import gateway.protocol.messages as messages_module
-    import gateway.protocol.responses as responses_module
+    import gateway.protocol.responses_stream as stream_module
 
     request = copy.deepcopy(S.RESPONSES_REQUEST_ITEMS)
     stream = ResponseStream(request, "resp_e", created_at=1)
@@ -754,7 +754,7 @@ def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_wi
             dumped.append(value)
             return orjson.dumps(value)
 
-    monkeypatch.setattr(responses_module, "orjson", Counting)
+    monkeypatch.setattr(stream_module, "orjson", Counting)
     monkeypatch.setattr(messages_module, "orjson", Counting)
     assert [stream.encode(e) for e in events] == expected  # the same bytes on the wire
     assert [v is request["tools"] for v in dumped].count(True) == 1  # the tools, once for the three
