@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.protocol.messages import MessageStream, chat_to_message
+from gateway.protocol.messages import chat_to_message
 from gateway.protocol.messages import encode_event as encode_message_event
+from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses import chat_to_response
 from gateway.protocol.responses import encode_event as encode_response_event
 from gateway.protocol.responses_stream import ResponseStream

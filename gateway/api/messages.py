@@ -44,7 +44,6 @@ from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_field
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
     MALFORMED,
-    MessageStream,
     anthropic_error,
     chat_to_message,
     count_tokens,
@@ -52,6 +51,7 @@ from gateway.protocol.messages import (
     malformed_answer,
     messages_to_chat,
 )
+from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer

@@ -16,14 +16,8 @@ from pydantic import TypeAdapter
 
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import (
-    MessageStream,
-    anthropic_error,
-    chat_to_message,
-    count_tokens,
-    encode_event,
-    messages_to_chat,
-)
+from gateway.protocol.messages import anthropic_error, chat_to_message, count_tokens, encode_event, messages_to_chat
+from gateway.protocol.messages_stream import MessageStream
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
 

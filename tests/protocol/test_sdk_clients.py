@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import MessageStream, anthropic_error, chat_to_message, encode_event
+from gateway.protocol.messages import anthropic_error, chat_to_message, encode_event
+from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses import chat_to_response
 from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
