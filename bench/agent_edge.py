@@ -9,15 +9,20 @@ candidate could take natively is translated first), the first candidate's call a
 JSON encoding, then the answer's check (agent_bench's fixed answers) and the client's body.
 Not included: HTTP, limits, the fallback loop, accounting (the same for every case).
 
-    python bench/agent_edge.py [--requests 300] [--base REV] [--rounds 3]
+    python bench/agent_edge.py [--requests 300] [--base REV] [--rounds 3] [--instructions]
 
 `--base REV`: the same timing for another commit's gateway too (exported with `git
-archive`, as ab.py does), printed beside this tree's.
+archive`, as ab.py does), printed beside this tree's. `--instructions`: instructions per
+request instead of CPU time, counted by valgrind's callgrind (each case run once with
+`--requests` calls and once with none; the difference over the calls). Slow (a minute or
+more per tree) but deterministic: what a loaded shared machine cannot resolve by time, a
+change of a few hundred instructions, it shows the same on every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import subprocess
@@ -38,8 +43,9 @@ CASES = (
 )
 
 
-def measure(requests: int) -> dict[str, float]:
-    """µs of CPU per request for each case, with whichever gateway package is importable."""
+def measure(requests: int, only: tuple[str, ...] = ()) -> dict[str, float]:
+    """µs of CPU per request for each case, with whichever gateway package is importable;
+    with `only`, just those cases' calls (`requests` of them after one), untimed."""
     import orjson
 
     # The gateway first, from PYTHONPATH: agent_bench puts this tree first on sys.path.
@@ -83,7 +89,7 @@ def measure(requests: int) -> dict[str, float]:
         )
 
     out = {}
-    for case in CASES:
+    for case in only or CASES:
         api, _, kind = case.partition("/")
         backend = "native" if kind == "native" else "chat"
         body = orjson.dumps(getattr(agent_request, api)(f"agent/{backend}", False))
@@ -91,6 +97,16 @@ def measure(requests: int) -> dict[str, float]:
         answer = answers[(wire if kind == "native" else "chat", False)].encode()
         ingress = ingresses[api]
         one(ingress, body, answer)
+        if only:  # counted from outside (callgrind): just the calls
+            # Without the collector: when its runs fall depends on every object the process
+            # holds (a module more or less moves them), and the gateway serves with them rare
+            # (gateway/api/app.py); counted in, they swamp differences of a few per cent.
+            gc.collect()
+            gc.disable()
+            for _ in range(requests):
+                one(ingress, body, answer)
+            gc.enable()
+            continue
         best = float("inf")
         for _ in range(7):
             start = time.process_time()
@@ -106,8 +122,13 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--base", help="also time this commit's gateway")
     ap.add_argument("--rounds", type=int, default=3, help="runs per tree, alternating; the best of each is kept")
+    ap.add_argument("--instructions", action="store_true", help="count instructions (callgrind), not time")
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one tree's figures, for --base
+    ap.add_argument("--calls", choices=CASES, help=argparse.SUPPRESS)  # one case's calls, under callgrind
     args = ap.parse_args()
+    if args.calls:
+        measure(args.requests, (args.calls,))
+        return 0
     if args.json:
         import orjson
 
@@ -127,6 +148,9 @@ def main() -> int:
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
         runs[args.base] = str(tmp)
     try:
+        if args.instructions:
+            _print_instructions(runs, args.requests)
+            return 0
         import orjson
 
         figures: dict[str, dict[str, float]] = {}
@@ -154,6 +178,35 @@ def main() -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _instructions(source: str, case: str, requests: int) -> int:
+    """Instructions callgrind counts in one run of `case`'s calls (`requests` after one)."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("needs `valgrind`: run `make system-deps`")
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+    cmd += [str(Path(__file__).resolve()), "--calls", case, "--requests", str(requests)]
+    # One hash seed: with random ones, dicts and sets probe differently from run to run
+    # (±0.5% of the count); with one, the same run counts the same to a few instructions.
+    env = {**os.environ, "PYTHONPATH": source, "PYTHONHASHSEED": "0"}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    for line in run.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise SystemExit(f"callgrind printed no count for {case}: {run.stderr[-500:]}")
+
+
+def _print_instructions(runs: dict[str, str], requests: int) -> None:
+    print(
+        f"# in-process edge cost of the agent turn, non-streamed: instructions per request (callgrind, {requests} calls)"
+    )
+    print(f"{'case':<22}" + "".join(f"{name:>24}" for name in runs))
+    for case in CASES:
+        cells = []
+        for source in runs.values():
+            per_call = (_instructions(source, case, requests) - _instructions(source, case, 0)) / requests
+            cells.append(f"{per_call / 1000:>19.1f}k")
+        print(f"{case:<22}" + "".join(f"{c:>24}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,15 @@ from typing import Any
 
 from gateway.protocol.messages import chat_to_message
 from gateway.protocol.messages import encode_event as encode_message_event
-from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses import chat_to_response
 from gateway.protocol.responses import encode_event as encode_response_event
-from gateway.protocol.responses_stream import ResponseStream
+
+try:
+    from gateway.protocol.messages_stream import MessageStream
+    from gateway.protocol.responses_stream import ResponseStream
+except ImportError:  # a gateway from before the stream halves had modules of their own (bench/ab.py --base)
+    from gateway.protocol.messages import MessageStream
+    from gateway.protocol.responses import ResponseStream
 
 SYSTEM = (
     "You are a coding agent working in the user's repository. You can read and edit files, run "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests and the benchmark run for real: redis-server (store tests),
 # prometheus + promtool (scrape test, rule checks), chromium (rankings page test), nginx + wrk
-# (benchmark), node + npm (the openai npm package as a caller, tests/js; it wants Node 20 or
-# later), and python3-venv where the python3 that `make install` uses cannot make a venv.
+# (benchmark), valgrind (`bench/agent_edge.py --instructions`), node + npm (the openai npm
+# package as a caller, tests/js; it wants Node 20 or later), and python3-venv where the
+# python3 that `make install` uses cannot make a venv.
 # Idempotent: installs only what is missing. Needs root (CI and dev machines run as root).
 # tests/test_ci.py checks that every binary a test requires is named here.
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v valgrind >/dev/null || need+=(valgrind)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 # Debian's python3 ships venv's ensurepip separately; pyenv's and python.org's include it.
