@@ -313,7 +313,10 @@ def _check_model(model: str, snapshot: ConfigSnapshot) -> None:
     (`resolve`), a 400 for an embedding model (`wrong_kind_error`)."""
     error = wrong_kind_error(model, "messages", "chat", target_offers(resolve(model, snapshot), snapshot))
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            del error  # not held by the frame its traceback holds (see `routing.pipeline.decide`)
 
 
 async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> None:

@@ -43,6 +43,11 @@ backends:
     base_url: {b}
     models:
       small/m: {{upstream_id: m, context_length: 4096}}
+  emb:
+    type: openai
+    base_url: {b}
+    models:
+      emb/m: {{upstream_id: m, kind: embedding}}
 routes:
   two: {{models: [a/m, b/m]}}
   one: {{models: [a/m]}}
@@ -63,7 +68,7 @@ def _responses(stream: bool = False) -> bytes:
     return orjson.dumps({"model": "two", "input": "x" * 100_000, "stream": stream, "store": False})
 
 
-MESSAGES, RESPONSES = "/v1/messages", "/v1/responses"
+MESSAGES, RESPONSES, COUNT = "/v1/messages", "/v1/responses", "/v1/messages/count_tokens"
 
 # case -> (upstream a's step, upstream b's step, request body, the client leaves mid-answer[, path])
 CASES = {
@@ -83,6 +88,7 @@ CASES = {
     "messages: stream cut and continued": (F.cut(after=5), F.ok(), _messages(stream=True), False, MESSAGES),
     "responses: every candidate failed": (F.status(503), F.status(500), _responses(), False, RESPONSES),
     "responses: stream cut and continued": (F.cut(after=5), F.ok(), _responses(stream=True), False, RESPONSES),
+    "count_tokens of an embedding model": (F.ok(), F.ok(), _messages().replace(b'"two"', b'"emb/m"'), False, COUNT),
 }
 
 
@@ -136,6 +142,7 @@ async def test_a_call_leaves_no_frame_of_the_gateway_in_a_reference_cycle(case, 
         "every candidate failed": 502,
         "messages: every candidate failed": 502,
         "responses: every candidate failed": 502,
+        "count_tokens of an embedding model": 400,
         "a 400 from the upstream": 400,
         "unknown model": 404,
         "no candidate fits the prompt": 400,
