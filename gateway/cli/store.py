@@ -84,14 +84,21 @@ def store_is_empty(settings: Settings) -> bool | None:
         return None
 
 
-def announce_store(settings: Settings, command: str, verb: str = "reads") -> None:
+EMPTY_NOTE = " (empty: nothing recorded there yet)"
+
+
+def announce_store(settings: Settings, command: str, verb: str = "reads", *, tell_empty: bool = True) -> None:
     """One line on stderr: which store `command` uses, and whether it is empty; plus the
-    pointer to a store left in ./data by an earlier version."""
+    pointer to a store left in ./data by an earlier version.
+
+    `tell_empty=False` for a command that streams what it reads: the server may record its
+    first event between this check and the read, and a line saying "empty" above the event
+    it then prints would contradict it; such a command says so after reading instead."""
     from gateway.settings import legacy_store_notice
 
     line = f"{command} {verb} {describe_store(settings)}"
-    if store_is_empty(settings):
-        line += " (empty: nothing recorded there yet)"
+    if tell_empty and store_is_empty(settings):
+        line += EMPTY_NOTE
     print(line, file=sys.stderr)
     if not settings.redis_url:
         notice = legacy_store_notice(settings.data_dir)

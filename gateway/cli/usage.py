@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING, BinaryIO
 
 from gateway.cli import usage_report
-from gateway.cli.store import add_store_flags, announce_store, settings_from
+from gateway.cli.store import EMPTY_NOTE, add_store_flags, announce_store, settings_from, store_is_empty
 
 if TYPE_CHECKING:
     from gateway.usage.jsonl import ImportReport
@@ -79,7 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
 
     settings = settings_from(args)
-    announce_store(settings, "gateway usage export")
+    announce_store(settings, "gateway usage export", tell_empty=False)
 
     async def main(out: BinaryIO) -> int:
         store = open_store(settings)
@@ -98,5 +98,7 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         count = asyncio.run(main(sys.stdout.buffer))
         sys.stdout.flush()
-    print(f"{count} events exported", file=sys.stderr)
+    # "empty" only when nothing came out: checked after the read, so it never contradicts it
+    note = EMPTY_NOTE if count == 0 and store_is_empty(settings) else ""
+    print(f"{count} events exported{note}", file=sys.stderr)
     return 0

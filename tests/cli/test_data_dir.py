@@ -90,7 +90,7 @@ def test_an_empty_store_is_called_empty(tmp_path):
     assert ranked.returncode == 0, ranked.stderr
     assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {store}{EMPTY}"]
     exported = cli("usage", "export", "--start", "2025-03-01", "--end", "2025-03-02", cwd=tmp_path, env=env)
-    assert exported.stderr.splitlines() == [f"gateway usage export reads SQLite {store}{EMPTY}", "0 events exported"]
+    assert exported.stderr.splitlines() == [f"gateway usage export reads SQLite {store}", f"0 events exported{EMPTY}"]
 
 
 def test_gateway_data_dir_wins_and_an_explicit_flag_over_it(tmp_path):
