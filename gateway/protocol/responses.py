@@ -469,6 +469,29 @@ def response_object(
     }
 
 
+def encoded_echo(request: dict[str, Any]) -> dict[str, orjson.Fragment]:
+    """The request's bulk that every Response echoes (its tools and instructions, an agent's
+    are about 15 KB), encoded: what `response_object` puts in, as JSON fragments, so a Response
+    or the stream's three events that carry it are written without walking them again."""
+    echo = {}
+    for name in ("tools", "instructions"):
+        value = request.get(name)
+        if value:
+            try:
+                echo[name] = orjson.Fragment(orjson.dumps(value))
+            except TypeError:  # nested past what orjson writes: left to the Response's own dump
+                return {}
+    return echo
+
+
+def encode_response(response: dict[str, Any], request: dict[str, Any], echo: dict[str, orjson.Fragment]) -> bytes:
+    """`orjson.dumps(response)` with the request's echo (`encoded_echo`) put in as fragments:
+    the same bytes."""
+    if echo and response.get("tools") is request.get("tools"):
+        return orjson.dumps({**response, **echo})
+    return orjson.dumps(response)
+
+
 def _reasoning_item(response_id: str, text: str, status: str) -> dict[str, Any]:
     content = [{"type": "reasoning_text", "text": text}] if text or status == "completed" else []
     return {

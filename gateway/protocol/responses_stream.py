@@ -26,6 +26,7 @@ from gateway.protocol.responses import (
     _search_arguments,
     _usage,
     call_kinds,
+    encoded_echo,
     failed_response,
     response_object,
 )
@@ -43,9 +44,17 @@ class ResponseStream:
     error chunk ends the stream with response.failed.
     """
 
-    def __init__(self, request: dict[str, Any], response_id: str, created_at: int | None = None) -> None:
+    def __init__(
+        self,
+        request: dict[str, Any],
+        response_id: str,
+        created_at: int | None = None,
+        echo: dict[str, orjson.Fragment] | None = None,
+    ) -> None:
         self.request = request
-        self._echo: dict[str, orjson.Fragment] | None = None  # the request's bulk, encoded once
+        # The request's bulk, encoded once (`encoded_echo`): given when the caller made it
+        # already, else made at the first event that carries the Response.
+        self._echo: dict[str, orjson.Fragment] | None = echo or None
         self.response_id = response_id
         self.created_at = created_at if created_at is not None else int(time.time())
         self.output: list[dict[str, Any]] = []  # finished items, for the final Response
@@ -98,11 +107,7 @@ class ResponseStream:
             return encode_event(event)
         echo = self._echo
         if echo is None:
-            echo = self._echo = {}
-            for name in ("tools", "instructions"):
-                value = self.request.get(name)
-                if value:
-                    echo[name] = orjson.Fragment(orjson.dumps(value))
+            echo = self._echo = encoded_echo(self.request)
         if not echo:
             return encode_event(event)
         return encode_event({**event, "response": {**response, **echo}})

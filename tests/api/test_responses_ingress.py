@@ -22,6 +22,7 @@ from gateway.api.responses import (
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES
 from gateway.backends.errors import UpstreamProtocolError
 from gateway.protocol.errors import GatewayError
+from gateway.protocol.responses import chat_to_response
 from gateway.proxy.relay import SseAccountant
 from tests.protocol import samples as S
 
@@ -105,6 +106,9 @@ def test_plan_is_native_where_the_backend_serves_responses_else_chat():
     assert chat.payload["stream_options"] == {"include_usage": True}
 
 
+_CHAT_ONLY = SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u")
+
+
 def _sse(chunks: list[dict]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
@@ -137,6 +141,52 @@ def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
     assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
     assert request.response is None
+
+
+def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_bytes_are_the_same(monkeypatch):
+    """The Response written back echoes the request's tools and instructions: encoded when
+    the translation is made (while the parse has just touched them), not again when the
+    answer is written, streamed or not; and the client's bytes are what dumping gives."""
+    import gateway.api.responses as api_module
+    import gateway.protocol.messages as messages_module
+    import gateway.protocol.responses as responses_module
+
+    tools = [{"type": "function", "name": f"t{i}", "parameters": {"type": "object"}} for i in range(3)]
+    dumped: list[object] = []
+
+    class Counting:
+        Fragment, JSONDecodeError, loads = orjson.Fragment, orjson.JSONDecodeError, staticmethod(orjson.loads)
+
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            dumped.append(value)
+            return orjson.dumps(value)
+
+    for module in (responses_module, messages_module, api_module):  # the encodings of the answer
+        monkeypatch.setattr(module, "orjson", Counting)
+    for stream in (False, True):
+        dumped.clear()
+        request = _parse(stream=stream, store=False, tools=tools, instructions="Be brief.")
+        assert request.echo == {}  # nothing encoded for a request that is not translated (yet)
+        request.chat.translate()
+        assert sorted(request.echo) == ["instructions", "tools"]
+        assert [v == tools for v in dumped].count(True) == 1
+        if stream:
+            out = TranslatedStream(request).feed(_sse(S.CHAT_STREAM_TEXT))
+            events = [orjson.loads(e.split(b"data: ", 1)[1]) for e in out.split(b"\n\n") if e]
+            whole = [e["response"] for e in events if "response" in e]
+            assert len(whole) == 3 and all(r["tools"] == tools and r["instructions"] == "Be brief." for r in whole)
+        else:
+            opened = SimpleNamespace(
+                format=INGRESS.plan(request, _CHAT_ONLY, None).format, body=orjson.dumps(S.CHAT_COMPLETION_TEXT)
+            )
+            body = INGRESS.body(request, opened)
+            response = chat_to_response(S.CHAT_COMPLETION_TEXT, request.native, request.response_id)
+            assert body == orjson.dumps(response)  # the same bytes as the whole Response dumped
+        assert [v == tools for v in dumped].count(True) == 1  # and still the one encoding
+        carried = [v.get("response", v) for v in dumped if isinstance(v, dict) and "output" in v.get("response", v)]
+        assert len(carried) == (3 if stream else 1)
+        assert all(isinstance(r["tools"], orjson.Fragment) for r in carried)  # never walked again
 
 
 def test_openrouter_routing_overrides_reach_routing_and_no_backend():

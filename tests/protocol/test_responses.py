@@ -735,6 +735,7 @@ def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
 
 def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_with_the_same_bytes(monkeypatch):
     import gateway.protocol.messages as messages_module
+    import gateway.protocol.responses as responses_module
     import gateway.protocol.responses_stream as stream_module
 
     request = copy.deepcopy(S.RESPONSES_REQUEST_ITEMS)
@@ -756,6 +757,7 @@ def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_wi
 
     monkeypatch.setattr(stream_module, "orjson", Counting)
     monkeypatch.setattr(messages_module, "orjson", Counting)
+    monkeypatch.setattr(responses_module, "orjson", Counting)  # encoded_echo's
     assert [stream.encode(e) for e in events] == expected  # the same bytes on the wire
     assert [v is request["tools"] for v in dumped].count(True) == 1  # the tools, once for the three
     assert [v == request["instructions"] for v in dumped].count(True) == 1
