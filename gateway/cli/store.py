@@ -60,7 +60,8 @@ def describe_store(settings: Settings) -> str:
 def store_is_empty(settings: Settings) -> bool | None:
     """True when the store holds no usage at all; None when that cannot be told (unreachable).
 
-    Checked before the store is opened, since opening the SQLite store creates the file."""
+    Reads without opening the store (opening the SQLite store creates its file): asked
+    before the command opens it, or after (`usage export`, once its tables exist)."""
     if settings.redis_url:
         import redis
 

@@ -486,7 +486,8 @@ def encoded_echo(request: dict[str, Any]) -> dict[str, orjson.Fragment]:
 
 def encode_response(response: dict[str, Any], request: dict[str, Any], echo: dict[str, orjson.Fragment]) -> bytes:
     """`orjson.dumps(response)` with the request's echo (`encoded_echo`) put in as fragments:
-    the same bytes."""
+    the same bytes (and bytes where the plain dump would fail: tools nested within orjson's
+    write depth on their own, past it inside the Response)."""
     if echo and response.get("tools") is request.get("tools"):
         return orjson.dumps({**response, **echo})
     return orjson.dumps(response)
