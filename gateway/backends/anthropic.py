@@ -22,7 +22,7 @@ from gateway.backends.anthropic_translate import (
     to_chat_completion,
     to_messages_request,
 )
-from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, UpstreamRequest, UpstreamResponse, encode_payload
 from gateway.backends.errors import (
     ClientRejected,
     ContextTooLong,
@@ -98,7 +98,7 @@ class AnthropicBackend(OpenAICompatBackend):
             # Anthropic's own bytes (read by `gateway.proxy.messages_format`).
             try:
                 return await self.post(
-                    orjson.dumps(request.payload), request.headers, MESSAGES, request.max_response_bytes
+                    encode_payload(request.payload), request.headers, MESSAGES, request.max_response_bytes
                 )
             except UpstreamError as exc:
                 raise _in_openai_terms(exc) from None
@@ -119,7 +119,7 @@ class AnthropicBackend(OpenAICompatBackend):
             }
             raise ClientRejected(f"{self.name}: {exc}", 400, orjson.dumps({"error": error})) from None
         try:
-            response = await self.post(orjson.dumps(body), request.headers, request.path, request.max_response_bytes)
+            response = await self.post(encode_payload(body), request.headers, request.path, request.max_response_bytes)
         except UpstreamError as exc:
             raise _in_openai_terms(exc) from None
         include_usage = bool((request.payload.get("stream_options") or {}).get("include_usage"))

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.backends.errors import ResponseTooLarge
+import orjson
+
+from gateway.backends.errors import RequestNotEncodable, ResponseTooLarge
 from gateway.backends.errors import UpstreamError as UpstreamError  # re-exported: the adapters' interface
 from gateway.config.schema import BackendConfig
 from gateway.config.snapshot import Offer
@@ -34,6 +36,18 @@ API_PATHS: dict[str, str] = {
     "completions": COMPLETIONS,
     "embeddings": EMBEDDINGS,
 }
+
+
+def encode_payload(payload: Any) -> bytes:
+    """The JSON body of an upstream call. A payload the encoder cannot write is the client's
+    doing (nesting past orjson's write depth): `RequestNotEncodable`, a 400 that no circuit
+    counts, rather than an exception the fallback loop would blame on the backend."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        raise RequestNotEncodable(f"The request cannot be forwarded: its JSON is nested too deeply ({exc}).") from None
+
+
 # A non-streamed answer larger than this fails the attempt (`gateway.max_response_bytes`).
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 

@@ -19,7 +19,8 @@ numbers nor knows which HTTP client raised what:
         └── ClientRejected          other 4xx: the upstream judged the request
             ├── AuthRejected        401/403: the gateway's own key for that backend
             ├── ContextTooLong      the prompt does not fit this model              "context_length"
-            └── BackendMisconfigured  the upstream does not know the model asked for "misconfigured"
+            ├── BackendMisconfigured  the upstream does not know the model asked for "misconfigured"
+            └── RequestNotEncodable  the gateway cannot write the request (never sent)  "request_not_encodable"
 
 The three policy attributes:
 - `retryable`: another candidate may succeed where this one failed (the loop moves on);
@@ -184,6 +185,18 @@ class BackendMisconfigured(ClientRejected):
     @classmethod
     def of(cls, error: UpstreamError) -> BackendMisconfigured:
         return cls(error.message, error.status or 404, error.body)
+
+
+class RequestNotEncodable(ClientRejected):
+    """The request could not be written for the upstream: JSON nested deeper than the encoder
+    writes (orjson reads about 1,000 levels, writes 254), which only a client sends. Nothing
+    was sent; no candidate would fare better, and no backend is at fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 400)
+
+    def _label(self, status: int) -> str:
+        return "request_not_encodable"
 
 
 def status_error(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ssl
 
 import httpx
-import orjson
 
 from gateway.backends.base import (
     CHAT_COMPLETIONS,
@@ -28,6 +27,7 @@ from gateway.backends.base import (
     Backend,
     UpstreamRequest,
     UpstreamResponse,
+    encode_payload,
     looks_like_context_overflow,
 )
 from gateway.backends.errors import status_error
@@ -98,7 +98,8 @@ class OpenAICompatBackend(Backend):
         return client
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
-        return await self.post(orjson.dumps(request.payload), request.headers, request.path, request.max_response_bytes)
+        body = encode_payload(request.payload)
+        return await self.post(body, request.headers, request.path, request.max_response_bytes)
 
     async def post(
         self,

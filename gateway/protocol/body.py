@@ -24,6 +24,18 @@ def json_object(body: bytes, expects: str) -> dict[str, Any]:
     return payload
 
 
+def json_text(value: Any, param: str | None = None) -> str:
+    """`value`, parsed from the client's body, as JSON text (a tool call's arguments): a 400
+    naming `param` when it is nested deeper than the encoder writes (orjson reads about
+    1,000 levels and writes 254), the one way parsed JSON can fail to be written again."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise invalid_request(
+            "The request cannot be forwarded: its JSON is nested too deeply.", param, "request_not_encodable"
+        ) from None
+
+
 def required_model(payload: dict[str, Any]) -> str:
     """`model`, required and a non-empty string (OpenAI's words when it is missing)."""
     model = payload.get("model")

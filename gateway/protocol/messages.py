@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.body import json_text
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
@@ -248,7 +249,7 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
 
 def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
     """A checked tool_use block as chat's tool call (its input as the arguments' JSON text)."""
-    arguments = orjson.dumps(block.get("input") or {}).decode()
+    arguments = json_text(block.get("input") or {}, "messages")
     return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.body import json_text
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
 
@@ -253,7 +254,7 @@ def _search_call(item: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(item.get("call_id"), str):
         raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
     arguments = item.get("arguments")
-    text = arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
+    text = arguments if isinstance(arguments, str) else json_text(arguments or {}, f"{where}.arguments")
     return {"id": item["call_id"], "type": "function", "function": {"name": TOOL_SEARCH, "arguments": text}}
 
 

@@ -58,6 +58,7 @@ from gateway.backends.errors import (
     FirstByteTimeout,
     MalformedAnswer,
     RateLimited,
+    RequestNotEncodable,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -598,6 +599,8 @@ def client_error(
             f"the gateway's log (tried: {tried}).",
             code="backend_misconfigured",
         )
+    if isinstance(error, RequestNotEncodable):  # the client's body, never sent: its own words
+        return GatewayError(400, error.message, code="request_not_encodable")
     if isinstance(error, MalformedAnswer):
         return GatewayError(
             502,
