@@ -14,6 +14,7 @@ open gateway) but never a virtual key: tenants are not operators.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -26,6 +27,8 @@ from gateway.tenants.principal import OPEN, Principal
 from gateway.tenants.throttle import FailedAuthThrottle, Network, client_address
 
 __all__ = ["OPEN", "Authenticator", "Caller", "Principal"]
+
+log = logging.getLogger("gateway.tenants")
 
 
 class Caller(Protocol):
@@ -58,6 +61,8 @@ class Authenticator:
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self._keys = keys  # key -> name
+        self._static_names = frozenset(keys.values())
+        self._conflicts_logged: set[str] = set()  # bounded by the store's key names
         self._admin_key = admin_key
         self.directory = directory
         self._throttle = throttle or FailedAuthThrottle()
@@ -99,10 +104,30 @@ class Authenticator:
                 )
             found = directory.lookup(key)
             if isinstance(found, Principal):
+                if found.key_name in self._static_names:
+                    raise self._name_conflict(found.key_name)
                 return found
             if found is not None:
                 raise self._failed(request, _WHY[found], "invalid_api_key")
         raise self._failed(request, "Incorrect API key provided.", "invalid_api_key")
+
+    def _name_conflict(self, name: str | None) -> GatewayError:
+        """A virtual key named as a static key (made before the refusal at creation, or by a
+        CLI that did not see GATEWAY_API_KEYS): not let in, since the two would share one
+        identity, and so each other's stored responses, limits and spend."""
+        if name not in self._conflicts_logged:
+            self._conflicts_logged.add(str(name))
+            log.error(
+                "virtual key %r shares its name with a static key (GATEWAY_API_KEYS): refused until one is renamed "
+                "(`gateway keys revoke %s` and create it under another name)",
+                name,
+                name,
+            )
+        return GatewayError(
+            403,
+            "This key's name is also a static key's; the gateway's operator must rename one of them.",
+            code="key_name_conflict",
+        )
 
     def authenticate_admin(self, request: Caller) -> Principal:
         """For /admin/status and /admin/reload (see the module docstring)."""

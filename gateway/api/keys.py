@@ -35,7 +35,7 @@ async def start_tenants(state: AppState) -> None:
     settings = state.settings
     store = open_tenant_store(settings)
     directory = KeyDirectory(store, refresh_s=settings.keys_refresh_s, on_error=state.metrics.key_store_error)
-    state.tenant_admin = TenantAdmin(store)
+    state.tenant_admin = TenantAdmin(store, static_names=settings.client_keys().values())
     state.auth = Authenticator(
         settings.client_keys(),
         settings.admin_key,

@@ -107,9 +107,12 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     from gateway.tenants.keys import TenantError
     from gateway.tenants.store import open_tenant_store
 
-    store = open_tenant_store(settings_from(args))
+    settings = settings_from(args)
+    store = open_tenant_store(settings)
     try:
-        result = action(TenantAdmin(store), args)
+        # The static keys this environment names (GATEWAY_API_KEYS, as the server's): the
+        # server refuses a virtual key that shares a name with one anyway (Authenticator).
+        result = action(TenantAdmin(store, static_names=settings.client_keys().values()), args)
     except TenantError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

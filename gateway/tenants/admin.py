@@ -7,7 +7,7 @@ The plain key leaves here once (create, rotate) and is never written anywhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -56,8 +56,13 @@ def limits_from(values: dict[str, Any], base: Limits = NO_LIMITS) -> Limits:
 
 
 class TenantAdmin:
-    def __init__(self, store: TenantStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: TenantStore, clock: Callable[[], float] = time.time, static_names: Iterable[str] = ()
+    ) -> None:
         self.store = store
+        # The static keys' names (GATEWAY_API_KEYS): a name identifies one key in the ledger,
+        # limits, spend and stored responses, so a virtual key may not take one.
+        self.static_names = frozenset(static_names)
         self._clock = clock
 
     # -- keys -----------------------------------------------------------------------------
@@ -79,6 +84,13 @@ class TenantAdmin:
     ) -> Issued:
         now = self._clock()
         check_name(name)
+        if name in self.static_names:
+            raise TenantError(
+                f"`{name}` is a static key's name (GATEWAY_API_KEYS): a name is what the ledger, limits and "
+                "stored responses know a key by, so it must be one key's. Choose another.",
+                status=409,
+                code="name_taken",
+            )
         self._check_team(team)
         plain, credential = issue(now)
         key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)

@@ -5,6 +5,9 @@ authentication throttled per address."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -15,6 +18,7 @@ import pytest
 from tests.support.clock import clear_of_minute_edge
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
+from tests.support.services import REPO
 from tests.tenants.support import bearer, cli, create_key
 
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "Say hello."}]}
@@ -246,3 +250,49 @@ def test_the_ledger_names_the_key_and_its_team(start_gateway, upstream, tmp_path
 
     rows = poll(exported, what="two events in the ledger", timeout=30)
     assert sorted((r["key"], r["team"]) for r in rows) == [("app1", "platform"), ("app2", None)]
+
+
+def test_a_virtual_key_may_not_share_a_static_keys_name(start_gateway, upstream, tmp_path):
+    """A name is what the ledger, limits, spend and stored responses know a key by: a virtual
+    key named as a static key would read that key's stored responses (hostile testing found
+    it). Refused at creation where the static keys are known, and refused at the door where
+    a CLI without GATEWAY_API_KEYS made one anyway."""
+    data = tmp_path / "data"
+    twin = create_key("bob", data_dir=data)  # this CLI does not see the server's static keys
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={
+            **FAST_REFRESH,
+            "GATEWAY_DATA_DIR": str(data),
+            "GATEWAY_API_KEYS": "bob:sk-static-bob",
+            "GATEWAY_ADMIN_KEY": "sk-admin",
+        },
+    )
+    assert chat(gw, "sk-static-bob").status_code == 200
+    for _ in range(2):
+        refused = chat(gw, twin)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "key_name_conflict"
+    stored = httpx.post(
+        gw.url + "/v1/responses", json={"model": "auto", "input": "my secret"}, headers=bearer("sk-static-bob")
+    )
+    assert stored.status_code == 200
+    response_id = stored.json()["id"]
+    assert httpx.get(gw.url + f"/v1/responses/{response_id}", headers=bearer("sk-static-bob")).status_code == 200
+    assert httpx.get(gw.url + f"/v1/responses/{response_id}", headers=bearer(twin)).status_code == 403
+    assert len(upstream.received) == 2  # static bob's two calls; the twin's never went out
+    assert gw.log().count("shares its name with a static key") == 1  # logged once, not per request
+
+    made = httpx.post(gw.url + "/admin/keys", json={"name": "bob"}, headers=bearer("sk-admin"))
+    assert made.status_code == 409 and made.json()["error"]["code"] == "name_taken", made.text
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_DATA_DIR": str(data), "GATEWAY_API_KEYS": "bob:sk-x"}
+    by_cli = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "--name", "bob"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert by_cli.returncode == 1 and "static key's name" in by_cli.stderr
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "bobby"}, headers=bearer("sk-admin")).status_code == 201
