@@ -478,6 +478,21 @@ def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] |
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 
+def whole_json(parts: list[str]) -> bool:
+    """Whether a streamed tool call's arguments so far are a whole JSON value: when another
+    call begins, whether this one is done (a backend streaming calls one after another) or
+    will go on (one that sends every call's head before their arguments), for the stream
+    translations, whose items cannot reopen once closed."""
+    text = "".join(parts)
+    if not text:
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def malformed_answer(exc: Exception) -> GatewayError:
     return GatewayError(502, f"The backend's answer is not a valid chat completion ({type(exc).__name__}: {exc}).")
 

@@ -20,6 +20,7 @@ from gateway.protocol.messages import (
     anthropic_usage,
     malformed_answer,
     message_id,
+    whole_json,
 )
 
 
@@ -31,8 +32,11 @@ class MessageStream:
     sends it, then message_delta with stop_reason and usage and message_stop. The finish
     reason arrives before the usage chunk, so the closing events wait for the usage chunk or
     `finish()`. Blocks are sequential, as Anthropic's are: a chunk for a new kind of content
-    closes the open block. Tool calls are expected one after another, as vLLM and OpenAI
-    stream them; a fragment for a tool call already closed is dropped.
+    closes the open block. Tool calls streamed one after another (as vLLM and OpenAI send
+    them) are relayed as they come; a call that begins while the open call's arguments are
+    not yet whole JSON (a backend sending every call's head before their arguments) is held
+    and written whole, as one block, once the open one is done. A fragment for a call whose
+    block was already closed is dropped.
     """
 
     def __init__(self, model: str, input_tokens: int = 0, stop_sequences: list[str] | None = None) -> None:
@@ -46,6 +50,8 @@ class MessageStream:
         self._open: str | None = None  # its kind: thinking, text or tool_use
         self._tool_blocks: dict[int, int] = {}  # chat tool_calls index -> block index
         self._open_tool: int | None = None
+        self._tool_arguments: list[str] = []  # the open tool block's arguments so far
+        self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}  # calls waiting for it
         self._stop: tuple[str, str | None] | None = None
         self._usage: dict[str, int] | None = None
         self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
@@ -85,7 +91,7 @@ class MessageStream:
                 continue  # Messages has one answer; n > 1 is not translated
             events += self._delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
-                events += self._close_block()
+                events += self._settle()
                 self._stop = _stop(choice, self.stop_sequences)
         if self._stop and self._usage is not None:
             events += self._end()
@@ -121,7 +127,7 @@ class MessageStream:
         """At the end of the chat stream: close whatever is still open."""
         if self._closed:
             return []
-        events = self._start({}) + self._close_block()
+        events = self._start({}) + self._settle()
         return events + self._end()
 
     def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,6 +149,8 @@ class MessageStream:
     def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if self._held and (reasoning or delta.get("content")):
+            events += self._settle()  # the held calls are written before what follows them
         if isinstance(reasoning, str) and reasoning:
             events += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             events.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
@@ -157,8 +165,20 @@ class MessageStream:
         position = call.get("index", 0)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
+        held = self._held.get(position)
+        if held is not None:
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                held[1].append(arguments)
+            return []
         if position not in self._tool_blocks:
             self._saw_tool_call = True
+            if self._open_tool is not None and (self._held or not whole_json(self._tool_arguments)):
+                # The open call's arguments are still coming: this one waits (`_settle`).
+                arguments = function.get("arguments")
+                self._held[position] = (call, [arguments] if isinstance(arguments, str) else [])
+                self._tool_blocks[position] = -1  # not open yet
+                return []
             block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": call.get("id") or "",
@@ -172,6 +192,7 @@ class MessageStream:
             return []  # a fragment for a call already closed: Anthropic cannot reopen a block
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
+            self._tool_arguments.append(arguments)
             events.append(self._block_delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 
@@ -198,7 +219,20 @@ class MessageStream:
             return []
         self._open = None
         self._open_tool = None
+        self._tool_arguments = []
         return [{"type": "content_block_stop", "index": self._index}]
+
+    def _settle(self) -> list[dict[str, Any]]:
+        """Close the open block, then write the held calls, each whole, in their order."""
+        events = self._close_block()
+        while self._held:
+            position = next(iter(self._held))
+            call, arguments = self._held.pop(position)
+            del self._tool_blocks[position]
+            function = {**(call.get("function") or {}), "arguments": "".join(arguments)}
+            events += self._tool_delta({**call, "function": function})
+            events += self._close_block()
+        return events
 
     def _end(self) -> list[dict[str, Any]]:
         self._closed = True

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
+from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, whole_json
 from gateway.protocol.responses import (
     _CONTENT_ONLY,
     TOOL_SEARCH,
@@ -63,8 +63,11 @@ class ResponseStream:
         self._closed = False
         self._open: dict[str, Any] | None = None  # the item being streamed
         self._text: list[str] = []  # its text or arguments so far, joined when it closes
-        self._calls: set[int] = set()  # chat tool_calls indexes already opened
+        self._calls: set[int] = set()  # chat tool_calls indexes already opened (or held)
         self._open_call: int | None = None  # the open item's chat tool_calls index
+        # Calls that began while another call's arguments were still coming: their first
+        # fragment and arguments, written whole once the open item is done (`_settle`).
+        self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}
         self._kinds: CallKinds | None = None  # read at the first call
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
@@ -168,7 +171,7 @@ class ResponseStream:
                 continue  # a Response has one answer
             events += self._delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
-                events += self._close_item()
+                events += self._settle()
                 self._finish = choice["finish_reason"]
                 self._finished = True
         if self._finished and self._usage is not None:
@@ -178,7 +181,7 @@ class ResponseStream:
     def finish(self) -> list[dict[str, Any]]:
         if self._closed:
             return []
-        return self._start() + self._close_item() + self._end()
+        return self._start() + self._settle() + self._end()
 
     def fail(self, error: GatewayError) -> list[dict[str, Any]]:
         """response.failed for an error before the stream could complete."""
@@ -208,6 +211,8 @@ class ResponseStream:
     def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if self._held and (reasoning or delta.get("content")):
+            events += self._settle()  # the held calls are written before what follows them
         if isinstance(reasoning, str) and reasoning:
             if not self._is_open("reasoning"):
                 events += self._open_item(_reasoning_item(self.response_id, "", "in_progress"))
@@ -229,8 +234,20 @@ class ResponseStream:
         position = call.get("index", 0)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
+        held = self._held.get(position)
+        if held is not None:
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                held[1].append(arguments)
+            return []
         if position not in self._calls:
             self._calls.add(position)
+            if self._open_call is not None and (self._held or not whole_json(self._text)):
+                # Another call's arguments are still coming (a backend that sends every call's
+                # head first): this one waits, and is written whole once that one is done.
+                arguments = function.get("arguments")
+                self._held[position] = (call, [arguments] if isinstance(arguments, str) else [])
+                return []
             name = function.get("name") or ""
             if self._kinds is None:
                 self._kinds = call_kinds(self.request)
@@ -263,6 +280,18 @@ class ResponseStream:
                 )
             )
             self._text.append(arguments)
+        return events
+
+    def _settle(self) -> list[dict[str, Any]]:
+        """Close the open item, then write the held calls, each whole, in their order."""
+        events = self._close_item()
+        while self._held:
+            position = next(iter(self._held))
+            call, arguments = self._held.pop(position)
+            self._calls.discard(position)
+            function = {**(call.get("function") or {}), "arguments": "".join(arguments)}
+            events += self._call_delta({**call, "function": function})
+            events += self._close_item()
         return events
 
     def _current(self) -> dict[str, Any]:

@@ -848,3 +848,47 @@ CUSTOM_TOOL_CALL_OUTPUT_ITEM = {
     "call_id": "call_aGiFQkRWSWAIsMQ19fKqxUgb",
     "output": "Success. Updated the following files:\nA hello.txt\n",
 }
+
+
+def _call_chunk(position: int, call_id: str | None = None, name: str | None = None, arguments: str | None = None):
+    call: dict = {"index": position, "function": {}}
+    if call_id:
+        call.update(id=call_id, type="function")
+    if name:
+        call["function"]["name"] = name
+    if arguments is not None:
+        call["function"]["arguments"] = arguments
+    return {**_CHUNK_HEAD, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+_CHUNK_HEAD = {"id": "chatcmpl-par", "object": "chat.completion.chunk", "created": 1741290958, "model": "m"}
+_PARALLEL_END = [
+    {**_CHUNK_HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {**_CHUNK_HEAD, "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}},
+]
+_PARALLEL_START = [{**_CHUNK_HEAD, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+# Two parallel calls streamed one after the other (OpenAI, vLLM): each call's arguments whole
+# before the next call begins.
+CHAT_STREAM_PARALLEL_CALLS = [
+    *_PARALLEL_START,
+    _call_chunk(0, "call_A", "get_weather", ""),
+    _call_chunk(0, arguments='{"location":'),
+    _call_chunk(0, arguments='"Paris"}'),
+    _call_chunk(1, "call_B", "get_weather", ""),
+    _call_chunk(1, arguments='{"location":'),
+    _call_chunk(1, arguments='"Rome"}'),
+    *_PARALLEL_END,
+]
+# The same calls from a backend that sends every call's head before their arguments, and
+# the arguments interleaved: what chat clients assemble by `index` alike.
+CHAT_STREAM_INTERLEAVED_CALLS = [
+    *_PARALLEL_START,
+    _call_chunk(0, "call_A", "get_weather", ""),
+    _call_chunk(1, "call_B", "get_weather", ""),
+    _call_chunk(0, arguments='{"location":'),
+    _call_chunk(1, arguments='{"location":'),
+    _call_chunk(0, arguments='"Paris"}'),
+    _call_chunk(1, arguments='"Rome"}'),
+    *_PARALLEL_END,
+]
+PARALLEL_CALLS = [("call_A", {"location": "Paris"}), ("call_B", {"location": "Rome"})]

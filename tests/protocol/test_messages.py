@@ -613,3 +613,29 @@ def test_the_text_delta_shortcut_writes_exactly_what_the_general_path_does(sampl
     out.append(b"".join(encode_event(e) for e in shortcut.finish()))
     assert b"".join(out) == expected
     assert taken == (4 if sample is S.CHAT_STREAM_TEXT else 0)
+
+
+@pytest.mark.parametrize("chunks", [S.CHAT_STREAM_PARALLEL_CALLS, S.CHAT_STREAM_INTERLEAVED_CALLS])
+def test_parallel_tool_calls_keep_every_argument_in_either_order(chunks):
+    """Hostile testing: calls whose heads came before their arguments lost the first call's
+    arguments (its block was closed when the second began, and its later fragments dropped)."""
+    events = _stream(chunks)
+    snapshot, buffers = None, {}
+    parse = TypeAdapter(A.RawMessageStreamEvent)
+    for event in events:
+        if event["type"] != "ping":
+            strict(A.RawMessageStreamEvent, event)
+            snapshot = accumulate_event(
+                event=parse.validate_python(event), current_snapshot=snapshot, json_bufs=buffers
+            )
+    final = snapshot.to_dict()
+    assert [(b["id"], b["input"]) for b in final["content"]] == S.PARALLEL_CALLS
+    assert final["stop_reason"] == "tool_use"
+    starts = [e["index"] for e in events if e["type"] == "content_block_start"]
+    stops = [e["index"] for e in events if e["type"] == "content_block_stop"]
+    assert starts == stops == [0, 1]  # one block at a time, as Anthropic streams them
+    fragments = [e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"]
+    if chunks is S.CHAT_STREAM_PARALLEL_CALLS:  # one after the other: relayed as they come
+        assert fragments == ['{"location":', '"Paris"}', '{"location":', '"Rome"}']
+    else:  # the first call live, the second held and written whole once the first is done
+        assert fragments == ['{"location":', '"Paris"}', '{"location":"Rome"}']

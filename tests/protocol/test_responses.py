@@ -787,3 +787,24 @@ def test_function_tools_translate_as_the_general_path_spells_them():
         with pytest.raises(GatewayError) as caught:
             _tools([functions[0], nameless])
         assert caught.value.param == "tools[1].name"
+
+
+@pytest.mark.parametrize("chunks", [S.CHAT_STREAM_PARALLEL_CALLS, S.CHAT_STREAM_INTERLEAVED_CALLS])
+def test_parallel_tool_calls_keep_every_argument_in_either_order(chunks):
+    """Hostile testing: calls whose heads came before their arguments lost the first call's
+    arguments (its item was done when the second began, and its later fragments dropped)."""
+    events, translator = _stream(chunks)
+    for event in events:
+        _EVENTS.validate_python(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    done = events[-1]["response"]["output"]
+    assert [(item["call_id"], orjson.loads(item["arguments"])) for item in done] == S.PARALLEL_CALLS
+    assert [i["id"] for i in done] == [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
+    deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    if chunks is S.CHAT_STREAM_PARALLEL_CALLS:  # one after the other: relayed as they come
+        assert deltas == ['{"location":', '"Paris"}', '{"location":', '"Rome"}']
+    else:  # the first call live, the second held and written whole once the first is done
+        assert deltas == ['{"location":', '"Paris"}', '{"location":"Rome"}']
+    added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
+    finished = [e["output_index"] for e in events if e["type"] == "response.output_item.done"]
+    assert added == finished == [0, 1]
