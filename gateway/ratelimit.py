@@ -284,7 +284,7 @@ class RateLimiter:
             return None
         if self._metrics is not None:
             self._metrics.limit_refused("rpm", "model")
-        return retry_after(rpm, result.previous, result.current, clock.elapsed)
+        return retry_after(rpm - 1, result.previous, result.current, clock.elapsed)  # room for this one
 
     async def _count(self, scopes: tuple[Scope, ...], ask: Ask, clock: Clock) -> tuple[Refused | Window, bool]:
         """Admission's one step, in Redis (falling back to local counts when it fails) or locally;
@@ -404,7 +404,10 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     headers = {}
     if kind == "rpm":
         assert scope.rpm is not None
-        wait = retry_after(scope.rpm, refused.previous, refused.current, clock.elapsed)
+        # Admitted when the estimate has room for this request (estimate + 1 <= rpm), as tpm's
+        # below waits for room for its tokens: waiting only for "below rpm" was up to 60/rpm
+        # seconds short (a full minute at rpm 1), so a client honouring it was refused again.
+        wait = retry_after(scope.rpm - 1, refused.previous, refused.current, clock.elapsed)
         limit = f"{scope.rpm} {_UNITS[kind]}"
         headers = {"x-ratelimit-limit-requests": str(scope.rpm), "x-ratelimit-remaining-requests": "0"}
     elif kind == "tpm":

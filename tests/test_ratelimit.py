@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config.loader import ConfigError, parse_config
 from gateway.config.schema import RateLimitsConfig
-from gateway.ratelimit import format_reset, retry_after, scopes_for
+from gateway.ratelimit import RateLimiter, format_reset, retry_after, scopes_for
 from gateway.tenants.keys import Credential, Limits, VirtualKey
 from gateway.tenants.limits import NANO, WINDOW_S, Ask, Clock, LocalCounters, RedisCounters, Refused, Scope, Window
 from gateway.tenants.principal import Principal
@@ -213,3 +213,23 @@ async def test_settlements_that_cannot_reach_redis_are_kept_and_sent_once_it_ans
     await counters.impl.flush()  # nothing left to send twice
     assert await counters.spent("key:app") == (500, 500)
     await client.aclose()
+
+
+@pytest.mark.parametrize("rpm", [1, 2, 10, 60])
+@pytest.mark.parametrize("step", [0.5, 23.0, 39.0])  # within the window of the calls (T0 is 20 s in)
+async def test_a_client_honouring_retry_after_on_an_rpm_refusal_is_admitted_then(rpm, step):
+    """Hostile testing: the wait was until the estimate fell below rpm, but admission needs
+    room for one more (estimate + 1 <= rpm): a client sleeping the Retry-After was refused
+    again, for up to 60/rpm seconds (at rpm 1: 17 s said, 77 s in fact)."""
+    now = [T0]
+    limiter = RateLimiter(clock=lambda: now[0])
+    for _ in range(rpm):
+        assert await limiter.model_limit("m", rpm) is None
+    now[0] = T0 + step  # refused at this point of the window
+    wait = await limiter.model_limit("m", rpm)
+    assert wait is not None and wait > 0
+    if wait > 1.0:
+        now[0] = T0 + step + wait - 1.0
+        assert await limiter.model_limit("m", rpm) is not None  # not a second early
+    now[0] = T0 + step + wait
+    assert await limiter.model_limit("m", rpm) is None  # admitted when it said
