@@ -21,7 +21,11 @@ KEY_PREFIX = "sk-gw-"
 SHOWN_PREFIX_CHARS = 12  # "sk-gw-" and six random characters: enough to tell keys apart
 Period = Literal["day", "month"]
 PERIODS = ("day", "month")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")  # matched whole (fullmatch: `$` lets "\n" through)
+# Upper bounds on a limit: far above any real one, within what the counters hold exactly (a
+# budget in nano-dollars in 64 bits; Redis scripts count in doubles).
+MAX_COUNT = 10**12
+MAX_BUDGET_USD = 1e9
 
 
 class TenantError(ValueError):
@@ -42,7 +46,7 @@ def hash_key(plain: str) -> str:
 
 
 def check_name(name: str, what: str = "key") -> str:
-    if not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise TenantError(
             f"A {what} name is 1-64 letters, digits or `_.:@-`, starting with a letter or digit: {name!r}"
         )
@@ -62,12 +66,31 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "max_concurrent"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise TenantError(f"`{name}` must be a positive integer, got {value!r}")
-        if self.budget_usd is not None and (not isinstance(self.budget_usd, (int, float)) or self.budget_usd <= 0):
-            raise TenantError(f"`budget_usd` must be a positive number, got {self.budget_usd!r}")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT
+            ):
+                raise TenantError(f"`{name}` must be a positive integer up to {MAX_COUNT:,}, got {value!r}")
+        budget = self.budget_usd
+        if budget is not None and (
+            not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= MAX_BUDGET_USD
+        ):  # NaN fails the comparison too; inf and 1e300 overflowed the nano-dollar count (a 500 per call)
+            raise TenantError(f"`budget_usd` must be a positive number up to {MAX_BUDGET_USD:,.0f}, got {budget!r}")
         if self.budget_period not in PERIODS:
             raise TenantError(f"`budget_period` must be `day` or `month`, got {self.budget_period!r}")
+
+    @classmethod
+    def stored(cls, values: dict[str, Any]) -> Limits:
+        """Limits as the store holds them. One written before the bounds above (a budget of
+        inf, nan or 1e300, a count past MAX_COUNT) is read at the bound: refusing it would
+        fail the whole store's load, every key with it."""
+        values = dict(values)
+        for name in ("rpm", "tpm", "max_concurrent"):
+            if isinstance(values.get(name), int) and values[name] > MAX_COUNT:
+                values[name] = MAX_COUNT
+        budget = values.get("budget_usd")
+        if isinstance(budget, float) and not budget <= MAX_BUDGET_USD:
+            values["budget_usd"] = MAX_BUDGET_USD
+        return cls(**values)
 
     @property
     def empty(self) -> bool:
@@ -148,7 +171,7 @@ class VirtualKey:
         return cls(
             name=data["name"],
             credentials=tuple(Credential(**c) for c in data["credentials"]),
-            limits=Limits(**data["limits"]),
+            limits=Limits.stored(data["limits"]),
             models=tuple(data["models"]),
             team=data.get("team"),
             expires_at=data.get("expires_at"),
@@ -171,7 +194,7 @@ class Team:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Team:
-        return cls(name=data["name"], limits=Limits(**data["limits"]), created_at=data["created_at"])
+        return cls(name=data["name"], limits=Limits.stored(data["limits"]), created_at=data["created_at"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.tenants.keys import MAX_BUDGET_USD
 from gateway.tenants.script_client import ScriptClient
 
 if TYPE_CHECKING:
@@ -49,6 +50,10 @@ SPEND_TTL_MS = {"d": 3 * 86_400_000, "m": 63 * 86_400_000}
 
 
 def to_nano(usd: float) -> int:
+    # Bounded for a budget stored before `Limits` refused non-finite or huge ones: the
+    # largest a budget may be now (one not finite counts as no smaller than that).
+    if not usd <= MAX_BUDGET_USD:
+        return math.ceil(MAX_BUDGET_USD * NANO)
     return math.ceil(usd * NANO - 1e-6)
 
 
