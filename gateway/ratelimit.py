@@ -246,18 +246,27 @@ class RateLimiter:
             else:
                 prompt = chat.prompt_tokens()
                 completion = snapshot.config.gateway.default_completion_tokens
+            spend = completion
             ceiling = chat.completion_ceiling  # Anthropic's max_tokens: the answer cannot be longer
-            if ceiling is not None and ceiling < completion:
-                completion = ceiling
+            if ceiling is not None:
+                # Not a demand (Claude Code asks 32000+ on every call): tokens per minute
+                # reserve the usual completion, never more than the ceiling; spend reserves the
+                # longest answer a candidate can give, so a budget holds as it does for a
+                # chat request that sets max_tokens.
+                spend = _longest_answer(decision.candidates, ceiling, prompt)
+                if ceiling < completion:
+                    completion = ceiling
             copies = chat.fields.get("n")  # n answers (completions: best_of too), each up to max_tokens
             if type(copies) is int and copies > 1:
                 completion *= copies
+                spend *= copies
             if chat.batch > 1:  # a completions batch: each prompt and its answers
                 prompt *= chat.batch
                 completion *= chat.batch
+                spend *= chat.batch
             tokens = prompt + completion
             if any(s.budget_usd is not None for s in scopes):
-                nano = _estimate_nano(decision.candidates, prompt, completion)
+                nano = _estimate_nano(decision.candidates, prompt, spend)
         ask = Ask(self._id_prefix + str(next(self._ids)), tokens, nano, now + self._inflight_ttl_s)
         result, shared = await self._count(scopes, ask, clock)
         if isinstance(result, Refused):
@@ -386,6 +395,17 @@ class RateLimiter:
                 self._store_retry_s,
             )
         self._store_down_until = time.monotonic() + self._store_retry_s
+
+
+def _longest_answer(candidates: tuple[Offer, ...], ceiling: int, prompt: int) -> int:
+    """The most tokens any candidate can answer with under `ceiling`: its max_output_tokens,
+    and its context less the prompt's estimate (as each is asked: `capped_max_tokens`)."""
+    longest = 0
+    for offer in candidates:
+        spec = offer.spec
+        cap = ceiling if spec.max_output_tokens is None else min(ceiling, spec.max_output_tokens)
+        longest = max(longest, min(cap, max(spec.context_length - prompt, 1)))
+    return longest or ceiling
 
 
 def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) -> int:

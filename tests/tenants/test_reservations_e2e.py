@@ -5,6 +5,8 @@ each (else a tpm or budget is overrun by that factor)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 
 from tests.support.clock import clear_of_minute_edge
@@ -67,3 +69,38 @@ def test_a_call_whose_answers_cannot_fit_the_tpm_is_refused(start_gateway, upstr
     assert r.status_code == 429 and r.json()["error"]["metadata"]["limit"] == "tpm", r.text
     assert httpx.post(gw.url + "/v1/chat/completions", json={**ask, "n": 2}, headers=bearer(key)).status_code == 200
     assert len(upstream.received) == 1
+
+
+PRICEY = """
+backends:
+  up:
+    type: openai
+    base_url: {a}
+    api_key: sk-a-123456
+    models:
+      qwen/qwen3-coder: {{input_price: 1.0, output_price: 1000.0, context_length: 131072}}
+routes:
+  coder: {{models: [qwen/qwen3-coder]}}
+"""
+
+
+def test_messages_requests_in_flight_never_overspend_a_budget(start_gateway, upstream, tmp_path):
+    """Hostile testing: Anthropic's max_tokens is a ceiling, so a Messages call reserved the
+    usual completion (1024), not the 3000 it could write: four concurrent calls of a $5/day
+    key writing 3000 tokens at $1000/M were all admitted and spent $12. Spend now reserves
+    the longest answer a candidate can give, as for a chat call setting max_tokens."""
+    data = tmp_path / "data"
+    key = create_key("capped", "--budget-usd", "5", "--budget-period", "day", data_dir=data)
+    gw = start_gateway(PRICEY.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    upstream.reset(completion_tokens=3000, delay_s=1.0)  # all four in flight together
+    body = {"model": "coder", "max_tokens": 3000, "messages": [{"role": "user", "content": "Write a lot."}]}
+
+    def ask(_: int) -> int:
+        return httpx.post(gw.url + "/v1/messages", json=body, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(ask, range(4)))
+    assert statuses == [200, 429, 429, 429]  # $3 reserved for the first leaves no room for a second
+    assert len(upstream.received) == 1
+    view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+    assert 3.0 < view["usage_daily"] <= 5.0, view  # the one call: 3000 tokens at $1000/M and its prompt
