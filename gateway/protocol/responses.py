@@ -494,22 +494,29 @@ def encode_response(response: dict[str, Any], request: dict[str, Any], echo: dic
     return orjson.dumps(response)
 
 
-def _reasoning_item(response_id: str, text: str, status: str) -> dict[str, Any]:
+def _item_id(prefix: str, response_id: str, earlier: int) -> str:
+    """An output item's id: `rs_`/`msg_` and the Response's suffix; `_2`, `_3`... after it
+    for the second, third item of that type in one Response (text after a tool call,
+    reasoning between messages), so every item id is unique, as OpenAI's are."""
+    return f"{prefix}{_suffix(response_id)}" + (f"_{earlier + 1}" if earlier else "")
+
+
+def _reasoning_item(response_id: str, text: str, status: str, earlier: int = 0) -> dict[str, Any]:
     content = [{"type": "reasoning_text", "text": text}] if text or status == "completed" else []
     return {
         "type": "reasoning",
-        "id": "rs_" + _suffix(response_id),
+        "id": _item_id("rs_", response_id, earlier),
         "summary": [],
         "content": content,
         "status": status,
     }
 
 
-def _message_item(response_id: str, text: str | None, status: str) -> dict[str, Any]:
+def _message_item(response_id: str, text: str | None, status: str, earlier: int = 0) -> dict[str, Any]:
     content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
     return {
         "type": "message",
-        "id": "msg_" + _suffix(response_id),
+        "id": _item_id("msg_", response_id, earlier),
         "status": status,
         "role": "assistant",
         "content": content,

@@ -215,13 +215,16 @@ class ResponseStream:
             events += self._settle()  # the held calls are written before what follows them
         if isinstance(reasoning, str) and reasoning:
             if not self._is_open("reasoning"):
-                events += self._open_item(_reasoning_item(self.response_id, "", "in_progress"))
+                item = _reasoning_item(self.response_id, "", "in_progress", self._earlier("reasoning"))
+                events += self._open_item(item)
                 events.append(self._part_event("response.content_part.added", {"type": "reasoning_text", "text": ""}))
             events.append(self._text_event("response.reasoning_text.delta", delta=reasoning))
             self._text.append(reasoning)
         if isinstance(delta.get("content"), str) and delta["content"]:
             if not self._is_open("message"):
-                events += self._open_item(_message_item(self.response_id, None, "in_progress"))
+                events += self._open_item(
+                    _message_item(self.response_id, None, "in_progress", self._earlier("message"))
+                )
                 part = {"type": "output_text", "text": "", "annotations": []}
                 events.append(self._part_event("response.content_part.added", part))
             events.append(self._text_event("response.output_text.delta", delta=delta["content"], logprobs=[]))
@@ -282,6 +285,10 @@ class ResponseStream:
             self._text.append(arguments)
         return events
 
+    def _earlier(self, kind: str) -> int:
+        """How many items of `kind` the Response has so far (a continued one's included)."""
+        return sum(1 for item in self.output if item["type"] == kind)
+
     def _settle(self) -> list[dict[str, Any]]:
         """Close the open item, then write the held calls, each whole, in their order."""
         events = self._close_item()
@@ -334,7 +341,7 @@ class ResponseStream:
         elif item["type"] == "reasoning":
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
-            done = _reasoning_item(self.response_id, text, "completed")
+            done = {**_reasoning_item(self.response_id, text, "completed"), "id": item["id"]}
         elif item["type"] == "custom_tool_call":
             text = _custom_input(text)
             if text:

@@ -808,3 +808,37 @@ def test_parallel_tool_calls_keep_every_argument_in_either_order(chunks):
     added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
     finished = [e["output_index"] for e in events if e["type"] == "response.output_item.done"]
     assert added == finished == [0, 1]
+
+
+def test_every_output_item_of_a_translated_stream_has_its_own_id():
+    """Hostile testing: text, a tool call, then more text gave two message items of one id
+    (reasoning between messages, two reasoning items of one id): `item_id` on the deltas
+    could not tell them apart."""
+    head = {"id": "chatcmpl-ids", "object": "chat.completion.chunk", "created": 1741290958, "model": "m"}
+
+    def chunk(delta, finish=None):
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    chunks = [
+        chunk({"role": "assistant", "reasoning_content": "Think."}),
+        chunk({"content": "Checking."}),
+        chunk({"tool_calls": [call]}),
+        chunk({"reasoning_content": "Again."}),
+        chunk({"content": "Done."}, "stop"),
+        {**head, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}},
+    ]
+    events, translator = _stream(chunks, response_id="resp_ids")
+    for event in events:
+        _EVENTS.validate_python(event)
+    output = events[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["reasoning", "message", "function_call", "reasoning", "message"]
+    ids = [item["id"] for item in output]
+    assert len(set(ids)) == len(ids), ids
+    assert ids[0] == "rs_ids" and ids[1] == "msg_ids"  # the first of each kind keeps the usual id
+    added = [e["item"]["id"] for e in events if e["type"] == "response.output_item.added"]
+    done = [e["item"]["id"] for e in events if e["type"] == "response.output_item.done"]
+    assert added == done == ids
+    for event in events:  # each delta names the item it writes to, and that item is the open one
+        if "item_id" in event:
+            assert event["item_id"] == ids[event["output_index"]]
