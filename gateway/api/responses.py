@@ -290,10 +290,13 @@ class _NativeResume:
         return self._translator.finish()  # keeps the final Response, for storing
 
 
-def _native_broken(error: UpstreamError) -> bytes:
+def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
+    """The error event ending a native stream that broke off, numbered after the last event
+    the client got (`ResponsesAccountant.next_sequence`), as the SDK types number every event."""
+    sequence = getattr(accountant, "next_sequence", 0)
     event = {
         "type": "error",
-        "sequence_number": 0,
+        "sequence_number": sequence,
         "code": error.reason,
         "message": "The upstream stream broke off.",
         "param": None,
@@ -302,10 +305,6 @@ def _native_broken(error: UpstreamError) -> bytes:
 
 
 _NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
-
-# A Responses stream from a backend that speaks it: forwarded untouched (the relay's
-# accountant keeps its final Response, which is what gets stored).
-_NATIVE_STREAM = PassThrough(_native_broken)
 
 
 class ResponsesIngress(Ingress):
@@ -345,7 +344,9 @@ class ResponsesIngress(Ingress):
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
         if opened.format in _NATIVE:
-            return _NATIVE_STREAM
+            # Forwarded untouched (the relay's accountant keeps its final Response, which is
+            # what gets stored); a break ends it with an error event numbered after the last.
+            return PassThrough(partial(_native_broken, opened.accountant))
         return TranslatedStream(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:

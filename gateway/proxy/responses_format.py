@@ -147,6 +147,7 @@ class ResponsesAccountant:
         "_attempt",
         "_broken",
         "_events",
+        "_last",
         "_malformed_run",
         "_response",
         "_started",
@@ -174,11 +175,27 @@ class ResponsesAccountant:
         self._broken: MalformedAnswer | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()
+        self._last = b""  # the last bytes handed on: where the numbering stands
         self._started = False
 
     @property
     def started(self) -> bool:
         return self._started
+
+    @property
+    def next_sequence(self) -> int:
+        """The `sequence_number` an event added after what was handed on takes (an error event
+        when the stream breaks): one past the last event's, read (rarely: on a break) from the
+        last bytes handed on; 0 before any."""
+        for event in reversed(whole_events(self._last)):
+            payload = _single_data(event) or data_of(event)
+            try:
+                number = orjson.loads(payload).get("sequence_number") if payload else None
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if type(number) is int:
+                return number + 1
+        return 0
 
     @property
     def response(self) -> dict[str, Any] | None:
@@ -213,6 +230,7 @@ class ResponsesAccountant:
             ):
                 self.content_events += events
                 self._malformed_run = 0
+                self._last = complete
                 return complete
         out = []
         for event in whole_events(complete):
@@ -222,7 +240,10 @@ class ResponsesAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
-        return b"".join(out)
+        handed = b"".join(out)
+        if handed:
+            self._last = handed
+        return handed
 
     def flush(self) -> bytes:
         self._raise_if_broken()
@@ -230,6 +251,8 @@ class ResponsesAccountant:
         if not tail:
             return b""
         kept = self._inspect(tail)
+        if kept is not None:
+            self._last = kept
         self._raise_if_broken()
         return kept + b"\n\n" if kept is not None else b""
 

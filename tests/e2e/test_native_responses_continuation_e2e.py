@@ -111,6 +111,8 @@ def test_a_break_inside_a_function_call_is_not_continued(gw, native, fallback):
     native.behaviour.break_after_events = 4  # created, in_progress, item added, half the arguments
     events = list(_client(gw).responses.create(model="auto", input="Read it.", stream=True))
     assert events[-1].type == "error" and "broke off" in events[-1].message
+    # Numbered after the last event the client got (hostile testing found it always 0).
+    assert [e.sequence_number for e in events] == list(range(len(events)))
     assert fallback.seen == []
     ledger(gw, 1)
     assert [row[:4] for row in all_rows(gw)] == [("native", 502, "protocol", True)]
