@@ -167,6 +167,11 @@ async def relay_stream(
             try:
                 await opened.response.aclose()
             finally:
+                if accountant.failed_midway and outcome.status < 400:
+                    # The upstream's own error event after content, relayed to the client: the
+                    # call failed, as a stream that broke did, and the backend is at fault.
+                    outcome.status, outcome.error = 502, "upstream_error"
+                    last.backend_fault = True
                 # Settled even when a second cancellation lands while the close awaits: an
                 # unsettled outcome would be accounted twice (here, and by `_answer`).
                 if rescue is None or not rescue.took_over:  # else the rescue accounted its attempts

@@ -37,6 +37,9 @@ class StreamAccountant(Protocol):
     saw_done: bool
     done_held: bool
     malformed_events: int
+    # The upstream's own error event (or failed Response) came after content: relayed to the
+    # client, redacted, and the call recorded as failed, not as a 200.
+    failed_midway: bool
 
     @property
     def started(self) -> bool: ...

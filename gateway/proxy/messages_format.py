@@ -85,6 +85,7 @@ class MessagesAccountant:
         "_started",
         "content_events",
         "done_held",
+        "failed_midway",
         "first_content_at",
         "malformed_events",
         "redactor",
@@ -97,6 +98,7 @@ class MessagesAccountant:
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False  # message_stop
+        self.failed_midway = False  # an error event after content (relayed, redacted)
         self.done_held = False  # never: Anthropic always sends its usage
         self.malformed_events = 0
         self.redactor = redactor or _NO_REDACTION
@@ -207,6 +209,7 @@ class MessagesAccountant:
             message, status = _error_of(obj)
             if not self._started:
                 raise StreamFailedEarly(message, status)
+            self.failed_midway = True
             return self._error_event(obj)
         if kind == "message_start":
             start = obj.get("message")

@@ -57,6 +57,7 @@ class SseAccountant:
         "_started",
         "content_events",
         "done_held",
+        "failed_midway",
         "first_content_at",
         "hold_done",
         "malformed_events",
@@ -80,6 +81,7 @@ class SseAccountant:
         self.saw_done = False
         self.redactor = redactor or _NO_REDACTION
         self.malformed_events = 0  # dropped after content had flowed
+        self.failed_midway = False  # an error event after content (relayed, redacted)
         self._malformed_run = 0
         self._broken: MalformedAnswer | None = None  # raised at the next feed/flush
         self._attempt: Attempt | None = None
@@ -236,6 +238,7 @@ class SseAccountant:
                 message = err.get("message") if isinstance(err, dict) else str(err)
                 status = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
                 raise StreamFailedEarly(str(message or "error event before any content"), status)
+            self.failed_midway = True
             return self._error_event(obj.get("error"))
         choices = obj.get("choices")
         reported = obj.get("usage")

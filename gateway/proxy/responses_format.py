@@ -154,6 +154,7 @@ class ResponsesAccountant:
         "_terminal",
         "content_events",
         "done_held",
+        "failed_midway",
         "first_content_at",
         "malformed_events",
         "redactor",
@@ -171,6 +172,7 @@ class ResponsesAccountant:
         self.saw_done = False  # a terminal event (completed, incomplete, failed) was read
         self.done_held = False  # never: the upstream's terminal event always carries usage
         self.malformed_events = 0
+        self.failed_midway = False  # an error event or response.failed after content (relayed)
         self._malformed_run = 0
         self._broken: MalformedAnswer | None = None
         self._attempt: Attempt | None = None
@@ -304,6 +306,7 @@ class ResponsesAccountant:
                 self._end(response)
             if not self._started:
                 raise StreamFailedEarly(error_message(error), 502)
+            self.failed_midway = True
             return self._redacted(event, obj, kind)
         if kind in _TERMINAL:
             response = obj.get("response")

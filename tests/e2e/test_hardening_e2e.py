@@ -262,6 +262,38 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_is_recorded_as_fai
     assert poll(statuses, what="the ledger row", ignore=(sqlite3.OperationalError,)) == [502]
 
 
+def test_an_error_event_after_content_is_relayed_and_recorded_as_failed(gw, upstream, upstream_b):
+    """Hostile testing: a stream whose upstream sent content, then its own error event, was
+    relayed (the error redacted) but recorded as a 200 with no error, and not counted
+    against the backend; a stream that broke is a 502. Now both are."""
+    head = {"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1, "model": "up-x"}
+    chunks = [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {"content": "Half an"}, "finish_reason": None}]},
+        {"error": {"message": "worker died (key sk-a-123456)", "type": "server_error", "code": 500}},
+    ]
+    raw = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+    upstream.reset(raw_stream=raw)
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=ask(stream=True), timeout=10) as r:
+        assert r.status_code == 200
+        events = [orjson.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert [e["choices"][0]["delta"]["content"] for e in events[:-1]] == ["", "Half an"]
+    assert events[-1]["error"]["message"] == "worker died (key [redacted])"  # a key-shaped secret, redacted
+    assert len(upstream_b.received) == 0  # content had reached the client: no fallback
+    metrics = poll(
+        lambda: (m := scrape(gw.url)).total("gateway_requests_total", status="502") == 1 and m, what="the 502"
+    )
+    assert metrics.total("gateway_requests_total", status="200") == 0
+    assert metrics.total("gateway_backend_attempts_total", backend="first", result="upstream_error") == 1
+    path = gw.dir / "data" / "usage.sqlite3"
+
+    def rows():
+        with sqlite3.connect(path) as db:
+            return [tuple(r) for r in db.execute("SELECT status, error FROM events")] or None
+
+    assert poll(rows, what="the ledger row", ignore=(sqlite3.OperationalError,)) == [(502, "upstream_error")]
+
+
 # -- a stream the client read to its end ------------------------------------------------------
 
 
