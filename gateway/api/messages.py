@@ -28,7 +28,6 @@ an embedding model a 400, as there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import orjson
@@ -40,9 +39,10 @@ from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.body import json_object
-from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, PromptFacts, owned_fields, upstream_payload
+from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import (
+    ANTHROPIC_ONLY,
     MALFORMED,
     anthropic_error,
     chat_to_message,
@@ -52,7 +52,7 @@ from gateway.protocol.messages import (
     messages_to_chat,
 )
 from gateway.protocol.messages_stream import MessageStream
-from gateway.protocol.messages_view import messages_fields, messages_prompt
+from gateway.protocol.messages_view import coarse_prompt, messages_fields, messages_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
@@ -78,6 +78,12 @@ class MessagesRequest:
     max_tokens: int  # as the client asked: a ceiling, capped per candidate (`capped_max_tokens`)
     body_bytes: int = 0  # the request body's size: bounds the prompt without estimating it
     owned: bool = False  # `native` has the gateway's own fields (models, provider, route): never passed through
+    translation: _Translation | None = None  # a view's request's translation and routing facts
+
+    @property
+    def refused(self) -> bool:
+        """The translation refused the body as Anthropic-only: native candidates only."""
+        return self.translation is not None and self.translation.refused is not None
 
     def capped_max_tokens(self, offer: Offer) -> int:
         """`max_tokens` within what this offer can produce: its `max_output_tokens`, and its
@@ -113,20 +119,54 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
         max_tokens = fields.pop("max_tokens")
         if owned is not None:
             fields.update(owned)
+        translation = _Translation(native, owned, len(body))
         request = ChatRequest(
-            None,
-            fields["model"],
-            bool(fields.get("stream")),
-            build=partial(_translation, native, owned),
-            fields=fields,
-            view=partial(messages_prompt, native),
+            None, fields["model"], bool(fields.get("stream")), build=translation, fields=fields, view=translation.view
         )
     request.include_usage = request.stream
     request.completion_ceiling = max_tokens
     stops = native.get("stop_sequences")
     forward = {name: headers[name] for name in _FORWARDED if name in headers} or None
     stops = stops if isinstance(stops, list) else None
-    return MessagesRequest(request, native, forward, stops, max_tokens, len(body), owned is not None)
+    made = translation if fields is not None else None
+    return MessagesRequest(request, native, forward, stops, max_tokens, len(body), owned is not None, made)
+
+
+class _Translation:
+    """A view's request's chat translation, made when first needed, and its routing facts.
+
+    A body the view cannot read is translated to be routed; one the translation refuses as
+    Anthropic-only (`ANTHROPIC_ONLY`: a server tool, a document by URL, a search result) is
+    routed on its coarse facts (`coarse_prompt`) and can only be answered natively: `refused`
+    keeps the 400 for a candidate asked in chat (passed over) and for a request no candidate
+    could take natively (it answers that 400, as before)."""
+
+    __slots__ = ("_native", "_owned", "_size", "payload", "refused")
+
+    def __init__(self, native: dict[str, Any], owned: dict[str, Any] | None, size: int) -> None:
+        self._native, self._owned, self._size = native, owned, size
+        self.payload: dict[str, Any] | None = None
+        self.refused: tuple[str, str | None, str | None] | None = None  # the 400's message, param, code
+
+    def __call__(self) -> dict[str, Any]:
+        if self.payload is None:
+            if self.refused is not None:
+                raise invalid_request(*self.refused)  # a fresh one each time: nothing kept holds frames
+            self.payload = _translation(self._native, self._owned)
+        return self.payload
+
+    def view(self) -> PromptFacts | None:
+        facts = messages_prompt(self._native)
+        if facts is not None:
+            return facts
+        try:
+            self.payload = _translation(self._native, self._owned)
+        except GatewayError as refused:
+            if refused.code != ANTHROPIC_ONLY:
+                raise  # malformed: its 400 now, as the translation would give it
+            self.refused = (refused.message, refused.param, refused.code)  # not the error: its frames
+            return coarse_prompt(self._native, self._size)
+        return None  # translated: routing reads the translation
 
 
 def _translation(native: dict[str, Any], owned: dict[str, Any] | None) -> dict[str, Any]:
@@ -266,6 +306,8 @@ class MessagesIngress(Ingress):
             payload["model"] = offer.upstream_id
             payload["max_tokens"] = request.capped_max_tokens(offer)
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
+        if request.refused:
+            return None  # Anthropic-only content: this candidate, asked in chat, cannot take it
         return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), CHAT)
 
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
@@ -329,7 +371,15 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
         limit = state.config.current.config.gateway.max_body_bytes
         body = await receive_body(receive, headers.get("content-length"), limit)
         native = json_object(body, "`model` and `messages`")  # no max_tokens: nothing is generated
-        answer = orjson.dumps(count_tokens(native))
+        try:
+            counted = count_tokens(native)
+        except GatewayError as refused:
+            if refused.code != ANTHROPIC_ONLY:
+                raise
+            # Content only Anthropic's API takes (a server tool, a document by URL): counted as
+            # routing counts it, by the body's size.
+            counted = {"input_tokens": coarse_prompt(native, len(body)).tokens}
+        answer = orjson.dumps(counted)
         _check_model(native["model"], state.config.current)
     except GatewayError as exc:
         await send_error(send, MESSAGES_INGRESS, exc, out_headers)

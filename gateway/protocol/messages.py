@@ -116,6 +116,12 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     return chat
 
 
+# The code of a 400 for content the chat translation has no form for but Anthropic's API takes
+# (server tools, documents by URL or file id, search results, server tool blocks in history):
+# such a request is still served by a candidate that speaks Messages natively.
+ANTHROPIC_ONLY = "anthropic_only"
+
+
 def _head(body: Any) -> tuple[str, int, list[Any]]:
     """The required fields: model, max_tokens, messages (checked in this order)."""
     if not isinstance(body, dict):
@@ -240,7 +246,9 @@ def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
                 raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
             calls.append(_tool_call(block))
         elif kind not in ("thinking", "redacted_thinking"):
-            raise invalid_request(f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where)
+            raise invalid_request(
+                f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where, ANTHROPIC_ONLY
+            )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -304,12 +312,14 @@ def _part(block: Any, where: str) -> dict[str, Any]:
             return {"type": "text", "text": source["data"]}
         if source.get("type") != "base64":
             # chat's file parts carry the file's bytes; nothing here fetches a URL for them
-            raise invalid_request(f"{where}.source: documents must be base64 or text sources.", f"{where}.source")
+            raise invalid_request(
+                f"{where}.source: documents must be base64 or text sources.", f"{where}.source", ANTHROPIC_ONLY
+            )
         file: dict[str, Any] = {"file_data": _source_url(source, where)}
         if isinstance(block.get("title"), str):
             file["filename"] = block["title"]
         return {"type": "file", "file": file}
-    raise invalid_request(f"{where}: blocks of type `{kind}` are not supported here.", where)
+    raise invalid_request(f"{where}: blocks of type `{kind}` are not supported here.", where, ANTHROPIC_ONLY)
 
 
 def _source_url(source: Any, where: str) -> str:
@@ -351,6 +361,7 @@ def _tool(tool: Any, index: int) -> dict[str, Any]:
             f"tools.{index}: the server tool `{tool['type']}` is only available on Anthropic backends; "
             "declare it as a custom tool with an input_schema instead.",
             f"tools.{index}",
+            ANTHROPIC_ONLY,
         )
     function: dict[str, Any] = {
         "name": name,

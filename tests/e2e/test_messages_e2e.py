@@ -624,3 +624,56 @@ def test_max_tokens_is_a_ceiling_capped_to_what_each_candidate_can_produce(gw, c
     client.messages.create(**body)
     prompt = estimate_prompt_tokens(messages_to_chat(body))
     assert upstream.received[-1].body["max_tokens"] == 2000 - prompt
+
+
+# Content only Anthropic's API takes: no chat form, yet a native candidate serves it as is.
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+ANTHROPIC_ONLY = {
+    "server tool": {"messages": HELLO, "tools": [WEB_SEARCH]},
+    "document by url": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+                    {"type": "text", "text": "Summarise it."},
+                ],
+            }
+        ]
+    },
+    "search result": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": "x"}]},
+                    {"type": "text", "text": "What does it say?"},
+                ],
+            }
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANTHROPIC_ONLY))
+def test_anthropic_only_content_is_served_natively_and_refused_only_where_nothing_can_take_it(
+    client, gw, claude, upstream, case
+):
+    """Hostile testing: Claude Code's web search tool, a document by URL, a search result:
+    a 400 before any backend was called, on a route of Anthropic backends too, since a body
+    the routing view cannot read was translated to chat up front (and the translation has no
+    form for these). Now such a body is routed on its size and served by native candidates;
+    candidates asked in chat are passed over; only a route with no native candidate refuses."""
+    body = ANTHROPIC_ONLY[case]
+    for route in ("claude", "chat-first"):
+        answer = client.messages.create(model=route, max_tokens=64, **body)
+        assert answer.type == "message" and answer.content[0].text
+        sent = claude.received[-1].body
+        assert sent["messages"] == body["messages"] and sent.get("tools") == body.get("tools")  # as the client sent it
+    assert len(claude.received) == 2 and upstream.received == []  # the chat candidate was passed over
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="open", max_tokens=64, **body)  # no native candidate: the 400, as before
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert upstream.received == [] and len(claude.received) == 2
+    counted = client.messages.count_tokens(model="claude", **body)
+    assert counted.input_tokens > 3

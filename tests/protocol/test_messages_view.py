@@ -187,10 +187,18 @@ def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_get
     with pytest.raises(GatewayError) as raised:  # a bad field: at once
         parse_messages_request(orjson.dumps(_agent_turn(stop_sequences=[1])), {})
     assert raised.value.status == 400 and raised.value.param == "stop_sequences"
-    server_tool = parse_messages_request(orjson.dumps(UNUSUAL["a server tool"]), {}).chat
-    with pytest.raises(GatewayError) as raised:  # a bad turn or tool: when routing reads the prompt
-        server_tool.prompt_tokens()
+    request = parse_messages_request(orjson.dumps(UNUSUAL["a server tool"]), {})
+    server_tool = request.chat
+    # Anthropic-only content: routed on the body's size, for native candidates only ...
+    assert server_tool.prompt_tokens() > 3 and request.refused
+    with pytest.raises(GatewayError) as raised:  # ... and asked in chat, the translation's 400
+        server_tool.payload
     assert raised.value.status == 400 and "web_search" in raised.value.message
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "tool_use", "name": "x"}]}]
+    bad_turn = parse_messages_request(orjson.dumps({**_agent_turn(), "messages": turns}), {}).chat
+    with pytest.raises(GatewayError) as raised:  # a malformed turn: its 400 when routing reads the prompt
+        bad_turn.prompt_tokens()
+    assert raised.value.status == 400 and "tool_use needs an `id`" in raised.value.message
 
 
 def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
