@@ -192,7 +192,7 @@ def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_get
     # Anthropic-only content: routed on the body's size, for native candidates only ...
     assert server_tool.prompt_tokens() > 3 and request.refused
     with pytest.raises(GatewayError) as raised:  # ... and asked in chat, the translation's 400
-        server_tool.payload
+        server_tool.translate()
     assert raised.value.status == 400 and "web_search" in raised.value.message
     turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "tool_use", "name": "x"}]}]
     bad_turn = parse_messages_request(orjson.dumps({**_agent_turn(), "messages": turns}), {}).chat
