@@ -368,6 +368,11 @@ class ResponsesIngress(Ingress):
                 # A native stream that broke and was continued: the Response the continuation ended.
                 response = response if response is not None or final is not None else request.response
         if response is not None:
+            if opened.format in _NATIVE:
+                # The backend was sent store false and no previous_response_id (the gateway
+                # keeps the conversation): the stored copy says what the gateway did with it.
+                previous = request.native.get("previous_response_id")
+                response = {**response, "store": True, "previous_response_id": previous}
             items = conversation_items(request.previous, request.native, response)
             await save(request.state, request.owner, StoredResponse(response, items, len(request.previous)))
 

@@ -338,6 +338,14 @@ def test_a_backend_serving_responses_gets_the_request_natively(gw_native, native
         {"type": "message", "role": "user", "content": "And again."},
     ]
     assert client.responses.retrieve(second.id).output_text == second.output_text  # stored: what the client got
+    # The stored copies say what the gateway did with them (the backend was told store false
+    # and no previous id; hostile testing found GET echoing that): kept, and chained.
+    assert (client.responses.retrieve(first.id).store, client.responses.retrieve(first.id).previous_response_id) == (
+        True,
+        None,
+    )
+    assert client.responses.retrieve(second.id).store is True
+    assert client.responses.retrieve(second.id).previous_response_id == first.id
 
 
 # A non-streamed body has no error event: a Response with status `failed` is its failure.
