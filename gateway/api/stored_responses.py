@@ -23,7 +23,7 @@ from starlette.responses import Response
 from gateway.api.state import AppState
 from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.conversations.stores import open_response_store
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import listed_input_items
 from gateway.tenants.principal import Principal
 
@@ -124,6 +124,14 @@ def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> d
 async def retrieve(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     principal = state.auth.authenticate(request)
+    if request.query_params.get("stream", "").lower() in ("true", "1"):
+        # OpenAI streams a background response's events; the gateway keeps finished responses
+        # only. A JSON answer to a streaming client would read as a stream of no events.
+        raise invalid_request(
+            "Streaming a stored response (`stream=true`) is not supported: the gateway keeps finished "
+            "responses only. Retrieve it without `stream`.",
+            "stream",
+        )
     record = await load(state, owner_of(principal), request.path_params["response_id"])
     return Response(orjson.dumps(record.response), media_type="application/json")
 

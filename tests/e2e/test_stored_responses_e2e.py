@@ -80,6 +80,10 @@ def test_retrieve_and_delete_are_the_owners_only(gw_and_store, openai_client):
 
     got = alice.responses.retrieve("resp_alice1")
     assert (got.id, got.output_text, got.status) == ("resp_alice1", "Stored hello.", "completed")
+    # Streaming a stored response: a clear 400, not a JSON body the SDK would read as no events.
+    with pytest.raises(openai.BadRequestError) as refused:
+        list(alice.responses.retrieve("resp_alice1", stream=True))
+    assert refused.value.body["param"] == "stream" and "not supported" in refused.value.body["message"]
 
     with pytest.raises(openai.NotFoundError) as caught:
         bob.responses.retrieve("resp_alice1")
