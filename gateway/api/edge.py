@@ -109,11 +109,13 @@ class Ingress(abc.ABC):
     # handler awaits them only then, so an ingress without them (chat) pays nothing.
     prepares: bool = False
     completes: bool = False
+    may_need_native: bool = False  # overrides `native_only`
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.prepares = cls.prepare is not Ingress.prepare
         cls.completes = cls.completed is not Ingress.completed
+        cls.may_need_native = cls.native_only is not Ingress.native_only
 
     @abc.abstractmethod
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
@@ -129,6 +131,12 @@ class Ingress(abc.ABC):
         (non-streamed: after `body`; streamed: after the translator's `finish`, not for a
         stream that broke), so a follow-up request the client makes next can rely on it."""
         return None
+
+    def native_only(self, request: IngressRequest) -> bool:
+        """Whether only a candidate serving this API natively can take the request (its chat
+        translation refused it: content only that API has). When routing leaves none, the
+        handler answers the translation's 400, not "no backend"."""
+        return False
 
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         """The chat completions payload this candidate is asked when the request goes to it

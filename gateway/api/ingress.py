@@ -139,6 +139,12 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
                 # rather than on a view of the body (which would cost its count as well).
                 chat.translate()
             decision = decide(chat, headers, snapshot, state.stats, ingress.endpoint)
+            if (
+                ingress.may_need_native
+                and ingress.native_only(request)
+                and not any(ingress.endpoint in o.apis for o in decision.candidates)
+            ):
+                chat.translate()  # no candidate takes it natively: the translation's own 400
             # Key, team and model limits on what routing resolved: 403 / 429, or the ticket to settle.
             ticket = await state.limiter.admit(principal, chat, decision, snapshot)
         except GatewayError as exc:

@@ -310,6 +310,10 @@ class MessagesIngress(Ingress):
             return None  # Anthropic-only content: this candidate, asked in chat, cannot take it
         return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), CHAT)
 
+    def native_only(self, request: IngressRequest) -> bool:
+        assert isinstance(request, MessagesRequest)
+        return request.refused
+
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         assert isinstance(request, MessagesRequest)
         payload = upstream_payload(request.chat, offer.upstream_id)

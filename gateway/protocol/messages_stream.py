@@ -80,7 +80,7 @@ class MessageStream:
             return events + [anthropic_error(malformed_answer(exc))[1]]
 
     def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if "error" in chunk:
+        if chunk.get("error") is not None:
             self._closed = True
             return [anthropic_error_from_chat(chunk["error"])]
         events = self._start(chunk)

@@ -91,24 +91,38 @@ def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
 def coarse_prompt(body: dict[str, Any], body_bytes: int) -> PromptFacts:
     """Facts for a body whose translation is refused as Anthropic-only (`ANTHROPIC_ONLY`:
     server tools, documents by URL, search results), which only a native candidate can take:
-    the body's size as the estimate (bytes / 3, more than its content's), whether a turn has
-    an image or document, and the system and last user text as far as they are plain."""
+    the body's size as the estimate (bytes / 3, more than its content's), an image or base64
+    document counted as the view counts an image (not by its data's size), whether there is
+    one, and the system and last user text as far as they are plain."""
     try:
         system = _system_text(body.get("system"))
     except GatewayError:
         system = ""
-    images, last_user = False, None
+    size, images, last_user = body_bytes, False, None
     for turn in body.get("messages") or ():
         content = turn.get("content") if type(turn) is dict else None
-        if type(content) is list:
-            kinds = {block.get("type") for block in content if type(block) is dict}
-            images = images or "image" in kinds or "document" in kinds
+        if type(content) is str:
             if turn.get("role") == "user":
-                texts = [b["text"] for b in content if type(b) is dict and type(b.get("text")) is str]
-                last_user = "\n".join(texts) if texts else last_user
-        elif type(content) is str and turn.get("role") == "user":
-            last_user = content
-    return PromptFacts(3 + (body_bytes + 2) // 3, images, last_user, system)
+                last_user = content
+            continue
+        if type(content) is not list:
+            continue
+        texts = []
+        for block in content:
+            if type(block) is not dict:
+                continue
+            kind = block.get("type")
+            if kind == "text" and type(block.get("text")) is str:
+                texts.append(block["text"])
+            elif kind == "image" or kind == "document":
+                images = True
+                source = block.get("source")
+                data = source.get("data") if type(source) is dict and source.get("type") == "base64" else None
+                if type(data) is str:  # base64 bytes: counted as one image, as the view does
+                    size += IMAGE_BYTES - len(data)
+        if turn.get("role") == "user" and texts:
+            last_user = "\n".join(texts)
+    return PromptFacts(3 + (max(size, 0) + 2) // 3, images, last_user, system)
 
 
 def _prompt(turns: list[Any], system: str) -> PromptFacts | None:

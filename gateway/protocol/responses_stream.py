@@ -158,7 +158,7 @@ class ResponseStream:
 
     def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
-        if "error" in chunk:
+        if chunk.get("error") is not None:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {}
             status = error.get("code")
             if not isinstance(status, int):

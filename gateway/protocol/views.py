@@ -12,15 +12,18 @@ same facts without translating it: tests compare the two on every sample.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
 
+from gateway.protocol.body import json_text
 from gateway.protocol.chat import ChatRequest, owned_fields, parse_chat_request
 from gateway.protocol.completions import parse_completions_request
 from gateway.protocol.embeddings import parse_embeddings_request
-from gateway.protocol.errors import invalid_request
-from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.messages import ANTHROPIC_ONLY, messages_to_chat
+from gateway.protocol.messages_view import coarse_prompt, messages_fields
 from gateway.protocol.responses import responses_to_chat
 
 ENDPOINTS = ("chat", "messages", "responses", "completions", "embeddings")
@@ -49,7 +52,7 @@ def _translated(translate: Callable[[Any], dict[str, Any]], ceiling: bool = Fals
         if owned is not None:
             chat.update(owned)
         limit = chat.pop("max_tokens", None) if ceiling else None
-        request = parse_chat_request(orjson.dumps(chat))
+        request = parse_chat_request(json_text(chat).encode())
         if limit is not None:
             request.completion_ceiling = limit
         return request
@@ -57,9 +60,42 @@ def _translated(translate: Callable[[Any], dict[str, Any]], ceiling: bool = Fals
     return view
 
 
+_messages_translated = _translated(messages_to_chat, ceiling=True)
+
+
+def _messages(body: bytes) -> ChatRequest:
+    """As /v1/messages routes it: on its translation, or, for content only Anthropic's API
+    takes (`ANTHROPIC_ONLY`), on the body's coarse facts (the endpoint then asks only the
+    candidates serving Messages natively)."""
+    try:
+        return _messages_translated(body)
+    except GatewayError as refused:
+        if refused.code != ANTHROPIC_ONLY:
+            raise
+    payload = _json(body)
+    fields = messages_fields(payload)
+    if fields is None:  # a malformed field besides: the translation's 400 names it
+        return _messages_translated(body)
+    limit = fields.pop("max_tokens")
+    facts = coarse_prompt(payload, len(body))
+    owned = owned_fields(payload)
+    if owned is not None:
+        fields.update(owned)
+    request = ChatRequest(
+        None,
+        fields["model"],
+        bool(fields.get("stream")),
+        build=partial(messages_to_chat, payload),  # raises the 400, as for a candidate asked in chat
+        fields=fields,
+        view=lambda: facts,
+    )
+    request.completion_ceiling = limit
+    return request
+
+
 _VIEWS: dict[str, Callable[[bytes], ChatRequest]] = {
     "chat": parse_chat_request,
-    "messages": _translated(messages_to_chat, ceiling=True),
+    "messages": _messages,
     "responses": _translated(responses_to_chat),
     "completions": lambda body: parse_completions_request(body).chat,
     "embeddings": lambda body: parse_embeddings_request(body).chat,

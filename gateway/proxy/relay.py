@@ -232,7 +232,7 @@ class SseAccountant:
         self._malformed_run = 0
         if self.meta is None:
             self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
-        if "error" in obj and not obj.get("choices"):
+        if obj.get("error") is not None and not obj.get("choices"):  # `"error": null` is no error
             if not self._started:
                 err = obj.get("error") or {}
                 message = err.get("message") if isinstance(err, dict) else str(err)

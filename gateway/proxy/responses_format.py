@@ -243,7 +243,7 @@ class ResponsesAccountant:
             if self._broken is not None:
                 break
         handed = b"".join(out)
-        if handed:
+        if b'"sequence_number"' in handed:  # not a keep-alive comment alone: numbering goes on from it
             self._last = handed
         return handed
 
@@ -253,7 +253,7 @@ class ResponsesAccountant:
         if not tail:
             return b""
         kept = self._inspect(tail)
-        if kept is not None:
+        if kept is not None and b'"sequence_number"' in kept:
             self._last = kept
         self._raise_if_broken()
         return kept + b"\n\n" if kept is not None else b""

@@ -88,8 +88,10 @@ class Limits:
             if isinstance(values.get(name), int) and values[name] > MAX_COUNT:
                 values[name] = MAX_COUNT
         budget = values.get("budget_usd")
-        if isinstance(budget, float) and not budget <= MAX_BUDGET_USD:
-            values["budget_usd"] = MAX_BUDGET_USD
+        if isinstance(budget, bool):
+            values["budget_usd"] = float(budget) or None  # `true` passed the old check: $1
+        elif isinstance(budget, (int, float)) and not budget <= MAX_BUDGET_USD:
+            values["budget_usd"] = MAX_BUDGET_USD  # inf, nan, 1e300, 10**10
         return cls(**values)
 
     @property

@@ -677,3 +677,52 @@ def test_anthropic_only_content_is_served_natively_and_refused_only_where_nothin
     assert upstream.received == [] and len(claude.received) == 2
     counted = client.messages.count_tokens(model="claude", **body)
     assert counted.input_tokens > 3
+
+
+def test_anthropic_only_content_where_routing_leaves_no_native_candidate_is_its_400(client, gw, claude, upstream):
+    """Review: a `models` list of chat-only models (or a native offer filtered out) left only
+    candidates that pass such a body over: 503 'no backend', sent as a 529 the SDKs retry."""
+    body = ANTHROPIC_ONLY["server tool"]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="open", max_tokens=64, extra_body={"models": ["qwen/qwen3-coder"]}, **body)
+    assert "web_search" in refused.value.body["error"]["message"]
+    assert upstream.received == [] and claude.received == []
+
+
+def test_a_malformed_turn_after_anthropic_only_content_is_a_400_not_a_500(client, gw, claude):
+    """Review: the translation stops at its first Anthropic-only refusal; the coarse facts
+    then read a later malformed block (a type that is a list) and raised a 500."""
+    turns = [
+        ANTHROPIC_ONLY["document by url"]["messages"][0],
+        {"role": "assistant", "content": [{"type": ["x"]}]},
+        {"role": "user", "content": "And?"},
+    ]
+    answer = httpx.post(
+        gw.url + "/v1/messages",
+        json={"model": "claude", "max_tokens": 16, "messages": turns},
+        headers={"x-api-key": "sk-test"},
+    )
+    assert answer.status_code in (200, 400), answer.text  # the native backend judges it, or the gateway does
+    counted = httpx.post(
+        gw.url + "/v1/messages/count_tokens",
+        json={"model": "claude", "messages": turns},
+        headers={"x-api-key": "sk-test"},
+    )
+    assert counted.status_code in (200, 400), counted.text
+
+
+def test_explain_shows_the_decision_for_anthropic_only_content_and_refuses_deep_json(gw):
+    body = {"model": "native-first", "max_tokens": 64, **ANTHROPIC_ONLY["server tool"]}
+    explained = httpx.post(gw.url + "/v1/route/explain?endpoint=messages", json=body, headers={"x-api-key": "sk-test"})
+    assert explained.status_code == 200, explained.text
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    tool = {"name": "t", "input_schema": {"type": "object", "properties": deep}}
+    for endpoint, extra in (("messages", {"tools": [tool]}), ("chat", {})):
+        refused = httpx.post(
+            gw.url + f"/v1/route/explain?endpoint={endpoint}",
+            json={"model": "open", "max_tokens": 64, "messages": HELLO, **extra},
+            headers={"x-api-key": "sk-test"},
+        )
+        assert refused.status_code in ((400,) if extra else (200,)), refused.text

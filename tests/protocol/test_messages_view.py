@@ -348,3 +348,22 @@ def test_a_malformed_routing_field_is_a_400_naming_it_on_either_path(field, valu
         with pytest.raises(GatewayError) as raised:
             decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
         assert (raised.value.status, raised.value.param) == (400, param)
+
+
+def test_coarse_facts_count_an_attachment_as_the_view_counts_an_image():
+    """Review: bytes / 3 counted a 600 KB base64 image whole (about 200k tokens), so a body
+    with it and a server tool failed the context filter that the same body without the tool
+    passed."""
+    from gateway.protocol.messages_view import coarse_prompt
+
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 600_000}}
+    body = {
+        "model": "m",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": [image, {"type": "text", "text": "Hi"}]}],
+    }
+    facts = coarse_prompt(body, len(orjson.dumps(body)))
+    assert facts.images and facts.last_user == "Hi"
+    assert facts.tokens < 1_000  # the image as IMAGE_BYTES, not its 600 KB
+    odd = {**body, "messages": [{"role": "user", "content": [{"type": ["x"]}, "text", None]}]}
+    assert coarse_prompt(odd, 100).tokens > 3  # blocks of any shape read without raising

@@ -376,3 +376,20 @@ def test_usage_is_read_and_stripped_however_its_member_is_spaced(spacing, togeth
     accountant = SseAccountant(strip_usage=True)
     assert run(accountant, pieces) == first + b"data: [DONE]\n\n"
     assert accountant.usage == Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=3)
+
+
+@pytest.mark.parametrize("strip_usage", [False, True])
+def test_an_error_member_that_is_null_is_no_error(strip_usage):
+    """A usage chunk with `"error": null` (some servers send every member) is a usage chunk:
+    its usage read, relayed or stripped as any, and the stream not failed (review found the
+    member's presence alone taken for an error event, failing the call and its backend)."""
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    content = {**head, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+    usage = {**head, "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}
+    events = [content, {**usage, "error": None}]
+    accountant = SseAccountant(strip_usage=strip_usage)
+    out = b"".join(accountant.feed(b"data: " + orjson.dumps(e) + b"\n\n") for e in events)
+    out += accountant.feed(b"data: [DONE]\n\n")
+    assert accountant.usage == Usage(4, 2) and not accountant.failed_midway
+    relayed = [orjson.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
+    assert relayed == ([content] if strip_usage else events)

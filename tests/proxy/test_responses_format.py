@@ -368,3 +368,17 @@ def test_an_unkept_response_in_any_doubt_is_parsed_whole_and_judged_so(body, rai
     else:
         with pytest.raises(raises):
             RESPONSES_UNKEPT.read_body(OFFER, body)
+
+
+def test_the_number_after_the_last_event_handed_on_survives_keep_alives():
+    """What an error event ending a broken native stream is numbered: one past the last
+    event the client got, whatever comments came after it (review: a keep-alive reset it to 0)."""
+    accountant = ResponsesAccountant()
+    assert accountant.next_sequence == 0
+    created = {"type": "response.created", "sequence_number": 0, "response": {"id": "r", "object": "response"}}
+    delta = {"type": "response.output_text.delta", "sequence_number": 5, "item_id": "m", "delta": "Hi"}
+    for event in (created, delta):
+        accountant.feed(b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
+    assert accountant.next_sequence == 6
+    assert accountant.feed(b": keep-alive\n\n") == b": keep-alive\n\n"
+    assert accountant.next_sequence == 6

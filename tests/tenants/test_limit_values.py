@@ -45,6 +45,8 @@ def test_limits_stored_before_the_bounds_load_at_the_bound_rather_than_failing_t
     key = VirtualKey.from_json(stored)
     assert key.limits.budget_usd == MAX_BUDGET_USD and key.limits.rpm == MAX_COUNT
     assert Limits.stored({"budget_usd": math.nan}).budget_usd == MAX_BUDGET_USD
+    assert Limits.stored({"budget_usd": 10**10}).budget_usd == MAX_BUDGET_USD  # an int the old check took
+    assert Limits.stored({"budget_usd": True}).budget_usd == 1.0  # so did `true`, as $1
     assert to_nano(math.inf) == to_nano(math.nan) == math.ceil(MAX_BUDGET_USD * NANO)  # no OverflowError
 
 
