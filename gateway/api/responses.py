@@ -116,8 +116,8 @@ def parse_request(body: bytes) -> ResponsesRequest:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise invalid_request("'max_output_tokens' must be a positive integer.", "max_output_tokens", "invalid_type")
     metadata = native.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise invalid_request("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
+    if metadata is not None:
+        _check_metadata(metadata)
     echo: dict[str, orjson.Fragment] = {}
     request = ResponsesRequest(
         native,
@@ -127,6 +127,39 @@ def parse_request(body: bytes) -> ResponsesRequest:
         echo=echo,
     )
     return request
+
+
+def _check_metadata(metadata: Any) -> None:
+    """OpenAI's rule: at most 16 pairs, keys of at most 64 characters, string values of at most
+    512 (echoed in every Response and stored with it; anything else, deep JSON included,
+    would only fail after the backend was paid)."""
+    if not isinstance(metadata, dict):
+        raise invalid_request("Invalid type for 'metadata': expected an object.", "metadata", "invalid_type")
+    if len(metadata) > 16:
+        raise invalid_request(
+            f"Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
+            f"but got an object with {len(metadata)} properties instead.",
+            "metadata",
+            "object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise invalid_request(
+                f"Invalid 'metadata': a key is {len(key)} characters long; keys are at most 64.",
+                "metadata",
+                "string_above_max_length",
+            )
+        if not isinstance(value, str):
+            raise invalid_request(
+                f"Invalid type for 'metadata.{key[:64]}': expected a string.", f"metadata.{key[:64]}", "invalid_type"
+            )
+        if len(value) > 512:
+            raise invalid_request(
+                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length 512, "
+                f"but got a string with length {len(value)} instead.",
+                f"metadata.{key}",
+                "string_above_max_length",
+            )
 
 
 def continue_from(request: ResponsesRequest, items: list[dict[str, Any]]) -> None:
