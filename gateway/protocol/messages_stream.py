@@ -51,6 +51,7 @@ class MessageStream:
         self._tool_blocks: dict[int, int] = {}  # chat tool_calls index -> block index
         self._open_tool: int | None = None
         self._tool_arguments: list[str] = []  # the open tool block's arguments so far
+        self._tool_withheld = False  # its arguments do not start an object: held, checked at its end
         self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}  # calls waiting for it
         self._stop: tuple[str, str | None] | None = None
         self._usage: dict[str, int] | None = None
@@ -127,7 +128,12 @@ class MessageStream:
         """At the end of the chat stream: close whatever is still open."""
         if self._closed:
             return []
-        events = self._start({}) + self._settle()
+        events = self._start({})
+        try:
+            events += self._settle()
+        except MALFORMED as exc:
+            self._closed = True
+            return events + [anthropic_error(malformed_answer(exc))[1]]
         return events + self._end()
 
     def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,6 +199,13 @@ class MessageStream:
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             self._tool_arguments.append(arguments)
+            if self._tool_withheld or (len(self._tool_arguments) == 1 and not arguments.lstrip().startswith("{")):
+                # Not the start of a JSON object (a model writing prose or a fenced block where
+                # the arguments go): held, so the client's SDK, which parses input_json_delta as
+                # it comes, never reads it; `_close_block` decides (an error event, as the
+                # non-streamed answer's 502, unless it turns out an object after all).
+                self._tool_withheld = True
+                return events
             events.append(self._block_delta({"type": "input_json_delta", "partial_json": arguments}))
         return events
 
@@ -217,10 +230,24 @@ class MessageStream:
     def _close_block(self) -> list[dict[str, Any]]:
         if self._open is None:
             return []
+        events: list[dict[str, Any]] = []
+        if self._open == "tool_use" and self._tool_arguments:
+            text = "".join(self._tool_arguments)
+            try:
+                whole = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                whole = None
+            if type(whole) is not dict:
+                # Anthropic's tool input is always an object: the stream ends with an error
+                # event (the non-streamed answer is a 502 for the same arguments).
+                raise ValueError(f"the backend's tool call arguments are not a JSON object: {text[:200]!r}")
+            if self._tool_withheld:  # an object after all (leading whitespace): sent whole
+                events.append(self._block_delta({"type": "input_json_delta", "partial_json": text}))
         self._open = None
         self._open_tool = None
         self._tool_arguments = []
-        return [{"type": "content_block_stop", "index": self._index}]
+        self._tool_withheld = False
+        return events + [{"type": "content_block_stop", "index": self._index}]
 
     def _settle(self) -> list[dict[str, Any]]:
         """Close the open block, then write the held calls, each whole, in their order."""

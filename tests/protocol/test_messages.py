@@ -639,3 +639,39 @@ def test_parallel_tool_calls_keep_every_argument_in_either_order(chunks):
         assert fragments == ['{"location":', '"Paris"}', '{"location":', '"Rome"}']
     else:  # the first call live, the second held and written whole once the first is done
         assert fragments == ['{"location":', '"Paris"}', '{"location":"Rome"}']
+
+
+def _one_call(arguments: list[str]) -> list[dict]:
+    head = {"id": "chatcmpl-bad", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    opened = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [opened]}}]}]
+    for piece in arguments:
+        call = {"index": 0, "function": {"arguments": piece}}
+        chunks.append({**head, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return chunks
+
+
+@pytest.mark.parametrize("arguments", [["not json"], ["```json\n", '{"a": 1}', "\n```"], ["[1, 2]"]])
+def test_tool_arguments_that_are_not_an_object_end_the_stream_with_an_error_event(arguments):
+    """Hostile testing: streamed, such arguments went out as input_json_delta and the SDK,
+    which parses them as they come, died with a plain ValueError (not an APIError); the same
+    answer non-streamed is a 502. They are held, and the stream ends with an error event."""
+    events = _stream(_one_call(arguments))
+    kinds = [e["type"] for e in events]
+    assert kinds == ["message_start", "content_block_start", "ping", "error"]
+    assert events[-1]["error"]["type"] == "api_error" and "not a JSON object" in events[-1]["error"]["message"]
+    snapshot, buffers = None, {}
+    parse = TypeAdapter(A.RawMessageStreamEvent)
+    for event in events[:-1]:
+        if event["type"] != "ping":
+            snapshot = accumulate_event(
+                event=parse.validate_python(event), current_snapshot=snapshot, json_bufs=buffers
+            )
+
+
+def test_tool_arguments_after_whitespace_are_sent_whole_once_they_are_an_object():
+    events = _stream(_one_call(["  ", '{"a":', " 1}"]))
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == [{"type": "input_json_delta", "partial_json": '  {"a": 1}'}]
+    assert events[-1] == {"type": "message_stop"}
