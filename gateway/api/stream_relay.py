@@ -111,7 +111,7 @@ async def relay_stream(
             if accountant.done_held:
                 # The client asked for usage and the upstream sent none: estimate it, say so in
                 # the ledger, and still end the stream the way OpenAI does.
-                outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+                outcome.usage = Usage(chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += accountant.closing_events(outcome.usage)
             if translate is not None:
                 try:
@@ -182,7 +182,7 @@ async def relay_stream(
                     outcome.usage = accountant.usage or outcome.usage
                     if outcome.usage is None:
                         # The upstream sent no usage: estimate and say so.
-                        outcome.usage = Usage(chat.prompt_tokens(), accountant.content_events, estimated=True)
+                        outcome.usage = Usage(chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 settle(outcome, chat, t0, overhead_s)
         watch.stop()  # before the last message: past it, receive() reports a disconnect
         if ingress.completes and outcome.status < 400:
@@ -238,5 +238,5 @@ def settle(outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float
     outcome.latency_s = time.perf_counter() - t0
     outcome.overhead_s = max(overhead_s, 0.0)
     if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
-        outcome.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
+        outcome.usage = Usage(chat.all_prompt_tokens(), 0, estimated=True)
     outcome.bill()

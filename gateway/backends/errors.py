@@ -12,7 +12,7 @@ numbers nor knows which HTTP client raised what:
     ├── UpstreamProtocolError       answered badly (reset, garbage)                 "protocol"
     │   └── StreamBroken            the connection broke mid-answer
     ├── MalformedAnswer             2xx whose body is not the wire format           "malformed"
-    ├── ResponseTooLarge            over `max_response_bytes`                       "response_too_large"
+    ├── ResponseTooLarge            over `max_response_bytes` (no backend fault)   "response_too_large"
     └── UpstreamStatusError         a non-2xx answer (`status`, `body`, `retry_after`)  "http_<status>"
         ├── RateLimited             429                                             "rate_limited"
         ├── ServerError             5xx, 408
@@ -86,7 +86,12 @@ class MalformedAnswer(UpstreamError):
 
 
 class ResponseTooLarge(UpstreamError):
+    """Over `max_response_bytes`: most often the request's doing (a batch of 2,048 float
+    embeddings is about 66 MB), so another candidate is tried but no circuit counts it: a
+    client must not be able to open a healthy backend's circuit for everyone."""
+
     reason = "response_too_large"
+    backend_fault = False
 
 
 # A 500, 502 or 504 is often one bad moment (a worker restarting, a proxy hiccup): asked once

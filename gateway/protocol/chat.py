@@ -170,6 +170,13 @@ class ChatRequest:
             self._tokens = tokens
         return tokens
 
+    def all_prompt_tokens(self) -> int:
+        """The estimate for every prompt of the call, where the upstream reports no usage: a
+        batch (completions prompts, embeddings inputs) is routed on its longest prompt
+        (`prompt_tokens`) and counted as that many prompts of that length, as the limiter
+        reserves it (an upper bound; counting only the longest undercounted by the batch)."""
+        return self.prompt_tokens() * self.batch
+
     def images(self) -> bool:
         prompt = self.prompt
         return prompt.images if prompt is not None else has_images(self.payload.get("messages"))

@@ -368,7 +368,7 @@ class _Call:
             if label == HEDGE_LOST:
                 # The upstream read the prompt (and perhaps began): its cost is the operator's,
                 # estimated for its ledger row, which is never billed to the key.
-                attempt.usage = Usage(chat.prompt_tokens(), 0, estimated=True)
+                attempt.usage = Usage(chat.all_prompt_tokens(), 0, estimated=True)
                 attempt.cost_usd = price_usd(offer, attempt.usage)
             outcome.attempts.append(attempt)
             observers.attempt_finished(offer, attempt, None)
@@ -398,7 +398,7 @@ class _Call:
             attempt = opened.attempt
             if attempt is not None:
                 attempt.error, attempt.status = HEDGE_LOST, None
-                attempt.usage = Usage(self.chat.prompt_tokens(), 0, estimated=True)
+                attempt.usage = Usage(self.chat.all_prompt_tokens(), 0, estimated=True)
                 attempt.cost_usd = price_usd(opened.offer, attempt.usage)
                 self.outcome.attempts.append(attempt)
                 self.observers.attempt_finished(opened.offer, attempt, None)

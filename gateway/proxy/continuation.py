@@ -341,7 +341,7 @@ class StreamRescue:
         attempt = broken.attempt or context.outcome.attempts[-1]
         attempt.duration_s = time.perf_counter() - self._started
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
-        attempt.usage = Usage(context.chat.prompt_tokens(), partial.tokens, estimated=True)
+        attempt.usage = Usage(context.chat.all_prompt_tokens(), partial.tokens, estimated=True)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
         context.outcome.carry(attempt.usage, broken.offer)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
@@ -370,7 +370,7 @@ class StreamRescue:
                         await forward(splice.events(out))
                 tail = splice.events(accountant.flush())
             if accountant.done_held:
-                own = Usage(context.chat.prompt_tokens(), accountant.content_events, estimated=True)
+                own = Usage(context.chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += splice.events(accountant.closing_events(own))
         except asyncio.CancelledError:
             if not accountant.saw_done:
@@ -388,7 +388,7 @@ class StreamRescue:
                 attempt.error = outcome.error
             context.observers.attempt_finished(opened.offer, attempt, None)
             outcome.usage = accountant.usage or Usage(
-                context.chat.prompt_tokens(), accountant.content_events, estimated=True
+                context.chat.all_prompt_tokens(), accountant.content_events, estimated=True
             )
         return tail
 

@@ -14,6 +14,7 @@ import pytest
 from gateway.usage.rankings import today_utc
 from tests.e2e.usage_helpers import gateway_cli, poll_rankings
 from tests.support.fake_endpoints import vector
+from tests.support.poll import poll
 
 CONFIG = """
 backends:
@@ -192,3 +193,25 @@ def test_completions_pass_through_streamed_and_not_with_fim_fallback_and_ledger(
         ("up-a", 11, 7),
         ("up-b", 11, 7),
     ]
+
+
+def test_a_batch_without_upstream_usage_is_estimated_for_every_input(gw, upstream, openai_client):
+    """Hostile testing: with no usage from the upstream, the ledger estimated only the longest
+    input of a batch (100 inputs billed as one), while the limiter reserved them all."""
+    client = openai_client(gw)
+    upstream.reset(send_usage=False)
+    client.embeddings.create(model="embed", input="a cat sat on the mat", encoding_format="float")
+    client.embeddings.create(model="embed", input=["a cat sat on the mat"] * 100, encoding_format="float")
+    client.completions.create(model="coder", prompt=["def add(a, b):"] * 50, max_tokens=8)
+    client.completions.create(model="coder", prompt="def add(a, b):", max_tokens=8)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 4 else None, what="four ledger rows")
+    estimated = {(e["endpoint"], e["prompt_tokens"]) for e in rows}
+    one_input = next(t for endpoint, t in estimated if endpoint == "embeddings" and t < 100)
+    one_prompt = next(t for endpoint, t in estimated if endpoint == "completions" and t < 100)
+    assert estimated == {
+        ("embeddings", one_input),
+        ("embeddings", 100 * one_input),
+        ("completions", one_prompt),
+        ("completions", 50 * one_prompt),
+    }
+    assert all(e["estimated"] for e in rows)

@@ -171,6 +171,19 @@ def test_an_answer_over_max_response_bytes_fails_over_without_being_held(gw, ups
     assert peak_rss_kb(gw.proc.pid) - before < 16 * 1024
 
 
+def test_answers_too_large_for_the_gateway_never_open_the_backends_circuit(gw, upstream, upstream_b):
+    """Hostile testing: a batch of 2,048 float embeddings answers about 66 MB: three such
+    requests from one client opened the backend's circuit for every client. The size is the
+    request's doing: each fails over, and no circuit counts it."""
+    upstream.reset(content_bytes=2 * 1024 * 1024)  # twice this gateway's max_response_bytes
+    for _ in range(4):  # past the default failure_threshold (3)
+        r = httpx.post(gw.url + "/v1/chat/completions", json=ask(), timeout=30)
+        assert r.status_code == 200 and r.headers["x-gateway-backend"] == "second"
+    assert len(upstream.received) == 4  # each request tried the first backend again
+    circuits = {(c["backend"], c["model"]): c["state"] for c in httpx.get(gw.url + "/admin/status").json()["circuits"]}
+    assert circuits.get(("first", "m/x")) == "closed", circuits
+
+
 # -- item 16: transport failures ------------------------------------------------------------
 
 
