@@ -112,9 +112,18 @@ def model_entry(snapshot: ConfigSnapshot, name: str, principal: Principal | None
         return found
     target = resolve(name, snapshot)  # 404 model_not_found when nothing maps it
     resolved = entries.get(target.route_name or target.model or "")
-    if resolved is None or (key is not None and not key.allows(name) and not key.allows(resolved["id"])):
+    if resolved is None or (key is not None and not _may_use(key, name, resolved["id"], target.alias is not None)):
         raise model_not_found(name)
     return {**resolved, "id": name, "alias": target.alias, "resolves_to": resolved["id"]}
+
+
+def _may_use(key: Any, name: str, resolved: str, aliased: bool) -> bool:
+    """What the key may call, as `ratelimit.check_models` judges it: a name an alias maps
+    elsewhere by where it goes only (a glob matching the name as sent must not show a route
+    the key was not given), any other by either."""
+    if aliased:
+        return bool(key.allows(resolved))
+    return bool(key.allows(name) or key.allows(resolved))
 
 
 def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:

@@ -39,6 +39,32 @@ def allowed(globs: tuple[str, ...], model: str) -> bool:
     return True
 
 
+CASES = [
+    (("cheap",), "cheap", True),  # a route by its name
+    (("qwen/*",), "qwen/qwen3-32b", True),  # a model by a glob
+    (("cheap",), "premium", False),
+    (("*-mini",), "gpt-x-mini", False),
+    (("premium",), "gpt-x-mini", True),
+]
+
+
+@pytest.mark.parametrize(("globs", "model", "expected"), CASES)
+def test_get_models_id_shows_a_key_exactly_what_it_may_call(globs, model, expected):
+    """Hostile testing: GET /v1/models/ID answered 200 for an alias whose name the key's glob
+    matched though the route it maps to was not the key's (every call with it a 403)."""
+    from gateway.api.models import model_entry
+
+    snapshot = ConfigSnapshot.build(GatewayConfig.model_validate(CONFIG))
+    principal = Principal("k", key=VirtualKey("k", (), models=globs))
+    try:
+        model_entry(snapshot, model, principal)
+        shown = True
+    except GatewayError as exc:
+        assert exc.status == 404
+        shown = False
+    assert shown == expected == allowed(globs, model)
+
+
 @pytest.mark.parametrize(
     ("globs", "model", "expected"),
     [
