@@ -141,10 +141,14 @@ class MockCompletions(UpstreamResponse):
         prompt: Any = payload.get("prompt")
         prompts: list[Any] = prompt if _is_batch(prompt) else [prompt]
         prompt_tokens = sum(_prompt_tokens(p) for p in prompts)
+        # As OpenAI answers a batch: `n` choices for each prompt, indexed prompt by prompt
+        # (choice i answers prompt i // n).
+        answers = reply.choices * len(prompts)
+        completion_tokens = reply.completion_tokens * len(prompts)
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": prompt_tokens + reply.completion_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
         base = {
             "id": f"cmpl-mock-{uuid.uuid4().hex[:20]}",
@@ -157,11 +161,11 @@ class MockCompletions(UpstreamResponse):
         pace = 1.0 / config.tokens_per_second if config.tokens_per_second else 0.0
         if not self._stream:
             if pace:
-                await asyncio.sleep(pace * reply.completion_tokens)
-            choices = [_text(i, choice.content or "", choice.finish_reason) for i, choice in enumerate(reply.choices)]
+                await asyncio.sleep(pace * completion_tokens)
+            choices = [_text(i, choice.content or "", choice.finish_reason) for i, choice in enumerate(answers)]
             yield orjson.dumps({**base, "choices": choices, "usage": usage})
             return
-        for i, choice in enumerate(reply.choices):
+        for i, choice in enumerate(answers):
             for piece in _pieces(choice):
                 if pace:
                     await asyncio.sleep(pace)

@@ -62,7 +62,14 @@ async def test_a_text_completion_honours_max_tokens_n_and_usage():
     assert body.choices[0].text == "This is a synthetic reply from the gateway's"
     assert body.usage.completion_tokens == 16 and body.usage.prompt_tokens == 5
     cut = orjson.loads(await call(WRITER, "/completions", {"model": "m", "prompt": ["x", "y"], "max_tokens": 3}))
-    assert [(c["text"], c["finish_reason"]) for c in cut["choices"]] == [("This is a", "length")]
+    # A batch: `n` choices for each prompt, as OpenAI answers it (hostile testing found one in all).
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in cut["choices"]] == [
+        (0, "This is a", "length"),
+        (1, "This is a", "length"),
+    ]
+    assert cut["usage"]["completion_tokens"] == 6
+    batch = {"model": "m", "prompt": ["a", "b", "c"], "n": 2, "max_tokens": 3}
+    assert [c["index"] for c in orjson.loads(await call(WRITER, "/completions", batch))["choices"]] == list(range(6))
 
 
 async def test_a_streamed_text_completion_is_text_completion_chunks_then_usage_then_done():
