@@ -44,8 +44,9 @@ class EmbeddingsRequest:
 
 
 def embedding_inputs(value: Any) -> list[str | list[int]]:
-    """`input` as a list of texts or token arrays; a 400 naming `input` otherwise."""
-    if isinstance(value, str):
+    """`input` as a list of texts or token arrays; a 400 naming `input` otherwise (OpenAI's
+    rule: an input "cannot be an empty string", an array at most 2,048 inputs)."""
+    if isinstance(value, str) and value:
         return [value]
     if isinstance(value, list) and value and all(is_token(v) for v in value):
         return [value]  # one token array
@@ -53,7 +54,9 @@ def embedding_inputs(value: Any) -> list[str | list[int]]:
         isinstance(value, list)
         and value
         and len(value) <= MAX_INPUTS
-        and all(isinstance(v, str) or (isinstance(v, list) and v and all(is_token(t) for t in v)) for v in value)
+        and all(
+            (isinstance(v, str) and v) or (isinstance(v, list) and v and all(is_token(t) for t in v)) for v in value
+        )
     ):
         return value
     raise invalid_request(

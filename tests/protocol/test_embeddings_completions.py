@@ -27,6 +27,8 @@ def body(**fields) -> bytes:
         ({"model": "m", "input": []}, "input"),
         ({"model": "m", "input": [""] * 2049}, "input"),
         ({"model": "m", "input": [[1, 2], []]}, "input"),
+        ({"model": "m", "input": ""}, "input"),  # OpenAI: an input "cannot be an empty string"
+        ({"model": "m", "input": ["a", ""]}, "input"),
         ({"model": "m", "input": [1.5]}, "input"),
         ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
         ({"model": "m", "input": "x", "dimensions": True}, "dimensions"),
