@@ -202,6 +202,8 @@ async def get_model(request: Request) -> Response:
     try:
         principal = state.auth.authenticate(request)
         entry = model_entry(snapshot, wanted, principal)
+        if anthropic and "messages" not in entry["endpoints"]:
+            raise model_not_found(wanted)  # as the list: what /v1/messages can serve (not an embedding model)
         found = anthropic_entry(entry, snapshot) if anthropic else entry
         return Response(orjson.dumps(found), media_type="application/json")
     except GatewayError as exc:

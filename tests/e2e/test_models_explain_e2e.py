@@ -77,6 +77,10 @@ def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claud
     assert claude.models.retrieve("mock/small").display_name == "mock/small"
     # Claude Code's own names, through the `claude-*` alias.
     assert claude.models.retrieve("claude-opus-4-1").id == "claude-opus-4-1"
+    # One model looked up as the list shows them: an embedding model is not one /v1/messages
+    # serves (hostile testing found it answered in Anthropic's shape, then a 400 on use).
+    with pytest.raises(anthropic.NotFoundError):
+        claude.models.retrieve("mock/embed")
 
 
 def test_anthropic_list_pages_by_limit_and_cursors(gw, claude):
