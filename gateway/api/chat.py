@@ -43,8 +43,8 @@ class ChatIngress(Ingress):
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         # Every adapter answers chat completions (the Anthropic one by translating).
         payload = upstream_payload(request.chat, offer.upstream_id)
-        if request.native is _COST:
-            del payload["usage"]  # the gateway's to answer, not the upstream's
+        if "usage" in payload:  # OpenRouter's usage accounting, whatever its value: the gateway's field
+            del payload["usage"]  # (an upstream that refuses unknown fields would 400 on it)
         return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import time
@@ -609,7 +610,8 @@ def client_error(
         )
     status = error.status or 502
     if isinstance(error, RateLimited):
-        headers = {"retry-after": str(int(error.retry_after))} if error.retry_after is not None else None
+        # Rounded up: `Retry-After: 0.5` from every backend is not "retry now" (int() said 0).
+        headers = {"retry-after": str(math.ceil(error.retry_after))} if error.retry_after is not None else None
         return GatewayError(
             429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers
         )

@@ -184,6 +184,16 @@ def test_answers_too_large_for_the_gateway_never_open_the_backends_circuit(gw, u
     assert circuits.get(("first", "m/x")) == "closed", circuits
 
 
+def test_a_sub_second_retry_after_from_every_backend_reaches_the_client_rounded_up(gw, upstream, upstream_b):
+    """Hostile testing: every candidate answering 429 with `Retry-After: 0.5` gave the client
+    `retry-after: 0` (int() of it), telling it to retry at once."""
+    for server in (upstream, upstream_b):
+        server.reset(status=429, headers={"retry-after": "0.5"}, error_body={"error": {"message": "slow down"}})
+    r = httpx.post(gw.url + "/v1/chat/completions", json=ask(), timeout=30)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+    assert r.headers["retry-after"] == "1"
+
+
 # -- item 16: transport failures ------------------------------------------------------------
 
 

@@ -52,6 +52,13 @@ def test_a_non_streamed_answer_carries_its_cost_when_asked(gw, upstream, openai_
     poll(lambda: len(ledger_costs(gw, tmp_path)) == 2, what="both calls recorded")
     assert ledger_costs(gw, tmp_path) == [pytest.approx(COST, abs=1e-12)] * 2  # what the client read
 
+    # Whatever its value, the field is the gateway's: never sent on (hostile testing found any
+    # value but exactly {"include": true} forwarded, and a strict upstream answering 400).
+    for value in ({"include": False}, {}, {"include": "true"}):
+        no_cost = client.chat.completions.create(model=MODEL, messages=MESSAGES, extra_body={"usage": value})
+        assert "cost" not in no_cost.usage.model_dump()
+        assert "usage" not in upstream.received[-1].body
+
 
 def test_a_stream_carries_its_cost_in_the_final_usage_chunk(gw, upstream, openai_client):
     client = openai_client(gw)
