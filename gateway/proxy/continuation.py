@@ -75,6 +75,9 @@ class Partial:
     tokens: int  # content deltas delivered (the broken attempt's completion tokens)
     tool_call: bool  # a tool call had started: not continuable
     meta: tuple[Any, Any, Any]  # id, created, model of the chunks the client saw
+    # The answer had ended (a finish_reason relayed) and only its usage chunk or [DONE] was
+    # lost: there is nothing to continue, and a continuation would write past its end.
+    finished: bool = False
 
 
 class PartialRecord:
@@ -118,7 +121,7 @@ class NativeResume(Protocol):
 def read_partial(relayed: bytes) -> Partial:
     text: list[str] = []
     tokens = 0
-    tool_call = False
+    tool_call = finished = False
     meta: tuple[Any, Any, Any] | None = None
     for obj in json_objects(relayed):
         if meta is None and "id" in obj:
@@ -127,13 +130,15 @@ def read_partial(relayed: bytes) -> Partial:
             delta = choice.get("delta") if isinstance(choice, dict) else None
             if not isinstance(delta, dict):
                 continue
+            if choice.get("finish_reason"):
+                finished = True
             if delta.get("tool_calls") or delta.get("function_call"):
                 tool_call = True
             content = delta.get("content")
             if isinstance(content, str) and content:
                 text.append(content)
                 tokens += 1
-    return Partial("".join(text), tokens, tool_call, meta or (None, None, None))
+    return Partial("".join(text), tokens, tool_call, meta or (None, None, None), finished)
 
 
 def continuation_payload(payload: dict[str, Any], partial: Partial, mode: PrefillMode) -> dict[str, Any]:
@@ -277,9 +282,12 @@ class StreamRescue:
         `ContinuationBroke` when the continuing stream breaks too."""
         context, broken = self._context, self._opened
         partial = self.record.partial(self.native.read if self.native is not None else None)
-        if partial is None or partial.tool_call or not partial.text:
+        if partial is None or partial.tool_call or partial.finished or not partial.text:
             return None
         outcome, chat = context.outcome, context.chat
+        copies = chat.fields.get("n")
+        if type(copies) is int and copies > 1:
+            return None  # n answers interleaved in one stream: one prefill cannot continue them
         remaining = context.decision.max_attempts - len(outcome.attempts)
         continuers = _continuers(context, broken.offer)
         if remaining <= 0 or not continuers:

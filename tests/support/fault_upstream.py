@@ -95,6 +95,12 @@ def cut(after: int) -> Step:
     return Step("cut", at=after)
 
 
+def cut_after_finish() -> Step:
+    """Stream: the whole answer to its finish_reason, then the connection dropped before the
+    usage chunk and `[DONE]`."""
+    return Step("cut_after_finish")
+
+
 def stall(after: int) -> Step:
     """Stream: after `after` content events, send nothing more, connection left open."""
     return Step("stall", at=after)
@@ -352,6 +358,10 @@ class FaultUpstream:
                     return False
             await _chunk(writer, event({"content": token}))
         await _chunk(writer, event({}, step.finish_reason))
+        if step.kind == "cut_after_finish":
+            await writer.drain()
+            writer.close()
+            return False
         if (payload.get("stream_options") or {}).get("include_usage"):
             await _chunk(writer, _sse({**base, "choices": [], "usage": self._usage(step, payload)}))
         if step.kind != "no_done":
