@@ -489,6 +489,41 @@ def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] |
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 
 
+class HeldCalls:
+    """Tool calls of a streamed chat answer that began while another call's arguments were
+    still coming (a backend sending every call's head first), kept whole until that call is
+    done: the stream translations' items and blocks cannot reopen once closed, so a call is
+    written in one piece when its turn comes (`release`)."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[dict[str, Any], list[str]]] = {}  # position -> first fragment, arguments
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def __contains__(self, position: int) -> bool:
+        return position in self._calls
+
+    def hold(self, position: int, call: dict[str, Any]) -> None:
+        """Keep this call (its first fragment), or add a later fragment's arguments to it."""
+        arguments = (call.get("function") or {}).get("arguments")
+        held = self._calls.get(position)
+        if held is None:
+            self._calls[position] = (call, [arguments] if isinstance(arguments, str) else [])
+        elif isinstance(arguments, str):
+            held[1].append(arguments)
+
+    def release(self) -> tuple[int, dict[str, Any]] | None:
+        """The first call held, whole (its arguments joined), and no longer held; None: none."""
+        if not self._calls:
+            return None
+        position = next(iter(self._calls))
+        call, arguments = self._calls.pop(position)
+        return position, {**call, "function": {**(call.get("function") or {}), "arguments": "".join(arguments)}}
+
+
 def whole_json(parts: list[str]) -> bool:
     """Whether a streamed tool call's arguments so far are a whole JSON value: when another
     call begins, whether this one is done (a backend streaming calls one after another) or

@@ -14,6 +14,7 @@ import orjson
 
 from gateway.protocol.messages import (
     MALFORMED,
+    HeldCalls,
     _stop,
     anthropic_error,
     anthropic_error_from_chat,
@@ -52,7 +53,7 @@ class MessageStream:
         self._open_tool: int | None = None
         self._tool_arguments: list[str] = []  # the open tool block's arguments so far
         self._tool_withheld = False  # its arguments do not start an object: held, checked at its end
-        self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}  # calls waiting for it
+        self._held = HeldCalls()  # calls waiting for it
         self._stop: tuple[str, str | None] | None = None
         self._usage: dict[str, int] | None = None
         self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
@@ -171,18 +172,14 @@ class MessageStream:
         position = call.get("index", 0)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
-        held = self._held.get(position)
-        if held is not None:
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                held[1].append(arguments)
+        if position in self._held:
+            self._held.hold(position, call)
             return []
         if position not in self._tool_blocks:
             self._saw_tool_call = True
             if self._open_tool is not None and (self._held or not whole_json(self._tool_arguments)):
                 # The open call's arguments are still coming: this one waits (`_settle`).
-                arguments = function.get("arguments")
-                self._held[position] = (call, [arguments] if isinstance(arguments, str) else [])
+                self._held.hold(position, call)
                 self._tool_blocks[position] = -1  # not open yet
                 return []
             block: dict[str, Any] = {
@@ -252,12 +249,10 @@ class MessageStream:
     def _settle(self) -> list[dict[str, Any]]:
         """Close the open block, then write the held calls, each whole, in their order."""
         events = self._close_block()
-        while self._held:
-            position = next(iter(self._held))
-            call, arguments = self._held.pop(position)
+        while (released := self._held.release()) is not None:
+            position, call = released
             del self._tool_blocks[position]
-            function = {**(call.get("function") or {}), "arguments": "".join(arguments)}
-            events += self._tool_delta({**call, "function": function})
+            events += self._tool_delta(call)
             events += self._close_block()
         return events
 

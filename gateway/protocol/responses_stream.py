@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, whole_json
+from gateway.protocol.messages import MALFORMED, HeldCalls, encode_event, malformed_answer, whole_json
 from gateway.protocol.responses import (
     _CONTENT_ONLY,
     TOOL_SEARCH,
@@ -67,7 +67,7 @@ class ResponseStream:
         self._open_call: int | None = None  # the open item's chat tool_calls index
         # Calls that began while another call's arguments were still coming: their first
         # fragment and arguments, written whole once the open item is done (`_settle`).
-        self._held: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        self._held = HeldCalls()
         self._kinds: CallKinds | None = None  # read at the first call
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
@@ -237,19 +237,15 @@ class ResponseStream:
         position = call.get("index", 0)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
-        held = self._held.get(position)
-        if held is not None:
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                held[1].append(arguments)
+        if position in self._held:
+            self._held.hold(position, call)
             return []
         if position not in self._calls:
             self._calls.add(position)
             if self._open_call is not None and (self._held or not whole_json(self._text)):
                 # Another call's arguments are still coming (a backend that sends every call's
                 # head first): this one waits, and is written whole once that one is done.
-                arguments = function.get("arguments")
-                self._held[position] = (call, [arguments] if isinstance(arguments, str) else [])
+                self._held.hold(position, call)
                 return []
             name = function.get("name") or ""
             if self._kinds is None:
@@ -292,12 +288,10 @@ class ResponseStream:
     def _settle(self) -> list[dict[str, Any]]:
         """Close the open item, then write the held calls, each whole, in their order."""
         events = self._close_item()
-        while self._held:
-            position = next(iter(self._held))
-            call, arguments = self._held.pop(position)
+        while (released := self._held.release()) is not None:
+            position, call = released
             self._calls.discard(position)
-            function = {**(call.get("function") or {}), "arguments": "".join(arguments)}
-            events += self._call_delta({**call, "function": function})
+            events += self._call_delta(call)
             events += self._close_item()
         return events
 

@@ -63,6 +63,23 @@ def ledger_request_ids(data_dir: Path, count: int) -> list[str]:
     return poll(rows, what=f"{count} ledger rows", ignore=(sqlite3.OperationalError,))
 
 
+def recorded_as_failed(gw, result: str) -> list[tuple[int, str]]:
+    """The one call as metrics and the ledger hold it: a 502 (no 200), its attempt on the first
+    backend labelled `result`; returns the ledger's (status, error) rows."""
+    metrics = poll(
+        lambda: (m := scrape(gw.url)).total("gateway_requests_total", status="502") == 1 and m, what="the 502"
+    )
+    assert metrics.total("gateway_requests_total", status="200") == 0
+    assert metrics.total("gateway_backend_attempts_total", backend="first", result=result) == 1
+    path = gw.dir / "data" / "usage.sqlite3"
+
+    def rows():
+        with sqlite3.connect(path) as db:
+            return [tuple(r) for r in db.execute("SELECT status, error FROM events")] or None
+
+    return poll(rows, what="the ledger row", ignore=(sqlite3.OperationalError,))
+
+
 def peak_rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
@@ -271,18 +288,7 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_is_recorded_as_fai
             "code": "protocol",
         }
     }
-    metrics = poll(
-        lambda: (m := scrape(gw.url)).total("gateway_requests_total", status="502") == 1 and m, what="the 502"
-    )
-    assert metrics.total("gateway_requests_total", status="200") == 0
-    assert metrics.total("gateway_backend_attempts_total", backend="first", result="protocol") == 1
-    path = gw.dir / "data" / "usage.sqlite3"
-
-    def statuses():
-        with sqlite3.connect(path) as db:
-            return [r[0] for r in db.execute("SELECT status FROM events")] or None
-
-    assert poll(statuses, what="the ledger row", ignore=(sqlite3.OperationalError,)) == [502]
+    assert recorded_as_failed(gw, "protocol") == [(502, "protocol")]
 
 
 def test_an_error_event_after_content_is_relayed_and_recorded_as_failed(gw, upstream, upstream_b):
@@ -303,18 +309,7 @@ def test_an_error_event_after_content_is_relayed_and_recorded_as_failed(gw, upst
     assert [e["choices"][0]["delta"]["content"] for e in events[:-1]] == ["", "Half an"]
     assert events[-1]["error"]["message"] == "worker died (key [redacted])"  # a key-shaped secret, redacted
     assert len(upstream_b.received) == 0  # content had reached the client: no fallback
-    metrics = poll(
-        lambda: (m := scrape(gw.url)).total("gateway_requests_total", status="502") == 1 and m, what="the 502"
-    )
-    assert metrics.total("gateway_requests_total", status="200") == 0
-    assert metrics.total("gateway_backend_attempts_total", backend="first", result="upstream_error") == 1
-    path = gw.dir / "data" / "usage.sqlite3"
-
-    def rows():
-        with sqlite3.connect(path) as db:
-            return [tuple(r) for r in db.execute("SELECT status, error FROM events")] or None
-
-    assert poll(rows, what="the ledger row", ignore=(sqlite3.OperationalError,)) == [(502, "upstream_error")]
+    assert recorded_as_failed(gw, "upstream_error") == [(502, "upstream_error")]
 
 
 # -- a stream the client read to its end ------------------------------------------------------
