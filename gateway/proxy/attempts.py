@@ -80,7 +80,7 @@ from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.relay import StreamFailedEarly
 from gateway.proxy.time_limit import sleep_at_least, time_limit
 from gateway.proxy.usage import Usage
-from gateway.routing.pipeline import RoutingDecision
+from gateway.routing.pipeline import PROMPT_PARAM, RoutingDecision
 
 log = logging.getLogger("gateway.proxy")
 
@@ -591,7 +591,8 @@ def client_error(
     if isinstance(error, UpstreamUnreachable):
         return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
     if isinstance(error, ContextTooLong):
-        return GatewayError(400, _upstream_message(error, redactor), code="context_length_exceeded", param="messages")
+        param = PROMPT_PARAM.get(outcome.endpoint, "messages") if outcome is not None else "messages"
+        return GatewayError(400, _upstream_message(error, redactor), code="context_length_exceeded", param=param)
     if isinstance(error, BackendMisconfigured):
         # Not the client's mistake: the upstream does not know what the gateway asked it for.
         return GatewayError(

@@ -197,7 +197,7 @@ def plan(
     )
     if not tried:
         decision.error = (
-            _no_candidate_error(chat.model, decision.reports)
+            _no_candidate_error(chat.model, decision.reports, endpoint)
             if considered
             else _cannot_answer_error(chat.model, endpoint, kind, targets, snapshot)
         )
@@ -258,7 +258,17 @@ def wrong_kind_error(model: str, endpoint: str, kind: str, offers: Sequence[Offe
     return GatewayError(400, message, code="model_not_supported", param="model")
 
 
-def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> GatewayError:
+# The field that holds each endpoint's prompt: what a context-length 400 names as `param`.
+PROMPT_PARAM = {
+    "chat": "messages",
+    "messages": "messages",
+    "responses": "input",
+    "completions": "prompt",
+    "embeddings": "input",
+}
+
+
+def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint: str = "chat") -> GatewayError:
     """400 when the prompt fits no candidate's context; otherwise 503 naming each reason."""
     if not reports:
         return GatewayError(
@@ -279,7 +289,7 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport]) -> Gatew
             400,
             f"The request does not fit the context window of any candidate for `{model}`: {detail}",
             code="context_length_exceeded",
-            param="messages",
+            param=PROMPT_PARAM.get(endpoint, "messages"),
             metadata={"candidates": metadata},
         )
     return GatewayError(

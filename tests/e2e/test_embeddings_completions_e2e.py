@@ -215,3 +215,16 @@ def test_a_batch_without_upstream_usage_is_estimated_for_every_input(gw, upstrea
         ("completions", 50 * one_prompt),
     }
     assert all(e["estimated"] for e in rows)
+
+
+def test_a_prompt_too_long_for_every_candidate_names_the_endpoints_own_field(gw, upstream, openai_client):
+    """Hostile testing: the context-length 400 named `messages`, a field neither API has."""
+    client = openai_client(gw)
+    long_text = "word " * 60_000  # about 100k tokens by the gateway's estimate: past every 32k context
+    with pytest.raises(openai.BadRequestError) as embeddings:
+        client.embeddings.create(model="embed", input=long_text)
+    with pytest.raises(openai.BadRequestError) as completions:
+        client.completions.create(model="coder", prompt=long_text, max_tokens=8)
+    assert (embeddings.value.code, embeddings.value.param) == ("context_length_exceeded", "input")
+    assert (completions.value.code, completions.value.param) == ("context_length_exceeded", "prompt")
+    assert upstream.received == []
