@@ -398,14 +398,8 @@ class RateLimiter:
 
 
 def _longest_answer(candidates: tuple[Offer, ...], ceiling: int, prompt: int) -> int:
-    """The most tokens any candidate can answer with under `ceiling`: its max_output_tokens,
-    and its context less the prompt's estimate (as each is asked: `capped_max_tokens`)."""
-    longest = 0
-    for offer in candidates:
-        spec = offer.spec
-        cap = ceiling if spec.max_output_tokens is None else min(ceiling, spec.max_output_tokens)
-        longest = max(longest, min(cap, max(spec.context_length - prompt, 1)))
-    return longest or ceiling
+    """The most tokens any candidate can answer with under `ceiling` (as each is asked)."""
+    return max((offer.spec.longest_answer(ceiling, prompt) for offer in candidates), default=ceiling)
 
 
 def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) -> int:

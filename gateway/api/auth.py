@@ -62,7 +62,7 @@ class Authenticator:
     ) -> None:
         self._keys = keys  # key -> name
         self._static_names = frozenset(keys.values())
-        self._conflicts_logged: set[str] = set()  # bounded by the store's key names
+        self._conflicts_logged: set[str] = set()  # a subset of the static names: bounded by them
         self._admin_key = admin_key
         self.directory = directory
         self._throttle = throttle or FailedAuthThrottle()

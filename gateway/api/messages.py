@@ -89,13 +89,11 @@ class MessagesRequest:
         """`max_tokens` within what this offer can produce: its `max_output_tokens`, and its
         context minus the prompt's estimate."""
         spec = offer.spec
-        cap = self.max_tokens
-        if spec.max_output_tokens is not None and cap > spec.max_output_tokens:
-            cap = spec.max_output_tokens
+        cap = spec.longest_answer(self.max_tokens)
         # The estimate only when the prompt could matter: it is about a third of the body's
         # bytes, never half (images by URL aside).
         if cap + self.body_bytes // 2 >= spec.context_length:
-            cap = max(min(cap, spec.context_length - self.chat.prompt_tokens()), 1)
+            cap = spec.longest_answer(self.max_tokens, self.chat.prompt_tokens())
         return cap
 
 

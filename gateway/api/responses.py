@@ -200,9 +200,9 @@ def _translation(
         payload.update(owned)
     # A translated answer is a Response the gateway writes, echoing the request's tools and
     # instructions: encoded now, while the parse has just left them in the cache. After the
-    # upstream's answer, other requests have pushed them out: the same dump measured 18 µs
-    # in the gateway under load there (thread CPU time, the agent turn's 15 KB, c=16), 5 µs
-    # here.
+    # upstream's answer, other requests have pushed them out: the same dump measured 16.5 µs
+    # there and 8.4 µs here (thread CPU time in the gateway under bench/ab.py's agent turn,
+    # 15 KB, c=16).
     echo.update(encoded_echo(native))
     return payload
 

@@ -68,6 +68,13 @@ class ModelOffer(Strict):
     # `dimensions` (the `mock` backend synthesises vectors of this size; default 1536).
     dimensions: int | None = Field(default=None, gt=0, le=65536)
 
+    def longest_answer(self, ceiling: int, prompt_tokens: int = 0) -> int:
+        """The most tokens this offer can answer with when asked for at most `ceiling`: its
+        `max_output_tokens`, and its context less the prompt (at least 1). What a candidate
+        is asked under Anthropic's max_tokens, and what spend reserves for it."""
+        cap = ceiling if self.max_output_tokens is None else min(ceiling, self.max_output_tokens)
+        return max(min(cap, self.context_length - prompt_tokens), 1)
+
     @model_validator(mode="after")
     def _dimensions_for_embeddings(self) -> ModelOffer:
         if self.dimensions is not None and self.kind != "embedding":
