@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from gateway.protocol.chat import ChatRequest
     from gateway.proxy.outcome import Attempt, CallOutcome
     from gateway.routing.pipeline import RoutingDecision
+    from gateway.usage.spend import DaySpend
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -318,6 +319,16 @@ class RateLimiter:
             if len(self._open) > 100_000:  # calls that never finished (a bug elsewhere): forget the oldest
                 self._open.pop(next(iter(self._open)))
             self._open[id(outcome)] = ticket
+
+    def seed_spend(self, spends: Iterable[DaySpend]) -> None:
+        """Start this process's spend counts (no Redis) from what the ledger says each key and
+        team was billed today and this month, so a restart does not reset a budget."""
+        clock = Clock.at(self._clock())
+        for row in spends:
+            day = "d" + row.day.strftime("%Y%m%d")
+            for scope_id in (f"key:{row.key}" if row.key else None, f"team:{row.team}" if row.team else None):
+                if scope_id is not None:
+                    self._local.seed_spend(scope_id, day, row.cost_nanos, clock)
 
     async def spent(self, scope_id: str) -> tuple[float, float]:
         """USD spent today and this month (UTC) by a scope ("key:NAME", "team:NAME")."""

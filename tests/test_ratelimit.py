@@ -233,3 +233,31 @@ async def test_a_client_honouring_retry_after_on_an_rpm_refusal_is_admitted_then
         assert await limiter.model_limit("m", rpm) is not None  # not a second early
     now[0] = T0 + step + wait
     assert await limiter.model_limit("m", rpm) is None  # admitted when it said
+
+
+async def test_seeded_spend_counts_today_for_the_day_and_this_month_for_the_month():
+    """Without Redis, a restarted gateway starts its spend counts from the ledger's rows
+    (`UsageStore.day_spends`): a row of today counts for the day and the month, an earlier
+    day of this month for the month alone, last month's for neither."""
+    from datetime import UTC, date, datetime
+
+    from gateway.usage.spend import DaySpend
+
+    now = datetime(2026, 3, 5, 10, 30, tzinfo=UTC).timestamp()
+    limiter = RateLimiter(clock=lambda: now)
+    limiter.seed_spend(
+        [
+            DaySpend("solo", None, date(2026, 3, 5), 250_000_000),
+            DaySpend("solo", None, date(2026, 3, 1), 1_000_000_000),
+            DaySpend("solo", None, date(2026, 2, 28), 7_000_000_000),
+            DaySpend("a", "platform", date(2026, 3, 5), 100_000_000),
+            DaySpend("b", "platform", date(2026, 3, 4), 200_000_000),
+            DaySpend(None, "lonely", date(2026, 3, 5), 5),
+        ]
+    )
+    assert await limiter.spent("key:solo") == (0.25, 1.25)
+    assert await limiter.spent("team:platform") == (0.1, pytest.approx(0.3))
+    assert await limiter.spent("key:a") == (0.1, 0.1)
+    assert await limiter.spent("key:b") == (0.0, 0.2)
+    assert await limiter.spent("team:lonely") == (5e-9, 5e-9)
+    assert await limiter.spent("key:None") == (0.0, 0.0)  # a row without a key seeds no key

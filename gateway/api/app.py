@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -36,6 +37,22 @@ log = logging.getLogger("gateway")
 
 # Tracked objects allocated (net of those freed) between two young-generation collections.
 YOUNG_COLLECTION_THRESHOLD = 50_000
+
+
+async def _seed_spend(state: AppState) -> None:
+    """Without Redis, spend is counted in this process's memory: it starts from what the
+    ledger says each key and team was billed this month (today's among it), so a restart
+    does not give every budget back. A ledger that cannot be read leaves the counts at zero,
+    as they were before there was a ledger, and says so."""
+    if state.usage_store is None:
+        return
+    first_day = datetime.now(UTC).date().replace(day=1)
+    try:
+        spends = await state.usage_store.day_spends(first_day)
+    except Exception:
+        log.exception("could not read this month's spend from the usage ledger: budgets count from zero")
+        return
+    state.limiter.seed_spend(spends)
 
 
 def build_state(settings: Settings) -> AppState:
@@ -86,6 +103,8 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
             on_write_failure=state.metrics.usage_write_failed,
             on_task_restart=state.metrics.background_task_restarted,
         )
+        if not settings.redis_url:
+            await _seed_spend(state)
         app.state.gateway = state
         live, routing_tasks = start_routing(
             lambda: state.config.current,

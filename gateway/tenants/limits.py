@@ -234,6 +234,16 @@ class LocalCounters:
         current = (f":{clock.day}", f":{clock.month}")
         self._spent = {k: v for k, v in self._spent.items() if k.endswith(current)}
 
+    def seed_spend(self, scope_id: str, day: str, nano: int, clock: Clock) -> None:
+        """Add spend counted before this process (`day`: "dYYYYMMDD"): to today's total if it
+        is today's, to this month's if it is of this month; older spend is not read."""
+        if day == clock.day:
+            key = f"{scope_id}:{day}"
+            self._spent[key] = self._spent.get(key, 0) + nano
+        if day.startswith(clock.month.replace("m", "d", 1)):
+            key = f"{scope_id}:{clock.month}"
+            self._spent[key] = self._spent.get(key, 0) + nano
+
     def spent(self, scope_id: str, clock: Clock) -> tuple[int, int]:
         return self._spent.get(f"{scope_id}:{clock.day}", 0), self._spent.get(f"{scope_id}:{clock.month}", 0)
 

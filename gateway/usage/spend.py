@@ -67,6 +67,33 @@ class SpendLine:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """What one key, as a member of one team, was billed on one UTC day: its final rows' cost."""
+
+    key: str | None
+    team: str | None
+    day: date
+    cost_nanos: int
+
+
+class DaySpends:
+    """Sums the billed cost of events per (key, team, day), for calls made with a key or team."""
+
+    __slots__ = ("_sums",)
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str | None, str | None, date], int] = {}
+
+    def add(self, event: UsageEvent) -> None:
+        if event.final and (event.key or event.team):
+            at = (event.key, event.team, event.day)
+            self._sums[at] = self._sums.get(at, 0) + cost_nanos(event.cost)
+
+    def rows(self) -> list[DaySpend]:
+        return [DaySpend(key, team, day, nanos) for (key, team, day), nanos in self._sums.items() if nanos]
+
+
 def _name(event: UsageEvent, by: str) -> str:
     if by == "key":
         return event.key or NO_KEY

@@ -45,6 +45,7 @@ import orjson
 from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, DayApps, DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
+from gateway.usage.spend import DaySpend
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 
 _T = TypeVar("_T")
@@ -160,6 +161,15 @@ _INSERT_EVENTS = _INSERT_EVENT + f", ({', '.join('?' * len(_COLUMNS))})" * (_ROW
 _ADD = "INSERT INTO aggregates VALUES (?, ?, ?, ?) ON CONFLICT (day, part, field) DO UPDATE SET value = value + excluded.value"
 _TITLE = "INSERT INTO app_titles VALUES (?, ?, ?) ON CONFLICT (day, app) DO UPDATE SET title = excluded.title"
 _EXPORT_PAGE = 2000
+# Summed where the rows lie, each cost made nanos as `cost_nanos` does (SQLite rounds a half
+# away from zero, Python to even: a row of exactly k.5 nano-dollars may differ by one).
+# Read once, at start: 0.8 s for a month of 300,000 calls by 200 keys (1.8 s when grouped by
+# cost as well and summed in Python).
+_DAY_SPENDS = (
+    "SELECT key, team, day, SUM(CAST(ROUND(cost * 1000000000) AS INTEGER)) FROM events"
+    " WHERE day >= ? AND final = 1 AND (COALESCE(key, '') != '' OR COALESCE(team, '') != '')"
+    " GROUP BY key, team, day"
+)
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -490,6 +500,10 @@ class SqliteUsageStore(UsageStore):
         args.append(_EXPORT_PAGE)
         return [_event(row) for row in self._connection().execute(sql, args)]
 
+    def _day_spends(self, first_day: date) -> list[DaySpend]:
+        rows = self._connection().execute(_DAY_SPENDS, (first_day.isoformat(),))
+        return [DaySpend(key, team, date.fromisoformat(day), nanos) for key, team, day, nanos in rows if nanos]
+
     def _close(self) -> None:
         for conn in (self._writer, self._reader):
             if conn is not None:
@@ -499,6 +513,9 @@ class SqliteUsageStore(UsageStore):
     # -- the interface ---------------------------------------------------------------------
     async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         return await self._run(self._read, dict(spans))
+
+    async def day_spends(self, first_day: date) -> list[DaySpend]:
+        return await self._run(self._day_spends, first_day)
 
     async def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:
         after: tuple[str, str] | None = None

@@ -16,12 +16,21 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from gateway.usage.aggregates import DayRows
 from gateway.usage.events import UsageEvent
-from gateway.usage.rankings import Period, Prices, RankingQuery, SeriesQuery, compute_rankings, compute_series
+from gateway.usage.rankings import (
+    Period,
+    Prices,
+    RankingQuery,
+    SeriesQuery,
+    compute_rankings,
+    compute_series,
+    today_utc,
+)
+from gateway.usage.spend import DaySpend, DaySpends
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,15 @@ class UsageStore(abc.ABC):
 
     async def aclose(self) -> None:
         return None
+
+    async def day_spends(self, first_day: date) -> list[DaySpend]:
+        """What each key and team was billed per UTC day from `first_day` on (the final rows'
+        cost): without Redis, the in-memory budgets start from it (`RateLimiter.seed_spend`).
+        This reads every event; a store that can sum them where they lie does so instead."""
+        sums = DaySpends()
+        async for event in self.export(first_day, today_utc() + timedelta(days=1)):
+            sums.add(event)
+        return sums.rows()
 
     async def import_events(self, events: Sequence[UsageEvent]) -> int:
         """Load history (e.g. a JSONL file): the same idempotent path as live recording."""

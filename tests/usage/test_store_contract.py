@@ -189,3 +189,45 @@ async def test_sqlite_store_survives_reopening(tmp_path):
     await second.aclose()
     body.pop("throughput")
     assert body == EXPECTED
+
+
+async def test_day_spends_sum_each_key_and_team_billed_per_day(store):
+    """What budgets start from without Redis (gateway.ratelimit.RateLimiter.seed_spend): the
+    final rows' cost per key, team and day from the first day asked; a failed attempt's row is
+    the operator's cost, and a call without key or team is nobody's budget."""
+
+    def call(i: int, day: int, key: str | None, team: str | None, cost: float, final: bool = True) -> UsageEvent:
+        at = datetime(2025, 3, day, 12, i, tzinfo=UTC)
+        return UsageEvent(
+            id=f"s{i}",
+            timestamp=at,
+            model="qwen/qwen3-32b",
+            backend="groq",
+            prompt_tokens=10,
+            completion_tokens=5,
+            cost=cost,
+            key=key,
+            team=team,
+            final=final,
+        )
+
+    await store.record(
+        [
+            call(0, 1, "solo", None, 9.0),  # before the first day asked
+            call(1, 2, "solo", None, 0.1),
+            call(2, 2, "solo", None, 0.2),
+            call(3, 2, "solo", None, 5.0, final=False),  # a failed attempt before the call's final row
+            call(4, 3, "solo", None, 1e-9),
+            call(5, 3, "a", "platform", 0.25),
+            call(6, 3, "b", "platform", 0.5),
+            call(7, 3, None, None, 7.0),  # an open gateway's call
+            call(8, 3, "c", None, 0.0),  # cost nothing: no row
+        ]
+    )
+    rows = sorted((s.key, s.team, s.day.isoformat(), s.cost_nanos) for s in await store.day_spends(date(2025, 3, 2)))
+    assert rows == [
+        ("a", "platform", "2025-03-03", 250_000_000),
+        ("b", "platform", "2025-03-03", 500_000_000),
+        ("solo", None, "2025-03-02", 300_000_000),
+        ("solo", None, "2025-03-03", 1),
+    ]
