@@ -87,6 +87,8 @@ async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
             record.id,
             store.limits.max_record_bytes,
         )
+    elif result == "not_encodable":
+        log.warning("response %s not stored: its input holds JSON nested too deep to write", record.id)
     elif result == "id_taken":
         log.warning("response %s not stored: another key's stored response has that id (from the backend)", record.id)
     return result == "stored"

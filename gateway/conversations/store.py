@@ -29,7 +29,7 @@ DEFAULT_MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_OWNER_BYTES = 256 * 1024 * 1024
 
 
-PutResult = Literal["stored", "too_large", "id_taken"]
+PutResult = Literal["stored", "too_large", "id_taken", "not_encodable"]
 
 
 class StoreUnavailable(Exception):
@@ -87,9 +87,14 @@ class ResponseStore(abc.ABC):
 
     async def put(self, owner: str, record: StoredResponse) -> PutResult:
         """Store `record` for `owner`: `stored`, or why not: `too_large` (over the size
-        limit) or `id_taken` (a live record of another owner has this id: a backend answering
-        natively chose the id, and one owner's record must never replace another's)."""
-        data = record.encode()
+        limit), `id_taken` (a live record of another owner has this id: a backend answering
+        natively chose the id, and one owner's record must never replace another's) or
+        `not_encodable` (JSON nested deeper than orjson writes, in a field of the client's
+        input that the translation did not read: parsed, never sent, so never refused)."""
+        try:
+            data = record.encode()
+        except (TypeError, orjson.JSONEncodeError):
+            return "not_encodable"
         if len(data) > self.limits.max_record_bytes:
             return "too_large"
         return "stored" if await self._put(owner, record.id, data) else "id_taken"

@@ -93,6 +93,24 @@ async def test_a_record_over_the_size_limit_is_not_stored(make_store):
         await store.aclose()
 
 
+async def test_a_record_too_deep_to_write_is_not_stored_and_says_so(make_store):
+    """Hostile testing: an input item's extra field nested 300 deep (orjson reads it, the
+    translation does not read it, nothing sends it) failed the store's write with an error
+    logged as the completed hook's traceback. It is a reason not to store, as size is."""
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"x": deep}
+    record = _record("resp_deep")
+    record.items[0]["extra"] = deep
+    store = make_store()
+    try:
+        assert await store.put("alice", record) == "not_encodable"
+        assert await store.get("alice", "resp_deep") is None
+        assert await store.put("alice", _record()) == "stored"  # the store goes on
+    finally:
+        await store.aclose()
+
+
 async def test_records_expire_after_the_ttl(make_store):
     store = make_store(StoreLimits(ttl_s=0.4))
     try:

@@ -454,6 +454,30 @@ def test_a_response_over_the_record_limit_is_delivered_but_not_stored(start_gate
     assert f"response {large.id} not stored: over the record limit of 2048 bytes" in gw.log()
 
 
+def test_an_input_too_deep_to_store_is_delivered_and_not_stored_without_a_traceback(gw, upstream, openai_client):
+    """Hostile testing: an extra field 300 levels deep on an input item is read (orjson reads
+    1024) and not sent (the translation drops it), but the stored record cannot be written
+    (orjson writes 254): the completed hook failed with a traceback. Now the same warning as
+    for a record over the size limit."""
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"x": deep}
+    client = openai_client(gw, api_key="sk-alice")
+    item = {"type": "message", "role": "user", "content": "Say hello.", "extra": deep}
+    for stream in (False, True):
+        if stream:
+            with client.responses.stream(model="auto", input=[item]) as events:
+                answer = events.get_final_response()
+        else:
+            answer = client.responses.create(model="auto", input=[item])
+        assert answer.output_text == (STREAMED if stream else "Hello from the fake upstream.")
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(answer.id)
+        assert f"response {answer.id} not stored: its input holds JSON nested too deep to write" in gw.log()
+    assert "Traceback" not in gw.log() and len(upstream.received) == 2
+    assert "extra" not in upstream.received[-1].body["messages"][0]
+
+
 def test_a_store_that_is_down_costs_the_storing_not_the_answer(start_gateway, upstream, redis_server, openai_client):
     gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env={**KEYS, "GATEWAY_REDIS_URL": redis_server.url})
     client = openai_client(gw, api_key="sk-alice")
