@@ -25,6 +25,7 @@ from gateway.protocol.chat import parse_chat_request, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.outcome import price_usd
 
 _STREAM = OPENAI_PASSTHROUGH  # chat answers stream as chat chunks: forwarded untouched
 _COST = object()  # `Parsed.native` of a request that asked for `usage.cost` (gateway.api.usage_cost)
@@ -54,7 +55,9 @@ class ChatIngress(Ingress):
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         if request.native is _COST:
-            return CostStream(opened.offer, _STREAM.broken)
+            outcome = opened.outcome
+            price = outcome.price_of if outcome is not None else partial(price_usd, opened.offer)
+            return CostStream(price, _STREAM.broken)
         return _STREAM
 
     def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:

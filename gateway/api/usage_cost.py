@@ -12,6 +12,8 @@ refuses unknown fields). Non-streamed answers carry `x-gateway-cost-usd` whateve
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,19 +35,19 @@ def usd_text(cost: float) -> str:
     return text or "0"
 
 
-def _with_cost(usage: Any, offer: Offer) -> bool:
+def _with_cost(usage: Any, price: Callable[[Usage], float]) -> bool:
     """Add `cost` to an OpenAI usage object in place; False when it is not one."""
     parsed = Usage.from_openai(usage)
     if parsed is None:
         return False
-    usage["cost"] = round(price_usd(offer, parsed), 12)
+    usage["cost"] = round(price(parsed), 12)
     return True
 
 
 def body_with_cost(body: bytes, offer: Offer) -> bytes:
     """A non-streamed chat completion with `usage.cost`; as it was when it has no usage."""
     answer = orjson.loads(body)  # the fallback loop already checked it is a JSON object
-    if isinstance(answer, dict) and _with_cost(answer.get("usage"), offer):
+    if isinstance(answer, dict) and _with_cost(answer.get("usage"), partial(price_usd, offer)):
         return orjson.dumps(answer)
     return body
 
@@ -58,8 +60,10 @@ class CostStream:
 
     passthrough = False
 
-    def __init__(self, offer: Offer, broken: Any) -> None:
-        self._offer = offer
+    def __init__(self, price: Callable[[Usage], float], broken: Any) -> None:
+        # The call's pricing (`CallOutcome.price_of`): a stream continued on another backend
+        # after a break ends with a usage total whose parts are billed at different prices.
+        self._price = price
         self.broken = broken  # the chat stream's own error event
 
     def feed(self, data: bytes) -> bytes:
@@ -72,7 +76,7 @@ class CostStream:
                     chunk = orjson.loads(event[6:])
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(chunk, dict) and _with_cost(chunk.get("usage"), self._offer):
+                if isinstance(chunk, dict) and _with_cost(chunk.get("usage"), self._price):
                     events[i] = b"data: " + orjson.dumps(chunk)
         return b"\n\n".join(events)
 

@@ -122,6 +122,9 @@ class OpenedAnswer:
     format: AnswerFormat = CHAT
     attempt: Attempt | None = None  # the attempt that answered
     ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
+    # The call it answers: what the call's bill reads (a stream continued after a break goes
+    # on with another answer of the same call).
+    outcome: CallOutcome | None = None
 
 
 async def open_answer(
@@ -409,6 +412,7 @@ class _Call:
         outcome = self.outcome
         outcome.offer = opened.offer
         outcome.ttft_s = opened.ttft_s
+        opened.outcome = outcome
         assert opened.attempt is not None
         outcome.attempts.append(opened.attempt)
         if not self.chat.stream:

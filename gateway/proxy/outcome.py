@@ -115,6 +115,24 @@ class CallOutcome:
             cost += price_usd(offer, _completion_of(own))
         self.cost_usd = cost
 
+    def price_of(self, total: Usage) -> float:
+        """What `total`, the usage a client reads (for a continued stream, every token it was
+        sent, as `billed_usage` counts them), costs as `bill` prices it: at the answering
+        offer's prices, or, once continued, what earlier attempts delivered at theirs and
+        the rest of the completion at the continuing offer's."""
+        offer, carried = self.offer, self.carried
+        if offer is None:
+            return 0.0
+        if carried is None:
+            return price_usd(offer, total)
+        rest = Usage(
+            0,
+            max(total.completion_tokens - carried.completion_tokens, 0),
+            0,
+            max(total.reasoning_tokens - carried.reasoning_tokens, 0),
+        )
+        return self.carried_cost_usd + price_usd(offer, rest)
+
     @property
     def model(self) -> str | None:
         return self.offer.model if self.offer else None

@@ -148,6 +148,31 @@ def test_a_continued_stream_bills_every_token_the_client_received_once(start_gat
     assert not any(field.startswith("test/small|") for field in aggregates)  # the broken attempt: no request
 
 
+def test_usage_cost_of_a_continued_stream_is_what_its_key_is_billed(start_gateway, primary, fallback, openai_client):
+    """OpenRouter's usage accounting on a stream continued on another backend: the cost in the
+    final usage chunk priced every token at the first backend's prices (40 at flaky's, 20
+    more at flaky's too), while the ledger and the key's budget bill the 20 at steady's."""
+    gw, key = _start(start_gateway, primary, fallback)
+    primary.script(fault.cut(after=40))
+    chunks = list(
+        openai_client(gw, api_key=key).chat.completions.create(
+            model="auto",
+            messages=[{"role": "user", "content": "Count."}],
+            stream=True,
+            extra_body={"usage": {"include": True}},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == FULL_ANSWER
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    _, final = _rows(gw, 2)
+    prompt = final["prompt_tokens"]
+    billed = _usd(prompt, 40, FLAKY_IN, FLAKY_OUT) + _usd(0, 20, STEADY_IN, STEADY_OUT)
+    assert final["cost"] == pytest.approx(billed, abs=1e-12)
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and (usages[0].prompt_tokens, usages[0].completion_tokens) == (prompt, fault.TOKENS)
+    assert usages[0].cost == pytest.approx(billed, abs=1e-12)
+
+
 def test_a_continuation_that_nobody_takes_still_bills_what_was_delivered(
     start_gateway, primary, fallback, openai_client
 ):
