@@ -75,7 +75,7 @@ from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
-from gateway.proxy.hedge import HEDGE_LOST, race
+from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.relay import StreamFailedEarly
 from gateway.proxy.time_limit import sleep_at_least, time_limit
@@ -268,13 +268,20 @@ async def _hedged(
     """The first attempt, and past `after_s` without content the hedge too: the answer of the
     one that produced content first (and whether the hedge was started)."""
     started = time.perf_counter()
-    result = await race(
-        call.attempt(*first, remaining, slot),
-        # The hedge takes its own slot when it starts (None: the attempt asks the gate).
-        lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started), None),
-        after_s,
-        call.discarded,
-    )
+    try:
+        result = await race(
+            call.attempt(*first, remaining, slot),
+            # The hedge takes its own slot when it starts (None: the attempt asks the gate).
+            lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started), None),
+            after_s,
+            call.discarded,
+        )
+    except BaseException:
+        # Called off (the client left, shutdown): every attempt started is recorded, in the
+        # order each wound down, and the call's final row is the last of them, so the call
+        # ends on that attempt's offer (not on the last one started).
+        _end_on_last_attempt(call.outcome, (first[0], hedge[0]))
+        raise
     if result.winner is not None:
         return call.committed(result.winner), result.hedged
     errors = [pair for failed in result.errors if isinstance(failed, _Failed) for pair in failed.errors]
@@ -282,6 +289,14 @@ async def _hedged(
     if unexpected:
         raise unexpected[0]
     raise _Failed(errors, time.perf_counter() - started, hedged=result.hedged)
+
+
+def _end_on_last_attempt(outcome: CallOutcome, offers: tuple[Offer, ...]) -> None:
+    last = outcome.attempts[-1] if outcome.attempts else None
+    for offer in offers:
+        if last is not None and (offer.backend, offer.model) == (last.backend, last.model):
+            outcome.offer = offer
+            return
 
 
 @dataclass(slots=True)
@@ -367,7 +382,7 @@ class _Call:
             # Cancelled (the client left, shutdown's deadline passed, a hedge won): this
             # attempt ends too, and observers pairing attempt_started with attempt_finished
             # must hear it.
-            label = HEDGE_LOST if isinstance(exc, asyncio.CancelledError) and exc.args == (HEDGE_LOST,) else "cancelled"
+            label = HEDGE_LOST if isinstance(exc, asyncio.CancelledError) and exc.args == (HEDGE_LOST,) else CANCELLED
             attempt = Attempt(offer.backend, offer.model, label, None, time.perf_counter() - started)
             if label == HEDGE_LOST:
                 # The upstream read the prompt (and perhaps began): its cost is the operator's,
@@ -391,17 +406,18 @@ class _Call:
             opened.accountant.report_to(attempt)
         return opened
 
-    async def discarded(self, opened: OpenedAnswer) -> None:
-        """An answer of a hedged race that is not the client's (it succeeded in the same
-        instant as the winner, or as it was being cancelled, or the client left): closed
-        unread, and recorded as the losing hedge, so the observers pairing attempt_started
-        with attempt_finished hear it and its upstream cost is the operator's."""
+    async def discarded(self, opened: OpenedAnswer, reason: str) -> None:
+        """An answer of a hedged race that is not the client's: closed unread, and recorded
+        under `reason` (HEDGE_LOST: it succeeded in the same instant as the winner, or as it
+        was being cancelled; CANCELLED: the race was called off, the client left), so the
+        observers pairing attempt_started with attempt_finished hear it and its upstream cost
+        is the operator's."""
         try:
             await opened.response.aclose()
         finally:
             attempt = opened.attempt
             if attempt is not None:
-                attempt.error, attempt.status = HEDGE_LOST, None
+                attempt.error, attempt.status = reason, None
                 attempt.usage = Usage(self.chat.all_prompt_tokens(), 0, estimated=True)
                 attempt.cost_usd = price_usd(opened.offer, attempt.usage)
                 self.outcome.attempts.append(attempt)

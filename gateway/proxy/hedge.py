@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 # The cancellation message of the attempt that lost a race; also its attempt's error label.
 HEDGE_LOST = "hedge_lost"
+# The label of an answer closed because the race itself was called off (the client left).
+CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)
@@ -34,12 +36,13 @@ async def race(
     first: Awaitable[T],
     second: Callable[[], Awaitable[T]],
     after_s: float,
-    discard: Callable[[T], Awaitable[None]],
+    discard: Callable[[T, str], Awaitable[None]],
 ) -> RaceResult[T]:
     """Run `first`; if it has not finished `after_s` later, start `second()` too. The first to
     succeed wins and the other is cancelled (and awaited: its attempt is recorded before the
-    winner's); one that succeeded in the same instant is handed to `discard`. A failure
-    leaves the other running. If the caller is cancelled, both are."""
+    winner's); one that succeeded in the same instant is handed to `discard` as HEDGE_LOST.
+    A failure leaves the other running. If the caller is cancelled, both are, and an answer
+    already won goes to `discard` as CANCELLED: it lost to nothing, the call was called off."""
     loop = asyncio.get_running_loop()
     result: RaceResult[T] = RaceResult()
     tasks: set[asyncio.Task[T]] = {loop.create_task(_awaited(first))}
@@ -55,14 +58,14 @@ async def race(
                     if result.winner is None:
                         result.winner = task.result()
                     else:
-                        await discard(task.result())
+                        await discard(task.result(), HEDGE_LOST)
                     continue
                 if not isinstance(error, Exception):
                     raise error
                 result.errors.append(error)
             if result.winner is not None:
                 for answer in await _cancel(tasks, HEDGE_LOST):
-                    await discard(answer)  # succeeded as it was being cancelled
+                    await discard(answer, HEDGE_LOST)  # succeeded as it was being cancelled
                 return result
             if not tasks:
                 return result
@@ -76,7 +79,7 @@ async def race(
             late = await _cancel(tasks, None)
         finally:
             for answer in ([result.winner] if result.winner is not None else []) + late:
-                await asyncio.shield(discard(answer))
+                await asyncio.shield(discard(answer, CANCELLED))
         raise
 
 

@@ -121,6 +121,12 @@ class Scripted(Backend):
             return Bytes([OK_BODY])
         if step == "hang":
             await asyncio.sleep(3600)
+        if step.startswith("slow_to_stop:"):  # no answer; once cancelled, that long to wind down
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                await asyncio.sleep(float(step.split(":")[1]))
+                raise
         if step.startswith("after:"):  # an answer after that many seconds (a slow first token)
             await asyncio.sleep(float(step.split(":")[1]))
             self.responses.append(Bytes(sse(CONTENT), "text/event-stream") if request.stream else Bytes([OK_BODY]))
@@ -505,3 +511,38 @@ async def test_a_first_candidate_failing_before_the_hedge_time_falls_back_as_usu
     )
     assert opened.offer.backend == "b" and a.calls == b.calls == ["m/x"]
     assert [x.error for x in outcome.attempts] == ["http_503", None]
+
+
+async def _race_called_off(a: Scripted, b: Scripted, leave_after_s: float) -> CallOutcome:
+    """A hedged stream (the hedge at 50 ms) whose client leaves `leave_after_s` in."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    outcome = CallOutcome("req", "auto", True)
+    chat = parse_chat_request(orjson.dumps(body))
+    observers = Observers([Recorder()])
+    routing, snapshot = decision(offer("a"), offer("b")), hedged_snapshot(50)
+    task = asyncio.create_task(open_answer(chat, routing, Pool(a, b), observers, outcome, {}, snapshot=snapshot))
+    await asyncio.sleep(leave_after_s)
+    assert a.calls == b.calls == ["m/x"]  # both started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return outcome
+
+
+async def test_a_client_leaving_mid_race_ends_the_call_on_the_attempt_recorded_last():
+    """Hostile testing: the client left while both hedged attempts were in flight, and the
+    first took longer to wind down. Both were recorded cancelled, the first last, but the
+    call's offer (its ledger's final row) stayed the hedge's, the last started: the ledger
+    held a row of the first attempt and a final row naming the hedge's backend twice over."""
+    outcome = await _race_called_off(Scripted("a", ["slow_to_stop:0.2"]), Scripted("b", ["after:5"]), 0.3)
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "cancelled"), ("a", "cancelled")]
+    assert outcome.offer is not None and outcome.offer.backend == "a"
+
+
+async def test_an_answer_won_as_the_client_left_is_recorded_cancelled_not_lost():
+    # The hedge (b) answers first; the first attempt takes 0.5 s to stop; the client leaves
+    # meanwhile: b's answer is closed unread. It lost to nothing: the call was called off
+    # (as was the first, cancelled again while it wound down), and b was recorded last.
+    outcome = await _race_called_off(Scripted("a", ["slow_to_stop:0.5"]), Scripted("b", ["after:0.1"]), 0.3)
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "cancelled"), ("b", "cancelled")]
+    assert outcome.offer is not None and outcome.offer.backend == "b"

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.proxy.hedge import HEDGE_LOST, race
+from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
 
 
 class Attempts:
@@ -16,6 +16,7 @@ class Attempts:
         self.started: list[str] = []
         self.cancelled: dict[str, tuple] = {}
         self.discarded: list[str] = []
+        self.reasons: list[str] = []
 
     async def run(self, name: str, delay: float, fail: bool = False) -> str:
         self.started.append(name)
@@ -28,8 +29,9 @@ class Attempts:
             raise ValueError(name)
         return name
 
-    async def discard(self, value: str) -> None:
+    async def discard(self, value: str, reason: str) -> None:
         self.discarded.append(value)
+        self.reasons.append(reason)
 
 
 async def test_no_hedge_when_the_first_finishes_in_time():
@@ -92,10 +94,12 @@ async def test_a_caller_cancelled_while_the_loser_stops_still_closes_the_winner(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert runs.cancelled["a"] == (HEDGE_LOST,)
-    assert runs.discarded == ["b"]
+    # Closed as called off, not as lost: it won, and nobody took it (hostile testing found it
+    # recorded as the losing hedge).
+    assert (runs.discarded, runs.reasons) == (["b"], [CANCELLED])
 
 
 async def test_a_loser_that_succeeds_as_it_is_cancelled_is_discarded():
     runs = Attempts()
     result = await race(_slow_to_stop("a", runs, "a-late"), lambda: runs.run("b", 0.05), 0.05, runs.discard)
-    assert (result.winner, runs.discarded) == ("b", ["a-late"])
+    assert (result.winner, runs.discarded, runs.reasons) == ("b", ["a-late"], [HEDGE_LOST])
