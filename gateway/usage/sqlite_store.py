@@ -16,14 +16,17 @@ processes' writers. Retention (`Retention`): raw events older than `events_days`
 once every `prune_every_s` (an hour), in small batches; in a gateway that is the writer process.
 
 Tables: `events` (one row per event, queryable with the sqlite3 shell), `aggregates` (the
-per-day counters of `gateway.usage.aggregates`) and `app_titles`. An event's row and its
+per-day counters of `gateway.usage.aggregates`), `app_titles`, and `spend` (what each key
+and team was billed per day: a gateway without Redis starts its budgets from it, reading a
+few rows per key instead of a month of events; kept as long as the aggregates). An event's row and its
 increments are written in the same transaction, and only when its id is new; only a call's
 final row counts as a request (a failed attempt before it is a row of its own whose only
 increment is its provider's attempt outcome, for uptime).
 
 The schema's version is SQLite's `PRAGMA user_version`. A file made by an older gateway is
-migrated when opened (`_migrate`: ALTER TABLE ADD COLUMN with the new fields' defaults, in one
-transaction, so two processes opening it at once migrate it once); its rows stay readable.
+migrated when opened (`_migrate`: ALTER TABLE ADD COLUMN with the new fields' defaults, and
+tables a version adds filled from the events, in one transaction, so two processes opening it
+at once migrate it once); its rows stay readable.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import orjson
 from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, DayApps, DayRows, IncrementBatch
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import Period
-from gateway.usage.spend import DaySpend
+from gateway.usage.spend import DaySpend, DaySpends
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
 
 _T = TypeVar("_T")
@@ -135,12 +138,19 @@ CREATE TABLE IF NOT EXISTS app_titles (
     title TEXT NOT NULL,
     PRIMARY KEY (day, app)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spend (
+    day TEXT NOT NULL,
+    key TEXT NOT NULL,
+    team TEXT NOT NULL,
+    cost_nanos INTEGER NOT NULL,
+    PRIMARY KEY (day, key, team)
+) WITHOUT ROWID;
 """
 
 # Each version's changes to the one before, in order; `user_version` says how many are applied.
 # A table created by this version's _SCHEMA already has them: only older files run them.
-SCHEMA_VERSION = 1
-_EVENT_COLUMNS_ADDED = {
+SCHEMA_VERSION = 2
+_EVENT_COLUMNS_ADDED: dict[int, tuple[tuple[str, str], ...]] = {
     1: (
         ("endpoint", "TEXT NOT NULL DEFAULT 'chat'"),
         ("key", "TEXT"),
@@ -150,6 +160,20 @@ _EVENT_COLUMNS_ADDED = {
         ("final", "INTEGER NOT NULL DEFAULT 1"),
         ("error", "TEXT"),
         ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ),
+    2: (),
+}
+# Version 2's `spend` table, filled from the events a file already holds (its own writes keep
+# it from then on); the sums are `cost_nanos` of each row as `DaySpends` makes them (SQLite
+# rounds a half away from zero, Python to even: a row of exactly k.5 nano-dollars may differ
+# by one).
+_BACKFILL = {
+    2: (
+        "INSERT INTO spend SELECT day, COALESCE(key, ''), COALESCE(team, ''),"
+        " SUM(CAST(ROUND(cost * 1000000000) AS INTEGER)) FROM events"
+        " WHERE final = 1 AND (COALESCE(key, '') != '' OR COALESCE(team, '') != '')"
+        " GROUP BY day, COALESCE(key, ''), COALESCE(team, '')"
+        " ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos"
     ),
 }
 
@@ -161,14 +185,9 @@ _INSERT_EVENTS = _INSERT_EVENT + f", ({', '.join('?' * len(_COLUMNS))})" * (_ROW
 _ADD = "INSERT INTO aggregates VALUES (?, ?, ?, ?) ON CONFLICT (day, part, field) DO UPDATE SET value = value + excluded.value"
 _TITLE = "INSERT INTO app_titles VALUES (?, ?, ?) ON CONFLICT (day, app) DO UPDATE SET title = excluded.title"
 _EXPORT_PAGE = 2000
-# Summed where the rows lie, each cost made nanos as `cost_nanos` does (SQLite rounds a half
-# away from zero, Python to even: a row of exactly k.5 nano-dollars may differ by one).
-# Read once, at start: 0.8 s for a month of 300,000 calls by 200 keys (1.8 s when grouped by
-# cost as well and summed in Python).
-_DAY_SPENDS = (
-    "SELECT key, team, day, SUM(CAST(ROUND(cost * 1000000000) AS INTEGER)) FROM events"
-    " WHERE day >= ? AND final = 1 AND (COALESCE(key, '') != '' OR COALESCE(team, '') != '')"
-    " GROUP BY key, team, day"
+_SPEND = (
+    "INSERT INTO spend VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos"
 )
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
@@ -231,6 +250,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for name, declaration in _EVENT_COLUMNS_ADDED[step]:
                 if name not in present:  # a new file's table has them already
                     conn.execute(f"ALTER TABLE events ADD COLUMN {name} {declaration}")
+            if step in _BACKFILL:
+                conn.execute(_BACKFILL[step])
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -269,6 +290,10 @@ def _write_slice(conn: sqlite3.Connection, events: Sequence[UsageEvent], max_app
             batch.add(event)  # a failed attempt before the final row counts only its outcome
         conn.executemany(_ADD, [(d.isoformat(), part, name, value) for (d, part, name), value in batch.sums.items()])
         conn.executemany(_TITLE, [(d.isoformat(), app, title) for (d, app), title in batch.titles.items()])
+        spends = DaySpends()
+        for event in new.values():
+            spends.add(event)
+        conn.executemany(_SPEND, [(s.day.isoformat(), s.key or "", s.team or "", s.cost_nanos) for s in spends.rows()])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -456,7 +481,7 @@ class SqliteUsageStore(UsageStore):
                     break
         if self.retention.aggregates_days:
             first_kept = (datetime.fromtimestamp(now, UTC) - timedelta(days=self.retention.aggregates_days)).date()
-            for table in ("aggregates", "app_titles"):
+            for table in ("aggregates", "app_titles", "spend"):
                 while True:
                     (day,) = conn.execute(f"SELECT min(day) FROM {table}").fetchone()
                     if day is None or day >= first_kept.isoformat():
@@ -501,8 +526,14 @@ class SqliteUsageStore(UsageStore):
         return [_event(row) for row in self._connection().execute(sql, args)]
 
     def _day_spends(self, first_day: date) -> list[DaySpend]:
-        rows = self._connection().execute(_DAY_SPENDS, (first_day.isoformat(),))
-        return [DaySpend(key, team, date.fromisoformat(day), nanos) for key, team, day, nanos in rows if nanos]
+        rows = self._connection().execute(
+            "SELECT key, team, day, cost_nanos FROM spend WHERE day >= ?", (first_day.isoformat(),)
+        )
+        return [
+            DaySpend(key or None, team or None, date.fromisoformat(day), nanos)
+            for key, team, day, nanos in rows
+            if nanos
+        ]
 
     def _close(self) -> None:
         for conn in (self._writer, self._reader):

@@ -147,3 +147,72 @@ async def test_a_new_database_starts_at_the_current_version(tmp_path):
     assert [e async for e in store.export(DAY, DAY)] == []
     await store.aclose()
     assert user_version(tmp_path / "usage.sqlite3") == SCHEMA_VERSION
+
+
+async def _version_1_database(path) -> list[UsageEvent]:
+    """A file as version 1 left it: events of keys and teams, and no `spend` table (made by
+    today's store, then the table dropped and the version set back)."""
+    calls = [
+        UsageEvent(
+            id=f"v1-{n}",
+            timestamp=datetime(2025, 3, day, 12, n, tzinfo=UTC),
+            model="qwen/qwen3-32b",
+            backend="vllm",
+            prompt_tokens=10,
+            completion_tokens=5,
+            cost=cost,
+            key=key,
+            team=team,
+            final=final,
+        )
+        for n, (day, key, team, cost, final) in enumerate(
+            [
+                (9, "alice", None, 0.5, True),
+                (10, "alice", None, 0.25, True),
+                (10, "alice", None, 0.125, True),
+                (10, "alice", None, 9.0, False),  # a failed attempt's row: not billed
+                (10, "bob", "platform", 0.75, True),
+                (10, None, None, 4.0, True),  # no key, no team: nobody's budget
+            ]
+        )
+    ]
+    store = SqliteUsageStore(path)
+    assert await store.record(calls) == len(calls)
+    await store.aclose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE spend")
+        conn.execute("PRAGMA user_version = 1")
+    return calls
+
+
+async def test_version_2_fills_the_spend_table_from_the_events_once(tmp_path):
+    """What budgets start from without Redis: a file of version 1 has events but no `spend`
+    table; opening it (three processes at once) fills the table from them once, and new
+    calls add to it."""
+    path = tmp_path / "usage.sqlite3"
+    await _version_1_database(path)
+    stores = [SqliteUsageStore(path) for _ in range(3)]
+    seen = await asyncio.gather(*(s.day_spends(date(2025, 3, 10)) for s in stores))
+    expected = [("alice", None, "2025-03-10", 375_000_000), ("bob", "platform", "2025-03-10", 750_000_000)]
+    for spends in seen:
+        assert sorted((s.key, s.team, s.day.isoformat(), s.cost_nanos) for s in spends) == expected
+    later = UsageEvent(
+        id="v2-1",
+        timestamp=datetime(2025, 3, 10, 18, tzinfo=UTC),
+        model="qwen/qwen3-32b",
+        backend="vllm",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cost=0.001,
+        key="alice",
+    )
+    assert await stores[0].record([later]) == 1
+    spends = await stores[1].day_spends(date(2025, 3, 1))
+    assert sorted((s.key, s.day.isoformat(), s.cost_nanos) for s in spends) == [
+        ("alice", "2025-03-09", 500_000_000),
+        ("alice", "2025-03-10", 376_000_000),
+        ("bob", "2025-03-10", 750_000_000),
+    ]
+    for s in stores:
+        await s.aclose()
+    assert user_version(path) == SCHEMA_VERSION
