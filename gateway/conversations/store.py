@@ -93,7 +93,9 @@ class ResponseStore(abc.ABC):
         input that the translation did not read: parsed, never sent, so never refused)."""
         try:
             data = record.encode()
-        except (TypeError, orjson.JSONEncodeError):
+        except TypeError as exc:
+            if "Recursion limit" not in str(exc):
+                raise  # not the client's depth: a value that is not JSON is a bug, shown as one
             return "not_encodable"
         if len(data) > self.limits.max_record_bytes:
             return "too_large"

@@ -288,6 +288,9 @@ async def _hedged(
     unexpected = [e for e in result.errors if not isinstance(e, _Failed)]
     if unexpected:
         raise unexpected[0]
+    # Both failed, the first started perhaps failing last: should the loop end here, the call
+    # ends on the attempt recorded last.
+    _end_on_last_attempt(call.outcome, (first[0], hedge[0]))
     raise _Failed(errors, time.perf_counter() - started, hedged=result.hedged)
 
 

@@ -539,6 +539,27 @@ async def test_a_client_leaving_mid_race_ends_the_call_on_the_attempt_recorded_l
     assert outcome.offer is not None and outcome.offer.backend == "a"
 
 
+async def test_a_call_whose_hedged_attempts_both_fail_ends_on_the_one_that_failed_last():
+    """Review: the hedge (b) fails at once, the first (a) 0.3 s in, and the loop may try no
+    more (max_attempts 2): the call's offer stayed the hedge's, the last started, so its
+    final row named b again and a's failure had no row."""
+    a, b = Scripted("a", ["fail_after:0.3"]), Scripted("b", ["503"])
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    outcome = CallOutcome("req", "auto", True)
+    with pytest.raises(GatewayError):
+        await open_answer(
+            parse_chat_request(orjson.dumps(body)),
+            decision(offer("a"), offer("b"), max_attempts=2),
+            Pool(a, b),
+            Observers([Recorder()]),
+            outcome,
+            {},
+            snapshot=hedged_snapshot(50),
+        )
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", "http_503")]
+    assert outcome.offer is not None and outcome.offer.backend == "a"
+
+
 async def test_an_answer_won_as_the_client_left_is_recorded_cancelled_not_lost():
     # The hedge (b) answers first; the first attempt takes 0.5 s to stop; the client leaves
     # meanwhile: b's answer is closed unread. It lost to nothing: the call was called off
