@@ -27,7 +27,7 @@ from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, json_object
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.usage import Usage
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
 
 # Anthropic's error types -> the status the failure counts as (for retry decisions).
 _ERROR_STATUS = {
@@ -62,7 +62,9 @@ def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | N
 
 
 def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
+    return default
 
 
 def _error_of(obj: dict[str, Any]) -> tuple[str, int]:

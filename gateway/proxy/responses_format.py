@@ -37,7 +37,7 @@ from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.usage import Usage
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
 
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
@@ -114,7 +114,9 @@ def usage_of_response(usage: Any) -> Usage | None:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
+    return 0
 
 
 def error_message(error: Any) -> str:

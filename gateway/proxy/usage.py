@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The most tokens one field of one call's usage is believed at: a thousand times the longest
+# context offered today. An upstream's usage is not trusted past it: a report of 10^14
+# completion tokens, priced, overflowed the ledger's 64-bit sums, and the writer retried that
+# batch, every key's calls in it, for ever (hostile testing).
+MAX_TOKENS_PER_CALL = 1_000_000_000
+
 
 @dataclass(slots=True)
 class TokenCounts:
@@ -60,4 +66,6 @@ class Usage(TokenCounts):
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
+    return 0

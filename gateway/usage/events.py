@@ -30,6 +30,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from gateway.proxy.outcome import CallOutcome
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL
 
 # The gateway's task names mapped to OpenRouter's category names where one fits.
 TASK_CATEGORIES = {"code": "programming"}
@@ -40,8 +41,13 @@ EMBEDDINGS_CATEGORY = "embeddings"
 
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
-NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+# A call's tokens and cost as the ledger takes them (an imported line past them is refused by
+# its number): the upstream's usage is read no higher (`MAX_TOKENS_PER_CALL`), and a cost
+# under 10^9 USD is under 10^18 nano-dollars, inside the stores' 64-bit sums.
+TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_CALL)]
+MAX_COST_USD = 1e9
+Cost = Annotated[float, Field(ge=0, le=MAX_COST_USD)]
 # Names become parts of storage keys: printable, no control characters.
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -93,17 +99,17 @@ class UsageEvent:
     id: Annotated[str, Field(min_length=1, max_length=200)]
     timestamp: datetime  # when the call started, UTC
     model: Annotated[str, Field(max_length=_MAX_LABEL, pattern=r"^[^/\s]+/\S+$")]  # canonical author/slug
-    prompt_tokens: NonNegativeInt
-    completion_tokens: NonNegativeInt
+    prompt_tokens: TokenCount
+    completion_tokens: TokenCount
     backend: Name = "unknown"
     author: str = ""  # always the part of `model` before `/` (set on creation)
     route: str | None = None
     category: Name = "chat"
     app: str | None = None
     app_title: str | None = None
-    cached_tokens: NonNegativeInt = 0
-    reasoning_tokens: NonNegativeInt = 0
-    cost: NonNegativeFloat = 0.0  # USD
+    cached_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
+    cost: Cost = 0.0  # USD
     latency_ms: NonNegativeFloat | None = None
     ttft_ms: NonNegativeFloat | None = None
     tokens_per_second: NonNegativeFloat | None = None  # completion tokens per second
@@ -120,7 +126,7 @@ class UsageEvent:
     attempt: Annotated[int, Field(ge=1)] = 1  # 1-based, within the call
     final: bool = True  # the row that ended the call; rankings count only these
     error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `http_503`, ...)
-    cache_write_tokens: NonNegativeInt = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
+    cache_write_tokens: TokenCount = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:

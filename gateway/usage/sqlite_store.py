@@ -480,11 +480,15 @@ class SqliteUsageStore(UsageStore):
                 if gone < self.prune_batch:
                     break
         if self.retention.aggregates_days:
-            first_kept = (datetime.fromtimestamp(now, UTC) - timedelta(days=self.retention.aggregates_days)).date()
+            today = datetime.fromtimestamp(now, UTC).date()
+            first_kept = today - timedelta(days=self.retention.aggregates_days)
+            # Spend is kept for this month whatever the retention: budgets start from it.
+            kept_from = {"spend": min(first_kept, today.replace(day=1))}
             for table in ("aggregates", "app_titles", "spend"):
+                kept = kept_from.get(table, first_kept).isoformat()
                 while True:
                     (day,) = conn.execute(f"SELECT min(day) FROM {table}").fetchone()
-                    if day is None or day >= first_kept.isoformat():
+                    if day is None or day >= kept:
                         break
                     conn.execute(f"DELETE FROM {table} WHERE day = ?", (day,))
         self.pruned += deleted

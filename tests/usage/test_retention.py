@@ -22,7 +22,9 @@ from tests.support.services import RedisServer
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
 
-def event(id: str, when: datetime, *, app: str | None = None, title: str | None = None) -> UsageEvent:
+def event(
+    id: str, when: datetime, *, app: str | None = None, title: str | None = None, key: str | None = None
+) -> UsageEvent:
     return UsageEvent(
         id=id,
         timestamp=when,
@@ -32,6 +34,8 @@ def event(id: str, when: datetime, *, app: str | None = None, title: str | None 
         completion_tokens=5,
         app=app,
         app_title=title,
+        cost=0.5,
+        key=key,
     )
 
 
@@ -91,6 +95,25 @@ async def test_sqlite_aggregates_retention_drops_whole_days_before_the_limit(tmp
     # Days before 2025-03-07 (3 days before 03-10) are gone; raw events are kept (no events retention).
     assert rows_in(path, "aggregates") == rows_in(path, "app_titles") == {"2025-03-10", "2025-03-07"}
     assert len(ids_in(path)) == 4
+
+
+async def test_spend_of_this_month_is_kept_whatever_the_aggregates_retention(tmp_path):
+    """Hostile testing: with aggregates kept 3 days, the `spend` rows a restarted gateway's
+    monthly budgets start from went with them, so a monthly budget was given back. They are
+    kept for the whole month now (last month's go by the retention)."""
+    path = tmp_path / "usage.sqlite3"
+    store = SqliteUsageStore(path, retention=Retention(aggregates_days=3), clock=NOW.timestamp)
+    days = [NOW - timedelta(days=n) for n in (0, 4, 9, 10)]  # 03-10, 03-06, 03-01, 02-28
+    await store.record([event(f"e{i}", when, key="mon") for i, when in enumerate(days)])
+    spends = await store.day_spends(date(2025, 3, 1))
+    await store.aclose()
+    assert rows_in(path, "spend") == {"2025-03-10", "2025-03-06", "2025-03-01"}
+    assert sorted((s.day.isoformat(), s.cost_nanos) for s in spends) == [
+        ("2025-03-01", 500_000_000),
+        ("2025-03-06", 500_000_000),
+        ("2025-03-10", 500_000_000),
+    ]
+    assert rows_in(path, "aggregates") == {"2025-03-10"}
 
 
 async def test_the_writer_process_applies_sqlite_retention(tmp_path):
