@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import orjson
 
 from gateway.api.usage_cost import CostStream, body_with_cost, usd_text, wants_cost
 from gateway.config.schema import ModelOffer
 from gateway.config.snapshot import Offer
+from gateway.proxy.outcome import price_usd
 
 OFFER = Offer("m/x", "up", "x", ModelOffer(input_price=2.0, output_price=4.0))
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
@@ -28,7 +31,7 @@ def test_a_body_gains_cost_only_where_it_has_usage():
 def test_the_stream_rewrites_only_the_event_carrying_usage():
     content = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
     usage = b"data: " + orjson.dumps({"choices": [], "usage": USAGE}) + b"\n\n"
-    stream = CostStream(OFFER, broken=None)
+    stream = CostStream(partial(price_usd, OFFER), broken=None)
     assert stream.feed(content) is content  # no "usage" in it: not even split
     out = stream.feed(content + usage + b"data: [DONE]\n\n")
     events = out.split(b"\n\n")

@@ -354,3 +354,21 @@ def varied_events(count: int, seed: int = 7) -> list[UsageEvent]:
         )
         for i in range(count)
     ]
+
+
+def billed_call(
+    id: str, day: int, minute: int, key: str | None, team: str | None, cost: float, final: bool = True
+) -> UsageEvent:
+    """One row of a call made with a key (and team) on a day of March 2025: what budgets count."""
+    return UsageEvent(
+        id=id,
+        timestamp=datetime(2025, 3, day, 12, minute, tzinfo=UTC),
+        model="qwen/qwen3-32b",
+        backend="vllm",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost=cost,
+        key=key,
+        team=team,
+        final=final,
+    )

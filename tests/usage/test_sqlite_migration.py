@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from gateway.usage.events import UsageEvent
 from gateway.usage.rankings import ranking_query
 from gateway.usage.sqlite_store import SCHEMA_VERSION, SqliteUsageStore
+from tests.usage.fixtures import billed_call
 
 # The schema as the gateway created it before schema versions (user_version 0), verbatim.
 OLD_SCHEMA = """
@@ -153,18 +154,7 @@ async def _version_1_database(path) -> list[UsageEvent]:
     """A file as version 1 left it: events of keys and teams, and no `spend` table (made by
     today's store, then the table dropped and the version set back)."""
     calls = [
-        UsageEvent(
-            id=f"v1-{n}",
-            timestamp=datetime(2025, 3, day, 12, n, tzinfo=UTC),
-            model="qwen/qwen3-32b",
-            backend="vllm",
-            prompt_tokens=10,
-            completion_tokens=5,
-            cost=cost,
-            key=key,
-            team=team,
-            final=final,
-        )
+        billed_call(f"v1-{n}", day, n, key, team, cost, final)
         for n, (day, key, team, cost, final) in enumerate(
             [
                 (9, "alice", None, 0.5, True),

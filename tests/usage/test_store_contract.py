@@ -13,7 +13,7 @@ from gateway.usage.jsonl import event_line, import_lines
 from gateway.usage.rankings import ranking_query, series_query
 from gateway.usage.redis_store import RedisUsageStore
 from gateway.usage.sqlite_store import SqliteUsageStore
-from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END, varied_events
+from tests.usage.fixtures import EVENTS, EXPECTED, WEEK_END, billed_call, varied_events
 
 pytestmark = pytest.mark.redis
 
@@ -197,19 +197,7 @@ async def test_day_spends_sum_each_key_and_team_billed_per_day(store):
     the operator's cost, and a call without key or team is nobody's budget."""
 
     def call(i: int, day: int, key: str | None, team: str | None, cost: float, final: bool = True) -> UsageEvent:
-        at = datetime(2025, 3, day, 12, i, tzinfo=UTC)
-        return UsageEvent(
-            id=f"s{i}",
-            timestamp=at,
-            model="qwen/qwen3-32b",
-            backend="groq",
-            prompt_tokens=10,
-            completion_tokens=5,
-            cost=cost,
-            key=key,
-            team=team,
-            final=final,
-        )
+        return billed_call(f"s{i}", day, i, key, team, cost, final)
 
     await store.record(
         [
