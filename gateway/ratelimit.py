@@ -421,7 +421,8 @@ def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) 
 
 
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
-_WHO = {"key": "key", "team": "team", "route": "model"}
+# How a refusal names its scope: a `rate_limits.routes` entry is a route's or a model's name.
+_WHO = {"key": "key {}", "team": "team {}", "route": "{} (rate_limits.routes)"}
 
 
 def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
@@ -452,7 +453,8 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     seconds = max(1, math.ceil(wait))
     return GatewayError(
         429,
-        f"Rate limit reached for {_WHO[scope.kind]} `{scope.name}`: {kind} ({limit}). Retry after {seconds}s.",
+        f"Rate limit reached for {_WHO[scope.kind].format(f'`{scope.name}`')}: {kind} ({limit}). "
+        f"Retry after {seconds}s.",
         code="budget_exceeded" if kind == "budget" else "rate_limit_exceeded",
         headers={"retry-after": str(seconds), **headers},
         metadata={"limit": kind, "scope": scope.kind, "name": scope.name},

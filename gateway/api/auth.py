@@ -135,6 +135,8 @@ class Authenticator:
             if not self._keys:
                 if self.is_open:
                     return OPEN
+                # Only virtual keys: a missing or unknown key is a 401 like anywhere else.
+                self.authenticate(request)
                 raise GatewayError(403, "Virtual keys have no admin access; set GATEWAY_ADMIN_KEY.", code="admin_only")
             principal = self.authenticate(request)
             if principal.virtual:

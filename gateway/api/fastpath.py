@@ -93,7 +93,16 @@ def imported_middleware(paths: str) -> list[Middleware]:
         module_name, _, attribute = path.partition(":")
         if not module_name or not attribute:
             raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r} is not `module:attribute`")
-        found = getattr(importlib.import_module(module_name), attribute)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(
+                f"GATEWAY_MIDDLEWARE entry {path!r}: cannot import {module_name!r} ({exc}); the gateway imports it "
+                "as Python does: install it, or put its directory on PYTHONPATH"
+            ) from None
+        found = getattr(module, attribute, None)
+        if found is None:
+            raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r}: {module_name!r} has no attribute {attribute!r}")
         if not callable(found):
             raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r} is not callable")
         out.append(found)

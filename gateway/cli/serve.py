@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from gateway.api.fastpath import imported_middleware
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
     from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
             f"{settings.config}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
             file=sys.stderr,
         )
+        return 2
+    try:
+        imported_middleware(settings.middleware)  # the same: a bad entry said here, not in a worker's traceback
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
     notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
     if notice:

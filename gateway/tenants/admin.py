@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.tenants.keys import (
@@ -92,6 +93,12 @@ class TenantAdmin:
                 code="name_taken",
             )
         self._check_team(team)
+        if expires_at is not None and expires_at <= now:
+            # A key that could never be used: surely a typo of the year (a new user made one).
+            when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+            raise TenantError(
+                f"`expires` ({when}) is in the past: the key could never be used.", code="invalid_expires"
+            )
         plain, credential = issue(now)
         key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)
         self.store.insert_key(key, self._entry(now, actor, "key.create", name, key.public()))

@@ -81,7 +81,7 @@ class SqliteTenantStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
         self.path = path
         # One connection used from whichever thread calls (the gateway's to_thread workers),
         # one at a time; WAL so the CLI and several gateway processes can share the file.

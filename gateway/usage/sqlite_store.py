@@ -246,6 +246,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         present = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        # A new file (no events yet) is made whole by _SCHEMA: nothing to say about it.
+        held = conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
         for step in range(version + 1, SCHEMA_VERSION + 1):
             for name, declaration in _EVENT_COLUMNS_ADDED[step]:
                 if name not in present:  # a new file's table has them already
@@ -258,7 +260,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if version < SCHEMA_VERSION:
+    if held:
         log.info("usage store: schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 
@@ -349,7 +351,7 @@ class SqliteUsageStore(UsageStore):
 
     def _open(self) -> sqlite3.Connection:
         """A connection to the file, WAL and schema in place (on the thread: it may wait)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
         deadline = time.monotonic() + self.busy_timeout_s
         while True:
             conn = sqlite3.connect(

@@ -4,6 +4,9 @@ operator's CORS or tracing middleware as every other route does."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 
 import httpx
@@ -17,6 +20,7 @@ from gateway.api.routes import route_table
 from gateway.settings import Settings
 from tests.support.inprocess import MOCK_POLICY, lifespan
 from tests.support.operator_middleware import ORIGIN, Traced
+from tests.support.services import REPO
 
 POLICY = MOCK_POLICY
 
@@ -84,6 +88,22 @@ def test_the_setting_names_middleware_by_import_path():
         imported_middleware("tests.support.operator_middleware")
     with pytest.raises(ValueError, match="not callable"):
         imported_middleware("tests.support.operator_middleware:ORIGIN")
+    with pytest.raises(ValueError, match="has no attribute 'nope'"):
+        imported_middleware("tests.support.operator_middleware:nope")
+
+
+def test_a_middleware_that_cannot_be_imported_stops_serve_with_the_reason(tmp_path):
+    """A new user following the README ran `GATEWAY_MIDDLEWARE=mycompany.gateway_middleware:cors
+    gateway serve` beside a module the gateway could not import: the worker died with
+    uvicorn's traceback. `serve` now says what and why before starting anything."""
+    (tmp_path / "policy.yaml").write_text("backends:\n  m: {type: mock, models: {mock/mock-small: {}}}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_MIDDLEWARE": "mycompany.gateway_middleware:cors"}
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "policy.yaml"), "--port", "1"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot import 'mycompany.gateway_middleware' (No module named 'mycompany')" in done.stderr
+    assert "PYTHONPATH" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_the_route_table_serves_chat_once_on_the_fast_path():

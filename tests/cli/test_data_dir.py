@@ -93,6 +93,18 @@ def test_an_empty_store_is_called_empty(tmp_path):
     assert exported.stderr.splitlines() == [f"gateway usage export reads SQLite {store}", f"0 events exported{EMPTY}"]
 
 
+@pytest.mark.parametrize(
+    "command", [("keys", "list"), ("rankings",), ("usage", "report", "--by", "key"), ("teams", "list")]
+)
+def test_a_data_directory_the_cli_makes_is_private(tmp_path, command):
+    """README: "The data directory is created 0700" (it holds the ledger, keys' hashes and
+    stored conversations). A new user found the CLI made it 0755 when it ran first."""
+    data = tmp_path / "new" / "data"
+    done = cli(*command, cwd=tmp_path, env=environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(data)))
+    assert done.returncode == 0, done.stderr
+    assert data.stat().st_mode & 0o777 == 0o700
+
+
 def test_gateway_data_dir_wins_and_an_explicit_flag_over_it(tmp_path):
     env = environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(tmp_path / "configured"))
     ranked = cli("rankings", cwd=tmp_path, env=env)

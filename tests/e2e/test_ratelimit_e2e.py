@@ -57,3 +57,19 @@ def test_limits_count_in_redis_and_a_redis_outage_fails_no_request(start_gateway
         assert r.status_code == 200, r.text
     assert scrape(gw.url).value("gateway_rate_limiter_errors_total") >= 1
     assert "rate-limit store failed" in gw.log()
+
+
+def test_a_route_limit_names_the_route_as_an_entry_of_rate_limits_routes(start_gateway, upstream):
+    """A new user: `rate_limits: {routes: {auto: 2}}` refused the third call with "Rate limit
+    reached for model `auto`", a route. The entry is named as what it is (a route's or a
+    model's name under rate_limits.routes)."""
+    gw = start_gateway(one_backend_policy(upstream.base_url, rate_limits={"routes": {"auto": 2}}))
+    clear_of_minute_edge()
+    statuses = [httpx.post(gw.url + "/v1/chat/completions", json=ASK).status_code for _ in range(2)]
+    refused = httpx.post(gw.url + "/v1/chat/completions", json=ASK)
+    assert statuses == [200, 200] and refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["message"].startswith(
+        "Rate limit reached for `auto` (rate_limits.routes): rpm (2 requests per minute)."
+    )
+    assert error["metadata"] == {"limit": "rpm", "scope": "route", "name": "auto"}

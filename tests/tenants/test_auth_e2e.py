@@ -116,6 +116,22 @@ def test_a_key_limited_to_some_models_gets_403_for_the_others(start_gateway, ups
     client.close()
 
 
+def test_admin_status_with_virtual_keys_only_tells_a_missing_key_from_a_virtual_one(start_gateway, upstream, tmp_path):
+    """A new user: with virtual keys only (no static key, no admin key), /admin/status
+    answered a missing or made-up key with 403 "Virtual keys have no admin access": a 401,
+    as everywhere else, for a key that is not one; the 403 for a virtual key."""
+    data = tmp_path / "data"
+    tenant = create_key("tenant", data_dir=data)
+    gw = start_gateway(one_backend_policy(upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    for path in ("/admin/status", "/admin/reload"):
+        send = httpx.get if path == "/admin/status" else httpx.post
+        for headers in ({}, bearer("sk-made-up")):
+            r = send(gw.url + path, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+        denied = send(gw.url + path, headers=bearer(tenant))
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "admin_only"
+
+
 def test_key_management_over_http_needs_the_admin_key(start_gateway, upstream, tmp_path):
     data = tmp_path / "data"
     tenant = create_key("tenant", data_dir=data)

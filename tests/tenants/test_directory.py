@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from gateway.tenants.admin import TenantAdmin
 from gateway.tenants.directory import KeyDirectory
-from gateway.tenants.keys import Limits
+from gateway.tenants.keys import Limits, TenantError
 from gateway.tenants.principal import Principal
 from gateway.tenants.store import SqliteTenantStore
 
@@ -92,3 +94,15 @@ async def test_expiry_and_the_end_of_a_rotation_overlap_need_no_refresh(tmp_path
     assert directory.lookup(expiring) == "expired"
     assert directory.lookup("sk-gw-unknown") is None
     store.close()
+
+
+def test_a_key_that_would_be_born_expired_is_refused(tmp_path):
+    """A new user typed `gateway keys create --expires 2020-01-01`: the key was made, and
+    expired at once, without a word. Refused now; a future expiry is taken as before."""
+    clock = Clock()
+    admin = TenantAdmin(SqliteTenantStore(tmp_path / "keys.sqlite3"), clock)
+    with pytest.raises(TenantError, match="is in the past") as refused:
+        admin.create_key("late", actor="t", expires_at=clock.now - 1)
+    assert refused.value.code == "invalid_expires" and refused.value.status == 400
+    assert admin.create_key("soon", actor="t", expires_at=clock.now + 60).key.name == "soon"
+    assert [k.name for k in admin.store.all_keys()] == ["soon"]

@@ -143,11 +143,20 @@ async def test_three_connections_opening_an_old_database_at_once_migrate_it_once
     assert columns(path).count("call_id") == 1 and user_version(path) == SCHEMA_VERSION
 
 
-async def test_a_new_database_starts_at_the_current_version(tmp_path):
+async def test_a_new_database_starts_at_the_current_version(tmp_path, caplog):
+    # Without a word of migration (a new user read "schema migrated from version 0 to 2" on
+    # a brand-new data directory); an old file's migration is logged.
+    caplog.set_level("INFO", logger="gateway.usage")
     store = SqliteUsageStore(tmp_path / "usage.sqlite3")
     assert [e async for e in store.export(DAY, DAY)] == []
     await store.aclose()
     assert user_version(tmp_path / "usage.sqlite3") == SCHEMA_VERSION
+    assert "migrated" not in caplog.text
+    old_database(tmp_path / "old.sqlite3")
+    store = SqliteUsageStore(tmp_path / "old.sqlite3")
+    assert len([e async for e in store.export(DAY, DAY)]) == 2
+    await store.aclose()
+    assert f"schema migrated from version 0 to {SCHEMA_VERSION}" in caplog.text
 
 
 async def _version_1_database(path) -> list[UsageEvent]:
