@@ -132,6 +132,12 @@ class Ingress(abc.ABC):
         stream that broke), so a follow-up request the client makes next can rely on it."""
         return None
 
+    def completes_request(self, request: IngressRequest) -> bool:
+        """Whether `completed` has work for this request: only then does a stream's end wait
+        for it, the answer sent first and its last bytes (the chunked end) after (a second
+        write). Asked only of an ingress that overrides `completed`."""
+        return True
+
     def native_only(self, request: IngressRequest) -> bool:
         """Whether only a candidate serving this API natively can take the request (its chat
         translation refused it: content only that API has). When routing leaves none, the

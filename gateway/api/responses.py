@@ -388,6 +388,10 @@ class ResponsesIngress(Ingress):
         assert isinstance(request, ResponsesRequest)
         return _NativeResume(request)
 
+    def completes_request(self, request: IngressRequest) -> bool:
+        assert isinstance(request, ResponsesRequest)
+        return request.store  # `store: false` keeps nothing: the stream ends in one write
+
     async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
         """Store the Response the client got (with `store` true), before its last bytes go."""
         assert isinstance(request, ResponsesRequest)
