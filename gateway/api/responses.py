@@ -92,7 +92,8 @@ class ResponsesRequest:
         """The id of the Response the gateway writes (a translated answer, a continued native
         stream), made when first asked: a native answer carries its backend's own."""
         if not self._response_id:
-            self._response_id = new_response_id()
+            state = self.state
+            self._response_id = "resp_" + state.response_ids.next() if state is not None else new_response_id()
         return self._response_id
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.api.auth import Authenticator
 from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder
-from gateway.ids import RequestIds
+from gateway.ids import RequestIds, SecretTokens
 from gateway.metrics import Metrics
 from gateway.proxy.outcome import Observers
 from gateway.ratelimit import RateLimiter
@@ -37,6 +37,7 @@ class AppState:
     auth: Authenticator
     observers: Observers = field(default_factory=Observers)
     request_ids: RequestIds = field(default_factory=RequestIds)
+    response_ids: SecretTokens = field(default_factory=SecretTokens)  # of the Responses the gateway writes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # background work to cancel at shutdown
     # Hooks run (in order) at shutdown, after in-flight requests drain; e.g. flush usage.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
