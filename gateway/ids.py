@@ -27,7 +27,8 @@ class RequestIds:
 class SecretTokens:
     """Hex tokens of `nbytes` random bytes each, from `os.urandom` read `batch` tokens at a
     time: each token is bytes no other token (or process) ever saw. A forked child starts
-    with an empty buffer (it must not hand out its parent's bytes)."""
+    with an empty buffer (it must not hand out its parent's bytes). For one thread, the
+    event loop's: two threads could be handed the same token."""
 
     def __init__(self, nbytes: int = 24, batch: int = 128) -> None:
         self._nbytes = nbytes

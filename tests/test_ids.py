@@ -27,10 +27,12 @@ def test_a_forked_child_does_not_hand_out_its_parents_tokens():
     tokens.next()  # the batch is read: 63 tokens left in it, which the child inherits
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: its next tokens, to the parent
-        os.close(read)
-        os.write(write, "".join(tokens.next() for _ in range(5)).encode())
-        os._exit(0)
+    if pid == 0:  # the child: its next tokens, to the parent, and out (whatever happens)
+        try:
+            os.close(read)
+            os.write(write, "".join(tokens.next() for _ in range(5)).encode())
+        finally:
+            os._exit(0)
     os.close(write)
     child = b""
     while chunk := os.read(read, 4096):

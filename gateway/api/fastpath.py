@@ -14,6 +14,7 @@ and the lifespan. Without any, nothing is wrapped and the hot path pays nothing.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
@@ -85,21 +86,42 @@ def with_middleware(front: FastPathApp, middleware: Sequence[Middleware]) -> Fas
     return _Wrapped(front, middleware) if middleware else front
 
 
-def imported_middleware(paths: str) -> list[Middleware]:
-    """The middleware named by `GATEWAY_MIDDLEWARE`: comma-separated `module:attribute` import
-    paths, each a callable taking the app it wraps (a middleware class, or a factory)."""
-    out: list[Middleware] = []
+def _entries(paths: str) -> list[tuple[str, str, str]]:
+    """(entry, module, attribute) of each `module:attribute` in `paths`."""
+    out = []
     for path in filter(None, (p.strip() for p in paths.split(","))):
         module_name, _, attribute = path.partition(":")
         if not module_name or not attribute:
             raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r} is not `module:attribute`")
+        out.append((path, module_name, attribute))
+    return out
+
+
+def check_middleware(paths: str) -> None:
+    """A ValueError naming the first entry of `GATEWAY_MIDDLEWARE` whose module cannot be
+    found, without running it (its parent packages are imported): `gateway serve` asks
+    before starting its workers, which import the modules themselves."""
+    for path, module_name, _ in _entries(paths):
+        try:
+            found = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ValueError(
+                f"GATEWAY_MIDDLEWARE entry {path!r}: no module {module_name!r} to import; the gateway imports "
+                "it as Python does: install it, or put the directory that holds it on PYTHONPATH"
+            )
+
+
+def imported_middleware(paths: str) -> list[Middleware]:
+    """The middleware named by `GATEWAY_MIDDLEWARE`: comma-separated `module:attribute` import
+    paths, each a callable taking the app it wraps (a middleware class, or a factory)."""
+    out: list[Middleware] = []
+    for path, module_name, attribute in _entries(paths):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ValueError(
-                f"GATEWAY_MIDDLEWARE entry {path!r}: cannot import {module_name!r} ({exc}); the gateway imports it "
-                "as Python does: install it, or put its directory on PYTHONPATH"
-            ) from None
+            raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r}: importing {module_name!r} failed: {exc}") from exc
         found = getattr(module, attribute, None)
         if found is None:
             raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r}: {module_name!r} has no attribute {attribute!r}")

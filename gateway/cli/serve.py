@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.api.fastpath import imported_middleware
+    from gateway.api.fastpath import check_middleware
     from gateway.config.loader import ConfigError, load_config
     from gateway.logs import configure_logging
     from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        imported_middleware(settings.middleware)  # the same: a bad entry said here, not in a worker's traceback
+        check_middleware(settings.middleware)  # the same: a missing module said here, not in a worker's traceback
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

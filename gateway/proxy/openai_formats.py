@@ -24,7 +24,7 @@ from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import data_of
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, error_text, json_object
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
-from gateway.proxy.usage import Usage
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
 
 
 class EmbeddingsFormat(AnswerFormat):
@@ -52,7 +52,7 @@ def embeddings_usage(usage: Any) -> Usage | None:
         tokens = usage.get("total_tokens")
     if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
         return None
-    return Usage(tokens, 0)
+    return Usage(min(tokens, MAX_TOKENS_PER_CALL), 0)
 
 
 class CompletionsFormat(AnswerFormat):

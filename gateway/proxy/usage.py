@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# The most tokens one field of one call's usage is believed at: a thousand times the longest
-# context offered today. An upstream's usage is not trusted past it: a report of 10^14
+# The most tokens one field of one call's usage is believed at: a hundred times the longest
+# context offered (10M tokens). An upstream's usage is not trusted past it: a report of 10^14
 # completion tokens, priced, overflowed the ledger's 64-bit sums, and the writer retried that
 # batch, every key's calls in it, for ever (hostile testing).
 MAX_TOKENS_PER_CALL = 1_000_000_000

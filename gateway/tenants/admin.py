@@ -95,7 +95,10 @@ class TenantAdmin:
         self._check_team(team)
         if expires_at is not None and expires_at <= now:
             # A key that could never be used: surely a typo of the year (a new user made one).
-            when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+            try:
+                when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+            except (ValueError, OverflowError, OSError):  # before year 1 once in UTC
+                when = str(expires_at)
             raise TenantError(
                 f"`expires` ({when}) is in the past: the key could never be used.", code="invalid_expires"
             )

@@ -42,12 +42,11 @@ EMBEDDINGS_CATEGORY = "embeddings"
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-# A call's tokens and cost as the ledger takes them (an imported line past them is refused by
-# its number): the upstream's usage is read no higher (`MAX_TOKENS_PER_CALL`), and a cost
-# under 10^9 USD is under 10^18 nano-dollars, inside the stores' 64-bit sums.
-TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS_PER_CALL)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+# The most a call's cost is taken at: 10^18 nano-dollars, inside the stores' 64-bit integers.
+# With tokens no higher than MAX_TOKENS_PER_CALL it is reached only at absurd prices.
 MAX_COST_USD = 1e9
-Cost = Annotated[float, Field(ge=0, le=MAX_COST_USD)]
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens")
 # Names become parts of storage keys: printable, no control characters.
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -99,17 +98,17 @@ class UsageEvent:
     id: Annotated[str, Field(min_length=1, max_length=200)]
     timestamp: datetime  # when the call started, UTC
     model: Annotated[str, Field(max_length=_MAX_LABEL, pattern=r"^[^/\s]+/\S+$")]  # canonical author/slug
-    prompt_tokens: TokenCount
-    completion_tokens: TokenCount
+    prompt_tokens: NonNegativeInt
+    completion_tokens: NonNegativeInt
     backend: Name = "unknown"
     author: str = ""  # always the part of `model` before `/` (set on creation)
     route: str | None = None
     category: Name = "chat"
     app: str | None = None
     app_title: str | None = None
-    cached_tokens: TokenCount = 0
-    reasoning_tokens: TokenCount = 0
-    cost: Cost = 0.0  # USD
+    cached_tokens: NonNegativeInt = 0
+    reasoning_tokens: NonNegativeInt = 0
+    cost: NonNegativeFloat = 0.0  # USD
     latency_ms: NonNegativeFloat | None = None
     ttft_ms: NonNegativeFloat | None = None
     tokens_per_second: NonNegativeFloat | None = None  # completion tokens per second
@@ -126,7 +125,7 @@ class UsageEvent:
     attempt: Annotated[int, Field(ge=1)] = 1  # 1-based, within the call
     final: bool = True  # the row that ended the call; rankings count only these
     error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `http_503`, ...)
-    cache_write_tokens: TokenCount = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
+    cache_write_tokens: NonNegativeInt = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None:
@@ -230,6 +229,19 @@ class UsageEvent:
             error,
             cache_write_tokens,
         ) = call
+        # The ledger's bounds, for a call's values however they were made (a sum of bounded
+        # reports: an Anthropic prompt's parts, a continued stream's completions): what the
+        # stores sum must fit their 64-bit integers.
+        if (
+            max(prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cache_write_tokens)
+            > MAX_TOKENS_PER_CALL
+        ):
+            prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cache_write_tokens = (
+                min(n, MAX_TOKENS_PER_CALL)
+                for n in (prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cache_write_tokens)
+            )
+        if cost_usd > MAX_COST_USD:
+            cost_usd = MAX_COST_USD
         return cls(
             id=event_id(call_id, attempt),
             timestamp=datetime.fromtimestamp(started_at, UTC),

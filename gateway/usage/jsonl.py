@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.usage.events import UsageEvent
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL
+from gateway.usage.events import MAX_COST_USD, TOKEN_FIELDS, UsageEvent
 from gateway.usage.store import UsageStore
 
 _EVENT = TypeAdapter(UsageEvent)
@@ -61,13 +62,33 @@ def event_line(event: UsageEvent) -> bytes:
     return orjson.dumps(event.to_json()) + b"\n"
 
 
+def _beyond_bounds(obj: Any) -> str | None:
+    """Why a line's counts are past what the ledger takes (and would be read as its bounds),
+    or None: history is refused rather than changed."""
+    if not isinstance(obj, dict):
+        return None
+    for name in TOKEN_FIELDS:
+        value = obj.get(name)
+        if isinstance(value, int | float) and value > MAX_TOKENS_PER_CALL:
+            return f"{name}: {value} is above the ledger's bound of {MAX_TOKENS_PER_CALL} tokens per call"
+    cost = obj.get("cost")
+    if isinstance(cost, int | float) and cost > MAX_COST_USD:
+        return f"cost: {cost} is above the ledger's bound of {MAX_COST_USD:g} USD per call"
+    return None
+
+
 def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, UsageEvent | BadLine]]:
     """(line number, event or the reason it is bad); blank lines are skipped."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield number, event_from_json(orjson.loads(line))
+            obj = orjson.loads(line)
+            beyond = _beyond_bounds(obj)
+            if beyond:
+                yield number, BadLine(number, beyond)
+                continue
+            yield number, event_from_json(obj)
         except orjson.JSONDecodeError as exc:
             yield number, BadLine(number, f"not valid JSON: {exc}")
         except ValueError as exc:

@@ -166,11 +166,12 @@ _EVENT_COLUMNS_ADDED: dict[int, tuple[tuple[str, str], ...]] = {
 # Version 2's `spend` table, filled from the events a file already holds (its own writes keep
 # it from then on); the sums are `cost_nanos` of each row as `DaySpends` makes them (SQLite
 # rounds a half away from zero, Python to even: a row of exactly k.5 nano-dollars may differ
-# by one).
+# by one), each row's cost taken no higher than the ledger's bound (`MAX_COST_USD`: a row
+# stored before it may be past it) and summed without failing on overflow (TOTAL, not SUM).
 _BACKFILL = {
     2: (
         "INSERT INTO spend SELECT day, COALESCE(key, ''), COALESCE(team, ''),"
-        " SUM(CAST(ROUND(cost * 1000000000) AS INTEGER)) FROM events"
+        " CAST(TOTAL(ROUND(MIN(cost, 1e9) * 1000000000)) AS INTEGER) FROM events"
         " WHERE final = 1 AND (COALESCE(key, '') != '' OR COALESCE(team, '') != '')"
         " GROUP BY day, COALESCE(key, ''), COALESCE(team, '')"
         " ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos"
@@ -260,7 +261,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if held:
+    if held and version < SCHEMA_VERSION:  # not when another process had migrated it meanwhile
         log.info("usage store: schema migrated from version %d to %d", version, SCHEMA_VERSION)
 
 

@@ -90,6 +90,8 @@ def test_the_setting_names_middleware_by_import_path():
         imported_middleware("tests.support.operator_middleware:ORIGIN")
     with pytest.raises(ValueError, match="has no attribute 'nope'"):
         imported_middleware("tests.support.operator_middleware:nope")
+    with pytest.raises(ValueError, match=r"importing 'tests\.support\.no_such_module' failed"):
+        imported_middleware("tests.support.no_such_module:cors")
 
 
 def test_a_middleware_that_cannot_be_imported_stops_serve_with_the_reason(tmp_path):
@@ -102,8 +104,25 @@ def test_a_middleware_that_cannot_be_imported_stops_serve_with_the_reason(tmp_pa
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "policy.yaml"), "--port", "1"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "cannot import 'mycompany.gateway_middleware' (No module named 'mycompany')" in done.stderr
+    assert "no module 'mycompany.gateway_middleware' to import" in done.stderr
     assert "PYTHONPATH" in done.stderr and "Traceback" not in done.stderr
+    # Found, it is not run by `serve` itself (its workers import it): the check finds it only.
+    (tmp_path / "mycompany").mkdir()
+    (tmp_path / "mycompany" / "__init__.py").write_text("")
+    marker = tmp_path / "imported"
+    (tmp_path / "mycompany" / "gateway_middleware.py").write_text(f"open({str(marker)!r}, 'w').close()\ncors = 1\n")
+    check_middleware_env = {**env, "PYTHONPATH": f"{REPO}:{tmp_path}"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from gateway.api.fastpath import check_middleware as c; c('mycompany.gateway_middleware:cors')",
+        ],
+        env=check_middleware_env,
+        check=True,
+        timeout=60,
+    )
+    assert not marker.exists()
 
 
 def test_the_route_table_serves_chat_once_on_the_fast_path():
