@@ -63,8 +63,8 @@ def event_line(event: UsageEvent) -> bytes:
 
 
 def _beyond_bounds(obj: Any) -> str | None:
-    """Why a line's counts are past what the ledger takes (and would be read as its bounds),
-    or None: history is refused rather than changed."""
+    """Why a line's counts are past what the ledger takes from a call (`UsageEvent.from_call`
+    bounds them), or None: history is refused by its line rather than changed."""
     if not isinstance(obj, dict):
         return None
     for name in TOKEN_FIELDS:
