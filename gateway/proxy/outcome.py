@@ -104,16 +104,10 @@ class CallOutcome:
 
     def bill(self) -> None:
         """Set `cost_usd`, what the client's key is billed: `billed_usage` at the prices of
-        the attempts that delivered it, each token once."""
-        offer, own = self.offer, self.usage
-        if self.carried is None:
-            if offer is not None and own is not None:
-                self.cost_usd = price_usd(offer, own)
-            return
-        cost = self.carried_cost_usd
-        if offer is not None and own is not None:  # the continuation's completion, at its price
-            cost += price_usd(offer, _completion_of(own))
-        self.cost_usd = cost
+        the attempts that delivered it, each token once (`price_of`)."""
+        billed = self.billed_usage
+        if billed is not None:
+            self.cost_usd = self.price_of(billed) if self.offer is not None else self.carried_cost_usd
 
     def price_of(self, total: Usage) -> float:
         """What `total`, the usage a client reads (for a continued stream, every token it was
