@@ -87,27 +87,46 @@ async def relay_stream(
                 await _open_stream(scope, send, out_headers, prefix)
                 pending = None
             if not opened.ended:
-                async for chunk in opened.response.aiter_bytes():
-                    t = time.perf_counter()
-                    out = accountant.feed(chunk)
-                    if rescue is not None and out:
-                        rescue.keep(out)  # what the client got, should the stream break (a list append)
-                    if translate is not None and out:
-                        try:
-                            out = translate(out)
-                        except Exception as exc:
-                            raise OwnFault(exc) from exc
-                    overhead_s += time.perf_counter() - t
-                    if out:
-                        if pending is not None:  # more after all: the head goes first
-                            await _open_stream(scope, send, out_headers, pending + out)
-                            pending = None
-                            continue
-                        try:
-                            await send({"type": "http.response.body", "body": out, "more_body": True})
-                        except Exception as exc:
-                            raise OwnFault(exc) from exc
-                tail = accountant.flush()
+                relayed = opened.prefix  # the last events handed on, as the upstream sent them
+                try:
+                    async for chunk in opened.response.aiter_bytes():
+                        t = time.perf_counter()
+                        out = accountant.feed(chunk)
+                        if out:
+                            relayed = out
+                            if rescue is not None:
+                                rescue.keep(out)  # what the client got, should the stream break (a list append)
+                            if translate is not None:
+                                try:
+                                    out = translate(out)
+                                except Exception as exc:
+                                    raise OwnFault(exc) from exc
+                        overhead_s += time.perf_counter() - t
+                        if out:
+                            if pending is not None:  # more after all: the head goes first
+                                await _open_stream(scope, send, out_headers, pending + out)
+                                pending = None
+                                continue
+                            try:
+                                await send({"type": "http.response.body", "body": out, "more_body": True})
+                            except Exception as exc:
+                                raise OwnFault(exc) from exc
+                    tail = accountant.flush()
+                except OwnFault:
+                    raise
+                except Exception as exc:
+                    # The upstream's answer had ended (its last chunk, its usage) and only the
+                    # end marker or the connection's clean close was lost: the client gets the
+                    # answer's end, not an error after it, and the call is a success.
+                    ending = accountant.end_after_break(relayed, chat.fields.get("n") in (None, 1))
+                    if ending is None:
+                        raise
+                    log.warning(
+                        "stream from %s broke after its answer's end (%s); ended it there",
+                        opened.offer.backend,
+                        exc if not isinstance(exc, UpstreamError) else exc.reason,
+                    )
+                    tail = ending
             if accountant.done_held:
                 # The client asked for usage and the upstream sent none: estimate it, say so in
                 # the ledger, and still end the stream the way OpenAI does.

@@ -52,6 +52,8 @@ class StreamAccountant(Protocol):
 
     def closing_events(self, usage: Usage) -> bytes: ...
 
+    def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None: ...
+
 
 class AnswerFormat(abc.ABC):
     """How answers of one wire format are checked and accounted."""

@@ -61,6 +61,9 @@ def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | N
     return Usage(fresh + read + written, output, read, cache_write_tokens=written)
 
 
+MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
 def _int(value: Any, default: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
@@ -92,11 +95,13 @@ class MessagesAccountant:
         "malformed_events",
         "redactor",
         "saw_done",
+        "stop_reason_read",
         "usage",
     )
 
     def __init__(self, redactor: Redactor | None = None) -> None:
         self.usage: Usage | None = None
+        self.stop_reason_read = False  # a message_delta with its stop_reason: all but message_stop came
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False  # message_stop
@@ -120,6 +125,16 @@ class MessagesAccountant:
 
     def closing_events(self, usage: Usage) -> bytes:
         return b""  # nothing is ever held back
+
+    def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None:
+        """`SseAccountant.end_after_break`: the message had ended when message_stop was read,
+        or the message_delta carrying its stop_reason (then message_stop, which carries
+        nothing, is what completes it)."""
+        if self.saw_done:
+            return b""
+        if self.stop_reason_read and not self.failed_midway:
+            return MESSAGE_STOP
+        return None
 
     def feed(self, chunk: bytes) -> bytes:
         # Read through a local: narrowing `self._broken` here would hide from the type checker
@@ -219,6 +234,9 @@ class MessagesAccountant:
                 self.usage = usage_from_anthropic(start.get("usage"), self.usage)
         elif kind == "message_delta":
             self.usage = usage_from_anthropic(obj.get("usage"), self.usage)
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and delta.get("stop_reason"):
+                self.stop_reason_read = True
         elif kind == "message_stop":
             self.saw_done = True
         elif kind in ("content_block_start", "content_block_delta"):

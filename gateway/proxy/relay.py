@@ -183,6 +183,36 @@ class SseAccountant:
             raise self._broken
         return kept + b"\n\n" if kept is not None else b""
 
+    def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None:
+        """Whether the stream had ended its answer before it broke: `[DONE]` was read, or the
+        last events handed on (`relayed`) end it (the usage-only chunk that follows every
+        choice's end, or, with one choice, its `finish_reason`). Then what completes it for
+        the client (nothing: a stream that ends without `[DONE]` is relayed as it came); None
+        when the answer was cut short. Read only on a break."""
+        if self.saw_done:
+            return b""
+        if self.failed_midway:
+            return None
+        for event in reversed(whole_events(relayed)):
+            payload = data_of(event) if _fields_only(event) else None
+            if payload is None:
+                continue  # a comment or keep-alive after the last event
+            try:
+                obj = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(obj, dict):
+                return None
+            choices = obj.get("choices")
+            if not choices and obj.get("usage") is not None:
+                return b""
+            if single_choice and isinstance(choices, list) and len(choices) == 1:
+                choice = choices[0]
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    return b""
+            return None
+        return None
+
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
         chunk_id, created, model = self.meta or (None, None, None)

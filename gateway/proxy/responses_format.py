@@ -267,6 +267,11 @@ class ResponsesAccountant:
     def closing_events(self, usage: Usage) -> bytes:
         return b""  # nothing is ever held back (done_held stays False)
 
+    def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None:
+        """`SseAccountant.end_after_break`: the Response had ended when its terminal event was
+        read (response.completed, incomplete or failed)."""
+        return b"" if self.saw_done else None
+
     def _inspect(self, event: bytes) -> bytes | None:
         payload = _single_data(event)
         if payload is None:

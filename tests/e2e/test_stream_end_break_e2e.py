@@ -1,0 +1,174 @@
+"""A stream whose connection breaks after the answer's end: the client gets a whole answer.
+
+An upstream that sends its last chunk (the finish, the usage) and then drops the connection
+instead of sending `[DONE]` and closing cleanly lost nothing of the answer. The gateway used
+to end such a stream with an error event after it (for Messages: after message_stop), so
+the SDKs raised on an answer that was complete (`messages.stream().get_final_message()`
+among them) and the ledger recorded a 502. Real parts: a gateway process, fake upstreams
+over HTTP that drop the connection after N events, the openai and anthropic SDKs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import pytest
+
+from tests.e2e.test_usage_e2e import export_today
+from tests.support.poll import poll
+
+CONFIG = """
+backends:
+  compat:
+    type: openai
+    base_url: {openai_url}
+    api_key: sk-compat-123456
+    timeout_s: 5
+    models:
+      m/chat: {{upstream_id: chat-1, context_length: 32000}}
+  spare:
+    type: openai
+    base_url: {spare_url}
+    timeout_s: 5
+    models:
+      m/spare: {{upstream_id: spare-1, context_length: 32000}}
+  claude:
+    type: anthropic
+    base_url: {anthropic_url}
+    api_key: sk-ant-test-key-123456
+    timeout_s: 5
+    models:
+      anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000}}
+routes:
+  open: {{strategy: ordered, models: [m/chat, m/spare]}}
+  claude: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5, m/spare]}}
+"""
+ENV = {"GATEWAY_API_KEYS": "team-a:sk-test", "GATEWAY_USAGE_FLUSH_S": "0.05"}
+HELLO = [{"role": "user", "content": "Say hello."}]
+CONTENT = "Hello from the fake upstream."
+# The fake chat upstream's stream of CONTENT: the role chunk, five words, the finish chunk,
+# the usage chunk (asked for), [DONE].
+AFTER_USAGE, AFTER_FINISH, MID_ANSWER = 8, 7, 3
+
+
+@pytest.fixture
+def gw(start_gateway, upstream, upstream_b, claude):
+    config = CONFIG.format(openai_url=upstream.base_url, spare_url=upstream_b.base_url, anthropic_url=claude.base_url)
+    return start_gateway(config, env=ENV)
+
+
+def ledger(gw, count: int) -> list[dict]:
+    rows = poll(lambda: (r := export_today(gw.dir / "data")) and len(r) >= count and r, timeout=15)
+    return sorted(rows, key=lambda e: (e["timestamp"], e["attempt"]))
+
+
+def raw_stream(gw, path: str, body: dict) -> str:
+    headers = {"authorization": "Bearer sk-test", "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", gw.url + path, json={**body, "stream": True}, headers=headers, timeout=10) as response:
+        assert response.status_code == 200
+        return response.read().decode()
+
+
+def data_of(text: str) -> list[dict]:
+    """The JSON data of each event (not `[DONE]`)."""
+    out = []
+    for block in filter(None, text.split("\n\n")):
+        for line in block.split("\n"):
+            if line.startswith("data: ") and line != "data: [DONE]":
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def test_chat_stream_broken_after_its_usage_chunk_is_a_whole_answer(gw, upstream, upstream_b, openai_client):
+    upstream.reset(break_after_events=AFTER_USAGE)
+    chunks = list(
+        openai_client(gw).chat.completions.create(
+            model="open", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == CONTENT
+    assert chunks[-1].choices == [] and (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 7)
+    text = raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO})
+    assert "error" not in text and "data: [DONE]" not in text  # relayed as it came: the end marker was lost
+    assert data_of(text)[-1]["choices"][0]["finish_reason"] == "stop"
+    rows = ledger(gw, 2)
+    # The second call asked for no usage: the gateway asked for it, read it, and left it out.
+    assert [(r["status"], r["backend"], r["estimated"], r["completion_tokens"]) for r in rows] == [
+        (200, "compat", False, 7)
+    ] * 2
+    assert len(upstream.received) == 2 and upstream_b.received == []  # nothing retried elsewhere
+
+
+def test_chat_stream_broken_after_its_finish_chunk_is_a_whole_answer(gw, upstream, openai_client):
+    upstream.reset(break_after_events=AFTER_FINISH)
+    chunks = list(openai_client(gw).chat.completions.create(model="open", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == CONTENT
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["error"], row["estimated"]) == (200, None, True)  # its usage chunk was lost
+
+
+def test_chat_stream_broken_mid_answer_still_ends_with_an_error(gw, upstream):
+    upstream.reset(break_after_events=MID_ANSWER)
+    events = data_of(raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO}))
+    assert list(events[-1]) == ["error"] and events[-1]["error"]["message"] == "The upstream stream broke off."
+    [row] = ledger(gw, 1)
+    assert row["status"] == 502
+
+
+def test_messages_translated_stream_broken_after_its_end_is_a_whole_message(gw, upstream):
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    for cut in (AFTER_USAGE, AFTER_FINISH):
+        upstream.reset(break_after_events=cut)
+        with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+            final = stream.get_final_message()  # raised APIStatusError on the error event after message_stop
+        assert final.stop_reason == "end_turn" and final.content[0].text.strip() == CONTENT
+    client.close()
+    upstream.reset(break_after_events=AFTER_FINISH)
+    text = raw_stream(gw, "/v1/messages", {"model": "open", "max_tokens": 50, "messages": HELLO})
+    names = [block.split("\n")[0] for block in filter(None, text.split("\n\n"))]
+    assert names[-3:] == ["event: content_block_stop", "event: message_delta", "event: message_stop"]
+    assert "event: error" not in names
+    rows = ledger(gw, 3)
+    assert [(r["status"], r["endpoint"], r["estimated"]) for r in rows] == [
+        (200, "messages", False),
+        (200, "messages", True),
+        (200, "messages", True),
+    ]
+
+
+def test_responses_translated_stream_broken_after_its_end_completes(gw, upstream, openai_client):
+    upstream.reset(break_after_events=AFTER_FINISH)
+    with openai_client(gw).responses.stream(model="open", input="Say hello.") as stream:
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text.strip() == CONTENT
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["endpoint"]) == (200, "responses")
+
+
+def test_native_messages_stream_broken_before_message_stop_gets_it(gw, claude):
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO}
+    whole = raw_stream(gw, "/v1/messages", body)
+    names = [block.split("\n")[0] for block in filter(None, whole.split("\n\n"))]
+    assert names[-2:] == ["event: message_delta", "event: message_stop"]
+    claude.reset(break_after_events=len(names) - 1)  # everything but message_stop
+    broken = raw_stream(gw, "/v1/messages", body)
+    assert broken == whole  # message_stop, which carries nothing, added by the gateway
+    client = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    with client.messages.stream(**body) as stream:
+        assert stream.get_final_message().stop_reason == "end_turn"
+    client.close()
+    rows = ledger(gw, 3)
+    assert [(r["status"], r["backend"]) for r in rows] == [(200, "claude")] * 3
+
+
+def test_native_messages_stream_broken_before_message_delta_is_an_error(gw, claude):
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO}
+    names = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/messages", body).split("\n\n"))]
+    claude.reset(break_after_events=len(names) - 2)  # the message_delta with its stop_reason never came
+    broken = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/messages", body).split("\n\n"))]
+    assert broken[-1] == "event: error" and "event: message_stop" not in broken
+    rows = ledger(gw, 2)
+    assert [r["status"] for r in rows] == [200, 502]
