@@ -114,6 +114,15 @@ async def test_spend_is_counted_for_keys_without_a_budget(counters):
     assert await counters.spent("key:free") == (1234, 1234)
 
 
+async def test_spend_of_a_costly_call_is_counted_to_the_nano_dollar(counters):
+    """Redis took the amounts as Lua numbers, which it writes as '1e+14' from 10^14 on, and
+    INCRBY refused them: a call of $100,000 or more broke the script for every tenant."""
+    key = Scope("key", "rich", budget_usd=1e9, budget_period="day", track_spend=True)
+    assert isinstance(await counters.admit([key], nano=123_456_789_012_345_678), Window)
+    await counters.settle([key], counters.admitted[-1], tokens=10, nano=987_654_321_098_765_432)
+    assert await counters.spent("key:rich") == (987_654_321_098_765_432,) * 2
+
+
 def test_which_scopes_apply():
     config = RateLimitsConfig(default_key_rpm=5, keys={"vip": 50}, routes={"auto": 8, "qwen/qwen3-32b": 3})
     assert scopes_for(Principal("app"), ("auto",), config) == (Scope("key", "app", 5), Scope("route", "auto", 8))

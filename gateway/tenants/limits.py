@@ -281,7 +281,9 @@ local function release(id, ticket)
 end
 local i = 2
 for _ = 1, tonumber(ARGV[1]) do
-  local ticket, w, delta, nano = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
+  -- Amounts go to INCRBY as the strings they came as: Lua writes a number of 10^14 or more
+  -- as '1e+14', which INCRBY refuses (nano-dollars: a call of $100,000).
+  local ticket, w, delta, nano = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3]
   local day, month, n = ARGV[i+4], ARGV[i+5], tonumber(ARGV[i+6])
   i = i + 7
   for _ = 1, n do
@@ -291,7 +293,7 @@ for _ = 1, tonumber(ARGV[1]) do
       if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
     end
     if ARGV[i+2] ~= '' then release(id, ticket) end
-    if ARGV[i+3] ~= '' and nano > 0 then
+    if ARGV[i+3] ~= '' and tonumber(nano) > 0 then
       local d, m = p .. 'sp:' .. id .. ':' .. day, p .. 'sp:' .. id .. ':' .. month
       redis.call('INCRBY', d, nano)
       redis.call('PEXPIRE', d, 259200000)
@@ -304,6 +306,7 @@ end
 if i > #ARGV then return {} end
 local w, f, now = tonumber(ARGV[i]), tonumber(ARGV[i+1]), tonumber(ARGV[i+2])
 local ticket, tokens, nano, deadline, ttl = ARGV[i+3], tonumber(ARGV[i+4]), tonumber(ARGV[i+5]), ARGV[i+6], ARGV[i+7]
+local nano_text = ARGV[i+5]
 local first = i + 8
 local n = (#ARGV - first + 1) / 6
 local function sweep(id)
@@ -340,14 +343,14 @@ for s = 1, n do
   end
   if tpm ~= '' then
     local k = p .. 'tk:' .. id .. ':' .. w
-    redis.call('INCRBY', k, tokens)
+    redis.call('INCRBY', k, ARGV[i+4])
     redis.call('PEXPIRE', k, ttl)
   end
   if maxc ~= '' or budget ~= '' then
     redis.call('ZADD', p .. 'fl:' .. id, deadline, ticket)
     if budget ~= '' then
-      redis.call('HSET', p .. 'rs:' .. id, ticket, nano)
-      redis.call('INCRBY', p .. 'rst:' .. id, nano)
+      redis.call('HSET', p .. 'rs:' .. id, ticket, nano_text)
+      redis.call('INCRBY', p .. 'rst:' .. id, nano_text)
     end
   end
 end
