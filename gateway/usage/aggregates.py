@@ -67,6 +67,13 @@ def bucket_value(bucket: int, fraction: float = 0.5) -> float:
     return float(_BUCKET_BASE ** (bucket + fraction))
 
 
+# The most a stored sum holds (a day's cost of one model, a key's spend of a day): inside the
+# stores' 64-bit integers whatever the calls add up to. Each call is bounded (MAX_COST_USD,
+# MAX_TOKENS_PER_CALL), their sum is not: nine thousand calls at the bound would overflow it,
+# and a write that fails holds every tenant's events of its batch. Sums stop here instead.
+SUM_CAP = 9_000_000_000_000_000_000
+
+
 def cost_nanos(cost_usd: float) -> int:
     return round(cost_usd * NANOS_PER_USD)
 
@@ -291,7 +298,7 @@ class IncrementBatch:
                         sums[(day, part, name)] += value
         for (day, backend, model, measure, bucket), count in self._hist.items():
             sums[(day, "hist", hist_field(backend, model, measure, bucket))] += count
-        return dict(sums)
+        return {at: value if value <= SUM_CAP else SUM_CAP for at, value in sums.items()}
 
 
 # A stored field name, as the store returns it (Redis: bytes; SQLite: str).

@@ -62,19 +62,29 @@ def event_line(event: UsageEvent) -> bytes:
     return orjson.dumps(event.to_json()) + b"\n"
 
 
-def _beyond_bounds(obj: Any) -> str | None:
+def _beyond_bounds(counts: Iterable[tuple[str, Any]], cost: Any) -> str | None:
     """Why a line's counts are past what the ledger takes from a call (`UsageEvent.from_call`
     bounds them), or None: history is refused by its line rather than changed."""
-    if not isinstance(obj, dict):
-        return None
-    for name in TOKEN_FIELDS:
-        value = obj.get(name)
+    for name, value in counts:
         if isinstance(value, int | float) and value > MAX_TOKENS_PER_CALL:
             return f"{name}: {value} is above the ledger's bound of {MAX_TOKENS_PER_CALL} tokens per call"
-    cost = obj.get("cost")
-    if isinstance(cost, int | float) and cost > MAX_COST_USD:
+    if isinstance(cost, int | float) and not cost <= MAX_COST_USD:
         return f"cost: {cost} is above the ledger's bound of {MAX_COST_USD:g} USD per call"
     return None
+
+
+def _line_beyond_bounds(obj: Any) -> str | None:
+    """`_beyond_bounds` of a line as written (before validation, whose own complaints about
+    such numbers would say less)."""
+    if not isinstance(obj, dict):
+        return None
+    return _beyond_bounds(((name, obj.get(name)) for name in TOKEN_FIELDS), obj.get("cost"))
+
+
+def _event_beyond_bounds(event: UsageEvent) -> str | None:
+    """`_beyond_bounds` of the event as validated: a count written as a string ("1e300"),
+    which validation reads as a number, is bounded like one."""
+    return _beyond_bounds(((name, getattr(event, name)) for name in TOKEN_FIELDS), event.cost)
 
 
 def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, UsageEvent | BadLine]]:
@@ -84,11 +94,14 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, UsageEvent 
             continue
         try:
             obj = orjson.loads(line)
-            beyond = _beyond_bounds(obj)
-            if beyond:
-                yield number, BadLine(number, beyond)
-                continue
-            yield number, event_from_json(obj)
+            beyond = _line_beyond_bounds(obj)
+            if beyond is None:
+                event = event_from_json(obj)
+                beyond = _event_beyond_bounds(event)
+                if beyond is None:
+                    yield number, event
+                    continue
+            yield number, BadLine(number, beyond)
         except orjson.JSONDecodeError as exc:
             yield number, BadLine(number, f"not valid JSON: {exc}")
         except ValueError as exc:

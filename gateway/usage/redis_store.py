@@ -40,6 +40,7 @@ from gateway.usage.aggregates import (
     METRICS,
     OTHER_APPS,
     PARTS,
+    SUM_CAP,
     DayRows,
     Group,
     IncrementBatch,
@@ -119,10 +120,22 @@ local function admit(app)
 end
 local sums, app_titles = {{}}, {{}}
 local exact = 9007199254740992
+-- A field's sum stops at the cap rather than overflow (HINCRBY's error would end the
+-- script with part of the batch written: see aggregates.SUM_CAP).
+local function incr(f, amount)
+  local k, name = KEYS[fields[f][1]], fields[f][2]
+  local done = redis.pcall('HINCRBY', k, name, string.format('%.0f', amount))
+  if type(done) == 'table' and done.err then
+    if not string.find(done.err, 'overflow', 1, true) then error(done.err) end
+    redis.call('HSET', k, name, '{SUM_CAP}')
+  elseif done > {SUM_CAP} then
+    redis.call('HSET', k, name, '{SUM_CAP}')
+  end
+end
 local function add(f, v)
   local sum = (sums[f] or 0) + v
   if sum >= exact then
-    redis.call('HINCRBY', KEYS[fields[f][1]], fields[f][2], string.format('%.0f', sums[f] or 0))
+    incr(f, sums[f] or 0)
     sum = v
   end
   sums[f] = sum
@@ -155,9 +168,7 @@ for i, e in ipairs(batch.e) do
     added = added + 1
   end
 end
-for f, sum in pairs(sums) do
-  redis.call('HINCRBY', KEYS[fields[f][1]], fields[f][2], string.format('%.0f', sum))
-end
+for f, sum in pairs(sums) do incr(f, sum) end
 for app, title in pairs(app_titles) do
   redis.call('HSET', KEYS[{_TITLES}], app, title)
 end

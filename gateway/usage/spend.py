@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.usage.aggregates import NANOS_PER_USD, cost_nanos
+from gateway.usage.aggregates import NANOS_PER_USD, SUM_CAP, cost_nanos
 from gateway.usage.events import UsageEvent
 
 GROUPINGS = ("key", "team", "model")
@@ -91,7 +91,9 @@ class DaySpends:
             self._sums[at] = self._sums.get(at, 0) + cost_nanos(event.cost)
 
     def rows(self) -> list[DaySpend]:
-        return [DaySpend(key, team, day, nanos) for (key, team, day), nanos in self._sums.items() if nanos]
+        return [
+            DaySpend(key, team, day, min(nanos, SUM_CAP)) for (key, team, day), nanos in self._sums.items() if nanos
+        ]
 
 
 def _name(event: UsageEvent, by: str) -> str:

@@ -45,8 +45,8 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 
-from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, DayApps, DayRows, IncrementBatch
-from gateway.usage.events import UsageEvent
+from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, SUM_CAP, DayApps, DayRows, IncrementBatch
+from gateway.usage.events import MAX_COST_USD, UsageEvent
 from gateway.usage.rankings import Period
 from gateway.usage.spend import DaySpend, DaySpends
 from gateway.usage.store import KEEP_EVERYTHING, Retention, UsageStore
@@ -171,10 +171,10 @@ _EVENT_COLUMNS_ADDED: dict[int, tuple[tuple[str, str], ...]] = {
 _BACKFILL = {
     2: (
         "INSERT INTO spend SELECT day, COALESCE(key, ''), COALESCE(team, ''),"
-        " CAST(TOTAL(ROUND(MIN(cost, 1e9) * 1000000000)) AS INTEGER) FROM events"
+        f" CAST(MIN(TOTAL(ROUND(MIN(cost, {MAX_COST_USD:g}) * 1000000000)), {SUM_CAP}) AS INTEGER) FROM events"
         " WHERE final = 1 AND (COALESCE(key, '') != '' OR COALESCE(team, '') != '')"
         " GROUP BY day, COALESCE(key, ''), COALESCE(team, '')"
-        " ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos"
+        f" ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = MIN(cost_nanos + excluded.cost_nanos, {SUM_CAP})"
     ),
 }
 
@@ -183,12 +183,17 @@ _INSERT_EVENT = f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) VALUES ({
 # Rows go in 25 to a statement: a quarter less CPU per row than one row per statement.
 _ROWS_PER_INSERT = 25
 _INSERT_EVENTS = _INSERT_EVENT + f", ({', '.join('?' * len(_COLUMNS))})" * (_ROWS_PER_INSERT - 1)
-_ADD = "INSERT INTO aggregates VALUES (?, ?, ?, ?) ON CONFLICT (day, part, field) DO UPDATE SET value = value + excluded.value"
+# Sums saturate at SUM_CAP: past 64 bits SQLite's `+` turns a sum to a float, and MIN brings
+# it back to the integer cap.
+_ADD = (
+    "INSERT INTO aggregates VALUES (?, ?, ?, ?) ON CONFLICT (day, part, field)"
+    f" DO UPDATE SET value = MIN(value + excluded.value, {SUM_CAP})"
+)
 _TITLE = "INSERT INTO app_titles VALUES (?, ?, ?) ON CONFLICT (day, app) DO UPDATE SET title = excluded.title"
 _EXPORT_PAGE = 2000
 _SPEND = (
     "INSERT INTO spend VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = cost_nanos + excluded.cost_nanos"
+    f" ON CONFLICT (day, key, team) DO UPDATE SET cost_nanos = MIN(cost_nanos + excluded.cost_nanos, {SUM_CAP})"
 )
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from gateway.usage.events import UsageEvent
+from gateway.usage.aggregates import NANOS_PER_USD, SUM_CAP
+from gateway.usage.events import MAX_COST_USD, UsageEvent
 from gateway.usage.jsonl import event_line, import_lines
 from gateway.usage.rankings import ranking_query, series_query
 from gateway.usage.redis_store import RedisUsageStore
@@ -219,3 +220,19 @@ async def test_day_spends_sum_each_key_and_team_billed_per_day(store):
         ("solo", None, "2025-03-02", 300_000_000),
         ("solo", None, "2025-03-03", 1),
     ]
+
+
+async def test_sums_past_64_bits_stop_at_the_cap_and_the_ledger_goes_on(store):
+    """Each call's cost is bounded, their sum is not: ten thousand calls at the bound add up
+    to 10^19 nano-dollars, past the stores' 64-bit integers. The write failed (SQLite: an
+    OverflowError binding the batch's sum; Redis: HINCRBY's overflow error, after part of the
+    script had written), and was retried for ever with every tenant's events in the batch.
+    Sums now stop at SUM_CAP; the calls are recorded, and so are the calls after them."""
+    dear = [billed_call(f"dear{n}", 10, n % 60, "victim", None, MAX_COST_USD) for n in range(10_000)]
+    assert await store.record(dear) == 10_000
+    assert await store.record([billed_call("cheap", 10, 1, "other", None, 0.5)]) == 1
+    totals = (await store.rankings(ranking_query("week", date(2025, 3, 10), 10)))["totals"]
+    assert totals["requests"] == 10_001 and totals["cost"] == SUM_CAP / NANOS_PER_USD
+    spends = {s.key: s.cost_nanos for s in await store.day_spends(date(2025, 3, 1))}
+    if isinstance(store, SqliteUsageStore):  # Redis counts spend in the limiter's keys instead
+        assert spends == {"victim": SUM_CAP, "other": NANOS_PER_USD // 2}
