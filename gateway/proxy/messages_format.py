@@ -27,7 +27,7 @@ from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, json_object
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
+from gateway.proxy.usage import Usage, token_count
 
 # Anthropic's error types -> the status the failure counts as (for retry decisions).
 _ERROR_STATUS = {
@@ -50,6 +50,12 @@ def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | N
     carries only `output_tokens` in older API versions) are kept from `previous`."""
     if not isinstance(usage, dict):
         return previous
+    if (
+        previous is None
+        and token_count(usage.get("input_tokens")) is None
+        and token_count(usage.get("output_tokens")) is None
+    ):
+        return None  # no usable count: estimated, not billed at nothing (`Usage.from_openai`)
     base = previous or Usage()
     read = _int(usage.get("cache_read_input_tokens"), base.cached_tokens)
     written = _int(usage.get("cache_creation_input_tokens"), base.cache_write_tokens)
@@ -65,9 +71,8 @@ MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 def _int(value: Any, default: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
-    return default
+    count = token_count(value)
+    return default if count is None else count
 
 
 def _error_of(obj: dict[str, Any]) -> tuple[str, int]:

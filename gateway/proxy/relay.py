@@ -272,13 +272,15 @@ class SseAccountant:
             return self._error_event(obj.get("error"))
         choices = obj.get("choices")
         reported = obj.get("usage")
-        usage = Usage.from_openai(reported) if reported is not None else None
-        if usage is not None:
-            self.usage = usage
+        if reported is not None:
+            usage = Usage.from_openai(reported)
+            if usage is not None:
+                self.usage = usage
             # The usage chunk the gateway asked for on the client's behalf: OpenAI's has no
             # choices; LiteLLM's proxy sends an empty choice with it. Either way it carries
-            # nothing but usage, which this client did not ask for.
-            if self.strip_usage and not _has_content(choices or ()):
+            # nothing but usage, which this client did not ask for; one with no usable count
+            # gives way to the estimate the stream's end sends in its place.
+            if (self.strip_usage or usage is None) and not _has_content(choices or ()):
                 return None
         if choices:
             self.content_events += 1

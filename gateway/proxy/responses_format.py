@@ -37,7 +37,7 @@ from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
+from gateway.proxy.usage import Usage, token_count
 
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
@@ -100,23 +100,22 @@ def _usage_at_the_end(payload: bytes) -> dict[str, Any] | None:
 
 
 def usage_of_response(usage: Any) -> Usage | None:
-    """A Response's `usage` (input/output tokens and their details) as the ledger's Usage."""
+    """A Response's `usage` (input/output tokens and their details) as the ledger's Usage;
+    None when it has no usable count (the caller estimates, as `Usage.from_openai`)."""
     if not isinstance(usage, dict):
         return None
-    prompt = _int(usage.get("input_tokens"))
+    prompt = token_count(usage.get("input_tokens"))
+    output = token_count(usage.get("output_tokens"))
+    if prompt is None and output is None:
+        return None
+    prompt = prompt or 0
     details = usage.get("input_tokens_details")
     details = details if isinstance(details, dict) else {}
-    cached = min(_int(details.get("cached_tokens")), prompt)
-    written = min(_int(details.get("cache_write_tokens")), prompt - cached)
+    cached = min(token_count(details.get("cached_tokens")) or 0, prompt)
+    written = min(token_count(details.get("cache_write_tokens")) or 0, prompt - cached)
     out_details = usage.get("output_tokens_details")
-    reasoning = _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
-    return Usage(prompt, _int(usage.get("output_tokens")), cached, reasoning, cache_write_tokens=written)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
-    return 0
+    reasoning = (token_count(out_details.get("reasoning_tokens")) or 0) if isinstance(out_details, dict) else 0
+    return Usage(prompt, output or 0, cached, reasoning, cache_write_tokens=written)
 
 
 def error_message(error: Any) -> str:

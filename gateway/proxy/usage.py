@@ -38,34 +38,51 @@ class Usage(TokenCounts):
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
+        """None for a report with no usable count (neither prompt nor completion tokens as a
+        number): the caller estimates, rather than bill a call it cannot read at nothing."""
         if not isinstance(usage, dict):
             return None
-        prompt = _int(usage.get("prompt_tokens"))
-        completion = _int(usage.get("completion_tokens"))
+        prompt = token_count(usage.get("prompt_tokens"))
+        completion = token_count(usage.get("completion_tokens"))
+        if prompt is None and completion is None:
+            return None
+        prompt = prompt or 0
         # The details objects are absent from most answers: each read only when present
         # (this runs on every call; the same result as reading empty ones).
         details = usage.get("prompt_tokens_details")
         cached = written = reasoning = 0
         if details and isinstance(details, dict):
-            cached = _int(details.get("cached_tokens"))
+            cached = token_count(details.get("cached_tokens")) or 0
             # Cache writes: OpenRouter's `prompt_tokens_details.cache_write_tokens`, which the
             # Anthropic adapter's translation also fills from `cache_creation_input_tokens`.
-            written = _int(details.get("cache_write_tokens"))
+            written = token_count(details.get("cache_write_tokens")) or 0
         if not cached:
             hits = usage.get("prompt_cache_hit_tokens")  # DeepSeek reports cache hits at the top level
             if hits:
-                cached = _int(hits)
+                cached = token_count(hits) or 0
         if cached > prompt:
             cached = prompt
         if written > prompt - cached:
             written = prompt - cached
         cdetails = usage.get("completion_tokens_details")
         if cdetails and isinstance(cdetails, dict):
-            reasoning = _int(cdetails.get("reasoning_tokens"))
-        return cls(prompt, completion, cached, reasoning, False, written)
+            reasoning = token_count(cdetails.get("reasoning_tokens")) or 0
+        return cls(prompt, completion or 0, cached, reasoning, False, written)
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+def token_count(value: Any) -> int | None:
+    """A count of tokens as an upstream reported it, or None when it is not one. Integers as
+    they are (up to MAX_TOKENS_PER_CALL); also what some servers and proxies write instead: a
+    whole float (`1000.0`) or a string of digits. Negative, fractional, boolean and other
+    values are no count."""
+    if type(value) is int:
+        if value < 0:
+            return None
         return value if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
-    return 0
+    if type(value) is float:
+        if not (value >= 0 and value.is_integer()):  # NaN fails the comparison
+            return None
+        return int(value) if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
+    if type(value) is str and value.isascii() and value.isdigit():
+        return min(int(value), MAX_TOKENS_PER_CALL) if len(value) < 20 else MAX_TOKENS_PER_CALL
+    return None

@@ -294,3 +294,33 @@ def test_only_a_wrong_upstream_id_answers_502_backend_misconfigured(start_gatewa
     assert len(upstream.received) == 1 and upstream_b.received == []
     assert scrape(gw.url).value("gateway_backend_misconfigured_total", backend="a", model="m/first") == 1
     assert [(e["status"], e["attempts"]) for e in ledger(gw, 1)] == [(502, 1)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_counts_as_floats_are_read_and_a_usage_without_counts_is_estimated(
+    start_gateway, upstream, upstream_b, openai_client, stream
+):
+    """Counts written as floats (1000000.0) were read as no tokens, and a usage object with
+    none of the usual counts as zero tokens, not estimated: every call billed at nothing."""
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    client = openai_client(gw)
+    extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    upstream.reset(usage={"prompt_tokens": 1000.0, "completion_tokens": 20.0, "total_tokens": 1020.0})
+    answer = client.chat.completions.create(model="auto", messages=MESSAGES, **extra)
+    if stream:
+        chunks = list(answer)
+        usage = chunks[-1].usage
+        assert [c.usage is not None for c in chunks].count(True) == 1  # the upstream's, relayed
+    else:
+        usage = answer.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (1000, 20)
+    upstream.reset(usage={"total_tokens": 5000})
+    answer = client.chat.completions.create(model="auto", messages=MESSAGES, **extra)
+    if stream:
+        chunks = list(answer)
+        # The upstream's usage chunk, which no count could be read from, gives way to the
+        # gateway's estimate: one usage chunk, as OpenAI sends.
+        assert [c.usage is not None for c in chunks].count(True) == 1 and chunks[-1].usage.completion_tokens > 0
+    rows = ledger(gw, 2)
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"], rows[0]["estimated"]) == (1000, 20, False)
+    assert rows[1]["estimated"] is True and rows[1]["prompt_tokens"] > 0

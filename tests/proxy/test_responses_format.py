@@ -295,7 +295,7 @@ def test_usage_of_a_response_bounds_the_details():
              "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}}  # fmt: skip
     assert usage_of_response(usage) == Usage(10, 3, 10, 2, cache_write_tokens=0)
     assert usage_of_response(None) is None
-    assert usage_of_response({"input_tokens": True, "output_tokens": -1}) == Usage(0, 0)
+    assert usage_of_response({"input_tokens": True, "output_tokens": -1}) is None  # no count: estimated
 
 
 # -- a Response the gateway does not keep: usage read from its end --------------------------

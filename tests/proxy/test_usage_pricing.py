@@ -8,7 +8,8 @@ from gateway.backends.anthropic_translate import openai_usage
 from gateway.config.schema import BackendConfig, ModelOffer
 from gateway.config.snapshot import Offer
 from gateway.proxy.outcome import price_usd
-from gateway.proxy.usage import Usage
+from gateway.proxy.responses_format import usage_of_response
+from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
 
 
 def test_openrouter_cache_writes_are_read_from_prompt_tokens_details():
@@ -64,13 +65,13 @@ def test_reported_cache_writes_never_exceed_the_uncached_prompt():
         ),
         (
             {
-                "prompt_tokens": True,
+                "prompt_tokens": 4,
                 "completion_tokens": -2,
                 "prompt_tokens_details": "x",
                 "completion_tokens_details": [],
                 "prompt_cache_hit_tokens": 1.5,
             },
-            (0, 0, 0, 0, 0),  # what is not a positive integer counts as none
+            (4, 0, 0, 0, 0),  # beside a usable count, what is no count counts as none
         ),
     ],
 )
@@ -102,3 +103,44 @@ def test_elsewhere_cache_writes_cost_the_input_price_unless_set():
     assert price_usd(offer_of("openrouter", input_price=3.0, cache_write_price=4.0), usage) == pytest.approx(
         0.6 * 3.0 + 0.4 * 4.0
     )
+
+
+@pytest.mark.parametrize(
+    "reported, read",
+    [
+        # Whole floats and digit strings, as some servers and proxies write counts: read as counts.
+        ({"prompt_tokens": 1000000.0, "completion_tokens": 20.0}, (1_000_000, 20)),
+        ({"prompt_tokens": "1000", "completion_tokens": "7"}, (1000, 7)),
+        ({"prompt_tokens": 12}, (12, 0)),  # one usable count: the other was none
+        ({"prompt_tokens": 1e300, "completion_tokens": "9" * 40}, (MAX_TOKENS_PER_CALL,) * 2),
+    ],
+)
+def test_counts_written_as_floats_or_strings_are_read(reported, read):
+    usage = Usage.from_openai(reported)
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == read
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        {},
+        {"total_tokens": 2_000_000},
+        {"input_tokens": 10, "output_tokens": 5},  # another API's names
+        {"prompt_tokens": None, "completion_tokens": None},
+        {"prompt_tokens": -5, "completion_tokens": 2.5},
+        {"prompt_tokens": True, "completion_tokens": float("nan")},
+        {"prompt_tokens": "12a", "completion_tokens": "-3"},
+    ],
+)
+def test_a_report_with_no_usable_count_is_no_usage_so_the_call_is_estimated(reported):
+    """It was read as zero tokens and not marked estimated: every call of such an upstream
+    was billed at nothing and no budget moved (hostile testing)."""
+    assert Usage.from_openai(reported) is None
+
+
+@pytest.mark.parametrize(
+    "reported", [{}, {"total_tokens": 9}, {"input_tokens": -1, "output_tokens": "x"}, {"prompt_tokens": 3}]
+)
+def test_a_response_usage_with_no_usable_count_is_no_usage(reported):
+    assert usage_of_response(reported) is None
+    assert usage_of_response({"input_tokens": 3.0, "output_tokens": "2"}) == Usage(3, 2)

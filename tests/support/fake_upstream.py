@@ -40,6 +40,7 @@ class Behaviour:
     reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
+    usage: dict | None = None  # the usage object sent as it is (counts as floats, other names)
     # Answers that are not what they claim (hostile or broken upstreams):
     truncate_body: bool = False  # a 200 non-streamed body cut off halfway through its JSON
     raw_stream: list[bytes] | None = None  # a 200 stream of exactly these bytes, whatever was asked
@@ -115,6 +116,8 @@ class FakeUpstream:
         }
         if b.cached_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
+        if b.usage is not None:
+            usage = b.usage
         base = {"id": f"chatcmpl-{self.name}", "created": int(time.time()), "model": body.get("model")}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": b.content}
