@@ -20,9 +20,9 @@ from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
 from gateway.supervise import start_supervised
-from gateway.tenants.admin import TenantAdmin, limits_from
+from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
-from gateway.tenants.keys import Limits, TenantError, parse_duration, parse_when
+from gateway.tenants.keys import TenantError, parse_duration, parse_when
 from gateway.tenants.store import open_tenant_store
 from gateway.tenants.throttle import FailedAuthThrottle, parse_networks
 
@@ -162,7 +162,7 @@ async def create_key(request: Request) -> Response:
         issued = admin.create_key(
             body["name"],
             actor=actor,
-            limits=limits_from(_limits(body), Limits()),
+            limits=new_limits(_limits(body)),
             models=body.get("models"),
             team=body.get("team"),
             expires_at=parse_when(body.get("expires")),
@@ -219,7 +219,7 @@ async def create_team(request: Request) -> Response:
         _check_fields(body, _TEAM_FIELDS)
         if not isinstance(body.get("name"), str):
             raise TenantError("`name` is required")
-        return admin.create_team(body["name"], actor=actor, limits=limits_from(_limits(body), Limits())).public()
+        return admin.create_team(body["name"], actor=actor, limits=new_limits(_limits(body))).public()
 
     return await _admin_call(request, act, 201)
 

@@ -157,14 +157,14 @@ def _cell(value: Any) -> str:
 
 
 def run_key_create(args: argparse.Namespace) -> int:
-    from gateway.tenants.admin import limits_from
+    from gateway.tenants.admin import new_limits
     from gateway.tenants.keys import parse_when
 
     def act(admin: TenantAdmin, args: argparse.Namespace) -> Shown:
         issued = admin.create_key(
             args.name,
             actor=_actor(),
-            limits=limits_from(_limits(args)),
+            limits=new_limits(_limits(args)),
             models=args.models,
             team=args.team,
             expires_at=parse_when(args.expires),
@@ -216,11 +216,11 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def run_team_create(args: argparse.Namespace) -> int:
-    from gateway.tenants.admin import limits_from
+    from gateway.tenants.admin import new_limits
 
     return _run(
         args,
-        lambda admin, args: admin.create_team(args.name, actor=_actor(), limits=limits_from(_limits(args))).public(),
+        lambda admin, args: admin.create_team(args.name, actor=_actor(), limits=new_limits(_limits(args))).public(),
     )
 
 

@@ -56,6 +56,20 @@ def limits_from(values: dict[str, Any], base: Limits = NO_LIMITS) -> Limits:
         raise TenantError(str(exc)) from None
 
 
+def new_limits(values: dict[str, Any]) -> Limits:
+    """The limits of a key or team being created. A 0, which removes a limit in an update,
+    is refused here: on a new key it would silently mean no limit (an operator who made a
+    key with a $0 budget to block spending got an unlimited one)."""
+    for name in LIMIT_FIELDS:
+        if name != "budget_period" and values.get(name) is not None and values.get(name) == CLEARED:
+            raise TenantError(
+                f"`{name}` of 0 on a new key or team: leave it out for no limit (0 removes a limit only in "
+                "an update); to stop a key, revoke it.",
+                code="invalid_limit",
+            )
+    return limits_from(values)
+
+
 class TenantAdmin:
     def __init__(
         self, store: TenantStore, clock: Callable[[], float] = time.time, static_names: Iterable[str] = ()

@@ -262,7 +262,12 @@ def parse_when(text: str | None) -> float | None:
         raise TenantError(f"expected an ISO date like 2027-01-01 or 2027-01-01T12:00:00Z, got {text!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    moment = when.timestamp()
+    try:
+        datetime.fromtimestamp(moment, UTC)  # how it is shown back: within years 1-9999 in UTC
+    except (ValueError, OverflowError, OSError):
+        raise TenantError(f"{text!r} falls outside the years 1-9999 once in UTC", code="invalid_expires") from None
+    return moment
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")

@@ -98,3 +98,15 @@ def test_with_redis_the_cli_writes_where_replicas_read(tmp_path, redis_server):
     assert json.loads(teams.stdout) == []
     listed = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path, redis_url=redis_server.url).stdout)
     assert [k["name"] for k in listed] == ["shared"]
+
+
+def test_a_zero_limit_on_create_and_an_expiry_out_of_range_are_clear_errors(tmp_path):
+    for args in (["keys", "create", "--name", "zero", "--budget-usd", "0"], ["teams", "create", "t", "--rpm", "0"]):
+        done = gateway(*args, data_dir=tmp_path)
+        assert done.returncode != 0 and "leave it out for no limit" in done.stderr and "Traceback" not in done.stderr
+    assert gateway("keys", "create", "--name", "k", data_dir=tmp_path).returncode == 0
+    for when in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"):
+        done = gateway("keys", "update", "k", "--expires", when, data_dir=tmp_path)
+        assert done.returncode != 0 and "years 1-9999" in done.stderr and "Traceback" not in done.stderr
+    listed = gateway("keys", "list", "--json", data_dir=tmp_path)
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["k"]
