@@ -109,7 +109,15 @@ def test_provider_uptime_panel_is_the_share_of_counted_attempts_that_answered():
     assert 'result="ok"' in ok and fallback == counted
     excluded = re.search(r'result!~"([^"]+)"', counted).group(1)
     pattern = re.compile(f"^(?:{excluded})$")
-    for result in ("context_length", "client_disconnected", "cancelled", "http_400", "http_404", "http_499"):
+    for result in (
+        "context_length",
+        "client_disconnected",
+        "cancelled",
+        "hedge_lost",
+        "http_400",
+        "http_404",
+        "http_499",
+    ):
         assert pattern.match(result), result
     for result in ("ok", "http_408", "rate_limited", "http_500", "http_503", "timeout", "connect", "misconfigured"):
         assert not pattern.match(result), result
@@ -134,7 +142,11 @@ def test_the_panel_and_the_ledger_leave_out_the_same_attempts():
         "ok": (200, None),
         "context_length": (400, "context_length"),
         "client_disconnected": (499, "client_disconnected"),
+        "cancelled": (499, "cancelled"),
+        "hedge_lost": (499, "hedge_lost"),
+        "request_not_encodable": (400, "request_not_encodable"),
         "http_400": (400, "http_400"),
+        "http_401": (401, "http_401"),
         "http_404": (404, "http_404"),
         "http_408": (408, "http_408"),
         "rate_limited": (429, "rate_limited"),
