@@ -33,6 +33,7 @@ def test_every_alert_has_severity_summary_and_a_threshold():
     rules = alert_rules()
     assert {r["alert"] for r in rules} >= {
         "GatewayDown",
+        "GatewayTargetMissing",
         "GatewayBackendDown",
         "GatewayBackendCircuitOpen",
         "GatewayHighErrorRatio",
