@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -230,3 +231,14 @@ def test_multiprocess_mode_sums_workers_and_forgets_the_live_gauges_of_dead_ones
     }
     assert found[("gateway_rate_limited_total", ())] == 3  # counters of every worker, dead or alive
     assert found.get(("gateway_inflight_requests", (("backend", "fast"),)), 0) == 0  # no live worker holds one
+
+
+def test_the_readme_metrics_table_lists_every_metric_the_gateway_exports():
+    """Operators read the README's table (Operations, Metrics) to write their own queries: a
+    metric exported but missing there is one they do not know to watch."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n### Metrics\n", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^\| `(gateway_[a-z0-9_]+)` \|", section, re.M))
+    suffixes = {"counter": "_total", "gauge": "", "histogram": ""}
+    exported = {f.name + suffixes[f.type] for f in Metrics().registry.collect()}
+    assert listed == exported
