@@ -143,3 +143,34 @@ def test_the_image_health_check_command_passes_on_a_serving_gateway_and_fails_ot
         command, env={**os.environ, "GATEWAY_PORT": str(free_port())}, capture_output=True, timeout=20
     )
     assert down.returncode != 0
+
+
+def _commented_backend(name: str) -> dict:
+    """A backend policies/default.yaml ships commented out, as it reads once uncommented."""
+    lines = (REPO / "policies" / "default.yaml").read_text().splitlines()
+    start = lines.index(f"  # {name}:") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line[len("  #   ") :])
+    return yaml.safe_load("\n".join(block))
+
+
+def test_the_gpu_profile_serves_the_model_the_commented_local_vllm_backend_asks_for():
+    """Uncommenting local-vllm and adding its model to a route is all `--profile gpu` needs."""
+    from gateway.config.loader import parse_config
+
+    command = SERVICES["vllm"]["command"]
+    served = re.fullmatch(r"\$\{VLLM_SERVED_NAME:-(.+)\}", command[command.index("--served-model-name") + 1])
+    backend = _commented_backend("local-vllm")
+    ((model, offer),) = backend["models"].items()
+    assert offer["upstream_id"] == served.group(1)
+    assert re.fullmatch(r"\$\{VLLM_MODEL:-(.+)\}", command[command.index("--model") + 1]).group(1) == served.group(1)
+    assert "VLLM_BASE_URL" in backend["base_url"]
+    assert SERVICES["gateway"]["environment"]["VLLM_BASE_URL"] == "${VLLM_BASE_URL:-http://vllm:8000/v1}"
+    policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
+    policy["backends"]["local-vllm"] = backend
+    policy["routes"]["auto"]["models"].append(model)
+    config, _ = parse_config(yaml.safe_dump(policy), "default.yaml with local-vllm")
+    assert model in config.routes["auto"].models
