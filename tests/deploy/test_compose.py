@@ -174,3 +174,17 @@ def test_the_gpu_profile_serves_the_model_the_commented_local_vllm_backend_asks_
     policy["routes"]["auto"]["models"].append(model)
     config, _ = parse_config(yaml.safe_dump(policy), "default.yaml with local-vllm")
     assert model in config.routes["auto"].models
+
+
+def test_the_gateway_gets_every_api_key_a_shipped_policy_or_a_vendor_names():
+    """Keys come from the environment or .env (the README): compose passes a container only the
+    variables listed for it, so a key the policy reads but compose omits is empty inside."""
+    from gateway.config.vendors import VENDORS
+
+    policies = "".join(p.read_text() for p in sorted((REPO / "policies").rglob("*.yaml")))
+    keys = set(re.findall(r"\$\{([A-Z0-9_]+_API_KEY)", policies))
+    keys |= {vendor.key_env for vendor in VENDORS.values() if vendor.key_env}
+    assert {"ANTHROPIC_API_KEY", "FIREWORKS_API_KEY", "VLLM_API_KEY"} <= keys
+    environment = SERVICES["gateway"]["environment"]
+    for key in keys:
+        assert environment.get(key) == f"${{{key}:-}}", key
