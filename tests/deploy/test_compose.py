@@ -188,3 +188,13 @@ def test_the_gateway_gets_every_api_key_a_shipped_policy_or_a_vendor_names():
     environment = SERVICES["gateway"]["environment"]
     for key in keys:
         assert environment.get(key) == f"${{{key}:-}}", key
+
+
+def test_published_ports_listen_on_the_loopback_unless_the_operator_says_otherwise():
+    """By default the gateway has no client keys and Grafana's admin password is `admin`:
+    `docker compose up` must not offer them to the network until an address is set."""
+    published = [(name, port) for name, service in SERVICES.items() for port in service.get("ports", [])]
+    assert {name for name, _ in published} == {"gateway", "prometheus", "grafana"}
+    for name, port in published:
+        address = re.fullmatch(r"\$\{([A-Z_]+_PUBLISH_ADDRESS):-([^}]*)\}:.+:\d+", port)
+        assert address and address.group(2) == "127.0.0.1", f"{name} publishes {port}"
