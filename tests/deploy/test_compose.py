@@ -198,3 +198,21 @@ def test_published_ports_listen_on_the_loopback_unless_the_operator_says_otherwi
     for name, port in published:
         address = re.fullmatch(r"\$\{([A-Z_]+_PUBLISH_ADDRESS):-([^}]*)\}:.+:\d+", port)
         assert address and address.group(2) == "127.0.0.1", f"{name} publishes {port}"
+
+
+def test_docker_stop_waits_for_the_drain_and_the_usage_flush():
+    """SIGTERM starts the drain (up to GATEWAY_SHUTDOWN_GRACE_S), then the recorder writes
+    what it holds (up to GATEWAY_USAGE_SHUTDOWN_FLUSH_S): Docker's SIGKILL must come after
+    both, with a margin for the writer process to exit."""
+    from gateway.settings import Settings
+
+    environment = SERVICES["gateway"]["environment"]
+
+    def seconds(name: str) -> float:
+        field = name.removeprefix("GATEWAY_").lower()
+        value = environment.get(name)
+        return float(value) if value is not None else Settings.model_fields[field].default
+
+    grace = re.fullmatch(r"(\d+)s", SERVICES["gateway"]["stop_grace_period"])
+    drain, flush = seconds("GATEWAY_SHUTDOWN_GRACE_S"), seconds("GATEWAY_USAGE_SHUTDOWN_FLUSH_S")
+    assert int(grace.group(1)) >= drain + flush + 5

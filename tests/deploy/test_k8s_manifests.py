@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gateway.config.loader import parse_config
+from gateway.settings import Settings
 from tests.deploy.artifacts import DEPLOY
 
 K8S = DEPLOY / "k8s"
@@ -128,6 +129,9 @@ def test_writable_paths_are_volumes_under_a_read_only_root_and_shutdown_fits_the
     mounts = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
     for path in (env["GATEWAY_DATA_DIR"], env["PROMETHEUS_MULTIPROC_DIR"]):
         assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), path
+    # SIGKILL comes terminationGracePeriodSeconds after the preStop hook starts: after the
+    # hook, the drain and the usage flush that follows it, with a margin for the writer to exit.
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > pre_stop + float(env["GATEWAY_SHUTDOWN_GRACE_S"])
+    flush = env.get("GATEWAY_USAGE_SHUTDOWN_FLUSH_S") or Settings.model_fields["usage_shutdown_flush_s"].default
+    assert grace >= pre_stop + float(env["GATEWAY_SHUTDOWN_GRACE_S"]) + float(flush) + 5
