@@ -135,3 +135,28 @@ def test_writable_paths_are_volumes_under_a_read_only_root_and_shutdown_fits_the
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     flush = env.get("GATEWAY_USAGE_SHUTDOWN_FLUSH_S") or Settings.model_fields["usage_shutdown_flush_s"].default
     assert grace >= pre_stop + float(env["GATEWAY_SHUTDOWN_GRACE_S"]) + float(flush) + 5
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity).groups()
+    return float(number) * units[unit]
+
+
+# What a gateway pod with GATEWAY_WORKERS=2 holds idle (the supervisor, two workers and the
+# usage writer process; measured RSS 320 MB, PSS 238 MB), before any request's buffers.
+IDLE_RSS_MB = 320
+
+
+def test_memory_request_covers_the_idle_pod_and_its_memory_backed_tmp():
+    """The scheduler places pods by their request: one below what the pod holds idle lands
+    it on a node that cannot hold it under load. A memory-backed emptyDir counts as the
+    container's memory."""
+    deployment, container = _gateway()
+    assert _env(container)["GATEWAY_WORKERS"] == "2"
+    resources = container["resources"]
+    request, limit = _mebibytes(resources["requests"]["memory"]), _mebibytes(resources["limits"]["memory"])
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    in_memory = sum(_mebibytes(v["emptyDir"]["sizeLimit"]) for v in volumes if v.get("emptyDir", {}).get("medium"))
+    assert request >= IDLE_RSS_MB * 1e6 / 2**20 + in_memory + 64  # and some room for calls in flight
+    assert limit > request
