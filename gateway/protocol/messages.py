@@ -524,6 +524,25 @@ class HeldCalls:
         return position, {**call, "function": {**(call.get("function") or {}), "arguments": "".join(arguments)}}
 
 
+# Positions given to calls that came without an `index`, apart from any the upstream numbers.
+_UNINDEXED = 1 << 20
+
+
+def unindexed_position(call: dict[str, Any], ids: dict[str, int], open_position: int | None) -> int:
+    """Which call a streamed tool-call fragment without an `index` belongs to (OpenAI's chunks
+    always carry one; some servers leave it out): a fragment with an `id` not seen before
+    begins a new call, one with a known id goes to that call, and one without an id goes on
+    with the call open now. Taken as index 0, two such calls merged into one whose arguments
+    were two JSON objects end to end (hostile testing). `ids` is the stream's own map."""
+    call_id = call.get("id")
+    if isinstance(call_id, str) and call_id:
+        position = ids.get(call_id)
+        if position is None:
+            position = ids[call_id] = _UNINDEXED + len(ids)
+        return position
+    return open_position if open_position is not None else 0
+
+
 def whole_json(parts: list[str]) -> bool:
     """Whether a streamed tool call's arguments so far are a whole JSON value: when another
     call begins, whether this one is done (a backend streaming calls one after another) or

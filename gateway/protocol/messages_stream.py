@@ -21,6 +21,7 @@ from gateway.protocol.messages import (
     anthropic_usage,
     malformed_answer,
     message_id,
+    unindexed_position,
     whole_json,
 )
 
@@ -54,6 +55,7 @@ class MessageStream:
         self._tool_arguments: list[str] = []  # the open tool block's arguments so far
         self._tool_withheld = False  # its arguments do not start an object: held, checked at its end
         self._held = HeldCalls()  # calls waiting for it
+        self._call_ids: dict[str, int] | None = None  # for calls without an `index` (`unindexed_position`)
         self._stop: tuple[str, str | None] | None = None
         self._usage: dict[str, int] | None = None
         self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
@@ -169,7 +171,11 @@ class MessageStream:
         return events
 
     def _tool_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
-        position = call.get("index", 0)
+        position = call.get("index")
+        if type(position) is not int:
+            if self._call_ids is None:
+                self._call_ids = {}
+            position = unindexed_position(call, self._call_ids, self._open_tool)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
         if position in self._held:

@@ -13,7 +13,14 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import MALFORMED, HeldCalls, encode_event, malformed_answer, whole_json
+from gateway.protocol.messages import (
+    MALFORMED,
+    HeldCalls,
+    encode_event,
+    malformed_answer,
+    unindexed_position,
+    whole_json,
+)
 from gateway.protocol.responses import (
     _CONTENT_ONLY,
     TOOL_SEARCH,
@@ -68,6 +75,7 @@ class ResponseStream:
         # Calls that began while another call's arguments were still coming: their first
         # fragment and arguments, written whole once the open item is done (`_settle`).
         self._held = HeldCalls()
+        self._call_ids: dict[str, int] | None = None  # for calls without an `index` (`unindexed_position`)
         self._kinds: CallKinds | None = None  # read at the first call
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
@@ -234,7 +242,11 @@ class ResponseStream:
         return events
 
     def _call_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
-        position = call.get("index", 0)
+        position = call.get("index")
+        if type(position) is not int:
+            if self._call_ids is None:
+                self._call_ids = {}
+            position = unindexed_position(call, self._call_ids, self._open_call)
         function = call.get("function") or {}
         events: list[dict[str, Any]] = []
         if position in self._held:

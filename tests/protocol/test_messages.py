@@ -675,3 +675,20 @@ def test_tool_arguments_after_whitespace_are_sent_whole_once_they_are_an_object(
     deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
     assert deltas == [{"type": "input_json_delta", "partial_json": '  {"a": 1}'}]
     assert events[-1] == {"type": "message_stop"}
+
+
+def test_tool_calls_without_an_index_are_told_apart_by_their_ids():
+    """Hostile testing: two calls without `index` were merged into one block, whose
+    arguments then failed as not one JSON object (an error event mid-block)."""
+    from tests.protocol.test_responses import _unindexed
+
+    events = _stream(_unindexed(S.CHAT_STREAM_PARALLEL_CALLS))
+    assert "error" not in [e["type"] for e in events]
+    snapshot, buffers = None, {}
+    parse = TypeAdapter(A.RawMessageStreamEvent)
+    for event in events:
+        if event["type"] != "ping":
+            snapshot = accumulate_event(
+                event=parse.validate_python(event), current_snapshot=snapshot, json_bufs=buffers
+            )
+    assert [(b["id"], b["input"]) for b in snapshot.to_dict()["content"]] == S.PARALLEL_CALLS

@@ -842,3 +842,24 @@ def test_every_output_item_of_a_translated_stream_has_its_own_id():
     for event in events:  # each delta names the item it writes to, and that item is the open one
         if "item_id" in event:
             assert event["item_id"] == ids[event["output_index"]]
+
+
+def _unindexed(chunks):
+    """The chunks with every tool call's `index` left out, as some servers send them."""
+    out = copy.deepcopy(chunks)
+    for chunk in out:
+        for choice in chunk.get("choices") or ():
+            for call in (choice.get("delta") or {}).get("tool_calls") or ():
+                call.pop("index", None)
+    return out
+
+
+def test_tool_calls_without_an_index_are_told_apart_by_their_ids():
+    """Hostile testing: two calls without `index` became one function_call with the two
+    argument objects end to end (invalid JSON for the client's tool), and the Response said completed."""
+    events, _ = _stream(_unindexed(S.CHAT_STREAM_PARALLEL_CALLS))
+    for event in events:
+        _EVENTS.validate_python(event)
+    done = events[-1]["response"]["output"]
+    assert [(item["call_id"], orjson.loads(item["arguments"])) for item in done] == S.PARALLEL_CALLS
+    assert len({item["id"] for item in done}) == 2
