@@ -646,4 +646,8 @@ def client_error(
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
         return GatewayError(status, _upstream_message(error, redactor), code="upstream_rejected_request")
+    if error.status is None:  # no status to name: its answer broke off, or was not HTTP
+        return GatewayError(
+            502, f"The upstream's answer failed ({error.reason}) (tried: {tried}).", code="upstream_error"
+        )
     return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")

@@ -9,13 +9,20 @@ import orjson
 import pytest
 
 from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
-from gateway.backends.errors import ContextTooLong, RateLimited, ServerError, UpstreamUnreachable, status_error
+from gateway.backends.errors import (
+    ContextTooLong,
+    RateLimited,
+    ServerError,
+    StreamBroken,
+    UpstreamUnreachable,
+    status_error,
+)
 from gateway.backends.inflight import CandidateGate
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
 from gateway.protocol.errors import GatewayError
-from gateway.proxy.attempts import open_answer, retry_wait
+from gateway.proxy.attempts import client_error, open_answer, retry_wait
 from gateway.proxy.outcome import CallOutcome, Observers
 from gateway.routing.pipeline import RoutingDecision
 
@@ -567,3 +574,12 @@ async def test_an_answer_won_as_the_client_left_is_recorded_cancelled_not_lost()
     outcome = await _race_called_off(Scripted("a", ["slow_to_stop:0.5"]), Scripted("b", ["after:0.1"]), 0.3)
     assert [(x.backend, x.error) for x in outcome.attempts] == [("a", "cancelled"), ("b", "cancelled")]
     assert outcome.offer is not None and outcome.offer.backend == "b"
+
+
+def test_a_failure_without_a_status_is_not_called_a_502_from_the_upstream():
+    """An answer that broke off was reported as "The upstream failed with status 502", a status
+    no upstream had sent (wire-exactness testing)."""
+    error = client_error(StreamBroken("a: upstream broke off mid-answer"), decision(offer("a")))
+    assert error.status == 502 and error.code == "upstream_error"
+    assert "status" not in error.message and "(protocol)" in error.message
+    assert "status 500" in client_error(status_error("a: 500", 500), decision(offer("a"))).message
