@@ -110,6 +110,9 @@ def parse_request(body: bytes) -> ResponsesRequest:
     for name in ("stream", "store", "parallel_tool_calls"):
         if native.get(name) is not None and not isinstance(native[name], bool):
             raise invalid_request(f"Invalid type for '{name}': expected a boolean.", name, "invalid_type")
+    instructions = native.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):  # else dropped, and echoed as sent
+        raise invalid_request("Invalid type for 'instructions': expected a string.", "instructions", "invalid_type")
     previous = native.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise invalid_request("Invalid type for 'previous_response_id': expected a string.", "previous_response_id")

@@ -55,6 +55,7 @@ def test_each_request_gets_its_own_unguessable_id():
         (b'{"model": "auto", "input": "hi", "previous_response_id": 5}', "previous_response_id"),
         (b'{"model": "auto", "input": "hi", "max_output_tokens": -1}', "max_output_tokens"),
         (b'{"model": "auto", "input": "hi", "metadata": []}', "metadata"),
+        (b'{"model": "auto", "input": "hi", "instructions": 5}', "instructions"),  # was dropped, and echoed
         # OpenAI's limits: 16 pairs, keys up to 64 characters, string values up to 512; a
         # deep object there was echoed and stored only after the backend was paid (a 500).
         (orjson.dumps({"model": "auto", "input": "hi", "metadata": {str(i): "v" for i in range(17)}}), "metadata"),
