@@ -443,19 +443,35 @@ def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fal
     assert rows == [("flaky", 502, "malformed", False, 40), ("steady", 200, None, True, fault.TOKENS)]
 
 
-@pytest.mark.parametrize("case", ["finished", "n=2"])
-def test_a_stream_that_cannot_be_continued_as_one_answer_is_not(gateway, primary, fallback, openai_client, case):
+def test_a_stream_cut_after_its_finish_is_a_whole_answer_not_continued(gateway, primary, fallback, openai_client):
     """Hostile testing: a stream cut after its finish_reason was continued (a second call, a
-    second finish_reason, text after the end); one of n=2 answers was continued with both
-    choices' text interleaved in one prefill. Neither is continued now: the client has what
-    was relayed and the error event."""
+    second finish_reason, text after the end); later it ended with an error event after a
+    whole answer. The answer had ended: the client gets it as it came, no error, and nothing
+    is continued elsewhere (tests/e2e/test_stream_end_break_e2e.py has the other APIs)."""
     gw = gateway(prefill="prefill: continue_final_message")
-    primary.script(fault.cut_after_finish() if case == "finished" else fault.cut(after=20))
-    extra = {"n": 2} if case == "n=2" else {}
+    primary.script(fault.cut_after_finish())
+    stream = openai_client(gw).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Count."}], stream=True
+    )
+    received = list(stream)
+    assert len(primary.seen) == 1 and fallback.seen == []  # never asked to continue
+    finishes = [c.choices[0].finish_reason for c in received if c.choices and c.choices[0].finish_reason]
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text == FULL_ANSWER and finishes == ["stop"]
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) or None, what="the call in the ledger")
+    assert len(rows) == 1 and rows[0][:4] == ("flaky", 200, None, True)  # one attempt, a success
+
+
+def test_one_of_n_answers_cut_is_not_continued_as_one(gateway, primary, fallback, openai_client):
+    """Hostile testing: one of n=2 answers was continued with both choices' text interleaved
+    in one prefill. It is not continued now: the client has what was relayed and the error event."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=20))
     received = []
     with pytest.raises(openai.APIError) as caught:
         stream = openai_client(gw).chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "Count."}], stream=True, **extra
+            model="auto", messages=[{"role": "user", "content": "Count."}], stream=True, n=2
         )
         for chunk in stream:
             received.append(chunk)
@@ -463,10 +479,7 @@ def test_a_stream_that_cannot_be_continued_as_one_answer_is_not(gateway, primary
     assert len(primary.seen) == 1 and fallback.seen == []  # never asked to continue
     finishes = [c.choices[0].finish_reason for c in received if c.choices and c.choices[0].finish_reason]
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
-    if case == "finished":
-        assert text == FULL_ANSWER and finishes == ["stop"]
-    else:
-        assert text == "".join(f"t{i} " for i in range(20)) and finishes == []
+    assert text == "".join(f"t{i} " for i in range(20)) and finishes == []
 
 
 def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway, primary, fallback, openai_client):

@@ -146,7 +146,10 @@ async def test_a_batch_abandoned_mid_wait_does_not_confuse_the_next(writer, read
     batch = calls(2)
     with pytest.raises(UsageWriterError, match="answered batch"):
         await writer.record(batch)
-    assert await writer.record(batch) == 2  # the retry, on a new writer process
+    # The retry, on a new writer process: 2 new events, or none when the old writer had stored
+    # the batch before it was stopped (a race the machine's load decides; seen under CI). The
+    # day's count below is exact either way.
+    assert await writer.record(batch) in (0, 2)
     assert writer.starts == 2
     assert await requests_that_day(reader) == 1 + 3 + 2  # the abandoned batch had been stored: no loss, no double count
 
