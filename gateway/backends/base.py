@@ -11,6 +11,7 @@ the relay decide without reading adapter-specific (or HTTP-client-specific) exce
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +122,37 @@ class Backend(abc.ABC):
 
 def response_too_large(limit: int) -> ResponseTooLarge:
     return ResponseTooLarge(f"the upstream's answer is larger than {limit} bytes")
+
+
+# The figures in an OpenAI-compatible server's context-length refusal. vLLM says "This model's
+# maximum context length is X tokens. However, you requested T tokens (P in the messages, C in
+# the completion)" (newer: "you requested C output tokens and your prompt contains [at least] P
+# input tokens"); OpenAI "However, your messages resulted in T tokens".
+_CONTEXT_MAX = re.compile(r"maximum context length is (\d+)")
+_CONTEXT_PROMPT = re.compile(r"(\d+) in the messages|(?:contains|has) (?:at least )?(\d+) input tokens")
+_CONTEXT_COMPLETION = re.compile(r"(\d+) in the completion|requested (\d+) output tokens")
+_CONTEXT_TOTAL = re.compile(r"(?:resulted in|requested) (\d+) tokens")
+
+
+def context_figures(message: str) -> tuple[int, int] | None:
+    """The prompt's tokens and the most this model's context leaves for a prompt (its context
+    less the completion asked), as an upstream's context-length refusal states them; None
+    when it does not say."""
+    found = _CONTEXT_MAX.search(message)
+    if found is None:
+        return None
+    maximum = int(found[1])
+    prompt = _CONTEXT_PROMPT.search(message) or _CONTEXT_TOTAL.search(message)
+    if prompt is None:
+        return None
+    completion = _CONTEXT_COMPLETION.search(message)
+    if completion is not None:
+        maximum = max(maximum - _number(completion), 0)
+    return _number(prompt), maximum
+
+
+def _number(found: re.Match[str]) -> int:
+    return int(next(group for group in found.groups() if group))
 
 
 def looks_like_context_overflow(body: bytes) -> bool:

@@ -64,6 +64,26 @@ class GatewayError(Exception):
         )
 
 
+class ContextLengthExceeded(GatewayError):
+    """The 400 for a prompt no candidate's context holds (routing's estimate, or an upstream's
+    own refusal), with its figures when known: the prompt's tokens and the most any candidate
+    takes. The OpenAI-shaped body is a GatewayError's; Anthropic's ingress words it as
+    Anthropic's API does (`gateway.protocol.messages.anthropic_error`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str,
+        prompt_tokens: int | None = None,
+        maximum: int | None = None,
+        metadata: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(400, message, code="context_length_exceeded", param=param, metadata=metadata)
+        self.prompt_tokens = prompt_tokens
+        self.maximum = maximum
+
+
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
 

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
 # Anthropic stop_reason -> chat finish_reason (read by the egress translation).
@@ -566,7 +566,22 @@ def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     """The status and body of a gateway error in Anthropic's shape."""
     kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")
     status = ERROR_STATUS[kind] if kind == "overloaded_error" else error.status
-    return status, {"type": "error", "error": {"type": kind, "message": error.message}}
+    message = _prompt_too_long(error) if isinstance(error, ContextLengthExceeded) else error.message
+    return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+_PROMPT_TOO_LONG = "prompt is too long"  # Anthropic's words for a context overflow
+
+
+def _prompt_too_long(error: ContextLengthExceeded) -> str:
+    """A context overflow in Anthropic's words, `prompt is too long: N tokens > M maximum`:
+    what Claude Code recognises to compact the conversation (and reads the figures of). The
+    gateway's own explanation follows; without figures, the prefix alone."""
+    if error.message.startswith(_PROMPT_TOO_LONG):  # an Anthropic upstream's own words
+        return error.message
+    if error.prompt_tokens is None or error.maximum is None:
+        return f"{_PROMPT_TOO_LONG}: {error.message}"
+    return f"{_PROMPT_TOO_LONG}: {error.prompt_tokens} tokens > {error.maximum} maximum. {error.message}"
 
 
 def anthropic_error_from_chat(error: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from gateway.backends.base import (
     Backend,
     UpstreamRequest,
     UpstreamResponse,
+    context_figures,
 )
 from gateway.backends.errors import (
     AuthRejected,
@@ -72,7 +73,7 @@ from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError
 from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
@@ -615,7 +616,9 @@ def client_error(
         return GatewayError(502, f"The upstream could not be reached (tried: {tried}).", code="upstream_unreachable")
     if isinstance(error, ContextTooLong):
         param = PROMPT_PARAM.get(outcome.endpoint, "messages") if outcome is not None else "messages"
-        return GatewayError(400, _upstream_message(error, redactor), code="context_length_exceeded", param=param)
+        message = _upstream_message(error, redactor)
+        prompt_tokens, maximum = context_figures(message) or (None, None)
+        return ContextLengthExceeded(message, param=param, prompt_tokens=prompt_tokens, maximum=maximum)
     if isinstance(error, BackendMisconfigured):
         # Not the client's mistake: the upstream does not know what the gateway asked it for.
         return GatewayError(

@@ -31,6 +31,7 @@ from gateway.routing.reasons import Verdict
 __all__ = [
     "FILTERS",
     "FilterContext",
+    "PromptOverflow",
     "Verdict",
     "completion_budget",
     "eligible",
@@ -57,6 +58,26 @@ NO_PREFERENCES = Verdict("provider", True, "no provider preferences")
 NEEDS_NOTHING = Verdict("capabilities", True, "needs nothing special")
 NO_CEILING = Verdict("max_price", True, "no price ceiling")
 NO_OBSERVATIONS = Verdict("circuit", True, "no observations")
+
+
+class PromptOverflow(Verdict):
+    """The context filter's refusal of a prompt too long for this candidate, with its figures:
+    the no-candidate error gives them to clients that read them (Anthropic's `prompt is too
+    long: N tokens > M maximum`, which Claude Code compacts on)."""
+
+    __slots__ = ("prompt_tokens", "room")
+
+    def __init__(self, prompt_tokens: int, budget: int, context: int) -> None:
+        super().__init__(
+            "context_length",
+            False,
+            "~{:,} prompt + {:,} completion tokens exceed the context of {:,}",
+            prompt_tokens,
+            budget,
+            context,
+        )
+        self.prompt_tokens = prompt_tokens
+        self.room = max(context - budget, 0)  # the longest prompt this candidate takes
 
 
 def check_provider(candidate: Candidate, ctx: FilterContext) -> Verdict:
@@ -101,14 +122,7 @@ def check_context(candidate: Candidate, ctx: FilterContext) -> Verdict:
     budget = completion_budget(candidate, facts)
     need = facts.prompt_tokens + budget
     if need > spec.context_length:
-        return Verdict(
-            "context_length",
-            False,
-            "~{:,} prompt + {:,} completion tokens exceed the context of {:,}",
-            facts.prompt_tokens,
-            budget,
-            spec.context_length,
-        )
+        return PromptOverflow(facts.prompt_tokens, budget, spec.context_length)
     return Verdict("context_length", True, "~{:,} of {:,} tokens", need, spec.context_length)
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError
 from gateway.routing.admission import Admission
 from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
 from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
-from gateway.routing.filters import FilterContext, evaluate, price_ceilings
+from gateway.routing.filters import FilterContext, PromptOverflow, evaluate, price_ceilings
 from gateway.routing.filters import eligible as filter_eligible
 from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
@@ -285,11 +285,18 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
         )
     detail = " | ".join(reasons)
     if all(any(v.filter == "context_length" for v in rep.rejections) for rep in reports):
-        return GatewayError(
-            400,
-            f"The request does not fit the context window of any candidate for `{model}`: {detail}",
-            code="context_length_exceeded",
-            param=PROMPT_PARAM.get(endpoint, "messages"),
+        message = f"The request does not fit the context window of any candidate for `{model}`: {detail}"
+        param = PROMPT_PARAM.get(endpoint, "messages")
+        overflows = [v for rep in reports for v in rep.rejections if isinstance(v, PromptOverflow)]
+        if not overflows:  # every max_tokens above its candidate's max output: not the prompt
+            return GatewayError(
+                400, message, code="context_length_exceeded", param=param, metadata={"candidates": metadata}
+            )
+        return ContextLengthExceeded(
+            message,
+            param=param,
+            prompt_tokens=overflows[0].prompt_tokens,
+            maximum=max(v.room for v in overflows),  # the longest prompt any candidate takes
             metadata={"candidates": metadata},
         )
     return GatewayError(

@@ -1,0 +1,81 @@
+"""/v1/messages errors as Anthropic's API words and marks them, met by the real `anthropic`
+SDK through the real gateway process: a context overflow reads `prompt is too long: N tokens
+> M maximum` (what Claude Code compacts on), whether routing or the upstream refused it,
+while chat completions keep OpenAI's words for the same overflow."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.tokens import estimate_prompt_tokens
+from tests.e2e.test_messages_e2e import COMPAT_KEY, CONFIG, ENV, KEY
+
+# Well past qwen/qwen3-small's 2,000-token context, well within every other model's.
+LONG = [{"role": "user", "content": "Summarise the repository. " * 600}]
+# vLLM's refusal of a prompt too long for its context (--max-model-len 32768).
+VLLM_OVERFLOW = {
+    "error": {
+        "message": "This model's maximum context length is 32768 tokens. However, you requested 33000 tokens "
+        "(32000 in the messages, 1000 in the completion). Please reduce the length of the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+}
+
+
+@pytest.fixture
+def gw(start_gateway, claude, upstream):
+    config = CONFIG.format(anthropic_url=claude.base_url, key=KEY, openai_url=upstream.base_url, compat_key=COMPAT_KEY)
+    return start_gateway(config, env=ENV)
+
+
+@pytest.fixture
+def client(gw):
+    made = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    yield made
+    made.close()
+
+
+def test_a_prompt_too_long_for_every_candidate_is_worded_as_anthropic_words_it(gw, client, openai_client, upstream):
+    body = {"model": "small", "max_tokens": 5000, "messages": LONG}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(**body)
+    prompt = estimate_prompt_tokens(messages_to_chat(body))
+    # The most the 2,000-token context leaves a prompt once routing's 1,024-token reserve is set aside.
+    expected = f"prompt is too long: {prompt} tokens > {2000 - 1024} maximum. "
+    error = caught.value.body["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(expected), error["message"]
+    assert "does not fit the context window of any candidate for `small`" in error["message"]
+    assert upstream.received == []  # refused by routing
+    # Chat completions: OpenAI's words and code, as before.
+    with pytest.raises(openai.BadRequestError) as chat:
+        openai_client(gw).chat.completions.create(model="small", messages=LONG)
+    assert chat.value.code == "context_length_exceeded"
+    assert chat.value.body["message"].startswith("The request does not fit the context window of any candidate")
+
+
+def test_an_upstreams_own_context_overflow_is_worded_as_anthropic_words_it(gw, client, openai_client, upstream):
+    upstream.reset(status=400, error_body=VLLM_OVERFLOW)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="open", max_tokens=1000, messages=LONG)
+    message = caught.value.body["error"]["message"]
+    # The figures the upstream gave: the prompt, and its context less the completion asked.
+    assert message == "prompt is too long: 32000 tokens > 31768 maximum. " + VLLM_OVERFLOW["error"]["message"]
+    # Without figures, the words alone.
+    upstream.reset(status=400, error_body={"error": {"message": "This model's maximum context length is exceeded."}})
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="open", max_tokens=1000, messages=LONG)
+    assert (
+        caught.value.body["error"]["message"] == "prompt is too long: This model's maximum context length is exceeded."
+    )
+    # Chat completions: the upstream's words, as before.
+    upstream.reset(status=400, error_body=VLLM_OVERFLOW)
+    with pytest.raises(openai.BadRequestError) as chat:
+        openai_client(gw).chat.completions.create(model="open", messages=LONG)
+    assert chat.value.code == "context_length_exceeded"
+    assert chat.value.body["message"] == VLLM_OVERFLOW["error"]["message"]
