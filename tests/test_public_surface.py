@@ -18,6 +18,7 @@ ALLOWED: set[tuple[str, str]] = {
     ("cli/test_readme_commands.py", "_actions"),  # argparse has no public list of subcommands
     ("cli/test_readme_commands.py", "_SubParsersAction"),
     ("protocol/test_responses.py", "_completed_response"),  # the openai SDK's stream accumulator
+    ("e2e/test_messages_wire_errors_e2e.py", "_request_id"),  # the anthropic SDK's documented request id
     ("test_ids.py", "_exit"),  # os._exit: a forked child leaves without the parent's cleanup
     # Fault injection: the recorder's wake event is replaced by one that raises, so its loop
     # dies the way an unexpected bug would and the supervisor's restart can be observed.

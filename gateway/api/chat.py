@@ -60,7 +60,7 @@ class ChatIngress(Ingress):
             return CostStream(price, _STREAM.broken)
         return _STREAM
 
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())
 
 

@@ -44,7 +44,7 @@ class CompletionsIngress(Ingress):
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         return _STREAM
 
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())
 
 

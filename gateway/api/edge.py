@@ -110,6 +110,9 @@ class Ingress(abc.ABC):
     prepares: bool = False
     completes: bool = False
     may_need_native: bool = False  # overrides `native_only`
+    # A header besides x-request-id that every answer carries the request's id in, for an API
+    # whose SDKs read their own (Anthropic's `request-id`: `message._request_id`).
+    request_id_header: bytes | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,5 +172,6 @@ class Ingress(abc.ABC):
         """The translator for this streamed answer."""
 
     @abc.abstractmethod
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers and JSON body of an error in this API's own shape."""
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and JSON body of an error in this API's own shape (`request_id`:
+        for a shape that carries it, as Anthropic's does)."""

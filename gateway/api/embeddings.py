@@ -41,7 +41,7 @@ class EmbeddingsIngress(Ingress):
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         raise TypeError("embeddings are never streamed")  # the routing view never asks for a stream
 
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())
 
 

@@ -121,7 +121,10 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
     # on every lookup.
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     request_id = client_request_id(headers.get("x-request-id")) or state.request_ids.next()
-    out_headers = [(b"x-request-id", request_id.encode())]
+    named = request_id.encode()
+    out_headers = [(b"x-request-id", named)]
+    if ingress.request_id_header is not None:  # Messages: Anthropic's `request-id` too
+        out_headers.append((ingress.request_id_header, named))
     decision = None
     backends: BackendSet | None = None
     try:
@@ -149,7 +152,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             ticket = await state.limiter.admit(principal, chat, decision, snapshot)
         except GatewayError as exc:
             state.metrics.request_rejected(exc.status, decision.route if decision else None)
-            await send_error(send, ingress, exc, out_headers)
+            await send_error(send, ingress, exc, request_id, out_headers)
             return
         outcome = CallOutcome(
             request_id=request_id,
@@ -237,7 +240,7 @@ async def _answer(
                 out_headers.append((b"x-gateway-backend", outcome.offer.backend.encode()))
                 out_headers.append((b"x-gateway-model", outcome.offer.model.encode()))
             out_headers.append((b"x-gateway-overhead-ms", f"{outcome.overhead_s * 1000:.2f}".encode()))
-            await send_error(send, ingress, exc, out_headers)
+            await send_error(send, ingress, exc, outcome.request_id, out_headers)
             return
         offer = opened.offer
         out_headers.append((b"x-gateway-backend", offer.backend.encode()))
@@ -252,7 +255,7 @@ async def _answer(
             except GatewayError as exc:
                 outcome.status, outcome.error = exc.status, exc.code or exc.type
                 _finish(state, outcome, chat, t0, overhead_s)
-                await send_error(send, ingress, exc, out_headers)
+                await send_error(send, ingress, exc, outcome.request_id, out_headers)
                 return
             settle(outcome, chat, t0, overhead_s)
             out_headers.append((b"x-gateway-cost-usd", usd_text(outcome.cost_usd).encode()))
@@ -328,8 +331,10 @@ def _own_time(t0: float, outcome: CallOutcome) -> float:
     return time.perf_counter() - t0 - sum(a.duration_s for a in outcome.attempts)
 
 
-async def send_error(send: Send, ingress: Ingress, exc: GatewayError, out_headers: list[tuple[bytes, bytes]]) -> None:
-    status, error_headers, body = ingress.error(exc)
+async def send_error(
+    send: Send, ingress: Ingress, exc: GatewayError, request_id: str, out_headers: list[tuple[bytes, bytes]]
+) -> None:
+    status, error_headers, body = ingress.error(exc, request_id)
     headers = [(k.lower().encode(), v.encode()) for k, v in error_headers.items()]
     headers += out_headers
     headers += [_JSON, (b"content-length", str(len(body)).encode())]

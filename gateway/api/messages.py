@@ -16,7 +16,9 @@ reservations too, but never more than max_tokens: `ChatRequest.completion_ceilin
 each candidate is asked for at most what it can produce (its `max_output_tokens`, and its
 context minus the prompt's estimate). Errors on this route are Anthropic-shaped
 (`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
-retry-after, 400, and 529 `overloaded_error` when no backend can take the request.
+retry-after, 400, and 529 `overloaded_error` when no backend can take the request. Every
+answer names its request in Anthropic's `request-id` header as well as `x-request-id`, and
+an error body in its `request_id`, where the SDKs read them.
 
 Clients authenticate with `x-api-key` or `Authorization: Bearer` (both read by
 `api.auth`); `anthropic-version` is accepted and not required. count_tokens answers the
@@ -290,6 +292,7 @@ class _NativeResume:
 
 class MessagesIngress(Ingress):
     endpoint = "messages"
+    request_id_header = b"request-id"  # Anthropic's, which its SDKs read
 
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
         return parse_messages_request(body, headers)
@@ -340,8 +343,9 @@ class MessagesIngress(Ingress):
         assert isinstance(request, MessagesRequest)
         return _NativeResume(request)
 
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
         status, body = anthropic_error(exc)
+        body["request_id"] = request_id  # as Anthropic's error bodies carry it (`APIStatusError.request_id`)
         return status, exc.headers, orjson.dumps(body)
 
 
@@ -367,7 +371,9 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
     """The prompt's token count as the gateway estimates it: `{"input_tokens": n}`."""
     state: AppState = scope["app"].state.gateway
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    out_headers = [(b"x-request-id", state.request_ids.next().encode())]
+    request_id = state.request_ids.next()
+    named = request_id.encode()
+    out_headers = [(b"x-request-id", named), (b"request-id", named)]
     try:
         state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes
@@ -384,7 +390,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
         answer = orjson.dumps(counted)
         _check_model(native["model"], state.config.current)
     except GatewayError as exc:
-        await send_error(send, MESSAGES_INGRESS, exc, out_headers)
+        await send_error(send, MESSAGES_INGRESS, exc, request_id, out_headers)
         return
     out_headers += [_JSON, (b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": out_headers})

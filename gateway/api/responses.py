@@ -417,7 +417,7 @@ class ResponsesIngress(Ingress):
             items = conversation_items(request.previous, request.native, response)
             await save(request.state, request.owner, StoredResponse(response, items, len(request.previous)))
 
-    def error(self, exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
         return exc.status, exc.headers, orjson.dumps(exc.body())
 
 

@@ -402,7 +402,9 @@ backends:
         client.messages.count_tokens(model="baai/bge-m3", messages=HELLO)
     with pytest.raises(anthropic.BadRequestError) as created:
         client.messages.create(model="baai/bge-m3", max_tokens=10, messages=HELLO)
-    assert counted.value.body == created.value.body  # the same refusal, in the same words
+    # The same refusal, in the same words; each names its own request.
+    assert counted.value.body["error"] == created.value.body["error"]
+    assert counted.value.body["request_id"] != created.value.body["request_id"]
     assert "is an embedding model" in counted.value.body["error"]["message"]
     assert upstream.received == []
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.protocol.messages import messages_to_chat
 from gateway.protocol.tokens import estimate_prompt_tokens
-from tests.e2e.test_messages_e2e import COMPAT_KEY, CONFIG, ENV, KEY
+from tests.e2e.test_messages_e2e import COMPAT_KEY, CONFIG, ENV, HELLO, KEY
 
 # Well past qwen/qwen3-small's 2,000-token context, well within every other model's.
 LONG = [{"role": "user", "content": "Summarise the repository. " * 600}]
@@ -79,3 +79,38 @@ def test_an_upstreams_own_context_overflow_is_worded_as_anthropic_words_it(gw, c
         openai_client(gw).chat.completions.create(model="open", messages=LONG)
     assert chat.value.code == "context_length_exceeded"
     assert chat.value.body["message"] == VLLM_OVERFLOW["error"]["message"]
+
+
+def test_every_answer_names_its_request_as_anthropic_does(gw, client, upstream):
+    """Anthropic's `request-id` header on every answer, and `request_id` in its error bodies:
+    what the SDK reads into `message._request_id` and `APIStatusError.request_id`."""
+    message = client.messages.create(model="open", max_tokens=64, messages=HELLO)
+    assert message._request_id
+    raw = client.messages.with_raw_response.create(model="open", max_tokens=64, messages=HELLO)
+    assert raw.headers["request-id"] == raw.headers["x-request-id"]
+    with client.messages.stream(model="open", max_tokens=64, messages=HELLO) as stream:
+        assert stream.response.headers["request-id"] == stream.response.headers["x-request-id"]
+        stream.until_done()
+    counted = client.messages.count_tokens(model="open", messages=HELLO)
+    assert counted._request_id
+    refusals = [
+        (anthropic.NotFoundError, {"model": "no/such-model"}),  # routing
+        (anthropic.BadRequestError, {"model": "open", "messages": "not a list"}),  # parsing
+    ]
+    for kind, change in refusals:
+        with pytest.raises(kind) as caught:
+            client.messages.create(**{"model": "open", "max_tokens": 64, "messages": HELLO, **change})
+        assert caught.value.request_id == caught.value.response.headers["x-request-id"]
+        assert caught.value.body["request_id"] == caught.value.request_id
+    upstream.reset(status=500)  # the upstream failed: an error after routing
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model="open", max_tokens=64, messages=HELLO)
+    assert caught.value.body["request_id"] == caught.value.request_id == caught.value.response.headers["x-request-id"]
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.count_tokens(model="no/such-model", messages=HELLO)
+    assert caught.value.body["request_id"] == caught.value.request_id == caught.value.response.headers["x-request-id"]
+
+
+def test_openai_shaped_answers_keep_x_request_id_alone(gw, openai_client):
+    raw = openai_client(gw).chat.completions.with_raw_response.create(model="open", messages=HELLO)
+    assert raw.headers["x-request-id"] and "request-id" not in raw.headers

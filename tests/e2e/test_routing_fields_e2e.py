@@ -153,6 +153,7 @@ def test_a_malformed_routing_field_is_an_anthropic_shaped_400(messages_gw, claud
     assert caught.value.body == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "`provider` must be an object."},
+        "request_id": caught.value.request_id,
     }
     with pytest.raises(anthropic.BadRequestError) as caught:
         claude_client.messages.create(**body, extra_body={"models": "m/shared"})
