@@ -42,9 +42,18 @@ def owner_of(principal: Principal) -> str:
 
 
 def not_found(response_id: str, param: str | None = None) -> GatewayError:
-    """OpenAI's 404, in its words: for a `previous_response_id`, "Previous response ..."."""
-    which = "Previous response" if param == "previous_response_id" else "Response"
-    return GatewayError(404, f"{which} with id '{response_id}' not found.", param=param)
+    """OpenAI's refusal of an id its owner has no stored response for, in its words: a 404 for
+    the response asked by path; for a `previous_response_id`, a 400 `previous_response_not_found`
+    (the request is what is wrong, and clients such as Codex resend the whole conversation on
+    that code)."""
+    if param == "previous_response_id":
+        return GatewayError(
+            400,
+            f"Previous response with id '{response_id}' not found.",
+            param=param,
+            code="previous_response_not_found",
+        )
+    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
 
 
 def _store(state: AppState) -> ResponseStore:

@@ -239,9 +239,12 @@ def test_store_false_keeps_nothing(gw, upstream, openai_client):
     assert response.output_text == "Hello from the fake upstream." and response.store is False
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
-    with pytest.raises(openai.NotFoundError) as caught:
+    # OpenAI's 400 for a previous response it does not have (not the 404 of a response asked
+    # by path): clients resend the whole conversation on its code.
+    with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="auto", input="Again.", previous_response_id=response.id)
-    assert caught.value.body["param"] == "previous_response_id"
+    assert (caught.value.code, caught.value.param) == ("previous_response_not_found", "previous_response_id")
+    assert caught.value.body["type"] == "invalid_request_error"
     assert caught.value.body["message"] == f"Previous response with id '{response.id}' not found."
     assert len(upstream.received) == 1  # the unknown previous response was refused before routing
 
@@ -252,8 +255,9 @@ def test_stored_responses_belong_to_their_key(gw, openai_client):
     assert alice.responses.retrieve(response.id).output_text == "Hello from the fake upstream."
     with pytest.raises(openai.NotFoundError):
         bob.responses.retrieve(response.id)
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError) as caught:
         bob.responses.create(model="auto", input="Go on.", previous_response_id=response.id)
+    assert caught.value.code == "previous_response_not_found"
     with pytest.raises(openai.NotFoundError):
         bob.responses.delete(response.id)
     deleted = httpx.delete(f"{gw.url}/v1/responses/{response.id}", headers={"authorization": "Bearer sk-alice"})
