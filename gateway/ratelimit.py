@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, echoed
 from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
 from gateway.tenants.keys import Limits
@@ -150,7 +150,7 @@ def check_models(principal: Principal, chat: ChatRequest, snapshot: ConfigSnapsh
             continue
         raise GatewayError(
             403,
-            f"This key may not use `{requested}`. It may use: {', '.join(key.models)}.",
+            f"This key may not use `{echoed(requested)}`. It may use: {', '.join(key.models)}.",
             code="model_not_allowed",
             param="model",
         )

@@ -30,7 +30,7 @@ from starlette.responses import Response
 
 from gateway.api.state import AppState
 from gateway.config.snapshot import ConfigSnapshot, Offer
-from gateway.protocol.errors import GatewayError, invalid_request, model_not_found
+from gateway.protocol.errors import GatewayError, echoed, invalid_request, model_not_found
 from gateway.protocol.messages import anthropic_error
 from gateway.routing.resolve import resolve
 from gateway.tenants.principal import Principal
@@ -152,7 +152,7 @@ def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict
     after, before = query.get("after_id"), query.get("before_id")
     for cursor, name in ((after, "after_id"), (before, "before_id")):
         if cursor is not None and cursor not in ids:
-            raise invalid_request(f"{name}: `{cursor}` is not a listed model.", name)
+            raise invalid_request(f"{name}: `{echoed(cursor)}` is not a listed model.", name)
     if before is not None:
         end = ids.index(before)
         page = entries[max(0, end - limit) : end]

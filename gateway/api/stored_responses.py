@@ -23,7 +23,7 @@ from starlette.responses import Response
 from gateway.api.state import AppState
 from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.conversations.stores import open_response_store
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.responses import listed_input_items
 from gateway.tenants.principal import Principal
 
@@ -49,11 +49,11 @@ def not_found(response_id: str, param: str | None = None) -> GatewayError:
     if param == "previous_response_id":
         return GatewayError(
             400,
-            f"Previous response with id '{response_id}' not found.",
+            f"Previous response with id '{echoed(response_id)}' not found.",
             param=param,
             code="previous_response_not_found",
         )
-    return GatewayError(404, f"Response with id '{response_id}' not found.", param=param)
+    return GatewayError(404, f"Response with id '{echoed(response_id)}' not found.", param=param)
 
 
 def _store(state: AppState) -> ResponseStore:
@@ -120,7 +120,7 @@ def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> d
     if after:
         ids = [item["id"] for item in ordered]
         if after not in ids:
-            raise GatewayError(400, f"No input item with id '{after}' in this response.", param="after")
+            raise GatewayError(400, f"No input item with id '{echoed(after)}' in this response.", param="after")
         ordered = ordered[ids.index(after) + 1 :]
     data = ordered[:limit]
     return {

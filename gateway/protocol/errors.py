@@ -84,6 +84,18 @@ class ContextLengthExceeded(GatewayError):
         self.maximum = maximum
 
 
+# How much of a client's name or id an error message quotes: enough to recognise it, and a
+# 100 KB `model` or id is not sent back whole (nor into logs and proxies that keep bodies).
+ECHO_LIMIT = 200
+
+
+def echoed(value: object) -> str:
+    """A client-supplied model name or id as an error message quotes it: its first
+    `ECHO_LIMIT` characters, then an ellipsis."""
+    text = str(value)
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+
+
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
 
@@ -91,7 +103,7 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
 def model_not_found(model: object) -> GatewayError:
     return GatewayError(
         404,
-        f"The model `{model}` does not exist or is not routed by this gateway. GET /v1/models lists what is.",
+        f"The model `{echoed(model)}` does not exist or is not routed by this gateway. GET /v1/models lists what is.",
         param="model",
         code="model_not_found",
     )

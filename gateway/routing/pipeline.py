@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from gateway.config.schema import FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.errors import ContextLengthExceeded, GatewayError
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed
 from gateway.routing.admission import Admission
 from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
 from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
@@ -238,7 +238,7 @@ def _cannot_answer_error(
     if endpoint in NATIVE_ONLY and any(o.spec.kind == kind for o in offers):
         return GatewayError(
             400,
-            f"No backend of `{model}` serves POST /v1/{endpoint}: it has no translation through chat, so it "
+            f"No backend of `{echoed(model)}` serves POST /v1/{endpoint}: it has no translation through chat, so it "
             f"needs a backend whose `apis` include `{endpoint}` (vLLM and OpenAI-compatible servers do by default).",
             code="endpoint_not_supported",
             param="model",
@@ -252,9 +252,13 @@ def wrong_kind_error(model: str, endpoint: str, kind: str, offers: Sequence[Offe
     if not offers or any(o.spec.kind == kind for o in offers):
         return None
     if kind == "embedding":
-        message = f"`{model}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+        message = (
+            f"`{echoed(model)}` is not an embedding model: /v1/embeddings needs a model or route of `kind: embedding`."
+        )
     else:
-        message = f"`{model}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+        message = (
+            f"`{echoed(model)}` is an embedding model: call POST /v1/embeddings with it, not the {endpoint} endpoint."
+        )
     return GatewayError(400, message, code="model_not_supported", param="model")
 
 
@@ -272,7 +276,9 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
     """400 when the prompt fits no candidate's context; otherwise 503 naming each reason."""
     if not reports:
         return GatewayError(
-            503, f"No enabled backend serves `{model}` (check API keys and `enabled`).", code="no_backend_available"
+            503,
+            f"No enabled backend serves `{echoed(model)}` (check API keys and `enabled`).",
+            code="no_backend_available",
         )
     reasons = []
     metadata = []
@@ -285,7 +291,7 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
         )
     detail = " | ".join(reasons)
     if all(any(v.filter == "context_length" for v in rep.rejections) for rep in reports):
-        message = f"The request does not fit the context window of any candidate for `{model}`: {detail}"
+        message = f"The request does not fit the context window of any candidate for `{echoed(model)}`: {detail}"
         param = PROMPT_PARAM.get(endpoint, "messages")
         overflows = [v for rep in reports for v in rep.rejections if isinstance(v, PromptOverflow)]
         if not overflows:  # every max_tokens above its candidate's max output: not the prompt
@@ -301,7 +307,7 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
         )
     return GatewayError(
         503,
-        f"No backend can take this request for `{model}`: {detail}",
+        f"No backend can take this request for `{echoed(model)}`: {detail}",
         code="no_backend_available",
         metadata={"candidates": metadata},
     )
