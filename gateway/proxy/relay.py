@@ -66,6 +66,7 @@ class SseAccountant:
         "saw_done",
         "strip_usage",
         "usage",
+        "usage_chunk_read",
     )
 
     def __init__(self, strip_usage: bool, hold_done: bool = False, redactor: Redactor | None = None) -> None:
@@ -76,6 +77,7 @@ class SseAccountant:
         self.done_held = False
         self.meta: tuple[Any, Any, Any] | None = None  # id, created, model of the stream
         self.usage: Usage | None = None
+        self.usage_chunk_read = False  # the usage-only chunk that follows every choice's end
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False
@@ -184,34 +186,23 @@ class SseAccountant:
         return kept + b"\n\n" if kept is not None else b""
 
     def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None:
-        """Whether the stream had ended its answer before it broke: `[DONE]` was read, or the
-        last events handed on (`relayed`) end it (the usage-only chunk that follows every
-        choice's end, or, with one choice, its `finish_reason`). Then what completes it for
-        the client (nothing: a stream that ends without `[DONE]` is relayed as it came); None
-        when the answer was cut short. Read only on a break."""
+        """Whether the stream had ended its answer before it broke: `[DONE]` or the usage-only
+        chunk that follows every choice's end was read (stripped or not), or the last events
+        handed on (`relayed`) end a single choice with its `finish_reason`. Then what completes
+        it for the client, as the stream's own end would have: the estimated usage chunk if
+        the client asked for usage and none came (`done_held`, which the relay fills in), and
+        `[DONE]`, which the gateway sends since it ends the stream itself. None when the
+        answer was cut short. Read only on a break."""
         if self.saw_done:
             return b""
         if self.failed_midway:
             return None
-        for event in reversed(whole_events(relayed)):
-            payload = data_of(event) if _fields_only(event) else None
-            if payload is None:
-                continue  # a comment or keep-alive after the last event
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                return None
-            if not isinstance(obj, dict):
-                return None
-            choices = obj.get("choices")
-            if not choices and obj.get("usage") is not None:
-                return b""
-            if single_choice and isinstance(choices, list) and len(choices) == 1:
-                choice = choices[0]
-                if isinstance(choice, dict) and choice.get("finish_reason"):
-                    return b""
+        if not self.usage_chunk_read and not (single_choice and _ends_a_choice(relayed)):
             return None
-        return None
+        if self.hold_done and self.usage is None:
+            self.done_held = True  # the relay adds the estimate, then [DONE] (`closing_events`)
+            return b""
+        return DONE + b"\n\n"
 
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
@@ -276,6 +267,8 @@ class SseAccountant:
             usage = Usage.from_openai(reported)
             if usage is not None:
                 self.usage = usage
+            if not choices:
+                self.usage_chunk_read = True
             # The usage chunk the gateway asked for on the client's behalf: OpenAI's has no
             # choices; LiteLLM's proxy sends an empty choice with it. Either way it carries
             # nothing but usage, which this client did not ask for; one with no usable count
@@ -321,6 +314,26 @@ class SseAccountant:
         if isinstance(code, str):
             clean["code"] = redact(code[:100])
         return b"data: " + orjson.dumps({"error": clean})
+
+
+def _ends_a_choice(relayed: bytes) -> bool:
+    """Whether the last data event in `relayed` ends its (one) choice with a finish_reason."""
+    for event in reversed(whole_events(relayed)):
+        payload = data_of(event) if _fields_only(event) else None
+        if payload is None:
+            continue  # a comment or keep-alive after the last event
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        return (
+            isinstance(choices, list)
+            and len(choices) == 1
+            and isinstance(choices[0], dict)
+            and bool(choices[0].get("finish_reason"))
+        )
+    return False
 
 
 def _fields_only(event: bytes) -> bool:

@@ -91,7 +91,7 @@ def test_chat_stream_broken_after_its_usage_chunk_is_a_whole_answer(gw, upstream
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == CONTENT
     assert chunks[-1].choices == [] and (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (11, 7)
     text = raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO})
-    assert "error" not in text and "data: [DONE]" not in text  # relayed as it came: the end marker was lost
+    assert "error" not in text and text.endswith("data: [DONE]\n\n")  # the gateway ends the stream
     assert data_of(text)[-1]["choices"][0]["finish_reason"] == "stop"
     rows = ledger(gw, 2)
     # The second call asked for no usage: the gateway asked for it, read it, and left it out.
@@ -106,8 +106,20 @@ def test_chat_stream_broken_after_its_finish_chunk_is_a_whole_answer(gw, upstrea
     chunks = list(openai_client(gw).chat.completions.create(model="open", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == CONTENT
     assert chunks[-1].choices[0].finish_reason == "stop"
-    [row] = ledger(gw, 1)
-    assert (row["status"], row["error"], row["estimated"]) == (200, None, True)  # its usage chunk was lost
+    # A client that asked for usage gets the estimate in place of the lost usage chunk, then
+    # [DONE], as the stream's own end gives it when an upstream sends no usage.
+    text = raw_stream(
+        gw, "/v1/chat/completions", {"model": "open", "messages": HELLO, "stream_options": {"include_usage": True}}
+    )
+    assert text.endswith("data: [DONE]\n\n") and "error" not in text
+    usage = data_of(text)[-1]
+    assert data_of(text)[-1]["choices"] == []
+    rows = ledger(gw, 2)
+    assert [(r["status"], r["error"], r["estimated"]) for r in rows] == [(200, None, True)] * 2  # usage was lost
+    assert (usage["usage"]["prompt_tokens"], usage["usage"]["completion_tokens"]) == (
+        rows[1]["prompt_tokens"],
+        rows[1]["completion_tokens"],
+    )
 
 
 def test_chat_stream_broken_mid_answer_still_ends_with_an_error(gw, upstream):

@@ -393,3 +393,31 @@ def test_an_error_member_that_is_null_is_no_error(strip_usage):
     assert accountant.usage == Usage(4, 2) and not accountant.failed_midway
     relayed = [orjson.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
     assert relayed == ([content] if strip_usage else events)
+
+
+def _choices_event(finishes: list[str | None]) -> bytes:
+    choices = [{"index": i, "delta": {"content": "x"}, "finish_reason": f} for i, f in enumerate(finishes)]
+    return event({**BASE, "choices": choices})
+
+
+@pytest.mark.parametrize("strip", [True, False])
+def test_whether_a_broken_stream_had_ended_its_answer(strip):
+    """What a break leaves: ended when the usage-only chunk was read (stripped or not, so n>1
+    too), or one choice's finish is among the last events handed on, or [DONE] came; else not."""
+    # n=2: both choices finish, then the usage chunk (stripped when the client asked none).
+    ended = SseAccountant(strip_usage=strip, hold_done=not strip)
+    relayed = ended.feed(_choices_event([None, None]) + _choices_event(["stop", "stop"]) + USAGE_EVENT)
+    assert ended.end_after_break(relayed, single_choice=False) == b"data: [DONE]\n\n"
+    # One choice finished, no usage chunk: ended; a client that asked for usage gets the estimate.
+    one = SseAccountant(strip_usage=False, hold_done=True)
+    relayed = one.feed(delta_event({"content": "a"}) + delta_event({}, "stop") + b": keep-alive\n\n")
+    assert one.end_after_break(relayed, single_choice=True) == b"" and one.done_held
+    asked_none = SseAccountant(strip_usage=True)
+    relayed = asked_none.feed(delta_event({"content": "a"}) + delta_event({}, "stop"))
+    assert asked_none.end_after_break(relayed, single_choice=True) == b"data: [DONE]\n\n"
+    # Cut short: a finish of one of two choices, or no finish at all.
+    two = SseAccountant(strip_usage=strip)
+    relayed = two.feed(_choices_event([None, None]) + _choices_event(["stop", None]))
+    assert two.end_after_break(relayed, single_choice=False) is None
+    cut = SseAccountant(strip_usage=strip)
+    assert cut.end_after_break(cut.feed(delta_event({"content": "a"})), single_choice=True) is None
