@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
 from gateway.protocol.errors import GatewayError, echoed
+from gateway.proxy.usage import MAX_COST_USD
 from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
 from gateway.tenants.keys import Limits
@@ -356,7 +357,8 @@ class RateLimiter:
             return
         usage = outcome.billed_usage  # every token the client received, once (a continued call: all attempts')
         tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
-        nano = to_nano(outcome.cost_usd) if outcome.cost_usd else 0
+        # No call counts past the ledger's bound: the spend counters are 64-bit integers too.
+        nano = to_nano(min(outcome.cost_usd, MAX_COST_USD)) if outcome.cost_usd else 0
         clock = self._last_clock = Clock.at(self._clock(), self._last_clock)
         if not ticket.shared or self._shared is None:
             self._local.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)

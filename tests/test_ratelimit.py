@@ -123,6 +123,25 @@ async def test_spend_of_a_costly_call_is_counted_to_the_nano_dollar(counters):
     assert await counters.spent("key:rich") == (987_654_321_098_765_432,) * 2
 
 
+@pytest.mark.redis
+async def test_redis_spend_stops_at_the_cap_rather_than_fail_the_script(redis_server):
+    """INCRBY past 64 bits is an error that failed the whole script call, other tenants'
+    settlements with it; spend stops at the ledger's cap instead (review finding)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    counters = Counters(RedisCounters(client))
+    key, other = Scope("key", "flood", track_spend=True), Scope("key", "bystander", track_spend=True)
+    for _ in range(10):
+        assert isinstance(await counters.admit([key]), Window)
+        await counters.settle([key], counters.admitted[-1], tokens=1, nano=10**18, flush=False)
+    assert isinstance(await counters.admit([other]), Window)
+    await counters.settle([other], counters.admitted[-1], tokens=1, nano=5)  # in the same script call
+    assert await counters.spent("key:flood") == (9 * 10**18, 9 * 10**18)
+    assert await counters.spent("key:bystander") == (5, 5)
+    await client.aclose()
+
+
 def test_which_scopes_apply():
     config = RateLimitsConfig(default_key_rpm=5, keys={"vip": 50}, routes={"auto": 8, "qwen/qwen3-32b": 3})
     assert scopes_for(Principal("app"), ("auto",), config) == (Scope("key", "app", 5), Scope("route", "auto", 8))

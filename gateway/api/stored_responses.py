@@ -69,7 +69,8 @@ def _unavailable(state: AppState, op: str, exc: StoreUnavailable) -> GatewayErro
 
 
 async def load(state: AppState, owner: str, response_id: str, param: str | None = None) -> StoredResponse:
-    """The owner's stored response, or the 404 (or 503) the client gets."""
+    """The owner's stored response, or the error the client gets (`not_found`: a 404 by path, a
+    400 for a `previous_response_id`; a 503 when the store is unreachable)."""
     try:
         record = await _store(state).get(owner, response_id)
     except StoreUnavailable as exc:
@@ -81,7 +82,7 @@ async def load(state: AppState, owner: str, response_id: str, param: str | None 
 
 async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
     """Store a response the client already has; a failure is logged and counted, not raised
-    (the answer is delivered either way; only continuing from it will 404)."""
+    (the answer is delivered either way; only continuing from it will fail, `not_found`)."""
     store = state.response_store
     if store is None:
         return False

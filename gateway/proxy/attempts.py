@@ -650,7 +650,5 @@ def client_error(
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
         return GatewayError(status, _upstream_message(error, redactor), code="upstream_rejected_request")
     if error.status is None:  # no status to name: its answer broke off, or was not HTTP
-        return GatewayError(
-            502, f"The upstream's answer failed ({error.reason}) (tried: {tried}).", code="upstream_error"
-        )
+        return GatewayError(502, f"The upstream's answer failed (tried: {tried}).", code="upstream_error")
     return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")

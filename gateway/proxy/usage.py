@@ -10,6 +10,11 @@ from typing import Any
 # completion tokens, priced, overflowed the ledger's 64-bit sums, and the writer retried that
 # batch, every key's calls in it, for ever (hostile testing).
 MAX_TOKENS_PER_CALL = 1_000_000_000
+# The most a call's cost is taken at: a million dollars, about a thousand times the dearest
+# call a model could make (ten million tokens of context at $100 per million), so only an
+# absurd usage report or price reaches it. The ledger and the limits' spend counters each
+# take no call past it; their sums saturate (`gateway.usage.aggregates.SUM_CAP`).
+MAX_COST_USD = 1e6
 
 
 @dataclass(slots=True)
@@ -84,5 +89,6 @@ def token_count(value: Any) -> int | None:
             return None
         return int(value) if value <= MAX_TOKENS_PER_CALL else MAX_TOKENS_PER_CALL
     if type(value) is str and value.isascii() and value.isdigit():
-        return min(int(value), MAX_TOKENS_PER_CALL) if len(value) < 20 else MAX_TOKENS_PER_CALL
+        digits = value.lstrip("0") or "0"  # a long run of digits is not converted (it is past the bound)
+        return min(int(digits), MAX_TOKENS_PER_CALL) if len(digits) < 20 else MAX_TOKENS_PER_CALL
     return None

@@ -61,7 +61,8 @@ def new_limits(values: dict[str, Any]) -> Limits:
     is refused here: on a new key it would silently mean no limit (an operator who made a
     key with a $0 budget to block spending got an unlimited one)."""
     for name in LIMIT_FIELDS:
-        if name != "budget_period" and values.get(name) is not None and values.get(name) == CLEARED:
+        value = values.get(name)
+        if name != "budget_period" and type(value) in (int, float) and value == CLEARED:  # not False
             raise TenantError(
                 f"`{name}` of 0 on a new key or team: leave it out for no limit (0 removes a limit only in "
                 "an update); to stop a key, revoke it.",

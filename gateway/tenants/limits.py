@@ -279,6 +279,15 @@ local function release(id, ticket)
     redis.call('DECRBY', p .. 'rst:' .. id, held)
   end
 end
+-- Spend stops at the ledger's cap rather than overflow (INCRBY's error would fail the
+-- whole call, other tenants' settlements with it): see gateway.usage.aggregates.SUM_CAP.
+local function add_spend(k, amount)
+  local done = redis.pcall('INCRBY', k, amount)
+  if type(done) == 'table' and done.err then
+    if not string.find(done.err, 'overflow', 1, true) then error(done) end
+    redis.call('SET', k, '9000000000000000000')
+  end
+end
 local i = 2
 for _ = 1, tonumber(ARGV[1]) do
   -- Amounts go to INCRBY as the strings they came as: Lua writes a number of 10^14 or more
@@ -295,9 +304,9 @@ for _ = 1, tonumber(ARGV[1]) do
     if ARGV[i+2] ~= '' then release(id, ticket) end
     if ARGV[i+3] ~= '' and tonumber(nano) > 0 then
       local d, m = p .. 'sp:' .. id .. ':' .. day, p .. 'sp:' .. id .. ':' .. month
-      redis.call('INCRBY', d, nano)
+      add_spend(d, nano)
       redis.call('PEXPIRE', d, 259200000)
-      redis.call('INCRBY', m, nano)
+      add_spend(m, nano)
       redis.call('PEXPIRE', m, 5443200000)
     end
     i = i + 4

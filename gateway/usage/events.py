@@ -30,6 +30,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from gateway.proxy.outcome import CallOutcome
+from gateway.proxy.usage import MAX_COST_USD as MAX_COST_USD  # the ledger's bound too; re-exported
 from gateway.proxy.usage import MAX_TOKENS_PER_CALL
 
 # The gateway's task names mapped to OpenRouter's category names where one fits.
@@ -43,10 +44,6 @@ _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
-# The most a call's cost is taken at: a million dollars, about a thousand times the dearest
-# call a model could make (ten million tokens of context at $100 per million), so only an
-# absurd usage report or price reaches it. Sums of such calls saturate (`SUM_CAP`).
-MAX_COST_USD = 1e6
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens")
 # Names become parts of storage keys: printable, no control characters.
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]

@@ -126,7 +126,7 @@ local function incr(f, amount)
   local k, name = KEYS[fields[f][1]], fields[f][2]
   local done = redis.pcall('HINCRBY', k, name, string.format('%.0f', amount))
   if type(done) == 'table' and done.err then
-    if not string.find(done.err, 'overflow', 1, true) then error(done.err) end
+    if not string.find(done.err, 'overflow', 1, true) then error(done) end
     redis.call('HSET', k, name, '{SUM_CAP}')
   elseif done > {SUM_CAP} then
     redis.call('HSET', k, name, '{SUM_CAP}')

@@ -81,8 +81,9 @@ def test_a_long_response_id_is_quoted_bounded(setup):
     gw, _, wide = setup
     oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=wide, max_retries=0)
     previous = "resp_" + "z" * 100_000
-    with pytest.raises(openai.APIStatusError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         oa.responses.create(model="coder", input="Go on.", previous_response_id=previous)
+    assert caught.value.body["code"] == "previous_response_not_found"
     bounded(caught.value.body["message"], previous)
     asked = "resp_" + "z" * 20_000  # within the request head's limit
     with pytest.raises(openai.NotFoundError) as caught:

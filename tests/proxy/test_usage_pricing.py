@@ -112,6 +112,7 @@ def test_elsewhere_cache_writes_cost_the_input_price_unless_set():
         ({"prompt_tokens": 1000000.0, "completion_tokens": 20.0}, (1_000_000, 20)),
         ({"prompt_tokens": "1000", "completion_tokens": "7"}, (1000, 7)),
         ({"prompt_tokens": 12}, (12, 0)),  # one usable count: the other was none
+        ({"prompt_tokens": "0" * 30 + "12", "completion_tokens": 3}, (12, 3)),  # leading zeros
         ({"prompt_tokens": 1e300, "completion_tokens": "9" * 40}, (MAX_TOKENS_PER_CALL,) * 2),
     ],
 )

@@ -15,6 +15,7 @@ CASES = [
     ("/admin/keys", "POST", {"name": 5}, "name"),
     ("/admin/keys", "POST", {"name": "a", "models": ["x", 1]}, "models"),
     ("/admin/keys", "POST", {"name": "a", "rpm": True}, "rpm"),
+    ("/admin/keys", "POST", {"name": "a", "rpm": False}, "rpm"),  # not "a limit of 0"
     ("/admin/keys", "POST", {"name": "a", "budget_usd": "10"}, "budget_usd"),
     ("/admin/keys", "POST", {"name": "a", "budget_period": "year"}, "budget_period"),
     ("/admin/teams", "POST", {"name": "t", "tpm": 1.5}, "tpm"),
