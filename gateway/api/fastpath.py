@@ -4,7 +4,8 @@ FastAPI wraps every request in several middleware layers (error, exception, tele
 body limit, exit stack, router). The proxy routes need none of them, and on the proxy path
 they cost a measurable share of each call (see `make bench`), so POST /v1/chat/completions
 and the other ingress APIs (Messages, Responses, embeddings, completions) go to their raw
-ASGI handlers; every other path, and the lifespan, goes through FastAPI as usual. Which paths are fast is said by the route table (gateway.api.routes).
+ASGI handlers; every other path, and the lifespan, goes through FastAPI as usual. Which
+paths are fast is said by the route table (gateway.api.routes).
 
 Operator middleware (CORS, tracing) is not added to FastAPI, where the fast routes would skip
 it, but wrapped around this front door (`with_middleware`): it sees every request, fast or not,

@@ -21,7 +21,7 @@ from gateway.protocol.body import json_text
 from gateway.protocol.chat import ChatRequest, owned_fields, parse_chat_request
 from gateway.protocol.completions import parse_completions_request
 from gateway.protocol.embeddings import parse_embeddings_request
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import ANTHROPIC_ONLY, messages_to_chat
 from gateway.protocol.messages_view import coarse_prompt, messages_fields
 from gateway.protocol.responses import responses_to_chat
@@ -106,5 +106,7 @@ def routing_view(endpoint: str, body: bytes) -> ChatRequest:
     """The chat request routing reads for `body` sent to `endpoint`; a 400 for an unknown endpoint."""
     view = _VIEWS.get(endpoint)
     if view is None:
-        raise invalid_request(f"`endpoint` must be one of {', '.join(ENDPOINTS)}; got {endpoint!r}.", "endpoint")
+        raise invalid_request(
+            f"`endpoint` must be one of {', '.join(ENDPOINTS)}; got {echoed(endpoint)!r}.", "endpoint"
+        )
     return view(body)
