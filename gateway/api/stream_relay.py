@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest
+from gateway.api.edge import Ingress, IngressRequest, StreamTranslator
 from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
@@ -161,24 +161,12 @@ async def relay_stream(
             if pending is not None:  # the events read so far, before what ends or continues them
                 await _open_stream(scope, send, out_headers, pending)
                 pending = None
-            # Continued on a candidate that takes a prefill, when one does (gateway.proxy.continuation).
-            resumed = None
-            native = rescue.native if rescue is not None else None
-            if rescue is not None:
-                try:
-                    resumed = await rescue.resume(
-                        error, _forward(send, native.feed if native is not None else translate)
-                    )
-                except ContinuationBroke as broke:
-                    error = broke.error
-            if resumed is None:
-                tail += translator.broken(error)
-            elif native is not None:  # the continuation's chat chunks, as the native stream's events
-                tail += (native.feed(resumed) if resumed else b"") + native.finish()
-            elif translate is not None:
-                tail += (translate(resumed) if resumed else b"") + translator.finish()
+            if accountant.failed_midway:
+                # The upstream's own error event reached the client already and says why the
+                # stream ends: nothing is continued after it, and no second error event follows.
+                outcome.error, last.backend_fault = "upstream_error", True
             else:
-                tail += resumed
+                tail += await _end_broken_stream(send, translator, translate, rescue, error)
             # Its traceback holds this frame: not held back by it, else a reference cycle
             # keeps the request's frames for the collector (see `routing.pipeline.decide`).
             del error
@@ -217,6 +205,31 @@ async def relay_stream(
         # Accounted once the stream's end is on its way (as in `_answer`), and whichever way
         # it ended (a client that left, a cancellation).
         state.observers.call_finished(outcome)
+
+
+async def _end_broken_stream(
+    send: Send,
+    translator: StreamTranslator,
+    translate: Callable[[bytes], bytes] | None,
+    rescue: StreamRescue | None,
+    error: UpstreamError,
+) -> bytes:
+    """The end of a stream that broke mid-answer: continued on a candidate that takes a
+    prefill, when one does (`gateway.proxy.continuation`), else the API's own error event."""
+    resumed = None
+    native = rescue.native if rescue is not None else None
+    if rescue is not None:
+        try:
+            resumed = await rescue.resume(error, _forward(send, native.feed if native is not None else translate))
+        except ContinuationBroke as broke:
+            error = broke.error
+    if resumed is None:
+        return translator.broken(error)
+    if native is not None:  # the continuation's chat chunks, as the native stream's events
+        return (native.feed(resumed) if resumed else b"") + native.finish()
+    if translate is not None:
+        return (translate(resumed) if resumed else b"") + translator.finish()
+    return resumed
 
 
 async def _open_stream(scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], events: bytes) -> None:

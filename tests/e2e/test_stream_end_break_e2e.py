@@ -184,3 +184,29 @@ def test_native_messages_stream_broken_before_message_delta_is_an_error(gw, clau
     assert broken[-1] == "event: error" and "event: message_stop" not in broken
     rows = ledger(gw, 2)
     assert [r["status"] for r in rows] == [200, 502]
+
+
+def test_an_upstream_error_event_then_a_break_ends_with_that_one_error_event(gw, upstream):
+    """The upstream's own error event after content, then its connection dropped: the client
+    got the error event and then a second one ("broke off"), and a continuation was tried
+    after an error the client had already read. One error event now, the upstream's."""
+    head = {"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1, "model": "chat-1"}
+    raw = [
+        b"data: "
+        + json.dumps({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}).encode(),
+        b"data: " + json.dumps({**head, "choices": [{"index": 0, "delta": {"content": "Half an"}}]}).encode(),
+        b'data: {"error": {"message": "worker died", "type": "server_error", "code": 500}}',
+    ]
+    # The connection drops where [DONE] would come.
+    upstream.reset(raw_stream=[event + b"\n\n" for event in [*raw, b"data: [DONE]"]], break_after_events=3)
+    events = data_of(raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO}))
+    assert [e["error"]["message"] for e in events if "error" in e] == ["worker died"]
+    text = raw_stream(gw, "/v1/messages", {"model": "open", "max_tokens": 50, "messages": HELLO})
+    names = [block.split("\n")[0] for block in filter(None, text.split("\n\n"))]
+    assert names.count("event: error") == 1 and names[-1] == "event: error"
+    assert gw.log().count("broke mid-answer") == 2  # the connection did break, after the error event
+    rows = ledger(gw, 2)
+    assert [(r["status"], r["error"], r["endpoint"]) for r in rows] == [
+        (502, "upstream_error", "chat"),
+        (502, "upstream_error", "messages"),
+    ]
