@@ -373,7 +373,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     request_id = state.request_ids.next()
     named = request_id.encode()
-    out_headers = [(b"x-request-id", named), (b"request-id", named)]
+    out_headers = [(b"x-request-id", named), (MessagesIngress.request_id_header, named)]
     try:
         state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes

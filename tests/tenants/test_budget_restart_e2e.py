@@ -74,3 +74,23 @@ def test_a_restart_keeps_what_keys_and_teams_spent_today_and_this_month(start_ga
 
     # A key that spent nothing before the restart still has its whole budget.
     assert [ask(second, fresh).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_key_is_counted_no_more_for_a_call_than_the_ledger_bills_it(start_gateway, upstream, tmp_path):
+    """An upstream's absurd usage (10^9 completion tokens at $2,000 per million: $2*10^6) is
+    billed at the ledger's bound per call (MAX_COST_USD); the key's spend counter took it at
+    the budget bound instead ($10^9), so what GET /v1/key showed and what the ledger held (and
+    a restart would count) disagreed (review finding)."""
+    from gateway.proxy.usage import MAX_COST_USD, MAX_TOKENS_PER_CALL
+
+    data = tmp_path / "data"
+    key = create_key("flooded", data_dir=data)
+    policy = one_backend_policy(upstream.base_url, models={MODEL: {"input_price": 1000.0, "output_price": 2000.0}})
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS_PER_CALL)
+    gw = start_gateway(policy, env={"GATEWAY_DATA_DIR": str(data)})
+    answer = httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30)
+    assert answer.status_code == 200
+    view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+    assert view["usage_daily"] == MAX_COST_USD
+    assert gw.stop() == 0
+    assert [row["cost"] for row in ledger(data) if row["final"]] == [MAX_COST_USD]
