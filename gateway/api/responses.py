@@ -234,7 +234,7 @@ class TranslatedStream:
         """`data` is whole events (the accountant cuts the stream), each one `data:` line."""
         out: list[dict[str, Any]] = []
         for event in data.split(b"\n\n"):
-            payload = event[6:] if event.startswith(b"data: ") and b"\n" not in event else data_of(event)
+            payload = event[6:] if event.startswith(b"data: ") and event.find(b"\n") < 0 else data_of(event)
             if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))

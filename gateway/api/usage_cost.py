@@ -67,11 +67,11 @@ class CostStream:
         self.broken = broken  # the chat stream's own error event
 
     def feed(self, data: bytes) -> bytes:
-        if b'"usage"' not in data:
+        if data.find(b'"usage"') < 0:  # not `in`: see gateway/proxy/relay.py
             return data
         events = data.split(b"\n\n")
         for i, event in enumerate(events):
-            if b'"usage"' in event and event.startswith(b"data: {"):
+            if event.find(b'"usage"') >= 0 and event.startswith(b"data: {"):
                 try:
                     chunk = orjson.loads(event[6:])
                 except orjson.JSONDecodeError:

@@ -199,7 +199,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         ):
             return False
         head = STATUS_LINE[status] + fields  # each line after a "\n", so a search can anchor on it
-        if b"\nconnection: " in head or b"\ntransfer-encoding: " in head:
+        if head.find(b"\nconnection: ") >= 0 or head.find(b"\ntransfer-encoding: ") >= 0:  # `find`: see proxy/relay.py
             return False
         at = head.find(b"\ncontent-length: ")  # uvicorn reads the first one
         if not cycle.keep_alive:

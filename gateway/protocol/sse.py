@@ -23,7 +23,7 @@ class EventCutter:
     def complete(self, chunk: bytes) -> bytes:
         """Every whole event received so far (ending with its blank line), or b''."""
         data = self._tail + chunk if self._tail else chunk
-        if b"\r" in data:
+        if data.find(b"\r") >= 0:  # not `in`: see gateway/proxy/relay.py
             data = data.replace(b"\r\n", b"\n")
         # The last blank line, found by its newlines: one-byte rfind is memrchr, where
         # rfind(b"\n\n") steps through the bytes, again over the whole tail at each read of

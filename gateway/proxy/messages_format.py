@@ -163,7 +163,7 @@ class MessagesAccountant:
             self.content_events += 1  # the usual chunk: one delta
             self._malformed_run = 0
             return complete
-        if self._started and b"event: message_" not in complete and b"event: error" not in complete:
+        if self._started and complete.find(b"event: message_") < 0 and complete.find(b"event: error") < 0:
             events = complete.count(b"\n\n")
             if (
                 complete.startswith(b"event: ")
@@ -205,7 +205,7 @@ class MessagesAccountant:
             name = event[7:end] if end > 0 else b""
         # The common case once content flows: a delta, forwarded after a structural check.
         if self._started and name == b"content_block_delta":
-            if event.count(b"\n") == 1 and event.endswith(b"}") and b"\ndata: {" in event:
+            if event.count(b"\n") == 1 and event.endswith(b"}") and event.find(b"\ndata: {") >= 0:
                 self.content_events += 1
                 self._malformed_run = 0
                 return event

@@ -81,7 +81,7 @@ class CompletionsAccountant(SseAccountant):
 
     def _inspect(self, event: bytes) -> bytes | None:
         kept = super()._inspect(event)
-        if not self._started and kept is not None and b'"text"' in event:
+        if not self._started and kept is not None and event.find(b'"text"') >= 0:
             payload = data_of(event)
             try:
                 obj = orjson.loads(payload) if payload else None

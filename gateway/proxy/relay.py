@@ -114,11 +114,14 @@ class SseAccountant:
         if not complete:
             return b""
         # Fast path: nothing to inspect once content flows and no usage/error is mentioned.
+        # Searches here and on every per-chunk path are `find() < 0`, not `not in`: CPython
+        # 3.11's `bytes.__contains__` first tries its operand as an integer and builds a
+        # TypeError it then discards (2,400 instructions, 50 ns, each; 17 per streamed call).
         if (
             self._started
-            and b'"usage"' not in complete  # any spacing around its colon (JSON allows it)
-            and b'"error"' not in complete
-            and not (self.hold_done and self.usage is None and DONE in complete)
+            and complete.find(b'"usage"') < 0  # any spacing around its colon (JSON allows it)
+            and complete.find(b'"error"') < 0
+            and not (self.hold_done and self.usage is None and complete.find(DONE) >= 0)
         ):
             # The structural check: every event is one `data: {...}` line. Usually a chunk is
             # one event, whose only newlines are its last two; several are checked by
@@ -151,9 +154,9 @@ class SseAccountant:
                 # out here: a function call per event cost 2% of the accountant's instructions).
                 and event.startswith(b"data: {")
                 and event.endswith(b"}")
-                and b"\n" not in event
-                and b'"usage"' not in event
-                and b'"error"' not in event
+                and event.find(b"\n") < 0
+                and event.find(b'"usage"') < 0
+                and event.find(b'"error"') < 0
             ):
                 # The fast path's structural check, per event: a chunk that began before the
                 # first content (a whole short answer often comes as one) is not parsed past it.
@@ -226,7 +229,7 @@ class SseAccountant:
         """Account one event; return what to forward in its place, or None to drop it."""
         if event == DONE:  # every stream's last event, spelled as OpenAI does: `data_of`'s answer
             payload: bytes | None = b"[DONE]"
-        elif event.startswith(b"data: {") and b"\n" not in event:
+        elif event.startswith(b"data: {") and event.find(b"\n") < 0:
             payload = event[6:]  # the usual event, one data line: `data_of`'s answer
         elif _fields_only(event):
             payload = data_of(event)

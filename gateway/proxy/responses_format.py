@@ -223,7 +223,7 @@ class ResponsesAccountant:
         complete = self._events.complete(chunk)
         if not complete:
             return b""
-        if self._started and not any(marker in complete for marker in _LOOK_INSIDE):
+        if self._started and all(complete.find(marker) < 0 for marker in _LOOK_INSIDE):  # not `in`: see relay.py
             # Deltas in flight: every event a `data: {...}` line, perhaps after an `event:` line.
             events = complete.count(b"\n\n")
             if (
@@ -244,7 +244,7 @@ class ResponsesAccountant:
             if self._broken is not None:
                 break
         handed = b"".join(out)
-        if b'"sequence_number"' in handed:  # not a keep-alive comment alone: numbering goes on from it
+        if handed.find(b'"sequence_number"') >= 0:  # not a keep-alive comment alone: numbering goes on from it
             self._last = handed
         return handed
 
@@ -254,7 +254,7 @@ class ResponsesAccountant:
         if not tail:
             return b""
         kept = self._inspect(tail)
-        if kept is not None and b'"sequence_number"' in kept:
+        if kept is not None and kept.find(b'"sequence_number"') >= 0:
             self._last = kept
         self._raise_if_broken()
         return kept + b"\n\n" if kept is not None else b""
@@ -382,9 +382,9 @@ def unparsed_usage(body: bytes) -> Usage | None:
     40 µs on every agent turn was judged worth more than failing over on one."""
     if not (body.startswith(b"{") and body.endswith(b"}")):
         return None
-    if b'"object":"response"' not in body or b'"output":[' not in body:
+    if body.find(b'"object":"response"') < 0 or body.find(b'"output":[') < 0:
         return None
-    if b'"status":"failed"' in body:
+    if body.find(b'"status":"failed"') >= 0:
         return None
     at = body.find(_ERROR_KEY)  # one pass for every `"error":` member: each must be null
     while at >= 0:
