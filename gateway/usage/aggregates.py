@@ -167,18 +167,21 @@ ANSWERED, FAILED = 1, 0
 
 # Error labels of attempts that failed because of the request, not the provider.
 _CLIENT_CAUSED = frozenset({"context_length", "context_length_exceeded", "client_disconnected", "cancelled"})
+# ... and of calls the gateway itself ended: its shutdown's grace period ran out mid-answer, or
+# its own fault after the provider had answered (a translation): neither says the provider failed.
+_GATEWAY_CAUSED = frozenset({"shutdown", "internal_error"})
 
 
 def attempt_outcome(event: UsageEvent) -> int | None:
     """Whether this attempt counts for its provider's uptime (ANSWERED) or against it (FAILED);
     None when the request, not the provider, decided it: the client left (499), the prompt did
-    not fit, or the upstream refused the request itself (a 4xx other than 408 and 429). A 4xx
-    that says the gateway's backend is misconfigured (a wrong `upstream_id`) is the provider
-    entry's failure."""
+    not fit, or the upstream refused the request itself (a 4xx other than 408 and 429); and
+    when the gateway did (`shutdown`, `internal_error`). A 4xx that says the gateway's backend
+    is misconfigured (a wrong `upstream_id`) is the provider entry's failure."""
     if event.status < 400:
         return ANSWERED
     error = event.error
-    if event.status == 499 or error in _CLIENT_CAUSED:
+    if event.status == 499 or error in _CLIENT_CAUSED or error in _GATEWAY_CAUSED:
         return None
     if event.status < 500 and event.status not in (408, 429) and error not in ("misconfigured", "rate_limited"):
         return None

@@ -117,6 +117,8 @@ def test_provider_uptime_panel_is_the_share_of_counted_attempts_that_answered():
         "http_400",
         "http_404",
         "http_499",
+        "shutdown",
+        "internal_error",
     ):
         assert pattern.match(result), result
     for result in ("ok", "http_408", "rate_limited", "http_500", "http_503", "timeout", "connect", "misconfigured"):
@@ -156,6 +158,9 @@ def test_the_panel_and_the_ledger_leave_out_the_same_attempts():
         "connect": (502, "connect"),
         "protocol": (502, "protocol"),
         "misconfigured": (404, "misconfigured"),
+        # The stream relay labels the attempt with the call's own end (gateway.api.stream_relay).
+        "shutdown": (503, "shutdown"),
+        "internal_error": (500, "internal_error"),
     }
     for result, (status, error) in rows.items():
         event = replace(row, status=status, error=error, final=False, attempt=1)

@@ -102,7 +102,16 @@ def test_backend_down_leaves_out_what_the_uptime_panel_leaves_out_and_counts_ref
             assert panel_skips.match(result) and not alert_skips.match(result), result
         else:
             assert bool(alert_skips.match(result)) == bool(panel_skips.match(result)), result
-    for result in ("hedge_lost", "cancelled", "client_disconnected", "context_length", "http_400", "http_422"):
+    for result in (
+        "hedge_lost",
+        "cancelled",
+        "client_disconnected",
+        "context_length",
+        "http_400",
+        "http_422",
+        "shutdown",
+        "internal_error",
+    ):
         assert alert_skips.match(result), result
     for result in ("ok", "http_408", "rate_limited", "http_500", "timeout", "connect", "misconfigured"):
         assert not alert_skips.match(result), result
