@@ -45,6 +45,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.metric_values import Add, adder, observer
 from gateway.proxy.outcome import Attempt, CallOutcome
+from gateway.proxy.usage import MAX_COST_USD, MAX_TOKENS_PER_CALL
 
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
@@ -203,6 +204,13 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.usage_out_of_bounds = Counter(
+            "gateway_upstream_usage_out_of_bounds_total",
+            "Calls whose upstream reported usage past the gateway's bound per call (10^9 tokens "
+            "in a field, or a cost past 10^6 USD at its prices): taken at the bound.",
+            ["backend"],
+            registry=r,
+        )
         self.misconfigured = Counter(
             "gateway_backend_misconfigured_total",
             "Attempts whose upstream did not know the model (or URL) the gateway asked for.",
@@ -311,10 +319,13 @@ class Metrics:
             return
         usage = outcome.usage
         if usage is not None:
-            if usage.prompt_tokens:
-                series.prompt_tokens(usage.prompt_tokens)
-            if usage.completion_tokens:
-                series.completion_tokens(usage.completion_tokens)
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+            if prompt:
+                series.prompt_tokens(prompt)
+            if completion:
+                series.completion_tokens(completion)
+            if prompt >= MAX_TOKENS_PER_CALL or completion >= MAX_TOKENS_PER_CALL or outcome.cost_usd > MAX_COST_USD:
+                self._usage_out_of_bounds(outcome)
         if outcome.cost_usd > 0:
             series.cost(outcome.cost_usd)
         if outcome.stream and status < 400 and outcome.ttft_s is not None:
@@ -324,6 +335,24 @@ class Metrics:
             speed = outcome.completion_tokens_per_second
             if speed is not None:
                 series.tokens_per_second(speed)
+
+    def _usage_out_of_bounds(self, outcome: CallOutcome) -> None:
+        """An upstream's usage past what one call can be (`gateway.proxy.usage`): it was read
+        as the bound, and the ledger and the limits take the call at it. A backend fault the
+        gateway survives, so it is counted and logged, never silent."""
+        offer, usage = outcome.offer, outcome.usage
+        assert offer is not None and usage is not None
+        self._child(self.usage_out_of_bounds, offer.backend).inc()
+        log.warning(
+            "backend %s (model %s) reported usage past the bound for one call (%d prompt, %d completion "
+            "tokens, %.2f USD; request %s): taken at the bound",
+            offer.backend,
+            offer.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            outcome.cost_usd,
+            outcome.request_id,
+        )
 
     def _series(self, route: str, model: str, backend: str) -> _CallSeries:
         key = (route, model, backend)
@@ -392,7 +421,7 @@ class Metrics:
 
     def track_offers(self, snapshot: ConfigSnapshot) -> None:
         """Give every configured offer a circuit-state series (closed until routing says
-        otherwise) and zero misconfiguration/malformed counts, and drop the circuit series of
+        otherwise) and zero misconfiguration/malformed/usage-bound counts, and drop the circuit series of
         offers a reload removed."""
         current = {o.key for offers in snapshot.offers.values() for o in offers}
         for key in current - self._circuit_offers:
@@ -400,6 +429,7 @@ class Metrics:
             # Zeros for the counters the alerts compare, so they have data before any failure.
             self._child(self.misconfigured, *key)
             self._child(self.malformed_events, key[0])
+            self._child(self.usage_out_of_bounds, key[0])
             for reason in ("full", "model_limit"):
                 self._child(self.candidates_skipped, key[0], reason)
         if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes

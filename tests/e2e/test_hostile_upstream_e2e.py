@@ -332,3 +332,29 @@ def test_usage_counts_as_floats_are_read_and_a_usage_without_counts_is_estimated
             estimate.prompt_tokens,
             estimate.completion_tokens,
         )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_usage_past_the_bound_is_taken_at_it_counted_and_logged(
+    start_gateway, upstream, upstream_b, openai_client, stream
+):
+    """An upstream reporting 10^14 prompt tokens was read as 10^9 (the bound) without a word:
+    the operator could not tell which backend sent it. Now each such call is counted per
+    backend and logged with its request id; a call within the bound is neither."""
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    client = openai_client(gw)
+    extra = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    upstream.reset(usage={"prompt_tokens": 10**14, "completion_tokens": 7, "total_tokens": 10**14 + 7})
+    answer = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES, **extra)
+    request_id = answer.headers["x-request-id"]
+    if stream:
+        list(answer.parse())
+    upstream.reset()
+    client.chat.completions.create(model="auto", messages=MESSAGES)
+    rows = ledger(gw, 2)
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (10**9, 7)
+    assert rows[1]["prompt_tokens"] < 10**9
+    metrics = scrape(gw.url)
+    assert metrics.value("gateway_upstream_usage_out_of_bounds_total", backend="a") == 1
+    said = [line for line in gw.log().splitlines() if "past the bound" in line]
+    assert len(said) == 1 and "backend a " in said[0] and request_id in said[0], said
