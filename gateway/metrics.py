@@ -114,8 +114,9 @@ class Metrics:
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
-            "Whole call, fallbacks and streaming included.",
-            ["route", "model", "backend"],
+            "Whole call, fallbacks and streaming included; `stream` tells streams (whose length is "
+            "the answer's, not the backend's speed: see gateway_ttft_seconds) from whole answers.",
+            ["route", "model", "backend", "stream"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -297,7 +298,7 @@ class Metrics:
                 self.requests.labels(series.route, series.model, series.backend, str(status))
             )
         requests(1)
-        series.duration(outcome.latency_s)
+        (series.stream_duration if outcome.stream else series.duration)(outcome.latency_s)
         series.overhead(outcome.overhead_s)
         attempts = outcome.attempts
         if attempts:
@@ -497,6 +498,7 @@ class _CallSeries:
         "prompt_tokens",
         "requests",
         "route",
+        "stream_duration",
         "tokens_per_second",
         "ttft",
     )
@@ -505,7 +507,8 @@ class _CallSeries:
         self.route, self.model, self.backend = route, model, backend
         self.requests: dict[int, Add] = {}  # status -> adder
         self.decisions: dict[str, Add] = {}  # task -> gateway_route_decisions_total when this offer was first
-        self.duration = observer(metrics.duration.labels(route, model, backend))
+        self.duration = observer(metrics.duration.labels(route, model, backend, "false"))
+        self.stream_duration = observer(metrics.duration.labels(route, model, backend, "true"))
         self.overhead = observer(metrics.overhead.labels(route))
         if not backend:
             return  # no backend answered: no tokens, cost or speed to count

@@ -84,9 +84,10 @@ def test_a_finished_call_counts_request_tokens_cost_and_latency():
     assert value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend="fast", type="prompt") == 10
     assert value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend="fast", type="completion") == 20
     assert value(m, "gateway_cost_usd_total", model="qwen/qwen3-32b", backend="fast") == 0.25
-    assert value(m, "gateway_request_duration_seconds_count", **labels) == 1
-    assert value(m, "gateway_request_duration_seconds_bucket", **labels, le="1.0") == 0
-    assert value(m, "gateway_request_duration_seconds_bucket", **labels, le="2.5") == 1
+    assert value(m, "gateway_request_duration_seconds_count", **labels, stream="false") == 1
+    assert value(m, "gateway_request_duration_seconds_bucket", **labels, stream="false", le="1.0") == 0
+    assert value(m, "gateway_request_duration_seconds_bucket", **labels, stream="false", le="2.5") == 1
+    assert value(m, "gateway_request_duration_seconds_count", **labels, stream="true") == 0
     assert value(m, "gateway_overhead_seconds_bucket", route="auto", le="0.0005") == 1
     assert (
         value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="fast")
@@ -109,6 +110,10 @@ def test_streams_measure_ttft_and_generation_speed_of_the_answering_attempt():
         m, "gateway_completion_tokens_per_second_sum", model="qwen/qwen3-32b", backend="fast"
     ) == pytest.approx(50.0)
     assert value(m, "gateway_fallbacks_total", route="auto", from_backend="slow", reason="timeout") == 1
+    # Its whole time counts as a stream's: an answer's length, which the latency alert leaves out.
+    labels = dict(route="auto", model="qwen/qwen3-32b", backend="fast")
+    assert value(m, "gateway_request_duration_seconds_sum", **labels, stream="true") == pytest.approx(7.3)
+    assert value(m, "gateway_request_duration_seconds_count", **labels, stream="false") == 0
     # The routing decision is the first candidate chosen, not the one that answered.
     assert (
         value(m, "gateway_route_decisions_total", route="auto", task="chat", model="qwen/qwen3-32b", backend="slow")
