@@ -148,6 +148,7 @@ class LocalCounters:
         self._reserved: dict[str, int] = {}  # scope -> nano reserved by its tickets
         self._spent: dict[str, int] = {}  # "scope:period" -> nano
         self._swept: dict[str, float] = {}  # scope -> when its tickets were last swept
+        self._spend_bound = 1000  # totals past which past periods are swept (`_forget_old_periods`)
 
     @property
     def spend_periods(self) -> int:
@@ -225,14 +226,18 @@ class LocalCounters:
             if s.track_spend and nano:
                 for period in (clock.day, clock.month):
                     key = f"{s.id}:{period}"
-                    if key not in self._spent and len(self._spent) >= 4 * len(self._tickets) + 1000:
+                    if key not in self._spent and len(self._spent) >= self._spend_bound:
                         self._forget_old_periods(clock)
                     self._spent[key] = self._spent.get(key, 0) + nano
 
     def _forget_old_periods(self, clock: Clock) -> None:
-        """Spend of past days and months is no longer read: keep memory to the current ones."""
+        """Spend of past days and months is no longer read: keep memory to the current ones.
+        The next sweep waits until the table has doubled: with thousands of keys spending
+        today a sweep forgets nothing, and one on every new key's first spend was a rebuild
+        of the whole table each time."""
         current = (f":{clock.day}", f":{clock.month}")
         self._spent = {k: v for k, v in self._spent.items() if k.endswith(current)}
+        self._spend_bound = max(4 * len(self._tickets) + 1000, 2 * len(self._spent))
 
     def seed_spend(self, scope_id: str, day: str, nano: int, clock: Clock) -> None:
         """Add spend counted before this process (`day`: "dYYYYMMDD"): to today's total if it
