@@ -30,6 +30,7 @@ an embedding model a 400, as there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -45,20 +46,19 @@ from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, PromptFacts
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import (
     ANTHROPIC_ONLY,
-    MALFORMED,
     anthropic_error,
     chat_to_message,
     count_tokens,
     encode_event,
-    malformed_answer,
     messages_to_chat,
+    untranslatable,
 )
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.messages_view import coarse_prompt, messages_fields, messages_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
-from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.formats import CHAT, TranslatedChatFormat, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 from gateway.routing.candidates import target_offers
 from gateway.routing.pipeline import wrong_kind_error
@@ -290,6 +290,11 @@ class _NativeResume:
         return self._translator.finish()
 
 
+# A non-streamed chat answer to translate: checked, before it is accepted, for what
+# `chat_to_message` reads (tool calls' arguments a JSON object included).
+_TRANSLATED = TranslatedChatFormat(partial(untranslatable, object_arguments=True))
+
+
 class MessagesIngress(Ingress):
     endpoint = "messages"
     request_id_header = b"request-id"  # Anthropic's, which its SDKs read
@@ -309,7 +314,8 @@ class MessagesIngress(Ingress):
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
         if request.refused:
             return None  # Anthropic-only content: this candidate, asked in chat, cannot take it
-        return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), CHAT)
+        answer_format = CHAT if request.chat.stream else _TRANSLATED
+        return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), answer_format)
 
     def native_only(self, request: IngressRequest) -> bool:
         assert isinstance(request, MessagesRequest)
@@ -325,10 +331,7 @@ class MessagesIngress(Ingress):
         if opened.format is MESSAGES_FORMAT:
             return opened.body
         assert isinstance(request, MessagesRequest)
-        try:
-            completion = orjson.loads(opened.body)  # checked as a chat completion by the loop
-        except MALFORMED as exc:
-            raise malformed_answer(exc) from None
+        completion = opened.answer  # parsed and checked by the loop (`_TRANSLATED`)
         return orjson.dumps(chat_to_message(completion, request.chat.model, request.stop_sequences))
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:

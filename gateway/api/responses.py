@@ -40,6 +40,7 @@ from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
 from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.messages import untranslatable
 from gateway.protocol.responses import (
     chat_to_response,
     conversation_items,
@@ -54,7 +55,7 @@ from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
-from gateway.proxy.formats import CHAT, UpstreamCall
+from gateway.proxy.formats import CHAT, TranslatedChatFormat, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.proxy.responses_format import RESPONSES_UNKEPT
 from gateway.tenants.principal import Principal
@@ -344,6 +345,11 @@ def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
 _NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
 
 
+# A non-streamed chat answer to translate: checked, before it is accepted, for what
+# `chat_to_response` reads.
+_TRANSLATED = TranslatedChatFormat(untranslatable)
+
+
 class ResponsesIngress(Ingress):
     endpoint = "responses"
 
@@ -365,7 +371,8 @@ class ResponsesIngress(Ingress):
         if "responses" in offer.apis:
             answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
             return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
-        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), CHAT)
+        answer_format = CHAT if request.chat.stream else _TRANSLATED
+        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), answer_format)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         assert isinstance(request, ResponsesRequest)
@@ -374,7 +381,7 @@ class ResponsesIngress(Ingress):
                 parsed = opened.answer  # parsed once, by the format's check
                 request.response = parsed if isinstance(parsed, dict) else orjson.loads(opened.body)
             return opened.body
-        response = chat_to_response(orjson.loads(opened.body), request.native, request.response_id)
+        response = chat_to_response(opened.answer, request.native, request.response_id)  # checked: `_TRANSLATED`
         request.response = response
         return encode_response(response, request.native, request.echo)
 

@@ -408,13 +408,21 @@ def anthropic_usage(usage: Any) -> dict[str, int]:
     """Anthropic's usage for chat's: cache reads come out of the prompt count."""
     usage = usage if isinstance(usage, dict) else {}
     prompt = _count(usage.get("prompt_tokens"))
-    cached = _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    cached = _count(usage_details(usage, "prompt_tokens_details").get("cached_tokens"))
     return {
         "input_tokens": max(prompt - cached, 0),
         "output_tokens": _count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
+
+
+def usage_details(usage: dict[str, Any], name: str) -> dict[str, Any]:
+    """A chat usage's `*_tokens_details` member when it is an object, else an empty one: a
+    backend's odd detail (a string, a list) leaves that count out, as the chat endpoint's own
+    usage reader does, rather than failing an answer that is otherwise whole."""
+    details = usage.get(name)
+    return details if isinstance(details, dict) else {}
 
 
 def _count(value: Any) -> int:
@@ -427,7 +435,7 @@ def _stop(choice: dict[str, Any], stop_sequences: list[str] | None) -> tuple[str
     if choice.get("finish_reason") == "stop" and isinstance(matched, str) and matched in (stop_sequences or ()):
         return "stop_sequence", matched
     finish = choice.get("finish_reason")
-    if finish is None:  # a backend that names no reason
+    if not isinstance(finish, str):  # a backend that names no reason (or not as a string)
         return "end_turn", None
     return STOP_REASONS.get(finish, "end_turn"), None
 
@@ -443,6 +451,46 @@ def _tool_input(call: dict[str, Any]) -> dict[str, Any]:
             502, f"The backend returned arguments for `{function.get('name')}` that are not a JSON object."
         )
     return value
+
+
+def untranslatable(completion: dict[str, Any], object_arguments: bool = False) -> str | None:
+    """Why a chat completion's first choice cannot be translated (`chat_to_message`,
+    `chat_to_response`), or None when it can. The fallback loop asks this of a translated
+    call's answer before accepting it (`TranslatedChatFormat`), so an answer with a choice,
+    message or tool call that is not an object fails its attempt like any malformed answer:
+    the next candidate is asked and nothing is billed, where a translation failing once the
+    answer was accepted left the client a 502 and its key the bill. `object_arguments`: the
+    calls' arguments must be a JSON object (Messages' tool_use `input` is one)."""
+    choices = completion.get("choices")
+    if not choices:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        return "its first choice is not an object"
+    reply = choice.get("message")
+    if not reply:
+        return None
+    if not isinstance(reply, dict):
+        return "its `message` is not an object"
+    calls = reply.get("tool_calls")
+    if not calls:
+        return None
+    if not isinstance(calls, list):
+        return "its `tool_calls` is not a list"
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            return "a tool call has no function name"
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if arguments is not None and not isinstance(arguments, str):
+            return f"the arguments of `{name}` are not a string"
+        if object_arguments:
+            try:
+                _tool_input(call)
+            except GatewayError as exc:
+                return exc.message
+    return None
 
 
 def chat_to_message(completion: Any, model: str, stop_sequences: list[str] | None = None) -> dict[str, Any]:

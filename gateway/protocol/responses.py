@@ -34,7 +34,7 @@ import orjson
 
 from gateway.protocol.body import json_text
 from gateway.protocol.errors import GatewayError, invalid_request
-from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer
+from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, usage_details
 
 # Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
 # so one encoder serves both; it is re-exported here for the /v1/responses route.
@@ -409,12 +409,12 @@ def _usage(usage: Any) -> dict[str, Any] | None:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")),
+            "cached_tokens": _count(usage_details(usage, "prompt_tokens_details").get("cached_tokens")),
             "cache_write_tokens": 0,
         },
         "output_tokens": completion,
         "output_tokens_details": {
-            "reasoning_tokens": _count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+            "reasoning_tokens": _count(usage_details(usage, "completion_tokens_details").get("reasoning_tokens"))
         },
         "total_tokens": prompt + completion,
     }

@@ -187,8 +187,10 @@ def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_by
             whole = [e["response"] for e in events if "response" in e]
             assert len(whole) == 3 and all(r["tools"] == tools and r["instructions"] == "Be brief." for r in whole)
         else:
-            opened = SimpleNamespace(
-                format=INGRESS.plan(request, _CHAT_ONLY, None).format, body=orjson.dumps(S.CHAT_COMPLETION_TEXT)
+            opened = SimpleNamespace(  # as the loop opens it: the body, and the answer its check parsed
+                format=INGRESS.plan(request, _CHAT_ONLY, None).format,
+                body=orjson.dumps(S.CHAT_COMPLETION_TEXT),
+                answer=S.CHAT_COMPLETION_TEXT,
             )
             body = INGRESS.body(request, opened)
             response = chat_to_response(S.CHAT_COMPLETION_TEXT, request.native, request.response_id)

@@ -12,7 +12,7 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import chat_to_message, messages_to_chat
+from gateway.protocol.messages import chat_to_message, messages_to_chat, untranslatable
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses import chat_to_response, responses_to_chat
 from gateway.protocol.responses_stream import ResponseStream
@@ -100,6 +100,31 @@ def test_malformed_backend_answers_are_502s(translate):
                 refused += 1
     with pytest.raises(GatewayError, match="not a valid chat completion"):
         translate(["not", "an", "object"])
+    assert refused > 0
+
+
+@pytest.mark.parametrize(
+    "translate, check",
+    [
+        (lambda completion: chat_to_message(completion, "m"), lambda c: untranslatable(c, object_arguments=True)),
+        (lambda completion: chat_to_response(completion, S.RESPONSES_REQUEST_ITEMS, "resp_x"), untranslatable),
+    ],
+    ids=["message", "response"],
+)
+def test_every_answer_a_translation_refuses_is_caught_before_it_is_accepted(translate, check):
+    """The fallback loop checks a translated call's answer with `untranslatable`
+    (`TranslatedChatFormat`) before accepting it; an answer that passed and then failed its
+    translation was a 502 the key was billed for, with no other candidate asked."""
+    refused = 0
+    for sample in ANSWERS:
+        for path, wrong, broken in _variants(sample):
+            if not isinstance(broken, dict) or not isinstance(broken.get("choices"), list):
+                continue  # not a chat completion at all: the loop's chat check refuses it
+            try:
+                translate(broken)
+            except GatewayError:
+                assert check(broken) is not None, (path, wrong)
+                refused += 1
     assert refused > 0
 
 
