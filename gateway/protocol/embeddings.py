@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.protocol.body import is_token, json_object, required_model
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
-from gateway.protocol.errors import invalid_request
+from gateway.protocol.errors import echoed, invalid_request
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 MAX_DIMENSIONS = 65536
@@ -83,7 +83,7 @@ def parse_embeddings_request(body: bytes) -> EmbeddingsRequest:
     encoding = payload.get("encoding_format")
     if encoding is not None and encoding not in ENCODINGS:
         raise invalid_request(
-            f"`encoding_format` must be one of {', '.join(ENCODINGS)}; got {encoding!r}.",
+            f"`encoding_format` must be one of {', '.join(ENCODINGS)}; got '{echoed(encoding)}'.",
             "encoding_format",
             "invalid_value",
         )

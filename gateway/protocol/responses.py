@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, usage_details
 
 # Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
@@ -179,7 +179,7 @@ def _append_items(
                 messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind != "reasoning":
             raise invalid_request(
-                f"Input items of type '{kind}' are not supported by this gateway; "
+                f"Input items of type '{echoed(kind)}' are not supported by this gateway; "
                 "send messages, function_call and function_call_output items.",
                 f"{where}.type",
             )
@@ -302,7 +302,7 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
         return {"type": "function", "function": function}
     if kind != "function":
         raise invalid_request(
-            f"The built-in tool '{kind}' is not supported by this gateway: it runs inside OpenAI. "
+            f"The built-in tool '{echoed(kind)}' is not supported by this gateway: it runs inside OpenAI. "
             "Declare your own function tools instead.",
             f"{where}.type",
             "unsupported_tool",
@@ -379,7 +379,7 @@ def _tool_choice(choice: Any) -> Any:
     if named and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
     kind = choice.get("type") if isinstance(choice, dict) else choice
-    raise invalid_request(f"tool_choice '{kind}' is not supported by this gateway.", "tool_choice")
+    raise invalid_request(f"tool_choice '{echoed(kind)}' is not supported by this gateway.", "tool_choice")
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ from typing import Any
 from gateway.config.schema import ClassifierConfig
 from gateway.config.tasks import TASKS, load_classifier
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.errors import invalid_request
+from gateway.protocol.errors import echoed, invalid_request
 from gateway.routing.agents import coding_agent
 from gateway.routing.facts import RequestFacts
 
@@ -441,7 +441,7 @@ def classify(chat: ChatRequest, headers: Mapping[str, str], facts: RequestFacts,
         task = forced.strip().lower()
         if task not in TASKS:
             raise invalid_request(
-                f"X-Gateway-Task must be one of {', '.join(TASKS)}; got {forced!r}.", param="X-Gateway-Task"
+                f"X-Gateway-Task must be one of {', '.join(TASKS)}; got '{echoed(forced)}'.", param="X-Gateway-Task"
             )
         return TaskGuess(task, "X-Gateway-Task header")
     if config.kind != "heuristic":
