@@ -63,6 +63,11 @@ WORDS = [
 ]
 DEFAULT_DIMENSIONS = 1536  # OpenAI text-embedding-3-small's, the size RAG code most often expects
 _MAX_DEPTH = 12  # schema nesting followed before giving up on a branch (recursive $refs)
+# What one generated value may hold, counted in values and string characters: the mock runs on
+# the gateway's event loop, and a schema is the client's to write (`minItems` or `minLength` of a
+# billion, arrays nested to multiply), so past this a schema gets less than it asks for.
+VALUE_BUDGET = 1 << 20
+_INT_RANGE = (-(2**63), 2**63 - 1)  # what JSON encoders carry (orjson: 64 bits)
 _MAX_CHOICES = 128  # OpenAI's own limit on `n`
 _FORMATS = {
     "date": "2025-01-01",
@@ -203,14 +208,18 @@ def _tokens(text: str) -> int:
 # -- JSON for a schema ------------------------------------------------------------------------
 
 
-def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
+def value_for_schema(schema: Any, root: Any = None, depth: int = 0, budget: list[int] | None = None) -> Any:
     """A value valid for `schema` over the subset real tool and output schemas use: type,
-    properties, required, enum, const, items, min/max, formats, anyOf/oneOf/allOf, local $ref."""
+    properties, required, enum, const, items, min/max, formats, anyOf/oneOf/allOf, local $ref;
+    at most `VALUE_BUDGET` values and characters in all (`budget`: what is left, shared by the
+    whole value), so arrays and strings a schema wants longer come out shorter."""
     root = schema if root is None else root
+    budget = [VALUE_BUDGET] if budget is None else budget
+    budget[0] -= 1
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return None
     if "$ref" in schema:
-        return value_for_schema(_resolve(schema["$ref"], root), root, depth + 1)
+        return value_for_schema(_resolve(schema["$ref"], root), root, depth + 1, budget)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -219,14 +228,16 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
         options = [s for s in _list(schema.get(key)) if isinstance(s, dict)]
         if options:  # the first option that is not null, else null itself
             chosen = next((s for s in options if s.get("type") != "null"), options[0])
-            return value_for_schema(chosen, root, depth + 1)
+            return value_for_schema(chosen, root, depth + 1, budget)
     if isinstance(schema.get("allOf"), list):
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             part = _resolve(part["$ref"], root) if isinstance(part, dict) and "$ref" in part else part
             if isinstance(part, dict):
                 merged = _merge(merged, part)
-        return value_for_schema(_merge(merged, {k: v for k, v in schema.items() if k != "allOf"}), root, depth + 1)
+        return value_for_schema(
+            _merge(merged, {k: v for k, v in schema.items() if k != "allOf"}), root, depth + 1, budget
+        )
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
@@ -235,20 +246,27 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if kind == "object":
         found = schema.get("properties")
         properties = found if isinstance(found, dict) else {}
-        return {name: value_for_schema(sub, root, depth + 1) for name, sub in properties.items()}
+        return {name: value_for_schema(sub, root, depth + 1, budget) for name, sub in properties.items()}
     if kind == "array":
         low = schema.get("minItems")
         count = max(low if isinstance(low, int) else 0, 1)
         if isinstance(schema.get("maxItems"), int):
             count = min(count, schema["maxItems"])
-        return [value_for_schema(schema.get("items") or {}, root, depth + 1) for _ in range(count)]
+        items = []
+        for _ in range(count):
+            if budget[0] <= 0:
+                break
+            items.append(value_for_schema(schema.get("items") or {}, root, depth + 1, budget))
+        return items
     if kind in ("integer", "number"):
         return _number(schema, kind)
     if kind == "boolean":
         return True
     if kind == "null":
         return None
-    return _string(schema)
+    text = _string(schema, max(budget[0], 0))
+    budget[0] -= len(text)
+    return text
 
 
 def _resolve(ref: Any, root: Any) -> Any:
@@ -277,15 +295,18 @@ def _number(schema: dict[str, Any], kind: str) -> int | float:
         value = high
     if isinstance(schema.get("exclusiveMaximum"), (int, float)) and value >= schema["exclusiveMaximum"]:
         value = schema["exclusiveMaximum"] - (1 if kind == "integer" else 0.5)
-    return math.ceil(value) if kind == "integer" else value
+    if kind != "integer":
+        return value
+    return min(max(math.ceil(value), _INT_RANGE[0]), _INT_RANGE[1])
 
 
-def _string(schema: dict[str, Any]) -> str:
+def _string(schema: dict[str, Any], room: int) -> str:
+    """A string for `schema`, padded to its `minLength` within `room` characters."""
     fmt = schema.get("format")
     text = _FORMATS.get(fmt, "mock") if isinstance(fmt, str) else "mock"
     low, high = schema.get("minLength"), schema.get("maxLength")
     if isinstance(low, int) and len(text) < low:
-        text += "x" * (low - len(text))
+        text += "x" * (min(low, room) - len(text))
     if isinstance(high, int) and len(text) > high:
         text = text[:high]
     return text

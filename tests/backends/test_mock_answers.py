@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
+import time
 
 import jsonschema
 import orjson
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.backends.mock_answers import (
+    VALUE_BUDGET,
     WORDS,
     answer,
     embed,
@@ -277,3 +279,35 @@ def _schemas():
 @given(_schemas())
 def test_any_schema_in_the_subset_gets_a_valid_value(schema):
     jsonschema.validate(value_for_schema(schema), schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "minItems": 10**9, "items": {"type": "string"}},
+        {"type": "string", "minLength": 10**9},
+        # Arrays nested to the depth followed, each asking 50 items: 50**12 values.
+        {"$defs": {"n": {"type": "array", "minItems": 50, "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"},
+        {"type": "object", "properties": {f"p{i}": {"type": "string", "minLength": 10**6} for i in range(100)}},
+    ],
+    ids=["many-items", "long-string", "nested-arrays", "many-long-strings"],
+)
+def test_a_schema_asking_for_a_huge_value_gets_a_bounded_one_at_once(schema):
+    """The mock runs in the gateway's own process, on its event loop: a tool schema's
+    `minItems` or `minLength` of a billion (a client's to send) built that value, holding every
+    request of the process for as long, and its memory, before the response size limit
+    refused it. What is generated is bounded, whatever the schema asks."""
+    started = time.perf_counter()
+    value = value_for_schema(schema)
+    assert len(orjson.dumps(value)) <= 8 * VALUE_BUDGET  # a value, or a null, is at most a few bytes
+    assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("bound", ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"])
+def test_an_integer_past_64_bits_is_clamped_into_what_json_encoders_carry(bound):
+    """`minimum: 1e308` on an integer made a 1025-bit int that orjson cannot encode: the mock's
+    answer failed (`TypeError: Integer exceeds 64-bit range`), a 502 blamed on the backend."""
+    for limit in (1e308, -1e308, 10**30, -(10**30)):
+        value = value_for_schema({"type": "integer", bound: limit})
+        assert -(2**63) <= value < 2**63
+        orjson.dumps(value)
