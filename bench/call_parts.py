@@ -16,6 +16,14 @@ asked) and its upstream's 7-event stream:
     observers    one successful streamed call reported to the metrics and the routing stats
 
     python bench/call_parts.py [--calls 2000] [--base REV] [--only PART ...]
+    python bench/call_parts.py --whole [--calls 1500]
+
+`--whole`: the whole process instead, the gateway's (as `make run` runs it) beside the floor
+proxy's (bench/floor_asgi_aiohttp.py), each in front of bench.py's nginx upstream and under
+callgrind with counting switched on (`callgrind_control`) only around `--calls` sequential
+calls on one keep-alive connection, JSON and SSE. Not the kernel's work (the socket calls),
+which both pay alike; timers and background tasks that fall in the window count too, so
+repeated runs differ by about 1%.
 
 Each part runs once with `--calls` calls and once with none (one warm-up either way); the
 difference over the calls is printed, in thousands of instructions. `--base REV`: the same
@@ -139,11 +147,80 @@ def _instructions(source: str, part: str, calls: int) -> int:
     raise SystemExit(f"callgrind printed no count for {part}: {run.stderr[-500:]}")
 
 
+def _whole(proxy: str, stream: bool, calls: int, offset: int) -> float:
+    """Instructions per call of the whole `proxy` process ("gateway" or "floor")."""
+    import socket
+    import time
+
+    import orjson
+
+    sys.path.insert(0, str(HERE))
+    from bench import BIN, GATEWAY, JSON_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up
+
+    tmp = Path(tempfile.mkdtemp(prefix="gw-whole-"))
+    procs = Procs()
+    try:
+        json_port, sse_port, port = JSON_PORT + offset, SSE_PORT + offset, GATEWAY + offset
+        conf = (HERE / "upstream.conf.tmpl").read_text().replace("__DIR__", str(tmp))
+        conf = conf.replace("__JSON_PORT__", str(json_port)).replace("__SSE_PORT__", str(sse_port))
+        (tmp / "nginx.conf").write_text(conf)
+        procs.start(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "nginx.log")])
+        wait_up(f"http://127.0.0.1:{json_port}/health")
+        env = {"PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0", "GATEWAY_LOG_LEVEL": "warning"}
+        if proxy == "gateway":
+            (tmp / "policy.yaml").write_text(POLICY.format(json=json_port, sse=sse_port, paced=1))
+            env["GATEWAY_DATA_DIR"] = str(tmp / "data")
+            serve = ["-m", "gateway", "serve", "--config", str(tmp / "policy.yaml"), "--port", str(port)]
+        else:
+            env["UPSTREAM"] = f"http://127.0.0.1:{sse_port if stream else json_port}"
+            serve = ["-m", "uvicorn", "floor_asgi_aiohttp:app", "--app-dir", str(HERE), "--port", str(port)]
+            serve += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        out = tmp / "callgrind.out"
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        process = procs.start([*cmd, str(BIN / "python"), *serve], env=env, log=tmp / "proxy.log")
+        wait_up(f"http://127.0.0.1:{port}/health", timeout=600)
+        body = {"model": "bench-stream" if stream else "bench", "messages": [{"role": "user", "content": "Say hello."}]}
+        body["max_tokens"] = 16
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        data = orjson.dumps(body)
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        request = head.encode() + data
+        end = b"0\r\n\r\n" if stream else b"}"
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+
+            def call() -> None:
+                conn.sendall(request)
+                got = b""
+                while not (got.endswith(end) and b"\r\n\r\n" in got):
+                    got += conn.recv(65536)
+
+            for _ in range(300):  # warm: connections, caches, the first calls' lazy work
+                call()
+            time.sleep(1)
+            subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], capture_output=True, check=True)
+            for _ in range(calls):
+                call()
+            subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], capture_output=True, check=True)
+            subprocess.run(["callgrind_control", "-d", str(process.pid)], capture_output=True, check=True)
+        total = 0
+        for dump in tmp.glob("callgrind.out*"):
+            for line in dump.read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    total = max(total, int(line.split()[1]))
+        return total / calls
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--base", help="also count this commit's gateway")
     ap.add_argument("--only", nargs="+", choices=PARTS)
+    ap.add_argument("--whole", action="store_true", help="the whole gateway and floor processes, over HTTP")
+    ap.add_argument("--port-offset", type=int, default=900, help="with --whole: bench.py's ports shifted by this")
     ap.add_argument("--run", choices=PARTS, help=argparse.SUPPRESS)  # one part's calls, under callgrind
     args = ap.parse_args()
     if args.run:
@@ -151,6 +228,14 @@ def main() -> int:
         return 0
     if not shutil.which("valgrind"):
         raise SystemExit("needs `valgrind`: run `make system-deps`")
+    if args.whole:
+        print(f"# thousands of instructions per call of the whole process (callgrind, {args.calls} calls)")
+        print(f"{'':<8}{'floor':>12}{'gateway':>12}")
+        for stream in (False, True):
+            floor = _whole("floor", stream, args.calls, args.port_offset)
+            gateway = _whole("gateway", stream, args.calls, args.port_offset)
+            print(f"{'SSE' if stream else 'JSON':<8}{floor / 1000:>11.0f}k{gateway / 1000:>11.0f}k", flush=True)
+        return 0
     runs = {"this tree": str(HERE.parent)}
     tmp = None
     if args.base:
