@@ -28,6 +28,7 @@ from gateway.tenants.store import TenantStore
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "budget_usd", "budget_period")
 CLEARED = 0  # in an update, a limit of 0 removes the limit
 NO_LIMITS = Limits()
+SWAP_ATTEMPTS = 50  # a read-change-write lost to another writer starts over, this many times at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,41 +124,59 @@ class TenantAdmin:
         return Issued(key, plain)
 
     def update_key(self, name: str, *, actor: str, **changes: Any) -> VirtualKey:
-        now = self._clock()
-        key = self.key(name)
-        if key.revoked_at is not None:
-            raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
-        updated = replace(key, limits=limits_from(changes, key.limits))
-        if changes.get("models") is not None:
-            updated = replace(updated, models=parse_models(changes["models"]))
-        if changes.get("team") is not None:
-            self._check_team(changes["team"] or None)
-            updated = replace(updated, team=changes["team"] or None)
-        if "expires_at" in changes and changes["expires_at"] is not None:
-            updated = replace(updated, expires_at=changes["expires_at"] or None)
-        self.store.replace_key(updated, self._entry(now, actor, "key.update", name, _diff(key, updated)))
-        return updated
+        def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
+            if key.revoked_at is not None:
+                raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+            updated = replace(key, limits=limits_from(changes, key.limits))
+            if changes.get("models") is not None:
+                updated = replace(updated, models=parse_models(changes["models"]))
+            if changes.get("team") is not None:
+                self._check_team(changes["team"] or None)
+                updated = replace(updated, team=changes["team"] or None)
+            if "expires_at" in changes and changes["expires_at"] is not None:
+                updated = replace(updated, expires_at=changes["expires_at"] or None)
+            return updated, self._entry(now, actor, "key.update", name, _diff(key, updated))
+
+        return self._swap_key(name, change)[0]
 
     def revoke_key(self, name: str, *, actor: str) -> VirtualKey:
-        now = self._clock()
-        key = self.key(name)
-        if key.revoked_at is not None:
-            return key
-        revoked = replace(key, revoked_at=now)
-        self.store.replace_key(revoked, self._entry(now, actor, "key.revoke", name, {}))
-        return revoked
+        def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry] | None:
+            if key.revoked_at is not None:
+                return None
+            return replace(key, revoked_at=now), self._entry(now, actor, "key.revoke", name, {})
+
+        return self._swap_key(name, change)[0]
 
     def rotate_key(self, name: str, *, actor: str, overlap_s: float = 0.0) -> Issued:
-        now = self._clock()
-        key = self.key(name)
-        if key.revoked_at is not None:
-            raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
         if overlap_s < 0:
             raise TenantError("`overlap` must not be negative")
-        plain, new = rotated(key, now, overlap_s)
-        detail = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}
-        self.store.replace_key(new, self._entry(now, actor, "key.rotate", name, detail))
-        return Issued(new, plain)
+        plains: list[str] = []
+
+        def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
+            if key.revoked_at is not None:
+                raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+            plain, new = rotated(key, now, overlap_s)
+            plains.append(plain)
+            detail = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}
+            return new, self._entry(now, actor, "key.rotate", name, detail)
+
+        return Issued(self._swap_key(name, change)[0], plains[-1])
+
+    def _swap_key(
+        self, name: str, change: Callable[[VirtualKey, float], tuple[VirtualKey, AuditEntry] | None]
+    ) -> tuple[VirtualKey, bool]:
+        """Read the key, change it, write it if nobody wrote it in between, else start over:
+        every accepted change is applied to the record the one before it left (a concurrent
+        update never undoes a revoke or drops a rotated secret). (the key, whether written)."""
+        for _ in range(SWAP_ATTEMPTS):
+            now = self._clock()
+            key = self.key(name)
+            changed = change(key, now)
+            if changed is None:
+                return key, False
+            if self.store.replace_key(changed[0], changed[1], previous=key):
+                return changed[0], True
+        raise _busy("key", name)
 
     # -- teams ----------------------------------------------------------------------------
     def team(self, name: str) -> Team:
@@ -173,12 +192,14 @@ class TenantAdmin:
         return team
 
     def update_team(self, name: str, *, actor: str, **changes: Any) -> Team:
-        now = self._clock()
-        team = self.team(name)
-        updated = replace(team, limits=limits_from(changes, team.limits))
-        detail = {k: v for k, v in asdict(updated.limits).items() if asdict(team.limits)[k] != v}
-        self.store.replace_team(updated, self._entry(now, actor, "team.update", name, detail))
-        return updated
+        for _ in range(SWAP_ATTEMPTS):  # as _swap_key: never write over a change made meanwhile
+            now = self._clock()
+            team = self.team(name)
+            updated = replace(team, limits=limits_from(changes, team.limits))
+            detail = {k: v for k, v in asdict(updated.limits).items() if asdict(team.limits)[k] != v}
+            if self.store.replace_team(updated, self._entry(now, actor, "team.update", name, detail), previous=team):
+                return updated
+        raise _busy("team", name)
 
     # -- helpers --------------------------------------------------------------------------
     def _check_team(self, team: str | None) -> None:
@@ -188,6 +209,14 @@ class TenantAdmin:
     @staticmethod
     def _entry(now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> AuditEntry:
         return AuditEntry(now, actor, action, target, detail)
+
+
+def _busy(kind: str, name: str) -> TenantError:
+    return TenantError(
+        f"The {kind} `{name}` kept changing under this update (other admins at work); try again.",
+        status=409,
+        code="concurrent_update",
+    )
 
 
 def _diff(old: VirtualKey, new: VirtualKey) -> dict[str, Any]:

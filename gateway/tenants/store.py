@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,11 +43,16 @@ class TenantStore(Protocol):
         """Raises TenantError (409) if a key of that name exists."""
         ...
 
-    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None: ...
+    def replace_key(self, key: VirtualKey, entry: AuditEntry, previous: VirtualKey) -> bool:
+        """Write `key` only if the stored record still reads as `previous` (what the change
+        was computed from); False, writing nothing, if another writer changed it first."""
+        ...
 
     def insert_team(self, team: Team, entry: AuditEntry) -> None: ...
 
-    def replace_team(self, team: Team, entry: AuditEntry) -> None: ...
+    def replace_team(self, team: Team, entry: AuditEntry, previous: Team) -> bool:
+        """Like replace_key."""
+        ...
 
     def close(self) -> None: ...
 
@@ -69,6 +75,17 @@ def _entry_json(entry: AuditEntry) -> str:
 
 def _entry(text: str | bytes) -> AuditEntry:
     return AuditEntry(**json.loads(text))
+
+
+def _reads_as(previous: VirtualKey | Team, kind: type[VirtualKey] | type[Team]) -> Callable[[str | bytes | None], bool]:
+    """Whether a stored record is still `previous`. An update is read, changed, then written:
+    without this check a revoke answered 200 could be undone by an update that read the key
+    just before it (both wrote whole records), and a rotated secret could be dropped."""
+
+    def unchanged(text: str | bytes | None) -> bool:
+        return text is not None and kind.from_json(json.loads(text)) == previous
+
+    return unchanged
 
 
 class SqliteTenantStore:
@@ -112,14 +129,29 @@ class SqliteTenantStore:
             rows = self._db.execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_entry(r[0]) for r in reversed(rows)]
 
-    def _write(self, sql: str, name: str, record: dict[str, Any], entry: AuditEntry, kind: str) -> None:
+    def _write(
+        self,
+        sql: str,
+        name: str,
+        record: dict[str, Any],
+        entry: AuditEntry,
+        kind: str,
+        unchanged: Callable[[str | None], bool] | None = None,
+    ) -> bool:
+        table = "keys" if kind == "key" else "teams"
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")  # holds the file's write lock: other processes wait
+                if unchanged is not None:
+                    row = self._db.execute(f"SELECT record FROM {table} WHERE name = ?", (name,)).fetchone()
+                    if not unchanged(row[0] if row else None):
+                        self._db.execute("ROLLBACK")
+                        return False
                 self._db.execute(sql, (name, json.dumps(record)))
                 self._db.execute("INSERT INTO audit (entry) VALUES (?)", (_entry_json(entry),))
                 self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'version'")
                 self._db.execute("COMMIT")
+                return True
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")
                 raise _exists(kind, name) from None
@@ -130,14 +162,16 @@ class SqliteTenantStore:
     def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:
         self._write("INSERT INTO keys VALUES (?, ?)", key.name, key.to_json(), entry, "key")
 
-    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None:
-        self._write("INSERT OR REPLACE INTO keys VALUES (?, ?)", key.name, key.to_json(), entry, "key")
+    def replace_key(self, key: VirtualKey, entry: AuditEntry, previous: VirtualKey) -> bool:
+        sql = "INSERT OR REPLACE INTO keys VALUES (?, ?)"
+        return self._write(sql, key.name, key.to_json(), entry, "key", _reads_as(previous, VirtualKey))
 
     def insert_team(self, team: Team, entry: AuditEntry) -> None:
         self._write("INSERT INTO teams VALUES (?, ?)", team.name, team.to_json(), entry, "team")
 
-    def replace_team(self, team: Team, entry: AuditEntry) -> None:
-        self._write("INSERT OR REPLACE INTO teams VALUES (?, ?)", team.name, team.to_json(), entry, "team")
+    def replace_team(self, team: Team, entry: AuditEntry, previous: Team) -> bool:
+        sql = "INSERT OR REPLACE INTO teams VALUES (?, ?)"
+        return self._write(sql, team.name, team.to_json(), entry, "team", _reads_as(previous, Team))
 
     def close(self) -> None:
         with self._lock:
@@ -156,11 +190,24 @@ redis.call('INCR', KEYS[3])
 return 1
 """
 
+# As _WRITE, for a change: ARGV[4] is the record the change was computed from; another
+# record there (someone wrote in between) refuses the write.
+_SWAP = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('INCR', KEYS[3])
+return 1
+"""
+
 
 class RedisTenantStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._write_script = client.register_script(_WRITE)
+        self._swap_script = client.register_script(_SWAP)
         self._keys = REDIS_PREFIX + "keys"
         self._teams = REDIS_PREFIX + "teams"
         self._audit = REDIS_PREFIX + "audit"
@@ -193,17 +240,29 @@ class RedisTenantStore:
         if not self._write_script(keys=[where, self._audit, self._version], args=args):
             raise _exists(kind, name)
 
+    def _swap(
+        self, where: str, name: str, record: dict[str, Any], entry: AuditEntry, unchanged: Callable[[Any], bool]
+    ) -> bool:
+        """Write only if the stored record is unchanged since it was read: the script writes
+        only if the record is still, byte for byte, the one checked here (a write by anyone in
+        between, another replica or the CLI, makes it refuse)."""
+        current = self._redis.hget(where, name)
+        if current is None or not unchanged(current):
+            return False
+        args = [name, json.dumps(record), _entry_json(entry), current]
+        return bool(self._swap_script(keys=[where, self._audit, self._version], args=args))
+
     def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:
         self._write(self._keys, key.name, key.to_json(), entry, True, "key")
 
-    def replace_key(self, key: VirtualKey, entry: AuditEntry) -> None:
-        self._write(self._keys, key.name, key.to_json(), entry, False, "key")
+    def replace_key(self, key: VirtualKey, entry: AuditEntry, previous: VirtualKey) -> bool:
+        return self._swap(self._keys, key.name, key.to_json(), entry, _reads_as(previous, VirtualKey))
 
     def insert_team(self, team: Team, entry: AuditEntry) -> None:
         self._write(self._teams, team.name, team.to_json(), entry, True, "team")
 
-    def replace_team(self, team: Team, entry: AuditEntry) -> None:
-        self._write(self._teams, team.name, team.to_json(), entry, False, "team")
+    def replace_team(self, team: Team, entry: AuditEntry, previous: Team) -> bool:
+        return self._swap(self._teams, team.name, team.to_json(), entry, _reads_as(previous, Team))
 
     def close(self) -> None:
         self._redis.close()

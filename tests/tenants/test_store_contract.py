@@ -3,10 +3,12 @@ log the same way, and neither ever holds a plain key."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.tenants.admin import TenantAdmin
-from gateway.tenants.keys import Limits, TenantError, hash_key
+from gateway.tenants.keys import AuditEntry, Limits, TenantError, hash_key
 from gateway.tenants.store import RedisTenantStore, SqliteTenantStore
 
 
@@ -127,3 +129,69 @@ def test_the_store_never_holds_a_plain_key(store):
         assert hash_key(plain).encode() in raw  # the dump is readable: the grep below can fail
         assert plain.encode() not in raw
         assert plain[12:].encode() not in raw  # not even the secret part
+
+
+def test_a_change_computed_from_a_stale_read_is_refused(store):
+    """Update, revoke and rotate each read the record, change it, write it whole: one written
+    over a change made in between would undo it (a revoke answered 200, then an update that
+    had read the key before it wrote it back active)."""
+    clock = Clock()
+    admin = TenantAdmin(store, clock)
+    admin.create_key("app1", actor="t")
+    admin.create_team("platform", actor="t")
+    stale_key, stale_team = admin.key("app1"), admin.team("platform")
+    admin.revoke_key("app1", actor="t")
+    admin.update_team("platform", actor="t", rpm=10)
+    v = store.version()
+    entry = AuditEntry(clock.now, "t", "key.update", "app1", {})
+    assert store.replace_key(replace(stale_key, limits=Limits(rpm=5)), entry, previous=stale_key) is False
+    assert store.replace_team(replace(stale_team, limits=Limits(tpm=5)), entry, previous=stale_team) is False
+    assert store.version() == v and store.all_keys()[0].revoked_at == clock.now
+    assert store.all_teams()[0].limits == Limits(rpm=10)
+
+
+class RacingStore:
+    """The store, with another admin's action run just before this admin's first write."""
+
+    def __init__(self, store, meanwhile) -> None:
+        self._store, self._meanwhile = store, meanwhile
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _first(self) -> None:
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+
+    def replace_key(self, *args, **kwargs):
+        self._first()
+        return self._store.replace_key(*args, **kwargs)
+
+    def replace_team(self, *args, **kwargs):
+        self._first()
+        return self._store.replace_team(*args, **kwargs)
+
+
+def test_an_update_racing_a_revoke_or_rotation_starts_over_from_what_it_left(store):
+    admin = TenantAdmin(store, Clock())
+    admin.create_key("app1", actor="t")
+    racing = TenantAdmin(RacingStore(store, lambda: admin.revoke_key("app1", actor="other")), Clock())
+    with pytest.raises(TenantError) as revoked:
+        racing.update_key("app1", actor="t", rpm=5)
+    assert revoked.value.code == "revoked" and admin.key("app1").status(0) == "revoked"
+
+    admin.create_key("app2", actor="t")
+    rotations = []
+    racing = TenantAdmin(
+        RacingStore(store, lambda: rotations.append(admin.rotate_key("app2", actor="other", overlap_s=60))),
+        Clock(),
+    )
+    racing.update_key("app2", actor="t", rpm=5)
+    [_, key] = store.all_keys()
+    assert key.limits.rpm == 5 and hash_key(rotations[0].plain) in dict(key.valid_hashes(Clock()()))
+
+    admin.create_team("platform", actor="t")
+    racing = TenantAdmin(RacingStore(store, lambda: admin.update_team("platform", actor="o", budget_usd=3.0)), Clock())
+    racing.update_team("platform", actor="t", rpm=7)
+    assert store.all_teams()[0].limits == Limits(rpm=7, budget_usd=3.0)
