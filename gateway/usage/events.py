@@ -42,8 +42,11 @@ EMBEDDINGS_CATEGORY = "embeddings"
 
 _MAX_LABEL = 256  # app names come from client headers: keep them bounded
 
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # inf crashed the store's histograms
 NonNegativeInt = Annotated[int, Field(ge=0)]
+# Attempts of one call, as an imported line may claim them: far above any fallback chain, and
+# within SQLite's 64-bit integers (2**63 crashed the import with a traceback).
+MAX_ATTEMPTS = 10**9
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cache_write_tokens")
 # Names become parts of storage keys: printable, no control characters.
 Name = Annotated[str, Field(min_length=1, max_length=_MAX_LABEL, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -111,7 +114,7 @@ class UsageEvent:
     ttft_ms: NonNegativeFloat | None = None
     tokens_per_second: NonNegativeFloat | None = None  # completion tokens per second
     status: Annotated[int, Field(ge=100, le=599)] = 200
-    attempts: Annotated[int, Field(ge=0)] = 1
+    attempts: Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)] = 1
     estimated: bool = False  # token counts estimated: the upstream reported none
     request_id: str | None = None  # the x-request-id (a client may send its own: not unique)
     # Fields added with ledger schema version 1 (all defaulted: older events load unchanged).
@@ -120,7 +123,7 @@ class UsageEvent:
     key: str | None = None  # the client API key's name (never the key)
     team: str | None = None  # the key's team
     call_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # shared by a call's attempts
-    attempt: Annotated[int, Field(ge=1)] = 1  # 1-based, within the call
+    attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1  # 1-based, within the call
     final: bool = True  # the row that ended the call; rankings count only these
     error: str | None = None  # bounded reason label of a failed attempt or call (`timeout`, `http_503`, ...)
     cache_write_tokens: NonNegativeInt = 0  # prompt tokens written to a prompt cache (part of prompt_tokens)
@@ -129,7 +132,10 @@ class UsageEvent:
         if self.timestamp.tzinfo is None:
             self.timestamp = self.timestamp.replace(tzinfo=UTC)
         elif self.timestamp.utcoffset():
-            self.timestamp = self.timestamp.astimezone(UTC)
+            try:
+                self.timestamp = self.timestamp.astimezone(UTC)
+            except OverflowError:  # 0001-01-01T00:00+01:00: an imported line's problem, not a crash
+                raise ValueError("timestamp falls outside the years 1-9999 once in UTC") from None
         self.author = author_of(self.model)
         self.app = clean_label(self.app)
         self.app_title = clean_label(self.app_title)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 
 from gateway.usage.aggregates import NANOS_PER_USD, SUM_CAP
@@ -236,3 +237,30 @@ async def test_sums_past_64_bits_stop_at_the_cap_and_the_ledger_goes_on(store):
     spends = {s.key: s.cost_nanos for s in await store.day_spends(date(2025, 3, 1))}
     if isinstance(store, SqliteUsageStore):  # Redis counts spend in the limiter's keys instead
         assert spends == {"victim": SUM_CAP, "other": NANOS_PER_USD // 2}
+
+
+async def test_an_import_refuses_lines_the_store_could_not_write_by_their_number(store):
+    """Values that validated but crashed the write with a traceback (ending the whole import):
+    an infinite timing (`"inf"` as a string), an attempt count past SQLite's 64-bit integers,
+    a timestamp whose zone puts it before year 1 in UTC."""
+    line = {"timestamp": "2026-01-01T00:00:00Z", "model": "a/b", "prompt_tokens": 1, "completion_tokens": 1}
+    lines = [
+        orjson.dumps({**line, "id": "ok"}),
+        orjson.dumps({**line, "id": "i1", "latency_ms": "inf"}),
+        orjson.dumps({**line, "id": "i2", "ttft_ms": "Infinity"}),
+        orjson.dumps({**line, "id": "i3", "tokens_per_second": "inf"}),
+        orjson.dumps({**line, "id": "n1", "attempts": 2**63}),
+        orjson.dumps({**line, "id": "n2", "attempt": 2**63}),
+        orjson.dumps({**line, "id": "t1", "timestamp": "0001-01-01T00:00:00+01:00"}),
+    ]
+    report = await import_lines(store, lines)
+    assert report.imported == 1 and [bad.number for bad in report.bad] == [2, 3, 4, 5, 6, 7]
+    assert [bad.reason.split(":")[0] for bad in report.bad] == [
+        "latency_ms",
+        "ttft_ms",
+        "tokens_per_second",
+        "attempts",
+        "attempt",
+        "line",
+    ]
+    assert "years 1-9999" in report.bad[-1].reason
