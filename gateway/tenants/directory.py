@@ -57,6 +57,10 @@ class KeyDirectory:
         self._on_error = on_error
         self._view = _EMPTY
         self._failing = False
+        # Whether this process has ever loaded a virtual key: from then on an empty store is
+        # a store that lost its keys (a Redis restarted without its data, flushed, or another
+        # database), which must leave the gateway closed, not open it to anyone.
+        self._had_keys = False
 
     @property
     def loaded(self) -> bool:
@@ -64,8 +68,9 @@ class KeyDirectory:
 
     @property
     def empty(self) -> bool:
-        """No virtual key at all (revoked ones count: their holders must still be refused)."""
-        return not self._view.keys
+        """No virtual key at all (revoked ones count: their holders must still be refused),
+        and none ever loaded by this process."""
+        return not self._view.keys and not self._had_keys
 
     def lookup(self, plain: str) -> Principal | str | None:
         """The principal for `plain`; or why it is refused ("revoked", "expired"); or None if unknown."""
@@ -100,6 +105,13 @@ class KeyDirectory:
             self._failing = False
         if view is None:
             return False
+        if view.keys:
+            self._had_keys = True
+        elif self._had_keys and self._view.keys:
+            log.error(
+                "the key store holds no keys any more (it was emptied or replaced): every virtual key is refused; "
+                "the gateway stays closed to requests without a key until it restarts"
+            )
         self._view = view
         return True
 

@@ -106,3 +106,19 @@ def test_a_key_that_would_be_born_expired_is_refused(tmp_path):
     assert refused.value.code == "invalid_expires" and refused.value.status == 400
     assert admin.create_key("soon", actor="t", expires_at=clock.now + 60).key.name == "soon"
     assert [k.name for k in admin.store.all_keys()] == ["soon"]
+
+
+async def test_a_store_that_loses_its_keys_leaves_the_gateway_closed(tmp_path, caplog):
+    """A Redis restarted without its data (or flushed) answers with no keys and version 0: the
+    view follows it, so every virtual key is refused, but `empty` (what opens the gateway to
+    requests without a key) stays false: losing the store must not open the gateway."""
+    admin = TenantAdmin(SqliteTenantStore(tmp_path / "keys.sqlite3"), Clock())
+    plain = admin.create_key("app", actor="t").plain
+    directory = KeyDirectory(admin.store)
+    assert await directory.refresh() and not directory.empty
+
+    directory._store = SqliteTenantStore(tmp_path / "wiped.sqlite3")
+    with caplog.at_level(logging.ERROR, logger="gateway.tenants"):
+        assert await directory.refresh()
+    assert directory.lookup(plain) is None and not directory.empty
+    assert "holds no keys any more" in caplog.text
