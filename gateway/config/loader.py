@@ -137,9 +137,67 @@ def _yaml_scalar(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+# What a policy may expand to once its aliases are followed: a real one is a few thousand
+# values, and walking it happens several times per load (lines, interpolation, validation).
+MAX_VALUES = 100_000
+MAX_DEPTH = 64  # nesting; a policy's own deepest is about 6
+
+
+def _shape_problem(text: str) -> Problem | None:
+    """Why the document's shape cannot be loaded safely, or None. YAML aliases make a file
+    a graph: one that refers to itself (`a: &a [*a]`) recursed without end, nine lines of
+    aliases to aliases expand to 10^8 values (minutes of a frozen event loop on a reload),
+    and a few thousand `[` overflowed the parser's recursion. Each was a traceback (a 500 on
+    /admin/reload); here each is a problem like any other. Walks the composed nodes once,
+    without expanding them: each node's expanded size is computed once."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except RecursionError:
+        return Problem("", None, f"values are nested too deeply (more than {MAX_DEPTH} levels)")
+    finally:
+        loader.dispose()
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}  # id(node) -> values it expands to
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return Problem("", node.start_mark.line + 1, "an alias refers to a value that contains it (a loop)")
+        if depth > MAX_DEPTH:
+            return Problem("", node.start_mark.line + 1, f"values are nested more than {MAX_DEPTH} levels deep")
+        on_path.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+    if sizes[id(root)] > MAX_VALUES:
+        return Problem("", None, f"the file expands to more than {MAX_VALUES:,} values once its aliases are followed")
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, list[str]]:
     """Validate a config text. Returns the config and warnings; raises ConfigError."""
     try:
+        shape = _shape_problem(text)
+        if shape is not None:
+            raise ConfigError(source, [shape])
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

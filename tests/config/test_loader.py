@@ -374,3 +374,40 @@ def test_a_models_entry_no_backend_serves_is_warned_about():
 def test_a_typo_in_a_top_level_section_suggests_the_section():
     problems = problems_of("backends:\n  m: {type: mock, models: {mock/a: {}}}\nroute:\n  auto: {models: [mock/a]}\n")
     assert [str(p) for p in problems] == ["route (line 3): unknown field `route`: did you mean `routes`?"]
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(7)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: &a [*a]\n", "(line 1): an alias refers to a value that contains it"),
+        ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+        ("a: " + "[" * 100 + "]" * 100 + "\n", "nested more than 64 levels"),
+        (LAUGHS, "expands to more than 100,000 values"),
+    ],
+)
+def test_a_file_whose_aliases_or_nesting_cannot_be_loaded_is_a_problem_not_a_crash(text, fragment):
+    """Each was a RecursionError traceback (a 500 on POST /admin/reload) or, for aliases that
+    expand to 10^8 values, minutes of a frozen event loop; each is now one problem, at once."""
+    [problem] = problems_of(text)
+    assert fragment in str(problem)
+
+
+def test_aliases_a_policy_uses_to_share_values_still_load():
+    config, _ = parse(
+        """
+        backends:
+          m:
+            type: mock
+            models:
+              mock/small: &prices {input_price: 1.0, output_price: 2.0}
+              mock/big: {<<: *prices, output_price: 3.0}
+        routes:
+          auto: {models: [mock/small, mock/big]}
+        """
+    )
+    assert config.backends["m"].models["mock/big"].input_price == 1.0
