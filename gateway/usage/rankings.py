@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.usage.aggregates import (
     ANSWERED,
@@ -56,6 +56,9 @@ class QueryError(ValueError):
         self.param = param
 
 
+_Query = TypeVar("_Query", "RankingQuery", "SeriesQuery")
+
+
 def today_utc() -> date:
     return datetime.now(UTC).date()
 
@@ -88,7 +91,7 @@ def ranking_query(window: str | None, end: str | date | None, limit: str | int |
     window = window or "week"
     if window not in WINDOW_DAYS:
         raise QueryError("window", f"`window` must be one of {', '.join(WINDOW_DAYS)}, got {window!r}.")
-    return RankingQuery(window, _parse_end(end), _parse_int("limit", limit, 20, MAX_LIMIT))
+    return _readable(RankingQuery(window, _parse_end(end), _parse_int("limit", limit, 20, MAX_LIMIT)))
 
 
 def series_query(
@@ -98,12 +101,29 @@ def series_query(
     if granularity not in ("day", "week"):
         raise QueryError("granularity", f"`granularity` must be day or week, got {granularity!r}.")
     default_periods = 8 if granularity == "week" else 28
-    return SeriesQuery(
-        granularity,
-        _parse_int("periods", periods, default_periods, MAX_SERIES_PERIODS),
-        _parse_end(end),
-        _parse_int("limit", limit, 10, MAX_LIMIT),
+    return _readable(
+        SeriesQuery(
+            granularity,
+            _parse_int("periods", periods, default_periods, MAX_SERIES_PERIODS),
+            _parse_end(end),
+            _parse_int("limit", limit, 10, MAX_LIMIT),
+        )
     )
+
+
+def _readable(query: _Query) -> _Query:
+    """`query`, once the days it reads are known to be dates: a QueryError naming `end` when
+    they would start before year 1 (date arithmetic overflows there). Checked here, where
+    the API and the CLI both build their queries: `gateway rankings --end 0001-01-01` was a
+    traceback."""
+    try:
+        query.spans()
+    except OverflowError:
+        raise QueryError(
+            "end",
+            f"`end` {query.end.isoformat()} is too early: the days this query reads would start before 0001-01-01.",
+        ) from None
+    return query
 
 
 def prices_of(snapshot: ConfigSnapshot) -> dict[tuple[str, str], tuple[float, float]]:

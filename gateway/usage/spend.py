@@ -12,6 +12,7 @@ the total is exactly the sum of the rows.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,13 +30,13 @@ def window_of(name: str, end: date) -> tuple[date, date]:
     """The first and last UTC day of the `name` window that holds `end`."""
     if name == "day":
         return end, end
+    # Computed without stepping past the window: the week or month holding 9999-12-31 ends
+    # there (a day after it overflowed `date`: a traceback from `gateway usage report`).
     if name == "week":
         start = end - timedelta(days=end.weekday())
-        return start, start + timedelta(days=6)
+        return start, end + timedelta(days=min(6 - end.weekday(), (date.max - end).days))
     if name == "month":
-        start = end.replace(day=1)
-        following = (start + timedelta(days=32)).replace(day=1)
-        return start, following - timedelta(days=1)
+        return end.replace(day=1), end.replace(day=calendar.monthrange(end.year, end.month)[1])
     raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {name!r}")
 
 

@@ -138,3 +138,17 @@ def test_a_continued_call_is_billed_once_by_its_final_row():
     line = spend_report([broken, final], "key", "day", date(2025, 3, 12), date(2025, 3, 12))["rows"][0]
     assert (line["key"], line["requests"], line["failed"]) == ("carol", 1, 0)
     assert (line["prompt_tokens"], line["completion_tokens"], line["cost_usd"]) == (9, 60, 0.375)
+
+
+@pytest.mark.parametrize("window", ["day", "week", "month"])
+def test_the_windows_at_the_calendars_edges_are_reports_not_tracebacks(data_dir, window):
+    """The week or month holding 9999-12-31 ended a day past what `date` holds (a traceback);
+    it ends at 9999-12-31. And `gateway rankings` at year 1 says which parameter is wrong."""
+    assert window_of("week", date(9999, 12, 31)) == (date(9999, 12, 27), date(9999, 12, 31))
+    assert window_of("month", date(9999, 12, 31)) == (date(9999, 12, 1), date(9999, 12, 31))
+    for end in ("9999-12-31", "0001-01-01"):
+        done = gateway_cli("usage", "report", "--window", window, "--end", end, "--data-dir", str(data_dir))
+        assert done.returncode == 0 and "No usage recorded in this window." in done.stdout.decode(), done.stderr
+    early = gateway_cli("rankings", "--window", window, "--end", "0001-01-01", "--data-dir", str(data_dir))
+    assert early.returncode == 2 and "`end` 0001-01-01 is too early" in early.stderr.decode()
+    assert "Traceback" not in early.stderr.decode()
