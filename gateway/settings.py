@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_DIR_NAME = "open-model-gateway"
@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     redis_url: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
+    # Bounded here so a bad value stops the start with its name: uvicorn took port 70000 as
+    # 70000 mod 65536 and announced one port while serving another.
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
     log_level: str = "info"
     # Client keys as `name:key,name2:key2`; empty means the gateway is open (no auth).
     api_keys: str = ""
@@ -157,3 +159,13 @@ class Settings(BaseSettings):
             name, sep, key = item.partition(":")
             keys[key if sep else name] = name if sep else "default"
         return keys
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """A Settings validation error as one line per variable (`GATEWAY_PORT: ...`), for the
+    CLI to print instead of pydantic's traceback."""
+    out = []
+    for error in exc.errors(include_url=False):
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        out.append(f"GATEWAY_{name}={error.get('input')!r}: {error['msg']}")
+    return out

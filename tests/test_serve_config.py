@@ -79,3 +79,32 @@ def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(monkeypatc
     config = server_config(Settings())
     assert config.proxy_headers is True
     assert config.forwarded_allow_ips == "10.0.0.1/32,10.1.0.0/16,::1/128"
+
+
+def test_serve_refuses_a_port_or_worker_count_it_cannot_use_by_the_variables_name(tmp_path):
+    """`--port 70000` served on 4464 (uvicorn wraps it) while announcing 70000; a port that is
+    not a number, and any other setting pydantic refuses, was a traceback."""
+    import subprocess
+    import sys
+
+    from tests.support.services import REPO
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    cases = [
+        (["serve", "--config", "policies/default.yaml", "--port", "70000"], {}, "GATEWAY_PORT='70000'"),
+        (["serve", "--config", "policies/default.yaml"], {"GATEWAY_PORT": "http"}, "GATEWAY_PORT='http'"),
+        (["serve", "--config", "policies/default.yaml", "--workers", "0"], {}, "GATEWAY_WORKERS='0'"),
+        (["keys", "list"], {"GATEWAY_MAX_HEADERS": "0"}, "GATEWAY_MAX_HEADERS='0'"),
+    ]
+    for args, extra, named in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, **extra},
+        )
+        assert done.returncode == 2, (args, done.stderr[-500:])
+        assert "invalid setting(s)" in done.stderr and named in done.stderr
+        assert "Traceback" not in done.stderr

@@ -26,9 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pydantic import ValidationError
+
+    from gateway.settings import settings_problems
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ValidationError as exc:
+        if exc.title != "Settings":  # not the environment's: a bug, with its traceback
+            raise
+        # A GATEWAY_* variable (or the flag that set it) the process cannot run with.
+        print(f"gateway {args.command}: invalid setting(s):", file=sys.stderr)
+        for line in settings_problems(exc):
+            print(f"  {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
