@@ -114,10 +114,11 @@ async def test_a_store_that_loses_its_keys_leaves_the_gateway_closed(tmp_path, c
     requests without a key) stays false: losing the store must not open the gateway."""
     admin = TenantAdmin(SqliteTenantStore(tmp_path / "keys.sqlite3"), Clock())
     plain = admin.create_key("app", actor="t").plain
-    directory = KeyDirectory(admin.store)
+    store = FlakyStore(admin.store)
+    directory = KeyDirectory(store)
     assert await directory.refresh() and not directory.empty
 
-    directory._store = SqliteTenantStore(tmp_path / "wiped.sqlite3")
+    store.inner = SqliteTenantStore(tmp_path / "wiped.sqlite3")  # what the next reads find
     with caplog.at_level(logging.ERROR, logger="gateway.tenants"):
         assert await directory.refresh()
     assert directory.lookup(plain) is None and not directory.empty
