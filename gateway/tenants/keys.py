@@ -270,6 +270,7 @@ def parse_when(text: str | None) -> float | None:
     return moment
 
 
+MAX_DURATION_S = 3650 * 86400.0  # ten years: an overlap longer than that is a typo
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 
@@ -278,7 +279,10 @@ def parse_duration(text: str) -> float:
     found = _DURATION.match(text.strip())
     if not found:
         raise TenantError(f"expected a duration like 30m, 24h or 7d, got {text!r}")
-    return float(found[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
+    seconds = float(found[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
+    if seconds > MAX_DURATION_S:  # 400 nines are inf: a rotated-out key valid for ever, stored as `Infinity`
+        raise TenantError(f"a duration is at most {MAX_DURATION_S // 86400:.0f} days, got {text!r}")
+    return seconds
 
 
 def _iso(t: float | None) -> str | None:

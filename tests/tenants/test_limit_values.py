@@ -10,7 +10,15 @@ import math
 import httpx
 import pytest
 
-from gateway.tenants.keys import MAX_BUDGET_USD, MAX_COUNT, Limits, TenantError, VirtualKey, check_name
+from gateway.tenants.keys import (
+    MAX_BUDGET_USD,
+    MAX_COUNT,
+    Limits,
+    TenantError,
+    VirtualKey,
+    check_name,
+    parse_duration,
+)
 from gateway.tenants.limits import NANO, to_nano
 from tests.support.policies import one_backend_policy
 from tests.tenants.support import cli
@@ -73,3 +81,12 @@ def test_the_admin_api_and_the_cli_refuse_them_with_a_400(start_gateway, upstrea
         assert made.returncode != 0 and "budget_usd" in made.stderr, made.stderr
     assert httpx.get(gw.url + "/admin/keys", headers=ADMIN).json() == {"data": []}  # nothing was made
     assert httpx.get(gw.url + "/admin/teams", headers=ADMIN).json() == {"data": []}
+
+
+@pytest.mark.parametrize("overlap", ["9" * 400 + "d", "3651d", "1e400"])
+def test_a_rotation_overlap_past_ten_years_is_refused(overlap):
+    """400 nines parse as inf: the rotated-out key stayed valid for ever (stored as the
+    non-JSON `Infinity`, listed in the audit as null)."""
+    with pytest.raises(TenantError):
+        parse_duration(overlap)
+    assert parse_duration("3650d") == 3650 * 86400
