@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     # Seconds after which a call that never settled (its replica died) frees its slot.
     limits_inflight_ttl_s: float = 600.0
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_directory(cls, value: Path) -> Path:
+        # Every store opens a file in it: a regular file there was a traceback from each command.
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:

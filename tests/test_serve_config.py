@@ -108,3 +108,22 @@ def test_serve_refuses_a_port_or_worker_count_it_cannot_use_by_the_variables_nam
         assert done.returncode == 2, (args, done.stderr[-500:])
         assert "invalid setting(s)" in done.stderr and named in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_data_dir_that_is_a_file_is_named_not_a_traceback(tmp_path):
+    """GATEWAY_DATA_DIR naming a regular file: every command died opening its store inside it
+    (serve only in its workers' startup, exit 3 after a long traceback)."""
+    import subprocess
+    import sys
+
+    from tests.support.services import REPO
+
+    afile = tmp_path / "data"
+    afile.write_text("not a directory")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(afile)}
+    for args in (["serve", "--config", "policies/default.yaml"], ["keys", "list"], ["rankings"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+        )
+        assert done.returncode == 2, (args, done.stderr[-500:])
+        assert f"{afile} is not a directory" in done.stderr and "Traceback" not in done.stderr

@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    try:  # the workers' lifespan makes it too; a data dir it cannot make is said here, not in a traceback
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(settings.data_dir, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write in {settings.data_dir}")
+    except OSError as exc:
+        print(f"GATEWAY_DATA_DIR: {exc}", file=sys.stderr)
+        return 2
     notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
     if notice:
         print(notice, file=sys.stderr)
