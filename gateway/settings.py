@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     # Seconds after which a call that never settled (its replica died) frees its slot.
     limits_inflight_ttl_s: float = 600.0
 
+    @field_validator("redis_url", "redis_events_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _a_directory(cls, value: Path) -> Path:

@@ -127,3 +127,39 @@ def test_a_data_dir_that_is_a_file_is_named_not_a_traceback(tmp_path):
         )
         assert done.returncode == 2, (args, done.stderr[-500:])
         assert f"{afile} is not a directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
+    """Redis down, a key store file that is not SQLite, a Redis URL redis-py cannot read: each
+    `gateway` command that touched the store died with a traceback (serve: in each worker's
+    startup, exit 3)."""
+    import subprocess
+    import sys
+
+    from tests.support.ports import free_port
+    from tests.support.services import REPO
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keys.sqlite3").write_bytes(b"not a database, " * 512)
+    base = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(data)}
+    down = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    cases = [
+        (["keys", "list"], down, 1, "gateway keys: the store failed: ConnectionError"),
+        (["rankings"], down, 1, "gateway rankings: the store failed: ConnectionError"),
+        (["usage", "report"], down, 1, "gateway usage: the store failed: ConnectionError"),
+        (["keys", "list"], {}, 1, "gateway keys: the store failed: DatabaseError: file is not a database"),
+        (["serve", "--config", "policies/default.yaml"], {}, 2, f"the key store in {data} cannot be opened"),
+        (["keys", "list"], {"GATEWAY_REDIS_URL": "localhost:6379"}, 2, "GATEWAY_REDIS_URL='localhost:6379'"),
+    ]
+    for args, extra, code, said in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**base, **extra},
+        )
+        assert done.returncode == code, (args, done.stderr[-500:])
+        assert said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr[-500:])

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
     from gateway.settings import Settings, legacy_store_notice
+    from gateway.tenants.store import open_tenant_store
 
     # Flags become environment so that every worker process builds the same Settings.
     for flag, env in (
@@ -82,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
             raise PermissionError(f"cannot write in {settings.data_dir}")
     except OSError as exc:
         print(f"GATEWAY_DATA_DIR: {exc}", file=sys.stderr)
+        return 2
+    try:  # the key store each worker opens first: a corrupt file said here, not in each worker's traceback
+        open_tenant_store(settings).close()
+    except sqlite3.Error as exc:
+        print(f"the key store in {settings.data_dir} cannot be opened: {exc}", file=sys.stderr)
         return 2
     notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
     if notice:
