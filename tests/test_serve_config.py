@@ -163,3 +163,21 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
         )
         assert done.returncode == code, (args, done.stderr[-500:])
         assert said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr[-500:])
+
+
+def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
+    """`gateway ... | head`: a BrokenPipeError is exit 0, not the store failure's re-raise."""
+    import argparse
+
+    import gateway.cli
+
+    def parser() -> argparse.ArgumentParser:
+        def run(args: argparse.Namespace) -> int:
+            raise BrokenPipeError
+
+        p = argparse.ArgumentParser()
+        p.set_defaults(func=run, command="explain")
+        return p
+
+    monkeypatch.setattr(gateway.cli, "build_parser", parser)
+    assert gateway.cli.main([]) == 0

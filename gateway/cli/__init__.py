@@ -41,16 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in settings_problems(exc):
             print(f"  {line}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # before the clause below, which would re-raise it
+        return 0
     except Exception as exc:
         if not _store_failure(exc):
             raise
         # The store the command works on (Redis down, a corrupt SQLite file): said in one line.
         print(f"gateway {args.command}: the store failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
 
 
 def _store_failure(exc: Exception) -> bool:
