@@ -65,17 +65,17 @@ class Settings(BaseSettings):
     # outermost first; each wraps every route, the fast ones too (gateway.api.fastpath).
     middleware: str = ""
     # Seconds between checks of the config file for edits (besides inotify events).
-    reload_poll_s: float = 2.0
+    reload_poll_s: float = Field(default=2.0, gt=0)
     # Seconds in-flight requests get to finish on SIGTERM.
-    shutdown_grace_s: float = 30.0
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
     # Usage ledger: events are written in batches of this size, or every `usage_flush_s`;
     # at most `usage_buffer_max` wait in memory while the store is unreachable.
     # Off only to measure what recording costs (`make bench`); rankings then see no new calls.
     usage_recording: bool = True
-    usage_batch_size: int = 500
-    usage_flush_s: float = 1.0
-    usage_buffer_max: int = 100_000
-    usage_shutdown_flush_s: float = 10.0
+    usage_batch_size: int = Field(default=500, ge=1)
+    usage_flush_s: float = Field(default=1.0, gt=0)
+    usage_buffer_max: int = Field(default=100_000, ge=1)
+    usage_shutdown_flush_s: float = Field(default=10.0, ge=0)
     # Apps (HTTP-Referer) with a row of their own in a day's aggregates; later ones count as `others`.
     usage_max_apps_per_day: int = Field(default=1000, ge=1)
     # Seconds a /v1/rankings answer is served from memory before a background refresh; 0: none kept.
@@ -122,13 +122,13 @@ class Settings(BaseSettings):
 
     # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
     # Seconds between checks of the key store for new, changed or revoked keys.
-    keys_refresh_s: float = 2.0
+    keys_refresh_s: float = Field(default=2.0, gt=0)
     # Failed authentications per client address per minute before they get 429s.
-    auth_failures_per_minute: int = 30
+    auth_failures_per_minute: int = Field(default=30, ge=1)
     # Addresses / networks whose X-Forwarded-For is believed (`10.0.0.1,10.1.0.0/16`).
     trusted_proxies: str = ""
     # Seconds after which a call that never settled (its replica died) frees its slot.
-    limits_inflight_ttl_s: float = 600.0
+    limits_inflight_ttl_s: float = Field(default=600.0, gt=0)
 
     @field_validator("redis_url", "redis_events_url")
     @classmethod

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from gateway.api.wire import GatewayHttpProtocol, WireLimits
 from gateway.cli.serve import server_config
 from gateway.settings import Settings
@@ -181,3 +183,27 @@ def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
 
     monkeypatch.setattr(gateway.cli, "build_parser", parser)
     assert gateway.cli.main([]) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_USAGE_BATCH_SIZE", "0"),  # serve spun at startup, never answering, nothing logged
+        ("GATEWAY_USAGE_BUFFER_MAX", "0"),  # every call logged an observer traceback
+        ("GATEWAY_USAGE_FLUSH_S", "0"),  # these three spun a core while idle
+        ("GATEWAY_KEYS_REFRESH_S", "-1"),
+        ("GATEWAY_RELOAD_POLL_S", "0"),
+        ("GATEWAY_LIMITS_INFLIGHT_TTL_S", "0"),
+        ("GATEWAY_AUTH_FAILURES_PER_MINUTE", "-1"),
+    ],
+)
+def test_intervals_and_sizes_the_gateway_cannot_run_with_are_refused(monkeypatch, name, value):
+    from pydantic import ValidationError
+
+    from gateway.settings import settings_problems
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    [problem] = settings_problems(refused.value)
+    assert problem.startswith(f"{name}='{value}': ")
