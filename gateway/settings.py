@@ -130,6 +130,19 @@ class Settings(BaseSettings):
     # Seconds after which a call that never settled (its replica died) frees its slot.
     limits_inflight_ttl_s: float = Field(default=600.0, gt=0)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_key(cls, value: str) -> str:
+        # `ops:${OPS_KEY}` with the variable unset is `ops:`: a key of "" that an empty
+        # `Authorization: Bearer ` matched, letting anyone in as `ops` (admin status included).
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, key = item.partition(":")
+            if sep and not key.strip():
+                raise ValueError(f"the entry named `{name}` has no key (name:key)")
+            if sep and not name.strip():
+                raise ValueError("an entry has a key but no name (name:key)")  # the key is not repeated
+        return value
+
     @field_validator("redis_url", "redis_events_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -181,6 +194,10 @@ def settings_problems(exc: ValidationError) -> list[str]:
     CLI to print instead of pydantic's traceback."""
     out = []
     for error in exc.errors(include_url=False):
-        name = "_".join(str(part) for part in error["loc"]).upper()
-        out.append(f"GATEWAY_{name}={error.get('input')!r}: {error['msg']}")
+        field = "_".join(str(part) for part in error["loc"])
+        shown = "" if field in _SECRET_FIELDS else f"={error.get('input')!r}"  # never a key on stderr
+        out.append(f"GATEWAY_{field.upper()}{shown}: {error['msg']}")
     return out
+
+
+_SECRET_FIELDS = frozenset({"api_keys", "admin_key", "redis_url", "redis_events_url"})  # keys, passwords
