@@ -93,7 +93,12 @@ def run_export(args: argparse.Namespace) -> int:
         return count
 
     if args.output:
-        with open(args.output, "wb") as out:
+        try:
+            out = open(args.output, "wb")  # closed by the `with` below; failing to open is the operator's error
+        except OSError as exc:
+            print(f"gateway usage export: {exc}", file=sys.stderr)
+            return 2
+        with out:
             count = asyncio.run(main(out))
     else:
         count = asyncio.run(main(sys.stdout.buffer))

@@ -152,3 +152,12 @@ def test_the_windows_at_the_calendars_edges_are_reports_not_tracebacks(data_dir,
     early = gateway_cli("rankings", "--window", window, "--end", "0001-01-01", "--data-dir", str(data_dir))
     assert early.returncode == 2 and "`end` 0001-01-01 is too early" in early.stderr.decode()
     assert "Traceback" not in early.stderr.decode()
+
+
+def test_an_export_to_a_file_that_cannot_be_written_says_so(data_dir, tmp_path):
+    done = gateway_cli(
+        "usage", "export", "--start", "2025-03-01", "--end", "2025-03-02",
+        "--output", str(tmp_path / "missing" / "march.jsonl"), "--data-dir", str(data_dir),
+    )  # fmt: skip
+    assert done.returncode == 2 and "gateway usage export: [Errno 2]" in done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
