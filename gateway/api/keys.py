@@ -23,7 +23,7 @@ from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.keys import TenantError, parse_duration, parse_when
-from gateway.tenants.store import open_tenant_store
+from gateway.tenants.store import open_tenant_store, store_failure
 from gateway.tenants.throttle import FailedAuthThrottle, parse_networks
 
 log = logging.getLogger("gateway.tenants")
@@ -141,6 +141,15 @@ async def _admin_call(request: Request, action: AdminAction, status: int = 200) 
         result = await asyncio.to_thread(action, admin, body, _actor(request))
     except TenantError as exc:
         raise GatewayError(exc.status, str(exc), code=exc.code) from None
+    except Exception as exc:
+        if not store_failure(exc):
+            raise
+        # Redis down or a locked SQLite file: the admin's retry may work, so a 503 in the
+        # API's shape (it was a bare 500 "Internal Server Error" with a traceback per call).
+        log.warning("key store failed on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        raise GatewayError(
+            503, "The key store could not be reached; retry shortly.", code="key_store_unavailable"
+        ) from None
     if state.auth.directory is not None and request.method != "GET":
         await state.auth.directory.refresh()  # this replica sees the change at once
     return _json(result, status)

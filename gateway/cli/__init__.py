@@ -46,20 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # before the clause below, which would re-raise it
         return 0
     except Exception as exc:
-        if not _store_failure(exc):
+        from gateway.tenants.store import store_failure
+
+        if not store_failure(exc):
             raise
         # The store the command works on (Redis down, a corrupt SQLite file): said in one line.
         print(f"gateway {args.command}: the store failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-
-
-def _store_failure(exc: Exception) -> bool:
-    """Whether `exc` is a store's (SQLite's or Redis's), not a bug. redis is looked up only if
-    a command imported it: an exception cannot be a redis one otherwise."""
-    import sqlite3
-
-    redis = sys.modules.get("redis.exceptions")
-    return isinstance(exc, sqlite3.Error) or (redis is not None and isinstance(exc, redis.RedisError))
 
 
 if __name__ == "__main__":

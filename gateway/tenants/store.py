@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,14 @@ class TenantStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def store_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a store's failure (SQLite's or Redis's: down, locked, corrupt) rather
+    than a bug: what callers report as the store's (503, one line) instead of a traceback.
+    redis is looked up only if something imported it: an exception cannot be one otherwise."""
+    redis = sys.modules.get("redis.exceptions")
+    return isinstance(exc, sqlite3.Error) or (redis is not None and isinstance(exc, redis.RedisError))
 
 
 def open_tenant_store(settings: Settings) -> TenantStore:

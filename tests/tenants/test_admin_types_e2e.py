@@ -60,3 +60,32 @@ def test_a_zero_limit_on_a_new_key_and_an_expiry_past_year_9999_are_refused(star
     assert (late.status_code, late.json()["error"]["code"]) == (400, "invalid_expires")
     cleared = httpx.patch(gw.url + "/admin/keys/k", json={"rpm": 0}, headers=ADMIN)  # 0 in an update: no limit
     assert cleared.status_code == 200 and cleared.json()["rpm"] is None
+
+
+def test_key_management_while_the_key_store_is_down_is_a_503_in_the_apis_shape(
+    start_gateway, upstream, tmp_path, redis_server
+):
+    """Redis gone: every /admin/keys and /admin/teams call was a bare 500 "Internal Server
+    Error" (not JSON) with a traceback in the log."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={
+            "GATEWAY_ADMIN_KEY": "sk-admin-types",
+            "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+            "GATEWAY_REDIS_URL": redis_server.url,
+        },
+    )
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "a"}, headers=ADMIN).status_code == 201
+    redis_server.stop()
+    for method, path, body in [
+        ("GET", "/admin/keys", None),
+        ("POST", "/admin/keys", {"name": "b"}),
+        ("PATCH", "/admin/keys/a", {"rpm": 5}),
+        ("POST", "/admin/keys/a/revoke", None),
+        ("GET", "/admin/teams", None),
+        ("GET", "/admin/audit", None),
+    ]:
+        answer = httpx.request(method, gw.url + path, json=body, headers=ADMIN, timeout=30)
+        assert answer.status_code == 503, (method, path, answer.text)
+        assert answer.json()["error"]["code"] == "key_store_unavailable"
+    assert "Traceback" not in gw.log()
