@@ -137,7 +137,13 @@ class ConfigHolder:
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
-            return self._failed([f"cannot read {self.path}: {exc.strerror}"])
+            problem = f"cannot read {self.path}: {exc.strerror}"
+            if problem == self._digest and not force:
+                return False  # the same unreadable file: logged and counted once, as a broken one
+            # And the file that comes back is read anew even if it is the one serving: its
+            # digest matched, so the error stayed on /admin/status after the file was restored.
+            self._digest = problem
+            return self._failed([problem])
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest and not force:
             return False

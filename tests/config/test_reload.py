@@ -226,3 +226,18 @@ async def test_the_watcher_counts_and_survives_an_unexpected_error(policy, monke
         assert len(calls) == 2
     finally:
         task.cancel()
+
+
+def test_a_file_that_went_missing_and_came_back_unchanged_clears_the_error(policy, tmp_path):
+    """Restored as it was (the usual fix: from version control), the file matched the digest
+    it had before it went missing, so it was never read again and /admin/status kept saying
+    `cannot read` for ever; while missing, every poll logged and counted a failed reload."""
+    holder = ConfigHolder(policy, last_good=tmp_path / "data" / "last-good.yaml")
+    policy.unlink()
+    assert holder.reload() is False and holder.status.failed == 1
+    assert holder.status.last_error == [f"cannot read {policy}: No such file or directory"]
+    assert holder.reload() is False and holder.status.failed == 1  # the next poll: not again
+    policy.write_text(GOOD)
+    holder.reload()
+    assert holder.status.last_error == [] and holder.status.failed == 1
+    assert holder.current.routes["auto"].models == ["mock/a"]
