@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
 from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
+from gateway.sqlite_files import connect_private
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
@@ -78,7 +79,7 @@ class SqliteResponseStore(ResponseStore):
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            db = connect_private(self.path, timeout=5.0)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)

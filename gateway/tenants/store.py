@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.sqlite_files import connect_private
 from gateway.tenants.keys import AuditEntry, Team, TenantError, VirtualKey
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class SqliteTenantStore:
         self.path = path
         # One connection used from whichever thread calls (the gateway's to_thread workers),
         # one at a time; WAL so the CLI and several gateway processes can share the file.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = connect_private(path, timeout=10.0)
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")

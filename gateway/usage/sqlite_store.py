@@ -45,6 +45,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 
+from gateway.sqlite_files import connect_private
 from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, SUM_CAP, DayApps, DayRows, IncrementBatch
 from gateway.usage.events import MAX_COST_USD, UsageEvent
 from gateway.usage.rankings import Period
@@ -360,9 +361,7 @@ class SqliteUsageStore(UsageStore):
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
         deadline = time.monotonic() + self.busy_timeout_s
         while True:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
+            conn = connect_private(self.path, timeout=self.busy_timeout_s)
             try:
                 # Switching a new file to WAL takes an exclusive lock that SQLite does not wait
                 # for (its busy handler is skipped there): two processes opening a new file at

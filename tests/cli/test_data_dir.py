@@ -185,3 +185,53 @@ def test_the_deployments_set_the_data_directory_themselves():
     container = next(c for c in pod["containers"] if any(e["name"] == "GATEWAY_DATA_DIR" for e in c.get("env", [])))
     data_dir = next(e["value"] for e in container["env"] if e["name"] == "GATEWAY_DATA_DIR")
     assert any(m["mountPath"] == data_dir for m in container["volumeMounts"])
+
+
+def test_data_files_are_private_in_a_data_directory_that_already_existed(tmp_path):
+    """The data directory is made 0700, but one the operator made (a volume, `mkdir data`)
+    keeps its mode, and SQLite made the ledger, the key store and the stored conversations
+    with the umask's 0644: readable by every local user. Each file, journals included, is
+    now 0600 whatever the directory's mode and the umask."""
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    env = environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(data), GATEWAY_USAGE_FLUSH_S="0.1")
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "--name", "app", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        umask=0o022,
+    )
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    port = free_port()
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(policy), "--port", str(port)]
+    with open(tmp_path / "gateway.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, umask=0o022)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/health", proc=proc)
+            auth = {"Authorization": f"Bearer {key}"}
+            asked = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+            assert httpx.post(url + "/v1/chat/completions", json=asked, headers=auth).status_code == 200
+            stored = {"model": "auto", "input": "hi", "store": True}
+            assert httpx.post(url + "/v1/responses", json=stored, headers=auth).status_code == 200
+            day = datetime.now(UTC).date().isoformat()
+            poll(
+                lambda: (
+                    cli("usage", "export", "--start", day, "--end", day, cwd=tmp_path, env=env).stdout.count("\n") == 2
+                ),
+                what="both calls in the ledger",
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    files = sorted(p.name for p in data.iterdir() if ".sqlite3" in p.name)
+    assert {"usage.sqlite3", "keys.sqlite3", "responses.sqlite3"} <= set(files), files
+    modes = {name: oct((data / name).stat().st_mode & 0o777) for name in files}
+    assert set(modes.values()) == {"0o600"}, modes

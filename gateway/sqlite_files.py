@@ -1,0 +1,34 @@
+"""SQLite files only their owner can read, whatever the umask and the directory's mode.
+
+The data directory is made 0700, but one that already existed (a volume, a directory the
+operator made) keeps its mode, and SQLite creates its files with the process's umask
+(usually 0644). The ledger names every key and app, the key store holds the keys' hashes and
+the response store clients' prompts and answers: each file is made 0600 before SQLite opens
+it, and SQLite gives its journals (`-wal`, `-shm`, `-journal`) the database file's mode.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+_JOURNALS = ("-wal", "-shm", "-journal")
+
+
+def connect_private(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection to `path`, made (with its journals) 0600: autocommit (transactions are
+    the caller's), usable from any one thread at a time, waiting up to `timeout` s on a lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: make sure
+    except PermissionError:
+        pass  # another user's file this process may write: its owner decides its mode
+    finally:
+        os.close(fd)
+    for suffix in _JOURNALS:  # left by an earlier run, perhaps under another umask
+        try:
+            os.chmod(path.with_name(path.name + suffix), 0o600)
+        except (FileNotFoundError, PermissionError):
+            pass
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
