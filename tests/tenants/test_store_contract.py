@@ -47,6 +47,19 @@ def _wal(path) -> bytes:
     return wal.read_bytes() if wal.exists() else b""
 
 
+def test_an_empty_models_list_lifts_the_restriction_and_none_changes_nothing(store):
+    """README: `[]` (the CLI's `--models ''`) means every model, as a key made without
+    globs; `null` in an update leaves the globs as they are."""
+    admin = TenantAdmin(store, Clock())
+    admin.create_key("app1", actor="cli:alice", limits=Limits(), models="qwen/*")
+    admin.update_key("app1", actor="cli:alice", models=None)
+    [key] = store.all_keys()
+    assert key.models == ("qwen/*",) and not key.allows("z-ai/glm-5")
+    admin.update_key("app1", actor="cli:alice", models=[])
+    [key] = store.all_keys()
+    assert key.models == () and key.allows("z-ai/glm-5")
+
+
 def test_create_list_update_revoke_with_an_audit_entry_each(store):
     clock = Clock()
     admin = TenantAdmin(store, clock)
