@@ -427,6 +427,21 @@ _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurr
 _WHO = {"key": "key {}", "team": "team {}", "route": "{} (rate_limits.routes)"}
 
 
+def _too_large(scope: Scope, limit: str, headers: dict[str, str]) -> GatewayError:
+    """A request that reserves more tokens than its scope's whole minute: no wait lets it
+    through, so no Retry-After (a client honouring one would wait and be refused again), and
+    `x-should-retry: false`, which the openai and anthropic SDKs read before retrying a 429.
+    The status and code stay OpenAI's for a request too large for a tokens-per-minute limit."""
+    return GatewayError(
+        429,
+        f"Request too large for {_WHO[scope.kind].format(f'`{scope.name}`')}: tpm ({limit}). "
+        "Shorten the prompt or lower max_tokens; retrying will not help.",
+        code="rate_limit_exceeded",
+        headers={"x-should-retry": "false", **headers},
+        metadata={"limit": "tpm", "scope": scope.kind, "name": scope.name},
+    )
+
+
 def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     scope, kind = refused.scope, refused.kind
     headers = {}
@@ -441,9 +456,11 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     elif kind == "tpm":
         assert scope.tpm is not None
         room = scope.tpm - ask.tokens
-        wait = retry_after(room, refused.previous, refused.current, clock.elapsed) if room > 0 else 2 * WINDOW_S
         limit = f"{scope.tpm} {_UNITS[kind]}, this request reserves {ask.tokens}"
         headers = {"x-ratelimit-limit-tokens": str(scope.tpm), "x-ratelimit-remaining-tokens": "0"}
+        if room < 0:
+            return _too_large(scope, limit, headers)
+        wait = retry_after(room, refused.previous, refused.current, clock.elapsed) if room > 0 else 2 * WINDOW_S
     elif kind == "max_concurrent":
         wait = 1.0
         limit = f"{scope.max_concurrent} {_UNITS[kind]}"

@@ -173,3 +173,33 @@ def test_failed_authentication_on_messages_is_throttled_in_anthropics_shape(star
             good.messages.create(model="coder", max_tokens=20, messages=HI).type == "message"
         )  # same address, never refused
     assert len(upstream.received) == 1
+
+
+def test_a_request_larger_than_the_keys_whole_tpm_is_not_retried(start_gateway, upstream, tmp_path):
+    """A call reserving more tokens than the key's tokens per minute can never pass, yet its
+    429 said Retry-After: 120, and the SDKs, honouring it, waited two minutes to be refused
+    again. It now carries no Retry-After and `x-should-retry: false`, which both SDKs read:
+    one attempt each, the upstream never asked, and the message says what to change."""
+    data = tmp_path / "data"
+    key = create_key("small", "--tpm", "100", data_dir=data)
+    gw = start_gateway(CONFIG.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    sent: list[str] = []
+    hooks = {"request": [lambda request: sent.append(request.url.path)]}
+    oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, http_client=openai.DefaultHttpxClient(event_hooks=hooks))
+    an = anthropic.Anthropic(base_url=gw.url, api_key=key, http_client=anthropic.DefaultHttpxClient(event_hooks=hooks))
+    assert oa.max_retries == an.max_retries == 2  # the SDKs' defaults: they would retry a 429
+    with pytest.raises(openai.RateLimitError) as big:
+        oa.chat.completions.create(model="coder", messages=HI, max_tokens=1000)
+    with pytest.raises(anthropic.RateLimitError) as big_message:
+        an.messages.create(model="coder", messages=HI, max_tokens=1000)
+    assert sent == ["/v1/chat/completions", "/v1/messages"]
+    for refused in (big.value, big_message.value):
+        assert "retry-after" not in refused.response.headers
+        assert refused.response.headers["x-should-retry"] == "false"
+        assert "Request too large for key `small`: tpm (100 tokens per minute" in str(refused)
+    assert upstream.received == []
+    # A call that fits is admitted as before.
+    oa.chat.completions.create(model="coder", messages=HI, max_tokens=20)
+    assert len(upstream.received) == 1
+    for c in (oa, an):
+        c.close()
