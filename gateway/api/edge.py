@@ -18,7 +18,7 @@ import orjson
 
 from gateway.api.state import AppState
 from gateway.backends.base import Backend
-from gateway.backends.errors import UpstreamError
+from gateway.backends.errors import MalformedAnswer, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
@@ -55,7 +55,8 @@ class StreamTranslator(Protocol):
     `passthrough`: the stream is already the client's format; the handler then forwards
     the bytes untouched and never calls `feed`/`finish` (no per-chunk call on the chat path).
     `broken` is the last event when the upstream stream breaks after bytes reached the
-    client, whatever `passthrough` says."""
+    client, whatever `passthrough` says. `feed` and `finish` raise `TranslationEnded` at a
+    chunk the translation cannot read."""
 
     passthrough: bool
 
@@ -64,6 +65,18 @@ class StreamTranslator(Protocol):
     def finish(self) -> bytes: ...
 
     def broken(self, error: UpstreamError) -> bytes: ...
+
+
+class TranslationEnded(MalformedAnswer):
+    """A translated stream met a chunk it cannot read (a choice or a delta that is not an
+    object): the translation has ended the client's stream with its own error event, in
+    `events` after what came before the chunk. The upstream's malformed answer, accounted as
+    the chat relay accounts one that breaks its stream; the client's stream ends with
+    `events` (nothing continued elsewhere: its error event is already written)."""
+
+    def __init__(self, events: bytes) -> None:
+        super().__init__("the upstream stream sent a chunk the translation cannot read")
+        self.events = events
 
 
 class PassThrough:

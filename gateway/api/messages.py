@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded
 from gateway.api.ingress import HeadersOnly, handle, receive_body, send_error
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
@@ -222,6 +222,8 @@ class _FromChat:
                     out.append(fast)
                     continue
             out.extend(encode_event(e) for e in stream.feed(chunk))
+            if stream.malformed:
+                raise TranslationEnded(b"".join(out))
         return b"".join(out)
 
     def resume_at(self, last_index: int, text_open: bool, delivered_bytes: int) -> None:
@@ -229,7 +231,10 @@ class _FromChat:
         self._stream.resume_at(last_index, text_open, delivered_bytes)
 
     def finish(self) -> bytes:
-        return b"".join(encode_event(e) for e in self._stream.finish())
+        out = b"".join(encode_event(e) for e in self._stream.finish())
+        if self._stream.malformed:
+            raise TranslationEnded(out)
+        return out
 
     def broken(self, error: UpstreamError) -> bytes:
         return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")

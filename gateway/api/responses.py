@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded
 from gateway.api.ingress import handle
 from gateway.api.state import AppState
 from gateway.api.stored_responses import load, owner_of, save
@@ -239,6 +239,8 @@ class TranslatedStream:
             if not payload or payload == b"[DONE]":
                 continue
             out += self._stream.feed(orjson.loads(payload))
+            if self._stream.malformed:
+                raise TranslationEnded(b"".join(map(self._stream.encode, out)))
         return b"".join(map(self._stream.encode, out))
 
     def resume_at(

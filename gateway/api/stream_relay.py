@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, StreamTranslator
+from gateway.api.edge import Ingress, IngressRequest, StreamTranslator, TranslationEnded
 from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
@@ -77,6 +77,8 @@ async def relay_stream(
             if translate is not None and prefix:
                 try:
                     prefix = translate(prefix)
+                except TranslationEnded:
+                    raise  # the upstream's malformed chunk: its events end the stream (below)
                 except Exception as exc:  # nothing sent yet: the front door answers a plain 500
                     raise OwnFault(exc) from exc
             # The upstream's answer came whole (a short answer, a fast upstream): the client's
@@ -99,6 +101,8 @@ async def relay_stream(
                             if translate is not None:
                                 try:
                                     out = translate(out)
+                                except TranslationEnded:
+                                    raise
                                 except Exception as exc:
                                     raise OwnFault(exc) from exc
                         overhead_s += time.perf_counter() - t
@@ -112,7 +116,7 @@ async def relay_stream(
                             except Exception as exc:
                                 raise OwnFault(exc) from exc
                     tail = accountant.flush()
-                except OwnFault:
+                except (OwnFault, TranslationEnded):
                     raise
                 except Exception as exc:
                     # The upstream's answer had ended (its last chunk, its usage) and only the
@@ -134,7 +138,10 @@ async def relay_stream(
                 tail += accountant.closing_events(outcome.usage)
             if translate is not None:
                 try:
-                    tail = (translate(tail) if tail else b"") + translator.finish()
+                    tail = translate(tail) if tail else b""
+                    tail += translator.finish()
+                except TranslationEnded:
+                    raise
                 except Exception as exc:
                     raise OwnFault(exc) from exc
         except asyncio.CancelledError:
@@ -161,7 +168,11 @@ async def relay_stream(
             if pending is not None:  # the events read so far, before what ends or continues them
                 await _open_stream(scope, send, out_headers, pending)
                 pending = None
-            if accountant.failed_midway:
+            if isinstance(error, TranslationEnded):
+                # The translation ended the client's stream at a chunk it cannot read, with
+                # its own error event: that is the stream's end, nothing is continued after it.
+                tail += error.events
+            elif accountant.failed_midway:
                 # The upstream's own error event reached the client already and says why the
                 # stream ends: nothing is continued after it, and no second error event follows.
                 outcome.error, last.backend_fault = "upstream_error", True
@@ -222,14 +233,22 @@ async def _end_broken_stream(
         try:
             resumed = await rescue.resume(error, _forward(send, native.feed if native is not None else translate))
         except ContinuationBroke as broke:
+            if isinstance(broke.error, TranslationEnded):
+                return broke.error.events  # the continuation's malformed chunk: its error event ends it
             error = broke.error
     if resumed is None:
         return translator.broken(error)
-    if native is not None:  # the continuation's chat chunks, as the native stream's events
-        return (native.feed(resumed) if resumed else b"") + native.finish()
-    if translate is not None:
-        return (translate(resumed) if resumed else b"") + translator.finish()
-    return resumed
+    if native is None and translate is None:
+        return resumed
+    # The continuation's chat chunks, as the native stream's events or the translation's.
+    feed, finish = (native.feed, native.finish) if native is not None else (translate, translator.finish)
+    assert feed is not None
+    out = b""
+    try:
+        out = feed(resumed) if resumed else b""
+        return out + finish()
+    except TranslationEnded as ended:  # the continuation's malformed chunk: its error event ends it
+        return out + ended.events
 
 
 async def _open_stream(scope: Scope, send: Send, headers: list[tuple[bytes, bytes]], events: bytes) -> None:

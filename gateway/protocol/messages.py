@@ -610,6 +610,21 @@ def malformed_answer(exc: Exception) -> GatewayError:
     return GatewayError(502, f"The backend's answer is not a valid chat completion ({type(exc).__name__}: {exc}).")
 
 
+class MalformedChunk(ValueError):
+    """A streamed chat chunk a stream translation cannot go on from, said in the gateway's
+    own words (its message is what the client reads: no upstream text in it)."""
+
+
+_MALFORMED_CHUNK = "The upstream sent a malformed chunk; the stream ends here."
+
+
+def malformed_chunk(exc: Exception) -> GatewayError:
+    """The error ending a translated stream at a chunk it cannot read (a choice or delta that
+    is not an object, ...). Plain words: a Python exception's name and text say nothing to the
+    client and may quote the upstream's bytes; a `MalformedChunk` says its own."""
+    return GatewayError(502, str(exc) if isinstance(exc, MalformedChunk) else _MALFORMED_CHUNK)
+
+
 def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     """The status and body of a gateway error in Anthropic's shape."""
     kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")

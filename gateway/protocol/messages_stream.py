@@ -15,11 +15,12 @@ import orjson
 from gateway.protocol.messages import (
     MALFORMED,
     HeldCalls,
+    MalformedChunk,
     _stop,
     anthropic_error,
     anthropic_error_from_chat,
     anthropic_usage,
-    malformed_answer,
+    malformed_chunk,
     message_id,
     unindexed_position,
     whole_json,
@@ -60,6 +61,7 @@ class MessageStream:
         self._usage: dict[str, int] | None = None
         self._generated_bytes = 0  # what went out, for an estimate when no usage chunk comes
         self._saw_tool_call = False
+        self.malformed = False  # ended at a chunk it could not read (the upstream's malformed answer)
 
     def resume_at(self, last_index: int, text_open: bool, delivered_bytes: int) -> None:
         """Continue a message the client already has (a native stream that broke, continued
@@ -80,8 +82,7 @@ class MessageStream:
         try:
             return events + self._feed(chunk)
         except MALFORMED as exc:
-            self._closed = True
-            return events + [anthropic_error(malformed_answer(exc))[1]]
+            return events + self._malformed(exc)
 
     def _feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if chunk.get("error") is not None:
@@ -135,9 +136,14 @@ class MessageStream:
         try:
             events += self._settle()
         except MALFORMED as exc:
-            self._closed = True
-            return events + [anthropic_error(malformed_answer(exc))[1]]
+            return events + self._malformed(exc)
         return events + self._end()
+
+    def _malformed(self, exc: Exception) -> list[dict[str, Any]]:
+        """The error event ending the stream at a chunk it cannot read; `malformed` tells the
+        relay the upstream's answer was at fault."""
+        self._closed = self.malformed = True
+        return [anthropic_error(malformed_chunk(exc))[1]]
 
     def _start(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if self._started:
@@ -243,7 +249,7 @@ class MessageStream:
             if type(whole) is not dict:
                 # Anthropic's tool input is always an object: the stream ends with an error
                 # event (the non-streamed answer is a 502 for the same arguments).
-                raise ValueError(f"the backend's tool call arguments are not a JSON object: {text[:200]!r}")
+                raise MalformedChunk("The upstream's tool call arguments are not a JSON object; the stream ends here.")
             if self._tool_withheld:  # an object after all (leading whitespace): sent whole
                 events.append(self._block_delta({"type": "input_json_delta", "partial_json": text}))
         self._open = None

@@ -17,7 +17,7 @@ from gateway.protocol.messages import (
     MALFORMED,
     HeldCalls,
     encode_event,
-    malformed_answer,
+    malformed_chunk,
     unindexed_position,
     whole_json,
 )
@@ -80,6 +80,7 @@ class ResponseStream:
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
+        self.malformed = False  # ended at a chunk it could not read (the upstream's malformed answer)
 
     @property
     def response(self) -> dict[str, Any]:
@@ -139,7 +140,8 @@ class ResponseStream:
             return events + self._feed(chunk)
         except MALFORMED as exc:
             self._sequence = sequence  # what this chunk began is never sent: keep the numbers gapless
-            return events + self.fail(malformed_answer(exc))
+            self.malformed = True  # the relay accounts the call as the upstream's malformed answer
+            return events + self.fail(malformed_chunk(exc))
 
     def _text_only(self, chunk: Any) -> str | None:
         """The text of a chunk that only continues the open message (one choice, a content

@@ -139,6 +139,8 @@ def test_a_malformed_chunk_ends_a_messages_stream_with_an_error_event():
             events = translator.feed(S.CHAT_STREAM_TEXT[0]) + translator.feed(broken) + translator.finish()
             if events[-1]["type"] == "error":
                 assert events[-1]["error"]["type"] == "api_error", (path, wrong)
+                assert "Error" not in events[-1]["error"]["message"], (path, wrong)  # no Python exception
+                assert translator.malformed, (path, wrong)  # the relay accounts it as the upstream's
                 strict(A.ErrorResponse, events[-1])
                 assert translator.feed(S.CHAT_STREAM_TEXT[1]) == []
                 ended += 1
@@ -156,6 +158,8 @@ def test_a_malformed_chunk_ends_a_responses_stream_with_response_failed():
             assert [e["sequence_number"] for e in events] == list(range(len(events))), (path, wrong)
             if events[-1]["type"] == "response.failed":
                 assert events[-1]["response"]["error"]["code"] == "server_error"
+                assert "Error" not in events[-1]["response"]["error"]["message"], (path, wrong)
+                assert translator.malformed, (path, wrong)
                 strict(ResponseStreamEvent, events[-1])
                 ended += 1
             else:

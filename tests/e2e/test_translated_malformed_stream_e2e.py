@@ -1,0 +1,74 @@
+"""A streamed chat answer that turns malformed after content, translated for a Messages or
+Responses client: a chunk whose choice is not an object, or whose `delta` is not one. The
+real gateway process, a fake upstream sending the chunk, the real `anthropic` and `openai`
+SDKs as callers.
+
+Found by a hostile-upstream pass: the translation ended the client's stream (as it should:
+its events cannot say what such a chunk meant) with an error event quoting a Python exception
+(`AttributeError: 'str' object has no attribute 'get'`), and the call was accounted as a
+success, billed and counted `ok` for the backend that sent it.
+"""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from tests.e2e.test_hostile_upstream_e2e import ENV, MESSAGES, ledger, policy
+from tests.support.scrape import scrape
+
+# Before the upstream's third event (0 is the role chunk): after content reached the client.
+MALFORMED_CHUNKS = {
+    "choice-not-object": b'data: {"choices": ["x"]}\n\n',
+    "delta-not-object": b'data: {"choices": [{"index": 0, "delta": "x"}]}\n\n',
+}
+PLAIN = "The upstream sent a malformed chunk; the stream ends here."
+
+
+def _messages_error(gw) -> str:
+    with anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30) as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            with client.messages.stream(model="auto", max_tokens=64, messages=MESSAGES) as stream:
+                for _ in stream:
+                    pass
+    return str(caught.value.body["error"]["message"])
+
+
+def _responses_error(gw, openai_client) -> str:
+    events = list(openai_client(gw).responses.create(model="auto", input="Say hello.", stream=True))
+    assert events[0].type == "response.created"
+    assert any(e.type == "response.output_text.delta" for e in events)  # content came first
+    assert events[-1].type == "response.failed"
+    return str(events[-1].response.error.message)
+
+
+@pytest.mark.parametrize("chunk", list(MALFORMED_CHUNKS.values()), ids=list(MALFORMED_CHUNKS))
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_a_malformed_chunk_after_content_ends_the_stream_as_the_upstreams_fault(
+    start_gateway, upstream, upstream_b, openai_client, api, chunk
+):
+    upstream.reset(inject_before_event={3: chunk})
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    message = _messages_error(gw) if api == "messages" else _responses_error(gw, openai_client)
+    assert message == PLAIN
+    assert "Error" not in message and "'" not in message  # no Python exception, nothing of the chunk
+    assert len(upstream.received) == 1 and upstream_b.received == []  # content had reached the client
+    [row] = ledger(gw, 1)
+    assert (row["backend"], row["status"], row["error"]) == ("a", 502, "malformed")
+    metrics = scrape(gw.url)
+    assert metrics.value("gateway_backend_attempts_total", backend="a", model="m/first", result="malformed") == 1
+    assert "AttributeError" not in gw.log()
+
+
+def test_streamed_tool_arguments_that_are_not_an_object_end_a_messages_stream_as_malformed(
+    start_gateway, upstream, upstream_b
+):
+    """Anthropic's tool input is an object: the stream ends with an error event that says so
+    in the gateway's words (the arguments are not quoted), accounted as the chunk above."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "Paris, please"}}
+    upstream.reset(tool_call=call)
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    message = _messages_error(gw)
+    assert message == "The upstream's tool call arguments are not a JSON object; the stream ends here."
+    [row] = ledger(gw, 1)
+    assert (row["backend"], row["status"], row["error"]) == ("a", 502, "malformed")
