@@ -33,6 +33,7 @@ from gateway.backends.errors import (
 )
 from gateway.backends.http1 import Http1Response
 from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.protocol.messages import MALFORMED
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
 # context-overflow check does not know.
@@ -76,7 +77,13 @@ class AnthropicResponse(UpstreamResponse):
             raise MalformedAnswer("anthropic upstream answered with a body that is not JSON") from None
         if not isinstance(message, dict):
             raise MalformedAnswer("anthropic upstream answered with a body that is not a message")
-        return orjson.dumps(to_chat_completion(message))
+        try:
+            return orjson.dumps(to_chat_completion(message))
+        except MALFORMED:
+            # A member that is not what a Message holds (content not a list of blocks, usage
+            # not an object): the backend's malformed answer, as an OpenAI-compatible
+            # backend's 200 that is not a chat completion is (the next candidate, no bill).
+            raise MalformedAnswer("anthropic upstream answered with a body that is not a message") from None
 
     def stream_started(self, idle_s: float) -> None:
         self._response.stream_started(idle_s)

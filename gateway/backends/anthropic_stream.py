@@ -14,8 +14,11 @@ from typing import Any
 import orjson
 
 from gateway.backends.anthropic_translate import openai_error, openai_usage
-from gateway.protocol.messages import FINISH_REASONS
+from gateway.backends.errors import MalformedAnswer
+from gateway.protocol.messages import FINISH_REASONS, MALFORMED
 from gateway.protocol.sse import EventCutter, data_of
+
+_NOT_MESSAGES_EVENTS = "anthropic upstream stream sent an event that is not a Messages event"
 
 
 class StreamTranslator:
@@ -38,14 +41,22 @@ class StreamTranslator:
         self._events = EventCutter()
 
     def feed(self, data: bytes) -> bytes:
+        """Raises `MalformedAnswer` for an event whose members are not what its type holds
+        (a `delta` or `content_block` that is not an object): the backend's malformed stream."""
         complete = self._events.complete(data)
-        out = [self._translate(event) for event in complete.split(b"\n\n") if event]
+        try:
+            out = [self._translate(event) for event in complete.split(b"\n\n") if event]
+        except MALFORMED:
+            raise MalformedAnswer(_NOT_MESSAGES_EVENTS) from None
         return b"".join(out)
 
     def finish(self) -> bytes:
         """At the end of the upstream stream: translate a last unterminated event, close properly."""
         tail = self._events.rest()
-        out = self._translate(tail) if tail.strip() else b""
+        try:
+            out = self._translate(tail) if tail.strip() else b""
+        except MALFORMED:
+            raise MalformedAnswer(_NOT_MESSAGES_EVENTS) from None
         if self.finished and not self.done:
             out += self._close()  # message_delta arrived but message_stop did not: still end cleanly
         return out

@@ -139,6 +139,25 @@ async def test_non_json_answer_is_a_protocol_failure(wire, claude):
     assert isinstance(caught.value, MalformedAnswer) and caught.value.reason == "malformed"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"content": "hi"},
+        {**MESSAGE, "content": ["hi"]},
+        {**MESSAGE, "usage": "x"},
+    ],
+    ids=["content-not-blocks", "block-not-object", "usage-not-object"],
+)
+async def test_a_body_that_is_not_a_message_is_a_malformed_answer(wire, claude, body):
+    """As an OpenAI-compatible backend's 200 that is not a chat completion: `malformed`,
+    not a Python exception the fallback loop could only call `protocol`."""
+    wire.respond(json=body)
+    response = await claude().send(request_for(PAYLOAD))
+    with pytest.raises(UpstreamError) as caught:
+        await response.aread()
+    assert isinstance(caught.value, MalformedAnswer) and caught.value.reason == "malformed"
+
+
 def anthropic_error(kind: str, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_1"}
 

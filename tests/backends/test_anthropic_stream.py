@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.backends.anthropic_stream import StreamTranslator
+from gateway.backends.errors import MalformedAnswer
 from tests.backends.anthropic_samples import anthropic_stream, chunks_of, sse
 
 
@@ -89,3 +91,23 @@ def test_stream_cut_before_any_finish_is_not_dressed_up_as_complete():
 def test_unknown_events_and_junk_are_ignored():
     junk = b': comment\n\nevent: future_event\ndata: {"type":"future_event"}\n\ndata: not json\n\n'
     assert StreamTranslator(include_usage=True).feed(junk) == b""
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": "x"}),
+        sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": ["text"]}),
+        sse("message_start", {"type": "message_start", "message": {"usage": "x"}}),
+    ],
+    ids=["delta", "content-block", "usage"],
+)
+def test_an_event_whose_members_are_not_objects_is_a_malformed_answer(event):
+    """The backend's malformed stream (`malformed`: before content the next candidate is
+    asked), not a Python exception the fallback loop can only call `protocol`."""
+    with pytest.raises(MalformedAnswer):
+        StreamTranslator(include_usage=True).feed(event)
+    translator = StreamTranslator(include_usage=True)
+    translator.feed(event[:-2])  # unterminated: read at the end
+    with pytest.raises(MalformedAnswer):
+        translator.finish()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 
 import openai
+import orjson
 import pytest
+
+from tests.e2e.test_hostile_upstream_e2e import ledger
+from tests.support.scrape import scrape
 
 KEY = "sk-ant-test-key-123456"
 
@@ -203,3 +207,44 @@ def test_request_anthropic_cannot_express_is_a_400_naming_the_field(gw_claude_on
         )
     assert "input_audio" in caught.value.message
     assert claude.received == []
+
+
+# 200 answers that are not a Message: its content not a list of blocks, a block that is not
+# an object, its usage not an object.
+NOT_A_MESSAGE = {
+    "content-not-blocks": {"content": "hi"},
+    "block-not-object": {"type": "message", "content": ["hi"], "stop_reason": "end_turn"},
+    "usage-not-object": {
+        "type": "message",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "usage": "x",
+    },
+}
+
+
+@pytest.mark.parametrize("body", list(NOT_A_MESSAGE.values()), ids=list(NOT_A_MESSAGE))
+def test_a_malformed_answer_falls_back_unbilled_as_malformed(start_gateway, claude, upstream, openai_client, body):
+    """As an OpenAI-compatible backend's malformed 200: the next candidate answers, the
+    attempt is `malformed` (not `protocol`) in the ledger and metrics, and nothing of it is billed."""
+    config = CONFIG.format(anthropic_url=claude.base_url, key=KEY, openai_url=upstream.base_url)
+    gw = start_gateway(config, env={"GATEWAY_USAGE_FLUSH_S": "0.05"})
+    claude.reset(raw_body=orjson.dumps(body))
+    raw = openai_client(gw).chat.completions.with_raw_response.create(**ask())
+    assert raw.headers["x-gateway-backend"] == "spare"
+    assert raw.parse().choices[0].message.content == "Hello from the fake upstream."
+    assert len(claude.received) == 1 and len(upstream.received) == 1
+    [row] = ledger(gw, 1, failed=(("claude", "malformed"),))
+    assert (row["backend"], row["status"], row["prompt_tokens"]) == ("spare", 200, 11)
+    metrics = scrape(gw.url)
+    labels = {"backend": "claude", "model": "anthropic/claude-sonnet-4.5"}
+    assert metrics.value("gateway_backend_attempts_total", **labels, result="malformed") == 1
+
+
+def test_only_a_malformed_answer_is_a_502_saying_so(gw_claude_only, claude, openai_client):
+    claude.reset(raw_body=orjson.dumps(NOT_A_MESSAGE["content-not-blocks"]))
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_client(gw_claude_only).chat.completions.create(**ask())
+    assert caught.value.status_code == 502
+    assert caught.value.body["code"] == "upstream_malformed_response"
+    assert "(malformed)" in caught.value.body["message"] and "Error" not in caught.value.body["message"]

@@ -59,6 +59,7 @@ class AnthropicBehaviour:
     break_after_events: int | None = None  # drop the connection after N stream events
     text_pieces: list[str] | None = None  # the text block's deltas when streamed (default: word by word)
     headers: dict[str, str] = field(default_factory=dict)
+    raw_body: bytes | None = None  # a 200 non-streamed answer of exactly these bytes (a body that is not a Message)
 
 
 class FakeAnthropic:
@@ -121,6 +122,8 @@ class FakeAnthropic:
             "usage": self._usage(b.output_tokens),
         }
         if not body.get("stream"):
+            if b.raw_body is not None:
+                return Response(b.raw_body, media_type="application/json", headers=b.headers)
             return _json(message, headers=b.headers)
         return StreamingResponse(self._stream(message), media_type="text/event-stream", headers=b.headers)
 
