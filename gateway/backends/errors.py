@@ -80,9 +80,12 @@ class StreamBroken(UpstreamProtocolError):
 
 class MalformedAnswer(UpstreamError):
     """A 2xx answer that is not the wire format (a failure of the backend). Its message is the
-    gateway's own words: upstream bytes are not quoted."""
+    gateway's own words: upstream bytes are not quoted. `expected` names the answer the call
+    asked for, as the client's 502 says it (the fallback loop sets it from the call's format:
+    a Messages call passed through expects a `message`, not a chat completion)."""
 
     reason = "malformed"
+    expected = "a valid chat completion"
 
 
 class ResponseTooLarge(UpstreamError):

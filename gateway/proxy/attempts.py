@@ -371,6 +371,8 @@ class _Call:
             slot.release()
             error = _as_upstream_error(exc, offer)
             error = _misconfigured(error, offer, self.redactor, self.snapshot) or error
+            if isinstance(error, MalformedAnswer):
+                error.expected = call.format.expected  # what the client's 502 says was expected
             elapsed = time.perf_counter() - started
             attempt = Attempt.failed(offer, error, elapsed)
             outcome.attempts.append(attempt)
@@ -632,7 +634,7 @@ def client_error(
     if isinstance(error, MalformedAnswer):
         return GatewayError(
             502,
-            f"The upstream answered with output that is not a valid chat completion (tried: {tried}).",
+            f"The upstream answered with output that is not {error.expected} (tried: {tried}).",
             code="upstream_malformed_response",
         )
     status = error.status or 502

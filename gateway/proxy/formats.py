@@ -60,6 +60,8 @@ class AnswerFormat(abc.ABC):
     """How answers of one wire format are checked and accounted."""
 
     name: str = ""
+    # What an answer of this format is, as a 502 for a malformed one names it (`MalformedAnswer.expected`).
+    expected: str = "a valid chat completion"
 
     @abc.abstractmethod
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:

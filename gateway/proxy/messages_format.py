@@ -277,6 +277,7 @@ class MessagesAccountant:
 
 class MessagesFormat(AnswerFormat):
     name = "messages"
+    expected = "a Messages `message` object"
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         answer = json_object(offer, body)

@@ -29,6 +29,7 @@ from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
 
 class EmbeddingsFormat(AnswerFormat):
     name = "embeddings"
+    expected = "an embeddings list"
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         answer = json_object(offer, body)
@@ -57,6 +58,7 @@ def embeddings_usage(usage: Any) -> Usage | None:
 
 class CompletionsFormat(AnswerFormat):
     name = "completions"
+    expected = "a valid text completion"
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         answer = json_object(offer, body)

@@ -408,6 +408,7 @@ class ResponsesFormat(AnswerFormat):
     usage is read from its end when that is plainly enough (`unparsed_usage`)."""
 
     name = "responses"
+    expected = "a Responses `response` object"
 
     def __init__(self, kept: bool = True) -> None:
         self.kept = kept

@@ -114,3 +114,29 @@ def test_every_answer_names_its_request_as_anthropic_does(gw, client, upstream):
 def test_openai_shaped_answers_keep_x_request_id_alone(gw, openai_client):
     raw = openai_client(gw).chat.completions.with_raw_response.create(model="open", messages=HELLO)
     assert raw.headers["x-request-id"] and "request-id" not in raw.headers
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'{"id": "msg_1", "role": "assistant"}'], ids=["not-object", "not-message"]
+)
+def test_a_native_answer_that_is_not_a_message_is_a_502_that_names_a_message(gw, client, claude, body):
+    """Passed through natively, a Messages `message` object was expected, not a chat
+    completion: the 502 says what the answer should have been."""
+    claude.reset(raw_body=body)
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model="claude", max_tokens=100, messages=HELLO)
+    assert caught.value.status_code == 502
+    message = caught.value.body["error"]["message"]
+    assert message.startswith("The upstream answered with output that is not a Messages `message` object"), message
+    assert "chat completion" not in message
+
+
+def test_a_translated_answer_that_is_not_one_still_names_a_chat_completion(gw, claude, openai_client):
+    """The same backend asked in chat (translated by its adapter): a chat completion was expected."""
+    claude.reset(raw_body=b"[1, 2]")
+    with pytest.raises(openai.APIStatusError) as chat:
+        openai_client(gw).chat.completions.create(model="claude", messages=HELLO)
+    assert chat.value.body["code"] == "upstream_malformed_response"
+    assert chat.value.body["message"].startswith(
+        "The upstream answered with output that is not a valid chat completion"
+    )
