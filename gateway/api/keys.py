@@ -22,7 +22,7 @@ from gateway.protocol.errors import GatewayError
 from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
-from gateway.tenants.keys import TenantError, parse_duration, parse_when
+from gateway.tenants.keys import TenantError, parse_overlap, parse_when
 from gateway.tenants.store import open_tenant_store, store_failure
 from gateway.tenants.throttle import FailedAuthThrottle, parse_networks
 
@@ -140,7 +140,7 @@ async def _admin_call(request: Request, action: AdminAction, status: int = 200) 
         body = await _body(request) if request.method in ("POST", "PATCH") else {}
         result = await asyncio.to_thread(action, admin, body, _actor(request))
     except TenantError as exc:
-        raise GatewayError(exc.status, str(exc), code=exc.code) from None
+        raise GatewayError(exc.status, str(exc), code=exc.code, param=exc.param) from None
     except Exception as exc:
         if not store_failure(exc):
             raise
@@ -211,7 +211,7 @@ async def rotate_key(request: Request) -> Response:
 
     def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
         _check_fields(body, {"overlap"})
-        overlap = parse_duration(str(body.get("overlap", "0")))
+        overlap = parse_overlap(str(body.get("overlap", "0")))
         return admin.rotate_key(name, actor=actor, overlap_s=overlap).public()
 
     return await _admin_call(request, act)

@@ -370,7 +370,7 @@ PATHS: dict[str, Any] = {
         "parameters": _name_parameter(),
         **_admin(
             "post",
-            "Issue a new key; the old one stays valid for `overlap`",
+            "Issue a new key; the one it replaces stays valid for `overlap` (at most 30d), any older one ends now",
             {"type": "object", "properties": {"overlap": {"type": "string"}}},
             ok="201",
         ),

@@ -44,9 +44,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r = ks.add_parser("revoke", help="revoke a key (every replica refuses it within seconds)")
     r.add_argument("name")
     r.set_defaults(func=run_key_revoke)
-    ro = ks.add_parser("rotate", help="issue a new key; the old one stays valid for --overlap")
+    ro = ks.add_parser(
+        "rotate", help="issue a new key; the one it replaces stays valid for --overlap, any older one ends now"
+    )
     ro.add_argument("name")
-    ro.add_argument("--overlap", default="0", help="how long the old key keeps working: 0 (default), 30m, 24h, 7d")
+    ro.add_argument(
+        "--overlap", default="0", help="how long the replaced key keeps working: 0 (default), 30m, 24h, 7d; at most 30d"
+    )
     ro.set_defaults(func=run_key_rotate)
     a = ks.add_parser("audit", help="the admin actions on keys and teams, newest last")
     a.add_argument("--limit", type=int, default=100)
@@ -199,12 +203,15 @@ def run_key_revoke(args: argparse.Namespace) -> int:
 
 
 def run_key_rotate(args: argparse.Namespace) -> int:
-    from gateway.tenants.keys import parse_duration
+    from gateway.tenants.keys import parse_overlap
 
     def act(admin: TenantAdmin, args: argparse.Namespace) -> Shown:
-        issued = admin.rotate_key(args.name, actor=_actor(), overlap_s=parse_duration(args.overlap))
+        issued = admin.rotate_key(args.name, actor=_actor(), overlap_s=parse_overlap(args.overlap))
         if not args.json:
-            print(f"new key: {issued.plain}\n(shown once; the old key works for {args.overlap} more)\n")
+            print(
+                f"new key: {issued.plain}\n(shown once; the key it replaces works for {args.overlap} more,"
+                " any older one no longer)\n"
+            )
             return issued.key.public()
         return issued.public()
 

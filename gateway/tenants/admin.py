@@ -19,6 +19,7 @@ from gateway.tenants.keys import (
     TenantError,
     VirtualKey,
     check_name,
+    check_overlap,
     issue,
     parse_models,
     rotated,
@@ -148,16 +149,17 @@ class TenantAdmin:
         return self._swap_key(name, change)[0]
 
     def rotate_key(self, name: str, *, actor: str, overlap_s: float = 0.0) -> Issued:
-        if overlap_s < 0:
-            raise TenantError("`overlap` must not be negative")
+        check_overlap(overlap_s)
         plains: list[str] = []
 
         def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
             if key.revoked_at is not None:
                 raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
-            plain, new = rotated(key, now, overlap_s)
+            plain, new, ended = rotated(key, now, overlap_s)
             plains.append(plain)
-            detail = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}
+            detail: dict[str, Any] = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}
+            if ended:  # older secrets whose own overlap this rotation cut short
+                detail["ended_prefixes"] = [c.prefix for c in ended]
             return new, self._entry(now, actor, "key.rotate", name, detail)
 
         return Issued(self._swap_key(name, change)[0], plains[-1])

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.protocol.errors import echoed
+
 KEY_PREFIX = "sk-gw-"
 SHOWN_PREFIX_CHARS = 12  # "sk-gw-" and six random characters: enough to tell keys apart
 Period = Literal["day", "month"]
@@ -26,15 +28,22 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")  # matched whole (fullma
 # budget in nano-dollars in 64 bits; Redis scripts count in doubles).
 MAX_COUNT = 10**12
 MAX_BUDGET_USD = 1e9
+# The longest a rotated-out key keeps working: long enough to roll a new key out everywhere,
+# short enough that a forgotten old one does not live on (`99999999d` was accepted).
+MAX_OVERLAP_S = 30 * 86400.0
 
 
 class TenantError(ValueError):
-    """A bad admin request (unknown name, duplicate, invalid value): shown to the admin as is."""
+    """A bad admin request (unknown name, duplicate, invalid value): shown to the admin as is.
+    `param`: the field at fault, when one is (the admin API's error names it)."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_request") -> None:
+    def __init__(
+        self, message: str, status: int = 400, code: str = "invalid_request", param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.param = param
 
 
 def new_plain_key() -> str:
@@ -224,16 +233,20 @@ def issue(now: float) -> tuple[str, Credential]:
     return plain, Credential(hash_key(plain), plain[:SHOWN_PREFIX_CHARS], now)
 
 
-def rotated(key: VirtualKey, now: float, overlap_s: float) -> tuple[str, VirtualKey]:
-    """A new secret for `key`; the old ones stay valid for `overlap_s` more (0: not at all)."""
+def rotated(key: VirtualKey, now: float, overlap_s: float) -> tuple[str, VirtualKey, tuple[Credential, ...]]:
+    """A new secret for `key`, and the older secrets this rotation ends before their time.
+
+    The secret it replaces (the newest) stays valid for `overlap_s` more (0: not at all; an
+    end it already had sooner is kept). Older ones, still in the overlap of an earlier
+    rotation, end now and are dropped: at most two secrets of a key work at once, the new one
+    and the one it replaced, however many rotations follow each other."""
     plain, credential = issue(now)
+    *older, current = key.credentials
     until = now + overlap_s
-    old = tuple(
-        c if c.valid_until is not None and c.valid_until <= until else replace(c, valid_until=until)
-        for c in key.credentials
-        if c.valid_until is None or c.valid_until > now
-    )
-    return plain, replace(key, credentials=(*old, credential))
+    if current.valid_until is None or current.valid_until > until:
+        current = replace(current, valid_until=until)
+    ended = tuple(c for c in older if c.valid_until is None or c.valid_until > now)
+    return plain, replace(key, credentials=(current, credential)), ended
 
 
 def parse_models(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -270,19 +283,29 @@ def parse_when(text: str | None) -> float | None:
     return moment
 
 
-MAX_DURATION_S = 3650 * 86400.0  # ten years: an overlap longer than that is a typo
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `30m`, `24h`, `7d` -> seconds."""
+def parse_overlap(text: str) -> float:
+    """A rotation's overlap as the CLI and the admin API take it, `0`, `90s`, `30m`, `24h`,
+    `7d`, in seconds: at most `MAX_OVERLAP_S` (30d)."""
     found = _DURATION.match(text.strip())
     if not found:
-        raise TenantError(f"expected a duration like 30m, 24h or 7d, got {text!r}")
+        raise _overlap_error(f"a duration like 30m, 24h or 7d (at most 30d), got {echoed(text)!r}")
     seconds = float(found[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
-    if seconds > MAX_DURATION_S:  # 400 nines are inf: a rotated-out key valid for ever, stored as `Infinity`
-        raise TenantError(f"a duration is at most {MAX_DURATION_S // 86400:.0f} days, got {text!r}")
+    if not seconds <= MAX_OVERLAP_S:
+        raise _overlap_error(f"at most 30d, got {echoed(text.strip())!r}")
     return seconds
+
+
+def check_overlap(seconds: float) -> None:
+    """A rotation's overlap in seconds: from 0 to `MAX_OVERLAP_S` (NaN is neither)."""
+    if not 0 <= seconds <= MAX_OVERLAP_S:
+        raise _overlap_error(f"from 0 to 30d ({MAX_OVERLAP_S:.0f} seconds), got {seconds!r} seconds")
+
+
+def _overlap_error(what: str) -> TenantError:
+    return TenantError(f"`overlap` must be {what}.", code="invalid_overlap", param="overlap")
 
 
 def _iso(t: float | None) -> str | None:

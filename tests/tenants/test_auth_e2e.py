@@ -312,3 +312,37 @@ def test_a_virtual_key_may_not_share_a_static_keys_name(start_gateway, upstream,
     )
     assert by_cli.returncode == 1 and "static key's name" in by_cli.stderr
     assert httpx.post(gw.url + "/admin/keys", json={"name": "bobby"}, headers=bearer("sk-admin")).status_code == 201
+
+
+def test_rotations_leave_at_most_two_keys_and_an_overlap_past_30_days_is_refused(start_gateway, upstream, tmp_path):
+    """A rotation's overlap keeps the key it replaces working, not every key before it: four
+    rotations with long overlaps left five live secrets, and nothing bounded how many (or how
+    long: `99999999d`). Now at most the new key and the one it replaced work, for 30 days at most."""
+    data = tmp_path / "data"
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={**FAST_REFRESH, "GATEWAY_DATA_DIR": str(data), "GATEWAY_ADMIN_KEY": "sk-admin"},
+    )
+    made = httpx.post(gw.url + "/admin/keys", json={"name": "app"}, headers=bearer("sk-admin"))
+    assert made.status_code == 201, made.text
+    keys = [made.json()["key"]]
+    for _ in range(4):
+        rotated = httpx.post(gw.url + "/admin/keys/app/rotate", json={"overlap": "30d"}, headers=bearer("sk-admin"))
+        assert rotated.status_code == 200, rotated.text
+        keys.append(rotated.json()["key"])
+        assert rotated.json()["prefixes"] == [k[:12] for k in keys[-2:]]
+        assert [chat(gw, k).status_code for k in keys] == [401] * (len(keys) - 2) + [200, 200]
+    audit = httpx.get(gw.url + "/admin/audit", headers=bearer("sk-admin")).json()["data"]
+    assert audit[-1]["detail"]["ended_prefixes"] == [keys[-3][:12]]  # whose overlap the rotation cut short
+
+    for overlap, wording in [("99999999d", "at most 30d"), ("31d", "at most 30d"), ("soon", "a duration")]:
+        refused = httpx.post(gw.url + "/admin/keys/app/rotate", json={"overlap": overlap}, headers=bearer("sk-admin"))
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "overlap", "invalid_overlap")
+        assert error["message"].startswith("`overlap` must be") and wording in error["message"], error["message"]
+    assert [chat(gw, k).status_code for k in keys[-2:]] == [200, 200]  # nothing changed
+    assert len(httpx.get(gw.url + "/admin/audit", headers=bearer("sk-admin")).json()["data"]) == len(audit)
+
+    refused = cli("keys", "rotate", "app", "--overlap", "99999999d", data_dir=data)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: `overlap` must be"), refused.stderr

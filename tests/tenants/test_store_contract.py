@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from gateway.tenants.admin import TenantAdmin
-from gateway.tenants.keys import AuditEntry, Limits, TenantError, hash_key
+from gateway.tenants.keys import MAX_OVERLAP_S, AuditEntry, Limits, TenantError, hash_key
 from gateway.tenants.store import RedisTenantStore, SqliteTenantStore
 
 
@@ -208,3 +208,30 @@ def test_an_update_racing_a_revoke_or_rotation_starts_over_from_what_it_left(sto
     racing = TenantAdmin(RacingStore(store, lambda: admin.update_team("platform", actor="o", budget_usd=3.0)), Clock())
     racing.update_team("platform", actor="t", rpm=7)
     assert store.all_teams()[0].limits == Limits(rpm=7, budget_usd=3.0)
+
+
+def test_a_rotation_ends_the_overlap_of_keys_older_than_the_one_it_replaces(store):
+    clock = Clock()
+    admin = TenantAdmin(store, clock)
+    plains = [admin.create_key("app1", actor="t").plain]
+    for _ in range(4):
+        clock.now += 60
+        plains.append(admin.rotate_key("app1", actor="t", overlap_s=MAX_OVERLAP_S).plain)
+        [key] = store.all_keys()
+        valid = dict(key.valid_hashes(clock.now))
+        assert valid == {hash_key(plains[-2]): clock.now + MAX_OVERLAP_S, hash_key(plains[-1]): None}
+        assert len(key.credentials) == 2  # nothing ended is kept either
+    # A shorter overlap than the replaced key already has shortens it; it never lengthens one.
+    admin.rotate_key("app1", actor="t", overlap_s=60)
+    assert dict(store.all_keys()[0].valid_hashes(clock.now))[hash_key(plains[-1])] == clock.now + 60
+
+
+@pytest.mark.parametrize("overlap_s", [MAX_OVERLAP_S + 1, -1, float("inf"), float("nan")])
+def test_an_overlap_outside_0_to_30_days_is_refused(store, overlap_s):
+    admin = TenantAdmin(store, Clock())
+    admin.create_key("app1", actor="t")
+    before = store.all_keys()
+    with pytest.raises(TenantError) as refused:
+        admin.rotate_key("app1", actor="t", overlap_s=overlap_s)
+    assert (refused.value.status, refused.value.code, refused.value.param) == (400, "invalid_overlap", "overlap")
+    assert store.all_keys() == before and len(store.audit()) == 1
