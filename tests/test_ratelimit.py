@@ -220,22 +220,17 @@ async def test_local_spend_of_past_days_is_forgotten_not_kept_forever():
     assert counters.spent("key:k0", last)[0] == 5  # today's spend is still there
 
 
-def test_local_spend_of_many_keys_today_is_not_swept_again_on_every_new_key(monkeypatch):
+def test_local_spend_of_many_keys_today_is_not_swept_again_on_every_new_key():
     """Past 1,000 (scope, period) totals, every new key's first spend rebuilt the whole table
     to forget past periods, forgetting nothing when all were today's: 3,000 keys cost 5,000
     rebuilds of a table of thousands. The bound now grows with what is current, so a sweep
     runs again only once the table has doubled."""
     counters = LocalCounters()
-    sweeps = []
-    forget = LocalCounters._forget_old_periods
-    monkeypatch.setattr(
-        LocalCounters, "_forget_old_periods", lambda self, clock: (sweeps.append(1), forget(self, clock))
-    )
     clock = Clock.at(T0)
     for k in range(3000):
         counters.settle((Scope("key", f"k{k}", track_spend=True),), Ask(f"t{k}", 0, 0, T0 + 600), 0, 0, 5, clock)
     assert counters.spend_periods == 6000  # a day and a month total per key, all current
-    assert len(sweeps) == 3  # at 1,000 totals, then 2,000, then 4,000
+    assert counters.spend_sweeps == 3  # at 1,000 totals, then 2,000, then 4,000
     assert all(counters.spent(f"key:k{k}", clock) == (5, 5) for k in (0, 1500, 2999))
     # Past periods still go: the next day's spend sweeps yesterday's 3,000 day totals.
     tomorrow = Clock.at(T0 + 86_400)

@@ -149,6 +149,7 @@ class LocalCounters:
         self._spent: dict[str, int] = {}  # "scope:period" -> nano
         self._swept: dict[str, float] = {}  # scope -> when its tickets were last swept
         self._spend_bound = 1000  # totals past which past periods are swept (`_forget_old_periods`)
+        self.spend_sweeps = 0  # how many times they were: each a rebuild of the spend table
 
     @property
     def spend_periods(self) -> int:
@@ -235,6 +236,7 @@ class LocalCounters:
         The next sweep waits until the table has doubled: with thousands of keys spending
         today a sweep forgets nothing, and one on every new key's first spend was a rebuild
         of the whole table each time."""
+        self.spend_sweeps += 1
         current = (f":{clock.day}", f":{clock.month}")
         self._spent = {k: v for k, v in self._spent.items() if k.endswith(current)}
         self._spend_bound = max(4 * len(self._tickets) + 1000, 2 * len(self._spent))
