@@ -372,7 +372,6 @@ PATHS: dict[str, Any] = {
             "post",
             "Issue a new key; the one it replaces stays valid for `overlap` (at most 30d), any older one ends now",
             {"type": "object", "properties": {"overlap": {"type": "string"}}},
-            ok="201",
         ),
     },
     "/admin/teams": {

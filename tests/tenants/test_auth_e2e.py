@@ -179,6 +179,16 @@ def test_key_management_over_http_needs_the_admin_key(start_gateway, upstream, t
     assert chat(gw, rotated.json()["key"]).status_code == 401
     team = httpx.post(gw.url + "/admin/teams", json={"name": "ops", "rpm": 3}, headers=bearer("sk-admin"))
     assert team.status_code == 201 and team.json()["rpm"] == 3
+    # Each success status as the served OpenAPI document says (it said 201 for a rotation).
+    paths = httpx.get(gw.url + "/openapi.json").json()["paths"]
+    for answer, path, method in (
+        (made, "/admin/keys", "post"),
+        (patched, "/admin/keys/{name}", "patch"),
+        (rotated, "/admin/keys/{name}/rotate", "post"),
+        (revoked, "/admin/keys/{name}/revoke", "post"),
+        (team, "/admin/teams", "post"),
+    ):
+        assert str(answer.status_code) in paths[path][method]["responses"], (path, answer.status_code)
     team = httpx.patch(gw.url + "/admin/teams/ops", json={"budget_usd": 2.5}, headers=bearer("sk-admin"))
     assert (team.json()["rpm"], team.json()["budget_usd"], team.json()["budget_period"]) == (3, 2.5, "month")
     assert httpx.get(gw.url + "/admin/teams", headers=bearer(tenant)).status_code == 401
