@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import pytest
 
 from gateway.api.wire import GatewayHttpProtocol, WireLimits
 from gateway.cli.serve import server_config
 from gateway.settings import Settings
+from tests.support.services import REPO
+
+
+def gateway_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m gateway ARGS` from the checkout, with exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_defaults(monkeypatch):
@@ -50,20 +60,11 @@ def test_the_config_pickles_for_worker_processes():
 
 
 def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.support.services import REPO
-
     path = tmp_path / "policy.yaml"
     path.write_bytes(b"backends: {}\n# caf\xe9\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    done = gateway_cli(
+        ["serve", "--config", str(path), "--port", "1"],
+        {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"{path}: not UTF-8 text (byte 0xe9 at offset 18)"
@@ -86,11 +87,6 @@ def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(monkeypatc
 def test_serve_refuses_a_port_or_worker_count_it_cannot_use_by_the_variables_name(tmp_path):
     """`--port 70000` served on 4464 (uvicorn wraps it) while announcing 70000; a port that is
     not a number, and any other setting pydantic refuses, was a traceback."""
-    import subprocess
-    import sys
-
-    from tests.support.services import REPO
-
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
     cases = [
         (["serve", "--config", "policies/default.yaml", "--port", "70000"], {}, "GATEWAY_PORT='70000'"),
@@ -99,14 +95,7 @@ def test_serve_refuses_a_port_or_worker_count_it_cannot_use_by_the_variables_nam
         (["keys", "list"], {"GATEWAY_MAX_HEADERS": "0"}, "GATEWAY_MAX_HEADERS='0'"),
     ]
     for args, extra, named in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**env, **extra},
-        )
+        done = gateway_cli(args, {**env, **extra})
         assert done.returncode == 2, (args, done.stderr[-500:])
         assert "invalid setting(s)" in done.stderr and named in done.stderr
         assert "Traceback" not in done.stderr
@@ -115,18 +104,11 @@ def test_serve_refuses_a_port_or_worker_count_it_cannot_use_by_the_variables_nam
 def test_a_data_dir_that_is_a_file_is_named_not_a_traceback(tmp_path):
     """GATEWAY_DATA_DIR naming a regular file: every command died opening its store inside it
     (serve only in its workers' startup, exit 3 after a long traceback)."""
-    import subprocess
-    import sys
-
-    from tests.support.services import REPO
-
     afile = tmp_path / "data"
     afile.write_text("not a directory")
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(afile)}
     for args in (["serve", "--config", "policies/default.yaml"], ["keys", "list"], ["rankings"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
-        )
+        done = gateway_cli(args, env)
         assert done.returncode == 2, (args, done.stderr[-500:])
         assert f"{afile} is not a directory" in done.stderr and "Traceback" not in done.stderr
 
@@ -135,11 +117,7 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
     """Redis down, a key store file that is not SQLite, a Redis URL redis-py cannot read: each
     `gateway` command that touched the store died with a traceback (serve: in each worker's
     startup, exit 3)."""
-    import subprocess
-    import sys
-
     from tests.support.ports import free_port
-    from tests.support.services import REPO
 
     data = tmp_path / "data"
     data.mkdir()
@@ -160,14 +138,7 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
         ),
     ]
     for args, extra, code, said in cases:
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**base, **extra},
-        )
+        done = gateway_cli(args, {**base, **extra})
         assert done.returncode == code, (args, done.stderr[-500:])
         assert said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr[-500:])
 

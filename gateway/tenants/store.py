@@ -190,27 +190,29 @@ class SqliteTenantStore:
 
 # KEYS: the records hash, the audit list, the version counter. ARGV: name, record, entry,
 # and 1 to refuse an existing name. One script, so record, audit and version change together.
-_WRITE = """
-if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  return 0
-end
+_APPLY = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('INCR', KEYS[3])
 return 1
 """
+_WRITE = (
+    """
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return 0
+end"""
+    + _APPLY
+)
 
 # As _WRITE, for a change: ARGV[4] is the record the change was computed from; another
 # record there (someone wrote in between) refuses the write.
-_SWAP = """
+_SWAP = (
+    """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then
   return 0
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('INCR', KEYS[3])
-return 1
-"""
+end"""
+    + _APPLY
+)
 
 
 class RedisTenantStore:
