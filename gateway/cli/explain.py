@@ -41,18 +41,22 @@ def run(args: argparse.Namespace) -> int:
     from gateway.routing.explain import explanation, render_text
     from gateway.routing.pipeline import plan
 
+    headers = {}
+    for item in args.header:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            # Ignored, it would explain another request than the one the admin meant.
+            print(f"--header {item!r}: expected 'NAME: VALUE', e.g. 'X-Gateway-Task: code'", file=sys.stderr)
+            return 1
+        headers[name.strip().lower()] = value.strip()
     snapshot = load_snapshot(args.config)
     if snapshot is None:
         return 1
     try:
         body = sys.stdin.buffer.read() if args.request == "-" else open(args.request, "rb").read()
     except OSError as exc:
-        print(f"cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        print(f"cannot read {args.request}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    headers = {}
-    for item in args.header:
-        name, _, value = item.partition(":")
-        headers[name.strip().lower()] = value.strip()
     try:
         decision = plan(routing_view(args.endpoint, body), headers, snapshot, explore=False, endpoint=args.endpoint)
     except GatewayError as exc:

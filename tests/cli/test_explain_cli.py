@@ -50,6 +50,15 @@ def test_explain_json_from_stdin_with_a_task_header():
     assert doc["try_order"][0] == {"backend": "mock", "model": "mock/mock-large"}
 
 
+def test_a_header_without_its_colon_is_refused_not_ignored(capsys):
+    """`--header X-Gateway-Task` (no colon, no value) was dropped without a word, so the
+    explanation was of another request than the one asked about (hostile testing)."""
+    for bad in ("X-Gateway-Task code", ": code"):
+        assert main(["explain", "--config", "policies/default.yaml", "--header", bad, "-"]) == 1
+        said = capsys.readouterr()
+        assert said.out == "" and f"--header {bad!r}: expected 'NAME: VALUE'" in said.err
+
+
 def test_explain_exits_2_and_says_why_when_nothing_fits(tmp_path, capsys):
     request = tmp_path / "huge.json"
     request.write_text(json.dumps({"model": "mock/mock-small", "messages": [{"role": "user", "content": "x" * 30000}]}))
