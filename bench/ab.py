@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,13 +30,8 @@ import agent_bench  # noqa: E402  (bench/agent_bench.py)
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from bench import JSON_PORT, PACED_PORT, POLICY, REPO, SSE_PORT, Procs, wait_up, wrk  # noqa: E402  (bench/bench.py)
+from bench import JSON_PORT, PACED_PORT, POLICY, REPO, SSE_PORT, Procs, export, wait_up, wrk  # noqa: E402  (bench/bench.py)
 from tests.support.ports import free_port  # noqa: E402
-
-
-def export(rev: str, into: Path) -> None:
-    archive = subprocess.run(["git", "archive", rev, "gateway"], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
 def main() -> int:

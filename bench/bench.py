@@ -99,6 +99,12 @@ class Procs:
             self.stop(proc)
 
 
+def export(rev: str, into: Path) -> None:
+    """Another commit's `gateway/` package, written under `into` (for `--base REV` comparisons)."""
+    archive = subprocess.run(["git", "archive", rev, "gateway"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+
+
 def wait_up(url: str, timeout: float = 20.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

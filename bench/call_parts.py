@@ -240,10 +240,10 @@ def main() -> int:
     tmp = None
     if args.base:
         tmp = Path(tempfile.mkdtemp(prefix="gw-parts-"))
-        archive = subprocess.run(
-            ["git", "archive", args.base, "gateway"], cwd=HERE.parent, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+        sys.path.insert(0, str(HERE))
+        from bench import export
+
+        export(args.base, tmp)
         runs[args.base] = str(tmp)
     try:
         # Bytecode compiled first: a run that compiles what it imports (a tree exported for
