@@ -58,7 +58,7 @@ from gateway.protocol.messages_view import coarse_prompt, messages_fields, messa
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
-from gateway.proxy.formats import CHAT, TranslatedChatFormat, UpstreamCall
+from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
 from gateway.routing.candidates import target_offers
 from gateway.routing.pipeline import wrong_kind_error
@@ -319,7 +319,7 @@ class MessagesIngress(Ingress):
             return UpstreamCall(MESSAGES, payload, MESSAGES_FORMAT, request.forward)
         if request.refused:
             return None  # Anthropic-only content: this candidate, asked in chat, cannot take it
-        answer_format = CHAT if request.chat.stream else _TRANSLATED
+        answer_format = TranslatedChatStream(partial(_FromChat, request)) if request.chat.stream else _TRANSLATED
         return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), answer_format)
 
     def native_only(self, request: IngressRequest) -> bool:
@@ -343,6 +343,9 @@ class MessagesIngress(Ingress):
         if opened.format is MESSAGES_FORMAT:
             return _NATIVE
         assert isinstance(request, MessagesRequest)
+        if opened.checked is not None:
+            started: StreamTranslator = opened.checked.translator  # fed the events before the first content
+            return started
         return _FromChat(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:

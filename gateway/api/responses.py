@@ -55,7 +55,7 @@ from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
-from gateway.proxy.formats import CHAT, TranslatedChatFormat, UpstreamCall
+from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.proxy.responses_format import RESPONSES_UNKEPT
 from gateway.tenants.principal import Principal
@@ -373,7 +373,7 @@ class ResponsesIngress(Ingress):
         if "responses" in offer.apis:
             answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
             return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
-        answer_format = CHAT if request.chat.stream else _TRANSLATED
+        answer_format = TranslatedChatStream(partial(TranslatedStream, request)) if request.chat.stream else _TRANSLATED
         return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), answer_format)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
@@ -393,6 +393,9 @@ class ResponsesIngress(Ingress):
             # Forwarded untouched (the relay's accountant keeps its final Response, which is
             # what gets stored); a break ends it with an error event numbered after the last.
             return PassThrough(partial(_native_broken, opened.accountant))
+        if opened.checked is not None:
+            started: StreamTranslator = opened.checked.translator  # fed the events before the first content
+            return started
         return TranslatedStream(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:

@@ -74,7 +74,12 @@ async def relay_stream(
             if rescue is not None:
                 rescue.keep(opened.prefix)
             prefix = opened.prefix
-            if translate is not None and prefix:
+            checked = opened.checked
+            if checked is not None:  # translated by the loop's look before it committed (`TranslatedChatStream`)
+                if checked.fault is not None:  # nothing sent yet: the front door answers a plain 500
+                    raise OwnFault(checked.fault) from checked.fault
+                prefix = checked.events
+            elif translate is not None and prefix:
                 try:
                     prefix = translate(prefix)
                 except TranslationEnded:

@@ -121,6 +121,8 @@ class OpenedAnswer:
     # The wire format the answer is in (the call's): the edge sends it as is when that is
     # its own API's, and translates it otherwise.
     format: AnswerFormat = CHAT
+    # Streamed: what the format's look at `prefix` made of it (`AnswerFormat.check_prefix`).
+    checked: Any = None
     attempt: Attempt | None = None  # the attempt that answered
     ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
     # The call it answers: what the call's bill reads (a stream continued after a break goes
@@ -515,15 +517,23 @@ async def _pre_read_stream(
             await response.aclose()
         if not accountant.saw_done and not accountant.content_events:
             raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
+    prefix = b"".join(parts)
+    try:
+        checked = format.check_prefix(offer, prefix)  # may fail the attempt: events its edge cannot read
+    except BaseException:
+        if not ended:
+            await response.aclose()
+        raise
     opened = OpenedAnswer(
         offer,
         response,
         0.0,
-        prefix=b"".join(parts),
+        prefix=prefix,
         accountant=accountant,
         ended=ended,
         whole=ended or response.exhausted,
         format=format,
+        checked=checked,
     )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened

@@ -80,6 +80,13 @@ class AnswerFormat(abc.ABC):
         """A reader for one stream of this format. `include_usage`: the client asked for
         the stream's usage (formats that always carry it ignore this)."""
 
+    def check_prefix(self, offer: Offer, prefix: bytes) -> Any:
+        """A stream's events up to its first content (`prefix`, as the accountant handed them
+        on), looked at before the answer is committed to: raises `MalformedAnswer` when the
+        edge could not use them (the next candidate is tried, nothing billed), else returns
+        what the look made of them for the edge (`OpenedAnswer.checked`). Here: nothing."""
+        return None
+
     def __repr__(self) -> str:
         return f"<AnswerFormat {self.name}>"
 
@@ -126,6 +133,42 @@ class TranslatedChatFormat(ChatFormat):
         if problem is not None:
             raise MalformedAnswer(f"{offer.backend}: the upstream's chat completion cannot be translated: {problem}")
         return usage, answer
+
+
+class TranslatedChatStream(ChatFormat):
+    """A chat stream that an ingress translates (Messages, Responses): its translation starts
+    while the loop still reads the events before the first content, so a chunk there that
+    the translation cannot read (a choice or a delta that is not an object) fails the
+    attempt (`TranslationEnded` is a `MalformedAnswer`) while another candidate can still
+    answer, instead of ending a stream the client has been promised. The translator and what
+    it made of those events go to the edge (`OpenedAnswer.checked`): nothing is translated
+    twice. One per request: `start` makes the request's translator."""
+
+    def __init__(self, start: Callable[[], Any]) -> None:
+        self._start = start
+
+    def check_prefix(self, offer: Offer, prefix: bytes) -> CheckedPrefix:
+        translator = self._start()
+        try:
+            events = translator.feed(prefix) if prefix else b""
+        except MalformedAnswer:
+            raise  # the upstream's chunk: this attempt fails, and the next candidate answers
+        except Exception as exc:
+            # The translation's own fault, not the backend's: handed to the edge, which
+            # answers it as a 500 without blaming the backend, as it did translating these itself.
+            return CheckedPrefix(translator, b"", exc)
+        return CheckedPrefix(translator, events)
+
+
+@dataclass(slots=True)
+class CheckedPrefix:
+    """A translated stream's translator, already fed the events before the first content,
+    and the events it made of them (`TranslatedChatStream.check_prefix`); `fault`: what the
+    translation raised of its own doing instead."""
+
+    translator: Any
+    events: bytes
+    fault: Exception | None = None
 
 
 def json_object(offer: Offer, body: bytes) -> dict[str, Any]:

@@ -1,7 +1,6 @@
-"""A streamed chat answer that turns malformed after content, translated for a Messages or
-Responses client: a chunk whose choice is not an object, or whose `delta` is not one. The
-real gateway process, a fake upstream sending the chunk, the real `anthropic` and `openai`
-SDKs as callers.
+"""A streamed chat answer that turns malformed, translated for a Messages or Responses
+client: a chunk whose choice is not an object, or whose `delta` is not one. The real gateway
+process, a fake upstream sending the chunk, the real `anthropic` and `openai` SDKs as callers.
 
 Found by a hostile-upstream pass: the translation ended the client's stream (as it should:
 its events cannot say what such a chunk meant) with an error event quoting a Python exception
@@ -14,7 +13,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from tests.e2e.test_hostile_upstream_e2e import ENV, MESSAGES, ledger, policy
+from tests.e2e.test_hostile_upstream_e2e import CONTENT, ENV, MESSAGES, ledger, policy
 from tests.support.scrape import scrape
 
 # Before the upstream's third event (0 is the role chunk): after content reached the client.
@@ -47,7 +46,9 @@ def _responses_error(gw, openai_client) -> str:
 def test_a_malformed_chunk_after_content_ends_the_stream_as_the_upstreams_fault(
     start_gateway, upstream, upstream_b, openai_client, api, chunk
 ):
-    upstream.reset(inject_before_event={3: chunk})
+    # Events 50 ms apart: the chunk comes in a read of its own, after content went out (in
+    # the reads before the first content's, it fails over: the test below).
+    upstream.reset(inject_before_event={3: chunk}, chunk_delay_s=0.05)
     gw = start_gateway(policy(upstream, upstream_b), env=ENV)
     message = _messages_error(gw) if api == "messages" else _responses_error(gw, openai_client)
     assert message == PLAIN
@@ -60,13 +61,46 @@ def test_a_malformed_chunk_after_content_ends_the_stream_as_the_upstreams_fault(
     assert "AttributeError" not in gw.log()
 
 
+@pytest.mark.parametrize("chunk", list(MALFORMED_CHUNKS.values()), ids=list(MALFORMED_CHUNKS))
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_a_malformed_chunk_before_content_fails_over_unbilled(
+    start_gateway, upstream, upstream_b, openai_client, api, chunk
+):
+    """Before the first content nothing has reached the client: a chunk the translation cannot
+    read fails the attempt like any malformed answer, and the next candidate answers the
+    stream whole. Found by a hostile pass: the translation met it only once the answer was
+    committed to, and the client got a 502 with a healthy candidate left."""
+    upstream.reset(inject_before_event={1: chunk})  # after the role chunk, before any text
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    if api == "messages":
+        with anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30) as client:
+            with client.messages.stream(model="auto", max_tokens=64, messages=MESSAGES) as stream:
+                text = "".join(stream.text_stream)
+                final = stream.get_final_message()
+        assert final.stop_reason == "end_turn"
+    else:
+        events = list(openai_client(gw).responses.create(model="auto", input="Say hello.", stream=True))
+        assert [e.type for e in events if e.type in ("response.created", "response.completed")] == [
+            "response.created",
+            "response.completed",
+        ]
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.strip() == CONTENT
+    assert len(upstream.received) == 1 and len(upstream_b.received) == 1  # one attempt each, no retry of `a`
+    [row] = ledger(gw, 1, failed=(("a", "malformed"),))
+    assert (row["backend"], row["status"], row["error"]) == ("b", 200, None)
+    metrics = scrape(gw.url)
+    assert metrics.value("gateway_backend_attempts_total", backend="a", model="m/first", result="malformed") == 1
+    assert metrics.value("gateway_backend_attempts_total", backend="b", model="m/second", result="ok") == 1
+
+
 def test_streamed_tool_arguments_that_are_not_an_object_end_a_messages_stream_as_malformed(
     start_gateway, upstream, upstream_b
 ):
     """Anthropic's tool input is an object: the stream ends with an error event that says so
     in the gateway's words (the arguments are not quoted), accounted as the chunk above."""
     call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "Paris, please"}}
-    upstream.reset(tool_call=call)
+    upstream.reset(tool_call=call, chunk_delay_s=0.05)  # the call's end comes after its start went out
     gw = start_gateway(policy(upstream, upstream_b), env=ENV)
     message = _messages_error(gw)
     assert message == "The upstream's tool call arguments are not a JSON object; the stream ends here."
