@@ -75,7 +75,7 @@ from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError
 from gateway.protocol.redact import Redactor
-from gateway.proxy.formats import CHAT, AnswerFormat, StreamAccountant, UpstreamCall, error_text
+from gateway.proxy.formats import CHAT, AnswerFormat, CheckedPrefix, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.relay import StreamFailedEarly
@@ -122,7 +122,7 @@ class OpenedAnswer:
     # its own API's, and translates it otherwise.
     format: AnswerFormat = CHAT
     # Streamed: what the format's look at `prefix` made of it (`AnswerFormat.check_prefix`).
-    checked: Any = None
+    checked: CheckedPrefix | None = None
     attempt: Attempt | None = None  # the attempt that answered
     ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
     # The call it answers: what the call's bill reads (a stream continued after a break goes

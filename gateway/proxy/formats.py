@@ -80,7 +80,7 @@ class AnswerFormat(abc.ABC):
         """A reader for one stream of this format. `include_usage`: the client asked for
         the stream's usage (formats that always carry it ignore this)."""
 
-    def check_prefix(self, offer: Offer, prefix: bytes) -> Any:
+    def check_prefix(self, offer: Offer, prefix: bytes) -> CheckedPrefix | None:
         """A stream's events up to its first content (`prefix`, as the accountant handed them
         on), looked at before the answer is committed to: raises `MalformedAnswer` when the
         edge could not use them (the next candidate is tried, nothing billed), else returns
@@ -142,7 +142,7 @@ class TranslatedChatStream(ChatFormat):
     attempt (`TranslationEnded` is a `MalformedAnswer`) while another candidate can still
     answer, instead of ending a stream the client has been promised. The translator and what
     it made of those events go to the edge (`OpenedAnswer.checked`): nothing is translated
-    twice. One per request: `start` makes the request's translator."""
+    twice. One per call (`Ingress.plan`): `start` makes the request's translator."""
 
     def __init__(self, start: Callable[[], Any]) -> None:
         self._start = start
