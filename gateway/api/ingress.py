@@ -43,7 +43,7 @@ from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.continuation import RescueContext, StreamRescue
-from gateway.proxy.formats import CHAT, TranslatedChatStream, UpstreamCall
+from gateway.proxy.formats import ChatFormat, UpstreamCall
 from gateway.proxy.outcome import CallOutcome
 from gateway.routing.candidates import may_answer_natively
 from gateway.routing.pipeline import RoutingDecision, decide
@@ -279,8 +279,7 @@ async def _answer(
         # built for it.
         native = None
         if len(decision.candidates) > 1 and (
-            opened.format is CHAT
-            or isinstance(opened.format, TranslatedChatStream)
+            isinstance(opened.format, ChatFormat)  # chat chunks, relayed or translated
             or (native := ingress.native_resume(request, opened)) is not None
         ):
             headers = {"x-request-id": outcome.request_id}
