@@ -154,6 +154,15 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
             state.metrics.request_rejected(exc.status, decision.route if decision else None)
             await send_error(send, ingress, exc, request_id, out_headers)
             return
+        except Exception:
+            # A fault of the gateway's own before any backend was asked (parsing, routing,
+            # limits): logged with its traceback and counted as a 500, answered in the
+            # ingress's own error shape with the request's id, as every other error here.
+            log.exception("internal error on %s before any backend was asked (request %s)", scope["path"], request_id)
+            state.metrics.request_rejected(500, decision.route if decision else None)
+            internal = GatewayError(500, "Internal gateway error.", code="internal_error")
+            await send_error(send, ingress, internal, request_id, out_headers)
+            return
         outcome = CallOutcome(
             request_id=request_id,
             requested_model=chat.model,

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol.errors import invalid_request
+from gateway.protocol.errors import GatewayError, invalid_request
 
 
 def json_object(body: bytes, expects: str) -> dict[str, Any]:
@@ -31,9 +31,19 @@ def json_text(value: Any, param: str | None = None) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
-        raise invalid_request(
-            "The request cannot be forwarded: its JSON is nested too deeply.", param, "request_not_encodable"
-        ) from None
+        raise not_encodable(param) from None
+
+
+def not_encodable(param: str | None = None) -> GatewayError:
+    """The 400 for a client's JSON nested deeper than the encoder writes."""
+    return invalid_request(
+        "The request cannot be forwarded: its JSON is nested too deeply.", param, "request_not_encodable"
+    )
+
+
+def too_deep(exc: orjson.JSONEncodeError) -> bool:
+    """Whether orjson refused a value for its depth (its other refusal: a type it cannot write)."""
+    return "Recursion limit" in str(exc)
 
 
 def required_model(payload: dict[str, Any]) -> str:

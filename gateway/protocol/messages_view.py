@@ -84,7 +84,7 @@ def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
     except GatewayError:
         return None  # the translation raises it again, in its own order
     except orjson.JSONEncodeError:
-        return None  # nested deeper than orjson writes (it reads deeper): the estimate falls back on str()
+        return None  # nested deeper than orjson writes (it reads deeper): the translation's estimate refuses it (400)
     return prompt
 
 

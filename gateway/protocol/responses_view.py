@@ -159,7 +159,7 @@ def responses_prompt(
     except GatewayError:
         return None  # the translation raises it again, in its own order
     except orjson.JSONEncodeError:
-        return None  # nested deeper than orjson writes (it reads deeper): the estimate falls back on str()
+        return None  # nested deeper than orjson writes (it reads deeper): the translation's estimate refuses it (400)
     last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
     system = messages[0].text if messages and messages[0].role == "system" else ""
     return PromptFacts(tokens, images, last_user, system)

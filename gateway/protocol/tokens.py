@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.protocol.body import not_encodable, too_deep
+
 PER_MESSAGE = 4
 IMAGE_BYTES = 3 * 765  # what an image part counts as in the text it is estimated with
 
@@ -44,11 +46,16 @@ def json_tokens(value: Any) -> int:
     """Tokens of a JSON value as the upstream receives it: its JSON bytes / 3.
 
     orjson rather than `str()`: an agent's 20 tool schemas took `str()` about 90 µs (a
-    fifth of the gateway's CPU for such a request under wrk), orjson a tenth of that."""
+    fifth of the gateway's CPU for such a request under wrk), orjson a tenth of that.
+
+    A client's value nested deeper than orjson writes can never be forwarded: the 400 that
+    says so (`str()` of it would recurse, and past about 1,000 levels fail as a 500)."""
     try:
         return (len(orjson.dumps(value)) + 2) // 3
-    except TypeError:  # not JSON (a payload built in code, not parsed): its text
-        return estimate_text_tokens(str(value))
+    except orjson.JSONEncodeError as exc:
+        if too_deep(exc):
+            raise not_encodable() from None
+        return estimate_text_tokens(str(value))  # not JSON (a payload built in code, not parsed): its text
 
 
 def estimate_prompt_tokens(payload: dict[str, Any]) -> int:

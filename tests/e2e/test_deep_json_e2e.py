@@ -7,6 +7,7 @@ on /v1/messages was a 500 in OpenAI's shape)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import anthropic
@@ -69,7 +70,8 @@ def test_a_deep_tool_schema_is_a_400_that_never_reaches_the_upstream_nor_opens_i
     )
     assert ok.status_code == 200 and ok.headers["x-gateway-backend"] == "only"
     assert len(upstream.received) == 1
-    assert statuses(gw, 5) == [400, 400, 400, 400, 200]
+    # Refused before routing, as any malformed request is: no attempt, so no ledger row.
+    assert statuses(gw, 1) == [200]
     circuits = {(c["backend"], c["model"]): c["state"] for c in httpx.get(gw.url + "/admin/status").json()["circuits"]}
     assert circuits == {("only", "m/x"): "closed"}
 
@@ -107,3 +109,54 @@ def test_deep_function_call_arguments_on_responses_are_an_openai_400(gw, upstrea
         client.responses.create(model="auto", input=items, store=False)
     assert raised.value.body["code"] == "request_not_encodable"
     assert upstream.received == []
+
+
+# Past Python's own recursion limit too (about 1,000 frames), within orjson's read depth
+# (1,024): such a value could not even be printed. Written as text: the SDKs' encoders would
+# recurse as deep.
+DEEPEST = 1000
+
+
+def _deep_text(depth: int = DEEPEST) -> str:
+    return '{"a":' * depth + "{}" + "}" * depth
+
+
+def test_a_tool_schema_nested_past_pythons_recursion_limit_is_a_400_on_every_ingress(gw, upstream):
+    schema = {"type": "object", "properties": "DEEP"}
+    hi = [{"role": "user", "content": "hi"}]
+    requests = {
+        "/v1/chat/completions": {
+            "model": "auto",
+            "messages": hi,
+            "tools": [{"type": "function", "function": {"name": "t", "parameters": schema}}],
+        },
+        "/v1/messages": {
+            "model": "auto",
+            "max_tokens": 16,
+            "messages": hi,
+            "tools": [{"name": "t", "input_schema": schema}],
+        },
+        "/v1/messages/count_tokens": {
+            "model": "auto",
+            "messages": hi,
+            "tools": [{"name": "t", "input_schema": schema}],
+        },
+        "/v1/responses": {
+            "model": "auto",
+            "input": "hi",
+            "tools": [{"type": "function", "name": "t", "parameters": schema}],
+        },
+    }
+    bodies = {path: json.dumps(r).replace('"DEEP"', _deep_text()) for path, r in requests.items()}
+    for path, body in bodies.items():
+        r = httpx.post(gw.url + path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        if path.startswith("/v1/messages"):
+            assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error", path
+            assert "nested too deeply" in r.json()["error"]["message"]
+            assert r.headers["request-id"] == r.headers["x-request-id"]
+        else:
+            assert r.json()["error"]["code"] == "request_not_encodable", path
+    assert upstream.received == []
+    # Refused as the client's mistake, not logged as the gateway's fault.
+    assert "Traceback" not in gw.log()

@@ -310,11 +310,16 @@ def test_tools_only_the_translation_brings_are_seen_by_routing_when_the_view_giv
     assert [c.model for c in got[0].candidates] == [c.model for c in got[1].candidates] == expected
 
 
-def test_a_tool_schema_nested_deeper_than_json_encoding_allows_is_routed_on_its_translation():
+def test_a_tool_schema_nested_deeper_than_json_encoding_allows_is_the_400_of_its_translation():
     deep = '{"a":' * 300 + "{}" + "}" * 300  # orjson reads ~1024 levels but writes ~254
     raw = b'{"model":"m","input":"hi","tools":[{"type":"function","name":"t","parameters":%s}]}' % deep.encode()
     chat = parse_request(raw).chat
-    assert chat.prompt_tokens() == estimate_prompt_tokens(responses_to_chat(orjson.loads(raw)))
+    # The view gives up on it; the translation's estimate refuses it: it can never be sent.
+    with pytest.raises(GatewayError) as raised:
+        chat.prompt_tokens()
+    assert raised.value.status == 400 and raised.value.code == "request_not_encodable"
+    with pytest.raises(GatewayError):
+        estimate_prompt_tokens(responses_to_chat(orjson.loads(raw)))
 
 
 def test_openrouter_routing_fields_steer_the_view_the_translation_and_explain_alike():
