@@ -136,10 +136,16 @@ def resolved_names(chat: ChatRequest, decision: RoutingDecision, snapshot: Confi
 def check_models(principal: Principal, chat: ChatRequest, snapshot: ConfigSnapshot) -> None:
     """403 unless every name in `model` and `models[]` matches one of the key's globs (as sent
     or as resolved; a listed route allows every candidate it routes to)."""
+    if principal.key is not None and principal.key.models:
+        check_model_names(principal, requested_models(chat.fields, chat.model), snapshot)
+
+
+def check_model_names(principal: Principal, names: Iterable[str], snapshot: ConfigSnapshot) -> None:
+    """`check_models` on names a request asks for (every one known to routing: `resolve`)."""
     key = principal.key
     if key is None or not key.models:
         return
-    for requested in requested_models(chat.fields, chat.model):
+    for requested in names:
         target = resolve(requested, snapshot)
         resolved = target.route_name or target.model or requested
         if target.alias is not None:

@@ -60,7 +60,9 @@ from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
+from gateway.ratelimit import check_model_names
 from gateway.routing.candidates import target_offers
+from gateway.routing.overrides import requested_models
 from gateway.routing.pipeline import wrong_kind_error
 from gateway.routing.resolve import resolve
 
@@ -386,7 +388,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
     named = request_id.encode()
     out_headers = [(b"x-request-id", named), (MessagesIngress.request_id_header, named)]
     try:
-        state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
+        principal = state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes
         body = await receive_body(receive, headers.get("content-length"), limit)
         native = json_object(body, "`model` and `messages`")  # no max_tokens: nothing is generated
@@ -399,7 +401,10 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
             # routing counts it, by the body's size.
             counted = {"input_tokens": coarse_prompt(native, len(body)).tokens}
         answer = orjson.dumps(counted)
-        _check_model(native["model"], state.config.current)
+        snapshot = state.config.current
+        _check_model(native["model"], snapshot)
+        # The key's models, as /v1/messages checks them (a 403 for a model it may not use).
+        check_model_names(principal, requested_models(native, native["model"]), snapshot)
     except GatewayError as exc:
         await send_error(send, MESSAGES_INGRESS, exc, request_id, out_headers)
         return

@@ -78,6 +78,30 @@ def test_a_key_restricted_to_some_models_lists_and_explains_only_those(setup):
         c.close()
 
 
+def test_count_tokens_refuses_a_model_the_key_may_not_use_as_messages_does(setup, upstream):
+    gw, narrow, wide = setup
+    an = anthropic.Anthropic(base_url=gw.url, api_key=narrow, max_retries=0)
+    assert an.messages.count_tokens(model="coder", messages=HI).input_tokens > 0
+    for hidden in ("other", "meta/llama"):
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            an.messages.count_tokens(model=hidden, messages=HI)
+        assert denied.value.body["type"] == "error" and denied.value.body["error"]["type"] == "permission_error"
+        assert f"may not use `{hidden}`" in denied.value.body["error"]["message"]
+    # A fallback list naming a hidden model is refused too, as /v1/messages refuses it.
+    fallback = {"model": "coder", "models": ["other"], "messages": HI}
+    for path in ("/v1/messages/count_tokens", "/v1/messages"):
+        refused = httpx.post(gw.url + path, json={**fallback, "max_tokens": 5}, headers=bearer(narrow))
+        assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error", path
+    # An unknown name is the 404 it is for every key; a key without a list counts anything.
+    with pytest.raises(anthropic.NotFoundError):
+        an.messages.count_tokens(model="nobody/nothing", messages=HI)
+    everyone = anthropic.Anthropic(base_url=gw.url, api_key=wide, max_retries=0)
+    assert everyone.messages.count_tokens(model="other", messages=HI).input_tokens > 0
+    assert upstream.received == []  # counting asks no backend
+    for c in (an, everyone):
+        c.close()
+
+
 def test_every_ingress_refuses_a_model_and_a_limit_in_its_own_shape(setup, upstream):
     gw, narrow, _ = setup
     oa = openai.OpenAI(base_url=gw.url + "/v1", api_key=narrow, max_retries=0)
