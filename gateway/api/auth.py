@@ -93,7 +93,9 @@ class Authenticator:
             return OPEN
         key = self._bearer(request)
         if key is None:
-            raise self._failed(request, "Missing API key: send `Authorization: Bearer <key>`.", "missing_api_key")
+            raise self._failed(
+                request, "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.", "missing_api_key"
+            )
         name = self._keys.get(key)
         if name is not None:
             return Principal(name)

@@ -98,6 +98,15 @@ class ResponsesRequest:
         return self._response_id
 
 
+# State kept at OpenAI that no backend here holds: refused, not dropped.
+_NOT_KEPT = {
+    "conversation": "Unsupported parameter: 'conversation'. This gateway keeps no Conversations objects; "
+    "continue a conversation with 'previous_response_id' (the gateway stores each response).",
+    "prompt": "Unsupported parameter: 'prompt'. Stored prompt templates are not available through this gateway; "
+    "send the prompt's text as 'instructions' and 'input'.",
+}
+
+
 def parse_request(body: bytes) -> ResponsesRequest:
     """The request, translated without its previous conversation (`continue_from` adds it)."""
     if not body:
@@ -117,6 +126,9 @@ def parse_request(body: bytes) -> ResponsesRequest:
     previous = native.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise invalid_request("Invalid type for 'previous_response_id': expected a string.", "previous_response_id")
+    for name, message in _NOT_KEPT.items():
+        if native.get(name) is not None:  # answered without it, the client would lose its context unawares
+            raise invalid_request(message, name, "unsupported_parameter")
     limit = native.get("max_output_tokens")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise invalid_request("'max_output_tokens' must be a positive integer.", "max_output_tokens", "invalid_type")

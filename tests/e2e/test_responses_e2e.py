@@ -275,6 +275,27 @@ def test_built_in_tools_are_a_400_naming_the_tool(gw, upstream, openai_client, t
     assert upstream.received == []
 
 
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"conversation": "conv_abc"}, "conversation"),
+        ({"conversation": {"id": "conv_abc"}}, "conversation"),
+        ({"prompt": {"id": "pmpt_abc", "version": "2"}}, "prompt"),
+    ],
+)
+def test_state_kept_at_openai_is_a_400_not_dropped(gw, upstream, openai_client, fields, param):
+    """A Conversation or a stored prompt lives at OpenAI, where no backend here can read it:
+    answered without it, the client would lose its context unawares."""
+    client = openai_client(gw, api_key="sk-alice")
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="auto", input="Go on.", stream=stream, **fields)
+        body = caught.value.body
+        assert body["param"] == param and body["code"] == "unsupported_parameter"
+        assert f"'{param}'" in body["message"]
+    assert upstream.received == []
+
+
 def test_bad_requests_are_400s_in_openais_shape(gw, upstream):
     headers = {"authorization": "Bearer sk-alice"}
     for body, param, message in [
