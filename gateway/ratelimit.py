@@ -39,6 +39,7 @@ from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
 from gateway.tenants.keys import Limits
 from gateway.tenants.limits import (
+    MAX_PENDING,
     WINDOW_S,
     Ask,
     Clock,
@@ -222,6 +223,7 @@ class RateLimiter:
         self._model_scopes: dict[tuple[str, int], Scope] = {}  # (model, rpm) -> its scope, built once
         self._settling: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
+        self._dropping = False  # settlements for Redis are being dropped (its queue is full)
 
     async def admit(
         self, principal: Principal, chat: ChatRequest, decision: RoutingDecision, snapshot: ConfigSnapshot
@@ -317,6 +319,7 @@ class RateLimiter:
             if self._store_down_until:
                 log.warning("rate-limit store answers again: limits are shared across replicas")
                 self._store_down_until = 0.0
+                self._dropping = False
             return result, True
         return self._local.admit(scopes, ask, clock), False
 
@@ -366,10 +369,20 @@ class RateLimiter:
         # No call counts past the ledger's bound: the spend counters are 64-bit integers too.
         nano = to_nano(min(outcome.cost_usd, MAX_COST_USD)) if outcome.cost_usd else 0
         clock = self._last_clock = Clock.at(self._clock(), self._last_clock)
-        if not ticket.shared or self._shared is None:
+        if self._shared is None:
             self._local.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
             return
-        self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+        if not ticket.shared:
+            # Admitted on local counts while Redis failed: settled there, and queued for Redis
+            # too (its spend; a ticket a timed-out admission may have left), sent with the
+            # first call once Redis answers again, not retried against it meanwhile.
+            self._local.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+            if not self._shared.settle_counted_locally(ticket.scopes, ticket.ask, nano, clock):
+                self._settlement_dropped()
+            if time.monotonic() < self._store_down_until:
+                return
+        else:
+            self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)
@@ -402,6 +415,19 @@ class RateLimiter:
         await self.drain()
         if self._shared is not None:
             await self._shared.aclose()
+
+    def _settlement_dropped(self) -> None:
+        """A long outage filled the queue of settlements waiting for Redis: counted (as a
+        limiter error), logged once per outage."""
+        if self._metrics is not None:
+            self._metrics.rate_limiter_error()
+        if not self._dropping:
+            self._dropping = True
+            log.error(
+                "rate-limit store still failing and %d settlements wait for it: "
+                "the spend of further calls will be missing from Redis",
+                MAX_PENDING,
+            )
 
     def _store_failed(self, exc: BaseException) -> None:
         if self._metrics is not None:

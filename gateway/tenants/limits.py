@@ -376,6 +376,7 @@ return {0, num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1)),
 """
 
 _KIND_INDEX = {1: "rpm", 2: "tpm", 3: "max_concurrent", 4: "budget"}
+MAX_PENDING = 10_000  # settlements waiting for Redis (an outage's: see `settle_counted_locally`)
 # One argument of the script, before `_pack` joins them: "" stands for "no limit" (Lua's nil).
 ScriptArg = str | int | float
 _TTL_MS = int(2 * WINDOW_S * 1000) + 5000
@@ -459,6 +460,24 @@ class RedisCounters:
             ]
         self._pending.append(group)
 
+    def settle_counted_locally(self, scopes: tuple[Scope, ...], ask: Ask, nano: int, clock: Clock) -> bool:
+        """Queue, for a call admitted on local counts while Redis failed, what Redis must still
+        learn of it: its spend (else a budget forgets what was billed during an outage), and
+        the release of its ticket, which Redis holds if the admission that timed out ran after
+        all (a hung Redis runs what waited in its socket when it resumes: without this, that
+        slot and reservation stayed taken until the ticket's deadline, minutes later). Its
+        tokens are left out: Redis's minute never counted them, or counted them in full.
+        False when the queue is full (a long outage: the rest is lost)."""
+        if not any(s.holds_tickets or s.track_spend for s in scopes):
+            return True  # only minute counts: nothing Redis must still learn
+        if len(self._pending) >= MAX_PENDING:
+            return False
+        group: list[ScriptArg] = [ask.ticket, clock.window, 0, nano, clock.day, clock.month, len(scopes)]
+        for s in scopes:
+            group += [s.id, "", "1" if s.holds_tickets else "", "1" if s.track_spend else ""]
+        self._pending.append(group)
+        return True
+
     async def flush(self) -> None:
         """Send the settlements no admission took along."""
         self._flush_scheduled = False
@@ -475,7 +494,7 @@ class RedisCounters:
         if there is room (a Redis down for long loses them: the tickets' deadlines free their
         reservations). Only on connection errors: after a timeout the script may have run,
         and settling twice would count spend twice."""
-        if args[0] and len(self._pending) < 10_000:
+        if args[0] and len(self._pending) < MAX_PENDING:
             # Rebuild the groups from the flat list.
             i = 1
             for _ in range(int(args[0])):

@@ -1,0 +1,77 @@
+"""Key limits through a Redis that hangs for a moment (stopped with SIGSTOP, as a fork for a
+snapshot or a slow command stalls it): requests go on, admitted on this process's counts,
+and once Redis answers again it holds neither more nor less than the calls made.
+
+Before, an admission that timed out ran when Redis resumed (its command waited in the
+socket): the ticket it took held a `max_concurrent` slot and a budget reservation for
+`GATEWAY_LIMITS_INFLIGHT_TTL_S` (ten minutes), since the call was settled only in memory,
+so a key with `max_concurrent: 2` was refused for ten minutes after a 1.5 s hang; and what
+the outage's calls cost never reached Redis's spend, so the budget forgot it for good."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+
+from gateway.protocol.tokens import estimate_prompt_tokens
+from tests.support.clock import clear_of_minute_edge
+from tests.support.policies import one_backend_policy
+from tests.tenants.support import bearer, create_key
+
+MODEL = "qwen/qwen3-32b"
+MAX_TOKENS = 50
+ASK = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": MAX_TOKENS}
+PROMPT = estimate_prompt_tokens(ASK)
+PRICES = {"input_price": 1000.0, "output_price": 2000.0}  # USD per 1M tokens: cents per call
+COST = (PROMPT * 1000.0 + MAX_TOKENS * 2000.0) / 1e6
+STORE_RETRY_S = 5.0  # the limiter's wait before it asks a failed Redis again
+
+
+@pytest.mark.redis
+def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, upstream, redis_server, tmp_path):
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
+    key = create_key(
+        "hung",
+        "--max-concurrent",
+        "2",
+        "--budget-usd",
+        "1",
+        "--budget-period",
+        "day",
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+    )
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env=env)
+    clear_of_minute_edge()
+
+    def call() -> int:
+        return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30).status_code
+
+    assert call() == 200  # counted in Redis
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            during = list(pool.map(lambda _: call(), range(2)))  # each admission times out: counted here
+        time.sleep(1.0)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert during == [200, 200]
+    time.sleep(STORE_RETRY_S + 0.5)  # Redis is asked again
+    after = [call() for _ in range(3)]  # one at a time: two ghost tickets would refuse them all
+    assert after == [200, 200, 200]
+
+    shared = redis.Redis(port=redis_server.port)
+    assert shared.zcard("{gw:rl}:fl:key:hung") == 0  # no ticket left behind
+    assert int(shared.get("{gw:rl}:rst:key:hung") or 0) == 0  # nor any reservation
+    # Redis's spend holds every call, the two it did not admit included.
+    spent = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+    assert spent["usage_daily"] == pytest.approx(6 * COST, abs=1e-9)
+    assert len(upstream.received) == 6
+    shared.close()
