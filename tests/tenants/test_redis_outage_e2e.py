@@ -22,6 +22,7 @@ import redis
 from gateway.protocol.tokens import estimate_prompt_tokens
 from tests.support.clock import clear_of_minute_edge
 from tests.support.policies import one_backend_policy
+from tests.support.poll import poll
 from tests.tenants.support import bearer, create_key
 
 MODEL = "qwen/qwen3-32b"
@@ -75,3 +76,37 @@ def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, ups
     assert spent["usage_daily"] == pytest.approx(6 * COST, abs=1e-9)
     assert len(upstream.received) == 6
     shared.close()
+
+
+@pytest.mark.redis
+def test_a_key_created_while_redis_hangs_is_a_503_that_says_it_may_still_be_made(start_gateway, upstream, redis_server):
+    """The write was sent when the store timed out, and a hung Redis runs it when it resumes:
+    a plain "retry shortly" led the admin to a 409 for a key whose secret nobody saw."""
+    env = {
+        "GATEWAY_REDIS_URL": redis_server.url,
+        "GATEWAY_ADMIN_KEY": "sk-admin-test",
+        "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5",
+    }
+    gw = start_gateway(one_backend_policy(upstream.base_url), env=env)
+    admin = {"authorization": "Bearer sk-admin-test"}
+    # A first key: Redis has the write's script from then on, so the write sent during the
+    # hang runs when Redis resumes (before, it could have found the script unknown).
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "early"}, headers=admin).status_code == 201
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        made = httpx.post(gw.url + "/admin/keys", json={"name": "late"}, headers=admin, timeout=30)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert made.status_code == 503, made.text
+    error = made.json()["error"]
+    assert error["code"] == "key_store_unavailable" and "may still take effect" in error["message"]
+    assert "rotate it" in error["message"]
+
+    # As it says: the key exists once Redis runs the write, and rotating it gives a secret that works.
+    def made_late() -> bool:
+        return "late" in [k["name"] for k in httpx.get(gw.url + "/admin/keys", headers=admin).json()["data"]]
+
+    poll(made_late, what="the key written during the hang")
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "late"}, headers=admin).status_code == 409
+    secret = httpx.post(gw.url + "/admin/keys/late/rotate", headers=admin).json()["key"]
+    assert httpx.get(gw.url + "/v1/key", headers=bearer(secret)).json()["data"]["label"] == "late"
