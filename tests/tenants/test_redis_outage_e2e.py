@@ -110,3 +110,22 @@ def test_a_key_created_while_redis_hangs_is_a_503_that_says_it_may_still_be_made
     assert httpx.post(gw.url + "/admin/keys", json={"name": "late"}, headers=admin).status_code == 409
     secret = httpx.post(gw.url + "/admin/keys/late/rotate", headers=admin).json()["key"]
     assert httpx.get(gw.url + "/v1/key", headers=bearer(secret)).json()["data"]["label"] == "late"
+
+
+@pytest.mark.redis
+def test_rankings_on_a_hung_redis_are_a_503_after_one_read_timeout_not_two(start_gateway, upstream, redis_server):
+    """A read that timed out was tried again (meant for a pooled connection a restarted Redis
+    closed, which fails at once): on a hung Redis the first /v1/rankings waited twice the
+    usage client's 5 s socket timeout, 12 s in all, before its 503."""
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(one_backend_policy(upstream.base_url), env=env)
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = httpx.get(gw.url + "/v1/rankings?window=day", timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "usage_store_unavailable"
+    assert 5.0 <= waited < 8.0, waited  # one socket timeout (5 s), not two
+    assert httpx.get(gw.url + "/v1/rankings?window=day").status_code == 200  # and it reads again once Redis does
