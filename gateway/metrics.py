@@ -181,6 +181,11 @@ class Metrics:
             "Shared rate-limit store failures (requests were let through).",
             registry=r,
         )
+        self.limits_admitted_locally = Counter(
+            "gateway_limits_admitted_locally_total",
+            "Requests admitted on this process's own counts because the shared limit store failed.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r
         )
@@ -378,6 +383,9 @@ class Metrics:
 
     def rate_limiter_error(self) -> None:
         self.rate_limiter_errors.inc()
+
+    def admitted_on_local_counts(self) -> None:
+        self.limits_admitted_locally.inc()
 
     def auth_failed(self, result: str) -> None:
         self._child(self.auth_failures, result).inc()

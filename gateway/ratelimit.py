@@ -308,19 +308,23 @@ class RateLimiter:
     async def _count(self, scopes: tuple[Scope, ...], ask: Ask, clock: Clock) -> tuple[Refused | Window, bool]:
         """Admission's one step, in Redis (falling back to local counts when it fails) or locally;
         and whether it was counted in Redis."""
-        store = self._shared if time.monotonic() >= self._store_down_until else None
-        if store is not None:
+        store = self._shared
+        if store is None:
+            return self._local.admit(scopes, ask, clock), False
+        if time.monotonic() >= self._store_down_until:
             try:
                 async with asyncio.timeout(self._store_timeout_s):
                     result = await store.admit(scopes, ask, clock)
             except Exception as exc:
                 self._store_failed(exc)
-                return self._local.admit(scopes, ask, clock), False
-            if self._store_down_until:
-                log.warning("rate-limit store answers again: limits are shared across replicas")
-                self._store_down_until = 0.0
-                self._dropping = False
-            return result, True
+            else:
+                if self._store_down_until:
+                    log.warning("rate-limit store answers again: limits are shared across replicas")
+                    self._store_down_until = 0.0
+                    self._dropping = False
+                return result, True
+        if self._metrics is not None:
+            self._metrics.admitted_on_local_counts()
         return self._local.admit(scopes, ask, clock), False
 
     def track(self, outcome: CallOutcome, ticket: Ticket | None) -> None:

@@ -23,6 +23,7 @@ from gateway.protocol.tokens import estimate_prompt_tokens
 from tests.support.clock import clear_of_minute_edge
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
+from tests.support.scrape import scrape
 from tests.tenants.support import bearer, create_key
 
 MODEL = "qwen/qwen3-32b"
@@ -76,6 +77,8 @@ def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, ups
     assert spent["usage_daily"] == pytest.approx(6 * COST, abs=1e-9)
     assert len(upstream.received) == 6
     shared.close()
+    # What the hang let through, counted: the two calls admitted on the process's own counts.
+    assert scrape(gw.url).value("gateway_limits_admitted_locally_total") == 2
 
 
 @pytest.mark.redis
