@@ -322,10 +322,13 @@ class RateLimiter:
                     log.warning("rate-limit store answers again: limits are shared across replicas")
                     self._store_down_until = 0.0
                     self._dropping = False
+                if isinstance(result, Window) and result.spent:
+                    self._local.mirror_spend(scopes, result.spent, clock)
                 return result, True
-        if self._metrics is not None:
+        local = self._local.admit(scopes, ask, clock)
+        if self._metrics is not None and isinstance(local, Window):
             self._metrics.admitted_on_local_counts()
-        return self._local.admit(scopes, ask, clock), False
+        return local, False
 
     def track(self, outcome: CallOutcome, ticket: Ticket | None) -> None:
         """Settle `ticket` when `outcome`'s call ends (call_finished)."""
@@ -387,6 +390,8 @@ class RateLimiter:
                 return
         else:
             self._shared.settle(ticket.scopes, ticket.ask, ticket.clock.window, tokens, nano, clock)
+            if nano and ticket.ask.nano:  # a budgeted call: its mirror of Redis's spend follows (`_count`)
+                self._local.add_spend(ticket.scopes, nano, clock)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_flush)

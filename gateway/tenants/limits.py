@@ -133,6 +133,10 @@ class Window:
 
     requests: tuple[float, float]  # (current, previous)
     tokens: tuple[float, float]
+    # Redis's spend of each scope with a budget, in its budget's period, before this call
+    # (nano-USD, in the order of the scopes; -1 for one without): mirrored in the local
+    # counters, so a budget used up in Redis stays enforced while Redis fails.
+    spent: tuple[int, ...] = ()
 
 
 def estimate(previous: float, current: float, elapsed: float) -> float:
@@ -224,7 +228,13 @@ class LocalCounters:
                 held = self._tickets.get(s.id, {}).pop(ask.ticket, None)
                 if held is not None:
                     self._reserved[s.id] = self._reserved.get(s.id, 0) - held[1]
-            if s.track_spend and nano:
+        if nano:
+            self.add_spend(scopes, nano, clock)
+
+    def add_spend(self, scopes: tuple[Scope, ...], nano: int, clock: Clock) -> None:
+        """A call's cost, to today's and this month's spend of each scope that tracks it."""
+        for s in scopes:
+            if s.track_spend:
                 for period in (clock.day, clock.month):
                     key = f"{s.id}:{period}"
                     if key not in self._spent and len(self._spent) >= self._spend_bound:
@@ -251,6 +261,17 @@ class LocalCounters:
             key = f"{scope_id}:{clock.month}"
             self._spent[key] = self._spent.get(key, 0) + nano
 
+    def mirror_spend(self, scopes: tuple[Scope, ...], spent: tuple[int, ...], clock: Clock) -> None:
+        """Take Redis's spend of each budgeted scope (its budget's period) as this process's
+        own: the counts it admits on while Redis fails start from there, not from zero."""
+        for s, nano in zip(scopes, spent):
+            if nano < 0 or s.budget_usd is None:
+                continue
+            key = f"{s.id}:{clock.period(s.budget_period)}"
+            if key not in self._spent and len(self._spent) >= self._spend_bound:
+                self._forget_old_periods(clock)
+            self._spent[key] = nano
+
     def spent(self, scope_id: str, clock: Clock) -> tuple[int, int]:
         return self._spent.get(f"{scope_id}:{clock.day}", 0), self._spent.get(f"{scope_id}:{clock.month}", 0)
 
@@ -262,8 +283,9 @@ class LocalCounters:
 # Then, if an admission follows: window, elapsed, now_ms, ticket, tokens, nano, deadline_ms,
 # ttl_ms, then per scope 6 fields: id, rpm, tpm, max_concurrent, budget (nano), budget period
 # ("" = no such limit). Checks every scope before counting in any. Returns {0, rq_cur, rq_prev,
-# tk_cur, tk_prev} for the first scope when admitted, else {scope index, kind index, current,
-# previous}; {} for settlements alone.
+# tk_cur, tk_prev} for the first scope, then, if the ask reserves spend, each scope's spend in
+# its budget period (-1 for a scope without a budget), when admitted; else {scope index, kind index, current, previous};
+# {} for settlements alone.
 _SCRIPT = """
 local p = '{gw:rl}:'
 -- The arguments come as one string, fields separated by \\31 (unit separator): redis-py
@@ -371,8 +393,15 @@ for s = 1, n do
   end
 end
 local id = ARGV[first]
-return {0, num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1)),
-        num(p .. 'tk:' .. id .. ':' .. w), num(p .. 'tk:' .. id .. ':' .. (w - 1))}
+local out = {0, num(p .. id .. ':' .. w), num(p .. id .. ':' .. (w - 1)),
+             num(p .. 'tk:' .. id .. ':' .. w), num(p .. 'tk:' .. id .. ':' .. (w - 1))}
+if nano > 0 then  -- a scope has a budget (the ask reserves against it): each scope's spend
+  for s = 1, n do
+    local b = first + (s - 1) * 6
+    if ARGV[b+4] ~= '' then out[#out + 1] = num(p .. 'sp:' .. ARGV[b] .. ':' .. ARGV[b+5]) else out[#out + 1] = -1 end
+  end
+end
+return out
 """
 
 _KIND_INDEX = {1: "rpm", 2: "tpm", 3: "max_concurrent", 4: "budget"}
@@ -437,7 +466,8 @@ class RedisCounters:
             raise
         if result[0]:
             return Refused(scopes[int(result[0]) - 1], _KIND_INDEX[int(result[1])], float(result[2]), float(result[3]))
-        return Window((float(result[1]), float(result[2])), (float(result[3]), float(result[4])))
+        spent = tuple(int(v) for v in result[5:])
+        return Window((float(result[1]), float(result[2])), (float(result[3]), float(result[4])), spent)
 
     async def _run(self, packed: str) -> Any:
         if self._lean is not None:

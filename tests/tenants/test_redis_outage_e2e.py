@@ -132,3 +132,33 @@ def test_rankings_on_a_hung_redis_are_a_503_after_one_read_timeout_not_two(start
     assert answer.status_code == 503 and answer.json()["error"]["code"] == "usage_store_unavailable"
     assert 5.0 <= waited < 8.0, waited  # one socket timeout (5 s), not two
     assert httpx.get(gw.url + "/v1/rankings?window=day").status_code == 200  # and it reads again once Redis does
+
+
+@pytest.mark.redis
+def test_a_budget_used_up_in_redis_stays_enforced_while_redis_hangs(start_gateway, upstream, redis_server, tmp_path):
+    """Each process counted from zero while Redis failed: a key whose budget was used up got
+    as many calls again (a hostile test billed 167% of a daily budget). Now each admission in
+    Redis tells the process the key's spend, and the process's own counts start from it."""
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
+    budget = f"{3.5 * COST:.6f}"  # three calls, not a fourth (each reserves its whole cost)
+    key = create_key(
+        "spent", "--budget-usd", budget, "--budget-period", "day", data_dir=tmp_path, redis_url=redis_server.url
+    )
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env=env)
+
+    def call() -> httpx.Response:
+        return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30)
+
+    assert [call().status_code for _ in range(3)] == [200, 200, 200]
+    refused = call()
+    assert refused.status_code == 429 and refused.json()["error"]["metadata"]["limit"] == "budget"
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        during = [call() for _ in range(3)]
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert [r.status_code for r in during] == [429, 429, 429], [r.text for r in during]
+    assert all(r.json()["error"]["metadata"]["limit"] == "budget" for r in during)
+    assert len(upstream.received) == 3
+    assert scrape(gw.url).value("gateway_limits_admitted_locally_total") == 0  # none was let through
