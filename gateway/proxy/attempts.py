@@ -125,6 +125,9 @@ class OpenedAnswer:
     checked: CheckedPrefix | None = None
     attempt: Attempt | None = None  # the attempt that answered
     ttft_s: float | None = None  # its time to first content (non-streamed: to the whole body)
+    # Streamed: the backend's `stream_idle_timeout_s`, the longest wait for an event once
+    # content flows (the read timer sees bytes; the relay sees that comments are not events).
+    idle_s: float = 0.0
     # The call it answers: what the call's bill reads (a stream continued after a break goes
     # on with another answer of the same call).
     outcome: CallOutcome | None = None
@@ -534,6 +537,7 @@ async def _pre_read_stream(
         whole=ended or response.exhausted,
         format=format,
         checked=checked,
+        idle_s=idle_s,
     )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened

@@ -14,7 +14,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
-`stall(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
+`stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
 `rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`.
 """
 
@@ -104,6 +104,12 @@ def cut_after_finish() -> Step:
 def stall(after: int) -> Step:
     """Stream: after `after` content events, send nothing more, connection left open."""
     return Step("stall", at=after)
+
+
+def pinging(after: int) -> Step:
+    """Stream: after `after` content events, nothing but SSE comments (`: ping`), one every
+    250 ms until the client goes away: stuck, yet never silent."""
+    return Step("pinging", at=after)
 
 
 def malformed(at: int) -> Step:
@@ -351,6 +357,11 @@ class FaultUpstream:
                     return False
                 if step.kind == "malformed":
                     await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": {"content": \n\n')
+                if step.kind == "pinging":
+                    while not self._stopping.is_set() and not writer.transport.is_closing():
+                        await _chunk(writer, b": ping\n\n")
+                        await asyncio.sleep(0.25)
+                    return False
                 if step.kind == "malformed_run":
                     while not self._stopping.is_set() and not writer.transport.is_closing():
                         await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
