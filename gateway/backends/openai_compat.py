@@ -38,13 +38,21 @@ from gateway.config.vendors import VENDORS
 MAX_ERROR_BODY = 64 * 1024
 
 
+MAX_RETRY_AFTER_S = 3600.0  # an upstream's wait taken at most this long (a candidate cools for it)
+
+
 def retry_after_seconds(value: str | None) -> float | None:
+    """The seconds an upstream's `Retry-After` asks for, within [0, MAX_RETRY_AFTER_S]:
+    `inf` or `1e400` (which float() reads as infinite) as the longest, `nan` as none."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None  # HTTP-date form: rare from LLM APIs, ignored rather than mis-parsed
+    if seconds != seconds:  # nan
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 class OpenAICompatBackend(Backend):

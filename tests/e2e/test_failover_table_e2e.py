@@ -14,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -347,6 +348,30 @@ def test_429_with_a_retry_after_longer_than_allowed_moves_on(gateway, primary, f
     assert (backend, text) == ("steady", FULL_ANSWER)
     assert [s.step for s in primary.seen] == ["status"] and len(fallback.seen) == 1
     assert fallback.seen[0].at - primary.seen[0].at < 1.0  # no waiting for it
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e400", "nan"])
+def test_an_absurd_retry_after_from_every_backend_is_a_429_with_a_bounded_wait(gateway, primary, fallback, retry_after):
+    """Hostile testing: `Retry-After: inf` (or 1e400, which float() reads as infinite) from
+    every candidate crashed the request (OverflowError rounding it up): a 500 with a
+    traceback, which the SDKs retry. An infinite wait is taken as the longest one, 3600 s;
+    `nan` as no wait given."""
+    gw = gateway()
+    limited = fault.Step(
+        "status", 429, {"retry-after": retry_after}, {"error": {"message": "slow down", "type": "rate_limited"}}
+    )
+    primary.script(then=limited)
+    fallback.script(then=limited)
+    for stream in (False, True):
+        r = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+        )
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and r.headers["x-request-id"]
+        assert r.headers.get("retry-after") == (None if retry_after == "nan" else "3600")
+    assert len(primary.seen) == 2 and len(fallback.seen) == 2  # once each per call: no wait that long is taken
+    assert "Traceback" not in gw.log()
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
