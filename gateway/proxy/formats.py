@@ -107,9 +107,16 @@ class ChatFormat(AnswerFormat):
         if "error" in answer and not choices:
             # Some upstreams answer 200 with an error object; treat like the status it names.
             raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
-        if not isinstance(choices, list):
+        # At least one choice, each with its message: the SDKs index `choices[0].message`
+        # (an empty list or a choice without one reached the client's code as a crash).
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(type(c) is dict and type(c.get("message")) is dict for c in choices)
+        ):
             raise MalformedAnswer(
-                f"{offer.backend}: the upstream's 200 body is not a chat completion (no `choices` list)"
+                f"{offer.backend}: the upstream's 200 body is not a chat completion "
+                "(no `choices` list with a `message` in each)"
             )
         return Usage.from_openai(answer.get("usage")), answer
 

@@ -591,6 +591,27 @@ def test_truncated_json_200_fails_over(gateway, primary, fallback, openai_client
     assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("steady", 200, 2)
 
 
+@pytest.mark.parametrize(
+    "choices",
+    [[], [{"index": 0, "finish_reason": "stop"}], [None], [{"index": 0, "message": "hi", "finish_reason": "stop"}]],
+    ids=["empty", "no-message", "null", "message-not-object"],
+)
+def test_a_200_without_a_choice_message_fails_over(gateway, primary, fallback, openai_client, choices):
+    """Hostile testing: a 200 whose `choices` was empty, or whose choice had no `message`,
+    was relayed as a success (billed, the circuit untouched, the next candidate never asked),
+    and the SDK then crashed in the caller's code on `choices[0].message.content`."""
+    gw = gateway()
+    usage = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+    primary.always(fault.body({"id": "c", "object": "chat.completion", "choices": choices, "usage": usage}))
+    backend, text, _, _ = ask(openai_client(gw), False)
+
+    assert (backend, text) == ("steady", FULL_ANSWER)
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("steady", 200, 2)
+    assert all_rows(gw) == [("flaky", 502, "malformed", False, 0), ("steady", 200, None, True, fault.TOKENS)]
+
+
 def test_garbage_only_stream_fails_over(gateway, primary, fallback, openai_client):
     gw = gateway()
     primary.always(fault.garbage_sse())

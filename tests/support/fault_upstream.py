@@ -14,7 +14,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
-`stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `truncated_json()`, `garbage_sse()`,
+`stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `body({...})`, `truncated_json()`, `garbage_sse()`,
 `rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`.
 """
 
@@ -133,6 +133,11 @@ def at_once(*raw: bytes) -> Step:
 def no_done() -> Step:
     """Stream: the whole answer and its usage, then the end of the body without `[DONE]`."""
     return Step("no_done")
+
+
+def body(answer: dict) -> Step:
+    """Not streamed: a 200 whose body is `answer` (whatever it holds)."""
+    return Step("body", raw=(orjson.dumps(answer),))
 
 
 def truncated_json() -> Step:
@@ -286,6 +291,8 @@ class FaultUpstream:
                 return False  # the client gave up meanwhile (a hedge that lost)
         if kind == "status" or (kind == "rejects_prefill" and _ends_in_prefill(payload)):
             return await _send(writer, step.status, orjson.dumps(step.error), step.headers)
+        if kind == "body":
+            return await _send(writer, 200, step.raw[0])
         if kind == "truncated_json":
             whole = orjson.dumps(self._completion(payload, step))
             return await _send(writer, 200, whole[: len(whole) // 2])
