@@ -104,6 +104,7 @@ class WriterProcess:
             return self._proc
         if self._proc is not None:
             log.warning("usage writer process exited (code %s); starting another", self._proc.returncode)
+        _inherit_nothing()
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -217,6 +218,28 @@ async def _serve(spec: dict[str, Any], out: Any) -> None:
             out.flush()
     finally:
         await store.aclose()
+
+
+def _inherit_nothing() -> None:
+    """Mark every descriptor of this process past stdio close-on-exec before the writer is
+    spawned. uvloop's subprocess spawn (libuv's) closes no inherited descriptor, whatever
+    `close_fds` says, and a worker of `--workers N` holds its listening socket inheritably (as
+    it came from the supervisor): a writer holding it too kept the port accepting connections
+    nobody would serve while its worker drained (a rolling restart's new calls hung, then
+    reset). Only exec is affected; the spawn's own pipes become the child's stdin and stdout.
+    Where /proc is not there, nothing is done."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
 
 
 def main(argv: list[str]) -> None:

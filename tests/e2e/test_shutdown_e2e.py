@@ -88,6 +88,47 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(start_gateway, upstrea
     assert gw.log().count("gateway stopped after") == workers  # each worker ran its shutdown steps
 
 
+def test_workers_refuse_new_connections_while_draining_once_their_usage_writers_run(start_gateway, upstream):
+    """Hostile testing: each worker's usage writer process (started at the first recorded
+    call) inherited the listening socket, since uvloop's subprocess spawn closes no inherited
+    descriptor, and outlives its worker's drain: during a rolling restart new connections
+    were accepted by the kernel, never served, then reset (3 s here; up to the grace period)."""
+    upstream.reset(content=WORDS, chunk_delay_s=0.5)  # an eight-second stream
+    env = {"GATEWAY_SHUTDOWN_GRACE_S": "60", "GATEWAY_USAGE_FLUSH_S": "0.05"}
+    gw = start_gateway(policy(upstream.base_url), workers=2, env=env)
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(4):  # a recorded call or two for each worker: their writers start
+        assert httpx.post(gw.url + "/v1/chat/completions", json=ask, timeout=30).status_code == 200
+
+    def writers() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", "gateway.usage.writer"], capture_output=True, text=True).stdout.split()
+        return [pid for pid in found if _descends_from(int(pid), gw.proc.pid)]
+
+    poll(lambda: len(writers()) >= 1, what="a usage writer process to start")
+    upstream.reset(content=WORDS, chunk_delay_s=0.5)
+    reader = StreamReader(gw.url)
+    reader.start()
+    assert reader.first.wait(30) and reader.error is None
+    gw.signal(signal.SIGTERM)
+    poll(lambda: refuses_connections(gw.url), what="new connections to be refused after SIGTERM", context=gw.log)
+    assert reader.is_alive(), "refused only once the drain had ended"
+    reader.join(60)
+    assert reader.error is None and reader.body.rstrip().endswith(b"data: [DONE]")
+    assert gw.proc.wait(30) == 0
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
 def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exits_zero(start_gateway, upstream):
     upstream.reset(content=" ".join(["word"] * 300), chunk_delay_s=0.2)  # a minute
     gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
