@@ -75,7 +75,9 @@ async def scoped_aggregates(
     batch = IncrementBatch(lambda day: DayApps((), max_apps))
     chunk: list[UsageEvent] = []
     async for event in store.export(start, end):
-        if event.final and scope.admits(event):  # failed attempts before the final row are not requests
+        # Every row, as the stores count them: failed attempts before a call's final row are
+        # no requests but count in their provider's uptime (`IncrementBatch.add`).
+        if scope.admits(event):
             chunk.append(event)
             if len(chunk) >= _CHUNK:
                 await asyncio.to_thread(_fold, batch, chunk)

@@ -66,3 +66,36 @@ async def test_a_scope_with_no_calls_is_empty_not_everything(store):
     assert body["totals"]["requests"] == 0 and body["models"] == [] and body["apps"]["top"] == []
     assert await scoped_aggregates(store, {}, Scope(key="alice")) == {}
     assert date.fromisoformat(WEEK_END) == query.end
+
+
+async def test_a_scope_counts_its_failed_attempts_in_the_providers_uptime(store):
+    """Hostile testing: a key's view dropped the failed attempts before each call's final row
+    (it kept final rows only, older than the uptime measure that reads every row), so the
+    provider that failed a tenant's calls showed no failures, or no row, in its view."""
+    mine = []
+    for i, event in enumerate(EVENTS):
+        event = dataclasses.replace(event, key="alice", team="red")
+        mine.append(event)
+        if i % 4 == 0:  # a failed attempt on another backend first, as a fallback leaves it
+            mine.append(
+                dataclasses.replace(
+                    event,
+                    id=event.id + "-failed",
+                    backend="flaky",
+                    status=502,
+                    error="http_502",
+                    final=False,
+                    attempt=1,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    cost=0.0,
+                )
+            )
+    assert any(not e.final for e in mine)
+    await store.record(mine)
+    query = ranking_query("week", WEEK_END, 20)
+    stored = compute_rankings(query, await store.read_aggregates(query.spans()))
+    for scope in (Scope(key="alice"), Scope(team="red")):
+        assert compute_rankings(query, await scoped_aggregates(store, query.spans(), scope)) == stored
+    flaky = [row for row in stored["throughput"] if row["backend"] == "flaky"]
+    assert flaky and all(row["attempts_failed"] == row["attempts"] > 0 for row in flaky)  # not vacuous
