@@ -215,7 +215,7 @@ async def open_answer(
                 attempts += 1
                 pending.remove(hedge[0])
             error, offer = failed.errors[-1]
-            retry = len(failed.errors) == 1 and error.same_candidate_retry
+            retry = len(failed.errors) == 1 and error.same_candidate_retry and not decision.probes(offer)
             if retry and retried.get(offer.key, 0) < decision.retry.retries_per_candidate:
                 # Transient by its class: the same candidate first, after the wait the loop's
                 # top works out (its Retry-After if short enough, else a jittered backoff).

@@ -30,6 +30,7 @@ from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
 from gateway.routing.facts import RequestFacts, request_facts
 from gateway.routing.filters import FilterContext, PromptOverflow, evaluate, price_ceilings
 from gateway.routing.filters import eligible as filter_eligible
+from gateway.routing.health import CircuitState
 from gateway.routing.live import LiveState
 from gateway.routing.overrides import ProviderPrefs, provider_prefs, requested_models
 from gateway.routing.rank import Entry, first_per_model, order_candidates, ranked, try_order
@@ -111,6 +112,17 @@ class RoutingDecision:
     alias: str | None = None  # the `aliases:` pattern that mapped the requested name, if one did
     endpoint: str = "chat"  # the API asked: chat, messages, responses, completions, embeddings
     _reports: tuple[CandidateReport, ...] | None = field(default=None, init=False, repr=False)
+
+    def probes(self, offer: Offer) -> bool:
+        """Whether this request was admitted to `offer` as its half-open circuit's probe: the
+        one call the backend sees per cooldown (no same-candidate retry after it fails)."""
+        workings = self.workings
+        if workings is None:
+            return False
+        for candidate, admission in zip(workings.considered, workings.admissions):
+            if candidate.offer is offer:
+                return admission is not None and admission.state is CircuitState.HALF_OPEN
+        return False
 
     @property
     def reports(self) -> tuple[CandidateReport, ...]:

@@ -193,6 +193,24 @@ def test_no_answer_at_all_times_out_then_falls_back(gateway, primary, fallback, 
     assert [(r["backend"], r["status"], r["attempts"]) for r in rows] == [("steady", 200, 2)] * 3 + [("steady", 200, 1)]
 
 
+def test_a_half_open_circuits_probe_is_one_call_not_retried_on_the_same_candidate(
+    gateway, primary, fallback, openai_client
+):
+    """Hostile testing: a failing probe (a 500) was retried on the same candidate before the
+    loop moved on, so a backend still down saw two calls per cooldown, not the one probe."""
+    gw = gateway(circuit="circuit: {failure_threshold: 2, cooldown_s: 1}")
+    primary.always(fault.status(500))
+    client = openai_client(gw)
+    assert ask(client, False)[0] == "steady"  # two 500s (the call and its retry): the circuit opens
+    assert [s.step for s in primary.seen] == ["status", "status"]
+    assert ask(client, False)[0] == "steady"  # open: not asked
+    assert len(primary.seen) == 2
+    time.sleep(1.2)  # past the cooldown: half-open, the next call probes
+    assert ask(client, False)[0] == "steady"
+    assert len(primary.seen) == 3  # one probe call, failed, then the fallback: no retry of it
+    assert len(fallback.seen) == 3
+
+
 def test_context_length_exceeded_goes_to_the_larger_model_and_never_opens_the_circuit(
     gateway, primary, fallback, openai_client
 ):
