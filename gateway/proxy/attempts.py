@@ -185,7 +185,9 @@ async def open_answer(
             if wait is None or time.perf_counter() + wait >= deadline:
                 continue  # rate limited for longer than we may wait: leave this backend alone
             if wait > 0:
+                waited = time.perf_counter()
                 await sleep_at_least(wait)  # a Retry-After is a floor: not a millisecond less
+                upstream_s += time.perf_counter() - waited  # the upstream's to answer for, not the gateway's own time
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
@@ -289,7 +291,12 @@ async def _hedged(
         _end_on_last_attempt(call.outcome, (first[0], hedge[0]))
         raise
     if result.winner is not None:
-        return call.committed(result.winner), result.hedged
+        opened = call.committed(result.winner)
+        # The whole race was spent waiting on upstreams (the first one until the hedge
+        # started, then both), not only the winner's own attempt: else the hedge's delay
+        # reads as the gateway's own time (x-gateway-overhead-ms, gateway_overhead_seconds).
+        opened.upstream_s = max(opened.upstream_s, time.perf_counter() - started)
+        return opened, result.hedged
     errors = [pair for failed in result.errors if isinstance(failed, _Failed) for pair in failed.errors]
     unexpected = [e for e in result.errors if not isinstance(e, _Failed)]
     if unexpected:

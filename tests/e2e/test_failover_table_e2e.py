@@ -690,6 +690,24 @@ def test_a_slow_first_candidate_is_hedged_and_the_faster_answer_wins(start_gatew
     assert rows == [("flaky", 499, "hedge_lost", False, 0), ("steady", 200, None, True, fault.TOKENS)]
 
 
+def test_a_hedged_calls_overhead_is_the_gateways_own_time_not_the_race(start_gateway, primary, fallback):
+    """Hostile testing: x-gateway-overhead-ms (and gateway_overhead_seconds) of a hedged call
+    counted the 300 ms the first candidate was waited on before the hedge started, as the
+    gateway's own time: every hedged call landed past the histogram's last bucket."""
+    config = HEDGED_CONFIG.format(
+        primary=primary.base_url, fallback=fallback.base_url, timeout_s=10, circuit=PINNED_CIRCUIT, prefill=""
+    )
+    gw = start_gateway(config, env=ENV)
+    primary.script(fault.slow(3.0))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}], "stream": True}
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=30) as response:
+        assert response.headers["x-gateway-backend"] == "steady"
+        overhead_ms = float(response.headers["x-gateway-overhead-ms"])
+        response.read()
+    assert len(fallback.seen) == 1 and fallback.seen[0].at - primary.seen[0].at >= 0.25  # it was hedged
+    assert overhead_ms < 150, overhead_ms  # the gateway's own few milliseconds, not the 300 ms hedge delay
+
+
 def test_a_non_streamed_call_is_not_hedged(start_gateway, primary, fallback, openai_client):
     # Its first content is its whole answer: hedging it would pay for a second generation.
     config = HEDGED_CONFIG.format(
