@@ -617,6 +617,23 @@ def _upstream_message(error: UpstreamError, redactor: Redactor) -> str:
     return redactor.text(error.message[:4000])[:2000] or "upstream error"
 
 
+_PARAM = re.compile(r"[A-Za-z0-9_.\[\]-]{1,100}")  # a field path: `messages[2].content`, `tools.0.type`
+
+
+def _upstream_param(error: UpstreamError, redactor: Redactor) -> str | None:
+    """The request field the upstream's error names (`param`, OpenAI's spelling, at the top
+    or under `error`), when it reads as a field path: SDK users read `e.param`."""
+    try:
+        body = orjson.loads(error.body) if error.body else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error")
+    param = (inner if isinstance(inner, dict) else body).get("param")
+    return redactor.text(param) if isinstance(param, str) and _PARAM.fullmatch(param) else None
+
+
 def client_error(
     error: UpstreamError | None,
     decision: RoutingDecision,
@@ -671,7 +688,12 @@ def client_error(
         )
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.
-        return GatewayError(status, _upstream_message(error, redactor), code="upstream_rejected_request")
+        return GatewayError(
+            status,
+            _upstream_message(error, redactor),
+            code="upstream_rejected_request",
+            param=_upstream_param(error, redactor),
+        )
     if error.status is None:  # no status to name: its answer broke off, or was not HTTP
         return GatewayError(502, f"The upstream's answer failed (tried: {tried}).", code="upstream_error")
     return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")

@@ -211,6 +211,18 @@ def test_a_half_open_circuits_probe_is_one_call_not_retried_on_the_same_candidat
     assert len(fallback.seen) == 3
 
 
+def test_an_upstreams_400_keeps_the_field_it_names(gateway, primary, fallback, openai_client):
+    """Hostile testing: the upstream's `param` was dropped (null), which SDK users read."""
+    gw = gateway()
+    error = {"message": "bad value for temperature", "type": "invalid_request_error", "param": "temperature"}
+    primary.script(fault.Step("status", 400, error={"error": {**error, "code": None}}))
+    with pytest.raises(openai.BadRequestError) as raised:
+        ask(openai_client(gw), False)
+    assert raised.value.param == "temperature" and raised.value.code == "upstream_rejected_request"
+    assert "bad value for temperature" in raised.value.message
+    assert len(primary.seen) == 1 and fallback.seen == []  # the request's own fault: not tried elsewhere
+
+
 def test_context_length_exceeded_goes_to_the_larger_model_and_never_opens_the_circuit(
     gateway, primary, fallback, openai_client
 ):
