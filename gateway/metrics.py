@@ -44,6 +44,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.metric_values import Add, adder, observer
+from gateway.proxy.hedge import CANCELLED, HEDGE_LOST
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import MAX_COST_USD, MAX_TOKENS_PER_CALL
 
@@ -60,6 +61,7 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 TOKENS_PER_SECOND_BUCKETS = (1, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 
+_NOT_FALLBACKS = frozenset([HEDGE_LOST, CANCELLED])  # failed attempts the call did not fall back from
 # The supervised background tasks (gateway.supervise), by the names they are started with.
 BACKGROUND_TASKS = ("config_watcher", "health_prober", "shared_state_sync", "circuit_state_export", "usage_recorder")
 # Why the HTTP front door (gateway.api.wire) refused a request: a fixed set, so a bounded label.
@@ -319,7 +321,9 @@ class Metrics:
             else:
                 self._child(self.route_decisions, route, task, first.model, first.backend).inc()
             for attempt in attempts[:-1]:
-                if attempt.error is not None:
+                # Not a hedge's loser nor an attempt called off (the client left during a
+                # race): the call did not move on from either.
+                if attempt.error is not None and attempt.error not in _NOT_FALLBACKS:
                     self._child(self.fallbacks, route, attempt.backend, _reason(attempt.error)).inc()
         if offer is None:
             return

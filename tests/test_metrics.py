@@ -137,6 +137,23 @@ def test_the_last_failed_attempt_is_not_a_fallback_and_reasons_are_bounded():
     assert value(m, "gateway_requests_total", route="auto", model="qwen/qwen3-32b", backend="slow", status="502") == 1
 
 
+def test_a_hedges_loser_and_an_attempt_called_off_are_not_fallbacks():
+    """Hostile testing: every hedged call counted its loser as a fallback (`hedge_lost`), and a
+    client leaving during a race counted one (`cancelled`), though the call moved on from neither."""
+    m, snap = Metrics(), snapshot()
+    attempts = [
+        Attempt("slow", "qwen/qwen3-32b", "hedge_lost", None, 0.5),
+        Attempt("fast", "qwen/qwen3-32b", None, 200, 0.2),
+    ]
+    m.call_finished(outcome(snap, backend="fast", attempts=attempts, usage=Usage(10, 10)))
+    cancelled = [
+        Attempt("fast", "qwen/qwen3-32b", "cancelled", None, 0.5),
+        Attempt("slow", "qwen/qwen3-32b", "cancelled", None, 0.5),
+    ]
+    m.call_finished(outcome(snap, backend="slow", status=499, error="client_disconnected", attempts=cancelled))
+    assert not any(name == "gateway_fallbacks_total" for name, _ in samples(m))
+
+
 def test_calls_without_a_chosen_model_are_unknown_whatever_the_client_sent():
     m, snap = Metrics(), snapshot()
     m.request_rejected(404)
