@@ -23,7 +23,7 @@ from gateway.api.routes import fast_routes, route_table, starlette_routes
 from gateway.api.state import AppState
 from gateway.backends.inflight import CandidateGate, InFlight
 from gateway.backends.pool import BackendPool
-from gateway.config.reload import ConfigHolder
+from gateway.config.reload import ConfigHolder, last_good_path
 from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import anthropic_error
@@ -58,7 +58,7 @@ async def _seed_spend(state: AppState) -> None:
 def build_state(settings: Settings) -> AppState:
     pool = BackendPool(CandidateGate(InFlight(settings.max_upstream_inflight or settings.max_connections)))
     # Applies the first snapshot to the pool itself, before keeping it as the last good copy.
-    holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=settings.data_dir / "last-good-config.yaml")
+    holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=last_good_path(settings.data_dir, settings.config))
     return AppState(
         settings=settings,
         config=holder,

@@ -223,6 +223,15 @@ class ConfigHolder:
             poller.cancel()
 
 
+def last_good_path(data_dir: Path, config: Path) -> Path:
+    """Where the last good copy of the policy at `config` is kept: one per policy file (its
+    resolved path's digest in the name). The data directory is per user, so two gateways of
+    one user serving different policies share it: with one copy per directory, a worker of
+    one restarted on a broken file came up serving the other's routes and backends."""
+    digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
+    return data_dir / f"last-good-config-{digest}.yaml"
+
+
 def _not_utf8(exc: UnicodeDecodeError) -> str:
     return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
