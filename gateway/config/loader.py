@@ -233,7 +233,7 @@ def parse_config(text: str, source: str = "<config>") -> tuple[GatewayConfig, li
     problems = _reference_problems(config, lines)
     if problems:
         raise ConfigError(source, problems)
-    return config, _warnings(config, lines)
+    return config, _warnings(config, lines, data)
 
 
 def _bad_key(loc: KeyPath, name: Any) -> tuple[KeyPath, str]:
@@ -422,7 +422,7 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     return f" (did you mean `{near[0]}`?)" if near else ""
 
 
-def _warnings(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[str]:
+def _warnings(config: GatewayConfig, lines: dict[KeyPath, int], raw: Any = None) -> list[str]:
     out = []
     # A warning, not a rejection: keeping a model's metadata while its backend is commented
     # out (as policies/default.yaml shows) is legitimate, and refusing it would make a hot
@@ -437,9 +437,28 @@ def _warnings(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[str]:
     for name, backend in config.backends.items():
         vendor = VENDORS[backend.type]
         if backend.enabled and vendor.key_required and not backend.api_key:
-            hint = f" (set {vendor.key_env})" if vendor.key_env else ""
+            # The variable the file reads the key from, else the vendor's usual one: the
+            # hint must name what would fix it (`api_key: ${MY_KEY}` unset wants MY_KEY).
+            named = _referenced_variables(_raw_api_key(raw, name))
+            if named:
+                hint = f" (set {named[0]})"
+            elif vendor.key_env:  # nothing reads that variable unless the file names it
+                hint = f" (set `api_key:`, e.g. `api_key: ${{{vendor.key_env}}}`)"
+            else:
+                hint = " (set `api_key:`)"
             out.append(f"backend `{name}` ({backend.type}) has no API key{hint}: disabled")
     return out
+
+
+def _raw_api_key(raw: Any, backend: str) -> Any:
+    """`backends.<backend>.api_key` as the file spells it, before `${VAR}` interpolation."""
+    backends = raw.get("backends") if isinstance(raw, dict) else None
+    entry = backends.get(backend) if isinstance(backends, dict) else None
+    return entry.get("api_key") if isinstance(entry, dict) else None
+
+
+def _referenced_variables(value: Any) -> list[str]:
+    return [m.group(1) for m in _VAR.finditer(value)] if isinstance(value, str) else []
 
 
 def load_config(path: str | Path) -> tuple[GatewayConfig, list[str]]:

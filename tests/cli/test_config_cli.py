@@ -86,7 +86,7 @@ def test_backends_without_a_key_are_listed_as_disabled_with_a_warning(tmp_path, 
         ["cheap", "cost", "deepseek/deepseek-v3.2", "-"],
     ]
     assert err.splitlines() == [
-        "warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"
+        "warning: backend `hosted` (openrouter) has no API key (set `api_key:`, e.g. `api_key: ${OPENROUTER_API_KEY}`): disabled"
     ]
 
 
@@ -134,5 +134,5 @@ def test_models_and_explain_report_a_policy_the_same_way(tmp_path, capsys, monke
         out, err = capsys.readouterr()
         assert out.strip()
         assert err.splitlines() == [
-            "warning: backend `hosted` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"
+            "warning: backend `hosted` (openrouter) has no API key (set `api_key:`, e.g. `api_key: ${OPENROUTER_API_KEY}`): disabled"
         ], command

@@ -185,7 +185,9 @@ def test_vendor_without_its_key_is_disabled_with_one_warning(monkeypatch):
             models: [deepseek/deepseek-v3.2, qwen/qwen3-32b]
         """
     config, warnings = parse(text)
-    assert warnings == ["backend `openrouter` (openrouter) has no API key (set OPENROUTER_API_KEY): disabled"]
+    # The variable the file reads, not the vendor's usual one (hostile testing: setting the
+    # variable named changed nothing, and the same advice came back).
+    assert warnings == ["backend `openrouter` (openrouter) has no API key (set GW_TEST_OPENROUTER_KEY): disabled"]
     snapshot = ConfigSnapshot.build(config, warnings=warnings)
     assert set(snapshot.backends) == {"local"}
     assert "deepseek/deepseek-v3.2" not in snapshot.offers  # no enabled backend serves it now
@@ -193,6 +195,15 @@ def test_vendor_without_its_key_is_disabled_with_one_warning(monkeypatch):
     monkeypatch.setenv("GW_TEST_OPENROUTER_KEY", "sk-or-1")
     config, warnings = parse(text)
     assert warnings == [] and set(ConfigSnapshot.build(config).backends) == {"openrouter", "local"}
+
+
+def test_a_vendor_without_an_api_key_line_is_told_to_write_one():
+    text = "backends:\n  openrouter:\n    type: openrouter\n    models: {deepseek/deepseek-v3.2: {}}\n"
+    _, warnings = parse(text)
+    assert warnings == [
+        "backend `openrouter` (openrouter) has no API key "
+        "(set `api_key:`, e.g. `api_key: ${OPENROUTER_API_KEY}`): disabled"
+    ]
 
 
 def test_base_url_is_required_where_no_vendor_default_exists():

@@ -78,5 +78,5 @@ def test_a_new_openai_compatible_vendor_is_one_registry_entry():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "OpenAICompatBackend https://api.acme.example/v1 ['backend `a` (acme) has no API key (set ACME_API_KEY): disabled']"
+        "OpenAICompatBackend https://api.acme.example/v1 ['backend `a` (acme) has no API key (set `api_key:`, e.g. `api_key: ${ACME_API_KEY}`): disabled']"
     )
