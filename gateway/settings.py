@@ -135,13 +135,29 @@ class Settings(BaseSettings):
     def _no_empty_key(cls, value: str) -> str:
         # `ops:${OPS_KEY}` with the variable unset is `ops:`: a key of "" that an empty
         # `Authorization: Bearer ` matched, letting anyone in as `ops` (admin status included).
+        seen: dict[str, str] = {}
         for item in filter(None, (p.strip() for p in value.split(","))):
             name, sep, key = item.partition(":")
             if sep and not key.strip():
                 raise ValueError(f"the entry named `{name}` has no key (name:key)")
             if sep and not name.strip():
                 raise ValueError("an entry has a key but no name (name:key)")  # the key is not repeated
+            # One key under two names: its calls were all recorded as the last name's, and
+            # the other name's limits never applied (the key itself is not repeated here).
+            owner = name if sep else "default"
+            secret = key if sep else name
+            if secret in seen and seen[secret] != owner:
+                raise ValueError(f"the entries `{seen[secret]}` and `{owner}` have the same key: give each its own")
+            seen[secret] = owner
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_log_level(cls, value: str) -> str:
+        # `warn` or `verbose` was a KeyError traceback from `gateway serve` (uvicorn's table).
+        if value.lower() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return value.lower()
 
     @field_validator("redis_url", "redis_events_url")
     @classmethod
@@ -200,4 +216,5 @@ def settings_problems(exc: ValidationError) -> list[str]:
     return out
 
 
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _SECRET_FIELDS = frozenset({"api_keys", "admin_key", "redis_url", "redis_events_url"})  # keys, passwords

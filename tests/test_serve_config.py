@@ -174,6 +174,12 @@ def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
         # `ops:${OPS_KEY}` unset: an empty `Authorization: Bearer ` got in as `ops`
         ("GATEWAY_API_KEYS", "ci:sk-ci,ops:"),
         ("GATEWAY_API_KEYS", ":sk-nameless"),
+        # One key under two names: every call was recorded as the second's, whose limits alone applied.
+        ("GATEWAY_API_KEYS", "alice:sk-same,bob:sk-same"),
+        ("GATEWAY_API_KEYS", "sk-same,bob:sk-same"),
+        # Not a level: `gateway serve` ended in a KeyError traceback (uvicorn's table).
+        ("GATEWAY_LOG_LEVEL", "warn"),
+        ("GATEWAY_LOG_LEVEL", "verbose"),
     ],
 )
 def test_intervals_and_sizes_the_gateway_cannot_run_with_are_refused(monkeypatch, name, value):
@@ -189,3 +195,17 @@ def test_intervals_and_sizes_the_gateway_cannot_run_with_are_refused(monkeypatch
         assert problem.startswith(f"{name}: ") and "sk-" not in problem
     else:
         assert problem.startswith(f"{name}='{value}': ")
+
+
+def test_a_key_listed_twice_under_one_name_and_log_levels_in_any_case_are_accepted(monkeypatch):
+    monkeypatch.setenv("GATEWAY_API_KEYS", "alice:sk-1,alice:sk-1,bob:sk-2")
+    monkeypatch.setenv("GATEWAY_LOG_LEVEL", "WARNING")
+    settings = Settings()
+    assert settings.client_keys() == {"sk-1": "alice", "sk-2": "bob"} and settings.log_level == "warning"
+
+
+def test_serve_refuses_a_log_level_by_the_variables_name(tmp_path):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    done = gateway_cli(["serve", "--config", "policies/default.yaml"], {**env, "GATEWAY_LOG_LEVEL": "warn"})
+    assert done.returncode == 2 and "GATEWAY_LOG_LEVEL='warn'" in done.stderr
+    assert "Traceback" not in done.stderr
