@@ -7,8 +7,9 @@ computation per poll (two pollers took the chat p99 from 6.5 to 36 ms). Here a q
 answer is computed once, kept, and served as it is until `max_age_s` has passed; the first
 request after that gets the kept answer at once and starts one refresh in the background.
 So the cost is at most one computation per query per `max_age_s`, whatever the number of
-pollers, and no request but a query's first ever waits for one. An answer is at most
-`max_age_s` plus one computation old.
+pollers, and no poll waits for one: only a query's first request, and the first after the
+query sat idle for two intervals or more (whose kept answer could be hours old), wait for
+theirs. An answer is at most two intervals plus one computation old.
 
 A refresh that fails (the store is down) is logged and the kept answer stays; the next
 request after `max_age_s` tries again. A query's first computation failing fails that request.
@@ -60,8 +61,18 @@ class RefreshedAnswers:
             if kept.task is None:
                 kept.task = self._start(key, kept, produce)
             return await asyncio.shield(kept.task)
-        if kept.task is None and self.clock() - kept.at >= max_age_s:
+        age = self.clock() - kept.at
+        if kept.task is None and age >= max_age_s:
             kept.task = self._start(key, kept, produce)
+        if age >= 2 * max_age_s and kept.task is not None:
+            # Older than polling ever lets it get (a refresh starts at one interval): the
+            # query sat idle, and the kept answer may be hours old. This request waits for
+            # the refresh (the kept answer if it fails), so no answer is served more than
+            # two intervals plus one computation old.
+            try:
+                return await asyncio.shield(kept.task)
+            except Exception:
+                return kept.body
         return kept.body
 
     def _start(self, key: Hashable, kept: _Kept, produce: Produce) -> asyncio.Task[bytes]:

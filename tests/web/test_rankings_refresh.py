@@ -109,3 +109,24 @@ async def test_each_query_is_kept_apart_and_only_the_latest_few_are_kept():
 async def test_no_interval_computes_every_answer():
     answers, produce = RefreshedAnswers(clock=Clock()), Producer()
     assert [await answers.answer("week", produce, 0) for _ in range(3)] == [b"1", b"2", b"3"]
+
+
+async def test_the_first_request_after_an_idle_spell_waits_for_a_fresh_answer():
+    """Hostile testing: the kept answer was served however old it was (the first view after
+    an hour showed the hour-old ranking, the README promising one interval): past two
+    intervals the request waits for the refresh; a poll within them still never waits."""
+    clock = Clock()
+    answers, produce = RefreshedAnswers(clock=clock), Producer()
+    assert await answers.answer("week", produce, 5.0) == b"1"
+    clock.advance(3600.0)  # idle for an hour
+    assert await answers.answer("week", produce, 5.0) == b"2" and produce.calls == 2  # waited: fresh
+    clock.advance(6.0)  # a poll past one interval, within two: the kept answer at once
+    produce.held = True
+    assert await answers.answer("week", produce, 5.0) == b"2"
+    produce.release()
+    await settle()
+    assert produce.calls == 3
+    # A refresh that fails after the idle spell: the kept answer, not an error.
+    clock.advance(3600.0)
+    produce.fail_next = True
+    assert await answers.answer("week", produce, 5.0) == b"3" and produce.calls == 4
