@@ -37,6 +37,11 @@ ModelKind = Literal["chat", "embedding"]
 # Anthropic bills 5-minute prompt-cache writes at 1.25x the model's input price.
 ANTHROPIC_CACHE_WRITE_FACTOR = 1.25
 
+# RFC 9110's field names (tokens) and what a field value may not hold (CR, LF, NUL, other
+# controls but the tab).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -159,6 +164,19 @@ class BackendConfig(Strict):
         for model_id in models:
             _check_canonical(model_id)
         return models
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked here, not at the first call: a newline in a value or a name (or a space in
+        # a name) passed validation and reload, then every call to the backend failed (502)
+        # or sent the upstream a field no HTTP server accepts.
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"`{name!r}` is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+            if _HEADER_VALUE_FORBIDDEN.search(value):
+                raise ValueError(f"the value of `{name}` holds a line break or control character")
+        return headers
 
     @field_validator("base_url")
     @classmethod

@@ -422,3 +422,30 @@ def test_aliases_a_policy_uses_to_share_values_still_load():
         """
     )
     assert config.backends["m"].models["mock/big"].input_price == 1.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "says"),
+    [
+        ('{"X-Ok": "a\\nInjected: b"}', "line break"),
+        ('{"X-Bad\\nName": "v"}', "is not a header name"),
+        ('{"Bad Header": "v"}', "is not a header name"),
+        ('{"X-Nul": "a\\u0000b"}', "control character"),
+    ],
+)
+def test_backend_headers_an_http_request_cannot_carry_are_refused_where_they_are(headers, says):
+    """Hostile testing: these passed `gateway validate` and hot reload, then every call to the
+    backend failed (502) or sent a field no HTTP server accepts."""
+    text = f"backends:\n  b:\n    type: openai\n    base_url: http://127.0.0.1:9/v1\n    headers: {headers}\n"
+    [problem] = problems_of(text + "    models: {m/x: {}}\n")
+    assert problem.path.startswith("backends.b.headers") and says in problem.message and problem.line == 5
+
+
+def test_backend_headers_with_tabs_and_punctuation_are_accepted():
+    text = (
+        "backends:\n  b:\n    type: openai\n    base_url: http://127.0.0.1:9/v1\n"
+        '    headers: {"X-Title": "My app\\t(v2); see https://x.example/?a=b", "HTTP-Referer": "https://x.example"}\n'
+        "    models: {m/x: {}}\n"
+    )
+    config, warnings = parse(text)
+    assert config.backends["b"].headers["X-Title"].startswith("My app\t(v2)")
