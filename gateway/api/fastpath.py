@@ -14,10 +14,12 @@ and the lifespan. Without any, nothing is wrapped and the hot path pays nothing.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.datastructures import State
@@ -100,9 +102,10 @@ def _entries(paths: str) -> list[tuple[str, str, str]]:
 
 def check_middleware(paths: str) -> None:
     """A ValueError naming the first entry of `GATEWAY_MIDDLEWARE` whose module cannot be
-    found, without running it (its parent packages are imported): `gateway serve` asks
-    before starting its workers, which import the modules themselves."""
-    for path, module_name, _ in _entries(paths):
+    found, or whose source plainly defines no such attribute, without running it (its parent
+    packages are imported; the source is read): `gateway serve` asks before starting its
+    workers, which import the modules themselves."""
+    for path, module_name, attribute in _entries(paths):
         try:
             found = importlib.util.find_spec(module_name)
         except (ImportError, ValueError):
@@ -112,6 +115,32 @@ def check_middleware(paths: str) -> None:
                 f"GATEWAY_MIDDLEWARE entry {path!r}: no module {module_name!r} to import; the gateway imports "
                 "it as Python does: install it, or put the directory that holds it on PYTHONPATH"
             )
+        if _binds(found.origin, attribute) is False:
+            # A typo in the name: with --workers N every worker died at import and was
+            # restarted, for ever (serve neither served nor exited).
+            raise ValueError(f"GATEWAY_MIDDLEWARE entry {path!r}: module {module_name!r} defines no {attribute!r}")
+
+
+def _binds(origin: str | None, name: str) -> bool | None:
+    """Whether the Python source at `origin` binds `name` at its top level (read, not run);
+    None when that cannot be told (no source, a star import, a module-level __getattr__)."""
+    if not origin or not origin.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(Path(origin).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name in (name, "__getattr__"):
+                return True
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
+            return True
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*" or (alias.asname or alias.name).split(".")[0] == name:
+                    return True
+    return False
 
 
 def imported_middleware(paths: str) -> list[Middleware]:

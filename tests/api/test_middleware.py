@@ -123,6 +123,14 @@ def test_a_middleware_that_cannot_be_imported_stops_serve_with_the_reason(tmp_pa
         timeout=60,
     )
     assert not marker.exists()
+    # A name the module does not define: said before any worker starts (with --workers 2,
+    # each worker died at import and was restarted for ever), and the module still not run.
+    cmd = [*cmd, "--workers", "2"]
+    typo = {**check_middleware_env, "GATEWAY_MIDDLEWARE": "mycompany.gateway_middleware:corss"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=typo, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "module 'mycompany.gateway_middleware' defines no 'corss'" in done.stderr
+    assert "Traceback" not in done.stderr and not marker.exists()
 
 
 def test_the_route_table_serves_chat_once_on_the_fast_path():
