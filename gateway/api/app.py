@@ -58,7 +58,9 @@ async def _seed_spend(state: AppState) -> None:
 def build_state(settings: Settings) -> AppState:
     pool = BackendPool(CandidateGate(InFlight(settings.max_upstream_inflight or settings.max_connections)))
     # Applies the first snapshot to the pool itself, before keeping it as the last good copy.
-    holder = ConfigHolder(settings.config, on_swap=pool.apply, last_good=last_good_path(settings.data_dir, settings.config))
+    holder = ConfigHolder(
+        settings.config, on_swap=pool.apply, last_good=last_good_path(settings.data_dir, settings.config)
+    )
     return AppState(
         settings=settings,
         config=holder,
