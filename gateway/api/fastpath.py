@@ -122,24 +122,40 @@ def check_middleware(paths: str) -> None:
 
 
 def _binds(origin: str | None, name: str) -> bool | None:
-    """Whether the Python source at `origin` binds `name` at its top level (read, not run);
+    """Whether the Python source at `origin` binds `name` at its top level (read, not run:
+    definitions, assignments and imports, inside top-level `if`/`try`/`with` blocks too);
     None when that cannot be told (no source, a star import, a module-level __getattr__)."""
     if not origin or not origin.endswith(".py"):
         return None
     try:
-        tree = ast.parse(Path(origin).read_bytes())
+        statements = list(ast.parse(Path(origin).read_bytes()).body)
     except (OSError, SyntaxError, ValueError):
         return None
-    for node in ast.walk(tree):
+    while statements:
+        node = statements.pop()
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.name in (name, "__getattr__"):
+            if node.name == name:
                 return True
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
-            return True
+            if node.name == "__getattr__":
+                return None
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            stored = (
+                n for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+            )
+            if any(n.id == name for n in stored):
+                return True
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
-                if alias.name == "*" or (alias.asname or alias.name).split(".")[0] == name:
+                if alias.name == "*":
+                    return None
+                if (alias.asname or alias.name).split(".")[0] == name:
                     return True
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in ("body", "orelse", "finalbody"):
+                statements.extend(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                statements.extend(handler.body)
     return False
 
 

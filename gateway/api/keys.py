@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.keys import TenantError, parse_overlap, parse_when
-from gateway.tenants.store import open_tenant_store, store_failure
+from gateway.tenants.store import open_tenant_store, store_failure, store_timed_out
 from gateway.tenants.throttle import FailedAuthThrottle, parse_networks
 
 log = logging.getLogger("gateway.tenants")
@@ -148,7 +147,7 @@ async def _admin_call(request: Request, action: AdminAction, status: int = 200) 
         # Redis down or a locked SQLite file: the admin's retry may work, so a 503 in the
         # API's shape (it was a bare 500 "Internal Server Error" with a traceback per call).
         log.warning("key store failed on %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        if request.method != "GET" and _timed_out(exc):
+        if request.method != "GET" and store_timed_out(exc):
             # The write was sent: a hung Redis runs it when it resumes. Say so, or the admin's
             # retry meets a 409 for a key whose secret nobody saw.
             raise GatewayError(
@@ -164,13 +163,6 @@ async def _admin_call(request: Request, action: AdminAction, status: int = 200) 
     if state.auth.directory is not None and request.method != "GET":
         await state.auth.directory.refresh()  # this replica sees the change at once
     return _json(result, status)
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """A Redis call that timed out (sent, its outcome unknown) rather than one that could not
-    be sent (refused connection) or a SQLite error (whose transaction did not commit)."""
-    redis = sys.modules.get("redis.exceptions")
-    return redis is not None and isinstance(exc, redis.TimeoutError)
 
 
 def _limits(body: dict[str, Any]) -> dict[str, Any]:

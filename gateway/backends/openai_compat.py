@@ -36,8 +36,6 @@ from gateway.config.schema import BackendConfig
 from gateway.config.vendors import VENDORS
 
 MAX_ERROR_BODY = 64 * 1024
-
-
 MAX_RETRY_AFTER_S = 3600.0  # an upstream's wait taken at most this long (a candidate cools for it)
 
 

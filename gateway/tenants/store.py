@@ -67,6 +67,14 @@ def store_failure(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) or (redis is not None and isinstance(exc, redis.RedisError))
 
 
+def store_timed_out(exc: BaseException) -> bool:
+    """Whether `exc` is a Redis call that timed out: sent, its outcome unknown (a hung Redis
+    runs it when it resumes), unlike a refused connection or a SQLite transaction that did
+    not commit. Looked up as `store_failure` does."""
+    redis = sys.modules.get("redis.exceptions")
+    return redis is not None and isinstance(exc, redis.TimeoutError)
+
+
 def open_tenant_store(settings: Settings) -> TenantStore:
     if settings.redis_url:
         return RedisTenantStore.from_url(settings.redis_url)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from gateway.api.app import create_app
-from gateway.api.fastpath import FastPathApp, imported_middleware
+from gateway.api.fastpath import FastPathApp, check_middleware, imported_middleware
 from gateway.api.routes import route_table
 from gateway.settings import Settings
 from tests.support.inprocess import MOCK_POLICY, lifespan
@@ -131,6 +131,31 @@ def test_a_middleware_that_cannot_be_imported_stops_serve_with_the_reason(tmp_pa
     assert done.returncode == 2, done.stderr[-2000:]
     assert "module 'mycompany.gateway_middleware' defines no 'corss'" in done.stderr
     assert "Traceback" not in done.stderr and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ("def build():\n    cors = 1\n", True),  # a local of a function: not the module's
+        ("import json\njson.cors = 1\n", True),  # an attribute of another module
+        ("cors = 1\n", False),
+        (
+            "try:\n    from starlette.middleware.cors import CORSMiddleware as cors\nexcept ImportError:\n    pass\n",
+            False,
+        ),
+        ("if True:\n    cors, other = 1, 2\n", False),
+        ("from json import *\n", False),  # cannot be told: left to the worker
+        ("def __getattr__(name):\n    return 1\n", False),
+    ],
+)
+def test_the_middleware_check_reads_the_modules_top_level_names(tmp_path, monkeypatch, source, refused):
+    (tmp_path / "checked_middleware.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if refused:
+        with pytest.raises(ValueError, match="defines no 'cors'"):
+            check_middleware("checked_middleware:cors")
+    else:
+        check_middleware("checked_middleware:cors")
 
 
 def test_the_route_table_serves_chat_once_on_the_fast_path():
