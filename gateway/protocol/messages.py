@@ -20,6 +20,8 @@ Mappings chosen where the APIs differ:
   input, and DeepSeek rejects a request that carries it.
 - A `system` message inside `messages` (Anthropic's mid-conversation system messages) becomes
   a chat system message at the same position.
+- A `tool_result` with `is_error: true` becomes a tool message whose text starts `Error: `
+  (chat's tool messages have no error flag); `tool_use_id` is kept as the `tool_call_id`.
 - Chat usage counts cached prompt tokens inside `prompt_tokens`; Anthropic's
   `input_tokens` excludes cache reads, which go in `cache_read_input_tokens`.
 """
@@ -53,6 +55,12 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+
+# A failed tool's result starts with this in its chat tool message (just this when it has no
+# text): chat's tool messages carry no error flag, and without it the model reads the failure
+# as the tool's output. The text prefix is how other translators that keep the flag carry it.
+FAILED_PREFIX = "Error: "
+FAILED_ALONE = "Error"
 
 # Anthropic error types and the HTTP status each comes with (streams carry only the type).
 ERROR_STATUS = {
@@ -273,6 +281,8 @@ def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
             if not isinstance(block.get("tool_use_id"), str):
                 raise invalid_request(f"{at}.tool_use_id: Field required.", f"{at}.tool_use_id")
             text, images = _tool_result_content(block.get("content"), at)
+            if block.get("is_error") is True:
+                text = _failed(text)
             results.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
             parts += images
         else:
@@ -283,6 +293,11 @@ def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         content: Any = "".join(part["text"] for part in parts) if only_text and len(parts) == 1 else parts
         out.append({"role": "user", "content": content})
     return out
+
+
+def _failed(text: str) -> str:
+    """A failed tool's result (`is_error`) as its tool message says it: chat has no error flag."""
+    return FAILED_PREFIX + text if text else FAILED_ALONE
 
 
 def _tool_result_content(content: Any, where: str) -> tuple[str, list[dict[str, Any]]]:

@@ -28,7 +28,16 @@ import orjson
 
 from gateway.protocol.chat import PromptFacts
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import _head, _options, _source_url, _system_text, _tail, _tool_call
+from gateway.protocol.messages import (
+    FAILED_ALONE,
+    FAILED_PREFIX,
+    _head,
+    _options,
+    _source_url,
+    _system_text,
+    _tail,
+    _tool_call,
+)
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
 
 _THINKING = ("thinking", "redacted_thinking")
@@ -196,20 +205,25 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
 
 
 def _result_length(block: dict[str, Any]) -> int | None:
-    """The bytes of a tool_result's text as its tool message holds it; None for images."""
+    """The bytes of a tool_result's text as its tool message holds it (a failed tool's says
+    so: `_failed`); None for images."""
     if type(block.get("tool_use_id")) is not str:
         return None
     content = block.get("content")
     if content is None or type(content) is str:
-        return utf8_length(content) if content else 0
-    if type(content) is not list:
+        size = utf8_length(content) if content else 0
+    elif type(content) is not list:
         return None
-    size = 0
-    for part in content:
-        if type(part) is not dict or part.get("type") != "text" or type(part.get("text")) is not str:
-            return None
-        size += utf8_length(part["text"])
-    return size + len(content) - 1 if content else 0
+    else:
+        size = 0
+        for part in content:
+            if type(part) is not dict or part.get("type") != "text" or type(part.get("text")) is not str:
+                return None
+            size += utf8_length(part["text"])
+        size = size + len(content) - 1 if content else 0
+    if block.get("is_error") is True:
+        return size + len(FAILED_PREFIX) if size else len(FAILED_ALONE)
+    return size
 
 
 def _tools_delta(tools: Any) -> int | None:

@@ -211,6 +211,33 @@ def test_tools_round_trip_with_ids_intact_through_chat(gw, client, upstream):
     assert sent[2] == {"role": "tool", "tool_call_id": "call_w1", "content": "sunny, 21C"}
 
 
+def test_a_failed_tools_result_reaches_a_chat_backend_saying_it_failed(gw, client, upstream, claude):
+    """Chat's tool messages have no error flag: the text says it, the call id stays; an
+    Anthropic backend gets the flag itself (passed through)."""
+    use = {"type": "tool_use", "id": "toolu_w1", "name": "get_weather", "input": {"city": "Paris"}}
+    failed = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_w1",
+        "content": "HTTP 503 from the weather API",
+        "is_error": True,
+    }
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [failed]},
+    ]
+    for model in ("open", "claude"):
+        client.messages.create(model=model, max_tokens=200, tools=[WEATHER], messages=messages)
+    [translated] = upstream.received
+    assert translated.body["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": "toolu_w1",
+        "content": "Error: HTTP 503 from the weather API",
+    }
+    [native] = claude.received
+    assert native.body["messages"][2] == {"role": "user", "content": [failed]}
+
+
 def test_a_streamed_tool_call_arrives_as_input_json_deltas(gw, client, upstream):
     upstream.reset(tool_call=CALL)
     with client.messages.stream(model="open", max_tokens=200, tools=[WEATHER], messages=HELLO) as stream:

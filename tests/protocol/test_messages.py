@@ -156,6 +156,44 @@ def test_tool_results_lead_the_user_turn_and_their_images_follow():
     ]
 
 
+def test_a_failed_tools_result_says_it_failed_in_its_tool_message():
+    """Chat's tool messages have no error flag: without the text saying so, the model reads a
+    failing tool's output as its answer."""
+
+    def result(**block):
+        return {"type": "tool_result", "tool_use_id": "toolu_1", **block}
+
+    calls = [{"type": "tool_use", "id": f"toolu_{i}", "name": "run", "input": {}} for i in range(1, 6)]
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": "run them"},
+            {"role": "assistant", "content": calls},
+            {
+                "role": "user",
+                "content": [
+                    result(content="exit status 1: no such file", is_error=True),
+                    result(
+                        tool_use_id="toolu_2",
+                        content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                        is_error=True,
+                    ),
+                    result(tool_use_id="toolu_3", is_error=True),  # no content: the failure alone
+                    result(tool_use_id="toolu_4", content="fine", is_error=False),
+                    result(tool_use_id="toolu_5", content="fine too"),
+                ],
+            },
+        ],
+    }
+    assert messages_to_chat(body)["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "Error: exit status 1: no such file"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: a\nb"},
+        {"role": "tool", "tool_call_id": "toolu_3", "content": "Error"},
+        {"role": "tool", "tool_call_id": "toolu_4", "content": "fine"},
+        {"role": "tool", "tool_call_id": "toolu_5", "content": "fine too"},
+    ]
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [

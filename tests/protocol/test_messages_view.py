@@ -122,6 +122,30 @@ USUAL = {
             }
         ]
     ),
+    "failed tools' results": _agent_turn(
+        messages=[
+            {"role": "user", "content": "Run both."},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "exit 1 — échec", "is_error": True},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_2",
+                        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": ""}],
+                        "is_error": True,
+                    },
+                ],
+            },
+        ]
+    ),
     "image alone": {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": [_IMAGE]}]},
     "assistant first, string system": {
         **S.MESSAGES_REQUEST_MINIMAL,
