@@ -43,6 +43,7 @@ from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import untranslatable
 from gateway.protocol.responses import (
     chat_to_response,
+    check_tool_outputs,
     conversation_items,
     encode_event,
     encode_response,
@@ -378,6 +379,9 @@ class ResponsesIngress(Ingress):
         if previous_id:
             record = await load(state, request.owner, previous_id, "previous_response_id")
             continue_from(request, record.items)
+        # Once the conversation is known, before routing, whichever way a candidate is asked:
+        # OpenAI refuses an output answering no call too, so a native backend would as well.
+        check_tool_outputs(request.previous, input_items(request.native.get("input")))
         return request
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:

@@ -185,6 +185,31 @@ def _append_items(
             )
 
 
+# Items that make a tool call, and the outputs answering one (as OpenAI's 400 names them).
+_CALLS = ("function_call", "custom_tool_call", "tool_search_call")
+_OUTPUTS = {"function_call_output": "function call output", "custom_tool_call_output": "custom tool call output"}
+
+
+def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """OpenAI's 400 for a tool output in the request's input `items` whose call is neither
+    earlier in them nor in the conversation `previous` continues. Sent on, it would be a chat
+    `tool` message answering no call (or answering it before it is made), which chat backends
+    refuse with an opaque 400, or take and answer nonsense. A malformed item is left to the
+    translation, which names it."""
+    calls: set[str] = set()
+    for item in previous:
+        if item.get("type") in _CALLS and type(item.get("call_id")) is str:
+            calls.add(item["call_id"])
+    for item in items:
+        kind, call_id = item.get("type"), item.get("call_id")
+        if type(kind) is not str or type(call_id) is not str:
+            continue
+        if kind in _CALLS:
+            calls.add(call_id)
+        elif kind in _OUTPUTS and call_id not in calls:
+            raise invalid_request(f"No tool call found for {_OUTPUTS[kind]} with call_id {echoed(call_id)}.", "input")
+
+
 def _open_assistant(message: dict[str, object]) -> bool:
     """Whether tool calls may still join this message: an assistant turn that is still the last
     message (a tool's answer would have followed it)."""

@@ -441,6 +441,85 @@ def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
     assert row["endpoint"] == "responses" and row["estimated"] is False
 
 
+# -- tool call outputs answer calls --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["translated", "native first"])
+def test_a_tool_output_answering_no_call_is_openais_400_before_any_backend(
+    start_gateway, upstream, native, openai_client, config
+):
+    """Sent on, it is a chat `tool` message answering no call, which chat backends refuse
+    with an opaque 400 or take and answer nonsense; OpenAI answers this 400 itself, so a
+    backend serving Responses natively is not asked either."""
+    text = TRANSLATED if config == "translated" else NATIVE_FIRST
+    gw = start_gateway(text.format(chat=upstream.base_url, native=native.base_url), env=KEYS)
+    client = openai_client(gw, api_key="sk-alice")
+    first = client.responses.create(model="auto", input="Hi.")  # its output is a message: no call
+    orphan = {"type": "function_call_output", "call_id": "call_nowhere", "output": "42"}
+    custom = {"type": "custom_tool_call_output", "call_id": "call_custom", "output": "done"}
+    late = {"type": "function_call", "call_id": "call_late", "name": "get_weather", "arguments": "{}"}
+    for stream in (False, True):
+        for extra, items, message in [
+            ({}, [{"role": "user", "content": "Hi."}, orphan], "function call output with call_id call_nowhere"),
+            ({"previous_response_id": first.id}, [orphan], "function call output with call_id call_nowhere"),
+            ({}, [custom], "custom tool call output with call_id call_custom"),
+            # An output before its call: chat would get the tool message ahead of the call.
+            ({}, [{**orphan, "call_id": "call_late"}, late], "function call output with call_id call_late"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.responses.create(model="auto", input=items, tools=[WEATHER_TOOL], stream=stream, **extra)
+            assert caught.value.body == {
+                "message": f"No tool call found for {message}.",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+    assert (len(upstream.received), len(native.received)) == ((1, 0) if config == "translated" else (0, 1))
+
+
+@pytest.mark.parametrize("config", ["translated", "native first"])
+def test_a_tool_output_answers_a_call_in_its_input_or_in_the_conversation_it_continues(
+    start_gateway, upstream, native, openai_client, config
+):
+    text = TRANSLATED if config == "translated" else NATIVE_FIRST
+    gw = start_gateway(text.format(chat=upstream.base_url, native=native.base_url), env=KEYS)
+    client = openai_client(gw, api_key="sk-alice")
+    upstream.reset(
+        tool_call={"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    )
+    native.reset(function_call={"call_id": "call_w1", "name": "get_weather", "arguments": "{}"})
+    first = client.responses.create(model="auto", input="Weather in Paris?", tools=[WEATHER_TOOL])
+    assert first.output[0].type == "function_call" and first.output[0].call_id == "call_w1"
+    upstream.reset()
+    native.reset()
+    output = {"type": "function_call_output", "call_id": "call_w1", "output": "sunny"}
+    second = client.responses.create(model="auto", previous_response_id=first.id, input=[output])
+    call = {"type": "function_call", "call_id": "call_w2", "name": "get_weather", "arguments": "{}"}
+    third = client.responses.create(model="auto", input=[call, {**output, "call_id": "call_w2"}])
+    assert second.status == third.status == "completed"
+    [to_second, to_third] = upstream.received if config == "translated" else native.received
+    if config == "translated":
+        assert to_second.body["messages"][1:] == [
+            {"role": "assistant", "content": None, "tool_calls": [upstream_call("call_w1")]},
+            {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"},
+        ]
+        assert to_third.body["messages"] == [
+            {"role": "assistant", "content": None, "tool_calls": [upstream_call("call_w2")]},
+            {"role": "tool", "tool_call_id": "call_w2", "content": "sunny"},
+        ]
+    else:
+        assert [(i["type"], i.get("call_id")) for i in to_second.body["input"]] == [
+            ("message", None),
+            ("function_call", "call_w1"),
+            ("function_call_output", "call_w1"),
+        ]
+        assert to_third.body["input"] == [call, {**output, "call_id": "call_w2"}]
+
+
+def upstream_call(call_id: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+
 # -- across replicas ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import (
     chat_to_response,
+    check_tool_outputs,
     conversation_items,
     encode_event,
     responses_to_chat,
@@ -182,6 +183,39 @@ def test_conversation_items_chain_input_and_output():
     second_request = {"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}
     second = conversation_items(first, second_request, {"output": [S.RESPONSE_FUNCTION_CALL_ITEM]})
     assert second == first + second_request["input"] + [S.RESPONSE_FUNCTION_CALL_ITEM]
+
+
+def _call(kind: str, call_id: object) -> dict:
+    return {"type": kind, "call_id": call_id, "name": "f", "arguments": "{}", "input": ""}
+
+
+def test_a_tool_output_must_answer_a_call_made_before_it():
+    previous = conversation_items(None, S.RESPONSES_REQUEST_STRING, {"output": [S.RESPONSE_FUNCTION_CALL_ITEM]})
+    earlier = S.RESPONSE_FUNCTION_CALL_ITEM["call_id"]
+    answered = [
+        ([], [_call("function_call", "a"), _call("custom_tool_call", "b"), _call("tool_search_call", "c")]),
+        (previous, []),
+    ]
+    for before, calls in answered:
+        ids = [c["call_id"] for c in calls] or [earlier]
+        outputs = [{"type": "function_call_output", "call_id": i, "output": "x"} for i in ids]
+        check_tool_outputs(before, calls + outputs)  # each answers a call: no error
+    refused = [
+        ([], [{"type": "function_call_output", "call_id": "z", "output": "x"}], "function call output with call_id z"),
+        ([], [{"type": "custom_tool_call_output", "call_id": "z"}], "custom tool call output with call_id z"),
+        ([], [{"type": "function_call_output", "call_id": earlier}], f"function call output with call_id {earlier}"),
+        ([], [{"type": "function_call_output", "call_id": "a"}, _call("function_call", "a")], "output with call_id a"),
+    ]
+    for before, items, message in refused:
+        with pytest.raises(GatewayError) as caught:
+            check_tool_outputs(before, items)
+        assert (caught.value.status, caught.value.param, caught.value.code) == (400, "input", None)
+        assert caught.value.message.startswith("No tool call found for ") and caught.value.message.endswith(
+            f"{message}."
+        )
+    # What the translation names as malformed is left to it, and never a 500 here.
+    check_tool_outputs([], [{"type": ["function_call_output"], "call_id": "z"}, {"type": "function_call_output"}])
+    check_tool_outputs([], [{"type": "function_call_output", "call_id": ["z"]}])
 
 
 @pytest.mark.parametrize(
