@@ -67,7 +67,10 @@ def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
         {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"{path}: not UTF-8 text (byte 0xe9 at offset 18)"
+    assert done.stderr.strip().splitlines()[-2:] == [
+        f"{path}: 1 problem(s)",
+        "  - <file>: cannot read the file: not UTF-8 text (byte 0xe9 at offset 18)",
+    ]
     assert "Traceback" not in done.stderr
 
 

@@ -67,12 +67,6 @@ def run(args: argparse.Namespace) -> int:
         if "GATEWAY_CONFIG" not in os.environ:  # neither --config nor the variable: the default was read
             print("pass the policy's path as --config FILE (or GATEWAY_CONFIG)", file=sys.stderr)
         return 2
-    except UnicodeDecodeError as exc:  # the loader reads text; say so rather than die with a traceback
-        print(
-            f"{settings.config}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
-            file=sys.stderr,
-        )
-        return 2
     try:
         check_middleware(settings.middleware)  # the same: a missing module said here, not in a worker's traceback
     except ValueError as exc:

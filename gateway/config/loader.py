@@ -464,10 +464,19 @@ def _referenced_variables(value: Any) -> list[str]:
 def load_config(path: str | Path) -> tuple[GatewayConfig, list[str]]:
     path = Path(path)
     try:
-        text = path.read_text()
+        # UTF-8 whatever the locale, as the reloader reads it: a file the CLI accepts is one
+        # the running gateway applies, and one that is not UTF-8 is a problem, not a traceback.
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror}"
         if not path.is_absolute():  # e.g. GATEWAY_CONFIG's default, run from outside the checkout
             reason += f" (looked for {path.absolute()}; a relative path is read from the current directory)"
         raise ConfigError(str(path), [Problem("", None, reason)]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [Problem("", None, f"cannot read the file: {not_utf8(exc)}")]) from None
     return parse_config(text, str(path))
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a policy stops being UTF-8, as every reader of one reports it."""
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config.loader import ConfigError, Problem, parse_config
+from gateway.config.loader import ConfigError, Problem, not_utf8, parse_config
 from gateway.config.snapshot import ConfigSnapshot
 
 log = logging.getLogger("gateway.config")
@@ -116,7 +116,7 @@ class ConfigHolder:
         except OSError as exc:
             reason = f"cannot read the file: {exc.strerror}"
         except UnicodeDecodeError as exc:
-            reason = f"cannot read the file: {_not_utf8(exc)}"
+            reason = f"cannot read the file: {not_utf8(exc)}"
         raise ConfigError(str(self.path), [Problem("", None, reason)])
 
     def _keep(self, text: str) -> None:
@@ -151,7 +151,7 @@ class ConfigHolder:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return self._failed([f"cannot read {self.path}: {_not_utf8(exc)}"])
+            return self._failed([f"cannot read {self.path}: {not_utf8(exc)}"])
         try:
             config, warnings = parse_config(text, str(self.path))
         except ConfigError as exc:
@@ -230,10 +230,6 @@ def last_good_path(data_dir: Path, config: Path) -> Path:
     one restarted on a broken file came up serving the other's routes and backends."""
     digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
     return data_dir / f"last-good-config-{digest}.yaml"
-
-
-def _not_utf8(exc: UnicodeDecodeError) -> str:
-    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def write_private(path: Path, text: str) -> None:

@@ -3,9 +3,12 @@ and which backends are off (no API key), as two aligned tables."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from gateway.cli import main
 from tests.support.services import REPO
@@ -136,3 +139,43 @@ def test_models_and_explain_report_a_policy_the_same_way(tmp_path, capsys, monke
         assert err.splitlines() == [
             "warning: backend `hosted` (openrouter) has no API key (set `api_key:`, e.g. `api_key: ${OPENROUTER_API_KEY}`): disabled"
         ], command
+
+
+def gateway(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    """`python -m gateway ARGS` as an admin runs it, without the caller's GATEWAY_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        (b"backends: {}\n# caf\xe9\n", "byte 0xe9 at offset 18"),  # latin-1 text
+        (b"\xff\xfeb\x00a\x00c\x00k\x00", "byte 0xff at offset 0"),  # UTF-16 with its byte order mark
+    ],
+)
+def test_a_policy_that_is_not_utf8_is_named_with_where_it_stops_not_a_traceback(tmp_path, content, where):
+    """Every command reading a policy died in the decoder with a traceback (the reloader of a
+    running gateway already said this); now each reports it as a problem of the file, and
+    `rankings` stops before it opens the store."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(content)
+    request = tmp_path / "request.json"
+    request.write_text('{"model": "m/x", "messages": [{"role": "user", "content": "hi"}]}')
+    problem = f"<file>: cannot read the file: not UTF-8 text ({where})"
+    reported = [f"{policy}: 1 problem(s)", f"  - {problem}"]
+    data = tmp_path / "data"
+    runs = [
+        (["validate", str(policy)], [f"{policy}: invalid", f"  {problem}"]),
+        (["models", "--config", str(policy)], reported),
+        (["explain", "--config", str(policy), str(request)], reported),
+        (["rankings", "--config", str(policy), "--data-dir", str(data)], reported),
+    ]
+    for args, said in runs:
+        done = gateway(*args)
+        assert (done.returncode, done.stdout) == (1, ""), (args, done.stderr[-800:])
+        assert done.stderr.splitlines() == said, args
+    assert not data.exists()  # the store was neither announced nor opened
