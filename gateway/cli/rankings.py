@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli.policy import DEFAULT_POLICY, load_snapshot
 from gateway.cli.store import add_store_flags, announce_store, settings_from
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the JSON that GET /v1/rankings returns")
     p.add_argument(
         "--config",
-        default=os.environ.get("GATEWAY_CONFIG", "policies/default.yaml"),
-        help="routing YAML whose prices the throughput table shows",
+        help="routing YAML whose prices the throughput table shows (default: $GATEWAY_CONFIG, "
+        f"else {DEFAULT_POLICY} when run where there is one)",
     )
     add_store_flags(p)
     p.set_defaults(func=run)
@@ -45,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
     except QueryError as exc:
         print(f"gateway rankings: {exc}", file=sys.stderr)
         return 2
+    prices = _prices(args.config or os.environ.get("GATEWAY_CONFIG"))
+    if prices is None:
+        return 1
     settings = settings_from(args)
     announce_store(settings, "gateway rankings")
-    body = asyncio.run(_rankings(settings, args.config, query))
+    body = asyncio.run(_rankings(settings, query, prices))
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
     else:
@@ -55,29 +59,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _rankings(settings: Settings, config: str, query: RankingQuery) -> dict[str, Any]:
+async def _rankings(settings: Settings, query: RankingQuery, prices: Prices) -> dict[str, Any]:
     from gateway.usage.stores import open_store
 
     store = open_store(settings)
     try:
-        return await store.rankings(query, _prices(config))
+        return await store.rankings(query, prices)
     finally:
         await store.aclose()
 
 
-def _prices(path: str) -> Prices:
+def _prices(named: str | None) -> Prices | None:
+    """The prices of the policy the admin named (--config, GATEWAY_CONFIG); None, its problems
+    printed, when it cannot be read, as `gateway models` refuses it: ranked without prices, a
+    typo in the path would pass for a policy without any. Named none, the checkout's default
+    when there is one, and no prices (a warning if it is broken) rather than no rankings."""
     from gateway.config.loader import ConfigError, load_config
     from gateway.config.snapshot import ConfigSnapshot
     from gateway.usage.rankings import prices_of
 
-    if not os.path.exists(path):
+    if named:
+        snapshot = load_snapshot(named)
+        return None if snapshot is None else prices_of(snapshot)
+    if not os.path.exists(DEFAULT_POLICY):
         return {}
     try:
-        config, _ = load_config(path)
+        config, _ = load_config(DEFAULT_POLICY)
     except ConfigError as exc:
-        print(f"warning: prices not shown, {path} is invalid: {exc}", file=sys.stderr)
+        print(f"warning: prices not shown, {DEFAULT_POLICY} is invalid: {exc}", file=sys.stderr)
         return {}
-    return prices_of(ConfigSnapshot.build(config, path))
+    return prices_of(ConfigSnapshot.build(config, DEFAULT_POLICY))
 
 
 # -- rendering ---------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""`gateway rankings` rendering: human token units, change arrows, growth percentages."""
+"""`gateway rankings` rendering: human token units, change arrows, growth percentages; and the
+command as an admin runs it: the policy it reads prices from."""
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
 from gateway.cli.rankings import change, human_tokens, percent, render
+from tests.support.services import REPO
 from tests.usage.fixtures import EXPECTED
 
 
@@ -74,3 +79,33 @@ def test_render_shows_each_providers_uptime_in_the_throughput_table():
     header = lines.index("Throughput (medians)") + 1
     assert lines[header].split()[-1] == "UPTIME"
     assert lines[header + 1].split()[-1] == "50.0%" and lines[header + 2].split()[-1] == "-"
+
+
+def gateway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m gateway ARGS` from the checkout, with no GATEWAY_* setting but `env`'s."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=REPO,
+        env={**inherited, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_named_policy_that_does_not_exist_is_refused_as_models_refuses_it(tmp_path):
+    """`--config` (or GATEWAY_CONFIG) naming a missing file ranked without prices, exit 0: a
+    typo passed for a policy without any. Refused now, before the store is opened."""
+    missing = tmp_path / "typo.yaml"
+    data = tmp_path / "data"
+    said = [f"{missing}: 1 problem(s)", "  - <file>: cannot read the file: No such file or directory"]
+    for flags, env in (
+        (["--config", str(missing)], {}),
+        ([], {"GATEWAY_CONFIG": str(missing)}),
+    ):
+        done = gateway("rankings", "--data-dir", str(data), *flags, env=env)
+        assert (done.returncode, done.stdout) == (1, ""), done.stderr
+        assert done.stderr.splitlines() == said
+        assert gateway("models", *flags, env=env).stderr.splitlines() == said  # the same words
+    assert not data.exists()
