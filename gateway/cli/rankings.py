@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     from gateway.usage.rankings import QueryError, ranking_query
+    from gateway.usage.scoped import Scope
 
     try:
         query = ranking_query(args.window, args.end, args.limit)
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     announce_store(settings, "gateway rankings")
     body = asyncio.run(_rankings(settings, query, prices))
     if args.json:
+        # Whose traffic it counts, as GET /v1/rankings says it: the CLI reads the whole store.
+        body["scope"] = {**Scope().to_json(), "all_visible": True}
         sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
     else:
         print(render(body))

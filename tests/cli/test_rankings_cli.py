@@ -1,9 +1,10 @@
 """`gateway rankings` rendering: human token units, change arrows, growth percentages; and the
-command as an admin runs it: the policy it reads prices from."""
+command as an admin runs it: the policy it reads prices from, the JSON it prints."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -109,3 +110,17 @@ def test_a_named_policy_that_does_not_exist_is_refused_as_models_refuses_it(tmp_
         assert done.stderr.splitlines() == said
         assert gateway("models", *flags, env=env).stderr.splitlines() == said  # the same words
     assert not data.exists()
+
+
+def test_rankings_json_says_whose_traffic_it_counts_as_the_api_does(tmp_path):
+    """GET /v1/rankings answers with `scope`; the CLI's JSON, said to be that answer, had none.
+    It ranks the whole store: everything, no key or team filter."""
+    done = gateway("rankings", "--window", "day", "--json", "--data-dir", str(tmp_path / "data"))
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert body["scope"] == {"key": None, "team": None, "all_visible": True}
+    assert list(body) == [
+        "window", "previous_window", "totals", "models", "others", "authors", "categories", "apps", "throughput",
+        "scope",
+    ]  # fmt: skip
+    assert body["window"]["name"] == "day" and body["totals"]["requests"] == 0
