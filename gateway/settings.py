@@ -164,6 +164,16 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if value:
+            # A port out of range or a bad option: said here, by the variable's name, rather
+            # than as a traceback from the first command that connects. redis-py's own parser
+            # reads it (a pool connects only when first used).
+            from redis import ConnectionPool
+
+            try:
+                ConnectionPool.from_url(value)
+            except ValueError as exc:
+                raise ValueError(f"not a Redis URL: {exc}") from None
         return value
 
     @field_validator("data_dir")

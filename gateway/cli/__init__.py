@@ -43,16 +43,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # before the clause below, which would re-raise it
+    except BrokenPipeError:  # before the clauses below, which would re-raise it
         return 0
+    except OSError as exc:
+        if not (exc.filename and hasattr(args, "store_file")):
+            raise
+        # A store command's data directory or store file this user cannot make or open (a
+        # missing parent, a read-only mount): said in one line, as a store failure is below.
+        named = _named(args)
+        if named.endswith(f" {exc.filename})"):  # the store file itself: named once is enough
+            named = ""
+        print(
+            f"gateway {args.command}: the store failed: cannot use {exc.filename}: {exc.strerror}{named}",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as exc:
         from gateway.tenants.store import store_failure
 
         if not store_failure(exc):
             raise
         # The store the command works on (Redis down, a corrupt SQLite file): said in one line.
-        print(f"gateway {args.command}: the store failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"gateway {args.command}: the store failed: {type(exc).__name__}: {exc}{_named(args)}", file=sys.stderr)
         return 1
+
+
+def _named(args: argparse.Namespace) -> str:
+    """` (Redis redis://host/0)` or ` (SQLite /path/keys.sqlite3)`: which store failed, for a
+    command that opens one (gateway.cli.store.add_store_flags); the error alone may not say."""
+    from gateway.cli.store import describe_store, settings_from
+
+    if not hasattr(args, "store_file"):
+        return ""
+    return f" ({describe_store(settings_from(args), args.store_file)})"
 
 
 if __name__ == "__main__":

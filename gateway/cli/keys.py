@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli.store import add_store_flags, settings_from
+from gateway.cli.store import KEYS_FILE, add_store_flags, settings_from
 
 if TYPE_CHECKING:
     from gateway.tenants.admin import TenantAdmin
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     a.add_argument("--limit", type=int, default=100)
     a.set_defaults(func=run_audit)
     for p in (c, u, ls, r, ro, a):
-        add_store_flags(p)
+        add_store_flags(p, KEYS_FILE)
         p.add_argument("--json", action="store_true", help="print JSON")
 
     teams = sub.add_parser("teams", help="teams: limits and budgets shared by their keys")
@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tl = ts.add_parser("list", help="every team and its limits")
     tl.set_defaults(func=run_team_list)
     for p in (tc, tu, tl):
-        add_store_flags(p)
+        add_store_flags(p, KEYS_FILE)
         p.add_argument("--json", action="store_true", help="print JSON")
 
 

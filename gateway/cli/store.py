@@ -17,14 +17,18 @@ if TYPE_CHECKING:  # imported when used: `gateway --help` should not load pydant
     from gateway.settings import Settings
 
 SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.stores.store_for gives the SQLite file
+KEYS_FILE = "keys.sqlite3"  # and gateway.tenants.store.open_tenant_store the key store's
 
 
-def add_store_flags(p: argparse.ArgumentParser) -> None:
+def add_store_flags(p: argparse.ArgumentParser, sqlite_file: str = SQLITE_FILE) -> None:
+    """The flags choosing the store; and which one the command opens (`store_file`), for
+    `gateway.cli.main` to name in the line it prints when that store fails."""
     p.add_argument(
         "--data-dir",
         help="embedded store directory (default: $GATEWAY_DATA_DIR, else ~/.local/share/open-model-gateway)",
     )
     p.add_argument("--redis-url", help="shared store (default: $GATEWAY_REDIS_URL)")
+    p.set_defaults(store_file=sqlite_file)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -50,11 +54,11 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def describe_store(settings: Settings) -> str:
+def describe_store(settings: Settings, sqlite_file: str = SQLITE_FILE) -> str:
     """`SQLite /path/usage.sqlite3` or `Redis redis://host:6379/0`, never a password."""
     if settings.redis_url:
         return f"Redis {redacted_url(settings.redis_url)}"
-    return f"SQLite {(settings.data_dir / SQLITE_FILE).absolute()}"
+    return f"SQLite {(settings.data_dir / sqlite_file).absolute()}"
 
 
 def store_is_empty(settings: Settings) -> bool | None:

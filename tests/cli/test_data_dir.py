@@ -235,3 +235,70 @@ def test_data_files_are_private_in_a_data_directory_that_already_existed(tmp_pat
     assert {"usage.sqlite3", "keys.sqlite3", "responses.sqlite3"} <= set(files), files
     modes = {name: oct((data / name).stat().st_mode & 0o777) for name in files}
     assert set(modes.values()) == {"0o600"}, modes
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_data_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path, where):
+    """A data directory under a regular file, or in /proc: every store command died with
+    mkdir's traceback. Now one line naming the directory and the store, exit 1."""
+    if where == "proc":
+        data, reason = Path("/proc/gateway-no-such-dir"), "No such file or directory"
+    else:
+        (tmp_path / "file").write_text("")
+        data, reason = tmp_path / "file" / "data", "Not a directory"
+    env = environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(data))
+    failed = f"the store failed: cannot use {data}: {reason}"
+    for command, said in (
+        (("keys", "list"), [f"gateway keys: {failed} (SQLite {data / 'keys.sqlite3'})"]),
+        (("teams", "create", "t"), [f"gateway teams: {failed} (SQLite {data / 'keys.sqlite3'})"]),
+        (
+            ("rankings",),
+            [
+                f"gateway rankings reads SQLite {data / 'usage.sqlite3'}{EMPTY}",
+                f"gateway rankings: {failed} (SQLite {data / 'usage.sqlite3'})",
+            ],
+        ),
+        (
+            ("usage", "export", "--start", "2025-03-01", "--end", "2025-03-01"),
+            [
+                f"gateway usage export reads SQLite {data / 'usage.sqlite3'}",
+                f"gateway usage: {failed} (SQLite {data / 'usage.sqlite3'})",
+            ],
+        ),
+    ):
+        done = cli(*command, cwd=tmp_path, env=env)
+        assert (done.returncode, done.stdout) == (1, ""), (command, done.stderr[-800:])
+        assert done.stderr.splitlines() == said, command
+
+
+def test_a_redis_url_with_a_port_out_of_range_is_a_setting_refused_by_name(tmp_path):
+    """redis://host:99999/0: redis-py's URL parser raised ValueError, a traceback from each
+    command (the server's workers too). Refused as an invalid setting, exit 2; the URL itself
+    is not printed (it may hold a password)."""
+    env = environment(tmp_path / "xdg", GATEWAY_REDIS_URL="redis://:s3cret@127.0.0.1:99999/0")
+    for command in (("keys", "list"), ("rankings",), ("usage", "report")):
+        done = cli(*command, cwd=tmp_path, env=env)
+        assert (done.returncode, done.stdout) == (2, ""), (command, done.stderr[-800:])
+        assert done.stderr.splitlines() == [
+            f"gateway {command[0]}: invalid setting(s):",
+            "  GATEWAY_REDIS_URL: Value error, not a Redis URL: Port out of range 0-65535",
+        ]
+
+
+def test_a_redis_that_does_not_answer_is_named_in_the_one_line(tmp_path):
+    """Nothing listening: `gateway keys` said only redis-py's "Error 111 connecting to host:port",
+    no store named (rankings names it in the line above; keys prints none)."""
+    from tests.support.ports import free_port
+
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    shown = url.replace("s3cret", "***")
+    env = environment(tmp_path / "xdg", GATEWAY_REDIS_URL=url)
+    for command in (("keys", "list"), ("teams", "list"), ("rankings",)):
+        done = cli(*command, cwd=tmp_path, env=env)
+        assert (done.returncode, done.stdout) == (1, ""), (command, done.stderr[-800:])
+        *announced, last = done.stderr.splitlines()
+        assert announced == ([f"gateway rankings reads Redis {shown}"] if command == ("rankings",) else [])
+        assert last.startswith(f"gateway {command[0]}: the store failed: ConnectionError: ") and last.endswith(
+            f" (Redis {shown})"
+        )
+        assert "s3cret" not in done.stderr
