@@ -53,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     ro.set_defaults(func=run_key_rotate)
     a = ks.add_parser("audit", help="the admin actions on keys and teams, newest last")
-    a.add_argument("--limit", type=int, default=100)
+    a.add_argument(
+        "--limit", type=_at_least_one, default=100, help="how many of the newest entries, 1 or more (default: 100)"
+    )
     a.set_defaults(func=run_audit)
     for p in (c, u, ls, r, ro, a):
         add_store_flags(p, KEYS_FILE)
@@ -92,6 +94,17 @@ def _key_flags(p: argparse.ArgumentParser, update: bool = False) -> None:
         help="UTC date or datetime after which the key is refused, e.g. 2027-01-01"
         + ("; 0 removes it" if update else ""),
     )
+
+
+def _at_least_one(text: str) -> int:
+    """`--limit`'s value: 0 or less was shown as 1 entry, a count the admin never asked for."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def _actor() -> str:
@@ -219,7 +232,7 @@ def run_key_rotate(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    return _run(args, lambda admin, args: [e.public() for e in admin.store.audit(max(1, args.limit))])
+    return _run(args, lambda admin, args: [e.public() for e in admin.store.audit(args.limit)])
 
 
 def run_team_create(args: argparse.Namespace) -> int:
