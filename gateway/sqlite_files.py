@@ -32,3 +32,24 @@ def connect_private(path: Path, timeout: float) -> sqlite3.Connection:
         except (FileNotFoundError, PermissionError):
             pass
     return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+
+
+def unusable_database(path: Path) -> str | None:
+    """Why the SQLite file at `path` can never be used (not a database, a corrupt header),
+    else None (also when it does not exist yet: it is made on first use). Read at startup:
+    such a file does not heal, and a gateway serving on it would drop every call's record
+    (or stored response) while it answered. Only the header and schema page are read, so a
+    ledger of any size is checked at once; a lock held by another process is not a fault."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return None  # busy, locked, out of memory: not the file's state, met again when used
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None

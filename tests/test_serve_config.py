@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import socket
 import subprocess
 import sys
 
@@ -144,6 +145,28 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
         done = gateway_cli(args, {**base, **extra})
         assert done.returncode == code, (args, done.stderr[-500:])
         assert said in done.stderr and "Traceback" not in done.stderr, (args, done.stderr[-500:])
+
+
+@pytest.mark.parametrize(("name", "what"), [("usage.sqlite3", "usage ledger"), ("responses.sqlite3", "response store")])
+def test_serve_refuses_a_ledger_or_response_store_that_is_not_sqlite(tmp_path, name, what):
+    """A usage ledger (or response store) that is not a database: serve started and answered
+    calls while its writer retried and dropped every record, budgets counting from zero (the
+    key store's file was already refused)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_bytes(b"not a database, " * 512)
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(data)}
+    with socket.socket() as taken:  # served on, it would stop at once (the port is in use), not run on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = gateway_cli(["serve", "--config", "policies/default.yaml", "--port", port], env)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert done.stderr.strip().splitlines() == [
+        f"the {what} {data / name} cannot be opened: file is not a database; move it aside "
+        "(a new one is made) or restore it from a backup"
+    ]
+    assert (data / name).read_bytes() == b"not a database, " * 512  # left as it was, for the operator
 
 
 def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sqlite3
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:
         print(f"the key store in {settings.data_dir} cannot be opened: {exc}", file=sys.stderr)
         return 2
+    problem = None if settings.redis_url else _unusable_sqlite_store(settings.data_dir)
+    if problem:  # the same for the usage ledger and the response store the workers write
+        print(problem, file=sys.stderr)
+        return 2
     notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
     if notice:
         print(notice, file=sys.stderr)
@@ -97,6 +102,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if owned_metrics_dir is not None:
             shutil.rmtree(owned_metrics_dir, ignore_errors=True)
+
+
+def _unusable_sqlite_store(data_dir: Path) -> str | None:
+    """Why the usage ledger or the response store file in `data_dir` cannot be used, said
+    before workers start. Served on, the gateway answered calls and dropped every record
+    (budgets counting from zero), and every stored response."""
+    from gateway.conversations.stores import FILE_NAME as RESPONSES_FILE
+    from gateway.sqlite_files import unusable_database
+    from gateway.usage.stores import SQLITE_FILE as USAGE_FILE
+
+    for what, name in (("usage ledger", USAGE_FILE), ("response store", RESPONSES_FILE)):
+        path = data_dir / name
+        reason = unusable_database(path)
+        if reason:
+            return (
+                f"the {what} {path} cannot be opened: {reason}; move it aside (a new one is made) "
+                "or restore it from a backup"
+            )
+    return None
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -23,6 +23,9 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.usage_events_retention_days, settings.usage_aggregates_retention_days)
 
 
+SQLITE_FILE = "usage.sqlite3"  # the embedded ledger, in the data directory
+
+
 def open_store(settings: Settings, redis: Redis | None = None, *, prunes: bool = False) -> UsageStore:
     """Redis when GATEWAY_REDIS_URL is set (for several replicas), else SQLite in the data dir.
 
@@ -74,7 +77,7 @@ def store_for(
     from gateway.usage.sqlite_store import SqliteUsageStore
 
     return SqliteUsageStore(
-        Path(data_dir) / "usage.sqlite3",
+        Path(data_dir) / SQLITE_FILE,
         retention=retention if prunes else KEEP_EVERYTHING,
         max_apps_per_day=max_apps_per_day,
     )
