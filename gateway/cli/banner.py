@@ -35,23 +35,41 @@ def base_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def banner(settings: Settings, config: GatewayConfig, port: int) -> str:
+def banner(settings: Settings, config: GatewayConfig, port: int, virtual_keys: bool = False) -> str:
+    """`virtual_keys`: the key store holds keys, so the gateway asks every client for one."""
     url = base_url(settings.host, port)
-    model = next(iter(config.routes), None) or next(m for b in config.backends.values() for m in b.models)
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Say hi"}]}, separators=(",", ":"))
-    auth = " -H 'Authorization: Bearer YOUR_KEY'" if settings.api_keys else ""
+    auth = " -H 'Authorization: Bearer YOUR_KEY'" if settings.api_keys or virtual_keys else ""
+    path, body = _first_call(config)
     rows = [
         ("OpenAI base_url", f"{url}/v1"),
         ("rankings", f"{url}/rankings"),
         ("metrics", f"{url}/metrics"),
         ("policy", str(settings.config.absolute())),
         ("store", describe_store(settings)),
-        ("try", f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'"),
+        ("try", f"curl -s {url}{path} -H 'Content-Type: application/json'{auth} -d '{body}'"),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"open-model-gateway is serving on {url}"]
     lines += [f"  {name.ljust(width)}  {value}" for name, value in rows]
     return "\n".join(lines)
+
+
+def _first_call(config: GatewayConfig) -> tuple[str, str]:
+    """The path and body of a first call that answers: a chat completion of the
+    first route that leads to a chat model (else of a chat model); an embedding when the
+    policy serves embeddings only (a chat call would get the wrong endpoint's 400)."""
+    chat = [m for b in config.backends.values() for m, offer in b.models.items() if offer.kind == "chat"]
+    served = set(chat)
+    model = next((name for name, route in config.routes.items() if served.intersection(route.models)), None)
+    if model is None and chat:
+        model = chat[0]
+    if model is not None:
+        body = {"model": model, "messages": [{"role": "user", "content": "Say hi"}]}
+        path = "/v1/chat/completions"
+    else:
+        embedding = next(iter(config.routes), None) or next(m for b in config.backends.values() for m in b.models)
+        body, path = {"model": embedding, "input": "Say hi"}, "/v1/embeddings"
+    return path, json.dumps(body, separators=(",", ":"))
 
 
 def show(text: str) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.api.wire import ServeConfig
     from gateway.config.schema import GatewayConfig
     from gateway.settings import Settings
+    from gateway.tenants.store import TenantStore
 
 log = logging.getLogger("gateway")
 
@@ -81,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"GATEWAY_DATA_DIR: {exc}", file=sys.stderr)
         return 2
     try:  # the key store each worker opens first: a corrupt file said here, not in each worker's traceback
-        open_tenant_store(settings).close()
+        keys = open_tenant_store(settings)
     except sqlite3.Error as exc:
         print(f"the key store in {settings.data_dir} cannot be opened: {exc}", file=sys.stderr)
         return 2
+    try:
+        virtual_keys = _holds_keys(keys)
+    finally:
+        keys.close()
     problem = None if settings.redis_url else _unusable_sqlite_store(settings.data_dir)
     if problem:  # the same for the usage ledger and the response store the workers write
         print(problem, file=sys.stderr)
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     metrics_dir = prepare_multiprocess_dir(settings.workers)
     owned_metrics_dir = None if preset_metrics_dir else metrics_dir  # made here: removed here
     try:
-        return _serve(settings, config)
+        return _serve(settings, config, virtual_keys)
     finally:
         if owned_metrics_dir is not None:
             shutil.rmtree(owned_metrics_dir, ignore_errors=True)
@@ -121,6 +126,17 @@ def _unusable_sqlite_store(data_dir: Path) -> str | None:
                 "or restore it from a backup"
             )
     return None
+
+
+def _holds_keys(store: TenantStore) -> bool:
+    """Whether the key store holds virtual keys, so that clients must send one (the banner's
+    curl says so). Not known when the store cannot be read now (Redis not up yet): False, and
+    the workers, which keep trying, say what they found."""
+    try:
+        return bool(store.all_keys())
+    except Exception as exc:  # the store's own failure, met again and reported by each worker
+        log.debug("key store not read for the banner: %s", exc)
+        return False
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -187,7 +203,7 @@ def server_config(settings: Settings) -> ServeConfig:
     )
 
 
-def _serve(settings: Settings, policy: GatewayConfig) -> int:
+def _serve(settings: Settings, policy: GatewayConfig, virtual_keys: bool) -> int:
     from uvicorn.config import STARTUP_FAILURE
 
     from gateway.cli.banner import AnnouncingServer, announce_when_healthy, banner, base_url
@@ -196,13 +212,13 @@ def _serve(settings: Settings, policy: GatewayConfig) -> int:
     log.info("open-file limit: %d", soft)
     config = server_config(settings)
     if config.workers <= 1:
-        server = AnnouncingServer(config, lambda port: banner(settings, policy, port))
+        server = AnnouncingServer(config, lambda port: banner(settings, policy, port, virtual_keys))
         server.run()
         return 0 if server.started else STARTUP_FAILURE  # e.g. the port is taken
     from gateway.cli.supervisor import GatewaySupervisor
 
     sockets = [config.bind_socket()]
     port = sockets[0].getsockname()[1]
-    announce_when_healthy(base_url(settings.host, port), banner(settings, policy, port))
+    announce_when_healthy(base_url(settings.host, port), banner(settings, policy, port, virtual_keys))
     GatewaySupervisor(config, sockets=sockets).run()
     return 0

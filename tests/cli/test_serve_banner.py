@@ -4,7 +4,10 @@ from a real `gateway serve` process, for the host and port it actually serves on
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 
 import httpx
 
@@ -87,3 +90,61 @@ def test_several_workers_print_one_banner(start_gateway):
     at = lines.index(banner[0])
     assert lines[at : at + 7] == banner
     assert sum(line.startswith("open-model-gateway is serving") for line in lines) == 1
+
+
+def test_virtual_keys_alone_are_asked_for_too(start_gateway, tmp_path):
+    """Keys made with `gateway keys create` and no GATEWAY_API_KEYS: the banner's curl had no
+    Authorization header, and its first call got a 401."""
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "--name", "dev", "--json"],
+        cwd=REPO,
+        env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    secret = json.loads(made.stdout)["key"]
+    gw = start_gateway(POLICY, workdir=tmp_path)
+    lines = gw.log().splitlines()
+    assert lines[-7:] == expected_banner(gw, "mock/mock-small", auth=" -H 'Authorization: Bearer YOUR_KEY'")
+    assert replay_curl(lines[-1]).status_code == 401
+    assert replay_curl(lines[-1].replace("YOUR_KEY", secret)).json()["model"] == "mock/mock-small"
+
+
+EMBEDDING_FIRST = """
+backends:
+  m:
+    type: mock
+    models:
+      mock/embed: {kind: embedding, dimensions: 8}
+      mock/mock-small: {}
+routes:
+  embed: {models: [mock/embed]}
+  chat: {models: [mock/mock-small]}
+"""
+
+EMBEDDINGS_ONLY = """
+backends:
+  m: {type: mock, models: {mock/embed: {kind: embedding, dimensions: 8}}}
+"""
+
+
+def test_the_banners_call_is_one_the_policy_answers(start_gateway):
+    """A policy whose first route leads to embeddings: the banner sent a chat completion to it
+    (a 400, wrong endpoint). The first route that leads to a chat model is offered; with no
+    chat model at all, an embedding."""
+    gw = start_gateway(EMBEDDING_FIRST)
+    assert gw.log().splitlines()[-7:] == expected_banner(gw, "chat")
+    answer = replay_curl(gw.log().splitlines()[-1])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "mock/mock-small"
+
+    only = start_gateway(EMBEDDINGS_ONLY)
+    line = only.log().splitlines()[-1]
+    assert line.endswith(
+        f"curl -s {only.url}/v1/embeddings -H 'Content-Type: application/json' "
+        """-d '{"model":"mock/embed","input":"Say hi"}'"""
+    )
+    answer = replay_curl(line)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["object"] == "list" and len(answer.json()["data"][0]["embedding"]) == 8
