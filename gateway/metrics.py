@@ -185,7 +185,8 @@ class Metrics:
         )
         self.limits_admitted_locally = Counter(
             "gateway_limits_admitted_locally_total",
-            "Requests admitted on this process's own counts because the shared limit store failed.",
+            "Limit checks passed on this process's own counts because the shared limit store failed: "
+            "one per request at admission (key, team, route limits), one per candidate with its own rpm.",
             registry=r,
         )
         self.config_reloads = Counter(
