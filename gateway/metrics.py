@@ -326,6 +326,18 @@ class Metrics:
                 # race): the call did not move on from either.
                 if attempt.error is not None and attempt.error not in _NOT_FALLBACKS:
                     self._child(self.fallbacks, route, attempt.backend, _reason(attempt.error)).inc()
+                if attempt.usage is not None:
+                    # A stream that broke and was continued elsewhere (what it delivered), a
+                    # hedge that lost (its prompt): tokens and cost of ITS backend.
+                    model, backend = attempt.model, attempt.backend
+                    for kind, tokens in (
+                        ("prompt", attempt.usage.prompt_tokens),
+                        ("completion", attempt.usage.completion_tokens),
+                    ):
+                        if tokens:
+                            self._child(self.tokens, model, backend, kind).inc(tokens)
+                    if attempt.cost_usd > 0:
+                        self._child(self.cost, model, backend).inc(attempt.cost_usd)
         if offer is None:
             return
         usage = outcome.usage
@@ -337,8 +349,9 @@ class Metrics:
                 series.completion_tokens(completion)
             if prompt >= MAX_TOKENS_PER_CALL or completion >= MAX_TOKENS_PER_CALL or outcome.cost_usd > MAX_COST_USD:
                 self._usage_out_of_bounds(outcome)
-        if outcome.cost_usd > 0:
-            series.cost(outcome.cost_usd)
+        cost = outcome.cost_usd if outcome.carried is None else outcome.upstream_cost_usd
+        if cost > 0:
+            series.cost(cost)
         if outcome.stream and status < 400 and outcome.ttft_s is not None:
             # Non-streamed answers have no first token apart from the whole body: their time
             # is in the duration histogram, and mixing it in here would blur TTFT.

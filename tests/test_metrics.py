@@ -18,7 +18,7 @@ from gateway.config.snapshot import ConfigSnapshot
 from gateway.metrics import UNKNOWN_MODEL, CircuitState, Metrics
 from gateway.protocol.chat import parse_chat_request
 from gateway.proxy.attempts import open_answer
-from gateway.proxy.outcome import Attempt, CallOutcome, Observers
+from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
 from gateway.routing.pipeline import decide
 from tests.support.poll import apoll
@@ -152,6 +152,39 @@ def test_a_hedges_loser_and_an_attempt_called_off_are_not_fallbacks():
     ]
     m.call_finished(outcome(snap, backend="slow", status=499, error="client_disconnected", attempts=cancelled))
     assert not any(name == "gateway_fallbacks_total" for name, _ in samples(m))
+
+
+def test_each_backend_counts_its_own_tokens_and_cost_when_a_stream_is_continued_or_a_hedge_loses():
+    """A stream that broke on `slow` after 4 tokens and was continued on `fast`: every token
+    and all the bill's cost were counted on `fast` (the 4 at `slow`'s prices among them), and
+    `slow`, which served the prompt and those 4, counted nothing; a losing hedge's prompt
+    neither. Each backend counts what it served, at its own prices."""
+    m, snap = Metrics(), snapshot()
+    slow = snap.offer("slow", "qwen/qwen3-32b")
+    broken = Attempt("slow", "qwen/qwen3-32b", "stream_broken", 200, 0.5)
+    broken.usage = Usage(10, 4, estimated=True)
+    broken.cost_usd = price_usd(slow, broken.usage)
+    call = outcome(snap, backend="fast", stream=True, usage=Usage(14, 6))  # its prompt: the original and the prefill
+    call.attempts.insert(0, broken)
+    call.carry(broken.usage, slow)
+    call.bill()
+    assert call.cost_usd == pytest.approx((10 * 0.5 + 4 * 0.5 + 6 * 2.0) / 1e6)  # the key's bill, unchanged
+    m.call_finished(call)
+
+    lost = Attempt("slow", "qwen/qwen3-32b", "hedge_lost", None, 0.5)
+    lost.usage = Usage(100, 0, estimated=True)
+    lost.cost_usd = price_usd(slow, lost.usage)
+    m.call_finished(outcome(snap, backend="fast", attempts=[lost, Attempt("fast", "qwen/qwen3-32b", None, 200, 0.2)]))
+
+    def tokens(backend: str, kind: str) -> float | None:
+        return value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend=backend, type=kind)
+
+    assert (tokens("slow", "prompt"), tokens("slow", "completion")) == (110, 4)
+    assert (tokens("fast", "prompt"), tokens("fast", "completion")) == (14 + 10, 6 + 20)
+    cost = value(m, "gateway_cost_usd_total", model="qwen/qwen3-32b", backend="slow")
+    assert cost == pytest.approx((110 * 0.5 + 4 * 0.5) / 1e6)
+    cost = value(m, "gateway_cost_usd_total", model="qwen/qwen3-32b", backend="fast")
+    assert cost == pytest.approx((14 * 1.0 + 6 * 2.0) / 1e6 + 0.25)  # its own tokens; then the plain call's
 
 
 def test_calls_without_a_chosen_model_are_unknown_whatever_the_client_sent():

@@ -128,6 +128,16 @@ class CallOutcome:
         return self.carried_cost_usd + price_usd(offer, rest)
 
     @property
+    def upstream_cost_usd(self) -> float:
+        """What the answering backend's own tokens (`usage`) cost at its prices: `cost_usd`,
+        but for a continued call, whose bill also holds what earlier attempts delivered, its
+        own prompt (the original and the prefill) and completion. Per backend, the metrics
+        count this and each earlier attempt's `cost_usd`: what each backend charged."""
+        if self.carried is None or self.offer is None or self.usage is None:
+            return self.cost_usd
+        return price_usd(self.offer, self.usage)
+
+    @property
     def model(self) -> str | None:
         return self.offer.model if self.offer else None
 
