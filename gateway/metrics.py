@@ -352,9 +352,10 @@ class Metrics:
         cost = outcome.cost_usd if outcome.carried is None else outcome.upstream_cost_usd
         if cost > 0:
             series.cost(cost)
-        if outcome.stream and status < 400 and outcome.ttft_s is not None:
+        if outcome.stream and status < 400 and outcome.ttft_s is not None and outcome.carried is None:
             # Non-streamed answers have no first token apart from the whole body: their time
-            # is in the duration histogram, and mixing it in here would blur TTFT.
+            # is in the duration histogram, and mixing it in here would blur TTFT. A continued
+            # stream's first token came from the backend that broke, not from this one.
             series.ttft(outcome.ttft_s)
             speed = outcome.completion_tokens_per_second
             if speed is not None:

@@ -164,7 +164,8 @@ def test_each_backend_counts_its_own_tokens_and_cost_when_a_stream_is_continued_
     broken = Attempt("slow", "qwen/qwen3-32b", "stream_broken", 200, 0.5)
     broken.usage = Usage(10, 4, estimated=True)
     broken.cost_usd = price_usd(slow, broken.usage)
-    call = outcome(snap, backend="fast", stream=True, usage=Usage(14, 6))  # its prompt: the original and the prefill
+    # Its prompt: the original and the prefill. Its first token (0.2 s): the broken stream's.
+    call = outcome(snap, backend="fast", stream=True, usage=Usage(14, 6), ttft_s=0.2)
     call.attempts.insert(0, broken)
     call.carry(broken.usage, slow)
     call.bill()
@@ -185,6 +186,9 @@ def test_each_backend_counts_its_own_tokens_and_cost_when_a_stream_is_continued_
     assert cost == pytest.approx((110 * 0.5 + 4 * 0.5) / 1e6)
     cost = value(m, "gateway_cost_usd_total", model="qwen/qwen3-32b", backend="fast")
     assert cost == pytest.approx((14 * 1.0 + 6 * 2.0) / 1e6 + 0.25)  # its own tokens; then the plain call's
+    # The continuing backend has no first token or speed of its own to show for the call.
+    assert value(m, "gateway_ttft_seconds_count", model="qwen/qwen3-32b", backend="fast") == 0
+    assert value(m, "gateway_completion_tokens_per_second_count", model="qwen/qwen3-32b", backend="fast") == 0
 
 
 def test_calls_without_a_chosen_model_are_unknown_whatever_the_client_sent():

@@ -155,8 +155,8 @@ class CallOutcome:
         first token apart from its end, so it is timed over the whole attempt.
         """
         usage = self.usage
-        if not usage or not usage.completion_tokens or not self.attempts:
-            return None
+        if not usage or not usage.completion_tokens or not self.attempts or self.carried is not None:
+            return None  # a continued stream: its first token came from another attempt than its last
         answering_s = self.attempts[-1].duration_s
         generating = answering_s - self.ttft_s if self.stream and self.ttft_s is not None else answering_s
         return usage.completion_tokens / generating if generating > 1e-3 else None
