@@ -55,7 +55,7 @@ class StreamTranslator(Protocol):
     `passthrough`: the stream is already the client's format; the handler then forwards
     the bytes untouched and never calls `feed`/`finish` (no per-chunk call on the chat path).
     `broken` is the last event when the upstream stream breaks after bytes reached the
-    client, whatever `passthrough` says. `feed` and `finish` raise `TranslationEnded` at a
+    client (or the gateway's shutdown cuts it: `ShuttingDown`), whatever `passthrough` says. `feed` and `finish` raise `TranslationEnded` at a
     chunk the translation cannot read."""
 
     passthrough: bool
@@ -79,6 +79,28 @@ class TranslationEnded(MalformedAnswer):
         self.events = events
 
 
+class ShuttingDown(UpstreamError):
+    """Not the upstream's failure: the gateway's shutdown grace period ran out with the stream
+    still in flight. The client's stream ends with its API's error event (`broken`) saying
+    so, as after a break, and nothing is continued elsewhere; the backend is not blamed."""
+
+    reason = "shutdown"  # the ledger's `error` for a call the shutdown cut
+    retryable = False
+    backend_fault = False
+
+    def __init__(self) -> None:
+        super().__init__("The gateway is shutting down.")
+
+
+def broken_error(error: UpstreamError) -> GatewayError:
+    """What a client's stream that ended before its answer did is told, as the gateway's own
+    errors are worded: the upstream stream broke off (a 502's), or the gateway is shutting
+    down (a 503's). `code` names why (`UpstreamError.reason`)."""
+    if isinstance(error, ShuttingDown):
+        return GatewayError(503, error.message, code=error.reason)
+    return GatewayError(502, "The upstream stream broke off.", code=error.reason)
+
+
 class PassThrough:
     """A stream already in the client's wire format, forwarded untouched (chat to chat,
     native pass-through). Only how the format says the stream broke off differs per API, so
@@ -98,16 +120,9 @@ class PassThrough:
 
 
 def openai_broken(error: UpstreamError) -> bytes:
-    """OpenAI's error event for a chat or completions stream that broke off."""
-    event = {
-        "error": {
-            "message": "The upstream stream broke off.",
-            "type": "upstream_error",
-            "param": None,
-            "code": error.reason,
-        }
-    }
-    return b"data: " + orjson.dumps(event) + b"\n\n"
+    """OpenAI's error event for a chat or completions stream that broke off (or was cut by
+    the gateway's shutdown): `{"error": {"message", "type", "param", "code"}}`."""
+    return b"data: " + orjson.dumps(broken_error(error).body()) + b"\n\n"
 
 
 OPENAI_PASSTHROUGH = PassThrough(openai_broken)  # stateless: one for every request

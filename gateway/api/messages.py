@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded, broken_error
 from gateway.api.ingress import HeadersOnly, handle, receive_body, send_error
 from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
@@ -190,7 +190,8 @@ def _error_event(kind: str, message: str) -> bytes:
 
 
 def _native_broken(error: UpstreamError) -> bytes:
-    return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+    """The error event ending a Messages stream that broke off or was cut by the shutdown."""
+    return _error_event("api_error", f"{broken_error(error).message.removesuffix('.')} ({error.reason}).")
 
 
 _NATIVE = PassThrough(_native_broken)  # a native Messages stream: already the client's events
@@ -239,7 +240,7 @@ class _FromChat:
         return out
 
     def broken(self, error: UpstreamError) -> bytes:
-        return _error_event("api_error", f"The upstream stream broke off ({error.reason}).")
+        return _native_broken(error)
 
 
 class _NativeResume:

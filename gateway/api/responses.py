@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded
+from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded, broken_error
 from gateway.api.ingress import handle
 from gateway.api.state import AppState
 from gateway.api.stored_responses import load, owner_of, save
@@ -276,8 +276,7 @@ class TranslatedStream:
         return b"".join(map(self._stream.encode, events))
 
     def broken(self, error: UpstreamError) -> bytes:
-        failure = GatewayError(502, "The upstream stream broke off.", code=error.reason)
-        return b"".join(map(encode_event, self._stream.fail(failure)))
+        return b"".join(map(encode_event, self._stream.fail(broken_error(error))))
 
 
 class _NativeResume:
@@ -351,7 +350,7 @@ def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
         "type": "error",
         "sequence_number": sequence,
         "code": error.reason,
-        "message": "The upstream stream broke off.",
+        "message": broken_error(error).message,
         "param": None,
     }
     return encode_event(event)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest, StreamTranslator, TranslationEnded
+from gateway.api.edge import Ingress, IngressRequest, ShuttingDown, StreamTranslator, TranslationEnded
 from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
@@ -162,12 +162,23 @@ async def relay_stream(
         except asyncio.CancelledError:
             # A client that leaves once it has read `[DONE]` (the openai SDK closes right then)
             # got the whole answer, even if the upstream had not closed its end yet.
-            if pending is not None or not (accountant.saw_done and not accountant.done_held):
-                if watch.left:
-                    outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-                else:  # not the client: shutdown's grace period ran out mid-stream
-                    outcome.status, outcome.error = 503, "shutdown"
-            raise
+            if pending is None and accountant.saw_done and not accountant.done_held:
+                raise
+            if watch.left:
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+                raise
+            # Not the client: the server cancelled the request, shutdown's grace period having
+            # run out mid-stream. The client is still there: its stream ends with the same
+            # error event as after a break, saying why, rather than just stopping (which an
+            # SDK cannot tell from an answer's end), and the server is not handed a
+            # cancellation to log as a crash.
+            cut = ShuttingDown()
+            outcome.status, outcome.error = 503, cut.reason
+            log.warning("stream from %s cut mid-answer: %s", opened.offer.backend, cut.message)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled: not carried on to the request's later awaits
+            tail = translator.broken(cut)
         except OwnFault as failed:
             # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.
             # Raised on: the front door logs it, and the server ends the answer it started.

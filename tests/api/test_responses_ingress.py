@@ -11,6 +11,7 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from gateway.api.edge import ShuttingDown
 from gateway.api.responses import (
     INGRESS,
     ResponsesRequest,
@@ -151,6 +152,21 @@ def test_a_broken_translated_stream_ends_with_response_failed_and_stores_nothing
     (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
     assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
     assert request.response is None
+
+
+def test_a_translated_stream_cut_by_the_shutdown_says_so_in_its_response_failed():
+    request = _parse(stream=True)
+    stream = TranslatedStream(request)
+    stream.feed(_sse(S.CHAT_STREAM_TEXT[:2])[: -len(b"data: [DONE]\n\n")])
+    tail = stream.broken(ShuttingDown())
+    (last,) = [orjson.loads(e.split(b"data: ", 1)[1]) for e in tail.split(b"\n\n") if e]
+    failed = _EVENT.validate_python(last)  # an event the openai SDK reads
+    assert failed.type == "response.failed" and failed.response.status == "failed"
+    assert failed.response.error is not None
+    assert (failed.response.error.code, failed.response.error.message) == (
+        "server_error",
+        "The gateway is shutting down.",
+    )
 
 
 def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_bytes_are_the_same(monkeypatch):

@@ -3,6 +3,7 @@ up to GATEWAY_SHUTDOWN_GRACE_S, run the shutdown steps (usage flush), exit 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -129,7 +130,9 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exits_zero(start_gateway, upstream):
+def test_streams_longer_than_the_grace_period_are_cut_with_an_error_event_and_the_gateway_still_exits_zero(
+    start_gateway, upstream
+):
     upstream.reset(content=" ".join(["word"] * 300), chunk_delay_s=0.2)  # a minute
     gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
     reader = StreamReader(gw.url)
@@ -139,13 +142,38 @@ def test_streams_longer_than_the_grace_period_are_cut_and_the_gateway_still_exit
     assert gw.proc.wait(30) == 0
     reader.join(30)
     assert not reader.is_alive()
-    assert not reader.body.rstrip().endswith(b"data: [DONE]")
-    assert "timeout graceful shutdown exceeded" in gw.log()
-    assert "gateway stopped after" in gw.log()
-    # In the ledger as cut by the shutdown, not as a client that left (it had not).
+    # The client's stream ends cleanly (no cut chunked body) with the error event a stream that
+    # breaks mid-answer ends with, saying why: an SDK raises rather than taking a cut answer as whole.
+    assert reader.error is None, reader.error
+    events = [e for e in reader.body.decode().split("\n\n") if e]
+    assert "data: [DONE]" not in events
+    assert json.loads(events[-1].removeprefix("data: ")) == {
+        "error": {
+            "message": "The gateway is shutting down.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "shutdown",
+        }
+    }
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert chunks and all(c["choices"] for c in chunks)
+    log = gw.log()
+    assert "timeout graceful shutdown exceeded" in log
+    assert "gateway stopped after" in log
+    # One warning says what happened; the cancellation is not logged as a crash.
+    warnings = [line.split(" WARNING ", 1)[1] for line in log.splitlines() if " WARNING gateway.proxy: " in line]
+    assert warnings == ["gateway.proxy: stream from up cut mid-answer: The gateway is shutting down."]
+    assert "Traceback" not in log and "CancelledError" not in log and "Exception in ASGI application" not in log
+    # In the ledger as cut by the shutdown, not as a client that left (it had not), with the
+    # part of the answer the client got: its prompt and one token per chunk it read (estimated).
     with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
-        rows = db.execute("SELECT status, error, final FROM events").fetchall()
-    assert rows == [(503, "shutdown", 1)]
+        rows = db.execute(
+            "SELECT status, error, final, prompt_tokens, completion_tokens, estimated FROM events"
+        ).fetchall()
+    assert len(rows) == 1
+    status, error, final, prompt_tokens, completion_tokens, estimated = rows[0]
+    assert (status, error, final, estimated) == (503, "shutdown", 1, 1)
+    assert prompt_tokens > 0 and completion_tokens == len(chunks)
 
 
 def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):
