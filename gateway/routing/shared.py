@@ -189,15 +189,21 @@ class SharedLiveState:
         a script whose answer was lost may then apply twice, the rarer and lesser error."""
         if not taken:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, share in taken.items():
-            name = member(key)
-            await self._script(keys=[hash_key(name), KEYSET], args=script_args(name, share, self.ttl_s), client=pipe)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except BaseException:
-            self.live.put_back(taken)
-            raise
+        # A context manager: a pipeline whose script check (`SCRIPT EXISTS`, before its own
+        # commands) fails or times out still holds its connection, which only its exit returns
+        # to the pool (else it stays in use for good, and its collection warns "Unclosed
+        # Pipeline client").
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, share in taken.items():
+                name = member(key)
+                await self._script(
+                    keys=[hash_key(name), KEYSET], args=script_args(name, share, self.ttl_s), client=pipe
+                )
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                self.live.put_back(taken)
+                raise
         errors = [result for result in results if isinstance(result, Exception)]
         if errors:
             self.live.put_back(

@@ -331,47 +331,53 @@ class RedisUsageStore(UsageStore):
         if not by_day:
             return 0
         apart = self._raw_script is not None
-        pipe = self.redis.pipeline(transaction=False)
-        raw_pipe = self.stream_redis.pipeline(transaction=False) if apart else None
-        for day, batch in by_day.items():
-            stream_expires = _expires_at(day, self.retention.events_days)
-            raws = [_raw(event) for event in batch.events]
-            keys = [self.key(day, name) for name in _DAY_KEYS]
-            keys += [self.key(day, f"seen:{event.id}") for event in batch.events]
-            args: list[str | int | bytes] = [
-                self.dedupe_ttl_s,
-                self.stream_maxlen,
-                -1 if apart else stream_expires,
-                _expires_at(day, self.retention.aggregates_days),
-                batch.encoded(),
-            ]
-            await self._script(keys=keys, args=args if apart else [*args, *raws], client=pipe)
-            if raw_pipe is not None and self._raw_script is not None:
-                raw_keys = [self.key(day, "events")] + [self.key(day, f"rawseen:{e.id}") for e in batch.events]
-                raw_args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, stream_expires, *raws]
-                await self._raw_script(keys=raw_keys, args=raw_args, client=raw_pipe)
-        # State first: if the raw write then fails, the batch is retried whole, and each
-        # side's markers keep it from being counted or copied twice.
-        new = sum(int(n) for n in await pipe.execute())
-        if raw_pipe is not None:
-            await raw_pipe.execute()
+        # As context managers: a pipeline whose script check (`SCRIPT EXISTS`, before its own
+        # commands) fails or times out still holds its connection, which only its exit returns
+        # to the pool (else it stays in use for good, and its collection warns "Unclosed
+        # Pipeline client"). The raw pipeline is left empty when the streams are not apart.
+        async with (
+            self.redis.pipeline(transaction=False) as pipe,
+            self.stream_redis.pipeline(transaction=False) as raw_pipe,
+        ):
+            for day, batch in by_day.items():
+                stream_expires = _expires_at(day, self.retention.events_days)
+                raws = [_raw(event) for event in batch.events]
+                keys = [self.key(day, name) for name in _DAY_KEYS]
+                keys += [self.key(day, f"seen:{event.id}") for event in batch.events]
+                args: list[str | int | bytes] = [
+                    self.dedupe_ttl_s,
+                    self.stream_maxlen,
+                    -1 if apart else stream_expires,
+                    _expires_at(day, self.retention.aggregates_days),
+                    batch.encoded(),
+                ]
+                await self._script(keys=keys, args=args if apart else [*args, *raws], client=pipe)
+                if self._raw_script is not None:
+                    raw_keys = [self.key(day, "events")] + [self.key(day, f"rawseen:{e.id}") for e in batch.events]
+                    raw_args: list[str | int | bytes] = [self.dedupe_ttl_s, self.stream_maxlen, stream_expires, *raws]
+                    await self._raw_script(keys=raw_keys, args=raw_args, client=raw_pipe)
+            # State first: if the raw write then fails, the batch is retried whole, and each
+            # side's markers keep it from being counted or copied twice.
+            new = sum(int(n) for n in await pipe.execute())
+            if apart:
+                await raw_pipe.execute()
         return new
 
     async def load_increments(self, batch: IncrementBatch) -> None:
         """Bulk path for history known to be unique (benchmarks, migrations): add summed
         increments straight to the aggregates. No idempotency marker and no raw copy are
         written, so the same batch loaded twice counts twice and cannot be exported."""
-        pipe = self.redis.pipeline(transaction=False)
-        pending = 0
-        for (day, part, name), value in batch.sums.items():
-            pipe.hincrby(self.key(day, part), name, value)
-            pending += 1
-            if pending >= 10_000:
-                await pipe.execute()
-                pending = 0
-        for (day, app), title in batch.titles.items():
-            pipe.hset(self.key(day, "titles"), app, title)
-        await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:  # its connection returned however it ends
+            pending = 0
+            for (day, part, name), value in batch.sums.items():
+                pipe.hincrby(self.key(day, part), name, value)
+                pending += 1
+                if pending >= 10_000:
+                    await pipe.execute()
+                    pending = 0
+            for (day, app), title in batch.titles.items():
+                pipe.hset(self.key(day, "titles"), app, title)
+            await pipe.execute()
 
     async def read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
         try:
@@ -383,15 +389,15 @@ class RedisUsageStore(UsageStore):
             return await self._read_aggregates(spans)
 
     async def _read_aggregates(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
-        pipe = self.redis.pipeline(transaction=False)
         reads: list[tuple[date, str]] = []
-        for part, span in spans.items():
-            names = [part, "titles"] if part == "app" else [part]
-            for day in span.dates():
-                for name in names:
-                    pipe.hgetall(self.key(day, name))
-                    reads.append((day, name))
-        results = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:  # its connection returned however it ends
+            for part, span in spans.items():
+                names = [part, "titles"] if part == "app" else [part]
+                for day in span.dates():
+                    for name in names:
+                        pipe.hgetall(self.key(day, name))
+                        reads.append((day, name))
+            results = await pipe.execute()
         days: dict[date, DayRows] = {}
         for (day, name), rows in zip(reads, results):
             if not rows:

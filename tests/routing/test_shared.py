@@ -1,13 +1,18 @@
 """Stats and circuits shared between replicas through a real redis-server."""
 
+import asyncio
+import gc
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 import redis
 from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
@@ -16,7 +21,7 @@ from gateway.routing.shared import KEYSET, PREFIX, SharedLiveState, member
 from tests.routing.support import POLICY, Clock, answer, live_for, snapshot_from
 from tests.support.poll import apoll, poll
 from tests.support.ports import free_port
-from tests.support.services import require_binary
+from tests.support.services import pool_in_use, require_binary
 
 pytestmark = pytest.mark.redis
 
@@ -116,6 +121,36 @@ async def test_redis_outage_keeps_local_routing_and_catches_up_later(replicas, r
     assert await sync_a.sync_once() and not a.pending
     assert await sync_b.sync_once()
     assert b.observed(OFFER.key).ttft_s == pytest.approx(0.5)
+
+
+async def test_a_push_that_times_out_returns_its_connection_to_the_pool(redis_server):
+    """The push's pipeline checks its scripts first (SCRIPT EXISTS), holding a connection of
+    the pool: when that check times out (a hung Redis), the connection goes back to the pool
+    and nothing is left for the collector to warn about ("Unclosed Pipeline client")."""
+    client = Redis.from_url(redis_server.url, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    live = live_for(SNAP, Clock())
+    sync = SharedLiveState(client, live, interval_s=0.05)
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+    try:
+        answer(live, OFFER, 0.5)
+        assert await sync.sync_once() and pool_in_use(client) == 0
+        answer(live, OFFER, 1.5)
+        redis_server.pause(2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert not await sync.sync_once()
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+        assert reported == []
+        assert sync.sync_failures == 1 and pool_in_use(client) == 0
+        await apoll(sync.sync_once, what="the paused redis-server to answer again")
+        assert not live.pending and pool_in_use(client) == 0
+    finally:
+        loop.set_exception_handler(handler)
+        await client.aclose()
 
 
 def shared_record(live):

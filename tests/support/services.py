@@ -275,6 +275,23 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def pause(self, seconds: float) -> None:
+        """Every client's commands wait `seconds` (CLIENT PAUSE ALL): a Redis that hangs for a
+        while and then answers again. Not undone early: CLIENT UNPAUSE itself would wait."""
+        import redis
+
+        admin = redis.Redis(port=self.port, socket_timeout=5)
+        try:
+            admin.client_pause(int(seconds * 1000), all=True)
+        finally:
+            admin.close()
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pool_in_use(client) -> int:
+    """Connections of a redis-py client's pool lent out and not returned (its own count)."""
+    _idle, (in_use, _attributes) = client.connection_pool.get_connection_count()
+    return in_use

@@ -1,0 +1,60 @@
+"""The Redis usage store's own conduct against a real redis-server (what every store does
+alike is tests/usage/test_store_contract.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import pytest
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeout
+from redis.retry import Retry
+
+from gateway.usage.redis_store import RedisUsageStore
+from tests.support.poll import apoll
+from tests.support.services import pool_in_use
+from tests.usage.fixtures import EVENTS
+
+pytestmark = pytest.mark.redis
+
+
+async def test_a_write_that_times_out_returns_its_connection_to_the_pool(redis_server):
+    """The write's pipeline checks its scripts first (SCRIPT EXISTS), holding a connection of
+    the pool: when that check times out (a hung Redis), the connection goes back to the pool
+    and nothing is left for the collector to warn about ("Unclosed Pipeline client")."""
+    client = Redis.from_url(redis_server.url, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    store = RedisUsageStore(client, owns_client=True)
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+    try:
+        assert await store.record(EVENTS[:2]) == 2
+        assert pool_in_use(client) == 0
+        redis_server.pause(2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(RedisTimeout):
+                await store.record(EVENTS[2:4])
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+        assert reported == []
+        assert pool_in_use(client) == 0
+
+        async def written_once_redis_answers() -> bool:
+            try:
+                await store.record(EVENTS[2:4])
+            except RedisTimeout:
+                return False
+            return True
+
+        await apoll(written_once_redis_answers, what="the paused redis-server to answer again")
+        assert pool_in_use(client) == 0
+        days = sorted(e.day for e in EVENTS[:4])
+        assert sorted([e.id async for e in store.export(days[0], days[-1])]) == sorted(e.id for e in EVENTS[:4])
+    finally:
+        loop.set_exception_handler(handler)
+        await store.aclose()
