@@ -23,9 +23,9 @@ from gateway.api.edge import Ingress, IngressRequest, ShuttingDown, StreamTransl
 from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
-from gateway.backends.errors import StreamIdleTimeout, UpstreamError, UpstreamProtocolError
+from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.protocol.chat import ChatRequest
-from gateway.proxy.attempts import OpenedAnswer
+from gateway.proxy.attempts import EventsIdle, OpenedAnswer
 from gateway.proxy.continuation import ContinuationBroke, StreamRescue
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.usage import Usage
@@ -95,20 +95,14 @@ async def relay_stream(
                 pending = None
             if not opened.ended:
                 relayed = opened.prefix  # the last events handed on, as the upstream sent them
-                # The read timer restarts at any bytes: an upstream stuck after content that
-                # sends only keep-alive comments (`: ping`) is cut here, where events are
-                # counted, once `idle_s` passed without one (one comparison per chunk).
-                events, event_at, idle_s = accountant.content_events, time.perf_counter(), opened.idle_s
+                # An upstream stuck after content that sends only keep-alive comments is cut
+                # here, where events are counted (the read timer restarts at any bytes).
+                idle = EventsIdle(opened)
                 try:
                     async for chunk in opened.response.aiter_bytes():
                         t = time.perf_counter()
                         out = accountant.feed(chunk)
-                        if accountant.content_events != events:
-                            events, event_at = accountant.content_events, t
-                        elif idle_s and t - event_at > idle_s:
-                            raise StreamIdleTimeout(
-                                f"{opened.offer.backend}: no event for {idle_s:g} s after content (keep-alives only)"
-                            )
+                        idle.check(t)
                         if out:
                             relayed = out
                             if rescue is not None:

@@ -61,6 +61,7 @@ from gateway.backends.errors import (
     MalformedAnswer,
     RateLimited,
     RequestNotEncodable,
+    StreamIdleTimeout,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -131,6 +132,38 @@ class OpenedAnswer:
     # The call it answers: what the call's bill reads (a stream continued after a break goes
     # on with another answer of the same call).
     outcome: CallOutcome | None = None
+
+
+class EventsIdle:
+    """The idle limit on a started stream's events (`OpenedAnswer.idle_s`), for a relay that
+    reads the rest of it. The read timer restarts at any bytes, so an upstream stuck after
+    content that sends only keep-alive comments (`: ping`) would hold the client for as long
+    as it waits: the relay calls `check` after feeding each chunk to the answer's accountant,
+    which counts events, and the stream is cut once `idle_s` passed without one. Every relay
+    of a stream (the first answer's, a continuation's) uses this one."""
+
+    __slots__ = ("_accountant", "_at", "_backend", "_events", "_idle_s")
+
+    def __init__(self, opened: OpenedAnswer) -> None:
+        accountant = opened.accountant
+        assert accountant is not None, "a streamed answer"
+        self._accountant = accountant
+        self._events = accountant.content_events
+        self._at = time.perf_counter()
+        self._idle_s = opened.idle_s
+        self._backend = opened.offer.backend
+
+    def check(self, t: float) -> None:
+        """At `t` (`time.perf_counter()`), a chunk having just been fed to the accountant:
+        raises `StreamIdleTimeout` once `idle_s` passed since the last event (one comparison
+        while events come)."""
+        events = self._accountant.content_events
+        if events != self._events:
+            self._events, self._at = events, t
+        elif self._idle_s and t - self._at > self._idle_s:
+            raise StreamIdleTimeout(
+                f"{self._backend}: no event for {self._idle_s:g} s after content (keep-alives only)"
+            )
 
 
 async def open_answer(

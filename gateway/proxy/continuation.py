@@ -42,7 +42,7 @@ from gateway.config.vendors import VENDORS, PrefillMode
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.sse import data_of, json_objects, whole_events
-from gateway.proxy.attempts import OpenedAnswer, open_answer
+from gateway.proxy.attempts import EventsIdle, OpenedAnswer, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
@@ -372,8 +372,10 @@ class StreamRescue:
             if opened.prefix:
                 await forward(splice.events(opened.prefix))
             if not opened.ended:
+                idle = EventsIdle(opened)  # the first relay's limit: keep-alives alone do not hold the client
                 async for chunk in opened.response.aiter_bytes():
                     out = accountant.feed(chunk)
+                    idle.check(time.perf_counter())
                     if out:
                         await forward(splice.events(out))
                 tail = splice.events(accountant.flush())

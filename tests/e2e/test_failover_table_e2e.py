@@ -492,6 +492,51 @@ def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, f
     assert rows == [("flaky", 504, "timeout", False, 40), ("steady", 200, None, True, fault.TOKENS)]
 
 
+def test_a_continuation_that_sends_only_keep_alives_is_cut_by_its_idle_limit(
+    start_gateway, primary, fallback, openai_client
+):
+    """Hostile testing: the first stream breaks, and the backend continuing it sends a few
+    tokens, then only keep-alive comments (`: ping`, every 250 ms: the read timer never
+    fires). The first relay cuts such a stream after `stream_idle_timeout_s` without an
+    event; the continuation's relay did not, and held the client for as long as it waited.
+    Now the same limit (the continuing backend's, 1 s here) ends it with the error event of a
+    stream that broke."""
+    config = CONFIG.replace(
+        "    api_key: sk-steady-123456\n", "    api_key: sk-steady-123456\n    stream_idle_timeout_s: 1\n"
+    ).format(
+        primary=primary.base_url,
+        fallback=fallback.base_url,
+        timeout_s=10,
+        circuit=PINNED_CIRCUIT,
+        prefill="prefill: continue_final_message",
+    )
+    gw = start_gateway(config, env=ENV)
+    primary.script(fault.cut(after=40))
+    fallback.script(fault.pinging(after=5))
+    stream = openai_client(gw).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "Count."}], stream=True
+    )
+    text: list[str] = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in stream:
+            text.extend(choice.delta.content or "" for choice in chunk.choices)
+    # What the client read: 40 tokens from the first stream, 5 from the continuation, then
+    # the error event that ends a broken stream, naming the timeout.
+    assert "".join(text) == "".join(f"t{i} " for i in range(45))
+    assert raised.value.body == {
+        "message": "The upstream stream broke off.",
+        "type": "upstream_error",
+        "param": None,
+        "code": "timeout",
+    }
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    # The continuation sent no usage: its part is estimated from its events, 6 (its role
+    # delta, which the splice kept from the client, counted with the 5 tokens).
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "timeout", True, 40 + 6)]
+
+
 def test_a_run_of_malformed_events_mid_stream_is_continued(gateway, primary, fallback, openai_client):
     gw = gateway(prefill="prefill: continue_final_message")
     primary.script(fault.malformed_run(at=40))
