@@ -8,6 +8,7 @@ alternating roles, and no fields the Messages API does not know.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,9 @@ class AnthropicBehaviour:
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     break_after_events: int | None = None  # drop the connection after N stream events
+    # After N stream events, an `event: error` of this type (Anthropic's mid-stream failure),
+    # a pause before it (a read of its own), and the stream's end.
+    error_after_events: tuple[int, str] | None = None
     text_pieces: list[str] | None = None  # the text block's deltas when streamed (default: word by word)
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: bytes | None = None  # a 200 non-streamed answer of exactly these bytes (a body that is not a Message)
@@ -169,10 +173,16 @@ class FakeAnthropic:
 
     async def _stream(self, message: dict):
         limit = self.behaviour.break_after_events
+        failing = self.behaviour.error_after_events
         sent = 0
         async for event in self._events(message):
             if limit is not None and sent >= limit:
                 raise RuntimeError("fake anthropic breaks the stream on purpose")
+            if failing is not None and sent >= failing[0]:
+                await asyncio.sleep(0.1)
+                error = {"type": failing[1], "message": f"fake anthropic mid-stream {failing[1]}"}
+                yield _event("error", {"type": "error", "error": error})
+                return
             sent += 1
             yield event
 

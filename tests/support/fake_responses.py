@@ -69,6 +69,9 @@ class ResponsesBehaviour:
     # "error": an `error` event) before any content; non-streamed, a Response with status failed.
     fail_before_content: str | None = None
     break_after_events: int | None = None  # drop the connection after N stream events
+    # After N stream events, the upstream's own failure ("failed": response.failed, "error": an
+    # `error` event) with the code `server_error`, after a pause (a read of its own); then the end.
+    fail_after_events: tuple[int, str] | None = None
     text_pieces: list[str] | None = None  # the message's text deltas when streamed (default: word by word)
     delay_s: float = 0.0
     response_id: str | None = None  # answer with this id (a backend reusing ids), else a fresh one
@@ -230,10 +233,22 @@ class FakeResponses:
             for index, item in enumerate(output):
                 events += self._item_events(event, index, item)
             events.append(event("response.completed", response=self._response(body, response_id, "completed", output)))
+        if b.fail_after_events is not None:
+            at, how = b.fail_after_events
+            error = {"code": "server_error", "message": b.error_message}
+            if how == "failed":
+                failed = {**started, "status": "failed", "error": error}
+                failure = {"type": "response.failed", "sequence_number": at, "response": failed}
+            else:
+                failure = {"type": "error", "sequence_number": at, **error, "param": None}
+            events = events[:at]
         for i, data in enumerate(events):
             if b.break_after_events is not None and i >= b.break_after_events:
                 raise ConnectionResetError("the fake Responses upstream drops the stream")
             yield data
+        if b.fail_after_events is not None:
+            await asyncio.sleep(0.1)
+            yield b"event: " + failure["type"].encode() + b"\ndata: " + orjson.dumps(failure) + b"\n\n"
 
     def _item_events(self, event, index: int, item: dict[str, Any]) -> list[bytes]:
         if item["type"] == "function_call":

@@ -15,7 +15,8 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `body({...})`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`.
+`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`,
+`error_event(after=40, {...})`.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ def at_once(*raw: bytes) -> Step:
     a fast upstream's short answer arrives: the client reads it all at once. `raw`: these
     events (bytes as sent) instead of the usual answer."""
     return Step("at_once", raw=raw)
+
+
+def error_event(after: int, error: dict, *, openrouter: bool = False) -> Step:
+    """Stream: after `after` content events the upstream's own error event `{"error": error}`,
+    then `[DONE]` and the body's end. `openrouter`: as OpenRouter sends one mid-stream (its
+    docs' "Streaming Error Formats"): the error beside the chunk's id and model and a choice
+    finished with `"error"`. A pause comes first, so the event arrives in a read of its own,
+    after the reads that began the stream."""
+    return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error)
 
 
 def no_done() -> Step:
@@ -369,6 +379,16 @@ class FaultUpstream:
                         await _chunk(writer, b": ping\n\n")
                         await asyncio.sleep(0.25)
                     return False
+                if step.kind in ("error_event", "openrouter_error_event"):
+                    await asyncio.sleep(0.1)
+                    failure = {"error": step.error}
+                    if step.kind == "openrouter_error_event":
+                        choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+                        failure = {**base, "provider": "fake", **failure, "choices": [choice]}
+                    await _chunk(writer, _sse(failure))
+                    await _chunk(writer, b"data: [DONE]\n\n")
+                    await _chunk(writer, b"")
+                    return True
                 if step.kind == "malformed_run":
                     while not self._stopping.is_set() and not writer.transport.is_closing():
                         await _chunk(writer, b'data: {"id": "chatcmpl-broken", "choices": [{"delta": \n\n')
