@@ -4,7 +4,9 @@
 translation), written to the ASGI `send` as they come: the head with the events read so
 far in one write, or the whole answer in one write when it came whole; a stream that breaks
 after bytes reached the client is continued elsewhere when it can be
-(`gateway.proxy.continuation`), else ended with the API's own error event. `settle` fixes a
+(`gateway.proxy.continuation`), else ended with the API's own error event. So is one the
+upstream ended with an error event of a passing kind (overloaded, a server error): held back
+by the accountant, and relayed only when the stream is not continued. `settle` fixes a
 call's latency, usage and price before the observers record it; `run_completed` calls the
 ingress's `completed` hook (storing a Response) without letting it cost the client its
 answer.
@@ -28,6 +30,7 @@ from gateway.protocol.chat import ChatRequest
 from gateway.proxy.attempts import EventsIdle, OpenedAnswer
 from gateway.proxy.continuation import ContinuationBroke, StreamRescue
 from gateway.proxy.outcome import CallOutcome
+from gateway.proxy.relay import ErrorEventMidway
 from gateway.proxy.usage import Usage
 
 log = logging.getLogger("gateway.proxy")
@@ -72,6 +75,7 @@ async def relay_stream(
     try:
         try:
             if rescue is not None:
+                accountant.hold_errors = True  # an upstream's passing error event breaks the stream: continued
                 rescue.keep(opened.prefix)
             prefix = opened.prefix
             checked = opened.checked
@@ -130,7 +134,10 @@ async def relay_stream(
                 except Exception as exc:
                     # The upstream's answer had ended (its last chunk, its usage) and only the
                     # end marker or the connection's clean close was lost: the client gets the
-                    # answer's end, not an error after it, and the call is a success.
+                    # answer's end, not an error after it, and the call is a success. Not so
+                    # after the upstream's own error event: it said the answer failed.
+                    if isinstance(exc, ErrorEventMidway):
+                        raise
                     ending = accountant.end_after_break(relayed, chat.fields.get("n") in (None, 1))
                     if ending is None:
                         raise
@@ -257,6 +264,13 @@ async def _end_broken_stream(
                 return broke.error.events  # the continuation's malformed chunk: its error event ends it
             error = broke.error
     if resumed is None:
+        if isinstance(error, ErrorEventMidway):
+            # The upstream's own error event, held back for a continuation that did not come:
+            # the client gets it as it would have without one, the stream's end.
+            try:
+                return translate(error.event) + translator.finish() if translate is not None else error.event
+            except TranslationEnded as ended:
+                return ended.events
         return translator.broken(error)
     if native is None and translate is None:
         return resumed

@@ -1,7 +1,8 @@
 """Continuing a stream that broke mid-answer on another candidate (issue 12).
 
 A stream that breaks after content reached the client (cut, idle past
-`stream_idle_timeout_s`, a run of malformed events) cannot fall back the usual way: the
+`stream_idle_timeout_s`, a run of malformed events, or the upstream's own error event of a
+passing kind, below) cannot fall back the usual way: the
 client has read part of an answer. Instead the original request plus the partial answer, as
 an assistant prefill, goes to the next candidate that accepts one (`prefill`, defaulted per
 backend type in `gateway.config.vendors`, settable per offer), and its continuation is
@@ -13,9 +14,23 @@ A stream passed through in its ingress's own format (a native Messages stream) i
 the same way through a `NativeResume` its ingress gives: it reads the relayed events back as
 a `Partial`, and turns the continuation's (spliced) chat chunks into that format's events.
 
+An upstream that ends a stream mid-answer with an error event (Anthropic's `event: error`,
+a chat chunk carrying `error`, OpenRouter's with a choice finished `"error"`, a Responses
+`error` or `response.failed`) has broken it too, when the error names a passing failure of
+the backend: an HTTP status of 408, 429 or 5xx in its `code`, else a type or code among
+`overloaded_error`, `api_error`, `timeout_error`, `rate_limit_error`, `server_error`,
+`rate_limit_exceeded` (`relay.transient_error`). Then, when the stream could be continued
+(this rescue exists), the accountant holds the event back (`hold_errors`) and the stream is
+continued like a cut one, its attempt recorded as failed with `upstream_error`, the backend
+at fault. Any other error (an invalid request, a content policy, a billing or unknown kind)
+is the answer's end as the upstream said it: relayed, redacted, and not continued. An error
+event that came in the same read as the first content is relayed too (the rescue is set up
+after that read).
+
 What is not continued: an answer that had started a tool call (a prefill cannot hold a
 half-written call), and a stream broken when no candidate takes a prefill. Those end with
-an error event naming the real failure, never a prefill's 400.
+an error event naming the real failure, never a prefill's 400; one broken by the upstream's
+held error event ends with that event, redacted, as it would have without a rescue.
 
 The healthy path pays for this only with what `PartialRecord.keep` costs per relayed chunk
 (a list append, when some other candidate could continue); everything else here runs

@@ -41,6 +41,9 @@ class StreamAccountant(Protocol):
     # The upstream's own error event (or failed Response) came after content: relayed to the
     # client, redacted, and the call recorded as failed, not as a 200.
     failed_midway: bool
+    # Set by the relay when the stream could be continued elsewhere: an error event of a passing
+    # kind after content is then held back and raised (`relay.ErrorEventMidway`), not relayed.
+    hold_errors: bool
 
     @property
     def started(self) -> bool: ...

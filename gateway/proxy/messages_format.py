@@ -7,7 +7,8 @@ for byte, and is read only for what the gateway needs. A non-streamed body must 
 A stream is cut into events by their `event:` line: before the first content block, every
 event is parsed (an `event: error` there fails the attempt, and the next candidate is
 tried); after it, only `message_delta` (the output count) and `error` events (relayed with
-their text redacted) are parsed, and the rest is checked structurally and forwarded.
+their text redacted; one of a passing kind held back when the stream could be continued, as
+`gateway.proxy.relay` says) are parsed, and the rest is checked structurally and forwarded.
 
 Usage in Anthropic's terms, in the ledger's: `input_tokens` excludes cache reads and writes,
 so the prompt count is `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`,
@@ -21,12 +22,20 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.errors import UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, json_object
 from gateway.proxy.outcome import Attempt
-from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.relay import (
+    MAX_MALFORMED_RUN,
+    ErrorEventMidway,
+    MalformedAnswer,
+    StreamFailedEarly,
+    held_error,
+    transient_error,
+)
 from gateway.proxy.usage import Usage, token_count
 
 # Anthropic's error types -> the status the failure counts as (for retry decisions).
@@ -97,6 +106,7 @@ class MessagesAccountant:
         "done_held",
         "failed_midway",
         "first_content_at",
+        "hold_errors",
         "malformed_events",
         "redactor",
         "saw_done",
@@ -112,10 +122,11 @@ class MessagesAccountant:
         self.saw_done = False  # message_stop
         self.failed_midway = False  # an error event after content (relayed, redacted)
         self.done_held = False  # never: Anthropic always sends its usage
+        self.hold_errors = False  # `SseAccountant.hold_errors`
         self.malformed_events = 0
         self.redactor = redactor or _NO_REDACTION
         self._malformed_run = 0
-        self._broken: MalformedAnswer | None = None
+        self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()
         self._started = False
@@ -185,6 +196,8 @@ class MessagesAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
+        if not out and isinstance(self._broken, ErrorEventMidway):
+            raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -231,8 +244,14 @@ class MessagesAccountant:
             message, status = _error_of(obj)
             if not self._started:
                 raise StreamFailedEarly(message, status)
+            out = self._error_event(obj)
+            error = obj.get("error")
+            kind = error.get("type") if isinstance(error, dict) else None
+            if self.hold_errors and transient_error(None, kind):
+                self._broken = held_error(kind, message, out + b"\n\n", self.redactor)
+                return None
             self.failed_midway = True
-            return self._error_event(obj)
+            return out
         if kind == "message_start":
             start = obj.get("message")
             if isinstance(start, dict):

@@ -13,7 +13,12 @@ event gets a structural check (`data: {...}` on one line, `[DONE]`, comments and
 other SSE fields; not a JSON parse), a malformed one is dropped and counted, and
 `MAX_MALFORMED_RUN` of them in a row end the stream as broken.
 
-Error events are relayed with their text redacted (`gateway.protocol.redact`).
+Error events are relayed with their text redacted (`gateway.protocol.redact`). One after
+content that names a passing failure of the backend (`transient_error`) is held back instead
+when the relay could continue the stream elsewhere (`hold_errors`): raised as
+`ErrorEventMidway`, it breaks the stream as a cut connection does, and carries the event for
+the client should no continuation come. An error chunk is OpenAI's (`error` and no choices)
+or OpenRouter's mid-stream one (`error` beside a choice finished with `"error"`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import orjson
 
 from gateway.backends.errors import MalformedAnswer as MalformedAnswer  # raised here; re-exported
+from gateway.backends.errors import UpstreamError
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.outcome import Attempt
@@ -36,6 +42,13 @@ DONE = b"data: [DONE]"
 MAX_MALFORMED_RUN = 5
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
+# Error types and codes that name a passing failure of the backend (Anthropic's `type`,
+# OpenAI's and OpenRouter's `type` or `code`, a Response's `code`): another backend may well
+# go on where it stopped. A request judged invalid, a content policy, a billing or an unknown
+# kind is not among them: relayed as it came.
+_TRANSIENT_KINDS = frozenset(
+    {"overloaded_error", "api_error", "timeout_error", "rate_limit_error", "server_error", "rate_limit_exceeded"}
+)
 
 
 class StreamFailedEarly(Exception):
@@ -44,6 +57,32 @@ class StreamFailedEarly(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ErrorEventMidway(UpstreamError):
+    """The upstream's own error event after content, of a passing kind, held back from the
+    client (`hold_errors`): the stream broke with it, and the relay continues it elsewhere.
+    `event` is what the client gets instead when it is not continued: the upstream's error
+    event, redacted, as it would have been relayed (terminated)."""
+
+    def __init__(self, message: str, event: bytes) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+def transient_error(status: Any, *kinds: Any) -> bool:
+    """Whether an upstream's error event names a passing failure of the backend: by its HTTP
+    status when it gives one (408, 429, 5xx), else by its type or code (`_TRANSIENT_KINDS`)."""
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status in (408, 429) or status >= 500
+    return any(isinstance(kind, str) and kind in _TRANSIENT_KINDS for kind in kinds)
+
+
+def held_error(kind: Any, message: Any, event: bytes, redactor: Redactor) -> ErrorEventMidway:
+    """The `ErrorEventMidway` for an upstream error event (`event`, as relayed, redacted); its
+    message (logged) redacted too."""
+    said = redactor.text(f"{str(kind)[:100]}: {str(message)[:200]}")
+    return ErrorEventMidway(f"the upstream's error event after content ({said})", event)
 
 
 class SseAccountant:
@@ -60,6 +99,7 @@ class SseAccountant:
         "failed_midway",
         "first_content_at",
         "hold_done",
+        "hold_errors",
         "malformed_events",
         "meta",
         "redactor",
@@ -84,8 +124,11 @@ class SseAccountant:
         self.redactor = redactor or _NO_REDACTION
         self.malformed_events = 0  # dropped after content had flowed
         self.failed_midway = False  # an error event after content (relayed, redacted)
+        # Set by the relay when the stream could be continued elsewhere: an error event of a
+        # passing kind after content is then held back and raised (`ErrorEventMidway`).
+        self.hold_errors = False
         self._malformed_run = 0
-        self._broken: MalformedAnswer | None = None  # raised at the next feed/flush
+        self._broken: UpstreamError | None = None  # raised at the next feed/flush
         self._attempt: Attempt | None = None
         self._events = EventCutter()
         self._started = False
@@ -256,15 +299,21 @@ class SseAccountant:
         self._malformed_run = 0
         if self.meta is None:
             self.meta = (obj.get("id"), obj.get("created"), obj.get("model"))
-        if obj.get("error") is not None and not obj.get("choices"):  # `"error": null` is no error
-            if not self._started:
-                err = obj.get("error") or {}
-                message = err.get("message") if isinstance(err, dict) else str(err)
-                status = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
-                raise StreamFailedEarly(str(message or "error event before any content"), status)
-            self.failed_midway = True
-            return self._error_event(obj.get("error"))
         choices = obj.get("choices")
+        error = obj.get("error")
+        if error is not None and (not choices or _failed(choices)):  # `"error": null` is no error
+            err = error if isinstance(error, dict) else {}
+            message = err.get("message") if isinstance(error, dict) else str(error)
+            if not self._started:
+                status = err.get("code") if isinstance(err.get("code"), int) else None
+                raise StreamFailedEarly(str(message or "error event before any content"), status)
+            out = self._error_event(error)
+            if self.hold_errors and transient_error(err.get("code"), err.get("type"), err.get("code")):
+                kind = err.get("type") or err.get("code")
+                self._broken = held_error(kind, message, out + b"\n\n", self.redactor)
+                return None
+            self.failed_midway = True
+            return out
         reported = obj.get("usage")
         if reported is not None:
             usage = Usage.from_openai(reported)
@@ -337,6 +386,11 @@ def _ends_a_choice(relayed: bytes) -> bool:
             and bool(choices[0].get("finish_reason"))
         )
     return False
+
+
+def _failed(choices: Any) -> bool:
+    """Whether every choice ended with `"error"`: OpenRouter's mid-stream error chunk."""
+    return isinstance(choices, list) and all(type(c) is dict and c.get("finish_reason") == "error" for c in choices)
 
 
 def _fields_only(event: bytes) -> bool:

@@ -14,7 +14,8 @@ arguments, or an output item that is a call (some servers send a call's argument
 `output_item.done`), or a terminal event. After content, each event gets a structural check
 (`event:` / `data: {...}` lines, as the chat relay's); malformed ones are dropped and counted,
 `MAX_MALFORMED_RUN` in a row break the stream. Error events after content are relayed with
-their message redacted. The final Response of a stream is kept (`response`) because the
+their message redacted (one of a passing kind held back when the stream could be continued,
+as `gateway.proxy.relay` says). The final Response of a stream is kept (`response`) because the
 gateway stores what the client got.
 
 Events that echo the whole Response (tens of kilobytes: instructions, tools, output) are
@@ -31,12 +32,20 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.errors import UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant
 from gateway.proxy.outcome import Attempt
-from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.relay import (
+    MAX_MALFORMED_RUN,
+    ErrorEventMidway,
+    MalformedAnswer,
+    StreamFailedEarly,
+    held_error,
+    transient_error,
+)
 from gateway.proxy.usage import Usage, token_count
 
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
@@ -157,6 +166,7 @@ class ResponsesAccountant:
         "done_held",
         "failed_midway",
         "first_content_at",
+        "hold_errors",
         "malformed_events",
         "redactor",
         "saw_done",
@@ -174,8 +184,9 @@ class ResponsesAccountant:
         self.done_held = False  # never: the upstream's terminal event always carries usage
         self.malformed_events = 0
         self.failed_midway = False  # an error event or response.failed after content (relayed)
+        self.hold_errors = False  # `SseAccountant.hold_errors`
         self._malformed_run = 0
-        self._broken: MalformedAnswer | None = None
+        self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()
         self._last = b""  # the last bytes handed on: where the numbering stands
@@ -243,6 +254,8 @@ class ResponsesAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
+        if not out and isinstance(self._broken, ErrorEventMidway):
+            raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         handed = b"".join(out)
         if handed.find(b'"sequence_number"') >= 0:  # not a keep-alive comment alone: numbering goes on from it
             self._last = handed
@@ -308,11 +321,21 @@ class ResponsesAccountant:
         if kind == "error" or kind == "response.failed":
             response = obj.get("response")
             error = response.get("error") if isinstance(response, dict) else obj
+            code = error.get("code") if isinstance(error, dict) else None
+            if self._started and self.hold_errors and transient_error(code, code):
+                # Not the stream's end (the Response the client gets, stored, is the
+                # continuation's), but its usage is the attempt's.
+                if isinstance(response, dict):
+                    self.usage = usage_of_response(response.get("usage")) or self.usage
+                out = self._redacted(event, obj, kind)
+                self._broken = held_error(code, error_message(error), out + b"\n\n", self.redactor)
+                return None
             if isinstance(response, dict):
                 self._end(response)
             if not self._started:
                 raise StreamFailedEarly(error_message(error), 502)
             self.failed_midway = True
+            self.saw_done = kind == "response.failed"
             return self._redacted(event, obj, kind)
         if kind in _TERMINAL:
             response = obj.get("response")
@@ -341,7 +364,6 @@ class ResponsesAccountant:
 
     def _redacted(self, event: bytes, obj: dict[str, Any], kind: str) -> bytes:
         """An error after content, relayed with its message redacted."""
-        self.saw_done = kind == "response.failed"
         redact = self.redactor.text
         if kind == "error":
             obj["message"] = redact(str(obj.get("message") or "upstream error")[:2000])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.support import fault_upstream as fault
@@ -598,6 +599,110 @@ def test_a_broken_stream_nobody_can_continue_ends_with_the_real_failure(gateway,
     assert len(primary.seen) == 1 and fallback.seen == []
 
 
+# -- the upstream's own error event mid-stream -----------------------------------------------
+
+FIRST_40 = "".join(f"t{i} " for i in range(40))
+
+
+def raw_chat_stream(gw) -> list:
+    """A streamed chat call's events as the client got them: each `data:` payload parsed,
+    `[DONE]` as the string."""
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Count."}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=30) as response:
+        assert response.status_code == 200, response.read()
+        raw = b"".join(response.iter_bytes())
+    events = [event.removeprefix(b"data: ") for event in raw.split(b"\n\n") if event]
+    return ["[DONE]" if event == b"[DONE]" else orjson.loads(event) for event in events]
+
+
+def _chunks(events: list) -> tuple[str, list, list]:
+    """The text, the finish reasons and the error events among a chat stream's events."""
+    chunks = [e for e in events if e != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    finishes = [
+        c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]
+    ]
+    return text, finishes, [c for c in chunks if "error" in c]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        # OpenRouter's mid-stream error as its docs show it: beside a choice finished "error".
+        fault.error_event(
+            40, {"code": "server_error", "message": "Provider disconnected unexpectedly"}, openrouter=True
+        ),
+        # OpenAI's shape (an error object alone), a 503 in its code.
+        fault.error_event(40, {"message": "The engine is currently overloaded", "type": "server_error", "code": 503}),
+    ],
+    ids=["openrouter", "openai"],
+)
+def test_an_upstream_error_event_mid_stream_is_continued_on_the_fallback(gateway, primary, fallback, step):
+    """The upstream said it failed mid-answer (overloaded, a provider dropped): the very
+    failure continuation is for. It was relayed and the stream ended there; now the error is
+    held back and the answer continued: one coherent stream, no error event."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(step)
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    assert (text, finishes, errors) == (FULL_ANSWER, ["stop"], [])
+    assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
+    chunks = [e for e in events if e != "[DONE]"]
+    assert {c["id"] for c in chunks} == {"chatcmpl-flaky"}
+    assert sum(1 for c in chunks if c["choices"] and "role" in c["choices"][0]["delta"]) == 1
+    assert [c["usage"]["completion_tokens"] for c in chunks if c.get("usage")] == [fault.TOKENS]
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1] == {"role": "assistant", "content": FIRST_40}
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "upstream_error", False, 40), ("steady", 200, None, True, fault.TOKENS)]
+
+
+@pytest.mark.parametrize("openrouter", [True, False], ids=["openrouter", "openai"])
+def test_an_invalid_request_error_mid_stream_is_relayed_not_continued(gateway, primary, fallback, openrouter):
+    """An error that judges the request, not the backend's health, ends the answer as the
+    upstream said: another backend would be asked the same request. (OpenRouter's shape,
+    beside a choice finished "error", was relayed as a content chunk, unredacted, and the
+    call recorded as a success.)"""
+    gw = gateway(prefill="prefill: continue_final_message")
+    error = {"message": "tool schema rejected", "type": "invalid_request_error", "code": 400}
+    primary.script(fault.error_event(40, error, openrouter=openrouter))
+    text, finishes, errors = _chunks(raw_chat_stream(gw))
+
+    assert (text, finishes) == (FIRST_40, [])
+    assert errors == [{"error": {**error, "param": None}}]
+    assert len(primary.seen) == 1 and fallback.seen == []
+    ledger(gw, 1)
+    assert [row[:4] for row in all_rows(gw)] == [("flaky", 502, "upstream_error", True)]
+
+
+def test_an_error_event_nobody_continues_ends_the_stream_as_the_upstream_sent_it(gateway, primary, fallback):
+    """The continuation was tried and refused (the fallback answers the prefill with a 400):
+    the client gets the upstream's own error event, redacted, not the gateway's "broke off"."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    error = {"message": "Overloaded (key sk-flaky-123456)", "type": "overloaded_error", "code": 529}
+    primary.script(fault.error_event(40, error))
+    fallback.always(fault.rejects_prefill())
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    assert (text, finishes) == (FIRST_40, [])
+    expected = {"message": "Overloaded (key [redacted])", "type": "overloaded_error", "param": None, "code": 529}
+    assert errors == [{"error": expected}] and events[-1] == {"error": expected}
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1] == {"role": "assistant", "content": FIRST_40}
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows[-1][:4] == ("flaky", 502, "upstream_error", True)  # the call ended where it broke
+    assert rows[0][:2] == ("steady", 400) and not rows[0][3]
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:
@@ -796,3 +901,26 @@ def test_a_messages_stream_cut_mid_answer_is_continued_below_its_translation(gat
     ledger(gw, 1)
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
     assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, fault.TOKENS)]
+
+
+def test_a_messages_stream_translated_from_chat_gets_the_upstreams_error_when_nobody_continues(
+    gateway, primary, fallback
+):
+    """Through `/v1/messages` translated from chat: the held error chunk, when the
+    continuation is refused, reaches the client as the translation makes it: Anthropic's
+    `event: error` with the upstream's message, once."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.error_event(40, {"message": "Overloaded", "type": "overloaded_error", "code": 529}))
+    fallback.always(fault.rejects_prefill())
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body, timeout=30) as response:
+        raw = b"".join(response.iter_bytes())
+    events = [dict(line.split(b": ", 1) for line in e.split(b"\n")) for e in raw.split(b"\n\n") if e]
+    names = [e[b"event"] for e in events]
+    assert names.count(b"error") == 1 and names[-1] == b"error"
+    assert orjson.loads(events[-1][b"data"])["error"]["message"] == "Overloaded"  # the upstream's, not "broke off"
+    text = "".join(
+        orjson.loads(e[b"data"])["delta"].get("text", "") for e in events if e[b"event"] == b"content_block_delta"
+    )
+    assert text == FIRST_40
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1

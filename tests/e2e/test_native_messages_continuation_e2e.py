@@ -175,3 +175,38 @@ def test_a_break_inside_a_thinking_block_is_not_continued(gw, claude, fallback):
     assert fallback.seen == []
     ledger(gw, 1)
     assert [row[:4] for row in all_rows(gw)] == [("claude", 502, "protocol", True)]
+
+
+def test_a_mid_stream_overloaded_error_is_continued_as_one_message(gw, claude, fallback):
+    """Anthropic ends a stream mid-answer with `event: error` (overloaded_error): it was
+    relayed and the stream ended there. Now it is held back and the message continued."""
+    claude.behaviour.error_after_events = (HEAD_EVENTS + 40, "overloaded_error")
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    events = _events(gw, body)
+
+    names = [name for name, _ in events]
+    assert "error" not in names and names.count("message_start") == 1
+    assert names[-2:] == ["message_delta", "message_stop"]
+    deltas = [data for name, data in events if name == "content_block_delta"]
+    assert {d["index"] for d in deltas} == {0} and "".join(d["delta"]["text"] for d in deltas) == FULL_ANSWER
+    assert events[-2][1]["usage"]["output_tokens"] == fault.TOKENS
+    assert len(claude.received) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1] == {
+        "role": "assistant",
+        "content": "".join(f"t{i} " for i in range(40)),
+    }
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("claude", 502, "upstream_error", False, 40), ("steady", 200, None, True, fault.TOKENS)]
+
+
+def test_a_mid_stream_invalid_request_error_is_relayed_not_continued(gw, claude, fallback):
+    claude.behaviour.error_after_events = (HEAD_EVENTS + 40, "invalid_request_error")
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    events = _events(gw, body)
+
+    assert [name for name, _ in events].count("error") == 1 and events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == "invalid_request_error"
+    assert fallback.seen == []
+    ledger(gw, 1)
+    assert [row[:4] for row in all_rows(gw)] == [("claude", 502, "upstream_error", True)]

@@ -116,3 +116,23 @@ def test_a_break_inside_a_function_call_is_not_continued(gw, native, fallback):
     assert fallback.seen == []
     ledger(gw, 1)
     assert [row[:4] for row in all_rows(gw)] == [("native", 502, "protocol", True)]
+
+
+@pytest.mark.parametrize("how", ["failed", "error"])
+def test_a_mid_stream_server_error_is_continued_as_one_response(gw, native, fallback, how):
+    """The upstream ends the Response mid-text with `response.failed` or an `error` event
+    (code `server_error`): it was relayed and the stream ended there. Now it is held back and
+    the Response continued."""
+    native.behaviour.fail_after_events = (HEAD_EVENTS + 40, how)
+    events = list(_client(gw).responses.create(model="auto", input="Count.", max_output_tokens=500, stream=True))
+
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.completed" and "error" not in kinds and "response.failed" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == FULL_ANSWER
+    assert events[-1].response.usage.output_tokens == fault.TOKENS
+    assert len(native.received) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1]["content"] == "".join(f"t{i} " for i in range(40))
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("native", 502, "upstream_error", False, 40), ("steady", 200, None, True, fault.TOKENS)]

@@ -11,7 +11,7 @@ from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
 from gateway.proxy.messages_format import MESSAGES, MessagesAccountant, usage_from_anthropic
 from gateway.proxy.outcome import Attempt
-from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.relay import MAX_MALFORMED_RUN, ErrorEventMidway, MalformedAnswer, StreamFailedEarly
 from gateway.proxy.usage import Usage
 from tests.protocol import samples as S
 
@@ -82,6 +82,29 @@ def test_an_error_after_content_is_relayed_with_its_text_redacted():
     last = out.strip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error\ndata: ")
     assert orjson.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+
+
+@pytest.mark.parametrize("kind", ["overloaded_error", "api_error"])
+def test_a_passing_error_after_content_is_held_back_when_the_stream_can_be_continued(kind):
+    error = {"type": "error", "error": {"type": kind, "message": f"boom with {SECRET}"}}
+    accountant = MessagesAccountant(Redactor([SECRET]))
+    accountant.hold_errors = True
+    head = wire(S.ANTHROPIC_STREAM_TEXT[:4])
+    assert accountant.feed(head) == head
+    with pytest.raises(ErrorEventMidway) as held:
+        accountant.feed(wire([error]))
+    relayed = orjson.loads(held.value.event.split(b"data: ", 1)[1])
+    assert held.value.event.startswith(b"event: error\n") and held.value.event.endswith(b"\n\n")
+    assert relayed == {"type": "error", "error": {"type": kind, "message": "boom with [redacted]"}}
+    assert not accountant.failed_midway and accountant.end_after_break(b"", True) is None
+
+
+def test_an_invalid_request_error_after_content_is_relayed_even_when_holding():
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+    accountant = MessagesAccountant()
+    accountant.hold_errors = True
+    out, _ = relay(wire([*S.ANTHROPIC_STREAM_TEXT[:4], error]), 4096, accountant)
+    assert out.strip().split(b"\n\n")[-1].startswith(b"event: error\ndata: ") and accountant.failed_midway
 
 
 def test_malformed_output_before_content_is_a_malformed_answer():

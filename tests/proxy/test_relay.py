@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from gateway.protocol.redact import Redactor
 from gateway.proxy.outcome import Attempt
-from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, SseAccountant, StreamFailedEarly
+from gateway.proxy.relay import (
+    MAX_MALFORMED_RUN,
+    ErrorEventMidway,
+    MalformedAnswer,
+    SseAccountant,
+    StreamFailedEarly,
+    transient_error,
+)
 from gateway.proxy.usage import Usage
 
 BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
@@ -421,3 +428,92 @@ def test_whether_a_broken_stream_had_ended_its_answer(strip):
     assert two.end_after_break(relayed, single_choice=False) is None
     cut = SseAccountant(strip_usage=strip)
     assert cut.end_after_break(cut.feed(delta_event({"content": "a"})), single_choice=True) is None
+
+
+# -- an upstream's error event after content, when the stream could be continued -------------
+
+OVERLOADED = {"message": f"overloaded, key {KEY}", "type": "server_error", "code": 503}
+OVERLOADED_RELAYED = {"message": "overloaded, key [redacted]", "type": "server_error", "param": None, "code": 503}
+
+
+def _holding() -> SseAccountant:
+    accountant = SseAccountant(strip_usage=True, redactor=Redactor([KEY]))
+    accountant.hold_errors = True  # as the relay sets it when a rescue exists
+    accountant.feed(delta_event({"role": "assistant", "content": ""}) + delta_event({"content": "partial"}))
+    return accountant
+
+
+def test_a_passing_error_event_after_content_is_held_back_and_breaks_the_stream():
+    accountant = _holding()
+    # The events before it go on; the error and what follows it do not.
+    assert accountant.feed(delta_event({"content": " more"}) + event({"error": OVERLOADED}) + b"data: [DONE]\n\n") == (
+        delta_event({"content": " more"})
+    )
+    with pytest.raises(ErrorEventMidway) as held:
+        accountant.flush()
+    assert held.value.event == event({"error": OVERLOADED_RELAYED})  # what the client gets if not continued
+    assert held.value.reason == "upstream_error" and held.value.backend_fault
+    assert KEY not in held.value.message  # logged: redacted too
+    assert not accountant.failed_midway and not accountant.saw_done
+
+
+def test_a_held_error_alone_in_a_chunk_breaks_the_stream_at_once():
+    accountant = _holding()
+    with pytest.raises(ErrorEventMidway):
+        accountant.feed(event({"error": OVERLOADED}))
+
+
+def test_openrouters_mid_stream_error_beside_a_choice_is_an_error_event():
+    """OpenRouter's shape: the error beside a choice finished "error" (it was relayed as a
+    content chunk, its text unredacted, and the stream counted as a success)."""
+    chunk = event({**BASE, "error": {"code": "server_error", "message": f"lost {KEY}"},
+                   "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})  # fmt: skip
+    held = _holding()
+    with pytest.raises(ErrorEventMidway):
+        held.feed(chunk)
+    relayed = SseAccountant(strip_usage=True, redactor=Redactor([KEY]))
+    relayed.feed(delta_event({"content": "partial"}))
+    assert relayed.feed(chunk) == event(
+        {"error": {"message": "lost [redacted]", "type": "upstream_error", "param": None, "code": "server_error"}}
+    )
+    assert relayed.failed_midway
+    with pytest.raises(StreamFailedEarly):
+        SseAccountant(strip_usage=True).feed(chunk)  # before content: the next candidate is tried
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"message": "bad tool schema", "type": "invalid_request_error", "code": 400},
+        {"message": "flagged", "type": "invalid_request_error", "code": "content_policy_violation"},
+        {"message": "no type at all"},
+    ],
+)
+def test_an_error_event_that_is_not_a_passing_failure_is_relayed_even_when_holding(error):
+    accountant = _holding()
+    out = accountant.feed(event({"error": error}))
+    assert orjson.loads(out[6:])["error"]["message"] == error["message"]
+    assert accountant.failed_midway
+
+
+@pytest.mark.parametrize(
+    ("status", "kinds", "passing"),
+    [
+        (503, (), True),
+        (529, ("overloaded_error",), True),
+        (429, (), True),
+        (408, (), True),
+        (400, ("server_error",), False),  # the status decides when there is one
+        (None, ("overloaded_error",), True),
+        (None, ("api_error",), True),
+        (None, (None, "server_error"), True),
+        (None, ("rate_limit_exceeded",), True),
+        (None, ("invalid_request_error",), False),
+        (None, ("content_policy_violation",), False),
+        (None, ("billing_error",), False),
+        (None, (), False),
+        (True, (), False),  # a bool is no status
+    ],
+)
+def test_which_error_events_are_passing_failures(status, kinds, passing):
+    assert transient_error(status, *kinds) is passing

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from gateway.protocol.redact import Redactor
-from gateway.proxy.relay import MAX_MALFORMED_RUN, MalformedAnswer, StreamFailedEarly
+from gateway.proxy.relay import MAX_MALFORMED_RUN, ErrorEventMidway, MalformedAnswer, StreamFailedEarly
 from gateway.proxy.responses_format import RESPONSES, ResponsesAccountant, check_response_body, usage_of_response
 from gateway.proxy.usage import Usage
 from tests.support.fake_responses import FakeResponses
@@ -183,6 +183,42 @@ def test_an_error_after_content_is_relayed_redacted():
     assert KEY.encode() not in out
     relayed = orjson.loads(out.split(b"data: ", 1)[1])
     assert relayed["type"] == "error" and relayed["code"] == "server_error" and "bad key" in relayed["message"]
+
+
+@pytest.mark.parametrize("how", ["error", "response.failed"])
+def test_a_server_error_after_content_is_held_back_when_the_stream_can_be_continued(how):
+    accountant = ResponsesAccountant(Redactor([KEY]))
+    accountant.hold_errors = True
+    accountant.feed(_delta("a"))
+    error = {"code": "server_error", "message": f"bad key {KEY}"}
+    usage = {"input_tokens": 5, "output_tokens": 1}
+    if how == "error":
+        failure = {"type": "error", "sequence_number": 4, **error, "param": None}
+    else:
+        response = {
+            "id": "resp_1",
+            "object": "response",
+            "status": "failed",
+            "error": error,
+            "output": [],
+            "usage": usage,
+        }
+        failure = {"type": "response.failed", "sequence_number": 4, "response": response}
+    with pytest.raises(ErrorEventMidway) as held:
+        accountant.feed(b"event: " + how.encode() + b"\ndata: " + orjson.dumps(failure) + b"\n\n")
+    assert held.value.event.startswith(b"event: " + how.encode() + b"\ndata: ") and KEY.encode() not in held.value.event
+    # Not the stream's end, nor the Response the edge stores (the continuation's is).
+    assert not accountant.saw_done and accountant.response is None and not accountant.failed_midway
+    assert accountant.end_after_break(b"", True) is None
+
+
+def test_an_error_that_is_not_a_passing_failure_is_relayed_even_when_holding():
+    accountant = ResponsesAccountant()
+    accountant.hold_errors = True
+    accountant.feed(_delta("a"))
+    error = {"type": "error", "sequence_number": 4, "code": "invalid_prompt", "message": "no", "param": None}
+    out = accountant.feed(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+    assert orjson.loads(out.split(b"data: ", 1)[1])["code"] == "invalid_prompt" and accountant.failed_midway
 
 
 def test_an_unterminated_last_event_is_flushed(fake):
