@@ -187,15 +187,20 @@ def _append_items(
 
 # Items that make a tool call, and the outputs answering one (as OpenAI's 400 names them).
 _CALLS = ("function_call", "custom_tool_call", "tool_search_call")
-_OUTPUTS = {"function_call_output": "function call output", "custom_tool_call_output": "custom tool call output"}
+_OUTPUTS = {
+    "function_call_output": "function call output",
+    "custom_tool_call_output": "custom tool call output",
+    "tool_search_output": "tool search output",
+}
 
 
 def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
     """OpenAI's 400 for a tool output in the request's input `items` whose call is neither
     earlier in them nor in the conversation `previous` continues. Sent on, it would be a chat
     `tool` message answering no call (or answering it before it is made), which chat backends
-    refuse with an opaque 400, or take and answer nonsense. A malformed item is left to the
-    translation, which names it."""
+    refuse with an opaque 400, or take and answer nonsense (a client tool search's output is
+    one too, when it has a call_id). An output answers a call of any kind: the translation
+    reads only the ids. A malformed item is left to the translation, which names it."""
     calls: set[str] = set()
     for item in previous:
         if item.get("type") in _CALLS and type(item.get("call_id")) is str:

@@ -457,12 +457,14 @@ def test_a_tool_output_answering_no_call_is_openais_400_before_any_backend(
     first = client.responses.create(model="auto", input="Hi.")  # its output is a message: no call
     orphan = {"type": "function_call_output", "call_id": "call_nowhere", "output": "42"}
     custom = {"type": "custom_tool_call_output", "call_id": "call_custom", "output": "done"}
+    search = {"type": "tool_search_output", "call_id": "call_search", "execution": "client", "tools": []}
     late = {"type": "function_call", "call_id": "call_late", "name": "get_weather", "arguments": "{}"}
     for stream in (False, True):
         for extra, items, message in [
             ({}, [{"role": "user", "content": "Hi."}, orphan], "function call output with call_id call_nowhere"),
             ({"previous_response_id": first.id}, [orphan], "function call output with call_id call_nowhere"),
             ({}, [custom], "custom tool call output with call_id call_custom"),
+            ({}, [{"role": "user", "content": "Find tools."}, search], "tool search output with call_id call_search"),
             # An output before its call: chat would get the tool message ahead of the call.
             ({}, [{**orphan, "call_id": "call_late"}, late], "function call output with call_id call_late"),
         ]:

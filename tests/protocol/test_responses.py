@@ -200,9 +200,14 @@ def test_a_tool_output_must_answer_a_call_made_before_it():
         ids = [c["call_id"] for c in calls] or [earlier]
         outputs = [{"type": "function_call_output", "call_id": i, "output": "x"} for i in ids]
         check_tool_outputs(before, calls + outputs)  # each answers a call: no error
+    check_tool_outputs(
+        [], [_call("tool_search_call", "s"), {"type": "tool_search_output", "call_id": "s", "tools": []}]
+    )
     refused = [
         ([], [{"type": "function_call_output", "call_id": "z", "output": "x"}], "function call output with call_id z"),
         ([], [{"type": "custom_tool_call_output", "call_id": "z"}], "custom tool call output with call_id z"),
+        # A client tool search's output is a chat tool message too (its found tools aside).
+        ([], [{"type": "tool_search_output", "call_id": "z", "tools": []}], "tool search output with call_id z"),
         ([], [{"type": "function_call_output", "call_id": earlier}], f"function call output with call_id {earlier}"),
         ([], [{"type": "function_call_output", "call_id": "a"}, _call("function_call", "a")], "output with call_id a"),
     ]
