@@ -379,7 +379,7 @@ class ResponsesIngress(Ingress):
             record = await load(state, request.owner, previous_id, "previous_response_id")
             continue_from(request, record.items)
         # Once the conversation is known, before routing, whichever way a candidate is asked:
-        # OpenAI refuses an output answering no call too, so a native backend would as well.
+        # OpenAI refuses a call and an output that do not pair up too, so a native backend would.
         check_tool_outputs(request.previous, input_items(request.native.get("input")))
         return request
 

@@ -185,8 +185,12 @@ def _append_items(
             )
 
 
-# Items that make a tool call, and the outputs answering one (as OpenAI's 400 names them).
-_CALLS = ("function_call", "custom_tool_call", "tool_search_call")
+# Items that make a tool call and the outputs answering one, as OpenAI's 400s name them.
+_CALLS = {
+    "function_call": "function call",
+    "custom_tool_call": "custom tool call",
+    "tool_search_call": "tool search call",
+}
 _OUTPUTS = {
     "function_call_output": "function call output",
     "custom_tool_call_output": "custom tool call output",
@@ -195,24 +199,32 @@ _OUTPUTS = {
 
 
 def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
-    """OpenAI's 400 for a tool output in the request's input `items` whose call is neither
-    earlier in them nor in the conversation `previous` continues. Sent on, it would be a chat
-    `tool` message answering no call (or answering it before it is made), which chat backends
-    refuse with an opaque 400, or take and answer nonsense (a client tool search's output is
-    one too, when it has a call_id). An output answers a call of any kind: the translation
-    reads only the ids. A malformed item is left to the translation, which names it."""
-    calls: set[str] = set()
-    for item in previous:
-        if item.get("type") in _CALLS and type(item.get("call_id")) is str:
-            calls.add(item["call_id"])
-    for item in items:
-        kind, call_id = item.get("type"), item.get("call_id")
-        if type(kind) is not str or type(call_id) is not str:
-            continue
-        if kind in _CALLS:
-            calls.add(call_id)
-        elif kind in _OUTPUTS and call_id not in calls:
-            raise invalid_request(f"No tool call found for {_OUTPUTS[kind]} with call_id {echoed(call_id)}.", "input")
+    """OpenAI's 400s for tool calls and outputs that do not pair up, over the conversation
+    `previous` continues and the request's input `items`: an output in `items` whose call
+    is neither earlier in them nor in `previous`, and a call (in either) that no output
+    answers, even the last item. Sent on, the first is a chat `tool` message answering no
+    call (or answering it before it is made), the second an assistant `tool_calls` message
+    no tool message answers: chat backends refuse both with an opaque 400, or take them and
+    answer nonsense. An output answers a call of any kind (the translation reads only the
+    ids). A malformed item is left to the translation, which names it."""
+    calls: dict[str, str] = {}  # call_id -> the kind of call, in the order they were made
+    answered: set[str] = set()
+    for checked, some in ((False, previous), (True, items)):
+        for item in some:
+            kind, call_id = item.get("type"), item.get("call_id")
+            if type(kind) is not str or type(call_id) is not str:
+                continue
+            if kind in _CALLS:
+                calls[call_id] = _CALLS[kind]
+            elif kind in _OUTPUTS:
+                if checked and call_id not in calls:
+                    raise invalid_request(
+                        f"No tool call found for {_OUTPUTS[kind]} with call_id {echoed(call_id)}.", "input"
+                    )
+                answered.add(call_id)
+    unanswered = next((call_id for call_id in calls if call_id not in answered), None)
+    if unanswered is not None:
+        raise invalid_request(f"No tool output found for {calls[unanswered]} {echoed(unanswered)}.", "input")
 
 
 def _open_assistant(message: dict[str, object]) -> bool:

@@ -103,6 +103,12 @@ def test_deep_function_call_arguments_on_responses_are_an_openai_400(gw, upstrea
             "execution": "client",
             "status": "completed",
         },
+        {
+            "type": "tool_search_output",
+            "call_id": "c1",
+            "execution": "client",
+            "tools": [],
+        },  # answered, as OpenAI requires
         {"role": "user", "content": "go on"},
     ]
     with pytest.raises(openai.BadRequestError) as raised:

@@ -480,6 +480,44 @@ def test_a_tool_output_answering_no_call_is_openais_400_before_any_backend(
 
 
 @pytest.mark.parametrize("config", ["translated", "native first"])
+def test_a_tool_call_no_output_answers_is_openais_400_before_any_backend(
+    start_gateway, upstream, native, openai_client, config
+):
+    """Sent on, it is an assistant `tool_calls` message no tool message answers, which chat
+    backends refuse with an opaque 400; OpenAI answers this 400 itself, for a call anywhere in
+    the conversation (the last item of `input` too), so a native backend is not asked either."""
+    text = TRANSLATED if config == "translated" else NATIVE_FIRST
+    gw = start_gateway(text.format(chat=upstream.base_url, native=native.base_url), env=KEYS)
+    client = openai_client(gw, api_key="sk-alice")
+    upstream.reset(
+        tool_call={"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    )
+    native.reset(function_call={"call_id": "call_w1", "name": "get_weather", "arguments": "{}"})
+    first = client.responses.create(model="auto", input="Weather in Paris?", tools=[WEATHER_TOOL])
+    assert first.output[-1].type == "function_call" and first.output[-1].call_id == "call_w1"
+    user = {"role": "user", "content": "Never mind."}
+    call = {"type": "function_call", "call_id": "call_open", "name": "get_weather", "arguments": "{}"}
+    custom = {"type": "custom_tool_call", "call_id": "call_patch", "name": "apply_patch", "input": "*** Begin"}
+    for stream in (False, True):
+        for extra, items, message in [
+            ({}, [user, call], "function call call_open"),  # the last item
+            ({}, [call, user], "function call call_open"),
+            ({}, [user, custom], "custom tool call call_patch"),
+            # The conversation continued ended in a call: the new turn must answer it.
+            ({"previous_response_id": first.id}, [user], "function call call_w1"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.responses.create(model="auto", input=items, tools=[WEATHER_TOOL], stream=stream, **extra)
+            assert caught.value.body == {
+                "message": f"No tool output found for {message}.",
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+    assert (len(upstream.received), len(native.received)) == ((1, 0) if config == "translated" else (0, 1))
+
+
+@pytest.mark.parametrize("config", ["translated", "native first"])
 def test_a_tool_output_answers_a_call_in_its_input_or_in_the_conversation_it_continues(
     start_gateway, upstream, native, openai_client, config
 ):

@@ -223,6 +223,45 @@ def test_a_tool_output_must_answer_a_call_made_before_it():
     check_tool_outputs([], [{"type": "function_call_output", "call_id": ["z"]}])
 
 
+def test_a_tool_call_must_be_answered_by_an_output():
+    """Wherever the call is (last in `input` too, and in the conversation continued): chat
+    would get an assistant `tool_calls` message no tool message answers."""
+    previous = conversation_items(None, S.RESPONSES_REQUEST_STRING, {"output": [S.RESPONSE_FUNCTION_CALL_ITEM]})
+    earlier = S.RESPONSE_FUNCTION_CALL_ITEM["call_id"]
+    user = {"role": "user", "content": "And then?"}
+
+    def output(call_id: str) -> dict:
+        return {"type": "function_call_output", "call_id": call_id, "output": "x"}
+
+    calls = [_call("function_call", "a"), _call("function_call", "b")]
+    for before, items in [
+        ([], [*calls, output("a"), output("b"), user]),  # parallel calls, then their outputs
+        ([], [calls[0], output("a"), calls[1], output("b")]),  # one after the other, as Codex sends them
+        (previous, [output(earlier), user]),
+        ([*previous, output(earlier)], [user]),  # answered in the conversation itself
+    ]:
+        check_tool_outputs(before, items)
+    refused = [
+        ([], [user, _call("function_call", "a")], "function call a"),  # the last item
+        ([], [_call("function_call", "a"), user], "function call a"),
+        ([], [*calls, output("b")], "function call a"),
+        ([], [*calls, output("a")], "function call b"),
+        ([], [_call("custom_tool_call", "c")], "custom tool call c"),
+        ([], [_call("tool_search_call", "s")], "tool search call s"),
+        (previous, [user], f"function call {earlier}"),  # a response that ended in a call, continued
+        (previous, [], f"function call {earlier}"),
+    ]
+    for before, items, message in refused:
+        with pytest.raises(GatewayError) as caught:
+            check_tool_outputs(before, items)
+        assert (caught.value.status, caught.value.param, caught.value.code) == (400, "input", None)
+        assert caught.value.message == f"No tool output found for {message}."
+    # An output answering no call is named first, wherever it is.
+    with pytest.raises(GatewayError) as caught:
+        check_tool_outputs([], [_call("function_call", "a"), output("z")])
+    assert caught.value.message == "No tool call found for function call output with call_id z."
+
+
 @pytest.mark.parametrize(
     "tool", ["web_search", "web_search_preview", "file_search", "computer_use_preview", "code_interpreter"]
 )
