@@ -48,6 +48,7 @@ from gateway.protocol.messages import (
     ANTHROPIC_ONLY,
     anthropic_error,
     chat_to_message,
+    check_tool_results,
     count_tokens,
     encode_event,
     messages_to_chat,
@@ -125,6 +126,9 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
         request = ChatRequest(
             None, fields["model"], bool(fields.get("stream")), build=translation, fields=fields, view=translation.view
         )
+    # Before routing, whichever way a candidate is asked: Anthropic refuses a tool_use and a
+    # tool_result that do not pair up, so a native backend would as well.
+    check_tool_results(native["messages"])
     request.include_usage = request.stream
     request.completion_ceiling = max_tokens
     stops = native.get("stop_sequences")

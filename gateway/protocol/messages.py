@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.errors import ContextLengthExceeded, GatewayError, invalid_request
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
 # Anthropic stop_reason -> chat finish_reason (read by the egress translation).
@@ -293,6 +293,79 @@ def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         content: Any = "".join(part["text"] for part in parts) if only_text and len(parts) == 1 else parts
         out.append({"role": "user", "content": content})
     return out
+
+
+def check_tool_results(turns: list[Any]) -> None:
+    """Anthropic's 400s for `tool_use` and `tool_result` blocks that do not pair up: a
+    `tool_use` the next turn does not answer with a `tool_result` (named by the assistant's
+    turn; a system turn between is that next turn, as any turn is), and a `tool_result` whose
+    `tool_use_id` no `tool_use` of the turn just before has (named by the result's turn and
+    block). A `tool_use` in the last turn is a prefill and stands: nothing after it could
+    answer it. Translated, either would be tool calls no tool message answers or a tool
+    message answering no call, which chat backends refuse with an opaque 400.
+
+    Every request's turns pass through here, an agent's by the hundred: one pass reading only
+    the blocks' types and ids (a comprehension per turn, half the time of a loop with its
+    branches), the ids compared only where a turn has either. A malformed turn ends it (the
+    translation names what is wrong)."""
+    calls: list[Any] = []  # the tool_use ids of turn `asked`, the one just before
+    asked = 0
+    for i, turn in enumerate(turns):
+        if type(turn) is not dict:
+            return
+        role = turn.get("role")
+        content = turn.get("content")
+        if type(content) is not list:
+            content = ()
+        if role == "user":
+            results = [b.get("tool_use_id") for b in content if type(b) is dict and b.get("type") == "tool_result"]
+            if calls or results:
+                _pair(turns, asked, calls, i, results)
+            calls = []
+        elif role == "assistant":
+            if calls:
+                _pair(turns, asked, calls, i, [])
+            calls = [b.get("id") for b in content if type(b) is dict and b.get("type") == "tool_use"]
+            asked = i
+        elif role == "system":
+            if calls:
+                _pair(turns, asked, calls, i, [])
+            calls = []
+        else:
+            return
+
+
+def _pair(turns: list[Any], asked: int, calls: list[Any], i: int, results: list[Any]) -> None:
+    """Anthropic's 400 when turn `i`'s tool_result ids do not answer exactly the tool_use ids
+    of turn `asked`, the one before it (ids that are not strings: the translation's 400)."""
+    if calls == results:  # the usual: each call's result, in order
+        return
+    answered = {r for r in results if type(r) is str}
+    missing = [c for c in calls if type(c) is str and c not in answered]
+    if missing:
+        raise invalid_request(
+            f"messages.{asked}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+            f"{_ids(missing)}. Each `tool_use` block must have a corresponding `tool_result` block in the "
+            "next message.",
+            f"messages.{asked}",
+        )
+    unexpected = [r for r in results if type(r) is str and r not in calls]
+    if unexpected:
+        first = next(
+            j
+            for j, block in enumerate(turns[i]["content"])
+            if type(block) is dict and block.get("type") == "tool_result" and block.get("tool_use_id") == unexpected[0]
+        )
+        where = f"messages.{i}.content.{first}"
+        raise invalid_request(
+            f"{where}: unexpected `tool_use_id` found in `tool_result` blocks: {_ids(unexpected)}. Each "
+            "`tool_result` block must have a corresponding `tool_use` block in the previous message.",
+            where,
+        )
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(echoed(i) for i in ids)
 
 
 def _failed(text: str) -> str:

@@ -547,6 +547,57 @@ def test_bad_input_is_an_invalid_request_error_and_reaches_no_backend(gw, client
     assert upstream.received == [] and claude.received == []
 
 
+def _use(tool_use_id: str) -> dict:
+    return {"type": "tool_use", "id": tool_use_id, "name": "get_weather", "input": {"city": "Paris"}}
+
+
+def _result(tool_use_id: str) -> dict:
+    return {"type": "tool_result", "tool_use_id": tool_use_id, "content": "sunny"}
+
+
+@pytest.mark.parametrize("route", ["open", "claude"])
+def test_tool_uses_and_results_that_do_not_pair_up_are_anthropics_400_before_any_backend(
+    gw, client, upstream, claude, route
+):
+    """Translated, they are tool calls no tool message answers or a tool message answering no
+    call, which chat backends refuse with an opaque 400; Anthropic answers these 400s itself,
+    so a native backend is not asked either. A tool_use in the last turn (a prefill) stands."""
+    ask = {"role": "user", "content": "Weather in Paris?"}
+    asked = {"role": "assistant", "content": [{"type": "text", "text": "Checking."}, _use("toolu_a"), _use("toolu_b")]}
+    no_result = (
+        "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: {}. Each `tool_use` "
+        "block must have a corresponding `tool_result` block in the next message."
+    )
+    no_use = (
+        "messages.{}: unexpected `tool_use_id` found in `tool_result` blocks: {}. Each `tool_result` block must "
+        "have a corresponding `tool_use` block in the previous message."
+    )
+    cases = [
+        ([ask, asked, {"role": "user", "content": [_result("toolu_a")]}], no_result.format("toolu_b")),
+        ([ask, asked, {"role": "user", "content": "Never mind."}], no_result.format("toolu_a, toolu_b")),
+        ([{"role": "user", "content": [_result("toolu_x")]}], no_use.format("0.content.0", "toolu_x")),
+        (
+            [ask, asked, {"role": "user", "content": [_result("toolu_a"), _result("toolu_b"), _result("toolu_x")]}],
+            no_use.format("2.content.2", "toolu_x"),
+        ),
+    ]
+    for stream in (False, True):
+        for messages, message in cases:
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=messages, stream=stream)
+            body = caught.value.body
+            assert body == {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": message},
+                "request_id": caught.value.response.headers["request-id"],
+            }
+    assert upstream.received == [] and claude.received == []
+    client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=[ask, asked])  # a prefill
+    answered = [ask, asked, {"role": "user", "content": [_result("toolu_b"), _result("toolu_a")]}]
+    client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=answered)
+    assert (len(upstream.received), len(claude.received)) == ((2, 0) if route == "open" else (0, 2))
+
+
 def test_a_body_past_the_limit_is_anthropics_request_too_large(gw, upstream):
     big = {"model": "open", "max_tokens": 10, "messages": [{"role": "user", "content": "x" * (9 << 20)}]}
     answer = httpx.post(gw.url + "/v1/messages", json=big, headers={"x-api-key": "sk-test"}, timeout=30)

@@ -16,7 +16,14 @@ from pydantic import TypeAdapter
 
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import anthropic_error, chat_to_message, count_tokens, encode_event, messages_to_chat
+from gateway.protocol.messages import (
+    anthropic_error,
+    chat_to_message,
+    check_tool_results,
+    count_tokens,
+    encode_event,
+    messages_to_chat,
+)
 from gateway.protocol.messages_stream import MessageStream
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
@@ -192,6 +199,67 @@ def test_a_failed_tools_result_says_it_failed_in_its_tool_message():
         {"role": "tool", "tool_call_id": "toolu_4", "content": "fine"},
         {"role": "tool", "tool_call_id": "toolu_5", "content": "fine too"},
     ]
+
+
+def _uses(*ids: str, text: str | None = None) -> dict:
+    blocks = [{"type": "text", "text": text}] if text else []
+    return {
+        "role": "assistant",
+        "content": blocks + [{"type": "tool_use", "id": i, "name": "f", "input": {}} for i in ids],
+    }
+
+
+def _results(*ids: str, text: str | None = None) -> dict:
+    blocks = [{"type": "tool_result", "tool_use_id": i, "content": "x"} for i in ids]
+    return {"role": "user", "content": blocks + ([{"type": "text", "text": text}] if text else [])}
+
+
+_ASK = {"role": "user", "content": "Go."}
+_NO_RESULT = "`tool_use` ids were found without `tool_result` blocks immediately after"
+_NO_RESULT_END = "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+_NO_USE = "unexpected `tool_use_id` found in `tool_result` blocks"
+_NO_USE_END = "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+
+
+def test_tool_uses_and_results_must_pair_up_turn_by_turn():
+    """Anthropic's 400s in its words: each tool_use answered in the very next turn, each
+    tool_result answering a tool_use of the turn just before."""
+    paired = [
+        [_ASK, _uses("a", "b", text="Both."), _results("b", "a", text="Done?"), _uses("c"), _results("c")],
+        [_ASK, _uses("a"), _results("a"), {"role": "assistant", "content": "Done."}, {"role": "user", "content": []}],
+        [_ASK, _uses("a")],  # a prefill ending in a tool_use: nothing came after it to answer it
+        [_ASK, {"role": "assistant", "content": "Hi."}, {"role": "system", "content": "Be terse."}, _ASK],
+    ]
+    for turns in paired:
+        check_tool_results(turns)
+    refused = [
+        ([_results("a")], "messages.0.content.0", f"{_NO_USE}: a. {_NO_USE_END}"),
+        ([_ASK, _uses("a"), _results("a", "z")], "messages.2.content.1", f"{_NO_USE}: z. {_NO_USE_END}"),
+        ([_ASK, _uses("a"), _results("y", "a", "z")], "messages.2.content.0", f"{_NO_USE}: y, z. {_NO_USE_END}"),
+        # A result answers the turn just before only, not an earlier one.
+        ([_ASK, _uses("a"), _results("a"), _uses("b"), _results("a", "b")], "messages.4.content.0", f"{_NO_USE}: a."),
+        ([_ASK, _uses("a", "b"), _results("a", text="And b?")], "messages.1", f"{_NO_RESULT}: b. {_NO_RESULT_END}"),
+        ([_ASK, _uses("a", "b"), _ASK], "messages.1", f"{_NO_RESULT}: a, b. {_NO_RESULT_END}"),
+        ([_ASK, _uses("a"), _uses("b"), _results("b")], "messages.1", f"{_NO_RESULT}: a."),
+        # Results split over two user turns: the first is the next message, and lacks one.
+        ([_ASK, _uses("a", "b"), _results("a"), _results("b")], "messages.1", f"{_NO_RESULT}: b."),
+        ([_ASK, _uses("a"), {"role": "system", "content": "Be terse."}, _results("a")], "messages.1", _NO_RESULT),
+        # Both wrong at once: the tool_use's turn comes first.
+        ([_ASK, _uses("a"), _results("z")], "messages.1", f"{_NO_RESULT}: a."),
+    ]
+    for turns, where, words in refused:
+        with pytest.raises(GatewayError) as caught:
+            check_tool_results(turns)
+        assert (caught.value.status, caught.value.param) == (400, where)
+        assert caught.value.message.startswith(f"{where}: {words}")
+    # What the translation names as malformed is left to it, and never a 500 here.
+    for turns in [
+        [_ASK, _uses("a"), "junk", _ASK],
+        [_ASK, _uses("a"), {"role": "robot"}, _ASK],
+        [_ASK, {"role": "assistant", "content": [{"type": "tool_use"}, "junk"]}, _ASK],
+        [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": ["a"]}, {"type": 3}]}],
+    ]:
+        check_tool_results(turns)
 
 
 @pytest.mark.parametrize(

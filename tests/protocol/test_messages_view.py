@@ -225,6 +225,27 @@ def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_get
     assert raised.value.status == 400 and "tool_use needs an `id`" in raised.value.message
 
 
+def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_at_parse_whichever_path_reads_the_body():
+    """Before routing reads anything: a body with a view (which a native candidate would get
+    as is), one the view leaves to the translation, and one only a native candidate could
+    take get the same 400."""
+    turns = copy.deepcopy(_agent_turn()["messages"])
+    del turns[4]  # toolu_3's result: the assistant's "Done." follows its tool_use
+    unanswered = "messages.3: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_3."
+    for body in [
+        _agent_turn(messages=turns),
+        _agent_turn(messages=[*turns, {"role": "system", "content": "Be terse."}]),
+        _agent_turn(messages=turns, tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+    ]:
+        with pytest.raises(GatewayError) as raised:
+            parse_messages_request(orjson.dumps(body), {})
+        assert raised.value.status == 400 and raised.value.message.startswith(unanswered)
+    assert messages_view(_agent_turn(messages=turns)) is not None  # the view itself reads no pairing
+    # What a chat backend would have got: toolu_3's call, and no tool message after it.
+    chat = messages_to_chat(_agent_turn(messages=turns))["messages"]
+    assert chat[-2]["tool_calls"][0]["id"] == "toolu_3" and chat[-1] == {"role": "assistant", "content": "Done."}
+
+
 def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
     request = parse_messages_request(orjson.dumps(_agent_turn(stream=True)), {})
     chat = request.chat
