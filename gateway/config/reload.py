@@ -91,7 +91,11 @@ class ConfigHolder:
     def _load_last_good(self, error: ConfigError) -> ConfigSnapshot:
         if self._last_good is None or not self._last_good.is_file():
             raise error
-        text = self._last_good.read_text()
+        try:  # written as UTF-8 (`write_private`), so read as UTF-8 whatever the locale
+            text = self._last_good.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("the last good copy %s cannot be read (%s): not served", self._last_good, exc)
+            raise error from None
         config, warnings = parse_config(text, str(self.path))  # raises if that copy is broken too
         try:
             self._digest = hashlib.sha256(self.path.read_bytes()).hexdigest()

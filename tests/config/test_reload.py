@@ -87,6 +87,19 @@ def test_without_a_last_good_copy_a_broken_file_still_fails_startup(policy, tmp_
         ConfigHolder(policy, last_good=tmp_path / "none.yaml")
 
 
+def test_a_last_good_copy_that_is_not_utf8_fails_startup_with_the_policys_own_problems(policy, tmp_path):
+    """The copy was read in the locale's encoding, and one that is not UTF-8 (a disk error, an
+    edit by hand) ended startup with a UnicodeDecodeError traceback instead of the broken
+    policy's problems."""
+    keep = tmp_path / "data" / "last-good.yaml"
+    ConfigHolder(policy, last_good=keep)
+    keep.write_bytes(b"routes: {auto: {models: [caf\xe9]}}\n")
+    policy.write_text(BROKEN)
+    with pytest.raises(ConfigError) as refused:
+        ConfigHolder(policy, last_good=keep)
+    assert any("routes.auto.strategy" in str(problem) for problem in refused.value.problems)
+
+
 async def test_watch_picks_up_an_edit_by_itself(policy):
     holder = ConfigHolder(policy)
     task = asyncio.create_task(holder.watch(poll_s=0.2))
