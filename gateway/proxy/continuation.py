@@ -32,6 +32,10 @@ half-written call), and a stream broken when no candidate takes a prefill. Those
 an error event naming the real failure, never a prefill's 400; one broken by the upstream's
 held error event ends with that event, redacted, as it would have without a rescue.
 
+The continuing stream is relayed as the first one is, and ends as it would: its own error
+event (which its accountant relays, redacted: a stream is continued once) fails the call,
+a 502 `upstream_error` with that backend at fault.
+
 The healthy path pays for this only with what `PartialRecord.keep` costs per relayed chunk
 (a list append, when some other candidate could continue); everything else here runs
 after a break.
@@ -408,6 +412,12 @@ class StreamRescue:
             raise ContinuationBroke(failure) from None
         finally:
             await opened.response.aclose()
+            if accountant.failed_midway and outcome.status < 400:
+                # The upstream's own error event after content, relayed to the client (its
+                # accountant holds none back: not continued again): the call failed, as the
+                # first relay accounts its stream's, and the backend is at fault.
+                outcome.status, outcome.error = 502, "upstream_error"
+                attempt.backend_fault = True
             attempt.duration_s = time.perf_counter() - started
             if outcome.status >= 400:
                 attempt.error = outcome.error

@@ -22,6 +22,7 @@ import pytest
 from tests.support import fault_upstream as fault
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.poll import poll
+from tests.support.scrape import scrape
 
 FULL_ANSWER = "".join(f"t{i} " for i in range(fault.TOKENS))
 
@@ -701,6 +702,57 @@ def test_an_error_event_nobody_continues_ends_the_stream_as_the_upstream_sent_it
     rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
     assert rows[-1][:4] == ("flaky", 502, "upstream_error", True)  # the call ended where it broke
     assert rows[0][:2] == ("steady", 400) and not rows[0][3]
+
+
+FIRST_45 = "".join(f"t{i} " for i in range(45))
+
+
+@pytest.mark.parametrize(
+    "error, relayed",
+    [
+        # A passing failure: not continued a second time (the continuing stream's own error
+        # events are relayed), the client gets it redacted.
+        (
+            {"message": "Overloaded (key sk-steady-123456)", "type": "overloaded_error", "code": 529},
+            {"message": "Overloaded (key [redacted])", "type": "overloaded_error", "param": None, "code": 529},
+        ),
+        (
+            {"message": "tool schema rejected", "type": "invalid_request_error", "code": 400},
+            {"message": "tool schema rejected", "type": "invalid_request_error", "param": None, "code": 400},
+        ),
+    ],
+    ids=["overloaded", "invalid-request"],
+)
+def test_an_error_event_in_the_continuing_stream_fails_the_call(gateway, primary, fallback, error, relayed):
+    """Review: the stream continuing a broken one ended with the upstream's error event, which
+    the client got, yet the call was recorded a success (a 200, in the ledger and the metrics):
+    only the first stream's error event was read. Now the call is what the first relay makes
+    of its own stream's error event: a 502 `upstream_error`, the continuing backend at fault;
+    the client gets the same events as from the first relay (the upstream's redacted error
+    event, then the estimated usage chunk and the `[DONE]` the upstream sent after it)."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    fallback.script(fault.error_event(5, error))
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    assert (text, finishes, errors) == (FIRST_45, [], [{"error": relayed}])
+    after = events[events.index({"error": relayed}) + 1 :]
+    assert [e if e == "[DONE]" else sorted(e) for e in after] == [
+        ["choices", "created", "id", "model", "object", "usage"],
+        "[DONE]",
+    ]
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["messages"][-1] == {"role": "assistant", "content": FIRST_40}
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    # The continuation sent no usage: its part estimated from its events (its role delta, its
+    # 5 tokens), with the 40 the first stream delivered.
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "upstream_error", True, 40 + 6)]
+    metrics = scrape(gw.url)
+    assert metrics.total("gateway_requests_total", backend="steady", status="502") == 1
+    assert metrics.total("gateway_requests_total", status="200") == 0
+    assert "Traceback" not in gw.log()
 
 
 PREFILL_CONFIG = """
