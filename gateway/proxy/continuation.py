@@ -409,6 +409,12 @@ class StreamRescue:
             failure = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
             outcome.status, outcome.error = 502, failure.reason
             attempt.backend_fault = failure.backend_fault
+            log.warning(
+                "stream continued on %s broke mid-answer too (%s): %s",
+                opened.offer.backend,
+                failure.reason,
+                failure.message,
+            )
             raise ContinuationBroke(failure) from None
         finally:
             await opened.response.aclose()

@@ -755,6 +755,29 @@ def test_an_error_event_in_the_continuing_stream_fails_the_call(gateway, primary
     assert "Traceback" not in gw.log()
 
 
+def test_a_continuing_stream_that_breaks_too_is_logged(gateway, primary, fallback):
+    """Review: the first break and its continuation were logged, and the continuing stream's
+    own break was not: the operator read a continuation that seemed to go on. One warning
+    names its backend and why, as the first stream's does."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    fallback.script(fault.cut(after=5))
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    broke = {"message": "The upstream stream broke off.", "type": "upstream_error", "param": None, "code": "protocol"}
+    assert (text, finishes, errors) == (FIRST_45, [], [{"error": broke}]) and events[-1] == {"error": broke}
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "protocol", True, 40 + 6)]
+    warnings = [line.split(" WARNING ", 1)[1] for line in gw.log().splitlines() if " WARNING gateway.proxy: " in line]
+    assert [w.split(": ", 2)[1] for w in warnings] == [
+        "stream from flaky broke mid-answer",
+        "stream from flaky broke after 40 tokens (protocol)",
+        "stream continued on steady broke mid-answer too (protocol)",
+    ], warnings
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:
