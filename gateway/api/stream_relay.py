@@ -204,7 +204,7 @@ async def relay_stream(
                 # stream ends: nothing is continued after it, and no second error event follows.
                 outcome.error, last.backend_fault = "upstream_error", True
             else:
-                tail += await _end_broken_stream(send, translator, translate, rescue, error)
+                tail += await _end_broken_stream(send, watch, translator, translate, rescue, error)
             # Its traceback holds this frame: not held back by it, else a reference cycle
             # keeps the request's frames for the collector (see `routing.pipeline.decide`).
             del error
@@ -247,6 +247,7 @@ async def relay_stream(
 
 async def _end_broken_stream(
     send: Send,
+    watch: Watch,
     translator: StreamTranslator,
     translate: Callable[[bytes], bytes] | None,
     rescue: StreamRescue | None,
@@ -257,8 +258,14 @@ async def _end_broken_stream(
     resumed = None
     native = rescue.native if rescue is not None else None
     if rescue is not None:
+
+        def cancelled() -> UpstreamError | None:
+            # As this relay tells a cancellation of its own stream (`except CancelledError`).
+            return None if watch.left else ShuttingDown()
+
         try:
-            resumed = await rescue.resume(error, _forward(send, native.feed if native is not None else translate))
+            forward = _forward(send, native.feed if native is not None else translate)
+            resumed = await rescue.resume(error, forward, cancelled)
         except ContinuationBroke as broke:
             if isinstance(broke.error, TranslationEnded):
                 return broke.error.events  # the continuation's malformed chunk: its error event ends it

@@ -34,7 +34,10 @@ held error event ends with that event, redacted, as it would have without a resc
 
 The continuing stream is relayed as the first one is, and ends as it would: its own error
 event (which its accountant relays, redacted: a stream is continued once) fails the call,
-a 502 `upstream_error` with that backend at fault.
+a 502 `upstream_error` with that backend at fault; its break ends the client's stream with
+the error event of a stream that broke; a cancellation is the client leaving (a 499) or,
+the client still there, shutdown's grace period running out (a 503 `shutdown` and that
+error event), as the first relay tells them apart (`resume`'s `cancelled`).
 
 The healthy path pays for this only with what `PartialRecord.keep` costs per relayed chunk
 (a list append, when some other candidate could continue); everything else here runs
@@ -293,12 +296,22 @@ class StreamRescue:
     def keep(self, out: bytes) -> None:
         self.record.keep(out)
 
-    async def resume(self, error: UpstreamError, forward: Callable[[bytes], Awaitable[None]]) -> bytes | None:
+    async def resume(
+        self,
+        error: UpstreamError,
+        forward: Callable[[bytes], Awaitable[None]],
+        cancelled: Callable[[], UpstreamError | None],
+    ) -> bytes | None:
         """Continue the broken stream on a candidate that takes a prefill, relaying its events
         through `forward`; returns the bytes to end the client's stream with. None when it
         cannot be continued (a tool call had started, nothing to continue, no candidate took
         it): the relay ends the stream with its error event, naming `error`. Raises
-        `ContinuationBroke` when the continuing stream breaks too."""
+        `ContinuationBroke` when the continuing stream breaks too.
+
+        `cancelled` says what a cancellation of the request meanwhile is, as the relay knows
+        it: None when the client left (a 499, the cancellation raised on), else the error the
+        client's stream ends with (the gateway's shutdown), raised as `ContinuationBroke`
+        once the cancellation is handled."""
         context, broken = self._context, self._opened
         partial = self.record.partial(self.native.read if self.native is not None else None)
         if partial is None or partial.tool_call or partial.finished or not partial.text:
@@ -344,12 +357,15 @@ class StreamRescue:
                 past_rejections=True,  # a candidate refusing the prefill (a 400) is not the end
             )
         except asyncio.CancelledError:
-            outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-            # The client left while candidates were asked: the call ended where it broke (each
+            # Called off while candidates were asked: the call ended where it broke (each
             # attempt set outcome.offer as it started), and its broken attempt is the final row.
             outcome.offer = broken.offer
             outcome.attempts[:] = [a for a in outcome.attempts if a is not broken_attempt] + [broken_attempt]
-            raise
+            cut = cancelled()
+            if cut is None:  # the client left
+                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+                raise
+            raise _cut_off(outcome, broken.offer, cut) from None
         except GatewayError:
             log.warning("no candidate continued the stream broken on %s", broken.offer.backend)
             outcome.offer = broken.offer  # the call ended where it broke
@@ -359,7 +375,7 @@ class StreamRescue:
             return None
         outcome.ttft_s = first_ttft  # the client's first token came from the first attempt
         outcome.status, outcome.error = 200, None
-        return await self._relay(opened, partial, forward)
+        return await self._relay(opened, partial, forward, cancelled)
 
     def _account_broken(self, error: UpstreamError, partial: Partial) -> Attempt:
         """The broken attempt's row: its failure, and the tokens it delivered (its prompt
@@ -376,7 +392,11 @@ class StreamRescue:
         return attempt
 
     async def _relay(
-        self, opened: OpenedAnswer, partial: Partial, forward: Callable[[bytes], Awaitable[None]]
+        self,
+        opened: OpenedAnswer,
+        partial: Partial,
+        forward: Callable[[bytes], Awaitable[None]],
+        cancelled: Callable[[], UpstreamError | None],
     ) -> bytes:
         """The continuing stream into the client's; its attempt accounted when it ends."""
         context, outcome = self._context, self._context.outcome
@@ -402,9 +422,13 @@ class StreamRescue:
                 own = Usage(context.chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += splice.events(accountant.closing_events(own))
         except asyncio.CancelledError:
-            if not accountant.saw_done:
+            if accountant.saw_done:  # the client had the whole answer
+                raise
+            cut = cancelled()
+            if cut is None:  # the client left
                 outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
-            raise
+                raise
+            raise _cut_off(outcome, opened.offer, cut) from None
         except Exception as exc:
             failure = exc if isinstance(exc, UpstreamError) else UpstreamProtocolError(type(exc).__name__)
             outcome.status, outcome.error = 502, failure.reason
@@ -435,12 +459,26 @@ class StreamRescue:
 
 
 class ContinuationBroke(Exception):
-    """The continuing stream broke too: the relay ends the client's stream naming `error`
-    (both attempts are already accounted)."""
+    """The continuing stream broke too, or the gateway's shutdown cut it: the relay ends the
+    client's stream naming `error` (both attempts are already accounted)."""
 
     def __init__(self, error: UpstreamError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _cut_off(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> ContinuationBroke:
+    """A continuation the gateway called off (its shutdown's grace period ran out) with the
+    client still there: accounted as `cut` says, logged in one line as the first relay logs
+    such a cut, and the cancellation handled (not carried on to the request's later awaits,
+    nor to the server as a crash); the relay ends the client's stream naming `cut`. A 503:
+    the gateway is unavailable, not the backend at fault (as the first relay records it)."""
+    outcome.status, outcome.error = 503, cut.reason
+    log.warning("stream from %s cut mid-answer: %s", offer.backend, cut.message)
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return ContinuationBroke(cut)
 
 
 def _continuers(context: RescueContext, broken: Offer) -> tuple[Offer, ...]:

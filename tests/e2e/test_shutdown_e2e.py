@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import fault_upstream as fault
+from tests.support.fault_upstream import FaultUpstream
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.services import REPO
@@ -174,6 +176,98 @@ def test_streams_longer_than_the_grace_period_are_cut_with_an_error_event_and_th
     status, error, final, prompt_tokens, completion_tokens, estimated = rows[0]
     assert (status, error, final, estimated) == (503, "shutdown", 1, 1)
     assert prompt_tokens > 0 and completion_tokens == len(chunks)
+
+
+# Two backends, the second continuing a stream the first breaks (gateway.proxy.continuation).
+CONTINUED = """
+backends:
+  flaky:
+    type: openai
+    base_url: {primary}
+    api_key: sk-flaky-123456
+    timeout_s: 60
+    models: {{test/small: {{}}}}
+  steady:
+    type: openai
+    base_url: {fallback}
+    api_key: sk-steady-123456
+    timeout_s: 60
+    models: {{test/large: {{prefill: continue_final_message}}}}
+routes:
+  auto:
+    strategy: ordered
+    models: [test/small, test/large]
+"""
+
+
+@pytest.mark.parametrize(
+    "continuing, read, rows",
+    [
+        # The continuing stream sends 5 tokens, then nothing (its idle limit, 10 s, is far).
+        (
+            fault.stall(after=5),
+            45,
+            # Its part estimated from its events (its role delta, its 5 tokens), with the 40
+            # the first stream delivered.
+            [("flaky", 502, "protocol", 0, 40), ("steady", 503, "shutdown", 1, 46)],
+        ),
+        # The continuing backend never answers: cut while the candidates are asked.
+        (
+            fault.hang(),
+            40,
+            [("steady", 499, "cancelled", 0, 0), ("flaky", 503, "shutdown", 1, 40)],
+        ),
+    ],
+    ids=["while-relayed", "while-asked"],
+)
+def test_a_continuation_cut_by_the_grace_period_ends_like_any_stream_shutdown_cuts(
+    start_gateway, continuing, read, rows
+):
+    """Review: a stream that broke and was being continued elsewhere when shutdown's grace
+    period ran out was recorded as a client that left (a 499, though the client was there),
+    its stream stopped without a word, and the cancellation logged with its traceback. It
+    ends as the first relay ends a stream shutdown cuts: the shutdown's error event, a 503
+    `shutdown` in the ledger, one warning."""
+    primary, fallback = FaultUpstream("flaky").start(), FaultUpstream("steady").start()
+    try:
+        primary.script(fault.cut(after=40))
+        fallback.script(continuing)
+        config = CONTINUED.format(primary=primary.base_url, fallback=fallback.base_url)
+        gw = start_gateway(config, env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
+        reader = StreamReader(gw.url)
+        reader.start()
+        poll(lambda: len(fallback.seen) == 1 and reader.body.count(b'"t') >= read, what="the continuation under way")
+        gw.signal(signal.SIGTERM)
+        assert gw.proc.wait(30) == 0
+        reader.join(30)
+    finally:
+        primary.stop()
+        fallback.stop()
+    assert not reader.is_alive() and reader.error is None, reader.error
+    events = [e for e in reader.body.decode().split("\n\n") if e]
+    assert "data: [DONE]" not in events
+    assert json.loads(events[-1].removeprefix("data: ")) == {
+        "error": {
+            "message": "The gateway is shutting down.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "shutdown",
+        }
+    }
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "".join(f"t{i} " for i in range(read))
+    log = gw.log()
+    warnings = [line.split(" WARNING ", 1)[1] for line in log.splitlines() if " WARNING gateway.proxy: " in line]
+    assert warnings == [
+        "gateway.proxy: stream from flaky broke mid-answer: flaky: upstream broke off mid-answer",
+        "gateway.proxy: stream from flaky broke after 40 tokens (protocol): continuing it elsewhere",
+        f"gateway.proxy: stream from {rows[-1][0]} cut mid-answer: The gateway is shutting down.",
+    ]
+    assert "Traceback" not in log and "CancelledError" not in log and "Exception in ASGI application" not in log
+    with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
+        query = "SELECT backend, status, error, final, completion_tokens FROM events ORDER BY attempt"
+        assert db.execute(query).fetchall() == rows
 
 
 def test_a_gateway_that_cannot_start_exits_non_zero(tmp_path):

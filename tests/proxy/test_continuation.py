@@ -155,7 +155,7 @@ async def rescue_run(candidates: list[Offer], pool, relayed: list[bytes], error=
     async def forward(body: bytes) -> None:
         forwarded.append(body)
 
-    tail = await rescue.resume(error or StreamBroken("cut"), forward)
+    tail = await rescue.resume(error or StreamBroken("cut"), forward, lambda: None)  # a cancellation: the client left
     return tail, b"".join(forwarded), outcome, recorder
 
 
@@ -224,7 +224,7 @@ async def test_no_attempt_left_leaves_the_broken_attempt_to_the_relay():
     async def forward(body: bytes) -> None:
         raise AssertionError("nothing to forward")
 
-    assert await rescue.resume(StreamBroken("cut"), forward) is None
+    assert await rescue.resume(StreamBroken("cut"), forward, lambda: None) is None
     assert not rescue.took_over and attempt.error is None and b.calls == []  # the relay's to account
 
 
