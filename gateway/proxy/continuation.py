@@ -36,8 +36,9 @@ The continuing stream is relayed as the first one is, and ends as it would: its 
 event (which its accountant relays, redacted: a stream is continued once) fails the call,
 a 502 `upstream_error` with that backend at fault; its break ends the client's stream with
 the error event of a stream that broke; a cancellation is the client leaving (a 499) or,
-the client still there, shutdown's grace period running out (a 503 `shutdown` and that
-error event), as the first relay tells them apart (`resume`'s `cancelled`).
+the client still there, shutdown's grace period running out (a 503 `shutdown`, the stream
+ended with the shutdown's error event), as the first relay tells them apart (`resume`'s
+`cancelled`).
 
 The healthy path pays for this only with what `PartialRecord.keep` costs per relayed chunk
 (a list append, when some other candidate could continue); everything else here runs
