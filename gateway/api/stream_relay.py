@@ -267,6 +267,8 @@ async def _end_broken_stream(
             forward = _forward(send, native.feed if native is not None else translate)
             resumed = await rescue.resume(error, forward, cancelled)
         except ContinuationBroke as broke:
+            if broke.said:
+                return b""  # the continuing upstream's own error event ended the client's stream
             if isinstance(broke.error, TranslationEnded):
                 return broke.error.events  # the continuation's malformed chunk: its error event ends it
             error = broke.error

@@ -423,7 +423,7 @@ class StreamRescue:
                 own = Usage(context.chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += splice.events(accountant.closing_events(own))
         except asyncio.CancelledError:
-            if accountant.saw_done:  # the client had the whole answer
+            if accountant.saw_done and not accountant.done_held:  # the client had the whole answer
                 raise
             cut = cancelled()
             if cut is None:  # the client left
@@ -440,6 +440,12 @@ class StreamRescue:
                 failure.reason,
                 failure.message,
             )
+            if accountant.failed_midway:
+                # Its own error event reached the client already and says why the stream
+                # ends: the call is that error's, and no second error event follows (as the
+                # first relay ends its stream after a break that follows one).
+                outcome.error, attempt.backend_fault = "upstream_error", True
+                raise ContinuationBroke(failure, said=True) from None
             raise ContinuationBroke(failure) from None
         finally:
             await opened.response.aclose()
@@ -461,11 +467,13 @@ class StreamRescue:
 
 class ContinuationBroke(Exception):
     """The continuing stream broke too, or the gateway's shutdown cut it: the relay ends the
-    client's stream naming `error` (both attempts are already accounted)."""
+    client's stream naming `error` (both attempts are already accounted). `said`: the
+    continuing upstream's own error event, relayed before the break, already ended it."""
 
-    def __init__(self, error: UpstreamError) -> None:
+    def __init__(self, error: UpstreamError, said: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
+        self.said = said
 
 
 def _cut_off(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> ContinuationBroke:

@@ -755,6 +755,27 @@ def test_an_error_event_in_the_continuing_stream_fails_the_call(gateway, primary
     assert "Traceback" not in gw.log()
 
 
+def test_a_continuing_stream_cut_after_its_own_error_event_ends_with_that_event_alone(gateway, primary, fallback):
+    """Review: a continuing upstream that sent its own error event and then closed the
+    connection got a second error event after it ("The upstream stream broke off"), and the
+    call was recorded as the cut's (`protocol`); the first relay ends its stream at such an
+    event, and records the error's. Now the continuation does too."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    error = {"message": "tool schema rejected", "type": "invalid_request_error", "code": 400}
+    fallback.script(fault.error_event(5, error, then_cut=True))
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    relayed = {"message": "tool schema rejected", "type": "invalid_request_error", "param": None, "code": 400}
+    assert (text, finishes, errors) == (FIRST_45, [], [{"error": relayed}]) and events[-1] == {"error": relayed}
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "upstream_error", True, 40 + 6)]
+    assert "Traceback" not in gw.log()
+
+
 def test_a_continuing_stream_that_breaks_too_is_logged(gateway, primary, fallback):
     """Review: the first break and its continuation were logged, and the continuing stream's
     own break was not: the operator read a continuation that seemed to go on. One warning

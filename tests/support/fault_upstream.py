@@ -49,6 +49,7 @@ class Step:
     finish_reason: str = "stop"
     delay_s: float = 0.0  # `slow`: how long before the answer starts
     raw: tuple[bytes, ...] = ()  # `at_once`: these events instead of the usual answer
+    cut: bool = False  # `error_event`: the connection closed after it, no `[DONE]`
 
 
 def ok() -> Step:
@@ -131,13 +132,14 @@ def at_once(*raw: bytes) -> Step:
     return Step("at_once", raw=raw)
 
 
-def error_event(after: int, error: dict, *, openrouter: bool = False) -> Step:
+def error_event(after: int, error: dict, *, openrouter: bool = False, then_cut: bool = False) -> Step:
     """Stream: after `after` content events the upstream's own error event `{"error": error}`,
-    then `[DONE]` and the body's end. `openrouter`: as OpenRouter sends one mid-stream (its
-    docs' "Streaming Error Formats"): the error beside the chunk's id and model and a choice
-    finished with `"error"`. A pause comes first, so the event arrives in a read of its own,
-    after the reads that began the stream."""
-    return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error)
+    then `[DONE]` and the body's end (`then_cut`: the connection closed instead, the chunked
+    body unfinished). `openrouter`: as OpenRouter sends one mid-stream (its docs' "Streaming
+    Error Formats"): the error beside the chunk's id and model and a choice finished with
+    `"error"`. A pause comes first, so the event arrives in a read of its own, after the
+    reads that began the stream."""
+    return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error, cut=then_cut)
 
 
 def no_done() -> Step:
@@ -386,6 +388,10 @@ class FaultUpstream:
                         choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
                         failure = {**base, "provider": "fake", **failure, "choices": [choice]}
                     await _chunk(writer, _sse(failure))
+                    if step.cut:
+                        await writer.drain()
+                        writer.close()  # FIN with the chunked body unfinished
+                        return False
                     await _chunk(writer, b"data: [DONE]\n\n")
                     await _chunk(writer, b"")
                     return True
