@@ -180,8 +180,11 @@ class Settings(BaseSettings):
     @classmethod
     def _a_directory(cls, value: Path) -> Path:
         # Every store opens a file in it: a regular file there was a traceback from each command.
-        if value.exists() and not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
+        try:
+            if value.exists() and not value.is_dir():
+                raise ValueError(f"{value} is not a directory")
+        except OSError as exc:  # a parent this user may not search (EACCES): said, not a traceback
+            raise ValueError(f"cannot use {value}: {exc.strerror}") from None
         return value
 
     @field_validator("trusted_proxies")

@@ -38,14 +38,15 @@ def unusable_database(path: Path) -> str | None:
     """Why the SQLite file at `path` can never be used (not a database, a corrupt header),
     else None (also when it does not exist yet: it is made on first use). Read at startup:
     such a file does not heal, and a gateway serving on it would drop every call's record
-    (or stored response) while it answered. Only the header and schema page are read, so a
-    ledger of any size is checked at once; a lock held by another process is not a fault."""
+    (or stored response) while it answered. Only the header and the schema's pages are read,
+    so a ledger of any size is checked at once (a page of events corrupt past them is met,
+    logged and survived when used); a lock held by another process is not a fault."""
     if not path.exists():
         return None
     try:
         conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
         try:
-            conn.execute("PRAGMA schema_version").fetchone()
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         finally:
             conn.close()
     except sqlite3.OperationalError:

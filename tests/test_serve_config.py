@@ -169,6 +169,25 @@ def test_serve_refuses_a_ledger_or_response_store_that_is_not_sqlite(tmp_path, n
     assert (data / name).read_bytes() == b"not a database, " * 512  # left as it was, for the operator
 
 
+def test_a_ledger_whose_schema_pages_are_corrupt_is_unusable_though_its_header_is_sound(tmp_path):
+    """Review: the check read only the 100-byte header (`PRAGMA schema_version`), so a file
+    with a sound header and a corrupt schema page passed, and failed at the first write."""
+    import sqlite3
+
+    from gateway.sqlite_files import unusable_database
+
+    path = tmp_path / "usage.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, body BLOB)")
+    db.close()
+    assert unusable_database(path) is None  # sound
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xa5" * (4096 - 100)
+    path.write_bytes(bytes(data))
+    assert unusable_database(path) == "database disk image is malformed"
+    assert unusable_database(tmp_path / "none.sqlite3") is None  # made on first use
+
+
 def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
     """`gateway ... | head`: a BrokenPipeError is exit 0, not the store failure's re-raise."""
     import argparse

@@ -75,7 +75,10 @@ def _named(args: argparse.Namespace) -> str:
 
     if not hasattr(args, "store_file"):
         return ""
-    return f" ({describe_store(settings_from(args), args.store_file)})"
+    try:
+        return f" ({describe_store(settings_from(args), args.store_file)})"
+    except Exception:  # the settings themselves fail (the very error being reported): named by it alone
+        return ""
 
 
 if __name__ == "__main__":

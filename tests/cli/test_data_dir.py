@@ -302,3 +302,27 @@ def test_a_redis_that_does_not_answer_is_named_in_the_one_line(tmp_path):
             f" (Redis {shown})"
         )
         assert "s3cret" not in done.stderr
+
+
+def test_a_data_directory_this_user_cannot_search_is_a_setting_refused_not_a_traceback(monkeypatch, tmp_path, capsys):
+    """Review: under a directory the user may not search, `Path.exists` raises EACCES (Python
+    3.11), the settings' own check died with it, and the store commands' handler, naming the
+    store through the same settings, raised it again inside itself: a chained traceback. The
+    tests run as root, whom no directory refuses, so the refusal is the kernel's answer given
+    here."""
+    import pathlib
+
+    import gateway.cli
+
+    locked = tmp_path / "locked" / "data"
+    real_exists = pathlib.Path.exists
+
+    def exists(self: pathlib.Path, *args, **kwargs) -> bool:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    assert gateway.cli.main(["keys", "list", "--data-dir", str(locked)]) == 2
+    said = capsys.readouterr().err
+    assert f"cannot use {locked}: Permission denied" in said and "Traceback" not in said
