@@ -341,6 +341,10 @@ class Metrics:
         if offer is None:
             return
         usage = outcome.usage
+        if usage is None and attempts:
+            # A stream that broke and that no candidate continued: the broken attempt, the
+            # call's last, holds what its backend served (the prompt, the tokens delivered).
+            usage = attempts[-1].usage
         if usage is not None:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
             if prompt:

@@ -191,6 +191,28 @@ def test_each_backend_counts_its_own_tokens_and_cost_when_a_stream_is_continued_
     assert value(m, "gateway_completion_tokens_per_second_count", model="qwen/qwen3-32b", backend="fast") == 0
 
 
+def test_a_broken_stream_no_candidate_continued_counts_what_its_backend_served():
+    """Review: the broken attempt, moved last when no candidate continued it, holds the tokens
+    its backend served, while the call's own usage stays unset: its backend counted the bill
+    as cost and no tokens."""
+    m, snap = Metrics(), snapshot()
+    slow = snap.offer("slow", "qwen/qwen3-32b")
+    refused = Attempt("fast", "qwen/qwen3-32b", "http_400", 400, 0.1)
+    broken = Attempt("slow", "qwen/qwen3-32b", "protocol", 200, 0.5)
+    broken.usage = Usage(10, 4, estimated=True)
+    broken.cost_usd = price_usd(slow, broken.usage)
+    call = outcome(snap, backend="slow", stream=True, status=502, error="protocol", usage=None)
+    call.attempts[:] = [refused, broken]
+    call.carry(broken.usage, slow)
+    call.bill()
+    m.call_finished(call)
+    assert value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend="slow", type="prompt") == 10
+    assert value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend="slow", type="completion") == 4
+    cost = value(m, "gateway_cost_usd_total", model="qwen/qwen3-32b", backend="slow")
+    assert cost == pytest.approx((10 * 0.5 + 4 * 0.5) / 1e6)
+    assert value(m, "gateway_tokens_total", model="qwen/qwen3-32b", backend="fast", type="prompt") is None
+
+
 def test_calls_without_a_chosen_model_are_unknown_whatever_the_client_sent():
     m, snap = Metrics(), snapshot()
     m.request_rejected(404)
