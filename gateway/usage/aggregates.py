@@ -190,8 +190,7 @@ def attempt_outcome(event: UsageEvent) -> int | None:
 
 def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
     """(measure, bucket) of what an event counts in its offer's histograms: each timing of a
-    successful final row (its latency only when the call did not fall back), and every row's
-    attempt outcome."""
+    successful final row, and every row's attempt outcome."""
     outcome = attempt_outcome(event)
     out = [] if outcome is None else [(ATTEMPTS, outcome)]
     if not event.final or not event.succeeded:
@@ -200,10 +199,7 @@ def hist_buckets(event: UsageEvent) -> list[tuple[str, int]]:
         (measure, bucket_of(value))
         for measure, value in (
             ("tps", event.tokens_per_second),
-            # A final row's latency runs from the call's start: after a fallback it holds the
-            # failed providers' time too, so only a call answered at its first attempt counts
-            # in its provider's latency (tokens/s and TTFT are the answering attempt's own).
-            ("latency_ms", event.latency_ms if event.attempt == 1 else None),
+            ("latency_ms", event.latency_ms),
             ("ttft_ms", event.ttft_ms),
         )
         if value is not None and value > 0
