@@ -147,17 +147,7 @@ def test_streams_longer_than_the_grace_period_are_cut_with_an_error_event_and_th
     # The client's stream ends cleanly (no cut chunked body) with the error event a stream that
     # breaks mid-answer ends with, saying why: an SDK raises rather than taking a cut answer as whole.
     assert reader.error is None, reader.error
-    events = [e for e in reader.body.decode().split("\n\n") if e]
-    assert "data: [DONE]" not in events
-    assert json.loads(events[-1].removeprefix("data: ")) == {
-        "error": {
-            "message": "The gateway is shutting down.",
-            "type": "service_unavailable",
-            "param": None,
-            "code": "shutdown",
-        }
-    }
-    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    chunks = chunks_before_the_shutdown_event(reader.body)
     assert chunks and all(c["choices"] for c in chunks)
     log = gw.log()
     assert "timeout graceful shutdown exceeded" in log
@@ -244,17 +234,7 @@ def test_a_continuation_cut_by_the_grace_period_ends_like_any_stream_shutdown_cu
         primary.stop()
         fallback.stop()
     assert not reader.is_alive() and reader.error is None, reader.error
-    events = [e for e in reader.body.decode().split("\n\n") if e]
-    assert "data: [DONE]" not in events
-    assert json.loads(events[-1].removeprefix("data: ")) == {
-        "error": {
-            "message": "The gateway is shutting down.",
-            "type": "service_unavailable",
-            "param": None,
-            "code": "shutdown",
-        }
-    }
-    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    chunks = chunks_before_the_shutdown_event(reader.body)
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == "".join(f"t{i} " for i in range(read))
     log = gw.log()
@@ -314,3 +294,20 @@ def _ignore_errors(call) -> None:
         call()
     except httpx.HTTPError:
         pass
+
+
+def chunks_before_the_shutdown_event(body: bytes) -> list[dict]:
+    """The chat chunks of a stream shutdown's grace period cut, once it is checked to end
+    with the shutdown's error event (the one a stream that breaks mid-answer ends with,
+    saying why) and no `[DONE]`."""
+    events = [e for e in body.decode().split("\n\n") if e]
+    assert "data: [DONE]" not in events
+    assert json.loads(events[-1].removeprefix("data: ")) == {
+        "error": {
+            "message": "The gateway is shutting down.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "shutdown",
+        }
+    }
+    return [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
