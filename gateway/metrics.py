@@ -353,7 +353,7 @@ class Metrics:
                 series.completion_tokens(completion)
             if prompt >= MAX_TOKENS_PER_CALL or completion >= MAX_TOKENS_PER_CALL or outcome.cost_usd > MAX_COST_USD:
                 self._usage_out_of_bounds(outcome)
-        cost = outcome.cost_usd if outcome.carried is None else outcome.upstream_cost_usd
+        cost = outcome.upstream_cost_usd
         if cost > 0:
             series.cost(cost)
         if outcome.stream and status < 400 and outcome.ttft_s is not None and outcome.carried is None:

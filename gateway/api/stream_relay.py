@@ -28,7 +28,7 @@ from gateway.api.wire import send_head_and_body
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.protocol.chat import ChatRequest
 from gateway.proxy.attempts import EventsIdle, OpenedAnswer
-from gateway.proxy.continuation import ContinuationBroke, StreamRescue
+from gateway.proxy.continuation import ContinuationBroke, StreamRescue, shutdown_cut
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.relay import ErrorEventMidway
 from gateway.proxy.usage import Usage
@@ -174,11 +174,7 @@ async def relay_stream(
             # SDK cannot tell from an answer's end), and the server is not handed a
             # cancellation to log as a crash.
             cut = ShuttingDown()
-            outcome.status, outcome.error = 503, cut.reason
-            log.warning("stream from %s cut mid-answer: %s", opened.offer.backend, cut.message)
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # handled: not carried on to the request's later awaits
+            shutdown_cut(outcome, opened.offer, cut)
             tail = translator.broken(cut)
         except OwnFault as failed:
             # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.

@@ -476,17 +476,22 @@ class ContinuationBroke(Exception):
         self.said = said
 
 
-def _cut_off(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> ContinuationBroke:
-    """A continuation the gateway called off (its shutdown's grace period ran out) with the
-    client still there: accounted as `cut` says, logged in one line as the first relay logs
-    such a cut, and the cancellation handled (not carried on to the request's later awaits,
-    nor to the server as a crash); the relay ends the client's stream naming `cut`. A 503:
-    the gateway is unavailable, not the backend at fault (as the first relay records it)."""
+def shutdown_cut(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> None:
+    """A stream the gateway called off (its shutdown's grace period ran out) with the client
+    still there, whichever relay was writing it: accounted as `cut` says (a 503: the gateway
+    is unavailable, not the backend at fault), logged in one line, and the cancellation
+    handled (not carried on to the request's later awaits, nor to the server as a crash).
+    The caller ends the client's stream with the error event naming `cut`."""
     outcome.status, outcome.error = 503, cut.reason
     log.warning("stream from %s cut mid-answer: %s", offer.backend, cut.message)
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
+
+
+def _cut_off(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> ContinuationBroke:
+    """`shutdown_cut` during a continuation: the relay ends the client's stream naming `cut`."""
+    shutdown_cut(outcome, offer, cut)
     return ContinuationBroke(cut)
 
 
