@@ -405,6 +405,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
             # Content only Anthropic's API takes (a server tool, a document by URL): counted as
             # routing counts it, by the body's size.
             counted = {"input_tokens": coarse_prompt(native, len(body)).tokens}
+        check_tool_results(native["messages"])  # Anthropic's count_tokens refuses them as /v1/messages does
         answer = orjson.dumps(counted)
         snapshot = state.config.current
         _check_model(native["model"], snapshot)

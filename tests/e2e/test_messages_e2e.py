@@ -591,7 +591,12 @@ def test_tool_uses_and_results_that_do_not_pair_up_are_anthropics_400_before_any
                 "error": {"type": "invalid_request_error", "message": message},
                 "request_id": caught.value.response.headers["request-id"],
             }
+    for messages, message in cases:  # count_tokens answers the same 400s (inspect_ai#3108 quotes Anthropic's)
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client.messages.count_tokens(model=route, tools=[WEATHER], messages=messages)
+        assert caught.value.body["error"] == {"type": "invalid_request_error", "message": message}
     assert upstream.received == [] and claude.received == []
+    assert client.messages.count_tokens(model=route, tools=[WEATHER], messages=[ask, asked]).input_tokens > 0
     client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=[ask, asked])  # a prefill
     answered = [ask, asked, {"role": "user", "content": [_result("toolu_b"), _result("toolu_a")]}]
     client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=answered)
