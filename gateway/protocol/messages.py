@@ -18,8 +18,9 @@ Mappings chosen where the APIs differ:
   native pass-through to Anthropic backends never comes through here.
 - Earlier `thinking` blocks in the history are dropped: chat backends take no reasoning
   input, and DeepSeek rejects a request that carries it.
-- A `system` message inside `messages` (Anthropic's mid-conversation system messages) becomes
-  a chat system message at the same position.
+- Consecutive user turns, or assistant turns, become one chat turn, as Anthropic combines
+  them into one turn (`_conversation`); a `system` message inside `messages` (Anthropic's
+  mid-conversation system messages) becomes a chat system message at the same position.
 - A `tool_result` with `is_error: true` becomes a tool message whose text starts `Error: `
   (chat's tool messages have no error flag); `tool_use_id` is kept as the `tool_call_id`.
 - Chat usage counts cached prompt tokens inside `prompt_tokens`; Anthropic's
@@ -110,8 +111,7 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     system = _system_text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
-    for i, turn in enumerate(turns):
-        messages += _turn(turn, f"messages.{i}", first=i == 0)
+    _conversation(turns, messages)
 
     chat: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens}
     _options(body, chat)
@@ -216,47 +216,79 @@ def _system_text(system: Any, where: str = "system") -> str:
     return "\n\n".join(texts)
 
 
-def _turn(turn: Any, where: str, first: bool = False) -> list[dict[str, Any]]:
+def _conversation(turns: list[Any], messages: list[dict[str, Any]]) -> None:
+    """The turns as chat messages, appended to `messages`. A run of consecutive user turns, or
+    of assistant turns, becomes one chat turn, as Anthropic combines them into one turn (their
+    blocks in order): an assistant run one message with its text and all its tool calls, a
+    user run its tool messages then one user message. Sent apart, many chat backends refuse
+    them (chat templates that raise "Conversation roles must alternate"), and a tool call
+    would leave the text it was written with. Each turn is still read, and named in a 400,
+    by its own index; a system turn stays its own message."""
+    count = len(turns)
+    start = 0
+    while start < count:
+        turn = turns[start]
+        role = _role(turn, start)
+        end = start + 1
+        if role == "system":
+            messages.append(
+                {"role": "system", "content": _system_text(turn.get("content"), f"messages.{start}.content")}
+            )
+        else:
+            while end < count and type(turns[end]) is dict and turns[end].get("role") == role:
+                end += 1
+            if role == "assistant":
+                messages.append(_assistant(turns, start, end))
+            else:
+                messages += _user(turns, start, end)
+        start = end
+
+
+def _role(turn: Any, index: int) -> str:
     # Anthropic accepts a `system` turn after the conversation's first (user) turn: its
     # mid-conversation system messages. Claude Code sends one to newer models; it becomes
     # chat's system message at the same position.
-    roles = ("user", "assistant") if first else ("user", "assistant", "system")
-    if not isinstance(turn, dict) or turn.get("role") not in roles:
-        allowed = "`user` or `assistant`" if first else "`user`, `assistant` or `system`"
-        raise invalid_request(f"{where}.role: must be {allowed}.", f"{where}.role")
+    role = turn.get("role") if isinstance(turn, dict) else None
+    if role == "user" or role == "assistant" or (role == "system" and index):
+        return str(role)
+    allowed = "`user`, `assistant` or `system`" if index else "`user` or `assistant`"
+    raise invalid_request(f"messages.{index}.role: must be {allowed}.", f"messages.{index}.role")
+
+
+def _blocks(turn: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """A user or assistant turn's content as blocks (a string is one text block)."""
     content = turn.get("content")
-    if turn["role"] == "system":
-        return [{"role": "system", "content": _system_text(content, f"{where}.content")}]
     if isinstance(content, str):
-        return [{"role": turn["role"], "content": content}]
+        return [{"type": "text", "text": content}]
     if not isinstance(content, list):
         raise invalid_request(f"{where}.content: must be a string or an array of blocks.", f"{where}.content")
     for i, block in enumerate(content):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise invalid_request(f"{where}.content.{i}: must be a content block.", f"{where}.content.{i}")
-    if turn["role"] == "assistant":
-        return [_assistant(content, where)]
-    return _user(content, where)
+    return content
 
 
-def _assistant(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
+def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
+    """The one chat message for assistant turns `start` to `end` (exclusive)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for i, block in enumerate(blocks):
-        kind = block["type"]
-        if kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise invalid_request(f"{where}.content.{i}.text: must be a string.", f"{where}.content.{i}.text")
-            texts.append(block["text"])
-        elif kind == "tool_use":
-            at = f"{where}.content.{i}"
-            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
-                raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
-            calls.append(_tool_call(block))
-        elif kind not in ("thinking", "redacted_thinking"):
-            raise invalid_request(
-                f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where, ANTHROPIC_ONLY
-            )
+    for n in range(start, end):
+        where = f"messages.{n}"
+        for i, block in enumerate(_blocks(turns[n], where)):
+            kind = block["type"]
+            if kind == "text":
+                if not isinstance(block.get("text"), str):
+                    raise invalid_request(f"{where}.content.{i}.text: must be a string.", f"{where}.content.{i}.text")
+                texts.append(block["text"])
+            elif kind == "tool_use":
+                at = f"{where}.content.{i}"
+                if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                    raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
+                calls.append(_tool_call(block))
+            elif kind not in ("thinking", "redacted_thinking"):
+                raise invalid_request(
+                    f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where, ANTHROPIC_ONLY
+                )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -269,24 +301,27 @@ def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
     return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
 
 
-def _user(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
-    # Tool results become `tool` messages, which must directly follow the assistant's calls;
-    # the rest of the turn (text, images) follows them as one user message.
+def _user(turns: list[Any], start: int, end: int) -> list[dict[str, Any]]:
+    """The chat messages for user turns `start` to `end` (exclusive). Tool results become
+    `tool` messages, which must directly follow the assistant's calls; the rest (text,
+    images) follows them as one user message."""
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
-    for i, block in enumerate(blocks):
-        at = f"{where}.content.{i}"
-        kind = block["type"]
-        if kind == "tool_result":
-            if not isinstance(block.get("tool_use_id"), str):
-                raise invalid_request(f"{at}.tool_use_id: Field required.", f"{at}.tool_use_id")
-            text, images = _tool_result_content(block.get("content"), at)
-            if block.get("is_error") is True:
-                text = _failed(text)
-            results.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
-            parts += images
-        else:
-            parts.append(_part(block, at))
+    for n in range(start, end):
+        where = f"messages.{n}"
+        for i, block in enumerate(_blocks(turns[n], where)):
+            at = f"{where}.content.{i}"
+            kind = block["type"]
+            if kind == "tool_result":
+                if not isinstance(block.get("tool_use_id"), str):
+                    raise invalid_request(f"{at}.tool_use_id: Field required.", f"{at}.tool_use_id")
+                text, images = _tool_result_content(block.get("content"), at)
+                if block.get("is_error") is True:
+                    text = _failed(text)
+                results.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+                parts += images
+            else:
+                parts.append(_part(block, at))
     out = results
     if parts:
         only_text = all(part["type"] == "text" for part in parts)

@@ -135,28 +135,39 @@ def coarse_prompt(body: dict[str, Any], body_bytes: int) -> PromptFacts:
 
 
 def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
-    """`estimate_prompt_tokens` of the translated messages, counted on the turns."""
+    """`estimate_prompt_tokens` of the translated messages, counted on the turns. A run of
+    consecutive user turns, or of assistant turns, is one chat message in the translation
+    (`_conversation`): its text and calls are counted together when the run ends."""
     tokens = 3
     images = False
     last_user = None
     if system:
         tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
+    run = None  # the role of the run of turns being counted, and its chat message so far:
+    size, parts = 0, 0  # text bytes and parts
+    texts: list[str] = []  # a user's texts
+    calls: list[dict[str, Any]] = []
     for turn in turns:
         if type(turn) is not dict:
             return None
         role = turn.get("role")
-        content = turn.get("content")
         if role != "user" and role != "assistant":
             return None  # a system turn (or a malformed one): the translation's
+        if role != run:
+            if run is not None:
+                tokens += _message_tokens(run, size, parts, calls)
+                if run == "user" and parts:
+                    last_user = "\n".join(texts)
+            run, size, parts, texts, calls = role, 0, 0, [], []
+        content = turn.get("content")
         if type(content) is str:
-            tokens += PER_MESSAGE + (utf8_length(content) + 2) // 3
-            if role == "user":
-                last_user = content
+            size += utf8_length(content)
+            parts += 1
+            texts.append(content)
             continue
         if type(content) is not list:
             return None
         if role == "assistant":
-            size, calls = 0, []
             for block in content:
                 kind = block.get("type") if type(block) is dict else None
                 if kind == "text":
@@ -170,12 +181,8 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                     calls.append(_tool_call(block))
                 elif kind not in _THINKING:
                     return None
-            tokens += PER_MESSAGE + (size + 2) // 3
-            if calls:
-                tokens += json_tokens(calls)
             continue
-        # A user turn: each tool_result a tool message, then the rest as one user message.
-        size, parts, texts = 0, 0, []
+        # A user turn: each tool_result a tool message, the rest parts of the run's user message.
         for block in content:
             kind = block.get("type") if type(block) is dict else None
             if kind == "tool_result":
@@ -197,11 +204,21 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 images = True
             else:
                 return None  # documents, and blocks the translation refuses
-        if parts:
-            # The parts' text joined by spaces (`_content_text`); the classifier's by lines.
-            tokens += PER_MESSAGE + (size + parts - 1 + 2) // 3
+    if run is not None:
+        tokens += _message_tokens(run, size, parts, calls)
+        if run == "user" and parts:
             last_user = "\n".join(texts)
     return PromptFacts(tokens, images, last_user, system)
+
+
+def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]]) -> int:
+    """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
+    texts are one string, followed by its calls; a user's parts are one string when there
+    is one, else parts joined by spaces (`_content_text`; the classifier joins their text by
+    lines), and a user run of tool results alone has no user message."""
+    if role == "assistant":
+        return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0)
+    return PER_MESSAGE + (size + parts - 1 + 2) // 3 if parts else 0
 
 
 def _result_length(block: dict[str, Any]) -> int | None:

@@ -290,6 +290,48 @@ def test_a_mid_conversation_system_message_is_a_chat_system_message_in_place(gw,
     assert upstream.received[-1].body["messages"][1]["content"] == "Mind the repo rules."
 
 
+def test_consecutive_turns_of_a_role_reach_a_chat_backend_as_one_turn(gw, client, upstream):
+    """Anthropic combines consecutive user or assistant turns into one turn. A chat backend
+    gets one message for each run, roles alternating as chat templates demand ("Conversation
+    roles must alternate"), the tool call in the message with the text written before it."""
+    use = {"type": "tool_use", "id": "toolu_w1", "name": "get_weather", "input": {"city": "Paris"}}
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "user", "content": [{"type": "text", "text": "In Celsius."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Checking the weather."}]},
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_w1", "content": "21C"}]},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    for stream in (False, True):
+        answer = client.messages.create(model="open", max_tokens=50, tools=[WEATHER], messages=messages, stream=stream)
+        if stream:
+            assert [event.type for event in answer][-1] == "message_stop"
+        else:
+            assert answer.content[0].text == "Hello from the fake upstream."
+    assert len(upstream.received) == 2
+    for sent in upstream.received:
+        assert sent.body["messages"] == [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in Paris?"}, {"type": "text", "text": "In Celsius."}],
+            },
+            {
+                "role": "assistant",
+                "content": "Checking the weather.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_w1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_w1", "content": "21C"},
+            {"role": "user", "content": "And tomorrow?"},
+        ]
+
+
 # -- passed through natively ------------------------------------------------------------------------
 
 

@@ -700,6 +700,93 @@ def test_a_system_turn_after_the_first_becomes_a_chat_system_message_in_place():
     assert caught.value.param == "messages.1.content.0"
 
 
+def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_them():
+    """Anthropic combines consecutive user or assistant turns into one turn; sent as two chat
+    messages of a role, backends whose chat templates want alternating roles refuse them, and
+    the tool call would leave the text it was written with."""
+    call = {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a"}}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": "Read a."},
+            {"role": "user", "content": [{"type": "text", "text": "Then b."}, image]},
+            {"role": "assistant", "content": "Reading a. "},
+            {"role": "assistant", "content": []},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, call]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "A"}]},
+            {"role": "user", "content": "And b?"},
+            {"role": "system", "content": "Be terse."},  # a system turn is its own message, between runs
+            {"role": "user", "content": "Now."},
+            {"role": "assistant", "content": "One."},
+            {"role": "assistant", "content": [{"type": "text", "text": "Two."}]},
+        ],
+    }
+    assert messages_to_chat(body)["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Read a."},
+                {"type": "text", "text": "Then b."},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Reading a. ",
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": '{"path":"a"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "A"},
+        {"role": "user", "content": "And b?"},
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Now."},
+        {"role": "assistant", "content": "One.Two."},  # texts joined as one turn's are
+    ]
+    check_tool_results(body["messages"])  # each turn is paired before the runs are combined
+
+
+@pytest.mark.parametrize(
+    ("turns", "param"),
+    [
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "text", "text": 3}]}],
+            "messages.1.content.0",
+        ),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}], "messages.1.content"),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "assistant", "content": [{"type": "text", "text": 3}]},
+            ],
+            "messages.2.content.0.text",
+        ),
+        (
+            [{"role": "assistant", "content": "b"}, {"role": "assistant", "content": ["x"]}],
+            "messages.1.content.0",
+        ),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "tool_result"}]}],
+            "messages.1.content.0.tool_use_id",
+        ),
+        (
+            [
+                {"role": "assistant", "content": "b"},
+                {"role": "assistant", "content": [{"type": "text", "text": ""}, {"type": "tool_use", "id": "t"}]},
+            ],
+            "messages.1.content.1",
+        ),
+    ],
+)
+def test_a_malformed_turn_in_a_run_is_named_by_its_own_index(turns, param):
+    with pytest.raises(GatewayError) as caught:
+        messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "messages": turns})
+    assert (caught.value.status, caught.value.param) == (400, param)
+    assert caught.value.message.startswith(param + ":")
+
+
 @pytest.mark.parametrize("sample", [S.CHAT_STREAM_TEXT, S.CHAT_STREAM_REASONING, S.CHAT_STREAM_TOOL_CALLS])
 def test_the_text_delta_shortcut_writes_exactly_what_the_general_path_does(sample):
     base = S.CHAT_STREAM_TEXT[1]

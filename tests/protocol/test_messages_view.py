@@ -147,6 +147,51 @@ USUAL = {
         ]
     ),
     "image alone": {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": [_IMAGE]}]},
+    # Runs of a role are one chat message each: counted once, their texts rounded together.
+    "consecutive turns of a role": _agent_turn(
+        messages=[
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": [{"type": "text", "text": "é"}, _IMAGE]},
+            {"role": "assistant", "content": "b"},
+            {"role": "assistant", "content": []},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "t", "signature": "s"},
+                    {"type": "text", "text": "c"},
+                ],
+            },
+            {
+                "role": "assistant",  # tool uses in the run's last turn only, as Anthropic pairs them
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": "x"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "d"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "e"},
+                ],
+            },
+            {"role": "user", "content": []},
+            {"role": "user", "content": "f"},
+            {"role": "user", "content": [{"type": "text", "text": "g"}]},
+        ]
+    ),
+    "consecutive user strings": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [{"role": "user", "content": "One."}, {"role": "user", "content": "Two."}],
+    },
+    "consecutive assistant turns last": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+            {"role": "assistant", "content": "x"},
+            {"role": "assistant", "content": [{"type": "text", "text": "y"}]},
+        ],
+    },
     "assistant first, string system": {
         **S.MESSAGES_REQUEST_MINIMAL,
         "system": "Be brief.",
@@ -241,9 +286,10 @@ def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_at_parse_whichever_
             parse_messages_request(orjson.dumps(body), {})
         assert raised.value.status == 400 and raised.value.message.startswith(unanswered)
     assert messages_view(_agent_turn(messages=turns)) is not None  # the view itself reads no pairing
-    # What a chat backend would have got: toolu_3's call, and no tool message after it.
+    # What a chat backend would have got: toolu_3's call (its turn and "Done." one assistant
+    # message, as consecutive turns are), and no tool message after it.
     chat = messages_to_chat(_agent_turn(messages=turns))["messages"]
-    assert chat[-2]["tool_calls"][0]["id"] == "toolu_3" and chat[-1] == {"role": "assistant", "content": "Done."}
+    assert chat[-1]["content"] == "Done." and [c["id"] for c in chat[-1]["tool_calls"]] == ["toolu_3"]
 
 
 def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
