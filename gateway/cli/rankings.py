@@ -14,7 +14,7 @@ from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli.policy import DEFAULT_POLICY, load_snapshot
-from gateway.cli.store import add_store_flags, announce_store, settings_from
+from gateway.cli.store import add_store_flags, opened_store, settings_from
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
     prices = _prices(args.config or os.environ.get("GATEWAY_CONFIG"))
     if prices is None:
         return 1
-    settings = settings_from(args)
-    announce_store(settings, "gateway rankings")
-    body = asyncio.run(_rankings(settings, query, prices))
+    body = asyncio.run(_rankings(settings_from(args), query, prices))
     if args.json:
         # Whose traffic it counts, as GET /v1/rankings says it: the CLI reads the whole store.
         body["scope"] = {**Scope().to_json(), "all_visible": True}
@@ -63,13 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _rankings(settings: Settings, query: RankingQuery, prices: Prices) -> dict[str, Any]:
-    from gateway.usage.stores import open_store
-
-    store = open_store(settings)
-    try:
+    async with opened_store(settings, "gateway rankings") as store:
         return await store.rankings(query, prices)
-    finally:
-        await store.aclose()
 
 
 def _prices(named: str | None) -> Prices | None:

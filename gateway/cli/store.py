@@ -1,20 +1,25 @@
 """Which usage store a CLI command opens, and the one line saying so.
 
-The commands that read or write usage (`gateway rankings`, `gateway usage import|export`)
+The commands that read or write usage (`gateway rankings`, `gateway usage import|export|report`)
 open the store a gateway would (GATEWAY_REDIS_URL, else the SQLite file in the data
 directory) and say which one on stderr, and that it is empty when it is: an empty store
-reported as "0 requests" looks like lost data, when it usually means another store.
+reported as "0 requests" looks like lost data, when it usually means another store. They
+say it once the store is open (`opened_store`): a store that cannot be used is the one line
+`gateway.cli.main` prints, not called empty above it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # imported when used: `gateway --help` should not load pydantic
     from gateway.settings import Settings
+    from gateway.usage.store import UsageStore
 
 SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.stores.store_for gives the SQLite file
 KEYS_FILE = "keys.sqlite3"  # and gateway.tenants.store.open_tenant_store the key store's
@@ -109,3 +114,24 @@ def announce_store(settings: Settings, command: str, verb: str = "reads", *, tel
         notice = legacy_store_notice(settings.data_dir)
         if notice:
             print(notice, file=sys.stderr)
+
+
+@asynccontextmanager
+async def opened_store(
+    settings: Settings, command: str, verb: str = "reads", *, tell_empty: bool = True
+) -> AsyncIterator[UsageStore]:
+    """The usage store the settings name, open, once `announce_store` has said which it is.
+
+    Opened before it is announced: a store that cannot be used (a data directory that cannot
+    be made, a file that is not a database, a Redis that is down) raises here, before a line
+    could call it empty, and before the command touches anything else (an output file, its
+    input); an import of no events would otherwise never find out."""
+    from gateway.usage.stores import open_store
+
+    store = open_store(settings)
+    try:
+        await store.ensure_open()
+        announce_store(settings, command, verb, tell_empty=tell_empty)
+        yield store
+    finally:
+        await store.aclose()

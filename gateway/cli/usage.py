@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, BinaryIO
 
 from gateway.cli import usage_report
-from gateway.cli.store import EMPTY_NOTE, add_store_flags, announce_store, settings_from, store_is_empty
+from gateway.cli.store import EMPTY_NOTE, add_store_flags, opened_store, settings_from, store_is_empty
 
 if TYPE_CHECKING:
     from gateway.usage.jsonl import ImportReport
+    from gateway.usage.store import UsageStore
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,26 +39,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_import(args: argparse.Namespace) -> int:
     from gateway.usage.jsonl import import_lines
-    from gateway.usage.stores import open_store
 
     settings = settings_from(args)
-    announce_store(settings, "gateway usage import", "writes to")
-
-    async def main() -> ImportReport:
-        store = open_store(settings)
-        try:
-            if args.file == "-":
-                return await import_lines(store, sys.stdin.buffer)
-            with open(args.file, "rb") as f:
-                return await import_lines(store, f)
-        finally:
-            await store.aclose()
-
-    try:
-        report = asyncio.run(main())
+    try:  # before the store: a missing file is the operator's to fix, said as such (exit 2)
+        source = nullcontext(sys.stdin.buffer) if args.file == "-" else open(args.file, "rb")
     except OSError as exc:
         print(f"gateway usage import: {exc}", file=sys.stderr)
         return 2
+
+    async def main(lines: BinaryIO) -> ImportReport:
+        # Opened even for a file of no events: its "0 imported" is said of a store that works.
+        async with opened_store(settings, "gateway usage import", "writes to") as store:
+            return await import_lines(store, lines)
+
+    with source as lines:
+        report = asyncio.run(main(lines))
     for bad in report.bad:
         print(f"{args.file}:{bad.number}: {bad.reason}", file=sys.stderr)
     print(f"{report.imported} imported, {report.duplicates} already present, {len(report.bad)} bad lines")
@@ -67,7 +64,6 @@ def run_export(args: argparse.Namespace) -> int:
     from datetime import date
 
     from gateway.usage.jsonl import event_line
-    from gateway.usage.stores import open_store
 
     try:
         start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
@@ -79,30 +75,32 @@ def run_export(args: argparse.Namespace) -> int:
         return 2
 
     settings = settings_from(args)
-    announce_store(settings, "gateway usage export", tell_empty=False)
 
-    async def main(out: BinaryIO) -> int:
-        store = open_store(settings)
+    async def main() -> int | None:
+        """How many events were written; None when the output file could not be opened."""
+        async with opened_store(settings, "gateway usage export", tell_empty=False) as store:
+            # The file only once the store is open: one that cannot be used leaves it as it was.
+            if not args.output:
+                return await write(store, sys.stdout.buffer)
+            try:
+                out = open(args.output, "wb")
+            except OSError as exc:  # the operator's path, not the store's
+                print(f"gateway usage export: {exc}", file=sys.stderr)
+                return None
+            with out:
+                return await write(store, out)
+
+    async def write(store: UsageStore, out: BinaryIO) -> int:
         count = 0
-        try:
-            async for event in store.export(start, end):
-                out.write(event_line(event))
-                count += 1
-        finally:
-            await store.aclose()
+        async for event in store.export(start, end):
+            out.write(event_line(event))
+            count += 1
+        out.flush()
         return count
 
-    if args.output:
-        try:
-            out = open(args.output, "wb")  # closed by the `with` below; failing to open is the operator's error
-        except OSError as exc:
-            print(f"gateway usage export: {exc}", file=sys.stderr)
-            return 2
-        with out:
-            count = asyncio.run(main(out))
-    else:
-        count = asyncio.run(main(sys.stdout.buffer))
-        sys.stdout.flush()
+    count = asyncio.run(main())
+    if count is None:
+        return 2
     # "empty" only when nothing came out: checked after the read, so it never contradicts it
     note = EMPTY_NOTE if count == 0 and store_is_empty(settings) else ""
     print(f"{count} events exported{note}", file=sys.stderr)

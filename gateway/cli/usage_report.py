@@ -13,7 +13,7 @@ import sys
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli.store import add_store_flags, announce_store, settings_from
+from gateway.cli.store import add_store_flags, opened_store, settings_from
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -36,13 +36,9 @@ def add_parser(usage_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 async def _report(settings: Settings, by: str, window: str, start: date, end: date) -> dict[str, Any]:
     from gateway.usage.spend import spend_report
-    from gateway.usage.stores import open_store
 
-    store = open_store(settings)
-    try:
+    async with opened_store(settings, "gateway usage report") as store:
         events = [event async for event in store.export(start, end)]
-    finally:
-        await store.aclose()
     return spend_report(events, by, window, start, end)
 
 
@@ -82,9 +78,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"gateway usage report: --end must be YYYY-MM-DD, got {args.end!r}", file=sys.stderr)
         return 2
     start, last = window_of(args.window, end)
-    settings = settings_from(args)
-    announce_store(settings, "gateway usage report")
-    body = asyncio.run(_report(settings, args.by, args.window, start, last))
+    body = asyncio.run(_report(settings_from(args), args.by, args.window, start, last))
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n")
     else:

@@ -426,6 +426,11 @@ class RedisUsageStore(UsageStore):
                 last_id = entries[-1][0]
                 after = "(" + (last_id.decode() if isinstance(last_id, bytes) else last_id)
 
+    async def ensure_open(self) -> None:
+        await self.redis.ping()
+        if self.events_redis is not None:
+            await self.events_redis.ping()
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self.redis.aclose()

@@ -403,6 +403,9 @@ class SqliteUsageStore(UsageStore):
                     self._writer = await self._run(self._open_writer)  # creating the file may fsync: not on the loop
         return self._writer
 
+    async def ensure_open(self) -> None:
+        await self._writer_connection()  # the thread's connection first: the file, its schema
+
     # -- writing ---------------------------------------------------------------------------
     async def record(self, events: Sequence[UsageEvent]) -> int:
         if not events:

@@ -69,6 +69,13 @@ class UsageStore(abc.ABC):
     def export(self, start: date, end: date) -> AsyncIterator[UsageEvent]:
         """Events of the UTC days from `start` to `end` inclusive, day by day."""
 
+    @abc.abstractmethod
+    async def ensure_open(self) -> None:
+        """Open the store now and raise its failure here (a file that cannot be made or is
+        not a database, a Redis that does not answer) rather than at the first read or write:
+        for a command that must not report anything about a store it cannot use, such as an
+        import of no events, which would otherwise never touch it."""
+
     async def aclose(self) -> None:
         return None
 

@@ -46,6 +46,9 @@ class FlakyStore(UsageStore):
     def export(self, start, end):
         return self.inner.export(start, end)
 
+    async def ensure_open(self):
+        await self.inner.ensure_open()
+
     async def aclose(self):
         await self.inner.aclose()
 
