@@ -129,10 +129,10 @@ def test_a_store_that_cannot_be_used_is_one_line_not_a_traceback(tmp_path):
     base = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(data)}
     down = {"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     cases = [
-        (["keys", "list"], down, 1, "gateway keys: the store failed: ConnectionError"),
+        (["keys", "list"], down, 1, "gateway keys list: the store failed: ConnectionError"),
         (["rankings"], down, 1, "gateway rankings: the store failed: ConnectionError"),
-        (["usage", "report"], down, 1, "gateway usage: the store failed: ConnectionError"),
-        (["keys", "list"], {}, 1, "gateway keys: the store failed: DatabaseError: file is not a database"),
+        (["usage", "report"], down, 1, "gateway usage report: the store failed: ConnectionError"),
+        (["keys", "list"], {}, 1, "gateway keys list: the store failed: DatabaseError: file is not a database"),
         (["serve", "--config", "policies/default.yaml"], {}, 2, f"the key store in {data} cannot be opened"),
         (
             ["keys", "list"],

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.title != "Settings":  # not the environment's: a bug, with its traceback
             raise
         # A GATEWAY_* variable (or the flag that set it) the process cannot run with.
-        print(f"gateway {args.command}: invalid setting(s):", file=sys.stderr)
+        print(f"gateway {_typed(args)}: invalid setting(s):", file=sys.stderr)
         for line in settings_problems(exc):
             print(f"  {line}", file=sys.stderr)
         return 2
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if named.endswith(f" {exc.filename})"):  # the store file itself: named once is enough
             named = ""
         print(
-            f"gateway {args.command}: the store failed: cannot use {exc.filename}: {exc.strerror}{named}",
+            f"gateway {_typed(args)}: the store failed: cannot use {exc.filename}: {exc.strerror}{named}",
             file=sys.stderr,
         )
         return 1
@@ -64,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         if not store_failure(exc):
             raise
         # The store the command works on (Redis down, a corrupt SQLite file): said in one line.
-        print(f"gateway {args.command}: the store failed: {type(exc).__name__}: {exc}{_named(args)}", file=sys.stderr)
+        print(f"gateway {_typed(args)}: the store failed: {type(exc).__name__}: {exc}{_named(args)}", file=sys.stderr)
         return 1
+
+
+def _typed(args: argparse.Namespace) -> str:
+    """The command as typed (`usage import`, `keys create`, `rankings`), for the line saying it
+    failed: `gateway usage:` did not say whether the import, the export or the report did. A
+    group's subcommand is in `<group>_command` (the `dest` of its subparsers)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def _named(args: argparse.Namespace) -> str:

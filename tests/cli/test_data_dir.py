@@ -249,13 +249,13 @@ def test_a_data_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path, wh
     env = environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(data))
     failed = f"the store failed: cannot use {data}: {reason}"
     for command, said in (
-        (("keys", "list"), [f"gateway keys: {failed} (SQLite {data / 'keys.sqlite3'})"]),
-        (("teams", "create", "t"), [f"gateway teams: {failed} (SQLite {data / 'keys.sqlite3'})"]),
+        (("keys", "list"), [f"gateway keys list: {failed} (SQLite {data / 'keys.sqlite3'})"]),
+        (("teams", "create", "t"), [f"gateway teams create: {failed} (SQLite {data / 'keys.sqlite3'})"]),
         # Not announced first: the line said "(empty: nothing recorded there yet)" of it.
         (("rankings",), [f"gateway rankings: {failed} (SQLite {data / 'usage.sqlite3'})"]),
         (
             ("usage", "export", "--start", "2025-03-01", "--end", "2025-03-01"),
-            [f"gateway usage: {failed} (SQLite {data / 'usage.sqlite3'})"],
+            [f"gateway usage export: {failed} (SQLite {data / 'usage.sqlite3'})"],
         ),
     ):
         done = cli(*command, cwd=tmp_path, env=env)
@@ -272,7 +272,7 @@ def test_a_redis_url_with_a_port_out_of_range_is_a_setting_refused_by_name(tmp_p
         done = cli(*command, cwd=tmp_path, env=env)
         assert (done.returncode, done.stdout) == (2, ""), (command, done.stderr[-800:])
         assert done.stderr.splitlines() == [
-            f"gateway {command[0]}: invalid setting(s):",
+            f"gateway {' '.join(command)}: invalid setting(s):",
             "  GATEWAY_REDIS_URL: Value error, not a Redis URL: Port out of range 0-65535",
         ]
 
@@ -289,7 +289,7 @@ def test_a_redis_that_does_not_answer_is_named_in_the_one_line(tmp_path):
         done = cli(*command, cwd=tmp_path, env=env)
         assert (done.returncode, done.stdout) == (1, ""), (command, done.stderr[-800:])
         [last] = done.stderr.splitlines()  # rankings names its store once it has opened it: not here
-        assert last.startswith(f"gateway {command[0]}: the store failed: ConnectionError: ") and last.endswith(
+        assert last.startswith(f"gateway {' '.join(command)}: the store failed: ConnectionError: ") and last.endswith(
             f" (Redis {shown})"
         )
         assert "s3cret" not in done.stderr

@@ -59,7 +59,7 @@ def test_an_import_into_a_store_that_cannot_be_used_says_the_store_failed(tmp_pa
         done = gateway_cli("usage", "import", str(file), env=env, stdin=stdin)
         assert (done.returncode, done.stdout) == (1, b""), (file, done.stderr[-800:])
         line = failure_line(done.stderr)
-        assert line.startswith("gateway usage: the store failed: ") and line.endswith(why), line
+        assert line.startswith("gateway usage import: the store failed: ") and line.endswith(why), line
     if kind == "not-a-database":
         assert (tmp_path / "data" / "usage.sqlite3").read_bytes() == NOT_A_DATABASE
 
@@ -76,7 +76,7 @@ def test_a_reading_command_says_only_that_the_store_failed(tmp_path, kind, comma
     done = gateway_cli(*command, env=env)
     assert (done.returncode, done.stdout) == (1, b""), done.stderr[-800:]
     line = failure_line(done.stderr)
-    assert line.startswith(f"gateway {command[0]}: the store failed: ") and line.endswith(why), line
+    assert line.startswith(f"gateway {' '.join(command[:2])}: the store failed: ") and line.endswith(why), line
 
 
 @pytest.mark.parametrize("kind", KINDS)
