@@ -244,11 +244,14 @@ def _event(row: sqlite3.Row) -> UsageEvent:
     return UsageEvent(**data)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> int:
     """Bring a file made by an older version up to SCHEMA_VERSION. In one IMMEDIATE
-    transaction: a second process opening the file meanwhile waits, then finds it done."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
-        return
+    transaction: a second process opening the file meanwhile waits, then finds it done.
+    Returns the file's version before, or as it stays: a newer gateway's file (this one rolled
+    back) is left at its version, its newer columns to that gateway."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found >= SCHEMA_VERSION:
+        return int(found)
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -269,6 +272,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
     if held and version < SCHEMA_VERSION:  # not when another process had migrated it meanwhile
         log.info("usage store: schema migrated from version %d to %d", version, SCHEMA_VERSION)
+    return int(found)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -347,6 +351,7 @@ class SqliteUsageStore(UsageStore):
         self.busy_retries = 0  # slices retried because another connection held the write lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
         self._reader: sqlite3.Connection | None = None  # the thread's
+        self._told_newer = False  # a newer gateway's file: said once (`_open`)
         self._writer: sqlite3.Connection | None = None  # the loop's
         self._opening: asyncio.Lock | None = None
         self._checkpoint: asyncio.Task[None] | None = None
@@ -370,13 +375,23 @@ class SqliteUsageStore(UsageStore):
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
-                _migrate(conn)
+                version = _migrate(conn)
             except sqlite3.OperationalError as exc:
                 conn.close()
                 if not _is_busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
                 continue
+            if version > SCHEMA_VERSION and not self._told_newer:
+                # A rollback: say it once, since the newer gateway's fields are not written.
+                self._told_newer = True
+                log.warning(
+                    "usage store: %s has schema version %d, newer than this gateway's %d (a newer gateway "
+                    "wrote it): this one reads and writes the fields it knows",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                )
             conn.row_factory = sqlite3.Row
             return conn
 

@@ -215,3 +215,35 @@ async def test_version_2_fills_the_spend_table_from_the_events_once(tmp_path):
     for s in stores:
         await s.aclose()
     assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_a_file_from_a_newer_gateway_is_used_with_a_warning_and_left_at_its_version(tmp_path, caplog):
+    """A gateway rolled back to an older version opens the file the newer one migrated: it
+    reads and writes the columns it knows (a newer one's are added with defaults), says so
+    once per store, and leaves the file's version as it is for the newer gateway."""
+    caplog.set_level("INFO", logger="gateway.usage")
+    path = tmp_path / "usage.sqlite3"
+    store = SqliteUsageStore(path)
+    assert [e async for e in store.export(DAY, DAY)] == []
+    await store.aclose()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE events ADD COLUMN from_the_future TEXT NOT NULL DEFAULT ''")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SqliteUsageStore(path)
+    event = UsageEvent(
+        id="e-1",
+        timestamp=datetime(2025, 3, 10, 15, tzinfo=UTC),
+        model="qwen/qwen3-32b",
+        prompt_tokens=7,
+        completion_tokens=3,
+    )
+    assert await store.record([event]) == 1
+    assert [e async for e in store.export(DAY, DAY)] == [event]
+    await store.aclose()
+    assert user_version(path) == SCHEMA_VERSION + 1
+    warned = [r for r in caplog.records if r.levelname == "WARNING" and "newer" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert warned[0].getMessage() == (
+        f"usage store: {path} has schema version {SCHEMA_VERSION + 1}, newer than this gateway's "
+        f"{SCHEMA_VERSION} (a newer gateway wrote it): this one reads and writes the fields it knows"
+    )
