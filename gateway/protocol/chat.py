@@ -33,6 +33,17 @@ def owned_fields(body: dict[str, Any]) -> dict[str, Any] | None:
 _IMAGE_PARTS = ("image_url", "input_image", "image")
 
 
+def text_or_parts(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A translated user message's content: its parts' texts joined by lines when every part
+    is text, else the parts. Joined, they are what vLLM makes of them (its string content
+    format joins text parts with a newline) and what every chat backend takes: DeepSeek's API
+    refuses an array ("invalid type: sequence, expected a string"), and Claude Code's turns
+    are several text blocks."""
+    if all(part["type"] == "text" for part in parts):
+        return parts[0]["text"] if len(parts) == 1 else "\n".join([part["text"] for part in parts])
+    return parts
+
+
 def has_images(messages: Any) -> bool:
     """Whether any message carries an image part (routing then needs a vision model)."""
     if not isinstance(messages, list):

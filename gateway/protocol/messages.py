@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
+from gateway.protocol.chat import text_or_parts
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
@@ -324,9 +325,7 @@ def _user(turns: list[Any], start: int, end: int) -> list[dict[str, Any]]:
                 parts.append(_part(block, at))
     out = results
     if parts:
-        only_text = all(part["type"] == "text" for part in parts)
-        content: Any = "".join(part["text"] for part in parts) if only_text and len(parts) == 1 else parts
-        out.append({"role": "user", "content": content})
+        out.append({"role": "user", "content": text_or_parts(parts)})
     return out
 
 

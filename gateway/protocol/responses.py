@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
+from gateway.protocol.chat import text_or_parts
 from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, usage_details
 
@@ -156,6 +157,11 @@ def _append_items(
             content = _content(item.get("content"), f"{where}.content", role)
             if role == "assistant" and messages and _open_assistant(messages[-1]) and not messages[-1]["content"]:
                 messages[-1]["content"] = content
+            elif role == "user" and messages and messages[-1]["role"] == "user":
+                # One user turn, as chat backends want them to alternate: DeepSeek refuses
+                # "successive user or assistant messages", and Codex sends its environment
+                # context and the prompt as two.
+                messages[-1]["content"] = _joined(messages[-1]["content"], content)
             else:
                 messages.append({"role": role, "content": content})
         elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
@@ -227,6 +233,17 @@ def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any
         raise invalid_request(f"No tool output found for {calls[unanswered]} {echoed(unanswered)}.", "input")
 
 
+def _joined(first: Any, then: Any) -> Any:
+    """Two user messages' contents as one: texts joined by a line, else their parts in order."""
+    if type(first) is str and type(then) is str:
+        return first + "\n" + then
+    return _as_parts(first) + _as_parts(then)
+
+
+def _as_parts(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if type(content) is str else content
+
+
 def _open_assistant(message: dict[str, object]) -> bool:
     """Whether tool calls may still join this message: an assistant turn that is still the last
     message (a tool's answer would have followed it)."""
@@ -239,12 +256,12 @@ def _content(content: Any, where: str, role: str) -> Any:
     if not isinstance(content, list):
         raise invalid_request(f"Invalid type for '{where}': expected a string or an array.", where)
     parts = [_part(part, f"{where}[{i}]") for i, part in enumerate(content)]
-    if role != "user" or (len(parts) == 1 and parts[0]["type"] == "text"):
-        # System and assistant turns carry text; a lone text part is the plain string.
+    if role != "user":
+        # System and assistant turns carry text.
         if not all(part["type"] == "text" for part in parts):
             raise invalid_request(f"'{where}' may only hold text for the {role} role.", where)
         return "".join(part["text"] for part in parts)
-    return parts
+    return text_or_parts(parts) if parts else parts
 
 
 def _part(part: Any, where: str) -> dict[str, Any]:

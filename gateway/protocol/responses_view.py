@@ -182,6 +182,10 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             last = messages[-1] if messages else None
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text = size, text  # the text of the turn whose calls came first
+            elif role == "user" and last is not None and last.role == "user":
+                # One user turn (`_joined`): joined by a line, or their parts by a space.
+                last.size, last.text = last.size + 1 + size, last.text + "\n" + text
+                last.images = last.images or images
             else:
                 messages.append(_Message(role, size, text, 0, images))
         elif kind == "function_call" or kind == "custom_tool_call":
@@ -242,10 +246,10 @@ def _content(content: Any, role: str) -> tuple[int, str, bool] | None:
         texts.append(text)
         size += utf8_length(text)
         pieces += 1
-    if role != "user" or (len(content) == 1 and texts):
-        # One string: the texts joined with nothing (a user's lone text part is that string).
-        return size, "".join(texts), False
-    # Parts: `estimate_prompt_tokens` joins their texts with spaces, the classifier with lines.
+    if role != "user":
+        return size, "".join(texts), False  # one string: the texts joined with nothing
+    # A user's texts are joined by lines (`text_or_parts`), its parts with an image by spaces
+    # as `estimate_prompt_tokens` reads them: the same length.
     size += pieces - 1 if pieces else 0
     return size, "\n".join(texts), images
 

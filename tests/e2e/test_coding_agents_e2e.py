@@ -26,6 +26,7 @@ config schema knows `aliases`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -185,6 +186,16 @@ def assert_tool_round_trip(agent_model: AgentUpstream) -> str:
     return call_id
 
 
+def assert_strict_chat(messages: list[dict]) -> None:
+    """What the strictest chat backends take: DeepSeek's API refuses "successive user or
+    assistant messages" and content that is an array ("invalid type: sequence, expected a
+    string"). The agents send both: Claude Code a turn of several text blocks, Codex its
+    environment context and the prompt as two user messages."""
+    roles = [m["role"] for m in messages if m["role"] in ("user", "assistant")]
+    assert all(a != b for a, b in itertools.pairwise(roles)), roles
+    assert all(type(m.get("content")) in (str, type(None)) for m in messages), messages
+
+
 def assert_ledger(rows: list[dict], endpoint: str, route: str) -> None:
     """The turn's two calls, as the ledger holds them: on the agent's endpoint, counted as
     programming, on the route the agent's model name resolves to, with the upstream's usage."""
@@ -235,6 +246,8 @@ def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_m
     assert first["model"] == second["model"] == "Qwen/Qwen3-Coder-480B-A35B-Instruct"
     assert "Bash" in {tool["function"]["name"] for tool in first["tools"]}
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
+    assert_strict_chat(first["messages"])
+    assert_strict_chat(second["messages"])
     assert agent_model.other_requests == []
     assert_ledger(ledger(gw, 2), "messages", ROUTE or CLAUDE_MODEL)
     assert internet.requests == []
@@ -265,6 +278,8 @@ def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_mod
     first, second = agent_model.chat_requests()
     assert "exec_command" in {tool["function"]["name"] for tool in first["tools"]}
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
+    assert_strict_chat(first["messages"])
+    assert_strict_chat(second["messages"])
     assert agent_model.other_requests == []
     assert_ledger(ledger(gw, 2), "responses", ROUTE or CODEX_MODEL)
     assert internet.requests == []

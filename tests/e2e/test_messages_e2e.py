@@ -312,10 +312,7 @@ def test_consecutive_turns_of_a_role_reach_a_chat_backend_as_one_turn(gw, client
     assert len(upstream.received) == 2
     for sent in upstream.received:
         assert sent.body["messages"] == [
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": "Weather in Paris?"}, {"type": "text", "text": "In Celsius."}],
-            },
+            {"role": "user", "content": "Weather in Paris?\nIn Celsius."},  # texts joined by lines, as vLLM joins them
             {
                 "role": "assistant",
                 "content": "Checking the weather.",

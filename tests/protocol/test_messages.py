@@ -25,6 +25,8 @@ from gateway.protocol.messages import (
     messages_to_chat,
 )
 from gateway.protocol.messages_stream import MessageStream
+from gateway.protocol.messages_view import messages_prompt
+from gateway.protocol.tokens import estimate_prompt_tokens
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
 
@@ -745,6 +747,33 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
         {"role": "assistant", "content": "One.Two."},  # texts joined as one turn's are
     ]
     check_tool_results(body["messages"])  # each turn is paired before the runs are combined
+
+
+def test_a_user_turn_of_text_blocks_is_one_string_joined_by_lines():
+    """Claude Code's turns are several text blocks (a <system-reminder>, then the prompt). As
+    chat content parts DeepSeek's API refuses them ("invalid type: sequence, expected a
+    string"); vLLM joins text parts with a newline, so joined they read the same there."""
+    reminder = {"type": "text", "text": "<system-reminder>Be careful.</system-reminder>"}
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [reminder, {"type": "text", "text": "Fix it.", "cache_control": {"type": "x"}}],
+            },
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": [{"type": "text", "text": "b"}]},
+        ],
+    }
+    chat = messages_to_chat(body)
+    assert chat["messages"] == [
+        {"role": "user", "content": "<system-reminder>Be careful.</system-reminder>\nFix it."},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "a\nb"},
+    ]
+    assert messages_prompt(body) is not None
+    assert messages_prompt(body).tokens == estimate_prompt_tokens(chat)
 
 
 @pytest.mark.parametrize(

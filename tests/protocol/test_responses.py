@@ -127,6 +127,38 @@ def test_parallel_function_calls_share_one_assistant_turn_after_its_text():
     ]
 
 
+def test_user_messages_in_a_row_are_one_chat_turn_and_text_parts_one_string():
+    """Codex sends its environment context and the prompt as two user messages; DeepSeek's API
+    refuses "successive user or assistant messages" and any array content ("invalid type:
+    sequence, expected a string"). Texts are joined by lines, as vLLM joins text parts."""
+    image = {"type": "input_image", "image_url": "https://example.com/a.png"}
+    items = [
+        {"role": "developer", "content": [{"type": "input_text", "text": "Be terse."}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "<environment_context>"}]},
+        {"role": "user", "content": "Fix calc.py"},
+        {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "look:"}, image]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Seen."}]},
+        {"role": "user", "content": [image]},
+    ]
+    image_part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    assert responses_to_chat({"model": "m", "input": items})["messages"] == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "<environment_context>\nFix calc.py"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "A"},
+        {"role": "user", "content": [{"type": "text", "text": "a\nb"}, {"type": "text", "text": "look:"}, image_part]},
+        {"role": "assistant", "content": "Seen."},
+        {"role": "user", "content": [image_part]},
+    ]
+
+
 def test_developer_role_is_a_system_message_and_streaming_asks_for_usage():
     body = {"model": "m", "input": [{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}]}
     chat = responses_to_chat({**body, "stream": True})

@@ -133,6 +133,21 @@ USUAL = {
         None,
     ),
     "an image alone": ({"model": "m", "input": [{"role": "user", "content": [_IMAGE]}]}, None),
+    "user messages in a row, as Codex sends them": (
+        _agent_turn(
+            input=[
+                {"role": "developer", "content": [{"type": "input_text", "text": "<permissions instructions>"}]},
+                {"role": "user", "content": [{"type": "input_text", "text": "<environment_context>"}]},
+                {"role": "user", "content": [{"type": "input_text", "text": "Fix calc.py"}, _IMAGE]},
+                {"role": "user", "content": "and run the tests"},
+                _call("c1"),
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+                {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+                {"role": "user", "content": "c"},
+            ]
+        ),
+        None,
+    ),
     "empty contents": (
         {"model": "m", "input": [{"role": "user", "content": []}, {"role": "assistant", "content": []}, _call("x")]},
         None,
