@@ -26,6 +26,7 @@ from gateway.api.leave import Watch
 from gateway.api.state import AppState
 from gateway.api.wire import send_head_and_body
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
+from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.proxy.attempts import EventsIdle, OpenedAnswer
 from gateway.proxy.continuation import ContinuationBroke, StreamRescue, shutdown_cut
@@ -165,17 +166,10 @@ async def relay_stream(
             # got the whole answer, even if the upstream had not closed its end yet.
             if pending is None and accountant.saw_done and not accountant.done_held:
                 raise
-            if watch.left:
-                outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+            ending = _cancelled(watch, outcome, opened.offer, translator)
+            if ending is None:
                 raise
-            # Not the client: the server cancelled the request, shutdown's grace period having
-            # run out mid-stream. The client is still there: its stream ends with the same
-            # error event as after a break, saying why, rather than just stopping (which an
-            # SDK cannot tell from an answer's end), and the server is not handed a
-            # cancellation to log as a crash.
-            cut = ShuttingDown()
-            shutdown_cut(outcome, opened.offer, cut)
-            tail = translator.broken(cut)
+            tail = ending
         except OwnFault as failed:
             # Not the upstream's doing: neither its fault nor a reason to continue elsewhere.
             # Raised on: the front door logs it, and the server ends the answer it started.
@@ -188,22 +182,35 @@ async def relay_stream(
             outcome.status, outcome.error = 502, error.reason
             last.backend_fault = error.backend_fault
             log.warning("stream from %s broke mid-answer: %s", opened.offer.backend, error.message)
-            if pending is not None:  # the events read so far, before what ends or continues them
-                await _open_stream(scope, send, out_headers, pending)
-                pending = None
-            if isinstance(error, TranslationEnded):
-                # The translation ended the client's stream at a chunk it cannot read, with
-                # its own error event: that is the stream's end, nothing is continued after it.
-                tail += error.events
-            elif accountant.failed_midway:
-                # The upstream's own error event reached the client already and says why the
-                # stream ends: nothing is continued after it, and no second error event follows.
-                outcome.error, last.backend_fault = "upstream_error", True
+            try:
+                if pending is not None:  # the events read so far, before what ends or continues them
+                    await _open_stream(scope, send, out_headers, pending)
+                    pending = None
+            except asyncio.CancelledError:
+                # Cancelled while the head went out (a server's write waits for a client that
+                # is not reading): as a cancellation of the stream itself (above), not the
+                # break; nothing is continued after it.
+                ending = _cancelled(watch, outcome, opened.offer, translator)
+                if ending is None:
+                    raise
+                tail = ending
             else:
-                tail += await _end_broken_stream(send, watch, translator, translate, rescue, error)
-            # Its traceback holds this frame: not held back by it, else a reference cycle
-            # keeps the request's frames for the collector (see `routing.pipeline.decide`).
-            del error
+                if isinstance(error, TranslationEnded):
+                    # The translation ended the client's stream at a chunk it cannot read, with
+                    # its own error event: that is the stream's end, nothing is continued after it.
+                    tail += error.events
+                elif accountant.failed_midway:
+                    # The upstream's own error event reached the client already and says why the
+                    # stream ends: nothing is continued after it, and no second error event follows.
+                    outcome.error, last.backend_fault = "upstream_error", True
+                else:
+                    # A cancellation meanwhile is the continuation's to account (`resume`'s
+                    # `cancelled`, as `_cancelled` tells them apart): raised on once it has.
+                    tail += await _end_broken_stream(send, watch, translator, translate, rescue, error)
+            finally:
+                # Its traceback holds this frame: not held back by it, else a reference cycle
+                # keeps the request's frames for the collector (see `routing.pipeline.decide`).
+                del error
         finally:
             try:
                 await opened.response.aclose()
@@ -241,6 +248,20 @@ async def relay_stream(
         state.observers.call_finished(outcome)
 
 
+def _cancelled(watch: Watch, outcome: CallOutcome, offer: Offer, translator: StreamTranslator) -> bytes | None:
+    """A relayed stream's request cancelled: the client left (None: accounted as a 499, the
+    caller raises on), or the server cancelled it, shutdown's grace period having run out
+    mid-stream. The client is still there: its stream ends with the same error event as after
+    a break, saying why (returned), rather than just stopping (which an SDK cannot tell from an
+    answer's end), and the server is not handed a cancellation to log as a crash."""
+    if watch.left:
+        outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
+        return None
+    cut = ShuttingDown()
+    shutdown_cut(outcome, offer, cut)
+    return translator.broken(cut)
+
+
 async def _end_broken_stream(
     send: Send,
     watch: Watch,
@@ -256,7 +277,7 @@ async def _end_broken_stream(
     if rescue is not None:
 
         def cancelled() -> UpstreamError | None:
-            # As this relay tells a cancellation of its own stream (`except CancelledError`).
+            # As this relay tells a cancellation of its own stream (`_cancelled`).
             return None if watch.left else ShuttingDown()
 
         try:
