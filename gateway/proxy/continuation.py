@@ -326,15 +326,8 @@ class StreamRescue:
         if remaining <= 0 or not continuers:
             return None  # the relay accounts the broken attempt as the call's end
         broken_attempt = self._account_broken(error, partial)
-        await broken.response.aclose()
         first_ttft = outcome.ttft_s
         decision = replace(context.decision, route=None, candidates=continuers, max_attempts=remaining)
-        log.warning(
-            "stream from %s broke after %d tokens (%s): continuing it elsewhere",
-            broken.offer.backend,
-            partial.tokens,
-            error.reason,
-        )
 
         def plan(offer: Offer, backend: Backend) -> UpstreamCall | None:
             mode = prefill_mode(offer, backend.config)
@@ -345,6 +338,15 @@ class StreamRescue:
             return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
 
         try:
+            # Within: a cancellation while the broken answer closes (an adapter's close may
+            # await) is accounted as one while the candidates are asked, not left to the relay.
+            await broken.response.aclose()
+            log.warning(
+                "stream from %s broke after %d tokens (%s): continuing it elsewhere",
+                broken.offer.backend,
+                partial.tokens,
+                error.reason,
+            )
             opened = await open_answer(
                 chat,
                 decision,
@@ -358,8 +360,9 @@ class StreamRescue:
                 past_rejections=True,  # a candidate refusing the prefill (a 400) is not the end
             )
         except asyncio.CancelledError:
-            # Called off while candidates were asked: the call ended where it broke (each
-            # attempt set outcome.offer as it started), and its broken attempt is the final row.
+            # Called off while candidates were asked, or the broken answer closed: the call
+            # ended where it broke (each attempt set outcome.offer as it started), and its
+            # broken attempt is the final row.
             outcome.offer = broken.offer
             outcome.attempts[:] = [a for a in outcome.attempts if a is not broken_attempt] + [broken_attempt]
             cut = cancelled()

@@ -1,5 +1,5 @@
 """A relayed stream whose request is cancelled while its break is being handled (the events
-held back sent) ends as one cancelled anywhere else does:
+held back sent, the stream continued elsewhere) ends as one cancelled anywhere else does:
 the client left, a 499; shutdown's grace period ran out with the client there, a 503
 `shutdown` and the client's stream ended with the shutdown's error event, the cancellation
 handled (the server is not handed one to log as a crash). Review: both were accounted as the
@@ -8,7 +8,7 @@ break (a 502), and a shutdown's cancellation went on to the server.
 In-process through the real app and its lifespan, to real HTTP upstreams, with a client
 whose `send` holds the relay where the cancellation must land: the server's write of the
 head waiting (uvicorn waits for a paused transport to drain before it writes: a client not
-reading)."""
+reading), or the broken upstream answer's close."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import logging
 import orjson
 import pytest
 
+from gateway.backends.http1 import Http1Response
 from tests.api.test_accounting_order import running
 from tests.api.test_stream_writes import JUNK, POLICY, ROLE, TWO_BACKENDS, _chat, _delta
 from tests.e2e.test_shutdown_e2e import chunks_before_the_shutdown_event
@@ -123,6 +124,74 @@ async def test_a_cancellation_while_the_events_before_a_break_are_sent_is_not_th
         assert (outcome.status, outcome.error, outcome.client_disconnected) == (499, "client_disconnected", True)
         assert attempt.error == "client_disconnected"
         assert client.sent == []  # gone before its head was written
+        assert _proxy_warnings(caplog) == [broke]
+    _no_crash_logged(caplog)
+
+
+@pytest.mark.parametrize("cancelled_by", ["shutdown", "client"])
+async def test_a_cancellation_while_a_broken_answer_closes_before_its_continuation_is_not_the_break(
+    tmp_path, caplog, monkeypatch, cancelled_by
+):
+    """The broken upstream answer is closed before the continuation's candidates are asked.
+    No adapter's close awaits today (each drops its connection at once), but the interface's
+    is a coroutine: one that does (as `test_accounting_order`'s slow close) is cancellable
+    there, and the cancellation is the continuation's to account, as while it asks."""
+    caplog.set_level(logging.DEBUG)
+    closing = asyncio.Event()
+    close = Http1Response.aclose
+
+    async def slow_close(self) -> None:
+        if not closing.is_set():  # the first close: the broken answer's, by the continuation
+            closing.set()
+            await asyncio.Event().wait()  # only a cancellation ends it
+        await close(self)
+
+    monkeypatch.setattr(Http1Response, "aclose", slow_close)
+    first, second = FaultUpstream("first").start(), FaultUpstream("second").start()
+    first.always(WHOLE_AND_BROKEN)
+    try:
+        async with running(tmp_path, TWO_BACKENDS.format(first=first.base_url, second=second.base_url)) as (
+            app,
+            state,
+            recorder,
+        ):
+            client = Client(_chat(), hold_head=False)
+            task = asyncio.create_task(
+                app(post_scope("/v1/chat/completions", _chat(), state), client.receive, client.send)
+            )
+            await asyncio.wait_for(closing.wait(), 10)
+            if cancelled_by == "shutdown":
+                task.cancel(msg=SHUTDOWN)
+            else:
+                client.leave()
+            await asyncio.wait_for(task, 10)  # handled: not raised on to the server
+    finally:
+        first.stop()
+        second.stop()
+
+    assert (len(first.seen), len(second.seen)) == (1, 0)  # nothing continued
+    [outcome] = recorder.outcomes
+    assert outcome.offer.backend == "first"
+    # One row: the broken attempt, accounted by the continuation (its break, at the backend's
+    # fault), as the call's final row.
+    [attempt] = outcome.attempts
+    assert recorder.attempts == [attempt]
+    assert (attempt.backend, attempt.error, attempt.backend_fault) == ("first", "malformed", True)
+    assert (attempt.usage.completion_tokens, attempt.usage.estimated) == (1, True)
+    # The client had the head and the events read before the break...
+    kinds = [(m["type"], bool(m.get("more_body"))) for m in client.sent]
+    assert kinds[:2] == [("http.response.start", False), ("http.response.body", True)]
+    assert client.sent[1]["body"] == ROLE + CONTENT
+    broke = "stream from first broke mid-answer: the upstream stream sent 5 malformed events in a row after content"
+    if cancelled_by == "shutdown":
+        assert (outcome.status, outcome.error, outcome.client_disconnected) == (503, "shutdown", False)
+        # ...then the shutdown's error event, its stream's end.
+        assert kinds[2:] == [("http.response.body", False)]
+        assert chunks_before_the_shutdown_event(client.sent[2]["body"]) == []
+        assert _proxy_warnings(caplog) == [broke, "stream from first cut mid-answer: The gateway is shutting down."]
+    else:
+        assert (outcome.status, outcome.error, outcome.client_disconnected) == (499, "client_disconnected", True)
+        assert kinds[2:] == []  # ...and no end: it was gone
         assert _proxy_warnings(caplog) == [broke]
     _no_crash_logged(caplog)
 
