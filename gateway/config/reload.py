@@ -229,10 +229,15 @@ class ConfigHolder:
 
 def last_good_path(data_dir: Path, config: Path) -> Path:
     """Where the last good copy of the policy at `config` is kept: one per policy file (its
-    resolved path's digest in the name). The data directory is per user, so two gateways of
+    absolute path's digest in the name). The data directory is per user, so two gateways of
     one user serving different policies share it: with one copy per directory, a worker of
-    one restarted on a broken file came up serving the other's routes and backends."""
-    digest = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:16]
+    one restarted on a broken file came up serving the other's routes and backends.
+
+    The path is made absolute without following symlinks: a ConfigMap's `policy.yaml` leads
+    through `..data` into a directory named for each generation, so the resolved path of a
+    new (broken) generation named a copy nobody had kept, and the worker restarted on it
+    failed to start."""
+    digest = hashlib.sha256(os.path.abspath(config).encode()).hexdigest()[:16]
     return data_dir / f"last-good-config-{digest}.yaml"
 
 

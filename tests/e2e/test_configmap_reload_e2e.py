@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import httpx
@@ -70,5 +71,44 @@ def test_a_configmap_symlink_swap_reloads_the_running_gateway(tmp_path, upstream
             gw.url + "/v1/chat/completions", json={"model": "second", "messages": [{"role": "user", "content": "hi"}]}
         )
         assert r.status_code == 200
+    finally:
+        gw.stop()
+
+
+def test_a_worker_restarted_while_the_configmap_is_broken_serves_the_last_good_copy(tmp_path, upstream):
+    """Hostile testing: the last good copy was named after the policy's fully resolved path,
+    which on a ConfigMap mount runs through `..data` into the timestamped directory of that
+    generation. A worker that `--workers N` restarted after the ConfigMap turned broken looked
+    for the copy of the broken generation, found none, failed to start, and uvicorn stopped
+    the whole gateway with it."""
+    mount = ConfigMapDir(tmp_path / "etc-gateway")
+    mount.publish(policy(upstream.base_url, "first"))
+    gw = GatewayProcess("", workdir=tmp_path, config_path=mount.root / "policy.yaml", workers=2).start()
+    try:
+        mount.publish(policy(upstream.base_url, "second"))
+        poll(lambda: routes(gw) == {"second"}, what="the swapped ConfigMap", context=gw.log)
+        mount.publish("backends: {up: {type: nonsense}}\n")
+        # Both workers have seen the broken generation (each rejects it), so both kept "second".
+        rejected = {}
+
+        def both_rejected() -> bool:
+            status = httpx.get(gw.url + "/admin/status", headers={"connection": "close"}).json()
+            if status["config"]["last_reload_error"]:
+                rejected[status["worker_pid"]] = status
+            return len(rejected) == 2
+
+        poll(both_rejected, what="both workers to reject the broken ConfigMap", context=gw.log)
+        victim = min(rejected)
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            status = httpx.get(gw.url + "/admin/status", headers={"connection": "close"}).json()
+            return status["worker_pid"] not in rejected
+
+        poll(replaced, what="a new worker to answer", ignore=(httpx.HTTPError,), context=gw.log)
+        assert gw.proc.poll() is None  # the gateway still runs
+        assert "serving the last good copy" in gw.log()
+        for _ in range(10):  # both workers, the new one included, route on the last good copy
+            assert routes(gw) == {"second"}
     finally:
         gw.stop()
