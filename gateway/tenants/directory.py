@@ -57,6 +57,10 @@ class KeyDirectory:
         self._on_error = on_error
         self._view = _EMPTY
         self._failing = False
+        # One refresh at a time: the admin API's own (after a write) and the background one
+        # could overlap, and the one that had read the store before the write, ending last,
+        # put the older view back (a key just revoked worked again for a refresh interval).
+        self._refreshing = asyncio.Lock()
         # Whether this process has ever loaded a virtual key: from then on an empty store is
         # a store that lost its keys (a Redis restarted without its data, flushed, or another
         # database), which must leave the gateway closed, not open it to anyone.
@@ -91,6 +95,10 @@ class KeyDirectory:
 
     async def refresh(self) -> bool:
         """Reload from the store if it changed; True when the view was rebuilt."""
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         try:
             view = await asyncio.to_thread(self._load, self._view.version)
         except Exception as exc:

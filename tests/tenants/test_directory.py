@@ -3,7 +3,9 @@ changes, kept when the store fails, and exact about expiry and rotation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 import pytest
 
@@ -123,3 +125,44 @@ async def test_a_store_that_loses_its_keys_leaves_the_gateway_closed(tmp_path, c
         assert await directory.refresh()
     assert directory.lookup(plain) is None and not directory.empty
     assert "holds no keys any more" in caplog.text
+
+
+class SlowStore(FlakyStore):
+    """A store whose next `all_keys` read returns what the store held, but only once
+    `release` is set: a background refresh caught mid-load by an admin's write."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.hold = False
+        self.release = threading.Event()
+
+    def all_keys(self):
+        keys = self.inner.all_keys()
+        if self.hold:
+            self.hold = False
+            self.release.wait(10)
+        return keys
+
+
+async def test_a_refresh_that_read_the_store_before_a_revoke_does_not_undo_it(tmp_path):
+    """Hostile testing: `POST /admin/keys/NAME/revoke` refreshes its replica's view at once,
+    while the background refresh may be reading the store in its thread. When that read had
+    begun before the revoke and ended after the admin's refresh, it put the older view back:
+    the revoked key worked again on the replica that had just said it was revoked."""
+    admin = TenantAdmin(SqliteTenantStore(tmp_path / "keys.sqlite3"), Clock())
+    plain = admin.create_key("app", actor="t").plain
+    store = SlowStore(admin.store)
+    directory = KeyDirectory(store)
+    store.hold = True
+    background = asyncio.create_task(directory.refresh())  # reads the key active, held in its thread
+    await asyncio.sleep(0.2)
+    admin.revoke_key("app", actor="t")
+    admins = asyncio.create_task(directory.refresh())  # the revoking replica's own refresh
+    for _ in range(50):  # done at once, or waiting for the background refresh to end first
+        if admins.done():
+            break
+        await asyncio.sleep(0.01)
+    store.release.set()
+    await asyncio.gather(background, admins)
+    assert directory.lookup(plain) == "revoked"
+    store.inner.close()
