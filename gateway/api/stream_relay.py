@@ -154,8 +154,11 @@ async def relay_stream(
                 outcome.usage = Usage(chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += accountant.closing_events(outcome.usage)
             if translate is not None:
+                # The chat bytes are let go of first: a tail the translation ends at (its
+                # `TranslationEnded`, below) is replaced by its events, never sent with them.
+                chat_tail, tail = tail, b""
                 try:
-                    tail = translate(tail) if tail else b""
+                    tail = translate(chat_tail) if chat_tail else b""
                     tail += translator.finish()
                 except TranslationEnded:
                     raise

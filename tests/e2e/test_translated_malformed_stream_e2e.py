@@ -11,6 +11,7 @@ success, billed and counted `ok` for the backend that sent it.
 from __future__ import annotations
 
 import anthropic
+import httpx
 import pytest
 
 from tests.e2e.test_hostile_upstream_e2e import CONTENT, ENV, MESSAGES, ledger, policy
@@ -106,3 +107,40 @@ def test_streamed_tool_arguments_that_are_not_an_object_end_a_messages_stream_as
     assert message == "The upstream's tool call arguments are not a JSON object; the stream ends here."
     [row] = ledger(gw, 1)
     assert (row["backend"], row["status"], row["error"]) == ("a", 502, "malformed")
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_a_malformed_last_chunk_left_unterminated_is_not_relayed_as_chat_bytes(
+    start_gateway, upstream, upstream_b, openai_client, api
+):
+    """The upstream's last event without its blank line is read at the stream's end (the
+    accountant's flush), and translated there: one the translation cannot read ended the
+    stream with its error event after the chat bytes themselves, which no Messages or
+    Responses client can read (a `data: {"choices": ["x"]}` line in an Anthropic stream)."""
+    role = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    text = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\n'
+    upstream.reset(raw_stream=[role, text, b'data: {"choices": ["x"]}'], chunk_delay_s=0.05)
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    if api == "messages":
+        raw = httpx.post(
+            gw.url + "/v1/messages",
+            json={"model": "auto", "max_tokens": 64, "messages": MESSAGES, "stream": True},
+            headers={"x-api-key": "sk-test"},
+            timeout=30,
+        ).content
+        assert raw.count(b"event: error\n") == 1 and raw.rstrip().endswith(b"}")
+    else:
+        raw = httpx.post(
+            gw.url + "/v1/responses",
+            json={"model": "auto", "input": "Say hello.", "stream": True},
+            headers={"Authorization": "Bearer sk-test"},
+            timeout=30,
+        ).content
+        assert raw.count(b"event: response.failed\n") == 1
+    assert b'"choices"' not in raw and b"chat.completion" not in raw  # nothing of the chat stream itself
+    assert PLAIN.encode() in raw
+    message = _messages_error(gw) if api == "messages" else _responses_error(gw, openai_client)
+    assert message == PLAIN  # and the SDKs read the stream to that error
+    assert len(upstream.received) == 2 and upstream_b.received == []
+    rows = ledger(gw, 2)
+    assert [(r["backend"], r["status"], r["error"]) for r in rows] == [("a", 502, "malformed")] * 2
