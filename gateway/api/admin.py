@@ -44,6 +44,19 @@ async def health(request: Request) -> Response:
     return _json({"status": "ok"})
 
 
+async def ready(request: Request) -> Response:
+    """Readiness, beside `/health`'s liveness: whether this process can serve requests. Not
+    before its key directory has loaded once when the keys are in a store (a replica started
+    while Redis is down answers every call with a 503 `key_store_unavailable`, while replicas
+    that had loaded them serve from their copy): a load balancer sends it nothing meanwhile,
+    and a restart would not help, so `/health` still answers."""
+    state: AppState = request.app.state.gateway
+    directory = state.auth.directory
+    if directory is not None and not directory.loaded:
+        return _json({"status": "not_ready", "reason": "The key store has not answered yet."}, 503)
+    return _json({"status": "ready"})
+
+
 async def status(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     state.auth.authenticate_admin(request)

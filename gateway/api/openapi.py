@@ -330,6 +330,24 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/ready": {
+        "get": {
+            "summary": "Readiness: whether this process can serve calls (its key store answered once)",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}}, "Ready"
+                ),
+                "503": _json(
+                    {
+                        "type": "object",
+                        "required": ["status", "reason"],
+                        "properties": {"status": {"const": "not_ready"}, "reason": {"type": "string"}},
+                    },
+                    "Not ready yet",
+                ),
+            },
+        }
+    },
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics",

@@ -80,6 +80,7 @@ def route_table() -> list[RouteEntry]:
         RouteEntry("/v1/models", ("GET",), models.list_models),
         RouteEntry("/v1/models/{model_id:path}", ("GET",), models.get_model),
         RouteEntry("/health", ("GET",), admin.health),
+        RouteEntry("/ready", ("GET",), admin.ready),
         RouteEntry("/admin/status", ("GET",), admin.status),
         RouteEntry("/admin/reload", ("POST",), admin.reload),
         RouteEntry("/v1/route/explain", ("POST",), explain.explain),

@@ -64,9 +64,10 @@ def test_deployment_runs_several_probed_replicas_and_is_autoscaled():
     assert spec["replicas"] >= 2
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Ready once it can serve (its key store answered); alive while it answers at all.
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
         http = container[probe]["httpGet"]
-        assert http["path"] == "/health" and http["port"] in ports
+        assert http["path"] == path and http["port"] in ports
     assert str(ports["http"]) == _env(container)["GATEWAY_PORT"]
     hpa = _one("HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]

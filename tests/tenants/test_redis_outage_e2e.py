@@ -24,6 +24,7 @@ from tests.support.clock import clear_of_minute_edge
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.scrape import scrape
+from tests.support.services import RedisServer
 from tests.tenants.support import bearer, create_key
 
 MODEL = "qwen/qwen3-32b"
@@ -162,3 +163,30 @@ def test_a_budget_used_up_in_redis_stays_enforced_while_redis_hangs(start_gatewa
     assert all(r.json()["error"]["metadata"]["limit"] == "budget" for r in during)
     assert len(upstream.received) == 3
     assert scrape(gw.url).value("gateway_limits_admitted_locally_total") == 0  # none was let through
+
+
+@pytest.mark.redis
+def test_a_replica_whose_key_store_never_answered_is_alive_but_not_ready(start_gateway, upstream):
+    """Started while Redis is down, a replica can only answer 503 key_store_unavailable (it
+    cannot tell a key from a wrong one), while replicas that had loaded the keys serve from
+    their copy: `/ready` keeps a load balancer's traffic off it until the store answers, and
+    `/health` still says it is alive (restarting it would not help)."""
+    store = RedisServer()  # its port: nothing listens on it yet
+    try:
+        gw = start_gateway(one_backend_policy(upstream.base_url), env={"GATEWAY_REDIS_URL": store.url})
+        assert httpx.get(gw.url + "/health").json() == {"status": "ok"}
+        ready = httpx.get(gw.url + "/ready")
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"status": "not_ready", "reason": "The key store has not answered yet."},
+        )
+        refused = httpx.post(gw.url + "/v1/chat/completions", json=ASK, timeout=30)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "key_store_unavailable")
+        store.start()
+        poll(lambda: httpx.get(gw.url + "/ready").status_code == 200, what="/ready once Redis answers", timeout=20)
+        assert httpx.get(gw.url + "/ready").json() == {"status": "ready"}
+        served = httpx.post(gw.url + "/v1/chat/completions", json=ASK, timeout=30)
+        assert served.status_code == 200  # no keys in the store: the gateway is open, as documented
+        assert len(upstream.received) == 1
+    finally:
+        store.cleanup()
