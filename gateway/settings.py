@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Client keys as `name:key,name2:key2`; empty means the gateway is open (no auth).
     api_keys: str = ""
+    # Never open: with no client key at all (none made yet, or a key store that lost them and
+    # a process restarted since), every request is refused rather than served to anyone.
+    require_keys: bool = False
     # Key for /admin endpoints. Empty: key management over HTTP is off, and /admin/status and
     # /admin/reload accept the static client keys (or anyone, when the gateway is open).
     admin_key: str = ""

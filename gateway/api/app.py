@@ -65,7 +65,7 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         config=holder,
         backends=pool,
-        auth=Authenticator(settings.client_keys(), settings.admin_key),
+        auth=Authenticator(settings.client_keys(), settings.admin_key, require_keys=settings.require_keys),
     )
 
 

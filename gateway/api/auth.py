@@ -59,8 +59,10 @@ class Authenticator:
         throttle: FailedAuthThrottle | None = None,
         trusted_proxies: tuple[Network, ...] = (),
         on_failure: Callable[[str], None] | None = None,
+        require_keys: bool = False,
     ) -> None:
         self._keys = keys  # key -> name
+        self._require_keys = require_keys  # never open (GATEWAY_REQUIRE_KEYS)
         self._static_names = frozenset(keys.values())
         self._conflicts_logged: set[str] = set()  # a subset of the static names: bounded by them
         self._admin_key = admin_key
@@ -71,7 +73,12 @@ class Authenticator:
 
     @property
     def is_open(self) -> bool:
-        return not self._keys and (self.directory is None or (self.directory.loaded and self.directory.empty))
+        return not self._keys and not self._require_keys and self.directory_empty
+
+    @property
+    def directory_empty(self) -> bool:
+        """Whether the key store, loaded, holds no virtual key (or there is none)."""
+        return self.directory is None or (self.directory.loaded and self.directory.empty)
 
     @property
     def admin_key_set(self) -> bool:
@@ -85,7 +92,7 @@ class Authenticator:
 
     def authenticate(self, request: Caller) -> Principal:
         directory = self.directory
-        if not self._keys and (directory is None or directory.empty):
+        if not self._keys and not self._require_keys and (directory is None or directory.empty):
             if directory is not None and not directory.loaded:
                 raise GatewayError(
                     503, "The key store is not reachable yet; retry shortly.", code="key_store_unavailable"

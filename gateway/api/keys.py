@@ -43,6 +43,7 @@ async def start_tenants(state: AppState) -> None:
         throttle=FailedAuthThrottle(settings.auth_failures_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
         on_failure=state.metrics.auth_failed,
+        require_keys=settings.require_keys,
     )
     await directory.refresh()
     state.tasks.append(start_supervised("key_refresh", directory.run, state.metrics.background_task_restarted))
@@ -54,6 +55,8 @@ async def start_tenants(state: AppState) -> None:
     state.closers.append(close)
     if state.auth.is_open:
         log.warning("no client keys (GATEWAY_API_KEYS empty, no virtual keys): the gateway is open to anyone")
+    elif settings.require_keys and not settings.client_keys() and state.auth.directory_empty:
+        log.warning("GATEWAY_REQUIRE_KEYS is set and there is no client key yet: every request is refused")
     if not settings.admin_key:
         log.info("GATEWAY_ADMIN_KEY is not set: key management over HTTP is off (the `gateway keys` CLI works)")
     if settings.workers > 1 and not settings.redis_url:
