@@ -30,7 +30,7 @@ from starlette.datastructures import Address
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.edge import Ingress, IngressRequest
+from gateway.api.edge import Ingress, IngressRequest, ShuttingDown, broken_error
 from gateway.api.leave import watch_client
 from gateway.api.state import AppState
 from gateway.api.stream_relay import relay_stream, run_completed, settle
@@ -308,12 +308,21 @@ async def _answer(
     except asyncio.CancelledError:
         if not watch.left:
             # Shutdown's grace period ran out, not the client: still accounted (a ledger row,
-            # the key's concurrency ticket settled at once rather than at its deadline), then
-            # propagated.
+            # the key's concurrency ticket settled at once rather than at its deadline).
+            waiting = opened is None and not outcome.latency_s  # nothing sent: no answer had begun
             if not outcome.latency_s:
                 outcome.status, outcome.error = 503, "shutdown"
                 _finish(state, outcome, chat, t0, _own_time(t0, outcome))
-            raise
+            if not waiting:
+                raise  # the answer had begun (the relay ends a stream it cut itself)
+            # Still waiting for an upstream: the client is told why in its API's error, as a
+            # stream shutdown cuts is, not with the server's plain-text 500, and the server is
+            # not handed a cancellation to log as a crash.
+            if task is not None:
+                task.uncancel()
+            log.warning("request %s cut by the shutdown before its answer: answered 503", outcome.request_id)
+            await send_error(send, ingress, broken_error(ShuttingDown()), outcome.request_id, out_headers)
+            return
         # The client left: normal, not an error. Accounted as 499 (by the relay for streams
         # that had started), logged without a traceback, and not re-raised to the server.
         if task is not None:

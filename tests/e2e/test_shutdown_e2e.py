@@ -273,27 +273,44 @@ def test_a_call_cut_by_shutdown_before_its_answer_is_still_in_the_ledger(start_g
     # A non-streamed call whose upstream takes longer than the grace period: the server
     # cancels it at shutdown. It must still be accounted (a row, and the key's concurrency
     # ticket settled) rather than vanish.
+    # The client is told why in its API's error (it got uvicorn's plain-text 500, and the log
+    # a CancelledError traceback), streamed or not, since its stream had not begun.
     upstream.reset(delay_s=30)
     gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_SHUTDOWN_GRACE_S": "1"})
-    body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}]}
-    caller = threading.Thread(
-        target=lambda: _ignore_errors(lambda: httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30)),
-        daemon=True,
-    )
-    caller.start()
-    poll(lambda: len(upstream.received) == 1, what="the call to reach the upstream")
+    answers: list[httpx.Response] = []
+
+    def call(stream: bool) -> None:
+        body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}], "stream": stream}
+        answers.append(httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30))
+
+    callers = [threading.Thread(target=call, args=(stream,), daemon=True) for stream in (False, True)]
+    for caller in callers:
+        caller.start()
+    poll(lambda: len(upstream.received) == 2, what="the calls to reach the upstream")
     gw.signal(signal.SIGTERM)
     assert gw.proc.wait(30) == 0
+    for caller in callers:
+        caller.join(10)
+    assert [(a.status_code, a.headers["content-type"], a.json()) for a in answers] == [
+        (
+            503,
+            "application/json",
+            {
+                "error": {
+                    "message": "The gateway is shutting down.",
+                    "type": "service_unavailable",
+                    "param": None,
+                    "code": "shutdown",
+                }
+            },
+        )
+    ] * 2
+    log = gw.log()
+    assert "Exception in ASGI application" not in log and "CancelledError" not in log
+    assert log.count("cut by the shutdown before its answer: answered 503") == 2
     with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
         rows = db.execute("SELECT status, error, final FROM events").fetchall()
-    assert rows == [(503, "shutdown", 1)]
-
-
-def _ignore_errors(call) -> None:
-    try:
-        call()
-    except httpx.HTTPError:
-        pass
+    assert rows == [(503, "shutdown", 1)] * 2
 
 
 def chunks_before_the_shutdown_event(body: bytes) -> list[dict]:
