@@ -106,6 +106,9 @@ async def _json_service_unavailable(scope: Any, receive: Any, send: Any) -> None
 # that changes says one was there (a fraction of the cost of a regular expression per header).
 _NOT_IN_NAMES = bytes(range(0x20)) + b'\x7f()<>@,;:[]={} \t\\"ABCDEFGHIJKLMNOPQRSTUVWXYZ'
 _NOT_IN_VALUES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+# Liveness and readiness: answered past the connection limit, so a busy worker is neither
+# restarted nor taken out of its load balancer (its neighbours would take its share).
+_PROBES = frozenset({"/health", "/ready"})
 
 
 class _HeadTooLarge(Exception):
@@ -346,8 +349,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle.message_event.set()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        if app is service_unavailable:  # past limit_concurrency: say so in JSON; /health still answers
-            if cycle.scope["path"] == "/health":
+        if app is service_unavailable:  # past limit_concurrency: say so in JSON; the probes still answer
+            if cycle.scope["path"] in _PROBES:
                 app = self.app
             else:
                 app = _json_service_unavailable

@@ -161,7 +161,7 @@ def test_a_stalled_body_gets_a_408_and_nothing_is_forwarded(start_gateway, upstr
     assert status == b"HTTP/1.1 200 OK" and len(upstream.received) == 1
 
 
-def test_past_the_connection_cap_requests_get_a_json_503_health_answers_and_it_recovers(start_gateway, upstream):
+def test_past_the_connection_cap_requests_get_a_json_503_probes_answer_and_it_recovers(start_gateway, upstream):
     gw = start_gateway(
         one_backend_policy(upstream.base_url),
         env={"GATEWAY_MAX_CONNECTIONS": "10", "GATEWAY_HEADER_TIMEOUT_S": "3"},
@@ -186,13 +186,16 @@ def test_past_the_connection_cap_requests_get_a_json_503_health_answers_and_it_r
             }
         }
         assert httpx.get(gw.url + "/health").status_code == 200  # probes still reach it
+        # Readiness too: a busy replica is not one to take out of the load balancer (its
+        # neighbours would get its share and saturate in turn).
+        assert httpx.get(gw.url + "/ready").json() == {"status": "ready"}
         assert [read_all(s) for s in idle] == [b""] * 30  # the head timeout frees them
     finally:
         for sock in idle:
             sock.close()
     poll(lambda: models_status() == 200, what="recovery once they are closed")
     assert set(statuses) == {200, 503} or set(statuses) == {503}
-    assert rejected(gw, "too_many_connections") == statuses.count(503)  # each 503 counted, /health not
+    assert rejected(gw, "too_many_connections") == statuses.count(503)  # each 503 counted, the probes not
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit(start_gateway, upstream):
