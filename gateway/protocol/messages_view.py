@@ -213,9 +213,10 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
 
 def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]]) -> int:
     """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
-    texts are one string, followed by its calls; a user's parts are one string when there
-    is one, else parts joined by spaces (`_content_text`; the classifier joins their text by
-    lines), and a user run of tool results alone has no user message."""
+    texts are one string, followed by its calls; a user's are one string joined by lines
+    when all are text (`text_or_parts`), else parts the estimate joins by spaces
+    (`_content_text`): the same length either way. A user run of tool results alone has no
+    user message."""
     if role == "assistant":
         return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0)
     return PER_MESSAGE + (size + parts - 1 + 2) // 3 if parts else 0

@@ -157,10 +157,10 @@ def _append_items(
             content = _content(item.get("content"), f"{where}.content", role)
             if role == "assistant" and messages and _open_assistant(messages[-1]) and not messages[-1]["content"]:
                 messages[-1]["content"] = content
-            elif role == "user" and messages and messages[-1]["role"] == "user":
-                # One user turn, as chat backends want them to alternate: DeepSeek refuses
+            elif role != "system" and messages and messages[-1]["role"] == role and "tool_calls" not in messages[-1]:
+                # One turn of a role, as chat backends want them to alternate: DeepSeek refuses
                 # "successive user or assistant messages", and Codex sends its environment
-                # context and the prompt as two.
+                # context and the prompt as two user messages.
                 messages[-1]["content"] = _joined(messages[-1]["content"], content)
             else:
                 messages.append({"role": role, "content": content})
@@ -234,10 +234,12 @@ def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any
 
 
 def _joined(first: Any, then: Any) -> Any:
-    """Two user messages' contents as one: texts joined by a line, else their parts in order."""
+    """Two messages' contents as one: texts joined by a line, else their parts in order (one
+    string again when they are all text: an empty list of parts joined to a text)."""
     if type(first) is str and type(then) is str:
         return first + "\n" + then
-    return _as_parts(first) + _as_parts(then)
+    parts = _as_parts(first) + _as_parts(then)
+    return text_or_parts(parts) if parts else parts
 
 
 def _as_parts(content: Any) -> list[dict[str, Any]]:

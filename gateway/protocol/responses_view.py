@@ -58,14 +58,15 @@ _CALL_FRAME -= _json_length(("", "", ""))
 class _Message:
     """One chat message the items become, reduced to what the estimate and classifier read."""
 
-    __slots__ = ("calls", "images", "role", "size", "text")
+    __slots__ = ("calls", "images", "pieces", "role", "size", "text")
 
-    def __init__(self, role: str, size: int, text: str, calls: int = 0, images: bool = False) -> None:
+    def __init__(self, role: str, size: int, text: str, calls: int = 0, images: bool = False, pieces: int = 1) -> None:
         self.role = role
         self.size = size  # UTF-8 bytes of its content's text as `estimate_prompt_tokens` reads it
         self.text = text  # its content's text as the classifier reads it
         self.calls = calls  # JSON bytes of its `tool_calls` list (0: none)
         self.images = images
+        self.pieces = pieces  # the texts and images the estimate joins (a user's: 0 for none)
 
 
 def responses_fields(body: Any) -> dict[str, Any] | None:
@@ -178,16 +179,17 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             read = _content(item.get("content"), role)
             if read is None:
                 return False
-            size, text, images = read
+            size, text, images, pieces = read
             last = messages[-1] if messages else None
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text = size, text  # the text of the turn whose calls came first
-            elif role == "user" and last is not None and last.role == "user":
-                # One user turn (`_joined`): joined by a line, or their parts by a space.
-                last.size, last.text = last.size + 1 + size, last.text + "\n" + text
-                last.images = last.images or images
+            elif role != "system" and last is not None and last.role == role and not last.calls:
+                # One turn of a role (`_joined`): texts joined by a line, parts by a space.
+                joint = 1 if last.pieces and pieces else 0
+                last.size, last.text = last.size + joint + size, last.text + "\n" * joint + text
+                last.images, last.pieces = last.images or images, last.pieces + pieces
             else:
-                messages.append(_Message(role, size, text, 0, images))
+                messages.append(_Message(role, size, text, 0, images, pieces))
         elif kind == "function_call" or kind == "custom_tool_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
             if (
@@ -216,11 +218,11 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
     return True
 
 
-def _content(content: Any, role: str) -> tuple[int, str, bool] | None:
-    """(size, text, whether it has images) of a message's content as its chat message holds
-    it; None for parts the translation refuses."""
+def _content(content: Any, role: str) -> tuple[int, str, bool, int] | None:
+    """(size, text, whether it has images, its texts and images) of a message's content as
+    its chat message holds it; None for parts the translation refuses."""
     if type(content) is str:
-        return utf8_length(content), content, False
+        return utf8_length(content), content, False, 1
     if type(content) is not list:
         return None
     texts: list[str] = []
@@ -247,11 +249,11 @@ def _content(content: Any, role: str) -> tuple[int, str, bool] | None:
         size += utf8_length(text)
         pieces += 1
     if role != "user":
-        return size, "".join(texts), False  # one string: the texts joined with nothing
+        return size, "".join(texts), False, 1  # one string: the texts joined with nothing
     # A user's texts are joined by lines (`text_or_parts`), its parts with an image by spaces
     # as `estimate_prompt_tokens` reads them: the same length.
     size += pieces - 1 if pieces else 0
-    return size, "\n".join(texts), images
+    return size, "\n".join(texts), images, pieces
 
 
 def _tools_delta(tools: Any, made: bool = False) -> int | None:

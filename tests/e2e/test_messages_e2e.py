@@ -635,7 +635,9 @@ def test_tool_uses_and_results_that_do_not_pair_up_are_anthropics_400_before_any
             client.messages.count_tokens(model=route, tools=[WEATHER], messages=messages)
         assert caught.value.body["error"] == {"type": "invalid_request_error", "message": message}
     assert upstream.received == [] and claude.received == []
-    assert client.messages.count_tokens(model=route, tools=[WEATHER], messages=[ask, asked]).input_tokens > 0
+    prefill = {"model": route, "tools": [WEATHER], "messages": [ask, asked]}
+    counted = client.messages.count_tokens(**prefill).input_tokens
+    assert counted == estimate_prompt_tokens(messages_to_chat({**prefill, "max_tokens": 1}))
     client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=[ask, asked])  # a prefill
     answered = [ask, asked, {"role": "user", "content": [_result("toolu_b"), _result("toolu_a")]}]
     client.messages.create(model=route, max_tokens=50, tools=[WEATHER], messages=answered)

@@ -746,7 +746,9 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
         {"role": "user", "content": "Now."},
         {"role": "assistant", "content": "One.Two."},  # texts joined as one turn's are
     ]
-    check_tool_results(body["messages"])  # each turn is paired before the runs are combined
+    # Each turn is paired before the runs are combined: field reports (BrowserOS, jcode#276) show
+    # Anthropic refusing results split across two user turns.
+    check_tool_results(body["messages"])
 
 
 def test_a_user_turn_of_text_blocks_is_one_string_joined_by_lines():

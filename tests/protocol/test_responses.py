@@ -157,6 +157,18 @@ def test_user_messages_in_a_row_are_one_chat_turn_and_text_parts_one_string():
         {"role": "assistant", "content": "Seen."},
         {"role": "user", "content": [image_part]},
     ]
+    # An empty message joined to a text is that text (not a list of one part); assistant
+    # messages in a row are one turn too, their texts joined by a line.
+    more = [
+        {"role": "user", "content": []},
+        {"role": "user", "content": "xyz"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "A"}]},
+        {"role": "assistant", "content": "B"},
+    ]
+    assert responses_to_chat({"model": "m", "input": more})["messages"] == [
+        {"role": "user", "content": "xyz"},
+        {"role": "assistant", "content": "A\nB"},
+    ]
 
 
 def test_developer_role_is_a_system_message_and_streaming_asks_for_usage():

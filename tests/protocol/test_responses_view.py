@@ -133,6 +133,22 @@ USUAL = {
         None,
     ),
     "an image alone": ({"model": "m", "input": [{"role": "user", "content": [_IMAGE]}]}, None),
+    "turns of a role in a row, empty ones and a file among them": (
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": []},
+                {"role": "user", "content": "xyz"},
+                {"role": "user", "content": ""},
+                {"role": "user", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,JVBE"}]},
+                {"role": "user", "content": [_IMAGE]},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "A"}]},
+                {"role": "assistant", "content": "B"},
+                {"role": "user", "content": "and?"},
+            ],
+        },
+        None,
+    ),
     "user messages in a row, as Codex sends them": (
         _agent_turn(
             input=[
