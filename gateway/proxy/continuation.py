@@ -168,7 +168,20 @@ def continuation_payload(payload: dict[str, Any], partial: Partial, mode: Prefil
     """The request for the continuing candidate: `payload` (the original request as sent
     upstream, with that candidate's model id) plus the partial answer as a prefill."""
     out = dict(payload)
-    message: dict[str, Any] = {"role": "assistant", "content": partial.text}
+    messages = list(payload.get("messages", ()))
+    text = partial.text
+    last = messages[-1] if messages else None
+    if (
+        type(last) is dict
+        and last.get("role") == "assistant"
+        and type(last.get("content")) is str
+        and not last.get("tool_calls")
+    ):
+        # The client's own prefill, which the answer went on from: one assistant message,
+        # not a finished turn and a second one (roles must alternate for many backends).
+        text = last["content"] + text
+        messages.pop()
+    message: dict[str, Any] = {"role": "assistant", "content": text}
     if mode == "continue_final_message":
         out["continue_final_message"] = True
         out["add_generation_prompt"] = False
@@ -177,8 +190,8 @@ def continuation_payload(payload: dict[str, Any], partial: Partial, mode: Prefil
     elif mode == "partial":
         message["partial"] = True
     else:  # "assistant": Anthropic refuses a prefill ending in whitespace
-        message["content"] = partial.text.rstrip()
-    out["messages"] = [*payload.get("messages", ()), message]
+        message["content"] = text.rstrip()
+    out["messages"] = [*messages, message]
     # What is left of the client's output budget.
     for field in ("max_tokens", "max_completion_tokens"):
         limit = out.get(field)

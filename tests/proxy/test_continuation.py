@@ -107,6 +107,24 @@ def test_the_prefill_request_per_mode(mode, last, extra):
     assert PAYLOAD["messages"] == [{"role": "user", "content": "Count."}]  # the original is untouched
 
 
+@pytest.mark.parametrize("mode", ["continue_final_message", "prefix", "partial", "assistant"])
+def test_a_clients_own_prefill_and_the_partial_answer_are_one_assistant_message(mode):
+    """A request that ended in the client's prefill (an Anthropic last assistant turn, chat's
+    `continue_final_message`) had the partial answer appended as a second assistant message:
+    the continuing model saw the prefill as a finished turn, and backends that want roles to
+    alternate refuse two in a row. The answer so far is the prefill and what followed it."""
+    prefilled = {**PAYLOAD, "messages": [*PAYLOAD["messages"], {"role": "assistant", "content": "Sure: "}]}
+    sent = continuation_payload(prefilled, PARTIAL, mode)
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant"]
+    expected = "Sure: t0 t1" if mode == "assistant" else "Sure: t0 t1 "
+    assert sent["messages"][-1]["content"] == expected
+    assert prefilled["messages"][-1] == {"role": "assistant", "content": "Sure: "}  # the original is untouched
+    # An assistant turn with tool calls is not a prefill: answered, the answer follows it.
+    called = {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function"}]}
+    after_calls = {**PAYLOAD, "messages": [*PAYLOAD["messages"], called, {"role": "tool", "tool_call_id": "c"}]}
+    assert len(continuation_payload(after_calls, PARTIAL, mode)["messages"]) == 4
+
+
 def test_the_continuation_is_spliced_into_the_clients_stream():
     splice = Splice(PARTIAL, prompt_tokens=11)
     theirs = dict(id="chatcmpl-b", model="up-b")
