@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from starlette.types import Scope, Send
 
@@ -257,12 +258,18 @@ def _cancelled(watch: Watch, outcome: CallOutcome, offer: Offer, translator: Str
     mid-stream. The client is still there: its stream ends with the same error event as after
     a break, saying why (returned), rather than just stopping (which an SDK cannot tell from an
     answer's end), and the server is not handed a cancellation to log as a crash."""
-    if watch.left:
+    cut = _cut(watch)
+    if cut is None:
         outcome.status, outcome.error, outcome.client_disconnected = 499, "client_disconnected", True
         return None
-    cut = ShuttingDown()
     shutdown_cut(outcome, offer, cut)
     return translator.broken(cut)
+
+
+def _cut(watch: Watch) -> ShuttingDown | None:
+    """What a cancellation of a relayed stream is: None when the client left, else the
+    server's own (shutdown's grace period ran out), as the client's stream is told."""
+    return None if watch.left else ShuttingDown()
 
 
 async def _end_broken_stream(
@@ -278,14 +285,9 @@ async def _end_broken_stream(
     resumed = None
     native = rescue.native if rescue is not None else None
     if rescue is not None:
-
-        def cancelled() -> UpstreamError | None:
-            # As this relay tells a cancellation of its own stream (`_cancelled`).
-            return None if watch.left else ShuttingDown()
-
         try:
             forward = _forward(send, native.feed if native is not None else translate)
-            resumed = await rescue.resume(error, forward, cancelled)
+            resumed = await rescue.resume(error, forward, partial(_cut, watch))
         except ContinuationBroke as broke:
             if broke.said:
                 return b""  # the continuing upstream's own error event ended the client's stream
