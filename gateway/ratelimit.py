@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
+from gateway.money import usd
 from gateway.protocol.errors import GatewayError, echoed
 from gateway.proxy.usage import MAX_COST_USD
 from gateway.routing.overrides import requested_models
@@ -509,7 +510,7 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
         assert scope.budget_usd is not None
         spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
-        limit = f"${scope.budget_usd:g} per {scope.budget_period}, ${refused.current / 1e9:.6g} spent"
+        limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"
     seconds = max(1, math.ceil(wait))
     return GatewayError(
         429,

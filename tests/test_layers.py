@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
 
 # Bottom to top. A package may import from its own layer or any layer below it.
 LAYERS: list[set[str]] = [
-    {"ids", "logs", "metric_values", "protocol", "settings", "sqlite_files", "supervise"},
+    {"ids", "logs", "metric_values", "money", "protocol", "settings", "sqlite_files", "supervise"},
     {"config"},
     {"backends"},
     {"routing"},

@@ -34,6 +34,8 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
+    from gateway.money import usd
+
     snapshot = load_snapshot(args.config)
     if snapshot is None:
         return 1
@@ -48,8 +50,8 @@ def models(args: argparse.Namespace) -> int:
                     name,
                     offer.upstream_id or model_id,
                     f"{offer.context_length:,}",
-                    f"{offer.input_price:.2f}",
-                    f"{offer.output_price:.2f}",
+                    usd(offer.input_price),
+                    usd(offer.output_price),
                     status,
                 )
             )

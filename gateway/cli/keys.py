@@ -156,10 +156,15 @@ def _print(result: Shown, as_json: bool) -> None:
 
 
 def _shown(row: Any, column: str) -> Any:
-    """A row's value as the table shows it: a budget period without a budget limits nothing,
-    so it reads `-` like every other unset limit (`--json` keeps the stored record)."""
+    """A row's value as the table shows it: a budget in dollars as every message writes them
+    (`$0.00005`, not `5e-05`); a budget period without a budget limits nothing, so it reads
+    `-` like every other unset limit (`--json` keeps the stored record)."""
     if column == "budget_period" and row.get("budget_usd") is None:
         return None
+    if column == "budget_usd" and row.get(column) is not None:
+        from gateway.money import usd
+
+        return usd(row[column])
     return row.get(column)
 
 

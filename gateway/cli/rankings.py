@@ -141,7 +141,9 @@ def _number(value: float | None, unit: str = "") -> str:
 
 
 def _price(value: float | None) -> str:
-    return "-" if value is None else f"${value:.2f}"
+    from gateway.money import usd
+
+    return "-" if value is None else usd(value)
 
 
 def table(rows: Sequence[Sequence[str]], right: Set[int] = frozenset()) -> str:
@@ -154,12 +156,14 @@ def table(rows: Sequence[Sequence[str]], right: Set[int] = frozenset()) -> str:
 
 
 def render(body: dict[str, Any]) -> str:
+    from gateway.money import usd
+
     window, previous, totals = body["window"], body["previous_window"], body["totals"]
     out = [
         f"Rankings, {window['name']} {window['start']} .. {window['end']} "
         f"(previous {previous['start']} .. {previous['end']})",
         f"{human_tokens(totals['tokens'])} tokens in {totals['requests']:,} requests, "
-        f"${totals['cost']:,.4f}, growth {percent(totals['growth'], signed=True)}",
+        f"{usd(totals['cost'])}, growth {percent(totals['growth'], signed=True)}",
         "",
         "Top models",
     ]

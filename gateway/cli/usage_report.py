@@ -44,6 +44,7 @@ async def _report(settings: Settings, by: str, window: str, start: date, end: da
 
 def render(body: dict[str, Any]) -> str:
     from gateway.cli.rankings import human_tokens, table
+    from gateway.money import usd
 
     by, window = body["by"], body["window"]
     head = [by.capitalize(), "Requests", "Failed", "Prompt", "Completion", "Tokens", "Cost (USD)"]
@@ -56,7 +57,7 @@ def render(body: dict[str, Any]) -> str:
             human_tokens(line["prompt_tokens"]),
             human_tokens(line["completion_tokens"]),
             human_tokens(line["tokens"]),
-            f"{line['cost_usd']:.6f}",
+            usd(line["cost_usd"]),
         ]
 
     rows = [head, *(cells(row[by], row) for row in body["rows"]), cells("Total", body["totals"])]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from gateway.config.schema import MaxPrice
 from gateway.config.snapshot import ConfigSnapshot
+from gateway.money import usd
 from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate
 from gateway.routing.facts import RequestFacts
@@ -159,9 +160,9 @@ def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float 
         return NO_CEILING
     spec = candidate.offer.spec
     if prompt is not None and spec.input_price > prompt:
-        return Verdict("max_price", False, "input ${:g}/1M over the ceiling ${:g}", spec.input_price, prompt)
+        return Verdict("max_price", False, "input {}/1M over the ceiling {}", usd(spec.input_price), usd(prompt))
     if completion is not None and spec.output_price > completion:
-        return Verdict("max_price", False, "output ${:g}/1M over the ceiling ${:g}", spec.output_price, completion)
+        return Verdict("max_price", False, "output {}/1M over the ceiling {}", usd(spec.output_price), usd(completion))
     return Verdict("max_price", True, "under the price ceiling")
 
 

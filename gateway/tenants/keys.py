@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from gateway.money import usd
 from gateway.protocol.errors import echoed
 
 KEY_PREFIX = "sk-gw-"
@@ -83,7 +84,7 @@ class Limits:
         if budget is not None and (
             not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= MAX_BUDGET_USD
         ):  # NaN fails the comparison too; inf and 1e300 overflowed the nano-dollar count (a 500 per call)
-            raise TenantError(f"`budget_usd` must be a positive number up to {MAX_BUDGET_USD:,.0f}, got {budget!r}")
+            raise TenantError(f"`budget_usd` must be a positive number up to {usd(MAX_BUDGET_USD)}, got {budget!r}")
         if self.budget_period not in PERIODS:
             raise TenantError(f"`budget_period` must be `day` or `month`, got {self.budget_period!r}")
 

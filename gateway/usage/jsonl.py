@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from gateway.money import usd
 from gateway.proxy.usage import MAX_TOKENS_PER_CALL
 from gateway.usage.events import MAX_COST_USD, TOKEN_FIELDS, UsageEvent
 from gateway.usage.store import UsageStore
@@ -69,7 +70,7 @@ def _beyond_bounds(counts: Iterable[tuple[str, Any]], cost: Any) -> str | None:
         if isinstance(value, int | float) and value > MAX_TOKENS_PER_CALL:
             return f"{name}: {value} is above the ledger's bound of {MAX_TOKENS_PER_CALL} tokens per call"
     if isinstance(cost, int | float) and not cost <= MAX_COST_USD:
-        return f"cost: {cost} is above the ledger's bound of {MAX_COST_USD:g} USD per call"
+        return f"cost: {cost} is above the ledger's bound of {usd(MAX_COST_USD)} per call"
     return None
 
 

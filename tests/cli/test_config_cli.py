@@ -46,9 +46,9 @@ def test_models_lists_the_default_policy(tmp_path):
     offers, routes = tables(result.stdout)
     assert offers == [
         ["MODEL", "BACKEND", "UPSTREAM ID", "CONTEXT", "IN $/1M", "OUT $/1M", "STATUS"],
-        ["mock/mock-small", "mock", "mock/mock-small", "8,192", "0.05", "0.10", "enabled"],
-        ["mock/mock-large", "mock", "mock/mock-large", "131,072", "0.50", "1.50", "enabled"],
-        ["mock/mock-embed", "mock", "mock/mock-embed", "8,192", "0.02", "0.00", "enabled"],
+        ["mock/mock-small", "mock", "mock/mock-small", "8,192", "$0.05", "$0.10", "enabled"],
+        ["mock/mock-large", "mock", "mock/mock-large", "131,072", "$0.50", "$1.50", "enabled"],
+        ["mock/mock-embed", "mock", "mock/mock-embed", "8,192", "$0.02", "$0.00", "enabled"],
     ]
     assert routes == [
         ["ROUTE", "STRATEGY", "MODELS", "TASKS"],
@@ -81,8 +81,8 @@ def test_backends_without_a_key_are_listed_as_disabled_with_a_warning(tmp_path, 
     out, err = capsys.readouterr()
     offers, routes = tables(out)
     assert offers[1:] == [
-        ["qwen/qwen3-32b", "local", "Qwen/Qwen3-32B", "32,768", "0.00", "0.00", "enabled"],
-        ["deepseek/deepseek-v3.2", "hosted", "deepseek/deepseek-v3.2", "163,840", "0.27", "0.40", "disabled"],
+        ["qwen/qwen3-32b", "local", "Qwen/Qwen3-32B", "32,768", "$0.00", "$0.00", "enabled"],
+        ["deepseek/deepseek-v3.2", "hosted", "deepseek/deepseek-v3.2", "163,840", "$0.27", "$0.40", "disabled"],
     ]
     assert routes[1:] == [
         ["auto", "ordered", "qwen/qwen3-32b, deepseek/deepseek-v3.2", "-"],

@@ -100,10 +100,10 @@ def test_the_table_shows_every_row_and_the_total(data_dir):
     lines = done.stdout.decode().splitlines()
     assert lines[0] == "Spend by team, month 2025-03-01 – 2025-03-31 (UTC)"
     assert lines[1].split() == ["Team", "Requests", "Failed", "Prompt", "Completion", "Tokens", "Cost", "(USD)"]
-    assert lines[2].split() == ["red", "3", "0", "1.11K", "555", "1.67K", "1.875000"]
-    assert lines[3].split() == ["blue", "2", "1", "200", "100", "300", "0.500000"]
-    assert lines[4].split() == ["(no", "team)", "1", "0", "40", "20", "60", "0.062500"]
-    assert lines[5].split() == ["Total", "6", "1", "1.35K", "675", "2.02K", "2.437500"]
+    assert lines[2].split() == ["red", "3", "0", "1.11K", "555", "1.67K", "$1.875"]
+    assert lines[3].split() == ["blue", "2", "1", "200", "100", "300", "$0.50"]
+    assert lines[4].split() == ["(no", "team)", "1", "0", "40", "20", "60", "$0.0625"]
+    assert lines[5].split() == ["Total", "6", "1", "1.35K", "675", "2.02K", "$2.4375"]
     assert "gateway usage report reads SQLite" in done.stderr.decode()
 
 

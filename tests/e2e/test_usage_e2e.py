@@ -264,7 +264,7 @@ def test_fixture_matches_in_the_api_and_the_cli(kind, start_gateway, tmp_path, r
     lines = [" ".join(line.split()) for line in table.stdout.decode().splitlines()]
     for expected in (
         "Rankings, week 2025-03-10 .. 2025-03-16 (previous 2025-03-03 .. 2025-03-09)",
-        "1M tokens in 7 requests, $0.3300, growth +25.0%",
+        "1M tokens in 7 requests, $0.33, growth +25.0%",
         "1 ▲1 deepseek/deepseek-v3.2 600K 60.0% +100.0%",
         "2 ▼1 qwen/qwen3-32b 300K 30.0% -25.0%",
         "3 new moonshotai/kimi-k2.5 45K 4.5% -",

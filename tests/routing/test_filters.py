@@ -95,11 +95,18 @@ def test_price_ceiling_is_the_tighter_of_request_and_route():
     assert price_ceilings(both) == (2.0, 1.5)
     pricey, cheap = candidate("pricey", "big/long"), candidate("cheap", "big/long")
     verdict = check_price(pricey, both, price_ceilings(both))
-    assert not verdict.passed and "input $3/1M" in verdict.reason
+    assert not verdict.passed and "input $3.00/1M over the ceiling $2.00" in verdict.reason
     verdict = check_price(cheap, both, price_ceilings(both))  # output 2.0 > 1.5
-    assert not verdict.passed and "output $2/1M" in verdict.reason
+    assert not verdict.passed and "output $2.00/1M" in verdict.reason
     assert check_price(candidate("cheap", "small/fast"), both, price_ceilings(both)).passed
     assert check_price(pricey, ctx(), price_ceilings(ctx())).reason == "no price ceiling"
+
+
+def test_a_tiny_price_ceiling_reads_in_plain_dollars():
+    """The no-candidate error quotes this verdict: `$1e-05` was Python's float, not a price."""
+    tiny = ctx(prefs=provider_prefs({"provider": {"max_price": {"prompt": 0.00001}}}))
+    verdict = check_price(candidate("pricey", "big/long"), tiny, price_ceilings(tiny))
+    assert verdict.reason == "input $3.00/1M over the ceiling $0.00001"
 
 
 @pytest.mark.parametrize("admitted", [True, False])

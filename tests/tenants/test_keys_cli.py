@@ -28,7 +28,7 @@ def gateway(*args: str, data_dir, redis_url: str | None = None) -> subprocess.Co
 def test_create_prints_the_key_once_and_the_store_keeps_its_hash(tmp_path):
     team = gateway("teams", "create", "platform", "--budget-usd", "20", "--budget-period", "day", data_dir=tmp_path)
     assert team.returncode == 0, team.stderr
-    assert team.stdout.splitlines()[1].split() == ["platform", "-", "-", "-", "20.0", "day"]
+    assert team.stdout.splitlines()[1].split() == ["platform", "-", "-", "-", "$20.00", "day"]
     made = gateway(
         "keys", "create", "--name", "app1", "--rpm", "60", "--tpm", "100000", "--budget-usd", "50",
         "--budget-period", "month", "--models", "qwen/*,auto", "--expires", "2027-01-01", "--team", "platform",
