@@ -159,7 +159,7 @@ def check_model_names(principal: Principal, names: Iterable[str], snapshot: Conf
             continue
         raise GatewayError(
             403,
-            f"This key may not use `{echoed(requested)}`. It may use: {', '.join(key.models)}.",
+            f"This key may not use `{echoed(requested)}`. It may use: {echoed(', '.join(key.models))}.",
             code="model_not_allowed",
             param="model",
         )

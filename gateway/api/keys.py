@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from gateway.api.auth import Authenticator
 from gateway.api.state import AppState
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, echoed
 from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
@@ -118,7 +118,9 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise GatewayError(400, f"Unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.")
+        raise GatewayError(
+            400, f"Unknown field(s): {echoed(', '.join(unknown))}. Allowed: {', '.join(sorted(allowed))}."
+        )
     for name, value in body.items():
         expected, valid = _FIELD_TYPES[name]
         if not valid(value):

@@ -79,11 +79,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _limit_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rpm", type=int, help="requests per minute")
-    p.add_argument("--tpm", type=int, help="tokens per minute (prompt + completion)")
-    p.add_argument("--max-concurrent", type=int, help="requests in flight at once")
-    p.add_argument("--budget-usd", type=float, help="spend limit per budget period, USD")
-    p.add_argument("--budget-period", choices=("day", "month"), help="UTC day or month (default month)")
+    p.add_argument("--rpm", type=_whole, help="requests per minute")
+    p.add_argument("--tpm", type=_whole, help="tokens per minute (prompt + completion)")
+    p.add_argument("--max-concurrent", type=_whole, help="requests in flight at once")
+    p.add_argument("--budget-usd", type=_dollars, help="spend limit per budget period, USD")
+    p.add_argument("--budget-period", type=_period, metavar="{day,month}", help="UTC day or month (default month)")
 
 
 def _key_flags(p: argparse.ArgumentParser, update: bool = False) -> None:
@@ -96,12 +96,37 @@ def _key_flags(p: argparse.ArgumentParser, update: bool = False) -> None:
     )
 
 
+# Flag types whose errors quote the value bounded (`echoed`): argparse's own `type=int` and
+# `choices` repeat it whole, so a 100,000-character typo came back in full.
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _bad_flag("a whole number", text) from None
+
+
+def _dollars(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise _bad_flag("an amount in USD like 12.50", text) from None
+
+
+def _period(text: str) -> str:
+    if text not in ("day", "month"):
+        raise _bad_flag("day or month", text)
+    return text
+
+
+def _bad_flag(expected: str, text: str) -> argparse.ArgumentTypeError:
+    from gateway.protocol.errors import echoed
+
+    return argparse.ArgumentTypeError(f"expected {expected}, got {echoed(text)!r}")
+
+
 def _at_least_one(text: str) -> int:
     """`--limit`'s value: 0 or less was shown as 1 entry, a count the admin never asked for."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.protocol.errors import echoed
 from gateway.tenants.keys import (
     AuditEntry,
     Limits,
@@ -88,7 +89,7 @@ class TenantAdmin:
         for key in self.store.all_keys():
             if key.name == name:
                 return key
-        raise TenantError(f"No key named `{name}`.", status=404, code="not_found")
+        raise TenantError(f"No key named `{echoed(name)}`.", status=404, code="not_found")
 
     def create_key(
         self,
@@ -185,7 +186,7 @@ class TenantAdmin:
         for team in self.store.all_teams():
             if team.name == name:
                 return team
-        raise TenantError(f"No team named `{name}`.", status=404, code="not_found")
+        raise TenantError(f"No team named `{echoed(name)}`.", status=404, code="not_found")
 
     def create_team(self, name: str, *, actor: str, limits: Limits = NO_LIMITS) -> Team:
         now = self._clock()

@@ -15,6 +15,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.money import usd
+from gateway.protocol.errors import echoed
 from gateway.proxy.usage import MAX_TOKENS_PER_CALL
 from gateway.usage.events import MAX_COST_USD, TOKEN_FIELDS, UsageEvent
 from gateway.usage.store import UsageStore
@@ -47,7 +48,9 @@ def event_from_json(obj: Any) -> UsageEvent:
     except ValidationError as exc:
         raise ValueError(_reason(exc)) from None
     if "tokens" in obj and obj["tokens"] != event.tokens:
-        raise ValueError(f"tokens is {obj['tokens']!r} but prompt_tokens + completion_tokens is {event.tokens}")
+        raise ValueError(
+            f"tokens is {echoed(repr(obj['tokens']))} but prompt_tokens + completion_tokens is {event.tokens}"
+        )
     return event
 
 

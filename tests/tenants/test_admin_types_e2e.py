@@ -89,3 +89,57 @@ def test_key_management_while_the_key_store_is_down_is_a_503_in_the_apis_shape(
         assert answer.status_code == 503, (method, path, answer.text)
         assert answer.json()["error"]["code"] == "key_store_unavailable"
     assert "Traceback" not in gw.log()
+
+
+# Client text an error quotes, at lengths the 64 KiB body (or the URL, for a path's name)
+# still lets through: each was quoted in full.
+LONG = "x" * 60_000
+LONG_PATH = "x" * 8_000
+OVERLONG = [
+    ("POST", "/admin/keys", {"name": LONG}, 400),
+    ("POST", "/admin/keys", {"name": "a", "team": LONG}, 404),
+    ("POST", "/admin/keys", {"name": "a", "expires": LONG}, 400),
+    ("POST", "/admin/keys", {"name": "a", LONG: 1}, 400),  # an unknown field's name
+    ("POST", "/admin/teams", {"name": LONG}, 400),
+    ("PATCH", f"/admin/keys/{LONG_PATH}", {"rpm": 5}, 404),
+    ("POST", f"/admin/keys/{LONG_PATH}/revoke", None, 404),
+    ("POST", f"/admin/keys/{LONG_PATH}/rotate", None, 404),
+    ("PATCH", f"/admin/teams/{LONG_PATH}", {"rpm": 5}, 404),
+]
+
+
+def test_an_error_quotes_a_long_name_or_field_bounded(start_gateway, upstream, tmp_path):
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    unbounded = []
+    for method, path, body, status in OVERLONG:
+        answer = httpx.request(method, gw.url + path, json=body, headers=ADMIN)
+        message = answer.json()["error"]["message"]
+        assert answer.status_code == status, (method, path[:40], message[:300])
+        if "x" * 200 + "…" not in message or len(message) > 600:  # echoed: 200 characters, then …
+            unbounded.append((method, path[:20], body and list(body)[-1][:20], len(message)))
+    assert unbounded == []
+    assert httpx.get(gw.url + "/admin/keys", headers=ADMIN).json() == {"data": []}  # nothing was made
+    assert httpx.get(gw.url + "/admin/teams", headers=ADMIN).json() == {"data": []}
+
+
+def test_a_refused_model_quotes_the_keys_globs_bounded(start_gateway, upstream, tmp_path):
+    """The 403 listed every glob of the key in full: 50 of 1,000 characters made a 50 kB
+    message on every refused request."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    globs = [f"{i:02d}" + "x" * 998 for i in range(50)]
+    made = httpx.post(gw.url + "/admin/keys", json={"name": "narrow", "models": globs}, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    ask = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    refused = httpx.post(
+        gw.url + "/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {made.json()['key']}"}
+    )
+    error = refused.json()["error"]
+    assert (refused.status_code, error["code"]) == (403, "model_not_allowed")
+    assert error["message"].endswith("It may use: 00" + "x" * 198 + "….") and len(error["message"]) < 400
+    assert upstream.received == []

@@ -125,3 +125,34 @@ def test_audit_shows_the_newest_limit_entries_and_refuses_a_limit_below_one(tmp_
         assert done.stderr.splitlines()[-1] == f"gateway keys audit: error: argument --limit: {said}"
     shown = gateway("keys", "audit", "--help", data_dir=tmp_path).stdout
     assert "1 or more" in " ".join(shown.split())
+
+
+LONG = "x" * 100_000  # a pasted file, a runaway script: every error quoting it did so in full
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "create", "--name", LONG],
+        ["keys", "create", "--name", "k2", "--team", LONG],
+        ["keys", "create", "--name", "k2", "--expires", LONG],
+        ["keys", "create", "--name", "k2", "--rpm", LONG],
+        ["keys", "create", "--name", "k2", "--budget-usd", LONG],
+        ["keys", "create", "--name", "k2", "--budget-period", LONG],
+        ["keys", "update", LONG, "--rpm", "5"],
+        ["keys", "update", "k", "--team", LONG],
+        ["keys", "revoke", LONG],
+        ["keys", "rotate", LONG],
+        ["teams", "create", LONG],
+        ["teams", "update", LONG, "--rpm", "5"],
+    ],
+    ids=lambda args: " ".join(a if a != LONG else "LONG" for a in args),
+)
+def test_an_error_quotes_a_long_name_or_value_bounded(tmp_path, args):
+    assert gateway("keys", "create", "--name", "k", data_dir=tmp_path).returncode == 0
+    done = gateway(*args, data_dir=tmp_path)
+    assert done.returncode in (1, 2) and done.stdout == "" and "Traceback" not in done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert "x" * 200 + "…" in last and len(last) < 500, last[:1000]  # echoed: 200 characters, then …
+    listed = gateway("keys", "list", "--json", data_dir=tmp_path)
+    assert [(k["name"], k["team"]) for k in json.loads(listed.stdout)] == [("k", None)]

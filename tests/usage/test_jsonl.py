@@ -115,3 +115,11 @@ def test_the_new_fields_round_trip_and_bad_ones_are_reported():
         )
     )
     assert isinstance(bad, BadLine) and "attempt" in bad.reason and "endpoint" in bad.reason
+
+
+def test_a_bad_lines_reason_quotes_its_value_bounded():
+    """A `tokens` of 10,000 characters came back whole, on one stderr line per such line."""
+    line = orjson.loads(event_line(EVENTS[0])) | {"tokens": "z" * 10_000}
+    [(number, bad)] = list(parse_lines([orjson.dumps(line)]))
+    assert number == 1 and isinstance(bad, BadLine)
+    assert bad.reason.startswith("tokens is 'zzz") and "z" * 198 + "…" in bad.reason and len(bad.reason) < 300
