@@ -56,8 +56,12 @@ def run_import(args: argparse.Namespace) -> int:
         report = asyncio.run(main(lines))
     for bad in report.bad:
         print(f"{args.file}:{bad.number}: {bad.reason}", file=sys.stderr)
-    print(f"{report.imported} imported, {report.duplicates} already present, {len(report.bad)} bad lines")
-    return 1 if report.bad else 0
+    if report.bad_lines > len(report.bad):
+        print(f"... and {report.bad_lines - len(report.bad)} more bad lines", file=sys.stderr)
+    if report.binary:
+        print(f"{args.file} does not look like JSON Lines: it holds binary data", file=sys.stderr)
+    print(f"{report.imported} imported, {report.duplicates} already present, {report.bad_lines} bad lines")
+    return 1 if report.bad_lines else 0
 
 
 def run_export(args: argparse.Namespace) -> int:

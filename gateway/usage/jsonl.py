@@ -2,7 +2,9 @@
 
 Import validates each line on its own: a bad line is reported with its number and reason
 and skipped, the good ones are imported. Ids make import idempotent (the store ignores ids
-it already holds), so a file can be loaded twice without counting anything twice.
+it already holds), so a file can be loaded twice without counting anything twice. The report
+keeps the first `BAD_LINES_KEPT` bad lines and counts the rest: a binary file given by
+mistake has hundreds of them, and a large one millions.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ _EVENT = TypeAdapter(UsageEvent)
 _DERIVED = ("tokens",)  # written on export for readers, recomputed on import
 
 
+BAD_LINES_KEPT = 20
+
+
 @dataclass(slots=True)
 class BadLine:
     number: int  # 1-based
     reason: str
+    binary: bool = False  # holds a NUL byte: no text format does, so the file is not JSON Lines
 
 
 @dataclass(slots=True)
@@ -35,7 +41,15 @@ class ImportReport:
     lines: int = 0
     imported: int = 0  # new events stored
     duplicates: int = 0  # valid events whose id was already stored
-    bad: list[BadLine] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)  # the first BAD_LINES_KEPT bad lines
+    bad_lines: int = 0  # every bad line, kept or not
+    binary: bool = False  # some bad line held a NUL byte
+
+    def add_bad(self, line: BadLine) -> None:
+        self.bad_lines += 1
+        self.binary = self.binary or line.binary
+        if len(self.bad) < BAD_LINES_KEPT:
+            self.bad.append(line)
 
 
 def event_from_json(obj: Any) -> UsageEvent:
@@ -107,7 +121,10 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, UsageEvent 
                     continue
             yield number, BadLine(number, beyond)
         except orjson.JSONDecodeError as exc:
-            yield number, BadLine(number, f"not valid JSON: {exc}")
+            if ("\0" in line) if isinstance(line, str) else (b"\0" in line):
+                yield number, BadLine(number, "binary data (a NUL byte), not JSON", binary=True)
+            else:
+                yield number, BadLine(number, f"not valid JSON: {exc}")
         except ValueError as exc:
             yield number, BadLine(number, str(exc))
 
@@ -125,7 +142,7 @@ async def import_lines(store: UsageStore, lines: Iterable[bytes | str], batch_si
     for number, item in parse_lines(lines):
         report.lines = number
         if isinstance(item, BadLine):
-            report.bad.append(item)
+            report.add_bad(item)
             continue
         batch.append(item)
         if len(batch) >= batch_size:

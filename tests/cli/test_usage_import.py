@@ -1,0 +1,49 @@
+"""`gateway usage import` as an operator runs it, on files with many bad lines: the first
+20 are named by number and reason, the rest counted in one line (a binary file given by
+mistake printed a line for each of its hundreds)."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.usage.jsonl import event_line
+from tests.e2e.usage_helpers import gateway_cli
+from tests.usage.fixtures import EVENTS
+
+
+def exported(data) -> list[str]:
+    done = gateway_cli("usage", "export", "--start", "2000-01-01", "--end", "2100-01-01", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line)["id"] for line in done.stdout.splitlines()]
+
+
+def test_thirty_bad_lines_show_the_first_twenty_then_a_count(tmp_path):
+    good = [event_line(e) for e in EVENTS[:2]]
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(good[0] + b"".join(b'{"id": "bad-%d"}\n' % i for i in range(30)) + good[1])
+    data = tmp_path / "data"
+
+    done = gateway_cli("usage", "import", str(path), "--data-dir", str(data))
+
+    assert done.returncode == 1
+    assert done.stdout.decode() == "2 imported, 0 already present, 30 bad lines\n"
+    errors = done.stderr.decode().splitlines()[1:]  # after the line naming the store
+    assert [line.split(": ")[0] for line in errors[:20]] == [f"{path}:{n}" for n in range(2, 22)]
+    assert all("timestamp" in line for line in errors[:20])  # each with its reason
+    assert errors[20:] == ["... and 10 more bad lines"]
+    assert exported(data) == [EVENTS[0].id, EVENTS[1].id]
+
+
+def test_a_binary_file_is_said_not_to_be_json_lines(tmp_path):
+    path = tmp_path / "ls"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00\n" * 100)
+    data = tmp_path / "data"
+
+    done = gateway_cli("usage", "import", str(path), "--data-dir", str(data))
+
+    assert done.returncode == 1
+    assert done.stdout.decode() == "0 imported, 0 already present, 100 bad lines\n"
+    errors = done.stderr.decode().splitlines()[1:]
+    assert errors[:20] == [f"{path}:{n}: binary data (a NUL byte), not JSON" for n in range(1, 21)]
+    assert errors[20:] == ["... and 80 more bad lines", f"{path} does not look like JSON Lines: it holds binary data"]
+    assert exported(data) == []
