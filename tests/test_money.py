@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.money import usd
+from gateway.money import Dollars, usd
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,12 @@ from gateway.money import usd
 )
 def test_usd_is_plain_decimal_dollars_with_at_least_the_cents(amount, text):
     assert usd(amount) == text
+
+
+def test_an_amount_formats_as_dollars_only_when_formatted():
+    """A routing reason keeps its arguments and formats them when read: the amount is a float
+    until then (what the request path pays), and reads as `usd` after."""
+    amount = Dollars(5e-05)
+    assert amount == 5e-05 and isinstance(amount, float)
+    template = "{} over {}"  # as a reason is formatted
+    assert template.format(amount, Dollars(3)) == "$0.00005 over $3.00"

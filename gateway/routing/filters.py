@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway.config.schema import MaxPrice
 from gateway.config.snapshot import ConfigSnapshot
-from gateway.money import usd
+from gateway.money import Dollars
 from gateway.routing.admission import Admission
 from gateway.routing.candidates import Candidate
 from gateway.routing.facts import RequestFacts
@@ -160,9 +160,13 @@ def check_price(candidate: Candidate, ctx: FilterContext, ceilings: tuple[float 
         return NO_CEILING
     spec = candidate.offer.spec
     if prompt is not None and spec.input_price > prompt:
-        return Verdict("max_price", False, "input {}/1M over the ceiling {}", usd(spec.input_price), usd(prompt))
+        return Verdict(
+            "max_price", False, "input {}/1M over the ceiling {}", Dollars(spec.input_price), Dollars(prompt)
+        )
     if completion is not None and spec.output_price > completion:
-        return Verdict("max_price", False, "output {}/1M over the ceiling {}", usd(spec.output_price), usd(completion))
+        return Verdict(
+            "max_price", False, "output {}/1M over the ceiling {}", Dollars(spec.output_price), Dollars(completion)
+        )
     return Verdict("max_price", True, "under the price ceiling")
 
 
