@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -47,13 +48,21 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"gateway usage import: {exc}", file=sys.stderr)
         return 2
 
-    async def main(lines: BinaryIO) -> ImportReport:
+    async def main(lines: Iterator[bytes]) -> ImportReport:
         # Opened even for a file of no events: its "0 imported" is said of a store that works.
         async with opened_store(settings, "gateway usage import", "writes to") as store:
             return await import_lines(store, lines)
 
     with source as lines:
-        report = asyncio.run(main(lines))
+        try:
+            report = asyncio.run(main(_read(lines)))
+        except _Unreadable as failed:
+            print(
+                f"gateway usage import: cannot read {args.file}: {failed.error} (the lines before it are "
+                "imported; importing the file again skips them)",
+                file=sys.stderr,
+            )
+            return 2
     for bad in report.bad:
         print(f"{args.file}:{bad.number}: {bad.reason}", file=sys.stderr)
     if report.bad_lines > len(report.bad):
@@ -62,6 +71,27 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"{args.file} does not look like JSON Lines: it holds binary data", file=sys.stderr)
     print(f"{report.imported} imported, {report.duplicates} already present, {report.bad_lines} bad lines")
     return 1 if report.bad_lines else 0
+
+
+class _Unreadable(Exception):
+    """The input failed to read (EIO, a vanished network file): the operator's file, not
+    the store, which `gateway.cli.main` would blame for an OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _read(lines: BinaryIO) -> Iterator[bytes]:
+    """The input's lines, a failure to read them raised as `_Unreadable`."""
+    while True:
+        try:
+            line = lines.readline()
+        except OSError as exc:
+            raise _Unreadable(exc) from None
+        if not line:
+            return
+        yield line
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -47,3 +47,20 @@ def test_a_binary_file_is_said_not_to_be_json_lines(tmp_path):
     assert errors[:20] == [f"{path}:{n}: binary data (a NUL byte), not JSON" for n in range(1, 21)]
     assert errors[20:] == ["... and 80 more bad lines", f"{path} does not look like JSON Lines: it holds binary data"]
     assert exported(data) == []
+
+
+def test_a_file_that_fails_to_read_is_said_so_not_a_traceback(tmp_path):
+    """A read error midway (here EIO: /proc/self/mem opens, then cannot be read from its
+    start) is the input's, exit 2 as for a missing file; it was a traceback, exit 1."""
+    data = tmp_path / "data"
+
+    done = gateway_cli("usage", "import", "/proc/self/mem", "--data-dir", str(data))
+
+    assert done.returncode == 2
+    assert done.stdout == b""
+    errors = done.stderr.decode().splitlines()
+    assert "Traceback" not in done.stderr.decode()
+    assert errors[-1] == (
+        "gateway usage import: cannot read /proc/self/mem: [Errno 5] Input/output error "
+        "(the lines before it are imported; importing the file again skips them)"
+    )
