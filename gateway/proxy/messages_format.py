@@ -224,10 +224,16 @@ class MessagesAccountant:
                 return event
             self._malformed()
             return None
-        if not all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+        # The usual event, `event: NAME\ndata: {...}`: its payload is `data_of`'s answer,
+        # without splitting it into lines and checking each.
+        nl = event.find(b"\n")
+        if name and event.startswith(b"data: {", nl + 1) and event.find(b"\n", nl + 1) < 0:
+            payload: bytes | None = event[nl + 7 :]
+        elif all(line.startswith(_FIELDS) for line in event.split(b"\n")):
+            payload = data_of(event)
+        else:
             self._malformed()
             return None
-        payload = data_of(event)
         if payload is None:
             return event  # comments, keep-alives
         try:

@@ -166,3 +166,27 @@ def test_a_malformed_event_inside_a_batch_after_content_is_still_dropped():
     body = wire(S.ANTHROPIC_STREAM_TEXT[4:5])
     assert accountant.feed(body + junk + body) == body + body
     assert accountant.malformed_events == 1
+
+
+def test_events_spelled_otherwise_are_read_as_the_usual_spelling():
+    """The usual `event: NAME\\ndata: {...}` is read without splitting it into lines; the
+    same events with their data first, an `id:` line, a comment or no space after `data:`
+    are read the same, and a line that is no SSE field is still malformed."""
+    usual = wire(S.ANTHROPIC_STREAM_TEXT)
+    out, accountant = relay(usual, 4096)
+    assert out == usual
+
+    def respelled(event: dict) -> bytes:
+        data = orjson.dumps(event)
+        return b"data:" + data + b"\n: keep\nid: 7\nevent: " + event["type"].encode() + b"\n\n"
+
+    other = b"".join(respelled(e) for e in S.ANTHROPIC_STREAM_TEXT)
+    out_other, other_accountant = relay(other, 4096)
+    assert out_other == other
+    assert other_accountant.usage == accountant.usage == Usage(11, 6)
+    assert other_accountant.content_events == accountant.content_events > 0
+    assert other_accountant.saw_done and other_accountant.started and other_accountant.malformed_events == 0
+
+    stray = b'event: message_start\ndata: {"type":"message_start","message":{}}\nnot a field\n\n'
+    with pytest.raises(MalformedAnswer):
+        relay(stray, 4096)
