@@ -247,8 +247,12 @@ class ResponsesAccountant:
                 self._last = complete
                 return complete
         out = []
-        for event in whole_events(complete):
+        cut = whole_events(complete)
+        unchanged = True  # every event handed on as it came
+        for event in cut:
             kept = self._inspect(event)
+            if kept is not event:
+                unchanged = False
             if kept is not None:
                 out.append(kept)
                 out.append(b"\n\n")
@@ -256,7 +260,12 @@ class ResponsesAccountant:
                 break
         if not out and isinstance(self._broken, ErrorEventMidway):
             raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
-        handed = b"".join(out)
+        if unchanged and len(out) == 2 * len(cut) and sum(map(len, cut)) + len(out) == len(complete):
+            # Each event as it came, each followed by one blank line and nothing else between:
+            # the chunk itself, not a copy of its tens of kilobytes joined again.
+            handed = complete
+        else:
+            handed = b"".join(out)
         if handed.find(b'"sequence_number"') >= 0:  # not a keep-alive comment alone: numbering goes on from it
             self._last = handed
         return handed

@@ -175,6 +175,22 @@ def test_malformed_events_after_content_are_dropped_counted_and_break_the_stream
     assert accountant.malformed_events == 1 + MAX_MALFORMED_RUN
 
 
+def test_a_chunk_is_handed_on_less_what_it_drops_and_its_extra_blank_lines():
+    """A chunk of several events comes back as it came when every event is kept as it is;
+    less a malformed event, and with runs of blank lines made one, when not."""
+    accountant = ResponsesAccountant()
+    assert accountant.feed(_delta("a")) == _delta("a")
+    both = _delta("b") + _delta("c")
+    assert accountant.feed(both) == both
+    assert accountant.feed(_delta("d") + b"\n\n" + _delta("e")) == _delta("d") + _delta("e")
+    assert accountant.feed(_delta("f") + b"data: {oops\n\n" + _delta("g")) == _delta("f") + _delta("g")
+    assert accountant.malformed_events == 1 and accountant.content_events == 7
+    # Read event by event (the first content is in the chunk): the same.
+    assert ResponsesAccountant().feed(both) == both
+    assert ResponsesAccountant().feed(_delta("d") + b"\n\n\n" + _delta("e")) == _delta("d") + _delta("e")
+    assert ResponsesAccountant().feed(b"\n" + _delta("d")) == _delta("d")
+
+
 def test_an_error_after_content_is_relayed_redacted():
     accountant = ResponsesAccountant(Redactor([KEY]))
     accountant.feed(_delta("a"))
