@@ -6,9 +6,10 @@ for byte, and is read only for what the gateway needs. A non-streamed body must 
 `message` object (an `error` object in a 2xx body fails the attempt); its usage is read once.
 A stream is cut into events by their `event:` line: before the first content block, every
 event is parsed (an `event: error` there fails the attempt, and the next candidate is
-tried); after it, only `message_delta` (the output count) and `error` events (relayed with
-their text redacted; one of a passing kind held back when the stream could be continued, as
-`gateway.proxy.relay` says) are parsed, and the rest is checked structurally and forwarded.
+tried); after it, a read of deltas, block starts and stops and pings is checked structurally
+and forwarded, and a read that holds a `message_delta` (the output count), `message_stop` or
+`error` event (relayed with its text redacted; one of a passing kind held back when the
+stream could be continued, as `gateway.proxy.relay` says) has each of its events parsed.
 
 Usage in Anthropic's terms, in the ledger's: `input_tokens` excludes cache reads and writes,
 so the prompt count is `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`,
