@@ -157,11 +157,13 @@ def _append_items(
             content = _content(item.get("content"), f"{where}.content", role)
             if role == "assistant" and messages and _open_assistant(messages[-1]) and not messages[-1]["content"]:
                 messages[-1]["content"] = content
-            elif role != "system" and messages and messages[-1]["role"] == role and "tool_calls" not in messages[-1]:
-                # One turn of a role, as chat backends want them to alternate: DeepSeek refuses
-                # "successive user or assistant messages", and Codex sends its environment
-                # context and the prompt as two user messages.
-                messages[-1]["content"] = _joined(messages[-1]["content"], content)
+            elif messages and messages[-1]["role"] == role and "tool_calls" not in messages[-1]:
+                # One message of a role where there were several in a row, as chat backends
+                # want: DeepSeek refuses "successive user or assistant messages", Qwen3.5/3.6's
+                # template (on vLLM) "System message must be at the beginning" for a second
+                # one; Codex sends the instructions and a developer message, then its
+                # environment context and the prompt as two user messages.
+                messages[-1]["content"] = _joined(messages[-1]["content"], content, _SEPARATORS[role])
             else:
                 messages.append({"role": role, "content": content})
         elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
@@ -233,11 +235,16 @@ def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any
         raise invalid_request(f"No tool output found for {calls[unanswered]} {echoed(unanswered)}.", "input")
 
 
-def _joined(first: Any, then: Any) -> Any:
-    """Two messages' contents as one: texts joined by a line, else their parts in order (one
-    string again when they are all text: an empty list of parts joined to a text)."""
+# What joins the texts of two messages of a role made one: a blank line between system
+# prompts (often Markdown documents), a line break elsewhere (as text parts are joined).
+_SEPARATORS = {"system": "\n\n", "user": "\n", "assistant": "\n"}
+
+
+def _joined(first: Any, then: Any, separator: str) -> Any:
+    """Two messages' contents as one: texts joined by `separator`, else their parts in order
+    (one string again when they are all text: an empty list of parts joined to a text)."""
     if type(first) is str and type(then) is str:
-        return first + "\n" + then
+        return first + separator + then
     parts = _as_parts(first) + _as_parts(then)
     return text_or_parts(parts) if parts else parts
 

@@ -25,6 +25,7 @@ from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.responses import (
     _FUNCTION_FIELDS,
     _ROLES,
+    _SEPARATORS,
     _TEXT_PARTS,
     _flattened,
     _function_call,
@@ -183,10 +184,11 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             last = messages[-1] if messages else None
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text = size, text  # the text of the turn whose calls came first
-            elif role != "system" and last is not None and last.role == role and not last.calls:
-                # One turn of a role (`_joined`): texts joined by a line, parts by a space.
-                joint = 1 if last.pieces and pieces else 0
-                last.size, last.text = last.size + joint + size, last.text + "\n" * joint + text
+            elif last is not None and last.role == role and not last.calls:
+                # One message of a role (`_joined`): texts joined by its separator, a user's
+                # parts by a space (as long as its line break).
+                separator = _SEPARATORS[role] if last.pieces and pieces else ""
+                last.size, last.text = last.size + len(separator) + size, last.text + separator + text
                 last.images, last.pieces = last.images or images, last.pieces + pieces
             else:
                 messages.append(_Message(role, size, text, 0, images, pieces))

@@ -280,6 +280,9 @@ def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_mod
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
     assert_strict_chat(first["messages"])
     assert_strict_chat(second["messages"])
+    # Its instructions and developer message are one system message, the first (Qwen3.5/3.6's
+    # template refuses any other: "System message must be at the beginning").
+    assert [m["role"] for m in second["messages"]].count("system") == 1 and second["messages"][0]["role"] == "system"
     assert agent_model.other_requests == []
     assert_ledger(ledger(gw, 2), "responses", ROUTE or CODEX_MODEL)
     assert internet.requests == []

@@ -144,8 +144,10 @@ def test_user_messages_in_a_row_are_one_chat_turn_and_text_parts_one_string():
         {"role": "user", "content": [image]},
     ]
     image_part = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
-    assert responses_to_chat({"model": "m", "input": items})["messages"] == [
-        {"role": "system", "content": "Be terse."},
+    assert responses_to_chat({"model": "m", "instructions": "You are Codex.", "input": items})["messages"] == [
+        # One system message: Qwen3.5/3.6's template refuses a second ("System message must be
+        # at the beginning"); system prompts are joined by a blank line.
+        {"role": "system", "content": "You are Codex.\n\nBe terse."},
         {"role": "user", "content": "<environment_context>\nFix calc.py"},
         {
             "role": "assistant",
