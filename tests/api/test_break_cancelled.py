@@ -34,6 +34,13 @@ WHOLE_AND_BROKEN = at_once(ROLE, CONTENT, *[JUNK] * 6)
 SHUTDOWN = "Task cancelled, timeout graceful shutdown exceeded"  # uvicorn's cancel message
 
 
+def _chat_call(app, state, hold_head: bool) -> tuple[Client, asyncio.Task]:
+    """A streamed chat request to the app, as the server would run it, and its client."""
+    client = Client(_chat(), hold_head=hold_head)
+    task = asyncio.create_task(app(post_scope("/v1/chat/completions", _chat(), state), client.receive, client.send))
+    return client, task
+
+
 class Client:
     """The client and its server's `send`: the request, then the answer's messages as they
     are written. `hold_head`: the head's write waits (set `held` then) until the task is
@@ -85,10 +92,7 @@ async def test_a_cancellation_while_the_events_before_a_break_are_sent_is_not_th
     upstream.always(WHOLE_AND_BROKEN)
     try:
         async with running(tmp_path, POLICY.format(url=upstream.base_url)) as (app, state, recorder):
-            client = Client(_chat(), hold_head=True)
-            task = asyncio.create_task(
-                app(post_scope("/v1/chat/completions", _chat(), state), client.receive, client.send)
-            )
+            client, task = _chat_call(app, state, hold_head=True)
             await asyncio.wait_for(client.held.wait(), 10)  # the relay, past the break, writes the head
             if cancelled_by == "shutdown":
                 task.cancel(msg=SHUTDOWN)
@@ -155,10 +159,7 @@ async def test_a_cancellation_while_a_broken_answer_closes_before_its_continuati
             state,
             recorder,
         ):
-            client = Client(_chat(), hold_head=False)
-            task = asyncio.create_task(
-                app(post_scope("/v1/chat/completions", _chat(), state), client.receive, client.send)
-            )
+            client, task = _chat_call(app, state, hold_head=False)
             await asyncio.wait_for(closing.wait(), 10)
             if cancelled_by == "shutdown":
                 task.cancel(msg=SHUTDOWN)
@@ -212,10 +213,7 @@ async def test_a_client_leaving_once_the_continuation_ended_its_stream_got_the_w
             state,
             recorder,
         ):
-            client = Client(_chat(), hold_head=False)
-            task = asyncio.create_task(
-                app(post_scope("/v1/chat/completions", _chat(), state), client.receive, client.send)
-            )
+            client, task = _chat_call(app, state, hold_head=False)
             await apoll(lambda: any(b"data: [DONE]" in m.get("body", b"") for m in client.sent), what="[DONE] read")
             client.leave()
             await asyncio.wait_for(task, 10)

@@ -444,6 +444,21 @@ def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
 # -- tool call outputs answer calls --------------------------------------------------------------
 
 
+def assert_refused_as_unpaired(client, refused: list[tuple[dict, list, str]], wording: str) -> None:
+    """Each (extra fields, input items, what is named) is OpenAI's 400 in `wording`, streamed
+    or not, with `input` as its param."""
+    for stream in (False, True):
+        for extra, items, message in refused:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.responses.create(model="auto", input=items, tools=[WEATHER_TOOL], stream=stream, **extra)
+            assert caught.value.body == {
+                "message": wording.format(message),
+                "type": "invalid_request_error",
+                "param": "input",
+                "code": None,
+            }
+
+
 @pytest.mark.parametrize("config", ["translated", "native first"])
 def test_a_tool_output_answering_no_call_is_openais_400_before_any_backend(
     start_gateway, upstream, native, openai_client, config
@@ -459,23 +474,15 @@ def test_a_tool_output_answering_no_call_is_openais_400_before_any_backend(
     custom = {"type": "custom_tool_call_output", "call_id": "call_custom", "output": "done"}
     search = {"type": "tool_search_output", "call_id": "call_search", "execution": "client", "tools": []}
     late = {"type": "function_call", "call_id": "call_late", "name": "get_weather", "arguments": "{}"}
-    for stream in (False, True):
-        for extra, items, message in [
-            ({}, [{"role": "user", "content": "Hi."}, orphan], "function call output with call_id call_nowhere"),
-            ({"previous_response_id": first.id}, [orphan], "function call output with call_id call_nowhere"),
-            ({}, [custom], "custom tool call output with call_id call_custom"),
-            ({}, [{"role": "user", "content": "Find tools."}, search], "tool search output with call_id call_search"),
-            # An output before its call: chat would get the tool message ahead of the call.
-            ({}, [{**orphan, "call_id": "call_late"}, late], "function call output with call_id call_late"),
-        ]:
-            with pytest.raises(openai.BadRequestError) as caught:
-                client.responses.create(model="auto", input=items, tools=[WEATHER_TOOL], stream=stream, **extra)
-            assert caught.value.body == {
-                "message": f"No tool call found for {message}.",
-                "type": "invalid_request_error",
-                "param": "input",
-                "code": None,
-            }
+    refused = [
+        ({}, [{"role": "user", "content": "Hi."}, orphan], "function call output with call_id call_nowhere"),
+        ({"previous_response_id": first.id}, [orphan], "function call output with call_id call_nowhere"),
+        ({}, [custom], "custom tool call output with call_id call_custom"),
+        ({}, [{"role": "user", "content": "Find tools."}, search], "tool search output with call_id call_search"),
+        # An output before its call: chat would get the tool message ahead of the call.
+        ({}, [{**orphan, "call_id": "call_late"}, late], "function call output with call_id call_late"),
+    ]
+    assert_refused_as_unpaired(client, refused, "No tool call found for {}.")
     assert (len(upstream.received), len(native.received)) == ((1, 0) if config == "translated" else (0, 1))
 
 
@@ -498,22 +505,14 @@ def test_a_tool_call_no_output_answers_is_openais_400_before_any_backend(
     user = {"role": "user", "content": "Never mind."}
     call = {"type": "function_call", "call_id": "call_open", "name": "get_weather", "arguments": "{}"}
     custom = {"type": "custom_tool_call", "call_id": "call_patch", "name": "apply_patch", "input": "*** Begin"}
-    for stream in (False, True):
-        for extra, items, message in [
-            ({}, [user, call], "function call call_open"),  # the last item
-            ({}, [call, user], "function call call_open"),
-            ({}, [user, custom], "custom tool call call_patch"),
-            # The conversation continued ended in a call: the new turn must answer it.
-            ({"previous_response_id": first.id}, [user], "function call call_w1"),
-        ]:
-            with pytest.raises(openai.BadRequestError) as caught:
-                client.responses.create(model="auto", input=items, tools=[WEATHER_TOOL], stream=stream, **extra)
-            assert caught.value.body == {
-                "message": f"No tool output found for {message}.",
-                "type": "invalid_request_error",
-                "param": "input",
-                "code": None,
-            }
+    refused = [
+        ({}, [user, call], "function call call_open"),  # the last item
+        ({}, [call, user], "function call call_open"),
+        ({}, [user, custom], "custom tool call call_patch"),
+        # The conversation continued ended in a call: the new turn must answer it.
+        ({"previous_response_id": first.id}, [user], "function call call_w1"),
+    ]
+    assert_refused_as_unpaired(client, refused, "No tool output found for {}.")
     assert (len(upstream.received), len(native.received)) == ((1, 0) if config == "translated" else (0, 1))
 
 
