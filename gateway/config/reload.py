@@ -20,6 +20,7 @@ failed reload, and watching goes on (the app also runs it under `gateway.supervi
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
 import os
@@ -124,16 +125,38 @@ class ConfigHolder:
         raise ConfigError(str(self.path), [Problem("", None, reason)])
 
     def _keep(self, text: str) -> None:
+        """Keep `text` as the last good copy, if the file still holds it.
+
+        The workers of one gateway share the copy, and each keeps what it applied. A worker
+        that read the file before another reloaded a newer one (a slow start, say) wrote its
+        older text over the newer copy; when the file then turned broken, a restarted worker
+        came up on a config two generations old. So the copy is written under a lock the
+        workers share, and only while the file on disk still holds what is being kept: a
+        worker that is behind keeps nothing, and its own reload of the newer file follows."""
         if self._last_good is None:
             return
         tmp = self._last_good.with_name(f".{self._last_good.name}.{os.getpid()}.tmp")
         try:
             self._last_good.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private(tmp, text)
-            tmp.replace(self._last_good)
+            lock = os.open(self._last_good.with_name(f".{self._last_good.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self._still_on_disk(text):
+                    log.info("%s changed since it was read: not kept as the last good copy", self.path)
+                    return
+                write_private(tmp, text)
+                tmp.replace(self._last_good)
+            finally:
+                os.close(lock)  # and with it the lock
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.warning("cannot keep a last-good copy of the config at %s: %s", self._last_good, exc.strerror)
+
+    def _still_on_disk(self, text: str) -> bool:
+        try:
+            return self.path.read_bytes() == text.encode("utf-8")
+        except OSError:
+            return False
 
     def reload(self, force: bool = False) -> bool:
         """Re-read the file; swap if valid, applicable and changed. Returns whether a new snapshot serves."""

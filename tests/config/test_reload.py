@@ -126,7 +126,29 @@ def test_last_good_copy_is_private_and_its_directory_too(policy, tmp_path):
     policy.write_text(GOOD)
     assert holder.reload() is True
     assert keep.read_text() == GOOD and stat.S_IMODE(keep.stat().st_mode) == 0o600
-    assert sorted(p.name for p in data.iterdir()) == ["last-good.yaml"]  # no temp file left behind
+    # No temp file left behind; the lock the workers share stays, empty and private.
+    assert sorted(p.name for p in data.iterdir()) == [".last-good.yaml.lock", "last-good.yaml"]
+    assert stat.S_IMODE((data / ".last-good.yaml.lock").stat().st_mode) == 0o600
+
+
+def test_a_worker_behind_the_file_does_not_overwrite_a_newer_last_good_copy(policy, tmp_path):
+    """Hostile testing (a CI run of the ConfigMap e2e test): two workers share the copy. One
+    started slowly: it read the file, and while it applied that, the other reloaded an edit
+    and kept it. The slow one then kept its older text over the newer copy; the file turned
+    broken next, and a restarted worker came up on the config before the edit."""
+    keep = tmp_path / "data" / "last-good.yaml"
+    ConfigHolder(policy, last_good=keep)  # both workers started on GOOD
+
+    def the_other_worker_reloads_meanwhile(snapshot):
+        policy.write_text(EDITED)
+        keep.write_text(EDITED)
+
+    slow = ConfigHolder(policy, on_swap=the_other_worker_reloads_meanwhile, last_good=keep)
+    assert slow.current.routes["auto"].models == ["mock/a"]  # it serves what it read...
+    assert keep.read_text() == EDITED  # ...and keeps nothing older than the copy
+    policy.write_text(BROKEN)
+    restarted = ConfigHolder(policy, last_good=keep)
+    assert restarted.current.routes["auto"].models == ["mock/b"]
 
 
 def test_a_file_that_is_not_utf8_is_rejected_and_the_next_edit_applies(policy, tmp_path):
