@@ -65,8 +65,9 @@ DEFAULT_DIMENSIONS = 1536  # OpenAI text-embedding-3-small's, the size RAG code 
 _MAX_DEPTH = 12  # schema nesting followed before giving up on a branch (recursive $refs)
 # What one generated value may hold, counted in values and string characters: the mock runs on
 # the gateway's event loop, and a schema is the client's to write (`minItems` or `minLength` of a
-# billion, arrays nested to multiply), so past this a schema gets less than it asks for.
-VALUE_BUDGET = 1 << 20
+# billion, arrays nested to multiply, objects whose properties refer back to the object), so
+# past this a schema gets less than it asks for. About 30 ms of the loop at most.
+VALUE_BUDGET = 1 << 16
 _INT_RANGE = (-(2**63), 2**63 - 1)  # what JSON encoders carry (orjson: 64 bits)
 _MAX_CHOICES = 128  # OpenAI's own limit on `n`
 _FORMATS = {
@@ -216,8 +217,8 @@ def value_for_schema(schema: Any, root: Any = None, depth: int = 0, budget: list
     root = schema if root is None else root
     budget = [VALUE_BUDGET] if budget is None else budget
     budget[0] -= 1
-    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
-        return None
+    if budget[0] < 0 or not isinstance(schema, dict) or depth > _MAX_DEPTH:
+        return None  # spent: an object's remaining properties come out null, at once
     if "$ref" in schema:
         return value_for_schema(_resolve(schema["$ref"], root), root, depth + 1, budget)
     if "const" in schema:

@@ -289,8 +289,11 @@ def test_any_schema_in_the_subset_gets_a_valid_value(schema):
         # Arrays nested to the depth followed, each asking 50 items: 50**12 values.
         {"$defs": {"n": {"type": "array", "minItems": 50, "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"},
         {"type": "object", "properties": {f"p{i}": {"type": "string", "minLength": 10**6} for i in range(100)}},
+        # Hostile testing: an object whose 12 properties are the object again, to the depth
+        # followed: 12**6 calls (seconds), as only arrays and strings looked at the budget.
+        {"$defs": {"n": {"properties": {f"p{i}": {"$ref": "#/$defs/n"} for i in range(12)}}}, "$ref": "#/$defs/n"},
     ],
-    ids=["many-items", "long-string", "nested-arrays", "many-long-strings"],
+    ids=["many-items", "long-string", "nested-arrays", "many-long-strings", "recursive-properties"],
 )
 def test_a_schema_asking_for_a_huge_value_gets_a_bounded_one_at_once(schema, monkeypatch):
     """The mock runs in the gateway's own process, on its event loop: a tool schema's
