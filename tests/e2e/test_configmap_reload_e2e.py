@@ -86,7 +86,18 @@ def test_a_worker_restarted_while_the_configmap_is_broken_serves_the_last_good_c
     gw = GatewayProcess("", workdir=tmp_path, config_path=mount.root / "policy.yaml", workers=2).start()
     try:
         mount.publish(policy(upstream.base_url, "second"))
-        poll(lambda: routes(gw) == {"second"}, what="the swapped ConfigMap", context=gw.log)
+        # Both workers serve "second" before the ConfigMap breaks: one that had not reloaded it
+        # yet (busy, its two file events a debounce apart) went from "first" to the broken file,
+        # rightly kept "first", and failed the check below in a loaded CI run.
+        swapped = set()
+
+        def both_swapped() -> bool:
+            status = httpx.get(gw.url + "/admin/status", headers={"connection": "close"}).json()
+            if status["routes"] == ["second"]:
+                swapped.add(status["worker_pid"])
+            return len(swapped) == 2
+
+        poll(both_swapped, what="both workers to serve the swapped ConfigMap", context=gw.log)
         mount.publish("backends: {up: {type: nonsense}}\n")
         # Both workers have seen the broken generation (each rejects it), so both kept "second".
         rejected = {}
