@@ -145,7 +145,9 @@ def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict
     raw = query.get("limit")
     limit = ANTHROPIC_PAGE
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= ANTHROPIC_PAGE_MAX:
+        # ASCII digits only: `str.isdigit` also takes "²" (which `int` refuses: a 500) and
+        # other scripts' digits, which no API reads as a number.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= ANTHROPIC_PAGE_MAX:
             raise invalid_request(f"limit: must be an integer from 1 to {ANTHROPIC_PAGE_MAX}.", "limit")
         limit = int(raw)
     ids = [e["id"] for e in entries]

@@ -101,6 +101,14 @@ def test_anthropic_errors_are_anthropic_shaped(gw, claude):
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "limit: must be an integer from 1 to 1000."},
     }
+    # Hostile testing: "²" passed the digit check and crashed int() (a plain-text 500);
+    # other scripts' digits ("５") were read as numbers.
+    for limit in ("²", "５", "+5", " 5"):
+        answer = httpx.get(gw.url + "/v1/models", params={"limit": limit}, headers={"anthropic-version": "2023-06-01"})
+        assert (answer.status_code, answer.json()["error"]["message"]) == (
+            400,
+            "limit: must be an integer from 1 to 1000.",
+        )
     with pytest.raises(anthropic.NotFoundError) as missing:
         claude.models.retrieve("nobody/nothing")
     assert missing.value.body["error"]["type"] == "not_found_error"
