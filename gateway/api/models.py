@@ -9,8 +9,10 @@ Two shapes, as the two SDK families expect them:
   of its backends serves `/completions` natively; embedding models answer embeddings only);
 - with an `anthropic-version` header (Anthropic's SDKs always send one), Anthropic's list:
   `data` of `{type: "model", id, display_name, created_at}`, `has_more`, `first_id`,
-  `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`. It lists what
-  `/v1/messages` can serve (no embedding models), and its errors are Anthropic-shaped.
+  `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`, and filtered
+  by `lifecycle` (`active`, `deprecated`, `retired`). It lists what `/v1/messages` can serve
+  (no embedding models), every one `lifecycle: "active"` (what the gateway routes can be
+  called), and its errors are Anthropic-shaped.
 
 A virtual key restricted to some models (`--models`) sees only what it may call: the names
 its globs match, as `check_models` admits them (a model reachable only through an allowed
@@ -39,6 +41,7 @@ from gateway.tenants.principal import Principal
 CHAT_ENDPOINTS = ("chat", "messages", "responses")
 ANTHROPIC_PAGE = 20
 ANTHROPIC_PAGE_MAX = 1000
+LIFECYCLES = ("active", "deprecated", "retired")
 
 
 def endpoints_of(offers: Iterable[Offer]) -> list[str]:
@@ -134,14 +137,29 @@ def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str
         "id": entry["id"],
         "display_name": name,
         "created_at": datetime.fromtimestamp(entry["created"], UTC).isoformat().replace("+00:00", "Z"),
+        "lifecycle": "active",
     }
     if "context_length" in entry:
         out["max_input_tokens"] = entry["context_length"]
     return out
 
 
-def anthropic_page(entries: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
-    """One page of Anthropic's model list: `limit` entries after `after_id` or before `before_id`."""
+def anthropic_page(
+    entries: list[dict[str, Any]], query: dict[str, str], lifecycle: list[str] | None = None
+) -> dict[str, Any]:
+    """One page of Anthropic's model list: `limit` entries after `after_id` or before `before_id`,
+    of those in a `lifecycle` stage asked for (every entry is active; without the filter
+    Anthropic lists active and deprecated models, so all of them)."""
+    if lifecycle:
+        for stage in lifecycle:
+            if stage not in LIFECYCLES:
+                raise invalid_request(
+                    f"lifecycle: `{echoed(stage)}` is not one of {', '.join(LIFECYCLES)}.", "lifecycle"
+                )
+        if len(lifecycle) > len(LIFECYCLES):
+            raise invalid_request(f"lifecycle: at most {len(LIFECYCLES)} values.", "lifecycle")
+        if "active" not in lifecycle:
+            entries = []
     raw = query.get("limit")
     limit = ANTHROPIC_PAGE
     if raw is not None:
@@ -187,7 +205,10 @@ async def list_models(request: Request) -> Response:
                 for e in visible_to(principal, model_entries(snapshot))
                 if "messages" in e["endpoints"]
             ]
-            body = anthropic_page(entries, dict(request.query_params))
+            # The SDKs send the array as `lifecycle[]=...`; a hand-written query may say `lifecycle=`.
+            query = request.query_params
+            lifecycle = [*query.getlist("lifecycle[]"), *query.getlist("lifecycle")]
+            body = anthropic_page(entries, dict(query), lifecycle)
         except GatewayError as exc:
             return anthropic_response(exc)
         return Response(orjson.dumps(body), media_type="application/json")

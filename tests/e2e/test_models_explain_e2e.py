@@ -69,6 +69,10 @@ def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claud
     page = claude.models.list()
     assert [m.id for m in page.data] == ["auto", "mock/large", "mock/small"]  # no embedding models
     assert {m.type for m in page.data} == {"model"}
+    # Every model the gateway routes can be called: `active`, a field the SDK's ModelInfo
+    # requires (hostile testing found it missing, read as None).
+    assert {m.lifecycle for m in page.data} == {"active"}
+    assert claude.models.retrieve("auto").lifecycle == "active"
     large = next(m for m in page.data if m.id == "mock/large")
     assert large.display_name == "Mock Large" and large.max_input_tokens == 131072
     assert large.created_at.tzinfo is not None
@@ -92,6 +96,26 @@ def test_anthropic_list_pages_by_limit_and_cursors(gw, claude):
     assert [m.id for m in before.data] == ["mock/large"] and before.has_more
     # The SDK pages through the whole list itself.
     assert [m.id for m in claude.models.list(limit=1)] == ["auto", "mock/large", "mock/small"]
+
+
+def test_anthropic_list_filters_by_lifecycle(gw, claude):
+    """Hostile testing: `lifecycle` (Anthropic's filter; without it active and deprecated
+    models are listed) was ignored, so asking for retired models listed every active one."""
+    everything = ["auto", "mock/large", "mock/small"]
+    assert [m.id for m in claude.models.list(lifecycle=["retired"])] == []
+    assert [m.id for m in claude.models.list(lifecycle=["deprecated", "retired"])] == []
+    assert [m.id for m in claude.models.list(lifecycle=["active", "retired"])] == everything
+    plain = httpx.get(gw.url + "/v1/models?lifecycle=retired", headers={"anthropic-version": "2023-06-01"})
+    assert plain.json() == {"data": [], "has_more": False, "first_id": None, "last_id": None}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.models.list(lifecycle=["gone"])  # type: ignore[list-item]
+    assert caught.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "lifecycle: `gone` is not one of active, deprecated, retired.",
+        },
+    }
 
 
 def test_anthropic_errors_are_anthropic_shaped(gw, claude):
