@@ -1,9 +1,12 @@
 """The answer formats of OpenAI's embeddings and legacy completions endpoints, as the fallback
 loop and the relay read them (beside `formats.CHAT`).
 
-- `EMBEDDINGS`: a JSON object with a `data` list; usage is `prompt_tokens` (and
-  `total_tokens`), no completion. Never streamed.
-- `COMPLETIONS`: a `text_completion` object with a `choices` list, or its SSE chunks, whose
+- `EMBEDDINGS`: a JSON object with a `data` list of at least one embedding object (its
+  `embedding` a list or a base64 string); usage is `prompt_tokens` (and `total_tokens`), no
+  completion. Never streamed.
+- `COMPLETIONS`: a `text_completion` object with a `choices` list of at least one choice
+  object with its `text` (as chat's check wants a `message` in each: the SDKs index
+  `choices[0].text`, `data[0].embedding`), or its SSE chunks, whose
   content is `choices[].text` (chat's is `choices[].delta`); the usage chunk, the `[DONE]`
   and the error events are chat's, so the stream is read by chat's accountant with only the
   first-content test and the estimated closing chunk changed.
@@ -36,8 +39,15 @@ class EmbeddingsFormat(AnswerFormat):
         data = answer.get("data")
         if "error" in answer and not data:
             raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
-        if not isinstance(data, list):
-            raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not an embeddings list (no `data`)")
+        if (
+            not isinstance(data, list)
+            or not data
+            or not all(type(d) is dict and isinstance(d.get("embedding"), list | str) for d in data)
+        ):
+            raise MalformedAnswer(
+                f"{offer.backend}: the upstream's 200 body is not an embeddings list "
+                "(no `data` list with an `embedding` in each)"
+            )
         return embeddings_usage(answer.get("usage"))
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
@@ -65,8 +75,15 @@ class CompletionsFormat(AnswerFormat):
         choices = answer.get("choices")
         if "error" in answer and not choices:
             raise StreamFailedEarly(error_text(answer) or "upstream error", 502)
-        if not isinstance(choices, list):
-            raise MalformedAnswer(f"{offer.backend}: the upstream's 200 body is not a text completion (no `choices`)")
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(type(c) is dict and isinstance(c.get("text"), str) for c in choices)
+        ):
+            raise MalformedAnswer(
+                f"{offer.backend}: the upstream's 200 body is not a text completion "
+                "(no `choices` list with a `text` in each)"
+            )
         return Usage.from_openai(answer.get("usage"))
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:

@@ -35,6 +35,12 @@ def test_an_embeddings_body_is_a_data_list_with_prompt_usage():
         (b"not json", MalformedAnswer),
         (b'{"object": "chat.completion", "choices": []}', MalformedAnswer),
         (b'{"error": {"message": "overloaded"}}', StreamFailedEarly),
+        # Hostile testing: these were relayed as 200s and billed; the client's code read
+        # `data[0].embedding` from an empty list, an integer, an object without one.
+        (b'{"object": "list", "data": []}', MalformedAnswer),
+        (b'{"object": "list", "data": [1, 2]}', MalformedAnswer),
+        (b'{"object": "list", "data": [{"object": "embedding", "index": 0}]}', MalformedAnswer),
+        (b'{"object": "list", "data": [{"index": 0, "embedding": 0.5}]}', MalformedAnswer),
     ],
 )
 def test_a_body_that_is_not_embeddings_fails_the_attempt(body, error):
@@ -52,6 +58,17 @@ def test_a_completions_body_needs_choices():
     assert COMPLETIONS.check_body(OFFER, orjson.dumps(body)) == Usage(3, 4)
     with pytest.raises(MalformedAnswer):
         COMPLETIONS.check_body(OFFER, b'{"object": "list", "data": []}')
+
+
+@pytest.mark.parametrize(
+    "choices",
+    [[], [1], [{"index": 0, "finish_reason": "stop"}], [{"text": "a", "index": 0}, {"text": None, "index": 1}]],
+)
+def test_a_completions_body_whose_choices_have_no_text_fails_the_attempt(choices):
+    """Hostile testing: relayed as 200s and billed, these crashed the openai SDK's caller
+    (`choices[0].text`: an IndexError, an AttributeError) or handed it None as the text."""
+    with pytest.raises(MalformedAnswer):
+        COMPLETIONS.check_body(OFFER, orjson.dumps({"object": "text_completion", "choices": choices}))
 
 
 def chunk(text: str, finish=None) -> bytes:
