@@ -29,7 +29,7 @@ from gateway.backends.mock_answers import (
     embeddings_response,
     text_completion,
 )
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens, estimate_text_tokens
 
 
@@ -125,6 +125,13 @@ class MockEmbeddings(UpstreamResponse):
         yield self._body
 
 
+# Choices in one completions answer (prompts in a batch times `n`), past which the mock
+# answers 400: each is built and held whole, so a 100 KB batch of short prompts with n=128
+# (2.5 million choices) cost 650 MB and seconds of the event loop, and the largest body the
+# gateway takes would have run it out of memory.
+MAX_COMPLETION_CHOICES = 2048
+
+
 class MockCompletions(UpstreamResponse):
     """A legacy text completion: `text_completion` objects, one JSON body or SSE chunks."""
 
@@ -133,13 +140,18 @@ class MockCompletions(UpstreamResponse):
         self._payload = request.payload
         self._stream = request.stream
         self.media_type = "text/event-stream" if request.stream else "application/json"
+        self.reply: Answer = text_completion(request.payload, backend.config.completion_tokens)
+        prompt: Any = request.payload.get("prompt")
+        self.prompts: list[Any] = prompt if _is_batch(prompt) else [prompt]
+
+    @property
+    def choices(self) -> int:
+        return len(self.reply.choices) * len(self.prompts)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         config = self._backend.config
         payload = self._payload
-        reply: Answer = text_completion(payload, config.completion_tokens)
-        prompt: Any = payload.get("prompt")
-        prompts: list[Any] = prompt if _is_batch(prompt) else [prompt]
+        reply, prompts = self.reply, self.prompts
         prompt_tokens = sum(_prompt_tokens(p) for p in prompts)
         # As OpenAI answers a batch: `n` choices for each prompt, indexed prompt by prompt
         # (choice i answers prompt i // n).
@@ -202,5 +214,13 @@ class MockBackend(Backend):
                 await asyncio.sleep(self.config.delay_ms / 1000)
             return MockEmbeddings(body)
         if request.path == COMPLETIONS:
-            return MockCompletions(self, request)
+            completions = MockCompletions(self, request)
+            if completions.choices > MAX_COMPLETION_CHOICES:
+                refused = invalid_request(
+                    f"The mock answers at most {MAX_COMPLETION_CHOICES} choices (prompts times `n`); "
+                    f"this request asks for {completions.choices}.",
+                    "prompt",
+                )
+                raise status_error(refused.message, 400, orjson.dumps(refused.body()))
+            return completions
         return MockResponse(self, request)

@@ -11,7 +11,7 @@ import pytest
 from openai.types import Completion, CreateEmbeddingResponse
 
 from gateway.backends.base import UpstreamError, UpstreamRequest
-from gateway.backends.mock import MockBackend
+from gateway.backends.mock import MAX_COMPLETION_CHOICES, MockBackend
 from gateway.backends.mock_answers import embed
 from gateway.config.schema import BackendConfig, ModelOffer
 from gateway.config.snapshot import Offer
@@ -70,6 +70,24 @@ async def test_a_text_completion_honours_max_tokens_n_and_usage():
     assert cut["usage"]["completion_tokens"] == 6
     batch = {"model": "m", "prompt": ["a", "b", "c"], "n": 2, "max_tokens": 3}
     assert [c["index"] for c in orjson.loads(await call(WRITER, "/completions", batch))["choices"]] == list(range(6))
+
+
+async def test_a_completions_batch_of_more_choices_than_the_mock_holds_is_a_400():
+    """Hostile testing: 20,000 one-letter prompts with n=128 (a 100 KB body) made the mock
+    build 2.5 million choices (650 MB, seconds of the event loop) before the gateway refused
+    the answer as too large; a body of the size the gateway takes would run it out of memory."""
+    most = {"model": "m", "prompt": ["a"] * 16, "n": 128, "max_tokens": 1}  # 2048 choices: answered
+    assert len(orjson.loads(await call(WRITER, "/completions", most))["choices"]) == MAX_COMPLETION_CHOICES
+    for stream in (False, True):
+        with pytest.raises(UpstreamError) as caught:
+            await call(WRITER, "/completions", {**most, "prompt": ["a"] * 20_000, "stream": stream}, stream)
+        assert (type(caught.value).__name__, caught.value.status) == ("ClientRejected", 400)
+        assert orjson.loads(caught.value.body)["error"] == {
+            "message": "The mock answers at most 2048 choices (prompts times `n`); this request asks for 2560000.",
+            "type": "invalid_request_error",
+            "param": "prompt",
+            "code": None,
+        }
 
 
 async def test_a_streamed_text_completion_is_text_completion_chunks_then_usage_then_done():
