@@ -29,7 +29,7 @@ from gateway.api.wire import send_head_and_body
 from gateway.backends.errors import UpstreamError, UpstreamProtocolError
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest
-from gateway.proxy.attempts import EventsIdle, OpenedAnswer
+from gateway.proxy.attempts import EventsIdle, OpenedAnswer, ended_without_its_end
 from gateway.proxy.continuation import ContinuationBroke, StreamRescue, shutdown_cut
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.relay import ErrorEventMidway
@@ -131,6 +131,8 @@ async def relay_stream(
                             except Exception as exc:
                                 raise OwnFault(exc) from exc
                     tail = accountant.flush()
+                    if not accountant.saw_done:
+                        tail += ended_without_its_end(accountant, opened.offer, tail or relayed, chat)
                 except (OwnFault, TranslationEnded):
                     raise
                 except Exception as exc:

@@ -61,6 +61,7 @@ from gateway.backends.errors import (
     MalformedAnswer,
     RateLimited,
     RequestNotEncodable,
+    StreamBroken,
     StreamIdleTimeout,
     UpstreamError,
     UpstreamProtocolError,
@@ -558,8 +559,11 @@ async def _pre_read_stream(
             parts.append(accountant.flush())  # may fail the attempt: a malformed tail, an error event
         finally:
             await response.aclose()
-        if not accountant.saw_done and not accountant.content_events:
-            raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
+        if not accountant.saw_done:
+            if not accountant.content_events:
+                raise UpstreamProtocolError(f"{offer.backend}: stream ended before any content")
+            # Nothing went out yet: a cut answer fails the attempt (the next candidate is asked).
+            parts.append(ended_without_its_end(accountant, offer, b"".join(parts), chat))
     prefix = b"".join(parts)
     try:
         checked = format.check_prefix(offer, prefix)  # may fail the attempt: events its edge cannot read
@@ -581,6 +585,19 @@ async def _pre_read_stream(
     )
     opened.response = _Continuation(response, iterator) if not ended else response
     return opened
+
+
+def ended_without_its_end(accountant: StreamAccountant, offer: Offer, last: bytes, chat: ChatRequest) -> bytes:
+    """A stream whose body ended cleanly without its end event (`[DONE]`, message_stop, a
+    terminal Response event), `last` its last events: what completes an answer that had
+    ended, as after a break (`end_after_break`), else `StreamBroken`, handled as a break (the
+    next candidate before the answer's head went out; after, a continuation or the API's
+    error event). The end of the body is not the end of the answer: taken for it, a reply cut
+    mid-sentence went to the client as a success, billed and never continued."""
+    ending = accountant.end_after_break(last, chat.fields.get("n") in (None, 1))
+    if ending is None:
+        raise StreamBroken(f"{offer.backend}: the stream ended before its answer's end")
+    return ending
 
 
 class _Continuation(UpstreamResponse):

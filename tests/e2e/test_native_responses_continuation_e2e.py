@@ -71,8 +71,11 @@ def _client(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0, timeout=30)
 
 
-def test_a_native_responses_stream_cut_mid_text_is_continued_as_one_response(gw, native, fallback):
-    native.behaviour.break_after_events = HEAD_EVENTS + 40  # the client reads t0..t39
+@pytest.mark.parametrize("cut", ["break_after_events", "end_after_events"])
+def test_a_native_responses_stream_cut_mid_text_is_continued_as_one_response(gw, native, fallback, cut):
+    """`end_after_events`: the body ended cleanly there, without a terminal event (hostile
+    testing: that was taken for the answer's end, and the client got a Response cut short)."""
+    setattr(native.behaviour, cut, HEAD_EVENTS + 40)  # the client reads t0..t39
     client = _client(gw)
     events = list(client.responses.create(model="auto", input="Count.", max_output_tokens=500, stream=True))
 
@@ -96,7 +99,7 @@ def test_a_native_responses_stream_cut_mid_text_is_continued_as_one_response(gw,
     assert rows == [("native", 502, "protocol", False, 40), ("steady", 200, None, True, fault.TOKENS)]
     # The continued Response was stored: a follow-up can build on it.
     fallback_seen = len(fallback.seen)
-    native.behaviour.break_after_events = None
+    setattr(native.behaviour, cut, None)
     client.responses.create(model="auto", input="Go on.", previous_response_id=completed.id)
     follow_up = native.received[-1].body
     assert len(native.received) == 2 and len(fallback.seen) == fallback_seen

@@ -41,9 +41,18 @@ backends:
     timeout_s: 5
     models:
       anthropic/claude-sonnet-4.5: {{upstream_id: claude-sonnet-4-5, context_length: 200000}}
+  native:
+    type: openai
+    base_url: {native_url}
+    api_key: sk-fake-responses-123456
+    apis: [responses]
+    timeout_s: 5
+    models:
+      test/native: {{upstream_id: small-native, context_length: 32000}}
 routes:
   open: {{strategy: ordered, models: [m/chat, m/spare]}}
   claude: {{strategy: ordered, models: [anthropic/claude-sonnet-4.5, m/spare]}}
+  native: {{strategy: ordered, models: [test/native]}}
 """
 ENV = {"GATEWAY_API_KEYS": "team-a:sk-test", "GATEWAY_USAGE_FLUSH_S": "0.05"}
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -54,8 +63,13 @@ AFTER_USAGE, AFTER_FINISH, MID_ANSWER = 8, 7, 3
 
 
 @pytest.fixture
-def gw(start_gateway, upstream, upstream_b, claude):
-    config = CONFIG.format(openai_url=upstream.base_url, spare_url=upstream_b.base_url, anthropic_url=claude.base_url)
+def gw(start_gateway, upstream, upstream_b, claude, native):
+    config = CONFIG.format(
+        openai_url=upstream.base_url,
+        spare_url=upstream_b.base_url,
+        anthropic_url=claude.base_url,
+        native_url=native.base_url,
+    )
     return start_gateway(config, env=ENV)
 
 
@@ -210,3 +224,72 @@ def test_an_upstream_error_event_then_a_break_ends_with_that_one_error_event(gw,
         (502, "upstream_error", "chat"),
         (502, "upstream_error", "messages"),
     ]
+
+
+# -- a stream the upstream ends cleanly without its end event ---------------------------------
+# Hostile testing: the body ended (its last chunk, a clean close) where `[DONE]`, message_stop
+# or response.completed should have come. The gateway took the end of the body for the end of
+# the answer: an answer cut mid-sentence reached the client as a success, billed, and never
+# continued; a whole one lacked the usage chunk the client asked for, and `[DONE]`. Each
+# case is run with the events apart (relayed one by one) and together (read whole before the
+# answer's head goes out).
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["whole", "apart"])
+def test_a_chat_stream_ended_cleanly_after_its_finish_gets_usage_and_done(gw, upstream, apart):
+    upstream.reset(end_after_events=AFTER_FINISH, chunk_delay_s=0.05 if apart else 0, one_write=not apart)
+    body = {"model": "open", "messages": HELLO, "stream_options": {"include_usage": True}}
+    text = raw_stream(gw, "/v1/chat/completions", body)
+    assert text.endswith("data: [DONE]\n\n") and "error" not in text
+    events = data_of(text)
+    assert events[-2]["choices"][0]["finish_reason"] == "stop" and events[-1]["choices"] == []
+    [row] = ledger(gw, 1)
+    assert (row["status"], row["estimated"]) == (200, True)
+    assert (events[-1]["usage"]["prompt_tokens"], events[-1]["usage"]["completion_tokens"]) == (
+        row["prompt_tokens"],
+        row["completion_tokens"],
+    )
+    assert events[-1]["id"] == events[0]["id"] and events[-1]["model"] == events[0]["model"]
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["whole", "apart"])
+def test_a_chat_stream_ended_cleanly_mid_answer_is_a_broken_stream(gw, upstream, upstream_b, apart):
+    """Cut after its first words, as a break there is: the words that reached the client (or
+    came whole with the head) end with the API's error event, as this route does not continue."""
+    upstream.reset(end_after_events=MID_ANSWER, chunk_delay_s=0.05 if apart else 0, one_write=not apart)
+    text = raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO})
+    events = data_of(text)
+    assert [e["choices"][0]["delta"].get("content") for e in events[:-1]] == ["", "Hello ", "from "]
+    assert list(events[-1]) == ["error"] and events[-1]["error"]["message"] == "The upstream stream broke off."
+    assert "[DONE]" not in text
+    rows = ledger(gw, 1)
+    assert [(r["status"], r["backend"]) for r in rows] == [(502, "compat")]
+    assert len(upstream.received) == 1 and upstream_b.received == []
+
+
+def test_a_native_messages_stream_ended_cleanly_before_message_stop_gets_it(gw, claude):
+    body = {"model": "claude", "max_tokens": 50, "messages": HELLO}
+    whole = raw_stream(gw, "/v1/messages", body)
+    names = [block.split("\n")[0] for block in filter(None, whole.split("\n\n"))]
+    claude.reset(end_after_events=len(names) - 1)  # everything but message_stop
+    assert raw_stream(gw, "/v1/messages", body) == whole
+    claude.reset(end_after_events=len(names) - 2)  # the message_delta with its stop_reason never came
+    cut = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/messages", body).split("\n\n"))]
+    assert cut[-1] == "event: error" and "event: message_delta" not in cut
+    rows = ledger(gw, 3)
+    assert [(r["status"], r["backend"]) for r in rows] == [(200, "claude"), (200, "claude"), (502, "claude")]
+
+
+def test_a_native_responses_stream_ended_cleanly_before_its_terminal_event_fails(gw, native, openai_client):
+    body = {"model": "native", "input": "Say hello."}
+    whole = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/responses", body).split("\n\n"))]
+    assert whole[-1] == "event: response.completed"
+    native.reset(end_after_events=len(whole) - 1, chunk_delay_s=0.05)
+    cut = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/responses", body).split("\n\n"))]
+    assert cut[:-1] == whole[:-1] and cut[-1] == "event: error"  # as a broken native stream ends
+    # What the SDK says of a stream whose `error` event ends it, OpenAI's own included.
+    with pytest.raises(RuntimeError, match=r"Didn't receive a `response.completed` event"):
+        with openai_client(gw).responses.stream(model="native", input="Say hello.") as stream:
+            stream.get_final_response()
+    rows = ledger(gw, 3)
+    assert [(r["status"], r["backend"]) for r in rows] == [(200, "native"), (502, "native"), (502, "native")]

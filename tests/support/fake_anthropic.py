@@ -58,6 +58,7 @@ class AnthropicBehaviour:
     stop_reason: str = "end_turn"
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     break_after_events: int | None = None  # drop the connection after N stream events
+    end_after_events: int | None = None  # end the body cleanly after N stream events
     # After N stream events, an `event: error` of this type (Anthropic's mid-stream failure),
     # a pause before it (a read of its own), and the stream's end.
     error_after_events: tuple[int, str] | None = None
@@ -178,6 +179,8 @@ class FakeAnthropic:
         async for event in self._events(message):
             if limit is not None and sent >= limit:
                 raise RuntimeError("fake anthropic breaks the stream on purpose")
+            if self.behaviour.end_after_events is not None and sent >= self.behaviour.end_after_events:
+                return
             if failing is not None and sent >= failing[0]:
                 await asyncio.sleep(0.1)
                 error = {"type": failing[1], "message": f"fake anthropic mid-stream {failing[1]}"}

@@ -69,6 +69,8 @@ class ResponsesBehaviour:
     # "error": an `error` event) before any content; non-streamed, a Response with status failed.
     fail_before_content: str | None = None
     break_after_events: int | None = None  # drop the connection after N stream events
+    end_after_events: int | None = None  # end the body cleanly after N stream events
+    chunk_delay_s: float = 0.0  # between stream events
     # After N stream events, the upstream's own failure ("failed": response.failed, "error": an
     # `error` event) with the code `server_error`, after a pause (a read of its own); then the end.
     fail_after_events: tuple[int, str] | None = None
@@ -245,6 +247,10 @@ class FakeResponses:
         for i, data in enumerate(events):
             if b.break_after_events is not None and i >= b.break_after_events:
                 raise ConnectionResetError("the fake Responses upstream drops the stream")
+            if b.end_after_events is not None and i >= b.end_after_events:
+                return
+            if b.chunk_delay_s and i:
+                await asyncio.sleep(b.chunk_delay_s)
             yield data
         if b.fail_after_events is not None:
             await asyncio.sleep(0.1)

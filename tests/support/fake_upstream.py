@@ -36,6 +36,8 @@ class Behaviour:
     send_usage: bool = True  # include usage (honouring stream_options for streams)
     stream_error_before_content: bool = False  # 200 stream whose first event is an error
     break_after_events: int | None = None  # drop the connection after N stream events
+    end_after_events: int | None = None  # end the body cleanly after N stream events (no [DONE] after a cut)
+    one_write: bool = False  # the stream's events in one write (read whole by the gateway)
     tool_call: dict | None = None  # answer with this tool call instead of content
     reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
     headers: dict[str, str] = field(default_factory=dict)
@@ -197,6 +199,10 @@ class FakeUpstream:
             events = list(b.raw_stream)
         for index in sorted(b.inject_before_event, reverse=True):
             events.insert(index, b.inject_before_event[index])
+        if b.end_after_events is not None:
+            events = events[: b.end_after_events]
+        if b.one_write:
+            events = [b"".join(events)]
         finished = False
         try:
             for i, event in enumerate(events):
