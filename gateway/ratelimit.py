@@ -254,6 +254,11 @@ class RateLimiter:
             facts = decision.facts
             if facts is not None:
                 prompt, completion = facts.prompt_tokens, facts.completion_tokens
+                # Routing reads max_completion_tokens first; an upstream may read max_tokens
+                # only (DeepSeek's API knows no other), so a reservation takes the larger.
+                most = chat.fields.get("max_tokens")
+                if type(most) is int and most > completion:
+                    completion = most
             else:
                 prompt = chat.prompt_tokens()
                 completion = snapshot.config.gateway.default_completion_tokens

@@ -104,3 +104,31 @@ def test_messages_requests_in_flight_never_overspend_a_budget(start_gateway, ups
     assert len(upstream.received) == 1
     view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
     assert 3.0 < view["usage_daily"] <= 5.0, view  # the one call: 3000 tokens at $1000/M and its prompt
+
+
+def test_a_chat_call_reserves_the_larger_of_max_tokens_and_max_completion_tokens(start_gateway, upstream, tmp_path):
+    """Hostile testing: with both fields set, spend reserved only `max_completion_tokens`, so a
+    caller sending `max_completion_tokens: 1` beside `max_tokens: 3000` to an upstream that
+    reads only `max_tokens` (DeepSeek's API documents no other) had four concurrent calls of a
+    $5/day key admitted, each writing 3000 tokens at $1000/M: $12 spent. The reservation now
+    takes the larger, as it takes the dearest candidate's prices."""
+    data = tmp_path / "data"
+    key = create_key("both", "--budget-usd", "5", "--budget-period", "day", data_dir=data)
+    gw = start_gateway(PRICEY.format(a=upstream.base_url), env={"GATEWAY_DATA_DIR": str(data)})
+    upstream.reset(completion_tokens=3000, delay_s=1.0)  # all four in flight together
+    body = {
+        "model": "coder",
+        "max_completion_tokens": 1,
+        "max_tokens": 3000,
+        "messages": [{"role": "user", "content": "Write a lot."}],
+    }
+
+    def ask(_: int) -> int:
+        return httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(ask, range(4)))
+    assert statuses == [200, 429, 429, 429]  # $3 reserved for the first leaves no room for a second
+    assert len(upstream.received) == 1
+    view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+    assert 3.0 < view["usage_daily"] <= 5.0, view
