@@ -42,17 +42,33 @@ def _trusted(address: str, networks: Iterable[Network]) -> bool:
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
     """The address to throttle: the peer, or, when the peer is a trusted proxy, the
-    right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    right-most X-Forwarded-For entry that is not itself a trusted proxy; an IPv6 one as its
+    /64 (`_counted_as`)."""
     address = peer or "unknown"
     if not trusted or not forwarded_for or not _trusted(address, trusted):
-        return address
+        return _counted_as(address)
     for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
         if not hop:
             continue
         address = hop
         if not _trusted(hop, trusted):
             break
-    return address[:64]
+    return _counted_as(address[:64])
+
+
+def _counted_as(address: str) -> str:
+    """What failures are counted under: an IPv6 address's /64, since one host is handed a
+    whole /64 and could fail from a fresh address each time (never throttled, and pushing
+    every other address out of the table); an IPv4-mapped one as its IPv4 address."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 class FailedAuthThrottle:

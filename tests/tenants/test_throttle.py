@@ -39,3 +39,18 @@ def test_x_forwarded_for_is_read_only_from_a_trusted_peer():
     assert client_address("10.1.2.3", "6.6.6.6, 1.2.3.4, 10.1.9.9", trusted) == "1.2.3.4"
     assert client_address("10.1.2.3", None, trusted) == "10.1.2.3"
     assert client_address("10.1.2.3", "1.2.3.4", ()) == "10.1.2.3"  # no trusted proxies configured
+
+
+def test_an_ipv6_client_is_counted_by_its_64_prefix():
+    """Hostile testing: every address counted alone let a host, which holds a whole IPv6 /64,
+    fail from a fresh address each time: never throttled, and each one pushed another
+    address's count out of the table."""
+    throttle = FailedAuthThrottle(3, clock=Clock())
+    waits = [throttle.failed(client_address(f"2001:db8:1:2::{i:x}", None, ())) for i in range(1, 5)]
+    assert waits == [None, None, None, 30.0]
+    assert throttle.failed(client_address("2001:db8:1:3::1", None, ())) is None  # another /64: another client
+    assert throttle.tracked == 2
+    assert client_address("::ffff:192.0.2.7", None, ()) == "192.0.2.7"  # a dual-stack socket's IPv4 client
+    trusted = parse_networks("10.1.0.0/16")
+    assert client_address("10.1.2.3", "2001:db8:1:2:aaaa::1", trusted) == "2001:db8:1:2::/64"
+    assert client_address("10.1.2.3", "not-an-address", trusted) == "not-an-address"
