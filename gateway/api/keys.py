@@ -182,7 +182,7 @@ async def create_key(request: Request) -> Response:
     def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
         _check_fields(body, _KEY_FIELDS)
         if not isinstance(body.get("name"), str):
-            raise TenantError("`name` is required")
+            raise TenantError("`name` is required", param="name")
         issued = admin.create_key(
             body["name"],
             actor=actor,
@@ -242,7 +242,7 @@ async def create_team(request: Request) -> Response:
     def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
         _check_fields(body, _TEAM_FIELDS)
         if not isinstance(body.get("name"), str):
-            raise TenantError("`name` is required")
+            raise TenantError("`name` is required", param="name")
         return admin.create_team(body["name"], actor=actor, limits=new_limits(_limits(body))).public()
 
     return await _admin_call(request, act, 201)

@@ -70,6 +70,7 @@ def new_limits(values: dict[str, Any]) -> Limits:
                 f"`{name}` of 0 on a new key or team: leave it out for no limit (0 removes a limit only in "
                 "an update); to stop a key, revoke it.",
                 code="invalid_limit",
+                param=name,
             )
     return limits_from(values)
 
@@ -118,7 +119,9 @@ class TenantAdmin:
             except (ValueError, OverflowError, OSError):  # before year 1 once in UTC
                 when = str(expires_at)
             raise TenantError(
-                f"`expires` ({when}) is in the past: the key could never be used.", code="invalid_expires"
+                f"`expires` ({when}) is in the past: the key could never be used.",
+                code="invalid_expires",
+                param="expires",
             )
         plain, credential = issue(now)
         key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)
@@ -206,8 +209,8 @@ class TenantAdmin:
 
     # -- helpers --------------------------------------------------------------------------
     def _check_team(self, team: str | None) -> None:
-        if team:
-            self.team(team)
+        if team and not any(t.name == team for t in self.store.all_teams()):
+            raise TenantError(f"No team named `{echoed(team)}`.", status=404, code="not_found", param="team")
 
     @staticmethod
     def _entry(now: float, actor: str, action: str, target: str, detail: dict[str, Any]) -> AuditEntry:

@@ -58,7 +58,8 @@ def hash_key(plain: str) -> str:
 def check_name(name: str, what: str = "key") -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise TenantError(
-            f"A {what} name is 1-64 letters, digits or `_.:@-`, starting with a letter or digit: {echoed(name)!r}"
+            f"A {what} name is 1-64 letters, digits or `_.:@-`, starting with a letter or digit: {echoed(name)!r}",
+            param="name",
         )
     return name
 
@@ -79,16 +80,22 @@ class Limits:
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT
             ):
-                raise TenantError(f"`{name}` must be a positive integer up to {MAX_COUNT:,}, got {echoed(repr(value))}")
+                raise TenantError(
+                    f"`{name}` must be a positive integer up to {MAX_COUNT:,}, got {echoed(repr(value))}", param=name
+                )
         budget = self.budget_usd
         if budget is not None and (
             not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= MAX_BUDGET_USD
         ):  # NaN fails the comparison too; inf and 1e300 overflowed the nano-dollar count (a 500 per call)
             raise TenantError(
-                f"`budget_usd` must be a positive number up to {usd(MAX_BUDGET_USD)}, got {echoed(repr(budget))}"
+                f"`budget_usd` must be a positive number up to {usd(MAX_BUDGET_USD)}, got {echoed(repr(budget))}",
+                param="budget_usd",
             )
         if self.budget_period not in PERIODS:
-            raise TenantError(f"`budget_period` must be `day` or `month`, got {echoed(repr(self.budget_period))}")
+            raise TenantError(
+                f"`budget_period` must be `day` or `month`, got {echoed(repr(self.budget_period))}",
+                param="budget_period",
+            )
 
     @classmethod
     def stored(cls, values: dict[str, Any]) -> Limits:
@@ -259,12 +266,12 @@ def parse_models(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, .
     out = []
     for item in items:
         if not isinstance(item, str):
-            raise TenantError(f"`models` entries must be strings, got {echoed(repr(item))}")
+            raise TenantError(f"`models` entries must be strings, got {echoed(repr(item))}", param="models")
         item = item.strip()
         if item and item not in out:
             out.append(item)
     if len(out) > 100:
-        raise TenantError("at most 100 `models` globs per key")
+        raise TenantError("at most 100 `models` globs per key", param="models")
     return tuple(out)
 
 
@@ -276,7 +283,8 @@ def parse_when(text: str | None) -> float | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise TenantError(
-            f"expected an ISO date like 2027-01-01 or 2027-01-01T12:00:00Z, got {echoed(text)!r}"
+            f"`expires`: expected an ISO date like 2027-01-01 or 2027-01-01T12:00:00Z, got {echoed(text)!r}",
+            param="expires",
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -285,7 +293,9 @@ def parse_when(text: str | None) -> float | None:
         datetime.fromtimestamp(moment, UTC)  # how it is shown back: within years 1-9999 in UTC
     except (ValueError, OverflowError, OSError):
         raise TenantError(
-            f"{echoed(text)!r} falls outside the years 1-9999 once in UTC", code="invalid_expires"
+            f"`expires` {echoed(text)!r} falls outside the years 1-9999 once in UTC",
+            code="invalid_expires",
+            param="expires",
         ) from None
     return moment
 

@@ -62,6 +62,38 @@ def test_a_zero_limit_on_a_new_key_and_an_expiry_past_year_9999_are_refused(star
     assert cleared.status_code == 200 and cleared.json()["rpm"] is None
 
 
+# A value of the right type but refused (out of range, in the past, an unknown team) named no
+# field: `param` was null, so a form or a script could not tell which of a dozen was wrong.
+OUT_OF_RANGE = [
+    ("POST", "/admin/keys", {"name": "z", "rpm": -5}, 400, "rpm"),
+    ("POST", "/admin/keys", {"name": "z", "tpm": 0}, 400, "tpm"),
+    ("POST", "/admin/keys", {"name": "z", "budget_usd": -1}, 400, "budget_usd"),
+    ("POST", "/admin/teams", {"name": "t", "max_concurrent": 10**13}, 400, "max_concurrent"),
+    ("POST", "/admin/keys", {"name": "z", "expires": "soon"}, 400, "expires"),
+    ("POST", "/admin/keys", {"name": "z", "expires": "2020-01-01"}, 400, "expires"),
+    ("POST", "/admin/keys", {"name": "z", "team": "nope"}, 404, "team"),
+    ("POST", "/admin/keys", {"name": "a b"}, 400, "name"),
+    ("POST", "/admin/teams", {}, 400, "name"),
+    ("POST", "/admin/keys", {"name": "z", "models": [f"m{i}" for i in range(101)]}, 400, "models"),
+    ("PATCH", "/admin/keys/k", {"max_concurrent": -1}, 400, "max_concurrent"),
+    ("PATCH", "/admin/keys/k", {"team": "nope"}, 404, "team"),
+    ("PATCH", "/admin/teams/t", {"budget_usd": 2e9}, 400, "budget_usd"),
+]
+
+
+def test_a_value_out_of_range_is_refused_naming_its_field(start_gateway, upstream, tmp_path):
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "k"}, headers=ADMIN).status_code == 201
+    assert httpx.post(gw.url + "/admin/teams", json={"name": "t"}, headers=ADMIN).status_code == 201
+    for method, path, body, status, param in OUT_OF_RANGE:
+        answer = httpx.request(method, gw.url + path, json=body, headers=ADMIN)
+        assert (answer.status_code, answer.json()["error"]["param"]) == (status, param), (body, answer.text)
+    assert [k["name"] for k in httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"]] == ["k"]
+
+
 def test_key_management_while_the_key_store_is_down_is_a_503_in_the_apis_shape(
     start_gateway, upstream, tmp_path, redis_server
 ):
