@@ -11,6 +11,7 @@ sees the new version sees the change, and no change goes unaudited.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 import threading
@@ -118,33 +119,60 @@ class SqliteTenantStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
         self.path = path
+        self._lock = threading.Lock()
+        # Files this store has opened since it was made: the version it reports counts them
+        # (see `version`).
+        self._opened = 0
+        with self._lock:
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
         # One connection used from whichever thread calls (the gateway's to_thread workers),
         # one at a time; WAL so the CLI and several gateway processes can share the file.
-        self._db = connect_private(path, timeout=10.0)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(self._SCHEMA)
+        db = connect_private(self.path, timeout=10.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(self._SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        self._file = _identity(self.path)
+        self._opened += 1
+        return db
+
+    def _current(self) -> sqlite3.Connection:
+        """The connection to the file at `path` now (called holding the lock). A file replaced
+        under a running gateway (restored from a backup, or moved aside and made anew by the
+        CLI) is opened in its place: the connection opened at start would read and write the
+        old one for ever, its keys still working, the new file's never. A path with no file
+        (moved away, nothing in its place yet) keeps the one open."""
+        found = _identity(self.path)
+        if found is not None and found != self._file:
+            self._db.close()
+            self._db = self._open()
+        return self._db
 
     def version(self) -> int:
+        """The stored version number, plus above it how many files this store has opened: a
+        replaced file is read in full even when its number is the old file's."""
         with self._lock:
             # The schema inserts the row and nothing deletes it: there is always one.
-            row: tuple[int] = self._db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-        return row[0]
+            row: tuple[int] = self._current().execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        return (self._opened << 48) + row[0]
 
     def all_keys(self) -> list[VirtualKey]:
         with self._lock:
-            rows = self._db.execute("SELECT record FROM keys ORDER BY name").fetchall()
+            rows = self._current().execute("SELECT record FROM keys ORDER BY name").fetchall()
         return [VirtualKey.from_json(json.loads(r[0])) for r in rows]
 
     def all_teams(self) -> list[Team]:
         with self._lock:
-            rows = self._db.execute("SELECT record FROM teams ORDER BY name").fetchall()
+            rows = self._current().execute("SELECT record FROM teams ORDER BY name").fetchall()
         return [Team.from_json(json.loads(r[0])) for r in rows]
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
-            rows = self._db.execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._current().execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_entry(r[0]) for r in reversed(rows)]
 
     def _write(
@@ -158,6 +186,7 @@ class SqliteTenantStore:
     ) -> bool:
         table = "keys" if kind == "key" else "teams"
         with self._lock:
+            self._current()
             try:
                 self._db.execute("BEGIN IMMEDIATE")  # holds the file's write lock: other processes wait
                 if unchanged is not None:
@@ -194,6 +223,15 @@ class SqliteTenantStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file `path` names (device, inode); None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 # KEYS: the records hash, the audit list, the version counter. ARGV: name, record, entry,

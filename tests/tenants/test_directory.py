@@ -166,3 +166,31 @@ async def test_a_refresh_that_read_the_store_before_a_revoke_does_not_undo_it(tm
     await asyncio.gather(background, admins)
     assert directory.lookup(plain) == "revoked"
     store.inner.close()
+
+
+async def test_a_key_store_file_replaced_under_a_running_gateway_is_read_from_then_on(tmp_path):
+    """Hostile testing: a gateway read the keys.sqlite3 it had opened at start for ever. Once
+    the file was replaced (restored from a backup, or moved aside and made anew by the CLI),
+    keys that were no longer in the store kept working, and keys the CLI then created or
+    revoked in the new file never took effect, until a restart. Here the new file's version
+    number is the old one's too (one write each), so a changed number alone cannot tell."""
+    path = tmp_path / "data" / "keys.sqlite3"
+    store = SqliteTenantStore(path)
+    old = TenantAdmin(store).create_key("old", actor="t").plain
+    directory = KeyDirectory(store)
+    assert await directory.refresh()
+    assert isinstance(directory.lookup(old), Principal)
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for part in path.parent.glob("keys.sqlite3*"):
+        part.rename(aside / part.name)
+    cli = SqliteTenantStore(path)  # the CLI, finding no file, makes a new store
+    new = TenantAdmin(cli).create_key("new", actor="cli").plain
+    cli.close()
+
+    assert await directory.refresh()
+    assert isinstance(directory.lookup(new), Principal) and directory.lookup(new).key_name == "new"
+    assert directory.lookup(old) is None
+    assert not await directory.refresh()  # the same file from then on: nothing to rebuild
+    store.close()
