@@ -118,9 +118,8 @@ _FIELD_TYPES: dict[str, tuple[str, Any]] = {
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise GatewayError(
-            400, f"Unknown field(s): {echoed(', '.join(unknown))}. Allowed: {', '.join(sorted(allowed))}."
-        )
+        takes = f"Allowed: {', '.join(sorted(allowed))}." if allowed else "This call takes none."
+        raise GatewayError(400, f"Unknown field(s): {echoed(', '.join(unknown))}. {takes}")
     for name, value in body.items():
         expected, valid = _FIELD_TYPES[name]
         if not valid(value):
@@ -218,7 +217,14 @@ async def update_key(request: Request) -> Response:
 
 async def revoke_key(request: Request) -> Response:
     name = request.path_params["name"]
-    return await _admin_call(request, lambda admin, body, actor: admin.revoke_key(name, actor=actor).public())
+
+    def act(admin: TenantAdmin, body: dict[str, Any], actor: str) -> dict[str, Any]:
+        # A revoke takes no field: one it cannot honour (`{"at": ...}` for a revoke later)
+        # is refused rather than revoking now.
+        _check_fields(body, set())
+        return admin.revoke_key(name, actor=actor).public()
+
+    return await _admin_call(request, act)
 
 
 async def rotate_key(request: Request) -> Response:

@@ -94,6 +94,22 @@ def test_a_value_out_of_range_is_refused_naming_its_field(start_gateway, upstrea
     assert [k["name"] for k in httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"]] == ["k"]
 
 
+def test_a_revoke_with_fields_it_cannot_honour_is_refused_and_revokes_nothing(start_gateway, upstream, tmp_path):
+    """Hostile testing: a revoke ignored its body, so `{"at": "2027-01-01"}`, meant as a revoke
+    later, revoked the key at once and answered 200."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "k"}, headers=ADMIN).status_code == 201
+    later = httpx.post(gw.url + "/admin/keys/k/revoke", json={"at": "2027-01-01"}, headers=ADMIN)
+    assert later.status_code == 400, later.text
+    assert later.json()["error"]["message"] == "Unknown field(s): at. This call takes none."
+    assert httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"][0]["status"] == "active"
+    now = httpx.post(gw.url + "/admin/keys/k/revoke", headers=ADMIN)
+    assert now.status_code == 200 and now.json()["status"] == "revoked"
+
+
 def test_key_management_while_the_key_store_is_down_is_a_503_in_the_apis_shape(
     start_gateway, upstream, tmp_path, redis_server
 ):
