@@ -29,6 +29,9 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")  # matched whole (fullma
 # budget in nano-dollars in 64 bits; Redis scripts count in doubles).
 MAX_COUNT = 10**12
 MAX_BUDGET_USD = 1e9
+# Spend is counted in nano-dollars: a budget below one was accepted, listed as $0.00, and
+# refused every priced call, though a budget of 0 is refused when a key is made.
+MIN_BUDGET_USD = 1e-9
 # The longest a rotated-out key keeps working: long enough to roll a new key out everywhere,
 # short enough that a forgotten old one does not live on (`99999999d` was accepted).
 MAX_OVERLAP_S = 30 * 86400.0
@@ -85,10 +88,13 @@ class Limits:
                 )
         budget = self.budget_usd
         if budget is not None and (
-            not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0 < budget <= MAX_BUDGET_USD
+            not isinstance(budget, (int, float))
+            or isinstance(budget, bool)
+            or not MIN_BUDGET_USD <= budget <= MAX_BUDGET_USD
         ):  # NaN fails the comparison too; inf and 1e300 overflowed the nano-dollar count (a 500 per call)
             raise TenantError(
-                f"`budget_usd` must be a positive number up to {usd(MAX_BUDGET_USD)}, got {echoed(repr(budget))}",
+                f"`budget_usd` must be a number from {usd(MIN_BUDGET_USD)} to {usd(MAX_BUDGET_USD)}, "
+                f"got {echoed(repr(budget))}",
                 param="budget_usd",
             )
         if self.budget_period not in PERIODS:
@@ -268,6 +274,12 @@ def parse_models(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, .
         if not isinstance(item, str):
             raise TenantError(f"`models` entries must be strings, got {echoed(repr(item))}", param="models")
         item = item.strip()
+        if not item and not isinstance(text, str):
+            # Hostile testing: `[""]` (a form's one empty field) made a key for every model,
+            # as `[]` does. An empty glob in a list is a mistake, not a wish for no restriction.
+            raise TenantError(
+                "`models` entries must not be empty: `[]` is what lets a key use every model", param="models"
+            )
         if item and item not in out:
             out.append(item)
     if len(out) > 100:

@@ -78,6 +78,11 @@ OUT_OF_RANGE = [
     ("PATCH", "/admin/keys/k", {"max_concurrent": -1}, 400, "max_concurrent"),
     ("PATCH", "/admin/keys/k", {"team": "nope"}, 404, "team"),
     ("PATCH", "/admin/teams/t", {"budget_usd": 2e9}, 400, "budget_usd"),
+    # Hostile testing: a budget below the nano-dollar spend is counted in was a $0 budget
+    # listed as $0.00; one empty glob (a form's empty field) made a key for every model.
+    ("POST", "/admin/keys", {"name": "z", "budget_usd": 1e-20}, 400, "budget_usd"),
+    ("POST", "/admin/keys", {"name": "z", "models": [""]}, 400, "models"),
+    ("PATCH", "/admin/keys/k", {"models": ["qwen/*", " "]}, 400, "models"),
 ]
 
 
@@ -91,7 +96,8 @@ def test_a_value_out_of_range_is_refused_naming_its_field(start_gateway, upstrea
     for method, path, body, status, param in OUT_OF_RANGE:
         answer = httpx.request(method, gw.url + path, json=body, headers=ADMIN)
         assert (answer.status_code, answer.json()["error"]["param"]) == (status, param), (body, answer.text)
-    assert [k["name"] for k in httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"]] == ["k"]
+    [key] = httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"]
+    assert key["name"] == "k" and key["models"] == []
 
 
 def test_a_revoke_with_fields_it_cannot_honour_is_refused_and_revokes_nothing(start_gateway, upstream, tmp_path):
