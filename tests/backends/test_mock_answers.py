@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.backends import mock_answers
 from gateway.backends.mock_answers import (
+    MAX_EMBEDDING_VALUES,
     VALUE_BUDGET,
     WORDS,
     answer,
@@ -202,6 +203,20 @@ def test_embeddings_response_shape_and_usage():
     assert (
         len(embeddings_response({"model": "m", "input": [5, 6, 7]}, default_dimensions=12)["data"][0]["embedding"])
         == 12
+    )
+
+
+def test_an_embeddings_request_past_the_values_the_mock_holds_is_a_400_at_once():
+    """Hostile testing: 2048 inputs of 8192 dimensions took seven seconds of the gateway's
+    event loop, then failed as a response too large. Inputs times dimensions is bounded."""
+    most = MAX_EMBEDDING_VALUES // 2048
+    assert len(embeddings_response({"model": "m", "input": ["x"] * 2048, "dimensions": most})["data"]) == 2048
+    with pytest.raises(GatewayError) as refused:
+        embeddings_response({"model": "m", "input": ["x"] * 2048, "dimensions": most + 1})
+    assert (refused.value.status, refused.value.param) == (400, "input")
+    assert refused.value.message == (
+        f"The mock answers at most {MAX_EMBEDDING_VALUES:,} vector values (inputs times dimensions); "
+        f"this request asks for {2048 * (most + 1):,}."
     )
 
 
