@@ -293,3 +293,22 @@ def test_a_native_responses_stream_ended_cleanly_before_its_terminal_event_fails
             stream.get_final_response()
     rows = ledger(gw, 3)
     assert [(r["status"], r["backend"]) for r in rows] == [(200, "native"), (502, "native"), (502, "native")]
+
+
+def test_a_chat_stream_ended_cleanly_before_any_text_fails_over_or_ends_whole(gw, upstream, upstream_b):
+    """Read whole before its head went out: an empty answer that had finished is completed;
+    one cut after its role chunk fails the attempt, and the next candidate answers."""
+    head = {"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1, "model": "chat-1"}
+    role = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    finish = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+    events = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in (role, finish)]
+    upstream.reset(raw_stream=events)
+    text = raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO})
+    assert text == b"".join(events).decode() + "data: [DONE]\n\n"
+    upstream.reset(raw_stream=events[:1])
+    text = raw_stream(gw, "/v1/chat/completions", {"model": "open", "messages": HELLO})
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in data_of(text)).strip() == CONTENT
+    assert text.endswith("data: [DONE]\n\n")
+    rows = ledger(gw, 3)
+    assert [(r["backend"], r["status"]) for r in rows] == [("compat", 200), ("compat", 502), ("spare", 200)]
+    assert len(upstream.received) == 1 and len(upstream_b.received) == 1
