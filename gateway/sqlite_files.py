@@ -34,6 +34,18 @@ def connect_private(path: Path, timeout: float) -> sqlite3.Connection:
     return sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Which file `path` names (device, inode); None when there is none. A store compares it
+    with the file it opened to see that file replaced under it (a backup restored, or the
+    file moved aside and made anew): its connection would go on reading and writing the old
+    file, which is no longer at the path, for as long as the process runs."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def unusable_database(path: Path) -> str | None:
     """Why the SQLite file at `path` can never be used (not a database, a corrupt header),
     else None (also when it does not exist yet: it is made on first use). Read at startup:

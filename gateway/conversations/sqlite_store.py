@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
 from gateway.conversations.store import DEFAULT_LIMITS, ResponseStore, StoredResponse, StoreLimits, StoreUnavailable
-from gateway.sqlite_files import connect_private
+from gateway.sqlite_files import connect_private, file_identity
 
 _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
@@ -68,6 +68,7 @@ class SqliteResponseStore(ResponseStore):
         self._prune_every_s = prune_every_s
         self._next_prune = 0.0
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # the file `_db` opened
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="responses-sqlite")
 
     async def _run(self, fn: Callable[[*_Args], _T], *args: *_Args) -> _T:
@@ -77,6 +78,17 @@ class SqliteResponseStore(ResponseStore):
             raise StoreUnavailable(f"the response store {self.path.name} failed: {exc}") from None
 
     def _connection(self) -> sqlite3.Connection:
+        """The connection to the file at `path` now. A file replaced under a running gateway
+        (restored from a backup, or moved aside and made anew) is opened in its place: the
+        connection opened first would go on storing responses in, and serving them from, a
+        file no longer at the path. A path with no file (moved away, nothing in its place yet)
+        keeps the open one rather than make a file in the way."""
+        if self._db is not None:
+            found = file_identity(self.path)
+            if found is not None and found != self._file:
+                self._db.close()
+                self._db = None
+                log.info("response store: %s was replaced under this process: using the file now there", self.path)
         if self._db is None:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: the data dir
             db = connect_private(self.path, timeout=5.0)
@@ -84,6 +96,7 @@ class SqliteResponseStore(ResponseStore):
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             self._db = db
+            self._file = file_identity(self.path)
         return self._db
 
     async def _put(self, owner: str, response_id: str, data: bytes) -> bool:

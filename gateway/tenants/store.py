@@ -11,7 +11,6 @@ sees the new version sees the change, and no change goes unaudited.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 import threading
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.sqlite_files import connect_private
+from gateway.sqlite_files import connect_private, file_identity
 from gateway.tenants.keys import AuditEntry, Team, TenantError, VirtualKey
 
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ class SqliteTenantStore:
         except BaseException:
             db.close()
             raise
-        self._file = _identity(self.path)
+        self._file = file_identity(self.path)
         self._opened += 1
         return db
 
@@ -146,7 +145,7 @@ class SqliteTenantStore:
         CLI) is opened in its place: the connection opened at start would read and write the
         old one for ever, its keys still working, the new file's never. A path with no file
         (moved away, nothing in its place yet) keeps the one open."""
-        found = _identity(self.path)
+        found = file_identity(self.path)
         if found is not None and found != self._file:
             self._db.close()
             self._db = self._open()
@@ -223,15 +222,6 @@ class SqliteTenantStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file `path` names (device, inode); None when there is none."""
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return found.st_dev, found.st_ino
 
 
 # KEYS: the records hash, the audit list, the version counter. ARGV: name, record, entry,

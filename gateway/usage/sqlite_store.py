@@ -45,7 +45,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 
-from gateway.sqlite_files import connect_private
+from gateway.sqlite_files import connect_private, file_identity
 from gateway.usage.aggregates import MAX_APPS_PER_DAY, SEP, SUM_CAP, DayApps, DayRows, IncrementBatch
 from gateway.usage.events import MAX_COST_USD, UsageEvent
 from gateway.usage.rankings import Period
@@ -351,8 +351,10 @@ class SqliteUsageStore(UsageStore):
         self.busy_retries = 0  # slices retried because another connection held the write lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
         self._reader: sqlite3.Connection | None = None  # the thread's
+        self._reader_file: tuple[int, int] | None = None  # the file it opened (`_replaced`)
         self._told_newer = False  # a newer gateway's file: said once (`_open`)
         self._writer: sqlite3.Connection | None = None  # the loop's
+        self._writer_file: tuple[int, int] | None = None
         self._opening: asyncio.Lock | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
@@ -395,10 +397,24 @@ class SqliteUsageStore(UsageStore):
             conn.row_factory = sqlite3.Row
             return conn
 
+    def _replaced(self, opened: tuple[int, int] | None) -> bool:
+        """Whether the file at `path` is no longer the one a connection opened: restored from a
+        backup, or moved aside and made anew (by `gateway usage import`/`export`). Kept, that
+        connection would write every call into a file no longer at the path, which the CLI and
+        the other processes never read. A path with no file (moved away, nothing in its place
+        yet: perhaps a restore under way) keeps the open one rather than make a file in the way."""
+        found = file_identity(self.path)
+        return found is not None and found != opened
+
     def _connection(self) -> sqlite3.Connection:
-        """The thread's connection (reads, checkpoints); opens the file and its schema."""
+        """The thread's connection (reads, checkpoints); opens the file and its schema, again
+        when the file was replaced."""
+        if self._reader is not None and self._replaced(self._reader_file):
+            self._reader.close()
+            self._reader = None
         if self._reader is None:
             self._reader = self._open()
+            self._reader_file = file_identity(self.path)
         return self._reader
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -407,15 +423,25 @@ class SqliteUsageStore(UsageStore):
         conn.row_factory = None
         conn.execute("PRAGMA busy_timeout=0")  # never wait on the loop: busy slices are retried asynchronously
         conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints (fsyncs) run on the thread, not in a commit
+        self._writer_file = file_identity(self.path)
         return conn
 
+    def _close_replaced(self, conn: sqlite3.Connection) -> None:
+        conn.close()  # SQLite neither checkpoints nor deletes the journals of a file moved from its path
+        log.info("usage store: %s was replaced under this process: writing to the file now there", self.path)
+
     async def _writer_connection(self) -> sqlite3.Connection:
-        if self._writer is None:
+        # One stat per batch written, not per call: a replaced file is met at the next flush.
+        if self._writer is None or self._replaced(self._writer_file):
             if self._opening is None:
                 self._opening = asyncio.Lock()
             async with self._opening:
+                if self._writer is not None and self._replaced(self._writer_file):
+                    replaced, self._writer = self._writer, None
+                    await self._run(self._close_replaced, replaced)
                 if self._writer is None:
                     self._writer = await self._run(self._open_writer)  # creating the file may fsync: not on the loop
+        assert self._writer is not None  # for mypy: set above, under the lock
         return self._writer
 
     async def ensure_open(self) -> None:
