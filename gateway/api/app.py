@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -145,20 +145,14 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
         log.info("gateway serving config %s (version %s)", state.config.path, state.config.current.version)
         try:
             yield {"gateway_metrics": state.metrics}  # lifespan state: the HTTP protocol counts what it refuses
+        except asyncio.CancelledError:
+            # Only the event loop's end cancels the lifespan: uvicorn skipped its shutdown (a
+            # second Ctrl-C, "force quit"). The steps below run anyway; once they are done there
+            # is nothing left to cancel (re-raised, uvicorn logged it as a traceback).
+            log.warning("shutdown forced: open connections were not waited for")
         finally:
             gc.set_threshold(*collector_thresholds)
-            for task in state.tasks:
-                task.cancel()
-            for closer in state.closers:
-                try:
-                    await closer()
-                except Exception:
-                    log.exception("shutdown step failed")
-            await state.backends.aclose()
-            if state.redis is not None:
-                await state.redis.aclose()
-            state.metrics.process_stopping()
-            log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
+            await _to_the_end(_shut_down(state))
 
     app = FastAPI(title="open-model-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     # Starlette calls it only for GatewayError, the class it is registered for.
@@ -169,6 +163,36 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
     app.router.routes.extend(starlette_routes(table))
     front = FastPathApp(app, fast_routes(table))
     return with_middleware(front, [*middleware, *imported_middleware(settings.middleware)])
+
+
+async def _shut_down(state: AppState) -> None:
+    for task in state.tasks:
+        task.cancel()
+    for closer in state.closers:
+        try:
+            await closer()
+        except Exception:
+            log.exception("shutdown step failed")
+    await state.backends.aclose()
+    if state.redis is not None:
+        await state.redis.aclose()
+    state.metrics.process_stopping()
+    log.info("gateway stopped after %d shutdown step(s)", len(state.closers))
+
+
+async def _to_the_end(steps: Coroutine[Any, Any, None]) -> None:
+    """Run the shutdown `steps` to their end in a task of their own, whatever cancels the
+    lifespan meanwhile. A second Ctrl-C ("CTRL+C to force quit") makes uvicorn skip the
+    lifespan's shutdown and return; the event loop's end then cancels every task, and the
+    steps were cut at their first await: the calls still buffered for the ledger were lost.
+    Each step is bounded (the ledger's last flush by GATEWAY_USAGE_SHUTDOWN_FLUSH_S)."""
+    task = asyncio.ensure_future(steps)
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            pass  # the steps go on (the loop's end waits for this task)
+    task.result()
 
 
 def _wire_metrics(state: AppState) -> None:

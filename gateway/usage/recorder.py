@@ -243,10 +243,12 @@ class UsageRecorder:
         self._wake.set()
         self._stop.set()
         if self._task is not None:
-            try:
-                await self._task  # lets a write in progress finish
-            except Exception:
-                log.exception("usage recorder task failed")
+            # Lets a write in progress finish. A task cancelled from outside (the event loop's
+            # end cancels every task when shutdown was forced) has ended too: its batch stayed
+            # buffered and is written below, not lost with a CancelledError.
+            await asyncio.wait([self._task])
+            if not self._task.cancelled() and self._task.exception() is not None:
+                log.error("usage recorder task failed", exc_info=self._task.exception())
         deadline = time.monotonic() + timeout_s
         delay = self.retry_initial_s
         while self._buffer:

@@ -328,3 +328,32 @@ def chunks_before_the_shutdown_event(body: bytes) -> list[dict]:
         }
     }
     return [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+
+
+def test_a_second_ctrl_c_still_writes_the_calls_it_served_to_the_ledger(start_gateway, upstream):
+    """Hostile testing: a second Ctrl-C while the gateway drained (uvicorn's "CTRL+C to force
+    quit") skipped the shutdown steps: the calls still buffered for the ledger were lost, and
+    the log showed a CancelledError traceback. Force quitting stops the wait for open
+    connections; what was served is still written."""
+    gw = start_gateway(policy(upstream.base_url), env={"GATEWAY_USAGE_FLUSH_S": "60"})  # held in the buffer
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Count."}]}
+    for _ in range(2):
+        assert httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+    upstream.reset(delay_s=30)
+    caller = threading.Thread(
+        target=lambda: httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30), daemon=True
+    )
+    caller.start()
+    poll(lambda: len(upstream.received) == 1, what="the third call to reach the upstream")  # reset cleared the list
+
+    gw.signal(signal.SIGINT)
+    poll(lambda: "Waiting for connections to close" in gw.log(), what="the gateway to wait for the open call")
+    gw.signal(signal.SIGINT)
+    assert gw.proc.wait(30) == 130  # as a shell reports an interrupted command
+    caller.join(10)
+
+    log = gw.log()
+    assert "CancelledError" not in log and "Traceback" not in log
+    with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
+        rows = db.execute("SELECT status, error, final FROM events ORDER BY timestamp").fetchall()
+    assert rows == [(200, None, 1), (200, None, 1), (503, "shutdown", 1)]
