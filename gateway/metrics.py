@@ -454,7 +454,7 @@ class Metrics:
     def track_offers(self, snapshot: ConfigSnapshot) -> None:
         """Give every configured offer a circuit-state series (closed until routing says
         otherwise) and zero misconfiguration/malformed/usage-bound counts, and drop the circuit series of
-        offers a reload removed."""
+        offers a reload removed (with several workers, set them closed)."""
         current = {o.key for offers in snapshot.offers.values() for o in offers}
         for key in current - self._circuit_offers:
             self._child(self.circuit_state, *key).set(CircuitState.CLOSED)
@@ -464,13 +464,16 @@ class Metrics:
             self._child(self.usage_out_of_bounds, key[0])
             for reason in ("full", "model_limit"):
                 self._child(self.candidates_skipped, key[0], reason)
-        if self.multiprocess_dir is None:  # prometheus-client cannot remove series across processes
-            for key in self._circuit_offers - current:
+        for key in self._circuit_offers - current:
+            if self.multiprocess_dir is None:
                 self.circuit_state.remove(*key)
                 self._children.pop((id(self.circuit_state), *key), None)
-            self._circuit_offers = current
-        else:
-            self._circuit_offers |= current
+            else:
+                # prometheus-client cannot remove a series across processes: it would keep the
+                # last state routing reported, an open circuit alerting for an offer no longer
+                # configured until a restart. Closed, it alerts on nothing.
+                self._child(self.circuit_state, *key).set(CircuitState.CLOSED)
+        self._circuit_offers = current
 
     # -- exposition ------------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

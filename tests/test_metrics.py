@@ -323,3 +323,33 @@ def test_the_readme_metrics_table_lists_every_metric_the_gateway_exports():
     suffixes = {"counter": "_total", "gauge": "", "histogram": ""}
     exported = {f.name + suffixes[f.type] for f in Metrics().registry.collect()}
     assert listed == exported
+
+
+_RELOADING_WORKER = """
+from tests.test_metrics import CONFIG, snapshot
+from gateway.metrics import CircuitState, Metrics
+m = Metrics()
+m.process_started()
+m.track_offers(snapshot())
+m.set_circuit_state("slow", "z-ai/glm-5", CircuitState.OPEN)
+m.track_offers(snapshot(CONFIG.replace("      z-ai/glm-5: {}\\n", "")))  # a reload removes the offer
+print(m.render()[0].decode())
+"""
+
+
+def test_with_several_workers_an_offer_a_reload_removed_is_no_longer_reported_open(tmp_path):
+    """Hostile testing: with `--workers N` the circuit series of an offer a reload removed
+    cannot be deleted (prometheus-client's multiprocess files), and it kept the last state
+    routing reported: an offer removed while its circuit was open showed open until a
+    restart, and the circuit-open alert fired for a backend no longer configured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    text = subprocess.run(
+        [sys.executable, "-c", _RELOADING_WORKER], env=env, check=True, timeout=30, capture_output=True, text=True
+    ).stdout
+    states = {
+        (s.labels["backend"], s.labels["model"]): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gateway_backend_circuit_state"
+    }
+    assert states[("slow", "z-ai/glm-5")] == CircuitState.CLOSED
