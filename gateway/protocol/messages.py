@@ -424,8 +424,12 @@ def _tool_result_content(content: Any, where: str) -> tuple[str, list[dict[str, 
 
 def _part(block: Any, where: str) -> dict[str, Any]:
     kind = block.get("type") if isinstance(block, dict) else None
-    if kind == "text" and isinstance(block.get("text"), str):
-        return {"type": "text", "text": block["text"]}
+    if kind == "text":
+        if isinstance(block.get("text"), str):
+            return {"type": "text", "text": block["text"]}
+        # Malformed, not Anthropic-only: it was refused as "blocks of type `text` are not
+        # supported here" and kept for native candidates only.
+        raise invalid_request(f"{where}.text: must be a string.", f"{where}.text")
     if kind == "image":
         return {"type": "image_url", "image_url": {"url": _source_url(block.get("source"), where)}}
     if kind == "document":

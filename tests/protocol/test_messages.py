@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
+    ANTHROPIC_ONLY,
     anthropic_error,
     chat_to_message,
     check_tool_results,
@@ -344,6 +345,14 @@ def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
             "base64 or url",
         ),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice", "auto, any, none"),
+        # Hostile testing: a user's text block without its text was "not supported here",
+        # kept as Anthropic-only for a native candidate to refuse.
+        ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text", "a string"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "messages.0.content.0.text",
+            "must be a string",
+        ),
     ],
 )
 def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
@@ -351,6 +360,8 @@ def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
         messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, **change})
     assert (caught.value.status, caught.value.param) == (400, param)
     assert words in caught.value.message
+    if param.endswith(".text"):
+        assert caught.value.code != ANTHROPIC_ONLY  # malformed, for any backend: not kept for a native one
 
 
 def test_documents_become_file_or_text_parts():
@@ -783,7 +794,7 @@ def test_a_user_turn_of_text_blocks_is_one_string_joined_by_lines():
     [
         (
             [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "text", "text": 3}]}],
-            "messages.1.content.0",
+            "messages.1.content.0.text",
         ),
         ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}], "messages.1.content"),
         (
