@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from gateway.settings import Settings, legacy_store_notice
     from gateway.tenants.store import open_tenant_store
 
+    # SIGHUP means "re-read the policy" once a worker serves (gateway.api.app); until then its
+    # default action ended the gateway, silently, when a reload came during the seconds of
+    # startup (a config tool reloading right after a deploy). Startup reads the file anyway:
+    # ignored until then (workers inherit it, and set their own handler when they serve).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Flags become environment so that every worker process builds the same Settings.
     for flag, env in (
         ("config", "CONFIG"),

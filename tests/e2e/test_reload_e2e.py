@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
+from tests.support.ports import free_port
 from tests.support.services import REPO
 
 
@@ -147,3 +149,38 @@ def test_the_shipped_policies_validate(path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{path}: valid")
+
+
+def test_a_sighup_during_startup_does_not_end_the_gateway(tmp_path):
+    """Hostile testing: SIGHUP's default action ended `gateway serve` (exit 129, nothing
+    logged) when it came before the gateway served, as a config tool's reload right after a
+    deploy does. Here it comes every few milliseconds from the moment `serve` reads its
+    settings until the gateway answers: it must come up and keep serving."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("backends:\n  mock: {type: mock, models: {m/one: {}}}\nroutes:\n  auto: {models: [m/one]}\n")
+    log = tmp_path / "gateway.log"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(policy), "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        poll(lambda: "open-file limit" in log.read_text(), what="serve to start", interval=0.005)
+
+        def serving_despite_hangups() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
+            proc.send_signal(signal.SIGHUP)
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+
+        poll(serving_despite_hangups, what="the gateway to serve", interval=0.01, ignore=(httpx.HTTPError,))
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)
