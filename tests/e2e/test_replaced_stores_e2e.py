@@ -15,20 +15,8 @@ import pytest
 from gateway.usage.rankings import today_utc
 from tests.e2e.test_usage_e2e import FAST_FLUSH, LIVE_CONFIG, MESSAGES
 from tests.e2e.usage_helpers import gateway_cli, rankings
+from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
-
-ONE_BACKEND = """
-backends:
-  up-a:
-    type: openai
-    base_url: {a}
-    api_key: sk-a-123456
-    models:
-      qwen/qwen3-32b: {{upstream_id: Qwen/Qwen3-32B}}
-routes:
-  auto:
-    models: [qwen/qwen3-32b]
-"""
 
 
 def _move_aside(data_dir: Path, name: str, aside: Path) -> None:
@@ -78,7 +66,7 @@ def test_a_response_store_restored_from_a_backup_is_the_one_served(start_gateway
     was never read: the gateway went on serving (and storing into) the file it had opened at
     start, so a response the backup does not hold was still served, and responses stored
     after the restore were in no file at the path."""
-    gw = start_gateway(ONE_BACKEND.format(a=upstream.base_url), env=FAST_FLUSH)
+    gw = start_gateway(one_backend_policy(upstream.base_url), env=FAST_FLUSH)
     client = openai_client(gw)
     data_dir = gw.dir / "data"
     kept = client.responses.create(model="auto", input="Before the backup.")

@@ -95,15 +95,20 @@ def test_messages_requests_in_flight_never_overspend_a_budget(start_gateway, ups
     upstream.reset(completion_tokens=3000, delay_s=1.0)  # all four in flight together
     body = {"model": "coder", "max_tokens": 3000, "messages": [{"role": "user", "content": "Write a lot."}]}
 
-    def ask(_: int) -> int:
-        return httpx.post(gw.url + "/v1/messages", json=body, headers=bearer(key), timeout=30).status_code
-
-    with ThreadPoolExecutor(4) as pool:
-        statuses = sorted(pool.map(ask, range(4)))
-    assert statuses == [200, 429, 429, 429]  # $3 reserved for the first leaves no room for a second
+    assert four_at_once(gw, "/v1/messages", body, key) == [200, 429, 429, 429]  # $3 reserved: no room for a second
     assert len(upstream.received) == 1
     view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
     assert 3.0 < view["usage_daily"] <= 5.0, view  # the one call: 3000 tokens at $1000/M and its prompt
+
+
+def four_at_once(gw, path: str, body: dict, key: str) -> list[int]:
+    """The statuses of four calls of `body` sent together, sorted."""
+
+    def ask(_: int) -> int:
+        return httpx.post(gw.url + path, json=body, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        return sorted(pool.map(ask, range(4)))
 
 
 def test_a_chat_call_reserves_the_larger_of_max_tokens_and_max_completion_tokens(start_gateway, upstream, tmp_path):
@@ -123,12 +128,7 @@ def test_a_chat_call_reserves_the_larger_of_max_tokens_and_max_completion_tokens
         "messages": [{"role": "user", "content": "Write a lot."}],
     }
 
-    def ask(_: int) -> int:
-        return httpx.post(gw.url + "/v1/chat/completions", json=body, headers=bearer(key), timeout=30).status_code
-
-    with ThreadPoolExecutor(4) as pool:
-        statuses = sorted(pool.map(ask, range(4)))
-    assert statuses == [200, 429, 429, 429]  # $3 reserved for the first leaves no room for a second
+    assert four_at_once(gw, "/v1/chat/completions", body, key) == [200, 429, 429, 429]
     assert len(upstream.received) == 1
     view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
     assert 3.0 < view["usage_daily"] <= 5.0, view
