@@ -131,8 +131,11 @@ async def relay_stream(
                             except Exception as exc:
                                 raise OwnFault(exc) from exc
                     tail = accountant.flush()
-                    if not accountant.saw_done:
-                        tail += ended_without_its_end(accountant, opened.offer, tail or relayed, chat)
+                    # An unterminated last event (`tail`) is handed on and read by the translation
+                    # first (its malformed chunk ends the stream with the translation's own error
+                    # event): the end is judged without it then, as before.
+                    if not accountant.saw_done and not tail:
+                        tail = ended_without_its_end(accountant, opened.offer, relayed, chat)
                 except (OwnFault, TranslationEnded):
                     raise
                 except Exception as exc:
