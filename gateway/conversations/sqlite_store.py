@@ -4,6 +4,13 @@ Every statement runs on the store's one thread with its own connection (WAL, so 
 gateway worker processes share the file), never on the event loop. A read checks the
 expiry itself, so an expired record is never served; the rows behind it are deleted at most
 once every `prune_every_s`, in small batches, by the next write.
+
+Each owner's bytes are kept beside its records (`owner_bytes`, kept by triggers, so every
+statement and every process that changes a record changes them too): a write reads one row
+to know whether the owner is past its budget. Summed over the owner's records on each
+write, as before, a key that kept storing made every write slower than the last (352
+streamed Responses a second at first, 92 with 5,600 records kept, 200 ms a write at the
+default budget's 100,000).
 """
 
 from __future__ import annotations
@@ -35,6 +42,30 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 CREATE INDEX IF NOT EXISTS responses_by_owner ON responses (owner, expires_at);
 """
+# The owners' bytes, expired records not yet pruned included. One script under the write
+# lock: a file an earlier version wrote (records, no totals) gets its totals filled once;
+# two processes opening it at once never both fill them.
+_TOTALS = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS owner_bytes (owner TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS responses_added AFTER INSERT ON responses BEGIN
+    INSERT INTO owner_bytes (owner, bytes) VALUES (NEW.owner, length(NEW.data))
+    ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS responses_removed AFTER DELETE ON responses BEGIN
+    UPDATE owner_bytes SET bytes = bytes - length(OLD.data) WHERE owner = OLD.owner;
+    DELETE FROM owner_bytes WHERE owner = OLD.owner AND bytes <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS responses_replaced AFTER UPDATE ON responses BEGIN
+    UPDATE owner_bytes SET bytes = bytes - length(OLD.data) WHERE owner = OLD.owner;
+    DELETE FROM owner_bytes WHERE owner = OLD.owner AND bytes <= 0;
+    INSERT INTO owner_bytes (owner, bytes) VALUES (NEW.owner, length(NEW.data))
+    ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes;
+END;
+INSERT INTO owner_bytes (owner, bytes) SELECT owner, SUM(length(data)) FROM responses
+WHERE NOT EXISTS (SELECT 1 FROM owner_bytes) GROUP BY owner;
+COMMIT;
+"""
 # A record with the same id is replaced only if it is the same owner's, or expired.
 _PUT = (
     "INSERT INTO responses (id, owner, expires_at, data) VALUES (?, ?, ?, ?) "
@@ -46,8 +77,10 @@ _DELETE = "DELETE FROM responses WHERE id = ? AND owner = ? AND expires_at > ?"
 _PRUNE = "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses WHERE expires_at <= ? LIMIT ?)"
 _PRUNE_BATCH = 500
 # An owner's live records, newest first, with their sizes: what eviction walks.
-_OWNED = "SELECT id, length(data) FROM responses WHERE owner = ? AND expires_at > ? ORDER BY expires_at DESC"
-_OWNED_BYTES = "SELECT COALESCE(SUM(length(data)), 0) FROM responses WHERE owner = ? AND expires_at > ?"
+_OWNER_BYTES = "SELECT bytes FROM owner_bytes WHERE owner = ?"
+_OWNER_EXPIRED = "DELETE FROM responses WHERE owner = ? AND expires_at <= ?"
+# An owner's live records, oldest first, with their sizes: what eviction walks until within budget.
+_OLDEST = "SELECT id, length(data) FROM responses WHERE owner = ? AND expires_at > ? ORDER BY expires_at"
 _EVICT = "DELETE FROM responses WHERE id = ? AND owner = ?"
 
 
@@ -95,6 +128,11 @@ class SqliteResponseStore(ResponseStore):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            try:
+                db.executescript(_TOTALS)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
             self._file = file_identity(self.path)
         return self._db
@@ -106,8 +144,11 @@ class SqliteResponseStore(ResponseStore):
         db = self._connection()
         now = self._clock()
         written = db.execute(_PUT, (response_id, owner, now + self.limits.ttl_s, data, now)).rowcount > 0
-        if written and db.execute(_OWNED_BYTES, (owner, now)).fetchone()[0] > self.limits.max_owner_bytes:
-            self._evict(db, owner, response_id, now)
+        if written and self._owner_bytes(db, owner) > self.limits.max_owner_bytes:
+            db.execute(_OWNER_EXPIRED, (owner, now))  # counted until pruned: not live bytes
+            total = self._owner_bytes(db, owner)
+            if total > self.limits.max_owner_bytes:
+                self._evict(db, owner, response_id, now, total)
         if now >= self._next_prune:
             self._next_prune = now + self._prune_every_s
             deleted = self._prune(db, now)
@@ -115,16 +156,26 @@ class SqliteResponseStore(ResponseStore):
                 log.info("deleted %d stored response(s) past their retention", deleted)
         return written
 
-    def _evict(self, db: sqlite3.Connection, owner: str, kept: str, now: float) -> None:
-        """Delete the owner's oldest records past its byte budget (never `kept`, just written)."""
-        total = 0
-        evicted = 0
-        for response_id, size in db.execute(_OWNED, (owner, now)).fetchall():
-            total += size
-            if total > self.limits.max_owner_bytes and response_id != kept:
-                db.execute(_EVICT, (response_id, owner))
-                evicted += 1
-        log.info("evicted %d stored response(s) of one key past its %d bytes", evicted, self.limits.max_owner_bytes)
+    @staticmethod
+    def _owner_bytes(db: sqlite3.Connection, owner: str) -> int:
+        row = db.execute(_OWNER_BYTES, (owner,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _evict(self, db: sqlite3.Connection, owner: str, kept: str, now: float, total: int) -> None:
+        """Delete the owner's oldest records until its `total` bytes are within its budget
+        (never `kept`, just written): as many rows read as records evicted, and one more."""
+        evicted = []
+        for response_id, size in db.execute(_OLDEST, (owner, now)):
+            if total <= self.limits.max_owner_bytes:
+                break
+            if response_id != kept:
+                evicted.append(response_id)
+                total -= size
+        for response_id in evicted:
+            db.execute(_EVICT, (response_id, owner))
+        log.info(
+            "evicted %d stored response(s) of one key past its %d bytes", len(evicted), self.limits.max_owner_bytes
+        )
 
     def _prune(self, db: sqlite3.Connection, now: float) -> int:
         deleted = 0

@@ -4,6 +4,7 @@ the size limit and the TTL. The Redis one runs on a private redis-server."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -252,5 +253,101 @@ async def test_one_owners_records_stay_within_its_byte_budget_oldest_evicted_fir
         await store.put(owner, records[4])  # fits in what the delete gave back
         assert [await store.get(owner, r.id) is not None for r in records[2:5]] == [True, True, True]
         assert await store.get("dave", "resp_dave") is not None
+    finally:
+        await store.aclose()
+
+
+def _owner_totals(path) -> tuple[dict[str, int], dict[str, int]]:
+    """The bytes the file keeps per owner, and what its records add up to (expired included)."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        kept = dict(db.execute("SELECT owner, bytes FROM owner_bytes").fetchall())
+        summed = dict(db.execute("SELECT owner, SUM(length(data)) FROM responses GROUP BY owner").fetchall())
+    finally:
+        db.close()
+    return kept, summed
+
+
+async def test_sqlite_keeps_each_owners_bytes_beside_its_records(tmp_path):
+    """A write reads the owner's total rather than summing its records: summed, each write
+    cost more than the last (a key storing streamed Responses went from 352 a second to 92
+    with 5,600 records kept). The total follows every change: new, replaced, taken over when
+    expired, deleted, evicted, pruned, and a second process's writes."""
+    now = [1000.0]
+    path = tmp_path / "r.sqlite3"
+    limits = StoreLimits(ttl_s=10, max_owner_bytes=4000)
+    store = SqliteResponseStore(path, limits, prune_every_s=3600, clock=lambda: now[0])
+    other = SqliteResponseStore(path, limits, prune_every_s=3600, clock=lambda: now[0])
+    try:
+        await store.put("alice", _record("resp_1", "x" * 500))
+        await store.put("alice", _record("resp_1", "x" * 900))  # replaced: counted once, at its new size
+        await other.put("bob", _record("resp_2"))
+        await store.put("bob", _record("resp_3", "y" * 300))
+        kept, summed = _owner_totals(path)
+        assert kept == summed and set(kept) == {"alice", "bob"}
+        assert await other.delete("bob", "resp_2") is True
+        assert _owner_totals(path)[0] == _owner_totals(path)[1]
+        now[0] += 11  # resp_1 and resp_3 expired, not pruned
+        await store.put("carol", _record("resp_1", "z" * 100))  # alice's expired id taken over
+        kept, summed = _owner_totals(path)
+        assert kept == summed and set(kept) == {"bob", "carol"}  # alice has nothing left
+        for i in range(4):  # past carol's budget: her oldest evicted
+            await store.put("carol", _record(f"resp_c{i}", "w" * 500))
+        kept, summed = _owner_totals(path)
+        assert kept == summed and kept["carol"] <= 4000
+        now[0] += 3600
+        await store.put("dave", _record("resp_d"))  # prunes everything expired: bob's and carol's
+        assert _owner_totals(path) == ({"dave": _owner_totals(path)[1]["dave"]},) * 2
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_sqlite_counts_an_owners_expired_records_out_before_evicting(tmp_path):
+    """Expired records not yet pruned are in the owner's kept total; they go before any live
+    record is evicted for them."""
+    now = [1000.0]
+    store = SqliteResponseStore(
+        tmp_path / "r.sqlite3", StoreLimits(ttl_s=10, max_owner_bytes=4000), prune_every_s=3600, clock=lambda: now[0]
+    )
+    try:
+        await store.put("alice", _record("resp_other"))  # the prune's hour starts here
+        for i in range(3):
+            await store.put("alice", _record(f"resp_old{i}", "x" * 500))
+        now[0] += 11
+        for i in range(3):
+            await store.put("alice", _record(f"resp_new{i}", "x" * 500))
+        assert [await store.get("alice", f"resp_new{i}") is not None for i in range(3)] == [True] * 3
+        assert await store.count() == 3  # the expired ones deleted to make room, nothing else
+    finally:
+        await store.aclose()
+
+
+async def test_a_sqlite_file_from_before_the_kept_totals_gets_them(tmp_path):
+    """A file written by an earlier version (records, no totals) is counted once when opened:
+    its records count against their owners' budgets from the first write on."""
+    import sqlite3
+
+    path = tmp_path / "r.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE responses (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL, data BLOB NOT NULL);"
+    )
+    old = [_record(f"resp_{i}", "x" * 500) for i in range(3)]
+    for i, record in enumerate(old):
+        db.execute(
+            "INSERT INTO responses VALUES (?, ?, ?, ?)", (record.id, "alice", time.time() + 86400 + i, record.encode())
+        )
+    db.commit()
+    db.close()
+    store = SqliteResponseStore(path, StoreLimits(max_owner_bytes=4000))
+    try:
+        assert await store.get("alice", "resp_0") is not None
+        await store.put("alice", _record("resp_new", "x" * 500))  # a fourth: the oldest goes
+        assert [await store.get("alice", f"resp_{i}") is not None for i in range(3)] == [False, True, True]
+        kept, summed = _owner_totals(path)
+        assert kept == summed
     finally:
         await store.aclose()
