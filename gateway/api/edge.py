@@ -169,6 +169,12 @@ class Ingress(abc.ABC):
         write). Asked only of an ingress that overrides `completed`."""
         return True
 
+    def answer_bound(self, request: IngressRequest, configured: int) -> int:
+        """The most of a non-streamed answer this request may have held (`configured`:
+        `gateway.max_response_bytes`); an API whose legitimate answers grow past it with what
+        the request asks for raises it in proportion."""
+        return configured
+
     def native_only(self, request: IngressRequest) -> bool:
         """Whether only a candidate serving this API natively can take the request (its chat
         translation refused it: content only that API has). When routing leaves none, the

@@ -17,7 +17,12 @@ from gateway.api.edge import Ingress, IngressRequest, StreamTranslator
 from gateway.api.ingress import handle
 from gateway.backends.base import EMBEDDINGS, Backend
 from gateway.config.snapshot import Offer
-from gateway.protocol.embeddings import EmbeddingsRequest, parse_embeddings_request, upstream_embeddings_payload
+from gateway.protocol.embeddings import (
+    EmbeddingsRequest,
+    answer_bytes,
+    parse_embeddings_request,
+    upstream_embeddings_payload,
+)
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import UpstreamCall
@@ -34,6 +39,13 @@ class EmbeddingsIngress(Ingress):
         if "embeddings" not in offer.apis or not isinstance(request, EmbeddingsRequest):
             return None  # no translation exists: only a backend serving /embeddings can answer
         return UpstreamCall(EMBEDDINGS, upstream_embeddings_payload(request, offer.upstream_id), EMBEDDINGS_FORMAT)
+
+    def answer_bound(self, request: IngressRequest, configured: int) -> int:
+        # A valid answer grows with the batch: 2,048 float vectors of 3,072 dimensions are
+        # about 130 MB of JSON, which OpenAI sends. Bounded by what this request asked for.
+        if isinstance(request, EmbeddingsRequest):
+            return max(configured, answer_bytes(request))
+        return configured
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         return opened.body

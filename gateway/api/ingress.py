@@ -181,7 +181,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
         out_headers.append((b"x-gateway-task", decision.task.encode()))
         if decision.route:
             out_headers.append((b"x-gateway-route", decision.route.encode()))
-        limit = snapshot.config.gateway.max_response_bytes
+        limit = ingress.answer_bound(request, snapshot.config.gateway.max_response_bytes)
         await _answer(
             state,
             scope,

@@ -101,6 +101,24 @@ def _routing_view(payload: dict[str, Any], model: str, inputs: list[str | list[i
     return ChatRequest(view, model, False, False, batch=len(inputs))  # the limiter reserves for each input
 
 
+# The most a valid answer may take per input: a float written in JSON (`-1.2345678901234567e-05,`
+# is 24 bytes; base64 takes under 6) for each dimension asked for, or for the widest model in
+# common use when the request names none, and its item's own fields.
+_BYTES_PER_VALUE = 24
+_DIMENSIONS_UNNAMED = 4096
+_BYTES_PER_ITEM = 256
+# Whatever it asks for, no answer is held past this (a batch of 2,048 at 4,096 dimensions is
+# about 200 MB): the bound keeps a broken upstream from filling the gateway's memory.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+
+
+def answer_bytes(request: EmbeddingsRequest) -> int:
+    """The size a valid answer to `request` can reach: what its batch and `dimensions` ask
+    for, at most `MAX_ANSWER_BYTES`."""
+    dimensions = request.payload.get("dimensions") or _DIMENSIONS_UNNAMED
+    return min(len(request.inputs) * (dimensions * _BYTES_PER_VALUE + _BYTES_PER_ITEM), MAX_ANSWER_BYTES)
+
+
 def upstream_embeddings_payload(request: EmbeddingsRequest, upstream_model: str) -> dict[str, Any]:
     """The body one backend gets: the client's fields, the backend's model id."""
     payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS}

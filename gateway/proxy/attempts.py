@@ -61,6 +61,7 @@ from gateway.backends.errors import (
     MalformedAnswer,
     RateLimited,
     RequestNotEncodable,
+    ResponseTooLarge,
     StreamBroken,
     StreamIdleTimeout,
     UpstreamError,
@@ -719,6 +720,15 @@ def client_error(
         )
     if isinstance(error, RequestNotEncodable):  # the client's body, never sent: its own words
         return GatewayError(400, error.message, code="request_not_encodable")
+    if isinstance(error, ResponseTooLarge):
+        # The request's doing, most often (a large batch of float embeddings): named as such,
+        # so the ledger's row says so and the rankings' uptime leaves it out.
+        return GatewayError(
+            502,
+            f"The upstream's answer is too large to relay ({error.message}); ask for less in one request "
+            f"(tried: {tried}).",
+            code=error.reason,
+        )
     if isinstance(error, MalformedAnswer):
         return GatewayError(
             502,

@@ -166,7 +166,11 @@ ATTEMPTS = "attempts"  # the `hist` measure of attempt outcomes: bucket 1 answer
 ANSWERED, FAILED = 1, 0
 
 # Error labels of attempts that failed because of the request, not the provider.
-_CLIENT_CAUSED = frozenset({"context_length", "context_length_exceeded", "client_disconnected", "cancelled"})
+# An answer over `max_response_bytes` is the request's doing (how much it asked for), as the
+# circuit breakers take it too.
+_CLIENT_CAUSED = frozenset(
+    {"context_length", "context_length_exceeded", "client_disconnected", "cancelled", "response_too_large"}
+)
 # ... and of calls the gateway itself ended: its shutdown's grace period ran out mid-answer, or
 # its own fault after the provider had answered (a translation): neither says the provider failed.
 _GATEWAY_CAUSED = frozenset({"shutdown", "internal_error"})

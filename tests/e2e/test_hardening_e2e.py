@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e.usage_helpers import gateway_cli
 from tests.support.poll import poll
 from tests.support.ports import free_port
 from tests.support.scrape import scrape
@@ -24,14 +25,15 @@ backends:
     type: openai
     base_url: {a}
     timeout_s: 10
-    models: {{m/x: {{upstream_id: up-x}}}}
+    models: {{m/x: {{upstream_id: up-x}}, m/e: {{upstream_id: up-e, kind: embedding}}}}
   second:
     type: openai
     base_url: {b}
     timeout_s: 10
-    models: {{m/x: {{upstream_id: up-x}}}}
+    models: {{m/x: {{upstream_id: up-x}}, m/e: {{upstream_id: up-e, kind: embedding}}}}
 routes:
   auto: {{strategy: ordered, models: [m/x]}}
+  embed: {{strategy: ordered, models: [m/e]}}
 gateway:
   max_response_bytes: 1048576
   fallback: {{backoff_base_s: 0}}
@@ -199,6 +201,60 @@ def test_answers_too_large_for_the_gateway_never_open_the_backends_circuit(gw, u
     assert len(upstream.received) == 4  # each request tried the first backend again
     circuits = {(c["backend"], c["model"]): c["state"] for c in httpx.get(gw.url + "/admin/status").json()["circuits"]}
     assert circuits.get(("first", "m/x")) == "closed", circuits
+
+
+def test_an_answer_too_large_on_every_candidate_is_named_so_and_left_out_of_uptime(gw, upstream, upstream_b):
+    """A new user's test: the 502 said `upstream_error` and the ledger's final row too, so the
+    rankings counted the backend down for what the request had asked."""
+    for server in (upstream, upstream_b):
+        server.reset(content_bytes=2 * 1024 * 1024)  # twice this gateway's max_response_bytes
+    r = httpx.post(gw.url + "/v1/chat/completions", json=ask(), timeout=30)
+    assert r.status_code == 502
+    error = r.json()["error"]
+    assert error["code"] == "response_too_large"
+    assert error["message"] == (
+        "The upstream's answer is too large to relay (the upstream's answer is larger than 1048576 bytes); "
+        "ask for less in one request (tried: first/m/x (response_too_large), second/m/x (response_too_large))."
+    )
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+    path = gw.dir / "data" / "usage.sqlite3"
+
+    def rows():
+        with sqlite3.connect(path) as db:
+            found = db.execute("SELECT backend, status, error, final FROM events ORDER BY attempt").fetchall()
+        return found if len(found) == 2 else None
+
+    assert poll(rows, what="both rows", ignore=(sqlite3.OperationalError,)) == [
+        ("first", 502, "response_too_large", 0),
+        ("second", 502, "response_too_large", 1),
+    ]
+    done = gateway_cli("rankings", "--json", "--data-dir", str(gw.dir / "data"))
+    assert done.returncode == 0, done.stderr
+    throughput = orjson.loads(done.stdout)["throughput"]
+    # Neither attempt counts for or against its provider: no uptime to show (it was 0%).
+    # The table lists the offer the call ended on (the final row's), with no attempts counted.
+    assert [(t["backend"], t["requests"], t["attempts"], t["uptime"]) for t in throughput] == [
+        ("second", 1, 0, None)
+    ], throughput
+
+
+def test_a_large_float_embeddings_batch_is_held_in_proportion_to_what_it_asked(gw, upstream, upstream_b):
+    """A new user's test: 1,100 float vectors of 1,536 dimensions (about 33 MB of JSON, as
+    OpenAI sends them) failed with a 502 on every candidate over the 32 MB default. Here 2,048
+    inputs of 100 dimensions (about 2 MB) against this gateway's 1 MiB: an answer that size is
+    what the request asked for, held up to its own bound."""
+    inputs = [f"text {i}" for i in range(2048)]
+    body = {"model": "embed", "input": inputs, "dimensions": 100, "encoding_format": "float"}
+    r = httpx.post(gw.url + "/v1/embeddings", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert len(r.content) > 1024 * 1024
+    data = r.json()["data"]
+    assert (len(data), len(data[-1]["embedding"]), r.headers["x-gateway-backend"]) == (2048, 100, "first")
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
+    # A chat answer of the same size still fails over (its bound is the configured one).
+    upstream.reset(content_bytes=2 * 1024 * 1024)
+    r = httpx.post(gw.url + "/v1/chat/completions", json=ask(), timeout=30)
+    assert (r.status_code, r.headers["x-gateway-backend"]) == (200, "second")
 
 
 def test_a_sub_second_retry_after_from_every_backend_reaches_the_client_rounded_up(gw, upstream, upstream_b):

@@ -92,6 +92,8 @@ def test_an_attempt_counts_for_or_against_its_provider_unless_the_request_decide
         (400, "context_length"): None,
         (400, "upstream_rejected_request"): None,  # the upstream refused the request itself
         (422, "http_422"): None,
+        # An answer over the gateway's size bound: the request asked for that much.
+        (502, "response_too_large"): None,
         # The gateway ended the call: its shutdown mid-answer, its own fault after the answer.
         (503, "shutdown"): None,
         (500, "internal_error"): None,
