@@ -130,9 +130,6 @@ def parse_request(body: bytes) -> ResponsesRequest:
     for name, message in _NOT_KEPT.items():
         if native.get(name) is not None:  # answered without it, the client would lose its context unawares
             raise invalid_request(message, name, "unsupported_parameter")
-    limit = native.get("max_output_tokens")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise invalid_request("'max_output_tokens' must be a positive integer.", "max_output_tokens", "invalid_type")
     metadata = native.get("metadata")
     if metadata is not None:
         _check_metadata(metadata)

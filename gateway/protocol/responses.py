@@ -21,8 +21,13 @@ Mappings chosen where the APIs differ:
   reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
   never sent to a backend. `instructions` apply to their own request only, as OpenAI's do.
-- `reasoning.effort` `minimal` is sent as `low` and `xhigh` as `high` (open-model servers
-  take low, medium and high); `none` sends no effort.
+- `reasoning.effort` `minimal` is sent as `low`, `xhigh` and `max` as `high` (open-model
+  servers take low, medium and high); `none` sends no effort.
+- Settings OpenAI refuses get its 400 here, before any backend is asked, whichever way the
+  request is sent on (a native backend is sent them as they came): `temperature` outside 0..2,
+  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `reasoning.effort`,
+  `truncation` or `include` value. `background: true` is a 400 too: the gateway answers
+  every request while its connection is open, so there is no queued response to poll.
 """
 
 from __future__ import annotations
@@ -42,7 +47,30 @@ from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer,
 __all__ = ["chat_to_response", "conversation_items", "encode_event", "responses_to_chat"]
 
 _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
-_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+# reasoning.effort as OpenAI documents it -> what chat backends are sent (None: no effort).
+_EFFORTS = {
+    "none": None,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+    "max": "high",
+}
+_SAMPLING_MAXIMUM = {"temperature": 2, "top_p": 1}
+_MIN_OUTPUT_TOKENS = 16  # OpenAI's minimum for max_output_tokens
+_TRUNCATIONS = ("auto", "disabled")
+# `include` values OpenAI documents (ResponseIncludable); the gateway fills none of them.
+_INCLUDABLE = (
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+)
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text")
 TOOL_SEARCH = "tool_search"  # the function a client-side tool search is offered as
@@ -95,24 +123,131 @@ def _model(body: Any) -> str:
 
 
 def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
-    """Sampling, user, max_output_tokens, reasoning and text.format, as chat spells them."""
+    """Sampling, user, max_output_tokens, reasoning and text.format, as chat spells them;
+    OpenAI's 400s for those and for the settings no backend is sent in chat (`_settings`)."""
     for name in ("temperature", "top_p", "parallel_tool_calls"):
         value = body.get(name)
         if value is not None:
-            if name != "parallel_tool_calls" and type(value) is not int and type(value) is not float:
-                raise invalid_request(f"Invalid type for '{name}': expected a number.", name, "invalid_type")
+            if name != "parallel_tool_calls":
+                _sampling(name, value)
             chat[name] = value
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         chat["user"] = user
-    if body.get("max_output_tokens") is not None:
-        chat["max_tokens"] = body["max_output_tokens"]
+    limit = body.get("max_output_tokens")
+    if limit is not None:
+        chat["max_tokens"] = _output_limit(limit)
     effort = _object(body.get("reasoning"), "reasoning").get("effort")
-    if isinstance(effort, str) and effort in _EFFORTS:
-        chat["reasoning_effort"] = _EFFORTS[effort]
+    if effort is not None:
+        effort = _effort(effort)
+        if effort is not None:
+            chat["reasoning_effort"] = effort
     response_format = _response_format(_object(body.get("text"), "text").get("format"))
     if response_format:
         chat["response_format"] = response_format
+    _settings(body)
+
+
+def _sampling(name: str, value: Any) -> None:
+    """OpenAI's 400 for a `temperature` outside 0..2 or a `top_p` outside 0..1."""
+    if type(value) is not int and type(value) is not float:
+        raise invalid_request(f"Invalid type for '{name}': expected a number.", name, "invalid_type")
+    if value < 0:
+        raise invalid_request(
+            f"Invalid '{name}': decimal below minimum value. Expected a value >= 0, but got {value} instead.",
+            name,
+            "decimal_below_min_value",
+        )
+    maximum = _SAMPLING_MAXIMUM[name]
+    if value > maximum:
+        raise invalid_request(
+            f"Invalid '{name}': decimal above maximum value. Expected a value <= {maximum}, but got {value} instead.",
+            name,
+            "decimal_above_max_value",
+        )
+
+
+def _output_limit(limit: Any) -> int:
+    """`max_output_tokens`, which OpenAI requires to be an integer of at least 16: a smaller
+    one was taken by a chat backend and refused by a native one, so the answer depended on
+    which was asked; now it is this 400 whichever would be."""
+    if type(limit) is not int:
+        raise invalid_request(
+            "Invalid type for 'max_output_tokens': expected an integer.", "max_output_tokens", "invalid_type"
+        )
+    if limit < _MIN_OUTPUT_TOKENS:
+        raise invalid_request(
+            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= {_MIN_OUTPUT_TOKENS}, "
+            f"but got {limit} instead.",
+            "max_output_tokens",
+            "integer_below_min_value",
+        )
+    return limit
+
+
+def _effort(effort: Any) -> str | None:
+    """The chat `reasoning_effort` for a documented `reasoning.effort`, else OpenAI's 400
+    (an unknown one was dropped: the backend reasoned at its default, unasked)."""
+    if type(effort) is not str:
+        raise invalid_request(
+            "Invalid type for 'reasoning.effort': expected a string.", "reasoning.effort", "invalid_type"
+        )
+    if effort not in _EFFORTS:
+        raise invalid_request(
+            f"Invalid value: '{echoed(effort)}'. Supported values are: 'none', 'minimal', 'low', 'medium', "
+            "'high', 'xhigh', and 'max'.",
+            "reasoning.effort",
+            "invalid_value",
+        )
+    return _EFFORTS[effort]
+
+
+def _settings(body: dict[str, Any]) -> None:
+    """OpenAI's 400s for `truncation`, `include` and `background`, which no chat backend is
+    sent: a value OpenAI refuses would be passed to a native backend or dropped unsaid."""
+    truncation = body.get("truncation")
+    if truncation is not None and truncation not in _TRUNCATIONS:
+        if type(truncation) is not str:
+            raise invalid_request(
+                "Invalid type for 'truncation': expected one of 'auto' or 'disabled'.", "truncation", "invalid_type"
+            )
+        raise invalid_request(
+            f"Invalid value: '{echoed(truncation)}'. Supported values are: 'auto' and 'disabled'.",
+            "truncation",
+            "invalid_value",
+        )
+    include = body.get("include")
+    if include is not None:
+        if type(include) is not list:
+            raise invalid_request(
+                "Invalid type for 'include': expected an array of strings.", "include", "invalid_type"
+            )
+        for i, value in enumerate(include):  # a few values at most (Codex sends one)
+            if type(value) is not str:
+                raise invalid_request(
+                    f"Invalid type for 'include[{i}]': expected a string.", f"include[{i}]", "invalid_type"
+                )
+            if value not in _INCLUDABLE:
+                raise invalid_request(
+                    f"Invalid value: '{echoed(value)}'. Supported values are: "
+                    + ", ".join(f"'{v}'" for v in _INCLUDABLE[:-1])
+                    + f", and '{_INCLUDABLE[-1]}'.",
+                    f"include[{i}]",
+                    "invalid_value",
+                )
+    background = body.get("background")
+    if background is not None:
+        if type(background) is not bool:
+            raise invalid_request("Invalid type for 'background': expected a boolean.", "background", "invalid_type")
+        if background:
+            # Answered in the foreground, the client would poll a response that was never queued.
+            raise invalid_request(
+                "Unsupported parameter: 'background'. This gateway runs no background responses: it answers "
+                "while the request's connection is open. Send the request without 'background' (or with it "
+                "false), and with 'stream' true to read the answer as it is written.",
+                "background",
+                "unsupported_parameter",
+            )
 
 
 def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
@@ -451,8 +586,10 @@ def _tool_choice(choice: Any) -> Any:
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:
+    if fmt is None:
+        return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind in (None, "text"):
+    if kind == "text":
         return None
     if kind == "json_object":
         return {"type": "json_object"}

@@ -441,6 +441,60 @@ def test_native_usage_reaches_the_ledger(gw_native, native, openai_client):
     assert row["endpoint"] == "responses" and row["estimated"] is False
 
 
+def test_settings_openai_refuses_are_its_400_and_no_backend_is_asked(gw_native, native, upstream, openai_client):
+    """A backend serving Responses natively was sent these as they came (and a chat one had
+    them dropped, or `background` answered in the foreground): each is OpenAI's 400 now,
+    streamed or not, before either backend is asked."""
+    client = openai_client(gw_native, api_key="sk-alice")
+    refused = [
+        (
+            {"temperature": 3},
+            "temperature",
+            "decimal_above_max_value",
+            "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead.",
+        ),
+        (
+            {"max_output_tokens": 8},
+            "max_output_tokens",
+            "integer_below_min_value",
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 8 instead.",
+        ),
+        (
+            {"reasoning": {"effort": "extreme"}},
+            "reasoning.effort",
+            "invalid_value",
+            "Invalid value: 'extreme'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh', "
+            "and 'max'.",
+        ),
+        (
+            {"truncation": "middle"},
+            "truncation",
+            "invalid_value",
+            "Invalid value: 'middle'. Supported values are: 'auto' and 'disabled'.",
+        ),
+        (
+            {"background": True},
+            "background",
+            "unsupported_parameter",
+            "Unsupported parameter: 'background'. This gateway runs no background responses: it answers while the "
+            "request's connection is open. Send the request without 'background' (or with it false), and with "
+            "'stream' true to read the answer as it is written.",
+        ),
+    ]
+    for stream in (False, True):
+        for fields, param, code, message in refused:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.responses.create(model="auto", input="Hi.", stream=stream, **fields)
+            assert caught.value.status_code == 400
+            assert caught.value.body == {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": param,
+                "code": code,
+            }
+    assert (len(native.received), len(upstream.received)) == (0, 0)
+
+
 # -- tool call outputs answer calls --------------------------------------------------------------
 
 

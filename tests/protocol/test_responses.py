@@ -181,11 +181,171 @@ def test_developer_role_is_a_system_message_and_streaming_asks_for_usage():
 
 
 @pytest.mark.parametrize(
-    ("effort", "expected"), [("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"), ("none", None)]
+    ("effort", "expected"),
+    [
+        ("minimal", "low"),
+        ("low", "low"),
+        ("medium", "medium"),
+        ("high", "high"),
+        ("xhigh", "high"),
+        ("max", "high"),
+        ("none", None),
+        (None, None),
+    ],
 )
 def test_reasoning_effort(effort, expected):
     chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "reasoning": {"effort": effort}})
     assert chat.get("reasoning_effort") == expected
+
+
+_INCLUDABLE = (
+    "'file_search_call.results', 'web_search_call.results', 'web_search_call.action.sources', "
+    "'message.input_image.image_url', 'computer_call_output.output.image_url', 'code_interpreter_call.outputs', "
+    "'reasoning.encrypted_content', and 'message.output_text.logprobs'"
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "code", "message"),
+    [
+        (
+            {"temperature": 2.5},
+            "temperature",
+            "decimal_above_max_value",
+            "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 2.5 instead.",
+        ),
+        (
+            {"temperature": -1},
+            "temperature",
+            "decimal_below_min_value",
+            "Invalid 'temperature': decimal below minimum value. Expected a value >= 0, but got -1 instead.",
+        ),
+        ({"temperature": True}, "temperature", "invalid_type", "Invalid type for 'temperature': expected a number."),
+        (
+            {"top_p": 1.01},
+            "top_p",
+            "decimal_above_max_value",
+            "Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got 1.01 instead.",
+        ),
+        (
+            {"top_p": -0.1},
+            "top_p",
+            "decimal_below_min_value",
+            "Invalid 'top_p': decimal below minimum value. Expected a value >= 0, but got -0.1 instead.",
+        ),
+        ({"top_p": "1"}, "top_p", "invalid_type", "Invalid type for 'top_p': expected a number."),
+        (
+            {"max_output_tokens": 15},
+            "max_output_tokens",
+            "integer_below_min_value",
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 15 instead.",
+        ),
+        (
+            {"max_output_tokens": 100.0},
+            "max_output_tokens",
+            "invalid_type",
+            "Invalid type for 'max_output_tokens': expected an integer.",
+        ),
+        (
+            {"max_output_tokens": True},
+            "max_output_tokens",
+            "invalid_type",
+            "Invalid type for 'max_output_tokens': expected an integer.",
+        ),
+        (
+            {"reasoning": {"effort": "extreme"}},
+            "reasoning.effort",
+            "invalid_value",
+            "Invalid value: 'extreme'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh', "
+            "and 'max'.",
+        ),
+        (
+            {"reasoning": {"effort": 3}},
+            "reasoning.effort",
+            "invalid_type",
+            "Invalid type for 'reasoning.effort': expected a string.",
+        ),
+        (
+            {"truncation": "middle"},
+            "truncation",
+            "invalid_value",
+            "Invalid value: 'middle'. Supported values are: 'auto' and 'disabled'.",
+        ),
+        (
+            {"truncation": True},
+            "truncation",
+            "invalid_type",
+            "Invalid type for 'truncation': expected one of 'auto' or 'disabled'.",
+        ),
+        (
+            {"include": "reasoning.encrypted_content"},
+            "include",
+            "invalid_type",
+            "Invalid type for 'include': expected an array of strings.",
+        ),
+        (
+            {"include": ["reasoning.encrypted_content", "usage"]},
+            "include[1]",
+            "invalid_value",
+            f"Invalid value: 'usage'. Supported values are: {_INCLUDABLE}.",
+        ),
+        ({"include": [{"a": 1}]}, "include[0]", "invalid_type", "Invalid type for 'include[0]': expected a string."),
+        ({"background": "yes"}, "background", "invalid_type", "Invalid type for 'background': expected a boolean."),
+        (
+            {"background": True},
+            "background",
+            "unsupported_parameter",
+            "Unsupported parameter: 'background'. This gateway runs no background responses: it answers while the "
+            "request's connection is open. Send the request without 'background' (or with it false), and with "
+            "'stream' true to read the answer as it is written.",
+        ),
+        (
+            {"text": {"format": {"type": "yaml"}}},
+            "text.format",
+            None,
+            "text.format must be text, json_object or json_schema with a name and schema.",
+        ),
+        (
+            {"text": {"format": "json_object"}},
+            "text.format",
+            None,
+            "text.format must be text, json_object or json_schema with a name and schema.",
+        ),
+    ],
+)
+def test_settings_openai_refuses_are_its_400_naming_the_setting(change, param, code, message):
+    """Sent on, these were dropped (an unknown effort, truncation, include), passed to a
+    native backend as they came, or answered as if valid (`background` in the foreground)."""
+    for body in ({**S.RESPONSES_REQUEST_STRING, **change}, {**S.RESPONSES_REQUEST_STRING, **change, "stream": True}):
+        with pytest.raises(GatewayError) as caught:
+            responses_to_chat(body)
+        error = caught.value
+        assert (error.status, error.type, error.param, error.code, error.message) == (
+            400,
+            "invalid_request_error",
+            param,
+            code,
+            message,
+        )
+
+
+def test_settings_at_openais_bounds_are_taken():
+    chat = responses_to_chat(
+        {
+            **S.RESPONSES_REQUEST_STRING,
+            "temperature": 2,
+            "top_p": 0,
+            "max_output_tokens": 16,
+            "truncation": "auto",
+            "include": ["reasoning.encrypted_content", "message.output_text.logprobs"],
+            "background": False,
+            "text": {"format": None},
+        }
+    )
+    assert (chat["temperature"], chat["top_p"], chat["max_tokens"]) == (2, 0, 16)
+    assert "response_format" not in chat and "truncation" not in chat and "include" not in chat
+    chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "temperature": 0.0, "top_p": 1.0, "truncation": "disabled"})
+    assert (chat["temperature"], chat["top_p"]) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize(
