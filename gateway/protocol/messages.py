@@ -341,14 +341,21 @@ def check_tool_results(turns: list[Any]) -> None:
     Every request's turns pass through here, an agent's by the hundred: one pass reading only
     the blocks' types and ids (a comprehension per turn, half the time of a loop with its
     branches), the ids compared only where a turn has either. A malformed turn ends it (the
-    translation names what is wrong)."""
+    translation names what is wrong).
+
+    The same pass refuses a user or assistant turn whose content is empty (`""` or `[]`), but
+    for a last assistant turn (an empty prefill), as Anthropic does: translated, an empty user
+    turn became no chat message at all, and the backend answered a different conversation."""
     calls: list[Any] = []  # the tool_use ids of turn `asked`, the one just before
     asked = 0
+    last = len(turns) - 1
     for i, turn in enumerate(turns):
         if type(turn) is not dict:
             return
         role = turn.get("role")
         content = turn.get("content")
+        if not content and (content == "" or content == []) and (i != last or role != "assistant"):
+            _empty(role, i)
         if type(content) is not list:
             content = ()
         if role == "user":
@@ -367,6 +374,16 @@ def check_tool_results(turns: list[Any]) -> None:
             calls = []
         else:
             return
+
+
+def _empty(role: Any, i: int) -> None:
+    """Anthropic's 400, in its words, for turn `i` of `role` with empty content (a system
+    turn's is the translation's to judge)."""
+    if role == "user" or role == "assistant":
+        raise invalid_request(
+            f"messages.{i}: all messages must have non-empty content except for the optional final assistant message",
+            f"messages.{i}.content",
+        )
 
 
 def _pair(turns: list[Any], asked: int, calls: list[Any], i: int, results: list[Any]) -> None:

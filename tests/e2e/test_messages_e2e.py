@@ -575,6 +575,10 @@ def test_every_backend_rate_limited_is_a_rate_limit_error(gw, client, upstream):
             {"model": "open", "max_tokens": 10, "messages": HELLO, "top_k": 1.5},
             "top_k: Input should be a valid integer",
         ),
+        (
+            {"model": "open", "max_tokens": 10, "messages": [{"role": "user", "content": []}]},
+            "messages.0: all messages must have non-empty content except for the optional final assistant message",
+        ),
     ],
 )
 def test_bad_input_is_an_invalid_request_error_and_reaches_no_backend(gw, client, upstream, claude, body, param):

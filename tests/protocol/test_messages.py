@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 
 import anthropic.types as A
+import orjson
 import pytest
 from anthropic._error_classes import ERROR_CLASSES
 from anthropic.lib.streaming._messages import accumulate_event
 from pydantic import TypeAdapter
 
+from gateway.api.messages import parse_messages_request
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
@@ -229,7 +231,13 @@ def test_tool_uses_and_results_must_pair_up_turn_by_turn():
     tool_result answering a tool_use of the turn just before."""
     paired = [
         [_ASK, _uses("a", "b", text="Both."), _results("b", "a", text="Done?"), _uses("c"), _results("c")],
-        [_ASK, _uses("a"), _results("a"), {"role": "assistant", "content": "Done."}, {"role": "user", "content": []}],
+        [
+            _ASK,
+            _uses("a"),
+            _results("a"),
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "Ok."},
+        ],
         [_ASK, _uses("a")],  # a prefill ending in a tool_use: nothing came after it to answer it
         [_ASK, {"role": "assistant", "content": "Hi."}, {"role": "system", "content": "Be terse."}, _ASK],
     ]
@@ -362,6 +370,38 @@ def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
     assert words in caught.value.message
     if param.endswith(".text"):
         assert caught.value.code != ANTHROPIC_ONLY  # malformed, for any backend: not kept for a native one
+
+
+_EMPTY = "all messages must have non-empty content except for the optional final assistant message"
+
+
+@pytest.mark.parametrize(
+    ("turns", "where"),
+    [
+        ([{"role": "user", "content": []}], "messages.0"),
+        ([{"role": "user", "content": ""}], "messages.0"),
+        ([_ASK, {"role": "assistant", "content": []}, _ASK], "messages.1"),
+        ([_ASK, {"role": "assistant", "content": "Hi."}, {"role": "user", "content": []}], "messages.2"),
+        ([_ASK, {"role": "user", "content": ""}, {"role": "assistant", "content": "Hi."}], "messages.1"),
+    ],
+)
+def test_a_turn_with_empty_content_is_anthropics_400_but_a_last_assistant_turn(turns, where):
+    """Translated, an empty user turn became no chat message: the backend answered another
+    conversation (or refused an empty message in its own words)."""
+    body = {**S.MESSAGES_REQUEST_MINIMAL, "messages": turns}
+    with pytest.raises(GatewayError) as caught:
+        parse_messages_request(orjson.dumps(body), {})
+    error = caught.value
+    assert (error.status, error.message, error.param) == (400, f"{where}: {_EMPTY}", f"{where}.content")
+    with pytest.raises(GatewayError):
+        check_tool_results(turns)  # count_tokens' check too
+
+
+def test_an_empty_last_assistant_turn_is_a_prefill_and_stands():
+    for last in ("", []):
+        turns = [_ASK, {"role": "assistant", "content": last}]
+        check_tool_results(turns)
+        parse_messages_request(orjson.dumps({**S.MESSAGES_REQUEST_MINIMAL, "messages": turns}), {})
 
 
 def test_documents_become_file_or_text_parts():
@@ -725,7 +765,6 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
             {"role": "user", "content": "Read a."},
             {"role": "user", "content": [{"type": "text", "text": "Then b."}, image]},
             {"role": "assistant", "content": "Reading a. "},
-            {"role": "assistant", "content": []},
             {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, call]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "A"}]},
             {"role": "user", "content": "And b?"},

@@ -90,7 +90,7 @@ def _agent_turn(**overrides: Any) -> dict[str, Any]:
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_3", "name": "Bash", "input": None}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_3", "is_error": True}]},
             {"role": "assistant", "content": "Done."},
-            {"role": "user", "content": []},
+            {"role": "user", "content": "Thanks."},
         ],
     }
     body.update(overrides)
@@ -153,7 +153,6 @@ USUAL = {
             {"role": "user", "content": "a"},
             {"role": "user", "content": [{"type": "text", "text": "é"}, _IMAGE]},
             {"role": "assistant", "content": "b"},
-            {"role": "assistant", "content": []},
             {
                 "role": "assistant",
                 "content": [
@@ -175,9 +174,9 @@ USUAL = {
                     {"type": "tool_result", "tool_use_id": "toolu_2", "content": "e"},
                 ],
             },
-            {"role": "user", "content": []},
             {"role": "user", "content": "f"},
             {"role": "user", "content": [{"type": "text", "text": "g"}]},
+            {"role": "assistant", "content": []},  # empty content: Anthropic's 400 but for a last assistant turn
         ]
     ),
     "consecutive user strings": {
@@ -289,7 +288,8 @@ def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_at_parse_whichever_
     # What a chat backend would have got: toolu_3's call (its turn and "Done." one assistant
     # message, as consecutive turns are), and no tool message after it.
     chat = messages_to_chat(_agent_turn(messages=turns))["messages"]
-    assert chat[-1]["content"] == "Done." and [c["id"] for c in chat[-1]["tool_calls"]] == ["toolu_3"]
+    assert chat[-2]["content"] == "Done." and [c["id"] for c in chat[-2]["tool_calls"]] == ["toolu_3"]
+    assert chat[-1] == {"role": "user", "content": "Thanks."}
 
 
 def test_the_ingress_builds_the_translation_only_when_it_is_read_and_without_max_tokens():
