@@ -163,15 +163,20 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
         if value is not None:
             if type(value) is not int and (name == "top_k" or type(value) is not float):
                 raise _invalid(name, value, "a valid integer" if name == "top_k" else "a valid number")
+            _in_range(name, value)
             chat[name] = value
     stops = body.get("stop_sequences")
-    if stops:
+    if stops is not None:  # `""` or `{}` is not "no stop sequences": Anthropic refuses them
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise invalid_request("stop_sequences: must be an array of strings.", "stop_sequences")
-        chat["stop"] = stops
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
-        chat["user"] = metadata["user_id"]
+        if stops:
+            chat["stop"] = stops
+    user = _object(body.get("metadata"), "metadata").get("user_id")
+    if user is not None:
+        if type(user) is not str:
+            raise _invalid("metadata.user_id", user, "a valid string")
+        if user:
+            chat["user"] = user
     output_config = _object(body.get("output_config"), "output_config")
     effort = _reasoning_effort(body.get("thinking"), output_config)
     if effort:
@@ -179,6 +184,15 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     schema = _object(output_config.get("format"), "output_config.format").get("schema")
     if isinstance(schema, dict):
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+
+
+def _in_range(name: str, value: float) -> None:
+    """Anthropic's bounds for a sampling field whose type is checked: `temperature` and `top_p`
+    0 to 1 (chat's `temperature` goes to 2, so 1.5 would be served, not refused), `top_k` from 0."""
+    if value < 0:
+        raise invalid_request(f"{name}: Input should be greater than or equal to 0.", name)
+    if value > 1 and name != "top_k":
+        raise invalid_request(f"{name}: Input should be less than or equal to 1.", name)
 
 
 def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
@@ -481,15 +495,35 @@ def _source_url(source: Any, where: str) -> str:
 
 
 def _reasoning_effort(thinking: Any, output_config: dict[str, Any]) -> str | None:
+    """The effort `output_config` names, else the enabled thinking budget's; `thinking` is
+    checked either way, as Anthropic checks it."""
+    budget = _thinking_budget(thinking) if thinking is not None else None
     effort = output_config.get("effort")
     if isinstance(effort, str) and effort in _EFFORTS:
         return _EFFORTS[effort]
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+    if budget is None:
         return None
-    budget = thinking.get("budget_tokens")
-    if not isinstance(budget, int):
-        raise invalid_request("thinking.budget_tokens: Field required (an integer).", "thinking.budget_tokens")
     return next(name for floor, name in _EFFORT_FLOORS if budget >= floor)
+
+
+def _thinking_budget(thinking: Any) -> int | None:
+    """An enabled thinking's budget (None: disabled or adaptive). Anthropic refuses a budget
+    under 1,024. Its other rule, a budget under `max_tokens`, is not checked: interleaved
+    thinking (an `anthropic-beta` Claude Code sends, which this does not see) lifts it."""
+    thinking = _object(thinking, "thinking")
+    kind = thinking.get("type")
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if type(budget) is not int:
+            raise _invalid("thinking.budget_tokens", budget, "a valid integer", "Field required (an integer)")
+        if budget < 1024:
+            raise invalid_request(
+                "thinking.budget_tokens: Input should be greater than or equal to 1024.", "thinking.budget_tokens"
+            )
+        return budget
+    if kind != "disabled" and kind != "adaptive":
+        raise _invalid("thinking.type", kind, "`enabled`, `disabled` or `adaptive`")
+    return None
 
 
 def _tool(tool: Any, index: int) -> dict[str, Any]:
@@ -506,10 +540,10 @@ def _tool(tool: Any, index: int) -> dict[str, Any]:
             f"tools.{index}",
             ANTHROPIC_ONLY,
         )
-    function: dict[str, Any] = {
-        "name": name,
-        "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
-    }
+    schema = tool.get("input_schema")
+    if type(schema) is not dict:  # required of a custom tool; `{}` stands for no parameters
+        raise _invalid(f"tools.{index}.input_schema", schema, "a valid dictionary")
+    function: dict[str, Any] = {"name": name, "parameters": schema or {"type": "object", "properties": {}}}
     description = tool.get("description")
     if type(description) is str:
         function["description"] = description

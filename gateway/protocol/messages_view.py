@@ -255,8 +255,11 @@ def _tools_delta(tools: Any) -> int | None:
             return None
         name = tool.get("name")
         description = tool.get("description")
+        schema = tool.get("input_schema")
+        if type(schema) is not dict:  # none (a server tool's, or missing) or malformed: the translation's
+            return None
         # The usual tool: exactly these three members, all carried over.
-        if len(tool) == 3 and type(name) is str and name and type(description) is str and tool.get("input_schema"):
+        if len(tool) == 3 and type(name) is str and name and type(description) is str and schema:
             delta += _USUAL_DELTA
             continue
         if type(name) is not str or not name or tool.get("type") not in (None, "custom"):
@@ -276,7 +279,7 @@ def _tools_delta(tools: Any) -> int | None:
             native += _json_length(value)
         if type(description) is str:
             chat += _CHAT_DESCRIPTION
-        if not tool.get("input_schema"):
+        if not schema:
             chat += _DEFAULT_PARAMETERS
         delta += chat - native
     return delta

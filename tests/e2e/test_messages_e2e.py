@@ -575,6 +575,28 @@ def test_every_backend_rate_limited_is_a_rate_limit_error(gw, client, upstream):
             {"model": "open", "max_tokens": 10, "messages": HELLO, "top_k": 1.5},
             "top_k: Input should be a valid integer",
         ),
+        # Anthropic's bounds, which a chat backend does not have (its temperature goes to 2), and
+        # the same 400 before a native backend is asked.
+        *(
+            (
+                {"model": route, "max_tokens": 10, "messages": HELLO, "temperature": 1.5},
+                "temperature: Input should be less than or equal to 1.",
+            )
+            for route in ("open", "claude")
+        ),
+        (
+            {
+                "model": "open",
+                "max_tokens": 4096,
+                "messages": HELLO,
+                "thinking": {"type": "enabled", "budget_tokens": 512},
+            },
+            "thinking.budget_tokens: Input should be greater than or equal to 1024.",
+        ),
+        (
+            {"model": "claude", "max_tokens": 10, "messages": HELLO, "tools": [{"name": "get_weather"}]},
+            "tools.0.input_schema: Field required.",
+        ),
         (
             {"model": "open", "max_tokens": 10, "messages": [{"role": "user", "content": []}]},
             "messages.0: all messages must have non-empty content except for the optional final assistant message",

@@ -340,9 +340,9 @@ def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
         ({"messages": []}, "messages", "messages"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role", "user"),
         ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0", "web_search_20250305"),
-        ({"tools": [{"name": "a"}, {"description": "no name"}]}, "tools.1.name", "tools.1.name"),
-        ({"tools": [{"name": "a"}, {"name": 5}]}, "tools.1.name", "Field required"),
-        ({"tools": [{"name": "a"}, "a tool"]}, "tools.1.name", "Field required"),
+        ({"tools": [{"name": "a", "input_schema": {}}, {"description": "no name"}]}, "tools.1.name", "tools.1.name"),
+        ({"tools": [{"name": "a", "input_schema": {}}, {"name": 5}]}, "tools.1.name", "Field required"),
+        ({"tools": [{"name": "a", "input_schema": {}}, "a tool"]}, "tools.1.name", "Field required"),
         (
             {
                 "messages": [
@@ -370,6 +370,102 @@ def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
     assert words in caught.value.message
     if param.endswith(".text"):
         assert caught.value.code != ANTHROPIC_ONLY  # malformed, for any backend: not kept for a native one
+
+
+_TYPE = "thinking.type: Input should be `enabled`, `disabled` or `adaptive`."
+_SYSTEM = "system: must be a string or an array of text blocks."
+_BUDGET_FLOOR = "thinking.budget_tokens: Input should be greater than or equal to 1024."
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "param"),
+    [
+        # Anthropic's range is 0..1 where chat's goes to 2: 1.5 was served by a chat backend.
+        ({"temperature": 1.5}, "temperature: Input should be less than or equal to 1.", "temperature"),
+        ({"temperature": -0.5}, "temperature: Input should be greater than or equal to 0.", "temperature"),
+        ({"top_p": 1.01}, "top_p: Input should be less than or equal to 1.", "top_p"),
+        ({"top_p": -1}, "top_p: Input should be greater than or equal to 0.", "top_p"),
+        ({"top_k": -1}, "top_k: Input should be greater than or equal to 0.", "top_k"),
+        ({"thinking": "enabled"}, "thinking: must be an object.", "thinking"),
+        ({"thinking": {}}, "thinking.type: Field required.", "thinking.type"),
+        ({"thinking": {"type": "on", "budget_tokens": 2048}}, _TYPE, "thinking.type"),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens: Field required (an integer).", None),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": "2048"}},
+            "thinking.budget_tokens: Input should be a valid integer.",
+            None,
+        ),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": True}},
+            "thinking.budget_tokens: Input should be a valid integer.",
+            None,
+        ),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1023}}, _BUDGET_FLOOR, None),
+        # Checked where output_config's effort is what chat gets, too.
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 512}, "output_config": {"effort": "low"}},
+            _BUDGET_FLOOR,
+            None,
+        ),
+        ({"metadata": "user-1"}, "metadata: must be an object.", "metadata"),
+        ({"metadata": {"user_id": 42}}, "metadata.user_id: Input should be a valid string.", "metadata.user_id"),
+        ({"tools": [{"name": "a"}]}, "tools.0.input_schema: Field required.", "tools.0.input_schema"),
+        (
+            {"tools": [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": "{}"}]},
+            "tools.1.input_schema: Input should be a valid dictionary.",
+            "tools.1.input_schema",
+        ),
+        ({"tool_choice": "auto"}, "tool_choice: must be auto, any, none or a named tool.", "tool_choice"),
+        ({"stop_sequences": ""}, "stop_sequences: must be an array of strings.", "stop_sequences"),
+        ({"stop_sequences": {}}, "stop_sequences: must be an array of strings.", "stop_sequences"),
+        ({"system": 5}, _SYSTEM, "system"),
+        ({"system": {"type": "text", "text": "Be brief."}}, _SYSTEM, "system"),
+    ],
+)
+def test_fields_anthropic_refuses_are_its_400_whichever_way_the_body_is_read(change, message, param):
+    """Translated, each was served by a chat backend (or refused in its own words); routed on
+    the view, passed through as it is. Both reads give the 400 before any backend is asked."""
+    body = {**S.MESSAGES_REQUEST_MINIMAL, **change}
+    param = param or "thinking.budget_tokens"
+
+    def routed(body: dict) -> None:  # what the ingress reads before routing decides
+        parse_messages_request(orjson.dumps(body), {}).chat.prompt_tokens()
+
+    for read in (messages_to_chat, routed):
+        with pytest.raises(GatewayError) as caught:
+            read(copy.deepcopy(body))
+        assert (caught.value.status, caught.value.message, caught.value.param) == (400, message, param)
+        assert caught.value.code is None  # malformed for every backend: not kept for a native one
+        assert anthropic_error(caught.value) == (
+            400,
+            {"type": "error", "error": {"type": "invalid_request_error", "message": message}},
+        )
+
+
+def test_the_bounds_themselves_are_accepted():
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "max_tokens": 1024,  # a budget at max_tokens: interleaved thinking (a beta header) allows it
+        "temperature": 0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "metadata": {"user_id": None},
+        "stop_sequences": [],
+        "tools": [{"name": "a", "input_schema": {}}],
+    }
+    chat = messages_to_chat(body)
+    assert {k: chat.get(k) for k in ("temperature", "top_p", "top_k", "reasoning_effort", "stop", "user")} == {
+        "temperature": 0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "reasoning_effort": "low",
+        "stop": None,
+        "user": None,
+    }
+    assert chat["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
+    for thinking in ({"type": "disabled"}, {"type": "adaptive", "display": "omitted"}):
+        assert "reasoning_effort" not in messages_to_chat({**body, "thinking": thinking, "temperature": 1})
 
 
 _EMPTY = "all messages must have non-empty content except for the optional final assistant message"
