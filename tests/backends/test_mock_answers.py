@@ -67,6 +67,27 @@ def test_a_tool_result_gets_text():
     assert choice.content == " ".join(WORDS[:16])
 
 
+def test_a_tool_result_followed_by_a_system_note_still_gets_text():
+    """Claude Code's turns to Haiku end with a system note after the tool results; a call
+    there is one more tool run, every step, until the agent's turn limit."""
+    call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    result = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    result.append({"role": "tool", "tool_call_id": "c", "content": "15 degrees"})
+    for notes in (["system"], ["system", "developer"]):
+        messages = result + [
+            {"role": role, "content": "<total_tokens>14999863 tokens left</total_tokens>"} for role in notes
+        ]
+        (choice,) = answer({"messages": messages, "tools": TOOLS}, 16).choices
+        assert choice.tool_calls == () and choice.content == " ".join(WORDS[:16])
+    # A note after the user's turn leaves it the user's (Claude Code's first request ends so).
+    (choice,) = answer(
+        {"messages": [*USER, {"role": "system", "content": "# Environment"}], "tools": TOOLS}, 16
+    ).choices
+    assert [call.name for call in choice.tool_calls] == ["get_weather"]
+    (choice,) = answer({"messages": [{"role": "system", "content": "x"}], "tools": TOOLS}, 16).choices
+    assert [call.name for call in choice.tool_calls] == ["get_weather"]
+
+
 @pytest.mark.parametrize(
     ("tool_choice", "last_role", "called"),
     [

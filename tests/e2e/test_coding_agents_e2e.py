@@ -288,6 +288,37 @@ def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_mod
     assert internet.requests == []
 
 
+@pytest.mark.timeout(TURN_TIMEOUT_S + 60)
+def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(start_gateway, internet, tmp_path):
+    """The README's promise for `make run`, with Claude Code's Haiku: it ends each tool
+    result's turn with a system note (`<total_tokens>... left`); a mock that reads that note
+    as the last turn answers with another tool call, every step, until the turn limit."""
+    claude = agent_binary("claude")
+    gw = start_gateway((REPO / "policies" / "default.yaml").read_text(), env=GATEWAY_ENV)
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = offline_env(
+        home,
+        internet,
+        CLAUDE_CONFIG_DIR=str(home / ".claude"),
+        ANTHROPIC_BASE_URL=gw.url,
+        ANTHROPIC_API_KEY=CLIENT_KEY,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+    )
+    argv = [str(claude), "-p", PROMPT, "--model", "haiku", "--max-turns", "4", "--allowedTools", "Bash"]
+    done = run_agent(argv + ["--output-format", "json"], env, work)
+
+    result = json.loads(done.stdout)
+    assert (result["is_error"], result["subtype"], result["num_turns"]) == (False, "success", 2)
+    assert result["result"].startswith("This is a synthetic reply from the gateway's mock backend")
+    rows = ledger(gw, 2)
+    assert [(r["endpoint"], r["route"], r["model"], r["status"]) for r in rows] == [
+        ("messages", "auto", "mock/mock-large", 200)
+    ] * 2
+    assert internet.requests == []
+
+
 def codex_config(base_url: str) -> str:
     """Codex's config.toml as the README gives it, plus what a throwaway CI run needs:
     no approval prompts, and no sandbox (the command runs in the test's own temp dir; CI
