@@ -413,3 +413,22 @@ def test_the_scripted_model_calls_the_shell_tool_then_quotes_its_result(agent_mo
     assert len(agent_model.received) == 4 and all(
         seen.body.get("stream", False) == stream for seen in agent_model.received
     )
+
+
+def test_the_scripted_model_answers_tool_results_a_system_note_follows(agent_model):
+    """Claude Code's turns to Haiku end with a system note after the tool results: the
+    scripted model still answers them (another call would loop until the turn limit)."""
+    import openai
+
+    client = openai.OpenAI(base_url=agent_model.base_url, api_key="unused", max_retries=0, timeout=10)
+    question = [{"role": "user", "content": "list the files"}]
+    call = client.chat.completions.create(model="m", messages=question, tools=[BASH_TOOL]).choices[0].message
+    turn = [
+        *question,
+        call.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": TOOL_OUTPUT},
+        {"role": "system", "content": "<total_tokens>14999863 tokens left</total_tokens>"},
+    ]
+    final = client.chat.completions.create(model="m", messages=turn, tools=[BASH_TOOL]).choices[0].message
+    assert final.tool_calls is None and final.content == f"{FINAL_PREFIX} {TOOL_OUTPUT}"
+    assert len(agent_model.calls_issued) == 1

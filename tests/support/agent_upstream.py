@@ -149,9 +149,14 @@ class AgentUpstream:
 
 
 def _trailing_tool_results(messages: list[Any]) -> list[tuple[str, str]]:
-    """(tool_call_id, text) of the tool messages that end the conversation, in order."""
+    """(tool_call_id, text) of the tool messages that end the conversation, in order. System
+    notes after them are passed over, as a model answers the results: Claude Code ends a
+    tool result's turn to Haiku with one (`<total_tokens>... left`)."""
     found: list[tuple[str, str]] = []
-    for message in reversed(messages):
+    turns = list(messages)
+    while turns and isinstance(turns[-1], dict) and turns[-1].get("role") in ("system", "developer"):
+        turns.pop()
+    for message in reversed(turns):
         if not isinstance(message, dict) or message.get("role") != "tool":
             break
         found.append((str(message.get("tool_call_id")), _text(message.get("content"))))
