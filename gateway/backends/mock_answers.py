@@ -9,8 +9,9 @@ code: `gateway.backends.mock` turns these answers into wire bytes and paces them
 field of the wrong kind counts as absent (`n` outside 1-128 is clamped): the mock answers
 whatever reaches it rather than failing inside the backend.
 
-What counts as "waiting on the model" for a tool call is the last turn (system and developer
-messages are notes, not turns): a user turn gets a tool call, a tool result gets text.
+Whether the model is "waiting on" a tool: tool results after its last message get text
+(whatever notes follow them: Claude Code's system notes, read as user text when translated),
+anything else with tools offered a tool call.
 `tool_choice` `required` or a named function always gets a call, `none` never does. Which
 tool: the named one, else the first offered.
 """
@@ -141,21 +142,23 @@ def _tool_to_call(payload: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(choice, dict):
         name = _dict(choice.get("function")).get("name")
         return next((t for t in tools if t["name"] == name), tools[0])
-    if choice == "required" or _last_turn(_list(payload.get("messages"))).get("role") != "tool":
+    if choice == "required" or not _results_since_call(_list(payload.get("messages"))):
         return tools[0]
     return None
 
 
-def _last_turn(messages: list[Any]) -> dict[str, Any]:
-    """The last message that is a turn, past system and developer notes: Claude Code ends a
-    tool result's turn with a system note (`<total_tokens>... left`, to Haiku), and a model
-    still answers the result. Read as the last turn, it got another tool call, and the agent
-    ran tools until its turn limit."""
+def _results_since_call(messages: list[Any]) -> bool:
+    """Whether a tool result came after the assistant's last message. Not just "the last
+    message is one": Claude Code ends a tool result's turn to Haiku with a note
+    (`<total_tokens>... left`), and read as the last turn it got another tool call, and the
+    agent ran tools until its turn limit."""
     for message in reversed(messages):
-        turn = _dict(message)
-        if turn.get("role") not in ("system", "developer"):
-            return turn
-    return {}
+        role = _dict(message).get("role")
+        if role == "tool":
+            return True
+        if role == "assistant":
+            return False
+    return False
 
 
 def _list(value: Any) -> list[Any]:

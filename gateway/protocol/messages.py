@@ -238,34 +238,39 @@ def _conversation(turns: list[Any], messages: list[dict[str, Any]]) -> None:
     user run its tool messages then one user message. Sent apart, many chat backends refuse
     them (chat templates that raise "Conversation roles must alternate"), and a tool call
     would leave the text it was written with. Each turn is still read, and named in a 400,
-    by its own index; a system turn stays its own message."""
+    by its own index.
+
+    A `system` turn (Anthropic's mid-conversation system message, after the first turn) is
+    read as user text in its place, joined to the user turns beside it: Qwen3.5-3.8's chat
+    templates refuse a system message anywhere but first ("System message must be at the
+    beginning"), and Claude Code sends one on every request (its environment, after the
+    first user turn; to Haiku a `<total_tokens>` note after each tool result). Moved into the
+    first system message instead, a note that changes each turn would change the prompt's
+    start, and no backend could reuse its cached prefix."""
     count = len(turns)
     start = 0
     while start < count:
-        turn = turns[start]
-        role = _role(turn, start)
+        role = _role(turns[start], start)
         end = start + 1
-        if role == "system":
-            messages.append(
-                {"role": "system", "content": _system_text(turn.get("content"), f"messages.{start}.content")}
-            )
+        while end < count and type(turns[end]) is dict:
+            then = turns[end].get("role")
+            if then != role and (then != "system" or role != "user"):
+                break
+            end += 1
+        if role == "assistant":
+            messages.append(_assistant(turns, start, end))
         else:
-            while end < count and type(turns[end]) is dict and turns[end].get("role") == role:
-                end += 1
-            if role == "assistant":
-                messages.append(_assistant(turns, start, end))
-            else:
-                messages += _user(turns, start, end)
+            messages += _user(turns, start, end)
         start = end
 
 
 def _role(turn: Any, index: int) -> str:
-    # Anthropic accepts a `system` turn after the conversation's first (user) turn: its
-    # mid-conversation system messages. Claude Code sends one to newer models; it becomes
-    # chat's system message at the same position.
+    """The chat role a turn is read as: a `system` turn (allowed after the first) as `user`."""
     role = turn.get("role") if isinstance(turn, dict) else None
-    if role == "user" or role == "assistant" or (role == "system" and index):
+    if role == "user" or role == "assistant":
         return str(role)
+    if role == "system" and index:
+        return "user"
     allowed = "`user`, `assistant` or `system`" if index else "`user` or `assistant`"
     raise invalid_request(f"messages.{index}.role: must be {allowed}.", f"messages.{index}.role")
 
@@ -317,13 +322,18 @@ def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _user(turns: list[Any], start: int, end: int) -> list[dict[str, Any]]:
-    """The chat messages for user turns `start` to `end` (exclusive). Tool results become
-    `tool` messages, which must directly follow the assistant's calls; the rest (text,
-    images) follows them as one user message."""
+    """The chat messages for user turns `start` to `end` (exclusive; system turns among them
+    give their text). Tool results become `tool` messages, which must directly follow the
+    assistant's calls; the rest (text, images) follows them as one user message."""
     results: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for n in range(start, end):
         where = f"messages.{n}"
+        if turns[n].get("role") == "system":  # a mid-conversation system message: its text
+            text = _system_text(turns[n].get("content"), f"{where}.content")
+            if text:
+                parts.append({"type": "text", "text": text})
+            continue
         for i, block in enumerate(_blocks(turns[n], where)):
             at = f"{where}.content.{i}"
             kind = block["type"]

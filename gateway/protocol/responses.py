@@ -274,6 +274,11 @@ def _append_items(
             if role is None:
                 raise invalid_request(f"Invalid value for '{where}.role'.", f"{where}.role")
             content = _content(item.get("content"), f"{where}.content", role)
+            if role == "system" and messages and messages[-1]["role"] != "system":
+                # A system or developer message after the conversation began: user text in its
+                # place. Qwen3.5-3.8's templates refuse a system message anywhere but first,
+                # and moved there, a note that changes each turn would defeat prefix caching.
+                role = "user"
             if role == "assistant" and messages and _open_assistant(messages[-1]) and not messages[-1]["content"]:
                 messages[-1]["content"] = content
             elif messages and messages[-1]["role"] == role and "tool_calls" not in messages[-1]:

@@ -67,13 +67,14 @@ def test_a_tool_result_gets_text():
     assert choice.content == " ".join(WORDS[:16])
 
 
-def test_a_tool_result_followed_by_a_system_note_still_gets_text():
-    """Claude Code's turns to Haiku end with a system note after the tool results; a call
-    there is one more tool run, every step, until the agent's turn limit."""
+def test_a_tool_result_followed_by_a_note_still_gets_text():
+    """Claude Code's turns to Haiku end with a system note after the tool results (user text
+    once translated to chat); a call there is one more tool run, every step, until the
+    agent's turn limit."""
     call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
     result = [*USER, {"role": "assistant", "content": None, "tool_calls": [call]}]
     result.append({"role": "tool", "tool_call_id": "c", "content": "15 degrees"})
-    for notes in (["system"], ["system", "developer"]):
+    for notes in (["system"], ["system", "developer"], ["user"]):
         messages = result + [
             {"role": role, "content": "<total_tokens>14999863 tokens left</total_tokens>"} for role in notes
         ]

@@ -189,11 +189,14 @@ def assert_tool_round_trip(agent_model: AgentUpstream) -> str:
 def assert_strict_chat(messages: list[dict]) -> None:
     """What the strictest chat backends take: DeepSeek's API refuses "successive user or
     assistant messages" and content that is an array ("invalid type: sequence, expected a
-    string"). The agents send both: Claude Code a turn of several text blocks, Codex its
-    environment context and the prompt as two user messages."""
+    string"), Qwen3.5-3.8's chat templates a system message anywhere but first ("System
+    message must be at the beginning"). The agents send all three: Claude Code a turn of
+    several text blocks and a system turn after the first user turn, Codex its environment
+    context and the prompt as two user messages, its instructions and a developer message."""
     roles = [m["role"] for m in messages if m["role"] in ("user", "assistant")]
     assert all(a != b for a, b in itertools.pairwise(roles)), roles
     assert all(type(m.get("content")) in (str, type(None)) for m in messages), messages
+    assert "system" not in [m["role"] for m in messages[1:]], [m["role"] for m in messages]
 
 
 def assert_ledger(rows: list[dict], endpoint: str, route: str) -> None:
@@ -280,9 +283,8 @@ def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_mod
     assert [m.get("tool_call_id") for m in second["messages"] if m["role"] == "tool"] == [call_id]
     assert_strict_chat(first["messages"])
     assert_strict_chat(second["messages"])
-    # Its instructions and developer message are one system message, the first (Qwen3.5/3.6's
-    # template refuses any other: "System message must be at the beginning").
-    assert [m["role"] for m in second["messages"]].count("system") == 1 and second["messages"][0]["role"] == "system"
+    # Its instructions and developer message are one system message, the first.
+    assert second["messages"][0]["role"] == "system"
     assert agent_model.other_requests == []
     assert_ledger(ledger(gw, 2), "responses", ROUTE or CODEX_MODEL)
     assert internet.requests == []
@@ -429,6 +431,10 @@ def test_the_scripted_model_answers_tool_results_a_system_note_follows(agent_mod
         {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": TOOL_OUTPUT},
         {"role": "system", "content": "<total_tokens>14999863 tokens left</total_tokens>"},
     ]
+    final = client.chat.completions.create(model="m", messages=turn, tools=[BASH_TOOL]).choices[0].message
+    assert final.tool_calls is None and final.content == f"{FINAL_PREFIX} {TOOL_OUTPUT}"
+    # The note as the gateway's translation of a Messages request sends it: user text.
+    turn[-1] = {"role": "user", "content": turn[-1]["content"]}
     final = client.chat.completions.create(model="m", messages=turn, tools=[BASH_TOOL]).choices[0].message
     assert final.tool_calls is None and final.content == f"{FINAL_PREFIX} {TOOL_OUTPUT}"
     assert len(agent_model.calls_issued) == 1

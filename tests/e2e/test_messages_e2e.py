@@ -275,8 +275,9 @@ def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(
     assert starts == ["thinking", "text"]
 
 
-def test_a_mid_conversation_system_message_is_a_chat_system_message_in_place(gw, client, upstream):
-    """Claude Code sends one after the first user turn to newer models."""
+def test_a_mid_conversation_system_message_is_user_text_in_place(gw, client, upstream):
+    """Claude Code sends one after the first user turn on every request; as a chat system
+    message in place, Qwen3.5-3.8's chat templates refused every one of them."""
     client.messages.create(
         model="open",
         max_tokens=50,
@@ -286,8 +287,7 @@ def test_a_mid_conversation_system_message_is_a_chat_system_message_in_place(gw,
             {"role": "user", "content": "Go on."},
         ],
     )
-    assert [m["role"] for m in upstream.received[-1].body["messages"]] == ["user", "system", "user"]
-    assert upstream.received[-1].body["messages"][1]["content"] == "Mind the repo rules."
+    assert upstream.received[-1].body["messages"] == [{"role": "user", "content": "Hi\nMind the repo rules.\nGo on."}]
 
 
 def test_consecutive_turns_of_a_role_reach_a_chat_backend_as_one_turn(gw, client, upstream):

@@ -826,21 +826,42 @@ def test_events_are_encoded_with_their_event_name():
     assert encode_event({"type": "message_stop"}) == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
-def test_a_system_turn_after_the_first_becomes_a_chat_system_message_in_place():
-    """Anthropic's mid-conversation system messages (Claude Code sends them to newer models)."""
+def test_a_system_turn_after_the_first_is_user_text_in_place():
+    """Anthropic's mid-conversation system messages: Claude Code sends one on every request
+    (its environment after the first user turn; to Haiku a token count after each tool
+    result). As chat system messages in place, Qwen3.5-3.8's templates refused every request
+    ("System message must be at the beginning"); the text stays where it was, as user text."""
+    note = {"role": "system", "content": [{"type": "text", "text": "Rule one."}, {"type": "text", "text": "Two."}]}
     body = {
         **S.MESSAGES_REQUEST_MINIMAL,
-        "messages": [
-            {"role": "user", "content": "Hi"},
-            {"role": "system", "content": [{"type": "text", "text": "Rule one."}, {"type": "text", "text": "Two."}]},
-            {"role": "user", "content": "Go on."},
-        ],
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Hi"}, note, {"role": "user", "content": "Go on."}],
     }
     chat = messages_to_chat(body)
     assert chat["messages"] == [
-        {"role": "user", "content": "Hi"},
-        {"role": "system", "content": "Rule one.\n\nTwo."},
-        {"role": "user", "content": "Go on."},
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi\nRule one.\n\nTwo.\nGo on."},
+    ]
+    # After a tool result: the tool message, then the note as the user's; between assistant
+    # turns or last, a user message of its own.
+    call = {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}
+    body["messages"] = [
+        {"role": "user", "content": "Read it."},
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [result]},
+        {"role": "system", "content": "<total_tokens>9000 tokens left</total_tokens>"},
+        {"role": "assistant", "content": "Done."},
+        {"role": "system", "content": "Be brief."},
+    ]
+    assert [(m["role"], m.get("content")) for m in messages_to_chat(body)["messages"]] == [
+        ("system", "You are terse."),
+        ("user", "Read it."),
+        ("assistant", None),
+        ("tool", "ok"),
+        ("user", "<total_tokens>9000 tokens left</total_tokens>"),
+        ("assistant", "Done."),
+        ("user", "Be brief."),
     ]
     with pytest.raises(GatewayError) as caught:
         messages_to_chat(
@@ -864,7 +885,7 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
             {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, call]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "A"}]},
             {"role": "user", "content": "And b?"},
-            {"role": "system", "content": "Be terse."},  # a system turn is its own message, between runs
+            {"role": "system", "content": "Be terse."},  # a system turn: user text in its place
             {"role": "user", "content": "Now."},
             {"role": "assistant", "content": "One."},
             {"role": "assistant", "content": [{"type": "text", "text": "Two."}]},
@@ -887,9 +908,7 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "A"},
-        {"role": "user", "content": "And b?"},
-        {"role": "system", "content": "Be terse."},
-        {"role": "user", "content": "Now."},
+        {"role": "user", "content": "And b?\nBe terse.\nNow."},
         {"role": "assistant", "content": "One.Two."},  # texts joined as one turn's are
     ]
     # Each turn is paired before the runs are combined: field reports (BrowserOS, jcode#276) show

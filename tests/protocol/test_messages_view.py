@@ -250,7 +250,7 @@ def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_get
     unusual = parse_messages_request(orjson.dumps(UNUSUAL["a mid-conversation system turn"]), {}).chat
     assert not unusual.translated
     assert unusual.prompt is None and unusual.translated  # the view gave up: routing reads the translation
-    assert [m["role"] for m in unusual.payload["messages"]][-1] == "system"
+    assert unusual.payload["messages"][-1] == {"role": "user", "content": "a\nBe terse."}
     assert unusual.prompt_tokens() == estimate_prompt_tokens(unusual.payload)
     with pytest.raises(GatewayError) as raised:  # a bad field: at once
         parse_messages_request(orjson.dumps(_agent_turn(stop_sequences=[1])), {})

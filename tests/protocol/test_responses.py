@@ -173,6 +173,31 @@ def test_user_messages_in_a_row_are_one_chat_turn_and_text_parts_one_string():
     ]
 
 
+def test_a_developer_or_system_message_after_the_conversation_began_is_user_text_in_place():
+    """Codex sends developer messages mid-conversation (a changed permission, a turn's
+    context); as chat system messages in place, Qwen3.5-3.8's templates refused the request
+    ("System message must be at the beginning")."""
+    items = [
+        {"role": "developer", "content": "Be terse."},
+        {"role": "user", "content": "Fix calc.py"},
+        {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "A"},
+        {"role": "developer", "content": [{"type": "input_text", "text": "Sandbox: read-only."}]},
+        {"role": "assistant", "content": "Read it."},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Go on."},
+    ]
+    assert [(m["role"], m["content"]) for m in responses_to_chat({"model": "m", "input": items})["messages"]] == [
+        ("system", "Be terse."),
+        ("user", "Fix calc.py"),
+        ("assistant", None),
+        ("tool", "A"),
+        ("user", "Sandbox: read-only."),
+        ("assistant", "Read it."),
+        ("user", "Be brief.\nGo on."),
+    ]
+
+
 def test_developer_role_is_a_system_message_and_streaming_asks_for_usage():
     body = {"model": "m", "input": [{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}]}
     chat = responses_to_chat({**body, "stream": True})

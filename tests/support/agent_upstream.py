@@ -149,17 +149,17 @@ class AgentUpstream:
 
 
 def _trailing_tool_results(messages: list[Any]) -> list[tuple[str, str]]:
-    """(tool_call_id, text) of the tool messages that end the conversation, in order. System
-    notes after them are passed over, as a model answers the results: Claude Code ends a
-    tool result's turn to Haiku with one (`<total_tokens>... left`)."""
+    """(tool_call_id, text) of the tool messages after the assistant's last message, in order.
+    Notes after them are passed over, as a model answers the results: Claude Code ends a tool
+    result's turn to Haiku with one (`<total_tokens>... left`), which reaches a chat backend
+    as user text."""
     found: list[tuple[str, str]] = []
-    turns = list(messages)
-    while turns and isinstance(turns[-1], dict) and turns[-1].get("role") in ("system", "developer"):
-        turns.pop()
-    for message in reversed(turns):
-        if not isinstance(message, dict) or message.get("role") != "tool":
+    for message in reversed(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "assistant":
             break
-        found.append((str(message.get("tool_call_id")), _text(message.get("content"))))
+        if role == "tool":
+            found.append((str(message.get("tool_call_id")), _text(message.get("content"))))
     return found[::-1]
 
 
