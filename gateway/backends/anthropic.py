@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from gateway.backends.anthropic_stream import StreamTranslator
+from gateway.backends.anthropic_thinking import replayable
 from gateway.backends.anthropic_translate import (
     UnsupportedRequest,
     openai_error,
@@ -101,11 +102,12 @@ class AnthropicBackend(OpenAICompatBackend):
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         if request.path == MESSAGES:
-            # Native: a Messages body from a Messages client, posted as is, answered in
-            # Anthropic's own bytes (read by `gateway.proxy.messages_format`).
+            # Native: a Messages body from a Messages client, posted as is (but for thinking
+            # blocks Anthropic would refuse: `anthropic_thinking`), answered in Anthropic's
+            # own bytes (read by `gateway.proxy.messages_format`).
             try:
                 return await self.post(
-                    encode_payload(request.payload), request.headers, MESSAGES, request.max_response_bytes
+                    encode_payload(replayable(request.payload)), request.headers, MESSAGES, request.max_response_bytes
                 )
             except UpstreamError as exc:
                 raise _in_openai_terms(exc) from None

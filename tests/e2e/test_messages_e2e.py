@@ -441,6 +441,55 @@ def test_a_failing_chat_backend_falls_back_to_the_native_one(gw, client, claude,
     assert claude.received[0].body == {"model": "claude-sonnet-4-5", "max_tokens": 50, "messages": HELLO}
 
 
+def test_thinking_another_backend_wrote_is_not_replayed_to_an_anthropic_backend(gw, client, claude, upstream):
+    """A chat backend's reasoning reaches the client as a thinking block with an empty
+    signature, and the client sends it back. Anthropic refuses any block it did not sign
+    ("Invalid `signature` in `thinking` block"), so the first turn a route sent to it after
+    another backend answered failed, and every turn after it."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    upstream.reset(reasoning="Paris is in France.", content="Bonjour.")
+    first = client.messages.create(model="open", max_tokens=4000, thinking=thinking, messages=HELLO)
+    assert [(b.type, getattr(b, "signature", None)) for b in first.content] == [("thinking", ""), ("text", None)]
+    history = [*HELLO, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]}]
+    history.append({"role": "user", "content": "And in German?"})
+    upstream.reset(status=503)
+    answer = client.messages.create(model="chat-first", max_tokens=4000, thinking=thinking, messages=history)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    sent = claude.received[-1].body
+    assert sent["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Bonjour."}]}
+    assert sent["thinking"] == thinking  # the last assistant turn called no tool: thinking stays on
+
+    # Mid tool use: without the unsigned block the last assistant turn has no thinking before
+    # its tool_use, which Anthropic refuses while thinking is on: the turn goes without it.
+    call = {"type": "tool_use", "id": "toolu_w1", "name": "get_weather", "input": {"city": "Paris"}}
+    unsigned = {"type": "thinking", "thinking": "Need the weather.", "signature": ""}
+    result = {"type": "tool_result", "tool_use_id": "toolu_w1", "content": "21C"}
+    turns = [*HELLO, {"role": "assistant", "content": [unsigned, call]}, {"role": "user", "content": [result]}]
+    for stream in (False, True):
+        made = client.messages.create(
+            model="chat-first", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns, stream=stream
+        )
+        if stream:
+            assert [event.type for event in made][-1] == "message_stop"
+        else:
+            assert made.content[0].text == "Hello from the fake Anthropic."
+        sent = claude.received[-1].body
+        assert sent["messages"][1] == {"role": "assistant", "content": [call]}
+        assert "thinking" not in sent and sent["tools"] == [WEATHER]
+
+    # A block Anthropic signed goes back as it came, and thinking with it.
+    signed = {"type": "thinking", "thinking": "Need the weather.", "signature": "sig-fake-01"}
+    turns[1] = {"role": "assistant", "content": [signed, call]}
+    client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
+    assert claude.received[-1].body == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4000,
+        "thinking": thinking,
+        "tools": [WEATHER],
+        "messages": turns,
+    }
+
+
 # -- count_tokens -----------------------------------------------------------------------------------
 
 

@@ -150,7 +150,7 @@ class FakeAnthropic:
             or any(a == b for a, b in itertools.pairwise(roles))
         ):
             return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
-        return None
+        return _thinking_problem(body)
 
     def _content(self) -> list[dict]:
         b = self.behaviour
@@ -233,6 +233,37 @@ class FakeAnthropic:
         }
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})
+
+
+def _thinking_problem(body: dict) -> tuple[int, str, str] | None:
+    """Anthropic's 400s for thinking blocks it is sent back, in its words (as quoted from its
+    API in agents' issues): a signature it did not issue (here: not this fake's), and, with
+    `thinking` on, a last assistant turn that calls a tool without a thinking block first."""
+    turns = body["messages"]
+    for i, turn in enumerate(turns):
+        content = turn.get("content") if turn.get("role") == "assistant" else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if block.get("type") == "thinking" and not str(block.get("signature") or "").startswith("sig-fake"):
+                return (
+                    400,
+                    "invalid_request_error",
+                    f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block",
+                )
+    thinking = body.get("thinking") or {}
+    last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "assistant"), None)
+    content = turns[last]["content"] if last is not None else None
+    if thinking.get("type") in ("enabled", "adaptive") and isinstance(content, list):
+        calls = any(block.get("type") == "tool_use" for block in content)
+        if calls and content[0].get("type") not in ("thinking", "redacted_thinking"):
+            return (
+                400,
+                "invalid_request_error",
+                f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                f"`{content[0].get('type')}`. When `thinking` is enabled, a final `assistant` message must start "
+                "with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). "
+                "To avoid this requirement, disable `thinking`.",
+            )
+    return None
 
 
 def _pieces(text: str) -> list[str]:

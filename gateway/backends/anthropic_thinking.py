@@ -1,0 +1,74 @@
+"""The thinking blocks of a Messages conversation that Anthropic's API will take back.
+
+A conversation the gateway routes may have had turns answered by other backends: a chat
+backend's reasoning comes back to the client as a `thinking` block with an empty
+`signature` (the gateway has none to give), and a backend that did not reason sends no
+thinking block at all. Anthropic verifies every thinking block it is sent ("Invalid
+`signature` in `thinking` block") and, with `thinking` on, wants the last assistant turn of
+a tool-use exchange to start with one ("a final `assistant` message must start with a
+thinking block"). Either 400 would end the agent's session on the first turn routed to an
+Anthropic backend after another answered, so a Messages body posted natively to one is
+first made replayable:
+
+- a thinking block without a signature is left out (it cannot be verified; Anthropic does
+  not keep earlier turns' thinking in the model's context anyway);
+- when the last assistant turn then holds a `tool_use` without a thinking block before it,
+  the request goes without `thinking`, as Anthropic's own message advises ("To avoid this
+  requirement, disable `thinking`"): one turn without extended thinking, not a failed one.
+
+Signed blocks pass as they are: one signed by another Anthropic model still gets
+Anthropic's 400, which the gateway cannot tell from a valid signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def replayable(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload`, or a copy with unsigned thinking blocks left out and `thinking` off where
+    Anthropic would refuse the last tool-use turn without it. The client's objects are never
+    changed (every candidate is asked from the same body)."""
+    turns = payload.get("messages")
+    if type(turns) is not list:
+        return payload  # malformed: Anthropic's 400 says so
+    kept = turns
+    for i, turn in enumerate(turns):
+        content = turn.get("content") if type(turn) is dict and turn.get("role") == "assistant" else None
+        if type(content) is not list or not any(_unsigned(block) for block in content):
+            continue
+        if kept is turns:
+            kept = list(turns)
+        kept[i] = {**turn, "content": [block for block in content if not _unsigned(block)]}
+    out = payload if kept is turns else {**payload, "messages": kept}
+    if _thinking_on(payload) and _unthought_tool_use(kept):
+        out = {k: v for k, v in out.items() if k != "thinking"}
+    return out
+
+
+def _unsigned(block: Any) -> bool:
+    if type(block) is not dict or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return type(signature) is not str or not signature
+
+
+def _thinking_on(payload: dict[str, Any]) -> bool:
+    thinking = payload.get("thinking")
+    return type(thinking) is dict and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _unthought_tool_use(turns: list[Any]) -> bool:
+    """Whether the last assistant turn calls a tool and does not start with a thinking block."""
+    for turn in reversed(turns):
+        if type(turn) is not dict or turn.get("role") != "assistant":
+            continue
+        content = turn.get("content")
+        if type(content) is not list:
+            return False
+        calls = any(type(b) is dict and b.get("type") == "tool_use" for b in content)
+        first = content[0] if content else None
+        return calls and not (type(first) is dict and first.get("type") in _THINKING)
+    return False

@@ -1,0 +1,59 @@
+"""Which thinking blocks a Messages body keeps on its way to an Anthropic backend."""
+
+from __future__ import annotations
+
+import copy
+
+from gateway.backends.anthropic_thinking import replayable
+
+CALL = {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}
+RESULT = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}
+SIGNED = {"type": "thinking", "thinking": "t", "signature": "EqQBCgIYAh"}
+REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgBEgy"}
+ON = {"type": "enabled", "budget_tokens": 2048}
+
+
+def body(*assistant_turns: list, thinking: dict | None = ON) -> dict:
+    turns: list = [{"role": "user", "content": "Go."}]
+    for content in assistant_turns:
+        turns += [{"role": "assistant", "content": content}, RESULT]
+    out = {"model": "claude-sonnet-4-5", "max_tokens": 4000, "messages": turns}
+    return {**out, "thinking": thinking} if thinking else out
+
+
+def test_a_conversation_anthropic_would_take_is_the_same_object():
+    for payload in (
+        body([SIGNED, CALL]),
+        body([REDACTED, CALL]),
+        body([{"type": "text", "text": "Hi."}], thinking=None),
+        body([CALL], thinking=None),  # thinking off: nothing is asked of the last turn
+        {"model": "m", "messages": "not a list"},
+    ):
+        assert replayable(payload) is payload
+
+
+def test_unsigned_blocks_are_left_out_and_the_clients_body_is_untouched():
+    unsigned = [{"type": "thinking", "thinking": "t", "signature": s} for s in ("", None)]
+    unsigned.append({"type": "thinking", "thinking": "t"})
+    for block in unsigned:
+        earlier = [block, {"type": "text", "text": "Reading."}, CALL]
+        payload = body(earlier, [SIGNED, CALL])
+        before = copy.deepcopy(payload)
+        out = replayable(payload)
+        assert payload == before
+        assert out["messages"][1] == {"role": "assistant", "content": earlier[1:]}
+        assert out["messages"][3] == {"role": "assistant", "content": [SIGNED, CALL]}
+        assert out["thinking"] == ON  # the last tool-use turn still starts with a thinking block
+
+
+def test_thinking_goes_off_when_the_last_tool_use_turn_would_start_without_it():
+    unsigned = {"type": "thinking", "thinking": "t", "signature": ""}
+    for thinking in (ON, {"type": "adaptive"}):
+        # Its unsigned block left out, or none to begin with (a backend that did not reason).
+        for content in ([unsigned, CALL], [CALL], [{"type": "text", "text": "Reading."}, CALL]):
+            out = replayable(body([SIGNED, CALL], content, thinking=thinking))
+            assert "thinking" not in out
+            assert out["messages"][3]["content"] == [c for c in content if c is not unsigned]
+    # A last assistant turn without a tool call keeps thinking on.
+    out = replayable(body([unsigned, {"type": "text", "text": "Done."}]))
+    assert out["thinking"] == ON and out["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
