@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from gateway.backends.anthropic_stream import StreamTranslator
-from gateway.backends.anthropic_thinking import replayable
+from gateway.backends.anthropic_thinking import refused_signature, replayable
 from gateway.backends.anthropic_translate import (
     UnsupportedRequest,
     openai_error,
@@ -105,10 +105,18 @@ class AnthropicBackend(OpenAICompatBackend):
             # Native: a Messages body from a Messages client, posted as is (but for thinking
             # blocks Anthropic would refuse: `anthropic_thinking`), answered in Anthropic's
             # own bytes (read by `gateway.proxy.messages_format`).
+            payload = replayable(request.payload)
             try:
-                return await self.post(
-                    encode_payload(replayable(request.payload)), request.headers, MESSAGES, request.max_response_bytes
-                )
+                return await self.post(encode_payload(payload), request.headers, MESSAGES, request.max_response_bytes)
+            except UpstreamError as exc:
+                refused = isinstance(exc, ClientRejected) and exc.status == 400 and refused_signature(exc.body)
+                without = replayable(payload, signed=False) if refused else payload
+                if without is payload:
+                    raise _in_openai_terms(exc) from None
+            # Another model's signature (a fallback between Claude models): once more, on this
+            # backend, without the thinking history.
+            try:
+                return await self.post(encode_payload(without), request.headers, MESSAGES, request.max_response_bytes)
             except UpstreamError as exc:
                 raise _in_openai_terms(exc) from None
         if request.path != CHAT_COMPLETIONS:

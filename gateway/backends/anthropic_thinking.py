@@ -16,8 +16,11 @@ first made replayable:
   the request goes without `thinking`, as Anthropic's own message advises ("To avoid this
   requirement, disable `thinking`"): one turn without extended thinking, not a failed one.
 
-Signed blocks pass as they are: one signed by another Anthropic model still gets
-Anthropic's 400, which the gateway cannot tell from a valid signature.
+Signed blocks pass as they are: the gateway cannot tell a valid signature from one another
+Anthropic model wrote (signatures are model-bound: a fallback from one Claude model to
+another). Anthropic's 400 for such a block (`refused_signature`) gets the same request once
+more with every thinking block left out (`replayable(payload, signed=False)`), on the same
+backend: no other candidate would take the blocks either.
 """
 
 from __future__ import annotations
@@ -27,25 +30,38 @@ from typing import Any
 _THINKING = ("thinking", "redacted_thinking")
 
 
-def replayable(payload: dict[str, Any]) -> dict[str, Any]:
-    """`payload`, or a copy with unsigned thinking blocks left out and `thinking` off where
-    Anthropic would refuse the last tool-use turn without it. The client's objects are never
-    changed (every candidate is asked from the same body)."""
+def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
+    """`payload`, or a copy with unsigned thinking blocks (`signed=False`: every thinking
+    block) left out and `thinking` off where Anthropic would refuse the last tool-use turn
+    without one. The client's objects are never changed (every candidate is asked from the
+    same body)."""
+    unusable = _unsigned if signed else _thinking
     turns = payload.get("messages")
     if type(turns) is not list:
         return payload  # malformed: Anthropic's 400 says so
     kept = turns
     for i, turn in enumerate(turns):
         content = turn.get("content") if type(turn) is dict and turn.get("role") == "assistant" else None
-        if type(content) is not list or not any(_unsigned(block) for block in content):
+        if type(content) is not list or not any(unusable(block) for block in content):
             continue
         if kept is turns:
             kept = list(turns)
-        kept[i] = {**turn, "content": [block for block in content if not _unsigned(block)]}
+        kept[i] = {**turn, "content": [block for block in content if not unusable(block)]}
     out = payload if kept is turns else {**payload, "messages": kept}
     if _thinking_on(payload) and _unthought_tool_use(kept):
         out = {k: v for k, v in out.items() if k != "thinking"}
     return out
+
+
+def refused_signature(body: bytes) -> bool:
+    """Whether an Anthropic 400's body is its refusal of a thinking block's signature
+    ("messages.1.content.0: Invalid `signature` in `thinking` block")."""
+    text = body[:4096].lower()
+    return text.find(b"signature") >= 0 and text.find(b"thinking") >= 0 and text.find(b"invalid") >= 0
+
+
+def _thinking(block: Any) -> bool:
+    return type(block) is dict and block.get("type") in _THINKING
 
 
 def _unsigned(block: Any) -> bool:

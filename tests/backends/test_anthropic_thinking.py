@@ -57,3 +57,24 @@ def test_thinking_goes_off_when_the_last_tool_use_turn_would_start_without_it():
     # A last assistant turn without a tool call keeps thinking on.
     out = replayable(body([unsigned, {"type": "text", "text": "Done."}]))
     assert out["thinking"] == ON and out["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
+
+
+def test_asked_again_without_the_thinking_history_every_block_goes():
+    from gateway.backends.anthropic_thinking import refused_signature
+
+    payload = body([SIGNED, {"type": "text", "text": "Reading."}, CALL], [REDACTED, CALL])
+    out = replayable(payload, signed=False)
+    assert [m["content"] for m in out["messages"][1::2]] == [[{"type": "text", "text": "Reading."}, CALL], [CALL]]
+    assert "thinking" not in out
+    unthought = body([{"type": "text", "text": "Reading."}, CALL], thinking=None)
+    assert replayable(unthought, signed=False) is unthought  # nothing to leave out: not asked again
+    refusal = b'{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"}}'
+    assert refused_signature(refusal)
+    assert not refused_signature(
+        b'{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too large"}}'
+    )
+    # The other thinking 400 (a last tool-use turn without a block) is not a signature's.
+    assert not refused_signature(
+        b"messages.3.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When "
+        b"`thinking` is enabled, a final `assistant` message must start with a thinking block"
+    )

@@ -395,7 +395,7 @@ def test_a_native_stream_is_relayed_byte_for_byte(gw, client, claude):
     with client.messages.stream(model="claude", max_tokens=2000, tools=[WEATHER], messages=HELLO) as stream:
         final = stream.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text", "tool_use"]
-    assert final.content[0].signature == "sig-fake-01"
+    assert final.content[0].signature == "sig-fake-claude-sonnet-4-5"
     assert (final.content[2].id, final.content[2].input) == ("toolu_01", {"city": "Paris"})
     rows = ledger(gw, 2)
     assert [(r["endpoint"], r["prompt_tokens"], r["completion_tokens"], r["estimated"]) for r in rows] == [
@@ -478,7 +478,7 @@ def test_thinking_another_backend_wrote_is_not_replayed_to_an_anthropic_backend(
         assert "thinking" not in sent and sent["tools"] == [WEATHER]
 
     # A block Anthropic signed goes back as it came, and thinking with it.
-    signed = {"type": "thinking", "thinking": "Need the weather.", "signature": "sig-fake-01"}
+    signed = {"type": "thinking", "thinking": "Need the weather.", "signature": "sig-fake-claude-sonnet-4-5"}
     turns[1] = {"role": "assistant", "content": [signed, call]}
     client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
     assert claude.received[-1].body == {
@@ -488,6 +488,30 @@ def test_thinking_another_backend_wrote_is_not_replayed_to_an_anthropic_backend(
         "tools": [WEATHER],
         "messages": turns,
     }
+
+
+def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, client, claude):
+    """Signatures are model-bound: a turn Opus answered, continued on Sonnet (a fallback), was
+    Anthropic's 400 for the block, and no candidate would take the request. Asked once more,
+    on the same backend, without the thinking history."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    call = {"type": "tool_use", "id": "toolu_w1", "name": "get_weather", "input": {"city": "Paris"}}
+    opus = {"type": "thinking", "thinking": "Need the weather.", "signature": "sig-fake-claude-opus-4-5"}
+    result = {"type": "tool_result", "tool_use_id": "toolu_w1", "content": "21C"}
+    turns = [*HELLO, {"role": "assistant", "content": [opus, call]}, {"role": "user", "content": [result]}]
+    answer = client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    first, second = (seen.body for seen in claude.received)
+    assert first["messages"] == turns and first["thinking"] == thinking
+    assert second["messages"][1] == {"role": "assistant", "content": [call]} and "thinking" not in second
+    row = ledger(gw, 1)[-1]
+    assert (row["status"], row["attempts"], row["backend"]) == (200, 1, "claude")
+    # Any other 400 is the client's, relayed at once (asked once).
+    claude.reset(status=400, error_type="invalid_request_error", error_message="max_tokens: too large")
+    turns[1] = {"role": "assistant", "content": [{**opus, "signature": "sig-fake-claude-sonnet-4-5"}, call]}
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens: too large"):
+        client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
+    assert len(claude.received) == 1
 
 
 # -- count_tokens -----------------------------------------------------------------------------------

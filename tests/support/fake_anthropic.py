@@ -121,7 +121,7 @@ class FakeAnthropic:
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": self._content(),
+            "content": self._content(body["model"]),
             "stop_reason": "tool_use" if b.tool_use else b.stop_reason,
             "stop_sequence": None,
             "usage": self._usage(b.output_tokens),
@@ -152,11 +152,11 @@ class FakeAnthropic:
             return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
         return _thinking_problem(body)
 
-    def _content(self) -> list[dict]:
+    def _content(self, model: str) -> list[dict]:
         b = self.behaviour
         blocks: list[dict] = []
         if b.thinking:
-            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": "sig-fake-01"})
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": signature(model)})
         if b.content:
             blocks.append({"type": "text", "text": b.content})
         if b.tool_use:
@@ -235,15 +235,21 @@ class FakeAnthropic:
         yield _event("message_stop", {"type": "message_stop"})
 
 
+def signature(model: str) -> str:
+    """The signature this fake gives a thinking block `model` wrote, and takes back from it only."""
+    return f"sig-fake-{model}"
+
+
 def _thinking_problem(body: dict) -> tuple[int, str, str] | None:
     """Anthropic's 400s for thinking blocks it is sent back, in its words (as quoted from its
-    API in agents' issues): a signature it did not issue (here: not this fake's), and, with
-    `thinking` on, a last assistant turn that calls a tool without a thinking block first."""
+    API in agents' issues): a signature it did not issue for this model (signatures are
+    model-bound), and, with `thinking` on, a last assistant turn that calls a tool without a
+    thinking block first."""
     turns = body["messages"]
     for i, turn in enumerate(turns):
         content = turn.get("content") if turn.get("role") == "assistant" else None
         for j, block in enumerate(content if isinstance(content, list) else ()):
-            if block.get("type") == "thinking" and not str(block.get("signature") or "").startswith("sig-fake"):
+            if block.get("type") == "thinking" and block.get("signature") != signature(body["model"]):
                 return (
                     400,
                     "invalid_request_error",
