@@ -11,7 +11,9 @@ Anthropic backend after another answered, so a Messages body posted natively to 
 first made replayable:
 
 - a thinking block without a signature is left out (it cannot be verified; Anthropic does
-  not keep earlier turns' thinking in the model's context anyway);
+  not keep earlier turns' thinking in the model's context anyway), and a turn that held
+  nothing else with it (a chat backend that only reasoned), its user turns either side joined:
+  Anthropic refuses an empty turn but for a last assistant one;
 - when the last assistant turn then holds a `tool_use` without a thinking block before it,
   the request goes without `thinking`, as Anthropic's own message advises ("To avoid this
   requirement, disable `thinking`"): one turn without extended thinking, not a failed one.
@@ -47,10 +49,43 @@ def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
         if kept is turns:
             kept = list(turns)
         kept[i] = {**turn, "content": [block for block in content if not unusable(block)]}
+    if kept is not turns:
+        kept = _without_emptied(turns, kept)
     out = payload if kept is turns else {**payload, "messages": kept}
     if _thinking_on(payload) and _unthought_tool_use(kept):
         out = {k: v for k, v in out.items() if k != "thinking"}
     return out
+
+
+def _without_emptied(turns: list[Any], kept: list[Any]) -> list[Any]:
+    """`kept` without the assistant turns its thinking blocks were all of (a chat backend
+    that only reasoned): `content: []` is Anthropic's 400 but for a last assistant turn ("all
+    messages must have non-empty content except for the optional final assistant message").
+    The user turns either side of one are joined, as one turn of the conversation."""
+    out: list[Any] = []
+    dropped = False
+    last = len(kept) - 1
+    for i, turn in enumerate(kept):
+        if turn is not turns[i] and not turn["content"] and i != last:
+            dropped = True
+            continue
+        if dropped and out and _is_user(out[-1]) and _is_user(turn):
+            out[-1] = {**out[-1], "content": _blocks(out[-1]["content"]) + _blocks(turn["content"])}
+        else:
+            out.append(turn)
+        dropped = False
+    return out
+
+
+def _is_user(turn: Any) -> bool:
+    return type(turn) is dict and turn.get("role") == "user"
+
+
+def _blocks(content: Any) -> list[Any]:
+    """A user turn's content as a list of blocks (a string is one text block)."""
+    if type(content) is str:
+        return [{"type": "text", "text": content}] if content else []
+    return list(content) if type(content) is list else []
 
 
 def refused_signature(body: bytes) -> bool:

@@ -78,3 +78,34 @@ def test_asked_again_without_the_thinking_history_every_block_goes():
         b"messages.3.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When "
         b"`thinking` is enabled, a final `assistant` message must start with a thinking block"
     )
+
+
+def test_a_turn_of_thinking_alone_goes_with_its_blocks_and_its_neighbours_join():
+    # A chat backend that only reasoned (its max_tokens spent thinking) answered a thinking
+    # block alone; left out, `content: []` would be Anthropic's 400 ("all messages must have
+    # non-empty content except for the optional final assistant message"). The turn goes,
+    # and the user turns either side of it are one.
+    unsigned = {"type": "thinking", "thinking": "t", "signature": ""}
+    payload = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4000,
+        "messages": [
+            {"role": "user", "content": "Go."},
+            {"role": "assistant", "content": [unsigned]},
+            {"role": "user", "content": [{"type": "text", "text": "Go on."}]},
+        ],
+    }
+    before = copy.deepcopy(payload)
+    assert replayable(payload)["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Go."}, {"type": "text", "text": "Go on."}]}
+    ]
+    assert payload == before
+    # Asked again without the thinking history, a signed block alone goes the same way.
+    again = {"role": "user", "content": "Go on."}
+    signed = {**payload, "messages": [payload["messages"][0], {"role": "assistant", "content": [SIGNED]}, again]}
+    assert replayable(signed, signed=False)["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Go."}, {"type": "text", "text": "Go on."}]}
+    ]
+    # A last assistant turn (a prefill) may be empty: it stays.
+    prefill = {**payload, "messages": payload["messages"][:2]}
+    assert replayable(prefill)["messages"][1] == {"role": "assistant", "content": []}
