@@ -317,7 +317,8 @@ def test_effort_survives_egress_then_ingress(effort):
 
 
 def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
-    for thinking in ({"type": "disabled"}, {"type": "adaptive"}):
+    # `between_tools`: Claude Sonnet 5.5's lowest setting, which it takes in place of `disabled`.
+    for thinking in ({"type": "disabled"}, {"type": "adaptive"}, {"type": "between_tools"}):
         assert "reasoning_effort" not in messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "thinking": thinking})
     body = {
         **S.MESSAGES_REQUEST_MINIMAL,
@@ -372,7 +373,7 @@ def test_malformed_requests_get_a_400_naming_the_field(change, param, words):
         assert caught.value.code != ANTHROPIC_ONLY  # malformed, for any backend: not kept for a native one
 
 
-_TYPE = "thinking.type: Input should be `enabled`, `disabled` or `adaptive`."
+_TYPE = "thinking.type: Input should be `enabled`, `disabled`, `adaptive` or `between_tools`."
 _SYSTEM = "system: must be a string or an array of text blocks."
 _BUDGET_FLOOR = "thinking.budget_tokens: Input should be greater than or equal to 1024."
 
