@@ -16,7 +16,8 @@ first made replayable:
   Anthropic refuses an empty turn but for a last assistant one;
 - when the last assistant turn then holds a `tool_use` without a thinking block before it,
   the request goes without `thinking`, as Anthropic's own message advises ("To avoid this
-  requirement, disable `thinking`"): one turn without extended thinking, not a failed one.
+  requirement, disable `thinking`"): one turn without extended thinking, not a failed one
+  (and without a `context_management` edit that clears thinking, refused without it).
 
 Signed blocks pass as they are: the gateway cannot tell a valid signature from one another
 Anthropic model wrote (signatures are model-bound: a fallback from one Claude model to
@@ -53,8 +54,32 @@ def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
         kept = _without_emptied(turns, kept)
     out = payload if kept is turns else {**payload, "messages": kept}
     if _thinking_on(payload) and _unthought_tool_use(kept):
-        out = {k: v for k, v in out.items() if k != "thinking"}
+        out = _without_thinking(out)
     return out
+
+
+def _without_thinking(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` without `thinking`, and without the `context_management` edit that needs it:
+    Claude Code keeps thinking blocks with a `clear_thinking` edit, which Anthropic refuses
+    otherwise ("`clear_thinking_20251015` strategy requires `thinking` to be enabled")."""
+    out = {k: v for k, v in payload.items() if k != "thinking"}
+    management = out.get("context_management")
+    if type(management) is not dict:
+        return out
+    edits = management.get("edits")
+    if type(edits) is not list or not any(_clears_thinking(edit) for edit in edits):
+        return out
+    kept = [edit for edit in edits if not _clears_thinking(edit)]
+    if kept or len(management) > 1:
+        out["context_management"] = {**management, "edits": kept}
+    else:
+        del out["context_management"]
+    return out
+
+
+def _clears_thinking(edit: Any) -> bool:
+    kind = edit.get("type") if type(edit) is dict else None
+    return type(kind) is str and kind.startswith("clear_thinking_")
 
 
 def _without_emptied(turns: list[Any], kept: list[Any]) -> list[Any]:

@@ -109,3 +109,21 @@ def test_a_turn_of_thinking_alone_goes_with_its_blocks_and_its_neighbours_join()
     # A last assistant turn (a prefill) may be empty: it stays.
     prefill = {**payload, "messages": payload["messages"][:2]}
     assert replayable(prefill)["messages"][1] == {"role": "assistant", "content": []}
+
+
+def test_thinking_off_takes_its_clear_thinking_edit_with_it():
+    # Claude Code's `context_management` keeps thinking blocks with a `clear_thinking` edit,
+    # which Anthropic refuses without thinking ("`clear_thinking_20251015` strategy requires
+    # `thinking` to be enabled or adaptive"): it goes with `thinking`, the other edits stay.
+    clear = {"type": "clear_thinking_20251015", "keep": "all"}
+    tools = {"type": "clear_tool_uses_20250919"}
+    for edits, left in (([clear, tools], {"edits": [tools]}), ([clear], None)):
+        payload = {**body([CALL]), "context_management": {"edits": edits}}
+        before = copy.deepcopy(payload)
+        out = replayable(payload)
+        assert "thinking" not in out
+        assert out.get("context_management") == left
+        assert payload == before
+    # Thinking kept: the edit is kept.
+    payload = {**body([SIGNED, CALL]), "context_management": {"edits": [clear]}}
+    assert replayable(payload) is payload
