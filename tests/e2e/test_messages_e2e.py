@@ -490,6 +490,31 @@ def test_thinking_another_backend_wrote_is_not_replayed_to_an_anthropic_backend(
     }
 
 
+def test_a_turn_of_another_backends_thinking_alone_goes_whole_to_an_anthropic_backend(gw, client, claude, upstream):
+    """A chat backend that spent its answer reasoning answers a thinking block alone. Left
+    out for Anthropic, the turn was `content: []`, Anthropic's 400 ("all messages must have
+    non-empty content except for the optional final assistant message"): the turn goes, and
+    the user turns either side of it are one."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    upstream.reset(reasoning="Thinking about hello.", content="")
+    first = client.messages.create(model="open", max_tokens=4000, thinking=thinking, messages=HELLO)
+    assert [(b.type, getattr(b, "signature", None)) for b in first.content] == [("thinking", "")]
+    history = [*HELLO, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]}]
+    history.append({"role": "user", "content": "Go on."})
+    upstream.reset(status=503)
+    answer = client.messages.create(model="chat-first", max_tokens=4000, thinking=thinking, messages=history)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    assert claude.received[-1].body == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4000,
+        "thinking": thinking,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Say hello."}, {"type": "text", "text": "Go on."}]}
+        ],
+    }
+    assert len(claude.received) == 1
+
+
 def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, client, claude):
     """Signatures are model-bound: a turn Opus answered, continued on Sonnet (a fallback), was
     Anthropic's 400 for the block, and no candidate would take the request. Asked once more,
