@@ -11,6 +11,7 @@ OpenAI-compatible's, reached through its `upstream_path` and `auth_headers` seam
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -35,6 +36,8 @@ from gateway.backends.errors import (
 from gateway.backends.http1 import Http1Response
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.protocol.messages import MALFORMED
+
+log = logging.getLogger("gateway.backends")
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
 # context-overflow check does not know.
@@ -115,6 +118,10 @@ class AnthropicBackend(OpenAICompatBackend):
                     raise _in_openai_terms(exc) from None
             # Another model's signature (a fallback between Claude models): once more, on this
             # backend, without the thinking history.
+            log.info(
+                "%s refused a thinking block's signature (another model's): asked again without the thinking history",
+                self.name,
+            )
             try:
                 return await self.post(encode_payload(without), request.headers, MESSAGES, request.max_response_bytes)
             except UpstreamError as exc:

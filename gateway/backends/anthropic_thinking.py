@@ -117,7 +117,7 @@ def refused_signature(body: bytes) -> bool:
     """Whether an Anthropic 400's body is its refusal of a thinking block's signature
     ("messages.1.content.0: Invalid `signature` in `thinking` block")."""
     text = body[:4096].lower()
-    return text.find(b"signature") >= 0 and text.find(b"thinking") >= 0 and text.find(b"invalid") >= 0
+    return text.find(b"invalid `signature` in `thinking`") >= 0 or text.find(b"invalid signature in thinking") >= 0
 
 
 def _thinking(block: Any) -> bool:
@@ -133,7 +133,7 @@ def _unsigned(block: Any) -> bool:
 
 def _thinking_on(payload: dict[str, Any]) -> bool:
     thinking = payload.get("thinking")
-    return type(thinking) is dict and thinking.get("type") in ("enabled", "adaptive")
+    return type(thinking) is dict and thinking.get("type") not in (None, "disabled")
 
 
 def _unthought_tool_use(turns: list[Any]) -> bool:

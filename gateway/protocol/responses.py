@@ -25,8 +25,8 @@ Mappings chosen where the APIs differ:
   servers take low, medium and high); `none` sends no effort.
 - Settings OpenAI refuses get its 400 here, before any backend is asked, whichever way the
   request is sent on (a native backend is sent them as they came): `temperature` outside 0..2,
-  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `reasoning.effort` or
-  `truncation` value, an `include` that is not an array of strings. `background: true` is a 400 too: the gateway answers
+  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `truncation` value, a
+  `reasoning.effort` that is not a string, an `include` that is not an array of strings. `background: true` is a 400 too: the gateway answers
   every request while its connection is open, so there is no queued response to poll.
 """
 
@@ -175,20 +175,15 @@ def _output_limit(limit: Any) -> int:
 
 
 def _effort(effort: Any) -> str | None:
-    """The chat `reasoning_effort` for a documented `reasoning.effort`, else OpenAI's 400
-    (an unknown one was dropped: the backend reasoned at its default, unasked)."""
+    """The chat `reasoning_effort` for a `reasoning.effort` (OpenAI's 400 for one that is not
+    a string). An effort this table does not know is sent as none: OpenAI adds efforts with
+    its models (`xhigh`, then `max`) and Codex sends them as soon as they exist, so refusing
+    one would break a newer client on every request; a native backend reads it as sent."""
     if type(effort) is not str:
         raise invalid_request(
             "Invalid type for 'reasoning.effort': expected a string.", "reasoning.effort", "invalid_type"
         )
-    if effort not in _EFFORTS:
-        raise invalid_request(
-            f"Invalid value: '{echoed(effort)}'. Supported values are: 'none', 'minimal', 'low', 'medium', "
-            "'high', 'xhigh', and 'max'.",
-            "reasoning.effort",
-            "invalid_value",
-        )
-    return _EFFORTS[effort]
+    return _EFFORTS.get(effort)
 
 
 def _settings(body: dict[str, Any]) -> None:

@@ -531,6 +531,7 @@ def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, clie
     assert second["messages"][1] == {"role": "assistant", "content": [call]} and "thinking" not in second
     row = ledger(gw, 1)[-1]
     assert (row["status"], row["attempts"], row["backend"]) == (200, 1, "claude")
+    assert gw.log().count("claude refused a thinking block's signature (another model's)") == 1
     # Any other 400 is the client's, relayed at once (asked once).
     claude.reset(status=400, error_type="invalid_request_error", error_message="max_tokens: too large")
     turns[1] = {"role": "assistant", "content": [{**opus, "signature": "sig-fake-claude-sonnet-4-5"}, call]}

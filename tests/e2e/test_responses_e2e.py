@@ -460,13 +460,6 @@ def test_settings_openai_refuses_are_its_400_and_no_backend_is_asked(gw_native, 
             "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 8 instead.",
         ),
         (
-            {"reasoning": {"effort": "extreme"}},
-            "reasoning.effort",
-            "invalid_value",
-            "Invalid value: 'extreme'. Supported values are: 'none', 'minimal', 'low', 'medium', 'high', 'xhigh', "
-            "and 'max'.",
-        ),
-        (
             {"truncation": "middle"},
             "truncation",
             "invalid_value",
