@@ -154,6 +154,27 @@ def offline_env(home: Path, proxy: RefusingProxy, **extra: str) -> dict[str, str
     }
 
 
+def claude_env(gw, internet, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Claude Code's environment against `gw`, offline, as the README gives it; and its work dir."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = offline_env(
+        home,
+        internet,
+        CLAUDE_CONFIG_DIR=str(home / ".claude"),
+        ANTHROPIC_BASE_URL=gw.url,
+        ANTHROPIC_API_KEY=CLIENT_KEY,
+        # One switch for all non-essential traffic; the four it implies are set too, as the README says.
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        DISABLE_TELEMETRY="1",
+        DISABLE_AUTOUPDATER="1",
+        DISABLE_ERROR_REPORTING="1",
+        DISABLE_BUG_COMMAND="1",
+    )
+    return env, work
+
+
 def run_agent(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run(
         argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TURN_TIMEOUT_S
@@ -221,22 +242,7 @@ def assert_ledger(rows: list[dict], endpoint: str, route: str) -> None:
 def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
     claude = agent_binary("claude")
     gw = start_gateway(agent_policy(agent_model.base_url), env=GATEWAY_ENV)
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    env = offline_env(
-        home,
-        internet,
-        CLAUDE_CONFIG_DIR=str(home / ".claude"),
-        ANTHROPIC_BASE_URL=gw.url,
-        ANTHROPIC_API_KEY=CLIENT_KEY,
-        # One switch for all non-essential traffic; the four it implies are set too, as the README says.
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_TELEMETRY="1",
-        DISABLE_AUTOUPDATER="1",
-        DISABLE_ERROR_REPORTING="1",
-        DISABLE_BUG_COMMAND="1",
-    )
+    env, work = claude_env(gw, internet, tmp_path)
     argv = [str(claude), "-p", PROMPT] + ([] if ALIASES else ["--model", CLAUDE_MODEL])
     done = run_agent(argv + ["--allowedTools", "Bash", "--output-format", "json"], env, work)
 
@@ -297,17 +303,7 @@ def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(
     as the last turn answers with another tool call, every step, until the turn limit."""
     claude = agent_binary("claude")
     gw = start_gateway((REPO / "policies" / "default.yaml").read_text(), env=GATEWAY_ENV)
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    env = offline_env(
-        home,
-        internet,
-        CLAUDE_CONFIG_DIR=str(home / ".claude"),
-        ANTHROPIC_BASE_URL=gw.url,
-        ANTHROPIC_API_KEY=CLIENT_KEY,
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-    )
+    env, work = claude_env(gw, internet, tmp_path)
     argv = [str(claude), "-p", PROMPT, "--model", "haiku", "--max-turns", "4", "--allowedTools", "Bash"]
     done = run_agent(argv + ["--output-format", "json"], env, work)
 

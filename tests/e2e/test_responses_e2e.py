@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.e2e.test_usage_e2e import export_today
+from tests.protocol import samples as S
 from tests.support.poll import poll
 from tests.support.scrape import scrape
 from tests.support.services import REPO, GatewayProcess
@@ -469,9 +470,7 @@ def test_settings_openai_refuses_are_its_400_and_no_backend_is_asked(gw_native, 
             {"background": True},
             "background",
             "unsupported_parameter",
-            "Unsupported parameter: 'background'. This gateway runs no background responses: it answers while the "
-            "request's connection is open. Send the request without 'background' (or with it false), and with "
-            "'stream' true to read the answer as it is written.",
+            S.BACKGROUND_REFUSED,
         ),
     ]
     for stream in (False, True):

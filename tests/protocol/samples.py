@@ -467,6 +467,12 @@ CHAT_STREAM_REASONING = [
 # -- OpenAI Responses: requests ---------------------------------------------------------------
 
 # API reference, Create a model response: "Text input" example.
+# The gateway's 400 for `background: true` (not OpenAI's: OpenAI runs background responses).
+BACKGROUND_REFUSED = (
+    "Unsupported parameter: 'background'. This gateway runs no background responses: it answers while the "
+    "request's connection is open. Send the request without 'background' (or with it false), and with "
+    "'stream' true to read the answer as it is written."
+)
 RESPONSES_REQUEST_STRING = {"model": "gpt-4.1", "input": "Tell me a three sentence bedtime story about a unicorn."}
 
 # What Codex sends, in the API reference's item shapes: instructions, an input message with

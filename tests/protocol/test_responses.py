@@ -303,9 +303,7 @@ def test_reasoning_effort(effort, expected):
             {"background": True},
             "background",
             "unsupported_parameter",
-            "Unsupported parameter: 'background'. This gateway runs no background responses: it answers while the "
-            "request's connection is open. Send the request without 'background' (or with it false), and with "
-            "'stream' true to read the answer as it is written.",
+            S.BACKGROUND_REFUSED,
         ),
         (
             {"text": {"format": {"type": "yaml"}}},
