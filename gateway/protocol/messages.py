@@ -188,11 +188,13 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
 
 def _in_range(name: str, value: float) -> None:
     """Anthropic's bounds for a sampling field whose type is checked: `temperature` and `top_p`
-    0 to 1 (chat's `temperature` goes to 2, so 1.5 would be served, not refused), `top_k` from 0."""
-    if value < 0:
-        raise invalid_request(f"{name}: Input should be greater than or equal to 0.", name)
-    if value > 1 and name != "top_k":
-        raise invalid_request(f"{name}: Input should be less than or equal to 1.", name)
+    0 to 1 (chat's `temperature` goes to 2, so 1.5 would be served, not refused), in its words
+    ("temperature: range: 0..1", as quoted from its API), and `top_k` from 0."""
+    if name == "top_k":
+        if value < 0:
+            raise invalid_request("top_k: Input should be greater than or equal to 0.", name)
+    elif value < 0 or value > 1:
+        raise invalid_request(f"{name}: range: 0..1", name)
 
 
 def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:

@@ -384,10 +384,10 @@ _BUDGET_FLOOR = "thinking.budget_tokens: Input should be greater than or equal t
     ("change", "message", "param"),
     [
         # Anthropic's range is 0..1 where chat's goes to 2: 1.5 was served by a chat backend.
-        ({"temperature": 1.5}, "temperature: Input should be less than or equal to 1.", "temperature"),
-        ({"temperature": -0.5}, "temperature: Input should be greater than or equal to 0.", "temperature"),
-        ({"top_p": 1.01}, "top_p: Input should be less than or equal to 1.", "top_p"),
-        ({"top_p": -1}, "top_p: Input should be greater than or equal to 0.", "top_p"),
+        ({"temperature": 1.5}, "temperature: range: 0..1", "temperature"),
+        ({"temperature": -0.5}, "temperature: range: 0..1", "temperature"),
+        ({"top_p": 1.01}, "top_p: range: 0..1", "top_p"),
+        ({"top_p": -1}, "top_p: range: 0..1", "top_p"),
         ({"top_k": -1}, "top_k: Input should be greater than or equal to 0.", "top_k"),
         ({"thinking": "enabled"}, "thinking: must be an object.", "thinking"),
         ({"thinking": {}}, "thinking.type: Field required.", "thinking.type"),
