@@ -14,10 +14,11 @@ first made replayable:
   not keep earlier turns' thinking in the model's context anyway), and a turn that held
   nothing else with it (a chat backend that only reasoned), its user turns either side joined:
   Anthropic refuses an empty turn but for a last assistant one;
-- when the last assistant turn then holds a `tool_use` without a thinking block before it,
-  the request goes without `thinking`, as Anthropic's own message advises ("To avoid this
-  requirement, disable `thinking`"): one turn without extended thinking, not a failed one
-  (and without a `context_management` edit that clears thinking, refused without it).
+- when the last assistant turn then holds a `tool_use` without a thinking block before it
+  and `thinking` is `enabled` or `adaptive`, the request goes without `thinking`, as
+  Anthropic's own message advises ("To avoid this requirement, disable `thinking`"): one turn
+  without extended thinking, not a failed one (and without a `context_management` edit that
+  clears thinking, refused without it).
 
 Signed blocks pass as they are: the gateway cannot tell a valid signature from one another
 Anthropic model wrote (signatures are model-bound: a fallback from one Claude model to
@@ -131,9 +132,17 @@ def _unsigned(block: Any) -> bool:
     return type(signature) is not str or not signature
 
 
+# The `thinking.type`s under which Anthropic wants the last tool-use turn to start with a
+# thinking block. Not `between_tools` (Claude Sonnet 5.5's setting without up-front thinking:
+# its own tool-use turns start without one, and without `thinking` that model runs adaptive,
+# the up-front thinking the client turned off), nor a type newer than this gateway (whose rule
+# it cannot know): those pass as sent.
+_LEADING_THINKING = ("enabled", "adaptive")
+
+
 def _thinking_on(payload: dict[str, Any]) -> bool:
     thinking = payload.get("thinking")
-    return type(thinking) is dict and thinking.get("type") not in (None, "disabled")
+    return type(thinking) is dict and thinking.get("type") in _LEADING_THINKING
 
 
 def _unthought_tool_use(turns: list[Any]) -> bool:

@@ -59,6 +59,17 @@ def test_thinking_goes_off_when_the_last_tool_use_turn_would_start_without_it():
     assert out["thinking"] == ON and out["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
 
 
+def test_thinking_without_up_front_blocks_or_newer_than_the_gateway_passes_as_sent():
+    # `between_tools` (Claude Sonnet 5.5's setting without up-front thinking): the model's own
+    # tool-use turns start with the call, and Anthropic takes them back as they are; without
+    # `thinking` that model would run adaptive, the thinking the client turned off. A type
+    # newer than the gateway: its rule is unknown here, so the body is Anthropic's to judge.
+    for thinking in ({"type": "between_tools"}, {"type": "a_future_kind"}):
+        for content in ([CALL], [{"type": "text", "text": "Reading."}, CALL]):
+            payload = body([SIGNED, CALL], content, thinking=thinking)
+            assert replayable(payload) is payload
+
+
 def test_asked_again_without_the_thinking_history_every_block_goes():
     from gateway.backends.anthropic_thinking import refused_signature
 
