@@ -95,7 +95,7 @@ def _without_emptied(turns: list[Any], kept: list[Any]) -> list[Any]:
         if turn is not turns[i] and not turn["content"] and i != last:
             dropped = True
             continue
-        if dropped and out and _is_user(out[-1]) and _is_user(turn):
+        if dropped and out and _joinable(out[-1]) and _joinable(turn):
             out[-1] = {**out[-1], "content": _blocks(out[-1]["content"]) + _blocks(turn["content"])}
         else:
             out.append(turn)
@@ -103,15 +103,18 @@ def _without_emptied(turns: list[Any], kept: list[Any]) -> list[Any]:
     return out
 
 
-def _is_user(turn: Any) -> bool:
-    return type(turn) is dict and turn.get("role") == "user"
+def _joinable(turn: Any) -> bool:
+    """A user turn whose content is a string or a list of blocks. One without content, or
+    with another value, is left as sent, for Anthropic's 400 to name (it reaches a native
+    backend unchecked when an earlier block was Anthropic-only and ended the ingress's read)."""
+    return type(turn) is dict and turn.get("role") == "user" and type(turn.get("content")) in (str, list)
 
 
-def _blocks(content: Any) -> list[Any]:
+def _blocks(content: str | list[Any]) -> list[Any]:
     """A user turn's content as a list of blocks (a string is one text block)."""
     if type(content) is str:
         return [{"type": "text", "text": content}] if content else []
-    return list(content) if type(content) is list else []
+    return list(content)
 
 
 def refused_signature(body: bytes) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from gateway.backends.anthropic_thinking import replayable
 
 CALL = {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}
@@ -138,3 +140,24 @@ def test_thinking_off_takes_its_clear_thinking_edit_with_it():
     # Thinking kept: the edit is kept.
     payload = {**body([SIGNED, CALL]), "context_management": {"edits": [clear]}}
     assert replayable(payload) is payload
+
+
+def test_a_malformed_user_turn_beside_a_dropped_turn_is_left_for_anthropic_to_name():
+    # The ingress stops reading at an Anthropic-only block (a document by URL), so the turns
+    # after it reach a native backend unchecked. A user turn there without content, or with
+    # content of another type, is not joined (a KeyError failed the attempt as the backend's
+    # fault, on every candidate) nor mended into a valid turn: Anthropic's 400 names it.
+    from gateway.protocol.errors import GatewayError
+    from gateway.protocol.messages import ANTHROPIC_ONLY, messages_to_chat
+
+    by_url = {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}
+    alone = {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": ""}]}
+    for malformed in ({"role": "user"}, {"role": "user", "content": None}, {"role": "user", "content": 5}):
+        after = {"role": "user", "content": "Go on."}
+        payload = {"model": "claude-sonnet-4-5", "max_tokens": 4000, "messages": [by_url, alone, malformed, after]}
+        with pytest.raises(GatewayError) as refused:
+            messages_to_chat(payload)
+        assert refused.value.code == ANTHROPIC_ONLY  # kept for a native backend
+        before = copy.deepcopy(payload)
+        assert replayable(payload)["messages"] == [by_url, malformed, after]
+        assert payload == before
