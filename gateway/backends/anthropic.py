@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from gateway.backends.anthropic_stream import StreamTranslator
-from gateway.backends.anthropic_thinking import refused_signature, replayable
+from gateway.backends.anthropic_thinking import asked_again, refused_signature, replayable
 from gateway.backends.anthropic_translate import (
     UnsupportedRequest,
     openai_error,
@@ -38,6 +38,9 @@ from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.protocol.messages import MALFORMED
 
 log = logging.getLogger("gateway.backends")
+# Anthropic's 400s about thinking blocks are answered by asking again with less (each time
+# strictly less: `anthropic_thinking.asked_again`), this many times at most.
+_ASKED_AGAIN_AT_MOST = 2
 
 # Anthropic's 400 when input plus max_tokens overflow the window, in words the shared
 # context-overflow check does not know.
@@ -109,23 +112,24 @@ class AnthropicBackend(OpenAICompatBackend):
             # blocks Anthropic would refuse: `anthropic_thinking`), answered in Anthropic's
             # own bytes (read by `gateway.proxy.messages_format`).
             payload = replayable(request.payload)
-            try:
-                return await self.post(encode_payload(payload), request.headers, MESSAGES, request.max_response_bytes)
-            except UpstreamError as exc:
-                refused = isinstance(exc, ClientRejected) and exc.status == 400 and refused_signature(exc.body)
-                without = replayable(payload, signed=False) if refused else payload
-                if without is payload:
-                    raise _in_openai_terms(exc) from None
-            # Another model's signature (a fallback between Claude models): once more, on this
-            # backend, without the thinking history.
-            log.info(
-                "%s refused a thinking block's signature (another model's): asked again without the thinking history",
-                self.name,
-            )
-            try:
-                return await self.post(encode_payload(without), request.headers, MESSAGES, request.max_response_bytes)
-            except UpstreamError as exc:
-                raise _in_openai_terms(exc) from None
+            asked = 0
+            while True:
+                try:
+                    return await self.post(
+                        encode_payload(payload), request.headers, MESSAGES, request.max_response_bytes
+                    )
+                except UpstreamError as exc:
+                    refusal = exc.body if isinstance(exc, ClientRejected) and exc.status == 400 else b""
+                    again = asked_again(payload, refusal) if refusal and asked < _ASKED_AGAIN_AT_MOST else None
+                    if again is None:
+                        raise _in_openai_terms(exc) from None
+                asked += 1
+                log.info(
+                    "%s refused the thinking blocks it was sent back (%s): asked again with less",
+                    self.name,
+                    "another model's signature" if refused_signature(refusal) else "a tool-use turn without one",
+                )
+                payload = again
         if request.path != CHAT_COMPLETIONS:
             raise ClientRejected(
                 f"{self.name}: {request.path} has no Anthropic translation",

@@ -14,17 +14,22 @@ first made replayable:
   not keep earlier turns' thinking in the model's context anyway), and a turn that held
   nothing else with it (a chat backend that only reasoned), its user turns either side joined:
   Anthropic refuses an empty turn but for a last assistant one;
-- when the last assistant turn then holds a `tool_use` without a thinking block before it
-  and `thinking` is `enabled` or `adaptive`, the request goes without `thinking`, as
-  Anthropic's own message advises ("To avoid this requirement, disable `thinking`"): one turn
-  without extended thinking, not a failed one (and without a `context_management` edit that
-  clears thinking, refused without it).
+- when that leaves the last tool-calling assistant turn without the thinking block it began
+  with, and `thinking` is `enabled`, the request goes without `thinking`, as Anthropic's
+  own message advises ("To avoid this requirement, disable `thinking`"): one turn without
+  extended thinking, not a failed one (and without a `context_management` edit that clears
+  thinking, refused without it). A conversation the client sent that way is left as it
+  came: Anthropic takes a tool-use turn without thinking in cases the gateway cannot tell
+  apart (adaptive thinking, which may skip it; a loop's later calls without interleaved
+  thinking; `between_tools`).
 
-Signed blocks pass as they are: the gateway cannot tell a valid signature from one another
-Anthropic model wrote (signatures are model-bound: a fallback from one Claude model to
-another). Anthropic's 400 for such a block (`refused_signature`) gets the same request once
-more with every thinking block left out (`replayable(payload, signed=False)`), on the same
-backend: no other candidate would take the blocks either.
+Two of Anthropic's 400s get the same request once more, on the same backend (no other
+candidate would take it either; at most twice, each time with less: `asked_again`):
+`refused_signature`, a block another Claude model signed (signatures are model-bound: a
+fallback from one to another), asked again with every thinking block left out
+(`replayable(payload, signed=False)`); and `refused_unthought`, a last tool-use turn
+Anthropic wants to start with a thinking block (a backend that did not reason answered it),
+asked again without `thinking`.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ _THINKING = ("thinking", "redacted_thinking")
 
 def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
     """`payload`, or a copy with unsigned thinking blocks (`signed=False`: every thinking
-    block) left out and `thinking` off where Anthropic would refuse the last tool-use turn
-    without one. The client's objects are never changed (every candidate is asked from the
+    block) left out, and `thinking` off where that left the last tool-use turn without the
+    block it began with. The client's objects are never changed (every candidate is asked from the
     same body)."""
     unusable = _unsigned if signed else _thinking
     turns = payload.get("messages")
@@ -51,12 +56,32 @@ def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
         if kept is turns:
             kept = list(turns)
         kept[i] = {**turn, "content": [block for block in content if not unusable(block)]}
-    if kept is not turns:
-        kept = _without_emptied(turns, kept)
-    out = payload if kept is turns else {**payload, "messages": kept}
-    if _thinking_on(payload) and _unthought_tool_use(kept):
-        out = _without_thinking(out)
+    if kept is turns:
+        return payload
+    out = {**payload, "messages": _without_emptied(turns, kept)}
+    thinking = payload.get("thinking")
+    if (
+        type(thinking) is dict
+        and thinking.get("type") == "enabled"
+        and _unthought_tool_use(out["messages"])
+        and not _unthought_tool_use(turns)
+    ):
+        out = _without_thinking(out)  # what was left out made the turn unthought
     return out
+
+
+def asked_again(payload: dict[str, Any], refusal: bytes) -> dict[str, Any] | None:
+    """What to ask the same Anthropic backend after its 400 `refusal` of `payload` (as
+    `replayable` made it): less thinking history, or no `thinking`; None when the refusal is
+    not about thinking blocks, or nothing is left to take out."""
+    if refused_signature(refusal):
+        without = replayable(payload, signed=False)
+        if without is not payload and "thinking" in without and _unthought_tool_use(without["messages"]):
+            without = _without_thinking(without)  # its leading block went with the rest
+        return without if without is not payload else None
+    if refused_unthought(refusal) and "thinking" in payload:
+        return _without_thinking(payload)
+    return None
 
 
 def _without_thinking(payload: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +149,13 @@ def refused_signature(body: bytes) -> bool:
     return text.find(b"invalid `signature` in `thinking`") >= 0 or text.find(b"invalid signature in thinking") >= 0
 
 
+def refused_unthought(body: bytes) -> bool:
+    """Whether an Anthropic 400's body says the last tool-use turn must start with a thinking
+    block ("... When `thinking` is enabled, a final `assistant` message must start with a
+    thinking block ...")."""
+    return body[:4096].lower().find(b"must start with a thinking block") >= 0
+
+
 def _thinking(block: Any) -> bool:
     return type(block) is dict and block.get("type") in _THINKING
 
@@ -133,19 +165,6 @@ def _unsigned(block: Any) -> bool:
         return False
     signature = block.get("signature")
     return type(signature) is not str or not signature
-
-
-# The `thinking.type`s under which Anthropic wants the last tool-use turn to start with a
-# thinking block. Not `between_tools` (Claude Sonnet 5.5's setting without up-front thinking:
-# its own tool-use turns start without one, and without `thinking` that model runs adaptive,
-# the up-front thinking the client turned off), nor a type newer than this gateway (whose rule
-# it cannot know): those pass as sent.
-_LEADING_THINKING = ("enabled", "adaptive")
-
-
-def _thinking_on(payload: dict[str, Any]) -> bool:
-    thinking = payload.get("thinking")
-    return type(thinking) is dict and thinking.get("type") in _LEADING_THINKING
 
 
 def _unthought_tool_use(turns: list[Any]) -> bool:

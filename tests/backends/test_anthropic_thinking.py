@@ -48,17 +48,43 @@ def test_unsigned_blocks_are_left_out_and_the_clients_body_is_untouched():
         assert out["thinking"] == ON  # the last tool-use turn still starts with a thinking block
 
 
-def test_thinking_goes_off_when_the_last_tool_use_turn_would_start_without_it():
+def test_thinking_goes_off_only_where_the_left_out_block_led_the_last_tool_use_turn():
     unsigned = {"type": "thinking", "thinking": "t", "signature": ""}
-    for thinking in (ON, {"type": "adaptive"}):
-        # Its unsigned block left out, or none to begin with (a backend that did not reason).
-        for content in ([unsigned, CALL], [CALL], [{"type": "text", "text": "Reading."}, CALL]):
-            out = replayable(body([SIGNED, CALL], content, thinking=thinking))
-            assert "thinking" not in out
-            assert out["messages"][3]["content"] == [c for c in content if c is not unsigned]
+    out = replayable(body([SIGNED, CALL], [unsigned, CALL]))
+    assert "thinking" not in out and out["messages"][3]["content"] == [CALL]
+    # Adaptive thinking may skip thinking, and Anthropic takes such a turn back: kept on.
+    adaptive = {"type": "adaptive"}
+    out = replayable(body([SIGNED, CALL], [unsigned, CALL], thinking=adaptive))
+    assert out["thinking"] == adaptive and out["messages"][3]["content"] == [CALL]
+    # The client's own turns without a leading block (a loop's later calls without interleaved
+    # thinking, a backend that did not reason) are Anthropic's to judge: sent as they came.
+    for content in ([CALL], [{"type": "text", "text": "Reading."}, CALL]):
+        payload = body([SIGNED, CALL], content)
+        assert replayable(payload) is payload
     # A last assistant turn without a tool call keeps thinking on.
     out = replayable(body([unsigned, {"type": "text", "text": "Done."}]))
     assert out["thinking"] == ON and out["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
+
+
+def test_asked_again_after_each_refusal_with_less_and_never_for_another_400():
+    from gateway.backends.anthropic_thinking import asked_again
+
+    signature = b'{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"}}'
+    unthought = (
+        b'{"type":"error","error":{"type":"invalid_request_error","message":"messages.3.content.0.type: Expected '
+        b"`thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant` "
+        b'message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks)."}}'
+    )
+    other = b'{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too large"}}'
+    payload = body([SIGNED, CALL], [SIGNED, CALL])
+    again = asked_again(payload, signature)
+    assert again is not None and [m["content"] for m in again["messages"][1::2]] == [[CALL], [CALL]]
+    assert "thinking" not in again  # the last tool-use turn lost its leading block with the rest
+    assert asked_again(again, signature) is None  # nothing left to take out: not asked a third time
+    unled = body([SIGNED, CALL], [CALL])
+    assert asked_again(unled, unthought) == {k: v for k, v in unled.items() if k != "thinking"}
+    assert asked_again(asked_again(unled, unthought), unthought) is None
+    assert asked_again(payload, other) is None and asked_again(unled, other) is None
 
 
 def test_thinking_without_up_front_blocks_or_newer_than_the_gateway_passes_as_sent():
@@ -131,7 +157,8 @@ def test_thinking_off_takes_its_clear_thinking_edit_with_it():
     clear = {"type": "clear_thinking_20251015", "keep": "all"}
     tools = {"type": "clear_tool_uses_20250919"}
     for edits, left in (([clear, tools], {"edits": [tools]}), ([clear], None)):
-        payload = {**body([CALL]), "context_management": {"edits": edits}}
+        unsigned = {"type": "thinking", "thinking": "t", "signature": ""}
+        payload = {**body([unsigned, CALL]), "context_management": {"edits": edits}}
         before = copy.deepcopy(payload)
         out = replayable(payload)
         assert "thinking" not in out

@@ -531,13 +531,29 @@ def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, clie
     assert second["messages"][1] == {"role": "assistant", "content": [call]} and "thinking" not in second
     row = ledger(gw, 1)[-1]
     assert (row["status"], row["attempts"], row["backend"]) == (200, 1, "claude")
-    assert gw.log().count("claude refused a thinking block's signature (another model's)") == 1
+    assert gw.log().count("claude refused the thinking blocks it was sent back (another model's signature)") == 1
     # Any other 400 is the client's, relayed at once (asked once).
     claude.reset(status=400, error_type="invalid_request_error", error_message="max_tokens: too large")
     turns[1] = {"role": "assistant", "content": [{**opus, "signature": "sig-fake-claude-sonnet-4-5"}, call]}
     with pytest.raises(anthropic.BadRequestError, match="max_tokens: too large"):
         client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
     assert len(claude.received) == 1
+
+
+def test_a_tool_use_turn_no_backend_thought_for_is_asked_again_without_thinking(gw, client, claude):
+    """A chat backend that did not reason answered the tool call: no thinking block to send
+    back, and Anthropic refuses the next turn while thinking is enabled ("a final `assistant`
+    message must start with a thinking block"). Asked once more without `thinking`."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    call = {"type": "tool_use", "id": "toolu_w1", "name": "get_weather", "input": {"city": "Paris"}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_w1", "content": "21C"}
+    turns = [*HELLO, {"role": "assistant", "content": [call]}, {"role": "user", "content": [result]}]
+    answer = client.messages.create(model="claude", max_tokens=4000, thinking=thinking, tools=[WEATHER], messages=turns)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    first, second = (seen.body for seen in claude.received)
+    assert first["thinking"] == thinking and first["messages"] == turns
+    assert "thinking" not in second and second["messages"] == turns
+    assert gw.log().count("claude refused the thinking blocks it was sent back (a tool-use turn without one)") == 1
 
 
 # -- count_tokens -----------------------------------------------------------------------------------

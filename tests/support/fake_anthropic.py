@@ -258,7 +258,7 @@ def _thinking_problem(body: dict) -> tuple[int, str, str] | None:
     thinking = body.get("thinking") or {}
     last = next((i for i in range(len(turns) - 1, -1, -1) if turns[i]["role"] == "assistant"), None)
     content = turns[last]["content"] if last is not None else None
-    if thinking.get("type") in ("enabled", "adaptive") and isinstance(content, list):
+    if thinking.get("type") == "enabled" and isinstance(content, list):  # adaptive may skip thinking
         calls = any(block.get("type") == "tool_use" for block in content)
         if calls and content[0].get("type") not in ("thinking", "redacted_thinking"):
             return (
