@@ -511,8 +511,11 @@ def _reasoning_effort(thinking: Any, output_config: dict[str, Any]) -> str | Non
     checked either way, as Anthropic checks it."""
     budget = _thinking_budget(thinking) if thinking is not None else None
     effort = output_config.get("effort")
-    if isinstance(effort, str) and effort in _EFFORTS:
-        return _EFFORTS[effort]
+    if effort is not None:
+        if type(effort) is not str:
+            raise _invalid("output_config.effort", effort, "a valid string")
+        if effort in _EFFORTS:
+            return _EFFORTS[effort]
     if budget is None:
         return None
     return next(name for floor, name in _EFFORT_FLOORS if budget >= floor)

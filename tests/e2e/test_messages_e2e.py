@@ -540,6 +540,16 @@ def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, clie
     assert len(claude.received) == 1
 
 
+def test_a_thinking_type_newer_than_the_gateway_reaches_a_native_backend_as_sent(gw, client, claude, upstream):
+    """Anthropic adds thinking types with its models (`between_tools`): passed on, not
+    refused, and a chat backend gets no effort for one."""
+    thinking = {"type": "a_future_kind"}
+    client.messages.create(model="claude", max_tokens=50, thinking=thinking, messages=HELLO)
+    assert claude.received[-1].body["thinking"] == thinking
+    client.messages.create(model="open", max_tokens=50, thinking=thinking, messages=HELLO)
+    assert "reasoning_effort" not in upstream.received[-1].body
+
+
 def test_a_tool_use_turn_no_backend_thought_for_is_asked_again_without_thinking(gw, client, claude):
     """A chat backend that did not reason answered the tool call: no thinking block to send
     back, and Anthropic refuses the next turn while thinking is enabled ("a final `assistant`

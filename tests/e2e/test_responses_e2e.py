@@ -487,6 +487,14 @@ def test_settings_openai_refuses_are_its_400_and_no_backend_is_asked(gw_native, 
     assert (len(native.received), len(upstream.received)) == (0, 0)
 
 
+def test_an_effort_newer_than_the_gateway_reaches_a_native_backend_as_sent(gw_native, native, upstream, openai_client):
+    """OpenAI adds efforts with its models and Codex sends them at once: passed on, not
+    refused (a chat backend would get no effort for it)."""
+    client = openai_client(gw_native, api_key="sk-alice")
+    client.responses.create(model="auto", input="Hi.", reasoning={"effort": "ultra"})
+    assert native.received[-1].body["reasoning"] == {"effort": "ultra"} and upstream.received == []
+
+
 # -- tool call outputs answer calls --------------------------------------------------------------
 
 

@@ -392,6 +392,11 @@ _BUDGET_FLOOR = "thinking.budget_tokens: Input should be greater than or equal t
         ({"thinking": "enabled"}, "thinking: must be an object.", "thinking"),
         ({"thinking": {}}, "thinking.type: Field required.", "thinking.type"),
         ({"thinking": {"type": 1, "budget_tokens": 2048}}, _TYPE, "thinking.type"),
+        (
+            {"output_config": {"effort": 5}},
+            "output_config.effort: Input should be a valid string.",
+            "output_config.effort",
+        ),
         ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens: Field required (an integer).", None),
         (
             {"thinking": {"type": "enabled", "budget_tokens": "2048"}},
