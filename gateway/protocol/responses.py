@@ -26,8 +26,9 @@ Mappings chosen where the APIs differ:
 - Settings OpenAI refuses get its 400 here, before any backend is asked, whichever way the
   request is sent on (a native backend is sent them as they came): `temperature` outside 0..2,
   `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `truncation` value, a
-  `reasoning.effort` that is not a string, an `include` that is not an array of strings. `background: true` is a 400 too: the gateway answers
-  every request while its connection is open, so there is no queued response to poll.
+  `reasoning.effort` that is not a string, an `include` that is not an array of strings.
+  `background: true` is a 400 too: the gateway answers every request while its connection
+  is open, so there is no queued response to poll.
 """
 
 from __future__ import annotations
