@@ -42,8 +42,8 @@ _THINKING = ("thinking", "redacted_thinking")
 def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
     """`payload`, or a copy with unsigned thinking blocks (`signed=False`: every thinking
     block) left out, and `thinking` off where that left the last tool-use turn without the
-    block it began with. The client's objects are never changed (every candidate is asked from the
-    same body)."""
+    block it began with. The client's objects are never changed (every candidate is asked
+    from the same body)."""
     unusable = _unsigned if signed else _thinking
     turns = payload.get("messages")
     if type(turns) is not list:
@@ -75,9 +75,9 @@ def asked_again(payload: dict[str, Any], refusal: bytes) -> dict[str, Any] | Non
     `replayable` made it): less thinking history, or no `thinking`; None when the refusal is
     not about thinking blocks, or nothing is left to take out."""
     if refused_signature(refusal):
+        # `replayable`'s own rule turns `enabled` thinking off where the blocks left out led
+        # the last tool-use turn; under any other type Anthropic's next 400 says if it must.
         without = replayable(payload, signed=False)
-        if without is not payload and "thinking" in without and _unthought_tool_use(without["messages"]):
-            without = _without_thinking(without)  # its leading block went with the rest
         return without if without is not payload else None
     if refused_unthought(refusal) and "thinking" in payload:
         return _without_thinking(payload)
