@@ -17,7 +17,16 @@ from collections.abc import AsyncIterator
 import orjson
 
 from gateway.backends.anthropic_stream import StreamTranslator
-from gateway.backends.anthropic_thinking import asked_again, refused_signature, replayable
+from gateway.backends.anthropic_thinking import (
+    UnboundSignatures,
+    asked_again,
+    bound_to_drop,
+    drops_unbound,
+    refusal_reason,
+    refused_binding,
+    replayable,
+    with_binding_beta,
+)
 from gateway.backends.anthropic_translate import (
     UnsupportedRequest,
     openai_error,
@@ -35,6 +44,7 @@ from gateway.backends.errors import (
 )
 from gateway.backends.http1 import Http1Response
 from gateway.backends.openai_compat import OpenAICompatBackend
+from gateway.config.schema import BackendConfig
 from gateway.protocol.messages import MALFORMED
 
 log = logging.getLogger("gateway.backends")
@@ -100,6 +110,12 @@ class AnthropicResponse(UpstreamResponse):
 
 
 class AnthropicBackend(OpenAICompatBackend):
+    def __init__(self, name: str, config: BackendConfig) -> None:
+        super().__init__(name, config)
+        # Thinking blocks this backend refused as bound to another prefix: a request that
+        # sends one back again asks for `drop_block` up front (`anthropic_thinking`).
+        self.unbound = UnboundSignatures()
+
     def upstream_path(self, path: str) -> str:
         return "/messages"  # every endpoint this adapter serves is translated to a Messages call
 
@@ -111,23 +127,29 @@ class AnthropicBackend(OpenAICompatBackend):
             # Native: a Messages body from a Messages client, posted as is (but for thinking
             # blocks Anthropic would refuse: `anthropic_thinking`), answered in Anthropic's
             # own bytes (read by `gateway.proxy.messages_format`).
-            payload = replayable(request.payload)
+            payload, headers = replayable(request.payload), request.headers
+            if self.unbound and self.unbound.carried_by(payload):
+                payload, headers = bound_to_drop(payload, headers)
             asked = 0
             while True:
                 try:
-                    return await self.post(
-                        encode_payload(payload), request.headers, MESSAGES, request.max_response_bytes
-                    )
+                    return await self.post(encode_payload(payload), headers, MESSAGES, request.max_response_bytes)
                 except UpstreamError as exc:
                     refusal = exc.body if isinstance(exc, ClientRejected) and exc.status == 400 else b""
                     again = asked_again(payload, refusal) if refusal and asked < _ASKED_AGAIN_AT_MOST else None
                     if again is None:
                         raise _in_openai_terms(exc) from None
                 asked += 1
+                if refused_binding(refusal):
+                    self.unbound.remember(payload, refusal)
+                dropping = drops_unbound(again) and not drops_unbound(payload)
+                if dropping:
+                    headers = with_binding_beta(headers)
                 log.info(
-                    "%s refused the thinking blocks it was sent back (%s): asked again with less",
+                    "%s refused the thinking blocks it was sent back (%s): asked again %s",
                     self.name,
-                    "another model's signature" if refused_signature(refusal) else "a tool-use turn without one",
+                    refusal_reason(refusal),
+                    "with drop_block" if dropping else "with less",
                 )
                 payload = again
         if request.path != CHAT_COMPLETIONS:

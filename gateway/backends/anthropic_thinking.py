@@ -30,13 +30,36 @@ fallback from one to another), asked again with every thinking block left out
 (`replayable(payload, signed=False)`); and `refused_unthought`, a last tool-use turn
 Anthropic wants to start with a thinking block (a backend that did not reason answered it),
 asked again without `thinking`.
+
+Claude's newer models (preserved thinking) also bind each thinking block to the request it
+was written for: the `system`, `tools` and messages before it. A block whose prefix changed
+since (a client that rewrites its system prompt, summarises or edits earlier turns) fails the
+prefix check, refused in the same words as a bad signature and more ("... The block is bound
+to a different conversation. Remove the block, or set
+`thinking.block_binding.prefix_mismatch_behavior` to "drop_block"."). Leaving every thinking
+block out would not end it: the answer's own block would be bound to a prefix without them,
+so the next turn, which sends them all back, fails again, and every turn after. Asked again
+instead with `drop_block` (`refused_binding`), Anthropic drops just the blocks that fail and
+keeps the rest, and the new block stays valid on later turns. Those still hold the changed
+block, so the backend remembers its signature (`UnboundSignatures`) and sends `drop_block`
+up front on any request that carries it: one refusal per conversation, not one per turn. A
+client that chose `prefix_mismatch_behavior` itself gets what it chose.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _THINKING = ("thinking", "redacted_thinking")
+# The beta under which a request chooses what happens to blocks that fail the prefix check
+# (`thinking.block_binding`), and its answers list what was dropped (`input_transformations`).
+BINDING_BETA = "thinking-binding-controls-2026-08-01"
+_DROP_BLOCK = {"prefix_mismatch_behavior": "drop_block"}
+# The thinking types that take `block_binding` (Anthropic's enabled and adaptive configs).
+_BINDABLE = ("enabled", "adaptive")
+# Where a refusal says the failing block is: `messages.{i}.content.{j}: ...`.
+_BLOCK_AT = re.compile(rb"messages\.(\d{1,6})\.content\.(\d{1,6})")
 
 
 def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
@@ -72,8 +95,16 @@ def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
 
 def asked_again(payload: dict[str, Any], refusal: bytes) -> dict[str, Any] | None:
     """What to ask the same Anthropic backend after its 400 `refusal` of `payload` (as
-    `replayable` made it): less thinking history, or no `thinking`; None when the refusal is
-    not about thinking blocks, or nothing is left to take out."""
+    `replayable` made it): `drop_block` for a block bound to another prefix, less thinking
+    history, or no `thinking`; None when the refusal is not about thinking blocks, or nothing
+    is left to take out."""
+    if refused_binding(refusal):
+        if _binding_chosen(payload):
+            return None  # the client chose what a changed prefix gets: Anthropic's 400 is its answer
+        dropping = dropping_unbound(payload)
+        if dropping is not None:
+            return dropping
+        # Thinking off (no `block_binding` to set): the blocks go, as for a bad signature.
     if refused_signature(refusal):
         # `replayable`'s own rule turns `enabled` thinking off where the blocks left out led
         # the last tool-use turn; under any other type Anthropic's next 400 says if it must.
@@ -82,6 +113,108 @@ def asked_again(payload: dict[str, Any], refusal: bytes) -> dict[str, Any] | Non
     if refused_unthought(refusal) and "thinking" in payload:
         return _without_thinking(payload)
     return None
+
+
+def bound_to_drop(payload: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`payload` and `headers` asking up front for `drop_block` (`dropping_unbound`, under
+    `BINDING_BETA`), for a request that sends back a block refused before; as they are when
+    the client chose the behaviour itself or its thinking takes no `block_binding`."""
+    dropping = dropping_unbound(payload)
+    return (payload, headers) if dropping is None else (dropping, with_binding_beta(headers))
+
+
+def dropping_unbound(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """`payload` with `thinking.block_binding.prefix_mismatch_behavior: "drop_block"` (a copy;
+    the rest of `block_binding` as the client sent it), or None when its thinking type takes
+    no `block_binding` or the client chose a behaviour itself. Sent under `BINDING_BETA`."""
+    thinking = payload.get("thinking")
+    if type(thinking) is not dict or thinking.get("type") not in _BINDABLE or _binding_chosen(payload):
+        return None
+    binding = thinking.get("block_binding")
+    binding = {**binding, **_DROP_BLOCK} if type(binding) is dict else dict(_DROP_BLOCK)
+    return {**payload, "thinking": {**thinking, "block_binding": binding}}
+
+
+def drops_unbound(payload: dict[str, Any]) -> bool:
+    """Whether `payload` asks Anthropic to drop blocks that fail the prefix check."""
+    thinking = payload.get("thinking")
+    binding = thinking.get("block_binding") if type(thinking) is dict else None
+    return type(binding) is dict and binding.get("prefix_mismatch_behavior") == "drop_block"
+
+
+def _binding_chosen(payload: dict[str, Any]) -> bool:
+    """Whether the client set `thinking.block_binding.prefix_mismatch_behavior` itself."""
+    thinking = payload.get("thinking")
+    binding = thinking.get("block_binding") if type(thinking) is dict else None
+    return type(binding) is dict and binding.get("prefix_mismatch_behavior") is not None
+
+
+def with_binding_beta(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with `BINDING_BETA` among the `anthropic-beta` the client sent (a copy)."""
+    betas = headers.get("anthropic-beta", "")
+    if BINDING_BETA in (beta.strip() for beta in betas.split(",")):
+        return headers
+    return {**headers, "anthropic-beta": f"{betas},{BINDING_BETA}" if betas.strip() else BINDING_BETA}
+
+
+class UnboundSignatures:
+    """Signatures of thinking blocks a backend refused as bound to another prefix, most recent
+    last, at most `limit` of them (a conversation needs one: its first changed block, which
+    every later turn sends back). Held per backend, for the app's life."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._seen: dict[int, None] = {}  # hashes of the signatures, in the order last seen
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
+
+    def remember(self, payload: dict[str, Any], refusal: bytes) -> None:
+        """The signature of the block `refusal` names (`messages.{i}.content.{j}` of `payload`,
+        as sent), if there is one there."""
+        found = _BLOCK_AT.search(refusal[:4096])
+        if found is None:
+            return
+        i, j = int(found.group(1)), int(found.group(2))
+        turns = payload.get("messages")
+        turn = turns[i] if type(turns) is list and i < len(turns) else None
+        content = turn.get("content") if type(turn) is dict else None
+        block = content[j] if type(content) is list and j < len(content) else None
+        signature = _signature(block)
+        if signature is None:
+            return
+        key = hash(signature)
+        self._seen.pop(key, None)
+        self._seen[key] = None
+        if len(self._seen) > self._limit:
+            del self._seen[next(iter(self._seen))]
+
+    def carried_by(self, payload: dict[str, Any]) -> bool:
+        """Whether `payload` sends back a block whose signature was refused before (then the
+        most recently seen: a conversation still going keeps its place)."""
+        seen = self._seen
+        turns = payload.get("messages")
+        for turn in turns if type(turns) is list else ():
+            content = turn.get("content") if type(turn) is dict and turn.get("role") == "assistant" else None
+            for block in content if type(content) is list else ():
+                signature = _signature(block)
+                if signature is not None and hash(signature) in seen:
+                    key = hash(signature)
+                    del seen[key]
+                    seen[key] = None
+                    return True
+        return False
+
+
+def _signature(block: Any) -> str | None:
+    """A thinking block's signature (a redacted one's `data`, which Anthropic checks alike)."""
+    if type(block) is not dict:
+        return None
+    kind = block.get("type")
+    value = block.get("signature") if kind == "thinking" else block.get("data") if kind == "redacted_thinking" else None
+    return value if type(value) is str and value else None
 
 
 def _without_thinking(payload: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +280,20 @@ def refused_signature(body: bytes) -> bool:
     ("messages.1.content.0: Invalid `signature` in `thinking` block")."""
     text = body[:4096].lower()
     return text.find(b"invalid `signature` in `thinking`") >= 0 or text.find(b"invalid signature in thinking") >= 0
+
+
+def refusal_reason(body: bytes) -> str:
+    """Which thinking refusal an Anthropic 400 is, in words for the log."""
+    if refused_binding(body):
+        return "bound to a different conversation"
+    return "another model's signature" if refused_signature(body) else "a tool-use turn without one"
+
+
+def refused_binding(body: bytes) -> bool:
+    """Whether an Anthropic 400's body refuses a thinking block bound to another prefix ("...
+    Invalid `signature` in `thinking` block. The block is bound to a different conversation.
+    ..."): a signature refusal too (`refused_signature`), answered differently."""
+    return body[:4096].lower().find(b"bound to a different conversation") >= 0
 
 
 def refused_unthought(body: bytes) -> bool:

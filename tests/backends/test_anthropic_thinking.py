@@ -188,3 +188,73 @@ def test_a_malformed_user_turn_beside_a_dropped_turn_is_left_for_anthropic_to_na
         before = copy.deepcopy(payload)
         assert replayable(payload)["messages"] == [by_url, malformed, after]
         assert payload == before
+
+
+BOUND = (
+    b'{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in '
+    b"`thinking` block. The block is bound to a different conversation. Remove the block, or set "
+    b'`thinking.block_binding.prefix_mismatch_behavior` to \\"drop_block\\"."}}'
+)
+DROP = {"prefix_mismatch_behavior": "drop_block"}
+
+
+def test_a_block_bound_to_another_prefix_is_asked_again_with_drop_block_not_without_blocks():
+    from gateway.backends.anthropic_thinking import asked_again, refusal_reason, refused_binding, refused_signature
+
+    assert refused_binding(BOUND) and refused_signature(BOUND)  # a signature refusal too, answered differently
+    assert refusal_reason(BOUND) == "bound to a different conversation"
+    for thinking in (ON, {"type": "adaptive"}):
+        payload = body([SIGNED, CALL], [SIGNED, CALL], thinking=thinking)
+        again = asked_again(payload, BOUND)
+        assert again == {**payload, "thinking": {**thinking, "block_binding": DROP}}
+        assert again["messages"] is payload["messages"] and payload["thinking"] == thinking  # the client's, untouched
+    # The rest of a `block_binding` the client sent is kept beside the behaviour.
+    payload = body([SIGNED, CALL], thinking={**ON, "block_binding": {"a_future_control": 1}})
+    assert asked_again(payload, BOUND)["thinking"]["block_binding"] == {"a_future_control": 1, **DROP}
+    # A behaviour the client chose is its answer: the 400 is relayed.
+    for chosen in ("error", "drop_block"):
+        assert (
+            asked_again(
+                body([SIGNED, CALL], thinking={**ON, "block_binding": {"prefix_mismatch_behavior": chosen}}), BOUND
+            )
+            is None
+        )
+    # Thinking off takes no `block_binding`: the blocks go, as for another model's signature.
+    off = body([SIGNED, {"type": "text", "text": "Done."}], thinking=None)
+    assert asked_again(off, BOUND)["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
+
+
+def test_the_binding_beta_joins_the_clients_betas_once():
+    from gateway.backends.anthropic_thinking import BINDING_BETA, with_binding_beta
+
+    assert with_binding_beta({"x-request-id": "r"}) == {"x-request-id": "r", "anthropic-beta": BINDING_BETA}
+    assert with_binding_beta({"anthropic-beta": "a-1"}) == {"anthropic-beta": f"a-1,{BINDING_BETA}"}
+    headers = {"anthropic-beta": f"a-1, {BINDING_BETA}"}
+    assert with_binding_beta(headers) is headers
+
+
+def test_refused_signatures_are_remembered_by_where_the_refusal_says_within_a_bound():
+    from gateway.backends.anthropic_thinking import UnboundSignatures
+
+    unbound = UnboundSignatures(limit=2)
+    assert not unbound
+    stale = {"type": "thinking", "thinking": "t", "signature": "sig-stale"}
+    payload = body([stale, CALL], [SIGNED, CALL])
+    unbound.remember(payload, BOUND)  # messages.1.content.0: the stale block
+    assert unbound and unbound.carried_by(payload) and unbound.carried_by(body([CALL], [stale, CALL]))
+    assert not unbound.carried_by(body([SIGNED, CALL]))
+    # A place that holds no thinking block (or none at all) is nothing to remember.
+    for elsewhere in (
+        b"messages.0.content.0: bound to a different conversation",
+        b"messages.9.content.3: bound",
+        b"no place",
+    ):
+        unbound.remember(payload, elsewhere)
+    assert unbound.carried_by(payload) and not unbound.carried_by(body([SIGNED, CALL]))
+    # Redacted blocks are checked alike (by their data); past the limit the signature seen
+    # longest ago goes, a conversation still sending its block back keeping its place.
+    unbound.remember(body([REDACTED, CALL]), BOUND)
+    assert unbound.carried_by(payload)  # seen again: now the most recent
+    unbound.remember(body([SIGNED, CALL]), BOUND)
+    assert unbound.carried_by(payload) and unbound.carried_by(body([SIGNED, CALL]))
+    assert not unbound.carried_by(body([REDACTED, CALL]))  # seen longest ago, forgotten

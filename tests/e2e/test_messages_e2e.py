@@ -540,6 +540,90 @@ def test_thinking_another_claude_model_signed_is_asked_again_without_it(gw, clie
     assert len(claude.received) == 1
 
 
+BINDING_BETA = "thinking-binding-controls-2026-08-01"
+DROPPED = "claude refused the thinking blocks it was sent back (bound to a different conversation): asked again with drop_block"
+
+
+def _agent_turns(client, claude, systems: list[str], thinking: dict, beta: str) -> list:
+    """A tool loop of `len(systems)` turns against the fake Anthropic's preserved thinking,
+    each sent with that turn's system prompt and the whole history as the API returned it:
+    the answers, the requests the upstream saw for each turn, and the history after them."""
+    claude.reset(bind_prefix=True, thinking="Need the weather.", content="Checking.", tool_use=None)
+    history: list = [{"role": "user", "content": "Weather in Paris, then Rome, then Oslo?"}]
+    answers, seen = [], []
+    for n, system in enumerate(systems):
+        claude.behaviour.tool_use = {"id": f"toolu_{n}", "name": "get_weather", "input": {"city": "Paris"}}
+        before = len(claude.received)
+        raw = client.messages.with_raw_response.create(
+            model="claude",
+            max_tokens=4000,
+            system=system,
+            thinking=thinking,
+            tools=[WEATHER],
+            messages=history,
+            extra_headers={"anthropic-beta": beta},
+        )
+        answer = json.loads(raw.http_response.content)
+        answers.append(answer)
+        seen.append(claude.received[before:])
+        result = {"type": "tool_result", "tool_use_id": f"toolu_{n}", "content": "21C"}
+        history = [*history, {"role": "assistant", "content": answer["content"]}, {"role": "user", "content": [result]}]
+    return [answers, seen, history]
+
+
+def test_thinking_bound_to_a_prefix_the_client_changed_is_dropped_by_anthropic_and_kept_after(gw, client, claude):
+    """Claude's newer models bind each thinking block to what came before it; a client that
+    rewrites its system prompt (today's date) makes the blocks before the change fail the
+    prefix check, a 400 that says "Invalid `signature` in `thinking` block. The block is bound
+    to a different conversation". Leaving every thinking block out (as for another model's
+    signature) bound the answer's own block to a history without them, so every later turn,
+    which sends them all back, was refused and asked again. Asked again with `drop_block`
+    under its beta, Anthropic drops just the stale blocks; the backend remembers the refused
+    one, and the next turn asks for `drop_block` up front: one request, the new block kept."""
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    beta = "context-management-2025-06-27"  # the client's own beta, kept beside the gateway's
+    days = ["Today is Monday.", "Today is Monday.", "Today is Tuesday.", "Today is Tuesday."]
+    answers, seen, history = _agent_turns(client, claude, days, thinking, beta)
+    assert [len(requests) for requests in seen] == [1, 1, 2, 1]
+    assert all(a["content"][0]["type"] == "thinking" and a["content"][1]["text"] == "Checking." for a in answers)
+    refused, asked = (r for r in seen[2])
+    assert refused.body["thinking"] == thinking and refused.headers["anthropic-beta"] == beta
+    dropping = {**thinking, "block_binding": {"prefix_mismatch_behavior": "drop_block"}}
+    assert asked.body["thinking"] == dropping and asked.body["messages"] == refused.body["messages"]
+    assert asked.headers["anthropic-beta"] == f"{beta},{BINDING_BETA}"
+    stale = [
+        {"type": "thinking_dropped", "path": f"messages.{i}.content.0", "reason": "prefix_binding_mismatch"}
+        for i in (1, 3)
+    ]
+    assert answers[2]["input_transformations"] == stale
+    # The next turn carries the refused block again: drop_block asked up front, and the block
+    # written after the change (messages.5) passes the check.
+    (last,) = seen[3]
+    assert last.body["thinking"] == dropping and last.headers["anthropic-beta"] == f"{beta},{BINDING_BETA}"
+    assert answers[3]["input_transformations"] == stale
+    assert "input_transformations" not in answers[0] and "input_transformations" not in answers[1]
+    # Streamed, as Claude Code asks: one request too, and message_start says what was dropped.
+    turn = {"model": "claude", "max_tokens": 4000, "system": days[-1], "thinking": thinking, "tools": [WEATHER]}
+    events = raw_events(gw, {**turn, "messages": history})
+    assert events[0][1]["message"]["input_transformations"] == stale and events[-1][0] == "message_stop"
+    assert claude.received[-1].body["thinking"] == dropping and len(claude.received) == 6
+    rows = ledger(gw, 5)
+    assert [(r["status"], r["attempt"], r["backend"]) for r in rows] == [(200, 1, "claude")] * 5
+    assert gw.log().count(DROPPED) == 1
+
+
+def test_thinking_bound_to_a_changed_prefix_is_refused_when_the_client_chose_errors(gw, client, claude):
+    """A client that sets `prefix_mismatch_behavior` itself gets what it chose: with
+    `"error"`, Anthropic's 400, asked once (it was asked again without any thinking)."""
+    thinking = {"type": "enabled", "budget_tokens": 2048, "block_binding": {"prefix_mismatch_behavior": "error"}}
+    with pytest.raises(anthropic.BadRequestError, match="bound to a different conversation") as refused:
+        _agent_turns(client, claude, ["Today is Monday.", "Today is Tuesday."], thinking, BINDING_BETA)
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert len(claude.received) == 2  # the first turn, then the refused one, once
+    assert claude.received[-1].body["thinking"] == thinking
+    assert gw.log().count("refused the thinking blocks it was sent back") == 0
+
+
 def test_a_thinking_type_newer_than_the_gateway_reaches_a_native_backend_as_sent(gw, client, claude, upstream):
     """Anthropic adds thinking types with its models (`between_tools`): passed on, not
     refused, and a chat backend gets no effort for one."""

@@ -9,6 +9,7 @@ alternating roles, and no fields the Messages API does not know.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,10 @@ class AnthropicBehaviour:
     text_pieces: list[str] | None = None  # the text block's deltas when streamed (default: word by word)
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: bytes | None = None  # a 200 non-streamed answer of exactly these bytes (a body that is not a Message)
+    # Preserved thinking (Claude's newer models): a thinking block's signature binds it to the
+    # request it was written for, and a block sent back under another prefix fails the check
+    # (`_prefix_check`).
+    bind_prefix: bool = False
 
 
 class FakeAnthropic:
@@ -106,6 +111,9 @@ class FakeAnthropic:
         body = orjson.loads(await request.body())
         self.received.append(Received(body, dict(request.headers)))
         problem = self._problem(request, body)
+        dropped: list[dict] = []
+        if problem is None and b.bind_prefix:
+            problem = _prefix_check(body, request.headers.get("anthropic-beta", ""), dropped)
         if problem:
             status, kind, message = problem
             return _json({"type": "error", "error": {"type": kind, "message": message}}, status)
@@ -121,11 +129,13 @@ class FakeAnthropic:
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": self._content(body["model"]),
+            "content": self._content(body),
             "stop_reason": "tool_use" if b.tool_use else b.stop_reason,
             "stop_sequence": None,
             "usage": self._usage(b.output_tokens),
         }
+        if BINDING_BETA in _betas(request.headers.get("anthropic-beta", "")):
+            message["input_transformations"] = dropped  # `[]` when nothing was dropped, as Anthropic's
         if not body.get("stream"):
             if b.raw_body is not None:
                 return Response(b.raw_body, media_type="application/json", headers=b.headers)
@@ -152,11 +162,14 @@ class FakeAnthropic:
             return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
         return _thinking_problem(body)
 
-    def _content(self, model: str) -> list[dict]:
+    def _content(self, body: dict) -> list[dict]:
         b = self.behaviour
         blocks: list[dict] = []
         if b.thinking:
-            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": signature(model)})
+            written = signature(body["model"])
+            if b.bind_prefix:  # bound to everything the request sent: the block comes after it
+                written += "~" + _prefix_hash(body, len(body["messages"]), 0)
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": written})
         if b.content:
             blocks.append({"type": "text", "text": b.content})
         if b.tool_use:
@@ -249,7 +262,9 @@ def _thinking_problem(body: dict) -> tuple[int, str, str] | None:
     for i, turn in enumerate(turns):
         content = turn.get("content") if turn.get("role") == "assistant" else None
         for j, block in enumerate(content if isinstance(content, list) else ()):
-            if block.get("type") == "thinking" and block.get("signature") != signature(body["model"]):
+            if block.get("type") == "thinking" and str(block.get("signature")).split("~")[0] != signature(
+                body["model"]
+            ):
                 return (
                     400,
                     "invalid_request_error",
@@ -270,6 +285,69 @@ def _thinking_problem(body: dict) -> tuple[int, str, str] | None:
                 "To avoid this requirement, disable `thinking`.",
             )
     return None
+
+
+BINDING_BETA = "thinking-binding-controls-2026-08-01"
+
+
+def _betas(header: str) -> list[str]:
+    return [beta.strip() for beta in header.split(",")]
+
+
+def _prefix_check(body: dict, betas: str, dropped: list[dict]) -> tuple[int, str, str] | None:
+    """Anthropic's prefix check of preserved thinking: each thinking block sent back must have
+    been written after exactly the `system`, `tools` and messages that come before it now
+    (cache_control markers aside). One that fails is Anthropic's 400, in its words, or with
+    `thinking.block_binding.prefix_mismatch_behavior: "drop_block"` (a field of
+    `BINDING_BETA`) left out of what the model sees and listed in `dropped`."""
+    thinking = body.get("thinking") or {}
+    binding = thinking.get("block_binding")
+    if binding is not None and BINDING_BETA not in _betas(betas):
+        return 400, "invalid_request_error", "thinking.block_binding: Extra inputs are not permitted"
+    drop = isinstance(binding, dict) and binding.get("prefix_mismatch_behavior") == "drop_block"
+    for i, turn in enumerate(body["messages"]):
+        content = turn.get("content") if turn.get("role") == "assistant" else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if block.get("type") != "thinking":
+                continue
+            bound = str(block.get("signature")).partition("~")[2]
+            if bound == _prefix_hash(body, i, j):
+                continue
+            if drop:
+                dropped.append(
+                    {
+                        "type": "thinking_dropped",
+                        "path": f"messages.{i}.content.{j}",
+                        "reason": "prefix_binding_mismatch",
+                    }
+                )
+                continue
+            return (
+                400,
+                "invalid_request_error",
+                f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block. The block is bound to a "
+                "different conversation. Remove the block, or set `thinking.block_binding.prefix_mismatch_behavior` "
+                'to "drop_block".',
+            )
+    return None
+
+
+def _prefix_hash(body: dict, i: int, j: int) -> str:
+    """What a block at `messages[i].content[j]` is bound to: the system, tools and everything
+    before it in the request, cache_control markers left out."""
+    turns = body["messages"][:i]
+    if j:
+        turns = [*turns, {**body["messages"][i], "content": body["messages"][i]["content"][:j]}]
+    prefix = _without_cache_control({"system": body.get("system"), "tools": body.get("tools"), "messages": turns})
+    return hashlib.sha256(orjson.dumps(prefix, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _without_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(v) for v in value]
+    return value
 
 
 def _pieces(text: str) -> list[str]:
