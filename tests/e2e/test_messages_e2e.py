@@ -275,19 +275,21 @@ def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(
     assert starts == ["thinking", "text"]
 
 
-def test_a_mid_conversation_system_message_is_user_text_in_place(gw, client, upstream):
+def test_a_mid_conversation_system_message_is_user_text_in_place(gw, client, upstream, claude):
     """Claude Code sends one after the first user turn on every request; as a chat system
-    message in place, Qwen3.5-3.8's chat templates refused every one of them."""
-    client.messages.create(
-        model="open",
-        max_tokens=50,
-        messages=[
-            {"role": "user", "content": "Hi"},
-            {"role": "system", "content": [{"type": "text", "text": "Mind the repo rules."}]},
-            {"role": "user", "content": "Go on."},
-        ],
-    )
+    message in place, Qwen3.5-3.8's chat templates refused every one of them. Anthropic takes
+    it where it is (a `system` turn, which its preserved-thinking guide advises over rewriting
+    `system`): a native backend gets the turns as sent."""
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": [{"type": "text", "text": "Mind the repo rules."}]},
+        {"role": "user", "content": "Go on."},
+    ]
+    client.messages.create(model="open", max_tokens=50, messages=messages)
     assert upstream.received[-1].body["messages"] == [{"role": "user", "content": "Hi\nMind the repo rules.\nGo on."}]
+    answer = client.messages.create(model="claude", max_tokens=50, messages=messages)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    assert claude.received[-1].body["messages"] == messages
 
 
 def test_consecutive_turns_of_a_role_reach_a_chat_backend_as_one_turn(gw, client, upstream):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,13 +152,18 @@ class FakeAnthropic:
             return 400, "invalid_request_error", f"{extra[0]}: Extra inputs are not permitted"
         if not isinstance(body.get("max_tokens"), int):
             return 400, "invalid_request_error", "max_tokens: Field required"
+        # Consecutive turns of a role are combined into one turn, and a `system` turn may come
+        # anywhere (SDK 2.15's `SystemMessageParam`: an instruction added mid-conversation).
         roles = [m.get("role") for m in body.get("messages") or []]
-        if (
-            not roles
-            or any(r not in ("user", "assistant") for r in roles)
-            or any(a == b for a, b in itertools.pairwise(roles))
-        ):
-            return 400, "invalid_request_error", "messages: roles must alternate between user and assistant"
+        if not roles:
+            return 400, "invalid_request_error", "messages: List should have at least 1 item after validation"
+        for i, role in enumerate(roles):
+            if role not in ("user", "assistant", "system"):
+                return (
+                    400,
+                    "invalid_request_error",
+                    f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'",
+                )
         return _thinking_problem(body)
 
     def _content(self, body: dict) -> list[dict]:
