@@ -86,8 +86,8 @@ def replayable(payload: dict[str, Any], signed: bool = True) -> dict[str, Any]:
     if (
         type(thinking) is dict
         and thinking.get("type") == "enabled"
-        and _unthought_tool_use(out["messages"])
-        and not _unthought_tool_use(turns)
+        and unthought_tool_use(out["messages"])
+        and not unthought_tool_use(turns)
     ):
         out = _without_thinking(out)  # what was left out made the turn unthought
     return out
@@ -314,7 +314,7 @@ def _unsigned(block: Any) -> bool:
     return type(signature) is not str or not signature
 
 
-def _unthought_tool_use(turns: list[Any]) -> bool:
+def unthought_tool_use(turns: list[Any]) -> bool:
     """Whether the last assistant turn calls a tool and does not start with a thinking block."""
     for turn in reversed(turns):
         if type(turn) is not dict or turn.get("role") != "assistant":

@@ -19,6 +19,7 @@ import orjson
 
 # The stop-reason and error tables are shared with the ingress direction (defined there, below
 # this layer); anthropic_stream and the adapter still import them from this module.
+from gateway.backends.anthropic_thinking import unthought_tool_use
 from gateway.protocol.messages import ERROR_STATUS, FINISH_REASONS
 
 DEFAULT_MAX_TOKENS = 4096
@@ -80,6 +81,12 @@ def to_messages_request(payload: dict[str, Any], max_output_tokens: int | None =
         budget = _thinking_budget(payload, body["max_tokens"])
         if budget:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if (body.get("thinking") or {}).get("type") == "enabled" and unthought_tool_use(messages):
+        # Anthropic wants the last tool-use turn to start with the thinking block its answer
+        # began with ("a final `assistant` message must start with a thinking block"), and a
+        # chat message has no place to send one back (nor its signature): that turn is asked
+        # without extended thinking, as the 400 advises, rather than refused on every tool loop.
+        del body["thinking"]
     if (body.get("thinking") or {}).get("type") == "enabled":
         # Extended thinking refuses temperature and top_k changes.
         body.pop("temperature", None)

@@ -145,6 +145,42 @@ def test_tool_call_round_trip(gw, claude, openai_client):
     }
 
 
+def test_a_reasoning_tool_loop_continues_with_thinking_off_for_the_turn_anthropic_wants_it_sent_back(
+    gw, claude, openai_client
+):
+    """With thinking on, Anthropic wants the last tool-use turn to start with the thinking
+    block its answer began with, and a chat client cannot send one back (the reasoning came
+    back as `reasoning_content`, without its signature): every tool loop of an OpenAI-SDK agent
+    with `reasoning_effort` was Anthropic's 400 at its second turn. That turn goes without
+    extended thinking (the client's temperature kept, which thinking refuses); the next user
+    turn has thinking again."""
+    client = openai_client(gw)
+    claude.reset(
+        content="Let me check.",
+        thinking="Need the weather.",
+        tool_use={"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}},
+    )
+    first = client.chat.completions.create(**ask(tools=[WEATHER_TOOL], reasoning_effort="medium", temperature=0.3))
+    message = first.choices[0].message.model_dump(exclude_none=True)
+    assert message["reasoning_content"] == "Need the weather." and first.choices[0].finish_reason == "tool_calls"
+    assert claude.received[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert "temperature" not in claude.received[-1].body  # refused beside extended thinking
+    claude.reset(content="It is sunny in Paris.", thinking="Sunny.")
+    history = [*ask()["messages"], message, {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny, 22C"}]
+    second = client.chat.completions.create(
+        model="auto", messages=history, tools=[WEATHER_TOOL], reasoning_effort="medium", temperature=0.3
+    )
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    (sent,) = claude.received  # asked once: no refusal
+    assert "thinking" not in sent.body and sent.body["temperature"] == 0.3
+    assert sent.body["messages"][1]["content"][0] == {"type": "text", "text": "Let me check."}
+    history += [second.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "And Rome?"}]
+    client.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL], reasoning_effort="medium")
+    assert claude.received[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    rows = ledger(gw, 3)
+    assert [(r["status"], r["backend"]) for r in rows] == [(200, "claude")] * 3
+
+
 def test_streamed_tool_call(gw, claude, openai_client):
     claude.reset(content="", tool_use={"id": "toolu_02", "name": "get_weather", "input": {"city": "Oslo"}})
     chunks = list(openai_client(gw).chat.completions.create(**ask(stream=True, tools=[WEATHER_TOOL])))
