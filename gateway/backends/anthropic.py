@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -127,31 +128,7 @@ class AnthropicBackend(OpenAICompatBackend):
             # Native: a Messages body from a Messages client, posted as is (but for thinking
             # blocks Anthropic would refuse: `anthropic_thinking`), answered in Anthropic's
             # own bytes (read by `gateway.proxy.messages_format`).
-            payload, headers = replayable(request.payload), request.headers
-            if self.unbound and self.unbound.carried_by(payload):
-                payload, headers = bound_to_drop(payload, headers)
-            asked = 0
-            while True:
-                try:
-                    return await self.post(encode_payload(payload), headers, MESSAGES, request.max_response_bytes)
-                except UpstreamError as exc:
-                    refusal = exc.body if isinstance(exc, ClientRejected) and exc.status == 400 else b""
-                    again = asked_again(payload, refusal) if refusal and asked < _ASKED_AGAIN_AT_MOST else None
-                    if again is None:
-                        raise _in_openai_terms(exc) from None
-                asked += 1
-                if refused_binding(refusal):
-                    self.unbound.remember(payload, refusal)
-                dropping = drops_unbound(again) and not drops_unbound(payload)
-                if dropping:
-                    headers = with_binding_beta(headers)
-                log.info(
-                    "%s refused the thinking blocks it was sent back (%s): asked again %s",
-                    self.name,
-                    refusal_reason(refusal),
-                    "with drop_block" if dropping else "with less",
-                )
-                payload = again
+            return await self._messages(request.payload, request.headers, request.max_response_bytes)
         if request.path != CHAT_COMPLETIONS:
             raise ClientRejected(
                 f"{self.name}: {request.path} has no Anthropic translation",
@@ -168,12 +145,40 @@ class AnthropicBackend(OpenAICompatBackend):
                 "code": "unsupported_by_backend",
             }
             raise ClientRejected(f"{self.name}: {exc}", 400, orjson.dumps({"error": error})) from None
-        try:
-            response = await self.post(encode_payload(body), request.headers, request.path, request.max_response_bytes)
-        except UpstreamError as exc:
-            raise _in_openai_terms(exc) from None
+        # The translation carries the signed thinking a chat client sent back (its
+        # `reasoning_details`), which Anthropic may refuse as a native body's: the same rules.
+        response = await self._messages(body, request.headers, request.max_response_bytes)
         include_usage = bool((request.payload.get("stream_options") or {}).get("include_usage"))
         return AnthropicResponse(response, request.stream, include_usage)
+
+    async def _messages(self, body: dict[str, Any], headers: dict[str, str], max_bytes: int) -> Http1Response:
+        """POST /messages with the thinking blocks Anthropic will take back (`anthropic_thinking`),
+        asked again after its 400 for those it will not; any other failure in OpenAI's terms."""
+        payload = replayable(body)
+        if self.unbound and self.unbound.carried_by(payload):
+            payload, headers = bound_to_drop(payload, headers)
+        asked = 0
+        while True:
+            try:
+                return await self.post(encode_payload(payload), headers, MESSAGES, max_bytes)
+            except UpstreamError as exc:
+                refusal = exc.body if isinstance(exc, ClientRejected) and exc.status == 400 else b""
+                again = asked_again(payload, refusal) if refusal and asked < _ASKED_AGAIN_AT_MOST else None
+                if again is None:
+                    raise _in_openai_terms(exc) from None
+            asked += 1
+            if refused_binding(refusal):
+                self.unbound.remember(payload, refusal)
+            dropping = drops_unbound(again) and not drops_unbound(payload)
+            if dropping:
+                headers = with_binding_beta(headers)
+            log.info(
+                "%s refused the thinking blocks it was sent back (%s): asked again %s",
+                self.name,
+                refusal_reason(refusal),
+                "with drop_block" if dropping else "with less",
+            )
+            payload = again
 
 
 def _in_openai_terms(error: UpstreamError) -> UpstreamError:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.anthropic_translate import openai_error, openai_usage
+from gateway.backends.anthropic_translate import REASONING_FORMAT, openai_error, openai_usage, reasoning_detail
 from gateway.backends.errors import MalformedAnswer
 from gateway.protocol.messages import FINISH_REASONS, MALFORMED
 from gateway.protocol.sse import EventCutter, data_of
@@ -38,6 +38,7 @@ class StreamTranslator:
         self.finished = False  # the finish-reason chunk went out
         self.done = False  # [DONE] went out
         self._tool_calls: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._reasoning: dict[int, int] = {}  # Anthropic block index -> `reasoning_details` index
         self._events = EventCutter()
 
     def feed(self, data: bytes) -> bytes:
@@ -111,8 +112,15 @@ class StreamTranslator:
             return self._chunk({"tool_calls": [call]})
         if kind == "text" and block.get("text"):
             return self._chunk({"content": block["text"]})
-        if kind == "thinking" and block.get("thinking"):
-            return self._chunk({"reasoning_content": block["thinking"]})
+        if kind == "thinking" or kind == "redacted_thinking":
+            # Also as OpenRouter's `reasoning_details`, pieces by index: a client that keeps
+            # them sends the signed thinking back on its next turn (`anthropic_translate`).
+            position = self._at(index)
+            if kind == "redacted_thinking":
+                return self._chunk({"reasoning_details": [reasoning_detail(block, position)]})
+            if block.get("thinking"):
+                detail = reasoning_detail(block, position)
+                return self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]})
         return b""
 
     def _delta(self, index: Any, delta: dict[str, Any]) -> bytes:
@@ -126,8 +134,17 @@ class StreamTranslator:
                 return b""
             return self._chunk({"tool_calls": [{"index": position, "function": {"arguments": partial}}]})
         if kind == "thinking_delta":
-            return self._chunk({"reasoning_content": delta.get("thinking") or ""})
-        return b""  # signature_delta, citations_delta: nothing in OpenAI's format carries them
+            piece = delta.get("thinking") or ""
+            detail = {"type": "reasoning.text", "text": piece, "format": REASONING_FORMAT, "index": self._at(index)}
+            return self._chunk({"reasoning_content": piece, "reasoning_details": [detail]})
+        if kind == "signature_delta" and delta.get("signature"):
+            signed = {"type": "reasoning.text", "signature": delta["signature"], "format": REASONING_FORMAT}
+            return self._chunk({"reasoning_details": [{**signed, "index": self._at(index)}]})
+        return b""  # citations_delta: nothing in OpenAI's format carries it
+
+    def _at(self, index: Any) -> int:
+        """The `reasoning_details` index of Anthropic's thinking block `index`."""
+        return self._reasoning.setdefault(index, len(self._reasoning))
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}

@@ -27,6 +27,11 @@ DEFAULT_MAX_TOKENS = 4096
 # Thinking budgets for OpenAI's reasoning_effort; Anthropic's minimum budget is 1024.
 _EFFORT_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384}
 _MIN_THINKING_BUDGET = 1024
+# OpenRouter's `reasoning_details` items for Claude's thinking: a `reasoning.text` (the
+# thinking and its signature) or `reasoning.encrypted` (a redacted block's data) of this
+# format. Chat clients that keep them on the assistant message send them back, so a tool loop
+# keeps its signed thinking (Anthropic wants the last tool-use turn to start with it).
+REASONING_FORMAT = "anthropic-claude-v1"
 # Anthropic-native fields a client may send through the OpenAI SDK's extra_body.
 _NATIVE_FIELDS = ("top_k", "thinking")
 _DATA_URL = re.compile(r"data:([^;,]+)((?:;[^;,]+)*),(.*)", re.DOTALL)
@@ -239,7 +244,8 @@ def _base64_data(url: str, where: str) -> tuple[str, str]:
 
 
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks = _text_blocks(message.get("content"), f"{where}.content")
+    blocks = _thinking_blocks(message.get("reasoning_details"))
+    blocks += _text_blocks(message.get("content"), f"{where}.content")
     for i, call in enumerate(message.get("tool_calls") or ()):
         at = f"{where}.tool_calls[{i}]"
         function = call.get("function") if isinstance(call, dict) else None
@@ -254,6 +260,32 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         if not isinstance(arguments, dict):
             raise UnsupportedRequest(f"`{at}.function.arguments` must be a JSON object.", f"{at}.function.arguments")
         blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"], "input": arguments})
+    return blocks
+
+
+def _thinking_blocks(details: Any) -> list[dict[str, Any]]:
+    """The signed thinking blocks an assistant message's `reasoning_details` carry (items of
+    `REASONING_FORMAT`, or of none; streamed pieces joined by `index`). Unsigned thinking
+    (Anthropic would refuse it), summaries and other vendors' reasoning are left out."""
+    if type(details) is not list or not details:
+        return []
+    merged: dict[Any, dict[str, Any]] = {}
+    for n, item in enumerate(details):
+        if type(item) is not dict or item.get("format", REASONING_FORMAT) not in (REASONING_FORMAT, None):
+            continue
+        index = item.get("index")
+        key = index if type(index) is int else ("item", n)
+        seen = merged.setdefault(key, {"type": item.get("type"), "text": "", "signature": "", "data": ""})
+        for field in ("text", "signature", "data"):
+            value = item.get(field)
+            if type(value) is str:
+                seen[field] = seen[field] + value if field == "text" else value or seen[field]
+    blocks: list[dict[str, Any]] = []
+    for item in merged.values():
+        if item["type"] == "reasoning.text" and item["signature"]:
+            blocks.append({"type": "thinking", "thinking": item["text"], "signature": item["signature"]})
+        elif item["type"] == "reasoning.encrypted" and item["data"]:
+            blocks.append({"type": "redacted_thinking", "data": item["data"]})
     return blocks
 
 
@@ -330,6 +362,21 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def reasoning_detail(block: dict[str, Any], index: int) -> dict[str, Any]:
+    """A thinking or redacted_thinking block as OpenRouter's `reasoning_details` item."""
+    if block.get("type") == "redacted_thinking":
+        return {
+            "type": "reasoning.encrypted",
+            "data": block.get("data") or "",
+            "format": REASONING_FORMAT,
+            "index": index,
+        }
+    item = {"type": "reasoning.text", "text": block.get("thinking") or "", "format": REASONING_FORMAT, "index": index}
+    if block.get("signature"):
+        item["signature"] = block["signature"]
+    return item
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
@@ -348,13 +395,16 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
         return {"error": openai_error(message.get("error"))}
     texts: list[str] = []
     thinking: list[str] = []
+    details: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
+        elif kind == "thinking" or kind == "redacted_thinking":
+            if kind == "thinking":
+                thinking.append(block.get("thinking") or "")
+            details.append(reasoning_detail(block, len(details)))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             tool_calls.append(
@@ -371,6 +421,8 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
     }
     if thinking:
         reply["reasoning_content"] = "".join(thinking)
+    if details:
+        reply["reasoning_details"] = details
     if tool_calls:
         reply["tool_calls"] = tool_calls
     return {

@@ -20,7 +20,18 @@ def test_stream_translation():
     deltas = [c["choices"][0]["delta"] for c in chunks[:-1]]
     assert deltas == [
         {"role": "assistant", "content": ""},
-        {"reasoning_content": "Hmm."},
+        # The thinking also as OpenRouter's reasoning_details, pieces by index, then its signature.
+        {
+            "reasoning_content": "Hmm.",
+            "reasoning_details": [
+                {"type": "reasoning.text", "text": "Hmm.", "format": "anthropic-claude-v1", "index": 0}
+            ],
+        },
+        {
+            "reasoning_details": [
+                {"type": "reasoning.text", "signature": "abc", "format": "anthropic-claude-v1", "index": 0}
+            ]
+        },
         {"content": "Héllo"},
         {"content": " there"},
         {"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "f", "arguments": ""}}]},
@@ -30,7 +41,7 @@ def test_stream_translation():
         {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
         {},
     ]
-    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 9 + ["tool_calls"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 10 + ["tool_calls"]
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {
         "prompt_tokens": 24,

@@ -271,6 +271,61 @@ def test_reasoning_effort_becomes_a_thinking_budget_within_max_tokens():
     assert translate(thinking=explicit, reasoning_effort="low")["thinking"] == explicit
 
 
+CALLED = {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
+RESULT = {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"}
+
+
+def test_a_tool_loops_turn_without_its_thinking_block_goes_without_thinking():
+    # Anthropic wants it to start with the signed block its answer began with.
+    called = {"role": "assistant", "content": "Checking.", "tool_calls": [CALLED]}
+    body = translate(
+        [{"role": "user", "content": "Weather?"}, called, RESULT], reasoning_effort="medium", temperature=0.3
+    )
+    assert "thinking" not in body and body["temperature"] == 0.3
+    answered = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Sunny."},
+        {"role": "user", "content": "Rome?"},
+    ]
+    body = translate(answered, reasoning_effort="medium", max_tokens=10000)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+
+
+def test_reasoning_details_sent_back_are_the_signed_thinking_the_turn_began_with():
+    fmt = "anthropic-claude-v1"
+    details = [  # as a client keeps them from a stream: pieces by index, the signature last
+        {"type": "reasoning.text", "text": "Need ", "format": fmt, "index": 0},
+        {"type": "reasoning.text", "text": "weather.", "format": fmt, "index": 0},
+        {"type": "reasoning.text", "signature": "sig-1", "format": fmt, "index": 0},
+        {"type": "reasoning.encrypted", "data": "opaque", "format": fmt, "index": 1},
+        {"type": "reasoning.text", "text": "never signed", "format": fmt, "index": 2},  # Anthropic would refuse it
+        {"type": "reasoning.summary", "summary": "A summary.", "format": fmt, "index": 3},
+        {"type": "reasoning.encrypted", "data": "gAAAA", "format": "openai-responses-v1", "index": 4},
+        "not an item",
+    ]
+    called = {"role": "assistant", "content": "Checking.", "tool_calls": [CALLED], "reasoning_details": details}
+    body = translate(
+        [{"role": "user", "content": "Weather?"}, called, RESULT], reasoning_effort="medium", max_tokens=10000
+    )
+    assert body["messages"][1]["content"][:3] == [
+        {"type": "thinking", "thinking": "Need weather.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": "Checking."},
+    ]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}  # the turn starts with its block
+    # Whole items without an index (a non-streamed answer's, kept as is) stand alone.
+    whole = [
+        {"type": "reasoning.text", "text": "t", "signature": "s"},
+        {"type": "reasoning.text", "text": "u", "signature": "v"},
+    ]
+    called = {"role": "assistant", "content": None, "tool_calls": [CALLED], "reasoning_details": whole}
+    content = translate([{"role": "user", "content": "Weather?"}, called, RESULT])["messages"][1]["content"]
+    assert content[:2] == [
+        {"type": "thinking", "thinking": "t", "signature": "s"},
+        {"type": "thinking", "thinking": "u", "signature": "v"},
+    ]
+
+
 # -- answers -------------------------------------------------------------------------------
 
 MESSAGE = {
@@ -305,6 +360,15 @@ def test_message_becomes_a_chat_completion():
                     "content": "Checking now.",
                     "refusal": None,
                     "reasoning_content": "Let me think.",
+                    "reasoning_details": [
+                        {
+                            "type": "reasoning.text",
+                            "text": "Let me think.",
+                            "format": "anthropic-claude-v1",
+                            "index": 0,
+                            "signature": "sig",
+                        }
+                    ],
                     "tool_calls": [
                         {
                             "id": "toolu_1",
@@ -351,3 +415,19 @@ def test_finish_reasons(stop_reason, finish):
 def test_error_body_becomes_an_openai_error():
     body = to_chat_completion({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     assert body == {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": 529}}
+
+
+def test_redacted_thinking_comes_back_as_an_encrypted_reasoning_detail():
+    message = {**MESSAGE, "content": [{"type": "redacted_thinking", "data": "opaque"}, *MESSAGE["content"]]}
+    reply = to_chat_completion(message)["choices"][0]["message"]
+    assert reply["reasoning_content"] == "Let me think."
+    assert reply["reasoning_details"] == [
+        {"type": "reasoning.encrypted", "data": "opaque", "format": "anthropic-claude-v1", "index": 0},
+        {
+            "type": "reasoning.text",
+            "text": "Let me think.",
+            "format": "anthropic-claude-v1",
+            "index": 1,
+            "signature": "sig",
+        },
+    ]

@@ -163,6 +163,7 @@ def test_a_reasoning_tool_loop_continues_with_thinking_off_for_the_turn_anthropi
     first = client.chat.completions.create(**ask(tools=[WEATHER_TOOL], reasoning_effort="medium", temperature=0.3))
     message = first.choices[0].message.model_dump(exclude_none=True)
     assert message["reasoning_content"] == "Need the weather." and first.choices[0].finish_reason == "tool_calls"
+    del message["reasoning_details"]  # a client that keeps the content and calls, not the signed thinking
     assert claude.received[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert "temperature" not in claude.received[-1].body  # refused beside extended thinking
     claude.reset(content="It is sunny in Paris.", thinking="Sunny.")
@@ -173,12 +174,93 @@ def test_a_reasoning_tool_loop_continues_with_thinking_off_for_the_turn_anthropi
     assert second.choices[0].message.content == "It is sunny in Paris."
     (sent,) = claude.received  # asked once: no refusal
     assert "thinking" not in sent.body and sent.body["temperature"] == 0.3
+    assert sent.body["messages"][1]["content"][0]["type"] == "text"  # no thinking to send back
     assert sent.body["messages"][1]["content"][0] == {"type": "text", "text": "Let me check."}
     history += [second.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "And Rome?"}]
     client.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL], reasoning_effort="medium")
     assert claude.received[-1].body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     rows = ledger(gw, 3)
     assert [(r["status"], r["backend"]) for r in rows] == [(200, "claude")] * 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_details_a_client_keeps_carry_the_signed_thinking_through_its_tool_loop(
+    gw, claude, openai_client, stream
+):
+    """The thinking comes back as OpenRouter's `reasoning_details` too (streamed: pieces by
+    index, then the signature), which OpenRouter-aware clients keep on the assistant message:
+    sent back, the turn starts with its signed thinking block and keeps extended thinking."""
+    client = openai_client(gw)
+    call = {"id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}
+    claude.reset(content="Let me check.", thinking="Need the weather.", tool_use=call)
+    asked = ask(tools=[WEATHER_TOOL], reasoning_effort="medium", max_tokens=8000)
+    if stream:
+        chunks = list(client.chat.completions.create(**asked, stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        details = [d for delta in deltas for d in (delta.model_extra or {}).get("reasoning_details") or ()]
+        calls = [tc for delta in deltas for tc in delta.tool_calls or ()]
+        arguments = "".join(tc.function.arguments or "" for tc in calls)
+        tool_call = {
+            "id": calls[0].id,
+            "type": "function",
+            "function": {"name": calls[0].function.name, "arguments": arguments},
+        }
+        message = {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [tool_call],
+            "reasoning_details": details,
+        }
+        # The thinking's pieces (the fake streams it in one), then the signature.
+        assert [(d.get("text"), d.get("signature")) for d in details] == [
+            ("Need the weather.", None),
+            (None, "sig-fake-claude-sonnet-4-5"),
+        ]
+    else:
+        message = client.chat.completions.create(**asked).choices[0].message.model_dump(exclude_none=True)
+        assert message["reasoning_details"] == [
+            {
+                "type": "reasoning.text",
+                "text": "Need the weather.",
+                "format": "anthropic-claude-v1",
+                "index": 0,
+                "signature": "sig-fake-claude-sonnet-4-5",
+            }
+        ]
+    claude.reset(content="It is sunny in Paris.")
+    history = [*ask()["messages"], message, {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny, 22C"}]
+    second = client.chat.completions.create(
+        model="auto", messages=history, tools=[WEATHER_TOOL], reasoning_effort="medium", max_tokens=8000
+    )
+    assert second.choices[0].message.content == "It is sunny in Paris."
+    (sent,) = claude.received  # asked once: Anthropic took the block back
+    assert sent.body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent.body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "Need the weather.", "signature": "sig-fake-claude-sonnet-4-5"},
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", **call},
+    ]
+
+
+def test_reasoning_details_another_claude_model_signed_are_asked_again_without_them(gw, claude, openai_client):
+    """Signatures are model-bound: a chat client's turn another Claude model answered, sent to
+    this one, is Anthropic's 400 for the block. Asked again as a native body would be: without
+    the thinking, and so without extended thinking for the turn that began with it."""
+    opus = {"type": "reasoning.text", "text": "Need it.", "signature": "sig-fake-claude-opus-4-5", "index": 0}
+    arguments = '{"city":"Paris"}'
+    called = {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+    message = {"role": "assistant", "content": "Let me check.", "tool_calls": [called], "reasoning_details": [opus]}
+    history = [*ask()["messages"], message, {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny, 22C"}]
+    claude.reset(content="It is sunny in Paris.")
+    answer = openai_client(gw).chat.completions.create(
+        model="auto", messages=history, tools=[WEATHER_TOOL], reasoning_effort="medium", max_tokens=8000
+    )
+    assert answer.choices[0].message.content == "It is sunny in Paris."
+    refused, again = claude.received
+    assert refused.body["messages"][1]["content"][0]["signature"] == "sig-fake-claude-opus-4-5"
+    assert again.body["messages"][1]["content"][0] == {"type": "text", "text": "Let me check."}
+    assert "thinking" not in again.body
+    assert [(r["status"], r["backend"]) for r in ledger(gw, 1)] == [(200, "claude")]
 
 
 def test_streamed_tool_call(gw, claude, openai_client):
