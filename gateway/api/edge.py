@@ -20,7 +20,7 @@ from gateway.api.state import AppState
 from gateway.backends.base import Backend
 from gateway.backends.errors import MalformedAnswer, UpstreamError
 from gateway.config.snapshot import Offer
-from gateway.protocol.chat import ChatRequest, upstream_payload
+from gateway.protocol.chat import ChatRequest, upstream_payload, with_reasoning_history
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume
@@ -183,8 +183,9 @@ class Ingress(abc.ABC):
 
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         """The chat completions payload this candidate is asked when the request goes to it
-        translated (and what a continuation of a broken stream starts from)."""
-        return upstream_payload(request.chat, offer.upstream_id)
+        translated (and what a continuation of a broken stream starts from): earlier turns'
+        reasoning sent back only where the offer takes it (`with_reasoning_history`)."""
+        return with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_history)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
         """How this answer's stream is continued should it break, when it is passed through

@@ -42,7 +42,14 @@ from gateway.api.state import AppState
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.body import json_object
-from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, PromptFacts, owned_fields, upstream_payload
+from gateway.protocol.chat import (
+    GATEWAY_OWNED_FIELDS,
+    ChatRequest,
+    PromptFacts,
+    owned_fields,
+    upstream_payload,
+    with_reasoning_history,
+)
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import (
     ANTHROPIC_ONLY,
@@ -335,7 +342,7 @@ class MessagesIngress(Ingress):
 
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         assert isinstance(request, MessagesRequest)
-        payload = upstream_payload(request.chat, offer.upstream_id)
+        payload = with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_history)
         payload["max_tokens"] = request.capped_max_tokens(offer)
         return payload
 

@@ -38,7 +38,7 @@ from gateway.api.stored_responses import load, owner_of, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
-from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields, upstream_payload
+from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields
 from gateway.protocol.errors import GatewayError, invalid_request
 from gateway.protocol.messages import untranslatable
 from gateway.protocol.responses import (
@@ -386,7 +386,7 @@ class ResponsesIngress(Ingress):
             answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
             return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
         answer_format = TranslatedChatStream(partial(TranslatedStream, request)) if request.chat.stream else _TRANSLATED
-        return UpstreamCall(CHAT_COMPLETIONS, upstream_payload(request.chat, offer.upstream_id), answer_format)
+        return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), answer_format)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         assert isinstance(request, ResponsesRequest)

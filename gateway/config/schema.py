@@ -67,6 +67,10 @@ class ModelOffer(Strict):
     # Whether this offer may continue a stream that broke on another candidate, and how
     # (`gateway.config.vendors.PrefillMode`); false: never. Unset: the backend type's default.
     prefill: PrefillMode | Literal[False] | None = None
+    # Whether a translated Messages or Responses request sends this offer the reasoning of
+    # earlier assistant turns (chat's `reasoning_content`). Unset: the backend type's default
+    # (`gateway.config.vendors.Vendor.reasoning_history`).
+    reasoning_history: bool | None = None
     # `embedding`: this offer answers only `/v1/embeddings`, and chat endpoints never route to it.
     kind: ModelKind = "chat"
     # Embedding offers: the vector length the model returns when a request sets no

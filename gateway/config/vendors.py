@@ -60,6 +60,14 @@ class Vendor:
     # Whether (and how) its offers continue a partial answer by default; an offer's own
     # `prefill` in YAML overrides it. None: no continuation sent there.
     prefill: PrefillMode | None = None
+    # Whether its offers are sent the reasoning of earlier assistant turns back, as chat's
+    # `reasoning_content` on those messages, when a Messages or Responses request is
+    # translated for them (an offer's own `reasoning_history` in YAML overrides it). Thinking
+    # models that reason between tool calls want it: DeepSeek refuses a tool call's turn
+    # without it ("The `reasoning_content` in the thinking mode must be passed back"), Z.ai's
+    # GLM asks for it, vLLM's chat templates render it. Off where a server may refuse an
+    # unknown message field (Groq, OpenAI's own API behind `openai`).
+    reasoning_history: bool = False
 
     @property
     def adapter_class(self) -> str:
@@ -80,6 +88,7 @@ VENDORS: dict[str, Vendor] = {
         # /v1/embeddings, and Anthropic's /v1/messages (+ /count_tokens).
         apis=OPENAI_COMPATIBLE | {"responses", "messages"},
         prefill="continue_final_message",
+        reasoning_history=True,
     ),
     # Any OpenAI-compatible server: the three endpoints every such server has.
     "openai": Vendor("openai_compat", key_required=False),
@@ -97,13 +106,27 @@ VENDORS: dict[str, Vendor] = {
     # FIM completions) under other base URLs (`/anthropic`, `/beta`), not under this one:
     # configure a second backend for those. Here: chat only.
     "deepseek": Vendor(
-        "openai_compat", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", apis=frozenset({"chat"}), prefill="prefix"
+        "openai_compat",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_API_KEY",
+        apis=frozenset({"chat"}),
+        prefill="prefix",
+        reasoning_history=True,  # api-docs.deepseek.com "Thinking Mode": required after tool calls
     ),
     "moonshot": Vendor(
-        "openai_compat", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY", apis=frozenset({"chat"}), prefill="partial"
+        "openai_compat",
+        "https://api.moonshot.ai/v1",
+        "MOONSHOT_API_KEY",
+        apis=frozenset({"chat"}),
+        prefill="partial",
+        reasoning_history=True,  # Kimi's thinking models reason across tool calls
     ),
     "zhipu": Vendor(
-        "openai_compat", "https://open.bigmodel.cn/api/paas/v4", "ZHIPU_API_KEY", apis=frozenset({"chat", "embeddings"})
+        "openai_compat",
+        "https://open.bigmodel.cn/api/paas/v4",
+        "ZHIPU_API_KEY",
+        apis=frozenset({"chat", "embeddings"}),
+        reasoning_history=True,  # docs.z.ai "Thinking Mode": preserve thinking with tool results
     ),
     "dashscope": Vendor(
         "openai_compat",

@@ -261,6 +261,40 @@ def _check_number(payload: dict[str, Any], field: str, low: float, high: float) 
         )
 
 
+# The chat field an assistant message's reasoning goes back to a backend in (DeepSeek's,
+# vLLM's and most open models' name for it).
+REASONING = "reasoning_content"
+
+
+def with_reasoning_history(payload: dict[str, Any], takes: bool) -> dict[str, Any]:
+    """A translated request's `payload` (its own copy) for a backend that takes earlier turns'
+    reasoning back (`takes`, the offer's `reasoning_history`) or does not. Taking it, every
+    assistant message with tool calls carries `reasoning_content`, empty where its turn had
+    none (DeepSeek refuses a tool call's turn without the field, whoever answered it); not,
+    none does (a strict server refuses a message field it does not know)."""
+    messages = payload.get("messages")
+    if type(messages) is not list:
+        return payload
+    changed: list[Any] | None = None
+    for i, message in enumerate(messages):
+        if type(message) is not dict or message.get("role") != "assistant":
+            continue
+        if takes:
+            if REASONING in message or not message.get("tool_calls"):
+                continue
+            replaced = {**message, REASONING: ""}
+        elif REASONING in message:
+            replaced = {k: v for k, v in message.items() if k != REASONING}
+        else:
+            continue
+        if changed is None:
+            changed = list(messages)
+        changed[i] = replaced
+    if changed is not None:
+        payload["messages"] = changed
+    return payload
+
+
 def upstream_payload(request: ChatRequest, upstream_model: str) -> dict[str, Any]:
     """The body to send to one backend: the client's fields, the backend's model id.
 

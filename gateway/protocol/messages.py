@@ -16,8 +16,10 @@ Mappings chosen where the APIs differ:
   is sent as given, `xhigh` and `max` as `high` (chat's highest).
 - `cache_control` is accepted anywhere and dropped: chat backends have no equivalent, and
   native pass-through to Anthropic backends never comes through here.
-- Earlier `thinking` blocks in the history are dropped: chat backends take no reasoning
-  input, and DeepSeek rejects a request that carries it.
+- Earlier `thinking` blocks become the `reasoning_content` of their assistant message, sent
+  to backends that take reasoning back (`reasoning_history`, on by default for vLLM,
+  DeepSeek, Moonshot and Z.ai, whose thinking models reason across tool calls: DeepSeek
+  refuses a tool call's turn without it) and left out for the rest; redacted ones are dropped.
 - Consecutive user turns, or assistant turns, become one chat turn, as Anthropic combines
   them into one turn (`_conversation`); a `system` message inside `messages` (Anthropic's
   mid-conversation system messages) becomes a chat system message at the same position.
@@ -34,7 +36,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.chat import text_or_parts
+from gateway.protocol.chat import REASONING, text_or_parts
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
@@ -294,6 +296,7 @@ def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
     """The one chat message for assistant turns `start` to `end` (exclusive)."""
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoning: list[str] = []
     for n in range(start, end):
         where = f"messages.{n}"
         for i, block in enumerate(_blocks(turns[n], where)):
@@ -307,13 +310,18 @@ def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
                 if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                     raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
                 calls.append(_tool_call(block))
-            elif kind not in ("thinking", "redacted_thinking"):
+            elif kind == "thinking":
+                if isinstance(block.get("thinking"), str):
+                    reasoning.append(block["thinking"])
+            elif kind != "redacted_thinking":
                 raise invalid_request(
                     f"{where}.content.{i}: `{kind}` blocks are not accepted in assistant turns.", where, ANTHROPIC_ONLY
                 )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    if reasoning:
+        message[REASONING] = "".join(reasoning)  # for backends that take it back (`reasoning_history`)
     return message
 
 

@@ -17,8 +17,10 @@ Mappings chosen where the APIs differ:
   the client runs itself (`execution: "client"`, Codex's tool discovery) is a function tool
   named `tool_search`; calls to it come back as `tool_search_call` items, and the tools a
   `tool_search_output` item brings are offered from then on. A hosted tool search is a 400.
-- `reasoning` items in the input are dropped (chat backends take no reasoning input);
-  reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
+- `reasoning` items in the input become the `reasoning_content` of the assistant message
+  that follows them (its text, or its summary's), sent to backends that take reasoning back
+  (`reasoning_history`: DeepSeek refuses a tool call's turn without it) and left out for the
+  rest; reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
   never sent to a backend. `instructions` apply to their own request only, as OpenAI's do.
 - `reasoning.effort` `minimal` is sent as `low`, `xhigh` and `max` as `high` (open-model
@@ -39,7 +41,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.chat import text_or_parts
+from gateway.protocol.chat import REASONING, text_or_parts
 from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, usage_details
 
@@ -262,6 +264,7 @@ def input_items(value: Any) -> list[dict[str, Any]]:
 def _append_items(
     items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str, discovered: list[dict[str, Any]]
 ) -> None:
+    thought = ""  # the reasoning items' text since the last message: the next assistant turn's
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
@@ -286,12 +289,21 @@ def _append_items(
                 messages[-1]["content"] = _joined(messages[-1]["content"], content, _SEPARATORS[role])
             else:
                 messages.append({"role": role, "content": content})
+            if thought:
+                if role == "assistant":
+                    _reasoned(messages[-1], thought)
+                thought = ""
         elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
             call = _search_call(item, where) if kind == "tool_search_call" else _function_call(item, where)
             if messages and _open_assistant(messages[-1]):
                 messages[-1].setdefault("tool_calls", []).append(call)  # parallel calls share a turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if thought:
+                _reasoned(messages[-1], thought)
+                thought = ""
+        elif kind == "reasoning":
+            thought += _reasoning_text(item)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
@@ -305,12 +317,32 @@ def _append_items(
                 names = [t["function"]["name"] for t in found]
                 text = "Tools now available: " + (", ".join(names) if names else "none found") + "."
                 messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
-        elif kind != "reasoning":
+        else:
             raise invalid_request(
                 f"Input items of type '{echoed(kind)}' are not supported by this gateway; "
                 "send messages, function_call and function_call_output items.",
                 f"{where}.type",
             )
+
+
+def _reasoning_text(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its `reasoning_text` content (the gateway's own items, and
+    open models' through vLLM), else its summary's (OpenAI's); encrypted content is no text."""
+    for key, kind in (("content", "reasoning_text"), ("summary", "summary_text")):
+        parts = item.get(key)
+        if type(parts) is list:
+            text = "".join(
+                p["text"] for p in parts if type(p) is dict and p.get("type") == kind and type(p.get("text")) is str
+            )
+            if text:
+                return text
+    return ""
+
+
+def _reasoned(message: dict[str, Any], thought: str) -> None:
+    """The reasoning before an assistant turn, as its chat message's `reasoning_content`
+    (sent to backends that take it back: `with_reasoning_history`)."""
+    message[REASONING] = message.get(REASONING, "") + thought
 
 
 # Items that make a tool call and the outputs answering one, as OpenAI's 400s name them.

@@ -107,8 +107,12 @@ def test_a_native_candidate_gets_the_whole_conversation_and_keeps_nothing():
 
 def test_plan_is_native_where_the_backend_serves_responses_else_chat():
     request = _parse(stream=True)
-    native = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat", "responses"}), upstream_id="u"), None)
-    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u"), None)
+    native = INGRESS.plan(
+        request, SimpleNamespace(apis=frozenset({"chat", "responses"}), upstream_id="u", reasoning_history=False), None
+    )
+    chat = INGRESS.plan(
+        request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=False), None
+    )
     assert (
         native.path == RESPONSES and native.format.name == "responses" and native.payload["input"][0]["content"] == "hi"
     )
@@ -117,7 +121,7 @@ def test_plan_is_native_where_the_backend_serves_responses_else_chat():
     assert chat.payload["stream_options"] == {"include_usage": True}
 
 
-_CHAT_ONLY = SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u")
+_CHAT_ONLY = SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=False)
 
 
 def _sse(chunks: list[dict]) -> bytes:
@@ -221,6 +225,10 @@ def test_openrouter_routing_overrides_reach_routing_and_no_backend():
     overrides = {"models": ["a/b", "c/d"], "provider": {"order": ["x"]}}
     request = _parse(**overrides)
     assert request.chat.payload["models"] == ["a/b", "c/d"] and request.chat.payload["provider"] == {"order": ["x"]}
-    native = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u"), None).payload
-    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u"), None).payload
+    native = INGRESS.plan(
+        request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u", reasoning_history=False), None
+    ).payload
+    chat = INGRESS.plan(
+        request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=False), None
+    ).payload
     assert not {"models", "provider"} & (set(native) | set(chat))

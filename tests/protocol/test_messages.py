@@ -150,11 +150,12 @@ def test_tool_results_lead_the_user_turn_and_their_images_follow():
     assert messages_to_chat(body)["messages"][1:] == [
         {
             "role": "assistant",
-            "content": None,  # the earlier thinking block is not sent back
+            "content": None,
             "tool_calls": [
                 {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": '{"path":"a.png"}'}},
                 {"id": "toolu_2", "type": "function", "function": {"name": "read", "arguments": '{"path":"b.txt"}'}},
             ],
+            "reasoning_content": "need both",  # sent only to backends that take it back
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "an image"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": "hello"},
@@ -914,6 +915,7 @@ def test_consecutive_turns_of_a_role_become_one_chat_turn_as_anthropic_combines_
             "tool_calls": [
                 {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": '{"path":"a"}'}}
             ],
+            "reasoning_content": "t",
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "A"},
         {"role": "user", "content": "And b?\nBe terse.\nNow."},

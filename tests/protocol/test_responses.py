@@ -60,7 +60,8 @@ def test_item_request_translates_field_by_field():
             },
             {"role": "assistant", "content": "A boardwalk."},
             {"role": "user", "content": "What is the weather like in Paris today?"},
-            # the reasoning item is dropped; the function call keeps its call_id as the tool call id
+            # the reasoning item's summary is the call's reasoning (sent only to backends that
+            # take it back); the function call keeps its call_id as the tool call id
             {
                 "role": "assistant",
                 "content": None,
@@ -71,6 +72,7 @@ def test_item_request_translates_field_by_field():
                         "function": {"name": "get_weather", "arguments": '{"location":"Paris, France"}'},
                     }
                 ],
+                "reasoning_content": "Need the weather tool.",
             },
             {"role": "tool", "tool_call_id": "call_12345xyz", "content": "15 degrees"},
         ],

@@ -40,6 +40,9 @@ class Behaviour:
     one_write: bool = False  # the stream's events in one write (read whole by the gateway)
     tool_call: dict | None = None  # answer with this tool call instead of content
     reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
+    # DeepSeek's thinking mode: an assistant message with tool calls and no `reasoning_content`
+    # is its 400 (api-docs.deepseek.com "Thinking Mode", quoted in agents' issues).
+    thinking_mode: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
     usage: dict | None = None  # the usage object sent as it is (counts as floats, other names)
@@ -106,6 +109,20 @@ class FakeUpstream:
         self.received.append(Received(body, dict(request.headers)))
         if b.delay_s:
             await asyncio.sleep(b.delay_s)
+        if b.thinking_mode and any(
+            m.get("role") == "assistant" and m.get("tool_calls") and "reasoning_content" not in m
+            for m in body.get("messages") or ()
+        ):
+            message = "The `reasoning_content` in the thinking mode must be passed back to the API."
+            error = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+            }
+            return Response(orjson.dumps(error), status_code=400, media_type="application/json")
         if b.status >= 300:
             error = b.error_body or {
                 "error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}
