@@ -94,25 +94,28 @@ class CompletionsAccountant(SseAccountant):
     """Chat's accountant, for `text_completion` chunks: content is a choice's `text`.
 
     Only the events before the first content are looked at again (chat's test reads
-    `delta`); once content flows, chat's per-chunk path runs unchanged."""
+    `delta`); once content flows, chat's per-chunk path runs unchanged. Before it, a chunk
+    whose choices are not text completion choices (chat's `delta` chunks: a backend that
+    answers this endpoint in chat's format) fails the attempt, as its non-streamed answer
+    does: the client's SDK would read `text` None from each."""
 
     __slots__ = ()
 
     def _inspect(self, event: bytes) -> bytes | None:
+        if self._started:
+            return super()._inspect(event)
+        choices = _choices_before_content(event)
+        if choices and not all(type(c) is dict and isinstance(c.get("text"), str) for c in choices):
+            raise MalformedAnswer("the upstream stream is not a text completion (a choice without `text`)")
         kept = super()._inspect(event)
-        if not self._started and kept is not None and event.find(b'"text"') >= 0:
-            payload = data_of(event)
-            try:
-                obj = orjson.loads(payload) if payload else None
-            except orjson.JSONDecodeError:
-                return kept
-            choices = obj.get("choices") if isinstance(obj, dict) else None
-            if isinstance(choices, list) and any(
-                isinstance(c, dict) and (c.get("text") or c.get("finish_reason")) for c in choices
-            ):
-                self._started = True
-                self.first_content_at = time.perf_counter()
+        if not self._started and kept is not None and choices and _has_text(choices):
+            self._started = True
+            self.first_content_at = time.perf_counter()
         return kept
+
+    @staticmethod
+    def _carries_content(choices: Any) -> bool:
+        return _has_text(choices)
 
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
@@ -130,6 +133,25 @@ class CompletionsAccountant(SseAccountant):
             },
         }
         return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
+
+
+def _choices_before_content(event: bytes) -> list[Any] | None:
+    """The choices of a chunk that is no error event, else None (the accountant's own
+    reading then judges it: malformed, an error before content, a comment)."""
+    payload = data_of(event) if event.find(b'"choices"') >= 0 else None
+    try:
+        obj = orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("error") is not None:
+        return None
+    choices = obj.get("choices")
+    return choices if isinstance(choices, list) else None
+
+
+def _has_text(choices: Any) -> bool:
+    """Whether text completion choices hold any of the answer: text, or a choice's end."""
+    return any(isinstance(c, dict) and (c.get("text") or c.get("finish_reason")) for c in choices)
 
 
 EMBEDDINGS: AnswerFormat = EmbeddingsFormat()

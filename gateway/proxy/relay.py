@@ -325,7 +325,7 @@ class SseAccountant:
             # choices; LiteLLM's proxy sends an empty choice with it. Either way it carries
             # nothing but usage, which this client did not ask for; one with no usable count
             # gives way to the estimate the stream's end sends in its place.
-            if (self.strip_usage or usage is None) and not _has_content(choices or ()):
+            if (self.strip_usage or usage is None) and not self._carries_content(choices or ()):
                 return None
         if choices:
             self.content_events += 1
@@ -333,6 +333,13 @@ class SseAccountant:
                 self._started = True
                 self.first_content_at = time.perf_counter()
         return event
+
+    @staticmethod
+    def _carries_content(choices: Any) -> bool:
+        """Whether a chunk's choices hold any of the answer, so that the chunk is relayed even
+        when it also carries usage to strip (vLLM's `continuous_usage_stats` puts usage on
+        every content chunk). Chat's content is in `delta`; other formats say their own."""
+        return _has_content(choices)
 
     def _malformed(self) -> None:
         """Before content: fail the attempt. After: drop the event, count it, and after

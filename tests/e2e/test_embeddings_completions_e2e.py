@@ -228,3 +228,67 @@ def test_a_prompt_too_long_for_every_candidate_names_the_endpoints_own_field(gw,
     assert (embeddings.value.code, embeddings.value.param) == ("context_length_exceeded", "input")
     assert (completions.value.code, completions.value.param) == ("context_length_exceeded", "prompt")
     assert upstream.received == []
+
+
+def test_a_stream_with_vllms_continuous_usage_reaches_the_client_whole(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: a client asking vLLM's `continuous_usage_stats` without `include_usage`
+    got an empty completion. The gateway adds `include_usage` for its ledger, so vLLM put the
+    usage so far on every text chunk; the relay, stripping the usage the client had not asked
+    for, read a chunk's content as chat's `delta` and dropped every text chunk whole."""
+    client = openai_client(gw)
+    chunks = list(
+        client.completions.create(
+            model="coder",
+            prompt="def add(a, b):",
+            stream=True,
+            extra_body={"stream_options": {"continuous_usage_stats": True}},
+        )
+    )
+    assert upstream.received[-1].body["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
+    assert "".join(c.choices[0].text for c in chunks) == "Hello from the fake upstream. "
+    # Every text chunk as vLLM sent it (its running count included); the usage-only chunk,
+    # which this client did not ask for, stripped.
+    assert [(c.choices[0].finish_reason, c.usage.completion_tokens) for c in chunks] == [
+        (None, 1),
+        (None, 2),
+        (None, 3),
+        (None, 4),
+        (None, 5),
+        ("stop", 5),
+    ]
+    assert upstream_b.received == []
+    rows = poll(lambda: r if len(r := export_today(gw)) == 1 else None, what="the stream's ledger row")
+    assert [(e["backend"], e["prompt_tokens"], e["completion_tokens"], e["estimated"]) for e in rows] == [
+        ("up-a", 11, 7, False)
+    ]
+
+
+def test_a_stream_of_chat_chunks_on_the_completions_endpoint_falls_back(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: a backend answering /v1/completions with chat chunks (`delta`, no
+    `text`: a proxy mapping it to chat, say) was relayed as the answer, and the SDK read
+    `text` None from every choice; its non-streamed answer in chat's shape was already a
+    malformed answer that fell back."""
+    chat_chunk = {"id": "chatcmpl-a", "object": "chat.completion.chunk", "created": 1, "model": "Qwen/Qwen3-Coder"}
+    upstream.reset(
+        raw_stream=[
+            b"data: "
+            + json.dumps(
+                {**chat_chunk, "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+            ).encode()
+            + b"\n\n",
+            b"data: "
+            + json.dumps({**chat_chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).encode()
+            + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
+    client = openai_client(gw)
+    raw = client.completions.with_raw_response.create(model="coder", prompt="def add(a, b):", stream=True)
+    assert raw.headers["x-gateway-backend"] == "up-b"
+    assert "".join(c.choices[0].text for c in raw.parse() if c.choices) == "Hello from the fake upstream. "
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 2 else None, what="two ledger rows")
+    assert sorted((e["backend"], e["status"], e["final"], e["error"]) for e in rows) == [
+        ("up-a", 502, False, "malformed"),
+        ("up-b", 200, True, None),
+    ]

@@ -11,7 +11,9 @@ Shapes, from OpenAI's API reference:
 - completions: `{"id": "cmpl-...", "object": "text_completion", "created", "model",
   "choices": [{"text", "index", "logprobs", "finish_reason"}], "usage"}`; streamed, the same
   object per chunk (`finish_reason` null until the last), then with
-  `stream_options.include_usage` a chunk with `"choices": []` and the usage, then `[DONE]`.
+  `stream_options.include_usage` a chunk with `"choices": []` and the usage, then `[DONE]`;
+  as vLLM does, `stream_options.continuous_usage_stats` (with `include_usage`) also puts the
+  usage so far on every text chunk. `raw_stream`: exactly those bytes, whatever was asked.
 """
 
 from __future__ import annotations
@@ -106,21 +108,42 @@ async def completions(upstream: _Upstream, request: Request) -> Response:
 
 async def _stream(b: Any, body: dict[str, Any], base: dict[str, Any], usage: dict[str, Any]):
     events: list[bytes] = []
+    options = body.get("stream_options") or {}
+    include_usage = b.send_usage and options.get("include_usage")
+    continuous = include_usage and options.get("continuous_usage_stats")  # vLLM's rule
     if b.stream_error_before_content:
         events.append(_event({"error": {"message": "overloaded", "type": "server_error", "code": 503}}))
     else:
-        for word in b.content.split(" "):
-            events.append(_event({**base, "choices": [_choice(word + " ", None)]}))
-        events.append(_event({**base, "choices": [_choice("", "stop")]}))
-        if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
+        words = b.content.split(" ")
+        for i, word in enumerate(words):
+            chunk = {**base, "choices": [_choice(word + " ", None)]}
+            if continuous:
+                chunk["usage"] = _usage_so_far(usage, i + 1)
+            events.append(_event(chunk))
+        last = {**base, "choices": [_choice("", "stop")]}
+        if continuous:
+            last["usage"] = _usage_so_far(usage, len(words))
+        events.append(_event(last))
+        if include_usage:
             events.append(_event({**base, "choices": [], "usage": usage}))
         events.append(b"data: [DONE]\n\n")
+    if b.raw_stream is not None:
+        events = list(b.raw_stream)
     for i, event in enumerate(events):
         if b.break_after_events is not None and i >= b.break_after_events:
             raise RuntimeError("fake upstream breaks the stream on purpose")
         if b.chunk_delay_s and i:
             await asyncio.sleep(b.chunk_delay_s)
         yield event
+
+
+def _usage_so_far(usage: dict[str, Any], words: int) -> dict[str, Any]:
+    """A continuous usage count: the prompt's tokens and one completion token per word sent."""
+    return {
+        "prompt_tokens": usage["prompt_tokens"],
+        "completion_tokens": words,
+        "total_tokens": usage["prompt_tokens"] + words,
+    }
 
 
 def _choice(text: str, finish_reason: str | None) -> dict[str, Any]:
