@@ -26,7 +26,7 @@ from gateway.protocol.embeddings import (
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import UpstreamCall
-from gateway.proxy.openai_formats import EMBEDDINGS as EMBEDDINGS_FORMAT
+from gateway.proxy.openai_formats import EmbeddingsFormat
 
 
 class EmbeddingsIngress(Ingress):
@@ -38,7 +38,9 @@ class EmbeddingsIngress(Ingress):
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         if "embeddings" not in offer.apis or not isinstance(request, EmbeddingsRequest):
             return None  # no translation exists: only a backend serving /embeddings can answer
-        return UpstreamCall(EMBEDDINGS, upstream_embeddings_payload(request, offer.upstream_id), EMBEDDINGS_FORMAT)
+        # One vector per input is owed: an answer with fewer (or more) fails the attempt.
+        answer = EmbeddingsFormat(vectors=len(request.inputs))
+        return UpstreamCall(EMBEDDINGS, upstream_embeddings_payload(request, offer.upstream_id), answer)
 
     def answer_bound(self, request: IngressRequest, configured: int) -> int:
         # A valid answer grows with the batch: 2,048 float vectors of 3,072 dimensions are

@@ -2,8 +2,9 @@
 loop and the relay read them (beside `formats.CHAT`).
 
 - `EMBEDDINGS`: a JSON object with a `data` list of at least one embedding object (its
-  `embedding` a list or a base64 string); usage is `prompt_tokens` (and `total_tokens`), no
-  completion. Never streamed.
+  `embedding` a list or a base64 string), one per input when the request's inputs are known
+  (`EmbeddingsFormat(vectors=...)`: clients read vector i as input i's); usage is
+  `prompt_tokens` (and `total_tokens`), no completion. Never streamed.
 - `COMPLETIONS`: a `text_completion` object with a `choices` list of at least one choice
   object with its `text` (as chat's check wants a `message` in each: the SDKs index
   `choices[0].text`, `data[0].embedding`), or its SSE chunks, whose
@@ -34,6 +35,9 @@ class EmbeddingsFormat(AnswerFormat):
     name = "embeddings"
     expected = "an embeddings list"
 
+    def __init__(self, vectors: int | None = None) -> None:
+        self.vectors = vectors  # the request's inputs, each owed a vector; None: not checked
+
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         answer = json_object(offer, body)
         data = answer.get("data")
@@ -47,6 +51,10 @@ class EmbeddingsFormat(AnswerFormat):
             raise MalformedAnswer(
                 f"{offer.backend}: the upstream's 200 body is not an embeddings list "
                 "(no `data` list with an `embedding` in each)"
+            )
+        if self.vectors is not None and len(data) != self.vectors:
+            raise MalformedAnswer(
+                f"{offer.backend}: the upstream's 200 body holds {len(data)} embeddings for {self.vectors} inputs"
             )
         return embeddings_usage(answer.get("usage"))
 

@@ -292,3 +292,34 @@ def test_a_stream_of_chat_chunks_on_the_completions_endpoint_falls_back(gw, upst
         ("up-a", 502, False, "malformed"),
         ("up-b", 200, True, None),
     ]
+
+
+def test_an_embeddings_answer_missing_vectors_falls_back(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: a backend that answered three inputs with one vector was relayed and
+    billed as a success; the client, which reads vector i as input i's (OpenAI sends one per
+    input, `index` in order), lost two inputs without an error."""
+    one = {"object": "embedding", "index": 0, "embedding": vector(0, 3)}
+    upstream.reset(
+        raw_body=json.dumps(
+            {
+                "object": "list",
+                "data": [one],
+                "model": "acme-embed-v1",
+                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+            }
+        ).encode()
+    )
+    client = openai_client(gw)
+    raw = client.embeddings.with_raw_response.create(model="embed", input=["a", "b", "c"], encoding_format="float")
+    assert raw.headers["x-gateway-backend"] == "up-b"
+    assert [d.embedding for d in raw.parse().data] == [vector(0, 3), vector(1, 3), vector(2, 3)]
+    # The same answer to one input is whole: served as it came.
+    single = client.embeddings.with_raw_response.create(model="embed", input="a", encoding_format="float")
+    assert single.headers["x-gateway-backend"] == "up-a" and single.parse().data[0].embedding == vector(0, 3)
+    assert (len(upstream.received), len(upstream_b.received)) == (2, 1)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 3 else None, what="three ledger rows")
+    assert sorted((e["backend"], e["status"], e["final"], e["error"], e["prompt_tokens"]) for e in rows) == [
+        ("up-a", 200, True, None, 3),
+        ("up-a", 502, False, "malformed", 0),
+        ("up-b", 200, True, None, 11),
+    ]

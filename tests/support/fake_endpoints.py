@@ -14,6 +14,8 @@ Shapes, from OpenAI's API reference:
   `stream_options.include_usage` a chunk with `"choices": []` and the usage, then `[DONE]`;
   as vLLM does, `stream_options.continuous_usage_stats` (with `include_usage`) also puts the
   usage so far on every text chunk. `raw_stream`: exactly those bytes, whatever was asked.
+
+`raw_body`: either endpoint answers a 200 JSON body of exactly those bytes (not streamed).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ async def _received(upstream: _Upstream, request: Request) -> dict[str, Any] | R
             "error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}
         }
         return Response(orjson.dumps(error), status_code=b.status, media_type="application/json", headers=b.headers)
+    if b.raw_body is not None:
+        return Response(b.raw_body, media_type="application/json", headers=b.headers)
     return body
 
 

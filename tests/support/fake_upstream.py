@@ -49,6 +49,7 @@ class Behaviour:
     # Answers that are not what they claim (hostile or broken upstreams):
     truncate_body: bool = False  # a 200 non-streamed body cut off halfway through its JSON
     raw_stream: list[bytes] | None = None  # a 200 stream of exactly these bytes, whatever was asked
+    raw_body: bytes | None = None  # embeddings, completions: a 200 JSON body of exactly these bytes, not streamed
     # Raw bytes sent before the stream event of that index (0 is the role chunk): junk, error events.
     inject_before_event: dict[int, bytes] = field(default_factory=dict)
     usage_with_empty_choice: bool = False  # the usage chunk as LiteLLM's proxy sends it: one empty choice
