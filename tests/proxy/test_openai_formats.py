@@ -9,7 +9,7 @@ import pytest
 from gateway.config.schema import ModelOffer
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
-from gateway.proxy.openai_formats import COMPLETIONS, EMBEDDINGS
+from gateway.proxy.openai_formats import COMPLETIONS, EMBEDDINGS, EmbeddingsFormat
 from gateway.proxy.relay import MalformedAnswer, StreamFailedEarly
 from gateway.proxy.usage import Usage
 
@@ -123,3 +123,51 @@ def test_an_upstream_without_usage_gets_an_estimated_text_completion_usage_chunk
         "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5},
     }
     assert closing[1] == b"data: [DONE]"
+
+
+def test_text_chunks_carrying_usage_are_relayed_when_their_usage_is_stripped():
+    """vLLM's `continuous_usage_stats` puts the usage so far on every text chunk; the client
+    did not ask for usage, so it is stripped, but never with the text (it dropped them all)."""
+    accountant = COMPLETIONS.accountant(include_usage=False, redactor=Redactor(()))
+    counted = [
+        event({**orjson.loads(chunk(text, finish)[6:]), "usage": {"prompt_tokens": 2, "completion_tokens": n}})
+        for n, (text, finish) in enumerate([("def", None), (" f", None), ("", "stop")], start=1)
+    ]
+    usage_only = event(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "choices": [],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3},
+        }
+    )
+    assert accountant.feed(counted[0]) == counted[0] and accountant.started
+    assert (
+        accountant.feed(b"".join(counted[1:]) + usage_only + b"data: [DONE]\n\n")
+        == b"".join(counted[1:]) + b"data: [DONE]\n\n"
+    )
+    assert accountant.usage == Usage(2, 3)
+
+
+def test_a_chat_chunk_before_the_first_text_fails_the_attempt():
+    """A backend answering /v1/completions with chat's `delta` chunks: malformed, as its
+    non-streamed answer in chat's shape is, and not relayed (the SDK read `text` None)."""
+    accountant = COMPLETIONS.accountant(include_usage=False, redactor=Redactor(()))
+    delta = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    with pytest.raises(MalformedAnswer):
+        accountant.feed(event(delta))
+    # An error chunk with choices (OpenRouter's) is still the upstream's error, not malformed.
+    openrouter = {
+        "error": {"message": "overloaded", "code": 503},
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+    }
+    with pytest.raises(StreamFailedEarly):
+        COMPLETIONS.accountant(include_usage=False, redactor=Redactor(())).feed(event(openrouter))
+
+
+def test_an_embeddings_body_owes_one_vector_per_input():
+    item = {"object": "embedding", "index": 0, "embedding": [0.5]}
+    body = orjson.dumps({"object": "list", "data": [item], "usage": {"prompt_tokens": 3}})
+    assert EmbeddingsFormat(vectors=1).check_body(OFFER, body) == Usage(3, 0)
+    with pytest.raises(MalformedAnswer, match="1 embeddings for 3 inputs"):
+        EmbeddingsFormat(vectors=3).check_body(OFFER, body)
