@@ -13,7 +13,8 @@ Shapes, from OpenAI's API reference:
   object per chunk (`finish_reason` null until the last), then with
   `stream_options.include_usage` a chunk with `"choices": []` and the usage, then `[DONE]`;
   as vLLM does, `stream_options.continuous_usage_stats` (with `include_usage`) also puts the
-  usage so far on every text chunk. `raw_stream`: exactly those bytes, whatever was asked.
+  usage so far on every text chunk. `raw_stream`: exactly those bytes, whatever was asked;
+  `hold_after_events`: the stream waits there until the test sets `release`.
 
 `raw_body`: either endpoint answers a 200 JSON body of exactly those bytes (not streamed).
 """
@@ -138,6 +139,9 @@ async def _stream(b: Any, body: dict[str, Any], base: dict[str, Any], usage: dic
             raise RuntimeError("fake upstream breaks the stream on purpose")
         if b.chunk_delay_s and i:
             await asyncio.sleep(b.chunk_delay_s)
+        if i == b.hold_after_events:
+            while not b.release.is_set():
+                await asyncio.sleep(0.01)
         yield event
 
 

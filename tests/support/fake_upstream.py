@@ -7,6 +7,7 @@ received and answers as its `behaviour` says; tests change the behaviour between
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +50,9 @@ class Behaviour:
     # Answers that are not what they claim (hostile or broken upstreams):
     truncate_body: bool = False  # a 200 non-streamed body cut off halfway through its JSON
     raw_stream: list[bytes] | None = None  # a 200 stream of exactly these bytes, whatever was asked
+    # completions: a stream waits after this many events until `release` is set (a test acts meanwhile)
+    hold_after_events: int | None = None
+    release: threading.Event = field(default_factory=threading.Event)
     raw_body: bytes | None = None  # embeddings, completions: a 200 JSON body of exactly these bytes, not streamed
     # Raw bytes sent before the stream event of that index (0 is the role chunk): junk, error events.
     inject_before_event: dict[int, bytes] = field(default_factory=dict)
