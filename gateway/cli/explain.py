@@ -1,7 +1,9 @@
 """`gateway explain --config FILE request.json`: how a request would be routed, offline.
 
 Uses the config's priors (no observed latency, every circuit closed) and calls no backend;
-the running gateway's `POST /v1/route/explain` answers the same with live observations.
+the running gateway's `POST /v1/route/explain` answers the same with live observations. The
+body is read by the endpoint's own parser, as the running gateway reads it; offline there is
+no conversation store, so a Responses `previous_response_id` is explained on the new input.
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     import orjson
 
+    from gateway.api.explain import explained_plan, ingress_for
     from gateway.protocol.errors import GatewayError
-    from gateway.protocol.views import routing_view
     from gateway.routing.explain import explanation, render_text
-    from gateway.routing.pipeline import plan
 
     headers = {}
     for item in args.header:
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"cannot read {args.request}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
-        decision = plan(routing_view(args.endpoint, body), headers, snapshot, explore=False, endpoint=args.endpoint)
+        ingress = ingress_for(args.endpoint)
+        decision = explained_plan(ingress, ingress.parse(body, headers), headers, snapshot)
     except GatewayError as exc:
         print(f"error {exc.status} {exc.code or exc.type}: {exc.message}", file=sys.stderr)
         return 1

@@ -239,3 +239,47 @@ def test_anthropic_clients_authenticate_with_x_api_key_and_get_anthropic_errors(
     # Without anthropic-version the same key gets OpenAI's shape.
     denied = httpx.get(keyed.url + "/v1/models", headers={"authorization": "Bearer sk-wrong"})
     assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
+
+
+def test_explain_refuses_what_the_endpoint_refuses(gw, claude, openai_client):
+    """Hostile testing: explain read each body with a view of its own, not the endpoint's
+    parser, and explained (200, a try order) requests its endpoint refuses with a 400: a
+    tool_result answering no tool_use on /v1/messages, Responses' stored `prompt` template,
+    a `previous_response_id` that does not exist."""
+    unpaired = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "4"}]}],
+    }
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(**unpaired)
+    explained = explain(gw, "messages", unpaired)
+    assert explained.status_code == 400
+    assert explained.json()["error"]["message"] == refused.value.body["error"]["message"]
+
+    client = openai_client(gw)
+    for body, param in [
+        ({"model": "auto", "input": "hi", "prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"model": "auto", "input": "hi", "previous_response_id": "resp_nope"}, "previous_response_id"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(**body)
+        explained = explain(gw, "responses", body)
+        assert (explained.status_code, explained.json()["error"]["param"]) == (400, param)
+        assert explained.json()["error"]["code"] == caught.value.code
+
+
+def test_explain_routes_a_responses_continuation_on_its_whole_conversation(gw, openai_client):
+    """Hostile testing: explain routed a `previous_response_id` request on its new input
+    alone, so a conversation past mock/small's 8,192-token context was explained as going to
+    mock/small, while the endpoint, which routes on the whole conversation, filtered it out."""
+    client = openai_client(gw)
+    raw = client.responses.with_raw_response.create(
+        model="auto", input="Summarise this. " + "lorem ipsum dolor " * 3000
+    )
+    first = raw.parse()
+    assert raw.headers["x-gateway-model"] == "mock/large"
+    body = {"model": "auto", "input": "And in one word?", "previous_response_id": first.id}
+    served = client.responses.with_raw_response.create(**body)
+    doc = explain(gw, "responses", body).json()
+    assert [c["model"] for c in doc["try_order"]] == ["mock/large"] == [served.headers["x-gateway-model"]]

@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.api.explain import explained_plan, ingress_for
 from gateway.api.messages import MESSAGES_INGRESS, parse_messages_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import messages_to_chat
 from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
-from gateway.protocol.views import routing_view
 from gateway.routing.candidates import may_answer_natively
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
@@ -414,7 +414,8 @@ def test_openrouter_routing_fields_steer_the_view_the_translation_and_explain_al
         ("chat-only", "plain/tools"),
         ("chat-only", "plain/vision"),
     ]
-    explained = decide(routing_view("messages", orjson.dumps(body)), {}, snapshot, endpoint="messages")
+    ingress = ingress_for("messages")  # as POST /v1/route/explain reads and decides it
+    explained = explained_plan(ingress, ingress.parse(orjson.dumps(body), {}), {}, snapshot)
     assert explained.candidates == decision.candidates and explained.prefs == decision.prefs
 
 

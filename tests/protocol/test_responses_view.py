@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.api.explain import explained_plan, ingress_for
 from gateway.api.responses import continue_from, parse_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import conversation_items, responses_to_chat
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
-from gateway.protocol.views import routing_view
 from gateway.routing.agents import tool_names
 from gateway.routing.classify import _instruction_text, _request_text
 from gateway.routing.pipeline import decide
@@ -366,7 +366,8 @@ def test_openrouter_routing_fields_steer_the_view_the_translation_and_explain_al
         ("native", "native/all"),
         ("native", "native/schema"),
     ]
-    explained = decide(routing_view("responses", orjson.dumps(body)), {}, snapshot, endpoint="responses")
+    ingress = ingress_for("responses")  # as POST /v1/route/explain reads and decides it
+    explained = explained_plan(ingress, ingress.parse(orjson.dumps(body), {}), {}, snapshot)
     assert explained.candidates == decision.candidates and explained.prefs == decision.prefs
 
 
