@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import BackendConfig, GatewayConfig
 from gateway.config.tasks import TASKS, load_classifier
 from gateway.config.vendors import VENDORS
 
@@ -447,6 +447,29 @@ def _warnings(config: GatewayConfig, lines: dict[KeyPath, int], raw: Any = None)
             else:
                 hint = " (set `api_key:`)"
             out.append(f"backend `{name}` ({backend.type}) has no API key{hint}: disabled")
+        out.extend(_unreachable_embeddings(name, backend, lines))
+    return out
+
+
+def _unreachable_embeddings(name: str, backend: BackendConfig, lines: dict[KeyPath, int]) -> list[str]:
+    """An embedding offer on a backend that does not serve /v1/embeddings natively: embeddings
+    have no translation through chat, so no request can reach it. A warning, as an unserved
+    `models:` entry is (a reload that changes a backend's type must not fail on it), but one
+    that says so: `gateway validate` called it valid, and every call to it was a 400."""
+    served = backend.served_apis
+    if "embeddings" in served:
+        return []
+    out = []
+    for model_id, offer in backend.models.items():
+        if offer.kind == "embedding":
+            path = ("backends", name, "models", model_id, "kind")
+            apis = ", ".join(sorted(served)) or "none"
+            reason = (
+                f"`{model_id}` is `kind: embedding`, but backend `{name}` ({backend.type}) does not serve "
+                f"POST /v1/embeddings (its `apis`: {apis}): no request can reach it here; add `embeddings` "
+                "to its `apis:` if it does serve them"
+            )
+            out.append(str(Problem(_dotted(path), lines.get(path), reason)))
     return out
 
 

@@ -95,3 +95,29 @@ def test_the_policy_reference_table_states_each_vendors_default():
         if len(cells) == 4 and cells[0].startswith("`") and cells[0].strip("`") in VENDORS:
             documented[cells[0].strip("`")] = {name.strip() for name in cells[3].split(",")}
     assert documented == {vendor: set(v.apis) for vendor, v in VENDORS.items()}
+
+
+def test_an_embedding_model_on_a_backend_serving_no_embeddings_is_warned_about():
+    """Hostile testing: `gateway validate` called such a policy valid and a reload applied it
+    without a word, yet no request can reach the model: embeddings are only passed through
+    to a backend whose `apis` include them (every call is a 400 `endpoint_not_supported`)."""
+    text = """\
+backends:
+  claude:
+    type: anthropic
+    api_key: sk-ant-test-123456
+    models:
+      anthropic/embed: {upstream_id: embed-x, kind: embedding}
+      anthropic/chat: {upstream_id: chat-x}
+  local:
+    type: vllm
+    base_url: http://127.0.0.1:9/v1
+    models:
+      baai/bge-m3: {kind: embedding}
+"""
+    _, warnings = parse_config(text)
+    assert warnings == [
+        "backends.claude.models.anthropic/embed.kind (line 6): `anthropic/embed` is `kind: embedding`, but "
+        "backend `claude` (anthropic) does not serve POST /v1/embeddings (its `apis`: messages): no request "
+        "can reach it here; add `embeddings` to its `apis:` if it does serve them"
+    ]
