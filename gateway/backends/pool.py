@@ -82,13 +82,15 @@ class BackendPool:
         return iter(self._current)
 
     def apply(self, snapshot: ConfigSnapshot) -> None:
-        """Make the current set match the snapshot's enabled backends."""
-        self.gate.configure(snapshot)
+        """Make the current set match the snapshot's enabled backends. Its adapters are built
+        before anything changes: one that cannot be built fails the reload, and the gate keeps
+        the limits of the snapshot that still serves."""
         old = self._current
         fresh: dict[str, Backend] = {}
         for name, config in snapshot.backends.items():
             kept = old.get(name)
             fresh[name] = kept if kept is not None and kept.config == config else create_backend(name, config)
+        self.gate.configure(snapshot)
         for backend in fresh.values():
             self._holders[backend] = self._holders.get(backend, 0) + 1
         self._current = BackendSet(fresh, self, self.gate)

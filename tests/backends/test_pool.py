@@ -103,3 +103,26 @@ async def test_leases_across_several_reloads_each_close_their_own_adapters():
     await settle()
     assert closed == {"a": ["http://a2.test/v1", "http://a1.test/v1"]}
     await pool.aclose()
+
+
+def test_a_snapshot_whose_adapters_cannot_be_built_leaves_the_gate_as_it_was(monkeypatch):
+    """Hostile testing (reading the reload path): `apply` gave the new snapshot's per-model
+    limits to the gate before building its adapters, so a snapshot rejected there (the reload
+    counts it failed, the old one keeps serving) still put its limits in force."""
+    import gateway.backends.pool as pool_module
+
+    pool = BackendPool()
+    pool.apply(snapshot_from(policy("http://a.test/v1")))
+    serving = pool.acquire()
+    limited = snapshot_from(policy("http://a2.test/v1").rstrip() + "\n    rate_limits: {routes: {m/x: 1}}\n")
+
+    def cannot_build(name, config):
+        raise ValueError("cannot build the adapter")
+
+    monkeypatch.setattr(pool_module, "create_backend", cannot_build)
+    try:
+        pool.apply(limited)
+    except ValueError:
+        pass
+    assert pool.gate.model_rpm == {}
+    assert pool.acquire().get("a") is serving.get("a")  # the old adapters still serve
