@@ -338,8 +338,9 @@ class SseAccountant:
     def _carries_content(choices: Any) -> bool:
         """Whether a chunk's choices hold any of the answer, so that the chunk is relayed even
         when it also carries usage to strip (vLLM's `continuous_usage_stats` puts usage on
-        every content chunk). Chat's content is in `delta`; other formats say their own."""
-        return _has_content(choices)
+        every chunk). Chat's content is in `delta`, and its opening `role` counts too (it
+        starts the message, content or not); other formats say their own."""
+        return _has_content(choices) or _opens_a_message(choices)
 
     def _malformed(self) -> None:
         """Before content: fail the attempt. After: drop the event, count it, and after
@@ -403,6 +404,11 @@ def _failed(choices: Any) -> bool:
 def _fields_only(event: bytes) -> bool:
     """Whether every line of the event is an SSE field or comment (no stray text)."""
     return all(line.startswith(_FIELDS) for line in event.split(b"\n"))
+
+
+def _opens_a_message(choices: Any) -> bool:
+    """Whether a choice's delta names its `role`: the chunk that opens a chat message."""
+    return any(type(c) is dict and type(c.get("delta")) is dict and "role" in c["delta"] for c in choices)
 
 
 def _has_content(choices: Any) -> bool:

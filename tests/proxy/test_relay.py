@@ -209,6 +209,16 @@ def test_a_usage_chunk_that_carries_content_is_kept_even_when_usage_is_not_wante
     assert accountant.feed(delta_event({"content": "hi"}) + chunk) == delta_event({"content": "hi"}) + chunk
 
 
+def test_the_opening_role_chunk_carrying_usage_is_kept_when_usage_is_not_wanted():
+    """Hostile testing: with vLLM's `continuous_usage_stats` every chunk carries usage, the
+    opening role chunk too; a client that had not asked for usage lost that chunk (its
+    message's `role`), stripped as if it were the usage chunk. It starts no content."""
+    accountant = SseAccountant(strip_usage=True)
+    opening = event({**BASE, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": USAGE})
+    assert accountant.feed(opening) == opening and not accountant.started
+    assert accountant.feed(delta_event({"content": "hi"})) == delta_event({"content": "hi"}) and accountant.started
+
+
 # -- issue 11.6: malformed upstream output ----------------------------------------------
 @pytest.mark.parametrize(
     "garbage",
