@@ -168,5 +168,6 @@ def looks_like_context_overflow(body: bytes) -> bool:
             b"too many tokens",
             b"prompt is too long",
             b"input is too long",
+            b"`inputs` must have less than",  # Hugging Face TEI (embeddings): "... N tokens. Given: M"
         )
     )

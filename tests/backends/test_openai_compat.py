@@ -186,6 +186,14 @@ async def test_connections_are_pooled_across_calls(wire, openai_at):
         ),
         (413, b'{"error":{"code":"context_length_exceeded"}}', ContextTooLong, True, False, False),
         (422, b'{"detail":"prompt is too long"}', ContextTooLong, True, False, False),
+        (  # Hugging Face TEI's /v1/embeddings refusal: another embedding model may have the window
+            413,
+            b'{"message":"`inputs` must have less than 512 tokens. Given: 600","code":413,"type":"validation"}',
+            ContextTooLong,
+            True,
+            False,
+            False,
+        ),
         (
             500,
             b'{"error":{"message":"maximum context length"}}',
