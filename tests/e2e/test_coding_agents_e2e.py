@@ -44,6 +44,7 @@ from tests.support.agent_upstream import (
     FINAL_PREFIX,
     PLAIN_ANSWER,
     PROMPT_TOKENS,
+    REASONING,
     TOOL_OUTPUT,
     AgentUpstream,
 )
@@ -134,6 +135,8 @@ def agent_policy(base_url: str) -> str:
     models = {MODEL: {"upstream_id": "Qwen/Qwen3-Coder-480B-A35B-Instruct", "input_price": 0.4, "output_price": 1.6}}
     # Qwen3-Coder's real window: Claude Code alone sends ~40k prompt tokens and asks for 32k out.
     models[MODEL] |= {"context_length": 262144, "max_output_tokens": 65536}
+    # A thinking model: sent its reasoning back (the scripted model refuses a tool loop without it).
+    models[MODEL] |= {"reasoning_history": True}
     routes = {"code": [MODEL]} if ALIASES else {CLAUDE_MODEL: [MODEL], CODEX_MODEL: [MODEL]}
     policy = yaml.safe_load(one_backend_policy(base_url, models=models, routes=routes))
     if ALIASES:
@@ -204,6 +207,11 @@ def assert_tool_round_trip(agent_model: AgentUpstream) -> str:
     call_id = agent_model.calls_issued[0]["id"]
     assert list(agent_model.tool_results) == [call_id]
     assert TOOL_OUTPUT in agent_model.tool_results[call_id]
+    # The model's reasoning went to the agent (a thinking block, a reasoning item) and came back
+    # on the call's turn: the scripted model, as DeepSeek's thinking mode, refuses it otherwise.
+    answered = agent_model.chat_requests()[-1]["messages"]
+    calls = [m for m in answered if m.get("role") == "assistant" and m.get("tool_calls")]
+    assert [m.get("reasoning_content") for m in calls] == [REASONING], calls
     return call_id
 
 

@@ -12,6 +12,12 @@ chat completions (JSON and SSE, OpenAI's exact wire format):
 - a request that ends with tool results gets a final text answer quoting them;
 - a request without tools (titles, summaries, quota checks) gets a short text answer.
 
+It reasons as the thinking models agents are run against do (DeepSeek V4, GLM, Kimi): each
+tool call comes with `REASONING` as its `reasoning_content`, and, as DeepSeek's thinking mode
+does, a request whose assistant tool-call turns lack it is a 400 ("The `reasoning_content` in
+the thinking mode must be passed back to the API"): an agent's turn only completes if the
+reasoning went to the agent and came back through the gateway.
+
 Every request is recorded (`received`), every call it issued (`calls_issued`) and every
 tool result it was sent back, by call id (`tool_results`), so a test can check that the
 agent returned the result under the id the model gave it. Requests to any other path are
@@ -44,6 +50,7 @@ SHELL_TOOLS = ("Bash", "shell", "shell_command", "exec_command", "local_shell", 
 QUOTE_LIMIT = 2000  # of each tool result, in the final answer: agents may send long outputs
 PROMPT_TOKENS = 120
 COMPLETION_TOKENS = 17
+REASONING = "The agent's shell answers this."
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,16 @@ class AgentUpstream:
         body = orjson.loads(await request.body())
         with self._lock:
             self.received.append(Seen(request.url.path, dict(request.headers), body))
+            if any(
+                isinstance(m, dict)
+                and m.get("role") == "assistant"
+                and m.get("tool_calls")
+                and "reasoning_content" not in m
+                for m in body.get("messages") or ()
+            ):
+                message = "The `reasoning_content` in the thinking mode must be passed back to the API."
+                error = {"message": message, "type": "invalid_request_error", "param": None}
+                return _json({"error": {**error, "code": "invalid_request_error"}}, 400)
             reply = self._reply(body)
         base = {
             "id": f"chatcmpl-{self.name}-{len(self.received)}",
@@ -145,7 +162,7 @@ class AgentUpstream:
             "function": {"name": name, "arguments": orjson.dumps(shell_arguments(parameters)).decode()},
         }
         self.calls_issued.append({"id": call["id"], "name": name, "arguments": call["function"]["arguments"]})
-        return {"content": None, "tool_calls": [call]}
+        return {"content": None, "reasoning_content": REASONING, "tool_calls": [call]}
 
 
 def _trailing_tool_results(messages: list[Any]) -> list[tuple[str, str]]:
@@ -225,6 +242,8 @@ async def _chunks(base: dict[str, Any], reply: dict[str, Any], usage: dict[str, 
         return _sse({**chunk, "choices": [choice]})
 
     yield event({"role": "assistant", "content": "", "refusal": None})
+    if reply.get("reasoning_content"):
+        yield event({"reasoning_content": reply["reasoning_content"]})
     calls = reply.get("tool_calls")
     if calls:
         for index, call in enumerate(calls):
