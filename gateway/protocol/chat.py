@@ -275,6 +275,12 @@ def with_reasoning_history(payload: dict[str, Any], takes: bool) -> dict[str, An
     messages = payload.get("messages")
     if type(messages) is not list:
         return payload
+    if not takes:  # the usual case, reasoning or not: one lookup a message (a translation's are dicts)
+        for message in messages:
+            if REASONING in message:
+                break
+        else:
+            return payload
     changed: list[Any] | None = None
     for i, message in enumerate(messages):
         if type(message) is not dict or message.get("role") != "assistant":
