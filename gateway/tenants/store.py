@@ -4,13 +4,15 @@ SQLite (`keys.sqlite3` in the data dir) for one host; Redis when GATEWAY_REDIS_U
 so every replica reads the same keys. Both are synchronous: the CLI calls them directly
 (no gateway needs to run), the gateway calls them from a thread (admin endpoints, the
 directory's refresh), never on the request path. Each change writes the record, its audit
-entry and a bumped version number together (one transaction, one MULTI), so a reader that
-sees the new version sees the change, and no change goes unaudited.
+entry and a new version number together (one transaction, one script), so a reader that
+sees the new version sees the change, and no change goes unaudited. A version is only ever
+compared for equality (has the store changed since it was read?).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import sys
 import threading
@@ -224,12 +226,16 @@ class SqliteTenantStore:
             self._db.close()
 
 
-# KEYS: the records hash, the audit list, the version counter. ARGV: name, record, entry,
-# and 1 to refuse an existing name. One script, so record, audit and version change together.
+# KEYS: the records hash, the audit list, the version. ARGV: name, record, entry, 1 to
+# refuse an existing name, the new version. One script, so record, audit and version change
+# together. The version is a fresh random number per write, not a counter: a Redis that lost
+# writes (restarted without its data, restored from an older snapshot) and took as many new
+# ones counted back to the number a gateway knew, and its view was never read again (the
+# lost keys kept working, the new ones were refused). Readers only compare it for equality.
 _APPLY = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[3], ARGV[5])
 return 1
 """
 _WRITE = (
@@ -249,6 +255,12 @@ if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then
 end"""
     + _APPLY
 )
+
+
+def _new_version() -> int:
+    """A version no earlier state of the store had (1 to 2^62: never an empty store's 0, and
+    within the int64 an older gateway's INCR of it still fits)."""
+    return 1 + secrets.randbits(62)
 
 
 class RedisTenantStore:
@@ -284,7 +296,7 @@ class RedisTenantStore:
     def _write(
         self, where: str, name: str, record: dict[str, Any], entry: AuditEntry, refuse_existing: bool, kind: str
     ) -> None:
-        args = [name, json.dumps(record), _entry_json(entry), "1" if refuse_existing else "0"]
+        args = [name, json.dumps(record), _entry_json(entry), "1" if refuse_existing else "0", _new_version()]
         if not self._write_script(keys=[where, self._audit, self._version], args=args):
             raise _exists(kind, name)
 
@@ -297,7 +309,7 @@ class RedisTenantStore:
         current = self._redis.hget(where, name)
         if current is None or not unchanged(current):
             return False
-        args = [name, json.dumps(record), _entry_json(entry), current]
+        args = [name, json.dumps(record), _entry_json(entry), current, _new_version()]
         return bool(self._swap_script(keys=[where, self._audit, self._version], args=args))
 
     def insert_key(self, key: VirtualKey, entry: AuditEntry) -> None:

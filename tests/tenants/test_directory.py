@@ -13,7 +13,7 @@ from gateway.tenants.admin import TenantAdmin
 from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.keys import Limits, TenantError
 from gateway.tenants.principal import Principal
-from gateway.tenants.store import SqliteTenantStore
+from gateway.tenants.store import RedisTenantStore, SqliteTenantStore
 
 
 class Clock:
@@ -193,4 +193,41 @@ async def test_a_key_store_file_replaced_under_a_running_gateway_is_read_from_th
     assert isinstance(directory.lookup(new), Principal) and directory.lookup(new).key_name == "new"
     assert directory.lookup(old) is None
     assert not await directory.refresh()  # the same file from then on: nothing to rebuild
+    store.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("loss", ["restarted empty", "restored from an older snapshot"])
+async def test_a_redis_that_lost_writes_and_took_as_many_new_ones_is_read_again(redis_server, loss):
+    """Hostile testing: the Redis store's version was a counter, so a Redis restarted without
+    its data (or restored from an older snapshot) that took as many writes before the next
+    refresh (a provisioning script re-creating keys, two replicas' admins) came back to the
+    number the gateway knew: the view was never rebuilt, the lost keys kept working and the
+    new ones were refused as unknown until some later write."""
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    store = RedisTenantStore(client)
+    admin = TenantAdmin(store, Clock())
+    first = admin.create_key("first", actor="t").plain
+    snapshot = {k: client.dump(k) for k in client.keys("gw:tenants:*")}
+    lost = admin.create_key("lost", actor="t").plain
+    directory = KeyDirectory(store)
+    assert await directory.refresh()
+    assert isinstance(directory.lookup(lost), Principal)
+
+    if loss == "restarted empty":
+        redis_server.restart()  # no persistence: every key is gone
+        made = [admin.create_key(name, actor="t").plain for name in ("new1", "new2")]
+    else:
+        client.flushall()
+        for name, value in snapshot.items():
+            client.restore(name, 0, value)  # the store as it was after `first` was made
+        made = [admin.create_key("new1", actor="t").plain]
+
+    assert await directory.refresh()
+    assert directory.lookup(lost) is None
+    assert all(isinstance(directory.lookup(plain), Principal) for plain in made)
+    if loss != "restarted empty":
+        assert isinstance(directory.lookup(first), Principal)
     store.close()
