@@ -263,6 +263,37 @@ async def test_settlements_that_cannot_reach_redis_are_kept_and_sent_once_it_ans
     await client.aclose()
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("lean", [True, False], ids=["script client", "redis-py"])
+async def test_settlements_redis_refuses_at_maxmemory_are_kept_and_sent_once_it_takes_them(redis_server, lean):
+    """Hostile testing: at `maxmemory` (`noeviction`) Redis refuses the script with an OOM
+    error before it writes anything; the settlements it carried were dropped, so the ticket
+    of a call that had ended held its `max_concurrent` slot until its deadline and its spend
+    was lost. Through both clients (redis-py names the error by class, without its prefix)."""
+    from redis.asyncio import Redis
+    from redis.exceptions import ResponseError
+
+    client = Redis.from_url(redis_server.url)
+    counters = Counters(RedisCounters(client, lean=lean))
+    key = Scope("key", "app", tpm=1000, max_concurrent=1, track_spend=True)
+    assert isinstance(await counters.admit([key], tokens=100), Window)
+    # Fewer tokens than reserved: the settlement's first write is the tpm correction.
+    await counters.settle([key], counters.admitted[0], tokens=40, nano=500, flush=False)
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ResponseError):
+            await counters.impl.flush()
+    finally:
+        await client.config_set("maxmemory", 0)
+    assert counters.impl.pending
+    await counters.impl.flush()
+    assert not counters.impl.pending
+    assert isinstance(await counters.admit([key], tokens=100), Window)  # the ended call's slot is free
+    assert await counters.spent("key:app") == (500, 500)
+    await client.aclose()
+
+
 @pytest.mark.parametrize("rpm", [1, 2, 10, 60])
 @pytest.mark.parametrize("step", [0.5, 23.0, 39.0])  # within the window of the calls (T0 is 20 s in)
 async def test_a_client_honouring_retry_after_on_an_rpm_refusal_is_admitted_then(rpm, step):

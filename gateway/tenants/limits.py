@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from gateway.tenants.keys import MAX_BUDGET_USD
 from gateway.tenants.script_client import ScriptClient
@@ -411,6 +412,25 @@ ScriptArg = str | int | float
 _TTL_MS = int(2 * WINDOW_S * 1000) + 5000
 
 
+# Error replies with which Redis refuses a script before it has written anything: at
+# `maxmemory` (the state Redis runs `noeviction`; the OOM refusal comes only at the script's
+# first write, never after one), a read-only replica, a dataset loading, another script
+# running, writes stopped for a failed snapshot or too few replicas, a replica cut off from
+# its master. Nothing of the call ran, so the settlements it carried are kept and sent again,
+# as after a lost connection (a ticket dropped there held its slot and reservation until its
+# deadline, and the call's spend never reached Redis).
+_REFUSED_UNRUN = frozenset({"OOM", "READONLY", "LOADING", "BUSY", "MISCONF", "NOREPLICAS", "MASTERDOWN"})
+
+
+def _not_run(exc: BaseException) -> bool:
+    """Whether Redis certainly did not run the call that raised `exc` (see _REFUSED_UNRUN).
+    redis-py's own client names some of these errors by class and drops the prefix from the
+    message; the script's lean client keeps the reply's text."""
+    if isinstance(exc, (RedisConnectionError, OutOfMemoryError, ReadOnlyError, MasterDownError)):
+        return True  # BusyLoadingError (LOADING) is a ConnectionError
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in _REFUSED_UNRUN
+
+
 def _opt(value: float | int | None) -> ScriptArg:
     return "" if value is None else value
 
@@ -461,8 +481,9 @@ class RedisCounters:
             args += [s.id, _opt(s.rpm), _opt(s.tpm), _opt(s.max_concurrent), budget, period]
         try:
             result = await self._run(_pack(args))
-        except RedisConnectionError:
-            self._restore(args)
+        except Exception as exc:
+            if _not_run(exc):
+                self._restore(args)
             raise
         if result[0]:
             return Refused(scopes[int(result[0]) - 1], _KIND_INDEX[int(result[1])], float(result[2]), float(result[3]))
@@ -515,15 +536,16 @@ class RedisCounters:
         if args[0]:
             try:
                 await self._run(_pack(args))
-            except RedisConnectionError:
-                self._restore(args)
+            except Exception as exc:
+                if _not_run(exc):
+                    self._restore(args)
                 raise
 
     def _restore(self, args: list[ScriptArg]) -> None:
-        """A call that could not reach Redis carried settlements: keep them for the next try,
+        """A call that Redis did not run carried settlements: keep them for the next try,
         if there is room (a Redis down for long loses them: the tickets' deadlines free their
-        reservations). Only on connection errors: after a timeout the script may have run,
-        and settling twice would count spend twice."""
+        reservations). Only when it certainly did not run (a lost connection, `_not_run`):
+        after a timeout the script may have run, and settling twice would count spend twice."""
         if args[0] and len(self._pending) < MAX_PENDING:
             # Rebuild the groups from the flat list.
             i = 1

@@ -83,6 +83,63 @@ def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, ups
 
 
 @pytest.mark.redis
+def test_a_redis_at_maxmemory_for_a_moment_leaves_no_slot_taken_and_loses_no_spend(
+    start_gateway, upstream, redis_server, tmp_path
+):
+    """Hostile testing: the state Redis runs `noeviction`, so at `maxmemory` it refuses the
+    limiter's script with an OOM error. The settlements that call carried were dropped (kept
+    only after a lost connection): the ticket of a call that ended during a one-second OOM
+    held the key's only `max_concurrent` slot in Redis until its deadline (ten minutes of
+    429s after Redis had recovered), and what the call cost never reached the key's spend.
+    Redis refuses such a script before it writes anything, so the settlements are kept and
+    sent again, as after a lost connection."""
+    # The upstream answers fewer tokens than admission reserved: the settlement's first
+    # write is the tokens-per-minute correction (INCRBY), which Redis refuses at maxmemory.
+    upstream.reset(prompt_tokens=3, completion_tokens=4, delay_s=1.0)
+    cost = (3 * 1000.0 + 4 * 2000.0) / 1e6
+    key = create_key(
+        "oom",
+        "--max-concurrent",
+        "1",
+        "--tpm",
+        "100000",
+        "--budget-usd",
+        "1",
+        "--budget-period",
+        "day",
+        data_dir=tmp_path,
+        redis_url=redis_server.url,
+    )
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env=env)
+    shared = redis.Redis(port=redis_server.port)
+    clear_of_minute_edge()
+
+    def call() -> int:
+        return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(call)  # admitted in Redis: its ticket holds the key's one slot there
+        poll(lambda: shared.zcard("{gw:rl}:fl:key:oom") == 1, what="the call's ticket in Redis")
+        shared.config_set("maxmemory-policy", "noeviction")
+        shared.config_set("maxmemory", 1)  # at maxmemory: every write that grows memory is refused
+        try:
+            assert first.result() == 200
+            # The call's settlement went to Redis as it ended, and was refused.
+            poll(lambda: scrape(gw.url).value("gateway_rate_limiter_errors_total") == 1, what="the refused settlement")
+        finally:
+            shared.config_set("maxmemory", 0)
+    time.sleep(STORE_RETRY_S + 0.5)  # Redis is asked again
+    upstream.reset(prompt_tokens=3, completion_tokens=4)
+    assert [call() for _ in range(3)] == [200, 200, 200]  # the ended call's ticket held the slot: 429s
+    assert shared.zcard("{gw:rl}:fl:key:oom") == 0 and int(shared.get("{gw:rl}:rst:key:oom") or 0) == 0
+    spent = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+    assert spent["usage_daily"] == pytest.approx(4 * cost, abs=1e-9)  # the refused settlement's spend included
+    assert scrape(gw.url).value("gateway_limits_admitted_locally_total") == 0
+    shared.close()
+
+
+@pytest.mark.redis
 def test_a_key_created_while_redis_hangs_is_a_503_that_says_it_may_still_be_made(start_gateway, upstream, redis_server):
     """The write was sent when the store timed out, and a hung Redis runs it when it resumes:
     a plain "retry shortly" led the admin to a 409 for a key whose secret nobody saw."""
