@@ -190,8 +190,10 @@ def anthropic_page(
 
 
 def anthropic_response(error: GatewayError) -> Response:
+    """The error in Anthropic's shape, with its headers (the failed-auth throttle's 429 carries
+    Retry-After, which the SDKs wait by; it was dropped here)."""
     status, body = anthropic_error(error)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=error.headers)
 
 
 async def list_models(request: Request) -> Response:

@@ -192,6 +192,13 @@ def test_failed_authentication_on_messages_is_throttled_in_anthropics_shape(star
         throttled = answers[-1]
         assert throttled.json()["type"] == "error" and throttled.json()["error"]["type"] == "rate_limit_error"
         assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        # Anthropic's model list and model lookup, throttled alike, said no Retry-After
+        # (hostile testing): their Anthropic-shaped errors dropped the error's headers.
+        anthropic_headers = {"x-api-key": "sk-wrong-models", "anthropic-version": "2023-06-01"}
+        for path in ("/v1/models", "/v1/models/coder"):
+            listed = client.get(gw.url + path, headers=anthropic_headers)
+            assert listed.status_code == 429 and listed.json()["error"]["type"] == "rate_limit_error", path
+            assert 1 <= int(listed.headers["retry-after"]) <= 60, path
         good = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0)
         assert (
             good.messages.create(model="coder", max_tokens=20, messages=HI).type == "message"
