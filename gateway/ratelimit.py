@@ -224,6 +224,8 @@ class RateLimiter:
         self._model_scopes: dict[tuple[str, int], Scope] = {}  # (model, rpm) -> its scope, built once
         self._settling: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
+        # After a failure of the store: the timer that sends the settlements kept for it.
+        self._retry: asyncio.TimerHandle | None = None
         self._dropping = False  # settlements for Redis are being dropped (its queue is full)
 
     async def admit(
@@ -404,6 +406,13 @@ class RateLimiter:
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
+        self._send_pending()
+
+    def _retry_pending(self) -> None:
+        self._retry = None
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         if self._shared is not None and self._shared.pending:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._settling.add(task)
@@ -415,7 +424,8 @@ class RateLimiter:
             async with asyncio.timeout(self._store_timeout_s * 4):
                 await self._shared.flush()
         except Exception as exc:
-            # Kept for the next call (bounded); past their deadline the tickets free their reservations.
+            # Kept (bounded) when Redis did not run them, and sent again when it is asked again
+            # (`_store_failed`); past their deadline the tickets free their reservations.
             self._store_failed(exc)
 
     async def drain(self) -> None:
@@ -427,6 +437,9 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         """Shutdown: drain, then close the shared counters' own connection."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         await self.drain()
         if self._shared is not None:
             await self._shared.aclose()
@@ -455,6 +468,12 @@ class RateLimiter:
                 self._store_retry_s,
             )
         self._store_down_until = time.monotonic() + self._store_retry_s
+        if self._shared is not None and self._retry is None:
+            # What waits for Redis (settlements it refused or could not be sent, those of calls
+            # admitted locally meanwhile) is sent when Redis is asked again, whether or not a
+            # call comes to this process then: one that got none held them, and the tickets
+            # they release held their slots on every replica, until the tickets' deadlines.
+            self._retry = asyncio.get_running_loop().call_later(self._store_retry_s, self._retry_pending)
 
 
 def _longest_answer(candidates: tuple[Offer, ...], ceiling: int, prompt: int) -> int:

@@ -140,6 +140,45 @@ def test_a_redis_at_maxmemory_for_a_moment_leaves_no_slot_taken_and_loses_no_spe
 
 
 @pytest.mark.redis
+def test_settlements_kept_for_redis_reach_it_without_another_call_to_their_replica(
+    start_gateway, upstream, redis_server, tmp_path
+):
+    """Hostile testing: settlements Redis could not take were sent only with their replica's
+    next call. A replica the load balancer sent nothing more (the key's client pinned to
+    the other one) kept them for good: its ended call's ticket held the key's only slot for
+    every replica until the ticket's deadline. The replica now sends them again on its own
+    once Redis is asked again."""
+    upstream.reset(prompt_tokens=3, completion_tokens=4, delay_s=1.0)
+    key = create_key(
+        "pinned", "--max-concurrent", "1", "--tpm", "100000", data_dir=tmp_path, redis_url=redis_server.url
+    )
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    policy = one_backend_policy(upstream.base_url)
+    first, other = start_gateway(policy, env=env), start_gateway(policy, env=env)
+    shared = redis.Redis(port=redis_server.port)
+    clear_of_minute_edge()
+
+    def call(gw) -> int:
+        return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30).status_code
+
+    with ThreadPoolExecutor(1) as pool:
+        ended = pool.submit(call, first)
+        poll(lambda: shared.zcard("{gw:rl}:fl:key:pinned") == 1, what="the call's ticket in Redis")
+        shared.config_set("maxmemory-policy", "noeviction")
+        shared.config_set("maxmemory", 1)  # its settlement is refused (see the test above)
+        try:
+            assert ended.result() == 200
+            poll(lambda: scrape(first.url).value("gateway_rate_limiter_errors_total") == 1, what="the refusal")
+        finally:
+            shared.config_set("maxmemory", 0)
+    # No further call reaches `first`; it settles with Redis on its own once it asks again.
+    poll(lambda: shared.zcard("{gw:rl}:fl:key:pinned") == 0, what="the ended call's ticket released", timeout=15)
+    upstream.reset(prompt_tokens=3, completion_tokens=4)
+    assert [call(other) for _ in range(2)] == [200, 200]
+    shared.close()
+
+
+@pytest.mark.redis
 def test_a_key_created_while_redis_hangs_is_a_503_that_says_it_may_still_be_made(start_gateway, upstream, redis_server):
     """The write was sent when the store timed out, and a hung Redis runs it when it resumes:
     a plain "retry shortly" led the admin to a 409 for a key whose secret nobody saw."""
