@@ -57,11 +57,20 @@ def store_for(
     """The store itself, from the settings that choose it (what the writer process is given)."""
     if redis_url:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         from gateway.usage.redis_store import RedisUsageStore
 
         def connect(url: str) -> Redis:
-            return Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+            # A command on a pooled connection Redis has closed (idle past its `timeout`, or a
+            # restart) is tried once more on a new one: the writer's first batch after every
+            # lull failed on it, a usage write failure counted and logged each time. Not on a
+            # timeout (the command may be running; a hung Redis would be waited on twice); a
+            # write sent twice counts once, events carry their ids.
+            retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+            return Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=2.0, retry=retry)
 
         client = redis or connect(redis_url)
         # A second URL for the raw streams; the same URL again is the one Redis.
