@@ -54,7 +54,9 @@ async def counters(request):
 
     server = request.getfixturevalue("redis_server")
     client = Redis.from_url(server.url)
-    yield Counters(RedisCounters(client))
+    counters = Counters(RedisCounters(client))
+    yield counters
+    await counters.impl.aclose()  # the script client's own connection
     await client.aclose()
 
 
@@ -139,6 +141,7 @@ async def test_redis_spend_stops_at_the_cap_rather_than_fail_the_script(redis_se
     await counters.settle([other], counters.admitted[-1], tokens=1, nano=5)  # in the same script call
     assert await counters.spent("key:flood") == (9 * 10**18, 9 * 10**18)
     assert await counters.spent("key:bystander") == (5, 5)
+    await counters.impl.aclose()
     await client.aclose()
 
 
@@ -204,6 +207,7 @@ async def test_with_redis_a_settlement_rides_with_the_next_admission_and_counts_
     assert await admitted(counters, [key], 1) == 1  # the slot freed by the settlement sent along
     assert not counters.impl.pending
     assert await counters.spent("key:app") == (777, 777)
+    await counters.impl.aclose()
     await client.aclose()
 
 
@@ -260,6 +264,7 @@ async def test_settlements_that_cannot_reach_redis_are_kept_and_sent_once_it_ans
     assert await counters.spent("key:app") == (500, 500)
     await counters.impl.flush()  # nothing left to send twice
     assert await counters.spent("key:app") == (500, 500)
+    await counters.impl.aclose()
     await client.aclose()
 
 
@@ -291,6 +296,7 @@ async def test_settlements_redis_refuses_at_maxmemory_are_kept_and_sent_once_it_
     assert not counters.impl.pending
     assert isinstance(await counters.admit([key], tokens=100), Window)  # the ended call's slot is free
     assert await counters.spent("key:app") == (500, 500)
+    await counters.impl.aclose()
     await client.aclose()
 
 
