@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.ratelimit")
 
 _STRICTLY_AFTER = 0.05  # at the exact moment the estimate equals the limit it still refuses
+MAX_RENEWED_S = 86_400.0  # a call's ticket is renewed for a day at most (`renew_open_tickets`)
 _NO_LIMITS = Limits()
 
 
@@ -174,6 +175,7 @@ class Ticket:
     clock: Clock
     shared: bool  # counted in Redis (settle there) or locally
     window: Window
+    renewed_until: float | None = None  # the deadline its last renewal gave it (else the ask's)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -337,6 +339,45 @@ class RateLimiter:
         if self._metrics is not None and isinstance(local, Window):
             self._metrics.admitted_on_local_counts()
         return local, False
+
+    async def keep_open_tickets_alive(self) -> None:
+        """The background task of `renew_open_tickets`, every third of the in-flight TTL."""
+        while True:
+            await asyncio.sleep(self._inflight_ttl_s / 3)
+            await self.renew_open_tickets()
+
+    async def renew_open_tickets(self) -> None:
+        """Give the tickets of this process's calls still in flight a later deadline.
+
+        The deadline is for calls whose replica died and will never settle them; without
+        renewal it swept live ones too: a stream longer than GATEWAY_LIMITS_INFLIGHT_TTL_S
+        lost its `max_concurrent` slot and budget reservation while it still ran (hostile
+        testing). A ticket is renewed once it has less than two thirds of the TTL left, so
+        with a pass every third of it none lapses; not past MAX_RENEWED_S after its call was
+        admitted (a call never finished, a bug, then still frees its slot). Off the request
+        path: one pass over the calls in flight, and one Redis round trip, per interval."""
+        now = self._clock()
+        renew_before = now + self._inflight_ttl_s * 2 / 3
+        deadline = now + self._inflight_ttl_s
+        shared: list[tuple[tuple[Scope, ...], str]] = []
+        for ticket in list(self._open.values()):
+            ask = ticket.ask
+            current = ticket.renewed_until or ask.deadline
+            if current > renew_before or ask.deadline + MAX_RENEWED_S < now:
+                continue
+            if not any(s.holds_tickets for s in ticket.scopes):
+                continue
+            ticket.renewed_until = deadline
+            if ticket.shared:
+                shared.append((ticket.scopes, ask.ticket))
+            else:
+                self._local.renew(ticket.scopes, ask.ticket, deadline)
+        if shared and self._shared is not None:
+            try:
+                async with asyncio.timeout(self._store_timeout_s * 4):
+                    await self._shared.renew(shared, deadline)
+            except Exception as exc:
+                self._store_failed(exc)
 
     def track(self, outcome: CallOutcome, ticket: Ticket | None) -> None:
         """Settle `ticket` when `outcome`'s call ends (call_finished)."""

@@ -120,6 +120,11 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
         state.tasks.extend(routing_tasks)
         state.tasks.append(
             start_supervised(
+                "limit_tickets", state.limiter.keep_open_tickets_alive, state.metrics.background_task_restarted
+            )
+        )
+        state.tasks.append(
+            start_supervised(
                 "config_watcher",
                 lambda: state.config.watch(settings.reload_poll_s),
                 state.metrics.background_task_restarted,

@@ -12,7 +12,8 @@ exactly L through, whichever replica they reach.
   prompt estimate + `max_tokens`, else the YAML's `gateway.default_completion_tokens`) in the
   minute it was admitted; settlement adds the difference to the real usage to that minute.
 - max_concurrent: calls in flight (a sorted set of tickets with a deadline, so a replica
-  that dies holding slots frees them after GATEWAY_LIMITS_INFLIGHT_TTL_S).
+  that dies holding slots frees them after GATEWAY_LIMITS_INFLIGHT_TTL_S; a live call's
+  ticket is renewed while it runs, so a call longer than that keeps its slot).
 - budget: USD per UTC day or month, counted in nano-dollars (integers, no float drift).
   Admission needs spent + reserved + this call's estimate <= budget and reserves the
   estimate (at the highest price among the call's candidates); settlement replaces it with
@@ -215,6 +216,16 @@ class LocalCounters:
         rq = self._minute.get("rq:" + first.id, [w, 0, 0])
         tk = self._minute.get("tk:" + first.id, [w, 0, 0])
         return Window((rq[1], rq[2]), (tk[1], tk[2]))
+
+    def renew(self, scopes: tuple[Scope, ...], ticket: str, deadline: float) -> None:
+        """A live call's ticket gets a later deadline (RateLimiter.renew_open_tickets); one
+        already settled or swept stays gone."""
+        for s in scopes:
+            if s.holds_tickets:
+                tickets = self._tickets.get(s.id)
+                held = tickets.get(ticket) if tickets is not None else None
+                if tickets is not None and held is not None:
+                    tickets[ticket] = (deadline, held[1])
 
     def settle(self, scopes: tuple[Scope, ...], ask: Ask, window: int, tokens: int, nano: int, clock: Clock) -> None:
         for s in scopes:
@@ -558,6 +569,17 @@ class RedisCounters:
     @property
     def pending(self) -> bool:
         return bool(self._pending)
+
+    async def renew(self, tickets: list[tuple[tuple[Scope, ...], str]], deadline: float) -> None:
+        """Later deadlines for live calls' tickets (RateLimiter.renew_open_tickets), in one
+        round trip; a ticket no longer held (settled, or swept) is not added back (XX)."""
+        score = int(deadline * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for scopes, ticket in tickets:
+                for s in scopes:
+                    if s.holds_tickets:
+                        pipe.zadd(f"{KEY_PREFIX}fl:{s.id}", {ticket: score}, xx=True)
+            await pipe.execute()
 
     async def spent(self, scope_id: str, clock: Clock) -> tuple[int, int]:
         day, month = await self._redis.mget(
