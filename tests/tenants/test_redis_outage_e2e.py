@@ -132,7 +132,11 @@ def test_a_redis_at_maxmemory_for_a_moment_leaves_no_slot_taken_and_loses_no_spe
     time.sleep(STORE_RETRY_S + 0.5)  # Redis is asked again
     upstream.reset(prompt_tokens=3, completion_tokens=4)
     assert [call() for _ in range(3)] == [200, 200, 200]  # the ended call's ticket held the slot: 429s
-    assert shared.zcard("{gw:rl}:fl:key:oom") == 0 and int(shared.get("{gw:rl}:rst:key:oom") or 0) == 0
+
+    def settled() -> bool:  # the last call settles with Redis just after its answer
+        return shared.zcard("{gw:rl}:fl:key:oom") == 0 and int(shared.get("{gw:rl}:rst:key:oom") or 0) == 0
+
+    poll(settled, what="no ticket or reservation left in Redis")
     spent = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
     assert spent["usage_daily"] == pytest.approx(4 * cost, abs=1e-9)  # the refused settlement's spend included
     assert scrape(gw.url).value("gateway_limits_admitted_locally_total") == 0
