@@ -13,7 +13,7 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -108,7 +108,7 @@ class Limits:
         """Limits as the store holds them. One written before the bounds above (a budget of
         inf, nan or 1e300, a count past MAX_COUNT) is read at the bound: refusing it would
         fail the whole store's load, every key with it."""
-        values = dict(values)
+        values = {name: value for name, value in values.items() if name in _LIMIT_FIELDS}  # a newer gateway's: ignored
         for name in ("rpm", "tpm", "max_concurrent"):
             if isinstance(values.get(name), int) and values[name] > MAX_COUNT:
                 values[name] = MAX_COUNT
@@ -124,6 +124,9 @@ class Limits:
         return self.rpm is None and self.tpm is None and self.max_concurrent is None and self.budget_usd is None
 
 
+_LIMIT_FIELDS = frozenset(f.name for f in fields(Limits))
+
+
 @dataclass(frozen=True, slots=True)
 class Credential:
     """One accepted secret of a key: its hash, its shown prefix, and until when it is valid
@@ -133,6 +136,12 @@ class Credential:
     prefix: str
     created_at: float
     valid_until: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Credential:
+        """As the store holds it; fields a newer gateway added are left out (a rolling upgrade
+        must not stop the older replicas reading the store, revocations with it)."""
+        return cls(data["hash"], data["prefix"], data["created_at"], data.get("valid_until"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +206,7 @@ class VirtualKey:
     def from_json(cls, data: dict[str, Any]) -> VirtualKey:
         return cls(
             name=data["name"],
-            credentials=tuple(Credential(**c) for c in data["credentials"]),
+            credentials=tuple(Credential.from_json(c) for c in data["credentials"]),
             limits=Limits.stored(data["limits"]),
             models=tuple(data["models"]),
             team=data.get("team"),

@@ -12,13 +12,14 @@ compared for equality (has the store changed since it was read?).
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.sqlite_files import connect_private, file_identity
 from gateway.tenants.keys import AuditEntry, Team, TenantError, VirtualKey
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 SQLITE_FILE = "keys.sqlite3"
 REDIS_PREFIX = "gw:tenants:"
+log = logging.getLogger("gateway.tenants")
+_Record = TypeVar("_Record", VirtualKey, Team)
 
 
 class TenantStore(Protocol):
@@ -163,13 +166,13 @@ class SqliteTenantStore:
 
     def all_keys(self) -> list[VirtualKey]:
         with self._lock:
-            rows = self._current().execute("SELECT record FROM keys ORDER BY name").fetchall()
-        return [VirtualKey.from_json(json.loads(r[0])) for r in rows]
+            rows = self._current().execute("SELECT name, record FROM keys ORDER BY name").fetchall()
+        return readable(rows, VirtualKey.from_json, "key")
 
     def all_teams(self) -> list[Team]:
         with self._lock:
-            rows = self._current().execute("SELECT record FROM teams ORDER BY name").fetchall()
-        return [Team.from_json(json.loads(r[0])) for r in rows]
+            rows = self._current().execute("SELECT name, record FROM teams ORDER BY name").fetchall()
+        return readable(rows, Team.from_json, "team")
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
@@ -224,6 +227,28 @@ class SqliteTenantStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def readable(rows: Iterable[tuple[Any, Any]], parse: Callable[[dict[str, Any]], _Record], kind: str) -> list[_Record]:
+    """The records of (name, stored JSON) `rows` that can be read, each error logged and the
+    record left out. One record that cannot be read (a hand edit, a field missing) failed the
+    whole load, and every replica then kept the keys it last read, revoked ones with them,
+    until it restarted; left out, that key is refused (as unknown) and the rest follow the
+    store. Fields a newer gateway added are ignored where they are read (`VirtualKey.from_json`)."""
+    out = []
+    for name, record in rows:
+        try:
+            out.append(parse(json.loads(record)))
+        except (ValueError, TypeError, KeyError, AttributeError, TenantError) as exc:
+            shown = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+            log.error(
+                "the key store's %s record %r cannot be read (%s: %s): left out, so it is refused until fixed",
+                kind,
+                shown[:200],
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+    return out
 
 
 # KEYS: the records hash, the audit list, the version. ARGV: name, record, entry, 1 to
@@ -284,11 +309,11 @@ class RedisTenantStore:
 
     def all_keys(self) -> list[VirtualKey]:
         records = self._redis.hgetall(self._keys)
-        return sorted((VirtualKey.from_json(json.loads(v)) for v in records.values()), key=lambda k: k.name)
+        return sorted(readable(records.items(), VirtualKey.from_json, "key"), key=lambda k: k.name)
 
     def all_teams(self) -> list[Team]:
         records = self._redis.hgetall(self._teams)
-        return sorted((Team.from_json(json.loads(v)) for v in records.values()), key=lambda t: t.name)
+        return sorted(readable(records.items(), Team.from_json, "team"), key=lambda t: t.name)
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         return [_entry(e) for e in self._redis.lrange(self._audit, -limit, -1)]

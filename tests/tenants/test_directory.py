@@ -231,3 +231,36 @@ async def test_a_redis_that_lost_writes_and_took_as_many_new_ones_is_read_again(
     if loss != "restarted empty":
         assert isinstance(directory.lookup(first), Principal)
     store.close()
+
+
+async def test_a_record_that_cannot_be_read_is_refused_and_revocations_still_reach_the_rest(tmp_path, caplog):
+    """One record the store cannot read (a hand edit; a field missing) failed the whole load:
+    every replica kept the keys it had, and a key revoked after that kept working until a
+    restart. Fields a newer gateway added (a rolling upgrade) failed it too."""
+    import json
+    import sqlite3
+
+    clock = Clock()
+    path = tmp_path / "keys.sqlite3"
+    store = SqliteTenantStore(path)
+    admin = TenantAdmin(store, clock)
+    plain = {name: admin.create_key(name, actor="t", limits=Limits(rpm=5)).plain for name in ("bad", "good", "newer")}
+    directory = KeyDirectory(store, clock=clock)
+    assert await directory.refresh()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE keys SET record = ? WHERE name = 'bad'", ('{"name": "bad"}',))
+        record = json.loads(db.execute("SELECT record FROM keys WHERE name = 'newer'").fetchone()[0])
+        record["limits"]["requests_per_day"] = 100
+        record["credentials"][0]["scopes"] = ["chat"]
+        record["owner"] = "someone"
+        db.execute("UPDATE keys SET record = ? WHERE name = 'newer'", (json.dumps(record),))
+    admin.revoke_key("good", actor="t")  # the admin reads the store too (and logs the record)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert await directory.refresh()
+    assert directory.lookup(plain["good"]) == "revoked"
+    assert directory.lookup(plain["bad"]) is None  # refused as unknown until fixed
+    newer = directory.lookup(plain["newer"])
+    assert isinstance(newer, Principal) and newer.key.limits == Limits(rpm=5)
+    assert caplog.text.count("the key store's key record 'bad' cannot be read") == 1
+    store.close()
