@@ -356,3 +356,24 @@ def test_rotations_leave_at_most_two_keys_and_an_overlap_past_30_days_is_refused
 
     refused = cli("keys", "rotate", "app", "--overlap", "99999999d", data_dir=data)
     assert refused.returncode == 1 and refused.stderr.startswith("error: `overlap` must be"), refused.stderr
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", ""])
+def test_the_audit_names_the_admin_behind_a_trusted_proxy_not_the_proxy(start_gateway, upstream, tmp_path, trusted):
+    """Behind a load balancer the audit names the client it forwards when it is trusted
+    (uvicorn reads the header from GATEWAY_TRUSTED_PROXIES), and only then: an untrusted
+    peer's header names nobody. (Hostile testing suspected the balancer's address was named.)"""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={
+            "GATEWAY_DATA_DIR": str(tmp_path / "data"),
+            "GATEWAY_ADMIN_KEY": "sk-admin",
+            "GATEWAY_TRUSTED_PROXIES": trusted,
+        },
+    )
+    forwarded = {**bearer("sk-admin"), "x-forwarded-for": "198.51.100.4, 203.0.113.7"}
+    assert httpx.post(gw.url + "/admin/keys", json={"name": "app"}, headers=forwarded).status_code == 201
+    audit = httpx.get(gw.url + "/admin/audit", headers=bearer("sk-admin")).json()["data"]
+    assert [(e["action"], e["actor"]) for e in audit] == [
+        ("key.create", f"http:{'203.0.113.7' if trusted else '127.0.0.1'}")
+    ]
