@@ -37,25 +37,24 @@ STORE_RETRY_S = 5.0  # the limiter's wait before it asks a failed Redis again
 
 
 @pytest.mark.redis
-def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, upstream, redis_server, tmp_path):
-    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
-    key = create_key(
-        "hung",
-        "--max-concurrent",
-        "2",
-        "--budget-usd",
-        "1",
-        "--budget-period",
-        "day",
-        data_dir=tmp_path,
-        redis_url=redis_server.url,
-    )
+def _budgeted_gateway(start_gateway, upstream, redis_server, tmp_path, name: str, *limits: str):
+    """A gateway on `redis_server` and a key `name` with `limits` and a $1 daily budget: the
+    gateway, the key, and a call with it (its status), clear of a minute's edge."""
+    budget = ("--budget-usd", "1", "--budget-period", "day")
+    key = create_key(name, *limits, *budget, data_dir=tmp_path, redis_url=redis_server.url)
     env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
     gw = start_gateway(one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env=env)
     clear_of_minute_edge()
 
     def call() -> int:
         return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30).status_code
+
+    return gw, key, call
+
+
+def test_a_redis_hang_leaves_no_slot_taken_and_loses_no_spend(start_gateway, upstream, redis_server, tmp_path):
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
+    gw, key, call = _budgeted_gateway(start_gateway, upstream, redis_server, tmp_path, "hung", "--max-concurrent", "2")
 
     assert call() == 200  # counted in Redis
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
@@ -97,26 +96,9 @@ def test_a_redis_at_maxmemory_for_a_moment_leaves_no_slot_taken_and_loses_no_spe
     # write is the tokens-per-minute correction (INCRBY), which Redis refuses at maxmemory.
     upstream.reset(prompt_tokens=3, completion_tokens=4, delay_s=1.0)
     cost = (3 * 1000.0 + 4 * 2000.0) / 1e6
-    key = create_key(
-        "oom",
-        "--max-concurrent",
-        "1",
-        "--tpm",
-        "100000",
-        "--budget-usd",
-        "1",
-        "--budget-period",
-        "day",
-        data_dir=tmp_path,
-        redis_url=redis_server.url,
-    )
-    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
-    gw = start_gateway(one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env=env)
+    limits = ("--max-concurrent", "1", "--tpm", "100000")
+    gw, key, call = _budgeted_gateway(start_gateway, upstream, redis_server, tmp_path, "oom", *limits)
     shared = redis.Redis(port=redis_server.port)
-    clear_of_minute_edge()
-
-    def call() -> int:
-        return httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30).status_code
 
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(call)  # admitted in Redis: its ticket holds the key's one slot there
