@@ -142,6 +142,11 @@ def build_view(version: int, keys: dict[str, VirtualKey], teams: dict[str, Team]
     refused: dict[str, str] = {}
     for key in keys.values():
         team = teams.get(key.team) if key.team else None
+        if key.team and team is None:
+            # Its team's record cannot be read (teams are never deleted, and a key names an
+            # existing one): served without the team's limits, its rpm and budget would not
+            # hold, so the key is refused (as unknown) until the record is fixed.
+            continue
         principal = Principal(key.name, key.team, key, team.limits if team is not None else None)
         valid = key.valid_hashes(now)
         for digest, until in valid:

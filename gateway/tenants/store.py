@@ -106,9 +106,39 @@ def _reads_as(previous: VirtualKey | Team, kind: type[VirtualKey] | type[Team]) 
     just before it (both wrote whole records), and a rotated secret could be dropped."""
 
     def unchanged(text: str | bytes | None) -> bool:
-        return text is not None and kind.from_json(json.loads(text)) == previous
+        if text is None:
+            return False
+        stored = json.loads(text)
+        record = kind.from_json(stored)
+        lost = _lost_fields(stored, record.to_json())
+        if lost:
+            # Written by a newer gateway (a rolling upgrade): read, its new fields are ignored,
+            # but written back from here they would be gone.
+            raise TenantError(
+                f"The {'team' if kind is Team else 'key'} `{record.name}` was written by a newer gateway "
+                f"(fields this one does not know: {', '.join(lost[:5])}): change it with that version.",
+                status=409,
+                code="written_by_newer_gateway",
+            )
+        return record == previous
 
     return unchanged
+
+
+def _lost_fields(stored: Any, written: Any, path: str = "") -> list[str]:
+    """The fields of a stored record (nested objects and lists of them too) that writing
+    `written` back would drop."""
+    if isinstance(stored, dict) and isinstance(written, dict):
+        out = [path + str(k) for k in stored if k not in written]
+        for k, v in stored.items():
+            if k in written:
+                out += _lost_fields(v, written[k], f"{path}{k}.")
+        return out
+    if isinstance(stored, list) and isinstance(written, list) and len(stored) == len(written):
+        return [
+            f for i, (a, b) in enumerate(zip(stored, written, strict=True)) for f in _lost_fields(a, b, f"{path}{i}.")
+        ]
+    return []
 
 
 class SqliteTenantStore:

@@ -245,10 +245,13 @@ async def test_a_record_that_cannot_be_read_is_refused_and_revocations_still_rea
     store = SqliteTenantStore(path)
     admin = TenantAdmin(store, clock)
     plain = {name: admin.create_key(name, actor="t", limits=Limits(rpm=5)).plain for name in ("bad", "good", "newer")}
+    admin.create_team("capped", actor="t", limits=Limits(rpm=1))
+    plain["member"] = admin.create_key("member", actor="t", team="capped").plain
     directory = KeyDirectory(store, clock=clock)
     assert await directory.refresh()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE keys SET record = ? WHERE name = 'bad'", ('{"name": "bad"}',))
+        db.execute("UPDATE teams SET record = ? WHERE name = 'capped'", ('{"name": "capped"}',))
         record = json.loads(db.execute("SELECT record FROM keys WHERE name = 'newer'").fetchone()[0])
         record["limits"]["requests_per_day"] = 100
         record["credentials"][0]["scopes"] = ["chat"]
@@ -263,4 +266,12 @@ async def test_a_record_that_cannot_be_read_is_refused_and_revocations_still_rea
     newer = directory.lookup(plain["newer"])
     assert isinstance(newer, Principal) and newer.key.limits == Limits(rpm=5)
     assert caplog.text.count("the key store's key record 'bad' cannot be read") == 1
+    # Its team unreadable, a member key is refused: served without the team, its limits would not hold.
+    assert directory.lookup(plain["member"]) is None
+    # Written back from here, the newer gateway's fields would be lost: the write is refused.
+    with pytest.raises(TenantError, match="written by a newer gateway") as refused:
+        admin.update_key("newer", actor="t", rpm=7)
+    assert refused.value.status == 409 and "limits.requests_per_day" in str(refused.value)
+    with sqlite3.connect(path) as db:
+        assert json.loads(db.execute("SELECT record FROM keys WHERE name = 'newer'").fetchone()[0]) == record
     store.close()
