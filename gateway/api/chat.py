@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -43,10 +44,16 @@ class ChatIngress(Ingress):
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         # Every adapter answers chat completions (the Anthropic one by translating).
+        return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), CHAT)
+
+    def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
+        """The client's request as sent, with the backend's model id, both on the first call
+        and continuing a broken stream: its messages' reasoning fields are the client's own,
+        never adjusted as a translation's are (`with_reasoning_history`)."""
         payload = upstream_payload(request.chat, offer.upstream_id)
         if "usage" in payload:  # OpenRouter's usage accounting, whatever its value: the gateway's field
             del payload["usage"]  # (an upstream that refuses unknown fields would 400 on it)
-        return UpstreamCall(CHAT_COMPLETIONS, payload, CHAT)
+        return payload
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         if request.native is _COST:

@@ -156,7 +156,7 @@ class AnthropicBackend(OpenAICompatBackend):
         asked again after its 400 for those it will not; any other failure in OpenAI's terms."""
         payload = replayable(body)
         if self.unbound and self.unbound.carried_by(payload):
-            payload, headers = bound_to_drop(payload, headers)
+            payload, headers = bound_to_drop(payload, headers, self._headers.get("anthropic-beta"))
         asked = 0
         while True:
             try:
@@ -171,7 +171,7 @@ class AnthropicBackend(OpenAICompatBackend):
                 self.unbound.remember(payload, refusal)
             dropping = drops_unbound(again) and not drops_unbound(payload)
             if dropping:
-                headers = with_binding_beta(headers)
+                headers = with_binding_beta(headers, self._headers.get("anthropic-beta"))
             log.info(
                 "%s refused the thinking blocks it was sent back (%s): asked again %s",
                 self.name,

@@ -39,6 +39,7 @@ class StreamTranslator:
         self.done = False  # [DONE] went out
         self._tool_calls: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
         self._reasoning: dict[int, int] = {}  # Anthropic block index -> `reasoning_details` index
+        self._formatted: set[int] = set()  # `reasoning_details` indexes whose `format` went out
         self._events = EventCutter()
 
     def feed(self, data: bytes) -> bytes:
@@ -116,11 +117,13 @@ class StreamTranslator:
             # Also as OpenRouter's `reasoning_details`, pieces by index: a client that keeps
             # them sends the signed thinking back on its next turn (`anthropic_translate`).
             position = self._at(index)
+            self._formatted.add(position)  # the block's first piece carries the format
             if kind == "redacted_thinking":
                 return self._chunk({"reasoning_details": [reasoning_detail(block, position)]})
             if block.get("thinking"):
                 detail = reasoning_detail(block, position)
                 return self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]})
+            self._formatted.discard(position)  # an empty opening: its first piece is the next
         return b""
 
     def _delta(self, index: Any, delta: dict[str, Any]) -> bytes:
@@ -135,16 +138,27 @@ class StreamTranslator:
             return self._chunk({"tool_calls": [{"index": position, "function": {"arguments": partial}}]})
         if kind == "thinking_delta":
             piece = delta.get("thinking") or ""
-            detail = {"type": "reasoning.text", "text": piece, "format": REASONING_FORMAT, "index": self._at(index)}
+            detail = self._detail(index, {"type": "reasoning.text", "text": piece})
             return self._chunk({"reasoning_content": piece, "reasoning_details": [detail]})
         if kind == "signature_delta" and delta.get("signature"):
-            signed = {"type": "reasoning.text", "signature": delta["signature"], "format": REASONING_FORMAT}
-            return self._chunk({"reasoning_details": [{**signed, "index": self._at(index)}]})
+            detail = self._detail(index, {"type": "reasoning.text", "signature": delta["signature"]})
+            return self._chunk({"reasoning_details": [detail]})
         return b""  # citations_delta: nothing in OpenAI's format carries it
 
     def _at(self, index: Any) -> int:
         """The `reasoning_details` index of Anthropic's thinking block `index`."""
         return self._reasoning.setdefault(index, len(self._reasoning))
+
+    def _detail(self, index: Any, detail: dict[str, Any]) -> dict[str, Any]:
+        """A streamed piece of thinking block `index` as a `reasoning_details` item: `format`
+        on its first piece only, as OpenRouter streams it (the openai SDK's stream helper
+        joins a string field repeated across pieces: "anthropic-claude-v1anthropic-...")."""
+        position = self._at(index)
+        detail["index"] = position
+        if position not in self._formatted:
+            self._formatted.add(position)
+            detail["format"] = REASONING_FORMAT
+        return detail
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}

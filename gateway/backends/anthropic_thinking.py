@@ -43,7 +43,10 @@ instead with `drop_block` (`refused_binding`), Anthropic drops just the blocks t
 keeps the rest, and the new block stays valid on later turns. Those still hold the changed
 block, so the backend remembers its signature (`UnboundSignatures`) and sends `drop_block`
 up front on any request that carries it: one refusal per conversation, not one per turn. A
-client that chose `prefix_mismatch_behavior` itself gets what it chose.
+request without `thinking` is asked with adaptive thinking and `drop_block` (those models
+think adaptively by default); one with thinking `disabled` has no `block_binding`, and its
+thinking blocks are left out. A client that chose `prefix_mismatch_behavior` itself gets
+what it chose.
 """
 
 from __future__ import annotations
@@ -115,12 +118,14 @@ def asked_again(payload: dict[str, Any], refusal: bytes) -> dict[str, Any] | Non
     return None
 
 
-def bound_to_drop(payload: dict[str, Any], headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def bound_to_drop(
+    payload: dict[str, Any], headers: dict[str, str], configured: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """`payload` and `headers` asking up front for `drop_block` (`dropping_unbound`, under
     `BINDING_BETA`), for a request that sends back a block refused before; as they are when
     the client chose the behaviour itself or its thinking takes no `block_binding`."""
     dropping = dropping_unbound(payload)
-    return (payload, headers) if dropping is None else (dropping, with_binding_beta(headers))
+    return (payload, headers) if dropping is None else (dropping, with_binding_beta(headers, configured))
 
 
 def dropping_unbound(payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -128,6 +133,12 @@ def dropping_unbound(payload: dict[str, Any]) -> dict[str, Any] | None:
     the rest of `block_binding` as the client sent it), or None when its thinking type takes
     no `block_binding` or the client chose a behaviour itself. Sent under `BINDING_BETA`."""
     thinking = payload.get("thinking")
+    if thinking is None:
+        # No thinking asked: only Claude's preserved-thinking models refuse a block as bound to
+        # another conversation, and they think adaptively when not told otherwise, so adaptive
+        # thinking is what the request asked already, now with the blocks that fail dropped
+        # (left out instead, the answer's block would be bound to a history without them).
+        return {**payload, "thinking": {"type": "adaptive", "block_binding": dict(_DROP_BLOCK)}}
     if type(thinking) is not dict or thinking.get("type") not in _BINDABLE or _binding_chosen(payload):
         return None
     binding = thinking.get("block_binding")
@@ -149,11 +160,13 @@ def _binding_chosen(payload: dict[str, Any]) -> bool:
     return type(binding) is dict and binding.get("prefix_mismatch_behavior") is not None
 
 
-def with_binding_beta(headers: dict[str, str]) -> dict[str, str]:
-    """`headers` with `BINDING_BETA` among the `anthropic-beta` the client sent (a copy)."""
-    betas = headers.get("anthropic-beta", "")
+def with_binding_beta(headers: dict[str, str], configured: str | None = None) -> dict[str, str]:
+    """`headers` with `BINDING_BETA` among the `anthropic-beta` the client sent, else among
+    the backend's `configured` ones (the call's header takes the place of the backend's, so
+    those must be in it too); a copy."""
+    betas = headers.get("anthropic-beta") or configured or ""
     if BINDING_BETA in (beta.strip() for beta in betas.split(",")):
-        return headers
+        return headers if "anthropic-beta" in headers else {**headers, "anthropic-beta": betas}
     return {**headers, "anthropic-beta": f"{betas},{BINDING_BETA}" if betas.strip() else BINDING_BETA}
 
 

@@ -271,7 +271,7 @@ def _thinking_blocks(details: Any) -> list[dict[str, Any]]:
         return []
     merged: dict[Any, dict[str, Any]] = {}
     for n, item in enumerate(details):
-        if type(item) is not dict or item.get("format", REASONING_FORMAT) not in (REASONING_FORMAT, None):
+        if type(item) is not dict or not _claude_format(item.get("format")):
             continue
         index = item.get("index")
         key = index if type(index) is int else ("item", n)
@@ -287,6 +287,13 @@ def _thinking_blocks(details: Any) -> list[dict[str, Any]]:
         elif item["type"] == "reasoning.encrypted" and item["data"]:
             blocks.append({"type": "redacted_thinking", "data": item["data"]})
     return blocks
+
+
+def _claude_format(value: Any) -> bool:
+    """Whether a `reasoning_details` item is Claude's: of `REASONING_FORMAT`, or of none (a
+    streamed piece after the first), or the format repeated (a client that joined it across
+    the pieces, as the openai SDK's stream helper does with string fields)."""
+    return value is None or (type(value) is str and value.replace(REASONING_FORMAT, "") == "")
 
 
 def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:

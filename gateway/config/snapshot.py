@@ -31,8 +31,9 @@ class Offer:
     spec: ModelOffer
     # The APIs the offer's backend serves natively (its `apis`, resolved at load).
     apis: frozenset[str] = field(default=frozenset({"chat"}), compare=False)
-    # Whether a translated request sends it earlier turns' reasoning (`ModelOffer.reasoning_history`).
-    reasoning_history: bool = field(default=False, compare=False)
+    # The message fields a translated request sends it earlier turns' reasoning in (none: not
+    # sent; `ModelOffer.reasoning_history`, `Vendor.reasoning_fields`).
+    reasoning_history: tuple[str, ...] = field(default=(), compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
@@ -73,10 +74,11 @@ class ConfigSnapshot:
         offers: dict[str, list[Offer]] = {}
         for name, backend in enabled.items():
             apis = backend.served_apis
-            history = VENDORS[backend.type].reasoning_history
+            vendor = VENDORS[backend.type]
             for model_id, spec in backend.models.items():
-                takes = history if spec.reasoning_history is None else spec.reasoning_history
-                offer = Offer(model_id, name, spec.upstream_id or model_id, spec, apis, takes)
+                takes = vendor.reasoning_history if spec.reasoning_history is None else spec.reasoning_history
+                fields = vendor.reasoning_fields if takes else ()
+                offer = Offer(model_id, name, spec.upstream_id or model_id, spec, apis, fields)
                 offers.setdefault(model_id, []).append(offer)
         known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]

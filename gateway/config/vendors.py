@@ -68,6 +68,9 @@ class Vendor:
     # GLM asks for it, vLLM's chat templates render it. Off where a server may refuse an
     # unknown message field (Groq, OpenAI's own API behind `openai`).
     reasoning_history: bool = False
+    # The message fields that reasoning goes back in: `reasoning_content` (DeepSeek's, Z.ai's,
+    # Moonshot's), and for vLLM also `reasoning`, the name its newer releases read.
+    reasoning_fields: tuple[str, ...] = ("reasoning_content",)
 
     @property
     def adapter_class(self) -> str:
@@ -89,6 +92,7 @@ VENDORS: dict[str, Vendor] = {
         apis=OPENAI_COMPATIBLE | {"responses", "messages"},
         prefill="continue_final_message",
         reasoning_history=True,
+        reasoning_fields=("reasoning_content", "reasoning"),
     ),
     # Any OpenAI-compatible server: the three endpoints every such server has.
     "openai": Vendor("openai_compat", key_required=False),

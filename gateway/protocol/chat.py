@@ -266,16 +266,17 @@ def _check_number(payload: dict[str, Any], field: str, low: float, high: float) 
 REASONING = "reasoning_content"
 
 
-def with_reasoning_history(payload: dict[str, Any], takes: bool) -> dict[str, Any]:
+def with_reasoning_history(payload: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     """A translated request's `payload` (its own copy) for a backend that takes earlier turns'
-    reasoning back (`takes`, the offer's `reasoning_history`) or does not. Taking it, every
-    assistant message with tool calls carries `reasoning_content`, empty where its turn had
-    none (DeepSeek refuses a tool call's turn without the field, whoever answered it); not,
-    none does (a strict server refuses a message field it does not know)."""
+    reasoning back in the message `fields` (the offer's `reasoning_history`), or takes none
+    (`()`). Taking it, every assistant message with tool calls carries it, empty where its
+    turn had none (DeepSeek refuses a tool call's turn without the field, whoever answered
+    it); not, none does (a strict server refuses a message field it does not know). The
+    translation writes it as `reasoning_content`."""
     messages = payload.get("messages")
     if type(messages) is not list:
         return payload
-    if not takes:  # the usual case, reasoning or not: one lookup a message (a translation's are dicts)
+    if not fields:  # the usual case, reasoning or not: one lookup a message (a translation's are dicts)
         for message in messages:
             if REASONING in message:
                 break
@@ -285,11 +286,17 @@ def with_reasoning_history(payload: dict[str, Any], takes: bool) -> dict[str, An
     for i, message in enumerate(messages):
         if type(message) is not dict or message.get("role") != "assistant":
             continue
-        if takes:
-            if REASONING in message or not message.get("tool_calls"):
+        had = REASONING in message
+        if fields:
+            if not had and not message.get("tool_calls"):
                 continue
-            replaced = {**message, REASONING: ""}
-        elif REASONING in message:
+            if had and fields == (REASONING,):
+                continue
+            text = message.get(REASONING, "")
+            replaced = {k: v for k, v in message.items() if k != REASONING}
+            for field in fields:
+                replaced[field] = text
+        elif had:
             replaced = {k: v for k, v in message.items() if k != REASONING}
         else:
             continue

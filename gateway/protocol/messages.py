@@ -321,7 +321,8 @@ def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     if reasoning:
-        message[REASONING] = "".join(reasoning)  # for backends that take it back (`reasoning_history`)
+        # For backends that take it back (`reasoning_history`); interleaved blocks a paragraph apart.
+        message[REASONING] = "\n\n".join(reasoning)
     return message
 
 

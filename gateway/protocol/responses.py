@@ -303,7 +303,8 @@ def _append_items(
                 _reasoned(messages[-1], thought)
                 thought = ""
         elif kind == "reasoning":
-            thought += _reasoning_text(item)
+            text = _reasoning_text(item)
+            thought = f"{thought}\n\n{text}" if thought and text else thought or text
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
@@ -342,7 +343,8 @@ def _reasoning_text(item: dict[str, Any]) -> str:
 def _reasoned(message: dict[str, Any], thought: str) -> None:
     """The reasoning before an assistant turn, as its chat message's `reasoning_content`
     (sent to backends that take it back: `with_reasoning_history`)."""
-    message[REASONING] = message.get(REASONING, "") + thought
+    earlier = message.get(REASONING)
+    message[REASONING] = f"{earlier}\n\n{thought}" if earlier else thought
 
 
 # Items that make a tool call and the outputs answering one, as OpenAI's 400s name them.

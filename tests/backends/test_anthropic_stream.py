@@ -24,14 +24,10 @@ def test_stream_translation():
         {
             "reasoning_content": "Hmm.",
             "reasoning_details": [
-                {"type": "reasoning.text", "text": "Hmm.", "format": "anthropic-claude-v1", "index": 0}
+                {"type": "reasoning.text", "text": "Hmm.", "index": 0, "format": "anthropic-claude-v1"}
             ],
         },
-        {
-            "reasoning_details": [
-                {"type": "reasoning.text", "signature": "abc", "format": "anthropic-claude-v1", "index": 0}
-            ]
-        },
+        {"reasoning_details": [{"type": "reasoning.text", "signature": "abc", "index": 0}]},  # format: first piece only
         {"content": "Héllo"},
         {"content": " there"},
         {"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "f", "arguments": ""}}]},
@@ -122,3 +118,45 @@ def test_an_event_whose_members_are_not_objects_is_a_malformed_answer(event):
     translator.feed(event[:-2])  # unterminated: read at the end
     with pytest.raises(MalformedAnswer):
         translator.finish()
+
+
+def test_reasoning_details_survive_the_openai_sdks_stream_helper_and_come_back_signed():
+    """The openai SDK's `chat.completions.stream()` joins a string field repeated across a
+    list item's pieces: `format` on every piece came back "anthropic-claude-v1anthropic-...",
+    and the signed thinking was not recognised on the next turn."""
+    from openai.lib.streaming._deltas import accumulate_delta
+
+    from gateway.backends.anthropic_translate import to_messages_request
+
+    events = [
+        {"type": "message_start", "message": {"id": "m", "model": "claude-x", "usage": {}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Need "}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "f."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig-1"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_stop"},
+    ]
+    chunks = chunks_of(StreamTranslator(include_usage=False).feed(b"".join(sse(e["type"], e) for e in events)))
+    kept: dict = {}
+    for chunk in chunks:
+        accumulate_delta(kept, chunk["choices"][0]["delta"])
+    assert kept["reasoning_details"] == [
+        {"type": "reasoning.text", "text": "Need f.", "index": 0, "format": "anthropic-claude-v1", "signature": "sig-1"}
+    ]
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [call],
+        "reasoning_details": kept["reasoning_details"],
+    }
+    turns = [{"role": "user", "content": "Go."}, message, {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    body = to_messages_request({"model": "claude-x", "messages": turns})
+    assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "Need f.", "signature": "sig-1"}
+    # A client that kept `format` on every piece and joined them: still Claude's.
+    joined = [{**kept["reasoning_details"][0], "format": "anthropic-claude-v1" * 3}]
+    body = to_messages_request(
+        {"model": "claude-x", "messages": [turns[0], {**message, "reasoning_details": joined}, turns[2]]}
+    )
+    assert body["messages"][1]["content"][0]["signature"] == "sig-1"

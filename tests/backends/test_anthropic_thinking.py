@@ -219,8 +219,11 @@ def test_a_block_bound_to_another_prefix_is_asked_again_with_drop_block_not_with
             )
             is None
         )
-    # Thinking off takes no `block_binding`: the blocks go, as for another model's signature.
-    off = body([SIGNED, {"type": "text", "text": "Done."}], thinking=None)
+    # No thinking asked: these models think adaptively by default, so adaptive with drop_block.
+    unasked = body([SIGNED, {"type": "text", "text": "Done."}], thinking=None)
+    assert asked_again(unasked, BOUND) == {**unasked, "thinking": {"type": "adaptive", "block_binding": DROP}}
+    # Thinking disabled takes no `block_binding`: the blocks go, as for another model's signature.
+    off = body([SIGNED, {"type": "text", "text": "Done."}], thinking={"type": "disabled"})
     assert asked_again(off, BOUND)["messages"][1]["content"] == [{"type": "text", "text": "Done."}]
 
 
@@ -231,6 +234,10 @@ def test_the_binding_beta_joins_the_clients_betas_once():
     assert with_binding_beta({"anthropic-beta": "a-1"}) == {"anthropic-beta": f"a-1,{BINDING_BETA}"}
     headers = {"anthropic-beta": f"a-1, {BINDING_BETA}"}
     assert with_binding_beta(headers) is headers
+    # The call's header takes the place of the backend's configured one: that one's betas join it.
+    assert with_binding_beta({}, "context-1m") == {"anthropic-beta": f"context-1m,{BINDING_BETA}"}
+    assert with_binding_beta({}, BINDING_BETA) == {"anthropic-beta": BINDING_BETA}
+    assert with_binding_beta({"anthropic-beta": "a-1"}, "context-1m") == {"anthropic-beta": f"a-1,{BINDING_BETA}"}
 
 
 def test_refused_signatures_are_remembered_by_where_the_refusal_says_within_a_bound():

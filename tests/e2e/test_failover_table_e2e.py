@@ -1020,3 +1020,22 @@ def test_a_messages_stream_translated_from_chat_gets_the_upstreams_error_when_no
     )
     assert text == FIRST_40
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
+
+
+def test_a_continued_chat_stream_sends_the_clients_messages_as_it_sent_them(gateway, primary, fallback, openai_client):
+    """A chat client's own `reasoning_content` (DeepSeek's tool loops want it back) reaches the
+    continuing candidate as it reached the first: only translated requests have reasoning
+    adjusted per backend (`reasoning_history`), and a continuation once stripped it."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    call = {"id": "call_1", "type": "function", "function": {"name": "count", "arguments": "{}"}}
+    history = [
+        {"role": "user", "content": "Count."},
+        {"role": "assistant", "content": None, "tool_calls": [call], "reasoning_content": "Use the tool."},
+        {"role": "tool", "tool_call_id": "call_1", "content": "60"},
+    ]
+    stream = openai_client(gw).chat.completions.create(model="auto", messages=history, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == FULL_ANSWER
+    (first,), (continued,) = primary.seen, fallback.seen
+    assert first.body["messages"] == history
+    assert continued.body["messages"][:3] == history and continued.body["messages"][3]["role"] == "assistant"

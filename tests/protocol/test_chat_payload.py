@@ -37,11 +37,14 @@ def test_reasoning_history_goes_to_a_backend_that_takes_it_and_nowhere_else():
         {"role": "assistant", "content": "Done."},  # no calls: nothing asked of it
     ]
     before = [dict(m) for m in messages]
-    taking = with_reasoning_history({"model": "m", "messages": messages}, True)["messages"]
+    taking = with_reasoning_history({"model": "m", "messages": messages}, ("reasoning_content",))["messages"]
     assert [m.get("reasoning_content") for m in taking] == [None, "Need f.", None, "", None, None]
     assert "reasoning_content" not in taking[5]
-    kept = with_reasoning_history({"model": "m", "messages": messages}, False)["messages"]
+    kept = with_reasoning_history({"model": "m", "messages": messages}, ())["messages"]
     assert all("reasoning_content" not in m for m in kept) and kept[1]["tool_calls"] == [call]
     assert messages == before  # the translation every candidate is asked from is untouched
     plain = {"model": "m", "messages": [{"role": "user", "content": "Hi."}]}
-    assert with_reasoning_history(plain, False)["messages"] is plain["messages"]  # nothing to change: no copy
+    assert with_reasoning_history(plain, ())["messages"] is plain["messages"]  # nothing to change: no copy
+    # vLLM's newer releases read `reasoning`, its older ones `reasoning_content`: both are sent.
+    both = with_reasoning_history({"model": "m", "messages": messages}, ("reasoning_content", "reasoning"))["messages"]
+    assert [(m.get("reasoning_content"), m.get("reasoning")) for m in both[1:4:2]] == [("Need f.", "Need f."), ("", "")]

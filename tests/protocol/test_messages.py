@@ -1091,3 +1091,19 @@ def test_tool_calls_without_an_index_are_told_apart_by_their_ids():
                 event=parse.validate_python(event), current_snapshot=snapshot, json_bufs=buffers
             )
     assert [(b["id"], b["input"]) for b in snapshot.to_dict()["content"]] == S.PARALLEL_CALLS
+
+
+def test_interleaved_thinking_goes_back_a_paragraph_apart_and_redacted_thinking_not_at_all():
+    call = {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}
+    turn = [
+        {"type": "thinking", "thinking": "First this.", "signature": "s1"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": "Reading."},
+        {"type": "thinking", "thinking": "Then that.", "signature": "s2"},
+        call,
+    ]
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [{"role": "user", "content": "Go."}, {"role": "assistant", "content": turn}],
+    }
+    assert messages_to_chat(body)["messages"][-1]["reasoning_content"] == "First this.\n\nThen that."
