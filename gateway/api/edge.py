@@ -185,7 +185,7 @@ class Ingress(abc.ABC):
         """The chat completions payload this candidate is asked when the request goes to it
         translated (and what a continuation of a broken stream starts from): earlier turns'
         reasoning sent back only where the offer takes it (`with_reasoning_history`)."""
-        return with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_history)
+        return with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_fields)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
         """How this answer's stream is continued should it break, when it is passed through

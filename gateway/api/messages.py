@@ -342,7 +342,7 @@ class MessagesIngress(Ingress):
 
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         assert isinstance(request, MessagesRequest)
-        payload = with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_history)
+        payload = with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_fields)
         payload["max_tokens"] = request.capped_max_tokens(offer)
         return payload
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.backends.anthropic_translate import REASONING_FORMAT, openai_error, openai_usage, reasoning_detail
+from gateway.backends.anthropic_translate import REASONING_FORMAT, openai_error, openai_usage
 from gateway.backends.errors import MalformedAnswer
 from gateway.protocol.messages import FINISH_REASONS, MALFORMED
 from gateway.protocol.sse import EventCutter, data_of
@@ -116,14 +116,12 @@ class StreamTranslator:
         if kind == "thinking" or kind == "redacted_thinking":
             # Also as OpenRouter's `reasoning_details`, pieces by index: a client that keeps
             # them sends the signed thinking back on its next turn (`anthropic_translate`).
-            position = self._at(index)
-            self._formatted.add(position)  # the block's first piece carries the format
             if kind == "redacted_thinking":
-                return self._chunk({"reasoning_details": [reasoning_detail(block, position)]})
+                detail = self._detail(index, {"type": "reasoning.encrypted", "data": block.get("data") or ""})
+                return self._chunk({"reasoning_details": [detail]})
             if block.get("thinking"):
-                detail = reasoning_detail(block, position)
+                detail = self._detail(index, {"type": "reasoning.text", "text": block["thinking"]})
                 return self._chunk({"reasoning_content": block["thinking"], "reasoning_details": [detail]})
-            self._formatted.discard(position)  # an empty opening: its first piece is the next
         return b""
 
     def _delta(self, index: Any, delta: dict[str, Any]) -> bytes:

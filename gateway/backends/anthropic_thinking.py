@@ -148,16 +148,19 @@ def dropping_unbound(payload: dict[str, Any]) -> dict[str, Any] | None:
 
 def drops_unbound(payload: dict[str, Any]) -> bool:
     """Whether `payload` asks Anthropic to drop blocks that fail the prefix check."""
-    thinking = payload.get("thinking")
-    binding = thinking.get("block_binding") if type(thinking) is dict else None
-    return type(binding) is dict and binding.get("prefix_mismatch_behavior") == "drop_block"
+    return bool(_mismatch_behavior(payload) == "drop_block")
 
 
 def _binding_chosen(payload: dict[str, Any]) -> bool:
     """Whether the client set `thinking.block_binding.prefix_mismatch_behavior` itself."""
+    return _mismatch_behavior(payload) is not None
+
+
+def _mismatch_behavior(payload: dict[str, Any]) -> Any:
+    """`thinking.block_binding.prefix_mismatch_behavior`, None where it is not set."""
     thinking = payload.get("thinking")
     binding = thinking.get("block_binding") if type(thinking) is dict else None
-    return type(binding) is dict and binding.get("prefix_mismatch_behavior") is not None
+    return binding.get("prefix_mismatch_behavior") if type(binding) is dict else None
 
 
 def with_binding_beta(headers: dict[str, str], configured: str | None = None) -> dict[str, str]:
@@ -213,8 +216,8 @@ class UnboundSignatures:
             content = turn.get("content") if type(turn) is dict and turn.get("role") == "assistant" else None
             for block in content if type(content) is list else ():
                 signature = _signature(block)
-                if signature is not None and hash(signature) in seen:
-                    key = hash(signature)
+                key = hash(signature) if signature is not None else None
+                if key is not None and key in seen:
                     del seen[key]
                     seen[key] = None
                     return True

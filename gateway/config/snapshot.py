@@ -33,7 +33,7 @@ class Offer:
     apis: frozenset[str] = field(default=frozenset({"chat"}), compare=False)
     # The message fields a translated request sends it earlier turns' reasoning in (none: not
     # sent; `ModelOffer.reasoning_history`, `Vendor.reasoning_fields`).
-    reasoning_history: tuple[str, ...] = field(default=(), compare=False)
+    reasoning_fields: tuple[str, ...] = field(default=(), compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug

@@ -268,7 +268,7 @@ REASONING = "reasoning_content"
 
 def with_reasoning_history(payload: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     """A translated request's `payload` (its own copy) for a backend that takes earlier turns'
-    reasoning back in the message `fields` (the offer's `reasoning_history`), or takes none
+    reasoning back in the message `fields` (the offer's `reasoning_fields`), or takes none
     (`()`). Taking it, every assistant message with tool calls carries it, empty where its
     turn had none (DeepSeek refuses a tool call's turn without the field, whoever answered
     it); not, none does (a strict server refuses a message field it does not know). The

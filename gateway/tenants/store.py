@@ -197,12 +197,12 @@ class SqliteTenantStore:
     def all_keys(self) -> list[VirtualKey]:
         with self._lock:
             rows = self._current().execute("SELECT name, record FROM keys ORDER BY name").fetchall()
-        return readable(rows, VirtualKey.from_json, "key")
+        return _readable(rows, VirtualKey.from_json, "key")
 
     def all_teams(self) -> list[Team]:
         with self._lock:
             rows = self._current().execute("SELECT name, record FROM teams ORDER BY name").fetchall()
-        return readable(rows, Team.from_json, "team")
+        return _readable(rows, Team.from_json, "team")
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
@@ -259,12 +259,14 @@ class SqliteTenantStore:
             self._db.close()
 
 
-def readable(rows: Iterable[tuple[Any, Any]], parse: Callable[[dict[str, Any]], _Record], kind: str) -> list[_Record]:
+def _readable(rows: Iterable[tuple[Any, Any]], parse: Callable[[dict[str, Any]], _Record], kind: str) -> list[_Record]:
     """The records of (name, stored JSON) `rows` that can be read, each error logged and the
     record left out. One record that cannot be read (a hand edit, a field missing) failed the
     whole load, and every replica then kept the keys it last read, revoked ones with them,
-    until it restarted; left out, that key is refused (as unknown) and the rest follow the
-    store. Fields a newer gateway added are ignored where they are read (`VirtualKey.from_json`)."""
+    until it restarted; left out, that key is refused (as unknown; a team's keys with it:
+    `directory.build_view`) and the rest follow the store. Fields a newer gateway added are
+    ignored where they are read (`VirtualKey.from_json`), and kept from being written back
+    without them (`_reads_as`)."""
     out = []
     for name, record in rows:
         try:
@@ -339,11 +341,11 @@ class RedisTenantStore:
 
     def all_keys(self) -> list[VirtualKey]:
         records = self._redis.hgetall(self._keys)
-        return sorted(readable(records.items(), VirtualKey.from_json, "key"), key=lambda k: k.name)
+        return sorted(_readable(records.items(), VirtualKey.from_json, "key"), key=lambda k: k.name)
 
     def all_teams(self) -> list[Team]:
         records = self._redis.hgetall(self._teams)
-        return sorted(readable(records.items(), Team.from_json, "team"), key=lambda t: t.name)
+        return sorted(_readable(records.items(), Team.from_json, "team"), key=lambda t: t.name)
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         return [_entry(e) for e in self._redis.lrange(self._audit, -limit, -1)]

@@ -108,9 +108,9 @@ def test_a_native_candidate_gets_the_whole_conversation_and_keeps_nothing():
 def test_plan_is_native_where_the_backend_serves_responses_else_chat():
     request = _parse(stream=True)
     native = INGRESS.plan(
-        request, SimpleNamespace(apis=frozenset({"chat", "responses"}), upstream_id="u", reasoning_history=()), None
+        request, SimpleNamespace(apis=frozenset({"chat", "responses"}), upstream_id="u", reasoning_fields=()), None
     )
-    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=()), None)
+    chat = INGRESS.plan(request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_fields=()), None)
     assert (
         native.path == RESPONSES and native.format.name == "responses" and native.payload["input"][0]["content"] == "hi"
     )
@@ -119,7 +119,7 @@ def test_plan_is_native_where_the_backend_serves_responses_else_chat():
     assert chat.payload["stream_options"] == {"include_usage": True}
 
 
-_CHAT_ONLY = SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=())
+_CHAT_ONLY = SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_fields=())
 
 
 def _sse(chunks: list[dict]) -> bytes:
@@ -224,9 +224,9 @@ def test_openrouter_routing_overrides_reach_routing_and_no_backend():
     request = _parse(**overrides)
     assert request.chat.payload["models"] == ["a/b", "c/d"] and request.chat.payload["provider"] == {"order": ["x"]}
     native = INGRESS.plan(
-        request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u", reasoning_history=()), None
+        request, SimpleNamespace(apis=frozenset({"responses"}), upstream_id="u", reasoning_fields=()), None
     ).payload
     chat = INGRESS.plan(
-        request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_history=()), None
+        request, SimpleNamespace(apis=frozenset({"chat"}), upstream_id="u", reasoning_fields=()), None
     ).payload
     assert not {"models", "provider"} & (set(native) | set(chat))
