@@ -549,6 +549,23 @@ def _too_large(scope: Scope, limit: str, headers: dict[str, str]) -> GatewayErro
     )
 
 
+def _over_budget(scope: Scope, ask: Ask) -> GatewayError:
+    """A request whose reservation alone is more than its scope's whole budget: a new period
+    starts from nothing spent and refuses it all the same, so, as for a request too large
+    for a tpm, no Retry-After (it named the period's end, hours away, and the anthropic SDK
+    sleeps that long) and `x-should-retry: false`."""
+    assert scope.budget_usd is not None
+    return GatewayError(
+        429,
+        f"Request too large for {_WHO[scope.kind].format(f'`{scope.name}`')}: budget "
+        f"({usd(scope.budget_usd)} per {scope.budget_period}): this request reserves {usd(ask.nano / 1e9)} "
+        "at its dearest candidate's prices. Shorten the prompt or lower max_tokens; retrying will not help.",
+        code="budget_exceeded",
+        headers={"x-should-retry": "false"},
+        metadata={"limit": "budget", "scope": scope.kind, "name": scope.name},
+    )
+
+
 def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     scope, kind = refused.scope, refused.kind
     headers = {}
@@ -573,6 +590,8 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
         limit = f"{scope.max_concurrent} {_UNITS[kind]}"
     else:
         assert scope.budget_usd is not None
+        if ask.nano > to_nano(scope.budget_usd):
+            return _over_budget(scope, ask)
         spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
         limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import httpx
+import openai
+import pytest
 
 from gateway.protocol.tokens import estimate_prompt_tokens
 from tests.support.policies import one_backend_policy
@@ -44,3 +47,52 @@ def test_a_budget_refusal_says_its_amounts_in_plain_dollars(start_gateway, upstr
     assert dict(zip(header.split(), row.split()))["budget_usd"] == "$0.00005"
     as_json = cli("keys", "list", "--json", data_dir=data)
     assert json.loads(as_json.stdout)[0]["budget_usd"] == 5e-05
+
+
+def test_a_request_that_alone_reserves_more_than_the_whole_budget_is_not_retried(start_gateway, upstream, tmp_path):
+    """A call whose reservation alone exceeds the key's whole budget can never pass, yet its
+    429 said "$0.00 spent" and Retry-After until the period's end (hours): the anthropic SDK,
+    which honours any Retry-After, slept that long to be refused again. Like a request too
+    large for a tpm, it now carries no Retry-After and `x-should-retry: false`: one attempt
+    per SDK, the upstream never asked, and the message says what to change."""
+    data = tmp_path / "data"
+    key = create_key("tiny", "--budget-usd", "0.00005", "--budget-period", "day", data_dir=data)
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env={"GATEWAY_DATA_DIR": str(data)}
+    )
+    sent: list[str] = []
+    hooks = {"request": [lambda request: sent.append(request.url.path)]}
+    client = openai.OpenAI(
+        base_url=gw.url + "/v1", api_key=key, http_client=openai.DefaultHttpxClient(event_hooks=hooks)
+    )
+    assert client.max_retries == 2  # the SDK's default: it would retry a 429
+    # 200 completion tokens at $0.40 per 1M reserve $0.00008, more than the whole $0.00005.
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model=MODEL, messages=ASK["messages"], max_tokens=200)
+    assert sent == ["/v1/chat/completions"]
+    assert upstream.received == []
+    assert "retry-after" not in refused.value.response.headers
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    error = refused.value.body
+    assert isinstance(error, dict) and error["code"] == "budget_exceeded"
+    assert error["metadata"] == {"limit": "budget", "scope": "key", "name": "tiny"}
+    assert error["message"] == (
+        "Request too large for key `tiny`: budget ($0.00005 per day): this request reserves $0.00008 "
+        "at its dearest candidate's prices. Shorten the prompt or lower max_tokens; retrying will not help."
+    )
+    messages = anthropic.Anthropic(
+        base_url=gw.url, api_key=key, http_client=anthropic.DefaultHttpxClient(event_hooks=hooks)
+    )
+    assert messages.max_retries == 2
+    with pytest.raises(anthropic.RateLimitError) as refused_message:
+        messages.messages.create(model=MODEL, messages=ASK["messages"], max_tokens=200)
+    assert sent == ["/v1/chat/completions", "/v1/messages"]
+    assert "retry-after" not in refused_message.value.response.headers
+    assert "Request too large for key `tiny`: budget ($0.00005 per day)" in str(refused_message.value)
+    assert upstream.received == []
+    # A call that fits is admitted as before.
+    client.chat.completions.create(model=MODEL, messages=ASK["messages"], max_tokens=MAX_TOKENS)
+    assert len(upstream.received) == 1
+    client.close()
+    messages.close()
