@@ -75,6 +75,11 @@ def new_limits(values: dict[str, Any]) -> Limits:
     return limits_from(values)
 
 
+# Updating or rotating a revoked key: its name stays taken (the ledger, spend and audit know
+# the key by it), so "create a new one" under that name would be refused as existing.
+REVOKED = "Key `{name}` is revoked; create a new key under another name (a revoked key keeps its name)."
+
+
 class TenantAdmin:
     def __init__(
         self, store: TenantStore, clock: Callable[[], float] = time.time, static_names: Iterable[str] = ()
@@ -131,7 +136,7 @@ class TenantAdmin:
     def update_key(self, name: str, *, actor: str, **changes: Any) -> VirtualKey:
         def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
             if key.revoked_at is not None:
-                raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+                raise TenantError(REVOKED.format(name=name), status=409, code="revoked")
             updated = replace(key, limits=limits_from(changes, key.limits))
             if changes.get("models") is not None:
                 updated = replace(updated, models=parse_models(changes["models"]))
@@ -158,7 +163,7 @@ class TenantAdmin:
 
         def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
             if key.revoked_at is not None:
-                raise TenantError(f"Key `{name}` is revoked; create a new one.", status=409, code="revoked")
+                raise TenantError(REVOKED.format(name=name), status=409, code="revoked")
             plain, new, ended = rotated(key, now, overlap_s)
             plains.append(plain)
             detail: dict[str, Any] = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}

@@ -156,3 +156,18 @@ def test_an_error_quotes_a_long_name_or_value_bounded(tmp_path, args):
     assert "x" * 200 + "…" in last and len(last) < 500, last[:1000]  # echoed: 200 characters, then …
     listed = gateway("keys", "list", "--json", data_dir=tmp_path)
     assert [(k["name"], k["team"]) for k in json.loads(listed.stdout)] == [("k", None)]
+
+
+def test_a_revoked_keys_refusal_says_its_name_stays_taken(tmp_path):
+    """Updating or rotating a revoked key said "create a new one", and the admin who did so
+    under the same name was told it already exists: a revoked key keeps its name (its usage,
+    spend and audit stay its own). The refusal now says to choose another."""
+    assert gateway("keys", "create", "--name", "app1", data_dir=tmp_path).returncode == 0
+    assert gateway("keys", "revoke", "app1", data_dir=tmp_path).returncode == 0
+    advice = "error: Key `app1` is revoked; create a new key under another name (a revoked key keeps its name)."
+    for args in (("update", "app1", "--rpm", "5"), ("rotate", "app1")):
+        refused = gateway("keys", *args, data_dir=tmp_path)
+        assert (refused.returncode, refused.stderr.strip(), refused.stdout) == (1, advice, "")
+    again = gateway("keys", "create", "--name", "app1", data_dir=tmp_path)
+    assert (again.returncode, again.stderr.strip()) == (1, "error: A key named `app1` already exists.")
+    assert gateway("keys", "create", "--name", "app1-v2", data_dir=tmp_path).returncode == 0
