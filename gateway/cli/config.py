@@ -29,8 +29,13 @@ def validate(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print_warnings(warnings)
-    print(f"{args.file}: valid ({len(config.backends)} backends, {len(config.routes)} routes)")
+    print(f"{args.file}: valid ({_count(len(config.backends), 'backend')}, {_count(len(config.routes), 'route')})")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 backend`, `2 routes`: the line a new user reads first, in plain English."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def models(args: argparse.Namespace) -> int:

@@ -179,3 +179,10 @@ def test_a_policy_that_is_not_utf8_is_named_with_where_it_stops_not_a_traceback(
         assert (done.returncode, done.stdout) == (1, ""), (args, done.stderr[-800:])
         assert done.stderr.splitlines() == said, args
     assert not data.exists()  # the store was neither announced nor opened
+
+
+def test_validate_counts_what_the_policy_declares_in_plain_english(capsys):
+    """The default policy, the first file a new user validates, was "valid (1 backends, 2
+    routes)": a count of one is now singular."""
+    assert main(["validate", str(REPO / "policies/default.yaml")]) == 0
+    assert capsys.readouterr().out.endswith(": valid (1 backend, 2 routes)\n")
