@@ -529,6 +529,10 @@ def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) 
     return to_nano((prompt * top_in + completion * top_out) / 1_000_000)
 
 
+# The longest Retry-After a client SDK should sleep through before retrying by itself; a
+# budget refusal that waits longer (until its day or month ends) says `x-should-retry: false`.
+SDK_WAIT_MAX_S = 60.0
+
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
 # How a refusal names its scope: a `rate_limits.routes` entry is a route's or a model's name.
 _WHO = {"key": "key {}", "team": "team {}", "route": "{} (rate_limits.routes)"}
@@ -595,6 +599,10 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
         spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
         limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"
+        if wait > SDK_WAIT_MAX_S:
+            # Retry-After says when the budget resets; the anthropic SDK, which sleeps for any
+            # Retry-After, would hold the call until then (a month's end), so it is told not to.
+            headers = {"x-should-retry": "false"}
     seconds = max(1, math.ceil(wait))
     return GatewayError(
         429,

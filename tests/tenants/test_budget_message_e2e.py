@@ -96,3 +96,34 @@ def test_a_request_that_alone_reserves_more_than_the_whole_budget_is_not_retried
     assert len(upstream.received) == 1
     client.close()
     messages.close()
+
+
+def test_a_used_up_budget_says_when_it_resets_and_that_retrying_sooner_will_not_help(start_gateway, upstream, tmp_path):
+    """A used-up budget's 429 says Retry-After until its period ends, hours or weeks away. The
+    anthropic SDK honours any Retry-After: with its default two retries, a call on a used-up
+    monthly budget slept until the month's end. The refusal now also says `x-should-retry:
+    false`, which both SDKs read: one attempt, the error at once, Retry-After still saying when."""
+    data = tmp_path / "data"
+    key = create_key("tiny", "--budget-usd", "0.00005", "--budget-period", "month", data_dir=data)
+    upstream.reset(prompt_tokens=PROMPT, completion_tokens=MAX_TOKENS)
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url, models={MODEL: PRICES}), env={"GATEWAY_DATA_DIR": str(data)}
+    )
+    spent = [httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key), timeout=30) for _ in range(3)]
+    assert [a.status_code for a in spent] == [200, 200, 429]
+    assert spent[2].headers["x-should-retry"] == "false"
+    assert int(spent[2].headers["retry-after"]) >= 1  # the month's end
+
+    sent: list[str] = []
+    hooks = {"request": [lambda request: sent.append(request.url.path)]}
+    messages = anthropic.Anthropic(
+        base_url=gw.url, api_key=key, http_client=anthropic.DefaultHttpxClient(event_hooks=hooks)
+    )
+    assert messages.max_retries == 2
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        messages.messages.create(model=MODEL, messages=ASK["messages"], max_tokens=MAX_TOKENS)
+    assert sent == ["/v1/messages"]
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert "key `tiny`: budget ($0.00005 per month, $0.00004 spent)" in str(refused.value)
+    assert len(upstream.received) == 2
+    messages.close()
