@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.auth import Authenticator
+from gateway.api.ingress import read_body
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError, echoed
 from gateway.supervise import start_supervised
@@ -73,9 +74,11 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_ADMIN_BODY:
-        raise GatewayError(413, f"Request body exceeds {MAX_ADMIN_BODY} bytes.", code="request_too_large")
+    """The JSON object sent, read after the admin key was checked and through the bounded
+    reader the proxy routes use: a declared length over the bound is refused before a byte
+    is read, a chunked body as soon as it passes it (`request.body()` buffered the whole body
+    first, however large, and only then answered 413)."""
+    raw = await read_body(request, MAX_ADMIN_BODY)
     if not raw:
         return {}
     try:
