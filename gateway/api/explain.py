@@ -6,7 +6,8 @@ a Responses `previous_response_id` brings its stored conversation) into the chat
 routing reads, and decided exactly as that endpoint would decide it. Same auth, same 400/404
 errors as the endpoint itself (in OpenAI's shape: this is the gateway's own API), and the
 same 403 `model_not_allowed` for a key restricted to other models (an explanation shows a
-model's backends, prices and live stats); an unknown endpoint is a 400.
+model's backends, prices and live stats); an unknown endpoint, or `endpoint` given twice,
+is a 400 naming it.
 
 The endpoint's parser, not a reading of the body kept apart for explain: one kept apart
 explained requests the endpoint refuses (a Messages tool_result answering no tool_use,
@@ -16,6 +17,7 @@ Responses' stored `prompt`) and routed a Responses continuation on its new input
 from __future__ import annotations
 
 import orjson
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -51,6 +53,17 @@ def ingress_for(endpoint: str) -> Ingress:
     return ingress
 
 
+def requested_endpoint(query: QueryParams) -> str:
+    """The `endpoint` query parameter (chat when absent). Given twice it is a 400 naming it:
+    read as the last one, `?endpoint=chat&endpoint=messages` explained a Messages request
+    to a client that may have meant the first; an empty one is not "chat" but a value no
+    endpoint has (`ingress_for`'s 400)."""
+    values = query.getlist("endpoint")
+    if len(values) > 1:
+        raise invalid_request(f"`endpoint` was given {len(values)} times; give it once.", "endpoint")
+    return values[0] if values else "chat"
+
+
 def explained_plan(
     ingress: Ingress,
     request: IngressRequest,
@@ -81,7 +94,7 @@ async def explain(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     principal = state.auth.authenticate(request)
     snapshot = state.config.current
-    ingress = ingress_for(request.query_params.get("endpoint") or "chat")
+    ingress = ingress_for(requested_endpoint(request.query_params))
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
     parsed = ingress.parse(await read_body(request, snapshot.config.gateway.max_body_bytes), headers)
     if ingress.prepares:

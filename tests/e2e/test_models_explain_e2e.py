@@ -215,6 +215,29 @@ def test_explain_refuses_an_unknown_endpoint_and_a_wrong_kind(gw):
     assert (bad.status_code, bad.json()["error"]["param"]) == (400, "input")
 
 
+def test_explain_refuses_endpoint_given_twice_or_empty(gw):
+    """`?endpoint=chat&endpoint=messages` was read as its last value, and explained a Messages
+    request to a client that may have meant chat; `?endpoint=` as chat. Each is a 400 naming
+    `endpoint` now, in OpenAI's shape."""
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    query = [("endpoint", "chat"), ("endpoint", "messages")]
+    twice = httpx.post(gw.url + "/v1/route/explain", params=query, json=chat, timeout=10)
+    assert twice.status_code == 400
+    assert twice.json()["error"] == {
+        "message": "`endpoint` was given 2 times; give it once.",
+        "type": "invalid_request_error",
+        "param": "endpoint",
+        "code": None,
+    }
+    empty = httpx.post(gw.url + "/v1/route/explain?endpoint=", json=chat, timeout=10)
+    assert (empty.status_code, empty.json()["error"]["param"]) == (400, "endpoint")
+    assert empty.json()["error"]["message"] == (
+        "`endpoint` must be one of chat, messages, responses, completions, embeddings; got ''."
+    )
+    once = httpx.post(gw.url + "/v1/route/explain", params=query[:1], json=chat, timeout=10)
+    assert (once.status_code, once.json()["endpoint"]) == (200, "chat")
+
+
 def test_an_agents_own_model_name_is_served_through_its_alias(gw, openai_client):
     raw = openai_client(gw).chat.completions.with_raw_response.create(
         model="gpt-5-codex", messages=[{"role": "user", "content": "hi"}]
