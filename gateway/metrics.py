@@ -189,6 +189,12 @@ class Metrics:
             "one per request at admission (key, team, route limits), one per candidate with its own rpm.",
             registry=r,
         )
+        self.routing_stats_sync_failures = Counter(
+            "gateway_routing_stats_sync_failures_total",
+            "Rounds of sharing routing stats and circuits through Redis that failed (routing went on "
+            "with this process's own observations, kept to be pushed once Redis answers).",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r
         )
@@ -406,6 +412,10 @@ class Metrics:
 
     def rate_limiter_error(self) -> None:
         self.rate_limiter_errors.inc()
+
+    def routing_stats_sync_failed(self) -> None:
+        """`routing.shared` reports each sync round with Redis that failed."""
+        self.routing_stats_sync_failures.inc()
 
     def admitted_on_local_counts(self) -> None:
         self.limits_admitted_locally.inc()

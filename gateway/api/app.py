@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
             state.redis,
             on_restart=state.metrics.background_task_restarted,
             set_circuit_state=state.metrics.set_circuit_state,
+            on_sync_failure=state.metrics.routing_stats_sync_failed,
         )
         state.stats = live
         state.observers.add(live)

@@ -32,17 +32,18 @@ def start_routing(
     *,
     on_restart: Callable[[str], None],
     set_circuit_state: Callable[[str, str, int], None],
+    on_sync_failure: Callable[[], None] | None = None,
 ) -> tuple[LiveState, list[asyncio.Task[None]]]:
     """The LiveState the pipeline reads (the caller registers it as an observer) and the tasks
     that keep it: health probes, Redis sharing, the circuit-state gauge. Given the few things
-    it needs (the current snapshot, the adapters, Redis, two metrics hooks) rather than the
+    it needs (the current snapshot, the adapters, Redis, three metrics hooks) rather than the
     app's state, so routing depends on nothing above it."""
     live = LiveState(current)
     prober = HealthProber(live.health, current, backends)
     tasks = [start_supervised("health_prober", prober.run, on_restart)]
     if redis is not None:
         interval = current().config.gateway.routing.shared_sync_s
-        shared = SharedLiveState(redis, live, interval)
+        shared = SharedLiveState(redis, live, interval, on_sync_failure=on_sync_failure)
         tasks.append(start_supervised("shared_state_sync", shared.run, on_restart))
     tasks.append(
         start_supervised("circuit_state_export", lambda: export_circuit_states(live, set_circuit_state), on_restart)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.routing.deltas import PendingShare
@@ -145,12 +146,22 @@ def _float(raw: dict[str, str], field: str) -> float | None:
 class SharedLiveState:
     """Keeps one `LiveState` in step with every other replica's through Redis."""
 
-    def __init__(self, redis: Redis, live: LiveState, interval_s: float = 0.5, ttl_s: int = TTL_S) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        live: LiveState,
+        interval_s: float = 0.5,
+        ttl_s: int = TTL_S,
+        on_sync_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.live = live
         self.interval_s = interval_s
         self.ttl_s = ttl_s
-        self.sync_failures = 0  # consecutive; for logs and a metric later
+        self.sync_failures = 0  # consecutive, for the log; every one is also counted by `on_sync_failure`
+        # Told of each failed round (`gateway_routing_stats_sync_failures_total`): the log speaks
+        # once per outage, so without it a Redis failing every other round went unseen.
+        self._on_sync_failure = on_sync_failure
         live.share_with_replicas()
         self._script = redis.register_script(_APPLY)
         self._read = redis.register_script(_READ)
@@ -179,6 +190,8 @@ class SharedLiveState:
 
     def _failed(self, exc: Exception) -> bool:
         self.sync_failures += 1
+        if self._on_sync_failure is not None:
+            self._on_sync_failure()
         if self.sync_failures == 1:
             log.warning("cannot share routing stats through Redis (%s); routing on local observations", exc)
         return False

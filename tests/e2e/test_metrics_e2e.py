@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -167,3 +168,27 @@ def test_usage_events_the_recorder_drops_are_counted(start_gateway, upstream):
         what="a failed usage write",
         context=gw.log,
     )
+
+
+@pytest.mark.redis
+def test_failed_syncs_of_shared_routing_stats_are_counted(start_gateway, upstream, redis_server):
+    """A Redis outage fails every round of sharing routing stats; the log says so once, and once
+    more with the count when Redis is back. /metrics holds that same count: the failures were
+    invisible to alerts and dashboards before."""
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(policy(upstream.base_url), env=env)
+    assert scrape(gw.url).value("gateway_routing_stats_sync_failures_total") == 0
+    redis_server.stop()
+    poll(
+        lambda: scrape(gw.url).value("gateway_routing_stats_sync_failures_total") >= 2,
+        what="two failed syncs counted",
+        context=gw.log,
+    )
+    redis_server.start()
+    back = poll(
+        lambda: re.search(r"routing stats shared through Redis again after (\d+) failed syncs", gw.log()),
+        what="the sync to succeed again",
+        context=gw.log,
+    )
+    assert scrape(gw.url).value("gateway_routing_stats_sync_failures_total") == int(back.group(1))
+    assert gw.log().count("cannot share routing stats through Redis") == 1

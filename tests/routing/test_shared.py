@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from gateway.metrics import Metrics
 from gateway.proxy.outcome import Attempt, CallOutcome
 from gateway.proxy.usage import Usage
 from gateway.routing.health import CircuitState
@@ -121,6 +122,34 @@ async def test_redis_outage_keeps_local_routing_and_catches_up_later(replicas, r
     assert await sync_a.sync_once() and not a.pending
     assert await sync_b.sync_once()
     assert b.observed(OFFER.key).ttft_s == pytest.approx(0.5)
+
+
+async def test_every_failed_sync_is_counted_in_the_metric(redis_server):
+    """The log speaks once per outage; `gateway_routing_stats_sync_failures_total` counts every
+    failed round (a failed push, and a failed pull with nothing to push), and no successful one."""
+    metrics = Metrics()
+    client = Redis.from_url(redis_server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    live = live_for(SNAP, Clock())
+    sync = SharedLiveState(client, live, interval_s=0.05, on_sync_failure=metrics.routing_stats_sync_failed)
+
+    def counted() -> float | None:
+        return metrics.registry.get_sample_value("gateway_routing_stats_sync_failures_total")
+
+    try:
+        answer(live, OFFER, 0.5)
+        assert await sync.sync_once() and counted() == 0
+        redis_server.stop()
+        answer(live, OFFER, 0.7)
+        assert not await sync.sync_once()  # the push fails
+        assert not await sync.sync_once()  # again, with the observation put back
+        live.take_pending()
+        assert not await sync.sync_once()  # nothing to push: the pull fails
+        assert (sync.sync_failures, counted()) == (3, 3)
+        redis_server.start()
+        assert await sync.sync_once()
+        assert (sync.sync_failures, counted()) == (0, 3)
+    finally:
+        await client.aclose()
 
 
 async def test_a_push_that_times_out_returns_its_connection_to_the_pool(redis_server):
