@@ -13,7 +13,7 @@ made at parse time; `messages_prompt`, the dearer part, when routing first reads
 Each fact equals what the translation gives (tests compare both on every sample): the
 fields are made by the translation's own code (`_head`, `_options`, `_tail`); the estimate
 counts, message by message, the bytes `estimate_prompt_tokens` would count in the chat
-messages the turns become, and the tools' JSON by its length as Anthropic's tools plus the
+messages the turns become (thinking blocks as the `reasoning_content` they become), and the tools' JSON by its length as Anthropic's tools plus the
 difference each tool's chat spelling makes (their schemas, most of the bytes, are the same
 in both). A body outside the usual shape (a mid-conversation system turn, documents, images
 inside tool results, a malformed turn or tool) has no view: the caller translates it whole,
@@ -39,8 +39,6 @@ from gateway.protocol.messages import (
     _tool_call,
 )
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
-
-_THINKING = ("thinking", "redacted_thinking")
 
 
 def _json_length(value: Any) -> int:
@@ -145,6 +143,7 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
         tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
     run = None  # the role of the run of turns being counted, and its chat message so far:
     size, parts = 0, 0  # text bytes and parts
+    thinking, thoughts = 0, 0  # an assistant's thinking: bytes as its `reasoning_content` holds them, blocks
     texts: list[str] = []  # a user's texts
     calls: list[dict[str, Any]] = []
     for turn in turns:
@@ -155,10 +154,11 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
             return None  # a system turn (or a malformed one): the translation's
         if role != run:
             if run is not None:
-                tokens += _message_tokens(run, size, parts, calls)
+                tokens += _message_tokens(run, size, parts, calls, thinking)
                 if run == "user" and parts:
                     last_user = "\n".join(texts)
             run, size, parts, texts, calls = role, 0, 0, [], []
+            thinking, thoughts = 0, 0
         content = turn.get("content")
         if type(content) is str:
             size += utf8_length(content)
@@ -179,7 +179,12 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                     if type(block.get("id")) is not str or type(block.get("name")) is not str:
                         return None
                     calls.append(_tool_call(block))
-                elif kind not in _THINKING:
+                elif kind == "thinking":
+                    thought = block.get("thinking")
+                    if type(thought) is str:  # the translation's blocks, a paragraph ("\n\n") apart
+                        thinking += utf8_length(thought) + (2 if thoughts else 0)
+                        thoughts += 1
+                elif kind != "redacted_thinking":
                     return None
             continue
         # A user turn: each tool_result a tool message, the rest parts of the run's user message.
@@ -205,20 +210,21 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
             else:
                 return None  # documents, and blocks the translation refuses
     if run is not None:
-        tokens += _message_tokens(run, size, parts, calls)
+        tokens += _message_tokens(run, size, parts, calls, thinking)
         if run == "user" and parts:
             last_user = "\n".join(texts)
     return PromptFacts(tokens, images, last_user, system)
 
 
-def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]]) -> int:
+def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int) -> int:
     """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
-    texts are one string, followed by its calls; a user's are one string joined by lines
-    when all are text (`text_or_parts`), else parts the estimate joins by spaces
-    (`_content_text`): the same length either way. A user run of tool results alone has no
-    user message."""
+    texts are one string, followed by its calls and its thinking (`thinking`: the bytes of
+    its `reasoning_content`, a field the estimate counts apart); a user's are one string
+    joined by lines when all are text (`text_or_parts`), else parts the estimate joins by
+    spaces (`_content_text`): the same length either way. A user run of tool results alone
+    has no user message."""
     if role == "assistant":
-        return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0)
+        return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0) + (thinking + 2) // 3
     return PER_MESSAGE + (size + parts - 1 + 2) // 3 if parts else 0
 
 

@@ -4,7 +4,8 @@ The Responses twin of `gateway.protocol.messages_view` (read its docstring for w
 fields routing reads are made by the translation's own code (`_model`, `_options`, `_tail`),
 and the prompt's facts (token estimate, images, system text, last user text) are counted on
 the input items as the chat messages they become: an assistant message takes the function
-calls that follow it, and its text when it had none, exactly as `_append_items` merges them.
+calls that follow it, and its text when it had none, exactly as `_append_items` merges them,
+and the reasoning items before it as its `reasoning_content`.
 Function tools are counted as their JSON as sent plus what chat's `{"type": "function",
 "function": {...}}` spelling adds. Any other tool the translation takes (Codex's `custom`
 apply_patch, a `namespace` of functions, a client-run `tool_search`) is made into its chat
@@ -31,6 +32,7 @@ from gateway.protocol.responses import (
     _function_call,
     _model,
     _options,
+    _reasoning_text,
     _tail,
     _text_of,
     _tool,
@@ -59,7 +61,7 @@ _CALL_FRAME -= _json_length(("", "", ""))
 class _Message:
     """One chat message the items become, reduced to what the estimate and classifier read."""
 
-    __slots__ = ("calls", "images", "pieces", "role", "size", "text")
+    __slots__ = ("calls", "images", "pieces", "reasoning", "role", "size", "text")
 
     def __init__(self, role: str, size: int, text: str, calls: int = 0, images: bool = False, pieces: int = 1) -> None:
         self.role = role
@@ -68,6 +70,7 @@ class _Message:
         self.calls = calls  # JSON bytes of its `tool_calls` list (0: none)
         self.images = images
         self.pieces = pieces  # the texts and images the estimate joins (a user's: 0 for none)
+        self.reasoning: int | None = None  # UTF-8 bytes of its `reasoning_content` (None: it has none)
 
 
 def responses_fields(body: Any) -> dict[str, Any] | None:
@@ -149,6 +152,8 @@ def responses_prompt(
             tokens += PER_MESSAGE + (message.size + 2) // 3
             if message.calls:
                 tokens += (message.calls + 2) // 3  # json_tokens of its tool calls
+            if message.reasoning is not None:
+                tokens += (message.reasoning + 2) // 3
         sent = body.get("tools")
         if sent:
             if tools is None:
@@ -170,6 +175,7 @@ def responses_prompt(
 def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
     """Append the chat messages `items` become (as `_append_items` does); False when an item
     is not of the usual kinds."""
+    thought: int | None = None  # the bytes of the reasoning items' text since the last message
     for item in items:
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
@@ -192,6 +198,10 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
                 last.images, last.pieces = last.images or images, last.pieces + pieces
             else:
                 messages.append(_Message(role, size, text, 0, images, pieces))
+            if thought is not None:
+                if role == "assistant":
+                    _reasoned(messages[-1], thought)
+                thought = None  # reasoning before any other turn is not sent
         elif kind == "function_call" or kind == "custom_tool_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
             if (
@@ -209,15 +219,29 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
                 last.calls = last.calls + 1 + size if last.calls else 2 + size
             else:
                 messages.append(_Message("assistant", 0, "", 2 + size))
+            if thought is not None:
+                _reasoned(messages[-1], thought)
+                thought = None
         elif kind == "function_call_output" or kind == "custom_tool_call_output":
             if type(item.get("call_id")) is not str:
                 return False
             output = item.get("output")
             text = output if type(output) is str else _text_of(output, "")
             messages.append(_Message("tool", utf8_length(text), text))
-        elif kind != "reasoning":
+        elif kind == "reasoning":
+            reasoning = _reasoning_text(item)
+            if reasoning:  # the items' texts a paragraph ("\n\n") apart, as the translation joins them
+                size = utf8_length(reasoning)
+                thought = size if thought is None else thought + 2 + size
+        else:
             return False  # tool search items, and kinds the translation refuses
     return True
+
+
+def _reasoned(message: _Message, thought: int) -> None:
+    """The reasoning before an assistant turn, counted as the `reasoning_content` the
+    translation's `_reasoned` gives it: after any it had, a paragraph apart."""
+    message.reasoning = thought if message.reasoning is None else message.reasoning + 2 + thought
 
 
 def _content(content: Any, role: str) -> tuple[int, str, bool, int] | None:

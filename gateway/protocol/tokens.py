@@ -66,7 +66,22 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
             calls = message.get("tool_calls")
             if calls:
                 total += json_tokens(calls)
+            if message.get("role") == "assistant":  # the one lookup more a message costs
+                total += _reasoning_tokens(message)
     tools = payload.get("tools")
     if tools:
         total += json_tokens(tools)
     return total
+
+
+def _reasoning_tokens(message: dict[str, Any]) -> int:
+    """An assistant message's earlier reasoning sent back, text its backend receives: as
+    `reasoning_content` (vLLM's and DeepSeek's spelling, and what translated Messages thinking
+    blocks and Responses reasoning items become) or `reasoning` (OpenRouter's). Left out, a
+    coding agent's long thinking history routed as a far shorter prompt than it is."""
+    tokens = 0
+    for field in ("reasoning_content", "reasoning"):
+        text = message.get(field)
+        if type(text) is str:
+            tokens += estimate_text_tokens(text)
+    return tokens

@@ -197,6 +197,38 @@ USUAL = {
         "messages": [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Hello"}],
     },
     "no user message": {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "assistant", "content": "Hi."}]},
+    # Thinking blocks become the run's `reasoning_content`, a paragraph apart; redacted ones
+    # and a thinking without text are dropped, an empty one still joins.
+    "thinking across a run of assistant turns": _agent_turn(
+        messages=[
+            {"role": "user", "content": "Fix calc.py"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "Read it first, é.", "signature": "s1"},
+                    {"type": "redacted_thinking", "data": "opaque" * 50},
+                    {"type": "text", "text": "Reading."},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "", "signature": "s2"},
+                    {"type": "thinking", "thinking": None, "signature": "s3"},
+                    {"type": "thinking", "thinking": "Then run the tests.", "signature": "s4"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"path": "calc.py"}},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x = 1"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "x" * 31, "signature": "s5"},
+                    {"type": "text", "text": "B"},
+                ],
+            },
+        ]
+    ),
     "thinking budget, metadata, sampling": _agent_turn(
         thinking={"type": "enabled", "budget_tokens": 2048}, metadata={"user_id": "u1"}, temperature=0.2, top_k=5
     ),

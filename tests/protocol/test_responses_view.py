@@ -50,6 +50,10 @@ def _call(call_id: str, name: str = "read_file") -> dict[str, Any]:
     return {"type": "function_call", "call_id": call_id, "name": name, "arguments": '{"path": "a\\"b.py"}'}
 
 
+def _reasoning(text: str) -> dict[str, Any]:
+    return {"type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
+
+
 def _agent_turn(**overrides: Any) -> dict[str, Any]:
     """A Codex-like turn: instructions, function tools, calls (parallel ones too), outputs."""
     body: dict[str, Any] = {
@@ -166,6 +170,34 @@ USUAL = {
     ),
     "empty contents": (
         {"model": "m", "input": [{"role": "user", "content": []}, {"role": "assistant", "content": []}, _call("x")]},
+        None,
+    ),
+    # Reasoning items become the `reasoning_content` of the assistant turn after them (a call's
+    # too), their texts a paragraph apart; before a user turn, or at the end, they are dropped.
+    "reasoning items before messages and calls": (
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "Fix calc.py"},
+                _reasoning("Read it first, é."),
+                _reasoning(""),
+                {"type": "reasoning", "summary": [{"type": "summary_text", "text": "A summary."}]},
+                {"type": "reasoning", "summary": [], "encrypted_content": "opaque" * 50},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "Reading."}]},
+                _reasoning("Dropped: a user turn follows."),
+                {"role": "user", "content": "go on"},
+                _reasoning("Call it."),
+                _call("c1"),
+                _reasoning("Across the output."),
+                {"type": "function_call_output", "call_id": "c1", "output": "x = 1"},
+                _reasoning("x" * 31),
+                _call("c2"),
+                _reasoning("Then the text."),
+                {"role": "assistant", "content": "B"},
+                {"type": "function_call_output", "call_id": "c2", "output": "ok"},
+                _reasoning("Dropped: nothing follows."),
+            ],
+        },
         None,
     ),
     "continued from stored items": ({"model": "m", "instructions": "Now be brief.", "input": "And then?"}, _PREVIOUS),
