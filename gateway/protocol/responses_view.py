@@ -188,6 +188,8 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
                 return False
             size, text, images, pieces = read
             last = messages[-1] if messages else None
+            if role == "system" and last is not None and last.role != "system":
+                role = "user"  # a developer message mid-conversation: user text in its place, as translated
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text = size, text  # the text of the turn whose calls came first
             elif last is not None and last.role == role and not last.calls:

@@ -168,6 +168,28 @@ USUAL = {
         ),
         None,
     ),
+    # Codex's developer messages after the conversation began are user text in their place
+    # (the view counted them as system messages of their own, and read the last user text
+    # without them).
+    "developer messages mid-conversation": (
+        _agent_turn(
+            input=[
+                {"role": "developer", "content": [{"type": "input_text", "text": "<permissions>"}]},
+                {"role": "user", "content": "Fix calc.py"},
+                {
+                    "role": "developer",
+                    "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}],
+                },
+                {"role": "user", "content": [{"type": "input_text", "text": "c"}, _IMAGE]},
+                {"role": "assistant", "content": "On it."},
+                {"role": "system", "content": "<environment_context> é"},
+                _call("c1"),
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+                {"role": "developer", "content": ""},
+            ]
+        ),
+        None,
+    ),
     "empty contents": (
         {"model": "m", "input": [{"role": "user", "content": []}, {"role": "assistant", "content": []}, _call("x")]},
         None,
