@@ -19,14 +19,13 @@ from gateway.api.ingress import client_request_id as client_request_id
 from gateway.api.ingress import handle
 from gateway.api.ingress import read_body as read_body
 from gateway.api.ingress import receive_body as receive_body
-from gateway.api.usage_cost import CostStream, ask_for_usage, body_with_cost, wants_cost
+from gateway.api.usage_cost import ask_for_usage, priced_body, priced_stream, wants_cost
 from gateway.backends.base import CHAT_COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import parse_chat_request, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
-from gateway.proxy.outcome import price_usd
 
 _STREAM = OPENAI_PASSTHROUGH  # chat answers stream as chat chunks: forwarded untouched
 _COST = object()  # `Parsed.native` of a request that asked for `usage.cost` (gateway.api.usage_cost)
@@ -57,14 +56,12 @@ class ChatIngress(Ingress):
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         if request.native is _COST:
-            return body_with_cost(opened.body, opened.offer)
+            return priced_body(opened)
         return opened.body
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         if request.native is _COST:
-            outcome = opened.outcome
-            price = outcome.price_of if outcome is not None else partial(price_usd, opened.offer)
-            return CostStream(price, _STREAM.broken)
+            return priced_stream(opened, _STREAM.broken)
         return _STREAM
 
     def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:

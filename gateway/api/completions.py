@@ -6,7 +6,9 @@ backend serves `completions` natively (`apis:`, defaulted per vendor type), and 
 model none of whose backends does is a 400 that says so. Each candidate gets the client's
 body with its own model id (`suffix`, `echo`, `logprobs`... untouched; a stream asks for
 usage, stripped again unless the client asked); the answer, JSON or SSE, is relayed as it
-came. Fallback, limits and the ledger (`endpoint: completions`) are chat's.
+came. Fallback, limits and the ledger (`endpoint: completions`) are chat's, and so is
+OpenRouter's usage accounting (`usage: {"include": true}`: the field kept from the backend,
+the answer's usage priced, `gateway.api.usage_cost`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.edge import OPENAI_PASSTHROUGH, Ingress, IngressRequest, StreamTranslator
 from gateway.api.ingress import handle
+from gateway.api.usage_cost import ask_for_usage, priced_body, priced_stream, wants_cost
 from gateway.backends.base import COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.completions import CompletionsRequest, parse_completions_request, upstream_completions_payload
@@ -31,17 +34,29 @@ class CompletionsIngress(Ingress):
     endpoint = "completions"
 
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
-        return parse_completions_request(body)
+        request = parse_completions_request(body)
+        if "usage" in request.payload and wants_cost(request.payload):  # OpenRouter's usage accounting
+            ask_for_usage(request.chat)
+            request.include_usage = request.chat.include_usage
+            request.priced = True
+        return request
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         if "completions" not in offer.apis or not isinstance(request, CompletionsRequest):
             return None
-        return UpstreamCall(COMPLETIONS, upstream_completions_payload(request, offer.upstream_id), COMPLETIONS_FORMAT)
+        payload = upstream_completions_payload(request, offer.upstream_id)
+        if "usage" in payload:  # OpenRouter's usage accounting, whatever its value: the gateway's field, as chat's
+            del payload["usage"]
+        return UpstreamCall(COMPLETIONS, payload, COMPLETIONS_FORMAT)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        if isinstance(request, CompletionsRequest) and request.priced:
+            return priced_body(opened)
         return opened.body
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
+        if isinstance(request, CompletionsRequest) and request.priced:
+            return priced_stream(opened, _STREAM.broken)
         return _STREAM
 
     def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:

@@ -405,6 +405,11 @@ PATHS: dict[str, Any] = {
     "/admin/audit": _admin("get", "The audit log of admin actions, newest last"),
 }
 
+_USAGE_ACCOUNTING = {  # chat's and text completions' (gateway.api.usage_cost)
+    "type": "object",
+    "description": "OpenRouter's usage accounting: `include: true` adds `usage.cost` (USD)",
+    "properties": {"include": {"type": "boolean"}},
+}
 _MESSAGES_ITEM = {
     "type": "object",
     "required": ["role"],
@@ -456,11 +461,7 @@ SCHEMAS: dict[str, Any] = {
             "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
             "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
             "tools": {"type": ["array", "null"]},
-            "usage": {
-                "type": "object",
-                "description": "OpenRouter's usage accounting: `include: true` adds `usage.cost` (USD)",
-                "properties": {"include": {"type": "boolean"}},
-            },
+            "usage": _USAGE_ACCOUNTING,
             "provider": {"type": "object", "description": "OpenRouter's provider preferences"},
         },
     },
@@ -472,6 +473,7 @@ SCHEMAS: dict[str, Any] = {
             "prompt": {"type": ["string", "array"]},
             "stream": {"type": ["boolean", "null"]},
             "max_tokens": {"type": ["integer", "null"], "minimum": 1},
+            "usage": _USAGE_ACCOUNTING,
         },
     },
     "EmbeddingRequest": {

@@ -1,10 +1,12 @@
-"""OpenRouter's usage accounting on the chat API: `usage: {"include": true}` in a request adds
-`cost` (USD) to the answer's `usage` object, in the final usage chunk for streams.
+"""OpenRouter's usage accounting on the chat and text completions APIs: `usage: {"include": true}`
+in a request adds `cost` (USD) to the answer's `usage` object, in the final usage chunk for
+streams. Both ingresses price their answers here (`priced_body`, `priced_stream`): the two
+share OpenAI's usage object, its streams' usage chunk and the way a stream asks for it.
 
 The cost is the gateway's own, at the serving backend's list prices (`price_usd`, the same
 function the ledger and budgets use), so what a client reads is what its key was charged.
 Only requests that ask pay for it: their answer is parsed and written again (a non-streamed
-body once; a stream's events only when one carries `usage`); every other chat request takes
+body once; a stream's events only when one carries `usage`); every other request takes
 the untouched path. The `usage` field itself is the gateway's: it is not sent upstream (OpenAI
 refuses unknown fields). Non-streamed answers carry `x-gateway-cost-usd` whatever was asked
 (`gateway.api.ingress`): a stream's headers leave before its cost is known.
@@ -20,6 +22,7 @@ import orjson
 
 from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest
+from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.outcome import price_usd
 from gateway.proxy.usage import Usage
 
@@ -82,6 +85,20 @@ class CostStream:
 
     def finish(self) -> bytes:
         return b""
+
+
+def priced_body(opened: OpenedAnswer) -> bytes:
+    """A non-streamed answer for a client that asked for its cost: priced at the backend that
+    wrote it."""
+    return body_with_cost(opened.body, opened.offer)
+
+
+def priced_stream(opened: OpenedAnswer, broken: Any) -> CostStream:
+    """The translator of a stream for a client that asked for its cost; `broken`: the
+    ingress's own error event for a stream that broke off."""
+    outcome = opened.outcome
+    price = outcome.price_of if outcome is not None else partial(price_usd, opened.offer)
+    return CostStream(price, broken)
 
 
 def ask_for_usage(chat: ChatRequest) -> None:

@@ -30,6 +30,7 @@ class CompletionsRequest:
     stream: bool
     include_usage: bool  # the client asked for the final usage chunk
     chat: ChatRequest  # the view routing and limits read
+    priced: bool = False  # asked for `usage.cost` (OpenRouter's `usage.include`: gateway.api.usage_cost)
 
     @property
     def native(self) -> dict[str, Any]:

@@ -98,3 +98,37 @@ def test_a_stream_whose_upstream_sends_no_usage_gets_the_estimate_with_its_cost(
     assert usage is not None and usage.cost > 0
     expected = (usage.prompt_tokens * 1000.0 + usage.completion_tokens * 2000.0) / 1e6
     assert usage.cost == pytest.approx(expected, abs=1e-12)
+
+
+def test_text_completions_carry_their_cost_as_chat_does(gw, upstream, openai_client, tmp_path):
+    """A new user's walkthrough found `/v1/completions` forwarding `usage` to the backend and
+    adding no cost: the field is the gateway's there too, and the answer is priced as chat's."""
+    client = openai_client(gw)
+    raw = client.completions.with_raw_response.create(model=MODEL, prompt="def add(a, b):", extra_body=ACCOUNTING)
+    answer = raw.parse()
+    assert answer.usage.cost == pytest.approx(COST, abs=1e-12)
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (11, 7)
+    assert answer.choices[0].text == "Hello from the fake upstream."
+    assert float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(COST, abs=1e-12)
+    assert upstream.received[-1].body == {"model": MODEL, "prompt": "def add(a, b):"}
+
+    chunks = list(client.completions.create(model=MODEL, prompt="def add(a, b):", stream=True, extra_body=ACCOUNTING))
+    with_usage = [c for c in chunks if c.usage is not None]
+    assert len(with_usage) == 1 and with_usage[0] is chunks[-1]  # usage.include alone asks for the chunk
+    assert with_usage[0].usage.cost == pytest.approx(COST, abs=1e-12)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello from the fake upstream. "
+    assert upstream.received[-1].body == {
+        "model": MODEL,
+        "prompt": "def add(a, b):",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+    # Not asked, whatever the field's value: no cost, and the field is not sent on.
+    for value in ({"include": False}, {}, {"include": "true"}):
+        plain = client.completions.create(model=MODEL, prompt="x", extra_body={"usage": value})
+        assert "cost" not in plain.usage.model_dump()
+        assert "usage" not in upstream.received[-1].body
+    assert len(upstream.received) == 5
+    poll(lambda: len(ledger_costs(gw, tmp_path)) == 5, what="every call recorded")
+    assert ledger_costs(gw, tmp_path) == [pytest.approx(COST, abs=1e-12)] * 5  # what the clients read
