@@ -4,7 +4,8 @@ It lets a fresh gateway answer out of the box and lets tests and demos run witho
 upstream. It serves `/chat/completions`, legacy `/completions` (streamed or not) and
 `/embeddings` (vectors of the offer's `dimensions`, default 1536, or the request's). What it
 answers (tool calls, JSON for a schema, n, max_tokens, stop) is decided in `mock_answers`;
-this module turns the answer into wire bytes. Token counts are realistic
+this module turns the answer into wire bytes, vLLM's fields included (a choice's
+`stop_reason` names the stop string that ended it). Token counts are realistic
 (prompt estimated like the router does, completion as generated); `delay_ms` and
 `tokens_per_second` simulate a model's time to first token and generation speed.
 """
@@ -72,7 +73,7 @@ class MockResponse(UpstreamResponse):
                 if pace:
                     await asyncio.sleep(pace)
                 yield _event({**chunk, "choices": [_delta(i, piece)]})
-            yield _event({**chunk, "choices": [_delta(i, {}, choice.finish_reason)]})
+            yield _event({**chunk, "choices": [_finish(i, choice)]})
         if (payload.get("stream_options") or {}).get("include_usage"):
             yield _event({**chunk, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
@@ -85,7 +86,13 @@ def _whole(index: int, choice: Choice) -> dict[str, Any]:
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
             for call in choice.tool_calls
         ]
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": choice.finish_reason}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": choice.finish_reason,
+        "stop_reason": choice.stop_reason,
+    }
 
 
 def _pieces(choice: Choice) -> list[dict[str, Any]]:
@@ -106,8 +113,19 @@ def _pieces(choice: Choice) -> list[dict[str, Any]]:
     return [{"content": word if i == 0 else " " + word} for i, word in enumerate(words) if word or i == 0]
 
 
-def _delta(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def _delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+
+
+def _finish(index: int, choice: Choice) -> dict[str, Any]:
+    """A streamed choice's last chunk: vLLM's carries the matched stop string in `stop_reason`."""
+    return {
+        "index": index,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": choice.finish_reason,
+        "stop_reason": choice.stop_reason,
+    }
 
 
 def _event(obj: dict[str, Any]) -> bytes:
@@ -174,7 +192,7 @@ class MockCompletions(UpstreamResponse):
         if not self._stream:
             if pace:
                 await asyncio.sleep(pace * completion_tokens)
-            choices = [_text(i, choice.content or "", choice.finish_reason) for i, choice in enumerate(answers)]
+            choices = [_text(i, choice.content or "", choice) for i, choice in enumerate(answers)]
             yield orjson.dumps({**base, "choices": choices, "usage": usage})
             return
         for i, choice in enumerate(answers):
@@ -182,14 +200,24 @@ class MockCompletions(UpstreamResponse):
                 if pace:
                     await asyncio.sleep(pace)
                 yield _event({**base, "choices": [_text(i, piece["content"], None)]})
-            yield _event({**base, "choices": [_text(i, "", choice.finish_reason)]})
+            yield _event({**base, "choices": [_text(i, "", choice)]})
         if (payload.get("stream_options") or {}).get("include_usage"):
             yield _event({**base, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
 
 
-def _text(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+def _text(index: int, text: str, finished: Choice | None) -> dict[str, Any]:
+    """A text completion choice; `finished`: the choice it ends (vLLM's last one names the
+    matched stop string in `stop_reason`)."""
+    if finished is None:
+        return {"text": text, "index": index, "logprobs": None, "finish_reason": None}
+    return {
+        "text": text,
+        "index": index,
+        "logprobs": None,
+        "finish_reason": finished.finish_reason,
+        "stop_reason": finished.stop_reason,
+    }
 
 
 def _is_batch(prompt: Any) -> bool:

@@ -96,6 +96,9 @@ class Choice:
     finish_reason: str
     tool_calls: tuple[ToolCall, ...] = ()
     tokens: int = 0  # completion tokens this choice counts for
+    # The stop string that ended the choice, which vLLM names in the choice's `stop_reason`
+    # (None: it ended otherwise): what the Messages translation reports as `stop_sequence`.
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,20 +193,21 @@ def _text_choice(payload: dict[str, Any], default_tokens: int) -> Choice:
     words = [WORDS[i % len(WORDS)] for i in range(count)]
     finish = "length" if limit is not None and limit < default_tokens else "stop"
     cut = _stop_at(words, payload.get("stop"))
-    if cut is not None:
-        words, finish = cut, "stop"
-    return Choice(content=" ".join(words), finish_reason=finish, tokens=len(words))
+    if cut is None:
+        return Choice(content=" ".join(words), finish_reason=finish, tokens=len(words))
+    kept, matched = cut
+    return Choice(content=" ".join(kept), finish_reason="stop", tokens=len(kept), stop_reason=matched)
 
 
-def _stop_at(words: list[str], stop: Any) -> list[str] | None:
-    """The words before the first stop sequence, or None if none occurs."""
+def _stop_at(words: list[str], stop: Any) -> tuple[list[str], str] | None:
+    """The words before the first stop sequence and that sequence, or None if none occurs."""
     stops = [stop] if isinstance(stop, str) else [s for s in _list(stop) if isinstance(s, str)]
     text = " ".join(words)
-    hits = [text.find(s) for s in stops if s and s in text]
+    hits = [(text.find(s), s) for s in stops if s and s in text]
     if not hits:
         return None
-    kept = text[: min(hits)]
-    return kept.split()  # a word cut by the stop sequence is kept up to it
+    at, matched = min(hits, key=lambda hit: hit[0])  # the earliest in the text; of a tie, the first listed
+    return text[:at].split(), matched  # a word cut by the stop sequence is kept up to it
 
 
 def _response_schema(response_format: Any) -> dict[str, Any] | None:

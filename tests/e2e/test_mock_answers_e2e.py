@@ -105,3 +105,44 @@ def test_legacy_completions_from_the_shipped_policy_streamed_and_not(gw, openai_
     chunks = list(client.completions.create(model="auto", prompt="Once upon a time", stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices).startswith("This is a synthetic reply")
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"  # OpenAI's default: 16 tokens
+
+
+def test_a_stop_sequence_hit_is_named_as_vllm_names_it_and_through_messages(gw, openai_client):
+    """The mock names the stop string that ended a choice in the choice's `stop_reason`, as
+    vLLM does, so a Messages client of a translated backend reads `stop_reason:
+    "stop_sequence"` and the matched string (a walkthrough found `end_turn` through the mock)."""
+    import anthropic
+
+    client = openai_client(gw)
+    stopped = client.chat.completions.with_raw_response.create(model="auto", messages=USER, stop=["backend", "reply"])
+    (choice,) = json.loads(stopped.text)["choices"]
+    assert (choice["message"]["content"], choice["finish_reason"], choice["stop_reason"]) == (
+        "This is a synthetic",
+        "stop",
+        "reply",  # the earliest hit, not the first listed
+    )
+    plain = json.loads(client.chat.completions.with_raw_response.create(model="auto", messages=USER).text)
+    assert (plain["choices"][0]["finish_reason"], plain["choices"][0]["stop_reason"]) == ("stop", None)
+    chunks = list(client.chat.completions.create(model="auto", messages=USER, stop=["reply"], stream=True))
+    finishing = [c.choices[0].model_dump() for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [(c["finish_reason"], c["stop_reason"]) for c in finishing] == [("stop", "reply")]
+    text = client.completions.with_raw_response.create(model="auto", prompt="Once", stop="synthetic")
+    assert [(c["text"], c["stop_reason"]) for c in json.loads(text.text)["choices"]] == [("This is a", "synthetic")]
+
+    messages = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0)
+    hello = [{"role": "user", "content": "Say hello."}]
+    answer = messages.messages.create(model="auto", max_tokens=64, messages=hello, stop_sequences=["mock", "reply"])
+    assert (answer.content[0].text, answer.stop_reason, answer.stop_sequence) == (
+        "This is a synthetic",
+        "stop_sequence",
+        "reply",
+    )
+    with messages.messages.stream(model="auto", max_tokens=64, messages=hello, stop_sequences=["reply"]) as stream:
+        streamed = stream.get_final_message()
+    assert (streamed.content[0].text, streamed.stop_reason, streamed.stop_sequence) == (
+        "This is a synthetic",
+        "stop_sequence",
+        "reply",
+    )
+    unmatched = messages.messages.create(model="auto", max_tokens=64, messages=hello, stop_sequences=["zebra"])
+    assert (unmatched.stop_reason, unmatched.stop_sequence) == ("end_turn", None)
