@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api import keys, stored_responses
+from gateway.api.anthropic_answers import anthropic_error_response
 from gateway.api.auth import Authenticator
 from gateway.api.fastpath import FastPathApp, Middleware, imported_middleware, with_middleware
 from gateway.api.routes import fast_routes, route_table, starlette_routes
@@ -26,7 +26,6 @@ from gateway.backends.pool import BackendPool
 from gateway.config.reload import ConfigHolder, last_good_path
 from gateway.logs import configure_logging
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import anthropic_error
 from gateway.ratelimit import RateLimiter
 from gateway.routing.runtime import start_routing
 from gateway.settings import Settings
@@ -245,9 +244,9 @@ _ANTHROPIC_PATHS = ("/v1/messages", "/messages", "/v1/v1/messages")
 
 def _refusal(request: Request, error: GatewayError) -> Response:
     """A path or method the gateway does not serve, refused in the shape of the API the client
-    speaks there: Anthropic's under Messages paths (its SDKs raise their own classes), else OpenAI's."""
+    speaks there: Anthropic's under Messages paths (its SDKs raise their own classes; its request
+    named, as Anthropic's errors name theirs), else OpenAI's."""
     path = request.url.path
     if not any(path == prefix or path.startswith(prefix + "/") for prefix in _ANTHROPIC_PATHS):
         return error.to_response()
-    status, body = anthropic_error(error)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=error.headers)
+    return anthropic_error_response(request.app.state.gateway, error)

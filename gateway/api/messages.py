@@ -369,8 +369,7 @@ class MessagesIngress(Ingress):
         return _NativeResume(request)
 
     def error(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
-        status, body = anthropic_error(exc)
-        body["request_id"] = request_id  # as Anthropic's error bodies carry it (`APIStatusError.request_id`)
+        status, body = anthropic_error(exc, request_id)
         return status, exc.headers, orjson.dumps(body)
 
 

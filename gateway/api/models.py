@@ -30,10 +30,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.anthropic_answers import anthropic_answer, anthropic_error_response
 from gateway.api.state import AppState
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.errors import GatewayError, echoed, invalid_request, model_not_found
-from gateway.protocol.messages import anthropic_error
 from gateway.routing.resolve import resolve
 from gateway.tenants.principal import Principal
 
@@ -189,13 +189,6 @@ def anthropic_page(
     }
 
 
-def anthropic_response(error: GatewayError) -> Response:
-    """The error in Anthropic's shape, with its headers (the failed-auth throttle's 429 carries
-    Retry-After, which the SDKs wait by; it was dropped here)."""
-    status, body = anthropic_error(error)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=error.headers)
-
-
 async def list_models(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     snapshot = state.config.current
@@ -212,8 +205,8 @@ async def list_models(request: Request) -> Response:
             lifecycle = [*query.getlist("lifecycle[]"), *query.getlist("lifecycle")]
             body = anthropic_page(entries, dict(query), lifecycle)
         except GatewayError as exc:
-            return anthropic_response(exc)
-        return Response(orjson.dumps(body), media_type="application/json")
+            return anthropic_error_response(state, exc)
+        return anthropic_answer(state, orjson.dumps(body))
     principal = state.auth.authenticate(request)
     listed = {"object": "list", "data": visible_to(principal, model_entries(snapshot))}
     return Response(orjson.dumps(listed), media_type="application/json")
@@ -229,9 +222,10 @@ async def get_model(request: Request) -> Response:
         entry = model_entry(snapshot, wanted, principal)
         if anthropic and "messages" not in entry["endpoints"]:
             raise model_not_found(wanted)  # as the list: what /v1/messages can serve (not an embedding model)
-        found = anthropic_entry(entry, snapshot) if anthropic else entry
-        return Response(orjson.dumps(found), media_type="application/json")
+        if anthropic:
+            return anthropic_answer(state, orjson.dumps(anthropic_entry(entry, snapshot)))
+        return Response(orjson.dumps(entry), media_type="application/json")
     except GatewayError as exc:
         if anthropic:
-            return anthropic_response(exc)
+            return anthropic_error_response(state, exc)
         raise

@@ -436,7 +436,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "AnthropicError": {
         "type": "object",
-        "required": ["type", "error"],
+        "required": ["type", "error", "request_id"],
         "properties": {
             "type": {"const": "error"},
             "error": {
@@ -444,6 +444,7 @@ SCHEMAS: dict[str, Any] = {
                 "required": ["type", "message"],
                 "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
             },
+            "request_id": {"type": "string", "description": "the request, as the `request-id` header names it"},
         },
     },
     "ChatCompletionRequest": {

@@ -828,12 +828,16 @@ def malformed_chunk(exc: Exception) -> GatewayError:
     return GatewayError(502, str(exc) if isinstance(exc, MalformedChunk) else _MALFORMED_CHUNK)
 
 
-def anthropic_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
-    """The status and body of a gateway error in Anthropic's shape."""
+def anthropic_error(error: GatewayError, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    """The status and body of a gateway error in Anthropic's shape; an answer's body names its
+    request in `request_id`, as Anthropic's do (the SDKs' `APIStatusError.request_id`)."""
     kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")
     status = ERROR_STATUS[kind] if kind == "overloaded_error" else error.status
     message = _prompt_too_long(error) if isinstance(error, ContextLengthExceeded) else error.message
-    return status, {"type": "error", "error": {"type": kind, "message": message}}
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return status, body
 
 
 _PROMPT_TOO_LONG = "prompt is too long"  # Anthropic's words for a context overflow

@@ -735,14 +735,27 @@ def test_a_wrong_path_or_method_under_messages_is_refused_in_anthropics_shape(gw
     wrong_path = httpx.post(gw.url + "/v1/messages/nope", json={}, headers=headers)
     wrong_method = httpx.get(gw.url + "/v1/messages", headers=headers)
     elsewhere = httpx.post(gw.url + "/v1/nope", json={}, headers=headers)
+    # Each names its request as Anthropic's errors do, in the body and the `request-id` header
+    # (a walkthrough found these without either, unlike /v1/messages' own).
+    path_id, method_id = wrong_path.headers["request-id"], wrong_method.headers["request-id"]
     assert (wrong_path.status_code, wrong_path.json()) == (
         404,
-        {"type": "error", "error": {"type": "not_found_error", "message": "Unknown path /v1/messages/nope."}},
+        {
+            "type": "error",
+            "error": {"type": "not_found_error", "message": "Unknown path /v1/messages/nope."},
+            "request_id": path_id,
+        },
     )
     assert (wrong_method.status_code, wrong_method.json()) == (
         405,
-        {"type": "error", "error": {"type": "invalid_request_error", "message": "GET is not allowed on /v1/messages."}},
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "GET is not allowed on /v1/messages."},
+            "request_id": method_id,
+        },
     )
+    assert (wrong_path.headers["x-request-id"], wrong_method.headers["x-request-id"]) == (path_id, method_id)
+    assert path_id != method_id
     assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
     assert upstream.received == []
 

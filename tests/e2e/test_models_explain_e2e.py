@@ -115,16 +115,22 @@ def test_anthropic_list_filters_by_lifecycle(gw, claude):
             "type": "invalid_request_error",
             "message": "lifecycle: `gone` is not one of active, deprecated, retired.",
         },
+        "request_id": caught.value.response.headers["request-id"],
     }
 
 
 def test_anthropic_errors_are_anthropic_shaped(gw, claude):
+    """Each names its request as Anthropic's do, in the body's `request_id` and the `request-id`
+    header (a walkthrough found the model lookup's without either, unlike /v1/messages')."""
     with pytest.raises(anthropic.BadRequestError) as caught:
         claude.models.list(limit=0)
+    request_id = caught.value.response.headers["request-id"]
     assert caught.value.body == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "limit: must be an integer from 1 to 1000."},
+        "request_id": request_id,
     }
+    assert caught.value.request_id == caught.value.response.headers["x-request-id"] == request_id
     # Hostile testing: "²" passed the digit check and crashed int() (a plain-text 500);
     # other scripts' digits ("５") were read as numbers.
     for limit in ("²", "５", "+5", " 5"):
@@ -135,7 +141,23 @@ def test_anthropic_errors_are_anthropic_shaped(gw, claude):
         )
     with pytest.raises(anthropic.NotFoundError) as missing:
         claude.models.retrieve("nobody/nothing")
-    assert missing.value.body["error"]["type"] == "not_found_error"
+    named = missing.value.response.headers["request-id"]
+    assert missing.value.body == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "The model `nobody/nothing` does not exist or is not routed by this gateway. "
+            "GET /v1/models lists what is.",
+        },
+        "request_id": named,
+    }
+    assert missing.value.response.headers["x-request-id"] == named != request_id
+    # An answer names its request too, where the SDK reads it (`_request_id`).
+    found = claude.models.with_raw_response.retrieve("auto")
+    assert found.headers["request-id"] == found.headers["x-request-id"] == found.request_id
+    assert found.request_id not in (request_id, named)
+    listed = claude.models.with_raw_response.list()
+    assert listed.headers["request-id"] == listed.headers["x-request-id"] != found.request_id
 
 
 def explain(gw, endpoint: str | None, body: dict) -> httpx.Response:
