@@ -29,6 +29,7 @@ an embedding model a 400, as there.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -74,6 +75,7 @@ from gateway.routing.overrides import requested_models
 from gateway.routing.pipeline import wrong_kind_error
 from gateway.routing.resolve import resolve
 
+log = logging.getLogger("gateway.api")
 _JSON = (b"content-type", b"application/json")
 # Request headers of the Messages API a native pass-through forwards to the backend: the
 # version the client's body is written for, and the betas it uses (Claude Code's
@@ -419,6 +421,13 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
         check_model_names(principal, requested_models(native, native["model"]), snapshot)
     except GatewayError as exc:
         await send_error(send, MESSAGES_INGRESS, exc, request_id, out_headers)
+        return
+    except Exception:
+        # A fault of the gateway's own: answered as `handle` answers one, in Anthropic's shape
+        # with the request's id (the front door's generic 500 is OpenAI's, without either).
+        log.exception("internal error on %s (request %s)", scope["path"], request_id)
+        internal = GatewayError(500, "Internal gateway error.", code="internal_error")
+        await send_error(send, MESSAGES_INGRESS, internal, request_id, out_headers)
         return
     out_headers += [_JSON, (b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": out_headers})

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 import gateway.api.ingress
+import gateway.api.messages
 from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.inprocess import MOCK_POLICY, lifespan, post
@@ -65,3 +66,31 @@ async def test_an_internal_error_before_routing_is_answered_in_the_ingress_own_s
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert "a bug in routing" in str(logged[0].exc_info[1])
     assert 'status="500"' in metrics
+
+
+async def test_an_internal_error_counting_tokens_is_answered_in_anthropics_shape(tmp_path, monkeypatch, caplog):
+    """count_tokens is the Messages API's too: a fault of its own escaped to the front door,
+    whose 500 was OpenAI's shape without the request's id."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(MOCK_POLICY)
+    app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False))
+    monkeypatch.setattr(gateway.api.messages, "count_tokens", _broken_decide)
+    caplog.set_level(logging.ERROR, logger="gateway.api")
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    async with lifespan(app) as state:
+        sent = await post(app, state, orjson.dumps(body), path="/v1/messages/count_tokens")
+
+    status, headers, error = _answer(sent)
+    request_id = headers[b"x-request-id"].decode()
+    assert (status, error) == (
+        500,
+        {
+            "type": "error",
+            "error": {"type": "api_error", "message": "Internal gateway error."},
+            "request_id": request_id,
+        },
+    )
+    assert headers[b"request-id"].decode() == request_id
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert "a bug in routing" in str(logged[0].exc_info[1])
