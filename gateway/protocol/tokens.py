@@ -76,12 +76,17 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
 
 def _reasoning_tokens(message: dict[str, Any]) -> int:
     """An assistant message's earlier reasoning sent back, text its backend receives: as
-    `reasoning_content` (vLLM's and DeepSeek's spelling, and what translated Messages thinking
-    blocks and Responses reasoning items become) or `reasoning` (OpenRouter's). Left out, a
-    coding agent's long thinking history routed as a far shorter prompt than it is."""
+    `reasoning_content` (DeepSeek's spelling, and what translated Messages thinking blocks and
+    Responses reasoning items become) or `reasoning` (OpenRouter's, and vLLM's now). Left out,
+    a coding agent's long thinking history routed as a far shorter prompt than it is.
+
+    The longer of the two, not their sum: vLLM and mlx-vlm answer with the same text in both
+    (and the gateway sends both to vLLM), a client sends its history back as it came, and the
+    backend reads one. Summed, such a conversation counted its reasoning twice and was refused
+    400 `context_length_exceeded` by a model whose context it fits."""
     tokens = 0
     for field in ("reasoning_content", "reasoning"):
         text = message.get(field)
         if type(text) is str:
-            tokens += estimate_text_tokens(text)
+            tokens = max(tokens, estimate_text_tokens(text))
     return tokens

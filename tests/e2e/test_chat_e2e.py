@@ -6,6 +6,8 @@ import httpx
 import openai
 import pytest
 
+from tests.support.policies import one_backend_policy
+
 CONFIG = """
 backends:
   up:
@@ -240,3 +242,28 @@ def test_streams_tell_proxies_not_to_buffer_and_errors_carry_overhead(gw, upstre
     upstream.reset(status=500)
     r = httpx.post(gw.url + "/v1/chat/completions", json=ask())
     assert r.status_code == 502 and float(r.headers["x-gateway-overhead-ms"]) >= 0
+
+
+def test_reasoning_sent_back_in_both_spellings_counts_once_toward_the_context(start_gateway, upstream, openai_client):
+    """vLLM (and mlx-vlm) answer with the reasoning in both `reasoning` and `reasoning_content`,
+    the same text, and a chat client that sends its history back as it came sends both; the
+    backend reads one. Counted twice, a conversation that fits a model's context was refused
+    400 `context_length_exceeded` without any backend asked. Reasoning still counts: one past
+    the context in a single spelling is refused."""
+    gw = start_gateway(one_backend_policy(upstream.base_url, models={"qwen/qwen3-32b": {"context_length": 1200}}))
+    client = openai_client(gw)
+
+    def history(thought: str, *spellings: str) -> list[dict]:
+        answered = {"role": "assistant", "content": "Done.", **{field: thought for field in spellings}}
+        return [{"role": "user", "content": "Fix calc.py"}, answered, {"role": "user", "content": "Thanks."}]
+
+    # 3 + (4 + 4) + (4 + 2 + 800) + (4 + 3) = 824 prompt tokens and 200 to answer fit 1200;
+    # counted twice, 1624 did not.
+    both = history("x" * 2400, "reasoning", "reasoning_content")
+    answer = client.chat.completions.create(model="auto", messages=both, max_tokens=200)
+    assert answer.choices[0].message.content == "Hello from the fake upstream."
+    assert [m.get("reasoning") for m in upstream.received[0].body["messages"]] == [None, "x" * 2400, None]
+    with pytest.raises(openai.BadRequestError) as refused:  # 1124 + 200: past 1200
+        client.chat.completions.create(model="auto", messages=history("x" * 3300, "reasoning"), max_tokens=200)
+    assert refused.value.code == "context_length_exceeded"
+    assert len(upstream.received) == 1

@@ -41,8 +41,11 @@ def test_reasoning_sent_back_counts_as_text_the_backend_receives():
     assert estimate_prompt_tokens({"messages": [reasoned]}) == 3 + 4 + 2 + 16
     openrouter = {"role": "assistant", "content": "Fixed.", "reasoning": "x" * 30}
     assert estimate_prompt_tokens({"messages": [openrouter]}) == 3 + 4 + 2 + 10
+    # Both spellings (vLLM answers with the same text in each): the backend reads one, the longer counts.
     both = {"role": "assistant", "content": None, "tool_calls": [CALL], "reasoning_content": "abcd", "reasoning": "e"}
-    assert estimate_prompt_tokens({"messages": [both]}) == 3 + 4 + 0 + (len(orjson.dumps([CALL])) + 2) // 3 + 2 + 1
+    assert estimate_prompt_tokens({"messages": [both]}) == 3 + 4 + 0 + (len(orjson.dumps([CALL])) + 2) // 3 + 2
+    alike = {"role": "assistant", "content": "Fixed.", "reasoning_content": thought, "reasoning": thought}
+    assert estimate_prompt_tokens({"messages": [alike]}) == 3 + 4 + 2 + 16
 
 
 def test_only_an_assistants_reasoning_text_counts():
