@@ -529,9 +529,11 @@ def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) 
     return to_nano((prompt * top_in + completion * top_out) / 1_000_000)
 
 
-# The longest Retry-After a client SDK should sleep through before retrying by itself; a
-# budget refusal that waits longer (until its day or month ends) says `x-should-retry: false`.
-SDK_WAIT_MAX_S = 60.0
+# The longest Retry-After a client SDK should sleep through before retrying by itself (the
+# openai SDK's own bound, MAX_RETRY_AFTER_DELAY: it waits up to two minutes and gives up past
+# them; the anthropic SDK waits any): a budget refusal that waits longer (until its day or
+# month ends) says `x-should-retry: false`, so neither holds the call until then.
+SDK_WAIT_MAX_S = 120.0
 
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
 # How a refusal names its scope: a `rate_limits.routes` entry is a route's or a model's name.
