@@ -66,7 +66,8 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
             calls = message.get("tool_calls")
             if calls:
                 total += json_tokens(calls)
-            if message.get("role") == "assistant":  # the one lookup more a message costs
+            # An assistant's reasoning sent back: three lookups, no call, when it has none.
+            if message.get("role") == "assistant" and (message.get("reasoning_content") or message.get("reasoning")):
                 total += _reasoning_tokens(message)
     tools = payload.get("tools")
     if tools:
