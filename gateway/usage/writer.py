@@ -46,6 +46,9 @@ from gateway.usage.store import KEEP_EVERYTHING, Retention
 log = logging.getLogger("gateway.usage")
 
 _HEADER = struct.Struct(">II")
+# The child's settings travel in its environment, not its command line: a command line is
+# anyone's to read (`ps`, /proc/PID/cmdline), and the Redis URLs carry the password.
+_SPEC_ENV = "OPEN_MODEL_GATEWAY_WRITER_SPEC"
 
 
 class UsageWriterError(Exception):
@@ -109,9 +112,9 @@ class WriterProcess:
             sys.executable,
             "-m",
             "gateway.usage.writer",
-            orjson.dumps(self.spec).decode(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, _SPEC_ENV: orjson.dumps(self.spec).decode()},
         )
         self.starts += 1
         return self._proc
@@ -242,7 +245,7 @@ def _inherit_nothing() -> None:
                 pass  # the listing's own descriptor, closed by now
 
 
-def main(argv: list[str]) -> None:
+def main() -> None:
     from gateway.logs import configure_logging
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -250,7 +253,7 @@ def main(argv: list[str]) -> None:
     # The protocol owns the original stdout; anything else printed goes to stderr, with the logs.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    spec = orjson.loads(argv[1])
+    spec = orjson.loads(os.environ.pop(_SPEC_ENV))
     configure_logging(spec.get("log_level", "info"))
     # Background work: where it shares a core with the proxy (or, in the bench, with the
     # upstream), the scheduler runs it when that core would idle, and the proxy first. At
@@ -265,4 +268,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

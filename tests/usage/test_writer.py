@@ -122,6 +122,24 @@ async def test_redis_outage_the_writer_reports_it_and_writes_once_redis_is_back(
         await store.aclose()
 
 
+@pytest.mark.redis
+async def test_the_redis_password_is_not_on_the_writers_command_line(redis_server, tmp_path):
+    """A command line is anyone's to read (`ps`, /proc/PID/cmdline, any user on the host): the
+    Redis URLs, which carry the password, must reach the writer some other way."""
+    from redis import Redis
+
+    with Redis.from_url(redis_server.url) as admin:
+        admin.config_set("requirepass", "s3cret-pw")
+    url = f"redis://:s3cret-pw@127.0.0.1:{redis_server.port}/0"
+    writer = WriterProcess(url, tmp_path, events_redis_url=url)
+    try:
+        assert await writer.record(calls(3)) == 3  # it still has the password
+        command_line = open(f"/proc/{writer.pid}/cmdline", "rb").read()
+        assert b"s3cret-pw" not in command_line and b"gateway.usage.writer" in command_line
+    finally:
+        await writer.aclose()
+
+
 async def test_the_writer_runs_on_the_cpus_it_was_given(tmp_path):
     cpu = min(os.sched_getaffinity(0))
     writer = WriterProcess(None, tmp_path, cpus=[cpu])
