@@ -8,7 +8,7 @@ filtered, through the same `IncrementBatch` the stores apply: it ranks exactly a
 holding only that tenant's calls would. The cost is one pass over the span's events (every
 tenant's: the stores index events by day only), kept and refreshed by the caller like the
 global answers. Events past the store's event retention are gone, so a scoped view reaches
-back only as far as `GATEWAY_USAGE_RETENTION_EVENTS_DAYS` when that is set.
+back only as far as `GATEWAY_USAGE_EVENTS_RETENTION_DAYS` (0: every event is kept).
 """
 
 from __future__ import annotations
