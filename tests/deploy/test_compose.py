@@ -216,3 +216,21 @@ def test_docker_stop_waits_for_the_drain_and_the_usage_flush():
     grace = re.fullmatch(r"(\d+)s", SERVICES["gateway"]["stop_grace_period"])
     drain, flush = seconds("GATEWAY_SHUTDOWN_GRACE_S"), seconds("GATEWAY_USAGE_SHUTDOWN_FLUSH_S")
     assert int(grace.group(1)) >= drain + flush + 5
+
+
+def test_the_scale_out_command_publishes_a_host_port_per_replica():
+    """Docker binds a published host port for one container only: `--scale gateway=3` with
+    the single default port 8080 started one replica and failed the others ("port is already
+    allocated"). The command the file gives must publish a range with a port for each."""
+    header = (REPO / "docker-compose.yml").read_text()
+    command = re.search(r"`([^`]*--scale gateway=(\d+)[^`]*)`", header)
+    assert command, "docker-compose.yml shows how to scale out"
+    replicas = int(command.group(2))
+    published = re.fullmatch(
+        r"\$\{[A-Z_]+:-[^}]*\}:\$\{GATEWAY_PUBLISH_PORT:-(\d+)\}:8080", SERVICES["gateway"]["ports"][0]
+    )
+    assert published, SERVICES["gateway"]["ports"]
+    port = re.search(r"\bGATEWAY_PUBLISH_PORT=(\S+)", command.group(1))
+    host_ports = port.group(1) if port else published.group(1)  # what the command sets, else the default
+    first, _, last = host_ports.partition("-")
+    assert int(last or first) - int(first) + 1 >= replicas, command.group(1)
