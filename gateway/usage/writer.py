@@ -253,7 +253,9 @@ def main() -> None:
     # The protocol owns the original stdout; anything else printed goes to stderr, with the logs.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    spec = orjson.loads(os.environ.pop(_SPEC_ENV))
+    # On the command line: what a worker started before an in-place upgrade sends the writer
+    # it spawns from the upgraded files (events kept, not retried against a writer that fails).
+    spec = orjson.loads(os.environ.pop(_SPEC_ENV, "") or sys.argv[1])
     configure_logging(spec.get("log_level", "info"))
     # Background work: where it shares a core with the proxy (or, in the bench, with the
     # upstream), the scheduler runs it when that core would idle, and the proxy first. At

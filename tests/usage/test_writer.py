@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
+import orjson
 import pytest
 
 from gateway.usage.events import finished_call
@@ -138,6 +140,34 @@ async def test_the_redis_password_is_not_on_the_writers_command_line(redis_serve
         assert b"s3cret-pw" not in command_line and b"gateway.usage.writer" in command_line
     finally:
         await writer.aclose()
+
+
+async def test_a_writer_started_the_old_way_by_a_worker_from_before_an_upgrade_still_writes(tmp_path, reader):
+    """Upgraded in place (new files under running workers), an old worker spawns the new
+    writer with its spec on the command line: that writer must store, not exit at once
+    (the worker would retry against it until a restart, and drop what it held then)."""
+
+    class WorkerFromBeforeTheUpgrade(WriterProcess):
+        async def _process(self) -> asyncio.subprocess.Process:
+            if self._proc is None or self._proc.returncode is not None:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "gateway.usage.writer",
+                    orjson.dumps(self.spec).decode(),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                self.starts += 1
+            return self._proc
+
+    writer = WorkerFromBeforeTheUpgrade(None, tmp_path)
+    try:
+        assert await writer.record(calls(4)) == 4
+        assert writer.starts == 1
+    finally:
+        await writer.aclose()
+    assert await requests_that_day(reader) == 4
 
 
 async def test_the_writer_runs_on_the_cpus_it_was_given(tmp_path):
