@@ -47,9 +47,9 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Readiness, beside `/health`'s liveness: whether this process can serve requests. Not
     before its key directory has loaded once when the keys are in a store (a replica started
-    while Redis is down answers every call with a 503 `key_store_unavailable`, while replicas
-    that had loaded them serve from their copy): a load balancer sends it nothing meanwhile,
-    and a restart would not help, so `/health` still answers."""
+    while Redis is down answers every key but the static ones with a 503 `key_store_unavailable`,
+    while replicas that had loaded them serve from their copy): a load balancer sends it
+    nothing meanwhile, and a restart would not help, so `/health` still answers."""
     state: AppState = request.app.state.gateway
     directory = state.auth.directory
     if directory is not None and not directory.loaded:
