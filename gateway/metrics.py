@@ -101,7 +101,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests_total",
-            "Chat completion calls, by how they ended.",
+            "Calls to every API (chat, Messages, Responses, embeddings, completions), by how they ended.",
             ["route", "model", "backend", "status"],
             registry=r,
         )
