@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # Idle seconds a kept-alive connection is held between requests.
     keepalive_timeout_s: float = Field(default=5.0, gt=0)
     # Open connections plus requests in progress, per worker process; past it requests get a
-    # 503 (except /health). 0: no cap.
+    # 503 (except /health, /ready and /metrics). 0: no cap.
     max_connections: int = Field(default=1000, ge=0)
     # Upstream calls in flight per worker process, all backends together; past it every
     # backend is full (gateway/backends/inflight.py). 0: max_connections (0 there: no cap).

@@ -16,7 +16,8 @@ broken clients could hold sockets forever and grow buffers without bound. This s
 - a body timeout: a request body that stops arriving for `body_timeout_s` (while the app is
   waiting for it) gets a 408; the app's receive() sees a disconnect, so nothing is forwarded;
 - OpenAI-shaped JSON for the answers uvicorn writes itself: 400 for unparsable requests,
-  503 past `limit_concurrency` (except /health, which a load balancer must always reach).
+  503 past `limit_concurrency` (except the probes and /metrics, which a load balancer and
+  Prometheus must always reach).
 
 The timeouts cost no timer per request: one sweep per server (`_Sweeper`, a `call_later`
 every quarter of the shortest timeout, only while connections are open) checks each
@@ -107,8 +108,10 @@ async def _json_service_unavailable(scope: Any, receive: Any, send: Any) -> None
 _NOT_IN_NAMES = bytes(range(0x20)) + b'\x7f()<>@,;:[]={} \t\\"ABCDEFGHIJKLMNOPQRSTUVWXYZ'
 _NOT_IN_VALUES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
 # Liveness and readiness: answered past the connection limit, so a busy worker is neither
-# restarted nor taken out of its load balancer (its neighbours would take its share).
-_PROBES = frozenset({"/health", "/ready"})
+# restarted nor taken out of its load balancer (its neighbours would take its share). And
+# Prometheus's scrape: refused, a busy replica read as down (GatewayDown) and its dashboard
+# went blank while it was refusing calls.
+_PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
 class _HeadTooLarge(Exception):

@@ -189,6 +189,9 @@ def test_past_the_connection_cap_requests_get_a_json_503_probes_answer_and_it_re
         # Readiness too: a busy replica is not one to take out of the load balancer (its
         # neighbours would get its share and saturate in turn).
         assert httpx.get(gw.url + "/ready").json() == {"status": "ready"}
+        # And Prometheus's scrape: a replica at its cap is up (not GatewayDown), and these
+        # refusals are what its dashboard must show while they happen.
+        assert rejected(gw, "too_many_connections") == statuses.count(503)
         assert [read_all(s) for s in idle] == [b""] * 30  # the head timeout frees them
     finally:
         for sock in idle:
