@@ -103,9 +103,20 @@ def observer(child: Any) -> Add:
     unlocked = [_unlocked(b) for b in buckets]
     child._buckets = unlocked
     child._sum = total = _unlocked(total)
+    bounds = list(bounds)
+    if type(total) is LoopValue and all(type(b) is LoopValue for b in unlocked):
+        # `LoopValue.inc` in line: two Python calls fewer per observation (4 a streamed call).
+        loop_total: LoopValue = total
+        loop_buckets: list[LoopValue] = unlocked  # type: ignore[assignment]
+
+        def observe_in_loop(amount: float) -> None:
+            loop_total._value += amount
+            if amount == amount:  # NaN falls in no bucket, as in Histogram.observe
+                loop_buckets[bisect_left(bounds, amount)]._value += 1
+
+        return observe_in_loop
     add_to_bucket = [b.inc for b in unlocked]
     add_to_sum = total.inc
-    bounds = list(bounds)
 
     def observe(amount: float) -> None:
         add_to_sum(amount)

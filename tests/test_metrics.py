@@ -353,3 +353,27 @@ def test_with_several_workers_an_offer_a_reload_removed_is_no_longer_reported_op
         if s.name == "gateway_backend_circuit_state"
     }
     assert states[("slow", "z-ai/glm-5")] == CircuitState.CLOSED
+
+
+def test_the_gateways_histogram_observer_exposes_what_prometheus_clients_observe_does():
+    """`metric_values.observer` adds to a single-process histogram's values in line: the same
+    buckets (a value on a bound falls in that bound's bucket), sum and count as
+    `Histogram.observe`, a NaN in the sum and in no bucket."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from gateway.metric_values import observer
+
+    amounts = [0.0001, 0.25, 1.0, 1.5, 1000.0, float("nan"), 0.0]
+    exposed = []
+    for ours in (True, False):
+        registry = CollectorRegistry()
+        child = Histogram("h", "h", ["route"], buckets=(0.1, 0.25, 1.0, 2.5), registry=registry).labels("r")
+        observe = observer(child) if ours else child.observe
+        for amount in amounts:
+            observe(amount)
+        text = generate_latest(registry).decode()
+        exposed.append("\n".join(line for line in text.splitlines() if "_created" not in line))
+    assert exposed[0] == exposed[1]
+    assert 'h_bucket{le="0.25",route="r"} 3.0' in exposed[0]
+    assert 'h_bucket{le="+Inf",route="r"} 6.0' in exposed[0]
+    assert 'h_sum{route="r"} NaN' in exposed[0]
