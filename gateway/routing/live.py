@@ -135,8 +135,6 @@ class LiveState:
     def attempt_finished(self, offer: Offer, attempt: AttemptResult, ttft_s: float | None) -> None:
         now = self.clock()
         key = offer.key
-        snapshot = self._snapshot()
-        routing = snapshot.config.gateway.routing
         pending = self._pending(key)
         if attempt.error is None:
             record = self.circuits.get(key)
@@ -145,6 +143,9 @@ class LiveState:
                 if pending is not None:
                     pending.success()  # a success after no failure changes nothing shared: not sent
             return
+        # The config is read for failures only: a success (most attempts) needs none of it.
+        snapshot = self._snapshot()
+        routing = snapshot.config.gateway.routing
         retry_after = attempt.retry_after_s
         if attempt.error == "rate_limited" and retry_after:
             until = now + min(retry_after, routing.retry_after_cap_s)
