@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.config.schema import FallbackSettings
+from gateway.config.schema import ClassifierConfig, FallbackSettings, MaxPrice, RoutingSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed
@@ -133,15 +133,54 @@ class RoutingDecision:
         return self._reports
 
 
-def _strategy(targets: list[Target], prefs: ProviderPrefs) -> str:
+@dataclass(frozen=True, slots=True)
+class _RouteTerms:
+    """What the decision reads of its first target's route and of the gateway's settings,
+    read once per snapshot (`route_terms`): a pydantic model's field costs several times a
+    slot's to read (its class's `__getattr__` keeps CPython from specialising the read), and
+    the decision read a dozen of them on every request."""
+
+    strategy: str  # the route's; "cost" for a canonical model id
+    max_price: MaxPrice | None
+    weights: Mapping[str, float]
+    max_attempts: int  # the route's, else the gateway's fallback settings'
+    deadline_s: float
+    fallback: bool
+    classifier: ClassifierConfig
+    routing: RoutingSettings
+    retry: FallbackSettings
+
+
+def route_terms(target: Target, snapshot: ConfigSnapshot) -> _RouteTerms:
+    """`_RouteTerms` of the target's route (or of no route: a canonical model id), kept in the
+    snapshot's memo: one per route name, so bounded by the config."""
+    key = ("route terms", target.route_name)
+    found: _RouteTerms | None = snapshot.memo.get(key)
+    if found is None:
+        settings = snapshot.config.gateway
+        fallback, route = settings.fallback, target.route
+        found = snapshot.memo[key] = _RouteTerms(
+            # A canonical model id: cheapest provider first, as OpenRouter does by default.
+            route.strategy if route else "cost",
+            route.max_price if route else None,
+            route.weights if route else {},
+            route.max_attempts if route and route.max_attempts else fallback.max_attempts,
+            route.deadline_s if route and route.deadline_s else fallback.deadline_s,
+            route.fallback if route else True,
+            settings.classifier,
+            settings.routing,
+            fallback,
+        )
+    return found
+
+
+def _strategy(targets: list[Target], prefs: ProviderPrefs, terms: _RouteTerms) -> str:
     if prefs.sort:
         return SORT_STRATEGY[prefs.sort]
     first = targets[0]
     if first.sort:
         return SORT_STRATEGY[first.sort]
-    if first.route is not None:
-        return first.route.strategy
-    return "cost"  # a canonical model id: cheapest provider first, as OpenRouter does by default
+    return terms.strategy
 
 
 def plan(
@@ -165,15 +204,15 @@ def plan(
     targets = [resolve(name, snapshot) for name in names]
     prefs = provider_prefs(payload)
     facts = request_facts(chat, settings)
+    terms = route_terms(targets[0], snapshot)
     kind = kind_for(endpoint)
     # Embeddings are their own category (text to embed says nothing about a chat task).
-    guess: TaskGuess = EMBEDDINGS if kind == "embedding" else classify(chat, headers, facts, settings.classifier)
-    strategy = _strategy(targets, prefs)
-    route = targets[0].route
+    guess: TaskGuess = EMBEDDINGS if kind == "embedding" else classify(chat, headers, facts, terms.classifier)
+    strategy = _strategy(targets, prefs, terms)
     if now is None:
         now = live.clock() if live is not None else time.time()
 
-    ctx = FilterContext(facts, prefs, route.max_price if route else None, snapshot)
+    ctx = FilterContext(facts, prefs, terms.max_price, snapshot)
     ceilings = price_ceilings(ctx)
     considered = gather(targets, guess.task, snapshot, endpoint)
     admissions: Sequence[Admission | None] = (
@@ -182,26 +221,24 @@ def plan(
     eligible = filter_eligible(considered, admissions, ctx, ceilings)
 
     rng = live.rng if live is not None and explore else None
-    weights = route.weights if route else {}
     entries, explored = order_candidates(
-        eligible, Ranking(strategy, facts, live, settings.routing, weights, prefs.order, rng)
+        eligible, Ranking(strategy, facts, live, terms.routing, terms.weights, prefs.order, rng)
     )
     tried = first_per_model(entries) if not prefs.allow_fallbacks and not prefs.order else entries
 
-    fallback = settings.fallback
     decision = RoutingDecision(  # positionally: this runs on every request
         targets[0].route_name,  # route
         guess.task,  # task
         try_order(tried),  # candidates
-        route.max_attempts if route and route.max_attempts else fallback.max_attempts,  # max_attempts
-        route.deadline_s if route and route.deadline_s else fallback.deadline_s,  # deadline_s
-        route.fallback if route else True,  # fallback
+        terms.max_attempts,
+        terms.deadline_s,
+        terms.fallback,
         chat.model,  # requested
         strategy,
         guess.reason,  # task_reason
         facts,
         prefs,
-        fallback,  # retry
+        terms.retry,
         None,  # error
         _Workings(considered, admissions, ctx, ceilings, entries, explored, tried),
         targets[0].alias,  # alias
