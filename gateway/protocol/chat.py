@@ -166,9 +166,14 @@ class ChatRequest:
         payload = self.fields = self.payload
         return payload
 
+    # Below, `prompt` and `payload` are read in line when they are at hand (a chat request's
+    # always are): a property's read is a Python call, several times a slot's, and routing
+    # reads these on every request.
+
     @property
     def messages(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = self.payload["messages"]  # parse_chat_request checked its shape
+        payload = self._payload if self._payload is not None else self.payload
+        messages: list[dict[str, Any]] = payload["messages"]  # parse_chat_request checked its shape
         return messages
 
     def prompt_tokens(self) -> int:
@@ -176,8 +181,11 @@ class ChatRequest:
         estimates and translations all read it)."""
         tokens = self._tokens
         if tokens is None:
-            prompt = self.prompt
-            tokens = prompt.tokens if prompt is not None else estimate_prompt_tokens(self.payload)
+            prompt = self._prompt if self._view is None else self.prompt
+            if prompt is not None:
+                tokens = prompt.tokens
+            else:
+                tokens = estimate_prompt_tokens(self._payload if self._payload is not None else self.payload)
             self._tokens = tokens
         return tokens
 
@@ -189,8 +197,10 @@ class ChatRequest:
         return self.prompt_tokens() * self.batch
 
     def images(self) -> bool:
-        prompt = self.prompt
-        return prompt.images if prompt is not None else has_images(self.payload.get("messages"))
+        prompt = self._prompt if self._view is None else self.prompt
+        if prompt is not None:
+            return prompt.images
+        return has_images((self._payload if self._payload is not None else self.payload).get("messages"))
 
     def __repr__(self) -> str:
         return f"ChatRequest(model={self.model!r}, stream={self.stream}, translated={self.translated})"
