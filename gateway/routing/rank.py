@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final
 
 from gateway.config.snapshot import Offer
 from gateway.routing.admission import Admission
@@ -25,20 +25,18 @@ from gateway.routing.strategies import STRATEGIES, Ranking
 __all__ = ["Entry", "Ranked", "Ranking", "Score", "first_per_model", "order_candidates", "rank", "ranked", "try_order"]
 
 
-class Entry(NamedTuple):
-    """One candidate in the try order. Entries sort as tuples: by the fields down to `position`,
-    which is unique, so a comparison never reaches the candidate."""
-
-    tier: int
-    cooling: int  # 1: an upstream Retry-After still runs
-    pin: int  # place in the request's provider.order
-    explore: int  # 0: unexplored, goes first
-    score: float
-    secondary: float
-    position: int
-    candidate: Candidate
-    text: str  # the score's explanation, formatted when read
-    args: tuple[object, ...]
+# One candidate in the try order, a plain tuple: (tier, cooling (1: an upstream Retry-After
+# still runs), pin (place in the request's provider.order), explore (0: unexplored, goes
+# first), score, secondary, position, candidate, text (the score's explanation, formatted
+# when read), its args). Entries sort as tuples: by the fields down to `position`, which is
+# unique, so a comparison never reaches the candidate. Not a NamedTuple: one is built per
+# candidate of every request, and building a tuple subclass (even by `tuple.__new__`) costs
+# several times a tuple's.
+Entry = tuple[int, int, int, int, float, float, int, Candidate, str, tuple[object, ...]]
+_SCORE: Final = 4
+_CANDIDATE: Final = 7
+_TEXT: Final = 8
+_ARGS: Final = 9
 
 
 @dataclass(slots=True)
@@ -66,25 +64,21 @@ def order_candidates(eligible: list[tuple[Candidate, Admission | None]], how: Ra
     strategy = STRATEGIES[how.strategy]
     score, order = strategy.score, how.order
     entries: list[Entry] = []
-    new = tuple.__new__  # an Entry without NamedTuple's constructor, which costs 3x a tuple's
     for candidate, admission in eligible:
         seen = observed(candidate.key) if observed is not None else None
         value, secondary, unexplored, text, args = score(candidate, seen, how)
         entries.append(
-            new(
-                Entry,
-                (
-                    candidate.tier,
-                    1 if admission is not None and admission.cooling_for_s > 0 else 0,
-                    _pin(candidate, order) if order else 0,
-                    0 if unexplored else 1,
-                    value,
-                    secondary,
-                    candidate.position,
-                    candidate,
-                    text,
-                    args,
-                ),
+            (
+                candidate.tier,
+                1 if admission is not None and admission.cooling_for_s > 0 else 0,
+                _pin(candidate, order) if order else 0,
+                0 if unexplored else 1,
+                value,
+                secondary,
+                candidate.position,
+                candidate,
+                text,
+                args,
             )
         )
     entries.sort()
@@ -95,7 +89,7 @@ def order_candidates(eligible: list[tuple[Candidate, Admission | None]], how: Ra
 
 
 def try_order(entries: list[Entry]) -> tuple[Offer, ...]:
-    return tuple([e.candidate.offer for e in entries])
+    return tuple([e[_CANDIDATE].offer for e in entries])
 
 
 def first_per_model(entries: list[Entry]) -> list[Entry]:
@@ -103,7 +97,7 @@ def first_per_model(entries: list[Entry]) -> list[Entry]:
     seen: set[str] = set()
     out = []
     for e in entries:
-        model = e.candidate.offer.model
+        model = e[_CANDIDATE].offer.model
         if model not in seen:
             seen.add(model)
             out.append(e)
@@ -112,12 +106,9 @@ def first_per_model(entries: list[Entry]) -> list[Entry]:
 
 def ranked(entries: list[Entry], explored: bool) -> list[Ranked]:
     """The `Ranked` view of a try order (explanations, tests)."""
+    # An entry's first seven fields (tier down to position) are its key.
     return [
-        Ranked(
-            e.candidate,
-            Score(e.score, e.text, *e.args, explored=explored and i == 0),
-            (e.tier, e.cooling, e.pin, e.explore, e.score, e.secondary, e.position),
-        )
+        Ranked(e[_CANDIDATE], Score(e[_SCORE], e[_TEXT], *e[_ARGS], explored=explored and i == 0), e[:7])
         for i, e in enumerate(entries)
     ]
 
