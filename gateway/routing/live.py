@@ -135,7 +135,7 @@ class LiveState:
     def attempt_finished(self, offer: Offer, attempt: AttemptResult, ttft_s: float | None) -> None:
         now = self.clock()
         key = offer.key
-        pending = self._pending(key)
+        pending = self._pending(key) if self.pending is not None else None  # None: nothing shares them
         if attempt.error is None:
             record = self.circuits.get(key)
             if record is not None and (record.failures or record.opened_at):
@@ -166,7 +166,7 @@ class LiveState:
         alpha = self._snapshot().config.gateway.routing.ewma_alpha
         now = self.clock()
         key = offer.key
-        pending = self._pending(key)
+        pending = self._pending(key) if self.pending is not None else None
         duration = outcome.attempts[-1].duration_s  # the attempt that answered, not the earlier ones
         if outcome.stream:
             if outcome.ttft_s is not None and outcome.ttft_s >= 0:
