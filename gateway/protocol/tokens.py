@@ -62,7 +62,11 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     total = 3
     for message in payload.get("messages") or ():
         if isinstance(message, dict):
-            total += PER_MESSAGE + estimate_text_tokens(_content_text(message.get("content")))
+            # `estimate_text_tokens(_content_text(content))`, the calls in line for a text
+            # content (most messages): this runs for every message of every request.
+            content = message.get("content")
+            text = content if isinstance(content, str) else _content_text(content)
+            total += PER_MESSAGE + ((len(text) if text.isascii() else len(text.encode("utf-8", "ignore"))) + 2) // 3
             calls = message.get("tool_calls")
             if calls:
                 total += json_tokens(calls)
