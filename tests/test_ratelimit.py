@@ -346,3 +346,23 @@ async def test_seeded_spend_counts_today_for_the_day_and_this_month_for_the_mont
     assert await limiter.spent("key:b") == (0.0, 0.2)
     assert await limiter.spent("team:lonely") == (5e-9, 5e-9)
     assert await limiter.spent("key:None") == (0.0, 0.0)  # a row without a key seeds no key
+
+
+def test_a_spent_budget_tells_the_sdks_not_to_retry_only_past_the_wait_they_would_sit_out():
+    """The openai SDK sits out a Retry-After of up to 120 s and then succeeds after the reset:
+    only a longer wait says `x-should-retry: false` (at 60 s, a refusal 90 s before the month's
+    end told it to give up on a wait it would have sat out)."""
+    from datetime import UTC, datetime
+
+    from gateway.ratelimit import SDK_WAIT_MAX_S, _refusal
+    from gateway.tenants.limits import Ask, Clock, Refused, Scope
+
+    scope = Scope("key", "tiny", budget_usd=1.0, budget_period="month")
+    spent = Refused(scope, "budget", current=1e9)  # the whole dollar, in nano-dollars
+    month_end = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    ask = Ask("t", 10, 1000, deadline=month_end)
+    assert SDK_WAIT_MAX_S == 120.0
+    soon = _refusal(spent, ask, Clock.at(month_end - 90))
+    assert soon.headers == {"retry-after": "90"}
+    later = _refusal(spent, ask, Clock.at(month_end - 200))
+    assert later.headers == {"retry-after": "200", "x-should-retry": "false"}
