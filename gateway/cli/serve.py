@@ -192,6 +192,9 @@ def server_config(settings: Settings) -> ServeConfig:
         workers=settings.workers if settings.workers > 1 else None,
         loop="uvloop",
         http=GatewayHttpProtocol,  # httptools, with header limits, read timeouts and JSON errors
+        # No WebSocket route: an upgrade request is read as the HTTP request it also is (with
+        # uvicorn's default, each worker imported `websockets` and an upgrade got a 400).
+        ws="none",
         timeout_keep_alive=settings.keepalive_timeout_s,
         limit_concurrency=settings.max_connections or None,
         access_log=False,

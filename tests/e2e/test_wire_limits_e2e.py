@@ -240,3 +240,30 @@ def test_idle_sockets_beyond_the_file_limit_are_shed_and_the_gateway_recovers(st
     assert httpx.get(gw.url + "/health").status_code == 200
     gw.write_config(one_backend_policy(upstream.base_url, models=["qwen/qwen3-32b", "m/two"]))
     poll(lambda: "m/two" in httpx.get(gw.url + "/v1/models").text, what="a reload after the burst", context=gw.log)
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(start_gateway, upstream):
+    """The gateway serves no WebSocket route. uvicorn's default (`ws="auto"`) imported the
+    `websockets` package into every worker and took an upgrade request down its WebSocket
+    path, which the gateway's HTTP protocol answered with a 400 ("`on_message_complete`
+    callback error"); with `ws="none"` the request is read as the HTTP request it also is,
+    and answered like any other."""
+    gw = start_gateway(one_backend_policy(upstream.base_url))
+    head = (
+        b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    sock = connect(gw)
+    try:
+        sock.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        sock.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK", answer
+    assert orjson.loads(rest.partition(b"\r\n\r\n")[2]) == {"status": "ok"}
