@@ -69,8 +69,12 @@ format: install
 
 # tests/test_openapi.py runs on its own, without xdist: under xdist schemathesis reports its
 # thirty fuzzed operations as one test, which hides what ran (32 items, 3 reported).
+# Three workers on a two-core machine: most end-to-end tests wait on the processes they start
+# (gateways, Redis, fake upstreams), so two workers kept the cores busy 65% of the time (875 s
+# for the suite; 789 s with three). Four saturated them, and a test that reads a stream's
+# timing then saw its events late.
 test: install js-deps lint typecheck
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --ignore=tests/test_openapi.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 3 --dist loadgroup --ignore=tests/test_openapi.py $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:xdist tests/test_openapi.py
 
 bench: install

@@ -66,6 +66,7 @@ def test_raw_events_go_to_the_events_redis_and_counts_to_the_state_redis(
     import redis
 
     events_redis = RedisServer().start()
+    gw = None
     try:
         env = {
             **FAST_FLUSH,
@@ -100,4 +101,6 @@ def test_raw_events_go_to_the_events_redis_and_counts_to_the_state_redis(
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         assert sorted((r["backend"], r["final"]) for r in rows) == [("up-a", False), ("up-a", True), ("up-b", True)]
     finally:
+        if gw is not None:
+            gw.stop()  # before its events Redis, which its shutdown would wait for
         events_redis.cleanup()

@@ -39,7 +39,8 @@ routes:
   auto:
     models: [qwen/qwen3-32b]
 """
-FAST_FLUSH = {"GATEWAY_USAGE_FLUSH_S": "0.05", "GATEWAY_API_KEYS": "team-a:sk-test"}
+# Rankings read fresh on every poll (not kept for their default 5 s): a test polls until its calls show.
+FAST_FLUSH = {"GATEWAY_USAGE_FLUSH_S": "0.05", "GATEWAY_API_KEYS": "team-a:sk-test", "GATEWAY_RANKINGS_REFRESH_S": "0"}
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 PER_CALL = 11 + 7  # the fake upstream's usage: 11 prompt + 7 completion tokens
 

@@ -92,6 +92,9 @@ class GatewayProcess:
             "PYTHONPATH": str(REPO),
             "GATEWAY_DATA_DIR": str(self.dir / "data"),
             "GATEWAY_RELOAD_POLL_S": "0.5",
+            # Rankings read fresh on every request, not kept 5 s: a test polls until its calls
+            # show. The tests of the kept answer set their own interval.
+            "GATEWAY_RANKINGS_REFRESH_S": "0",
             **self.env,
         }
         self._log = open(self.log_path, "ab")

@@ -254,6 +254,7 @@ def test_a_replica_whose_key_store_never_answered_is_alive_but_not_ready(start_g
     their copy: `/ready` keeps a load balancer's traffic off it until the store answers, and
     `/health` still says it is alive (restarting it would not help)."""
     store = RedisServer()  # its port: nothing listens on it yet
+    gw = None
     try:
         gw = start_gateway(one_backend_policy(upstream.base_url), env={"GATEWAY_REDIS_URL": store.url})
         assert httpx.get(gw.url + "/health").json() == {"status": "ok"}
@@ -271,4 +272,6 @@ def test_a_replica_whose_key_store_never_answered_is_alive_but_not_ready(start_g
         assert served.status_code == 200  # no keys in the store: the gateway is open, as documented
         assert len(upstream.received) == 1
     finally:
+        if gw is not None:
+            gw.stop()  # before its Redis, which its shutdown would wait for
         store.cleanup()
