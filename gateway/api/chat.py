@@ -22,7 +22,7 @@ from gateway.api.ingress import receive_body as receive_body
 from gateway.api.usage_cost import ask_for_usage, priced_body, priced_stream, wants_cost
 from gateway.backends.base import CHAT_COMPLETIONS, Backend
 from gateway.config.snapshot import Offer
-from gateway.protocol.chat import parse_chat_request, upstream_payload
+from gateway.protocol.chat import parse_chat_request, upstream_payload, without_message_fields
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.formats import CHAT, UpstreamCall
@@ -48,10 +48,13 @@ class ChatIngress(Ingress):
     def chat_payload(self, request: IngressRequest, offer: Offer) -> dict[str, Any]:
         """The client's request as sent, with the backend's model id, both on the first call
         and continuing a broken stream: its messages' reasoning fields are the client's own,
-        never adjusted as a translation's are (`with_reasoning_history`)."""
+        never adjusted as a translation's are (`with_reasoning_history`), but left out for a
+        backend that refuses them (`Offer.refused_message_fields`: Groq)."""
         payload = upstream_payload(request.chat, offer.upstream_id)
         if "usage" in payload:  # OpenRouter's usage accounting, whatever its value: the gateway's field
             del payload["usage"]  # (an upstream that refuses unknown fields would 400 on it)
+        if offer.refused_message_fields:
+            return without_message_fields(payload, offer.refused_message_fields)
         return payload
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:

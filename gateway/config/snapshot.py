@@ -34,6 +34,8 @@ class Offer:
     # The message fields a translated request sends it earlier turns' reasoning in (none: not
     # sent; `ModelOffer.reasoning_history`, `Vendor.reasoning_fields`).
     reasoning_fields: tuple[str, ...] = field(default=(), compare=False)
+    # Assistant-message fields a chat request is sent without (`Vendor.refused_message_fields`).
+    refused_message_fields: frozenset[str] = field(default=frozenset(), compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
@@ -78,7 +80,8 @@ class ConfigSnapshot:
             for model_id, spec in backend.models.items():
                 takes = vendor.reasoning_history if spec.reasoning_history is None else spec.reasoning_history
                 fields = vendor.reasoning_fields if takes else ()
-                offer = Offer(model_id, name, spec.upstream_id or model_id, spec, apis, fields)
+                upstream_id = spec.upstream_id or model_id
+                offer = Offer(model_id, name, upstream_id, spec, apis, fields, vendor.refused_message_fields)
                 offers.setdefault(model_id, []).append(offer)
         known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]

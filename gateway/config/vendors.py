@@ -71,6 +71,12 @@ class Vendor:
     # The message fields that reasoning goes back in: `reasoning_content` (DeepSeek's, Z.ai's,
     # Moonshot's), and for vLLM also `reasoning`, the name its newer releases read.
     reasoning_fields: tuple[str, ...] = ("reasoning_content",)
+    # Assistant-message fields its server refuses with a 400 ("property 'reasoning_content'
+    # is unsupported"): the reasoning a chat client sends back on earlier turns, as another
+    # backend returned it (DeepSeek's `reasoning_content`, vLLM's `reasoning`, OpenRouter's
+    # `reasoning_details`), is left out of what such an offer is sent; a conversation that
+    # falls back to it would otherwise fail on its own history.
+    refused_message_fields: frozenset[str] = frozenset()
 
     @property
     def adapter_class(self) -> str:
@@ -141,7 +147,12 @@ VENDORS: dict[str, Vendor] = {
     "minimax": Vendor("openai_compat", "https://api.minimax.io/v1", "MINIMAX_API_KEY", apis=frozenset({"chat"})),
     # Groq: chat completions and the Responses API (no completions, no embedding models).
     "groq": Vendor(
-        "openai_compat", "https://api.groq.com/openai/v1", "GROQ_API_KEY", apis=frozenset({"chat", "responses"})
+        "openai_compat",
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        apis=frozenset({"chat", "responses"}),
+        # Its 400s for each, on assistant messages, as quoted in clients' issues.
+        refused_message_fields=frozenset({"reasoning_content", "reasoning", "reasoning_details"}),
     ),
     "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
     # Fireworks: chat, completions, embeddings and the Responses API under /inference/v1.

@@ -276,6 +276,23 @@ def _check_number(payload: dict[str, Any], field: str, low: float, high: float) 
 REASONING = "reasoning_content"
 
 
+def without_message_fields(payload: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """`payload` (its own copy, shallow) without `fields` on its assistant messages, for a
+    server that refuses them; the client's messages are copied where changed, never edited."""
+    messages = payload.get("messages")
+    if type(messages) is not list:
+        return payload
+    changed: list[Any] | None = None
+    for i, message in enumerate(messages):
+        if type(message) is dict and message.get("role") == "assistant" and not fields.isdisjoint(message):
+            if changed is None:
+                changed = list(messages)
+            changed[i] = {k: v for k, v in message.items() if k not in fields}
+    if changed is not None:
+        payload["messages"] = changed
+    return payload
+
+
 def with_reasoning_history(payload: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     """A translated request's `payload` (its own copy) for a backend that takes earlier turns'
     reasoning back in the message `fields` (the offer's `reasoning_fields`), or takes none

@@ -44,6 +44,9 @@ class Behaviour:
     # DeepSeek's thinking mode: an assistant message with tool calls and no `reasoning_content`
     # is its 400 (api-docs.deepseek.com "Thinking Mode", quoted in agents' issues).
     thinking_mode: bool = False
+    # Groq's strictness: an assistant message with one of these fields is its 400 ("property
+    # 'reasoning_content' is unsupported", as quoted in clients' issues).
+    refused_message_fields: frozenset[str] = frozenset()
     headers: dict[str, str] = field(default_factory=dict)
     cached_tokens: int = 0
     usage: dict | None = None  # the usage object sent as it is (counts as floats, other names)
@@ -128,6 +131,16 @@ class FakeUpstream:
                 }
             }
             return Response(orjson.dumps(error), status_code=400, media_type="application/json")
+        for i, m in enumerate(body.get("messages") or ()):
+            refused = sorted(b.refused_message_fields.intersection(m)) if m.get("role") == "assistant" else []
+            if refused:
+                where = f"'messages.{i}'"
+                message = (
+                    f"{where} : for 'role:assistant' the following must be satisfied"
+                    f"[({where} : property '{refused[0]}' is unsupported)]"
+                )
+                error = {"error": {"message": message, "type": "invalid_request_error"}}
+                return Response(orjson.dumps(error), status_code=400, media_type="application/json")
         if b.status >= 300:
             error = b.error_body or {
                 "error": {"message": f"fake upstream says {b.status}", "type": "server_error", "code": None}

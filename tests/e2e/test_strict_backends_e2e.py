@@ -1,0 +1,92 @@
+"""A chat client's conversation that went through a reasoning model, continued on Groq: the
+real gateway process, the `openai` SDK, and fake chat upstreams, one as strict as Groq about
+assistant-message fields it does not know (a 400, "property 'reasoning_content' is
+unsupported", reported against many clients that send reasoning back)."""
+
+from __future__ import annotations
+
+import openai
+
+CONFIG = """
+backends:
+  deep:
+    type: deepseek
+    base_url: {deep_url}
+    api_key: sk-deep-123456
+    models:
+      deepseek/deepseek-v4-pro: {{upstream_id: deepseek-v4-pro}}
+  fast:
+    type: groq
+    base_url: {groq_url}
+    api_key: sk-groq-123456
+    models:
+      moonshotai/kimi-k2: {{upstream_id: moonshotai/kimi-k2-instruct}}
+routes:
+  agent: {{strategy: ordered, models: [deepseek/deepseek-v4-pro, moonshotai/kimi-k2]}}
+"""
+REASONING = {
+    "reasoning_content": "Need the file first.",
+    "reasoning": "Need the file first.",
+    "reasoning_details": [{"type": "reasoning.text", "text": "Need the file first.", "index": 0}],
+}
+# A turn an earlier answer came back with (DeepSeek's `reasoning_content`, vLLM's `reasoning`,
+# OpenRouter's `reasoning_details`), sent back by the client as chat clients do.
+MESSAGES = [
+    {"role": "user", "content": "Read a."},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read", "arguments": '{"path":"a"}'}}],
+        **REASONING,
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "A"},
+]
+TOOLS = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object", "properties": {}}}}]
+STRICT = frozenset({"reasoning_content", "reasoning", "reasoning_details"})
+
+
+def test_earlier_reasoning_is_left_out_for_groq_and_sent_as_it_came_elsewhere(
+    start_gateway, upstream, upstream_b, openai_client
+):
+    gw = start_gateway(CONFIG.format(deep_url=upstream.base_url, groq_url=upstream_b.base_url))
+    client = openai_client(gw)
+    upstream_b.reset(refused_message_fields=STRICT)
+
+    answer = client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS)  # DeepSeek answers
+    assert answer.choices[0].message.content == "Hello from the fake upstream."
+    assert upstream.received[0].body["messages"] == MESSAGES  # the client's own turns, as sent
+    assert upstream_b.received == []
+
+    upstream.reset(status=503)  # DeepSeek down: the same conversation falls back to Groq
+    for stream in (False, True):
+        if stream:
+            chunks = list(client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS, stream=True))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            text = (
+                client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
+            )
+        assert text.strip() == "Hello from the fake upstream."
+    assert len(upstream.received) == 2 and len(upstream_b.received) == 2
+    for received in upstream_b.received:
+        assistant = received.body["messages"][1]
+        assert assistant == {k: v for k, v in MESSAGES[1].items() if k not in REASONING}
+        assert received.body["messages"][0] == MESSAGES[0] and received.body["messages"][2] == MESSAGES[2]
+
+
+def test_groqs_refusal_reaches_the_client_as_a_400_when_a_field_is_not_reasoning(
+    start_gateway, upstream, upstream_b, openai_client
+):
+    """Only reasoning fields are left out: any other field the client sends is its own, and
+    a strict server's 400 for it is the client's to see (no fallback: no backend would differ)."""
+    gw = start_gateway(CONFIG.format(deep_url=upstream.base_url, groq_url=upstream_b.base_url))
+    upstream.reset(status=503)
+    upstream_b.reset(refused_message_fields=frozenset({"audio"}))
+    turns = [MESSAGES[0], {"role": "assistant", "content": "Hi.", "audio": {"id": "audio_1"}}, MESSAGES[0]]
+    try:
+        openai_client(gw).chat.completions.create(model="agent", messages=turns)
+    except openai.BadRequestError as exc:
+        assert "property 'audio' is unsupported" in str(exc)
+    else:
+        raise AssertionError("a 400 was expected")
+    assert len(upstream_b.received) == 1 and upstream_b.received[0].body["messages"][1]["audio"] == {"id": "audio_1"}
