@@ -676,7 +676,9 @@ def test_an_input_too_deep_to_store_is_delivered_and_not_stored_without_a_traceb
 
 
 def test_a_store_that_is_down_costs_the_storing_not_the_answer(start_gateway, upstream, redis_server, openai_client):
-    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env={**KEYS, "GATEWAY_REDIS_URL": redis_server.url})
+    # Its shutdown flushes the ledger to the Redis stopped below: given half a second, not 10.
+    env = {**KEYS, "GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_SHUTDOWN_FLUSH_S": "0.5"}
+    gw = start_gateway(TRANSLATED.format(chat=upstream.base_url), env=env)
     client = openai_client(gw, api_key="sk-alice")
     redis_server.stop()
     response = client.responses.create(model="auto", input="Say hello.")
