@@ -54,6 +54,7 @@ def test_a_stream_longer_than_the_inflight_ttl_keeps_its_slot(start_gateway, ups
         assert upstream.streams_completed == 0, "the stream ended before the checks"  # still in flight
     assert [r.status_code for r in refused] == [429, 429, 429], [r.text for r in refused]
     assert all(r.json()["error"]["metadata"]["limit"] == "max_concurrent" for r in refused)
+    upstream.behaviour.chunk_delay_s = 0.0  # checked: the rest of the stream at once
     long_call.join()
     assert upstream.streams_completed == 1
     assert call().status_code == 200  # its slot is given back when it ends
