@@ -21,6 +21,7 @@ Not here: GET/DELETE of stored responses and the store's lifecycle (`stored_resp
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Awaitable
@@ -39,7 +40,7 @@ from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, Upstream
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields
-from gateway.protocol.errors import GatewayError, invalid_request
+from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import untranslatable
 from gateway.protocol.responses import (
     chat_to_response,
@@ -60,6 +61,8 @@ from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, Up
 from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
 from gateway.proxy.responses_format import RESPONSES_UNKEPT
 from gateway.tenants.principal import Principal
+
+log = logging.getLogger("gateway.responses")
 
 # Fields of a Responses request that are the gateway's own: never sent to a backend natively.
 _GATEWAY_FIELDS = ("previous_response_id", "store", *GATEWAY_OWNED_FIELDS)
@@ -356,6 +359,19 @@ def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
 _NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
 
 
+def _unstorable(response: dict[str, Any]) -> str | None:
+    """Why a native backend's Response cannot be stored, or None. Its `id` names the record,
+    and its `output` items become the input of every request continuing it, which reads
+    them as objects: stored, one that is not was a 500 on each continuation."""
+    response_id = response.get("id")
+    if type(response_id) is not str or not response_id:
+        return "has no string `id`"
+    output = response.get("output")
+    if type(output) is not list or not all(type(item) is dict for item in output):
+        return "has output items that are not objects"
+    return None
+
+
 # A non-streamed chat answer to translate: checked, before it is accepted, for what
 # `chat_to_response` reads.
 _TRANSLATED = TranslatedChatFormat(untranslatable)
@@ -434,6 +450,10 @@ class ResponsesIngress(Ingress):
                 response = response if response is not None or final is not None else request.response
         if response is not None:
             if opened.format in _NATIVE:
+                unfit = _unstorable(response)
+                if unfit:
+                    log.warning("response %s not stored: the backend's Response %s", echoed(response.get("id")), unfit)
+                    return
                 # The backend was sent store false and no previous_response_id (the gateway
                 # keeps the conversation): the stored copy says what the gateway did with it.
                 previous = request.native.get("previous_response_id")

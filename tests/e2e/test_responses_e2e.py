@@ -420,6 +420,39 @@ def test_a_backend_reusing_an_id_never_hands_one_keys_response_to_another(gw_nat
     assert "response resp_reused not stored: another key's stored response has that id" in gw_native.log()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_native_response_without_an_id_is_delivered_and_not_stored_without_a_traceback(
+    gw_native, native, upstream, stream
+):
+    """Hostile testing: a native backend's Response with no `id` was delivered, then the
+    completed hook failed storing it (KeyError: 'id', with a traceback)."""
+    native.reset(omit_id=True)
+    body = {"model": "auto", "input": "Say hello.", "stream": stream}
+    answer = httpx.post(gw_native.url + "/v1/responses", json=body, headers={"authorization": "Bearer sk-alice"})
+    assert answer.status_code == 200 and "Hello from the fake Responses upstream." in answer.text
+    assert (len(native.received), len(upstream.received)) == (1, 0)
+    assert "not stored: the backend's Response has no string `id`" in gw_native.log()
+    assert "Traceback" not in gw_native.log()
+
+
+def test_a_native_response_with_output_items_that_are_not_objects_is_not_stored(gw_native, native, upstream):
+    """Hostile testing: a native backend's `output` holding a string was stored as it came,
+    and every request continuing that response was a 500 (AttributeError) before any backend
+    was asked. Not stored now: continuing it is the 400 for an unknown previous response."""
+    native.reset(response_id="resp_junk", output=["junk"])
+    headers = {"authorization": "Bearer sk-alice"}
+    first = httpx.post(gw_native.url + "/v1/responses", json={"model": "auto", "input": "hi"}, headers=headers)
+    assert first.status_code == 200 and first.json()["output"] == ["junk"]  # delivered as the backend wrote it
+    body = {"model": "auto", "input": "Go on.", "previous_response_id": "resp_junk"}
+    again = httpx.post(gw_native.url + "/v1/responses", json=body, headers=headers)
+    assert again.status_code == 400 and again.json()["error"]["code"] == "previous_response_not_found"
+    assert (len(native.received), len(upstream.received)) == (1, 0)
+    assert "response resp_junk not stored: the backend's Response has output items that are not objects" in (
+        gw_native.log()
+    )
+    assert "Traceback" not in gw_native.log()
+
+
 def test_openrouter_provider_overrides_route_a_responses_request(gw_native, native, upstream, openai_client):
     client = openai_client(gw_native, api_key="sk-alice")
     response = client.responses.create(model="auto", input="hi", extra_body={"provider": {"only": ["chat-up"]}})

@@ -77,6 +77,8 @@ class ResponsesBehaviour:
     text_pieces: list[str] | None = None  # the message's text deltas when streamed (default: word by word)
     delay_s: float = 0.0
     response_id: str | None = None  # answer with this id (a backend reusing ids), else a fresh one
+    omit_id: bool = False  # answer with Responses that have no `id` (a backend that forgets it)
+    output: list[Any] | None = None  # a non-streamed answer's `output` as given (a backend writing junk)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -130,7 +132,8 @@ class FakeResponses:
             failed = self._response(body, response_id, "failed", [])
             failed["error"] = {"code": "server_error", "message": b.error_message}
             return _json(failed, headers=b.headers)
-        return _json(self._response(body, response_id, "completed", self._output(response_id)), headers=b.headers)
+        output = b.output if b.output is not None else self._output(response_id)
+        return _json(self._response(body, response_id, "completed", output), headers=b.headers)
 
     def _problem(self, request: Request, body: Any) -> tuple[int, str] | None:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -181,7 +184,7 @@ class FakeResponses:
 
     def _response(self, body: dict, response_id: str, status: str, output: list[dict]) -> dict[str, Any]:
         done = status in ("completed", "incomplete")
-        return {
+        response = {
             "id": response_id,
             "object": "response",
             "created_at": int(time.time()),
@@ -206,6 +209,9 @@ class FakeResponses:
             "user": None,
             "metadata": body.get("metadata") or {},
         }
+        if self.behaviour.omit_id:
+            del response["id"]
+        return response
 
     async def _events(self, body: dict, response_id: str):
         b = self.behaviour
