@@ -88,6 +88,7 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     discovered: list[dict[str, Any]] = []  # tools a client-side tool search brought in
     _append_items(previous or [], messages, "previous_response_id", discovered)  # stored by us: well-formed
     _append_items(items, messages, "input", discovered)
+    _join_texts(messages)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _options(body, chat)
@@ -264,7 +265,7 @@ def input_items(value: Any) -> list[dict[str, Any]]:
 def _append_items(
     items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str, discovered: list[dict[str, Any]]
 ) -> None:
-    thought = ""  # the reasoning items' text since the last message: the next assistant turn's
+    thought: list[str] = []  # the reasoning items' texts since the last message: the next assistant turn's
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
@@ -292,7 +293,7 @@ def _append_items(
             if thought:
                 if role == "assistant":
                     _reasoned(messages[-1], thought)
-                thought = ""
+                thought = []
         elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
             call = _search_call(item, where) if kind == "tool_search_call" else _function_call(item, where)
             if messages and _open_assistant(messages[-1]):
@@ -301,10 +302,11 @@ def _append_items(
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
             if thought:
                 _reasoned(messages[-1], thought)
-                thought = ""
+                thought = []
         elif kind == "reasoning":
             text = _reasoning_text(item)
-            thought = f"{thought}\n\n{text}" if thought and text else thought or text
+            if text:
+                thought.append(text)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
@@ -340,11 +342,17 @@ def _reasoning_text(item: dict[str, Any]) -> str:
     return ""
 
 
-def _reasoned(message: dict[str, Any], thought: str) -> None:
+def _reasoned(message: dict[str, Any], thought: list[str]) -> None:
     """The reasoning before an assistant turn, as its chat message's `reasoning_content`
-    (sent to backends that take it back: `with_reasoning_history`)."""
-    earlier = message.get(REASONING)
-    message[REASONING] = f"{earlier}\n\n{thought}" if earlier else thought
+    (sent to backends that take it back: `with_reasoning_history`): the texts a paragraph
+    apart, after any it had (`_Text` until `_join_texts`)."""
+    pieces = message.get(REASONING)
+    if type(pieces) is not _Text:
+        pieces = message[REASONING] = _Text([pieces] if pieces else [])
+    for text in thought:
+        if pieces:
+            pieces.append("\n\n")
+        pieces.append(text)
 
 
 # Items that make a tool call and the outputs answering one, as OpenAI's 400s name them.
@@ -394,11 +402,34 @@ def check_tool_outputs(previous: list[dict[str, Any]], items: list[dict[str, Any
 _SEPARATORS = {"system": "\n\n", "user": "\n", "assistant": "\n"}
 
 
+class _Text(list[str]):
+    """A text being joined from many pieces, as a list of them until `_join_texts`: joined
+    message by message, each join copied all the text before it, so a request of many short
+    messages in a row (8 MB of them) held the event loop for seconds."""
+
+
+def _join_texts(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        for key in ("content", REASONING):
+            if type(message.get(key)) is _Text:
+                message[key] = "".join(message[key])
+
+
 def _joined(first: Any, then: Any, separator: str) -> Any:
-    """Two messages' contents as one: texts joined by `separator`, else their parts in order
-    (one string again when they are all text: an empty list of parts joined to a text)."""
+    """Two messages' contents as one: texts joined by `separator` (a `_Text`), else their
+    parts in order (one string again when they are all text: an empty list of parts joined
+    to a text). `first` is the translation's own, so it is added to in place."""
+    if type(first) is _Text:
+        if type(then) is str:
+            first += (separator, then)
+            return first
+        first = "".join(first)
     if type(first) is str and type(then) is str:
-        return first + separator + then
+        return _Text((first, separator, then))
+    if type(first) is list and first:
+        # Parts, one not text (all-text parts are one string): parts they stay, whatever follows.
+        first += _as_parts(then)
+        return first
     parts = _as_parts(first) + _as_parts(then)
     return text_or_parts(parts) if parts else parts
 

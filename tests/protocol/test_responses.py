@@ -27,6 +27,7 @@ from gateway.protocol.responses import (
 from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
+from tests.support.cpu import cpu_seconds
 
 # -- request ----------------------------------------------------------------------------------
 
@@ -1156,3 +1157,41 @@ def test_tool_calls_without_an_index_are_told_apart_by_their_ids():
     done = events[-1]["response"]["output"]
     assert [(item["call_id"], orjson.loads(item["arguments"])) for item in done] == S.PARALLEL_CALLS
     assert len({item["id"] for item in done}) == 2
+
+
+# -- many items in a row --------------------------------------------------------------------------
+
+
+# Items that join the message before them, and how many make the smaller request: texts are
+# copied fast, so only many of them show a square.
+_SHORT_ITEMS = {
+    "texts": ([{"role": "user", "content": "a"}], 100_000),
+    "images": ([{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}], 15_000),
+    "reasoned calls": (
+        [
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "t" * 50}]},
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        ],
+        10_000,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_SHORT_ITEMS))
+def test_many_items_joined_in_one_message_translate_in_linear_time(kind):
+    """Hostile testing: each item joined to the message before it (user messages in a row,
+    reasoning before parallel calls) copied all the text or parts joined so far, so an 8 MB
+    body of such items held the event loop 6 s (texts) to 16 s (images). Four times the
+    items must cost about four times the time, not sixteen."""
+    items, n = _SHORT_ITEMS[kind]
+    small, large = ({"model": "m", "input": items * count} for count in (n, 4 * n))
+    (message,) = responses_to_chat(large)["messages"]
+    if kind == "texts":
+        assert message == {"role": "user", "content": "\n".join(["a"] * 4 * n)}
+    elif kind == "images":
+        assert message["content"] == [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}] * 4 * n
+    else:
+        assert message["reasoning_content"] == "\n\n".join(["t" * 50] * 4 * n)
+        assert len(message["tool_calls"]) == 4 * n and message["content"] is None
+    ratio = cpu_seconds(lambda: responses_to_chat(large)) / cpu_seconds(lambda: responses_to_chat(small))
+    assert ratio < 10, f"{ratio:.1f} times the time for 4 times the items"

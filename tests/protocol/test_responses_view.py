@@ -27,6 +27,7 @@ from gateway.routing.pipeline import decide
 from tests.protocol import samples as S
 from tests.protocol.views import decided_alike
 from tests.routing.support import snapshot_from
+from tests.support.cpu import cpu_seconds
 
 
 def responses_view(body: Any, previous: Any = None) -> tuple[dict[str, Any], Any] | None:
@@ -434,3 +435,14 @@ def test_a_malformed_routing_field_is_a_400_naming_it_on_either_path(field, valu
         with pytest.raises(GatewayError) as raised:
             decide(chat, {}, snapshot_from(POLICY), endpoint="responses")
         assert (raised.value.status, raised.value.param) == (400, param)
+
+
+def test_many_messages_in_a_row_are_viewed_in_linear_time():
+    """Hostile testing: the view joined each user message's text to the one before it (for
+    the classifier), copying all the text so far: with the translation's same square, an
+    8 MB body of one-letter messages held the event loop 6 s. Four times the messages must
+    cost about four times the time, not sixteen; the text is the translation's."""
+    small, large = ({"model": "m", "input": [{"role": "user", "content": "a"}] * n} for n in (100_000, 400_000))
+    assert responses_prompt(large).last_user == "\n".join(["a"] * 400_000)
+    ratio = cpu_seconds(lambda: responses_prompt(large)) / cpu_seconds(lambda: responses_prompt(small))
+    assert ratio < 10, f"{ratio:.1f} times the time for 4 times the messages"
