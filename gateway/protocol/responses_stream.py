@@ -65,6 +65,7 @@ class ResponseStream:
         self.response_id = response_id
         self.created_at = created_at if created_at is not None else int(time.time())
         self.output: list[dict[str, Any]] = []  # finished items, for the final Response
+        self._counts: dict[Any, int] = {}  # how many of `output` are of each type (`_earlier`)
         self._sequence = 0
         self._started = False
         self._closed = False
@@ -105,7 +106,10 @@ class ResponseStream:
         `output` holds the items already done, and text goes on in `open_message` (the
         message item being written, whose text so far is `text`) or in a new item."""
         self.response_id, self.created_at, self._sequence = response_id, created_at, sequence
-        self.output = list(output)
+        self.output, self._counts = list(output), {}
+        for item in output:
+            kind = item.get("type")
+            self._counts[kind] = self._counts.get(kind, 0) + 1
         self._started = True
         self._open = open_message
         self._text = [text] if open_message is not None and text else []
@@ -297,7 +301,7 @@ class ResponseStream:
 
     def _earlier(self, kind: str) -> int:
         """How many items of `kind` the Response has so far (a continued one's included)."""
-        return sum(1 for item in self.output if item["type"] == kind)
+        return self._counts.get(kind, 0)
 
     def _settle(self) -> list[dict[str, Any]]:
         """Close the open item, then write the held calls, each whole, in their order."""
@@ -372,6 +376,7 @@ class ResponseStream:
             )
             done = {**item, "arguments": text, "status": "completed"}
         self.output.append(done)
+        self._counts[done["type"]] = self._counts.get(done["type"], 0) + 1
         self._open, self._text, self._open_call = None, [], None
         return events + [self._event("response.output_item.done", output_index=index, item=done)]
 

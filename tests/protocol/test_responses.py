@@ -1195,3 +1195,24 @@ def test_many_items_joined_in_one_message_translate_in_linear_time(kind):
         assert len(message["tool_calls"]) == 4 * n and message["content"] is None
     ratio = cpu_seconds(lambda: responses_to_chat(large)) / cpu_seconds(lambda: responses_to_chat(small))
     assert ratio < 10, f"{ratio:.1f} times the time for 4 times the items"
+
+
+def _alternating_stream(n: int) -> ResponseStream:
+    """A stream whose upstream alternates reasoning and text `n` times: 2n output items."""
+    stream = ResponseStream({"model": "m"}, "resp_x", 0)
+    for _ in range(n):
+        stream.feed({"choices": [{"index": 0, "delta": {"reasoning_content": "r"}}]})
+        stream.feed({"choices": [{"index": 0, "delta": {"content": "c"}}]})
+    stream.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return stream
+
+
+def test_a_stream_of_many_output_items_is_translated_in_linear_time():
+    """Hostile testing: each reasoning or message item opened counted the items of its kind
+    so far (for its id's number), so an upstream alternating reasoning and text 20,000 times
+    held the event loop 25 s. Four times the items must cost about four times the time."""
+    output = _alternating_stream(1_000).output
+    assert [item["id"] for item in output[:4]] == ["rs_x", "msg_x", "rs_x_2", "msg_x_2"]
+    assert (len(output), output[-1]["id"], len({item["id"] for item in output})) == (2_000, "msg_x_1000", 2_000)
+    ratio = cpu_seconds(lambda: _alternating_stream(20_000), 3) / cpu_seconds(lambda: _alternating_stream(5_000), 3)
+    assert ratio < 10, f"{ratio:.1f} times the time for 4 times the items"
