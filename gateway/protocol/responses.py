@@ -86,9 +86,10 @@ def responses_to_chat(body: Any, previous: list[dict[str, Any]] | None = None) -
     if not items and previous is None:  # continuing a conversation may add no input
         raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     discovered: list[dict[str, Any]] = []  # tools a client-side tool search brought in
-    _append_items(previous or [], messages, "previous_response_id", discovered)  # stored by us: well-formed
-    _append_items(items, messages, "input", discovered)
-    _join_texts(messages)
+    joined: list[dict[str, Any]] = []  # the messages holding a `_Text`
+    _append_items(previous or [], messages, "previous_response_id", discovered, joined)  # stored by us: well-formed
+    _append_items(items, messages, "input", discovered, joined)
+    _join_texts(joined)
 
     chat: dict[str, Any] = {"model": model, "messages": messages}
     _options(body, chat)
@@ -263,7 +264,11 @@ def input_items(value: Any) -> list[dict[str, Any]]:
 
 
 def _append_items(
-    items: list[dict[str, Any]], messages: list[dict[str, Any]], field: str, discovered: list[dict[str, Any]]
+    items: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+    field: str,
+    discovered: list[dict[str, Any]],
+    joined: list[dict[str, Any]],
 ) -> None:
     thought: list[str] = []  # the reasoning items' texts since the last message: the next assistant turn's
     for i, item in enumerate(items):
@@ -287,12 +292,15 @@ def _append_items(
                 # template (on vLLM) "System message must be at the beginning" for a second
                 # one; Codex sends the instructions and a developer message, then its
                 # environment context and the prompt as two user messages.
-                messages[-1]["content"] = _joined(messages[-1]["content"], content, _SEPARATORS[role])
+                earlier = messages[-1]["content"]
+                merged = messages[-1]["content"] = _joined(earlier, content, _SEPARATORS[role])
+                if type(merged) is _Text and type(earlier) is not _Text:
+                    joined.append(messages[-1])
             else:
                 messages.append({"role": role, "content": content})
             if thought:
                 if role == "assistant":
-                    _reasoned(messages[-1], thought)
+                    _reasoned(messages[-1], thought, joined)
                 thought = []
         elif kind in ("function_call", "custom_tool_call", "tool_search_call"):
             call = _search_call(item, where) if kind == "tool_search_call" else _function_call(item, where)
@@ -301,7 +309,7 @@ def _append_items(
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
             if thought:
-                _reasoned(messages[-1], thought)
+                _reasoned(messages[-1], thought, joined)
                 thought = []
         elif kind == "reasoning":
             text = _reasoning_text(item)
@@ -342,13 +350,17 @@ def _reasoning_text(item: dict[str, Any]) -> str:
     return ""
 
 
-def _reasoned(message: dict[str, Any], thought: list[str]) -> None:
+def _reasoned(message: dict[str, Any], thought: list[str], joined: list[dict[str, Any]]) -> None:
     """The reasoning before an assistant turn, as its chat message's `reasoning_content`
     (sent to backends that take it back: `with_reasoning_history`): the texts a paragraph
-    apart, after any it had (`_Text` until `_join_texts`)."""
+    apart, after any it had (`_Text` until `_join_texts`, the message then in `joined`)."""
     pieces = message.get(REASONING)
+    if not pieces and len(thought) == 1:  # the usual turn: one reasoning item before it
+        message[REASONING] = thought[0]
+        return
     if type(pieces) is not _Text:
         pieces = message[REASONING] = _Text([pieces] if pieces else [])
+        joined.append(message)
     for text in thought:
         if pieces:
             pieces.append("\n\n")
@@ -408,8 +420,8 @@ class _Text(list[str]):
     messages in a row (8 MB of them) held the event loop for seconds."""
 
 
-def _join_texts(messages: list[dict[str, Any]]) -> None:
-    for message in messages:
+def _join_texts(joined: list[dict[str, Any]]) -> None:
+    for message in joined:
         for key in ("content", REASONING):
             if type(message.get(key)) is _Text:
                 message[key] = "".join(message[key])

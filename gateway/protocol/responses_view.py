@@ -61,22 +61,22 @@ _CALL_FRAME -= _json_length(("", "", ""))
 class _Message:
     """One chat message the items become, reduced to what the estimate and classifier read."""
 
-    __slots__ = ("calls", "images", "pieces", "reasoning", "role", "size", "texts")
+    __slots__ = ("calls", "images", "joined", "pieces", "reasoning", "role", "size", "text")
 
     def __init__(self, role: str, size: int, text: str, calls: int = 0, images: bool = False, pieces: int = 1) -> None:
         self.role = role
         self.size = size  # UTF-8 bytes of its content's text as `estimate_prompt_tokens` reads it
-        # Its content's text as the classifier reads it, in pieces (`text`): a message joined
-        # from many in a row, each join copying the text before it, was seconds of CPU.
-        self.texts = [text]
+        self.text = text  # its content's text as the classifier reads it (`whole_text`)
+        # A message joined from several in a row: its texts, joined when read (each join
+        # copying the text before it, a request of many messages in a row was seconds of CPU).
+        self.joined: list[str] | None = None
         self.calls = calls  # JSON bytes of its `tool_calls` list (0: none)
         self.images = images
         self.pieces = pieces  # the texts and images the estimate joins (a user's: 0 for none)
         self.reasoning: int | None = None  # UTF-8 bytes of its `reasoning_content` (None: it has none)
 
-    @property
-    def text(self) -> str:
-        return "".join(self.texts)
+    def whole_text(self) -> str:
+        return self.text if self.joined is None else "".join(self.joined)
 
 
 def responses_fields(body: Any) -> dict[str, Any] | None:
@@ -173,8 +173,8 @@ def responses_prompt(
         return None  # the translation raises it again, in its own order
     except orjson.JSONEncodeError:
         return None  # nested deeper than orjson writes (it reads deeper): the translation's estimate refuses it (400)
-    last_user = next((m.text for m in reversed(messages) if m.role == "user"), None)
-    system = messages[0].text if messages and messages[0].role == "system" else ""
+    last_user = next((m.whole_text() for m in reversed(messages) if m.role == "user"), None)
+    system = messages[0].whole_text() if messages and messages[0].role == "system" else ""
     return PromptFacts(tokens, images, last_user, system)
 
 
@@ -197,13 +197,15 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             if role == "system" and last is not None and last.role != "system":
                 role = "user"  # a developer message mid-conversation: user text in its place, as translated
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
-                last.size, last.texts = size, [text]  # the text of the turn whose calls came first
+                last.size, last.text, last.joined = size, text, None  # the text of the turn whose calls came first
             elif last is not None and last.role == role and not last.calls:
                 # One message of a role (`_joined`): texts joined by its separator, a user's
                 # parts by a space (as long as its line break).
                 separator = _SEPARATORS[role] if last.pieces and pieces else ""
                 last.size = last.size + len(separator) + size
-                last.texts += (separator, text)
+                if last.joined is None:
+                    last.joined = [last.text]
+                last.joined += (separator, text)
                 last.images, last.pieces = last.images or images, last.pieces + pieces
             else:
                 messages.append(_Message(role, size, text, 0, images, pieces))
