@@ -359,6 +359,10 @@ def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
 _NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
 
 
+# The longest backend `id` kept as a stored response's key (OpenAI's are about 50 characters).
+MAX_STORED_ID = 256
+
+
 def _unstorable(response: dict[str, Any]) -> str | None:
     """Why a native backend's Response cannot be stored, or None. Its `id` names the record,
     and its `output` items become the input of every request continuing it, which reads
@@ -366,6 +370,8 @@ def _unstorable(response: dict[str, Any]) -> str | None:
     response_id = response.get("id")
     if type(response_id) is not str or not response_id:
         return "has no string `id`"
+    if len(response_id) > MAX_STORED_ID:
+        return f"has an `id` longer than {MAX_STORED_ID} characters"
     output = response.get("output")
     if type(output) is not list or not all(type(item) is dict for item in output):
         return "has output items that are not objects"

@@ -453,6 +453,20 @@ def test_a_native_response_with_output_items_that_are_not_objects_is_not_stored(
     assert "Traceback" not in gw_native.log()
 
 
+def test_a_native_response_with_an_overlong_id_is_delivered_and_not_stored(gw_native, native, upstream):
+    """Hostile testing: a backend's `id` of any length became the store's key (bounded only
+    by the 16 MB record limit). Ids are at most 256 characters now (OpenAI's are about 50)."""
+    native.reset(response_id="resp_" + "x" * 300)
+    headers = {"authorization": "Bearer sk-alice"}
+    first = httpx.post(gw_native.url + "/v1/responses", json={"model": "auto", "input": "hi"}, headers=headers)
+    assert first.status_code == 200 and first.json()["id"] == "resp_" + "x" * 300  # delivered as it came
+    body = {"model": "auto", "input": "Go on.", "previous_response_id": "resp_" + "x" * 300}
+    again = httpx.post(gw_native.url + "/v1/responses", json=body, headers=headers)
+    assert again.status_code == 400 and again.json()["error"]["code"] == "previous_response_not_found"
+    assert (len(native.received), len(upstream.received)) == (1, 0)
+    assert "not stored: the backend's Response has an `id` longer than 256 characters" in gw_native.log()
+
+
 def test_openrouter_provider_overrides_route_a_responses_request(gw_native, native, upstream, openai_client):
     client = openai_client(gw_native, api_key="sk-alice")
     response = client.responses.create(model="auto", input="hi", extra_body={"provider": {"only": ["chat-up"]}})
