@@ -125,8 +125,11 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
             if name != "parallel_tool_calls":
                 _sampling(name, value)
             chat[name] = value
+    for name in ("user", "safety_identifier"):
+        if body.get(name) is not None and type(body[name]) is not str:
+            raise invalid_request(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
     user = body.get("user") or body.get("safety_identifier")
-    if isinstance(user, str) and user:
+    if user:
         chat["user"] = user
     limit = body.get("max_output_tokens")
     if limit is not None:

@@ -276,6 +276,14 @@ def test_reasoning_effort(effort, expected):
             "invalid_type",
             "Invalid type for 'max_output_tokens': expected an integer.",
         ),
+        # Hostile testing: a number was accepted and echoed back in the Response.
+        ({"user": 5}, "user", "invalid_type", "Invalid type for 'user': expected a string."),
+        (
+            {"safety_identifier": ["a"]},
+            "safety_identifier",
+            "invalid_type",
+            "Invalid type for 'safety_identifier': expected a string.",
+        ),
         (
             {"reasoning": {"effort": 3}},
             "reasoning.effort",
