@@ -239,8 +239,11 @@ def _settings(body: dict[str, Any]) -> None:
 
 def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
     """tool_choice and stream, which follow the tools."""
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        chat["tool_choice"] = _allowed_tools(choice, chat)
+    elif choice is not None:
+        chat["tool_choice"] = _tool_choice(choice)
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
@@ -648,6 +651,52 @@ def _tool_choice(choice: Any) -> Any:
         return {"type": "function", "function": {"name": choice["name"]}}
     kind = choice.get("type") if isinstance(choice, dict) else choice
     raise invalid_request(f"tool_choice '{echoed(kind)}' is not supported by this gateway.", "tool_choice")
+
+
+def _allowed_tools(choice: dict[str, Any], chat: dict[str, Any]) -> str:
+    """OpenAI's `allowed_tools` choice as chat spells it: `tools` cut to the ones it names, and
+    its mode ("auto", "required") as the choice. `chat["tools"]` is replaced, not edited (in
+    the routing view it may be the client's own list)."""
+    mode = choice.get("mode")
+    if mode not in ("auto", "required"):
+        raise invalid_request(
+            "Invalid value for 'tool_choice.mode': expected 'auto' or 'required'.", "tool_choice.mode", "invalid_value"
+        )
+    named = choice.get("tools")
+    if type(named) is not list or not named:
+        raise invalid_request(
+            "Missing required parameter: 'tool_choice.tools'.", "tool_choice.tools", "missing_required_parameter"
+        )
+    names: set[str] = set()
+    for i, tool in enumerate(named):
+        if (
+            type(tool) is not dict
+            or tool.get("type") not in ("function", "custom")
+            or type(tool.get("name")) is not str
+        ):
+            where = f"tool_choice.tools[{i}]"
+            raise invalid_request(
+                f"'{where}' must name a function or custom tool ({{'type': 'function', 'name': ...}}): allowed "
+                "tools of other kinds are not supported by this gateway.",
+                where,
+            )
+        names.add(tool["name"])
+    kept = [tool for tool in chat.get("tools") or () if _chat_tool_name(tool) in names]
+    missing = names.difference(_chat_tool_name(tool) for tool in kept)
+    if missing:
+        raise invalid_request(
+            f"tool_choice.tools names '{echoed(min(missing))}', which is not in 'tools'.", "tool_choice.tools"
+        )
+    chat["tools"] = kept
+    return str(mode)
+
+
+def _chat_tool_name(tool: Any) -> Any:
+    """A tool's name, chat's spelling (`function.name`) or, in the routing view, Responses'."""
+    if type(tool) is not dict:
+        return None
+    function = tool.get("function")
+    return function.get("name") if type(function) is dict else tool.get("name")
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:

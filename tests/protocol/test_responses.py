@@ -25,6 +25,7 @@ from gateway.protocol.responses import (
     responses_to_chat,
 )
 from gateway.protocol.responses_stream import ResponseStream
+from gateway.protocol.responses_view import responses_fields
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
 from tests.support.cpu import cpu_seconds
@@ -377,6 +378,50 @@ def test_settings_at_openais_bounds_are_taken():
 )
 def test_tool_choice(choice, expected):
     assert responses_to_chat({**S.RESPONSES_REQUEST_ITEMS, "tool_choice": choice})["tool_choice"] == expected
+
+
+def test_allowed_tools_cut_the_tools_to_those_named_and_choose_by_its_mode():
+    """Hostile testing: OpenAI's `allowed_tools` choice was a 400 ("not supported"), even for a
+    backend that serves Responses natively (the routing view refused it too)."""
+    tools = [
+        {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+        for name in ("read", "write", "search")
+    ]
+    for mode in ("auto", "required"):
+        choice = {"type": "allowed_tools", "mode": mode, "tools": [{"type": "function", "name": "search"}]}
+        body = {"model": "m", "input": "hi", "tools": tools, "tool_choice": choice}
+        chat = responses_to_chat(body)
+        assert chat["tool_choice"] == mode
+        assert [tool["function"]["name"] for tool in chat["tools"]] == ["search"]
+        assert body["tools"] == tools  # the client's list as it was
+        fields = responses_fields(body)  # the routing view's, for a backend serving Responses natively
+        assert fields is not None and fields["tool_choice"] == mode
+        assert [tool["name"] for tool in fields["tools"]] == ["search"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "param"),
+    [
+        (
+            {"type": "allowed_tools", "mode": "none", "tools": [{"type": "function", "name": "read"}]},
+            "tool_choice.mode",
+        ),
+        ({"type": "allowed_tools", "mode": "auto", "tools": []}, "tool_choice.tools"),
+        (
+            {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "mcp", "server_label": "x"}]},
+            "tool_choice.tools[0]",
+        ),
+        (
+            {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "other"}]},
+            "tool_choice.tools",
+        ),
+    ],
+)
+def test_a_malformed_allowed_tools_choice_is_a_400_naming_its_field(choice, param):
+    tools = [{"type": "function", "name": "read", "parameters": {"type": "object", "properties": {}}}]
+    with pytest.raises(GatewayError) as caught:
+        responses_to_chat({"model": "m", "input": "hi", "tools": tools, "tool_choice": choice})
+    assert (caught.value.status, caught.value.param) == (400, param)
 
 
 def test_previous_items_come_before_the_new_input():
