@@ -649,6 +649,10 @@ def _tool_choice(choice: Any) -> Any:
     named = isinstance(choice, dict) and choice.get("type") in ("function", "custom")
     if named and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
+    if named:  # a kind this gateway takes, without the name it needs
+        raise invalid_request(
+            "Missing required parameter: 'tool_choice.name'.", "tool_choice.name", "missing_required_parameter"
+        )
     kind = choice.get("type") if isinstance(choice, dict) else choice
     raise invalid_request(f"tool_choice '{echoed(kind)}' is not supported by this gateway.", "tool_choice")
 

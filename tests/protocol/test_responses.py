@@ -556,6 +556,8 @@ def test_built_in_tools_get_a_400_naming_the_tool(tool):
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"text": {"format": {"type": "json_schema"}}}, "text.format"),
         ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
+        # Hostile testing: "tool_choice 'function' is not supported", for a missing name.
+        ({"tool_choice": {"type": "function"}}, "tool_choice.name"),
     ],
 )
 def test_malformed_requests_get_a_400_naming_the_field(change, param):
