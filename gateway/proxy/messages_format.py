@@ -57,7 +57,7 @@ _NO_REDACTION = Redactor(())
 
 def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | None:
     """The ledger's usage for an Anthropic `usage` object; counts it lacks (a message_delta
-    carries only `output_tokens` in older API versions) are kept from `previous`."""
+    carries only `output_tokens` in older API versions, or a null one) are kept from `previous`."""
     if not isinstance(usage, dict):
         return previous
     if (
@@ -69,10 +69,7 @@ def usage_from_anthropic(usage: Any, previous: Usage | None = None) -> Usage | N
     base = previous or Usage()
     read = _int(usage.get("cache_read_input_tokens"), base.cached_tokens)
     written = _int(usage.get("cache_creation_input_tokens"), base.cache_write_tokens)
-    if "input_tokens" in usage:
-        fresh = _int(usage.get("input_tokens"), 0)
-    else:
-        fresh = base.prompt_tokens - base.cached_tokens - base.cache_write_tokens
+    fresh = _int(usage.get("input_tokens"), base.prompt_tokens - base.cached_tokens - base.cache_write_tokens)
     output = _int(usage.get("output_tokens"), base.completion_tokens)
     return Usage(fresh + read + written, output, read, cache_write_tokens=written)
 

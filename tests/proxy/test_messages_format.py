@@ -67,6 +67,22 @@ def test_usage_counts_cache_reads_and_writes_in_the_prompt():
     assert later == Usage(127, 9, cached_tokens=100, cache_write_tokens=20)
 
 
+def test_a_message_delta_with_null_input_counts_keeps_the_message_start_counts():
+    # The SDK types message_delta's input_tokens and cache counts `int | None`: a null
+    # says nothing new, it does not zero the prompt message_start counted.
+    start = usage_from_anthropic({"input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 1})
+    later = usage_from_anthropic(
+        {
+            "input_tokens": None,
+            "cache_read_input_tokens": None,
+            "cache_creation_input_tokens": None,
+            "output_tokens": 9,
+        },
+        start,
+    )
+    assert later == Usage(105, 9, cached_tokens=100, cache_write_tokens=0)
+
+
 def test_an_error_before_content_fails_the_attempt_with_its_status():
     data = wire([S.ANTHROPIC_STREAM_TEXT[0], S.ANTHROPIC_STREAM_ERROR])
     with pytest.raises(StreamFailedEarly) as caught:
