@@ -85,7 +85,9 @@ class StreamTranslator:
             self.usage.update(message.get("usage") or {})
             return self._chunk({"role": "assistant", "content": ""})
         if kind == "message_delta":
-            self.usage.update(obj.get("usage") or {})  # cumulative counts
+            usage = obj.get("usage")
+            if isinstance(usage, dict):  # cumulative counts; a null one (`int | None`) says nothing new
+                self.usage.update((k, v) for k, v in usage.items() if v is not None)
             stop_reason = (obj.get("delta") or {}).get("stop_reason")
             if stop_reason and not self.finished:
                 self.finished = True

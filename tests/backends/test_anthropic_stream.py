@@ -160,3 +160,22 @@ def test_reasoning_details_survive_the_openai_sdks_stream_helper_and_come_back_s
         {"model": "claude-x", "messages": [turns[0], {**message, "reasoning_details": joined}, turns[2]]}
     )
     assert body["messages"][1]["content"][0]["signature"] == "sig-1"
+
+
+def test_a_message_delta_with_null_input_counts_keeps_the_message_start_counts():
+    # The SDK types message_delta's input and cache counts `int | None`: a null one says
+    # nothing new, it does not zero the prompt message_start counted.
+    start = {"id": "msg_n", "model": "claude-x", "usage": {"input_tokens": 20, "cache_read_input_tokens": 4}}
+    nulls = {"input_tokens": None, "cache_read_input_tokens": None, "cache_creation_input_tokens": None}
+    data = sse("message_start", {"type": "message_start", "message": start}) + sse(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {**nulls, "output_tokens": 3}},
+    )
+    data += sse("message_stop", {"type": "message_stop"})
+    chunks = chunks_of(StreamTranslator(include_usage=True, created=1).feed(data))
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 24,
+        "completion_tokens": 3,
+        "total_tokens": 27,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    }
