@@ -405,6 +405,23 @@ def test_a_native_stream_is_relayed_byte_for_byte(gw, client, claude):
     ] * 2
 
 
+def test_null_input_counts_in_a_native_message_delta_leave_the_prompt_billed(gw, claude):
+    # The SDK types message_delta's input and cache counts `int | None`; a null one is no count.
+    claude.reset(delta_input_nulls=True, cache_read_tokens=100)
+    events = raw_events(gw, {"model": "claude", "max_tokens": 50, "messages": HELLO})
+    assert events[-2][1]["usage"]["input_tokens"] is None  # relayed as sent
+    headers = {"authorization": "Bearer sk-test"}
+    body = {"model": "claude", "messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {")]
+    assert json.loads(lines[-1][6:])["usage"]["prompt_tokens"] == 113
+    rows = ledger(gw, 2)
+    assert [(r["endpoint"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
+        ("messages", 113, 9),
+        ("chat", 113, 9),
+    ]
+
+
 # -- fallback across both kinds of backend ------------------------------------------------------------
 
 

@@ -69,6 +69,7 @@ class AnthropicBehaviour:
     # request it was written for, and a block sent back under another prefix fails the check
     # (`_prefix_check`).
     bind_prefix: bool = False
+    delta_input_nulls: bool = False  # message_delta's input and cache counts null (the SDK types them `int | None`)
 
 
 class FakeAnthropic:
@@ -248,6 +249,9 @@ class FakeAnthropic:
             "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
             "usage": {"output_tokens": b.output_tokens},
         }
+        if b.delta_input_nulls:
+            nulls = dict.fromkeys(("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+            delta["usage"] = {**nulls, "output_tokens": b.output_tokens}
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})
 
