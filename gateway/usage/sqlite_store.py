@@ -57,6 +57,9 @@ _Args = TypeVarTuple("_Args")
 
 log = logging.getLogger("gateway.usage")
 
+# How long emptying the WAL waits for another process's write or read (`_truncate_wal`).
+TRUNCATE_WAIT_S = 1.0
+
 # Event columns, in UsageEvent.to_json's names (plus `day`, the UTC date, for range scans).
 _COLUMNS = (
     "id",
@@ -330,6 +333,7 @@ class SqliteUsageStore(UsageStore):
         slice_events: int = 200,
         checkpoint_every_s: float = 1.0,
         *,
+        wal_truncate_frames: int = 4096,
         retention: Retention = KEEP_EVERYTHING,
         prune_every_s: float = 3600.0,
         prune_batch: int = 500,
@@ -348,6 +352,9 @@ class SqliteUsageStore(UsageStore):
         self.busy_timeout_s = busy_timeout_s  # how long a write keeps retrying while another process holds the lock
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
         self.checkpoint_every_s = checkpoint_every_s
+        self.wal_truncate_frames = wal_truncate_frames  # past this (pages, 4 KB each), the next write empties the WAL
+        self.wal_truncations = 0
+        self._wal_frames = 0  # as the last checkpoint found the WAL (`_checkpoint_wal`)
         self.busy_retries = 0  # slices retried because another connection held the write lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
         self._reader: sqlite3.Connection | None = None  # the thread's
@@ -452,6 +459,8 @@ class SqliteUsageStore(UsageStore):
         if not events:
             return 0
         conn = await self._writer_connection()
+        if self._wal_frames > self.wal_truncate_frames:
+            await self._truncate_wal()
         new = 0
         for start in range(0, len(events), self.slice_events):
             if start:
@@ -548,7 +557,36 @@ class SqliteUsageStore(UsageStore):
         return deleted
 
     def _checkpoint_wal(self) -> None:
-        self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        """PASSIVE: it copies the WAL into the file without stopping anyone, and says how many
+        frames the WAL holds (`record` reads it: see `_truncate_wal`)."""
+        _, self._wal_frames, _ = self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    async def _truncate_wal(self) -> None:
+        """Empty the WAL, between two writes of this store. A PASSIVE checkpoint never rewinds
+        the WAL: SQLite starts it over only when a write finds it wholly copied, and under
+        steady traffic a commit lands while each checkpoint runs, so the WAL grew by every
+        call for as long as traffic lasted (about 5 KB a call: a gigabyte in half an hour of
+        `make bench`). TRUNCATE needs the write lock, which the loop's writes would keep
+        taking from it, so the write waits for it here (on the thread, as any checkpoint:
+        the loop is free); it copies what the last PASSIVE pass left and empties the file.
+        Another process's write or read in progress is waited for up to `TRUNCATE_WAIT_S`,
+        then the truncation is left to a later write."""
+        self._wal_frames = 0
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+        await self._run(self._truncate)
+
+    def _truncate(self) -> None:
+        conn = self._connection()
+        conn.execute(f"PRAGMA busy_timeout={int(TRUNCATE_WAIT_S * 1000)}")
+        try:
+            busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+        if busy:
+            self._wal_frames = frames  # the next write tries again
+        else:
+            self.wal_truncations += 1
 
     # -- reading (on the thread) -----------------------------------------------------------
     def _read(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
