@@ -75,6 +75,19 @@ def new_limits(values: dict[str, Any]) -> Limits:
     return limits_from(values)
 
 
+def _check_future(expires_at: float | None, now: float, why: str) -> None:
+    """Refuse an expiry already past: surely a typo of the year. A new user made a key that
+    could never be used; an update to one ended a working key at once (every client a 401
+    "expired") while answering 200. Ending a key now is what revoke is for."""
+    if expires_at is None or expires_at > now:
+        return
+    try:
+        when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):  # before year 1 once in UTC
+        when = str(expires_at)
+    raise TenantError(f"`expires` ({when}) is in the past: {why}.", code="invalid_expires", param="expires")
+
+
 # Updating or rotating a revoked key: its name stays taken (the ledger, spend and audit know
 # the key by it), so "create a new one" under that name would be refused as existing.
 REVOKED = "Key `{name}` is revoked; create a new key under another name (a revoked key keeps its name)."
@@ -117,17 +130,7 @@ class TenantAdmin:
                 code="name_taken",
             )
         self._check_team(team)
-        if expires_at is not None and expires_at <= now:
-            # A key that could never be used: surely a typo of the year (a new user made one).
-            try:
-                when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
-            except (ValueError, OverflowError, OSError):  # before year 1 once in UTC
-                when = str(expires_at)
-            raise TenantError(
-                f"`expires` ({when}) is in the past: the key could never be used.",
-                code="invalid_expires",
-                param="expires",
-            )
+        _check_future(expires_at, now, "the key could never be used")
         plain, credential = issue(now)
         key = VirtualKey(name, (credential,), limits, parse_models(models), team or None, expires_at, created_at=now)
         self.store.insert_key(key, self._entry(now, actor, "key.create", name, key.public()))
@@ -144,6 +147,8 @@ class TenantAdmin:
                 self._check_team(changes["team"] or None)
                 updated = replace(updated, team=changes["team"] or None)
             if "expires_at" in changes and changes["expires_at"] is not None:
+                # 0 clears the expiry.
+                _check_future(changes["expires_at"] or None, now, "to end a key now, revoke it")
                 updated = replace(updated, expires_at=changes["expires_at"] or None)
             return updated, self._entry(now, actor, "key.update", name, _diff(key, updated))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.policies import one_backend_policy
+from tests.support.policies import DEFAULT_MODEL, one_backend_policy
 
 ADMIN = {"authorization": "Bearer sk-admin-types"}
 
@@ -60,6 +60,36 @@ def test_a_zero_limit_on_a_new_key_and_an_expiry_past_year_9999_are_refused(star
     assert (late.status_code, late.json()["error"]["code"]) == (400, "invalid_expires")
     cleared = httpx.patch(gw.url + "/admin/keys/k", json={"rpm": 0}, headers=ADMIN)  # 0 in an update: no limit
     assert cleared.status_code == 200 and cleared.json()["rpm"] is None
+
+
+def test_a_patch_to_an_expiry_in_the_past_is_a_400_and_the_key_keeps_working(start_gateway, upstream, tmp_path):
+    """Create refused an expiry in the past, PATCH took it: 200, and the key ended at once
+    (the admin meant 2027 and typed 2020; every client of the key got 401 "expired")."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    made = httpx.post(gw.url + "/admin/keys", json={"name": "k", "expires": "2999-01-01"}, headers=ADMIN)
+    assert made.status_code == 201
+    client = {"authorization": f"Bearer {made.json()['key']}"}
+    ask = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    late = httpx.patch(gw.url + "/admin/keys/k", json={"expires": "2020-01-01"}, headers=ADMIN)
+    assert late.status_code == 400, late.text
+    assert late.json() == {
+        "error": {
+            "message": "`expires` (2020-01-01T00:00:00Z) is in the past: to end a key now, revoke it.",
+            "type": "invalid_request_error",
+            "param": "expires",
+            "code": "invalid_expires",
+        }
+    }
+    [key] = httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"]
+    assert (key["status"], key["expires_at"]) == ("active", "2999-01-01T00:00:00Z")
+    assert [e["action"] for e in httpx.get(gw.url + "/admin/audit", headers=ADMIN).json()["data"]] == ["key.create"]
+    assert httpx.post(gw.url + "/v1/chat/completions", json=ask, headers=client).status_code == 200
+    assert len(upstream.received) == 1
+    cleared = httpx.patch(gw.url + "/admin/keys/k", json={"expires": ""}, headers=ADMIN)  # "" removes the expiry
+    assert cleared.status_code == 200 and cleared.json()["expires_at"] is None
 
 
 # A value of the right type but refused (out of range, in the past, an unknown team) named no

@@ -110,6 +110,23 @@ def test_a_key_that_would_be_born_expired_is_refused(tmp_path):
     assert [k.name for k in admin.store.all_keys()] == ["soon"]
 
 
+def test_an_update_to_an_expiry_in_the_past_is_refused_as_on_create(tmp_path):
+    """`PATCH /admin/keys/NAME {"expires": "2020-01-01"}` (or `keys update --expires`), meant
+    to extend a key, answered 200 and ended it at once: every client a 401 "expired". Refused
+    as on create, and nothing is written; a future expiry and 0 (none) are taken as before."""
+    clock = Clock()
+    admin = TenantAdmin(SqliteTenantStore(tmp_path / "keys.sqlite3"), clock)
+    admin.create_key("app", actor="t", expires_at=clock.now + 3600)
+    for past in (clock.now - 86400, clock.now):
+        with pytest.raises(TenantError, match=r"is in the past: to end a key now, revoke it") as refused:
+            admin.update_key("app", actor="t", expires_at=past)
+        assert (refused.value.status, refused.value.code, refused.value.param) == (400, "invalid_expires", "expires")
+    assert admin.key("app").expires_at == clock.now + 3600
+    assert [e.action for e in admin.store.audit(10)] == ["key.create"]
+    assert admin.update_key("app", actor="t", expires_at=clock.now + 60).expires_at == clock.now + 60
+    assert admin.update_key("app", actor="t", expires_at=0).expires_at is None
+
+
 async def test_a_store_that_loses_its_keys_leaves_the_gateway_closed(tmp_path, caplog):
     """A Redis restarted without its data (or flushed) answers with no keys and version 0: the
     view follows it, so every virtual key is refused, but `empty` (what opens the gateway to

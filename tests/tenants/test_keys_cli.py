@@ -112,6 +112,16 @@ def test_a_zero_limit_on_create_and_an_expiry_out_of_range_are_clear_errors(tmp_
     assert [k["name"] for k in json.loads(listed.stdout)] == ["k"]
 
 
+def test_update_refuses_an_expiry_in_the_past_as_create_does(tmp_path):
+    """`keys update --expires 2020-01-01` (meant: 2027) ended the key at once, exit 0."""
+    assert gateway("keys", "create", "--name", "k", "--expires", "2999-01-01", data_dir=tmp_path).returncode == 0
+    done = gateway("keys", "update", "k", "--expires", "2020-01-01", data_dir=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == "error: `expires` (2020-01-01T00:00:00Z) is in the past: to end a key now, revoke it.\n"
+    [key] = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path).stdout)
+    assert (key["status"], key["expires_at"]) == ("active", "2999-01-01T00:00:00Z")
+
+
 def test_audit_shows_the_newest_limit_entries_and_refuses_a_limit_below_one(tmp_path):
     """`keys audit --limit 0` (or -3) printed one entry, exit 0: a count the admin never asked
     for. Refused now by argparse, as `rankings --limit 0` is refused, before the store opens."""
