@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from gateway.config.tasks import Task
 from gateway.config.vendors import VENDORS, PrefillMode
@@ -41,6 +41,11 @@ ANTHROPIC_CACHE_WRITE_FACTOR = 1.25
 # controls but the tab).
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A chat message's field name, as `refused_message_fields` lists them.
+_MESSAGE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What an assistant turn says and the calls later messages answer: left out, the conversation
+# would change (a turn saying nothing, a tool result answering no call), so never refused.
+_CONVERSATION_FIELDS = ("role", "content", "tool_calls", "function_call")
 
 
 class Strict(BaseModel):
@@ -154,6 +159,11 @@ class BackendConfig(Strict):
     # through chat completions). Unset: the vendor registry's default for `type`; read the
     # resolved set as `served_apis` (or `Offer.apis`), never this field.
     apis: list[ApiName] | None = None
+    # Assistant-message fields this backend's server refuses with a 400 (Cerebras:
+    # `reasoning_content`): left out of what it is sent. Unset: the vendor registry's
+    # default for `type` (`Vendor.refused_message_fields`: Groq's); read the resolved set as
+    # `refused_fields` (or `Offer.refused_message_fields`), never this field.
+    refused_message_fields: list[str] | None = None
     models: dict[str, ModelOffer] = Field(default_factory=dict)
     circuit: CircuitConfig = CircuitConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
@@ -182,6 +192,21 @@ class BackendConfig(Strict):
                 raise ValueError(f"the value of `{name}` holds a line break or control character")
         return headers
 
+    @field_validator("refused_message_fields")
+    @classmethod
+    def _message_fields(cls, fields: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        kind = info.data.get("type")  # validated before: declared first (absent if it was refused)
+        if fields is not None and kind is not None and VENDORS[kind].adapter != "openai_compat":
+            raise ValueError(f"is for OpenAI-compatible backends, not `type: {kind}`")
+        for name in fields or ():
+            if not _MESSAGE_FIELD.fullmatch(name):
+                raise ValueError(f"{name!r} is not a message field's name (letters, digits and _)")
+            if name in _CONVERSATION_FIELDS:
+                raise ValueError(
+                    f"`{name}` carries the conversation: {', '.join(_CONVERSATION_FIELDS)} are never left out"
+                )
+        return fields
+
     @field_validator("base_url")
     @classmethod
     def _usable_url(cls, url: str | None) -> str | None:
@@ -205,6 +230,23 @@ class BackendConfig(Strict):
     def served_apis(self) -> frozenset[str]:
         """`apis`, or the vendor's default when unset."""
         return frozenset(self.apis) if self.apis is not None else VENDORS[self.type].apis
+
+    @property
+    def refused_fields(self) -> frozenset[str]:
+        """`refused_message_fields`, or the vendor's default when unset."""
+        if self.refused_message_fields is not None:
+            return frozenset(self.refused_message_fields)
+        return VENDORS[self.type].refused_message_fields
+
+    def reasoning_fields(self, offer: ModelOffer) -> tuple[str, ...]:
+        """The message fields a translated request sends `offer` earlier turns' reasoning in:
+        the vendor's, when the offer takes it back (`reasoning_history`), less those this
+        backend refuses (none left: not sent; a vLLM that refuses `reasoning_content` still
+        gets `reasoning`)."""
+        vendor = VENDORS[self.type]
+        takes = vendor.reasoning_history if offer.reasoning_history is None else offer.reasoning_history
+        refused = self.refused_fields
+        return tuple(f for f in vendor.reasoning_fields if f not in refused) if takes else ()
 
     @model_validator(mode="after")
     def _base_url_known(self) -> BackendConfig:

@@ -32,9 +32,9 @@ class Offer:
     # The APIs the offer's backend serves natively (its `apis`, resolved at load).
     apis: frozenset[str] = field(default=frozenset({"chat"}), compare=False)
     # The message fields a translated request sends it earlier turns' reasoning in (none: not
-    # sent; `ModelOffer.reasoning_history`, `Vendor.reasoning_fields`).
+    # sent; `BackendConfig.reasoning_fields`).
     reasoning_fields: tuple[str, ...] = field(default=(), compare=False)
-    # Assistant-message fields a chat request is sent without (`Vendor.refused_message_fields`).
+    # Assistant-message fields a chat request is sent without (`BackendConfig.refused_fields`).
     refused_message_fields: frozenset[str] = field(default=frozenset(), compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
@@ -76,12 +76,10 @@ class ConfigSnapshot:
         offers: dict[str, list[Offer]] = {}
         for name, backend in enabled.items():
             apis = backend.served_apis
-            vendor = VENDORS[backend.type]
+            refused = backend.refused_fields
             for model_id, spec in backend.models.items():
-                takes = vendor.reasoning_history if spec.reasoning_history is None else spec.reasoning_history
-                fields = vendor.reasoning_fields if takes else ()
                 upstream_id = spec.upstream_id or model_id
-                offer = Offer(model_id, name, upstream_id, spec, apis, fields, vendor.refused_message_fields)
+                offer = Offer(model_id, name, upstream_id, spec, apis, backend.reasoning_fields(spec), refused)
                 offers.setdefault(model_id, []).append(offer)
         known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]

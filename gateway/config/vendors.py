@@ -75,7 +75,8 @@ class Vendor:
     # is unsupported"): the reasoning a chat client sends back on earlier turns, as another
     # backend returned it (DeepSeek's `reasoning_content`, vLLM's `reasoning`, OpenRouter's
     # `reasoning_details`), is left out of what such an offer is sent; a conversation that
-    # falls back to it would otherwise fail on its own history.
+    # falls back to it would otherwise fail on its own history. A backend's own
+    # `refused_message_fields` in YAML overrides it (a Cerebras behind `type: openai`).
     refused_message_fields: frozenset[str] = frozenset()
 
     @property

@@ -5,6 +5,7 @@ unsupported", reported against many clients that send reasoning back)."""
 
 from __future__ import annotations
 
+import anthropic
 import openai
 
 CONFIG = """
@@ -90,3 +91,83 @@ def test_groqs_refusal_reaches_the_client_as_a_400_when_a_field_is_not_reasoning
     else:
         raise AssertionError("a 400 was expected")
     assert len(upstream_b.received) == 1 and upstream_b.received[0].body["messages"][1]["audio"] == {"id": "audio_1"}
+
+
+# Cerebras refuses `reasoning_content` on an assistant message ("property
+# 'messages.1.assistant.reasoning_content' is unsupported") and takes `reasoning`, the field it
+# answers with: no vendor entry says so, the backend's own YAML does.
+DECLARED = """
+backends:
+  deep:
+    type: deepseek
+    base_url: {deep_url}
+    api_key: sk-deep-123456
+    models:
+      deepseek/deepseek-v4-pro: {{upstream_id: deepseek-v4-pro}}
+  strict:
+    type: {strict_type}
+    base_url: {strict_url}
+    api_key: sk-strict-123456
+    apis: [chat]
+    refused_message_fields: [reasoning_content]
+    models:
+      openai/gpt-oss-120b: {{upstream_id: gpt-oss-120b}}
+routes:
+  agent: {{strategy: ordered, models: [deepseek/deepseek-v4-pro, openai/gpt-oss-120b]}}
+  strict: {{models: [openai/gpt-oss-120b]}}
+"""
+
+
+def test_an_openai_backend_that_declares_a_refused_field_is_sent_the_conversation_without_it(
+    start_gateway, upstream, upstream_b, openai_client
+):
+    """The chat conversation of the first test, falling back to an `openai` backend that
+    refuses `reasoning_content` alone: only that field is left out, the others go as sent."""
+    config = DECLARED.format(deep_url=upstream.base_url, strict_type="openai", strict_url=upstream_b.base_url)
+    gw = start_gateway(config)
+    client = openai_client(gw)
+    upstream.reset(status=503)
+    upstream_b.reset(refused_message_fields=frozenset({"reasoning_content"}))
+    for stream in (False, True):
+        if stream:
+            chunks = list(client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS, stream=True))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            text = (
+                client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
+            )
+        assert text.strip() == "Hello from the fake upstream."
+    assert len(upstream.received) == 2 and len(upstream_b.received) == 2
+    for received in upstream_b.received:
+        assert received.body["messages"][1] == {k: v for k, v in MESSAGES[1].items() if k != "reasoning_content"}
+        assert received.body["messages"][0] == MESSAGES[0] and received.body["messages"][2] == MESSAGES[2]
+
+
+def test_a_translated_conversations_reasoning_goes_back_only_in_a_field_the_backend_takes(
+    start_gateway, upstream, upstream_b
+):
+    """Claude Code's thinking, translated for a vLLM-type backend (which takes earlier reasoning
+    back as `reasoning_content` and `reasoning`) that refuses `reasoning_content`: sent as
+    `reasoning` alone, and answered."""
+    config = DECLARED.format(deep_url=upstream.base_url, strict_type="vllm", strict_url=upstream_b.base_url)
+    gw = start_gateway(config)
+    upstream_b.reset(refused_message_fields=frozenset({"reasoning_content"}))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0, timeout=30)
+    turns = [
+        {"role": "user", "content": "Read a."},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Need the file first.", "signature": ""},
+                {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "a"}},
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "A"}]},
+    ]
+    tools = [{"name": "read", "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}]
+    answer = client.messages.create(model="strict", max_tokens=400, tools=tools, messages=turns)
+    assert answer.content[-1].text == "Hello from the fake upstream."
+    [sent] = upstream_b.received
+    [assistant] = [m for m in sent.body["messages"] if m["role"] == "assistant"]
+    assert assistant["reasoning"] == "Need the file first." and "reasoning_content" not in assistant
+    assert upstream.received == []
