@@ -12,6 +12,7 @@ import pytest
 from gateway.api.wire import GatewayHttpProtocol, WireLimits
 from gateway.cli.serve import server_config
 from gateway.settings import Settings
+from tests.support.ports import free_port
 from tests.support.services import REPO
 
 
@@ -73,6 +74,39 @@ def test_serve_refuses_a_config_that_is_not_utf8_with_a_message(tmp_path):
         "  - <file>: cannot read the file: not UTF-8 text (byte 0xe9 at offset 18)",
     ]
     assert "Traceback" not in done.stderr
+
+
+BROKEN_POLICIES = [
+    ("backends: [\n", "  - <file> (line 2): not valid YAML: expected the node content, but found '<stream end>'"),
+    (
+        "backends:\n  a: {type: openai, base_url: 'http://127.0.0.1:9/v1', timeout_s: -1, models: {x/y: {}}}\n"
+        "routes:\n  r: {models: [x/y]}\n",
+        "  - backends.a.timeout_s (line 2): Input should be greater than 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BROKEN_POLICIES)
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_serve_with_a_broken_policy_names_the_file_and_problem_and_exits_2_unbound(tmp_path, text, problem, how):
+    """What an operator sees at start (a live reload keeps the previous config instead): the
+    file and each problem as `gateway validate` prints them, exit 2 before any worker starts
+    (two asked for here), no traceback, and the port never bound."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    port = free_port()
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    args = ["serve", "--port", str(port), "--workers", "2"]
+    if how == "flag":
+        args += ["--config", str(path)]
+    else:
+        env["GATEWAY_CONFIG"] = str(path)
+    done = gateway_cli(args, env)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{path}: 1 problem(s)", problem]
+    assert done.stdout == ""
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there
 
 
 def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(monkeypatch):
