@@ -31,7 +31,7 @@ def test_create_prints_the_key_once_and_the_store_keeps_its_hash(tmp_path):
     assert team.stdout.splitlines()[1].split() == ["platform", "-", "-", "-", "$20.00", "day"]
     made = gateway(
         "keys", "create", "--name", "app1", "--rpm", "60", "--tpm", "100000", "--budget-usd", "50",
-        "--budget-period", "month", "--models", "qwen/*,auto", "--expires", "2027-01-01", "--team", "platform",
+        "--budget-period", "month", "--models", "qwen/*,auto", "--expires", "2099-01-01", "--team", "platform",
         "--max-concurrent", "4", "--json", data_dir=tmp_path,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
@@ -42,7 +42,7 @@ def test_create_prints_the_key_once_and_the_store_keeps_its_hash(tmp_path):
         "name": "app1", "team": "platform", "models": ["qwen/*", "auto"], "rpm": 60, "tpm": 100000,
         "max_concurrent": 4, "budget_usd": 50.0,
     }  # fmt: skip
-    assert body["expires_at"] == "2027-01-01T00:00:00Z" and body["status"] == "active"
+    assert body["expires_at"] == "2099-01-01T00:00:00Z" and body["status"] == "active"
 
     listed = gateway("keys", "list", data_dir=tmp_path)
     assert listed.returncode == 0 and plain not in listed.stdout and plain[:12] in listed.stdout
