@@ -157,7 +157,15 @@ class MessageStream:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
+            # Every count Anthropic's message_start carries: a client adding up the prompt
+            # (input + cache writes + cache reads) from it reads no missing field. What was
+            # cached is not known yet; message_delta's counts (cumulative) say it.
+            "usage": {
+                "input_tokens": self._input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 0,
+            },
         }
         return [{"type": "message_start", "message": message}]
 
@@ -276,6 +284,8 @@ class MessageStream:
         # Without the backend's count (it ignored stream_options), the router's estimate: bytes/3.
         usage = self._usage or {
             "input_tokens": self._input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
             "output_tokens": (self._generated_bytes + 2) // 3,
         }
         return [

@@ -150,6 +150,10 @@ def test_stream_is_anthropics_exact_event_sequence_from_a_chat_stream(gw, client
     )
     assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     assert events[-2][1]["usage"]["output_tokens"] == 7
+    # Every count Anthropic's streams carry, in message_start too (a walkthrough found its
+    # cache counts missing).
+    counts = {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"}
+    assert set(events[0][1]["message"]["usage"]) == set(events[-2][1]["usage"]) == counts
     # The gateway asked the chat upstream for usage on the client's behalf.
     assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
 
@@ -979,8 +983,13 @@ routes:
 def test_a_translated_stream_without_upstream_usage_ends_with_an_estimate(gw, client, upstream):
     upstream.reset(send_usage=False)
     with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as stream:
+        start = next(iter(stream))
         final = stream.get_final_message()
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    # The cache counts are there from message_start on, as in Anthropic's streams (they were
+    # None in the SDK's message until the end, and after it too with no usage chunk).
+    assert start.type == "message_start" and start.message.usage.cache_read_input_tokens == 0
+    assert (final.usage.cache_read_input_tokens, final.usage.cache_creation_input_tokens) == (0, 0)
     [row] = ledger(gw, 1)
     assert row["estimated"] is True and row["endpoint"] == "messages" and row["status"] == 200
 

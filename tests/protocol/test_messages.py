@@ -695,7 +695,12 @@ def _without_ids(events):
 def test_text_stream_is_anthropics_recorded_sequence():
     events = _stream(S.CHAT_STREAM_TEXT, input_tokens=11)
     assert _without_ids(events) == _without_ids(S.ANTHROPIC_STREAM_TEXT)
-    assert events[0]["message"]["usage"] == {"input_tokens": 11, "output_tokens": 0}
+    assert events[0]["message"]["usage"] == {
+        "input_tokens": 11,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 0,
+    }
     assert events[-2]["usage"] == {
         "input_tokens": 11,
         "output_tokens": 6,
@@ -806,11 +811,44 @@ def test_stream_without_usage_chunk_closes_on_finish_and_only_once():
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
             # no usage chunk: the router's estimate, bytes/3 of "Hello there!" (12 bytes)
-            "usage": {"input_tokens": 0, "output_tokens": 4},
+            "usage": {
+                "input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 4,
+            },
         },
         {"type": "message_stop"},
     ]
     assert translator.finish() == [] and translator.feed(S.CHAT_STREAM_TEXT[-1]) == []
+
+
+# The counts an Anthropic stream's usage carries, in message_start and (cumulative) in
+# message_delta: anthropic-sdk-python's recorded tool_use_response.txt (its message_start,
+# `ANTHROPIC_STREAM_TOOL_USE`) and Anthropic's later recordings, whose message_delta has the
+# same four. `service_tier` is Anthropic's own (a chat backend has no such tier to report).
+ANTHROPIC_COUNTS = {"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens"}
+
+
+@pytest.mark.parametrize("usage_chunk", [True, False])
+def test_translated_usage_carries_every_count_anthropics_do(usage_chunk):
+    """A walkthrough found message_start's usage with input and output tokens only, and the
+    closing message_delta the same when the backend sent no usage chunk: a client adding
+    up `input_tokens + cache_creation_input_tokens + cache_read_input_tokens` from
+    message_start (as Anthropic's usage says the prompt is counted) read a missing field."""
+    assert set(S.ANTHROPIC_STREAM_TOOL_USE[0]["message"]["usage"]) - {"service_tier"} == ANTHROPIC_COUNTS
+    chunks = S.CHAT_STREAM_TEXT if usage_chunk else S.CHAT_STREAM_TEXT[:-1]
+    events = _stream(chunks, input_tokens=11)
+    start, delta = events[0], events[-2]
+    assert (start["type"], delta["type"]) == ("message_start", "message_delta")
+    assert set(start["message"]["usage"]) == set(delta["usage"]) == ANTHROPIC_COUNTS
+    assert start["message"]["usage"]["cache_read_input_tokens"] == 0  # not known before the usage chunk
+    # The SDK's accumulated message has every count from message_start on.
+    parse = TypeAdapter(A.RawMessageStreamEvent)
+    snapshot = accumulate_event(event=parse.validate_python(start), current_snapshot=None, json_bufs={})
+    assert snapshot.usage.cache_read_input_tokens == snapshot.usage.cache_creation_input_tokens == 0
+    # The non-streamed Message's usage: the same four.
+    assert set(chat_to_message(S.CHAT_COMPLETION_TEXT, "m")["usage"]) == ANTHROPIC_COUNTS
 
 
 def test_error_mid_stream_is_an_anthropic_error_event_and_ends_the_stream():
