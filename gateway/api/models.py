@@ -8,7 +8,8 @@ Two shapes, as the two SDK families expect them:
   responses, translated through chat where a backend lacks the API, and completions where one
   of its backends serves `/completions` natively; embedding models answer embeddings only);
 - with an `anthropic-version` header (Anthropic's SDKs always send one), Anthropic's list:
-  `data` of `{type: "model", id, display_name, created_at}`, `has_more`, `first_id`,
+  `data` of `{type: "model", id, display_name, created_at}` (`created_at` the epoch, Anthropic's
+  value for an unknown release date), `has_more`, `first_id`,
   `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`, and filtered
   by `lifecycle` (`active`, `deprecated`, `retired`). It lists what `/v1/messages` can serve
   (no embedding models), every one `lifecycle: "active"` (what the gateway routes can be
@@ -23,7 +24,6 @@ answers 404 for the others, as OpenAI does for a model an organisation cannot us
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -129,14 +129,24 @@ def _may_use(key: Any, name: str, resolved: str, aliased: bool) -> bool:
     return bool(key.allows(name) or key.allows(resolved))
 
 
+# Anthropic's `created_at` is the model's release time, "an epoch value if the release date is
+# unknown" (its ModelInfo). The gateway knows no release dates; the config's load time, which
+# OpenAI's list gives as `created`, moved with every reload and differed between replicas.
+_UNKNOWN_RELEASE = "1970-01-01T00:00:00Z"
+
+
 def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str, Any]:
-    info = snapshot.model_info(entry["id"])
-    name = info.name if info is not None and info.name else entry["id"]
+    """A listed entry as Anthropic's ModelInfo. A name an alias maps answers as the model id it
+    resolves to, as Anthropic's lookup resolves its aliases ("resolve a model alias to a model
+    ID"); a variant (`:nitro`) keeps its name, being no other model's."""
+    model_id = entry["resolves_to"] if entry.get("alias") is not None else entry["id"]
+    info = snapshot.model_info(model_id)
+    name = info.name if info is not None and info.name else model_id
     out = {
         "type": "model",
-        "id": entry["id"],
+        "id": model_id,
         "display_name": name,
-        "created_at": datetime.fromtimestamp(entry["created"], UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": _UNKNOWN_RELEASE,
         "lifecycle": "active",
     }
     if "context_length" in entry:

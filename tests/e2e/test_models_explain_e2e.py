@@ -3,6 +3,8 @@ POST /v1/route/explain for every endpoint's request shape, against a real gatewa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anthropic
 import httpx
 import openai
@@ -75,16 +77,32 @@ def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claud
     assert claude.models.retrieve("auto").lifecycle == "active"
     large = next(m for m in page.data if m.id == "mock/large")
     assert large.display_name == "Mock Large" and large.max_input_tokens == 131072
-    assert large.created_at.tzinfo is not None
+    # Anthropic's `created_at` is a model's release time, "an epoch value if the release date
+    # is unknown" (its ModelInfo): the gateway knows none. A walkthrough found the config's
+    # load time there, a "release" that moved with every reload and differed between replicas.
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert {m.created_at for m in page.data} == {claude.models.retrieve("auto").created_at} == {epoch}
     raw = httpx.get(gw.url + "/v1/models", headers={"anthropic-version": "2023-06-01"}).json()
     assert (raw["has_more"], raw["first_id"], raw["last_id"]) == (False, "auto", "mock/small")
     assert claude.models.retrieve("mock/small").display_name == "mock/small"
-    # Claude Code's own names, through the `claude-*` alias.
-    assert claude.models.retrieve("claude-opus-4-1").id == "claude-opus-4-1"
     # One model looked up as the list shows them: an embedding model is not one /v1/messages
     # serves (hostile testing found it answered in Anthropic's shape, then a 400 on use).
     with pytest.raises(anthropic.NotFoundError):
         claude.models.retrieve("mock/embed")
+
+
+def test_anthropic_lookup_resolves_an_alias_to_the_model_id_it_stands_for(gw, claude):
+    """Claude Code's own names reach the gateway through the `claude-*` alias. Anthropic's
+    lookup resolves an alias to a model id ("resolve a model alias to a model ID":
+    `claude-sonnet-4-0` answers as `claude-sonnet-4-20250514`); a walkthrough found the alias
+    answered under its own name. A variant (`:nitro`) is no other model's: it keeps its name."""
+    aliased = claude.models.retrieve("claude-opus-4-1")
+    assert (aliased.id, aliased.display_name, aliased.type) == ("auto", "auto", "model")
+    assert claude.models.retrieve("claude-x").id == "auto"
+    assert claude.models.retrieve("mock/large:nitro").id == "mock/large:nitro"
+    # OpenAI's lookup keeps the name asked for, with the gateway's `alias` and `resolves_to`.
+    raw = httpx.get(gw.url + "/v1/models/claude-opus-4-1").json()
+    assert (raw["id"], raw["alias"], raw["resolves_to"]) == ("claude-opus-4-1", "claude-*", "auto")
 
 
 def test_anthropic_list_pages_by_limit_and_cursors(gw, claude):
