@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.chat import REASONING, text_or_parts
+from gateway.protocol.chat import REASONING
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 
@@ -360,8 +360,22 @@ def _user(turns: list[Any], start: int, end: int) -> list[dict[str, Any]]:
                 parts.append(_part(block, at))
     out = results
     if parts:
-        out.append({"role": "user", "content": text_or_parts(parts)})
+        out.append({"role": "user", "content": _user_content(parts)})
     return out
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A user run's chat content: its texts as one string when all its parts are text, else
+    the parts (images go only so). One string because DeepSeek's API refuses array content
+    ("invalid type: sequence, expected a string") and Claude Code's turns are several text
+    blocks; joined by lines, as vLLM reads them (its own Anthropic endpoint sends the blocks
+    as parts, leaving out empty ones, and its string content format joins text parts with a
+    newline). An empty block adds nothing: joined as it was, it added a stray line."""
+    if any(part["type"] != "text" for part in parts):
+        return parts
+    if len(parts) == 1:
+        return parts[0]["text"]
+    return "\n".join([text for part in parts if (text := part["text"])])
 
 
 def check_tool_results(turns: list[Any]) -> None:

@@ -143,6 +143,7 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
         tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
     run = None  # the role of the run of turns being counted, and its chat message so far:
     size, parts = 0, 0  # text bytes and parts
+    empties, pictured = 0, False  # a user run's empty texts, and whether it has an image (then parts)
     thinking, thoughts = 0, 0  # an assistant's thinking: bytes as its `reasoning_content` holds them, blocks
     texts: list[str] = []  # a user's texts
     calls: list[dict[str, Any]] = []
@@ -154,16 +155,18 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
             return None  # a system turn (or a malformed one): the translation's
         if role != run:
             if run is not None:
-                tokens += _message_tokens(run, size, parts, calls, thinking)
+                tokens += _message_tokens(run, size, parts, calls, thinking, empties, pictured)
                 if run == "user" and parts:
-                    last_user = "\n".join(texts)
+                    last_user = _read_as_text(texts, empties, pictured)
             run, size, parts, texts, calls = role, 0, 0, [], []
-            thinking, thoughts = 0, 0
+            thinking, thoughts, empties, pictured = 0, 0, 0, False
         content = turn.get("content")
         if type(content) is str:
             size += utf8_length(content)
             parts += 1
             texts.append(content)
+            if not content:
+                empties += 1
             continue
         if type(content) is not list:
             return None
@@ -202,30 +205,43 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 size += utf8_length(text)
                 parts += 1
                 texts.append(text)
+                if not text:
+                    empties += 1
             elif kind == "image":
                 _source_url(block.get("source"), "")  # a 400 for a bad source: no view
                 size += IMAGE_BYTES
                 parts += 1
-                images = True
+                images = pictured = True
             else:
                 return None  # documents, and blocks the translation refuses
     if run is not None:
-        tokens += _message_tokens(run, size, parts, calls, thinking)
+        tokens += _message_tokens(run, size, parts, calls, thinking, empties, pictured)
         if run == "user" and parts:
-            last_user = "\n".join(texts)
+            last_user = _read_as_text(texts, empties, pictured)
     return PromptFacts(tokens, images, last_user, system)
 
 
-def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int) -> int:
+def _read_as_text(texts: list[str], empties: int, pictured: bool) -> str:
+    """A user run's text as the classifier reads the translation's message: its one string
+    (`messages._user_content`: the non-empty texts by lines), or its parts' texts by lines."""
+    return "\n".join([t for t in texts if t] if empties and not pictured else texts)
+
+
+def _message_tokens(
+    role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int, empties: int, pictured: bool
+) -> int:
     """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
     texts are one string, followed by its calls and its thinking (`thinking`: the bytes of
-    its `reasoning_content`, a field the estimate counts apart); a user's are one string
-    joined by lines when all are text (`text_or_parts`), else parts the estimate joins by
-    spaces (`_content_text`): the same length either way. A user run of tool results alone
-    has no user message."""
+    its `reasoning_content`, a field the estimate counts apart); a user's are one string of
+    its non-empty texts joined by lines when all are text (`messages._user_content`), else
+    (`pictured`) parts the estimate joins by spaces (`_content_text`). A user run of tool
+    results alone has no user message."""
     if role == "assistant":
         return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0) + (thinking + 2) // 3
-    return PER_MESSAGE + (size + parts - 1 + 2) // 3 if parts else 0
+    if not parts:
+        return 0
+    lines = parts if pictured else max(parts - empties, 1)
+    return PER_MESSAGE + (size + lines - 1 + 2) // 3
 
 
 def _result_length(block: dict[str, Any]) -> int | None:

@@ -991,6 +991,35 @@ def test_a_user_turn_of_text_blocks_is_one_string_joined_by_lines():
     assert messages_prompt(body).tokens == estimate_prompt_tokens(chat)
 
 
+def test_an_empty_text_block_adds_no_line():
+    """Joined as they came, an empty block gave the string a stray line ("a\n\nb", or a
+    trailing newline) the client never wrote. vLLM's own Anthropic endpoint leaves empty
+    blocks out; routing reads and counts the same string without translating."""
+    body = {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": t} for t in ("Fix it.", "", "Now.")]},
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "text", "text": ""}]},
+        ],
+    }
+    chat = messages_to_chat(body)
+    assert chat["messages"] == [
+        {"role": "user", "content": "Fix it.\nNow."},
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "a\nb"},
+    ]
+    prompt = messages_prompt(body)
+    assert prompt is not None and prompt.last_user == "a\nb"
+    assert prompt.tokens == estimate_prompt_tokens(chat)
+    # A turn of empty blocks stays a turn (the roles still alternate), saying nothing.
+    body["messages"][2:] = [{"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": ""}]}]
+    chat = messages_to_chat(body)
+    assert chat["messages"][2] == {"role": "user", "content": ""}
+    assert messages_prompt(body).tokens == estimate_prompt_tokens(chat)
+
+
 @pytest.mark.parametrize(
     ("turns", "param"),
     [

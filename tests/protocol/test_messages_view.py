@@ -179,6 +179,24 @@ USUAL = {
             {"role": "assistant", "content": []},  # empty content: Anthropic's 400 but for a last assistant turn
         ]
     ),
+    # An empty block adds no line to the joined string (3 bytes and one line, not 5).
+    "text blocks, one empty": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": t} for t in ("ab", "", "c")]}],
+    },
+    "an empty text beside an image": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                    {"type": "text", "text": "What is it?"},
+                ],
+            }
+        ],
+    },
     "consecutive user strings": {
         **S.MESSAGES_REQUEST_MINIMAL,
         "messages": [{"role": "user", "content": "One."}, {"role": "user", "content": "Two."}],
