@@ -374,7 +374,8 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if any(part["type"] != "text" for part in parts):
         return parts
     if len(parts) == 1:
-        return parts[0]["text"]
+        text: str = parts[0]["text"]
+        return text
     return "\n".join([text for part in parts if (text := part["text"])])
 
 
