@@ -58,8 +58,7 @@ from gateway.protocol.sse import data_of, json_objects
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall
-from gateway.proxy.responses_format import RESPONSES as RESPONSES_FORMAT
-from gateway.proxy.responses_format import RESPONSES_UNKEPT
+from gateway.proxy.responses_format import RESPONSES_UNKEPT, ClientEcho, ResponsesFormat
 from gateway.tenants.principal import Principal
 
 log = logging.getLogger("gateway.responses")
@@ -91,6 +90,20 @@ class ResponsesRequest:
     # Response written back: empty until translated (a native answer echoes nothing).
     echo: dict[str, orjson.Fragment] = field(default_factory=dict)
     _response_id: str = ""
+    _native_format: ResponsesFormat | None = None
+
+    @property
+    def native_format(self) -> ResponsesFormat:
+        """How a native backend's answer is read: kept whole with `store`, and its Responses
+        made to say the client's `store` and `previous_response_id` (the backend was sent
+        false and none) unless they already do (`store: false`, no id: Codex's turns)."""
+        if self._native_format is None:
+            previous = self.native.get("previous_response_id")
+            if self.store or previous:
+                self._native_format = ResponsesFormat(self.store, ClientEcho(self.store, previous))
+            else:
+                self._native_format = RESPONSES_UNKEPT
+        return self._native_format
 
     @property
     def response_id(self) -> str:
@@ -356,7 +369,9 @@ def _native_broken(accountant: Any, error: UpstreamError) -> bytes:
     return encode_event(event)
 
 
-_NATIVE = (RESPONSES_FORMAT, RESPONSES_UNKEPT)  # the answer formats of a native call
+def _native(opened: OpenedAnswer) -> bool:
+    """Whether the answer came from a backend serving /v1/responses (`native_format`)."""
+    return isinstance(opened.format, ResponsesFormat)
 
 
 # The longest backend `id` kept as a stored response's key (OpenAI's are about 50 characters).
@@ -405,25 +420,32 @@ class ResponsesIngress(Ingress):
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         assert isinstance(request, ResponsesRequest)
         if "responses" in offer.apis:
-            answer_format = RESPONSES_FORMAT if request.store else RESPONSES_UNKEPT  # kept: parsed once, whole
-            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), answer_format)
+            return UpstreamCall(RESPONSES, native_payload(request, offer.upstream_id), request.native_format)
         answer_format = TranslatedChatStream(partial(TranslatedStream, request)) if request.chat.stream else _TRANSLATED
         return UpstreamCall(CHAT_COMPLETIONS, self.chat_payload(request, offer), answer_format)
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         assert isinstance(request, ResponsesRequest)
-        if opened.format in _NATIVE:
+        if _native(opened):
+            parsed = opened.answer  # parsed once, by the format's check, when kept
             if request.store:
-                parsed = opened.answer  # parsed once, by the format's check
                 request.response = parsed if isinstance(parsed, dict) else orjson.loads(opened.body)
-            return opened.body
+            echo = request.native_format.echo
+            if echo is None:
+                return opened.body
+            patched = echo.patch(opened.body)  # by its bytes: the backend's, two members changed
+            if patched is not None:
+                return patched
+            response = dict(parsed) if isinstance(parsed, dict) else orjson.loads(opened.body)
+            echo.apply(response)
+            return orjson.dumps(response)
         response = chat_to_response(opened.answer, request.native, request.response_id)  # checked: `_TRANSLATED`
         request.response = response
         return encode_response(response, request.native, request.echo)
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:
         assert isinstance(request, ResponsesRequest)
-        if opened.format in _NATIVE:
+        if _native(opened):
             # Forwarded untouched (the relay's accountant keeps its final Response, which is
             # what gets stored); a break ends it with an error event numbered after the last.
             return PassThrough(partial(_native_broken, opened.accountant))
@@ -433,7 +455,7 @@ class ResponsesIngress(Ingress):
         return TranslatedStream(request)
 
     def native_resume(self, request: IngressRequest, opened: OpenedAnswer) -> NativeResume | None:
-        if opened.format not in _NATIVE:
+        if not _native(opened):
             return None
         assert isinstance(request, ResponsesRequest)
         return _NativeResume(request)
@@ -448,14 +470,14 @@ class ResponsesIngress(Ingress):
         if not request.store or request.state is None:
             return
         response = request.response
-        if opened.format in _NATIVE:
+        if _native(opened):
             final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
             if opened.accountant is not None:
                 response = final if isinstance(final, dict) and final.get("status") != "failed" else None
                 # A native stream that broke and was continued: the Response the continuation ended.
                 response = response if response is not None or final is not None else request.response
         if response is not None:
-            if opened.format in _NATIVE:
+            if _native(opened):
                 unfit = _unstorable(response)
                 if unfit:
                     log.warning("response %s not stored: the backend's Response %s", echoed(response.get("id")), unfit)

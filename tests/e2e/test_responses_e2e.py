@@ -374,6 +374,39 @@ def test_a_backend_serving_responses_gets_the_request_natively(gw_native, native
     assert client.responses.retrieve(second.id).previous_response_id == first.id
 
 
+@pytest.mark.parametrize("shape", ["openai", "no_store", "spaced"])
+def test_a_native_answer_is_the_response_retrieve_returns(gw_native, native, openai_client, shape):
+    """The backend was sent `store: false` and no `previous_response_id` (the gateway keeps the
+    conversation) and echoes that; the client sees what it asked, in the POST's answer and its
+    stream's Response events as in `retrieve`: one object both ways. `no_store`: a backend
+    that writes no `store` member (vLLM); `spaced`: JSON with spaces after its colons."""
+    native.reset(omit_store=shape == "no_store", spaced_json=shape == "spaced")
+    client = openai_client(gw_native, api_key="sk-alice")
+    first = client.responses.create(model="auto", input="Say hello.")
+    assert (first.store, first.previous_response_id) == (True, None)
+    assert first.model_dump() == client.responses.retrieve(first.id).model_dump()
+
+    events = list(client.responses.create(model="auto", input="Again.", previous_response_id=first.id, stream=True))
+    carried = [
+        e.response for e in events if e.type in ("response.created", "response.in_progress", "response.completed")
+    ]
+    assert len(carried) == 3
+    assert [(r.store, r.previous_response_id) for r in carried] == [(True, first.id)] * 3
+    assert carried[-1].model_dump() == client.responses.retrieve(carried[-1].id).model_dump()
+
+    # Not stored, continuing one: the answer says so (store false, the id continued).
+    third = client.responses.create(model="auto", input="Once more.", previous_response_id=first.id, store=False)
+    assert (third.store, third.previous_response_id) == (False, first.id)
+    streamed = list(
+        client.responses.create(model="auto", input="Again.", previous_response_id=first.id, store=False, stream=True)
+    )
+    assert streamed[-1].type == "response.completed"
+    assert (streamed[-1].response.store, streamed[-1].response.previous_response_id) == (False, first.id)
+    # Every one sent to the backend as a stateless call.
+    assert all(r.body["store"] is False and "previous_response_id" not in r.body for r in native.received)
+    assert len(native.received) == 4
+
+
 # A non-streamed body has no error event: a Response with status `failed` is its failure.
 @pytest.mark.parametrize(("stream", "how"), [(False, "failed"), (True, "failed"), (True, "error")])
 def test_a_native_failure_before_content_falls_back_to_the_next_candidate(

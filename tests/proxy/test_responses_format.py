@@ -14,7 +14,13 @@ import pytest
 
 from gateway.protocol.redact import Redactor
 from gateway.proxy.relay import MAX_MALFORMED_RUN, ErrorEventMidway, MalformedAnswer, StreamFailedEarly
-from gateway.proxy.responses_format import RESPONSES, ResponsesAccountant, check_response_body, usage_of_response
+from gateway.proxy.responses_format import (
+    RESPONSES,
+    ClientEcho,
+    ResponsesAccountant,
+    check_response_body,
+    usage_of_response,
+)
 from gateway.proxy.usage import Usage
 from tests.support.fake_responses import FakeResponses
 
@@ -434,3 +440,65 @@ def test_the_number_after_the_last_event_handed_on_survives_keep_alives():
     assert accountant.next_sequence == 6
     assert accountant.feed(b": keep-alive\n\n") == b": keep-alive\n\n"
     assert accountant.next_sequence == 6
+
+
+# -- the client's `store` and `previous_response_id` in what it reads -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # OpenAI's order: the previous id before `store`.
+        (
+            b'{"id":"r","previous_response_id":null,"reasoning":{},"store":false,"tools":[]}',
+            b'{"id":"r","previous_response_id":"resp_1","reasoning":{},"store":true,"tools":[]}',
+        ),
+        # `store` first, and a backend saying a previous id of its own.
+        (
+            b'{"store":false,"x":1,"previous_response_id":"resp_backend"}',
+            b'{"store":true,"x":1,"previous_response_id":"resp_1"}',
+        ),
+        # vLLM writes no `store`: added beside the previous id.
+        (
+            b'{"id":"r","previous_response_id":null,"usage":null}',
+            b'{"id":"r","previous_response_id":"resp_1","store":true,"usage":null}',
+        ),
+        # A tool's schema has a property named store (an object): not the Response's.
+        (
+            b'{"previous_response_id":null,"tools":[{"parameters":{"properties":{"store":{"type":"boolean"}}}}]}',
+            None,
+        ),
+        (b'{"previous_response_id": null, "store": false}', None),  # spaced: parsed instead
+        (b'{"store":false}', None),  # no previous id to tell the Response's members by
+        (b'{"previous_response_id":null,"a":{"previous_response_id":null},"store":false}', None),
+        (b'{"previous_response_id":"a\\"b","store":false}', None),  # an escape in the id: parsed
+    ],
+)
+def test_client_echo_patches_the_responses_members_by_their_bytes_only_when_sure(text, expected):
+    assert ClientEcho(True, "resp_1").patch(text) == expected
+    if expected is not None:
+        assert orjson.loads(expected)["store"] is True
+
+
+def test_client_echo_of_an_unstored_call_without_a_previous_id():
+    assert ClientEcho(False, None).patch(b'{"previous_response_id":null,"store":false}') == (
+        b'{"previous_response_id":null,"store":false}'
+    )
+
+
+def test_the_accountant_hands_on_responses_saying_what_the_client_asked(fake):
+    """Every event carrying the Response (created, in_progress, completed) says store true and
+    the previous id; every other event passes byte for byte."""
+    fake.reset()
+    raw = _raw(fake)
+    accountant = ResponsesAccountant(echo=ClientEcho(True, "resp_prev"))
+    out = accountant.feed(raw) + accountant.flush()
+    events = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+    upstream = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    assert len(events) == len(upstream)
+    for got, came in zip(events, upstream, strict=True):
+        if "response" in came:
+            assert got["response"] == {**came["response"], "store": True, "previous_response_id": "resp_prev"}
+        else:
+            assert got == came
+    assert accountant.response is not None and accountant.usage is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,10 @@ class ResponsesBehaviour:
     response_id: str | None = None  # answer with this id (a backend reusing ids), else a fresh one
     omit_id: bool = False  # answer with Responses that have no `id` (a backend that forgets it)
     output: list[Any] | None = None  # a non-streamed answer's `output` as given (a backend writing junk)
+    # Responses without a `store` member, as vLLM writes them (its ResponsesResponse has none).
+    omit_store: bool = False
+    # JSON written with spaces after `:` and `,` (json.dumps' default), as some servers do.
+    spaced_json: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -133,7 +138,10 @@ class FakeResponses:
             failed["error"] = {"code": "server_error", "message": b.error_message}
             return _json(failed, headers=b.headers)
         output = b.output if b.output is not None else self._output(response_id)
-        return _json(self._response(body, response_id, "completed", output), headers=b.headers)
+        answer = self._response(body, response_id, "completed", output)
+        if b.spaced_json:
+            return Response(_dumps(answer, True), media_type="application/json", headers=b.headers)
+        return _json(answer, headers=b.headers)
 
     def _problem(self, request: Request, body: Any) -> tuple[int, str] | None:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -211,6 +219,8 @@ class FakeResponses:
         }
         if self.behaviour.omit_id:
             del response["id"]
+        if self.behaviour.omit_store:
+            del response["store"]
         return response
 
     async def _events(self, body: dict, response_id: str):
@@ -225,7 +235,7 @@ class FakeResponses:
                 b"event: "
                 + kind.encode()
                 + b"\ndata: "
-                + orjson.dumps({"type": kind, "sequence_number": next(sequence), **fields})
+                + _dumps({"type": kind, "sequence_number": next(sequence), **fields}, b.spaced_json)
                 + b"\n\n"
             )
 
@@ -295,6 +305,10 @@ class FakeResponses:
             event("response.content_part.done", part=item["content"][0], **where),
             event("response.output_item.done", output_index=index, item=item),
         ]
+
+
+def _dumps(obj: dict, spaced: bool) -> bytes:
+    return json.dumps(obj).encode() if spaced else orjson.dumps(obj)
 
 
 def _json(obj: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
