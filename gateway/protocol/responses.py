@@ -22,13 +22,15 @@ Mappings chosen where the APIs differ:
   (`reasoning_history`: DeepSeek refuses a tool call's turn without it) and left out for the
   rest; reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
-  never sent to a backend. `instructions` apply to their own request only, as OpenAI's do.
+  never sent to a backend. So are `truncation` (`disabled` unless asked), `text.verbosity`
+  and `reasoning.summary` in chat: echoed as asked, not sent. `instructions` apply to
+  their own request only, as OpenAI's do.
 - `reasoning.effort` `minimal` is sent as `low`, `xhigh` and `max` as `high` (open-model
   servers take low, medium and high); `none` sends no effort.
 - Settings OpenAI refuses get its 400 here, before any backend is asked, whichever way the
   request is sent on (a native backend is sent them as they came): `temperature` outside 0..2,
-  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `truncation` value, a
-  `reasoning.effort` that is not a string, an `include` that is not an array of strings.
+  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `truncation`,
+  `text.verbosity` or `reasoning.summary` value, a `reasoning.effort` that is not a string, an `include` that is not an array of strings.
   `background: true` is a 400 too: the gateway answers every request while its connection
   is open, so there is no queued response to poll.
 """
@@ -63,6 +65,8 @@ _EFFORTS = {
 _SAMPLING_MAXIMUM = {"temperature": 2, "top_p": 1}
 _MIN_OUTPUT_TOKENS = 16  # OpenAI's minimum for max_output_tokens
 _TRUNCATIONS = ("auto", "disabled")
+_VERBOSITIES = ("low", "medium", "high")  # text.verbosity
+_SUMMARIES = ("auto", "concise", "detailed")  # reasoning.summary
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text")
 TOOL_SEARCH = "tool_search"  # the function a client-side tool search is offered as
@@ -134,15 +138,30 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     limit = body.get("max_output_tokens")
     if limit is not None:
         chat["max_tokens"] = _output_limit(limit)
-    effort = _object(body.get("reasoning"), "reasoning").get("effort")
+    reasoning = _object(body.get("reasoning"), "reasoning")
+    effort = reasoning.get("effort")
     if effort is not None:
         effort = _effort(effort)
         if effort is not None:
             chat["reasoning_effort"] = effort
-    response_format = _response_format(_object(body.get("text"), "text").get("format"))
+    text = _object(body.get("text"), "text")
+    response_format = _response_format(text.get("format"))
     if response_format:
         chat["response_format"] = response_format
+    # Echoed in the Response (no chat backend is sent them): OpenAI's values only.
+    if reasoning.get("summary") is not None:
+        _supported(reasoning["summary"], _SUMMARIES, "reasoning.summary")
+    if text.get("verbosity") is not None:
+        _supported(text["verbosity"], _VERBOSITIES, "text.verbosity")
     _settings(body)
+
+
+def _supported(value: Any, supported: tuple[str, ...], where: str) -> None:
+    if value not in supported:
+        listed = ", ".join(f"'{v}'" for v in supported[:-1]) + f", and '{supported[-1]}'"
+        raise invalid_request(
+            f"Invalid value: '{echoed(str(value))}'. Supported values are: {listed}.", where, "invalid_value"
+        )
 
 
 def _sampling(name: str, value: Any) -> None:
@@ -779,18 +798,26 @@ def response_object(
         "output": output,
         "parallel_tool_calls": request.get("parallel_tool_calls", True),
         "previous_response_id": request.get("previous_response_id"),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": None},
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "store": request.get("store", True),
         "temperature": request.get("temperature"),
-        "text": {"format": text.get("format") or {"type": "text"}},
+        "text": _text_echo(text),
         "tool_choice": request.get("tool_choice", "auto"),
         "tools": request.get("tools") or [],
         "top_p": request.get("top_p"),
-        "truncation": "disabled",
+        "truncation": request.get("truncation") or "disabled",
         "usage": None,
         "user": request.get("user"),
         "metadata": request.get("metadata") or {},
     }
+
+
+def _text_echo(text: dict[str, Any]) -> dict[str, Any]:
+    """`text` as a Response echoes it: its format (`text` when none) and the verbosity asked."""
+    echo = {"format": text.get("format") or {"type": "text"}}
+    if text.get("verbosity") is not None:
+        echo["verbosity"] = text["verbosity"]
+    return echo
 
 
 def encoded_echo(request: dict[str, Any]) -> dict[str, orjson.Fragment]:

@@ -128,6 +128,31 @@ def test_stream_is_the_typed_event_sequence(gw, upstream, openai_client):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_a_translated_response_echoes_truncation_verbosity_and_reasoning_summary(gw, openai_client, stream):
+    """The Response echoes the request's settings as OpenAI's does (the SDK's `Response`):
+    `truncation` as asked (`disabled` when not), `text.verbosity` and `reasoning.summary`."""
+    client = openai_client(gw, api_key="sk-alice")
+    asked = {
+        "truncation": "auto",
+        "text": {"verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "concise"},
+    }
+    if stream:
+        events = list(client.responses.create(model="auto", input="Say hello.", stream=True, **asked))
+        carried = [e.response for e in events if e.type in ("response.created", "response.in_progress")]
+        response = events[-1].response
+        assert events[-1].type == "response.completed" and len(carried) == 2
+    else:
+        response, carried = client.responses.create(model="auto", input="Say hello.", **asked), []
+    for r in [*carried, response, client.responses.retrieve(response.id)]:
+        assert r.truncation == "auto"
+        assert (r.text.format.type, r.text.verbosity) == ("text", "low")
+        assert (r.reasoning.effort, r.reasoning.summary) == ("low", "concise")
+    plain = client.responses.create(model="auto", input="Say hello.")
+    assert (plain.truncation, plain.text.verbosity, plain.reasoning.summary) == ("disabled", None, None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_client, stream):
     client = openai_client(gw, api_key="sk-alice")
     call = {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}

@@ -329,6 +329,19 @@ def test_reasoning_effort(effort, expected):
             None,
             "text.format must be text, json_object or json_schema with a name and schema.",
         ),
+        # Echoed in the Response as asked: OpenAI's values only.
+        (
+            {"text": {"verbosity": "terse"}},
+            "text.verbosity",
+            "invalid_value",
+            "Invalid value: 'terse'. Supported values are: 'low', 'medium', and 'high'.",
+        ),
+        (
+            {"reasoning": {"summary": ["auto"]}},
+            "reasoning.summary",
+            "invalid_value",
+            "Invalid value: '['auto']'. Supported values are: 'auto', 'concise', and 'detailed'.",
+        ),
     ],
 )
 def test_settings_openai_refuses_are_its_400_naming_the_setting(change, param, code, message):
