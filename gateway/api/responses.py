@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded, broken_error
 from gateway.api.ingress import handle
 from gateway.api.state import AppState
-from gateway.api.stored_responses import load, owner_of, save
+from gateway.api.stored_responses import has_references, load, owner_of, resolve_references, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
@@ -412,9 +412,16 @@ class ResponsesIngress(Ingress):
         if previous_id:
             record = await load(state, request.owner, previous_id, "previous_response_id")
             continue_from(request, record.items)
+        items = input_items(request.native.get("input"))
+        if has_references(items):
+            # Resolved before routing and sent (or translated) as the items they name; stored
+            # so, a conversation continued from this response holds the items themselves.
+            items = await resolve_references(state, request.owner, items, request.previous)
+            request.native = {**request.native, "input": items}
+            request.chat = _chat(request.native, request.previous if previous_id else None, request.echo)
         # Once the conversation is known, before routing, whichever way a candidate is asked:
         # OpenAI refuses a call and an output that do not pair up too, so a native backend would.
-        check_tool_outputs(request.previous, input_items(request.native.get("input")))
+        check_tool_outputs(request.previous, items)
         return request
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:

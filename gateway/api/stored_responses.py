@@ -7,7 +7,8 @@ for an id that never existed (OpenAI's shape), so ids do not leak across keys. A
 fails is a 503, counted (`gateway_response_store_errors_total`) and logged.
 
 Also here: opening the store in the lifespan (`start`), and the helpers `POST /v1/responses`
-uses to read and write it with the same rules (`owner_of`, `load`, `save`).
+uses to read and write it with the same rules (`owner_of`, `load`, `save`,
+`resolve_references`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,78 @@ async def save(state: AppState, owner: str, record: StoredResponse) -> bool:
     elif result == "id_taken":
         log.warning("response %s not stored: another key's stored response has that id (from the backend)", record.id)
     return result == "stored"
+
+
+def has_references(items: list[dict[str, Any]]) -> bool:
+    return any(item.get("type") == "item_reference" for item in items)
+
+
+async def resolve_references(
+    state: AppState, owner: str, items: list[dict[str, Any]], previous: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`items` with each `item_reference` replaced by the item it names, as OpenAI resolves
+    them: an item of the conversation `previous_response_id` continues (`previous`), else of
+    the owner's stored response the id names. The store is keyed by response, not by item:
+    an item id is read as the gateway writes them, a prefix, its response's suffix and
+    perhaps a place (`msg_<suffix>`, `fc_<suffix>_1`, `msg_<suffix>_in0` for an input item
+    as `input_items` lists it), and that response's output and input are searched (one read
+    per response named). A backend's own item ids (native answers) rarely name their
+    response so: those items are found in the conversation being continued only. Anything
+    else is OpenAI's 400 (`param: input`)."""
+    by_id: dict[str, dict[str, Any]] | None = None
+    records: dict[str, StoredResponse | None] = {}
+    out = []
+    for i, item in enumerate(items):
+        if item.get("type") != "item_reference":
+            out.append(item)
+            continue
+        ref = item.get("id")
+        if type(ref) is not str or not ref:
+            raise invalid_request(
+                f"Missing required parameter: 'input[{i}].id'.", f"input[{i}].id", "missing_required_parameter"
+            )
+        if by_id is None:
+            by_id = {x["id"]: x for x in previous if type(x.get("id")) is str}
+        found = by_id.get(ref)
+        if found is None:
+            found = await _stored_item(state, owner, ref, records)
+        if found is None:
+            raise GatewayError(
+                400,
+                f"Item with id '{echoed(ref)}' not found. An item_reference names an item of a response this key "
+                "stored (`store` true): its output, or its input as `input_items` lists it, or an item of the "
+                "conversation `previous_response_id` continues.",
+                param="input",
+            )
+        out.append(found)
+    return out
+
+
+async def _stored_item(
+    state: AppState, owner: str, ref: str, records: dict[str, StoredResponse | None]
+) -> dict[str, Any] | None:
+    """The item `ref` of the owner's stored response its id names (`resolve_references`)."""
+    prefix, _, rest = ref.partition("_")
+    suffix = rest.partition("_")[0]
+    if not prefix or not suffix:
+        return None
+    response_id = "resp_" + suffix
+    if response_id not in records:
+        try:
+            records[response_id] = await _store(state).get(owner, response_id)
+        except StoreUnavailable as exc:
+            raise _unavailable(state, "get", exc) from None
+    record = records[response_id]
+    if record is None:
+        return None
+    for item in record.items:  # the response's output, and input items with ids of their own
+        if item.get("id") == ref:
+            return item
+    own = record.input
+    for listed, item in zip(listed_input_items(own, response_id), own, strict=True):
+        if listed["id"] == ref:
+            return item
+    return None
 
 
 def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:

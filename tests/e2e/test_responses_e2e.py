@@ -191,6 +191,69 @@ def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_cli
     ]
 
 
+def test_item_references_resolve_to_the_keys_stored_items(gw, upstream, openai_client):
+    """`item_reference` input items are the items they name, as OpenAI resolves them: an
+    output item of a stored response, an input item as `input_items` lists it; another
+    key's item, or one never stored, is OpenAI's 400 naming `input`."""
+    alice, bob = openai_client(gw, api_key="sk-alice"), openai_client(gw, api_key="sk-bob")
+    first = alice.responses.create(model="auto", input="My name is Ada.")
+    said = alice.responses.input_items.list(first.id).data[0].id
+    upstream.received.clear()
+    second = alice.responses.create(
+        model="auto",
+        input=[
+            {"type": "item_reference", "id": said},
+            {"type": "item_reference", "id": first.output[0].id},
+            {"role": "user", "content": "What is my name?"},
+        ],
+    )
+    assert second.output_text == "Hello from the fake upstream."
+    assert upstream.received[0].body["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello from the fake upstream."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    # Stored as the items themselves: continuing `second` sends them, not the references.
+    upstream.received.clear()
+    alice.responses.create(model="auto", previous_response_id=second.id, input="And again?")
+    assert upstream.received[0].body["messages"][:2] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello from the fake upstream."},
+    ]
+    assert [i.type for i in alice.responses.input_items.list(second.id, order="asc").data] == ["message"] * 3
+
+    upstream.received.clear()
+    for client, ref in [(bob, first.output[0].id), (alice, "msg_nope"), (alice, "nothing"), (alice, first.id)]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="auto", input=[{"type": "item_reference", "id": ref}])
+        assert refused.value.status_code == 400
+        assert refused.value.body["param"] == "input" and refused.value.body["type"] == "invalid_request_error"
+        assert refused.value.body["message"].startswith(f"Item with id '{ref}' not found.")
+    not_stored = alice.responses.create(model="auto", input="Forget me.", store=False)
+    with pytest.raises(openai.BadRequestError):
+        alice.responses.create(model="auto", input=[{"type": "item_reference", "id": not_stored.output[0].id}])
+    assert len(upstream.received) == 1  # the unstored one's call only: every refusal before any backend
+
+
+def test_item_references_resolve_in_a_native_conversation(gw_native, native, openai_client):
+    """A backend's own item ids do not name their response: found in the conversation that
+    `previous_response_id` continues, and sent to the native backend as the item."""
+    client = openai_client(gw_native, api_key="sk-alice")
+    first = client.responses.create(model="auto", input="Say hello.")
+    client.responses.create(
+        model="auto",
+        previous_response_id=first.id,
+        input=[{"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "Again."}],
+    )
+    replayed = json.loads(first.output[0].model_dump_json(exclude_none=True))
+    assert native.received[1].body["input"] == [
+        {"type": "message", "role": "user", "content": "Say hello."},
+        replayed,
+        replayed,
+        {"role": "user", "content": "Again."},
+    ]
+
+
 def test_input_items_list_the_requests_own_input(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     first = client.responses.create(model="auto", input="My name is Ada.")
