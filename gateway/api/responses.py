@@ -9,7 +9,7 @@ the answer going to the client as the backend wrote it (`RESPONSES` format), or 
 completions, the answer translated back (`chat_to_response`, `ResponseStream`).
 
 The gateway, not the backend, keeps conversations: `previous_response_id` is looked up in the
-gateway's store (`gateway.conversations`, owner = the client key's name) before routing, and
+gateway's store (`gateway.conversations`, owner = the client key, `Owner`) before routing, and
 the conversation it continues is sent whole to whichever backend answers, natively with
 `store: false` and no `previous_response_id`. So a conversation continues through any backend
 and, with Redis, on any replica. With `store` true (the default) the Response the client got
@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded, broken_error
 from gateway.api.ingress import handle
 from gateway.api.state import AppState
-from gateway.api.stored_responses import has_references, load, owner_of, resolve_references, save
+from gateway.api.stored_responses import Owner, has_references, load, owner_of, resolve_references, save
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES, Backend, UpstreamError
 from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
@@ -73,6 +73,9 @@ def new_response_id() -> str:
     return "resp_" + secrets.token_hex(24)
 
 
+_OPEN = Owner("")  # a gateway without keys: one owner
+
+
 @dataclass(slots=True)
 class ResponsesRequest:
     """One Responses request on its way: the client's body, its chat translation (what
@@ -82,7 +85,7 @@ class ResponsesRequest:
     chat: ChatRequest
     created_at: int
     store: bool
-    owner: str = ""
+    owner: Owner = _OPEN
     previous: list[dict[str, Any]] = field(default_factory=list)  # items previous_response_id continues
     response: dict[str, Any] | None = None  # the Response the client got, once complete
     state: AppState | None = None  # the app's, set by `prepare`: its response store

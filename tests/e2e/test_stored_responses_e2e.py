@@ -6,6 +6,8 @@ writes them; tests/e2e/test_responses_e2e.py creates them through the API.)"""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import httpx
 import openai
@@ -15,7 +17,9 @@ from gateway.conversations.redis_store import RedisResponseStore
 from gateway.conversations.sqlite_store import SqliteResponseStore
 from gateway.conversations.store import ResponseStore, StoredResponse
 from gateway.conversations.stores import FILE_NAME
+from tests.support.poll import poll
 from tests.support.scrape import scrape
+from tests.tenants.support import bearer, cli, create_key
 
 CONFIG = """
 backends:
@@ -128,3 +132,69 @@ def test_a_redis_that_is_down_is_a_counted_503(start_gateway, upstream, redis_se
     assert caught.value.body["code"] == "response_store_unavailable"
     assert scrape(gw.url).value("gateway_response_store_errors_total", op="get") == 1
     assert "response store get failed" in gw.log()
+
+
+def test_a_key_made_anew_under_an_old_name_reads_none_of_the_old_keys_responses(start_gateway, upstream, tmp_path):
+    """A virtual key owns its stored responses by its name and creation: a rotation keeps
+    them; a key made anew under the name (its key store lost, or restored from a backup
+    older than the key) is another key. Records stored before, owned by the name alone, are
+    read by the key that made them (created since it was) only."""
+    data = tmp_path / "data"
+    old = create_key("alice", data_dir=data)
+    env = {"GATEWAY_DATA_DIR": str(data), "GATEWAY_KEYS_REFRESH_S": "0.2"}
+    gw = start_gateway(CONFIG.format(base_url=upstream.base_url), env=env)
+    body = {"model": "qwen/qwen3-32b", "input": "The old key's secret."}
+    made = httpx.post(gw.url + "/v1/responses", json=body, headers=bearer(old))
+    assert made.status_code == 200, made.text
+    first = made.json()
+    rotated = json.loads(cli("keys", "rotate", "alice", "--json", data_dir=data).stdout)["key"]
+    poll(
+        lambda: httpx.get(gw.url + f"/v1/responses/{first['id']}", headers=bearer(rotated)).status_code == 200,
+        what="the rotated key reading its response",
+        timeout=15,
+    )
+
+    for path in data.glob("keys.sqlite3*"):  # the key store lost: alice made anew
+        path.rename(tmp_path / path.name)
+    new = create_key("alice", data_dir=data)
+    poll(
+        lambda: httpx.get(gw.url + "/v1/models", headers=bearer(new)).status_code == 200, what="the new key", timeout=15
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=new, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first["id"])
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(first["id"])
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(first["id"])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="qwen/qwen3-32b", input="Go on.", previous_response_id=first["id"])
+    assert refused.value.body["code"] == "previous_response_not_found"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="qwen/qwen3-32b", input=[{"type": "item_reference", "id": first["output"][0]["id"]}]
+        )
+    assert refused.value.body["param"] == "input"
+
+    # Stored before owners were keys (by the name alone): read by the key created before them.
+    made_after = {**_response("resp_legacy_new"), "created_at": int(time.time()) + 5}
+    made_before = {**_response("resp_legacy_old"), "created_at": 1764000000}
+    for response in (made_after, made_before):
+        store = SqliteResponseStore(data / FILE_NAME)
+        asyncio.run(_put_record(store, "alice", response))
+    assert client.responses.retrieve("resp_legacy_new").id == "resp_legacy_new"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_legacy_old")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete("resp_legacy_old")
+    client.responses.delete("resp_legacy_new")
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_legacy_new")
+    assert len(upstream.received) == 1  # the first call only: every refusal before any backend
+
+
+async def _put_record(store: ResponseStore, owner: str, response: dict) -> None:
+    try:
+        await store.put(owner, StoredResponse(response, []))
+    finally:
+        await store.aclose()
