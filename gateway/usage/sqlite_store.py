@@ -57,8 +57,10 @@ _Args = TypeVarTuple("_Args")
 
 log = logging.getLogger("gateway.usage")
 
-# How long emptying the WAL waits for another process's write or read (`_truncate_wal`).
+# How long emptying the WAL waits for another process's write or read (`_truncate_wal`), and
+# how long after it could not before it is tried again.
 TRUNCATE_WAIT_S = 1.0
+TRUNCATE_RETRY_S = 30.0
 
 # Event columns, in UsageEvent.to_json's names (plus `day`, the UTC date, for range scans).
 _COLUMNS = (
@@ -353,8 +355,10 @@ class SqliteUsageStore(UsageStore):
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
         self.checkpoint_every_s = checkpoint_every_s
         self.wal_truncate_frames = wal_truncate_frames  # past this (pages, 4 KB each), the next write empties the WAL
-        self.wal_truncations = 0
+        self.wal_truncations = 0  # the WAL emptied
+        self.wal_truncations_busy = 0  # tries that found another process's read or write in the way
         self._wal_frames = 0  # as the last checkpoint found the WAL (`_checkpoint_wal`)
+        self._truncate_not_before = 0.0  # monotonic: after a busy try, the next is not before this
         self.busy_retries = 0  # slices retried because another connection held the write lock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
         self._reader: sqlite3.Connection | None = None  # the thread's
@@ -459,7 +463,7 @@ class SqliteUsageStore(UsageStore):
         if not events:
             return 0
         conn = await self._writer_connection()
-        if self._wal_frames > self.wal_truncate_frames:
+        if self._wal_frames > self.wal_truncate_frames and not self.pruning:
             await self._truncate_wal()
         new = 0
         for start in range(0, len(events), self.slice_events):
@@ -569,24 +573,36 @@ class SqliteUsageStore(UsageStore):
         `make bench`). TRUNCATE needs the write lock, which the loop's writes would keep
         taking from it, so the write waits for it here (on the thread, as any checkpoint:
         the loop is free); it copies what the last PASSIVE pass left and empties the file.
-        Another process's write or read in progress is waited for up to `TRUNCATE_WAIT_S`,
-        then the truncation is left to a later write."""
-        self._wal_frames = 0
+        Not while a retention delete runs on the thread (the write would wait for all of
+        it). Another process's write or read in progress is waited for up to
+        `TRUNCATE_WAIT_S`; if it is still there (a long export, a sqlite3 shell holding a
+        read), the WAL is left as it is for `TRUNCATE_RETRY_S`, so that one reader does not
+        hold every write for a second. A failure is logged: the batch is written either way."""
+        if time.monotonic() < self._truncate_not_before:
+            return
         if self._checkpoint is not None:
             await asyncio.wait([self._checkpoint])
-        await self._run(self._truncate)
+        try:
+            emptied = await self._run(self._truncate)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("usage store: emptying the WAL failed: %s", exc)
+            emptied = False
+        if emptied:
+            self._wal_frames = 0
+            self.wal_truncations += 1
+        else:
+            self._truncate_not_before = time.monotonic() + TRUNCATE_RETRY_S
 
-    def _truncate(self) -> None:
+    def _truncate(self) -> bool:
         conn = self._connection()
         conn.execute(f"PRAGMA busy_timeout={int(TRUNCATE_WAIT_S * 1000)}")
         try:
-            busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         if busy:
-            self._wal_frames = frames  # the next write tries again
-        else:
-            self.wal_truncations += 1
+            self.wal_truncations_busy += 1
+        return not busy
 
     # -- reading (on the thread) -----------------------------------------------------------
     def _read(self, spans: Mapping[str, Period]) -> dict[date, DayRows]:
