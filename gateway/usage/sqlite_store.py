@@ -57,10 +57,8 @@ _Args = TypeVarTuple("_Args")
 
 log = logging.getLogger("gateway.usage")
 
-# How long emptying the WAL waits for another process's write or read (`_truncate_wal`), and
-# how long after it could not before it is tried again.
+# How long emptying the WAL waits for another process's write or read (`_truncate_wal`).
 TRUNCATE_WAIT_S = 1.0
-TRUNCATE_RETRY_S = 30.0
 
 # Event columns, in UsageEvent.to_json's names (plus `day`, the UTC date, for range scans).
 _COLUMNS = (
@@ -336,6 +334,7 @@ class SqliteUsageStore(UsageStore):
         checkpoint_every_s: float = 1.0,
         *,
         wal_truncate_frames: int = 4096,
+        truncate_retry_s: float = 30.0,
         retention: Retention = KEEP_EVERYTHING,
         prune_every_s: float = 3600.0,
         prune_batch: int = 500,
@@ -355,6 +354,7 @@ class SqliteUsageStore(UsageStore):
         self.slice_events = slice_events  # events per transaction: how long the loop is held at most
         self.checkpoint_every_s = checkpoint_every_s
         self.wal_truncate_frames = wal_truncate_frames  # past this (pages, 4 KB each), the next write empties the WAL
+        self.truncate_retry_s = truncate_retry_s  # after a busy try, none for this long
         self.wal_truncations = 0  # the WAL emptied
         self.wal_truncations_busy = 0  # tries that found another process's read or write in the way
         self._wal_frames = 0  # as the last checkpoint found the WAL (`_checkpoint_wal`)
@@ -500,6 +500,11 @@ class SqliteUsageStore(UsageStore):
             self._checkpoint = asyncio.create_task(self._run(self._checkpoint_wal), name="usage-sqlite-checkpoint")
             self._checkpoint.add_done_callback(_retrieve_exception)
 
+    async def wait_checkpointed(self) -> None:
+        """Wait until the checkpoint in progress, if any, has ended."""
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
+
     # -- retention (on the thread) ---------------------------------------------------------
     @property
     def pruning(self) -> bool:
@@ -576,7 +581,7 @@ class SqliteUsageStore(UsageStore):
         Not while a retention delete runs on the thread (the write would wait for all of
         it). Another process's write or read in progress is waited for up to
         `TRUNCATE_WAIT_S`; if it is still there (a long export, a sqlite3 shell holding a
-        read), the WAL is left as it is for `TRUNCATE_RETRY_S`, so that one reader does not
+        read), the WAL is left as it is for `truncate_retry_s`, so that one reader does not
         hold every write for a second. A failure is logged: the batch is written either way."""
         if time.monotonic() < self._truncate_not_before:
             return
@@ -591,7 +596,7 @@ class SqliteUsageStore(UsageStore):
             self._wal_frames = 0
             self.wal_truncations += 1
         else:
-            self._truncate_not_before = time.monotonic() + TRUNCATE_RETRY_S
+            self._truncate_not_before = time.monotonic() + self.truncate_retry_s
 
     def _truncate(self) -> bool:
         conn = self._connection()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from gateway.usage import sqlite_store
 from gateway.usage.recorder import UsageRecorder
 from gateway.usage.sqlite_store import SqliteUsageStore
+from gateway.usage.store import Retention
 from tests.usage.fixtures import EVENTS, varied_events
 
 
@@ -114,7 +116,7 @@ async def test_the_wal_stays_bounded_while_writes_never_pause(tmp_path):
         for start in range(0, len(events), 250):
             await store.record(events[start : start + 250])
             largest = max(largest, wal.stat().st_size)
-        await asyncio.wait([store._checkpoint])  # the last one, started by the last write
+        await store.wait_checkpointed()  # the last one, started by the last write
         # 20,000 events make about 100 MB of WAL frames, which it held before. Here: the
         # threshold (800 KB) and the batches (about 1.3 MB each) written before a checkpoint,
         # running beside them, counted the frames.
@@ -131,7 +133,7 @@ async def test_a_reader_in_the_way_of_emptying_the_wal_costs_one_wait_not_one_pe
     busy try, then none for `TRUNCATE_RETRY_S`; once the reader is gone, the WAL is emptied."""
     monkeypatch.setattr(sqlite_store, "TRUNCATE_WAIT_S", 0.05)
     path = tmp_path / "usage.sqlite3"
-    store = SqliteUsageStore(path, checkpoint_every_s=0, wal_truncate_frames=50)
+    store = SqliteUsageStore(path, checkpoint_every_s=0, wal_truncate_frames=50, truncate_retry_s=0.3)
     events = varied_events(2_000)
     try:
         await store.record(events[:10])
@@ -140,14 +142,14 @@ async def test_a_reader_in_the_way_of_emptying_the_wal_costs_one_wait_not_one_pe
         reader.execute("SELECT count(*) FROM events").fetchone()  # a read snapshot held open
         for start in range(10, 1_010, 200):
             await store.record(events[start : start + 200])
-            await asyncio.wait([store._checkpoint])
+            await store.wait_checkpointed()
         assert store.wal_truncations_busy == 1 and store.wal_truncations == 0
         reader.execute("COMMIT")
         reader.close()
-        store._truncate_not_before = 0.0  # the retry time has come
+        await asyncio.sleep(0.3)  # the retry time has come
         await store.record(events[1_010:1_210])
         assert store.wal_truncations_busy == 1 and store.wal_truncations == 1
-        await asyncio.wait([store._checkpoint])
+        await store.wait_checkpointed()
         await store.record(events[1_210:1_215])  # the WAL emptied just before: nothing to do
         assert store.wal_truncations == 1
     finally:
@@ -155,22 +157,27 @@ async def test_a_reader_in_the_way_of_emptying_the_wal_costs_one_wait_not_one_pe
     assert events_in_file(path) == 1_215
 
 
-async def test_the_wal_is_not_emptied_while_a_retention_delete_runs(tmp_path):
+async def test_the_wal_is_not_emptied_while_a_retention_delete_runs(tmp_path, monkeypatch):
     """The truncation queues behind whatever the store's thread runs: a write would wait out
     a whole retention delete (minutes, the first time on a large file)."""
     path = tmp_path / "usage.sqlite3"
-    store = SqliteUsageStore(path, checkpoint_every_s=0, wal_truncate_frames=20)
-    pruning: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    store = SqliteUsageStore(path, checkpoint_every_s=0, wal_truncate_frames=20, retention=Retention(events_days=30))
+    release = threading.Event()
+
+    def slow_prune() -> int:
+        release.wait(10)
+        return 0
+
+    monkeypatch.setattr(store, "_delete_expired", slow_prune)
     try:
-        await store.record(varied_events(400))
-        await asyncio.wait([store._checkpoint])
-        store._prune = asyncio.ensure_future(pruning)
+        await store.record(varied_events(400))  # starts the first prune, which runs until released
+        await store.wait_checkpointed()
         assert store.pruning
         await store.record(varied_events(600)[400:])
         assert store.wal_truncations == 0 and store.wal_truncations_busy == 0
-        pruning.set_result(0)
+        release.set()
         await store.wait_pruned()
-        await asyncio.wait([store._checkpoint])
+        await store.wait_checkpointed()
         await store.record(varied_events(610)[600:])
         assert store.wal_truncations == 1
     finally:
@@ -187,7 +194,7 @@ async def test_a_failure_emptying_the_wal_is_logged_and_the_batch_still_written(
     monkeypatch.setattr(store, "_truncate", failing)
     try:
         await store.record(varied_events(400))
-        await asyncio.wait([store._checkpoint])
+        await store.wait_checkpointed()
         assert await store.record(varied_events(600)[400:]) == 200
     finally:
         await store.aclose()
