@@ -413,6 +413,8 @@ class ResponsesAccountant:
             response = obj.get("response")
             error = response.get("error") if isinstance(response, dict) else obj
             code = error.get("code") if isinstance(error, dict) else None
+            if isinstance(response, dict) and self._echo is not None:
+                self._echo.apply(response)  # written by `_redacted`, held back or not
             if self._started and self.hold_errors and transient_error(code, code):
                 # Not the stream's end (the Response the client gets, stored, is the
                 # continuation's), but its usage is the attempt's.
@@ -422,8 +424,6 @@ class ResponsesAccountant:
                 self._broken = held_error(code, error_message(error), out + b"\n\n", self.redactor)
                 return None
             if isinstance(response, dict):
-                if self._echo is not None:
-                    self._echo.apply(response)  # written by `_redacted`
                 self._end(response)
             if not self._started:
                 raise StreamFailedEarly(error_message(error), 502)

@@ -234,6 +234,21 @@ def test_a_server_error_after_content_is_held_back_when_the_stream_can_be_contin
     assert accountant.end_after_break(b"", True) is None
 
 
+def test_a_held_back_failure_says_what_the_client_asked_too():
+    """Review: a held `response.failed` (released when the stream cannot be continued) was
+    written without the client's echo: its Response said the backend's `store: false`."""
+    accountant = ResponsesAccountant(echo=ClientEcho(True, "resp_prev"))
+    accountant.hold_errors = True
+    accountant.feed(_delta("a"))
+    response = {"id": "resp_1", "object": "response", "status": "failed", "store": False}
+    response |= {"previous_response_id": None, "error": {"code": "server_error", "message": "x"}, "output": []}
+    failure = {"type": "response.failed", "sequence_number": 4, "response": response}
+    with pytest.raises(ErrorEventMidway) as held:
+        accountant.feed(b"event: response.failed\ndata: " + orjson.dumps(failure) + b"\n\n")
+    relayed = orjson.loads(held.value.event.split(b"data: ", 1)[1])
+    assert relayed["response"]["store"] is True and relayed["response"]["previous_response_id"] == "resp_prev"
+
+
 def test_an_error_that_is_not_a_passing_failure_is_relayed_even_when_holding():
     accountant = ResponsesAccountant()
     accountant.hold_errors = True
