@@ -149,6 +149,11 @@ async def save(state: AppState, owner: Owner, record: StoredResponse) -> bool:
     return result == "stored"
 
 
+# item_reference items one request may hold: each may be a store read, and a body of
+# references would otherwise be as many reads as it has room for.
+MAX_REFERENCES = 100
+
+
 def has_references(items: list[dict[str, Any]]) -> bool:
     return any(item.get("type") == "item_reference" for item in items)
 
@@ -165,6 +170,8 @@ async def resolve_references(
     per response named). A backend's own item ids (native answers) rarely name their
     response so: those items are found in the conversation being continued only. Anything
     else is OpenAI's 400 (`param: input`)."""
+    if sum(item.get("type") == "item_reference" for item in items) > MAX_REFERENCES:
+        raise invalid_request(f"An input holds more than {MAX_REFERENCES} item_reference items.", "input")
     by_id: dict[str, dict[str, Any]] | None = None
     records: dict[str, StoredResponse | None] = {}
     out = []

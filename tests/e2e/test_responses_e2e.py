@@ -233,6 +233,12 @@ def test_item_references_resolve_to_the_keys_stored_items(gw, upstream, openai_c
     with pytest.raises(openai.BadRequestError):
         alice.responses.create(model="auto", input=[{"type": "item_reference", "id": not_stored.output[0].id}])
     assert len(upstream.received) == 1  # the unstored one's call only: every refusal before any backend
+    # Each response named is a store read: a body of references is not as many reads as it holds.
+    many = [{"type": "item_reference", "id": f"msg_{n:048x}"} for n in range(101)]
+    with pytest.raises(openai.BadRequestError) as refused:
+        alice.responses.create(model="auto", input=many)
+    assert refused.value.body["message"] == "An input holds more than 100 item_reference items."
+    assert refused.value.body["param"] == "input" and len(upstream.received) == 1
 
 
 def test_item_references_resolve_in_a_native_conversation(gw_native, native, openai_client):
