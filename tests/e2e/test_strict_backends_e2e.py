@@ -59,15 +59,7 @@ def test_earlier_reasoning_is_left_out_for_groq_and_sent_as_it_came_elsewhere(
     assert upstream_b.received == []
 
     upstream.reset(status=503)  # DeepSeek down: the same conversation falls back to Groq
-    for stream in (False, True):
-        if stream:
-            chunks = list(client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS, stream=True))
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        else:
-            text = (
-                client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
-            )
-        assert text.strip() == "Hello from the fake upstream."
+    _asked_both_ways(client)
     assert len(upstream.received) == 2 and len(upstream_b.received) == 2
     for received in upstream_b.received:
         assistant = received.body["messages"][1]
@@ -128,15 +120,7 @@ def test_an_openai_backend_that_declares_a_refused_field_is_sent_the_conversatio
     client = openai_client(gw)
     upstream.reset(status=503)
     upstream_b.reset(refused_message_fields=frozenset({"reasoning_content"}))
-    for stream in (False, True):
-        if stream:
-            chunks = list(client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS, stream=True))
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        else:
-            text = (
-                client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
-            )
-        assert text.strip() == "Hello from the fake upstream."
+    _asked_both_ways(client)
     assert len(upstream.received) == 2 and len(upstream_b.received) == 2
     for received in upstream_b.received:
         assert received.body["messages"][1] == {k: v for k, v in MESSAGES[1].items() if k != "reasoning_content"}
@@ -171,3 +155,16 @@ def test_a_translated_conversations_reasoning_goes_back_only_in_a_field_the_back
     [assistant] = [m for m in sent.body["messages"] if m["role"] == "assistant"]
     assert assistant["reasoning"] == "Need the file first." and "reasoning_content" not in assistant
     assert upstream.received == []
+
+
+def _asked_both_ways(client) -> None:
+    """The conversation asked of route `agent` non-streamed, then streamed: answered each time."""
+    for stream in (False, True):
+        if stream:
+            chunks = list(client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS, stream=True))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            text = (
+                client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
+            )
+        assert text.strip() == "Hello from the fake upstream."
