@@ -91,7 +91,7 @@ BROKEN_POLICIES = [
 def test_serve_with_a_broken_policy_names_the_file_and_problem_and_exits_2_unbound(tmp_path, text, problem, how):
     """What an operator sees at start (a live reload keeps the previous config instead): the
     file and each problem as `gateway validate` prints them, exit 2 before any worker starts
-    (two asked for here), no traceback, and the port never bound."""
+    (two asked for here), no traceback, and no worker left behind on the port."""
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     port = free_port()
@@ -106,7 +106,7 @@ def test_serve_with_a_broken_policy_names_the_file_and_problem_and_exits_2_unbou
     assert done.stderr.splitlines() == [f"{path}: 1 problem(s)", problem]
     assert done.stdout == ""
     with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # no worker left behind, listening
 
 
 def test_forwarded_headers_are_believed_only_from_the_trusted_proxies(monkeypatch):
