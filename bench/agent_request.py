@@ -16,8 +16,12 @@ from typing import Any
 
 from gateway.protocol.messages import chat_to_message
 from gateway.protocol.messages import encode_event as encode_message_event
-from gateway.protocol.responses import chat_to_response
 from gateway.protocol.responses import encode_event as encode_response_event
+
+try:
+    from gateway.protocol.responses_answer import chat_to_response
+except ImportError:  # a gateway from before the answer half had a module of its own (bench/ab.py --base)
+    from gateway.protocol.responses import chat_to_response  # type: ignore[attr-defined,no-redef]
 
 try:
     from gateway.protocol.messages_stream import MessageStream

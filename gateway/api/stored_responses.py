@@ -30,7 +30,7 @@ from gateway.api.state import AppState
 from gateway.conversations.store import ResponseStore, StoredResponse, StoreUnavailable
 from gateway.conversations.stores import open_response_store
 from gateway.protocol.errors import GatewayError, echoed, invalid_request
-from gateway.protocol.responses import listed_input_items
+from gateway.protocol.responses_answer import listed_input_items
 from gateway.tenants.principal import Principal
 
 log = logging.getLogger("gateway.responses")

@@ -1,11 +1,12 @@
-"""OpenAI's Responses API at the gateway's edge, translated to and from chat completions.
+"""OpenAI's Responses API at the gateway's edge: a request translated to chat completions.
 
 Codex and the `openai` SDK's `responses` calls reach the one chat pipeline through this
 module: `responses_to_chat` turns a request (plus the items of the response it continues)
-into a chat payload, `chat_to_response` turns the chat answer into a Response object (a
-streamed one becomes the typed event sequence in `gateway.protocol.responses_stream`), and `conversation_items` is
-what the gateway stores so that `previous_response_id` can continue a conversation through
-any backend. Pure code, no I/O; storing and looking up responses is the route's business.
+into a chat payload. The way back is `gateway.protocol.responses_answer` (a chat answer as a
+Response object, and `conversation_items`, what the gateway stores so that
+`previous_response_id` can continue a conversation through any backend) and
+`gateway.protocol.responses_stream` (a streamed one as the typed event sequence). Pure
+code, no I/O; storing and looking up responses is the route's business.
 
 Mappings chosen where the APIs differ:
 - Function tools translate as they are. Custom (freeform) tools, which Codex uses for
@@ -37,19 +38,18 @@ Mappings chosen where the APIs differ:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from gateway.protocol.body import json_text
 from gateway.protocol.chat import REASONING, text_or_parts
-from gateway.protocol.errors import GatewayError, echoed, invalid_request
-from gateway.protocol.messages import MALFORMED, encode_event, malformed_answer, usage_details
+from gateway.protocol.errors import echoed, invalid_request
+from gateway.protocol.messages import encode_event
 
 # Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
 # so one encoder serves both; it is re-exported here for the /v1/responses route.
-__all__ = ["chat_to_response", "conversation_items", "encode_event", "responses_to_chat"]
+__all__ = ["encode_event", "responses_to_chat"]
 
 _FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
 # reasoning.effort as OpenAI documents it -> what chat backends are sent (None: no effort).
@@ -73,7 +73,6 @@ TOOL_SEARCH = "tool_search"  # the function a client-side tool search is offered
 _SEARCH_PARAMETERS = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
 # Delta fields a plain text continuation may carry with a value (others only as nulls).
 _CONTENT_ONLY = frozenset({"content", "role"})
-_NO_KINDS: tuple[frozenset[str], dict[str, str], bool] = (frozenset(), {}, False)
 
 
 # -- request ----------------------------------------------------------------------------------
@@ -734,285 +733,3 @@ def _response_format(fmt: Any) -> dict[str, Any] | None:
         schema = {k: fmt[k] for k in ("name", "description", "schema", "strict") if fmt.get(k) is not None}
         return {"type": "json_schema", "json_schema": schema}
     raise invalid_request("text.format must be text, json_object or json_schema with a name and schema.", "text.format")
-
-
-# -- answers ----------------------------------------------------------------------------------
-
-
-def _suffix(response_id: str) -> str:
-    return response_id.removeprefix("resp_")
-
-
-def _usage(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {
-            "cached_tokens": _count(usage_details(usage, "prompt_tokens_details").get("cached_tokens")),
-            "cache_write_tokens": 0,
-        },
-        "output_tokens": completion,
-        "output_tokens_details": {
-            "reasoning_tokens": _count(usage_details(usage, "completion_tokens_details").get("reasoning_tokens"))
-        },
-        "total_tokens": prompt + completion,
-    }
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _ending(finish_reason: Any) -> tuple[str, dict[str, str] | None]:
-    """The Response's status and incomplete_details for a chat finish reason."""
-    if finish_reason == "length":
-        return "incomplete", {"reason": "max_output_tokens"}
-    if finish_reason == "content_filter":
-        return "incomplete", {"reason": "content_filter"}
-    return "completed", None
-
-
-def response_object(
-    request: dict[str, Any], response_id: str, created_at: int, status: str, output: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """A Response with the request's settings echoed, as OpenAI's carry them."""
-    text = request.get("text")
-    if not isinstance(text, dict):
-        text = {}
-    reasoning = request.get("reasoning")
-    if not isinstance(reasoning, dict):
-        reasoning = {}
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": created_at,
-        "status": status,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": request.get("instructions"),
-        "max_output_tokens": request.get("max_output_tokens"),
-        "model": request.get("model"),
-        "output": output,
-        "parallel_tool_calls": request.get("parallel_tool_calls", True),
-        "previous_response_id": request.get("previous_response_id"),
-        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "store": request.get("store", True),
-        "temperature": request.get("temperature"),
-        "text": _text_echo(text),
-        "tool_choice": request.get("tool_choice", "auto"),
-        "tools": request.get("tools") or [],
-        "top_p": request.get("top_p"),
-        "truncation": request.get("truncation") or "disabled",
-        "usage": None,
-        "user": request.get("user"),
-        "metadata": request.get("metadata") or {},
-    }
-
-
-def _text_echo(text: dict[str, Any]) -> dict[str, Any]:
-    """`text` as a Response echoes it: its format (`text` when none) and the verbosity asked."""
-    echo = {"format": text.get("format") or {"type": "text"}}
-    if text.get("verbosity") is not None:
-        echo["verbosity"] = text["verbosity"]
-    return echo
-
-
-def encoded_echo(request: dict[str, Any]) -> dict[str, orjson.Fragment]:
-    """The request's bulk that every Response echoes (its tools and instructions, an agent's
-    are about 15 KB), encoded: what `response_object` puts in, as JSON fragments, so a Response
-    or the stream's three events that carry it are written without walking them again."""
-    echo = {}
-    for name in ("tools", "instructions"):
-        value = request.get(name)
-        if value:
-            try:
-                echo[name] = orjson.Fragment(orjson.dumps(value))
-            except TypeError:  # nested past what orjson writes: left to the Response's own dump
-                return {}
-    return echo
-
-
-def encode_response(response: dict[str, Any], request: dict[str, Any], echo: dict[str, orjson.Fragment]) -> bytes:
-    """`orjson.dumps(response)` with the request's echo (`encoded_echo`) put in as fragments:
-    the same bytes (and bytes where the plain dump would fail: tools nested within orjson's
-    write depth on their own, past it inside the Response)."""
-    if echo and response.get("tools") is request.get("tools"):
-        return orjson.dumps({**response, **echo})
-    return orjson.dumps(response)
-
-
-def _item_id(prefix: str, response_id: str, earlier: int) -> str:
-    """An output item's id: `rs_`/`msg_` and the Response's suffix; `_2`, `_3`... after it
-    for the second, third item of that type in one Response (text after a tool call,
-    reasoning between messages), so every item id is unique, as OpenAI's are."""
-    return f"{prefix}{_suffix(response_id)}" + (f"_{earlier + 1}" if earlier else "")
-
-
-def _reasoning_item(response_id: str, text: str, status: str, earlier: int = 0) -> dict[str, Any]:
-    content = [{"type": "reasoning_text", "text": text}] if text or status == "completed" else []
-    return {
-        "type": "reasoning",
-        "id": _item_id("rs_", response_id, earlier),
-        "summary": [],
-        "content": content,
-        "status": status,
-    }
-
-
-def _message_item(response_id: str, text: str | None, status: str, earlier: int = 0) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {
-        "type": "message",
-        "id": _item_id("msg_", response_id, earlier),
-        "status": status,
-        "role": "assistant",
-        "content": content,
-    }
-
-
-def _call_item(
-    response_id: str,
-    position: int,
-    call_id: str,
-    name: str,
-    arguments: str,
-    status: str,
-    custom: bool = False,
-    namespace: str | None = None,
-    search: bool = False,
-) -> dict[str, Any]:
-    if search:
-        item_id = f"tsc_{_suffix(response_id)}_{position}"
-        return {
-            "type": "tool_search_call",
-            "id": item_id,
-            "call_id": call_id,
-            "arguments": _search_arguments(arguments),
-            "execution": "client",
-            "status": status,
-        }
-    if custom:
-        item_id = f"ctc_{_suffix(response_id)}_{position}"
-        return {"type": "custom_tool_call", "id": item_id, "call_id": call_id, "name": name, "input": arguments}
-    item = {
-        "type": "function_call",
-        "id": f"fc_{_suffix(response_id)}_{position}",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-    if namespace is not None:
-        item["namespace"] = namespace
-    return item
-
-
-def chat_to_response(completion: Any, request: dict[str, Any], response_id: str) -> dict[str, Any]:
-    """The Response for a `chat.completion` (its first choice) answering `request`.
-    A body that is not a chat completion is the backend's fault: a 502 saying so."""
-    try:
-        return _response(completion, request, response_id)
-    except MALFORMED as exc:
-        raise malformed_answer(exc) from None
-
-
-def _response(completion: dict[str, Any], request: dict[str, Any], response_id: str) -> dict[str, Any]:
-    choice = (completion.get("choices") or [{}])[0]
-    reply = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
-    reasoning = reply.get("reasoning_content") or reply.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        output.append(_reasoning_item(response_id, reasoning, "completed"))
-    if isinstance(reply.get("content"), str) and reply["content"]:
-        output.append(_message_item(response_id, reply["content"], "completed"))
-    calls = reply.get("tool_calls") or ()
-    custom, namespaces, search = call_kinds(request) if calls else _NO_KINDS
-    for position, call in enumerate(calls):
-        function = call.get("function") or {}
-        name = function.get("name") or ""
-        arguments = function.get("arguments") or ""
-        if name in custom:
-            arguments = _custom_input(arguments)
-        output.append(
-            _call_item(
-                response_id,
-                position,
-                call.get("id") or "",
-                name,
-                arguments,
-                "completed",
-                name in custom,
-                namespaces.get(name),
-                search and name == TOOL_SEARCH,
-            )
-        )
-    status, incomplete = _ending(choice.get("finish_reason"))
-    created = completion.get("created")
-    if not isinstance(created, int):
-        created = int(time.time())
-    response = response_object(request, response_id, created, status, output)
-    response["incomplete_details"] = incomplete
-    response["usage"] = _usage(completion.get("usage"))
-    return response
-
-
-def _search_arguments(arguments: str) -> Any:
-    """A tool search's arguments, an object in the item (not a JSON string as for functions)."""
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return {"query": arguments}
-    return value if isinstance(value, dict) else {"query": arguments}
-
-
-def _custom_input(arguments: str) -> str:
-    """A custom tool's free-text input from the function arguments it was called with."""
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return arguments  # the model wrote the input bare: pass it as it is
-    text = value.get("input") if isinstance(value, dict) else None
-    return text if isinstance(text, str) else arguments
-
-
-def conversation_items(
-    previous: list[dict[str, Any]] | None, request: dict[str, Any], response: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """What to store with a response: the items a request with `previous_response_id` set to
-    it continues from (earlier items, this request's input, this response's output).
-    `instructions` are not among them: OpenAI does not carry them over either."""
-    return list(previous or ()) + input_items(request.get("input")) + list(response.get("output") or ())
-
-
-def failed_response(request: dict[str, Any], response_id: str, error: GatewayError, created_at: int) -> dict[str, Any]:
-    """The Response a failure leaves, for `response.failed`."""
-    response = response_object(request, response_id, created_at, "failed", [])
-    code = "rate_limit_exceeded" if error.status == 429 else "server_error"
-    response["error"] = {"code": code, "message": error.message}
-    return response
-
-
-# -- stored input, as GET /v1/responses/{id}/input_items lists it --------------------------------
-
-
-def listed_input_items(items: list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
-    """A request's input items in the shapes the input-items list returns (`ResponseItem`):
-    every item with an `id` (the client's, else one derived from the response's id and its
-    place) and a status; message content as parts, never a bare string."""
-    listed = []
-    for i, item in enumerate(items):
-        kind = item.get("type") or ("message" if "role" in item else "item")
-        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
-        entry = {**item, "type": kind, "id": item.get("id") or f"{prefix}_{_suffix(response_id)}_in{i}"}
-        entry.setdefault("status", "completed")
-        if kind == "message" and isinstance(item.get("content"), str):
-            part = "output_text" if item.get("role") == "assistant" else "input_text"
-            text: dict[str, Any] = {"type": part, "text": item["content"]}
-            if part == "output_text":
-                text["annotations"] = []
-            entry["content"] = [text]
-        listed.append(entry)
-    return listed

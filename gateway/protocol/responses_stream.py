@@ -1,8 +1,9 @@
 """A streamed chat answer as OpenAI's Responses event sequence (`ResponseStream`).
 
-The stream half of the Responses translation (`gateway.protocol.responses`, whose items,
-Response object and mappings it shares): chat completion chunks, parsed, in; the typed
-events a Responses client reads, in OpenAI's order and numbering, out. Pure code, no I/O.
+The stream half of the Responses translation (`gateway.protocol.responses` and
+`gateway.protocol.responses_answer`, whose mappings, items and Response object it shares):
+chat completion chunks, parsed, in; the typed events a Responses client reads, in OpenAI's
+order and numbering, out. Pure code, no I/O.
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from gateway.protocol.messages import (
     unindexed_position,
     whole_json,
 )
-from gateway.protocol.responses import (
-    _CONTENT_ONLY,
-    TOOL_SEARCH,
-    CallKinds,
-    _call_item,
-    _custom_input,
-    _ending,
-    _message_item,
-    _reasoning_item,
-    _search_arguments,
-    _usage,
-    call_kinds,
+from gateway.protocol.responses import _CONTENT_ONLY, TOOL_SEARCH, CallKinds, call_kinds
+from gateway.protocol.responses_answer import (
+    call_item,
+    custom_input,
     encoded_echo,
+    ending,
     failed_response,
+    message_item,
+    reasoning_item,
     response_object,
+    response_usage,
+    search_arguments,
 )
 
 
@@ -86,7 +84,7 @@ class ResponseStream:
     @property
     def response(self) -> dict[str, Any]:
         """The final Response as the stream left it (what the gateway stores)."""
-        status, incomplete = _ending(self._finish)
+        status, incomplete = ending(self._finish)
         response = response_object(self.request, self.response_id, self.created_at, status, list(self.output))
         response["incomplete_details"] = incomplete
         response["usage"] = self._usage
@@ -179,7 +177,7 @@ class ResponseStream:
                 status = 502
             return self.fail(GatewayError(status, str(error.get("message") or "The backend failed.")))
         if chunk.get("usage"):
-            self._usage = _usage(chunk["usage"])
+            self._usage = response_usage(chunk["usage"])
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # a Response has one answer
@@ -229,16 +227,14 @@ class ResponseStream:
             events += self._settle()  # the held calls are written before what follows them
         if isinstance(reasoning, str) and reasoning:
             if not self._is_open("reasoning"):
-                item = _reasoning_item(self.response_id, "", "in_progress", self._earlier("reasoning"))
+                item = reasoning_item(self.response_id, "", "in_progress", self._earlier("reasoning"))
                 events += self._open_item(item)
                 events.append(self._part_event("response.content_part.added", {"type": "reasoning_text", "text": ""}))
             events.append(self._text_event("response.reasoning_text.delta", delta=reasoning))
             self._text.append(reasoning)
         if isinstance(delta.get("content"), str) and delta["content"]:
             if not self._is_open("message"):
-                events += self._open_item(
-                    _message_item(self.response_id, None, "in_progress", self._earlier("message"))
-                )
+                events += self._open_item(message_item(self.response_id, None, "in_progress", self._earlier("message")))
                 part = {"type": "output_text", "text": "", "annotations": []}
                 events.append(self._part_event("response.content_part.added", part))
             events.append(self._text_event("response.output_text.delta", delta=delta["content"], logprobs=[]))
@@ -269,7 +265,7 @@ class ResponseStream:
             if self._kinds is None:
                 self._kinds = call_kinds(self.request)
             custom, namespaces, search = self._kinds
-            item = _call_item(
+            item = call_item(
                 self.response_id,
                 position,
                 call.get("id") or "",
@@ -349,13 +345,13 @@ class ResponseStream:
             events.append(self._text_event("response.output_text.done", text=text, logprobs=[]))
             part = {"type": "output_text", "text": text, "annotations": []}
             events.append(self._part_event("response.content_part.done", part))
-            done = {**_message_item(self.response_id, text, "completed"), "id": item["id"]}
+            done = {**message_item(self.response_id, text, "completed"), "id": item["id"]}
         elif item["type"] == "reasoning":
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
-            done = {**_reasoning_item(self.response_id, text, "completed"), "id": item["id"]}
+            done = {**reasoning_item(self.response_id, text, "completed"), "id": item["id"]}
         elif item["type"] == "custom_tool_call":
-            text = _custom_input(text)
+            text = custom_input(text)
             if text:
                 events.append(
                     self._event(
@@ -367,7 +363,7 @@ class ResponseStream:
             )
             done = {**item, "input": text}
         elif item["type"] == "tool_search_call":
-            done = {**item, "arguments": _search_arguments(text), "status": "completed"}
+            done = {**item, "arguments": search_arguments(text), "status": "completed"}
         else:
             events.append(
                 self._event(

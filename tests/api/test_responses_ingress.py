@@ -23,7 +23,7 @@ from gateway.api.responses import (
 from gateway.backends.base import CHAT_COMPLETIONS, RESPONSES
 from gateway.backends.errors import UpstreamProtocolError
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import chat_to_response
+from gateway.protocol.responses_answer import chat_to_response
 from gateway.proxy.relay import SseAccountant
 from tests.protocol import samples as S
 
@@ -177,7 +177,7 @@ def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_by
     answer is written, streamed or not; and the client's bytes are what dumping gives."""
     import gateway.api.responses as api_module
     import gateway.protocol.messages as messages_module
-    import gateway.protocol.responses as responses_module
+    import gateway.protocol.responses_answer as responses_module
 
     tools = [{"type": "function", "name": f"t{i}", "parameters": {"type": "object"}} for i in range(3)]
     dumped: list[object] = []

@@ -14,7 +14,8 @@ from openai.types.responses import ResponseStreamEvent
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import chat_to_message, messages_to_chat, untranslatable
 from gateway.protocol.messages_stream import MessageStream
-from gateway.protocol.responses import chat_to_response, responses_to_chat
+from gateway.protocol.responses import responses_to_chat
+from gateway.protocol.responses_answer import chat_to_response
 from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
 from tests.protocol.breakage import variants as _variants

@@ -17,13 +17,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import (
-    chat_to_response,
-    check_tool_outputs,
-    conversation_items,
-    encode_event,
-    responses_to_chat,
-)
+from gateway.protocol.responses import check_tool_outputs, encode_event, responses_to_chat
+from gateway.protocol.responses_answer import chat_to_response, conversation_items
 from gateway.protocol.responses_stream import ResponseStream
 from gateway.protocol.responses_view import responses_fields
 from tests.protocol import samples as S
@@ -1097,7 +1092,7 @@ def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
 
 def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_with_the_same_bytes(monkeypatch):
     import gateway.protocol.messages as messages_module
-    import gateway.protocol.responses as responses_module
+    import gateway.protocol.responses_answer as responses_module
     import gateway.protocol.responses_stream as stream_module
 
     request = copy.deepcopy(S.RESPONSES_REQUEST_ITEMS)

@@ -18,7 +18,8 @@ from gateway.api.explain import explained_plan, ingress_for
 from gateway.api.responses import continue_from, parse_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import conversation_items, responses_to_chat
+from gateway.protocol.responses import responses_to_chat
+from gateway.protocol.responses_answer import conversation_items
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.routing.agents import tool_names

@@ -14,7 +14,7 @@ import pytest
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import anthropic_error, chat_to_message, encode_event
 from gateway.protocol.messages_stream import MessageStream
-from gateway.protocol.responses import chat_to_response
+from gateway.protocol.responses_answer import chat_to_response
 from gateway.protocol.responses_stream import ResponseStream
 from tests.protocol import samples as S
 
