@@ -15,8 +15,12 @@ import json
 from typing import Any
 
 from gateway.protocol.messages import chat_to_message
-from gateway.protocol.messages import encode_event as encode_message_event
 from gateway.protocol.responses import encode_event as encode_response_event
+
+try:
+    from gateway.protocol.translation import encode_event as encode_message_event
+except ImportError:  # a gateway from before the translations' shared module (bench/ab.py --base)
+    from gateway.protocol.messages import encode_event as encode_message_event  # type: ignore[attr-defined,no-redef]
 
 try:
     from gateway.protocol.responses_answer import chat_to_response

@@ -58,13 +58,13 @@ from gateway.protocol.messages import (
     chat_to_message,
     check_tool_results,
     count_tokens,
-    encode_event,
     messages_to_chat,
     untranslatable,
 )
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.messages_view import coarse_prompt, messages_fields, messages_prompt
 from gateway.protocol.sse import data_of, json_objects
+from gateway.protocol.translation import encode_event
 from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall

@@ -46,7 +46,7 @@ from gateway.backends.errors import (
 from gateway.backends.http1 import Http1Response
 from gateway.backends.openai_compat import OpenAICompatBackend
 from gateway.config.schema import BackendConfig
-from gateway.protocol.messages import MALFORMED
+from gateway.protocol.translation import MALFORMED
 
 log = logging.getLogger("gateway.backends")
 # Anthropic's 400s about thinking blocks are answered by asking again with less (each time

@@ -15,8 +15,9 @@ import orjson
 
 from gateway.backends.anthropic_translate import REASONING_FORMAT, openai_error, openai_usage
 from gateway.backends.errors import MalformedAnswer
-from gateway.protocol.messages import FINISH_REASONS, MALFORMED
+from gateway.protocol.messages import FINISH_REASONS
 from gateway.protocol.sse import EventCutter, data_of
+from gateway.protocol.translation import MALFORMED
 
 _NOT_MESSAGES_EVENTS = "anthropic upstream stream sent an event that is not a Messages event"
 

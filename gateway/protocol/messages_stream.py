@@ -13,15 +13,17 @@ from typing import Any
 import orjson
 
 from gateway.protocol.messages import (
-    MALFORMED,
-    HeldCalls,
-    MalformedChunk,
     _stop,
     anthropic_error,
     anthropic_error_from_chat,
     anthropic_usage,
-    malformed_chunk,
     message_id,
+)
+from gateway.protocol.translation import (
+    MALFORMED,
+    HeldCalls,
+    MalformedChunk,
+    malformed_chunk,
     unindexed_position,
     whole_json,
 )

@@ -45,7 +45,7 @@ import orjson
 from gateway.protocol.body import json_text
 from gateway.protocol.chat import REASONING, text_or_parts
 from gateway.protocol.errors import echoed, invalid_request
-from gateway.protocol.messages import encode_event
+from gateway.protocol.translation import encode_event
 
 # Responses events go out as Anthropic's do (an `event:` line naming the type, then the data),
 # so one encoder serves both; it is re-exported here for the /v1/responses route.

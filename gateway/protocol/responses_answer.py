@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import MALFORMED, malformed_answer, usage_details
 from gateway.protocol.responses import TOOL_SEARCH, CallKinds, call_kinds, input_items
+from gateway.protocol.translation import MALFORMED, malformed_answer, usage_details
 
 _NO_KINDS: CallKinds = (frozenset(), {}, False)
 

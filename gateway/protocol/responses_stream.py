@@ -14,14 +14,6 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import (
-    MALFORMED,
-    HeldCalls,
-    encode_event,
-    malformed_chunk,
-    unindexed_position,
-    whole_json,
-)
 from gateway.protocol.responses import _CONTENT_ONLY, TOOL_SEARCH, CallKinds, call_kinds
 from gateway.protocol.responses_answer import (
     call_item,
@@ -34,6 +26,14 @@ from gateway.protocol.responses_answer import (
     response_object,
     response_usage,
     search_arguments,
+)
+from gateway.protocol.translation import (
+    MALFORMED,
+    HeldCalls,
+    encode_event,
+    malformed_chunk,
+    unindexed_position,
+    whole_json,
 )
 
 

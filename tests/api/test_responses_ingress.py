@@ -176,8 +176,8 @@ def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_by
     the translation is made (while the parse has just touched them), not again when the
     answer is written, streamed or not; and the client's bytes are what dumping gives."""
     import gateway.api.responses as api_module
-    import gateway.protocol.messages as messages_module
     import gateway.protocol.responses_answer as responses_module
+    import gateway.protocol.translation as translation_module
 
     tools = [{"type": "function", "name": f"t{i}", "parameters": {"type": "object"}} for i in range(3)]
     dumped: list[object] = []
@@ -190,7 +190,7 @@ def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_by
             dumped.append(value)
             return orjson.dumps(value)
 
-    for module in (responses_module, messages_module, api_module):  # the encodings of the answer
+    for module in (responses_module, translation_module, api_module):  # the encodings of the answer
         monkeypatch.setattr(module, "orjson", Counting)
     for stream in (False, True):
         dumped.clear()

@@ -24,12 +24,12 @@ from gateway.protocol.messages import (
     chat_to_message,
     check_tool_results,
     count_tokens,
-    encode_event,
     messages_to_chat,
 )
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.messages_view import messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.protocol.translation import encode_event
 from tests.protocol import samples as S
 from tests.protocol.sdk import strict
 

@@ -1091,9 +1091,9 @@ def test_a_tool_search_turn_becomes_a_tool_turn_and_its_tools_become_callable():
 
 
 def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_with_the_same_bytes(monkeypatch):
-    import gateway.protocol.messages as messages_module
     import gateway.protocol.responses_answer as responses_module
     import gateway.protocol.responses_stream as stream_module
+    import gateway.protocol.translation as translation_module
 
     request = copy.deepcopy(S.RESPONSES_REQUEST_ITEMS)
     stream = ResponseStream(request, "resp_e", created_at=1)
@@ -1113,7 +1113,7 @@ def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_wi
             return orjson.dumps(value)
 
     monkeypatch.setattr(stream_module, "orjson", Counting)
-    monkeypatch.setattr(messages_module, "orjson", Counting)
+    monkeypatch.setattr(translation_module, "orjson", Counting)
     monkeypatch.setattr(responses_module, "orjson", Counting)  # encoded_echo's
     assert [stream.encode(e) for e in events] == expected  # the same bytes on the wire
     assert [v is request["tools"] for v in dumped].count(True) == 1  # the tools, once for the three

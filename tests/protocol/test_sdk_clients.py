@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import anthropic_error, chat_to_message, encode_event
+from gateway.protocol.messages import anthropic_error, chat_to_message
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses_answer import chat_to_response
 from gateway.protocol.responses_stream import ResponseStream
+from gateway.protocol.translation import encode_event
 from tests.protocol import samples as S
 
 
