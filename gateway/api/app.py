@@ -117,6 +117,12 @@ def create_app(settings: Settings | None = None, middleware: Sequence[Middleware
         )
         state.stats = live
         state.observers.add(live)
+
+        def on_reload(result: str) -> None:
+            if result == "success":
+                live.config_applied(state.config.current)  # a corrected backend's circuits close
+
+        state.config.on_result(on_reload)
         state.tasks.extend(routing_tasks)
         state.tasks.append(
             start_supervised(

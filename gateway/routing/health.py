@@ -153,6 +153,16 @@ class CircuitBoard:
             record.opened_at = now
             record.trips = 1
 
+    def close(self, key: Key) -> bool:
+        """Close the circuit of `key` whatever its state (its evidence no longer holds); a
+        Retry-After's block stays, being the upstream's own word. Whether it had anything
+        against it."""
+        record = self._records.get(key)
+        if record is None or not (record.failures or record.opened_at):
+            return False
+        self.success(key)
+        return True
+
     def health_passed(self, backend: str, now: float) -> None:
         """An active health check of `backend` passed: its open circuits may probe now."""
         for (name, _model), record in self._records.items():

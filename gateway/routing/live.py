@@ -12,13 +12,14 @@ between replicas is `gateway.routing.shared`'s job, which reads what this object
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.config.schema import CircuitConfig
+from gateway.config.schema import BackendConfig, CircuitConfig
 from gateway.routing.admission import CLOSED, Admission
 from gateway.routing.deltas import PendingShare
 from gateway.routing.health import CircuitBoard, CircuitState, HealthBoard, counts_as_failure
@@ -41,6 +42,8 @@ class CircuitStatus:
     state: str  # closed | half_open | open
 
 
+log = logging.getLogger("gateway.routing")
+
 DEFAULT_CIRCUIT = CircuitConfig()  # for an offer whose backend left the config meanwhile
 
 
@@ -62,6 +65,8 @@ class LiveState:
         # Observations not yet pushed to the shared store, per backend+model; None when
         # nothing shares them (no Redis).
         self.pending: dict[Key, PendingShare] | None = None
+        # Each enabled backend's settings as of the config last applied (`config_applied`).
+        self._backend_settings: dict[str, BackendConfig] | None = None
 
     def share_with_replicas(self) -> None:
         """From now on, keep what is observed for `gateway.routing.shared` to push."""
@@ -81,6 +86,32 @@ class LiveState:
         for key, older in taken.items():
             newer = self.pending.get(key)
             self.pending[key] = older if newer is None else older.followed_by(newer)
+
+    def config_applied(self, snapshot: ConfigSnapshot) -> None:
+        """A config was applied (at start, and on each successful reload): the circuits of a
+        backend whose settings changed since the last one are closed.
+
+        They opened on what the old settings met (a wrong `base_url`, key or `upstream_id`, a
+        `timeout_s` too short), and the operator who corrects it and reloads expects the
+        backend to be asked again at once, not once a cooldown of up to `cooldown_max_s` has
+        run out while the route answered 503. A backend the correction did not mend fails
+        again and opens again after `failure_threshold` calls. With several replicas the
+        close is shared like a success. A backend whose settings stayed as they were keeps
+        its circuits as they stood: an unrelated edit hands a failing backend no traffic."""
+        previous, current = self._backend_settings, dict(snapshot.backends)
+        self._backend_settings = current
+        if previous is None:
+            return  # the first config: nothing was observed under another one
+        changed = {name for name, settings in current.items() if previous.get(name) != settings}
+        closed: dict[str, list[str]] = {}
+        for key, _record in self.circuits.items():
+            if key[0] in changed and self.circuits.close(key):
+                closed.setdefault(key[0], []).append(key[1])
+                pending = self._pending(key)
+                if pending is not None:
+                    pending.success()
+        for backend, models in closed.items():
+            log.info("circuit of backend %s closed: its settings changed (%s)", backend, ", ".join(sorted(models)))
 
     # -- the pipeline's view -------------------------------------------------------------
     def observed(self, key: Key) -> Observed | None:

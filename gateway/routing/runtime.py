@@ -39,6 +39,7 @@ def start_routing(
     it needs (the current snapshot, the adapters, Redis, three metrics hooks) rather than the
     app's state, so routing depends on nothing above it."""
     live = LiveState(current)
+    live.config_applied(current())  # the settings later reloads are compared with
     prober = HealthProber(live.health, current, backends)
     tasks = [start_supervised("health_prober", prober.run, on_restart)]
     if redis is not None:
