@@ -17,7 +17,11 @@ and the relay never see a transport's exceptions.
 
 from __future__ import annotations
 
+import email.utils
 import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC
 
 import httpx
 
@@ -39,18 +43,35 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_RETRY_AFTER_S = 3600.0  # an upstream's wait taken at most this long (a candidate cools for it)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
     """The seconds an upstream's `Retry-After` asks for, within [0, MAX_RETRY_AFTER_S]:
-    `inf` or `1e400` (which float() reads as infinite) as the longest, `nan` as none."""
+    `inf` or `1e400` (which float() reads as infinite) as the longest, `nan` as none.
+
+    Either of RFC 9110's forms: delay-seconds, or an HTTP-date (`Wed, 21 Oct 2026 07:28:00
+    GMT`: what proxies and maintenance pages in front of a model server send), read as the
+    seconds from `now` until it (a date passed: 0). Ignored, that date made the 429 one
+    without a wait: the candidate was left at once and not put at the back of the list."""
     if not value:
         return None
+    seconds: float | None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # HTTP-date form: rare from LLM APIs, ignored rather than mis-parsed
-    if seconds != seconds:  # nan
+        seconds = _seconds_until_date(value, now)
+    if seconds is None or seconds != seconds:  # not a number nor a date; nan
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+def _seconds_until_date(value: str, now: Callable[[], float]) -> float | None:
+    """An HTTP-date's distance from `now`, or None when `value` is not a date."""
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - now()
 
 
 class OpenAICompatBackend(Backend):

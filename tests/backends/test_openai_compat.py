@@ -238,7 +238,9 @@ async def test_a_key_quoted_across_the_error_body_bound_is_redacted(wire, openai
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"), [("12", 12.0), ("0.5", 0.5), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("-3", 0.0)]
+    ("header", "seconds"),
+    # An HTTP-date passed asks for no wait; one to come is read in tests/e2e/test_failover_table_e2e.py.
+    [("12", 12.0), ("0.5", 0.5), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("-3", 0.0), ("soon", None)],
 )
 async def test_rate_limit_carries_retry_after(wire, openai_at, header, seconds):
     wire.respond(429, json={"error": {"message": "slow"}}, headers={"retry-after": header})

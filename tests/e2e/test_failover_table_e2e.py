@@ -10,6 +10,8 @@ table's rows: retries on the same candidate, stream continuation (through chat a
 
 from __future__ import annotations
 
+import email.utils
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -367,6 +369,33 @@ def test_429_with_short_retry_after_once_is_retried_on_the_same_candidate(
     assert [s.step for s in primary.seen] == ["status", "ok"]
     assert 2.0 <= primary.seen[1].at - primary.seen[0].at < 3.0  # the advertised wait, not much more
     assert fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
+    assert all_rows(gw) == [("flaky", 429, "rate_limited", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_retry_after_given_as_an_http_date_is_waited_out_on_the_same_candidate(
+    stream, gateway, primary, fallback, openai_client
+):
+    """Hostile testing: `Retry-After` may be an HTTP-date (RFC 9110 10.2.3; what proxies and
+    maintenance pages in front of a model server send). It was ignored as unreadable: the
+    429 counted as one without a wait, the rate-limited candidate was left at once for the
+    fallback and not put at the back of the list. Read as the seconds until that date, it is
+    honoured like `Retry-After: 2`."""
+    gw = gateway()
+    until = math.floor(time.time()) + 2  # whole seconds: what the date can say; 1-2 s from now
+    date = email.utils.formatdate(until, usegmt=True)
+    limited = fault.Step("status", 429, {"retry-after": date}, {"error": {"message": "busy", "type": "rate_limited"}})
+    primary.script(limited)
+    started = time.time()
+    backend, text, _, _ = ask(openai_client(gw), stream)
+
+    assert (backend, text) == ("flaky", FULL_ANSWER)
+    assert [s.step for s in primary.seen] == ["status", "ok"]
+    assert fallback.seen == []
+    waited = primary.seen[1].at - primary.seen[0].at
+    assert until - started - 0.3 <= waited < until - started + 1.0, (waited, until - started)
     rows = ledger(gw, 1)
     assert (rows[0]["backend"], rows[0]["status"], rows[0]["attempts"]) == ("flaky", 200, 2)
     assert all_rows(gw) == [("flaky", 429, "rate_limited", False, 0), ("flaky", 200, None, True, fault.TOKENS)]
