@@ -9,6 +9,7 @@ the same way wherever they meet the error.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import logging
 import os
 import re
@@ -448,7 +449,75 @@ def _warnings(config: GatewayConfig, lines: dict[KeyPath, int], raw: Any = None)
                 hint = " (set `api_key:`)"
             out.append(f"backend `{name}` ({backend.type}) has no API key{hint}: disabled")
         out.extend(_unreachable_embeddings(name, backend, lines))
+    out.extend(_dead_aliases(config, served, lines))
     return out
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _dead_aliases(config: GatewayConfig, served: set[str], lines: dict[KeyPath, int]) -> list[str]:
+    """Aliases no name can ever reach. The first pattern that matches wins, in the order the
+    file lists them, so `claude-haiku-*` listed after `claude-*` never matches: `gateway
+    validate` called such a file valid without a word, and the names it was written for
+    went where the broader pattern sends them. Neither can an alias spelled as a route or
+    model id (such a name is never aliased). Warnings, not problems: the file serves, only
+    not as its author meant. Only coverage that is certain is named (see `_covers`)."""
+    known = set(config.routes) | served | set(config.models)
+    out: list[str] = []
+    earlier: list[str] = []
+    for pattern in config.aliases:
+        path = ("aliases", pattern)
+        where = _nearest_line(lines, path)
+        if pattern in known:
+            what = "a route" if pattern in config.routes else "a model id"
+            reason = (
+                f"alias `{pattern}` is never used: `{pattern}` is {what}, and a name the config knows is never aliased"
+            )
+            out.append(str(Problem(_dotted(path), where, reason)))
+        else:
+            broader = next((e for e in earlier if _covers(e, pattern)), None)
+            if broader is not None:
+                at = _nearest_line(lines, ("aliases", broader))
+                reason = (
+                    f"alias `{pattern}` is never used: every name it matches is matched first by `{broader}`"
+                    f"{f' (line {at})' if at else ''}; list the narrower pattern first"
+                )
+                out.append(str(Problem(_dotted(path), where, reason)))
+        earlier.append(pattern)
+    return out
+
+
+def _covers(broad: str, narrow: str) -> bool:
+    """Whether every name glob `narrow` matches is matched by glob `broad` too, when that is
+    certain from their shapes: `broad` is `*`, or a literal prefix then `*` that `narrow`'s
+    own literal prefix starts with (`claude-*` before `claude-haiku-*`), or `*` then a literal
+    suffix that `narrow`'s literal suffix ends with (`*-mini` before `gpt-*-mini`); or
+    `narrow` is a plain name `broad` matches. Other pairs are not judged (False)."""
+    if not _GLOB.search(narrow):
+        return fnmatch.fnmatchcase(narrow, broad)
+    stem = broad.strip("*")
+    if not stem:
+        return True  # `*`, `**`: every name
+    if _GLOB.search(stem):
+        return False
+    if broad == stem + "*":
+        return _literal_prefix(narrow).startswith(stem)
+    if broad == "*" + stem and "[" not in narrow:
+        return _literal_suffix(narrow).endswith(stem)
+    return False
+
+
+def _literal_prefix(pattern: str) -> str:
+    """What every name `pattern` matches starts with: the text before its first glob character."""
+    found = _GLOB.search(pattern)
+    return pattern[: found.start()] if found else pattern
+
+
+def _literal_suffix(pattern: str) -> str:
+    """What every name `pattern` (without `[...]`) matches ends with: the text after its last
+    `*` or `?`."""
+    return pattern[max(pattern.rfind("*"), pattern.rfind("?")) + 1 :]
 
 
 def _unreachable_embeddings(name: str, backend: BackendConfig, lines: dict[KeyPath, int]) -> list[str]:

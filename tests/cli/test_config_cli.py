@@ -186,3 +186,29 @@ def test_validate_counts_what_the_policy_declares_in_plain_english(capsys):
     routes)": a count of one is now singular."""
     assert main(["validate", str(REPO / "policies/default.yaml")]) == 0
     assert capsys.readouterr().out.endswith(": valid (1 backend, 2 routes)\n")
+
+
+def test_validate_warns_of_an_alias_a_broader_one_listed_before_it_hides(tmp_path):
+    """As an admin meets it: the file is valid (exit 0), and stderr says which alias is never
+    used and why; `gateway explain` shows the broader pattern taking the name."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "backends:\n"
+        "  local: {type: openai, base_url: 'http://127.0.0.1:9/v1', models: {qwen/qwen3-8b: {}, qwen/qwen3-32b: {}}}\n"
+        "routes:\n"
+        "  auto: {models: [qwen/qwen3-32b]}\n"
+        "  fast: {models: [qwen/qwen3-8b]}\n"
+        "aliases:\n"
+        "  'claude-*': auto\n"
+        "  'claude-haiku-*': fast\n"
+    )
+    result = gateway("validate", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "warning: aliases.claude-haiku-* (line 8): alias `claude-haiku-*` is never used: every name it matches "
+        "is matched first by `claude-*` (line 7); list the narrower pattern first"
+    ]
+    request = tmp_path / "request.json"
+    request.write_text('{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}')
+    explained = gateway("explain", "--config", str(policy), str(request))
+    assert explained.stdout.startswith("model 'claude-haiku-4-5' (alias 'claude-*') -> route auto"), explained.stdout

@@ -133,3 +133,53 @@ aliases:
         "aliases.claude-* (line 12): alias `claude-*` points at `autoo`, which is neither a route nor a model "
         "(did you mean `auto`?)"
     ]
+
+
+ALIASED = (
+    BACKENDS
+    + """\
+routes:
+  auto: {models: [qwen/qwen3-8b]}
+  fast: {models: [qwen/qwen3-8b]}
+aliases:
+  "claude-*": auto
+  "claude-haiku-*": fast
+  "gpt-5-mini": fast
+  "gpt-5*": auto
+  "*-mini": fast
+  "o4-mini": auto
+  "fast": qwen/qwen3-8b
+  "qwen/qwen3-?b": fast
+  "kimi-[kK]2": auto
+  "kimi-k2*": fast
+"""
+)
+
+
+def test_an_alias_listed_after_a_broader_one_that_takes_its_names_is_warned_about():
+    """Hostile testing: `claude-haiku-*` listed after `claude-*` never matches (the first
+    pattern that matches wins), and neither does an alias named like a route (a name the
+    config knows is never aliased); `gateway validate` called such a file valid without a
+    word, and Claude Code's background calls went to `auto` instead of `fast`. Each dead
+    alias is now a warning naming what takes its names; a pattern only partly taken by an
+    earlier one (`kimi-k2*` after `kimi-[kK]2`, `*-mini` after `gpt-5*`) and a narrow one
+    listed first pass unnamed."""
+    _config, warnings = parse(ALIASED)
+    assert warnings == [
+        "aliases.claude-haiku-* (line 14): alias `claude-haiku-*` is never used: every name it matches is "
+        "matched first by `claude-*` (line 13); list the narrower pattern first",
+        "aliases.o4-mini (line 18): alias `o4-mini` is never used: every name it matches is "
+        "matched first by `*-mini` (line 17); list the narrower pattern first",
+        "aliases.fast (line 19): alias `fast` is never used: `fast` is a route, and a name the config "
+        "knows is never aliased",
+    ]
+
+
+def test_aliases_in_the_right_order_give_no_warning():
+    reordered = ALIASED.replace(
+        '  "claude-*": auto\n  "claude-haiku-*": fast\n', '  "claude-haiku-*": fast\n  "claude-*": auto\n'
+    )
+    reordered = reordered.replace('  "*-mini": fast\n  "o4-mini": auto\n', '  "o4-mini": auto\n  "*-mini": fast\n')
+    reordered = reordered.replace('  "fast": qwen/qwen3-8b\n', "")
+    _config, warnings = parse(reordered)
+    assert warnings == []
