@@ -65,8 +65,10 @@ class LiveState:
         # Observations not yet pushed to the shared store, per backend+model; None when
         # nothing shares them (no Redis).
         self.pending: dict[Key, PendingShare] | None = None
-        # Each enabled backend's settings as of the config last applied (`config_applied`).
+        # Each enabled backend's settings as of the config last applied (`config_applied`),
+        # and when those of a backend last changed (clock time).
         self._backend_settings: dict[str, BackendConfig] | None = None
+        self._settings_changed_at: dict[str, float] = {}
 
     def share_with_replicas(self) -> None:
         """From now on, keep what is observed for `gateway.routing.shared` to push."""
@@ -97,12 +99,19 @@ class LiveState:
         run out while the route answered 503. A backend the correction did not mend fails
         again and opens again after `failure_threshold` calls. With several replicas the
         close is shared like a success. A backend whose settings stayed as they were keeps
-        its circuits as they stood: an unrelated edit hands a failing backend no traffic."""
+        its circuits as they stood: an unrelated edit hands a failing backend no traffic.
+
+        Calls still in flight on the old settings (their requests keep the adapters they
+        started with) end after it; their failures are not the corrected backend's, and
+        `attempt_finished` leaves them out of its circuits."""
         previous, current = self._backend_settings, dict(snapshot.backends)
         self._backend_settings = current
         if previous is None:
             return  # the first config: nothing was observed under another one
         changed = {name for name, settings in current.items() if previous.get(name) != settings}
+        now = self.clock()
+        kept = {name: at for name, at in self._settings_changed_at.items() if name in current}
+        self._settings_changed_at = kept | dict.fromkeys(changed, now)  # bounded by the config
         closed: dict[str, list[str]] = {}
         for key, _record in self.circuits.items():
             if key[0] in changed and self.circuits.close(key):
@@ -174,6 +183,9 @@ class LiveState:
                 if pending is not None:
                     pending.success()  # a success after no failure changes nothing shared: not sent
             return
+        changed_at = self._settings_changed_at.get(offer.backend)
+        if changed_at is not None and now - attempt.duration_s < changed_at:
+            return  # made with the backend's settings before a reload changed them: not its doing now
         # The config is read for failures only: a success (most attempts) needs none of it.
         snapshot = self._snapshot()
         routing = snapshot.config.gateway.routing

@@ -13,10 +13,12 @@ the circuit's long cooldown pinned so that only the reload can have closed it.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from tests.support import fault_upstream as fault
 from tests.support.fault_upstream import FaultUpstream
 from tests.support.poll import poll
 from tests.support.ports import free_port
@@ -104,3 +106,29 @@ def test_a_reload_that_leaves_the_backend_as_it_was_keeps_its_circuit_open(start
     assert "circuit open" in refused.json()["error"]["message"]
     assert circuit_state(gw).endswith(" 2.0")
     assert "its settings changed" not in gw.log()
+
+
+def test_calls_on_the_old_settings_failing_after_the_correction_do_not_open_its_circuit(start_gateway):
+    """The operator corrects the URL while calls to the old one still hang: they time out
+    after the reload, on the adapter their requests started with. Those failures are the old
+    URL's: counted, the corrected backend's circuit opened on them, and after one good answer
+    the route answered 503 for the whole cooldown."""
+    black_hole, corrected = FaultUpstream("black-hole").start(), FaultUpstream("corrected").start()
+    black_hole.always(fault.hang())
+    try:
+        gw = start_gateway(policy(black_hole.base_url).replace("timeout_s: 5", "timeout_s: 2"))
+        with ThreadPoolExecutor(2) as pool:
+            hanging = [pool.submit(ask, gw) for _ in range(2)]  # failure_threshold: 2
+            poll(lambda: len(black_hole.seen) == 2, what="both calls hanging", context=gw.log)
+            gw.write_config(policy(corrected.base_url).replace("timeout_s: 5", "timeout_s: 2"))
+            poll(lambda: reloads_ok(gw) == 1, what="the corrected policy applied", context=gw.log)
+            assert ask(gw).status_code == 200
+            assert [h.result().status_code for h in hanging] == [504, 504]  # timed out after the reload
+
+        answers = [ask(gw) for _ in range(2)]
+        assert [a.status_code for a in answers] == [200, 200], answers[-1].text
+        assert len(corrected.seen) == 3 and len(black_hole.seen) == 2
+        assert circuit_state(gw).endswith(" 0.0")
+    finally:
+        black_hole.stop()
+        corrected.stop()
