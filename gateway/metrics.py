@@ -198,6 +198,17 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads_total", "Config reload attempts, by result.", ["result"], registry=r
         )
+        # What an alert reads (as Prometheus's own `prometheus_config_last_reload_successful`):
+        # counted failures alone fired for a file rewritten in place, read half written once
+        # and applied whole a second later.
+        self.config_last_reload_successful = Gauge(
+            "gateway_config_last_reload_successful",
+            "1 while the last config reload applied (or none was tried since start), 0 after one "
+            "was rejected: the process serves an older config than its file until a reload applies.",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.config_last_reload_successful.set(1)
         self.usage_dropped = Counter(
             "gateway_usage_events_dropped_total", "Usage events the recorder could not keep.", registry=r
         )
@@ -460,6 +471,7 @@ class Metrics:
     def config_reload(self, result: str) -> None:
         """Wired to `ConfigHolder.on_result`: 'success' or 'failure'."""
         self._child(self.config_reloads, "success" if result == "success" else "failure").inc()
+        self.config_last_reload_successful.set(1 if result == "success" else 0)
 
     def track_offers(self, snapshot: ConfigSnapshot) -> None:
         """Give every configured offer a circuit-state series (closed until routing says

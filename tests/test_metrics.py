@@ -242,13 +242,18 @@ def test_hooks_for_circuit_state_usage_drops_reloads_and_rate_limits():
     m.track_offers(snapshot(CONFIG.replace("      z-ai/glm-5: {}\n", "")))
     assert value(m, "gateway_backend_circuit_state", backend="slow", model="z-ai/glm-5") is None
     m.usage_events_dropped(3)
+    assert value(m, "gateway_config_last_reload_successful") == 1  # none tried yet: the file is served
     m.config_reload("success")
     m.config_reload("failure")
+    assert value(m, "gateway_config_last_reload_successful") == 0
     m.config_reload("failure")
     m.rate_limit_hit()
     assert value(m, "gateway_usage_events_dropped_total") == 3
     assert value(m, "gateway_config_reloads_total", result="success") == 1
     assert value(m, "gateway_config_reloads_total", result="failure") == 2
+    assert value(m, "gateway_config_last_reload_successful") == 0
+    m.config_reload("success")  # the file, rewritten whole, applied: what the alert reads
+    assert value(m, "gateway_config_last_reload_successful") == 1
     assert value(m, "gateway_rate_limited_total") == 1
 
 

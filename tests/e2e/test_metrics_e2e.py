@@ -86,12 +86,14 @@ def test_config_reloads_are_counted(start_gateway, upstream):
         what="a counted reload",
         context=gw.log,
     )
+    assert scrape(gw.url).value("gateway_config_last_reload_successful") == 1
     gw.write_config("routes: [this is not a mapping]\n")
     poll(
         lambda: scrape(gw.url).value("gateway_config_reloads_total", result="failure") == 1,
         what="a counted rejection",
         context=gw.log,
     )
+    assert scrape(gw.url).value("gateway_config_last_reload_successful") == 0  # what the alert reads
 
 
 def _per_worker_requests(directory: Path) -> dict[str, float]:
