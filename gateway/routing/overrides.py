@@ -35,17 +35,17 @@ NO_PREFS = ProviderPrefs()
 
 
 def requested_models(payload: dict[str, Any], model: str) -> tuple[str, ...]:
-    """`model` first, then the `models` fallback list, without repeats."""
+    """`model` first, then the `models` fallback list, without repeats.
+
+    Deduplicated through a dict, in linear time: a list searched for each name was quadratic
+    in what the client sent, and the 100,000 distinct names an 8 MiB body holds kept the
+    worker's event loop busy for minutes (every other request on it waiting)."""
     models = payload.get("models")
     if models is None:
         return (model,)
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
         raise invalid_request("`models` must be an array of model names.", param="models", code="invalid_type")
-    out = [model]
-    for name in models:
-        if name not in out:
-            out.append(name)
-    return tuple(out)
+    return tuple(dict.fromkeys([model, *models]))
 
 
 def provider_prefs(payload: dict[str, Any]) -> ProviderPrefs:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 
+import httpx
 import openai
 import pytest
 
@@ -323,3 +325,33 @@ def test_an_embeddings_answer_missing_vectors_falls_back(gw, upstream, upstream_
         ("up-a", 502, False, "malformed", 0),
         ("up-b", 200, True, None, 11),
     ]
+
+
+def test_a_long_models_list_is_routed_in_linear_time(gw, upstream, upstream_b):
+    """Hostile testing: `models` was deduplicated by searching the names kept so far for each
+    one, quadratic in the list: 100,000 distinct names (2 MB of body) held the worker's event
+    loop for about 50 s, every other request on it waiting. Now it is answered at once."""
+    names = [f"text-embedding-{i}" for i in range(80_000)]  # all valid: the alias maps each to `embed`
+    started = time.monotonic()
+    answer = httpx.post(
+        gw.url + "/v1/embeddings",
+        json={"model": "embed", "input": "a cat", "encoding_format": "float", "models": names},
+        headers={"Authorization": "Bearer sk-test"},
+        timeout=8,  # before the fix: about 30 s of the gateway's CPU for this list alone
+    )
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-gateway-backend"] == "up-a" and answer.json()["data"][0]["embedding"] == vector(0, 3)
+    assert elapsed < 8
+    # One attempt, on the cheaper backend, with the gateway's own `models` field left out.
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
+    assert upstream.received[0].body == {"model": "acme-embed-v1", "input": "a cat", "encoding_format": "float"}
+    with httpx.Client(timeout=8) as client:  # an unknown name deep in the list: its 404, as quickly
+        refused = client.post(
+            gw.url + "/v1/completions",
+            json={"model": "coder", "prompt": "x", "models": [f"nope-{i}" for i in range(80_000)]},
+            headers={"Authorization": "Bearer sk-test"},
+        )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (404, "model_not_found")
+    assert "nope-0" in refused.json()["error"]["message"]
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
