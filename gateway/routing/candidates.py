@@ -76,8 +76,12 @@ def gather(
     if len(targets) == 1:
         return _for_target(targets[0], task, snapshot, endpoint).candidates
     # A `models` array: remembered too, but only the first MAX_REMEMBERED_LISTS distinct
-    # ones, as clients choose these lists.
-    memo_key = ("candidate lists", tuple(t.requested for t in targets), task, endpoint)
+    # ones of at most MAX_REMEMBERED_LIST_CHARS characters, as clients choose these lists
+    # (counted alone, 1,024 lists of 100,000 aliased names each were held until a reload).
+    names = tuple(t.requested for t in targets)
+    if sum(map(len, names)) > MAX_REMEMBERED_LIST_CHARS:
+        return _combine(targets, task, snapshot, endpoint)
+    memo_key = ("candidate lists", names, task, endpoint)
     found = snapshot.memo.get(memo_key)
     if found is None:
         found = _combine(targets, task, snapshot, endpoint)
@@ -89,6 +93,7 @@ def gather(
 
 
 MAX_REMEMBERED_LISTS = 1024
+MAX_REMEMBERED_LIST_CHARS = 4096
 _LISTS = "candidate lists remembered"
 
 

@@ -5,8 +5,9 @@ failing those, the first `aliases:` glob that matches it, in the order the YAML 
 
 Anything else is a 404 `model_not_found`, the error OpenAI's SDKs expect for an unknown model.
 Resolved names are remembered in the snapshot's memo: names the config knows (a 404 is not
-cached), and at most `MAX_REMEMBERED_ALIASED` names an alias matched (clients choose those,
-and one glob matches endlessly many), so the memo stays bounded whatever clients send.
+cached), and at most `MAX_REMEMBERED_ALIASED` names an alias matched, each of at most
+`MAX_REMEMBERED_NAME` characters (clients choose those: one glob matches endlessly many names,
+of any length), so the memo stays bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Target:
 
 
 MAX_REMEMBERED_ALIASED = 1024
+# Longer aliased names are resolved each time, not remembered: counted alone, 1,024 names of a
+# few MB each (`claude-` and an 8 MiB body's worth of padding) were held until the next reload.
+MAX_REMEMBERED_NAME = 256
 _ALIASED = "aliased names remembered"
 
 
@@ -51,7 +55,7 @@ def resolve(name: str, snapshot: ConfigSnapshot) -> Target:
         found = _resolve(name, snapshot)
         if found.alias is None:
             snapshot.memo[key] = found
-        else:
+        elif len(name) <= MAX_REMEMBERED_NAME:
             remembered = snapshot.memo.get(_ALIASED, 0)
             if remembered < MAX_REMEMBERED_ALIASED:
                 snapshot.memo[key] = found

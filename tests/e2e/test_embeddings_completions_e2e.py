@@ -355,3 +355,39 @@ def test_a_long_models_list_is_routed_in_linear_time(gw, upstream, upstream_b):
     assert (refused.status_code, refused.json()["error"]["code"]) == (404, "model_not_found")
     assert "nope-0" in refused.json()["error"]["message"]
     assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
+
+
+def resident_mb(gw) -> float:
+    """The serving process's resident memory (one worker: the process started)."""
+    for line in open(f"/proc/{gw.proc.pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_names_an_alias_matches_are_not_kept_whatever_their_length(gw, upstream):
+    """Hostile testing: routing remembers the names an alias glob matched (at most 1,024) and
+    the `models` lists it combined (at most 1,024), counted but not measured: names of 2 MB
+    (`text-embedding-` and padding) and lists of 50,000 aliased names were each kept until the
+    next reload, about 200 MB here, up to gigabytes for a client that keeps going."""
+    headers = {"Authorization": "Bearer sk-test"}
+    with httpx.Client(base_url=gw.url, headers=headers, timeout=30) as client:
+
+        def embed(body: dict) -> None:
+            answer = client.post("/v1/embeddings", json={"input": "a cat", "encoding_format": "float", **body})
+            assert answer.status_code == 200, answer.text[:300]
+
+        embed({"model": "embed"})
+        before = resident_mb(gw)
+        padding = "x" * 2_000_000
+        for i in range(40):  # each a new name the alias `text-embedding-*` maps to `embed`
+            embed({"model": f"text-embedding-{i}-{padding}"})
+        names = [f"text-embedding-{j}-{'y' * 16}" for j in range(50_000)]
+        for i in range(15):  # each a new list of names, every one of them valid
+            embed({"model": "embed", "models": [f"{name}-{i}" for name in names]})
+        grown = resident_mb(gw) - before
+    assert grown < 40, f"the gateway kept {grown:.0f} MB of what 55 requests named"
+    # Each was served, once, on the cheaper backend, with its own model id.
+    assert len(upstream.received) == 56
+    assert {r.body["model"] for r in upstream.received} == {"acme-embed-v1"}
+    assert all("models" not in r.body for r in upstream.received)

@@ -70,3 +70,19 @@ def test_candidates_are_worked_out_once_per_snapshot_and_remembered_lists_stay_b
     assert keys(gather([resolve(n, snap) for n in arrays[2]], "chat", snap)) == keys(results[2])
     reloaded = snapshot_from(POLICY)
     assert gather([resolve("auto", reloaded)], "code", reloaded) is not first  # a new config, new lists
+
+
+def test_a_long_models_list_is_combined_but_not_remembered():
+    """Counted alone, 1,024 lists of 100,000 names (an alias matches any) were held. The same
+    route named over and over stands here for the many names one alias glob matches."""
+    snap = snapshot_from(POLICY)
+    short = [resolve(n, snap) for n in ("code/coder", "auto")]
+    long = [resolve("big/long", snap)] + [resolve("auto", snap)] * 2_000  # 8,000+ characters of names
+    assert keys(gather(long, "chat", snap)) == [
+        ("cheap", "big/long", 0),
+        ("pricey", "big/long", 0),
+        ("cheap", "small/fast", 1),
+    ]
+    gather(short, "chat", snap)
+    lists = [key[1] for key in snap.memo if key[0] == "candidate lists"]
+    assert lists == [("code/coder", "auto")]

@@ -133,6 +133,22 @@ def test_aliased_names_remembered_are_bounded():
     assert len(snap.memo) <= MAX_REMEMBERED_ALIASED + 5
 
 
+def test_a_long_aliased_name_is_resolved_but_not_remembered():
+    """Counted alone, 1,024 names of megabytes each (one glob matches any length) were held."""
+    snap = snapshot_from(
+        """
+        backends: {b: {type: mock, models: {m/x: {}}}}
+        routes: {auto: {models: [m/x]}}
+        aliases: {"claude-*": auto}
+        """
+    )
+    long_names = [f"claude-{i}-" + "x" * 100_000 for i in range(20)]
+    assert {resolve(name, snap).route_name for name in long_names} == {"auto"}
+    assert resolve("claude-haiku-4-5", snap).alias == "claude-*"
+    remembered = [key[1] for key in snap.memo if isinstance(key, tuple) and key[0] == "resolve"]
+    assert remembered == ["claude-haiku-4-5"]
+
+
 NATIVE = snapshot_from(
     """
     backends:
