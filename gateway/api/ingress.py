@@ -45,6 +45,7 @@ from gateway.proxy.attempts import OpenedAnswer, open_answer
 from gateway.proxy.continuation import RescueContext, StreamRescue
 from gateway.proxy.formats import ChatFormat, UpstreamCall
 from gateway.proxy.outcome import CallOutcome
+from gateway.proxy.usage import Usage
 from gateway.routing.candidates import may_answer_natively
 from gateway.routing.pipeline import RoutingDecision, decide
 
@@ -259,6 +260,12 @@ async def _answer(
         if not chat.stream:
             watch.stop()
             outcome.usage = opened.usage
+            if outcome.usage is None and opened.answer is not None:
+                # No usage reported: the prompt estimated as `settle` would, and the answer's
+                # own text counted (left at nothing, a backend that omits usage gave every
+                # non-streamed answer free, past budgets; a stream counts its content).
+                generated = opened.format.generated_tokens(opened.answer)
+                outcome.usage = Usage(chat.all_prompt_tokens(), generated, estimated=True)
             try:
                 body = ingress.body(request, opened)
             except GatewayError as exc:

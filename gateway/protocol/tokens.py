@@ -95,3 +95,18 @@ def _reasoning_tokens(message: dict[str, Any]) -> int:
         if type(text) is str:
             tokens = max(tokens, estimate_text_tokens(text))
     return tokens
+
+
+def estimate_answer_tokens(message: Any) -> int:
+    """Tokens an answer's message took to generate, for an upstream that reported none: its
+    text, its tool calls' JSON and its reasoning (the longer spelling), bytes / 3 as a prompt
+    is estimated; no per-message overhead (nothing was sent)."""
+    if not isinstance(message, dict):
+        return 0
+    content = message.get("content")
+    text = content if isinstance(content, str) else _content_text(content)
+    total = estimate_text_tokens(text) if text else 0
+    calls = message.get("tool_calls")
+    if calls:
+        total += json_tokens(calls)
+    return total + _reasoning_tokens(message)

@@ -24,6 +24,7 @@ import orjson
 
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
+from gateway.protocol.tokens import estimate_answer_tokens
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
@@ -78,6 +79,13 @@ class AnswerFormat(abc.ABC):
         from `OpenedAnswer.answer` instead of parsing the body a second time."""
         return self.check_body(offer, body), None
 
+    def generated_tokens(self, answer: Any) -> int:
+        """The completion tokens of a non-streamed answer whose upstream reported no usage,
+        estimated from its text (`answer`: the body `read_body` parsed): billed with the
+        estimated prompt, as a stream's content is, rather than the answer given for free.
+        Here: none known."""
+        return 0
+
     @abc.abstractmethod
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         """A reader for one stream of this format. `include_usage`: the client asked for
@@ -122,6 +130,9 @@ class ChatFormat(AnswerFormat):
                 "(no `choices` list with a `message` in each)"
             )
         return Usage.from_openai(answer.get("usage")), answer
+
+    def generated_tokens(self, answer: Any) -> int:
+        return sum(estimate_answer_tokens(choice.get("message")) for choice in answer["choices"])
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         return SseAccountant(strip_usage=not include_usage, hold_done=include_usage, redactor=redactor)

@@ -26,6 +26,7 @@ import orjson
 from gateway.config.snapshot import Offer
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import data_of
+from gateway.protocol.tokens import estimate_text_tokens
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, error_text, json_object
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
@@ -79,6 +80,9 @@ class CompletionsFormat(AnswerFormat):
     expected = "a valid text completion"
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        return self.read_body(offer, body)[0]
+
+    def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
         answer = json_object(offer, body)
         choices = answer.get("choices")
         if "error" in answer and not choices:
@@ -92,7 +96,10 @@ class CompletionsFormat(AnswerFormat):
                 f"{offer.backend}: the upstream's 200 body is not a text completion "
                 "(no `choices` list with a `text` in each)"
             )
-        return Usage.from_openai(answer.get("usage"))
+        return Usage.from_openai(answer.get("usage")), answer
+
+    def generated_tokens(self, answer: Any) -> int:
+        return sum(estimate_text_tokens(choice["text"]) for choice in answer["choices"])
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         return CompletionsAccountant(strip_usage=not include_usage, hold_done=include_usage, redactor=redactor)

@@ -391,3 +391,34 @@ def test_names_an_alias_matches_are_not_kept_whatever_their_length(gw, upstream)
     assert len(upstream.received) == 56
     assert {r.body["model"] for r in upstream.received} == {"acme-embed-v1"}
     assert all("models" not in r.body for r in upstream.received)
+
+
+def test_a_non_streamed_answer_without_upstream_usage_bills_its_text(gw, upstream, openai_client):
+    """Hostile testing: when a backend sent no usage, a non-streamed answer was billed its
+    estimated prompt and no completion at all (a stream counts its content), so a key's
+    budget never saw the text it was given: 1,500 characters of answer cost nothing."""
+    client = openai_client(gw)
+    text = "word " * 300  # 1,500 bytes: 500 tokens in the gateway's bytes / 3 measure
+    upstream.reset(send_usage=False, content=text)
+    completed = client.completions.with_raw_response.create(model="coder", prompt="def add(a, b):", max_tokens=600)
+    assert completed.parse().choices[0].text == text and completed.parse().usage is None  # relayed as it came
+    chatted = client.chat.completions.with_raw_response.create(
+        model="coder", messages=[{"role": "user", "content": "Say word."}], max_tokens=600
+    )
+    assert chatted.parse().choices[0].message.content == text
+    embedded = client.embeddings.with_raw_response.create(model="embed", input="a cat", encoding_format="float")
+    assert len(upstream.received) == 3
+
+    found = poll(lambda: r if len(r := export_today(gw)) == 3 else None, what="three ledger rows")
+    rows = {e["endpoint"]: e for e in found}
+    assert {name: (e["completion_tokens"], e["estimated"]) for name, e in rows.items()} == {
+        "completions": (500, True),
+        "chat": (500, True),
+        "embeddings": (0, True),  # an embedding generates nothing
+    }
+    for name, raw in (("completions", completed), ("chat", chatted), ("embeddings", embedded)):
+        row = rows[name]
+        price = 0.1 if name == "embeddings" else 1.0
+        expected = (row["prompt_tokens"] * price + row["completion_tokens"] * 2.0) / 1e6
+        assert row["prompt_tokens"] > 0 and row["cost"] == pytest.approx(expected, abs=1e-12)
+        assert float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(row["cost"], abs=1e-9)

@@ -6,7 +6,7 @@ import orjson
 
 from gateway.protocol.messages_view import messages_prompt
 from gateway.protocol.responses_view import responses_prompt
-from gateway.protocol.tokens import estimate_prompt_tokens
+from gateway.protocol.tokens import estimate_answer_tokens, estimate_prompt_tokens
 
 TOOL = {
     "type": "function",
@@ -95,3 +95,14 @@ def test_one_conversation_with_reasoning_is_estimated_alike_whichever_api_sent_i
     messages_facts, responses_facts = messages_prompt(messages), responses_prompt(responses)
     assert messages_facts is not None and responses_facts is not None
     assert estimate_prompt_tokens(chat) == messages_facts.tokens == responses_facts.tokens == 18
+
+
+def test_an_answer_without_usage_counts_its_text_tool_calls_and_reasoning():
+    """What a non-streamed answer generated when its upstream reported no usage."""
+    assert estimate_answer_tokens({"role": "assistant", "content": "x" * 300}) == 100
+    calls = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+    assert estimate_answer_tokens(calls) == (len(orjson.dumps([CALL])) + 2) // 3
+    reasoned = {"role": "assistant", "content": "x" * 30, "reasoning_content": "y" * 90, "reasoning": "y" * 90}
+    assert estimate_answer_tokens(reasoned) == 10 + 30  # one spelling counted, as sent back
+    assert estimate_answer_tokens({"role": "assistant", "content": ""}) == 0
+    assert estimate_answer_tokens(None) == 0
