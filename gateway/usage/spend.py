@@ -8,17 +8,23 @@ which holds what the key was billed for the whole call (a stream continued elsew
 token the client received, once); the rows of failed attempts before it are the operator's
 upstream cost, never the key's (`gateway.usage.events`). Cost is summed in nano-dollars, so
 the total is exactly the sum of the rows.
+
+Raw events are not always whole where the daily aggregates are: Redis trims a day's stream
+at about a million entries and may keep the streams in an `allkeys-lru` Redis of their own,
+and events older than their retention are pruned while the aggregates stay. So each day of
+the report is checked against the aggregates' count of calls (`ledger_days`), and what the
+raw events miss is said (`missing`), not left for the reader to take the rows as whole.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.usage.aggregates import NANOS_PER_USD, SUM_CAP, cost_nanos
+from gateway.usage.aggregates import NANOS_PER_USD, SUM_CAP, DayRows, cost_nanos, merge_rows, parse_counters
 from gateway.usage.events import UsageEvent
 
 GROUPINGS = ("key", "team", "model")
@@ -105,12 +111,34 @@ def _name(event: UsageEvent, by: str) -> str:
     return event.model
 
 
-def spend_report(events: Iterable[UsageEvent], by: str, window: str, start: date, end: date) -> dict[str, Any]:
-    """Spend per `by` (key, team or model), most expensive first (then most tokens, then name)."""
+def ledger_days(days: Mapping[date, DayRows]) -> dict[date, tuple[int, int]]:
+    """Per UTC day, the calls (final rows) and their cost in nano-dollars as the day's
+    aggregates count them (its `model` rows): what the day's raw events add up to when none
+    were lost."""
+    out: dict[date, tuple[int, int]] = {}
+    for day in days:
+        counters = parse_counters(merge_rows(days, (day,), "model"), 1).values()
+        requests = sum(c.requests for c in counters)
+        if requests:
+            out[day] = (requests, sum(c.cost_nanos for c in counters))
+    return out
+
+
+def spend_report(
+    events: Iterable[UsageEvent],
+    by: str,
+    window: str,
+    start: date,
+    end: date,
+    ledger: Mapping[date, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """Spend per `by` (key, team or model), most expensive first (then most tokens, then name).
+    With `ledger` (`ledger_days` of the window), the calls the events miss are `missing`."""
     if by not in GROUPINGS:
         raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
     lines: dict[str, SpendLine] = {}
     total = SpendLine()
+    counted: dict[date, list[int]] = {}  # day -> [calls, nano-dollars] the events hold
     for event in events:
         if not start <= event.day <= end:
             continue
@@ -120,13 +148,40 @@ def spend_report(events: Iterable[UsageEvent], by: str, window: str, start: date
             line = lines[name] = SpendLine()
         line.add(event)
         total.add(event)
+        if event.final:
+            day = counted.setdefault(event.day, [0, 0])
+            day[0] += 1
+            day[1] += cost_nanos(event.cost)
     ordered = sorted(
         lines.items(),
         key=lambda item: (-item[1].cost_nanos, -(item[1].prompt_tokens + item[1].completion_tokens), item[0]),
     )
-    return {
+    body: dict[str, Any] = {
         "by": by,
         "window": {"name": window, "start": start.isoformat(), "end": end.isoformat()},
         "rows": [{by: name, **line.to_json()} for name, line in ordered],
         "totals": total.to_json(),
     }
+    missing = _missing(ledger or {}, counted, start, end)
+    if missing is not None:
+        body["missing"] = missing
+    return body
+
+
+def _missing(
+    ledger: Mapping[date, tuple[int, int]], counted: Mapping[date, list[int]], start: date, end: date
+) -> dict[str, Any] | None:
+    """The calls and cost the aggregates count and the events do not, and on which days;
+    None when the events are whole (or hold more: aggregates pruned sooner)."""
+    requests = nanos = 0
+    days = []
+    for day in sorted(ledger):
+        calls, cost = ledger[day]
+        held = counted.get(day, [0, 0])
+        if start <= day <= end and calls > held[0]:
+            requests += calls - held[0]
+            nanos += max(cost - held[1], 0)
+            days.append(day.isoformat())
+    if not requests:
+        return None
+    return {"requests": requests, "cost_usd": nanos / NANOS_PER_USD, "days": days}

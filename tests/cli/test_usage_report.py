@@ -129,6 +129,41 @@ def test_the_report_reads_redis_when_configured(tmp_path, redis_server):
     assert spend_report(EVENTS, "key", "month", date(2025, 3, 1), date(2025, 3, 31)) == json.loads(done.stdout)
 
 
+def test_a_report_short_of_the_ledgers_daily_totals_says_what_it_misses(tmp_path, redis_server):
+    """Hostile testing: the report sums raw events, which Redis keeps in a stream per day
+    trimmed at about 1,000,000 entries (and which may live in an `allkeys-lru` Redis of their
+    own), while budgets and the daily aggregates count every call. A day whose stream lost
+    entries gave a report short of what the keys were billed, and nothing said so. The
+    report now compares each day with the aggregates and names what it misses."""
+    import redis
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(event_line(e) for e in EVENTS))
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_USAGE_EVENTS_RETENTION_DAYS": "0"}
+    assert gateway_cli("usage", "import", str(path), env=env).returncode == 0
+    # What a trim past the day's bound, or an eviction, leaves of 2025-03-10: no raw events
+    # (alice's a2, $1.50), its aggregates whole.
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.xtrim("{usage:2025-03-10}:events", maxlen=0) == 1
+    client.close()
+
+    done = gateway_cli("usage", "report", "--by", "key", "--window", "month", "--end", "2025-03-05", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    assert [(r["key"], r["requests"], r["cost_usd"]) for r in body["rows"]] == [
+        ("bob", 2, 0.5), ("alice", 2, 0.375), ("(no key)", 1, 0.0625),
+    ]  # fmt: skip
+    assert body["missing"] == {"requests": 1, "cost_usd": 1.5, "days": ["2025-03-10"]}
+    warning = "the ledger counts 1 more call ($1.50) in this window than its raw events hold (2025-03-10)"
+    assert warning in done.stderr.decode()
+    table = gateway_cli("usage", "report", "--by", "team", "--window", "week", "--end", "2025-03-10", env=env)
+    assert table.returncode == 0, table.stderr
+    assert warning in table.stdout.decode()
+    # A window whose events are whole says nothing of the kind.
+    whole = gateway_cli("usage", "report", "--window", "day", "--end", "2025-03-12", "--json", env=env)
+    assert "missing" not in json.loads(whole.stdout) and "more call" not in whole.stderr.decode()
+
+
 def test_a_continued_call_is_billed_once_by_its_final_row():
     # A stream cut after 40 tokens on one backend and continued on another: the broken
     # attempt's row repeats its 40 delivered tokens for the operator; the final row holds the
