@@ -36,7 +36,7 @@ def add_parser(usage_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 async def _report(settings: Settings, by: str, window: str, start: date, end: date) -> dict[str, Any]:
     from gateway.usage.rankings import Period
-    from gateway.usage.spend import ledger_days, spend_report
+    from gateway.usage.spend import SpendTally, ledger_days
 
     async with opened_store(settings, "gateway usage report") as store:
         # The aggregates' count of each day's calls, what the raw events should add up to,
@@ -44,8 +44,10 @@ async def _report(settings: Settings, by: str, window: str, start: date, end: da
         # (a store writes a call's aggregates no later than its raw event), never to a
         # shortfall the report would wrongly show.
         ledger = ledger_days(await store.read_aggregates({"model": Period(start, end)}))
-        events = [event async for event in store.export(start, end)]
-    return spend_report(events, by, window, start, end, ledger)
+        tally = SpendTally(by, start, end)
+        async for event in store.export(start, end):  # summed as read: a month's events never held at once
+            tally.add(event)
+    return tally.report(window, ledger)
 
 
 def missing_warning(missing: dict[str, Any]) -> str:

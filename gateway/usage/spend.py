@@ -124,6 +124,54 @@ def ledger_days(days: Mapping[date, DayRows]) -> dict[date, tuple[int, int]]:
     return out
 
 
+class SpendTally:
+    """Spend per `by` (key, team or model) summed one event at a time, for the days `start`
+    to `end`: what it holds grows with the names, never with the events (a busy month is tens
+    of millions of them, a few hundred bytes each, once materialised)."""
+
+    __slots__ = ("by", "counted", "end", "lines", "start", "total")
+
+    def __init__(self, by: str, start: date, end: date) -> None:
+        if by not in GROUPINGS:
+            raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+        self.by, self.start, self.end = by, start, end
+        self.lines: dict[str, SpendLine] = {}
+        self.total = SpendLine()
+        self.counted: dict[date, list[int]] = {}  # day -> [calls, nano-dollars] the events hold
+
+    def add(self, event: UsageEvent) -> None:
+        if not self.start <= event.day <= self.end:
+            return
+        name = _name(event, self.by)
+        line = self.lines.get(name)
+        if line is None:
+            line = self.lines[name] = SpendLine()
+        line.add(event)
+        self.total.add(event)
+        if event.final:
+            day = self.counted.setdefault(event.day, [0, 0])
+            day[0] += 1
+            day[1] += cost_nanos(event.cost)
+
+    def report(self, window: str, ledger: Mapping[date, tuple[int, int]] | None = None) -> dict[str, Any]:
+        """The report, most expensive first (then most tokens, then name). With `ledger`
+        (`ledger_days` of the window), the calls the events miss are `missing`."""
+        ordered = sorted(
+            self.lines.items(),
+            key=lambda item: (-item[1].cost_nanos, -(item[1].prompt_tokens + item[1].completion_tokens), item[0]),
+        )
+        body: dict[str, Any] = {
+            "by": self.by,
+            "window": {"name": window, "start": self.start.isoformat(), "end": self.end.isoformat()},
+            "rows": [{self.by: name, **line.to_json()} for name, line in ordered],
+            "totals": self.total.to_json(),
+        }
+        missing = _missing(ledger or {}, self.counted, self.start, self.end)
+        if missing is not None:
+            body["missing"] = missing
+        return body
+
+
 def spend_report(
     events: Iterable[UsageEvent],
     by: str,
@@ -132,40 +180,11 @@ def spend_report(
     end: date,
     ledger: Mapping[date, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
-    """Spend per `by` (key, team or model), most expensive first (then most tokens, then name).
-    With `ledger` (`ledger_days` of the window), the calls the events miss are `missing`."""
-    if by not in GROUPINGS:
-        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
-    lines: dict[str, SpendLine] = {}
-    total = SpendLine()
-    counted: dict[date, list[int]] = {}  # day -> [calls, nano-dollars] the events hold
+    """`SpendTally`'s report of `events`."""
+    tally = SpendTally(by, start, end)
     for event in events:
-        if not start <= event.day <= end:
-            continue
-        name = _name(event, by)
-        line = lines.get(name)
-        if line is None:
-            line = lines[name] = SpendLine()
-        line.add(event)
-        total.add(event)
-        if event.final:
-            day = counted.setdefault(event.day, [0, 0])
-            day[0] += 1
-            day[1] += cost_nanos(event.cost)
-    ordered = sorted(
-        lines.items(),
-        key=lambda item: (-item[1].cost_nanos, -(item[1].prompt_tokens + item[1].completion_tokens), item[0]),
-    )
-    body: dict[str, Any] = {
-        "by": by,
-        "window": {"name": window, "start": start.isoformat(), "end": end.isoformat()},
-        "rows": [{by: name, **line.to_json()} for name, line in ordered],
-        "totals": total.to_json(),
-    }
-    missing = _missing(ledger or {}, counted, start, end)
-    if missing is not None:
-        body["missing"] = missing
-    return body
+        tally.add(event)
+    return tally.report(window, ledger)
 
 
 def _missing(
