@@ -466,8 +466,14 @@ def _pair(turns: list[Any], asked: int, calls: list[Any], i: int, results: list[
         )
 
 
+# Unpaired ids an error names before it only counts the rest: a client sends any number of
+# blocks, and the 400 listing every one of them was as large as the ids it was sent.
+_NAMED_IDS = 10
+
+
 def _ids(ids: list[str]) -> str:
-    return ", ".join(echoed(i) for i in ids)
+    named = ", ".join(echoed(i) for i in ids[:_NAMED_IDS])
+    return named if len(ids) <= _NAMED_IDS else f"{named} and {len(ids) - _NAMED_IDS} more"
 
 
 def _failed(text: str) -> str:

@@ -274,6 +274,28 @@ def test_tool_uses_and_results_must_pair_up_turn_by_turn():
         check_tool_results(turns)
 
 
+def test_unpaired_tool_ids_are_named_up_to_ten_then_counted():
+    """Hostile testing: every unpaired id was listed in the 400, so a request of 100,000
+    unanswered tool_use blocks got back an error the size of its ids (789 KB for a 6 MB
+    body). The first ten are named, each cut as any quoted client text is, then counted."""
+    ids = [f"toolu_{i:06d}" for i in range(100_000)]
+    for turns, where, words in [
+        ([_ASK, _uses(*ids), _ASK], "messages.1", _NO_RESULT),
+        ([_ASK, _uses("a"), _results("a", *ids)], "messages.2.content.1", _NO_USE),
+    ]:
+        with pytest.raises(GatewayError) as caught:
+            check_tool_results(turns)
+        message = caught.value.message
+        assert caught.value.param == where
+        named = ", ".join(ids[:10])
+        assert message.startswith(f"{where}: {words}: {named} and {len(ids) - 10} more. ")
+        assert len(message) < 600
+    long_id = "x" * 5000
+    with pytest.raises(GatewayError) as caught:
+        check_tool_results([_ASK, _uses(long_id), _ASK])
+    assert len(caught.value.message) < 600
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
