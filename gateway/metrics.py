@@ -152,7 +152,7 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "gateway_fallbacks_total",
-            "Failed attempts after which the gateway tried another candidate.",
+            "Failed attempts after which the call went on to another attempt: another candidate, or the same one again (retries).",
             ["route", "from_backend", "reason"],
             registry=r,
         )
