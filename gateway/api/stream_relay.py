@@ -31,6 +31,7 @@ from gateway.config.snapshot import Offer
 from gateway.protocol.chat import ChatRequest
 from gateway.proxy.attempts import EventsIdle, OpenedAnswer, ended_without_its_end
 from gateway.proxy.continuation import ContinuationBroke, StreamRescue, shutdown_cut
+from gateway.proxy.hedge import CANCELLED
 from gateway.proxy.outcome import CallOutcome
 from gateway.proxy.relay import ErrorEventMidway
 from gateway.proxy.usage import Usage
@@ -355,9 +356,20 @@ async def run_completed(ingress: Ingress, request: IngressRequest, opened: Opene
 
 def settle(outcome: CallOutcome, chat: ChatRequest, t0: float, overhead_s: float) -> None:
     """The call's latency, usage and price, fixed: what the answer's headers report and the
-    observers (`Observers.call_finished`, called next) record."""
+    observers (`Observers.call_finished`, called next) record.
+
+    A call the client left while an upstream had it (its last attempt called off) is billed
+    that upstream's prompt, estimated: the upstream read it, and a hosted API bills the
+    operator for it whether or not the answer is read. Billed nothing, a key could run up
+    upstream cost past its budget by sending and leaving. One left between attempts (a
+    backoff) or before any was made pays nothing."""
     outcome.latency_s = time.perf_counter() - t0
     outcome.overhead_s = max(overhead_s, 0.0)
-    if outcome.offer is not None and outcome.status < 400 and outcome.usage is None:
+    if outcome.offer is not None and outcome.usage is None and (outcome.status < 400 or _left_mid_call(outcome)):
         outcome.usage = Usage(chat.all_prompt_tokens(), 0, estimated=True)
     outcome.bill()
+
+
+def _left_mid_call(outcome: CallOutcome) -> bool:
+    attempts = outcome.attempts
+    return outcome.client_disconnected and bool(attempts) and attempts[-1].error == CANCELLED

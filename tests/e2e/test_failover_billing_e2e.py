@@ -231,3 +231,27 @@ def test_the_losing_hedge_is_recorded_for_the_operator_and_never_billed(
     body = _rankings(gw, key)
     assert body["totals"]["tokens"] == fault.PROMPT_TOKENS + fault.TOKENS
     assert body["totals"]["cost"] == pytest.approx(billed, abs=1e-9)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_while_an_upstream_has_its_call_pays_the_prompt_it_read(
+    start_gateway, primary, fallback, stream
+):
+    """Hostile testing: a client that left before its answer began was billed nothing, yet
+    the upstream had read its prompt (and begun answering: a hosted API bills the operator
+    for it), so a key could run up upstream cost past its budget by sending and leaving. The
+    key now pays the prompt estimate of the call it left, at the prices of the backend that
+    had it; a stream left after it began already paid what it had received."""
+    gw, key = _start(start_gateway, primary, fallback)
+    primary.script(fault.slow(5.0))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Count to sixty."}], "stream": stream}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=0.5)
+    (row,) = _rows(gw, 1)
+    assert len(primary.seen) == 1 and len(fallback.seen) == 0
+    prompt = row["prompt_tokens"]
+    assert (row["backend"], row["status"], row["error"], row["final"]) == ("flaky", 499, "client_disconnected", 1)
+    assert prompt > 0 and row["completion_tokens"] == 0 and row["estimated"] == 1
+    billed = _usd(prompt, 0, FLAKY_IN, FLAKY_OUT)
+    assert row["cost"] == pytest.approx(billed, abs=1e-12) and row["key"] == "payer"
+    assert _key_spend(gw, key)["usage_daily"] == pytest.approx(billed, abs=1e-9)
