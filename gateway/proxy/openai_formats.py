@@ -47,11 +47,11 @@ class EmbeddingsFormat(AnswerFormat):
         if (
             not isinstance(data, list)
             or not data
-            or not all(type(d) is dict and isinstance(d.get("embedding"), list | str) for d in data)
+            or not all(type(d) is dict and _vector(d.get("embedding")) for d in data)
         ):
             raise MalformedAnswer(
                 f"{offer.backend}: the upstream's 200 body is not an embeddings list "
-                "(no `data` list with an `embedding` in each)"
+                "(no `data` list with a vector in each)"
             )
         if self.vectors is not None and len(data) != self.vectors:
             raise MalformedAnswer(
@@ -61,6 +61,22 @@ class EmbeddingsFormat(AnswerFormat):
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         raise TypeError("embeddings are never streamed")
+
+
+def _vector(embedding: Any) -> bool:
+    """Whether an embedding can be a vector: a list with values, or base64 of float32s (what
+    `encoding_format: base64` answers; the SDKs decode it with numpy's `frombuffer`), judged
+    by its length alone (decoding a batch's megabytes to check it would cost more than the
+    call): whole base64 quads, decoding to a whole number of 4-byte floats."""
+    if type(embedding) is list:
+        return bool(embedding)
+    if type(embedding) is not str:
+        return False
+    size = len(embedding)
+    if not size or size % 4:
+        return False
+    padding = 2 if embedding.endswith("==") else 1 if embedding.endswith("=") else 0
+    return (size // 4 * 3 - padding) % 4 == 0
 
 
 def embeddings_usage(usage: Any) -> Usage | None:

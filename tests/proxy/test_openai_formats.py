@@ -21,7 +21,7 @@ def event(obj) -> bytes:
 
 
 def test_an_embeddings_body_is_a_data_list_with_prompt_usage():
-    body = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAA"}], "model": "m"}
+    body = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": "AAAAAA=="}], "model": "m"}
     assert EMBEDDINGS.check_body(
         OFFER, orjson.dumps({**body, "usage": {"prompt_tokens": 8, "total_tokens": 8}})
     ) == Usage(8, 0)
@@ -41,6 +41,16 @@ def test_an_embeddings_body_is_a_data_list_with_prompt_usage():
         (b'{"object": "list", "data": [1, 2]}', MalformedAnswer),
         (b'{"object": "list", "data": [{"object": "embedding", "index": 0}]}', MalformedAnswer),
         (b'{"object": "list", "data": [{"index": 0, "embedding": 0.5}]}', MalformedAnswer),
+        # A vector with no values, or base64 that cannot be a vector of float32s (the SDK's
+        # `np.frombuffer(base64.b64decode(...))` fails or reads garbage): no answer either.
+        (b'{"object": "list", "data": [{"index": 0, "embedding": []}]}', MalformedAnswer),
+        (b'{"object": "list", "data": [{"index": 0, "embedding": ""}]}', MalformedAnswer),
+        (b'{"object": "list", "data": [{"index": 0, "embedding": "AAAAAA"}]}', MalformedAnswer),
+        (b'{"object": "list", "data": [{"index": 0, "embedding": "AAAA"}]}', MalformedAnswer),  # 3 bytes
+        (
+            b'{"object": "list", "data": [{"index": 0, "embedding": [0.5]}, {"index": 1, "embedding": []}]}',
+            MalformedAnswer,
+        ),
     ],
 )
 def test_a_body_that_is_not_embeddings_fails_the_attempt(body, error):
