@@ -152,7 +152,8 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "gateway_fallbacks_total",
-            "Failed attempts after which the call went on to another attempt: another candidate, or the same one again (retries).",
+            "Failed attempts after which the call went on to another attempt: another candidate, "
+            "or the same one again (retries).",
             ["route", "from_backend", "reason"],
             registry=r,
         )
