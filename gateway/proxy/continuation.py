@@ -189,7 +189,7 @@ def continuation_payload(payload: dict[str, Any], partial: Partial, mode: Prefil
         message["prefix"] = True
     elif mode == "partial":
         message["partial"] = True
-    else:  # "assistant": Anthropic refuses a prefill ending in whitespace
+    else:  # "assistant": Anthropic refuses a prefill ending in whitespace (see `unsent_tail`)
         message["content"] = text.rstrip()
     out["messages"] = [*messages, message]
     # What is left of the client's output budget.
@@ -200,15 +200,27 @@ def continuation_payload(payload: dict[str, Any], partial: Partial, mode: Prefil
     return out
 
 
+def unsent_tail(partial: Partial, mode: PrefillMode) -> str:
+    """The end of the client's text that a prefill in `mode` leaves out: the trailing
+    whitespace of an `assistant` prefill. The model writes it again (" t40" after "t39"),
+    and the client has it already."""
+    if mode != "assistant":
+        return ""
+    return partial.text[len(partial.text.rstrip()) :]
+
+
 class Splice:
     """Rewrites the continuing stream's events into the client's stream."""
 
-    __slots__ = ("_delivered", "_meta", "_prompt_tokens", "usage")
+    __slots__ = ("_delivered", "_meta", "_prompt_tokens", "_seam", "usage")
 
-    def __init__(self, partial: Partial, prompt_tokens: int | None) -> None:
+    def __init__(self, partial: Partial, prompt_tokens: int | None, seam: str = "") -> None:
         self._meta = partial.meta
         self._delivered = partial.tokens
         self._prompt_tokens = prompt_tokens  # the first attempt's prompt, when known
+        # Text the client already read that the continuation writes again at its start (the
+        # whitespace a prefill left out, `unsent_tail`): dropped as far as it matches.
+        self._seam = seam
         self.usage: Usage | None = None  # the continuing attempt's own, as it reported it
 
     def events(self, relayed: bytes) -> bytes:
@@ -240,8 +252,10 @@ class Splice:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
-            if isinstance(delta, dict) and "role" in delta:
+            if isinstance(delta, dict) and ("role" in delta or (self._seam and _writes(delta))):
                 delta = {k: v for k, v in delta.items() if k != "role"}  # the client saw the role once
+                if self._seam:
+                    delta = self._past_seam(delta)
                 choice = {**choice, "delta": delta}
                 if not any(delta.values()) and not choice.get("finish_reason"):
                     continue
@@ -261,6 +275,20 @@ class Splice:
             return None  # only a role delta: nothing for the client
         obj["choices"] = choices
         return orjson.dumps(obj)
+
+    def _past_seam(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """`delta` without the start of the seam's text it repeats; the seam is done at the
+        first text (or tool call) that is not the seam's."""
+        content = delta.get("content")
+        if not isinstance(content, str) or not content:
+            if delta.get("tool_calls") or delta.get("function_call"):
+                self._seam = ""
+            return delta
+        seam, same = self._seam, 0
+        while same < min(len(seam), len(content)) and seam[same] == content[same]:
+            same += 1
+        self._seam = seam[same:] if same == len(content) else ""
+        return {**delta, "content": content[same:]}
 
     def total(self, own: Usage) -> Usage:
         """What the client is told: the first prompt, every completion token it received."""
@@ -422,7 +450,10 @@ class StreamRescue:
         attempt, started = opened.attempt, time.perf_counter() - opened.attempt.duration_s
         carried = context.outcome.carried
         # The client's usage total is what it is billed: the first prompt, every token it read.
-        splice = Splice(partial, carried.prompt_tokens if carried is not None else None)
+        backend = context.backends.get(opened.offer.backend)
+        mode = prefill_mode(opened.offer, backend.config) if backend is not None else None
+        seam = unsent_tail(partial, mode) if mode is not None else ""
+        splice = Splice(partial, carried.prompt_tokens if carried is not None else None, seam)
         tail = b""
         try:
             if opened.prefix:
@@ -509,6 +540,11 @@ def _cut_off(outcome: CallOutcome, offer: Offer, cut: UpstreamError) -> Continua
     """`shutdown_cut` during a continuation: the relay ends the client's stream naming `cut`."""
     shutdown_cut(outcome, offer, cut)
     return ContinuationBroke(cut)
+
+
+def _writes(delta: dict[str, Any]) -> bool:
+    """Whether a chat delta carries the answer's text or a tool call (not only reasoning)."""
+    return bool(delta.get("content") or delta.get("tool_calls") or delta.get("function_call"))
 
 
 def _continuers(context: RescueContext, broken: Offer) -> tuple[Offer, ...]:

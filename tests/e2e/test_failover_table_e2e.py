@@ -498,6 +498,30 @@ def test_stream_cut_mid_answer_is_continued_on_the_fallback(gateway, primary, fa
     assert _completion_tokens_billed(gw) == fault.TOKENS
 
 
+def test_a_continuation_after_a_whitespace_stripped_prefill_is_byte_exact_at_the_seam(
+    gateway, primary, fallback, openai_client
+):
+    """`prefill: assistant` (Anthropic's default) sends the partial answer without its
+    trailing whitespace, which Anthropic refuses; the model then writes that whitespace
+    again (" t40 " after "... t39"). Hostile testing: the client read it twice ("t39  t40");
+    the seam now drops what the client already has, and nothing else."""
+    gw = gateway(prefill="prefill: assistant")
+    primary.script(fault.cut(after=40))
+    chunks = chunks_of(openai_client(gw))
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == FULL_ANSWER
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    prefill = fallback.seen[0].body["messages"][-1]
+    assert prefill == {"role": "assistant", "content": "".join(f"t{i} " for i in range(40)).rstrip()}
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0].completion_tokens == fault.TOKENS
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, fault.TOKENS)]
+    assert _completion_tokens_billed(gw) == fault.TOKENS
+
+
 @pytest.mark.parametrize("step", [fault.stall, fault.pinging], ids=["silent", "keep-alive-comments"])
 def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client, step):
     # timeout_s 30: the per-read limit would end the stall after 30 s; the stream's own idle

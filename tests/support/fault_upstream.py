@@ -325,11 +325,17 @@ class FaultUpstream:
 
     def _content(self, step: Step, payload: dict) -> list[str]:
         """The answer's tokens. A request ending in an assistant message (a prefill, as a
-        continuation sends) is continued from the token after the ones it holds."""
+        continuation sends) is continued from the token after the ones it holds, and from
+        where its text ends, as a model goes on: a prefill without its trailing space (as
+        one to Anthropic must be) gets that space first, " t40 " after "... t39"."""
         prefill = _ends_in_prefill(payload)
-        start = len(str(prefill.get("content") or "").split()) if prefill else 0
+        text = str(prefill.get("content") or "") if prefill else ""
+        start = len(text.split())
         end = step.at if step.kind == "content_filter" else self.tokens
-        return [f"t{i} " for i in range(start, end)]
+        tokens = [f"t{i} " for i in range(start, end)]
+        if text and not text[-1].isspace() and tokens:
+            tokens[0] = " " + tokens[0]
+        return tokens
 
     def _usage(self, step: Step, payload: dict) -> dict:
         completion = len(self._content(step, payload))
