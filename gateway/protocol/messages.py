@@ -630,15 +630,19 @@ def message_id(chat_id: Any) -> str:
 
 
 def anthropic_usage(usage: Any) -> dict[str, int]:
-    """Anthropic's usage for chat's: cache reads come out of the prompt count."""
+    """Anthropic's usage for chat's: cache reads and writes (OpenRouter's
+    `prompt_tokens_details.cache_write_tokens`, as the ledger reads it) come out of the
+    prompt count."""
     usage = usage if isinstance(usage, dict) else {}
     prompt = _count(usage.get("prompt_tokens"))
-    cached = _count(usage_details(usage, "prompt_tokens_details").get("cached_tokens"))
+    details = usage_details(usage, "prompt_tokens_details")
+    cached = min(_count(details.get("cached_tokens")), prompt)
+    written = min(_count(details.get("cache_write_tokens")), prompt - cached)
     return {
-        "input_tokens": max(prompt - cached, 0),
+        "input_tokens": prompt - cached - written,
         "output_tokens": _count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     }
 
 

@@ -212,12 +212,18 @@ def unsent_tail(partial: Partial, mode: PrefillMode) -> str:
 class Splice:
     """Rewrites the continuing stream's events into the client's stream."""
 
-    __slots__ = ("_delivered", "_meta", "_prompt_tokens", "_seam", "usage")
+    __slots__ = ("_cache_reads", "_cache_writes", "_delivered", "_meta", "_prompt_tokens", "_seam", "usage")
 
-    def __init__(self, partial: Partial, prompt_tokens: int | None, seam: str = "") -> None:
+    def __init__(
+        self, partial: Partial, prompt_tokens: int | None, seam: str = "", *, first: Usage | None = None
+    ) -> None:
         self._meta = partial.meta
         self._delivered = partial.tokens
         self._prompt_tokens = prompt_tokens  # the first attempt's prompt, when known
+        # What of that prompt its upstream reported read from and written to its cache: the
+        # client's total says so, as the bill prices them.
+        self._cache_reads = first.cached_tokens if first is not None else 0
+        self._cache_writes = first.cache_write_tokens if first is not None else 0
         # Text the client already read that the continuation writes again at its start (the
         # whitespace a prefill left out, `unsent_tail`): dropped as far as it matches.
         self._seam = seam
@@ -271,6 +277,11 @@ class Splice:
                     "completion_tokens": total.completion_tokens,
                     "total_tokens": total.total_tokens,
                 }
+                if total.cached_tokens or total.cache_write_tokens:
+                    obj["usage"]["prompt_tokens_details"] = {
+                        "cached_tokens": total.cached_tokens,
+                        "cache_write_tokens": total.cache_write_tokens,
+                    }
         elif not choices and obj.get("choices"):
             return None  # only a role delta: nothing for the client
         obj["choices"] = choices
@@ -292,8 +303,15 @@ class Splice:
 
     def total(self, own: Usage) -> Usage:
         """What the client is told: the first prompt, every completion token it received."""
-        prompt = self._prompt_tokens if self._prompt_tokens is not None else own.prompt_tokens
-        return Usage(prompt, self._delivered + own.completion_tokens, estimated=own.estimated)
+        if self._prompt_tokens is None:
+            return Usage(own.prompt_tokens, self._delivered + own.completion_tokens, estimated=own.estimated)
+        return Usage(
+            self._prompt_tokens,
+            self._delivered + own.completion_tokens,
+            self._cache_reads,
+            estimated=own.estimated,
+            cache_write_tokens=self._cache_writes,
+        )
 
 
 @dataclass(slots=True)
@@ -429,7 +447,8 @@ class StreamRescue:
         attempt = broken.attempt or context.outcome.attempts[-1]
         attempt.duration_s = time.perf_counter() - self._started
         attempt.error, attempt.backend_fault = error.reason, error.backend_fault
-        attempt.usage = Usage(context.chat.all_prompt_tokens(), partial.tokens, estimated=True)
+        reported = broken.accountant.usage if broken.accountant is not None else None
+        attempt.usage = delivered_usage(context.chat, partial, reported)
         attempt.cost_usd = price_usd(broken.offer, attempt.usage)
         context.outcome.carry(attempt.usage, broken.offer)  # the client read them: billed with the call
         context.observers.attempt_finished(broken.offer, attempt, context.outcome.ttft_s)
@@ -453,7 +472,7 @@ class StreamRescue:
         backend = context.backends.get(opened.offer.backend)
         mode = prefill_mode(opened.offer, backend.config) if backend is not None else None
         seam = unsent_tail(partial, mode) if mode is not None else ""
-        splice = Splice(partial, carried.prompt_tokens if carried is not None else None, seam)
+        splice = Splice(partial, carried.prompt_tokens if carried is not None else None, seam, first=carried)
         tail = b""
         try:
             if opened.prefix:
@@ -510,6 +529,23 @@ class StreamRescue:
                 context.chat.all_prompt_tokens(), accountant.content_events, estimated=True
             )
         return tail
+
+
+def delivered_usage(chat: ChatRequest, partial: Partial, reported: Usage | None) -> Usage:
+    """A broken attempt's usage: the completion tokens the client read (counted), and its
+    prompt as its upstream reported it before the break (Anthropic's message_start: input,
+    cache reads and writes; a provider sending usage with every chunk), else estimated. The
+    estimate knows nothing of a prompt cache: a long cached prompt billed at the full input
+    price, were it used when the upstream had said."""
+    if reported is None or reported.prompt_tokens <= 0:
+        return Usage(chat.all_prompt_tokens(), partial.tokens, estimated=True)
+    return Usage(
+        reported.prompt_tokens,
+        partial.tokens,
+        reported.cached_tokens,
+        estimated=True,
+        cache_write_tokens=reported.cache_write_tokens,
+    )
 
 
 class ContinuationBroke(Exception):

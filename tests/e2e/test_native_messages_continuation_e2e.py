@@ -11,10 +11,14 @@ where its words end, and the `anthropic` SDK.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import anthropic
 import httpx
 import pytest
 
+from gateway.config.schema import ANTHROPIC_CACHE_WRITE_FACTOR
 from tests.e2e.test_failover_table_e2e import ENV, FULL_ANSWER, all_rows, ledger
 from tests.support import fault_upstream as fault
 from tests.support.fake_anthropic import FakeAnthropic
@@ -126,6 +130,44 @@ def test_the_continued_events_keep_anthropics_sequence(gw, claude, fallback):
     assert "".join(d["delta"]["text"] for d in deltas) == FULL_ANSWER
     closing = events[-2][1]
     assert closing["delta"]["stop_reason"] == "end_turn" and closing["usage"]["output_tokens"] == fault.TOKENS
+
+
+def _prompt_rows(gw) -> list[tuple]:
+    """Each attempt's row: final, prompt tokens, cache reads, cache writes, estimated, cost."""
+    query = (
+        "SELECT final, prompt_tokens, cached_tokens, cache_write_tokens, estimated, cost FROM events ORDER BY attempt"
+    )
+    with sqlite3.connect(Path(gw.dir) / "data" / "usage.sqlite3") as db:
+        return list(db.execute(query))
+
+
+def test_a_continued_native_stream_bills_the_prompt_anthropic_reported(gw, claude, fallback):
+    """Hostile testing: message_start had said what the prompt was (its input, cache reads
+    and writes), yet the broken attempt, and so the bill and the client's closing usage,
+    carried the gateway's estimate of it (9 tokens, all fresh): a long cached prompt (a
+    Claude Code session) billed at the full input price, or a large one under-billed."""
+    claude.behaviour.break_after_events = HEAD_EVENTS + 40
+    claude.behaviour.input_tokens, claude.behaviour.cache_read_tokens = 1200, 800
+    claude.behaviour.cache_creation_tokens = 100
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    events = _events(gw, body)
+
+    start, closing = events[0][1]["message"]["usage"], events[-2][1]["usage"]
+    assert (start["input_tokens"], start["cache_read_input_tokens"]) == (1200, 800)
+    # The client's closing usage is the bill: the prompt message_start announced, all 60 tokens.
+    assert closing["output_tokens"] == fault.TOKENS
+    assert closing["input_tokens"] + closing["cache_read_input_tokens"] + closing["cache_creation_input_tokens"] == 2100
+    assert (closing["cache_read_input_tokens"], closing["cache_creation_input_tokens"]) == (800, 100)
+    assert len(claude.received) == 1 and len(fallback.seen) == 1
+    ledger(gw, 1)
+    rows = poll(lambda: _prompt_rows(gw) if len(_prompt_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert [row[:4] for row in rows] == [(0, 2100, 800, 100), (1, 2100, 800, 100)]
+    assert rows[1][4] == 1  # the completion tokens the broken attempt delivered are counted, not reported
+    # At claude's prices (cache reads at its input price: the offer sets no cached price;
+    # writes at 1.25x, `type: anthropic`'s default), the fallback's 20 tokens at its own.
+    delivered = (2000 * 1.0 + 100 * 1.0 * ANTHROPIC_CACHE_WRITE_FACTOR + 40 * 2.0) / 1e6
+    assert rows[0][5] == pytest.approx(delivered)
+    assert rows[1][5] == pytest.approx(delivered + 20 * 4.0 / 1e6)
 
 
 def test_a_stream_cut_between_blocks_continues_in_a_new_block(gw, claude, fallback):
