@@ -273,7 +273,7 @@ class _NativeResume:
 
     def read(self, relayed: bytes) -> Partial | None:
         text: list[str] = []
-        tokens = delivered = 0
+        tokens = delivered = reasoning = 0
         last_index, open_kind, tool_use = -1, None, False
         for obj in json_objects(relayed):
             kind = obj.get("type")
@@ -290,6 +290,9 @@ class _NativeResume:
                     text.append(piece)
                     tokens += 1
                     delivered += len(piece.encode())
+                elif isinstance(delta, dict) and delta.get("type") == "thinking_delta" and delta.get("thinking"):
+                    tokens += 1  # the client read it: billed, and it used up `max_tokens`
+                    reasoning += 1
             elif kind == "content_block_stop":
                 open_kind = None
             elif kind in ("message_delta", "message_stop", "error"):
@@ -300,7 +303,7 @@ class _NativeResume:
         # Not continuable (the relay then ends with the error event): a tool call had
         # started, or the break came inside a block other than text.
         blocked = tool_use or open_kind not in (None, "text")
-        return Partial("".join(text), tokens, blocked, (None, None, None))
+        return Partial("".join(text), tokens, blocked, (None, None, None), reasoning=reasoning)
 
     def feed(self, data: bytes) -> bytes:
         assert self._translator is not None, "read() comes first"

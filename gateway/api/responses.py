@@ -309,7 +309,7 @@ class _NativeResume:
         open_item: dict[str, Any] | None = None
         text: list[str] = []  # the open message's
         all_text: list[str] = []
-        tokens, blocked = 0, False
+        tokens, reasoning, blocked = 0, 0, False
         for obj in json_objects(relayed):
             kind = obj.get("type")
             number = obj.get("sequence_number")
@@ -321,7 +321,9 @@ class _NativeResume:
                 created_at = started.get("created_at") or created_at
             elif kind == "response.output_item.added" and isinstance(obj.get("item"), dict):
                 open_item, text = obj["item"], []
-                blocked = blocked or open_item.get("type") != "message"
+                # After a function call: not continued (the answer was calling it). A reasoning
+                # item done is not in the way: the message after it goes on (in one: below).
+                blocked = blocked or open_item.get("type") not in ("message", "reasoning")
             elif kind == "response.output_item.done" and isinstance(obj.get("item"), dict):
                 output.append(obj["item"])
                 open_item = None
@@ -331,15 +333,20 @@ class _NativeResume:
                     text.append(piece)
                     all_text.append(piece)
                     tokens += 1
+            elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+                if obj.get("delta"):
+                    tokens += 1  # the client read it: billed, and it used up `max_output_tokens`
+                    reasoning += 1
             elif kind in ("response.content_part.done", "response.output_text.done"):
-                blocked = True  # a part closed inside the item: not one the chat path can go on with
+                if open_item is None or open_item.get("type") == "message":
+                    blocked = True  # a part closed inside the message: not one the chat path can go on with
             elif kind in ("response.completed", "response.incomplete", "response.failed", "error"):
                 return None  # the Response had ended, or the upstream said why it stopped
         translator = TranslatedStream(self._request)
         translator.resume_at(response_id, created_at, sequence, output, open_item, "".join(text))
         self._translator = translator
         blocked = blocked or (open_item is not None and open_item.get("type") != "message")
-        return Partial("".join(all_text), tokens, blocked, (None, None, None))
+        return Partial("".join(all_text), tokens, blocked, (None, None, None), reasoning=reasoning)
 
     def feed(self, data: bytes) -> bytes:
         assert self._translator is not None, "read() comes first"

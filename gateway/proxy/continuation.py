@@ -95,12 +95,15 @@ class Partial:
     """What the client received of a broken stream, read back from the relayed bytes."""
 
     text: str  # the answer's content so far
-    tokens: int  # content deltas delivered (the broken attempt's completion tokens)
+    # Content and reasoning deltas delivered (the broken attempt's completion tokens: the
+    # client read both, and both used up its `max_tokens`).
+    tokens: int
     tool_call: bool  # a tool call had started: not continuable
     meta: tuple[Any, Any, Any]  # id, created, model of the chunks the client saw
     # The answer had ended (a finish_reason relayed) and only its usage chunk or [DONE] was
     # lost: there is nothing to continue, and a continuation would write past its end.
     finished: bool = False
+    reasoning: int = 0  # of `tokens`, the reasoning (thinking) deltas
 
 
 class PartialRecord:
@@ -143,7 +146,7 @@ class NativeResume(Protocol):
 
 def read_partial(relayed: bytes) -> Partial:
     text: list[str] = []
-    tokens = 0
+    tokens = reasoning = 0
     tool_call = finished = False
     meta: tuple[Any, Any, Any] | None = None
     for obj in json_objects(relayed):
@@ -161,7 +164,11 @@ def read_partial(relayed: bytes) -> Partial:
             if isinstance(content, str) and content:
                 text.append(content)
                 tokens += 1
-    return Partial("".join(text), tokens, tool_call, meta or (None, None, None), finished)
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(thought, str) and thought:
+                tokens += 1
+                reasoning += 1
+    return Partial("".join(text), tokens, tool_call, meta or (None, None, None), finished, reasoning)
 
 
 def continuation_payload(payload: dict[str, Any], partial: Partial, mode: PrefillMode) -> dict[str, Any]:
@@ -212,13 +219,23 @@ def unsent_tail(partial: Partial, mode: PrefillMode) -> str:
 class Splice:
     """Rewrites the continuing stream's events into the client's stream."""
 
-    __slots__ = ("_cache_reads", "_cache_writes", "_delivered", "_meta", "_prompt_tokens", "_seam", "usage")
+    __slots__ = (
+        "_cache_reads",
+        "_cache_writes",
+        "_delivered",
+        "_delivered_reasoning",
+        "_meta",
+        "_prompt_tokens",
+        "_seam",
+        "usage",
+    )
 
     def __init__(
         self, partial: Partial, prompt_tokens: int | None, seam: str = "", *, first: Usage | None = None
     ) -> None:
         self._meta = partial.meta
         self._delivered = partial.tokens
+        self._delivered_reasoning = partial.reasoning
         self._prompt_tokens = prompt_tokens  # the first attempt's prompt, when known
         # What of that prompt its upstream reported read from and written to its cache: the
         # client's total says so, as the bill prices them.
@@ -277,6 +294,8 @@ class Splice:
                     "completion_tokens": total.completion_tokens,
                     "total_tokens": total.total_tokens,
                 }
+                if total.reasoning_tokens:
+                    obj["usage"]["completion_tokens_details"] = {"reasoning_tokens": total.reasoning_tokens}
                 if total.cached_tokens or total.cache_write_tokens:
                     obj["usage"]["prompt_tokens_details"] = {
                         "cached_tokens": total.cached_tokens,
@@ -303,12 +322,15 @@ class Splice:
 
     def total(self, own: Usage) -> Usage:
         """What the client is told: the first prompt, every completion token it received."""
+        completion = self._delivered + own.completion_tokens
+        reasoning = self._delivered_reasoning + own.reasoning_tokens
         if self._prompt_tokens is None:
-            return Usage(own.prompt_tokens, self._delivered + own.completion_tokens, estimated=own.estimated)
+            return Usage(own.prompt_tokens, completion, 0, reasoning, estimated=own.estimated)
         return Usage(
             self._prompt_tokens,
-            self._delivered + own.completion_tokens,
+            completion,
             self._cache_reads,
+            reasoning,
             estimated=own.estimated,
             cache_write_tokens=self._cache_writes,
         )
@@ -532,17 +554,18 @@ class StreamRescue:
 
 
 def delivered_usage(chat: ChatRequest, partial: Partial, reported: Usage | None) -> Usage:
-    """A broken attempt's usage: the completion tokens the client read (counted), and its
-    prompt as its upstream reported it before the break (Anthropic's message_start: input,
-    cache reads and writes; a provider sending usage with every chunk), else estimated. The
-    estimate knows nothing of a prompt cache: a long cached prompt billed at the full input
-    price, were it used when the upstream had said."""
+    """A broken attempt's usage: the completion tokens the client read (counted, reasoning
+    included), and its prompt as its upstream reported it before the break (Anthropic's
+    message_start: input, cache reads and writes; a provider sending usage with every
+    chunk), else estimated. The estimate knows nothing of a prompt cache: a long cached
+    prompt billed at the full input price, were it used when the upstream had said."""
     if reported is None or reported.prompt_tokens <= 0:
-        return Usage(chat.all_prompt_tokens(), partial.tokens, estimated=True)
+        return Usage(chat.all_prompt_tokens(), partial.tokens, 0, partial.reasoning, estimated=True)
     return Usage(
         reported.prompt_tokens,
         partial.tokens,
         reported.cached_tokens,
+        partial.reasoning,
         estimated=True,
         cache_write_tokens=reported.cache_write_tokens,
     )

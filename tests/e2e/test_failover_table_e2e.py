@@ -522,6 +522,45 @@ def test_a_continuation_after_a_whitespace_stripped_prefill_is_byte_exact_at_the
     assert _completion_tokens_billed(gw) == fault.TOKENS
 
 
+def _chunk(delta: dict) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": None}
+    chunk = {"id": "chatcmpl-flaky", "object": "chat.completion.chunk", "created": 1, "model": "test/small"}
+    return b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n"
+
+
+def test_a_continued_reasoning_answer_bills_the_reasoning_the_client_read(gateway, primary, fallback, openai_client):
+    """Hostile testing: a reasoning model's stream broke after 30 reasoning deltas and 40 of
+    text. Only the text was counted as delivered: the client's usage, the bill and the
+    continuation's `max_tokens` left out the 30 reasoning tokens it had read (a reasoning
+    model's thousands), though a stream that is not continued bills them."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    reasoning = [_chunk({"reasoning_content": f"r{i} "}) for i in range(30)]
+    text = [_chunk({"content": f"t{i} "}) for i in range(40)]
+    # The answer so far, then the body's end without a finish_reason or [DONE]: broken.
+    primary.script(fault.at_once(_chunk({"role": "assistant", "content": ""}), *reasoning, *text))
+    stream = openai_client(gw).chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Count."}],
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=500,
+    )
+    chunks = list(stream)
+
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "".join(f"r{i} " for i in range(30))
+    assert "".join(d.content or "" for d in deltas) == FULL_ANSWER
+    usages = [c.usage for c in chunks if c.usage is not None]
+    assert len(usages) == 1 and usages[0].completion_tokens == 30 + fault.TOKENS
+    assert usages[0].completion_tokens_details.reasoning_tokens == 30
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["max_tokens"] == 500 - 70  # what the client read used the budget
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 70), ("steady", 200, None, True, 30 + fault.TOKENS)]
+    assert _completion_tokens_billed(gw) == 30 + fault.TOKENS
+
+
 @pytest.mark.parametrize("step", [fault.stall, fault.pinging], ids=["silent", "keep-alive-comments"])
 def test_stream_stall_is_cut_by_the_idle_limit_and_continued(gateway, primary, fallback, openai_client, step):
     # timeout_s 30: the per-read limit would end the stall after 30 s; the stream's own idle

@@ -204,6 +204,26 @@ def test_a_break_inside_a_tool_use_block_is_not_continued(gw, claude, fallback):
     assert rows == [("claude", 502, "protocol", True, rows[0][4])]
 
 
+def test_a_continued_message_bills_the_thinking_the_client_read(gw, claude, fallback):
+    """Hostile testing: the thinking block's deltas the client had read were left out of its
+    closing usage, the bill and the continuation's `max_tokens` (only text was counted)."""
+    claude.behaviour.thinking = "Counting from zero."
+    # message_start, ping, the thinking block (start, thinking, signature, stop), the text
+    # block's start, then t0..t39.
+    claude.behaviour.break_after_events = 2 + 4 + 1 + 40
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    events = _events(gw, body)
+
+    text = "".join(d["delta"].get("text", "") for name, d in events if name == "content_block_delta")
+    assert text == FULL_ANSWER and "error" not in [name for name, _ in events]
+    assert events[-2][1]["usage"]["output_tokens"] == 1 + fault.TOKENS  # the thinking delta, 40 + 20
+    assert len(claude.received) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["max_tokens"] == 500 - 41
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("claude", 502, "protocol", False, 41), ("steady", 200, None, True, 1 + fault.TOKENS)]
+
+
 def test_a_break_inside_a_thinking_block_is_not_continued(gw, claude, fallback):
     claude.behaviour.thinking = "Counting from zero."
     claude.behaviour.break_after_events = 4  # message_start, ping, thinking start, its first delta

@@ -109,6 +109,31 @@ def test_a_native_responses_stream_cut_mid_text_is_continued_as_one_response(gw,
     )
 
 
+def test_a_break_in_the_message_after_a_reasoning_item_is_continued_and_bills_it(gw, native, fallback):
+    """Hostile testing: a reasoning item done before the message blocked the continuation
+    for good (only one being written is not continuable), and the reasoning the client read
+    was left out of what it was billed and of the continuation's budget."""
+    native.behaviour.reasoning_summary = "Counting from zero."
+    native.behaviour.break_after_events = HEAD_EVENTS + 6 + 40  # the reasoning item, then t0..t39
+    events = list(_client(gw).responses.create(model="auto", input="Count.", max_output_tokens=500, stream=True))
+
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.completed" and "error" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == FULL_ANSWER
+    completed = events[-1].response
+    assert [item.type for item in completed.output] == ["reasoning", "message"]
+    assert [item.id for item in completed.output] == [events[2].item.id, events[8].item.id]
+    assert completed.output_text == FULL_ANSWER
+    assert completed.usage.output_tokens == 1 + fault.TOKENS  # the summary's delta, 40 + 20
+    assert completed.usage.output_tokens_details.reasoning_tokens == 1
+    assert len(native.received) == 1 and len(fallback.seen) == 1
+    assert fallback.seen[0].body["max_tokens"] == 500 - 41
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("native", 502, "protocol", False, 41), ("steady", 200, None, True, 1 + fault.TOKENS)]
+
+
 def test_a_break_inside_a_function_call_is_not_continued(gw, native, fallback):
     native.behaviour.function_call = {"call_id": "call_1", "name": "read", "arguments": '{"path": "README.md"}'}
     native.behaviour.break_after_events = 4  # created, in_progress, item added, half the arguments

@@ -66,6 +66,8 @@ class ResponsesBehaviour:
     output_tokens: int = 5
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # A reasoning item before the message, with this summary text (one delta when streamed).
+    reasoning_summary: str | None = None
     # A 200 that fails: a stream of response.created then this event ("failed": response.failed,
     # "error": an `error` event) before any content; non-streamed, a Response with status failed.
     fail_before_content: str | None = None
@@ -176,9 +178,17 @@ class FakeResponses:
                 }
             ]
         text = {"type": "output_text", "text": b.content, "annotations": [], "logprobs": []}
-        return [
-            {"type": "message", "id": f"msg_{suffix}", "status": "completed", "role": "assistant", "content": [text]}
-        ]
+        message = {
+            "type": "message",
+            "id": f"msg_{suffix}",
+            "status": "completed",
+            "role": "assistant",
+            "content": [text],
+        }
+        if b.reasoning_summary is None:
+            return [message]
+        summary = [{"type": "summary_text", "text": b.reasoning_summary}]
+        return [{"type": "reasoning", "id": f"rs_{suffix}", "summary": summary}, message]
 
     def _usage(self) -> dict[str, Any]:
         b = self.behaviour
@@ -286,6 +296,17 @@ class FakeResponses:
                 event(
                     "response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=arguments
                 ),
+                event("response.output_item.done", output_index=index, item=item),
+            ]
+        if item["type"] == "reasoning":
+            summary = item["summary"][0]
+            where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            return [
+                event("response.output_item.added", output_index=index, item={**item, "summary": []}),
+                event("response.reasoning_summary_part.added", part={**summary, "text": ""}, **where),
+                event("response.reasoning_summary_text.delta", delta=summary["text"], **where),
+                event("response.reasoning_summary_text.done", text=summary["text"], **where),
+                event("response.reasoning_summary_part.done", part=summary, **where),
                 event("response.output_item.done", output_index=index, item=item),
             ]
         text = item["content"][0]["text"]
