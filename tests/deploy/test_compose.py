@@ -234,3 +234,42 @@ def test_the_scale_out_command_publishes_a_host_port_per_replica():
     host_ports = port.group(1) if port else published.group(1)  # what the command sets, else the default
     first, _, last = host_ports.partition("-")
     assert int(last or first) - int(first) + 1 >= replicas, command.group(1)
+
+
+def _container_environment(service: str, host_env: dict[str, str]) -> dict[str, str]:
+    """What a container's `environment:` becomes under compose's interpolation (`${NAME}`,
+    `${NAME:-default}`, empty counting as unset for `:-`), given the host's environment or .env."""
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(3) or ""
+        return host_env.get(name) or default if match.group(2) else host_env.get(name, "")
+
+    pattern = re.compile(r"\$\{([A-Z0-9_]+)(:-([^}]*))?\}")
+    return {name: pattern.sub(value, str(raw)) for name, raw in SERVICES[service]["environment"].items()}
+
+
+def test_the_access_settings_an_operator_puts_in_env_reach_the_gateway(monkeypatch, tmp_path):
+    """The README has an operator who serves other hosts set the gateway's access settings in
+    the environment or .env; a container sees only the variables compose lists for it, so
+    GATEWAY_REQUIRE_KEYS (never open when a wiped Redis lost the virtual keys), the trusted
+    proxies and the log level were silently no setting at all. Unset, each keeps its default."""
+    from gateway.settings import Settings
+
+    operator_env = {
+        "GATEWAY_API_KEYS": "ops:sk-ops",
+        "GATEWAY_REQUIRE_KEYS": "true",
+        "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8",
+        "GATEWAY_LOG_LEVEL": "debug",
+    }
+    for host_env, expected in (
+        (operator_env, (True, "10.0.0.0/8", "debug")),
+        ({}, (False, "", "info")),
+    ):
+        for name in list(os.environ):
+            if name.startswith("GATEWAY_"):
+                monkeypatch.delenv(name)
+        for name, value in _container_environment("gateway", host_env).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
+        settings = Settings()
+        assert (settings.require_keys, settings.trusted_proxies, settings.log_level) == expected
