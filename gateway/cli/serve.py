@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.cli.store import DATA_DIR_HELP
+
 if TYPE_CHECKING:
     from gateway.api.wire import ServeConfig
     from gateway.config.schema import GatewayConfig
@@ -31,10 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--host", help="bind address (default: $GATEWAY_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: $GATEWAY_PORT or 8080)")
     p.add_argument("--workers", type=int, help="worker processes (default: $GATEWAY_WORKERS or 1)")
-    p.add_argument(
-        "--data-dir",
-        help="embedded store directory (default: $GATEWAY_DATA_DIR, else ~/.local/share/open-model-gateway)",
-    )
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--redis-url", help="shared store for several replicas (default: $GATEWAY_REDIS_URL)")
     p.set_defaults(func=run)
 

@@ -25,12 +25,20 @@ SQLITE_FILE = "usage.sqlite3"  # the name gateway.usage.stores.store_for gives t
 KEYS_FILE = "keys.sqlite3"  # and gateway.tenants.store.open_tenant_store the key store's
 
 
+# Where `default_data_dir` looks, in its order: XDG_DATA_HOME moves the store, so a help that
+# named only ~/.local/share sent users with it set looking where nothing is.
+DATA_DIR_HELP = (
+    "embedded store directory (default: $GATEWAY_DATA_DIR, else $XDG_DATA_HOME/open-model-gateway, "
+    "else ~/.local/share/open-model-gateway)"
+)
+
+
 def add_store_flags(p: argparse.ArgumentParser, sqlite_file: str = SQLITE_FILE) -> None:
     """The flags choosing the store; and which one the command opens (`store_file`), for
     `gateway.cli.main` to name in the line it prints when that store fails."""
     p.add_argument(
         "--data-dir",
-        help="embedded store directory (default: $GATEWAY_DATA_DIR, else ~/.local/share/open-model-gateway)",
+        help=DATA_DIR_HELP,
     )
     p.add_argument("--redis-url", help="shared store (default: $GATEWAY_REDIS_URL)")
     p.set_defaults(store_file=sqlite_file)

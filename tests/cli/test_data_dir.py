@@ -317,3 +317,14 @@ def test_a_data_directory_this_user_cannot_search_is_a_setting_refused_not_a_tra
     assert gateway.cli.main(["keys", "list", "--data-dir", str(locked)]) == 2
     said = capsys.readouterr().err
     assert f"cannot use {locked}: Permission denied" in said and "Traceback" not in said
+
+
+@pytest.mark.parametrize("command", [["serve"], ["rankings"], ["usage", "export"], ["keys", "list"]])
+def test_the_data_dir_flags_help_names_where_the_store_is_with_xdg_set(tmp_path, command):
+    """With XDG_DATA_HOME set the store is under it (test_the_cli_run_from_another_directory...):
+    a `--help` that named only ~/.local/share sent the user looking where nothing is."""
+    env = environment(tmp_path / "xdg", COLUMNS="200")
+    shown = cli(*command, "--help", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    data_dir_help = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("--data-dir"))
+    assert "$GATEWAY_DATA_DIR, else $XDG_DATA_HOME/open-model-gateway, else ~/.local/share" in data_dir_help
