@@ -2,9 +2,6 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CONFIG ?= policies/default.yaml
-HOST ?= 127.0.0.1
-PORT ?= 8080
 
 .PHONY: run test lint typecheck format install bench bench-agent bench-profile bench-routing lock clean system-deps js-deps agent-deps
 
@@ -24,8 +21,13 @@ install:
 	echo "$$sum" > $(INSTALLED) && \
 	echo "installed. The gateway command: . $(VENV)/bin/activate, then gateway --help (or $(BIN)/gateway)"
 
+# `make run PORT=8081 HOST=0.0.0.0 CONFIG=my.yaml`: only what is given on make's command line is
+# passed on. Otherwise the gateway's own defaults and GATEWAY_CONFIG/HOST/PORT decide, as for
+# `gateway serve`: fixed flags here overrode those variables, and a HOST or PORT the shell
+# happened to export (tcsh's HOST is the host name) silently moved the server.
+given = $(if $(filter command line,$(origin $(1))),$(2) $($(1)))
 run: install
-	$(BIN)/gateway serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+	$(BIN)/gateway serve $(call given,CONFIG,--config) $(call given,HOST,--host) $(call given,PORT,--port)
 
 # Debian packages that some tests and the benchmark drive for real (needs root and apt).
 system-deps:

@@ -69,3 +69,37 @@ def test_install_runs_once_quietly_and_again_only_when_its_inputs_change(checkou
         lock.write("# a new pin\n")
     assert make_install(checkout).startswith(f"installing into {venv} ...")
     assert len(pip_calls(checkout)) == 6
+
+
+def make_run(checkout: Path, *assignments: str, **environment: str) -> str:
+    """The arguments `make run` gives `gateway`, with the stand-in gateway recording them."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make")
+    log = checkout / "gateway.log"
+    gateway = checkout / "venv" / "bin" / "gateway"
+    gateway.write_text(f'#!/bin/sh\necho "$*" > {log}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and k not in ("HOST", "PORT", "CONFIG")}
+    done = subprocess.run(
+        [make, "--no-print-directory", "run", f"VENV={checkout / 'venv'}", *assignments],
+        cwd=checkout,
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return log.read_text().strip()
+
+
+def test_make_run_leaves_the_gateway_variables_and_a_stray_host_alone(checkout):
+    """README: GATEWAY_CONFIG, GATEWAY_HOST and GATEWAY_PORT choose what `gateway serve` serves.
+    `make run` passed --config/--host/--port always, so they were ignored, and a HOST or PORT
+    the shell exported (tcsh's HOST is the host name) was taken as the bind address or port."""
+    assert make_run(checkout, GATEWAY_CONFIG="my.yaml", GATEWAY_PORT="9000", HOST="build-box", PORT="3000") == "serve"
+
+
+def test_make_run_passes_what_its_command_line_gives(checkout):
+    """The README's `make run PORT=8081 HOST=0.0.0.0 CONFIG=my.yaml`."""
+    given = make_run(checkout, "PORT=8081", "HOST=0.0.0.0", "CONFIG=my.yaml", GATEWAY_PORT="9000")
+    assert given == "serve --config my.yaml --host 0.0.0.0 --port 8081"
