@@ -188,6 +188,11 @@ def test_the_gateway_gets_every_api_key_a_shipped_policy_or_a_vendor_names():
     environment = SERVICES["gateway"]["environment"]
     for key in keys:
         assert environment.get(key) == f"${{{key}:-}}", key
+    # Every other variable a shipped policy reads too (the multi-provider example's vLLM
+    # addresses): set in .env and not listed, the policy's fallback address was used inside.
+    read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", policies))
+    assert {"VLLM_A_URL", "VLLM_B_URL", "VLLM_BASE_URL"} <= read
+    assert read - set(environment) == set()
 
 
 def test_published_ports_listen_on_the_loopback_unless_the_operator_says_otherwise():
