@@ -524,19 +524,12 @@ def _longest_answer(candidates: tuple[Offer, ...], ceiling: int, prompt: int) ->
 
 def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) -> int:
     """The call's cost at the dearest candidate's list prices: the side that never under-reserves."""
-    top_in = max((_dearest_prompt_price(o) for o in candidates), default=0.0)
+    # A prompt at the dearest rate it may be billed at (`Offer.prompt_price_ceiling`): reserved
+    # at `input_price` alone, a prompt written to Anthropic's cache (1.25x, 2x for its one-hour
+    # cache) overspent its key's budget, calls that set max_tokens included (hostile testing).
+    top_in = max((o.prompt_price_ceiling for o in candidates), default=0.0)
     top_out = max((o.spec.output_price for o in candidates), default=0.0)
     return to_nano((prompt * top_in + completion * top_out) / 1_000_000)
-
-
-def _dearest_prompt_price(offer: Offer) -> float:
-    """The most a prompt token of `offer` may be billed at: a prompt written to a prompt cache
-    (Claude Code marks every prompt for it) is billed at `cache_write_price`, 1.25x the input
-    price by default on Anthropic and 2x for its one-hour cache (`gateway.proxy.outcome.price_usd`).
-    Reserved at `input_price` alone, each such call overspent its key's budget by that
-    difference, calls that set max_tokens included (hostile testing)."""
-    spec = offer.spec
-    return max(spec.input_price, spec.cache_write_price or 0.0, spec.cached_input_price or 0.0)
 
 
 # The longest Retry-After a client SDK should sleep through before retrying by itself (the

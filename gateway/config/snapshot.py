@@ -39,11 +39,18 @@ class Offer:
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
+    # The most a prompt token may be billed at (USD per 1M): the input price, or the cache-write
+    # price for a prompt written to a prompt cache (Claude Code marks every prompt for one),
+    # whichever is dearer. What budget reservations price a prompt at, so they never under-reserve.
+    prompt_price_ceiling: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", (self.backend, self.model))
         object.__setattr__(self, "author", self.model.split("/", 1)[0])
         object.__setattr__(self, "qualified_id", f"{self.backend}/{self.model}")
+        spec = self.spec
+        ceiling = max(spec.input_price, spec.cache_write_price or 0.0, spec.cached_input_price or 0.0)
+        object.__setattr__(self, "prompt_price_ceiling", ceiling)
 
 
 @dataclass(frozen=True)
