@@ -219,28 +219,15 @@ def unsent_tail(partial: Partial, mode: PrefillMode) -> str:
 class Splice:
     """Rewrites the continuing stream's events into the client's stream."""
 
-    __slots__ = (
-        "_cache_reads",
-        "_cache_writes",
-        "_delivered",
-        "_delivered_reasoning",
-        "_meta",
-        "_prompt_tokens",
-        "_seam",
-        "usage",
-    )
+    __slots__ = ("_delivered", "_delivered_reasoning", "_first", "_meta", "_seam", "usage")
 
-    def __init__(
-        self, partial: Partial, prompt_tokens: int | None, seam: str = "", *, first: Usage | None = None
-    ) -> None:
+    def __init__(self, partial: Partial, first: Usage | None, seam: str = "") -> None:
         self._meta = partial.meta
         self._delivered = partial.tokens
         self._delivered_reasoning = partial.reasoning
-        self._prompt_tokens = prompt_tokens  # the first attempt's prompt, when known
-        # What of that prompt its upstream reported read from and written to its cache: the
-        # client's total says so, as the bill prices them.
-        self._cache_reads = first.cached_tokens if first is not None else 0
-        self._cache_writes = first.cache_write_tokens if first is not None else 0
+        # What the client was billed for before the break (`outcome.carried`), when known: its
+        # prompt, and what of it the upstream read from and wrote to its cache, is the total's.
+        self._first = first
         # Text the client already read that the continuation writes again at its start (the
         # whitespace a prefill left out, `unsent_tail`): dropped as far as it matches.
         self._seam = seam
@@ -324,15 +311,16 @@ class Splice:
         """What the client is told: the first prompt, every completion token it received."""
         completion = self._delivered + own.completion_tokens
         reasoning = self._delivered_reasoning + own.reasoning_tokens
-        if self._prompt_tokens is None:
+        first = self._first
+        if first is None:
             return Usage(own.prompt_tokens, completion, 0, reasoning, estimated=own.estimated)
         return Usage(
-            self._prompt_tokens,
+            first.prompt_tokens,
             completion,
-            self._cache_reads,
+            first.cached_tokens,
             reasoning,
             estimated=own.estimated,
-            cache_write_tokens=self._cache_writes,
+            cache_write_tokens=first.cache_write_tokens,
         )
 
 
@@ -494,7 +482,7 @@ class StreamRescue:
         backend = context.backends.get(opened.offer.backend)
         mode = prefill_mode(opened.offer, backend.config) if backend is not None else None
         seam = unsent_tail(partial, mode) if mode is not None else ""
-        splice = Splice(partial, carried.prompt_tokens if carried is not None else None, seam, first=carried)
+        splice = Splice(partial, carried, seam)
         tail = b""
         try:
             if opened.prefix:

@@ -126,7 +126,7 @@ def test_a_clients_own_prefill_and_the_partial_answer_are_one_assistant_message(
 
 
 def test_the_continuation_is_spliced_into_the_clients_stream():
-    splice = Splice(PARTIAL, prompt_tokens=11)
+    splice = Splice(PARTIAL, Usage(11, 0))
     theirs = dict(id="chatcmpl-b", model="up-b")
     relayed = (
         chunk({"role": "assistant", "content": ""}, **theirs)
