@@ -47,12 +47,26 @@ def _with_cost(usage: Any, price: Callable[[Usage], float]) -> bool:
     return True
 
 
-def body_with_cost(body: bytes, offer: Offer) -> bytes:
-    """A non-streamed chat completion with `usage.cost`; as it was when it has no usage."""
+def body_with_cost(body: bytes, offer: Offer, billed: Usage | None = None) -> bytes:
+    """A non-streamed chat or text completion with `usage.cost`. One whose upstream sent no
+    usage gets the usage it was billed (`billed`: the prompt estimated, the answer's text
+    counted), as a stream without usage gets the estimated usage chunk: a client that asked
+    for its cost reads what its key was charged either way. As it was when neither is known."""
     answer = orjson.loads(body)  # the fallback loop already checked it is a JSON object
-    if isinstance(answer, dict) and _with_cost(answer.get("usage"), partial(price_usd, offer)):
+    if not isinstance(answer, dict):
+        return body
+    price = partial(price_usd, offer)
+    if _with_cost(answer.get("usage"), price):
         return orjson.dumps(answer)
-    return body
+    if billed is None:
+        return body
+    answer["usage"] = {
+        "prompt_tokens": billed.prompt_tokens,
+        "completion_tokens": billed.completion_tokens,
+        "total_tokens": billed.total_tokens,
+        "cost": round(price(billed), 12),
+    }
+    return orjson.dumps(answer)
 
 
 class CostStream:
@@ -89,8 +103,9 @@ class CostStream:
 
 def priced_body(opened: OpenedAnswer) -> bytes:
     """A non-streamed answer for a client that asked for its cost: priced at the backend that
-    wrote it."""
-    return body_with_cost(opened.body, opened.offer)
+    wrote it (the estimate it was billed when its upstream sent no usage)."""
+    billed = opened.outcome.usage if opened.outcome is not None else None
+    return body_with_cost(opened.body, opened.offer, billed)
 
 
 def priced_stream(opened: OpenedAnswer, broken: Any) -> CostStream:

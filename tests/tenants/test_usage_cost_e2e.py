@@ -100,6 +100,31 @@ def test_a_stream_whose_upstream_sends_no_usage_gets_the_estimate_with_its_cost(
     assert usage.cost == pytest.approx(expected, abs=1e-12)
 
 
+def test_a_non_streamed_answer_without_usage_gets_the_billed_estimate_with_its_cost(
+    gw, upstream, openai_client, tmp_path
+):
+    """Hostile testing found an answer whose upstream sent no usage billed an estimate (the
+    ledger's row) yet handed to a client that asked for its cost with no `usage` at all: it
+    gets the usage it was billed, priced, as a stream without usage gets the estimated chunk."""
+    upstream.reset(send_usage=False)
+    client = openai_client(gw)
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, extra_body=ACCOUNTING)
+    usage = raw.parse().usage
+    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    expected = (usage.prompt_tokens * 1000.0 + usage.completion_tokens * 2000.0) / 1e6
+    assert usage.cost == pytest.approx(expected, abs=1e-12)
+    assert float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(expected, abs=1e-12)
+    text = client.completions.create(model=MODEL, prompt="def add(a, b):", extra_body=ACCOUNTING)
+    assert text.usage is not None and text.usage.cost > 0
+    poll(lambda: len(ledger_costs(gw, tmp_path)) == 2, what="both calls recorded")
+    assert ledger_costs(gw, tmp_path) == [pytest.approx(expected, abs=1e-12), pytest.approx(text.usage.cost, abs=1e-12)]
+
+    # Not asked: the upstream's body untouched, no usage added.
+    plain = client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    assert plain.usage is None
+
+
 def test_text_completions_carry_their_cost_as_chat_does(gw, upstream, openai_client, tmp_path):
     """A new user's walkthrough found `/v1/completions` forwarding `usage` to the backend and
     adding no cost: the field is the gateway's there too, and the answer is priced as chat's."""
