@@ -5,7 +5,8 @@ Passed through: each candidate (an offer of `kind: embedding` whose backend serv
 id, and the client gets the upstream's answer as it came (`encoding_format: base64` vectors
 untouched). Routed, limited, retried and accounted like chat (`endpoint: embeddings` in the
 ledger, prompt tokens priced at the offer's `input_price`, rankings category `embeddings`).
-Never streamed; errors in OpenAI's shape.
+Never streamed; errors in OpenAI's shape. `usage: {"include": true}` adds `usage.cost`
+(`gateway.api.usage_cost`); the field is never sent upstream.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.edge import Ingress, IngressRequest, StreamTranslator
 from gateway.api.ingress import handle
+from gateway.api.usage_cost import priced_embeddings, wants_cost
 from gateway.backends.base import EMBEDDINGS, Backend
 from gateway.config.snapshot import Offer
 from gateway.protocol.embeddings import (
@@ -33,7 +35,10 @@ class EmbeddingsIngress(Ingress):
     endpoint = "embeddings"
 
     def parse(self, body: bytes, headers: dict[str, str]) -> IngressRequest:
-        return parse_embeddings_request(body)
+        request = parse_embeddings_request(body)
+        if "usage" in request.payload and wants_cost(request.payload):  # OpenRouter's usage accounting
+            request.priced = True
+        return request
 
     def plan(self, request: IngressRequest, offer: Offer, backend: Backend) -> UpstreamCall | None:
         if "embeddings" not in offer.apis or not isinstance(request, EmbeddingsRequest):
@@ -50,6 +55,8 @@ class EmbeddingsIngress(Ingress):
         return configured
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
+        if isinstance(request, EmbeddingsRequest) and request.priced:
+            return priced_embeddings(opened)
         return opened.body
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:

@@ -260,11 +260,13 @@ async def _answer(
         if not chat.stream:
             watch.stop()
             outcome.usage = opened.usage
-            if outcome.usage is None and opened.answer is not None:
+            if outcome.usage is None:
                 # No usage reported: the prompt estimated as `settle` would, and the answer's
                 # own text counted (left at nothing, a backend that omits usage gave every
-                # non-streamed answer free, past budgets; a stream counts its content).
-                generated = opened.format.generated_tokens(opened.answer)
+                # non-streamed answer free, past budgets; a stream counts its content). Fixed
+                # here, before the body is written: a client that asked for its cost reads it.
+                answer = opened.answer
+                generated = opened.format.generated_tokens(answer) if answer is not None else 0
                 outcome.usage = Usage(chat.all_prompt_tokens(), generated, estimated=True)
             try:
                 body = ingress.body(request, opened)

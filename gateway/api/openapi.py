@@ -405,7 +405,7 @@ PATHS: dict[str, Any] = {
     "/admin/audit": _admin("get", "The audit log of admin actions, newest last"),
 }
 
-_USAGE_ACCOUNTING = {  # chat's and text completions' (gateway.api.usage_cost)
+_USAGE_ACCOUNTING = {  # chat's, text completions' and embeddings' (gateway.api.usage_cost)
     "type": "object",
     "description": "OpenRouter's usage accounting: `include: true` adds `usage.cost` (USD)",
     "properties": {"include": {"type": "boolean"}},
@@ -480,7 +480,11 @@ SCHEMAS: dict[str, Any] = {
     "EmbeddingRequest": {
         "type": "object",
         "required": ["model", "input"],
-        "properties": {"model": {"type": "string", "minLength": 1}, "input": {"type": ["string", "array"]}},
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"type": ["string", "array"]},
+            "usage": _USAGE_ACCOUNTING,
+        },
     },
     "ResponsesRequest": {
         "type": "object",

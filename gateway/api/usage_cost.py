@@ -1,7 +1,9 @@
-"""OpenRouter's usage accounting on the chat and text completions APIs: `usage: {"include": true}`
-in a request adds `cost` (USD) to the answer's `usage` object, in the final usage chunk for
-streams. Both ingresses price their answers here (`priced_body`, `priced_stream`): the two
-share OpenAI's usage object, its streams' usage chunk and the way a stream asks for it.
+"""OpenRouter's usage accounting on the chat, text completions and embeddings APIs:
+`usage: {"include": true}` in a request adds `cost` (USD) to the answer's `usage` object, in
+the final usage chunk for streams. Chat and text completions price their answers here
+(`priced_body`, `priced_stream`): the two share OpenAI's usage object, its streams' usage
+chunk and the way a stream asks for it; embeddings' usage has prompt tokens alone
+(`priced_embeddings`).
 
 The cost is the gateway's own, at the serving backend's list prices (`price_usd`, the same
 function the ledger and budgets use), so what a client reads is what its key was charged.
@@ -106,6 +108,23 @@ def priced_body(opened: OpenedAnswer) -> bytes:
     wrote it (the estimate it was billed when its upstream sent no usage)."""
     billed = opened.outcome.usage if opened.outcome is not None else None
     return body_with_cost(opened.body, opened.offer, billed)
+
+
+def priced_embeddings(opened: OpenedAnswer) -> bytes:
+    """An embeddings answer for a client that asked for its cost: `usage.cost` at the prompt
+    tokens it was billed (an answer reporting only `total_tokens`, or none, included; an
+    embeddings usage object has no completion)."""
+    billed = opened.outcome.usage if opened.outcome is not None else None
+    if billed is None:
+        return opened.body
+    answer = orjson.loads(opened.body)  # the fallback loop already checked it is a JSON object
+    if not isinstance(answer, dict):
+        return opened.body
+    usage = answer.get("usage")
+    if not isinstance(usage, dict):
+        usage = answer["usage"] = {"prompt_tokens": billed.prompt_tokens, "total_tokens": billed.prompt_tokens}
+    usage["cost"] = round(price_usd(opened.offer, billed), 12)
+    return orjson.dumps(answer)
 
 
 def priced_stream(opened: OpenedAnswer, broken: Any) -> CostStream:

@@ -31,6 +31,7 @@ class EmbeddingsRequest:
     model: str
     inputs: list[str | list[int]]  # `input` as a list, one entry per vector asked for
     chat: ChatRequest  # the view routing and limits read
+    priced: bool = False  # asked for `usage.cost` (OpenRouter's `usage.include`: gateway.api.usage_cost)
 
     @property
     def native(self) -> dict[str, Any]:
@@ -120,7 +121,8 @@ def answer_bytes(request: EmbeddingsRequest) -> int:
 
 
 def upstream_embeddings_payload(request: EmbeddingsRequest, upstream_model: str) -> dict[str, Any]:
-    """The body one backend gets: the client's fields, the backend's model id."""
-    payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS}
+    """The body one backend gets: the client's fields, the backend's model id. `usage`
+    (OpenRouter's usage accounting, whatever its value) is the gateway's, as on chat."""
+    payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS and k != "usage"}
     payload["model"] = upstream_model
     return payload

@@ -422,3 +422,47 @@ def test_a_non_streamed_answer_without_upstream_usage_bills_its_text(gw, upstrea
         expected = (row["prompt_tokens"] * price + row["completion_tokens"] * 2.0) / 1e6
         assert row["prompt_tokens"] > 0 and row["cost"] == pytest.approx(expected, abs=1e-12)
         assert float(raw.headers["x-gateway-cost-usd"]) == pytest.approx(row["cost"], abs=1e-9)
+
+
+def test_embeddings_carry_their_cost_when_asked_and_never_send_the_field_on(gw, upstream, openai_client):
+    """Hostile testing found `usage` (OpenRouter's usage accounting) forwarded to the
+    embeddings backend, where OpenAI answers an unknown field 400, and no cost added: the
+    field is the gateway's here as on chat, and the answer is priced at what was billed."""
+    client = openai_client(gw)
+    asked = {"usage": {"include": True}}
+    raw = client.embeddings.with_raw_response.create(
+        model="embed", input=["a cat", "a dog"], encoding_format="float", extra_body=asked
+    )
+    answer = raw.http_response.json()
+    assert answer["usage"] == {
+        "prompt_tokens": 11,
+        "total_tokens": 11,
+        "cost": pytest.approx(11 * 0.1 / 1e6, abs=1e-12),
+    }
+    assert [d.embedding for d in raw.parse().data] == [vector(0, 3), vector(1, 3)]
+    assert upstream.received[-1].body == {
+        "model": "acme-embed-v1",
+        "input": ["a cat", "a dog"],
+        "encoding_format": "float",
+    }
+
+    # Not asked, whatever the field's value: the upstream's body untouched, the field not sent.
+    for value in ({"include": False}, {}):
+        plain = client.embeddings.with_raw_response.create(
+            model="embed", input="a cat", encoding_format="float", extra_body={"usage": value}
+        )
+        assert plain.http_response.json()["usage"] == {"prompt_tokens": 11, "total_tokens": 11}
+        assert "usage" not in upstream.received[-1].body
+
+    # No usage from the upstream: the estimate billed (the ledger's row) is what the client reads.
+    upstream.reset(send_usage=False)
+    estimated = client.embeddings.with_raw_response.create(
+        model="embed", input="a cat sat on the mat", encoding_format="float", extra_body=asked
+    ).http_response.json()["usage"]
+    assert estimated["prompt_tokens"] == estimated["total_tokens"] > 0
+    assert estimated["cost"] == pytest.approx(estimated["prompt_tokens"] * 0.1 / 1e6, abs=1e-12)
+    assert len(upstream.received) == 1
+    rows = poll(lambda: r if len(r := export_today(gw)) == 4 else None, what="four ledger rows")
+    last = max(rows, key=lambda e: e["timestamp"])
+    assert (last["prompt_tokens"], last["estimated"]) == (estimated["prompt_tokens"], True)
+    assert last["cost"] == pytest.approx(estimated["cost"], abs=1e-12)
