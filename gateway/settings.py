@@ -44,7 +44,10 @@ def legacy_store_notice(data_dir: Path) -> str | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+    # A variable set to nothing is unset: what compose makes of `${GATEWAY_HOST}` when the
+    # shell has none. Taken as its value, an empty GATEWAY_HOST bound every interface and an
+    # empty GATEWAY_DATA_DIR put the store in the current directory.
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", env_ignore_empty=True)
 
     config: Path = Path("policies/default.yaml")
     # Unset: default_data_dir(), the same for the server and the CLI wherever they run.

@@ -6,12 +6,13 @@ import pickle
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from gateway.api.wire import GatewayHttpProtocol, WireLimits
 from gateway.cli.serve import server_config
-from gateway.settings import Settings
+from gateway.settings import Settings, default_data_dir
 from tests.support.ports import free_port
 from tests.support.services import REPO
 
@@ -288,3 +289,20 @@ def test_serve_refuses_a_log_level_by_the_variables_name(tmp_path):
     done = gateway_cli(["serve", "--config", "policies/default.yaml"], {**env, "GATEWAY_LOG_LEVEL": "warn"})
     assert done.returncode == 2 and "GATEWAY_LOG_LEVEL='warn'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_variable_set_to_nothing_is_unset(monkeypatch, tmp_path):
+    """Hostile testing: compose's `${GATEWAY_HOST}` with the shell's unset is an empty
+    variable, and `gateway serve` bound every interface with it (uvicorn's host ""); an empty
+    GATEWAY_DATA_DIR put the store in the current directory, where the CLI run elsewhere
+    would not find it; an empty number or level stopped the start."""
+    for name in ("HOST", "DATA_DIR", "CONFIG", "PORT", "WORKERS", "LOG_LEVEL", "REDIS_URL", "REQUIRE_KEYS"):
+        monkeypatch.setenv(f"GATEWAY_{name}", "")
+    settings = Settings()
+    assert (settings.host, settings.port, settings.workers, settings.log_level) == ("127.0.0.1", 8080, 1, "info")
+    assert settings.data_dir == default_data_dir() and settings.data_dir != Path("")
+    assert (settings.config, settings.redis_url, settings.require_keys) == (Path("policies/default.yaml"), None, False)
+
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GATEWAY_CONFIG": ""}
+    done = gateway_cli(["models"], env)  # the CLI's own default for the policy, as serve's
+    assert done.returncode == 0, done.stderr

@@ -20,7 +20,7 @@ DEFAULT_POLICY = "policies/default.yaml"
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_POLICY))
+    p.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG") or DEFAULT_POLICY)  # empty: unset
 
 
 def load_snapshot(path: str) -> ConfigSnapshot | None:

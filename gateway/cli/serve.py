@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         config, _ = load_config(settings.config)  # fail fast, with every problem listed, before forking workers
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        if "GATEWAY_CONFIG" not in os.environ:  # neither --config nor the variable: the default was read
+        if not os.environ.get("GATEWAY_CONFIG"):  # neither --config nor the variable: the default was read
             print("pass the policy's path as --config FILE (or GATEWAY_CONFIG)", file=sys.stderr)
         return 2
     try:
