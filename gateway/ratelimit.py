@@ -38,7 +38,7 @@ from gateway.protocol.errors import GatewayError, echoed
 from gateway.proxy.usage import MAX_COST_USD
 from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
-from gateway.tenants.keys import Limits
+from gateway.tenants.keys import Limits, VirtualKey
 from gateway.tenants.limits import (
     MAX_PENDING,
     WINDOW_S,
@@ -101,13 +101,20 @@ def _until_clear(current: float, previous: float, elapsed: float) -> float:
     return (1.0 - elapsed) * WINDOW_S if previous else 0.0
 
 
+def key_rpm(key: VirtualKey, config: RateLimitsConfig) -> int | None:
+    """The requests per minute a virtual key is held to: its own, else the routing YAML's
+    `rate_limits.keys` entry for its name, else `default_key_rpm`."""
+    own = key.limits.rpm
+    return own if own is not None else config.keys.get(key.name, config.default_key_rpm)
+
+
 def scopes_for(principal: Principal, names: tuple[str, ...], config: RateLimitsConfig) -> tuple[Scope, ...]:
     out = []
     name = principal.key_name
     key = principal.key
     if key is not None:
         lim = key.limits
-        rpm = lim.rpm if lim.rpm is not None else config.keys.get(key.name, config.default_key_rpm)
+        rpm = key_rpm(key, config)
         out.append(Scope("key", key.name, rpm, lim.tpm, lim.max_concurrent, lim.budget_usd, lim.budget_period, True))
         if principal.team is not None:
             t = principal.team_limits or _NO_LIMITS

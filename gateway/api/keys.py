@@ -20,6 +20,7 @@ from gateway.api.auth import Authenticator
 from gateway.api.ingress import read_body
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError, echoed
+from gateway.ratelimit import key_rpm
 from gateway.supervise import start_supervised
 from gateway.tenants.admin import TenantAdmin, new_limits
 from gateway.tenants.directory import KeyDirectory
@@ -298,7 +299,9 @@ async def current_key(request: Request) -> Response:
         "team": principal.team,
         "models": list(key.models),
         "rate_limit": {
-            "requests": limits.rpm,
+            # What the key is held to: a key without an rpm of its own gets the routing YAML's
+            # (`rate_limits.keys`, `default_key_rpm`), as its x-ratelimit-limit-requests says.
+            "requests": key_rpm(key, state.config.current.config.rate_limits),
             "interval": "1m",
             "tokens": limits.tpm,
             "max_concurrent": limits.max_concurrent,

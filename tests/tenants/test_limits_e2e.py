@@ -169,6 +169,27 @@ def test_success_carries_openai_rate_limit_headers_and_v1_key_shows_the_state(st
     assert r.headers["x-ratelimit-remaining-requests"] == "5"  # the failed call was a request all the same
 
 
+def test_v1_key_shows_the_rpm_the_routing_yaml_holds_a_key_to(start_gateway, upstream, tmp_path):
+    """A key without an rpm of its own is held to the YAML's (its `rate_limits.keys` entry,
+    else `default_key_rpm`): GET /v1/key said `requests: null`, no limit, while its calls
+    carried x-ratelimit-limit-requests and met 429s at the YAML's rpm."""
+    data = tmp_path / "data"
+    listed = create_key("listed", data_dir=data)
+    unlisted = create_key("unlisted", data_dir=data)
+    own = create_key("own", "--rpm", "9", data_dir=data)
+    policy = one_backend_policy(
+        upstream.base_url, models=POLICY_MODELS, rate_limits={"default_key_rpm": 7, "keys": {"listed": 3, "own": 5}}
+    )
+    gw = start_gateway(policy, env={"GATEWAY_DATA_DIR": str(data)})
+    exact_usage(upstream)
+    clear_of_minute_edge()
+    for key, rpm in ((listed, 3), (unlisted, 7), (own, 9)):
+        r = httpx.post(gw.url + "/v1/chat/completions", json=ASK, headers=bearer(key))
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == str(rpm)
+        view = httpx.get(gw.url + "/v1/key", headers=bearer(key)).json()["data"]
+        assert view["rate_limit"] == {"requests": rpm, "interval": "1m", "tokens": None, "max_concurrent": None}
+
+
 def test_a_model_limit_cannot_be_dodged_with_a_suffix_a_route_or_a_fallback_list(start_gateway, upstream):
     gw = start_gateway(
         one_backend_policy(upstream.base_url, models=[MODEL], rate_limits={"routes": {MODEL: 4}}),
