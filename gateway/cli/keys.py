@@ -16,9 +16,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli.store import KEYS_FILE, add_store_flags, settings_from
+from gateway.cli.store import KEYS_FILE, add_store_flags, describe_store, settings_from
 
 if TYPE_CHECKING:
+    from gateway.settings import Settings
     from gateway.tenants.admin import TenantAdmin
 
 # What a command prints: one record or a list of them, as the admin API returns them.
@@ -152,6 +153,7 @@ def _run(args: argparse.Namespace, action: Action) -> int:
     settings = settings_from(args)
     store = open_tenant_store(settings)
     try:
+        _announce(args, settings, empty=not store.all_keys() and not store.all_teams())
         # The static keys this environment names (GATEWAY_API_KEYS, as the server's): the
         # server refuses a virtual key that shares a name with one anyway (Authenticator).
         result = action(TenantAdmin(store, static_names=settings.client_keys().values()), args)
@@ -162,6 +164,22 @@ def _run(args: argparse.Namespace, action: Action) -> int:
         store.close()
     _print(result, args.json)
     return 0
+
+
+_READS = frozenset({"list", "audit"})
+
+
+def _announce(args: argparse.Namespace, settings: Settings, *, empty: bool) -> None:
+    """One line on stderr: which key store the command used, and whether it held nothing.
+    Without it, a CLI run where GATEWAY_REDIS_URL was not set (a bastion, a laptop) made its
+    key in a keys.sqlite3 no gateway reads and printed it as if made: every call with it was
+    a 401. The usage commands say the same of their store (gateway.cli.store.announce_store)."""
+    sub = getattr(args, f"{args.command}_command")
+    verb = "reads" if sub in _READS else "writes to"
+    line = f"gateway {args.command} {sub} {verb} {describe_store(settings, KEYS_FILE)}"
+    if empty:
+        line += " (empty: no key or team was made there before)"
+    print(line, file=sys.stderr)
 
 
 def _print(result: Shown, as_json: bool) -> None:

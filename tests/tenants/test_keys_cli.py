@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 from gateway.tenants.keys import hash_key
 from gateway.tenants.store import SqliteTenantStore
@@ -83,7 +84,8 @@ def test_update_rotate_revoke_and_the_audit_trail(tmp_path):
     assert made["key"] not in text and rotated["key"] not in text
 
     missing = gateway("keys", "revoke", "ghost", data_dir=tmp_path)
-    assert missing.returncode == 1 and missing.stderr.strip() == "error: No key named `ghost`." and not missing.stdout
+    assert missing.returncode == 1 and not missing.stdout
+    assert missing.stderr.splitlines()[-1] == "error: No key named `ghost`."
     bad = gateway("keys", "create", "--name", "x", "--rpm", "-1", data_dir=tmp_path)
     assert bad.returncode == 1 and "`rpm` must be a positive integer" in bad.stderr
     assert len(json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)) == 4
@@ -98,6 +100,34 @@ def test_with_redis_the_cli_writes_where_replicas_read(tmp_path, redis_server):
     assert json.loads(teams.stdout) == []
     listed = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path, redis_url=redis_server.url).stdout)
     assert [k["name"] for k in listed] == ["shared"]
+
+
+@pytest.mark.redis
+def test_each_command_says_which_key_store_it_used_and_that_it_was_empty(tmp_path, redis_server):
+    """Run where GATEWAY_REDIS_URL was not set (a bastion, a laptop), `keys create` made its
+    key in a keys.sqlite3 no gateway reads and printed it as made, saying nothing: every call
+    with it was a 401. Each command now names its store on stderr, as the usage commands do,
+    and says when it held no key or team before (the tell of the wrong one)."""
+    path = tmp_path / "keys.sqlite3"
+    first = gateway("keys", "create", "--name", "app1", "--json", data_dir=tmp_path)
+    assert first.returncode == 0 and json.loads(first.stdout)["name"] == "app1"  # stdout stays the JSON
+    assert (
+        first.stderr == f"gateway keys create writes to SQLite {path} (empty: no key or team was made there before)\n"
+    )
+    assert gateway("keys", "list", data_dir=tmp_path).stderr == f"gateway keys list reads SQLite {path}\n"
+    team = gateway("teams", "create", "t", data_dir=tmp_path)
+    assert team.stderr == f"gateway teams create writes to SQLite {path}\n"
+
+    url = redis_server.url.replace("redis://", "redis://:s3cret@")
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.config_set("requirepass", "s3cret")  # the line names the store, never its password
+    admin.close()
+    shown = url.replace(":s3cret@", ":***@")
+    made = gateway("keys", "create", "--name", "shared", data_dir=tmp_path, redis_url=url)
+    assert made.returncode == 0, made.stderr
+    assert made.stderr == f"gateway keys create writes to Redis {shown} (empty: no key or team was made there before)\n"
+    audit = gateway("keys", "audit", data_dir=tmp_path, redis_url=url)
+    assert audit.stderr == f"gateway keys audit reads Redis {shown}\n"
 
 
 def test_a_zero_limit_on_create_and_an_expiry_out_of_range_are_clear_errors(tmp_path):
@@ -117,7 +147,9 @@ def test_update_refuses_an_expiry_in_the_past_as_create_does(tmp_path):
     assert gateway("keys", "create", "--name", "k", "--expires", "2999-01-01", data_dir=tmp_path).returncode == 0
     done = gateway("keys", "update", "k", "--expires", "2020-01-01", data_dir=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr == "error: `expires` (2020-01-01T00:00:00Z) is in the past: to end a key now, revoke it.\n"
+    assert done.stderr.splitlines()[-1] == (
+        "error: `expires` (2020-01-01T00:00:00Z) is in the past: to end a key now, revoke it."
+    )
     [key] = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path).stdout)
     assert (key["status"], key["expires_at"]) == ("active", "2999-01-01T00:00:00Z")
 
@@ -177,7 +209,7 @@ def test_a_revoked_keys_refusal_says_its_name_stays_taken(tmp_path):
     advice = "error: Key `app1` is revoked; create a new key under another name (a revoked key keeps its name)."
     for args in (("update", "app1", "--rpm", "5"), ("rotate", "app1")):
         refused = gateway("keys", *args, data_dir=tmp_path)
-        assert (refused.returncode, refused.stderr.strip(), refused.stdout) == (1, advice, "")
+        assert (refused.returncode, refused.stderr.splitlines()[-1], refused.stdout) == (1, advice, "")
     again = gateway("keys", "create", "--name", "app1", data_dir=tmp_path)
-    assert (again.returncode, again.stderr.strip()) == (1, "error: A key named `app1` already exists.")
+    assert (again.returncode, again.stderr.splitlines()[-1]) == (1, "error: A key named `app1` already exists.")
     assert gateway("keys", "create", "--name", "app1-v2", data_dir=tmp_path).returncode == 0
