@@ -90,13 +90,16 @@ class FailedAuthThrottle:
         now = self._clock()
         window = int(now // 60)
         entry = self._failures.get(address)
-        if entry is None or entry[0] != window:
-            entry = [window, 0]
-            self._failures[address] = entry
+        if entry is None:
+            entry = self._failures[address] = [window, 0]
             if len(self._failures) > self._max:
                 self._failures.popitem(last=False)
         else:
+            # The most recent now, whichever minute: an entry reset where it stood stayed the
+            # oldest, and the address failing on was the first one forgotten.
             self._failures.move_to_end(address)
+            if entry[0] != window:
+                entry[0], entry[1] = window, 0
         entry[1] += 1
         if entry[1] > self.per_minute:
             return (window + 1) * 60 - now

@@ -31,6 +31,24 @@ def test_memory_is_bounded_by_forgetting_the_least_recent_address():
     assert throttle.failed("10.0.3.231") is not None  # the last one is still remembered (its second failure)
 
 
+def test_an_address_failing_again_in_a_new_minute_is_remembered_as_recent():
+    """Hostile testing: an address's first failure of a new minute reset its count where its
+    entry stood, so the address failing minute after minute stayed the oldest in the table and
+    was the first forgotten when others failed: its count went back to 0 (another minute's
+    worth of guesses) while addresses that had failed once, long ago, were kept."""
+    clock = Clock()
+    throttle = FailedAuthThrottle(2, max_addresses=3, clock=clock)
+    throttle.failed("10.0.0.1")  # the guesser, first in the table
+    throttle.failed("10.0.0.2")
+    throttle.failed("10.0.0.3")
+    clock.now += 60  # a new minute: the guesser goes on, the others are quiet
+    assert throttle.failed("10.0.0.1") is None
+    throttle.failed("10.0.0.4")  # a new address: the least recently failing one is forgotten
+    assert throttle.tracked == 3
+    # The guesser's count was kept: its third failure this minute is refused.
+    assert [throttle.failed("10.0.0.1") for _ in range(2)] == [None, 30.0]
+
+
 def test_x_forwarded_for_is_read_only_from_a_trusted_peer():
     trusted = parse_networks("10.1.0.0/16, 127.0.0.1")
     assert client_address("203.0.113.9", "1.2.3.4", trusted) == "203.0.113.9"  # untrusted peer: header ignored
