@@ -26,7 +26,7 @@ from gateway.tenants.directory import KeyDirectory
 from gateway.tenants.principal import OPEN, Principal
 from gateway.tenants.throttle import FailedAuthThrottle, Network, client_address
 
-__all__ = ["OPEN", "Authenticator", "Caller", "Principal"]
+__all__ = ["OPEN", "Authenticator", "Caller", "NotYetKnown", "Principal"]
 
 log = logging.getLogger("gateway.tenants")
 
@@ -47,6 +47,10 @@ _WHY = {
     "revoked": "This API key has been revoked.",
     "expired": "This API key has expired.",
 }
+
+
+class NotYetKnown(Exception):
+    """A key the key store's view does not know, before the view caught up."""
 
 
 class Authenticator:
@@ -90,7 +94,27 @@ class Authenticator:
             return header[7:].strip()
         return request.headers.get("x-api-key")
 
-    def authenticate(self, request: Caller) -> Principal:
+    async def authenticate_current(self, request: Caller) -> Principal:
+        """`authenticate`, for the client routes: a key unknown to this process's view of the
+        key store is looked for again once the view caught up (`KeyDirectory.catch_up`), so
+        a key made on another replica a moment ago is not refused. A known key, a static one,
+        or an open gateway costs nothing more."""
+        try:
+            return self.authenticate(request, settled=False)
+        except NotYetKnown:
+            return await self.after_catch_up(request)
+
+    async def after_catch_up(self, request: Caller) -> Principal:
+        """`authenticate` once the key store's view caught up, for a request whose key it did
+        not know (`NotYetKnown`; the hot route's way, without a coroutine per request)."""
+        if self.directory is not None and not self._throttle.blocked(self._address(request)):
+            await self.directory.catch_up()  # not for an address refused anyway: guessing reads no store
+        return self.authenticate(request)
+
+    def authenticate(self, request: Caller, *, settled: bool = True) -> Principal:
+        """The principal of a request, or the GatewayError to answer. `settled=False`: a key
+        the key store's view does not know raises `NotYetKnown` instead of failing (not
+        counted against the address), for a caller that catches up and asks again."""
         directory = self.directory
         if not self._keys and not self._require_keys and (directory is None or directory.empty):
             if directory is not None and not directory.loaded:
@@ -118,6 +142,8 @@ class Authenticator:
                 return found
             if found is not None:
                 raise self._failed(request, _WHY[found], "invalid_api_key")
+            if not settled:
+                raise NotYetKnown
         raise self._failed(request, "Incorrect API key provided.", "invalid_api_key")
 
     def _name_conflict(self, name: str | None) -> GatewayError:
@@ -178,10 +204,12 @@ class Authenticator:
             raise self._failed(request, "This endpoint needs the admin key.", "invalid_admin_key")
         return ADMIN
 
-    def _failed(self, request: Caller, message: str, code: str) -> GatewayError:
+    def _address(self, request: Caller) -> str:
         peer = request.client.host if request.client else None
-        address = client_address(peer, request.headers.get("x-forwarded-for"), self._trusted)
-        wait = self._throttle.failed(address)
+        return client_address(peer, request.headers.get("x-forwarded-for"), self._trusted)
+
+    def _failed(self, request: Caller, message: str, code: str) -> GatewayError:
+        wait = self._throttle.failed(self._address(request))
         if wait is not None:
             if self._on_failure is not None:
                 self._on_failure("throttled")

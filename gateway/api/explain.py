@@ -92,7 +92,7 @@ def explained_plan(
 
 async def explain(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     snapshot = state.config.current
     ingress = ingress_for(requested_endpoint(request.query_params))
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}

@@ -30,6 +30,7 @@ from starlette.datastructures import Address
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from gateway.api.auth import NotYetKnown
 from gateway.api.edge import Ingress, IngressRequest, ShuttingDown, broken_error
 from gateway.api.leave import watch_client
 from gateway.api.state import AppState
@@ -130,7 +131,11 @@ async def handle(scope: Scope, receive: Receive, send: Send, ingress: Ingress) -
     backends: BackendSet | None = None
     try:
         try:
-            principal = state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
+            caller = HeadersOnly(headers, scope.get("client"))
+            try:
+                principal = state.auth.authenticate(caller, settled=False)
+            except NotYetKnown:  # perhaps made a moment ago on another replica: look again
+                principal = await state.auth.after_catch_up(caller)
             snapshot = state.config.current  # this request's config, whatever reloads happen meanwhile
             backends = state.backends.acquire()  # and its adapters, taken in the same step
             body = await receive_body(receive, headers.get("content-length"), snapshot.config.gateway.max_body_bytes)

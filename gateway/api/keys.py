@@ -276,7 +276,7 @@ async def audit(request: Request) -> Response:
 
 async def current_key(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     key = principal.key
     if key is None:
         raise GatewayError(

@@ -404,7 +404,7 @@ async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> N
     named = request_id.encode()
     out_headers = [(b"x-request-id", named), (MessagesIngress.request_id_header, named)]
     try:
-        principal = state.auth.authenticate(HeadersOnly(headers, scope.get("client")))
+        principal = await state.auth.authenticate_current(HeadersOnly(headers, scope.get("client")))
         limit = state.config.current.config.gateway.max_body_bytes
         body = await receive_body(receive, headers.get("content-length"), limit)
         native = json_object(body, "`model` and `messages`")  # no max_tokens: nothing is generated

@@ -204,7 +204,7 @@ async def list_models(request: Request) -> Response:
     snapshot = state.config.current
     if "anthropic-version" in request.headers:
         try:
-            principal = state.auth.authenticate(request)
+            principal = await state.auth.authenticate_current(request)
             entries = [
                 anthropic_entry(e, snapshot)
                 for e in visible_to(principal, model_entries(snapshot))
@@ -217,7 +217,7 @@ async def list_models(request: Request) -> Response:
         except GatewayError as exc:
             return anthropic_error_response(state, exc)
         return anthropic_answer(state, orjson.dumps(body))
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     listed = {"object": "list", "data": visible_to(principal, model_entries(snapshot))}
     return Response(orjson.dumps(listed), media_type="application/json")
 
@@ -228,7 +228,7 @@ async def get_model(request: Request) -> Response:
     wanted = request.path_params["model_id"]
     anthropic = "anthropic-version" in request.headers
     try:
-        principal = state.auth.authenticate(request)
+        principal = await state.auth.authenticate_current(request)
         entry = model_entry(snapshot, wanted, principal)
         if anthropic and "messages" not in entry["endpoints"]:
             raise model_not_found(wanted)  # as the list: what /v1/messages can serve (not an embedding model)

@@ -256,7 +256,7 @@ def input_items_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> d
 
 async def retrieve(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     if request.query_params.get("stream", "").lower() in ("true", "1"):
         # OpenAI streams a background response's events; the gateway keeps finished responses
         # only. A JSON answer to a streaming client would read as a stream of no events.
@@ -271,7 +271,7 @@ async def retrieve(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     response_id = request.path_params["response_id"]
     owner = owner_of(principal)
     store = _store(state)
@@ -290,7 +290,7 @@ async def delete(request: Request) -> Response:
 
 async def input_items(request: Request) -> Response:
     state: AppState = request.app.state.gateway
-    principal = state.auth.authenticate(request)
+    principal = await state.auth.authenticate_current(request)
     response_id = request.path_params["response_id"]
     record = await load(state, owner_of(principal), response_id)
     page = input_items_page(listed_input_items(record.input, response_id), request.query_params)

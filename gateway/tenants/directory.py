@@ -7,12 +7,20 @@ with the store call in a thread: a key created, rotated or revoked anywhere (CLI
 replica) reaches this process within that interval, with no restart. A store that fails
 keeps the last good view (counted and logged once per outage); a gateway that has never
 loaded the store refuses virtual keys with 503 rather than guessing.
+
+A key this view does not know may be one made a moment ago elsewhere (an admin API call on
+another replica, the CLI): a provisioning flow that makes a key and uses it at once through
+a load balancer got 401s until the next refresh. Before such a key is refused the view
+catches up once (`catch_up`): misses that come together share one store read, and misses
+read the store at most once per `CATCH_UP_GAP_S` however many unknown keys arrive, so
+guessing keys costs the store little.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +48,9 @@ class _View:
 
 
 _EMPTY = _View(-1, {}, {}, {}, {})
+# The least time between two catch-ups for unknown keys: ten store version reads a second
+# per process at most, whatever clients send.
+CATCH_UP_GAP_S = 0.1
 
 
 class KeyDirectory:
@@ -65,6 +76,8 @@ class KeyDirectory:
         # a store that lost its keys (a Redis restarted without its data, flushed, or another
         # database), which must leave the gateway closed, not open it to anyone.
         self._had_keys = False
+        self._catching_up: asyncio.Future[bool] | None = None
+        self._caught_up_at = -math.inf  # monotonic time of the last catch-up begun
 
     @property
     def loaded(self) -> bool:
@@ -97,6 +110,19 @@ class KeyDirectory:
         """Reload from the store if it changed; True when the view was rebuilt."""
         async with self._refreshing:
             return await self._refresh()
+
+    async def catch_up(self) -> None:
+        """Reload from the store if it changed, for a key the view does not know (see the
+        module docstring): joins a catch-up under way, and starts none within
+        `CATCH_UP_GAP_S` of the last. A caller that goes away does not cancel it."""
+        pending = self._catching_up
+        if pending is None or pending.done():
+            now = time.monotonic()
+            if now - self._caught_up_at < CATCH_UP_GAP_S:
+                return
+            self._caught_up_at = now
+            pending = self._catching_up = asyncio.ensure_future(self.refresh())
+        await asyncio.shield(pending)
 
     async def _refresh(self) -> bool:
         try:

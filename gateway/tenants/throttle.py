@@ -85,6 +85,11 @@ class FailedAuthThrottle:
         """How many addresses are remembered (at most `max_addresses`)."""
         return len(self._failures)
 
+    def blocked(self, address: str) -> bool:
+        """Whether `address` used up this minute's failures: its next one is refused."""
+        entry = self._failures.get(address)
+        return entry is not None and entry[0] == int(self._clock() // 60) and entry[1] >= self.per_minute
+
     def failed(self, address: str) -> float | None:
         """Count one failure from `address`; seconds to wait if it is over the limit, else None."""
         now = self._clock()

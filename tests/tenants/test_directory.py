@@ -292,3 +292,29 @@ async def test_a_record_that_cannot_be_read_is_refused_and_revocations_still_rea
     with sqlite3.connect(path) as db:
         assert json.loads(db.execute("SELECT record FROM keys WHERE name = 'newer'").fetchone()[0]) == record
     store.close()
+
+
+async def test_unknown_keys_catch_the_view_up_sharing_store_reads(tmp_path, monkeypatch):
+    """A key made a moment ago elsewhere is found by the catch-up an unknown key triggers;
+    unknown keys arriving together share one store read, and none reads the store again
+    within CATCH_UP_GAP_S of the last (guessing keys costs the store little)."""
+    import gateway.tenants.directory as directory_module
+
+    clock = Clock()
+    inner = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    store = FlakyStore(inner)
+    directory = KeyDirectory(store, clock=clock)
+    assert await directory.refresh()
+    plain = TenantAdmin(inner, clock).create_key("late", actor="t").plain
+    assert directory.lookup(plain) is None and store.version_reads == 1
+
+    await asyncio.gather(*(directory.catch_up() for _ in range(50)))
+    assert store.version_reads == 2  # fifty misses at once: one read
+    found = directory.lookup(plain)
+    assert isinstance(found, Principal) and found.key_name == "late"
+
+    await directory.catch_up()
+    assert store.version_reads == 2  # within the gap: no read
+    monkeypatch.setattr(directory_module, "CATCH_UP_GAP_S", 0.0)
+    await directory.catch_up()
+    assert store.version_reads == 3  # past it: one read

@@ -3,6 +3,8 @@ the CLI while both run reaches both within seconds, without a restart."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -45,3 +47,46 @@ def test_a_key_made_updated_and_revoked_in_redis_reaches_both_running_replicas(
     assert [status(gw, key, "qwen/qwen3-32b") for gw in gateways] == [401, 401]
     assert len(upstream.received) == before  # nothing revoked reaches the upstream
     assert not (tmp_path / "keys.sqlite3").exists()  # the CLI wrote to Redis only
+
+
+@pytest.mark.redis
+def test_a_key_made_on_one_replica_works_on_the_other_at_once(start_gateway, upstream, redis_server, tmp_path):
+    """Hostile testing: a provisioning flow that made a key through one replica's admin API
+    and used it at once through the load balancer got 401 from the other replica until its
+    next refresh of the key store. An unknown key now makes the view catch up once before it
+    is refused; a storm of unknown keys reads the store a few times, not once per request."""
+    import redis
+
+    env = {"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_KEYS_REFRESH_S": "3600", "GATEWAY_ADMIN_KEY": "sk-admin"}
+    policy = one_backend_policy(upstream.base_url, models=["qwen/qwen3-32b"])
+    create_key("first", data_dir=tmp_path, redis_url=redis_server.url)  # closed from the start
+    a, b = start_gateway(policy, env=env), start_gateway(policy, env=env)
+    made = httpx.post(a.url + "/admin/keys", json={"name": "fresh", "rpm": 9}, headers=bearer("sk-admin"))
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    answered = httpx.post(b.url + "/v1/chat/completions", json=ASK, headers=bearer(key))
+    assert answered.status_code == 200, answered.text
+    assert len(upstream.received) == 1
+    described = httpx.get(b.url + "/v1/key", headers=bearer(key))
+    assert described.status_code == 200 and described.json()["data"]["label"] == "fresh", described.text
+    messages = {"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    made2 = httpx.post(a.url + "/admin/keys", json={"name": "fresh2"}, headers=bearer("sk-admin")).json()["key"]
+    assert httpx.post(b.url + "/v1/messages", json=messages, headers={"x-api-key": made2}).status_code == 200
+
+    store = redis.Redis.from_url(redis_server.url)
+    # The throttle counts per minute of the system's monotonic clock (shared by processes):
+    # the storm starts early in one, so its count is not reset midway.
+    while time.monotonic() % 60 > 30:
+        time.sleep(0.5)
+    store.config_resetstat()
+    refused = [httpx.post(b.url + "/v1/chat/completions", json=ASK, headers=bearer(f"sk-guess-{i}")) for i in range(30)]
+    assert [r.status_code for r in refused] == [401] * 30  # the throttle's 30 a minute, each counted once
+    reads = store.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+    assert 1 <= reads <= 30  # at most one catch-up each (concurrent ones share one: tests/tenants/test_directory.py)
+    store.config_resetstat()
+    throttled = [
+        httpx.post(b.url + "/v1/chat/completions", json=ASK, headers=bearer(f"sk-more-{i}")) for i in range(10)
+    ]
+    assert [r.status_code for r in throttled] == [429] * 10
+    assert "cmdstat_get" not in store.info("commandstats")  # an address refused anyway reads no store
+    assert len(upstream.received) == 2
