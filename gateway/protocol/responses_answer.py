@@ -157,6 +157,15 @@ def message_item(response_id: str, text: str | None, status: str, earlier: int =
     }
 
 
+def call_id_of(call: dict[str, Any], response_id: str, position: int) -> str:
+    """A chat tool call's id as the item's `call_id`; one made from the Response's id and the
+    call's place when the backend sent none (some OpenAI-compatible servers leave it out).
+    OpenAI's are never empty, and clients pair each output to its call by it: an empty one,
+    sent on as every call's `tool_call_id`, leaves parallel calls' outputs unpaired."""
+    call_id = call.get("id")
+    return call_id if type(call_id) is str and call_id else f"call_{_suffix(response_id)}_{position}"
+
+
 def call_item(
     response_id: str,
     position: int,
@@ -224,7 +233,7 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
             call_item(
                 response_id,
                 position,
-                call.get("id") or "",
+                call_id_of(call, response_id, position),
                 name,
                 arguments,
                 "completed",

@@ -16,6 +16,7 @@ import orjson
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import _CONTENT_ONLY, TOOL_SEARCH, CallKinds, call_kinds
 from gateway.protocol.responses_answer import (
+    call_id_of,
     call_item,
     custom_input,
     encoded_echo,
@@ -268,7 +269,7 @@ class ResponseStream:
             item = call_item(
                 self.response_id,
                 position,
-                call.get("id") or "",
+                call_id_of(call, self.response_id, position),
                 name,
                 "",
                 "in_progress",

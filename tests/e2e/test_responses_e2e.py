@@ -191,6 +191,37 @@ def test_function_tools_and_a_function_call_output_turn(gw, upstream, openai_cli
     ]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_without_an_id_gets_a_call_id_its_output_pairs_with(gw, upstream, openai_client, stream):
+    """A chat backend that leaves a tool call's `id` out (some OpenAI-compatible servers do):
+    the item's `call_id` is made, never empty as OpenAI's never are (an empty one was every
+    call's id, so parallel calls' outputs could not be told apart), and the next turn sends the
+    chat backend that id on the call and on the tool message answering it."""
+    client = openai_client(gw, api_key="sk-alice")
+    upstream.reset(tool_call={"type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}})
+    if stream:
+        with client.responses.stream(model="auto", tools=[WEATHER_TOOL], input="Weather in Oslo?") as events:
+            list(events)
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(model="auto", tools=[WEATHER_TOOL], input="Weather in Oslo?")
+    call_id = first.output[0].call_id
+    assert call_id == "call_" + first.id.removeprefix("resp_") + "_0"
+    assert client.responses.retrieve(first.id).output[0].call_id == call_id
+
+    upstream.reset(content="Snow in Oslo.")
+    client.responses.create(
+        model="auto",
+        tools=[WEATHER_TOOL],
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call_id, "output": "snow"}],
+    )
+    assert len(upstream.received) == 1
+    assistant, tool = upstream.received[0].body["messages"][1:]
+    assert [c["id"] for c in assistant["tool_calls"]] == [call_id]
+    assert tool == {"role": "tool", "tool_call_id": call_id, "content": "snow"}
+
+
 def test_item_references_resolve_to_the_keys_stored_items(gw, upstream, openai_client):
     """`item_reference` input items are the items they name, as OpenAI resolves them: an
     output item of a stored response, an input item as `input_items` lists it; another
