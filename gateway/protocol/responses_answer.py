@@ -28,15 +28,20 @@ def _suffix(response_id: str) -> str:
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
+    """A Response's usage for chat's. Cache reads and writes are parts of the input count, as
+    in chat's `prompt_tokens_details` (writes: OpenRouter's `cache_write_tokens`, which the
+    Anthropic adapter fills from `cache_creation_input_tokens`): what the ledger bills."""
     if not isinstance(usage, dict):
         return None
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))
+    details = usage_details(usage, "prompt_tokens_details")
+    cached = _count(details.get("cached_tokens"))
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _count(usage_details(usage, "prompt_tokens_details").get("cached_tokens")),
-            "cache_write_tokens": 0,
+            "cached_tokens": cached,
+            "cache_write_tokens": min(_count(details.get("cache_write_tokens")), max(prompt - cached, 0)),
         },
         "output_tokens": completion,
         "output_tokens_details": {
