@@ -18,7 +18,8 @@ import orjson
 
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.responses import TOOL_SEARCH, CallKinds, call_kinds, input_items
-from gateway.protocol.translation import MALFORMED, malformed_answer, usage_details
+from gateway.protocol.translation import MALFORMED, malformed_answer
+from gateway.protocol.usage_counts import read_counts
 
 _NO_KINDS: CallKinds = (frozenset(), {}, False)
 
@@ -28,31 +29,20 @@ def _suffix(response_id: str) -> str:
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
-    """A Response's usage for chat's. Cache reads and writes are parts of the input count, as
-    in chat's `prompt_tokens_details` (writes: OpenRouter's `cache_write_tokens`, which the
-    Anthropic adapter fills from `cache_creation_input_tokens`): what the ledger bills."""
-    if not isinstance(usage, dict):
+    """A Response's usage for chat's, read as the ledger reads it (`read_counts`: whole floats,
+    DeepSeek's cache hits, cache writes), so the client is told what its call is billed for.
+    Cache reads and writes are parts of the input count, as in chat's `prompt_tokens_details`."""
+    counts = read_counts(usage)
+    if counts is None:
         return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    details = usage_details(usage, "prompt_tokens_details")
-    cached = _count(details.get("cached_tokens"))
+    prompt, completion, cached, written, reasoning = counts
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {
-            "cached_tokens": cached,
-            "cache_write_tokens": min(_count(details.get("cache_write_tokens")), max(prompt - cached, 0)),
-        },
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
-        "output_tokens_details": {
-            "reasoning_tokens": _count(usage_details(usage, "completion_tokens_details").get("reasoning_tokens"))
-        },
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
     }
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def ending(finish_reason: Any) -> tuple[str, dict[str, str] | None]:

@@ -445,6 +445,38 @@ def test_bad_requests_are_400s_in_openais_shape(gw, upstream):
     assert upstream.received == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_translated_responses_usage_is_what_the_ledger_bills(gw, upstream, openai_client, stream):
+    """The usage a translated Response carries is read as the ledger reads the chat backend's:
+    counts written as whole floats, and DeepSeek's top-level `prompt_cache_hit_tokens`, were
+    zero in the Response while the call was billed for them."""
+    client = openai_client(gw, api_key="sk-alice")
+    reported = {
+        "prompt_tokens": 1000.0,
+        "completion_tokens": 20.0,
+        "total_tokens": 1020.0,
+        "prompt_cache_hit_tokens": 600,
+    }
+    upstream.reset(usage=reported)
+    if stream:
+        with client.responses.stream(model="auto", input="Say hello.") as events:
+            list(events)
+            response = events.get_final_response()
+    else:
+        response = client.responses.create(model="auto", input="Say hello.")
+    usage = response.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (1000, 20, 1020)
+    assert (usage.input_tokens_details.cached_tokens, usage.output_tokens_details.reasoning_tokens) == (600, 0)
+    assert client.responses.retrieve(response.id).usage == usage
+    (row,) = ledger(gw, 1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"], row["estimated"]) == (
+        1000,
+        20,
+        600,
+        False,
+    )
+
+
 def test_the_ledger_records_responses_calls(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     client.responses.create(model="auto", input="Say hello.")
