@@ -131,7 +131,7 @@ def _item_id(prefix: str, response_id: str, earlier: int) -> str:
 
 
 def reasoning_item(response_id: str, text: str, status: str, earlier: int = 0) -> dict[str, Any]:
-    content = [{"type": "reasoning_text", "text": text}] if text or status == "completed" else []
+    content = [{"type": "reasoning_text", "text": text}] if text or status != "in_progress" else []
     return {
         "type": "reasoning",
         "id": _item_id("rs_", response_id, earlier),
@@ -238,6 +238,8 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
             )
         )
     status, incomplete = ending(choice.get("finish_reason"))
+    if incomplete is not None and output and output[-1]["type"] in ("message", "reasoning"):
+        output[-1]["status"] = status  # the text the cut fell in, as OpenAI marks it
     created = completion.get("created")
     if not isinstance(created, int):
         created = int(time.time())

@@ -184,8 +184,8 @@ class ResponseStream:
                 continue  # a Response has one answer
             events += self._delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]  # first: the item it cut closes as incomplete
                 events += self._settle()
-                self._finish = choice["finish_reason"]
                 self._finished = True
         if self._finished and self._usage is not None:
             events += self._end()
@@ -342,15 +342,18 @@ class ResponseStream:
             return []
         index = len(self.output)
         events: list[dict[str, Any]] = []
+        # The text being written when the answer was cut (max_output_tokens, a content filter)
+        # is incomplete, as OpenAI marks the item; any other item was whole before it.
+        status = ending(self._finish)[0]
         if item["type"] == "message":
             events.append(self._text_event("response.output_text.done", text=text, logprobs=[]))
             part = {"type": "output_text", "text": text, "annotations": []}
             events.append(self._part_event("response.content_part.done", part))
-            done = {**message_item(self.response_id, text, "completed"), "id": item["id"]}
+            done = {**message_item(self.response_id, text, status), "id": item["id"]}
         elif item["type"] == "reasoning":
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
-            done = {**reasoning_item(self.response_id, text, "completed"), "id": item["id"]}
+            done = {**reasoning_item(self.response_id, text, status), "id": item["id"]}
         elif item["type"] == "custom_tool_call":
             text = custom_input(text)
             if text:

@@ -477,6 +477,31 @@ def test_a_translated_responses_usage_is_what_the_ledger_bills(gw, upstream, ope
     )
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
+def test_the_message_a_cut_fell_in_is_incomplete(gw, upstream, openai_client, stream, finish, reason):
+    """A chat answer cut at max_tokens (or by a content filter) is an incomplete Response whose
+    message item says so too, as OpenAI marks the item it cut: it said `completed`, so a
+    client reading items took half a message for a whole one."""
+    client = openai_client(gw, api_key="sk-alice")
+    upstream.reset(reasoning="Thinking.", finish_reason=finish)
+    if stream:
+        events = list(client.responses.create(model="auto", input="Say hello.", max_output_tokens=16, stream=True))
+        assert events[-1].type == "response.incomplete"
+        done = [e.item for e in events if e.type == "response.output_item.done"]
+        response = events[-1].response
+        assert done == response.output
+    else:
+        response = client.responses.create(model="auto", input="Say hello.", max_output_tokens=16)
+    assert (response.status, response.incomplete_details.reason) == ("incomplete", reason)
+    assert [(item.type, item.status) for item in response.output] == [
+        ("reasoning", "completed"),
+        ("message", "incomplete"),
+    ]
+    assert client.responses.retrieve(response.id).output == response.output
+    assert len(upstream.received) == 1
+
+
 def test_the_ledger_records_responses_calls(gw, upstream, openai_client):
     client = openai_client(gw, api_key="sk-alice")
     client.responses.create(model="auto", input="Say hello.")

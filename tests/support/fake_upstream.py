@@ -40,6 +40,7 @@ class Behaviour:
     end_after_events: int | None = None  # end the body cleanly after N stream events (no [DONE] after a cut)
     one_write: bool = False  # the stream's events in one write (read whole by the gateway)
     tool_call: dict | None = None  # answer with this tool call instead of content
+    finish_reason: str = "stop"  # of an answer without a tool call (`length`: cut at max_tokens)
     reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
     # DeepSeek's thinking mode: an assistant message with tool calls and no `reasoning_content`
     # is its 400 (api-docs.deepseek.com "Thinking Mode", quoted in agents' issues).
@@ -158,7 +159,7 @@ class FakeUpstream:
         base = {"id": f"chatcmpl-{self.name}", "created": int(time.time()), "model": body.get("model")}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": b.content}
-            finish = "stop"
+            finish = b.finish_reason
             if b.reasoning:
                 message["reasoning_content"] = b.reasoning
             if b.tool_call:
@@ -224,7 +225,7 @@ class FakeUpstream:
                             }
                         )
                     )
-                finish = "stop"
+                finish = b.finish_reason
             events.append(_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
             if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
                 choices = [{"index": 0, "delta": {}}] if b.usage_with_empty_choice else []
