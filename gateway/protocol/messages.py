@@ -39,7 +39,8 @@ from gateway.protocol.body import json_text
 from gateway.protocol.chat import REASONING
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
-from gateway.protocol.translation import MALFORMED, malformed_answer, usage_details
+from gateway.protocol.translation import MALFORMED, malformed_answer
+from gateway.protocol.usage_counts import read_counts
 
 # Anthropic stop_reason -> chat finish_reason (read by the egress translation).
 FINISH_REASONS = {
@@ -630,24 +631,20 @@ def message_id(chat_id: Any) -> str:
 
 
 def anthropic_usage(usage: Any) -> dict[str, int]:
-    """Anthropic's usage for chat's: cache reads and writes (OpenRouter's
-    `prompt_tokens_details.cache_write_tokens`, as the ledger reads it) come out of the
+    """Anthropic's usage for chat's, read as the ledger reads it (`read_counts`: whole floats,
+    DeepSeek's cache hits), so the client is told what its call is billed for: cache reads
+    and writes (OpenRouter's `prompt_tokens_details.cache_write_tokens`) come out of the
     prompt count."""
-    usage = usage if isinstance(usage, dict) else {}
-    prompt = _count(usage.get("prompt_tokens"))
-    details = usage_details(usage, "prompt_tokens_details")
-    cached = min(_count(details.get("cached_tokens")), prompt)
-    written = min(_count(details.get("cache_write_tokens")), prompt - cached)
+    prompt, completion, cached, written, _ = read_counts(usage) or _NO_COUNTS
     return {
         "input_tokens": prompt - cached - written,
-        "output_tokens": _count(usage.get("completion_tokens")),
+        "output_tokens": completion,
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": written,
     }
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+_NO_COUNTS = (0, 0, 0, 0, 0)
 
 
 def _stop(choice: dict[str, Any], stop_sequences: list[str] | None) -> tuple[str, str | None]:

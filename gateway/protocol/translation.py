@@ -2,7 +2,7 @@
 
 Both turn a chat completion, or its stream of chunks, into another API's answer: the
 errors for an answer they cannot read (`MALFORMED`, `malformed_answer`, `malformed_chunk`),
-a usage's detail members read leniently (`usage_details`), the tool calls a stream holds
+the tool calls a stream holds
 while another call's arguments are still coming (`HeldCalls`, `unindexed_position`,
 `whole_json`), and the typed SSE event both APIs write (`encode_event`). Pure code, no I/O.
 """
@@ -17,14 +17,6 @@ from gateway.protocol.errors import GatewayError
 
 # What reading a malformed backend answer raises (a list where an object belongs, and so on).
 MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError)
-
-
-def usage_details(usage: dict[str, Any], name: str) -> dict[str, Any]:
-    """A chat usage's `*_tokens_details` member when it is an object, else an empty one: a
-    backend's odd detail (a string, a list) leaves that count out, as the chat endpoint's own
-    usage reader does, rather than failing an answer that is otherwise whole."""
-    details = usage.get(name)
-    return details if isinstance(details, dict) else {}
 
 
 class HeldCalls:

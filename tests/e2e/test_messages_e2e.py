@@ -1128,3 +1128,32 @@ def test_explain_shows_the_decision_for_anthropic_only_content_and_refuses_deep_
             headers={"x-api-key": "sk-test"},
         )
         assert refused.status_code in ((400,) if extra else (200,)), refused.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_translated_messages_usage_is_what_the_ledger_bills(gw, client, upstream, stream):
+    """Hostile testing: counts a chat backend wrote as whole floats, and DeepSeek's top-level
+    `prompt_cache_hit_tokens`, were 0 in the Messages usage while the ledger billed them (the
+    Responses translation had the same fault): both read the usage one way now."""
+    upstream.reset(
+        usage={
+            "prompt_tokens": 1000.0,
+            "completion_tokens": 20.0,
+            "total_tokens": 1020.0,
+            "prompt_cache_hit_tokens": 600,
+        }
+    )
+    if stream:
+        with client.messages.stream(model="open", max_tokens=50, messages=HELLO) as events:
+            usage = events.get_final_message().usage
+    else:
+        usage = client.messages.create(model="open", max_tokens=50, messages=HELLO).usage
+    assert (usage.input_tokens, usage.output_tokens) == (400, 20)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (600, 0)
+    (row,) = ledger(gw, 1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"], row["estimated"]) == (
+        1000,
+        20,
+        600,
+        False,
+    )
