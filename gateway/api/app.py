@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from gateway.api import keys, stored_responses
 from gateway.api.anthropic_answers import anthropic_error_response
@@ -241,8 +243,24 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    error = GatewayError(405, f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed")
+    # With `Allow`, which a 405 must carry (RFC 9110): every method a route of this path takes
+    # (the router names only the first such route's: a stored response's GET, not its DELETE).
+    allowed = sorted({m for route in request.app.routes for m in _methods_for(route, request.scope)})
+    error = GatewayError(
+        405,
+        f"{request.method} is not allowed on {request.url.path}.",
+        code="method_not_allowed",
+        headers={"allow": ", ".join(allowed)} if allowed else None,
+    )
     return _refusal(request, error)
+
+
+def _methods_for(route: BaseRoute, scope: Scope) -> frozenset[str]:
+    """The methods `route` takes when its path matches the request's (none otherwise)."""
+    methods = getattr(route, "methods", None)
+    if not methods or route.matches(scope)[0] is Match.NONE:
+        return frozenset()
+    return frozenset(methods)
 
 
 _ANTHROPIC_PATHS = ("/v1/messages", "/messages", "/v1/v1/messages")

@@ -775,9 +775,13 @@ def test_a_wrong_path_or_method_under_messages_is_refused_in_anthropics_shape(gw
             "request_id": method_id,
         },
     )
+    assert wrong_method.headers["allow"] == "POST"  # a 405 names the methods there are (RFC 9110)
     assert (wrong_path.headers["x-request-id"], wrong_method.headers["x-request-id"]) == (path_id, method_id)
     assert path_id != method_id
     assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
+    compact = httpx.post(gw.url + "/v1/responses/compact", json={}, headers={"authorization": "Bearer sk-test"})
+    assert (compact.status_code, compact.json()["error"]["code"]) == (405, "method_not_allowed")
+    assert compact.headers["allow"] == "DELETE, GET, HEAD"
     assert upstream.received == []
 
 
