@@ -31,6 +31,7 @@ Mappings chosen where the APIs differ:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -658,6 +659,21 @@ def _stop(choice: dict[str, Any], stop_sequences: list[str] | None) -> tuple[str
     return STOP_REASONS.get(finish, "end_turn"), None
 
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def tool_use_id(call_id: Any, message: str, n: int) -> str:
+    """The `tool_use` id for the `n`th tool call of message `message`: the call's own id, or,
+    when the backend gave it none (a null or empty `id`), one made from the message's, as
+    Anthropic's `toolu_` ids are. Relayed as it came (null, `""`), it was an id the client
+    could not send back: its next turn, the tool_use and its tool_result, was the gateway's
+    own 400 (an `id` is required), or Anthropic's for a native backend (ids are
+    `^[a-zA-Z0-9_-]+$`)."""
+    if isinstance(call_id, str) and call_id:
+        return call_id
+    return f"toolu_{_ID_UNSAFE.sub('', message.removeprefix('msg_'))}_{n}"
+
+
 def _tool_input(call: dict[str, Any]) -> dict[str, Any]:
     function = call.get("function") or {}
     try:
@@ -731,14 +747,16 @@ def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] |
     if isinstance(reply.get("content"), str) and reply["content"]:
         content.append({"type": "text", "text": reply["content"]})
     calls = reply.get("tool_calls") or []
-    for call in calls:
+    made = message_id(completion.get("id"))
+    for n, call in enumerate(calls):
         name = (call.get("function") or {}).get("name")
-        content.append({"type": "tool_use", "id": call.get("id"), "name": name, "input": _tool_input(call)})
+        use_id = tool_use_id(call.get("id"), made, n)
+        content.append({"type": "tool_use", "id": use_id, "name": name, "input": _tool_input(call)})
     stop_reason, stop_sequence = _stop(choice, stop_sequences)
     if calls and stop_reason == "end_turn":
         stop_reason = "tool_use"  # some backends finish a tool call with `stop`
     return {
-        "id": message_id(completion.get("id")),
+        "id": made,
         "type": "message",
         "role": "assistant",
         "model": model,

@@ -18,6 +18,7 @@ from gateway.protocol.messages import (
     anthropic_error_from_chat,
     anthropic_usage,
     message_id,
+    tool_use_id,
 )
 from gateway.protocol.translation import (
     MALFORMED,
@@ -49,6 +50,8 @@ class MessageStream:
         self.stop_sequences = stop_sequences
         self._input_tokens = input_tokens  # an estimate for message_start; the usage chunk corrects it
         self._started = False
+        self._message_id = "msg_unknown"  # message_start's, once sent: the base of ids made for calls
+        self._tools_opened = 0
         self._pinged = False
         self._closed = False
         self._index = -1  # the open block's index, -1 when none is open
@@ -151,8 +154,9 @@ class MessageStream:
         if self._started:
             return []
         self._started = True
+        self._message_id = message_id(chunk.get("id"))
         message: dict[str, Any] = {
-            "id": message_id(chunk.get("id")),
+            "id": self._message_id,
             "type": "message",
             "role": "assistant",
             "model": self.model,
@@ -206,11 +210,12 @@ class MessageStream:
                 return []
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": call.get("id") or "",
+                "id": tool_use_id(call.get("id"), self._message_id, self._tools_opened),
                 "name": function.get("name") or "",
                 "input": {},
             }
             events += self._open_block("tool_use", block, force=True)
+            self._tools_opened += 1
             self._tool_blocks[position] = self._index
             self._open_tool = position
         elif position != self._open_tool:

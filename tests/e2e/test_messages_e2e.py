@@ -254,6 +254,49 @@ def test_a_streamed_tool_call_arrives_as_input_json_deltas(gw, client, upstream)
     assert final.stop_reason == "tool_use"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_the_backend_gave_no_id_gets_one_the_client_can_send_back(gw, client, upstream, claude, stream):
+    """Some chat backends leave a tool call's `id` out: the client still gets a tool_use id it
+    can answer (relayed as null or "", its next turn was refused), on either kind of backend."""
+    upstream.reset(
+        tool_call={"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    )
+    asked = {"model": "open", "max_tokens": 200, "tools": [WEATHER], "messages": HELLO}
+    if stream:
+        with client.messages.stream(**asked) as answer:
+            first = answer.get_final_message()
+    else:
+        first = client.messages.create(**asked)
+    [use] = first.content
+    assert (use.type, use.id, use.input, first.id) == ("tool_use", "toolu_a_0", {"city": "Paris"}, "msg_a")
+    upstream.reset()
+    history = [
+        *HELLO,
+        {"role": "assistant", "content": [use.model_dump()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
+    ]
+    for model in ("open", "claude"):
+        answer = client.messages.create(model=model, max_tokens=200, tools=[WEATHER], messages=history)
+        assert answer.stop_reason == "end_turn"
+    assert upstream.received[-1].body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "toolu_a_0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_a_0", "content": "sunny"},
+    ]
+    [native] = claude.received
+    assert native.body["messages"][2]["content"][0]["tool_use_id"] == "toolu_a_0"
+    assert len(upstream.received) == 1
+
+
 def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(gw, client, upstream):
     upstream.reset(reasoning="Paris is in France.", content="Bonjour.")
     message = client.messages.create(

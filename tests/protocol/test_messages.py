@@ -1196,3 +1196,17 @@ def test_interleaved_thinking_goes_back_a_paragraph_apart_and_redacted_thinking_
         "messages": [{"role": "user", "content": "Go."}, {"role": "assistant", "content": turn}],
     }
     assert messages_to_chat(body)["messages"][-1]["reasoning_content"] == "First this.\n\nThen that."
+
+
+def test_tool_calls_a_backend_gave_no_id_get_distinct_ids_in_anthropics_alphabet():
+    """A null or empty call id came out as the tool_use's id: an id the client could not send back."""
+    chunk = {"id": "chatcmpl-7f.2:x", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    calls = [
+        {"index": n, "id": given, "type": "function", "function": {"name": "read", "arguments": "{}"}}
+        for n, given in enumerate((None, ""))
+    ]
+    streamed = _stream([chunk, {**chunk, "choices": [{"index": 0, "delta": {"tool_calls": calls}}]}])
+    opened = [e["content_block"]["id"] for e in streamed if e["type"] == "content_block_start"]
+    completion = {"id": "chatcmpl-7f.2:x", "choices": [{"message": {"role": "assistant", "tool_calls": calls}}]}
+    message = chat_to_message(completion, "m")
+    assert opened == [b["id"] for b in message["content"]] == ["toolu_7f2x_0", "toolu_7f2x_1"]
