@@ -744,7 +744,10 @@ def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] |
     reasoning = reply.get("reasoning_content") or reply.get("reasoning")
     if isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    if isinstance(reply.get("content"), str) and reply["content"]:
+    if isinstance(reply.get("content"), str) and reply["content"].strip():
+        # Whitespace alone (Qwen's "\n\n" before its tool call) is no block: sent back, as
+        # clients send each turn, Anthropic refuses it ("text content blocks must contain
+        # non-whitespace text"), and a native candidate could not take the conversation on.
         content.append({"type": "text", "text": reply["content"]})
     calls = reply.get("tool_calls") or []
     made = message_id(completion.get("id"))

@@ -60,6 +60,7 @@ class MessageStream:
         self._open_tool: int | None = None
         self._tool_arguments: list[str] = []  # the open tool block's arguments so far
         self._tool_withheld = False  # its arguments do not start an object: held, checked at its end
+        self._blank = ""  # whitespace no text block is open for: held until text follows it
         self._held = HeldCalls()  # calls waiting for it
         self._call_ids: dict[str, int] | None = None  # for calls without an `index` (`unindexed_position`)
         self._stop: tuple[str, str | None] | None = None
@@ -183,9 +184,17 @@ class MessageStream:
         if isinstance(reasoning, str) and reasoning:
             events += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
             events.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
-        if isinstance(delta.get("content"), str) and delta["content"]:
-            events += self._open_block("text", {"type": "text", "text": ""})
-            events.append(self._block_delta({"type": "text_delta", "text": delta["content"]}))
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self._open != "text" and not text.strip():
+                # Whitespace before any text (Qwen's "\n\n" before its tool call) waits for
+                # text to go before: a text block of whitespace alone, sent back as clients
+                # send each turn, is Anthropic's 400 (`chat_to_message` leaves it out too).
+                self._blank += text
+            else:
+                events += self._open_block("text", {"type": "text", "text": ""})
+                text, self._blank = self._blank + text, ""
+                events.append(self._block_delta({"type": "text_delta", "text": text}))
         for call in delta.get("tool_calls") or ():
             events += self._tool_delta(call)
         return events
@@ -237,6 +246,8 @@ class MessageStream:
         if self._open == kind and not force:
             return []
         events = self._close_block()
+        if kind != "text":
+            self._blank = ""  # whitespace before another kind of block: nothing to go before
         self._index += 1
         self._open = kind
         events.append({"type": "content_block_start", "index": self._index, "content_block": block})

@@ -297,6 +297,31 @@ def test_a_tool_call_the_backend_gave_no_id_gets_one_the_client_can_send_back(gw
     assert len(upstream.received) == 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_whitespace_before_a_tool_call_is_no_text_block_a_native_backend_would_refuse_back(
+    gw, client, upstream, claude, stream
+):
+    """Qwen on vLLM writes "\n\n" before its tool call: as a text block of its own, the turn
+    the client sends back was Anthropic's 400 on a native candidate."""
+    upstream.reset(tool_call=CALL, tool_call_content="\n\n")
+    asked = {"model": "open", "max_tokens": 200, "tools": [WEATHER], "messages": HELLO}
+    if stream:
+        with client.messages.stream(**asked) as answer:
+            first = answer.get_final_message()
+    else:
+        first = client.messages.create(**asked)
+    assert [b.type for b in first.content] == ["tool_use"] and first.content[0].id == "call_w1"
+    history = [
+        *HELLO,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_w1", "content": "sunny"}]},
+    ]
+    answer = client.messages.create(model="claude", max_tokens=200, tools=[WEATHER], messages=history)
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    [native] = claude.received
+    assert [b["type"] for b in native.body["messages"][1]["content"]] == ["tool_use"]
+
+
 def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(gw, client, upstream):
     upstream.reset(reasoning="Paris is in France.", content="Bonjour.")
     message = client.messages.create(

@@ -1210,3 +1210,22 @@ def test_tool_calls_a_backend_gave_no_id_get_distinct_ids_in_anthropics_alphabet
     completion = {"id": "chatcmpl-7f.2:x", "choices": [{"message": {"role": "assistant", "tool_calls": calls}}]}
     message = chat_to_message(completion, "m")
     assert opened == [b["id"] for b in message["content"]] == ["toolu_7f2x_0", "toolu_7f2x_1"]
+
+
+def test_whitespace_no_text_block_is_open_for_goes_before_the_text_that_follows_or_nowhere():
+    """A text block of whitespace alone is one Anthropic refuses when the client sends it back."""
+
+    def texts(deltas):
+        chunks = [{"id": "c", "choices": [{"index": 0, "delta": delta}]} for delta in deltas]
+        events = _stream([*chunks, {"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}])
+        opened = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+        return opened, [e["delta"].get("text") for e in events if e["type"] == "content_block_delta"]
+
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assert texts([{"content": "\n\n"}, {"tool_calls": [call]}]) == (["tool_use"], [None])
+    assert texts([{"content": "\n\n", "tool_calls": [call]}]) == (["tool_use"], [None])
+    assert texts([{"content": "\n"}, {"content": " "}, {"content": "Hi"}, {"content": " "}]) == (
+        ["text"],
+        ["\n Hi", " "],
+    )
+    assert texts([{"content": "  "}]) == ([], [])

@@ -165,7 +165,7 @@ class FakeAnthropic:
                     "invalid_request_error",
                     f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'",
                 )
-        return _thinking_problem(body)
+        return _blank_text_problem(body) or _thinking_problem(body)
 
     def _content(self, body: dict) -> list[dict]:
         b = self.behaviour
@@ -254,6 +254,20 @@ class FakeAnthropic:
             delta["usage"] = {**nulls, "output_tokens": b.output_tokens}
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})
+
+
+def _blank_text_problem(body: dict) -> tuple[int, str, str] | None:
+    """Anthropic's 400 for a text block, in any turn, that is empty or whitespace alone, in its
+    words (as quoted from its API in clients' issues)."""
+    for turn in body["messages"]:
+        content = turn.get("content")
+        for block in content if isinstance(content, list) else ():
+            text = block.get("text") if block.get("type") == "text" else None
+            if text == "":
+                return 400, "invalid_request_error", "messages: text content blocks must be non-empty"
+            if isinstance(text, str) and not text.strip():
+                return 400, "invalid_request_error", "messages: text content blocks must contain non-whitespace text"
+    return None
 
 
 def signature(model: str) -> str:

@@ -41,6 +41,7 @@ class Behaviour:
     one_write: bool = False  # the stream's events in one write (read whole by the gateway)
     tool_call: dict | None = None  # answer with this tool call instead of content
     finish_reason: str = "stop"  # of an answer without a tool call (`length`: cut at max_tokens)
+    tool_call_content: str | None = None  # the content beside it (Qwen on vLLM: "\n\n" before its call)
     reasoning: str | None = None  # `reasoning_content` before the answer (vLLM/DeepSeek reasoning models)
     # DeepSeek's thinking mode: an assistant message with tool calls and no `reasoning_content`
     # is its 400 (api-docs.deepseek.com "Thinking Mode", quoted in agents' issues).
@@ -163,7 +164,7 @@ class FakeUpstream:
             if b.reasoning:
                 message["reasoning_content"] = b.reasoning
             if b.tool_call:
-                message = {"role": "assistant", "content": None, "tool_calls": [b.tool_call]}
+                message = {"role": "assistant", "content": b.tool_call_content, "tool_calls": [b.tool_call]}
                 finish = "tool_calls"
             out = {
                 **base,
@@ -212,6 +213,9 @@ class FakeUpstream:
                 delta = {"reasoning_content": b.reasoning}
                 events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             if b.tool_call:
+                if b.tool_call_content:
+                    delta = {"content": b.tool_call_content}
+                    events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
                 delta = {"tool_calls": [{"index": 0, **b.tool_call}]}
                 events.append(_event({**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
                 finish = "tool_calls"
