@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.anthropic_ids import with_anthropic_tool_ids
 from gateway.backends.anthropic_stream import StreamTranslator
 from gateway.backends.anthropic_thinking import (
     UnboundSignatures,
@@ -153,8 +154,9 @@ class AnthropicBackend(OpenAICompatBackend):
 
     async def _messages(self, body: dict[str, Any], headers: dict[str, str], max_bytes: int) -> Http1Response:
         """POST /messages with the thinking blocks Anthropic will take back (`anthropic_thinking`),
-        asked again after its 400 for those it will not; any other failure in OpenAI's terms."""
-        payload = replayable(body)
+        asked again after its 400 for those it will not, and tool ids in its alphabet
+        (`anthropic_ids`); any other failure in OpenAI's terms."""
+        payload = replayable(with_anthropic_tool_ids(body))
         if self.unbound and self.unbound.carried_by(payload):
             payload, headers = bound_to_drop(payload, headers, self._headers.get("anthropic-beta"))
         asked = 0

@@ -4,6 +4,7 @@ through chat completions) and a fake Anthropic upstream (the request passed thro
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import anthropic
@@ -320,6 +321,28 @@ def test_whitespace_before_a_tool_call_is_no_text_block_a_native_backend_would_r
     assert answer.content[0].text == "Hello from the fake Anthropic."
     [native] = claude.received
     assert [b["type"] for b in native.body["messages"][1]["content"]] == ["tool_use"]
+
+
+def test_tool_ids_outside_anthropics_alphabet_reach_an_anthropic_backend_inside_it(gw, client, upstream, claude):
+    """Kimi's call ids (`functions.get_weather:0`) came back to Anthropic as the client keeps
+    them: its 400 ("String should match pattern") on every turn of the conversation after."""
+    kimi = "functions.get_weather:0"
+    upstream.reset(tool_call={**CALL, "id": kimi})
+    first = client.messages.create(model="open", max_tokens=200, tools=[WEATHER], messages=HELLO)
+    assert first.content[0].id == kimi  # the client's chat backend gets its own id back
+    history = [
+        *HELLO,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": kimi, "content": "sunny"}]},
+    ]
+    for _ in range(2):
+        answer = client.messages.create(model="claude", max_tokens=200, tools=[WEATHER], messages=history)
+        assert answer.content[0].text == "Hello from the fake Anthropic."
+    sent = [r.body["messages"] for r in claude.received]
+    assert len(sent) == 2 and sent[0] == sent[1]  # the same id on every turn
+    same = "functions_get_weather_0_" + hashlib.sha256(kimi.encode()).hexdigest()[:12]
+    assert (sent[0][1]["content"][0]["id"], sent[0][2]["content"][0]["tool_use_id"]) == (same, same)
+    assert history[1]["content"][0]["id"] == kimi  # the client's body as it was
 
 
 def test_thinking_becomes_reasoning_effort_and_reasoning_comes_back_as_thinking(gw, client, upstream):

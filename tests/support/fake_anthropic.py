@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +166,7 @@ class FakeAnthropic:
                     "invalid_request_error",
                     f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'",
                 )
-        return _blank_text_problem(body) or _thinking_problem(body)
+        return _block_problem(body) or _thinking_problem(body)
 
     def _content(self, body: dict) -> list[dict]:
         b = self.behaviour
@@ -256,12 +257,17 @@ class FakeAnthropic:
         yield _event("message_stop", {"type": "message_stop"})
 
 
-def _blank_text_problem(body: dict) -> tuple[int, str, str] | None:
-    """Anthropic's 400 for a text block, in any turn, that is empty or whitespace alone, in its
-    words (as quoted from its API in clients' issues)."""
-    for turn in body["messages"]:
+def _block_problem(body: dict) -> tuple[int, str, str] | None:
+    """Anthropic's 400 for a text block, in any turn, that is empty or whitespace alone, and
+    for a tool id outside its alphabet, in its words (as quoted from its API in clients' issues)."""
+    for i, turn in enumerate(body["messages"]):
         content = turn.get("content")
-        for block in content if isinstance(content, list) else ():
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type")
+            field = {"tool_use": "id", "tool_result": "tool_use_id"}.get(kind) if isinstance(kind, str) else None
+            if field and not re.fullmatch(r"[a-zA-Z0-9_-]+", str(block.get(field))):
+                pattern = "String should match pattern '^[a-zA-Z0-9_-]+$'"
+                return 400, "invalid_request_error", f"messages.{i}.content.{j}.{field}: {pattern}"
             text = block.get("text") if block.get("type") == "text" else None
             if text == "":
                 return 400, "invalid_request_error", "messages: text content blocks must be non-empty"
