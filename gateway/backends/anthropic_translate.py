@@ -159,7 +159,7 @@ def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return _text_part({"type": "text", "text": content})
     blocks = []
     for i, part in enumerate(_parts(content, where)):
         if part.get("type") not in ("text", "refusal"):
@@ -170,8 +170,11 @@ def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
 
 def _text_part(part: dict[str, Any]) -> list[dict[str, Any]]:
     text = part.get("text") if part.get("type") == "text" else part.get("refusal")
-    if not text:
-        return []  # the Messages API rejects empty text blocks
+    if not text or (type(text) is str and not text.strip()):
+        # The Messages API rejects empty text blocks, and whitespace alone ("text content
+        # blocks must contain non-whitespace text"): Qwen's "\n\n" before its tool call,
+        # which a chat client keeps in the turn's content.
+        return []
     block: dict[str, Any] = {"type": "text", "text": text}
     if part.get("cache_control"):
         block["cache_control"] = part["cache_control"]

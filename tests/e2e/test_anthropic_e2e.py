@@ -145,6 +145,23 @@ def test_tool_call_round_trip(gw, claude, openai_client):
     }
 
 
+def test_whitespace_another_backend_wrote_before_its_tool_call_is_left_out_for_anthropic(gw, claude, openai_client):
+    """Qwen on vLLM writes "\n\n" before its tool call; a chat client keeps it as the turn's
+    content, and Anthropic refuses a text block of whitespace alone."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    history = ask()["messages"] + [
+        {"role": "assistant", "content": "\n\n", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    answer = openai_client(gw).chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL])
+    assert answer.choices[0].message.content == "Hello from the fake Anthropic."
+    [sent] = claude.received
+    assert sent.body["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}],
+    }
+
+
 def test_a_reasoning_tool_loop_continues_with_thinking_off_for_the_turn_anthropic_wants_it_sent_back(
     gw, claude, openai_client
 ):
