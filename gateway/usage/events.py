@@ -62,12 +62,25 @@ def author_of(model: str) -> str:
     return model.split("/", 1)[0]
 
 
+# What a label loses besides C0 controls and DEL: the C1 controls (U+0080-U+009F; U+009B is
+# a terminal's CSI, so a title held `\x9b31m` coloured `gateway rankings` output and could
+# move its cursor), the bidirectional overrides and isolates (a title reversing the columns
+# after it: "Trojan Source"), and the line and paragraph separators (a title breaking a row).
+_UNSAFE = frozenset(
+    [chr(c) for c in range(0x80, 0xA0)]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]
+    + ["\u2028", "\u2029"]
+)
+
+
 def clean_label(value: str | None) -> str | None:
-    """A header-supplied label, bounded and free of the control characters keys are built with."""
+    """A header-supplied label, bounded and free of control characters: those keys are built
+    with, and those that would act on the terminal or page that shows it (`_UNSAFE`)."""
     if value is None:
         return None
     if not value.isprintable():  # rare: only then pay for the character-by-character filter
-        value = "".join(ch for ch in value if ch >= " " and ch != "\x7f")
+        value = "".join(ch for ch in value if ch >= " " and ch != "\x7f" and ch not in _UNSAFE)
     return value.strip()[:_MAX_LABEL] or None
 
 

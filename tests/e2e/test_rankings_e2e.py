@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
+
 from gateway.usage.rankings import today_utc
 from tests.e2e.usage_helpers import gateway_cli, poll_rankings, rankings
 from tests.support.poll import poll
@@ -62,3 +66,34 @@ def test_apps_past_the_day_limit_are_ranked_as_others(start_gateway, upstream, o
     assert len(top) == 2 and all(requests == 1 and tokens == PER_CALL for requests, tokens, _ in top.values())
     assert all(title == f"App {app[len('https://app-') : -len('.example')]}" for app, (_, _, title) in top.items())
     assert body["totals"]["tokens"] == 5 * PER_CALL
+
+
+def test_an_app_title_with_terminal_controls_reaches_no_ledger_nor_terminal(start_gateway, upstream):
+    """Header bytes 0x80-0x9F arrive as the C1 control characters (ASGI decodes headers as
+    Latin-1): U+009B is a terminal's CSI, so a title `\\x9b31m` coloured `gateway rankings`
+    output, and U+0085 (NEL) broke its row. README: "control characters removed"."""
+    gw = start_gateway(CONFIG.format(a=upstream.base_url), env={**ENV, "GATEWAY_RANKINGS_REFRESH_S": "0"})
+    headers = {
+        "authorization": "Bearer sk-test",
+        "http-referer": b"https://evil.example/\x9b2J",
+        "x-title": b"Evil\x9b31m\x85App\x9b0m",
+    }
+    answer = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 1, window="day")
+    assert [(a["app"], a["title"]) for a in body["apps"]["top"]] == [("https://evil.example/2J", "Evil31mApp0m")]
+    day = today_utc().isoformat()
+    done = gateway_cli("usage", "export", "--start", day, "--end", day, "--data-dir", str(gw.dir / "data"))
+    assert done.returncode == 0, done.stderr
+    [row] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (row["app"], row["app_title"]) == ("https://evil.example/2J", "Evil31mApp0m")
+    shown = gateway_cli("rankings", "--window", "day", "--data-dir", str(gw.dir / "data"))
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.decode()
+    assert "Evil31mApp0m" in text
+    assert not any("\x80" <= ch <= "\x9f" for ch in text)
