@@ -2,7 +2,8 @@
 
 Definitions follow OpenRouter's public rankings. A window is the N UTC days ending on `end`
 inclusive (day 1, week 7, month 30); the previous window is the N days just before.
-tokens = prompt + completion; share = fraction of the window's tokens; growth =
+tokens = prompt + completion; share = fraction of the window's chat tokens (embedding
+models rank only in their category, `embeddings`; `totals` count every call); growth =
 tokens / previous_tokens - 1 (None without previous tokens). An app's trend is its window
 tokens minus the mean of its tokens in the three preceding windows. Ties are broken by name
 so that every store and every replica produce the same order. The calls of apps past a
@@ -36,7 +37,7 @@ from gateway.usage.aggregates import (
     parse_counters,
     parse_histograms,
 )
-from gateway.usage.events import author_of
+from gateway.usage.events import EMBEDDINGS_CATEGORY, author_of
 
 if TYPE_CHECKING:
     from gateway.config.snapshot import ConfigSnapshot
@@ -175,10 +176,11 @@ class RankingQuery:
     def spans(self) -> dict[str, Period]:
         """Which days each aggregate part must be read for."""
         period = self.period
+        compared = Period(period.before(1).start, period.end)
         return {
-            "model": Period(period.before(1).start, period.end),
+            "model": compared,
             "app": Period(period.before(TRENDING_WINDOWS).start, period.end),
-            "category": period,
+            "category": compared,  # the window's leaders, and the embedding models of both windows
             "offer": period,
             "hist": period,
         }
@@ -197,7 +199,8 @@ class SeriesQuery:
 
     def spans(self) -> dict[str, Period]:
         buckets = self.buckets()
-        return {"model": Period(buckets[0].start, buckets[-1].end)}
+        span = Period(buckets[0].start, buckets[-1].end)
+        return {"model": span, "category": span}  # categories: which models are embedding models
 
 
 Days = Mapping[date, DayRows]
@@ -210,6 +213,21 @@ def _counters(days: Days, period: Period, part: str, width: int = 1) -> dict[Any
 
 def _ordered(totals: Mapping[Any, Counters]) -> list[tuple[Any, Counters]]:
     return sorted(totals.items(), key=lambda item: (-item[1].tokens, -item[1].requests, str(item[0])))
+
+
+def _embedding_models(days: Days, period: Period) -> frozenset[str]:
+    """The models that answered embedding calls in `period`: only `kind: embedding` offers
+    answer them, so their calls are all in the `embeddings` category."""
+    return frozenset(
+        model for category, model in _counters(days, period, "category", 2) if category == EMBEDDINGS_CATEGORY
+    )
+
+
+def _chat(totals: Mapping[str, Counters], embedding: frozenset[str]) -> dict[str, Counters]:
+    """What the model leaderboards rank: chat models. Embedding tokens are prompt tokens at a
+    fraction of chat prices, and a RAG indexer embeds millions an hour: ranked with chat they
+    would top every leaderboard. They rank in their own category (`categories`) instead."""
+    return {model: c for model, c in totals.items() if model not in embedding}
 
 
 def _with_tokens(totals: Mapping[Any, Counters]) -> dict[Any, Counters]:
@@ -289,11 +307,14 @@ def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = No
     total = sum(c.tokens for c in models.values())
     previous_total = sum(c.tokens for c in previous_models.values())
 
-    ranked, previously_ranked = _with_tokens(models), _with_tokens(previous_models)
-    model_entries = _entries(ranked, previously_ranked, "model", total)
+    embedding = _embedding_models(days, Period(previous_period.start, period.end))
+    ranked = _with_tokens(_chat(models, embedding))
+    previously_ranked = _with_tokens(_chat(previous_models, embedding))
+    chat_total = sum(c.tokens for c in ranked.values())  # what the leaderboards' shares are of
+    model_entries = _entries(ranked, previously_ranked, "model", chat_total)
     shown = model_entries[:limit]
-    others_tokens = total - sum(e["tokens"] for e in shown)
-    author_entries = _entries(_by_author(ranked), _by_author(previously_ranked), "author", total)
+    others_tokens = chat_total - sum(e["tokens"] for e in shown)
+    author_entries = _entries(_by_author(ranked), _by_author(previously_ranked), "author", chat_total)
 
     return {
         "window": {"name": query.window, **period.to_json()},
@@ -312,7 +333,7 @@ def compute_rankings(query: RankingQuery, days: Days, prices: Prices | None = No
         "others": {
             "models": len(model_entries) - len(shown),
             "tokens": others_tokens,
-            "share": _ratio(others_tokens, total),
+            "share": _ratio(others_tokens, chat_total),
         },
         "authors": author_entries[:limit],
         "categories": _categories(days, period, limit),
@@ -432,9 +453,11 @@ def uptime_fields(answered: int, failed: int) -> dict[str, Any]:
 
 
 def compute_series(query: SeriesQuery, days: Days) -> dict[str, Any]:
-    """Tokens per model per day or week: the stacked bar chart's data, top `limit` models plus others."""
+    """Tokens per chat model per day or week: the stacked bar chart's data, top `limit` models
+    plus others (embedding models are not in it: see `_chat`)."""
     buckets = query.buckets()
-    per_bucket = [_counters(days, bucket, "model") for bucket in buckets]
+    embedding = _embedding_models(days, Period(buckets[0].start, buckets[-1].end))
+    per_bucket = [_chat(_counters(days, bucket, "model"), embedding) for bucket in buckets]
     overall: dict[str, Counters] = {}
     for totals in per_bucket:
         for model, counters in totals.items():

@@ -466,3 +466,29 @@ def test_embeddings_carry_their_cost_when_asked_and_never_send_the_field_on(gw, 
     last = max(rows, key=lambda e: e["timestamp"])
     assert (last["prompt_tokens"], last["estimated"]) == (estimated["prompt_tokens"], True)
     assert last["cost"] == pytest.approx(estimated["cost"], abs=1e-12)
+
+
+def test_embedding_models_rank_in_their_category_not_on_the_chat_leaderboards(gw, upstream, openai_client):
+    """A RAG indexer's embeddings (10,000 prompt tokens a call here) topped `models`,
+    `authors` and the chart above the chat models, and made every chat model's share small:
+    embedding models rank in the `embeddings` category only; `totals` still count every call."""
+    client = openai_client(gw)
+    upstream.reset(prompt_tokens=10_000)
+    for _ in range(2):
+        client.embeddings.create(model="embed", input="a cat")
+    upstream.reset()  # chat: 11 prompt + 7 completion tokens
+    client.chat.completions.create(model="coder", messages=[{"role": "user", "content": "hi"}])
+    body = poll_rankings(gw.url, lambda b: b["totals"]["requests"] == 3, window="week")
+    assert (body["totals"]["tokens"], body["totals"]["requests"]) == (20_018, 3)
+    assert [(m["model"], m["tokens"], m["share"]) for m in body["models"]] == [("qwen/qwen3-coder", 18, 1.0)]
+    assert [(a["author"], a["tokens"], a["share"]) for a in body["authors"]] == [("qwen", 18, 1.0)]
+    assert body["others"] == {"models": 0, "tokens": 0, "share": 0.0}
+    assert [(m["model"], m["tokens"]) for m in body["categories"]["embeddings"]] == [("acme/embed", 20_000)]
+    series = httpx.get(
+        gw.url + "/v1/rankings/series",
+        params={"granularity": "day", "periods": 2},
+        headers={"authorization": "Bearer sk-test"},
+        timeout=10,
+    ).json()
+    assert [(m["model"], m["tokens"]) for m in series["models"]] == [("qwen/qwen3-coder", [0, 18])]
+    assert (series["others"], series["totals"]) == ([0, 0], [0, 18])
