@@ -7,7 +7,7 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -377,8 +377,28 @@ class GatewayConfig(Strict):
     gateway: GatewaySettings = GatewaySettings()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
 
+    @field_validator("backends", "routes")
+    @classmethod
+    def _printable_names(cls, named: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for name in named:
+            _check_printable("backend name" if info.field_name == "backends" else "route name", name)
+        return named
+
+
+# Model ids and backend and route names are carried in answers' headers, the ledger's rows and
+# the aggregates' keys: a control character in one (YAML spells it "\x1f" or "\n") made every
+# call it answered a 500 (no header value may hold one) and, as the aggregates' separator
+# (`gateway.usage.aggregates.SEP`), every ranking after its first call too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_printable(kind: str, name: str) -> None:
+    if _CONTROL.search(name):
+        raise ValueError(f"{kind} {name!r} holds a control character")
+
 
 def _check_canonical(model_id: str) -> None:
+    _check_printable("model id", model_id)
     author, sep, slug = model_id.partition("/")
     if not sep or not author or not slug:
         raise ValueError(f"model id `{model_id}` must look like author/slug (e.g. deepseek/deepseek-v3.2)")

@@ -212,3 +212,29 @@ def test_validate_warns_of_an_alias_a_broader_one_listed_before_it_hides(tmp_pat
     request.write_text('{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}')
     explained = gateway("explain", "--config", str(policy), str(request))
     assert explained.stdout.startswith("model 'claude-haiku-4-5' (alias 'claude-*') -> route auto"), explained.stdout
+
+
+@pytest.mark.parametrize(
+    ("backend", "model", "route", "problem"),
+    [
+        (
+            "mock",
+            "acme/we\\x1fird",
+            "r",
+            "backends.mock.models (line 4): model id 'acme/we\\x1fird' holds a control character",
+        ),
+        ("mo\\nck", "acme/m", "r", "backends (line 1): backend name 'mo\\nck' holds a control character"),
+        ("mock", "acme/m", "r\\x85", "routes (line 6): route name 'r\\x85' holds a control character"),
+    ],
+)
+def test_names_with_control_characters_are_refused_by_validate(tmp_path, backend, model, route, problem):
+    """A model id holding "\\x1f" (YAML's escape) was valid: its every call was a 500 (the
+    x-gateway-model header cannot carry it) and, the aggregates' separator, it made every
+    `GET /v1/rankings` a 500 after its first call. Backend and route names alike."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f'backends:\n  "{backend}":\n    type: mock\n    models:\n      "{model}": {{}}\n'
+        f'routes:\n  "{route}": {{models: ["{model}"]}}\n'
+    )
+    done = gateway("validate", str(policy))
+    assert (done.returncode, done.stderr.splitlines()[1:]) == (1, ["  " + problem])
