@@ -322,7 +322,8 @@ PROMPT_PARAM = {
 
 
 def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint: str = "chat") -> GatewayError:
-    """400 when the prompt fits no candidate's context; otherwise 503 naming each reason."""
+    """400 when the prompt fits no candidate's context, or when every candidate is refused for
+    what the request asks; 503 when a circuit refused one (a wait may help); each reason named."""
     if not reports:
         return GatewayError(
             503,
@@ -354,8 +355,14 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
             maximum=max(v.room for v in overflows),  # the longest prompt any candidate takes
             metadata={"candidates": metadata},
         )
+    # 503 (try again) only when waiting can help: some candidate was refused by its circuit
+    # alone. Refused for what the request asks (tools, images, a price ceiling, provider
+    # preferences), no retry will find one: a 503 made the SDKs retry it, and Anthropic's
+    # clients, which read it as 529 overloaded, retry for minutes (Claude Code against a
+    # route of models without tools).
+    passing = any(all(v.filter == "circuit" for v in rep.rejections) for rep in reports)
     return GatewayError(
-        503,
+        503 if passing else 400,
         f"No backend can take this request for `{echoed(model)}`: {detail}",
         code="no_backend_available",
         metadata={"candidates": metadata},

@@ -1018,6 +1018,19 @@ def test_a_body_past_the_limit_is_anthropics_request_too_large(gw, upstream):
     assert upstream.received == []
 
 
+def test_a_request_no_candidate_can_take_is_an_invalid_request_not_overloaded(gw, client, upstream):
+    """Hostile testing: every candidate refused for what the request asks (here a price
+    ceiling under every price) was 503, which this ingress says as 529 overloaded_error, and
+    the SDK (and Claude Code) retried what no retry can serve."""
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="open", max_tokens=10, messages=HELLO, extra_body={"provider": {"max_price": {"prompt": 0.01}}}
+        )
+    assert caught.value.status_code == 400 and caught.value.body["error"]["type"] == "invalid_request_error"
+    assert "over the ceiling" in caught.value.body["error"]["message"]
+    assert upstream.received == []
+
+
 def test_no_backend_available_is_overloaded_529(gw, client):
     with pytest.raises(anthropic.InternalServerError) as caught:
         client.messages.create(model="offline", max_tokens=10, messages=HELLO)

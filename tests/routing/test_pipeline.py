@@ -86,12 +86,14 @@ def test_no_eligible_candidate_because_of_context_is_400_with_a_reason_each():
     assert len(error.body()["error"]["metadata"]["candidates"]) == 3
 
 
-def test_no_eligible_candidate_for_other_reasons_is_503_naming_each():
+def test_no_eligible_candidate_for_what_the_request_asks_is_400_naming_each():
+    """Not 503: no retry finds a candidate for tools the model does not declare or a price
+    under its own (a 503 made the SDKs retry it, Anthropic's for minutes as 529 overloaded)."""
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     with pytest.raises(GatewayError) as e:
         decide(chat(model="small/fast", tools=tools, provider={"max_price": {"prompt": 0.01}}), {}, SNAP)
     error = e.value
-    assert error.status == 503 and error.code == "no_backend_available"
+    assert error.status == 400 and error.code == "no_backend_available"
     assert "does not declare tools" in error.message and "over the ceiling" in error.message
     reasons = error.body()["error"]["metadata"]["candidates"][0]["reasons"]
     assert set(reasons) == {"capabilities", "max_price"}
