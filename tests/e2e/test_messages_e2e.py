@@ -255,6 +255,14 @@ def test_a_streamed_tool_call_arrives_as_input_json_deltas(gw, client, upstream)
     assert final.stop_reason == "tool_use"
 
 
+def _answer(client, asked: dict, stream: bool):
+    """The final message of `asked`, streamed or not."""
+    if stream:
+        with client.messages.stream(**asked) as answer:
+            return answer.get_final_message()
+    return client.messages.create(**asked)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_tool_call_the_backend_gave_no_id_gets_one_the_client_can_send_back(gw, client, upstream, claude, stream):
     """Some chat backends leave a tool call's `id` out: the client still gets a tool_use id it
@@ -263,11 +271,7 @@ def test_a_tool_call_the_backend_gave_no_id_gets_one_the_client_can_send_back(gw
         tool_call={"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
     )
     asked = {"model": "open", "max_tokens": 200, "tools": [WEATHER], "messages": HELLO}
-    if stream:
-        with client.messages.stream(**asked) as answer:
-            first = answer.get_final_message()
-    else:
-        first = client.messages.create(**asked)
+    first = _answer(client, asked, stream)
     [use] = first.content
     assert (use.type, use.id, use.input, first.id) == ("tool_use", "toolu_a_0", {"city": "Paris"}, "msg_a")
     upstream.reset()
@@ -306,11 +310,7 @@ def test_whitespace_before_a_tool_call_is_no_text_block_a_native_backend_would_r
     the client sends back was Anthropic's 400 on a native candidate."""
     upstream.reset(tool_call=CALL, tool_call_content="\n\n")
     asked = {"model": "open", "max_tokens": 200, "tools": [WEATHER], "messages": HELLO}
-    if stream:
-        with client.messages.stream(**asked) as answer:
-            first = answer.get_final_message()
-    else:
-        first = client.messages.create(**asked)
+    first = _answer(client, asked, stream)
     assert [b.type for b in first.content] == ["tool_use"] and first.content[0].id == "call_w1"
     history = [
         *HELLO,
