@@ -114,7 +114,10 @@ class KeyDirectory:
     async def catch_up(self) -> None:
         """Reload from the store if it changed, for a key the view does not know (see the
         module docstring): joins a catch-up under way, and starts none within
-        `CATCH_UP_GAP_S` of the last. A caller that goes away does not cancel it."""
+        `CATCH_UP_GAP_S` of the last, nor while the store is failing (the background refresh
+        finds it back). A caller that goes away does not cancel it."""
+        if self._failing:
+            return  # the store is down: a read would only wait out its timeout to fail again
         pending = self._catching_up
         if pending is None or pending.done():
             now = time.monotonic()

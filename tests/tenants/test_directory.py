@@ -318,3 +318,23 @@ async def test_unknown_keys_catch_the_view_up_sharing_store_reads(tmp_path, monk
     monkeypatch.setattr(directory_module, "CATCH_UP_GAP_S", 0.0)
     await directory.catch_up()
     assert store.version_reads == 3  # past it: one read
+
+
+async def test_no_catch_up_reads_a_store_that_is_failing(tmp_path, monkeypatch):
+    """While the store fails, an unknown key's catch-up would only wait out its timeout (a
+    Redis outage held every unknown key's 401 that long): it reads nothing until the
+    background refresh finds the store back."""
+    import gateway.tenants.directory as directory_module
+
+    monkeypatch.setattr(directory_module, "CATCH_UP_GAP_S", 0.0)
+    store = FlakyStore(SqliteTenantStore(tmp_path / "keys.sqlite3"))
+    directory = KeyDirectory(store, clock=Clock())
+    assert await directory.refresh()
+    store.down = True
+    assert not await directory.refresh() and store.version_reads == 2
+    await directory.catch_up()
+    assert store.version_reads == 2
+    store.down = False
+    assert not await directory.refresh()  # back: nothing changed
+    await directory.catch_up()
+    assert store.version_reads == 4
