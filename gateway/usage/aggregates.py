@@ -362,9 +362,14 @@ def parse_counters(rows: Mapping[FieldName, int], width: int) -> dict[Any, Count
 
 
 def parse_histograms(rows: Mapping[FieldName, int]) -> dict[tuple[str, str, str], dict[int, int]]:
-    """(backend, model, measure) -> bucket -> count."""
+    """(backend, model, measure) -> bucket -> count. A row that does not split into those four
+    (a name holding the separator, from a store written before names were checked) is skipped,
+    as `parse_counters` skips what it cannot read: one bad row must not fail every ranking."""
     out: dict[tuple[str, str, str], dict[int, int]] = {}
     for name, value in rows.items():
-        backend, model, measure, bucket = _text(name).split(SEP)
+        parts = _text(name).split(SEP)
+        if len(parts) != 4 or not parts[3].isdigit():
+            continue
+        backend, model, measure, bucket = parts
         out.setdefault((backend, model, measure), {})[int(bucket)] = value
     return out
