@@ -84,6 +84,19 @@ def clean_label(value: str | None) -> str | None:
     return value.strip()[:_MAX_LABEL] or None
 
 
+def header_label(value: str | None) -> str | None:
+    """`clean_label` for a request header's text. ASGI servers hand header bytes over as they
+    came and the gateway reads them as Latin-1 (HTTP's historical charset), so a title a
+    client sent in UTF-8 (`curl -H 'X-Title: Café'`) arrives as `CafÃ©`: read it back as UTF-8
+    when its bytes are UTF-8, before the filter (the C1 range holds UTF-8 continuation bytes)."""
+    if value is not None and not value.isascii():
+        try:
+            value = value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass  # not UTF-8 bytes (or already text): kept as it was
+    return clean_label(value)
+
+
 def _thousandths(value: float) -> float:
     """`round(value, 3)` at a third of its cost (the same result for the magnitudes recorded)."""
     return round(value * 1000) / 1000
@@ -150,8 +163,8 @@ class UsageEvent:
             except OverflowError:  # 0001-01-01T00:00+01:00: an imported line's problem, not a crash
                 raise ValueError("timestamp falls outside the years 1-9999 once in UTC") from None
         self.author = author_of(self.model)
-        self.app = clean_label(self.app)
-        self.app_title = clean_label(self.app_title)
+        self.app = header_label(self.app)
+        self.app_title = header_label(self.app_title)
         self.key = clean_label(self.key)
         self.team = clean_label(self.team)
         self.error = clean_label(self.error)

@@ -96,6 +96,16 @@ def test_header_supplied_names_are_cleaned_and_bounded():
     assert len(event.app) == 256
 
 
+def test_a_header_sent_in_utf8_is_read_as_utf8():
+    """The gateway reads header bytes as Latin-1: a UTF-8 title arrived as `CafÃ©`."""
+    as_read = "Café – 日本".encode().decode("latin-1")  # what `scope["headers"]` decoding gives
+    event = UsageEvent.from_outcome(outcome(usage=Usage(1, 1), app_title=as_read, app="https://ü.example/ä"))
+    assert (event.app_title, event.app) == ("Café – 日本", "https://ü.example/ä")
+    # Bytes that are not UTF-8 stay Latin-1 text; controls are still dropped after decoding.
+    latin = UsageEvent.from_outcome(outcome(usage=Usage(1, 1), app_title="Caf\xe9", app="x\xc2\x9b31m"))
+    assert (latin.app_title, latin.app) == ("Café", "x31m")
+
+
 def test_failed_call_is_recorded_with_its_status_and_no_tokens():
     attempts = [Attempt("a", OFFER.model, "http_503", 503, 0.1), Attempt("deepseek", OFFER.model, "http_500", 500, 0.1)]
     event = UsageEvent.from_outcome(outcome(status=502, error="upstream_error", attempts=attempts, usage=None))
