@@ -148,6 +148,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"the entry named `{name}` has no key (name:key)")
             if sep and not name.strip():
                 raise ValueError("an entry has a key but no name (name:key)")  # the key is not repeated
+            if sep and not name.strip().isprintable():
+                # The name is the ledger's `key` label, which drops control characters: the
+                # calls would be recorded under another name than the one limits name.
+                raise ValueError(f"the name {name.strip()!r} holds a control character")
             # One key under two names: its calls were all recorded as the last name's, and
             # the other name's limits never applied (the key itself is not repeated here).
             owner = name if sep else "default"
