@@ -300,7 +300,7 @@ class RateLimiter:
             if self._metrics is not None:
                 self._metrics.rate_limit_hit()
                 self._metrics.limit_refused(result.kind, result.scope.kind)
-            raise _refusal(result, ask, clock)
+            raise _refusal(result, ask, clock, decision.endpoint)
         return Ticket(scopes, ask, clock, shared, result)
 
     async def model_limit(self, model: str, rpm: int) -> float | None:
@@ -548,9 +548,15 @@ SDK_WAIT_MAX_S = 120.0
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
 # How a refusal names its scope: a `rate_limits.routes` entry is a route's or a model's name.
 _WHO = {"key": "key {}", "team": "team {}", "route": "{} (rate_limits.routes)"}
+# What a client can cut, in its own API's words (embeddings have no answer to shorten).
+_SHORTEN = {
+    "responses": "Shorten the input or lower max_output_tokens",
+    "embeddings": "Shorten the input",
+}
+_SHORTEN_CHAT = "Shorten the prompt or lower max_tokens"
 
 
-def _too_large(scope: Scope, limit: str, headers: dict[str, str]) -> GatewayError:
+def _too_large(scope: Scope, limit: str, headers: dict[str, str], endpoint: str) -> GatewayError:
     """A request that reserves more tokens than its scope's whole minute: no wait lets it
     through, so no Retry-After (a client honouring one would wait and be refused again), and
     `x-should-retry: false`, which the openai and anthropic SDKs read before retrying a 429.
@@ -558,14 +564,14 @@ def _too_large(scope: Scope, limit: str, headers: dict[str, str]) -> GatewayErro
     return GatewayError(
         429,
         f"Request too large for {_WHO[scope.kind].format(f'`{scope.name}`')}: tpm ({limit}). "
-        "Shorten the prompt or lower max_tokens; retrying will not help.",
+        f"{_SHORTEN.get(endpoint, _SHORTEN_CHAT)}; retrying will not help.",
         code="rate_limit_exceeded",
         headers={"x-should-retry": "false", **headers},
         metadata={"limit": "tpm", "scope": scope.kind, "name": scope.name},
     )
 
 
-def _over_budget(scope: Scope, ask: Ask) -> GatewayError:
+def _over_budget(scope: Scope, ask: Ask, endpoint: str) -> GatewayError:
     """A request whose reservation alone is more than its scope's whole budget: a new period
     starts from nothing spent and refuses it all the same, so, as for a request too large
     for a tpm, no Retry-After (it named the period's end, hours away, and the anthropic SDK
@@ -575,14 +581,14 @@ def _over_budget(scope: Scope, ask: Ask) -> GatewayError:
         429,
         f"Request too large for {_WHO[scope.kind].format(f'`{scope.name}`')}: budget "
         f"({usd(scope.budget_usd)} per {scope.budget_period}): this request reserves {usd(ask.nano / 1e9)} "
-        "at its dearest candidate's prices. Shorten the prompt or lower max_tokens; retrying will not help.",
+        f"at its dearest candidate's prices. {_SHORTEN.get(endpoint, _SHORTEN_CHAT)}; retrying will not help.",
         code="budget_exceeded",
         headers={"x-should-retry": "false"},
         metadata={"limit": "budget", "scope": scope.kind, "name": scope.name},
     )
 
 
-def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
+def _refusal(refused: Refused, ask: Ask, clock: Clock, endpoint: str) -> GatewayError:
     scope, kind = refused.scope, refused.kind
     headers = {}
     if kind == "rpm":
@@ -599,7 +605,7 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
         limit = f"{scope.tpm} {_UNITS[kind]}, this request reserves {ask.tokens}"
         headers = {"x-ratelimit-limit-tokens": str(scope.tpm), "x-ratelimit-remaining-tokens": "0"}
         if room < 0:
-            return _too_large(scope, limit, headers)
+            return _too_large(scope, limit, headers, endpoint)
         wait = retry_after(room, refused.previous, refused.current, clock.elapsed) if room > 0 else 2 * WINDOW_S
     elif kind == "max_concurrent":
         wait = 1.0
@@ -607,7 +613,7 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock) -> GatewayError:
     else:
         assert scope.budget_usd is not None
         if ask.nano > to_nano(scope.budget_usd):
-            return _over_budget(scope, ask)
+            return _over_budget(scope, ask, endpoint)
         spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
         limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"

@@ -362,7 +362,7 @@ def test_a_spent_budget_tells_the_sdks_not_to_retry_only_past_the_wait_they_woul
     month_end = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
     ask = Ask("t", 10, 1000, deadline=month_end)
     assert SDK_WAIT_MAX_S == 120.0
-    soon = _refusal(spent, ask, Clock.at(month_end - 90))
+    soon = _refusal(spent, ask, Clock.at(month_end - 90), "chat")
     assert soon.headers == {"retry-after": "90"}
-    later = _refusal(spent, ask, Clock.at(month_end - 200))
+    later = _refusal(spent, ask, Clock.at(month_end - 200), "chat")
     assert later.headers == {"retry-after": "200", "x-should-retry": "false"}

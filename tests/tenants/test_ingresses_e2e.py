@@ -223,11 +223,16 @@ def test_a_request_larger_than_the_keys_whole_tpm_is_not_retried(start_gateway, 
         oa.chat.completions.create(model="coder", messages=HI, max_tokens=1000)
     with pytest.raises(anthropic.RateLimitError) as big_message:
         an.messages.create(model="coder", messages=HI, max_tokens=1000)
-    assert sent == ["/v1/chat/completions", "/v1/messages"]
-    for refused in (big.value, big_message.value):
+    with pytest.raises(openai.RateLimitError) as big_response:
+        oa.responses.create(model="coder", input="hi", max_output_tokens=1000)
+    assert sent == ["/v1/chat/completions", "/v1/messages", "/v1/responses"]
+    for refused in (big.value, big_message.value, big_response.value):
         assert "retry-after" not in refused.response.headers
         assert refused.response.headers["x-should-retry"] == "false"
         assert "Request too large for key `small`: tpm (100 tokens per minute" in str(refused)
+    # What to change, in each API's own words (Responses has no max_tokens).
+    assert "lower max_tokens;" in str(big.value) and "lower max_tokens;" in str(big_message.value)
+    assert "Shorten the input or lower max_output_tokens;" in str(big_response.value)
     assert upstream.received == []
     # A call that fits is admitted as before.
     oa.chat.completions.create(model="coder", messages=HI, max_tokens=20)
