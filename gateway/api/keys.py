@@ -274,6 +274,18 @@ async def audit(request: Request) -> Response:
     )
 
 
+def _budget_fields(budget: float | None, period: str | None, day: float, month: float) -> dict[str, Any]:
+    """OpenRouter's `limit`, `limit_reset` and `limit_remaining` for one budget."""
+    if budget is None:
+        return {"limit": None, "limit_reset": None, "limit_remaining": None}
+    used = day if period == "day" else month
+    return {
+        "limit": budget,
+        "limit_reset": "daily" if period == "day" else "monthly",
+        "limit_remaining": round(max(0.0, budget - used), 9),
+    }
+
+
 async def current_key(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     principal = await state.auth.authenticate_current(request)
@@ -284,19 +296,28 @@ async def current_key(request: Request) -> Response:
         )
     day, month = await state.limiter.spent(f"key:{key.name}")
     limits = key.limits
-    budget = limits.budget_usd
-    used = day if limits.budget_period == "day" else month
+    team_budget = None
+    team_limits = principal.team_limits
+    if principal.team is not None and team_limits is not None and team_limits.budget_usd is not None:
+        # The key's calls also spend its team's budget, which can run out first: shown beside
+        # OpenRouter's per-key fields, which stay the key's own.
+        team_day, team_month = await state.limiter.spent(f"team:{principal.team}")
+        team_budget = {
+            "name": principal.team,
+            **_budget_fields(team_limits.budget_usd, team_limits.budget_period, team_day, team_month),
+            "usage_daily": round(team_day, 9),
+            "usage_monthly": round(team_month, 9),
+        }
     data = {
         "label": key.name,
-        "limit": budget,
-        "limit_reset": None if budget is None else ("daily" if limits.budget_period == "day" else "monthly"),
-        "limit_remaining": None if budget is None else round(max(0.0, budget - used), 9),
+        **_budget_fields(limits.budget_usd, limits.budget_period, day, month),
         "usage": round(month, 9),
         "usage_daily": round(day, 9),
         "usage_monthly": round(month, 9),
         "is_free_tier": False,
         "expires_at": key.public()["expires_at"],
         "team": principal.team,
+        "team_budget": team_budget,
         "models": list(key.models),
         "rate_limit": {
             # What the key is held to: a key without an rpm of its own gets the routing YAML's

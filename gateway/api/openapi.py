@@ -304,6 +304,16 @@ PATHS: dict[str, Any] = {
                                     "usage": {"type": "number"},
                                     "limit": {"type": ["number", "null"]},
                                     "limit_remaining": {"type": ["number", "null"]},
+                                    "team_budget": {
+                                        "description": "The key's team's budget, which its calls spend too",
+                                        "type": ["object", "null"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "limit": {"type": "number"},
+                                            "limit_remaining": {"type": "number"},
+                                            "usage_monthly": {"type": "number"},
+                                        },
+                                    },
                                 },
                             }
                         },

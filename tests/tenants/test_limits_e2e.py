@@ -134,6 +134,13 @@ def test_a_budget_and_a_team_budget_shared_by_two_keys_hold_across_replicas(
     views = [usage(a), usage(b)]
     assert sum(v["usage_monthly"] for v in views) == pytest.approx(3 * COST)
     assert all(v["team"] == "platform" and v["limit"] is None for v in views)
+    # Each key sees its team's budget too, spent by both keys (it had no way to see it).
+    for view in views:
+        team = view["team_budget"]
+        assert (team["name"], team["limit"], team["limit_reset"]) == ("platform", pytest.approx(3.5 * COST), "monthly")
+        assert team["usage_monthly"] == pytest.approx(3 * COST) == team["usage_daily"]
+        assert team["limit_remaining"] == pytest.approx(0.5 * COST)
+    assert solo_view["team_budget"] is None
 
 
 def test_success_carries_openai_rate_limit_headers_and_v1_key_shows_the_state(start_gateway, upstream, tmp_path):
