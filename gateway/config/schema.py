@@ -7,7 +7,8 @@ in backward-compatible ways. Runtime indexes derived from it live in `snapshot`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import httpx
@@ -48,8 +49,40 @@ _MESSAGE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONVERSATION_FIELDS = ("role", "content", "tool_calls", "function_call")
 
 
+def _wants_number(annotation: Any) -> bool:
+    """Whether a field of this type holds a number and nothing a boolean could be (int,
+    float, constrained, or optional: `int | None`)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _wants_number(get_args(annotation)[0])
+    if origin is Union or origin is UnionType:
+        args = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return bool(args) and all(_wants_number(arg) for arg in args)
+    return isinstance(annotation, type) and issubclass(annotation, (int, float)) and annotation is not bool
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads `yes`, `on` and `true` as booleans, and pydantic takes a boolean for a
+        number (`rpm: yes` was a limit of 1 request a minute): refused where a number is
+        expected, in a field or a name -> number map (`rate_limits.keys`). Quoted numbers
+        stay numbers: `${VAR}` interpolation makes strings of them."""
+        if info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool):
+            if _wants_number(annotation):
+                raise ValueError("expected a number, not true/false")
+        elif isinstance(value, dict) and get_origin(annotation) is dict:
+            inner = get_args(annotation)[1]
+            bad = next((k for k, v in value.items() if isinstance(v, bool)), None)
+            if bad is not None and _wants_number(inner):
+                raise ValueError(f"`{bad}`: expected a number, not true/false")
+        return value
 
 
 class ModelOffer(Strict):

@@ -449,3 +449,28 @@ def test_backend_headers_with_tabs_and_punctuation_are_accepted():
     )
     config, warnings = parse(text)
     assert config.backends["b"].headers["X-Title"].startswith("My app\t(v2)")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "where"),
+    [
+        # YAML 1.1 reads yes/on/true as booleans, and pydantic took one for a number: a limit of 1.
+        ("rate_limits: {default_key_rpm: yes}\n", "rate_limits.default_key_rpm"),
+        ("rate_limits: {keys: {ci: on}}\n", "rate_limits.keys"),
+        ("rate_limits: {routes: {auto: true}}\n", "rate_limits.routes"),
+        ("gateway: {default_completion_tokens: true}\n", "gateway.default_completion_tokens"),
+    ],
+)
+def test_a_boolean_where_a_number_belongs_is_refused(yaml_text, where):
+    base = "backends:\n  m: {type: mock, models: {mock/a: {}}}\n"
+    [problem] = map(str, problems_of(base + yaml_text))
+    assert problem.startswith(f"{where} (line 3): ") and "not true/false" in problem, problem
+
+
+def test_booleans_stay_booleans_and_quoted_numbers_numbers():
+    config, _ = parse_config(
+        "backends:\n  m: {type: mock, timeout_s: '30', models: {mock/a: {}}}\n"
+        "routes: {r: {models: [mock/a], task_fallback: no}}\nrate_limits: {keys: {ci: '60'}}\n"
+    )
+    assert config.rate_limits.keys == {"ci": 60} and config.routes["r"].task_fallback is False
+    assert config.backends["m"].timeout_s == 30.0
