@@ -44,6 +44,15 @@ def text_or_parts(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
+def tool_name(tool: Any) -> Any:
+    """A request tool's name: chat's `function.name`, or the `name` of the tool as Messages and
+    Responses write it (their routing views keep the client's tools)."""
+    if type(tool) is not dict:
+        return None
+    function = tool.get("function")
+    return function.get("name") if type(function) is dict else tool.get("name")
+
+
 def has_images(messages: Any) -> bool:
     """Whether any message carries an image part (routing then needs a vision model)."""
     if not isinstance(messages, list):

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.chat import REASONING
+from gateway.protocol.chat import REASONING, tool_name
 from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.protocol.translation import MALFORMED, malformed_answer
@@ -609,7 +609,11 @@ def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
     elif kind == "none":
         chat["tool_choice"] = "none"
     elif kind == "tool" and isinstance(choice.get("name"), str):
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+        name = choice["name"]
+        if not any(tool_name(tool) == name for tool in chat.get("tools") or ()):
+            # Forwarded, one server answered 500 (SGLang), another called a tool not named.
+            raise invalid_request(f"tool_choice.name: no tool named '{echoed(name)}' in tools.", "tool_choice.name")
+        chat["tool_choice"] = {"type": "function", "function": {"name": name}}
     else:
         raise invalid_request("tool_choice: must be auto, any, none or a named tool.", "tool_choice")
     if choice.get("disable_parallel_tool_use") and kind != "none":

@@ -43,7 +43,7 @@ from typing import Any
 import orjson
 
 from gateway.protocol.body import json_text
-from gateway.protocol.chat import REASONING, text_or_parts
+from gateway.protocol.chat import REASONING, text_or_parts, tool_name
 from gateway.protocol.errors import echoed, invalid_request
 from gateway.protocol.translation import encode_event
 
@@ -261,7 +261,12 @@ def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         chat["tool_choice"] = _allowed_tools(choice, chat)
     elif choice is not None:
-        chat["tool_choice"] = _tool_choice(choice)
+        chat["tool_choice"] = named = _tool_choice(choice)
+        if type(named) is dict and not any(tool_name(t) == named["function"]["name"] for t in chat.get("tools") or ()):
+            # Forwarded, one server answered 500 (SGLang), another called a tool not named.
+            raise invalid_request(
+                f"tool_choice names '{echoed(named['function']['name'])}', which is not in 'tools'.", "tool_choice.name"
+            )
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # response.completed carries the usage
@@ -703,22 +708,14 @@ def _allowed_tools(choice: dict[str, Any], chat: dict[str, Any]) -> str:
                 where,
             )
         names.add(tool["name"])
-    kept = [tool for tool in chat.get("tools") or () if _chat_tool_name(tool) in names]
-    missing = names.difference(_chat_tool_name(tool) for tool in kept)
+    kept = [tool for tool in chat.get("tools") or () if tool_name(tool) in names]
+    missing = names.difference(tool_name(tool) for tool in kept)
     if missing:
         raise invalid_request(
             f"tool_choice.tools names '{echoed(min(missing))}', which is not in 'tools'.", "tool_choice.tools"
         )
     chat["tools"] = kept
     return str(mode)
-
-
-def _chat_tool_name(tool: Any) -> Any:
-    """A tool's name, chat's spelling (`function.name`) or, in the routing view, Responses'."""
-    if type(tool) is not dict:
-        return None
-    function = tool.get("function")
-    return function.get("name") if type(function) is dict else tool.get("name")
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:

@@ -12,8 +12,9 @@ A key this view does not know may be one made a moment ago elsewhere (an admin A
 another replica, the CLI): a provisioning flow that makes a key and uses it at once through
 a load balancer got 401s until the next refresh. Before such a key is refused the view
 catches up once (`catch_up`): misses that come together share one store read, and misses
-read the store at most once per `CATCH_UP_GAP_S` however many unknown keys arrive, so
-guessing keys costs the store little.
+read the store at most once per `CATCH_UP_GAP_S` however many unknown keys arrive (a miss
+within the gap waits for its end rather than being refused unread), so guessing keys costs
+the store little.
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class KeyDirectory:
         # a store that lost its keys (a Redis restarted without its data, flushed, or another
         # database), which must leave the gateway closed, not open it to anyone.
         self._had_keys = False
-        self._catching_up: asyncio.Future[bool] | None = None
-        self._caught_up_at = -math.inf  # monotonic time of the last catch-up begun
+        self._catching_up: asyncio.Future[None] | None = None  # the catch-up reading the store
+        self._next_catch_up: asyncio.Future[None] | None = None  # the one that reads after it
+        self._caught_up_at = -math.inf  # monotonic time of the last catch-up read begun
 
     @property
     def loaded(self) -> bool:
@@ -113,19 +115,30 @@ class KeyDirectory:
 
     async def catch_up(self) -> None:
         """Reload from the store if it changed, for a key the view does not know (see the
-        module docstring): joins a catch-up under way, and starts none within
-        `CATCH_UP_GAP_S` of the last, nor while the store is failing (the background refresh
-        finds it back). A caller that goes away does not cancel it."""
+        module docstring). Each caller waits for a read that begins after it arrived (one
+        under way may have begun before its key was made), shared with every miss that
+        arrives before that read begins; a read begins no sooner than `CATCH_UP_GAP_S` after
+        the last one began. None while the store is failing (the background refresh finds
+        it back). A caller that goes away cancels nothing."""
         if self._failing:
             return  # the store is down: a read would only wait out its timeout to fail again
-        pending = self._catching_up
-        if pending is None or pending.done():
-            now = time.monotonic()
-            if now - self._caught_up_at < CATCH_UP_GAP_S:
-                return
-            self._caught_up_at = now
-            pending = self._catching_up = asyncio.ensure_future(self.refresh())
+        pending = self._next_catch_up
+        if pending is None:
+            pending = self._next_catch_up = asyncio.ensure_future(self._catch_up_next())
         await asyncio.shield(pending)
+
+    async def _catch_up_next(self) -> None:
+        previous = self._catching_up
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # its outcome is its own callers'
+        wait = self._caught_up_at + CATCH_UP_GAP_S - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        # This read begins now: misses from here on wait for the next one.
+        self._caught_up_at = time.monotonic()
+        self._catching_up, self._next_catch_up = self._next_catch_up, None
+        if not self._failing:  # it may have failed meanwhile (see catch_up)
+            await self.refresh()
 
     async def _refresh(self) -> bool:
         try:

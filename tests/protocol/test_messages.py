@@ -379,6 +379,13 @@ def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
             "base64 or url",
         ),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice", "auto, any, none"),
+        # Hostile testing: a named tool not in `tools` was forwarded (SGLang answers 500).
+        ({"tool_choice": {"type": "tool", "name": "get_weather"}}, "tool_choice.name", "'get_weather'"),
+        (
+            {"tools": [{"name": "a", "input_schema": {}}], "tool_choice": {"type": "tool", "name": "b"}},
+            "tool_choice.name",
+            "no tool named 'b'",
+        ),
         # Hostile testing: a user's text block without its text was "not supported here",
         # kept as Anthropic-only for a native candidate to refuse.
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text", "a string"),

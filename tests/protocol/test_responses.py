@@ -566,6 +566,15 @@ def test_built_in_tools_get_a_400_naming_the_tool(tool):
         ({"tool_choice": {"type": "file_search"}}, "tool_choice"),
         # Hostile testing: "tool_choice 'function' is not supported", for a missing name.
         ({"tool_choice": {"type": "function"}}, "tool_choice.name"),
+        # Hostile testing: a named tool not in `tools` was forwarded (SGLang answers 500).
+        ({"tool_choice": {"type": "function", "name": "get_weather"}}, "tool_choice.name"),
+        (
+            {
+                "tools": [{"type": "function", "name": "a", "parameters": {"type": "object"}}],
+                "tool_choice": {"type": "custom", "name": "b"},
+            },
+            "tool_choice.name",
+        ),
     ],
 )
 def test_malformed_requests_get_a_400_naming_the_field(change, param):

@@ -313,11 +313,52 @@ async def test_unknown_keys_catch_the_view_up_sharing_store_reads(tmp_path, monk
     found = directory.lookup(plain)
     assert isinstance(found, Principal) and found.key_name == "late"
 
-    await directory.catch_up()
-    assert store.version_reads == 2  # within the gap: no read
+    # A second key made at once (a provisioning flow making two): its miss, within the gap,
+    # was refused unread (401). It now waits for the gap's end, and the misses that come
+    # meanwhile share that read.
+    second = TenantAdmin(inner, clock).create_key("later", actor="t").plain
+    await asyncio.gather(*(directory.catch_up() for _ in range(20)))
+    assert store.version_reads == 3
+    found = directory.lookup(second)
+    assert isinstance(found, Principal) and found.key_name == "later"
     monkeypatch.setattr(directory_module, "CATCH_UP_GAP_S", 0.0)
     await directory.catch_up()
-    assert store.version_reads == 3  # past it: one read
+    assert store.version_reads == 4  # each miss: one read
+
+
+async def test_a_miss_during_a_read_waits_for_a_read_that_begins_after_it(tmp_path, monkeypatch):
+    """A read under way may have begun before the key was made: a miss that joined it was
+    refused a key the store already held. It waits for the next read instead, one for all
+    the misses that arrive while the first is under way."""
+    import gateway.tenants.directory as directory_module
+
+    monkeypatch.setattr(directory_module, "CATCH_UP_GAP_S", 0.0)
+    inner = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    store = FlakyStore(inner)
+    directory = KeyDirectory(store, clock=Clock())
+    assert await directory.refresh()
+    reading, release = threading.Event(), threading.Event()
+    version = store.version
+
+    def slow_version() -> int:
+        value = version()  # read before the key is made
+        reading.set()
+        release.wait(5)
+        return value
+
+    store.version = slow_version
+    first = asyncio.ensure_future(directory.catch_up())
+    await asyncio.to_thread(reading.wait, 5)
+    store.version = version
+    plain = TenantAdmin(inner, Clock()).create_key("made-meanwhile", actor="t").plain
+    late = [asyncio.ensure_future(directory.catch_up()) for _ in range(5)]
+    release.set()
+    await first
+    assert directory.lookup(plain) is None  # the first read began before the key was made
+    await asyncio.gather(*late)
+    found = directory.lookup(plain)
+    assert isinstance(found, Principal) and found.key_name == "made-meanwhile"
+    assert store.version_reads == 3  # the refresh, the first read, one read for the five
 
 
 async def test_no_catch_up_reads_a_store_that_is_failing(tmp_path, monkeypatch):
