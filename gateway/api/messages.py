@@ -1,4 +1,4 @@
-"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API at the edge.
+"""POST /v1/messages: Anthropic's Messages API at the edge (count_tokens: `api.token_counts`).
 
 What Claude Code and the `anthropic` SDKs call. A request is routed like any chat request,
 on what its chat translation (`protocol.messages.messages_to_chat`) would give routing,
@@ -21,10 +21,7 @@ answer names its request in Anthropic's `request-id` header as well as `x-reques
 an error body in its `request_id`, where the SDKs read them.
 
 Clients authenticate with `x-api-key` or `Authorization: Bearer` (both read by
-`api.auth`); `anthropic-version` is accepted and not required. count_tokens answers the
-gateway's own estimate of the prompt (the tokenizer of whichever backend would serve it is
-not known before routing), for a model /v1/messages would take: an unknown one is a 404,
-an embedding model a 400, as there.
+`api.auth`); `anthropic-version` is accepted and not required.
 """
 
 from __future__ import annotations
@@ -38,10 +35,9 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.edge import Ingress, IngressRequest, PassThrough, StreamTranslator, TranslationEnded, broken_error
-from gateway.api.ingress import HeadersOnly, handle, receive_body, send_error
-from gateway.api.state import AppState
+from gateway.api.ingress import handle
 from gateway.backends.base import CHAT_COMPLETIONS, MESSAGES, Backend, UpstreamError
-from gateway.config.snapshot import ConfigSnapshot, Offer
+from gateway.config.snapshot import Offer
 from gateway.protocol.body import json_object
 from gateway.protocol.chat import (
     GATEWAY_OWNED_FIELDS,
@@ -57,7 +53,6 @@ from gateway.protocol.messages import (
     anthropic_error,
     chat_to_message,
     check_tool_results,
-    count_tokens,
     messages_to_chat,
     untranslatable,
 )
@@ -69,11 +64,6 @@ from gateway.proxy.attempts import OpenedAnswer
 from gateway.proxy.continuation import NativeResume, Partial
 from gateway.proxy.formats import TranslatedChatFormat, TranslatedChatStream, UpstreamCall
 from gateway.proxy.messages_format import MESSAGES as MESSAGES_FORMAT
-from gateway.ratelimit import check_model_names
-from gateway.routing.candidates import target_offers
-from gateway.routing.overrides import requested_models
-from gateway.routing.pipeline import wrong_kind_error
-from gateway.routing.resolve import resolve
 
 log = logging.getLogger("gateway.api")
 _JSON = (b"content-type", b"application/json")
@@ -383,55 +373,3 @@ MESSAGES_INGRESS = MessagesIngress()
 
 async def messages(scope: Scope, receive: Receive, send: Send) -> None:
     await handle(scope, receive, send, MESSAGES_INGRESS)
-
-
-def _check_model(model: str, snapshot: ConfigSnapshot) -> None:
-    """What /v1/messages would say of the model before routing: a 404 for a name nothing maps
-    (`resolve`), a 400 for an embedding model (`wrong_kind_error`)."""
-    error = wrong_kind_error(model, "messages", "chat", target_offers(resolve(model, snapshot), snapshot))
-    if error is not None:
-        try:
-            raise error
-        finally:
-            del error  # not held by the frame its traceback holds (see `routing.pipeline.decide`)
-
-
-async def messages_count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
-    """The prompt's token count as the gateway estimates it: `{"input_tokens": n}`."""
-    state: AppState = scope["app"].state.gateway
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    request_id = state.request_ids.next()
-    named = request_id.encode()
-    out_headers = [(b"x-request-id", named), (MessagesIngress.request_id_header, named)]
-    try:
-        principal = await state.auth.authenticate_current(HeadersOnly(headers, scope.get("client")))
-        limit = state.config.current.config.gateway.max_body_bytes
-        body = await receive_body(receive, headers.get("content-length"), limit)
-        native = json_object(body, "`model` and `messages`")  # no max_tokens: nothing is generated
-        try:
-            counted = count_tokens(native)
-        except GatewayError as refused:
-            if refused.code != ANTHROPIC_ONLY:
-                raise
-            # Content only Anthropic's API takes (a server tool, a document by URL): counted as
-            # routing counts it, by the body's size.
-            counted = {"input_tokens": coarse_prompt(native, len(body)).tokens}
-        check_tool_results(native["messages"])  # Anthropic's count_tokens refuses them as /v1/messages does
-        answer = orjson.dumps(counted)
-        snapshot = state.config.current
-        _check_model(native["model"], snapshot)
-        # The key's models, as /v1/messages checks them (a 403 for a model it may not use).
-        check_model_names(principal, requested_models(native, native["model"]), snapshot)
-    except GatewayError as exc:
-        await send_error(send, MESSAGES_INGRESS, exc, request_id, out_headers)
-        return
-    except Exception:
-        # A fault of the gateway's own: answered as `handle` answers one, in Anthropic's shape
-        # with the request's id (the front door's generic 500 is OpenAI's, without either).
-        log.exception("internal error on %s (request %s)", scope["path"], request_id)
-        internal = GatewayError(500, "Internal gateway error.", code="internal_error")
-        await send_error(send, MESSAGES_INGRESS, internal, request_id, out_headers)
-        return
-    out_headers += [_JSON, (b"content-length", str(len(answer)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-    await send({"type": "http.response.body", "body": answer})

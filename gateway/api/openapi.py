@@ -160,6 +160,30 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/responses/input_tokens": {
+        "post": {
+            "summary": "OpenAI's input token count of a Responses request (the gateway's estimate)",
+            "security": _BEARER,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/ResponsesRequest"}}},
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["object", "input_tokens"],
+                        "properties": {
+                            "object": {"const": "response.input_tokens"},
+                            "input_tokens": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "The count",
+                ),
+                **_errors(400, 401, 403, 404, 413, 429, 503),
+            },
+        }
+    },
     "/v1/responses/{response_id}": {
         "parameters": [
             {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}

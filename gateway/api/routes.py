@@ -34,6 +34,7 @@ from gateway.api import (
     responses,
     scrape,
     stored_responses,
+    token_counts,
 )
 from gateway.api.fastpath import AsgiHandler
 
@@ -71,8 +72,8 @@ def route_table() -> list[RouteEntry]:
         RouteEntry("/chat/completions", fast, chat.chat_completions, fast=True),
         RouteEntry("/v1/messages", fast, messages.messages, fast=True),
         RouteEntry("/messages", fast, messages.messages, fast=True),
-        RouteEntry("/v1/messages/count_tokens", fast, messages.messages_count_tokens, fast=True),
-        RouteEntry("/messages/count_tokens", fast, messages.messages_count_tokens, fast=True),
+        RouteEntry("/v1/messages/count_tokens", fast, token_counts.messages_count_tokens, fast=True),
+        RouteEntry("/messages/count_tokens", fast, token_counts.messages_count_tokens, fast=True),
         RouteEntry("/v1/embeddings", fast, embeddings.embeddings, fast=True),
         RouteEntry("/embeddings", fast, embeddings.embeddings, fast=True),
         RouteEntry("/v1/completions", fast, completions.completions, fast=True),
@@ -100,6 +101,7 @@ def route_table() -> list[RouteEntry]:
         RouteEntry("/admin/teams/{name}", ("PATCH",), keys.update_team),
         RouteEntry("/admin/audit", ("GET",), keys.audit),
         RouteEntry("/v1/key", ("GET",), keys.current_key),
+        RouteEntry("/v1/responses/input_tokens", fast, token_counts.responses_input_tokens, fast=True),
         RouteEntry("/v1/responses/{response_id}/input_items", ("GET",), stored_responses.input_items),
         RouteEntry("/v1/responses/{response_id}", ("GET",), stored_responses.retrieve),
         RouteEntry("/v1/responses/{response_id}", ("DELETE",), stored_responses.delete),

@@ -14,6 +14,7 @@ import pytest
 
 import gateway.api.ingress
 import gateway.api.messages
+import gateway.api.token_counts
 from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.inprocess import MOCK_POLICY, lifespan, post
@@ -74,7 +75,7 @@ async def test_an_internal_error_counting_tokens_is_answered_in_anthropics_shape
     policy = tmp_path / "policy.yaml"
     policy.write_text(MOCK_POLICY)
     app = create_app(Settings(config=policy, data_dir=tmp_path / "data", usage_recording=False))
-    monkeypatch.setattr(gateway.api.messages, "count_tokens", _broken_decide)
+    monkeypatch.setattr(gateway.api.token_counts, "count_tokens", _broken_decide)
     caplog.set_level(logging.ERROR, logger="gateway.api")
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     async with lifespan(app) as state:

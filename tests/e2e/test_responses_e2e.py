@@ -392,6 +392,44 @@ def test_stored_responses_belong_to_their_key(gw, openai_client):
         alice.responses.retrieve(response.id)
 
 
+def test_input_tokens_counts_the_input_and_the_conversation_it_continues(gw, upstream, openai_client):
+    """`client.responses.input_tokens.count` was a 405: the count is the gateway's estimate,
+    the one routing and limits read, and no backend is asked. The stored conversation a
+    `previous_response_id` names counts too, and only its own key's."""
+    from gateway.protocol.responses import responses_to_chat
+    from gateway.protocol.tokens import estimate_prompt_tokens
+
+    alice, bob = openai_client(gw, api_key="sk-alice"), openai_client(gw, api_key="sk-bob")
+    body = {"model": "auto", "instructions": "Be brief.", "input": "Say hello.", "tools": [WEATHER_TOOL]}
+    counted = alice.responses.input_tokens.count(**body)
+    assert counted.object == "response.input_tokens"
+    assert counted.input_tokens == estimate_prompt_tokens(responses_to_chat(body))
+    # `model` is optional in OpenAI's API.
+    no_model = {k: v for k, v in body.items() if k != "model"}
+    assert alice.responses.input_tokens.count(**no_model).input_tokens == counted.input_tokens
+    assert upstream.received == []
+
+    first = alice.responses.create(model="auto", input="Say hello.")
+    assert len(upstream.received) == 1
+    follow_up = alice.responses.input_tokens.count(model="auto", input="And again.", previous_response_id=first.id)
+    alone = alice.responses.input_tokens.count(model="auto", input="And again.")
+    assert follow_up.input_tokens > alone.input_tokens
+    with pytest.raises(openai.BadRequestError) as caught:  # another key's conversation: not found
+        bob.responses.input_tokens.count(model="auto", input="And again.", previous_response_id=first.id)
+    assert caught.value.code == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):  # a model /v1/responses would not take
+        alice.responses.input_tokens.count(model="no/such-model", input="hi")
+    with pytest.raises(openai.BadRequestError) as malformed:
+        alice.responses.input_tokens.count(model="auto", input=[{"type": "item_reference"}])
+    assert malformed.value.body["type"] == "invalid_request_error"
+    wrong_key = {"authorization": "Bearer sk-x"}
+    refused = httpx.post(gw.url + "/v1/responses/input_tokens", json=body, headers=wrong_key)
+    as_create = httpx.post(gw.url + "/v1/responses", json=body, headers=wrong_key)
+    assert refused.status_code == as_create.status_code == 401
+    assert refused.json()["error"] == as_create.json()["error"]  # the same error as /v1/responses
+    assert len(upstream.received) == 1
+
+
 @pytest.mark.parametrize("tool", ["web_search", "file_search", "computer_use_preview", "code_interpreter"])
 def test_built_in_tools_are_a_400_naming_the_tool(gw, upstream, openai_client, tool):
     with pytest.raises(openai.BadRequestError) as caught:
