@@ -3,8 +3,9 @@
 Passed through: each candidate (an offer of `kind: embedding` whose backend serves
 `embeddings` natively; routing gathers no other) gets the client's body with its own model
 id, and the client gets the upstream's answer as it came (`encoding_format: base64` vectors
-untouched). Routed, limited, retried and accounted like chat (`endpoint: embeddings` in the
-ledger, prompt tokens priced at the offer's `input_price`, rankings category `embeddings`).
+untouched), but for float lists answering a request for base64, which are encoded so.
+Routed, limited, retried and accounted like chat (`endpoint: embeddings` in the ledger,
+prompt tokens priced at the offer's `input_price`, rankings category `embeddings`).
 Never streamed; errors in OpenAI's shape. `usage: {"include": true}` adds `usage.cost`
 (`gateway.api.usage_cost`); the field is never sent upstream.
 """
@@ -44,7 +45,8 @@ class EmbeddingsIngress(Ingress):
         if "embeddings" not in offer.apis or not isinstance(request, EmbeddingsRequest):
             return None  # no translation exists: only a backend serving /embeddings can answer
         # One vector per input is owed: an answer with fewer (or more) fails the attempt.
-        answer = EmbeddingsFormat(vectors=len(request.inputs))
+        # Float lists answering a request for base64 are encoded for the client (`body`).
+        answer = EmbeddingsFormat(vectors=len(request.inputs), base64=request.encoding_format == "base64")
         return UpstreamCall(EMBEDDINGS, upstream_embeddings_payload(request, offer.upstream_id), answer)
 
     def answer_bound(self, request: IngressRequest, configured: int) -> int:
@@ -57,6 +59,8 @@ class EmbeddingsIngress(Ingress):
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:
         if isinstance(request, EmbeddingsRequest) and request.priced:
             return priced_embeddings(opened)
+        if opened.answer is not None:  # its float lists encoded as the base64 asked for
+            return orjson.dumps(opened.answer)
         return opened.body
 
     def stream(self, request: IngressRequest, opened: OpenedAnswer) -> StreamTranslator:

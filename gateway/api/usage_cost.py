@@ -114,10 +114,12 @@ def priced_embeddings(opened: OpenedAnswer) -> bytes:
     """An embeddings answer for a client that asked for its cost: `usage.cost` at the prompt
     tokens it was billed (an answer reporting only `total_tokens`, or none, included; an
     embeddings usage object has no completion)."""
+    # The fallback loop already checked it is a JSON object, and kept it parsed when it
+    # changed it (float lists encoded as the base64 asked for).
     billed = opened.outcome.usage if opened.outcome is not None else None
     if billed is None:
-        return opened.body
-    answer = orjson.loads(opened.body)  # the fallback loop already checked it is a JSON object
+        return opened.body if opened.answer is None else orjson.dumps(opened.answer)
+    answer = opened.answer if opened.answer is not None else orjson.loads(opened.body)
     if not isinstance(answer, dict):
         return opened.body
     usage = answer.get("usage")

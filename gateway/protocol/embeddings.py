@@ -13,6 +13,8 @@ token (an embedding answer has no completion).
 
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,3 +128,14 @@ def upstream_embeddings_payload(request: EmbeddingsRequest, upstream_model: str)
     payload = {k: v for k, v in request.payload.items() if k not in GATEWAY_OWNED_FIELDS and k != "usage"}
     payload["model"] = upstream_model
     return payload
+
+
+def as_base64(data: list[dict[str, Any]]) -> None:
+    """Each float list `embedding` of an answer's `data` as OpenAI sends it for
+    `encoding_format: base64`: the base64 of its little-endian float32s (what the SDKs decode
+    with numpy's `frombuffer` and `Float32Array`). Raises `struct.error` for a value that is
+    not a number, OverflowError for one past float32's range."""
+    for item in data:
+        vector = item["embedding"]
+        if type(vector) is list:
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")

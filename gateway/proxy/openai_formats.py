@@ -13,17 +13,21 @@ loop and the relay read them (beside `formats.CHAT`).
   first-content test and the estimated closing chunk changed.
 
 Both are passed through: the client gets the upstream's bytes (the relay's structural check
-and usage stripping aside), `encoding_format: base64` vectors included.
+and usage stripping aside), `encoding_format: base64` vectors included. One exception: float
+lists answering a request for base64 (`EmbeddingsFormat(base64=True)`), which several
+OpenAI-compatible servers send whatever is asked, are encoded as base64 for the client.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any
 
 import orjson
 
 from gateway.config.snapshot import Offer
+from gateway.protocol.embeddings import as_base64
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import data_of
 from gateway.protocol.tokens import estimate_text_tokens
@@ -36,10 +40,19 @@ class EmbeddingsFormat(AnswerFormat):
     name = "embeddings"
     expected = "an embeddings list"
 
-    def __init__(self, vectors: int | None = None) -> None:
+    def __init__(self, vectors: int | None = None, base64: bool = False) -> None:
         self.vectors = vectors  # the request's inputs, each owed a vector; None: not checked
+        self.base64 = base64  # the client asked for base64 vectors
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
+        return self.read_body(offer, body)[0]
+
+    def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
+        """The usage, and the answer with its vectors as base64 when the client asked for
+        base64 and got float lists (else None: the body is relayed as it came). The SDKs ask
+        for base64 when the app names no encoding, and the npm SDK decodes whatever comes
+        back as base64 without looking: a float list becomes a vector a quarter as long,
+        silently wrong."""
         answer = json_object(offer, body)
         data = answer.get("data")
         if "error" in answer and not data:
@@ -57,7 +70,16 @@ class EmbeddingsFormat(AnswerFormat):
             raise MalformedAnswer(
                 f"{offer.backend}: the upstream's 200 body holds {len(data)} embeddings for {self.vectors} inputs"
             )
-        return embeddings_usage(answer.get("usage"))
+        usage = embeddings_usage(answer.get("usage"))
+        if not self.base64 or all(type(d["embedding"]) is str for d in data):
+            return usage, None
+        try:
+            as_base64(data)
+        except (struct.error, OverflowError):
+            raise MalformedAnswer(
+                f"{offer.backend}: the upstream's 200 body holds a vector that is not float32 numbers"
+            ) from None
+        return usage, answer
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         raise TypeError("embeddings are never streamed")

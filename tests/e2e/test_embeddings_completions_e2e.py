@@ -492,3 +492,48 @@ def test_embedding_models_rank_in_their_category_not_on_the_chat_leaderboards(gw
     ).json()
     assert [(m["model"], m["tokens"]) for m in series["models"]] == [("qwen/qwen3-coder", [0, 18])]
     assert (series["others"], series["totals"]) == ([0, 0], [0, 18])
+
+
+def packed(index: int) -> str:
+    """The fake's vector `index` (3 dimensions) as OpenAI's base64 of little-endian float32s."""
+    return base64.b64encode(struct.pack("<3f", *vector(index, 3))).decode()
+
+
+def test_float_lists_answering_a_request_for_base64_reach_the_client_as_base64(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: an upstream that ignores `encoding_format` (LM Studio, the Infinity
+    worker, LocalAI until mudler/LocalAI#9135 answer floats whatever is asked) was relayed
+    as it came to a client that asked for base64 (what the SDKs ask for by default), and the
+    npm SDK read the float list as base64: vectors a quarter as long, silently wrong. The
+    floats are encoded as the float32 base64 OpenAI sends; a float request is untouched."""
+    client = openai_client(gw)
+    upstream.reset(ignore_encoding_format=True)
+    raw = client.embeddings.with_raw_response.create(
+        model="embed", input=["a cat", "a dog"], extra_body={"usage": {"include": True}}
+    )
+    assert upstream.received[-1].body["encoding_format"] == "base64"  # the SDK's default, sent on
+    answer = raw.http_response.json()
+    assert [d["embedding"] for d in answer["data"]] == [packed(0), packed(1)]
+    assert answer["usage"] == {"prompt_tokens": 11, "total_tokens": 11, "cost": pytest.approx(1.1e-6, abs=1e-12)}
+    assert [d.embedding for d in raw.parse().data] == [vector(0, 3), vector(1, 3)]
+    assert int(raw.headers["content-length"]) == len(raw.http_response.content)
+    floats = client.embeddings.with_raw_response.create(model="embed", input="a cat", encoding_format="float")
+    assert floats.http_response.json()["data"][0]["embedding"] == vector(0, 3)
+
+    # A vector of something else than float32 numbers cannot be encoded: that answer is
+    # malformed, and the next backend answers.
+    for bad in (["x", 1.0], [1e39]):
+        item = {"object": "embedding", "index": 0, "embedding": bad}
+        upstream.reset(raw_body=json.dumps({"object": "list", "data": [item], "model": "m"}).encode())
+        upstream_b.reset()
+        raw = client.embeddings.with_raw_response.create(model="embed", input="a cat", encoding_format="base64")
+        assert raw.headers["x-gateway-backend"] == "up-b" and raw.parse().data[0].embedding == packed(0)
+        assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 6 else None, what="six ledger rows")
+    assert sorted((e["backend"], e["status"], e["error"]) for e in rows) == [
+        ("up-a", 200, None),
+        ("up-a", 200, None),
+        ("up-a", 502, "malformed"),
+        ("up-a", 502, "malformed"),
+        ("up-b", 200, None),
+        ("up-b", 200, None),
+    ]

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from tests.support.fake_endpoints import vector
 from tests.support.policies import one_backend_policy
 from tests.support.services import REPO, require_binary
 
@@ -71,3 +72,32 @@ def test_openai_npm_client_against_the_gateway(start_gateway, upstream):
     missing = report["missing_messages"]
     assert missing["thrown"] and missing["class"] == "BadRequestError"
     assert missing["status"] == 400 and missing["param"] == "messages"
+
+
+def test_npm_embeddings_get_base64_from_an_upstream_that_answers_floats(start_gateway, upstream):
+    """Hostile testing: the npm SDK asks for base64 when the app names no encoding and decodes
+    what comes back as base64 without looking. An upstream that ignores `encoding_format`
+    (several OpenAI-compatible servers answer floats whatever is asked) was relayed as it
+    came, and the SDK read each JSON float list as bytes: vectors of a quarter of the
+    dimensions, silently wrong (LocalAI's fix for the same, mudler/LocalAI#9135)."""
+    node = require_binary("node")
+    _install_js_deps(require_binary("npm"))
+    upstream.reset(ignore_encoding_format=True)
+    gw = start_gateway(
+        one_backend_policy(
+            upstream.base_url,
+            api_key=None,
+            models={"acme/embed": {"upstream_id": "acme-embed-v1", "kind": "embedding"}},
+            routes={"embed": ["acme/embed"]},
+        )
+    )
+    env = {**os.environ, "GATEWAY_BASE_URL": gw.url + "/v1", "GATEWAY_MODEL": "embed"}
+    check = JS_DIR / "embeddings_check.mjs"
+    done = subprocess.run([node, check.name], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{check.name} failed:\n{done.stdout}\n{done.stderr}\n{gw.log()}"
+    report = json.loads(done.stdout)
+    # float32 values the fake's vectors are exact in: what the SDK decodes equals what was sent.
+    assert report["default"] == [vector(0, 3), vector(1, 3)]
+    assert report["float"] == [vector(0, 3), vector(1, 3)]
+    assert report["usage"] == {"prompt_tokens": 11, "total_tokens": 11}
+    assert [r.body["encoding_format"] for r in upstream.received] == ["base64", "float"]  # one call each

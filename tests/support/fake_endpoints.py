@@ -16,7 +16,8 @@ Shapes, from OpenAI's API reference:
   usage so far on every text chunk. `raw_stream`: exactly those bytes, whatever was asked;
   `hold_after_events`: the stream waits there until the test sets `release`.
 
-`raw_body`: either endpoint answers a 200 JSON body of exactly those bytes (not streamed).
+`ignore_encoding_format`: embeddings are float lists whatever was asked, as several
+OpenAI-compatible servers answer. `raw_body`: either endpoint answers a 200 JSON body of exactly those bytes (not streamed).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ async def embeddings(upstream: _Upstream, request: Request) -> Response:
     for index in range(count):
         values = vector(index, dimensions)
         value: Any = values
-        if body.get("encoding_format") == "base64":
+        if body.get("encoding_format") == "base64" and not b.ignore_encoding_format:
             value = base64.b64encode(struct.pack(f"<{dimensions}f", *values)).decode()
         data.append({"object": "embedding", "index": index, "embedding": value})
     out: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}

@@ -59,6 +59,8 @@ class Behaviour:
     hold_after_events: int | None = None
     release: threading.Event = field(default_factory=threading.Event)
     raw_body: bytes | None = None  # embeddings, completions: a 200 JSON body of exactly these bytes, not streamed
+    # embeddings: float lists whatever `encoding_format` asks (LM Studio, the Infinity worker, LocalAI did)
+    ignore_encoding_format: bool = False
     # Raw bytes sent before the stream event of that index (0 is the role chunk): junk, error events.
     inject_before_event: dict[int, bytes] = field(default_factory=dict)
     usage_with_empty_choice: bool = False  # the usage chunk as LiteLLM's proxy sends it: one empty choice
