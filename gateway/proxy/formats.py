@@ -205,14 +205,37 @@ def json_object(offer: Offer, body: bytes) -> dict[str, Any]:
 
 def error_text(answer: object) -> str | None:
     """The message of an upstream error body: `{"error": {"message"}}`, `{"error": "..."}`,
-    or vLLM's older `{"object": "error", "message": ...}`."""
+    vLLM's older `{"object": "error", "message": ...}`, or FastAPI's `{"detail": ...}` (the
+    servers built on it, Infinity's embeddings among them: a string, or its validation
+    errors' list of `{"loc", "msg"}`)."""
     if not isinstance(answer, dict):
         return None
     err = answer.get("error")
     message = err.get("message") if isinstance(err, dict) else err
     if message is None:
         message = answer.get("message")
+    if message is None:
+        message = _fastapi_detail(answer.get("detail"))
     return str(message) if message else None
+
+
+def _fastapi_detail(detail: object) -> str | None:
+    """FastAPI's `detail`: its text, or each validation error as `field: msg` (the field's
+    path without FastAPI's leading `body`)."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return None
+    parts = []
+    for item in detail[:20]:
+        if not isinstance(item, dict) or not isinstance(item.get("msg"), str):
+            continue
+        loc = item.get("loc")
+        path = [str(p) for p in loc if isinstance(p, str | int)] if isinstance(loc, list) else []
+        if path[:1] == ["body"]:
+            path = path[1:]
+        parts.append(f"{'.'.join(path)}: {item['msg']}" if path else item["msg"])
+    return "; ".join(parts) or None
 
 
 CHAT: AnswerFormat = ChatFormat()

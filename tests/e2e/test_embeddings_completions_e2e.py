@@ -537,3 +537,22 @@ def test_float_lists_answering_a_request_for_base64_reach_the_client_as_base64(g
         ("up-b", 200, None),
         ("up-b", 200, None),
     ]
+
+
+def test_a_fastapi_servers_refusal_reaches_the_client_in_its_own_words(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: servers built on FastAPI (Infinity's embeddings, for one) refuse a
+    request with `{"detail": ...}`, which the gateway did not read: the client got its 422
+    as "upstream error", with no word of what to change."""
+    client = openai_client(gw)
+    refusal = {"detail": [{"type": "list_type", "loc": ["body", "input"], "msg": "Input should be a valid list"}]}
+    upstream.reset(status=422, error_body=refusal)
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.embeddings.create(model="embed", input="a cat", encoding_format="float")
+    assert caught.value.body["message"] == "input: Input should be a valid list"
+    assert caught.value.code == "upstream_rejected_request"
+    upstream.reset(status=400, error_body={"detail": "Model acme-embed-v1 does not support dimensions"})
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="embed", input="a cat", dimensions=5, encoding_format="float")
+    assert caught.value.body["message"] == "Model acme-embed-v1 does not support dimensions"
+    # The client's own error: one attempt each time, no fallback.
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
