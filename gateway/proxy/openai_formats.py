@@ -33,7 +33,7 @@ from gateway.protocol.sse import data_of
 from gateway.protocol.tokens import estimate_text_tokens
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, error_text, json_object
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
-from gateway.proxy.usage import MAX_TOKENS_PER_CALL, Usage
+from gateway.proxy.usage import Usage, token_count
 
 
 class EmbeddingsFormat(AnswerFormat):
@@ -102,15 +102,17 @@ def _vector(embedding: Any) -> bool:
 
 
 def embeddings_usage(usage: Any) -> Usage | None:
-    """OpenAI's embeddings usage: `prompt_tokens` (some servers send only `total_tokens`)."""
+    """OpenAI's embeddings usage: `prompt_tokens` (some servers send only `total_tokens`),
+    each count read as chat's are (`token_count`: a whole float or a string of digits too,
+    at most `MAX_TOKENS_PER_CALL`)."""
     if not isinstance(usage, dict):
         return None
-    tokens = usage.get("prompt_tokens")
-    if not isinstance(tokens, int) or isinstance(tokens, bool):
-        tokens = usage.get("total_tokens")
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+    tokens = token_count(usage.get("prompt_tokens"))
+    if tokens is None:
+        tokens = token_count(usage.get("total_tokens"))
+    if tokens is None:
         return None
-    return Usage(min(tokens, MAX_TOKENS_PER_CALL), 0)
+    return Usage(tokens, 0)
 
 
 class CompletionsFormat(AnswerFormat):

@@ -556,3 +556,20 @@ def test_a_fastapi_servers_refusal_reaches_the_client_in_its_own_words(gw, upstr
     assert caught.value.body["message"] == "Model acme-embed-v1 does not support dimensions"
     # The client's own error: one attempt each time, no fallback.
     assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
+
+
+def test_an_embeddings_usage_counted_as_chats_is_billed_as_reported(gw, upstream, openai_client):
+    """Hostile testing: chat's usage reader takes a count written as a whole float or a
+    string of digits (as some servers and proxies write them); the embeddings reader took
+    only integers, so the same report was thrown away and the call billed at the gateway's
+    estimate instead of the upstream's count."""
+    client = openai_client(gw)
+    item = {"object": "embedding", "index": 0, "embedding": vector(0, 3)}
+    for usage in ({"prompt_tokens": 900.0, "total_tokens": 900.0}, {"prompt_tokens": "900", "total_tokens": "900"}):
+        upstream.reset(raw_body=json.dumps({"object": "list", "data": [item], "model": "m", "usage": usage}).encode())
+        raw = client.embeddings.with_raw_response.create(
+            model="embed", input="a cat", encoding_format="float", extra_body={"usage": {"include": True}}
+        )
+        assert raw.http_response.json()["usage"]["cost"] == pytest.approx(900 * 0.1 / 1e6, abs=1e-12)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 2 else None, what="two ledger rows")
+    assert [(e["prompt_tokens"], e["estimated"]) for e in rows] == [(900, False), (900, False)]
