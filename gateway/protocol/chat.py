@@ -199,10 +199,9 @@ class ChatRequest:
         return tokens
 
     def all_prompt_tokens(self) -> int:
-        """The estimate for every prompt of the call, where the upstream reports no usage: a
-        batch (completions prompts, embeddings inputs) is routed on its longest prompt
-        (`prompt_tokens`) and counted as that many prompts of that length, as the limiter
-        reserves it (an upper bound; counting only the longest undercounted by the batch)."""
+        """The estimate for every prompt of the call, where the upstream reports no usage:
+        `prompt_tokens` times `batch` (a batch's view, `gateway.protocol.batch.BatchRequest`,
+        sums each prompt's estimate instead)."""
         return self.prompt_tokens() * self.batch
 
     def images(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.protocol.batch import routing_request
 from gateway.protocol.body import is_token, json_object, required_model
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
 from gateway.protocol.errors import invalid_request
@@ -109,7 +110,7 @@ def _routing_view(
     for name in GATEWAY_OWNED_FIELDS:
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, stream, include_usage, batch=len(prompts))  # the relay reads both
+    return routing_request(view, model, prompts, stream, include_usage, suffix)  # the relay reads both
 
 
 def upstream_completions_payload(request: CompletionsRequest, upstream_model: str) -> dict[str, Any]:

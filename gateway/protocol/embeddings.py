@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.protocol.batch import routing_request
 from gateway.protocol.body import is_token, json_object, required_model
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest
 from gateway.protocol.errors import echoed, invalid_request
@@ -101,7 +102,7 @@ def _routing_view(payload: dict[str, Any], model: str, inputs: list[str | list[i
     for name in GATEWAY_OWNED_FIELDS:  # `models` and `provider` overrides apply here too
         if name in payload:
             view[name] = payload[name]
-    return ChatRequest(view, model, False, False, batch=len(inputs))  # the limiter reserves for each input
+    return routing_request(view, model, inputs)  # the limiter reserves for each input, the bill sums them
 
 
 # The most a valid answer may take per input: a float written in JSON (`-1.2345678901234567e-05,`

@@ -573,3 +573,30 @@ def test_an_embeddings_usage_counted_as_chats_is_billed_as_reported(gw, upstream
         assert raw.http_response.json()["usage"]["cost"] == pytest.approx(900 * 0.1 / 1e6, abs=1e-12)
     rows = poll(lambda: r if len(r := export_today(gw)) == 2 else None, what="two ledger rows")
     assert [(e["prompt_tokens"], e["estimated"]) for e in rows] == [(900, False), (900, False)]
+
+
+def test_a_batch_of_unequal_inputs_without_upstream_usage_is_billed_at_their_sum(gw, upstream, openai_client):
+    """Hostile testing: with no usage from the upstream, a batch was billed as that many
+    copies of its longest input: a RAG indexer's batch of one long document and 99 short
+    lines paid for 100 long documents (the limiter may reserve that much; the bill is the
+    estimate of what was sent)."""
+    client = openai_client(gw)
+    upstream.reset(send_usage=False)
+    long_text, short = "a cat sat on the mat " * 150, "a dog"
+    for text in (long_text, short):
+        client.embeddings.create(model="embed", input=text, encoding_format="float")
+        client.completions.create(model="coder", prompt=text, max_tokens=8)
+    client.embeddings.create(model="embed", input=[long_text] + [short] * 99, encoding_format="float")
+    client.completions.create(model="coder", prompt=[short] * 49 + [long_text], max_tokens=8)
+    client.embeddings.create(model="embed", input=[[1] * 300, [1, 2]], encoding_format="float")
+    client.embeddings.create(model="embed", input=[1] * 300, encoding_format="float")
+    client.embeddings.create(model="embed", input=[1, 2], encoding_format="float")
+    rows = poll(lambda: r if len(r := export_today(gw)) == 9 else None, what="nine ledger rows")
+    billed = [(e["endpoint"], e["prompt_tokens"]) for e in sorted(rows, key=lambda e: e["timestamp"])]
+    (_, long_embedded), (_, long_prompt), (_, short_embedded), (_, short_prompt) = billed[:4]
+    assert billed[4:6] == [
+        ("embeddings", long_embedded + 99 * short_embedded),
+        ("completions", long_prompt + 49 * short_prompt),
+    ]
+    assert billed[6][1] == billed[7][1] + billed[8][1]  # token arrays: each counted at its length
+    assert all(e["estimated"] for e in rows)
