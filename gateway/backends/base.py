@@ -155,6 +155,19 @@ def _number(found: re.Match[str]) -> int:
     return int(next(group for group in found.groups() if group))
 
 
+# How an OpenAI-compatible server says it lacks a feature the request uses: vLLM's "suffix is
+# not currently supported" (fill-in-the-middle on /v1/completions), OpenAI's "Unsupported
+# parameter: ... is not supported with this model".
+_UNSUPPORTED_MARKERS = (b"not currently supported", b"is not supported", b"are not supported", b"unsupported")
+
+
+def looks_like_unsupported_feature(body: bytes) -> bool:
+    """Whether a refusal says this backend does not support something the request uses (one
+    that does may be among the other candidates)."""
+    text = body[:4096].lower()
+    return any(marker in text for marker in _UNSUPPORTED_MARKERS)
+
+
 def looks_like_context_overflow(body: bytes) -> bool:
     """Upstreams say 'context too long' in many words; all mean: try a longer-context model."""
     text = body[:4096].lower()

@@ -19,6 +19,7 @@ numbers nor knows which HTTP client raised what:
         └── ClientRejected          other 4xx: the upstream judged the request
             ├── AuthRejected        401/403: the gateway's own key for that backend
             ├── ContextTooLong      the prompt does not fit this model              "context_length"
+            ├── FeatureUnsupported  this backend lacks a feature the request uses
             ├── BackendMisconfigured  the upstream does not know the model asked for "misconfigured"
             └── RequestNotEncodable  the gateway cannot write the request (never sent)  "request_not_encodable"
 
@@ -176,6 +177,18 @@ class ContextTooLong(ClientRejected):
         return "context_length"
 
 
+class FeatureUnsupported(ClientRejected):
+    """A 400/422 saying this backend does not support what the request uses (vLLM serves
+    /v1/completions but answers `suffix`, fill-in-the-middle, with "suffix is not currently
+    supported"): a lack of this backend, as a context overflow is, so another candidate may
+    take it; no circuit counts it. Refused by every candidate, the client gets the last
+    upstream's own 400."""
+
+    def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
+        super().__init__(message, status, body, retry_after)
+        self.retryable = True
+
+
 class BackendMisconfigured(ClientRejected):
     """The upstream does not know the model the gateway asked for (its `upstream_id`), or
     the URL: the gateway's configuration is wrong, not the client's request. Another
@@ -208,11 +221,20 @@ class RequestNotEncodable(ClientRejected):
 
 
 def status_error(
-    message: str, status: int, body: bytes = b"", retry_after: float | None = None, *, context_overflow: bool = False
+    message: str,
+    status: int,
+    body: bytes = b"",
+    retry_after: float | None = None,
+    *,
+    context_overflow: bool = False,
+    unsupported: bool = False,
 ) -> UpstreamStatusError:
-    """The class a non-2xx status is (`context_overflow`: the body says the prompt is too long)."""
+    """The class a non-2xx status is (`context_overflow`: the body says the prompt is too long;
+    `unsupported`: it says the backend does not support something the request uses)."""
     if context_overflow and status in (400, 413, 422):
         return ContextTooLong(message, status, body, retry_after)
+    if unsupported and status in (400, 422):
+        return FeatureUnsupported(message, status, body, retry_after)
     if status == 429:
         return RateLimited(message, status, body, retry_after)
     if status in (401, 403):

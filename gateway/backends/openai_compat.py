@@ -33,6 +33,7 @@ from gateway.backends.base import (
     UpstreamResponse,
     encode_payload,
     looks_like_context_overflow,
+    looks_like_unsupported_feature,
 )
 from gateway.backends.errors import status_error
 from gateway.backends.http1 import Http1Client, Http1Response
@@ -161,6 +162,7 @@ class OpenAICompatBackend(Backend):
                 error_body,
                 retry_after_seconds(response.retry_after),
                 context_overflow=looks_like_context_overflow(error_body),
+                unsupported=looks_like_unsupported_feature(error_body),
             )
         return response
 

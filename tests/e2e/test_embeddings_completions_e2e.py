@@ -600,3 +600,47 @@ def test_a_batch_of_unequal_inputs_without_upstream_usage_is_billed_at_their_sum
     ]
     assert billed[6][1] == billed[7][1] + billed[8][1]  # token arrays: each counted at its length
     assert all(e["estimated"] for e in rows)
+
+
+def test_a_backend_without_fill_in_the_middle_passes_the_request_on(gw, upstream, upstream_b, openai_client):
+    """Hostile testing: vLLM serves /v1/completions but refuses `suffix` (400 "suffix is not
+    currently supported"), and that 400 reached a code-completion plugin as the answer
+    although the route's next backend serves fill-in-the-middle. A refusal saying the backend
+    does not support what was asked is this backend's lack, as a context overflow is: the
+    next candidate is tried (no circuit counts it); a plain invalid request is not."""
+    vllm_refusal = {
+        "error": {"message": "suffix is not currently supported", "type": "BadRequestError", "param": None, "code": 400}
+    }
+    upstream.reset(status=400, error_body=vllm_refusal)
+    client = openai_client(gw)
+    raw = client.completions.with_raw_response.create(model="coder", prompt=FIM_PROMPT, suffix=FIM_SUFFIX)
+    assert raw.headers["x-gateway-backend"] == "up-b"
+    assert raw.parse().choices[0].text == "Hello from the fake upstream."
+    assert upstream_b.received[-1].body["suffix"] == FIM_SUFFIX
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+
+    # Refused by every candidate: the upstream's own 400, once each.
+    upstream_b.reset(status=400, error_body=vllm_refusal)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="coder", prompt=FIM_PROMPT, suffix=FIM_SUFFIX)
+    assert (caught.value.body["message"], caught.value.code) == (
+        "suffix is not currently supported",
+        "upstream_rejected_request",
+    )
+    assert (len(upstream.received), len(upstream_b.received)) == (2, 1)
+
+    # The request itself invalid: the first backend's word is final.
+    invalid = {"error": {"message": "temperature must be at most 2", "type": "BadRequestError", "code": 400}}
+    upstream.reset(status=400, error_body=invalid)
+    upstream_b.reset()
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="coder", prompt="x", temperature=3)
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 0)
+    rows = poll(lambda: r if len(r := export_today(gw)) == 5 else None, what="five ledger rows")
+    assert sorted((e["backend"], e["status"], e["final"]) for e in rows) == [
+        ("up-a", 400, False),
+        ("up-a", 400, False),
+        ("up-a", 400, True),
+        ("up-b", 200, True),
+        ("up-b", 400, True),
+    ]
