@@ -65,7 +65,7 @@ from gateway.config.vendors import VENDORS, PrefillMode
 from gateway.protocol.chat import ChatRequest, upstream_payload
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.sse import data_of, json_objects, whole_events
-from gateway.proxy.attempts import EventsIdle, OpenedAnswer, open_answer
+from gateway.proxy.attempts import EventsIdle, OpenedAnswer, ended_without_its_end, open_answer
 from gateway.proxy.formats import CHAT, UpstreamCall
 from gateway.proxy.outcome import Attempt, CallOutcome, Observers, price_usd
 from gateway.proxy.usage import Usage
@@ -465,6 +465,45 @@ class StreamRescue:
         self.took_over = True
         return attempt
 
+    async def _read_rest(
+        self, opened: OpenedAnswer, splice: Splice, forward: Callable[[bytes], Awaitable[None]]
+    ) -> bytes:
+        """The continuing stream's events after its first ones, handed on as they come; returns
+        what ends them. It ends as a first stream does (`relay_stream`): an answer that had
+        ended (its finish_reason, its usage chunk) and lost only `[DONE]` or its connection's
+        clean close is whole, and gets `[DONE]` (and the estimated usage, when none came); a
+        body that ended cleanly before its answer's end is a break (`StreamBroken`)."""
+        accountant = opened.accountant
+        assert accountant is not None
+        relayed = opened.prefix  # the last events handed on, as the upstream sent them
+        idle = EventsIdle(opened)  # the first relay's limit: keep-alives alone do not hold the client
+        try:
+            async for chunk in opened.response.aiter_bytes():
+                out = accountant.feed(chunk)
+                idle.check(time.perf_counter())
+                if out:
+                    relayed = out
+                    try:
+                        await forward(splice.events(out))
+                    except Exception as exc:
+                        raise _NotSent(exc) from exc
+            tail = accountant.flush()
+            if not accountant.saw_done and not tail:  # an unterminated last event ends it as it came
+                tail = ended_without_its_end(accountant, opened.offer, relayed, self._context.chat)
+            return tail
+        except _NotSent as failed:
+            raise failed.error from None
+        except Exception as exc:
+            ending = accountant.end_after_break(relayed, single_choice=True)  # n > 1 is never continued
+            if ending is None:
+                raise
+            log.warning(
+                "stream continued on %s broke after its answer's end (%s); ended it there",
+                opened.offer.backend,
+                exc.reason if isinstance(exc, UpstreamError) else type(exc).__name__,
+            )
+            return ending
+
     async def _relay(
         self,
         opened: OpenedAnswer,
@@ -488,13 +527,7 @@ class StreamRescue:
             if opened.prefix:
                 await forward(splice.events(opened.prefix))
             if not opened.ended:
-                idle = EventsIdle(opened)  # the first relay's limit: keep-alives alone do not hold the client
-                async for chunk in opened.response.aiter_bytes():
-                    out = accountant.feed(chunk)
-                    idle.check(time.perf_counter())
-                    if out:
-                        await forward(splice.events(out))
-                tail = splice.events(accountant.flush())
+                tail = splice.events(await self._read_rest(opened, splice, forward))
             if accountant.done_held:
                 own = Usage(context.chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 tail += splice.events(accountant.closing_events(own))
@@ -539,6 +572,15 @@ class StreamRescue:
                 context.chat.all_prompt_tokens(), accountant.content_events, estimated=True
             )
         return tail
+
+
+class _NotSent(Exception):
+    """Handing the continuation's events on to the client failed: the gateway's side (or the
+    translation's end), raised on as it came, never read as the upstream's break."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def delivered_usage(chat: ChatRequest, partial: Partial, reported: Usage | None) -> Usage:

@@ -891,6 +891,59 @@ def test_a_continuing_stream_that_breaks_too_is_logged(gateway, primary, fallbac
     ], warnings
 
 
+@pytest.mark.parametrize(
+    "step",
+    [fault.cut_after_finish(), fault.no_done()],
+    ids=["cut-after-its-finish", "ended-cleanly-without-done"],
+)
+def test_a_continuing_stream_that_loses_only_its_end_completes_the_answer(gateway, primary, fallback, step):
+    """A continuing stream whose answer had ended (its finish_reason, its usage) when it broke
+    or ended without `[DONE]` is whole, as a first stream would be: the client gets the usage
+    total and one `[DONE]`, not an error event, and the call is a 200 on the fallback."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    fallback.script(step)
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    assert (text, finishes, errors) == (FULL_ANSWER, ["stop"], [])
+    assert events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    usages = [e["usage"] for e in events if e != "[DONE]" and e.get("usage")]
+    # The fallback's own usage (20 tokens, after the 40 delivered), or, when none came, the
+    # estimate from the events it sent (its role and finish chunks too): billed as the client read.
+    billed = fault.TOKENS if step.kind == "no_done" else 40 + 20 + 2
+    assert [u["completion_tokens"] for u in usages] == [billed]
+    assert len(primary.seen) == 1 and len(fallback.seen) == 1
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 200, None, True, billed)]
+
+
+def test_a_continuing_stream_that_ends_cleanly_mid_answer_is_a_broken_one(gateway, primary, fallback):
+    """A continuing stream whose body ended cleanly before its answer's end (no finish_reason,
+    no `[DONE]`) is cut short, as a first stream would be: the error event, a 502, not a
+    truncated answer passed off as whole."""
+    gw = gateway(prefill="prefill: continue_final_message")
+    primary.script(fault.cut(after=40))
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(delta: dict) -> bytes:
+        return b"data: " + orjson.dumps({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+    fallback.script(
+        fault.at_once(chunk({"role": "assistant", "content": ""}) + b"\n\n", chunk({"content": " t40"}) + b"\n\n")
+    )
+    events = raw_chat_stream(gw)
+
+    text, finishes, errors = _chunks(events)
+    assert (text, finishes) == (FIRST_40 + " t40", [])
+    assert "[DONE]" not in events and errors == [events[-1]] and events[-1]["error"]["code"] == "protocol"
+    ledger(gw, 1)
+    rows = poll(lambda: all_rows(gw) if len(all_rows(gw)) == 2 else None, what="both attempts in the ledger")
+    # The continuing attempt's tokens are estimated from its events: the role chunk and " t40".
+    assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "protocol", True, 40 + 2)]
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:
