@@ -542,6 +542,7 @@ async def _pre_read_stream(
     idle_s: float,
 ) -> OpenedAnswer:
     accountant = format.accountant(include_usage=chat.include_usage, redactor=redactor)
+    accountant.upstream = response  # given a grace to end its body once its answer ended
     parts: list[bytes] = []
     iterator = response.aiter_bytes()
     ended = True

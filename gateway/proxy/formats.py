@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -28,6 +28,9 @@ from gateway.protocol.tokens import estimate_answer_tokens
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.backends.base import UpstreamResponse
 
 
 class StreamAccountant(Protocol):
@@ -45,6 +48,9 @@ class StreamAccountant(Protocol):
     # Set by the relay when the stream could be continued elsewhere: an error event of a passing
     # kind after content is then held back and raised (`relay.ErrorEventMidway`), not relayed.
     hold_errors: bool
+    # The answer being read: an accountant that reads its end gives it a grace to end its body
+    # (`relay.END_GRACE_S`).
+    upstream: UpstreamResponse | None
 
     @property
     def started(self) -> bool: ...

@@ -19,7 +19,7 @@ with the reads as `cached_tokens` and the writes as `cache_write_tokens`.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,6 +38,9 @@ from gateway.proxy.relay import (
     transient_error,
 )
 from gateway.proxy.usage import Usage, token_count
+
+if TYPE_CHECKING:
+    from gateway.backends.base import UpstreamResponse
 
 # Anthropic's error types -> the status the failure counts as (for retry decisions).
 _ERROR_STATUS = {
@@ -109,6 +112,7 @@ class MessagesAccountant:
         "redactor",
         "saw_done",
         "stop_reason_read",
+        "upstream",
         "usage",
     )
 
@@ -123,6 +127,7 @@ class MessagesAccountant:
         self.hold_errors = False  # `SseAccountant.hold_errors`
         self.malformed_events = 0
         self.redactor = redactor or _NO_REDACTION
+        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream` (not read here)
         self._malformed_run = 0
         self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None

@@ -24,18 +24,25 @@ or OpenRouter's mid-stream one (`error` beside a choice finished with `"error"`)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.backends.errors import MalformedAnswer as MalformedAnswer  # raised here; re-exported
-from gateway.backends.errors import UpstreamError
+from gateway.backends.errors import StreamBroken, UpstreamError
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.usage import Usage
 
+if TYPE_CHECKING:
+    from gateway.backends.base import UpstreamResponse
+
 DONE = b"data: [DONE]"
+# How long an upstream has, after its `[DONE]`, to end its body: a healthy one ends it at
+# once (its connection is then reused); one that holds it open does not hold the client's
+# stream (or a translated stream's closing events) for its idle limit.
+END_GRACE_S = 0.5
 # Malformed events in a row after content, past which the stream counts as broken: small,
 # since a healthy upstream sends none, yet more than one so a single corrupt event (a proxy
 # in between mangling one line) costs only that event.
@@ -85,6 +92,15 @@ def held_error(kind: Any, message: Any, event: bytes, redactor: Redactor) -> Err
     return ErrorEventMidway(f"the upstream's error event after content ({said})", event)
 
 
+class EventsAfterDone(StreamBroken):
+    """The upstream went on after its `[DONE]`: nothing after it reaches the client, and the
+    relay ends there, as after a break past the answer's end. Raised as the class (made only
+    when raised: a stream's `[DONE]` costs no exception object)."""
+
+    def __init__(self) -> None:
+        super().__init__("the upstream sent more after its [DONE]")
+
+
 class SseAccountant:
     """Feeds upstream bytes through; returns what to forward to the client."""
 
@@ -105,6 +121,7 @@ class SseAccountant:
         "redactor",
         "saw_done",
         "strip_usage",
+        "upstream",
         "usage",
         "usage_chunk_read",
     )
@@ -128,7 +145,11 @@ class SseAccountant:
         # passing kind after content is then held back and raised (`ErrorEventMidway`).
         self.hold_errors = False
         self._malformed_run = 0
-        self._broken: UpstreamError | None = None  # raised at the next feed/flush
+        # Raised at the next feed/flush (after `[DONE]`: the class `EventsAfterDone`, at the next feed).
+        self._broken: UpstreamError | type[UpstreamError] | None = None
+        # The answer being read, when the caller says (`attempts._pre_read_stream`): given
+        # `END_GRACE_S` to end its body once its `[DONE]` is read.
+        self.upstream: UpstreamResponse | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()
         self._started = False
@@ -179,7 +200,7 @@ class SseAccountant:
                     self._malformed_run = 0
                 return complete
             if complete == b"data: [DONE]\n\n":
-                self.saw_done = True
+                self._answer_over()
                 return complete
             events = complete.count(b"\n\n")
             data_events = complete.count(b"\ndata: {") + complete.startswith(b"data: {")
@@ -214,21 +235,37 @@ class SseAccountant:
                 out.append(b"\n\n")
             if self._broken is not None:
                 break
-        if self._broken is not None and not out:
-            raise self._broken  # nothing to hand on first: broken now, not at a next chunk that may never come
+        broken = self._broken
+        if broken is not None and not out and broken is not EventsAfterDone:
+            raise broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         return b"".join(out)
+
+    def _answer_over(self) -> None:
+        """`[DONE]` read: the answer is whole. What the upstream sends after it is dropped
+        (the next feed raises `EventsAfterDone`, the rest of this one is left out), and it
+        has `END_GRACE_S` to end its body."""
+        self.saw_done = True
+        self._broken = EventsAfterDone
+        upstream = self.upstream
+        if upstream is not None and not upstream.exhausted:
+            upstream.stream_started(END_GRACE_S)
 
     def flush(self) -> bytes:
         """Whatever the upstream left unterminated at the end of the stream, if it is a
-        well-formed event (then terminated); a malformed tail is handled like any event."""
-        if self._broken is not None:
-            raise self._broken
+        well-formed event (then terminated); a malformed tail is handled like any event.
+        Nothing after `[DONE]`: the answer had ended there."""
+        if self.saw_done:
+            return b""
+        broken = self._broken  # through a local: `_inspect` below may set it
+        if broken is not None:
+            raise broken
         tail = self._events.rest().strip(b"\n")
         if not tail:
             return b""
         kept = self._inspect(tail)
-        if self._broken is not None:
-            raise self._broken
+        broken = self._broken
+        if broken is not None and broken is not EventsAfterDone:  # a `[DONE]` ends it whole
+            raise broken
         return kept + b"\n\n" if kept is not None else b""
 
     def end_after_break(self, relayed: bytes, single_choice: bool) -> bytes | None:
@@ -282,7 +319,7 @@ class SseAccountant:
         if payload is None:
             return event  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
-            self.saw_done = True
+            self._answer_over()
             self._malformed_run = 0
             if self.hold_done and self.usage is None:
                 self.done_held = True

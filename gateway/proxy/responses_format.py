@@ -28,7 +28,7 @@ Response parsed only if asked for (`store` true). Errors and failures are always
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -47,6 +47,9 @@ from gateway.proxy.relay import (
     transient_error,
 )
 from gateway.proxy.usage import Usage, token_count
+
+if TYPE_CHECKING:
+    from gateway.backends.base import UpstreamResponse
 
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
@@ -251,6 +254,7 @@ class ResponsesAccountant:
         "malformed_events",
         "redactor",
         "saw_done",
+        "upstream",
         "usage",
     )
 
@@ -268,6 +272,7 @@ class ResponsesAccountant:
         self.failed_midway = False  # an error event or response.failed after content (relayed)
         self.hold_errors = False  # `SseAccountant.hold_errors`
         self._malformed_run = 0
+        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream` (not read here)
         self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()

@@ -944,6 +944,71 @@ def test_a_continuing_stream_that_ends_cleanly_mid_answer_is_a_broken_one(gatewa
     assert rows == [("flaky", 502, "protocol", False, 40), ("steady", 502, "protocol", True, 40 + 2)]
 
 
+HELD_OPEN_ENDS = {
+    "/v1/chat/completions": b"data: [DONE]\n\n",
+    "/v1/messages": b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    "/v1/responses": b"event: response.completed\n",
+}
+
+
+@pytest.mark.parametrize("path", list(HELD_OPEN_ENDS))
+def test_an_upstream_holding_its_body_open_after_done_does_not_hold_the_client(gateway, primary, fallback, path):
+    """Hostile testing: an upstream that sent its whole answer and `[DONE]` but left its body
+    open held the client's stream open until its idle limit (10 s): a client reading to the
+    end waited that long, and a Messages client its `message_stop`. The upstream now has a
+    short grace to end its body; the client's stream ends whole, the call is one success."""
+    gw = gateway()
+    primary.script(fault.held_open())
+    body: dict = {"model": "auto", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = "Count."
+    else:
+        body["messages"] = [{"role": "user", "content": "Count."}]
+        body["max_tokens"] = 500
+    started = time.monotonic()
+    with httpx.stream("POST", gw.url + path, json=body, timeout=30) as response:
+        raw = b"".join(response.iter_bytes())
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5, elapsed  # not the 10 s idle limit
+    assert raw.count(HELD_OPEN_ENDS[path]) == 1
+    assert b'{"error":{' not in raw and b"event: error" not in raw and b"response.failed" not in raw
+    assert raw.endswith(b"\n\n") and (path != "/v1/chat/completions" or raw.endswith(b"data: [DONE]\n\n"))
+    assert len(primary.seen) == 1 and fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["error"]) == ("flaky", 200, None)
+    assert [r[:4] for r in all_rows(gw)] == [("flaky", 200, None, True)]
+
+
+def test_nothing_after_an_upstreams_done_reaches_the_client(gateway, primary, fallback):
+    """Hostile testing: what an upstream sent after its `[DONE]` (more text, a second
+    `[DONE]`) was relayed: a client reading past the first `[DONE]` read text after the
+    answer's end, and a Messages client a second text block after it. The answer ends at
+    `[DONE]`."""
+    gw = gateway()
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
+
+    answer = (chunk({"role": "assistant", "content": ""}), chunk({"content": "a"}), chunk({}, "stop"))
+    after = (b"data: [DONE]\n\n", chunk({"content": "AFTER"}), b"data: [DONE]\n\n")
+    primary.script(fault.at_once(*answer, *after), fault.at_once(*answer, *after))
+    events = raw_chat_stream(gw)
+    assert _chunks(events) == ("a", ["stop"], []) and events.count("[DONE]") == 1 and events[-1] == "[DONE]"
+
+    body = {"model": "auto", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    with httpx.stream("POST", gw.url + "/v1/messages", json=body, timeout=30) as response:
+        raw = b"".join(response.iter_bytes())
+    names = [e.split(b"\n", 1)[0] for e in raw.split(b"\n\n") if e]
+    assert b"AFTER" not in raw and names.count(b"event: content_block_start") == 1
+    assert names[-1] == b"event: message_stop" and names.count(b"event: message_stop") == 1
+    assert len(primary.seen) == 2 and fallback.seen == []
+    rows = ledger(gw, 2)
+    assert [(r["backend"], r["status"]) for r in rows] == [("flaky", 200), ("flaky", 200)]
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:

@@ -142,6 +142,12 @@ def error_event(after: int, error: dict, *, openrouter: bool = False, then_cut: 
     return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error, cut=then_cut)
 
 
+def held_open() -> Step:
+    """Stream: the whole answer to its `[DONE]`, then the body left unfinished, the connection
+    open (a server that ends the answer but not its response)."""
+    return Step("held_open")
+
+
 def no_done() -> Step:
     """Stream: the whole answer and its usage, then the end of the body without `[DONE]`."""
     return Step("no_done")
@@ -416,6 +422,9 @@ class FaultUpstream:
             await _chunk(writer, _sse({**base, "choices": [], "usage": self._usage(step, payload)}))
         if step.kind != "no_done":
             await _chunk(writer, b"data: [DONE]\n\n")
+        if step.kind == "held_open":
+            await self._stopping.wait()
+            return False
         await _chunk(writer, b"")
         return True
 
