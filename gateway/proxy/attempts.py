@@ -551,7 +551,8 @@ async def _pre_read_stream(
             parts.append(accountant.feed(chunk))
             if accountant.started:
                 ended = False
-                response.stream_started(idle_s)
+                if not accountant.saw_done:  # else its grace to end the body is set (`relay.give_end_grace`)
+                    response.stream_started(idle_s)
                 break
     except BaseException:
         await response.aclose()

@@ -34,6 +34,7 @@ from gateway.proxy.relay import (
     ErrorEventMidway,
     MalformedAnswer,
     StreamFailedEarly,
+    give_end_grace,
     held_error,
     transient_error,
 )
@@ -127,7 +128,7 @@ class MessagesAccountant:
         self.hold_errors = False  # `SseAccountant.hold_errors`
         self.malformed_events = 0
         self.redactor = redactor or _NO_REDACTION
-        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream` (not read here)
+        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream`
         self._malformed_run = 0
         self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None
@@ -272,6 +273,7 @@ class MessagesAccountant:
                 self.stop_reason_read = True
         elif kind == "message_stop":
             self.saw_done = True
+            give_end_grace(self.upstream)
         elif kind in ("content_block_start", "content_block_delta"):
             self.content_events += 1
             if not self._started:

@@ -92,6 +92,13 @@ def held_error(kind: Any, message: Any, event: bytes, redactor: Redactor) -> Err
     return ErrorEventMidway(f"the upstream's error event after content ({said})", event)
 
 
+def give_end_grace(upstream: UpstreamResponse | None) -> None:
+    """The answer's end event was read (`[DONE]`, message_stop, a terminal Responses event):
+    `upstream` has `END_GRACE_S` to end its body, unless it has already."""
+    if upstream is not None and not upstream.exhausted:
+        upstream.stream_started(END_GRACE_S)
+
+
 class EventsAfterDone(StreamBroken):
     """The upstream went on after its `[DONE]`: nothing after it reaches the client, and the
     relay ends there, as after a break past the answer's end. Raised as the class (made only
@@ -246,9 +253,7 @@ class SseAccountant:
         has `END_GRACE_S` to end its body."""
         self.saw_done = True
         self._broken = EventsAfterDone
-        upstream = self.upstream
-        if upstream is not None and not upstream.exhausted:
-            upstream.stream_started(END_GRACE_S)
+        give_end_grace(self.upstream)
 
     def flush(self) -> bytes:
         """Whatever the upstream left unterminated at the end of the stream, if it is a

@@ -43,6 +43,7 @@ from gateway.proxy.relay import (
     ErrorEventMidway,
     MalformedAnswer,
     StreamFailedEarly,
+    give_end_grace,
     held_error,
     transient_error,
 )
@@ -272,7 +273,7 @@ class ResponsesAccountant:
         self.failed_midway = False  # an error event or response.failed after content (relayed)
         self.hold_errors = False  # `SseAccountant.hold_errors`
         self._malformed_run = 0
-        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream` (not read here)
+        self.upstream: UpstreamResponse | None = None  # `SseAccountant.upstream`
         self._broken: UpstreamError | None = None
         self._attempt: Attempt | None = None
         self._events = EventCutter()
@@ -404,6 +405,7 @@ class ResponsesAccountant:
                 self._terminal, self._response = payload, None
                 self.usage = usage_of_response(usage) or self.usage
                 self.saw_done = True
+                give_end_grace(self.upstream)
                 self.content_events += 1
                 return event if self._echo is None else self._echoed(event, payload)
         try:
@@ -440,6 +442,7 @@ class ResponsesAccountant:
             if isinstance(response, dict):
                 self._end(response)
             self.saw_done = True
+            give_end_grace(self.upstream)
             self._start()
         elif kind in _CONTENT_DELTAS or (
             kind == "response.output_item.done"

@@ -951,14 +951,19 @@ HELD_OPEN_ENDS = {
 }
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["streamed", "read-whole-at-once"])
 @pytest.mark.parametrize("path", list(HELD_OPEN_ENDS))
-def test_an_upstream_holding_its_body_open_after_done_does_not_hold_the_client(gateway, primary, fallback, path):
+def test_an_upstream_holding_its_body_open_after_done_does_not_hold_the_client(
+    gateway, primary, fallback, path, at_once
+):
     """Hostile testing: an upstream that sent its whole answer and `[DONE]` but left its body
     open held the client's stream open until its idle limit (10 s): a client reading to the
     end waited that long, and a Messages client its `message_stop`. The upstream now has a
-    short grace to end its body; the client's stream ends whole, the call is one success."""
+    short grace to end its body; the client's stream ends whole, the call is one success. So
+    too when the whole answer came in the first read (its grace was then overwritten by the
+    idle limit a stream's first content sets)."""
     gw = gateway()
-    primary.script(fault.held_open())
+    primary.script(fault.held_open(at_once=at_once))
     body: dict = {"model": "auto", "stream": True}
     if path == "/v1/responses":
         body["input"] = "Count."

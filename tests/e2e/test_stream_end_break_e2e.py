@@ -11,6 +11,7 @@ over HTTP that drop the connection after N events, the openai and anthropic SDKs
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import httpx
@@ -188,6 +189,31 @@ def test_native_messages_stream_broken_before_message_stop_gets_it(gw, claude):
     client.close()
     rows = ledger(gw, 3)
     assert [(r["status"], r["backend"]) for r in rows] == [(200, "claude")] * 3
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+def test_a_native_stream_held_open_after_its_end_event_does_not_hold_the_client(gw, claude, native, path):
+    """Hostile testing: a native Messages (Responses) upstream that sent message_stop
+    (response.completed) and left its body open held the client's stream open for its idle
+    limit, 10 s. It has a short grace to end its body: the client's stream ends whole, at
+    once, and the call is a success."""
+    if path == "/v1/messages":
+        body: dict = {"model": "claude", "max_tokens": 50, "messages": HELLO}
+        end, upstream = "event: message_stop", claude
+    else:
+        body, end, upstream = {"model": "native", "input": "Say hello."}, "event: response.completed", native
+    whole = raw_stream(gw, path, body)
+    upstream.reset(held_open_s=30)
+    started = time.monotonic()
+    held = raw_stream(gw, path, body)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5, elapsed  # not the 10 s idle limit
+    names = [block.split("\n")[0] for block in filter(None, held.split("\n\n"))]
+    assert names == [block.split("\n")[0] for block in filter(None, whole.split("\n\n"))]
+    assert names[-1] == end and names.count(end) == 1
+    rows = ledger(gw, 2)
+    assert [(r["status"], r["error"]) for r in rows] == [(200, None), (200, None)]
 
 
 def test_native_messages_stream_broken_before_message_delta_is_an_error(gw, claude):

@@ -60,6 +60,7 @@ class AnthropicBehaviour:
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     break_after_events: int | None = None  # drop the connection after N stream events
     end_after_events: int | None = None  # end the body cleanly after N stream events
+    held_open_s: float = 0.0  # after message_stop, the body left open this long (then ended)
     # After N stream events, an `event: error` of this type (Anthropic's mid-stream failure),
     # a pause before it (a read of its own), and the stream's end.
     error_after_events: tuple[int, str] | None = None
@@ -207,6 +208,8 @@ class FakeAnthropic:
                 return
             sent += 1
             yield event
+        if self.behaviour.held_open_s:
+            await asyncio.sleep(self.behaviour.held_open_s)
 
     async def _events(self, message: dict):
         b = self.behaviour

@@ -74,6 +74,7 @@ class ResponsesBehaviour:
     break_after_events: int | None = None  # drop the connection after N stream events
     end_after_events: int | None = None  # end the body cleanly after N stream events
     chunk_delay_s: float = 0.0  # between stream events
+    held_open_s: float = 0.0  # after the last event, the body left open this long (then ended)
     # After N stream events, the upstream's own failure ("failed": response.failed, "error": an
     # `error` event) with the code `server_error`, after a pause (a read of its own); then the end.
     fail_after_events: tuple[int, str] | None = None
@@ -281,6 +282,8 @@ class FakeResponses:
         if b.fail_after_events is not None:
             await asyncio.sleep(0.1)
             yield b"event: " + failure["type"].encode() + b"\ndata: " + orjson.dumps(failure) + b"\n\n"
+        if b.held_open_s:
+            await asyncio.sleep(b.held_open_s)
 
     def _item_events(self, event, index: int, item: dict[str, Any]) -> list[bytes]:
         if item["type"] == "function_call":

@@ -15,7 +15,7 @@ finish event, the usage chunk when `stream_options.include_usage` asks, `data: [
 Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `status(503)`,
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `body({...})`, `truncated_json()`, `garbage_sse()`,
-`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`,
+`rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`, `held_open()`,
 `error_event(after=40, {...})`.
 """
 
@@ -142,10 +142,11 @@ def error_event(after: int, error: dict, *, openrouter: bool = False, then_cut: 
     return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error, cut=then_cut)
 
 
-def held_open() -> Step:
+def held_open(at_once: bool = False) -> Step:
     """Stream: the whole answer to its `[DONE]`, then the body left unfinished, the connection
-    open (a server that ends the answer but not its response)."""
-    return Step("held_open")
+    open (a server that ends the answer but not its response). `at_once`: the answer in one
+    write, so the client reads it whole in its first read."""
+    return Step("held_open_at_once" if at_once else "held_open")
 
 
 def no_done() -> Step:
@@ -316,6 +317,13 @@ class FaultUpstream:
             return await _send(writer, 200, whole[: len(whole) // 2])
         if not payload.get("stream"):
             return await _send(writer, 200, orjson.dumps(self._completion(payload, step)))
+        if kind == "held_open_at_once":
+            collected = _Collected()
+            await self._stream(payload, Step("held_open_collected"), collected)
+            writer.write(b"".join(collected.parts))
+            await writer.drain()
+            await self._stopping.wait()
+            return False
         if kind == "at_once":
             collected = _Collected()
             if step.raw:
@@ -425,6 +433,8 @@ class FaultUpstream:
         if step.kind == "held_open":
             await self._stopping.wait()
             return False
+        if step.kind == "held_open_collected":
+            return False  # the caller writes it all, and holds the body open
         await _chunk(writer, b"")
         return True
 
