@@ -19,6 +19,10 @@ when the relay could continue the stream elsewhere (`hold_errors`): raised as
 `ErrorEventMidway`, it breaks the stream as a cut connection does, and carries the event for
 the client should no continuation come. An error chunk is OpenAI's (`error` and no choices)
 or OpenRouter's mid-stream one (`error` beside a choice finished with `"error"`).
+
+The answer ends at `[DONE]`: what an upstream sends after it is dropped, and the upstream
+has `END_GRACE_S` to end its body (`give_end_grace`, which the Messages and Responses
+accountants call at their own end events), so one that holds it open holds no client.
 """
 
 from __future__ import annotations
