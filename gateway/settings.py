@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     # A variable set to nothing is unset: what compose makes of `${GATEWAY_HOST}` when the
     # shell has none. Taken as its value, an empty GATEWAY_HOST bound every interface and an
     # empty GATEWAY_DATA_DIR put the store in the current directory.
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", env_ignore_empty=True)
+    # `inf` passes every `gt=0`: GATEWAY_SHUTDOWN_GRACE_S=inf was an OverflowError traceback
+    # from `gateway serve`, an infinite flush interval never wrote usage. Seconds are finite.
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", env_ignore_empty=True, allow_inf_nan=False)
 
     config: Path = Path("policies/default.yaml")
     # Unset: default_data_dir(), the same for the server and the CLI wherever they run.

@@ -279,6 +279,31 @@ def test_intervals_and_sizes_the_gateway_cannot_run_with_are_refused(monkeypatch
         assert problem.startswith(f"{name}='{value}': ")
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["GATEWAY_SHUTDOWN_GRACE_S", "GATEWAY_KEYS_REFRESH_S", "GATEWAY_USAGE_FLUSH_S", "GATEWAY_RESPONSES_RETENTION_DAYS"],
+)
+def test_an_infinite_interval_is_refused_by_the_variables_name(monkeypatch, name):
+    """Hostile testing: `inf` passed every bound (`gt=0`), and GATEWAY_SHUTDOWN_GRACE_S=inf
+    made `gateway serve` die in an OverflowError traceback; the others were taken as given."""
+    from pydantic import ValidationError
+
+    from gateway.settings import settings_problems
+
+    monkeypatch.setenv(name, "inf")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    [problem] = settings_problems(refused.value)
+    assert problem.startswith(f"{name}='inf': ")
+
+
+def test_serve_with_an_infinite_shutdown_grace_exits_2_naming_it(tmp_path):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    done = gateway_cli(["serve", "--config", "policies/default.yaml"], {**env, "GATEWAY_SHUTDOWN_GRACE_S": "inf"})
+    assert done.returncode == 2 and "GATEWAY_SHUTDOWN_GRACE_S='inf'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_key_listed_twice_under_one_name_and_log_levels_in_any_case_are_accepted(monkeypatch):
     monkeypatch.setenv("GATEWAY_API_KEYS", "alice:sk-1,alice:sk-1,bob:sk-2")
     monkeypatch.setenv("GATEWAY_LOG_LEVEL", "WARNING")
