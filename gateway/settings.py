@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     @field_validator("data_dir")
     @classmethod
     def _a_directory(cls, value: Path) -> Path:
+        # `~/gw` from an env file, a systemd unit or `--data-dir=~/gw` reaches us unexpanded
+        # (no shell did it): taken as given it made a directory named `~` in the current one.
+        try:
+            value = value.expanduser()
+        except RuntimeError:  # no home directory to expand it to: the path as given
+            pass
         # Every store opens a file in it: a regular file there was a traceback from each command.
         try:
             if value.exists() and not value.is_dir():

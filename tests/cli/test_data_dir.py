@@ -125,6 +125,23 @@ def test_without_xdg_the_store_is_under_the_home_directory(tmp_path):
     assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {store}{EMPTY}"]
 
 
+def test_a_data_dir_starting_with_a_tilde_is_under_the_home_directory(tmp_path):
+    """Hostile testing: `GATEWAY_DATA_DIR=~/gw` as an env file, a systemd unit or a quoted
+    shell value gives it (no shell expands it there), or `--data-dir=~/gw`, made a directory
+    named `~` in the current directory and kept the store in it: the server and the CLI
+    started elsewhere each used their own."""
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = environment(tmp_path / "xdg", HOME=str(home), GATEWAY_DATA_DIR="~/gw")
+    ranked = cli("rankings", cwd=work, env=env)
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {home / 'gw' / 'usage.sqlite3'}{EMPTY}"]
+    listed = cli("keys", "list", "--data-dir=~/flag", cwd=work, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert (home / "flag" / "keys.sqlite3").is_file()
+    assert list(work.iterdir()) == []
+
+
 def test_a_store_left_in_dot_data_is_pointed_out_not_silently_ignored(tmp_path):
     import sqlite3
 
