@@ -62,7 +62,8 @@ def _wants_number(annotation: Any) -> bool:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # `.inf` (or 1e400) passed every `ge=0`: a price of `$inf`, a timeout never reached.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -474,3 +474,29 @@ def test_booleans_stay_booleans_and_quoted_numbers_numbers():
     )
     assert config.rate_limits.keys == {"ci": 60} and config.routes["r"].task_fallback is False
     assert config.backends["m"].timeout_s == 30.0
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "where"),
+    [
+        # Hostile testing: `.inf` passed every `ge=0`: `gateway models` listed `$inf` per 1M
+        # tokens, `explain` scored it `$inf`, and every call's cost was infinite.
+        (
+            "backends:\n  m: {type: mock, models: {mock/a: {output_price: .inf}}}\n",
+            "backends.m.models.mock/a.output_price",
+        ),
+        ("backends:\n  m: {type: mock, timeout_s: 1.0e+400, models: {mock/a: {}}}\n", "backends.m.timeout_s"),
+        ("backends:\n  m: {type: mock, delay_ms: .inf, models: {mock/a: {}}}\n", "backends.m.delay_ms"),
+        # NaN failed `ge=0` too, but with "should be greater than or equal to 0".
+        ("backends:\n  m: {type: mock, models: {mock/a: {weight: .nan}}}\n", "backends.m.models.mock/a.weight"),
+    ],
+)
+def test_an_infinite_or_nan_number_is_refused_where_it_is(yaml_text, where):
+    [problem] = map(str, problems_of(yaml_text))
+    assert problem.startswith(f"{where} (line 2): ") and "finite number" in problem, problem
+
+
+def test_an_interpolated_inf_is_refused_like_a_written_one(monkeypatch):
+    monkeypatch.setenv("PRICE", "inf")
+    [problem] = map(str, problems_of("backends:\n  m: {type: mock, models: {mock/a: {input_price: '${PRICE}'}}}\n"))
+    assert "input_price" in problem and "finite number" in problem, problem
