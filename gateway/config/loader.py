@@ -43,7 +43,10 @@ class Problem:
 
     def __str__(self) -> str:
         where = self.path or "<file>"
-        return f"{where} (line {self.line}): {self.message}" if self.line else f"{where}: {self.message}"
+        line = f"{where} (line {self.line}): {self.message}" if self.line else f"{where}: {self.message}"
+        # One problem, one line: a name holding a newline or an escape (a backend named so)
+        # broke `gateway validate`'s list and the reload log, and reached the terminal raw.
+        return line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
 
 class ConfigError(Exception):

@@ -500,3 +500,13 @@ def test_an_interpolated_inf_is_refused_like_a_written_one(monkeypatch):
     monkeypatch.setenv("PRICE", "inf")
     [problem] = map(str, problems_of("backends:\n  m: {type: mock, models: {mock/a: {input_price: '${PRICE}'}}}\n"))
     assert "input_price" in problem and "finite number" in problem, problem
+
+
+def test_a_name_with_a_control_character_is_escaped_in_the_problem_line():
+    """Hostile testing: a backend named "mo\\nx" with a bad price printed its problem across
+    two lines (`gateway validate`, the reload log, `/admin/status`), its path cut in half."""
+    [problem] = map(
+        str, problems_of('backends:\n  "mo\\nx\\u001b[2J": {type: mock, models: {mock/a: {input_price: -1}}}\n')
+    )
+    assert problem.startswith("backends.mo\\nx\\x1b[2J.models.mock/a.input_price (line 2): "), problem
+    assert problem.isprintable(), problem
