@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_DIR_NAME = "open-model-gateway"
@@ -163,6 +163,20 @@ class Settings(BaseSettings):
             seen[secret] = owner
         return value
 
+    @field_validator("admin_key")
+    @classmethod
+    def _not_a_client_key(cls, value: str, info: ValidationInfo) -> str:
+        # One secret pasted into both: whoever holds that client key could mint, rotate and
+        # revoke keys and read everyone's usage (api_keys is validated first; if it was
+        # refused, it is not in `data` and that refusal is the one said).
+        if value and "api_keys" in info.data:
+            owner = Settings.client_keys_of(info.data["api_keys"]).get(value)
+            if owner is not None:
+                raise ValueError(
+                    f"it is also the client key of `{owner}` in GATEWAY_API_KEYS: give the admin a key of its own"
+                )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _a_log_level(cls, value: str) -> str:
@@ -229,8 +243,13 @@ class Settings(BaseSettings):
 
     def client_keys(self) -> dict[str, str]:
         """key -> name."""
+        return self.client_keys_of(self.api_keys)
+
+    @staticmethod
+    def client_keys_of(api_keys: str) -> dict[str, str]:
+        """GATEWAY_API_KEYS' `name:key,...` as key -> name."""
         keys: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in self.api_keys.split(","))):
+        for item in filter(None, (p.strip() for p in api_keys.split(","))):
             name, sep, key = item.partition(":")
             keys[key if sep else name] = name if sep else "default"
         return keys

@@ -304,6 +304,19 @@ def test_serve_with_an_infinite_shutdown_grace_exits_2_naming_it(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_an_admin_key_that_is_also_a_client_key_is_refused_without_showing_it(tmp_path):
+    """Hostile testing: GATEWAY_ADMIN_KEY set to one of GATEWAY_API_KEYS' keys (one secret
+    pasted twice) served, and the client holding that key could mint, rotate and revoke keys
+    and read everyone's usage through /admin."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    secrets = {"GATEWAY_API_KEYS": "ci:sk-ci,app:sk-shared", "GATEWAY_ADMIN_KEY": "sk-shared"}
+    done = gateway_cli(["serve", "--config", "policies/default.yaml"], {**env, **secrets})
+    assert done.returncode == 2, done.stderr[-500:]
+    [problem] = [line.strip() for line in done.stderr.splitlines() if line.strip().startswith("GATEWAY_")]
+    assert problem.startswith("GATEWAY_ADMIN_KEY: ") and "`app`" in problem, problem
+    assert "sk-shared" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_key_listed_twice_under_one_name_and_log_levels_in_any_case_are_accepted(monkeypatch):
     monkeypatch.setenv("GATEWAY_API_KEYS", "alice:sk-1,alice:sk-1,bob:sk-2")
     monkeypatch.setenv("GATEWAY_LOG_LEVEL", "WARNING")
