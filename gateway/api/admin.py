@@ -66,7 +66,7 @@ async def status(request: Request) -> Response:
 async def reload(request: Request) -> Response:
     state: AppState = request.app.state.gateway
     state.auth.authenticate_admin(request)
-    swapped = state.config.reload(force=True)
+    swapped = await state.config.reload_async(force=True)
     body = config_status(state)
     body["reloaded"] = swapped
     return _json(body, 200 if swapped else 422)

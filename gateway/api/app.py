@@ -224,8 +224,15 @@ def _wire_metrics(state: AppState) -> None:
 
 
 def _install_sighup(state: AppState) -> None:
+    reloads: set[asyncio.Task[None]] = set()  # held until done: the loop keeps only weak references
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(state.config.reload_safely(force=True))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: state.config.reload(force=True))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # not the main thread (tests) or no signals on this platform
 

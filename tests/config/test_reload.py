@@ -276,3 +276,40 @@ def test_a_file_that_went_missing_and_came_back_unchanged_clears_the_error(polic
     holder.reload()
     assert holder.status.last_error == [] and holder.status.failed == 1
     assert holder.current.routes["auto"].models == ["mock/a"]
+
+
+async def test_a_slow_parse_does_not_stop_the_event_loop(policy, monkeypatch):
+    """Hostile testing: a reload parsed the file on the event loop, so a large policy (a
+    thousand models, 87 KB: 0.55 s) stopped every request and stream of the worker for as
+    long as its parse took, on every edit. The file is now read and parsed in a thread."""
+    import time
+
+    real_parse = reload_module.parse_config
+
+    def slow_parse(text, source):
+        time.sleep(0.5)  # what a large policy costs, without writing one
+        return real_parse(text, source)
+
+    holder = ConfigHolder(policy)
+    monkeypatch.setattr(reload_module, "parse_config", slow_parse)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    task = asyncio.create_task(holder.watch(poll_s=0.1))
+    try:
+        policy.write_text(EDITED)
+        await apoll(lambda: holder.current.routes["auto"].models == ["mock/b"], what="the edit to be applied")
+        assert holder.status.ok == 1 and holder.status.failed == 0
+        await asyncio.sleep(0.05)  # the ticker's turn after the reload: a stall shows as its gap
+        assert max(gaps) < 0.25, f"the loop stood still for {max(gaps):.2f} s"
+    finally:
+        task.cancel()
+        ticker.cancel()
