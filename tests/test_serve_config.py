@@ -317,6 +317,22 @@ def test_an_admin_key_that_is_also_a_client_key_is_refused_without_showing_it(tm
     assert "sk-shared" not in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_metrics_directory_that_cannot_be_made_is_named_not_a_traceback(tmp_path):
+    """Hostile testing: PROMETHEUS_MULTIPROC_DIR naming a regular file (or under one) ended
+    `gateway serve --workers 2` in a FileExistsError traceback, exit 1."""
+    afile = tmp_path / "metrics"
+    afile.write_text("not a directory")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    for where in (afile, afile / "sub"):
+        done = gateway_cli(
+            ["serve", "--config", "policies/default.yaml", "--workers", "2", "--port", str(free_port())],
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(where)},
+        )
+        assert done.returncode == 2, done.stderr[-500:]
+        assert f"PROMETHEUS_MULTIPROC_DIR={str(where)!r}: cannot use it" in done.stderr, done.stderr[-500:]
+        assert "Traceback" not in done.stderr
+
+
 def test_a_key_listed_twice_under_one_name_and_log_levels_in_any_case_are_accepted(monkeypatch):
     monkeypatch.setenv("GATEWAY_API_KEYS", "alice:sk-1,alice:sk-1,bob:sk-2")
     monkeypatch.setenv("GATEWAY_LOG_LEVEL", "WARNING")

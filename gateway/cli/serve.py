@@ -104,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0
     # then, as process managers expect of a clean stop, instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    metrics_dir = prepare_multiprocess_dir(settings.workers)
+    try:
+        metrics_dir = prepare_multiprocess_dir(settings.workers)
+    except OSError as exc:  # a file there, or a parent that is one: said, not a traceback
+        where = f"{MULTIPROC_ENV}={preset_metrics_dir!r}" if preset_metrics_dir else "the workers' metrics directory"
+        print(f"{where}: cannot use it: {exc.strerror}", file=sys.stderr)
+        return 2
     owned_metrics_dir = None if preset_metrics_dir else metrics_dir  # made here: removed here
     try:
         return _serve(settings, config, virtual_keys)
