@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 SQLITE_FILE = "keys.sqlite3"
 REDIS_PREFIX = "gw:tenants:"
+# An audit `limit` this large is "every entry": both stores count in signed 64-bit integers.
+AUDIT_ALL = 2**62
 log = logging.getLogger("gateway.tenants")
 _Record = TypeVar("_Record", VirtualKey, Team)
 
@@ -206,7 +208,8 @@ class SqliteTenantStore:
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
-            rows = self._current().execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            limit = min(limit, AUDIT_ALL)  # past SQLite's integers: an OverflowError, not "all of it"
+        rows = self._current().execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_entry(r[0]) for r in reversed(rows)]
 
     def _write(
@@ -348,7 +351,7 @@ class RedisTenantStore:
         return sorted(_readable(records.items(), Team.from_json, "team"), key=lambda t: t.name)
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
-        return [_entry(e) for e in self._redis.lrange(self._audit, -limit, -1)]
+        return [_entry(e) for e in self._redis.lrange(self._audit, -min(limit, AUDIT_ALL), -1)]
 
     def _write(
         self, where: str, name: str, record: dict[str, Any], entry: AuditEntry, refuse_existing: bool, kind: str

@@ -169,6 +169,18 @@ def test_audit_shows_the_newest_limit_entries_and_refuses_a_limit_below_one(tmp_
     assert "1 or more" in " ".join(shown.split())
 
 
+@pytest.mark.redis
+def test_an_audit_limit_past_what_a_store_can_count_shows_every_entry(tmp_path, redis_server):
+    """Hostile testing: `keys audit --limit 99999999999999999999` (all of it, please) was an
+    OverflowError traceback from SQLite's LIMIT, and a Redis error from LRANGE."""
+    for store in ({}, {"redis_url": redis_server.url}):
+        for name in ("a", "b"):
+            assert gateway("keys", "create", "--name", name, data_dir=tmp_path, **store).returncode == 0
+        done = gateway("keys", "audit", "--limit", "99999999999999999999", "--json", data_dir=tmp_path, **store)
+        assert done.returncode == 0, done.stderr[-500:]
+        assert [e["target"] for e in json.loads(done.stdout)] == ["a", "b"]
+
+
 LONG = "x" * 100_000  # a pasted file, a runaway script: every error quoting it did so in full
 
 
