@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 APP_DIR_NAME = "open-model-gateway"
 # Where the data directory was before it was per user; a store left there is pointed out, not used.
 LEGACY_DATA_DIR = Path("data")
+# The shortest poll a setting may ask for: 0.000001 is above 0, and the poll loops then kept an
+# idle gateway's core busy (10 ms costs a few percent of one).
+MIN_INTERVAL_S = 0.01
 
 
 def default_data_dir() -> Path:
@@ -73,7 +76,7 @@ class Settings(BaseSettings):
     # outermost first; each wraps every route, the fast ones too (gateway.api.fastpath).
     middleware: str = ""
     # Seconds between checks of the config file for edits (besides inotify events).
-    reload_poll_s: float = Field(default=2.0, gt=0)
+    reload_poll_s: float = Field(default=2.0, ge=MIN_INTERVAL_S)
     # Seconds in-flight requests get to finish on SIGTERM.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     # Usage ledger: events are written in batches of this size, or every `usage_flush_s`;
@@ -81,7 +84,7 @@ class Settings(BaseSettings):
     # Off only to measure what recording costs (`make bench`); rankings then see no new calls.
     usage_recording: bool = True
     usage_batch_size: int = Field(default=500, ge=1)
-    usage_flush_s: float = Field(default=1.0, gt=0)
+    usage_flush_s: float = Field(default=1.0, ge=MIN_INTERVAL_S)
     usage_buffer_max: int = Field(default=100_000, ge=1)
     usage_shutdown_flush_s: float = Field(default=10.0, ge=0)
     # Apps (HTTP-Referer) with a row of their own in a day's aggregates; later ones count as `others`.
@@ -130,7 +133,7 @@ class Settings(BaseSettings):
 
     # -- tenants (virtual keys, limits): gateway/tenants ------------------------------------
     # Seconds between checks of the key store for new, changed or revoked keys.
-    keys_refresh_s: float = Field(default=2.0, gt=0)
+    keys_refresh_s: float = Field(default=2.0, ge=MIN_INTERVAL_S)
     # Failed authentications per client address per minute before they get 429s.
     auth_failures_per_minute: int = Field(default=30, ge=1)
     # Addresses / networks whose X-Forwarded-For is believed (`10.0.0.1,10.1.0.0/16`).

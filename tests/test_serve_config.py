@@ -249,6 +249,10 @@ def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
         ("GATEWAY_USAGE_FLUSH_S", "0"),  # these three spun a core while idle
         ("GATEWAY_KEYS_REFRESH_S", "-1"),
         ("GATEWAY_RELOAD_POLL_S", "0"),
+        # Hostile testing: above 0 but as good as 0, each kept an idle gateway's core busy.
+        ("GATEWAY_RELOAD_POLL_S", "0.000001"),
+        ("GATEWAY_KEYS_REFRESH_S", "0.000001"),
+        ("GATEWAY_USAGE_FLUSH_S", "0.000001"),
         ("GATEWAY_LIMITS_INFLIGHT_TTL_S", "0"),
         ("GATEWAY_AUTH_FAILURES_PER_MINUTE", "-1"),
         # `ops:${OPS_KEY}` unset: an empty `Authorization: Bearer ` got in as `ops`
