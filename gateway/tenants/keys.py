@@ -289,6 +289,12 @@ def parse_models(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, .
             raise TenantError(
                 "`models` entries must not be empty: `[]` is what lets a key use every model", param="models"
             )
+        if not item.isprintable():
+            # An escape or a bidi override: `gateway keys list` wrote it to the admin's
+            # terminal as is, and no model id holds one (the routing YAML refuses them).
+            raise TenantError(
+                f"`models` entries must not hold control characters, got {echoed(repr(item))}", param="models"
+            )
         if item and item not in out:
             out.append(item)
     if len(out) > 100:

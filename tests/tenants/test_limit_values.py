@@ -83,6 +83,24 @@ def test_the_admin_api_and_the_cli_refuse_them_with_a_400(start_gateway, upstrea
     assert httpx.get(gw.url + "/admin/teams", headers=ADMIN).json() == {"data": []}
 
 
+def test_a_models_glob_with_a_control_character_is_refused(start_gateway, upstream, tmp_path):
+    """Hostile testing: `"models": ["\u001b[2J..."]` was taken, and `gateway keys list`
+    wrote it raw to the admin's terminal (cleared it, recoloured it). No model id holds a
+    control character (the routing YAML refuses them), so such a glob never matched either."""
+    data = tmp_path / "data"
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-values", "GATEWAY_DATA_DIR": str(data)},
+    )
+    for glob in ("\x1b[2Jqwen/*", "qwen/\x00*", "qwen/*\x9b31m", "qwen/\u202e*"):
+        answer = httpx.post(gw.url + "/admin/keys", json={"name": "k", "models": ["auto", glob]}, headers=ADMIN)
+        assert answer.status_code == 400, (glob, answer.text)
+        assert answer.json()["error"]["param"] == "models"
+    made = cli("keys", "create", "--name", "k", "--models", "auto,\x1b[2Jqwen/*", data_dir=data)
+    assert made.returncode == 1 and "models" in made.stderr and "\x1b" not in made.stderr, made.stderr
+    assert httpx.get(gw.url + "/admin/keys", headers=ADMIN).json() == {"data": []}  # nothing was made
+
+
 @pytest.mark.parametrize("overlap", ["9" * 400 + "d", "3651d", "31d", "1e400"])
 def test_a_rotation_overlap_past_thirty_days_is_refused(overlap):
     """400 nines parse as inf: the rotated-out key stayed valid for ever (stored as the
