@@ -123,6 +123,14 @@ class ModelOffer(Strict):
         cap = ceiling if self.max_output_tokens is None else min(ceiling, self.max_output_tokens)
         return max(min(cap, self.context_length - prompt_tokens), 1)
 
+    @field_validator("upstream_id")
+    @classmethod
+    def _printable_upstream_id(cls, value: str | None) -> str | None:
+        # `gateway models` prints it, and no upstream names a model with a control character.
+        if value is not None:
+            _check_printable("upstream_id", value)
+        return value
+
     @model_validator(mode="after")
     def _dimensions_for_embeddings(self) -> ModelOffer:
         if self.dimensions is not None and self.kind != "embedding":

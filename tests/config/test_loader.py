@@ -510,3 +510,11 @@ def test_a_name_with_a_control_character_is_escaped_in_the_problem_line():
     )
     assert problem.startswith("backends.mo\\nx\\x1b[2J.models.mock/a.input_price (line 2): "), problem
     assert problem.isprintable(), problem
+
+
+def test_an_upstream_id_with_a_control_character_is_refused():
+    """Hostile testing: `upstream_id: "up\\e[2J"` was valid, and `gateway models` wrote it
+    raw to the terminal (cleared it); no upstream names a model so."""
+    [problem] = map(str, problems_of('backends:\n  m: {type: mock, models: {mock/a: {upstream_id: "up\\u001b[2J"}}}\n'))
+    assert problem.startswith("backends.m.models.mock/a.upstream_id (line 2): ") and "control character" in problem
+    assert problem.isprintable(), problem
