@@ -62,9 +62,18 @@ def run(args: argparse.Namespace) -> int:
         ingress = ingress_for(args.endpoint)
         decision = explained_plan(ingress, ingress.parse(body, headers), headers, snapshot)
     except GatewayError as exc:
-        print(f"error {exc.status} {exc.code or exc.type}: {exc.message}", file=sys.stderr)
+        print(_shown(f"error {exc.status} {exc.code or exc.type}: {exc.message}"), file=sys.stderr)
         return 1
     doc = explanation(decision)
-    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else render_text(doc))
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else _shown(render_text(doc)))
     print_warnings(snapshot.warnings)
     return 0 if decision.error is None else 2
+
+
+def _shown(text: str) -> str:
+    """`text` for the terminal: the request explained is often a client's, as captured, and
+    the errors quote its model name and headers; an escape sequence in them was written as
+    is (clearing, recolouring the admin's terminal). Control characters are shown escaped."""
+    if text.isprintable():
+        return text
+    return "\n".join("".join(c if c.isprintable() else repr(c)[1:-1] for c in line) for line in text.split("\n"))

@@ -79,6 +79,22 @@ def test_explain_rejects_unknown_models_and_bad_files(tmp_path, capsys):
     assert main(["explain", "--config", "policies/default.yaml", str(tmp_path / "missing.json")]) == 1
 
 
+def test_client_text_an_error_quotes_reaches_the_terminal_escaped(tmp_path, capsys):
+    """Hostile testing: explain is run on a client's request as captured, and its error lines
+    quoted the client's model name or task header as they were: an escape sequence in them
+    cleared and recoloured the admin's terminal."""
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({"model": "who\x1b[2J/knows", "messages": [{"role": "user", "content": "x"}]}))
+    assert main(["explain", "--config", "policies/default.yaml", str(request)]) == 1
+    said = capsys.readouterr().err
+    assert "\x1b" not in said and "who\\x1b[2J/knows" in said, said
+    request.write_text(json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x"}]}))
+    task = "X-Gateway-Task: co\x9b31mde"
+    assert main(["explain", "--config", "policies/default.yaml", "--header", task, str(request)]) == 1
+    said = capsys.readouterr().err
+    assert "\x9b" not in said and "co\\x9b31mde" in said, said
+
+
 def test_validate_reports_routing_problems_with_lines(tmp_path, capsys):
     policy = tmp_path / "p.yaml"
     policy.write_text(
