@@ -9,6 +9,7 @@ the same way wherever they meet the error.
 from __future__ import annotations
 
 import difflib
+import errno
 import fnmatch
 import logging
 import os
@@ -556,12 +557,27 @@ def _referenced_variables(value: Any) -> list[str]:
     return [m.group(1) for m in _VAR.finditer(value)] if isinstance(value, str) else []
 
 
+# A policy is a few KB (a thousand models: under 100 KB). A file past this is not one: a log
+# named by mistake was read whole and then parsed, /dev/zero read until a MemoryError.
+MAX_POLICY_BYTES = 4 * 2**20
+
+
+def read_policy(path: Path) -> bytes:
+    """The policy file's bytes, as every reader of one reads them; an OSError (`strerror`
+    saying why) for a file larger than any policy, read no further than that."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_POLICY_BYTES + 1)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy")
+    return raw
+
+
 def load_config(path: str | Path) -> tuple[GatewayConfig, list[str]]:
     path = Path(path)
     try:
         # UTF-8 whatever the locale, as the reloader reads it: a file the CLI accepts is one
         # the running gateway applies, and one that is not UTF-8 is a problem, not a traceback.
-        text = path.read_bytes().decode("utf-8")
+        text = read_policy(path).decode("utf-8")
     except OSError as exc:
         reason = f"cannot read the file: {exc.strerror}"
         if not path.is_absolute():  # e.g. GATEWAY_CONFIG's default, run from outside the checkout

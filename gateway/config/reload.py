@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config.loader import ConfigError, Problem, not_utf8, parse_config
+from gateway.config.loader import ConfigError, Problem, not_utf8, parse_config, read_policy
 from gateway.config.snapshot import ConfigSnapshot
 
 log = logging.getLogger("gateway.config")
@@ -125,7 +125,7 @@ class ConfigHolder:
     def _read(self) -> str:
         """The file's text, for startup; ConfigError when it cannot be read or is not UTF-8."""
         try:
-            raw = self.path.read_bytes()
+            raw = read_policy(self.path)
             return raw.decode("utf-8")
         except OSError as exc:
             reason = f"cannot read the file: {exc.strerror}"
@@ -183,7 +183,7 @@ class ConfigHolder:
         that reject it, or None when it is the file already served. No I/O but the read."""
         self.status.last_attempt_at = time.time()
         try:
-            raw = self.path.read_bytes()
+            raw = read_policy(self.path)
         except OSError as exc:
             problem = f"cannot read {self.path}: {exc.strerror}"
             if problem == self._digest and not force:

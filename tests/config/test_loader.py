@@ -518,3 +518,17 @@ def test_an_upstream_id_with_a_control_character_is_refused():
     [problem] = map(str, problems_of('backends:\n  m: {type: mock, models: {mock/a: {upstream_id: "up\\u001b[2J"}}}\n'))
     assert problem.startswith("backends.m.models.mock/a.upstream_id (line 2): ") and "control character" in problem
     assert problem.isprintable(), problem
+
+
+def test_a_file_far_larger_than_a_policy_is_refused_unread(tmp_path):
+    """Hostile testing: `gateway validate /dev/zero` read until it died of a MemoryError
+    (a traceback), and a multi-GB log named by mistake was read whole, then parsed."""
+    from gateway.config.loader import MAX_POLICY_BYTES
+
+    big = tmp_path / "gateway.log"
+    big.write_bytes(b"# " + b"x" * MAX_POLICY_BYTES + b"\n")
+    for path in (big, Path("/dev/zero")):
+        with pytest.raises(ConfigError) as refused:
+            load_config(path)
+        [problem] = map(str, refused.value.problems)
+        assert problem == f"<file>: cannot read the file: larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy"

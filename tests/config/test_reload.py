@@ -313,3 +313,15 @@ async def test_a_slow_parse_does_not_stop_the_event_loop(policy, monkeypatch):
     finally:
         task.cancel()
         ticker.cancel()
+
+
+def test_a_file_far_larger_than_a_policy_is_a_rejected_reload(policy):
+    from gateway.config.loader import MAX_POLICY_BYTES
+
+    holder = ConfigHolder(policy)
+    policy.write_bytes(GOOD.encode() + b"# " + b"x" * MAX_POLICY_BYTES + b"\n")
+    assert holder.reload() is False and holder.status.failed == 1
+    assert holder.status.last_error == [
+        f"cannot read {policy}: larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy"
+    ]
+    assert holder.current.routes["auto"].models == ["mock/a"]
