@@ -63,6 +63,13 @@ def run_import(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        except _Overlong as overlong:
+            print(
+                f"gateway usage import: {args.file}: line {overlong.number} is longer than 1 MiB, which no event "
+                "is: not JSON Lines (the lines before it are imported; importing the file again skips them)",
+                file=sys.stderr,
+            )
+            return 2
     for bad in report.bad:
         print(f"{args.file}:{bad.number}: {bad.reason}", file=sys.stderr)
     if report.bad_lines > len(report.bad):
@@ -82,15 +89,33 @@ class _Unreadable(Exception):
         self.error = error
 
 
+class _Overlong(Exception):
+    """A line longer than any event's: not JSON Lines (/dev/zero, a file with no newlines)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"line {number}")
+        self.number = number
+
+
+# An event's line is well under 4 KB (its text fields are bounded); read whole, a line with
+# no end (`usage import /dev/zero`) was read until a MemoryError.
+MAX_LINE_BYTES = 2**20
+
+
 def _read(lines: BinaryIO) -> Iterator[bytes]:
-    """The input's lines, a failure to read them raised as `_Unreadable`."""
+    """The input's lines, a failure to read them raised as `_Unreadable`, a line longer than
+    `MAX_LINE_BYTES` as `_Overlong` (read no further)."""
+    number = 0
     while True:
         try:
-            line = lines.readline()
+            line = lines.readline(MAX_LINE_BYTES + 1)
         except OSError as exc:
             raise _Unreadable(exc) from None
         if not line:
             return
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise _Overlong(number)
         yield line
 
 

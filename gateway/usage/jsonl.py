@@ -139,16 +139,21 @@ async def import_lines(store: UsageStore, lines: Iterable[bytes | str], batch_si
         report.duplicates += len(batch) - new
         batch.clear()
 
-    for number, item in parse_lines(lines):
-        report.lines = number
-        if isinstance(item, BadLine):
-            report.add_bad(item)
-            continue
-        batch.append(item)
-        if len(batch) >= batch_size:
+    try:
+        for number, item in parse_lines(lines):
+            report.lines = number
+            if isinstance(item, BadLine):
+                report.add_bad(item)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                await flush()
+    finally:
+        # Also when reading stops midway (EIO, a line longer than any event): the CLI says the
+        # lines before it are imported, and they were dropped with the unfinished batch.
+        # (A batch whose write failed is written again: importing skips what is present.)
+        if batch:
             await flush()
-    if batch:
-        await flush()
     return report
 
 

@@ -64,3 +64,21 @@ def test_a_file_that_fails_to_read_is_said_so_not_a_traceback(tmp_path):
         "gateway usage import: cannot read /proc/self/mem: [Errno 5] Input/output error "
         "(the lines before it are imported; importing the file again skips them)"
     )
+
+
+def test_a_line_longer_than_any_event_stops_the_import_after_the_lines_before_it(tmp_path):
+    """Hostile testing: `gateway usage import /dev/zero` (or a file with no newline in GBs)
+    read its first line until it died of a MemoryError, a traceback."""
+    good = [event_line(e) for e in EVENTS[:2]]
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(good[0] + good[1] + b'{"id": "' + b"x" * (2 << 20) + b'"}\n')
+    data = tmp_path / "data"
+    for source, imported in ((path, [EVENTS[0].id, EVENTS[1].id]), ("/dev/zero", [EVENTS[0].id, EVENTS[1].id])):
+        done = gateway_cli("usage", "import", str(source), "--data-dir", str(data))
+        assert done.returncode == 2, done.stderr[-500:]
+        number = 3 if source == path else 1
+        assert done.stderr.decode().splitlines()[-1] == (
+            f"gateway usage import: {source}: line {number} is longer than 1 MiB, which no event is: "
+            "not JSON Lines (the lines before it are imported; importing the file again skips them)"
+        )
+        assert exported(data) == imported
