@@ -159,8 +159,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"the name {name.strip()!r} holds a control character")
             # One key under two names: its calls were all recorded as the last name's, and
             # the other name's limits never applied (the key itself is not repeated here).
-            owner = name if sep else "default"
-            secret = key if sep else name
+            owner = name.strip() if sep else "default"
+            secret = key.strip() if sep else name
             if secret in seen and seen[secret] != owner:
                 raise ValueError(f"the entries `{seen[secret]}` and `{owner}` have the same key: give each its own")
             seen[secret] = owner
@@ -254,6 +254,9 @@ class Settings(BaseSettings):
         keys: dict[str, str] = {}
         for item in filter(None, (p.strip() for p in api_keys.split(","))):
             name, sep, key = item.partition(":")
+            # `ops: sk-1` as lists are written: a key " sk-1" no client can send (a header's
+            # value loses its leading space), booked as "ops " when the space was before.
+            name, key = name.strip(), key.strip()
             keys[key if sep else name] = name if sep else "default"
         return keys
 

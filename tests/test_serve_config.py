@@ -261,6 +261,7 @@ def test_the_cli_leaves_quietly_when_its_reader_does(monkeypatch):
         # One key under two names: every call was recorded as the second's, whose limits alone applied.
         ("GATEWAY_API_KEYS", "alice:sk-same,bob:sk-same"),
         ("GATEWAY_API_KEYS", "sk-same,bob:sk-same"),
+        ("GATEWAY_API_KEYS", "alice: sk-same,bob:sk-same"),  # the same key, spaces aside
         # A control character in a name: the ledger drops it from its label, recording another name.
         ("GATEWAY_API_KEYS", "ops\x1b[31m:sk-red"),
         # Not a level: `gateway serve` ended in a KeyError traceback (uvicorn's table).

@@ -379,3 +379,26 @@ def test_the_audit_names_the_admin_behind_a_trusted_proxy_not_the_proxy(start_ga
     assert [(e["action"], e["actor"]) for e in audit] == [
         ("key.create", f"http:{'203.0.113.7' if trusted else '127.0.0.1'}")
     ]
+
+
+def test_static_keys_written_with_spaces_around_the_colon_work_under_their_names(start_gateway, upstream, tmp_path):
+    """Hostile testing: `GATEWAY_API_KEYS="ops: sk-ops, ci : sk-ci"`, as people write lists,
+    made the keys " sk-ops" and " sk-ci" (no client can send a key starting with a space:
+    every call was a 401) and the name "ci " (booked so in the ledger, apart from "ci")."""
+    data = tmp_path / "data"
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={
+            "GATEWAY_DATA_DIR": str(data),
+            "GATEWAY_API_KEYS": "ops: sk-ops, ci : sk-ci",
+            "GATEWAY_USAGE_FLUSH_S": "0.05",
+        },
+    )
+    assert [chat(gw, key).status_code for key in ("sk-ops", "sk-ci")] == [200, 200]
+    assert len(upstream.received) == 2
+
+    def booked() -> list[str] | None:
+        report = json.loads(cli("usage", "report", "--by", "key", "--json", data_dir=data).stdout)
+        return sorted(row["key"] for row in report["rows"]) if report["totals"]["requests"] == 2 else None
+
+    assert poll(booked, what="both calls in the ledger") == ["ci", "ops"]
