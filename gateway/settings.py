@@ -168,7 +168,10 @@ class Settings(BaseSettings):
 
     @field_validator("admin_key")
     @classmethod
-    def _not_a_client_key(cls, value: str, info: ValidationInfo) -> str:
+    def _an_admin_key(cls, value: str, info: ValidationInfo) -> str:
+        # `GATEWAY_ADMIN_KEY= sk-admin` (an env file's space after `=`): a key no client can
+        # send, a header's value losing its surrounding spaces; every admin call was a 401.
+        value = value.strip()
         # One secret pasted into both: whoever holds that client key could mint, rotate and
         # revoke keys and read everyone's usage (api_keys is validated first; if it was
         # refused, it is not in `data` and that refusal is the one said).

@@ -402,3 +402,14 @@ def test_static_keys_written_with_spaces_around_the_colon_work_under_their_names
         return sorted(row["key"] for row in report["rows"]) if report["totals"]["requests"] == 2 else None
 
     assert poll(booked, what="both calls in the ledger") == ["ci", "ops"]
+
+
+def test_an_admin_key_with_spaces_around_it_is_the_key_without_them(start_gateway, upstream, tmp_path):
+    """Hostile testing: `GATEWAY_ADMIN_KEY= sk-admin` (an env file's space after `=`) was the
+    key " sk-admin", which no client can send: every admin call was a 401."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_ADMIN_KEY": " sk-admin-spaced "},
+    )
+    answer = httpx.get(gw.url + "/admin/keys", headers=bearer("sk-admin-spaced"))
+    assert (answer.status_code, answer.json()) == (200, {"data": []})
