@@ -91,6 +91,7 @@ def _check_future(expires_at: float | None, now: float, why: str) -> None:
 # Updating or rotating a revoked key: its name stays taken (the ledger, spend and audit know
 # the key by it), so "create a new one" under that name would be refused as existing.
 REVOKED = "Key `{name}` is revoked; create a new key under another name (a revoked key keeps its name)."
+EXPIRED = "Key `{name}` expired at {when}: a new secret would never work. Extend it first (`expires`), then rotate."
 
 
 class TenantAdmin:
@@ -169,6 +170,11 @@ class TenantAdmin:
         def change(key: VirtualKey, now: float) -> tuple[VirtualKey, AuditEntry]:
             if key.revoked_at is not None:
                 raise TenantError(REVOKED.format(name=name), status=409, code="revoked")
+            if key.expires_at is not None and now >= key.expires_at:
+                # The new secret was printed "once" and could never authenticate.
+                raise TenantError(
+                    EXPIRED.format(name=name, when=key.public()["expires_at"]), status=409, code="expired"
+                )
             plain, new, ended = rotated(key, now, overlap_s)
             plains.append(plain)
             detail: dict[str, Any] = {"overlap_s": overlap_s, "new_prefix": new.credentials[-1].prefix}

@@ -225,3 +225,23 @@ def test_a_revoked_keys_refusal_says_its_name_stays_taken(tmp_path):
     again = gateway("keys", "create", "--name", "app1", data_dir=tmp_path)
     assert (again.returncode, again.stderr.splitlines()[-1]) == (1, "error: A key named `app1` already exists.")
     assert gateway("keys", "create", "--name", "app1-v2", data_dir=tmp_path).returncode == 0
+
+
+def test_rotating_an_expired_key_is_refused_until_it_is_extended(tmp_path):
+    """Hostile testing: `keys rotate` on an expired key printed a new key "shown once" that
+    could never authenticate (the key stayed expired), exit 0, and audited a rotation."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert gateway("keys", "create", "--name", "app1", "--expires", soon, data_dir=tmp_path).returncode == 0
+    time.sleep(max(0.0, datetime.fromisoformat(soon).timestamp() - time.time()) + 0.2)
+    refused = gateway("keys", "rotate", "app1", data_dir=tmp_path)
+    assert (refused.returncode, refused.stdout) == (1, ""), refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"error: Key `app1` expired at {soon}: a new secret would never work. Extend it first (`expires`), then rotate."
+    )
+    audit = json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)
+    assert [e["action"] for e in audit] == ["key.create"]
+    assert gateway("keys", "update", "app1", "--expires", "2099-01-01", data_dir=tmp_path).returncode == 0
+    assert gateway("keys", "rotate", "app1", data_dir=tmp_path).returncode == 0
