@@ -453,7 +453,30 @@ def _warnings(config: GatewayConfig, lines: dict[KeyPath, int], raw: Any = None)
                 hint = " (set `api_key:`)"
             out.append(f"backend `{name}` ({backend.type}) has no API key{hint}: disabled")
         out.extend(_unreachable_embeddings(name, backend, lines))
+    out.extend(_mixed_embedding_models(config, lines))
     out.extend(_dead_aliases(config, served, lines))
+    return out
+
+
+def _mixed_embedding_models(config: GatewayConfig, lines: dict[KeyPath, int]) -> list[str]:
+    """A route listing two embedding models: each answers in a vector space of its own (a
+    length of its own too, most often), so the fallback or the strategy's choice between them
+    puts vectors of both into one index, and its searches quietly go wrong. A warning, not a
+    refusal (a route that re-embeds everything after a switch is the operator's to write);
+    one model served by several backends is the way to have fallback."""
+    embedding = {m for b in config.backends.values() for m, offer in b.models.items() if offer.kind == "embedding"}
+    out = []
+    for name, route in config.routes.items():
+        listed = list(route.models) + [m for ms in route.tasks.values() for m in ms]
+        models = [m for m in dict.fromkeys(listed) if m in embedding]
+        if len(models) > 1:
+            path = ("routes", name)
+            reason = (
+                f"route `{name}` lists the embedding models {', '.join(models)}: each answers in its own vector "
+                "space, so a fallback or the strategy's choice between them would mix their vectors in one index; "
+                "list one model per route (served by several backends, it still falls back)"
+            )
+            out.append(str(Problem(_dotted(path), _nearest_line(lines, path), reason)))
     return out
 
 

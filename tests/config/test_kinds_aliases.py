@@ -36,7 +36,7 @@ def test_embedding_offers_and_a_route_of_them_load():
         BACKENDS
         + """\
 routes:
-  embed: {models: [baai/bge-m3, openai/text-embedding-3-small]}
+  embed: {models: [baai/bge-m3]}
   auto: {models: [qwen/qwen3-8b]}
 aliases:
   "text-embedding-*": embed
@@ -49,6 +49,26 @@ aliases:
     assert (offers["baai/bge-m3"].kind, offers["baai/bge-m3"].dimensions) == ("embedding", 1024)
     assert offers["qwen/qwen3-8b"].kind == "chat"  # the default
     assert list(config.aliases) == ["text-embedding-*", "claude-*", "gpt-5*"]  # YAML order kept
+
+
+def test_a_route_listing_two_embedding_models_is_warned_about():
+    """Hostile testing: a route of two embedding models (the policies README's own example)
+    loaded without a word, and its fallback filled a RAG index with vectors of two models,
+    each in its own space; searches then quietly went wrong."""
+    config, warnings = parse(
+        BACKENDS
+        + """routes:
+  embed:
+    models: [baai/bge-m3]
+    tasks: {chat: [openai/text-embedding-3-small]}
+"""
+    )
+    assert warnings == [
+        "routes.embed (line 10): route `embed` lists the embedding models baai/bge-m3, openai/text-embedding-3-small: "
+        "each answers in its own vector space, so a fallback or the strategy's choice between them would mix their "
+        "vectors in one index; list one model per route (served by several backends, it still falls back)"
+    ]
+    assert list(config.routes) == ["embed"]  # served all the same: a warning
 
 
 def test_a_route_mixing_kinds_is_refused_with_both_lists_named():
