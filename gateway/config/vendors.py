@@ -47,8 +47,6 @@ class Vendor:
     key_required: bool = True
     # Extra request headers every call carries (attribution, API versions).
     headers: dict[str, str] = field(default_factory=dict)
-    # Whether the upstream honours stream_options.include_usage (else usage is estimated).
-    stream_usage: bool = True
     # Liveness endpoint for active health checks: relative to base_url, or to the server root
     # (base_url without its trailing /v1) when health_at_root is set, as vLLM serves /health.
     health_path: str = "/models"
