@@ -239,7 +239,9 @@ async def open_answer(
                 opened = call.committed(await call.attempt(offer, backend, upstream_call, remaining, slot, call.task))
             else:
                 first = (offer, backend, upstream_call)
-                opened, hedged = await _hedged(call, first, hedge, remaining, hedge_after_s or 0.0, slot)
+                opened, hedged = await _hedged(
+                    call, first, hedge, remaining, hedge_after_s or 0.0, slot, past_rejections
+                )
                 if hedged:
                     attempts += 1
                     pending.remove(hedge[0])
@@ -306,10 +308,27 @@ def _next_candidate(pending: deque[Offer], backends: BackendSet, call: _Call) ->
 
 
 async def _hedged(
-    call: _Call, first: _Candidate, hedge: _Candidate, remaining: float, after_s: float, slot: Slot
+    call: _Call,
+    first: _Candidate,
+    hedge: _Candidate,
+    remaining: float,
+    after_s: float,
+    slot: Slot,
+    past_rejections: bool = False,
 ) -> tuple[OpenedAnswer, bool]:
     """The first attempt, and past `after_s` without content the hedge too: the answer of the
-    one that produced content first (and whether the hedge was started)."""
+    one that produced content first (and whether the hedge was started). A failure no other
+    candidate would mend (the request judged invalid: `worth_another_candidate`) ends the
+    race at once, as it ends the fallback loop: the other attempt, perhaps hung, was waited
+    on to its time limit, and the client got a 504 in place of the upstream's 400."""
+
+    def decisive(error: Exception) -> bool:
+        return (
+            not past_rejections
+            and isinstance(error, _Failed)
+            and not all(worth_another_candidate(e) for e, _ in error.errors)
+        )
+
     started = time.perf_counter()
     try:
         result = await race(
@@ -318,6 +337,7 @@ async def _hedged(
             lambda: call.attempt(*hedge, remaining - (time.perf_counter() - started), None),
             after_s,
             call.discarded,
+            decisive,
         )
     except BaseException:
         # Called off (the client left, shutdown): every attempt started is recorded, in the

@@ -37,12 +37,15 @@ async def race(
     second: Callable[[], Awaitable[T]],
     after_s: float,
     discard: Callable[[T, str], Awaitable[None]],
+    decisive: Callable[[Exception], bool] | None = None,
 ) -> RaceResult[T]:
     """Run `first`; if it has not finished `after_s` later, start `second()` too. The first to
     succeed wins and the other is cancelled (and awaited: its attempt is recorded before the
     winner's); one that succeeded in the same instant is handed to `discard` as HEDGE_LOST.
-    A failure leaves the other running. If the caller is cancelled, both are, and an answer
-    already won goes to `discard` as CANCELLED: it lost to nothing, the call was called off."""
+    A failure leaves the other running, unless `decisive` says it ends the race (a request
+    the upstream judged invalid: the other would be waited on for nothing), which then ends
+    as if the other had lost. If the caller is cancelled, both are, and an answer already
+    won goes to `discard` as CANCELLED: it lost to nothing, the call was called off."""
     loop = asyncio.get_running_loop()
     result: RaceResult[T] = RaceResult()
     tasks: set[asyncio.Task[T]] = {loop.create_task(_awaited(first))}
@@ -63,7 +66,8 @@ async def race(
                 if not isinstance(error, Exception):
                     raise error
                 result.errors.append(error)
-            if result.winner is not None:
+            decided = result.winner is None and decisive is not None and any(map(decisive, result.errors))
+            if result.winner is not None or decided:
                 for answer in await _cancel(tasks, HEDGE_LOST):
                     await discard(answer, HEDGE_LOST)  # succeeded as it was being cancelled
                 return result

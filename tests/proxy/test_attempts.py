@@ -4,6 +4,7 @@ the e2e tests against real HTTP upstreams)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -501,6 +502,26 @@ async def test_a_hedge_that_fails_leaves_the_first_to_answer():
     )
     assert opened.offer.backend == "a" and b.calls == ["m/x"]
     assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_503"), ("a", None)]
+
+
+async def test_a_hedge_judging_the_request_invalid_ends_the_race_at_once():
+    """Hostile testing: the first candidate hung, the hedge answered 400 (the request is
+    invalid, for any candidate), and the race waited on the first to its time limit: the
+    client got a 504 ten seconds later instead of the 400. The 400 now ends the race."""
+    a, b, c = Scripted("a", ["hang"]), Scripted("b", ["400"]), Scripted("c", ["ok"])
+    routing = decision(offer("a"), offer("b"), offer("c"))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    chat = parse_chat_request(orjson.dumps(body))
+    outcome = CallOutcome("req", "auto", True)
+    started = time.perf_counter()
+    with pytest.raises(GatewayError) as refused:
+        await open_answer(
+            chat, routing, Pool(a, b, c), Observers([Recorder()]), outcome, {}, snapshot=hedged_snapshot(100)
+        )
+    assert time.perf_counter() - started < 1.0  # not the attempt's time limit
+    assert refused.value.status == 400 and c.calls == []  # the loop ends on it, as without a hedge
+    assert a.calls == b.calls == ["m/x"]
+    assert [(x.backend, x.error) for x in outcome.attempts] == [("b", "http_400"), ("a", "hedge_lost")]
 
 
 async def test_when_both_hedged_attempts_fail_the_loop_goes_on_without_asking_them_again():
