@@ -512,6 +512,9 @@ def _part(block: Any, where: str) -> dict[str, Any]:
         source = block.get("source") if isinstance(block.get("source"), dict) else {}
         if source.get("type") == "text" and isinstance(source.get("data"), str):
             return {"type": "text", "text": source["data"]}
+        text = _content_document_text(source)
+        if text is not None:
+            return {"type": "text", "text": text}
         if source.get("type") != "base64":
             # chat's file parts carry the file's bytes; nothing here fetches a URL for them
             raise invalid_request(
@@ -522,6 +525,25 @@ def _part(block: Any, where: str) -> dict[str, Any]:
             file["filename"] = block["title"]
         return {"type": "file", "file": file}
     raise invalid_request(f"{where}: blocks of type `{kind}` are not supported here.", where, ANTHROPIC_ONLY)
+
+
+def _content_document_text(source: dict[str, Any]) -> str | None:
+    """A custom-content document's text (`source: {type: content, content: ...}`: a string or
+    text blocks, each a chunk Anthropic may cite), joined by line breaks as chat has no chunks;
+    None for another source, or one holding images (kept for a native candidate)."""
+    if source.get("type") != "content":
+        return None
+    content = source.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for block in content:
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            return None
+        texts.append(block["text"])
+    return "\n".join(texts)
 
 
 def _source_url(source: Any, where: str) -> str:

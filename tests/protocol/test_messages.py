@@ -566,6 +566,31 @@ def test_documents_become_file_or_text_parts():
         assert (caught.value.status, caught.value.param) == (400, "messages.0.content.0.source")
 
 
+def test_a_custom_content_document_becomes_its_text():
+    """Hostile testing: a document of `source.type: content` (text chunks a RAG app passes
+    for citations) was Anthropic-only, refused on every chat backend."""
+    chunks = [{"type": "text", "text": "First chunk."}, {"type": "text", "text": "Second chunk."}]
+    blocks = [
+        {
+            "type": "document",
+            "source": {"type": "content", "content": chunks},
+            "title": "notes",
+            "citations": {"enabled": True},
+        },
+        {"type": "document", "source": {"type": "content", "content": "One string."}},
+        {"type": "text", "text": "Summarise."},
+    ]
+    chat = messages_to_chat({**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": blocks}]})
+    # Text parts alone: one string, as chat's plainest content.
+    assert chat["messages"][0]["content"] == "First chunk.\nSecond chunk.\nOne string.\nSummarise."
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    with_image = {"type": "document", "source": {"type": "content", "content": [chunks[0], image]}}
+    body = {**S.MESSAGES_REQUEST_MINIMAL, "messages": [{"role": "user", "content": [with_image]}]}
+    with pytest.raises(GatewayError) as caught:  # images inside a document: a native candidate's
+        messages_to_chat(body)
+    assert (caught.value.param, caught.value.code) == ("messages.0.content.0.source", ANTHROPIC_ONLY)
+
+
 def test_count_tokens_uses_the_routers_estimate():
     counted = count_tokens({"model": "m", "messages": [{"role": "user", "content": "x" * 300}]})
     assert counted == {"input_tokens": 3 + 4 + 100}
