@@ -184,6 +184,8 @@ class SseAccountant:
         # that the events inspected below may set it.
         broken = self._broken
         if broken is not None:
+            if broken is EventsAfterDone and not chunk.strip():
+                return b""  # no more after [DONE]: an empty read, the blank line's last byte
             raise broken
         complete = self._events.complete(chunk)
         if not complete:

@@ -8,10 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.protocol.redact import Redactor
+from gateway.protocol.sse import data_of
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import (
     MAX_MALFORMED_RUN,
     ErrorEventMidway,
+    EventsAfterDone,
     MalformedAnswer,
     SseAccountant,
     StreamFailedEarly,
@@ -44,7 +46,15 @@ def openai_stream(words: list[str], keepalive: bool = False) -> tuple[bytes, byt
 
 
 def run(accountant: SseAccountant, pieces: list[bytes]) -> bytes:
-    return b"".join(accountant.feed(p) for p in pieces) + accountant.flush()
+    """What the client gets, as the relay hands it on: up to the answer's end ([DONE], after
+    which the relay ends the stream), else all of it and the flushed tail."""
+    out = []
+    for piece in pieces:
+        try:
+            out.append(accountant.feed(piece))
+        except EventsAfterDone:
+            return b"".join(out)
+    return b"".join(out) + accountant.flush()
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -347,6 +357,10 @@ def test_only_well_formed_events_reach_the_client_after_content(words, junk, cut
     forwarded = run(accountant, split(b"".join(junk_events) + body, cuts))
     empty = [j for j in junk_events if j == b"\n\n"]  # no event at all: nothing to forward or drop
     wellformed = [j for j in junk_events if j != b"\n\n" and _well_formed(j[:-2])]
+    done = next((i for i, j in enumerate(wellformed) if data_of(j[:-2]) == b"[DONE]"), None)
+    if done is not None:  # a [DONE] among the junk ends the answer there: nothing after it reaches the client
+        assert forwarded == b"".join(wellformed[: done + 1])
+        return
     assert forwarded == b"".join(wellformed) + body
     assert accountant.malformed_events == len(junk_events) - len(wellformed) - len(empty)
 
@@ -527,3 +541,18 @@ def test_an_error_event_that_is_not_a_passing_failure_is_relayed_even_when_holdi
 )
 def test_which_error_events_are_passing_failures(status, kinds, passing):
     assert transient_error(status, *kinds) is passing
+
+
+def test_nothing_after_done_is_handed_on_but_an_empty_read_is_no_event():
+    """After [DONE] the answer is over: a further event ends the relay (`EventsAfterDone`),
+    while an empty read or a stray blank line is no event at all (hypothesis found the
+    relay's own property tests raising on the empty read a cut at the end gives)."""
+    accountant = SseAccountant(strip_usage=False)
+    assert (
+        accountant.feed(delta_event({"content": "hi"}) + b"data: [DONE]\n\n")
+        == delta_event({"content": "hi"}) + b"data: [DONE]\n\n"
+    )
+    assert accountant.feed(b"") == b"" and accountant.feed(b"\n") == b""
+    with pytest.raises(EventsAfterDone):
+        accountant.feed(b": keep-alive\n\n")
+    assert accountant.flush() == b"" and accountant.saw_done
