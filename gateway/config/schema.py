@@ -437,6 +437,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def _check_printable(kind: str, name: str) -> None:
     if _CONTROL.search(name):
         raise ValueError(f"{kind} {name!r} holds a control character")
+    if not name.strip():
+        # `"": {...}` loaded, and nothing could ever call it (an empty `model` is refused).
+        raise ValueError(f"{kind} {name!r} is empty")
 
 
 def _check_canonical(model_id: str) -> None:

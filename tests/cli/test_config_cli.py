@@ -225,6 +225,9 @@ def test_validate_warns_of_an_alias_a_broader_one_listed_before_it_hides(tmp_pat
         ),
         ("mo\\nck", "acme/m", "r", "backends (line 1): backend name 'mo\\nck' holds a control character"),
         ("mock", "acme/m", "r\\x85", "routes (line 6): route name 'r\\x85' holds a control character"),
+        # Empty: loaded, and never callable (hostile testing).
+        ("mock", "acme/m", " ", "routes (line 6): route name ' ' is empty"),
+        ("", "acme/m", "r", "backends (line 1): backend name '' is empty"),
     ],
 )
 def test_names_with_control_characters_are_refused_by_validate(tmp_path, backend, model, route, problem):
