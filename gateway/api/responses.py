@@ -448,7 +448,9 @@ class ResponsesIngress(Ingress):
             response = dict(parsed) if isinstance(parsed, dict) else orjson.loads(opened.body)
             echo.apply(response)
             return orjson.dumps(response)
-        response = chat_to_response(opened.answer, request.native, request.response_id)  # checked: `_TRANSLATED`
+        # Checked by `_TRANSLATED`; made when the request was taken, as a streamed one says
+        # (the backend's `created` is its own clock's, and a fallback's later).
+        response = chat_to_response(opened.answer, request.native, request.response_id, request.created_at)
         request.response = response
         return encode_response(response, request.native, request.echo)
 

@@ -198,16 +198,22 @@ def call_item(
     return item
 
 
-def chat_to_response(completion: Any, request: dict[str, Any], response_id: str) -> dict[str, Any]:
-    """The Response for a `chat.completion` (its first choice) answering `request`.
-    A body that is not a chat completion is the backend's fault: a 502 saying so."""
+def chat_to_response(
+    completion: Any, request: dict[str, Any], response_id: str, created_at: int | None = None
+) -> dict[str, Any]:
+    """The Response for a `chat.completion` (its first choice) answering `request`, made at
+    `created_at` (when the gateway took the request, as a streamed Response says; else the
+    completion's `created`). A body that is not a chat completion is the backend's fault: a
+    502 saying so."""
     try:
-        return _response(completion, request, response_id)
+        return _response(completion, request, response_id, created_at)
     except MALFORMED as exc:
         raise malformed_answer(exc) from None
 
 
-def _response(completion: dict[str, Any], request: dict[str, Any], response_id: str) -> dict[str, Any]:
+def _response(
+    completion: dict[str, Any], request: dict[str, Any], response_id: str, created_at: int | None
+) -> dict[str, Any]:
     choice = (completion.get("choices") or [{}])[0]
     reply = choice.get("message") or {}
     output: list[dict[str, Any]] = []
@@ -240,7 +246,7 @@ def _response(completion: dict[str, Any], request: dict[str, Any], response_id: 
     status, incomplete = ending(choice.get("finish_reason"))
     if incomplete is not None and output and output[-1]["type"] in ("message", "reasoning"):
         output[-1]["status"] = status  # the text the cut fell in, as OpenAI marks it
-    created = completion.get("created")
+    created = completion.get("created") if created_at is None else created_at
     if not isinstance(created, int):
         created = int(time.time())
     response = response_object(request, response_id, created, status, output)

@@ -392,6 +392,25 @@ def test_stored_responses_belong_to_their_key(gw, openai_client):
         alice.responses.retrieve(response.id)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_translated_response_is_made_when_the_request_was_taken(gw, upstream, openai_client, stream):
+    """Non-streamed, `created_at` was the backend's `created` (its own clock, a fallback's
+    later): the stored and streamed Responses said when the gateway took the request."""
+    import time
+
+    upstream.behaviour.created = 1_000_000_000  # a backend whose clock is years off
+    client = openai_client(gw, api_key="sk-alice")
+    taken = int(time.time())
+    if stream:
+        events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
+        response = events[-1].response
+        assert events[0].response.created_at == response.created_at
+    else:
+        response = client.responses.create(model="auto", input="Say hello.")
+    assert taken <= response.created_at <= int(time.time())
+    assert client.responses.retrieve(response.id).created_at == response.created_at
+
+
 def test_input_tokens_counts_the_input_and_the_conversation_it_continues(gw, upstream, openai_client):
     """`client.responses.input_tokens.count` was a 405: the count is the gateway's estimate,
     the one routing and limits read, and no backend is asked. The stored conversation a

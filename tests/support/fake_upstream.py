@@ -67,6 +67,7 @@ class Behaviour:
     content_bytes: int = 0  # non-streamed: pad the answer's content to this many bytes
     chunked: bool = False  # non-streamed: send the body in 1 MB pieces, with no content-length
     cut_body_after: int | None = None  # non-streamed: declare the whole length, send N bytes, drop
+    created: int | None = None  # the answer's `created` (None: now), as a backend with its own clock says
 
 
 @dataclass
@@ -159,7 +160,8 @@ class FakeUpstream:
             usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
         if b.usage is not None:
             usage = b.usage
-        base = {"id": f"chatcmpl-{self.name}", "created": int(time.time()), "model": body.get("model")}
+        created = int(time.time()) if b.created is None else b.created
+        base = {"id": f"chatcmpl-{self.name}", "created": created, "model": body.get("model")}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": b.content}
             finish = b.finish_reason
