@@ -9,7 +9,8 @@ Two shapes, as the two SDK families expect them:
   of its backends serves `/completions` natively; embedding models answer embeddings only);
 - with an `anthropic-version` header (Anthropic's SDKs always send one), Anthropic's list:
   `data` of `{type: "model", id, display_name, created_at}` (`created_at` the epoch, Anthropic's
-  value for an unknown release date), `has_more`, `first_id`,
+  value for an unknown release date; `max_input_tokens` and `max_tokens` where the offers say
+  them), `has_more`, `first_id`,
   `last_id`, paged by `limit` (default 20, 1-1000), `after_id` and `before_id`, and filtered
   by `lifecycle` (`active`, `deprecated`, `retired`). It lists what `/v1/messages` can serve
   (no embedding models), every one `lifecycle: "active"` (what the gateway routes can be
@@ -151,6 +152,11 @@ def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str
     }
     if "context_length" in entry:
         out["max_input_tokens"] = entry["context_length"]
+        # Anthropic's `max_tokens`, the most a call may ask: known when every offer caps its
+        # answer (`max_output_tokens`), the largest cap (routing picks an offer that has it).
+        caps = [offer.spec.max_output_tokens for offer in snapshot.offers.get(model_id, ())]
+        if caps and None not in caps:
+            out["max_tokens"] = max(cap for cap in caps if cap is not None)
     return out
 
 

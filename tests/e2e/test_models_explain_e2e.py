@@ -16,7 +16,7 @@ backends:
     type: mock
     models:
       mock/small: {context_length: 8192, input_price: 0.05}
-      mock/large: {context_length: 131072, input_price: 0.5, capabilities: [tools]}
+      mock/large: {context_length: 131072, max_output_tokens: 16384, input_price: 0.5, capabilities: [tools]}
       mock/embed: {kind: embedding, dimensions: 8, input_price: 0.01}
 models:
   mock/large: {name: Mock Large}
@@ -77,6 +77,8 @@ def test_anthropic_list_is_what_messages_can_serve_in_anthropics_shape(gw, claud
     assert claude.models.retrieve("auto").lifecycle == "active"
     large = next(m for m in page.data if m.id == "mock/large")
     assert large.display_name == "Mock Large" and large.max_input_tokens == 131072
+    # Anthropic's `max_tokens`: the offer's cap where it has one (missing before), else unsaid.
+    assert large.max_tokens == 16384 and claude.models.retrieve("mock/small").max_tokens is None
     # Anthropic's `created_at` is a model's release time, "an epoch value if the release date
     # is unknown" (its ModelInfo): the gateway knows none. A walkthrough found the config's
     # load time there, a "release" that moved with every reload and differed between replicas.
