@@ -153,7 +153,7 @@ def anthropic_entry(entry: dict[str, Any], snapshot: ConfigSnapshot) -> dict[str
     if "context_length" in entry:
         out["max_input_tokens"] = entry["context_length"]
         # Anthropic's `max_tokens`, the most a call may ask: known when every offer caps its
-        # answer (`max_output_tokens`), the largest cap (routing picks an offer that has it).
+        # answer (`max_output_tokens`), the largest cap (an offer with a smaller one is asked for its own).
         caps = [offer.spec.max_output_tokens for offer in snapshot.offers.get(model_id, ())]
         if caps and None not in caps:
             out["max_tokens"] = max(cap for cap in caps if cap is not None)
