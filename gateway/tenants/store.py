@@ -209,7 +209,7 @@ class SqliteTenantStore:
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
             limit = min(limit, AUDIT_ALL)  # past SQLite's integers: an OverflowError, not "all of it"
-        rows = self._current().execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._current().execute("SELECT entry FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [_entry(r[0]) for r in reversed(rows)]
 
     def _write(

@@ -3,6 +3,7 @@ log the same way, and neither ever holds a plain key."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -240,3 +241,24 @@ def test_an_overlap_outside_0_to_30_days_is_refused(store, overlap_s):
         admin.rotate_key("app1", actor="t", overlap_s=overlap_s)
     assert (refused.value.status, refused.value.code, refused.value.param) == (400, "invalid_overlap", "overlap")
     assert store.all_keys() == before and len(store.audit()) == 1
+
+
+def test_the_sqlite_store_reads_its_connection_holding_the_lock_audit_included(tmp_path):
+    """One connection serves every thread, one at a time, and `_current` may close it to open
+    a replaced file (its docstring: called holding the lock): an audit that read outside the
+    lock, beside a write or a reopen on another worker thread, used a connection in use or
+    closed under it."""
+    store = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    TenantAdmin(store, Clock()).create_key("app1", actor="t")
+    current = store._current
+    held: list[bool] = []
+
+    def checked() -> sqlite3.Connection:
+        held.append(store._lock.locked())
+        return current()
+
+    store._current = checked
+    assert [(e.action, e.target) for e in store.audit()] == [("key.create", "app1")]
+    store.all_keys(), store.all_teams(), store.version()
+    assert held == [True, True, True, True]
+    store.close()
