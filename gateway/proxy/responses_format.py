@@ -436,6 +436,8 @@ class ResponsesAccountant:
                 raise StreamFailedEarly(error_message(error), 502)
             self.failed_midway = True
             self.saw_done = kind == "response.failed"
+            if self.saw_done:  # a terminal event: the upstream's grace to end its body, as after response.completed
+                give_end_grace(self.upstream)
             return self._redacted(event, obj, kind)
         if kind in _TERMINAL:
             response = obj.get("response")

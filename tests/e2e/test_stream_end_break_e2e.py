@@ -216,6 +216,24 @@ def test_a_native_stream_held_open_after_its_end_event_does_not_hold_the_client(
     assert [(r["status"], r["error"]) for r in rows] == [(200, None), (200, None)]
 
 
+def test_a_native_responses_stream_held_open_after_its_response_failed_does_not_hold_the_client(gw, native):
+    """`response.failed` after content is a terminal Responses event too (the stream's end,
+    relayed when no continuation can take it): an upstream that sent it and left its body
+    open held the client's stream for its idle limit, 10 s, where `response.completed`
+    held it half a second."""
+    native.reset(held_open_s=30, fail_after_events=(6, "failed"))
+    started = time.monotonic()
+    held = raw_stream(gw, "/v1/responses", {"model": "native", "input": "Say hello."})
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5, elapsed  # not the 10 s idle limit
+    names = [block.split("\n")[0] for block in filter(None, held.split("\n\n"))]
+    assert names[-1] == "event: response.failed" and names.count("event: response.failed") == 1
+    assert names.count("event: response.output_text.delta") == 2  # the events before the failure
+    rows = ledger(gw, 1)
+    assert [(r["backend"], r["status"]) for r in rows] == [("native", 502)]
+
+
 def test_native_messages_stream_broken_before_message_delta_is_an_error(gw, claude):
     body = {"model": "claude", "max_tokens": 50, "messages": HELLO}
     names = [b.split("\n")[0] for b in filter(None, raw_stream(gw, "/v1/messages", body).split("\n\n"))]
