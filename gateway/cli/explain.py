@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from gateway.cli.policy import add_config_flag, load_snapshot, print_warnings
+from gateway.config.loader import printable
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +75,4 @@ def _shown(text: str) -> str:
     """`text` for the terminal: the request explained is often a client's, as captured, and
     the errors quote its model name and headers; an escape sequence in them was written as
     is (clearing, recolouring the admin's terminal). Control characters are shown escaped."""
-    if text.isprintable():
-        return text
-    return "\n".join("".join(c if c.isprintable() else repr(c)[1:-1] for c in line) for line in text.split("\n"))
+    return "\n".join(printable(line) for line in text.split("\n"))

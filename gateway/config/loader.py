@@ -47,7 +47,13 @@ class Problem:
         line = f"{where} (line {self.line}): {self.message}" if self.line else f"{where}: {self.message}"
         # One problem, one line: a name holding a newline or an escape (a backend named so)
         # broke `gateway validate`'s list and the reload log, and reached the terminal raw.
-        return line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+        return printable(line)
+
+
+def printable(text: str) -> str:
+    """`text` with every character that is not printable (controls, line breaks, escapes)
+    written as Python escapes it (`\x1b`, `\n`): safe for one line of a log or a terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
