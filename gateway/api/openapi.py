@@ -334,7 +334,9 @@ PATHS: dict[str, Any] = {
                                         "properties": {
                                             "name": {"type": "string"},
                                             "limit": {"type": "number"},
+                                            "limit_reset": {"enum": ["daily", "monthly"]},
                                             "limit_remaining": {"type": "number"},
+                                            "usage_daily": {"type": "number"},
                                             "usage_monthly": {"type": "number"},
                                         },
                                     },
