@@ -149,7 +149,11 @@ async def relay_stream(
                     ending = accountant.end_after_break(relayed, chat.fields.get("n") in (None, 1))
                     if ending is None:
                         raise
-                    log.warning(
+                    # After the end event itself (more sent after it, a body held open past
+                    # its grace: upstreams that ping or linger) the answer was whole: no warning
+                    # on every such call, only when the end event was what was lost.
+                    log.log(
+                        logging.DEBUG if accountant.saw_done else logging.WARNING,
                         "stream from %s broke after its answer's end (%s); ended it there",
                         opened.offer.backend,
                         exc if not isinstance(exc, UpstreamError) else exc.reason,

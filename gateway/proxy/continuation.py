@@ -497,7 +497,8 @@ class StreamRescue:
             ending = accountant.end_after_break(relayed, single_choice=True)  # n > 1 is never continued
             if ending is None:
                 raise
-            log.warning(
+            log.log(
+                logging.DEBUG if accountant.saw_done else logging.WARNING,  # as `stream_relay` says why
                 "stream continued on %s broke after its answer's end (%s); ended it there",
                 opened.offer.backend,
                 exc.reason if isinstance(exc, UpstreamError) else type(exc).__name__,
