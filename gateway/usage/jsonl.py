@@ -148,12 +148,15 @@ async def import_lines(store: UsageStore, lines: Iterable[bytes | str], batch_si
             batch.append(item)
             if len(batch) >= batch_size:
                 await flush()
-    finally:
-        # Also when reading stops midway (EIO, a line longer than any event): the CLI says the
-        # lines before it are imported, and they were dropped with the unfinished batch.
-        # (A batch whose write failed is written again: importing skips what is present.)
-        if batch:
+    except BaseException:
+        # Reading stopped midway (EIO, a line longer than any event): the CLI says the lines
+        # before it are imported, so the unfinished batch is written. A full batch is one
+        # whose write failed (a written one is cleared): not written again, its error raised.
+        if 0 < len(batch) < batch_size:
             await flush()
+        raise
+    if batch:
+        await flush()
     return report
 
 

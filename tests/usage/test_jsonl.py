@@ -123,3 +123,43 @@ def test_a_bad_lines_reason_quotes_its_value_bounded():
     [(number, bad)] = list(parse_lines([orjson.dumps(line)]))
     assert number == 1 and isinstance(bad, BadLine)
     assert bad.reason.startswith("tokens is 'zzz") and "z" * 198 + "…" in bad.reason and len(bad.reason) < 300
+
+
+def test_an_import_whose_write_fails_raises_that_failure_without_writing_again():
+    """Review: the cleanup that writes the lines read before a read failure wrote a batch
+    whose own write had failed a second time (twice the wait on a locked store, and the
+    second error raised in place of the first)."""
+    import asyncio
+
+    import pytest
+
+    from gateway.usage.jsonl import import_lines
+
+    class FailingStore:
+        def __init__(self) -> None:
+            self.writes = 0
+
+        async def import_events(self, batch):
+            self.writes += 1
+            raise OSError(f"write {self.writes} failed")
+
+    store = FailingStore()
+    lines = [event_line(event) for event in EVENTS[:3]]
+    with pytest.raises(OSError, match="write 1 failed"):
+        asyncio.run(import_lines(store, lines, batch_size=2))
+    assert store.writes == 1
+
+    def lines_then_a_read_error():
+        yield lines[0]
+        raise OSError("EIO")
+
+    written: list = []
+
+    class Store:
+        async def import_events(self, batch):
+            written.extend(batch)
+            return len(batch)
+
+    with pytest.raises(OSError, match="EIO"):
+        asyncio.run(import_lines(Store(), lines_then_a_read_error(), batch_size=2))
+    assert written == [EVENTS[0]]  # the line read before the failure is imported
