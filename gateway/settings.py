@@ -147,23 +147,20 @@ class Settings(BaseSettings):
         # `ops:${OPS_KEY}` with the variable unset is `ops:`: a key of "" that an empty
         # `Authorization: Bearer ` matched, letting anyone in as `ops` (admin status included).
         seen: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in value.split(","))):
-            name, sep, key = item.partition(":")
-            if sep and not key.strip():
+        for name, key, named in _api_key_entries(value):
+            if named and not key:
                 raise ValueError(f"the entry named `{name}` has no key (name:key)")
-            if sep and not name.strip():
+            if named and not name:
                 raise ValueError("an entry has a key but no name (name:key)")  # the key is not repeated
-            if sep and not name.strip().isprintable():
+            if not name.isprintable():
                 # The name is the ledger's `key` label, which drops control characters: the
                 # calls would be recorded under another name than the one limits name.
-                raise ValueError(f"the name {name.strip()!r} holds a control character")
+                raise ValueError(f"the name {name!r} holds a control character")
             # One key under two names: its calls were all recorded as the last name's, and
             # the other name's limits never applied (the key itself is not repeated here).
-            owner = name.strip() if sep else "default"
-            secret = key.strip() if sep else name
-            if secret in seen and seen[secret] != owner:
-                raise ValueError(f"the entries `{seen[secret]}` and `{owner}` have the same key: give each its own")
-            seen[secret] = owner
+            if key in seen and seen[key] != name:
+                raise ValueError(f"the entries `{seen[key]}` and `{name}` have the same key: give each its own")
+            seen[key] = name
         return value
 
     @field_validator("admin_key")
@@ -254,14 +251,22 @@ class Settings(BaseSettings):
     @staticmethod
     def client_keys_of(api_keys: str) -> dict[str, str]:
         """GATEWAY_API_KEYS' `name:key,...` as key -> name."""
-        keys: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in api_keys.split(","))):
-            name, sep, key = item.partition(":")
-            # `ops: sk-1` as lists are written: a key " sk-1" no client can send (a header's
-            # value loses its leading space), booked as "ops " when the space was before.
-            name, key = name.strip(), key.strip()
-            keys[key if sep else name] = name if sep else "default"
-        return keys
+        return {key: name for name, key, _ in _api_key_entries(api_keys)}
+
+
+def _api_key_entries(api_keys: str) -> list[tuple[str, str, bool]]:
+    """GATEWAY_API_KEYS' entries as (name, key, whether the entry named itself): `name:key`,
+    or a bare key, which is `default`'s. Spaces around either part are not theirs: `ops: sk-1`
+    as lists are written made a key " sk-1" no client can send (a header's value loses its
+    leading space), booked as "ops " when the space was before the colon."""
+    entries = []
+    for item in filter(None, (p.strip() for p in api_keys.split(","))):
+        name, sep, key = item.partition(":")
+        if sep:
+            entries.append((name.strip(), key.strip(), True))
+        else:
+            entries.append(("default", name, False))
+    return entries
 
 
 def settings_problems(exc: ValidationError) -> list[str]:
