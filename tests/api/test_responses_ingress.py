@@ -211,7 +211,7 @@ def test_the_translation_encodes_the_echoed_tools_once_for_the_answer_and_the_by
                 answer=S.CHAT_COMPLETION_TEXT,
             )
             body = INGRESS.body(request, opened)
-            response = chat_to_response(S.CHAT_COMPLETION_TEXT, request.native, request.response_id)
+            response = chat_to_response(S.CHAT_COMPLETION_TEXT, request.native, request.response_id, request.created_at)
             assert body == orjson.dumps(response)  # the same bytes as the whole Response dumped
         assert [v == tools for v in dumped].count(True) == 1  # and still the one encoding
         carried = [v.get("response", v) for v in dumped if isinstance(v, dict) and "output" in v.get("response", v)]
