@@ -16,6 +16,10 @@ What each test checks, beyond "the CLI exited 0":
   and plugin sync off is set (the README's sections name them), and a proxy that refuses and
   records every connection stands in for the internet.
 
+One more test runs both agents against backends that speak their API (a `type: anthropic`
+backend, a Responses backend), passed through untranslated: what each agent sends must reach
+them whole (its fields, Claude Code's betas, the thinking block with its signature, the ids).
+
 The agents use their own model names (Claude Code its default model, Codex `gpt-5.5`); the
 policy's `aliases:` (`claude-*`, `gpt-5*`) send them to the `code` route, as the README says.
 Until the branch that adds `aliases:` and the classifier that recognises coding agents (issue 9,
@@ -34,12 +38,14 @@ import subprocess
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
 from gateway.config.schema import GatewayConfig
 from tests.e2e.usage_helpers import gateway_cli
 from tests.support.agent_upstream import (
+    COMMAND,
     COMPLETION_TOKENS,
     FINAL_PREFIX,
     PLAIN_ANSWER,
@@ -47,7 +53,10 @@ from tests.support.agent_upstream import (
     REASONING,
     TOOL_OUTPUT,
     AgentUpstream,
+    _text,
 )
+from tests.support.fake_anthropic import AnthropicBehaviour, FakeAnthropic, signature
+from tests.support.fake_responses import FakeResponses, ResponsesBehaviour
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.ports import free_port
@@ -323,6 +332,127 @@ def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(
         ("messages", "auto", "mock/mock-large", 200)
     ] * 2
     assert internet.requests == []
+
+
+# -- the same turns passed through natively (no translation) -------------------------------
+
+NATIVE_THINKING = "The shell answers this natively."
+
+
+class NativeClaude(FakeAnthropic):
+    """Anthropic's Messages API played as a model driving Claude Code: a request whose last turn
+    holds no tool result gets a thinking block and a `Bash` call; one that does, an answer."""
+
+    async def _messages(self, request):
+        body = orjson.loads(await request.body())
+        last = body["messages"][-1].get("content")
+        results = [b for b in last if b.get("type") == "tool_result"] if isinstance(last, list) else []
+        if results or not body.get("tools"):
+            self.behaviour = AnthropicBehaviour(content=f"{FINAL_PREFIX} {_block_text(results)}")
+        else:
+            call = {"id": f"toolu_native_{len(self.received) + 1}", "name": "Bash", "input": {"command": COMMAND}}
+            self.behaviour = AnthropicBehaviour(content="", thinking=NATIVE_THINKING, tool_use=call)
+        return await super()._messages(request)
+
+
+class NativeCodex(FakeResponses):
+    """OpenAI's Responses API played as a model driving Codex: an `exec_command` call, then an
+    answer quoting the `function_call_output` it is sent back."""
+
+    async def _responses(self, request):
+        body = orjson.loads(await request.body())
+        last = (body.get("input") or [{}])[-1]
+        if last.get("type") == "function_call_output" or not body.get("tools"):
+            self.behaviour = ResponsesBehaviour(content=f"{FINAL_PREFIX} {last.get('output', '')}")
+        else:
+            call = {"call_id": f"call_native_{len(self.received) + 1}", "name": "exec_command"}
+            self.behaviour = ResponsesBehaviour(function_call={**call, "arguments": json.dumps({"cmd": COMMAND})})
+        return await super()._responses(request)
+
+
+def _block_text(results: list[dict]) -> str:
+    parts = [r["content"] if isinstance(r["content"], str) else _text(r["content"]) for r in results]
+    return " | ".join(parts)
+
+
+def native_policy(anthropic_url: str, responses_url: str) -> str:
+    """A `type: anthropic` backend for Claude Code's names, a Responses backend for Codex's:
+    each agent's requests go to its backend as they came."""
+    offer = {"context_length": 200000, "max_output_tokens": 64000, "input_price": 1.0, "output_price": 2.0}
+    backends = {
+        "anth": {
+            "type": "anthropic",
+            "base_url": anthropic_url,
+            "api_key": FakeAnthropic().api_key,
+            "models": {"native/claude": {"upstream_id": "claude-native", **offer}},
+        },
+        "resp": {
+            "type": "openai",
+            "base_url": responses_url,
+            "api_key": FakeResponses().api_key,
+            "apis": ["chat", "responses"],
+            "models": {"native/gpt": {"upstream_id": "gpt-native", **offer}},
+        },
+    }
+    routes = {"claude-code": {"models": ["native/claude"]}, "codex": {"models": ["native/gpt"]}}
+    policy = {"backends": backends, "routes": routes, "aliases": {"claude-*": "claude-code", "gpt-5*": "codex"}}
+    return yaml.safe_dump(policy, sort_keys=False)
+
+
+@pytest.mark.skipif(not ALIASES, reason="needs the policy's aliases")
+@pytest.mark.timeout(2 * TURN_TIMEOUT_S + 60)
+def test_both_agents_run_a_tool_turn_on_backends_that_speak_their_api(start_gateway, internet, tmp_path):
+    """Claude Code to an Anthropic backend, Codex to a Responses backend, passed through: each
+    agent's fields reach a backend that takes them (Claude Code's `output_config`, Codex's
+    `client_metadata`), the thinking block goes back with its signature, ids stay intact."""
+    claude, codex = agent_binary("claude"), agent_binary("codex")
+    anthropic, responses = NativeClaude().start(), NativeCodex().start()
+    try:
+        gw = start_gateway(native_policy(anthropic.base_url, responses.base_url), env=GATEWAY_ENV)
+        (tmp_path / "claude").mkdir()
+        env, work = claude_env(gw, internet, tmp_path / "claude")
+        done = run_agent([str(claude), "-p", PROMPT, "--allowedTools", "Bash", "--output-format", "json"], env, work)
+        result = json.loads(done.stdout)
+        assert (result["is_error"], result["num_turns"]) == (False, 2), result
+        assert result["result"] == f"{FINAL_PREFIX} {TOOL_OUTPUT}"
+        first, second = (seen.body for seen in anthropic.received)
+        assert first["model"] == second["model"] == "claude-native"
+        assert {"output_config", "context_management"} <= set(first)  # and the beta that field needs:
+        assert "context-management-2025-06-27" in anthropic.received[0].headers["anthropic-beta"].split(",")
+        call = second["messages"][-2]["content"]
+        assert [block["type"] for block in call] == ["thinking", "tool_use"]
+        assert call[0]["thinking"] == NATIVE_THINKING and call[0]["signature"] == signature("claude-native")
+        (result_block,) = second["messages"][-1]["content"]
+        assert result_block["tool_use_id"] == call[1]["id"] == "toolu_native_1"
+
+        home, work = tmp_path / "codex-home", tmp_path / "codex-work"
+        home.mkdir()
+        work.mkdir()
+        (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
+        env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=CLIENT_KEY)
+        done = run_agent([str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT], env, work)
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        items = [e["item"] for e in events if e["type"] == "item.completed"]
+        assert [i["type"] for i in items] == ["command_execution", "agent_message"], items
+        assert items[0]["aggregated_output"].strip() == TOOL_OUTPUT and TOOL_OUTPUT in items[1]["text"]
+        first, second = (seen.body for seen in responses.received)
+        assert first["model"] == second["model"] == "gpt-native" and "client_metadata" in first
+        assert first["store"] is False and "previous_response_id" not in second
+        assert [(i["type"], i.get("call_id")) for i in second["input"][-2:]] == [
+            ("function_call", "call_native_1"),
+            ("function_call_output", "call_native_1"),
+        ]
+
+        rows = ledger(gw, 4)
+        assert [(r["endpoint"], r["route"], r["backend"], r["category"]) for r in rows] == [
+            ("messages", "claude-code", "anth", "programming")
+        ] * 2 + [("responses", "codex", "resp", "programming")] * 2
+        assert all((r["status"], r["attempts"], r["final"], r["estimated"]) == (200, 1, True, False) for r in rows)
+        assert [(r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [(13, 9)] * 2 + [(17, 5)] * 2
+        assert internet.requests == []
+    finally:
+        anthropic.stop()
+        responses.stop()
 
 
 def codex_config(base_url: str) -> str:

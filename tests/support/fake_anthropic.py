@@ -38,6 +38,8 @@ MESSAGES_FIELDS = {
     "tools",
     "tool_choice",
     "thinking",
+    "output_config",  # {"effort", "format"}: Claude Code sends `effort` on every request
+    "context_management",  # with its beta (Claude Code's first call of a turn clears old thinking)
     "service_tier",
     "container",
     "mcp_servers",

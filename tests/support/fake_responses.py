@@ -52,6 +52,7 @@ RESPONSES_FIELDS = {
     "safety_identifier",
     "prompt_cache_key",
     "stream_options",
+    "client_metadata",  # Codex CLI's, on every request (OpenAI's API takes it)
 }
 
 
