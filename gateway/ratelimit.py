@@ -618,15 +618,19 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock, endpoint: str) -> Gateway
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
         limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"
         if wait > SDK_WAIT_MAX_S:
-            # Retry-After says when the budget resets; the anthropic SDK, which sleeps for any
-            # Retry-After, would hold the call until then (a month's end), so it is told not to.
+            # The budget resets hours or weeks away: the message says when, and no Retry-After
+            # does. Clients that honour one sleep through it: the anthropic SDK unless told
+            # `x-should-retry: false`, Codex CLI whatever it is told (0.171.0 slept a day's
+            # remaining 8 hours before its first retry, the turn hung).
             headers = {"x-should-retry": "false"}
     seconds = max(1, math.ceil(wait))
+    if "x-should-retry" not in headers:
+        headers["retry-after"] = str(seconds)
     return GatewayError(
         429,
         f"Rate limit reached for {_WHO[scope.kind].format(f'`{scope.name}`')}: {kind} ({limit}). "
         f"Retry after {seconds}s.",
         code="budget_exceeded" if kind == "budget" else "rate_limit_exceeded",
-        headers={"retry-after": str(seconds), **headers},
+        headers=headers,
         metadata={"limit": kind, "scope": scope.kind, "name": scope.name},
     )

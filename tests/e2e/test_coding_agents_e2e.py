@@ -33,17 +33,22 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import yaml
 
 from gateway.config.schema import GatewayConfig
+from gateway.ratelimit import SDK_WAIT_MAX_S
 from tests.e2e.usage_helpers import gateway_cli
+from tests.support import agent_upstream
 from tests.support.agent_upstream import (
     COMMAND,
     COMPLETION_TOKENS,
@@ -61,6 +66,7 @@ from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.ports import free_port
 from tests.support.services import REPO
+from tests.tenants.support import create_key
 
 AGENTS_BIN = REPO / "tests" / "agents" / "node_modules" / ".bin"
 CLIENT_KEY = "sk-agents-test-key"
@@ -331,6 +337,55 @@ def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(
     assert [(r["endpoint"], r["route"], r["model"], r["status"]) for r in rows] == [
         ("messages", "auto", "mock/mock-large", 200)
     ] * 2
+    assert internet.requests == []
+
+
+@pytest.mark.timeout(TURN_TIMEOUT_S + 60)
+def test_codex_gives_up_at_once_on_a_used_up_budget(start_gateway, agent_model, internet, tmp_path, monkeypatch):
+    """A key's used-up daily budget is refused until the day ends, hours away. Codex CLI does
+    not read `x-should-retry: false`: it slept the whole Retry-After before its first retry
+    (measured with 0.171.0: "retrying sampling request (1/5 in 30390s)"), a turn hung for
+    hours. Without a Retry-After it retries five times at its own pace and shows the failure."""
+    codex = agent_binary("codex")
+    if 86400 - time.time() % 86400 < SDK_WAIT_MAX_S + 90:
+        pytest.skip("the day's budget resets within a wait the clients may sit out")
+    key = create_key("tiny", "--budget-usd", "0.1", "--budget-period", "day", data_dir=tmp_path / "data")
+    policy = yaml.safe_load(agent_policy(agent_model.base_url))
+    policy["backends"]["up"]["models"][MODEL]["max_output_tokens"] = 1000  # each call reserves under $0.01
+    gw = start_gateway(yaml.safe_dump(policy), env=GATEWAY_ENV, workdir=tmp_path)
+    # A call that reserves little and costs nearly the whole budget: 249,000 prompt tokens billed.
+    monkeypatch.setattr(agent_upstream, "PROMPT_TOKENS", 249_000)
+    ask = {"model": CODEX_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    spend = httpx.post(gw.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {key}"})
+    assert spend.status_code == 200
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
+    env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=key)
+    argv = [str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT]
+    # Its own process group: the npm wrapper's native child is killed with it on a timeout.
+    agent = subprocess.Popen(
+        argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, _ = agent.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.communicate()
+        pytest.fail("codex exec still waiting on a used-up budget after 60 s")
+    assert agent.returncode == 1
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert events[-1]["type"] == "turn.failed" and "429" in events[-1]["error"]["message"]
+    # What it was told: no time to wait, not to retry, the budget in words.
+    refused = httpx.post(
+        gw.url + "/v1/responses", json={"model": CODEX_MODEL, "input": "hi"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+    assert "retry-after" not in refused.headers and refused.headers["x-should-retry"] == "false"
+    assert "key `tiny`: budget ($0.10 per day, $0.0996272 spent)" in refused.json()["error"]["message"]
+    assert len(agent_model.received) == 1  # the call that spent the budget; nothing after it
+    assert [row["status"] for row in ledger(gw, 1)] == [200]
     assert internet.requests == []
 
 
