@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config.schema import RateLimitsConfig
 from gateway.money import usd
-from gateway.protocol.errors import GatewayError, echoed
+from gateway.protocol.errors import GatewayError, echoed, retry_headers
 from gateway.proxy.usage import MAX_COST_USD
 from gateway.routing.overrides import requested_models
 from gateway.routing.resolve import resolve
@@ -539,12 +539,6 @@ def _estimate_nano(candidates: tuple[Offer, ...], prompt: int, completion: int) 
     return to_nano((prompt * top_in + completion * top_out) / 1_000_000)
 
 
-# The longest Retry-After a client SDK should sleep through before retrying by itself (the
-# openai SDK's own bound, MAX_RETRY_AFTER_DELAY: it waits up to two minutes and gives up past
-# them; the anthropic SDK waits any): a budget refusal that waits longer (until its day or
-# month ends) says `x-should-retry: false`, so neither holds the call until then.
-SDK_WAIT_MAX_S = 120.0
-
 _UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "max_concurrent": "requests in flight"}
 # How a refusal names its scope: a `rate_limits.routes` entry is a route's or a model's name.
 _WHO = {"key": "key {}", "team": "team {}", "route": "{} (rate_limits.routes)"}
@@ -617,15 +611,9 @@ def _refusal(refused: Refused, ask: Ask, clock: Clock, endpoint: str) -> Gateway
         spent_out = refused.current + ask.nano > to_nano(scope.budget_usd)
         wait = clock.period_end(scope.budget_period) - clock.now if spent_out else 1.0
         limit = f"{usd(scope.budget_usd)} per {scope.budget_period}, {usd(refused.current / 1e9)} spent"
-        if wait > SDK_WAIT_MAX_S:
-            # The budget resets hours or weeks away: the message says when, and no Retry-After
-            # does. Clients that honour one sleep through it: the anthropic SDK unless told
-            # `x-should-retry: false`, Codex CLI whatever it is told (0.171.0 slept a day's
-            # remaining 8 hours before its first retry, the turn hung).
-            headers = {"x-should-retry": "false"}
     seconds = max(1, math.ceil(wait))
-    if "x-should-retry" not in headers:
-        headers["retry-after"] = str(seconds)
+    # A budget that resets hours or weeks away: the message says when (SDK_WAIT_MAX_S).
+    headers = {**retry_headers(seconds), **headers}
     return GatewayError(
         429,
         f"Rate limit reached for {_WHO[scope.kind].format(f'`{scope.name}`')}: {kind} ({limit}). "

@@ -354,7 +354,8 @@ def test_a_spent_budget_tells_the_sdks_not_to_retry_only_past_the_wait_they_woul
     end told it to give up on a wait it would have sat out)."""
     from datetime import UTC, datetime
 
-    from gateway.ratelimit import SDK_WAIT_MAX_S, _refusal
+    from gateway.protocol.errors import SDK_WAIT_MAX_S
+    from gateway.ratelimit import _refusal
     from gateway.tenants.limits import Ask, Clock, Refused, Scope
 
     scope = Scope("key", "tiny", budget_usd=1.0, budget_period="month")

@@ -84,6 +84,21 @@ class ContextLengthExceeded(GatewayError):
         self.maximum = maximum
 
 
+# The longest Retry-After a client should be sent to sleep through before retrying by itself
+# (the openai SDK's own bound, MAX_RETRY_AFTER_DELAY: it waits up to two minutes and gives up
+# past them; the anthropic SDK and Codex CLI wait any). A 429 that would name a longer wait
+# (a budget's reset, an upstream's hour) says it in its message, with no Retry-After and with
+# `x-should-retry: false`: Codex CLI 0.171.0, which reads no `x-should-retry`, slept a whole
+# Retry-After of hours before its first retry and its turn hung.
+SDK_WAIT_MAX_S = 120.0
+
+
+def retry_headers(seconds: int) -> dict[str, str]:
+    """A 429's headers for a wait of `seconds`: Retry-After for one a client may sit out, else
+    none and `x-should-retry: false` (the message says when)."""
+    return {"retry-after": str(seconds)} if seconds <= SDK_WAIT_MAX_S else {"x-should-retry": "false"}
+
+
 # How much of a client's name or id an error message quotes: enough to recognise it, and a
 # 100 KB `model` or id is not sent back whole (nor into logs and proxies that keep bodies).
 ECHO_LIMIT = 200

@@ -76,7 +76,7 @@ from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
-from gateway.protocol.errors import ContextLengthExceeded, GatewayError
+from gateway.protocol.errors import SDK_WAIT_MAX_S, ContextLengthExceeded, GatewayError, retry_headers
 from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, CheckedPrefix, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
@@ -759,11 +759,14 @@ def client_error(
         )
     status = error.status or 502
     if isinstance(error, RateLimited):
-        # Rounded up: `Retry-After: 0.5` from every backend is not "retry now" (int() said 0).
-        headers = {"retry-after": str(math.ceil(error.retry_after))} if error.retry_after is not None else None
-        return GatewayError(
-            429, f"Every backend is rate limited (tried: {tried}).", code="rate_limit_exceeded", headers=headers
-        )
+        message, headers = f"Every backend is rate limited (tried: {tried}).", None
+        if error.retry_after is not None:
+            # Rounded up: `Retry-After: 0.5` from every backend is not "retry now" (int() said 0).
+            seconds = math.ceil(error.retry_after)
+            headers = retry_headers(seconds)  # an upstream's hour, in words only (SDK_WAIT_MAX_S)
+            if seconds > SDK_WAIT_MAX_S:
+                message += f" Retry after {seconds}s."
+        return GatewayError(429, message, code="rate_limit_exceeded", headers=headers)
     if isinstance(error, AuthRejected):
         return GatewayError(
             502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed"

@@ -46,7 +46,7 @@ import pytest
 import yaml
 
 from gateway.config.schema import GatewayConfig
-from gateway.ratelimit import SDK_WAIT_MAX_S
+from gateway.protocol.errors import SDK_WAIT_MAX_S
 from tests.e2e.usage_helpers import gateway_cli
 from tests.support import agent_upstream
 from tests.support.agent_upstream import (
@@ -62,6 +62,7 @@ from tests.support.agent_upstream import (
 )
 from tests.support.fake_anthropic import AnthropicBehaviour, FakeAnthropic, signature
 from tests.support.fake_responses import FakeResponses, ResponsesBehaviour
+from tests.support.fault_upstream import FaultUpstream, status
 from tests.support.policies import one_backend_policy
 from tests.support.poll import poll
 from tests.support.ports import free_port
@@ -340,13 +341,62 @@ def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(
     assert internet.requests == []
 
 
+def codex_turn_failing_within(gw, key: str, internet, tmp_path: Path, waiting_on: str, seconds: float = 60) -> list:
+    """`codex exec`'s events for a turn that fails; a test failure if it still waits after
+    `seconds` (it and the native child the npm wrapper starts are killed, a process group)."""
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
+    env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=key)
+    argv = [str(agent_binary("codex")), "exec", "--json", "--skip-git-repo-check", PROMPT]
+    agent = subprocess.Popen(
+        argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, _ = agent.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.communicate()
+        pytest.fail(f"codex exec still waiting on {waiting_on} after {seconds:g} s")
+    assert agent.returncode == 1
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(TURN_TIMEOUT_S + 60)
+def test_codex_gives_up_at_once_when_every_upstream_says_retry_in_an_hour(start_gateway, internet, tmp_path):
+    """An upstream's 429 with `Retry-After: 3600` (a provider's hourly quota) was relayed as
+    it came: Codex CLI slept the hour before its first retry. Past what a client should sit
+    out, the wait is in the message, `x-should-retry: false` in the headers."""
+    agent_binary("codex")
+    upstream = FaultUpstream().start()
+    try:
+        upstream.always(status(429, retry_after=3600))
+        gw = start_gateway(agent_policy(upstream.base_url), env=GATEWAY_ENV)
+        events = codex_turn_failing_within(gw, CLIENT_KEY, internet, tmp_path, "an upstream's hour")
+        assert events[-1]["type"] == "turn.failed" and "429" in events[-1]["error"]["message"]
+        tried = len(upstream.arrivals())
+        assert tried >= 1  # each of Codex's tries reached the backend once (it is skipped past its wait)
+        refused = httpx.post(
+            gw.url + "/v1/responses",
+            json={"model": CODEX_MODEL, "input": "hi"},
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        )
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "retry-after" not in refused.headers and refused.headers["x-should-retry"] == "false"
+        assert refused.json()["error"]["message"].endswith("Retry after 3600s.")
+        assert internet.requests == []
+    finally:
+        upstream.stop()
+
+
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_codex_gives_up_at_once_on_a_used_up_budget(start_gateway, agent_model, internet, tmp_path, monkeypatch):
     """A key's used-up daily budget is refused until the day ends, hours away. Codex CLI does
     not read `x-should-retry: false`: it slept the whole Retry-After before its first retry
     (measured with 0.171.0: "retrying sampling request (1/5 in 30390s)"), a turn hung for
     hours. Without a Retry-After it retries five times at its own pace and shows the failure."""
-    codex = agent_binary("codex")
+    agent_binary("codex")
     if 86400 - time.time() % 86400 < SDK_WAIT_MAX_S + 90:
         pytest.skip("the day's budget resets within a wait the clients may sit out")
     key = create_key("tiny", "--budget-usd", "0.1", "--budget-period", "day", data_dir=tmp_path / "data")
@@ -358,24 +408,7 @@ def test_codex_gives_up_at_once_on_a_used_up_budget(start_gateway, agent_model, 
     ask = {"model": CODEX_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
     spend = httpx.post(gw.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {key}"})
     assert spend.status_code == 200
-    home, work = tmp_path / "codex-home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
-    env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=key)
-    argv = [str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT]
-    # Its own process group: the npm wrapper's native child is killed with it on a timeout.
-    agent = subprocess.Popen(
-        argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, _ = agent.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(agent.pid, signal.SIGKILL)
-        agent.communicate()
-        pytest.fail("codex exec still waiting on a used-up budget after 60 s")
-    assert agent.returncode == 1
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    events = codex_turn_failing_within(gw, key, internet, tmp_path, "a used-up budget")
     assert events[-1]["type"] == "turn.failed" and "429" in events[-1]["error"]["message"]
     # What it was told: no time to wait, not to retry, the budget in words.
     refused = httpx.post(

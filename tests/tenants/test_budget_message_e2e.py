@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
+from gateway.protocol.errors import SDK_WAIT_MAX_S
 from gateway.protocol.tokens import estimate_prompt_tokens
-from gateway.ratelimit import SDK_WAIT_MAX_S
 from tests.support.policies import one_backend_policy
 from tests.tenants.support import bearer, cli, create_key
 
