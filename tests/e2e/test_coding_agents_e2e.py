@@ -289,17 +289,8 @@ def test_claude_code_runs_a_tool_turn_through_the_gateway(start_gateway, agent_m
 @PENDING_CLASSIFIER
 @pytest.mark.timeout(TURN_TIMEOUT_S + 60)
 def test_codex_cli_runs_a_tool_turn_through_the_gateway(start_gateway, agent_model, internet, tmp_path):
-    codex = agent_binary("codex")
     gw = start_gateway(agent_policy(agent_model.base_url), env=GATEWAY_ENV)
-    home, work = tmp_path / "codex-home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
-    env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=CLIENT_KEY)
-    done = run_agent([str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT], env, work)
-
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    items = [e["item"] for e in events if e["type"] == "item.completed"]
+    events, items = codex_turn(gw, internet, tmp_path / "codex-home", tmp_path / "work")
     commands = [item for item in items if item["type"] == "command_execution"]
     assert len(commands) == 1 and commands[0]["exit_code"] == 0
     assert commands[0]["aggregated_output"].strip() == TOOL_OUTPUT
@@ -339,6 +330,19 @@ def test_claude_code_on_haiku_completes_a_tool_turn_on_the_default_policys_mock(
         ("messages", "auto", "mock/mock-large", 200)
     ] * 2
     assert internet.requests == []
+
+
+def codex_turn(gw, internet, home: Path, work: Path) -> tuple[list, list]:
+    """The events of `codex exec --json` for one turn of PROMPT through the gateway, run in a
+    fresh CODEX_HOME (its config pointing at the gateway) and working directory, and the
+    items it completed."""
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
+    env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=CLIENT_KEY)
+    done = run_agent([str(agent_binary("codex")), "exec", "--json", "--skip-git-repo-check", PROMPT], env, work)
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return events, [e["item"] for e in events if e["type"] == "item.completed"]
 
 
 def codex_turn_failing_within(gw, key: str, internet, tmp_path: Path, waiting_on: str, seconds: float = 60) -> list:
@@ -493,7 +497,7 @@ def test_both_agents_run_a_tool_turn_on_backends_that_speak_their_api(start_gate
     """Claude Code to an Anthropic backend, Codex to a Responses backend, passed through: each
     agent's fields reach a backend that takes them (Claude Code's `output_config`, Codex's
     `client_metadata`), the thinking block goes back with its signature, ids stay intact."""
-    claude, codex = agent_binary("claude"), agent_binary("codex")
+    claude = agent_binary("claude")
     anthropic, responses = NativeClaude().start(), NativeCodex().start()
     try:
         gw = start_gateway(native_policy(anthropic.base_url, responses.base_url), env=GATEWAY_ENV)
@@ -513,14 +517,7 @@ def test_both_agents_run_a_tool_turn_on_backends_that_speak_their_api(start_gate
         (result_block,) = second["messages"][-1]["content"]
         assert result_block["tool_use_id"] == call[1]["id"] == "toolu_native_1"
 
-        home, work = tmp_path / "codex-home", tmp_path / "codex-work"
-        home.mkdir()
-        work.mkdir()
-        (home / "config.toml").write_text(codex_config(gw.url + "/v1"))
-        env = offline_env(home, internet, CODEX_HOME=str(home), GATEWAY_API_KEY=CLIENT_KEY)
-        done = run_agent([str(codex), "exec", "--json", "--skip-git-repo-check", PROMPT], env, work)
-        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        items = [e["item"] for e in events if e["type"] == "item.completed"]
+        _, items = codex_turn(gw, internet, tmp_path / "codex-home", tmp_path / "codex-work")
         assert [i["type"] for i in items] == ["command_execution", "agent_message"], items
         assert items[0]["aggregated_output"].strip() == TOOL_OUTPUT and TOOL_OUTPUT in items[1]["text"]
         first, second = (seen.body for seen in responses.received)
