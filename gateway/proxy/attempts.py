@@ -41,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -707,6 +707,13 @@ def _upstream_param(error: UpstreamError, redactor: Redactor) -> str | None:
     return redactor.text(param) if isinstance(param, str) and _PARAM.fullmatch(param) else None
 
 
+# On a 502 that the same request would meet again however soon it came back (the gateway's
+# own configuration or credentials, an answer too large to relay): the openai and anthropic
+# SDKs read `x-should-retry` before their status rule, which retries every 5xx twice by
+# default, each retry another round of the fallback loop against the same upstreams.
+NOT_AGAIN: Final = {"x-should-retry": "false"}
+
+
 def client_error(
     error: UpstreamError | None,
     decision: RoutingDecision,
@@ -739,6 +746,7 @@ def client_error(
             f"The gateway's backend for this model is misconfigured; its operators can see why in "
             f"the gateway's log (tried: {tried}).",
             code="backend_misconfigured",
+            headers=dict(NOT_AGAIN),
         )
     if isinstance(error, RequestNotEncodable):  # the client's body, never sent: its own words
         return GatewayError(400, error.message, code="request_not_encodable")
@@ -750,6 +758,7 @@ def client_error(
             f"The upstream's answer is too large to relay ({error.message}); ask for less in one request "
             f"(tried: {tried}).",
             code=error.reason,
+            headers=dict(NOT_AGAIN),
         )
     if isinstance(error, MalformedAnswer):
         return GatewayError(
@@ -769,7 +778,10 @@ def client_error(
         return GatewayError(429, message, code="rate_limit_exceeded", headers=headers)
     if isinstance(error, AuthRejected):
         return GatewayError(
-            502, f"A backend rejected the gateway's own credentials (tried: {tried}).", code="upstream_auth_failed"
+            502,
+            f"A backend rejected the gateway's own credentials (tried: {tried}).",
+            code="upstream_auth_failed",
+            headers=dict(NOT_AGAIN),
         )
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.

@@ -358,3 +358,30 @@ def test_usage_past_the_bound_is_taken_at_it_counted_and_logged(
     assert metrics.value("gateway_upstream_usage_out_of_bounds_total", backend="a") == 1
     said = [line for line in gw.log().splitlines() if "past the bound" in line]
     assert len(said) == 1 and "backend a " in said[0] and request_id in said[0], said
+
+
+# -- a 502 the same request would meet again: the SDKs' own retries are told not to --------
+@pytest.mark.parametrize(
+    "status, body, code",
+    [(404, VLLM_404, "backend_misconfigured"), (401, {"error": {"message": "bad key"}}, "upstream_auth_failed")],
+)
+def test_a_502_no_retry_would_mend_tells_the_sdks_not_to_retry(
+    status, body, code, start_gateway, upstream, upstream_b, openai_client
+):
+    import anthropic
+
+    upstream.reset(status=status, error_body=body)
+    gw = start_gateway(policy(upstream, upstream_b, models=("m/first",)), env=ENV)
+    # The SDKs' default: two retries of every 5xx, each another round of the fallback loop.
+    openai_sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=2, timeout=30)
+    with pytest.raises(openai.APIStatusError) as caught:
+        openai_sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, code)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.received) == 1 and upstream_b.received == []
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=2, timeout=30)
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        claude.messages.create(model="auto", max_tokens=16, messages=MESSAGES)
+    assert refused.value.status_code == 502 and refused.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.received) == 2 and upstream_b.received == []
+    assert [(e["status"], e["attempts"]) for e in ledger(gw, 2)] == [(502, 1), (502, 1)]
