@@ -19,6 +19,9 @@ class Admission:
     reason: str
     state: CircuitState
     cooling_for_s: float = 0.0  # > 0: an upstream Retry-After still runs; rank it last
+    # Refused by an open circuit: seconds until it half-opens and takes a request again (the
+    # Retry-After of a 503 that every candidate's circuit refused). None when not known.
+    opens_in_s: float | None = None
 
     @property
     def verdict(self) -> Verdict:

@@ -155,7 +155,8 @@ class LiveState:
         policy = config.circuit if config else DEFAULT_CIRCUIT
         state, admitted, reason = record.check(now, policy)
         cooling = record.blocked_until - now
-        return Admission(admitted, reason, state, cooling if cooling > 0 else 0.0)
+        opens_in = record.half_open_at(policy) - now if state is CircuitState.OPEN else None
+        return Admission(admitted, reason, state, cooling if cooling > 0 else 0.0, opens_in)
 
     # -- metrics' view ----------------------------------------------------------------
     def circuit_states(self) -> list[CircuitStatus]:

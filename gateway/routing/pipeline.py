@@ -16,6 +16,7 @@ per-request work is a pass/fail test and a score per candidate. Pure over its in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from gateway.config.schema import ClassifierConfig, FallbackSettings, MaxPrice, RoutingSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest
-from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, retry_headers
 from gateway.routing.admission import Admission
 from gateway.routing.candidates import NATIVE_ONLY, Candidate, gather, kind_for, target_offers
 from gateway.routing.classify import EMBEDDINGS, TaskGuess, classify
@@ -246,7 +247,7 @@ def plan(
     )
     if not tried:
         decision.error = (
-            _no_candidate_error(chat.model, decision.reports, endpoint)
+            _no_candidate_error(chat.model, decision.reports, endpoint, admissions)
             if considered
             else _cannot_answer_error(chat.model, endpoint, kind, targets, snapshot)
         )
@@ -321,9 +322,16 @@ PROMPT_PARAM = {
 }
 
 
-def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint: str = "chat") -> GatewayError:
+def _no_candidate_error(
+    model: str,
+    reports: Sequence[CandidateReport],
+    endpoint: str = "chat",
+    admissions: Sequence[Admission | None] = (),
+) -> GatewayError:
     """400 when the prompt fits no candidate's context, or when every candidate is refused for
-    what the request asks; 503 when a circuit refused one (a wait may help); each reason named."""
+    what the request asks; 503 when a circuit refused one (a wait may help), with a
+    Retry-After when the soonest such circuit half-opens at a known time; each reason named.
+    `admissions` are the reports' candidates' own, in order."""
     if not reports:
         return GatewayError(
             503,
@@ -360,10 +368,19 @@ def _no_candidate_error(model: str, reports: Sequence[CandidateReport], endpoint
     # preferences), no retry will find one: a 503 made the SDKs retry it, and Anthropic's
     # clients, which read it as 529 overloaded, retry for minutes (Claude Code against a
     # route of models without tools).
-    passing = any(all(v.filter == "circuit" for v in rep.rejections) for rep in reports)
+    passing = [i for i, rep in enumerate(reports) if all(v.filter == "circuit" for v in rep.rejections)]
+    headers = None
+    if passing and admissions:
+        # The SDKs retry a 503 within a second or two, well inside a circuit's cooldown, and
+        # give up: told when the first circuit half-opens, they wait for it (up to a minute).
+        waits = [a.opens_in_s if (a := admissions[i]) is not None else None for i in passing]
+        known = [wait for wait in waits if wait is not None]
+        if known and len(known) == len(waits):
+            headers = retry_headers(max(1, math.ceil(min(known))))
     return GatewayError(
         503 if passing else 400,
         f"No backend can take this request for `{echoed(model)}`: {detail}",
         code="no_backend_available",
         metadata={"candidates": metadata},
+        headers=headers,
     )

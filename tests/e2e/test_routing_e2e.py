@@ -393,3 +393,43 @@ def test_replicas_share_circuit_state_through_redis(redis_server, start_gateway,
     calls = len(a.received)
     assert served_by(openai_client(two).chat.completions.with_raw_response.create(**ask()))[0] == "steady"
     assert len(a.received) == calls  # the second replica never tried the broken backend
+
+
+ONE_CIRCUIT = """
+backends:
+  flaky:
+    type: openai
+    base_url: {a}
+    circuit: {{failure_threshold: 2, cooldown_s: 2}}
+    models: {{m/x: {{}}}}
+routes:
+  auto: {{models: [m/x]}}
+"""
+
+
+def test_a_503_of_open_circuits_says_when_the_first_half_opens_and_the_sdk_waits_for_it(
+    start_gateway, upstream, openai_client
+):
+    import anthropic
+
+    upstream.reset(status=500)
+    gw = start_gateway(ONE_CIRCUIT.format(a=upstream.base_url))
+    with pytest.raises(openai.InternalServerError):  # a 500, then its one retry: the circuit opens
+        openai_client(gw).chat.completions.create(**ask())
+    assert len(upstream.received) == 2
+    upstream.reset()  # recovered; its circuit half-opens 2 s after it opened
+    with pytest.raises(openai.APIStatusError) as refused:
+        openai_client(gw).chat.completions.create(**ask())
+    assert refused.value.status_code == 503 and refused.value.response.headers["retry-after"] in ("1", "2")
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="sk-test", max_retries=0, timeout=30)
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        claude.messages.create(model="auto", max_tokens=16, messages=[{"role": "user", "content": "Hi"}])
+    assert overloaded.value.status_code == 529 and overloaded.value.response.headers["retry-after"] in ("1", "2")
+    assert upstream.received == []
+    # The SDK's own retries (two, its default) came 0.5 and 1 s apart and found the circuit
+    # still open; told when it half-opens, the SDK waits that long and its retry is the probe.
+    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=2, timeout=30)
+    started = time.monotonic()
+    answer = sdk.chat.completions.create(**ask())
+    assert answer.choices[0].message.content and time.monotonic() - started >= 0.9
+    assert len(upstream.received) == 1
