@@ -46,6 +46,9 @@ ADMIN = Principal("admin")
 _WHY = {
     "revoked": "This API key has been revoked.",
     "expired": "This API key has expired.",
+    # Not "expired": the key's own expiry is unset or ahead, and whoever reads `gateway keys
+    # list` sees it active. The client needs the secret the rotation issued.
+    "replaced": "This API key was replaced when its key was rotated; use the new key.",
 }
 
 

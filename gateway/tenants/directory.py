@@ -37,6 +37,9 @@ log = logging.getLogger("gateway.tenants")
 class _Entry:
     principal: Principal
     until: float | None  # the credential stops working at this epoch time (expiry, rotation)
+    # Why it is refused once `until` has passed: "expired" when the key's own expiry ends it,
+    # "replaced" when a rotation's overlap does (the key itself still works, with its new secret).
+    lapse: str = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +95,15 @@ class KeyDirectory:
         return not self._view.keys and not self._had_keys
 
     def lookup(self, plain: str) -> Principal | str | None:
-        """The principal for `plain`; or why it is refused ("revoked", "expired"); or None if unknown."""
+        """The principal for `plain`; or why it is refused ("revoked", "expired", "replaced": a
+        secret a rotation superseded); or None if unknown."""
         digest = hash_key(plain)
         view = self._view
         entry = view.by_hash.get(digest)
         if entry is not None:
             if entry.until is None or self._clock() < entry.until:
                 return entry.principal
-            return "expired"
+            return entry.lapse
         return view.refused.get(digest)
 
     def key(self, name: str) -> VirtualKey | None:
@@ -192,8 +196,14 @@ def build_view(version: int, keys: dict[str, VirtualKey], teams: dict[str, Team]
         principal = Principal(key.name, key.team, key, team.limits if team is not None else None)
         valid = key.valid_hashes(now)
         for digest, until in valid:
-            by_hash[digest] = _Entry(principal, until)
-        reason = "revoked" if key.revoked_at is not None else "expired"
+            ends_with_key = key.expires_at is not None and until == key.expires_at
+            by_hash[digest] = _Entry(principal, until, "expired" if ends_with_key else "replaced")
+        if key.revoked_at is not None:
+            reason = "revoked"
+        elif key.expires_at is not None and now >= key.expires_at:
+            reason = "expired"
+        else:  # the key works, but not with this secret: a rotation superseded it
+            reason = "replaced"
         for credential in key.credentials:
             if credential.hash not in by_hash:
                 refused[credential.hash] = reason

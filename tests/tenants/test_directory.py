@@ -91,10 +91,31 @@ async def test_expiry_and_the_end_of_a_rotation_overlap_need_no_refresh(tmp_path
     await directory.refresh()
     assert all(isinstance(directory.lookup(k), Principal) for k in (expiring, old, new))
     clock.now += 5
-    assert directory.lookup(old) == "expired" and isinstance(directory.lookup(new), Principal)
+    # Replaced, not expired: the key has no expiry and still works with its new secret.
+    assert directory.lookup(old) == "replaced" and isinstance(directory.lookup(new), Principal)
     clock.now += 5
     assert directory.lookup(expiring) == "expired"
     assert directory.lookup("sk-gw-unknown") is None
+    store.close()
+
+
+async def test_a_secret_a_rotation_superseded_is_refused_as_replaced_not_expired(tmp_path):
+    """A new user rotated a key without overlap: the old secret's 401 said "This API key has
+    expired." while `gateway keys list` showed the key active with no expiry. Why a secret is
+    refused is now what ended it: the rotation, or the key's own expiry."""
+    clock = Clock()
+    store = SqliteTenantStore(tmp_path / "keys.sqlite3")
+    admin = TenantAdmin(store, clock)
+    old = admin.create_key("app", actor="t").plain
+    new = admin.rotate_key("app", actor="t", overlap_s=0).plain
+    dated_old = admin.create_key("dated", actor="t", expires_at=clock.now + 100).plain
+    dated_new = admin.rotate_key("dated", actor="t", overlap_s=0).plain
+    directory = KeyDirectory(store, clock=clock)
+    await directory.refresh()
+    assert directory.lookup(old) == "replaced" and isinstance(directory.lookup(new), Principal)
+    assert directory.lookup(dated_old) == "replaced" and isinstance(directory.lookup(dated_new), Principal)
+    clock.now += 100  # the key's own expiry ends its current secret: expired
+    assert directory.lookup(dated_new) == "expired" and isinstance(directory.lookup(new), Principal)
     store.close()
 
 
