@@ -170,17 +170,22 @@ class VirtualKey:
         return out
 
     def public(self) -> dict[str, Any]:
-        """What listings show: everything but the hashes."""
+        """What listings show: everything but the hashes. An active key's prefixes are those of
+        the secrets that work now (a secret a rotation replaced drops out when its overlap
+        ends); a revoked or expired key's are all it had, to tell which key a prefix was."""
+        now = time.time()
+        status = self.status(now)
+        live = [c.prefix for c in self.credentials if c.valid_until is None or now < c.valid_until]
         return {
             "name": self.name,
-            "prefixes": [c.prefix for c in self.credentials],
+            "prefixes": live if status == "active" else [c.prefix for c in self.credentials],
             "team": self.team,
             "models": list(self.models),
             **asdict(self.limits),
             "expires_at": _iso(self.expires_at),
             "created_at": _iso(self.created_at),
             "revoked_at": _iso(self.revoked_at),
-            "status": self.status(time.time()),
+            "status": status,
         }
 
     def status(self, now: float) -> str:

@@ -74,10 +74,17 @@ def test_update_rotate_revoke_and_the_audit_trail(tmp_path):
     assert (updated["rpm"], updated["tpm"]) == (None, 500)
     rotated = json.loads(gateway("keys", "rotate", "app1", "--overlap", "24h", "--json", data_dir=tmp_path).stdout)
     assert rotated["key"] != made["key"] and rotated["prefixes"] == [made["key"][:12], rotated["key"][:12]]
+    again = json.loads(gateway("keys", "rotate", "app1", "--json", data_dir=tmp_path).stdout)  # no overlap
+    # Only the secret that works is listed: the two it ended are gone from the active key's row
+    # (they were listed beside it, the key `active`, and an admin could not tell they were dead).
+    assert again["prefixes"] == [again["key"][:12]]
+    listed = json.loads(gateway("keys", "list", "--json", data_dir=tmp_path).stdout)
+    assert [k["prefixes"] for k in listed] == [[again["key"][:12]]]
     revoked = gateway("keys", "revoke", "app1", "--json", data_dir=tmp_path)
     assert json.loads(revoked.stdout)["status"] == "revoked"
+    assert json.loads(revoked.stdout)["prefixes"] == [rotated["key"][:12], again["key"][:12]]  # all it had
     audit = json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)
-    assert [e["action"] for e in audit] == ["key.create", "key.update", "key.rotate", "key.revoke"]
+    assert [e["action"] for e in audit] == ["key.create", "key.update", "key.rotate", "key.rotate", "key.revoke"]
     assert all(e["actor"].startswith("cli:") and e["target"] == "app1" for e in audit)
     assert audit[1]["detail"] == {"rpm": None, "tpm": 500}
     text = json.dumps(audit)
@@ -88,7 +95,7 @@ def test_update_rotate_revoke_and_the_audit_trail(tmp_path):
     assert missing.stderr.splitlines()[-1] == "error: No key named `ghost`."
     bad = gateway("keys", "create", "--name", "x", "--rpm", "-1", data_dir=tmp_path)
     assert bad.returncode == 1 and "`rpm` must be a positive integer" in bad.stderr
-    assert len(json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)) == 4
+    assert len(json.loads(gateway("keys", "audit", "--json", data_dir=tmp_path).stdout)) == 5
 
 
 @pytest.mark.redis
