@@ -36,9 +36,11 @@ def base_url(host: str, port: int) -> str:
 
 
 def banner(settings: Settings, config: GatewayConfig, port: int, virtual_keys: bool = False) -> str:
-    """`virtual_keys`: the key store holds keys, so the gateway asks every client for one."""
+    """`virtual_keys`: the key store holds keys, so the gateway asks every client for one (as
+    it does under GATEWAY_REQUIRE_KEYS before any key exists)."""
     url = base_url(settings.host, port)
-    auth = " -H 'Authorization: Bearer YOUR_KEY'" if settings.api_keys or virtual_keys else ""
+    asks_for_key = settings.api_keys or virtual_keys or settings.require_keys
+    auth = " -H 'Authorization: Bearer YOUR_KEY'" if asks_for_key else ""
     path, body = _first_call(config)
     rows = [
         ("OpenAI base_url", f"{url}/v1"),

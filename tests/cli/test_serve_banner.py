@@ -111,6 +111,25 @@ def test_virtual_keys_alone_are_asked_for_too(start_gateway, tmp_path):
     assert replay_curl(lines[-1].replace("YOUR_KEY", secret)).json()["model"] == "mock/mock-small"
 
 
+def test_a_gateway_that_requires_keys_asks_for_one_before_any_exists(start_gateway, tmp_path):
+    """GATEWAY_REQUIRE_KEYS=true with no key made yet: the banner's curl had no Authorization
+    header, so a new operator's first call got 401 `missing_api_key` from the line meant to work."""
+    gw = start_gateway(POLICY, workdir=tmp_path, env={"GATEWAY_REQUIRE_KEYS": "true", "GATEWAY_KEYS_REFRESH_S": "0.1"})
+    lines = gw.log().splitlines()
+    assert lines[-7:] == expected_banner(gw, "mock/mock-small", auth=" -H 'Authorization: Bearer YOUR_KEY'")
+    made = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "create", "--name", "dev", "--json"],
+        cwd=REPO,
+        env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    curl = lines[-1].replace("YOUR_KEY", json.loads(made.stdout)["key"])
+    answer = poll(lambda: (r := replay_curl(curl)).status_code == 200 and r, what="the new key accepted", timeout=15)
+    assert answer.json()["model"] == "mock/mock-small"
+
+
 EMBEDDING_FIRST = """
 backends:
   m:
