@@ -34,9 +34,14 @@ def default_data_dir() -> Path:
         return LEGACY_DATA_DIR.absolute()
 
 
-def legacy_store_notice(data_dir: Path) -> str | None:
+def legacy_store_notice(data_dir: Path, chosen: bool = False) -> str | None:
     """One line when ./data/usage.sqlite3 (where earlier versions kept usage) exists in the
-    current directory but is not the store in use: its history is not lost, just not read."""
+    current directory but is not the store in use: its history is not lost, just not read.
+    None when the data directory was `chosen` (GATEWAY_DATA_DIR or --data-dir): earlier
+    versions used ./data only by default, so an operator who names a directory has no
+    history there to miss, and was told it on every command."""
+    if chosen:
+        return None
     legacy = LEGACY_DATA_DIR / "usage.sqlite3"
     if not legacy.is_file() or legacy.resolve() == (data_dir / "usage.sqlite3").resolve():
         return None

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # the same for the usage ledger and the response store the workers write
         print(problem, file=sys.stderr)
         return 2
-    notice = None if settings.redis_url else legacy_store_notice(settings.data_dir)
+    notice = (
+        None if settings.redis_url else legacy_store_notice(settings.data_dir, "data_dir" in settings.model_fields_set)
+    )
     if notice:
         print(notice, file=sys.stderr)
     # uvicorn re-raises the SIGTERM it handled once it has drained and shut down; exit 0

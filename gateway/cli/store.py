@@ -119,7 +119,7 @@ def announce_store(settings: Settings, command: str, verb: str = "reads", *, tel
         line += EMPTY_NOTE
     print(line, file=sys.stderr)
     if not settings.redis_url:
-        notice = legacy_store_notice(settings.data_dir)
+        notice = legacy_store_notice(settings.data_dir, "data_dir" in settings.model_fields_set)
         if notice:
             print(notice, file=sys.stderr)
 

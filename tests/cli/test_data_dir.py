@@ -157,6 +157,21 @@ def test_a_store_left_in_dot_data_is_pointed_out_not_silently_ignored(tmp_path):
     ]
 
 
+def test_a_data_dir_the_operator_chose_gets_no_note_about_dot_data(tmp_path):
+    """GATEWAY_DATA_DIR (or --data-dir) set, and a ./data/usage.sqlite3 in the current
+    directory: every command printed that earlier versions kept usage there. They did only by
+    default; an operator who names the directory has nothing there to miss."""
+    import sqlite3
+
+    (tmp_path / "data").mkdir()
+    sqlite3.connect(tmp_path / "data" / "usage.sqlite3").close()
+    chosen = tmp_path / "chosen"
+    ranked = cli("rankings", cwd=tmp_path, env=environment(tmp_path / "xdg", GATEWAY_DATA_DIR=str(chosen)))
+    assert ranked.stderr.splitlines() == [f"gateway rankings reads SQLite {chosen / 'usage.sqlite3'}{EMPTY}"]
+    flagged = cli("rankings", "--data-dir", str(chosen), cwd=tmp_path, env=environment(tmp_path / "xdg"))
+    assert flagged.stderr.splitlines() == [f"gateway rankings reads SQLite {chosen / 'usage.sqlite3'}{EMPTY}"]
+
+
 @pytest.mark.redis
 def test_a_redis_store_is_named_and_its_emptiness_checked(tmp_path, redis_server):
     env = environment(tmp_path / "xdg", GATEWAY_REDIS_URL=redis_server.url)
