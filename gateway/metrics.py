@@ -256,7 +256,7 @@ class Metrics:
         )
         self.limit_refusals = Counter(
             "gateway_limit_refusals_total",
-            "Requests refused by a key, team or model limit, by limit (rpm, tpm, max_concurrent, budget) and scope.",
+            "Requests refused by a key, team, route or model limit, by limit (rpm, tpm, max_concurrent, budget) and scope.",
             ["limit", "scope"],
             registry=r,
         )
