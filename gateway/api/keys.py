@@ -123,7 +123,9 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         takes = f"Allowed: {', '.join(sorted(allowed))}." if allowed else "This call takes none."
-        raise GatewayError(400, f"Unknown field(s): {echoed(', '.join(unknown))}. {takes}")
+        message = f"Unknown field(s): {echoed(', '.join(unknown))}. {takes}"
+        # The first unknown one as `param`, as OpenAI's `unknown_parameter` errors name theirs.
+        raise GatewayError(400, message, param=echoed(unknown[0]), code="unknown_parameter")
     for name, value in body.items():
         expected, valid = _FIELD_TYPES[name]
         if not valid(value):

@@ -140,7 +140,9 @@ def test_a_revoke_with_fields_it_cannot_honour_is_refused_and_revokes_nothing(st
     assert httpx.post(gw.url + "/admin/keys", json={"name": "k"}, headers=ADMIN).status_code == 201
     later = httpx.post(gw.url + "/admin/keys/k/revoke", json={"at": "2027-01-01"}, headers=ADMIN)
     assert later.status_code == 400, later.text
-    assert later.json()["error"]["message"] == "Unknown field(s): at. This call takes none."
+    error = later.json()["error"]
+    assert error["message"] == "Unknown field(s): at. This call takes none."
+    assert (error["param"], error["code"]) == ("at", "unknown_parameter")
     assert httpx.get(gw.url + "/admin/keys", headers=ADMIN).json()["data"][0]["status"] == "active"
     now = httpx.post(gw.url + "/admin/keys/k/revoke", headers=ADMIN)
     assert now.status_code == 200 and now.json()["status"] == "revoked"
