@@ -229,3 +229,18 @@ def test_a_refused_model_quotes_the_keys_globs_bounded(start_gateway, upstream, 
     assert (refused.status_code, error["code"]) == (403, "model_not_allowed")
     assert error["message"].endswith("It may use: 00" + "x" * 198 + "….") and len(error["message"]) < 400
     assert upstream.received == []
+
+
+def test_a_whole_dollar_budget_reads_as_the_same_number_type_from_every_call(start_gateway, upstream, tmp_path):
+    """New-user testing: PATCH answered `"budget_usd": 5` where GET and the create's answer
+    said `5.0`: a typed client (or a diff of the two) saw two kinds of value for one field."""
+    gw = start_gateway(
+        one_backend_policy(upstream.base_url),
+        env={"GATEWAY_ADMIN_KEY": "sk-admin-types", "GATEWAY_DATA_DIR": str(tmp_path / "data")},
+    )
+    created = httpx.post(gw.url + "/admin/keys", json={"name": "k", "budget_usd": 3}, headers=ADMIN)
+    patched = httpx.patch(gw.url + "/admin/keys/k", json={"budget_usd": 5}, headers=ADMIN)
+    listed = httpx.get(gw.url + "/admin/keys", headers=ADMIN)
+    assert created.status_code == 201 and patched.status_code == 200, (created.text, patched.text)
+    assert b'"budget_usd":3.0' in created.content and b'"budget_usd":5.0' in patched.content, patched.text
+    assert b'"budget_usd":5.0' in listed.content, listed.text
