@@ -159,9 +159,16 @@ class Ingress(abc.ABC):
 
     async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
         """Called once the client's whole answer is ready, before its last bytes are sent
-        (non-streamed: after `body`; streamed: after the translator's `finish`, not for a
-        stream that broke), so a follow-up request the client makes next can rely on it."""
+        (non-streamed: after `body`; streamed: after the translator's `finish`; for a
+        stream that broke, only when `completes_failed` says so), so a follow-up request the client makes next can rely on it."""
         return None
+
+    def completes_failed(self, request: IngressRequest) -> bool:
+        """Whether `completed` is also called for a stream that failed after content (its
+        error event sent, the call a 5xx): an API whose failed answers are objects the client
+        may ask for again (a Responses `failed` Response). Asked only of an ingress that
+        overrides `completed`, and only on failure."""
+        return False
 
     def completes_request(self, request: IngressRequest) -> bool:
         """Whether `completed` has work for this request: only then does a stream's end wait

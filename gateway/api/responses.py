@@ -278,13 +278,17 @@ class TranslatedStream:
 
     def finish(self) -> bytes:
         events = self._stream.finish()
-        # What `completed` stores: made only when it is kept (a Response rebuilt, about 5 µs).
-        if self._request.store and not any(e["type"] == "response.failed" for e in events):
-            self._request.response = self._stream.response
+        # What `completed` stores: made only when it is kept (a Response rebuilt, about 5 µs);
+        # the failed one when an error chunk ended the stream, as OpenAI keeps a failed Response.
+        if self._request.store:
+            self._request.response = self._stream.failed or self._stream.response
         return b"".join(map(self._stream.encode, events))
 
     def broken(self, error: UpstreamError) -> bytes:
-        return b"".join(map(encode_event, self._stream.fail(broken_error(error))))
+        out = b"".join(map(encode_event, self._stream.fail(broken_error(error))))
+        if self._request.store:
+            self._request.response = self._stream.failed  # stored: `retrieve` says it failed, and why
+        return out
 
 
 class _NativeResume:
@@ -475,8 +479,13 @@ class ResponsesIngress(Ingress):
         assert isinstance(request, ResponsesRequest)
         return request.store  # `store: false` keeps nothing: the stream ends in one write
 
+    def completes_failed(self, request: IngressRequest) -> bool:
+        return True  # a stream ended by response.failed left a Response the client has the id of
+
     async def completed(self, request: IngressRequest, opened: OpenedAnswer) -> None:
-        """Store the Response the client got (with `store` true), before its last bytes go."""
+        """Store the Response the client got (with `store` true), before its last bytes go: a
+        `failed` one too (a stream that broke after content), as OpenAI keeps it, so `retrieve`
+        says why it failed and `previous_response_id` continues from its input."""
         assert isinstance(request, ResponsesRequest)
         if not request.store or request.state is None:
             return
@@ -484,9 +493,10 @@ class ResponsesIngress(Ingress):
         if _native(opened):
             final = getattr(opened.accountant, "response", None)  # a native stream's terminal Response
             if opened.accountant is not None:
-                response = final if isinstance(final, dict) and final.get("status") != "failed" else None
-                # A native stream that broke and was continued: the Response the continuation ended.
-                response = response if response is not None or final is not None else request.response
+                # Its terminal Response, `failed` too (the upstream's response.failed after
+                # content); else a native stream that broke and was continued: the Response the
+                # continuation ended (or the failed one it ended with).
+                response = final if isinstance(final, dict) else request.response
         if response is not None:
             if _native(opened):
                 unfit = _unstorable(response)

@@ -247,7 +247,11 @@ async def relay_stream(
                         outcome.usage = Usage(chat.all_prompt_tokens(), accountant.content_events, estimated=True)
                 settle(outcome, chat, t0, overhead_s)
         watch.stop()  # before the last message: past it, receive() reports a disconnect
-        if ingress.completes and outcome.status < 400 and ingress.completes_request(request):
+        if (
+            ingress.completes
+            and (outcome.status < 400 or (outcome.status >= 500 and ingress.completes_failed(request)))
+            and ingress.completes_request(request)
+        ):
             if pending is not None:  # the client has its answer before the hook's work; only its end waits
                 await send_head_and_body(scope, send, 200, out_headers, pending + tail, more_body=True)
                 pending, tail = None, b""

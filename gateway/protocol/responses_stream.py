@@ -81,6 +81,7 @@ class ResponseStream:
         self._usage: dict[str, Any] | None = None
         self._finished = False
         self.malformed = False  # ended at a chunk it could not read (the upstream's malformed answer)
+        self.failed: dict[str, Any] | None = None  # the Response `response.failed` carried, once it has
 
     @property
     def response(self) -> dict[str, Any]:
@@ -204,6 +205,7 @@ class ResponseStream:
         self._closed = True
         response = failed_response(self.request, self.response_id, error, self.created_at)
         response["output"] = list(self.output)
+        self.failed = response
         return events + [self._event("response.failed", response=response)]
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:

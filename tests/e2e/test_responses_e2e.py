@@ -1045,7 +1045,10 @@ def test_the_mock_backend_drives_an_agent_turn_through_responses(openai_client):
         gw.stop()
 
 
-def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not_stored(gw, upstream, openai_client):
+def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_stored_so(gw, upstream, openai_client):
+    """The failed Response the client was told about is stored, as OpenAI keeps one: `retrieve`
+    says it failed and why (it was a 404, as if the id had never existed), and a conversation
+    continues from its input."""
     upstream.reset(break_after_events=3)  # the role chunk and two words, then the connection drops
     client = openai_client(gw, api_key="sk-alice")
     events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
@@ -1054,11 +1057,32 @@ def test_a_stream_that_breaks_after_content_ends_with_response_failed_and_is_not
     assert "response.completed" not in kinds and kinds.count("response.output_text.delta") == 2
     failed = events[-1].response
     assert failed.status == "failed" and failed.error.message == "The upstream stream broke off."
-    with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(events[0].response.id)
+    stored = client.responses.retrieve(events[0].response.id)
+    assert stored == failed and (stored.status, stored.error.code) == ("failed", "server_error")
     (row,) = [e for e in ledger(gw, 1) if e["final"]]
     assert (row["endpoint"], row["status"], row["attempts"]) == ("responses", 502, 1)
     assert len(upstream.received) == 1  # content had reached the client: no second attempt
+
+    upstream.reset()
+    again = client.responses.create(model="auto", input="Try again.", previous_response_id=failed.id)
+    assert again.status == "completed" and again.previous_response_id == failed.id
+    assert upstream.received[-1].body["messages"] == [{"role": "user", "content": "Say hello.\nTry again."}]
+
+
+def test_a_native_response_failed_after_content_is_stored(start_gateway, native, openai_client):
+    """A backend serving /v1/responses that ends its stream with `response.failed` after content
+    (no other candidate to continue it): the client gets that event, and the failed Response
+    is stored, saying the client's `store`, as `retrieve` returns it."""
+    config = NATIVE_FIRST.format(native=native.base_url, chat="http://127.0.0.1:9/v1").replace(
+        "    models: [qwen/qwen3-32b]", "    models: [qwen/qwen3-32b]\n    strategy: ordered"
+    )
+    gw = start_gateway(config.split("  chat-up:")[0] + config[config.index("routes:") :], env=KEYS)
+    native.reset(fail_after_events=(6, "failed"))
+    client = openai_client(gw, api_key="sk-alice")
+    events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
+    assert events[-1].type == "response.failed" and len(native.received) == 1
+    stored = client.responses.retrieve(events[-1].response.id)
+    assert (stored.status, stored.error.code, stored.store) == ("failed", "server_error", True)
 
 
 def test_two_workers_share_the_embedded_store(start_gateway, upstream):
