@@ -23,15 +23,20 @@ Mappings chosen where the APIs differ:
   (`reasoning_history`: DeepSeek refuses a tool call's turn without it) and left out for the
   rest; reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
-  never sent to a backend. So are `truncation` (`disabled` unless asked), `text.verbosity`
-  and `reasoning.summary` in chat: echoed as asked, not sent. `instructions` apply to
-  their own request only, as OpenAI's do.
+  never sent to a backend. So are `truncation` (`disabled` unless asked), `text.verbosity`,
+  `reasoning.summary`, `prompt_cache_key`, `top_logprobs` (0 unless asked; no logprobs come
+  back) and `max_tool_calls` (OpenAI's limit on its built-in tools' calls, of which there are
+  none here) in chat: echoed as asked, not sent. `service_tier` is not sent and the Response
+  says `default`, the tier used, as OpenAI's does. `user` (else `safety_identifier`) is chat's
+  `user`. `instructions` apply to their own request only, as OpenAI's do.
 - `reasoning.effort` `minimal` is sent as `low`, `xhigh` and `max` as `high` (open-model
   servers take low, medium and high); `none` sends no effort.
 - Settings OpenAI refuses get its 400 here, before any backend is asked, whichever way the
   request is sent on (a native backend is sent them as they came): `temperature` outside 0..2,
-  `top_p` outside 0..1, `max_output_tokens` under 16, an unknown `truncation`,
-  `text.verbosity` or `reasoning.summary` value, a `reasoning.effort` that is not a string, an `include` that is not an array of strings.
+  `top_p` outside 0..1, `max_output_tokens` under 16, `top_logprobs` outside 0..20, a
+  `max_tool_calls` that is not an integer, an unknown `truncation`, `text.verbosity` or
+  `reasoning.summary` value, a `reasoning.effort` that is not a string, an `include` that is
+  not an array of strings.
   `background: true` is a 400 too: the gateway answers every request while its connection
   is open, so there is no queued response to poll.
 """
@@ -64,6 +69,7 @@ _EFFORTS = {
 }
 _SAMPLING_MAXIMUM = {"temperature": 2, "top_p": 1}
 _MIN_OUTPUT_TOKENS = 16  # OpenAI's minimum for max_output_tokens
+_MAX_TOP_LOGPROBS = 20  # OpenAI's range for top_logprobs: 0..20
 _TRUNCATIONS = ("auto", "disabled")
 _VERBOSITIES = ("low", "medium", "high")  # text.verbosity
 _SUMMARIES = ("auto", "concise", "detailed")  # reasoning.summary
@@ -128,9 +134,12 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
             if name != "parallel_tool_calls":
                 _sampling(name, value)
             chat[name] = value
-    for name in ("user", "safety_identifier"):
+    for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
         if body.get(name) is not None and type(body[name]) is not str:
             raise invalid_request(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    for name, maximum in (("top_logprobs", _MAX_TOP_LOGPROBS), ("max_tool_calls", None)):
+        if body.get(name) is not None:
+            _count(name, body[name], maximum)
     user = body.get("user") or body.get("safety_identifier")
     if user:
         chat["user"] = user
@@ -179,6 +188,26 @@ def _sampling(name: str, value: Any) -> None:
             f"Invalid '{name}': decimal above maximum value. Expected a value <= {maximum}, but got {value} instead.",
             name,
             "decimal_above_max_value",
+        )
+
+
+def _count(name: str, value: Any, maximum: int | None) -> None:
+    """OpenAI's 400 for `top_logprobs` outside 0..20 or a `max_tool_calls` that is not a
+    count: echoed in every Response (the SDK reads them as integers), a native backend refuses
+    them, so a chat one is not let take them."""
+    if type(value) is not int:
+        raise invalid_request(f"Invalid type for '{name}': expected an integer.", name, "invalid_type")
+    if value < 0:
+        raise invalid_request(
+            f"Invalid '{name}': integer below minimum value. Expected a value >= 0, but got {value} instead.",
+            name,
+            "integer_below_min_value",
+        )
+    if maximum is not None and value > maximum:
+        raise invalid_request(
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {maximum}, but got {value} instead.",
+            name,
+            "integer_above_max_value",
         )
 
 

@@ -128,7 +128,7 @@ def test_stream_is_the_typed_event_sequence(gw, upstream, openai_client):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_translated_response_echoes_truncation_verbosity_and_reasoning_summary(gw, openai_client, stream):
+def test_a_translated_response_echoes_truncation_verbosity_and_reasoning_summary(gw, upstream, openai_client, stream):
     """The Response echoes the request's settings as OpenAI's does (the SDK's `Response`):
     `truncation` as asked (`disabled` when not), `text.verbosity` and `reasoning.summary`."""
     client = openai_client(gw, api_key="sk-alice")
@@ -136,6 +136,11 @@ def test_a_translated_response_echoes_truncation_verbosity_and_reasoning_summary
         "truncation": "auto",
         "text": {"verbosity": "low"},
         "reasoning": {"effort": "low", "summary": "concise"},
+        "safety_identifier": "u-1",
+        "prompt_cache_key": "conv-7",
+        "max_tool_calls": 2,
+        "top_logprobs": 3,
+        "service_tier": "flex",
     }
     if stream:
         events = list(client.responses.create(model="auto", input="Say hello.", stream=True, **asked))
@@ -148,8 +153,20 @@ def test_a_translated_response_echoes_truncation_verbosity_and_reasoning_summary
         assert r.truncation == "auto"
         assert (r.text.format.type, r.text.verbosity) == ("text", "low")
         assert (r.reasoning.effort, r.reasoning.summary) == ("low", "concise")
+        # As OpenAI's Response carries them (its recorded one: tests/protocol/samples.py RESPONSE_TEXT).
+        assert (r.safety_identifier, r.prompt_cache_key, r.max_tool_calls, r.top_logprobs) == ("u-1", "conv-7", 2, 3)
+        assert (r.service_tier, r.background) == ("default", False)  # the tier it was made at, not the one asked
+    sent = upstream.received[-1].body
+    assert sent["user"] == "u-1"  # the one of these a chat backend takes
+    assert not {"safety_identifier", "prompt_cache_key", "max_tool_calls", "top_logprobs", "service_tier"} & set(sent)
     plain = client.responses.create(model="auto", input="Say hello.")
     assert (plain.truncation, plain.text.verbosity, plain.reasoning.summary) == ("disabled", None, None)
+    assert (plain.safety_identifier, plain.prompt_cache_key, plain.max_tool_calls, plain.top_logprobs) == (
+        None,
+        None,
+        None,
+        0,
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])

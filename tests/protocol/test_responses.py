@@ -280,6 +280,39 @@ def test_reasoning_effort(effort, expected):
             "invalid_type",
             "Invalid type for 'safety_identifier': expected a string.",
         ),
+        # Echoed in every Response, which the SDK reads typed: a 400 as OpenAI's, not an echo
+        # that breaks the client's parse (they were taken unread, whatever they held).
+        (
+            {"top_logprobs": 21},
+            "top_logprobs",
+            "integer_above_max_value",
+            "Invalid 'top_logprobs': integer above maximum value. Expected a value <= 20, but got 21 instead.",
+        ),
+        (
+            {"top_logprobs": -1},
+            "top_logprobs",
+            "integer_below_min_value",
+            "Invalid 'top_logprobs': integer below minimum value. Expected a value >= 0, but got -1 instead.",
+        ),
+        (
+            {"top_logprobs": 2.5},
+            "top_logprobs",
+            "invalid_type",
+            "Invalid type for 'top_logprobs': expected an integer.",
+        ),
+        (
+            {"max_tool_calls": "3"},
+            "max_tool_calls",
+            "invalid_type",
+            "Invalid type for 'max_tool_calls': expected an integer.",
+        ),
+        (
+            {"prompt_cache_key": {"k": 1}},
+            "prompt_cache_key",
+            "invalid_type",
+            "Invalid type for 'prompt_cache_key': expected a string.",
+        ),
+        ({"service_tier": 1}, "service_tier", "invalid_type", "Invalid type for 'service_tier': expected a string."),
         (
             {"reasoning": {"effort": 3}},
             "reasoning.effort",
@@ -367,10 +400,16 @@ def test_settings_at_openais_bounds_are_taken():
             "include": ["reasoning.encrypted_content", "message.output_text.logprobs", "a.future.includable"],
             "background": False,
             "text": {"format": None},
+            "top_logprobs": 20,
+            "max_tool_calls": 0,
+            "prompt_cache_key": "k",
+            "service_tier": "flex",
         }
     )
     assert (chat["temperature"], chat["top_p"], chat["max_tokens"]) == (2, 0, 16)
     assert "response_format" not in chat and "truncation" not in chat and "include" not in chat
+    # Echoed in the Response only: no chat backend has OpenAI's tiers or built-in tools.
+    assert not {"top_logprobs", "max_tool_calls", "prompt_cache_key", "service_tier"} & set(chat)
     chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "temperature": 0.0, "top_p": 1.0, "truncation": "disabled"})
     assert (chat["temperature"], chat["top_p"]) == (0.0, 1.0)
 
