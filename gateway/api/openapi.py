@@ -184,6 +184,13 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/responses/compact": {
+        "post": {
+            "summary": "OpenAI's compaction: not supported (a 404 saying so; compact on the client)",
+            "security": _BEARER,
+            "responses": _errors(401, 404, 429),
+        }
+    },
     "/v1/responses/{response_id}": {
         "parameters": [
             {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}

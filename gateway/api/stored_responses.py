@@ -1,5 +1,5 @@
 """GET and DELETE /v1/responses/{id} (and GET .../input_items): the responses the gateway
-stored, for their owner only.
+stored, for their owner only. Also POST /v1/responses/compact's refusal (`compact`).
 
 The owner of a stored response is the client key that created it (`Owner`): a virtual key
 by its name and creation time, so a key made anew under an old name (its key store lost, or
@@ -286,6 +286,23 @@ async def delete(request: Request) -> Response:
         raise not_found(response_id)
     body = {"id": response_id, "object": "response", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def compact(request: Request) -> Response:
+    """POST /v1/responses/compact: OpenAI's compaction, not served. Its answer is items only
+    OpenAI's models read (encrypted `compaction` items), which no backend here could take
+    back. Codex asks it of OpenAI's and Azure's providers only, and compacts locally for any
+    other (`model_providers` with this gateway's `base_url`), so the refusal costs it nothing;
+    it was a 405 naming no reason (the path matched a stored response's GET and DELETE)."""
+    state: AppState = request.app.state.gateway
+    await state.auth.authenticate_current(request)
+    raise GatewayError(
+        404,
+        "POST /v1/responses/compact is not supported by this gateway: OpenAI's compaction returns items only "
+        "OpenAI's models can read. Compact the conversation on the client (Codex does for providers other "
+        "than OpenAI's and Azure's), or continue it with `previous_response_id`.",
+        code="unsupported_endpoint",
+    )
 
 
 async def input_items(request: Request) -> Response:

@@ -1102,6 +1102,22 @@ def test_a_native_response_failed_after_content_is_stored(start_gateway, native,
     assert (stored.status, stored.error.code, stored.store) == ("failed", "server_error", True)
 
 
+def test_compact_is_a_404_saying_it_is_not_supported(gw, upstream, openai_client):
+    """POST /v1/responses/compact (OpenAI's compaction, which Codex asks of OpenAI's and Azure's
+    providers only) was a 405 naming only GET and DELETE: now OpenAI's error shape saying the
+    endpoint is not supported and what to do instead; no backend is asked."""
+    client = openai_client(gw, api_key="sk-alice")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.compact(model="auto", input="Summarize our conversation.")
+    error = caught.value.body
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "unsupported_endpoint", None)
+    assert error["message"].startswith("POST /v1/responses/compact is not supported by this gateway")
+    assert upstream.received == []
+    assert httpx.post(gw.url + "/v1/responses/compact", json={}).status_code == 401  # keys first, as elsewhere
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("compact")  # GET still reads it as an id
+
+
 def test_two_workers_share_the_embedded_store(start_gateway, upstream):
     """`--workers 2` without Redis: both workers read and write the one SQLite file, so a
     conversation continues whichever worker takes each request."""
