@@ -112,3 +112,40 @@ def test_without_the_reasoning_deepseek_refuses_the_tool_loop(gw, upstream):
     ]
     with pytest.raises(openai.BadRequestError, match="must be passed back"):
         client.chat.completions.create(model="deep", messages=history)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_a_stored_response_ended_with_goes_back_through_previous_response_id(gw, upstream, stream):
+    """The reasoning a translated turn came back with is stored as its `reasoning` item
+    (`reasoning_text` content; no summary: no backend writes one), and a turn continuing it
+    by `previous_response_id` sends it back before the call it led to: DeepSeek takes the
+    tool loop without a 400."""
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    tools = [{"type": "function", "name": "read", "parameters": READ["input_schema"]}]
+    call = {"id": "call_9", "type": "function", "function": {"name": "read", "arguments": '{"path":"a"}'}}
+    upstream.reset(thinking_mode=True, reasoning="Need a.", tool_call=call)
+    ask = {"model": "deep", "tools": tools, "reasoning": {"summary": "auto"}}
+    if stream:
+        with client.responses.stream(input="Read a.", **ask) as events:
+            kinds = [e.type for e in events]
+            first = events.get_final_response()
+        assert "response.reasoning_text.delta" in kinds
+    else:
+        first = client.responses.create(input="Read a.", **ask)
+    reasoning, called = first.output
+    assert (reasoning.type, [c.text for c in reasoning.content or ()], reasoning.summary) == (
+        "reasoning",
+        ["Need a."],
+        [],
+    )
+    assert (called.type, called.call_id) == ("function_call", "call_9")
+
+    upstream.reset(thinking_mode=True, reasoning="Done.")
+    second = client.responses.create(
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": "call_9", "output": "A"}],
+        **ask,
+    )
+    assert second.output_text == "Hello from the fake upstream."
+    (sent,) = upstream.received  # no 400 first
+    assert [m.get("reasoning_content") for m in _assistants(sent.body)] == ["Need a."]

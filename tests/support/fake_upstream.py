@@ -165,11 +165,11 @@ class FakeUpstream:
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": b.content}
             finish = b.finish_reason
-            if b.reasoning:
-                message["reasoning_content"] = b.reasoning
             if b.tool_call:
                 message = {"role": "assistant", "content": b.tool_call_content, "tool_calls": [b.tool_call]}
                 finish = "tool_calls"
+            if b.reasoning:  # before a call too, as a thinking model's (the stream's does so)
+                message["reasoning_content"] = b.reasoning
             out = {
                 **base,
                 "object": "chat.completion",
