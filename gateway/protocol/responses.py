@@ -329,9 +329,15 @@ def _append_items(
     joined: list[dict[str, Any]],
 ) -> None:
     thought: list[str] = []  # the reasoning items' texts since the last message: the next assistant turn's
+    # Images (and files) tool outputs hold: a chat tool message carries text only, and tool
+    # messages must follow their calls together, so they follow the run as one user message.
+    shown: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         where = f"{field}[{i}]"
         kind = item.get("type") or ("message" if "role" in item else None)
+        if shown and kind not in _TOOL_OUTPUTS:
+            _show(messages, shown)
+            shown = []
         if kind == "message":
             role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
             if role is None:
@@ -377,7 +383,11 @@ def _append_items(
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"Missing required parameter: '{where}.call_id'.", f"{where}.call_id")
             output = item.get("output")
-            text = output if isinstance(output, str) else _text_of(output, f"{where}.output")
+            if isinstance(output, str):
+                text = output
+            else:
+                text, parts = _tool_output(output, f"{where}.output")
+                shown += parts
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "tool_search_output":
             found = _discovered_tools(item.get("tools"))
@@ -392,6 +402,34 @@ def _append_items(
                 "send messages, function_call and function_call_output items.",
                 f"{where}.type",
             )
+    if shown:
+        _show(messages, shown)
+
+
+_TOOL_OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output", "tool_search_output"})
+
+
+def _tool_output(output: Any, where: str) -> tuple[str, list[dict[str, Any]]]:
+    """A tool output given as content parts: its text (the tool message's), and its other
+    parts (images, files: Codex's `view_image` answers with one), which were dropped, so the
+    model never saw the image it had asked to view."""
+    if not isinstance(output, list):
+        raise invalid_request(f"Invalid type for '{where}': expected a string or an array.", where)
+    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(output):
+        made = _part(part, f"{where}[{i}]")
+        if made["type"] == "text":
+            texts.append(made["text"])
+        else:
+            parts.append(made)
+    return "".join(texts), parts
+
+
+def _show(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> None:
+    """The tool outputs' images after their tool messages, as the user's (the Messages
+    translation does the same with a tool_result's images); a user message right after joins it."""
+    messages.append({"role": "user", "content": parts})
 
 
 def _reasoning_text(item: dict[str, Any]) -> str:

@@ -237,6 +237,8 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             if type(item.get("call_id")) is not str:
                 return False
             output = item.get("output")
+            if type(output) is list and any(type(p) is not dict or p.get("type") not in _TEXT_PARTS for p in output):
+                return False  # an image: a user message after the tool messages (translated whole)
             text = output if type(output) is str else _text_of(output, "")
             messages.append(_Message("tool", utf8_length(text), text))
         elif kind == "reasoning":

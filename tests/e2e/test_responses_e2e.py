@@ -1102,6 +1102,30 @@ def test_a_native_response_failed_after_content_is_stored(start_gateway, native,
     assert (stored.status, stored.error.code, stored.store) == ("failed", "server_error", True)
 
 
+def test_an_image_a_tool_output_holds_reaches_the_model(gw, upstream, openai_client):
+    """Codex's `view_image` result (an `input_image` in a function_call_output) was dropped
+    on the way to a chat backend: the model answered about an image it never got."""
+    client = openai_client(gw, api_key="sk-alice")
+    image = "data:image/png;base64,iVBORw0KGgo="
+    answer = client.responses.create(
+        model="auto",
+        tools=[WEATHER_TOOL],
+        input=[
+            {"role": "user", "content": "Show me the map."},
+            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+            {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_image", "image_url": image}]},
+        ],
+    )
+    assert answer.status == "completed"
+    sent = upstream.received[-1].body["messages"]
+    assert sent[-2:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": ""},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}}]},
+    ]
+    listed = httpx.get(f"{gw.url}/v1/responses/{answer.id}/input_items", headers={"authorization": "Bearer sk-alice"})
+    assert listed.json()["data"][0]["output"][0]["image_url"] == image  # stored as sent (newest first)
+
+
 def test_compact_is_a_404_saying_it_is_not_supported(gw, upstream, openai_client):
     """POST /v1/responses/compact (OpenAI's compaction, which Codex asks of OpenAI's and Azure's
     providers only) was a 405 naming only GET and DELETE: now OpenAI's error shape saying the

@@ -1327,3 +1327,30 @@ def test_a_stream_of_many_output_items_is_translated_in_linear_time():
     assert (len(output), output[-1]["id"], len({item["id"] for item in output})) == (2_000, "msg_x_1000", 2_000)
     ratio = cpu_seconds(lambda: _alternating_stream(20_000), 3) / cpu_seconds(lambda: _alternating_stream(5_000), 3)
     assert ratio < 10, f"{ratio:.1f} times the time for 4 times the items"
+
+
+def test_images_tool_outputs_hold_follow_the_tool_messages_as_the_users():
+    """Codex's `view_image` answers with an `input_image` part in its function_call_output: it
+    was dropped (the tool message got the empty text), so the model never saw the image. Now
+    the image follows the run of tool messages (which must follow their calls together) as a
+    user message, as the Messages translation does with a tool_result's images; a user
+    message right after joins it."""
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}
+    calls = [
+        {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": '{"path":"a.png"}'},
+        {"type": "function_call", "call_id": "c2", "name": "read", "arguments": '{"path":"b"}'},
+    ]
+    outputs = [
+        {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "a.png:"}, image]},
+        {"type": "function_call_output", "call_id": "c2", "output": "B"},
+    ]
+    shown = {"type": "image_url", "image_url": {"url": image["image_url"]}}
+    chat = responses_to_chat({"model": "m", "input": [{"role": "user", "content": "Look."}, *calls, *outputs]})
+    assert chat["messages"][2:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "a.png:"},
+        {"role": "tool", "tool_call_id": "c2", "content": "B"},
+        {"role": "user", "content": [shown]},
+    ]
+    asked = {"role": "user", "content": "What is in it?"}
+    chat = responses_to_chat({"model": "m", "input": [{"role": "user", "content": "Look."}, *calls, *outputs, asked]})
+    assert chat["messages"][-1] == {"role": "user", "content": [shown, {"type": "text", "text": "What is in it?"}]}

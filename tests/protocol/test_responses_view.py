@@ -253,6 +253,12 @@ UNUSUAL = {
     "a hosted tool search": _agent_turn(tools=[{"type": "tool_search"}]),
     "a tool search output": _agent_turn(input=[{"type": "tool_search_output", "call_id": "s", "tools": []}]),
     "an image from the assistant": _agent_turn(input=[{"role": "assistant", "content": [_IMAGE]}]),
+    "an image a tool output holds": _agent_turn(
+        input=[
+            {"type": "function_call", "call_id": "c", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": [_IMAGE]},
+        ]
+    ),
     "a bad role": _agent_turn(input=[{"role": "robot", "content": "hi"}]),
     "a call without arguments": _agent_turn(input=[{"type": "function_call", "call_id": "c", "name": "f"}]),
     "no input": {"model": "m"},
