@@ -261,6 +261,8 @@ class TranslatedStream:
                 continue
             out += self._stream.feed(orjson.loads(payload))
             if self._stream.malformed:
+                if self._request.store:
+                    self._request.response = self._stream.failed  # stored, as after a break
                 raise TranslationEnded(b"".join(map(self._stream.encode, out)))
         return b"".join(map(self._stream.encode, out))
 

@@ -35,10 +35,13 @@ def _messages_error(gw) -> str:
 
 
 def _responses_error(gw, openai_client) -> str:
-    events = list(openai_client(gw).responses.create(model="auto", input="Say hello.", stream=True))
+    client = openai_client(gw)
+    events = list(client.responses.create(model="auto", input="Say hello.", stream=True))
     assert events[0].type == "response.created"
     assert any(e.type == "response.output_text.delta" for e in events)  # content came first
     assert events[-1].type == "response.failed"
+    # Stored as it ended, as a stream that broke off is (it was a 404).
+    assert client.responses.retrieve(events[0].response.id) == events[-1].response
     return str(events[-1].response.error.message)
 
 
