@@ -24,9 +24,10 @@ Mappings chosen where the APIs differ:
   rest; reasoning a backend returns comes back as a `reasoning` item with `reasoning_text` content.
 - `metadata`, `store` and `previous_response_id` are the gateway's: echoed in the Response,
   never sent to a backend. So are `truncation` (`disabled` unless asked), `text.verbosity`,
-  `reasoning.summary`, `prompt_cache_key`, `top_logprobs` (0 unless asked; no logprobs come
-  back) and `max_tool_calls` (OpenAI's limit on its built-in tools' calls, of which there are
-  none here) in chat: echoed as asked, not sent. `service_tier` is not sent and the Response
+  `reasoning.summary`, `prompt_cache_key` and `max_tool_calls` (OpenAI's limit on its
+  built-in tools' calls, of which there are none here) in chat: echoed as asked, not sent.
+  `include: ["message.output_text.logprobs"]` is chat's `logprobs` (with `top_logprobs`),
+  the backend's coming back on the output text; `top_logprobs` is echoed (0 unless asked). `service_tier` is not sent and the Response
   says `default`, the tier used, as OpenAI's does. `user` (else `safety_identifier`) is chat's
   `user`. `instructions` apply to their own request only, as OpenAI's do.
 - `reasoning.effort` `minimal` is sent as `low`, `xhigh` and `max` as `high` (open-model
@@ -70,6 +71,7 @@ _EFFORTS = {
 _SAMPLING_MAXIMUM = {"temperature": 2, "top_p": 1}
 _MIN_OUTPUT_TOKENS = 16  # OpenAI's minimum for max_output_tokens
 _MAX_TOP_LOGPROBS = 20  # OpenAI's range for top_logprobs: 0..20
+LOGPROBS = "message.output_text.logprobs"  # the includable that asks for the text's logprobs
 _TRUNCATIONS = ("auto", "disabled")
 _VERBOSITIES = ("low", "medium", "high")  # text.verbosity
 _SUMMARIES = ("auto", "concise", "detailed")  # reasoning.summary
@@ -162,6 +164,11 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
     if text.get("verbosity") is not None:
         _supported(text["verbosity"], _VERBOSITIES, "text.verbosity")
     _settings(body)
+    if LOGPROBS in (body.get("include") or ()):
+        # Asked as OpenAI's are: the includable, `top_logprobs` alternatives at each token.
+        chat["logprobs"] = True
+        if body.get("top_logprobs"):
+            chat["top_logprobs"] = body["top_logprobs"]
 
 
 def _supported(value: Any, supported: tuple[str, ...], where: str) -> None:

@@ -150,8 +150,12 @@ def reasoning_item(response_id: str, text: str, status: str, earlier: int = 0) -
     }
 
 
-def message_item(response_id: str, text: str | None, status: str, earlier: int = 0) -> dict[str, Any]:
-    content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+def message_item(
+    response_id: str, text: str | None, status: str, earlier: int = 0, logprobs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    content = (
+        [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}]
+    )
     return {
         "type": "message",
         "id": _item_id("msg_", response_id, earlier),
@@ -159,6 +163,48 @@ def message_item(response_id: str, text: str | None, status: str, earlier: int =
         "role": "assistant",
         "content": content,
     }
+
+
+def output_logprobs(logprobs: Any) -> list[dict[str, Any]]:
+    """A chat choice's `logprobs` (`{"content": [...]}`) as an output text's (`Logprob`: the
+    token, its UTF-8 bytes, its logprob, the alternatives' the same). An entry that is not of
+    that shape is left out: the backend's, it is no reason to fail the answer."""
+    content = logprobs.get("content") if type(logprobs) is dict else None
+    if type(content) is not list:
+        return []
+    out = []
+    for entry in content:
+        token = _token_logprob(entry)
+        if token is not None:
+            alternatives = entry.get("top_logprobs")
+            tops = (_token_logprob(t) for t in (alternatives if type(alternatives) is list else ()))
+            token["top_logprobs"] = [t for t in tops if t is not None]
+            out.append(token)
+    return out
+
+
+def _token_logprob(entry: Any) -> dict[str, Any] | None:
+    if type(entry) is not dict or type(entry.get("token")) is not str:
+        return None
+    logprob = entry.get("logprob")
+    if type(logprob) is not float and type(logprob) is not int:
+        return None
+    raw = entry.get("bytes")
+    if type(raw) is not list or not all(type(b) is int for b in raw):
+        raw = list(entry["token"].encode())
+    return {"token": entry["token"], "bytes": raw, "logprob": logprob}
+
+
+def delta_logprobs(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Output text logprobs as a stream's text events carry them (no bytes)."""
+    return [
+        {
+            "token": t["token"],
+            "logprob": t["logprob"],
+            "top_logprobs": [{"token": top["token"], "logprob": top["logprob"]} for top in t["top_logprobs"]],
+        }
+        for t in tokens
+    ]
 
 
 def call_id_of(call: dict[str, Any], response_id: str, position: int) -> str:
@@ -230,7 +276,8 @@ def _response(
     if isinstance(reasoning, str) and reasoning:
         output.append(reasoning_item(response_id, reasoning, "completed"))
     if isinstance(reply.get("content"), str) and reply["content"]:
-        output.append(message_item(response_id, reply["content"], "completed"))
+        logprobs = output_logprobs(choice.get("logprobs")) if "logprobs" in choice else None
+        output.append(message_item(response_id, reply["content"], "completed", logprobs=logprobs))
     calls = reply.get("tool_calls") or ()
     custom, namespaces, search = call_kinds(request) if calls else _NO_KINDS
     for position, call in enumerate(calls):

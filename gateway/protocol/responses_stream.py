@@ -19,10 +19,12 @@ from gateway.protocol.responses_answer import (
     call_id_of,
     call_item,
     custom_input,
+    delta_logprobs,
     encoded_echo,
     ending,
     failed_response,
     message_item,
+    output_logprobs,
     reasoning_item,
     response_object,
     response_usage,
@@ -70,6 +72,7 @@ class ResponseStream:
         self._closed = False
         self._open: dict[str, Any] | None = None  # the item being streamed
         self._text: list[str] = []  # its text or arguments so far, joined when it closes
+        self._logprobs: list[dict[str, Any]] = []  # the open message's text's, when the backend sends them
         self._calls: set[int] = set()  # chat tool_calls indexes already opened (or held)
         self._open_call: int | None = None  # the open item's chat tool_calls index
         # Calls that began while another call's arguments were still coming: their first
@@ -157,7 +160,12 @@ class ResponseStream:
         if not (isinstance(choices, list) and len(choices) == 1) or chunk.get("usage") or "error" in chunk:
             return None
         choice = choices[0]
-        if not isinstance(choice, dict) or choice.get("finish_reason") or choice.get("index", 0) != 0:
+        if (
+            not isinstance(choice, dict)
+            or choice.get("finish_reason")
+            or choice.get("index", 0) != 0
+            or choice.get("logprobs")  # asked for (`include`): the general path carries them
+        ):
             return None
         delta = choice.get("delta")
         if not isinstance(delta, dict):
@@ -183,7 +191,7 @@ class ResponseStream:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # a Response has one answer
-            events += self._delta(choice.get("delta") or {})
+            events += self._delta(choice.get("delta") or {}, choice.get("logprobs"))
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]  # first: the item it cut closes as incomplete
                 events += self._settle()
@@ -223,7 +231,7 @@ class ResponseStream:
             self._event("response.in_progress", response=response),
         ]
 
-    def _delta(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+    def _delta(self, delta: dict[str, Any], logprobs: Any = None) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if self._held and (reasoning or delta.get("content")):
@@ -240,7 +248,11 @@ class ResponseStream:
                 events += self._open_item(message_item(self.response_id, None, "in_progress", self._earlier("message")))
                 part = {"type": "output_text", "text": "", "annotations": []}
                 events.append(self._part_event("response.content_part.added", part))
-            events.append(self._text_event("response.output_text.delta", delta=delta["content"], logprobs=[]))
+            tokens = output_logprobs(logprobs) if logprobs else []
+            self._logprobs += tokens
+            events.append(
+                self._text_event("response.output_text.delta", delta=delta["content"], logprobs=delta_logprobs(tokens))
+            )
             self._text.append(delta["content"])
         for call in delta.get("tool_calls") or ():
             events += self._call_delta(call)
@@ -348,10 +360,13 @@ class ResponseStream:
         # is incomplete, as OpenAI marks the item; any other item was whole before it.
         status = ending(self._finish)[0]
         if item["type"] == "message":
-            events.append(self._text_event("response.output_text.done", text=text, logprobs=[]))
-            part = {"type": "output_text", "text": text, "annotations": []}
+            logprobs = self._logprobs
+            events.append(self._text_event("response.output_text.done", text=text, logprobs=delta_logprobs(logprobs)))
+            part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
+            if logprobs:
+                part["logprobs"] = logprobs
             events.append(self._part_event("response.content_part.done", part))
-            done = {**message_item(self.response_id, text, status), "id": item["id"]}
+            done = {**message_item(self.response_id, text, status, logprobs=logprobs), "id": item["id"]}
         elif item["type"] == "reasoning":
             events.append(self._text_event("response.reasoning_text.done", text=text))
             events.append(self._part_event("response.content_part.done", {"type": "reasoning_text", "text": text}))
@@ -379,7 +394,7 @@ class ResponseStream:
             done = {**item, "arguments": text, "status": "completed"}
         self.output.append(done)
         self._counts[done["type"]] = self._counts.get(done["type"], 0) + 1
-        self._open, self._text, self._open_call = None, [], None
+        self._open, self._text, self._open_call, self._logprobs = None, [], None, []
         return events + [self._event("response.output_item.done", output_index=index, item=done)]
 
     def _end(self) -> list[dict[str, Any]]:

@@ -1126,6 +1126,54 @@ def test_an_image_a_tool_output_holds_reaches_the_model(gw, upstream, openai_cli
     assert listed.json()["data"][0]["output"][0]["image_url"] == image  # stored as sent (newest first)
 
 
+def test_logprobs_asked_by_include_reach_the_sdks_stream_and_the_stored_response(gw, upstream, openai_client):
+    """`include: ["message.output_text.logprobs"]` with `top_logprobs`: the chat backend is
+    asked for them and the text events and the output text carry them (they were empty)."""
+
+    def chunk(delta: dict, logprobs=None, finish=None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+        return (
+            b"data: "
+            + json.dumps({"id": "c", "object": "chat.completion.chunk", "choices": [choice]}).encode()
+            + b"\n\n"
+        )
+
+    top = [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}, {"token": "Yo", "logprob": -2.0, "bytes": [89, 111]}]
+    usage = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+    upstream.reset(
+        raw_stream=[
+            chunk({"role": "assistant", "content": ""}),
+            chunk(
+                {"content": "Hi"},
+                {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": top}]},
+            ),
+            chunk({}, None, "stop"),
+            b"data: " + json.dumps(usage).encode() + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
+    client = openai_client(gw, api_key="sk-alice")
+    with client.responses.stream(
+        model="auto", input="Greet.", include=["message.output_text.logprobs"], top_logprobs=2
+    ) as stream:
+        deltas = [e for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    sent = upstream.received[0].body
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    (delta,) = deltas
+    assert [(lp.token, lp.logprob, [(t.token, t.logprob) for t in lp.top_logprobs]) for lp in delta.logprobs] == [
+        ("Hi", -0.1, [("Hi", -0.1), ("Yo", -2.0)])
+    ]
+    (logprob,) = final.output[0].content[0].logprobs
+    assert (logprob.token, logprob.bytes, [t.token for t in logprob.top_logprobs]) == ("Hi", [72, 105], ["Hi", "Yo"])
+    assert client.responses.retrieve(final.id).output[0].content[0].logprobs == final.output[0].content[0].logprobs
+
+
 def test_compact_is_a_404_saying_it_is_not_supported(gw, upstream, openai_client):
     """POST /v1/responses/compact (OpenAI's compaction, which Codex asks of OpenAI's and Azure's
     providers only) was a 405 naming only GET and DELETE: now OpenAI's error shape saying the

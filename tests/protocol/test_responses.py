@@ -409,7 +409,8 @@ def test_settings_at_openais_bounds_are_taken():
     assert (chat["temperature"], chat["top_p"], chat["max_tokens"]) == (2, 0, 16)
     assert "response_format" not in chat and "truncation" not in chat and "include" not in chat
     # Echoed in the Response only: no chat backend has OpenAI's tiers or built-in tools.
-    assert not {"top_logprobs", "max_tool_calls", "prompt_cache_key", "service_tier"} & set(chat)
+    assert not {"max_tool_calls", "prompt_cache_key", "service_tier"} & set(chat)
+    assert (chat["logprobs"], chat["top_logprobs"]) == (True, 20)  # the includable asks for them
     chat = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "temperature": 0.0, "top_p": 1.0, "truncation": "disabled"})
     assert (chat["temperature"], chat["top_p"]) == (0.0, 1.0)
 
@@ -1354,3 +1355,85 @@ def test_images_tool_outputs_hold_follow_the_tool_messages_as_the_users():
     asked = {"role": "user", "content": "What is in it?"}
     chat = responses_to_chat({"model": "m", "input": [{"role": "user", "content": "Look."}, *calls, *outputs, asked]})
     assert chat["messages"][-1] == {"role": "user", "content": [shown, {"type": "text", "text": "What is in it?"}]}
+
+
+# A chat choice's logprobs for "Hi" then " there!" (vLLM's shape; `bytes` may be null).
+_CHAT_LOGPROBS = [
+    {
+        "content": [
+            {
+                "token": "Hi",
+                "logprob": -0.25,
+                "bytes": [72, 105],
+                "top_logprobs": [
+                    {"token": "Hi", "logprob": -0.25, "bytes": [72, 105]},
+                    {"token": "Hey", "logprob": -1.5},
+                ],
+            }
+        ]
+    },
+    {"content": [{"token": " there!", "logprob": -0.5, "bytes": None, "top_logprobs": []}, {"token": 7}]},
+]
+_HI = {
+    "token": "Hi",
+    "bytes": [72, 105],
+    "logprob": -0.25,
+    "top_logprobs": [
+        {"token": "Hi", "bytes": [72, 105], "logprob": -0.25},
+        {"token": "Hey", "bytes": [72, 101, 121], "logprob": -1.5},
+    ],
+}
+_THERE = {"token": " there!", "bytes": list(b" there!"), "logprob": -0.5, "top_logprobs": []}
+
+
+def test_logprobs_asked_by_include_are_asked_of_the_chat_backend():
+    """`include: ["message.output_text.logprobs"]` (with `top_logprobs` alternatives) was
+    dropped: the text came back with empty logprobs whatever the client asked."""
+    asked = {**S.RESPONSES_REQUEST_STRING, "include": ["message.output_text.logprobs"], "top_logprobs": 2}
+    chat = responses_to_chat(asked)
+    assert (chat["logprobs"], chat["top_logprobs"]) == (True, 2)
+    assert responses_fields(asked)["logprobs"] is True  # routing's view asks the same
+    plain = responses_to_chat({**S.RESPONSES_REQUEST_STRING, "include": ["message.output_text.logprobs"]})
+    assert plain["logprobs"] is True and "top_logprobs" not in plain
+    assert not {"logprobs", "top_logprobs"} & set(responses_to_chat({**S.RESPONSES_REQUEST_STRING, "top_logprobs": 2}))
+
+
+def test_a_chat_answers_logprobs_are_its_output_texts():
+    completion = copy.deepcopy(S.CHAT_COMPLETION_TEXT)
+    completion["choices"][0]["logprobs"] = {"content": _CHAT_LOGPROBS[0]["content"] + _CHAT_LOGPROBS[1]["content"]}
+    response = chat_to_response(completion, S.RESPONSES_REQUEST_STRING, "resp_l")
+    assert response["output"][-1]["content"][0]["logprobs"] == [_HI, _THERE]  # the malformed entry left out
+    strict(Response, response)
+
+
+def test_a_chat_streams_logprobs_are_its_text_events():
+    chunks = [
+        S.CHAT_STREAM_TEXT[0],
+        *(
+            {
+                **S.CHAT_STREAM_TEXT[1],
+                "choices": [{"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": None}],
+            }
+            for text, lp in zip(["Hi", " there!"], _CHAT_LOGPROBS, strict=True)
+        ),
+        S.CHAT_STREAM_TEXT[4],
+        {**S.CHAT_STREAM_TEXT[5], "usage": {"prompt_tokens": 37, "completion_tokens": 11, "total_tokens": 48}},
+    ]
+    events, _ = _stream(chunks)
+    for event in events:
+        strict(ResponseStreamEvent, event)
+    deltas = [e["logprobs"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == [
+        [
+            {
+                "token": "Hi",
+                "logprob": -0.25,
+                "top_logprobs": [{"token": "Hi", "logprob": -0.25}, {"token": "Hey", "logprob": -1.5}],
+            }
+        ],
+        [{"token": " there!", "logprob": -0.5, "top_logprobs": []}],
+    ]
+    (done,) = [e for e in events if e["type"] == "response.output_text.done"]
+    assert done["logprobs"] == deltas[0] + deltas[1]
+    (part,) = [e["part"] for e in events if e["type"] == "response.content_part.done"]
+    assert part["logprobs"] == [_HI, _THERE] == events[-1]["response"]["output"][0]["content"][0]["logprobs"]
