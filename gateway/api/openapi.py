@@ -220,6 +220,16 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/responses/{response_id}/cancel": {
+        "parameters": [
+            {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        ],
+        "post": {
+            "summary": "Cancel a background Response: the gateway runs none (a 400 for a stored Response)",
+            "security": _BEARER,
+            "responses": _errors(400, 401, 404, 429, 503),
+        },
+    },
     "/v1/responses/{response_id}/input_items": {
         "parameters": [
             {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}

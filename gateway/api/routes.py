@@ -104,6 +104,7 @@ def route_table() -> list[RouteEntry]:
         RouteEntry("/v1/responses/input_tokens", fast, token_counts.responses_input_tokens, fast=True),
         RouteEntry("/v1/responses/compact", ("POST",), stored_responses.compact),  # else a 405 of the GET below
         RouteEntry("/v1/responses/{response_id}/input_items", ("GET",), stored_responses.input_items),
+        RouteEntry("/v1/responses/{response_id}/cancel", ("POST",), stored_responses.cancel),
         RouteEntry("/v1/responses/{response_id}", ("GET",), stored_responses.retrieve),
         RouteEntry("/v1/responses/{response_id}", ("DELETE",), stored_responses.delete),
         RouteEntry("/v1/responses", fast, responses.responses, fast=True),

@@ -1,5 +1,6 @@
 """GET and DELETE /v1/responses/{id} (and GET .../input_items): the responses the gateway
-stored, for their owner only. Also POST /v1/responses/compact's refusal (`compact`).
+stored, for their owner only. Also the refusals of POST /v1/responses/compact (`compact`)
+and of POST .../cancel (`cancel`): the gateway compacts nothing and runs no background responses.
 
 The owner of a stored response is the client key that created it (`Owner`): a virtual key
 by its name and creation time, so a key made anew under an old name (its key store lost, or
@@ -302,6 +303,20 @@ async def compact(request: Request) -> Response:
         "OpenAI's models can read. Compact the conversation on the client (Codex does for providers other "
         "than OpenAI's and Azure's), or continue it with `previous_response_id`.",
         code="unsupported_endpoint",
+    )
+
+
+async def cancel(request: Request) -> Response:
+    """POST /v1/responses/{id}/cancel: OpenAI cancels background responses only, and the
+    gateway runs none (`background: true` is refused), so a stored response is a 400 saying
+    so and any other id the 404 `retrieve` gives it (it was a 404 naming an unknown path)."""
+    state: AppState = request.app.state.gateway
+    principal = await state.auth.authenticate_current(request)
+    response_id = request.path_params["response_id"]
+    await load(state, owner_of(principal), response_id)
+    raise invalid_request(
+        f"Only background responses can be cancelled; response '{echoed(response_id)}' was not one: this "
+        "gateway runs no background responses, so it had finished when it was created."
     )
 
 

@@ -1190,6 +1190,20 @@ def test_compact_is_a_404_saying_it_is_not_supported(gw, upstream, openai_client
         client.responses.retrieve("compact")  # GET still reads it as an id
 
 
+def test_cancel_is_openais_400_for_a_response_that_was_not_in_the_background(gw, openai_client):
+    """POST /v1/responses/{id}/cancel was a 404 naming an unknown path: now OpenAI's refusal of
+    a response that did not run in the background (none does here), and its 404 for an id
+    the key has no response of."""
+    client = openai_client(gw, api_key="sk-alice")
+    made = client.responses.create(model="auto", input="Say hello.")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.cancel(made.id)
+    assert caught.value.body["message"].startswith("Only background responses can be cancelled")
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw, api_key="sk-bob").responses.cancel(made.id)  # another key's
+    assert client.responses.retrieve(made.id).status == "completed"
+
+
 def test_two_workers_share_the_embedded_store(start_gateway, upstream):
     """`--workers 2` without Redis: both workers read and write the one SQLite file, so a
     conversation continues whichever worker takes each request."""
