@@ -97,7 +97,7 @@ class Limits:
                 f"got {echoed(repr(budget))}",
                 param="budget_usd",
             )
-        if type(budget) is int:  # one type wherever it is shown: `5` from an update read `5.0` everywhere else
+        if budget is not None:  # one type wherever it is shown: `5` from an update read `5.0` everywhere else
             object.__setattr__(self, "budget_usd", float(budget))
         if self.budget_period not in PERIODS:
             raise TenantError(
