@@ -58,7 +58,9 @@ async def start_tenants(state: AppState) -> None:
     if state.auth.is_open:
         log.warning("no client keys (GATEWAY_API_KEYS empty, no virtual keys): the gateway is open to anyone")
     elif settings.require_keys and not settings.client_keys() and state.auth.directory_empty:
-        log.warning("GATEWAY_REQUIRE_KEYS is set and there is no client key yet: every request is refused")
+        log.warning(
+            "GATEWAY_REQUIRE_KEYS is set and there is no client key yet: every API request is refused (/health, /ready and /metrics stay open)"
+        )
     if not settings.admin_key:
         log.info("GATEWAY_ADMIN_KEY is not set: key management over HTTP is off (the `gateway keys` CLI works)")
     if settings.workers > 1 and not settings.redis_url:

@@ -29,7 +29,7 @@ def test_a_process_started_after_the_key_store_lost_its_keys_stays_closed(
     first = start_gateway(policy, env=env)
     refused = _chat(first)  # no key made yet: refused, not open
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "missing_api_key")
-    assert "every request is refused" in first.log()
+    assert "every API request is refused" in first.log()
     key = create_key("app", data_dir=tmp_path, redis_url=redis_server.url)
     poll(lambda: _chat(first, bearer(key)).status_code == 200, what="the new key let in", timeout=15)
     first.stop()
