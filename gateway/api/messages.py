@@ -16,7 +16,8 @@ reservations too, but never more than max_tokens: `ChatRequest.completion_ceilin
 each candidate is asked for at most what it can produce (its `max_output_tokens`, and its
 context minus the prompt's estimate). Errors on this route are Anthropic-shaped
 (`anthropic_error`), so the SDKs raise their own exception classes: 401, 429 with
-retry-after, 400, and 529 `overloaded_error` when no backend can take the request. Every
+retry-after, 400, and 529 `overloaded_error` when no backend can take the request or every
+candidate said it was overloaded (a 503, or Anthropic's 529: chat completions' 502). Every
 answer names its request in Anthropic's `request-id` header as well as `x-request-id`, and
 an error body in its `request_id`, where the SDKs read them.
 

@@ -84,6 +84,17 @@ class ContextLengthExceeded(GatewayError):
         self.maximum = maximum
 
 
+class UpstreamOverloaded(GatewayError):
+    """The 502 for a call every candidate refused as overloaded (a 503, or Anthropic's 529).
+    OpenAI-shaped, it is the gateway's usual 502 for a failed upstream (the same body);
+    Anthropic's ingress says it as Anthropic's API does, 529 `overloaded_error`
+    (`gateway.protocol.messages.anthropic_error`): the SDKs' OverloadedError, and what Claude
+    Code counts, on repeated 529s, to fall back to its other model."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(502, message, code="upstream_error")
+
+
 # The longest Retry-After a client should be sent to sleep through before retrying by itself
 # (the openai SDK's own bound, MAX_RETRY_AFTER_DELAY: it waits up to two minutes and gives up
 # past them; the anthropic SDK and Codex CLI wait any). A 429 that would name a longer wait

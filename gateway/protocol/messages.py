@@ -38,7 +38,7 @@ import orjson
 
 from gateway.protocol.body import json_text
 from gateway.protocol.chat import REASONING, tool_name
-from gateway.protocol.errors import ContextLengthExceeded, GatewayError, echoed, invalid_request
+from gateway.protocol.errors import ContextLengthExceeded, GatewayError, UpstreamOverloaded, echoed, invalid_request
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.protocol.translation import MALFORMED, malformed_answer
 from gateway.protocol.usage_counts import read_counts
@@ -84,7 +84,8 @@ ERROR_STATUS = {
 
 # A gateway status -> the Anthropic error type whose status the `anthropic` SDKs map to
 # their own exception class. 503 (no backend can take the request now) is Anthropic's
-# "overloaded", which its clients retry; it goes out as 529 so they recognise it. Other
+# "overloaded", which its clients retry; it goes out as 529 so they recognise it, as does the
+# 502 of a call every candidate refused as overloaded (`UpstreamOverloaded`). Other
 # statuses keep their code (413 is `invalid_request_error`: the SDK's error union has no
 # `request_too_large`, and picks ContentTooLargeError by the status anyway).
 _ERROR_TYPES = {
@@ -802,7 +803,10 @@ def _message(completion: dict[str, Any], model: str, stop_sequences: list[str] |
 def anthropic_error(error: GatewayError, request_id: str | None = None) -> tuple[int, dict[str, Any]]:
     """The status and body of a gateway error in Anthropic's shape; an answer's body names its
     request in `request_id`, as Anthropic's do (the SDKs' `APIStatusError.request_id`)."""
-    kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")
+    if isinstance(error, UpstreamOverloaded):
+        kind = "overloaded_error"  # every candidate overloaded: a 502 to OpenAI's clients
+    else:
+        kind = _ERROR_TYPES.get(error.status) or ("api_error" if error.status >= 500 else "invalid_request_error")
     status = ERROR_STATUS[kind] if kind == "overloaded_error" else error.status
     message = _prompt_too_long(error) if isinstance(error, ContextLengthExceeded) else error.message
     body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}

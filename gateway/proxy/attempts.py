@@ -76,7 +76,13 @@ from gateway.backends.pool import BackendSet
 from gateway.config.schema import BackendConfig, FallbackSettings
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import ChatRequest, upstream_payload
-from gateway.protocol.errors import SDK_WAIT_MAX_S, ContextLengthExceeded, GatewayError, retry_headers
+from gateway.protocol.errors import (
+    SDK_WAIT_MAX_S,
+    ContextLengthExceeded,
+    GatewayError,
+    UpstreamOverloaded,
+    retry_headers,
+)
 from gateway.protocol.redact import Redactor
 from gateway.proxy.formats import CHAT, AnswerFormat, CheckedPrefix, StreamAccountant, UpstreamCall, error_text
 from gateway.proxy.hedge import CANCELLED, HEDGE_LOST, race
@@ -793,4 +799,11 @@ def client_error(
         )
     if error.status is None:  # no status to name: its answer broke off, or was not HTTP
         return GatewayError(502, f"The upstream's answer failed (tried: {tried}).", code="upstream_error")
-    return GatewayError(502, f"The upstream failed with status {status} (tried: {tried}).", code="upstream_error")
+    message = f"The upstream failed with status {status} (tried: {tried})."
+    if status in _OVERLOADED and (outcome is None or all(a.status in _OVERLOADED for a in outcome.attempts if a.error)):
+        return UpstreamOverloaded(message)
+    return GatewayError(502, message, code="upstream_error")
+
+
+# An upstream's "overloaded": 503, and Anthropic's own 529 (also its stream's `overloaded_error`).
+_OVERLOADED = frozenset({503, 529})

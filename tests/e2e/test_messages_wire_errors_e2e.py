@@ -140,3 +140,49 @@ def test_a_translated_answer_that_is_not_one_still_names_a_chat_completion(gw, c
     assert chat.value.body["message"].startswith(
         "The upstream answered with output that is not a valid chat completion"
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_candidate_overloaded_is_anthropics_529_overloaded_error(
+    gw, client, openai_client, claude, upstream, stream
+):
+    """Anthropic's 529 (passed through) and a chat backend's 503 are both overload: when every
+    candidate says so, the Messages client gets Anthropic's 529 `overloaded_error` (the SDK's
+    OverloadedError; what Claude Code counts to fall back to another model), not a 502
+    `api_error`. Chat completions keep the gateway's 502, as before."""
+    claude.reset(status=529, error_type="overloaded_error", error_message="Overloaded")
+    upstream.reset(status=503)
+    body = {"model": "native-first", "max_tokens": 50, "messages": HELLO}
+    with pytest.raises(anthropic.OverloadedError) as caught:
+        if stream:
+            with client.messages.stream(**body) as s:
+                s.until_done()
+        else:
+            client.messages.create(**body)
+    assert caught.value.status_code == 529
+    error = caught.value.body["error"]
+    assert error["type"] == "overloaded_error"
+    assert error["message"].startswith("The upstream failed with status 503 (tried: claude/"), error["message"]
+    assert (len(claude.received), len(upstream.received)) == (1, 1)  # each asked once, no retry of the same
+    # One candidate alone, passed through: the same.
+    with pytest.raises(anthropic.OverloadedError):
+        client.messages.create(model="claude", max_tokens=50, messages=HELLO)
+    assert len(claude.received) == 2
+    # Chat completions: the gateway's 502, unchanged.
+    with pytest.raises(openai.APIStatusError) as chat:
+        openai_client(gw).chat.completions.create(model="chat-first", messages=HELLO)
+    assert chat.value.status_code == 502 and chat.value.body["code"] == "upstream_error"
+
+
+def test_overload_beside_another_failure_stays_a_502_api_error(gw, client, claude, upstream):
+    """Not every candidate overloaded (one failed with a 500): Anthropic's 500-class `api_error`."""
+    claude.reset(status=529, error_type="overloaded_error", error_message="Overloaded")
+    upstream.reset(status=500)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="native-first", max_tokens=50, messages=HELLO)
+    assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"
+    upstream.reset(status=503)
+    claude.reset(status=500)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        client.messages.create(model="chat-first", max_tokens=50, messages=HELLO)
+    assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 
 from gateway.api.messages import parse_messages_request
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
-from gateway.protocol.errors import GatewayError
+from gateway.protocol.errors import GatewayError, UpstreamOverloaded
 from gateway.protocol.messages import (
     ANTHROPIC_ONLY,
     anthropic_error,
@@ -722,6 +722,15 @@ def test_gateway_errors_in_anthropics_shape(status, sent, kind, sdk_class):
         strict(A.ErrorResponse, body)
     if sdk_class:  # the SDK picks its exception class by status (InternalServerError for other 5xx)
         assert ERROR_CLASSES[(sent, None)].__name__ == sdk_class
+
+
+def test_every_candidate_overloaded_is_anthropics_529_and_openais_502():
+    overloaded = UpstreamOverloaded("The upstream failed with status 529 (tried: a/b (http_529)).")
+    status, body = anthropic_error(overloaded)
+    assert (status, body["error"]["type"]) == (529, "overloaded_error")
+    assert ERROR_CLASSES[(529, None)].__name__ == "OverloadedError"
+    plain = GatewayError(502, overloaded.message, code="upstream_error")
+    assert (overloaded.status, overloaded.body()) == (502, plain.body())  # OpenAI's clients: the usual 502
 
 
 # -- streams ----------------------------------------------------------------------------------
