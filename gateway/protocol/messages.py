@@ -104,6 +104,7 @@ _ERROR_TYPES = {
 # Anthropic's thinking budgets as chat's reasoning_effort: the inverse of the egress table.
 _EFFORT_FLOORS = ((16384, "high"), (4096, "medium"), (0, "low"))
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_SERVICE_TIERS = ("auto", "standard_only")
 # Claude Code's first system block is a per-request billing hash; it defeats prefix caching.
 _BILLING_HEADER = "x-anthropic-billing-header"
 
@@ -183,6 +184,9 @@ def _options(body: dict[str, Any], chat: dict[str, Any]) -> None:
             raise _invalid("metadata.user_id", user, "a valid string")
         if user:
             chat["user"] = user
+    tier = body.get("service_tier")
+    if tier is not None and tier not in _SERVICE_TIERS:  # Anthropic's enum; chat backends have no such tier
+        raise invalid_request("service_tier: Input should be 'auto' or 'standard_only'", "service_tier")
     output_config = _object(body.get("output_config"), "output_config")
     effort = _reasoning_effort(body.get("thinking"), output_config)
     if effort:
@@ -399,7 +403,9 @@ def check_tool_results(turns: list[Any]) -> None:
 
     The same pass refuses a user or assistant turn whose content is empty (`""` or `[]`), but
     for a last assistant turn (an empty prefill), as Anthropic does: translated, an empty user
-    turn became no chat message at all, and the backend answered a different conversation."""
+    turn became no chat message at all, and the backend answered a different conversation.
+    It refuses their text blocks as Anthropic does too (`_check_texts`), so a chat candidate
+    serves no conversation a native one would refuse."""
     calls: list[Any] = []  # the tool_use ids of turn `asked`, the one just before
     asked = 0
     last = len(turns) - 1
@@ -411,7 +417,13 @@ def check_tool_results(turns: list[Any]) -> None:
         if not content and (content == "" or content == []) and (i != last or role != "assistant"):
             _empty(role, i)
         if type(content) is not list:
+            if type(content) is str and i == last and role == "assistant" and content[-1:].isspace():
+                raise invalid_request(_TRAILING_WHITESPACE, f"messages.{i}.content")
             content = ()
+        elif role == "user" or role == "assistant":
+            texts = [b.get("text") for b in content if type(b) is dict and b.get("type") == "text"]
+            if texts:
+                _check_texts(texts, content, i, i == last and role == "assistant")
         if role == "user":
             results = [b.get("tool_use_id") for b in content if type(b) is dict and b.get("type") == "tool_result"]
             if calls or results:
@@ -428,6 +440,31 @@ def check_tool_results(turns: list[Any]) -> None:
             calls = []
         else:
             return
+
+
+# Anthropic's words for the text blocks it refuses (quoted from its 400s; the messages name
+# no block, as its own do not).
+_EMPTY_TEXT = "messages: text content blocks must be non-empty"
+_BLANK_TEXT = "messages: text content blocks must contain non-whitespace text"
+_TRAILING_WHITESPACE = "messages: final assistant content cannot end with trailing whitespace"
+
+
+def _check_texts(texts: list[Any], content: list[Any], i: int, prefill: bool) -> None:
+    """Anthropic's 400s for the text blocks (`texts`: their `text`s) of turn `i`'s `content`:
+    an empty one anywhere; a turn whose text blocks are all whitespace (a blank block beside
+    text stands: LibreChat-AI/agents#124 tried each on the API); and, for the last turn when it
+    is the assistant's (`prefill`), text that ends it with whitespace. Translated, a chat
+    backend served each of them; a native one, and Anthropic itself, refuse them. A `text`
+    that is not a string: the translation's 400."""
+    if "" in texts:
+        raise invalid_request(_EMPTY_TEXT, f"messages.{i}.content")
+    last = content[-1]
+    if prefill and type(last) is dict and last.get("type") == "text":
+        text = last.get("text")
+        if type(text) is str and text[-1:].isspace():
+            raise invalid_request(_TRAILING_WHITESPACE, f"messages.{i}.content")
+    if all(type(t) is str and not t.strip() for t in texts):
+        raise invalid_request(_BLANK_TEXT, f"messages.{i}.content")
 
 
 def _empty(role: Any, i: int) -> None:

@@ -186,3 +186,105 @@ def test_overload_beside_another_failure_stays_a_502_api_error(gw, client, claud
     with pytest.raises(anthropic.InternalServerError) as caught:
         client.messages.create(model="chat-first", max_tokens=50, messages=HELLO)
     assert caught.value.status_code == 502 and caught.value.body["error"]["type"] == "api_error"
+
+
+def _text(*texts):
+    return [{"type": "text", "text": t} for t in texts]
+
+
+USE = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}
+EMPTY_TEXT = "messages: text content blocks must be non-empty"
+BLANK_TEXT = "messages: text content blocks must contain non-whitespace text"
+TRAILING = "messages: final assistant content cannot end with trailing whitespace"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"messages": [{"role": "user", "content": _text("Hi.", "")}]}, EMPTY_TEXT),
+        ({"messages": [{"role": "user", "content": _text("")}]}, EMPTY_TEXT),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "Weather?"},
+                    {"role": "assistant", "content": [*_text(""), USE]},
+                    {"role": "user", "content": [RESULT]},
+                ]
+            },
+            EMPTY_TEXT,
+        ),
+        ({"messages": [{"role": "user", "content": _text(" ", "\n")}]}, BLANK_TEXT),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "Weather?"},
+                    {"role": "assistant", "content": [*_text("\n\n"), USE]},
+                    {"role": "user", "content": [RESULT]},
+                ]
+            },
+            BLANK_TEXT,
+        ),
+        (
+            {"messages": [*HELLO, {"role": "assistant", "content": _text("\n\n")}, *HELLO]},
+            BLANK_TEXT,
+        ),
+        ({"messages": [*HELLO, {"role": "assistant", "content": "Sure: "}]}, TRAILING),
+        ({"messages": [*HELLO, {"role": "assistant", "content": _text("Sure", "then\n")}]}, TRAILING),
+        ({"service_tier": "priority"}, "service_tier: Input should be 'auto' or 'standard_only'"),
+        ({"service_tier": 1}, "service_tier: Input should be 'auto' or 'standard_only'"),
+    ],
+    ids=[
+        "empty-beside-text",
+        "empty-alone",
+        "empty-beside-tool-use",
+        "blank-user",
+        "blank-beside-tool-use",
+        "blank-assistant",
+        "prefill-string",
+        "prefill-blocks",
+        "tier-unknown",
+        "tier-number",
+    ],
+)
+@pytest.mark.parametrize("model", ["native-first", "open"])
+def test_text_blocks_and_tiers_anthropic_refuses_are_refused_before_any_backend(
+    gw, client, claude, upstream, change, message, model
+):
+    """Anthropic's 400s, in its words: a chat backend served each of these, a native one (and
+    Anthropic itself) refuses them; whichever the route, no backend is asked."""
+    body = {"model": model, "max_tokens": 50, "messages": HELLO, **change}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(**body)
+    assert caught.value.body["error"] == {"type": "invalid_request_error", "message": message}
+    assert claude.received == [] and upstream.received == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"messages": [{"role": "user", "content": _text(" ", "Hi.")}]},  # blank beside text: accepted
+        {"messages": [*HELLO, {"role": "assistant", "content": ""}]},  # an empty prefill
+        {"messages": [*HELLO, {"role": "assistant", "content": []}]},
+        {"messages": [*HELLO, {"role": "assistant", "content": "Sure:"}]},
+        {"messages": [*HELLO, {"role": "assistant", "content": _text("Hi \n", "there")}]},
+        {"messages": [*HELLO, {"role": "assistant", "content": _text("ok ")}, *HELLO]},
+        {"service_tier": "auto"},
+        {"service_tier": "standard_only"},
+    ],
+    ids=[
+        "blank-beside-text",
+        "empty-prefill",
+        "empty-prefill-list",
+        "prefill",
+        "prefill-inner-space",
+        "history",
+        "auto",
+        "standard",
+    ],
+)
+def test_what_anthropic_accepts_is_served(gw, client, claude, upstream, change):
+    for model, server in (("claude", claude), ("open", upstream)):
+        client.messages.create(**{"model": model, "max_tokens": 50, "messages": HELLO, **change})
+        assert len(server.received) == 1
+        server.received.clear()

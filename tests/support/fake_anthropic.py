@@ -263,10 +263,14 @@ class FakeAnthropic:
 
 
 def _block_problem(body: dict) -> tuple[int, str, str] | None:
-    """Anthropic's 400 for a text block, in any turn, that is empty or whitespace alone, and
-    for a tool id outside its alphabet, in its words (as quoted from its API in clients' issues)."""
+    """Anthropic's 400 for a text block, in any turn, that is empty, or whitespace alone in a
+    turn with no other text (a blank block beside text stands: LibreChat-AI/agents#124 tried
+    each on the API), and for a tool id outside its alphabet, in its words (as quoted from its
+    API in clients' issues)."""
     for i, turn in enumerate(body["messages"]):
         content = turn.get("content")
+        texts = [b.get("text") for b in content if b.get("type") == "text"] if isinstance(content, list) else []
+        has_text = any(isinstance(t, str) and t.strip() for t in texts)
         for j, block in enumerate(content if isinstance(content, list) else ()):
             kind = block.get("type")
             field = {"tool_use": "id", "tool_result": "tool_use_id"}.get(kind) if isinstance(kind, str) else None
@@ -276,7 +280,7 @@ def _block_problem(body: dict) -> tuple[int, str, str] | None:
             text = block.get("text") if block.get("type") == "text" else None
             if text == "":
                 return 400, "invalid_request_error", "messages: text content blocks must be non-empty"
-            if isinstance(text, str) and not text.strip():
+            if isinstance(text, str) and not text.strip() and not has_text:
                 return 400, "invalid_request_error", "messages: text content blocks must contain non-whitespace text"
     return None
 
