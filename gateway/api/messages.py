@@ -340,6 +340,8 @@ class MessagesIngress(Ingress):
         assert isinstance(request, MessagesRequest)
         payload = with_reasoning_history(upstream_payload(request.chat, offer.upstream_id), offer.reasoning_fields)
         payload["max_tokens"] = request.capped_max_tokens(offer)
+        if not offer.takes_top_k:  # Anthropic's field, which OpenAI's API (and others) refuse
+            payload.pop("top_k", None)
         return payload
 
     def body(self, request: IngressRequest, opened: OpenedAnswer) -> bytes:

@@ -36,6 +36,9 @@ class Offer:
     reasoning_fields: tuple[str, ...] = field(default=(), compare=False)
     # Assistant-message fields a chat request is sent without (`BackendConfig.refused_fields`).
     refused_message_fields: frozenset[str] = field(default=frozenset(), compare=False)
+    # Whether its backend's chat API takes `top_k` (`Vendor.top_k`): a translated request's is
+    # left out where not.
+    takes_top_k: bool = field(default=True, compare=False)
     key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (backend, model)
     author: str = field(init=False, compare=False, repr=False)
     qualified_id: str = field(init=False, compare=False, repr=False)  # backend/author/slug
@@ -84,9 +87,10 @@ class ConfigSnapshot:
         for name, backend in enabled.items():
             apis = backend.served_apis
             refused = backend.refused_fields
+            top_k = VENDORS[backend.type].top_k
             for model_id, spec in backend.models.items():
                 upstream_id = spec.upstream_id or model_id
-                offer = Offer(model_id, name, upstream_id, spec, apis, backend.reasoning_fields(spec), refused)
+                offer = Offer(model_id, name, upstream_id, spec, apis, backend.reasoning_fields(spec), refused, top_k)
                 offers.setdefault(model_id, []).append(offer)
         known = set(config.models) | {m for b in config.backends.values() for m in b.models}
         version = hashlib.sha256((text or config.model_dump_json()).encode()).hexdigest()[:12]

@@ -76,6 +76,13 @@ class Vendor:
     # falls back to it would otherwise fail on its own history. A backend's own
     # `refused_message_fields` in YAML overrides it (a Cerebras behind `type: openai`).
     refused_message_fields: frozenset[str] = frozenset()
+    # Whether its chat API takes `top_k`, a sampling field OpenAI's API does not have (and
+    # refuses: "Unrecognized request argument supplied: top_k"). A translated Messages
+    # request's `top_k` goes only where it is documented: vLLM's, Together's, Fireworks' and
+    # OpenRouter's sampling parameters (and Anthropic's own); elsewhere, the generic `openai`
+    # type included, it is left out (a sampling hint, not worth a 400). A chat client's own
+    # `top_k` is sent as it came, wherever it goes.
+    top_k: bool = False
 
     @property
     def adapter_class(self) -> str:
@@ -98,6 +105,7 @@ VENDORS: dict[str, Vendor] = {
         prefill="continue_final_message",
         reasoning_history=True,
         reasoning_fields=("reasoning_content", "reasoning"),
+        top_k=True,
     ),
     # Any OpenAI-compatible server: the three endpoints every such server has.
     "openai": Vendor("openai_compat", key_required=False),
@@ -110,6 +118,7 @@ VENDORS: dict[str, Vendor] = {
         # Anthropic-compatible base (`https://openrouter.ai/api`, for ANTHROPIC_BASE_URL)
         # serves /api/v1/messages, i.e. `messages` under this same base_url.
         apis=OPENAI_COMPATIBLE | {"responses", "messages"},
+        top_k=True,
     ),
     # DeepSeek, Moonshot and MiniMax serve their Anthropic-compatible APIs (and DeepSeek its
     # FIM completions) under other base URLs (`/anthropic`, `/beta`), not under this one:
@@ -153,15 +162,16 @@ VENDORS: dict[str, Vendor] = {
         # Its 400s for each, on assistant messages, as quoted in clients' issues.
         refused_message_fields=frozenset({"reasoning_content", "reasoning", "reasoning_details"}),
     ),
-    "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    "together": Vendor("openai_compat", "https://api.together.xyz/v1", "TOGETHER_API_KEY", top_k=True),
     # Fireworks: chat, completions, embeddings and the Responses API under /inference/v1.
     "fireworks": Vendor(
         "openai_compat",
         "https://api.fireworks.ai/inference/v1",
         "FIREWORKS_API_KEY",
         apis=OPENAI_COMPATIBLE | {"responses"},
+        top_k=True,
     ),
-    "mock": Vendor("mock", key_required=False, health_path=""),
+    "mock": Vendor("mock", key_required=False, health_path="", top_k=True),
     # Anthropic serves the Messages API only; the adapter also translates chat calls to it.
     "anthropic": Vendor(
         "anthropic",
@@ -170,5 +180,6 @@ VENDORS: dict[str, Vendor] = {
         headers={"anthropic-version": "2023-06-01"},
         apis=frozenset({"messages"}),
         prefill="assistant",
+        top_k=True,  # Messages' own field
     ),
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import anthropic
 import openai
+import pytest
 
 CONFIG = """
 backends:
@@ -168,3 +169,51 @@ def _asked_both_ways(client) -> None:
                 client.chat.completions.create(model="agent", messages=MESSAGES, tools=TOOLS).choices[0].message.content
             )
         assert text.strip() == "Hello from the fake upstream."
+
+
+TOP_K_CONFIG = """
+backends:
+  plain:
+    type: openai
+    base_url: {plain_url}
+    api_key: sk-plain-123456
+    models:
+      acme/plain: {{}}
+  fast:
+    type: groq
+    base_url: {plain_url}
+    api_key: sk-groq-123456
+    models:
+      acme/fast: {{}}
+  together:
+    type: together
+    base_url: {sampling_url}
+    api_key: sk-together-123456
+    models:
+      acme/sampled: {{}}
+routes:
+  strict: {{strategy: ordered, models: [acme/plain, acme/fast]}}
+"""
+
+
+def test_a_translated_messages_top_k_goes_only_to_backends_that_take_it(start_gateway, upstream, upstream_b):
+    """Anthropic's `top_k` has no place in OpenAI's API, which refuses an argument it does not
+    know: a Messages request translated for an OpenAI-type or Groq backend is sent without it;
+    one for Together, whose API documents it, with it."""
+    gw = start_gateway(TOP_K_CONFIG.format(plain_url=upstream.base_url, sampling_url=upstream_b.base_url))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0, timeout=30)
+    # The installed SDK no longer types `top_k` and `temperature`; clients still send them.
+    ask = {
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Hi."}],
+        "extra_body": {"top_k": 5, "temperature": 0.5},
+    }
+    upstream.reset(status=503)  # the first candidate fails: the second, Groq, is asked too
+    with pytest.raises(anthropic.APIStatusError):
+        client.messages.create(model="strict", **ask)
+    assert [r.body.get("top_k", "absent") for r in upstream.received] == ["absent", "absent"]
+    assert [r.body["temperature"] for r in upstream.received] == [0.5, 0.5]  # OpenAI's own sampling fields stay
+    client.messages.create(model="acme/sampled", **ask)
+    [sent] = upstream_b.received
+    assert sent.body["top_k"] == 5
+    client.close()
