@@ -142,7 +142,7 @@ class _Translation:
     """A view's request's chat translation, made when first needed, and its routing facts.
 
     A body the view cannot read is translated to be routed; one the translation refuses as
-    Anthropic-only (`ANTHROPIC_ONLY`: a server tool, a document by URL, a search result) is
+    Anthropic-only (`ANTHROPIC_ONLY`: a server tool, a document by URL or image by file id, a search result) is
     routed on its coarse facts (`coarse_prompt`) and can only be answered natively: `refused`
     keeps the 400 for a candidate asked in chat (passed over) and for a request no candidate
     could take natively (it answers that 400, as before)."""

@@ -545,7 +545,7 @@ def _part(block: Any, where: str) -> dict[str, Any]:
         # supported here" and kept for native candidates only.
         raise invalid_request(f"{where}.text: must be a string.", f"{where}.text")
     if kind == "image":
-        return {"type": "image_url", "image_url": {"url": _source_url(block.get("source"), where)}}
+        return {"type": "image_url", "image_url": {"url": image_url(block.get("source"), where)}}
     if kind == "document":
         source = block.get("source") if isinstance(block.get("source"), dict) else {}
         if source.get("type") == "text" and isinstance(source.get("data"), str):
@@ -582,6 +582,30 @@ def _content_document_text(source: dict[str, Any]) -> str | None:
             return None
         texts.append(block["text"])
     return "\n".join(texts)
+
+
+# The image types Anthropic takes in a base64 source (its API's enum).
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def image_url(source: Any, where: str) -> str:
+    """An image block's source as chat's image URL. A base64 source of another type is
+    Anthropic's 400 (a chat backend was sent `data:image/bmp;...`); an image by file id
+    (its Files API) only Anthropic holds: a native candidate takes it (`ANTHROPIC_ONLY`)."""
+    if type(source) is dict:
+        kind = source.get("type")
+        if kind == "file":
+            raise invalid_request(
+                f"{where}.source: images by file id are only available on Anthropic backends.",
+                f"{where}.source",
+                ANTHROPIC_ONLY,
+            )
+        if kind == "base64" and source.get("media_type") not in _IMAGE_TYPES:
+            raise invalid_request(
+                f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'",
+                f"{where}.source.media_type",
+            )
+    return _source_url(source, where)
 
 
 def _source_url(source: Any, where: str) -> str:

@@ -33,10 +33,10 @@ from gateway.protocol.messages import (
     FAILED_PREFIX,
     _head,
     _options,
-    _source_url,
     _system_text,
     _tail,
     _tool_call,
+    image_url,
 )
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
 
@@ -208,7 +208,7 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 if not text:
                     empties += 1
             elif kind == "image":
-                _source_url(block.get("source"), "")  # a 400 for a bad source: no view
+                image_url(block.get("source"), "")  # a 400 for a bad source: no view
                 size += IMAGE_BYTES
                 parts += 1
                 images = pictured = True

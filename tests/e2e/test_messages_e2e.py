@@ -1151,6 +1151,19 @@ ANTHROPIC_ONLY = {
             }
         ]
     },
+    # The Files API's image source (with its beta): it was refused as "must be a base64 or url
+    # source" on every route, native ones too.
+    "image by file id": {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}},
+                    {"type": "text", "text": "What is in it?"},
+                ],
+            }
+        ]
+    },
     "search result": {
         "messages": [
             {
@@ -1187,6 +1200,20 @@ def test_anthropic_only_content_is_served_natively_and_refused_only_where_nothin
     assert upstream.received == [] and len(claude.received) == 2
     counted = client.messages.count_tokens(model="claude", **body)
     assert counted.input_tokens > 3
+
+
+@pytest.mark.parametrize("model", ["claude", "open"])
+def test_an_image_of_a_type_anthropic_does_not_take_is_its_400(client, gw, claude, upstream, model):
+    """A base64 image must be JPEG, PNG, GIF or WebP (Anthropic's enum): a BMP was sent to a
+    chat backend as `data:image/bmp;...`, and passed through to a native one that refuses it."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "Qk0="}}
+    content = [image, {"type": "text", "text": "What is it?"}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model=model, max_tokens=64, messages=[{"role": "user", "content": content}])
+    assert refused.value.body["error"]["message"] == (
+        "messages.0.content.0.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+    )
+    assert upstream.received == [] and claude.received == []
 
 
 def test_anthropic_only_content_where_routing_leaves_no_native_candidate_is_its_400(client, gw, claude, upstream):

@@ -376,7 +376,12 @@ def test_no_effort_without_enabled_thinking_and_output_config_effort_wins():
                 ]
             },
             "messages.0.content.0.source",
-            "base64 or url",
+            "only available on Anthropic backends",  # the Files API's: a native candidate takes it
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]},
+            "messages.0.content.0.source.media_type",
+            "Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'",
         ),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice", "auto, any, none"),
         # Hostile testing: a named tool not in `tools` was forwarded (SGLang answers 500).
