@@ -426,6 +426,8 @@ def check_tool_results(turns: list[Any]) -> None:
                 _check_texts(texts, content, i, i == last and role == "assistant")
         if role == "user":
             results = [b.get("tool_use_id") for b in content if type(b) is dict and b.get("type") == "tool_result"]
+            if len(results) > 1:
+                _unique(results, content, i, "tool_result")
             if calls or results:
                 _pair(turns, asked, calls, i, results)
             calls = []
@@ -433,6 +435,8 @@ def check_tool_results(turns: list[Any]) -> None:
             if calls:
                 _pair(turns, asked, calls, i, [])
             calls = [b.get("id") for b in content if type(b) is dict and b.get("type") == "tool_use"]
+            if len(calls) > 1:
+                _unique(calls, content, i, "tool_use")
             asked = i
         elif role == "system":
             if calls:
@@ -440,6 +444,32 @@ def check_tool_results(turns: list[Any]) -> None:
             calls = []
         else:
             return
+
+
+def _unique(ids: list[Any], content: list[Any], i: int, kind: str) -> None:
+    """Anthropic's 400, in its words (as quoted from its API in clients' issues), for turn
+    `i`'s `tool_use` blocks sharing an id, or `tool_result` blocks answering one id twice,
+    named by the second block. Translated, a chat backend got two calls (or two answers) under
+    one id, and a native one refuses them."""
+    named = [x for x in ids if type(x) is str]  # an id that is not a string: the translation's 400
+    if len(set(named)) == len(named):
+        return
+    field = "id" if kind == "tool_use" else "tool_use_id"
+    seen: set[str] = set()
+    for j, block in enumerate(content):
+        value = block.get(field) if type(block) is dict and block.get("type") == kind else None
+        if type(value) is not str:
+            continue
+        if value in seen:
+            where = f"messages.{i}.content.{j}"
+            if kind == "tool_use":
+                raise invalid_request(f"{where}: `tool_use` ids must be unique", where)
+            raise invalid_request(
+                f"{where}: each tool_use must have a single result. Found multiple `tool_result` blocks with id: "
+                f"{echoed(value)}",
+                where,
+            )
+        seen.add(value)
 
 
 # Anthropic's words for the text blocks it refuses (quoted from its 400s; the messages name

@@ -288,3 +288,44 @@ def test_what_anthropic_accepts_is_served(gw, client, claude, upstream, change):
         client.messages.create(**{"model": model, "max_tokens": 50, "messages": HELLO, **change})
         assert len(server.received) == 1
         server.received.clear()
+
+
+@pytest.mark.parametrize(
+    ("turns", "message"),
+    [
+        (
+            [*HELLO, {"role": "assistant", "content": [USE, USE]}, {"role": "user", "content": [RESULT]}],
+            "messages.1.content.1: `tool_use` ids must be unique",
+        ),
+        (
+            [
+                *HELLO,
+                {"role": "assistant", "content": [USE]},
+                {"role": "user", "content": [RESULT, *_text("ok"), RESULT]},
+            ],
+            "messages.2.content.2: each tool_use must have a single result. "
+            "Found multiple `tool_result` blocks with id: toolu_1",
+        ),
+    ],
+    ids=["tool-use-twice", "tool-result-twice"],
+)
+@pytest.mark.parametrize("model", ["native-first", "open"])
+def test_one_tool_id_twice_in_a_turn_is_anthropics_400(gw, client, claude, upstream, turns, message, model):
+    """Translated, a chat backend was sent two calls under one id, or two answers to one call;
+    Anthropic refuses both, in these words (as quoted from its API in clients' issues)."""
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model=model, max_tokens=50, messages=turns)
+    assert caught.value.body["error"] == {"type": "invalid_request_error", "message": message}
+    assert claude.received == [] and upstream.received == []
+
+
+def test_results_in_another_order_than_their_calls_are_served(gw, client, claude, upstream):
+    second = {**USE, "id": "toolu_2"}
+    turns = [
+        *HELLO,
+        {"role": "assistant", "content": [USE, second]},
+        {"role": "user", "content": [{**RESULT, "tool_use_id": "toolu_2"}, RESULT]},
+    ]
+    for model, server in (("claude", claude), ("open", upstream)):
+        client.messages.create(model=model, max_tokens=50, messages=turns)
+        assert len(server.received) == 1
