@@ -32,6 +32,7 @@ Mappings chosen where the APIs differ:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -446,7 +447,7 @@ def check_tool_results(turns: list[Any]) -> None:
             return
 
 
-def _unique(ids: list[Any], content: list[Any], i: int, kind: str) -> None:
+def _unique(ids: list[Any], content: Sequence[Any], i: int, kind: str) -> None:
     """Anthropic's 400, in its words (as quoted from its API in clients' issues), for turn
     `i`'s `tool_use` blocks sharing an id, or `tool_result` blocks answering one id twice,
     named by the second block. Translated, a chat backend got two calls (or two answers) under
