@@ -209,7 +209,14 @@ def _in_range(name: str, value: float) -> None:
 
 
 def _tail(body: dict[str, Any], chat: dict[str, Any]) -> None:
-    """tool_choice and stream, which follow the tools."""
+    """The tools' names unique (Anthropic's 400 in its words: a chat backend was sent two
+    functions of one name), then tool_choice and stream, which follow the tools."""
+    tools = body.get("tools")
+    if type(tools) is list and len(tools) > 1:
+        names = [tool.get("name") for tool in tools if type(tool) is dict]
+        # A name that is not a string (a list is not hashable): the translation's 400 names it.
+        if all(type(name) is str for name in names) and len(set(names)) < len(names):
+            raise invalid_request("tools: Tool names must be unique.", "tools")
     choice = body.get("tool_choice")
     if choice is not None:
         _tool_choice(choice, chat)

@@ -329,3 +329,19 @@ def test_results_in_another_order_than_their_calls_are_served(gw, client, claude
     for model, server in (("claude", claude), ("open", upstream)):
         client.messages.create(model=model, max_tokens=50, messages=turns)
         assert len(server.received) == 1
+
+
+@pytest.mark.parametrize("model", ["native-first", "open"])
+def test_two_tools_of_one_name_are_anthropics_400(gw, client, claude, upstream, model):
+    """Claude Code has sent two tools of one name (an MCP server's beside its own); Anthropic
+    refuses them in these words, and a chat backend was sent two functions of one name."""
+    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model=model, max_tokens=50, messages=HELLO, tools=[tool, {**tool, "description": "2"}])
+    assert caught.value.body["error"] == {
+        "type": "invalid_request_error",
+        "message": "tools: Tool names must be unique.",
+    }
+    assert claude.received == [] and upstream.received == []
+    client.messages.create(model=model, max_tokens=50, messages=HELLO, tools=[tool, {**tool, "name": "other"}])
+    assert len(claude.received) + len(upstream.received) == 1
