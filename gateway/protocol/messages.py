@@ -325,6 +325,8 @@ def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
                 at = f"{where}.content.{i}"
                 if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                     raise invalid_request(f"{at}: tool_use needs an `id` and a `name`.", at)
+                if type(block.get("input")) not in _INPUT_TYPES:  # Anthropic's is an object (or left out)
+                    raise invalid_request(f"{at}.input: Input should be a valid dictionary", f"{at}.input")
                 calls.append(_tool_call(block))
             elif kind == "thinking":
                 if isinstance(block.get("thinking"), str):
@@ -340,6 +342,11 @@ def _assistant(turns: list[Any], start: int, end: int) -> dict[str, Any]:
         # For backends that take it back (`reasoning_history`); interleaved blocks a paragraph apart.
         message[REASONING] = "\n\n".join(reasoning)
     return message
+
+
+# A tool_use's `input` as Anthropic takes it: an object. One left out stands for no arguments;
+# a string or a list went to a chat backend as arguments that are not an object.
+_INPUT_TYPES = (dict, type(None))
 
 
 def _tool_call(block: dict[str, Any]) -> dict[str, Any]:

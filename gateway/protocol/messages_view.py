@@ -29,6 +29,7 @@ import orjson
 from gateway.protocol.chat import PromptFacts
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import (
+    _INPUT_TYPES,
     FAILED_ALONE,
     FAILED_PREFIX,
     _head,
@@ -181,6 +182,8 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 elif kind == "tool_use":
                     if type(block.get("id")) is not str or type(block.get("name")) is not str:
                         return None
+                    if type(block.get("input")) not in _INPUT_TYPES:
+                        return None  # the translation's 400
                     calls.append(_tool_call(block))
                 elif kind == "thinking":
                     thought = block.get("thinking")

@@ -345,3 +345,15 @@ def test_two_tools_of_one_name_are_anthropics_400(gw, client, claude, upstream, 
     assert claude.received == [] and upstream.received == []
     client.messages.create(model=model, max_tokens=50, messages=HELLO, tools=[tool, {**tool, "name": "other"}])
     assert len(claude.received) + len(upstream.received) == 1
+
+
+@pytest.mark.parametrize("model", ["native-first", "open"])
+@pytest.mark.parametrize("value", ["Paris", ["Paris"]], ids=["string", "list"])
+def test_a_tool_use_input_that_is_not_an_object_is_anthropics_400(gw, client, claude, upstream, model, value):
+    """Anthropic's tool_use `input` is an object: a string went to a chat backend as the call's
+    arguments (`"Paris"`, JSON that is no object) and to a native one that refuses it."""
+    turns = [*HELLO, {"role": "assistant", "content": [{**USE, "input": value}]}, {"role": "user", "content": [RESULT]}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model=model, max_tokens=50, messages=turns)
+    assert caught.value.body["error"]["message"] == "messages.1.content.0.input: Input should be a valid dictionary"
+    assert claude.received == [] and upstream.received == []
