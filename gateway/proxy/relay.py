@@ -3,8 +3,9 @@
 Events are forwarded as the upstream sent them. The relay looks inside an event only when
 it mentions `usage` or `error`, or while it still waits for the first content: that is
 where usage is read, where the usage chunk the gateway asked for is stripped again if the
-client did not ask for it, and where an upstream that fails before producing anything is
-caught early enough to fall back.
+client did not ask for it (else held back to go out once, the last one the upstream sent, at
+the answer's end: OpenAI sends exactly one, and clients add up what they get), and where an
+upstream that fails before producing anything is caught early enough to fall back.
 
 Malformed output (an event that is not SSE, or whose data is not a JSON object) before the
 first content fails the attempt (`MalformedAnswer`: another candidate is tried, and the
@@ -121,6 +122,7 @@ class SseAccountant:
         "_events",
         "_malformed_run",
         "_started",
+        "_usage_event",
         "content_events",
         "done_held",
         "failed_midway",
@@ -146,6 +148,9 @@ class SseAccountant:
         self.meta: tuple[Any, Any, Any] | None = None  # id, created, model of the stream
         self.usage: Usage | None = None
         self.usage_chunk_read = False  # the usage-only chunk that follows every choice's end
+        # The usage chunk the client gets, held until the answer's end (`_answer_over`): one,
+        # the last the upstream sent, whose counts are the ones billed.
+        self._usage_event: bytes | None = None
         self.content_events = 0
         self.first_content_at: float | None = None
         self.saw_done = False
@@ -213,8 +218,7 @@ class SseAccountant:
                     self._malformed_run = 0
                 return complete
             if complete == b"data: [DONE]\n\n":
-                self._answer_over()
-                return complete
+                return self._answer_over() + complete
             events = complete.count(b"\n\n")
             data_events = complete.count(b"\ndata: {") + complete.startswith(b"data: {")
             if data_events == events and complete.count(b"\n") == 2 * events and complete.count(b"}\n\n") == events:
@@ -253,13 +257,23 @@ class SseAccountant:
             raise broken  # nothing to hand on first: broken now, not at a next chunk that may never come
         return b"".join(out)
 
-    def _answer_over(self) -> None:
-        """`[DONE]` read: the answer is whole. What the upstream sends after it is dropped
-        (the next feed raises `EventsAfterDone`, the rest of this one is left out), and it
-        has `END_GRACE_S` to end its body."""
+    def _answer_over(self) -> bytes:
+        """`[DONE]` read (or an error event after content, which ends the answer too): the
+        answer is whole. What the upstream sends after it is dropped (the next feed raises
+        `EventsAfterDone`, the rest of this one is left out), and it has `END_GRACE_S` to end
+        its body. Returns the held usage chunk, terminated, to go out before the end (else b"")."""
         self.saw_done = True
         self._broken = EventsAfterDone
         give_end_grace(self.upstream)
+        return self._held_usage()
+
+    def _held_usage(self) -> bytes:
+        """The usage chunk held back for the answer's end (terminated), once; else b""."""
+        held = self._usage_event
+        if held is None:
+            return b""
+        self._usage_event = None
+        return held + b"\n\n"
 
     def flush(self) -> bytes:
         """Whatever the upstream left unterminated at the end of the stream, if it is a
@@ -296,7 +310,7 @@ class SseAccountant:
         if self.hold_done and self.usage is None:
             self.done_held = True  # the relay adds the estimate, then [DONE] (`closing_events`)
             return b""
-        return DONE + b"\n\n"
+        return self._held_usage() + DONE + b"\n\n"
 
     def closing_events(self, usage: Usage) -> bytes:
         """The usage chunk the upstream did not send (estimated), then the held `[DONE]`."""
@@ -330,12 +344,12 @@ class SseAccountant:
         if payload is None:
             return event  # comments, keep-alives, retry: fields
         if payload == b"[DONE]":
-            self._answer_over()
+            held = self._answer_over()
             self._malformed_run = 0
             if self.hold_done and self.usage is None:
                 self.done_held = True
                 return None
-            return event
+            return held + event if held else event
         try:
             obj: Any = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -366,14 +380,19 @@ class SseAccountant:
         if reported is not None:
             usage = Usage.from_openai(reported)
             if usage is not None:
-                self.usage = usage
+                self.usage = usage  # the last counts read are billed
             if not choices:
                 self.usage_chunk_read = True
-            # The usage chunk the gateway asked for on the client's behalf: OpenAI's has no
-            # choices; LiteLLM's proxy sends an empty choice with it. Either way it carries
-            # nothing but usage, which this client did not ask for; one with no usable count
-            # gives way to the estimate the stream's end sends in its place.
-            if (self.strip_usage or usage is None) and not self._carries_content(choices or ()):
+            # The usage chunk: OpenAI's has no choices; LiteLLM's proxy sends an empty choice
+            # with it. Either way it carries nothing but usage. Not asked for by this client
+            # (the gateway asked on its behalf), it is stripped; one with no usable count gives
+            # way to the estimate the stream's end sends in its place. Asked for, the client
+            # gets one, as from OpenAI: an upstream that repeats it (or sends a later count)
+            # would have it count the tokens twice. The last is held back and goes out at the
+            # answer's end (`_answer_over`, `end_after_break`): the counts the call is billed.
+            if not self._carries_content(choices or ()):
+                if not self.strip_usage and usage is not None:
+                    self._usage_event = event
                 return None
         if choices:
             self.content_events += 1

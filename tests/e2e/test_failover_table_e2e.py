@@ -1019,6 +1019,28 @@ def test_nothing_after_an_upstreams_done_reaches_the_client(gateway, primary, fa
     assert [(r["backend"], r["status"]) for r in rows] == [("flaky", 200), ("flaky", 200)]
 
 
+def test_an_upstream_sending_its_usage_chunk_twice_gets_it_to_the_client_once(gateway, primary, fallback):
+    """An upstream that sent its usage chunk twice (an early count, then the final one) had
+    both relayed: OpenAI sends exactly one (`stream_options.include_usage`: "an additional
+    chunk ... before the data: [DONE] message"), and a client adding up the usage it reads
+    counted the call's tokens twice. The client gets one, the last, just before `[DONE]`, and
+    the ledger holds the same counts, once."""
+    gw = gateway()
+    primary.script(fault.usage_twice())
+    events = raw_chat_stream(gw)
+
+    assert _chunks(events) == (FULL_ANSWER, ["stop"], [])
+    usages = [e["usage"] for e in events if e != "[DONE]" and e.get("usage")]
+    assert usages == [{"prompt_tokens": fault.PROMPT_TOKENS, "completion_tokens": fault.TOKENS,
+                       "total_tokens": fault.PROMPT_TOKENS + fault.TOKENS}]  # fmt: skip
+    assert events[-2]["choices"] == [] and events[-1] == "[DONE]" and events.count("[DONE]") == 1
+    assert len(primary.seen) == 1 and fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"]) == ("flaky", 200)
+    assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (fault.PROMPT_TOKENS, fault.TOKENS)
+    assert [r[:4] for r in all_rows(gw)] == [("flaky", 200, None, True)]
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:

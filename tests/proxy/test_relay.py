@@ -435,10 +435,12 @@ def _choices_event(finishes: list[str | None]) -> bytes:
 def test_whether_a_broken_stream_had_ended_its_answer(strip):
     """What a break leaves: ended when the usage-only chunk was read (stripped or not, so n>1
     too), or one choice's finish is among the last events handed on, or [DONE] came; else not."""
-    # n=2: both choices finish, then the usage chunk (stripped when the client asked none).
+    # n=2: both choices finish, then the usage chunk (stripped when the client asked none,
+    # else held for the answer's end, which the break is).
     ended = SseAccountant(strip_usage=strip, hold_done=not strip)
     relayed = ended.feed(_choices_event([None, None]) + _choices_event(["stop", "stop"]) + USAGE_EVENT)
-    assert ended.end_after_break(relayed, single_choice=False) == b"data: [DONE]\n\n"
+    usage = b"" if strip else USAGE_EVENT
+    assert ended.end_after_break(relayed, single_choice=False) == usage + b"data: [DONE]\n\n"
     # One choice finished, no usage chunk: ended; a client that asked for usage gets the estimate.
     one = SseAccountant(strip_usage=False, hold_done=True)
     relayed = one.feed(delta_event({"content": "a"}) + delta_event({}, "stop") + b": keep-alive\n\n")
@@ -556,3 +558,45 @@ def test_nothing_after_done_is_handed_on_but_an_empty_read_is_no_event():
     with pytest.raises(EventsAfterDone):
         accountant.feed(b": keep-alive\n\n")
     assert accountant.flush() == b"" and accountant.saw_done
+
+
+# -- an upstream that sends its usage chunk more than once -------------------------------------
+
+FIRST_COUNT = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        USAGE_EVENT,  # the same chunk, repeated
+        event({**BASE, "choices": [], "usage": FIRST_COUNT}),  # an earlier count, then the final one
+        event({**BASE, "choices": [{"index": 0, "delta": {}}], "usage": FIRST_COUNT}),  # LiteLLM's empty choice
+    ],
+    ids=["repeated", "recounted", "empty-choice"],
+)
+@pytest.mark.parametrize("together", [True, False], ids=["one-read", "read-by-read"])
+def test_a_usage_chunk_sent_twice_reaches_the_client_once_with_the_counts_billed(first, together):
+    """OpenAI sends one usage chunk, before `[DONE]`; clients that add up what they read (the
+    usage of every chunk) counted an upstream's repeated one twice. The client gets one, the
+    last (the counts the ledger bills), just before `[DONE]`."""
+    head = delta_event({"role": "assistant", "content": ""}) + delta_event({"content": "hi"})
+    answer = [head, delta_event({}, "stop"), first, USAGE_EVENT, b"data: [DONE]\n\n"]
+    accountant = SseAccountant(strip_usage=False, hold_done=True)
+    out = run(accountant, [b"".join(answer)] if together else answer)
+    assert out == head + delta_event({}, "stop") + USAGE_EVENT + b"data: [DONE]\n\n"
+    assert accountant.usage == Usage(prompt_tokens=11, completion_tokens=7, cached_tokens=3)
+    assert not accountant.done_held
+    # Not asked for: none reaches the client, and the last counts are still the ones read.
+    stripping = SseAccountant(strip_usage=True)
+    assert run(stripping, answer) == head + delta_event({}, "stop") + b"data: [DONE]\n\n"
+    assert stripping.usage == accountant.usage
+
+
+def test_a_usage_chunk_held_for_the_end_completes_a_stream_that_broke_after_it():
+    """The usage chunk goes out at the answer's end: a stream that broke after it (before its
+    `[DONE]`) still ends with it, then the `[DONE]` the gateway sends."""
+    accountant = SseAccountant(strip_usage=False, hold_done=True)
+    relayed = accountant.feed(delta_event({"content": "hi"}) + delta_event({}, "stop") + USAGE_EVENT + USAGE_EVENT)
+    assert relayed == delta_event({"content": "hi"}) + delta_event({}, "stop")
+    assert accountant.end_after_break(relayed, single_choice=True) == USAGE_EVENT + b"data: [DONE]\n\n"
+    assert accountant.end_after_break(relayed, single_choice=True) == b"data: [DONE]\n\n"  # once

@@ -16,7 +16,7 @@ Steps (module functions build them): `ok()`, `status(429, retry_after=2)`, `stat
 `reset()`, `hang()`, `context_length()`, `content_filter()`, `cut(after=40)`,
 `stall(after=40)`, `pinging(after=40)`, `malformed(at=3)`, `no_done()`, `body({...})`, `truncated_json()`, `garbage_sse()`,
 `rejects_prefill()`, `slow(2.0)`, `malformed_run(at=40)`, `at_once()`, `held_open()`,
-`error_event(after=40, {...})`.
+`error_event(after=40, {...})`, `usage_twice()`.
 """
 
 from __future__ import annotations
@@ -147,6 +147,13 @@ def held_open(at_once: bool = False) -> Step:
     open (a server that ends the answer but not its response). `at_once`: the answer in one
     write, so the client reads it whole in its first read."""
     return Step("held_open_at_once" if at_once else "held_open")
+
+
+def usage_twice() -> Step:
+    """Stream: the whole answer, then its usage chunk twice, each in a read of its own (the
+    first counting 10 fewer completion tokens, as an upstream sending an early count and
+    then the final one), then `[DONE]`."""
+    return Step("usage_twice")
 
 
 def no_done() -> Step:
@@ -427,7 +434,15 @@ class FaultUpstream:
             writer.close()
             return False
         if (payload.get("stream_options") or {}).get("include_usage"):
-            await _chunk(writer, _sse({**base, "choices": [], "usage": self._usage(step, payload)}))
+            usage = self._usage(step, payload)
+            if step.kind == "usage_twice":
+                early = {**usage, "completion_tokens": usage["completion_tokens"] - 10}
+                early["total_tokens"] = early["prompt_tokens"] + early["completion_tokens"]
+                await _chunk(writer, _sse({**base, "choices": [], "usage": early}))
+                await asyncio.sleep(0.05)
+            await _chunk(writer, _sse({**base, "choices": [], "usage": usage}))
+            if step.kind == "usage_twice":
+                await asyncio.sleep(0.05)  # `[DONE]` in a read of its own too
         if step.kind != "no_done":
             await _chunk(writer, b"data: [DONE]\n\n")
         if step.kind == "held_open":
