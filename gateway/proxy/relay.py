@@ -21,9 +21,10 @@ when the relay could continue the stream elsewhere (`hold_errors`): raised as
 the client should no continuation come. An error chunk is OpenAI's (`error` and no choices)
 or OpenRouter's mid-stream one (`error` beside a choice finished with `"error"`).
 
-The answer ends at `[DONE]`: what an upstream sends after it is dropped, and the upstream
-has `END_GRACE_S` to end its body (`give_end_grace`, which the Messages and Responses
-accountants call at their own end events), so one that holds it open holds no client.
+The answer ends at `[DONE]`, or at an error event relayed after content (`failed_midway`):
+what an upstream sends after it is dropped, and the upstream has `END_GRACE_S` to end its
+body (`give_end_grace`, which the Messages and Responses accountants call at their own end
+events), so one that holds it open holds no client.
 """
 
 from __future__ import annotations
@@ -153,10 +154,10 @@ class SseAccountant:
         self._usage_event: bytes | None = None
         self.content_events = 0
         self.first_content_at: float | None = None
-        self.saw_done = False
+        self.saw_done = False  # the answer's end was read: `[DONE]`, or an error event after content
         self.redactor = redactor or _NO_REDACTION
         self.malformed_events = 0  # dropped after content had flowed
-        self.failed_midway = False  # an error event after content (relayed, redacted)
+        self.failed_midway = False  # an error event after content (relayed, redacted): the answer's end
         # Set by the relay when the stream could be continued elsewhere: an error event of a
         # passing kind after content is then held back and raised (`ErrorEventMidway`).
         self.hold_errors = False
@@ -300,11 +301,11 @@ class SseAccountant:
         it for the client, as the stream's own end would have: the estimated usage chunk if
         the client asked for usage and none came (`done_held`, which the relay fills in), and
         `[DONE]`, which the gateway sends since it ends the stream itself. None when the
-        answer was cut short. Read only on a break."""
+        answer was cut short. Nothing after `[DONE]` or an error event after content (the
+        relayed error is the stream's end: the call failed, `failed_midway`). Read only on a
+        break."""
         if self.saw_done:
             return b""
-        if self.failed_midway:
-            return None
         if not self.usage_chunk_read and not (single_choice and _ends_a_choice(relayed)):
             return None
         if self.hold_done and self.usage is None:
@@ -374,8 +375,10 @@ class SseAccountant:
                 kind = err.get("type") or err.get("code")
                 self._broken = held_error(kind, message, out + b"\n\n", self.redactor)
                 return None
+            # The answer ends here, as at `[DONE]`: what follows (its `[DONE]`, anything) is
+            # dropped, and an upstream that holds its body open has `END_GRACE_S` to end it.
             self.failed_midway = True
-            return out
+            return self._answer_over() + out
         reported = obj.get("usage")
         if reported is not None:
             usage = Usage.from_openai(reported)

@@ -778,6 +778,37 @@ def test_an_invalid_request_error_mid_stream_is_relayed_not_continued(gateway, p
     assert [row[:4] for row in all_rows(gw)] == [("flaky", 502, "upstream_error", True)]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"message": "tool schema rejected", "type": "invalid_request_error", "code": 400},
+        # A passing kind, relayed too: no candidate here takes a prefill to continue it.
+        {"message": "The engine is currently overloaded", "type": "server_error", "code": 503},
+    ],
+    ids=["invalid-request", "overloaded"],
+)
+def test_an_upstream_holding_its_body_open_after_an_error_event_does_not_hold_the_client(
+    gateway, primary, fallback, error
+):
+    """An error event after content ends the answer, as `[DONE]` does: the upstream gets the
+    same short grace to end its body. One that sent its error event and then held the body
+    open held the client's stream until its idle limit (10 s); and what an upstream sends after
+    the error (its `[DONE]`) is not the client's: the error event is the stream's last."""
+    gw = gateway()
+    primary.script(fault.error_event(40, error, then_hold=True))
+    started = time.monotonic()
+    events = raw_chat_stream(gw)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5, elapsed  # not the 10 s idle limit
+    relayed = {"error": {**error, "param": None}}
+    assert _chunks(events) == (FIRST_40, [], [relayed]) and events[-1] == relayed
+    assert len(primary.seen) == 1 and fallback.seen == []
+    rows = ledger(gw, 1)
+    assert (rows[0]["backend"], rows[0]["status"], rows[0]["error"]) == ("flaky", 502, "upstream_error")
+    assert [row[:4] for row in all_rows(gw)] == [("flaky", 502, "upstream_error", True)]
+
+
 def test_an_error_event_nobody_continues_ends_the_stream_as_the_upstream_sent_it(gateway, primary, fallback):
     """The continuation was tried and refused (the fallback answers the prefill with a 400):
     the client gets the upstream's own error event, redacted, not the gateway's "broke off"."""
@@ -823,20 +854,15 @@ def test_an_error_event_in_the_continuing_stream_fails_the_call(gateway, primary
     the client got, yet the call was recorded a success (a 200, in the ledger and the metrics):
     only the first stream's error event was read. Now the call is what the first relay makes
     of its own stream's error event: a 502 `upstream_error`, the continuing backend at fault;
-    the client gets the same events as from the first relay (the upstream's redacted error
-    event, then the estimated usage chunk and the `[DONE]` the upstream sent after it)."""
+    the client gets the same events as from the first relay: the upstream's redacted error
+    event, which ends the stream (the `[DONE]` the upstream sent after it is dropped)."""
     gw = gateway(prefill="prefill: continue_final_message")
     primary.script(fault.cut(after=40))
     fallback.script(fault.error_event(5, error))
     events = raw_chat_stream(gw)
 
     text, finishes, errors = _chunks(events)
-    assert (text, finishes, errors) == (FIRST_45, [], [{"error": relayed}])
-    after = events[events.index({"error": relayed}) + 1 :]
-    assert [e if e == "[DONE]" else sorted(e) for e in after] == [
-        ["choices", "created", "id", "model", "object", "usage"],
-        "[DONE]",
-    ]
+    assert (text, finishes, errors) == (FIRST_45, [], [{"error": relayed}]) and events[-1] == {"error": relayed}
     assert len(primary.seen) == 1 and len(fallback.seen) == 1
     assert fallback.seen[0].body["messages"][-1] == {"role": "assistant", "content": FIRST_40}
     ledger(gw, 1)

@@ -11,6 +11,7 @@ from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import data_of
 from gateway.proxy.outcome import Attempt
 from gateway.proxy.relay import (
+    END_GRACE_S,
     MAX_MALFORMED_RUN,
     ErrorEventMidway,
     EventsAfterDone,
@@ -600,3 +601,35 @@ def test_a_usage_chunk_held_for_the_end_completes_a_stream_that_broke_after_it()
     assert relayed == delta_event({"content": "hi"}) + delta_event({}, "stop")
     assert accountant.end_after_break(relayed, single_choice=True) == USAGE_EVENT + b"data: [DONE]\n\n"
     assert accountant.end_after_break(relayed, single_choice=True) == b"data: [DONE]\n\n"  # once
+
+
+class _Upstream:
+    """What the accountant reads of the answer it is fed: whether its body ended, and the
+    idle limit it is given."""
+
+    exhausted = False
+
+    def __init__(self) -> None:
+        self.idle_limits: list[float] = []
+
+    def stream_started(self, idle_s: float) -> None:
+        self.idle_limits.append(idle_s)
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-read", "read-by-read"])
+def test_an_error_event_after_content_ends_the_answer_as_done_does(together):
+    """The relayed error event is the stream's end: what the upstream sends after it (its
+    `[DONE]`, more content) is dropped, and it has `END_GRACE_S` to end its body, so one that
+    holds it open does not hold the client for its idle limit."""
+    accountant = SseAccountant(strip_usage=False, hold_done=True)
+    upstream = _Upstream()
+    accountant.upstream = upstream  # type: ignore[assignment]
+    error = event({"error": {"message": "bad tool schema", "type": "invalid_request_error", "code": 400}})
+    after = [delta_event({"content": "AFTER"}), b"data: [DONE]\n\n"]
+    pieces = [delta_event({"content": "hi"}), error, *after]
+    out = run(accountant, [b"".join(pieces)] if together else pieces)
+    relayed = {"message": "bad tool schema", "type": "invalid_request_error", "param": None, "code": 400}
+    assert out == delta_event({"content": "hi"}) + event({"error": relayed})
+    assert accountant.failed_midway and accountant.saw_done and not accountant.done_held
+    assert upstream.idle_limits == [END_GRACE_S]
+    assert accountant.end_after_break(out, single_choice=True) == b""  # nothing added after it

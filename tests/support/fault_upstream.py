@@ -50,6 +50,7 @@ class Step:
     delay_s: float = 0.0  # `slow`: how long before the answer starts
     raw: tuple[bytes, ...] = ()  # `at_once`: these events instead of the usual answer
     cut: bool = False  # `error_event`: the connection closed after it, no `[DONE]`
+    hold: bool = False  # `error_event`: the body left open after it, no `[DONE]`
 
 
 def ok() -> Step:
@@ -132,14 +133,17 @@ def at_once(*raw: bytes) -> Step:
     return Step("at_once", raw=raw)
 
 
-def error_event(after: int, error: dict, *, openrouter: bool = False, then_cut: bool = False) -> Step:
+def error_event(
+    after: int, error: dict, *, openrouter: bool = False, then_cut: bool = False, then_hold: bool = False
+) -> Step:
     """Stream: after `after` content events the upstream's own error event `{"error": error}`,
     then `[DONE]` and the body's end (`then_cut`: the connection closed instead, the chunked
-    body unfinished). `openrouter`: as OpenRouter sends one mid-stream (its docs' "Streaming
+    body unfinished; `then_hold`: nothing more, the body left open until the client goes). `openrouter`: as OpenRouter sends one mid-stream (its docs' "Streaming
     Error Formats"): the error beside the chunk's id and model and a choice finished with
     `"error"`. A pause comes first, so the event arrives in a read of its own, after the
     reads that began the stream."""
-    return Step("openrouter_error_event" if openrouter else "error_event", at=after, error=error, cut=then_cut)
+    kind = "openrouter_error_event" if openrouter else "error_event"
+    return Step(kind, at=after, error=error, cut=then_cut, hold=then_hold)
 
 
 def held_open(at_once: bool = False) -> Step:
@@ -418,6 +422,10 @@ class FaultUpstream:
                     if step.cut:
                         await writer.drain()
                         writer.close()  # FIN with the chunked body unfinished
+                        return False
+                    if step.hold:
+                        while not self._stopping.is_set() and not writer.transport.is_closing():
+                            await asyncio.sleep(0.05)
                         return False
                     await _chunk(writer, b"data: [DONE]\n\n")
                     await _chunk(writer, b"")
