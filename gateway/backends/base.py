@@ -155,17 +155,36 @@ def _number(found: re.Match[str]) -> int:
     return int(next(group for group in found.groups() if group))
 
 
-# How an OpenAI-compatible server says it lacks a feature the request uses: vLLM's "suffix is
-# not currently supported" (fill-in-the-middle on /v1/completions), OpenAI's "Unsupported
-# parameter: ... is not supported with this model".
-_UNSUPPORTED_MARKERS = (b"not currently supported", b"is not supported", b"are not supported", b"unsupported")
+# The wordings `looks_like_unsupported_feature` reads as a lack of this backend.
+_LACKS_A_FEATURE = re.compile(
+    rb"\b(?:is|are) not (?:currently |yet )?supported"
+    rb"|\bdoes(?: not|n't) support\b"
+    rb"|requires --enable-auto-tool-choice"
+    rb"|no endpoints found that (?:support|can handle)"
+)
 
 
-def looks_like_unsupported_feature(body: bytes) -> bool:
-    """Whether a refusal says this backend does not support something the request uses (one
-    that does may be among the other candidates)."""
-    text = body[:4096].lower()
-    return any(marker in text for marker in _UNSUPPORTED_MARKERS)
+def looks_like_unsupported_feature(body: bytes, status: int = 400) -> bool:
+    """Whether an upstream's refusal (a 400 or 422) names a feature or parameter this backend
+    lacks, which another candidate may have (`FeatureUnsupported`: the request is passed on).
+    The wordings, in the first 4 KiB of the body, any case:
+
+    - the thing named, then "is not supported" / "are not supported" (also "not currently" or
+      "not yet"): vLLM's "suffix is not currently supported", OpenAI's "Unsupported parameter:
+      'max_tokens' is not supported with this model", Groq's "`logprobs` is not supported with
+      this model";
+    - "does not support" / "doesn't support": "This model does not support image input.";
+    - vLLM (or a server sharing its words) started without tool calling: "\"auto\" tool choice
+      requires --enable-auto-tool-choice and --tool-call-parser to be set";
+    - OpenRouter, which answers these with a 404: "No endpoints found that support tool use",
+      "No endpoints found that can handle the requested parameters". For a 404 only these:
+      any other says the model or path is unknown (a misconfiguration).
+
+    A bare "unsupported" is none of them: Groq's "property 'audio' is unsupported" (a field its
+    strict schema refuses) and OpenAI's "You uploaded an unsupported image" judge the request
+    itself, which every candidate would refuse alike: the client's at once."""
+    found = _LACKS_A_FEATURE.search(body[:4096].lower())
+    return found is not None and (status != 404 or found.group().startswith(b"no endpoints"))
 
 
 def looks_like_context_overflow(body: bytes) -> bool:

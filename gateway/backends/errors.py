@@ -178,11 +178,12 @@ class ContextTooLong(ClientRejected):
 
 
 class FeatureUnsupported(ClientRejected):
-    """A 400/422 saying this backend does not support what the request uses (vLLM serves
-    /v1/completions but answers `suffix`, fill-in-the-middle, with "suffix is not currently
-    supported"): a lack of this backend, as a context overflow is, so another candidate may
-    take it; no circuit counts it. Refused by every candidate, the client gets the last
-    upstream's own 400."""
+    """A 400/422 naming a feature or parameter this backend lacks (vLLM serves /v1/completions
+    but answers `suffix`, fill-in-the-middle, with "suffix is not currently supported"; the
+    wordings: `gateway.backends.base.looks_like_unsupported_feature`), or OpenRouter's 404 "No
+    endpoints found that support ...": a lack of this backend, as a context overflow is, so
+    another candidate may take it; no circuit counts it, and it is no misconfiguration.
+    Refused by every candidate, the client gets the last upstream's own 4xx."""
 
     def __init__(self, message: str, status: int, body: bytes = b"", retry_after: float | None = None) -> None:
         super().__init__(message, status, body, retry_after)
@@ -233,7 +234,7 @@ def status_error(
     `unsupported`: it says the backend does not support something the request uses)."""
     if context_overflow and status in (400, 413, 422):
         return ContextTooLong(message, status, body, retry_after)
-    if unsupported and status in (400, 422):
+    if unsupported and status in (400, 404, 422):
         return FeatureUnsupported(message, status, body, retry_after)
     if status == 429:
         return RateLimited(message, status, body, retry_after)

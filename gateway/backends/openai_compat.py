@@ -162,7 +162,7 @@ class OpenAICompatBackend(Backend):
                 error_body,
                 retry_after_seconds(response.retry_after),
                 context_overflow=looks_like_context_overflow(error_body),
-                unsupported=looks_like_unsupported_feature(error_body),
+                unsupported=looks_like_unsupported_feature(error_body, status),
             )
         return response
 

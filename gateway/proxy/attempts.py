@@ -57,6 +57,7 @@ from gateway.backends.errors import (
     AuthRejected,
     BackendMisconfigured,
     ContextTooLong,
+    FeatureUnsupported,
     FirstByteTimeout,
     MalformedAnswer,
     RateLimited,
@@ -658,8 +659,8 @@ def _misconfigured(
     (with the upstream's words, redacted) once per backend and model per config snapshot."""
     if not isinstance(error, UpstreamStatusError) or error.status not in (400, 404, 422):
         return None
-    if isinstance(error, ContextTooLong | BackendMisconfigured):
-        return None
+    if isinstance(error, ContextTooLong | BackendMisconfigured | FeatureUnsupported):
+        return None  # its own words say why: no misconfiguration (OpenRouter's lack is a 404)
     detail = _upstream_message(error, redactor)
     if error.status != 404 and not _NO_SUCH_MODEL.search(detail):
         return None

@@ -202,6 +202,33 @@ async def test_connections_are_pooled_across_calls(wire, openai_at):
             False,
             False,
         ),
+        # Naming what this model lacks: passed on (`looks_like_unsupported_feature`).
+        (
+            400,
+            b'{"error":{"message":"This model does not support image input."}}',
+            FeatureUnsupported,
+            True,
+            False,
+            False,
+        ),
+        (  # OpenRouter's lack, a 404 (evalstate/fast-agent#122): no misconfiguration either
+            404,
+            b'{"error":{"message":"No endpoints found that support tool use. To learn more about provider routing, '
+            b'visit: https://openrouter.ai/docs/provider-routing","code":404}}',
+            FeatureUnsupported,
+            True,
+            False,
+            False,
+        ),
+        (  # a bare "unsupported": Groq's strict schema on a field no candidate takes
+            400,
+            b'{"error":{"message":"\'messages.1\' : for \'role:assistant\' the following must be satisfied'
+            b'[(\'messages.1\' : property \'audio\' is unsupported)]","type":"invalid_request_error"}}',
+            ClientRejected,
+            False,
+            False,
+            False,
+        ),
         (422, b'{"detail":"prompt is too long"}', ContextTooLong, True, False, False),
         (  # Hugging Face TEI's /v1/embeddings refusal: another embedding model may have the window
             413,

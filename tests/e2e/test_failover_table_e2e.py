@@ -1067,6 +1067,80 @@ def test_an_upstream_sending_its_usage_chunk_twice_gets_it_to_the_client_once(ga
     assert [r[:4] for r in all_rows(gw)] == [("flaky", 200, None, True)]
 
 
+# Refusals naming a feature or parameter the backend lacks (another candidate may have it),
+# as the servers send them: passed on to the next candidate.
+LACKS = {
+    # vLLM's /v1/completions without fill-in-the-middle (its serving_completion's words).
+    "vllm-suffix": (400, {"object": "error", "message": "suffix is not currently supported",
+                          "type": "BadRequestError", "param": None, "code": 400}),
+    # vLLM (and SGLang, whose OpenAI server shares the shape) started without tool calling:
+    # langchain4j/langchain4j#3475, vllm-project/vllm#9986.
+    "vllm-tool-choice": (400, {"object": "error",
+                               "message": '"auto" tool choice requires --enable-auto-tool-choice and '
+                                          "--tool-call-parser to be set",
+                               "type": "BadRequestError", "param": None, "code": 400}),
+    # Groq on logprobs (groq/groq-python#25), in Groq's error shape (gptme/gptme#375).
+    "groq-logprobs": (400, {"error": {"message": "`logprobs` is not supported with this model",
+                                      "type": "invalid_request_error"}}),
+    # OpenAI-compatible servers on a parameter a model lacks (ATH-MaaS/ComfyUI-Copilot#145).
+    "unsupported-parameter": (400, {"error": {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                   "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}),
+    "no-image-input": (400, {"error": {"message": "This model does not support image input."}}),
+    # OpenRouter, when no provider of the model takes what the request uses: a 404
+    # (evalstate/fast-agent#122, Routstr/routstr-core#554), not the model missing.
+    "openrouter-tools": (404, {"error": {
+        "message": "No endpoints found that support tool use. To learn more about provider routing, "
+                   "visit: https://openrouter.ai/docs/provider-routing", "code": 404}}),
+}  # fmt: skip
+# Refusals of the request itself, which every candidate would refuse alike: the client's, at once.
+INVALID = {
+    # Groq's strict schema on a field it does not know (the "is unsupported" that earlier
+    # passed for a lack, and tried every candidate).
+    "groq-strict-field": (400, {"error": {
+        "message": "'messages.1' : for 'role:assistant' the following must be satisfied"
+                   "[('messages.1' : property 'audio' is unsupported)]", "type": "invalid_request_error"}}),
+    # OpenAI on an image it cannot decode (a bare "unsupported", about this image, not the model).
+    "unsupported-image": (400, {"error": {
+        "message": "You uploaded an unsupported image. Please make sure your image has of one the "
+                   "following formats: ['png', 'jpeg', 'gif', 'webp'].",
+        "type": "invalid_request_error", "code": "invalid_image_format"}}),
+    "bad-temperature": (400, {"error": {"message": "temperature must be at most 2", "type": "BadRequestError",
+                                        "param": "temperature", "code": 400}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("refusal", "passed_on"), [*((k, True) for k in LACKS), *((k, False) for k in INVALID)])
+def test_a_refusal_is_passed_to_the_next_candidate_only_when_it_names_what_the_backend_lacks(
+    gateway, primary, fallback, openai_client, refusal, passed_on
+):
+    """A 400 naming a feature or parameter this backend lacks is its lack, as a context overflow
+    is: the next candidate is asked, no circuit counts it. Any other 400 judges the request
+    itself: the client's at once. (A bare "unsupported" made requests invalid everywhere try
+    every candidate, while "does not support image input" stayed the client's.)"""
+    status, body = {**LACKS, **INVALID}[refusal]
+    gw = gateway()
+    primary.always(fault.Step("status", status, error=body))
+    client = openai_client(gw)
+    if passed_on:
+        backend, text, _, _ = ask(client, False)
+        assert (backend, text) == ("steady", FULL_ANSWER)
+    else:
+        with pytest.raises(openai.BadRequestError) as caught:
+            ask(client, False)
+        assert caught.value.status_code == 400 and caught.value.code == "upstream_rejected_request"
+    assert (len(primary.seen), len(fallback.seen)) == (1, 1 if passed_on else 0)
+    ledger(gw, 1)
+    rows = all_rows(gw)
+    # The refusing backend's row: its own status, not a misconfiguration (a 404 would be).
+    assert [r[:3] for r in rows] == (
+        [("flaky", status, f"http_{status}"), ("steady", 200, None)]
+        if passed_on
+        else [("flaky", status, "upstream_rejected_request")]
+    )
+
+
 PREFILL_CONFIG = """
 backends:
   flaky:

@@ -82,7 +82,12 @@ REJECTIONS = {
     ),
     "dotted_id_400": (400, b'{"error": {"message": "The model `qwen2.5-7b-instruct` does not exist."}}'),
     "bad_temperature_400": (400, b'{"error": {"message": "temperature must be at most 2", "param": "temperature"}}'),
-    "unsupported_input_400": (400, b'{"error": {"message": "This model does not support image input."}}'),
+    # OpenAI on an image it cannot read: about this image, not a lack of the model.
+    "unsupported_image_400": (
+        400,
+        b'{"error": {"message": "You uploaded an unsupported image. Please make sure your image has of one the '
+        b"following formats: ['png', 'jpeg', 'gif', 'webp'].\", \"code\": \"invalid_image_format\"}}",
+    ),
     "key_quoted_400": (
         400,
         b'{"error": {"message": "bad request from token=' + KEY[3:].encode() + b" (" + KEY[5:19].encode() + b')"}}',
@@ -361,7 +366,11 @@ async def test_only_misconfigured_candidates_give_a_502_not_the_upstreams_400(st
     "step, message",
     [
         ("bad_temperature_400", "temperature must be at most 2"),
-        ("unsupported_input_400", "This model does not support image input."),
+        (
+            "unsupported_image_400",
+            "You uploaded an unsupported image. Please make sure your image has of one the following formats: "
+            "['png', 'jpeg', 'gif', 'webp'].",
+        ),
     ],
 )
 async def test_a_400_about_the_request_itself_is_still_the_clients_and_not_retried(step, message):
