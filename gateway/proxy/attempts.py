@@ -557,6 +557,8 @@ async def _read_body(offer: Offer, response: UpstreamResponse, format: AnswerFor
     finally:
         await response.aclose()
     usage, answer = format.read_body(offer, body)
+    if format.finishes_answers and answer is not None:
+        answer = await format.finish_answer(offer, answer)
     return OpenedAnswer(offer, response, 0.0, body=body, usage=usage, format=format, answer=answer)
 
 

@@ -92,6 +92,18 @@ class AnswerFormat(abc.ABC):
         Here: none known."""
         return 0
 
+    # Whether the fallback loop awaits `finish_answer` on the answer `read_body` parsed: read
+    # once per non-streamed answer; set by the formats that have such work (embeddings asked
+    # for as base64), else nothing more is called.
+    finishes_answers: bool = False
+
+    async def finish_answer(self, offer: Offer, answer: Any) -> Any:
+        """The answer `read_body` parsed (not None), finished with work too long for the
+        event loop to do in one stretch (in a worker thread when large), before the attempt
+        counts as answered; raises as `read_body` does (the next candidate is tried). Here:
+        the answer as it is."""
+        return answer
+
     @abc.abstractmethod
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         """A reader for one stream of this format. `include_usage`: the client asked for

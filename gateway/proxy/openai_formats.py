@@ -20,6 +20,7 @@ OpenAI-compatible servers send whatever is asked, are encoded as base64 for the 
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from typing import Any
@@ -35,6 +36,11 @@ from gateway.proxy.formats import AnswerFormat, StreamAccountant, error_text, js
 from gateway.proxy.relay import MalformedAnswer, SseAccountant, StreamFailedEarly
 from gateway.proxy.usage import Usage, token_count
 
+# Float values past which an answer's vectors are encoded as base64 in a worker thread: about
+# 40 ns a value (struct's packing; array's is slower), so 2,048 x 3,072 floats held the event
+# loop for about 270 ms. Below it, a few milliseconds at most: not worth a thread's hop.
+ENCODE_ON_LOOP_MAX = 65_536
+
 
 class EmbeddingsFormat(AnswerFormat):
     name = "embeddings"
@@ -43,16 +49,17 @@ class EmbeddingsFormat(AnswerFormat):
     def __init__(self, vectors: int | None = None, base64: bool = False) -> None:
         self.vectors = vectors  # the request's inputs, each owed a vector; None: not checked
         self.base64 = base64  # the client asked for base64 vectors
+        self.finishes_answers = base64  # float lists are encoded by `finish_answer`
 
     def check_body(self, offer: Offer, body: bytes) -> Usage | None:
         return self.read_body(offer, body)[0]
 
     def read_body(self, offer: Offer, body: bytes) -> tuple[Usage | None, Any]:
-        """The usage, and the answer with its vectors as base64 when the client asked for
-        base64 and got float lists (else None: the body is relayed as it came). The SDKs ask
-        for base64 when the app names no encoding, and the npm SDK decodes whatever comes
-        back as base64 without looking: a float list becomes a vector a quarter as long,
-        silently wrong."""
+        """The usage, and the answer when the client asked for base64 and got float lists
+        (else None: the body is relayed as it came), which `finish_answer` encodes as base64.
+        The SDKs ask for base64 when the app names no encoding, and the npm SDK decodes
+        whatever comes back as base64 without looking: a float list becomes a vector a quarter
+        as long, silently wrong."""
         answer = json_object(offer, body)
         data = answer.get("data")
         if "error" in answer and not data:
@@ -73,13 +80,25 @@ class EmbeddingsFormat(AnswerFormat):
         usage = embeddings_usage(answer.get("usage"))
         if not self.base64 or all(type(d["embedding"]) is str for d in data):
             return usage, None
+        return usage, answer
+
+    async def finish_answer(self, offer: Offer, answer: Any) -> Any:
+        """The answer's float lists encoded as base64: in a worker thread past
+        `ENCODE_ON_LOOP_MAX` values, so that a large batch does not hold the event loop (the
+        encoding is Python-level, a call per vector: the loop gets its turns meanwhile).
+        A vector that is not float32 numbers fails the attempt."""
+        data = answer["data"]
+        values = sum(len(d["embedding"]) for d in data if type(d["embedding"]) is list)
         try:
-            as_base64(data)
+            if values > ENCODE_ON_LOOP_MAX:
+                await asyncio.to_thread(as_base64, data)
+            else:
+                as_base64(data)
         except (struct.error, OverflowError):
             raise MalformedAnswer(
                 f"{offer.backend}: the upstream's 200 body holds a vector that is not float32 numbers"
             ) from None
-        return usage, answer
+        return answer
 
     def accountant(self, *, include_usage: bool, redactor: Redactor) -> StreamAccountant:
         raise TypeError("embeddings are never streamed")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 import pytest
 
-from gateway.backends.base import Backend, UpstreamRequest, UpstreamResponse
+from gateway.backends.base import EMBEDDINGS, Backend, UpstreamRequest, UpstreamResponse
 from gateway.backends.errors import (
     ContextTooLong,
     RateLimited,
@@ -22,8 +23,11 @@ from gateway.backends.inflight import CandidateGate
 from gateway.config.schema import BackendConfig, FallbackSettings, GatewayConfig, ModelOffer
 from gateway.config.snapshot import ConfigSnapshot, Offer
 from gateway.protocol.chat import parse_chat_request
+from gateway.protocol.embeddings import as_base64
 from gateway.protocol.errors import GatewayError
 from gateway.proxy.attempts import client_error, open_answer, retry_wait
+from gateway.proxy.formats import UpstreamCall
+from gateway.proxy.openai_formats import EmbeddingsFormat
 from gateway.proxy.outcome import CallOutcome, Observers
 from gateway.routing.pipeline import RoutingDecision
 
@@ -613,3 +617,75 @@ def test_a_failure_without_a_status_is_not_called_a_502_from_the_upstream():
     assert error.status == 502 and error.code == "upstream_error"
     assert error.message == "The upstream's answer failed (tried: a/m/x)."  # no status none sent
     assert "status 500" in client_error(status_error("a: 500", 500), decision(offer("a"))).message
+
+
+# -- embeddings: float lists encoded as the base64 the client asked for --------------------
+
+
+class FloatEmbeddings(Backend):
+    """An embeddings server answering float lists whatever encoding was asked (as several
+    OpenAI-compatible servers do): `count` vectors of `dims` values (whole numbers: quick to
+    parse, as quick to encode as any)."""
+
+    def __init__(self, count: int, dims: int) -> None:
+        super().__init__("emb", BackendConfig(type="openai", base_url="http://unused/v1"))
+        data = [{"object": "embedding", "index": i, "embedding": [1] * dims} for i in range(count)]
+        self.body = orjson.dumps({"object": "list", "data": data, "usage": {"prompt_tokens": count}})
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        return Bytes([self.body])
+
+
+async def _longest_stall(backend: FloatEmbeddings, format: EmbeddingsFormat, count: int) -> tuple[float, Any]:
+    """The longest the event loop went without a turn while the fallback loop read the
+    backend's answer in `format`; and the answer."""
+
+    def plan(offer: Offer, backend: Backend) -> UpstreamCall:
+        return UpstreamCall(EMBEDDINGS, {"model": offer.upstream_id, "input": ["x"] * count}, format)
+
+    chat = parse_chat_request(orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}))
+    gaps: list[float] = []
+    done = False
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    try:
+        outcome = CallOutcome("req", "auto", False)
+        opened = await open_answer(
+            chat, decision(offer("emb")), Pool(backend), Observers([Recorder()]), outcome, {}, plan=plan
+        )
+    finally:
+        done = True
+        await ticker
+    assert [a.error for a in outcome.attempts] == [None]
+    return max(gaps), opened.answer
+
+
+async def test_a_large_batch_of_floats_is_encoded_as_base64_off_the_event_loop():
+    """Encoding float lists as the base64 a client asked for ran on the event loop: a large
+    batch (2,048 x 3,072 floats: about 270 ms) stalled every other request the process served.
+    It runs in a worker thread past a size: the loop stays as free as when no encoding is
+    asked (the body's parse, on the loop either way, is the longest stall then), where it
+    used to stall for the encoding's whole time on top of that."""
+    count, dims = 1024, 3072
+    backend = FloatEmbeddings(count, dims)
+    data = orjson.loads(backend.body)["data"]
+    started = time.perf_counter()
+    as_base64(data)
+    encode_s = time.perf_counter() - started
+    assert encode_s > 0.02  # large enough to tell apart
+    floats, base64 = [], []
+    for _ in range(2):  # the least of two: a stall of the machine's own is not the code's
+        floats.append((await _longest_stall(backend, EmbeddingsFormat(vectors=count), count))[0])
+        stall, answer = await _longest_stall(backend, EmbeddingsFormat(vectors=count, base64=True), count)
+        base64.append(stall)
+        assert [d["embedding"] for d in answer["data"]] == [d["embedding"] for d in data]  # base64, as asked
+    assert min(base64) < min(floats) + encode_s / 2, (base64, floats, encode_s)
