@@ -1073,7 +1073,7 @@ LACKS = {
     # vLLM's /v1/completions without fill-in-the-middle (its serving_completion's words).
     "vllm-suffix": (400, {"object": "error", "message": "suffix is not currently supported",
                           "type": "BadRequestError", "param": None, "code": 400}),
-    # vLLM (and SGLang, whose OpenAI server shares the shape) started without tool calling:
+    # vLLM started without tool calling (its serving_chat.py, vllm-project/vllm#30613):
     # langchain4j/langchain4j#3475, vllm-project/vllm#9986.
     "vllm-tool-choice": (400, {"object": "error",
                                "message": '"auto" tool choice requires --enable-auto-tool-choice and '
