@@ -393,7 +393,7 @@ class SseAccountant:
             # gets one, as from OpenAI: an upstream that repeats it (or sends a later count)
             # would have it count the tokens twice. The last is held back and goes out at the
             # answer's end (`_answer_over`, `end_after_break`): the counts the call is billed.
-            if not self._carries_content(choices or ()):
+            if not choices or not self._carries_content(choices):
                 if not self.strip_usage and usage is not None:
                     self._usage_event = event
                 return None
