@@ -42,8 +42,9 @@ from gateway.conversations.store import StoredResponse
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields
 from gateway.protocol.errors import GatewayError, echoed, invalid_request
 from gateway.protocol.messages import untranslatable
-from gateway.protocol.responses import check_tool_outputs, encode_event, input_items, responses_to_chat
+from gateway.protocol.responses import encode_event, responses_to_chat
 from gateway.protocol.responses_answer import chat_to_response, conversation_items, encode_response, encoded_echo
+from gateway.protocol.responses_input import check_tool_outputs, input_items
 from gateway.protocol.responses_stream import ResponseStream
 from gateway.protocol.responses_view import responses_fields, responses_prompt
 from gateway.protocol.sse import data_of, json_objects

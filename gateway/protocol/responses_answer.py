@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import TOOL_SEARCH, CallKinds, call_kinds, input_items
+from gateway.protocol.responses_input import input_items
+from gateway.protocol.responses_tools import TOOL_SEARCH, CallKinds, call_kinds
 from gateway.protocol.translation import MALFORMED, malformed_answer
 from gateway.protocol.usage_counts import read_counts
 

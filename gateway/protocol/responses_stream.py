@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import _CONTENT_ONLY, TOOL_SEARCH, CallKinds, call_kinds
 from gateway.protocol.responses_answer import (
     call_id_of,
     call_item,
@@ -30,6 +29,7 @@ from gateway.protocol.responses_answer import (
     response_usage,
     search_arguments,
 )
+from gateway.protocol.responses_tools import TOOL_SEARCH, CallKinds, call_kinds
 from gateway.protocol.translation import (
     MALFORMED,
     HeldCalls,
@@ -38,6 +38,9 @@ from gateway.protocol.translation import (
     unindexed_position,
     whole_json,
 )
+
+# Delta fields a plain text continuation may carry with a value (others only as nulls).
+_CONTENT_ONLY = frozenset({"content", "role"})
 
 
 class ResponseStream:

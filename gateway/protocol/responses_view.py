@@ -1,15 +1,16 @@
 """A Responses request as routing reads it, without translating it to chat (its routing view).
 
 The Responses twin of `gateway.protocol.messages_view` (read its docstring for why): the
-fields routing reads are made by the translation's own code (`_model`, `_options`, `_tail`),
-and the prompt's facts (token estimate, images, system text, last user text) are counted on
-the input items as the chat messages they become: an assistant message takes the function
-calls that follow it, and its text when it had none, exactly as `_append_items` merges them,
-and the reasoning items before it as its `reasoning_content`.
+fields routing reads are made by the translation's own code (`responses_settings`:
+`request_model`, `chat_options`, `chat_tail`), and the prompt's facts (token estimate,
+images, system text, last user text) are counted on the input items as the chat messages
+they become: an assistant message takes the function calls that follow it, and its text when
+it had none, exactly as `responses_input.append_messages` merges them, and the reasoning
+items before it as its `reasoning_content`.
 Function tools are counted as their JSON as sent plus what chat's `{"type": "function",
 "function": {...}}` spelling adds. Any other tool the translation takes (Codex's `custom`
 apply_patch, a `namespace` of functions, a client-run `tool_search`) is made into its chat
-tool by the translation's own `_tool`, namespaces flattened (`view_tools`): routing reads
+tool by the translation's own `chat_tool`, namespaces flattened (`view_tools`): routing reads
 their names for the classifier and their JSON for the estimate. Outside the usual shape (tool
 search items, built-in tools, anything malformed) there is no view: the caller translates
 the request whole.
@@ -23,21 +24,17 @@ import orjson
 
 from gateway.protocol.chat import PromptFacts
 from gateway.protocol.errors import GatewayError, invalid_request
-from gateway.protocol.responses import (
-    _FUNCTION_FIELDS,
-    _ROLES,
-    _SEPARATORS,
-    _TEXT_PARTS,
-    _flattened,
-    _function_call,
-    _model,
-    _options,
-    _reasoning_text,
-    _tail,
-    _text_of,
-    _tool,
+from gateway.protocol.responses_input import (
+    ROLES,
+    SEPARATORS,
+    TEXT_PARTS,
+    chat_tool_call,
+    content_text,
     input_items,
+    reasoning_text,
 )
+from gateway.protocol.responses_settings import chat_options, chat_tail, request_model
+from gateway.protocol.responses_tools import FUNCTION_FIELDS, chat_tool, flatten_namespace
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, utf8_length
 
 
@@ -50,9 +47,9 @@ def _json_length(value: Any) -> int:
 _CHAT_TOOL_DELTA = _json_length({"type": "function", "function": {"name": ""}}) - _json_length(
     {"type": "function", "name": ""}
 )
-_KEPT = frozenset(_FUNCTION_FIELDS)
+_KEPT = frozenset(FUNCTION_FIELDS)
 # A chat tool call's JSON, less its three strings (id, name, arguments), which one dump of
-# the three as an array measures (less its brackets and commas): what `_function_call` would
+# the three as an array measures (less its brackets and commas): what `chat_tool_call` would
 # build and `json_tokens` dump, without building it.
 _CALL_FRAME = _json_length({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
 _CALL_FRAME -= _json_length(("", "", ""))
@@ -83,12 +80,12 @@ def responses_fields(body: Any) -> dict[str, Any] | None:
     """The chat translation's top-level fields (no `messages`; `tools` as `view_tools` gives
     them); None when a field is malformed (the translation names it in its 400)."""
     try:
-        fields: dict[str, Any] = {"model": _model(body)}
-        _options(body, fields)
+        fields: dict[str, Any] = {"model": request_model(body)}
+        chat_options(body, fields)
         tools = body.get("tools")
         if tools:
             fields["tools"] = view_tools(tools)
-        _tail(body, fields)
+        chat_tail(body, fields)
     except GatewayError:
         return None
     return fields
@@ -97,7 +94,7 @@ def responses_fields(body: Any) -> dict[str, Any] | None:
 def view_tools(tools: Any) -> Any:
     """The tools as routing reads them: the client's list itself when every tool is a function
     tool (the usual case), else its function tools as sent (inside a namespace too) and each
-    other tool as the chat tool the translation's `_tool` makes of it (a custom tool, a
+    other tool as the chat tool the translation's `chat_tool` makes of it (a custom tool, a
     client tool search), so the classifier reads the names the translation gives. A 400 for
     a tool the translation refuses (or a function without a name, which the estimate could
     not tell from a made one)."""
@@ -114,14 +111,14 @@ def view_tools(tools: Any) -> Any:
             _named(tool, i, None)
             out.append(tool)
         elif type(tool) is dict and tool.get("type") == "namespace":
-            for inner, where in _flattened(tool, f"tools[{i}]"):
+            for inner, where in flatten_namespace(tool, f"tools[{i}]"):
                 if type(inner) is dict and inner.get("type") == "function":
                     _named(inner, i, where)
                     out.append(inner)
                 else:
-                    out.append(_tool(inner, where))
+                    out.append(chat_tool(inner, where))
         else:
-            out.append(_tool(tool, f"tools[{i}]"))
+            out.append(chat_tool(tool, f"tools[{i}]"))
     return out
 
 
@@ -179,14 +176,14 @@ def responses_prompt(
 
 
 def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
-    """Append the chat messages `items` become (as `_append_items` does); False when an item
+    """Append the chat messages `items` become (as `append_messages` does); False when an item
     is not of the usual kinds."""
     thought: int | None = None  # the bytes of the reasoning items' text since the last message
     for item in items:
         kind = item.get("type") or ("message" if "role" in item else None)
         if kind == "message":
             role = item.get("role")
-            role = _ROLES.get(role) if type(role) is str else None
+            role = ROLES.get(role) if type(role) is str else None
             if role is None:
                 return False
             read = _content(item.get("content"), role)
@@ -199,9 +196,9 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             if role == "assistant" and last is not None and last.role == "assistant" and last.size == 0:
                 last.size, last.text, last.joined = size, text, None  # the text of the turn whose calls came first
             elif last is not None and last.role == role and not last.calls:
-                # One message of a role (`_joined`): texts joined by its separator, a user's
-                # parts by a space (as long as its line break).
-                separator = _SEPARATORS[role] if last.pieces and pieces else ""
+                # One message of a role (as `responses_input` joins them): texts joined by its
+                # separator, a user's parts by a space (as long as its line break).
+                separator = SEPARATORS[role] if last.pieces and pieces else ""
                 last.size = last.size + len(separator) + size
                 if last.joined is None:
                     last.joined = [last.text]
@@ -221,7 +218,7 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
                 or type(name) is not str
                 or type(arguments) is not str
             ):
-                made = _function_call(item, "")  # a 400 for a malformed call (no view), or a custom call's
+                made = chat_tool_call(item, "")  # a 400 for a malformed call (no view), or a custom call's
                 call_id, name, arguments = made["id"], made["function"]["name"], made["function"]["arguments"]
             size = _CALL_FRAME + _json_length((call_id, name, arguments))
             last = messages[-1] if messages else None
@@ -237,12 +234,12 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
             if type(item.get("call_id")) is not str:
                 return False
             output = item.get("output")
-            if type(output) is list and any(type(p) is not dict or p.get("type") not in _TEXT_PARTS for p in output):
+            if type(output) is list and any(type(p) is not dict or p.get("type") not in TEXT_PARTS for p in output):
                 return False  # an image: a user message after the tool messages (translated whole)
-            text = output if type(output) is str else _text_of(output, "")
+            text = output if type(output) is str else content_text(output, "")
             messages.append(_Message("tool", utf8_length(text), text))
         elif kind == "reasoning":
-            reasoning = _reasoning_text(item)
+            reasoning = reasoning_text(item)
             if reasoning:  # the items' texts a paragraph ("\n\n") apart, as the translation joins them
                 size = utf8_length(reasoning)
                 thought = size if thought is None else thought + 2 + size
@@ -253,7 +250,7 @@ def _read_items(items: list[dict[str, Any]], messages: list[_Message]) -> bool:
 
 def _reasoned(message: _Message, thought: int) -> None:
     """The reasoning before an assistant turn, counted as the `reasoning_content` the
-    translation's `_reasoned` gives it: after any it had, a paragraph apart."""
+    translation (`responses_input`) gives it: after any it had, a paragraph apart."""
     message.reasoning = thought if message.reasoning is None else message.reasoning + 2 + thought
 
 
@@ -269,7 +266,7 @@ def _content(content: Any, role: str) -> tuple[int, str, bool, int] | None:
     images = False
     for part in content:
         kind = part.get("type") if type(part) is dict else None
-        if kind in _TEXT_PARTS:
+        if kind in TEXT_PARTS:
             text = part.get("text")
         elif kind == "refusal":
             text = part.get("refusal")

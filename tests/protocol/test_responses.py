@@ -17,8 +17,9 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.responses import check_tool_outputs, encode_event, responses_to_chat
+from gateway.protocol.responses import encode_event, responses_to_chat
 from gateway.protocol.responses_answer import chat_to_response, conversation_items
+from gateway.protocol.responses_input import check_tool_outputs
 from gateway.protocol.responses_stream import ResponseStream
 from gateway.protocol.responses_view import responses_fields
 from tests.protocol import samples as S
@@ -1173,9 +1174,9 @@ def test_the_translated_stream_encodes_the_echoed_tools_and_instructions_once_wi
 
 
 def test_function_tools_translate_as_the_general_path_spells_them():
-    """`_tools` spells a named function tool itself (the fast path): the same dicts, in the
-    same key order, as `_tool` gives, and the general path's 400 for a nameless one."""
-    from gateway.protocol.responses import _tool, _tools
+    """`chat_tools` spells a named function tool itself (the fast path): the same dicts, in
+    the same key order, as `chat_tool` gives, and the general path's 400 for a nameless one."""
+    from gateway.protocol.responses_tools import chat_tool, chat_tools
 
     functions = [
         {"type": "function", "name": "a", "description": "d", "parameters": {"type": "object"}, "strict": True},
@@ -1184,14 +1185,14 @@ def test_function_tools_translate_as_the_general_path_spells_them():
         {"type": "function", "name": "d"},
     ]
     tools = [*functions, CODEX_NAMESPACE, {"type": "custom", "name": "apply_patch"}]
-    got = _tools(tools)
-    expected = [_tool(t, "x") for t in functions] + [_tool(t, "x") for t in CODEX_NAMESPACE["tools"]]
+    got = chat_tools(tools)
+    expected = [chat_tool(t, "x") for t in functions] + [chat_tool(t, "x") for t in CODEX_NAMESPACE["tools"]]
     assert got[:-1] == expected
     assert [list(t["function"]) for t in got[:-1]] == [list(t["function"]) for t in expected]
     assert got[-1]["function"]["name"] == "apply_patch"
     for nameless in ({"type": "function", "name": ""}, {"type": "function", "name": 5}, {"type": "function"}):
         with pytest.raises(GatewayError) as caught:
-            _tools([functions[0], nameless])
+            chat_tools([functions[0], nameless])
         assert caught.value.param == "tools[1].name"
 
 
