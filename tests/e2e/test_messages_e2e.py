@@ -870,9 +870,11 @@ def test_a_wrong_path_or_method_under_messages_is_refused_in_anthropics_shape(gw
     assert (wrong_path.headers["x-request-id"], wrong_method.headers["x-request-id"]) == (path_id, method_id)
     assert path_id != method_id
     assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "not_found"  # OpenAI's shape
-    compact = httpx.post(gw.url + "/v1/responses/compact", json={}, headers={"authorization": "Bearer sk-test"})
-    assert (compact.status_code, compact.json()["error"]["code"]) == (405, "method_not_allowed")
-    assert compact.headers["allow"] == "DELETE, GET, HEAD"
+    # A stored response's path takes no POST (`/v1/responses/compact`, OpenAI's compaction, is
+    # its own 404: tests/e2e/test_responses_e2e.py).
+    posted = httpx.post(gw.url + "/v1/responses/resp_1", json={}, headers={"authorization": "Bearer sk-test"})
+    assert (posted.status_code, posted.json()["error"]["code"]) == (405, "method_not_allowed")
+    assert posted.headers["allow"] == "DELETE, GET, HEAD"
     assert upstream.received == []
 
 
