@@ -260,7 +260,10 @@ class MessagesAccountant:
             if self.hold_errors and transient_error(None, kind):
                 self._broken = held_error(kind, message, out + b"\n\n", self.redactor)
                 return None
-            self.failed_midway = True
+            # Anthropic's stream ends at its error event (no message_stop follows): the answer's
+            # end, as at message_stop, and the upstream has `END_GRACE_S` to end its body.
+            self.failed_midway = self.saw_done = True
+            give_end_grace(self.upstream)
             return out
         if kind == "message_start":
             start = obj.get("message")

@@ -12,6 +12,7 @@ where its words end, and the `anthropic` SDK.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import anthropic
@@ -270,5 +271,21 @@ def test_a_mid_stream_invalid_request_error_is_relayed_not_continued(gw, claude,
     assert [name for name, _ in events].count("error") == 1 and events[-1][0] == "error"
     assert events[-1][1]["error"]["type"] == "invalid_request_error"
     assert fallback.seen == []
+    ledger(gw, 1)
+    assert [row[:4] for row in all_rows(gw)] == [("claude", 502, "upstream_error", True)]
+
+
+def test_an_upstream_holding_its_body_open_after_its_error_event_does_not_hold_the_client(gw, claude, fallback):
+    """Anthropic's stream ends at an `event: error`: an upstream that sent one after content
+    and then held its body open held the client's stream until the idle limit (10 s). It gets
+    the grace a message_stop gives (0.5 s) and the error event is the stream's last."""
+    claude.behaviour.error_after_events = (HEAD_EVENTS + 40, "invalid_request_error")
+    claude.behaviour.held_open_s = 8
+    body = {"model": "auto", "max_tokens": 500, "stream": True, "messages": [{"role": "user", "content": "Count."}]}
+    started = time.monotonic()
+    events = _events(gw, body)
+    assert time.monotonic() - started < 5  # the grace, not the idle limit nor the 8 s hold
+    assert [name for name, _ in events].count("error") == 1 and events[-1][0] == "error"
+    assert len(claude.received) == 1 and fallback.seen == []
     ledger(gw, 1)
     assert [row[:4] for row in all_rows(gw)] == [("claude", 502, "upstream_error", True)]

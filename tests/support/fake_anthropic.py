@@ -62,7 +62,7 @@ class AnthropicBehaviour:
     stream_error_before_content: bool = False  # 200 stream: message_start, then an overloaded error
     break_after_events: int | None = None  # drop the connection after N stream events
     end_after_events: int | None = None  # end the body cleanly after N stream events
-    held_open_s: float = 0.0  # after message_stop, the body left open this long (then ended)
+    held_open_s: float = 0.0  # after message_stop or a mid-stream error, the body left open this long (then ended)
     # After N stream events, an `event: error` of this type (Anthropic's mid-stream failure),
     # a pause before it (a read of its own), and the stream's end.
     error_after_events: tuple[int, str] | None = None
@@ -207,6 +207,8 @@ class FakeAnthropic:
                 await asyncio.sleep(0.1)
                 error = {"type": failing[1], "message": f"fake anthropic mid-stream {failing[1]}"}
                 yield _event("error", {"type": "error", "error": error})
+                if self.behaviour.held_open_s:
+                    await asyncio.sleep(self.behaviour.held_open_s)
                 return
             sent += 1
             yield event
