@@ -69,6 +69,8 @@ def response_object(
         "id": response_id,
         "object": "response",
         "created_at": created_at,
+        # When the answer was whole: the time of this call, made as it completes (None until then).
+        "completed_at": int(time.time()) if status == "completed" else None,
         "status": status,
         "background": False,  # `background: true` is refused: every answer is made in the foreground
         "error": None,

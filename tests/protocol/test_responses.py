@@ -8,6 +8,7 @@ accumulator.
 from __future__ import annotations
 
 import copy
+import time
 
 import orjson
 import pytest
@@ -723,6 +724,19 @@ def _shape(events):
             for part in item.get("content") or ():
                 part.pop("logprobs", None)
     return out
+
+
+def test_a_response_says_when_it_completed_and_only_once_it_has():
+    """`completed_at` (the openai SDK's `Response.completed_at`): "Unix timestamp (in seconds)
+    of when this Response was completed. Only present when the status is `completed`"."""
+    chunks = [S.CHAT_STREAM_TEXT[0], S.CHAT_STREAM_TEXT[1], S.CHAT_STREAM_TEXT[4], S.CHAT_STREAM_TEXT[5]]
+    before = int(time.time())
+    events, _ = _stream(chunks)
+    statuses = {e["type"]: e["response"] for e in events if "response" in e}
+    assert statuses["response.created"]["completed_at"] is None
+    assert statuses["response.in_progress"]["completed_at"] is None
+    assert before <= statuses["response.completed"]["completed_at"] <= int(time.time())
+    assert Response.model_validate(statuses["response.completed"]).completed_at is not None
 
 
 def test_text_stream_is_the_references_event_sequence():
