@@ -14,8 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.protocol.messages import chat_to_message
 from gateway.protocol.responses import encode_event as encode_response_event
+
+try:
+    from gateway.protocol.messages_answer import chat_to_message
+except ImportError:  # a gateway from before the Messages answer had a module of its own (bench/ab.py --base)
+    from gateway.protocol.messages import chat_to_message  # type: ignore[attr-defined,no-redef]
 
 try:
     from gateway.protocol.translation import encode_event as encode_message_event

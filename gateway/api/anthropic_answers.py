@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from gateway.api.state import AppState
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import anthropic_error
+from gateway.protocol.messages_answer import anthropic_error
 
 
 def request_id_headers(request_id: str) -> dict[str, str]:

@@ -49,15 +49,11 @@ from gateway.protocol.chat import (
     with_reasoning_history,
 )
 from gateway.protocol.errors import GatewayError, invalid_request
-from gateway.protocol.messages import (
-    ANTHROPIC_ONLY,
-    anthropic_error,
-    chat_to_message,
-    check_tool_results,
-    messages_to_chat,
-    untranslatable,
-)
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.messages_answer import anthropic_error, chat_to_message, untranslatable
+from gateway.protocol.messages_checks import check_tool_results
 from gateway.protocol.messages_stream import MessageStream
+from gateway.protocol.messages_turns import ANTHROPIC_ONLY
 from gateway.protocol.messages_view import coarse_prompt, messages_fields, messages_prompt
 from gateway.protocol.sse import data_of, json_objects
 from gateway.protocol.translation import encode_event

@@ -41,7 +41,7 @@ from gateway.config.snapshot import Offer
 from gateway.conversations.store import StoredResponse
 from gateway.protocol.chat import GATEWAY_OWNED_FIELDS, ChatRequest, owned_fields
 from gateway.protocol.errors import GatewayError, echoed, invalid_request
-from gateway.protocol.messages import untranslatable
+from gateway.protocol.messages_answer import untranslatable
 from gateway.protocol.responses import encode_event, responses_to_chat
 from gateway.protocol.responses_answer import chat_to_response, conversation_items, encode_response, encoded_echo
 from gateway.protocol.responses_input import check_tool_outputs, input_items

@@ -27,7 +27,9 @@ from gateway.api.state import AppState
 from gateway.config.snapshot import ConfigSnapshot
 from gateway.protocol.body import json_object
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import ANTHROPIC_ONLY, check_tool_results, count_tokens
+from gateway.protocol.messages import count_tokens
+from gateway.protocol.messages_checks import check_tool_results
+from gateway.protocol.messages_turns import ANTHROPIC_ONLY
 from gateway.protocol.messages_view import coarse_prompt
 from gateway.ratelimit import check_model_names
 from gateway.routing.candidates import target_offers

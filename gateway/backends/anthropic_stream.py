@@ -15,7 +15,7 @@ import orjson
 
 from gateway.backends.anthropic_translate import REASONING_FORMAT, openai_error, openai_usage
 from gateway.backends.errors import MalformedAnswer
-from gateway.protocol.messages import FINISH_REASONS
+from gateway.protocol.messages_answer import FINISH_REASONS
 from gateway.protocol.sse import EventCutter, data_of
 from gateway.protocol.translation import MALFORMED
 

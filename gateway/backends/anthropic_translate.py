@@ -20,7 +20,7 @@ import orjson
 # The stop-reason and error tables are shared with the ingress direction (defined there, below
 # this layer); anthropic_stream and the adapter still import them from this module.
 from gateway.backends.anthropic_thinking import unthought_tool_use
-from gateway.protocol.messages import ERROR_STATUS, FINISH_REASONS
+from gateway.protocol.messages_answer import ERROR_STATUS, FINISH_REASONS
 
 DEFAULT_MAX_TOKENS = 4096
 

@@ -68,7 +68,7 @@ class ContextLengthExceeded(GatewayError):
     """The 400 for a prompt no candidate's context holds (routing's estimate, or an upstream's
     own refusal), with its figures when known: the prompt's tokens and the most any candidate
     takes. The OpenAI-shaped body is a GatewayError's; Anthropic's ingress words it as
-    Anthropic's API does (`gateway.protocol.messages.anthropic_error`)."""
+    Anthropic's API does (`gateway.protocol.messages_answer.anthropic_error`)."""
 
     def __init__(
         self,
@@ -88,7 +88,7 @@ class UpstreamOverloaded(GatewayError):
     """The 502 for a call every candidate refused as overloaded (a 503, or Anthropic's 529).
     OpenAI-shaped, it is the gateway's usual 502 for a failed upstream (the same body);
     Anthropic's ingress says it as Anthropic's API does, 529 `overloaded_error`
-    (`gateway.protocol.messages.anthropic_error`): the SDKs' OverloadedError, and what Claude
+    (`gateway.protocol.messages_answer.anthropic_error`): the SDKs' OverloadedError, and what Claude
     Code counts, on repeated 529s, to fall back to its other model."""
 
     def __init__(self, message: str) -> None:

@@ -1,6 +1,6 @@
 """A streamed chat answer as Anthropic's Messages event sequence (`MessageStream`).
 
-The stream half of the Messages translation (`gateway.protocol.messages`, whose stop
+The stream half of the Messages translation (`gateway.protocol.messages_answer`, whose stop
 reasons, usage, ids and errors it shares): chat completion chunks, parsed, in; the events an
 Anthropic client reads (`message_start`, content blocks and their deltas, `message_delta`,
 `message_stop`, `ping`), out. Pure code, no I/O.
@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol.messages import (
-    _stop,
+from gateway.protocol.messages_answer import (
     anthropic_error,
     anthropic_error_from_chat,
+    anthropic_stop,
     anthropic_usage,
     message_id,
     tool_use_id,
@@ -103,7 +103,7 @@ class MessageStream:
             events += self._delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
                 events += self._settle()
-                self._stop = _stop(choice, self.stop_sequences)
+                self._stop = anthropic_stop(choice, self.stop_sequences)
         if self._stop and self._usage is not None:
             events += self._end()
         return events

@@ -11,9 +11,9 @@ made at parse time; `messages_prompt`, the dearer part, when routing first reads
 (the ingress translates it up front then).
 
 Each fact equals what the translation gives (tests compare both on every sample): the
-fields are made by the translation's own code (`_head`, `_options`, `_tail`); the estimate
-counts, message by message, the bytes `estimate_prompt_tokens` would count in the chat
-messages the turns become (thinking blocks as the `reasoning_content` they become), and the tools' JSON by its length as Anthropic's tools plus the
+fields are made by the translation's own code (`required_fields`, `chat_options`,
+`tool_choice_and_stream`); the estimate counts, message by message, the bytes
+`estimate_prompt_tokens` would count in the chat messages the turns become (thinking blocks as the `reasoning_content` they become), and the tools' JSON by its length as Anthropic's tools plus the
 difference each tool's chat spelling makes (their schemas, most of the bytes, are the same
 in both). A body outside the usual shape (a mid-conversation system turn, documents, images
 inside tool results, a malformed turn or tool) has no view: the caller translates it whole,
@@ -28,16 +28,14 @@ import orjson
 
 from gateway.protocol.chat import PromptFacts
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import (
-    _INPUT_TYPES,
+from gateway.protocol.messages import chat_options, required_fields, tool_choice_and_stream
+from gateway.protocol.messages_turns import (
     FAILED_ALONE,
     FAILED_PREFIX,
-    _head,
-    _options,
-    _system_text,
-    _tail,
-    _tool_call,
+    TOOL_INPUT_TYPES,
+    chat_tool_call,
     image_url,
+    system_text,
 )
 from gateway.protocol.tokens import IMAGE_BYTES, PER_MESSAGE, json_tokens, utf8_length
 
@@ -63,13 +61,13 @@ def messages_fields(body: Any) -> dict[str, Any] | None:
     """The chat translation's top-level fields (`tools` as the client sent them, no
     `messages`); None when a field is malformed (the translation names it in its 400)."""
     try:
-        model, max_tokens, _ = _head(body)
+        model, max_tokens, _ = required_fields(body)
         fields: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
-        _options(body, fields)
+        chat_options(body, fields)
         tools = body.get("tools")
         if tools:
             fields["tools"] = tools
-        _tail(body, fields)
+        tool_choice_and_stream(body, fields)
     except GatewayError:
         return None
     return fields
@@ -79,7 +77,7 @@ def messages_prompt(body: dict[str, Any]) -> PromptFacts | None:
     """The translation's prompt facts, counted on the body (after `messages_fields`); None
     when the body is not of the usual shape (translate it whole)."""
     try:
-        system = _system_text(body.get("system"))
+        system = system_text(body.get("system"))
         prompt = _prompt(body["messages"], system)
         if prompt is None:
             return None
@@ -103,7 +101,7 @@ def coarse_prompt(body: dict[str, Any], body_bytes: int) -> PromptFacts:
     document counted as the view counts an image (not by its data's size), whether there is
     one, and the system and last user text as far as they are plain."""
     try:
-        system = _system_text(body.get("system"))
+        system = system_text(body.get("system"))
     except GatewayError:
         system = ""
     size, images, last_user = body_bytes, False, None
@@ -136,7 +134,7 @@ def coarse_prompt(body: dict[str, Any], body_bytes: int) -> PromptFacts:
 def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
     """`estimate_prompt_tokens` of the translated messages, counted on the turns. A run of
     consecutive user turns, or of assistant turns, is one chat message in the translation
-    (`_conversation`): its text and calls are counted together when the run ends."""
+    (`append_turns`): its text and calls are counted together when the run ends."""
     tokens = 3
     images = False
     last_user = None
@@ -182,9 +180,9 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 elif kind == "tool_use":
                     if type(block.get("id")) is not str or type(block.get("name")) is not str:
                         return None
-                    if type(block.get("input")) not in _INPUT_TYPES:
+                    if type(block.get("input")) not in TOOL_INPUT_TYPES:
                         return None  # the translation's 400
-                    calls.append(_tool_call(block))
+                    calls.append(chat_tool_call(block))
                 elif kind == "thinking":
                     thought = block.get("thinking")
                     if type(thought) is str:  # the translation's blocks, a paragraph ("\n\n") apart

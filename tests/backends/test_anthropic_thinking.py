@@ -175,7 +175,8 @@ def test_a_malformed_user_turn_beside_a_dropped_turn_is_left_for_anthropic_to_na
     # content of another type, is not joined (a KeyError failed the attempt as the backend's
     # fault, on every candidate) nor mended into a valid turn: Anthropic's 400 names it.
     from gateway.protocol.errors import GatewayError
-    from gateway.protocol.messages import ANTHROPIC_ONLY, messages_to_chat
+    from gateway.protocol.messages import messages_to_chat
+    from gateway.protocol.messages_turns import ANTHROPIC_ONLY
 
     by_url = {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}
     alone = {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": ""}]}

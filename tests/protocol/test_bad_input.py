@@ -12,7 +12,8 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import chat_to_message, messages_to_chat, untranslatable
+from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.messages_answer import chat_to_message, untranslatable
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses import responses_to_chat
 from gateway.protocol.responses_answer import chat_to_response

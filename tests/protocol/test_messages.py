@@ -18,15 +18,11 @@ from pydantic import TypeAdapter
 from gateway.api.messages import parse_messages_request
 from gateway.backends.anthropic_translate import to_chat_completion, to_messages_request
 from gateway.protocol.errors import GatewayError, UpstreamOverloaded
-from gateway.protocol.messages import (
-    ANTHROPIC_ONLY,
-    anthropic_error,
-    chat_to_message,
-    check_tool_results,
-    count_tokens,
-    messages_to_chat,
-)
+from gateway.protocol.messages import count_tokens, messages_to_chat
+from gateway.protocol.messages_answer import anthropic_error, chat_to_message
+from gateway.protocol.messages_checks import check_tool_results
 from gateway.protocol.messages_stream import MessageStream
+from gateway.protocol.messages_turns import ANTHROPIC_ONLY
 from gateway.protocol.messages_view import messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.protocol.translation import encode_event

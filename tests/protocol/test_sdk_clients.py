@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.protocol.errors import GatewayError
-from gateway.protocol.messages import anthropic_error, chat_to_message
+from gateway.protocol.messages_answer import anthropic_error, chat_to_message
 from gateway.protocol.messages_stream import MessageStream
 from gateway.protocol.responses_answer import chat_to_response
 from gateway.protocol.responses_stream import ResponseStream
