@@ -56,9 +56,15 @@ def ending(finish_reason: Any) -> tuple[str, dict[str, str] | None]:
 
 
 def response_object(
-    request: dict[str, Any], response_id: str, created_at: int, status: str, output: list[dict[str, Any]]
+    request: dict[str, Any],
+    response_id: str,
+    created_at: int,
+    status: str,
+    output: list[dict[str, Any]],
+    completed_at: int | None = None,
 ) -> dict[str, Any]:
-    """A Response with the request's settings echoed, as OpenAI's carry them."""
+    """A Response with the request's settings echoed, as OpenAI's carry them; `completed_at`
+    (when the answer was whole) is said only when `status` is completed, as OpenAI's is."""
     text = request.get("text")
     if not isinstance(text, dict):
         text = {}
@@ -69,8 +75,7 @@ def response_object(
         "id": response_id,
         "object": "response",
         "created_at": created_at,
-        # When the answer was whole: the time of this call, made as it completes (None until then).
-        "completed_at": int(time.time()) if status == "completed" else None,
+        "completed_at": completed_at if status == "completed" else None,
         "status": status,
         "background": False,  # `background: true` is refused: every answer is made in the foreground
         "error": None,
@@ -308,7 +313,7 @@ def _response(
     created = completion.get("created") if created_at is None else created_at
     if not isinstance(created, int):
         created = int(time.time())
-    response = response_object(request, response_id, created, status, output)
+    response = response_object(request, response_id, created, status, output, int(time.time()))
     response["incomplete_details"] = incomplete
     response["usage"] = response_usage(completion.get("usage"))
     return response

@@ -86,6 +86,7 @@ class ResponseStream:
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
         self._finished = False
+        self._completed_at: int | None = None
         self.malformed = False  # ended at a chunk it could not read (the upstream's malformed answer)
         self.failed: dict[str, Any] | None = None  # the Response `response.failed` carried, once it has
 
@@ -93,7 +94,11 @@ class ResponseStream:
     def response(self) -> dict[str, Any]:
         """The final Response as the stream left it (what the gateway stores)."""
         status, incomplete = ending(self._finish)
-        response = response_object(self.request, self.response_id, self.created_at, status, list(self.output))
+        if self._completed_at is None:  # fixed at the first read, the response.completed event's
+            self._completed_at = int(time.time())
+        response = response_object(
+            self.request, self.response_id, self.created_at, status, list(self.output), self._completed_at
+        )
         response["incomplete_details"] = incomplete
         response["usage"] = self._usage
         return response
