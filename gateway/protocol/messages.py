@@ -141,7 +141,12 @@ def tool_choice_and_stream(body: dict[str, Any], chat: dict[str, Any]) -> None:
     if type(tools) is list and len(tools) > 1:
         names = [tool.get("name") for tool in tools if type(tool) is dict]
         # A name that is not a string (a list is not hashable): the translation's 400 names it.
-        if all(type(name) is str for name in names) and len(set(names)) < len(names):
+        # Read only when two names repeat: every agent's request has its tools checked here.
+        try:
+            repeated = len(set(names)) < len(names)
+        except TypeError:
+            repeated = False
+        if repeated and all(type(name) is str for name in names):
             raise invalid_request("tools: Tool names must be unique.", "tools")
     choice = body.get("tool_choice")
     if choice is not None:

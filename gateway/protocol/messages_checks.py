@@ -53,7 +53,14 @@ def check_tool_results(turns: list[Any]) -> None:
             content = ()
         elif role == "user" or role == "assistant":
             texts = [b.get("text") for b in content if type(b) is dict and b.get("type") == "text"]
-            if texts:
+            # Read further only when something could be refused: an empty text, a prefill, a
+            # first text that is not words (a turn whose first text has words is not blank).
+            if texts and (
+                "" in texts
+                or (i == last and role == "assistant")
+                or type(first := texts[0]) is not str
+                or first.isspace()
+            ):
                 _check_texts(texts, content, i, i == last and role == "assistant")
         if role == "user":
             results = [b.get("tool_use_id") for b in content if type(b) is dict and b.get("type") == "tool_result"]
@@ -124,8 +131,12 @@ def _check_texts(texts: list[Any], content: list[Any], i: int, prefill: bool) ->
         text = last.get("text")
         if type(text) is str and text[-1:].isspace():
             raise invalid_request(_TRAILING_WHITESPACE, f"messages.{i}.content")
-    if all(type(t) is str and not t.strip() for t in texts):
-        raise invalid_request(_BLANK_TEXT, f"messages.{i}.content")
+    # Blank: every text whitespace alone. `isspace()` stops at the first other character (the
+    # first, in any real text), where `strip()` copied the whole text of every block.
+    for text in texts:
+        if type(text) is not str or not text.isspace():
+            return
+    raise invalid_request(_BLANK_TEXT, f"messages.{i}.content")
 
 
 def _empty(role: Any, i: int) -> None:
