@@ -25,6 +25,7 @@ import orjson
 
 from gateway.backends.errors import UpstreamError
 from gateway.config.snapshot import Offer
+from gateway.protocol.messages_answer import ERROR_STATUS
 from gateway.protocol.redact import Redactor
 from gateway.protocol.sse import EventCutter, data_of, whole_events
 from gateway.proxy.formats import AnswerFormat, StreamAccountant, json_object
@@ -43,18 +44,6 @@ from gateway.proxy.usage import Usage, token_count
 if TYPE_CHECKING:
     from gateway.backends.base import UpstreamResponse
 
-# Anthropic's error types -> the status the failure counts as (for retry decisions).
-_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
 _FIELDS = (b":", b"data:", b"event:", b"id:", b"retry:")
 _NO_REDACTION = Redactor(())
 
@@ -90,7 +79,7 @@ def _error_of(obj: dict[str, Any]) -> tuple[str, int]:
     error = obj.get("error")
     if isinstance(error, dict):
         kind = error.get("type")
-        status = _ERROR_STATUS.get(kind, 502) if isinstance(kind, str) else 502
+        status = ERROR_STATUS.get(kind, 502) if isinstance(kind, str) else 502
         return str(error.get("message") or kind or "upstream error"), status
     return str(error or "upstream error"), 502
 
