@@ -92,9 +92,8 @@ def test_several_workers_print_one_banner(start_gateway):
     assert sum(line.startswith("open-model-gateway is serving") for line in lines) == 1
 
 
-def test_virtual_keys_alone_are_asked_for_too(start_gateway, tmp_path):
-    """Keys made with `gateway keys create` and no GATEWAY_API_KEYS: the banner's curl had no
-    Authorization header, and its first call got a 401."""
+def _new_key(tmp_path) -> str:
+    """The secret of a key made with `gateway keys create` in `tmp_path`'s data directory."""
     made = subprocess.run(
         [sys.executable, "-m", "gateway", "keys", "create", "--name", "dev", "--json"],
         cwd=REPO,
@@ -103,7 +102,13 @@ def test_virtual_keys_alone_are_asked_for_too(start_gateway, tmp_path):
         text=True,
         check=True,
     )
-    secret = json.loads(made.stdout)["key"]
+    return json.loads(made.stdout)["key"]
+
+
+def test_virtual_keys_alone_are_asked_for_too(start_gateway, tmp_path):
+    """Keys made with `gateway keys create` and no GATEWAY_API_KEYS: the banner's curl had no
+    Authorization header, and its first call got a 401."""
+    secret = _new_key(tmp_path)
     gw = start_gateway(POLICY, workdir=tmp_path)
     lines = gw.log().splitlines()
     assert lines[-7:] == expected_banner(gw, "mock/mock-small", auth=" -H 'Authorization: Bearer YOUR_KEY'")
@@ -117,15 +122,7 @@ def test_a_gateway_that_requires_keys_asks_for_one_before_any_exists(start_gatew
     gw = start_gateway(POLICY, workdir=tmp_path, env={"GATEWAY_REQUIRE_KEYS": "true", "GATEWAY_KEYS_REFRESH_S": "0.1"})
     lines = gw.log().splitlines()
     assert lines[-7:] == expected_banner(gw, "mock/mock-small", auth=" -H 'Authorization: Bearer YOUR_KEY'")
-    made = subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", "create", "--name", "dev", "--json"],
-        cwd=REPO,
-        env={**os.environ, "GATEWAY_DATA_DIR": str(tmp_path / "data")},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    curl = lines[-1].replace("YOUR_KEY", json.loads(made.stdout)["key"])
+    curl = lines[-1].replace("YOUR_KEY", _new_key(tmp_path))
     answer = poll(lambda: (r := replay_curl(curl)).status_code == 200 and r, what="the new key accepted", timeout=15)
     assert answer.json()["model"] == "mock/mock-small"
 
