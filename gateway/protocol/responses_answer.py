@@ -374,5 +374,22 @@ def listed_input_items(items: list[dict[str, Any]], response_id: str) -> list[di
             if part == "output_text":
                 text["annotations"] = []
             entry["content"] = [text]
+        parts = (
+            entry.get("content")
+            if kind == "message"
+            else entry.get("output")
+            if kind == "function_call_output"
+            else None
+        )
+        if isinstance(parts, list) and any(_undetailed(part) for part in parts):
+            # An image's `detail` defaults to auto, and the SDK's listed image requires one
+            # (`ResponseInputImage.detail`): an image sent without it was listed without it,
+            # and the SDK warned on every page. Filled on the listing, the stored item kept as sent.
+            filled = [{**part, "detail": "auto"} if _undetailed(part) else part for part in parts]
+            entry["content" if kind == "message" else "output"] = filled
         listed.append(entry)
     return listed
+
+
+def _undetailed(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "input_image" and "detail" not in part

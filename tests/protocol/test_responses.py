@@ -1452,3 +1452,26 @@ def test_a_chat_streams_logprobs_are_its_text_events():
     assert done["logprobs"] == deltas[0] + deltas[1]
     (part,) = [e["part"] for e in events if e["type"] == "response.content_part.done"]
     assert part["logprobs"] == [_HI, _THERE] == events[-1]["response"]["output"][0]["content"][0]["logprobs"]
+
+
+def test_listed_input_images_say_their_detail_as_the_sdk_requires():
+    """An image sent without `detail` (its default is auto) was listed without one, which the
+    SDK's `ResponseInputImage` requires: a pydantic warning on every page it read. Listed
+    with `auto`; the stored item stays as sent."""
+    from openai.types.responses import ResponseItem
+
+    from gateway.protocol.responses_answer import listed_input_items
+
+    image = {"type": "input_image", "image_url": "https://example.com/cat.png"}
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": "What is this?"}, image]},
+        {"type": "function_call_output", "call_id": "call_1", "output": [image]},
+        {"role": "user", "content": [{**image, "detail": "low"}]},
+    ]
+    listed = listed_input_items(items, "resp_abc")
+    assert listed[0]["content"][1] == {**image, "detail": "auto"}
+    assert listed[1]["output"] == [{**image, "detail": "auto"}]
+    assert listed[2]["content"][0]["detail"] == "low"
+    assert items[0]["content"][1] == image  # the stored item is not changed
+    for item in listed:
+        strict(ResponseItem, item)  # a required `detail` missing fails validation
