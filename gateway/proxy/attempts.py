@@ -204,6 +204,9 @@ async def open_answer(
     upstream_s = 0.0
     deadline = time.perf_counter() + decision.deadline_s
     failed_backends: dict[str, UpstreamError] = {}  # backend -> its last failure in this request
+    # A failure the same request may not meet again (a backend overloaded, timing out; one
+    # passed over uncalled): the client's own retry may mend it (`client_error`'s `NOT_AGAIN`).
+    mendable = False
     attempts = 0
     skipped: list[Skipped] = []  # candidates passed over uncalled: backend full, model at its limit
     pending = deque(decision.candidates)
@@ -257,6 +260,7 @@ async def open_answer(
             for error, failed_offer in failed.errors:
                 last_error = error
                 failed_backends[failed_offer.backend] = error
+                mendable = mendable or not isinstance(error, _MET_AGAIN)
             if failed.hedged and hedge is not None:
                 attempts += 1
                 pending.remove(hedge[0])
@@ -276,7 +280,7 @@ async def open_answer(
         return opened
     if last_error is None and skipped:
         raise skipped_error(skipped)
-    raise client_error(last_error, decision, outcome, redactor)
+    raise client_error(last_error, decision, outcome, redactor, mendable=mendable or bool(skipped))
 
 
 class _Failed(Exception):
@@ -721,6 +725,10 @@ def _upstream_param(error: UpstreamError, redactor: Redactor) -> str | None:
 # SDKs read `x-should-retry` before their status rule, which retries every 5xx twice by
 # default, each retry another round of the fallback loop against the same upstreams.
 NOT_AGAIN: Final = {"x-should-retry": "false"}
+# The failures of that kind. The header goes only when every failure of the call was one of
+# them (`mendable` false): after a backend's passing failure (a 503, a timeout) the client's
+# retry may well find that backend recovered, whichever failure came last.
+_MET_AGAIN = (BackendMisconfigured, AuthRejected, ResponseTooLarge)
 
 
 def client_error(
@@ -728,9 +736,14 @@ def client_error(
     decision: RoutingDecision,
     outcome: CallOutcome | None = None,
     redactor: Redactor | None = None,
+    *,
+    mendable: bool = False,
 ) -> GatewayError:
-    """What the client sees when no candidate answered. Never echoes upstream credentials."""
+    """What the client sees when no candidate answered. Never echoes upstream credentials.
+    `mendable`: a failure of the call other than `error` may pass (a backend overloaded, one
+    passed over uncalled), so the client is not told never to retry (`NOT_AGAIN`)."""
     redactor = redactor or Redactor(())
+    not_again = None if mendable else NOT_AGAIN
     if outcome is not None:
         tried = ", ".join(f"{a.backend}/{a.model} ({a.error})" for a in outcome.attempts)
     else:
@@ -755,7 +768,7 @@ def client_error(
             f"The gateway's backend for this model is misconfigured; its operators can see why in "
             f"the gateway's log (tried: {tried}).",
             code="backend_misconfigured",
-            headers=dict(NOT_AGAIN),
+            headers=dict(not_again) if not_again else None,
         )
     if isinstance(error, RequestNotEncodable):  # the client's body, never sent: its own words
         return GatewayError(400, error.message, code="request_not_encodable")
@@ -767,7 +780,7 @@ def client_error(
             f"The upstream's answer is too large to relay ({error.message}); ask for less in one request "
             f"(tried: {tried}).",
             code=error.reason,
-            headers=dict(NOT_AGAIN),
+            headers=dict(not_again) if not_again else None,
         )
     if isinstance(error, MalformedAnswer):
         return GatewayError(
@@ -790,7 +803,7 @@ def client_error(
             502,
             f"A backend rejected the gateway's own credentials (tried: {tried}).",
             code="upstream_auth_failed",
-            headers=dict(NOT_AGAIN),
+            headers=dict(not_again) if not_again else None,
         )
     if 400 <= status < 500:
         # The upstream judged the request itself invalid: pass its message on, as OpenAI would.

@@ -8,6 +8,7 @@ Issue 11 items 6 (malformed output), 8 (a usage chunk with an empty choice), 9 a
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import openai
@@ -385,3 +386,31 @@ def test_a_502_no_retry_would_mend_tells_the_sdks_not_to_retry(
     assert refused.value.status_code == 502 and refused.value.response.headers["x-should-retry"] == "false"
     assert len(upstream.received) == 2 and upstream_b.received == []
     assert [(e["status"], e["attempts"]) for e in ledger(gw, 2)] == [(502, 1), (502, 1)]
+
+
+def test_a_502_after_a_failure_a_retry_may_mend_lets_the_sdks_retry(start_gateway, upstream, upstream_b):
+    """`x-should-retry: false` went on the 502 of the loop's last failure (here b's 401) even
+    when an earlier candidate had failed in passing (a's 503): the SDK gave up at once, though
+    its own retry would have found a again, recovered. Now the header goes only when every
+    failure was one a retry meets again."""
+    upstream.reset(status=503, error_body={"error": {"message": "overloaded"}})
+    upstream_b.reset(status=401, error_body={"error": {"message": "bad key"}})
+    gw = start_gateway(policy(upstream, upstream_b), env=ENV)
+    once = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0, timeout=30)
+    with pytest.raises(openai.APIStatusError) as caught:
+        once.chat.completions.create(model="auto", messages=MESSAGES)
+    assert (caught.value.status_code, caught.value.body["code"]) == (502, "upstream_auth_failed")
+    assert "x-should-retry" not in caught.value.response.headers
+    assert (len(upstream.received), len(upstream_b.received)) == (1, 1)
+    # The SDK's default retries (two): a has recovered by the first, which it answers.
+    upstream.reset(status=503, error_body={"error": {"message": "overloaded"}})
+    upstream_b.reset(status=401, error_body={"error": {"message": "bad key"}})
+    recovered = threading.Thread(target=lambda: (poll(lambda: upstream_b.received), upstream.reset()))
+    recovered.start()
+    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=2, timeout=30)
+    answer = sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    recovered.join()
+    assert answer.choices[0].message.content == CONTENT
+    assert len(upstream.received) == 1 and len(upstream_b.received) == 1  # since a's reset: the retry's one call
+    failed = (("a", "http_503"), ("a", "http_503"))  # each 502 fell back from a to b
+    assert [e["status"] for e in ledger(gw, 3, failed)] == [502, 502, 200]
