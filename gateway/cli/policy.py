@@ -33,6 +33,8 @@ def load_snapshot(path: str) -> ConfigSnapshot | None:
         config, warnings = load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        if path == DEFAULT_POLICY and not os.environ.get("GATEWAY_CONFIG"):  # the default read, as `serve` says
+            print("pass the policy's path as --config FILE (or GATEWAY_CONFIG)", file=sys.stderr)
         return None
     return ConfigSnapshot.build(config, path, warnings)
 

@@ -241,3 +241,12 @@ def test_names_with_control_characters_are_refused_by_validate(tmp_path, backend
     )
     done = gateway("validate", str(policy))
     assert (done.returncode, done.stderr.splitlines()[1:]) == (1, ["  " + problem])
+
+
+@pytest.mark.parametrize("command", [["models"], ["explain", "-"]])
+def test_a_command_that_read_the_default_policy_and_failed_says_how_to_name_one(tmp_path, command):
+    """Run outside the checkout, `gateway models` failed on policies/default.yaml without the
+    hint `gateway serve` gives in the same case."""
+    run = gateway(*command, cwd=tmp_path)
+    assert run.returncode != 0 and "policies/default.yaml" in run.stderr, run.stderr
+    assert run.stderr.rstrip().endswith("pass the policy's path as --config FILE (or GATEWAY_CONFIG)"), run.stderr
