@@ -74,14 +74,14 @@ def chat_options(body: dict[str, Any], chat: dict[str, Any]) -> None:
         value = body.get(name)
         if value is not None:
             if name != "parallel_tool_calls":
-                _sampling(name, value)
+                _in_range(name, value, _SAMPLING_MAXIMUM[name], "decimal")
             chat[name] = value
     for name in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
         if body.get(name) is not None and type(body[name]) is not str:
             raise invalid_request(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
     for name, maximum in (("top_logprobs", _MAX_TOP_LOGPROBS), ("max_tool_calls", None)):
         if body.get(name) is not None:
-            _count(name, body[name], maximum)
+            _in_range(name, body[name], maximum, "integer")
     user = body.get("user") or body.get("safety_identifier")
     if user:
         chat["user"] = user
@@ -119,43 +119,24 @@ def _supported(value: Any, supported: tuple[str, ...], where: str) -> None:
         )
 
 
-def _sampling(name: str, value: Any) -> None:
-    """OpenAI's 400 for a `temperature` outside 0..2 or a `top_p` outside 0..1."""
-    if type(value) is not int and type(value) is not float:
-        raise invalid_request(f"Invalid type for '{name}': expected a number.", name, "invalid_type")
+def _in_range(name: str, value: Any, maximum: int | None, kind: str) -> None:
+    """OpenAI's 400s for a numeric setting, in its words for a `kind` of "decimal" (a
+    `temperature` in 0..2, a `top_p` in 0..1) or "integer" (`top_logprobs` in 0..20, a
+    `max_tool_calls` that is a count: echoed in every Response, which the SDK reads as
+    integers; a native backend refuses them, so a chat one is not let take them): its type,
+    then below 0, then above `maximum` (None: none)."""
+    if type(value) is not int and (kind != "decimal" or type(value) is not float):
+        expected = "a number" if kind == "decimal" else "an integer"
+        raise invalid_request(f"Invalid type for '{name}': expected {expected}.", name, "invalid_type")
     if value < 0:
-        raise invalid_request(
-            f"Invalid '{name}': decimal below minimum value. Expected a value >= 0, but got {value} instead.",
-            name,
-            "decimal_below_min_value",
-        )
-    maximum = _SAMPLING_MAXIMUM[name]
-    if value > maximum:
-        raise invalid_request(
-            f"Invalid '{name}': decimal above maximum value. Expected a value <= {maximum}, but got {value} instead.",
-            name,
-            "decimal_above_max_value",
-        )
-
-
-def _count(name: str, value: Any, maximum: int | None) -> None:
-    """OpenAI's 400 for `top_logprobs` outside 0..20 or a `max_tool_calls` that is not a
-    count: echoed in every Response (the SDK reads them as integers), a native backend refuses
-    them, so a chat one is not let take them."""
-    if type(value) is not int:
-        raise invalid_request(f"Invalid type for '{name}': expected an integer.", name, "invalid_type")
-    if value < 0:
-        raise invalid_request(
-            f"Invalid '{name}': integer below minimum value. Expected a value >= 0, but got {value} instead.",
-            name,
-            "integer_below_min_value",
-        )
-    if maximum is not None and value > maximum:
-        raise invalid_request(
-            f"Invalid '{name}': integer above maximum value. Expected a value <= {maximum}, but got {value} instead.",
-            name,
-            "integer_above_max_value",
-        )
+        side, code, bound = "below minimum value. Expected a value >=", "below_min", 0
+    elif maximum is not None and value > maximum:
+        side, code, bound = "above maximum value. Expected a value <=", "above_max", maximum
+    else:
+        return
+    raise invalid_request(
+        f"Invalid '{name}': {kind} {side} {bound}, but got {value} instead.", name, f"{kind}_{code}_value"
+    )
 
 
 def _output_limit(limit: Any) -> int:
