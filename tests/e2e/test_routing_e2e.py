@@ -318,14 +318,24 @@ gateway:
 """
 
 
+def latency_route(start_gateway, pair, openai_client, *, slow_s: float, exploration: float):
+    """A client of a gateway whose `quick` route ranks `slow` (answering after `slow_s`) and
+    `fast` by latency, with that share of exploration."""
+    a, b = pair
+    a.reset(delay_s=slow_s)
+    return openai_client(start_gateway(LATENCY.format(a=a.base_url, b=b.base_url, exploration=exploration)))
+
+
+def whole_from(client) -> str:
+    """The backend that served one non-streamed request to `quick`."""
+    return served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0]
+
+
 def test_after_warm_up_latency_sends_all_traffic_to_the_fast_backend(start_gateway, pair, openai_client):
     # Exploration off, so every count is exact (a share of 5% left the count to chance, and a
     # bound loose enough for chance failed on a loaded machine).
-    a, b = pair
-    a.reset(delay_s=0.4)
-    gw = start_gateway(LATENCY.format(a=a.base_url, b=b.base_url, exploration=0))
-    client = openai_client(gw)
-    warm_up = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(6)]
+    client = latency_route(start_gateway, pair, openai_client, slow_s=0.4, exploration=0)
+    warm_up = [whole_from(client) for _ in range(6)]
     # Every untried backend is measured first, `explore_min_samples` times, in policy order.
     assert warm_up == ["slow"] * 3 + ["fast"] * 3
     streamed, whole = [], []
@@ -333,7 +343,7 @@ def test_after_warm_up_latency_sends_all_traffic_to_the_fast_backend(start_gatew
         if i % 2:
             streamed.append(stream_text(client, model="quick")[0])
         else:
-            whole.append(served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0])
+            whole.append(whole_from(client))
     assert whole == ["fast"] * 10
     # Streams are ranked by TTFT, which the warm-up's whole answers did not measure: the
     # fast one leads on their latency standing in until it has its three TTFT samples, then
@@ -346,11 +356,8 @@ def test_exploration_tries_the_leaders_peer_first_for_a_share_of_requests(start_
     # test above). At the largest share, one half, it is also tried first on about half the
     # requests once both are measured; which ones is the gateway's random draw, so the count
     # is not exact: more than the warm-up's three of 22 has odds of failing under 1 in 10,000.
-    a, b = pair
-    a.reset(delay_s=0.1)
-    gw = start_gateway(LATENCY.format(a=a.base_url, b=b.base_url, exploration=0.5))
-    client = openai_client(gw)
-    served = [served_by(client.chat.completions.with_raw_response.create(**ask(model="quick")))[0] for _ in range(22)]
+    client = latency_route(start_gateway, pair, openai_client, slow_s=0.1, exploration=0.5)
+    served = [whole_from(client) for _ in range(22)]
     assert served.count("slow") > 3 and served[-10:].count("fast") > 0, served
 
 
