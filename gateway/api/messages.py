@@ -113,6 +113,7 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
         if owned is not None:
             chat.update(owned)
         request = ChatRequest(chat, native["model"], bool(chat.get("stream")))
+        check_tool_results(native["messages"])
     else:
         # Routed on its view: the translation is built only if a candidate is asked in chat.
         max_tokens = fields.pop("max_tokens")
@@ -122,9 +123,6 @@ def parse_messages_request(body: bytes, headers: dict[str, str]) -> MessagesRequ
         request = ChatRequest(
             None, fields["model"], bool(fields.get("stream")), build=translation, fields=fields, view=translation.view
         )
-    # Before routing, whichever way a candidate is asked: Anthropic refuses a tool_use and a
-    # tool_result that do not pair up, so a native backend would as well.
-    check_tool_results(native["messages"])
     request.include_usage = request.stream
     request.completion_ceiling = max_tokens
     stops = native.get("stop_sequences")
@@ -174,6 +172,11 @@ class _Translation:
 def _translation(native: dict[str, Any], owned: dict[str, Any] | None) -> dict[str, Any]:
     """The chat payload of a Messages body, without max_tokens (capped per candidate), with
     the gateway's own fields (routing reads a translation's; `upstream_payload` drops them)."""
+    # Before the translation names what it refuses, as before routing whichever way a candidate
+    # is asked: Anthropic refuses a tool_use and a tool_result that do not pair up (and the
+    # rest `check_tool_results` reads), so a native backend would as well. A body with a view
+    # was checked by the view's own pass (`messages_view._prompt`) and never comes here first.
+    check_tool_results(native["messages"])
     chat = messages_to_chat(native)
     del chat["max_tokens"]
     if owned is not None:

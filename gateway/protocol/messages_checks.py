@@ -1,7 +1,8 @@
 """Anthropic's 400s for a conversation the chat translation would serve but Anthropic refuses.
 
-`check_tool_results` reads a Messages request's turns once, for the ingress, before routing
-and whichever way a candidate is asked (and for a token count): a `tool_use` the next turn
+`check_tool_results` reads a Messages request's turns, before routing and whichever way a
+candidate is asked (and for a token count), where the routing view's own pass did not
+(`messages_view._prompt` gives up on whatever this could refuse): a `tool_use` the next turn
 does not answer, a `tool_result` answering no call, an id twice in a turn, an empty turn, an
 empty or blank text block, a prefill ending in whitespace. Translated, a chat backend served
 each of them or refused them with an opaque 400, where a native one (and Anthropic itself)

@@ -8,7 +8,9 @@ builds the whole translation (`messages_to_chat`) only when something reads it: 
 asked in chat, a plugged classifier, a broken stream's continuation. `messages_fields` is
 made at parse time; `messages_prompt`, the dearer part, when routing first reads the prompt
 (`ChatRequest.prompt`), and not at all when no candidate could take the request natively
-(the ingress translates it up front then).
+(the ingress translates it up front then). Its pass also reads what Anthropic refuses
+(`check_tool_results`): a body it could refuse has no view, so one walk of the turns serves
+routing and the check alike.
 
 Each fact equals what the translation gives (tests compare both on every sample): the
 fields are made by the translation's own code (`required_fields`, `chat_options`,
@@ -134,7 +136,14 @@ def coarse_prompt(body: dict[str, Any], body_bytes: int) -> PromptFacts:
 def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
     """`estimate_prompt_tokens` of the translated messages, counted on the turns. A run of
     consecutive user turns, or of assistant turns, is one chat message in the translation
-    (`append_turns`): its text and calls are counted together when the run ends."""
+    (`append_turns`): its text and calls are counted together when the run ends.
+
+    The same pass reads what `check_tool_results` reads, and gives up (None) on anything it
+    could refuse: an empty turn or text block, a blank one, a prefill ending in whitespace,
+    a turn's tool_result ids other than the tool_use ids of the turn before, in order, once
+    each. So a view exists only for a conversation the check passes, and the ingress runs the
+    check (which names what is wrong) only for a body without one: a second walk of every
+    turn and block, 85k instructions of an agent's ten-turn request, for the usual body none."""
     tokens = 3
     images = False
     last_user = None
@@ -142,11 +151,13 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
         tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
     run = None  # the role of the run of turns being counted, and its chat message so far:
     size, parts = 0, 0  # text bytes and parts
-    empties, pictured = 0, False  # a user run's empty texts, and whether it has an image (then parts)
+    pictured = False  # whether a user run has an image (then parts)
     thinking, thoughts = 0, 0  # an assistant's thinking: bytes as its `reasoning_content` holds them, blocks
     texts: list[str] = []  # a user's texts
     calls: list[dict[str, Any]] = []
-    for turn in turns:
+    asked: list[Any] = []  # the tool_use ids of the turn before, which this one must answer
+    last = len(turns) - 1
+    for i, turn in enumerate(turns):
         if type(turn) is not dict:
             return None
         role = turn.get("role")
@@ -154,27 +165,34 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
             return None  # a system turn (or a malformed one): the translation's
         if role != run:
             if run is not None:
-                tokens += _message_tokens(run, size, parts, calls, thinking, empties, pictured)
+                tokens += _message_tokens(run, size, parts, calls, thinking, pictured)
                 if run == "user" and parts:
-                    last_user = _read_as_text(texts, empties, pictured)
+                    last_user = "\n".join(texts)
             run, size, parts, texts, calls = role, 0, 0, [], []
-            thinking, thoughts, empties, pictured = 0, 0, 0, False
+            thinking, thoughts, pictured = 0, 0, False
         content = turn.get("content")
         if type(content) is str:
+            if asked:
+                return None  # calls left unanswered: the check's
+            if i == last and role == "assistant":
+                if content[-1:].isspace():
+                    return None  # a prefill ending in whitespace (an empty one stands)
+            elif not content:
+                return None  # an empty turn
             size += utf8_length(content)
             parts += 1
             texts.append(content)
-            if not content:
-                empties += 1
             continue
-        if type(content) is not list:
+        if type(content) is not list or (asked and role == "assistant"):
             return None
+        if not content and (i != last or role != "assistant"):
+            return None  # an empty turn (but for an empty prefill)
         if role == "assistant":
             for block in content:
                 kind = block.get("type") if type(block) is dict else None
                 if kind == "text":
                     text = block.get("text")
-                    if type(text) is not str:
+                    if type(text) is not str or not text or text.isspace():
                         return None
                     size += utf8_length(text)
                 elif kind == "tool_use":
@@ -183,6 +201,7 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                     if type(block.get("input")) not in TOOL_INPUT_TYPES:
                         return None  # the translation's 400
                     calls.append(chat_tool_call(block))
+                    asked.append(block["id"])
                 elif kind == "thinking":
                     thought = block.get("thinking")
                     if type(thought) is str:  # the translation's blocks, a paragraph ("\n\n") apart
@@ -190,24 +209,31 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                         thoughts += 1
                 elif kind != "redacted_thinking":
                     return None
+            if len(asked) > 1 and len(set(asked)) != len(asked):
+                return None  # an id twice
+            if i == last:
+                asked = []  # a prefill's calls: nothing after it answers them
+                end = content[-1] if content else None
+                if end is not None and end.get("type") == "text" and end["text"][-1].isspace():
+                    return None
             continue
         # A user turn: each tool_result a tool message, the rest parts of the run's user message.
+        answered = 0
         for block in content:
             kind = block.get("type") if type(block) is dict else None
             if kind == "tool_result":
                 result = _result_length(block)
-                if result is None:
+                if result is None or answered >= len(asked) or block["tool_use_id"] != asked[answered]:
                     return None
+                answered += 1
                 tokens += PER_MESSAGE + (result + 2) // 3
             elif kind == "text":
                 text = block.get("text")
-                if type(text) is not str:
+                if type(text) is not str or not text or text.isspace():
                     return None
                 size += utf8_length(text)
                 parts += 1
                 texts.append(text)
-                if not text:
-                    empties += 1
             elif kind == "image":
                 image_url(block.get("source"), "")  # a 400 for a bad source: no view
                 size += IMAGE_BYTES
@@ -215,34 +241,30 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 images = pictured = True
             else:
                 return None  # documents, and blocks the translation refuses
+        if answered != len(asked):
+            return None
+        asked = []
     if run is not None:
-        tokens += _message_tokens(run, size, parts, calls, thinking, empties, pictured)
+        tokens += _message_tokens(run, size, parts, calls, thinking, pictured)
         if run == "user" and parts:
-            last_user = _read_as_text(texts, empties, pictured)
+            last_user = "\n".join(texts)
     return PromptFacts(tokens, images, last_user, system)
 
 
-def _read_as_text(texts: list[str], empties: int, pictured: bool) -> str:
-    """A user run's text as the classifier reads the translation's message: its one string
-    (`messages._user_content`: the non-empty texts by lines), or its parts' texts by lines."""
-    return "\n".join([t for t in texts if t] if empties and not pictured else texts)
-
-
 def _message_tokens(
-    role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int, empties: int, pictured: bool
+    role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int, pictured: bool
 ) -> int:
     """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
     texts are one string, followed by its calls and its thinking (`thinking`: the bytes of
     its `reasoning_content`, a field the estimate counts apart); a user's are one string of
-    its non-empty texts joined by lines when all are text (`messages._user_content`), else
-    (`pictured`) parts the estimate joins by spaces (`_content_text`). A user run of tool
-    results alone has no user message."""
+    its texts joined by lines when all are text (`messages._user_content`), else
+    (`pictured`) parts the estimate joins by spaces (`_content_text`): one separator between
+    parts either way. A user run of tool results alone has no user message."""
     if role == "assistant":
         return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0) + (thinking + 2) // 3
     if not parts:
         return 0
-    lines = parts if pictured else max(parts - empties, 1)
-    return PER_MESSAGE + (size + lines - 1 + 2) // 3
+    return PER_MESSAGE + (size + parts - 1 + 2) // 3
 
 
 def _result_length(block: dict[str, Any]) -> int | None:

@@ -9,6 +9,7 @@ the routing decision made on the view is compared with the one made on the trans
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.api.messages import MESSAGES_INGRESS, parse_messages_request
 from gateway.protocol.chat import ChatRequest, has_images
 from gateway.protocol.errors import GatewayError
 from gateway.protocol.messages import messages_to_chat
+from gateway.protocol.messages_checks import check_tool_results
 from gateway.protocol.messages_view import messages_fields, messages_prompt
 from gateway.protocol.tokens import estimate_prompt_tokens
 from gateway.routing.candidates import may_answer_natively
@@ -179,24 +181,6 @@ USUAL = {
             {"role": "assistant", "content": []},  # empty content: Anthropic's 400 but for a last assistant turn
         ]
     ),
-    # An empty block adds no line to the joined string (3 bytes and one line, not 5).
-    "text blocks, one empty": {
-        **S.MESSAGES_REQUEST_MINIMAL,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": t} for t in ("ab", "", "c")]}],
-    },
-    "an empty text beside an image": {
-        **S.MESSAGES_REQUEST_MINIMAL,
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": ""},
-                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-                    {"type": "text", "text": "What is it?"},
-                ],
-            }
-        ],
-    },
     "consecutive user strings": {
         **S.MESSAGES_REQUEST_MINIMAL,
         "messages": [{"role": "user", "content": "One."}, {"role": "user", "content": "Two."}],
@@ -252,6 +236,60 @@ USUAL = {
     ),
 }
 
+# Bodies `check_tool_results` refuses, as Anthropic does: the view gives up on each (its pass
+# reads what the check reads), so the ingress runs the check, whose 400 names what is wrong.
+_ASK = {"role": "user", "content": "Go."}
+_ASKED = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]}
+_ANSWER = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}
+CHECKED = {
+    "text blocks, one empty": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": t} for t in ("ab", "", "c")]}],
+    },
+    "an empty text beside an image": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                    {"type": "text", "text": "What is it?"},
+                ],
+            }
+        ],
+    },
+    "a call left unanswered": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [_ASK, _ASKED, {"role": "user", "content": "Go on."}],
+    },
+    "a result answering no call": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [_ASK, {"role": "assistant", "content": "Hi."}, _ANSWER],
+    },
+    "an empty turn": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [_ASK, {"role": "assistant", "content": "Hi."}, {"role": "user", "content": ""}],
+    },
+    "a blank text": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": " \n"}]}],
+    },
+    "a prefill ending in whitespace": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [_ASK, {"role": "assistant", "content": "Sure, "}],
+    },
+    "one id twice": {
+        **S.MESSAGES_REQUEST_MINIMAL,
+        "messages": [
+            _ASK,
+            {"role": "assistant", "content": _ASKED["content"] * 2},
+            {"role": "user", "content": _ANSWER["content"] * 2},
+        ],
+    },
+}
+
+
 UNUSUAL = {
     "a mid-conversation system turn": _agent_turn(
         messages=[{"role": "user", "content": "a"}, {"role": "system", "content": "Be terse."}]
@@ -296,6 +334,68 @@ def test_a_body_outside_the_usual_shape_has_no_view(name):
     assert messages_view(copy.deepcopy(UNUSUAL[name])) is None
 
 
+@pytest.mark.parametrize("name", CHECKED)
+def test_a_body_the_check_refuses_has_no_view_and_gets_the_checks_400_when_routing_reads_it(name):
+    body = CHECKED[name]
+    assert messages_view(copy.deepcopy(body)) is None
+    with pytest.raises(GatewayError) as checked:
+        check_tool_results(copy.deepcopy(body)["messages"])
+    chat = parse_messages_request(orjson.dumps(body), {}).chat  # parsed: routing reads the prompt first
+    with pytest.raises(GatewayError) as routed:
+        decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
+    assert (routed.value.status, routed.value.message, routed.value.param) == (
+        400,
+        checked.value.message,
+        checked.value.param,
+    )
+
+
+# Turns of every kind the check reads, for conversations of up to four of them.
+_TURNS = [
+    {"role": "user", "content": "a"},
+    {"role": "user", "content": ""},
+    {"role": "user", "content": [{"type": "text", "text": " "}]},
+    {"role": "user", "content": []},
+    {"role": "user", "content": [{"type": "text", "text": "b"}, {"type": "text", "text": ""}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2"}, {"type": "text", "text": "c"}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": i} for i in ("t2", "t1")]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": i} for i in ("t1", "t1")]},
+    {"role": "assistant", "content": "d"},
+    {"role": "assistant", "content": "d "},
+    {"role": "assistant", "content": ""},
+    {"role": "assistant", "content": []},
+    {"role": "assistant", "content": [{"type": "text", "text": "e\n"}]},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": i, "name": "f", "input": {}} for i in ("t1", "t2")]},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}] * 2},
+]
+
+
+def test_no_conversation_the_check_refuses_has_a_view():
+    """The view's pass gives up on whatever the check could refuse (so the ingress runs the
+    check only for a body without a view): every conversation of up to four turns above,
+    each either refused by the check with no view, or passed with its view or, only for
+    results answering calls in another order (a conservative give-up), without."""
+    counted = {"refused": 0, "viewed": 0, "left to the translation": 0}
+    reordered = (_TURNS[15], _TURNS[7])  # calls t1, t2 answered t2, t1: the check passes them
+    conversations = [turns for length in (1, 2, 3) for turns in itertools.product(_TURNS, repeat=length)]
+    conversations += [(_TURNS[0], *turns) for turns in conversations if len(turns) == 3]  # four, a question first
+    for turns in conversations:
+        body = {**S.MESSAGES_REQUEST_MINIMAL, "messages": copy.deepcopy(list(turns))}
+        view = messages_view(body)
+        try:
+            check_tool_results(body["messages"])
+        except GatewayError:
+            assert view is None, turns
+            counted["refused"] += 1
+            continue
+        if view is None:
+            assert any(turns[i : i + 2] == reordered for i in range(len(turns) - 1)), turns
+        counted["viewed" if view is not None else "left to the translation"] += 1
+    assert counted == {"refused": 9868, "viewed": 243, "left to the translation": 21}
+
+
 def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_gets_its_400():
     unusual = parse_messages_request(orjson.dumps(UNUSUAL["a mid-conversation system turn"]), {}).chat
     assert not unusual.translated
@@ -319,10 +419,10 @@ def test_the_ingress_routes_an_unusual_body_on_its_translation_and_a_bad_one_get
     assert raised.value.status == 400 and "tool_use needs an `id`" in raised.value.message
 
 
-def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_at_parse_whichever_path_reads_the_body():
-    """Before routing reads anything: a body with a view (which a native candidate would get
-    as is), one the view leaves to the translation, and one only a native candidate could
-    take get the same 400."""
+def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_before_routing_whichever_path_reads_the_body():
+    """Before routing reads anything else: a body of the usual shape (which a native candidate
+    would get as is), one the view leaves to the translation, and one only a native candidate
+    could take get the same 400."""
     turns = copy.deepcopy(_agent_turn()["messages"])
     del turns[4]  # toolu_3's result: the assistant's "Done." follows its tool_use
     unanswered = "messages.3: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_3."
@@ -331,10 +431,11 @@ def test_tool_uses_and_results_that_do_not_pair_up_are_a_400_at_parse_whichever_
         _agent_turn(messages=[*turns, {"role": "system", "content": "Be terse."}]),
         _agent_turn(messages=turns, tools=[{"type": "web_search_20250305", "name": "web_search"}]),
     ]:
+        chat = parse_messages_request(orjson.dumps(body), {}).chat
         with pytest.raises(GatewayError) as raised:
-            parse_messages_request(orjson.dumps(body), {})
+            decide(chat, {}, snapshot_from(POLICY), endpoint="messages")
         assert raised.value.status == 400 and raised.value.message.startswith(unanswered)
-    assert messages_view(_agent_turn(messages=turns)) is not None  # the view itself reads no pairing
+    assert messages_view(_agent_turn(messages=turns)) is None  # the view's pass gives up: the check names it
     # What a chat backend would have got: toolu_3's call (its turn and "Done." one assistant
     # message, as consecutive turns are), and no tool message after it.
     chat = messages_to_chat(_agent_turn(messages=turns))["messages"]
@@ -389,10 +490,6 @@ def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
     """Images, tools, json schema and context length filter a view as its translation."""
     snapshot = snapshot_from(POLICY)
     body = {**copy.deepcopy(USUAL[name]), "model": "claude-sonnet-4-5"}
-    if name in REFUSED:  # counted alike above, but the ingress refuses them, as Anthropic does
-        with pytest.raises(GatewayError, match="text content blocks must be non-empty"):
-            parse_messages_request(orjson.dumps(body), {})
-        return
     viewed = parse_messages_request(orjson.dumps(body), {}).chat
     chat = messages_to_chat(copy.deepcopy(body))
     ceiling = chat.pop("max_tokens")
@@ -402,7 +499,6 @@ def test_routing_decides_the_same_on_the_view_as_on_the_translation(name):
         assert [c.model for c in decision.candidates] == FILTERED[name]
 
 
-REFUSED = {"text blocks, one empty", "an empty text beside an image"}  # an empty text block: Anthropic's 400
 FILTERED = {
     "agent turn": ["plain/tools", "native/all"],  # tools; too long for plain/small
     "tools off": ["plain/tools", "plain/vision", "native/all", "native/schema"],  # tool_choice none
