@@ -151,7 +151,6 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
         tokens += PER_MESSAGE + (utf8_length(system) + 2) // 3
     run = None  # the role of the run of turns being counted, and its chat message so far:
     size, parts = 0, 0  # text bytes and parts
-    pictured = False  # whether a user run has an image (then parts)
     thinking, thoughts = 0, 0  # an assistant's thinking: bytes as its `reasoning_content` holds them, blocks
     texts: list[str] = []  # a user's texts
     calls: list[dict[str, Any]] = []
@@ -165,11 +164,11 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
             return None  # a system turn (or a malformed one): the translation's
         if role != run:
             if run is not None:
-                tokens += _message_tokens(run, size, parts, calls, thinking, pictured)
+                tokens += _message_tokens(run, size, parts, calls, thinking)
                 if run == "user" and parts:
                     last_user = "\n".join(texts)
             run, size, parts, texts, calls = role, 0, 0, [], []
-            thinking, thoughts, pictured = 0, 0, False
+            thinking, thoughts = 0, 0
         content = turn.get("content")
         if type(content) is str:
             if asked:
@@ -238,28 +237,25 @@ def _prompt(turns: list[Any], system: str) -> PromptFacts | None:
                 image_url(block.get("source"), "")  # a 400 for a bad source: no view
                 size += IMAGE_BYTES
                 parts += 1
-                images = pictured = True
+                images = True
             else:
                 return None  # documents, and blocks the translation refuses
         if answered != len(asked):
             return None
         asked = []
     if run is not None:
-        tokens += _message_tokens(run, size, parts, calls, thinking, pictured)
+        tokens += _message_tokens(run, size, parts, calls, thinking)
         if run == "user" and parts:
             last_user = "\n".join(texts)
     return PromptFacts(tokens, images, last_user, system)
 
 
-def _message_tokens(
-    role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int, pictured: bool
-) -> int:
+def _message_tokens(role: str, size: int, parts: int, calls: list[dict[str, Any]], thinking: int) -> int:
     """The estimate of a run's one chat message (`size`: its text bytes). An assistant's
     texts are one string, followed by its calls and its thinking (`thinking`: the bytes of
     its `reasoning_content`, a field the estimate counts apart); a user's are one string of
-    its texts joined by lines when all are text (`messages._user_content`), else
-    (`pictured`) parts the estimate joins by spaces (`_content_text`): one separator between
-    parts either way. A user run of tool results alone has no user message."""
+    its texts joined by lines when all are text (`messages._user_content`), else parts
+    the estimate joins by spaces (`_content_text`): one separator between parts either way. A user run of tool results alone has no user message."""
     if role == "assistant":
         return PER_MESSAGE + (size + 2) // 3 + (json_tokens(calls) if calls else 0) + (thinking + 2) // 3
     if not parts:
